@@ -1,0 +1,45 @@
+// Typed errors and the process exit codes they map to (../shared/spec/interfaces.md, "Exit codes").
+// User mistakes are exceptions carrying their exit code; main() turns them into the process status.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace longctx {
+
+enum class ExitCode : int {
+  ok = 0,
+  internal = 1,   // a bug or a failed library call
+  usage = 2,      // bad option or config; nothing was written
+  bad_input = 3,  // bad input file or checkpoint; nothing was overwritten
+  requeue = 75,   // stopped on a signal after a checkpoint was committed
+};
+
+class Error : public std::runtime_error {
+ public:
+  Error(ExitCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  ExitCode code() const { return code_; }
+
+ private:
+  ExitCode code_;
+};
+
+// Bad option value, malformed list, inconsistent configuration.
+class UsageError : public Error {
+ public:
+  explicit UsageError(const std::string& message) : Error(ExitCode::usage, message) {}
+};
+
+// Missing, truncated, damaged or mismatching input file or checkpoint.
+class InputError : public Error {
+ public:
+  explicit InputError(const std::string& message) : Error(ExitCode::bad_input, message) {}
+};
+
+// A failed library call or a broken invariant.
+class InternalError : public Error {
+ public:
+  explicit InternalError(const std::string& message) : Error(ExitCode::internal, message) {}
+};
+
+}  // namespace longctx

@@ -1,0 +1,15 @@
+// Logging: every line says which rank wrote it. info() prints on rank 0 only (the progress a person
+// reads); warn() and error() print on every rank that has something to say.
+#pragma once
+
+#include <string>
+
+namespace longctx::log {
+
+void info(const std::string& message);         // rank 0 only, to stderr
+void info_all(const std::string& message);     // every rank, to stderr
+void warn(const std::string& message);         // every rank that calls it
+void warn_once(const std::string& message);    // at most once per distinct message per process
+void error(const std::string& message);
+
+}  // namespace longctx::log

@@ -1,0 +1,57 @@
+#include "runtime/core/tensor.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <sstream>
+
+#include "runtime/core/error.hpp"
+
+namespace longctx {
+
+int64_t element_count(const Shape& shape) {
+  int64_t count = 1;
+  for (int64_t extent : shape) {
+    if (extent < 0) throw InternalError("negative extent in shape " + to_string(shape));
+    count *= extent;
+  }
+  return count;
+}
+
+std::string to_string(const Shape& shape) {
+  std::ostringstream out;
+  out << '[';
+  for (size_t i = 0; i < shape.size(); ++i) out << (i ? "," : "") << shape[i];
+  out << ']';
+  return out.str();
+}
+
+void Tensor::Free::operator()(float* p) const { std::free(p); }
+
+Tensor::Tensor(Shape shape, float fill_value) : shape_(std::move(shape)), count_(element_count(shape_)) {
+  constexpr size_t alignment = 64;
+  const size_t bytes = std::max<size_t>(alignment, (size_bytes() + alignment - 1) / alignment * alignment);
+  data_.reset(static_cast<float*>(std::aligned_alloc(alignment, bytes)));
+  if (!data_) throw std::bad_alloc();
+  fill(fill_value);
+}
+
+Tensor::Tensor(const Tensor& other) : Tensor(other.shape_) {
+  if (count_) std::memcpy(data(), other.data(), size_bytes());
+}
+
+Tensor& Tensor::operator=(const Tensor& other) {
+  if (this != &other) *this = Tensor(other);
+  return *this;
+}
+
+void Tensor::fill(float value) { std::fill(data(), data() + count_, value); }
+
+void Tensor::reshape(Shape shape) {
+  if (element_count(shape) != count_)
+    throw InternalError("cannot reshape " + to_string(shape_) + " to " + to_string(shape));
+  shape_ = std::move(shape);
+}
+
+}  // namespace longctx

@@ -1,0 +1,1 @@
+# Tests of comm/ (owned with comm/).

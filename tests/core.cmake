@@ -1,0 +1,1 @@
+# Tests of core/ (owned with core/).

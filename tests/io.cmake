@@ -1,0 +1,1 @@
+# Tests of io/ (owned with io/).

@@ -1,0 +1,1 @@
+# Tests of runtime/ (owned with runtime/).
