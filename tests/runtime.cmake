@@ -1,1 +1,10 @@
-# Tests of runtime/ (owned with runtime/).
+# Tests of runtime/: launcher detection, options, and the CLI end to end.
+longctx_test(test_launcher_and_options SOURCES test_launcher_and_options.cpp DEPS longctx_runtime)
+
+# CLI tests are shell scripts run against the real binary: longctx_cli_test(NAME SCRIPT)
+function(longctx_cli_test name script)
+  add_test(NAME ${name} COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/${script} $<TARGET_FILE:longctx>)
+  set_tests_properties(${name} PROPERTIES TIMEOUT 900 PROCESSORS 2
+    ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMP_NUM_THREADS=1")
+endfunction()
+longctx_cli_test(cli_info_and_options info_and_options.sh)

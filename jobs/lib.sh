@@ -1,0 +1,30 @@
+# Shared by the jobs/ scripts: sourced, not run.
+#   longctx_install PKG...   apt-get install of the packages not installed yet (nothing when all are)
+#   longctx_mpirun ARGS...   mpirun with the flags this machine needs (root, more ranks than cores)
+set -euo pipefail
+LONGCTX_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LONGCTX_BUILD="${LONGCTX_BUILD:-$LONGCTX_ROOT/build}"
+
+# Everything the build, the tests and the main job need on a fresh Debian 12.
+LONGCTX_BUILD_PACKAGES=(build-essential cmake git openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
+                        libboost-program-options-dev libgtest-dev)
+LONGCTX_TEST_PACKAGES=(python3-numpy python3-h5py)
+
+longctx_sudo() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+longctx_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "[jobs] installing: ${missing[*]}"
+  longctx_sudo apt-get update -qq
+  longctx_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+longctx_mpirun() {
+  local extra=(--oversubscribe --bind-to none)
+  [ "$(id -u)" -eq 0 ] && extra+=(--allow-run-as-root)
+  mpirun "${extra[@]}" "$@"
+}

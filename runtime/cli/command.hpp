@@ -1,0 +1,59 @@
+// One binary, subcommands. A Command declares its options and runs with the parsed, resolved values.
+// Options come from the command line, then a config file (--config FILE.ini; INI sections map to
+// dotted names: `[model] layers=2` is `--model.layers`), then LONGCTX_* environment variables
+// (`--seq-len` <- LONGCTX_SEQ_LEN, `--model.layers` <- LONGCTX_MODEL_LAYERS), in that order of
+// precedence.
+#pragma once
+
+#include <boost/program_options.hpp>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "runtime/process.hpp"
+
+namespace longctx::cli {
+
+namespace po = boost::program_options;
+
+struct Invocation;
+
+struct Command {
+  std::string name;        // "info", "bench attention", "ckpt inspect"
+  std::string summary;     // one line for `longctx --help`
+  std::string positional;  // e.g. "FILE" for the usage line; empty when none
+  std::function<void(po::options_description&, po::positional_options_description&)> declare;
+  std::function<int(Invocation&)> run;  // returns the exit code
+};
+
+struct Invocation {
+  ProcessContext& process;
+  const Command& command;
+  po::variables_map options;
+  std::map<std::string, std::string> sources;  // option -> "command line" | "config FILE" | "env VAR" | "default"
+};
+
+// Every command, in the order `longctx --help` lists them.
+const std::vector<Command>& all_commands();
+
+// Parses `args` (the words after the command name) for `command`. Throws UsageError naming the option
+// and what is allowed. `declared` receives the full option description (for --help).
+Invocation parse_invocation(ProcessContext& process, const Command& command, const std::vector<std::string>& args,
+                            const GetEnv& getenv, po::options_description& declared);
+
+// The environment variable that sets `option` ("model.layers" -> "LONGCTX_MODEL_LAYERS").
+std::string env_name(const std::string& option);
+
+// "2048,4K,1M" -> {2048, 4096, 1048576}; throws UsageError naming `option` when malformed.
+std::vector<int64_t> parse_size_list(const std::string& option, const std::string& text);
+int64_t parse_size(const std::string& option, const std::string& text);
+
+// The resolved configuration, one "name = value  [source]" line per option.
+std::string describe(const Invocation& invocation, const po::options_description& declared);
+// The resolved configuration as INI text (what a checkpoint's /config records).
+std::string to_ini(const Invocation& invocation, const po::options_description& declared);
+
+std::string help_text(const Command& command, const po::options_description& declared);
+
+}  // namespace longctx::cli

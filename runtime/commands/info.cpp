@@ -1,0 +1,70 @@
+// `longctx info`: one line per rank (rank, local rank, host, device, launcher), printed by rank 0 in rank
+// order. Fails with exit 2 when two ranks on one host would share one GPU.
+#include <iostream>
+#include <sstream>
+
+#include "runtime/commands/commands.hpp"
+
+namespace longctx::cli {
+
+std::vector<std::string> find_shared_devices(const std::vector<std::string>& host_device_per_rank) {
+  std::vector<std::string> problems;
+  for (size_t a = 0; a < host_device_per_rank.size(); ++a) {
+    const std::string& placement = host_device_per_rank[a];
+    if (placement.substr(placement.rfind('|') + 1) == "cpu") continue;  // CPU ranks share cores freely
+    for (size_t b = a + 1; b < host_device_per_rank.size(); ++b)
+      if (host_device_per_rank[a] == host_device_per_rank[b])
+        problems.push_back("ranks " + std::to_string(a) + " and " + std::to_string(b) + " share " +
+                           host_device_per_rank[a]);
+  }
+  return problems;
+}
+
+namespace {
+
+std::vector<std::string> gather_strings(comm::Communicator& world, const std::string& mine) {
+  std::vector<size_t> lengths(static_cast<size_t>(world.size()));
+  const std::vector<int64_t> my_length{static_cast<int64_t>(mine.size())};
+  std::vector<int64_t> all_lengths(lengths.size());
+  world.all_gather(Span<const int64_t>(my_length), Span<int64_t>(all_lengths));
+  size_t total = 0;
+  for (size_t i = 0; i < lengths.size(); ++i) total += lengths[i] = static_cast<size_t>(all_lengths[i]);
+  std::vector<char> joined(total);
+  world.all_gatherv(Span<const char>(mine.data(), mine.size()), Span<char>(joined), lengths);
+  std::vector<std::string> out;
+  size_t offset = 0;
+  for (size_t length : lengths) {
+    out.emplace_back(joined.data() + offset, length);
+    offset += length;
+  }
+  return out;
+}
+
+int run_info(Invocation& invocation) {
+  ProcessContext& process = invocation.process;
+  const std::vector<std::string> placements =
+      gather_strings(process.world(), process.host() + "|" + process.device());
+  if (const auto problems = find_shared_devices(placements); !problems.empty()) {
+    std::string message = "two ranks would share one GPU: ";
+    for (const auto& p : problems) message += p + "; ";
+    throw UsageError(message + "run one rank per GPU");
+  }
+  std::ostringstream line;
+  line << "rank " << process.rank() << "/" << process.world_size() << "  local_rank " << process.local_rank() << "/"
+       << process.local_size() << "  host " << process.host() << "  device " << process.device() << "  launcher "
+       << to_string(process.launcher().kind);
+  const std::vector<std::string> lines = gather_strings(process.world(), line.str());
+  if (process.rank() == 0)
+    for (const auto& l : lines) std::cout << l << "\n";
+  std::cout.flush();
+  return 0;
+}
+
+}  // namespace
+
+Command info_command() {
+  return {"info", "one line per rank: rank, local rank, host, device, launcher (checks the launch)", "",
+          nullptr, run_info};
+}
+
+}  // namespace longctx::cli

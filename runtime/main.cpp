@@ -1,0 +1,156 @@
+// longctx: one binary, subcommands (../shared/spec/interfaces.md).
+//
+// Failure protocol. Parsing options and checking the launcher is the config phase: every rank does it,
+// then all ranks agree on the worst exit code (one all-reduce), so a usage error ends every rank cleanly
+// with exit 2 and nothing written. After that, a rank that throws aborts the whole job (MPI_Abort with
+// the error's exit code): the others may be inside a collective and would otherwise wait forever.
+#include <cstdio>
+#include <exception>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/cli/command.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/core/log.hpp"
+#include "runtime/process.hpp"
+#include "runtime/version.hpp"
+
+namespace longctx {
+namespace {
+
+std::string top_help() {
+  std::string out =
+      "longctx: dilated attention over one sequence sharded across ranks (LongNet)\n\n"
+      "usage: longctx COMMAND [options]      (under mpirun/srun: one process per rank)\n"
+      "       longctx COMMAND --help         options of COMMAND, with defaults\n"
+      "       longctx --version              version, git hash, backends, library versions\n\n"
+      "commands:\n";
+  for (const auto& command : cli::all_commands()) {
+    std::string name = command.name;
+    name.resize(std::max<size_t>(name.size(), 18), ' ');
+    out += "  " + name + " " + command.summary + "\n";
+  }
+  out += "\nexit codes: 0 ok, 1 internal failure, 2 usage/config error, 3 bad input file, 75 stopped on a "
+         "signal after a checkpoint (requeue)\n";
+  return out;
+}
+
+// The longest command name made of the leading words of args.
+const cli::Command* find_command(const std::vector<std::string>& args, size_t* words) {
+  const cli::Command* best = nullptr;
+  for (const auto& command : cli::all_commands()) {
+    std::vector<std::string> parts;
+    std::string part;
+    for (char c : command.name + " ") {
+      if (c == ' ') {
+        if (!part.empty()) parts.push_back(part);
+        part.clear();
+      } else {
+        part += c;
+      }
+    }
+    if (parts.size() > args.size()) continue;
+    if (!std::equal(parts.begin(), parts.end(), args.begin())) continue;
+    if (!best || parts.size() > *words) {
+      best = &command;
+      *words = parts.size();
+    }
+  }
+  return best;
+}
+
+struct Parsed {
+  std::optional<cli::Invocation> invocation;
+  cli::po::options_description declared{"options", 100, 50};
+  bool help = false;
+  bool version = false;
+};
+
+void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed& parsed) {
+  if (args.empty()) throw UsageError("no command given\n\n" + top_help());
+  if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    parsed.help = true;
+    return;
+  }
+  if (args[0] == "--version") {
+    parsed.version = true;
+    return;
+  }
+  size_t words = 0;
+  const cli::Command* command = find_command(args, &words);
+  if (!command) {
+    std::string names;
+    for (const auto& c : cli::all_commands()) names += (names.empty() ? "" : ", ") + c.name;
+    throw UsageError("unknown command '" + args[0] + "'; commands: " + names);
+  }
+  const std::vector<std::string> rest(args.begin() + static_cast<std::ptrdiff_t>(words), args.end());
+  parsed.invocation.emplace(cli::parse_invocation(process, *command, rest, process_getenv, parsed.declared));
+  if (parsed.invocation->options.count("help")) {
+    parsed.help = true;
+    return;
+  }
+  check_launcher(process.launcher(), process.rank(), process.world_size());
+  process.world().set_timeout_seconds(parsed.invocation->options["comm-timeout"].as<double>());
+}
+
+int run(ProcessContext& process, const std::vector<std::string>& args) {
+  Parsed parsed;
+  int code = 0;
+  std::string message;
+  try {
+    parse(process, args, parsed);
+  } catch (const Error& e) {
+    code = static_cast<int>(e.code());
+    message = e.what();
+  }
+  // Config phase ends with every rank agreeing on the outcome.
+  std::vector<int> codes{code, process.rank() == 0 ? code : 0};
+  if (process.world_size() > 1) process.world().all_reduce(Span<int>(codes), comm::ReduceOp::max);
+  if (codes[0] != 0) {
+    if (code != 0 && (process.rank() == 0 || codes[1] == 0)) std::fprintf(stderr, "longctx: error: %s\n", message.c_str());
+    return codes[0];
+  }
+  if (process.rank() != 0 && (parsed.help || parsed.version)) return 0;
+  if (parsed.version) {
+    std::cout << version_text();
+    return 0;
+  }
+  if (parsed.help) {
+    std::cout << (parsed.invocation ? cli::help_text(parsed.invocation->command, parsed.declared) : top_help());
+    return 0;
+  }
+  cli::Invocation& invocation = *parsed.invocation;
+  if (process.rank() == 0 && !invocation.options["quiet"].as<bool>())
+    std::fprintf(stderr, "%s", cli::describe(invocation, parsed.declared).c_str());
+  return invocation.command.run(invocation);
+}
+
+}  // namespace
+}  // namespace longctx
+
+int main(int argc, char** argv) {
+  using namespace longctx;
+  std::optional<ProcessContext> process;
+  try {
+    process.emplace(&argc, &argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "longctx: error: cannot start: %s\n", e.what());
+    return static_cast<int>(ExitCode::internal);
+  }
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  int code = 0;
+  try {
+    code = run(*process, args);
+  } catch (const Error& e) {
+    log::error(e.what());
+    code = static_cast<int>(e.code());
+    if (process->world_size() > 1) process->abort(code);
+  } catch (const std::exception& e) {
+    log::error(std::string("internal failure: ") + e.what());
+    code = static_cast<int>(ExitCode::internal);
+    if (process->world_size() > 1) process->abort(code);
+  }
+  return code;
+}

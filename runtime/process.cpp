@@ -1,0 +1,116 @@
+#include "runtime/process.hpp"
+
+#include <mpi.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <sstream>
+
+#include "comm/mpi_communicator.hpp"
+#include "runtime/core/check.hpp"
+
+namespace longctx {
+namespace {
+
+int env_int(const GetEnv& getenv, const std::string& name) {
+  const auto value = getenv(name);
+  if (!value || value->empty()) return -1;
+  try {
+    size_t used = 0;
+    const int parsed = std::stoi(*value, &used);
+    return used == value->size() ? parsed : -1;
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
+
+}  // namespace
+
+std::string to_string(LauncherKind kind) {
+  switch (kind) {
+    case LauncherKind::open_mpi: return "Open MPI";
+    case LauncherKind::slurm: return "Slurm";
+    case LauncherKind::none: break;
+  }
+  return "none";
+}
+
+std::optional<std::string> process_getenv(const std::string& name) {
+  const char* value = std::getenv(name.c_str());
+  if (!value) return std::nullopt;
+  return std::string(value);
+}
+
+LauncherInfo detect_launcher(const GetEnv& getenv) {
+  LauncherInfo info;
+  if (getenv("OMPI_COMM_WORLD_SIZE")) {
+    info.kind = LauncherKind::open_mpi;
+    info.tasks = env_int(getenv, "OMPI_COMM_WORLD_SIZE");
+    info.rank = env_int(getenv, "OMPI_COMM_WORLD_RANK");
+    info.local_rank = env_int(getenv, "OMPI_COMM_WORLD_LOCAL_RANK");
+  } else if (getenv("SLURM_PROCID") && (getenv("SLURM_STEP_NUM_TASKS") || getenv("SLURM_NTASKS"))) {
+    info.kind = LauncherKind::slurm;
+    info.tasks = env_int(getenv, getenv("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS");
+    info.rank = env_int(getenv, "SLURM_PROCID");
+    info.local_rank = env_int(getenv, "SLURM_LOCALID");
+  }
+  return info;
+}
+
+void check_launcher(const LauncherInfo& launcher, int mpi_rank, int mpi_world_size) {
+  if (launcher.kind == LauncherKind::none) return;
+  if (launcher.tasks >= 0 && launcher.tasks != mpi_world_size) {
+    std::ostringstream message;
+    message << to_string(launcher.kind) << " started " << launcher.tasks << " tasks, but MPI sees a world of "
+            << mpi_world_size << " in this one (rank " << mpi_rank << "). ";
+    if (launcher.kind == LauncherKind::slurm)
+      message << "This is srun without PMI: each task ran MPI_Init alone and would compute and write the "
+                 "whole problem. Launch with `srun --mpi=pmix ...` (see `srun --mpi=list`), or run "
+                 "`mpirun` inside the allocation.";
+    else
+      message << "The binary is linked against a different MPI than the mpirun that started it; rebuild "
+                 "with jobs/build.sh or use the matching mpirun.";
+    throw UsageError(message.str());
+  }
+  if (launcher.rank >= 0 && launcher.rank != mpi_rank) {
+    std::ostringstream message;
+    message << to_string(launcher.kind) << " says this is rank " << launcher.rank << " but MPI says rank "
+            << mpi_rank << "; the launcher and the MPI library disagree.";
+    throw UsageError(message.str());
+  }
+}
+
+ProcessContext::ProcessContext(int* argc, char*** argv) {
+  launcher_ = detect_launcher(process_getenv);
+  int provided = 0;
+  LONGCTX_CHECK_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+  LONGCTX_CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
+  LONGCTX_CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &world_size_));
+  char name[MPI_MAX_PROCESSOR_NAME];
+  int length = 0;
+  LONGCTX_CHECK_MPI(MPI_Get_processor_name(name, &length));
+  host_.assign(name, static_cast<size_t>(length));
+  set_process_identity(rank_, host_);
+
+  MPI_Comm node = MPI_COMM_NULL;
+  LONGCTX_CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
+  LONGCTX_CHECK_MPI(MPI_Comm_rank(node, &local_rank_));
+  LONGCTX_CHECK_MPI(MPI_Comm_size(node, &local_size_));
+  LONGCTX_CHECK_MPI(MPI_Comm_free(&node));
+
+  world_ = comm::make_mpi_world(600.0);
+}
+
+ProcessContext::~ProcessContext() {
+  world_.reset();
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+void ProcessContext::abort(int code) {
+  if (world_size_ > 1) MPI_Abort(MPI_COMM_WORLD, code);
+  std::exit(code);
+}
+
+}  // namespace longctx

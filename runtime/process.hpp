@@ -1,0 +1,72 @@
+// The process context: started once per process, first thing in main(). It initialises MPI, learns
+// rank / world size / local rank (MPI_Comm_split_type SHARED) / host, detects the launcher from the
+// environment and cross-checks it against what MPI sees, and finalises MPI on the way out.
+//
+// Launcher detection reads the environment BEFORE trusting MPI:
+//   Open MPI (mpirun)  OMPI_COMM_WORLD_SIZE / _RANK / _LOCAL_RANK
+//   Slurm (srun)       SLURM_STEP_NUM_TASKS (or SLURM_NTASKS) / SLURM_PROCID / SLURM_LOCALID
+//   none               neither (a plain ./longctx: a world of one)
+// mpirun inside an sbatch job also carries SLURM_* variables, so Open MPI's variables win.
+// When the launcher started N tasks but MPI sees a world of a different size, each task is running
+// alone: that is `srun` without PMI (or mpirun of a binary built against another MPI). Continuing
+// would have N processes each compute and write the whole problem, so it is a usage error (exit 2).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "comm/communicator.hpp"
+
+namespace longctx {
+
+enum class LauncherKind { none, open_mpi, slurm };
+std::string to_string(LauncherKind kind);
+
+struct LauncherInfo {
+  LauncherKind kind = LauncherKind::none;
+  int tasks = -1;       // what the launcher says the world size is; -1 when unknown
+  int rank = -1;        // what the launcher says this process's rank is; -1 when unknown
+  int local_rank = -1;  // the launcher's local rank, -1 when unknown
+};
+
+// `getenv` is injectable so tests can pose as any launcher.
+using GetEnv = std::function<std::optional<std::string>(const std::string&)>;
+LauncherInfo detect_launcher(const GetEnv& getenv);
+std::optional<std::string> process_getenv(const std::string& name);
+
+// Throws UsageError when the launcher and MPI disagree on world size or rank.
+void check_launcher(const LauncherInfo& launcher, int mpi_rank, int mpi_world_size);
+
+class ProcessContext {
+ public:
+  ProcessContext(int* argc, char*** argv);
+  ~ProcessContext();
+  ProcessContext(const ProcessContext&) = delete;
+  ProcessContext& operator=(const ProcessContext&) = delete;
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+  int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }
+  const std::string& host() const { return host_; }
+  const LauncherInfo& launcher() const { return launcher_; }
+  std::string device() const { return "cpu"; }
+
+  comm::Communicator& world() { return *world_; }
+
+  // Ends every rank now with `code` (MPI_Abort when there are other ranks).
+  [[noreturn]] void abort(int code);
+
+ private:
+  int rank_ = 0;
+  int world_size_ = 1;
+  int local_rank_ = 0;
+  int local_size_ = 1;
+  std::string host_;
+  LauncherInfo launcher_;
+  std::unique_ptr<comm::Communicator> world_;
+};
+
+}  // namespace longctx

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# longctx info, --version, --help, exit codes and option precedence (interfaces.md).
+LONGCTX=$1
+source "$(dirname "$0")/lib.sh"
+
+expect_exit 0 "info on 3 ranks" -- "${MPIRUN[@]}" -np 3 "$LONGCTX" info
+[ "$(grep -c '^rank ' "$OUT/stdout")" -eq 3 ] && pass "three rank lines" || fail "wanted 3 rank lines"
+for r in 0 1 2; do expect_in "$OUT/stdout" "^rank $r/3 .*launcher Open MPI" "rank $r line names Open MPI"; done
+expect_in "$OUT/stderr" "resolved config" "rank 0 prints the resolved config"
+[ "$(grep -c 'resolved config' "$OUT/stderr")" -eq 1 ] && pass "only rank 0 prints it" || fail "config printed more than once"
+
+expect_exit 0 "info without a launcher" -- env -u OMPI_COMM_WORLD_SIZE "$LONGCTX" info --quiet
+expect_in "$OUT/stdout" "^rank 0/1 .*launcher none" "single process says launcher none"
+
+# srun started 2 tasks but each one is alone in MPI: the classic missing-PMI mistake.
+expect_exit 2 "srun without PMI" -- env SLURM_PROCID=0 SLURM_STEP_NUM_TASKS=2 SLURM_NTASKS=2 "$LONGCTX" info
+expect_in "$OUT/stderr" "srun without PMI" "the error explains srun without PMI"
+[ ! -s "$OUT/stdout" ] && pass "nothing printed to stdout" || fail "stdout not empty on usage error"
+
+expect_exit 2 "unknown option" -- "$LONGCTX" info --no-such-option
+expect_in "$OUT/stderr" "no-such-option" "unknown option is named"
+expect_in "$OUT/stderr" "allowed: .*--comm-timeout" "allowed options are listed"
+expect_exit 2 "unknown option on 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" info --bogus
+expect_exit 2 "bad value" -- "$LONGCTX" info --comm-timeout soon
+expect_in "$OUT/stderr" "comm-timeout" "bad value names the option"
+expect_exit 2 "missing value" -- "$LONGCTX" info --comm-timeout
+expect_exit 2 "unknown command" -- "$LONGCTX" frobnicate
+expect_exit 2 "no command" -- "$LONGCTX"
+
+expect_exit 0 "--version" -- "$LONGCTX" --version
+expect_in "$OUT/stdout" "^longctx [0-9]+\.[0-9]+\.[0-9]+ \(git [0-9a-f]+|unknown" "version and git hash"
+expect_in "$OUT/stdout" "backends: .*cpu" "backends listed"
+expect_in "$OUT/stdout" "^MPI: Open MPI" "MPI version"
+expect_in "$OUT/stdout" "^HDF5: 1\." "HDF5 version"
+expect_exit 0 "--help" -- "$LONGCTX" --help
+expect_in "$OUT/stdout" "info" "top help lists info"
+expect_exit 0 "info --help" -- "$LONGCTX" info --help
+expect_in "$OUT/stdout" "comm-timeout.*600" "sub help shows defaults"
+
+# Precedence: command line > config file > environment > default.
+printf 'comm-timeout = 30\n' >"$OUT/c.ini"
+expect_exit 0 "env only" -- env LONGCTX_COMM_TIMEOUT=20 "$LONGCTX" info
+expect_in "$OUT/stderr" "comm-timeout = 20  \[env LONGCTX_COMM_TIMEOUT\]" "environment applies"
+expect_exit 0 "config beats env" -- env LONGCTX_COMM_TIMEOUT=20 "$LONGCTX" info --config "$OUT/c.ini"
+expect_in "$OUT/stderr" "comm-timeout = 30  \[config" "config file beats environment"
+expect_exit 0 "cli beats config" -- env LONGCTX_COMM_TIMEOUT=20 "$LONGCTX" info --config "$OUT/c.ini" --comm-timeout 40
+expect_in "$OUT/stderr" "comm-timeout = 40  \[command line\]" "command line beats config"
+expect_exit 0 "default" -- "$LONGCTX" info
+expect_in "$OUT/stderr" "comm-timeout = 600  \[default\]" "default is labelled"
+printf 'no-such-key = 1\n' >"$OUT/bad.ini"
+expect_exit 2 "unknown key in config" -- "$LONGCTX" info --config "$OUT/bad.ini"
+expect_in "$OUT/stderr" "no-such-key" "unknown config key named"
+expect_exit 2 "missing config file" -- "$LONGCTX" info --config "$OUT/nope.ini"
+
+finish

@@ -1,0 +1,103 @@
+// Launcher detection and cross-checks, option-list parsing, environment names, shared-device check.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "runtime/cli/command.hpp"
+#include "runtime/commands/commands.hpp"
+#include "runtime/process.hpp"
+
+namespace longctx {
+namespace {
+
+GetEnv fake_env(std::map<std::string, std::string> vars) {
+  return [vars](const std::string& name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+TEST(Launcher, NoneWhenNothingIsSet) {
+  const LauncherInfo info = detect_launcher(fake_env({}));
+  EXPECT_EQ(info.kind, LauncherKind::none);
+  EXPECT_NO_THROW(check_launcher(info, 0, 1));
+}
+
+TEST(Launcher, OpenMpi) {
+  const LauncherInfo info = detect_launcher(
+      fake_env({{"OMPI_COMM_WORLD_SIZE", "4"}, {"OMPI_COMM_WORLD_RANK", "2"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "0"}}));
+  EXPECT_EQ(info.kind, LauncherKind::open_mpi);
+  EXPECT_EQ(info.tasks, 4);
+  EXPECT_EQ(info.rank, 2);
+  EXPECT_EQ(info.local_rank, 0);
+  EXPECT_NO_THROW(check_launcher(info, 2, 4));
+  EXPECT_THROW(check_launcher(info, 1, 4), UsageError);
+}
+
+TEST(Launcher, MpirunInsideSbatchIsOpenMpi) {
+  const LauncherInfo info = detect_launcher(fake_env({{"OMPI_COMM_WORLD_SIZE", "2"},
+                                                      {"OMPI_COMM_WORLD_RANK", "1"},
+                                                      {"SLURM_PROCID", "0"},
+                                                      {"SLURM_NTASKS", "8"}}));
+  EXPECT_EQ(info.kind, LauncherKind::open_mpi);
+  EXPECT_NO_THROW(check_launcher(info, 1, 2));
+}
+
+TEST(Launcher, SrunStepTasksWinOverJobTasks) {
+  const LauncherInfo info = detect_launcher(fake_env(
+      {{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "8"}, {"SLURM_STEP_NUM_TASKS", "2"}, {"SLURM_LOCALID", "1"}}));
+  EXPECT_EQ(info.kind, LauncherKind::slurm);
+  EXPECT_EQ(info.tasks, 2);
+  EXPECT_EQ(info.rank, 1);
+  EXPECT_EQ(info.local_rank, 1);
+  EXPECT_NO_THROW(check_launcher(info, 1, 2));
+}
+
+TEST(Launcher, SrunWithoutPmiIsAUsageErrorThatSaysSo) {
+  const LauncherInfo info =
+      detect_launcher(fake_env({{"SLURM_PROCID", "1"}, {"SLURM_STEP_NUM_TASKS", "4"}}));
+  try {
+    check_launcher(info, 0, 1);
+    FAIL() << "expected UsageError";
+  } catch (const UsageError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("srun without PMI"), std::string::npos) << message;
+    EXPECT_NE(message.find("--mpi=pmix"), std::string::npos) << message;
+    EXPECT_EQ(e.code(), ExitCode::usage);
+  }
+}
+
+TEST(Options, SizeListsAcceptSuffixes) {
+  EXPECT_EQ(cli::parse_size_list("segment-lengths", "2048,4K,1M"),
+            (std::vector<int64_t>{2048, 4096, 1048576}));
+  EXPECT_EQ(cli::parse_size("seq-len", "1G"), int64_t{1} << 30);
+  EXPECT_EQ(cli::parse_size("seq-len", "-3"), -3);  // range checks belong to the option's owner
+}
+
+TEST(Options, MalformedListsNameTheOption) {
+  for (const char* bad : {"", "2048,", ",2048", "20x48", "2048,,4096", "4KB", "K"}) {
+    try {
+      cli::parse_size_list("segment-lengths", bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find("--segment-lengths"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(Options, EnvironmentNames) {
+  EXPECT_EQ(cli::env_name("seq-len"), "LONGCTX_SEQ_LEN");
+  EXPECT_EQ(cli::env_name("model.segment_lengths"), "LONGCTX_MODEL_SEGMENT_LENGTHS");
+}
+
+TEST(Info, SharedGpuIsFoundCpuIsNot) {
+  EXPECT_TRUE(cli::find_shared_devices({"a|cpu", "a|cpu", "b|cpu"}).empty());
+  EXPECT_TRUE(cli::find_shared_devices({"a|cuda:0", "a|cuda:1", "b|cuda:0"}).empty());
+  const auto problems = cli::find_shared_devices({"a|cuda:0", "b|cuda:0", "a|cuda:0"});
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_NE(problems[0].find("ranks 0 and 2"), std::string::npos) << problems[0];
+}
+
+}  // namespace
+}  // namespace longctx
