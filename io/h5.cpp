@@ -1,0 +1,740 @@
+#include "io/h5.hpp"
+
+#include <algorithm>
+#include <exception>
+#include <filesystem>
+#include <sstream>
+
+#include "runtime/core/check.hpp"
+
+namespace longctx::io::h5 {
+namespace {
+
+std::vector<hsize_t> to_hsize(const Shape& shape) {
+  std::vector<hsize_t> out(shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] < 0) throw InternalError("negative extent in " + to_string(shape));
+    out[i] = static_cast<hsize_t>(shape[i]);
+  }
+  return out;
+}
+
+Shape to_shape(const std::vector<hsize_t>& dims) {
+  Shape out(dims.size());
+  for (size_t i = 0; i < dims.size(); ++i) out[i] = static_cast<int64_t>(dims[i]);
+  return out;
+}
+
+// Splits "a/b/c" into its non-empty components.
+std::vector<std::string> split_path(const std::string& path) {
+  std::vector<std::string> parts;
+  std::string part;
+  std::istringstream in(path);
+  while (std::getline(in, part, '/'))
+    if (!part.empty()) parts.push_back(part);
+  return parts;
+}
+
+hid_t file_type_of(ElementType type) {
+  switch (type) {
+    case ElementType::f32: return H5T_IEEE_F32LE;
+    case ElementType::f64: return H5T_IEEE_F64LE;
+    case ElementType::u8: return H5T_STD_U8LE;
+    case ElementType::i8: return H5T_STD_I8LE;
+    case ElementType::i32: return H5T_STD_I32LE;
+    case ElementType::i64: return H5T_STD_I64LE;
+    case ElementType::u64: return H5T_STD_U64LE;
+    default: throw InternalError("no HDF5 file type for element type " + to_string(type));
+  }
+}
+
+ElementType classify(hid_t type) {
+  const H5T_class_t type_class = H5Tget_class(type);
+  const size_t bytes = H5Tget_size(type);
+  if (type_class == H5T_FLOAT) {
+    if (bytes == 2) return ElementType::f16;
+    if (bytes == 4) return ElementType::f32;
+    if (bytes == 8) return ElementType::f64;
+  } else if (type_class == H5T_INTEGER) {
+    const bool is_signed = H5Tget_sign(type) == H5T_SGN_2;
+    if (bytes == 1) return is_signed ? ElementType::i8 : ElementType::u8;
+    if (bytes == 4 && is_signed) return ElementType::i32;
+    if (bytes == 8) return is_signed ? ElementType::i64 : ElementType::u64;
+  } else if (type_class == H5T_STRING) {
+    return ElementType::string;
+  }
+  return ElementType::other;
+}
+
+Handle fixed_string_type(size_t bytes) {
+  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+  if (!type.valid()) throw_internal("H5Tcopy(H5T_C_S1)");
+  if (H5Tset_size(type.id(), std::max<size_t>(bytes, 1)) < 0 || H5Tset_strpad(type.id(), H5T_STR_NULLPAD) < 0)
+    throw_internal("fixed-length string type");
+  return type;
+}
+
+std::string strip_nulls(std::string text) {
+  while (!text.empty() && text.back() == '\0') text.pop_back();
+  return text;
+}
+
+// Reads a string attribute or dataset content (fixed or variable length, scalar or one element).
+template <class Reader>
+std::string read_text(hid_t type, Reader&& read_with, const std::string& context) {
+  if (H5Tget_class(type) != H5T_STRING) throw InputError(context + ": not a string");
+  if (H5Tis_variable_str(type) > 0) {
+    Handle memory(H5Tcopy(H5T_C_S1), H5Tclose);
+    H5Tset_size(memory.id(), H5T_VARIABLE);
+    char* value = nullptr;
+    if (read_with(memory.id(), &value) < 0) throw_input(context + ": read failed");
+    std::string text = value ? value : "";
+    H5free_memory(value);
+    return text;
+  }
+  const size_t bytes = H5Tget_size(type);
+  Handle memory = fixed_string_type(bytes);
+  std::string text(bytes, '\0');
+  if (read_with(memory.id(), text.data()) < 0) throw_input(context + ": read failed");
+  return strip_nulls(std::move(text));
+}
+
+herr_t collect_error(unsigned, const H5E_error2_t* error, void* client) {
+  auto* lines = static_cast<std::vector<std::string>*>(client);
+  std::string line = error->desc ? error->desc : "";
+  char minor[256] = {0};
+  if (H5Eget_msg(error->min_num, nullptr, minor, sizeof(minor)) > 0 && line.find(minor) == std::string::npos)
+    line += std::string(" (") + minor + ")";
+  lines->push_back(line);
+  return 0;
+}
+
+}  // namespace
+
+// ---- errors -------------------------------------------------------------------------------------------
+void quiet_errors() {
+  static bool done = false;
+  if (done) return;
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  done = true;
+}
+
+std::string take_error_text() {
+  std::vector<std::string> lines;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_error, &lines);
+  H5Eclear2(H5E_DEFAULT);
+  // The innermost entries say what actually went wrong ("truncated file", "Fletcher32 checksum ...").
+  const size_t keep = 3;
+  const size_t first = lines.size() > keep ? lines.size() - keep : 0;
+  std::string text;
+  for (size_t i = lines.size(); i-- > first;) text += (text.empty() ? "" : "; ") + lines[i];
+  return text;
+}
+
+void throw_input(const std::string& context) {
+  const std::string detail = take_error_text();
+  throw InputError(detail.empty() ? context : context + ": " + detail);
+}
+
+void throw_internal(const std::string& context) {
+  const std::string detail = take_error_text();
+  std::ostringstream message;
+  message << "HDF5: " << context;
+  if (!detail.empty()) message << ": " << detail;
+  message << " (rank " << process_rank() << " on " << process_host() << ")";
+  throw InternalError(message.str());
+}
+
+// ---- handles ------------------------------------------------------------------------------------------
+Handle::Handle(Handle&& other) noexcept : id_(other.id_), closer_(other.closer_) {
+  other.id_ = H5I_INVALID_HID;
+}
+
+Handle& Handle::operator=(Handle&& other) noexcept {
+  if (this != &other) {
+    if (valid() && closer_) closer_(id_);
+    id_ = other.id_;
+    closer_ = other.closer_;
+    other.id_ = H5I_INVALID_HID;
+  }
+  return *this;
+}
+
+Handle::~Handle() {
+  if (valid() && closer_) closer_(id_);
+}
+
+void Handle::close(const std::string& context) {
+  if (!valid()) return;
+  const hid_t id = id_;
+  id_ = H5I_INVALID_HID;
+  if (closer_ && closer_(id) < 0) throw_internal("closing " + context);
+}
+
+hid_t Handle::release() {
+  const hid_t id = id_;
+  id_ = H5I_INVALID_HID;
+  return id;
+}
+
+// ---- types --------------------------------------------------------------------------------------------
+std::string to_string(ElementType type) {
+  switch (type) {
+    case ElementType::f16: return "float16";
+    case ElementType::f32: return "float32";
+    case ElementType::f64: return "float64";
+    case ElementType::u8: return "uint8";
+    case ElementType::i8: return "int8";
+    case ElementType::i32: return "int32";
+    case ElementType::i64: return "int64";
+    case ElementType::u64: return "uint64";
+    case ElementType::string: return "string";
+    case ElementType::other: return "other";
+  }
+  return "?";
+}
+
+hid_t native_type(ElementType type) {
+  switch (type) {
+    case ElementType::f16:
+    case ElementType::f32: return H5T_NATIVE_FLOAT;
+    case ElementType::f64: return H5T_NATIVE_DOUBLE;
+    case ElementType::u8: return H5T_NATIVE_UINT8;
+    case ElementType::i8: return H5T_NATIVE_INT8;
+    case ElementType::i32: return H5T_NATIVE_INT32;
+    case ElementType::i64: return H5T_NATIVE_INT64;
+    case ElementType::u64: return H5T_NATIVE_UINT64;
+    default: throw InternalError("no native type for element type " + to_string(type));
+  }
+}
+
+Handle make_f16_file_type() {
+  // The recipe h5py uses for numpy float16: sign bit 15, exponent bits 10-14 (bias 15), mantissa 0-9.
+  Handle type(H5Tcopy(H5T_IEEE_F32LE), H5Tclose);
+  if (!type.valid() || H5Tset_fields(type.id(), 15, 10, 5, 0, 10) < 0 || H5Tset_size(type.id(), 2) < 0 ||
+      H5Tset_ebias(type.id(), 15) < 0)
+    throw_internal("building the float16 type");
+  return type;
+}
+
+// ---- property lists -----------------------------------------------------------------------------------
+PropertyList PropertyList::file_access(MPI_Comm comm) {
+  Handle plist(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  if (!plist.valid()) throw_internal("H5Pcreate(H5P_FILE_ACCESS)");
+  if (comm != MPI_COMM_NULL && H5Pset_fapl_mpio(plist.id(), comm, MPI_INFO_NULL) < 0)
+    throw_internal("H5Pset_fapl_mpio");
+  return PropertyList(std::move(plist));
+}
+
+PropertyList PropertyList::transfer(Transfer mode, bool parallel) {
+  Handle plist(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
+  if (!plist.valid()) throw_internal("H5Pcreate(H5P_DATASET_XFER)");
+  if (parallel &&
+      H5Pset_dxpl_mpio(plist.id(), mode == Transfer::collective ? H5FD_MPIO_COLLECTIVE : H5FD_MPIO_INDEPENDENT) < 0)
+    throw_internal("H5Pset_dxpl_mpio");
+  return PropertyList(std::move(plist));
+}
+
+PropertyList PropertyList::link_create() {
+  Handle plist(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+  if (!plist.valid() || H5Pset_create_intermediate_group(plist.id(), 1) < 0)
+    throw_internal("link creation property list");
+  return PropertyList(std::move(plist));
+}
+
+// ---- dataspaces ---------------------------------------------------------------------------------------
+Dataspace Dataspace::simple(const Shape& dims) {
+  if (dims.empty()) return scalar();
+  const std::vector<hsize_t> extents = to_hsize(dims);
+  Handle space(H5Screate_simple(static_cast<int>(extents.size()), extents.data(), nullptr), H5Sclose);
+  if (!space.valid()) throw_internal("H5Screate_simple " + to_string(dims));
+  return Dataspace(std::move(space));
+}
+
+Dataspace Dataspace::scalar() {
+  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  if (!space.valid()) throw_internal("H5Screate(H5S_SCALAR)");
+  return Dataspace(std::move(space));
+}
+
+Shape Dataspace::dims() const {
+  const int rank = H5Sget_simple_extent_ndims(id());
+  if (rank < 0) throw_internal("H5Sget_simple_extent_ndims");
+  std::vector<hsize_t> extents(static_cast<size_t>(rank));
+  if (rank > 0 && H5Sget_simple_extent_dims(id(), extents.data(), nullptr) < 0)
+    throw_internal("H5Sget_simple_extent_dims");
+  return to_shape(extents);
+}
+
+void Dataspace::select_box(const Shape& start, const Shape& count) {
+  if (start.size() != count.size())
+    throw InternalError("select_box: start " + to_string(start) + " and count " + to_string(count));
+  if (start.empty()) return select_all();
+  for (int64_t extent : count)
+    if (extent == 0) return select_none();
+  const std::vector<hsize_t> first = to_hsize(start);
+  const std::vector<hsize_t> extents = to_hsize(count);
+  if (H5Sselect_hyperslab(id(), H5S_SELECT_SET, first.data(), nullptr, extents.data(), nullptr) < 0)
+    throw_internal("H5Sselect_hyperslab start " + to_string(start) + " count " + to_string(count));
+}
+
+void Dataspace::select_none() {
+  if (H5Sselect_none(id()) < 0) throw_internal("H5Sselect_none");
+}
+
+void Dataspace::select_all() {
+  if (H5Sselect_all(id()) < 0) throw_internal("H5Sselect_all");
+}
+
+int64_t Dataspace::selected_count() const {
+  const hssize_t count = H5Sget_select_npoints(id());
+  if (count < 0) throw_internal("H5Sget_select_npoints");
+  return static_cast<int64_t>(count);
+}
+
+// ---- objects ------------------------------------------------------------------------------------------
+std::string Where::describe() const {
+  if (path.empty() || path == "/") return file;
+  return file + ": " + path;
+}
+
+bool Object::has_attribute(const std::string& name) const {
+  const htri_t exists = H5Aexists(id(), name.c_str());
+  if (exists < 0) throw_input(where_.describe() + ": attribute " + name);
+  return exists > 0;
+}
+
+namespace {
+void write_attribute_raw(hid_t object, const Where& where, const std::string& name, hid_t file_type,
+                         const Dataspace& space, hid_t memory_type, const void* value) {
+  if (H5Aexists(object, name.c_str()) > 0 && H5Adelete(object, name.c_str()) < 0)
+    throw_internal(where.describe() + ": replacing attribute " + name);
+  Handle attribute(H5Acreate2(object, name.c_str(), file_type, space.id(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  if (!attribute.valid()) throw_internal(where.describe() + ": creating attribute " + name);
+  if (H5Awrite(attribute.id(), memory_type, value) < 0) throw_internal(where.describe() + ": writing attribute " + name);
+  attribute.close(where.describe() + ": attribute " + name);
+}
+
+// Opens attribute `name` of `object`; InputError when it is missing.
+Handle open_attribute(hid_t object, const Where& where, const std::string& name) {
+  const htri_t exists = H5Aexists(object, name.c_str());
+  if (exists <= 0) {
+    take_error_text();
+    throw InputError(where.describe() + ": missing attribute '" + name + "'");
+  }
+  Handle attribute(H5Aopen(object, name.c_str(), H5P_DEFAULT), H5Aclose);
+  if (!attribute.valid()) throw_input(where.describe() + ": attribute '" + name + "'");
+  return attribute;
+}
+
+int64_t attribute_points(hid_t attribute) {
+  Handle space(H5Aget_space(attribute), H5Sclose);
+  return static_cast<int64_t>(H5Sget_simple_extent_npoints(space.id()));
+}
+
+herr_t collect_attribute_name(hid_t, const char* name, const H5A_info_t*, void* client) {
+  static_cast<std::vector<std::string>*>(client)->push_back(name);
+  return 0;
+}
+}  // namespace
+
+void Object::write_attribute(const std::string& name, int64_t value) {
+  write_attribute_raw(id(), where_, name, H5T_STD_I64LE, Dataspace::scalar(), H5T_NATIVE_INT64, &value);
+}
+
+void Object::write_attribute(const std::string& name, double value) {
+  write_attribute_raw(id(), where_, name, H5T_IEEE_F64LE, Dataspace::scalar(), H5T_NATIVE_DOUBLE, &value);
+}
+
+void Object::write_attribute(const std::string& name, const std::string& value) {
+  Handle type = fixed_string_type(value.size());
+  std::string padded = value.empty() ? std::string(1, '\0') : value;
+  write_attribute_raw(id(), where_, name, type.id(), Dataspace::scalar(), type.id(), padded.data());
+}
+
+void Object::write_attribute(const std::string& name, const std::vector<int64_t>& values) {
+  const int64_t dummy = 0;
+  write_attribute_raw(id(), where_, name, H5T_STD_I64LE, Dataspace::simple({static_cast<int64_t>(values.size())}),
+                      H5T_NATIVE_INT64, values.empty() ? &dummy : values.data());
+}
+
+int64_t Object::read_int64_attribute(const std::string& name) const {
+  Handle attribute = open_attribute(id(), where_, name);
+  Handle type(H5Aget_type(attribute.id()), H5Tclose);
+  if (H5Tget_class(type.id()) != H5T_INTEGER || attribute_points(attribute.id()) != 1)
+    throw InputError(where_.describe() + ": attribute '" + name + "' is not one integer");
+  int64_t value = 0;
+  if (H5Aread(attribute.id(), H5T_NATIVE_INT64, &value) < 0) throw_input(where_.describe() + ": attribute " + name);
+  return value;
+}
+
+double Object::read_double_attribute(const std::string& name) const {
+  Handle attribute = open_attribute(id(), where_, name);
+  Handle type(H5Aget_type(attribute.id()), H5Tclose);
+  const H5T_class_t type_class = H5Tget_class(type.id());
+  if ((type_class != H5T_INTEGER && type_class != H5T_FLOAT) || attribute_points(attribute.id()) != 1)
+    throw InputError(where_.describe() + ": attribute '" + name + "' is not one number");
+  double value = 0;
+  if (H5Aread(attribute.id(), H5T_NATIVE_DOUBLE, &value) < 0) throw_input(where_.describe() + ": attribute " + name);
+  return value;
+}
+
+std::string Object::read_string_attribute(const std::string& name) const {
+  Handle attribute = open_attribute(id(), where_, name);
+  Handle type(H5Aget_type(attribute.id()), H5Tclose);
+  if (attribute_points(attribute.id()) != 1)
+    throw InputError(where_.describe() + ": attribute '" + name + "' is not one string");
+  return read_text(
+      type.id(), [&](hid_t memory, void* buffer) { return H5Aread(attribute.id(), memory, buffer); },
+      where_.describe() + ": attribute '" + name + "'");
+}
+
+std::vector<int64_t> Object::read_int64s_attribute(const std::string& name) const {
+  Handle attribute = open_attribute(id(), where_, name);
+  Handle type(H5Aget_type(attribute.id()), H5Tclose);
+  if (H5Tget_class(type.id()) != H5T_INTEGER)
+    throw InputError(where_.describe() + ": attribute '" + name + "' is not integers");
+  std::vector<int64_t> values(static_cast<size_t>(attribute_points(attribute.id())));
+  int64_t dummy = 0;
+  if (H5Aread(attribute.id(), H5T_NATIVE_INT64, values.empty() ? &dummy : values.data()) < 0)
+    throw_input(where_.describe() + ": attribute " + name);
+  return values;
+}
+
+std::vector<std::string> Object::attribute_names() const {
+  std::vector<std::string> names;
+  hsize_t index = 0;
+  if (H5Aiterate2(id(), H5_INDEX_NAME, H5_ITER_INC, &index, collect_attribute_name, &names) < 0)
+    throw_input(where_.describe() + ": listing attributes");
+  return names;
+}
+
+// ---- datasets -----------------------------------------------------------------------------------------
+Dataspace Dataset::file_space() const {
+  Handle space(H5Dget_space(id()), H5Sclose);
+  if (!space.valid()) throw_input(where_.describe() + ": dataspace");
+  return Dataspace(std::move(space));
+}
+
+Shape Dataset::shape() const { return file_space().dims(); }
+
+ElementType Dataset::element_type() const {
+  Handle type(H5Dget_type(id()), H5Tclose);
+  if (!type.valid()) throw_input(where_.describe() + ": datatype");
+  return classify(type.id());
+}
+
+size_t Dataset::element_bytes() const {
+  Handle type(H5Dget_type(id()), H5Tclose);
+  if (!type.valid()) throw_input(where_.describe() + ": datatype");
+  return H5Tget_size(type.id());
+}
+
+bool Dataset::chunked() const {
+  Handle plist(H5Dget_create_plist(id()), H5Pclose);
+  return plist.valid() && H5Pget_layout(plist.id()) == H5D_CHUNKED;
+}
+
+bool Dataset::checksummed() const {
+  Handle plist(H5Dget_create_plist(id()), H5Pclose);
+  if (!plist.valid()) return false;
+  const int filters = H5Pget_nfilters(plist.id());
+  for (int i = 0; i < filters; ++i) {
+    unsigned flags = 0;
+    size_t count = 0;
+    unsigned config = 0;
+    if (H5Pget_filter2(plist.id(), static_cast<unsigned>(i), &flags, &count, nullptr, 0, nullptr, &config) ==
+        H5Z_FILTER_FLETCHER32)
+      return true;
+  }
+  return false;
+}
+
+int64_t Dataset::storage_bytes() const { return static_cast<int64_t>(H5Dget_storage_size(id())); }
+
+void Dataset::read(hid_t memory_type, const Dataspace& memory, const Dataspace& file, void* buffer,
+                   Transfer mode) const {
+  const PropertyList transfer = PropertyList::transfer(mode, parallel());
+  float dummy = 0;  // HDF5 rejects a null buffer even for an empty selection on some paths
+  if (H5Dread(id(), memory_type, memory.id(), file.id(), transfer.id(), buffer ? buffer : &dummy) < 0)
+    throw_input(where_.describe() + ": read failed");
+}
+
+void Dataset::write(hid_t memory_type, const Dataspace& memory, const Dataspace& file, const void* buffer,
+                    Transfer mode) {
+  const PropertyList transfer = PropertyList::transfer(mode, parallel());
+  const float dummy = 0;
+  if (H5Dwrite(id(), memory_type, memory.id(), file.id(), transfer.id(), buffer ? buffer : &dummy) < 0)
+    throw_internal(where_.describe() + ": write failed");
+}
+
+void Dataset::set_extent(const Shape& dims) {
+  const std::vector<hsize_t> extents = to_hsize(dims);
+  if (H5Dset_extent(id(), extents.data()) < 0) throw_internal(where_.describe() + ": set_extent " + to_string(dims));
+}
+
+std::string Dataset::read_string() const {
+  Handle type(H5Dget_type(id()), H5Tclose);
+  if (file_space().selected_count() != 1) throw InputError(where_.describe() + ": not a single string");
+  // Every rank reads the whole (small) value: an independent read is enough and needs no partners.
+  const PropertyList transfer = PropertyList::transfer(Transfer::independent, parallel());
+  return read_text(
+      type.id(),
+      [&](hid_t memory, void* buffer) { return H5Dread(id(), memory, H5S_ALL, H5S_ALL, transfer.id(), buffer); },
+      where_.describe());
+}
+
+void Dataset::require_rank(size_t min_rank, size_t max_rank) const {
+  const Shape dims = shape();
+  if (dims.size() < min_rank || dims.size() > max_rank) {
+    std::ostringstream message;
+    message << where_.describe() << ": has rank " << dims.size() << " (shape " << to_string(dims)
+            << "), expected ";
+    if (min_rank == max_rank)
+      message << "rank " << min_rank;
+    else
+      message << "rank " << min_rank << " to " << max_rank;
+    throw InputError(message.str());
+  }
+}
+
+// ---- groups -------------------------------------------------------------------------------------------
+std::string Group::child_path(const std::string& name) const {
+  if (!name.empty() && name.front() == '/') return name;
+  return (where_.path == "/" ? "/" : where_.path + "/") + name;
+}
+
+bool Group::has(const std::string& name) const {
+  std::string prefix = (!name.empty() && name.front() == '/') ? "/" : "";
+  for (const std::string& part : split_path(name)) {
+    prefix += (prefix.empty() || prefix == "/" ? "" : "/") + part;
+    const htri_t exists = H5Lexists(id(), prefix.c_str(), H5P_DEFAULT);
+    if (exists <= 0) {
+      take_error_text();
+      return false;
+    }
+  }
+  return true;
+}
+
+namespace {
+H5I_type_t object_kind(hid_t location, const std::string& name) {
+  Handle object(H5Oopen(location, name.c_str(), H5P_DEFAULT), H5Oclose);
+  if (!object.valid()) {
+    take_error_text();
+    return H5I_BADID;
+  }
+  return H5Iget_type(object.id());
+}
+}  // namespace
+
+bool Group::has_dataset(const std::string& name) const {
+  return has(name) && object_kind(id(), name) == H5I_DATASET;
+}
+
+bool Group::has_group(const std::string& name) const { return has(name) && object_kind(id(), name) == H5I_GROUP; }
+
+Dataset Group::open_dataset(const std::string& name) const {
+  const Where where{where_.file, child_path(name)};
+  if (!has(name)) throw InputError(where_.file + ": no dataset '" + where.path + "'");
+  if (object_kind(id(), name) != H5I_DATASET) throw InputError(where.describe() + " is not a dataset");
+  Handle dataset(H5Dopen2(id(), name.c_str(), H5P_DEFAULT), H5Dclose);
+  if (!dataset.valid()) throw_input(where.describe() + ": cannot open dataset");
+  return Dataset(std::move(dataset), where, comm_);
+}
+
+Group Group::open_group(const std::string& name) const {
+  const Where where{where_.file, child_path(name)};
+  if (!has(name)) throw InputError(where_.file + ": no group '" + where.path + "'");
+  if (object_kind(id(), name) != H5I_GROUP) throw InputError(where.describe() + " is not a group");
+  Handle group(H5Gopen2(id(), name.c_str(), H5P_DEFAULT), H5Gclose);
+  if (!group.valid()) throw_input(where.describe() + ": cannot open group");
+  return Group(std::move(group), where, comm_);
+}
+
+Group Group::create_group(const std::string& name) {
+  const Where where{where_.file, child_path(name)};
+  if (has_group(name)) return open_group(name);
+  const PropertyList links = PropertyList::link_create();
+  Handle group(H5Gcreate2(id(), name.c_str(), links.id(), H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+  if (!group.valid()) throw_internal(where.describe() + ": cannot create group");
+  return Group(std::move(group), where, comm_);
+}
+
+Dataset Group::create_dataset(const std::string& name, ElementType type, const Shape& dims,
+                              const DatasetOptions& options) {
+  if (type == ElementType::f16) {
+    Handle half = make_f16_file_type();
+    return create_dataset(name, half.id(), dims, options);
+  }
+  return create_dataset(name, file_type_of(type), dims, options);
+}
+
+Dataset Group::create_dataset(const std::string& name, hid_t file_type, const Shape& dims,
+                              const DatasetOptions& options) {
+  const Where where{where_.file, child_path(name)};
+  Handle create(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  if (!create.valid()) throw_internal("H5Pcreate(H5P_DATASET_CREATE)");
+
+  std::vector<hsize_t> extents = to_hsize(dims);
+  std::vector<hsize_t> limits = extents;
+  bool extendible = false;
+  if (!options.max_dims.empty()) {
+    if (options.max_dims.size() != dims.size()) throw InternalError(where.describe() + ": max_dims rank");
+    for (size_t i = 0; i < dims.size(); ++i) {
+      extendible |= options.max_dims[i] != dims[i];
+      limits[i] = options.max_dims[i] < 0 ? H5S_UNLIMITED : static_cast<hsize_t>(options.max_dims[i]);
+    }
+  }
+  // A chunk may not exceed a fixed extent, and an empty fixed extent cannot be chunked at all: such a
+  // dataset holds no data, so it is stored contiguous and unfiltered.
+  bool chunk = !options.chunk.empty() && !dims.empty();
+  for (size_t i = 0; chunk && i < dims.size(); ++i)
+    if (limits[i] == 0) chunk = false;
+  if (extendible && !chunk) throw InternalError(where.describe() + ": an extendible dataset needs chunks");
+  if (chunk) {
+    if (options.chunk.size() != dims.size()) throw InternalError(where.describe() + ": chunk rank");
+    std::vector<hsize_t> chunk_dims(dims.size());
+    for (size_t i = 0; i < dims.size(); ++i) {
+      hsize_t extent = static_cast<hsize_t>(std::max<int64_t>(options.chunk[i], 1));
+      if (limits[i] != H5S_UNLIMITED) extent = std::min(extent, limits[i]);
+      chunk_dims[i] = extent;
+    }
+    if (H5Pset_chunk(create.id(), static_cast<int>(chunk_dims.size()), chunk_dims.data()) < 0)
+      throw_internal(where.describe() + ": H5Pset_chunk");
+    if (options.fletcher32 && H5Pset_fletcher32(create.id()) < 0)
+      throw_internal(where.describe() + ": H5Pset_fletcher32");
+  }
+  // Every element is written by someone; writing fill values first would only cost time.
+  if (H5Pset_fill_time(create.id(), H5D_FILL_TIME_NEVER) < 0) throw_internal(where.describe() + ": fill time");
+
+  Handle space(dims.empty() ? H5Screate(H5S_SCALAR)
+                            : H5Screate_simple(static_cast<int>(extents.size()), extents.data(), limits.data()),
+               H5Sclose);
+  if (!space.valid()) throw_internal(where.describe() + ": dataspace " + to_string(dims));
+  const PropertyList links = PropertyList::link_create();
+  Handle dataset(H5Dcreate2(id(), name.c_str(), file_type, space.id(), links.id(), create.id(), H5P_DEFAULT),
+                 H5Dclose);
+  if (!dataset.valid()) throw_internal(where.describe() + ": cannot create dataset of shape " + to_string(dims));
+  return Dataset(std::move(dataset), where, comm_);
+}
+
+Dataset Group::create_string_dataset(const std::string& name, const std::string& text) {
+  Handle type = fixed_string_type(text.size());
+  Dataset dataset = create_dataset(name, type.id(), Shape{});
+  Dataspace memory = Dataspace::scalar();
+  Dataspace file = dataset.file_space();
+  if (comm_rank(comm_) != 0) {
+    memory.select_none();
+    file.select_none();
+  }
+  std::string padded = text.empty() ? std::string(1, '\0') : text;
+  dataset.write(type.id(), memory, file, padded.data());
+  return dataset;
+}
+
+namespace {
+herr_t collect_link_name(hid_t, const char* name, const H5L_info_t*, void* client) {
+  static_cast<std::vector<std::string>*>(client)->push_back(name);
+  return 0;
+}
+}  // namespace
+
+std::vector<std::string> Group::children() const {
+  std::vector<std::string> names;
+  hsize_t index = 0;
+  if (H5Literate(id(), H5_INDEX_NAME, H5_ITER_INC, &index, collect_link_name, &names) < 0)
+    throw_input(where_.describe() + ": listing group");
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::vector<std::string> Group::dataset_paths() const {
+  std::vector<std::string> paths;
+  for (const std::string& child : children()) {
+    const H5I_type_t kind = object_kind(id(), child);
+    if (kind == H5I_DATASET) {
+      paths.push_back(child);
+    } else if (kind == H5I_GROUP) {
+      for (const std::string& below : open_group(child).dataset_paths()) paths.push_back(child + "/" + below);
+    }
+  }
+  return paths;
+}
+
+// ---- files --------------------------------------------------------------------------------------------
+File::File(Handle handle, const std::string& path, MPI_Comm comm)
+    : Group(std::move(handle), Where{path, "/"}, comm), exceptions_at_open_(std::uncaught_exceptions()) {}
+
+File File::create(const std::string& path, MPI_Comm comm) {
+  quiet_errors();
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty() && !std::filesystem::is_directory(parent))
+    throw UsageError("cannot create " + path + ": directory " + parent.string() + " does not exist");
+  const PropertyList access = PropertyList::file_access(comm);
+  Handle file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access.id()), H5Fclose);
+  if (!file.valid()) throw_internal("cannot create " + path);
+  return File(std::move(file), path, comm);
+}
+
+File File::open(const std::string& path, Mode mode, MPI_Comm comm) {
+  quiet_errors();
+  std::error_code error;
+  if (!std::filesystem::exists(path, error)) throw InputError(path + ": no such file");
+  if (std::filesystem::is_directory(path, error)) throw InputError(path + ": is a directory, not an HDF5 file");
+  const PropertyList access = PropertyList::file_access(comm);
+  const unsigned flags = mode == Mode::read ? H5F_ACC_RDONLY : H5F_ACC_RDWR;
+  Handle file(H5Fopen(path.c_str(), flags, access.id()), H5Fclose);
+  if (!file.valid()) throw_input(path + ": cannot open as an HDF5 file (truncated, damaged or not HDF5)");
+  return File(std::move(file), path, comm);
+}
+
+File& File::operator=(File&& other) noexcept {
+  if (this != &other) {
+    if (handle_.valid()) {
+      try {
+        close();
+      } catch (...) {
+      }
+    }
+    Group::operator=(std::move(other));
+    exceptions_at_open_ = other.exceptions_at_open_;
+  }
+  return *this;
+}
+
+File::~File() {
+  if (!handle_.valid()) return;
+  if (parallel() && std::uncaught_exceptions() > exceptions_at_open_) {
+    handle_.release();  // see the header: a collective close while unwinding can hang the job
+    return;
+  }
+  H5Fclose(handle_.release());
+}
+
+void File::flush() {
+  if (H5Fflush(id(), H5F_SCOPE_GLOBAL) < 0) throw_internal(where_.file + ": flush");
+}
+
+void File::close() { handle_.close(where_.file); }
+
+// ---- MPI helpers --------------------------------------------------------------------------------------
+int comm_rank(MPI_Comm comm) {
+  if (comm == MPI_COMM_NULL) return 0;
+  int rank = 0;
+  LONGCTX_CHECK_MPI(MPI_Comm_rank(comm, &rank));
+  return rank;
+}
+
+int comm_size(MPI_Comm comm) {
+  if (comm == MPI_COMM_NULL) return 1;
+  int size = 1;
+  LONGCTX_CHECK_MPI(MPI_Comm_size(comm, &size));
+  return size;
+}
+
+void comm_barrier(MPI_Comm comm) {
+  if (comm != MPI_COMM_NULL) LONGCTX_CHECK_MPI(MPI_Barrier(comm));
+}
+
+}  // namespace longctx::io::h5
