@@ -410,6 +410,15 @@ std::vector<std::string> Object::attribute_names() const {
 }
 
 // ---- datasets -----------------------------------------------------------------------------------------
+namespace {
+// A dataset with no elements has no storage, and HDF5 fails a transfer to it even with empty
+// selections. Its extent is the same on every rank, so every rank skips the collective together.
+bool holds_nothing(const Dataspace& file) {
+  const hssize_t points = H5Sget_simple_extent_npoints(file.id());
+  return points == 0;
+}
+}  // namespace
+
 Dataspace Dataset::file_space() const {
   Handle space(H5Dget_space(id()), H5Sclose);
   if (!space.valid()) throw_input(where_.describe() + ": dataspace");
@@ -454,6 +463,7 @@ int64_t Dataset::storage_bytes() const { return static_cast<int64_t>(H5Dget_stor
 
 void Dataset::read(hid_t memory_type, const Dataspace& memory, const Dataspace& file, void* buffer,
                    Transfer mode) const {
+  if (holds_nothing(file)) return;
   const PropertyList transfer = PropertyList::transfer(mode, parallel());
   float dummy = 0;  // HDF5 rejects a null buffer even for an empty selection on some paths
   if (H5Dread(id(), memory_type, memory.id(), file.id(), transfer.id(), buffer ? buffer : &dummy) < 0)
@@ -462,6 +472,7 @@ void Dataset::read(hid_t memory_type, const Dataspace& memory, const Dataspace& 
 
 void Dataset::write(hid_t memory_type, const Dataspace& memory, const Dataspace& file, const void* buffer,
                     Transfer mode) {
+  if (holds_nothing(file)) return;
   const PropertyList transfer = PropertyList::transfer(mode, parallel());
   const float dummy = 0;
   if (H5Dwrite(id(), memory_type, memory.id(), file.id(), transfer.id(), buffer ? buffer : &dummy) < 0)

@@ -1,1 +1,2 @@
 # Tests of io/ (owned with io/).
+longctx_mpi_test(test_io_rows SOURCES test_io_rows.cpp DEPS longctx_io RANKS 1 2 3 4)

@@ -1,0 +1,36 @@
+#include "io/atomic_output.hpp"
+
+#include <cstdio>
+
+#include "io/durable.hpp"
+
+namespace longctx::io {
+
+void close_and_sync(h5::File& file, MPI_Comm comm) {
+  const std::string path = file.path();
+  file.flush();
+  file.close();
+  sync_file(path);
+  h5::comm_barrier(comm);
+}
+
+AtomicOutput::AtomicOutput(std::string path, MPI_Comm comm)
+    : path_(std::move(path)), comm_(comm), file_(h5::File::create(temporary_path(), comm)) {}
+
+AtomicOutput::~AtomicOutput() {
+  if (!done_) abort();
+}
+
+void AtomicOutput::commit() {
+  if (done_) throw InternalError("AtomicOutput " + path_ + ": commit after commit or abort");
+  close_and_sync(file_, comm_);
+  done_ = true;
+  publish_on_rank0(comm_, "publishing " + path_, [&] { rename_durably(temporary_path(), path_); });
+}
+
+void AtomicOutput::abort() noexcept {
+  done_ = true;
+  if (h5::comm_rank(comm_) == 0) std::remove(temporary_path().c_str());
+}
+
+}  // namespace longctx::io

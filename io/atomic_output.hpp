@@ -1,0 +1,50 @@
+// An output HDF5 file that appears only when the run succeeds. Protocol (every rank of `comm`):
+//   open       create `<path>.tmp` (collective)
+//   write      ...
+//   commit()   close collectively -> every rank fsyncs the file -> barrier -> rank 0 renames
+//              `<path>.tmp` to `path` and fsyncs the directory -> rank 0 broadcasts whether that worked,
+//              so every rank returns or throws together
+//   abort()    rank 0 removes `<path>.tmp` (no collectives; safe while unwinding after a failure)
+// Destroying an AtomicOutput that was not committed aborts it. So a failed run leaves no `path` (and an
+// existing `path` untouched), and a crash leaves at most a stray `.tmp`.
+#pragma once
+
+#include <mpi.h>
+
+#include <string>
+
+#include "io/h5.hpp"
+
+namespace longctx::io {
+
+class AtomicOutput {
+ public:
+  AtomicOutput(std::string path, MPI_Comm comm = MPI_COMM_NULL);
+  AtomicOutput(const AtomicOutput&) = delete;
+  AtomicOutput& operator=(const AtomicOutput&) = delete;
+  ~AtomicOutput();
+
+  h5::File& file() { return file_; }
+  const std::string& path() const { return path_; }
+  std::string temporary_path() const { return path_ + ".tmp"; }
+
+  void commit();
+  void abort() noexcept;
+
+ private:
+  std::string path_;
+  MPI_Comm comm_;
+  h5::File file_;
+  bool done_ = false;
+};
+
+// The collective part of a commit shared with checkpoints: close `file`, fsync it on every rank, and
+// barrier, so that afterwards the temporary file is complete on disk.
+void close_and_sync(h5::File& file, MPI_Comm comm);
+// Runs `publish` on rank 0 only and broadcasts success; every rank throws InternalError when it failed.
+template <class Publish>
+void publish_on_rank0(MPI_Comm comm, const std::string& what, Publish&& publish);
+
+}  // namespace longctx::io
+
+#include "io/atomic_output_inl.hpp"

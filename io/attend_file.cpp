@@ -1,0 +1,44 @@
+#include "io/attend_file.hpp"
+
+#include <vector>
+
+namespace longctx::io {
+
+Shape AttendInput::lse_shape() const {
+  return batched ? Shape{batch, seq_len, heads} : Shape{seq_len, heads};
+}
+
+AttendInput check_attend_input(const h5::File& file, bool backward) {
+  std::vector<std::string> names = {"q", "k", "v"};
+  if (backward) names.push_back("do");
+  AttendInput input;
+  for (const std::string& name : names) {
+    if (!file.has_dataset(name))
+      throw InputError(file.path() + ": no dataset '" + name + "' (needs q, k, v" +
+                       (backward ? std::string(" and do for --backward") : std::string()) + ")");
+    const h5::Dataset dataset = file.open_dataset(name);
+    const h5::ElementType type = dataset.element_type();
+    if (type != h5::ElementType::f32 && type != h5::ElementType::f16)
+      throw InputError(dataset.where().describe() + ": dtype " + h5::to_string(type) + ", expected float32 or float16");
+    dataset.require_rank(3, 4);
+    const Shape shape = dataset.shape();
+    if (name == "q") {
+      input.shape = shape;
+    } else if (shape != input.shape) {
+      throw InputError(dataset.where().describe() + ": shape " + to_string(shape) + " differs from q's " +
+                       to_string(input.shape));
+    }
+  }
+  const Shape& s = input.shape;
+  input.batched = s.size() == 4;
+  input.seq_axis = input.batched ? 1 : 0;
+  input.batch = input.batched ? s[0] : 1;
+  input.seq_len = s[input.seq_axis];
+  input.heads = s[input.seq_axis + 1];
+  input.head_dim = s[input.seq_axis + 2];
+  for (int64_t extent : s)
+    if (extent <= 0) throw InputError(file.path() + ": dataset 'q' has an empty shape " + to_string(s));
+  return input;
+}
+
+}  // namespace longctx::io

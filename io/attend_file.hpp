@@ -1,0 +1,28 @@
+// The file contract of `longctx attend` (../shared/spec/interfaces.md): which datasets its input must
+// hold and what shapes its outputs get. Checked once, before any work, on every rank (each reads the
+// same metadata, so all ranks refuse together).
+#pragma once
+
+#include <string>
+
+#include "io/h5.hpp"
+#include "runtime/core/tensor.hpp"
+
+namespace longctx::io {
+
+struct AttendInput {
+  Shape shape;             // q's shape: [N,H,D] or [B,N,H,D]
+  bool batched = false;    // rank 4
+  int64_t batch = 1;
+  int64_t seq_len = 0;     // N
+  int64_t heads = 0;       // H
+  int64_t head_dim = 0;    // D
+  size_t seq_axis = 0;     // 0 for [N,H,D], 1 for [B,N,H,D]
+  Shape lse_shape() const;  // [N,H] or [B,N,H]
+};
+
+// q, k, v (and `do` with backward) must exist, be float32 or float16, have rank 3 or 4, and all have
+// q's shape. Anything else -> InputError naming the file, the dataset and what was found.
+AttendInput check_attend_input(const h5::File& file, bool backward);
+
+}  // namespace longctx::io

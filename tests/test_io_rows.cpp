@@ -1,0 +1,230 @@
+// Row-sharded reads and writes under mpirun at 1-4 ranks: the file written by P ranks equals the
+// whole tensor (read back by one rank, serially), every rank reads back exactly its rows, ranks with
+// zero rows take part, float16 inputs convert exactly, and bad files are refused with InputError.
+#include <mpi.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "io/atomic_output.hpp"
+#include "io/attend_file.hpp"
+#include "io/h5.hpp"
+#include "io/row_io.hpp"
+#include "io_test_util.hpp"
+
+namespace longctx::io {
+namespace {
+
+using test::make_block;
+using test::SharedTempDir;
+using test::tensors_equal;
+using test::world_rank;
+using test::world_size;
+
+struct Layout {
+  Shape global;
+  size_t seq_axis;
+};
+
+// N from 0 to more than P, so with N < P some ranks own zero rows.
+const std::vector<Layout> kLayouts = {
+    {{0, 2, 3}, 0}, {{1, 2, 3}, 0}, {{2, 3, 4}, 0}, {{7, 3, 5}, 0}, {{13, 2, 8}, 0},
+    {{2, 5, 3, 4}, 1}, {{3, 1, 2, 2}, 1},  // [B,N,H,D]
+    {{9, 4}, 0}, {{2, 6, 3}, 1},           // lse: [N,H] and [B,N,H]
+};
+
+TEST(RowIo, EvenRowsTileTheSequence) {
+  for (int64_t total : {0, 1, 3, 4, 10, 1000000007}) {
+    for (int size = 1; size <= 5; ++size) {
+      int64_t next = 0;
+      for (int rank = 0; rank < size; ++rank) {
+        const RowRange rows = even_rows(total, rank, size);
+        EXPECT_EQ(rows.begin, next);
+        EXPECT_GE(rows.rows(), total / size);
+        EXPECT_LE(rows.rows(), total / size + 1);
+        next = rows.end;
+      }
+      EXPECT_EQ(next, total);
+    }
+  }
+}
+
+TEST(RowIo, ShardedWriteEqualsWholeAndShardedReadEqualsRows) {
+  SharedTempDir dir;
+  const int rank = world_rank();
+  const int size = world_size();
+  const std::string path = dir.file("rows.h5");
+  {
+    h5::File file = h5::File::create(path, MPI_COMM_WORLD);
+    for (size_t i = 0; i < kLayouts.size(); ++i) {
+      const Layout& layout = kLayouts[i];
+      const RowRange rows = even_rows(layout.global[layout.seq_axis], rank, size);
+      const Tensor block = make_block(i, layout.global, layout.seq_axis, rows);
+      h5::DatasetOptions options;
+      if (i % 2 == 1) {  // every other dataset chunked with checksums, as checkpoints are
+        options.chunk = row_chunk(layout.global, layout.seq_axis, 4, 16);
+        options.fletcher32 = true;
+      }
+      write_rows(file, "t" + std::to_string(i), layout.global, layout.seq_axis, rows, block, options);
+    }
+    file.close();
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (rank == 0) {  // one reader, serial driver: the whole tensor
+    h5::File file = h5::File::open(path);
+    for (size_t i = 0; i < kLayouts.size(); ++i) {
+      const Layout& layout = kLayouts[i];
+      const RowRange all{0, layout.global[layout.seq_axis]};
+      EXPECT_TRUE(tensors_equal(make_block(i, layout.global, layout.seq_axis, all),
+                                read_rows(file, "t" + std::to_string(i), layout.seq_axis, all)))
+          << "dataset t" << i << " written by " << size << " ranks";
+    }
+  }
+  {  // every rank its own rows, collectively; and a different split (reversed) to catch offset bugs
+    h5::File file = h5::File::open(path, h5::Mode::read, MPI_COMM_WORLD);
+    for (size_t i = 0; i < kLayouts.size(); ++i) {
+      const Layout& layout = kLayouts[i];
+      const int64_t n = layout.global[layout.seq_axis];
+      for (const RowRange rows : {even_rows(n, rank, size), even_rows(n, size - 1 - rank, size)}) {
+        EXPECT_TRUE(tensors_equal(make_block(i, layout.global, layout.seq_axis, rows),
+                                  read_rows(file, "t" + std::to_string(i), layout.seq_axis, rows)))
+            << "dataset t" << i << " rows [" << rows.begin << ", " << rows.end << ") on rank " << rank;
+      }
+    }
+  }
+}
+
+TEST(RowIo, Float16InputIsConvertedToFloat32) {
+  SharedTempDir dir;
+  const std::string path = dir.file("half.h5");
+  const Shape global = {5, 2, 3};
+  if (world_rank() == 0) {
+    h5::File file = h5::File::create(path);
+    h5::Dataset dataset = file.create_dataset("q", h5::ElementType::f16, global);
+    const Tensor whole = make_block(3, global, 0, {0, 5});
+    h5::Dataspace space = dataset.file_space();
+    dataset.write(H5T_NATIVE_FLOAT, space, space, whole.data());
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  h5::File file = h5::File::open(path, h5::Mode::read, MPI_COMM_WORLD);
+  EXPECT_EQ(file.open_dataset("q").element_type(), h5::ElementType::f16);
+  const RowRange rows = even_rows(5, world_rank(), world_size());
+  EXPECT_TRUE(tensors_equal(make_block(3, global, 0, rows), read_rows(file, "q", 0, rows)));
+}
+
+// Writes a serial file on rank 0 with the given datasets (name, type, shape); everyone waits.
+void write_fixture(const std::string& path,
+                   const std::vector<std::tuple<std::string, h5::ElementType, Shape>>& datasets) {
+  if (world_rank() == 0) {
+    h5::File file = h5::File::create(path);
+    for (const auto& [name, type, shape] : datasets) file.create_dataset(name, type, shape);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+template <class F>
+std::string input_error_of(F&& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    return std::string("WRONG EXCEPTION TYPE: ") + e.what();
+  }
+  return "NO EXCEPTION";
+}
+
+TEST(RowIo, BadInputsAreInputErrorsNamingFileAndDataset) {
+  SharedTempDir dir;
+  using h5::ElementType;
+  const std::string good = dir.file("good.h5");
+  const std::string ints = dir.file("ints.h5");
+  const std::string ranks = dir.file("rank2.h5");
+  const std::string shapes = dir.file("shapes.h5");
+  const std::string missing = dir.file("missing_v.h5");
+  write_fixture(good, {{"q", ElementType::f32, {4, 2, 3}}, {"k", ElementType::f16, {4, 2, 3}},
+                       {"v", ElementType::f32, {4, 2, 3}}});
+  write_fixture(ints, {{"q", ElementType::f32, {4, 2, 3}}, {"k", ElementType::i32, {4, 2, 3}},
+                       {"v", ElementType::f32, {4, 2, 3}}});
+  write_fixture(ranks, {{"q", ElementType::f32, {4, 6}}, {"k", ElementType::f32, {4, 6}},
+                        {"v", ElementType::f32, {4, 6}}});
+  write_fixture(shapes, {{"q", ElementType::f32, {4, 2, 3}}, {"k", ElementType::f32, {4, 2, 3}},
+                         {"v", ElementType::f32, {4, 2, 5}}});
+  write_fixture(missing, {{"q", ElementType::f32, {4, 2, 3}}, {"k", ElementType::f32, {4, 2, 3}}});
+  if (world_rank() == 0) {
+    std::ofstream(dir.file("text.h5")) << "not an hdf5 file\n";
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+
+  const auto check = [&](const std::string& path, bool backward) {
+    return input_error_of([&] { check_attend_input(h5::File::open(path, h5::Mode::read, MPI_COMM_WORLD), backward); });
+  };
+  const AttendInput input = check_attend_input(h5::File::open(good, h5::Mode::read, MPI_COMM_WORLD), false);
+  EXPECT_EQ(input.seq_len, 4);
+  EXPECT_EQ(input.heads, 2);
+  EXPECT_EQ(input.head_dim, 3);
+  EXPECT_EQ(input.lse_shape(), (Shape{4, 2}));
+
+  std::string message = check(ints, false);
+  EXPECT_NE(message.find("ints.h5: /k: dtype int32"), std::string::npos) << message;
+  message = check(ranks, false);
+  EXPECT_NE(message.find("rank2.h5: /q: has rank 2"), std::string::npos) << message;
+  message = check(shapes, false);
+  EXPECT_NE(message.find("/v: shape [4,2,5] differs from q's [4,2,3]"), std::string::npos) << message;
+  message = check(missing, false);
+  EXPECT_NE(message.find("missing_v.h5: no dataset 'v'"), std::string::npos) << message;
+  message = check(good, true);
+  EXPECT_NE(message.find("no dataset 'do'"), std::string::npos) << message;
+  message = check(dir.file("nothing.h5"), false);
+  EXPECT_NE(message.find("nothing.h5: no such file"), std::string::npos) << message;
+  message = check(dir.file("text.h5"), false);
+  EXPECT_NE(message.find("text.h5: cannot open as an HDF5 file"), std::string::npos) << message;
+  message = input_error_of([&] {
+    read_rows(h5::File::open(ints, h5::Mode::read, MPI_COMM_WORLD), "k", 0, {0, 1});
+  });
+  EXPECT_NE(message.find("ints.h5: /k: dtype int32, expected float32 or float16"), std::string::npos) << message;
+  message = input_error_of([&] {
+    read_rows(h5::File::open(good, h5::Mode::read, MPI_COMM_WORLD), "q", 0, {2, 5});
+  });
+  EXPECT_NE(message.find("rows [2, 5) outside the 4 rows"), std::string::npos) << message;
+}
+
+TEST(AtomicOutput, CommitPublishesAndAbortLeavesNothing) {
+  SharedTempDir dir;
+  const int rank = world_rank();
+  const int size = world_size();
+  const std::string path = dir.file("out.h5");
+  const Shape global = {6, 2, 2};
+  const RowRange rows = even_rows(6, rank, size);
+  {
+    AtomicOutput output(path, MPI_COMM_WORLD);
+    write_rows(output.file(), "o", global, 0, rows, make_block(1, global, 0, rows));
+    EXPECT_FALSE(std::filesystem::exists(path));
+    output.commit();
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_TRUE(std::filesystem::exists(path));
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  const auto size_before = std::filesystem::file_size(path);
+  MPI_Barrier(MPI_COMM_WORLD);
+
+  // A run that fails half way leaves the existing output as it was, and no .tmp.
+  try {
+    AtomicOutput output(path, MPI_COMM_WORLD);
+    write_rows(output.file(), "o", global, 0, rows, make_block(2, global, 0, rows));
+    write_rows(output.file(), "extra", {100, 100}, 0, even_rows(100, rank, size),
+               Tensor(block_shape({100, 100}, 0, even_rows(100, rank, size))));
+    throw InputError("simulated failure on every rank");
+  } catch (const InputError&) {
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_EQ(std::filesystem::file_size(path), size_before);
+  h5::File file = h5::File::open(path, h5::Mode::read, MPI_COMM_WORLD);
+  EXPECT_TRUE(tensors_equal(make_block(1, global, 0, rows), read_rows(file, "o", 0, rows)));
+}
+
+}  // namespace
+}  // namespace longctx::io
