@@ -1,0 +1,94 @@
+// The MPI backend of the communicator (host buffers). See mpi_communicator.cpp for the protocol: every
+// call is a non-blocking MPI call followed by a timed wait, and no single MPI call is given more than
+// max_count() elements, so counts beyond INT_MAX are split rather than truncated.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.hpp"
+
+namespace longctx::comm {
+
+class MpiCommunicator : public Communicator {
+ public:
+  // Takes ownership of `comm` (freed in the destructor); the caller must not use or free it.
+  MpiCommunicator(MPI_Comm comm, std::shared_ptr<Counters> counters, double timeout_seconds);
+  ~MpiCommunicator() override;
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string backend() const override { return "mpi"; }
+  MPI_Comm handle() const { return comm_; }
+
+  void barrier() override;
+  std::unique_ptr<Communicator> sub(int first, int count) override;
+  [[noreturn]] void abort(int exit_code) override;
+
+  // Most elements handed to one MPI call, per element type. 0 (the default) means min(INT_MAX, 1 GiB
+  // worth of elements). Tests lower it to drive the split paths with small buffers; it must be the
+  // same on every rank. Sub-communicators inherit it.
+  void set_max_count(size_t count) { max_count_override_ = count; }
+  size_t max_count(DataType type) const;
+
+ protected:
+  void all_gather_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
+                      DataType type) override;
+  void all_gatherv_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
+                       const std::vector<size_t>& counts, DataType type) override;
+  void reduce_scatter_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
+                          const std::vector<size_t>& counts, DataType type, ReduceOp op) override;
+  void all_reduce_raw(void* data, size_t count, DataType type, ReduceOp op) override;
+  void broadcast_raw(void* data, size_t count, DataType type, int root) override;
+  void send_raw(const void* data, size_t count, DataType type, int dest, int tag) override;
+  void recv_raw(void* data, size_t count, DataType type, int source, int tag) override;
+
+  Request iall_gather_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
+                          DataType type) override;
+  Request iall_gatherv_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
+                           const std::vector<size_t>& counts, DataType type) override;
+  Request ireduce_scatter_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
+                              const std::vector<size_t>& counts, DataType type, ReduceOp op) override;
+  Request iall_reduce_raw(void* data, size_t count, DataType type, ReduceOp op) override;
+  Request ibroadcast_raw(void* data, size_t count, DataType type, int root) override;
+  Request isend_raw(const void* data, size_t count, DataType type, int dest, int tag) override;
+  Request irecv_raw(void* data, size_t count, DataType type, int source, int tag) override;
+
+ private:
+  class Pending;  // an operation in flight: its MPI requests and what they need until completion
+
+  std::unique_ptr<Pending> start(const char* operation) const;
+  std::unique_ptr<Pending> start_all_gatherv(const void* send, size_t send_count, void* recv,
+                                             size_t recv_count, const std::vector<size_t>& counts,
+                                             DataType type, const char* operation);
+  std::unique_ptr<Pending> start_reduce_scatter(const void* send, size_t send_count, void* recv,
+                                                size_t recv_count, const std::vector<size_t>& counts,
+                                                DataType type, ReduceOp op);
+  std::unique_ptr<Pending> start_all_reduce(void* data, size_t count, DataType type, ReduceOp op);
+  std::unique_ptr<Pending> start_broadcast(void* data, size_t count, DataType type, int root);
+  std::unique_ptr<Pending> start_send(const void* data, size_t count, DataType type, int dest, int tag);
+  std::unique_ptr<Pending> start_recv(void* data, size_t count, DataType type, int source, int tag);
+  static Request to_request(std::unique_ptr<Pending> pending);
+  static void finish(std::unique_ptr<Pending> pending);
+  void count_call(uint64_t bytes_sent, uint64_t bytes_received) const;
+  void check_rank(int peer, const char* what, const char* operation) const;
+  void check_tag(int tag, const char* operation) const;
+
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 0;
+  size_t max_count_override_ = 0;
+  int tag_ub_ = 32767;  // MPI_TAG_UB of comm_; the standard guarantees at least 32767
+};
+
+// A communicator over a duplicate of MPI_COMM_WORLD. MPI must already be initialised by the caller.
+// Throws UsageError unless timeout_seconds > 0.
+std::unique_ptr<Communicator> make_mpi_world(double timeout_seconds);
+
+}  // namespace longctx::comm
