@@ -1,0 +1,506 @@
+// Tests of the MPI communicator, run by ctest at 1, 2, 3 and 4 ranks.
+//
+// Inputs are a function of (rank, index), so every rank builds its own data and the expected result of
+// every call locally. Expected byte counters are computed here from the table in communicator.hpp,
+// never from the implementation. Every test gets a fresh world communicator with a short timeout (see
+// the rules in mpi_test_main.cpp); EXPECT_ is used ahead of collectives so no rank returns early.
+//
+// The "Split" parameter lowers MpiCommunicator::max_count so that the paths taken by counts beyond
+// INT_MAX (chunked calls, per-root broadcasts and reductions) run with small buffers: 0 is the default
+// path, 1 and 3 force splitting everywhere.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "comm/communicator.hpp"
+#include "comm/mpi_communicator.hpp"
+
+namespace longctx::comm {
+namespace {
+
+constexpr double kTestTimeoutSeconds = 30;  // a diverged rank fails in 30 s instead of hanging ctest
+
+template <class T>
+T value(int rank, size_t index) {
+  if constexpr (std::is_same_v<T, uint8_t>) {
+    return static_cast<T>((static_cast<size_t>(rank) * 13 + index * 5) % 61);  // sums of 4 fit a byte
+  } else {
+    const long v = 1000L * rank + static_cast<long>(index) + 1;  // exact in float, distinct per (rank, i)
+    return static_cast<T>(index % 2 ? -v : v);
+  }
+}
+
+template <class T>
+T reduce_expected(ReduceOp op, int ranks, size_t index) {
+  T acc = value<T>(0, index);
+  for (int r = 1; r < ranks; ++r) {
+    const T v = value<T>(r, index);
+    if (op == ReduceOp::sum) acc = static_cast<T>(acc + v);
+    if (op == ReduceOp::max) acc = std::max(acc, v);
+    if (op == ReduceOp::min) acc = std::min(acc, v);
+  }
+  return acc;
+}
+
+template <class T>
+::testing::AssertionResult same(const std::vector<T>& got, const std::vector<T>& want) {
+  if (got.size() != want.size())
+    return ::testing::AssertionFailure() << "size " << got.size() << ", want " << want.size();
+  for (size_t i = 0; i < got.size(); ++i)
+    if (!(got[i] == want[i]))
+      return ::testing::AssertionFailure() << "first mismatch at index " << i << ": got " << +got[i]
+                                           << ", want " << +want[i];
+  return ::testing::AssertionSuccess();
+}
+
+void expect_counters(const Communicator& c, uint64_t calls, uint64_t sent, uint64_t received) {
+  EXPECT_EQ(c.counters().calls, calls);
+  EXPECT_EQ(c.counters().bytes_sent, sent);
+  EXPECT_EQ(c.counters().bytes_received, received);
+}
+
+uint64_t u(size_t x) { return static_cast<uint64_t>(x); }
+uint64_t u(int x) { return static_cast<uint64_t>(x); }
+
+std::vector<size_t> prefix(const std::vector<size_t>& counts) {
+  std::vector<size_t> displ(counts.size(), 0);
+  for (size_t i = 1; i < counts.size(); ++i) displ[i] = displ[i - 1] + counts[i - 1];
+  return displ;
+}
+
+size_t total(const std::vector<size_t>& counts) {
+  size_t sum = 0;
+  for (size_t c : counts) sum += c;
+  return sum;
+}
+
+// Uneven counts with a zero: rank 1 sends nothing ({3}, {3,0}, {3,0,7}, {3,0,7,9}).
+std::vector<size_t> uneven_counts(int ranks) {
+  std::vector<size_t> counts;
+  for (int i = 0; i < ranks; ++i) counts.push_back(i == 1 ? 0 : static_cast<size_t>(2 * i + 3));
+  return counts;
+}
+// Zeros on the even ranks, rank 0 included ({0}, {0,2}, {0,2,0}, {0,2,0,4}).
+std::vector<size_t> zero_first_counts(int ranks) {
+  std::vector<size_t> counts;
+  for (int i = 0; i < ranks; ++i) counts.push_back(i % 2 == 0 ? 0 : static_cast<size_t>(i + 1));
+  return counts;
+}
+
+// ---- one check per call; each resets the counters and checks them exactly ----------------------------
+
+template <class T>
+void check_all_gather(Communicator& c, size_t n, bool nonblocking) {
+  SCOPED_TRACE(std::string(nonblocking ? "iall_gather" : "all_gather") + " n=" + std::to_string(n));
+  const int g = c.size(), me = c.rank();
+  std::vector<T> send(n), recv(n * static_cast<size_t>(g), T{}), want;
+  for (size_t i = 0; i < n; ++i) send[i] = value<T>(me, i);
+  for (int r = 0; r < g; ++r)
+    for (size_t i = 0; i < n; ++i) want.push_back(value<T>(r, i));
+  c.reset_counters();
+  if (nonblocking) {
+    Request request = c.iall_gather<T>(send, recv);
+    EXPECT_TRUE(request.pending());
+    request.wait();
+    EXPECT_FALSE(request.pending());
+  } else {
+    c.all_gather<T>(send, recv);
+  }
+  EXPECT_TRUE(same(recv, want));
+  const uint64_t bytes = u(g - 1) * n * sizeof(T);
+  expect_counters(c, 1, bytes, bytes);
+}
+
+template <class T>
+void check_all_gatherv(Communicator& c, const std::vector<size_t>& counts, bool nonblocking) {
+  SCOPED_TRACE(std::string(nonblocking ? "iall_gatherv" : "all_gatherv"));
+  const int g = c.size(), me = c.rank();
+  const size_t mine = counts[static_cast<size_t>(me)];
+  std::vector<T> send(mine), recv(total(counts), T{}), want;
+  for (size_t i = 0; i < mine; ++i) send[i] = value<T>(me, i);
+  for (int r = 0; r < g; ++r)
+    for (size_t i = 0; i < counts[static_cast<size_t>(r)]; ++i) want.push_back(value<T>(r, i));
+  c.reset_counters();
+  if (nonblocking) {
+    Request request = c.iall_gatherv<T>(send, recv, counts);
+    request.wait();
+  } else {
+    c.all_gatherv<T>(send, recv, counts);
+  }
+  EXPECT_TRUE(same(recv, want));
+  expect_counters(c, 1, u(g - 1) * mine * sizeof(T), u(total(counts) - mine) * sizeof(T));
+}
+
+template <class T>
+void check_reduce_scatter(Communicator& c, const std::vector<size_t>& counts, ReduceOp op, bool nonblocking) {
+  SCOPED_TRACE(std::string(nonblocking ? "ireduce_scatter" : "reduce_scatter") + " op " +
+               std::to_string(static_cast<int>(op)));
+  const int g = c.size(), me = c.rank();
+  const size_t mine = counts[static_cast<size_t>(me)];
+  const size_t first = prefix(counts)[static_cast<size_t>(me)];
+  std::vector<T> send(total(counts)), recv(mine, T{}), want(mine);
+  for (size_t j = 0; j < send.size(); ++j) send[j] = value<T>(me, j);
+  for (size_t k = 0; k < mine; ++k) want[k] = reduce_expected<T>(op, g, first + k);
+  c.reset_counters();
+  if (nonblocking) {
+    Request request = c.ireduce_scatter<T>(send, recv, counts, op);
+    request.wait();
+  } else {
+    c.reduce_scatter<T>(send, recv, counts, op);
+  }
+  EXPECT_TRUE(same(recv, want));
+  expect_counters(c, 1, u(total(counts) - mine) * sizeof(T), u(g - 1) * mine * sizeof(T));
+}
+
+// all_reduce bytes per the table: reduce_scatter + all_gather over the even split of n.
+uint64_t all_reduce_bytes(size_t n, int g, int me, size_t element_bytes) {
+  const size_t gs = static_cast<size_t>(g);
+  const size_t block = n / gs + (static_cast<size_t>(me) < n % gs ? 1 : 0);
+  return u(n - block) * element_bytes + u(g - 1) * block * element_bytes;
+}
+
+template <class T>
+void check_all_reduce(Communicator& c, size_t n, ReduceOp op, bool nonblocking) {
+  SCOPED_TRACE(std::string(nonblocking ? "iall_reduce" : "all_reduce") + " n=" + std::to_string(n) +
+               " op " + std::to_string(static_cast<int>(op)));
+  const int g = c.size(), me = c.rank();
+  std::vector<T> data(n), want(n);
+  for (size_t i = 0; i < n; ++i) {
+    data[i] = value<T>(me, i);
+    want[i] = reduce_expected<T>(op, g, i);
+  }
+  c.reset_counters();
+  if (nonblocking) {
+    Request request = c.iall_reduce<T>(data, op);
+    request.wait();
+  } else {
+    c.all_reduce<T>(data, op);
+  }
+  EXPECT_TRUE(same(data, want));
+  const uint64_t bytes = all_reduce_bytes(n, g, me, sizeof(T));
+  expect_counters(c, 1, bytes, bytes);
+}
+
+template <class T>
+void check_broadcast(Communicator& c, size_t n, int root, bool nonblocking) {
+  SCOPED_TRACE(std::string(nonblocking ? "ibroadcast" : "broadcast") + " root " + std::to_string(root));
+  const int g = c.size(), me = c.rank();
+  std::vector<T> data(n, T{}), want(n);
+  for (size_t i = 0; i < n; ++i) want[i] = value<T>(root, i);
+  if (me == root) data = want;
+  c.reset_counters();
+  if (nonblocking) {
+    Request request = c.ibroadcast<T>(data, root);
+    request.wait();
+  } else {
+    c.broadcast<T>(data, root);
+  }
+  EXPECT_TRUE(same(data, want));
+  if (me == root)
+    expect_counters(c, 1, u(g - 1) * n * sizeof(T), 0);
+  else
+    expect_counters(c, 1, 0, u(n) * sizeof(T));
+}
+
+// Ring: every rank sends to the next and receives from the previous (itself at one rank).
+template <class T>
+void check_ring(Communicator& c, size_t n, bool nonblocking) {
+  SCOPED_TRACE(std::string(nonblocking ? "isend/irecv" : "send/recv") + " ring n=" + std::to_string(n));
+  const int g = c.size(), me = c.rank();
+  const int next = (me + 1) % g, prev = (me + g - 1) % g;
+  std::vector<T> send(n), recv(n, T{}), want(n);
+  for (size_t i = 0; i < n; ++i) {
+    send[i] = value<T>(me, i);
+    want[i] = value<T>(prev, i);
+  }
+  c.reset_counters();
+  const int tag = 3;
+  if (nonblocking) {
+    Request rx = c.irecv<T>(recv, prev, tag);
+    Request tx = c.isend<T>(send, next, tag);
+    tx.wait();
+    rx.wait();
+  } else if (g == 1) {  // blocking send and recv to oneself, with the other side posted first
+    Request rx = c.irecv<T>(recv, prev, tag);
+    c.send<T>(send, next, tag);
+    rx.wait();
+    Request tx = c.isend<T>(send, next, tag + 1);
+    c.recv<T>(recv, prev, tag + 1);
+    tx.wait();
+  } else if (me % 2 == 0) {  // even ranks send first, odd ranks receive first: no cycle of waits
+    c.send<T>(send, next, tag);
+    c.recv<T>(recv, prev, tag);
+  } else {
+    c.recv<T>(recv, prev, tag);
+    c.send<T>(send, next, tag);
+  }
+  EXPECT_TRUE(same(recv, want));
+  const uint64_t bytes = g == 1 ? 0 : u(n) * sizeof(T);  // traffic with oneself counts nothing
+  expect_counters(c, g == 1 && !nonblocking ? 4 : 2, bytes, bytes);
+}
+
+// Every call on one communicator, blocking and not.
+void check_every_call(Communicator& c) {
+  for (bool nb : {false, true}) {
+    check_all_gather<float>(c, 5, nb);
+    check_all_gather<int64_t>(c, 3, nb);
+    check_all_gather<uint8_t>(c, 0, nb);
+    check_all_gatherv<double>(c, uneven_counts(c.size()), nb);
+    check_all_gatherv<uint8_t>(c, zero_first_counts(c.size()), nb);
+    for (ReduceOp op : {ReduceOp::sum, ReduceOp::max, ReduceOp::min}) {
+      check_reduce_scatter<int32_t>(c, uneven_counts(c.size()), op, nb);
+      check_reduce_scatter<double>(c, zero_first_counts(c.size()), op, nb);
+      for (size_t n : {size_t{0}, size_t{2}, size_t{7}}) {
+        check_all_reduce<float>(c, n, op, nb);
+        check_all_reduce<double>(c, n, op, nb);
+        check_all_reduce<int32_t>(c, n, op, nb);
+        check_all_reduce<int64_t>(c, n, op, nb);
+        check_all_reduce<uint8_t>(c, n, op, nb);
+      }
+    }
+    check_broadcast<int64_t>(c, 6, c.size() - 1, nb);  // a non-zero root from 2 ranks on
+    check_broadcast<float>(c, 4, 0, nb);
+    check_ring<float>(c, 5, nb);
+    check_ring<int32_t>(c, 0, nb);
+  }
+  c.reset_counters();
+  c.barrier();
+  expect_counters(c, 1, 0, 0);
+}
+
+// ---- fixtures -------------------------------------------------------------------------------------------
+
+class CommTest : public ::testing::Test {
+ protected:
+  void SetUp() override { world = make_mpi_world(kTestTimeoutSeconds); }
+  std::unique_ptr<Communicator> world;
+};
+
+class SplitTest : public ::testing::TestWithParam<size_t> {
+ protected:
+  void SetUp() override {
+    world = make_mpi_world(kTestTimeoutSeconds);
+    dynamic_cast<MpiCommunicator&>(*world).set_max_count(GetParam());
+  }
+  std::unique_ptr<Communicator> world;
+};
+
+INSTANTIATE_TEST_SUITE_P(MaxCount, SplitTest, ::testing::Values(size_t{0}, size_t{1}, size_t{3}),
+                         [](const ::testing::TestParamInfo<size_t>& param) {
+                           return param.param == 0 ? std::string("default") : "max" + std::to_string(param.param);
+                         });
+
+TEST_F(CommTest, IdentityMatchesWorld) {
+  int rank = -1, size = -1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  EXPECT_EQ(world->rank(), rank);
+  EXPECT_EQ(world->size(), size);
+  EXPECT_EQ(world->backend(), "mpi");
+  EXPECT_EQ(world->timeout_seconds(), kTestTimeoutSeconds);
+  const auto& mpi = dynamic_cast<const MpiCommunicator&>(*world);
+  EXPECT_EQ(mpi.max_count(DataType::u8), size_t{1} << 30);
+  EXPECT_EQ(mpi.max_count(DataType::f64), size_t{1} << 27);
+  EXPECT_EQ(size_of(DataType::f32), 4u);
+  EXPECT_EQ(size_of(DataType::f64), 8u);
+  EXPECT_EQ(size_of(DataType::i32), 4u);
+  EXPECT_EQ(size_of(DataType::i64), 8u);
+  EXPECT_EQ(size_of(DataType::u8), 1u);
+}
+
+TEST_F(CommTest, RejectsBadTimeout) {
+  EXPECT_THROW(make_mpi_world(0), UsageError);
+  EXPECT_THROW(make_mpi_world(-1), UsageError);
+  EXPECT_THROW(make_mpi_world(std::numeric_limits<double>::quiet_NaN()), UsageError);
+}
+
+TEST_P(SplitTest, EveryCallOnWorld) { check_every_call(*world); }
+
+TEST_P(SplitTest, EveryCallOnEachHalf) {
+  const int g = world->size(), me = world->rank();
+  const int half = g / 2;
+  const bool upper = me >= half;
+  const int first = upper ? half : 0, count = upper ? g - half : half;
+  std::unique_ptr<Communicator> sub = world->sub(first, count);
+  EXPECT_EQ(sub->size(), count);
+  EXPECT_EQ(sub->rank(), me - first);
+  EXPECT_EQ(sub->backend(), "mpi");
+  EXPECT_EQ(&sub->counters(), &world->counters());  // shared: sub traffic is the rank's traffic too
+  EXPECT_EQ(dynamic_cast<MpiCommunicator&>(*sub).max_count(DataType::f32),
+            dynamic_cast<MpiCommunicator&>(*world).max_count(DataType::f32));
+  check_every_call(*sub);
+}
+
+TEST_P(SplitTest, SubOfRankOneToThree) {
+  const int g = world->size(), me = world->rank();
+  if (g < 3 || me < 1 || me >= 3) return;  // collective over ranks 1 and 2 only
+  std::unique_ptr<Communicator> sub = world->sub(1, 2);
+  EXPECT_EQ(sub->size(), 2);
+  EXPECT_EQ(sub->rank(), me - 1);
+  check_all_gatherv<double>(*sub, uneven_counts(2), false);
+  check_reduce_scatter<int64_t>(*sub, {4, 1}, ReduceOp::sum, true);
+  check_broadcast<int32_t>(*sub, 5, 1, false);
+  check_ring<double>(*sub, 6, false);
+}
+
+TEST_P(SplitTest, SubTrafficAddsIntoParentCounters) {
+  const int g = world->size(), me = world->rank();
+  const bool upper = me >= g / 2;
+  const int first = upper ? g / 2 : 0, count = upper ? g - g / 2 : g / 2;
+  std::unique_ptr<Communicator> sub = world->sub(first, count);
+  const int sub_me = me - first;
+  world->reset_counters();
+
+  std::vector<int32_t> a(7, 1);
+  sub->all_reduce<int32_t>(a);  // 7 x i32 over the sub-communicator
+  std::vector<int64_t> b(5, 2);
+  world->all_reduce<int64_t>(b);  // 5 x i64 over the world
+  std::vector<float> send(3, 1.0f), recv(3 * static_cast<size_t>(count));
+  Request request = sub->iall_gather<float>(send, recv);
+  request.wait();
+
+  const uint64_t bytes = all_reduce_bytes(7, count, sub_me, 4) + all_reduce_bytes(5, g, me, 8) +
+                         u(count - 1) * 3 * 4;
+  expect_counters(*world, 3, bytes, bytes);
+  expect_counters(*sub, 3, bytes, bytes);
+  EXPECT_TRUE(same(a, std::vector<int32_t>(7, count)));
+  EXPECT_TRUE(same(b, std::vector<int64_t>(5, 2 * g)));
+  EXPECT_GT(world->counters().seconds, 0.0);
+
+  // A sub-communicator of a sub-communicator still adds into the same counters.
+  std::unique_ptr<Communicator> single = sub->sub(sub_me, 1);
+  EXPECT_EQ(single->size(), 1);
+  single->barrier();
+  EXPECT_EQ(world->counters().calls, 4u);
+}
+
+TEST_P(SplitTest, RecvOfWrongSizeIsAnError) {
+  // Point-to-point with oneself only: no other rank is involved.
+  // With max_count 1 the sixth one-element chunk never arrives, so that case ends in CommTimeout (an
+  // InternalError too); a short timeout keeps it quick.
+  world->set_timeout_seconds(2);
+  const int me = world->rank();
+  std::vector<float> send(5, 1.0f), recv(6, 0.0f);
+  Request tx = world->isend<float>(send, me, 11);
+  EXPECT_THROW(world->recv<float>(recv, me, 11), InternalError);
+  tx.wait();
+}
+
+TEST_F(CommTest, ValidatesArguments) {
+  const int g = world->size(), me = world->rank();
+  const size_t gs = static_cast<size_t>(g);
+  std::vector<float> one(1), many(gs + 1);
+  // Every rank throws the same way before any MPI call, so no rank is left waiting.
+  EXPECT_THROW(world->all_gather<float>(one, many), InternalError);
+  std::vector<size_t> counts(gs, 1);
+  std::vector<size_t> short_counts(gs + 1, 1);
+  std::vector<float> gathered(gs);
+  EXPECT_THROW(world->all_gatherv<float>(one, gathered, short_counts), InternalError);
+  EXPECT_THROW(world->all_gatherv<float>(many, gathered, counts), InternalError);
+  EXPECT_THROW(world->all_gatherv<float>(one, many, counts), InternalError);
+  EXPECT_THROW(world->iall_gatherv<float>(one, many, counts), InternalError);
+  EXPECT_THROW(world->reduce_scatter<float>(gathered, one, short_counts), InternalError);
+  EXPECT_THROW(world->reduce_scatter<float>(many, one, counts), InternalError);
+  EXPECT_THROW(world->ireduce_scatter<float>(gathered, many, counts), InternalError);
+  EXPECT_THROW(world->broadcast<float>(one, g), InternalError);
+  EXPECT_THROW(world->broadcast<float>(one, -1), InternalError);
+  EXPECT_THROW(world->send<float>(one, g), InternalError);
+  EXPECT_THROW(world->recv<float>(one, -1), InternalError);
+  EXPECT_THROW(world->isend<float>(one, me, -5), InternalError);
+  EXPECT_THROW(world->sub(0, 0), InternalError);
+  EXPECT_THROW(world->sub(-1, 1), InternalError);
+  EXPECT_THROW(world->sub(0, g + 1), InternalError);
+  if (g > 1) {
+    EXPECT_THROW(world->sub(me == 0 ? 1 : 0, 1), InternalError);  // this rank is not a member
+  }
+  try {
+    world->all_gatherv<float>(one, many, short_counts);
+    ADD_FAILURE() << "no exception";
+  } catch (const InternalError& e) {
+    EXPECT_NE(std::string(e.what()).find("counts has"), std::string::npos) << e.what();
+  }
+  expect_counters(*world, 0, 0, 0);  // rejected calls count nothing
+}
+
+TEST_F(CommTest, TestPollsUntilComplete) {
+  const int me = world->rank();
+  std::vector<int64_t> send{1, 2, 3}, recv(3, 0);
+  Request rx = world->irecv<int64_t>(recv, me, 21);
+  Request tx = world->isend<int64_t>(send, me, 21);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!rx.test() && std::chrono::steady_clock::now() < deadline) {
+  }
+  EXPECT_FALSE(rx.pending());
+  EXPECT_TRUE(same(recv, send));
+  while (!tx.test() && std::chrono::steady_clock::now() < deadline) {
+  }
+  EXPECT_FALSE(tx.pending());
+  EXPECT_TRUE(Request().test());
+}
+
+TEST_F(CommTest, RequestMoveAndDestructionWait) {
+  const int me = world->rank();
+  std::vector<double> send{1.5, -2.5}, recv(2, 0.0), recv2(2, 0.0);
+  {
+    Request rx = world->irecv<double>(recv, me, 31);
+    Request tx = world->isend<double>(send, me, 31);
+    rx = Request();  // move-assigning over a pending request waits for it
+    EXPECT_FALSE(rx.pending());
+    EXPECT_TRUE(same(recv, send));
+    Request moved(std::move(tx));
+    EXPECT_TRUE(moved.pending());
+    EXPECT_FALSE(tx.pending());  // NOLINT: checking the moved-from state on purpose
+  }
+  {
+    Request tx = world->isend<double>(send, me, 32);
+    Request rx = world->irecv<double>(recv2, me, 32);
+  }  // destroyed without wait(): the destructors wait
+  EXPECT_TRUE(same(recv2, send));
+}
+
+TEST_F(CommTest, WaitTimesOutInsteadOfHanging) {
+  world->set_timeout_seconds(0.2);
+  const int me = world->rank();
+  std::vector<float> never(4, 0.0f);
+
+  Request request = world->irecv<float>(never, me, 4242);  // no matching send, ever
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    request.wait();
+    ADD_FAILURE() << "wait() returned";
+  } catch (const CommTimeout& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("recv timed out after 0.2 s"), std::string::npos) << message;
+    EXPECT_NE(message.find("rank " + std::to_string(me) + " of a " + std::to_string(world->size())),
+              std::string::npos)
+        << message;
+  }
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_GE(waited, 0.2);
+  EXPECT_LT(waited, 5.0);
+  EXPECT_FALSE(request.pending());  // the timed-out receive was cancelled, so MPI_Finalize stays clean
+
+  EXPECT_THROW(world->recv<float>(never, me, 4243), CommTimeout);  // the blocking call too
+  {
+    Request abandoned = world->irecv<float>(never, me, 4244);
+  }  // the destructor's wait times out: logged and cancelled, no std::terminate
+
+  // The communicator still works after the timeouts: a late send on a cancelled tag is not received.
+  world->set_timeout_seconds(kTestTimeoutSeconds);
+  std::vector<float> send{1, 2, 3, 4}, recv(4, 0.0f);
+  Request rx = world->irecv<float>(recv, me, 4245);
+  world->send<float>(send, me, 4245);
+  rx.wait();
+  EXPECT_TRUE(same(recv, send));
+}
+
+}  // namespace
+}  // namespace longctx::comm
