@@ -8,9 +8,12 @@
 // Rules for MPI tests, so that a failure on one rank cannot hang the others:
 //   * Never return early before a collective: use EXPECT_*, not ASSERT_*, ahead of any communicator
 //     call that the other ranks will make (ASSERT_ is fine after the test's last collective).
-//   * Give each test its own communicator with a short timeout (e.g. comm::make_mpi_world(30)): if ranks
-//     diverge anyway, the stuck ranks throw CommTimeout (GoogleTest records it as a failure) instead of
-//     waiting forever, and the next test starts in step on a fresh communicator.
+//   * Give each test its own communicator whose calls have a short timeout, created with a longer one:
+//       world = comm::make_mpi_world(120); world->set_timeout_seconds(30);
+//     If ranks diverge anyway, the stuck ranks throw CommTimeout after 30 s (GoogleTest records it as a
+//     failure) instead of waiting forever, and the next test's communicator creation (which waits up to
+//     120 s) gathers every rank again, so that test starts in step. A rank that fails only records the
+//     failure; this main fails the job on every rank at the end.
 #include <mpi.h>
 
 #include <cstdio>
