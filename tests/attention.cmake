@@ -1,1 +1,10 @@
 # Tests of attention/ (owned with attention/).
+longctx_test(test_attention_schedule SOURCES test_attention_schedule.cpp DEPS longctx_attention)
+longctx_test(test_attention_tile SOURCES test_attention_tile.cpp DEPS longctx_attention)
+longctx_test(test_attention_cpu SOURCES test_attention_cpu.cpp DEPS longctx_attention)
+longctx_test(test_attention_gradcheck SOURCES test_attention_gradcheck.cpp DEPS longctx_attention)
+
+# Kernel timing driver (not a test): bench_attention_kernels --seq-len ... ; see jobs/bench/.
+add_executable(bench_attention_kernels bench_attention_kernels.cpp)
+target_compile_options(bench_attention_kernels PRIVATE ${LONGCTX_WARNINGS} ${LONGCTX_CPU_FLAGS})
+target_link_libraries(bench_attention_kernels PRIVATE longctx_attention)

@@ -1,0 +1,135 @@
+#include "attention/schedule.hpp"
+
+#include <algorithm>
+#include <set>
+#include <sstream>
+
+#include "runtime/core/error.hpp"
+#include "runtime/core/log.hpp"
+
+namespace longctx {
+
+HeadOffsets parse_head_offsets(const std::string& text) {
+  if (text == "paper") return HeadOffsets::paper;
+  if (text == "grouped") return HeadOffsets::grouped;
+  throw UsageError("--head-offsets: unknown value '" + text + "' (allowed: paper, grouped)");
+}
+
+std::string to_string(HeadOffsets offsets) { return offsets == HeadOffsets::paper ? "paper" : "grouped"; }
+
+namespace {
+std::string join(const std::vector<int64_t>& values) {
+  std::ostringstream out;
+  for (size_t i = 0; i < values.size(); ++i) out << (i ? "," : "") << values[i];
+  return out.str();
+}
+}  // namespace
+
+Schedule make_schedule(const std::vector<int64_t>& segment_lengths, const std::vector<int64_t>& dilation_rates,
+                       bool allow_uncovered) {
+  if (segment_lengths.empty()) throw UsageError("--segment-lengths: the list is empty (give at least one length)");
+  if (dilation_rates.empty()) throw UsageError("--dilation-rates: the list is empty (give one rate per segment length)");
+  if (segment_lengths.size() != dilation_rates.size())
+    throw UsageError("--segment-lengths (" + join(segment_lengths) + ") and --dilation-rates (" + join(dilation_rates) +
+                     ") have different lengths (" + std::to_string(segment_lengths.size()) + " vs " +
+                     std::to_string(dilation_rates.size()) + "): give one dilation rate per segment length");
+  Schedule schedule;
+  bool covered = false;
+  for (size_t i = 0; i < segment_lengths.size(); ++i) {
+    const int64_t w = segment_lengths[i];
+    const int64_t r = dilation_rates[i];
+    if (w <= 0)
+      throw UsageError("--segment-lengths: value " + std::to_string(w) + " (entry " + std::to_string(i + 1) +
+                       ") must be a positive integer");
+    if (r <= 0)
+      throw UsageError("--dilation-rates: value " + std::to_string(r) + " (entry " + std::to_string(i + 1) +
+                       ") must be a positive integer");
+    if (r > w)
+      throw UsageError("--dilation-rates: value " + std::to_string(r) + " exceeds its segment length " +
+                       std::to_string(w) + " (entry " + std::to_string(i + 1) + " of --segment-lengths)");
+    covered = covered || r == 1;
+    schedule.branches.push_back({w, r});
+  }
+  if (!covered && !allow_uncovered)
+    throw UsageError("--dilation-rates (" + join(dilation_rates) +
+                     "): no branch has rate 1, so some (row, head) pairs would attend to nothing; add a "
+                     "branch with rate 1 or pass --allow-uncovered");
+  return schedule;
+}
+
+std::string to_string(const Schedule& schedule) {
+  std::ostringstream out;
+  for (size_t i = 0; i < schedule.branches.size(); ++i)
+    out << (i ? "; " : "") << "w=" << schedule.branches[i].segment_length << ",r=" << schedule.branches[i].dilation;
+  return out.str();
+}
+
+int64_t head_offset(int64_t h, int64_t r, int64_t heads, HeadOffsets offsets) {
+  if (offsets == HeadOffsets::paper) return h % r;
+  const int64_t group = (heads + r - 1) / r;  // ceil(H / r)
+  return h / group;
+}
+
+int64_t effective_segment_length(const Branch& branch, int64_t seq_len) {
+  return std::min(branch.segment_length, seq_len);
+}
+
+int64_t segment_count(const Branch& branch, int64_t seq_len) {
+  if (seq_len <= 0) return 0;
+  const int64_t w = effective_segment_length(branch, seq_len);
+  return (seq_len + w - 1) / w;
+}
+
+int64_t segment_begin(const Branch& branch, int64_t seq_len, int64_t segment) {
+  return segment * effective_segment_length(branch, seq_len);
+}
+
+int64_t segment_rows(const Branch& branch, int64_t seq_len, int64_t segment) {
+  const int64_t begin = segment_begin(branch, seq_len, segment);
+  return std::min(effective_segment_length(branch, seq_len), seq_len - begin);
+}
+
+int64_t selected_rows(int64_t rows, int64_t dilation, int64_t offset) {
+  if (offset >= rows) return 0;
+  return (rows - offset + dilation - 1) / dilation;
+}
+
+int64_t count_pairs(const Schedule& schedule, int64_t seq_len, int64_t heads, bool causal, HeadOffsets offsets) {
+  int64_t pairs = 0;
+  for (const Branch& branch : schedule.branches) {
+    const int64_t segments = segment_count(branch, seq_len);
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t offset = head_offset(h, branch.dilation, heads, offsets);
+      // All full segments share one count; only the last may differ.
+      const int64_t full_rows = effective_segment_length(branch, seq_len);
+      const int64_t last_rows = segment_rows(branch, seq_len, segments - 1);
+      auto pairs_of = [&](int64_t rows) {
+        const int64_t m = selected_rows(rows, branch.dilation, offset);
+        return causal ? m * (m + 1) / 2 : m * m;
+      };
+      if (segments > 0) pairs += (segments - 1) * pairs_of(full_rows) + pairs_of(last_rows);
+    }
+  }
+  return pairs;
+}
+
+int64_t flops_forward(int64_t pairs, int64_t head_dim) { return 4 * head_dim * pairs; }
+int64_t flops_backward(int64_t pairs, int64_t head_dim) { return 10 * head_dim * pairs; }
+
+void warn_coverage(const Schedule& schedule, int64_t heads, HeadOffsets offsets) {
+  for (size_t i = 0; i < schedule.branches.size(); ++i) {
+    const Branch& branch = schedule.branches[i];
+    std::set<int64_t> reached;
+    for (int64_t h = 0; h < heads; ++h) reached.insert(head_offset(h, branch.dilation, heads, offsets));
+    if (static_cast<int64_t>(reached.size()) >= branch.dilation) continue;
+    log::warn_once("branch " + std::to_string(i + 1) + " (w=" + std::to_string(branch.segment_length) +
+                   ", r=" + std::to_string(branch.dilation) + ") reaches only " + std::to_string(reached.size()) +
+                   " of its " + std::to_string(branch.dilation) + " row residues with " + std::to_string(heads) +
+                   " heads (" + to_string(offsets) +
+                   " offsets): positions of the other residues see this branch's keys in no head, so information "
+                   "there travels far only through another layer; keep heads >= max dilation rate where any "
+                   "position must be retrievable");
+  }
+}
+
+}  // namespace longctx

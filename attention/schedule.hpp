@@ -1,0 +1,62 @@
+// The dilated-attention schedule: branches (segment length w, dilation r), their validation, and the
+// per-branch selection arithmetic of ../shared/spec/dilated-attention.md ("Forward", "Counting work").
+//
+// Branch i cuts [0, N) into segments [s, s + w') with w' = min(w, N), s = 0, w', 2w', ...; the last
+// segment may be shorter. Head h selects, in each segment, the rows p with (p - s) mod r == o(h, r).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace longctx {
+
+struct Branch {
+  int64_t segment_length;  // w
+  int64_t dilation;        // r
+};
+
+enum class HeadOffsets {
+  paper,    // o = h mod r
+  grouped,  // o = floor(h / ceil(H / r)), torchscale's layout
+};
+
+// "paper" or "grouped"; UsageError naming --head-offsets and the allowed values otherwise.
+HeadOffsets parse_head_offsets(const std::string& text);
+std::string to_string(HeadOffsets offsets);
+
+struct Schedule {
+  std::vector<Branch> branches;
+};
+
+// Validates the two option lists (--segment-lengths, --dilation-rates): same non-zero length, w > 0,
+// r > 0, r <= w, and some branch with r = 1 unless allow_uncovered. UsageError naming the option and
+// the bad value otherwise.
+Schedule make_schedule(const std::vector<int64_t>& segment_lengths, const std::vector<int64_t>& dilation_rates,
+                       bool allow_uncovered);
+std::string to_string(const Schedule& schedule);  // "w=2048,r=1; w=4096,r=2"
+
+// Head offset o(h, r) in [0, r) for head h of `heads`.
+int64_t head_offset(int64_t h, int64_t r, int64_t heads, HeadOffsets offsets);
+
+// w' = min(w, N).
+int64_t effective_segment_length(const Branch& branch, int64_t seq_len);
+// Number of segments of [0, N), the partial last one included: ceil(N / w').
+int64_t segment_count(const Branch& branch, int64_t seq_len);
+// First row and number of rows of segment `segment` (the last one may be short).
+int64_t segment_begin(const Branch& branch, int64_t seq_len, int64_t segment);
+int64_t segment_rows(const Branch& branch, int64_t seq_len, int64_t segment);
+// Number of rows p in a segment of `rows` rows with (p - s) mod r == offset.
+int64_t selected_rows(int64_t rows, int64_t dilation, int64_t offset);
+
+// Unmasked (query, key) pairs per batch element, summed over branches, segments and heads (partial
+// segments included; causal counts m(m+1)/2 per segment of m selected rows).
+int64_t count_pairs(const Schedule& schedule, int64_t seq_len, int64_t heads, bool causal, HeadOffsets offsets);
+int64_t flops_forward(int64_t pairs, int64_t head_dim);   // 4 D pairs
+int64_t flops_backward(int64_t pairs, int64_t head_dim);  // 10 D pairs
+
+// Warns once per branch whose head offsets do not reach every residue mod r (with paper offsets: H < r),
+// naming the branch.
+void warn_coverage(const Schedule& schedule, int64_t heads, HeadOffsets offsets);
+
+}  // namespace longctx

@@ -1,0 +1,170 @@
+// The CPU backend against the double-precision reference on awkward shapes: odd N, partial last
+// segments, w > N, H not a multiple of r, H < r, B > 1, D not a multiple of the SIMD width, causal and
+// not, both head-offset modes, segments longer than one tile chunk (2048 selected rows).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "attention/attention.hpp"
+#include "attention/reference.hpp"
+#include "runtime/core/error.hpp"
+#include "test_util.hpp"
+
+namespace longctx {
+namespace {
+
+using testing::all_close;
+using testing::random_tensor;
+
+struct Case {
+  std::string name;
+  int64_t B, N, H, D;
+  std::vector<int64_t> w, r;
+};
+
+std::vector<Case> cases() {
+  return {
+      {"odd_n_partial", 1, 37, 3, 24, {8, 16}, {1, 2}},
+      {"w_gt_n_h_not_multiple", 1, 200, 5, 24, {64, 128, 512}, {1, 3, 4}},
+      {"batch_h_lt_r", 2, 301, 2, 16, {100, 300}, {1, 5}},
+      {"multi_block", 1, 517, 3, 40, {517, 256}, {1, 2}},
+      {"bench_like", 1, 1000, 4, 64, {1000, 512, 256}, {1, 2, 4}},
+      {"tiny_d", 2, 50, 2, 3, {7}, {1}},
+      {"dense", 1, 130, 2, 32, {130}, {1}},
+      {"big_d", 1, 90, 2, 136, {32, 64}, {1, 2}},
+      {"chunked_segment", 1, 2500, 1, 16, {2500}, {1}},
+  };
+}
+
+AttentionParams params_for(const Case& c, bool causal, HeadOffsets offsets) {
+  AttentionParams p;
+  p.schedule = make_schedule(c.w, c.r, false);
+  p.causal = causal;
+  p.offsets = offsets;
+  return p;
+}
+
+Shape shape_of(const Case& c) { return c.B == 1 ? Shape{c.N, c.H, c.D} : Shape{c.B, c.N, c.H, c.D}; }
+
+TEST(CpuAttention, ForwardAndBackwardMatchReference) {
+  auto backend = make_attention_backend("cpu");
+  EXPECT_EQ(backend->name(), "cpu");
+  uint64_t seed = 100;
+  for (const Case& c : cases())
+    for (bool causal : {false, true})
+      for (auto offsets : {HeadOffsets::paper, HeadOffsets::grouped}) {
+        SCOPED_TRACE(c.name + (causal ? " causal " : " full ") + to_string(offsets));
+        const AttentionParams p = params_for(c, causal, offsets);
+        const Shape shape = shape_of(c);
+        // stddev 1.5 makes scores of a few units: softmaxes that are neither flat nor one-hot.
+        const Tensor q = random_tensor(shape, ++seed, 1.5f), k = random_tensor(shape, ++seed, 1.5f),
+                     v = random_tensor(shape, ++seed), dout = random_tensor(shape, ++seed);
+        Tensor o, lse, o_ref, lse_ref;
+        backend->forward(p, q, k, v, o, lse);
+        reference_forward(p, q, k, v, o_ref, lse_ref);
+        // float32 vs double: dot products of <= 136 terms and sums over <= 2500 keys, fast exp2 (~2e-7):
+        // observed ~1e-6; 1e-5 leaves room without hiding a wrong key (that costs ~1e-1).
+        EXPECT_TRUE(all_close(o, o_ref, 1e-5, 1e-4)) << "o";
+        EXPECT_TRUE(all_close(lse, lse_ref, 1e-5, 1e-5)) << "lse";
+
+        Tensor dq, dk, dv, dq_ref, dk_ref, dv_ref;
+        backend->backward(p, q, k, v, o, lse, dout, dq, dk, dv);
+        reference_backward(p, q, k, v, o_ref, lse_ref, dout, dq_ref, dk_ref, dv_ref);
+        // Gradients add up to a few thousand float32 terms of O(1-10) (and use the float lse and o).
+        EXPECT_TRUE(all_close(dq, dq_ref, 1e-4, 1e-3)) << "dq";
+        EXPECT_TRUE(all_close(dk, dk_ref, 1e-4, 1e-3)) << "dk";
+        EXPECT_TRUE(all_close(dv, dv_ref, 1e-4, 1e-3)) << "dv";
+      }
+}
+
+TEST(CpuAttention, UncoveredRowsAreZeroAndNegInf) {
+  // One branch, r = 3, two heads: with paper offsets heads use residues 0 and 1, so rows with residue 2
+  // (within each segment) are seen by no branch.
+  AttentionParams p;
+  p.schedule = make_schedule({9}, {3}, /*allow_uncovered=*/true);
+  const Shape shape{2, 31, 2, 8};
+  const Tensor q = random_tensor(shape, 1), k = random_tensor(shape, 2), v = random_tensor(shape, 3),
+               dout = random_tensor(shape, 4);
+  auto backend = make_attention_backend("cpu");
+  for (bool causal : {false, true}) {
+    p.causal = causal;
+    Tensor o, lse, o_ref, lse_ref, dq, dk, dv;
+    backend->forward(p, q, k, v, o, lse);
+    reference_forward(p, q, k, v, o_ref, lse_ref);
+    const float neg_inf = -std::numeric_limits<float>::infinity();
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t n = 0; n < 31; ++n)
+        for (int64_t h = 0; h < 2; ++h) {
+          const int64_t row = (b * 31 + n) * 2 + h;
+          const bool covered = (n % 9) % 3 == h;
+          EXPECT_EQ(std::isinf(lse[row]) && lse[row] < 0, !covered) << "b " << b << " n " << n << " h " << h;
+          EXPECT_EQ(lse_ref[row] == neg_inf, !covered);
+          if (!covered)
+            for (int64_t d = 0; d < 8; ++d) {
+              EXPECT_EQ(o[row * 8 + d], 0.0f);
+              EXPECT_EQ(o_ref[row * 8 + d], 0.0f);
+            }
+        }
+    EXPECT_TRUE(all_close(o, o_ref, 1e-5, 1e-4));
+    backend->backward(p, q, k, v, o, lse, dout, dq, dk, dv);
+    for (const Tensor* g : {&dq, &dk, &dv})
+      for (int64_t i = 0; i < g->size(); ++i) ASSERT_TRUE(std::isfinite((*g)[i])) << i;
+  }
+}
+
+TEST(CpuAttention, ReusesAndReallocatesOutputs) {
+  AttentionParams p;
+  p.schedule = make_schedule({16}, {1}, false);
+  const Tensor q = random_tensor({20, 2, 8}, 1), k = random_tensor({20, 2, 8}, 2), v = random_tensor({20, 2, 8}, 3);
+  auto backend = make_attention_backend("cpu");
+  Tensor o({3}, 9.0f), lse({20, 2}, 9.0f), o_ref, lse_ref;
+  backend->forward(p, q, k, v, o, lse);
+  reference_forward(p, q, k, v, o_ref, lse_ref);
+  EXPECT_EQ(o.shape(), q.shape());
+  EXPECT_TRUE(all_close(o, o_ref, 1e-5, 1e-4));
+  EXPECT_TRUE(all_close(lse, lse_ref, 1e-5, 1e-5));
+  backend->forward(p, q, k, v, o, lse);  // second call into the same buffers gives the same result
+  EXPECT_TRUE(all_close(o, o_ref, 1e-5, 1e-4));
+}
+
+template <class Fn>
+::testing::AssertionResult throws_input_error(Fn fn, const std::string& needle) {
+  try {
+    fn();
+  } catch (const InputError& e) {
+    const std::string message = e.what();
+    if (message.find(needle) == std::string::npos)
+      return ::testing::AssertionFailure() << "message lacks '" << needle << "': " << message;
+    return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure() << "no InputError";
+}
+
+TEST(CpuAttention, RejectsBadShapes) {
+  auto backend = make_attention_backend("cpu");
+  AttentionParams p;
+  p.schedule = make_schedule({4}, {1}, false);
+  const Tensor good({6, 2, 4}), other_d({6, 2, 5}), other_h({6, 3, 4}), rank2({6, 8}), rank5({1, 1, 6, 2, 4});
+  Tensor o, lse, dq, dk, dv;
+  EXPECT_TRUE(throws_input_error([&] { backend->forward(p, good, other_d, good, o, lse); }, "[6,2,5]"));
+  EXPECT_TRUE(throws_input_error([&] { backend->forward(p, good, good, other_h, o, lse); }, "v [6,3,4]"));
+  EXPECT_TRUE(throws_input_error([&] { backend->forward(p, rank2, rank2, rank2, o, lse); }, "rank"));
+  EXPECT_TRUE(throws_input_error([&] { backend->forward(p, rank5, rank5, rank5, o, lse); }, "rank"));
+  backend->forward(p, good, good, good, o, lse);
+  EXPECT_TRUE(throws_input_error([&] { backend->backward(p, good, good, good, o, lse, other_d, dq, dk, dv); }, "dout"));
+  EXPECT_TRUE(throws_input_error([&] { backend->backward(p, good, good, good, o, o, good, dq, dk, dv); }, "lse"));
+}
+
+TEST(CpuAttention, FactoryRejectsUnknownDevice) {
+  EXPECT_THROW(make_attention_backend("tpu"), UsageError);
+  try {
+    make_attention_backend("tpu");
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("--device"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace longctx

@@ -1,0 +1,140 @@
+// Schedule validation, head offsets, selection arithmetic and pair counts.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "attention/schedule.hpp"
+#include "runtime/core/error.hpp"
+
+namespace longctx {
+namespace {
+
+// Runs make_schedule and expects a UsageError whose message contains every string in `needles`.
+::testing::AssertionResult rejects(const std::vector<int64_t>& w, const std::vector<int64_t>& r, bool allow_uncovered,
+                                   const std::vector<std::string>& needles) {
+  try {
+    make_schedule(w, r, allow_uncovered);
+  } catch (const UsageError& e) {
+    const std::string message = e.what();
+    for (const auto& needle : needles)
+      if (message.find(needle) == std::string::npos)
+        return ::testing::AssertionFailure() << "message lacks '" << needle << "': " << message;
+    return ::testing::AssertionSuccess() << message;
+  }
+  return ::testing::AssertionFailure() << "accepted";
+}
+
+TEST(Schedule, RejectsBadLists) {
+  EXPECT_TRUE(rejects({}, {}, false, {"--segment-lengths", "empty"}));
+  EXPECT_TRUE(rejects({2048}, {}, false, {"--dilation-rates", "empty"}));
+  EXPECT_TRUE(rejects({2048, 4096}, {1}, false, {"--segment-lengths", "--dilation-rates", "2048,4096", "different"}));
+  EXPECT_TRUE(rejects({2048, 0}, {1, 2}, false, {"--segment-lengths", "0"}));
+  EXPECT_TRUE(rejects({2048, -5}, {1, 2}, false, {"--segment-lengths", "-5"}));
+  EXPECT_TRUE(rejects({2048, 4096}, {1, 0}, false, {"--dilation-rates", "0"}));
+  EXPECT_TRUE(rejects({2048, 4096}, {-3, 1}, false, {"--dilation-rates", "-3"}));
+  EXPECT_TRUE(rejects({2048, 8}, {1, 16}, false, {"--dilation-rates", "16", "8"}));
+  EXPECT_TRUE(rejects({2048, 4096}, {2, 4}, false, {"--dilation-rates", "2,4", "--allow-uncovered"}));
+}
+
+TEST(Schedule, AcceptsValidLists) {
+  const Schedule s = make_schedule({2048, 4096, 8192}, {1, 2, 4}, false);
+  ASSERT_EQ(s.branches.size(), 3u);
+  EXPECT_EQ(s.branches[2].segment_length, 8192);
+  EXPECT_EQ(s.branches[2].dilation, 4);
+  EXPECT_EQ(make_schedule({16}, {4}, true).branches.size(), 1u);  // uncovered, but asked for
+  EXPECT_EQ(make_schedule({4}, {4}, true).branches[0].dilation, 4);  // r == w is allowed
+}
+
+TEST(Schedule, ParsesHeadOffsets) {
+  EXPECT_EQ(parse_head_offsets("paper"), HeadOffsets::paper);
+  EXPECT_EQ(parse_head_offsets("grouped"), HeadOffsets::grouped);
+  try {
+    parse_head_offsets("torchscale");
+    FAIL() << "accepted";
+  } catch (const UsageError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("--head-offsets"), std::string::npos) << message;
+    EXPECT_NE(message.find("paper, grouped"), std::string::npos) << message;
+  }
+}
+
+TEST(Schedule, HeadOffsets) {
+  // paper: h mod r
+  EXPECT_EQ(head_offset(0, 4, 8, HeadOffsets::paper), 0);
+  EXPECT_EQ(head_offset(5, 4, 8, HeadOffsets::paper), 1);
+  EXPECT_EQ(head_offset(2, 4, 3, HeadOffsets::paper), 2);
+  // grouped: floor(h / ceil(H / r))
+  EXPECT_EQ(head_offset(5, 4, 8, HeadOffsets::grouped), 2);  // ceil(8/4) = 2
+  EXPECT_EQ(head_offset(4, 2, 5, HeadOffsets::grouped), 1);  // ceil(5/2) = 3
+  EXPECT_EQ(head_offset(2, 2, 5, HeadOffsets::grouped), 0);
+  EXPECT_EQ(head_offset(2, 4, 3, HeadOffsets::grouped), 2);  // H < r: group of 1
+  for (int64_t heads = 1; heads <= 9; ++heads)
+    for (int64_t r = 1; r <= 6; ++r)
+      for (int64_t h = 0; h < heads; ++h)
+        for (auto mode : {HeadOffsets::paper, HeadOffsets::grouped}) {
+          const int64_t o = head_offset(h, r, heads, mode);
+          EXPECT_TRUE(o >= 0 && o < r) << "h " << h << " r " << r << " H " << heads;
+        }
+}
+
+TEST(Schedule, SegmentsAndSelection) {
+  const Branch b{8, 3};
+  EXPECT_EQ(effective_segment_length(b, 20), 8);
+  EXPECT_EQ(effective_segment_length(b, 5), 5);  // w > N
+  EXPECT_EQ(segment_count(b, 20), 3);
+  EXPECT_EQ(segment_begin(b, 20, 2), 16);
+  EXPECT_EQ(segment_rows(b, 20, 2), 4);  // partial last segment
+  EXPECT_EQ(segment_rows(b, 20, 1), 8);
+  EXPECT_EQ(segment_count(b, 5), 1);
+  EXPECT_EQ(segment_rows(b, 5, 0), 5);
+  EXPECT_EQ(selected_rows(8, 3, 0), 3);  // 0 3 6
+  EXPECT_EQ(selected_rows(8, 3, 2), 2);  // 2 5
+  EXPECT_EQ(selected_rows(4, 3, 1), 1);  // 1
+  EXPECT_EQ(selected_rows(2, 3, 2), 0);  // offset beyond a short segment
+}
+
+// Pair count by enumeration, straight from the spec.
+int64_t enumerate_pairs(const Schedule& s, int64_t N, int64_t H, bool causal, HeadOffsets mode) {
+  int64_t pairs = 0;
+  for (const Branch& b : s.branches) {
+    const int64_t w = std::min(b.segment_length, N);
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t seg = 0; seg < N; seg += w)
+        for (int64_t p = seg; p < std::min(seg + w, N); ++p)
+          for (int64_t j = seg; j < std::min(seg + w, N); ++j) {
+            const int64_t o = head_offset(h, b.dilation, H, mode);
+            if ((p - seg) % b.dilation == o && (j - seg) % b.dilation == o && (!causal || j <= p)) ++pairs;
+          }
+  }
+  return pairs;
+}
+
+TEST(Schedule, CountPairsMatchesEnumeration) {
+  const Schedule s = make_schedule({6, 16, 40}, {1, 3, 4}, false);
+  for (int64_t N : {1, 5, 17, 37, 64})
+    for (int64_t H : {1, 3, 5})
+      for (bool causal : {false, true})
+        for (auto mode : {HeadOffsets::paper, HeadOffsets::grouped})
+          EXPECT_EQ(count_pairs(s, N, H, causal, mode), enumerate_pairs(s, N, H, causal, mode))
+              << "N " << N << " H " << H << " causal " << causal;
+}
+
+TEST(Schedule, BenchmarkPairsAndFlops) {
+  // N = 65536, H = 4, w/r = 2048 for every branch: 3 branches x 4 heads x (N / w) segments x 2048^2 pairs.
+  const Schedule s = make_schedule({2048, 4096, 8192}, {1, 2, 4}, false);
+  const int64_t pairs = count_pairs(s, 65536, 4, false, HeadOffsets::paper);
+  EXPECT_EQ(pairs, 4 * (32 + 16 + 8) * int64_t{2048} * 2048);
+  EXPECT_EQ(flops_forward(pairs, 64), 4 * 64 * pairs);
+  EXPECT_EQ(flops_backward(pairs, 64), 10 * 64 * pairs);
+  // A billion tokens do not overflow.
+  EXPECT_GT(count_pairs(s, int64_t{1} << 30, 4, true, HeadOffsets::paper), int64_t{1} << 31);
+}
+
+TEST(Schedule, WarnCoverageDoesNotThrow) {
+  const Schedule s = make_schedule({2048, 4096}, {1, 8}, false);
+  EXPECT_NO_THROW(warn_coverage(s, 4, HeadOffsets::paper));  // branch 2 (r = 8) with 4 heads: warns once
+  EXPECT_NO_THROW(warn_coverage(s, 4, HeadOffsets::paper));  // ... and not again
+}
+
+}  // namespace
+}  // namespace longctx

@@ -1,0 +1,71 @@
+// Helpers shared by the tests: seeded random tensors and an element-wise comparison that reports the
+// maximum absolute and relative error and the first bad index (as a GoogleTest AssertionResult).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <sstream>
+#include <vector>
+
+#include "runtime/core/tensor.hpp"
+
+namespace longctx::testing {
+
+// |actual - expected| <= atol + rtol * |expected| element-wise. Equal infinities pass; NaN fails.
+template <class A, class E>
+::testing::AssertionResult all_close(const A* actual, const E* expected, int64_t count, double atol, double rtol) {
+  double max_abs = 0, max_rel = 0;
+  int64_t bad = 0, first_bad = -1;
+  for (int64_t i = 0; i < count; ++i) {
+    const double a = static_cast<double>(actual[i]);
+    const double e = static_cast<double>(expected[i]);
+    bool ok;
+    if (std::isnan(a) || std::isnan(e)) {
+      ok = false;
+    } else if (std::isinf(a) || std::isinf(e)) {
+      ok = a == e;
+    } else {
+      const double abs_err = std::fabs(a - e);
+      max_abs = std::max(max_abs, abs_err);
+      if (e != 0) max_rel = std::max(max_rel, abs_err / std::fabs(e));
+      ok = abs_err <= atol + rtol * std::fabs(e);
+    }
+    if (!ok && bad++ == 0) first_bad = i;
+  }
+  std::ostringstream report;
+  report << count << " values, max abs err " << max_abs << ", max rel err " << max_rel << " (atol " << atol
+         << ", rtol " << rtol << ")";
+  if (bad == 0) return ::testing::AssertionSuccess() << report.str();
+  report << "; " << bad << " bad, first at index " << first_bad << ": actual " << actual[first_bad] << ", expected "
+         << expected[first_bad];
+  return ::testing::AssertionFailure() << report.str();
+}
+
+inline ::testing::AssertionResult all_close(const Tensor& actual, const Tensor& expected, double atol, double rtol) {
+  if (actual.shape() != expected.shape())
+    return ::testing::AssertionFailure() << "shape " << to_string(actual.shape()) << " vs expected "
+                                         << to_string(expected.shape());
+  return all_close(actual.data(), expected.data(), actual.size(), atol, rtol);
+}
+
+inline Tensor random_tensor(const Shape& shape, uint64_t seed, float stddev = 1.0f) {
+  Tensor t(shape);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, stddev);
+  for (int64_t i = 0; i < t.size(); ++i) t[i] = normal(rng);
+  return t;
+}
+
+inline std::vector<double> random_doubles(int64_t count, uint64_t seed) {
+  std::vector<double> out(static_cast<size_t>(count));
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  for (double& x : out) x = normal(rng);
+  return out;
+}
+
+}  // namespace longctx::testing
