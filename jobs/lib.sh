@@ -8,7 +8,7 @@ LONGCTX_BUILD="${LONGCTX_BUILD:-$LONGCTX_ROOT/build}"
 # Everything the build, the tests and the main job need on a fresh Debian 12.
 LONGCTX_BUILD_PACKAGES=(build-essential cmake git openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
                         libboost-program-options-dev libgtest-dev)
-LONGCTX_TEST_PACKAGES=(python3-numpy python3-h5py)
+LONGCTX_TEST_PACKAGES=(python3-numpy python3-h5py slurm-wlm munge)
 
 longctx_sudo() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 

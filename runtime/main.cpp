@@ -135,6 +135,9 @@ int main(int argc, char** argv) {
   std::optional<ProcessContext> process;
   try {
     process.emplace(&argc, &argv);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "longctx: error: %s\n", e.what());
+    return static_cast<int>(e.code());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "longctx: error: cannot start: %s\n", e.what());
     return static_cast<int>(ExitCode::internal);

@@ -57,6 +57,22 @@ LauncherInfo detect_launcher(const GetEnv& getenv) {
   return info;
 }
 
+namespace {
+const char* const kSrunWithoutPmi =
+    "This is srun without PMI: each task would run MPI_Init alone and compute and write the whole problem. "
+    "Launch with `srun --mpi=pmix ...` (see `srun --mpi=list`), or run `mpirun` inside the allocation.";
+}  // namespace
+
+void check_launcher_before_mpi(const LauncherInfo& launcher, const GetEnv& getenv) {
+  if (launcher.kind != LauncherKind::slurm) return;
+  for (const char* variable : {"PMIX_RANK", "PMIX_NAMESPACE", "PMI_RANK", "PMI_FD", "PMI_SIZE"})
+    if (getenv(variable)) return;
+  std::ostringstream message;
+  message << "Slurm started " << launcher.tasks << " task(s) (this is task " << launcher.rank
+          << ") without PMI or PMIx in the environment. " << kSrunWithoutPmi;
+  throw UsageError(message.str());
+}
+
 void check_launcher(const LauncherInfo& launcher, int mpi_rank, int mpi_world_size) {
   if (launcher.kind == LauncherKind::none) return;
   if (launcher.tasks >= 0 && launcher.tasks != mpi_world_size) {
@@ -64,9 +80,7 @@ void check_launcher(const LauncherInfo& launcher, int mpi_rank, int mpi_world_si
     message << to_string(launcher.kind) << " started " << launcher.tasks << " tasks, but MPI sees a world of "
             << mpi_world_size << " in this one (rank " << mpi_rank << "). ";
     if (launcher.kind == LauncherKind::slurm)
-      message << "This is srun without PMI: each task ran MPI_Init alone and would compute and write the "
-                 "whole problem. Launch with `srun --mpi=pmix ...` (see `srun --mpi=list`), or run "
-                 "`mpirun` inside the allocation.";
+      message << kSrunWithoutPmi;
     else
       message << "The binary is linked against a different MPI than the mpirun that started it; rebuild "
                  "with jobs/build.sh or use the matching mpirun.";
@@ -82,6 +96,7 @@ void check_launcher(const LauncherInfo& launcher, int mpi_rank, int mpi_world_si
 
 ProcessContext::ProcessContext(int* argc, char*** argv) {
   launcher_ = detect_launcher(process_getenv);
+  check_launcher_before_mpi(launcher_, process_getenv);
   int provided = 0;
   LONGCTX_CHECK_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
   LONGCTX_CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));

@@ -36,6 +36,10 @@ using GetEnv = std::function<std::optional<std::string>(const std::string&)>;
 LauncherInfo detect_launcher(const GetEnv& getenv);
 std::optional<std::string> process_getenv(const std::string& name);
 
+// Before MPI_Init: srun started tasks but gave them no PMI / PMIx (Open MPI would refuse to start with a
+// page of build advice). Throws UsageError with the fix.
+void check_launcher_before_mpi(const LauncherInfo& launcher, const GetEnv& getenv);
+
 // Throws UsageError when the launcher and MPI disagree on world size or rank.
 void check_launcher(const LauncherInfo& launcher, int mpi_rank, int mpi_world_size);
 

@@ -68,6 +68,16 @@ TEST(Launcher, SrunWithoutPmiIsAUsageErrorThatSaysSo) {
   }
 }
 
+TEST(Launcher, SrunWithoutPmiIsCaughtBeforeMpiInit) {
+  const auto vars = std::map<std::string, std::string>{{"SLURM_PROCID", "0"}, {"SLURM_STEP_NUM_TASKS", "2"}};
+  const LauncherInfo info = detect_launcher(fake_env(vars));
+  EXPECT_THROW(check_launcher_before_mpi(info, fake_env(vars)), UsageError);
+  auto with_pmix = vars;
+  with_pmix["PMIX_RANK"] = "0";
+  EXPECT_NO_THROW(check_launcher_before_mpi(info, fake_env(with_pmix)));
+  EXPECT_NO_THROW(check_launcher_before_mpi(detect_launcher(fake_env({})), fake_env({})));
+}
+
 TEST(Options, SizeListsAcceptSuffixes) {
   EXPECT_EQ(cli::parse_size_list("segment-lengths", "2048,4K,1M"),
             (std::vector<int64_t>{2048, 4096, 1048576}));

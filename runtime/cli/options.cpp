@@ -46,11 +46,6 @@ std::string format_value(const po::variable_value& value) {
   return "?";
 }
 
-bool contains_option(const po::parsed_options& parsed, const std::string& name) {
-  return std::any_of(parsed.options.begin(), parsed.options.end(),
-                     [&](const po::option& o) { return o.string_key == name; });
-}
-
 }  // namespace
 
 std::string env_name(const std::string& option) {

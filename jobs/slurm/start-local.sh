@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Starts munge, slurmctld and slurmd on this machine with jobs/slurm/slurm.conf.in (one node, localhost),
+# waits until the node is idle, and prints the line to export. Idempotent; stop with stop-local.sh.
+#   LONGCTX_SLURM_STATE=dir   where config, state and logs go (default /tmp/longctx-slurm)
+#   LONGCTX_SLURM_CPUS=N      CPUs the node advertises (default 4)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+source "$here/../lib.sh"
+longctx_install slurm-wlm munge
+state="${LONGCTX_SLURM_STATE:-/tmp/longctx-slurm}"
+mkdir -p "$state/ctld" "$state/d"
+host="$(hostname -s)"
+sed -e "s|@HOST@|$host|g" -e "s|@USER@|$(id -un)|g" -e "s|@STATE@|$state|g" \
+    -e "s|@CPUS@|${LONGCTX_SLURM_CPUS:-4}|g" -e "s|@CTLD_PORT@|${LONGCTX_SLURM_CTLD_PORT:-16817}|g" \
+    -e "s|@D_PORT@|${LONGCTX_SLURM_D_PORT:-16818}|g" "$here/slurm.conf.in" >"$state/slurm.conf"
+export SLURM_CONF="$state/slurm.conf"
+
+if ! pgrep -x munged >/dev/null; then
+  if [ ! -s /etc/munge/munge.key ]; then
+    longctx_sudo mkdir -p /etc/munge
+    longctx_sudo dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+    longctx_sudo chmod 400 /etc/munge/munge.key
+    longctx_sudo chown munge:munge /etc/munge/munge.key 2>/dev/null || true
+  fi
+  longctx_sudo mkdir -p /run/munge /var/log/munge /var/lib/munge
+  longctx_sudo chown munge:munge /run/munge /var/log/munge /var/lib/munge 2>/dev/null || true
+  if id munge >/dev/null 2>&1; then longctx_sudo su -s /bin/sh munge -c /usr/sbin/munged || longctx_sudo /usr/sbin/munged --force
+  else longctx_sudo /usr/sbin/munged --force; fi
+fi
+pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+pid_alive "$state/slurmctld.pid" || longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmctld -c -f "$SLURM_CONF"
+pid_alive "$state/slurmd.pid" || longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmd -f "$SLURM_CONF"
+
+for _ in $(seq 1 60); do
+  node_state="$(sinfo -h -N -o %t 2>/dev/null | head -1 || true)"
+  case "$node_state" in idle|mix|alloc) echo "export SLURM_CONF=$SLURM_CONF"; exit 0 ;; esac
+  sleep 1
+done
+echo "[slurm] node did not become idle (state '${node_state:-?}'); logs in $state" >&2
+tail -5 "$state/slurmctld.log" "$state/slurmd.log" >&2 || true
+exit 1
