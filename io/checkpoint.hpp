@@ -1,0 +1,207 @@
+// Checkpoints: one HDF5 file per checkpoint, written collectively by every rank, committed so that a
+// crash at any moment leaves either the old or the new checkpoint intact, and loadable on any number of
+// ranks. What goes in (which tensors, which state) belongs to the trainer; this file owns the layout,
+// the commit protocol, validation, resharding and verification.
+//
+// File layout (format "longctx-checkpoint", format_version 1):
+//   /                     attributes format, format_version, step, world_size, seq_len, tokens_seen
+//                         (int64, format a string) + any extra attributes the writer adds
+//   /config               scalar fixed-length string: the resolved config as text
+//   /model/...            float32, GLOBAL shape, chunked along axis 0 with Fletcher32 checksums
+//   /optimizer/...        the same
+//   /state/global/<name>  uint8 [bytes]: state every rank agrees on (data position, ...), rank 0's copy
+//   /state/rank/<name>    uint8 [P, max_bytes], attribute "bytes" int64 [P]: per-rank state (RNG
+//                         streams), row r written by rank r
+//
+// Directory: <dir>/step_<8 digits>.h5 and <dir>/latest, a text file holding the newest committed file
+// name. Commit protocol (CheckpointWriter::commit):
+//   1. every rank writes <dir>/step_<n>.h5.tmp collectively, flushes (MPI_File_sync) and closes it
+//   2. every rank fsyncs the file, then barrier: the temporary is complete on disk
+//   3. rank 0 renames it to step_<n>.h5 and fsyncs the directory
+//   4. rank 0 writes latest.tmp, fsyncs it, renames it to latest, fsyncs the directory
+//   5. rank 0 deletes committed files beyond the newest `keep` (never the one `latest` names) and stray
+//      temporaries of earlier attempts; then broadcasts success, so all ranks return or throw together
+// A crash before 3 leaves a stray .tmp (ignored by readers, removed by the next commit); between 3 and
+// 4, a complete new file that `latest` does not name yet (latest still names the old, intact one).
+//
+// Resharding: tensors are stored with their global shape, so P' ranks read any rows they like. Per-rank
+// state cannot be split; the rule (read_rank_blob) is:
+//   P' == P  rank r gets the state rank r wrote (exact = true)
+//   P' != P  rank r' gets the state of old rank floor(r' * P / P'), the old rank whose even block of
+//            rows held the first row of r's new block (exact = false): the caller must treat it as a
+//            starting point and re-derive what is rank-specific (e.g. reseed RNG streams from
+//            (seed, step, rank)), since P' streams cannot continue P streams exactly.
+//
+// Collective calls (every rank of the communicator, same order, same arguments): the writer's
+// constructor, write_*, commit; the reader's constructor, read_rows, read_whole. Blob reads and the
+// accessors are local.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "io/h5.hpp"
+#include "io/row_io.hpp"
+#include "runtime/core/span.hpp"
+#include "runtime/core/tensor.hpp"
+
+namespace longctx::io {
+
+inline constexpr const char* kCheckpointFormat = "longctx-checkpoint";
+inline constexpr int64_t kCheckpointFormatVersion = 1;
+
+struct CheckpointMeta {
+  int64_t step = 0;
+  int64_t seq_len = 0;
+  int64_t tokens_seen = 0;
+  std::string config;  // the resolved config as text
+};
+
+// "step_00000042.h5"
+std::string checkpoint_file_name(int64_t step);
+
+// Where a simulated crash stops commit(): for tests of the protocol only.
+enum class CrashPoint { none, after_temporary_closed, after_rename, after_latest_temporary };
+
+class CheckpointWriter {
+ public:
+  // Creates <dir> (rank 0) if needed, then <dir>/step_<n>.h5.tmp collectively, with the root attributes
+  // and /config (rank 0's values are the ones stored).
+  CheckpointWriter(std::string dir, const CheckpointMeta& meta, MPI_Comm comm = MPI_COMM_NULL);
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
+  // Not committed (a failure): rank 0 removes the temporary; nothing committed is touched.
+  ~CheckpointWriter();
+
+  // A float32 tensor of `global_shape` (e.g. "model/layer0/wq"), sharded along axis 0: this rank holds
+  // rows `rows`. The ranks' row ranges must tile [0, global_shape[0]) (checked; a rank may hold none).
+  void write_tensor(const std::string& name, const Shape& global_shape, RowRange rows, Span<const float> block);
+  void write_tensor(const std::string& name, const Shape& global_shape, RowRange rows, const Tensor& block);
+  // A tensor every rank holds whole (parameters under sequence parallelism): rank 0 writes it.
+  void write_replicated(const std::string& name, const Tensor& whole);
+  // Extra root attributes; rank 0's value is stored.
+  void write_attribute(const std::string& name, int64_t value);
+  void write_attribute(const std::string& name, double value);
+  void write_attribute(const std::string& name, const std::string& value);
+  // /state/global/<name>: rank 0's bytes.
+  void write_global_blob(const std::string& name, Span<const uint8_t> bytes);
+  // /state/rank/<name>: each rank's own bytes (lengths may differ).
+  void write_rank_blob(const std::string& name, Span<const uint8_t> bytes);
+
+  // The commit protocol above. `keep`: how many committed files to keep (0 keeps all). Returns the
+  // committed path. `crash` stops early to simulate a crash (tests only).
+  std::string commit(int64_t keep, CrashPoint crash = CrashPoint::none);
+
+  const std::string& temporary_path() const { return temporary_; }
+  const std::string& final_path() const { return final_; }
+
+ private:
+  std::string dir_;
+  std::string final_;
+  std::string temporary_;
+  MPI_Comm comm_;
+  h5::File file_;
+  bool committed_ = false;
+};
+
+struct RankBlob {
+  std::vector<uint8_t> bytes;
+  int source_rank = 0;  // the old rank whose state this is
+  bool exact = false;   // P' == P: this rank's own state
+};
+
+class CheckpointReader {
+ public:
+  // Opens `path` (collective when comm != MPI_COMM_NULL) and validates format and format_version:
+  // anything else -> InputError naming the file, the field and both values.
+  explicit CheckpointReader(std::string path, MPI_Comm comm = MPI_COMM_NULL);
+
+  const std::string& path() const { return path_; }
+  int64_t format_version() const { return format_version_; }
+  int64_t step() const { return step_; }
+  int64_t world_size() const { return world_size_; }
+  int64_t seq_len() const { return seq_len_; }
+  int64_t tokens_seen() const { return tokens_seen_; }
+  const std::string& config() const { return config_; }
+  const h5::File& file() const { return file_; }
+
+  // Every dataset under /model and /optimizer, as "model/..." paths, sorted.
+  std::vector<std::string> tensor_names() const;
+  bool has_tensor(const std::string& name) const;
+  Shape shape(const std::string& name) const;  // missing -> InputError
+  // Mismatch -> InputError "<file>: <name>: shape [..] in the checkpoint, [..] expected".
+  void expect_shape(const std::string& name, const Shape& expected) const;
+  // Root attribute `name` must equal `expected`, else InputError naming both values.
+  void expect_attribute(const std::string& name, int64_t expected) const;
+
+  // Collective: rows `rows` along axis 0 (any split, any number of ranks), or the whole tensor.
+  Tensor read_rows(const std::string& name, RowRange rows) const;
+  Tensor read_whole(const std::string& name) const;
+  std::vector<uint8_t> read_global_blob(const std::string& name) const;
+  // The resharding rule of the header comment, for this rank of `size` ranks.
+  RankBlob read_rank_blob(const std::string& name, int rank, int size) const;
+  // Every rank's blob as written (for callers with their own rule).
+  std::vector<std::vector<uint8_t>> read_all_rank_blobs(const std::string& name) const;
+
+ private:
+  std::string path_;
+  h5::File file_;
+  int64_t format_version_ = 0;
+  int64_t step_ = 0;
+  int64_t world_size_ = 0;
+  int64_t seq_len_ = 0;
+  int64_t tokens_seen_ = 0;
+  std::string config_;
+};
+
+// ---- the checkpoint directory -------------------------------------------------------------------------
+// Committed checkpoint files (step_<8 digits>.h5, no .tmp) in `dir`, oldest step first.
+std::vector<std::string> list_checkpoints(const std::string& dir);
+// The checkpoint to resume from: the file `latest` names; without `latest` (a crash right after the
+// very first rename), the newest committed file; nullopt when there is none. `latest` naming a missing
+// file, or a malformed `latest` -> InputError. Temporaries are never returned.
+std::optional<std::string> find_latest_checkpoint(const std::string& dir);
+// Removes step_*.h5.tmp and latest.tmp left by crashed commits; returns how many. Call it only when no
+// writer is active on `dir` (commit does it itself, on rank 0, after publishing).
+int remove_stray_temporaries(const std::string& dir);
+
+// ---- inspection and verification (serial: one process reads the whole file) ----------------------------
+struct DatasetInfo {
+  std::string path;  // "/model/w"
+  Shape shape;
+  std::string dtype;
+  int64_t storage_bytes = 0;
+  bool checksummed = false;
+  std::string problem;  // empty when it verified clean
+};
+
+struct CheckpointSummary {
+  std::string path;
+  int64_t format_version = 0, step = 0, world_size = 0, seq_len = 0, tokens_seen = 0;
+  std::string config;
+  std::vector<std::pair<std::string, std::string>> attributes;  // every root attribute, as text
+  std::vector<DatasetInfo> datasets;
+};
+
+// Step, config, attributes, datasets and sizes. Not a checkpoint / unreadable -> InputError.
+CheckpointSummary inspect_checkpoint(const std::string& path);
+
+struct VerifyReport {
+  std::string path;
+  bool ok = true;
+  std::vector<DatasetInfo> datasets;
+  std::vector<std::string> problems;  // each names the file and the damaged dataset (or the file)
+  std::string summary() const;        // one line per problem, or "<path>: ok (n datasets)"
+};
+
+// Reads every dataset (in bounded blocks), so every Fletcher32 checksum is checked, and checks that
+// float data is finite; also the root attributes. Damage is reported, not thrown.
+VerifyReport verify_checkpoint(const std::string& path);
+// Every committed checkpoint in `dir`, oldest first, plus a check that `latest` names one of them.
+std::vector<VerifyReport> verify_checkpoint_dir(const std::string& dir);
+
+}  // namespace longctx::io

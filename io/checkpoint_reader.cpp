@@ -1,0 +1,168 @@
+// CheckpointReader (validation, resharded reads) and the checkpoint directory (latest, listing, strays).
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "io/checkpoint.hpp"
+
+namespace longctx::io {
+namespace {
+
+const std::regex& committed_name() {
+  static const std::regex pattern(R"(step_(\d{8})\.h5)");
+  return pattern;
+}
+
+std::vector<uint8_t> read_bytes(const h5::Dataset& dataset) {
+  const Shape shape = dataset.shape();
+  std::vector<uint8_t> bytes(static_cast<size_t>(element_count(shape)));
+  h5::Dataspace file = dataset.file_space();
+  h5::Dataspace memory = h5::Dataspace::simple({static_cast<int64_t>(bytes.size())});
+  dataset.read(H5T_NATIVE_UINT8, memory, file, bytes.data(), h5::Transfer::independent);
+  return bytes;
+}
+
+}  // namespace
+
+CheckpointReader::CheckpointReader(std::string path, MPI_Comm comm)
+    : path_(std::move(path)), file_(h5::File::open(path_, h5::Mode::read, comm)) {
+  if (!file_.has_attribute("format"))
+    throw InputError(path_ + ": not a longctx checkpoint (no 'format' attribute)");
+  const std::string format = file_.read_string_attribute("format");
+  if (format != kCheckpointFormat)
+    throw InputError(path_ + ": format is '" + format + "', expected '" + kCheckpointFormat + "'");
+  format_version_ = file_.read_int64_attribute("format_version");
+  if (format_version_ != kCheckpointFormatVersion)
+    throw InputError(path_ + ": format_version is " + std::to_string(format_version_) +
+                     ", this build reads format_version " + std::to_string(kCheckpointFormatVersion));
+  step_ = file_.read_int64_attribute("step");
+  world_size_ = file_.read_int64_attribute("world_size");
+  seq_len_ = file_.read_int64_attribute("seq_len");
+  tokens_seen_ = file_.read_int64_attribute("tokens_seen");
+  config_ = file_.open_dataset("config").read_string();
+}
+
+std::vector<std::string> CheckpointReader::tensor_names() const {
+  std::vector<std::string> names;
+  for (const std::string group : {"model", "optimizer"}) {
+    if (!file_.has_group(group)) continue;
+    for (const std::string& path : file_.open_group(group).dataset_paths()) names.push_back(group + "/" + path);
+  }
+  return names;
+}
+
+bool CheckpointReader::has_tensor(const std::string& name) const { return file_.has_dataset(name); }
+
+Shape CheckpointReader::shape(const std::string& name) const { return file_.open_dataset(name).shape(); }
+
+void CheckpointReader::expect_shape(const std::string& name, const Shape& expected) const {
+  if (!file_.has_dataset(name))
+    throw InputError(path_ + ": " + name + ": missing from the checkpoint, expected shape " + to_string(expected));
+  const Shape found = shape(name);
+  if (found != expected)
+    throw InputError(path_ + ": " + name + ": shape " + to_string(found) + " in the checkpoint, " +
+                     to_string(expected) + " expected");
+}
+
+void CheckpointReader::expect_attribute(const std::string& name, int64_t expected) const {
+  const int64_t found = file_.read_int64_attribute(name);
+  if (found != expected)
+    throw InputError(path_ + ": " + name + " is " + std::to_string(found) + " in the checkpoint, " +
+                     std::to_string(expected) + " expected");
+}
+
+Tensor CheckpointReader::read_rows(const std::string& name, RowRange rows) const {
+  return io::read_rows(file_, name, 0, rows);
+}
+
+Tensor CheckpointReader::read_whole(const std::string& name) const {
+  const Shape global = shape(name);
+  if (global.empty()) throw InputError(path_ + ": " + name + " is a scalar, not a tensor");
+  return read_rows(name, {0, global[0]});
+}
+
+std::vector<uint8_t> CheckpointReader::read_global_blob(const std::string& name) const {
+  return read_bytes(file_.open_dataset("state/global/" + name));
+}
+
+std::vector<std::vector<uint8_t>> CheckpointReader::read_all_rank_blobs(const std::string& name) const {
+  const h5::Dataset dataset = file_.open_dataset("state/rank/" + name);
+  dataset.require_rank(2, 2);
+  const Shape shape = dataset.shape();
+  const std::vector<int64_t> lengths = dataset.read_int64s_attribute("bytes");
+  if (static_cast<int64_t>(lengths.size()) != shape[0])
+    throw InputError(dataset.where().describe() + ": " + std::to_string(lengths.size()) + " lengths for " +
+                     std::to_string(shape[0]) + " ranks");
+  const std::vector<uint8_t> all = read_bytes(dataset);
+  std::vector<std::vector<uint8_t>> blobs;
+  for (int64_t r = 0; r < shape[0]; ++r) {
+    const int64_t length = lengths[static_cast<size_t>(r)];
+    if (length < 0 || length > shape[1])
+      throw InputError(dataset.where().describe() + ": rank " + std::to_string(r) + " length " + std::to_string(length) +
+                       " outside [0, " + std::to_string(shape[1]) + "]");
+    const auto first = all.begin() + r * shape[1];
+    blobs.emplace_back(first, first + length);
+  }
+  return blobs;
+}
+
+RankBlob CheckpointReader::read_rank_blob(const std::string& name, int rank, int size) const {
+  std::vector<std::vector<uint8_t>> blobs = read_all_rank_blobs(name);
+  const int64_t old_size = static_cast<int64_t>(blobs.size());
+  if (old_size == 0) throw InputError(path_ + ": state/rank/" + name + " holds no ranks");
+  RankBlob blob;
+  blob.exact = old_size == size;
+  blob.source_rank = static_cast<int>(blob.exact ? rank : static_cast<int64_t>(rank) * old_size / size);
+  blob.bytes = std::move(blobs[static_cast<size_t>(blob.source_rank)]);
+  return blob;
+}
+
+// ---- the directory ------------------------------------------------------------------------------------
+std::vector<std::string> list_checkpoints(const std::string& dir) {
+  std::vector<std::pair<int64_t, std::string>> found;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    std::smatch match;
+    if (entry.is_regular_file() && std::regex_match(name, match, committed_name()))
+      found.emplace_back(std::stoll(match[1].str()), entry.path().string());
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> paths;
+  for (auto& item : found) paths.push_back(std::move(item.second));
+  return paths;
+}
+
+std::optional<std::string> find_latest_checkpoint(const std::string& dir) {
+  const std::string latest = dir + "/latest";
+  if (!std::filesystem::exists(latest)) {
+    const std::vector<std::string> files = list_checkpoints(dir);
+    if (files.empty()) return std::nullopt;
+    return files.back();
+  }
+  std::ifstream in(latest);
+  std::string name;
+  in >> name;
+  if (!std::regex_match(name, committed_name()))
+    throw InputError(latest + ": holds '" + name + "', not a checkpoint file name like step_00000001.h5");
+  const std::string path = dir + "/" + name;
+  if (!std::filesystem::is_regular_file(path))
+    throw InputError(latest + ": names " + name + ", which does not exist in " + dir);
+  return path;
+}
+
+int remove_stray_temporaries(const std::string& dir) {
+  static const std::regex stray(R"(step_\d{8}\.h5\.tmp|latest\.tmp)");
+  int removed = 0;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
+    if (entry.is_regular_file() && std::regex_match(entry.path().filename().string(), stray)) {
+      std::error_code ignored;
+      if (std::filesystem::remove(entry.path(), ignored)) ++removed;
+    }
+  }
+  return removed;
+}
+
+}  // namespace longctx::io

@@ -1,0 +1,214 @@
+// CheckpointWriter: the collective write and the commit protocol of checkpoint.hpp.
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "io/atomic_output.hpp"
+#include "io/checkpoint.hpp"
+#include "io/durable.hpp"
+#include "runtime/core/check.hpp"
+
+namespace longctx::io {
+namespace {
+
+int64_t broadcast_int64(MPI_Comm comm, int64_t value) {
+  if (comm != MPI_COMM_NULL) LONGCTX_CHECK_MPI(MPI_Bcast(&value, 1, MPI_INT64_T, 0, comm));
+  return value;
+}
+
+double broadcast_double(MPI_Comm comm, double value) {
+  if (comm != MPI_COMM_NULL) LONGCTX_CHECK_MPI(MPI_Bcast(&value, 1, MPI_DOUBLE, 0, comm));
+  return value;
+}
+
+// Rank 0's bytes on every rank (MPI counts are int: split long payloads).
+std::vector<uint8_t> broadcast_bytes(MPI_Comm comm, Span<const uint8_t> bytes) {
+  std::vector<uint8_t> out(bytes.begin(), bytes.end());
+  if (comm == MPI_COMM_NULL) return out;
+  const int64_t length = broadcast_int64(comm, static_cast<int64_t>(bytes.size()));
+  out.resize(static_cast<size_t>(length));
+  constexpr int64_t piece = int64_t{1} << 30;
+  for (int64_t offset = 0; offset < length; offset += piece)
+    LONGCTX_CHECK_MPI(MPI_Bcast(out.data() + offset, static_cast<int>(std::min(piece, length - offset)),
+                                MPI_UINT8_T, 0, comm));
+  return out;
+}
+
+std::string broadcast_string(MPI_Comm comm, const std::string& text) {
+  const std::vector<uint8_t> bytes =
+      broadcast_bytes(comm, Span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+  return std::string(bytes.begin(), bytes.end());
+}
+
+std::vector<int64_t> all_gather_int64(MPI_Comm comm, int64_t value) {
+  std::vector<int64_t> values(static_cast<size_t>(h5::comm_size(comm)), value);
+  if (comm != MPI_COMM_NULL) LONGCTX_CHECK_MPI(MPI_Allgather(&value, 1, MPI_INT64_T, values.data(), 1, MPI_INT64_T, comm));
+  return values;
+}
+
+// The ranks' row ranges must tile [0, total): a gap would leave garbage, an overlap means a bug.
+void check_tiling(MPI_Comm comm, const std::string& name, int64_t total, RowRange rows) {
+  const std::vector<int64_t> begins = all_gather_int64(comm, rows.begin);
+  const std::vector<int64_t> ends = all_gather_int64(comm, rows.end);
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (size_t r = 0; r < begins.size(); ++r)
+    if (ends[r] != begins[r]) ranges.emplace_back(begins[r], ends[r]);
+  std::sort(ranges.begin(), ranges.end());
+  int64_t next = 0;
+  for (const auto& [begin, end] : ranges) {
+    if (begin != next || end < begin)
+      throw InternalError("checkpoint tensor " + name + ": the ranks' rows do not tile [0, " + std::to_string(total) +
+                          "): a block starts at " + std::to_string(begin) + " where " + std::to_string(next) +
+                          " was expected");
+    next = end;
+  }
+  if (next != total)
+    throw InternalError("checkpoint tensor " + name + ": the ranks' rows cover [0, " + std::to_string(next) +
+                        ") of " + std::to_string(total));
+}
+
+h5::DatasetOptions checksummed_chunks(const Shape& global, size_t element_bytes) {
+  h5::DatasetOptions options;
+  options.chunk = row_chunk(global, 0, element_bytes);
+  options.fletcher32 = true;
+  return options;
+}
+
+// Deletes committed files beyond the newest `keep`, never `protect` (the one `latest` names).
+void apply_retention(const std::string& dir, int64_t keep, const std::string& protect) {
+  if (keep <= 0) return;
+  std::vector<std::string> files = list_checkpoints(dir);
+  int64_t excess = static_cast<int64_t>(files.size()) - keep;
+  bool removed = false;
+  for (const std::string& file : files) {
+    if (excess <= 0) break;
+    if (std::filesystem::path(file).filename() == protect) continue;
+    std::error_code error;
+    std::filesystem::remove(file, error);
+    removed = true;
+    --excess;
+  }
+  if (removed) sync_directory(dir);
+}
+
+}  // namespace
+
+std::string checkpoint_file_name(int64_t step) {
+  if (step < 0 || step > 99999999) throw UsageError("checkpoint step " + std::to_string(step) + " outside 0..99999999");
+  char name[32];
+  std::snprintf(name, sizeof(name), "step_%08lld.h5", static_cast<long long>(step));
+  return name;
+}
+
+CheckpointWriter::CheckpointWriter(std::string dir, const CheckpointMeta& meta, MPI_Comm comm)
+    : dir_(std::move(dir)), comm_(comm) {
+  const int64_t step = broadcast_int64(comm_, meta.step);
+  final_ = dir_ + "/" + checkpoint_file_name(step);
+  temporary_ = final_ + ".tmp";
+  publish_on_rank0(comm_, "creating checkpoint directory " + dir_, [&] {
+    std::error_code error;
+    std::filesystem::create_directories(dir_, error);
+    if (!std::filesystem::is_directory(dir_))
+      throw UsageError("cannot create checkpoint directory " + dir_ + ": " + error.message());
+  });
+  file_ = h5::File::create(temporary_, comm_);
+  file_.write_attribute("format", std::string(kCheckpointFormat));
+  file_.write_attribute("format_version", kCheckpointFormatVersion);
+  file_.write_attribute("step", step);
+  file_.write_attribute("world_size", static_cast<int64_t>(h5::comm_size(comm_)));
+  file_.write_attribute("seq_len", broadcast_int64(comm_, meta.seq_len));
+  file_.write_attribute("tokens_seen", broadcast_int64(comm_, meta.tokens_seen));
+  file_.create_string_dataset("config", broadcast_string(comm_, meta.config));
+}
+
+CheckpointWriter::~CheckpointWriter() {
+  if (!committed_ && h5::comm_rank(comm_) == 0) std::remove(temporary_.c_str());
+}
+
+void CheckpointWriter::write_tensor(const std::string& name, const Shape& global_shape, RowRange rows,
+                                    Span<const float> block) {
+  if (global_shape.empty()) throw InternalError("checkpoint tensor " + name + ": needs at least one axis");
+  check_tiling(comm_, name, global_shape[0], rows);
+  h5::Dataset dataset = create_float_dataset(file_, name, global_shape, checksummed_chunks(global_shape, sizeof(float)));
+  write_rows(dataset, 0, rows, block);
+}
+
+void CheckpointWriter::write_tensor(const std::string& name, const Shape& global_shape, RowRange rows,
+                                    const Tensor& block) {
+  write_tensor(name, global_shape, rows, block.span());
+}
+
+void CheckpointWriter::write_replicated(const std::string& name, const Tensor& whole) {
+  const Shape shape = whole.rank() == 0 ? Shape{1} : whole.shape();
+  const bool writer = h5::comm_rank(comm_) == 0;
+  const RowRange rows = writer ? RowRange{0, shape[0]} : RowRange{shape[0], shape[0]};
+  write_tensor(name, shape, rows, writer ? whole.span() : Span<const float>());
+}
+
+void CheckpointWriter::write_attribute(const std::string& name, int64_t value) {
+  file_.write_attribute(name, broadcast_int64(comm_, value));
+}
+
+void CheckpointWriter::write_attribute(const std::string& name, double value) {
+  file_.write_attribute(name, broadcast_double(comm_, value));
+}
+
+void CheckpointWriter::write_attribute(const std::string& name, const std::string& value) {
+  file_.write_attribute(name, broadcast_string(comm_, value));
+}
+
+void CheckpointWriter::write_global_blob(const std::string& name, Span<const uint8_t> bytes) {
+  const std::vector<uint8_t> shared = broadcast_bytes(comm_, bytes);
+  const Shape shape = {static_cast<int64_t>(shared.size())};
+  h5::Dataset dataset = file_.create_dataset("state/global/" + name, h5::ElementType::u8, shape,
+                                             checksummed_chunks(shape, 1));
+  h5::Dataspace file = dataset.file_space();
+  h5::Dataspace memory = h5::Dataspace::simple(shape);
+  if (h5::comm_rank(comm_) != 0) {
+    file.select_none();
+    memory.select_none();
+  }
+  dataset.write(H5T_NATIVE_UINT8, memory, file, shared.data());
+}
+
+void CheckpointWriter::write_rank_blob(const std::string& name, Span<const uint8_t> bytes) {
+  const std::vector<int64_t> lengths = all_gather_int64(comm_, static_cast<int64_t>(bytes.size()));
+  const int64_t width = *std::max_element(lengths.begin(), lengths.end());
+  const Shape shape = {static_cast<int64_t>(lengths.size()), width};
+  h5::DatasetOptions options;
+  options.chunk = {1, std::min<int64_t>(std::max<int64_t>(width, 1), int64_t{1} << 20)};
+  options.fletcher32 = true;
+  h5::Dataset dataset = file_.create_dataset("state/rank/" + name, h5::ElementType::u8, shape, options);
+  dataset.write_attribute("bytes", lengths);
+  h5::Dataspace file = dataset.file_space();
+  file.select_box({h5::comm_rank(comm_), 0}, {1, static_cast<int64_t>(bytes.size())});
+  h5::Dataspace memory = h5::Dataspace::simple({static_cast<int64_t>(bytes.size())});
+  if (bytes.empty()) memory.select_none();
+  dataset.write(H5T_NATIVE_UINT8, memory, file, bytes.data());
+}
+
+std::string CheckpointWriter::commit(int64_t keep, CrashPoint crash) {
+  if (committed_) throw InternalError("checkpoint " + final_ + ": committed twice");
+  close_and_sync(file_, comm_);  // steps 1-2: complete on disk on every rank
+  if (crash == CrashPoint::after_temporary_closed) {
+    committed_ = true;  // a crashed process removes nothing
+    return final_;
+  }
+  const std::string name = std::filesystem::path(final_).filename().string();
+  publish_on_rank0(comm_, "committing checkpoint " + final_, [&] {
+    rename_durably(temporary_, final_);  // step 3
+    if (crash == CrashPoint::after_rename) return;
+    if (crash == CrashPoint::after_latest_temporary) {
+      std::ofstream(dir_ + "/latest.tmp") << name << "\n";
+      return;
+    }
+    write_text_durably(dir_ + "/latest", name + "\n");  // step 4
+    apply_retention(dir_, keep, name);                   // step 5
+    remove_stray_temporaries(dir_);
+  });
+  committed_ = true;
+  return final_;
+}
+
+}  // namespace longctx::io

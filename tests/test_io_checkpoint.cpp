@@ -1,0 +1,386 @@
+// Checkpoints under mpirun at 1-4 ranks: round trips, resharding 2 -> 3 -> 1, retention, the commit
+// protocol under simulated crashes, stray temporaries, and damaged files (truncated, a flipped byte
+// inside a checksummed chunk, another format version, non-finite values), each refused or reported
+// with the file and the dataset named.
+#include <mpi.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+
+#include <gtest/gtest.h>
+
+#include "io/checkpoint.hpp"
+#include "io/h5.hpp"
+#include "io_test_util.hpp"
+
+namespace longctx::io {
+namespace {
+
+namespace fs = std::filesystem;
+using test::make_block;
+using test::SharedTempDir;
+using test::tensors_equal;
+using test::world_rank;
+using test::world_size;
+
+// What the test trainer saves: sharded tensors (seeded by their index), one replicated tensor, a global
+// blob and per-rank blobs whose length and content depend on the writing rank.
+struct Content {
+  std::vector<std::pair<std::string, Shape>> sharded = {
+      {"model/embed", {11, 5}}, {"model/layer0/wq", {6, 4, 3}}, {"model/tiny", {2, 3}}, {"optimizer/m/embed", {11, 5}}};
+  Shape replicated = {3, 2};
+};
+
+std::vector<uint8_t> rank_state(int rank) { return std::vector<uint8_t>(static_cast<size_t>(rank + 1), static_cast<uint8_t>(10 + rank)); }
+const std::vector<uint8_t> kPosition = {1, 2, 3, 4, 5, 6, 7};
+
+CheckpointMeta meta_for(int64_t step) {
+  CheckpointMeta meta;
+  meta.step = step;
+  meta.seq_len = 4096;
+  meta.tokens_seen = step * 4096;
+  meta.config = "[model]\nlayers=2\n";
+  return meta;
+}
+
+// Writes the test content at `step` on `comm` (every rank of it calls this).
+std::string write_content(const std::string& dir, int64_t step, MPI_Comm comm, int64_t keep = 0,
+                          CrashPoint crash = CrashPoint::none) {
+  const int rank = h5::comm_rank(comm);
+  const int size = h5::comm_size(comm);
+  const Content content;
+  CheckpointWriter writer(dir, meta_for(step), comm);
+  for (size_t i = 0; i < content.sharded.size(); ++i) {
+    const auto& [name, shape] = content.sharded[i];
+    const RowRange rows = even_rows(shape[0], rank, size);
+    writer.write_tensor(name, shape, rows, make_block(i, shape, 0, rows));
+  }
+  writer.write_replicated("model/norm", make_block(99, content.replicated, 0, {0, content.replicated[0]}));
+  writer.write_attribute("learning_rate", 0.25);
+  writer.write_global_blob("data_position", kPosition);
+  writer.write_rank_blob("rng", rank_state(rank));
+  return writer.commit(keep, crash);
+}
+
+// Checks every tensor of the test content as read by this rank of `comm` (its even rows and the whole).
+void expect_content(const std::string& path, MPI_Comm comm) {
+  const int rank = h5::comm_rank(comm);
+  const int size = h5::comm_size(comm);
+  const Content content;
+  CheckpointReader reader(path, comm);
+  EXPECT_EQ(reader.seq_len(), 4096);
+  EXPECT_EQ(reader.config(), "[model]\nlayers=2\n");
+  EXPECT_EQ(reader.tensor_names(), (std::vector<std::string>{"model/embed", "model/layer0/wq", "model/norm",
+                                                             "model/tiny", "optimizer/m/embed"}));
+  for (size_t i = 0; i < content.sharded.size(); ++i) {
+    const auto& [name, shape] = content.sharded[i];
+    const RowRange rows = even_rows(shape[0], rank, size);
+    EXPECT_TRUE(tensors_equal(make_block(i, shape, 0, rows), reader.read_rows(name, rows)))
+        << name << " rows [" << rows.begin << ", " << rows.end << ") on rank " << rank << " of " << size;
+    EXPECT_TRUE(tensors_equal(make_block(i, shape, 0, {0, shape[0]}), reader.read_whole(name))) << name;
+  }
+  EXPECT_TRUE(tensors_equal(make_block(99, content.replicated, 0, {0, content.replicated[0]}),
+                            reader.read_whole("model/norm")));
+  EXPECT_EQ(reader.read_global_blob("data_position"), kPosition);
+  EXPECT_EQ(reader.file().read_double_attribute("learning_rate"), 0.25);
+  const RankBlob blob = reader.read_rank_blob("rng", rank, size);
+  const int64_t old_size = reader.world_size();
+  const int expected_source = old_size == size ? rank : static_cast<int>(rank * old_size / size);
+  EXPECT_EQ(blob.exact, old_size == size);
+  EXPECT_EQ(blob.source_rank, expected_source);
+  EXPECT_EQ(blob.bytes, rank_state(expected_source));
+}
+
+TEST(Checkpoint, RoundTripOnTheSameRanks) {
+  SharedTempDir dir;
+  const std::string path = write_content(dir.path(), 7, MPI_COMM_WORLD, 2);
+  EXPECT_EQ(path, dir.file("step_00000007.h5"));
+  EXPECT_EQ(find_latest_checkpoint(dir.path()), path);
+  expect_content(path, MPI_COMM_WORLD);
+  CheckpointReader reader(path, MPI_COMM_WORLD);
+  EXPECT_EQ(reader.step(), 7);
+  EXPECT_EQ(reader.tokens_seen(), 7 * 4096);
+  EXPECT_EQ(reader.world_size(), world_size());
+  EXPECT_EQ(reader.format_version(), kCheckpointFormatVersion);
+  if (world_rank() == 0) {
+    const VerifyReport report = verify_checkpoint(path);
+    EXPECT_TRUE(report.ok) << report.summary();
+    EXPECT_EQ(report.datasets.size(), 8u);  // config, 5 tensors, 2 blobs
+    for (const DatasetInfo& info : report.datasets) {
+      if (info.path.rfind("/model", 0) == 0 || info.path.rfind("/optimizer", 0) == 0) {
+        EXPECT_TRUE(info.checksummed) << info.path;
+      }
+    }
+    const CheckpointSummary summary = inspect_checkpoint(path);
+    EXPECT_EQ(summary.step, 7);
+    EXPECT_EQ(summary.config, "[model]\nlayers=2\n");
+  }
+}
+
+// 2 ranks write, 3 ranks read (rows and per-rank state resharded) and write again, 1 rank reads.
+TEST(Checkpoint, ReshardsTwoToThreeToOne) {
+  if (world_size() < 3) GTEST_SKIP() << "needs 3 ranks";
+  SharedTempDir dir;
+  const int rank = world_rank();
+  MPI_Comm two = MPI_COMM_NULL, three = MPI_COMM_NULL;
+  MPI_Comm_split(MPI_COMM_WORLD, rank < 2 ? 0 : MPI_UNDEFINED, rank, &two);
+  MPI_Comm_split(MPI_COMM_WORLD, rank < 3 ? 0 : MPI_UNDEFINED, rank, &three);
+
+  if (two != MPI_COMM_NULL) write_content(dir.path(), 1, two);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (three != MPI_COMM_NULL) {
+    const std::string latest = find_latest_checkpoint(dir.path()).value_or("");
+    EXPECT_EQ(latest, dir.file("step_00000001.h5"));
+    expect_content(latest, three);  // checks rows and the rank-state rule floor(r * 2 / 3)
+    // Re-save what was loaded, now as 3 ranks.
+    const Content content;
+    CheckpointReader reader(latest, three);
+    CheckpointWriter writer(dir.path(), meta_for(2), three);
+    for (const auto& [name, shape] : content.sharded) {
+      const RowRange rows = even_rows(shape[0], rank, 3);
+      writer.write_tensor(name, shape, rows, reader.read_rows(name, rows));
+    }
+    writer.write_replicated("model/norm", reader.read_whole("model/norm"));
+    writer.write_attribute("learning_rate", 0.25);
+    writer.write_global_blob("data_position", reader.read_global_blob("data_position"));
+    writer.write_rank_blob("rng", rank_state(rank));
+    writer.commit(0);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (rank == 0) {
+    const std::string latest = find_latest_checkpoint(dir.path()).value_or("");
+    EXPECT_EQ(latest, dir.file("step_00000002.h5"));
+    EXPECT_EQ(CheckpointReader(latest).world_size(), 3);
+    expect_content(latest, MPI_COMM_NULL);  // one process, serial driver
+    expect_content(latest, MPI_COMM_SELF);  // one process, MPI-IO driver
+  }
+  if (two != MPI_COMM_NULL) MPI_Comm_free(&two);
+  if (three != MPI_COMM_NULL) MPI_Comm_free(&three);
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(Checkpoint, KeepsTheNewestFiles) {
+  SharedTempDir dir;
+  for (int64_t step = 1; step <= 5; ++step) write_content(dir.path(), step * 10, MPI_COMM_WORLD, 2);
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_EQ(list_checkpoints(dir.path()),
+            (std::vector<std::string>{dir.file("step_00000040.h5"), dir.file("step_00000050.h5")}));
+  EXPECT_EQ(find_latest_checkpoint(dir.path()), dir.file("step_00000050.h5"));
+  MPI_Barrier(MPI_COMM_WORLD);
+  // Going back in steps (a resume from an older checkpoint): the new one is latest and is never deleted.
+  write_content(dir.path(), 20, MPI_COMM_WORLD, 1);
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_EQ(find_latest_checkpoint(dir.path()), dir.file("step_00000020.h5"));
+  EXPECT_EQ(list_checkpoints(dir.path()), (std::vector<std::string>{dir.file("step_00000020.h5")}));
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::string text;
+  std::getline(in, text);
+  return text;
+}
+
+// A crash at each point of the protocol leaves the old checkpoint as latest and loadable, and the next
+// commit cleans up after it.
+TEST(Checkpoint, CrashAtAnyPointKeepsTheOldCheckpoint) {
+  SharedTempDir dir;
+  const std::string old_path = write_content(dir.path(), 1, MPI_COMM_WORLD, 3);
+  MPI_Barrier(MPI_COMM_WORLD);
+
+  // Crash after the temporary is complete, before the rename.
+  write_content(dir.path(), 2, MPI_COMM_WORLD, 3, CrashPoint::after_temporary_closed);
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_TRUE(fs::exists(dir.file("step_00000002.h5.tmp")));
+  EXPECT_EQ(find_latest_checkpoint(dir.path()), old_path);
+  EXPECT_EQ(list_checkpoints(dir.path()), std::vector<std::string>{old_path});
+  expect_content(old_path, MPI_COMM_WORLD);
+
+  // Crash after the rename, before `latest` moves: latest still names the old one; both are intact.
+  write_content(dir.path(), 3, MPI_COMM_WORLD, 3, CrashPoint::after_rename);
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_EQ(read_text(dir.file("latest")), "step_00000001.h5");
+  EXPECT_EQ(find_latest_checkpoint(dir.path()), old_path);
+  if (world_rank() == 0) {
+    EXPECT_TRUE(verify_checkpoint(dir.file("step_00000003.h5")).ok);
+    EXPECT_TRUE(verify_checkpoint(old_path).ok);
+  }
+
+  // Crash while writing latest.tmp: the half-made latest.tmp is ignored.
+  write_content(dir.path(), 4, MPI_COMM_WORLD, 3, CrashPoint::after_latest_temporary);
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_TRUE(fs::exists(dir.file("latest.tmp")));
+  EXPECT_EQ(find_latest_checkpoint(dir.path()), old_path);
+
+  // A failure half way through writing (an exception on every rank): the temporary is removed.
+  try {
+    CheckpointWriter writer(dir.path(), meta_for(5), MPI_COMM_WORLD);
+    writer.write_tensor("model/embed", {4, 2}, even_rows(4, world_rank(), world_size()),
+                        Tensor(block_shape({4, 2}, 0, even_rows(4, world_rank(), world_size()))));
+    throw InternalError("simulated failure");
+  } catch (const InternalError&) {
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_FALSE(fs::exists(dir.file("step_00000005.h5.tmp")));
+  EXPECT_EQ(find_latest_checkpoint(dir.path()), old_path);
+  MPI_Barrier(MPI_COMM_WORLD);
+
+  // The next good commit publishes and removes the strays of the crashed attempts.
+  const std::string next = write_content(dir.path(), 6, MPI_COMM_WORLD, 3);
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_EQ(find_latest_checkpoint(dir.path()), next);
+  EXPECT_FALSE(fs::exists(dir.file("step_00000002.h5.tmp")));
+  EXPECT_FALSE(fs::exists(dir.file("latest.tmp")));
+  EXPECT_EQ(list_checkpoints(dir.path()),
+            (std::vector<std::string>{dir.file("step_00000003.h5"), dir.file("step_00000004.h5"), next}));
+}
+
+TEST(Checkpoint, StrayTemporaryIsNeverLatestAndIsCleanedSafely) {
+  SharedTempDir dir;
+  const std::string good = write_content(dir.path(), 3, MPI_COMM_WORLD);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) {
+    // A complete-looking temporary of a newer step, as a crash just before the rename leaves it.
+    fs::copy_file(good, dir.file("step_00000009.h5.tmp"));
+    std::ofstream(dir.file("step_00000010.h5.tmp")) << "half a file";
+    EXPECT_EQ(find_latest_checkpoint(dir.path()), good);
+    fs::remove(dir.file("latest"));  // even without `latest`, a .tmp is never chosen
+    EXPECT_EQ(find_latest_checkpoint(dir.path()), good);
+    EXPECT_EQ(list_checkpoints(dir.path()), std::vector<std::string>{good});
+    EXPECT_EQ(remove_stray_temporaries(dir.path()), 2);
+    EXPECT_TRUE(fs::exists(good));
+    EXPECT_EQ(list_checkpoints(dir.path()), std::vector<std::string>{good});
+    std::ofstream(dir.file("latest")) << "step_00000042.h5\n";
+    try {
+      find_latest_checkpoint(dir.path());
+      ADD_FAILURE() << "latest naming a missing file was accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("names step_00000042.h5, which does not exist"), std::string::npos) << e.what();
+    }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+template <class F>
+std::string input_error_of(F&& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.code(), ExitCode::bad_input);
+    return e.what();
+  } catch (const std::exception& e) {
+    return std::string("WRONG EXCEPTION TYPE: ") + e.what();
+  }
+  return "NO EXCEPTION";
+}
+
+// File offset of the first chunk of `dataset` in `path`.
+haddr_t first_chunk_address(const std::string& path, const std::string& dataset) {
+  h5::File file = h5::File::open(path);
+  h5::Dataset data = file.open_dataset(dataset);
+  hsize_t offset[8] = {0};
+  unsigned mask = 0;
+  haddr_t address = HADDR_UNDEF;
+  hsize_t bytes = 0;
+  const h5::Dataspace space = data.file_space();
+  EXPECT_GE(H5Dget_chunk_info(data.id(), space.id(), 0, offset, &mask, &address, &bytes), 0);
+  EXPECT_GT(bytes, 8u);
+  return address;
+}
+
+// Damaged copies of a good checkpoint, examined by one process (ASSERTs may return from here).
+void check_damaged_copies(const SharedTempDir& dir, const std::string& good) {
+  // Truncated: half the file is gone.
+  const std::string truncated = dir.file("truncated.h5");
+  fs::copy_file(good, truncated);
+  fs::resize_file(truncated, fs::file_size(truncated) / 2);
+  std::string message = input_error_of([&] { CheckpointReader reader(truncated); });
+  EXPECT_NE(message.find("truncated.h5"), std::string::npos) << message;
+  VerifyReport report = verify_checkpoint(truncated);
+  EXPECT_FALSE(report.ok);
+  EXPECT_NE(report.summary().find("truncated.h5"), std::string::npos) << report.summary();
+
+  // One flipped byte inside a checksummed chunk of model/layer0/wq.
+  const std::string flipped = dir.file("flipped.h5");
+  fs::copy_file(good, flipped);
+  const haddr_t address = first_chunk_address(flipped, "model/layer0/wq");
+  ASSERT_NE(address, HADDR_UNDEF);
+  {
+    std::fstream io(flipped, std::ios::in | std::ios::out | std::ios::binary);
+    io.seekg(static_cast<std::streamoff>(address + 5));
+    char byte = 0;
+    io.read(&byte, 1);
+    byte = static_cast<char>(byte ^ 0x10);
+    io.seekp(static_cast<std::streamoff>(address + 5));
+    io.write(&byte, 1);
+  }
+  report = verify_checkpoint(flipped);
+  EXPECT_FALSE(report.ok);
+  ASSERT_EQ(report.problems.size(), 1u) << report.summary();
+  EXPECT_NE(report.problems[0].find("flipped.h5: /model/layer0/wq"), std::string::npos) << report.summary();
+  EXPECT_NE(report.problems[0].find("Fletcher32"), std::string::npos) << report.summary();
+  message = input_error_of([&] { CheckpointReader(flipped).read_whole("model/layer0/wq"); });
+  EXPECT_NE(message.find("/model/layer0/wq: read failed"), std::string::npos) << message;
+  EXPECT_EQ(verify_checkpoint_dir(dir.path()).size(), 1u);  // only the committed file is in the listing
+
+  // Another format version, and another format.
+  const std::string future = dir.file("future.h5");
+  fs::copy_file(good, future);
+  {
+    h5::File file = h5::File::open(future, h5::Mode::read_write);
+    file.write_attribute("format_version", int64_t{2});
+  }
+  message = input_error_of([&] { CheckpointReader reader(future); });
+  EXPECT_NE(message.find("future.h5: format_version is 2, this build reads format_version 1"), std::string::npos)
+      << message;
+  {
+    h5::File file = h5::File::open(future, h5::Mode::read_write);
+    file.write_attribute("format", std::string("something-else"));
+  }
+  message = input_error_of([&] { CheckpointReader reader(future); });
+  EXPECT_NE(message.find("format is 'something-else'"), std::string::npos) << message;
+
+  // Shapes and attributes that do not match the config.
+  const CheckpointReader reader(good);
+  message = input_error_of([&] { reader.expect_shape("model/embed", {11, 6}); });
+  EXPECT_NE(message.find("model/embed: shape [11,5] in the checkpoint, [11,6] expected"), std::string::npos)
+      << message;
+  message = input_error_of([&] { reader.expect_shape("model/missing", {1}); });
+  EXPECT_NE(message.find("model/missing: missing from the checkpoint"), std::string::npos) << message;
+  message = input_error_of([&] { reader.expect_attribute("seq_len", 8192); });
+  EXPECT_NE(message.find("seq_len is 4096 in the checkpoint, 8192 expected"), std::string::npos) << message;
+  message = input_error_of([&] { CheckpointReader missing(dir.file("nothing.h5")); });
+  EXPECT_NE(message.find("nothing.h5: no such file"), std::string::npos) << message;
+}
+
+// Damaged files are examined by one process (rank 0); the other ranks wait.
+TEST(Checkpoint, DamagedFilesAreRefusedNamingTheDataset) {
+  SharedTempDir dir;
+  const std::string good = write_content(dir.path(), 1, MPI_COMM_WORLD);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) check_damaged_copies(dir, good);
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(Checkpoint, VerifyReportsNonFiniteValues) {
+  SharedTempDir dir;
+  const int rank = world_rank();
+  const RowRange rows = even_rows(8, rank, world_size());
+  Tensor block = make_block(5, {8, 2}, 0, rows);
+  if (rows.begin <= 6 && 6 < rows.end) block[(6 - rows.begin) * 2 + 1] = std::numeric_limits<float>::quiet_NaN();
+  CheckpointWriter writer(dir.path(), meta_for(1), MPI_COMM_WORLD);
+  writer.write_tensor("optimizer/v", {8, 2}, rows, block);
+  const std::string path = writer.commit(0);
+  if (rank == 0) {
+    const VerifyReport report = verify_checkpoint(path);
+    EXPECT_FALSE(report.ok);
+    EXPECT_NE(report.summary().find("/optimizer/v: non-finite value nan at flat index 13"), std::string::npos)
+        << report.summary();
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+}  // namespace
+}  // namespace longctx::io
