@@ -1,0 +1,38 @@
+// Activation dumps: `/step_<n>/layer_<l>/<name>` (name: q, k, v, o) holding the GLOBAL tensor ([N,H,D])
+// in sequence order whatever the number of ranks; each rank writes its own rows collectively. The file is
+// written as `<path>.tmp` and appears at `path` on close() (AtomicOutput), so a crashed run leaves no
+// half-written dump. Root attributes: format = "longctx-activations", format_version = 1.
+// Every rank calls write() for the same (step, layer, name) in the same order; close() is collective.
+#pragma once
+
+#include <mpi.h>
+
+#include <memory>
+#include <string>
+
+#include "io/atomic_output.hpp"
+#include "io/row_io.hpp"
+
+namespace longctx::io {
+
+inline constexpr const char* kActivationFormat = "longctx-activations";
+
+class ActivationDump {
+ public:
+  ActivationDump(const std::string& path, MPI_Comm comm = MPI_COMM_NULL);
+
+  // "/step_<step>/layer_<layer>/<name>"
+  static std::string dataset_path(int64_t step, int64_t layer, const std::string& name);
+
+  // Collective: this rank's rows `rows` (along seq_axis, 0 for [N,H,D]) of a global tensor.
+  void write(int64_t step, int64_t layer, const std::string& name, const Shape& global_shape, RowRange rows,
+             const Tensor& block, size_t seq_axis = 0);
+  // Collective: publishes the file.
+  void close();
+  const std::string& path() const { return output_->path(); }
+
+ private:
+  std::unique_ptr<AtomicOutput> output_;
+};
+
+}  // namespace longctx::io

@@ -1,0 +1,119 @@
+#include "io/token_dataset.hpp"
+
+#include <filesystem>
+#include <fstream>
+
+#include "io/atomic_output.hpp"
+
+namespace longctx::io {
+
+TokenImportStats import_text_files(const std::vector<std::string>& files, const std::string& out_path) {
+  if (files.empty()) throw UsageError("data import: no input files");
+  for (const std::string& file : files) {
+    if (!std::filesystem::is_regular_file(file)) throw InputError(file + ": no such file (or not a regular file)");
+  }
+  AtomicOutput output(out_path);
+  h5::File& out = output.file();
+  h5::DatasetOptions options;
+  options.chunk = {int64_t{1} << 20};
+  options.fletcher32 = true;
+  options.max_dims = {-1};
+  h5::Dataset tokens = out.create_dataset("tokens", h5::ElementType::u8, {0}, options);
+
+  TokenImportStats stats;
+  std::vector<int64_t> offsets = {0};
+  std::vector<char> buffer(size_t{16} << 20);
+  for (const std::string& file : files) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) throw InputError(file + ": cannot be read");
+    while (in) {
+      in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+      const int64_t got = static_cast<int64_t>(in.gcount());
+      if (got == 0) break;
+      tokens.set_extent({stats.tokens + got});
+      h5::Dataspace space = tokens.file_space();
+      space.select_box({stats.tokens}, {got});
+      tokens.write(H5T_NATIVE_UINT8, h5::Dataspace::simple({got}), space, buffer.data());
+      stats.tokens += got;
+    }
+    if (in.bad()) throw InputError(file + ": read error");
+    offsets.push_back(stats.tokens);
+    ++stats.documents;
+  }
+  h5::Dataset offsets_dataset =
+      out.create_dataset("doc_offsets", h5::ElementType::i64, {static_cast<int64_t>(offsets.size())});
+  h5::Dataspace all = offsets_dataset.file_space();
+  offsets_dataset.write(H5T_NATIVE_INT64, all, all, offsets.data());
+  out.write_attribute("format", std::string(kTokenFormat));
+  out.write_attribute("format_version", kTokenFormatVersion);
+  out.write_attribute("vocab", int64_t{256});
+  out.write_attribute("token_count", stats.tokens);
+  out.write_attribute("document_count", stats.documents);
+  output.commit();
+  return stats;
+}
+
+TokenReader::TokenReader(const std::string& path, MPI_Comm comm)
+    : path_(path), file_(h5::File::open(path, h5::Mode::read, comm)) {
+  if (!file_.has_attribute("format") || file_.read_string_attribute("format") != kTokenFormat)
+    throw InputError(path_ + ": not a longctx token dataset (format attribute is not '" + kTokenFormat + "')");
+  const int64_t version = file_.read_int64_attribute("format_version");
+  if (version != kTokenFormatVersion)
+    throw InputError(path_ + ": format_version is " + std::to_string(version) + ", this build reads " +
+                     std::to_string(kTokenFormatVersion));
+  tokens_ = file_.open_dataset("tokens");
+  tokens_.require_rank(1, 1);
+  const h5::ElementType type = tokens_.element_type();
+  if (type != h5::ElementType::u8 && type != h5::ElementType::i32)
+    throw InputError(tokens_.where().describe() + ": dtype " + h5::to_string(type) + ", expected uint8 or int32");
+  token_count_ = tokens_.shape()[0];
+  vocab_ = file_.read_int64_attribute("vocab");
+  const h5::Dataset offsets = file_.open_dataset("doc_offsets");
+  offsets.require_rank(1, 1);
+  document_count_ = offsets.shape()[0] - 1;
+}
+
+int64_t TokenReader::sequence_count(int64_t seq_len) const {
+  if (seq_len <= 0) throw UsageError("seq_len must be positive, got " + std::to_string(seq_len));
+  return token_count_ > 0 ? (token_count_ - 1) / seq_len : 0;
+}
+
+std::vector<int32_t> TokenReader::read(int64_t begin, int64_t end) const {
+  if (begin < 0 || end < begin || end > token_count_)
+    throw InputError(path_ + ": tokens [" + std::to_string(begin) + ", " + std::to_string(end) + ") outside [0, " +
+                     std::to_string(token_count_) + ")");
+  std::vector<int32_t> out(static_cast<size_t>(end - begin));
+  h5::Dataspace file = tokens_.file_space();
+  file.select_box({begin}, {end - begin});
+  h5::Dataspace memory = h5::Dataspace::simple({end - begin});
+  if (end == begin) memory.select_none();
+  tokens_.read(H5T_NATIVE_INT32, memory, file, out.data(), h5::Transfer::independent);
+  return out;
+}
+
+SequenceRows TokenReader::read_sequence_rows(int64_t index, int64_t seq_len, RowRange rows) const {
+  const int64_t count = sequence_count(seq_len);
+  if (index < 0 || index >= count)
+    throw InputError(path_ + ": sequence " + std::to_string(index) + " of length " + std::to_string(seq_len) +
+                     " does not exist (the " + std::to_string(token_count_) + " tokens hold " + std::to_string(count) + ")");
+  if (rows.begin < 0 || rows.end < rows.begin || rows.end > seq_len)
+    throw InternalError("read_sequence_rows: rows [" + std::to_string(rows.begin) + ", " + std::to_string(rows.end) +
+                        ") outside a sequence of " + std::to_string(seq_len));
+  SequenceRows out;
+  if (rows.rows() == 0) return out;
+  const int64_t first = index * seq_len + rows.begin;
+  std::vector<int32_t> window = read(first, first + rows.rows() + 1);
+  out.inputs.assign(window.begin(), window.end() - 1);
+  out.targets.assign(window.begin() + 1, window.end());
+  return out;
+}
+
+std::vector<int64_t> TokenReader::document_offsets() const {
+  const h5::Dataset offsets = file_.open_dataset("doc_offsets");
+  std::vector<int64_t> out(static_cast<size_t>(offsets.shape()[0]));
+  h5::Dataspace all = offsets.file_space();
+  offsets.read(H5T_NATIVE_INT64, all, all, out.data(), h5::Transfer::independent);
+  return out;
+}
+
+}  // namespace longctx::io
