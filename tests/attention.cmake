@@ -8,3 +8,6 @@ longctx_test(test_attention_gradcheck SOURCES test_attention_gradcheck.cpp DEPS 
 add_executable(bench_attention_kernels bench_attention_kernels.cpp)
 target_compile_options(bench_attention_kernels PRIVATE ${LONGCTX_WARNINGS} ${LONGCTX_CPU_FLAGS})
 target_link_libraries(bench_attention_kernels PRIVATE longctx_attention)
+
+# Sequence-parallel (sharded equals unsharded) at 1-4 ranks.
+longctx_mpi_test(test_sequence_parallel SOURCES test_sequence_parallel.cpp DEPS longctx_attention longctx_comm RANKS 1 2 3 4)

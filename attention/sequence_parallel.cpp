@@ -1,0 +1,505 @@
+#include "attention/sequence_parallel.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <limits>
+#include <sstream>
+#include <vector>
+
+#include "attention/cpu_attention.hpp"
+#include "attention/cpu_tile.hpp"
+
+namespace longctx {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+constexpr int64_t kChunkRows = 2048;  // query / key rows per tile, as in the single-process backend
+
+// One spanning branch as seen from this rank: its group of ranks and, per group member and head, how
+// many rows that member selects (rows are a function of L, r and the head offset: nobody needs to ask).
+struct SpanPlan {
+  Branch branch;
+  int group_first = 0;  // first rank of the group sharing this rank's segment
+  int group_size = 0;
+  int me = 0;           // this rank's index in the group
+  int64_t batch = 0, local_rows = 0, heads = 0, head_dim = 0;
+  std::vector<int64_t> rows;        // [member][head]: selected rows of that member for that head
+  std::vector<int64_t> first_row;   // [head]: this rank's first selected local row for that head
+  std::vector<size_t> counts;       // [member]: floats that member contributes (K and V, all b, h)
+  std::vector<int64_t> keys;        // [head]: selected rows of the whole segment (m_k)
+  std::vector<int64_t> keys_before;  // [head]: selected rows of members before me (causal prefix)
+
+  int64_t rows_of(int member, int64_t h) const { return rows[static_cast<size_t>(member * heads + h)]; }
+  int64_t member_rows(int member) const {  // sum over heads
+    int64_t total = 0;
+    for (int64_t h = 0; h < heads; ++h) total += rows_of(member, h);
+    return total;
+  }
+};
+
+SpanPlan plan_span(const Branch& branch, const AttentionDims& local, int64_t global_len, int rank, int world,
+                   HeadOffsets offsets) {
+  SpanPlan plan;
+  plan.branch = branch;
+  const int64_t L = local.seq_len;
+  const int64_t w = effective_segment_length(branch, global_len);
+  const int group = static_cast<int>(w / L);
+  plan.group_first = rank / group * group;
+  plan.group_size = std::min(group, world - plan.group_first);  // the last segment may be partial
+  plan.me = rank - plan.group_first;
+  plan.batch = local.batch;
+  plan.local_rows = L;
+  plan.heads = local.heads;
+  plan.head_dim = local.head_dim;
+  const int64_t r = branch.dilation;
+  plan.rows.resize(static_cast<size_t>(plan.group_size * plan.heads));
+  plan.first_row.resize(static_cast<size_t>(plan.heads));
+  plan.keys.assign(static_cast<size_t>(plan.heads), 0);
+  plan.keys_before.assign(static_cast<size_t>(plan.heads), 0);
+  for (int64_t h = 0; h < plan.heads; ++h) {
+    const int64_t o = head_offset(h, r, plan.heads, offsets);
+    for (int m = 0; m < plan.group_size; ++m) {
+      // Rows t in [m L, (m+1) L) of the segment with t mod r == o.
+      const int64_t count = selected_rows((m + 1) * L, r, o) - selected_rows(m * L, r, o);
+      plan.rows[static_cast<size_t>(m * plan.heads + h)] = count;
+      plan.keys[static_cast<size_t>(h)] += count;
+      if (m < plan.me) plan.keys_before[static_cast<size_t>(h)] += count;
+    }
+    plan.first_row[static_cast<size_t>(h)] = ((o - plan.me * L) % r + r) % r;
+  }
+  for (int m = 0; m < plan.group_size; ++m)
+    plan.counts.push_back(static_cast<size_t>(2 * plan.batch * plan.member_rows(m) * plan.head_dim));
+  return plan;
+}
+
+// Float offset of member m's block (K then V, each [B][H][rows][D]) in the gathered buffer, and of
+// (b, h) inside one half of that block.
+size_t member_offset(const SpanPlan& plan, int member) {
+  size_t offset = 0;
+  for (int m = 0; m < member; ++m) offset += plan.counts[static_cast<size_t>(m)];
+  return offset;
+}
+int64_t head_offset_in_block(const SpanPlan& plan, int member, int64_t b, int64_t h) {
+  int64_t before = b * plan.member_rows(member);
+  for (int64_t hh = 0; hh < h; ++hh) before += plan.rows_of(member, hh);
+  return before * plan.head_dim;
+}
+
+// Local row index -> float offset in a [B, L, H, D] tensor.
+int64_t row_index(const SpanPlan& plan, int64_t b, int64_t local_row, int64_t h) {
+  return ((b * plan.local_rows + local_row) * plan.heads + h) * plan.head_dim;
+}
+
+// This rank's selected K and V rows, [B][H][rows][D] for K then for V.
+void pack_own(const SpanPlan& plan, const Tensor& k, const Tensor& v, std::vector<float>& out) {
+  const int64_t D = plan.head_dim, r = plan.branch.dilation;
+  out.resize(plan.counts[static_cast<size_t>(plan.me)]);
+  const size_t half = out.size() / 2;
+  for (int64_t b = 0; b < plan.batch; ++b)
+    for (int64_t h = 0; h < plan.heads; ++h) {
+      const int64_t base = head_offset_in_block(plan, plan.me, b, h);
+      const int64_t first = plan.first_row[static_cast<size_t>(h)];
+      for (int64_t t = 0; t < plan.rows_of(plan.me, h); ++t) {
+        const int64_t src = row_index(plan, b, first + t * r, h);
+        std::copy(k.data() + src, k.data() + src + D, out.data() + base + t * D);
+        std::copy(v.data() + src, v.data() + src + D, out.data() + half + static_cast<size_t>(base + t * D));
+      }
+    }
+}
+
+// Gathered (member-major) <-> per-(b, h) contiguous [B][H][m_k][D] for K and for V.
+// to_tiles = true copies gathered -> tiles; false adds tiles -> gathered layout (for the reduce-scatter).
+void reorder(const SpanPlan& plan, std::vector<float>& gathered, std::vector<float>& k_tiles,
+             std::vector<float>& v_tiles, bool to_tiles) {
+  const int64_t D = plan.head_dim;
+  int64_t tile_base = 0;
+  for (int64_t b = 0; b < plan.batch; ++b)
+    for (int64_t h = 0; h < plan.heads; ++h) {
+      int64_t row = 0;
+      for (int m = 0; m < plan.group_size; ++m) {
+        const size_t block = member_offset(plan, m);
+        const size_t half = plan.counts[static_cast<size_t>(m)] / 2;
+        const int64_t count = plan.rows_of(m, h) * D;
+        float* kg = gathered.data() + block + head_offset_in_block(plan, m, b, h);
+        float* vg = kg + half;
+        float* kt = k_tiles.data() + tile_base + row * D;
+        float* vt = v_tiles.data() + tile_base + row * D;
+        if (to_tiles) {
+          std::copy(kg, kg + count, kt);
+          std::copy(vg, vg + count, vt);
+        } else {
+          std::copy(kt, kt + count, kg);
+          std::copy(vt, vt + count, vg);
+        }
+        row += plan.rows_of(m, h);
+      }
+      tile_base += plan.keys[static_cast<size_t>(h)] * D;
+    }
+}
+
+int64_t tiles_size(const SpanPlan& plan) {
+  int64_t total = 0;
+  for (int64_t h = 0; h < plan.heads; ++h) total += plan.keys[static_cast<size_t>(h)];
+  return plan.batch * total * plan.head_dim;
+}
+int64_t tile_offset(const SpanPlan& plan, int64_t b, int64_t h) {
+  int64_t total = 0;
+  for (int64_t hh = 0; hh < plan.heads; ++hh) total += plan.keys[static_cast<size_t>(hh)];
+  int64_t before = b * total;
+  for (int64_t hh = 0; hh < h; ++hh) before += plan.keys[static_cast<size_t>(hh)];
+  return before * plan.head_dim;
+}
+
+// One spanning branch's exchange in flight: the packed send rows and where the group's rows land.
+struct Exchange {
+  SpanPlan plan;
+  std::vector<float> send, gathered;
+  comm::Request request;
+  Clock::time_point started;
+  bool done = false;
+  double seconds = 0;  // start -> seen complete
+};
+
+void stride_gather(const float* tensor, int64_t first_index, int64_t stride, int64_t count, int64_t D, float* out) {
+  for (int64_t t = 0; t < count; ++t)
+    std::copy(tensor + first_index + t * stride, tensor + first_index + t * stride + D, out + t * D);
+}
+
+}  // namespace
+
+void check_shardable(const Schedule& schedule, int64_t seq_len, int world_size) {
+  if (seq_len % world_size != 0) {
+    std::ostringstream message;
+    message << "sequence length " << seq_len << " is not divisible by the " << world_size
+            << " ranks: every rank must hold N / P rows";
+    throw UsageError(message.str());
+  }
+  const int64_t L = seq_len / world_size;
+  for (const Branch& branch : schedule.branches) {
+    const int64_t w = effective_segment_length(branch, seq_len);
+    if (L % w != 0 && w % L != 0) {
+      std::ostringstream message;
+      message << "--segment-lengths: segment length " << branch.segment_length;
+      if (w != branch.segment_length) message << " (" << w << " after clipping to N)";
+      message << " neither divides nor is a multiple of N / P = " << seq_len << " / " << world_size << " = " << L
+              << " rows per rank; segments must line up with the shards";
+      throw UsageError(message.str());
+    }
+  }
+}
+
+SequenceParallelAttention::SequenceParallelAttention(comm::Communicator& comm) : comm_(comm) {}
+SequenceParallelAttention::~SequenceParallelAttention() = default;
+
+comm::Communicator& SequenceParallelAttention::group_for(int group_size) {
+  // Key: group size -> this rank's group; the first rank is implied by the rank and the size.
+  auto it = groups_.find(group_size);
+  if (it != groups_.end()) return *it->second;
+  const int first = comm_.rank() / group_size * group_size;
+  const int count = std::min(group_size, comm_.size() - first);
+  auto group = comm_.sub(first, count);
+  return *groups_.emplace(group_size, std::move(group)).first->second;
+}
+
+namespace {
+
+struct Split {
+  Schedule local, spanning;
+};
+Split split_schedule(const Schedule& schedule, int64_t global_len, int64_t local_len) {
+  Split split;
+  for (const Branch& branch : schedule.branches)
+    (effective_segment_length(branch, global_len) <= local_len ? split.local : split.spanning).branches.push_back(branch);
+  return split;
+}
+
+}  // namespace
+
+// Forward. Order: start the first spanning exchange, compute local branches, then for each spanning
+// branch start the next exchange, wait for this one, attend (progressing the next one between chunks).
+void SequenceParallelAttention::forward(const AttentionParams& params, const Tensor& q, const Tensor& k,
+                                        const Tensor& v, Tensor& o, Tensor& lse) {
+  const auto start = Clock::now();
+  const comm::Counters before = comm_.counters();
+  const AttentionDims dims = check_qkv(q, k, v);
+  const int64_t global_len = dims.seq_len * comm_.size();
+  check_shardable(params.schedule, global_len, comm_.size());
+  const Split split = split_schedule(params.schedule, global_len, dims.seq_len);
+  forward_stats_ = {};
+
+  std::vector<std::unique_ptr<Exchange>> exchanges;
+  for (const Branch& branch : split.spanning.branches) {
+    auto exchange = std::make_unique<Exchange>();
+    exchange->plan = plan_span(branch, dims, global_len, comm_.rank(), comm_.size(), params.offsets);
+    exchanges.push_back(std::move(exchange));
+  }
+  auto begin_exchange = [&](size_t i) {
+    if (i >= exchanges.size()) return;
+    Exchange& ex = *exchanges[i];
+    pack_own(ex.plan, k, v, ex.send);
+    size_t total = 0;
+    for (size_t c : ex.plan.counts) total += c;
+    ex.gathered.resize(total);
+    ex.started = Clock::now();
+    comm::Communicator& group = group_for(static_cast<int>(effective_segment_length(ex.plan.branch, global_len) / dims.seq_len));
+    ex.request = group.iall_gatherv(Span<const float>(ex.send), Span<float>(ex.gathered), ex.plan.counts);
+  };
+  auto progress = [&](size_t i) {
+    if (i >= exchanges.size() || exchanges[i]->done) return;
+    if (exchanges[i]->request.test()) {
+      exchanges[i]->done = true;
+      exchanges[i]->seconds = since(exchanges[i]->started);
+    }
+  };
+  auto finish_exchange = [&](size_t i) {
+    Exchange& ex = *exchanges[i];
+    if (!ex.done) {
+      const auto wait_start = Clock::now();
+      ex.request.wait();
+      forward_stats_.comm_wait_seconds += since(wait_start);
+      ex.done = true;
+      ex.seconds = since(ex.started);
+    }
+    forward_stats_.comm_seconds += ex.seconds;
+  };
+
+  begin_exchange(0);
+  if (!split.local.branches.empty()) {
+    AttentionParams local = params;
+    local.schedule = split.local;
+    CpuAttention().forward(local, q, k, v, o, lse);
+  } else {
+    ensure_shape(o, q.shape());
+    ensure_shape(lse, lse_shape(q.shape()));
+    o.fill(0.0f);
+    lse.fill(-std::numeric_limits<float>::infinity());
+  }
+  progress(0);
+
+  const int64_t D = dims.head_dim;
+  const float scale = static_cast<float>(resolved_scale(params, D));
+  for (size_t i = 0; i < exchanges.size(); ++i) {
+    begin_exchange(i + 1);
+    finish_exchange(i);
+    Exchange& ex = *exchanges[i];
+    const SpanPlan& plan = ex.plan;
+    std::vector<float> k_tiles(static_cast<size_t>(tiles_size(plan))), v_tiles(k_tiles.size());
+    reorder(plan, ex.gathered, k_tiles, v_tiles, true);
+
+    const int64_t r = plan.branch.dilation;
+    int64_t max_queries = 0;
+    for (int64_t h = 0; h < plan.heads; ++h) max_queries = std::max(max_queries, plan.rows_of(plan.me, h));
+    const int64_t q_chunks = (max_queries + kChunkRows - 1) / kChunkRows;
+    const int64_t items = plan.batch * plan.heads * q_chunks;
+    // Work in slices so the main thread can progress the next exchange between them.
+    const int64_t slice = std::max<int64_t>(1, items / 8);
+    for (int64_t first_item = 0; first_item < items; first_item += slice) {
+      const int64_t last_item = std::min(items, first_item + slice);
+#pragma omp parallel
+      {
+        TileWorkspace ws;
+        std::vector<float> qt(static_cast<size_t>(kChunkRows * D)), ot(qt.size()), lt(kChunkRows);
+        std::vector<int64_t> limit(static_cast<size_t>(kChunkRows));
+#pragma omp for schedule(dynamic)
+        for (int64_t item = first_item; item < last_item; ++item) {
+          const int64_t chunk = item % q_chunks;
+          const int64_t h = item / q_chunks % plan.heads;
+          const int64_t b = item / (q_chunks * plan.heads);
+          const int64_t m = plan.rows_of(plan.me, h);
+          const int64_t q0 = chunk * kChunkRows;
+          if (q0 >= m) continue;
+          const int64_t m_q = std::min(kChunkRows, m - q0);
+          const int64_t row0 = plan.first_row[static_cast<size_t>(h)] + q0 * r;
+          const int64_t stride = r * plan.heads * D;
+          stride_gather(q.data(), row_index(plan, b, row0, h), stride, m_q, D, qt.data());
+          const int64_t m_k_total = plan.keys[static_cast<size_t>(h)];
+          const int64_t keys_before = plan.keys_before[static_cast<size_t>(h)];
+          const int64_t key_end = params.causal ? keys_before + q0 + m_q : m_k_total;
+          const float* kh = k_tiles.data() + tile_offset(plan, b, h);
+          const float* vh = v_tiles.data() + tile_offset(plan, b, h);
+          for (int64_t k0 = 0; k0 < key_end; k0 += kChunkRows) {
+            const int64_t m_k = std::min(kChunkRows, key_end - k0);
+            if (params.causal)
+              for (int64_t t = 0; t < m_q; ++t) limit[static_cast<size_t>(t)] = std::clamp<int64_t>(keys_before + q0 + t + 1 - k0, 0, m_k);
+            flash_forward_tile(qt.data(), kh + k0 * D, vh + k0 * D, m_q, m_k, D,
+                               params.causal ? limit.data() : nullptr, scale, ot.data(), lt.data(), ws);
+            const int64_t lse0 = (b * plan.local_rows + row0) * plan.heads + h;
+            merge_into(o.data() + lse0 * D, lse.data() + lse0, ot.data(), lt.data(), m_q, D, stride, r * plan.heads);
+          }
+        }
+      }
+      progress(i + 1);
+    }
+  }
+  const comm::Counters& after = comm_.counters();
+  forward_stats_.bytes_sent = after.bytes_sent - before.bytes_sent;
+  forward_stats_.bytes_received = after.bytes_received - before.bytes_received;
+  forward_stats_.collectives = after.calls - before.calls;
+  forward_stats_.seconds = since(start);
+}
+
+// Backward: local branches through the CPU backend (exact, with the final o and lse), then each
+// spanning branch: gather K and V again, accumulate dq locally and dK / dV for every gathered row, and
+// reduce-scatter dK / dV back to their owners. The next branch's gather overlaps this branch's compute.
+void SequenceParallelAttention::backward(const AttentionParams& params, const Tensor& q, const Tensor& k,
+                                         const Tensor& v, const Tensor& o, const Tensor& lse, const Tensor& dout,
+                                         Tensor& dq, Tensor& dk, Tensor& dv) {
+  const auto start = Clock::now();
+  const comm::Counters before = comm_.counters();
+  const AttentionDims dims = check_qkv(q, k, v);
+  check_shape("o", o, q.shape());
+  check_shape("lse", lse, lse_shape(q.shape()));
+  check_shape("dout", dout, q.shape());
+  const int64_t global_len = dims.seq_len * comm_.size();
+  check_shardable(params.schedule, global_len, comm_.size());
+  const Split split = split_schedule(params.schedule, global_len, dims.seq_len);
+  backward_stats_ = {};
+
+  std::vector<std::unique_ptr<Exchange>> exchanges;
+  for (const Branch& branch : split.spanning.branches) {
+    auto exchange = std::make_unique<Exchange>();
+    exchange->plan = plan_span(branch, dims, global_len, comm_.rank(), comm_.size(), params.offsets);
+    exchanges.push_back(std::move(exchange));
+  }
+  auto group_of = [&](const SpanPlan& plan) -> comm::Communicator& {
+    return group_for(static_cast<int>(effective_segment_length(plan.branch, global_len) / dims.seq_len));
+  };
+  auto begin_exchange = [&](size_t i) {
+    if (i >= exchanges.size()) return;
+    Exchange& ex = *exchanges[i];
+    pack_own(ex.plan, k, v, ex.send);
+    size_t total = 0;
+    for (size_t c : ex.plan.counts) total += c;
+    ex.gathered.resize(total);
+    ex.started = Clock::now();
+    ex.request = group_of(ex.plan).iall_gatherv(Span<const float>(ex.send), Span<float>(ex.gathered), ex.plan.counts);
+  };
+  auto progress = [&](size_t i) {
+    if (i >= exchanges.size() || exchanges[i]->done) return;
+    if (exchanges[i]->request.test()) {
+      exchanges[i]->done = true;
+      exchanges[i]->seconds = since(exchanges[i]->started);
+    }
+  };
+
+  begin_exchange(0);
+  if (!split.local.branches.empty()) {
+    AttentionParams local = params;
+    local.schedule = split.local;
+    CpuAttention().backward(local, q, k, v, o, lse, dout, dq, dk, dv);
+  } else {
+    for (Tensor* t : {&dq, &dk, &dv}) {
+      ensure_shape(*t, q.shape());
+      t->fill(0.0f);
+    }
+  }
+  progress(0);
+
+  const int64_t D = dims.head_dim;
+  const float scale = static_cast<float>(resolved_scale(params, D));
+  Tensor delta;
+  if (!exchanges.empty()) {
+    delta = Tensor(lse.shape());
+    const int64_t rows_total = delta.size();
+#pragma omp parallel for schedule(static)
+    for (int64_t row = 0; row < rows_total; ++row) {
+      float sum = 0;
+      for (int64_t d = 0; d < D; ++d) sum += dout[row * D + d] * o[row * D + d];
+      delta[row] = sum;
+    }
+  }
+
+  for (size_t i = 0; i < exchanges.size(); ++i) {
+    begin_exchange(i + 1);
+    Exchange& ex = *exchanges[i];
+    if (!ex.done) {
+      const auto wait_start = Clock::now();
+      ex.request.wait();
+      backward_stats_.comm_wait_seconds += since(wait_start);
+      ex.seconds = since(ex.started);
+    }
+    backward_stats_.comm_seconds += ex.seconds;
+    const SpanPlan& plan = ex.plan;
+    std::vector<float> k_tiles(static_cast<size_t>(tiles_size(plan))), v_tiles(k_tiles.size());
+    std::vector<float> dk_tiles(k_tiles.size(), 0.0f), dv_tiles(k_tiles.size(), 0.0f);
+    reorder(plan, ex.gathered, k_tiles, v_tiles, true);
+
+    const int64_t r = plan.branch.dilation;
+    const int64_t items = plan.batch * plan.heads;  // dK / dV of one (b, h) are written by one thread
+#pragma omp parallel
+    {
+      TileWorkspace ws;
+      std::vector<float> qt(static_cast<size_t>(kChunkRows * D)), dot(qt.size()), dqt(qt.size()), lt(kChunkRows),
+          delt(kChunkRows);
+      std::vector<int64_t> limit(static_cast<size_t>(kChunkRows));
+#pragma omp for schedule(dynamic)
+      for (int64_t item = 0; item < items; ++item) {
+        const int64_t h = item % plan.heads;
+        const int64_t b = item / plan.heads;
+        const int64_t m = plan.rows_of(plan.me, h);
+        const int64_t stride = r * plan.heads * D;
+        const int64_t m_k_total = plan.keys[static_cast<size_t>(h)];
+        const int64_t before_me = plan.keys_before[static_cast<size_t>(h)];
+        const float* kh = k_tiles.data() + tile_offset(plan, b, h);
+        const float* vh = v_tiles.data() + tile_offset(plan, b, h);
+        float* dkh = dk_tiles.data() + tile_offset(plan, b, h);
+        float* dvh = dv_tiles.data() + tile_offset(plan, b, h);
+        for (int64_t q0 = 0; q0 < m; q0 += kChunkRows) {
+          const int64_t m_q = std::min(kChunkRows, m - q0);
+          const int64_t row0 = plan.first_row[static_cast<size_t>(h)] + q0 * r;
+          const int64_t first = row_index(plan, b, row0, h);
+          stride_gather(q.data(), first, stride, m_q, D, qt.data());
+          stride_gather(dout.data(), first, stride, m_q, D, dot.data());
+          const int64_t lse0 = (b * plan.local_rows + row0) * plan.heads + h;
+          for (int64_t t = 0; t < m_q; ++t) {
+            lt[static_cast<size_t>(t)] = lse[lse0 + t * r * plan.heads];
+            delt[static_cast<size_t>(t)] = delta[lse0 + t * r * plan.heads];
+          }
+          std::fill(dqt.begin(), dqt.end(), 0.0f);
+          const int64_t key_end = params.causal ? before_me + q0 + m_q : m_k_total;
+          for (int64_t k0 = 0; k0 < key_end; k0 += kChunkRows) {
+            const int64_t m_k = std::min(kChunkRows, key_end - k0);
+            if (params.causal)
+              for (int64_t t = 0; t < m_q; ++t)
+                limit[static_cast<size_t>(t)] = std::clamp<int64_t>(before_me + q0 + t + 1 - k0, 0, m_k);
+            flash_backward_tile(qt.data(), kh + k0 * D, vh + k0 * D, dot.data(), lt.data(), delt.data(), m_q, m_k, D,
+                                params.causal ? limit.data() : nullptr, scale, dqt.data(), dkh + k0 * D,
+                                dvh + k0 * D, ws);
+          }
+          for (int64_t t = 0; t < m_q; ++t)
+            for (int64_t d = 0; d < D; ++d) dq[first + t * stride + d] += dqt[static_cast<size_t>(t * D + d)];
+        }
+      }
+    }
+    progress(i + 1);
+
+    // dK / dV of every gathered row back to its owner, summed over the group's queries.
+    reorder(plan, ex.gathered, dk_tiles, dv_tiles, false);
+    std::vector<float> mine(plan.counts[static_cast<size_t>(plan.me)]);
+    group_of(plan).reduce_scatter(Span<const float>(ex.gathered), Span<float>(mine), plan.counts);
+    const size_t half = mine.size() / 2;
+    for (int64_t b = 0; b < plan.batch; ++b)
+      for (int64_t h = 0; h < plan.heads; ++h) {
+        const int64_t base = head_offset_in_block(plan, plan.me, b, h);
+        const int64_t first = plan.first_row[static_cast<size_t>(h)];
+        for (int64_t t = 0; t < plan.rows_of(plan.me, h); ++t) {
+          const int64_t dst = row_index(plan, b, first + t * r, h);
+          for (int64_t d = 0; d < D; ++d) {
+            dk[dst + d] += mine[static_cast<size_t>(base + t * D + d)];
+            dv[dst + d] += mine[half + static_cast<size_t>(base + t * D + d)];
+          }
+        }
+      }
+  }
+  const comm::Counters& after = comm_.counters();
+  backward_stats_.bytes_sent = after.bytes_sent - before.bytes_sent;
+  backward_stats_.bytes_received = after.bytes_received - before.bytes_received;
+  backward_stats_.collectives = after.calls - before.calls;
+  backward_stats_.seconds = since(start);
+}
+
+}  // namespace longctx

@@ -1,0 +1,69 @@
+// Sequence-parallel dilated attention (LongNet's distributed algorithm; spec "Distributed").
+//
+// P ranks each hold L = N / P contiguous rows: rank k owns global rows [k L, (k+1) L) of q, k, v.
+// For each branch, w' = min(w, N) must divide L (the branch is LOCAL: its segments lie inside one shard)
+// or be a multiple of L (the branch SPANS g = w' / L ranks: ranks [j g, (j+1) g) share one segment).
+//
+// Protocol for a spanning branch (per batch element, per head h with offset o = o(h, r)):
+//   1. each rank packs only ITS selected K and V rows (global position p with (p - s) mod r == o,
+//      s = segment start) into a contiguous buffer laid out [B][H][rows][D] for K, then the same for V;
+//   2. one all-gatherv among exactly the g ranks of the segment (a sub-communicator made once per
+//      group size and cached), counts known to every rank without asking (they follow from L, r, o);
+//   3. each rank attends its own selected queries to the gathered rows. Gathered rows are in position
+//      order (rank-major), so a causal query's visible keys are a prefix: those of earlier ranks,
+//      then its own up to its position; a later rank's keys are never visible.
+//   Backward runs the same gather, accumulates dK and dV for every gathered row from this rank's
+//   queries, and reduce-scatters them (same layout, same counts) back to the owners of those rows.
+// Overlap: the next spanning branch's non-blocking all-gather is started before the current branch is
+// computed, and progressed between work chunks (Open MPI has no progress thread), so its time hides
+// behind compute. No deadlock: every rank of a group issues the same gathers in the same branch order.
+#pragma once
+
+#include <map>
+#include <memory>
+
+#include "attention/attention.hpp"
+#include "comm/communicator.hpp"
+
+namespace longctx {
+
+// What one forward or backward call did on this rank.
+struct SequenceParallelStats {
+  double seconds = 0;              // wall time of the call
+  double comm_seconds = 0;         // from starting each exchange to seeing it complete
+  double comm_wait_seconds = 0;    // of which this rank sat waiting (exposed, not hidden by compute)
+  uint64_t bytes_sent = 0;         // payload to other ranks (communicator counters)
+  uint64_t bytes_received = 0;     // payload from other ranks
+  uint64_t collectives = 0;        // communicator calls
+  double hidden_fraction() const { return comm_seconds > 0 ? 1.0 - comm_wait_seconds / comm_seconds : 1.0; }
+};
+
+// Throws UsageError (before any work) when N % P != 0 or a segment length neither divides nor is a
+// multiple of N / P, naming the segment length and N / P.
+void check_shardable(const Schedule& schedule, int64_t seq_len, int world_size);
+
+class SequenceParallelAttention {
+ public:
+  // `comm` spans the ranks that share the sequence; it must outlive this object.
+  explicit SequenceParallelAttention(comm::Communicator& comm);
+  ~SequenceParallelAttention();
+
+  // q, k, v: this rank's rows, [B, L, H, D] (or [L, H, D]); o and lse likewise (lse [B, L, H]).
+  void forward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,
+               Tensor& lse);
+  void backward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                const Tensor& lse, const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv);
+
+  const SequenceParallelStats& last_forward() const { return forward_stats_; }
+  const SequenceParallelStats& last_backward() const { return backward_stats_; }
+
+ private:
+  comm::Communicator& group_for(int group_size);
+
+  comm::Communicator& comm_;
+  std::map<int, std::unique_ptr<comm::Communicator>> groups_;  // group size -> this rank's group
+  SequenceParallelStats forward_stats_;
+  SequenceParallelStats backward_stats_;
+};
+
+}  // namespace longctx
