@@ -1,0 +1,135 @@
+// Blocked sgemm (see gemm.hpp). Loop nest per output tile [MC x NC] (one OpenMP task each):
+//   for each K block of KC: pack op(A) rows into MR-row strips [KC][MR] and op(B) columns into
+//   NR-column strips [KC][NR] (zero-padded at the edges), then run the MR x NR micro-kernel over
+//   every strip pair, accumulating in registers and adding alpha * acc into C.
+// beta is applied once per tile before the first K block.
+#include "runtime/model/gemm.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace longctx::model {
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+#elif defined(__AVX__)
+constexpr int kLanes = 8;
+#else
+constexpr int kLanes = 4;
+#endif
+typedef float vfloat __attribute__((vector_size(kLanes * sizeof(float))));
+
+constexpr int64_t kMR = 8;
+constexpr int64_t kNR = 2 * kLanes;
+constexpr int64_t kMC = 128;
+constexpr int64_t kNC = 256;
+constexpr int64_t kKC = 256;
+
+inline float element(const float* p, int64_t ld, Trans trans, int64_t row, int64_t col) {
+  return trans == Trans::no ? p[row * ld + col] : p[col * ld + row];
+}
+
+// op(A)[i0 + i, k0 + p] -> out[(i / MR) * kc * MR + p * MR + i % MR], zero beyond m.
+void pack_a(const float* a, int64_t lda, Trans ta, int64_t i0, int64_t rows, int64_t k0, int64_t kc, float* out) {
+  for (int64_t strip = 0; strip < rows; strip += kMR) {
+    float* dst = out + (strip / kMR) * kc * kMR;
+    const int64_t live = std::min(kMR, rows - strip);
+    for (int64_t p = 0; p < kc; ++p)
+      for (int64_t i = 0; i < kMR; ++i)
+        dst[p * kMR + i] = i < live ? element(a, lda, ta, i0 + strip + i, k0 + p) : 0.0f;
+  }
+}
+
+// op(B)[k0 + p, j0 + j] -> out[(j / NR) * kc * NR + p * NR + j % NR], zero beyond n.
+void pack_b(const float* b, int64_t ldb, Trans tb, int64_t k0, int64_t kc, int64_t j0, int64_t cols, float* out) {
+  for (int64_t strip = 0; strip < cols; strip += kNR) {
+    float* dst = out + (strip / kNR) * kc * kNR;
+    const int64_t live = std::min(kNR, cols - strip);
+    if (tb == Trans::no && live == kNR) {
+      for (int64_t p = 0; p < kc; ++p) std::memcpy(dst + p * kNR, b + (k0 + p) * ldb + j0 + strip, sizeof(float) * kNR);
+      continue;
+    }
+    for (int64_t p = 0; p < kc; ++p)
+      for (int64_t j = 0; j < kNR; ++j)
+        dst[p * kNR + j] = j < live ? element(b, ldb, tb, k0 + p, j0 + strip + j) : 0.0f;
+  }
+}
+
+// c[0:rows, 0:cols] += alpha * (packed A strip) x (packed B strip).
+void micro_kernel(int64_t kc, const float* a, const float* b, float alpha, float* c, int64_t ldc, int64_t rows,
+                  int64_t cols) {
+  vfloat acc[kMR][2] = {};
+  for (int64_t p = 0; p < kc; ++p) {
+    vfloat b0, b1;
+    std::memcpy(&b0, b + p * kNR, sizeof b0);
+    std::memcpy(&b1, b + p * kNR + kLanes, sizeof b1);
+    for (int64_t i = 0; i < kMR; ++i) {
+      const float ai = a[p * kMR + i];
+      acc[i][0] += ai * b0;
+      acc[i][1] += ai * b1;
+    }
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    float* row = c + i * ldc;
+    if (cols == kNR) {
+      for (int64_t j = 0; j < kLanes; ++j) row[j] += alpha * acc[i][0][j];
+      for (int64_t j = 0; j < kLanes; ++j) row[kLanes + j] += alpha * acc[i][1][j];
+    } else {
+      for (int64_t j = 0; j < cols; ++j) row[j] += alpha * (j < kLanes ? acc[i][0][j] : acc[i][1][j - kLanes]);
+    }
+  }
+}
+
+}  // namespace
+
+void sgemm(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  const int64_t tiles_m = (m + kMC - 1) / kMC;
+  const int64_t tiles_n = (n + kNC - 1) / kNC;
+  const int64_t tiles = tiles_m * tiles_n;
+#pragma omp parallel if (tiles > 1 && m * n * k > (int64_t{1} << 18))
+  {
+    std::vector<float> packed_a(static_cast<size_t>(kMC * kKC));
+    std::vector<float> packed_b(static_cast<size_t>(kKC * ((kNC + kNR - 1) / kNR) * kNR));
+#pragma omp for schedule(static)
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      const int64_t i0 = (tile / tiles_n) * kMC, j0 = (tile % tiles_n) * kNC;
+      const int64_t rows = std::min(kMC, m - i0), cols = std::min(kNC, n - j0);
+      for (int64_t i = 0; i < rows; ++i) {
+        float* row = c + (i0 + i) * ldc + j0;
+        if (beta == 0.0f)
+          std::fill(row, row + cols, 0.0f);
+        else if (beta != 1.0f)
+          for (int64_t j = 0; j < cols; ++j) row[j] *= beta;
+      }
+      for (int64_t k0 = 0; k0 < k; k0 += kKC) {
+        const int64_t kc = std::min(kKC, k - k0);
+        pack_a(a, lda, trans_a, i0, rows, k0, kc, packed_a.data());
+        pack_b(b, ldb, trans_b, k0, kc, j0, cols, packed_b.data());
+        for (int64_t js = 0; js < cols; js += kNR)
+          for (int64_t is = 0; is < rows; is += kMR)
+            micro_kernel(kc, packed_a.data() + (is / kMR) * kc * kMR, packed_b.data() + (js / kNR) * kc * kNR, alpha,
+                         c + (i0 + is) * ldc + j0 + js, ldc, std::min(kMR, rows - is), std::min(kNR, cols - js));
+      }
+    }
+  }
+}
+
+void sgemm_naive(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                 int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double sum = 0;
+      for (int64_t p = 0; p < k; ++p)
+        sum += double(element(a, lda, trans_a, i, p)) * double(element(b, ldb, trans_b, p, j));
+      const double prior = beta == 0.0f ? 0.0 : double(beta) * double(c[i * ldc + j]);
+      c[i * ldc + j] = static_cast<float>(double(alpha) * sum + prior);
+    }
+}
+
+}  // namespace longctx::model

@@ -1,0 +1,166 @@
+#include "runtime/model/layers.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace longctx::model {
+
+void layer_norm_forward(const float* x, const float* gamma, const float* beta, int64_t rows, int64_t dim, float* y,
+                        float* mean, float* rstd) {
+  constexpr double kEps = 1e-5;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    double sum = 0, sq = 0;
+    for (int64_t j = 0; j < dim; ++j) sum += xr[j];
+    const double mu = sum / double(dim);
+    for (int64_t j = 0; j < dim; ++j) sq += (xr[j] - mu) * (xr[j] - mu);
+    const float m = static_cast<float>(mu);
+    const float s = static_cast<float>(1.0 / std::sqrt(sq / double(dim) + kEps));
+    mean[r] = m;
+    rstd[r] = s;
+    float* yr = y + r * dim;
+    for (int64_t j = 0; j < dim; ++j) yr[j] = (xr[j] - m) * s * gamma[j] + beta[j];
+  }
+}
+
+void layer_norm_backward_accumulate(const float* x, const float* gamma, const float* mean, const float* rstd,
+                                    const float* dy, int64_t rows, int64_t dim, float* dx, float* dgamma,
+                                    float* dbeta) {
+  // Parameter gradients: a column reduction over rows, done per thread on a fixed row split and summed
+  // in thread order, so the result does not depend on scheduling.
+  const int64_t chunks = 16;
+  std::vector<double> partial(static_cast<size_t>(chunks * 2 * dim), 0.0);
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < chunks; ++c) {
+    double* pg = partial.data() + c * 2 * dim;
+    double* pb = pg + dim;
+    const int64_t r0 = rows * c / chunks, r1 = rows * (c + 1) / chunks;
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * dim;
+      const float* dyr = dy + r * dim;
+      const float m = mean[r], s = rstd[r];
+      double sum_g = 0, sum_gx = 0;
+      for (int64_t j = 0; j < dim; ++j) {
+        const float xhat = (xr[j] - m) * s;
+        const float g = dyr[j] * gamma[j];
+        pg[j] += double(dyr[j]) * xhat;
+        pb[j] += dyr[j];
+        sum_g += g;
+        sum_gx += double(g) * xhat;
+      }
+      const float mean_g = static_cast<float>(sum_g / double(dim));
+      const float mean_gx = static_cast<float>(sum_gx / double(dim));
+      float* dxr = dx + r * dim;
+      for (int64_t j = 0; j < dim; ++j) {
+        const float xhat = (xr[j] - m) * s;
+        dxr[j] += s * (dyr[j] * gamma[j] - mean_g - xhat * mean_gx);
+      }
+    }
+  }
+  for (int64_t c = 0; c < chunks; ++c)
+    for (int64_t j = 0; j < dim; ++j) {
+      dgamma[j] += static_cast<float>(partial[static_cast<size_t>(c * 2 * dim + j)]);
+      dbeta[j] += static_cast<float>(partial[static_cast<size_t>(c * 2 * dim + dim + j)]);
+    }
+}
+
+namespace {
+constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2 / pi)
+constexpr float kGeluA = 0.044715f;
+}  // namespace
+
+void gelu_forward(const float* u, int64_t n, float* g) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = u[i];
+    g[i] = 0.5f * x * (1.0f + std::tanh(kGeluC * (x + kGeluA * x * x * x)));
+  }
+}
+
+void gelu_backward(const float* u, const float* dg, int64_t n, float* du) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = u[i];
+    const float t = std::tanh(kGeluC * (x + kGeluA * x * x * x));
+    const float dt = (1.0f - t * t) * kGeluC * (1.0f + 3.0f * kGeluA * x * x);
+    du[i] = dg[i] * (0.5f * (1.0f + t) + 0.5f * x * dt);
+  }
+}
+
+void rotary_apply(float* x, int64_t rows, int64_t heads, int64_t head_dim, int64_t first_position, double base,
+                  bool inverse) {
+  const int64_t pairs = head_dim / 2;
+  std::vector<double> inv_freq(static_cast<size_t>(pairs));
+  for (int64_t i = 0; i < pairs; ++i) inv_freq[size_t(i)] = std::pow(base, -2.0 * double(i) / double(head_dim));
+  const double sign = inverse ? -1.0 : 1.0;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < rows; ++t) {
+    const double pos = double(first_position + t);
+    std::vector<float> c(static_cast<size_t>(pairs)), s(static_cast<size_t>(pairs));
+    for (int64_t i = 0; i < pairs; ++i) {
+      const double angle = pos * inv_freq[size_t(i)];
+      c[size_t(i)] = static_cast<float>(std::cos(angle));
+      s[size_t(i)] = static_cast<float>(sign * std::sin(angle));
+    }
+    for (int64_t h = 0; h < heads; ++h) {
+      float* v = x + (t * heads + h) * head_dim;
+      for (int64_t i = 0; i < pairs; ++i) {
+        const float a = v[2 * i], b = v[2 * i + 1];
+        v[2 * i] = a * c[size_t(i)] - b * s[size_t(i)];
+        v[2 * i + 1] = a * s[size_t(i)] + b * c[size_t(i)];
+      }
+    }
+  }
+}
+
+void column_sum_accumulate(const float* dy, int64_t rows, int64_t cols, float* b) {
+  std::vector<double> sum(static_cast<size_t>(cols), 0.0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) sum[size_t(j)] += dy[r * cols + j];
+  for (int64_t j = 0; j < cols; ++j) b[j] += static_cast<float>(sum[size_t(j)]);
+}
+
+void add_bias(float* y, int64_t rows, int64_t cols, const float* b) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) y[r * cols + j] += b[j];
+}
+
+CrossEntropyStats cross_entropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab, float scale,
+                                float* dlogits, int32_t* argmax) {
+  CrossEntropyStats stats;
+  std::vector<double> losses(static_cast<size_t>(rows), 0.0);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* z = logits + r * vocab;
+    int64_t best = 0;
+    for (int64_t j = 1; j < vocab; ++j)
+      if (z[j] > z[best]) best = j;
+    if (argmax) argmax[r] = static_cast<int32_t>(best);
+    const int32_t target = targets[r];
+    float* dz = dlogits ? dlogits + r * vocab : nullptr;
+    if (target < 0) {
+      if (dz) std::fill(dz, dz + vocab, 0.0f);
+      continue;
+    }
+    double sum = 0;
+    for (int64_t j = 0; j < vocab; ++j) sum += std::exp(double(z[j]) - double(z[best]));
+    const double log_z = double(z[best]) + std::log(sum);
+    losses[size_t(r)] = log_z - double(z[target]);
+    if (dz)
+      for (int64_t j = 0; j < vocab; ++j)
+        dz[j] = scale * (static_cast<float>(std::exp(double(z[j]) - log_z)) - (j == target ? 1.0f : 0.0f));
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    if (targets[r] < 0) continue;
+    stats.loss_sum += losses[size_t(r)];
+    ++stats.count;
+    if (argmax && argmax[r] == targets[r]) ++stats.correct;
+  }
+  return stats;
+}
+
+}  // namespace longctx::model

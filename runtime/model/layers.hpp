@@ -1,0 +1,42 @@
+// The model's elementwise and row-wise layers, forward and backward, on raw row-major float arrays.
+// Shapes: x, y, dx, dy [rows, dim]; mean, rstd [rows]; gamma, beta [dim]. Backward functions
+// ACCUMULATE (+=) into parameter gradients and WRITE input gradients unless named *_accumulate.
+#pragma once
+
+#include <cstdint>
+
+namespace longctx::model {
+
+void layer_norm_forward(const float* x, const float* gamma, const float* beta, int64_t rows, int64_t dim, float* y,
+                        float* mean, float* rstd);
+// dx += LN'(dy); dgamma += ...; dbeta += ...
+void layer_norm_backward_accumulate(const float* x, const float* gamma, const float* mean, const float* rstd,
+                                    const float* dy, int64_t rows, int64_t dim, float* dx, float* dgamma,
+                                    float* dbeta);
+
+// tanh-approximation GELU, elementwise over n values.
+void gelu_forward(const float* u, int64_t n, float* g);
+void gelu_backward(const float* u, const float* dg, int64_t n, float* du);
+
+// Rotary position embedding in place on x [rows, heads, head_dim] (head_dim even): pair (2i, 2i+1) of
+// row t is rotated by angle (first_position + t) * base^(-2i / head_dim). `inverse` rotates by minus the
+// angle, which is the backward of the forward rotation (rotations are orthogonal).
+void rotary_apply(float* x, int64_t rows, int64_t heads, int64_t head_dim, int64_t first_position, double base,
+                  bool inverse);
+
+// b[j] += sum_rows dy[row, j]
+void column_sum_accumulate(const float* dy, int64_t rows, int64_t cols, float* b);
+// y[row, :] += b
+void add_bias(float* y, int64_t rows, int64_t cols, const float* b);
+
+struct CrossEntropyStats {
+  double loss_sum = 0;   // sum of -log p(target) over rows with target >= 0
+  int64_t count = 0;     // such rows
+  int64_t correct = 0;   // such rows whose argmax is the target
+};
+// logits [rows, vocab]; targets[row] < 0 means "no loss". Writes dlogits = scale * (softmax - onehot)
+// (zero rows where there is no target) when dlogits is not null; `argmax` [rows] gets the prediction.
+CrossEntropyStats cross_entropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab, float scale,
+                                float* dlogits, int32_t* argmax);
+
+}  // namespace longctx::model

@@ -1,0 +1,220 @@
+// The model's kernels and gradients: blocked sgemm against its naive twin on awkward sizes, each layer's
+// backward against central finite differences, and the whole model's gradient (every parameter tensor)
+// against finite differences of the loss.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "runtime/model/gemm.hpp"
+#include "runtime/model/layers.hpp"
+#include "runtime/model/model.hpp"
+#include "test_util.hpp"
+
+namespace longctx::model {
+namespace {
+
+using longctx::testing::all_close;
+
+std::vector<float> random_vector(int64_t n, uint64_t seed, float stddev = 1.0f) {
+  std::vector<float> v(static_cast<size_t>(n));
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, stddev);
+  for (float& x : v) x = normal(rng);
+  return v;
+}
+
+TEST(Gemm, BlockedMatchesNaiveOnAwkwardSizes) {
+  struct Case { int64_t m, n, k; };
+  for (const Case c : {Case{1, 1, 1}, Case{7, 33, 5}, Case{129, 257, 300}, Case{300, 17, 513}, Case{64, 64, 64}})
+    for (Trans ta : {Trans::no, Trans::yes})
+      for (Trans tb : {Trans::no, Trans::yes})
+        for (float beta : {0.0f, 1.0f, 0.5f}) {
+          const int64_t lda = (ta == Trans::no ? c.k : c.m) + 3, ldb = (tb == Trans::no ? c.n : c.k) + 1;
+          const int64_t ldc = c.n + 2;
+          const auto a = random_vector((ta == Trans::no ? c.m : c.k) * lda, 1);
+          const auto b = random_vector((tb == Trans::no ? c.k : c.n) * ldb, 2);
+          auto fast = random_vector(c.m * ldc, 3);
+          auto slow = fast;
+          sgemm(ta, tb, c.m, c.n, c.k, 0.75f, a.data(), lda, b.data(), ldb, beta, fast.data(), ldc);
+          sgemm_naive(ta, tb, c.m, c.n, c.k, 0.75f, a.data(), lda, b.data(), ldb, beta, slow.data(), ldc);
+          // float accumulation over k <= 513 products of unit normals: errors ~ sqrt(k) * 1e-7 * |terms|.
+          EXPECT_TRUE(all_close(fast.data(), slow.data(), c.m * ldc, 1e-4 * std::sqrt(double(c.k)), 1e-4))
+              << c.m << "x" << c.n << "x" << c.k << " ta " << int(ta) << " tb " << int(tb) << " beta " << beta;
+        }
+}
+
+// Central difference of f along direction d, in double around float parameters.
+double directional_fd(const std::function<double()>& f, std::vector<float>& x, const std::vector<float>& d, float eps) {
+  const auto saved = x;
+  for (size_t i = 0; i < x.size(); ++i) x[i] = saved[i] + eps * d[i];
+  const double plus = f();
+  for (size_t i = 0; i < x.size(); ++i) x[i] = saved[i] - eps * d[i];
+  const double minus = f();
+  x = saved;
+  return (plus - minus) / (2.0 * double(eps));
+}
+
+double dot(const std::vector<float>& a, const std::vector<float>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += double(a[i]) * double(b[i]);
+  return s;
+}
+
+// |fd - analytic| <= atol + rtol |fd|.
+::testing::AssertionResult close_scalar(double analytic, double fd, double atol, double rtol) {
+  const double err = std::fabs(analytic - fd);
+  if (err <= atol + rtol * std::fabs(fd)) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "analytic " << analytic << " vs finite difference " << fd << " (err " << err
+                                       << ")";
+}
+
+// Float forward, eps 1e-2: truncation error O(eps^2) ~ 1e-4 relative, rounding ~ 1e-7 / eps ~ 1e-5.
+constexpr float kEps = 1e-2f;
+constexpr double kAtol = 1e-3, kRtol = 2e-3;
+
+TEST(LayerGradients, LayerNorm) {
+  const int64_t rows = 5, dim = 19;
+  auto x = random_vector(rows * dim, 10), gamma = random_vector(dim, 11), beta = random_vector(dim, 12);
+  const auto w = random_vector(rows * dim, 13);
+  std::vector<float> y(static_cast<size_t>(rows * dim)), mean(static_cast<size_t>(rows)), rstd(static_cast<size_t>(rows));
+  const auto objective = [&] {
+    layer_norm_forward(x.data(), gamma.data(), beta.data(), rows, dim, y.data(), mean.data(), rstd.data());
+    return dot(y, w);
+  };
+  objective();
+  std::vector<float> dx(x.size(), 0.0f), dgamma(static_cast<size_t>(dim), 0.0f), dbeta(static_cast<size_t>(dim), 0.0f);
+  layer_norm_backward_accumulate(x.data(), gamma.data(), mean.data(), rstd.data(), w.data(), rows, dim, dx.data(),
+                                 dgamma.data(), dbeta.data());
+  for (auto* pair : {&x, &gamma, &beta}) {
+    const auto& grad = pair == &x ? dx : pair == &gamma ? dgamma : dbeta;
+    const auto d = random_vector(int64_t(pair->size()), 14);
+    EXPECT_TRUE(close_scalar(dot(grad, d), directional_fd(objective, *pair, d, kEps), kAtol, kRtol));
+  }
+}
+
+TEST(LayerGradients, Gelu) {
+  const int64_t n = 101;
+  auto u = random_vector(n, 20, 2.0f);
+  const auto w = random_vector(n, 21);
+  std::vector<float> g(static_cast<size_t>(n)), du(static_cast<size_t>(n));
+  const auto objective = [&] {
+    gelu_forward(u.data(), n, g.data());
+    return dot(g, w);
+  };
+  gelu_backward(u.data(), w.data(), n, du.data());
+  const auto d = random_vector(n, 22);
+  EXPECT_TRUE(close_scalar(dot(du, d), directional_fd(objective, u, d, kEps), kAtol, kRtol));
+}
+
+TEST(LayerGradients, RotaryInverseIsBackward) {
+  const int64_t rows = 6, heads = 3, hd = 8;
+  auto x = random_vector(rows * heads * hd, 30);
+  const auto w = random_vector(rows * heads * hd, 31);
+  std::vector<float> y;
+  const auto objective = [&] {
+    y = x;
+    rotary_apply(y.data(), rows, heads, hd, 1000, 10000.0, false);
+    return dot(y, w);
+  };
+  auto dx = w;
+  rotary_apply(dx.data(), rows, heads, hd, 1000, 10000.0, true);
+  const auto d = random_vector(int64_t(x.size()), 32);
+  EXPECT_TRUE(close_scalar(dot(dx, d), directional_fd(objective, x, d, kEps), kAtol, kRtol));
+}
+
+TEST(LayerGradients, RotaryUsesGlobalPositions) {
+  // Rows [3, 6) rotated as a shard starting at position 3 equal rows 3..5 of the whole rotated at 0.
+  const int64_t rows = 6, heads = 2, hd = 4;
+  auto whole = random_vector(rows * heads * hd, 33);
+  std::vector<float> shard(whole.begin() + 3 * heads * hd, whole.end());
+  rotary_apply(whole.data(), rows, heads, hd, 0, 10000.0, false);
+  rotary_apply(shard.data(), 3, heads, hd, 3, 10000.0, false);
+  EXPECT_TRUE(all_close(shard.data(), whole.data() + 3 * heads * hd, 3 * heads * hd, 0, 0));
+}
+
+TEST(LayerGradients, CrossEntropy) {
+  const int64_t rows = 7, vocab = 13;
+  auto logits = random_vector(rows * vocab, 40, 3.0f);
+  const std::vector<int32_t> targets{3, -1, 0, 12, 5, -1, 7};
+  std::vector<int32_t> argmax(static_cast<size_t>(rows));
+  std::vector<float> dlogits(logits.size());
+  const auto objective = [&] {
+    return cross_entropy(logits.data(), targets.data(), rows, vocab, 1.0f, nullptr, argmax.data()).loss_sum;
+  };
+  const auto stats = cross_entropy(logits.data(), targets.data(), rows, vocab, 1.0f, dlogits.data(), argmax.data());
+  EXPECT_EQ(stats.count, 5);
+  const auto d = random_vector(int64_t(logits.size()), 41);
+  EXPECT_TRUE(close_scalar(dot(dlogits, d), directional_fd(objective, logits, d, kEps), kAtol, kRtol));
+}
+
+ModelConfig tiny_config() {
+  ModelConfig c;
+  c.layers = 2;
+  c.dim = 16;
+  c.heads = 4;
+  c.vocab = 11;
+  c.mlp_hidden = 24;
+  c.schedule = make_schedule({8, 16}, {1, 2}, false);
+  return c;
+}
+
+// The whole model: for every parameter tensor, the gradient along a random direction restricted to that
+// tensor equals the finite difference of the mean loss. Small weights keep the loss smooth at eps.
+TEST(ModelGradients, EveryParameterTensorMatchesFiniteDifferences) {
+  const ModelConfig config = tiny_config();
+  LocalAttention attention(make_attention_backend("cpu"));
+  Model model(config, attention);
+  const auto& layout = model.layout();
+  std::vector<float> params(static_cast<size_t>(layout.total()));
+  init_parameters(config, layout, 7, params.data());
+  // Larger than the 0.02 init so that every path (attention scores included) carries gradient.
+  std::mt19937_64 rng(8);
+  std::normal_distribution<float> normal(0.0f, 0.3f);
+  for (const auto& v : layout.views())
+    for (int64_t i = 0; i < v.count; ++i) params[size_t(v.offset + i)] += normal(rng);
+  const int64_t rows = 37;
+  std::vector<int32_t> tokens(static_cast<size_t>(rows)), targets(static_cast<size_t>(rows));
+  for (int64_t t = 0; t < rows; ++t) {
+    tokens[size_t(t)] = int32_t((t * 7 + 3) % config.vocab);
+    targets[size_t(t)] = t % 5 == 4 ? -1 : int32_t((t * 5 + 1) % config.vocab);
+  }
+  const auto loss = [&] {
+    const auto s = model.forward(params.data(), tokens.data(), targets.data(), rows, 0, false, 1.0f);
+    return s.loss_sum / double(s.count);
+  };
+  const auto stats = model.forward(params.data(), tokens.data(), targets.data(), rows, 0, true, 1.0f / 30.0f);
+  ASSERT_EQ(stats.count, 30);
+  std::vector<float> grads(params.size(), 0.0f);
+  model.backward(params.data(), grads.data());
+  for (const auto& view : layout.views()) {
+    std::vector<float> d(params.size(), 0.0f);
+    const auto r = random_vector(view.count, 100 + uint64_t(view.offset));
+    for (int64_t i = 0; i < view.count; ++i) d[size_t(view.offset + i)] = r[size_t(i)];
+    EXPECT_TRUE(close_scalar(dot(grads, d), directional_fd(loss, params, d, 1e-2f), 2e-3, 1e-2)) << view.name;
+  }
+}
+
+// A shard of rows at its global position computes what the whole sequence computes for those rows
+// when every branch is local to the shard (what LocalAttention relies on at P > 1).
+TEST(ModelForward, ShardWithLocalBranchesMatchesWholeSequence) {
+  ModelConfig config = tiny_config();
+  LocalAttention attention(make_attention_backend("cpu"));
+  Model whole(config, attention), shard(config, attention);
+  std::vector<float> params(static_cast<size_t>(whole.layout().total()));
+  init_parameters(config, whole.layout(), 3, params.data());
+  const int64_t rows = 64;
+  std::vector<int32_t> tokens(static_cast<size_t>(rows)), targets(static_cast<size_t>(rows));
+  for (int64_t t = 0; t < rows; ++t) tokens[size_t(t)] = targets[size_t(t)] = int32_t((t * 3) % config.vocab);
+  whole.forward(params.data(), tokens.data(), targets.data(), rows, 0, false, 1.0f);
+  shard.forward(params.data(), tokens.data() + 32, targets.data() + 32, 32, 32, false, 1.0f);
+  const Tensor& o_whole = whole.layer_tensor(1, "o");
+  const Tensor& o_shard = shard.layer_tensor(1, "o");
+  const int64_t row = config.dim;
+  EXPECT_TRUE(all_close(o_shard.data(), o_whole.data() + 32 * row, 32 * row, 1e-5, 1e-4));
+}
+
+}  // namespace
+}  // namespace longctx::model
