@@ -5,6 +5,11 @@ namespace longctx::cli {
 const std::vector<Command>& all_commands() {
   static const std::vector<Command> commands{
       info_command(),
+      attend_command(),
+      bench_attention_command(),
+      ckpt_inspect_command(),
+      ckpt_verify_command(),
+      data_import_command(),
   };
   return commands;
 }

@@ -1,0 +1,153 @@
+// `longctx attend` (interfaces.md): q, k, v [, do] from an HDF5 file -> o, lse [, dq, dk, dv].
+// Under mpirun each rank reads and writes only its N / P rows (collective parallel HDF5) and the
+// sequence-parallel backend exchanges only the sparsified K / V rows that spanning branches need.
+// Order: validate options (exit 2) -> check the input file (exit 3) -> check the schedule shards
+// (exit 2) -> read -> compute -> write `OUT.tmp` -> commit (rename). A failure leaves no OUT.
+#include <chrono>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
+
+#include "attention/sequence_parallel.hpp"
+#include "io/atomic_output.hpp"
+#include "io/attend_file.hpp"
+#include "io/durable.hpp"
+#include "io/row_io.hpp"
+#include "runtime/commands/attention_options.hpp"
+#include "runtime/commands/commands.hpp"
+#include "runtime/core/log.hpp"
+
+namespace longctx::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+std::string fixed(double value, int digits) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(digits) << value;
+  return out.str();
+}
+
+void declare(po::options_description& desc, po::positional_options_description&) {
+  desc.add_options()
+      ("input", po::value<std::string>()->required(), "HDF5 file with q, k, v [N,H,D] or [B,N,H,D] (+ do with --backward)")
+      ("output", po::value<std::string>()->required(), "HDF5 file to write: o, lse (+ dq, dk, dv with --backward)")
+      ("backward", po::bool_switch(), "also compute exact gradients from the input's `do`")
+      ("report", po::value<std::string>(), "write a JSON report (timings, per-rank bytes and collectives)");
+  declare_attention_options(desc, "", "");
+}
+
+struct RankFigures {  // gathered to rank 0 for the report; all doubles so one all_gather carries them
+  double seconds_fwd = 0, seconds_bwd = 0, bytes_sent = 0, bytes_received = 0, collectives = 0, comm_seconds = 0,
+         comm_wait_seconds = 0;
+};
+
+int run(Invocation& invocation) {
+  const auto& vm = invocation.options;
+  comm::Communicator& world = invocation.process.world();
+  const int rank = world.rank(), P = world.size();
+  if (vm["segment-lengths"].as<std::string>().empty() || vm["dilation-rates"].as<std::string>().empty())
+    throw UsageError("--segment-lengths and --dilation-rates are required (e.g. --segment-lengths 2048,4096 "
+                     "--dilation-rates 1,2)");
+  const AttentionParams params = attention_params(invocation);
+  const bool backward = vm["backward"].as<bool>();
+  const std::string input_path = vm["input"].as<std::string>(), output_path = vm["output"].as<std::string>();
+  const std::string report_path = vm.count("report") ? vm["report"].as<std::string>() : "";
+  if (output_path == input_path) throw UsageError("--output must differ from --input ('" + input_path + "')");
+  const MPI_Comm mpi = mpi_handle(world);
+
+  const auto t_read = Clock::now();
+  io::AttendInput input;
+  Tensor q, k, v, dout;
+  io::RowRange rows;
+  {
+    io::h5::File file = io::h5::File::open(input_path, io::h5::Mode::read, P > 1 ? mpi : MPI_COMM_NULL);
+    input = io::check_attend_input(file, backward);
+    check_shardable(params.schedule, input.seq_len, P);
+    warn_coverage(params.schedule, input.heads, params.offsets);
+    const int64_t L = input.seq_len / P;
+    rows = {rank * L, (rank + 1) * L};
+    q = io::read_rows(file, "q", input.seq_axis, rows);
+    k = io::read_rows(file, "k", input.seq_axis, rows);
+    v = io::read_rows(file, "v", input.seq_axis, rows);
+    if (backward) dout = io::read_rows(file, "do", input.seq_axis, rows);
+  }
+  log::info("read " + to_string(input.shape) + " from " + input_path + " (" + std::to_string(rows.rows()) +
+            " rows per rank, " + fixed(since(t_read), 2) + " s); schedule " + to_string(params.schedule) +
+            (params.causal ? ", causal" : ""));
+
+  SequenceParallelAttention attention(world);
+  Tensor o, lse, dq, dk, dv;
+  attention.forward(params, q, k, v, o, lse);
+  const int64_t pairs = count_pairs(params.schedule, input.seq_len, input.heads, params.causal, params.offsets) * input.batch;
+  const double flops_fwd = static_cast<double>(flops_forward(pairs, input.head_dim));
+  const double flops_bwd = static_cast<double>(flops_backward(pairs, input.head_dim));
+  log::info("forward: " + fixed(attention.last_forward().seconds, 3) + " s on rank 0, " +
+            fixed(flops_fwd / P / attention.last_forward().seconds / 1e9, 1) + " GFLOP/s per rank");
+  if (backward) {
+    attention.backward(params, q, k, v, o, lse, dout, dq, dk, dv);
+    log::info("backward: " + fixed(attention.last_backward().seconds, 3) + " s on rank 0, " +
+              fixed(flops_bwd / P / attention.last_backward().seconds / 1e9, 1) + " GFLOP/s per rank");
+  }
+
+  {
+    io::AtomicOutput output(output_path, P > 1 ? mpi : MPI_COMM_NULL);
+    const io::h5::DatasetOptions plain{};
+    io::write_rows(output.file(), "o", input.shape, input.seq_axis, rows, o, plain);
+    io::write_rows(output.file(), "lse", input.lse_shape(), input.seq_axis, rows, lse, plain);
+    if (backward) {
+      io::write_rows(output.file(), "dq", input.shape, input.seq_axis, rows, dq, plain);
+      io::write_rows(output.file(), "dk", input.shape, input.seq_axis, rows, dk, plain);
+      io::write_rows(output.file(), "dv", input.shape, input.seq_axis, rows, dv, plain);
+    }
+    output.commit();
+  }
+  log::info("wrote " + output_path);
+
+  if (!report_path.empty()) {
+    const SequenceParallelStats& f = attention.last_forward();
+    const SequenceParallelStats& b = attention.last_backward();
+    const RankFigures mine{f.seconds, backward ? b.seconds : 0.0,
+                           static_cast<double>(f.bytes_sent + (backward ? b.bytes_sent : 0)),
+                           static_cast<double>(f.bytes_received + (backward ? b.bytes_received : 0)),
+                           static_cast<double>(f.collectives + (backward ? b.collectives : 0)),
+                           f.comm_seconds + (backward ? b.comm_seconds : 0.0),
+                           f.comm_wait_seconds + (backward ? b.comm_wait_seconds : 0.0)};
+    constexpr size_t kFields = sizeof(RankFigures) / sizeof(double);
+    std::vector<double> all(kFields * static_cast<size_t>(P));
+    world.all_gather(Span<const double>(reinterpret_cast<const double*>(&mine), kFields), Span<double>(all));
+    if (rank == 0) {
+      std::ostringstream json;
+      json << "{\"world_size\": " << P << ", \"batch\": " << input.batch << ", \"seq_len\": " << input.seq_len
+           << ", \"heads\": " << input.heads << ", \"head_dim\": " << input.head_dim
+           << ", \"schedule\": " << json_schedule(params.schedule) << ", \"causal\": " << (params.causal ? "true" : "false")
+           << ", \"head_offsets\": " << json_string(to_string(params.offsets)) << ", \"pairs\": " << pairs
+           << ", \"flops_fwd\": " << static_cast<int64_t>(flops_fwd) << ", \"flops_bwd\": " << static_cast<int64_t>(flops_bwd)
+           << ", \"backward\": " << (backward ? "true" : "false") << ", \"per_rank\": [";
+      for (int r = 0; r < P; ++r) {
+        const auto* x = reinterpret_cast<const RankFigures*>(all.data() + kFields * static_cast<size_t>(r));
+        json << (r ? ", " : "") << "{\"rank\": " << r << ", \"seconds_fwd\": " << x->seconds_fwd
+             << ", \"seconds_bwd\": " << x->seconds_bwd << ", \"bytes_sent\": " << static_cast<uint64_t>(x->bytes_sent)
+             << ", \"bytes_received\": " << static_cast<uint64_t>(x->bytes_received)
+             << ", \"collectives\": " << static_cast<uint64_t>(x->collectives)
+             << ", \"comm_seconds\": " << x->comm_seconds << ", \"comm_wait_seconds\": " << x->comm_wait_seconds
+             << ", \"comm_hidden_fraction\": "
+             << (x->comm_seconds > 0 ? 1.0 - x->comm_wait_seconds / x->comm_seconds : 1.0) << "}";
+      }
+      json << "]}\n";
+      io::write_text_durably(report_path, json.str());
+      log::info("report: " + report_path);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command attend_command() {
+  return {"attend", "dilated attention on q, k, v from HDF5 (forward, --backward), sharded over the ranks", "",
+          declare, run};
+}
+
+}  // namespace longctx::cli

@@ -1,0 +1,197 @@
+// `longctx bench attention` (interfaces.md): seeded in-memory inputs, warm-up, median of iterations,
+// GFLOP/s by the spec's FLOP counts (4 D pairs forward, 10 D pairs backward). Under mpirun
+// --seq-len is the GLOBAL length: each rank builds its own rows from (seed, global index), so the
+// inputs are the same whatever P is, and the figures are per rank plus the job's total.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "attention/sequence_parallel.hpp"
+#include "runtime/commands/attention_options.hpp"
+#include "runtime/commands/commands.hpp"
+#include "runtime/core/log.hpp"
+
+namespace longctx::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void declare(po::options_description& desc, po::positional_options_description&) {
+  desc.add_options()
+      ("seq-len", po::value<std::string>()->default_value("65536"), "GLOBAL sequence length N (K/M/G suffixes)")
+      ("heads", po::value<int64_t>()->default_value(4), "heads H")
+      ("head-dim", po::value<int64_t>()->default_value(64), "head dimension D")
+      ("batch", po::value<int64_t>()->default_value(1), "batch B")
+      ("iters", po::value<int>()->default_value(5), "timed iterations (the median is reported)")
+      ("warmup", po::value<int>()->default_value(1), "untimed iterations first")
+      ("seed", po::value<uint64_t>()->default_value(1), "input seed")
+      ("backward", po::bool_switch(), "also time the backward")
+      ("json", po::bool_switch(), "print one JSON object per run instead of a table");
+  declare_attention_options(desc, "2048,4096,8192", "1,2,4");
+}
+
+// Value of element `index` of tensor `which`: a hash of (seed, which, global index) mapped to [-1, 1).
+float seeded_value(uint64_t seed, uint64_t which, uint64_t index) {
+  uint64_t z = seed * 0x9E3779B97F4A7C15ull + which * 0xD1B54A32D192ED03ull + index;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<float>(static_cast<double>(z >> 40) / static_cast<double>(uint64_t{1} << 23) - 1.0);
+}
+
+// This rank's rows [first, first + L) of a global [B, N, H, D] tensor.
+Tensor seeded_rows(uint64_t seed, uint64_t which, int64_t B, int64_t N, int64_t first, int64_t L, int64_t row_floats) {
+  Tensor t({B, L, row_floats});
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < L * row_floats; ++i)
+      t[b * L * row_floats + i] = seeded_value(seed, which, static_cast<uint64_t>((b * N + first) * row_floats + i));
+  return t;
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+std::string fixed(double value, int digits) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(digits) << value;
+  return out.str();
+}
+
+int run(Invocation& invocation) {
+  const auto& vm = invocation.options;
+  comm::Communicator& world = invocation.process.world();
+  const int P = world.size(), rank = world.rank();
+  const AttentionParams params = attention_params(invocation);
+  const int64_t N = parse_size("seq-len", vm["seq-len"].as<std::string>());
+  const int64_t H = vm["heads"].as<int64_t>(), D = vm["head-dim"].as<int64_t>(), B = vm["batch"].as<int64_t>();
+  const int iters = vm["iters"].as<int>(), warmup = vm["warmup"].as<int>();
+  const bool backward = vm["backward"].as<bool>(), json = vm["json"].as<bool>();
+  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"seq-len", N}, {"heads", H}, {"head-dim", D},
+                                    {"batch", B}, {"iters", iters}})
+    if (value < 1) throw UsageError(std::string("--") + name + ": must be >= 1, got " + std::to_string(value));
+  if (warmup < 0) throw UsageError("--warmup: must be >= 0, got " + std::to_string(warmup));
+  check_shardable(params.schedule, N, P);
+  warn_coverage(params.schedule, H, params.offsets);
+
+  const int64_t L = N / P, first = L * rank;
+  const uint64_t seed = vm["seed"].as<uint64_t>();
+  Tensor q = seeded_rows(seed, 0, B, N, first, L, H * D), k = seeded_rows(seed, 1, B, N, first, L, H * D),
+         v = seeded_rows(seed, 2, B, N, first, L, H * D), dout;
+  for (Tensor* t : {&q, &k, &v}) t->reshape({B, L, H, D});
+  if (backward) {
+    dout = seeded_rows(seed, 3, B, N, first, L, H * D);
+    dout.reshape({B, L, H, D});
+  }
+  const int64_t pairs = count_pairs(params.schedule, N, H, params.causal, params.offsets) * B;
+  log::info("bench attention: N=" + std::to_string(N) + " B=" + std::to_string(B) + " H=" + std::to_string(H) +
+            " D=" + std::to_string(D) + " on " + std::to_string(P) + " rank(s) x " +
+            std::to_string(omp_get_max_threads()) + " thread(s); schedule " + to_string(params.schedule) +
+            (params.causal ? ", causal" : "") + "; " + std::to_string(warmup) + " warm-up + " +
+            std::to_string(iters) + " timed iterations");
+
+  SequenceParallelAttention attention(world);
+  Tensor o, lse, dq, dk, dv;
+  std::vector<double> fwd, bwd;
+  SequenceParallelStats fwd_stats, bwd_stats;
+  for (int it = 0; it < warmup + iters; ++it) {
+    world.barrier();
+    attention.forward(params, q, k, v, o, lse);
+    if (it >= warmup) {
+      fwd.push_back(attention.last_forward().seconds);
+      fwd_stats = attention.last_forward();
+    }
+    if (backward) {
+      world.barrier();
+      attention.backward(params, q, k, v, o, lse, dout, dq, dk, dv);
+      if (it >= warmup) {
+        bwd.push_back(attention.last_backward().seconds);
+        bwd_stats = attention.last_backward();
+      }
+    }
+    if (rank == 0 && !json)
+      std::fprintf(stderr, "  iteration %d/%d%s: forward %.3f s%s\n", it + 1, warmup + iters, it < warmup ? " (warm-up)" : "",
+                   attention.last_forward().seconds,
+                   backward ? (", backward " + fixed(attention.last_backward().seconds, 3) + " s").c_str() : "");
+  }
+  const double flops_fwd = static_cast<double>(flops_forward(pairs, D));
+  const double flops_bwd = static_cast<double>(flops_backward(pairs, D));
+  // Per rank: median seconds, bytes, comm hidden; the job: total FLOPs over the slowest rank's median.
+  const std::vector<double> mine{median(fwd), backward ? median(bwd) : 0.0, static_cast<double>(fwd_stats.bytes_sent),
+                                 static_cast<double>(fwd_stats.bytes_received), fwd_stats.hidden_fraction(),
+                                 static_cast<double>(bwd_stats.bytes_received), bwd_stats.hidden_fraction(),
+                                 static_cast<double>(peak_rss_bytes())};
+  const size_t F = mine.size();
+  std::vector<double> all(F * static_cast<size_t>(P));
+  world.all_gather(Span<const double>(mine), Span<double>(all));
+  if (rank != 0) return 0;
+  auto field = [&](int r, size_t f) { return all[static_cast<size_t>(r) * F + f]; };
+  double slowest_fwd = 0, slowest_bwd = 0, peak_rss = 0;
+  for (int r = 0; r < P; ++r) {
+    slowest_fwd = std::max(slowest_fwd, field(r, 0));
+    slowest_bwd = std::max(slowest_bwd, field(r, 1));
+    peak_rss = std::max(peak_rss, field(r, 7));
+  }
+  const double io_bytes = static_cast<double>((4 + (backward ? 4 : 0)) * B * N * H * D + B * N * H) * 4.0 / P;
+  if (json) {
+    std::ostringstream out;
+    out << "{\"world_size\": " << P << ", \"threads\": " << omp_get_max_threads() << ", \"seq_len\": " << N
+        << ", \"batch\": " << B << ", \"heads\": " << H << ", \"head_dim\": " << D
+        << ", \"schedule\": " << json_schedule(params.schedule) << ", \"causal\": " << (params.causal ? "true" : "false")
+        << ", \"pairs\": " << pairs << ", \"flops_fwd\": " << static_cast<int64_t>(flops_fwd)
+        << ", \"seconds_fwd\": " << slowest_fwd << ", \"gflops_fwd\": " << flops_fwd / slowest_fwd / 1e9;
+    if (backward)
+      out << ", \"flops_bwd\": " << static_cast<int64_t>(flops_bwd) << ", \"seconds_bwd\": " << slowest_bwd
+          << ", \"gflops_bwd\": " << flops_bwd / slowest_bwd / 1e9;
+    out << ", \"peak_rss_bytes\": " << static_cast<uint64_t>(peak_rss)
+        << ", \"tensor_bytes_per_rank\": " << static_cast<uint64_t>(io_bytes) << ", \"per_rank\": [";
+    for (int r = 0; r < P; ++r)
+      out << (r ? ", " : "") << "{\"rank\": " << r << ", \"seconds_fwd\": " << field(r, 0)
+          << ", \"gflops_fwd\": " << flops_fwd / P / field(r, 0) / 1e9
+          << (backward ? ", \"seconds_bwd\": " + std::to_string(field(r, 1)) : std::string())
+          << ", \"bytes_sent_fwd\": " << static_cast<uint64_t>(field(r, 2))
+          << ", \"bytes_received_fwd\": " << static_cast<uint64_t>(field(r, 3))
+          << ", \"comm_hidden_fwd\": " << field(r, 4)
+          << (backward ? ", \"bytes_received_bwd\": " + std::to_string(static_cast<uint64_t>(field(r, 5))) +
+                             ", \"comm_hidden_bwd\": " + std::to_string(field(r, 6))
+                       : std::string())
+          << ", \"peak_rss_bytes\": " << static_cast<uint64_t>(field(r, 7)) << "}";
+    out << "]}\n";
+    std::cout << out.str();
+  } else {
+    std::cout << "dilated attention, N=" << N << " B=" << B << " H=" << H << " D=" << D << ", "
+              << to_string(params.schedule) << (params.causal ? ", causal" : "") << ", " << P << " rank(s) x "
+              << omp_get_max_threads() << " thread(s)\n";
+    std::cout << "  pairs " << pairs << "; median of " << iters << " after " << warmup << " warm-up\n";
+    std::cout << "  rank   fwd s    fwd GFLOP/s" << (backward ? "   bwd s    bwd GFLOP/s" : "")
+              << "   recv bytes (fwd)  comm hidden   peak RSS MiB\n";
+    for (int r = 0; r < P; ++r) {
+      std::cout << "  " << std::setw(4) << r << std::setw(8) << fixed(field(r, 0), 4) << std::setw(15)
+                << fixed(flops_fwd / P / field(r, 0) / 1e9, 1);
+      if (backward) std::cout << std::setw(8) << fixed(field(r, 1), 4) << std::setw(15) << fixed(flops_bwd / P / field(r, 1) / 1e9, 1);
+      std::cout << std::setw(19) << static_cast<uint64_t>(field(r, 3)) << std::setw(12) << fixed(100 * field(r, 4), 0)
+                << "%" << std::setw(15) << fixed(field(r, 7) / (1 << 20), 0) << "\n";
+    }
+    std::cout << "  total  " << fixed(slowest_fwd, 4) << " s  " << fixed(flops_fwd / slowest_fwd / 1e9, 1) << " GFLOP/s forward";
+    if (backward) std::cout << ";  " << fixed(slowest_bwd, 4) << " s  " << fixed(flops_bwd / slowest_bwd / 1e9, 1) << " GFLOP/s backward";
+    std::cout << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command bench_attention_command() {
+  return {"bench attention", "time dilated attention on seeded in-memory inputs (GFLOP/s by the spec's counts)", "",
+          declare, run};
+}
+
+}  // namespace longctx::cli

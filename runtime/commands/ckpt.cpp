@@ -1,0 +1,100 @@
+// `longctx ckpt inspect FILE` and `longctx ckpt verify FILE|DIR` (issue 5). One process does the work
+// (rank 0 under mpirun); every rank returns its exit code. Damage -> exit 3, naming the dataset.
+#include <sys/stat.h>
+
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "io/checkpoint.hpp"
+#include "runtime/commands/commands.hpp"
+
+namespace longctx::cli {
+namespace {
+
+void declare_file(po::options_description& desc, po::positional_options_description& positional) {
+  desc.add_options()("path", po::value<std::string>()->required(), "checkpoint file (verify: or a checkpoint directory)");
+  positional.add("path", 1);
+}
+
+// Runs `work` on rank 0 and gives every rank its exit code.
+int on_rank0(Invocation& invocation, const std::function<int()>& work) {
+  comm::Communicator& world = invocation.process.world();
+  int code = 0;
+  if (world.rank() == 0) {
+    try {
+      code = work();
+    } catch (const Error& e) {
+      std::cerr << "longctx: error: " << e.what() << "\n";
+      code = static_cast<int>(e.code());
+    }
+  }
+  std::vector<int> codes{code};
+  world.broadcast(Span<int>(codes), 0);
+  return codes[0];
+}
+
+std::string human_bytes(int64_t bytes) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(1);
+  if (bytes >= (int64_t{1} << 30)) out << static_cast<double>(bytes) / (1 << 30) << " GiB";
+  else if (bytes >= (1 << 20)) out << static_cast<double>(bytes) / (1 << 20) << " MiB";
+  else if (bytes >= (1 << 10)) out << static_cast<double>(bytes) / (1 << 10) << " KiB";
+  else out << bytes << " B";
+  return out.str();
+}
+
+int run_inspect(Invocation& invocation) {
+  const std::string path = invocation.options["path"].as<std::string>();
+  return on_rank0(invocation, [&] {
+    const io::CheckpointSummary s = io::inspect_checkpoint(path);
+    std::cout << "checkpoint " << s.path << "\n"
+              << "  format_version " << s.format_version << "  step " << s.step << "  world_size " << s.world_size
+              << "  seq_len " << s.seq_len << "  tokens_seen " << s.tokens_seen << "\n  attributes:";
+    for (const auto& [name, value] : s.attributes) std::cout << " " << name << "=" << value;
+    std::cout << "\n  datasets:\n";
+    int64_t total = 0;
+    for (const auto& d : s.datasets) {
+      std::cout << "    " << std::left << std::setw(40) << d.path << " " << std::setw(18) << to_string(d.shape) << " "
+                << std::setw(8) << d.dtype << " " << std::right << std::setw(11) << human_bytes(d.storage_bytes)
+                << (d.checksummed ? "  fletcher32" : "") << "\n";
+      total += d.storage_bytes;
+    }
+    std::cout << "  " << s.datasets.size() << " datasets, " << human_bytes(total) << "\n  config:\n";
+    std::istringstream config(s.config);
+    for (std::string line; std::getline(config, line);) std::cout << "    " << line << "\n";
+    return 0;
+  });
+}
+
+int run_verify(Invocation& invocation) {
+  const std::string path = invocation.options["path"].as<std::string>();
+  return on_rank0(invocation, [&] {
+    struct stat info {};
+    if (stat(path.c_str(), &info) != 0) throw InputError(path + ": no such file or directory");
+    const std::vector<io::VerifyReport> reports =
+        S_ISDIR(info.st_mode) ? io::verify_checkpoint_dir(path) : std::vector<io::VerifyReport>{io::verify_checkpoint(path)};
+    bool ok = !reports.empty();
+    if (reports.empty()) std::cout << path << ": no checkpoints\n";
+    for (const auto& report : reports) {
+      std::cout << report.summary() << "\n";
+      ok = ok && report.ok;
+    }
+    return ok ? 0 : static_cast<int>(ExitCode::bad_input);
+  });
+}
+
+}  // namespace
+
+Command ckpt_inspect_command() {
+  return {"ckpt inspect", "print a checkpoint's step, config, datasets and sizes", "FILE", declare_file, run_inspect};
+}
+
+Command ckpt_verify_command() {
+  return {"ckpt verify", "read every dataset of a checkpoint (or all in a directory): checksums, finiteness; exit 3 on damage",
+          "FILE|DIR", declare_file, run_verify};
+}
+
+int run_on_rank0(Invocation& invocation, const std::function<int()>& work) { return on_rank0(invocation, work); }
+
+}  // namespace longctx::cli

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# longctx attend end to end: against a numpy implementation of the spec, P = 2, 3, 4 files equal the P = 1
+# file, --report's byte counts, float16 and batched inputs, and bad input (exit 2 / 3, no output left).
+LONGCTX=$1
+source "$(dirname "$0")/lib.sh"
+CHECK="/usr/bin/python3 $(cd "$(dirname "$0")" && pwd)/attend_check.py"
+cd "$OUT"
+$CHECK make in.h5 48 5 8 || exit 1
+
+for variant in "4,48 1,3 0 paper" "4,48 1,5 1 grouped"; do
+  set -- $variant
+  flags=(--segment-lengths "$1" --dilation-rates "$2" --head-offsets "$4" --quiet)
+  [ "$3" = 1 ] && flags+=(--causal)
+  expect_exit 0 "attend P=1 [$variant]" -- "$LONGCTX" attend --input in.h5 --output p1.h5 --backward "${flags[@]}"
+  expect_exit 0 "matches the numpy spec [$variant]" -- $CHECK spec in.h5 p1.h5 "$1" "$2" "$3" "$4"
+  for np in 2 3 4; do
+    expect_exit 0 "attend P=$np [$variant]" -- "${MPIRUN[@]}" -np "$np" "$LONGCTX" attend --input in.h5 \
+      --output p$np.h5 --backward --report r$np.json "${flags[@]}"
+    expect_exit 0 "P=$np file equals P=1 [$variant]" -- $CHECK same p$np.h5 p1.h5 1e-4
+  done
+done
+# Bytes: the 48-row branch spans all P ranks; each rank receives (P-1)/P * (48/r) rows * H * D * 2 * 4 bytes
+# forward, and the same again twice in backward (gather + reduce-scatter). r = 3, H = 5, D = 8, P = 4:
+# 3/4 * 16 * 5 * 8 * 2 * 4 = 3840 per pass -> 3 * 3840 = 11520 (r = 5 gives ranks uneven counts: 'any').
+expect_exit 0 "attend P=4 report" -- "${MPIRUN[@]}" -np 4 "$LONGCTX" attend --input in.h5 --output r.h5 --backward \
+  --segment-lengths 4,48 --dilation-rates 1,3 --report r4.json --quiet
+expect_exit 0 "per-rank bytes = 3 x (P-1)/P (w/r) H D 2 4" -- $CHECK report r4.json 4 11520
+
+$CHECK make batched16.h5 24 3 8 2 --f16 || exit 1
+expect_exit 0 "float16 [B,N,H,D] on 1 rank" -- "$LONGCTX" attend --input batched16.h5 --output b1.h5 \
+  --segment-lengths 6,24 --dilation-rates 1,2 --causal --quiet
+expect_exit 0 "float16 [B,N,H,D] on 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" attend --input batched16.h5 \
+  --output b2.h5 --segment-lengths 6,24 --dilation-rates 1,2 --causal --quiet
+expect_exit 0 "batched P=2 equals P=1" -- $CHECK same b2.h5 b1.h5 1e-5
+
+# Bad input: exit 2 (options, sharding) or 3 (files), the problem named, no output file left behind.
+bad() {  # bad CODE PATTERN NAME -- COMMAND...
+  local code=$1 pattern=$2 name=$3; shift 4
+  rm -f bad.h5 bad.h5.tmp
+  expect_exit "$code" "$name" -- "$@"
+  expect_in "$OUT/stderr" "$pattern" "$name: message names the problem"
+  [ ! -e bad.h5 ] && [ ! -e bad.h5.tmp ] && pass "$name: no output left" || fail "$name: output left behind"
+}
+A=("$LONGCTX" attend --input in.h5 --output bad.h5 --quiet)
+bad 2 "segment-lengths.*dilation-rates|lengths" "lists of different lengths" -- "${A[@]}" --segment-lengths 4,48 --dilation-rates 1
+bad 2 "segment-lengths" "malformed list" -- "${A[@]}" --segment-lengths 4,,48 --dilation-rates 1,2
+bad 2 "r = 1|r=1|dilation" "no r = 1 branch" -- "${A[@]}" --segment-lengths 4,48 --dilation-rates 2,4
+bad 2 "segment|dilation" "r > w" -- "${A[@]}" --segment-lengths 4,48 --dilation-rates 1,64
+bad 2 "segment-lengths" "non-positive w" -- "${A[@]}" --segment-lengths 0,48 --dilation-rates 1,2
+bad 2 "head-offsets" "bad head offsets" -- "${A[@]}" --segment-lengths 4 --dilation-rates 1 --head-offsets diagonal
+bad 2 "segment length 16 .*N / P.*12" "segment not aligned with shards" -- "${MPIRUN[@]}" -np 4 "${A[@]}" --segment-lengths 16 --dilation-rates 1
+bad 2 "not divisible" "N not divisible by P" -- "${MPIRUN[@]}" -np 5 "${A[@]}" --segment-lengths 4 --dilation-rates 1
+bad 2 "required" "missing --input" -- "$LONGCTX" attend --output bad.h5 --segment-lengths 4 --dilation-rates 1
+bad 2 "cuda" "--device cuda without CUDA" -- "${A[@]}" --segment-lengths 4 --dilation-rates 1 --device cuda
+bad 3 "nope.h5" "missing input file" -- "$LONGCTX" attend --input nope.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
+/usr/bin/python3 -c "
+import h5py, numpy as np
+with h5py.File('noq.h5','w') as f:
+    f['k'] = np.zeros((8,2,4), np.float32); f['v'] = np.zeros((8,2,4), np.float32)
+with h5py.File('rank2.h5','w') as f:
+    for n in 'qkv': f[n] = np.zeros((8,8), np.float32)
+with h5py.File('ints.h5','w') as f:
+    for n in 'qkv': f[n] = np.zeros((8,2,4), np.int32)
+with h5py.File('mismatch.h5','w') as f:
+    f['q'] = np.zeros((8,2,4), np.float32); f['k'] = np.zeros((8,2,6), np.float32); f['v'] = np.zeros((8,2,4), np.float32)
+"
+bad 3 "noq.h5.*q" "missing dataset q" -- "$LONGCTX" attend --input noq.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
+bad 3 "rank2.h5" "rank-2 tensors" -- "$LONGCTX" attend --input rank2.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
+bad 3 "ints.h5" "int32 dtype" -- "$LONGCTX" attend --input ints.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
+bad 3 "mismatch.h5.*k" "D mismatch between q and k" -- "$LONGCTX" attend --input mismatch.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
+bad 3 "do" "--backward without do" -- "$LONGCTX" attend --input noq.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1 --backward
+echo keep >bad.h5
+expect_exit 3 "failed run keeps an existing output" -- "$LONGCTX" attend --input noq.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
+[ "$(cat bad.h5)" = keep ] && pass "existing output untouched" || fail "existing output was overwritten"
+finish
