@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# longctx ckpt inspect / verify (exit 3 naming the damaged dataset) and data import, on files written by
+# io's own writer (argv[2]) and checked with h5py.
+LONGCTX=$1
+WRITER=$2
+source "$(dirname "$0")/lib.sh"
+cd "$OUT"
+"${MPIRUN[@]}" -np 2 "$WRITER" "$OUT/w" >/dev/null || { echo "writer failed"; exit 1; }
+CK="$OUT/w/ckpt/$(cat "$OUT/w/ckpt/latest")"
+
+expect_exit 0 "inspect" -- "$LONGCTX" ckpt inspect "$CK" --quiet
+expect_in "$OUT/stdout" "step 12 .*world_size 2" "inspect prints step and world size"
+expect_in "$OUT/stdout" "/model/w .*\[7,6\] .*float32.*fletcher32" "inspect lists datasets with shape, dtype, checksum"
+expect_in "$OUT/stdout" "layers=1" "inspect prints the config"
+expect_exit 0 "verify file" -- "$LONGCTX" ckpt verify "$CK" --quiet
+expect_exit 0 "verify directory" -- "$LONGCTX" ckpt verify "$OUT/w/ckpt" --quiet
+expect_exit 0 "verify under mpirun" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" ckpt verify "$CK" --quiet
+
+cp "$CK" flipped.h5
+/usr/bin/python3 - <<'PY' || fail "could not flip a byte"
+import h5py
+with h5py.File("flipped.h5", "r") as f:
+    offset = f["/model/w"].id.get_chunk_info(0).byte_offset
+with open("flipped.h5", "r+b") as f:
+    f.seek(offset + 5); b = f.read(1); f.seek(offset + 5); f.write(bytes([b[0] ^ 0x40]))
+PY
+expect_exit 3 "verify a flipped byte" -- "$LONGCTX" ckpt verify flipped.h5 --quiet
+expect_in "$OUT/stdout" "/model/w" "damage names the dataset"
+head -c 1000 "$CK" >truncated.h5
+expect_exit 3 "verify a truncated file" -- "$LONGCTX" ckpt verify truncated.h5 --quiet
+expect_exit 3 "inspect a missing file" -- "$LONGCTX" ckpt inspect nope.h5 --quiet
+expect_in "$OUT/stderr" "nope.h5" "missing file named"
+expect_exit 2 "inspect without a file" -- "$LONGCTX" ckpt inspect --quiet
+
+printf 'hello long context\n' >a.txt
+printf 'second document' >b.txt
+expect_exit 0 "data import" -- "$LONGCTX" data import --text a.txt b.txt --out corpus.h5 --quiet
+expect_in "$OUT/stdout" "2 document\(s\), 34 byte tokens" "import counts documents and tokens"
+/usr/bin/python3 -c "
+import h5py, sys
+with h5py.File('corpus.h5', 'r') as f:
+    names = []; f.visit(names.append)
+    toks = [f[n] for n in names if isinstance(f[n], h5py.Dataset) and f[n].size == 34]
+    sys.exit(0 if toks and bytes(toks[0][...].astype('uint8')[:5]) == b'hello' else 1)
+" && pass "h5py reads the imported bytes" || fail "h5py does not find the tokens"
+expect_exit 3 "import a missing file" -- "$LONGCTX" data import --text a.txt missing.txt --out bad.h5 --quiet
+[ ! -e bad.h5 ] && [ ! -e bad.h5.tmp ] && pass "no output left" || fail "output left behind"
+finish
