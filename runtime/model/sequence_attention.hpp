@@ -3,12 +3,14 @@
 //   LocalAttention           a plain backend on the local rows. Exact at P = 1, and at any P when every
 //                            branch is local to a shard (w' divides L), since segments then never cross
 //                            shard edges and each rank's segments start where the global ones do.
-//   (SequenceParallelAttention in attention/ covers spanning branches; an adapter goes here when it lands.)
+//   ShardedAttention         attention/'s SequenceParallelAttention: any shardable schedule at any P
+//                            (spanning branches exchange their sparse K/V rows among the ranks they span).
 #pragma once
 
 #include <memory>
 
 #include "attention/attention.hpp"
+#include "attention/sequence_parallel.hpp"
 
 namespace longctx::model {
 
@@ -36,6 +38,23 @@ class LocalAttention : public SequenceAttention {
 
  private:
   std::unique_ptr<AttentionBackend> backend_;
+};
+
+class ShardedAttention : public SequenceAttention {
+ public:
+  explicit ShardedAttention(comm::Communicator& comm) : attention_(comm) {}
+  void forward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,
+               Tensor& lse) override {
+    attention_.forward(params, q, k, v, o, lse);
+  }
+  void backward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                const Tensor& lse, const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) override {
+    attention_.backward(params, q, k, v, o, lse, dout, dq, dk, dv);
+  }
+  const SequenceParallelAttention& inner() const { return attention_; }
+
+ private:
+  SequenceParallelAttention attention_;
 };
 
 }  // namespace longctx::model

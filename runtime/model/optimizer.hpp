@@ -1,0 +1,48 @@
+// AdamW (decoupled weight decay, applied only to views marked `decay`), the learning-rate schedule
+// (linear warm-up to the peak, then cosine decay to min_lr_ratio * peak at total_steps), and global
+// gradient-norm clipping, all on the flat parameter buffer.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/model/parameters.hpp"
+
+namespace longctx::model {
+
+struct LrSchedule {
+  double peak = 1e-3;
+  int64_t warmup_steps = 0;
+  int64_t total_steps = 1;
+  double min_lr_ratio = 0.1;
+  // Learning rate for (0-based) step `step`.
+  double at(int64_t step) const;
+};
+
+struct AdamWConfig {
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+};
+
+class AdamW {
+ public:
+  AdamW(const ParameterLayout& layout, AdamWConfig config);
+  // One update with learning rate `lr`; `step` counts updates already done (bias correction uses step + 1).
+  void update(float* params, const float* grads, double lr, int64_t step);
+  std::vector<float>& first_moment() { return m_; }
+  std::vector<float>& second_moment() { return v_; }
+
+ private:
+  const ParameterLayout& layout_;
+  AdamWConfig config_;
+  std::vector<float> m_, v_;
+};
+
+// L2 norm of the whole gradient (double accumulation, fixed order).
+double gradient_norm(const float* grads, int64_t count);
+// Scales grads so that their norm is at most max_norm (max_norm <= 0: no clipping). Returns the norm before.
+double clip_gradients(float* grads, int64_t count, double max_norm);
+
+}  // namespace longctx::model

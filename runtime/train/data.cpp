@@ -1,0 +1,210 @@
+#include "runtime/train/data.hpp"
+
+#include <algorithm>
+#include <numeric>
+
+#include "io/token_dataset.hpp"
+#include "runtime/core/error.hpp"
+
+namespace longctx::train {
+namespace {
+
+constexpr int32_t kBos = 10, kKey = 11, kQuery = 12, kSep = 13, kFirstFree = 14;
+
+// splitmix64: a counter-based stream, the same on every platform.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : state_(seed) {}
+  uint64_t next() {
+    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  int64_t below(int64_t n) { return n <= 0 ? 0 : static_cast<int64_t>(next() % static_cast<uint64_t>(n)); }
+
+ private:
+  uint64_t state_;
+};
+
+uint64_t stream_seed(uint64_t seed, bool eval, int64_t index) {
+  Rng mix(seed * 0x100000001B3ull ^ (eval ? 0xE7A1ull : 0x7EA1ull));
+  mix.next();
+  return mix.next() ^ static_cast<uint64_t>(index) * 0xD6E8FEB86659FD93ull;
+}
+
+// A whole synthetic sequence: stream s[0, N] plus, per input row, its trained target and answer id.
+struct Whole {
+  std::vector<int32_t> stream;
+  std::vector<char> trained;
+  std::vector<int32_t> answer_id;
+  int64_t answers = 0;
+};
+
+SequenceRows slice(const Whole& whole, io::RowRange rows) {
+  SequenceRows out;
+  out.answers = whole.answers;
+  for (int64_t i = rows.begin; i < rows.end; ++i) {
+    out.tokens.push_back(whole.stream[size_t(i)]);
+    out.targets.push_back(whole.trained[size_t(i)] ? whole.stream[size_t(i + 1)] : -1);
+    out.answer_id.push_back(whole.answer_id[size_t(i)]);
+  }
+  return out;
+}
+
+class SyntheticDataset : public Dataset {
+ public:
+  explicit SyntheticDataset(DataConfig config) : c_(std::move(config)) {
+    Rng rng(c_.seed ^ 0xF111E7ull);
+    for (int64_t i = 0; i < c_.filler_period; ++i)
+      sentence_.push_back(static_cast<int32_t>(filler_first() + rng.below(c_.vocab - filler_first())));
+  }
+
+  SequenceRows rows(bool eval, int64_t index, io::RowRange range) const override {
+    Rng rng(stream_seed(c_.seed, eval, index));
+    const int64_t n = c_.seq_len;
+    Whole w;
+    w.stream.resize(static_cast<size_t>(n + 1));
+    w.trained.assign(static_cast<size_t>(n), c_.supervision == "all" ? 1 : 0);
+    w.answer_id.assign(static_cast<size_t>(n), -1);
+    w.stream[0] = kBos;
+    for (int64_t i = 1; i <= n; ++i) w.stream[size_t(i)] = sentence_[size_t(i % c_.filler_period)];
+    // Depth curriculum: records lie within the last `span` tokens before the query block.
+    int64_t span = n;
+    if (!eval && c_.curriculum_steps > 0 && index < c_.curriculum_steps)
+      span = c_.curriculum_min_span + (n - c_.curriculum_min_span) * index / c_.curriculum_steps;
+    if (c_.task == "passkey")
+      build_passkey(rng, span, w);
+    else
+      build_associative(rng, span, w);
+    return slice(w, range);
+  }
+
+ private:
+  int64_t symbols() const { return c_.task == "associative" ? (c_.vocab - kFirstFree) / 2 : 0; }
+  int64_t filler_first() const { return kFirstFree + symbols(); }
+
+  void write_digits(Rng& rng, std::vector<int32_t>& digits) const {
+    digits.resize(static_cast<size_t>(c_.key_digits));
+    for (auto& d : digits) d = static_cast<int32_t>(rng.below(10));
+  }
+  // The answer: `digits` at stream positions [at, at + K), predicted from input rows at - 1 ...
+  void ask(Whole& w, int64_t at, const std::vector<int32_t>& digits, int32_t id) const {
+    for (int64_t j = 0; j < c_.key_digits; ++j) {
+      w.stream[size_t(at + j)] = digits[size_t(j)];
+      w.trained[size_t(at + j - 1)] = 1;
+      w.answer_id[size_t(at + j - 1)] = id;
+    }
+  }
+
+  void build_passkey(Rng& rng, int64_t span, Whole& w) const {
+    const int64_t n = c_.seq_len, k = c_.key_digits;
+    std::vector<int32_t> digits;
+    write_digits(rng, digits);
+    const int64_t query = n - k;  // stream[query] = QUERY, digits at query + 1 .. n
+    const int64_t last = query - (k + 2);
+    const int64_t first = std::max<int64_t>(1, query - span);
+    const int64_t at = first + rng.below(last - first + 1);
+    w.stream[size_t(at)] = kKey;
+    for (int64_t j = 0; j < k; ++j) w.stream[size_t(at + 1 + j)] = digits[size_t(j)];
+    w.stream[size_t(at + 1 + k)] = kSep;
+    w.stream[size_t(query)] = kQuery;
+    ask(w, query + 1, digits, 0);
+    w.answers = 1;
+  }
+
+  void build_associative(Rng& rng, int64_t span, Whole& w) const {
+    const int64_t n = c_.seq_len, k = c_.key_digits, records = c_.records, queries = c_.queries;
+    const int64_t record_len = k + 4, query_len = k + 3;
+    const int64_t query_start = n + 1 - queries * query_len;
+    const int64_t region_begin = std::max<int64_t>(1, query_start - span);
+    const int64_t chunk = (query_start - region_begin) / records;
+    // Distinct keys (a, b) for the records.
+    std::vector<int64_t> keys(static_cast<size_t>(symbols() * symbols()));
+    std::iota(keys.begin(), keys.end(), 0);
+    for (size_t i = 0; i < size_t(records); ++i) std::swap(keys[i], keys[i + size_t(rng.below(int64_t(keys.size() - i)))]);
+    std::vector<std::vector<int32_t>> values(static_cast<size_t>(records));
+    for (int64_t r = 0; r < records; ++r) {
+      write_digits(rng, values[size_t(r)]);
+      const int64_t at = region_begin + r * chunk + rng.below(chunk - record_len + 1);
+      w.stream[size_t(at)] = kKey;
+      w.stream[size_t(at + 1)] = static_cast<int32_t>(kFirstFree + keys[size_t(r)] / symbols());
+      w.stream[size_t(at + 2)] = static_cast<int32_t>(kFirstFree + keys[size_t(r)] % symbols());
+      for (int64_t j = 0; j < k; ++j) w.stream[size_t(at + 3 + j)] = values[size_t(r)][size_t(j)];
+      w.stream[size_t(at + 3 + k)] = kSep;
+    }
+    for (int64_t q = 0; q < queries; ++q) {
+      const int64_t r = rng.below(records);
+      const int64_t at = query_start + q * query_len;
+      w.stream[size_t(at)] = kQuery;
+      w.stream[size_t(at + 1)] = static_cast<int32_t>(kFirstFree + keys[size_t(r)] / symbols());
+      w.stream[size_t(at + 2)] = static_cast<int32_t>(kFirstFree + keys[size_t(r)] % symbols());
+      ask(w, at + 3, values[size_t(r)], static_cast<int32_t>(q));
+    }
+    w.answers = queries;
+  }
+
+  DataConfig c_;
+  std::vector<int32_t> sentence_;
+};
+
+class FileDataset : public Dataset {
+ public:
+  FileDataset(const DataConfig& config) : c_(config), reader_(config.path, MPI_COMM_NULL) {
+    if (reader_.vocab() > c_.vocab)
+      throw UsageError("model.vocab=" + std::to_string(c_.vocab) + " is smaller than the vocabulary (" +
+                       std::to_string(reader_.vocab()) + ") of data.path=" + c_.path);
+    sequences_ = reader_.sequence_count(c_.seq_len);
+    if (sequences_ < 1)
+      throw InputError("data.path=" + c_.path + " holds fewer than data.seq_len+1=" + std::to_string(c_.seq_len + 1) +
+                       " tokens");
+    held_out_ = sequences_ >= 2 ? std::max<int64_t>(1, sequences_ / 20) : 0;
+  }
+  SequenceRows rows(bool eval, int64_t index, io::RowRange range) const override {
+    const int64_t train_count = sequences_ - held_out_;
+    const int64_t sequence = eval && held_out_ > 0 ? train_count + index % held_out_ : index % train_count;
+    const io::SequenceRows r = reader_.read_sequence_rows(sequence, c_.seq_len, range);
+    SequenceRows out;
+    out.tokens = r.inputs;
+    out.targets = r.targets;
+    out.answer_id.assign(out.tokens.size(), -1);
+    return out;
+  }
+
+ private:
+  DataConfig c_;
+  io::TokenReader reader_;
+  int64_t sequences_ = 0;
+  int64_t held_out_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Dataset> make_dataset(const DataConfig& c) {
+  if (c.supervision != "all" && c.supervision != "answer")
+    throw UsageError("data.supervision=" + c.supervision + ": allowed values are all, answer");
+  if (c.task == "file") {
+    if (c.path.empty()) throw UsageError("data.task=file needs data.path (a token dataset from `longctx data import`)");
+    return std::make_unique<FileDataset>(c);
+  }
+  if (c.task != "passkey" && c.task != "associative")
+    throw UsageError("data.task=" + c.task + ": allowed values are passkey, associative, file");
+  if (c.vocab < 32) throw UsageError("model.vocab=" + std::to_string(c.vocab) + ": data.task=" + c.task + " needs >= 32");
+  if (c.key_digits < 1) throw UsageError("data.key_digits must be >= 1");
+  if (c.filler_period < 1) throw UsageError("data.filler_period must be >= 1");
+  int64_t needed = 3 * c.key_digits + 8;
+  if (c.task == "associative") {
+    if (c.records < 1 || c.queries < 1) throw UsageError("data.records and data.queries must be >= 1");
+    const int64_t symbols = (c.vocab - kFirstFree) / 2;
+    if (c.records > symbols * symbols)
+      throw UsageError("data.records=" + std::to_string(c.records) + ": at most " + std::to_string(symbols * symbols) +
+                       " distinct keys with model.vocab=" + std::to_string(c.vocab));
+    needed = c.queries * (c.key_digits + 3) + c.records * (c.key_digits + 4) + 2;
+  }
+  if (c.seq_len < needed || (c.curriculum_steps > 0 && c.curriculum_min_span < needed - 1))
+    throw UsageError("data.seq_len=" + std::to_string(c.seq_len) + " (or data.curriculum_min_span) is too short for " +
+                     c.task + ": need at least " + std::to_string(needed));
+  return std::make_unique<SyntheticDataset>(c);
+}
+
+}  // namespace longctx::train

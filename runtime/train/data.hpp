@@ -1,0 +1,63 @@
+// Training and evaluation sequences (`data.task`). Every sequence is a pure function of (seed, split,
+// index), so each rank builds only its own rows [begin, end) with no communication, and a resumed run
+// sees exactly the sequences an uninterrupted one would. A sequence of N rows has inputs s[0, N) and
+// targets s[1, N + 1) of one token stream s.
+//
+// Synthetic vocabulary (passkey, associative): 0-9 digits, 10 BOS, 11 KEY, 12 QUERY, 13 SEP,
+// 14.. filler (and key symbols for associative). model.vocab must be >= 32.
+//   passkey      [BOS] filler .. [KEY d1..dK SEP] .. filler .. [QUERY d1..dK]; the answer is the K digits
+//                after QUERY (one answer per sequence). The key sits at a random depth within the last
+//                `span` tokens, where span grows linearly from curriculum_min_span to N over
+//                curriculum_steps training steps (no curriculum when curriculum_steps = 0).
+//   associative  `records` records [KEY a b VAL-digits.. SEP] scattered in filler, then `queries` of
+//                them asked at the end: [QUERY a b d1..dK] each (one answer per query: dense answers).
+// Supervision: "answer" trains on answer digits only; "all" trains on every next token (LM loss, the
+// filler being a repeated seeded sentence so that it is learnable) with answers included.
+// Evaluation always scores answer digits only: loss, and exact match per answer (all its digits right).
+//   file         consecutive windows of an io/ token dataset; every target is trained and scored,
+//                accuracy = next-token accuracy.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/row_io.hpp"
+
+namespace longctx::train {
+
+struct DataConfig {
+  std::string task = "passkey";  // passkey | associative | file
+  std::string path;              // file task: token dataset
+  int64_t seq_len = 8192;
+  uint64_t seed = 1;
+  std::string supervision = "all";  // all | answer
+  int64_t key_digits = 5;
+  int64_t records = 16;  // associative
+  int64_t queries = 16;  // associative
+  int64_t curriculum_steps = 0;
+  int64_t curriculum_min_span = 256;
+  int64_t filler_period = 23;  // length of the repeated filler sentence
+  int64_t vocab = 32;
+};
+
+// This rank's rows of one sequence.
+struct SequenceRows {
+  std::vector<int32_t> tokens;     // inputs
+  std::vector<int32_t> targets;    // training targets; -1 = not trained
+  std::vector<int32_t> answer_id;  // which answer a scored target belongs to; -1 = not scored
+  int64_t answers = 0;             // answers in the whole sequence (exact-match denominator)
+};
+
+class Dataset {
+ public:
+  virtual ~Dataset() = default;
+  // `index`: the training step (split train) or the held-out sequence number (split eval).
+  virtual SequenceRows rows(bool eval, int64_t index, io::RowRange rows) const = 0;
+};
+
+// Validates the options (UsageError naming the option / InputError naming the file) and builds the task.
+std::unique_ptr<Dataset> make_dataset(const DataConfig& config);
+
+}  // namespace longctx::train

@@ -1,0 +1,84 @@
+#include "runtime/train/trainer.hpp"
+
+#include <algorithm>
+
+#include "runtime/core/error.hpp"
+
+namespace longctx::train {
+
+Trainer::Trainer(TrainerConfig config, comm::Communicator& comm, model::SequenceAttention& attention)
+    : config_(std::move(config)),
+      comm_(comm),
+      model_(config_.model, attention),
+      rows_(io::even_rows(config_.seq_len, comm.rank(), comm.size())),
+      params_(static_cast<size_t>(model_.layout().total())),
+      grads_(params_.size(), 0.0f),
+      optimizer_(model_.layout(), config_.adamw) {
+  model::init_parameters(config_.model, model_.layout(), config_.seed, params_.data());
+}
+
+StepStats Trainer::compute_gradients(const SequenceRows& rows, bool stop_here) {
+  std::fill(grads_.begin(), grads_.end(), 0.0f);
+  const auto local = model_.forward(params_.data(), rows.tokens.data(), rows.targets.data(), rows_.rows(), rows_.begin,
+                                    true, 1.0f);
+  model_.backward(params_.data(), grads_.data());
+  comm_.all_reduce(Span<float>(grads_));
+  std::vector<double> totals{local.loss_sum, double(local.count), stop_here ? 1.0 : 0.0};
+  comm_.all_reduce(Span<double>(totals));
+  StepStats stats;
+  stats.trained_rows = static_cast<int64_t>(totals[1]);
+  stats.loss = stats.trained_rows > 0 ? totals[0] / totals[1] : 0.0;
+  stats.stop = totals[2] > 0;
+  if (stats.trained_rows > 0) {
+    const float inv = static_cast<float>(1.0 / totals[1]);
+    for (float& g : grads_) g *= inv;
+  }
+  return stats;
+}
+
+void Trainer::apply_update(StepStats& stats) {
+  stats.grad_norm = model::clip_gradients(grads_.data(), int64_t(grads_.size()), config_.clip_norm);
+  stats.lr = config_.lr.at(step_);
+  optimizer_.update(params_.data(), grads_.data(), stats.lr, step_);
+  ++step_;
+}
+
+StepStats Trainer::train_step(const SequenceRows& rows, bool stop_here) {
+  StepStats stats = compute_gradients(rows, stop_here);
+  apply_update(stats);
+  return stats;
+}
+
+EvalStats Trainer::evaluate(const Dataset& data, int64_t sequences) {
+  double loss_sum = 0, count = 0, correct = 0, answers = 0, exact = 0;
+  for (int64_t s = 0; s < sequences; ++s) {
+    const SequenceRows rows = data.rows(true, s, rows_);
+    std::vector<int32_t> scored = rows.targets;
+    if (rows.answers > 0)
+      for (size_t i = 0; i < scored.size(); ++i)
+        if (rows.answer_id[i] < 0) scored[i] = -1;
+    const auto local =
+        model_.forward(params_.data(), rows.tokens.data(), scored.data(), rows_.rows(), rows_.begin, false, 1.0f);
+    // [loss, count, correct, wrong digits of answer 0, 1, ...]
+    std::vector<double> totals(static_cast<size_t>(3 + rows.answers), 0.0);
+    totals[0] = local.loss_sum;
+    totals[1] = double(local.count);
+    totals[2] = double(local.correct);
+    const auto& predicted = model_.predictions();
+    for (size_t i = 0; i < scored.size(); ++i)
+      if (rows.answer_id[i] >= 0 && predicted[i] != scored[i]) totals[size_t(3 + rows.answer_id[i])] += 1;
+    comm_.all_reduce(Span<double>(totals));
+    loss_sum += totals[0];
+    count += totals[1];
+    correct += totals[2];
+    answers += double(rows.answers);
+    for (int64_t a = 0; a < rows.answers; ++a) exact += totals[size_t(3 + a)] == 0 ? 1 : 0;
+  }
+  EvalStats stats;
+  stats.scored = static_cast<int64_t>(count);
+  stats.loss = count > 0 ? loss_sum / count : 0;
+  stats.accuracy = answers > 0 ? exact / answers : (count > 0 ? correct / count : 0);
+  return stats;
+}
+
+}  // namespace longctx::train

@@ -1,0 +1,77 @@
+// One training step of the sequence-parallel LM, and evaluation.
+//
+// Protocol per step (every rank of `comm` shares one sequence; parameters are replicated):
+//   1. each rank runs forward + backward on its own rows [first_row, first_row + L), accumulating the
+//      gradient of the SUM of its rows' losses (attention exchanges K/V rows inside SequenceAttention);
+//   2. one all-reduce (sum) of the flat gradient, one of [loss sum, trained rows, stop flag] (double);
+//   3. every rank divides by the global number of trained rows (so the loss is the mean over all tokens of
+//      the sequence whatever P is), clips by the global norm and applies AdamW: identical arithmetic on
+//      identical data, so parameters stay bitwise replicated without a broadcast.
+// The stop flag (a signal seen by ANY rank) is agreed in step 2 at no extra collective.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "comm/communicator.hpp"
+#include "runtime/model/model.hpp"
+#include "runtime/model/optimizer.hpp"
+#include "runtime/train/data.hpp"
+
+namespace longctx::train {
+
+struct TrainerConfig {
+  model::ModelConfig model;
+  model::AdamWConfig adamw;
+  model::LrSchedule lr;
+  double clip_norm = 1.0;  // <= 0: no clipping
+  uint64_t seed = 1;
+  int64_t seq_len = 0;
+};
+
+struct StepStats {
+  double loss = 0;          // mean over the sequence's trained tokens
+  int64_t trained_rows = 0;  // over all ranks
+  double grad_norm = 0;     // before clipping
+  double lr = 0;
+  bool stop = false;        // some rank asked to stop
+};
+
+struct EvalStats {
+  double loss = 0;      // mean over scored targets (answer digits; every token for `file`)
+  double accuracy = 0;  // exact match per answer (next-token accuracy for `file`)
+  int64_t scored = 0;
+};
+
+class Trainer {
+ public:
+  Trainer(TrainerConfig config, comm::Communicator& comm, model::SequenceAttention& attention);
+
+  io::RowRange local_rows() const { return rows_; }
+  // Steps 1-2 of the protocol; leaves the mean-loss gradient in grads(). `stop_here`: this rank's flag.
+  StepStats compute_gradients(const SequenceRows& rows, bool stop_here);
+  // Step 3: clip and update; advances step().
+  void apply_update(StepStats& stats);
+  StepStats train_step(const SequenceRows& rows, bool stop_here);
+
+  EvalStats evaluate(const Dataset& data, int64_t sequences);
+
+  model::Model& model() { return model_; }
+  std::vector<float>& params() { return params_; }
+  std::vector<float>& grads() { return grads_; }
+  model::AdamW& optimizer() { return optimizer_; }
+  int64_t step() const { return step_; }
+  void set_step(int64_t step) { step_ = step; }
+  const TrainerConfig& config() const { return config_; }
+
+ private:
+  TrainerConfig config_;
+  comm::Communicator& comm_;
+  model::Model model_;
+  io::RowRange rows_;
+  std::vector<float> params_, grads_;
+  model::AdamW optimizer_;
+  int64_t step_ = 0;
+};
+
+}  // namespace longctx::train
