@@ -77,6 +77,10 @@ int run(Invocation& invocation) {
             " rows per rank, " + fixed(since(t_read), 2) + " s); schedule " + to_string(params.schedule) +
             (params.causal ? ", causal" : ""));
 
+  // Fault injection for the no-hang test: this rank fails while the others enter the all-gathers.
+  if (const auto fail_rank = process_getenv("LONGCTX_FAULT_INJECT_RANK"); fail_rank && *fail_rank == std::to_string(rank))
+    throw InternalError("injected failure on rank " + *fail_rank + " (LONGCTX_FAULT_INJECT_RANK)");
+
   SequenceParallelAttention attention(world);
   Tensor o, lse, dq, dk, dv;
   attention.forward(params, q, k, v, o, lse);

@@ -69,6 +69,18 @@ bad 3 "rank2.h5" "rank-2 tensors" -- "$LONGCTX" attend --input rank2.h5 --output
 bad 3 "ints.h5" "int32 dtype" -- "$LONGCTX" attend --input ints.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 3 "mismatch.h5.*k" "D mismatch between q and k" -- "$LONGCTX" attend --input mismatch.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 3 "do" "--backward without do" -- "$LONGCTX" attend --input noq.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1 --backward
+# One rank fails while the others wait in collectives: every rank ends (MPI_Abort), fast, with no output.
+rm -f bad.h5
+start=$(date +%s)
+LONGCTX_FAULT_INJECT_RANK=1 "${MPIRUN[@]}" -np 3 -x LONGCTX_FAULT_INJECT_RANK timeout 120 "$LONGCTX" attend --input in.h5 \
+  --output bad.h5 --segment-lengths 4,48 --dilation-rates 1,2 --quiet >"$OUT/stdout" 2>"$OUT/stderr"
+code=$?
+elapsed=$(( $(date +%s) - start ))
+[ "$code" -ne 0 ] && [ "$code" -ne 124 ] && pass "a failing rank ends the job (exit $code)" || fail "failing rank: exit $code"
+[ "$elapsed" -lt 60 ] && pass "no rank left waiting (${elapsed}s)" || fail "job took ${elapsed}s to end"
+expect_in "$OUT/stderr" "injected failure on rank 1" "the failing rank says why"
+[ ! -e bad.h5 ] && pass "no output after a failed rank" || fail "output left after a failed rank"
+
 echo keep >bad.h5
 expect_exit 3 "failed run keeps an existing output" -- "$LONGCTX" attend --input noq.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 [ "$(cat bad.h5)" = keep ] && pass "existing output untouched" || fail "existing output was overwritten"
