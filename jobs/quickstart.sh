@@ -17,8 +17,8 @@ $LONGCTX --version
 echo "[quickstart] 1/3 mpirun -np 2 longctx info"
 longctx_mpirun -np 2 "$LONGCTX" info --quiet
 
-echo "[quickstart] 2/3 mpirun -np 2 longctx attend (N=32768, H=4, D=64, w=2048,8192,32768 r=1,2,8, causal)"
-/usr/bin/python3 "$LONGCTX_ROOT/jobs/demo/make_qkv.py" "$work/qkv.h5" --seq-len 32768
+echo "[quickstart] 2/3 mpirun -np 2 longctx attend (N=32768, H=8, D=64, w=2048,8192,32768 r=1,2,8, causal)"
+/usr/bin/python3 "$LONGCTX_ROOT/jobs/demo/make_qkv.py" "$work/qkv.h5" --seq-len 32768 --heads 8
 schedule=(--segment-lengths 2048,8192,32768 --dilation-rates 1,2,8 --causal --backward)
 longctx_mpirun -np 2 "$LONGCTX" attend --input "$work/qkv.h5" --output "$work/out_p2.h5" "${schedule[@]}" \
   --report "$work/report_p2.json" --quiet

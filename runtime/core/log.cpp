@@ -27,6 +27,7 @@ void info(const std::string& message) {
 void info_all(const std::string& message) { write("info", message); }
 void warn(const std::string& message) { write("warn", message); }
 void warn_once(const std::string& message) {
+  if (process_rank() > 0) return;
   static std::set<std::string> seen;
   {
     std::lock_guard<std::mutex> lock(g_mutex);

@@ -9,7 +9,8 @@ namespace longctx::log {
 void info(const std::string& message);         // rank 0 only, to stderr
 void info_all(const std::string& message);     // every rank, to stderr
 void warn(const std::string& message);         // every rank that calls it
-void warn_once(const std::string& message);    // at most once per distinct message per process
+// A warning every rank would print alike (about the configuration): rank 0 prints it, once per process.
+void warn_once(const std::string& message);
 void error(const std::string& message);
 
 }  // namespace longctx::log
