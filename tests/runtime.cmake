@@ -16,3 +16,4 @@ add_test(NAME cli_ckpt_and_data COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/ckp
 set_tests_properties(cli_ckpt_and_data PROPERTIES TIMEOUT 300 PROCESSORS 2
   ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMP_NUM_THREADS=1")
 longctx_mpi_test(test_trainer SOURCES test_trainer.cpp DEPS longctx_runtime RANKS 1 2 4)
+longctx_cli_test(cli_train train.sh)

@@ -11,6 +11,7 @@ Command bench_attention_command();
 Command ckpt_inspect_command();
 Command ckpt_verify_command();
 Command data_import_command();
+Command train_command();
 
 // Runs `work` on rank 0 only (errors printed there) and returns its exit code on every rank.
 int run_on_rank0(Invocation& invocation, const std::function<int()>& work);

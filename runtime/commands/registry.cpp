@@ -10,6 +10,7 @@ const std::vector<Command>& all_commands() {
       ckpt_inspect_command(),
       ckpt_verify_command(),
       data_import_command(),
+      train_command(),
   };
   return commands;
 }

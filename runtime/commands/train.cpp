@@ -1,0 +1,341 @@
+// `longctx train` (interfaces.md): the sequence-parallel LongNet trainer. Every rank holds N / P rows of
+// the one training sequence; see runtime/train/trainer.hpp for the per-step protocol.
+//
+// Order of a run: validate every option (exit 2 naming the value) and the data (exit 2/3) -> resume from
+// <checkpoint.dir>/latest if there is one (exit 3 on a mismatching checkpoint) -> steps. After each step
+// (numbered from 1): activation dump, log line + log.jsonl (rank 0), eval, checkpoint. SIGUSR1/SIGTERM set a
+// flag; ranks agree on it inside the step's stats all-reduce, finish the step, checkpoint and exit 75.
+#include <omp.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "attention/sequence_parallel.hpp"
+#include "io/activation_dump.hpp"
+#include "io/checkpoint.hpp"
+#include "runtime/commands/attention_options.hpp"
+#include "runtime/commands/commands.hpp"
+#include "runtime/core/log.hpp"
+#include "runtime/train/train_state_io.hpp"
+
+namespace longctx::cli {
+namespace {
+
+volatile std::sig_atomic_t g_stop_requested = 0;
+extern "C" void request_stop(int) { g_stop_requested = 1; }
+
+void declare(po::options_description& d, po::positional_options_description&) {
+  d.add_options()
+      ("model.layers", po::value<int64_t>()->default_value(2), "transformer blocks")
+      ("model.dim", po::value<int64_t>()->default_value(128), "model width")
+      ("model.heads", po::value<int64_t>()->default_value(8), "attention heads (must divide model.dim; keep >= max dilation)")
+      ("model.mlp_hidden", po::value<int64_t>()->default_value(0), "MLP hidden width; 0 means 4 * model.dim")
+      ("model.segment_lengths", po::value<std::string>()->default_value("256,1024,2048"), "dilated branches: segment lengths w")
+      ("model.dilation_rates", po::value<std::string>()->default_value("1,2,4"), "dilated branches: dilation rates r")
+      ("model.vocab", po::value<int64_t>()->default_value(32), "vocabulary size (>= 32 for passkey/associative)")
+      ("model.rope_base", po::value<double>()->default_value(10000.0), "rotary base")
+      ("data.task", po::value<std::string>()->default_value("passkey"), "passkey | associative | file")
+      ("data.path", po::value<std::string>()->default_value(""), "token dataset (data.task=file)")
+      ("data.seq_len", po::value<std::string>()->default_value("8192"), "GLOBAL tokens per sequence (K/M suffixes)")
+      ("data.supervision", po::value<std::string>()->default_value("all"), "all (LM loss on every token) | answer")
+      ("data.key_digits", po::value<int64_t>()->default_value(5), "digits per key/value")
+      ("data.records", po::value<int64_t>()->default_value(16), "associative: key -> value records")
+      ("data.queries", po::value<int64_t>()->default_value(16), "associative: queries at the end")
+      ("data.curriculum_steps", po::value<int64_t>()->default_value(0), "steps over which the key depth grows to the whole sequence")
+      ("data.curriculum_min_span", po::value<int64_t>()->default_value(256), "key depth window at step 0")
+      ("data.filler_period", po::value<int64_t>()->default_value(23), "length of the repeated filler sentence")
+      ("train.steps", po::value<int64_t>()->default_value(100), "total optimizer steps")
+      ("train.lr", po::value<double>()->default_value(1e-3), "peak learning rate")
+      ("train.warmup", po::value<int64_t>()->default_value(20), "linear warm-up steps")
+      ("train.min_lr_ratio", po::value<double>()->default_value(0.1), "cosine floor as a fraction of train.lr")
+      ("train.weight_decay", po::value<double>()->default_value(0.1), "AdamW decoupled weight decay (matrices only)")
+      ("train.beta1", po::value<double>()->default_value(0.9), "AdamW beta1")
+      ("train.beta2", po::value<double>()->default_value(0.95), "AdamW beta2")
+      ("train.clip", po::value<double>()->default_value(1.0), "global gradient-norm clip; 0 disables")
+      ("train.seed", po::value<uint64_t>()->default_value(1), "seed of parameters and data")
+      ("train.threads", po::value<int>()->default_value(0), "OpenMP threads per rank; 0 keeps OMP_NUM_THREADS")
+      ("train.peak_gflops", po::value<double>()->default_value(128.0),
+       "peak fp32 GFLOP/s of ONE rank for MFU (default: one AVX-512 core, 2 FMA x 16 lanes x 2 GHz)")
+      ("checkpoint.dir", po::value<std::string>()->default_value(""), "checkpoint directory (resumes from its latest)")
+      ("checkpoint.every", po::value<int64_t>()->default_value(0), "checkpoint every N steps (0: only at the end / on a signal)")
+      ("checkpoint.keep", po::value<int64_t>()->default_value(3), "committed checkpoints to keep (0 keeps all)")
+      ("log.every", po::value<int64_t>()->default_value(1), "log every N steps")
+      ("log.jsonl", po::value<std::string>()->default_value(""), "append one JSON object per logged step / eval")
+      ("eval.every", po::value<int64_t>()->default_value(0), "evaluate every N steps (0: only at the end)")
+      ("eval.sequences", po::value<int64_t>()->default_value(4), "held-out sequences per evaluation")
+      ("dump.activations", po::value<std::string>()->default_value(""), "HDF5 file for q, k, v, o dumps")
+      ("dump.layers", po::value<std::string>()->default_value("0"), "layers to dump, e.g. 0,1")
+      ("dump.steps", po::value<std::string>()->default_value("1"), "steps (1-based) to dump, e.g. 1,100");
+}
+
+template <class T> T opt(const Invocation& inv, const char* name) { return inv.options[name].as<T>(); }
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw UsageError(message);
+}
+
+struct RunOptions {
+  train::TrainerConfig trainer;
+  train::DataConfig data;
+  int64_t steps = 0;
+  std::string checkpoint_dir, log_jsonl, dump_path;
+  int64_t checkpoint_every = 0, checkpoint_keep = 0, log_every = 1, eval_every = 0, eval_sequences = 0;
+  std::set<int64_t> dump_layers, dump_steps;
+  double peak_gflops = 0;
+};
+
+// Every option checked here, on every rank identically, before any step or file is touched.
+RunOptions validate(const Invocation& inv, int world_size) {
+  RunOptions r;
+  model::ModelConfig& m = r.trainer.model;
+  m.layers = opt<int64_t>(inv, "model.layers");
+  m.dim = opt<int64_t>(inv, "model.dim");
+  m.heads = opt<int64_t>(inv, "model.heads");
+  m.vocab = opt<int64_t>(inv, "model.vocab");
+  m.rope_base = opt<double>(inv, "model.rope_base");
+  require(m.layers >= 1, "model.layers=" + std::to_string(m.layers) + ": must be >= 1");
+  require(m.dim >= 2, "model.dim=" + std::to_string(m.dim) + ": must be >= 2");
+  require(m.heads >= 1, "model.heads=" + std::to_string(m.heads) + ": must be >= 1");
+  require(m.dim % m.heads == 0, "model.heads=" + std::to_string(m.heads) + " does not divide model.dim=" +
+                                    std::to_string(m.dim));
+  require(m.head_dim() % 2 == 0, "model.dim / model.heads = " + std::to_string(m.head_dim()) +
+                                     ": rotary positions need an even head dimension");
+  require(m.vocab >= 2, "model.vocab=" + std::to_string(m.vocab) + ": must be >= 2");
+  m.mlp_hidden = opt<int64_t>(inv, "model.mlp_hidden");
+  require(m.mlp_hidden >= 0, "model.mlp_hidden must be >= 0");
+  if (m.mlp_hidden == 0) m.mlp_hidden = 4 * m.dim;
+  const int64_t n = parse_size("data.seq_len", opt<std::string>(inv, "data.seq_len"));
+  require(n >= 2, "data.seq_len=" + std::to_string(n) + ": must be >= 2");
+  try {
+    m.schedule = make_schedule(parse_size_list("model.segment_lengths", opt<std::string>(inv, "model.segment_lengths")),
+                               parse_size_list("model.dilation_rates", opt<std::string>(inv, "model.dilation_rates")),
+                               false);
+    check_shardable(m.schedule, n, world_size);
+  } catch (const UsageError& e) {
+    throw UsageError(std::string("model.segment_lengths / model.dilation_rates: ") + e.what());
+  }
+  m.causal = true;
+  int64_t max_r = 1;
+  for (const auto& b : m.schedule.branches) max_r = std::max(max_r, b.dilation);
+  if (m.heads < max_r)
+    log::warn("model.heads=" + std::to_string(m.heads) + " < max dilation " + std::to_string(max_r) +
+              ": some residues never see the long branches (see the spec's coverage note)");
+
+  r.trainer.seq_len = n;
+  r.trainer.seed = opt<uint64_t>(inv, "train.seed");
+  r.steps = opt<int64_t>(inv, "train.steps");
+  require(r.steps >= 1, "train.steps=" + std::to_string(r.steps) + ": must be >= 1");
+  r.trainer.lr.peak = opt<double>(inv, "train.lr");
+  require(r.trainer.lr.peak > 0, "train.lr must be > 0");
+  r.trainer.lr.warmup_steps = opt<int64_t>(inv, "train.warmup");
+  require(r.trainer.lr.warmup_steps >= 0, "train.warmup must be >= 0");
+  r.trainer.lr.total_steps = r.steps;
+  r.trainer.lr.min_lr_ratio = opt<double>(inv, "train.min_lr_ratio");
+  require(r.trainer.lr.min_lr_ratio >= 0 && r.trainer.lr.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]");
+  r.trainer.adamw.weight_decay = opt<double>(inv, "train.weight_decay");
+  r.trainer.adamw.beta1 = opt<double>(inv, "train.beta1");
+  r.trainer.adamw.beta2 = opt<double>(inv, "train.beta2");
+  require(r.trainer.adamw.beta1 >= 0 && r.trainer.adamw.beta1 < 1 && r.trainer.adamw.beta2 >= 0 &&
+              r.trainer.adamw.beta2 < 1,
+          "train.beta1 / train.beta2 must be in [0, 1)");
+  r.trainer.clip_norm = opt<double>(inv, "train.clip");
+  const int threads = opt<int>(inv, "train.threads");
+  require(threads >= 0, "train.threads must be >= 0");
+  if (threads > 0) omp_set_num_threads(threads);
+  r.peak_gflops = opt<double>(inv, "train.peak_gflops");
+  require(r.peak_gflops > 0, "train.peak_gflops must be > 0");
+
+  train::DataConfig& d = r.data;
+  d.task = opt<std::string>(inv, "data.task");
+  d.path = opt<std::string>(inv, "data.path");
+  d.seq_len = n;
+  d.seed = r.trainer.seed;
+  d.supervision = opt<std::string>(inv, "data.supervision");
+  d.key_digits = opt<int64_t>(inv, "data.key_digits");
+  d.records = opt<int64_t>(inv, "data.records");
+  d.queries = opt<int64_t>(inv, "data.queries");
+  d.curriculum_steps = opt<int64_t>(inv, "data.curriculum_steps");
+  d.curriculum_min_span = opt<int64_t>(inv, "data.curriculum_min_span");
+  d.filler_period = opt<int64_t>(inv, "data.filler_period");
+  d.vocab = m.vocab;
+
+  r.checkpoint_dir = opt<std::string>(inv, "checkpoint.dir");
+  r.checkpoint_every = opt<int64_t>(inv, "checkpoint.every");
+  r.checkpoint_keep = opt<int64_t>(inv, "checkpoint.keep");
+  require(r.checkpoint_every >= 0, "checkpoint.every must be >= 0");
+  require(r.checkpoint_keep >= 0, "checkpoint.keep must be >= 0");
+  require(r.checkpoint_every == 0 || !r.checkpoint_dir.empty(), "checkpoint.every needs checkpoint.dir");
+  r.log_every = opt<int64_t>(inv, "log.every");
+  require(r.log_every >= 1, "log.every must be >= 1");
+  r.log_jsonl = opt<std::string>(inv, "log.jsonl");
+  r.eval_every = opt<int64_t>(inv, "eval.every");
+  r.eval_sequences = opt<int64_t>(inv, "eval.sequences");
+  require(r.eval_every >= 0, "eval.every must be >= 0");
+  require(r.eval_sequences >= 1, "eval.sequences must be >= 1");
+  r.dump_path = opt<std::string>(inv, "dump.activations");
+  for (int64_t l : parse_size_list("dump.layers", opt<std::string>(inv, "dump.layers"))) {
+    require(l >= 0 && l < m.layers, "dump.layers: layer " + std::to_string(l) + " outside [0, model.layers)");
+    r.dump_layers.insert(l);
+  }
+  for (int64_t s : parse_size_list("dump.steps", opt<std::string>(inv, "dump.steps"))) {
+    require(s >= 1, "dump.steps: step " + std::to_string(s) + " must be >= 1");
+    r.dump_steps.insert(s);
+  }
+  return r;
+}
+
+std::string json_number(double x) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", x);
+  return buf;
+}
+
+// FLOPs of one training step (forward + backward) of the whole job: dense matmuls plus attention pairs.
+double step_flops(const model::ModelConfig& m, int64_t n) {
+  const int64_t pairs = count_pairs(m.schedule, n, m.heads, true, HeadOffsets::paper);
+  const double attention = double(m.layers) * double(flops_forward(pairs, m.head_dim()) +
+                                                     flops_backward(pairs, m.head_dim()));
+  return model::dense_flops_per_token(m) * double(n) + attention;
+}
+
+class JsonLog {
+ public:
+  JsonLog(const std::string& path, bool active) {
+    if (active && !path.empty()) {
+      out_.open(path, std::ios::app);
+      if (!out_) throw UsageError("log.jsonl=" + path + ": cannot open for appending");
+    }
+  }
+  void write(const std::string& line) {
+    if (out_.is_open()) out_ << line << "\n" << std::flush;
+  }
+
+ private:
+  std::ofstream out_;
+};
+
+void dump_layers(io::ActivationDump& dump, model::Model& model, const RunOptions& r, int64_t step,
+                 io::RowRange rows) {
+  const auto& m = model.config();
+  for (int64_t layer : r.dump_layers)
+    for (const char* name : {"q", "k", "v", "o"}) {
+      Tensor block = model.layer_tensor(layer, name);
+      block.reshape({rows.rows(), m.heads, m.head_dim()});
+      dump.write(step, layer, name, {r.trainer.seq_len, m.heads, m.head_dim()}, rows, block);
+    }
+}
+
+int run_train(Invocation& inv) {
+  comm::Communicator& world = inv.process.world();
+  const int P = world.size(), rank = world.rank();
+  const RunOptions r = validate(inv, P);
+  const auto data = train::make_dataset(r.data);
+  const MPI_Comm mpi = P > 1 ? mpi_handle(world) : MPI_COMM_NULL;
+  po::options_description declared;
+  po::positional_options_description unused;
+  declare(declared, unused);
+  const std::string config_text = to_ini(inv, declared);
+
+  model::ShardedAttention attention(world);
+  train::Trainer trainer(r.trainer, world, attention);
+  if (!r.checkpoint_dir.empty())
+    if (const auto latest = io::find_latest_checkpoint(r.checkpoint_dir)) {
+      train::load_checkpoint(trainer, *latest, mpi);
+      log::info("resumed from " + *latest + " at step " + std::to_string(trainer.step()));
+    }
+
+  std::signal(SIGUSR1, request_stop);
+  std::signal(SIGTERM, request_stop);
+  JsonLog jsonl(r.log_jsonl, rank == 0);
+  std::unique_ptr<io::ActivationDump> dump;
+  if (!r.dump_path.empty() && !r.dump_steps.empty() && *r.dump_steps.rbegin() > trainer.step())
+    dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi);
+
+  const double flops = step_flops(r.trainer.model, r.trainer.seq_len);
+  const double peak = r.peak_gflops * 1e9 * P;
+  if (rank == 0) {
+    std::ostringstream head;
+    head << "train: " << r.trainer.model.layers << " layers, dim " << r.trainer.model.dim << ", "
+         << r.trainer.model.heads << " heads, " << trainer.model().layout().total() << " parameters, schedule "
+         << to_string(r.trainer.model.schedule) << ", N = " << r.trainer.seq_len << " over " << P << " ranks ("
+         << trainer.local_rows().rows() << " rows each), " << flops / 1e9 << " GFLOP/step, MFU peak "
+         << r.peak_gflops << " GFLOP/s per rank";
+    log::info(head.str());
+  }
+
+  const auto evaluate = [&](int64_t step) {
+    const train::EvalStats e = trainer.evaluate(*data, r.eval_sequences);
+    if (rank != 0) return;
+    std::printf("eval step %lld  eval_loss %.4f  eval_accuracy %.4f  (%lld scored targets)\n", (long long)step, e.loss,
+                e.accuracy, (long long)e.scored);
+    std::fflush(stdout);
+    jsonl.write("{\"step\": " + std::to_string(step) + ", \"eval_loss\": " + json_number(e.loss) +
+                ", \"eval_accuracy\": " + json_number(e.accuracy) + "}");
+  };
+  const auto checkpoint = [&] {
+    const std::string path = train::save_checkpoint(trainer, r.checkpoint_dir, r.checkpoint_keep, config_text, mpi);
+    log::info("checkpoint " + path);
+  };
+
+  using Clock = std::chrono::steady_clock;
+  const auto run_start = Clock::now();
+  bool stopped = false;
+  int64_t last_eval = -1, last_checkpoint = trainer.step();
+  while (trainer.step() < r.steps) {
+    const auto t0 = Clock::now();
+    const train::SequenceRows rows = data->rows(false, trainer.step(), trainer.local_rows());
+    train::StepStats stats = trainer.compute_gradients(rows, g_stop_requested != 0);
+    trainer.apply_update(stats);
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    const int64_t step = trainer.step();
+    if (dump && r.dump_steps.count(step)) dump_layers(*dump, trainer.model(), r, step, trainer.local_rows());
+    if (rank == 0 && (step % r.log_every == 0 || step == r.steps || stats.stop)) {
+      const double tokens_per_s = double(r.trainer.seq_len) / seconds;
+      const double mfu = flops / seconds / peak;
+      std::printf("step %6lld  loss %.4f  tokens/s %.0f  s/step %.3f  lr %.3e  grad_norm %.3f  MFU %.1f%%\n",
+                  (long long)step, stats.loss, tokens_per_s, seconds, stats.lr, stats.grad_norm, 100 * mfu);
+      std::fflush(stdout);
+      jsonl.write("{\"step\": " + std::to_string(step) + ", \"loss\": " + json_number(stats.loss) +
+                  ", \"tokens_per_s\": " + json_number(tokens_per_s) + ", \"seconds\": " + json_number(seconds) +
+                  ", \"lr\": " + json_number(stats.lr) + ", \"grad_norm\": " + json_number(stats.grad_norm) +
+                  ", \"mfu\": " + json_number(mfu) + ", \"world_size\": " + std::to_string(P) + "}");
+    }
+    if (r.eval_every > 0 && step % r.eval_every == 0) {
+      evaluate(step);
+      last_eval = step;
+    }
+    if (stats.stop) {
+      stopped = true;
+      break;
+    }
+    if (r.checkpoint_every > 0 && step % r.checkpoint_every == 0) {
+      checkpoint();
+      last_checkpoint = step;
+    }
+  }
+  if (dump) dump->close();
+  if (stopped) {
+    if (!r.checkpoint_dir.empty()) checkpoint();
+    log::info("stopped on a signal at step " + std::to_string(trainer.step()) +
+              (r.checkpoint_dir.empty() ? " (no checkpoint.dir: nothing saved)" : "; requeue me"));
+    return static_cast<int>(ExitCode::requeue);
+  }
+  if (last_eval != trainer.step()) evaluate(trainer.step());
+  if (!r.checkpoint_dir.empty() && last_checkpoint != trainer.step()) checkpoint();
+  const double total = std::chrono::duration<double>(Clock::now() - run_start).count();
+  log::info("done: " + std::to_string(trainer.step()) + " steps, " + std::to_string(total) + " s");
+  return 0;
+}
+
+}  // namespace
+
+Command train_command() {
+  return {"train", "train the sequence-parallel LongNet LM (passkey, associative, token file)", "", declare,
+          run_train};
+}
+
+}  // namespace longctx::cli

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# longctx train: bad options exit 2 naming the value before any step; a bad data file / checkpoint exits
+# 3; save + resume reproduces an uninterrupted run's losses exactly (same P), also after SIGUSR1 (exit 75);
+# resume at another P works; activation dumps and log.jsonl fields exist.
+LONGCTX=$1
+source "$(dirname "$0")/lib.sh"
+
+BASE=(--quiet --model.mlp_hidden 64 --model.dilation_rates 1,2,4
+      --data.key_digits 3 --train.warmup 2 --train.lr 3e-3 --eval.sequences 2)
+SMALL=("${BASE[@]}" --model.heads 4 --model.dim 32 --model.segment_lengths 32,128,256 --data.seq_len 256)
+losses() { grep '"loss"' "$1" | sed -E 's/.*"step": ([0-9]+), "loss": ([^,]+),.*/\1 \2/'; }
+
+# ---- validation: exit 2 naming the value, nothing run -----------------------------------------------
+expect_exit 2 "zero layers" -- "$LONGCTX" train "${SMALL[@]}" --model.layers 0
+expect_in "$OUT/stderr" "model.layers=0" "zero layers named"
+expect_exit 2 "heads not dividing dim" -- "$LONGCTX" train "${BASE[@]}" --model.dim 32 --model.segment_lengths 32,128,256 --data.seq_len 256 --model.heads 5
+expect_in "$OUT/stderr" "model.heads=5" "heads named"
+expect_exit 2 "unshardable schedule at P=3" -- "${MPIRUN[@]}" -np 3 "$LONGCTX" train "${BASE[@]}" --model.dim 32 --model.heads 4 \
+  --model.segment_lengths 32,128,256 --data.seq_len 255
+expect_in "$OUT/stderr" "segment" "schedule error names the segment length"
+expect_exit 2 "unknown task" -- "$LONGCTX" train "${SMALL[@]}" --data.task poetry
+expect_in "$OUT/stderr" "data.task=poetry" "task named"
+expect_exit 2 "dump layer out of range" -- "$LONGCTX" train "${SMALL[@]}" --dump.activations "$OUT/a.h5" --dump.layers 7
+[ ! -e "$OUT/a.h5" ] && pass "nothing written on a usage error" || fail "dump written despite usage error"
+echo "not a token file" >"$OUT/text.h5"
+expect_exit 3 "data.path not a token file" -- "$LONGCTX" train "${SMALL[@]}" --data.task file --data.path "$OUT/text.h5" --model.vocab 256
+expect_in "$OUT/stderr" "text.h5" "bad data file named"
+
+# ---- uninterrupted reference: 6 steps at P=2 ---------------------------------------------------------
+expect_exit 0 "uninterrupted run" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" --train.steps 6 \
+  --log.jsonl "$OUT/a.jsonl" --eval.every 3 --dump.activations "$OUT/acts.h5" --dump.layers 0,1 --dump.steps 2
+expect_in "$OUT/stdout" "^step +6 .*tokens/s .*MFU" "per-step log line"
+expect_in "$OUT/a.jsonl" '"tokens_per_s"' "jsonl has tokens_per_s"
+expect_in "$OUT/a.jsonl" '"eval_accuracy"' "jsonl has eval_accuracy"
+[ "$(losses "$OUT/a.jsonl" | wc -l)" -eq 6 ] && pass "six logged steps" || fail "wanted 6 logged steps"
+if python3 -c "import h5py" 2>/dev/null; then
+  python3 - "$OUT/acts.h5" <<'PY' && pass "dump has global [N,H,D] q/k/v/o" || fail "dump layout"
+import sys, h5py
+f = h5py.File(sys.argv[1], "r")
+for l in (0, 1):
+    for n in "qkvo":
+        assert f[f"step_2/layer_{l}/{n}"].shape == (256, 4, 8), f[f"step_2/layer_{l}/{n}"].shape
+PY
+else
+  [ -s "$OUT/acts.h5" ] && pass "dump file written" || fail "no dump file"
+fi
+
+# ---- save at 3, resume to 6 at the same P: identical losses -------------------------------------------
+expect_exit 0 "run with checkpoints" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" --train.steps 6 \
+  --checkpoint.dir "$OUT/ck" --checkpoint.every 3 --checkpoint.keep 0 --log.jsonl "$OUT/b.jsonl"
+[ -f "$OUT/ck/step_00000003.h5" ] && [ -f "$OUT/ck/step_00000006.h5" ] && pass "checkpoints 3 and 6 committed" \
+  || fail "missing checkpoints"
+rm "$OUT/ck/step_00000006.h5"; printf 'step_00000003.h5\n' >"$OUT/ck/latest"
+expect_exit 0 "resume from step 3" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" --train.steps 6 \
+  --checkpoint.dir "$OUT/ck" --log.jsonl "$OUT/c.jsonl"
+expect_in "$OUT/stderr" "resumed from .*step_00000003.h5" "says where it resumed"
+if diff <(losses "$OUT/a.jsonl" | tail -3) <(losses "$OUT/c.jsonl") >/dev/null; then pass "resumed losses identical"
+else fail "resumed losses differ"; paste <(losses "$OUT/a.jsonl" | tail -3) <(losses "$OUT/c.jsonl"); fi
+
+# ---- resume at another P (1 rank): runs, losses close but not bitwise ---------------------------------
+rm "$OUT/ck/step_00000006.h5"; printf 'step_00000003.h5\n' >"$OUT/ck/latest"
+expect_exit 0 "resume at P=1" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 6 --checkpoint.dir "$OUT/ck" \
+  --log.jsonl "$OUT/d.jsonl"
+python3 - <(losses "$OUT/a.jsonl" | tail -3) <(losses "$OUT/d.jsonl") <<'PY' && pass "P=1 resume close to P=2" || fail "P=1 resume diverged"
+import sys
+a = [float(l.split()[1]) for l in open(sys.argv[1])]
+b = [float(l.split()[1]) for l in open(sys.argv[2])]
+assert len(a) == len(b) == 3 and all(abs(x - y) < 1e-3 for x, y in zip(a, b)), (a, b)
+PY
+
+# ---- a checkpoint of another model shape is refused (exit 3) --------------------------------------------
+expect_exit 3 "checkpoint of another shape" -- "$LONGCTX" train "${BASE[@]}" --model.heads 4 --model.dim 64 --model.segment_lengths 32,128,256 --data.seq_len 256 --train.steps 9 \
+  --checkpoint.dir "$OUT/ck"
+expect_in "$OUT/stderr" "step_0000000" "mismatching checkpoint named"
+
+# ---- SIGUSR1: finish the step, checkpoint, exit 75; resuming gives the uninterrupted losses ----------
+LONG=("${BASE[@]}" --model.heads 4 --model.dim 32 --train.steps 40 --data.seq_len 1024 --model.segment_lengths 32,128,1024)
+expect_exit 0 "long uninterrupted run" -- "$LONGCTX" train "${LONG[@]}" --log.jsonl "$OUT/e.jsonl"
+"$LONGCTX" train "${LONG[@]}" --checkpoint.dir "$OUT/sig" --log.jsonl "$OUT/f.jsonl" \
+  >"$OUT/sig.out" 2>"$OUT/sig.err" &
+pid=$!
+for _ in $(seq 200); do grep -q '"step": 3,' "$OUT/f.jsonl" 2>/dev/null && break; sleep 0.05; done
+kill -USR1 $pid
+wait $pid; code=$?
+[ "$code" -eq 75 ] && pass "SIGUSR1 -> exit 75" || { fail "SIGUSR1 gave exit $code"; cat "$OUT/sig.err"; }
+[ -f "$OUT/sig/latest" ] && pass "checkpoint committed on the signal" || fail "no checkpoint after the signal"
+expect_exit 0 "resume after the signal" -- "$LONGCTX" train "${LONG[@]}" --checkpoint.dir "$OUT/sig" \
+  --log.jsonl "$OUT/f.jsonl"
+if [ "$(losses "$OUT/e.jsonl" | wc -l)" -eq 40 ] && diff <(losses "$OUT/e.jsonl") <(losses "$OUT/f.jsonl") >/dev/null; then pass "interrupted + resumed = uninterrupted"
+else fail "losses differ after signal + resume"; diff <(losses "$OUT/e.jsonl") <(losses "$OUT/f.jsonl") | head; fi
+
+finish
