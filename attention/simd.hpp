@@ -1,4 +1,4 @@
-// Portable SIMD for the tile kernels: GCC/Clang vector extensions, as wide as the target allows
+// Portable SIMD for the tile kernels: GCC vector extensions, as wide as the target allows
 // (AVX-512: 16 floats, AVX/AVX2: 8, otherwise 4). One code path; the compiler lowers it to the target.
 // Internal to attention/.
 #pragma once
@@ -6,18 +6,16 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <utility>
 
 namespace longctx::simd {
 
 #if defined(__AVX512F__)
 constexpr int kLanes = 16;
-constexpr int kRegisters = 32;
 #elif defined(__AVX__)
 constexpr int kLanes = 8;
-constexpr int kRegisters = 16;
 #else
 constexpr int kLanes = 4;
-constexpr int kRegisters = 16;
 #endif
 
 typedef float vfloat __attribute__((vector_size(kLanes * sizeof(float))));
@@ -29,24 +27,36 @@ inline vfloat load(const float* p) {
   return v;
 }
 inline void store(float* p, vfloat v) { std::memcpy(p, &v, sizeof v); }
-inline vfloat splat(float x) { return vfloat{} + x; }
-inline vint splat_int(int32_t x) { return vint{} + x; }
+// {x, x, ...}: a plain broadcast (vfloat{} + x would add 0.0f first, which is not a no-op for -0.0f).
+template <size_t... I>
+inline vfloat splat_lanes(float x, std::index_sequence<I...>) {
+  return vfloat{((void)I, x)...};
+}
+template <size_t... I>
+inline vint splat_lanes(int32_t x, std::index_sequence<I...>) {
+  return vint{((void)I, x)...};
+}
+inline vfloat splat(float x) { return splat_lanes(x, std::make_index_sequence<kLanes>{}); }
+inline vint splat_int(int32_t x) { return splat_lanes(x, std::make_index_sequence<kLanes>{}); }
 inline vfloat vmax(vfloat a, vfloat b) { return a > b ? a : b; }
 
-inline float reduce_max(vfloat v) {
-  float m = v[0];
-  for (int i = 1; i < kLanes; ++i) m = v[i] > m ? v[i] : m;
-  return m;
-}
-inline float reduce_sum(vfloat v) {
-  float s = 0;
-  for (int i = 0; i < kLanes; ++i) s += v[i];
-  return s;
-}
 inline vint lane_index() {
   vint v;
   for (int i = 0; i < kLanes; ++i) v[i] = i;
   return v;
+}
+
+// Tree reductions: log2(kLanes) full-width steps, each combining the vector with its lanes swapped in
+// pairs of halves (lane i with lane i ^ half).
+inline float reduce_max(vfloat v) {
+  const vint lanes = lane_index();
+  for (int half = kLanes / 2; half > 0; half /= 2) v = vmax(v, __builtin_shuffle(v, lanes ^ half));
+  return v[0];
+}
+inline float reduce_sum(vfloat v) {
+  const vint lanes = lane_index();
+  for (int half = kLanes / 2; half > 0; half /= 2) v += __builtin_shuffle(v, lanes ^ half);
+  return v[0];
 }
 
 // 2^x, relative error ~2e-7 on [-126, 127]; exactly 0 for x <= -126.5 (and for -inf).

@@ -1,0 +1,65 @@
+#!/usr/bin/python3
+"""The machine's single-precision GEMM rate, the yardstick of issue 3's attention targets.
+
+    /usr/bin/python3 jobs/bench/sgemm_rate.py [--size 4096] [--iters 10]
+
+Times numpy's float32 matmul on square matrices and prints GFLOP/s = 2 n^3 / seconds, best and median.
+numpy must use an optimised BLAS: on Debian, `apt-get install libopenblas0-pthread` (it replaces the
+reference BLAS through update-alternatives). OpenBLAS uses every core unless OPENBLAS_NUM_THREADS says
+otherwise.
+
+Under a hypervisor OpenBLAS 0.3.21 can misread the CPU model (here it falls back to "Prescott", SSE3, and
+runs ~6x slower). Unless OPENBLAS_CORETYPE is set, this script sets it from the CPU's flags (AVX-512:
+SkylakeX, AVX2: Haswell), so the figure is the machine's rate, not the misdetection's.
+"""
+import argparse
+import os
+import time
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+if "OPENBLAS_CORETYPE" not in os.environ:
+    flags = cpu_flags()
+    if "avx512f" in flags:
+        os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+    elif "avx2" in flags:
+        os.environ["OPENBLAS_CORETYPE"] = "Haswell"
+
+import numpy as np  # noqa: E402  (after OPENBLAS_CORETYPE is set)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--iters", type=int, default=10)
+    args = parser.parse_args()
+    n = args.size
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    c = np.empty((n, n), dtype=np.float32)
+    np.matmul(a, b, out=c)  # warm-up
+    seconds = []
+    for _ in range(args.iters):
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=c)
+        seconds.append(time.perf_counter() - t0)
+    seconds.sort()
+    flops = 2.0 * n ** 3
+    best, median = seconds[0], seconds[len(seconds) // 2]
+    print(f"sgemm n={n} OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(auto)')}: best {best:.4f} s ({flops / best * 1e-9:.1f} GFLOP/s), "
+          f"median {median:.4f} s ({flops / median * 1e-9:.1f} GFLOP/s)")
+
+
+if __name__ == "__main__":
+    main()
