@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <limits>
 #include <sstream>
 #include <vector>
@@ -164,6 +165,68 @@ struct Exchange {
   double seconds = 0;  // start -> seen complete
 };
 
+// The spanning branches' all-gathers of one forward or backward call, in branch order. begin(i) packs
+// this rank's rows and starts exchange i; progress(i) lets MPI move it along (Open MPI has no progress
+// thread); finish(i) waits for it. Times go into `stats`: comm_seconds from start to seen complete,
+// comm_wait_seconds for the part spent blocked in finish().
+class ExchangePipeline {
+ public:
+  ExchangePipeline(const Schedule& spanning, const AttentionDims& dims, int64_t global_len, comm::Communicator& comm,
+                   HeadOffsets offsets, std::function<comm::Communicator&(int)> group_for, SequenceParallelStats& stats)
+      : group_for_(std::move(group_for)), stats_(stats), rows_per_rank_(dims.seq_len), global_len_(global_len) {
+    for (const Branch& branch : spanning.branches) {
+      auto exchange = std::make_unique<Exchange>();
+      exchange->plan = plan_span(branch, dims, global_len, comm.rank(), comm.size(), offsets);
+      exchanges_.push_back(std::move(exchange));
+    }
+  }
+
+  size_t size() const { return exchanges_.size(); }
+  Exchange& operator[](size_t i) { return *exchanges_[i]; }
+  comm::Communicator& group(const SpanPlan& plan) {
+    return group_for_(static_cast<int>(effective_segment_length(plan.branch, global_len_) / rows_per_rank_));
+  }
+
+  void begin(size_t i, const Tensor& k, const Tensor& v) {
+    if (i >= exchanges_.size()) return;
+    Exchange& ex = *exchanges_[i];
+    pack_own(ex.plan, k, v, ex.send);
+    size_t total = 0;
+    for (size_t c : ex.plan.counts) total += c;
+    ex.gathered.resize(total);
+    ex.started = Clock::now();
+    ex.request = group(ex.plan).iall_gatherv(Span<const float>(ex.send), Span<float>(ex.gathered), ex.plan.counts);
+  }
+
+  void progress(size_t i) {
+    if (i >= exchanges_.size() || exchanges_[i]->done) return;
+    if (exchanges_[i]->request.test()) complete(*exchanges_[i]);
+  }
+
+  Exchange& finish(size_t i) {
+    Exchange& ex = *exchanges_[i];
+    if (!ex.done) {
+      const auto wait_start = Clock::now();
+      ex.request.wait();
+      stats_.comm_wait_seconds += since(wait_start);
+      complete(ex);
+    }
+    stats_.comm_seconds += ex.seconds;
+    return ex;
+  }
+
+ private:
+  static void complete(Exchange& ex) {
+    ex.done = true;
+    ex.seconds = since(ex.started);
+  }
+
+  std::vector<std::unique_ptr<Exchange>> exchanges_;
+  std::function<comm::Communicator&(int)> group_for_;
+  SequenceParallelStats& stats_;
+  int64_t rows_per_rank_, global_len_;
+};
+
 void stride_gather(const float* tensor, int64_t first_index, int64_t stride, int64_t count, int64_t D, float* out) {
   for (int64_t t = 0; t < count; ++t)
     std::copy(tensor + first_index + t * stride, tensor + first_index + t * stride + D, out + t * D);
@@ -231,43 +294,10 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
   const Split split = split_schedule(params.schedule, global_len, dims.seq_len);
   forward_stats_ = {};
 
-  std::vector<std::unique_ptr<Exchange>> exchanges;
-  for (const Branch& branch : split.spanning.branches) {
-    auto exchange = std::make_unique<Exchange>();
-    exchange->plan = plan_span(branch, dims, global_len, comm_.rank(), comm_.size(), params.offsets);
-    exchanges.push_back(std::move(exchange));
-  }
-  auto begin_exchange = [&](size_t i) {
-    if (i >= exchanges.size()) return;
-    Exchange& ex = *exchanges[i];
-    pack_own(ex.plan, k, v, ex.send);
-    size_t total = 0;
-    for (size_t c : ex.plan.counts) total += c;
-    ex.gathered.resize(total);
-    ex.started = Clock::now();
-    comm::Communicator& group = group_for(static_cast<int>(effective_segment_length(ex.plan.branch, global_len) / dims.seq_len));
-    ex.request = group.iall_gatherv(Span<const float>(ex.send), Span<float>(ex.gathered), ex.plan.counts);
-  };
-  auto progress = [&](size_t i) {
-    if (i >= exchanges.size() || exchanges[i]->done) return;
-    if (exchanges[i]->request.test()) {
-      exchanges[i]->done = true;
-      exchanges[i]->seconds = since(exchanges[i]->started);
-    }
-  };
-  auto finish_exchange = [&](size_t i) {
-    Exchange& ex = *exchanges[i];
-    if (!ex.done) {
-      const auto wait_start = Clock::now();
-      ex.request.wait();
-      forward_stats_.comm_wait_seconds += since(wait_start);
-      ex.done = true;
-      ex.seconds = since(ex.started);
-    }
-    forward_stats_.comm_seconds += ex.seconds;
-  };
-
-  begin_exchange(0);
+  ExchangePipeline exchanges(split.spanning, dims, global_len, comm_, params.offsets,
+                             [this](int group_size) -> comm::Communicator& { return group_for(group_size); },
+                             forward_stats_);
+  exchanges.begin(0, k, v);
   if (!split.local.branches.empty()) {
     AttentionParams local = params;
     local.schedule = split.local;
@@ -278,14 +308,13 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
     o.fill(0.0f);
     lse.fill(-std::numeric_limits<float>::infinity());
   }
-  progress(0);
+  exchanges.progress(0);
 
   const int64_t D = dims.head_dim;
   const float scale = static_cast<float>(resolved_scale(params, D));
   for (size_t i = 0; i < exchanges.size(); ++i) {
-    begin_exchange(i + 1);
-    finish_exchange(i);
-    Exchange& ex = *exchanges[i];
+    exchanges.begin(i + 1, k, v);
+    Exchange& ex = exchanges.finish(i);
     const SpanPlan& plan = ex.plan;
     std::vector<float> k_tiles(static_cast<size_t>(tiles_size(plan))), v_tiles(k_tiles.size());
     reorder(plan, ex.gathered, k_tiles, v_tiles, true);
@@ -332,7 +361,7 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
           }
         }
       }
-      progress(i + 1);
+      exchanges.progress(i + 1);
     }
   }
   const comm::Counters& after = comm_.counters();
@@ -359,34 +388,10 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
   const Split split = split_schedule(params.schedule, global_len, dims.seq_len);
   backward_stats_ = {};
 
-  std::vector<std::unique_ptr<Exchange>> exchanges;
-  for (const Branch& branch : split.spanning.branches) {
-    auto exchange = std::make_unique<Exchange>();
-    exchange->plan = plan_span(branch, dims, global_len, comm_.rank(), comm_.size(), params.offsets);
-    exchanges.push_back(std::move(exchange));
-  }
-  auto group_of = [&](const SpanPlan& plan) -> comm::Communicator& {
-    return group_for(static_cast<int>(effective_segment_length(plan.branch, global_len) / dims.seq_len));
-  };
-  auto begin_exchange = [&](size_t i) {
-    if (i >= exchanges.size()) return;
-    Exchange& ex = *exchanges[i];
-    pack_own(ex.plan, k, v, ex.send);
-    size_t total = 0;
-    for (size_t c : ex.plan.counts) total += c;
-    ex.gathered.resize(total);
-    ex.started = Clock::now();
-    ex.request = group_of(ex.plan).iall_gatherv(Span<const float>(ex.send), Span<float>(ex.gathered), ex.plan.counts);
-  };
-  auto progress = [&](size_t i) {
-    if (i >= exchanges.size() || exchanges[i]->done) return;
-    if (exchanges[i]->request.test()) {
-      exchanges[i]->done = true;
-      exchanges[i]->seconds = since(exchanges[i]->started);
-    }
-  };
-
-  begin_exchange(0);
+  ExchangePipeline exchanges(split.spanning, dims, global_len, comm_, params.offsets,
+                             [this](int group_size) -> comm::Communicator& { return group_for(group_size); },
+                             backward_stats_);
+  exchanges.begin(0, k, v);
   if (!split.local.branches.empty()) {
     AttentionParams local = params;
     local.schedule = split.local;
@@ -397,12 +402,12 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
       t->fill(0.0f);
     }
   }
-  progress(0);
+  exchanges.progress(0);
 
   const int64_t D = dims.head_dim;
   const float scale = static_cast<float>(resolved_scale(params, D));
   Tensor delta;
-  if (!exchanges.empty()) {
+  if (exchanges.size() > 0) {
     delta = Tensor(lse.shape());
     const int64_t rows_total = delta.size();
 #pragma omp parallel for schedule(static)
@@ -414,15 +419,8 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
   }
 
   for (size_t i = 0; i < exchanges.size(); ++i) {
-    begin_exchange(i + 1);
-    Exchange& ex = *exchanges[i];
-    if (!ex.done) {
-      const auto wait_start = Clock::now();
-      ex.request.wait();
-      backward_stats_.comm_wait_seconds += since(wait_start);
-      ex.seconds = since(ex.started);
-    }
-    backward_stats_.comm_seconds += ex.seconds;
+    exchanges.begin(i + 1, k, v);
+    Exchange& ex = exchanges.finish(i);
     const SpanPlan& plan = ex.plan;
     std::vector<float> k_tiles(static_cast<size_t>(tiles_size(plan))), v_tiles(k_tiles.size());
     std::vector<float> dk_tiles(k_tiles.size(), 0.0f), dv_tiles(k_tiles.size(), 0.0f);
@@ -475,12 +473,15 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
         }
       }
     }
-    progress(i + 1);
+    exchanges.progress(i + 1);
 
     // dK / dV of every gathered row back to its owner, summed over the group's queries.
     reorder(plan, ex.gathered, dk_tiles, dv_tiles, false);
     std::vector<float> mine(plan.counts[static_cast<size_t>(plan.me)]);
-    group_of(plan).reduce_scatter(Span<const float>(ex.gathered), Span<float>(mine), plan.counts);
+    const auto reduce_start = Clock::now();
+    exchanges.group(plan).reduce_scatter(Span<const float>(ex.gathered), Span<float>(mine), plan.counts);
+    backward_stats_.comm_seconds += since(reduce_start);  // blocking: all of it is exposed
+    backward_stats_.comm_wait_seconds += since(reduce_start);
     const size_t half = mine.size() / 2;
     for (int64_t b = 0; b < plan.batch; ++b)
       for (int64_t h = 0; h < plan.heads; ++h) {
