@@ -25,6 +25,7 @@ TrainerConfig small_config() {
   c.model.heads = 4;
   c.model.vocab = 32;
   c.model.mlp_hidden = 32;
+  c.model.prev_token_embedding = true;  // exercises the previous-token hand-over at shard edges
   // Local (16), spanning two ranks at P = 4 (64) and spanning all (128).
   c.model.schedule = make_schedule({16, 64, 128}, {1, 2, 4}, false);
   c.seq_len = 128;
@@ -59,7 +60,7 @@ TEST(Trainer, ShardedGradientEqualsWholeSequenceGradient) {
   model::init_parameters(config.model, whole.layout(), config.seed, params.data());
   const SequenceRows all = data->rows(false, 0, {0, config.seq_len});
   const auto ref = whole.forward(params.data(), all.tokens.data(), all.targets.data(), config.seq_len, 0, true,
-                                 1.0f / float(config.seq_len));
+                                 1.0f / float(config.seq_len), all.previous);
   std::vector<float> grads(params.size(), 0.0f);
   whole.backward(params.data(), grads.data());
 

@@ -37,12 +37,18 @@ void declare(po::options_description& d, po::positional_options_description&) {
       ("model.segment_lengths", po::value<std::string>()->default_value("256,1024,2048"), "dilated branches: segment lengths w")
       ("model.dilation_rates", po::value<std::string>()->default_value("1,2,4"), "dilated branches: dilation rates r")
       ("model.vocab", po::value<int64_t>()->default_value(32), "vocabulary size (>= 32 for passkey/associative)")
+      ("model.prev_token_embedding", po::value<bool>()->default_value(false),
+       "add an embedding of each row's previous token (token shift; helps content-based copying)")
+      ("model.init_std", po::value<double>()->default_value(0.02), "normal std of initial weights")
+      ("model.rope_dims", po::value<int64_t>()->default_value(0),
+       "dims of each head that rotate (even); the rest match content at any distance; 0 = all")
       ("model.rope_base", po::value<double>()->default_value(10000.0), "rotary base")
       ("data.task", po::value<std::string>()->default_value("passkey"), "passkey | associative | file")
       ("data.path", po::value<std::string>()->default_value(""), "token dataset (data.task=file)")
       ("data.seq_len", po::value<std::string>()->default_value("8192"), "GLOBAL tokens per sequence (K/M suffixes)")
       ("data.supervision", po::value<std::string>()->default_value("all"), "all (LM loss on every token) | answer")
       ("data.key_digits", po::value<int64_t>()->default_value(5), "digits per key/value")
+      ("data.key_repeats", po::value<int64_t>()->default_value(1), "passkey: consecutive copies of the record")
       ("data.records", po::value<int64_t>()->default_value(16), "associative: key -> value records")
       ("data.queries", po::value<int64_t>()->default_value(16), "associative: queries at the end")
       ("data.curriculum_steps", po::value<int64_t>()->default_value(0), "steps over which the key depth grows to the whole sequence")
@@ -97,6 +103,13 @@ RunOptions validate(const Invocation& inv, int world_size) {
   m.heads = opt<int64_t>(inv, "model.heads");
   m.vocab = opt<int64_t>(inv, "model.vocab");
   m.rope_base = opt<double>(inv, "model.rope_base");
+  m.init_std = opt<double>(inv, "model.init_std");
+  m.rope_dims = opt<int64_t>(inv, "model.rope_dims");
+  require(m.rope_dims >= 0 && m.rope_dims % 2 == 0 && m.rope_dims <= m.head_dim(),
+          "model.rope_dims=" + std::to_string(m.rope_dims) + ": must be even and <= the head dim " +
+              std::to_string(m.head_dim()));
+  require(m.init_std > 0, "model.init_std must be > 0");
+  m.prev_token_embedding = opt<bool>(inv, "model.prev_token_embedding");
   require(m.layers >= 1, "model.layers=" + std::to_string(m.layers) + ": must be >= 1");
   require(m.dim >= 2, "model.dim=" + std::to_string(m.dim) + ": must be >= 2");
   require(m.heads >= 1, "model.heads=" + std::to_string(m.heads) + ": must be >= 1");
@@ -156,6 +169,7 @@ RunOptions validate(const Invocation& inv, int world_size) {
   d.seed = r.trainer.seed;
   d.supervision = opt<std::string>(inv, "data.supervision");
   d.key_digits = opt<int64_t>(inv, "data.key_digits");
+  d.key_repeats = opt<int64_t>(inv, "data.key_repeats");
   d.records = opt<int64_t>(inv, "data.records");
   d.queries = opt<int64_t>(inv, "data.queries");
   d.curriculum_steps = opt<int64_t>(inv, "data.curriculum_steps");

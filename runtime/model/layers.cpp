@@ -91,10 +91,11 @@ void gelu_backward(const float* u, const float* dg, int64_t n, float* du) {
 }
 
 void rotary_apply(float* x, int64_t rows, int64_t heads, int64_t head_dim, int64_t first_position, double base,
-                  bool inverse) {
-  const int64_t pairs = head_dim / 2;
+                  bool inverse, int64_t rotary_dims) {
+  const int64_t rotated = rotary_dims < 0 ? head_dim : rotary_dims;
+  const int64_t pairs = rotated / 2;
   std::vector<double> inv_freq(static_cast<size_t>(pairs));
-  for (int64_t i = 0; i < pairs; ++i) inv_freq[size_t(i)] = std::pow(base, -2.0 * double(i) / double(head_dim));
+  for (int64_t i = 0; i < pairs; ++i) inv_freq[size_t(i)] = std::pow(base, -2.0 * double(i) / double(rotated));
   const double sign = inverse ? -1.0 : 1.0;
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < rows; ++t) {

@@ -20,9 +20,11 @@ void gelu_backward(const float* u, const float* dg, int64_t n, float* du);
 
 // Rotary position embedding in place on x [rows, heads, head_dim] (head_dim even): pair (2i, 2i+1) of
 // row t is rotated by angle (first_position + t) * base^(-2i / head_dim). `inverse` rotates by minus the
-// angle, which is the backward of the forward rotation (rotations are orthogonal).
+// angle, which is the backward of the forward rotation (rotations are orthogonal). Only the first
+// `rotary_dims` dims of each head rotate (frequencies base^(-2i / rotary_dims)); -1 means all. The rest
+// carry content only, so they can match tokens at any distance.
 void rotary_apply(float* x, int64_t rows, int64_t heads, int64_t head_dim, int64_t first_position, double base,
-                  bool inverse);
+                  bool inverse, int64_t rotary_dims = -1);
 
 // b[j] += sum_rows dy[row, j]
 void column_sum_accumulate(const float* dy, int64_t rows, int64_t cols, float* b);

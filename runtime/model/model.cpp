@@ -30,6 +30,7 @@ void ensure(Tensor& t, const Shape& shape) {
 ParameterLayout make_layout(const ModelConfig& c) {
   ParameterLayout layout;
   layout.add("embedding", {c.vocab, c.dim}, true);
+  if (c.prev_token_embedding) layout.add("prev_embedding", {c.vocab, c.dim}, true);
   for (int64_t l = 0; l < c.layers; ++l) {
     const std::string prefix = "layer" + std::to_string(l) + "/";
     layout.add(prefix + "ln1_gain", {c.dim}, false);
@@ -65,7 +66,7 @@ void init_parameters(const ModelConfig& c, const ParameterLayout& layout, uint64
     if (ends_with("_gain")) {
       for (int64_t i = 0; i < view.count; ++i) p[i] = 1.0f;
     } else if (view.decay) {
-      const double std = 0.02 * ((ends_with("/wo") || ends_with("/w2")) ? residual_scale : 1.0);
+      const double std = c.init_std * ((ends_with("/wo") || ends_with("/w2")) ? residual_scale : 1.0);
       for (int64_t i = 0; i < view.count; ++i) p[i] = static_cast<float>(std * normal(rng));
     }
   }
@@ -79,12 +80,15 @@ double dense_flops_per_token(const ModelConfig& c) {
 Model::Model(ModelConfig config, SequenceAttention& attention)
     : config_(std::move(config)), attention_(attention), layout_(make_layout(config_)) {
   if (config_.layers < 1 || config_.dim < 1 || config_.heads < 1 || config_.dim % config_.heads != 0 ||
-      config_.head_dim() % 2 != 0)
-    throw UsageError("model: need layers >= 1 and dim divisible by heads into an even head dim");
+      config_.head_dim() % 2 != 0 || config_.rope_dims < 0 || config_.rope_dims % 2 != 0 ||
+      config_.rope_dims > config_.head_dim())
+    throw UsageError("model: need layers >= 1, dim divisible by heads into an even head dim, and even rope dims <= head dim");
   attention_params_.schedule = config_.schedule;
   attention_params_.causal = config_.causal;
   cache_.resize(static_cast<size_t>(config_.layers));
 }
+
+int64_t Model::rope_dims() const { return config_.rope_dims > 0 ? config_.rope_dims : config_.head_dim(); }
 
 std::string Model::layer_name(int64_t layer, const char* what) const {
   return "layer" + std::to_string(layer) + "/" + what;
@@ -102,12 +106,14 @@ const Tensor& Model::layer_tensor(int64_t layer, const std::string& name) const 
 }
 
 CrossEntropyStats Model::forward(const float* params, const int32_t* tokens, const int32_t* targets, int64_t rows,
-                                 int64_t first_position, bool for_backward, float loss_scale) {
+                                 int64_t first_position, bool for_backward, float loss_scale,
+                                 int32_t previous_token) {
   const int64_t dim = config_.dim, heads = config_.heads, hd = config_.head_dim(), hidden = config_.mlp_hidden;
   const int64_t vocab = config_.vocab;
   rows_ = rows;
   first_position_ = first_position;
   tokens_.assign(tokens, tokens + rows);
+  previous_token_ = previous_token;
   const float* embedding = p(params, "embedding");
 
   Tensor x({rows, dim});
@@ -115,6 +121,15 @@ CrossEntropyStats Model::forward(const float* params, const int32_t* tokens, con
     const int32_t tok = tokens[t];
     if (tok < 0 || tok >= vocab) throw InputError("token " + std::to_string(tok) + " outside model.vocab");
     std::memcpy(x.data() + t * dim, embedding + int64_t(tok) * dim, sizeof(float) * size_t(dim));
+  }
+  if (config_.prev_token_embedding) {
+    const float* prev = p(params, "prev_embedding");
+    for (int64_t t = 0; t < rows; ++t) {
+      const int32_t before = t > 0 ? tokens[t - 1] : previous_token;
+      if (before < 0) continue;
+      if (before >= vocab) throw InputError("token " + std::to_string(before) + " outside model.vocab");
+      for (int64_t j = 0; j < dim; ++j) x[t * dim + j] += prev[int64_t(before) * dim + j];
+    }
   }
   for (int64_t l = 0; l < config_.layers; ++l) {
     LayerCache& c = cache_[size_t(l)];
@@ -131,8 +146,8 @@ CrossEntropyStats Model::forward(const float* params, const int32_t* tokens, con
     linear(c.h1.data(), p(params, layer_name(l, "wq")), rows, dim, dim, c.q.data(), false);
     linear(c.h1.data(), p(params, layer_name(l, "wk")), rows, dim, dim, c.k.data(), false);
     linear(c.h1.data(), p(params, layer_name(l, "wv")), rows, dim, dim, c.v.data(), false);
-    rotary_apply(c.q.data(), rows, heads, hd, first_position, config_.rope_base, false);
-    rotary_apply(c.k.data(), rows, heads, hd, first_position, config_.rope_base, false);
+    rotary_apply(c.q.data(), rows, heads, hd, first_position, config_.rope_base, false, rope_dims());
+    rotary_apply(c.k.data(), rows, heads, hd, first_position, config_.rope_base, false, rope_dims());
     attention_.forward(attention_params_, c.q, c.k, c.v, c.o, c.lse);
     linear(c.o.data(), p(params, layer_name(l, "wo")), rows, dim, dim, x.data(), true);
     c.x_mid = x;
@@ -199,8 +214,8 @@ void Model::backward(const float* params, float* grads) {
     linear_backward(c.o.data(), p(params, layer_name(l, "wo")), dx.data(), rows, dim, dim, dout.data(), false,
                     p(grads, layer_name(l, "wo")));
     attention_.backward(attention_params_, c.q, c.k, c.v, c.o, c.lse, dout, dq, dk, dv);
-    rotary_apply(dq.data(), rows, heads, hd, first_position_, config_.rope_base, true);
-    rotary_apply(dk.data(), rows, heads, hd, first_position_, config_.rope_base, true);
+    rotary_apply(dq.data(), rows, heads, hd, first_position_, config_.rope_base, true, rope_dims());
+    rotary_apply(dk.data(), rows, heads, hd, first_position_, config_.rope_base, true, rope_dims());
     linear_backward(c.h1.data(), p(params, layer_name(l, "wq")), dq.data(), rows, dim, dim, dh.data(), false,
                     p(grads, layer_name(l, "wq")));
     linear_backward(c.h1.data(), p(params, layer_name(l, "wk")), dk.data(), rows, dim, dim, dh.data(), true,
@@ -216,6 +231,16 @@ void Model::backward(const float* params, float* grads) {
     float* row = d_embedding + int64_t(tokens_[size_t(t)]) * dim;
     const float* src = dx.data() + t * dim;
     for (int64_t j = 0; j < dim; ++j) row[j] += src[j];
+  }
+  if (config_.prev_token_embedding) {
+    float* d_prev = p(grads, "prev_embedding");
+    for (int64_t t = 0; t < rows; ++t) {
+      const int32_t before = t > 0 ? tokens_[size_t(t - 1)] : previous_token_;
+      if (before < 0) continue;
+      float* row = d_prev + int64_t(before) * dim;
+      const float* src = dx.data() + t * dim;
+      for (int64_t j = 0; j < dim; ++j) row[j] += src[j];
+    }
   }
 }
 

@@ -1,6 +1,6 @@
 // Decoder-only LM with dilated attention (issue 6), forward and backward by hand, on this rank's rows of
 // one long sequence (B = 1, L local rows starting at global position first_position):
-//   x0 = E[tokens]                                              E [vocab, dim] (tied LM head)
+//   x0 = E[tokens] (+ Eprev[previous tokens] with prev_token_embedding)   E [vocab, dim] (tied LM head)
 //   per block l:  h = LN1(x);  q,k,v = h Wq, h Wk, h Wv  -> [L, H, D], rotary(q, k) at GLOBAL positions
 //                 x = x + Attn(q, k, v) Wo                      causal dilated attention (SequenceAttention)
 //                 x = x + GELU(LN2(x) W1 + b1) W2 + b2
@@ -28,11 +28,17 @@ struct ModelConfig {
   Schedule schedule;
   bool causal = true;
   double rope_base = 10000;
+  double init_std = 0.02;
+  int64_t rope_dims = 0;  // dims of each head that rotate (even); 0 means all  // normal std of weight matrices and embeddings
+  // Adds a second embedding of each row's PREVIOUS token to its input ("token shift" / smeared keys, as in
+  // RWKV and Olsson et al.'s induction-head study): content-based copying ("what followed X before?")
+  // then needs one attention layer instead of two. Off by default.
+  bool prev_token_embedding = false;
   int64_t head_dim() const { return dim / heads; }
 };
 
 ParameterLayout make_layout(const ModelConfig& config);
-// Deterministic from `seed`: normal(0, 0.02) matrices (output projections scaled by 1/sqrt(2 layers)),
+// Deterministic from `seed`: normal(0, init_std) matrices (output projections scaled by 1/sqrt(2 layers)),
 // unit norm gains, zero biases.
 void init_parameters(const ModelConfig& config, const ParameterLayout& layout, uint64_t seed, float* flat);
 
@@ -49,8 +55,9 @@ class Model {
 
   // Runs the forward pass and the loss. With `for_backward`, keeps activations and writes
   // dlogits = loss_scale * dLoss_sum/dlogits for backward().
+  // `previous_token`: the token before row 0 (on the previous rank), -1 at the start of the sequence.
   CrossEntropyStats forward(const float* params, const int32_t* tokens, const int32_t* targets, int64_t rows,
-                            int64_t first_position, bool for_backward, float loss_scale);
+                            int64_t first_position, bool for_backward, float loss_scale, int32_t previous_token = -1);
   // Accumulates (+=) this rank's gradient of loss_scale * (sum of its rows' losses) into grads.
   void backward(const float* params, float* grads);
 
@@ -69,6 +76,7 @@ class Model {
   const float* p(const float* flat, const std::string& name) const;
   float* p(float* flat, const std::string& name) const;
   std::string layer_name(int64_t layer, const char* what) const;
+  int64_t rope_dims() const;
 
   ModelConfig config_;
   AttentionParams attention_params_;
@@ -77,6 +85,7 @@ class Model {
   std::vector<LayerCache> cache_;
   Tensor x_final_, hf_, meanf_, rstdf_, dlogits_;  // [L, dim], [L, vocab]
   std::vector<int32_t> tokens_;
+  int32_t previous_token_ = -1;
   std::vector<int32_t> predictions_;
   int64_t rows_ = 0;
   int64_t first_position_ = 0;

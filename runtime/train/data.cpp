@@ -44,6 +44,7 @@ struct Whole {
 SequenceRows slice(const Whole& whole, io::RowRange rows) {
   SequenceRows out;
   out.answers = whole.answers;
+  out.previous = rows.begin > 0 ? whole.stream[size_t(rows.begin - 1)] : -1;
   for (int64_t i = rows.begin; i < rows.end; ++i) {
     out.tokens.push_back(whole.stream[size_t(i)]);
     out.targets.push_back(whole.trained[size_t(i)] ? whole.stream[size_t(i + 1)] : -1);
@@ -54,11 +55,7 @@ SequenceRows slice(const Whole& whole, io::RowRange rows) {
 
 class SyntheticDataset : public Dataset {
  public:
-  explicit SyntheticDataset(DataConfig config) : c_(std::move(config)) {
-    Rng rng(c_.seed ^ 0xF111E7ull);
-    for (int64_t i = 0; i < c_.filler_period; ++i)
-      sentence_.push_back(static_cast<int32_t>(filler_first() + rng.below(c_.vocab - filler_first())));
-  }
+  explicit SyntheticDataset(DataConfig config) : c_(std::move(config)) {}
 
   SequenceRows rows(bool eval, int64_t index, io::RowRange range) const override {
     Rng rng(stream_seed(c_.seed, eval, index));
@@ -67,8 +64,14 @@ class SyntheticDataset : public Dataset {
     w.stream.resize(static_cast<size_t>(n + 1));
     w.trained.assign(static_cast<size_t>(n), c_.supervision == "all" ? 1 : 0);
     w.answer_id.assign(static_cast<size_t>(n), -1);
+    // Filler: a sentence drawn per sequence, of a length drawn in [period/2, 3 period/2], repeated. It is
+    // predictable only by copying from its previous occurrence by CONTENT (its offset varies), which is the
+    // mechanism retrieval needs too.
+    const int64_t period = std::max<int64_t>(1, c_.filler_period / 2 + rng.below(c_.filler_period + 1));
+    std::vector<int32_t> sentence(static_cast<size_t>(period));
+    for (auto& t : sentence) t = static_cast<int32_t>(filler_first() + rng.below(c_.vocab - filler_first()));
     w.stream[0] = kBos;
-    for (int64_t i = 1; i <= n; ++i) w.stream[size_t(i)] = sentence_[size_t(i % c_.filler_period)];
+    for (int64_t i = 1; i <= n; ++i) w.stream[size_t(i)] = sentence[size_t(i % period)];
     // Depth curriculum: records lie within the last `span` tokens before the query block.
     int64_t span = n;
     if (!eval && c_.curriculum_steps > 0 && index < c_.curriculum_steps)
@@ -97,18 +100,23 @@ class SyntheticDataset : public Dataset {
     }
   }
 
+  // The record [KEY d1..dK SEP] (key_repeats times in a row) at a random depth; the sequence ends with
+  // [KEY d1..dK]: like the classic prompt, the question restates the record's prefix.
   void build_passkey(Rng& rng, int64_t span, Whole& w) const {
-    const int64_t n = c_.seq_len, k = c_.key_digits;
+    const int64_t n = c_.seq_len, k = c_.key_digits, record = (k + 2) * c_.key_repeats;
     std::vector<int32_t> digits;
     write_digits(rng, digits);
-    const int64_t query = n - k;  // stream[query] = QUERY, digits at query + 1 .. n
-    const int64_t last = query - (k + 2);
-    const int64_t first = std::max<int64_t>(1, query - span);
+    const int64_t query = n - k;  // stream[query] = KEY, digits at query + 1 .. n
+    const int64_t last = query - record;
+    const int64_t first = std::max<int64_t>(1, std::min(last, query - span));
     const int64_t at = first + rng.below(last - first + 1);
-    w.stream[size_t(at)] = kKey;
-    for (int64_t j = 0; j < k; ++j) w.stream[size_t(at + 1 + j)] = digits[size_t(j)];
-    w.stream[size_t(at + 1 + k)] = kSep;
-    w.stream[size_t(query)] = kQuery;
+    for (int64_t copy = 0; copy < c_.key_repeats; ++copy) {
+      const int64_t base = at + copy * (k + 2);
+      w.stream[size_t(base)] = kKey;
+      for (int64_t j = 0; j < k; ++j) w.stream[size_t(base + 1 + j)] = digits[size_t(j)];
+      w.stream[size_t(base + 1 + k)] = kSep;
+    }
+    w.stream[size_t(query)] = kKey;
     ask(w, query + 1, digits, 0);
     w.answers = 1;
   }
@@ -145,7 +153,6 @@ class SyntheticDataset : public Dataset {
   }
 
   DataConfig c_;
-  std::vector<int32_t> sentence_;
 };
 
 class FileDataset : public Dataset {
@@ -168,6 +175,7 @@ class FileDataset : public Dataset {
     out.tokens = r.inputs;
     out.targets = r.targets;
     out.answer_id.assign(out.tokens.size(), -1);
+    if (range.begin > 0) out.previous = reader_.read(sequence * c_.seq_len + range.begin - 1, sequence * c_.seq_len + range.begin)[0];
     return out;
   }
 
@@ -191,8 +199,9 @@ std::unique_ptr<Dataset> make_dataset(const DataConfig& c) {
     throw UsageError("data.task=" + c.task + ": allowed values are passkey, associative, file");
   if (c.vocab < 32) throw UsageError("model.vocab=" + std::to_string(c.vocab) + ": data.task=" + c.task + " needs >= 32");
   if (c.key_digits < 1) throw UsageError("data.key_digits must be >= 1");
+  if (c.key_repeats < 1) throw UsageError("data.key_repeats must be >= 1");
   if (c.filler_period < 1) throw UsageError("data.filler_period must be >= 1");
-  int64_t needed = 3 * c.key_digits + 8;
+  int64_t needed = (c.key_digits + 2) * (c.key_repeats + 1) + 2;
   if (c.task == "associative") {
     if (c.records < 1 || c.queries < 1) throw UsageError("data.records and data.queries must be >= 1");
     const int64_t symbols = (c.vocab - kFirstFree) / 2;

@@ -5,14 +5,18 @@
 //
 // Synthetic vocabulary (passkey, associative): 0-9 digits, 10 BOS, 11 KEY, 12 QUERY, 13 SEP,
 // 14.. filler (and key symbols for associative). model.vocab must be >= 32.
-//   passkey      [BOS] filler .. [KEY d1..dK SEP] .. filler .. [QUERY d1..dK]; the answer is the K digits
-//                after QUERY (one answer per sequence). The key sits at a random depth within the last
+//   passkey      [BOS] filler .. [KEY d1..dK SEP] x key_repeats .. filler .. [KEY d1..dK]: as in the classic
+//                prompt the question restates the record's prefix; the answer is the K digits after the
+//                final KEY (one answer per sequence). Repeating the record (with period K + 2, coprime to
+//                the dilation rates when odd) puts each digit on several residues mod r, so a far query,
+//                which meets only keys of its own residue in a dilated branch, finds a copy. The key sits at a random depth within the last
 //                `span` tokens, where span grows linearly from curriculum_min_span to N over
 //                curriculum_steps training steps (no curriculum when curriculum_steps = 0).
 //   associative  `records` records [KEY a b VAL-digits.. SEP] scattered in filler, then `queries` of
 //                them asked at the end: [QUERY a b d1..dK] each (one answer per query: dense answers).
-// Supervision: "answer" trains on answer digits only; "all" trains on every next token (LM loss, the
-// filler being a repeated seeded sentence so that it is learnable) with answers included.
+// Filler: a random sentence per sequence, of random length in [filler_period/2, 3 filler_period/2], repeated.
+// Supervision: "answer" trains on answer digits only; "all" trains on every next token (LM loss: the
+// filler is learnable by copying its previous occurrence by content, the skill retrieval needs).
 // Evaluation always scores answer digits only: loss, and exact match per answer (all its digits right).
 //   file         consecutive windows of an io/ token dataset; every target is trained and scored,
 //                accuracy = next-token accuracy.
@@ -34,6 +38,7 @@ struct DataConfig {
   uint64_t seed = 1;
   std::string supervision = "all";  // all | answer
   int64_t key_digits = 5;
+  int64_t key_repeats = 1;  // passkey: consecutive copies of the record
   int64_t records = 16;  // associative
   int64_t queries = 16;  // associative
   int64_t curriculum_steps = 0;
@@ -45,6 +50,7 @@ struct DataConfig {
 // This rank's rows of one sequence.
 struct SequenceRows {
   std::vector<int32_t> tokens;     // inputs
+  int32_t previous = -1;           // the input token before the first row; -1 at the sequence start
   std::vector<int32_t> targets;    // training targets; -1 = not trained
   std::vector<int32_t> answer_id;  // which answer a scored target belongs to; -1 = not scored
   int64_t answers = 0;             // answers in the whole sequence (exact-match denominator)

@@ -20,7 +20,7 @@ Trainer::Trainer(TrainerConfig config, comm::Communicator& comm, model::Sequence
 StepStats Trainer::compute_gradients(const SequenceRows& rows, bool stop_here) {
   std::fill(grads_.begin(), grads_.end(), 0.0f);
   const auto local = model_.forward(params_.data(), rows.tokens.data(), rows.targets.data(), rows_.rows(), rows_.begin,
-                                    true, 1.0f);
+                                    true, 1.0f, rows.previous);
   model_.backward(params_.data(), grads_.data());
   comm_.all_reduce(Span<float>(grads_));
   std::vector<double> totals{local.loss_sum, double(local.count), stop_here ? 1.0 : 0.0};
@@ -58,7 +58,8 @@ EvalStats Trainer::evaluate(const Dataset& data, int64_t sequences) {
       for (size_t i = 0; i < scored.size(); ++i)
         if (rows.answer_id[i] < 0) scored[i] = -1;
     const auto local =
-        model_.forward(params_.data(), rows.tokens.data(), scored.data(), rows_.rows(), rows_.begin, false, 1.0f);
+        model_.forward(params_.data(), rows.tokens.data(), scored.data(), rows_.rows(), rows_.begin, false, 1.0f,
+                       rows.previous);
     // [loss, count, correct, wrong digits of answer 0, 1, ...]
     std::vector<double> totals(static_cast<size_t>(3 + rows.answers), 0.0);
     totals[0] = local.loss_sum;
