@@ -40,7 +40,7 @@ void check_shape(const char* name, const Tensor& tensor, const Shape& expected) 
 Shape lse_shape(const Shape& q_shape) { return Shape(q_shape.begin(), q_shape.end() - 1); }
 
 void ensure_shape(Tensor& tensor, const Shape& shape) {
-  if (tensor.shape() != shape || (tensor.size() > 0 && tensor.data() == nullptr)) tensor = Tensor(shape);
+  if (tensor.shape() != shape) tensor = Tensor(shape);
 }
 
 double resolved_scale(const AttentionParams& params, int64_t head_dim) {

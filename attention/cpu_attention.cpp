@@ -63,6 +63,13 @@ void causal_limits(int64_t q0, int64_t count, int64_t k0, int64_t keys, int64_t*
 
 std::vector<float> buffer(int64_t count) { return std::vector<float>(static_cast<size_t>(count)); }
 
+void parallel_fill(Tensor& tensor, float value) {
+  float* data = tensor.data();
+  const int64_t count = tensor.size();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < count; ++i) data[i] = value;
+}
+
 }  // namespace
 
 void CpuAttention::forward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -70,8 +77,9 @@ void CpuAttention::forward(const AttentionParams& params, const Tensor& q, const
   const AttentionDims dims = check_qkv(q, k, v);
   ensure_shape(o, q.shape());
   ensure_shape(lse, lse_shape(q.shape()));
-  o.fill(0.0f);
-  lse.fill(-std::numeric_limits<float>::infinity());
+  parallel_fill(o, 0.0f);
+  parallel_fill(lse, -std::numeric_limits<float>::infinity());
+  warn_coverage(params.schedule, dims.heads, params.offsets);
   const int64_t D = dims.head_dim;
   const float scale = static_cast<float>(resolved_scale(params, D));
 
@@ -122,7 +130,7 @@ void CpuAttention::backward(const AttentionParams& params, const Tensor& q, cons
   check_shape("dout", dout, q.shape());
   for (Tensor* t : {&dq, &dk, &dv}) {
     ensure_shape(*t, q.shape());
-    t->fill(0.0f);
+    parallel_fill(*t, 0.0f);
   }
   const int64_t D = dims.head_dim;
   const float scale = static_cast<float>(resolved_scale(params, D));

@@ -1,4 +1,5 @@
 // The CPU backend: float32, OpenMP threads, FlashAttention-style tile kernels (cpu_tile.hpp).
+// forward() calls warn_coverage (once per process per branch) so every entry point gets the spec's warning.
 #pragma once
 
 #include "attention/attention.hpp"
