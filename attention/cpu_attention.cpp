@@ -136,13 +136,7 @@ void CpuAttention::backward(const AttentionParams& params, const Tensor& q, cons
   const float scale = static_cast<float>(resolved_scale(params, D));
 
   Tensor delta(lse.shape());  // D_p = <dout_p, o_p>, [B,N,H]
-  const int64_t rows_total = delta.size();
-#pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < rows_total; ++row) {
-    float sum = 0;
-    for (int64_t d = 0; d < D; ++d) sum += dout[row * D + d] * o[row * D + d];
-    delta[row] = sum;
-  }
+  row_dots(dout.data(), o.data(), delta.size(), D, delta.data());
 
   for (const Branch& branch : params.schedule.branches) {
     const int64_t segments = segment_count(branch, dims.seq_len);

@@ -333,4 +333,13 @@ void merge_into(float* o_acc, float* lse_acc, const float* o_part, const float* 
   }
 }
 
+void row_dots(const float* a, const float* b, int64_t rows, int64_t dim, float* out) {
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < rows; ++row) {
+    float sum = 0;
+    for (int64_t d = 0; d < dim; ++d) sum += a[row * dim + d] * b[row * dim + d];
+    out[row] = sum;
+  }
+}
+
 }  // namespace longctx

@@ -46,6 +46,9 @@ void flash_backward_tile(const float* q, const float* k, const float* v, const f
                          const float* delta, int64_t m_q, int64_t m_k, int64_t head_dim, const int64_t* key_limit,
                          float scale, float* dq, float* dk, float* dv, TileWorkspace& ws);
 
+// out[i] = <a_i, b_i> for `rows` rows of `dim` floats (delta = rowsum(dout * o) of the backward), threaded.
+void row_dots(const float* a, const float* b, int64_t rows, int64_t dim, float* out);
+
 // Log-sum-exp merge of a partial result into a running one, row by row (-inf safe on either side):
 //   lse_acc' = log(e^lse_acc + e^lse_part);  o_acc' = (e^lse_acc o_acc + e^lse_part o_part) / e^lse_acc'
 // o_part and lse_part are packed [rows, D] and [rows]; row i of the accumulator is at

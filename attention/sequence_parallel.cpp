@@ -408,14 +408,8 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
   const float scale = static_cast<float>(resolved_scale(params, D));
   Tensor delta;
   if (exchanges.size() > 0) {
-    delta = Tensor(lse.shape());
-    const int64_t rows_total = delta.size();
-#pragma omp parallel for schedule(static)
-    for (int64_t row = 0; row < rows_total; ++row) {
-      float sum = 0;
-      for (int64_t d = 0; d < D; ++d) sum += dout[row * D + d] * o[row * D + d];
-      delta[row] = sum;
-    }
+    delta = Tensor(lse.shape());  // D_p = <dout_p, o_p>, [B,L,H]
+    row_dots(dout.data(), o.data(), delta.size(), D, delta.data());
   }
 
   for (size_t i = 0; i < exchanges.size(); ++i) {
