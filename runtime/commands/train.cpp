@@ -51,6 +51,9 @@ void declare(po::options_description& d, po::positional_options_description&) {
       ("data.key_repeats", po::value<int64_t>()->default_value(1), "passkey: consecutive copies of the record")
       ("data.records", po::value<int64_t>()->default_value(16), "associative: key -> value records")
       ("data.queries", po::value<int64_t>()->default_value(16), "associative: queries at the end")
+      ("data.short_seq_len", po::value<std::string>()->default_value("0"),
+       "length curriculum: train the first data.short_steps steps at this GLOBAL length (0: off)")
+      ("data.short_steps", po::value<int64_t>()->default_value(0), "steps at data.short_seq_len")
       ("data.curriculum_steps", po::value<int64_t>()->default_value(0), "steps over which the key depth grows to the whole sequence")
       ("data.curriculum_min_span", po::value<int64_t>()->default_value(256), "key depth window at step 0")
       ("data.filler_period", po::value<int64_t>()->default_value(23), "length of the repeated filler sentence")
@@ -91,6 +94,7 @@ struct RunOptions {
   std::string checkpoint_dir, log_jsonl, dump_path;
   int64_t checkpoint_every = 0, checkpoint_keep = 0, log_every = 1, eval_every = 0, eval_sequences = 0;
   std::set<int64_t> dump_layers, dump_steps;
+  int64_t short_seq_len = 0, short_steps = 0;
   double peak_gflops = 0;
 };
 
@@ -177,6 +181,17 @@ RunOptions validate(const Invocation& inv, int world_size) {
   d.filler_period = opt<int64_t>(inv, "data.filler_period");
   d.vocab = m.vocab;
 
+  r.short_seq_len = parse_size("data.short_seq_len", opt<std::string>(inv, "data.short_seq_len"));
+  r.short_steps = opt<int64_t>(inv, "data.short_steps");
+  require(r.short_seq_len >= 0 && r.short_steps >= 0, "data.short_seq_len and data.short_steps must be >= 0");
+  if (r.short_seq_len > 0 && r.short_steps > 0) {
+    require(r.short_seq_len >= 2, "data.short_seq_len must be >= 2");
+    try {
+      check_shardable(m.schedule, r.short_seq_len, world_size);
+    } catch (const UsageError& e) {
+      throw UsageError("data.short_seq_len=" + std::to_string(r.short_seq_len) + ": " + e.what());
+    }
+  }
   r.checkpoint_dir = opt<std::string>(inv, "checkpoint.dir");
   r.checkpoint_every = opt<int64_t>(inv, "checkpoint.every");
   r.checkpoint_keep = opt<int64_t>(inv, "checkpoint.keep");
@@ -256,11 +271,29 @@ int run_train(Invocation& inv) {
 
   model::ShardedAttention attention(world);
   train::Trainer trainer(r.trainer, world, attention);
+  // Length curriculum: a second trainer (same model, shorter rows) runs the first short_steps steps; the
+  // state moves to the main trainer at the switch and before each evaluation (always at data.seq_len).
+  const bool staged = r.short_seq_len > 0 && r.short_steps > 0;
+  std::unique_ptr<train::Dataset> short_data;
+  std::unique_ptr<train::Trainer> short_trainer;
+  if (staged) {
+    train::DataConfig sd = r.data;
+    sd.seq_len = r.short_seq_len;
+    short_data = train::make_dataset(sd);
+    train::TrainerConfig st = r.trainer;
+    st.seq_len = r.short_seq_len;
+    short_trainer = std::make_unique<train::Trainer>(st, world, attention);
+  }
   if (!r.checkpoint_dir.empty())
     if (const auto latest = io::find_latest_checkpoint(r.checkpoint_dir)) {
       train::load_checkpoint(trainer, *latest, mpi);
       log::info("resumed from " + *latest + " at step " + std::to_string(trainer.step()));
     }
+  train::Trainer* active = &trainer;
+  if (staged && trainer.step() < r.short_steps) {
+    short_trainer->copy_state_from(trainer);
+    active = short_trainer.get();
+  }
 
   std::signal(SIGUSR1, request_stop);
   std::signal(SIGTERM, request_stop);
@@ -269,54 +302,65 @@ int run_train(Invocation& inv) {
   if (!r.dump_path.empty() && !r.dump_steps.empty() && *r.dump_steps.rbegin() > trainer.step())
     dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi);
 
-  const double flops = step_flops(r.trainer.model, r.trainer.seq_len);
   const double peak = r.peak_gflops * 1e9 * P;
   if (rank == 0) {
     std::ostringstream head;
     head << "train: " << r.trainer.model.layers << " layers, dim " << r.trainer.model.dim << ", "
          << r.trainer.model.heads << " heads, " << trainer.model().layout().total() << " parameters, schedule "
          << to_string(r.trainer.model.schedule) << ", N = " << r.trainer.seq_len << " over " << P << " ranks ("
-         << trainer.local_rows().rows() << " rows each), " << flops / 1e9 << " GFLOP/step, MFU peak "
-         << r.peak_gflops << " GFLOP/s per rank";
+         << trainer.local_rows().rows() << " rows each), " << step_flops(r.trainer.model, r.trainer.seq_len) / 1e9
+         << " GFLOP/step, MFU peak " << r.peak_gflops << " GFLOP/s per rank";
+    if (staged) head << "; first " << r.short_steps << " steps at N = " << r.short_seq_len;
     log::info(head.str());
   }
 
   const auto evaluate = [&](int64_t step) {
+    if (active != &trainer) trainer.copy_state_from(*active);
     const train::EvalStats e = trainer.evaluate(*data, r.eval_sequences);
     if (rank != 0) return;
-    std::printf("eval step %lld  eval_loss %.4f  eval_accuracy %.4f  (%lld scored targets)\n", (long long)step, e.loss,
-                e.accuracy, (long long)e.scored);
+    std::printf("eval step %lld  eval_loss %.4f  eval_accuracy %.4f  (%lld scored targets, N = %lld)\n",
+                (long long)step, e.loss, e.accuracy, (long long)e.scored, (long long)r.trainer.seq_len);
     std::fflush(stdout);
     jsonl.write("{\"step\": " + std::to_string(step) + ", \"eval_loss\": " + json_number(e.loss) +
                 ", \"eval_accuracy\": " + json_number(e.accuracy) + "}");
   };
   const auto checkpoint = [&] {
-    const std::string path = train::save_checkpoint(trainer, r.checkpoint_dir, r.checkpoint_keep, config_text, mpi);
+    const std::string path = train::save_checkpoint(*active, r.checkpoint_dir, r.checkpoint_keep, config_text, mpi);
     log::info("checkpoint " + path);
   };
 
   using Clock = std::chrono::steady_clock;
   const auto run_start = Clock::now();
   bool stopped = false;
-  int64_t last_eval = -1, last_checkpoint = trainer.step();
-  while (trainer.step() < r.steps) {
+  int64_t last_eval = -1, last_checkpoint = active->step();
+  while (active->step() < r.steps) {
     const auto t0 = Clock::now();
-    const train::SequenceRows rows = data->rows(false, trainer.step(), trainer.local_rows());
-    train::StepStats stats = trainer.compute_gradients(rows, g_stop_requested != 0);
-    trainer.apply_update(stats);
+    const int64_t seq_len = active->config().seq_len;
+    const train::Dataset& source = active == &trainer ? *data : *short_data;
+    const train::SequenceRows rows = source.rows(false, active->step(), active->local_rows());
+    train::StepStats stats = active->compute_gradients(rows, g_stop_requested != 0);
+    active->apply_update(stats);
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    const int64_t step = trainer.step();
-    if (dump && r.dump_steps.count(step)) dump_layers(*dump, trainer.model(), r, step, trainer.local_rows());
+    const int64_t step = active->step();
+    if (dump && active == &trainer && r.dump_steps.count(step))
+      dump_layers(*dump, trainer.model(), r, step, trainer.local_rows());
     if (rank == 0 && (step % r.log_every == 0 || step == r.steps || stats.stop)) {
-      const double tokens_per_s = double(r.trainer.seq_len) / seconds;
-      const double mfu = flops / seconds / peak;
-      std::printf("step %6lld  loss %.4f  tokens/s %.0f  s/step %.3f  lr %.3e  grad_norm %.3f  MFU %.1f%%\n",
-                  (long long)step, stats.loss, tokens_per_s, seconds, stats.lr, stats.grad_norm, 100 * mfu);
+      const double tokens_per_s = double(seq_len) / seconds;
+      const double mfu = step_flops(r.trainer.model, seq_len) / seconds / peak;
+      std::printf("step %6lld  loss %.4f  tokens/s %.0f  s/step %.3f  lr %.3e  grad_norm %.3f  MFU %.1f%%  N %lld\n",
+                  (long long)step, stats.loss, tokens_per_s, seconds, stats.lr, stats.grad_norm, 100 * mfu,
+                  (long long)seq_len);
       std::fflush(stdout);
       jsonl.write("{\"step\": " + std::to_string(step) + ", \"loss\": " + json_number(stats.loss) +
                   ", \"tokens_per_s\": " + json_number(tokens_per_s) + ", \"seconds\": " + json_number(seconds) +
                   ", \"lr\": " + json_number(stats.lr) + ", \"grad_norm\": " + json_number(stats.grad_norm) +
-                  ", \"mfu\": " + json_number(mfu) + ", \"world_size\": " + std::to_string(P) + "}");
+                  ", \"mfu\": " + json_number(mfu) + ", \"seq_len\": " + std::to_string(seq_len) +
+                  ", \"world_size\": " + std::to_string(P) + "}");
+    }
+    if (active != &trainer && step >= r.short_steps) {
+      trainer.copy_state_from(*active);
+      active = &trainer;
+      log::info("step " + std::to_string(step) + ": switching to N = " + std::to_string(r.trainer.seq_len));
     }
     if (r.eval_every > 0 && step % r.eval_every == 0) {
       evaluate(step);
@@ -334,14 +378,14 @@ int run_train(Invocation& inv) {
   if (dump) dump->close();
   if (stopped) {
     if (!r.checkpoint_dir.empty()) checkpoint();
-    log::info("stopped on a signal at step " + std::to_string(trainer.step()) +
+    log::info("stopped on a signal at step " + std::to_string(active->step()) +
               (r.checkpoint_dir.empty() ? " (no checkpoint.dir: nothing saved)" : "; requeue me"));
     return static_cast<int>(ExitCode::requeue);
   }
-  if (last_eval != trainer.step()) evaluate(trainer.step());
-  if (!r.checkpoint_dir.empty() && last_checkpoint != trainer.step()) checkpoint();
+  if (last_eval != active->step()) evaluate(active->step());
+  if (!r.checkpoint_dir.empty() && last_checkpoint != active->step()) checkpoint();
   const double total = std::chrono::duration<double>(Clock::now() - run_start).count();
-  log::info("done: " + std::to_string(trainer.step()) + " steps, " + std::to_string(total) + " s");
+  log::info("done: " + std::to_string(active->step()) + " steps, " + std::to_string(total) + " s");
   return 0;
 }
 

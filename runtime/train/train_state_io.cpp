@@ -34,7 +34,6 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
 
 void load_checkpoint(Trainer& trainer, const std::string& path, MPI_Comm comm) {
   io::CheckpointReader reader(path, comm);
-  reader.expect_attribute("seq_len", trainer.config().seq_len);
   const auto& layout = trainer.model().layout();
   for (const auto& view : layout.views()) {
     reader.expect_shape("model/" + view.name, view.shape);

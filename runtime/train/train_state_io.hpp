@@ -19,8 +19,9 @@ namespace longctx::train {
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
                             MPI_Comm comm);
 
-// Loads `path` into `trainer`. A checkpoint of a different model shape or sequence length -> InputError
-// naming the file and the mismatching value, before anything is changed.
+// Loads `path` into `trainer`. A checkpoint of a different model shape -> InputError naming the file and
+// the mismatching tensor, before anything is changed. The sequence length may differ (parameters do not
+// depend on it): that is how training continues at a longer length.
 void load_checkpoint(Trainer& trainer, const std::string& path, MPI_Comm comm);
 
 }  // namespace longctx::train

@@ -17,6 +17,13 @@ Trainer::Trainer(TrainerConfig config, comm::Communicator& comm, model::Sequence
   model::init_parameters(config_.model, model_.layout(), config_.seed, params_.data());
 }
 
+void Trainer::copy_state_from(Trainer& other) {
+  params_ = other.params_;
+  optimizer_.first_moment() = other.optimizer().first_moment();
+  optimizer_.second_moment() = other.optimizer().second_moment();
+  step_ = other.step_;
+}
+
 StepStats Trainer::compute_gradients(const SequenceRows& rows, bool stop_here) {
   std::fill(grads_.begin(), grads_.end(), 0.0f);
   const auto local = model_.forward(params_.data(), rows.tokens.data(), rows.targets.data(), rows_.rows(), rows_.begin,

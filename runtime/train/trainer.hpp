@@ -62,6 +62,8 @@ class Trainer {
   model::AdamW& optimizer() { return optimizer_; }
   int64_t step() const { return step_; }
   void set_step(int64_t step) { step_ = step; }
+  // Parameters, optimizer moments and step of `other` (same model; any sequence length).
+  void copy_state_from(Trainer& other);
   const TrainerConfig& config() const { return config_; }
 
  private:

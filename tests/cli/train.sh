@@ -68,6 +68,16 @@ b = [float(l.split()[1]) for l in open(sys.argv[2])]
 assert len(a) == len(b) == 3 and all(abs(x - y) < 1e-3 for x, y in zip(a, b)), (a, b)
 PY
 
+# ---- length curriculum: short steps first, then data.seq_len; eval always at data.seq_len ------------
+expect_exit 0 "length curriculum" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" --train.steps 4 \
+  --data.short_seq_len 64 --data.short_steps 2 --eval.every 1
+expect_in "$OUT/stderr" "switching to N = 256" "switches to the full length"
+expect_in "$OUT/stdout" "^step +2 .*N 64" "first steps at the short length"
+expect_in "$OUT/stdout" "eval step 1 .*N = 256" "eval at the full length"
+expect_exit 2 "unshardable short length" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" \
+  --data.short_seq_len 50 --data.short_steps 2
+expect_in "$OUT/stderr" "data.short_seq_len=50" "short length named"
+
 # ---- a checkpoint of another model shape is refused (exit 3) --------------------------------------------
 expect_exit 3 "checkpoint of another shape" -- "$LONGCTX" train "${BASE[@]}" --model.heads 4 --model.dim 64 --model.segment_lengths 32,128,256 --data.seq_len 256 --train.steps 9 \
   --checkpoint.dir "$OUT/ck"
