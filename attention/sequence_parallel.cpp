@@ -155,14 +155,45 @@ int64_t tile_offset(const SpanPlan& plan, int64_t b, int64_t h) {
   return before * plan.head_dim;
 }
 
-// One spanning branch's exchange in flight: the packed send rows and where the group's rows land.
-struct Exchange {
-  SpanPlan plan;
-  std::vector<float> send, gathered;
+// A non-blocking collective and its timing: started -> seen complete (by test() or wait()).
+struct Timed {
   comm::Request request;
   Clock::time_point started;
   bool done = false;
-  double seconds = 0;  // start -> seen complete
+  double seconds = 0;
+
+  void start(comm::Request r) {
+    request = std::move(r);
+    started = Clock::now();
+    done = false;
+  }
+  void progress() {
+    if (!done && request.pending() && request.test()) complete();
+  }
+  // Waits if needed; adds to the stats (all of the wait is exposed time).
+  void finish(SequenceParallelStats& stats) {
+    if (!done) {
+      const auto wait_start = Clock::now();
+      request.wait();
+      stats.comm_wait_seconds += since(wait_start);
+      complete();
+    }
+    stats.comm_seconds += seconds;
+  }
+
+ private:
+  void complete() {
+    done = true;
+    seconds = since(started);
+  }
+};
+
+// One spanning branch's exchanges: the packed send rows, where the group's rows land, and (backward)
+// this rank's share of the reduce-scattered dK / dV.
+struct Exchange {
+  SpanPlan plan;
+  std::vector<float> send, gathered, mine;
+  Timed gather, reduce;
 };
 
 // The spanning branches' all-gathers of one forward or backward call, in branch order. begin(i) packs
@@ -194,33 +225,32 @@ class ExchangePipeline {
     size_t total = 0;
     for (size_t c : ex.plan.counts) total += c;
     ex.gathered.resize(total);
-    ex.started = Clock::now();
-    ex.request = group(ex.plan).iall_gatherv(Span<const float>(ex.send), Span<float>(ex.gathered), ex.plan.counts);
+    ex.gather.start(group(ex.plan).iall_gatherv(Span<const float>(ex.send), Span<float>(ex.gathered), ex.plan.counts));
   }
 
+  // Lets MPI move exchange i's gather, and every reduce-scatter started so far, along.
   void progress(size_t i) {
-    if (i >= exchanges_.size() || exchanges_[i]->done) return;
-    if (exchanges_[i]->request.test()) complete(*exchanges_[i]);
+    if (i < exchanges_.size()) exchanges_[i]->gather.progress();
+    for (auto& ex : exchanges_) ex->reduce.progress();
   }
 
   Exchange& finish(size_t i) {
+    exchanges_[i]->gather.finish(stats_);
+    return *exchanges_[i];
+  }
+
+  // Backward: sends exchange i's dK / dV (in ex.gathered's layout) back to their owners, summed.
+  void begin_reduce(size_t i) {
     Exchange& ex = *exchanges_[i];
-    if (!ex.done) {
-      const auto wait_start = Clock::now();
-      ex.request.wait();
-      stats_.comm_wait_seconds += since(wait_start);
-      complete(ex);
-    }
-    stats_.comm_seconds += ex.seconds;
-    return ex;
+    ex.mine.resize(ex.plan.counts[static_cast<size_t>(ex.plan.me)]);
+    ex.reduce.start(group(ex.plan).ireduce_scatter(Span<const float>(ex.gathered), Span<float>(ex.mine), ex.plan.counts));
+  }
+  Exchange& finish_reduce(size_t i) {
+    exchanges_[i]->reduce.finish(stats_);
+    return *exchanges_[i];
   }
 
  private:
-  static void complete(Exchange& ex) {
-    ex.done = true;
-    ex.seconds = since(ex.started);
-  }
-
   std::vector<std::unique_ptr<Exchange>> exchanges_;
   std::function<comm::Communicator&(int)> group_for_;
   SequenceParallelStats& stats_;
@@ -469,14 +499,16 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
     }
     exchanges.progress(i + 1);
 
-    // dK / dV of every gathered row back to its owner, summed over the group's queries.
+    // dK / dV of every gathered row back to its owner, summed over the group's queries; the
+    // reduce-scatter runs while the next branch computes.
     reorder(plan, ex.gathered, dk_tiles, dv_tiles, false);
-    std::vector<float> mine(plan.counts[static_cast<size_t>(plan.me)]);
-    const auto reduce_start = Clock::now();
-    exchanges.group(plan).reduce_scatter(Span<const float>(ex.gathered), Span<float>(mine), plan.counts);
-    backward_stats_.comm_seconds += since(reduce_start);  // blocking: all of it is exposed
-    backward_stats_.comm_wait_seconds += since(reduce_start);
-    const size_t half = mine.size() / 2;
+    exchanges.begin_reduce(i);
+  }
+  for (size_t i = 0; i < exchanges.size(); ++i) {
+    const Exchange& ex = exchanges.finish_reduce(i);
+    const SpanPlan& plan = ex.plan;
+    const int64_t r = plan.branch.dilation;
+    const size_t half = ex.mine.size() / 2;
     for (int64_t b = 0; b < plan.batch; ++b)
       for (int64_t h = 0; h < plan.heads; ++h) {
         const int64_t base = head_offset_in_block(plan, plan.me, b, h);
@@ -484,8 +516,8 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
         for (int64_t t = 0; t < plan.rows_of(plan.me, h); ++t) {
           const int64_t dst = row_index(plan, b, first + t * r, h);
           for (int64_t d = 0; d < D; ++d) {
-            dk[dst + d] += mine[static_cast<size_t>(base + t * D + d)];
-            dv[dst + d] += mine[half + static_cast<size_t>(base + t * D + d)];
+            dk[dst + d] += ex.mine[static_cast<size_t>(base + t * D + d)];
+            dv[dst + d] += ex.mine[half + static_cast<size_t>(base + t * D + d)];
           }
         }
       }

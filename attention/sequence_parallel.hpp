@@ -16,7 +16,10 @@
 //   queries, and reduce-scatters them (same layout, same counts) back to the owners of those rows.
 // Overlap: the next spanning branch's non-blocking all-gather is started before the current branch is
 // computed, and progressed between work chunks (Open MPI has no progress thread), so its time hides
-// behind compute. No deadlock: every rank of a group issues the same gathers in the same branch order.
+// behind compute; in the backward each branch's reduce-scatter is non-blocking too and completes while
+// the following branches compute. No deadlock: every rank of a group issues the same collectives on the
+// same communicator in the same order (gather i+1 before reduce-scatter i), and non-blocking
+// collectives on different communicators progress independently.
 #pragma once
 
 #include <map>
