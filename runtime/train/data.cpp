@@ -66,8 +66,9 @@ class SyntheticDataset : public Dataset {
     w.answer_id.assign(static_cast<size_t>(n), -1);
     // Filler: a sentence drawn per sequence, of a length drawn in [period/2, 3 period/2], repeated. It is
     // predictable only by copying from its previous occurrence by CONTENT (its offset varies), which is the
-    // mechanism retrieval needs too.
-    const int64_t period = std::max<int64_t>(1, c_.filler_period / 2 + rng.below(c_.filler_period + 1));
+    // mechanism retrieval needs too. The length is odd: coprime to power-of-two dilation rates, some earlier
+    // occurrence of each token lies on every residue mod r, so dilated branches of every head can copy it.
+    const int64_t period = (c_.filler_period / 2 + rng.below(c_.filler_period + 1)) | 1;
     std::vector<int32_t> sentence(static_cast<size_t>(period));
     for (auto& t : sentence) t = static_cast<int32_t>(filler_first() + rng.below(c_.vocab - filler_first()));
     w.stream[0] = kBos;

@@ -14,7 +14,8 @@
 //                curriculum_steps training steps (no curriculum when curriculum_steps = 0).
 //   associative  `records` records [KEY a b VAL-digits.. SEP] scattered in filler, then `queries` of
 //                them asked at the end: [QUERY a b d1..dK] each (one answer per query: dense answers).
-// Filler: a random sentence per sequence, of random length in [filler_period/2, 3 filler_period/2], repeated.
+// Filler: a random sentence per sequence, of random odd length in [filler_period/2, 3 filler_period/2],
+// repeated (odd: each token recurs on every residue mod a power-of-two dilation rate).
 // Supervision: "answer" trains on answer digits only; "all" trains on every next token (LM loss: the
 // filler is learnable by copying its previous occurrence by content, the skill retrieval needs).
 // Evaluation always scores answer digits only: loss, and exact match per answer (all its digits right).
