@@ -150,6 +150,33 @@ TEST(LayerGradients, CrossEntropy) {
   EXPECT_TRUE(close_scalar(dot(dlogits, d), directional_fd(objective, logits, d, kEps), kAtol, kRtol));
 }
 
+// Per-row loss weights (train.answer_weight): the weighted sum and its gradient, with a zero weight acting
+// like "no target" for the gradient.
+TEST(LayerGradients, WeightedCrossEntropy) {
+  const int64_t rows = 6, vocab = 9;
+  auto logits = random_vector(rows * vocab, 42, 3.0f);
+  const std::vector<int32_t> targets{3, -1, 0, 8, 5, 2};
+  const std::vector<float> weights{1.0f, 7.0f, 250.0f, 0.0f, 1.0f, 0.5f};
+  std::vector<int32_t> argmax(static_cast<size_t>(rows));
+  std::vector<float> dlogits(logits.size()), plain(logits.size());
+  const auto objective = [&] {
+    return cross_entropy(logits.data(), targets.data(), rows, vocab, 1.0f, nullptr, argmax.data(), weights.data())
+        .loss_sum;
+  };
+  const auto stats =
+      cross_entropy(logits.data(), targets.data(), rows, vocab, 1.0f, dlogits.data(), argmax.data(), weights.data());
+  const auto unweighted = cross_entropy(logits.data(), targets.data(), rows, vocab, 1.0f, plain.data(), argmax.data());
+  EXPECT_EQ(stats.count, 5);
+  EXPECT_DOUBLE_EQ(stats.weight_sum, 1.0 + 250.0 + 0.0 + 1.0 + 0.5);
+  EXPECT_DOUBLE_EQ(unweighted.weight_sum, 5.0);
+  for (int64_t j = 0; j < vocab; ++j) {
+    EXPECT_EQ(dlogits[size_t(3 * vocab + j)], 0.0f);  // weight 0
+    EXPECT_FLOAT_EQ(dlogits[size_t(2 * vocab + j)], 250.0f * plain[size_t(2 * vocab + j)]);
+  }
+  const auto d = random_vector(int64_t(logits.size()), 43);
+  EXPECT_TRUE(close_scalar(dot(dlogits, d), directional_fd(objective, logits, d, kEps), kAtol, kRtol));
+}
+
 ModelConfig tiny_config() {
   ModelConfig c;
   c.layers = 2;

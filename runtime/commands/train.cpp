@@ -52,8 +52,9 @@ void declare(po::options_description& d, po::positional_options_description&) {
       ("data.records", po::value<int64_t>()->default_value(16), "associative: key -> value records")
       ("data.queries", po::value<int64_t>()->default_value(16), "associative: queries at the end")
       ("data.short_seq_len", po::value<std::string>()->default_value("0"),
-       "length curriculum: train the first data.short_steps steps at this GLOBAL length (0: off)")
-      ("data.short_steps", po::value<int64_t>()->default_value(0), "steps at data.short_seq_len")
+       "length curriculum: GLOBAL lengths of the stages before data.seq_len, comma-separated (0: off)")
+      ("data.short_steps", po::value<std::string>()->default_value("0"),
+       "steps of each data.short_seq_len stage, comma-separated (same count)")
       ("data.curriculum_steps", po::value<int64_t>()->default_value(0), "steps over which the key depth grows to the whole sequence")
       ("data.curriculum_min_span", po::value<int64_t>()->default_value(256), "key depth window at step 0")
       ("data.filler_period", po::value<int64_t>()->default_value(23), "length of the repeated filler sentence")
@@ -65,6 +66,8 @@ void declare(po::options_description& d, po::positional_options_description&) {
       ("train.beta1", po::value<double>()->default_value(0.9), "AdamW beta1")
       ("train.beta2", po::value<double>()->default_value(0.95), "AdamW beta2")
       ("train.clip", po::value<double>()->default_value(1.0), "global gradient-norm clip; 0 disables")
+      ("train.answer_weight", po::value<double>()->default_value(1.0),
+       "loss weight of answer targets relative to other tokens (passkey/associative; 1 = plain mean)")
       ("train.seed", po::value<uint64_t>()->default_value(1), "seed of parameters and data")
       ("train.threads", po::value<int>()->default_value(0), "OpenMP threads per rank; 0 keeps OMP_NUM_THREADS")
       ("train.peak_gflops", po::value<double>()->default_value(128.0),
@@ -94,7 +97,8 @@ struct RunOptions {
   std::string checkpoint_dir, log_jsonl, dump_path;
   int64_t checkpoint_every = 0, checkpoint_keep = 0, log_every = 1, eval_every = 0, eval_sequences = 0;
   std::set<int64_t> dump_layers, dump_steps;
-  int64_t short_seq_len = 0, short_steps = 0;
+  // Length curriculum: stage i trains at stage_len[i] until step stage_end[i] (cumulative), then data.seq_len.
+  std::vector<int64_t> stage_len, stage_end;
   double peak_gflops = 0;
 };
 
@@ -181,16 +185,25 @@ RunOptions validate(const Invocation& inv, int world_size) {
   d.filler_period = opt<int64_t>(inv, "data.filler_period");
   d.vocab = m.vocab;
 
-  r.short_seq_len = parse_size("data.short_seq_len", opt<std::string>(inv, "data.short_seq_len"));
-  r.short_steps = opt<int64_t>(inv, "data.short_steps");
-  require(r.short_seq_len >= 0 && r.short_steps >= 0, "data.short_seq_len and data.short_steps must be >= 0");
-  if (r.short_seq_len > 0 && r.short_steps > 0) {
-    require(r.short_seq_len >= 2, "data.short_seq_len must be >= 2");
+  r.trainer.answer_weight = opt<double>(inv, "train.answer_weight");
+  require(r.trainer.answer_weight > 0, "train.answer_weight must be > 0");
+  const auto lens = parse_size_list("data.short_seq_len", opt<std::string>(inv, "data.short_seq_len"));
+  const auto counts = parse_size_list("data.short_steps", opt<std::string>(inv, "data.short_steps"));
+  require(lens.size() == counts.size(), "data.short_seq_len has " + std::to_string(lens.size()) +
+                                            " stages but data.short_steps has " + std::to_string(counts.size()));
+  int64_t end = 0;
+  for (size_t i = 0; i < lens.size(); ++i) {
+    require(lens[i] >= 0 && counts[i] >= 0, "data.short_seq_len and data.short_steps must be >= 0");
+    if (lens[i] == 0 || counts[i] == 0) continue;
+    require(lens[i] >= 2, "data.short_seq_len must be >= 2");
     try {
-      check_shardable(m.schedule, r.short_seq_len, world_size);
+      check_shardable(m.schedule, lens[i], world_size);
     } catch (const UsageError& e) {
-      throw UsageError("data.short_seq_len=" + std::to_string(r.short_seq_len) + ": " + e.what());
+      throw UsageError("data.short_seq_len=" + std::to_string(lens[i]) + ": " + e.what());
     }
+    end += counts[i];
+    r.stage_len.push_back(lens[i]);
+    r.stage_end.push_back(end);
   }
   r.checkpoint_dir = opt<std::string>(inv, "checkpoint.dir");
   r.checkpoint_every = opt<int64_t>(inv, "checkpoint.every");
@@ -271,28 +284,36 @@ int run_train(Invocation& inv) {
 
   model::ShardedAttention attention(world);
   train::Trainer trainer(r.trainer, world, attention);
-  // Length curriculum: a second trainer (same model, shorter rows) runs the first short_steps steps; the
-  // state moves to the main trainer at the switch and before each evaluation (always at data.seq_len).
-  const bool staged = r.short_seq_len > 0 && r.short_steps > 0;
-  std::unique_ptr<train::Dataset> short_data;
-  std::unique_ptr<train::Trainer> short_trainer;
-  if (staged) {
+  // Length curriculum: one trainer per shorter stage (same model, shorter rows) runs that stage's steps;
+  // the state moves on at each switch and to the main trainer before each evaluation (always at
+  // data.seq_len).
+  const size_t stages = r.stage_len.size();
+  std::vector<std::unique_ptr<train::Dataset>> stage_data;
+  std::vector<std::unique_ptr<train::Trainer>> stage_trainer;
+  for (size_t i = 0; i < stages; ++i) {
     train::DataConfig sd = r.data;
-    sd.seq_len = r.short_seq_len;
-    short_data = train::make_dataset(sd);
+    sd.seq_len = r.stage_len[i];
+    stage_data.push_back(train::make_dataset(sd));
     train::TrainerConfig st = r.trainer;
-    st.seq_len = r.short_seq_len;
-    short_trainer = std::make_unique<train::Trainer>(st, world, attention);
+    st.seq_len = r.stage_len[i];
+    stage_trainer.push_back(std::make_unique<train::Trainer>(st, world, attention));
   }
+  // The stage that trains step `step` (0-based); `stages` means the main trainer.
+  const auto stage_of = [&](int64_t step) {
+    size_t i = 0;
+    while (i < stages && step >= r.stage_end[i]) ++i;
+    return i;
+  };
   if (!r.checkpoint_dir.empty())
     if (const auto latest = io::find_latest_checkpoint(r.checkpoint_dir)) {
       train::load_checkpoint(trainer, *latest, mpi);
       log::info("resumed from " + *latest + " at step " + std::to_string(trainer.step()));
     }
+  size_t stage = stage_of(trainer.step());
   train::Trainer* active = &trainer;
-  if (staged && trainer.step() < r.short_steps) {
-    short_trainer->copy_state_from(trainer);
-    active = short_trainer.get();
+  if (stage < stages) {
+    stage_trainer[stage]->copy_state_from(trainer);
+    active = stage_trainer[stage].get();
   }
 
   std::signal(SIGUSR1, request_stop);
@@ -310,7 +331,8 @@ int run_train(Invocation& inv) {
          << to_string(r.trainer.model.schedule) << ", N = " << r.trainer.seq_len << " over " << P << " ranks ("
          << trainer.local_rows().rows() << " rows each), " << step_flops(r.trainer.model, r.trainer.seq_len) / 1e9
          << " GFLOP/step, MFU peak " << r.peak_gflops << " GFLOP/s per rank";
-    if (staged) head << "; first " << r.short_steps << " steps at N = " << r.short_seq_len;
+    for (size_t i = 0; i < stages; ++i)
+      head << (i == 0 ? "; curriculum: N = " : ", N = ") << r.stage_len[i] << " until step " << r.stage_end[i];
     log::info(head.str());
   }
 
@@ -336,7 +358,7 @@ int run_train(Invocation& inv) {
   while (active->step() < r.steps) {
     const auto t0 = Clock::now();
     const int64_t seq_len = active->config().seq_len;
-    const train::Dataset& source = active == &trainer ? *data : *short_data;
+    const train::Dataset& source = stage < stages ? *stage_data[stage] : *data;
     const train::SequenceRows rows = source.rows(false, active->step(), active->local_rows());
     train::StepStats stats = active->compute_gradients(rows, g_stop_requested != 0);
     active->apply_update(stats);
@@ -357,10 +379,12 @@ int run_train(Invocation& inv) {
                   ", \"mfu\": " + json_number(mfu) + ", \"seq_len\": " + std::to_string(seq_len) +
                   ", \"world_size\": " + std::to_string(P) + "}");
     }
-    if (active != &trainer && step >= r.short_steps) {
-      trainer.copy_state_from(*active);
-      active = &trainer;
-      log::info("step " + std::to_string(step) + ": switching to N = " + std::to_string(r.trainer.seq_len));
+    if (stage < stages && stage_of(step) != stage) {
+      stage = stage_of(step);
+      train::Trainer* next = stage < stages ? stage_trainer[stage].get() : &trainer;
+      next->copy_state_from(*active);
+      active = next;
+      log::info("step " + std::to_string(step) + ": switching to N = " + std::to_string(active->config().seq_len));
     }
     if (r.eval_every > 0 && step % r.eval_every == 0) {
       evaluate(step);

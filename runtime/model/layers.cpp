@@ -131,7 +131,7 @@ void add_bias(float* y, int64_t rows, int64_t cols, const float* b) {
 }
 
 CrossEntropyStats cross_entropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab, float scale,
-                                float* dlogits, int32_t* argmax) {
+                                float* dlogits, int32_t* argmax, const float* weights) {
   CrossEntropyStats stats;
   std::vector<double> losses(static_cast<size_t>(rows), 0.0);
 #pragma omp parallel for schedule(static)
@@ -151,13 +151,16 @@ CrossEntropyStats cross_entropy(const float* logits, const int32_t* targets, int
     for (int64_t j = 0; j < vocab; ++j) sum += std::exp(double(z[j]) - double(z[best]));
     const double log_z = double(z[best]) + std::log(sum);
     losses[size_t(r)] = log_z - double(z[target]);
+    const float row_scale = weights ? scale * weights[r] : scale;
     if (dz)
       for (int64_t j = 0; j < vocab; ++j)
-        dz[j] = scale * (static_cast<float>(std::exp(double(z[j]) - log_z)) - (j == target ? 1.0f : 0.0f));
+        dz[j] = row_scale * (static_cast<float>(std::exp(double(z[j]) - log_z)) - (j == target ? 1.0f : 0.0f));
   }
   for (int64_t r = 0; r < rows; ++r) {
     if (targets[r] < 0) continue;
-    stats.loss_sum += losses[size_t(r)];
+    const double w = weights ? double(weights[r]) : 1.0;
+    stats.loss_sum += w * losses[size_t(r)];
+    stats.weight_sum += w;
     ++stats.count;
     if (argmax && argmax[r] == targets[r]) ++stats.correct;
   }

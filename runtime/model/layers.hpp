@@ -35,10 +35,12 @@ struct CrossEntropyStats {
   double loss_sum = 0;   // sum of -log p(target) over rows with target >= 0
   int64_t count = 0;     // such rows
   int64_t correct = 0;   // such rows whose argmax is the target
+  double weight_sum = 0;  // sum of the rows' loss weights (= count when unweighted)
 };
 // logits [rows, vocab]; targets[row] < 0 means "no loss". Writes dlogits = scale * (softmax - onehot)
 // (zero rows where there is no target) when dlogits is not null; `argmax` [rows] gets the prediction.
+// `weights` [rows] (null: all 1) scales each row's loss and its dlogits; loss_sum is the weighted sum.
 CrossEntropyStats cross_entropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab, float scale,
-                                float* dlogits, int32_t* argmax);
+                                float* dlogits, int32_t* argmax, const float* weights = nullptr);
 
 }  // namespace longctx::model

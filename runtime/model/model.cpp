@@ -107,7 +107,7 @@ const Tensor& Model::layer_tensor(int64_t layer, const std::string& name) const 
 
 CrossEntropyStats Model::forward(const float* params, const int32_t* tokens, const int32_t* targets, int64_t rows,
                                  int64_t first_position, bool for_backward, float loss_scale,
-                                 int32_t previous_token) {
+                                 int32_t previous_token, const float* weights) {
   const int64_t dim = config_.dim, heads = config_.heads, hd = config_.head_dim(), hidden = config_.mlp_hidden;
   const int64_t vocab = config_.vocab;
   rows_ = rows;
@@ -175,7 +175,7 @@ CrossEntropyStats Model::forward(const float* params, const int32_t* tokens, con
   predictions_.assign(static_cast<size_t>(rows), 0);
   if (for_backward) ensure(dlogits_, {rows, vocab});
   return cross_entropy(logits.data(), targets, rows, vocab, loss_scale, for_backward ? dlogits_.data() : nullptr,
-                       predictions_.data());
+                       predictions_.data(), weights);
 }
 
 void Model::backward(const float* params, float* grads) {

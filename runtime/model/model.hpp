@@ -57,7 +57,8 @@ class Model {
   // dlogits = loss_scale * dLoss_sum/dlogits for backward().
   // `previous_token`: the token before row 0 (on the previous rank), -1 at the start of the sequence.
   CrossEntropyStats forward(const float* params, const int32_t* tokens, const int32_t* targets, int64_t rows,
-                            int64_t first_position, bool for_backward, float loss_scale, int32_t previous_token = -1);
+                            int64_t first_position, bool for_backward, float loss_scale, int32_t previous_token = -1,
+                            const float* weights = nullptr);
   // Accumulates (+=) this rank's gradient of loss_scale * (sum of its rows' losses) into grads.
   void backward(const float* params, float* grads);
 

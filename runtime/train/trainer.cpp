@@ -26,17 +26,23 @@ void Trainer::copy_state_from(Trainer& other) {
 
 StepStats Trainer::compute_gradients(const SequenceRows& rows, bool stop_here) {
   std::fill(grads_.begin(), grads_.end(), 0.0f);
+  std::vector<float> weights;
+  if (config_.answer_weight != 1.0) {
+    weights.assign(rows.targets.size(), 1.0f);
+    for (size_t i = 0; i < weights.size() && i < rows.answer_id.size(); ++i)
+      if (rows.answer_id[i] >= 0) weights[i] = static_cast<float>(config_.answer_weight);
+  }
   const auto local = model_.forward(params_.data(), rows.tokens.data(), rows.targets.data(), rows_.rows(), rows_.begin,
-                                    true, 1.0f, rows.previous);
+                                    true, 1.0f, rows.previous, weights.empty() ? nullptr : weights.data());
   model_.backward(params_.data(), grads_.data());
   comm_.all_reduce(Span<float>(grads_));
-  std::vector<double> totals{local.loss_sum, double(local.count), stop_here ? 1.0 : 0.0};
+  std::vector<double> totals{local.loss_sum, local.weight_sum, stop_here ? 1.0 : 0.0, double(local.count)};
   comm_.all_reduce(Span<double>(totals));
   StepStats stats;
-  stats.trained_rows = static_cast<int64_t>(totals[1]);
-  stats.loss = stats.trained_rows > 0 ? totals[0] / totals[1] : 0.0;
+  stats.trained_rows = static_cast<int64_t>(totals[3]);
+  stats.loss = totals[1] > 0 ? totals[0] / totals[1] : 0.0;
   stats.stop = totals[2] > 0;
-  if (stats.trained_rows > 0) {
+  if (totals[1] > 0) {
     const float inv = static_cast<float>(1.0 / totals[1]);
     for (float& g : grads_) g *= inv;
   }

@@ -5,7 +5,7 @@
 //      gradient of the SUM of its rows' losses (attention exchanges K/V rows inside SequenceAttention);
 //   2. one all-reduce (sum) of the flat gradient, one of [loss sum, trained rows, stop flag] (double);
 //   3. every rank divides by the global number of trained rows (so the loss is the mean over all tokens of
-//      the sequence whatever P is), clips by the global norm and applies AdamW: identical arithmetic on
+//      the sequence whatever P is; with train.answer_weight != 1 the weighted mean), clips by the global norm and applies AdamW: identical arithmetic on
 //      identical data, so parameters stay bitwise replicated without a broadcast.
 // The stop flag (a signal seen by ANY rank) is agreed in step 2 at no extra collective.
 #pragma once
@@ -27,10 +27,13 @@ struct TrainerConfig {
   double clip_norm = 1.0;  // <= 0: no clipping
   uint64_t seed = 1;
   int64_t seq_len = 0;
+  // Loss weight of each answer target relative to other targets (1: the plain mean over all tokens).
+  // The step's loss is sum(w * loss) / sum(w) over the sequence, the same whatever P is.
+  double answer_weight = 1.0;
 };
 
 struct StepStats {
-  double loss = 0;          // mean over the sequence's trained tokens
+  double loss = 0;          // (weighted) mean over the sequence's trained tokens
   int64_t trained_rows = 0;  // over all ranks
   double grad_norm = 0;     // before clipping
   double lr = 0;

@@ -77,6 +77,17 @@ expect_in "$OUT/stdout" "eval step 1 .*N = 256" "eval at the full length"
 expect_exit 2 "unshardable short length" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" \
   --data.short_seq_len 50 --data.short_steps 2
 expect_in "$OUT/stderr" "data.short_seq_len=50" "short length named"
+# several stages, and answer-weighted loss
+expect_exit 0 "two-stage curriculum" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" --train.steps 5 \
+  --data.short_seq_len 64,128 --data.short_steps 2,2 --train.answer_weight 50
+expect_in "$OUT/stdout" "^step +2 .*N 64" "stage 1 at N = 64"
+expect_in "$OUT/stdout" "^step +4 .*N 128" "stage 2 at N = 128"
+expect_in "$OUT/stdout" "^step +5 .*N 256" "then data.seq_len"
+expect_exit 2 "stage lists of different lengths" -- "$LONGCTX" train "${SMALL[@]}" \
+  --data.short_seq_len 64,128 --data.short_steps 2
+expect_in "$OUT/stderr" "data.short_seq_len has 2 stages but data.short_steps has 1" "stage count mismatch named"
+expect_exit 2 "non-positive answer weight" -- "$LONGCTX" train "${SMALL[@]}" --train.answer_weight 0
+expect_in "$OUT/stderr" "train.answer_weight" "answer weight named"
 
 # ---- a checkpoint of another model shape is refused (exit 3) --------------------------------------------
 expect_exit 3 "checkpoint of another shape" -- "$LONGCTX" train "${BASE[@]}" --model.heads 4 --model.dim 64 --model.segment_lengths 32,128,256 --data.seq_len 256 --train.steps 9 \
@@ -98,5 +109,22 @@ expect_exit 0 "resume after the signal" -- "$LONGCTX" train "${LONG[@]}" --check
   --log.jsonl "$OUT/f.jsonl"
 if [ "$(losses "$OUT/e.jsonl" | wc -l)" -eq 40 ] && diff <(losses "$OUT/e.jsonl") <(losses "$OUT/f.jsonl") >/dev/null; then pass "interrupted + resumed = uninterrupted"
 else fail "losses differ after signal + resume"; diff <(losses "$OUT/e.jsonl") <(losses "$OUT/f.jsonl") | head; fi
+
+# ---- SIGTERM to ONE rank of an mpirun job: every rank finishes the step, they agree, checkpoint, exit 75 --
+"${MPIRUN[@]}" -np 2 "$LONGCTX" train "${LONG[@]}" --checkpoint.dir "$OUT/sig2" --log.jsonl "$OUT/g.jsonl" \
+  >"$OUT/sig2.out" 2>"$OUT/sig2.err" &
+pid=$!
+for _ in $(seq 400); do grep -q '"step": 3,' "$OUT/g.jsonl" 2>/dev/null && break; sleep 0.05; done
+ranks=($(pgrep -P $pid))
+if [ "${#ranks[@]}" -eq 2 ]; then
+  kill -TERM "${ranks[1]}"
+  wait $pid; code=$?
+  [ "$code" -eq 75 ] && pass "SIGTERM to one rank -> mpirun exit 75" || { fail "SIGTERM to one rank gave exit $code"; tail -5 "$OUT/sig2.err"; }
+  stopped_at=$(sed -n 's/.*stopped on a signal at step \([0-9]*\).*/\1/p' "$OUT/sig2.err" | head -1)
+  [ -n "$stopped_at" ] && [ "$(cat "$OUT/sig2/latest")" = "$(printf 'step_%08d.h5' "$stopped_at")" ] &&
+    pass "both ranks checkpointed step $stopped_at together" || fail "no agreed checkpoint after SIGTERM"
+else
+  fail "expected 2 rank processes under mpirun, found ${#ranks[@]}"; kill $pid; wait $pid
+fi
 
 finish
