@@ -45,7 +45,7 @@ PY
 echo "[quickstart] 4/4 mpirun -np 2 longctx train --config jobs/configs/passkey.ini, shortened to N=2048"
 rm -rf "$work/passkey_ckpt" "$work/passkey.jsonl"
 longctx_mpirun -np 2 "$LONGCTX" train --config "$LONGCTX_ROOT/jobs/configs/passkey.ini" --quiet \
-  --data.seq_len 2048 --data.short_seq_len 256,1024 --data.short_steps 3000,1000 --train.steps 5000 \
+  --data.seq_len 2048 --data.short_seq_len 256,1024 --data.short_steps 3000,2000 --train.steps 6000 \
   --eval.every 1000 --log.every 500 --checkpoint.dir "$work/passkey_ckpt" --log.jsonl "$work/passkey.jsonl"
 /usr/bin/python3 - "$work/passkey.jsonl" <<'PY'
 import json, sys
