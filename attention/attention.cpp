@@ -3,14 +3,14 @@
 #include <cmath>
 
 #include "attention/cpu_attention.hpp"
+#include "attention/cuda/cuda_attention.hpp"
 #include "runtime/core/error.hpp"
 
 namespace longctx {
 
 std::unique_ptr<AttentionBackend> make_attention_backend(const std::string& device) {
   if (device == "cpu") return std::make_unique<CpuAttention>();
-  if (device == "cuda")
-    throw UsageError("--device: 'cuda' is not available in this build (allowed: cpu)");
+  if (device == "cuda") return std::make_unique<CudaAttention>();  // UsageError without CUDA or a GPU
   throw UsageError("--device: unknown value '" + device + "' (allowed: cpu, cuda)");
 }
 

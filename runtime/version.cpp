@@ -5,12 +5,15 @@
 
 #include <sstream>
 
+#include "attention/cuda/cuda_attention.hpp"
+
 #include "longctx_build_info.hpp"
 
 namespace longctx {
 
 std::vector<std::string> compiled_backends() {
   std::vector<std::string> backends{"attention: cpu", "comm: mpi"};
+  if (cuda_compiled_in()) backends.insert(backends.begin() + 1, "attention: cuda (fp32 reference kernels, tests only)");
   return backends;
 }
 
@@ -33,8 +36,8 @@ std::string version_text() {
   H5get_libversion(&h5_major, &h5_minor, &h5_release);
   out << "MPI: " << mpi << " (MPI " << mpi_major << "." << mpi_minor << ")\n";
   out << "HDF5: " << h5_major << "." << h5_minor << "." << h5_release << " (parallel)\n";
-  out << "CUDA: not compiled in\n";
-  out << "NCCL: not compiled in\n";
+  out << "CUDA: " << cuda_description() << "\n";
+  out << "NCCL: " << nccl_version() << "\n";
   return out.str();
 }
 

@@ -1,0 +1,322 @@
+// Exact fp32 CUDA kernels for ../../../shared/spec/dilated-attention.md (see cuda_attention.hpp).
+//
+// One warp owns one (batch, query row p, head h). Lane l holds elements l, l + 32, ... of the head
+// dimension. For every branch whose selection contains p in head h, the warp walks that branch's selected
+// keys of p's segment (causal: up to p), with ONE running max / sum / accumulator across all branches:
+// that is the spec's joint softmax over the multiset union of keys, so no per-branch mixing is needed.
+// Backward: dq in registers; dk and dv by atomicAdd into zeroed buffers (the only non-deterministic
+// summation order; fp32 tolerance).
+#include <cuda_runtime.h>
+#ifdef LONGCTX_HAVE_NCCL_HEADER
+#include <nccl.h>
+#endif
+
+#include <cmath>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "attention/cuda/cuda_attention.hpp"
+#include "runtime/core/check.hpp"
+#include "runtime/core/error.hpp"
+
+namespace longctx {
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kMaxPerLane = 8;  // head_dim <= 256
+constexpr int kMaxBranches = 16;
+constexpr int kWarpsPerBlock = 4;
+
+struct DeviceSchedule {
+  int count = 0;
+  long long segment[kMaxBranches] = {};  // w' = min(w, N)
+  long long dilation[kMaxBranches] = {};
+};
+
+struct Geometry {
+  long long batch, seq_len;
+  int heads, head_dim;
+  int causal, grouped;
+  float scale;
+};
+
+__device__ __forceinline__ float warp_sum(float x) {
+  for (int delta = kWarp / 2; delta > 0; delta /= 2) x += __shfl_xor_sync(0xffffffffu, x, delta);
+  return x;
+}
+
+__device__ __forceinline__ long long offset_of(int h, long long r, int heads, int grouped) {
+  if (!grouped) return h % r;
+  const long long per_group = (heads + r - 1) / r;
+  return h / per_group;
+}
+
+// Calls visit(j) for every key j that branch `i` gives row p in head h, in increasing j.
+template <class Visit>
+__device__ __forceinline__ void for_each_key(const DeviceSchedule& s, const Geometry& g, int i, long long p, int h,
+                                             Visit&& visit) {
+  const long long w = s.segment[i], r = s.dilation[i];
+  const long long begin = (p / w) * w;
+  const long long rows = min(w, g.seq_len - begin);
+  const long long offset = offset_of(h, r, g.heads, g.grouped);
+  if ((p - begin) % r != offset) return;
+  const long long end = g.causal ? p + 1 : begin + rows;
+  for (long long j = begin + offset; j < end; j += r) visit(j);
+}
+
+__global__ void forward_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                               float* __restrict__ o, float* __restrict__ lse, DeviceSchedule s, Geometry g) {
+  const long long item = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
+  const int lane = static_cast<int>(threadIdx.x % kWarp);
+  if (item >= g.batch * g.seq_len * g.heads) return;
+  const int h = static_cast<int>(item % g.heads);
+  const long long p = (item / g.heads) % g.seq_len, b = item / (g.heads * g.seq_len);
+  const int D = g.head_dim;
+  const size_t row = static_cast<size_t>(item) * D;
+  float qs[kMaxPerLane], acc[kMaxPerLane];
+#pragma unroll
+  for (int e = 0; e < kMaxPerLane; ++e) {
+    const int d = lane + e * kWarp;
+    qs[e] = d < D ? q[row + d] * g.scale : 0.f;
+    acc[e] = 0.f;
+  }
+  float m = -INFINITY, l = 0.f;
+  for (int i = 0; i < s.count; ++i) {
+    for_each_key(s, g, i, p, h, [&](long long j) {
+      const size_t key = ((static_cast<size_t>(b) * g.seq_len + j) * g.heads + h) * D;
+      float dot = 0.f;
+#pragma unroll
+      for (int e = 0; e < kMaxPerLane; ++e) {
+        const int d = lane + e * kWarp;
+        if (d < D) dot += qs[e] * k[key + d];
+      }
+      dot = warp_sum(dot);
+      const float m_new = fmaxf(m, dot);
+      const float keep = expf(m - m_new), weight = expf(dot - m_new);
+      l = l * keep + weight;
+#pragma unroll
+      for (int e = 0; e < kMaxPerLane; ++e) {
+        const int d = lane + e * kWarp;
+        if (d < D) acc[e] = acc[e] * keep + weight * v[key + d];
+      }
+      m = m_new;
+    });
+  }
+  const float inv = l > 0.f ? 1.f / l : 0.f;
+#pragma unroll
+  for (int e = 0; e < kMaxPerLane; ++e) {
+    const int d = lane + e * kWarp;
+    if (d < D) o[row + d] = acc[e] * inv;
+  }
+  if (lane == 0) lse[item] = l > 0.f ? m + logf(l) : -INFINITY;
+}
+
+__global__ void backward_kernel(const float* __restrict__ q, const float* __restrict__ k,
+                                const float* __restrict__ v, const float* __restrict__ o,
+                                const float* __restrict__ lse, const float* __restrict__ dout,
+                                float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv,
+                                DeviceSchedule s, Geometry g) {
+  const long long item = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
+  const int lane = static_cast<int>(threadIdx.x % kWarp);
+  if (item >= g.batch * g.seq_len * g.heads) return;
+  const int h = static_cast<int>(item % g.heads);
+  const long long p = (item / g.heads) % g.seq_len, b = item / (g.heads * g.seq_len);
+  const int D = g.head_dim;
+  const size_t row = static_cast<size_t>(item) * D;
+  float qv[kMaxPerLane], dov[kMaxPerLane], dqa[kMaxPerLane];
+  float delta = 0.f;
+#pragma unroll
+  for (int e = 0; e < kMaxPerLane; ++e) {
+    const int d = lane + e * kWarp;
+    qv[e] = d < D ? q[row + d] : 0.f;
+    dov[e] = d < D ? dout[row + d] : 0.f;
+    dqa[e] = 0.f;
+    if (d < D) delta += dov[e] * o[row + d];
+  }
+  delta = warp_sum(delta);
+  const float row_lse = lse[item];
+  if (row_lse != -INFINITY) {
+    for (int i = 0; i < s.count; ++i) {
+      for_each_key(s, g, i, p, h, [&](long long j) {
+        const size_t key = ((static_cast<size_t>(b) * g.seq_len + j) * g.heads + h) * D;
+        float dot = 0.f, dp = 0.f;
+#pragma unroll
+        for (int e = 0; e < kMaxPerLane; ++e) {
+          const int d = lane + e * kWarp;
+          if (d < D) {
+            dot += qv[e] * k[key + d];
+            dp += dov[e] * v[key + d];
+          }
+        }
+        dot = warp_sum(dot);
+        dp = warp_sum(dp);
+        const float prob = expf(dot * g.scale - row_lse);
+        const float ds = prob * (dp - delta) * g.scale;
+#pragma unroll
+        for (int e = 0; e < kMaxPerLane; ++e) {
+          const int d = lane + e * kWarp;
+          if (d < D) {
+            dqa[e] += ds * k[key + d];
+            atomicAdd(&dk[key + d], ds * qv[e]);
+            atomicAdd(&dv[key + d], prob * dov[e]);
+          }
+        }
+      });
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < kMaxPerLane; ++e) {
+    const int d = lane + e * kWarp;
+    if (d < D) dq[row + d] = dqa[e];
+  }
+}
+
+// A device buffer that frees itself.
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) { LONGCTX_CHECK_CUDA(cudaMalloc(&data_, bytes)); }
+  ~DeviceBuffer() { cudaFree(data_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  float* get() const { return static_cast<float*>(data_); }
+  void upload(const Tensor& t) { LONGCTX_CHECK_CUDA(cudaMemcpy(data_, t.data(), bytes_, cudaMemcpyHostToDevice)); }
+  void download(Tensor& t) const { LONGCTX_CHECK_CUDA(cudaMemcpy(t.data(), data_, bytes_, cudaMemcpyDeviceToHost)); }
+  void zero() { LONGCTX_CHECK_CUDA(cudaMemset(data_, 0, bytes_)); }
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_;
+};
+
+struct Launch {
+  DeviceSchedule schedule;
+  Geometry geometry;
+  unsigned blocks;
+};
+
+Launch prepare(const AttentionParams& params, const AttentionDims& dims) {
+  if (dims.head_dim > kWarp * kMaxPerLane)
+    throw UsageError("--device cuda: head dim " + std::to_string(dims.head_dim) + " is above the fp32 kernels' " +
+                     std::to_string(kWarp * kMaxPerLane));
+  if (params.schedule.branches.size() > static_cast<size_t>(kMaxBranches))
+    throw UsageError("--device cuda: at most " + std::to_string(kMaxBranches) + " branches");
+  Launch launch;
+  launch.schedule.count = static_cast<int>(params.schedule.branches.size());
+  for (int i = 0; i < launch.schedule.count; ++i) {
+    const Branch& branch = params.schedule.branches[static_cast<size_t>(i)];
+    launch.schedule.segment[i] = effective_segment_length(branch, dims.seq_len);
+    launch.schedule.dilation[i] = branch.dilation;
+  }
+  launch.geometry = {dims.batch, dims.seq_len, static_cast<int>(dims.heads), static_cast<int>(dims.head_dim),
+                     params.causal ? 1 : 0, params.offsets == HeadOffsets::grouped ? 1 : 0,
+                     static_cast<float>(resolved_scale(params, dims.head_dim))};
+  const long long items = dims.batch * dims.seq_len * dims.heads;
+  const long long blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  if (blocks > std::numeric_limits<int>::max()) throw UsageError("--device cuda: problem too large for one launch");
+  launch.blocks = static_cast<unsigned>(blocks);
+  return launch;
+}
+
+}  // namespace
+
+bool cuda_compiled_in() { return true; }
+
+int cuda_device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return 0;
+  }
+  return count;
+}
+
+std::string cuda_description() {
+  int runtime = 0, driver = 0;
+  cudaRuntimeGetVersion(&runtime);
+  cudaDriverGetVersion(&driver);
+  std::ostringstream out;
+  out << "runtime " << runtime / 1000 << "." << (runtime % 1000) / 10 << ", driver ";
+  if (driver > 0)
+    out << driver / 1000 << "." << (driver % 1000) / 10;
+  else
+    out << "none";
+  const int count = cuda_device_count();
+  out << ", " << count << " device(s)";
+  for (int i = 0; i < count; ++i) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, i) == cudaSuccess)
+      out << (i ? "; " : ": ") << prop.name << " (sm_" << prop.major << prop.minor << ")";
+  }
+  return out.str();
+}
+
+// From the header only: the NCCL communicator (comm/nccl, issue 7) is not built yet, so the binary does
+// not link libnccl and runs where NCCL is absent.
+std::string nccl_version() {
+#ifdef LONGCTX_HAVE_NCCL_HEADER
+  return std::to_string(NCCL_MAJOR) + "." + std::to_string(NCCL_MINOR) + "." + std::to_string(NCCL_PATCH) +
+         " headers (communicator not built yet)";
+#else
+  return "not found";
+#endif
+}
+
+CudaAttention::CudaAttention() {
+  if (cuda_device_count() == 0)
+    throw UsageError("--device cuda: no CUDA device is visible to this process (allowed here: cpu)");
+}
+
+void CudaAttention::forward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v,
+                            Tensor& o, Tensor& lse) {
+  const AttentionDims dims = check_qkv(q, k, v);
+  const Launch launch = prepare(params, dims);
+  ensure_shape(o, q.shape());
+  ensure_shape(lse, lse_shape(q.shape()));
+  DeviceBuffer dq(q.size_bytes()), dk(k.size_bytes()), dv(v.size_bytes()), dout(o.size_bytes()),
+      dlse(lse.size_bytes());
+  dq.upload(q);
+  dk.upload(k);
+  dv.upload(v);
+  forward_kernel<<<launch.blocks, kWarpsPerBlock * kWarp>>>(dq.get(), dk.get(), dv.get(), dout.get(), dlse.get(),
+                                                           launch.schedule, launch.geometry);
+  LONGCTX_CHECK_CUDA(cudaGetLastError());
+  LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
+  dout.download(o);
+  dlse.download(lse);
+}
+
+void CudaAttention::backward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v,
+                             const Tensor& o, const Tensor& lse, const Tensor& dout, Tensor& dq, Tensor& dk,
+                             Tensor& dv) {
+  const AttentionDims dims = check_qkv(q, k, v);
+  check_shape("o", o, q.shape());
+  check_shape("dout", dout, q.shape());
+  check_shape("lse", lse, lse_shape(q.shape()));
+  const Launch launch = prepare(params, dims);
+  ensure_shape(dq, q.shape());
+  ensure_shape(dk, q.shape());
+  ensure_shape(dv, q.shape());
+  DeviceBuffer bq(q.size_bytes()), bk(k.size_bytes()), bv(v.size_bytes()), bo(o.size_bytes()),
+      blse(lse.size_bytes()), bdout(dout.size_bytes()), bdq(dq.size_bytes()), bdk(dk.size_bytes()),
+      bdv(dv.size_bytes());
+  bq.upload(q);
+  bk.upload(k);
+  bv.upload(v);
+  bo.upload(o);
+  blse.upload(lse);
+  bdout.upload(dout);
+  bdk.zero();
+  bdv.zero();
+  backward_kernel<<<launch.blocks, kWarpsPerBlock * kWarp>>>(bq.get(), bk.get(), bv.get(), bo.get(), blse.get(),
+                                                            bdout.get(), bdq.get(), bdk.get(), bdv.get(),
+                                                            launch.schedule, launch.geometry);
+  LONGCTX_CHECK_CUDA(cudaGetLastError());
+  LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
+  bdq.download(dq);
+  bdk.download(dk);
+  bdv.download(dv);
+}
+
+}  // namespace longctx

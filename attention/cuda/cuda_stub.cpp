@@ -1,0 +1,20 @@
+// The CUDA backend's entry points in a build without CUDA (no nvcc found, or LONGCTX_CUDA=OFF).
+#include "attention/cuda/cuda_attention.hpp"
+#include "runtime/core/error.hpp"
+
+namespace longctx {
+
+bool cuda_compiled_in() { return false; }
+int cuda_device_count() { return 0; }
+std::string cuda_description() { return "not compiled in"; }
+std::string nccl_version() { return "not compiled in"; }
+
+CudaAttention::CudaAttention() {
+  throw UsageError("--device cuda: this build has no CUDA backend (no nvcc was found at configure time; "
+                   "allowed: cpu)");
+}
+void CudaAttention::forward(const AttentionParams&, const Tensor&, const Tensor&, const Tensor&, Tensor&, Tensor&) {}
+void CudaAttention::backward(const AttentionParams&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                             const Tensor&, const Tensor&, Tensor&, Tensor&, Tensor&) {}
+
+}  // namespace longctx
