@@ -10,73 +10,22 @@
 #include "attention/attention.hpp"
 #include "attention/reference.hpp"
 #include "runtime/core/error.hpp"
+#include "attention_cases.hpp"
 #include "test_util.hpp"
 
 namespace longctx {
 namespace {
 
 using testing::all_close;
+using testing::AttentionCase;
 using testing::random_tensor;
-
-struct Case {
-  std::string name;
-  int64_t B, N, H, D;
-  std::vector<int64_t> w, r;
-};
-
-std::vector<Case> cases() {
-  return {
-      {"odd_n_partial", 1, 37, 3, 24, {8, 16}, {1, 2}},
-      {"w_gt_n_h_not_multiple", 1, 200, 5, 24, {64, 128, 512}, {1, 3, 4}},
-      {"batch_h_lt_r", 2, 301, 2, 16, {100, 300}, {1, 5}},
-      {"multi_block", 1, 517, 3, 40, {517, 256}, {1, 2}},
-      {"bench_like", 1, 1000, 4, 64, {1000, 512, 256}, {1, 2, 4}},
-      {"tiny_d", 2, 50, 2, 3, {7}, {1}},
-      {"dense", 1, 130, 2, 32, {130}, {1}},
-      {"big_d", 1, 90, 2, 136, {32, 64}, {1, 2}},
-      {"chunked_segment", 1, 2500, 1, 16, {2500}, {1}},
-  };
-}
-
-AttentionParams params_for(const Case& c, bool causal, HeadOffsets offsets) {
-  AttentionParams p;
-  p.schedule = make_schedule(c.w, c.r, false);
-  p.causal = causal;
-  p.offsets = offsets;
-  return p;
-}
-
-Shape shape_of(const Case& c) { return c.B == 1 ? Shape{c.N, c.H, c.D} : Shape{c.B, c.N, c.H, c.D}; }
 
 TEST(CpuAttention, ForwardAndBackwardMatchReference) {
   auto backend = make_attention_backend("cpu");
   EXPECT_EQ(backend->name(), "cpu");
   uint64_t seed = 100;
-  for (const Case& c : cases())
-    for (bool causal : {false, true})
-      for (auto offsets : {HeadOffsets::paper, HeadOffsets::grouped}) {
-        SCOPED_TRACE(c.name + (causal ? " causal " : " full ") + to_string(offsets));
-        const AttentionParams p = params_for(c, causal, offsets);
-        const Shape shape = shape_of(c);
-        // stddev 1.5 makes scores of a few units: softmaxes that are neither flat nor one-hot.
-        const Tensor q = random_tensor(shape, ++seed, 1.5f), k = random_tensor(shape, ++seed, 1.5f),
-                     v = random_tensor(shape, ++seed), dout = random_tensor(shape, ++seed);
-        Tensor o, lse, o_ref, lse_ref;
-        backend->forward(p, q, k, v, o, lse);
-        reference_forward(p, q, k, v, o_ref, lse_ref);
-        // float32 vs double: dot products of <= 136 terms and sums over <= 2500 keys, fast exp2 (~2e-7):
-        // observed ~1e-6; 1e-5 leaves room without hiding a wrong key (that costs ~1e-1).
-        EXPECT_TRUE(all_close(o, o_ref, 1e-5, 1e-4)) << "o";
-        EXPECT_TRUE(all_close(lse, lse_ref, 1e-5, 1e-5)) << "lse";
-
-        Tensor dq, dk, dv, dq_ref, dk_ref, dv_ref;
-        backend->backward(p, q, k, v, o, lse, dout, dq, dk, dv);
-        reference_backward(p, q, k, v, o_ref, lse_ref, dout, dq_ref, dk_ref, dv_ref);
-        // Gradients add up to a few thousand float32 terms of O(1-10) (and use the float lse and o).
-        EXPECT_TRUE(all_close(dq, dq_ref, 1e-4, 1e-3)) << "dq";
-        EXPECT_TRUE(all_close(dk, dk_ref, 1e-4, 1e-3)) << "dk";
-        EXPECT_TRUE(all_close(dv, dv_ref, 1e-4, 1e-3)) << "dv";
-      }
+  for (const AttentionCase& c : testing::awkward_attention_cases())
+    testing::expect_fp32_matches_reference(*backend, c, seed);
 }
 
 TEST(CpuAttention, UncoveredRowsAreZeroAndNegInf) {

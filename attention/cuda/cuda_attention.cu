@@ -66,14 +66,26 @@ __device__ __forceinline__ void for_each_key(const DeviceSchedule& s, const Geom
   for (long long j = begin + offset; j < end; j += r) visit(j);
 }
 
+// The (batch b, row p, head h) this thread's warp owns; rows of q, o, lse are laid out [B, N, H(, D)].
+struct WarpItem {
+  long long item, p, b;
+  int lane, h;
+  bool valid;
+  __device__ explicit WarpItem(const Geometry& g)
+      : item((static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp),
+        p((item / g.heads) % g.seq_len),
+        b(item / (g.heads * g.seq_len)),
+        lane(static_cast<int>(threadIdx.x % kWarp)),
+        h(static_cast<int>(item % g.heads)),
+        valid(item < g.batch * g.seq_len * g.heads) {}
+};
+
 __global__ void forward_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                                float* __restrict__ o, float* __restrict__ lse, DeviceSchedule s, Geometry g) {
-  const long long item = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
-  const int lane = static_cast<int>(threadIdx.x % kWarp);
-  if (item >= g.batch * g.seq_len * g.heads) return;
-  const int h = static_cast<int>(item % g.heads);
-  const long long p = (item / g.heads) % g.seq_len, b = item / (g.heads * g.seq_len);
-  const int D = g.head_dim;
+  const WarpItem it(g);
+  if (!it.valid) return;
+  const long long item = it.item, p = it.p, b = it.b;
+  const int lane = it.lane, h = it.h, D = g.head_dim;
   const size_t row = static_cast<size_t>(item) * D;
   float qs[kMaxPerLane], acc[kMaxPerLane];
 #pragma unroll
@@ -118,12 +130,10 @@ __global__ void backward_kernel(const float* __restrict__ q, const float* __rest
                                 const float* __restrict__ lse, const float* __restrict__ dout,
                                 float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv,
                                 DeviceSchedule s, Geometry g) {
-  const long long item = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
-  const int lane = static_cast<int>(threadIdx.x % kWarp);
-  if (item >= g.batch * g.seq_len * g.heads) return;
-  const int h = static_cast<int>(item % g.heads);
-  const long long p = (item / g.heads) % g.seq_len, b = item / (g.heads * g.seq_len);
-  const int D = g.head_dim;
+  const WarpItem it(g);
+  if (!it.valid) return;
+  const long long item = it.item, p = it.p, b = it.b;
+  const int lane = it.lane, h = it.h, D = g.head_dim;
   const size_t row = static_cast<size_t>(item) * D;
   float qv[kMaxPerLane], dov[kMaxPerLane], dqa[kMaxPerLane];
   float delta = 0.f;
