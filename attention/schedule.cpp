@@ -64,12 +64,6 @@ std::string to_string(const Schedule& schedule) {
   return out.str();
 }
 
-int64_t head_offset(int64_t h, int64_t r, int64_t heads, HeadOffsets offsets) {
-  if (offsets == HeadOffsets::paper) return h % r;
-  const int64_t group = (heads + r - 1) / r;  // ceil(H / r)
-  return h / group;
-}
-
 int64_t effective_segment_length(const Branch& branch, int64_t seq_len) {
   return std::min(branch.segment_length, seq_len);
 }

@@ -9,6 +9,12 @@
 #include <string>
 #include <vector>
 
+#if defined(__CUDACC__)
+#define LONGCTX_HOST_DEVICE __host__ __device__
+#else
+#define LONGCTX_HOST_DEVICE
+#endif
+
 namespace longctx {
 
 struct Branch {
@@ -36,8 +42,13 @@ Schedule make_schedule(const std::vector<int64_t>& segment_lengths, const std::v
                        bool allow_uncovered);
 std::string to_string(const Schedule& schedule);  // "w=2048,r=1; w=4096,r=2"
 
-// Head offset o(h, r) in [0, r) for head h of `heads`.
-int64_t head_offset(int64_t h, int64_t r, int64_t heads, HeadOffsets offsets);
+// Head offset o(h, r) in [0, r) for head h of `heads`. Also compiled for the device by the CUDA kernels,
+// so both backends select rows by this one definition.
+LONGCTX_HOST_DEVICE inline int64_t head_offset(int64_t h, int64_t r, int64_t heads, HeadOffsets offsets) {
+  if (offsets == HeadOffsets::paper) return h % r;
+  const int64_t group = (heads + r - 1) / r;  // ceil(H / r)
+  return h / group;
+}
 
 // w' = min(w, N).
 int64_t effective_segment_length(const Branch& branch, int64_t seq_len);

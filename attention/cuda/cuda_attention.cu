@@ -15,7 +15,6 @@
 #include <limits>
 #include <sstream>
 #include <string>
-#include <vector>
 
 #include "attention/cuda/cuda_attention.hpp"
 #include "runtime/core/check.hpp"
@@ -38,19 +37,14 @@ struct DeviceSchedule {
 struct Geometry {
   long long batch, seq_len;
   int heads, head_dim;
-  int causal, grouped;
+  int causal;
+  HeadOffsets offsets;
   float scale;
 };
 
 __device__ __forceinline__ float warp_sum(float x) {
   for (int delta = kWarp / 2; delta > 0; delta /= 2) x += __shfl_xor_sync(0xffffffffu, x, delta);
   return x;
-}
-
-__device__ __forceinline__ long long offset_of(int h, long long r, int heads, int grouped) {
-  if (!grouped) return h % r;
-  const long long per_group = (heads + r - 1) / r;
-  return h / per_group;
 }
 
 // Calls visit(j) for every key j that branch `i` gives row p in head h, in increasing j.
@@ -60,7 +54,7 @@ __device__ __forceinline__ void for_each_key(const DeviceSchedule& s, const Geom
   const long long w = s.segment[i], r = s.dilation[i];
   const long long begin = (p / w) * w;
   const long long rows = min(w, g.seq_len - begin);
-  const long long offset = offset_of(h, r, g.heads, g.grouped);
+  const long long offset = head_offset(h, r, g.heads, g.offsets);
   if ((p - begin) % r != offset) return;
   const long long end = g.causal ? p + 1 : begin + rows;
   for (long long j = begin + offset; j < end; j += r) visit(j);
@@ -220,7 +214,7 @@ Launch prepare(const AttentionParams& params, const AttentionDims& dims) {
     launch.schedule.dilation[i] = branch.dilation;
   }
   launch.geometry = {dims.batch, dims.seq_len, static_cast<int>(dims.heads), static_cast<int>(dims.head_dim),
-                     params.causal ? 1 : 0, params.offsets == HeadOffsets::grouped ? 1 : 0,
+                     params.causal ? 1 : 0, params.offsets,
                      static_cast<float>(resolved_scale(params, dims.head_dim))};
   const long long items = dims.batch * dims.seq_len * dims.heads;
   const long long blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
@@ -284,17 +278,17 @@ void CudaAttention::forward(const AttentionParams& params, const Tensor& q, cons
   const Launch launch = prepare(params, dims);
   ensure_shape(o, q.shape());
   ensure_shape(lse, lse_shape(q.shape()));
-  DeviceBuffer dq(q.size_bytes()), dk(k.size_bytes()), dv(v.size_bytes()), dout(o.size_bytes()),
-      dlse(lse.size_bytes());
-  dq.upload(q);
-  dk.upload(k);
-  dv.upload(v);
-  forward_kernel<<<launch.blocks, kWarpsPerBlock * kWarp>>>(dq.get(), dk.get(), dv.get(), dout.get(), dlse.get(),
+  DeviceBuffer bq(q.size_bytes()), bk(k.size_bytes()), bv(v.size_bytes()), bo(o.size_bytes()),
+      blse(lse.size_bytes());
+  bq.upload(q);
+  bk.upload(k);
+  bv.upload(v);
+  forward_kernel<<<launch.blocks, kWarpsPerBlock * kWarp>>>(bq.get(), bk.get(), bv.get(), bo.get(), blse.get(),
                                                            launch.schedule, launch.geometry);
   LONGCTX_CHECK_CUDA(cudaGetLastError());
   LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
-  dout.download(o);
-  dlse.download(lse);
+  bo.download(o);
+  blse.download(lse);
 }
 
 void CudaAttention::backward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v,

@@ -38,16 +38,17 @@ echo "## weak scaling (32768 tokens per rank, 1 thread per rank, $REPEATS interl
 # work with NO communication (the last branch is w = 32768, r = 8 again, which fits in a shard). On a
 # small VM two busy cores run slower than one (shared caches, memory, clocks, neighbours), and that noise
 # swings single runs by +-20%, so the rounds are interleaved and the medians are reported.
+# weak_run P LAST_W LAST_R OUT: one causal forward job on P ranks, N = 32768 P, schedule 2048,4096,8192 / 1,2,4
+# plus the branch (LAST_W, LAST_R); appends its JSON to OUT.
+weak_run() {
+  longctx_mpirun -np "$1" "$LONGCTX" bench attention --seq-len $((32768 * $1)) --heads $H --head-dim $D --iters 3 \
+    --warmup 1 --segment-lengths 2048,4096,8192,"$2" --dilation-rates 1,2,4,"$3" --causal --json --quiet \
+    2>/dev/null >>"$4"
+}
 for ((round = 0; round < REPEATS; round++)); do
-  for P in 1 2; do
-    N=$((32768 * P))
-    longctx_mpirun -np $P "$LONGCTX" bench attention --seq-len $N --heads $H --head-dim $D --iters 3 --warmup 1 \
-      --segment-lengths 2048,4096,8192,$N --dilation-rates 1,2,4,$((N / 4096)) --causal --json --quiet \
-      2>/dev/null >>"$tmp/weak$P.jsonl"
-  done
-  longctx_mpirun -np 2 "$LONGCTX" bench attention --seq-len 65536 --heads $H --head-dim $D --iters 3 --warmup 1 \
-    --segment-lengths 2048,4096,8192,32768 --dilation-rates 1,2,4,8 --causal --json --quiet \
-    2>/dev/null >>"$tmp/pair.jsonl"
+  weak_run 1 32768 8 "$tmp/weak1.jsonl"
+  weak_run 2 65536 16 "$tmp/weak2.jsonl"
+  weak_run 2 32768 8 "$tmp/pair.jsonl"
 done
 /usr/bin/python3 - "$tmp/weak1.jsonl" "$tmp/weak2.jsonl" "$tmp/pair.jsonl" <<'PY'
 import json, statistics, sys

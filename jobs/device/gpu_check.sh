@@ -12,10 +12,9 @@ tests="$build/tests/test_attention_cuda"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 ldd "$tests" | grep -E "not found" && { echo "gpu_check: missing shared libraries (see above)"; exit 1; }
 "$tests" --gtest_brief=0
-if command -v compute-sanitizer >/dev/null; then
-  compute-sanitizer --tool memcheck --error-exitcode 9 "$tests" --gtest_filter='*Uncovered*:*Fp32*'
-elif [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
-  /usr/local/cuda/bin/compute-sanitizer --tool memcheck --error-exitcode 9 "$tests" --gtest_filter='*Uncovered*:*Fp32*'
+sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+if [ -x "$sanitizer" ]; then
+  "$sanitizer" --tool memcheck --error-exitcode 9 "$tests" --gtest_filter='*Uncovered*:*Fp32*'
 else
   echo "gpu_check: compute-sanitizer not found; memcheck not run"
 fi
