@@ -1,5 +1,6 @@
 #include "attention/attention.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "attention/cpu_attention.hpp"
@@ -8,9 +9,49 @@
 
 namespace longctx {
 
-std::unique_ptr<AttentionBackend> make_attention_backend(const std::string& device) {
-  if (device == "cpu") return std::make_unique<CpuAttention>();
-  if (device == "cuda") return std::make_unique<CudaAttention>();  // UsageError without CUDA or a GPU
+Dtype parse_dtype(const std::string& text) {
+  if (text == "fp32") return Dtype::fp32;
+  if (text == "bf16") return Dtype::bf16;
+  if (text == "fp16") return Dtype::fp16;
+  throw UsageError("--dtype: '" + text + "' is not a dtype; allowed: fp32, bf16, fp16");
+}
+
+std::string to_string(Dtype dtype) {
+  switch (dtype) {
+    case Dtype::fp32: return "fp32";
+    case Dtype::bf16: return "bf16";
+    case Dtype::fp16: return "fp16";
+  }
+  return "?";
+}
+
+float round_to(Dtype dtype, float x) {
+  if (dtype == Dtype::fp32 || !std::isfinite(x) || x == 0.f) return x;
+  // Significant bits and the exponent of the smallest subnormal's unit: bf16 8 and -133, fp16 11 and -24.
+  const int bits = dtype == Dtype::bf16 ? 8 : 11;
+  const int min_unit = dtype == Dtype::bf16 ? -133 : -24;
+  int exponent = 0;
+  std::frexp(x, &exponent);  // |x| = m 2^exponent, m in [0.5, 1)
+  const float unit = std::ldexp(1.f, std::max(exponent - bits, min_unit));
+  const float y = std::nearbyint(x / unit) * unit;  // exact scaling by powers of two; ties to even
+  if (dtype == Dtype::fp16 && std::fabs(y) > 65504.f) return std::copysign(INFINITY, x);
+  return y;
+}
+
+Tensor rounded(const Tensor& tensor, Dtype dtype) {
+  Tensor out(tensor.shape());
+  for (int64_t i = 0; i < tensor.size(); ++i) out[i] = round_to(dtype, tensor[i]);
+  return out;
+}
+
+std::unique_ptr<AttentionBackend> make_attention_backend(const std::string& device, Dtype dtype) {
+  if (device == "cpu") {
+    if (dtype != Dtype::fp32)
+      throw UsageError("--dtype " + to_string(dtype) + ": the cpu backend computes in fp32 only (bf16, fp16 need "
+                       "--device cuda)");
+    return std::make_unique<CpuAttention>();
+  }
+  if (device == "cuda") return std::make_unique<CudaAttention>(dtype);  // UsageError without CUDA or a GPU
   throw UsageError("--device: unknown value '" + device + "' (allowed: cpu, cuda)");
 }
 

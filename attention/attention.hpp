@@ -13,6 +13,17 @@
 
 namespace longctx {
 
+// Element type of q, k, v (and dout) in the kernels: fp32 everywhere; bf16 / fp16 on --device cuda
+// (fp32 accumulation and lse, fp32 outputs).
+enum class Dtype { fp32, bf16, fp16 };
+// "fp32", "bf16" or "fp16"; UsageError naming --dtype and the allowed values otherwise.
+Dtype parse_dtype(const std::string& text);
+std::string to_string(Dtype dtype);
+// x rounded to the nearest `dtype` value, ties to even, overflow to +-inf: what a kernel of that dtype
+// reads of an fp32 input.
+float round_to(Dtype dtype, float x);
+Tensor rounded(const Tensor& tensor, Dtype dtype);
+
 struct AttentionParams {
   Schedule schedule;
   bool causal = false;
@@ -34,8 +45,8 @@ class AttentionBackend {
                         Tensor& dv) = 0;
 };
 
-// "cpu"; UsageError naming --device and the allowed values otherwise.
-std::unique_ptr<AttentionBackend> make_attention_backend(const std::string& device);
+// "cpu" (fp32 only) or "cuda"; UsageError naming --device / --dtype and the allowed values otherwise.
+std::unique_ptr<AttentionBackend> make_attention_backend(const std::string& device, Dtype dtype = Dtype::fp32);
 
 // Extents of one attention call.
 struct AttentionDims {

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 
@@ -113,6 +115,64 @@ TEST(CpuAttention, FactoryRejectsUnknownDevice) {
   } catch (const UsageError& e) {
     EXPECT_NE(std::string(e.what()).find("--device"), std::string::npos) << e.what();
   }
+}
+
+TEST(CpuAttention, FactoryRefusesHalfPrecisionOnCpu) {
+  for (Dtype dtype : {Dtype::bf16, Dtype::fp16}) {
+    try {
+      make_attention_backend("cpu", dtype);
+      FAIL() << "cpu accepted " << to_string(dtype);
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find("--dtype " + to_string(dtype)), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("--device cuda"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(Dtype, ParsesAndPrints) {
+  for (Dtype dtype : {Dtype::fp32, Dtype::bf16, Dtype::fp16}) EXPECT_EQ(parse_dtype(to_string(dtype)), dtype);
+  EXPECT_THROW(parse_dtype("fp8"), UsageError);
+  EXPECT_THROW(parse_dtype("BF16"), UsageError);
+}
+
+// Round to nearest even on the bits of a float: the textbook bf16 conversion, independent of round_to.
+float bf16_by_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  u &= 0xffff0000u;
+  float y;
+  std::memcpy(&y, &u, 4);
+  return y;
+}
+
+TEST(Dtype, RoundsToNearestEven) {
+  const float ulp_bf16 = std::ldexp(1.f, -7), ulp_fp16 = std::ldexp(1.f, -10);
+  EXPECT_EQ(round_to(Dtype::bf16, 1.f + ulp_bf16 / 2), 1.f);                      // tie -> even
+  EXPECT_EQ(round_to(Dtype::bf16, 1.f + 1.5f * ulp_bf16), 1.f + 2 * ulp_bf16);    // tie -> even
+  EXPECT_EQ(round_to(Dtype::bf16, 1.f + 0.51f * ulp_bf16), 1.f + ulp_bf16);
+  EXPECT_EQ(round_to(Dtype::fp16, 1.f + ulp_fp16 / 2), 1.f);
+  EXPECT_EQ(round_to(Dtype::fp16, -(1.f + 1.5f * ulp_fp16)), -(1.f + 2 * ulp_fp16));
+  EXPECT_EQ(round_to(Dtype::fp16, 65519.f), 65504.f);  // largest finite half
+  EXPECT_EQ(round_to(Dtype::fp16, 65520.f), std::numeric_limits<float>::infinity());
+  EXPECT_EQ(round_to(Dtype::fp16, std::ldexp(1.f, -24)), std::ldexp(1.f, -24));  // smallest subnormal
+  EXPECT_EQ(round_to(Dtype::fp16, std::ldexp(1.f, -25)), 0.f);                     // tie -> even (0)
+  EXPECT_EQ(round_to(Dtype::fp16, std::ldexp(3.f, -26)), std::ldexp(1.f, -24));
+  EXPECT_EQ(round_to(Dtype::fp32, 1.f + ulp_bf16 / 3), 1.f + ulp_bf16 / 3);
+  EXPECT_TRUE(std::isnan(round_to(Dtype::bf16, std::nanf(""))));
+  // Against the bit-level conversion on normal, subnormal and huge values.
+  uint64_t state = 12345;
+  for (int i = 0; i < 100000; ++i) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    uint32_t bits = static_cast<uint32_t>(state >> 32);
+    bits &= 0x7f7fffffu;  // finite, below the bf16 overflow region
+    float x;
+    std::memcpy(&x, &bits, 4);
+    if (i % 2) x = -x;
+    ASSERT_EQ(round_to(Dtype::bf16, x), bf16_by_bits(x)) << std::hexfloat << x;
+  }
+  const Tensor t = rounded(random_tensor({3, 5}, 7), Dtype::fp16);
+  for (int64_t i = 0; i < t.size(); ++i) EXPECT_EQ(round_to(Dtype::fp16, t[i]), t[i]);
 }
 
 }  // namespace

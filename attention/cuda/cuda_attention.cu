@@ -17,6 +17,7 @@
 #include <string>
 
 #include "attention/cuda/cuda_attention.hpp"
+#include "attention/cuda/flash_kernels.hpp"
 #include "runtime/core/check.hpp"
 #include "runtime/core/error.hpp"
 
@@ -185,6 +186,7 @@ class DeviceBuffer {
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   float* get() const { return static_cast<float*>(data_); }
+  void* raw() const { return data_; }
   void upload(const Tensor& t) { LONGCTX_CHECK_CUDA(cudaMemcpy(data_, t.data(), bytes_, cudaMemcpyHostToDevice)); }
   void download(Tensor& t) const { LONGCTX_CHECK_CUDA(cudaMemcpy(t.data(), data_, bytes_, cudaMemcpyDeviceToHost)); }
   void zero() { LONGCTX_CHECK_CUDA(cudaMemset(data_, 0, bytes_)); }
@@ -221,6 +223,12 @@ Launch prepare(const AttentionParams& params, const AttentionDims& dims) {
   if (blocks > std::numeric_limits<int>::max()) throw UsageError("--device cuda: problem too large for one launch");
   launch.blocks = static_cast<unsigned>(blocks);
   return launch;
+}
+
+// `t` on the device in `dtype`, through `staging` (fp32, t's size).
+void upload_as(Dtype dtype, const Tensor& t, DeviceBuffer& staging, DeviceBuffer& out) {
+  staging.upload(t);
+  cuda::convert_from_f32(dtype, staging.get(), out.raw(), static_cast<size_t>(t.size()), nullptr);
 }
 
 }  // namespace
@@ -267,7 +275,7 @@ std::string nccl_version() {
 #endif
 }
 
-CudaAttention::CudaAttention() {
+CudaAttention::CudaAttention(Dtype dtype) : dtype_(dtype) {
   if (cuda_device_count() == 0)
     throw UsageError("--device cuda: no CUDA device is visible to this process (allowed here: cpu)");
 }
@@ -275,9 +283,22 @@ CudaAttention::CudaAttention() {
 void CudaAttention::forward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v,
                             Tensor& o, Tensor& lse) {
   const AttentionDims dims = check_qkv(q, k, v);
-  const Launch launch = prepare(params, dims);
   ensure_shape(o, q.shape());
   ensure_shape(lse, lse_shape(q.shape()));
+  if (dtype_ != Dtype::fp32) {
+    const size_t half_bytes = static_cast<size_t>(q.size()) * cuda::element_bytes(dtype_);
+    DeviceBuffer staging(q.size_bytes()), bq(half_bytes), bk(half_bytes), bv(half_bytes), bo(o.size_bytes()),
+        blse(lse.size_bytes());
+    upload_as(dtype_, q, staging, bq);
+    upload_as(dtype_, k, staging, bk);
+    upload_as(dtype_, v, staging, bv);
+    cuda::flash_forward(params, dims, dtype_, bq.raw(), bk.raw(), bv.raw(), bo.get(), blse.get(), nullptr);
+    LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
+    bo.download(o);
+    blse.download(lse);
+    return;
+  }
+  const Launch launch = prepare(params, dims);
   DeviceBuffer bq(q.size_bytes()), bk(k.size_bytes()), bv(v.size_bytes()), bo(o.size_bytes()),
       blse(lse.size_bytes());
   bq.upload(q);
@@ -298,10 +319,29 @@ void CudaAttention::backward(const AttentionParams& params, const Tensor& q, con
   check_shape("o", o, q.shape());
   check_shape("dout", dout, q.shape());
   check_shape("lse", lse, lse_shape(q.shape()));
-  const Launch launch = prepare(params, dims);
   ensure_shape(dq, q.shape());
   ensure_shape(dk, q.shape());
   ensure_shape(dv, q.shape());
+  if (dtype_ != Dtype::fp32) {
+    const size_t half_bytes = static_cast<size_t>(q.size()) * cuda::element_bytes(dtype_);
+    DeviceBuffer staging(q.size_bytes()), bq(half_bytes), bk(half_bytes), bv(half_bytes), bdout(half_bytes),
+        bo(o.size_bytes()), blse(lse.size_bytes()), bdelta(lse.size_bytes()), bdq(dq.size_bytes()),
+        bdk(dk.size_bytes()), bdv(dv.size_bytes());
+    upload_as(dtype_, q, staging, bq);
+    upload_as(dtype_, k, staging, bk);
+    upload_as(dtype_, v, staging, bv);
+    upload_as(dtype_, dout, staging, bdout);
+    bo.upload(o);
+    blse.upload(lse);
+    cuda::flash_backward(params, dims, dtype_, bq.raw(), bk.raw(), bv.raw(), bdout.raw(), bo.get(), blse.get(),
+                         bdelta.get(), bdq.get(), bdk.get(), bdv.get(), nullptr);
+    LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
+    bdq.download(dq);
+    bdk.download(dk);
+    bdv.download(dv);
+    return;
+  }
+  const Launch launch = prepare(params, dims);
   DeviceBuffer bq(q.size_bytes()), bk(k.size_bytes()), bv(v.size_bytes()), bo(o.size_bytes()),
       blse(lse.size_bytes()), bdout(dout.size_bytes()), bdq(dq.size_bytes()), bdk(dk.size_bytes()),
       bdv(dv.size_bytes());

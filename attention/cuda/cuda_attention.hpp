@@ -1,7 +1,8 @@
-// The CUDA attention backend, first step: exact fp32 kernels (one warp per query row and head, one joint
-// online softmax over every branch's selected keys; the dilated selection is done in the kernel's loads,
-// no gathered copies). They are the GPU's correctness reference for the tensor-core bf16/fp16 kernels
-// still to come (issue 7); they are not fast. Host tensors in and out: each call copies to the device.
+// The CUDA attention backend. fp32: exact kernels (one warp per query row and head, one joint online
+// softmax over every branch's selected keys), the GPU's correctness reference, not fast. bf16 / fp16: the
+// tensor-core kernels of flash_kernels.hpp (fp32 accumulation, fp32 lse and outputs). In both the dilated
+// selection is done in the kernels' loads, no gathered copies. Host tensors in and out: each call copies
+// to the device (and rounds q, k, v, dout to the dtype there).
 //
 // This header includes no CUDA header, so the rest of the code can use it in any build.
 #pragma once
@@ -23,12 +24,17 @@ std::string nccl_version();
 
 class CudaAttention : public AttentionBackend {
  public:
-  CudaAttention();  // UsageError naming --device when no GPU is visible or CUDA is not compiled in
+  // UsageError naming --device when no GPU is visible or CUDA is not compiled in.
+  explicit CudaAttention(Dtype dtype = Dtype::fp32);
   std::string name() const override { return "cuda"; }
+  Dtype dtype() const { return dtype_; }
   void forward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,
                Tensor& lse) override;
   void backward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
                 const Tensor& lse, const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) override;
+
+ private:
+  Dtype dtype_;
 };
 
 }  // namespace longctx

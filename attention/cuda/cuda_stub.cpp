@@ -9,7 +9,7 @@ int cuda_device_count() { return 0; }
 std::string cuda_description() { return "not compiled in"; }
 std::string nccl_version() { return "not compiled in"; }
 
-CudaAttention::CudaAttention() {
+CudaAttention::CudaAttention(Dtype dtype) : dtype_(dtype) {
   throw UsageError("--device cuda: this build has no CUDA backend (no nvcc was found at configure time; "
                    "allowed: cpu)");
 }

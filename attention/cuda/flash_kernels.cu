@@ -1,0 +1,691 @@
+// Tensor-core dilated attention kernels: see flash_kernels.hpp for the contract.
+//
+// Warp-level mma.sync m16n8k16 (bf16 / fp16 in, fp32 accumulate), ldmatrix from shared memory rows padded
+// by 16 bytes (conflict-free), cp.async double buffering. Fragment layouts (PTX ISA, "mma.m16n8k16"): with
+// g = lane / 4 and c = lane % 4, A (16x16, row) holds a0 = (g, 2c..2c+1), a1 = (g+8, 2c..), a2 = (g, 2c+8..),
+// a3 = (g+8, 2c+8..); B (16x8, col) holds b0 = (k 2c..2c+1, n g), b1 = (k 2c+8.., n g); C (16x8) holds
+// c0, c1 = (g, 2c..2c+1), c2, c3 = (g+8, 2c..2c+1). So the C tiles of columns 16j..16j+15 are, packed in
+// pairs, the A fragment of k-chunk j: scores become the next product's operand without leaving registers.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include "attention/cuda/flash_kernels.hpp"
+#include "runtime/core/check.hpp"
+#include "runtime/core/error.hpp"
+
+namespace longctx::cuda {
+namespace {
+
+constexpr int kThreads = 128;   // 4 warps
+constexpr int kBlockQ = 64;     // forward: query rows per block, 16 per warp
+constexpr int kBlockK = 64;     // forward: key rows per step; backward: key rows per block, 16 per warp
+constexpr int kBwdBlockQ = 32;  // backward: query rows per step
+constexpr int kPad = 8;         // elements (16 bytes) of padding per shared-memory row
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+template <class T> struct Elem;
+template <> struct Elem<__nv_bfloat16> {
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  }
+  static __device__ __forceinline__ __nv_bfloat16 from(float x) { return __float2bfloat16_rn(x); }
+  static __device__ __forceinline__ float to(__nv_bfloat16 x) { return __bfloat162float(x); }
+  static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+template <> struct Elem<__half> {
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  }
+  static __device__ __forceinline__ __half from(float x) { return __float2half_rn(x); }
+  static __device__ __forceinline__ float to(__half x) { return __half2float(x); }
+  static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// Four 8x8 matrices; thread i gives the address of row i % 8 of matrix i / 8.
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p)));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p)));
+}
+
+// Address this lane gives ldmatrix for one 16x16 A fragment at (row0, col0) of a row-major tile with
+// `stride` elements per row: matrices (rows 0-7 | 8-15) x (cols 0-7 | 8-15), row-block fastest.
+template <class T>
+__device__ __forceinline__ const T* a_frag_address(const T* tile, int stride, int row0, int col0, int lane) {
+  return tile + (row0 + lane % 16) * stride + col0 + (lane / 16) * 8;
+}
+// For B = X^T with X row-major [n][k] (keys by head dim): two n-tiles (n0..n0+15) of k-chunk k0.
+// r0, r1 are n-tile 0's b0, b1; r2, r3 n-tile 1's.
+template <class T>
+__device__ __forceinline__ const T* bt_frag_address(const T* tile, int stride, int n0, int k0, int lane) {
+  return tile + (n0 + lane % 8 + (lane / 16) * 8) * stride + k0 + ((lane / 8) % 2) * 8;
+}
+// For B = X with X row-major [k][n], loaded with .trans: k-chunk k0..k0+15, two n-tiles n0..n0+15.
+template <class T>
+__device__ __forceinline__ const T* b_frag_address(const T* tile, int stride, int k0, int n0, int lane) {
+  return tile + (k0 + lane % 8 + ((lane / 8) % 2) * 8) * stride + n0 + (lane / 16) * 8;
+}
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  // src-size 0 reads nothing and zero-fills the 16 bytes.
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(smem)), "l"(gmem),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+struct FlashArgs {
+  const void* q;
+  const void* k;
+  const void* v;
+  const void* dout;
+  float* o;
+  float* lse;
+  const float* delta;
+  float* dq;
+  float* dk;
+  float* dv;
+  long long seq_len, segment, dilation, segments;
+  int batch, heads, head_dim, tiles, causal;
+  HeadOffsets offsets;
+  float scale;  // softmax scale (natural units)
+};
+
+// One (batch, segment, head) of a branch: its selected rows are global rows first + t * dilation,
+// t in [0, count); row index (b N + position) H + h addresses lse and, times D, the tensors.
+struct SparseRows {
+  long long first;
+  int count;
+  int h;
+
+  __device__ long long index(const FlashArgs& a, int t) const {
+    return (first + static_cast<long long>(t) * a.dilation) * a.heads + h;
+  }
+};
+
+// Decodes blockIdx.x = ((b * segments + s) * H + h) * tiles + tile. False when the head selects no row.
+__device__ __forceinline__ bool decode_block(const FlashArgs& a, SparseRows& rows, int& tile) {
+  long long x = blockIdx.x;
+  tile = static_cast<int>(x % a.tiles);
+  x /= a.tiles;
+  rows.h = static_cast<int>(x % a.heads);
+  x /= a.heads;
+  const long long s = x % a.segments, b = x / a.segments;
+  const long long begin = s * a.segment;
+  const long long n_rows = min(a.segment, a.seq_len - begin);
+  const long long offset = head_offset(rows.h, a.dilation, a.heads, a.offsets);
+  if (offset >= n_rows) return false;
+  rows.first = b * a.seq_len + begin + offset;
+  rows.count = static_cast<int>((n_rows - offset + a.dilation - 1) / a.dilation);
+  return true;
+}
+
+// Copies selected rows t0 .. t0 + ROWS - 1 of `src` into a [ROWS][D + kPad] tile, zero past the selection
+// and past the real head dim. 16-byte cp.async when the head dim is a multiple of 8 (the caller commits);
+// element-wise otherwise.
+template <class T, int D, int ROWS>
+__device__ __forceinline__ void load_rows(T* tile, const T* src, const FlashArgs& a, const SparseRows& rows,
+                                          int t0) {
+  constexpr int kStride = D + kPad;
+  if (a.head_dim % 8 == 0) {
+    constexpr int kChunks = D / 8;
+    for (int c = threadIdx.x; c < ROWS * kChunks; c += kThreads) {
+      const int row = c / kChunks, col = (c % kChunks) * 8, t = t0 + row;
+      const bool valid = t < rows.count && col < a.head_dim;
+      const T* from = valid ? src + rows.index(a, t) * a.head_dim + col : src;
+      cp_async16(tile + row * kStride + col, from, valid);
+    }
+  } else {
+    for (int e = threadIdx.x; e < ROWS * D; e += kThreads) {
+      const int row = e / D, col = e % D, t = t0 + row;
+      tile[row * kStride + col] =
+          t < rows.count && col < a.head_dim ? src[rows.index(a, t) * a.head_dim + col] : Elem<T>::from(0.f);
+    }
+  }
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kThreads) flash_forward_kernel(const FlashArgs a) {
+  constexpr int kStride = D + kPad;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* q_tile = reinterpret_cast<T*>(smem_raw);      // [kBlockQ][kStride]
+  T* k_tiles = q_tile + kBlockQ * kStride;          // [2][kBlockK][kStride]
+  T* v_tiles = k_tiles + 2 * kBlockK * kStride;     // [2][kBlockK][kStride]
+
+  SparseRows rows;
+  int tile;
+  if (!decode_block(a, rows, tile)) return;
+  if (a.causal) tile = a.tiles - 1 - tile;  // the longest causal rows first
+  const int t0 = tile * kBlockQ;
+  if (t0 >= rows.count) return;
+
+  const T* q = static_cast<const T*>(a.q);
+  const T* k = static_cast<const T*>(a.k);
+  const T* v = static_cast<const T*>(a.v);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const int key_end = a.causal ? min(rows.count, t0 + kBlockQ) : rows.count;
+  const int key_tiles = (key_end + kBlockK - 1) / kBlockK;
+  const float scale2 = a.scale * kLog2e;
+
+  load_rows<T, D, kBlockQ>(q_tile, q, a, rows, t0);
+  load_rows<T, D, kBlockK>(k_tiles, k, a, rows, 0);
+  load_rows<T, D, kBlockK>(v_tiles, v, a, rows, 0);
+  cp_async_commit();
+
+  uint32_t qa[D / 16][4];
+  float acc[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+
+  for (int j = 0; j < key_tiles; ++j) {
+    const int stage = j & 1;
+    if (j + 1 < key_tiles) {
+      load_rows<T, D, kBlockK>(k_tiles + (stage ^ 1) * kBlockK * kStride, k, a, rows, (j + 1) * kBlockK);
+      load_rows<T, D, kBlockK>(v_tiles + (stage ^ 1) * kBlockK * kStride, v, a, rows, (j + 1) * kBlockK);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    if (j == 0) {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(qa[kk], a_frag_address(q_tile, kStride, warp * 16, kk * 16, lane));
+    }
+    const T* k_tile = k_tiles + stage * kBlockK * kStride;
+    const T* v_tile = v_tiles + stage * kBlockK * kStride;
+
+    // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
+    float s[kBlockK / 8][4];
+#pragma unroll
+    for (int n = 0; n < kBlockK / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+      for (int np = 0; np < kBlockK / 16; ++np) {
+        uint32_t b[4];
+        ldsm_x4(b, bt_frag_address(k_tile, kStride, np * 16, kk * 16, lane));
+        Elem<T>::mma(s[2 * np], qa[kk], b[0], b[1]);
+        Elem<T>::mma(s[2 * np + 1], qa[kk], b[2], b[3]);
+      }
+    }
+
+    // Scores in log2 units; keys past the selection, and causal keys after the query, are -inf.
+    const int key0 = j * kBlockK;
+    const bool masked_tile = key0 + kBlockK > rows.count || (a.causal && key0 + kBlockK > t0);
+#pragma unroll
+    for (int n = 0; n < kBlockK / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[n][e] *= scale2;
+        if (masked_tile) {
+          const int key = key0 + n * 8 + 2 * c + (e & 1), query = t0 + warp * 16 + g + (e >> 1) * 8;
+          if (key >= rows.count || (a.causal && key > query)) s[n][e] = -INFINITY;
+        }
+      }
+
+    // Online softmax for the thread's two rows (g, g + 8); a row's 4 threads agree on its max.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = m[r];
+#pragma unroll
+      for (int n = 0; n < kBlockK / 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float base = mx == -INFINITY ? 0.f : mx;
+      const float keep = exp2f(m[r] - base);
+      m[r] = mx;
+      l[r] *= keep;
+#pragma unroll
+      for (int d = 0; d < D / 8; ++d) {
+        acc[d][2 * r] *= keep;
+        acc[d][2 * r + 1] *= keep;
+      }
+#pragma unroll
+      for (int n = 0; n < kBlockK / 8; ++n) {
+        s[n][2 * r] = exp2f(s[n][2 * r] - base);
+        s[n][2 * r + 1] = exp2f(s[n][2 * r + 1] - base);
+        l[r] += s[n][2 * r] + s[n][2 * r + 1];
+      }
+    }
+
+    // O += P V, P straight from the score registers.
+#pragma unroll
+    for (int kc = 0; kc < kBlockK / 16; ++kc) {
+      const uint32_t pa[4] = {Elem<T>::pack(s[2 * kc][0], s[2 * kc][1]), Elem<T>::pack(s[2 * kc][2], s[2 * kc][3]),
+                              Elem<T>::pack(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                              Elem<T>::pack(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t b[4];
+        ldsm_x4_trans(b, b_frag_address(v_tile, kStride, kc * 16, dp * 16, lane));
+        Elem<T>::mma(acc[2 * dp], pa, b[0], b[1]);
+        Elem<T>::mma(acc[2 * dp + 1], pa, b[2], b[3]);
+      }
+    }
+    __syncthreads();  // the next iteration's loads overwrite the other stage
+  }
+
+  // Merge this branch into (o, lse): L = logaddexp(old, new); o = e^(old - L) o + e^(new - L) o_branch.
+  float w_old[2], w_new[2], merged[2];
+  long long index[2];
+  bool valid[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float sum = l[r];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const int t = t0 + warp * 16 + g + r * 8;
+    valid[r] = t < rows.count;
+    index[r] = valid[r] ? rows.index(a, t) : 0;
+    const float fresh = (m[r] + log2f(sum)) * kLn2;
+    const float old = valid[r] ? a.lse[index[r]] : -INFINITY;
+    merged[r] = old == -INFINITY ? fresh : fmaxf(old, fresh) + log1pf(expf(-fabsf(old - fresh)));
+    w_old[r] = old == -INFINITY ? 0.f : expf(old - merged[r]);
+    w_new[r] = expf(fresh - merged[r]) / sum;
+  }
+  __syncwarp();  // every lane of a row has read the old lse before lane c == 0 writes the new one
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (!valid[r]) continue;
+    float* out = a.o + index[r] * a.head_dim;
+#pragma unroll
+    for (int d = 0; d < D / 8; ++d)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = d * 8 + 2 * c + e;
+        if (col < a.head_dim) out[col] = w_old[r] * out[col] + w_new[r] * acc[d][2 * r + e];
+      }
+    if (c == 0) a.lse[index[r]] = merged[r];
+  }
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kThreads) flash_backward_kernel(const FlashArgs a) {
+  constexpr int kStride = D + kPad, kDsStride = kBlockK + kPad;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* k_tile = reinterpret_cast<T*>(smem_raw);         // [kBlockK][kStride]
+  T* v_tile = k_tile + kBlockK * kStride;              // [kBlockK][kStride]
+  T* q_tiles = v_tile + kBlockK * kStride;             // [2][kBwdBlockQ][kStride]
+  T* do_tiles = q_tiles + 2 * kBwdBlockQ * kStride;    // [2][kBwdBlockQ][kStride]
+  T* ds_tile = do_tiles + 2 * kBwdBlockQ * kStride;    // [kBwdBlockQ][kDsStride]: dS, query-major
+  float* lse_s = reinterpret_cast<float*>(ds_tile + kBwdBlockQ * kDsStride);  // [2][kBwdBlockQ], log2 units
+  float* delta_s = lse_s + 2 * kBwdBlockQ;                                     // [2][kBwdBlockQ]
+
+  SparseRows rows;
+  int tile;
+  if (!decode_block(a, rows, tile)) return;
+  const int k0 = tile * kBlockK;
+  if (k0 >= rows.count) return;
+
+  const T* q = static_cast<const T*>(a.q);
+  const T* k = static_cast<const T*>(a.k);
+  const T* v = static_cast<const T*>(a.v);
+  const T* dout = static_cast<const T*>(a.dout);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const float scale2 = a.scale * kLog2e;
+  const int q_first = a.causal ? k0 / kBwdBlockQ : 0;  // causal: queries before this key tile see none of it
+  const int q_steps = (rows.count + kBwdBlockQ - 1) / kBwdBlockQ - q_first;
+
+  auto load_queries = [&](int step, int stage) {
+    const int t0 = (q_first + step) * kBwdBlockQ;
+    load_rows<T, D, kBwdBlockQ>(q_tiles + stage * kBwdBlockQ * kStride, q, a, rows, t0);
+    load_rows<T, D, kBwdBlockQ>(do_tiles + stage * kBwdBlockQ * kStride, dout, a, rows, t0);
+    if (threadIdx.x < kBwdBlockQ) {
+      const int t = t0 + threadIdx.x;
+      const bool valid = t < rows.count;
+      // +inf lse makes P = 0 for rows past the selection.
+      lse_s[stage * kBwdBlockQ + threadIdx.x] = valid ? a.lse[rows.index(a, t)] * kLog2e : INFINITY;
+      delta_s[stage * kBwdBlockQ + threadIdx.x] = valid ? a.delta[rows.index(a, t)] : 0.f;
+    }
+  };
+
+  load_rows<T, D, kBlockK>(k_tile, k, a, rows, k0);
+  load_rows<T, D, kBlockK>(v_tile, v, a, rows, k0);
+  load_queries(0, 0);
+  cp_async_commit();
+
+  float dk_acc[D / 8][4], dv_acc[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk_acc[i][e] = dv_acc[i][e] = 0.f;
+
+  for (int step = 0; step < q_steps; ++step) {
+    const int stage = step & 1;
+    if (step + 1 < q_steps) {
+      load_queries(step + 1, stage ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const T* q_tile = q_tiles + stage * kBwdBlockQ * kStride;
+    const T* do_tile = do_tiles + stage * kBwdBlockQ * kStride;
+    const float* lse_row = lse_s + stage * kBwdBlockQ;
+    const float* delta_row = delta_s + stage * kBwdBlockQ;
+    const int t0 = (q_first + step) * kBwdBlockQ;
+
+    // S^T = K Q^T and dP^T = V dO^T: this warp's 16 keys by the step's 32 queries.
+    float st[kBwdBlockQ / 8][4], dpt[kBwdBlockQ / 8][4];
+#pragma unroll
+    for (int n = 0; n < kBwdBlockQ / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) st[n][e] = dpt[n][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t ka[4], va[4];
+      ldsm_x4(ka, a_frag_address(k_tile, kStride, warp * 16, kk * 16, lane));
+      ldsm_x4(va, a_frag_address(v_tile, kStride, warp * 16, kk * 16, lane));
+#pragma unroll
+      for (int np = 0; np < kBwdBlockQ / 16; ++np) {
+        uint32_t bq[4], bdo[4];
+        ldsm_x4(bq, bt_frag_address(q_tile, kStride, np * 16, kk * 16, lane));
+        ldsm_x4(bdo, bt_frag_address(do_tile, kStride, np * 16, kk * 16, lane));
+        Elem<T>::mma(st[2 * np], ka, bq[0], bq[1]);
+        Elem<T>::mma(st[2 * np + 1], ka, bq[2], bq[3]);
+        Elem<T>::mma(dpt[2 * np], va, bdo[0], bdo[1]);
+        Elem<T>::mma(dpt[2 * np + 1], va, bdo[2], bdo[3]);
+      }
+    }
+
+    // P^T = exp(S^T scale - lse), dS^T = P^T (dP^T - delta) (the softmax scale is applied at the end).
+#pragma unroll
+    for (int n = 0; n < kBwdBlockQ / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = n * 8 + 2 * c + (e & 1);
+        const int key = k0 + warp * 16 + g + (e >> 1) * 8, query = t0 + col;
+        float p = exp2f(st[n][e] * scale2 - lse_row[col]);
+        if (key >= rows.count || (a.causal && key > query)) p = 0.f;
+        st[n][e] = p;
+        dpt[n][e] = p * (dpt[n][e] - delta_row[col]);
+      }
+
+    // dV += P^T dO and dK += dS^T Q, the A operands straight from registers.
+#pragma unroll
+    for (int kc = 0; kc < kBwdBlockQ / 16; ++kc) {
+      const uint32_t pa[4] = {Elem<T>::pack(st[2 * kc][0], st[2 * kc][1]), Elem<T>::pack(st[2 * kc][2], st[2 * kc][3]),
+                              Elem<T>::pack(st[2 * kc + 1][0], st[2 * kc + 1][1]),
+                              Elem<T>::pack(st[2 * kc + 1][2], st[2 * kc + 1][3])};
+      const uint32_t da[4] = {
+          Elem<T>::pack(dpt[2 * kc][0], dpt[2 * kc][1]), Elem<T>::pack(dpt[2 * kc][2], dpt[2 * kc][3]),
+          Elem<T>::pack(dpt[2 * kc + 1][0], dpt[2 * kc + 1][1]), Elem<T>::pack(dpt[2 * kc + 1][2], dpt[2 * kc + 1][3])};
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t b[4];
+        ldsm_x4_trans(b, b_frag_address(do_tile, kStride, kc * 16, dp * 16, lane));
+        Elem<T>::mma(dv_acc[2 * dp], pa, b[0], b[1]);
+        Elem<T>::mma(dv_acc[2 * dp + 1], pa, b[2], b[3]);
+        ldsm_x4_trans(b, b_frag_address(q_tile, kStride, kc * 16, dp * 16, lane));
+        Elem<T>::mma(dk_acc[2 * dp], da, b[0], b[1]);
+        Elem<T>::mma(dk_acc[2 * dp + 1], da, b[2], b[3]);
+      }
+    }
+
+    // dS to shared memory, query-major, for dQ = dS K.
+#pragma unroll
+    for (int n = 0; n < kBwdBlockQ / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        ds_tile[(n * 8 + 2 * c + (e & 1)) * kDsStride + warp * 16 + g + (e >> 1) * 8] = Elem<T>::from(dpt[n][e]);
+    __syncthreads();
+
+    // dQ (32 queries x D) += dS (32 x 64 keys) K: warp w takes query rows (w % 2) * 16 and half the columns.
+    constexpr int kHalf = D / 2;
+    float dq_acc[kHalf / 8][4];
+#pragma unroll
+    for (int n = 0; n < kHalf / 8; ++n) dq_acc[n][0] = dq_acc[n][1] = dq_acc[n][2] = dq_acc[n][3] = 0.f;
+    const int row0 = (warp % 2) * 16, col0 = (warp / 2) * kHalf;
+#pragma unroll
+    for (int kc = 0; kc < kBlockK / 16; ++kc) {
+      uint32_t dsa[4];
+      ldsm_x4(dsa, a_frag_address(ds_tile, kDsStride, row0, kc * 16, lane));
+#pragma unroll
+      for (int dp = 0; dp < kHalf / 16; ++dp) {
+        uint32_t b[4];
+        ldsm_x4_trans(b, b_frag_address(k_tile, kStride, kc * 16, col0 + dp * 16, lane));
+        Elem<T>::mma(dq_acc[2 * dp], dsa, b[0], b[1]);
+        Elem<T>::mma(dq_acc[2 * dp + 1], dsa, b[2], b[3]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int t = t0 + row0 + g + r * 8;
+      if (t >= rows.count) continue;
+      float* out = a.dq + rows.index(a, t) * a.head_dim;
+#pragma unroll
+      for (int n = 0; n < kHalf / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int col = col0 + n * 8 + 2 * c + e;
+          if (col < a.head_dim) atomicAdd(out + col, dq_acc[n][2 * r + e] * a.scale);
+        }
+    }
+    __syncthreads();  // ds_tile and this stage are rewritten next step
+  }
+
+  // This block owns its keys within the branch; earlier branches' launches have finished (one stream).
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int t = k0 + warp * 16 + g + r * 8;
+    if (t >= rows.count) continue;
+    const long long row = rows.index(a, t) * a.head_dim;
+#pragma unroll
+    for (int d = 0; d < D / 8; ++d)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = d * 8 + 2 * c + e;
+        if (col < a.head_dim) {
+          a.dk[row + col] += dk_acc[d][2 * r + e] * a.scale;
+          a.dv[row + col] += dv_acc[d][2 * r + e];
+        }
+      }
+  }
+}
+
+// delta[row] = sum_d dout[row, d] o[row, d]: one warp per row.
+template <class T>
+__global__ void delta_kernel(const T* __restrict__ dout, const float* __restrict__ o, float* __restrict__ delta,
+                             long long rows, int head_dim) {
+  const long long row = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  float sum = 0.f;
+  for (int d = lane; d < head_dim; d += 32)
+    sum += Elem<T>::to(dout[row * head_dim + d]) * o[row * head_dim + d];
+  for (int delta_lane = 16; delta_lane > 0; delta_lane /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, delta_lane);
+  if (lane == 0) delta[row] = sum;
+}
+
+template <class T>
+__global__ void convert_kernel(const float* __restrict__ src, T* __restrict__ dst, size_t count) {
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    dst[i] = Elem<T>::from(src[i]);
+}
+
+__global__ void fill_kernel(float* data, size_t count, float value) {
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    data[i] = value;
+}
+
+unsigned grid_for(size_t count, unsigned threads) {
+  const size_t blocks = (count + threads - 1) / threads;
+  return static_cast<unsigned>(blocks < 65536 ? (blocks ? blocks : 1) : 65536);
+}
+
+int padded_head_dim(int64_t head_dim) {
+  if (head_dim <= 32) return 32;
+  if (head_dim <= 64) return 64;
+  if (head_dim <= kFlashMaxHeadDim) return 128;
+  throw UsageError("--dtype bf16/fp16: head dim " + std::to_string(head_dim) + " is above the tensor-core kernels' " +
+                   std::to_string(kFlashMaxHeadDim) + " (use --dtype fp32)");
+}
+
+void check_dtype(Dtype dtype) {
+  if (dtype != Dtype::bf16 && dtype != Dtype::fp16)
+    throw UsageError("--dtype " + to_string(dtype) + ": the tensor-core kernels take bf16 or fp16");
+}
+
+// Arguments for branch `branch`, and its grid size in blocks of `rows_per_block` sparse rows.
+FlashArgs branch_args(const AttentionParams& params, const AttentionDims& dims, const Branch& branch,
+                      int rows_per_block, long long& blocks) {
+  FlashArgs a{};
+  a.seq_len = dims.seq_len;
+  a.segment = effective_segment_length(branch, dims.seq_len);
+  a.dilation = branch.dilation;
+  a.segments = segment_count(branch, dims.seq_len);
+  a.batch = static_cast<int>(dims.batch);
+  a.heads = static_cast<int>(dims.heads);
+  a.head_dim = static_cast<int>(dims.head_dim);
+  const long long selected = (a.segment + a.dilation - 1) / a.dilation;
+  a.tiles = static_cast<int>((selected + rows_per_block - 1) / rows_per_block);
+  a.causal = params.causal ? 1 : 0;
+  a.offsets = params.offsets;
+  a.scale = static_cast<float>(resolved_scale(params, dims.head_dim));
+  blocks = dims.batch * a.segments * dims.heads * a.tiles;
+  if (blocks > std::numeric_limits<int>::max())
+    throw UsageError("--device cuda: " + std::to_string(blocks) + " blocks for one branch is above one launch's limit");
+  return a;
+}
+
+template <class T, int D>
+void launch_forward(const FlashArgs& a, long long blocks, cudaStream_t stream) {
+  const size_t smem = static_cast<size_t>(kBlockQ + 4 * kBlockK) * (D + kPad) * sizeof(T);
+  LONGCTX_CHECK_CUDA(cudaFuncSetAttribute(flash_forward_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(smem)));
+  flash_forward_kernel<T, D><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a);
+  LONGCTX_CHECK_CUDA(cudaGetLastError());
+}
+
+template <class T, int D>
+void launch_backward(const FlashArgs& a, long long blocks, cudaStream_t stream) {
+  const size_t smem = static_cast<size_t>(2 * kBlockK + 4 * kBwdBlockQ) * (D + kPad) * sizeof(T) +
+                      static_cast<size_t>(kBwdBlockQ) * (kBlockK + kPad) * sizeof(T) + 4 * kBwdBlockQ * sizeof(float);
+  LONGCTX_CHECK_CUDA(cudaFuncSetAttribute(flash_backward_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(smem)));
+  flash_backward_kernel<T, D><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a);
+  LONGCTX_CHECK_CUDA(cudaGetLastError());
+}
+
+template <class T>
+void forward_typed(const FlashArgs& a, long long blocks, int d, cudaStream_t stream) {
+  if (d == 32) launch_forward<T, 32>(a, blocks, stream);
+  else if (d == 64) launch_forward<T, 64>(a, blocks, stream);
+  else launch_forward<T, 128>(a, blocks, stream);
+}
+
+template <class T>
+void backward_typed(const FlashArgs& a, long long blocks, int d, cudaStream_t stream) {
+  if (d == 32) launch_backward<T, 32>(a, blocks, stream);
+  else if (d == 64) launch_backward<T, 64>(a, blocks, stream);
+  else launch_backward<T, 128>(a, blocks, stream);
+}
+
+}  // namespace
+
+size_t element_bytes(Dtype dtype) { return dtype == Dtype::fp32 ? 4 : 2; }
+
+void convert_from_f32(Dtype dtype, const float* src, void* dst, size_t count, cudaStream_t stream) {
+  check_dtype(dtype);
+  if (count == 0) return;
+  if (dtype == Dtype::bf16)
+    convert_kernel<<<grid_for(count, 256), 256, 0, stream>>>(src, static_cast<__nv_bfloat16*>(dst), count);
+  else
+    convert_kernel<<<grid_for(count, 256), 256, 0, stream>>>(src, static_cast<__half*>(dst), count);
+  LONGCTX_CHECK_CUDA(cudaGetLastError());
+}
+
+void flash_forward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
+                   const void* k, const void* v, float* o, float* lse, cudaStream_t stream) {
+  check_dtype(dtype);
+  const int d = padded_head_dim(dims.head_dim);
+  const size_t rows = static_cast<size_t>(dims.batch * dims.seq_len * dims.heads);
+  LONGCTX_CHECK_CUDA(cudaMemsetAsync(o, 0, rows * dims.head_dim * sizeof(float), stream));
+  fill_kernel<<<grid_for(rows, 256), 256, 0, stream>>>(lse, rows, -INFINITY);
+  LONGCTX_CHECK_CUDA(cudaGetLastError());
+  for (const Branch& branch : params.schedule.branches) {
+    long long blocks = 0;
+    FlashArgs a = branch_args(params, dims, branch, kBlockQ, blocks);
+    a.q = q;
+    a.k = k;
+    a.v = v;
+    a.o = o;
+    a.lse = lse;
+    if (dtype == Dtype::bf16) forward_typed<__nv_bfloat16>(a, blocks, d, stream);
+    else forward_typed<__half>(a, blocks, d, stream);
+  }
+}
+
+void flash_backward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
+                    const void* k, const void* v, const void* dout, const float* o, const float* lse, float* delta,
+                    float* dq, float* dk, float* dv, cudaStream_t stream) {
+  check_dtype(dtype);
+  const int d = padded_head_dim(dims.head_dim);
+  const size_t rows = static_cast<size_t>(dims.batch * dims.seq_len * dims.heads);
+  const size_t bytes = rows * dims.head_dim * sizeof(float);
+  LONGCTX_CHECK_CUDA(cudaMemsetAsync(dq, 0, bytes, stream));
+  LONGCTX_CHECK_CUDA(cudaMemsetAsync(dk, 0, bytes, stream));
+  LONGCTX_CHECK_CUDA(cudaMemsetAsync(dv, 0, bytes, stream));
+  const unsigned delta_blocks = static_cast<unsigned>((rows * 32 + 255) / 256);
+  if (dtype == Dtype::bf16)
+    delta_kernel<<<delta_blocks, 256, 0, stream>>>(static_cast<const __nv_bfloat16*>(dout), o, delta,
+                                                   static_cast<long long>(rows), static_cast<int>(dims.head_dim));
+  else
+    delta_kernel<<<delta_blocks, 256, 0, stream>>>(static_cast<const __half*>(dout), o, delta,
+                                                   static_cast<long long>(rows), static_cast<int>(dims.head_dim));
+  LONGCTX_CHECK_CUDA(cudaGetLastError());
+  for (const Branch& branch : params.schedule.branches) {
+    long long blocks = 0;
+    FlashArgs a = branch_args(params, dims, branch, kBlockK, blocks);
+    a.q = q;
+    a.k = k;
+    a.v = v;
+    a.dout = dout;
+    a.lse = const_cast<float*>(lse);  // read only in the backward
+    a.delta = delta;
+    a.dq = dq;
+    a.dk = dk;
+    a.dv = dv;
+    if (dtype == Dtype::bf16) backward_typed<__nv_bfloat16>(a, blocks, d, stream);
+    else backward_typed<__half>(a, blocks, d, stream);
+  }
+}
+
+}  // namespace longctx::cuda

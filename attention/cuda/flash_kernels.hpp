@@ -1,0 +1,43 @@
+// Tensor-core (bf16 / fp16) dilated attention on device pointers, FlashAttention-2 style (issue 7).
+//
+// Layout: q, k, v, dout [B, N, H, D] in the element type; o, dq, dk, dv [B, N, H, D] float32; lse, delta
+// [B, N, H] float32. All device memory of the current device, used in stream order on `stream`.
+//
+// Each branch of the schedule is one launch over (batch, segment, head, tile) in the branch's sparse
+// space (row t of a segment is position s + o(h, r) + t r): the kernels read the selected rows straight
+// from q, k, v (no gathered copies). The forward's epilogue merges the branch's (o_i, lse_i) into o, lse
+// by log-sum-exp, which is the spec's joint softmax over the union of every branch's keys; launches of
+// one stream run in order, so a row is only ever merged by one block at a time. The backward uses the
+// final lse and delta = rowsum(dout * o): per branch it is the ordinary attention backward over that
+// branch's keys, and dq, dk, dv add up over the branches.
+//
+// Head dims up to kFlashMaxHeadDim (padded to 32, 64 or 128 inside); D a multiple of 8 takes 16-byte
+// asynchronous loads, other D a slower element-wise load.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+
+#include "attention/attention.hpp"
+
+namespace longctx::cuda {
+
+constexpr int64_t kFlashMaxHeadDim = 128;
+
+// bf16 or fp16 (UsageError for anything else, naming --dtype).
+void flash_forward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
+                   const void* k, const void* v, float* o, float* lse, cudaStream_t stream);
+
+// `delta` is scratch of B*N*H floats. dq, dk, dv are overwritten.
+void flash_backward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
+                    const void* k, const void* v, const void* dout, const float* o, const float* lse, float* delta,
+                    float* dq, float* dk, float* dv, cudaStream_t stream);
+
+// dst[i] = src[i] rounded to nearest-even in `dtype` (bf16 or fp16).
+void convert_from_f32(Dtype dtype, const float* src, void* dst, size_t count, cudaStream_t stream);
+
+// Bytes per element of bf16 / fp16 / fp32.
+size_t element_bytes(Dtype dtype);
+
+}  // namespace longctx::cuda
