@@ -6,15 +6,19 @@
 // that is the spec's joint softmax over the multiset union of keys, so no per-branch mixing is needed.
 // Backward: dq in registers; dk and dv by atomicAdd into zeroed buffers (the only non-deterministic
 // summation order; fp32 tolerance).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #ifdef LONGCTX_HAVE_NCCL_HEADER
 #include <nccl.h>
 #endif
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "attention/cuda/cuda_attention.hpp"
 #include "attention/cuda/flash_kernels.hpp"
@@ -178,10 +182,22 @@ __global__ void backward_kernel(const float* __restrict__ q, const float* __rest
   }
 }
 
-// A device buffer that frees itself.
+// A device buffer that frees itself; DeviceMemoryError when the device is out of memory.
 class DeviceBuffer {
  public:
-  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) { LONGCTX_CHECK_CUDA(cudaMalloc(&data_, bytes)); }
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    if (bytes == 0) return;
+    const cudaError_t rc = cudaMalloc(&data_, bytes);
+    if (rc == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      size_t free_bytes = 0, total = 0;
+      cudaMemGetInfo(&free_bytes, &total);
+      throw DeviceMemoryError("--device cuda: cannot allocate " + std::to_string(bytes >> 20) + " MiB (" +
+                              std::to_string(free_bytes >> 20) + " MiB free of " + std::to_string(total >> 20) +
+                              ")");
+    }
+    LONGCTX_CHECK_CUDA(rc);
+  }
   ~DeviceBuffer() { cudaFree(data_); }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
@@ -189,7 +205,6 @@ class DeviceBuffer {
   void* raw() const { return data_; }
   void upload(const Tensor& t) { LONGCTX_CHECK_CUDA(cudaMemcpy(data_, t.data(), bytes_, cudaMemcpyHostToDevice)); }
   void download(Tensor& t) const { LONGCTX_CHECK_CUDA(cudaMemcpy(t.data(), data_, bytes_, cudaMemcpyDeviceToHost)); }
-  void zero() { LONGCTX_CHECK_CUDA(cudaMemset(data_, 0, bytes_)); }
 
  private:
   void* data_ = nullptr;
@@ -225,10 +240,80 @@ Launch prepare(const AttentionParams& params, const AttentionDims& dims) {
   return launch;
 }
 
-// `t` on the device in `dtype`, through `staging` (fp32, t's size).
+// Forward / backward on device pointers in `dtype` (fp32: the exact kernels above; bf16 / fp16: the
+// tensor-core kernels). `delta` is scratch of B*N*H floats (unused by fp32).
+void forward_on_device(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
+                       const void* k, const void* v, float* o, float* lse, cudaStream_t stream) {
+  if (dtype != Dtype::fp32) {
+    cuda::flash_forward(params, dims, dtype, q, k, v, o, lse, stream);
+    return;
+  }
+  const Launch launch = prepare(params, dims);
+  forward_kernel<<<launch.blocks, kWarpsPerBlock * kWarp, 0, stream>>>(
+      static_cast<const float*>(q), static_cast<const float*>(k), static_cast<const float*>(v), o, lse,
+      launch.schedule, launch.geometry);
+  LONGCTX_CHECK_CUDA(cudaGetLastError());
+}
+
+void backward_on_device(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
+                        const void* k, const void* v, const void* dout, const float* o, const float* lse,
+                        float* delta, float* dq, float* dk, float* dv, cudaStream_t stream) {
+  if (dtype != Dtype::fp32) {
+    cuda::flash_backward(params, dims, dtype, q, k, v, dout, o, lse, delta, dq, dk, dv, stream);
+    return;
+  }
+  const Launch launch = prepare(params, dims);
+  const size_t bytes = static_cast<size_t>(dims.batch * dims.seq_len * dims.heads * dims.head_dim) * sizeof(float);
+  LONGCTX_CHECK_CUDA(cudaMemsetAsync(dk, 0, bytes, stream));
+  LONGCTX_CHECK_CUDA(cudaMemsetAsync(dv, 0, bytes, stream));
+  backward_kernel<<<launch.blocks, kWarpsPerBlock * kWarp, 0, stream>>>(
+      static_cast<const float*>(q), static_cast<const float*>(k), static_cast<const float*>(v), o, lse,
+      static_cast<const float*>(dout), dq, dk, dv, launch.schedule, launch.geometry);
+  LONGCTX_CHECK_CUDA(cudaGetLastError());
+}
+
+// `t` on the device in `dtype` (rounded there), through `staging` (fp32, t's size).
 void upload_as(Dtype dtype, const Tensor& t, DeviceBuffer& staging, DeviceBuffer& out) {
+  if (dtype == Dtype::fp32) {
+    out.upload(t);
+    return;
+  }
   staging.upload(t);
   cuda::convert_from_f32(dtype, staging.get(), out.raw(), static_cast<size_t>(t.size()), nullptr);
+}
+
+__device__ __forceinline__ void store_as(float* p, float x) { *p = x; }
+__device__ __forceinline__ void store_as(__nv_bfloat16* p, float x) { *p = __float2bfloat16_rn(x); }
+__device__ __forceinline__ void store_as(__half* p, float x) { *p = __float2half_rn(x); }
+
+// The bench's inputs: element i of tensor `which` is a hash of (seed, which, i) mapped to [-1, 1).
+template <class T>
+__global__ void seeded_fill_kernel(T* data, size_t count, unsigned long long seed, unsigned long long which) {
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    unsigned long long z = seed * 0x9E3779B97F4A7C15ull + which * 0xD1B54A32D192ED03ull + i;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    store_as(data + i, static_cast<float>(static_cast<double>(z >> 40) / 8388608.0 - 1.0));
+  }
+}
+
+void seeded_fill(Dtype dtype, void* data, size_t count, uint64_t seed, uint64_t which) {
+  const unsigned blocks = static_cast<unsigned>(std::min<size_t>((count + 255) / 256, 65536));
+  if (dtype == Dtype::bf16)
+    seeded_fill_kernel<<<blocks, 256>>>(static_cast<__nv_bfloat16*>(data), count, seed, which);
+  else if (dtype == Dtype::fp16)
+    seeded_fill_kernel<<<blocks, 256>>>(static_cast<__half*>(data), count, seed, which);
+  else
+    seeded_fill_kernel<<<blocks, 256>>>(static_cast<float*>(data), count, seed, which);
+  LONGCTX_CHECK_CUDA(cudaGetLastError());
+}
+
+double median_of(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
 }  // namespace
@@ -285,28 +370,13 @@ void CudaAttention::forward(const AttentionParams& params, const Tensor& q, cons
   const AttentionDims dims = check_qkv(q, k, v);
   ensure_shape(o, q.shape());
   ensure_shape(lse, lse_shape(q.shape()));
-  if (dtype_ != Dtype::fp32) {
-    const size_t half_bytes = static_cast<size_t>(q.size()) * cuda::element_bytes(dtype_);
-    DeviceBuffer staging(q.size_bytes()), bq(half_bytes), bk(half_bytes), bv(half_bytes), bo(o.size_bytes()),
-        blse(lse.size_bytes());
-    upload_as(dtype_, q, staging, bq);
-    upload_as(dtype_, k, staging, bk);
-    upload_as(dtype_, v, staging, bv);
-    cuda::flash_forward(params, dims, dtype_, bq.raw(), bk.raw(), bv.raw(), bo.get(), blse.get(), nullptr);
-    LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
-    bo.download(o);
-    blse.download(lse);
-    return;
-  }
-  const Launch launch = prepare(params, dims);
-  DeviceBuffer bq(q.size_bytes()), bk(k.size_bytes()), bv(v.size_bytes()), bo(o.size_bytes()),
-      blse(lse.size_bytes());
-  bq.upload(q);
-  bk.upload(k);
-  bv.upload(v);
-  forward_kernel<<<launch.blocks, kWarpsPerBlock * kWarp>>>(bq.get(), bk.get(), bv.get(), bo.get(), blse.get(),
-                                                           launch.schedule, launch.geometry);
-  LONGCTX_CHECK_CUDA(cudaGetLastError());
+  const size_t in_bytes = static_cast<size_t>(q.size()) * cuda::element_bytes(dtype_);
+  DeviceBuffer staging(dtype_ == Dtype::fp32 ? 0 : q.size_bytes()), bq(in_bytes), bk(in_bytes), bv(in_bytes),
+      bo(o.size_bytes()), blse(lse.size_bytes());
+  upload_as(dtype_, q, staging, bq);
+  upload_as(dtype_, k, staging, bk);
+  upload_as(dtype_, v, staging, bv);
+  forward_on_device(params, dims, dtype_, bq.raw(), bk.raw(), bv.raw(), bo.get(), blse.get(), nullptr);
   LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
   bo.download(o);
   blse.download(lse);
@@ -322,45 +392,70 @@ void CudaAttention::backward(const AttentionParams& params, const Tensor& q, con
   ensure_shape(dq, q.shape());
   ensure_shape(dk, q.shape());
   ensure_shape(dv, q.shape());
-  if (dtype_ != Dtype::fp32) {
-    const size_t half_bytes = static_cast<size_t>(q.size()) * cuda::element_bytes(dtype_);
-    DeviceBuffer staging(q.size_bytes()), bq(half_bytes), bk(half_bytes), bv(half_bytes), bdout(half_bytes),
-        bo(o.size_bytes()), blse(lse.size_bytes()), bdelta(lse.size_bytes()), bdq(dq.size_bytes()),
-        bdk(dk.size_bytes()), bdv(dv.size_bytes());
-    upload_as(dtype_, q, staging, bq);
-    upload_as(dtype_, k, staging, bk);
-    upload_as(dtype_, v, staging, bv);
-    upload_as(dtype_, dout, staging, bdout);
-    bo.upload(o);
-    blse.upload(lse);
-    cuda::flash_backward(params, dims, dtype_, bq.raw(), bk.raw(), bv.raw(), bdout.raw(), bo.get(), blse.get(),
-                         bdelta.get(), bdq.get(), bdk.get(), bdv.get(), nullptr);
-    LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
-    bdq.download(dq);
-    bdk.download(dk);
-    bdv.download(dv);
-    return;
-  }
-  const Launch launch = prepare(params, dims);
-  DeviceBuffer bq(q.size_bytes()), bk(k.size_bytes()), bv(v.size_bytes()), bo(o.size_bytes()),
-      blse(lse.size_bytes()), bdout(dout.size_bytes()), bdq(dq.size_bytes()), bdk(dk.size_bytes()),
-      bdv(dv.size_bytes());
-  bq.upload(q);
-  bk.upload(k);
-  bv.upload(v);
+  const size_t in_bytes = static_cast<size_t>(q.size()) * cuda::element_bytes(dtype_);
+  DeviceBuffer staging(dtype_ == Dtype::fp32 ? 0 : q.size_bytes()), bq(in_bytes), bk(in_bytes), bv(in_bytes),
+      bdout(in_bytes), bo(o.size_bytes()), blse(lse.size_bytes()), bdelta(lse.size_bytes()), bdq(dq.size_bytes()),
+      bdk(dk.size_bytes()), bdv(dv.size_bytes());
+  upload_as(dtype_, q, staging, bq);
+  upload_as(dtype_, k, staging, bk);
+  upload_as(dtype_, v, staging, bv);
+  upload_as(dtype_, dout, staging, bdout);
   bo.upload(o);
   blse.upload(lse);
-  bdout.upload(dout);
-  bdk.zero();
-  bdv.zero();
-  backward_kernel<<<launch.blocks, kWarpsPerBlock * kWarp>>>(bq.get(), bk.get(), bv.get(), bo.get(), blse.get(),
-                                                            bdout.get(), bdq.get(), bdk.get(), bdv.get(),
-                                                            launch.schedule, launch.geometry);
-  LONGCTX_CHECK_CUDA(cudaGetLastError());
+  backward_on_device(params, dims, dtype_, bq.raw(), bk.raw(), bv.raw(), bdout.raw(), bo.get(), blse.get(),
+                     bdelta.get(), bdq.get(), bdk.get(), bdv.get(), nullptr);
   LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
   bdq.download(dq);
   bdk.download(dk);
   bdv.download(dv);
+}
+
+CudaBenchFigures cuda_bench_attention(const AttentionParams& params, const AttentionDims& dims, Dtype dtype,
+                                      int warmup, int iters, bool backward, uint64_t seed) {
+  if (cuda_device_count() == 0)
+    throw UsageError("--device cuda: no CUDA device is visible to this process (allowed here: cpu)");
+  const size_t n = static_cast<size_t>(dims.batch * dims.seq_len * dims.heads * dims.head_dim);
+  const size_t rows = static_cast<size_t>(dims.batch * dims.seq_len * dims.heads);
+  const size_t in_bytes = n * cuda::element_bytes(dtype), out_bytes = n * sizeof(float);
+  CudaBenchFigures figures;
+  figures.device_bytes = 3 * in_bytes + out_bytes + rows * sizeof(float) +
+                         (backward ? in_bytes + 3 * out_bytes + rows * sizeof(float) : 0);
+  DeviceBuffer q(in_bytes), k(in_bytes), v(in_bytes), o(out_bytes), lse(rows * sizeof(float));
+  DeviceBuffer dout(backward ? in_bytes : 0), dq(backward ? out_bytes : 0), dk(backward ? out_bytes : 0),
+      dv(backward ? out_bytes : 0), delta(backward ? rows * sizeof(float) : 0);
+  seeded_fill(dtype, q.raw(), n, seed, 0);
+  seeded_fill(dtype, k.raw(), n, seed, 1);
+  seeded_fill(dtype, v.raw(), n, seed, 2);
+  if (backward) seeded_fill(dtype, dout.raw(), n, seed, 3);
+  cudaEvent_t start, stop;
+  LONGCTX_CHECK_CUDA(cudaEventCreate(&start));
+  LONGCTX_CHECK_CUDA(cudaEventCreate(&stop));
+  auto timed = [&](auto&& body) {
+    LONGCTX_CHECK_CUDA(cudaEventRecord(start, nullptr));
+    body();
+    LONGCTX_CHECK_CUDA(cudaEventRecord(stop, nullptr));
+    LONGCTX_CHECK_CUDA(cudaEventSynchronize(stop));
+    float ms = 0;
+    LONGCTX_CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
+    return ms * 1e-3;
+  };
+  std::vector<double> fwd, bwd;
+  for (int it = 0; it < warmup + iters; ++it) {
+    const double f = timed([&] { forward_on_device(params, dims, dtype, q.raw(), k.raw(), v.raw(), o.get(), lse.get(), nullptr); });
+    if (it >= warmup) fwd.push_back(f);
+    if (backward) {
+      const double b = timed([&] {
+        backward_on_device(params, dims, dtype, q.raw(), k.raw(), v.raw(), dout.raw(), o.get(), lse.get(),
+                           delta.get(), dq.get(), dk.get(), dv.get(), nullptr);
+      });
+      if (it >= warmup) bwd.push_back(b);
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  figures.seconds_fwd = median_of(fwd);
+  figures.seconds_bwd = backward ? median_of(bwd) : 0;
+  return figures;
 }
 
 }  // namespace longctx

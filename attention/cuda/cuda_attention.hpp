@@ -7,9 +7,11 @@
 // This header includes no CUDA header, so the rest of the code can use it in any build.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "attention/attention.hpp"
+#include "runtime/core/error.hpp"
 
 namespace longctx {
 
@@ -21,6 +23,22 @@ int cuda_device_count();
 std::string cuda_description();
 // "2.28.3", or "not compiled in".
 std::string nccl_version();
+
+// The device ran out of memory (a usage limit, exit 2: a smaller problem or more ranks will fit).
+class DeviceMemoryError : public UsageError {
+ public:
+  explicit DeviceMemoryError(const std::string& message) : UsageError(message) {}
+};
+
+// Device time of the kernels alone on device-resident seeded inputs (values in [-1, 1), the same hash as
+// `longctx bench attention` on the CPU): `warmup` untimed runs, then the median of `iters` (CUDA events).
+struct CudaBenchFigures {
+  double seconds_fwd = 0;
+  double seconds_bwd = 0;      // 0 without backward
+  uint64_t device_bytes = 0;   // inputs, outputs and scratch held on the device
+};
+CudaBenchFigures cuda_bench_attention(const AttentionParams& params, const AttentionDims& dims, Dtype dtype,
+                                      int warmup, int iters, bool backward, uint64_t seed);
 
 class CudaAttention : public AttentionBackend {
  public:

@@ -13,6 +13,10 @@ CudaAttention::CudaAttention(Dtype dtype) : dtype_(dtype) {
   throw UsageError("--device cuda: this build has no CUDA backend (no nvcc was found at configure time; "
                    "allowed: cpu)");
 }
+CudaBenchFigures cuda_bench_attention(const AttentionParams&, const AttentionDims&, Dtype, int, int, bool, uint64_t) {
+  throw UsageError("--device cuda: this build has no CUDA backend (no nvcc was found at configure time; "
+                   "allowed: cpu)");
+}
 void CudaAttention::forward(const AttentionParams&, const Tensor&, const Tensor&, const Tensor&, Tensor&, Tensor&) {}
 void CudaAttention::backward(const AttentionParams&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                              const Tensor&, const Tensor&, Tensor&, Tensor&, Tensor&) {}

@@ -1,20 +1,83 @@
 #!/usr/bin/env bash
-# The GPU checks of the CUDA issue, for a machine with a GPU but without our build dependencies (the
-# `device` tool's machine has CUDA and cmake, no MPI / HDF5 / Boost / GoogleTest). Build the test binary
-# HERE (it links GoogleTest and the CUDA runtime statically; it needs only libgomp, libstdc++ and a driver
-# for CUDA 13), then carry the build folder:
-#   LONGCTX_BUILD=build-cuda ./jobs/build.sh          # on the dev machine
-#   device tool: run(carry=["build-cuda/tests/test_attention_cuda"], command="bash jobs/device/gpu_check.sh build-cuda")
-# Prints the GPU, runs the CUDA tests, then compute-sanitizer memcheck on them when it is installed.
-set -euo pipefail
+# The GPU checks and figures of the CUDA issue in one run, for a machine with a GPU but without our build
+# dependencies (the `device` tool's machine: CUDA, PyTorch, no MPI / HDF5 / Boost, no installs). Prepare
+# HERE, then carry the binaries and the packed runtime:
+#   LONGCTX_BUILD=build-cuda LONGCTX_NATIVE=OFF ./jobs/build.sh
+#   jobs/device/pack_runtime.sh build-cuda .device/runtime && tar czf .device/runtime.tgz -C .device runtime
+#   device tool: run(carry=["build-cuda/bin/longctx", "build-cuda/tests/test_attention_cuda", ".device/runtime.tgz"],
+#                     command="bash jobs/device/gpu_check.sh build-cuda", timeout_s=420)
+# Steps, most important first, each under its own time limit, all output also in $OUT/gpu_check.log:
+#   1. the GPU; 2. CUDA tests (fp32 / bf16 / fp16 vs the reference); 3. longctx bench attention at the
+#   issue's shape (bf16, then fp16); 4. PyTorch baselines (cuBLAS GEMM rate, dilated attention through
+#   flash SDPA); 5. the largest N one GPU runs forward + backward; 6. compute-sanitizer memcheck.
+# GPU_CHECK_STEPS="2 3" runs only those steps (1 always runs).
+set -uo pipefail
 build=${1:-build-cuda}
+out=${OUT:-/tmp/gpu_check}
+mkdir -p "$out"
+log="$out/gpu_check.log"
+exec > >(tee -a "$log") 2>&1
+steps=${GPU_CHECK_STEPS:-2 3 4 5 6}
+want() { [[ " $steps " == *" $1 "* ]]; }
+longctx="$build/bin/longctx"
 tests="$build/tests/test_attention_cuda"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-ldd "$tests" | grep -E "not found" && { echo "gpu_check: missing shared libraries (see above)"; exit 1; }
-"$tests" --gtest_brief=0
-sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-if [ -x "$sanitizer" ]; then
-  "$sanitizer" --tool memcheck --error-exitcode 9 "$tests" --gtest_filter='*Uncovered*:*Fp32*'
+shape=(--seq-len 1M --heads 16 --head-dim 128 --segment-lengths 2048,4096,8192,16384 --dilation-rates 1,2,4,8)
+status=0
+step() { echo; echo "=== $* ($(date +%T))"; }
+
+step "1. GPU"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
+if [ -f .device/runtime.tgz ]; then
+  tar xzf .device/runtime.tgz -C /tmp && source /tmp/runtime/env.sh
 else
-  echo "gpu_check: compute-sanitizer not found; memcheck not run"
+  echo "gpu_check: .device/runtime.tgz not carried; longctx will not find MPI / HDF5 / Boost"
 fi
+"$longctx" --version || { echo "gpu_check: longctx does not start here"; status=1; }
+
+if want 2; then
+  step "2. CUDA tests"
+  timeout 300 "$tests" --gtest_brief=0 || status=1
+fi
+
+if want 3; then
+  step "3. longctx bench attention (issue 7's shape)"
+  for dtype in bf16 fp16; do
+    timeout 180 "$longctx" bench attention --device cuda --dtype "$dtype" "${shape[@]}" --backward --iters 5 \
+      --json --quiet | tee -a "$out/bench.jsonl" || status=1
+  done
+fi
+
+if want 4; then
+  step "4. PyTorch baselines (GEMM rate, dilated attention via flash SDPA)"
+  PYTHONUNBUFFERED=1 timeout 300 python3 jobs/bench/torch_dilated_gpu.py --iters 5 | tee -a "$out/torch.jsonl" || status=1
+fi
+
+if want 5; then
+  step "5. largest N for forward + backward (bf16, H=16, D=128, issue 7's schedule)"
+  # Doubling from 1M, then bisection on multiples of 64K (the schedule's largest w divides them).
+  fits() {
+    timeout 120 "$longctx" bench attention --device cuda --dtype bf16 --seq-len "$1" --heads 16 --head-dim 128 \
+      --segment-lengths 2048,4096,8192,16384 --dilation-rates 1,2,4,8 --backward --iters 1 --warmup 0 --json \
+      --quiet >"$out/probe.json" 2>"$out/probe.err"
+  }
+  unit=65536 lo=0 hi=16
+  while fits $((hi * unit)); do lo=$hi; hi=$((hi * 2)); echo "  fits: $((lo * unit))"; done
+  while [ $((hi - lo)) -gt 1 ]; do
+    mid=$(((lo + hi) / 2))
+    if fits $((mid * unit)); then lo=$mid; echo "  fits: $((lo * unit))"; else hi=$mid; echo "  does not fit: $((mid * unit))"; fi
+  done
+  tail -n 2 "$out/probe.err"
+  echo "largest N (forward + backward, one GPU): $((lo * unit)) tokens"
+fi
+
+if want 6; then
+  step "6. compute-sanitizer memcheck on the CUDA tests"
+  sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  if [ -x "$sanitizer" ]; then
+    timeout 300 "$sanitizer" --tool memcheck --error-exitcode 9 "$tests" || status=1
+  else
+    echo "gpu_check: compute-sanitizer not found; memcheck not run"
+  fi
+fi
+echo; echo "gpu_check: done, status $status"
+exit $status

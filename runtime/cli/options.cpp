@@ -32,6 +32,7 @@ std::string format_value(const po::variable_value& value) {
   if (const auto* s = boost::any_cast<std::string>(&any)) return *s;
   if (const auto* i = boost::any_cast<int64_t>(&any)) return std::to_string(*i);
   if (const auto* i = boost::any_cast<int>(&any)) return std::to_string(*i);
+  if (const auto* u = boost::any_cast<uint64_t>(&any)) return std::to_string(*u);
   if (const auto* b = boost::any_cast<bool>(&any)) return *b ? "true" : "false";
   if (const auto* d = boost::any_cast<double>(&any)) {
     std::ostringstream out;

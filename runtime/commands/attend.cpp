@@ -6,8 +6,10 @@
 #include <chrono>
 #include <fstream>
 #include <iomanip>
+#include <memory>
 #include <sstream>
 
+#include "attention/attention.hpp"
 #include "attention/sequence_parallel.hpp"
 #include "io/atomic_output.hpp"
 #include "io/attend_file.hpp"
@@ -51,6 +53,10 @@ int run(Invocation& invocation) {
     throw UsageError("--segment-lengths and --dilation-rates are required (e.g. --segment-lengths 2048,4096 "
                      "--dilation-rates 1,2)");
   const AttentionParams params = attention_params(invocation);
+  const DeviceChoice device = attention_device(invocation);
+  // --device cuda (one rank): the GPU backend on the host tensors; made before any file is touched.
+  std::unique_ptr<AttentionBackend> gpu;
+  if (device.device == "cuda") gpu = make_attention_backend("cuda", device.dtype);
   const bool backward = vm["backward"].as<bool>();
   const std::string input_path = vm["input"].as<std::string>(), output_path = vm["output"].as<std::string>();
   const std::string report_path = vm.count("report") ? vm["report"].as<std::string>() : "";
@@ -83,16 +89,32 @@ int run(Invocation& invocation) {
 
   SequenceParallelAttention attention(world);
   Tensor o, lse, dq, dk, dv;
-  attention.forward(params, q, k, v, o, lse);
+  SequenceParallelStats f, b;  // the GPU path fills only seconds: one rank exchanges nothing
+  if (gpu) {
+    const auto t_fwd = Clock::now();
+    gpu->forward(params, q, k, v, o, lse);
+    f.seconds = since(t_fwd);
+  } else {
+    attention.forward(params, q, k, v, o, lse);
+    f = attention.last_forward();
+  }
   const int64_t pairs = count_pairs(params.schedule, input.seq_len, input.heads, params.causal, params.offsets) * input.batch;
   const double flops_fwd = static_cast<double>(flops_forward(pairs, input.head_dim));
   const double flops_bwd = static_cast<double>(flops_backward(pairs, input.head_dim));
-  log::info("forward: " + fixed(attention.last_forward().seconds, 3) + " s on rank 0, " +
-            fixed(flops_fwd / P / attention.last_forward().seconds / 1e9, 1) + " GFLOP/s per rank");
+  const std::string where = gpu ? " on the GPU (" + to_string(device.dtype) + ", host copies included), " : " on rank 0, ";
+  log::info("forward: " + fixed(f.seconds, 3) + " s" + where + fixed(flops_fwd / P / f.seconds / 1e9, 1) +
+            " GFLOP/s per rank");
   if (backward) {
-    attention.backward(params, q, k, v, o, lse, dout, dq, dk, dv);
-    log::info("backward: " + fixed(attention.last_backward().seconds, 3) + " s on rank 0, " +
-              fixed(flops_bwd / P / attention.last_backward().seconds / 1e9, 1) + " GFLOP/s per rank");
+    if (gpu) {
+      const auto t_bwd = Clock::now();
+      gpu->backward(params, q, k, v, o, lse, dout, dq, dk, dv);
+      b.seconds = since(t_bwd);
+    } else {
+      attention.backward(params, q, k, v, o, lse, dout, dq, dk, dv);
+      b = attention.last_backward();
+    }
+    log::info("backward: " + fixed(b.seconds, 3) + " s" + where + fixed(flops_bwd / P / b.seconds / 1e9, 1) +
+              " GFLOP/s per rank");
   }
 
   {
@@ -110,8 +132,6 @@ int run(Invocation& invocation) {
   log::info("wrote " + output_path);
 
   if (!report_path.empty()) {
-    const SequenceParallelStats& f = attention.last_forward();
-    const SequenceParallelStats& b = attention.last_backward();
     const RankFigures mine{f.seconds, backward ? b.seconds : 0.0,
                            static_cast<double>(f.bytes_sent + (backward ? b.bytes_sent : 0)),
                            static_cast<double>(f.bytes_received + (backward ? b.bytes_received : 0)),

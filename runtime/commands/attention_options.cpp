@@ -22,8 +22,8 @@ void declare_attention_options(po::options_description& desc, const std::string&
        "head offsets: paper (h mod r) or grouped (torchscale: h / ceil(H/r))")
       ("softmax-scale", po::value<double>()->default_value(0.0), "score scale; 0 means 1/sqrt(head dim)")
       ("allow-uncovered", po::bool_switch(), "accept a schedule without an r = 1 branch (uncovered rows get o = 0, lse = -inf)")
-      ("device", po::value<std::string>()->default_value("cpu"), "backend: cpu (cuda when compiled in)")
-      ("dtype", po::value<std::string>()->default_value("fp32"), "compute type: fp32 on cpu (bf16|fp16 need --device cuda)")
+      ("device", po::value<std::string>()->default_value("cpu"), "backend: cpu, or cuda (one rank, one GPU; when compiled in: longctx --version)")
+      ("dtype", po::value<std::string>()->default_value("fp32"), "input type of q, k, v: fp32, bf16 or fp16 (bf16 and fp16 need --device cuda; fp32 accumulation and outputs)")
       ("threads", po::value<int>()->default_value(0), "OpenMP threads per rank; 0 keeps OMP_NUM_THREADS / all cores");
 }
 
@@ -39,21 +39,32 @@ AttentionParams attention_params(const Invocation& invocation) {
   if (!(params.softmax_scale >= 0))
     throw UsageError("--softmax-scale: must be >= 0 (0 means 1/sqrt(head dim)), got " +
                      std::to_string(params.softmax_scale));
-  const std::string device = vm["device"].as<std::string>();
-  if (device == "cuda")
-    throw UsageError(cuda_compiled_in()
-                         ? "--device cuda: the CUDA kernels are built but not yet wired into attend, bench and "
-                           "train (issue 7); allowed now: cpu"
-                         : "--device cuda: this build has no CUDA backend (longctx --version lists the backends)");
-  if (device != "cpu") throw UsageError("--device: '" + device + "' is not a backend; allowed: cpu, cuda");
-  const std::string dtype = vm["dtype"].as<std::string>();
-  if (dtype != "fp32" && dtype != "bf16" && dtype != "fp16")
-    throw UsageError("--dtype: '" + dtype + "' is not a dtype; allowed: fp32, bf16, fp16");
-  if (dtype != "fp32") throw UsageError("--dtype " + dtype + ": the cpu backend computes in fp32 only");
+  attention_device(invocation);  // validates --device and --dtype
   const int threads = vm["threads"].as<int>();
   if (threads < 0) throw UsageError("--threads: must be >= 0, got " + std::to_string(threads));
   if (threads > 0) omp_set_num_threads(threads);
   return params;
+}
+
+DeviceChoice attention_device(const Invocation& invocation) {
+  const auto& vm = invocation.options;
+  DeviceChoice choice;
+  choice.device = vm["device"].as<std::string>();
+  choice.dtype = parse_dtype(vm["dtype"].as<std::string>());
+  if (choice.device == "cpu") {
+    if (choice.dtype != Dtype::fp32)
+      throw UsageError("--dtype " + to_string(choice.dtype) + ": the cpu backend computes in fp32 only (bf16, fp16 "
+                       "need --device cuda)");
+  } else if (choice.device == "cuda") {
+    if (!cuda_compiled_in())
+      throw UsageError("--device cuda: this build has no CUDA backend (longctx --version lists the backends)");
+    if (invocation.process.world().size() > 1)
+      throw UsageError("--device cuda: runs on one rank for now; the multi-GPU path (NCCL, or MPI staged through "
+                       "host memory) is not built yet. Run one process, or use --device cpu under mpirun");
+  } else {
+    throw UsageError("--device: '" + choice.device + "' is not a backend; allowed: cpu, cuda");
+  }
+  return choice;
 }
 
 MPI_Comm mpi_handle(comm::Communicator& comm) {

@@ -3,6 +3,8 @@
 
 #include <mpi.h>
 
+#include <string>
+
 #include "attention/attention.hpp"
 #include "runtime/cli/command.hpp"
 
@@ -13,6 +15,14 @@ void declare_attention_options(po::options_description& desc, const std::string&
 
 // Validated parameters (UsageError naming the option otherwise). Also applies --threads.
 AttentionParams attention_params(const Invocation& invocation);
+
+// --device and --dtype, validated: cpu takes fp32 only; cuda needs the backend compiled in and (for now)
+// one rank. UsageError naming the option otherwise. Whether a GPU is visible is checked by the backend.
+struct DeviceChoice {
+  std::string device = "cpu";
+  Dtype dtype = Dtype::fp32;
+};
+DeviceChoice attention_device(const Invocation& invocation);
 
 // The MPI communicator behind the world communicator (for parallel HDF5).
 MPI_Comm mpi_handle(comm::Communicator& comm);

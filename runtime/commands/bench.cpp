@@ -11,6 +11,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "attention/cuda/cuda_attention.hpp"
 #include "attention/sequence_parallel.hpp"
 #include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
@@ -66,6 +67,50 @@ std::string fixed(double value, int digits) {
   return out.str();
 }
 
+// --device cuda: the kernels alone on device-resident inputs (CUDA events), one rank.
+int run_cuda(const AttentionParams& params, Dtype dtype, int64_t B, int64_t N, int64_t H, int64_t D, int warmup,
+             int iters, bool backward, bool json, uint64_t seed) {
+  AttentionDims dims;
+  dims.batch = B;
+  dims.seq_len = N;
+  dims.heads = H;
+  dims.head_dim = D;
+  const int64_t pairs = count_pairs(params.schedule, N, H, params.causal, params.offsets) * B;
+  const double flops_fwd = static_cast<double>(flops_forward(pairs, D));
+  const double flops_bwd = static_cast<double>(flops_backward(pairs, D));
+  log::info("bench attention on " + cuda_description() + ": N=" + std::to_string(N) + " B=" + std::to_string(B) +
+            " H=" + std::to_string(H) + " D=" + std::to_string(D) + " " + to_string(dtype) + "; schedule " +
+            to_string(params.schedule) + (params.causal ? ", causal" : "") + "; " + std::to_string(warmup) +
+            " warm-up + " + std::to_string(iters) + " timed iterations");
+  const CudaBenchFigures figures = cuda_bench_attention(params, dims, dtype, warmup, iters, backward, seed);
+  if (json) {
+    std::ostringstream out;
+    out << "{\"world_size\": 1, \"device\": \"cuda\", \"dtype\": " << json_string(to_string(dtype))
+        << ", \"gpu\": " << json_string(cuda_description()) << ", \"seq_len\": " << N << ", \"batch\": " << B
+        << ", \"heads\": " << H << ", \"head_dim\": " << D << ", \"schedule\": " << json_schedule(params.schedule)
+        << ", \"causal\": " << (params.causal ? "true" : "false") << ", \"pairs\": " << pairs
+        << ", \"flops_fwd\": " << static_cast<int64_t>(flops_fwd) << ", \"seconds_fwd\": " << figures.seconds_fwd
+        << ", \"gflops_fwd\": " << flops_fwd / figures.seconds_fwd / 1e9;
+    if (backward)
+      out << ", \"flops_bwd\": " << static_cast<int64_t>(flops_bwd) << ", \"seconds_bwd\": " << figures.seconds_bwd
+          << ", \"gflops_bwd\": " << flops_bwd / figures.seconds_bwd / 1e9;
+    out << ", \"device_bytes\": " << figures.device_bytes << "}\n";
+    std::cout << out.str();
+  } else {
+    std::cout << "dilated attention on " << cuda_description() << "\n  N=" << N << " B=" << B << " H=" << H
+              << " D=" << D << " " << to_string(dtype) << ", " << to_string(params.schedule)
+              << (params.causal ? ", causal" : "") << "; pairs " << pairs << "; median of " << iters << " after "
+              << warmup << " warm-up; " << fixed(static_cast<double>(figures.device_bytes) / (1 << 30), 2)
+              << " GiB on the device\n";
+    std::cout << "  forward  " << fixed(figures.seconds_fwd * 1e3, 2) << " ms  "
+              << fixed(flops_fwd / figures.seconds_fwd / 1e12, 1) << " TFLOP/s\n";
+    if (backward)
+      std::cout << "  backward " << fixed(figures.seconds_bwd * 1e3, 2) << " ms  "
+                << fixed(flops_bwd / figures.seconds_bwd / 1e12, 1) << " TFLOP/s\n";
+  }
+  return 0;
+}
+
 int run(Invocation& invocation) {
   const auto& vm = invocation.options;
   comm::Communicator& world = invocation.process.world();
@@ -79,6 +124,9 @@ int run(Invocation& invocation) {
                                     {"batch", B}, {"iters", iters}})
     if (value < 1) throw UsageError(std::string("--") + name + ": must be >= 1, got " + std::to_string(value));
   if (warmup < 0) throw UsageError("--warmup: must be >= 0, got " + std::to_string(warmup));
+  const DeviceChoice device = attention_device(invocation);
+  if (device.device == "cuda")
+    return run_cuda(params, device.dtype, B, N, H, D, warmup, iters, backward, json, vm["seed"].as<uint64_t>());
   check_shardable(params.schedule, N, P);
   warn_coverage(params.schedule, H, params.offsets);
 
