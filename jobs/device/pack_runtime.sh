@@ -29,7 +29,7 @@ dpkg -L "${packages[@]}" | while read -r f; do [ -f "$f" ] && echo "$f"; done | 
 echo "$binary" >>"$list"
 # The shared libraries of every ELF file in the list, minus glibc (the target's own must be used).
 glibc='/(libc|libm|libpthread|libdl|librt|libresolv|libutil|ld-linux-x86-64)\.so'
-grep -v "^$binary\$" "$list" | while read -r f; do file -b "$f" | grep -q '^ELF' && echo "$f"; done >"$list.elf" || true
+grep -v "^$binary\$" "$list" | while read -r f; do [ "$(head -c 4 "$f" | tail -c 3)" = ELF ] && echo "$f"; done >"$list.elf" || true
 # Each by its soname, in its real folder (/lib is /usr/lib here), stored as a file (cp -L).
 { cat "$list.elf"; echo "$binary"; } | xargs -r ldd 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3}' |
   grep -Ev "$glibc" | while read -r f; do echo "$(readlink -f "$(dirname "$f")")/$(basename "$f")"; done |
