@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <sstream>
 
+#include "attention/cuda/cuda_attention.hpp"
 #include "comm/mpi_communicator.hpp"
 #include "runtime/core/check.hpp"
 
@@ -126,6 +127,11 @@ ProcessContext::~ProcessContext() {
 void ProcessContext::abort(int code) {
   if (world_size_ > 1) MPI_Abort(MPI_COMM_WORLD, code);
   std::exit(code);
+}
+
+std::string ProcessContext::device() const {
+  const std::string gpu = cuda_device_label(local_rank_);
+  return gpu.empty() ? "cpu" : gpu;
 }
 
 }  // namespace longctx

@@ -56,7 +56,8 @@ class ProcessContext {
   int local_size() const { return local_size_; }
   const std::string& host() const { return host_; }
   const LauncherInfo& launcher() const { return launcher_; }
-  std::string device() const { return "cpu"; }
+  // This rank's GPU ("cuda:<index> <name> <uuid prefix>", one per local rank) or "cpu" without one.
+  std::string device() const;
 
   comm::Communicator& world() { return *world_; }
 

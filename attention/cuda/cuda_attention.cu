@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -347,6 +348,22 @@ std::string cuda_description() {
       out << (i ? "; " : ": ") << prop.name << " (sm_" << prop.major << prop.minor << ")";
   }
   return out.str();
+}
+
+std::string cuda_device_label(int local_rank) {
+  const int count = cuda_device_count();
+  if (count == 0) return "";
+  const int index = local_rank % count;
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, index) != cudaSuccess) return "cuda:" + std::to_string(index);
+  char uuid[16];
+  std::snprintf(uuid, sizeof uuid, "GPU-%02x%02x%02x%02x", static_cast<unsigned char>(prop.uuid.bytes[0]),
+                static_cast<unsigned char>(prop.uuid.bytes[1]), static_cast<unsigned char>(prop.uuid.bytes[2]),
+                static_cast<unsigned char>(prop.uuid.bytes[3]));
+  std::string name = prop.name;
+  for (char& c : name)
+    if (c == ' ') c = '_';
+  return "cuda:" + std::to_string(index) + " " + name + " " + uuid;
 }
 
 // From the header only: the NCCL communicator (comm/nccl, issue 7) is not built yet, so the binary does

@@ -21,6 +21,11 @@ bool cuda_compiled_in();
 int cuda_device_count();
 // "runtime 13.0, driver 13.0, 1 device(s): NVIDIA H200 (sm_90)" or "not compiled in" / "no device".
 std::string cuda_description();
+// The GPU a rank with this node-local rank uses (one per local rank: local_rank mod the visible
+// devices, so ranks past the device count share, which `longctx info` refuses), as
+// "cuda:<index> <name> <uuid prefix>" (the uuid tells GPUs apart across ranks that see different
+// CUDA_VISIBLE_DEVICES); "" when no GPU is visible.
+std::string cuda_device_label(int local_rank);
 // "2.28.3", or "not compiled in".
 std::string nccl_version();
 

@@ -7,6 +7,7 @@ namespace longctx {
 bool cuda_compiled_in() { return false; }
 int cuda_device_count() { return 0; }
 std::string cuda_description() { return "not compiled in"; }
+std::string cuda_device_label(int) { return ""; }
 std::string nccl_version() { return "not compiled in"; }
 
 CudaAttention::CudaAttention(Dtype dtype) : dtype_(dtype) {
