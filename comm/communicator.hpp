@@ -160,6 +160,8 @@ class Communicator {
   [[noreturn]] virtual void abort(int exit_code) = 0;
 
  protected:
+  friend class StagedCommunicator;  // forwards the raw calls of the communicator it stages through
+
   Communicator() : counters_(std::make_shared<Counters>()) {}
   Communicator(std::shared_ptr<Counters> counters, double timeout_seconds)
       : counters_(std::move(counters)), timeout_seconds_(timeout_seconds) {}

@@ -22,6 +22,7 @@
 
 #include "comm/communicator.hpp"
 #include "comm/mpi_communicator.hpp"
+#include "comm/staged_communicator.hpp"
 
 namespace longctx::comm {
 namespace {
@@ -345,6 +346,42 @@ TEST_P(SplitTest, EveryCallOnEachHalf) {
   EXPECT_EQ(dynamic_cast<MpiCommunicator&>(*sub).max_count(DataType::f32),
             dynamic_cast<MpiCommunicator&>(*world).max_count(DataType::f32));
   check_every_call(*sub);
+}
+
+// The staged path (device buffers through host memory) with memcpy standing in for the device copies:
+// the same results and byte counters as the host communicator, on the world and on sub-communicators,
+// and the copier sees exactly each call's inputs going out and outputs coming back.
+TEST_P(SplitTest, EveryCallStagedThroughHost) {
+  auto copier = std::make_shared<HostCopier>();
+  StagedCommunicator staged(*world, copier);
+  EXPECT_EQ(staged.backend(), "mpi+staged(host)");
+  EXPECT_EQ(&staged.counters(), &world->counters());
+  check_every_call(staged);
+  const int g = world->size(), me = world->rank();
+  std::unique_ptr<Communicator> sub = staged.sub(me < g / 2 ? 0 : g / 2, me < g / 2 ? g / 2 : g - g / 2);
+  EXPECT_EQ(sub->backend(), "mpi+staged(host)");
+  check_every_call(*sub);
+
+  copier->bytes_to_host = copier->bytes_to_device = 0;
+  check_all_gather<double>(staged, 5, false);  // each of its calls: 5 doubles out, 5 g doubles back
+  check_all_gather<double>(staged, 5, true);
+  EXPECT_EQ(copier->bytes_to_host % (5 * 8), 0u);
+  EXPECT_EQ(copier->bytes_to_device, copier->bytes_to_host * static_cast<uint64_t>(g));
+  EXPECT_GT(copier->bytes_to_host, 0u);
+}
+
+TEST_F(CommTest, StagingPoolReusesBuffers) {
+  StagingPool pool(std::make_shared<HostCopier>());
+  EXPECT_EQ(pool.acquire(0), nullptr);
+  void* a = pool.acquire(100);
+  pool.release(a);
+  EXPECT_EQ(pool.acquire(80), a);      // fits, not more than twice the size
+  void* b = pool.acquire(100);         // a is taken
+  EXPECT_NE(b, a);
+  pool.release(a);
+  EXPECT_NE(pool.acquire(20), a);      // a is more than twice as large: left for a larger request
+  pool.release(b);
+  world->barrier();
 }
 
 TEST_P(SplitTest, SubOfRankOneToThree) {
