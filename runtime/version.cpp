@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "attention/cuda/cuda_attention.hpp"
+#include "comm/device_comm.hpp"
 
 #include "longctx_build_info.hpp"
 
@@ -13,7 +14,11 @@ namespace longctx {
 
 std::vector<std::string> compiled_backends() {
   std::vector<std::string> backends{"attention: cpu", "comm: mpi"};
-  if (cuda_compiled_in()) backends.insert(backends.begin() + 1, "attention: cuda (bf16/fp16 tensor cores, fp32 reference; one rank)");
+  if (cuda_compiled_in()) {
+    backends.insert(backends.begin() + 1, "attention: cuda (bf16/fp16 tensor cores, fp32 reference; one rank)");
+    backends.push_back("comm: nccl (libnccl.so.2 loaded at run time)");
+    backends.push_back("comm: mpi+staged (device buffers through host memory)");
+  }
   return backends;
 }
 
@@ -37,7 +42,10 @@ std::string version_text() {
   out << "MPI: " << mpi << " (MPI " << mpi_major << "." << mpi_minor << ")\n";
   out << "HDF5: " << h5_major << "." << h5_minor << "." << h5_release << " (parallel)\n";
   out << "CUDA: " << cuda_description() << "\n";
-  out << "NCCL: " << nccl_version() << "\n";
+  std::string nccl_runtime;
+  const bool nccl_loads = comm::nccl_available(&nccl_runtime);
+  out << "NCCL: " << nccl_version() << "; libnccl.so.2 " << (nccl_loads ? nccl_runtime + " loads" : "not loaded: " + nccl_runtime)
+      << "\n";
   return out.str();
 }
 

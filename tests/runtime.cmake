@@ -12,6 +12,7 @@ longctx_cli_test(cli_slurm_launch slurm_launch.sh)
 set_tests_properties(cli_slurm_launch PROPERTIES RUN_SERIAL TRUE)
 longctx_test(test_model SOURCES test_model.cpp DEPS longctx_runtime)
 longctx_cli_test(cli_attend attend.sh)
+longctx_cli_test(cli_bench bench.sh)
 add_test(NAME cli_ckpt_and_data COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/ckpt_and_data.sh $<TARGET_FILE:longctx> $<TARGET_FILE:io_h5py_writer>)
 set_tests_properties(cli_ckpt_and_data PROPERTIES TIMEOUT 300 PROCESSORS 2
   ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMP_NUM_THREADS=1")

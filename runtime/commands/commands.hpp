@@ -8,6 +8,7 @@ namespace longctx::cli {
 Command info_command();
 Command attend_command();
 Command bench_attention_command();
+Command bench_comm_command();
 Command ckpt_inspect_command();
 Command ckpt_verify_command();
 Command data_import_command();

@@ -7,6 +7,7 @@ const std::vector<Command>& all_commands() {
       info_command(),
       attend_command(),
       bench_attention_command(),
+      bench_comm_command(),
       ckpt_inspect_command(),
       ckpt_verify_command(),
       data_import_command(),

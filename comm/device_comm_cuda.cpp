@@ -1,0 +1,467 @@
+// CUDA copies for the staged path and the NCCL communicator (see device_comm.hpp).
+#include <cuda_runtime_api.h>
+#include <dlfcn.h>
+#include <nccl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "comm/device_comm.hpp"
+#include "runtime/core/check.hpp"
+
+namespace longctx::comm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+class CudaCopier : public MemoryCopier {
+ public:
+  std::string name() const override { return "cuda"; }
+  void to_host(void* host, const void* device, size_t bytes) override {
+    if (bytes) LONGCTX_CHECK_CUDA(cudaMemcpy(host, device, bytes, cudaMemcpyDeviceToHost));
+    bytes_to_host += bytes;
+  }
+  void to_device(void* device, const void* host, size_t bytes) override {
+    if (bytes) LONGCTX_CHECK_CUDA(cudaMemcpy(device, host, bytes, cudaMemcpyHostToDevice));
+    bytes_to_device += bytes;
+  }
+  void* allocate_host(size_t bytes) override {
+    void* host = nullptr;
+    LONGCTX_CHECK_CUDA(cudaMallocHost(&host, bytes));
+    return host;
+  }
+  void free_host(void* host) override { cudaFreeHost(host); }
+};
+
+// libnccl.so.2's entry points, resolved once. Types come from nccl.h, so a signature cannot drift.
+struct Nccl {
+  std::string error;  // why it could not be loaded ("" when loaded)
+  int version = 0;
+  decltype(&ncclGetVersion) GetVersion = nullptr;
+  decltype(&ncclGetUniqueId) GetUniqueId = nullptr;
+  decltype(&ncclCommInitRank) CommInitRank = nullptr;
+  decltype(&ncclCommDestroy) CommDestroy = nullptr;
+  decltype(&ncclCommAbort) CommAbort = nullptr;
+  decltype(&ncclCommGetAsyncError) CommGetAsyncError = nullptr;
+  decltype(&ncclGetErrorString) GetErrorString = nullptr;
+  decltype(&ncclAllGather) AllGather = nullptr;
+  decltype(&ncclReduceScatter) ReduceScatter = nullptr;
+  decltype(&ncclAllReduce) AllReduce = nullptr;
+  decltype(&ncclBroadcast) Broadcast = nullptr;
+  decltype(&ncclReduce) Reduce = nullptr;
+  decltype(&ncclSend) Send = nullptr;
+  decltype(&ncclRecv) Recv = nullptr;
+  decltype(&ncclGroupStart) GroupStart = nullptr;
+  decltype(&ncclGroupEnd) GroupEnd = nullptr;
+};
+
+const Nccl& nccl() {
+  static Nccl api;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* handle = dlopen("libnccl.so.2", RTLD_NOW | RTLD_GLOBAL);
+    if (!handle) {
+      const char* why = dlerror();
+      api.error = std::string("cannot load libnccl.so.2 (") + (why ? why : "?") +
+                  "); put NCCL's lib folder on LD_LIBRARY_PATH";
+      return;
+    }
+    auto resolve = [&](auto& fn, const char* name) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(handle, name));
+      if (!fn && api.error.empty()) api.error = std::string("libnccl.so.2 lacks ") + name;
+    };
+    resolve(api.GetVersion, "ncclGetVersion");
+    resolve(api.GetUniqueId, "ncclGetUniqueId");
+    resolve(api.CommInitRank, "ncclCommInitRank");
+    resolve(api.CommDestroy, "ncclCommDestroy");
+    resolve(api.CommAbort, "ncclCommAbort");
+    resolve(api.CommGetAsyncError, "ncclCommGetAsyncError");
+    resolve(api.GetErrorString, "ncclGetErrorString");
+    resolve(api.AllGather, "ncclAllGather");
+    resolve(api.ReduceScatter, "ncclReduceScatter");
+    resolve(api.AllReduce, "ncclAllReduce");
+    resolve(api.Broadcast, "ncclBroadcast");
+    resolve(api.Reduce, "ncclReduce");
+    resolve(api.Send, "ncclSend");
+    resolve(api.Recv, "ncclRecv");
+    resolve(api.GroupStart, "ncclGroupStart");
+    resolve(api.GroupEnd, "ncclGroupEnd");
+    if (api.error.empty() && api.GetVersion(&api.version) != ncclSuccess) api.error = "ncclGetVersion failed";
+  });
+  return api;
+}
+
+const Nccl& loaded_nccl() {
+  const Nccl& api = nccl();
+  if (!api.error.empty()) throw UsageError("--comm nccl: " + api.error);
+  return api;
+}
+
+void check_nccl(ncclResult_t rc, const char* what) {
+  if (rc != ncclSuccess && rc != ncclInProgress)
+    throw InternalError(std::string("NCCL: ") + what + ": " + nccl().GetErrorString(rc));
+}
+
+ncclDataType_t nccl_type(DataType type) {
+  switch (type) {
+    case DataType::f32: return ncclFloat32;
+    case DataType::f64: return ncclFloat64;
+    case DataType::i32: return ncclInt32;
+    case DataType::i64: return ncclInt64;
+    case DataType::u8: return ncclUint8;
+  }
+  throw InternalError("comm: unknown DataType");
+}
+
+ncclRedOp_t nccl_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::sum: return ncclSum;
+    case ReduceOp::max: return ncclMax;
+    case ReduceOp::min: return ncclMin;
+  }
+  throw InternalError("comm: unknown ReduceOp");
+}
+
+// One NCCL communicator and its stream, shared by the communicator and its pending requests.
+struct NcclState {
+  ncclComm_t comm = nullptr;
+  cudaStream_t stream = nullptr;
+  cudaEvent_t ready = nullptr;  // "work so far on the default stream": calls start after it
+  int* flag = nullptr;          // the barrier's one-integer all-reduce
+  int device = 0;
+  bool aborted = false;
+
+  ~NcclState() {
+    if (comm) {
+      if (aborted) nccl().CommAbort(comm);
+      else nccl().CommDestroy(comm);
+    }
+    if (ready) cudaEventDestroy(ready);
+    if (flag) cudaFree(flag);
+    if (stream) cudaStreamDestroy(stream);
+  }
+
+  // Waits for `done`; aborts the communicator and throws past `timeout` seconds or on an NCCL error.
+  void wait(cudaEvent_t done, double timeout, const char* what) {
+    const auto start = Clock::now();
+    for (int spin = 0;; ++spin) {
+      const cudaError_t q = cudaEventQuery(done);
+      if (q == cudaSuccess) return;
+      if (q != cudaErrorNotReady) LONGCTX_CHECK_CUDA(q);
+      ncclResult_t async = ncclSuccess;
+      check_nccl(nccl().CommGetAsyncError(comm, &async), "ncclCommGetAsyncError");
+      if (async != ncclSuccess && async != ncclInProgress) {
+        aborted = true;
+        throw InternalError(std::string("NCCL: ") + what + " failed: " + nccl().GetErrorString(async));
+      }
+      if (since(start) > timeout) {
+        aborted = true;
+        throw CommTimeout(std::string("NCCL: ") + what + " did not complete within " + std::to_string(timeout) +
+                          " s (a peer died or diverged); communicator aborted");
+      }
+      if (spin > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+};
+
+class NcclRequest : public Request::Impl {
+ public:
+  NcclRequest(std::shared_ptr<NcclState> state, std::shared_ptr<Counters> counters, double timeout, const char* what)
+      : state_(std::move(state)), counters_(std::move(counters)), timeout_(timeout), what_(what), start_(Clock::now()) {
+    LONGCTX_CHECK_CUDA(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+    LONGCTX_CHECK_CUDA(cudaEventRecord(done_, state_->stream));
+  }
+  ~NcclRequest() override { cudaEventDestroy(done_); }
+  void wait() override {
+    state_->wait(done_, timeout_, what_);
+    counters_->seconds += since(start_);
+  }
+  bool test() override {
+    const cudaError_t q = cudaEventQuery(done_);
+    if (q == cudaErrorNotReady) return false;
+    LONGCTX_CHECK_CUDA(q);
+    counters_->seconds += since(start_);
+    return true;
+  }
+
+ private:
+  std::shared_ptr<NcclState> state_;
+  std::shared_ptr<Counters> counters_;
+  double timeout_;
+  const char* what_;
+  Clock::time_point start_;
+  cudaEvent_t done_ = nullptr;
+};
+
+class NcclCommunicator : public Communicator {
+ public:
+  // `counters`: the parent's for a sub-communicator (its traffic adds into the parent's), else null.
+  NcclCommunicator(Communicator& host, std::unique_ptr<Communicator> owned, int device,
+                   std::shared_ptr<Counters> counters)
+      : Communicator(counters ? std::move(counters) : std::make_shared<Counters>(), host.timeout_seconds()),
+        host_(host), owned_(std::move(owned)),
+        state_(std::make_shared<NcclState>()) {
+    const Nccl& api = loaded_nccl();
+    LONGCTX_CHECK_CUDA(cudaSetDevice(device));
+    state_->device = device;
+    check_one_gpu_per_rank(device);
+    ncclUniqueId id{};
+    if (host_.rank() == 0) check_nccl(api.GetUniqueId(&id), "ncclGetUniqueId");
+    host_.broadcast(Span<char>(id.internal, sizeof id.internal), 0);
+    check_nccl(api.CommInitRank(&state_->comm, host_.size(), id, host_.rank()), "ncclCommInitRank");
+    LONGCTX_CHECK_CUDA(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
+    LONGCTX_CHECK_CUDA(cudaEventCreateWithFlags(&state_->ready, cudaEventDisableTiming));
+    LONGCTX_CHECK_CUDA(cudaMalloc(&state_->flag, sizeof(int)));
+  }
+
+  int rank() const override { return host_.rank(); }
+  int size() const override { return host_.size(); }
+  std::string backend() const override { return "nccl"; }
+
+  void barrier() override {
+    begin(0, 0);
+    check_nccl(nccl().AllReduce(state_->flag, state_->flag, 1, ncclInt32, ncclSum, state_->comm, state_->stream),
+               "barrier");
+    end("barrier").wait();
+  }
+
+  std::unique_ptr<Communicator> sub(int first, int count) override {
+    std::unique_ptr<Communicator> host_sub = host_.sub(first, count);
+    Communicator& ref = *host_sub;
+    return std::make_unique<NcclCommunicator>(ref, std::move(host_sub), state_->device, counters_);
+  }
+
+  [[noreturn]] void abort(int exit_code) override {
+    state_->aborted = true;
+    host_.abort(exit_code);
+    std::abort();
+  }
+
+ protected:
+  void all_gather_raw(const void* send, size_t send_count, void* recv, size_t recv_count, DataType type) override {
+    iall_gather_raw(send, send_count, recv, recv_count, type).wait();
+  }
+  void all_gatherv_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
+                       const std::vector<size_t>& counts, DataType type) override {
+    iall_gatherv_raw(send, send_count, recv, recv_count, counts, type).wait();
+  }
+  void reduce_scatter_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
+                          const std::vector<size_t>& counts, DataType type, ReduceOp op) override {
+    ireduce_scatter_raw(send, send_count, recv, recv_count, counts, type, op).wait();
+  }
+  void all_reduce_raw(void* data, size_t count, DataType type, ReduceOp op) override {
+    iall_reduce_raw(data, count, type, op).wait();
+  }
+  void broadcast_raw(void* data, size_t count, DataType type, int root) override {
+    ibroadcast_raw(data, count, type, root).wait();
+  }
+  void send_raw(const void* data, size_t count, DataType type, int dest, int tag) override {
+    isend_raw(data, count, type, dest, tag).wait();
+  }
+  void recv_raw(void* data, size_t count, DataType type, int source, int tag) override {
+    irecv_raw(data, count, type, source, tag).wait();
+  }
+
+  Request iall_gather_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
+                          DataType type) override {
+    const size_t g = static_cast<size_t>(size()), s = size_of(type);
+    if (recv_count != send_count * g)
+      throw UsageError("all_gather: recv has " + std::to_string(recv_count) + " elements, want " +
+                       std::to_string(send_count * g));
+    begin((g - 1) * send_count * s, (g - 1) * send_count * s);
+    check_nccl(nccl().AllGather(send, recv, send_count, nccl_type(type), state_->comm, state_->stream), "all_gather");
+    return end("all_gather");
+  }
+
+  Request iall_gatherv_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
+                           const std::vector<size_t>& counts, DataType type) override {
+    check_counts(counts, "all_gatherv");
+    const size_t s = size_of(type), me = static_cast<size_t>(rank());
+    size_t total = 0;
+    for (size_t c : counts) total += c;
+    if (send_count != counts[me] || recv_count != total)
+      throw UsageError("all_gatherv: send / recv sizes do not match the counts");
+    begin((counts.size() - 1) * send_count * s, (total - send_count) * s);
+    const Nccl& api = nccl();
+    check_nccl(api.GroupStart(), "group start");
+    size_t offset = 0;
+    for (size_t r = 0; r < counts.size(); ++r) {
+      char* dst = static_cast<char*>(recv) + offset * s;
+      if (counts[r]) {
+        const ncclResult_t rc = api.Broadcast(r == me ? send : dst, dst, counts[r], nccl_type(type),
+                                              static_cast<int>(r), state_->comm, state_->stream);
+        if (rc != ncclSuccess) {
+          api.GroupEnd();
+          check_nccl(rc, "all_gatherv");
+        }
+      }
+      offset += counts[r];
+    }
+    check_nccl(api.GroupEnd(), "all_gatherv");
+    return end("all_gatherv");
+  }
+
+  Request ireduce_scatter_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
+                              const std::vector<size_t>& counts, DataType type, ReduceOp op) override {
+    check_counts(counts, "reduce_scatter");
+    const size_t s = size_of(type), me = static_cast<size_t>(rank()), g = counts.size();
+    size_t total = 0;
+    bool even = true;
+    for (size_t c : counts) {
+      total += c;
+      even = even && c == counts[0];
+    }
+    if (send_count != total || recv_count != counts[me])
+      throw UsageError("reduce_scatter: send / recv sizes do not match the counts");
+    begin((total - counts[me]) * s, (g - 1) * counts[me] * s);
+    const Nccl& api = nccl();
+    if (even) {
+      check_nccl(api.ReduceScatter(send, recv, counts[0], nccl_type(type), nccl_op(op), state_->comm, state_->stream),
+                 "reduce_scatter");
+    } else {  // uneven blocks: one reduce per root, grouped
+      check_nccl(api.GroupStart(), "group start");
+      size_t offset = 0;
+      for (size_t r = 0; r < g; ++r) {
+        const char* src = static_cast<const char*>(send) + offset * s;
+        if (counts[r]) {
+          const ncclResult_t rc = api.Reduce(src, r == me ? recv : const_cast<char*>(src), counts[r], nccl_type(type),
+                                             nccl_op(op), static_cast<int>(r), state_->comm, state_->stream);
+          if (rc != ncclSuccess) {
+            api.GroupEnd();
+            check_nccl(rc, "reduce_scatter");
+          }
+        }
+        offset += counts[r];
+      }
+      check_nccl(api.GroupEnd(), "reduce_scatter");
+    }
+    return end("reduce_scatter");
+  }
+
+  Request iall_reduce_raw(void* data, size_t count, DataType type, ReduceOp op) override {
+    const size_t g = static_cast<size_t>(size()), s = size_of(type), me = static_cast<size_t>(rank());
+    const size_t mine = count / g + (me < count % g ? 1 : 0);  // the table's even split
+    const size_t bytes = (count - mine) * s + (g - 1) * mine * s;
+    begin(bytes, bytes);
+    check_nccl(nccl().AllReduce(data, data, count, nccl_type(type), nccl_op(op), state_->comm, state_->stream),
+               "all_reduce");
+    return end("all_reduce");
+  }
+
+  Request ibroadcast_raw(void* data, size_t count, DataType type, int root) override {
+    const size_t g = static_cast<size_t>(size()), bytes = count * size_of(type);
+    if (rank() == root) begin((g - 1) * bytes, 0);
+    else begin(0, bytes);
+    check_nccl(nccl().Broadcast(data, data, count, nccl_type(type), root, state_->comm, state_->stream), "broadcast");
+    return end("broadcast");
+  }
+
+  Request isend_raw(const void* data, size_t count, DataType type, int dest, int tag) override {
+    check_tag(tag);
+    begin(count * size_of(type), 0);
+    check_nccl(nccl().Send(data, count, nccl_type(type), dest, state_->comm, state_->stream), "send");
+    return end("send");
+  }
+
+  Request irecv_raw(void* data, size_t count, DataType type, int source, int tag) override {
+    check_tag(tag);
+    begin(0, count * size_of(type));
+    check_nccl(nccl().Recv(data, count, nccl_type(type), source, state_->comm, state_->stream), "recv");
+    return end("recv");
+  }
+
+ private:
+  // Counts the call and orders it after the work issued so far on the legacy default stream.
+  void begin(uint64_t sent, uint64_t received) {
+    counters_->calls += 1;
+    counters_->bytes_sent += sent;
+    counters_->bytes_received += received;
+    LONGCTX_CHECK_CUDA(cudaEventRecord(state_->ready, cudaStreamLegacy));
+    LONGCTX_CHECK_CUDA(cudaStreamWaitEvent(state_->stream, state_->ready, 0));
+  }
+  Request end(const char* what) {
+    return Request(std::make_unique<NcclRequest>(state_, counters_, timeout_seconds(), what));
+  }
+  void check_counts(const std::vector<size_t>& counts, const char* what) const {
+    if (counts.size() != static_cast<size_t>(size()))
+      throw UsageError(std::string(what) + ": " + std::to_string(counts.size()) + " counts for " +
+                       std::to_string(size()) + " ranks");
+  }
+  static void check_tag(int tag) {
+    if (tag != 0) throw UsageError("NCCL send / recv take tag 0 only (NCCL matches them by order), got " + std::to_string(tag));
+  }
+
+  // Every rank's (host, GPU uuid); two equal ones mean two ranks on one GPU, which NCCL cannot do.
+  void check_one_gpu_per_rank(int device) {
+    constexpr size_t kHost = 64, kRecord = kHost + 16;
+    std::vector<char> mine(kRecord, 0), all(kRecord * static_cast<size_t>(host_.size()));
+    gethostname(mine.data(), kHost - 1);
+    cudaDeviceProp prop{};
+    LONGCTX_CHECK_CUDA(cudaGetDeviceProperties(&prop, device));
+    std::memcpy(mine.data() + kHost, prop.uuid.bytes, 16);
+    host_.all_gather(Span<const char>(mine), Span<char>(all));
+    for (int a = 0; a < host_.size(); ++a)
+      for (int b = a + 1; b < host_.size(); ++b)
+        if (std::memcmp(all.data() + kRecord * static_cast<size_t>(a), all.data() + kRecord * static_cast<size_t>(b),
+                        kRecord) == 0)
+          throw UsageError("--comm nccl: ranks " + std::to_string(a) + " and " + std::to_string(b) + " share one GPU on " +
+                           std::string(all.data() + kRecord * static_cast<size_t>(a)) +
+                           "; NCCL needs one GPU per rank (run one rank per GPU, or use --comm staged)");
+  }
+
+  Communicator& host_;
+  std::unique_ptr<Communicator> owned_;
+  std::shared_ptr<NcclState> state_;
+};
+
+}  // namespace
+
+int select_device(int local_rank) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    throw UsageError("--comm: no CUDA device is visible to this process");
+  }
+  const int device = local_rank % count;
+  LONGCTX_CHECK_CUDA(cudaSetDevice(device));
+  return device;
+}
+
+std::shared_ptr<void> device_alloc(size_t bytes) {
+  void* p = nullptr;
+  const cudaError_t rc = cudaMalloc(&p, bytes ? bytes : 1);
+  if (rc == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    throw UsageError("--comm: cannot allocate " + std::to_string(bytes >> 20) + " MiB on the device");
+  }
+  LONGCTX_CHECK_CUDA(rc);
+  return std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+}
+
+void device_synchronize() { LONGCTX_CHECK_CUDA(cudaDeviceSynchronize()); }
+
+std::shared_ptr<MemoryCopier> make_cuda_copier() { return std::make_shared<CudaCopier>(); }
+
+bool nccl_available(std::string* version_or_reason) {
+  const Nccl& api = nccl();
+  if (version_or_reason) {
+    if (api.error.empty())
+      *version_or_reason = std::to_string(api.version / 10000) + "." + std::to_string(api.version / 100 % 100) + "." +
+                           std::to_string(api.version % 100);
+    else
+      *version_or_reason = api.error;
+  }
+  return api.error.empty();
+}
+
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& host, int device) {
+  return std::make_unique<NcclCommunicator>(host, nullptr, device, nullptr);
+}
+
+}  // namespace longctx::comm

@@ -1,0 +1,124 @@
+// `longctx bench comm`: the all-gather that sequence-parallel attention runs per spanning branch, timed
+// on each communicator backend: mpi (host buffers), staged (device buffers through MPI and pinned host
+// memory) and nccl (device buffers). Each rank contributes --bytes; per call it receives (P - 1) --bytes.
+// Reports the median over --iters of the time per call, the payload received per rank per second, and
+// for the staged path the device <-> host copy rate (its own cost, which also applies at P = 1).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iomanip>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <vector>
+
+#include "comm/device_comm.hpp"
+#include "comm/staged_communicator.hpp"
+#include "runtime/commands/attention_options.hpp"
+#include "runtime/commands/commands.hpp"
+#include "runtime/core/log.hpp"
+
+namespace longctx::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void declare(po::options_description& desc, po::positional_options_description&) {
+  desc.add_options()
+      ("comm", po::value<std::string>()->default_value("mpi"), "backend: mpi (host buffers), staged (device buffers through MPI), nccl (device buffers)")
+      ("bytes", po::value<std::string>()->default_value("64M"), "bytes each rank contributes per all-gather (K/M/G suffixes)")
+      ("iters", po::value<int>()->default_value(10), "timed calls (the median is reported)")
+      ("warmup", po::value<int>()->default_value(2), "untimed calls first")
+      ("json", po::bool_switch(), "print one JSON object instead of a table");
+}
+
+int run(Invocation& invocation) {
+  const auto& vm = invocation.options;
+  comm::Communicator& world = invocation.process.world();
+  const std::string backend = vm["comm"].as<std::string>();
+  const int64_t bytes = parse_size("bytes", vm["bytes"].as<std::string>());
+  const int iters = vm["iters"].as<int>(), warmup = vm["warmup"].as<int>();
+  const bool json = vm["json"].as<bool>();
+  if (backend != "mpi" && backend != "staged" && backend != "nccl")
+    throw UsageError("--comm: '" + backend + "' is not a backend; allowed: mpi, staged, nccl");
+  if (bytes < 1) throw UsageError("--bytes: must be >= 1, got " + std::to_string(bytes));
+  if (iters < 1) throw UsageError("--iters: must be >= 1, got " + std::to_string(iters));
+  if (warmup < 0) throw UsageError("--warmup: must be >= 0, got " + std::to_string(warmup));
+  const int P = world.size();
+  const size_t n = static_cast<size_t>(bytes);
+
+  std::unique_ptr<comm::Communicator> device_comm;
+  std::shared_ptr<comm::MemoryCopier> copier;
+  comm::Communicator* c = &world;
+  std::vector<char> host_send, host_recv;
+  std::shared_ptr<void> dev_send, dev_recv;
+  char* send = nullptr;
+  char* recv = nullptr;
+  if (backend == "mpi") {
+    host_send.assign(n, 1);
+    host_recv.assign(n * static_cast<size_t>(P), 0);
+    send = host_send.data();
+    recv = host_recv.data();
+  } else {
+    const int device = comm::select_device(invocation.process.local_rank());
+    if (backend == "staged") {
+      copier = comm::make_cuda_copier();
+      device_comm = std::make_unique<comm::StagedCommunicator>(world, copier);
+    } else {
+      device_comm = comm::make_nccl_communicator(world, device);
+    }
+    c = device_comm.get();
+    dev_send = comm::device_alloc(n);
+    dev_recv = comm::device_alloc(n * static_cast<size_t>(P));
+    send = static_cast<char*>(dev_send.get());
+    recv = static_cast<char*>(dev_recv.get());
+  }
+  log::info("bench comm: all_gather of " + std::to_string(n) + " bytes per rank over " + std::to_string(P) +
+            " rank(s), backend " + c->backend());
+
+  std::vector<double> seconds;
+  uint64_t copied = 0;
+  for (int it = 0; it < warmup + iters; ++it) {
+    world.barrier();
+    if (copier) copier->bytes_to_host = copier->bytes_to_device = 0;
+    const auto start = Clock::now();
+    c->all_gather(Span<const char>(send, n), Span<char>(recv, n * static_cast<size_t>(P)));
+    if (backend != "mpi") comm::device_synchronize();
+    const double s = std::chrono::duration<double>(Clock::now() - start).count();
+    if (it >= warmup) {
+      seconds.push_back(s);
+      if (copier) copied = copier->bytes_to_host + copier->bytes_to_device;
+    }
+  }
+  std::sort(seconds.begin(), seconds.end());
+  const double median = seconds[seconds.size() / 2];
+  std::vector<double> mine{median}, all(static_cast<size_t>(P));
+  world.all_gather(Span<const double>(mine), Span<double>(all));
+  if (world.rank() != 0) return 0;
+  const double slowest = *std::max_element(all.begin(), all.end());
+  const double received = static_cast<double>(n) * (P - 1);
+  const double recv_rate = received / slowest, copy_rate = static_cast<double>(copied) / slowest;
+  if (json) {
+    std::cout << "{\"comm\": " << json_string(c->backend()) << ", \"world_size\": " << P << ", \"bytes_per_rank\": " << n
+              << ", \"seconds\": " << slowest << ", \"received_bytes_per_s\": " << recv_rate
+              << ", \"staged_copy_bytes_per_s\": " << copy_rate << "}\n";
+  } else {
+    std::ostringstream out;
+    out << std::fixed << std::setprecision(2);
+    out << "all_gather on " << c->backend() << ", " << P << " rank(s), " << static_cast<double>(n) / 1048576.0 << " MiB per rank: "
+        << slowest * 1e3 << " ms (median of " << iters << ", slowest rank), " << recv_rate / 1e9
+        << " GB/s received per rank";
+    if (copier) out << ", staged copies " << copy_rate / 1e9 << " GB/s";
+    std::cout << out.str() << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command bench_comm_command() {
+  return {"bench comm", "all-gather bandwidth of a communicator backend (mpi, staged device buffers, nccl)", "",
+          declare, run};
+}
+
+}  // namespace longctx::cli

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# `longctx bench attention` and `longctx bench comm` end to end: JSON fields, GPU options refused clearly
+# where there is no GPU (exit 2), bad values refused (exit 2).
+LONGCTX=$1
+source "$(dirname "$0")/lib.sh"
+have_gpu=0
+"$LONGCTX" --version | grep -qE "CUDA: .* [1-9][0-9]* device" && have_gpu=1
+
+expect_exit 0 "bench attention (cpu, json)" -- "$LONGCTX" bench attention --seq-len 4096 --heads 2 --head-dim 16 \
+  --segment-lengths 1024,4096 --dilation-rates 1,4 --iters 1 --backward --json --quiet
+expect_in "$OUT/stdout" '"gflops_fwd": [0-9.e+]+.*"seconds_bwd": [0-9.e+-]+.*"gflops_bwd"' "bench attention prints the spec's fields"
+expect_exit 2 "bench attention: bf16 on the cpu" -- "$LONGCTX" bench attention --seq-len 4096 --dtype bf16 --quiet
+expect_in "$OUT/stderr" "dtype bf16.*--device cuda" "names --dtype and the way out"
+if [ "$have_gpu" -eq 0 ]; then
+  expect_exit 2 "bench attention --device cuda without a GPU" -- "$LONGCTX" bench attention --seq-len 4096 \
+    --device cuda --dtype bf16 --quiet
+  expect_in "$OUT/stderr" "device cuda" "names --device cuda"
+  expect_exit 2 "bench comm --comm staged without a GPU" -- "$LONGCTX" bench comm --comm staged --quiet
+  expect_in "$OUT/stderr" "CUDA device|CUDA backend" "says why"
+fi
+
+expect_exit 0 "bench comm (mpi, 2 ranks, json)" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" bench comm --bytes 1M --iters 3 --json --quiet
+expect_in "$OUT/stdout" '"world_size": 2, "bytes_per_rank": 1048576, "seconds": [0-9.e+-]+, "received_bytes_per_s": [1-9]' \
+  "bench comm reports the rate received per rank"
+expect_exit 2 "bench comm: unknown backend" -- "$LONGCTX" bench comm --comm gloo --quiet
+expect_in "$OUT/stderr" "comm.*gloo.*mpi, staged, nccl" "names the allowed backends"
+expect_exit 2 "bench comm: zero bytes" -- "$LONGCTX" bench comm --bytes 0 --quiet
+finish
