@@ -4,11 +4,13 @@
 # HERE, then carry the binaries and the packed runtime:
 #   LONGCTX_BUILD=build-cuda LONGCTX_NATIVE=OFF ./jobs/build.sh
 #   jobs/device/pack_runtime.sh build-cuda .device/runtime && tar czf .device/runtime.tgz -C .device runtime
-#   device tool: run(carry=["build-cuda/bin/longctx", "build-cuda/tests/test_attention_cuda", ".device/runtime.tgz"],
+#   device tool: run(carry=["build-cuda/bin/longctx", "build-cuda/tests/test_attention_cuda",
+#                           "build-cuda/tests/test_comm_device", ".device/runtime.tgz"],
 #                     command="bash jobs/device/gpu_check.sh build-cuda", timeout_s=420)
 # Steps, most important first, each under its own time limit, all output also in $OUT/gpu_check.log:
-#   1. the GPU; 2. CUDA tests (fp32 / bf16 / fp16 vs the reference); 3. longctx bench attention at the
-#   issue's shape (bf16, then fp16); 4. PyTorch baselines (cuBLAS GEMM rate, dilated attention through
+#   1. the GPU; 2. CUDA tests (fp32 / bf16 / fp16 vs the reference; staged and NCCL communicators at 1
+#   and 2 ranks); 3. longctx bench attention at the shape (bf16, then fp16) and bench comm
+#   (staged at 2 ranks, NCCL at 1); 4. PyTorch baselines (cuBLAS GEMM rate, dilated attention through
 #   flash SDPA); 5. the largest N one GPU runs forward + backward; 6. compute-sanitizer memcheck.
 # GPU_CHECK_STEPS="2 3" runs only those steps (1 always runs).
 set -uo pipefail
@@ -32,11 +34,17 @@ if [ -f .device/runtime.tgz ]; then
 else
   echo "gpu_check: .device/runtime.tgz not carried; longctx will not find MPI / HDF5 / Boost"
 fi
+# NCCL from PyTorch's wheel when the system has none.
+nccl_lib=$(python3 -c "import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], 'lib'))" 2>/dev/null || true)
+[ -n "$nccl_lib" ] && export LD_LIBRARY_PATH="$nccl_lib:${LD_LIBRARY_PATH:-}"
 "$longctx" --version || { echo "gpu_check: longctx does not start here"; status=1; }
 
 if want 2; then
   step "2. CUDA tests"
   timeout 300 "$tests" --gtest_brief=0 || status=1
+  for np in 1 2; do
+    timeout 120 mpirun --oversubscribe -np $np "$build/tests/test_comm_device" --gtest_brief=1 || status=1
+  done
 fi
 
 if want 3; then
@@ -45,6 +53,8 @@ if want 3; then
     timeout 180 "$longctx" bench attention --device cuda --dtype "$dtype" "${shape[@]}" --backward --iters 5 \
       --json --quiet | tee -a "$out/bench.jsonl" || status=1
   done
+  timeout 120 mpirun --oversubscribe -np 2 "$longctx" bench comm --comm staged --bytes 256M --json --quiet | tee -a "$out/bench.jsonl" || status=1
+  timeout 120 "$longctx" bench comm --comm nccl --bytes 256M --json --quiet | tee -a "$out/bench.jsonl" || status=1
 fi
 
 if want 4; then
