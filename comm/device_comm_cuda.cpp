@@ -426,7 +426,7 @@ int select_device(int local_rank) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
     cudaGetLastError();
-    throw UsageError("--comm: no CUDA device is visible to this process");
+    throw UsageError("--device cuda: no CUDA device is visible to this process");
   }
   const int device = local_rank % count;
   LONGCTX_CHECK_CUDA(cudaSetDevice(device));

@@ -14,3 +14,8 @@ longctx_mpi_test(test_sequence_parallel SOURCES test_sequence_parallel.cpp DEPS 
 
 # CUDA backend vs the reference (skips without a GPU or without CUDA in the build).
 longctx_test(test_attention_cuda SOURCES test_attention_cuda.cpp DEPS longctx_attention)
+if(LONGCTX_HAVE_CUDA AND LONGCTX_NCCL_INCLUDE_DIR)
+  # The distributed GPU path (staged through MPI, ranks may share one GPU) equals one GPU; skips without a GPU.
+  longctx_mpi_test(test_sequence_parallel_cuda SOURCES test_sequence_parallel_cuda.cpp
+                   DEPS longctx_attention longctx_comm RANKS 1 2 4)
+endif()

@@ -121,57 +121,93 @@ struct FlashArgs {
   int batch, heads, head_dim, tiles, causal;
   HeadOffsets offsets;
   float scale;  // softmax scale (natural units)
+  // Spanning mode: the branch's segment spreads over `group` ranks of `local_len` rows each and this rank
+  // is member `member`; q, o, lse, dout, delta, dq are this rank's [B, local_len, H, ...] tensors, while
+  // k, v (and dk, dv) are the group's gathered selected rows, [B][H][keys of head h][D].
+  int spanning;
+  long long local_len;
+  int member, group;
 };
 
-// One (batch, segment, head) of a branch: its selected rows are global rows first + t * dilation,
-// t in [0, count); row index (b N + position) H + h addresses lse and, times D, the tensors.
-struct SparseRows {
-  long long first;
-  int count;
-  int h;
+// What one block works on: for one (batch, segment, head) of a branch, the query rows (row index
+// q_first + t q_stride into [*, D] tensors and lse, t < n_q) and the key rows (k_first + t k_stride,
+// t < n_k) of its sparse space. Query t is the branch's selected row q_base + t, key t its selected row t,
+// so causal masking keeps key <= q_base + query.
+struct Problem {
+  long long q_first, q_stride, k_first, k_stride;
+  int n_q, n_k, q_base;
 
-  __device__ long long index(const FlashArgs& a, int t) const {
-    return (first + static_cast<long long>(t) * a.dilation) * a.heads + h;
-  }
+  __device__ long long q_row(int t) const { return q_first + static_cast<long long>(t) * q_stride; }
+  __device__ long long k_row(int t) const { return k_first + static_cast<long long>(t) * k_stride; }
 };
 
-// Decodes blockIdx.x = ((b * segments + s) * H + h) * tiles + tile. False when the head selects no row.
-__device__ __forceinline__ bool decode_block(const FlashArgs& a, SparseRows& rows, int& tile) {
+// Rows t in [0, n) of a segment with t mod r == o.
+__device__ __forceinline__ long long selected(long long n, long long r, long long o) {
+  return n > o ? (n - o + r - 1) / r : 0;
+}
+
+// Decodes blockIdx.x = ((b * segments + s) * H + h) * tiles + tile (spanning: segments = 1). False when
+// the head selects no row there.
+__device__ __forceinline__ bool decode_block(const FlashArgs& a, Problem& p, int& tile) {
   long long x = blockIdx.x;
   tile = static_cast<int>(x % a.tiles);
   x /= a.tiles;
-  rows.h = static_cast<int>(x % a.heads);
+  const int h = static_cast<int>(x % a.heads);
   x /= a.heads;
-  const long long s = x % a.segments, b = x / a.segments;
-  const long long begin = s * a.segment;
-  const long long n_rows = min(a.segment, a.seq_len - begin);
-  const long long offset = head_offset(rows.h, a.dilation, a.heads, a.offsets);
-  if (offset >= n_rows) return false;
-  rows.first = b * a.seq_len + begin + offset;
-  rows.count = static_cast<int>((n_rows - offset + a.dilation - 1) / a.dilation);
+  const long long r = a.dilation;
+  if (!a.spanning) {
+    const long long s = x % a.segments, b = x / a.segments;
+    const long long begin = s * a.segment;
+    const long long n_rows = min(a.segment, a.seq_len - begin);
+    const long long offset = head_offset(h, r, a.heads, a.offsets);
+    if (offset >= n_rows) return false;
+    p.q_first = p.k_first = (b * a.seq_len + begin + offset) * a.heads + h;
+    p.q_stride = p.k_stride = r * a.heads;
+    p.n_q = p.n_k = static_cast<int>(selected(n_rows, r, offset));
+    p.q_base = 0;
+    return true;
+  }
+  const long long b = x, L = a.local_len, m = a.member;
+  const long long o = head_offset(h, r, a.heads, a.offsets);
+  p.n_k = static_cast<int>(selected(a.group * L, r, o));
+  if (p.n_k == 0) return false;
+  p.q_base = static_cast<int>(selected(m * L, r, o));
+  p.n_q = static_cast<int>(selected((m + 1) * L, r, o)) - p.q_base;
+  const long long first_row = ((o - m * L) % r + r) % r;  // this rank's first selected local row
+  p.q_first = (b * L + first_row) * a.heads + h;
+  p.q_stride = r * a.heads;
+  long long keys_all = 0, keys_before = 0;
+  for (int hh = 0; hh < a.heads; ++hh) {
+    const long long n = selected(a.group * L, r, head_offset(hh, r, a.heads, a.offsets));
+    keys_all += n;
+    if (hh < h) keys_before += n;
+  }
+  p.k_first = b * keys_all + keys_before;
+  p.k_stride = 1;
   return true;
 }
 
-// Copies selected rows t0 .. t0 + ROWS - 1 of `src` into a [ROWS][D + kPad] tile, zero past the selection
-// and past the real head dim. 16-byte cp.async when the head dim is a multiple of 8 (the caller commits);
-// element-wise otherwise.
+// Copies rows t0 .. t0 + ROWS - 1 (row t at row index first + t stride of `src`, D = a.head_dim elements
+// each) into a [ROWS][D + kPad] tile, zero past `count` and past the real head dim. 16-byte cp.async
+// when the head dim is a multiple of 8 (the caller commits); element-wise otherwise.
 template <class T, int D, int ROWS>
-__device__ __forceinline__ void load_rows(T* tile, const T* src, const FlashArgs& a, const SparseRows& rows,
-                                          int t0) {
+__device__ __forceinline__ void load_rows(T* tile, const T* src, const FlashArgs& a, long long first,
+                                          long long stride, int count, int t0) {
   constexpr int kStride = D + kPad;
   if (a.head_dim % 8 == 0) {
     constexpr int kChunks = D / 8;
     for (int c = threadIdx.x; c < ROWS * kChunks; c += kThreads) {
       const int row = c / kChunks, col = (c % kChunks) * 8, t = t0 + row;
-      const bool valid = t < rows.count && col < a.head_dim;
-      const T* from = valid ? src + rows.index(a, t) * a.head_dim + col : src;
+      const bool valid = t < count && col < a.head_dim;
+      const T* from = valid ? src + (first + static_cast<long long>(t) * stride) * a.head_dim + col : src;
       cp_async16(tile + row * kStride + col, from, valid);
     }
   } else {
     for (int e = threadIdx.x; e < ROWS * D; e += kThreads) {
       const int row = e / D, col = e % D, t = t0 + row;
-      tile[row * kStride + col] =
-          t < rows.count && col < a.head_dim ? src[rows.index(a, t) * a.head_dim + col] : Elem<T>::from(0.f);
+      tile[row * kStride + col] = t < count && col < a.head_dim
+                                      ? src[(first + static_cast<long long>(t) * stride) * a.head_dim + col]
+                                      : Elem<T>::from(0.f);
     }
   }
 }
@@ -184,24 +220,24 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(const FlashArgs
   T* k_tiles = q_tile + kBlockQ * kStride;          // [2][kBlockK][kStride]
   T* v_tiles = k_tiles + 2 * kBlockK * kStride;     // [2][kBlockK][kStride]
 
-  SparseRows rows;
+  Problem p;
   int tile;
-  if (!decode_block(a, rows, tile)) return;
+  if (!decode_block(a, p, tile)) return;
   if (a.causal) tile = a.tiles - 1 - tile;  // the longest causal rows first
   const int t0 = tile * kBlockQ;
-  if (t0 >= rows.count) return;
+  if (t0 >= p.n_q) return;
 
   const T* q = static_cast<const T*>(a.q);
   const T* k = static_cast<const T*>(a.k);
   const T* v = static_cast<const T*>(a.v);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
-  const int key_end = a.causal ? min(rows.count, t0 + kBlockQ) : rows.count;
+  const int key_end = a.causal ? min(p.n_k, p.q_base + t0 + kBlockQ) : p.n_k;
   const int key_tiles = (key_end + kBlockK - 1) / kBlockK;
   const float scale2 = a.scale * kLog2e;
 
-  load_rows<T, D, kBlockQ>(q_tile, q, a, rows, t0);
-  load_rows<T, D, kBlockK>(k_tiles, k, a, rows, 0);
-  load_rows<T, D, kBlockK>(v_tiles, v, a, rows, 0);
+  load_rows<T, D, kBlockQ>(q_tile, q, a, p.q_first, p.q_stride, p.n_q, t0);
+  load_rows<T, D, kBlockK>(k_tiles, k, a, p.k_first, p.k_stride, p.n_k, 0);
+  load_rows<T, D, kBlockK>(v_tiles, v, a, p.k_first, p.k_stride, p.n_k, 0);
   cp_async_commit();
 
   uint32_t qa[D / 16][4];
@@ -213,8 +249,10 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(const FlashArgs
   for (int j = 0; j < key_tiles; ++j) {
     const int stage = j & 1;
     if (j + 1 < key_tiles) {
-      load_rows<T, D, kBlockK>(k_tiles + (stage ^ 1) * kBlockK * kStride, k, a, rows, (j + 1) * kBlockK);
-      load_rows<T, D, kBlockK>(v_tiles + (stage ^ 1) * kBlockK * kStride, v, a, rows, (j + 1) * kBlockK);
+      load_rows<T, D, kBlockK>(k_tiles + (stage ^ 1) * kBlockK * kStride, k, a, p.k_first, p.k_stride, p.n_k,
+                               (j + 1) * kBlockK);
+      load_rows<T, D, kBlockK>(v_tiles + (stage ^ 1) * kBlockK * kStride, v, a, p.k_first, p.k_stride, p.n_k,
+                               (j + 1) * kBlockK);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
@@ -245,15 +283,15 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(const FlashArgs
 
     // Scores in log2 units; keys past the selection, and causal keys after the query, are -inf.
     const int key0 = j * kBlockK;
-    const bool masked_tile = key0 + kBlockK > rows.count || (a.causal && key0 + kBlockK > t0);
+    const bool masked_tile = key0 + kBlockK > p.n_k || (a.causal && key0 + kBlockK > p.q_base + t0);
 #pragma unroll
     for (int n = 0; n < kBlockK / 8; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         s[n][e] *= scale2;
         if (masked_tile) {
-          const int key = key0 + n * 8 + 2 * c + (e & 1), query = t0 + warp * 16 + g + (e >> 1) * 8;
-          if (key >= rows.count || (a.causal && key > query)) s[n][e] = -INFINITY;
+          const int key = key0 + n * 8 + 2 * c + (e & 1), query = p.q_base + t0 + warp * 16 + g + (e >> 1) * 8;
+          if (key >= p.n_k || (a.causal && key > query)) s[n][e] = -INFINITY;
         }
       }
 
@@ -309,8 +347,8 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(const FlashArgs
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
     sum += __shfl_xor_sync(0xffffffffu, sum, 2);
     const int t = t0 + warp * 16 + g + r * 8;
-    valid[r] = t < rows.count;
-    index[r] = valid[r] ? rows.index(a, t) : 0;
+    valid[r] = t < p.n_q;
+    index[r] = valid[r] ? p.q_row(t) : 0;
     const float fresh = (m[r] + log2f(sum)) * kLn2;
     const float old = valid[r] ? a.lse[index[r]] : -INFINITY;
     merged[r] = old == -INFINITY ? fresh : fmaxf(old, fresh) + log1pf(expf(-fabsf(old - fresh)));
@@ -345,11 +383,11 @@ __global__ void __launch_bounds__(kThreads) flash_backward_kernel(const FlashArg
   float* lse_s = reinterpret_cast<float*>(ds_tile + kBwdBlockQ * kDsStride);  // [2][kBwdBlockQ], log2 units
   float* delta_s = lse_s + 2 * kBwdBlockQ;                                     // [2][kBwdBlockQ]
 
-  SparseRows rows;
+  Problem p;
   int tile;
-  if (!decode_block(a, rows, tile)) return;
+  if (!decode_block(a, p, tile)) return;
   const int k0 = tile * kBlockK;
-  if (k0 >= rows.count) return;
+  if (k0 >= p.n_k) return;
 
   const T* q = static_cast<const T*>(a.q);
   const T* k = static_cast<const T*>(a.k);
@@ -357,24 +395,26 @@ __global__ void __launch_bounds__(kThreads) flash_backward_kernel(const FlashArg
   const T* dout = static_cast<const T*>(a.dout);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const float scale2 = a.scale * kLog2e;
-  const int q_first = a.causal ? k0 / kBwdBlockQ : 0;  // causal: queries before this key tile see none of it
-  const int q_steps = (rows.count + kBwdBlockQ - 1) / kBwdBlockQ - q_first;
+  // Causal: queries before this key tile (global index q_base + t < k0) see none of it.
+  const int q_first = a.causal ? max(0, k0 - p.q_base) / kBwdBlockQ : 0;
+  const int q_steps = (p.n_q + kBwdBlockQ - 1) / kBwdBlockQ - q_first;
+  if (q_steps <= 0) return;  // no query of this rank sees these keys: they get no gradient here
 
   auto load_queries = [&](int step, int stage) {
     const int t0 = (q_first + step) * kBwdBlockQ;
-    load_rows<T, D, kBwdBlockQ>(q_tiles + stage * kBwdBlockQ * kStride, q, a, rows, t0);
-    load_rows<T, D, kBwdBlockQ>(do_tiles + stage * kBwdBlockQ * kStride, dout, a, rows, t0);
+    load_rows<T, D, kBwdBlockQ>(q_tiles + stage * kBwdBlockQ * kStride, q, a, p.q_first, p.q_stride, p.n_q, t0);
+    load_rows<T, D, kBwdBlockQ>(do_tiles + stage * kBwdBlockQ * kStride, dout, a, p.q_first, p.q_stride, p.n_q, t0);
     if (threadIdx.x < kBwdBlockQ) {
       const int t = t0 + threadIdx.x;
-      const bool valid = t < rows.count;
+      const bool valid = t < p.n_q;
       // +inf lse makes P = 0 for rows past the selection.
-      lse_s[stage * kBwdBlockQ + threadIdx.x] = valid ? a.lse[rows.index(a, t)] * kLog2e : INFINITY;
-      delta_s[stage * kBwdBlockQ + threadIdx.x] = valid ? a.delta[rows.index(a, t)] : 0.f;
+      lse_s[stage * kBwdBlockQ + threadIdx.x] = valid ? a.lse[p.q_row(t)] * kLog2e : INFINITY;
+      delta_s[stage * kBwdBlockQ + threadIdx.x] = valid ? a.delta[p.q_row(t)] : 0.f;
     }
   };
 
-  load_rows<T, D, kBlockK>(k_tile, k, a, rows, k0);
-  load_rows<T, D, kBlockK>(v_tile, v, a, rows, k0);
+  load_rows<T, D, kBlockK>(k_tile, k, a, p.k_first, p.k_stride, p.n_k, k0);
+  load_rows<T, D, kBlockK>(v_tile, v, a, p.k_first, p.k_stride, p.n_k, k0);
   load_queries(0, 0);
   cp_async_commit();
 
@@ -429,11 +469,11 @@ __global__ void __launch_bounds__(kThreads) flash_backward_kernel(const FlashArg
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int col = n * 8 + 2 * c + (e & 1);
-        const int key = k0 + warp * 16 + g + (e >> 1) * 8, query = t0 + col;
-        float p = exp2f(st[n][e] * scale2 - lse_row[col]);
-        if (key >= rows.count || (a.causal && key > query)) p = 0.f;
-        st[n][e] = p;
-        dpt[n][e] = p * (dpt[n][e] - delta_row[col]);
+        const int key = k0 + warp * 16 + g + (e >> 1) * 8, query = p.q_base + t0 + col;
+        float prob = exp2f(st[n][e] * scale2 - lse_row[col]);
+        if (key >= p.n_k || (a.causal && key > query)) prob = 0.f;
+        st[n][e] = prob;
+        dpt[n][e] = prob * (dpt[n][e] - delta_row[col]);
       }
 
     // dV += P^T dO and dK += dS^T Q, the A operands straight from registers.
@@ -486,8 +526,8 @@ __global__ void __launch_bounds__(kThreads) flash_backward_kernel(const FlashArg
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int t = t0 + row0 + g + r * 8;
-      if (t >= rows.count) continue;
-      float* out = a.dq + rows.index(a, t) * a.head_dim;
+      if (t >= p.n_q) continue;
+      float* out = a.dq + p.q_row(t) * a.head_dim;
 #pragma unroll
       for (int n = 0; n < kHalf / 8; ++n)
 #pragma unroll
@@ -503,8 +543,8 @@ __global__ void __launch_bounds__(kThreads) flash_backward_kernel(const FlashArg
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int t = k0 + warp * 16 + g + r * 8;
-    if (t >= rows.count) continue;
-    const long long row = rows.index(a, t) * a.head_dim;
+    if (t >= p.n_k) continue;
+    const long long row = p.k_row(t) * a.head_dim;
 #pragma unroll
     for (int d = 0; d < D / 8; ++d)
 #pragma unroll
@@ -563,7 +603,8 @@ void check_dtype(Dtype dtype) {
     throw UsageError("--dtype " + to_string(dtype) + ": the tensor-core kernels take bf16 or fp16");
 }
 
-// Arguments for branch `branch`, and its grid size in blocks of `rows_per_block` sparse rows.
+// Arguments for branch `branch` over `dims` (local mode), and its grid size in blocks of
+// `rows_per_block` sparse rows.
 FlashArgs branch_args(const AttentionParams& params, const AttentionDims& dims, const Branch& branch,
                       int rows_per_block, long long& blocks) {
   FlashArgs a{};
@@ -574,12 +615,32 @@ FlashArgs branch_args(const AttentionParams& params, const AttentionDims& dims, 
   a.batch = static_cast<int>(dims.batch);
   a.heads = static_cast<int>(dims.heads);
   a.head_dim = static_cast<int>(dims.head_dim);
-  const long long selected = (a.segment + a.dilation - 1) / a.dilation;
-  a.tiles = static_cast<int>((selected + rows_per_block - 1) / rows_per_block);
+  const long long selected_max = (a.segment + a.dilation - 1) / a.dilation;
+  a.tiles = static_cast<int>((selected_max + rows_per_block - 1) / rows_per_block);
   a.causal = params.causal ? 1 : 0;
   a.offsets = params.offsets;
   a.scale = static_cast<float>(resolved_scale(params, dims.head_dim));
   blocks = dims.batch * a.segments * dims.heads * a.tiles;
+  if (blocks > std::numeric_limits<int>::max())
+    throw UsageError("--device cuda: " + std::to_string(blocks) + " blocks for one branch is above one launch's limit");
+  return a;
+}
+
+// Spanning mode: one segment of `group` ranks x dims.seq_len rows, this rank `member`. Blocks tile the
+// query rows (forward: up to ceil(L / r) per head) or the keys (backward: up to ceil(g L / r)).
+FlashArgs spanning_args(const AttentionParams& params, const AttentionDims& local, const Branch& branch, int member,
+                        int group, bool over_keys, int rows_per_block, long long& blocks) {
+  if (member < 0 || member >= group) throw InternalError("flash: member " + std::to_string(member) + " of a group of " + std::to_string(group));
+  FlashArgs a = branch_args(params, local, branch, rows_per_block, blocks);
+  a.spanning = 1;
+  a.local_len = local.seq_len;
+  a.member = member;
+  a.group = group;
+  a.segments = 1;
+  const long long rows = over_keys ? group * local.seq_len : local.seq_len;
+  const long long selected_max = (rows + branch.dilation - 1) / branch.dilation;
+  a.tiles = static_cast<int>((selected_max + rows_per_block - 1) / rows_per_block);
+  blocks = local.batch * local.heads * a.tiles;
   if (blocks > std::numeric_limits<int>::max())
     throw UsageError("--device cuda: " + std::to_string(blocks) + " blocks for one branch is above one launch's limit");
   return a;
@@ -632,32 +693,76 @@ void convert_from_f32(Dtype dtype, const float* src, void* dst, size_t count, cu
   LONGCTX_CHECK_CUDA(cudaGetLastError());
 }
 
-void flash_forward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
-                   const void* k, const void* v, float* o, float* lse, cudaStream_t stream) {
-  check_dtype(dtype);
-  const int d = padded_head_dim(dims.head_dim);
+void flash_forward_begin(const AttentionDims& dims, float* o, float* lse, cudaStream_t stream) {
   const size_t rows = static_cast<size_t>(dims.batch * dims.seq_len * dims.heads);
   LONGCTX_CHECK_CUDA(cudaMemsetAsync(o, 0, rows * dims.head_dim * sizeof(float), stream));
   fill_kernel<<<grid_for(rows, 256), 256, 0, stream>>>(lse, rows, -INFINITY);
   LONGCTX_CHECK_CUDA(cudaGetLastError());
-  for (const Branch& branch : params.schedule.branches) {
-    long long blocks = 0;
-    FlashArgs a = branch_args(params, dims, branch, kBlockQ, blocks);
-    a.q = q;
-    a.k = k;
-    a.v = v;
-    a.o = o;
-    a.lse = lse;
-    if (dtype == Dtype::bf16) forward_typed<__nv_bfloat16>(a, blocks, d, stream);
-    else forward_typed<__half>(a, blocks, d, stream);
-  }
 }
 
-void flash_backward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
-                    const void* k, const void* v, const void* dout, const float* o, const float* lse, float* delta,
-                    float* dq, float* dk, float* dv, cudaStream_t stream) {
+namespace {
+void launch_forward_args(FlashArgs a, long long blocks, Dtype dtype, int64_t head_dim, const void* q, const void* k,
+                         const void* v, float* o, float* lse, cudaStream_t stream) {
+  a.q = q;
+  a.k = k;
+  a.v = v;
+  a.o = o;
+  a.lse = lse;
+  const int d = padded_head_dim(head_dim);
+  if (dtype == Dtype::bf16) forward_typed<__nv_bfloat16>(a, blocks, d, stream);
+  else forward_typed<__half>(a, blocks, d, stream);
+}
+
+void launch_backward_args(FlashArgs a, long long blocks, Dtype dtype, int64_t head_dim, const void* q, const void* k,
+                          const void* v, const void* dout, const float* lse, const float* delta, float* dq, float* dk,
+                          float* dv, cudaStream_t stream) {
+  a.q = q;
+  a.k = k;
+  a.v = v;
+  a.dout = dout;
+  a.lse = const_cast<float*>(lse);  // read only in the backward
+  a.delta = delta;
+  a.dq = dq;
+  a.dk = dk;
+  a.dv = dv;
+  const int d = padded_head_dim(head_dim);
+  if (dtype == Dtype::bf16) backward_typed<__nv_bfloat16>(a, blocks, d, stream);
+  else backward_typed<__half>(a, blocks, d, stream);
+}
+}  // namespace
+
+void flash_forward_branch(const AttentionParams& params, const AttentionDims& dims, const Branch& branch,
+                          Dtype dtype, const void* q, const void* k, const void* v, float* o, float* lse,
+                          cudaStream_t stream) {
   check_dtype(dtype);
-  const int d = padded_head_dim(dims.head_dim);
+  padded_head_dim(dims.head_dim);
+  long long blocks = 0;
+  const FlashArgs a = branch_args(params, dims, branch, kBlockQ, blocks);
+  launch_forward_args(a, blocks, dtype, dims.head_dim, q, k, v, o, lse, stream);
+}
+
+void flash_forward_spanning(const AttentionParams& params, const AttentionDims& local, const Branch& branch,
+                            int member, int group, Dtype dtype, const void* q, const void* k_tiles,
+                            const void* v_tiles, float* o, float* lse, cudaStream_t stream) {
+  check_dtype(dtype);
+  padded_head_dim(local.head_dim);
+  long long blocks = 0;
+  const FlashArgs a = spanning_args(params, local, branch, member, group, false, kBlockQ, blocks);
+  launch_forward_args(a, blocks, dtype, local.head_dim, q, k_tiles, v_tiles, o, lse, stream);
+}
+
+void flash_forward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
+                   const void* k, const void* v, float* o, float* lse, cudaStream_t stream) {
+  check_dtype(dtype);
+  padded_head_dim(dims.head_dim);
+  flash_forward_begin(dims, o, lse, stream);
+  for (const Branch& branch : params.schedule.branches)
+    flash_forward_branch(params, dims, branch, dtype, q, k, v, o, lse, stream);
+}
+
+void flash_backward_begin(const AttentionDims& dims, Dtype dtype, const void* dout, const float* o, float* delta,
+                          float* dq, float* dk, float* dv, cudaStream_t stream) {
+  check_dtype(dtype);
   const size_t rows = static_cast<size_t>(dims.batch * dims.seq_len * dims.heads);
   const size_t bytes = rows * dims.head_dim * sizeof(float);
   LONGCTX_CHECK_CUDA(cudaMemsetAsync(dq, 0, bytes, stream));
@@ -671,21 +776,39 @@ void flash_backward(const AttentionParams& params, const AttentionDims& dims, Dt
     delta_kernel<<<delta_blocks, 256, 0, stream>>>(static_cast<const __half*>(dout), o, delta,
                                                    static_cast<long long>(rows), static_cast<int>(dims.head_dim));
   LONGCTX_CHECK_CUDA(cudaGetLastError());
-  for (const Branch& branch : params.schedule.branches) {
-    long long blocks = 0;
-    FlashArgs a = branch_args(params, dims, branch, kBlockK, blocks);
-    a.q = q;
-    a.k = k;
-    a.v = v;
-    a.dout = dout;
-    a.lse = const_cast<float*>(lse);  // read only in the backward
-    a.delta = delta;
-    a.dq = dq;
-    a.dk = dk;
-    a.dv = dv;
-    if (dtype == Dtype::bf16) backward_typed<__nv_bfloat16>(a, blocks, d, stream);
-    else backward_typed<__half>(a, blocks, d, stream);
-  }
+}
+
+void flash_backward_branch(const AttentionParams& params, const AttentionDims& dims, const Branch& branch,
+                           Dtype dtype, const void* q, const void* k, const void* v, const void* dout,
+                           const float* lse, const float* delta, float* dq, float* dk, float* dv,
+                           cudaStream_t stream) {
+  check_dtype(dtype);
+  padded_head_dim(dims.head_dim);
+  long long blocks = 0;
+  const FlashArgs a = branch_args(params, dims, branch, kBlockK, blocks);
+  launch_backward_args(a, blocks, dtype, dims.head_dim, q, k, v, dout, lse, delta, dq, dk, dv, stream);
+}
+
+void flash_backward_spanning(const AttentionParams& params, const AttentionDims& local, const Branch& branch,
+                             int member, int group, Dtype dtype, const void* q, const void* k_tiles,
+                             const void* v_tiles, const void* dout, const float* lse, const float* delta, float* dq,
+                             float* dk_tiles, float* dv_tiles, cudaStream_t stream) {
+  check_dtype(dtype);
+  padded_head_dim(local.head_dim);
+  long long blocks = 0;
+  const FlashArgs a = spanning_args(params, local, branch, member, group, true, kBlockK, blocks);
+  launch_backward_args(a, blocks, dtype, local.head_dim, q, k_tiles, v_tiles, dout, lse, delta, dq, dk_tiles,
+                       dv_tiles, stream);
+}
+
+void flash_backward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
+                    const void* k, const void* v, const void* dout, const float* o, const float* lse, float* delta,
+                    float* dq, float* dk, float* dv, cudaStream_t stream) {
+  check_dtype(dtype);
+  padded_head_dim(dims.head_dim);
+  flash_backward_begin(dims, dtype, dout, o, delta, dq, dk, dv, stream);
+  for (const Branch& branch : params.schedule.branches)
+    flash_backward_branch(params, dims, branch, dtype, q, k, v, dout, lse, delta, dq, dk, dv, stream);
 }
 
 }  // namespace longctx::cuda

@@ -29,10 +29,38 @@ constexpr int64_t kFlashMaxHeadDim = 128;
 void flash_forward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
                    const void* k, const void* v, float* o, float* lse, cudaStream_t stream);
 
+// The same in steps, for callers that mix local and spanning branches (the distributed path):
+// begin (o = 0, lse = -inf), then any branches in schedule order.
+void flash_forward_begin(const AttentionDims& dims, float* o, float* lse, cudaStream_t stream);
+void flash_forward_branch(const AttentionParams& params, const AttentionDims& dims, const Branch& branch,
+                          Dtype dtype, const void* q, const void* k, const void* v, float* o, float* lse,
+                          cudaStream_t stream);
+// A branch whose segment spans `group` ranks of dims.seq_len = L rows each, this rank being `member`:
+// q, o, lse are this rank's [B, L, H, ...]; k_tiles, v_tiles hold the group's selected rows of the
+// branch, [B][H][keys of head h][D] in position order (keys of head h: the segment's rows t < g L with
+// t mod r == o(h, r)).
+void flash_forward_spanning(const AttentionParams& params, const AttentionDims& local, const Branch& branch,
+                            int member, int group, Dtype dtype, const void* q, const void* k_tiles,
+                            const void* v_tiles, float* o, float* lse, cudaStream_t stream);
+
 // `delta` is scratch of B*N*H floats. dq, dk, dv are overwritten.
 void flash_backward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
                     const void* k, const void* v, const void* dout, const float* o, const float* lse, float* delta,
                     float* dq, float* dk, float* dv, cudaStream_t stream);
+
+// In steps: begin (delta = rowsum(dout o); dq, dk, dv = 0), then branches, which add into dq, dk, dv.
+void flash_backward_begin(const AttentionDims& dims, Dtype dtype, const void* dout, const float* o, float* delta,
+                          float* dq, float* dk, float* dv, cudaStream_t stream);
+void flash_backward_branch(const AttentionParams& params, const AttentionDims& dims, const Branch& branch,
+                           Dtype dtype, const void* q, const void* k, const void* v, const void* dout,
+                           const float* lse, const float* delta, float* dq, float* dk, float* dv,
+                           cudaStream_t stream);
+// Spanning: dq gets this rank's queries' gradients (added); dk_tiles, dv_tiles ([B][H][keys][D], fp32,
+// the layout of k_tiles) get this rank's queries' contributions to every gathered key (added).
+void flash_backward_spanning(const AttentionParams& params, const AttentionDims& local, const Branch& branch,
+                             int member, int group, Dtype dtype, const void* q, const void* k_tiles,
+                             const void* v_tiles, const void* dout, const float* lse, const float* delta, float* dq,
+                             float* dk_tiles, float* dv_tiles, cudaStream_t stream);
 
 // dst[i] = src[i] rounded to nearest-even in `dtype` (bf16 or fp16).
 void convert_from_f32(Dtype dtype, const float* src, void* dst, size_t count, cudaStream_t stream);

@@ -5,11 +5,12 @@
 #   LONGCTX_BUILD=build-cuda LONGCTX_NATIVE=OFF ./jobs/build.sh
 #   jobs/device/pack_runtime.sh build-cuda .device/runtime && tar czf .device/runtime.tgz -C .device runtime
 #   device tool: run(carry=["build-cuda/bin/longctx", "build-cuda/tests/test_attention_cuda",
-#                           "build-cuda/tests/test_comm_device", ".device/runtime.tgz"],
+#                           "build-cuda/tests/test_comm_device", "build-cuda/tests/test_sequence_parallel_cuda",
+#                           ".device/runtime.tgz"],
 #                     command="bash jobs/device/gpu_check.sh build-cuda", timeout_s=420)
 # Steps, most important first, each under its own time limit, all output also in $OUT/gpu_check.log:
 #   1. the GPU; 2. CUDA tests (fp32 / bf16 / fp16 vs the reference; staged and NCCL communicators at 1
-#   and 2 ranks); 3. longctx bench attention at the shape (bf16, then fp16) and bench comm
+#   and 2 ranks; the distributed GPU path at 1, 2 and 4 ranks on the one GPU, staged, equal to one GPU); 3. longctx bench attention at the shape (bf16, then fp16) and bench comm
 #   (staged at 2 ranks, NCCL at 1); 4. PyTorch baselines (cuBLAS GEMM rate, dilated attention through
 #   flash SDPA); 5. the largest N one GPU runs forward + backward; 6. compute-sanitizer memcheck.
 # GPU_CHECK_STEPS="2 3" runs only those steps (1 always runs).
@@ -44,6 +45,9 @@ if want 2; then
   timeout 300 "$tests" --gtest_brief=0 || status=1
   for np in 1 2; do
     timeout 120 mpirun --oversubscribe -np $np "$build/tests/test_comm_device" --gtest_brief=1 || status=1
+  done
+  for np in 1 2 4; do
+    timeout 120 mpirun --oversubscribe -np $np "$build/tests/test_sequence_parallel_cuda" --gtest_brief=1 || status=1
   done
 fi
 

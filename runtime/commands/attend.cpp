@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "attention/attention.hpp"
+#include "attention/cuda/sequence_parallel_cuda.hpp"
 #include "attention/sequence_parallel.hpp"
 #include "io/atomic_output.hpp"
 #include "io/attend_file.hpp"
@@ -54,9 +55,16 @@ int run(Invocation& invocation) {
                      "--dilation-rates 1,2)");
   const AttentionParams params = attention_params(invocation);
   const DeviceChoice device = attention_device(invocation);
-  // --device cuda (one rank): the GPU backend on the host tensors; made before any file is touched.
+  // --device cuda: one GPU per rank, made (with the device communicator) before any file is touched.
   std::unique_ptr<AttentionBackend> gpu;
-  if (device.device == "cuda") gpu = make_attention_backend("cuda", device.dtype);
+  std::unique_ptr<comm::Communicator> device_comm;
+  std::unique_ptr<CudaSequenceParallel> gpus;
+  if (device.device == "cuda" && P == 1) gpu = make_attention_backend("cuda", device.dtype);
+  if (device.device == "cuda" && P > 1) {
+    device_comm = make_device_comm(invocation.process, device.comm);
+    gpus = std::make_unique<CudaSequenceParallel>(*device_comm, device.dtype);
+    log::info("--device cuda on " + std::to_string(P) + " ranks, device communicator " + device_comm->backend());
+  }
   const bool backward = vm["backward"].as<bool>();
   const std::string input_path = vm["input"].as<std::string>(), output_path = vm["output"].as<std::string>();
   const std::string report_path = vm.count("report") ? vm["report"].as<std::string>() : "";
@@ -94,6 +102,13 @@ int run(Invocation& invocation) {
     const auto t_fwd = Clock::now();
     gpu->forward(params, q, k, v, o, lse);
     f.seconds = since(t_fwd);
+  } else if (gpus) {
+    gpus->forward(params, q, k, v, o, lse);
+    const CudaParallelStats& s = gpus->last_forward();
+    f.seconds = s.seconds;
+    f.bytes_sent = s.bytes_sent;
+    f.bytes_received = s.bytes_received;
+    f.collectives = s.collectives;
   } else {
     attention.forward(params, q, k, v, o, lse);
     f = attention.last_forward();
@@ -101,7 +116,9 @@ int run(Invocation& invocation) {
   const int64_t pairs = count_pairs(params.schedule, input.seq_len, input.heads, params.causal, params.offsets) * input.batch;
   const double flops_fwd = static_cast<double>(flops_forward(pairs, input.head_dim));
   const double flops_bwd = static_cast<double>(flops_backward(pairs, input.head_dim));
-  const std::string where = gpu ? " on the GPU (" + to_string(device.dtype) + ", host copies included), " : " on rank 0, ";
+  const std::string where = device.device == "cuda"
+                                ? " on the GPU (" + to_string(device.dtype) + ", host copies included), "
+                                : " on rank 0, ";
   log::info("forward: " + fixed(f.seconds, 3) + " s" + where + fixed(flops_fwd / P / f.seconds / 1e9, 1) +
             " GFLOP/s per rank");
   if (backward) {
@@ -109,6 +126,13 @@ int run(Invocation& invocation) {
       const auto t_bwd = Clock::now();
       gpu->backward(params, q, k, v, o, lse, dout, dq, dk, dv);
       b.seconds = since(t_bwd);
+    } else if (gpus) {
+      gpus->backward(params, q, k, v, o, lse, dout, dq, dk, dv);
+      const CudaParallelStats& s = gpus->last_backward();
+      b.seconds = s.seconds;
+      b.bytes_sent = s.bytes_sent;
+      b.bytes_received = s.bytes_received;
+      b.collectives = s.collectives;
     } else {
       attention.backward(params, q, k, v, o, lse, dout, dq, dk, dv);
       b = attention.last_backward();

@@ -6,7 +6,10 @@
 #include <sstream>
 
 #include "attention/cuda/cuda_attention.hpp"
+#include "comm/device_comm.hpp"
 #include "comm/mpi_communicator.hpp"
+#include "comm/staged_communicator.hpp"
+#include "runtime/core/log.hpp"
 
 namespace longctx::cli {
 
@@ -24,6 +27,7 @@ void declare_attention_options(po::options_description& desc, const std::string&
       ("allow-uncovered", po::bool_switch(), "accept a schedule without an r = 1 branch (uncovered rows get o = 0, lse = -inf)")
       ("device", po::value<std::string>()->default_value("cpu"), "backend: cpu, or cuda (one rank, one GPU; when compiled in: longctx --version)")
       ("dtype", po::value<std::string>()->default_value("fp32"), "input type of q, k, v: fp32, bf16 or fp16 (bf16 and fp16 need --device cuda; fp32 accumulation and outputs)")
+      ("comm", po::value<std::string>()->default_value("auto"), "device communicator with --device cuda under mpirun: auto (nccl when libnccl loads and each rank has its own GPU, else staged), nccl, staged (MPI through host memory)")
       ("threads", po::value<int>()->default_value(0), "OpenMP threads per rank; 0 keeps OMP_NUM_THREADS / all cores");
 }
 
@@ -51,6 +55,9 @@ DeviceChoice attention_device(const Invocation& invocation) {
   DeviceChoice choice;
   choice.device = vm["device"].as<std::string>();
   choice.dtype = parse_dtype(vm["dtype"].as<std::string>());
+  choice.comm = vm["comm"].as<std::string>();
+  if (choice.comm != "auto" && choice.comm != "nccl" && choice.comm != "staged")
+    throw UsageError("--comm: '" + choice.comm + "' is not a device communicator; allowed: auto, nccl, staged");
   if (choice.device == "cpu") {
     if (choice.dtype != Dtype::fp32)
       throw UsageError("--dtype " + to_string(choice.dtype) + ": the cpu backend computes in fp32 only (bf16, fp16 "
@@ -58,13 +65,34 @@ DeviceChoice attention_device(const Invocation& invocation) {
   } else if (choice.device == "cuda") {
     if (!cuda_compiled_in())
       throw UsageError("--device cuda: this build has no CUDA backend (longctx --version lists the backends)");
-    if (invocation.process.world().size() > 1)
-      throw UsageError("--device cuda: runs on one rank for now; the multi-GPU path (NCCL, or MPI staged through "
-                       "host memory) is not built yet. Run one process, or use --device cpu under mpirun");
+    if (invocation.process.world().size() > 1 && choice.dtype == Dtype::fp32)
+      throw UsageError("--device cuda --dtype fp32: the fp32 kernels are the single-GPU reference; on several "
+                       "ranks use --dtype bf16 or fp16");
   } else {
     throw UsageError("--device: '" + choice.device + "' is not a backend; allowed: cpu, cuda");
   }
   return choice;
+}
+
+std::unique_ptr<comm::Communicator> make_device_comm(ProcessContext& process, const std::string& choice) {
+  comm::Communicator& world = process.world();
+  const int device = comm::select_device(process.local_rank());
+  if (choice == "nccl") return comm::make_nccl_communicator(world, device);
+  if (choice == "auto") {
+    std::string why;
+    // Decided together: a rank without libnccl makes every rank stage.
+    std::vector<int32_t> loads{comm::nccl_available(&why) ? 1 : 0};
+    world.all_reduce(Span<int32_t>(loads), comm::ReduceOp::min);
+    if (loads[0] == 1) {
+      try {
+        return comm::make_nccl_communicator(world, device);
+      } catch (const UsageError& e) {  // the same on every rank: two ranks on one GPU
+        why = e.what();
+      }
+    }
+    log::info("--comm auto: staging device buffers through MPI (" + (why.empty() ? "libnccl missing on some rank" : why) + ")");
+  }
+  return std::make_unique<comm::StagedCommunicator>(world, comm::make_cuda_copier());
 }
 
 MPI_Comm mpi_handle(comm::Communicator& comm) {

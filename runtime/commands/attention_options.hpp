@@ -3,6 +3,7 @@
 
 #include <mpi.h>
 
+#include <memory>
 #include <string>
 
 #include "attention/attention.hpp"
@@ -16,13 +17,19 @@ void declare_attention_options(po::options_description& desc, const std::string&
 // Validated parameters (UsageError naming the option otherwise). Also applies --threads.
 AttentionParams attention_params(const Invocation& invocation);
 
-// --device and --dtype, validated: cpu takes fp32 only; cuda needs the backend compiled in and (for now)
-// one rank. UsageError naming the option otherwise. Whether a GPU is visible is checked by the backend.
+// --device, --dtype and --comm, validated: cpu takes fp32 only; cuda needs the backend compiled in, and
+// bf16 / fp16 on several ranks. UsageError naming the option otherwise. Whether a GPU is visible is
+// checked when the backend is made.
 struct DeviceChoice {
   std::string device = "cpu";
   Dtype dtype = Dtype::fp32;
+  std::string comm = "auto";
 };
 DeviceChoice attention_device(const Invocation& invocation);
+
+// The communicator that moves this rank's device buffers (--comm: auto, nccl, staged), on GPU
+// local_rank mod the visible devices (made current).
+std::unique_ptr<comm::Communicator> make_device_comm(ProcessContext& process, const std::string& choice);
 
 // The MPI communicator behind the world communicator (for parallel HDF5).
 MPI_Comm mpi_handle(comm::Communicator& comm);

@@ -125,6 +125,9 @@ int run(Invocation& invocation) {
     if (value < 1) throw UsageError(std::string("--") + name + ": must be >= 1, got " + std::to_string(value));
   if (warmup < 0) throw UsageError("--warmup: must be >= 0, got " + std::to_string(warmup));
   const DeviceChoice device = attention_device(invocation);
+  if (device.device == "cuda" && P > 1)
+    throw UsageError("bench attention --device cuda times one GPU: run it without mpirun (attend --device cuda "
+                     "runs under mpirun)");
   if (device.device == "cuda")
     return run_cuda(params, device.dtype, B, N, H, D, warmup, iters, backward, json, vm["seed"].as<uint64_t>());
   check_shardable(params.schedule, N, P);

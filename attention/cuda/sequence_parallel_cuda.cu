@@ -1,0 +1,351 @@
+// Sequence-parallel dilated attention on GPUs: see sequence_parallel_cuda.hpp.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "attention/cuda/flash_kernels.hpp"
+#include "attention/cuda/sequence_parallel_cuda.hpp"
+#include "attention/sequence_parallel.hpp"
+#include "runtime/core/check.hpp"
+#include "runtime/core/error.hpp"
+
+namespace longctx {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// Device memory that frees itself.
+class DeviceMemory {
+ public:
+  DeviceMemory() = default;
+  explicit DeviceMemory(size_t bytes) : bytes_(bytes) {
+    if (bytes) LONGCTX_CHECK_CUDA(cudaMalloc(&data_, bytes));
+  }
+  ~DeviceMemory() { cudaFree(data_); }
+  DeviceMemory(DeviceMemory&& other) noexcept : data_(other.data_), bytes_(other.bytes_) {
+    other.data_ = nullptr;
+    other.bytes_ = 0;
+  }
+  DeviceMemory& operator=(DeviceMemory&& other) noexcept {
+    if (this != &other) {
+      cudaFree(data_);
+      data_ = other.data_;
+      bytes_ = other.bytes_;
+      other.data_ = nullptr;
+      other.bytes_ = 0;
+    }
+    return *this;
+  }
+  template <class T = void> T* get() const { return static_cast<T*>(data_); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Rows t in [0, n) of a segment with t mod r == o.
+int64_t selected(int64_t n, int64_t r, int64_t o) { return n > o ? (n - o + r - 1) / r : 0; }
+
+// dst rows (first + t stride) of a [*, D] float tensor += src rows t (contiguous).
+__global__ void add_rows_kernel(float* __restrict__ dst, const float* __restrict__ src, long long first,
+                                long long stride, long long rows, int head_dim) {
+  const long long total = rows * head_dim;
+  for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const long long t = i / head_dim, d = i % head_dim;
+    dst[(first + t * stride) * head_dim + d] += src[i];
+  }
+}
+
+void add_rows(float* dst, const float* src, int64_t first, int64_t stride, int64_t rows, int64_t head_dim) {
+  if (rows == 0) return;
+  const long long total = rows * head_dim;
+  const unsigned blocks = static_cast<unsigned>(std::min<long long>((total + 255) / 256, 65536));
+  add_rows_kernel<<<blocks, 256>>>(dst, src, first, stride, rows, static_cast<int>(head_dim));
+  LONGCTX_CHECK_CUDA(cudaGetLastError());
+}
+
+// A host tensor on the device in `dtype` (rounded there).
+DeviceMemory upload(const Tensor& t, Dtype dtype) {
+  DeviceMemory staging(t.size_bytes()), out(static_cast<size_t>(t.size()) * cuda::element_bytes(dtype));
+  LONGCTX_CHECK_CUDA(cudaMemcpy(staging.get(), t.data(), t.size_bytes(), cudaMemcpyHostToDevice));
+  cuda::convert_from_f32(dtype, staging.get<float>(), out.get(), static_cast<size_t>(t.size()), nullptr);
+  LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
+  return out;
+}
+
+void upload_f32(const Tensor& t, DeviceMemory& out) {
+  LONGCTX_CHECK_CUDA(cudaMemcpy(out.get(), t.data(), t.size_bytes(), cudaMemcpyHostToDevice));
+}
+void download_f32(const DeviceMemory& in, Tensor& t) {
+  LONGCTX_CHECK_CUDA(cudaMemcpy(t.data(), in.get(), t.size_bytes(), cudaMemcpyDeviceToHost));
+}
+
+}  // namespace
+
+// One spanning branch's layout on this rank: rows(m, h) selected rows of member m for head h, and the
+// gathered K / V in position order per (b, h).
+struct CudaSequenceParallel::Gathered {
+  int group = 1, member = 0;
+  int64_t batch = 0, heads = 0, head_dim = 0, local_len = 0, dilation = 1;
+  std::vector<int64_t> offset;           // o(h, r)
+  std::vector<int64_t> rows;             // [m * H + h]
+  std::vector<int64_t> keys;             // [h]: the segment's selected rows of head h
+  std::vector<size_t> counts;            // [m]: elements of member m's block (K and V)
+  DeviceMemory send, gathered, k_tiles, v_tiles;
+
+  int64_t rows_of(int m, int64_t h) const { return rows[static_cast<size_t>(m * heads + h)]; }
+  int64_t member_rows(int m) const {
+    int64_t total = 0;
+    for (int64_t h = 0; h < heads; ++h) total += rows_of(m, h);
+    return total;
+  }
+  int64_t keys_all() const {
+    int64_t total = 0;
+    for (int64_t n : keys) total += n;
+    return total;
+  }
+  // Element offsets: (b, h) inside one half (K or V) of member m's block; (b, h) in the tiles.
+  int64_t block_offset(int m, int64_t b, int64_t h) const {
+    int64_t before = b * member_rows(m);
+    for (int64_t hh = 0; hh < h; ++hh) before += rows_of(m, hh);
+    return before * head_dim;
+  }
+  int64_t tile_offset(int64_t b, int64_t h) const {
+    int64_t before = b * keys_all();
+    for (int64_t hh = 0; hh < h; ++hh) before += keys[static_cast<size_t>(hh)];
+    return before * head_dim;
+  }
+  size_t member_start(int m) const {
+    size_t start = 0;
+    for (int i = 0; i < m; ++i) start += counts[static_cast<size_t>(i)];
+    return start;
+  }
+  // This rank's first selected local row of head h.
+  int64_t first_row(int64_t h) const {
+    const int64_t o = offset[static_cast<size_t>(h)];
+    return ((o - member * local_len) % dilation + dilation) % dilation;
+  }
+};
+
+CudaSequenceParallel::CudaSequenceParallel(comm::Communicator& comm, Dtype dtype) : comm_(comm), dtype_(dtype) {
+  if (dtype != Dtype::bf16 && dtype != Dtype::fp16)
+    throw UsageError("--dtype " + to_string(dtype) + ": on several GPUs the kernels take bf16 or fp16 (fp32 is the "
+                     "single-GPU reference)");
+}
+
+CudaSequenceParallel::~CudaSequenceParallel() = default;
+
+comm::Communicator& CudaSequenceParallel::group_for(int group_size) {
+  if (group_size == comm_.size()) return comm_;
+  auto it = groups_.find(group_size);
+  if (it == groups_.end())
+    it = groups_.emplace(group_size, comm_.sub((comm_.rank() / group_size) * group_size, group_size)).first;
+  return *it->second;
+}
+
+void CudaSequenceParallel::gather(const AttentionParams& params, const AttentionDims& local, const Branch& branch,
+                                  const void* k, const void* v, Gathered& out) {
+  const int64_t L = local.seq_len, H = local.heads, D = local.head_dim, B = local.batch, r = branch.dilation;
+  const int64_t N = L * comm_.size();
+  const int g = static_cast<int>(effective_segment_length(branch, N) / L);
+  const size_t es = cuda::element_bytes(dtype_);
+  out.group = g;
+  out.member = comm_.rank() % g;
+  out.batch = B;
+  out.heads = H;
+  out.head_dim = D;
+  out.local_len = L;
+  out.dilation = r;
+  out.offset.resize(static_cast<size_t>(H));
+  out.rows.assign(static_cast<size_t>(g * H), 0);
+  out.keys.assign(static_cast<size_t>(H), 0);
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t o = head_offset(h, r, H, params.offsets);
+    out.offset[static_cast<size_t>(h)] = o;
+    out.keys[static_cast<size_t>(h)] = selected(g * L, r, o);
+    for (int m = 0; m < g; ++m)
+      out.rows[static_cast<size_t>(m * H + h)] = selected((m + 1) * L, r, o) - selected(m * L, r, o);
+  }
+  out.counts.clear();
+  for (int m = 0; m < g; ++m) out.counts.push_back(static_cast<size_t>(2 * B * out.member_rows(m) * D) * es);
+  const int me = out.member;
+  const size_t half = out.counts[static_cast<size_t>(me)] / 2;
+  size_t total = 0;
+  for (size_t c : out.counts) total += c;
+  const size_t tiles_bytes = static_cast<size_t>(B * out.keys_all() * D) * es;
+  LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());  // the previous branch's kernels may still read the old buffers
+  if (out.send.bytes() < out.counts[static_cast<size_t>(me)]) out.send = DeviceMemory(out.counts[static_cast<size_t>(me)]);
+  if (out.gathered.bytes() < total) out.gathered = DeviceMemory(total);
+  if (out.k_tiles.bytes() < tiles_bytes) out.k_tiles = DeviceMemory(tiles_bytes);
+  if (out.v_tiles.bytes() < tiles_bytes) out.v_tiles = DeviceMemory(tiles_bytes);
+
+  // 1. This rank's selected rows: per (b, h) a strided 2-D copy (rows r H D elements apart).
+  char* send = out.send.get<char>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t n = out.rows_of(me, h);
+      if (n == 0) continue;
+      const size_t src = static_cast<size_t>(((b * L + out.first_row(h)) * H + h) * D) * es;
+      const size_t dst = static_cast<size_t>(out.block_offset(me, b, h)) * es;
+      const size_t pitch = static_cast<size_t>(r * H * D) * es, width = static_cast<size_t>(D) * es;
+      LONGCTX_CHECK_CUDA(cudaMemcpy2DAsync(send + dst, width, static_cast<const char*>(k) + src, pitch, width,
+                                           static_cast<size_t>(n), cudaMemcpyDeviceToDevice, nullptr));
+      LONGCTX_CHECK_CUDA(cudaMemcpy2DAsync(send + half + dst, width, static_cast<const char*>(v) + src, pitch, width,
+                                           static_cast<size_t>(n), cudaMemcpyDeviceToDevice, nullptr));
+    }
+  // 2. The group's rows, member after member (bytes: the element type needs no reduction).
+  group_for(g).all_gatherv(Span<const uint8_t>(reinterpret_cast<const uint8_t*>(send), out.counts[static_cast<size_t>(me)]),
+                           Span<uint8_t>(out.gathered.get<uint8_t>(), total), out.counts);
+  // 3. Position order per (b, h): member m's rows follow those of members before it.
+  const char* gathered = out.gathered.get<char>();
+  for (int m = 0; m < g; ++m) {
+    const size_t block = out.member_start(m), block_half = out.counts[static_cast<size_t>(m)] / 2;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t n = out.rows_of(m, h);
+        if (n == 0) continue;
+        const size_t src = block + static_cast<size_t>(out.block_offset(m, b, h)) * es;
+        const size_t dst =
+            static_cast<size_t>(out.tile_offset(b, h) + selected(m * L, r, out.offset[static_cast<size_t>(h)]) * D) * es;
+        const size_t bytes = static_cast<size_t>(n * D) * es;
+        LONGCTX_CHECK_CUDA(cudaMemcpyAsync(out.k_tiles.get<char>() + dst, gathered + src, bytes, cudaMemcpyDeviceToDevice, nullptr));
+        LONGCTX_CHECK_CUDA(cudaMemcpyAsync(out.v_tiles.get<char>() + dst, gathered + src + block_half, bytes,
+                                           cudaMemcpyDeviceToDevice, nullptr));
+      }
+  }
+}
+
+void CudaSequenceParallel::forward(const AttentionParams& params, const AttentionDims& local, const void* q,
+                                   const void* k, const void* v, float* o, float* lse) {
+  const auto start = Clock::now();
+  comm_.reset_counters();
+  const int64_t L = local.seq_len, N = L * comm_.size();
+  check_shardable(params.schedule, N, comm_.size());
+  cuda::flash_forward_begin(local, o, lse, nullptr);
+  Gathered gathered;
+  for (const Branch& branch : params.schedule.branches) {
+    if (effective_segment_length(branch, N) <= L) {
+      cuda::flash_forward_branch(params, local, branch, dtype_, q, k, v, o, lse, nullptr);
+      continue;
+    }
+    gather(params, local, branch, k, v, gathered);
+    cuda::flash_forward_spanning(params, local, branch, gathered.member, gathered.group, dtype_, q,
+                                 gathered.k_tiles.get(), gathered.v_tiles.get(), o, lse, nullptr);
+  }
+  LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
+  forward_stats_ = {since(start), comm_.counters().bytes_sent, comm_.counters().bytes_received,
+                    comm_.counters().calls};
+}
+
+void CudaSequenceParallel::backward(const AttentionParams& params, const AttentionDims& local, const void* q,
+                                    const void* k, const void* v, const void* dout, const float* o,
+                                    const float* lse, float* dq, float* dk, float* dv) {
+  const auto start = Clock::now();
+  comm_.reset_counters();
+  const int64_t L = local.seq_len, N = L * comm_.size(), B = local.batch, H = local.heads, D = local.head_dim;
+  check_shardable(params.schedule, N, comm_.size());
+  DeviceMemory delta(static_cast<size_t>(B * L * H) * sizeof(float));
+  cuda::flash_backward_begin(local, dtype_, dout, o, delta.get<float>(), dq, dk, dv, nullptr);
+  Gathered gathered;
+  for (const Branch& branch : params.schedule.branches) {
+    if (effective_segment_length(branch, N) <= L) {
+      cuda::flash_backward_branch(params, local, branch, dtype_, q, k, v, dout, lse, delta.get<float>(), dq, dk, dv,
+                                  nullptr);
+      continue;
+    }
+    gather(params, local, branch, k, v, gathered);
+    const int g = gathered.group, me = gathered.member;
+    const int64_t tile_floats = B * gathered.keys_all() * D;
+    DeviceMemory dk_tiles(static_cast<size_t>(tile_floats) * sizeof(float)),
+        dv_tiles(static_cast<size_t>(tile_floats) * sizeof(float));
+    LONGCTX_CHECK_CUDA(cudaMemsetAsync(dk_tiles.get(), 0, dk_tiles.bytes(), nullptr));
+    LONGCTX_CHECK_CUDA(cudaMemsetAsync(dv_tiles.get(), 0, dv_tiles.bytes(), nullptr));
+    cuda::flash_backward_spanning(params, local, branch, me, g, dtype_, q, gathered.k_tiles.get(),
+                                  gathered.v_tiles.get(), dout, lse, delta.get<float>(), dq, dk_tiles.get<float>(),
+                                  dv_tiles.get<float>(), nullptr);
+    // Back to member-major blocks (fp32: [dK: B][H][rows][D] then dV), summed onto their owners.
+    std::vector<size_t> counts;
+    for (int m = 0; m < g; ++m) counts.push_back(static_cast<size_t>(2 * B * gathered.member_rows(m) * D));
+    size_t total = 0;
+    for (size_t c : counts) total += c;
+    DeviceMemory grads(total * sizeof(float)), mine(counts[static_cast<size_t>(me)] * sizeof(float));
+    size_t block = 0;
+    for (int m = 0; m < g; ++m) {
+      const size_t half = counts[static_cast<size_t>(m)] / 2;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t h = 0; h < H; ++h) {
+          const int64_t n = gathered.rows_of(m, h);
+          if (n == 0) continue;
+          const size_t dst = block + static_cast<size_t>(gathered.block_offset(m, b, h));
+          const size_t src = static_cast<size_t>(
+              gathered.tile_offset(b, h) +
+              selected(m * L, branch.dilation, gathered.offset[static_cast<size_t>(h)]) * D);
+          const size_t bytes = static_cast<size_t>(n * D) * sizeof(float);
+          LONGCTX_CHECK_CUDA(cudaMemcpyAsync(grads.get<float>() + dst, dk_tiles.get<float>() + src, bytes,
+                                             cudaMemcpyDeviceToDevice, nullptr));
+          LONGCTX_CHECK_CUDA(cudaMemcpyAsync(grads.get<float>() + dst + half, dv_tiles.get<float>() + src, bytes,
+                                             cudaMemcpyDeviceToDevice, nullptr));
+        }
+      block += counts[static_cast<size_t>(m)];
+    }
+    group_for(g).reduce_scatter(Span<const float>(grads.get<float>(), total),
+                                Span<float>(mine.get<float>(), counts[static_cast<size_t>(me)]), counts);
+    // Add this rank's summed rows into dk, dv at their strided places.
+    const size_t half = counts[static_cast<size_t>(me)] / 2;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t n = gathered.rows_of(me, h);
+        const int64_t first = (b * L + gathered.first_row(h)) * H + h, stride = branch.dilation * H;
+        const float* src = mine.get<float>() + gathered.block_offset(me, b, h);
+        add_rows(dk, src, first, stride, n, D);
+        add_rows(dv, src + half, first, stride, n, D);
+      }
+    LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());  // grads and mine are freed at the end of this iteration
+  }
+  LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
+  backward_stats_ = {since(start), comm_.counters().bytes_sent, comm_.counters().bytes_received,
+                     comm_.counters().calls};
+}
+
+void CudaSequenceParallel::forward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v,
+                                   Tensor& o, Tensor& lse) {
+  const AttentionDims dims = check_qkv(q, k, v);
+  ensure_shape(o, q.shape());
+  ensure_shape(lse, lse_shape(q.shape()));
+  const DeviceMemory dq = upload(q, dtype_), dk = upload(k, dtype_), dv = upload(v, dtype_);
+  DeviceMemory d_o(o.size_bytes()), d_lse(lse.size_bytes());
+  forward(params, dims, dq.get(), dk.get(), dv.get(), d_o.get<float>(), d_lse.get<float>());
+  download_f32(d_o, o);
+  download_f32(d_lse, lse);
+}
+
+void CudaSequenceParallel::backward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const Tensor& o, const Tensor& lse, const Tensor& dout, Tensor& dq, Tensor& dk,
+                                    Tensor& dv) {
+  const AttentionDims dims = check_qkv(q, k, v);
+  check_shape("o", o, q.shape());
+  check_shape("dout", dout, q.shape());
+  check_shape("lse", lse, lse_shape(q.shape()));
+  ensure_shape(dq, q.shape());
+  ensure_shape(dk, q.shape());
+  ensure_shape(dv, q.shape());
+  const DeviceMemory d_q = upload(q, dtype_), d_k = upload(k, dtype_), d_v = upload(v, dtype_),
+                     d_dout = upload(dout, dtype_);
+  DeviceMemory d_o(o.size_bytes()), d_lse(lse.size_bytes()), d_dq(dq.size_bytes()), d_dk(dk.size_bytes()),
+      d_dv(dv.size_bytes());
+  upload_f32(o, d_o);
+  upload_f32(lse, d_lse);
+  backward(params, dims, d_q.get(), d_k.get(), d_v.get(), d_dout.get(), d_o.get<float>(), d_lse.get<float>(),
+           d_dq.get<float>(), d_dk.get<float>(), d_dv.get<float>());
+  download_f32(d_dq, dq);
+  download_f32(d_dk, dk);
+  download_f32(d_dv, dv);
+}
+
+}  // namespace longctx

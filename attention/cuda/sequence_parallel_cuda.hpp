@@ -1,0 +1,69 @@
+// Sequence-parallel dilated attention on GPUs: the distributed algorithm of sequence_parallel.hpp
+// (LongNet's) with the tensor-core kernels and device buffers. Rank k holds rows [k L, (k+1) L).
+//   Local branches (w' divides L): the single-GPU kernels on this rank's rows.
+//   Spanning branches (w' = g L): each rank copies its selected K and V rows of the branch into one
+//   buffer, [K: B][H][rows][D] then V (strided device copies, no kernel), one all-gatherv among the g
+//   ranks of the segment moves them (bf16 / fp16 bytes: the sparsified K / V only), the rows are put
+//   in position order per (b, h) and the spanning kernels attend this rank's queries to them; their
+//   epilogue merges into o / lse like every other branch. Backward: the same gather, dK / dV of every
+//   gathered row from this rank's queries (fp32), reduce-scattered back to the rows' owners and added
+//   into dk / dv.
+// The communicator must move device buffers: NCCL, or MPI staged through host memory (two ranks on one
+// GPU, or no NCCL). This header includes no CUDA header.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+
+#include "attention/attention.hpp"
+#include "comm/communicator.hpp"
+
+namespace longctx {
+
+struct CudaParallelStats {
+  double seconds = 0;           // wall time of the call (device synchronised at the end)
+  uint64_t bytes_sent = 0;      // payload to other ranks (communicator counters)
+  uint64_t bytes_received = 0;
+  uint64_t collectives = 0;
+};
+
+class CudaSequenceParallel {
+ public:
+  // `comm` (device buffers) spans the ranks that share the sequence; it must outlive this object.
+  // dtype: bf16 or fp16 (UsageError otherwise).
+  CudaSequenceParallel(comm::Communicator& comm, Dtype dtype);
+  ~CudaSequenceParallel();
+
+  // Device pointers of the current device. q, k, v [B, L, H, D] in the dtype; o [B, L, H, D] and lse
+  // [B, L, H] float32 (overwritten).
+  void forward(const AttentionParams& params, const AttentionDims& local, const void* q, const void* k,
+               const void* v, float* o, float* lse);
+  // dout in the dtype; o, lse from forward; dq, dk, dv float32 (overwritten).
+  void backward(const AttentionParams& params, const AttentionDims& local, const void* q, const void* k,
+                const void* v, const void* dout, const float* o, const float* lse, float* dq, float* dk, float* dv);
+
+  // Host tensors (this rank's rows, [B, L, H, D] or [L, H, D]): copies in, runs, copies out.
+  void forward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,
+               Tensor& lse);
+  void backward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                const Tensor& lse, const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv);
+
+  const CudaParallelStats& last_forward() const { return forward_stats_; }
+  const CudaParallelStats& last_backward() const { return backward_stats_; }
+
+ private:
+  struct Gathered;
+  comm::Communicator& group_for(int group_size);
+  // Packs this rank's selected K / V rows of spanning `branch`, all-gathers them in its group and lays
+  // them out as k_tiles / v_tiles.
+  void gather(const AttentionParams& params, const AttentionDims& local, const Branch& branch, const void* k,
+              const void* v, Gathered& out);
+
+  comm::Communicator& comm_;
+  Dtype dtype_;
+  std::map<int, std::unique_ptr<comm::Communicator>> groups_;
+  CudaParallelStats forward_stats_, backward_stats_;
+};
+
+}  // namespace longctx
