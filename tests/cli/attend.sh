@@ -53,7 +53,7 @@ bad 2 "not divisible" "N not divisible by P" -- "${MPIRUN[@]}" -np 5 "${A[@]}" -
 bad 2 "required" "missing --input" -- "$LONGCTX" attend --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 2 "cuda" "--device cuda without a GPU (or without CUDA)" -- "${A[@]}" --segment-lengths 4 --dilation-rates 1 --device cuda
 bad 2 "cuda" "--device cuda under mpirun without a GPU" -- "${MPIRUN[@]}" -np 2 "${A[@]}" --segment-lengths 4 --dilation-rates 1 --device cuda --dtype bf16
-bad 2 "dtype fp32.*bf16 or fp16" "--device cuda --dtype fp32 on several ranks" -- "${MPIRUN[@]}" -np 2 "${A[@]}" --segment-lengths 4 --dilation-rates 1 --device cuda --dtype fp32
+bad 2 "dtype fp32.*bf16 or fp16|no CUDA backend" "--device cuda --dtype fp32 on several ranks" -- "${MPIRUN[@]}" -np 2 "${A[@]}" --segment-lengths 4 --dilation-rates 1 --device cuda --dtype fp32
 bad 2 "comm.*gloo.*auto, nccl, staged" "unknown --comm" -- "${A[@]}" --segment-lengths 4 --dilation-rates 1 --device cuda --comm gloo
 bad 2 "dtype bf16.*--device cuda" "--dtype bf16 on the cpu" -- "${A[@]}" --segment-lengths 4 --dilation-rates 1 --dtype bf16
 bad 2 "dtype.*fp8.*fp32, bf16, fp16" "unknown --dtype" -- "${A[@]}" --segment-lengths 4 --dilation-rates 1 --dtype fp8
