@@ -67,7 +67,7 @@ TEST(CudaAttention, HalfPrecisionMatchesReferenceOnRoundedInputs) {
   if (!cuda_compiled_in() || cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   std::vector<AttentionCase> cases = testing::awkward_attention_cases();
   cases.push_back({"head_dim_128", 1, 700, 2, 128, {700, 128}, {1, 2}});
-  cases.push_back({"many_tiles_d128", 1, 3000, 4, 128, {2048, 4096}, {1, 2}});
+  cases.push_back({"many_tiles_d128", 1, 1500, 3, 128, {2048, 1024}, {1, 2}});
   uint64_t seed = 900;
   for (const HalfTolerance tol : {HalfTolerance{Dtype::bf16, 2e-2, 5e-2}, HalfTolerance{Dtype::fp16, 4e-3, 1e-2}}) {
     CudaAttention backend(tol.dtype);

@@ -13,7 +13,9 @@
 #   and 2 ranks; the distributed GPU path at 1, 2 and 4 ranks on the one GPU, staged, equal to one GPU); 3. longctx bench attention at the shape (bf16, then fp16) and bench comm
 #   (staged at 2 ranks, NCCL at 1); 4. PyTorch baselines (cuBLAS GEMM rate, dilated attention through
 #   flash SDPA); 5. the largest N one GPU runs forward + backward; 6. compute-sanitizer memcheck.
-# GPU_CHECK_STEPS="2 3" runs only those steps (1 always runs).
+# GPU_CHECK_STEPS="2 3" runs only those steps (1 always runs). With 15 device minutes a session and 1-2
+# minutes per machine start: first call steps "2 3" (timeout_s 300: correctness and our figures), fix,
+# then "3 4 5 6" (timeout_s 540); or everything at once when nothing is expected to fail.
 set -uo pipefail
 build=${1:-build-cuda}
 out=${OUT:-/tmp/gpu_check}
