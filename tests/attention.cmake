@@ -12,6 +12,9 @@ target_link_libraries(bench_attention_kernels PRIVATE longctx_attention)
 # Sequence-parallel (sharded equals unsharded) at 1-4 ranks.
 longctx_mpi_test(test_sequence_parallel SOURCES test_sequence_parallel.cpp DEPS longctx_attention longctx_comm RANKS 1 2 3 4)
 
+# The tensor-core kernels' row arithmetic, on the host (every build).
+longctx_test(test_flash_layout SOURCES test_flash_layout.cpp DEPS longctx_attention)
+
 # CUDA backend vs the reference (skips without a GPU or without CUDA in the build).
 longctx_test(test_attention_cuda SOURCES test_attention_cuda.cpp DEPS longctx_attention)
 if(LONGCTX_HAVE_CUDA AND LONGCTX_NCCL_INCLUDE_DIR)

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "attention/cuda/flash_kernels.hpp"
+#include "attention/cuda/flash_layout.hpp"
 #include "runtime/core/check.hpp"
 #include "runtime/core/error.hpp"
 
@@ -129,22 +130,7 @@ struct FlashArgs {
   int member, group;
 };
 
-// What one block works on: for one (batch, segment, head) of a branch, the query rows (row index
-// q_first + t q_stride into [*, D] tensors and lse, t < n_q) and the key rows (k_first + t k_stride,
-// t < n_k) of its sparse space. Query t is the branch's selected row q_base + t, key t its selected row t,
-// so causal masking keeps key <= q_base + query.
-struct Problem {
-  long long q_first, q_stride, k_first, k_stride;
-  int n_q, n_k, q_base;
-
-  __device__ long long q_row(int t) const { return q_first + static_cast<long long>(t) * q_stride; }
-  __device__ long long k_row(int t) const { return k_first + static_cast<long long>(t) * k_stride; }
-};
-
-// Rows t in [0, n) of a segment with t mod r == o.
-__device__ __forceinline__ long long selected(long long n, long long r, long long o) {
-  return n > o ? (n - o + r - 1) / r : 0;
-}
+using Problem = FlashProblem;
 
 // Decodes blockIdx.x = ((b * segments + s) * H + h) * tiles + tile (spanning: segments = 1). False when
 // the head selects no row there.
@@ -154,37 +140,9 @@ __device__ __forceinline__ bool decode_block(const FlashArgs& a, Problem& p, int
   x /= a.tiles;
   const int h = static_cast<int>(x % a.heads);
   x /= a.heads;
-  const long long r = a.dilation;
-  if (!a.spanning) {
-    const long long s = x % a.segments, b = x / a.segments;
-    const long long begin = s * a.segment;
-    const long long n_rows = min(a.segment, a.seq_len - begin);
-    const long long offset = head_offset(h, r, a.heads, a.offsets);
-    if (offset >= n_rows) return false;
-    p.q_first = p.k_first = (b * a.seq_len + begin + offset) * a.heads + h;
-    p.q_stride = p.k_stride = r * a.heads;
-    p.n_q = p.n_k = static_cast<int>(selected(n_rows, r, offset));
-    p.q_base = 0;
-    return true;
-  }
-  const long long b = x, L = a.local_len, m = a.member;
-  const long long o = head_offset(h, r, a.heads, a.offsets);
-  p.n_k = static_cast<int>(selected(a.group * L, r, o));
-  if (p.n_k == 0) return false;
-  p.q_base = static_cast<int>(selected(m * L, r, o));
-  p.n_q = static_cast<int>(selected((m + 1) * L, r, o)) - p.q_base;
-  const long long first_row = ((o - m * L) % r + r) % r;  // this rank's first selected local row
-  p.q_first = (b * L + first_row) * a.heads + h;
-  p.q_stride = r * a.heads;
-  long long keys_all = 0, keys_before = 0;
-  for (int hh = 0; hh < a.heads; ++hh) {
-    const long long n = selected(a.group * L, r, head_offset(hh, r, a.heads, a.offsets));
-    keys_all += n;
-    if (hh < h) keys_before += n;
-  }
-  p.k_first = b * keys_all + keys_before;
-  p.k_stride = 1;
-  return true;
+  if (!a.spanning)
+    return local_problem(x / a.segments, x % a.segments, h, a.seq_len, a.segment, a.dilation, a.heads, a.offsets, p);
+  return spanning_problem(x, h, a.local_len, a.member, a.group, a.dilation, a.heads, a.offsets, p);
 }
 
 // Copies rows t0 .. t0 + ROWS - 1 (row t at row index first + t stride of `src`, D = a.head_dim elements

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "attention/cuda/flash_kernels.hpp"
+#include "attention/cuda/flash_layout.hpp"
 #include "attention/cuda/sequence_parallel_cuda.hpp"
 #include "attention/sequence_parallel.hpp"
 #include "runtime/core/check.hpp"
@@ -48,9 +49,6 @@ class DeviceMemory {
   size_t bytes_ = 0;
 };
 
-// Rows t in [0, n) of a segment with t mod r == o.
-int64_t selected(int64_t n, int64_t r, int64_t o) { return n > o ? (n - o + r - 1) / r : 0; }
-
 // dst rows (first + t stride) of a [*, D] float tensor += src rows t (contiguous).
 __global__ void add_rows_kernel(float* __restrict__ dst, const float* __restrict__ src, long long first,
                                 long long stride, long long rows, int head_dim) {
@@ -88,49 +86,10 @@ void download_f32(const DeviceMemory& in, Tensor& t) {
 
 }  // namespace
 
-// One spanning branch's layout on this rank: rows(m, h) selected rows of member m for head h, and the
-// gathered K / V in position order per (b, h).
+// One spanning branch's layout on this rank (cuda::SpanLayout) and its device buffers.
 struct CudaSequenceParallel::Gathered {
-  int group = 1, member = 0;
-  int64_t batch = 0, heads = 0, head_dim = 0, local_len = 0, dilation = 1;
-  std::vector<int64_t> offset;           // o(h, r)
-  std::vector<int64_t> rows;             // [m * H + h]
-  std::vector<int64_t> keys;             // [h]: the segment's selected rows of head h
-  std::vector<size_t> counts;            // [m]: elements of member m's block (K and V)
+  cuda::SpanLayout layout;
   DeviceMemory send, gathered, k_tiles, v_tiles;
-
-  int64_t rows_of(int m, int64_t h) const { return rows[static_cast<size_t>(m * heads + h)]; }
-  int64_t member_rows(int m) const {
-    int64_t total = 0;
-    for (int64_t h = 0; h < heads; ++h) total += rows_of(m, h);
-    return total;
-  }
-  int64_t keys_all() const {
-    int64_t total = 0;
-    for (int64_t n : keys) total += n;
-    return total;
-  }
-  // Element offsets: (b, h) inside one half (K or V) of member m's block; (b, h) in the tiles.
-  int64_t block_offset(int m, int64_t b, int64_t h) const {
-    int64_t before = b * member_rows(m);
-    for (int64_t hh = 0; hh < h; ++hh) before += rows_of(m, hh);
-    return before * head_dim;
-  }
-  int64_t tile_offset(int64_t b, int64_t h) const {
-    int64_t before = b * keys_all();
-    for (int64_t hh = 0; hh < h; ++hh) before += keys[static_cast<size_t>(hh)];
-    return before * head_dim;
-  }
-  size_t member_start(int m) const {
-    size_t start = 0;
-    for (int i = 0; i < m; ++i) start += counts[static_cast<size_t>(i)];
-    return start;
-  }
-  // This rank's first selected local row of head h.
-  int64_t first_row(int64_t h) const {
-    const int64_t o = offset[static_cast<size_t>(h)];
-    return ((o - member * local_len) % dilation + dilation) % dilation;
-  }
 };
 
 CudaSequenceParallel::CudaSequenceParallel(comm::Communicator& comm, Dtype dtype) : comm_(comm), dtype_(dtype) {
@@ -155,69 +114,56 @@ void CudaSequenceParallel::gather(const AttentionParams& params, const Attention
   const int64_t N = L * comm_.size();
   const int g = static_cast<int>(effective_segment_length(branch, N) / L);
   const size_t es = cuda::element_bytes(dtype_);
-  out.group = g;
-  out.member = comm_.rank() % g;
-  out.batch = B;
-  out.heads = H;
-  out.head_dim = D;
-  out.local_len = L;
-  out.dilation = r;
-  out.offset.resize(static_cast<size_t>(H));
-  out.rows.assign(static_cast<size_t>(g * H), 0);
-  out.keys.assign(static_cast<size_t>(H), 0);
-  for (int64_t h = 0; h < H; ++h) {
-    const int64_t o = head_offset(h, r, H, params.offsets);
-    out.offset[static_cast<size_t>(h)] = o;
-    out.keys[static_cast<size_t>(h)] = selected(g * L, r, o);
-    for (int m = 0; m < g; ++m)
-      out.rows[static_cast<size_t>(m * H + h)] = selected((m + 1) * L, r, o) - selected(m * L, r, o);
-  }
-  out.counts.clear();
-  for (int m = 0; m < g; ++m) out.counts.push_back(static_cast<size_t>(2 * B * out.member_rows(m) * D) * es);
-  const int me = out.member;
-  const size_t half = out.counts[static_cast<size_t>(me)] / 2;
+  out.layout = cuda::SpanLayout(B, H, D, L, r, g, comm_.rank() % g, params.offsets);
+  const cuda::SpanLayout& lay = out.layout;
+  const int me = lay.member;
+  std::vector<size_t> counts;  // bytes of each member's block
+  for (int m = 0; m < g; ++m) counts.push_back(static_cast<size_t>(lay.block_elements(m)) * es);
+  const size_t half = counts[static_cast<size_t>(me)] / 2;
   size_t total = 0;
-  for (size_t c : out.counts) total += c;
-  const size_t tiles_bytes = static_cast<size_t>(B * out.keys_all() * D) * es;
+  for (size_t c : counts) total += c;
+  const size_t tiles_bytes = static_cast<size_t>(B * lay.keys_all() * D) * es;
   LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());  // the previous branch's kernels may still read the old buffers
-  if (out.send.bytes() < out.counts[static_cast<size_t>(me)]) out.send = DeviceMemory(out.counts[static_cast<size_t>(me)]);
+  if (out.send.bytes() < counts[static_cast<size_t>(me)]) out.send = DeviceMemory(counts[static_cast<size_t>(me)]);
   if (out.gathered.bytes() < total) out.gathered = DeviceMemory(total);
   if (out.k_tiles.bytes() < tiles_bytes) out.k_tiles = DeviceMemory(tiles_bytes);
   if (out.v_tiles.bytes() < tiles_bytes) out.v_tiles = DeviceMemory(tiles_bytes);
 
   // 1. This rank's selected rows: per (b, h) a strided 2-D copy (rows r H D elements apart).
   char* send = out.send.get<char>();
+  const size_t pitch = static_cast<size_t>(r * H * D) * es, width = static_cast<size_t>(D) * es;
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
-      const int64_t n = out.rows_of(me, h);
+      const int64_t n = lay.rows_of(me, h);
       if (n == 0) continue;
-      const size_t src = static_cast<size_t>(((b * L + out.first_row(h)) * H + h) * D) * es;
-      const size_t dst = static_cast<size_t>(out.block_offset(me, b, h)) * es;
-      const size_t pitch = static_cast<size_t>(r * H * D) * es, width = static_cast<size_t>(D) * es;
+      const size_t src = static_cast<size_t>(((b * L + lay.first_row(h)) * H + h) * D) * es;
+      const size_t dst = static_cast<size_t>(lay.block_offset(me, b, h)) * es;
       LONGCTX_CHECK_CUDA(cudaMemcpy2DAsync(send + dst, width, static_cast<const char*>(k) + src, pitch, width,
                                            static_cast<size_t>(n), cudaMemcpyDeviceToDevice, nullptr));
       LONGCTX_CHECK_CUDA(cudaMemcpy2DAsync(send + half + dst, width, static_cast<const char*>(v) + src, pitch, width,
                                            static_cast<size_t>(n), cudaMemcpyDeviceToDevice, nullptr));
     }
   // 2. The group's rows, member after member (bytes: the element type needs no reduction).
-  group_for(g).all_gatherv(Span<const uint8_t>(reinterpret_cast<const uint8_t*>(send), out.counts[static_cast<size_t>(me)]),
-                           Span<uint8_t>(out.gathered.get<uint8_t>(), total), out.counts);
+  group_for(g).all_gatherv(Span<const uint8_t>(reinterpret_cast<const uint8_t*>(send), counts[static_cast<size_t>(me)]),
+                           Span<uint8_t>(out.gathered.get<uint8_t>(), total), counts);
   // 3. Position order per (b, h): member m's rows follow those of members before it.
   const char* gathered = out.gathered.get<char>();
+  size_t block = 0;
   for (int m = 0; m < g; ++m) {
-    const size_t block = out.member_start(m), block_half = out.counts[static_cast<size_t>(m)] / 2;
+    const size_t block_half = counts[static_cast<size_t>(m)] / 2;
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < H; ++h) {
-        const int64_t n = out.rows_of(m, h);
+        const int64_t n = lay.rows_of(m, h);
         if (n == 0) continue;
-        const size_t src = block + static_cast<size_t>(out.block_offset(m, b, h)) * es;
-        const size_t dst =
-            static_cast<size_t>(out.tile_offset(b, h) + selected(m * L, r, out.offset[static_cast<size_t>(h)]) * D) * es;
+        const size_t src = block + static_cast<size_t>(lay.block_offset(m, b, h)) * es;
+        const size_t dst = static_cast<size_t>(lay.tile_offset(m, b, h)) * es;
         const size_t bytes = static_cast<size_t>(n * D) * es;
-        LONGCTX_CHECK_CUDA(cudaMemcpyAsync(out.k_tiles.get<char>() + dst, gathered + src, bytes, cudaMemcpyDeviceToDevice, nullptr));
+        LONGCTX_CHECK_CUDA(cudaMemcpyAsync(out.k_tiles.get<char>() + dst, gathered + src, bytes,
+                                           cudaMemcpyDeviceToDevice, nullptr));
         LONGCTX_CHECK_CUDA(cudaMemcpyAsync(out.v_tiles.get<char>() + dst, gathered + src + block_half, bytes,
                                            cudaMemcpyDeviceToDevice, nullptr));
       }
+    block += counts[static_cast<size_t>(m)];
   }
 }
 
@@ -235,7 +181,7 @@ void CudaSequenceParallel::forward(const AttentionParams& params, const Attentio
       continue;
     }
     gather(params, local, branch, k, v, gathered);
-    cuda::flash_forward_spanning(params, local, branch, gathered.member, gathered.group, dtype_, q,
+    cuda::flash_forward_spanning(params, local, branch, gathered.layout.member, gathered.layout.group, dtype_, q,
                                  gathered.k_tiles.get(), gathered.v_tiles.get(), o, lse, nullptr);
   }
   LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
@@ -260,8 +206,9 @@ void CudaSequenceParallel::backward(const AttentionParams& params, const Attenti
       continue;
     }
     gather(params, local, branch, k, v, gathered);
-    const int g = gathered.group, me = gathered.member;
-    const int64_t tile_floats = B * gathered.keys_all() * D;
+    const cuda::SpanLayout& lay = gathered.layout;
+    const int g = lay.group, me = lay.member;
+    const int64_t tile_floats = B * lay.keys_all() * D;
     DeviceMemory dk_tiles(static_cast<size_t>(tile_floats) * sizeof(float)),
         dv_tiles(static_cast<size_t>(tile_floats) * sizeof(float));
     LONGCTX_CHECK_CUDA(cudaMemsetAsync(dk_tiles.get(), 0, dk_tiles.bytes(), nullptr));
@@ -271,7 +218,7 @@ void CudaSequenceParallel::backward(const AttentionParams& params, const Attenti
                                   dv_tiles.get<float>(), nullptr);
     // Back to member-major blocks (fp32: [dK: B][H][rows][D] then dV), summed onto their owners.
     std::vector<size_t> counts;
-    for (int m = 0; m < g; ++m) counts.push_back(static_cast<size_t>(2 * B * gathered.member_rows(m) * D));
+    for (int m = 0; m < g; ++m) counts.push_back(static_cast<size_t>(lay.block_elements(m)));
     size_t total = 0;
     for (size_t c : counts) total += c;
     DeviceMemory grads(total * sizeof(float)), mine(counts[static_cast<size_t>(me)] * sizeof(float));
@@ -280,12 +227,10 @@ void CudaSequenceParallel::backward(const AttentionParams& params, const Attenti
       const size_t half = counts[static_cast<size_t>(m)] / 2;
       for (int64_t b = 0; b < B; ++b)
         for (int64_t h = 0; h < H; ++h) {
-          const int64_t n = gathered.rows_of(m, h);
+          const int64_t n = lay.rows_of(m, h);
           if (n == 0) continue;
-          const size_t dst = block + static_cast<size_t>(gathered.block_offset(m, b, h));
-          const size_t src = static_cast<size_t>(
-              gathered.tile_offset(b, h) +
-              selected(m * L, branch.dilation, gathered.offset[static_cast<size_t>(h)]) * D);
+          const size_t dst = block + static_cast<size_t>(lay.block_offset(m, b, h));
+          const size_t src = static_cast<size_t>(lay.tile_offset(m, b, h));
           const size_t bytes = static_cast<size_t>(n * D) * sizeof(float);
           LONGCTX_CHECK_CUDA(cudaMemcpyAsync(grads.get<float>() + dst, dk_tiles.get<float>() + src, bytes,
                                              cudaMemcpyDeviceToDevice, nullptr));
@@ -300,9 +245,9 @@ void CudaSequenceParallel::backward(const AttentionParams& params, const Attenti
     const size_t half = counts[static_cast<size_t>(me)] / 2;
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < H; ++h) {
-        const int64_t n = gathered.rows_of(me, h);
-        const int64_t first = (b * L + gathered.first_row(h)) * H + h, stride = branch.dilation * H;
-        const float* src = mine.get<float>() + gathered.block_offset(me, b, h);
+        const int64_t n = lay.rows_of(me, h);
+        const int64_t first = (b * L + lay.first_row(h)) * H + h, stride = branch.dilation * H;
+        const float* src = mine.get<float>() + lay.block_offset(me, b, h);
         add_rows(dk, src, first, stride, n, D);
         add_rows(dv, src + half, first, stride, n, D);
       }

@@ -1,0 +1,124 @@
+// The tensor-core kernels' row arithmetic (attention/cuda/flash_layout.hpp, compiled here for the host)
+// against brute-force enumeration of the spec's selection: which rows a block's queries and keys are, the
+// sparse index of each (for causal masking), and where the distributed driver packs and gathers a
+// spanning branch's rows. Runs without a GPU: the index math of the GPU path is checked in every build.
+#include <gtest/gtest.h>
+
+#include <set>
+#include <tuple>
+#include <vector>
+
+#include "attention/cuda/flash_layout.hpp"
+
+namespace longctx::cuda {
+namespace {
+
+// Positions p in [begin, begin + rows) with (p - begin) mod r == o, in order.
+std::vector<int64_t> brute_selection(int64_t begin, int64_t rows, int64_t r, int64_t o) {
+  std::vector<int64_t> out;
+  for (int64_t p = begin; p < begin + rows; ++p)
+    if ((p - begin) % r == o) out.push_back(p);
+  return out;
+}
+
+TEST(FlashLayout, SelectedCountsRows) {
+  for (int64_t n = 0; n < 40; ++n)
+    for (int64_t r = 1; r < 9; ++r)
+      for (int64_t o = 0; o < r; ++o)
+        EXPECT_EQ(selected(n, r, o), static_cast<int64_t>(brute_selection(0, n, r, o).size())) << n << " " << r << " " << o;
+}
+
+TEST(FlashLayout, LocalProblemsAreTheSelectedRows) {
+  for (HeadOffsets offsets : {HeadOffsets::paper, HeadOffsets::grouped})
+    for (auto [N, w, r, H, B] : std::vector<std::tuple<int64_t, int64_t, int64_t, int, int64_t>>{
+             {37, 8, 1, 3, 1}, {37, 16, 2, 3, 2}, {200, 128, 3, 5, 1}, {301, 300, 5, 2, 2}, {50, 64, 4, 6, 1}}) {
+      const int64_t segment = w < N ? w : N;
+      const int64_t segments = (N + segment - 1) / segment;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t s = 0; s < segments; ++s)
+          for (int h = 0; h < H; ++h) {
+            SCOPED_TRACE(::testing::Message() << "N=" << N << " w=" << w << " r=" << r << " H=" << H << " b=" << b
+                                              << " s=" << s << " h=" << h);
+            const int64_t begin = s * segment, rows = std::min(segment, N - begin);
+            const std::vector<int64_t> want = brute_selection(begin, rows, r, head_offset(h, r, H, offsets));
+            FlashProblem p;
+            const bool any = local_problem(b, s, h, N, segment, r, H, offsets, p);
+            ASSERT_EQ(any, !want.empty());
+            if (!any) continue;
+            ASSERT_EQ(p.n_q, static_cast<int>(want.size()));
+            ASSERT_EQ(p.n_k, p.n_q);
+            EXPECT_EQ(p.q_base, 0);
+            for (int t = 0; t < p.n_q; ++t) {
+              EXPECT_EQ(p.q_row(t), (b * N + want[static_cast<size_t>(t)]) * H + h);
+              EXPECT_EQ(p.k_row(t), p.q_row(t));
+            }
+          }
+    }
+}
+
+// One segment of g L rows shared by g ranks: member m's queries are its own selected rows (local row
+// indexes), their sparse indexes q_base + t match the segment's enumeration, and the keys are the
+// segment's selected rows in position order at the tiles offset the driver writes them to.
+TEST(FlashLayout, SpanningProblemsMatchTheSegmentsSelection) {
+  for (HeadOffsets offsets : {HeadOffsets::paper, HeadOffsets::grouped})
+    for (auto [L, r, g, H, B] : std::vector<std::tuple<int64_t, int64_t, int, int, int64_t>>{
+             {24, 2, 2, 4, 1}, {24, 5, 2, 3, 2}, {24, 3, 4, 5, 1}, {64, 4, 4, 4, 1}, {7, 9, 3, 2, 2}, {24, 1, 4, 3, 1}}) {
+      const int64_t D = 16;
+      for (int m = 0; m < g; ++m) {
+        const SpanLayout lay(B, H, D, L, r, g, m, offsets);
+        std::set<int64_t> tile_rows;  // every (b, h, key) lands on its own tile row
+        for (int64_t b = 0; b < B; ++b)
+          for (int h = 0; h < H; ++h) {
+            SCOPED_TRACE(::testing::Message() << "L=" << L << " r=" << r << " g=" << g << " H=" << H << " m=" << m
+                                              << " b=" << b << " h=" << h);
+            const std::vector<int64_t> keys = brute_selection(0, g * L, r, head_offset(h, r, H, offsets));
+            FlashProblem p;
+            const bool any = spanning_problem(b, h, L, m, g, r, H, offsets, p);
+            ASSERT_EQ(any, !keys.empty());
+            if (!any) continue;
+            ASSERT_EQ(p.n_k, static_cast<int>(keys.size()));
+            EXPECT_EQ(lay.keys[static_cast<size_t>(h)], p.n_k);
+            // Queries: the keys that fall in [m L, (m + 1) L), as local rows.
+            std::vector<int64_t> mine;
+            int64_t first_index = -1;
+            for (size_t i = 0; i < keys.size(); ++i)
+              if (keys[i] >= m * L && keys[i] < (m + 1) * L) {
+                if (first_index < 0) first_index = static_cast<int64_t>(i);
+                mine.push_back(keys[i] - m * L);
+              }
+            ASSERT_EQ(p.n_q, static_cast<int>(mine.size()));
+            EXPECT_EQ(lay.rows_of(m, h), p.n_q);
+            if (!mine.empty()) {
+              EXPECT_EQ(p.q_base, first_index);
+              EXPECT_EQ(lay.first_row(h), mine[0]);
+            }
+            for (int t = 0; t < p.n_q; ++t) EXPECT_EQ(p.q_row(t), (b * L + mine[static_cast<size_t>(t)]) * H + h);
+            // Keys: contiguous rows from the (b, h) tile, where member mm's rows start at its tile offset.
+            for (int t = 0; t < p.n_k; ++t) {
+              EXPECT_EQ(p.k_row(t), lay.tile_offset(b, h) / D + t);
+              tile_rows.insert(p.k_row(t));
+            }
+            int64_t before = 0;
+            for (int mm = 0; mm < g; ++mm) {
+              EXPECT_EQ(lay.tile_offset(mm, b, h), lay.tile_offset(b, h) + before * D);
+              before += lay.rows_of(mm, h);
+            }
+            EXPECT_EQ(before, p.n_k);
+          }
+        EXPECT_EQ(static_cast<int64_t>(tile_rows.size()), B * lay.keys_all());
+        // Packed blocks: (b, h) pieces of each member's half-block tile it without gaps or overlaps.
+        for (int mm = 0; mm < g; ++mm) {
+          int64_t next = 0;
+          for (int64_t b = 0; b < B; ++b)
+            for (int64_t h = 0; h < H; ++h) {
+              EXPECT_EQ(lay.block_offset(mm, b, h), next);
+              next += lay.rows_of(mm, h) * D;
+            }
+          EXPECT_EQ(2 * next, lay.block_elements(mm));
+        }
+      }
+    }
+}
+
+}  // namespace
+}  // namespace longctx::cuda
