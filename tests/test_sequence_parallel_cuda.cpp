@@ -54,9 +54,8 @@ struct Case {
   int64_t batch, heads, head_dim;
   bool causal;
   HeadOffsets offsets;
+  int64_t rows_per_rank = 24;  // L
 };
-
-constexpr int64_t kRowsPerRank = 24;
 
 class CudaSequenceParallelTest : public ::testing::Test {
  protected:
@@ -78,11 +77,14 @@ TEST_F(CudaSequenceParallelTest, StagedRanksEqualOneGpu) {
       {"uneven phases r=5, H=5, grouped, causal", {12, 24, -4}, {1, 5, 3}, 1, 5, 8, true, HeadOffsets::grouped},
       {"uneven phases r=5, B=2, not causal, D=12", {8, -2}, {1, 5}, 2, 3, 12, false, HeadOffsets::paper},
       {"only spanning branches, D=64", {-2, -4}, {1, 3}, 1, 3, 64, false, HeadOffsets::grouped},
+      // Rank 1's queries start at sparse index 190 = 62 mod 64 (a partially masked tile before the diagonal).
+      {"q_base = 62 mod 64, causal, D=32", {-4}, {1}, 1, 2, 32, true, HeadOffsets::paper, 190},
   };
   const int P = world->size();
-  const int64_t N = kRowsPerRank * P, first = kRowsPerRank * world->rank();
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
+    const int64_t kRowsPerRank = c.rows_per_rank;
+    const int64_t N = kRowsPerRank * P, first = kRowsPerRank * world->rank();
     std::vector<int64_t> w;
     for (int64_t x : c.w) w.push_back(x < 0 ? -x * kRowsPerRank : x);
     AttentionParams params;

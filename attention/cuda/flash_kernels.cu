@@ -189,7 +189,7 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(const FlashArgs
   const T* k = static_cast<const T*>(a.k);
   const T* v = static_cast<const T*>(a.v);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
-  const int key_end = a.causal ? min(p.n_k, p.q_base + t0 + kBlockQ) : p.n_k;
+  const int key_end = forward_key_end(p, t0, kBlockQ, a.causal);
   const int key_tiles = (key_end + kBlockK - 1) / kBlockK;
   const float scale2 = a.scale * kLog2e;
 
@@ -241,15 +241,15 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(const FlashArgs
 
     // Scores in log2 units; keys past the selection, and causal keys after the query, are -inf.
     const int key0 = j * kBlockK;
-    const bool masked_tile = key0 + kBlockK > p.n_k || (a.causal && key0 + kBlockK > p.q_base + t0);
+    const bool masked_tile = tile_needs_mask(p, key0, kBlockK, t0, a.causal);
 #pragma unroll
     for (int n = 0; n < kBlockK / 8; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         s[n][e] *= scale2;
         if (masked_tile) {
-          const int key = key0 + n * 8 + 2 * c + (e & 1), query = p.q_base + t0 + warp * 16 + g + (e >> 1) * 8;
-          if (key >= p.n_k || (a.causal && key > query)) s[n][e] = -INFINITY;
+          const int key = key0 + n * 8 + 2 * c + (e & 1), query = t0 + warp * 16 + g + (e >> 1) * 8;
+          if (key_hidden(p, key, query, a.causal)) s[n][e] = -INFINITY;
         }
       }
 
@@ -354,7 +354,7 @@ __global__ void __launch_bounds__(kThreads) flash_backward_kernel(const FlashArg
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const float scale2 = a.scale * kLog2e;
   // Causal: queries before this key tile (global index q_base + t < k0) see none of it.
-  const int q_first = a.causal ? max(0, k0 - p.q_base) / kBwdBlockQ : 0;
+  const int q_first = backward_first_step(p, k0, kBwdBlockQ, a.causal);
   const int q_steps = (p.n_q + kBwdBlockQ - 1) / kBwdBlockQ - q_first;
   if (q_steps <= 0) return;  // no query of this rank sees these keys: they get no gradient here
 
@@ -427,9 +427,9 @@ __global__ void __launch_bounds__(kThreads) flash_backward_kernel(const FlashArg
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int col = n * 8 + 2 * c + (e & 1);
-        const int key = k0 + warp * 16 + g + (e >> 1) * 8, query = p.q_base + t0 + col;
+        const int key = k0 + warp * 16 + g + (e >> 1) * 8, query = t0 + col;
         float prob = exp2f(st[n][e] * scale2 - lse_row[col]);
-        if (key >= p.n_k || (a.causal && key > query)) prob = 0.f;
+        if (key_hidden(p, key, query, a.causal)) prob = 0.f;
         st[n][e] = prob;
         dpt[n][e] = prob * (dpt[n][e] - delta_row[col]);
       }

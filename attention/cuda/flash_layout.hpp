@@ -25,6 +25,25 @@ struct FlashProblem {
   LONGCTX_HOST_DEVICE int64_t k_row(int t) const { return k_first + static_cast<int64_t>(t) * k_stride; }
 };
 
+// The loop bounds and masks the kernels use (shared with the host emulation in the tests):
+// forward: the keys [0, forward_key_end) a query tile [t0, t0 + rows) may see;
+LONGCTX_HOST_DEVICE inline int forward_key_end(const FlashProblem& p, int t0, int rows, bool causal) {
+  const int last_visible = p.q_base + t0 + rows;  // one past the largest sparse index of the tile's queries
+  return causal && last_visible < p.n_k ? last_visible : p.n_k;
+}
+// whether key `key` is hidden from query t (past the selection, or after it when causal);
+LONGCTX_HOST_DEVICE inline bool key_hidden(const FlashProblem& p, int key, int t, bool causal) {
+  return key >= p.n_k || (causal && key > p.q_base + t);
+}
+// whether a key tile [key0, key0 + cols) can hide any key from queries [t0, t0 + rows);
+LONGCTX_HOST_DEVICE inline bool tile_needs_mask(const FlashProblem& p, int key0, int cols, int t0, bool causal) {
+  return key0 + cols > p.n_k || (causal && key0 + cols - 1 > p.q_base + t0);
+}
+// backward: the first query step (of `rows` queries) that sees key tile k0.
+LONGCTX_HOST_DEVICE inline int backward_first_step(const FlashProblem& p, int k0, int rows, bool causal) {
+  return causal && k0 > p.q_base ? (k0 - p.q_base) / rows : 0;
+}
+
 // A local branch (segment length w' = `segment`, dilation r) of a [B, N, H, D] tensor: batch b, segment s,
 // head h. False when the head selects no row of that segment.
 LONGCTX_HOST_DEVICE inline bool local_problem(int64_t b, int64_t s, int h, int64_t seq_len, int64_t segment,
