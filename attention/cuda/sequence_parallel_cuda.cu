@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -89,7 +90,9 @@ void download_f32(const DeviceMemory& in, Tensor& t) {
 // One spanning branch's layout on this rank (cuda::SpanLayout) and its device buffers.
 struct CudaSequenceParallel::Gathered {
   cuda::SpanLayout layout;
+  std::vector<size_t> counts;  // bytes of each member's block
   DeviceMemory send, gathered, k_tiles, v_tiles;
+  comm::Request exchange;      // the all-gatherv in flight
 };
 
 CudaSequenceParallel::CudaSequenceParallel(comm::Communicator& comm, Dtype dtype) : comm_(comm), dtype_(dtype) {
@@ -108,8 +111,8 @@ comm::Communicator& CudaSequenceParallel::group_for(int group_size) {
   return *it->second;
 }
 
-void CudaSequenceParallel::gather(const AttentionParams& params, const AttentionDims& local, const Branch& branch,
-                                  const void* k, const void* v, Gathered& out) {
+void CudaSequenceParallel::begin_gather(const AttentionParams& params, const AttentionDims& local,
+                                        const Branch& branch, const void* k, const void* v, Gathered& out) {
   const int64_t L = local.seq_len, H = local.heads, D = local.head_dim, B = local.batch, r = branch.dilation;
   const int64_t N = L * comm_.size();
   const int g = static_cast<int>(effective_segment_length(branch, N) / L);
@@ -117,17 +120,17 @@ void CudaSequenceParallel::gather(const AttentionParams& params, const Attention
   out.layout = cuda::SpanLayout(B, H, D, L, r, g, comm_.rank() % g, params.offsets);
   const cuda::SpanLayout& lay = out.layout;
   const int me = lay.member;
-  std::vector<size_t> counts;  // bytes of each member's block
+  std::vector<size_t>& counts = out.counts;
+  counts.clear();
   for (int m = 0; m < g; ++m) counts.push_back(static_cast<size_t>(lay.block_elements(m)) * es);
   const size_t half = counts[static_cast<size_t>(me)] / 2;
   size_t total = 0;
   for (size_t c : counts) total += c;
   const size_t tiles_bytes = static_cast<size_t>(B * lay.keys_all() * D) * es;
-  LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());  // the previous branch's kernels may still read the old buffers
-  if (out.send.bytes() < counts[static_cast<size_t>(me)]) out.send = DeviceMemory(counts[static_cast<size_t>(me)]);
-  if (out.gathered.bytes() < total) out.gathered = DeviceMemory(total);
-  if (out.k_tiles.bytes() < tiles_bytes) out.k_tiles = DeviceMemory(tiles_bytes);
-  if (out.v_tiles.bytes() < tiles_bytes) out.v_tiles = DeviceMemory(tiles_bytes);
+  out.send = DeviceMemory(counts[static_cast<size_t>(me)]);
+  out.gathered = DeviceMemory(total);
+  out.k_tiles = DeviceMemory(tiles_bytes);
+  out.v_tiles = DeviceMemory(tiles_bytes);
 
   // 1. This rank's selected rows: per (b, h) a strided 2-D copy (rows r H D elements apart).
   char* send = out.send.get<char>();
@@ -143,9 +146,20 @@ void CudaSequenceParallel::gather(const AttentionParams& params, const Attention
       LONGCTX_CHECK_CUDA(cudaMemcpy2DAsync(send + half + dst, width, static_cast<const char*>(v) + src, pitch, width,
                                            static_cast<size_t>(n), cudaMemcpyDeviceToDevice, nullptr));
     }
-  // 2. The group's rows, member after member (bytes: the element type needs no reduction).
-  group_for(g).all_gatherv(Span<const uint8_t>(reinterpret_cast<const uint8_t*>(send), counts[static_cast<size_t>(me)]),
-                           Span<uint8_t>(out.gathered.get<uint8_t>(), total), counts);
+  // 2. The group's rows, member after member (bytes: the element type needs no reduction). Non-blocking:
+  // it moves while the kernels already issued run.
+  out.exchange = group_for(g).iall_gatherv(
+      Span<const uint8_t>(reinterpret_cast<const uint8_t*>(send), counts[static_cast<size_t>(me)]),
+      Span<uint8_t>(out.gathered.get<uint8_t>(), total), counts);
+}
+
+void CudaSequenceParallel::finish_gather(Gathered& out) {
+  out.exchange.wait();
+  const cuda::SpanLayout& lay = out.layout;
+  const std::vector<size_t>& counts = out.counts;
+  const int g = lay.group;
+  const int64_t B = lay.batch, H = lay.heads, D = lay.head_dim;
+  const size_t es = cuda::element_bytes(dtype_);
   // 3. Position order per (b, h): member m's rows follow those of members before it.
   const char* gathered = out.gathered.get<char>();
   size_t block = 0;
@@ -174,17 +188,31 @@ void CudaSequenceParallel::forward(const AttentionParams& params, const Attentio
   const int64_t L = local.seq_len, N = L * comm_.size();
   check_shardable(params.schedule, N, comm_.size());
   cuda::flash_forward_begin(local, o, lse, nullptr);
-  Gathered gathered;
-  for (const Branch& branch : params.schedule.branches) {
-    if (effective_segment_length(branch, N) <= L) {
-      cuda::flash_forward_branch(params, local, branch, dtype_, q, k, v, o, lse, nullptr);
+  // Spanning branches' exchanges run one ahead: the next one starts before this one's kernel (and the
+  // first before the local branches), so it moves while the GPU computes.
+  const std::vector<Branch>& branches = params.schedule.branches;
+  std::vector<std::unique_ptr<Gathered>> gathered(branches.size());
+  size_t next = 0;
+  auto start_next = [&] {
+    while (next < branches.size() && effective_segment_length(branches[next], N) <= L) ++next;
+    if (next == branches.size()) return;
+    gathered[next] = std::make_unique<Gathered>();
+    begin_gather(params, local, branches[next], k, v, *gathered[next]);
+    ++next;
+  };
+  start_next();
+  for (size_t i = 0; i < branches.size(); ++i) {
+    if (!gathered[i]) {
+      cuda::flash_forward_branch(params, local, branches[i], dtype_, q, k, v, o, lse, nullptr);
       continue;
     }
-    gather(params, local, branch, k, v, gathered);
-    cuda::flash_forward_spanning(params, local, branch, gathered.layout.member, gathered.layout.group, dtype_, q,
-                                 gathered.k_tiles.get(), gathered.v_tiles.get(), o, lse, nullptr);
+    finish_gather(*gathered[i]);
+    start_next();
+    const Gathered& x = *gathered[i];
+    cuda::flash_forward_spanning(params, local, branches[i], x.layout.member, x.layout.group, dtype_, q,
+                                 x.k_tiles.get(), x.v_tiles.get(), o, lse, nullptr);
   }
-  LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
+  LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());  // before the gathered buffers are freed
   forward_stats_ = {since(start), comm_.counters().bytes_sent, comm_.counters().bytes_received,
                     comm_.counters().calls};
 }
@@ -198,23 +226,35 @@ void CudaSequenceParallel::backward(const AttentionParams& params, const Attenti
   check_shardable(params.schedule, N, comm_.size());
   DeviceMemory delta(static_cast<size_t>(B * L * H) * sizeof(float));
   cuda::flash_backward_begin(local, dtype_, dout, o, delta.get<float>(), dq, dk, dv, nullptr);
-  Gathered gathered;
-  for (const Branch& branch : params.schedule.branches) {
-    if (effective_segment_length(branch, N) <= L) {
+  const std::vector<Branch>& branches = params.schedule.branches;
+  std::vector<std::unique_ptr<Gathered>> gathered(branches.size());
+  size_t next = 0;
+  auto start_next = [&] {
+    while (next < branches.size() && effective_segment_length(branches[next], N) <= L) ++next;
+    if (next == branches.size()) return;
+    gathered[next] = std::make_unique<Gathered>();
+    begin_gather(params, local, branches[next], k, v, *gathered[next]);
+    ++next;
+  };
+  start_next();
+  for (size_t i = 0; i < branches.size(); ++i) {
+    const Branch& branch = branches[i];
+    if (!gathered[i]) {
       cuda::flash_backward_branch(params, local, branch, dtype_, q, k, v, dout, lse, delta.get<float>(), dq, dk, dv,
                                   nullptr);
       continue;
     }
-    gather(params, local, branch, k, v, gathered);
-    const cuda::SpanLayout& lay = gathered.layout;
+    finish_gather(*gathered[i]);
+    start_next();
+    const cuda::SpanLayout& lay = gathered[i]->layout;
     const int g = lay.group, me = lay.member;
     const int64_t tile_floats = B * lay.keys_all() * D;
     DeviceMemory dk_tiles(static_cast<size_t>(tile_floats) * sizeof(float)),
         dv_tiles(static_cast<size_t>(tile_floats) * sizeof(float));
     LONGCTX_CHECK_CUDA(cudaMemsetAsync(dk_tiles.get(), 0, dk_tiles.bytes(), nullptr));
     LONGCTX_CHECK_CUDA(cudaMemsetAsync(dv_tiles.get(), 0, dv_tiles.bytes(), nullptr));
-    cuda::flash_backward_spanning(params, local, branch, me, g, dtype_, q, gathered.k_tiles.get(),
-                                  gathered.v_tiles.get(), dout, lse, delta.get<float>(), dq, dk_tiles.get<float>(),
+    cuda::flash_backward_spanning(params, local, branch, me, g, dtype_, q, gathered[i]->k_tiles.get(),
+                                  gathered[i]->v_tiles.get(), dout, lse, delta.get<float>(), dq, dk_tiles.get<float>(),
                                   dv_tiles.get<float>(), nullptr);
     // Back to member-major blocks (fp32: [dK: B][H][rows][D] then dV), summed onto their owners.
     std::vector<size_t> counts;
@@ -252,6 +292,7 @@ void CudaSequenceParallel::backward(const AttentionParams& params, const Attenti
         add_rows(dv, src + half, first, stride, n, D);
       }
     LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());  // grads and mine are freed at the end of this iteration
+    gathered[i].reset();
   }
   LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
   backward_stats_ = {since(start), comm_.counters().bytes_sent, comm_.counters().bytes_received,

@@ -7,7 +7,8 @@
 //   in position order per (b, h) and the spanning kernels attend this rank's queries to them; their
 //   epilogue merges into o / lse like every other branch. Backward: the same gather, dK / dV of every
 //   gathered row from this rank's queries (fp32), reduce-scattered back to the rows' owners and added
-//   into dk / dv.
+//   into dk / dv. Each spanning branch's all-gather starts one branch ahead (non-blocking), so with NCCL
+//   (its own stream) it moves while the previous branch's kernels run.
 // The communicator must move device buffers: NCCL, or MPI staged through host memory (two ranks on one
 // GPU, or no NCCL). This header includes no CUDA header.
 #pragma once
@@ -55,10 +56,11 @@ class CudaSequenceParallel {
  private:
   struct Gathered;
   comm::Communicator& group_for(int group_size);
-  // Packs this rank's selected K / V rows of spanning `branch`, all-gathers them in its group and lays
-  // them out as k_tiles / v_tiles.
-  void gather(const AttentionParams& params, const AttentionDims& local, const Branch& branch, const void* k,
-              const void* v, Gathered& out);
+  // Packs this rank's selected K / V rows of spanning `branch` and starts their all-gatherv in its group;
+  // finish_gather waits for it and lays the rows out as k_tiles / v_tiles.
+  void begin_gather(const AttentionParams& params, const AttentionDims& local, const Branch& branch, const void* k,
+                    const void* v, Gathered& out);
+  void finish_gather(Gathered& out);
 
   comm::Communicator& comm_;
   Dtype dtype_;
