@@ -107,6 +107,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
         po::command_line_parser(args).options(declared).positional(positional).run();
     po::store(from_cli, invocation.options);
     for (const auto& o : from_cli.options) invocation.sources[o.string_key] = "command line";
+    if (invocation.options.count("help")) return invocation;  // --help works without the required options
 
     std::optional<std::string> config_path;
     if (invocation.options.count("config")) config_path = invocation.options["config"].as<std::string>();

@@ -36,6 +36,10 @@ expect_exit 0 "--help" -- "$LONGCTX" --help
 expect_in "$OUT/stdout" "info" "top help lists info"
 expect_exit 0 "info --help" -- "$LONGCTX" info --help
 expect_in "$OUT/stdout" "comm-timeout.*600" "sub help shows defaults"
+expect_exit 0 "attend --help without its required options" -- "$LONGCTX" attend --help
+expect_in "$OUT/stdout" "--dtype" "attend --help lists --dtype"
+expect_in "$OUT/stdout" "--comm .*auto" "attend --help lists --comm and its default"
+expect_exit 0 "train --help" -- "$LONGCTX" train --help
 
 # Precedence: command line > config file > environment > default.
 printf 'comm-timeout = 30\n' >"$OUT/c.ini"
