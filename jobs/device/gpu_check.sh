@@ -61,6 +61,13 @@ if want 3; then
   done
   timeout 120 mpirun --oversubscribe -np 2 "$longctx" bench comm --comm staged --bytes 256M --json --quiet | tee -a "$out/bench.jsonl" || status=1
   timeout 120 "$longctx" bench comm --comm nccl --bytes 256M --json --quiet | tee -a "$out/bench.jsonl" || status=1
+  # train with attention on the GPU: 1 rank, then 2 ranks sharing it through the staged path (passkey.ini
+  # at N = 8192, 30 steps at the curriculum's first length, losses in the log).
+  for np in 1 2; do
+    timeout 180 mpirun --oversubscribe -np $np "$longctx" train --config jobs/configs/passkey.ini --device cuda \
+      --dtype bf16 --comm staged --train.steps 30 --eval.every 0 --log.every 10 --log.jsonl "$out/train_np$np.jsonl" \
+      --checkpoint.dir /tmp/gpu_check_ckpt_np$np --checkpoint.every 1000 --quiet || status=1
+  done
 fi
 
 if want 4; then

@@ -14,6 +14,7 @@
 #include <set>
 #include <sstream>
 
+#include "attention/cuda/cuda_attention.hpp"
 #include "attention/sequence_parallel.hpp"
 #include "io/activation_dump.hpp"
 #include "io/checkpoint.hpp"
@@ -30,6 +31,9 @@ extern "C" void request_stop(int) { g_stop_requested = 1; }
 
 void declare(po::options_description& d, po::positional_options_description&) {
   d.add_options()
+      ("device", po::value<std::string>()->default_value("cpu"), "where attention runs: cpu, or cuda (one GPU per rank; the rest of the model stays on the CPU)")
+      ("dtype", po::value<std::string>()->default_value("fp32"), "attention input type: fp32, bf16, fp16 (bf16 / fp16 need --device cuda; under mpirun cuda takes bf16 / fp16)")
+      ("comm", po::value<std::string>()->default_value("auto"), "device communicator with --device cuda under mpirun: auto, nccl, staged")
       ("model.layers", po::value<int64_t>()->default_value(2), "transformer blocks")
       ("model.dim", po::value<int64_t>()->default_value(128), "model width")
       ("model.heads", po::value<int64_t>()->default_value(8), "attention heads (must divide model.dim; keep >= max dilation)")
@@ -274,6 +278,7 @@ void dump_layers(io::ActivationDump& dump, model::Model& model, const RunOptions
 int run_train(Invocation& inv) {
   comm::Communicator& world = inv.process.world();
   const int P = world.size(), rank = world.rank();
+  const DeviceChoice device = attention_device(inv);  // --device / --dtype / --comm, before anything else
   const RunOptions r = validate(inv, P);
   const auto data = train::make_dataset(r.data);
   const MPI_Comm mpi = P > 1 ? mpi_handle(world) : MPI_COMM_NULL;
@@ -282,7 +287,21 @@ int run_train(Invocation& inv) {
   declare(declared, unused);
   const std::string config_text = to_ini(inv, declared);
 
-  model::ShardedAttention attention(world);
+  // Attention on the CPU ranks, on this rank's GPU, or on one GPU per rank (made before any file is touched).
+  std::unique_ptr<comm::Communicator> device_comm;
+  std::unique_ptr<model::SequenceAttention> attention_impl;
+  if (device.device == "cpu") {
+    attention_impl = std::make_unique<model::ShardedAttention>(world);
+  } else if (P == 1) {
+    attention_impl = std::make_unique<model::LocalAttention>(make_attention_backend("cuda", device.dtype));
+  } else {
+    device_comm = make_device_comm(inv.process, device.comm);
+    attention_impl = std::make_unique<model::GpuShardedAttention>(*device_comm, device.dtype);
+  }
+  if (device.device == "cuda")
+    log::info("attention on " + cuda_description() + " (" + to_string(device.dtype) + ")" +
+              (device_comm ? ", device communicator " + device_comm->backend() : std::string()));
+  model::SequenceAttention& attention = *attention_impl;
   train::Trainer trainer(r.trainer, world, attention);
   // Length curriculum: one trainer per shorter stage (same model, shorter rows) runs that stage's steps;
   // the state moves on at each switch and to the main trainer before each evaluation (always at

@@ -5,11 +5,15 @@
 //                            shard edges and each rank's segments start where the global ones do.
 //   ShardedAttention         attention/'s SequenceParallelAttention: any shardable schedule at any P
 //                            (spanning branches exchange their sparse K/V rows among the ranks they span).
+//   GpuShardedAttention      the same on one GPU per rank (CudaSequenceParallel, bf16 / fp16): this rank's
+//                            q, k, v go to the device and o, lse (and the gradients) come back, so the
+//                            rest of the model stays where it is (the host).
 #pragma once
 
 #include <memory>
 
 #include "attention/attention.hpp"
+#include "attention/cuda/sequence_parallel_cuda.hpp"
 #include "attention/sequence_parallel.hpp"
 
 namespace longctx::model {
@@ -55,6 +59,23 @@ class ShardedAttention : public SequenceAttention {
 
  private:
   SequenceParallelAttention attention_;
+};
+
+class GpuShardedAttention : public SequenceAttention {
+ public:
+  // `device_comm` moves device buffers (NCCL or staged) and must outlive this object.
+  GpuShardedAttention(comm::Communicator& device_comm, Dtype dtype) : attention_(device_comm, dtype) {}
+  void forward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,
+               Tensor& lse) override {
+    attention_.forward(params, q, k, v, o, lse);
+  }
+  void backward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                const Tensor& lse, const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) override {
+    attention_.backward(params, q, k, v, o, lse, dout, dq, dk, dv);
+  }
+
+ private:
+  CudaSequenceParallel attention_;
 };
 
 }  // namespace longctx::model

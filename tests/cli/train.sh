@@ -22,6 +22,13 @@ expect_exit 2 "unknown task" -- "$LONGCTX" train "${SMALL[@]}" --data.task poetr
 expect_in "$OUT/stderr" "data.task=poetry" "task named"
 expect_exit 2 "dump layer out of range" -- "$LONGCTX" train "${SMALL[@]}" --dump.activations "$OUT/a.h5" --dump.layers 7
 [ ! -e "$OUT/a.h5" ] && pass "nothing written on a usage error" || fail "dump written despite usage error"
+expect_exit 2 "bf16 attention on the cpu" -- "$LONGCTX" train "${SMALL[@]}" --dtype bf16 --checkpoint.dir "$OUT/ck_bf16"
+expect_in "$OUT/stderr" "dtype bf16.*--device cuda" "names --dtype and the way out"
+if ! "$LONGCTX" --version | grep -qE "CUDA: .* [1-9][0-9]* device"; then
+  expect_exit 2 "--device cuda without a GPU" -- "$LONGCTX" train "${SMALL[@]}" --device cuda --dtype bf16 --checkpoint.dir "$OUT/ck_gpu"
+  expect_in "$OUT/stderr" "device cuda" "names --device cuda"
+  [ ! -e "$OUT/ck_gpu" ] && pass "no checkpoint folder on a usage error" || fail "checkpoint folder made despite usage error"
+fi
 echo "not a token file" >"$OUT/text.h5"
 expect_exit 3 "data.path not a token file" -- "$LONGCTX" train "${SMALL[@]}" --data.task file --data.path "$OUT/text.h5" --model.vocab 256
 expect_in "$OUT/stderr" "text.h5" "bad data file named"
