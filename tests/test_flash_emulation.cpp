@@ -22,6 +22,7 @@ namespace {
 using longctx::testing::all_close;
 using longctx::testing::AttentionCase;
 using longctx::testing::random_tensor;
+using longctx::testing::rows_of;
 
 constexpr int kBlockQ = 64, kBlockK = 64, kBwdBlockQ = 32;  // the kernels' tiles (flash_kernels.cu)
 
@@ -173,18 +174,6 @@ TEST(FlashEmulation, OneGpuMatchesReference) {
       }
 }
 
-// Rows [first, first + count) of axis 1 of [B, N, ...].
-Tensor rows_of(const Tensor& t, int64_t first, int64_t count) {
-  Shape shape = t.shape();
-  const int64_t n = shape[1];
-  shape[1] = count;
-  Tensor out(shape);
-  const int64_t inner = t.size() / (shape[0] * n);
-  for (int64_t b = 0; b < shape[0]; ++b)
-    std::copy(t.data() + (b * n + first) * inner, t.data() + (b * n + first + count) * inner,
-              out.data() + b * count * inner);
-  return out;
-}
 
 // The distributed driver, emulated for all P ranks in one process: local branches on each rank's rows;
 // spanning branches from tiles laid out by SpanLayout (what pack + all-gatherv + reorder produce), and

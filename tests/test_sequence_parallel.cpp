@@ -16,6 +16,7 @@ namespace {
 
 using longctx::testing::all_close;
 using longctx::testing::random_tensor;
+using longctx::testing::rows_of;
 
 std::unique_ptr<comm::Communicator> world() {
   auto c = comm::make_mpi_world(120.0);
@@ -23,18 +24,6 @@ std::unique_ptr<comm::Communicator> world() {
   return c;
 }
 
-// Rows [first, first + count) of axis 1 of a [B, N, H, D] (or axis 1 of [B, N, H]) tensor.
-Tensor rows_of(const Tensor& t, int64_t first, int64_t count) {
-  Shape shape = t.shape();
-  const int64_t n = shape[1];
-  shape[1] = count;
-  Tensor out(shape);
-  const int64_t inner = t.size() / (shape[0] * n);
-  for (int64_t b = 0; b < shape[0]; ++b)
-    std::copy(t.data() + (b * n + first) * inner, t.data() + (b * n + first + count) * inner,
-              out.data() + b * count * inner);
-  return out;
-}
 
 struct Case {
   const char* name;

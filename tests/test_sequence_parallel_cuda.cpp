@@ -20,19 +20,8 @@ namespace longctx {
 namespace {
 
 using longctx::testing::random_tensor;
+using longctx::testing::rows_of;
 
-// Rows [first, first + count) of axis 1 of a [B, N, ...] tensor.
-Tensor rows_of(const Tensor& t, int64_t first, int64_t count) {
-  Shape shape = t.shape();
-  const int64_t n = shape[1];
-  shape[1] = count;
-  Tensor out(shape);
-  const int64_t inner = t.size() / (shape[0] * n);
-  for (int64_t b = 0; b < shape[0]; ++b)
-    std::copy(t.data() + (b * n + first) * inner, t.data() + (b * n + first + count) * inner,
-              out.data() + b * count * inner);
-  return out;
-}
 
 // max |a - b| / max |b|.
 double relative_error(const Tensor& a, const Tensor& b) {

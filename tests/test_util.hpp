@@ -60,6 +60,19 @@ inline Tensor random_tensor(const Shape& shape, uint64_t seed, float stddev = 1.
   return t;
 }
 
+// Rows [first, first + count) of axis 1 of a [B, N, ...] tensor (one rank's shard of the sequence).
+inline Tensor rows_of(const Tensor& t, int64_t first, int64_t count) {
+  Shape shape = t.shape();
+  const int64_t n = shape[1];
+  shape[1] = count;
+  Tensor out(shape);
+  const int64_t inner = t.size() / (shape[0] * n);
+  for (int64_t b = 0; b < shape[0]; ++b)
+    std::copy(t.data() + (b * n + first) * inner, t.data() + (b * n + first + count) * inner,
+              out.data() + b * count * inner);
+  return out;
+}
+
 inline std::vector<double> random_doubles(int64_t count, uint64_t seed) {
   std::vector<double> out(static_cast<size_t>(count));
   std::mt19937_64 rng(seed);

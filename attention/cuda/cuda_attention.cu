@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "attention/cuda/cuda_attention.hpp"
+#include "attention/cuda/device_memory.hpp"
 #include "attention/cuda/flash_kernels.hpp"
 #include "runtime/core/check.hpp"
 #include "runtime/core/error.hpp"
@@ -183,34 +184,7 @@ __global__ void backward_kernel(const float* __restrict__ q, const float* __rest
   }
 }
 
-// A device buffer that frees itself; DeviceMemoryError when the device is out of memory.
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
-    if (bytes == 0) return;
-    const cudaError_t rc = cudaMalloc(&data_, bytes);
-    if (rc == cudaErrorMemoryAllocation) {
-      cudaGetLastError();
-      size_t free_bytes = 0, total = 0;
-      cudaMemGetInfo(&free_bytes, &total);
-      throw DeviceMemoryError("--device cuda: cannot allocate " + std::to_string(bytes >> 20) + " MiB (" +
-                              std::to_string(free_bytes >> 20) + " MiB free of " + std::to_string(total >> 20) +
-                              ")");
-    }
-    LONGCTX_CHECK_CUDA(rc);
-  }
-  ~DeviceBuffer() { cudaFree(data_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  float* get() const { return static_cast<float*>(data_); }
-  void* raw() const { return data_; }
-  void upload(const Tensor& t) { LONGCTX_CHECK_CUDA(cudaMemcpy(data_, t.data(), bytes_, cudaMemcpyHostToDevice)); }
-  void download(Tensor& t) const { LONGCTX_CHECK_CUDA(cudaMemcpy(t.data(), data_, bytes_, cudaMemcpyDeviceToHost)); }
-
- private:
-  void* data_ = nullptr;
-  size_t bytes_;
-};
+using cuda::DeviceMemory;
 
 struct Launch {
   DeviceSchedule schedule;
@@ -271,16 +245,6 @@ void backward_on_device(const AttentionParams& params, const AttentionDims& dims
       static_cast<const float*>(q), static_cast<const float*>(k), static_cast<const float*>(v), o, lse,
       static_cast<const float*>(dout), dq, dk, dv, launch.schedule, launch.geometry);
   LONGCTX_CHECK_CUDA(cudaGetLastError());
-}
-
-// `t` on the device in `dtype` (rounded there), through `staging` (fp32, t's size).
-void upload_as(Dtype dtype, const Tensor& t, DeviceBuffer& staging, DeviceBuffer& out) {
-  if (dtype == Dtype::fp32) {
-    out.upload(t);
-    return;
-  }
-  staging.upload(t);
-  cuda::convert_from_f32(dtype, staging.get(), out.raw(), static_cast<size_t>(t.size()), nullptr);
 }
 
 __device__ __forceinline__ void store_as(float* p, float x) { *p = x; }
@@ -383,47 +347,23 @@ CudaAttention::CudaAttention(Dtype dtype) : dtype_(dtype) {
 
 void CudaAttention::forward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v,
                             Tensor& o, Tensor& lse) {
-  const AttentionDims dims = check_qkv(q, k, v);
-  ensure_shape(o, q.shape());
-  ensure_shape(lse, lse_shape(q.shape()));
-  const size_t in_bytes = static_cast<size_t>(q.size()) * cuda::element_bytes(dtype_);
-  DeviceBuffer staging(dtype_ == Dtype::fp32 ? 0 : q.size_bytes()), bq(in_bytes), bk(in_bytes), bv(in_bytes),
-      bo(o.size_bytes()), blse(lse.size_bytes());
-  upload_as(dtype_, q, staging, bq);
-  upload_as(dtype_, k, staging, bk);
-  upload_as(dtype_, v, staging, bv);
-  forward_on_device(params, dims, dtype_, bq.raw(), bk.raw(), bv.raw(), bo.get(), blse.get(), nullptr);
-  LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
-  bo.download(o);
-  blse.download(lse);
+  cuda::on_device_forward(dtype_, q, k, v, o, lse,
+                          [&](const AttentionDims& dims, const void* dq, const void* dk, const void* dv, float* d_o,
+                              float* d_lse) { forward_on_device(params, dims, dtype_, dq, dk, dv, d_o, d_lse, nullptr); });
 }
 
 void CudaAttention::backward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v,
                              const Tensor& o, const Tensor& lse, const Tensor& dout, Tensor& dq, Tensor& dk,
                              Tensor& dv) {
-  const AttentionDims dims = check_qkv(q, k, v);
-  check_shape("o", o, q.shape());
-  check_shape("dout", dout, q.shape());
-  check_shape("lse", lse, lse_shape(q.shape()));
-  ensure_shape(dq, q.shape());
-  ensure_shape(dk, q.shape());
-  ensure_shape(dv, q.shape());
-  const size_t in_bytes = static_cast<size_t>(q.size()) * cuda::element_bytes(dtype_);
-  DeviceBuffer staging(dtype_ == Dtype::fp32 ? 0 : q.size_bytes()), bq(in_bytes), bk(in_bytes), bv(in_bytes),
-      bdout(in_bytes), bo(o.size_bytes()), blse(lse.size_bytes()), bdelta(lse.size_bytes()), bdq(dq.size_bytes()),
-      bdk(dk.size_bytes()), bdv(dv.size_bytes());
-  upload_as(dtype_, q, staging, bq);
-  upload_as(dtype_, k, staging, bk);
-  upload_as(dtype_, v, staging, bv);
-  upload_as(dtype_, dout, staging, bdout);
-  bo.upload(o);
-  blse.upload(lse);
-  backward_on_device(params, dims, dtype_, bq.raw(), bk.raw(), bv.raw(), bdout.raw(), bo.get(), blse.get(),
-                     bdelta.get(), bdq.get(), bdk.get(), bdv.get(), nullptr);
-  LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
-  bdq.download(dq);
-  bdk.download(dk);
-  bdv.download(dv);
+  cuda::on_device_backward(
+      dtype_, q, k, v, o, lse, dout, dq, dk, dv,
+      [&](const AttentionDims& dims, const void* d_q, const void* d_k, const void* d_v, const void* d_dout,
+          const float* d_o, const float* d_lse, float* d_dq, float* d_dk, float* d_dv) {
+        const DeviceMemory delta(static_cast<size_t>(lse.size()) * sizeof(float));
+        backward_on_device(params, dims, dtype_, d_q, d_k, d_v, d_dout, d_o, d_lse, delta.get<float>(), d_dq, d_dk,
+                           d_dv, nullptr);
+        LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());  // before delta is freed
+      });
 }
 
 CudaBenchFigures cuda_bench_attention(const AttentionParams& params, const AttentionDims& dims, Dtype dtype,
@@ -436,13 +376,13 @@ CudaBenchFigures cuda_bench_attention(const AttentionParams& params, const Atten
   CudaBenchFigures figures;
   figures.device_bytes = 3 * in_bytes + out_bytes + rows * sizeof(float) +
                          (backward ? in_bytes + 3 * out_bytes + rows * sizeof(float) : 0);
-  DeviceBuffer q(in_bytes), k(in_bytes), v(in_bytes), o(out_bytes), lse(rows * sizeof(float));
-  DeviceBuffer dout(backward ? in_bytes : 0), dq(backward ? out_bytes : 0), dk(backward ? out_bytes : 0),
+  DeviceMemory q(in_bytes), k(in_bytes), v(in_bytes), o(out_bytes), lse(rows * sizeof(float));
+  DeviceMemory dout(backward ? in_bytes : 0), dq(backward ? out_bytes : 0), dk(backward ? out_bytes : 0),
       dv(backward ? out_bytes : 0), delta(backward ? rows * sizeof(float) : 0);
-  seeded_fill(dtype, q.raw(), n, seed, 0);
-  seeded_fill(dtype, k.raw(), n, seed, 1);
-  seeded_fill(dtype, v.raw(), n, seed, 2);
-  if (backward) seeded_fill(dtype, dout.raw(), n, seed, 3);
+  seeded_fill(dtype, q.get(), n, seed, 0);
+  seeded_fill(dtype, k.get(), n, seed, 1);
+  seeded_fill(dtype, v.get(), n, seed, 2);
+  if (backward) seeded_fill(dtype, dout.get(), n, seed, 3);
   cudaEvent_t start, stop;
   LONGCTX_CHECK_CUDA(cudaEventCreate(&start));
   LONGCTX_CHECK_CUDA(cudaEventCreate(&stop));
@@ -457,12 +397,13 @@ CudaBenchFigures cuda_bench_attention(const AttentionParams& params, const Atten
   };
   std::vector<double> fwd, bwd;
   for (int it = 0; it < warmup + iters; ++it) {
-    const double f = timed([&] { forward_on_device(params, dims, dtype, q.raw(), k.raw(), v.raw(), o.get(), lse.get(), nullptr); });
+    const double f = timed([&] { forward_on_device(params, dims, dtype, q.get(), k.get(), v.get(), o.get<float>(), lse.get<float>(), nullptr); });
     if (it >= warmup) fwd.push_back(f);
     if (backward) {
       const double b = timed([&] {
-        backward_on_device(params, dims, dtype, q.raw(), k.raw(), v.raw(), dout.raw(), o.get(), lse.get(),
-                           delta.get(), dq.get(), dk.get(), dv.get(), nullptr);
+        backward_on_device(params, dims, dtype, q.get(), k.get(), v.get(), dout.get(), o.get<float>(),
+                           lse.get<float>(), delta.get<float>(), dq.get<float>(), dk.get<float>(), dv.get<float>(),
+                           nullptr);
       });
       if (it >= warmup) bwd.push_back(b);
     }

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "attention/cuda/device_memory.hpp"
 #include "attention/cuda/flash_kernels.hpp"
 #include "attention/cuda/flash_layout.hpp"
 #include "attention/cuda/sequence_parallel_cuda.hpp"
@@ -20,35 +21,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
-// Device memory that frees itself.
-class DeviceMemory {
- public:
-  DeviceMemory() = default;
-  explicit DeviceMemory(size_t bytes) : bytes_(bytes) {
-    if (bytes) LONGCTX_CHECK_CUDA(cudaMalloc(&data_, bytes));
-  }
-  ~DeviceMemory() { cudaFree(data_); }
-  DeviceMemory(DeviceMemory&& other) noexcept : data_(other.data_), bytes_(other.bytes_) {
-    other.data_ = nullptr;
-    other.bytes_ = 0;
-  }
-  DeviceMemory& operator=(DeviceMemory&& other) noexcept {
-    if (this != &other) {
-      cudaFree(data_);
-      data_ = other.data_;
-      bytes_ = other.bytes_;
-      other.data_ = nullptr;
-      other.bytes_ = 0;
-    }
-    return *this;
-  }
-  template <class T = void> T* get() const { return static_cast<T*>(data_); }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* data_ = nullptr;
-  size_t bytes_ = 0;
-};
+using cuda::DeviceMemory;
 
 // dst rows (first + t stride) of a [*, D] float tensor += src rows t (contiguous).
 __global__ void add_rows_kernel(float* __restrict__ dst, const float* __restrict__ src, long long first,
@@ -67,22 +40,6 @@ void add_rows(float* dst, const float* src, int64_t first, int64_t stride, int64
   const unsigned blocks = static_cast<unsigned>(std::min<long long>((total + 255) / 256, 65536));
   add_rows_kernel<<<blocks, 256>>>(dst, src, first, stride, rows, static_cast<int>(head_dim));
   LONGCTX_CHECK_CUDA(cudaGetLastError());
-}
-
-// A host tensor on the device in `dtype` (rounded there).
-DeviceMemory upload(const Tensor& t, Dtype dtype) {
-  DeviceMemory staging(t.size_bytes()), out(static_cast<size_t>(t.size()) * cuda::element_bytes(dtype));
-  LONGCTX_CHECK_CUDA(cudaMemcpy(staging.get(), t.data(), t.size_bytes(), cudaMemcpyHostToDevice));
-  cuda::convert_from_f32(dtype, staging.get<float>(), out.get(), static_cast<size_t>(t.size()), nullptr);
-  LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
-  return out;
-}
-
-void upload_f32(const Tensor& t, DeviceMemory& out) {
-  LONGCTX_CHECK_CUDA(cudaMemcpy(out.get(), t.data(), t.size_bytes(), cudaMemcpyHostToDevice));
-}
-void download_f32(const DeviceMemory& in, Tensor& t) {
-  LONGCTX_CHECK_CUDA(cudaMemcpy(t.data(), in.get(), t.size_bytes(), cudaMemcpyDeviceToHost));
 }
 
 }  // namespace
@@ -153,6 +110,18 @@ void CudaSequenceParallel::begin_gather(const AttentionParams& params, const Att
       Span<uint8_t>(out.gathered.get<uint8_t>(), total), counts);
 }
 
+size_t CudaSequenceParallel::start_next_gather(const AttentionParams& params, const AttentionDims& local,
+                                               const void* k, const void* v,
+                                               std::vector<std::unique_ptr<Gathered>>& gathered, size_t next) {
+  const std::vector<Branch>& branches = params.schedule.branches;
+  const int64_t L = local.seq_len, N = L * comm_.size();
+  while (next < branches.size() && effective_segment_length(branches[next], N) <= L) ++next;
+  if (next == branches.size()) return next;
+  gathered[next] = std::make_unique<Gathered>();
+  begin_gather(params, local, branches[next], k, v, *gathered[next]);
+  return next + 1;
+}
+
 void CudaSequenceParallel::finish_gather(Gathered& out) {
   out.exchange.wait();
   const cuda::SpanLayout& lay = out.layout;
@@ -193,13 +162,7 @@ void CudaSequenceParallel::forward(const AttentionParams& params, const Attentio
   const std::vector<Branch>& branches = params.schedule.branches;
   std::vector<std::unique_ptr<Gathered>> gathered(branches.size());
   size_t next = 0;
-  auto start_next = [&] {
-    while (next < branches.size() && effective_segment_length(branches[next], N) <= L) ++next;
-    if (next == branches.size()) return;
-    gathered[next] = std::make_unique<Gathered>();
-    begin_gather(params, local, branches[next], k, v, *gathered[next]);
-    ++next;
-  };
+  auto start_next = [&] { next = start_next_gather(params, local, k, v, gathered, next); };
   start_next();
   for (size_t i = 0; i < branches.size(); ++i) {
     if (!gathered[i]) {
@@ -229,13 +192,7 @@ void CudaSequenceParallel::backward(const AttentionParams& params, const Attenti
   const std::vector<Branch>& branches = params.schedule.branches;
   std::vector<std::unique_ptr<Gathered>> gathered(branches.size());
   size_t next = 0;
-  auto start_next = [&] {
-    while (next < branches.size() && effective_segment_length(branches[next], N) <= L) ++next;
-    if (next == branches.size()) return;
-    gathered[next] = std::make_unique<Gathered>();
-    begin_gather(params, local, branches[next], k, v, *gathered[next]);
-    ++next;
-  };
+  auto start_next = [&] { next = start_next_gather(params, local, k, v, gathered, next); };
   start_next();
   for (size_t i = 0; i < branches.size(); ++i) {
     const Branch& branch = branches[i];
@@ -301,37 +258,20 @@ void CudaSequenceParallel::backward(const AttentionParams& params, const Attenti
 
 void CudaSequenceParallel::forward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v,
                                    Tensor& o, Tensor& lse) {
-  const AttentionDims dims = check_qkv(q, k, v);
-  ensure_shape(o, q.shape());
-  ensure_shape(lse, lse_shape(q.shape()));
-  const DeviceMemory dq = upload(q, dtype_), dk = upload(k, dtype_), dv = upload(v, dtype_);
-  DeviceMemory d_o(o.size_bytes()), d_lse(lse.size_bytes());
-  forward(params, dims, dq.get(), dk.get(), dv.get(), d_o.get<float>(), d_lse.get<float>());
-  download_f32(d_o, o);
-  download_f32(d_lse, lse);
+  cuda::on_device_forward(dtype_, q, k, v, o, lse,
+                          [&](const AttentionDims& dims, const void* d_q, const void* d_k, const void* d_v, float* d_o,
+                              float* d_lse) { forward(params, dims, d_q, d_k, d_v, d_o, d_lse); });
 }
 
 void CudaSequenceParallel::backward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v,
                                     const Tensor& o, const Tensor& lse, const Tensor& dout, Tensor& dq, Tensor& dk,
                                     Tensor& dv) {
-  const AttentionDims dims = check_qkv(q, k, v);
-  check_shape("o", o, q.shape());
-  check_shape("dout", dout, q.shape());
-  check_shape("lse", lse, lse_shape(q.shape()));
-  ensure_shape(dq, q.shape());
-  ensure_shape(dk, q.shape());
-  ensure_shape(dv, q.shape());
-  const DeviceMemory d_q = upload(q, dtype_), d_k = upload(k, dtype_), d_v = upload(v, dtype_),
-                     d_dout = upload(dout, dtype_);
-  DeviceMemory d_o(o.size_bytes()), d_lse(lse.size_bytes()), d_dq(dq.size_bytes()), d_dk(dk.size_bytes()),
-      d_dv(dv.size_bytes());
-  upload_f32(o, d_o);
-  upload_f32(lse, d_lse);
-  backward(params, dims, d_q.get(), d_k.get(), d_v.get(), d_dout.get(), d_o.get<float>(), d_lse.get<float>(),
-           d_dq.get<float>(), d_dk.get<float>(), d_dv.get<float>());
-  download_f32(d_dq, dq);
-  download_f32(d_dk, dk);
-  download_f32(d_dv, dv);
+  cuda::on_device_backward(dtype_, q, k, v, o, lse, dout, dq, dk, dv,
+                           [&](const AttentionDims& dims, const void* d_q, const void* d_k, const void* d_v,
+                               const void* d_dout, const float* d_o, const float* d_lse, float* d_dq, float* d_dk,
+                               float* d_dv) {
+                             backward(params, dims, d_q, d_k, d_v, d_dout, d_o, d_lse, d_dq, d_dk, d_dv);
+                           });
 }
 
 }  // namespace longctx

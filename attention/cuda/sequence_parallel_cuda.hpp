@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <vector>
 
 #include "attention/attention.hpp"
 #include "comm/communicator.hpp"
@@ -61,6 +62,10 @@ class CudaSequenceParallel {
   void begin_gather(const AttentionParams& params, const AttentionDims& local, const Branch& branch, const void* k,
                     const void* v, Gathered& out);
   void finish_gather(Gathered& out);
+  // Starts the exchange of the first spanning branch at or after `next` (gathered[i] holds branch i's);
+  // returns the index after it (branches.size() when none is left).
+  size_t start_next_gather(const AttentionParams& params, const AttentionDims& local, const void* k, const void* v,
+                           std::vector<std::unique_ptr<Gathered>>& gathered, size_t next);
 
   comm::Communicator& comm_;
   Dtype dtype_;
