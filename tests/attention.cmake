@@ -15,6 +15,10 @@ longctx_mpi_test(test_sequence_parallel SOURCES test_sequence_parallel.cpp DEPS 
 # The tensor-core kernels' row arithmetic, on the host (every build).
 longctx_test(test_flash_layout SOURCES test_flash_layout.cpp DEPS longctx_attention)
 longctx_test(test_flash_emulation SOURCES test_flash_emulation.cpp DEPS longctx_attention)
+# The kernels' own source on the CPU (GPU emulation: a host thread per GPU thread), every build.
+find_package(Threads REQUIRED)
+longctx_test(test_flash_kernels_emulated SOURCES test_flash_kernels_emulated.cpp gpu_emulation.cpp
+             DEPS longctx_attention Threads::Threads)
 
 # CUDA backend vs the reference (skips without a GPU or without CUDA in the build).
 longctx_test(test_attention_cuda SOURCES test_attention_cuda.cpp DEPS longctx_attention)
@@ -23,3 +27,4 @@ if(LONGCTX_HAVE_CUDA AND LONGCTX_NCCL_INCLUDE_DIR)
   longctx_mpi_test(test_sequence_parallel_cuda SOURCES test_sequence_parallel_cuda.cpp
                    DEPS longctx_attention longctx_comm RANKS 1 2 4)
 endif()
+target_compile_options(test_flash_kernels_emulated PRIVATE -Wno-unknown-pragmas)  # CUDA's #pragma unroll

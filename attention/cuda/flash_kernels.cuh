@@ -1,0 +1,620 @@
+// The tensor-core kernels themselves (device code), included by flash_kernels.cu and, compiled for the host
+// with LONGCTX_GPU_EMULATION (tests/gpu_emulation.hpp provides the CUDA names), by the emulation test
+// that runs this very code on the CPU: one host thread per GPU thread, warp instructions emulated.
+//
+// Warp-level mma.sync m16n8k16 (bf16 / fp16 in, fp32 accumulate), ldmatrix from shared memory rows padded
+// by 16 bytes (conflict-free), cp.async double buffering. Fragment layouts (PTX ISA, "mma.m16n8k16"): with
+// g = lane / 4 and c = lane % 4, A (16x16, row) holds a0 = (g, 2c..2c+1), a1 = (g+8, 2c..), a2 = (g, 2c+8..),
+// a3 = (g+8, 2c+8..); B (16x8, col) holds b0 = (k 2c..2c+1, n g), b1 = (k 2c+8.., n g); C (16x8) holds
+// c0, c1 = (g, 2c..2c+1), c2, c3 = (g+8, 2c..2c+1). So the C tiles of columns 16j..16j+15 are, packed in
+// pairs, the A fragment of k-chunk j: scores become the next product's operand without leaving registers.
+#pragma once
+
+#ifndef LONGCTX_GPU_EMULATION
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#endif
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "attention/attention.hpp"
+#include "attention/cuda/flash_layout.hpp"
+#include "runtime/core/error.hpp"
+
+// The emulated build gets its own namespace, so its host copies never meet the library's kernels.
+#ifdef LONGCTX_GPU_EMULATION
+#define LONGCTX_KERNELS kernels_emulated
+#else
+#define LONGCTX_KERNELS kernels
+#endif
+
+namespace longctx::cuda::LONGCTX_KERNELS {
+
+constexpr int kThreads = 128;   // 4 warps
+constexpr int kBlockQ = 64;     // forward: query rows per block, 16 per warp
+constexpr int kBlockK = 64;     // forward: key rows per step; backward: key rows per block, 16 per warp
+constexpr int kBwdBlockQ = 32;  // backward: query rows per step
+constexpr int kPad = 8;         // elements (16 bytes) of padding per shared-memory row
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+template <class T> struct Elem;
+template <> struct Elem<__nv_bfloat16> {
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    uint32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    return bits;
+  }
+  static __device__ __forceinline__ __nv_bfloat16 from(float x) { return __float2bfloat16_rn(x); }
+  static __device__ __forceinline__ float to(__nv_bfloat16 x) { return __bfloat162float(x); }
+  static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#ifdef LONGCTX_GPU_EMULATION
+    emulation::mma_m16n8k16(c, a, b0, b1, /*bf16=*/true);
+#else
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+  }
+};
+template <> struct Elem<__half> {
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    uint32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    return bits;
+  }
+  static __device__ __forceinline__ __half from(float x) { return __float2half_rn(x); }
+  static __device__ __forceinline__ float to(__half x) { return __half2float(x); }
+  static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#ifdef LONGCTX_GPU_EMULATION
+    emulation::mma_m16n8k16(c, a, b0, b1, /*bf16=*/false);
+#else
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+  }
+};
+
+#ifdef LONGCTX_GPU_EMULATION
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p) { emulation::ldmatrix_x4(r, p, false); }
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const void* p) { emulation::ldmatrix_x4(r, p, true); }
+// The block's dynamic shared memory.
+__device__ __forceinline__ unsigned char* shared_memory() { return emulation::shared_memory(); }
+#else
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// Four 8x8 matrices; thread i gives the address of row i % 8 of matrix i / 8.
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p)));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p)));
+}
+// The block's dynamic shared memory.
+__device__ __forceinline__ unsigned char* shared_memory() {
+  extern __shared__ __align__(16) unsigned char dynamic_smem[];
+  return dynamic_smem;
+}
+#endif
+
+// Address this lane gives ldmatrix for one 16x16 A fragment at (row0, col0) of a row-major tile with
+// `stride` elements per row: matrices (rows 0-7 | 8-15) x (cols 0-7 | 8-15), row-block fastest.
+template <class T>
+__device__ __forceinline__ const T* a_frag_address(const T* tile, int stride, int row0, int col0, int lane) {
+  return tile + (row0 + lane % 16) * stride + col0 + (lane / 16) * 8;
+}
+// For B = X^T with X row-major [n][k] (keys by head dim): two n-tiles (n0..n0+15) of k-chunk k0.
+// r0, r1 are n-tile 0's b0, b1; r2, r3 n-tile 1's.
+template <class T>
+__device__ __forceinline__ const T* bt_frag_address(const T* tile, int stride, int n0, int k0, int lane) {
+  return tile + (n0 + lane % 8 + (lane / 16) * 8) * stride + k0 + ((lane / 8) % 2) * 8;
+}
+// For B = X with X row-major [k][n], loaded with .trans: k-chunk k0..k0+15, two n-tiles n0..n0+15.
+template <class T>
+__device__ __forceinline__ const T* b_frag_address(const T* tile, int stride, int k0, int n0, int lane) {
+  return tile + (k0 + lane % 8 + ((lane / 8) % 2) * 8) * stride + n0 + (lane / 16) * 8;
+}
+
+#ifdef LONGCTX_GPU_EMULATION
+// Synchronous stand-ins: the data is there at once (a missing wait cannot be seen here, a wrong address can).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  emulation::copy16(smem, gmem, valid);
+}
+__device__ __forceinline__ void cp_async_commit() {}
+template <int N> __device__ __forceinline__ void cp_async_wait() {}
+#else
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  // src-size 0 reads nothing and zero-fills the 16 bytes.
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(smem)), "l"(gmem),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+#endif
+
+struct FlashArgs {
+  const void* q;
+  const void* k;
+  const void* v;
+  const void* dout;
+  float* o;
+  float* lse;
+  const float* delta;
+  float* dq;
+  float* dk;
+  float* dv;
+  long long seq_len, segment, dilation, segments;
+  int batch, heads, head_dim, tiles, causal;
+  HeadOffsets offsets;
+  float scale;  // softmax scale (natural units)
+  // Spanning mode: the branch's segment spreads over `group` ranks of `local_len` rows each and this rank
+  // is member `member`; q, o, lse, dout, delta, dq are this rank's [B, local_len, H, ...] tensors, while
+  // k, v (and dk, dv) are the group's gathered selected rows, [B][H][keys of head h][D].
+  int spanning;
+  long long local_len;
+  int member, group;
+};
+
+using Problem = FlashProblem;
+
+// Decodes blockIdx.x = ((b * segments + s) * H + h) * tiles + tile (spanning: segments = 1). False when
+// the head selects no row there.
+__device__ __forceinline__ bool decode_block(const FlashArgs& a, Problem& p, int& tile) {
+  long long x = blockIdx.x;
+  tile = static_cast<int>(x % a.tiles);
+  x /= a.tiles;
+  const int h = static_cast<int>(x % a.heads);
+  x /= a.heads;
+  if (!a.spanning)
+    return local_problem(x / a.segments, x % a.segments, h, a.seq_len, a.segment, a.dilation, a.heads, a.offsets, p);
+  return spanning_problem(x, h, a.local_len, a.member, a.group, a.dilation, a.heads, a.offsets, p);
+}
+
+// Copies rows t0 .. t0 + ROWS - 1 (row t at row index first + t stride of `src`, D = a.head_dim elements
+// each) into a [ROWS][D + kPad] tile, zero past `count` and past the real head dim. 16-byte cp.async
+// when the head dim is a multiple of 8 (the caller commits); element-wise otherwise.
+template <class T, int D, int ROWS>
+__device__ __forceinline__ void load_rows(T* tile, const T* src, const FlashArgs& a, long long first,
+                                          long long stride, int count, int t0) {
+  constexpr int kStride = D + kPad;
+  if (a.head_dim % 8 == 0) {
+    constexpr int kChunks = D / 8;
+    for (int c = threadIdx.x; c < ROWS * kChunks; c += kThreads) {
+      const int row = c / kChunks, col = (c % kChunks) * 8, t = t0 + row;
+      const bool valid = t < count && col < a.head_dim;
+      const T* from = valid ? src + (first + static_cast<long long>(t) * stride) * a.head_dim + col : src;
+      cp_async16(tile + row * kStride + col, from, valid);
+    }
+  } else {
+    for (int e = threadIdx.x; e < ROWS * D; e += kThreads) {
+      const int row = e / D, col = e % D, t = t0 + row;
+      tile[row * kStride + col] = t < count && col < a.head_dim
+                                      ? src[(first + static_cast<long long>(t) * stride) * a.head_dim + col]
+                                      : Elem<T>::from(0.f);
+    }
+  }
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kThreads) flash_forward_kernel(const FlashArgs a) {
+  constexpr int kStride = D + kPad;
+  unsigned char* smem_raw = shared_memory();
+  T* q_tile = reinterpret_cast<T*>(smem_raw);      // [kBlockQ][kStride]
+  T* k_tiles = q_tile + kBlockQ * kStride;          // [2][kBlockK][kStride]
+  T* v_tiles = k_tiles + 2 * kBlockK * kStride;     // [2][kBlockK][kStride]
+
+  Problem p;
+  int tile;
+  if (!decode_block(a, p, tile)) return;
+  if (a.causal) tile = a.tiles - 1 - tile;  // the longest causal rows first
+  const int t0 = tile * kBlockQ;
+  if (t0 >= p.n_q) return;
+
+  const T* q = static_cast<const T*>(a.q);
+  const T* k = static_cast<const T*>(a.k);
+  const T* v = static_cast<const T*>(a.v);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const int key_end = forward_key_end(p, t0, kBlockQ, a.causal);
+  const int key_tiles = (key_end + kBlockK - 1) / kBlockK;
+  const float scale2 = a.scale * kLog2e;
+
+  load_rows<T, D, kBlockQ>(q_tile, q, a, p.q_first, p.q_stride, p.n_q, t0);
+  load_rows<T, D, kBlockK>(k_tiles, k, a, p.k_first, p.k_stride, p.n_k, 0);
+  load_rows<T, D, kBlockK>(v_tiles, v, a, p.k_first, p.k_stride, p.n_k, 0);
+  cp_async_commit();
+
+  uint32_t qa[D / 16][4];
+  float acc[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+
+  for (int j = 0; j < key_tiles; ++j) {
+    const int stage = j & 1;
+    if (j + 1 < key_tiles) {
+      load_rows<T, D, kBlockK>(k_tiles + (stage ^ 1) * kBlockK * kStride, k, a, p.k_first, p.k_stride, p.n_k,
+                               (j + 1) * kBlockK);
+      load_rows<T, D, kBlockK>(v_tiles + (stage ^ 1) * kBlockK * kStride, v, a, p.k_first, p.k_stride, p.n_k,
+                               (j + 1) * kBlockK);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    if (j == 0) {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(qa[kk], a_frag_address(q_tile, kStride, warp * 16, kk * 16, lane));
+    }
+    const T* k_tile = k_tiles + stage * kBlockK * kStride;
+    const T* v_tile = v_tiles + stage * kBlockK * kStride;
+
+    // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
+    float s[kBlockK / 8][4];
+#pragma unroll
+    for (int n = 0; n < kBlockK / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+      for (int np = 0; np < kBlockK / 16; ++np) {
+        uint32_t b[4];
+        ldsm_x4(b, bt_frag_address(k_tile, kStride, np * 16, kk * 16, lane));
+        Elem<T>::mma(s[2 * np], qa[kk], b[0], b[1]);
+        Elem<T>::mma(s[2 * np + 1], qa[kk], b[2], b[3]);
+      }
+    }
+
+    // Scores in log2 units; keys past the selection, and causal keys after the query, are -inf.
+    const int key0 = j * kBlockK;
+    const bool masked_tile = tile_needs_mask(p, key0, kBlockK, t0, a.causal);
+#pragma unroll
+    for (int n = 0; n < kBlockK / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[n][e] *= scale2;
+        if (masked_tile) {
+          const int key = key0 + n * 8 + 2 * c + (e & 1), query = t0 + warp * 16 + g + (e >> 1) * 8;
+          if (key_hidden(p, key, query, a.causal)) s[n][e] = -INFINITY;
+        }
+      }
+
+    // Online softmax for the thread's two rows (g, g + 8); a row's 4 threads agree on its max.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = m[r];
+#pragma unroll
+      for (int n = 0; n < kBlockK / 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float base = mx == -INFINITY ? 0.f : mx;
+      const float keep = exp2f(m[r] - base);
+      m[r] = mx;
+      l[r] *= keep;
+#pragma unroll
+      for (int d = 0; d < D / 8; ++d) {
+        acc[d][2 * r] *= keep;
+        acc[d][2 * r + 1] *= keep;
+      }
+#pragma unroll
+      for (int n = 0; n < kBlockK / 8; ++n) {
+        s[n][2 * r] = exp2f(s[n][2 * r] - base);
+        s[n][2 * r + 1] = exp2f(s[n][2 * r + 1] - base);
+        l[r] += s[n][2 * r] + s[n][2 * r + 1];
+      }
+    }
+
+    // O += P V, P straight from the score registers.
+#pragma unroll
+    for (int kc = 0; kc < kBlockK / 16; ++kc) {
+      const uint32_t pa[4] = {Elem<T>::pack(s[2 * kc][0], s[2 * kc][1]), Elem<T>::pack(s[2 * kc][2], s[2 * kc][3]),
+                              Elem<T>::pack(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                              Elem<T>::pack(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t b[4];
+        ldsm_x4_trans(b, b_frag_address(v_tile, kStride, kc * 16, dp * 16, lane));
+        Elem<T>::mma(acc[2 * dp], pa, b[0], b[1]);
+        Elem<T>::mma(acc[2 * dp + 1], pa, b[2], b[3]);
+      }
+    }
+    __syncthreads();  // the next iteration's loads overwrite the other stage
+  }
+
+  // Merge this branch into (o, lse): L = logaddexp(old, new); o = e^(old - L) o + e^(new - L) o_branch.
+  float w_old[2], w_new[2], merged[2];
+  long long index[2];
+  bool valid[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float sum = l[r];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const int t = t0 + warp * 16 + g + r * 8;
+    valid[r] = t < p.n_q;
+    index[r] = valid[r] ? p.q_row(t) : 0;
+    const float fresh = (m[r] + log2f(sum)) * kLn2;
+    const float old = valid[r] ? a.lse[index[r]] : -INFINITY;
+    merged[r] = old == -INFINITY ? fresh : fmaxf(old, fresh) + log1pf(expf(-fabsf(old - fresh)));
+    w_old[r] = old == -INFINITY ? 0.f : expf(old - merged[r]);
+    w_new[r] = expf(fresh - merged[r]) / sum;
+  }
+  __syncwarp();  // every lane of a row has read the old lse before lane c == 0 writes the new one
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (!valid[r]) continue;
+    float* out = a.o + index[r] * a.head_dim;
+#pragma unroll
+    for (int d = 0; d < D / 8; ++d)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = d * 8 + 2 * c + e;
+        if (col < a.head_dim) out[col] = w_old[r] * out[col] + w_new[r] * acc[d][2 * r + e];
+      }
+    if (c == 0) a.lse[index[r]] = merged[r];
+  }
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kThreads) flash_backward_kernel(const FlashArgs a) {
+  constexpr int kStride = D + kPad, kDsStride = kBlockK + kPad;
+  unsigned char* smem_raw = shared_memory();
+  T* k_tile = reinterpret_cast<T*>(smem_raw);         // [kBlockK][kStride]
+  T* v_tile = k_tile + kBlockK * kStride;              // [kBlockK][kStride]
+  T* q_tiles = v_tile + kBlockK * kStride;             // [2][kBwdBlockQ][kStride]
+  T* do_tiles = q_tiles + 2 * kBwdBlockQ * kStride;    // [2][kBwdBlockQ][kStride]
+  T* ds_tile = do_tiles + 2 * kBwdBlockQ * kStride;    // [kBwdBlockQ][kDsStride]: dS, query-major
+  float* lse_s = reinterpret_cast<float*>(ds_tile + kBwdBlockQ * kDsStride);  // [2][kBwdBlockQ], log2 units
+  float* delta_s = lse_s + 2 * kBwdBlockQ;                                     // [2][kBwdBlockQ]
+
+  Problem p;
+  int tile;
+  if (!decode_block(a, p, tile)) return;
+  const int k0 = tile * kBlockK;
+  if (k0 >= p.n_k) return;
+
+  const T* q = static_cast<const T*>(a.q);
+  const T* k = static_cast<const T*>(a.k);
+  const T* v = static_cast<const T*>(a.v);
+  const T* dout = static_cast<const T*>(a.dout);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const float scale2 = a.scale * kLog2e;
+  // Causal: queries before this key tile (global index q_base + t < k0) see none of it.
+  const int q_first = backward_first_step(p, k0, kBwdBlockQ, a.causal);
+  const int q_steps = (p.n_q + kBwdBlockQ - 1) / kBwdBlockQ - q_first;
+  if (q_steps <= 0) return;  // no query of this rank sees these keys: they get no gradient here
+
+  auto load_queries = [&](int step, int stage) {
+    const int t0 = (q_first + step) * kBwdBlockQ;
+    load_rows<T, D, kBwdBlockQ>(q_tiles + stage * kBwdBlockQ * kStride, q, a, p.q_first, p.q_stride, p.n_q, t0);
+    load_rows<T, D, kBwdBlockQ>(do_tiles + stage * kBwdBlockQ * kStride, dout, a, p.q_first, p.q_stride, p.n_q, t0);
+    if (threadIdx.x < kBwdBlockQ) {
+      const int t = t0 + threadIdx.x;
+      const bool valid = t < p.n_q;
+      // +inf lse makes P = 0 for rows past the selection.
+      lse_s[stage * kBwdBlockQ + threadIdx.x] = valid ? a.lse[p.q_row(t)] * kLog2e : INFINITY;
+      delta_s[stage * kBwdBlockQ + threadIdx.x] = valid ? a.delta[p.q_row(t)] : 0.f;
+    }
+  };
+
+  load_rows<T, D, kBlockK>(k_tile, k, a, p.k_first, p.k_stride, p.n_k, k0);
+  load_rows<T, D, kBlockK>(v_tile, v, a, p.k_first, p.k_stride, p.n_k, k0);
+  load_queries(0, 0);
+  cp_async_commit();
+
+  float dk_acc[D / 8][4], dv_acc[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk_acc[i][e] = dv_acc[i][e] = 0.f;
+
+  for (int step = 0; step < q_steps; ++step) {
+    const int stage = step & 1;
+    if (step + 1 < q_steps) {
+      load_queries(step + 1, stage ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const T* q_tile = q_tiles + stage * kBwdBlockQ * kStride;
+    const T* do_tile = do_tiles + stage * kBwdBlockQ * kStride;
+    const float* lse_row = lse_s + stage * kBwdBlockQ;
+    const float* delta_row = delta_s + stage * kBwdBlockQ;
+    const int t0 = (q_first + step) * kBwdBlockQ;
+
+    // S^T = K Q^T and dP^T = V dO^T: this warp's 16 keys by the step's 32 queries.
+    float st[kBwdBlockQ / 8][4], dpt[kBwdBlockQ / 8][4];
+#pragma unroll
+    for (int n = 0; n < kBwdBlockQ / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) st[n][e] = dpt[n][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t ka[4], va[4];
+      ldsm_x4(ka, a_frag_address(k_tile, kStride, warp * 16, kk * 16, lane));
+      ldsm_x4(va, a_frag_address(v_tile, kStride, warp * 16, kk * 16, lane));
+#pragma unroll
+      for (int np = 0; np < kBwdBlockQ / 16; ++np) {
+        uint32_t bq[4], bdo[4];
+        ldsm_x4(bq, bt_frag_address(q_tile, kStride, np * 16, kk * 16, lane));
+        ldsm_x4(bdo, bt_frag_address(do_tile, kStride, np * 16, kk * 16, lane));
+        Elem<T>::mma(st[2 * np], ka, bq[0], bq[1]);
+        Elem<T>::mma(st[2 * np + 1], ka, bq[2], bq[3]);
+        Elem<T>::mma(dpt[2 * np], va, bdo[0], bdo[1]);
+        Elem<T>::mma(dpt[2 * np + 1], va, bdo[2], bdo[3]);
+      }
+    }
+
+    // P^T = exp(S^T scale - lse), dS^T = P^T (dP^T - delta) (the softmax scale is applied at the end).
+#pragma unroll
+    for (int n = 0; n < kBwdBlockQ / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = n * 8 + 2 * c + (e & 1);
+        const int key = k0 + warp * 16 + g + (e >> 1) * 8, query = t0 + col;
+        float prob = exp2f(st[n][e] * scale2 - lse_row[col]);
+        if (key_hidden(p, key, query, a.causal)) prob = 0.f;
+        st[n][e] = prob;
+        dpt[n][e] = prob * (dpt[n][e] - delta_row[col]);
+      }
+
+    // dV += P^T dO and dK += dS^T Q, the A operands straight from registers.
+#pragma unroll
+    for (int kc = 0; kc < kBwdBlockQ / 16; ++kc) {
+      const uint32_t pa[4] = {Elem<T>::pack(st[2 * kc][0], st[2 * kc][1]), Elem<T>::pack(st[2 * kc][2], st[2 * kc][3]),
+                              Elem<T>::pack(st[2 * kc + 1][0], st[2 * kc + 1][1]),
+                              Elem<T>::pack(st[2 * kc + 1][2], st[2 * kc + 1][3])};
+      const uint32_t da[4] = {
+          Elem<T>::pack(dpt[2 * kc][0], dpt[2 * kc][1]), Elem<T>::pack(dpt[2 * kc][2], dpt[2 * kc][3]),
+          Elem<T>::pack(dpt[2 * kc + 1][0], dpt[2 * kc + 1][1]), Elem<T>::pack(dpt[2 * kc + 1][2], dpt[2 * kc + 1][3])};
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t b[4];
+        ldsm_x4_trans(b, b_frag_address(do_tile, kStride, kc * 16, dp * 16, lane));
+        Elem<T>::mma(dv_acc[2 * dp], pa, b[0], b[1]);
+        Elem<T>::mma(dv_acc[2 * dp + 1], pa, b[2], b[3]);
+        ldsm_x4_trans(b, b_frag_address(q_tile, kStride, kc * 16, dp * 16, lane));
+        Elem<T>::mma(dk_acc[2 * dp], da, b[0], b[1]);
+        Elem<T>::mma(dk_acc[2 * dp + 1], da, b[2], b[3]);
+      }
+    }
+
+    // dS to shared memory, query-major, for dQ = dS K.
+#pragma unroll
+    for (int n = 0; n < kBwdBlockQ / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        ds_tile[(n * 8 + 2 * c + (e & 1)) * kDsStride + warp * 16 + g + (e >> 1) * 8] = Elem<T>::from(dpt[n][e]);
+    __syncthreads();
+
+    // dQ (32 queries x D) += dS (32 x 64 keys) K: warp w takes query rows (w % 2) * 16 and half the columns.
+    constexpr int kHalf = D / 2;
+    float dq_acc[kHalf / 8][4];
+#pragma unroll
+    for (int n = 0; n < kHalf / 8; ++n) dq_acc[n][0] = dq_acc[n][1] = dq_acc[n][2] = dq_acc[n][3] = 0.f;
+    const int row0 = (warp % 2) * 16, col0 = (warp / 2) * kHalf;
+#pragma unroll
+    for (int kc = 0; kc < kBlockK / 16; ++kc) {
+      uint32_t dsa[4];
+      ldsm_x4(dsa, a_frag_address(ds_tile, kDsStride, row0, kc * 16, lane));
+#pragma unroll
+      for (int dp = 0; dp < kHalf / 16; ++dp) {
+        uint32_t b[4];
+        ldsm_x4_trans(b, b_frag_address(k_tile, kStride, kc * 16, col0 + dp * 16, lane));
+        Elem<T>::mma(dq_acc[2 * dp], dsa, b[0], b[1]);
+        Elem<T>::mma(dq_acc[2 * dp + 1], dsa, b[2], b[3]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int t = t0 + row0 + g + r * 8;
+      if (t >= p.n_q) continue;
+      float* out = a.dq + p.q_row(t) * a.head_dim;
+#pragma unroll
+      for (int n = 0; n < kHalf / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int col = col0 + n * 8 + 2 * c + e;
+          if (col < a.head_dim) atomicAdd(out + col, dq_acc[n][2 * r + e] * a.scale);
+        }
+    }
+    __syncthreads();  // ds_tile and this stage are rewritten next step
+  }
+
+  // This block owns its keys within the branch; earlier branches' launches have finished (one stream).
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int t = k0 + warp * 16 + g + r * 8;
+    if (t >= p.n_k) continue;
+    const long long row = p.k_row(t) * a.head_dim;
+#pragma unroll
+    for (int d = 0; d < D / 8; ++d)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = d * 8 + 2 * c + e;
+        if (col < a.head_dim) {
+          a.dk[row + col] += dk_acc[d][2 * r + e] * a.scale;
+          a.dv[row + col] += dv_acc[d][2 * r + e];
+        }
+      }
+  }
+}
+
+// ---- host side of a launch (shared with the emulation test) -------------------------------------------
+
+template <class T, int D>
+constexpr size_t forward_smem_bytes() {
+  return static_cast<size_t>(kBlockQ + 4 * kBlockK) * (D + kPad) * sizeof(T);
+}
+template <class T, int D>
+constexpr size_t backward_smem_bytes() {
+  return static_cast<size_t>(2 * kBlockK + 4 * kBwdBlockQ) * (D + kPad) * sizeof(T) +
+         static_cast<size_t>(kBwdBlockQ) * (kBlockK + kPad) * sizeof(T) + 4 * kBwdBlockQ * sizeof(float);
+}
+
+// Arguments for branch `branch` over `dims` (local mode), and its grid size in blocks of
+// `rows_per_block` sparse rows.
+inline FlashArgs branch_args(const AttentionParams& params, const AttentionDims& dims, const Branch& branch,
+                      int rows_per_block, long long& blocks) {
+  FlashArgs a{};
+  a.seq_len = dims.seq_len;
+  a.segment = effective_segment_length(branch, dims.seq_len);
+  a.dilation = branch.dilation;
+  a.segments = segment_count(branch, dims.seq_len);
+  a.batch = static_cast<int>(dims.batch);
+  a.heads = static_cast<int>(dims.heads);
+  a.head_dim = static_cast<int>(dims.head_dim);
+  const long long selected_max = (a.segment + a.dilation - 1) / a.dilation;
+  a.tiles = static_cast<int>((selected_max + rows_per_block - 1) / rows_per_block);
+  a.causal = params.causal ? 1 : 0;
+  a.offsets = params.offsets;
+  a.scale = static_cast<float>(resolved_scale(params, dims.head_dim));
+  blocks = dims.batch * a.segments * dims.heads * a.tiles;
+  if (blocks > std::numeric_limits<int>::max())
+    throw UsageError("--device cuda: " + std::to_string(blocks) + " blocks for one branch is above one launch's limit");
+  return a;
+}
+
+// Spanning mode: one segment of `group` ranks x dims.seq_len rows, this rank `member`. Blocks tile the
+// query rows (forward: up to ceil(L / r) per head) or the keys (backward: up to ceil(g L / r)).
+inline FlashArgs spanning_args(const AttentionParams& params, const AttentionDims& local, const Branch& branch, int member,
+                        int group, bool over_keys, int rows_per_block, long long& blocks) {
+  if (member < 0 || member >= group) throw InternalError("flash: member " + std::to_string(member) + " of a group of " + std::to_string(group));
+  FlashArgs a = branch_args(params, local, branch, rows_per_block, blocks);
+  a.spanning = 1;
+  a.local_len = local.seq_len;
+  a.member = member;
+  a.group = group;
+  a.segments = 1;
+  const long long rows = over_keys ? group * local.seq_len : local.seq_len;
+  const long long selected_max = (rows + branch.dilation - 1) / branch.dilation;
+  a.tiles = static_cast<int>((selected_max + rows_per_block - 1) / rows_per_block);
+  blocks = local.batch * local.heads * a.tiles;
+  if (blocks > std::numeric_limits<int>::max())
+    throw UsageError("--device cuda: " + std::to_string(blocks) + " blocks for one branch is above one launch's limit");
+  return a;
+}
+
+}  // namespace longctx::cuda::LONGCTX_KERNELS

@@ -1,0 +1,219 @@
+// The CPU stand-in for CUDA kernel source: see gpu_emulation.hpp.
+#include "gpu_emulation.hpp"
+
+#include <array>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+namespace longctx::cuda::emulation {
+
+thread_local EmulatedDim3 thread_idx, block_idx, block_dim, grid_dim;
+
+namespace {
+
+class Barrier {
+ public:
+  explicit Barrier(int count) : count_(count) {}
+  void wait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const uint64_t generation = generation_;
+    if (++waiting_ == count_) {
+      waiting_ = 0;
+      ++generation_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return generation_ != generation; });
+    }
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  int count_, waiting_ = 0;
+  uint64_t generation_ = 0;
+};
+
+// One warp's meeting place: each lane posts its operands in its slot, all meet, each computes its result.
+struct Warp {
+  Barrier barrier{32};
+  std::array<std::array<uint32_t, 8>, 32> words{};
+  std::array<const void*, 32> addresses{};
+  std::array<float, 32> values{};
+};
+
+struct Block {
+  std::vector<unsigned char> shared;
+  std::unique_ptr<Barrier> barrier;
+  std::vector<std::unique_ptr<Warp>> warps;
+};
+
+thread_local Block* current = nullptr;
+std::mutex atomic_mutex;
+
+Warp& my_warp() { return *current->warps[thread_idx.x / 32]; }
+int my_lane() { return static_cast<int>(thread_idx.x % 32); }
+
+float low(uint32_t word, bool bf16) {
+  const uint16_t bits = static_cast<uint16_t>(word & 0xffffu);
+  return bf16 ? bf16_value(bits) : fp16_value(bits);
+}
+float high(uint32_t word, bool bf16) {
+  const uint16_t bits = static_cast<uint16_t>(word >> 16);
+  return bf16 ? bf16_value(bits) : fp16_value(bits);
+}
+
+}  // namespace
+
+unsigned char* shared_memory() { return current->shared.data(); }
+void sync_block() { current->barrier->wait(); }
+void sync_warp() { my_warp().barrier.wait(); }
+
+float shfl_xor(float value, int lane_mask) {
+  Warp& w = my_warp();
+  const int lane = my_lane();
+  w.values[static_cast<size_t>(lane)] = value;
+  w.barrier.wait();
+  const float other = w.values[static_cast<size_t>(lane ^ lane_mask)];
+  w.barrier.wait();
+  return other;
+}
+
+// mma.m16n8k16 .row.col, f32 accumulators. From the PTX ISA's fragment tables, with groupID = lane >> 2
+// and threadID_in_group = lane % 4: A element i of a lane (two per register, low half first) sits at
+// row groupID (+8 for i in {2,3,6,7}), col 2 threadID_in_group + (i & 1) (+8 for i >= 4); B element i
+// at row (k) 2 threadID_in_group + (i & 1) (+8 for i >= 2), col (n) groupID; C element i at row groupID
+// (+8 for i >= 2), col 2 threadID_in_group + (i & 1).
+void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, bool bf16) {
+  Warp& w = my_warp();
+  const int lane = my_lane();
+  auto& mine = w.words[static_cast<size_t>(lane)];
+  for (int i = 0; i < 4; ++i) mine[static_cast<size_t>(i)] = a[i];
+  mine[4] = b0;
+  mine[5] = b1;
+  w.barrier.wait();
+  float A[16][16], B[16][8];
+  for (int l = 0; l < 32; ++l) {
+    const auto& x = w.words[static_cast<size_t>(l)];
+    const int g = l >> 2, t = l % 4;
+    for (int i = 0; i < 8; ++i) {
+      const int row = g + ((i == 2 || i == 3 || i == 6 || i == 7) ? 8 : 0);
+      const int col = 2 * t + (i & 1) + (i >= 4 ? 8 : 0);
+      const uint32_t word = x[static_cast<size_t>(i / 2)];
+      A[row][col] = (i & 1) ? high(word, bf16) : low(word, bf16);
+    }
+    for (int i = 0; i < 4; ++i) {
+      const int k = 2 * t + (i & 1) + (i >= 2 ? 8 : 0);
+      const uint32_t word = x[static_cast<size_t>(4 + i / 2)];
+      B[k][g] = (i & 1) ? high(word, bf16) : low(word, bf16);
+    }
+  }
+  const int g = lane >> 2, t = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+    float sum = c[i];
+    for (int k = 0; k < 16; ++k) sum += A[row][k] * B[k][col];
+    c[i] = sum;
+  }
+  w.barrier.wait();
+}
+
+// ldmatrix.m8n8.x4(.trans).b16: lanes 8j..8j+7 give the row addresses of matrix j; without .trans a lane
+// receives row lane / 4, elements 2 (lane % 4) and 2 (lane % 4) + 1 of each matrix (low half first);
+// with .trans the same positions of the transposed matrix.
+void ldmatrix_x4(uint32_t (&r)[4], const void* address, bool trans) {
+  Warp& w = my_warp();
+  const int lane = my_lane();
+  w.addresses[static_cast<size_t>(lane)] = address;
+  w.barrier.wait();
+  for (int j = 0; j < 4; ++j) {
+    auto element = [&](int row, int col) {
+      const auto* p = static_cast<const uint16_t*>(w.addresses[static_cast<size_t>(8 * j + row)]);
+      return static_cast<uint32_t>(p[col]);
+    };
+    const int row = lane / 4, col = 2 * (lane % 4);
+    const uint32_t lo = trans ? element(col, row) : element(row, col);
+    const uint32_t hi = trans ? element(col + 1, row) : element(row, col + 1);
+    r[j] = lo | (hi << 16);
+  }
+  w.barrier.wait();
+}
+
+void copy16(void* smem, const void* gmem, bool valid) {
+  if (valid) std::memcpy(smem, gmem, 16);
+  else std::memset(smem, 0, 16);
+}
+
+float atomic_add(float* address, float value) {
+  std::lock_guard<std::mutex> lock(atomic_mutex);
+  const float old = *address;
+  *address = old + value;
+  return old;
+}
+
+void launch(unsigned blocks, unsigned threads, size_t shared_bytes, const std::function<void()>& body) {
+  if (threads % 32 != 0) throw std::invalid_argument("emulation: threads must be whole warps");
+  for (unsigned b = 0; b < blocks; ++b) {
+    Block block;
+    block.shared.assign(shared_bytes, 0xff);
+    block.barrier = std::make_unique<Barrier>(static_cast<int>(threads));
+    for (unsigned w = 0; w < threads / 32; ++w) block.warps.push_back(std::make_unique<Warp>());
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        thread_idx = {t, 0, 0};
+        block_idx = {b, 0, 0};
+        block_dim = {threads, 1, 1};
+        grid_dim = {blocks, 1, 1};
+        current = &block;
+        body();
+      });
+    for (auto& th : pool) th.join();
+  }
+}
+
+uint16_t bf16_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+float bf16_value(uint16_t bits) {
+  const uint32_t u = static_cast<uint32_t>(bits) << 16;
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+uint16_t fp16_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+  const uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
+  if (a >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520 rounds to infinity
+  if (a < 0x38800000u) {                                               // below 2^-14: subnormal units 2^-24
+    float m;
+    std::memcpy(&m, &a, 4);
+    return static_cast<uint16_t>(sign | static_cast<uint16_t>(std::nearbyint(m * 16777216.0f)));
+  }
+  uint32_t h = ((a >> 23) - 112u) << 10 | ((a & 0x7fffffu) >> 13);
+  const uint32_t rest = a & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;
+  return static_cast<uint16_t>(sign | h);
+}
+
+float fp16_value(uint16_t bits) {
+  const float sign = (bits & 0x8000u) ? -1.f : 1.f;
+  const int exponent = (bits >> 10) & 0x1f, mantissa = bits & 0x3ff;
+  if (exponent == 0) return sign * std::ldexp(static_cast<float>(mantissa), -24);
+  if (exponent == 31) return mantissa ? NAN : sign * INFINITY;
+  return sign * std::ldexp(1.f + static_cast<float>(mantissa) / 1024.f, exponent - 15);
+}
+
+}  // namespace longctx::cuda::emulation

@@ -1,0 +1,85 @@
+// Runs CUDA kernel source on the CPU, for tests: the CUDA names the tensor-core kernels use
+// (attention/cuda/flash_kernels.cuh) as host code, one host thread per GPU thread of a block, blocks one
+// after another. __syncthreads / __syncwarp are barriers; the warp instructions (mma.sync m16n8k16,
+// ldmatrix .x4 / .x4.trans, shfl.xor) are collective: every lane posts its operands, then computes its
+// result from all of them by the fragment layouts of the PTX ISA, written out here a second time from
+// the ISA's tables (not shared with the kernels); cp.async is a synchronous copy. bf16 / fp16 are bit-exact
+// (round to nearest even). Shared memory starts as 0xff bytes (NaN in bf16 and fp16), so a read of a tile
+// element the kernel never wrote shows up in the results.
+#pragma once
+
+#define LONGCTX_GPU_EMULATION 1
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+
+// ---- CUDA keywords and built-in variables --------------------------------------------------------------
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+
+struct EmulatedDim3 {
+  unsigned x = 0, y = 0, z = 0;
+};
+
+namespace longctx::cuda::emulation {
+
+extern thread_local EmulatedDim3 thread_idx, block_idx, block_dim, grid_dim;
+
+unsigned char* shared_memory();
+void sync_block();
+void sync_warp();
+float shfl_xor(float value, int lane_mask);
+void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, bool bf16);
+void ldmatrix_x4(uint32_t (&r)[4], const void* address, bool trans);
+void copy16(void* smem, const void* gmem, bool valid);
+float atomic_add(float* address, float value);
+
+// Runs body() as `threads` threads of each of `blocks` blocks, with `shared_bytes` of shared memory each.
+void launch(unsigned blocks, unsigned threads, size_t shared_bytes, const std::function<void()>& body);
+
+// bf16 / fp16 bits <-> float, round to nearest even.
+uint16_t bf16_bits(float x);
+float bf16_value(uint16_t bits);
+uint16_t fp16_bits(float x);
+float fp16_value(uint16_t bits);
+
+}  // namespace longctx::cuda::emulation
+
+#define threadIdx (::longctx::cuda::emulation::thread_idx)
+#define blockIdx (::longctx::cuda::emulation::block_idx)
+#define blockDim (::longctx::cuda::emulation::block_dim)
+#define gridDim (::longctx::cuda::emulation::grid_dim)
+
+inline void __syncthreads() { longctx::cuda::emulation::sync_block(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { longctx::cuda::emulation::sync_warp(); }
+inline float __shfl_xor_sync(unsigned, float value, int lane_mask) {
+  return longctx::cuda::emulation::shfl_xor(value, lane_mask);
+}
+inline float atomicAdd(float* address, float value) { return longctx::cuda::emulation::atomic_add(address, value); }
+
+// ---- bf16 / fp16 ------------------------------------------------------------------------------------------
+struct __nv_bfloat16 {
+  uint16_t bits;
+};
+struct __nv_bfloat162 {
+  __nv_bfloat16 x, y;  // x in the low half
+};
+struct __half {
+  uint16_t bits;
+};
+struct __half2 {
+  __half x, y;
+};
+inline __nv_bfloat16 __float2bfloat16_rn(float x) { return {longctx::cuda::emulation::bf16_bits(x)}; }
+inline float __bfloat162float(__nv_bfloat16 x) { return longctx::cuda::emulation::bf16_value(x.bits); }
+inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) {
+  return {__float2bfloat16_rn(lo), __float2bfloat16_rn(hi)};
+}
+inline __half __float2half_rn(float x) { return {longctx::cuda::emulation::fp16_bits(x)}; }
+inline float __half2float(__half x) { return longctx::cuda::emulation::fp16_value(x.bits); }
+inline __half2 __floats2half2_rn(float lo, float hi) { return {__float2half_rn(lo), __float2half_rn(hi)}; }

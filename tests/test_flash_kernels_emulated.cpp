@@ -1,0 +1,232 @@
+// The tensor-core kernels' own source (attention/cuda/flash_kernels.cuh) run on the CPU by the GPU
+// emulation (gpu_emulation.hpp: a host thread per GPU thread, the warp instructions emulated from the PTX
+// ISA's fragment tables), against the double reference on rounded inputs: forward and backward, bf16 and
+// fp16, local branches on awkward shapes and a spanning branch on 2 emulated ranks. What this cannot see:
+// timing, missing cp.async waits (copies are synchronous here), and any misreading of the ISA shared by
+// the kernels and the emulator's fragment tables. Slow (threads and barriers): small shapes only.
+#include "gpu_emulation.hpp"  // first: the CUDA names for the kernel source
+
+#include "attention/cuda/flash_kernels.cuh"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "attention/reference.hpp"
+#include "attention_cases.hpp"
+#include "test_util.hpp"
+
+namespace longctx::cuda {
+namespace {
+
+namespace K = kernels_emulated;
+using longctx::testing::AttentionCase;
+using longctx::testing::random_tensor;
+using longctx::testing::rows_of;
+
+template <class T> T to_elem(float x);
+template <> __nv_bfloat16 to_elem<__nv_bfloat16>(float x) { return {emulation::bf16_bits(x)}; }
+template <> __half to_elem<__half>(float x) { return {emulation::fp16_bits(x)}; }
+template <class T> float from_elem(T x);
+template <> float from_elem<__nv_bfloat16>(__nv_bfloat16 x) { return emulation::bf16_value(x.bits); }
+template <> float from_elem<__half>(__half x) { return emulation::fp16_value(x.bits); }
+
+template <class T>
+std::vector<T> convert(const Tensor& t) {
+  std::vector<T> out(static_cast<size_t>(t.size()));
+  for (int64_t i = 0; i < t.size(); ++i) out[static_cast<size_t>(i)] = to_elem<T>(t[i]);
+  return out;
+}
+
+template <class T>
+Tensor back(const std::vector<T>& x, const Shape& shape) {
+  Tensor t(shape);
+  for (int64_t i = 0; i < t.size(); ++i) t[i] = from_elem<T>(x[static_cast<size_t>(i)]);
+  return t;
+}
+
+template <class T, int D>
+void launch_forward(const K::FlashArgs& a, long long blocks) {
+  emulation::launch(static_cast<unsigned>(blocks), K::kThreads, K::forward_smem_bytes<T, D>(),
+                    [&] { K::flash_forward_kernel<T, D>(a); });
+}
+template <class T, int D>
+void launch_backward(const K::FlashArgs& a, long long blocks) {
+  emulation::launch(static_cast<unsigned>(blocks), K::kThreads, K::backward_smem_bytes<T, D>(),
+                    [&] { K::flash_backward_kernel<T, D>(a); });
+}
+template <class T>
+void forward(const K::FlashArgs& a, long long blocks, int64_t head_dim) {
+  if (head_dim <= 32) launch_forward<T, 32>(a, blocks);
+  else if (head_dim <= 64) launch_forward<T, 64>(a, blocks);
+  else launch_forward<T, 128>(a, blocks);
+}
+template <class T>
+void backward(const K::FlashArgs& a, long long blocks, int64_t head_dim) {
+  if (head_dim <= 32) launch_backward<T, 32>(a, blocks);
+  else if (head_dim <= 64) launch_backward<T, 64>(a, blocks);
+  else launch_backward<T, 128>(a, blocks);
+}
+
+double relative_error(const Tensor& actual, const Tensor& expected) {
+  double diff = 0, scale = 0;
+  for (int64_t i = 0; i < expected.size(); ++i) {
+    diff = std::max(diff, std::fabs(static_cast<double>(actual[i]) - expected[i]));
+    scale = std::max(scale, std::fabs(static_cast<double>(expected[i])));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+// delta = rowsum(dout * o), from the element-type dout as the delta kernel computes it.
+template <class T>
+std::vector<float> delta_of(const std::vector<T>& dout, const Tensor& o, int64_t head_dim) {
+  std::vector<float> delta(static_cast<size_t>(o.size() / head_dim), 0.f);
+  for (size_t r = 0; r < delta.size(); ++r)
+    for (int64_t d = 0; d < head_dim; ++d)
+      delta[r] += from_elem<T>(dout[r * static_cast<size_t>(head_dim) + static_cast<size_t>(d)]) *
+                  o[static_cast<int64_t>(r) * head_dim + d];
+  return delta;
+}
+
+template <class T>
+void check_local(const AttentionCase& c, bool causal, HeadOffsets offsets, double tol_fwd, double tol_bwd,
+                 uint64_t seed) {
+  const AttentionParams params = c.params(causal, offsets);
+  const Shape shape = c.shape();
+  const Tensor q = random_tensor(shape, seed, 1.5f), k = random_tensor(shape, seed + 1, 1.5f),
+               v = random_tensor(shape, seed + 2), dout = random_tensor(shape, seed + 3);
+  const std::vector<T> q16 = convert<T>(q), k16 = convert<T>(k), v16 = convert<T>(v), do16 = convert<T>(dout);
+  AttentionDims dims;
+  dims.batch = c.B;
+  dims.seq_len = c.N;
+  dims.heads = c.H;
+  dims.head_dim = c.D;
+  Tensor o(shape), lse(lse_shape(shape));
+  for (int64_t i = 0; i < lse.size(); ++i) lse[i] = -INFINITY;
+  for (const Branch& branch : params.schedule.branches) {
+    long long blocks = 0;
+    K::FlashArgs a = K::branch_args(params, dims, branch, K::kBlockQ, blocks);
+    a.q = q16.data();
+    a.k = k16.data();
+    a.v = v16.data();
+    a.o = o.data();
+    a.lse = lse.data();
+    forward<T>(a, blocks, c.D);
+  }
+  Tensor o_ref, lse_ref, dq_ref, dk_ref, dv_ref;
+  const Tensor qr = back(q16, shape), kr = back(k16, shape), vr = back(v16, shape), dor = back(do16, shape);
+  reference_forward(params, qr, kr, vr, o_ref, lse_ref);
+  EXPECT_LE(relative_error(o, o_ref), tol_fwd) << "o";
+  EXPECT_LE(relative_error(lse, lse_ref), 1e-5) << "lse";
+
+  const std::vector<float> delta = delta_of(do16, o, c.D);
+  Tensor dq(shape), dk(shape), dv(shape);
+  for (const Branch& branch : params.schedule.branches) {
+    long long blocks = 0;
+    K::FlashArgs a = K::branch_args(params, dims, branch, K::kBlockK, blocks);
+    a.q = q16.data();
+    a.k = k16.data();
+    a.v = v16.data();
+    a.dout = do16.data();
+    a.lse = lse.data();
+    a.delta = delta.data();
+    a.dq = dq.data();
+    a.dk = dk.data();
+    a.dv = dv.data();
+    backward<T>(a, blocks, c.D);
+  }
+  reference_backward(params, qr, kr, vr, o_ref, lse_ref, dor, dq_ref, dk_ref, dv_ref);
+  EXPECT_LE(relative_error(dq, dq_ref), tol_bwd) << "dq";
+  EXPECT_LE(relative_error(dk, dk_ref), tol_bwd) << "dk";
+  EXPECT_LE(relative_error(dv, dv_ref), tol_bwd) << "dv";
+}
+
+std::vector<AttentionCase> small_cases() {
+  return {
+      {"odd_n_partial", 1, 37, 3, 24, {8, 16}, {1, 2}},
+      {"w_gt_n_h_not_multiple", 1, 100, 5, 24, {64, 128}, {1, 3}},
+      {"batch_h_lt_r", 2, 70, 2, 16, {30, 70}, {1, 5}},
+      {"tiny_d", 2, 50, 2, 3, {7}, {1}},
+      {"two_key_tiles_d64", 1, 150, 1, 64, {150}, {1}},
+      {"d128", 1, 80, 1, 128, {80, 40}, {1, 2}},
+  };
+}
+
+TEST(FlashKernelsEmulated, Bf16LocalBranchesMatchReference) {
+  uint64_t seed = 40;
+  int variant = 0;
+  for (const AttentionCase& c : small_cases()) {
+    for (bool causal : {false, true}) {  // both maskings; the offset mode alternates to bound the time
+      const HeadOffsets offsets = variant++ % 2 ? HeadOffsets::grouped : HeadOffsets::paper;
+      SCOPED_TRACE(c.name + (causal ? " causal " : " full ") + to_string(offsets));
+      check_local<__nv_bfloat16>(c, causal, offsets, 2e-2, 5e-2, seed += 4);
+    }
+  }
+}
+
+TEST(FlashKernelsEmulated, Fp16LocalBranchesMatchReference) {
+  const AttentionCase c{"fp16", 1, 90, 2, 40, {32, 90}, {1, 2}};
+  for (bool causal : {false, true}) {
+    SCOPED_TRACE(causal ? "causal" : "full");
+    check_local<__half>(c, causal, HeadOffsets::paper, 4e-3, 1e-2, causal ? 7 : 3);
+  }
+}
+
+// A branch spanning 2 emulated ranks of L = 70 rows (rank 1's queries start at sparse index 70 = 6 mod 64),
+// causal: each rank's queries against the group's keys laid out as the driver lays them out.
+TEST(FlashKernelsEmulated, SpanningBranchMatchesReference) {
+  using T = __nv_bfloat16;
+  const int64_t L = 70, P = 2, N = L * P, H = 3, D = 32;
+  AttentionParams params;
+  params.schedule = make_schedule({N}, {1}, false);
+  params.causal = true;
+  params.offsets = HeadOffsets::paper;
+  const Shape shape{1, N, H, D};
+  const Tensor q = back(convert<T>(random_tensor(shape, 61, 1.5f)), shape),
+               k = back(convert<T>(random_tensor(shape, 62, 1.5f)), shape), v = back(convert<T>(random_tensor(shape, 63)), shape);
+  Tensor o_ref, lse_ref;
+  reference_forward(params, q, k, v, o_ref, lse_ref);
+  const Branch branch = params.schedule.branches[0];
+  for (int me = 0; me < P; ++me) {
+    SCOPED_TRACE("rank " + std::to_string(me));
+    const Tensor ql = rows_of(q, me * L, L);
+    const std::vector<T> q16 = convert<T>(ql);
+    // The group's selected K / V rows in position order per (b, h) (what the driver's gather builds).
+    const SpanLayout lay(1, H, D, L, branch.dilation, P, me, params.offsets);
+    std::vector<T> kt(static_cast<size_t>(lay.keys_all() * D)), vt(kt.size());
+    for (int mm = 0; mm < P; ++mm) {
+      const SpanLayout owner(1, H, D, L, branch.dilation, P, mm, params.offsets);
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t t = 0; t < owner.rows_of(mm, h); ++t) {
+          const int64_t global_row = mm * L + owner.first_row(h) + t * branch.dilation;
+          for (int64_t d = 0; d < D; ++d) {
+            const size_t at = static_cast<size_t>(lay.tile_offset(mm, 0, h) + t * D + d);
+            kt[at] = to_elem<T>(k[(global_row * H + h) * D + d]);
+            vt[at] = to_elem<T>(v[(global_row * H + h) * D + d]);
+          }
+        }
+    }
+    AttentionDims local;
+    local.batch = 1;
+    local.seq_len = L;
+    local.heads = H;
+    local.head_dim = D;
+    Tensor o(ql.shape()), lse(lse_shape(ql.shape()));
+    for (int64_t i = 0; i < lse.size(); ++i) lse[i] = -INFINITY;
+    long long blocks = 0;
+    K::FlashArgs a = K::spanning_args(params, local, branch, me, static_cast<int>(P), false, K::kBlockQ, blocks);
+    a.q = q16.data();
+    a.k = kt.data();
+    a.v = vt.data();
+    a.o = o.data();
+    a.lse = lse.data();
+    forward<T>(a, blocks, D);
+    EXPECT_LE(relative_error(o, rows_of(o_ref, me * L, L)), 2e-2) << "o";
+    EXPECT_LE(relative_error(lse, rows_of(lse_ref, me * L, L)), 1e-5) << "lse";
+  }
+}
+
+}  // namespace
+}  // namespace longctx::cuda
