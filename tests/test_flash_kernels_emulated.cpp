@@ -1,7 +1,7 @@
 // The tensor-core kernels' own source (attention/cuda/flash_kernels.cuh) run on the CPU by the GPU
 // emulation (gpu_emulation.hpp: a host thread per GPU thread, the warp instructions emulated from the PTX
 // ISA's fragment tables), against the double reference on rounded inputs: forward and backward, bf16 and
-// fp16, local branches on awkward shapes and a spanning branch on 2 emulated ranks. What this cannot see:
+// fp16, local branches on awkward shapes and a spanning branch on 2 emulated ranks (forward and backward). What this cannot see:
 // timing, missing cp.async waits (copies are synchronous here), and any misreading of the ISA shared by
 // the kernels and the emulator's fragment tables. Slow (threads and barriers): small shapes only.
 #include "gpu_emulation.hpp"  // first: the CUDA names for the kernel source
@@ -175,56 +175,119 @@ TEST(FlashKernelsEmulated, Fp16LocalBranchesMatchReference) {
 }
 
 // A branch spanning 2 emulated ranks of L = 70 rows (rank 1's queries start at sparse index 70 = 6 mod 64),
-// causal: each rank's queries against the group's keys laid out as the driver lays them out.
+// causal, with a local branch before it: each rank's queries against the group's keys laid out as the
+// driver lays them out; backward, each rank's dK / dV of the gathered keys summed onto their owners.
 TEST(FlashKernelsEmulated, SpanningBranchMatchesReference) {
   using T = __nv_bfloat16;
   const int64_t L = 70, P = 2, N = L * P, H = 3, D = 32;
   AttentionParams params;
-  params.schedule = make_schedule({N}, {1}, false);
+  params.schedule = make_schedule({35, N}, {1, 2}, false);
   params.causal = true;
   params.offsets = HeadOffsets::paper;
   const Shape shape{1, N, H, D};
   const Tensor q = back(convert<T>(random_tensor(shape, 61, 1.5f)), shape),
-               k = back(convert<T>(random_tensor(shape, 62, 1.5f)), shape), v = back(convert<T>(random_tensor(shape, 63)), shape);
-  Tensor o_ref, lse_ref;
+               k = back(convert<T>(random_tensor(shape, 62, 1.5f)), shape),
+               v = back(convert<T>(random_tensor(shape, 63)), shape), dout = back(convert<T>(random_tensor(shape, 64)), shape);
+  Tensor o_ref, lse_ref, dq_ref, dk_ref, dv_ref;
   reference_forward(params, q, k, v, o_ref, lse_ref);
-  const Branch branch = params.schedule.branches[0];
-  for (int me = 0; me < P; ++me) {
-    SCOPED_TRACE("rank " + std::to_string(me));
-    const Tensor ql = rows_of(q, me * L, L);
-    const std::vector<T> q16 = convert<T>(ql);
-    // The group's selected K / V rows in position order per (b, h) (what the driver's gather builds).
-    const SpanLayout lay(1, H, D, L, branch.dilation, P, me, params.offsets);
-    std::vector<T> kt(static_cast<size_t>(lay.keys_all() * D)), vt(kt.size());
+  reference_backward(params, q, k, v, o_ref, lse_ref, dout, dq_ref, dk_ref, dv_ref);
+  const Branch local_branch = params.schedule.branches[0], span = params.schedule.branches[1];
+  AttentionDims local;
+  local.batch = 1;
+  local.seq_len = L;
+  local.heads = H;
+  local.head_dim = D;
+  // The gathered tiles (identical on both ranks of the group) and where each owner's rows sit in them.
+  const SpanLayout lay(1, H, D, L, span.dilation, P, 0, params.offsets);
+  std::vector<T> kt(static_cast<size_t>(lay.keys_all() * D)), vt(kt.size());
+  auto for_each_gathered_row = [&](auto&& visit) {  // visit(owner, local row, head, tile element offset)
     for (int mm = 0; mm < P; ++mm) {
-      const SpanLayout owner(1, H, D, L, branch.dilation, P, mm, params.offsets);
+      const SpanLayout owner(1, H, D, L, span.dilation, P, mm, params.offsets);
       for (int64_t h = 0; h < H; ++h)
-        for (int64_t t = 0; t < owner.rows_of(mm, h); ++t) {
-          const int64_t global_row = mm * L + owner.first_row(h) + t * branch.dilation;
-          for (int64_t d = 0; d < D; ++d) {
-            const size_t at = static_cast<size_t>(lay.tile_offset(mm, 0, h) + t * D + d);
-            kt[at] = to_elem<T>(k[(global_row * H + h) * D + d]);
-            vt[at] = to_elem<T>(v[(global_row * H + h) * D + d]);
-          }
-        }
+        for (int64_t t = 0; t < owner.rows_of(mm, h); ++t)
+          visit(mm, owner.first_row(h) + t * span.dilation, h, lay.tile_offset(mm, 0, h) + t * D);
     }
-    AttentionDims local;
-    local.batch = 1;
-    local.seq_len = L;
-    local.heads = H;
-    local.head_dim = D;
-    Tensor o(ql.shape()), lse(lse_shape(ql.shape()));
-    for (int64_t i = 0; i < lse.size(); ++i) lse[i] = -INFINITY;
+  };
+  for_each_gathered_row([&](int mm, int64_t row, int64_t h, int64_t at) {
+    for (int64_t d = 0; d < D; ++d) {
+      kt[static_cast<size_t>(at + d)] = to_elem<T>(k[((mm * L + row) * H + h) * D + d]);
+      vt[static_cast<size_t>(at + d)] = to_elem<T>(v[((mm * L + row) * H + h) * D + d]);
+    }
+  });
+  std::vector<Tensor> o(P), lse(P), dq(P), dk(P), dv(P);
+  std::vector<std::vector<T>> q16(P), k16(P), v16(P), do16(P);
+  std::vector<float> dkt_sum(kt.size(), 0.f), dvt_sum(kt.size(), 0.f);
+  for (int me = 0; me < P; ++me) {
+    q16[me] = convert<T>(rows_of(q, me * L, L));
+    k16[me] = convert<T>(rows_of(k, me * L, L));
+    v16[me] = convert<T>(rows_of(v, me * L, L));
+    do16[me] = convert<T>(rows_of(dout, me * L, L));
+    const Shape mine{1, L, H, D};
+    o[me] = Tensor(mine);
+    lse[me] = Tensor(lse_shape(mine));
+    for (int64_t i = 0; i < lse[me].size(); ++i) lse[me][i] = -INFINITY;
     long long blocks = 0;
-    K::FlashArgs a = K::spanning_args(params, local, branch, me, static_cast<int>(P), false, K::kBlockQ, blocks);
-    a.q = q16.data();
+    K::FlashArgs a = K::branch_args(params, local, local_branch, K::kBlockQ, blocks);
+    a.q = q16[me].data();
+    a.k = k16[me].data();
+    a.v = v16[me].data();
+    a.o = o[me].data();
+    a.lse = lse[me].data();
+    forward<T>(a, blocks, D);
+    a = K::spanning_args(params, local, span, me, static_cast<int>(P), false, K::kBlockQ, blocks);
+    a.q = q16[me].data();
     a.k = kt.data();
     a.v = vt.data();
-    a.o = o.data();
-    a.lse = lse.data();
+    a.o = o[me].data();
+    a.lse = lse[me].data();
     forward<T>(a, blocks, D);
-    EXPECT_LE(relative_error(o, rows_of(o_ref, me * L, L)), 2e-2) << "o";
-    EXPECT_LE(relative_error(lse, rows_of(lse_ref, me * L, L)), 1e-5) << "lse";
+    SCOPED_TRACE("rank " + std::to_string(me));
+    EXPECT_LE(relative_error(o[me], rows_of(o_ref, me * L, L)), 2e-2) << "o";
+    EXPECT_LE(relative_error(lse[me], rows_of(lse_ref, me * L, L)), 1e-5) << "lse";
+
+    const std::vector<float> delta = delta_of(do16[me], o[me], D);
+    dq[me] = Tensor(mine);
+    dk[me] = Tensor(mine);
+    dv[me] = Tensor(mine);
+    a = K::branch_args(params, local, local_branch, K::kBlockK, blocks);
+    a.q = q16[me].data();
+    a.k = k16[me].data();
+    a.v = v16[me].data();
+    a.dout = do16[me].data();
+    a.lse = lse[me].data();
+    a.delta = delta.data();
+    a.dq = dq[me].data();
+    a.dk = dk[me].data();
+    a.dv = dv[me].data();
+    backward<T>(a, blocks, D);
+    std::vector<float> dkt(kt.size(), 0.f), dvt(kt.size(), 0.f);
+    a = K::spanning_args(params, local, span, me, static_cast<int>(P), true, K::kBlockK, blocks);
+    a.q = q16[me].data();
+    a.k = kt.data();
+    a.v = vt.data();
+    a.dout = do16[me].data();
+    a.lse = lse[me].data();
+    a.delta = delta.data();
+    a.dq = dq[me].data();
+    a.dk = dkt.data();
+    a.dv = dvt.data();
+    backward<T>(a, blocks, D);
+    for (size_t i = 0; i < dkt.size(); ++i) {  // the reduce-scatter's sum over the group
+      dkt_sum[i] += dkt[i];
+      dvt_sum[i] += dvt[i];
+    }
+  }
+  for_each_gathered_row([&](int mm, int64_t row, int64_t h, int64_t at) {  // back onto the owners' rows
+    for (int64_t d = 0; d < D; ++d) {
+      dk[mm][(row * H + h) * D + d] += dkt_sum[static_cast<size_t>(at + d)];
+      dv[mm][(row * H + h) * D + d] += dvt_sum[static_cast<size_t>(at + d)];
+    }
+  });
+  for (int me = 0; me < P; ++me) {
+    SCOPED_TRACE("rank " + std::to_string(me));
+    EXPECT_LE(relative_error(dq[me], rows_of(dq_ref, me * L, L)), 5e-2) << "dq";
+    EXPECT_LE(relative_error(dk[me], rows_of(dk_ref, me * L, L)), 5e-2) << "dk";
+    EXPECT_LE(relative_error(dv[me], rows_of(dv_ref, me * L, L)), 5e-2) << "dv";
   }
 }
 
