@@ -2,11 +2,9 @@
 #include "gpu_emulation.hpp"
 
 #include <array>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <stdexcept>
-#include <thread>
+#include <ucontext.h>
 #include <vector>
 
 namespace longctx::cuda::emulation {
@@ -15,24 +13,48 @@ thread_local EmulatedDim3 thread_idx, block_idx, block_dim, grid_dim;
 
 namespace {
 
+// The threads of one block are fibers (ucontext) of one host thread, switched at every barrier: a
+// collective costs a few context switches instead of OS-thread wake-ups.
+class Barrier;
+
+struct Fiber {
+  ucontext_t context;
+  std::vector<char> stack;
+  unsigned id = 0;
+  bool done = false;
+  const Barrier* waiting_on = nullptr;  // resumed only once that barrier's generation moves on
+  uint64_t waiting_generation = 0;
+};
+
+struct Scheduler {
+  ucontext_t main;
+  std::vector<Fiber> fibers;
+  size_t current = 0;
+  const std::function<void()>* body = nullptr;
+};
+
+thread_local Scheduler* scheduler = nullptr;
+
+// Arrive, then wait (the scheduler runs the other fibers) until all `count` have arrived.
 class Barrier {
  public:
   explicit Barrier(int count) : count_(count) {}
   void wait() {
-    std::unique_lock<std::mutex> lock(mutex_);
     const uint64_t generation = generation_;
     if (++waiting_ == count_) {
       waiting_ = 0;
       ++generation_;
-      cv_.notify_all();
-    } else {
-      cv_.wait(lock, [&] { return generation_ != generation; });
+      return;
     }
+    Fiber& me = scheduler->fibers[scheduler->current];
+    me.waiting_on = this;
+    me.waiting_generation = generation;
+    swapcontext(&me.context, &scheduler->main);
+    me.waiting_on = nullptr;
   }
+  uint64_t generation() const { return generation_; }
 
  private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
   int count_, waiting_ = 0;
   uint64_t generation_ = 0;
 };
@@ -52,7 +74,12 @@ struct Block {
 };
 
 thread_local Block* current = nullptr;
-std::mutex atomic_mutex;
+
+void fiber_main() {
+  (*scheduler->body)();
+  scheduler->fibers[scheduler->current].done = true;
+  // returning resumes uc_link: the scheduler
+}
 
 Warp& my_warp() { return *current->warps[thread_idx.x / 32]; }
 int my_lane() { return static_cast<int>(thread_idx.x % 32); }
@@ -147,8 +174,7 @@ void copy16(void* smem, const void* gmem, bool valid) {
   else std::memset(smem, 0, 16);
 }
 
-float atomic_add(float* address, float value) {
-  std::lock_guard<std::mutex> lock(atomic_mutex);
+float atomic_add(float* address, float value) {  // fibers of one host thread: no race
   const float old = *address;
   *address = old + value;
   return old;
@@ -156,22 +182,48 @@ float atomic_add(float* address, float value) {
 
 void launch(unsigned blocks, unsigned threads, size_t shared_bytes, const std::function<void()>& body) {
   if (threads % 32 != 0) throw std::invalid_argument("emulation: threads must be whole warps");
+  constexpr size_t kStack = 256 * 1024;
   for (unsigned b = 0; b < blocks; ++b) {
     Block block;
     block.shared.assign(shared_bytes, 0xff);
     block.barrier = std::make_unique<Barrier>(static_cast<int>(threads));
     for (unsigned w = 0; w < threads / 32; ++w) block.warps.push_back(std::make_unique<Warp>());
-    std::vector<std::thread> pool;
-    for (unsigned t = 0; t < threads; ++t)
-      pool.emplace_back([&, t] {
-        thread_idx = {t, 0, 0};
-        block_idx = {b, 0, 0};
-        block_dim = {threads, 1, 1};
-        grid_dim = {blocks, 1, 1};
-        current = &block;
-        body();
-      });
-    for (auto& th : pool) th.join();
+    Scheduler s;
+    s.body = &body;
+    s.fibers.resize(threads);
+    for (unsigned t = 0; t < threads; ++t) {
+      Fiber& f = s.fibers[t];
+      f.id = t;
+      f.stack.resize(kStack);
+      getcontext(&f.context);
+      f.context.uc_stack.ss_sp = f.stack.data();
+      f.context.uc_stack.ss_size = f.stack.size();
+      f.context.uc_link = &s.main;
+      makecontext(&f.context, fiber_main, 0);
+    }
+    scheduler = &s;
+    current = &block;
+    block_idx = {b, 0, 0};
+    block_dim = {threads, 1, 1};
+    grid_dim = {blocks, 1, 1};
+    for (size_t running = threads; running > 0;) {
+      running = 0;
+      size_t resumed = 0;
+      for (size_t t = 0; t < threads; ++t) {
+        Fiber& f = s.fibers[t];
+        if (f.done) continue;
+        ++running;
+        if (f.waiting_on && f.waiting_on->generation() == f.waiting_generation) continue;  // still blocked
+        ++resumed;
+        s.current = t;
+        thread_idx = {static_cast<unsigned>(t), 0, 0};
+        swapcontext(&s.main, &f.context);
+      }
+      if (running > 0 && resumed == 0)
+        throw std::logic_error("emulation: every live thread waits at a barrier the others never reach");
+    }
+    scheduler = nullptr;
+    current = nullptr;
   }
 }
 

@@ -1,6 +1,6 @@
 // Runs CUDA kernel source on the CPU, for tests: the CUDA names the tensor-core kernels use
-// (attention/cuda/flash_kernels.cuh) as host code, one host thread per GPU thread of a block, blocks one
-// after another. __syncthreads / __syncwarp are barriers; the warp instructions (mma.sync m16n8k16,
+// (attention/cuda/flash_kernels.cuh) as host code, one fiber per GPU thread of a block (switched at every
+// barrier), blocks one after another. __syncthreads / __syncwarp are barriers; the warp instructions (mma.sync m16n8k16,
 // ldmatrix .x4 / .x4.trans, shfl.xor) are collective: every lane posts its operands, then computes its
 // result from all of them by the fragment layouts of the PTX ISA, written out here a second time from
 // the ISA's tables (not shared with the kernels); cp.async is a synchronous copy. bf16 / fp16 are bit-exact
@@ -54,6 +54,10 @@ float fp16_value(uint16_t bits);
 #define blockIdx (::longctx::cuda::emulation::block_idx)
 #define blockDim (::longctx::cuda::emulation::block_dim)
 #define gridDim (::longctx::cuda::emulation::grid_dim)
+
+// CUDA's global min / max overloads.
+template <class T> inline T min(T a, T b) { return b < a ? b : a; }
+template <class T> inline T max(T a, T b) { return a < b ? b : a; }
 
 inline void __syncthreads() { longctx::cuda::emulation::sync_block(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { longctx::cuda::emulation::sync_warp(); }

@@ -7,6 +7,7 @@
 #include "gpu_emulation.hpp"  // first: the CUDA names for the kernel source
 
 #include "attention/cuda/flash_kernels.cuh"
+#include "attention/cuda/reference_kernels.cuh"
 
 #include <gtest/gtest.h>
 
@@ -288,6 +289,47 @@ TEST(FlashKernelsEmulated, SpanningBranchMatchesReference) {
     EXPECT_LE(relative_error(dq[me], rows_of(dq_ref, me * L, L)), 5e-2) << "dq";
     EXPECT_LE(relative_error(dk[me], rows_of(dk_ref, me * L, L)), 5e-2) << "dk";
     EXPECT_LE(relative_error(dv[me], rows_of(dv_ref, me * L, L)), 5e-2) << "dv";
+  }
+}
+
+// The fp32 reference kernels (reference_kernels.cuh, one warp per query row) on the awkward shapes, D > 128
+// included, to the fp32 tolerances of the GPU test.
+TEST(ReferenceKernelsEmulated, Fp32MatchesReference) {
+  namespace R = reference_kernels_emulated;
+  uint64_t seed = 80;
+  int variant = 0;
+  for (const AttentionCase& c : testing::awkward_attention_cases()) {
+    if (c.B * c.N * c.H > 300) continue;  // a host thread per GPU thread, a barrier per shuffle: tiny shapes only
+    const bool causal = variant % 2 == 1;
+    const HeadOffsets offsets = variant++ % 4 < 2 ? HeadOffsets::paper : HeadOffsets::grouped;
+    SCOPED_TRACE(c.name + (causal ? " causal " : " full ") + to_string(offsets));
+    const AttentionParams params = c.params(causal, offsets);
+    const Shape shape = c.shape();
+    const Tensor q = random_tensor(shape, ++seed, 1.5f), k = random_tensor(shape, ++seed, 1.5f),
+                 v = random_tensor(shape, ++seed), dout = random_tensor(shape, ++seed);
+    AttentionDims dims;
+    dims.batch = c.B;
+    dims.seq_len = c.N;
+    dims.heads = c.H;
+    dims.head_dim = c.D;
+    const R::Launch launch = R::prepare(params, dims);
+    const unsigned threads = R::kWarpsPerBlock * R::kWarp;
+    Tensor o(shape), lse(lse_shape(shape)), dq(shape), dk(shape), dv(shape);
+    emulation::launch(launch.blocks, threads, 0, [&] {
+      R::forward_kernel(q.data(), k.data(), v.data(), o.data(), lse.data(), launch.schedule, launch.geometry);
+    });
+    emulation::launch(launch.blocks, threads, 0, [&] {
+      R::backward_kernel(q.data(), k.data(), v.data(), o.data(), lse.data(), dout.data(), dq.data(), dk.data(),
+                         dv.data(), launch.schedule, launch.geometry);
+    });
+    Tensor o_ref, lse_ref, dq_ref, dk_ref, dv_ref;
+    reference_forward(params, q, k, v, o_ref, lse_ref);
+    reference_backward(params, q, k, v, o_ref, lse_ref, dout, dq_ref, dk_ref, dv_ref);
+    EXPECT_TRUE(testing::all_close(o, o_ref, 1e-5, 1e-4)) << "o";
+    EXPECT_TRUE(testing::all_close(lse, lse_ref, 1e-5, 1e-5)) << "lse";
+    EXPECT_TRUE(testing::all_close(dq, dq_ref, 1e-4, 1e-3)) << "dq";
+    EXPECT_TRUE(testing::all_close(dk, dk_ref, 1e-4, 1e-3)) << "dk";
+    EXPECT_TRUE(testing::all_close(dv, dv_ref, 1e-4, 1e-3)) << "dv";
   }
 }
 

@@ -1,11 +1,5 @@
-// Exact fp32 CUDA kernels for ../../../shared/spec/dilated-attention.md (see cuda_attention.hpp).
-//
-// One warp owns one (batch, query row p, head h). Lane l holds elements l, l + 32, ... of the head
-// dimension. For every branch whose selection contains p in head h, the warp walks that branch's selected
-// keys of p's segment (causal: up to p), with ONE running max / sum / accumulator across all branches:
-// that is the spec's joint softmax over the multiset union of keys, so no per-branch mixing is needed.
-// Backward: dq in registers; dk and dv by atomicAdd into zeroed buffers (the only non-deterministic
-// summation order; fp32 tolerance).
+// The CUDA backend's host side: device queries, CudaAttention (fp32 reference kernels of
+// reference_kernels.cuh, bf16 / fp16 tensor-core kernels of flash_kernels.hpp) and the device bench.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -22,6 +16,7 @@
 #include <vector>
 
 #include "attention/cuda/cuda_attention.hpp"
+#include "attention/cuda/reference_kernels.cuh"
 #include "attention/cuda/device_memory.hpp"
 #include "attention/cuda/flash_kernels.hpp"
 #include "runtime/core/check.hpp"
@@ -30,190 +25,9 @@
 namespace longctx {
 namespace {
 
-constexpr int kWarp = 32;
-constexpr int kMaxPerLane = 8;  // head_dim <= 256
-constexpr int kMaxBranches = 16;
-constexpr int kWarpsPerBlock = 4;
-
-struct DeviceSchedule {
-  int count = 0;
-  long long segment[kMaxBranches] = {};  // w' = min(w, N)
-  long long dilation[kMaxBranches] = {};
-};
-
-struct Geometry {
-  long long batch, seq_len;
-  int heads, head_dim;
-  int causal;
-  HeadOffsets offsets;
-  float scale;
-};
-
-__device__ __forceinline__ float warp_sum(float x) {
-  for (int delta = kWarp / 2; delta > 0; delta /= 2) x += __shfl_xor_sync(0xffffffffu, x, delta);
-  return x;
-}
-
-// Calls visit(j) for every key j that branch `i` gives row p in head h, in increasing j.
-template <class Visit>
-__device__ __forceinline__ void for_each_key(const DeviceSchedule& s, const Geometry& g, int i, long long p, int h,
-                                             Visit&& visit) {
-  const long long w = s.segment[i], r = s.dilation[i];
-  const long long begin = (p / w) * w;
-  const long long rows = min(w, g.seq_len - begin);
-  const long long offset = head_offset(h, r, g.heads, g.offsets);
-  if ((p - begin) % r != offset) return;
-  const long long end = g.causal ? p + 1 : begin + rows;
-  for (long long j = begin + offset; j < end; j += r) visit(j);
-}
-
-// The (batch b, row p, head h) this thread's warp owns; rows of q, o, lse are laid out [B, N, H(, D)].
-struct WarpItem {
-  long long item, p, b;
-  int lane, h;
-  bool valid;
-  __device__ explicit WarpItem(const Geometry& g)
-      : item((static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp),
-        p((item / g.heads) % g.seq_len),
-        b(item / (g.heads * g.seq_len)),
-        lane(static_cast<int>(threadIdx.x % kWarp)),
-        h(static_cast<int>(item % g.heads)),
-        valid(item < g.batch * g.seq_len * g.heads) {}
-};
-
-__global__ void forward_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                               float* __restrict__ o, float* __restrict__ lse, DeviceSchedule s, Geometry g) {
-  const WarpItem it(g);
-  if (!it.valid) return;
-  const long long item = it.item, p = it.p, b = it.b;
-  const int lane = it.lane, h = it.h, D = g.head_dim;
-  const size_t row = static_cast<size_t>(item) * D;
-  float qs[kMaxPerLane], acc[kMaxPerLane];
-#pragma unroll
-  for (int e = 0; e < kMaxPerLane; ++e) {
-    const int d = lane + e * kWarp;
-    qs[e] = d < D ? q[row + d] * g.scale : 0.f;
-    acc[e] = 0.f;
-  }
-  float m = -INFINITY, l = 0.f;
-  for (int i = 0; i < s.count; ++i) {
-    for_each_key(s, g, i, p, h, [&](long long j) {
-      const size_t key = ((static_cast<size_t>(b) * g.seq_len + j) * g.heads + h) * D;
-      float dot = 0.f;
-#pragma unroll
-      for (int e = 0; e < kMaxPerLane; ++e) {
-        const int d = lane + e * kWarp;
-        if (d < D) dot += qs[e] * k[key + d];
-      }
-      dot = warp_sum(dot);
-      const float m_new = fmaxf(m, dot);
-      const float keep = expf(m - m_new), weight = expf(dot - m_new);
-      l = l * keep + weight;
-#pragma unroll
-      for (int e = 0; e < kMaxPerLane; ++e) {
-        const int d = lane + e * kWarp;
-        if (d < D) acc[e] = acc[e] * keep + weight * v[key + d];
-      }
-      m = m_new;
-    });
-  }
-  const float inv = l > 0.f ? 1.f / l : 0.f;
-#pragma unroll
-  for (int e = 0; e < kMaxPerLane; ++e) {
-    const int d = lane + e * kWarp;
-    if (d < D) o[row + d] = acc[e] * inv;
-  }
-  if (lane == 0) lse[item] = l > 0.f ? m + logf(l) : -INFINITY;
-}
-
-__global__ void backward_kernel(const float* __restrict__ q, const float* __restrict__ k,
-                                const float* __restrict__ v, const float* __restrict__ o,
-                                const float* __restrict__ lse, const float* __restrict__ dout,
-                                float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv,
-                                DeviceSchedule s, Geometry g) {
-  const WarpItem it(g);
-  if (!it.valid) return;
-  const long long item = it.item, p = it.p, b = it.b;
-  const int lane = it.lane, h = it.h, D = g.head_dim;
-  const size_t row = static_cast<size_t>(item) * D;
-  float qv[kMaxPerLane], dov[kMaxPerLane], dqa[kMaxPerLane];
-  float delta = 0.f;
-#pragma unroll
-  for (int e = 0; e < kMaxPerLane; ++e) {
-    const int d = lane + e * kWarp;
-    qv[e] = d < D ? q[row + d] : 0.f;
-    dov[e] = d < D ? dout[row + d] : 0.f;
-    dqa[e] = 0.f;
-    if (d < D) delta += dov[e] * o[row + d];
-  }
-  delta = warp_sum(delta);
-  const float row_lse = lse[item];
-  if (row_lse != -INFINITY) {
-    for (int i = 0; i < s.count; ++i) {
-      for_each_key(s, g, i, p, h, [&](long long j) {
-        const size_t key = ((static_cast<size_t>(b) * g.seq_len + j) * g.heads + h) * D;
-        float dot = 0.f, dp = 0.f;
-#pragma unroll
-        for (int e = 0; e < kMaxPerLane; ++e) {
-          const int d = lane + e * kWarp;
-          if (d < D) {
-            dot += qv[e] * k[key + d];
-            dp += dov[e] * v[key + d];
-          }
-        }
-        dot = warp_sum(dot);
-        dp = warp_sum(dp);
-        const float prob = expf(dot * g.scale - row_lse);
-        const float ds = prob * (dp - delta) * g.scale;
-#pragma unroll
-        for (int e = 0; e < kMaxPerLane; ++e) {
-          const int d = lane + e * kWarp;
-          if (d < D) {
-            dqa[e] += ds * k[key + d];
-            atomicAdd(&dk[key + d], ds * qv[e]);
-            atomicAdd(&dv[key + d], prob * dov[e]);
-          }
-        }
-      });
-    }
-  }
-#pragma unroll
-  for (int e = 0; e < kMaxPerLane; ++e) {
-    const int d = lane + e * kWarp;
-    if (d < D) dq[row + d] = dqa[e];
-  }
-}
+using namespace cuda::LONGCTX_REFERENCE_KERNELS;
 
 using cuda::DeviceMemory;
-
-struct Launch {
-  DeviceSchedule schedule;
-  Geometry geometry;
-  unsigned blocks;
-};
-
-Launch prepare(const AttentionParams& params, const AttentionDims& dims) {
-  if (dims.head_dim > kWarp * kMaxPerLane)
-    throw UsageError("--device cuda: head dim " + std::to_string(dims.head_dim) + " is above the fp32 kernels' " +
-                     std::to_string(kWarp * kMaxPerLane));
-  if (params.schedule.branches.size() > static_cast<size_t>(kMaxBranches))
-    throw UsageError("--device cuda: at most " + std::to_string(kMaxBranches) + " branches");
-  Launch launch;
-  launch.schedule.count = static_cast<int>(params.schedule.branches.size());
-  for (int i = 0; i < launch.schedule.count; ++i) {
-    const Branch& branch = params.schedule.branches[static_cast<size_t>(i)];
-    launch.schedule.segment[i] = effective_segment_length(branch, dims.seq_len);
-    launch.schedule.dilation[i] = branch.dilation;
-  }
-  launch.geometry = {dims.batch, dims.seq_len, static_cast<int>(dims.heads), static_cast<int>(dims.head_dim),
-                     params.causal ? 1 : 0, params.offsets,
-                     static_cast<float>(resolved_scale(params, dims.head_dim))};
-  const long long items = dims.batch * dims.seq_len * dims.heads;
-  const long long blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  if (blocks > std::numeric_limits<int>::max()) throw UsageError("--device cuda: problem too large for one launch");
-  launch.blocks = static_cast<unsigned>(blocks);
-  return launch;
-}
 
 // Forward / backward on device pointers in `dtype` (fp32: the exact kernels above; bf16 / fp16: the
 // tensor-core kernels). `delta` is scratch of B*N*H floats (unused by fp32).
