@@ -2,6 +2,7 @@
 #include "gpu_emulation.hpp"
 
 #include <array>
+#include <deque>
 #include <memory>
 #include <stdexcept>
 #include <ucontext.h>
@@ -17,7 +18,15 @@ namespace {
 // collective costs a few context switches instead of OS-thread wake-ups.
 class Barrier;
 
+struct Copy {
+  void* to;
+  const void* from;
+  bool valid;
+};
+
 struct Fiber {
+  std::vector<Copy> open;                  // cp.async copies not yet committed
+  std::deque<std::vector<Copy>> committed;  // closed groups, oldest first
   ucontext_t context;
   std::vector<char> stack;
   unsigned id = 0;
@@ -170,8 +179,24 @@ void ldmatrix_x4(uint32_t (&r)[4], const void* address, bool trans) {
 }
 
 void copy16(void* smem, const void* gmem, bool valid) {
-  if (valid) std::memcpy(smem, gmem, 16);
-  else std::memset(smem, 0, 16);
+  scheduler->fibers[scheduler->current].open.push_back({smem, gmem, valid});
+}
+
+void copy_commit() {
+  Fiber& me = scheduler->fibers[scheduler->current];
+  me.committed.push_back(std::move(me.open));
+  me.open.clear();
+}
+
+void copy_wait(int newest_left_pending) {
+  Fiber& me = scheduler->fibers[scheduler->current];
+  while (me.committed.size() > static_cast<size_t>(newest_left_pending)) {
+    for (const Copy& c : me.committed.front()) {
+      if (c.valid) std::memcpy(c.to, c.from, 16);
+      else std::memset(c.to, 0, 16);
+    }
+    me.committed.pop_front();
+  }
 }
 
 float atomic_add(float* address, float value) {  // fibers of one host thread: no race
@@ -218,6 +243,8 @@ void launch(unsigned blocks, unsigned threads, size_t shared_bytes, const std::f
         s.current = t;
         thread_idx = {static_cast<unsigned>(t), 0, 0};
         swapcontext(&s.main, &f.context);
+        if (f.done && (!f.open.empty() || !f.committed.empty()))
+          throw std::logic_error("emulation: a thread ended with cp.async copies never waited for");
       }
       if (running > 0 && resumed == 0)
         throw std::logic_error("emulation: every live thread waits at a barrier the others never reach");

@@ -3,7 +3,8 @@
 // barrier), blocks one after another. __syncthreads / __syncwarp are barriers; the warp instructions (mma.sync m16n8k16,
 // ldmatrix .x4 / .x4.trans, shfl.xor) are collective: every lane posts its operands, then computes its
 // result from all of them by the fragment layouts of the PTX ISA, written out here a second time from
-// the ISA's tables (not shared with the kernels); cp.async is a synchronous copy. bf16 / fp16 are bit-exact
+// the ISA's tables (not shared with the kernels); cp.async copies are queued per commit group and land
+// at the wait that covers them. bf16 / fp16 are bit-exact
 // (round to nearest even). Shared memory starts as 0xff bytes (NaN in bf16 and fp16), so a read of a tile
 // element the kernel never wrote shows up in the results.
 #pragma once
@@ -36,7 +37,11 @@ void sync_warp();
 float shfl_xor(float value, int lane_mask);
 void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, bool bf16);
 void ldmatrix_x4(uint32_t (&r)[4], const void* address, bool trans);
+// cp.async: copy16 queues a 16-byte copy (zero fill when !valid) in the thread's open group;
+// copy_commit closes the group; copy_wait(n) performs all but the newest n closed groups.
 void copy16(void* smem, const void* gmem, bool valid);
+void copy_commit();
+void copy_wait(int newest_left_pending);
 float atomic_add(float* address, float value);
 
 // Runs body() as `threads` threads of each of `blocks` blocks, with `shared_bytes` of shared memory each.

@@ -22,6 +22,7 @@ namespace {
 using testing::all_close;
 using testing::AttentionCase;
 using testing::random_tensor;
+using testing::relative_error;
 
 TEST(CudaAttention, RefusesClearlyWithoutAGpu) {
   if (cuda_device_count() > 0) GTEST_SKIP() << "a GPU is visible: " << cuda_description();
@@ -42,16 +43,6 @@ TEST(CudaAttention, Fp32ForwardAndBackwardMatchReference) {
   CudaAttention backend;
   uint64_t seed = 500;
   for (const AttentionCase& c : cases) testing::expect_fp32_matches_reference(backend, c, seed);
-}
-
-// max |actual - expected| / max |expected| (how far off, relative to the tensor's scale).
-double relative_error(const Tensor& actual, const Tensor& expected) {
-  double diff = 0, scale = 0;
-  for (int64_t i = 0; i < expected.size(); ++i) {
-    diff = std::max(diff, std::fabs(static_cast<double>(actual[i]) - expected[i]));
-    scale = std::max(scale, std::fabs(static_cast<double>(expected[i])));
-  }
-  return scale > 0 ? diff / scale : diff;
 }
 
 // Tolerances for the half-precision kernels, relative to each tensor's largest entry. The inputs are the

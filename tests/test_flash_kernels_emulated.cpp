@@ -25,6 +25,7 @@ namespace {
 namespace K = kernels_emulated;
 using longctx::testing::AttentionCase;
 using longctx::testing::random_tensor;
+using longctx::testing::relative_error;
 using longctx::testing::rows_of;
 
 template <class T> T to_elem(float x);
@@ -69,15 +70,6 @@ void backward(const K::FlashArgs& a, long long blocks, int64_t head_dim) {
   if (head_dim <= 32) launch_backward<T, 32>(a, blocks);
   else if (head_dim <= 64) launch_backward<T, 64>(a, blocks);
   else launch_backward<T, 128>(a, blocks);
-}
-
-double relative_error(const Tensor& actual, const Tensor& expected) {
-  double diff = 0, scale = 0;
-  for (int64_t i = 0; i < expected.size(); ++i) {
-    diff = std::max(diff, std::fabs(static_cast<double>(actual[i]) - expected[i]));
-    scale = std::max(scale, std::fabs(static_cast<double>(expected[i])));
-  }
-  return scale > 0 ? diff / scale : diff;
 }
 
 // delta = rowsum(dout * o), from the element-type dout as the delta kernel computes it.

@@ -20,22 +20,9 @@ namespace longctx {
 namespace {
 
 using longctx::testing::random_tensor;
+using longctx::testing::relative_error;
 using longctx::testing::rows_of;
 
-
-// max |a - b| / max |b|.
-double relative_error(const Tensor& a, const Tensor& b) {
-  double diff = 0, scale = 0;
-  for (int64_t i = 0; i < b.size(); ++i) {
-    if (std::isinf(b[i])) {
-      if (a[i] != b[i]) return INFINITY;
-      continue;
-    }
-    diff = std::max(diff, std::fabs(static_cast<double>(a[i]) - b[i]));
-    scale = std::max(scale, std::fabs(static_cast<double>(b[i])));
-  }
-  return scale > 0 ? diff / scale : diff;
-}
 
 struct Case {
   const char* name;

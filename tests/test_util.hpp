@@ -52,6 +52,23 @@ inline ::testing::AssertionResult all_close(const Tensor& actual, const Tensor& 
   return all_close(actual.data(), expected.data(), actual.size(), atol, rtol);
 }
 
+// max |actual - expected| / max |expected| (how far off, relative to the tensor's scale). Equal
+// infinities are skipped; a NaN, or an infinity that does not match, makes it infinite.
+inline double relative_error(const Tensor& actual, const Tensor& expected) {
+  double diff = 0, scale = 0;
+  for (int64_t i = 0; i < expected.size(); ++i) {
+    const double a = actual[i], e = expected[i];
+    if (std::isnan(a) || std::isnan(e)) return INFINITY;
+    if (std::isinf(a) || std::isinf(e)) {
+      if (a != e) return INFINITY;
+      continue;
+    }
+    diff = std::max(diff, std::fabs(a - e));
+    scale = std::max(scale, std::fabs(e));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
 inline Tensor random_tensor(const Shape& shape, uint64_t seed, float stddev = 1.0f) {
   Tensor t(shape);
   std::mt19937_64 rng(seed);

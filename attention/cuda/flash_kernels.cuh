@@ -135,12 +135,13 @@ __device__ __forceinline__ const T* b_frag_address(const T* tile, int stride, in
 }
 
 #ifdef LONGCTX_GPU_EMULATION
-// Synchronous stand-ins: the data is there at once (a missing wait cannot be seen here, a wrong address can).
+// The emulation queues each thread's copies per commit group and performs them at the wait that covers
+// them, so a tile read before its wait shows stale data there as it could here.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   emulation::copy16(smem, gmem, valid);
 }
-__device__ __forceinline__ void cp_async_commit() {}
-template <int N> __device__ __forceinline__ void cp_async_wait() {}
+__device__ __forceinline__ void cp_async_commit() { emulation::copy_commit(); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { emulation::copy_wait(N); }
 #else
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   // src-size 0 reads nothing and zero-fills the 16 bytes.
