@@ -27,6 +27,33 @@ size_t size_of(DataType type) {
   throw InternalError("comm: unknown DataType " + std::to_string(static_cast<int>(type)));
 }
 
+Volume all_gatherv_volume(const std::vector<size_t>& counts, int me, size_t s) {
+  size_t total = 0;
+  for (size_t c : counts) total += c;
+  const size_t mine = counts[static_cast<size_t>(me)];
+  return {(counts.size() - 1) * mine * s, (total - mine) * s};
+}
+
+Volume reduce_scatter_volume(const std::vector<size_t>& counts, int me, size_t s) {
+  const Volume gather = all_gatherv_volume(counts, me, s);  // the same blocks, the other way round
+  return {gather.received, gather.sent};
+}
+
+Volume all_reduce_volume(size_t count, int g, int me, size_t s) {
+  const size_t ranks = static_cast<size_t>(g);
+  const size_t block = count / ranks + (static_cast<size_t>(me) < count % ranks ? 1 : 0);  // the even split
+  const uint64_t bytes = (count - block) * s + (ranks - 1) * block * s;
+  return {bytes, bytes};
+}
+
+Volume broadcast_volume(size_t count, int g, int me, int root, size_t s) {
+  if (me == root) return {static_cast<uint64_t>(g - 1) * count * s, 0};
+  return {0, count * s};
+}
+
+Volume send_volume(size_t count, int me, int dest, size_t s) { return {dest == me ? 0 : count * s, 0}; }
+Volume recv_volume(size_t count, int me, int source, size_t s) { return {0, source == me ? 0 : count * s}; }
+
 namespace {
 void finish_quietly(std::unique_ptr<Request::Impl>& impl) noexcept {
   if (!impl) return;

@@ -47,6 +47,19 @@ template <> struct DataTypeOf<char> { static constexpr DataType value = DataType
 
 size_t size_of(DataType type);
 
+// The table above as functions, for the backends: what one call adds to this rank's byte counters
+// (g ranks, this rank `me`, elements of s bytes).
+struct Volume {
+  uint64_t sent = 0;
+  uint64_t received = 0;
+};
+Volume all_gatherv_volume(const std::vector<size_t>& counts, int me, size_t s);
+Volume reduce_scatter_volume(const std::vector<size_t>& counts, int me, size_t s);
+Volume all_reduce_volume(size_t count, int g, int me, size_t s);
+Volume broadcast_volume(size_t count, int g, int me, int root, size_t s);
+Volume send_volume(size_t count, int me, int dest, size_t s);    // nothing to itself
+Volume recv_volume(size_t count, int me, int source, size_t s);  // nothing from itself
+
 struct Counters {
   uint64_t bytes_sent = 0;      // payload sent to other ranks
   uint64_t bytes_received = 0;  // payload received from other ranks

@@ -225,7 +225,7 @@ class NcclCommunicator : public Communicator {
   std::string backend() const override { return "nccl"; }
 
   void barrier() override {
-    begin(0, 0);
+    begin({});
     check_nccl(nccl().AllReduce(state_->flag, state_->flag, 1, ncclInt32, ncclSum, state_->comm, state_->stream),
                "barrier");
     end("barrier").wait();
@@ -274,7 +274,7 @@ class NcclCommunicator : public Communicator {
     if (recv_count != send_count * g)
       throw UsageError("all_gather: recv has " + std::to_string(recv_count) + " elements, want " +
                        std::to_string(send_count * g));
-    begin((g - 1) * send_count * s, (g - 1) * send_count * s);
+    begin(all_gatherv_volume(std::vector<size_t>(g, send_count), rank(), s));
     check_nccl(nccl().AllGather(send, recv, send_count, nccl_type(type), state_->comm, state_->stream), "all_gather");
     return end("all_gather");
   }
@@ -287,30 +287,19 @@ class NcclCommunicator : public Communicator {
     for (size_t c : counts) total += c;
     if (send_count != counts[me] || recv_count != total)
       throw UsageError("all_gatherv: send / recv sizes do not match the counts");
-    begin((counts.size() - 1) * send_count * s, (total - send_count) * s);
-    const Nccl& api = nccl();
-    check_nccl(api.GroupStart(), "group start");
-    size_t offset = 0;
-    for (size_t r = 0; r < counts.size(); ++r) {
-      char* dst = static_cast<char*>(recv) + offset * s;
-      if (counts[r]) {
-        const ncclResult_t rc = api.Broadcast(r == me ? send : dst, dst, counts[r], nccl_type(type),
-                                              static_cast<int>(r), state_->comm, state_->stream);
-        if (rc != ncclSuccess) {
-          api.GroupEnd();
-          check_nccl(rc, "all_gatherv");
-        }
-      }
-      offset += counts[r];
-    }
-    check_nccl(api.GroupEnd(), "all_gatherv");
+    begin(all_gatherv_volume(counts, rank(), s));
+    char* out = static_cast<char*>(recv);
+    grouped_per_root(counts, "all_gatherv", [&](size_t r, size_t offset) {
+      return nccl().Broadcast(r == me ? send : out + offset * s, out + offset * s, counts[r], nccl_type(type),
+                              static_cast<int>(r), state_->comm, state_->stream);
+    });
     return end("all_gatherv");
   }
 
   Request ireduce_scatter_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
                               const std::vector<size_t>& counts, DataType type, ReduceOp op) override {
     check_counts(counts, "reduce_scatter");
-    const size_t s = size_of(type), me = static_cast<size_t>(rank()), g = counts.size();
+    const size_t s = size_of(type), me = static_cast<size_t>(rank());
     size_t total = 0;
     bool even = true;
     for (size_t c : counts) {
@@ -319,74 +308,78 @@ class NcclCommunicator : public Communicator {
     }
     if (send_count != total || recv_count != counts[me])
       throw UsageError("reduce_scatter: send / recv sizes do not match the counts");
-    begin((total - counts[me]) * s, (g - 1) * counts[me] * s);
-    const Nccl& api = nccl();
+    begin(reduce_scatter_volume(counts, rank(), s));
     if (even) {
-      check_nccl(api.ReduceScatter(send, recv, counts[0], nccl_type(type), nccl_op(op), state_->comm, state_->stream),
+      check_nccl(nccl().ReduceScatter(send, recv, counts[0], nccl_type(type), nccl_op(op), state_->comm,
+                                      state_->stream),
                  "reduce_scatter");
     } else {  // uneven blocks: one reduce per root, grouped
-      check_nccl(api.GroupStart(), "group start");
-      size_t offset = 0;
-      for (size_t r = 0; r < g; ++r) {
-        const char* src = static_cast<const char*>(send) + offset * s;
-        if (counts[r]) {
-          const ncclResult_t rc = api.Reduce(src, r == me ? recv : const_cast<char*>(src), counts[r], nccl_type(type),
-                                             nccl_op(op), static_cast<int>(r), state_->comm, state_->stream);
-          if (rc != ncclSuccess) {
-            api.GroupEnd();
-            check_nccl(rc, "reduce_scatter");
-          }
-        }
-        offset += counts[r];
-      }
-      check_nccl(api.GroupEnd(), "reduce_scatter");
+      const char* in = static_cast<const char*>(send);
+      grouped_per_root(counts, "reduce_scatter", [&](size_t r, size_t offset) {
+        void* to = r == me ? recv : const_cast<char*>(in + offset * s);  // significant at the root only
+        return nccl().Reduce(in + offset * s, to, counts[r], nccl_type(type), nccl_op(op), static_cast<int>(r),
+                             state_->comm, state_->stream);
+      });
     }
     return end("reduce_scatter");
   }
 
   Request iall_reduce_raw(void* data, size_t count, DataType type, ReduceOp op) override {
-    const size_t g = static_cast<size_t>(size()), s = size_of(type), me = static_cast<size_t>(rank());
-    const size_t mine = count / g + (me < count % g ? 1 : 0);  // the table's even split
-    const size_t bytes = (count - mine) * s + (g - 1) * mine * s;
-    begin(bytes, bytes);
+    begin(all_reduce_volume(count, size(), rank(), size_of(type)));
     check_nccl(nccl().AllReduce(data, data, count, nccl_type(type), nccl_op(op), state_->comm, state_->stream),
                "all_reduce");
     return end("all_reduce");
   }
 
   Request ibroadcast_raw(void* data, size_t count, DataType type, int root) override {
-    const size_t g = static_cast<size_t>(size()), bytes = count * size_of(type);
-    if (rank() == root) begin((g - 1) * bytes, 0);
-    else begin(0, bytes);
+    begin(broadcast_volume(count, size(), rank(), root, size_of(type)));
     check_nccl(nccl().Broadcast(data, data, count, nccl_type(type), root, state_->comm, state_->stream), "broadcast");
     return end("broadcast");
   }
 
   Request isend_raw(const void* data, size_t count, DataType type, int dest, int tag) override {
     check_tag(tag);
-    begin(count * size_of(type), 0);
+    begin(send_volume(count, rank(), dest, size_of(type)));
     check_nccl(nccl().Send(data, count, nccl_type(type), dest, state_->comm, state_->stream), "send");
     return end("send");
   }
 
   Request irecv_raw(void* data, size_t count, DataType type, int source, int tag) override {
     check_tag(tag);
-    begin(0, count * size_of(type));
+    begin(recv_volume(count, rank(), source, size_of(type)));
     check_nccl(nccl().Recv(data, count, nccl_type(type), source, state_->comm, state_->stream), "recv");
     return end("recv");
   }
 
  private:
   // Counts the call and orders it after the work issued so far on the legacy default stream.
-  void begin(uint64_t sent, uint64_t received) {
+  void begin(Volume volume) {
     counters_->calls += 1;
-    counters_->bytes_sent += sent;
-    counters_->bytes_received += received;
+    counters_->bytes_sent += volume.sent;
+    counters_->bytes_received += volume.received;
     LONGCTX_CHECK_CUDA(cudaEventRecord(state_->ready, cudaStreamLegacy));
     LONGCTX_CHECK_CUDA(cudaStreamWaitEvent(state_->stream, state_->ready, 0));
   }
   Request end(const char* what) {
     return Request(std::make_unique<NcclRequest>(state_, counters_, timeout_seconds(), what));
+  }
+  // One call(root, element offset) per root with a non-zero count, in one NCCL group.
+  template <class Call>
+  static void grouped_per_root(const std::vector<size_t>& counts, const char* what, Call&& call) {
+    const Nccl& api = nccl();
+    check_nccl(api.GroupStart(), "group start");
+    size_t offset = 0;
+    for (size_t r = 0; r < counts.size(); ++r) {
+      if (counts[r]) {
+        const ncclResult_t rc = call(r, offset);
+        if (rc != ncclSuccess) {
+          api.GroupEnd();
+          check_nccl(rc, what);
+        }
+      }
+      offset += counts[r];
+    }
+    check_nccl(api.GroupEnd(), what);
   }
   void check_counts(const std::vector<size_t>& counts, const char* what) const {
     if (counts.size() != static_cast<size_t>(size()))

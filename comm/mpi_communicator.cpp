@@ -334,10 +334,10 @@ std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start(const char* ope
   return std::make_unique<Pending>(operation, counters_, timeout_seconds_, rank_, size_);
 }
 
-void MpiCommunicator::count_call(uint64_t bytes_sent, uint64_t bytes_received) const {
+void MpiCommunicator::count_call(Volume volume) const {
   counters_->calls += 1;
-  counters_->bytes_sent += bytes_sent;
-  counters_->bytes_received += bytes_received;
+  counters_->bytes_sent += volume.sent;
+  counters_->bytes_received += volume.received;
 }
 
 Request MpiCommunicator::to_request(std::unique_ptr<Pending> pending) {
@@ -391,7 +391,7 @@ std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start_all_gatherv(
   const size_t s = size_of(type);
   const MPI_Datatype t = mpi_type(type);
   const size_t max_count = this->max_count(type);
-  count_call((g - 1) * counts[me] * s, (total - counts[me]) * s);
+  count_call(all_gatherv_volume(counts, rank_, s));
 
   auto pending = start(operation);
   pending->type = t;
@@ -480,7 +480,7 @@ std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start_reduce_scatter(
   const MPI_Datatype t = mpi_type(type);
   const MPI_Op o = mpi_op(op);
   const size_t max_count = this->max_count(type);
-  count_call((total - counts[me]) * s, (g - 1) * counts[me] * s);
+  count_call(reduce_scatter_volume(counts, rank_, s));
 
   auto pending = start(operation);
   pending->type = t;
@@ -520,14 +520,10 @@ Request MpiCommunicator::ireduce_scatter_raw(const void* send, size_t send_count
 
 std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start_all_reduce(void* data, size_t count,
                                                                             DataType type, ReduceOp op) {
-  const size_t g = static_cast<size_t>(size_);
-  const size_t me = static_cast<size_t>(rank_);
   const size_t s = size_of(type);
   const MPI_Datatype t = mpi_type(type);
   const MPI_Op o = mpi_op(op);
-  const size_t block = count / g + (me < count % g ? 1 : 0);  // this rank's block of the even split
-  const uint64_t bytes = (count - block) * s + (g - 1) * block * s;
-  count_call(bytes, bytes);
+  count_call(all_reduce_volume(count, size_, rank_, s));
 
   auto pending = start("all_reduce");
   pending->type = t;
@@ -554,10 +550,7 @@ std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start_broadcast(void*
   check_rank(root, "root", "broadcast");
   const size_t s = size_of(type);
   const MPI_Datatype t = mpi_type(type);
-  if (rank_ == root)
-    count_call(static_cast<uint64_t>(size_ - 1) * count * s, 0);
-  else
-    count_call(0, count * s);
+  count_call(broadcast_volume(count, size_, rank_, root, s));
 
   auto pending = start("broadcast");
   pending->type = t;
@@ -578,7 +571,7 @@ Request MpiCommunicator::ibroadcast_raw(void* data, size_t count, DataType type,
 }
 
 void MpiCommunicator::barrier() {
-  count_call(0, 0);
+  count_call({});
   auto pending = start("barrier");
   MPI_Request request = MPI_REQUEST_NULL;
   LONGCTX_CHECK_MPI(MPI_Ibarrier(comm_, &request));
@@ -594,7 +587,7 @@ std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start_send(const void
   check_tag(tag, "send");
   const size_t s = size_of(type);
   const MPI_Datatype t = mpi_type(type);
-  count_call(dest == rank_ ? 0 : count * s, 0);
+  count_call(send_volume(count, rank_, dest, s));
 
   auto pending = start("send");
   pending->type = t;
@@ -618,7 +611,7 @@ std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start_recv(void* data
   check_tag(tag, "recv");
   const size_t s = size_of(type);
   const MPI_Datatype t = mpi_type(type);
-  count_call(0, source == rank_ ? 0 : count * s);
+  count_call(recv_volume(count, rank_, source, s));
 
   auto pending = start("recv");
   pending->type = t;

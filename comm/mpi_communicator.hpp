@@ -76,7 +76,7 @@ class MpiCommunicator : public Communicator {
   std::unique_ptr<Pending> start_recv(void* data, size_t count, DataType type, int source, int tag);
   static Request to_request(std::unique_ptr<Pending> pending);
   static void finish(std::unique_ptr<Pending> pending);
-  void count_call(uint64_t bytes_sent, uint64_t bytes_received) const;
+  void count_call(Volume volume) const;
   void check_rank(int peer, const char* what, const char* operation) const;
   void check_tag(int tag, const char* operation) const;
 
