@@ -1,9 +1,10 @@
 // The tensor-core kernels' own source (attention/cuda/flash_kernels.cuh) run on the CPU by the GPU
-// emulation (gpu_emulation.hpp: a host thread per GPU thread, the warp instructions emulated from the PTX
-// ISA's fragment tables), against the double reference on rounded inputs: forward and backward, bf16 and
-// fp16, local branches on awkward shapes and a spanning branch on 2 emulated ranks (forward and backward). What this cannot see:
-// timing, missing cp.async waits (copies are synchronous here), and any misreading of the ISA shared by
-// the kernels and the emulator's fragment tables. Slow (threads and barriers): small shapes only.
+// emulation (gpu_emulation.hpp: a fiber per GPU thread, the warp instructions emulated from the PTX ISA's
+// fragment tables, cp.async copies landing at their wait), against the double reference on rounded
+// inputs: forward and backward, bf16 and fp16, local branches on awkward shapes and a spanning branch on 2
+// emulated ranks (forward and backward); and the fp32 reference kernels. What this cannot see: timing,
+// and any misreading of the ISA shared by the kernels and the emulator's fragment tables. Slow (a context
+// switch per barrier): small shapes only.
 #include "gpu_emulation.hpp"  // first: the CUDA names for the kernel source
 
 #include "attention/cuda/flash_kernels.cuh"
@@ -49,27 +50,17 @@ Tensor back(const std::vector<T>& x, const Shape& shape) {
   return t;
 }
 
-template <class T, int D>
-void launch_forward(const K::FlashArgs& a, long long blocks) {
-  emulation::launch(static_cast<unsigned>(blocks), K::kThreads, K::forward_smem_bytes<T, D>(),
-                    [&] { K::flash_forward_kernel<T, D>(a); });
-}
-template <class T, int D>
-void launch_backward(const K::FlashArgs& a, long long blocks) {
-  emulation::launch(static_cast<unsigned>(blocks), K::kThreads, K::backward_smem_bytes<T, D>(),
-                    [&] { K::flash_backward_kernel<T, D>(a); });
-}
+// One branch's forward or backward kernel, emulated, for the element type and the padded head dim.
 template <class T>
-void forward(const K::FlashArgs& a, long long blocks, int64_t head_dim) {
-  if (head_dim <= 32) launch_forward<T, 32>(a, blocks);
-  else if (head_dim <= 64) launch_forward<T, 64>(a, blocks);
-  else launch_forward<T, 128>(a, blocks);
-}
-template <class T>
-void backward(const K::FlashArgs& a, long long blocks, int64_t head_dim) {
-  if (head_dim <= 32) launch_backward<T, 32>(a, blocks);
-  else if (head_dim <= 64) launch_backward<T, 64>(a, blocks);
-  else launch_backward<T, 128>(a, blocks);
+void run(bool forward, const K::FlashArgs& a, long long blocks, int64_t head_dim) {
+  K::with_padded_head_dim(head_dim, [&](auto d) {
+    constexpr int D = decltype(d)::value;
+    const size_t smem = forward ? K::forward_smem_bytes<T, D>() : K::backward_smem_bytes<T, D>();
+    emulation::launch(static_cast<unsigned>(blocks), K::kThreads, smem, [&] {
+      if (forward) K::flash_forward_kernel<T, D>(a);
+      else K::flash_backward_kernel<T, D>(a);
+    });
+  });
 }
 
 // delta = rowsum(dout * o), from the element-type dout as the delta kernel computes it.
@@ -100,13 +91,10 @@ void check_local(const AttentionCase& c, bool causal, HeadOffsets offsets, doubl
   for (int64_t i = 0; i < lse.size(); ++i) lse[i] = -INFINITY;
   for (const Branch& branch : params.schedule.branches) {
     long long blocks = 0;
-    K::FlashArgs a = K::branch_args(params, dims, branch, K::kBlockQ, blocks);
-    a.q = q16.data();
-    a.k = k16.data();
-    a.v = v16.data();
-    a.o = o.data();
-    a.lse = lse.data();
-    forward<T>(a, blocks, c.D);
+    K::FlashArgs a = K::with_forward_buffers(
+        K::branch_args(params, dims, branch, K::kBlockQ, blocks),
+        q16.data(), k16.data(), v16.data(), o.data(), lse.data());
+    run<T>(true, a, blocks, c.D);
   }
   Tensor o_ref, lse_ref, dq_ref, dk_ref, dv_ref;
   const Tensor qr = back(q16, shape), kr = back(k16, shape), vr = back(v16, shape), dor = back(do16, shape);
@@ -118,17 +106,10 @@ void check_local(const AttentionCase& c, bool causal, HeadOffsets offsets, doubl
   Tensor dq(shape), dk(shape), dv(shape);
   for (const Branch& branch : params.schedule.branches) {
     long long blocks = 0;
-    K::FlashArgs a = K::branch_args(params, dims, branch, K::kBlockK, blocks);
-    a.q = q16.data();
-    a.k = k16.data();
-    a.v = v16.data();
-    a.dout = do16.data();
-    a.lse = lse.data();
-    a.delta = delta.data();
-    a.dq = dq.data();
-    a.dk = dk.data();
-    a.dv = dv.data();
-    backward<T>(a, blocks, c.D);
+    K::FlashArgs a = K::with_backward_buffers(
+        K::branch_args(params, dims, branch, K::kBlockK, blocks),
+        q16.data(), k16.data(), v16.data(), do16.data(), lse.data(), delta.data(), dq.data(), dk.data(), dv.data());
+    run<T>(false, a, blocks, c.D);
   }
   reference_backward(params, qr, kr, vr, o_ref, lse_ref, dor, dq_ref, dk_ref, dv_ref);
   EXPECT_LE(relative_error(dq, dq_ref), tol_bwd) << "dq";
@@ -180,7 +161,8 @@ TEST(FlashKernelsEmulated, SpanningBranchMatchesReference) {
   const Shape shape{1, N, H, D};
   const Tensor q = back(convert<T>(random_tensor(shape, 61, 1.5f)), shape),
                k = back(convert<T>(random_tensor(shape, 62, 1.5f)), shape),
-               v = back(convert<T>(random_tensor(shape, 63)), shape), dout = back(convert<T>(random_tensor(shape, 64)), shape);
+               v = back(convert<T>(random_tensor(shape, 63)), shape),
+               dout = back(convert<T>(random_tensor(shape, 64)), shape);
   Tensor o_ref, lse_ref, dq_ref, dk_ref, dv_ref;
   reference_forward(params, q, k, v, o_ref, lse_ref);
   reference_backward(params, q, k, v, o_ref, lse_ref, dout, dq_ref, dk_ref, dv_ref);
@@ -220,20 +202,14 @@ TEST(FlashKernelsEmulated, SpanningBranchMatchesReference) {
     lse[me] = Tensor(lse_shape(mine));
     for (int64_t i = 0; i < lse[me].size(); ++i) lse[me][i] = -INFINITY;
     long long blocks = 0;
-    K::FlashArgs a = K::branch_args(params, local, local_branch, K::kBlockQ, blocks);
-    a.q = q16[me].data();
-    a.k = k16[me].data();
-    a.v = v16[me].data();
-    a.o = o[me].data();
-    a.lse = lse[me].data();
-    forward<T>(a, blocks, D);
-    a = K::spanning_args(params, local, span, me, static_cast<int>(P), false, K::kBlockQ, blocks);
-    a.q = q16[me].data();
-    a.k = kt.data();
-    a.v = vt.data();
-    a.o = o[me].data();
-    a.lse = lse[me].data();
-    forward<T>(a, blocks, D);
+    K::FlashArgs a = K::with_forward_buffers(
+        K::branch_args(params, local, local_branch, K::kBlockQ, blocks),
+        q16[me].data(), k16[me].data(), v16[me].data(), o[me].data(), lse[me].data());
+    run<T>(true, a, blocks, D);
+    a = K::with_forward_buffers(
+        K::spanning_args(params, local, span, me, static_cast<int>(P), false, K::kBlockQ, blocks),
+        q16[me].data(), kt.data(), vt.data(), o[me].data(), lse[me].data());
+    run<T>(true, a, blocks, D);
     SCOPED_TRACE("rank " + std::to_string(me));
     EXPECT_LE(relative_error(o[me], rows_of(o_ref, me * L, L)), 2e-2) << "o";
     EXPECT_LE(relative_error(lse[me], rows_of(lse_ref, me * L, L)), 1e-5) << "lse";
@@ -242,29 +218,17 @@ TEST(FlashKernelsEmulated, SpanningBranchMatchesReference) {
     dq[me] = Tensor(mine);
     dk[me] = Tensor(mine);
     dv[me] = Tensor(mine);
-    a = K::branch_args(params, local, local_branch, K::kBlockK, blocks);
-    a.q = q16[me].data();
-    a.k = k16[me].data();
-    a.v = v16[me].data();
-    a.dout = do16[me].data();
-    a.lse = lse[me].data();
-    a.delta = delta.data();
-    a.dq = dq[me].data();
-    a.dk = dk[me].data();
-    a.dv = dv[me].data();
-    backward<T>(a, blocks, D);
+    a = K::with_backward_buffers(
+        K::branch_args(params, local, local_branch, K::kBlockK, blocks),
+        q16[me].data(), k16[me].data(), v16[me].data(), do16[me].data(), lse[me].data(), delta.data(),
+        dq[me].data(), dk[me].data(), dv[me].data());
+    run<T>(false, a, blocks, D);
     std::vector<float> dkt(kt.size(), 0.f), dvt(kt.size(), 0.f);
-    a = K::spanning_args(params, local, span, me, static_cast<int>(P), true, K::kBlockK, blocks);
-    a.q = q16[me].data();
-    a.k = kt.data();
-    a.v = vt.data();
-    a.dout = do16[me].data();
-    a.lse = lse[me].data();
-    a.delta = delta.data();
-    a.dq = dq[me].data();
-    a.dk = dkt.data();
-    a.dv = dvt.data();
-    backward<T>(a, blocks, D);
+    a = K::with_backward_buffers(
+        K::spanning_args(params, local, span, me, static_cast<int>(P), true, K::kBlockK, blocks),
+        q16[me].data(), kt.data(), vt.data(), do16[me].data(), lse[me].data(), delta.data(), dq[me].data(),
+        dkt.data(), dvt.data());
+    run<T>(false, a, blocks, D);
     for (size_t i = 0; i < dkt.size(); ++i) {  // the reduce-scatter's sum over the group
       dkt_sum[i] += dkt[i];
       dvt_sum[i] += dvt[i];
@@ -291,7 +255,7 @@ TEST(ReferenceKernelsEmulated, Fp32MatchesReference) {
   uint64_t seed = 80;
   int variant = 0;
   for (const AttentionCase& c : testing::awkward_attention_cases()) {
-    if (c.B * c.N * c.H > 300) continue;  // a host thread per GPU thread, a barrier per shuffle: tiny shapes only
+    if (c.B * c.N * c.H > 300) continue;  // a fiber per GPU thread, switches per shuffle: tiny shapes only
     const bool causal = variant % 2 == 1;
     const HeadOffsets offsets = variant++ % 4 < 2 ? HeadOffsets::paper : HeadOffsets::grouped;
     SCOPED_TRACE(c.name + (causal ? " causal " : " full ") + to_string(offsets));

@@ -52,49 +52,36 @@ unsigned grid_for(size_t count, unsigned threads) {
   return static_cast<unsigned>(blocks < 65536 ? (blocks ? blocks : 1) : 65536);
 }
 
-int padded_head_dim(int64_t head_dim) {
-  if (head_dim <= 32) return 32;
-  if (head_dim <= 64) return 64;
-  if (head_dim <= kFlashMaxHeadDim) return 128;
-  throw UsageError("--dtype bf16/fp16: head dim " + std::to_string(head_dim) + " is above the tensor-core kernels' " +
-                   std::to_string(kFlashMaxHeadDim) + " (use --dtype fp32)");
-}
-
 void check_dtype(Dtype dtype) {
   if (dtype != Dtype::bf16 && dtype != Dtype::fp16)
     throw UsageError("--dtype " + to_string(dtype) + ": the tensor-core kernels take bf16 or fp16");
 }
 
-template <class T, int D>
-void launch_forward(const FlashArgs& a, long long blocks, cudaStream_t stream) {
-  const size_t smem = forward_smem_bytes<T, D>();
-  LONGCTX_CHECK_CUDA(cudaFuncSetAttribute(flash_forward_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem)));
-  flash_forward_kernel<T, D><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a);
-  LONGCTX_CHECK_CUDA(cudaGetLastError());
+// bf16 / fp16 and a head dim the kernels take; UsageError naming the way out otherwise.
+void check_kernel_inputs(Dtype dtype, int64_t head_dim) {
+  check_dtype(dtype);
+  if (head_dim <= kFlashMaxHeadDim) return;
+  throw UsageError("--dtype bf16/fp16: head dim " + std::to_string(head_dim) + " is above the tensor-core kernels' " +
+                   std::to_string(kFlashMaxHeadDim) + " (use --dtype fp32)");
 }
 
-template <class T, int D>
-void launch_backward(const FlashArgs& a, long long blocks, cudaStream_t stream) {
-  const size_t smem = backward_smem_bytes<T, D>();
-  LONGCTX_CHECK_CUDA(cudaFuncSetAttribute(flash_backward_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem)));
-  flash_backward_kernel<T, D><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a);
-  LONGCTX_CHECK_CUDA(cudaGetLastError());
-}
 
+// One branch's launch: the forward or backward kernel for the element type and padded head dim.
 template <class T>
-void forward_typed(const FlashArgs& a, long long blocks, int d, cudaStream_t stream) {
-  if (d == 32) launch_forward<T, 32>(a, blocks, stream);
-  else if (d == 64) launch_forward<T, 64>(a, blocks, stream);
-  else launch_forward<T, 128>(a, blocks, stream);
+void launch_typed(bool forward, const FlashArgs& a, long long blocks, int64_t head_dim, cudaStream_t stream) {
+  with_padded_head_dim(head_dim, [&](auto d) {
+    constexpr int D = decltype(d)::value;
+    void (*kernel)(const FlashArgs) = forward ? flash_forward_kernel<T, D> : flash_backward_kernel<T, D>;
+    const size_t smem = forward ? forward_smem_bytes<T, D>() : backward_smem_bytes<T, D>();
+    LONGCTX_CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a);
+    LONGCTX_CHECK_CUDA(cudaGetLastError());
+  });
 }
 
-template <class T>
-void backward_typed(const FlashArgs& a, long long blocks, int d, cudaStream_t stream) {
-  if (d == 32) launch_backward<T, 32>(a, blocks, stream);
-  else if (d == 64) launch_backward<T, 64>(a, blocks, stream);
-  else launch_backward<T, 128>(a, blocks, stream);
+void launch(bool forward, Dtype dtype, const FlashArgs& a, long long blocks, int64_t head_dim, cudaStream_t stream) {
+  if (dtype == Dtype::bf16) launch_typed<__nv_bfloat16>(forward, a, blocks, head_dim, stream);
+  else launch_typed<__half>(forward, a, blocks, head_dim, stream);
 }
 
 }  // namespace
@@ -118,61 +105,28 @@ void flash_forward_begin(const AttentionDims& dims, float* o, float* lse, cudaSt
   LONGCTX_CHECK_CUDA(cudaGetLastError());
 }
 
-namespace {
-void launch_forward_args(FlashArgs a, long long blocks, Dtype dtype, int64_t head_dim, const void* q, const void* k,
-                         const void* v, float* o, float* lse, cudaStream_t stream) {
-  a.q = q;
-  a.k = k;
-  a.v = v;
-  a.o = o;
-  a.lse = lse;
-  const int d = padded_head_dim(head_dim);
-  if (dtype == Dtype::bf16) forward_typed<__nv_bfloat16>(a, blocks, d, stream);
-  else forward_typed<__half>(a, blocks, d, stream);
-}
-
-void launch_backward_args(FlashArgs a, long long blocks, Dtype dtype, int64_t head_dim, const void* q, const void* k,
-                          const void* v, const void* dout, const float* lse, const float* delta, float* dq, float* dk,
-                          float* dv, cudaStream_t stream) {
-  a.q = q;
-  a.k = k;
-  a.v = v;
-  a.dout = dout;
-  a.lse = const_cast<float*>(lse);  // read only in the backward
-  a.delta = delta;
-  a.dq = dq;
-  a.dk = dk;
-  a.dv = dv;
-  const int d = padded_head_dim(head_dim);
-  if (dtype == Dtype::bf16) backward_typed<__nv_bfloat16>(a, blocks, d, stream);
-  else backward_typed<__half>(a, blocks, d, stream);
-}
-}  // namespace
 
 void flash_forward_branch(const AttentionParams& params, const AttentionDims& dims, const Branch& branch,
                           Dtype dtype, const void* q, const void* k, const void* v, float* o, float* lse,
                           cudaStream_t stream) {
-  check_dtype(dtype);
-  padded_head_dim(dims.head_dim);
+  check_kernel_inputs(dtype, dims.head_dim);
   long long blocks = 0;
   const FlashArgs a = branch_args(params, dims, branch, kBlockQ, blocks);
-  launch_forward_args(a, blocks, dtype, dims.head_dim, q, k, v, o, lse, stream);
+  launch(true, dtype, with_forward_buffers(a, q, k, v, o, lse), blocks, dims.head_dim, stream);
 }
 
 void flash_forward_spanning(const AttentionParams& params, const AttentionDims& local, const Branch& branch,
                             int member, int group, Dtype dtype, const void* q, const void* k_tiles,
                             const void* v_tiles, float* o, float* lse, cudaStream_t stream) {
-  check_dtype(dtype);
-  padded_head_dim(local.head_dim);
+  check_kernel_inputs(dtype, local.head_dim);
   long long blocks = 0;
   const FlashArgs a = spanning_args(params, local, branch, member, group, false, kBlockQ, blocks);
-  launch_forward_args(a, blocks, dtype, local.head_dim, q, k_tiles, v_tiles, o, lse, stream);
+  launch(true, dtype, with_forward_buffers(a, q, k_tiles, v_tiles, o, lse), blocks, local.head_dim, stream);
 }
 
 void flash_forward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
                    const void* k, const void* v, float* o, float* lse, cudaStream_t stream) {
-  check_dtype(dtype);
-  padded_head_dim(dims.head_dim);
+  check_kernel_inputs(dtype, dims.head_dim);
   flash_forward_begin(dims, o, lse, stream);
   for (const Branch& branch : params.schedule.branches)
     flash_forward_branch(params, dims, branch, dtype, q, k, v, o, lse, stream);
@@ -200,30 +154,28 @@ void flash_backward_branch(const AttentionParams& params, const AttentionDims& d
                            Dtype dtype, const void* q, const void* k, const void* v, const void* dout,
                            const float* lse, const float* delta, float* dq, float* dk, float* dv,
                            cudaStream_t stream) {
-  check_dtype(dtype);
-  padded_head_dim(dims.head_dim);
+  check_kernel_inputs(dtype, dims.head_dim);
   long long blocks = 0;
   const FlashArgs a = branch_args(params, dims, branch, kBlockK, blocks);
-  launch_backward_args(a, blocks, dtype, dims.head_dim, q, k, v, dout, lse, delta, dq, dk, dv, stream);
+  launch(false, dtype, with_backward_buffers(a, q, k, v, dout, lse, delta, dq, dk, dv), blocks, dims.head_dim,
+         stream);
 }
 
 void flash_backward_spanning(const AttentionParams& params, const AttentionDims& local, const Branch& branch,
                              int member, int group, Dtype dtype, const void* q, const void* k_tiles,
                              const void* v_tiles, const void* dout, const float* lse, const float* delta, float* dq,
                              float* dk_tiles, float* dv_tiles, cudaStream_t stream) {
-  check_dtype(dtype);
-  padded_head_dim(local.head_dim);
+  check_kernel_inputs(dtype, local.head_dim);
   long long blocks = 0;
   const FlashArgs a = spanning_args(params, local, branch, member, group, true, kBlockK, blocks);
-  launch_backward_args(a, blocks, dtype, local.head_dim, q, k_tiles, v_tiles, dout, lse, delta, dq, dk_tiles,
-                       dv_tiles, stream);
+  launch(false, dtype, with_backward_buffers(a, q, k_tiles, v_tiles, dout, lse, delta, dq, dk_tiles, dv_tiles),
+         blocks, local.head_dim, stream);
 }
 
 void flash_backward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
                     const void* k, const void* v, const void* dout, const float* o, const float* lse, float* delta,
                     float* dq, float* dk, float* dv, cudaStream_t stream) {
-  check_dtype(dtype);
-  padded_head_dim(dims.head_dim);
+  check_kernel_inputs(dtype, dims.head_dim);
   flash_backward_begin(dims, dtype, dout, o, delta, dq, dk, dv, stream);
   for (const Branch& branch : params.schedule.branches)
     flash_backward_branch(params, dims, branch, dtype, q, k, v, dout, lse, delta, dq, dk, dv, stream);

@@ -1,6 +1,6 @@
 // The tensor-core kernels themselves (device code), included by flash_kernels.cu and, compiled for the host
 // with LONGCTX_GPU_EMULATION (tests/gpu_emulation.hpp provides the CUDA names), by the emulation test
-// that runs this very code on the CPU: one host thread per GPU thread, warp instructions emulated.
+// that runs this very code on the CPU: one fiber per GPU thread, warp instructions emulated.
 //
 // Warp-level mma.sync m16n8k16 (bf16 / fp16 in, fp32 accumulate), ldmatrix from shared memory rows padded
 // by 16 bytes (conflict-free), cp.async double buffering. Fragment layouts (PTX ISA, "mma.m16n8k16"): with
@@ -22,6 +22,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 #include "attention/attention.hpp"
 #include "attention/cuda/flash_layout.hpp"
@@ -564,6 +565,38 @@ __global__ void __launch_bounds__(kThreads) flash_backward_kernel(const FlashArg
 }
 
 // ---- host side of a launch (shared with the emulation test) -------------------------------------------
+
+// Calls f(std::integral_constant<int, D>{}) with D the padded head dim the kernels use for `head_dim`.
+template <class F>
+void with_padded_head_dim(int64_t head_dim, F&& f) {
+  if (head_dim <= 32) f(std::integral_constant<int, 32>{});
+  else if (head_dim <= 64) f(std::integral_constant<int, 64>{});
+  else f(std::integral_constant<int, 128>{});
+}
+
+// `a` with the forward's / backward's tensors.
+inline FlashArgs with_forward_buffers(FlashArgs a, const void* q, const void* k, const void* v, float* o,
+                                      float* lse) {
+  a.q = q;
+  a.k = k;
+  a.v = v;
+  a.o = o;
+  a.lse = lse;
+  return a;
+}
+inline FlashArgs with_backward_buffers(FlashArgs a, const void* q, const void* k, const void* v, const void* dout,
+                                       const float* lse, const float* delta, float* dq, float* dk, float* dv) {
+  a.q = q;
+  a.k = k;
+  a.v = v;
+  a.dout = dout;
+  a.lse = const_cast<float*>(lse);  // read only in the backward
+  a.delta = delta;
+  a.dq = dq;
+  a.dk = dk;
+  a.dv = dv;
+  return a;
+}
 
 template <class T, int D>
 constexpr size_t forward_smem_bytes() {

@@ -42,15 +42,48 @@ void add_rows(float* dst, const float* src, int64_t first, int64_t stride, int64
   LONGCTX_CHECK_CUDA(cudaGetLastError());
 }
 
+// Member-major blocks (member after member, each [K: B][H][rows][D] then V) <-> the per-(b, h) tiles in
+// position order, for elements of `es` bytes: to_tiles after the all-gather, back for the reduce-scatter.
+void reorder(const cuda::SpanLayout& lay, size_t es, char* blocks, char* k_tiles, char* v_tiles, bool to_tiles) {
+  size_t block = 0;
+  for (int m = 0; m < lay.group; ++m) {
+    const size_t half = static_cast<size_t>(lay.block_elements(m)) * es / 2;
+    for (int64_t b = 0; b < lay.batch; ++b)
+      for (int64_t h = 0; h < lay.heads; ++h) {
+        const int64_t n = lay.rows_of(m, h);
+        if (n == 0) continue;
+        char* in_block = blocks + block + static_cast<size_t>(lay.block_offset(m, b, h)) * es;
+        const size_t tile = static_cast<size_t>(lay.tile_offset(m, b, h)) * es;
+        const size_t bytes = static_cast<size_t>(n * lay.head_dim) * es;
+        char* to_k = to_tiles ? k_tiles + tile : in_block;
+        char* to_v = to_tiles ? v_tiles + tile : in_block + half;
+        const char* from_k = to_tiles ? in_block : k_tiles + tile;
+        const char* from_v = to_tiles ? in_block + half : v_tiles + tile;
+        LONGCTX_CHECK_CUDA(cudaMemcpyAsync(to_k, from_k, bytes, cudaMemcpyDeviceToDevice, nullptr));
+        LONGCTX_CHECK_CUDA(cudaMemcpyAsync(to_v, from_v, bytes, cudaMemcpyDeviceToDevice, nullptr));
+      }
+    block += 2 * half;
+  }
+}
+
 }  // namespace
 
 // One spanning branch's layout on this rank (cuda::SpanLayout) and its device buffers.
 struct CudaSequenceParallel::Gathered {
   cuda::SpanLayout layout;
-  std::vector<size_t> counts;  // bytes of each member's block
+  std::vector<size_t> counts;  // bytes of each member's block (alive while the exchange is in flight)
   DeviceMemory send, gathered, k_tiles, v_tiles;
   comm::Request exchange;      // the all-gatherv in flight
 };
+
+SequenceParallelStats CudaSequenceParallel::stats_since(std::chrono::steady_clock::time_point start) const {
+  SequenceParallelStats stats;
+  stats.seconds = since(start);
+  stats.bytes_sent = comm_.counters().bytes_sent;
+  stats.bytes_received = comm_.counters().bytes_received;
+  stats.collectives = comm_.counters().calls;
+  return stats;
+}
 
 CudaSequenceParallel::CudaSequenceParallel(comm::Communicator& comm, Dtype dtype) : comm_(comm), dtype_(dtype) {
   if (dtype != Dtype::bf16 && dtype != Dtype::fp16)
@@ -124,30 +157,9 @@ size_t CudaSequenceParallel::start_next_gather(const AttentionParams& params, co
 
 void CudaSequenceParallel::finish_gather(Gathered& out) {
   out.exchange.wait();
-  const cuda::SpanLayout& lay = out.layout;
-  const std::vector<size_t>& counts = out.counts;
-  const int g = lay.group;
-  const int64_t B = lay.batch, H = lay.heads, D = lay.head_dim;
-  const size_t es = cuda::element_bytes(dtype_);
   // 3. Position order per (b, h): member m's rows follow those of members before it.
-  const char* gathered = out.gathered.get<char>();
-  size_t block = 0;
-  for (int m = 0; m < g; ++m) {
-    const size_t block_half = counts[static_cast<size_t>(m)] / 2;
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = 0; h < H; ++h) {
-        const int64_t n = lay.rows_of(m, h);
-        if (n == 0) continue;
-        const size_t src = block + static_cast<size_t>(lay.block_offset(m, b, h)) * es;
-        const size_t dst = static_cast<size_t>(lay.tile_offset(m, b, h)) * es;
-        const size_t bytes = static_cast<size_t>(n * D) * es;
-        LONGCTX_CHECK_CUDA(cudaMemcpyAsync(out.k_tiles.get<char>() + dst, gathered + src, bytes,
-                                           cudaMemcpyDeviceToDevice, nullptr));
-        LONGCTX_CHECK_CUDA(cudaMemcpyAsync(out.v_tiles.get<char>() + dst, gathered + src + block_half, bytes,
-                                           cudaMemcpyDeviceToDevice, nullptr));
-      }
-    block += counts[static_cast<size_t>(m)];
-  }
+  reorder(out.layout, cuda::element_bytes(dtype_), out.gathered.get<char>(), out.k_tiles.get<char>(),
+          out.v_tiles.get<char>(), true);
 }
 
 void CudaSequenceParallel::forward(const AttentionParams& params, const AttentionDims& local, const void* q,
@@ -176,8 +188,7 @@ void CudaSequenceParallel::forward(const AttentionParams& params, const Attentio
                                  x.k_tiles.get(), x.v_tiles.get(), o, lse, nullptr);
   }
   LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());  // before the gathered buffers are freed
-  forward_stats_ = {since(start), comm_.counters().bytes_sent, comm_.counters().bytes_received,
-                    comm_.counters().calls};
+  forward_stats_ = stats_since(start);
 }
 
 void CudaSequenceParallel::backward(const AttentionParams& params, const AttentionDims& local, const void* q,
@@ -219,23 +230,7 @@ void CudaSequenceParallel::backward(const AttentionParams& params, const Attenti
     size_t total = 0;
     for (size_t c : counts) total += c;
     DeviceMemory grads(total * sizeof(float)), mine(counts[static_cast<size_t>(me)] * sizeof(float));
-    size_t block = 0;
-    for (int m = 0; m < g; ++m) {
-      const size_t half = counts[static_cast<size_t>(m)] / 2;
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t h = 0; h < H; ++h) {
-          const int64_t n = lay.rows_of(m, h);
-          if (n == 0) continue;
-          const size_t dst = block + static_cast<size_t>(lay.block_offset(m, b, h));
-          const size_t src = static_cast<size_t>(lay.tile_offset(m, b, h));
-          const size_t bytes = static_cast<size_t>(n * D) * sizeof(float);
-          LONGCTX_CHECK_CUDA(cudaMemcpyAsync(grads.get<float>() + dst, dk_tiles.get<float>() + src, bytes,
-                                             cudaMemcpyDeviceToDevice, nullptr));
-          LONGCTX_CHECK_CUDA(cudaMemcpyAsync(grads.get<float>() + dst + half, dv_tiles.get<float>() + src, bytes,
-                                             cudaMemcpyDeviceToDevice, nullptr));
-        }
-      block += counts[static_cast<size_t>(m)];
-    }
+    reorder(lay, sizeof(float), grads.get<char>(), dk_tiles.get<char>(), dv_tiles.get<char>(), false);
     group_for(g).reduce_scatter(Span<const float>(grads.get<float>(), total),
                                 Span<float>(mine.get<float>(), counts[static_cast<size_t>(me)]), counts);
     // Add this rank's summed rows into dk, dv at their strided places.
@@ -252,8 +247,7 @@ void CudaSequenceParallel::backward(const AttentionParams& params, const Attenti
     gathered[i].reset();
   }
   LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
-  backward_stats_ = {since(start), comm_.counters().bytes_sent, comm_.counters().bytes_received,
-                     comm_.counters().calls};
+  backward_stats_ = stats_since(start);
 }
 
 void CudaSequenceParallel::forward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v,

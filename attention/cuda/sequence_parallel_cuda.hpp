@@ -13,22 +13,18 @@
 // GPU, or no NCCL). This header includes no CUDA header.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <vector>
 
 #include "attention/attention.hpp"
+#include "attention/sequence_parallel.hpp"
 #include "comm/communicator.hpp"
 
 namespace longctx {
 
-struct CudaParallelStats {
-  double seconds = 0;           // wall time of the call (device synchronised at the end)
-  uint64_t bytes_sent = 0;      // payload to other ranks (communicator counters)
-  uint64_t bytes_received = 0;
-  uint64_t collectives = 0;
-};
 
 class CudaSequenceParallel {
  public:
@@ -51,12 +47,14 @@ class CudaSequenceParallel {
   void backward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
                 const Tensor& lse, const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv);
 
-  const CudaParallelStats& last_forward() const { return forward_stats_; }
-  const CudaParallelStats& last_backward() const { return backward_stats_; }
+  const SequenceParallelStats& last_forward() const { return forward_stats_; }
+  const SequenceParallelStats& last_backward() const { return backward_stats_; }
 
  private:
   struct Gathered;
   comm::Communicator& group_for(int group_size);
+  // Time since `start` and the communicator's counters (reset at the start of each call).
+  SequenceParallelStats stats_since(std::chrono::steady_clock::time_point start) const;
   // Packs this rank's selected K / V rows of spanning `branch` and starts their all-gatherv in its group;
   // finish_gather waits for it and lays the rows out as k_tiles / v_tiles.
   void begin_gather(const AttentionParams& params, const AttentionDims& local, const Branch& branch, const void* k,
@@ -70,7 +68,7 @@ class CudaSequenceParallel {
   comm::Communicator& comm_;
   Dtype dtype_;
   std::map<int, std::unique_ptr<comm::Communicator>> groups_;
-  CudaParallelStats forward_stats_, backward_stats_;
+  SequenceParallelStats forward_stats_, backward_stats_;  // seconds, bytes and calls (no overlap timing)
 };
 
 }  // namespace longctx

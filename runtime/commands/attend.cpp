@@ -104,11 +104,7 @@ int run(Invocation& invocation) {
     f.seconds = since(t_fwd);
   } else if (gpus) {
     gpus->forward(params, q, k, v, o, lse);
-    const CudaParallelStats& s = gpus->last_forward();
-    f.seconds = s.seconds;
-    f.bytes_sent = s.bytes_sent;
-    f.bytes_received = s.bytes_received;
-    f.collectives = s.collectives;
+    f = gpus->last_forward();
   } else {
     attention.forward(params, q, k, v, o, lse);
     f = attention.last_forward();
@@ -128,11 +124,7 @@ int run(Invocation& invocation) {
       b.seconds = since(t_bwd);
     } else if (gpus) {
       gpus->backward(params, q, k, v, o, lse, dout, dq, dk, dv);
-      const CudaParallelStats& s = gpus->last_backward();
-      b.seconds = s.seconds;
-      b.bytes_sent = s.bytes_sent;
-      b.bytes_received = s.bytes_received;
-      b.collectives = s.collectives;
+      b = gpus->last_backward();
     } else {
       attention.backward(params, q, k, v, o, lse, dout, dq, dk, dv);
       b = attention.last_backward();
