@@ -114,6 +114,20 @@ float scale_of(const AttentionParams& params, int64_t D) {
   return static_cast<float>(params.softmax_scale != 0 ? params.softmax_scale : 1.0 / std::sqrt(static_cast<double>(D)));
 }
 
+// visit(problem) for every (batch, segment, head) of a local branch over N rows that selects rows: the
+// blocks flash_forward_branch / flash_backward_branch launch.
+template <class Visit>
+void for_each_local_problem(const AttentionParams& params, const Branch& branch, int64_t B, int64_t N, int H,
+                            Visit&& visit) {
+  const int64_t w = effective_segment_length(branch, N), segments = segment_count(branch, N);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t seg = 0; seg < segments; ++seg)
+      for (int h = 0; h < H; ++h) {
+        FlashProblem p;
+        if (local_problem(b, seg, h, N, w, branch.dilation, H, params.offsets, p)) visit(p);
+      }
+}
+
 // Every local branch's problems over a [B, N, H, D] tensor, like flash_forward / flash_backward.
 void emulate_single(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v,
                     const Tensor& dout, Tensor& o, Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv) {
@@ -125,32 +139,20 @@ void emulate_single(const AttentionParams& params, const Tensor& q, const Tensor
   lse = Tensor(lse_shape(s));
   for (int64_t i = 0; i < lse.size(); ++i) lse[i] = -INFINITY;
   const Rows x{q.data(), k.data(), v.data(), D};
-  for (const Branch& branch : params.schedule.branches) {
-    const int64_t w = effective_segment_length(branch, N), segments = segment_count(branch, N);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t seg = 0; seg < segments; ++seg)
-        for (int h = 0; h < H; ++h) {
-          FlashProblem p;
-          if (local_problem(b, seg, h, N, w, branch.dilation, H, params.offsets, p))
-            forward_problem(p, x, scale, params.causal, o.data(), lse.data());
-        }
-  }
+  for (const Branch& branch : params.schedule.branches)
+    for_each_local_problem(params, branch, B, N, H, [&](const FlashProblem& p) {
+      forward_problem(p, x, scale, params.causal, o.data(), lse.data());
+    });
   Tensor delta(lse.shape());
   for (int64_t r = 0; r < delta.size(); ++r) delta[r] = dot(dout.data() + r * D, o.data() + r * D, D);
   dq = Tensor(s);
   dk = Tensor(s);
   dv = Tensor(s);
-  for (const Branch& branch : params.schedule.branches) {
-    const int64_t w = effective_segment_length(branch, N), segments = segment_count(branch, N);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t seg = 0; seg < segments; ++seg)
-        for (int h = 0; h < H; ++h) {
-          FlashProblem p;
-          if (local_problem(b, seg, h, N, w, branch.dilation, H, params.offsets, p))
-            backward_problem(p, x, dout.data(), lse.data(), delta.data(), scale, params.causal, dq.data(), dk.data(),
-                             dv.data());
-        }
-  }
+  for (const Branch& branch : params.schedule.branches)
+    for_each_local_problem(params, branch, B, N, H, [&](const FlashProblem& p) {
+      backward_problem(p, x, dout.data(), lse.data(), delta.data(), scale, params.causal, dq.data(), dk.data(),
+                       dv.data());
+    });
 }
 
 TEST(FlashEmulation, OneGpuMatchesReference) {
@@ -252,16 +254,11 @@ TEST(FlashEmulation, ShardedRanksMatchReference) {
       for (const Branch& branch : params.schedule.branches) {
         const bool spans = effective_segment_length(branch, N) > L;
         for (int me = 0; me < P; ++me) {
-          if (!spans) {
-            const int64_t seg = effective_segment_length(branch, N);
-            for (int64_t b = 0; b < B; ++b)
-              for (int64_t s = 0; s < L / seg; ++s)
-                for (int h = 0; h < H; ++h) {
-                  FlashProblem p;
-                  if (local_problem(b, s, h, L, seg, branch.dilation, H, params.offsets, p))
-                    forward_problem(p, Rows{ql[me].data(), kl[me].data(), vl[me].data(), D}, scale, params.causal,
-                                    o[me].data(), lse[me].data());
-                }
+          if (!spans) {  // on the rank's own L rows (w' divides L)
+            for_each_local_problem(params, branch, B, L, H, [&](const FlashProblem& p) {
+              forward_problem(p, Rows{ql[me].data(), kl[me].data(), vl[me].data(), D}, scale, params.causal,
+                              o[me].data(), lse[me].data());
+            });
             continue;
           }
           const int g = static_cast<int>(effective_segment_length(branch, N) / L);
@@ -287,17 +284,12 @@ TEST(FlashEmulation, ShardedRanksMatchReference) {
       for (const Branch& branch : params.schedule.branches) {
         const bool spans = effective_segment_length(branch, N) > L;
         if (!spans) {
-          const int64_t seg = effective_segment_length(branch, N);
           for (int me = 0; me < P; ++me)
-            for (int64_t b = 0; b < B; ++b)
-              for (int64_t s = 0; s < L / seg; ++s)
-                for (int h = 0; h < H; ++h) {
-                  FlashProblem p;
-                  if (local_problem(b, s, h, L, seg, branch.dilation, H, params.offsets, p))
-                    backward_problem(p, Rows{ql[me].data(), kl[me].data(), vl[me].data(), D}, dl[me].data(),
-                                     lse[me].data(), delta[me].data(), scale, params.causal, dq[me].data(),
-                                     dk[me].data(), dv[me].data());
-                }
+            for_each_local_problem(params, branch, B, L, H, [&](const FlashProblem& p) {
+              backward_problem(p, Rows{ql[me].data(), kl[me].data(), vl[me].data(), D}, dl[me].data(),
+                               lse[me].data(), delta[me].data(), scale, params.causal, dq[me].data(), dk[me].data(),
+                               dv[me].data());
+            });
           continue;
         }
         const int g = static_cast<int>(effective_segment_length(branch, N) / L);

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <memory>
+#include <utility>
 
 #include "attention/attention.hpp"
 #include "attention/cuda/sequence_parallel_cuda.hpp"
@@ -44,9 +45,12 @@ class LocalAttention : public SequenceAttention {
   std::unique_ptr<AttentionBackend> backend_;
 };
 
-class ShardedAttention : public SequenceAttention {
+// A sequence-parallel implementation behind the model's interface (constructed with its own arguments).
+template <class Parallel>
+class ParallelAttention : public SequenceAttention {
  public:
-  explicit ShardedAttention(comm::Communicator& comm) : attention_(comm) {}
+  template <class... Args>
+  explicit ParallelAttention(Args&&... args) : attention_(std::forward<Args>(args)...) {}
   void forward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,
                Tensor& lse) override {
     attention_.forward(params, q, k, v, o, lse);
@@ -55,27 +59,14 @@ class ShardedAttention : public SequenceAttention {
                 const Tensor& lse, const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) override {
     attention_.backward(params, q, k, v, o, lse, dout, dq, dk, dv);
   }
-  const SequenceParallelAttention& inner() const { return attention_; }
+  const Parallel& inner() const { return attention_; }
 
  private:
-  SequenceParallelAttention attention_;
+  Parallel attention_;
 };
 
-class GpuShardedAttention : public SequenceAttention {
- public:
-  // `device_comm` moves device buffers (NCCL or staged) and must outlive this object.
-  GpuShardedAttention(comm::Communicator& device_comm, Dtype dtype) : attention_(device_comm, dtype) {}
-  void forward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,
-               Tensor& lse) override {
-    attention_.forward(params, q, k, v, o, lse);
-  }
-  void backward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
-                const Tensor& lse, const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) override {
-    attention_.backward(params, q, k, v, o, lse, dout, dq, dk, dv);
-  }
-
- private:
-  CudaSequenceParallel attention_;
-};
+using ShardedAttention = ParallelAttention<SequenceParallelAttention>;  // (comm)
+// (device_comm, dtype): `device_comm` moves device buffers (NCCL or staged) and must outlive it.
+using GpuShardedAttention = ParallelAttention<CudaSequenceParallel>;
 
 }  // namespace longctx::model
