@@ -2,6 +2,8 @@
 #include "gpu_emulation.hpp"
 
 #include <array>
+#include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <memory>
 #include <stdexcept>
@@ -203,6 +205,16 @@ float atomic_add(float* address, float value) {  // fibers of one host thread: n
   const float old = *address;
   *address = old + value;
   return old;
+}
+
+void atomic_add2(float* address, float x, float y) {
+  if (reinterpret_cast<uintptr_t>(address) % 8 != 0) {
+    std::fprintf(stderr, "emulation: float2 atomicAdd at %p, not 8-byte aligned (a misaligned address fault)\n",
+                 static_cast<void*>(address));
+    std::abort();
+  }
+  address[0] += x;
+  address[1] += y;
 }
 
 void launch(unsigned blocks, unsigned threads, size_t shared_bytes, const std::function<void()>& body) {

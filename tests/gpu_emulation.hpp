@@ -43,6 +43,8 @@ void copy16(void* smem, const void* gmem, bool valid);
 void copy_commit();
 void copy_wait(int newest_left_pending);
 float atomic_add(float* address, float value);
+// float2 atomicAdd (sm_90): an address not 8-byte aligned is a fault there, an abort here.
+void atomic_add2(float* address, float x, float y);
 
 // Runs body() as `threads` threads of each of `blocks` blocks, with `shared_bytes` of shared memory each.
 void launch(unsigned blocks, unsigned threads, size_t shared_bytes, const std::function<void()>& body);
@@ -70,6 +72,15 @@ inline float __shfl_xor_sync(unsigned, float value, int lane_mask) {
   return longctx::cuda::emulation::shfl_xor(value, lane_mask);
 }
 inline float atomicAdd(float* address, float value) { return longctx::cuda::emulation::atomic_add(address, value); }
+struct float2 {
+  float x, y;
+};
+inline float2 make_float2(float x, float y) { return {x, y}; }
+inline float2 atomicAdd(float2* address, float2 value) {
+  const float2 old = *address;
+  longctx::cuda::emulation::atomic_add2(&address->x, value.x, value.y);
+  return old;
+}
 
 // ---- bf16 / fp16 ------------------------------------------------------------------------------------------
 struct __nv_bfloat16 {

@@ -24,8 +24,6 @@ using longctx::testing::AttentionCase;
 using longctx::testing::random_tensor;
 using longctx::testing::rows_of;
 
-constexpr int kBlockQ = 64, kBlockK = 64, kBwdBlockQ = 32;  // the kernels' tiles (flash_kernels.cu)
-
 // Row views: queries at q_row(t), keys at k_row(t) of [*, D] arrays.
 struct Rows {
   const float* q;
@@ -44,15 +42,15 @@ float dot(const float* a, const float* b, int64_t D) {
 void forward_problem(const FlashProblem& p, const Rows& x, float scale, bool causal, float* o, float* lse) {
   const float scale2 = scale * 1.4426950408889634f;
   const int64_t D = x.D;
-  for (int t0 = 0; t0 < p.n_q; t0 += kBlockQ) {
-    const int key_end = forward_key_end(p, t0, kBlockQ, causal);
-    for (int t = t0; t < std::min(t0 + kBlockQ, p.n_q); ++t) {
+  for (int t0 = 0; t0 < p.n_q; t0 += kFwdBlockQ) {
+    const int key_end = forward_key_end(p, t0, kFwdBlockQ, causal);
+    for (int t = t0; t < std::min(t0 + kFwdBlockQ, p.n_q); ++t) {
       float m = -INFINITY, l = 0;
       std::vector<float> acc(static_cast<size_t>(D), 0.f);
-      for (int key0 = 0; key0 < key_end; key0 += kBlockK) {
-        const bool mask = tile_needs_mask(p, key0, kBlockK, t0, causal);
-        std::vector<float> s(kBlockK);
-        for (int j = 0; j < kBlockK; ++j) {
+      for (int key0 = 0; key0 < key_end; key0 += kFwdBlockK) {
+        const bool mask = tile_needs_mask(p, key0, kFwdBlockK, t0, causal);
+        std::vector<float> s(kFwdBlockK);
+        for (int j = 0; j < kFwdBlockK; ++j) {
           const int key = key0 + j;
           // Keys past the selection are zero-filled tiles: score 0 unless masked.
           s[static_cast<size_t>(j)] = key < p.n_k ? dot(x.q + p.q_row(t) * D, x.k + p.k_row(key) * D, D) * scale2 : 0.f;
@@ -65,7 +63,7 @@ void forward_problem(const FlashProblem& p, const Rows& x, float scale, bool cau
         m = mx;
         l *= keep;
         for (float& a : acc) a *= keep;
-        for (int j = 0; j < kBlockK; ++j) {
+        for (int j = 0; j < kFwdBlockK; ++j) {
           const float w = std::exp2(s[static_cast<size_t>(j)] - base);
           l += w;
           const int key = key0 + j;
@@ -89,13 +87,13 @@ void forward_problem(const FlashProblem& p, const Rows& x, float scale, bool cau
 void backward_problem(const FlashProblem& p, const Rows& x, const float* dout, const float* lse, const float* delta,
                       float scale, bool causal, float* dq, float* dk, float* dv) {
   const int64_t D = x.D;
-  for (int k0 = 0; k0 < p.n_k; k0 += kBlockK) {
+  for (int k0 = 0; k0 < p.n_k; k0 += kBwdBlockK) {
     const int first = backward_first_step(p, k0, kBwdBlockQ, causal);
     const int steps = (p.n_q + kBwdBlockQ - 1) / kBwdBlockQ - first;
     for (int step = 0; step < steps; ++step) {
       const int t0 = (first + step) * kBwdBlockQ;
       for (int t = t0; t < std::min(t0 + kBwdBlockQ, p.n_q); ++t)
-        for (int key = k0; key < std::min(k0 + kBlockK, p.n_k); ++key) {
+        for (int key = k0; key < std::min(k0 + kBwdBlockK, p.n_k); ++key) {
           if (key_hidden(p, key, t, causal)) continue;
           const int64_t qr = p.q_row(t), kr = p.k_row(key);
           const float prob = std::exp(dot(x.q + qr * D, x.k + kr * D, D) * scale - lse[qr]);
@@ -196,9 +194,10 @@ TEST(FlashEmulation, ShardedRanksMatchReference) {
       {"r=5 B=2", {8, -2}, {1, 5}, 2, 3, 12, false, HeadOffsets::paper},
       {"only spanning causal", {-2, -4}, {1, 3}, 1, 3, 16, true, HeadOffsets::grouped},
       {"r > L causal", {-4}, {1}, 1, 2, 4, true, HeadOffsets::paper},
-      // Rank 1's queries start at sparse index 190 = 62 mod 64: the key tile before the diagonal one then
-      // ends one key past its first query, the one partial-mask case tile-aligned shards never reach.
-      {"q_base = 62 mod 64, causal", {-2}, {1}, 1, 2, 4, true, HeadOffsets::paper, 190},
+      // Rank 1's queries start at sparse index 190 = 30 mod 32 (the forward's key tile): the key tile before
+      // the diagonal one then ends one key past its first query, the one partial-mask case tile-aligned
+      // shards never reach.
+      {"q_base = 30 mod 32, causal", {-2}, {1}, 1, 2, 4, true, HeadOffsets::paper, 190},
   };
   for (int P : {2, 4}) {
     for (const Case& c : cases) {

@@ -56,7 +56,7 @@ void run(bool forward, const K::FlashArgs& a, long long blocks, int64_t head_dim
   K::with_padded_head_dim(head_dim, [&](auto d) {
     constexpr int D = decltype(d)::value;
     const size_t smem = forward ? K::forward_smem_bytes<T, D>() : K::backward_smem_bytes<T, D>();
-    emulation::launch(static_cast<unsigned>(blocks), K::kThreads, smem, [&] {
+    emulation::launch(static_cast<unsigned>(blocks), forward ? kFwdThreads : kBwdThreads, smem, [&] {
       if (forward) K::flash_forward_kernel<T, D>(a);
       else K::flash_backward_kernel<T, D>(a);
     });
@@ -92,7 +92,7 @@ void check_local(const AttentionCase& c, bool causal, HeadOffsets offsets, doubl
   for (const Branch& branch : params.schedule.branches) {
     long long blocks = 0;
     K::FlashArgs a = K::with_forward_buffers(
-        K::branch_args(params, dims, branch, K::kBlockQ, blocks),
+        K::branch_args(params, dims, branch, kFwdBlockQ, blocks),
         q16.data(), k16.data(), v16.data(), o.data(), lse.data());
     run<T>(true, a, blocks, c.D);
   }
@@ -107,7 +107,7 @@ void check_local(const AttentionCase& c, bool causal, HeadOffsets offsets, doubl
   for (const Branch& branch : params.schedule.branches) {
     long long blocks = 0;
     K::FlashArgs a = K::with_backward_buffers(
-        K::branch_args(params, dims, branch, K::kBlockK, blocks),
+        K::branch_args(params, dims, branch, kBwdBlockK, blocks),
         q16.data(), k16.data(), v16.data(), do16.data(), lse.data(), delta.data(), dq.data(), dk.data(), dv.data());
     run<T>(false, a, blocks, c.D);
   }
@@ -203,11 +203,11 @@ TEST(FlashKernelsEmulated, SpanningBranchMatchesReference) {
     for (int64_t i = 0; i < lse[me].size(); ++i) lse[me][i] = -INFINITY;
     long long blocks = 0;
     K::FlashArgs a = K::with_forward_buffers(
-        K::branch_args(params, local, local_branch, K::kBlockQ, blocks),
+        K::branch_args(params, local, local_branch, kFwdBlockQ, blocks),
         q16[me].data(), k16[me].data(), v16[me].data(), o[me].data(), lse[me].data());
     run<T>(true, a, blocks, D);
     a = K::with_forward_buffers(
-        K::spanning_args(params, local, span, me, static_cast<int>(P), false, K::kBlockQ, blocks),
+        K::spanning_args(params, local, span, me, static_cast<int>(P), false, kFwdBlockQ, blocks),
         q16[me].data(), kt.data(), vt.data(), o[me].data(), lse[me].data());
     run<T>(true, a, blocks, D);
     SCOPED_TRACE("rank " + std::to_string(me));
@@ -219,13 +219,13 @@ TEST(FlashKernelsEmulated, SpanningBranchMatchesReference) {
     dk[me] = Tensor(mine);
     dv[me] = Tensor(mine);
     a = K::with_backward_buffers(
-        K::branch_args(params, local, local_branch, K::kBlockK, blocks),
+        K::branch_args(params, local, local_branch, kBwdBlockK, blocks),
         q16[me].data(), k16[me].data(), v16[me].data(), do16[me].data(), lse[me].data(), delta.data(),
         dq[me].data(), dk[me].data(), dv[me].data());
     run<T>(false, a, blocks, D);
     std::vector<float> dkt(kt.size(), 0.f), dvt(kt.size(), 0.f);
     a = K::with_backward_buffers(
-        K::spanning_args(params, local, span, me, static_cast<int>(P), true, K::kBlockK, blocks),
+        K::spanning_args(params, local, span, me, static_cast<int>(P), true, kBwdBlockK, blocks),
         q16[me].data(), kt.data(), vt.data(), do16[me].data(), lse[me].data(), delta.data(), dq[me].data(),
         dkt.data(), dvt.data());
     run<T>(false, a, blocks, D);

@@ -74,7 +74,7 @@ void launch_typed(bool forward, const FlashArgs& a, long long blocks, int64_t he
     void (*kernel)(const FlashArgs) = forward ? flash_forward_kernel<T, D> : flash_backward_kernel<T, D>;
     const size_t smem = forward ? forward_smem_bytes<T, D>() : backward_smem_bytes<T, D>();
     LONGCTX_CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a);
+    kernel<<<static_cast<unsigned>(blocks), forward ? kFwdThreads : kBwdThreads, smem, stream>>>(a);
     LONGCTX_CHECK_CUDA(cudaGetLastError());
   });
 }
@@ -111,7 +111,7 @@ void flash_forward_branch(const AttentionParams& params, const AttentionDims& di
                           cudaStream_t stream) {
   check_kernel_inputs(dtype, dims.head_dim);
   long long blocks = 0;
-  const FlashArgs a = branch_args(params, dims, branch, kBlockQ, blocks);
+  const FlashArgs a = branch_args(params, dims, branch, kFwdBlockQ, blocks);
   launch(true, dtype, with_forward_buffers(a, q, k, v, o, lse), blocks, dims.head_dim, stream);
 }
 
@@ -120,7 +120,7 @@ void flash_forward_spanning(const AttentionParams& params, const AttentionDims& 
                             const void* v_tiles, float* o, float* lse, cudaStream_t stream) {
   check_kernel_inputs(dtype, local.head_dim);
   long long blocks = 0;
-  const FlashArgs a = spanning_args(params, local, branch, member, group, false, kBlockQ, blocks);
+  const FlashArgs a = spanning_args(params, local, branch, member, group, false, kFwdBlockQ, blocks);
   launch(true, dtype, with_forward_buffers(a, q, k_tiles, v_tiles, o, lse), blocks, local.head_dim, stream);
 }
 
@@ -156,7 +156,7 @@ void flash_backward_branch(const AttentionParams& params, const AttentionDims& d
                            cudaStream_t stream) {
   check_kernel_inputs(dtype, dims.head_dim);
   long long blocks = 0;
-  const FlashArgs a = branch_args(params, dims, branch, kBlockK, blocks);
+  const FlashArgs a = branch_args(params, dims, branch, kBwdBlockK, blocks);
   launch(false, dtype, with_backward_buffers(a, q, k, v, dout, lse, delta, dq, dk, dv), blocks, dims.head_dim,
          stream);
 }
@@ -167,7 +167,7 @@ void flash_backward_spanning(const AttentionParams& params, const AttentionDims&
                              float* dk_tiles, float* dv_tiles, cudaStream_t stream) {
   check_kernel_inputs(dtype, local.head_dim);
   long long blocks = 0;
-  const FlashArgs a = spanning_args(params, local, branch, member, group, true, kBlockK, blocks);
+  const FlashArgs a = spanning_args(params, local, branch, member, group, true, kBwdBlockK, blocks);
   launch(false, dtype, with_backward_buffers(a, q, k_tiles, v_tiles, dout, lse, delta, dq, dk_tiles, dv_tiles),
          blocks, local.head_dim, stream);
 }

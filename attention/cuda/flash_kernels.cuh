@@ -37,11 +37,14 @@
 
 namespace longctx::cuda::LONGCTX_KERNELS {
 
-constexpr int kThreads = 128;   // 4 warps
-constexpr int kBlockQ = 64;     // forward: query rows per block, 16 per warp
-constexpr int kBlockK = 64;     // forward: key rows per step; backward: key rows per block, 16 per warp
-constexpr int kBwdBlockQ = 32;  // backward: query rows per step
-constexpr int kPad = 8;         // elements (16 bytes) of padding per shared-memory row
+// Tiles and threads: kFwd* / kBwd* in flash_layout.hpp.
+constexpr int kFwdWarpRows = kFwdBlockQ / (kFwdThreads / 32);  // forward: query rows per warp
+constexpr int kFwdMTiles = kFwdWarpRows / 16;                   // ... in m16 tiles
+constexpr int kPad = 8;  // elements (16 bytes) of padding per shared-memory row
+static_assert(kFwdWarpRows % 16 == 0, "forward: whole m16 tiles per warp");
+static_assert(kBwdBlockK == 16 * (kBwdThreads / 32), "backward: 16 keys per warp");
+static_assert(kBwdBlockQ % 16 == 0 && (kBwdThreads / 32) % (kBwdBlockQ / 16) == 0,
+              "backward dQ: the warps split into query row tiles x column groups");
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -196,20 +199,25 @@ __device__ __forceinline__ bool decode_block(const FlashArgs& a, Problem& p, int
 // Copies rows t0 .. t0 + ROWS - 1 (row t at row index first + t stride of `src`, D = a.head_dim elements
 // each) into a [ROWS][D + kPad] tile, zero past `count` and past the real head dim. 16-byte cp.async
 // when the head dim is a multiple of 8 (the caller commits); element-wise otherwise.
-template <class T, int D, int ROWS>
+template <class T, int D, int ROWS, int THREADS>
 __device__ __forceinline__ void load_rows(T* tile, const T* src, const FlashArgs& a, long long first,
                                           long long stride, int count, int t0) {
   constexpr int kStride = D + kPad;
   if (a.head_dim % 8 == 0) {
-    constexpr int kChunks = D / 8;
-    for (int c = threadIdx.x; c < ROWS * kChunks; c += kThreads) {
-      const int row = c / kChunks, col = (c % kChunks) * 8, t = t0 + row;
-      const bool valid = t < count && col < a.head_dim;
-      const T* from = valid ? src + (first + static_cast<long long>(t) * stride) * a.head_dim + col : src;
-      cp_async16(tile + row * kStride + col, from, valid);
+    // A thread copies the same 16-byte column of every kRowStep-th row: one address, stepped.
+    constexpr int kChunks = D / 8, kRowStep = THREADS / kChunks;
+    static_assert(THREADS % kChunks == 0, "load_rows: whole rows per pass");
+    const int row0 = threadIdx.x / kChunks, col = (threadIdx.x % kChunks) * 8;
+    const bool col_valid = col < a.head_dim;
+    const long long step = kRowStep * stride * a.head_dim;
+    long long offset = (first + static_cast<long long>(t0 + row0) * stride) * a.head_dim + col;
+#pragma unroll
+    for (int row = row0; row < ROWS; row += kRowStep, offset += step) {
+      const bool valid = col_valid && t0 + row < count;
+      cp_async16(tile + row * kStride + col, valid ? src + offset : src, valid);
     }
   } else {
-    for (int e = threadIdx.x; e < ROWS * D; e += kThreads) {
+    for (int e = threadIdx.x; e < ROWS * D; e += THREADS) {
       const int row = e / D, col = e % D, t = t0 + row;
       tile[row * kStride + col] = t < count && col < a.head_dim
                                       ? src[(first + static_cast<long long>(t) * stride) * a.head_dim + col]
@@ -219,171 +227,209 @@ __device__ __forceinline__ void load_rows(T* tile, const T* src, const FlashArgs
 }
 
 template <class T, int D>
-__global__ void __launch_bounds__(kThreads) flash_forward_kernel(const FlashArgs a) {
-  constexpr int kStride = D + kPad;
+__global__ void __launch_bounds__(kFwdThreads) flash_forward_kernel(const FlashArgs a) {
+  constexpr int kStride = D + kPad, MT = kFwdMTiles;
   unsigned char* smem_raw = shared_memory();
-  T* q_tile = reinterpret_cast<T*>(smem_raw);      // [kBlockQ][kStride]
-  T* k_tiles = q_tile + kBlockQ * kStride;          // [2][kBlockK][kStride]
-  T* v_tiles = k_tiles + 2 * kBlockK * kStride;     // [2][kBlockK][kStride]
+  T* q_tile = reinterpret_cast<T*>(smem_raw);        // [kFwdBlockQ][kStride]
+  T* k_tiles = q_tile + kFwdBlockQ * kStride;         // [2][kFwdBlockK][kStride]
+  T* v_tiles = k_tiles + 2 * kFwdBlockK * kStride;    // [2][kFwdBlockK][kStride]
 
   Problem p;
   int tile;
   if (!decode_block(a, p, tile)) return;
   if (a.causal) tile = a.tiles - 1 - tile;  // the longest causal rows first
-  const int t0 = tile * kBlockQ;
+  const int t0 = tile * kFwdBlockQ;
   if (t0 >= p.n_q) return;
 
   const T* q = static_cast<const T*>(a.q);
   const T* k = static_cast<const T*>(a.k);
   const T* v = static_cast<const T*>(a.v);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
-  const int key_end = forward_key_end(p, t0, kBlockQ, a.causal);
-  const int key_tiles = (key_end + kBlockK - 1) / kBlockK;
+  const int row0 = warp * kFwdWarpRows;  // this warp's first query row in the tile; m-tile mt adds 16 mt
+  const int key_end = forward_key_end(p, t0, kFwdBlockQ, a.causal);
+  const int key_tiles = (key_end + kFwdBlockK - 1) / kFwdBlockK;
   const float scale2 = a.scale * kLog2e;
 
-  load_rows<T, D, kBlockQ>(q_tile, q, a, p.q_first, p.q_stride, p.n_q, t0);
-  load_rows<T, D, kBlockK>(k_tiles, k, a, p.k_first, p.k_stride, p.n_k, 0);
-  load_rows<T, D, kBlockK>(v_tiles, v, a, p.k_first, p.k_stride, p.n_k, 0);
+  load_rows<T, D, kFwdBlockQ, kFwdThreads>(q_tile, q, a, p.q_first, p.q_stride, p.n_q, t0);
+  load_rows<T, D, kFwdBlockK, kFwdThreads>(k_tiles, k, a, p.k_first, p.k_stride, p.n_k, 0);
+  load_rows<T, D, kFwdBlockK, kFwdThreads>(v_tiles, v, a, p.k_first, p.k_stride, p.n_k, 0);
   cp_async_commit();
 
-  uint32_t qa[D / 16][4];
-  float acc[D / 8][4];
+  // Per m-tile: the output accumulator and, for the thread's rows (g, g + 8), the running max and sum.
+  float acc[MT][D / 8][4];
+  float m[MT][2], l[MT][2];
 #pragma unroll
-  for (int i = 0; i < D / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) acc[mt][i][0] = acc[mt][i][1] = acc[mt][i][2] = acc[mt][i][3] = 0.f;
+    m[mt][0] = m[mt][1] = -INFINITY;
+    l[mt][0] = l[mt][1] = 0.f;
+  }
 
   for (int j = 0; j < key_tiles; ++j) {
     const int stage = j & 1;
     if (j + 1 < key_tiles) {
-      load_rows<T, D, kBlockK>(k_tiles + (stage ^ 1) * kBlockK * kStride, k, a, p.k_first, p.k_stride, p.n_k,
-                               (j + 1) * kBlockK);
-      load_rows<T, D, kBlockK>(v_tiles + (stage ^ 1) * kBlockK * kStride, v, a, p.k_first, p.k_stride, p.n_k,
-                               (j + 1) * kBlockK);
+      load_rows<T, D, kFwdBlockK, kFwdThreads>(k_tiles + (stage ^ 1) * kFwdBlockK * kStride, k, a, p.k_first,
+                                               p.k_stride, p.n_k, (j + 1) * kFwdBlockK);
+      load_rows<T, D, kFwdBlockK, kFwdThreads>(v_tiles + (stage ^ 1) * kFwdBlockK * kStride, v, a, p.k_first,
+                                               p.k_stride, p.n_k, (j + 1) * kFwdBlockK);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
     }
     __syncthreads();
-    if (j == 0) {
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(qa[kk], a_frag_address(q_tile, kStride, warp * 16, kk * 16, lane));
-    }
-    const T* k_tile = k_tiles + stage * kBlockK * kStride;
-    const T* v_tile = v_tiles + stage * kBlockK * kStride;
+    const T* k_tile = k_tiles + stage * kFwdBlockK * kStride;
+    const T* v_tile = v_tiles + stage * kFwdBlockK * kStride;
 
-    // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
-    float s[kBlockK / 8][4];
+    // S = Q K^T for this warp's rows and the tile's keys; each K fragment feeds every m-tile. Q's
+    // fragments come from shared memory each step (in registers they would crowd out the accumulators).
+    float s[MT][kFwdBlockK / 8][4];
 #pragma unroll
-    for (int n = 0; n < kBlockK / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int n = 0; n < kFwdBlockK / 8; ++n) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t qa[MT][4];
 #pragma unroll
-      for (int np = 0; np < kBlockK / 16; ++np) {
+      for (int mt = 0; mt < MT; ++mt) ldsm_x4(qa[mt], a_frag_address(q_tile, kStride, row0 + 16 * mt, kk * 16, lane));
+#pragma unroll
+      for (int np = 0; np < kFwdBlockK / 16; ++np) {
         uint32_t b[4];
         ldsm_x4(b, bt_frag_address(k_tile, kStride, np * 16, kk * 16, lane));
-        Elem<T>::mma(s[2 * np], qa[kk], b[0], b[1]);
-        Elem<T>::mma(s[2 * np + 1], qa[kk], b[2], b[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          Elem<T>::mma(s[mt][2 * np], qa[mt], b[0], b[1]);
+          Elem<T>::mma(s[mt][2 * np + 1], qa[mt], b[2], b[3]);
+        }
       }
     }
 
     // Scores in log2 units; keys past the selection, and causal keys after the query, are -inf.
-    const int key0 = j * kBlockK;
-    const bool masked_tile = tile_needs_mask(p, key0, kBlockK, t0, a.causal);
+    const int key0 = j * kFwdBlockK;
+    const bool masked_tile = tile_needs_mask(p, key0, kFwdBlockK, t0, a.causal);
 #pragma unroll
-    for (int n = 0; n < kBlockK / 8; ++n)
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[n][e] *= scale2;
-        if (masked_tile) {
-          const int key = key0 + n * 8 + 2 * c + (e & 1), query = t0 + warp * 16 + g + (e >> 1) * 8;
-          if (key_hidden(p, key, query, a.causal)) s[n][e] = -INFINITY;
+      for (int n = 0; n < kFwdBlockK / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          s[mt][n][e] *= scale2;
+          if (masked_tile) {
+            const int key = key0 + n * 8 + 2 * c + (e & 1), query = t0 + row0 + 16 * mt + g + (e >> 1) * 8;
+            if (key_hidden(p, key, query, a.causal)) s[mt][n][e] = -INFINITY;
+          }
+        }
+
+    // Online softmax for the thread's rows; a row's 4 threads agree on its max.
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mx = m[mt][r];
+#pragma unroll
+        for (int n = 0; n < kFwdBlockK / 8; ++n) mx = fmaxf(mx, fmaxf(s[mt][n][2 * r], s[mt][n][2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float base = mx == -INFINITY ? 0.f : mx;
+        const float keep = exp2f(m[mt][r] - base);
+        m[mt][r] = mx;
+        l[mt][r] *= keep;
+#pragma unroll
+        for (int d = 0; d < D / 8; ++d) {
+          acc[mt][d][2 * r] *= keep;
+          acc[mt][d][2 * r + 1] *= keep;
+        }
+#pragma unroll
+        for (int n = 0; n < kFwdBlockK / 8; ++n) {
+          s[mt][n][2 * r] = exp2f(s[mt][n][2 * r] - base);
+          s[mt][n][2 * r + 1] = exp2f(s[mt][n][2 * r + 1] - base);
+          l[mt][r] += s[mt][n][2 * r] + s[mt][n][2 * r + 1];
         }
       }
 
-    // Online softmax for the thread's two rows (g, g + 8); a row's 4 threads agree on its max.
+    // O += P V, P straight from the score registers; each V fragment feeds every m-tile.
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float mx = m[r];
+    for (int kc = 0; kc < kFwdBlockK / 16; ++kc) {
+      uint32_t pa[MT][4];
 #pragma unroll
-      for (int n = 0; n < kBlockK / 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float base = mx == -INFINITY ? 0.f : mx;
-      const float keep = exp2f(m[r] - base);
-      m[r] = mx;
-      l[r] *= keep;
-#pragma unroll
-      for (int d = 0; d < D / 8; ++d) {
-        acc[d][2 * r] *= keep;
-        acc[d][2 * r + 1] *= keep;
+      for (int mt = 0; mt < MT; ++mt) {
+        pa[mt][0] = Elem<T>::pack(s[mt][2 * kc][0], s[mt][2 * kc][1]);
+        pa[mt][1] = Elem<T>::pack(s[mt][2 * kc][2], s[mt][2 * kc][3]);
+        pa[mt][2] = Elem<T>::pack(s[mt][2 * kc + 1][0], s[mt][2 * kc + 1][1]);
+        pa[mt][3] = Elem<T>::pack(s[mt][2 * kc + 1][2], s[mt][2 * kc + 1][3]);
       }
-#pragma unroll
-      for (int n = 0; n < kBlockK / 8; ++n) {
-        s[n][2 * r] = exp2f(s[n][2 * r] - base);
-        s[n][2 * r + 1] = exp2f(s[n][2 * r + 1] - base);
-        l[r] += s[n][2 * r] + s[n][2 * r + 1];
-      }
-    }
-
-    // O += P V, P straight from the score registers.
-#pragma unroll
-    for (int kc = 0; kc < kBlockK / 16; ++kc) {
-      const uint32_t pa[4] = {Elem<T>::pack(s[2 * kc][0], s[2 * kc][1]), Elem<T>::pack(s[2 * kc][2], s[2 * kc][3]),
-                              Elem<T>::pack(s[2 * kc + 1][0], s[2 * kc + 1][1]),
-                              Elem<T>::pack(s[2 * kc + 1][2], s[2 * kc + 1][3])};
 #pragma unroll
       for (int dp = 0; dp < D / 16; ++dp) {
         uint32_t b[4];
         ldsm_x4_trans(b, b_frag_address(v_tile, kStride, kc * 16, dp * 16, lane));
-        Elem<T>::mma(acc[2 * dp], pa, b[0], b[1]);
-        Elem<T>::mma(acc[2 * dp + 1], pa, b[2], b[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          Elem<T>::mma(acc[mt][2 * dp], pa[mt], b[0], b[1]);
+          Elem<T>::mma(acc[mt][2 * dp + 1], pa[mt], b[2], b[3]);
+        }
       }
     }
     __syncthreads();  // the next iteration's loads overwrite the other stage
   }
 
   // Merge this branch into (o, lse): L = logaddexp(old, new); o = e^(old - L) o + e^(new - L) o_branch.
-  float w_old[2], w_new[2], merged[2];
-  long long index[2];
-  bool valid[2];
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float sum = l[r];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const int t = t0 + warp * 16 + g + r * 8;
-    valid[r] = t < p.n_q;
-    index[r] = valid[r] ? p.q_row(t) : 0;
-    const float fresh = (m[r] + log2f(sum)) * kLn2;
-    const float old = valid[r] ? a.lse[index[r]] : -INFINITY;
-    merged[r] = old == -INFINITY ? fresh : fmaxf(old, fresh) + log1pf(expf(-fabsf(old - fresh)));
-    w_old[r] = old == -INFINITY ? 0.f : expf(old - merged[r]);
-    w_new[r] = expf(fresh - merged[r]) / sum;
-  }
-  __syncwarp();  // every lane of a row has read the old lse before lane c == 0 writes the new one
+  for (int mt = 0; mt < MT; ++mt) {
+    float w_old[2], w_new[2], merged[2];
+    long long index[2];
+    bool valid[2];
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    if (!valid[r]) continue;
-    float* out = a.o + index[r] * a.head_dim;
+    for (int r = 0; r < 2; ++r) {
+      float sum = l[mt][r];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const int t = t0 + row0 + 16 * mt + g + r * 8;
+      valid[r] = t < p.n_q;
+      index[r] = valid[r] ? p.q_row(t) : 0;
+      const float fresh = (m[mt][r] + log2f(sum)) * kLn2;
+      const float old = valid[r] ? a.lse[index[r]] : -INFINITY;
+      merged[r] = old == -INFINITY ? fresh : fmaxf(old, fresh) + log1pf(expf(-fabsf(old - fresh)));
+      w_old[r] = old == -INFINITY ? 0.f : expf(old - merged[r]);
+      w_new[r] = expf(fresh - merged[r]) / sum;
+    }
+    __syncwarp();  // every lane of a row has read the old lse before lane c == 0 writes the new one
 #pragma unroll
-    for (int d = 0; d < D / 8; ++d)
+    for (int r = 0; r < 2; ++r) {
+      if (!valid[r]) continue;
+      float* out = a.o + index[r] * a.head_dim;
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int col = d * 8 + 2 * c + e;
-        if (col < a.head_dim) out[col] = w_old[r] * out[col] + w_new[r] * acc[d][2 * r + e];
-      }
-    if (c == 0) a.lse[index[r]] = merged[r];
+      for (int d = 0; d < D / 8; ++d)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int col = d * 8 + 2 * c + e;
+          if (col < a.head_dim) out[col] = w_old[r] * out[col] + w_new[r] * acc[mt][d][2 * r + e];
+        }
+      if (c == 0) a.lse[index[r]] = merged[r];
+    }
   }
 }
 
+// dq[0..1] += (x, y): one vector reduction where the pair is whole and 8-byte aligned (sm_90), else two.
+__device__ __forceinline__ void add_pair(float* dq, int col, int head_dim, float x, float y) {
+#if defined(LONGCTX_GPU_EMULATION) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
+  if (head_dim % 2 == 0 && col + 1 < head_dim) {  // col is even, so (row * head_dim + col) is too
+    atomicAdd(reinterpret_cast<float2*>(dq), make_float2(x, y));
+    return;
+  }
+#endif
+  if (col < head_dim) atomicAdd(dq, x);
+  if (col + 1 < head_dim) atomicAdd(dq + 1, y);
+}
+
 template <class T, int D>
-__global__ void __launch_bounds__(kThreads) flash_backward_kernel(const FlashArgs a) {
-  constexpr int kStride = D + kPad, kDsStride = kBlockK + kPad;
+__global__ void __launch_bounds__(kBwdThreads, 1) flash_backward_kernel(const FlashArgs a) {
+  constexpr int kStride = D + kPad, kDsStride = kBwdBlockK + kPad;
   unsigned char* smem_raw = shared_memory();
-  T* k_tile = reinterpret_cast<T*>(smem_raw);         // [kBlockK][kStride]
-  T* v_tile = k_tile + kBlockK * kStride;              // [kBlockK][kStride]
-  T* q_tiles = v_tile + kBlockK * kStride;             // [2][kBwdBlockQ][kStride]
+  T* k_tile = reinterpret_cast<T*>(smem_raw);         // [kBwdBlockK][kStride]
+  T* v_tile = k_tile + kBwdBlockK * kStride;           // [kBwdBlockK][kStride]
+  T* q_tiles = v_tile + kBwdBlockK * kStride;          // [2][kBwdBlockQ][kStride]
   T* do_tiles = q_tiles + 2 * kBwdBlockQ * kStride;    // [2][kBwdBlockQ][kStride]
   T* ds_tile = do_tiles + 2 * kBwdBlockQ * kStride;    // [kBwdBlockQ][kDsStride]: dS, query-major
   float* lse_s = reinterpret_cast<float*>(ds_tile + kBwdBlockQ * kDsStride);  // [2][kBwdBlockQ], log2 units
@@ -392,7 +438,7 @@ __global__ void __launch_bounds__(kThreads) flash_backward_kernel(const FlashArg
   Problem p;
   int tile;
   if (!decode_block(a, p, tile)) return;
-  const int k0 = tile * kBlockK;
+  const int k0 = tile * kBwdBlockK;
   if (k0 >= p.n_k) return;
 
   const T* q = static_cast<const T*>(a.q);
@@ -408,8 +454,10 @@ __global__ void __launch_bounds__(kThreads) flash_backward_kernel(const FlashArg
 
   auto load_queries = [&](int step, int stage) {
     const int t0 = (q_first + step) * kBwdBlockQ;
-    load_rows<T, D, kBwdBlockQ>(q_tiles + stage * kBwdBlockQ * kStride, q, a, p.q_first, p.q_stride, p.n_q, t0);
-    load_rows<T, D, kBwdBlockQ>(do_tiles + stage * kBwdBlockQ * kStride, dout, a, p.q_first, p.q_stride, p.n_q, t0);
+    load_rows<T, D, kBwdBlockQ, kBwdThreads>(q_tiles + stage * kBwdBlockQ * kStride, q, a, p.q_first, p.q_stride,
+                                             p.n_q, t0);
+    load_rows<T, D, kBwdBlockQ, kBwdThreads>(do_tiles + stage * kBwdBlockQ * kStride, dout, a, p.q_first,
+                                             p.q_stride, p.n_q, t0);
     if (threadIdx.x < kBwdBlockQ) {
       const int t = t0 + threadIdx.x;
       const bool valid = t < p.n_q;
@@ -419,8 +467,8 @@ __global__ void __launch_bounds__(kThreads) flash_backward_kernel(const FlashArg
     }
   };
 
-  load_rows<T, D, kBlockK>(k_tile, k, a, p.k_first, p.k_stride, p.n_k, k0);
-  load_rows<T, D, kBlockK>(v_tile, v, a, p.k_first, p.k_stride, p.n_k, k0);
+  load_rows<T, D, kBwdBlockK, kBwdThreads>(k_tile, k, a, p.k_first, p.k_stride, p.n_k, k0);
+  load_rows<T, D, kBwdBlockK, kBwdThreads>(v_tile, v, a, p.k_first, p.k_stride, p.n_k, k0);
   load_queries(0, 0);
   cp_async_commit();
 
@@ -446,7 +494,7 @@ __global__ void __launch_bounds__(kThreads) flash_backward_kernel(const FlashArg
     const float* delta_row = delta_s + stage * kBwdBlockQ;
     const int t0 = (q_first + step) * kBwdBlockQ;
 
-    // S^T = K Q^T and dP^T = V dO^T: this warp's 16 keys by the step's 32 queries.
+    // S^T = K Q^T and dP^T = V dO^T: this warp's 16 keys by the step's queries.
     float st[kBwdBlockQ / 8][4], dpt[kBwdBlockQ / 8][4];
 #pragma unroll
     for (int n = 0; n < kBwdBlockQ / 8; ++n)
@@ -511,18 +559,20 @@ __global__ void __launch_bounds__(kThreads) flash_backward_kernel(const FlashArg
         ds_tile[(n * 8 + 2 * c + (e & 1)) * kDsStride + warp * 16 + g + (e >> 1) * 8] = Elem<T>::from(dpt[n][e]);
     __syncthreads();
 
-    // dQ (32 queries x D) += dS (32 x 64 keys) K: warp w takes query rows (w % 2) * 16 and half the columns.
-    constexpr int kHalf = D / 2;
-    float dq_acc[kHalf / 8][4];
+    // dQ (queries x D) += dS (queries x kBwdBlockK keys) K: the warps split into the step's m16 query tiles
+    // times kColGroups column groups of D, so each dQ element is added once per (key block, step).
+    constexpr int kRowTiles = kBwdBlockQ / 16, kColGroups = (kBwdThreads / 32) / kRowTiles, kCols = D / kColGroups;
+    static_assert(kCols % 16 == 0, "dQ: whole n16 column pairs per warp");
+    float dq_acc[kCols / 8][4];
 #pragma unroll
-    for (int n = 0; n < kHalf / 8; ++n) dq_acc[n][0] = dq_acc[n][1] = dq_acc[n][2] = dq_acc[n][3] = 0.f;
-    const int row0 = (warp % 2) * 16, col0 = (warp / 2) * kHalf;
+    for (int n = 0; n < kCols / 8; ++n) dq_acc[n][0] = dq_acc[n][1] = dq_acc[n][2] = dq_acc[n][3] = 0.f;
+    const int row0 = (warp % kRowTiles) * 16, col0 = (warp / kRowTiles) * kCols;
 #pragma unroll
-    for (int kc = 0; kc < kBlockK / 16; ++kc) {
+    for (int kc = 0; kc < kBwdBlockK / 16; ++kc) {
       uint32_t dsa[4];
       ldsm_x4(dsa, a_frag_address(ds_tile, kDsStride, row0, kc * 16, lane));
 #pragma unroll
-      for (int dp = 0; dp < kHalf / 16; ++dp) {
+      for (int dp = 0; dp < kCols / 16; ++dp) {
         uint32_t b[4];
         ldsm_x4_trans(b, b_frag_address(k_tile, kStride, kc * 16, col0 + dp * 16, lane));
         Elem<T>::mma(dq_acc[2 * dp], dsa, b[0], b[1]);
@@ -535,12 +585,10 @@ __global__ void __launch_bounds__(kThreads) flash_backward_kernel(const FlashArg
       if (t >= p.n_q) continue;
       float* out = a.dq + p.q_row(t) * a.head_dim;
 #pragma unroll
-      for (int n = 0; n < kHalf / 8; ++n)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int col = col0 + n * 8 + 2 * c + e;
-          if (col < a.head_dim) atomicAdd(out + col, dq_acc[n][2 * r + e] * a.scale);
-        }
+      for (int n = 0; n < kCols / 8; ++n) {
+        const int col = col0 + n * 8 + 2 * c;
+        add_pair(out + col, col, a.head_dim, dq_acc[n][2 * r] * a.scale, dq_acc[n][2 * r + 1] * a.scale);
+      }
     }
     __syncthreads();  // ds_tile and this stage are rewritten next step
   }
@@ -600,12 +648,12 @@ inline FlashArgs with_backward_buffers(FlashArgs a, const void* q, const void* k
 
 template <class T, int D>
 constexpr size_t forward_smem_bytes() {
-  return static_cast<size_t>(kBlockQ + 4 * kBlockK) * (D + kPad) * sizeof(T);
+  return static_cast<size_t>(kFwdBlockQ + 4 * kFwdBlockK) * (D + kPad) * sizeof(T);
 }
 template <class T, int D>
 constexpr size_t backward_smem_bytes() {
-  return static_cast<size_t>(2 * kBlockK + 4 * kBwdBlockQ) * (D + kPad) * sizeof(T) +
-         static_cast<size_t>(kBwdBlockQ) * (kBlockK + kPad) * sizeof(T) + 4 * kBwdBlockQ * sizeof(float);
+  return static_cast<size_t>(2 * kBwdBlockK + 4 * kBwdBlockQ) * (D + kPad) * sizeof(T) +
+         static_cast<size_t>(kBwdBlockQ) * (kBwdBlockK + kPad) * sizeof(T) + 4 * kBwdBlockQ * sizeof(float);
 }
 
 // Arguments for branch `branch` over `dims` (local mode), and its grid size in blocks of

@@ -17,6 +17,15 @@ namespace longctx::cuda {
 // Rows t in [0, n) of a segment with t mod r == o.
 LONGCTX_HOST_DEVICE inline int64_t selected(int64_t n, int64_t r, int64_t o) { return n > o ? (n - o + r - 1) / r : 0; }
 
+// The kernels' tiles (flash_kernels.cuh), here so that the host emulation in the tests walks the same ones.
+// Forward: a block of 4 warps takes 128 query rows (32 per warp, two m16 tiles, so each K / V fragment read
+// from shared memory feeds two products) and steps over the keys 32 at a time (64 spills registers at
+// D = 128: 128 accumulators + 64 scores per thread). Backward: a block of 8 warps
+// owns 128 keys (16 per warp, its dK / dV in registers) and steps over the queries 64 at a time; dQ goes out
+// by atomic adds, once per (key block, query step), so larger key blocks mean fewer of them.
+constexpr int kFwdThreads = 128, kFwdBlockQ = 128, kFwdBlockK = 32;
+constexpr int kBwdThreads = 256, kBwdBlockK = 128, kBwdBlockQ = 64;
+
 struct FlashProblem {
   int64_t q_first = 0, q_stride = 0, k_first = 0, k_stride = 0;
   int n_q = 0, n_k = 0, q_base = 0;
