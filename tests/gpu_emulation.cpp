@@ -78,10 +78,31 @@ struct Warp {
   std::array<float, 32> values{};
 };
 
+// One queued wgmma: every thread's A registers and accumulator address, and the shared operand.
+struct WgmmaOp {
+  std::array<std::array<uint32_t, 4>, 128> a{};
+  std::array<float*, 128> d{};
+  int n = 0;
+  uint64_t desc = 0;
+  bool accumulate = false, trans_b = false, bf16 = true;
+  uint64_t group = 0;
+};
+
+// One warpgroup's meeting place and its queue of wgmma operations (oldest first).
+struct Warpgroup {
+  Barrier barrier{128};
+  std::array<std::array<uint32_t, 4>, 128> a{};
+  std::array<float*, 128> d{};
+  std::array<uint64_t, 128> uniform{};  // a hash of the operands every thread must agree on
+  std::deque<WgmmaOp> queued;
+  uint64_t open_group = 0;  // group of the next wgmma; commit closes it
+};
+
 struct Block {
   std::vector<unsigned char> shared;
   std::unique_ptr<Barrier> barrier;
   std::vector<std::unique_ptr<Warp>> warps;
+  std::vector<std::unique_ptr<Warpgroup>> warpgroups;
 };
 
 thread_local Block* current = nullptr;
@@ -217,6 +238,120 @@ void atomic_add2(float* address, float x, float y) {
   address[1] += y;
 }
 
+uint32_t shared_address(const void* p) {
+  const auto* byte = static_cast<const unsigned char*>(p);
+  if (byte < current->shared.data() || byte > current->shared.data() + current->shared.size()) {
+    std::fprintf(stderr, "emulation: %p is not in the block's shared memory\n", p);
+    std::abort();
+  }
+  return static_cast<uint32_t>(byte - current->shared.data());
+}
+
+namespace {
+
+[[noreturn]] void wgmma_fault(const char* what) {
+  std::fprintf(stderr, "emulation: wgmma: %s\n", what);
+  std::abort();
+}
+
+Warpgroup& my_warpgroup() {
+  if (thread_idx.x / 128 >= current->warpgroups.size()) wgmma_fault("the block has no whole warpgroup for this thread");
+  return *current->warpgroups[thread_idx.x / 128];
+}
+
+// Runs one queued operation. Descriptor (PTX ISA "Matrix Descriptor Format"): start address, leading and
+// stride byte offsets in 16-byte units at bits 0-13, 16-29, 32-45; base offset bits 49-51; layout type
+// (swizzle) bits 62-63. In the no-swizzle canonical layouts a core matrix is 8 rows of 16 contiguous bytes
+// (128 bytes); LBO steps between core matrices along K, SBO along M / N. K-major: a core matrix row is one
+// N index with 8 consecutive K elements; MN-major (trans_b): one K index with 8 consecutive N elements.
+void run_wgmma(const WgmmaOp& op) {
+  if ((op.desc >> 62) != 0) wgmma_fault("only the no-swizzle layout is emulated");
+  if (((op.desc >> 49) & 7u) != 0) wgmma_fault("nonzero descriptor base offset");
+  const uint64_t start = (op.desc & 0x3fffu) << 4, lbo = ((op.desc >> 16) & 0x3fffu) << 4,
+                 sbo = ((op.desc >> 32) & 0x3fffu) << 4;
+  float A[64][16], B[16][256];
+  for (int t = 0; t < 128; ++t) {
+    const int lane = t % 32, g = lane / 4, c = lane % 4, w = t / 32;
+    for (int r = 0; r < 4; ++r) {  // as mma.m16n8k16's A, per warp's 16 rows
+      const int row = 16 * w + g + 8 * (r % 2), col = 2 * c + 8 * (r / 2);
+      A[row][col] = low(op.a[static_cast<size_t>(t)][static_cast<size_t>(r)], op.bf16);
+      A[row][col + 1] = high(op.a[static_cast<size_t>(t)][static_cast<size_t>(r)], op.bf16);
+    }
+  }
+  const unsigned char* smem = current->shared.data();
+  for (int k = 0; k < 16; ++k)
+    for (int n = 0; n < op.n; ++n) {
+      const uint64_t inner = op.trans_b ? (k % 8) * 16 + (n % 8) * 2 : (n % 8) * 16 + (k % 8) * 2;
+      const uint64_t address = start + (n / 8) * sbo + (k / 8) * lbo + inner;
+      if (address + 2 > current->shared.size()) wgmma_fault("B operand past the block's shared memory");
+      uint16_t bits;
+      std::memcpy(&bits, smem + address, 2);
+      B[k][n] = op.bf16 ? bf16_value(bits) : fp16_value(bits);
+    }
+  for (int t = 0; t < 128; ++t) {
+    const int lane = t % 32, g = lane / 4, c = lane % 4, w = t / 32;
+    float* d = op.d[static_cast<size_t>(t)];
+    for (int i = 0; i < op.n / 2; ++i) {  // as mma's C, n/8 tiles of 8 columns
+      const int e = i % 4, row = 16 * w + g + 8 * (e / 2), col = 8 * (i / 4) + 2 * c + (e % 2);
+      float sum = op.accumulate ? d[i] : 0.f;
+      for (int k = 0; k < 16; ++k) sum += A[row][k] * B[k][col];
+      d[i] = sum;
+    }
+  }
+}
+
+}  // namespace
+
+void wgmma_fence() {}
+
+void wgmma_rs(float* d, int n, const uint32_t (&a)[4], uint64_t desc_b, bool accumulate, bool trans_b, bool bf16) {
+  if (n < 8 || n > 256 || n % 8 != 0) wgmma_fault("n must be a multiple of 8 in [8, 256]");
+  Warpgroup& wg = my_warpgroup();
+  const size_t me = thread_idx.x % 128;
+  for (int r = 0; r < 4; ++r) wg.a[me][static_cast<size_t>(r)] = a[r];
+  wg.d[me] = d;
+  wg.uniform[me] = desc_b ^ (static_cast<uint64_t>(n) << 1) ^ (accumulate ? 0x9e3779b97f4a7c15ull : 0) ^
+                   (trans_b ? 0xc2b2ae3d27d4eb4full : 0) ^ (bf16 ? 0x165667b19e3779f9ull : 0);
+  wg.barrier.wait();
+  if (me == 0) {
+    for (uint64_t u : wg.uniform)
+      if (u != wg.uniform[0]) wgmma_fault("the warpgroup's threads disagree on the descriptor, shape or flags");
+    WgmmaOp op;
+    op.a = wg.a;
+    op.d = wg.d;
+    op.n = n;
+    op.desc = desc_b;
+    op.accumulate = accumulate;
+    op.trans_b = trans_b;
+    op.bf16 = bf16;
+    op.group = wg.open_group;
+    wg.queued.push_back(op);
+  }
+  wg.barrier.wait();
+}
+
+void wgmma_commit() {
+  Warpgroup& wg = my_warpgroup();
+  wg.barrier.wait();
+  if (thread_idx.x % 128 == 0) ++wg.open_group;
+  wg.barrier.wait();
+}
+
+void wgmma_wait(int newest_left_pending) {
+  Warpgroup& wg = my_warpgroup();
+  wg.barrier.wait();
+  if (thread_idx.x % 128 == 0) {
+    const uint64_t limit = wg.open_group >= static_cast<uint64_t>(newest_left_pending)
+                               ? wg.open_group - static_cast<uint64_t>(newest_left_pending)
+                               : 0;  // groups below `limit` complete
+    while (!wg.queued.empty() && wg.queued.front().group < limit) {
+      run_wgmma(wg.queued.front());
+      wg.queued.pop_front();
+    }
+  }
+  wg.barrier.wait();
+}
+
 void launch(unsigned blocks, unsigned threads, size_t shared_bytes, const std::function<void()>& body) {
   if (threads % 32 != 0) throw std::invalid_argument("emulation: threads must be whole warps");
   constexpr size_t kStack = 256 * 1024;
@@ -225,6 +360,7 @@ void launch(unsigned blocks, unsigned threads, size_t shared_bytes, const std::f
     block.shared.assign(shared_bytes, 0xff);
     block.barrier = std::make_unique<Barrier>(static_cast<int>(threads));
     for (unsigned w = 0; w < threads / 32; ++w) block.warps.push_back(std::make_unique<Warp>());
+    for (unsigned w = 0; w < threads / 128; ++w) block.warpgroups.push_back(std::make_unique<Warpgroup>());
     Scheduler s;
     s.body = &body;
     s.fibers.resize(threads);
@@ -261,6 +397,8 @@ void launch(unsigned blocks, unsigned threads, size_t shared_bytes, const std::f
       if (running > 0 && resumed == 0)
         throw std::logic_error("emulation: every live thread waits at a barrier the others never reach");
     }
+    for (const auto& wg : block.warpgroups)
+      if (!wg->queued.empty()) throw std::logic_error("emulation: a warpgroup ended with wgmma operations never waited for");
     scheduler = nullptr;
     current = nullptr;
   }

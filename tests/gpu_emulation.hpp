@@ -46,6 +46,18 @@ float atomic_add(float* address, float value);
 // float2 atomicAdd (sm_90): an address not 8-byte aligned is a fault there, an abort here.
 void atomic_add2(float* address, float x, float y);
 
+// The shared-window address of a pointer into the block's shared memory (__cvta_generic_to_shared).
+uint32_t shared_address(const void* p);
+// wgmma (sm_90a), per warpgroup of 128 threads: wgmma_rs posts this thread's accumulators d[0 .. n/2) and
+// A registers; the warpgroup's product D (+)= A (64 x 16, registers) B (16 x n, shared memory through a
+// descriptor: no-swizzle canonical layouts only, K-major or, with trans_b, MN-major) is QUEUED, and runs
+// at the wgmma_wait that covers its commit group: B is read from shared memory then, and the accumulators
+// change then, so a kernel that reads them or rewrites B before its wait sees what the GPU could.
+void wgmma_fence();
+void wgmma_rs(float* d, int n, const uint32_t (&a)[4], uint64_t desc_b, bool accumulate, bool trans_b, bool bf16);
+void wgmma_commit();
+void wgmma_wait(int newest_left_pending);
+
 // Runs body() as `threads` threads of each of `blocks` blocks, with `shared_bytes` of shared memory each.
 void launch(unsigned blocks, unsigned threads, size_t shared_bytes, const std::function<void()>& body);
 

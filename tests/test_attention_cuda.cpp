@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <iostream>
 #include <string>
 
 #include "attention/attention.hpp"
@@ -54,45 +56,87 @@ struct HalfTolerance {
   double forward, backward;
 };
 
+// Sets an environment variable for a scope (the forward kernel choice is read at each launch).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_) setenv(name_.c_str(), old_.c_str(), 1);
+    else unsetenv(name_.c_str());
+  }
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
+
+// Whether LONGCTX_FLASH_FORWARD=wgmma (set by the caller) is accepted on this GPU.
+bool wgmma_forward_runs_here() {
+  AttentionCase c{"probe", 1, 16, 1, 16, {16}, {1}};
+  const AttentionParams p = c.params(false, HeadOffsets::paper);
+  Tensor o, lse;
+  try {
+    CudaAttention(Dtype::bf16).forward(p, random_tensor(c.shape(), 1), random_tensor(c.shape(), 2),
+                                       random_tensor(c.shape(), 3), o, lse);
+    return true;
+  } catch (const UsageError& e) {
+    if (std::string(e.what()).find("LONGCTX_FLASH_FORWARD=wgmma") == std::string::npos) throw;
+    return false;
+  }
+}
+
 TEST(CudaAttention, HalfPrecisionMatchesReferenceOnRoundedInputs) {
   if (!cuda_compiled_in() || cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   std::vector<AttentionCase> cases = testing::awkward_attention_cases();
   cases.push_back({"head_dim_128", 1, 700, 2, 128, {700, 128}, {1, 2}});
   cases.push_back({"many_tiles_d128", 1, 1500, 3, 128, {2048, 1024}, {1, 2}});
   uint64_t seed = 900;
-  for (const HalfTolerance tol : {HalfTolerance{Dtype::bf16, 2e-2, 5e-2}, HalfTolerance{Dtype::fp16, 4e-3, 1e-2}}) {
-    CudaAttention backend(tol.dtype);
-    for (const AttentionCase& c : cases)
-      for (bool causal : {false, true})
-        for (auto offsets : {HeadOffsets::paper, HeadOffsets::grouped}) {
-          SCOPED_TRACE(to_string(tol.dtype) + " " + c.name + (causal ? " causal " : " full ") + to_string(offsets));
-          const AttentionParams p = c.params(causal, offsets);
-          const Shape shape = c.shape();
-          const Tensor q = random_tensor(shape, ++seed, 1.5f), k = random_tensor(shape, ++seed, 1.5f),
-                       v = random_tensor(shape, ++seed), dout = random_tensor(shape, ++seed);
-          Tensor o, lse;
-          if (c.D > 128) {  // above the tensor-core kernels: refused, naming the way out
-            try {
-              backend.forward(p, q, k, v, o, lse);
-              ADD_FAILURE() << "accepted head dim " << c.D;
-            } catch (const UsageError& e) {
-              EXPECT_NE(std::string(e.what()).find("--dtype fp32"), std::string::npos) << e.what();
+  // Both forward kernels: mma.sync everywhere, wgmma where the GPU runs the sm_90a code (H100 / H200).
+  for (const char* kernel : {"mma", "wgmma"}) {
+    ScopedEnv forward_kernel("LONGCTX_FLASH_FORWARD", kernel);
+    if (std::string(kernel) == "wgmma" && !wgmma_forward_runs_here()) {
+      std::cout << "[ note     ] the wgmma forward does not run on this GPU (" << cuda_description() << "): not tested\n";
+      continue;
+    }
+    for (const HalfTolerance tol : {HalfTolerance{Dtype::bf16, 2e-2, 5e-2}, HalfTolerance{Dtype::fp16, 4e-3, 1e-2}}) {
+      CudaAttention backend(tol.dtype);
+      for (const AttentionCase& c : cases)
+        for (bool causal : {false, true})
+          for (auto offsets : {HeadOffsets::paper, HeadOffsets::grouped}) {
+            if (std::string(kernel) == "wgmma" && c.D % 8 != 0) continue;  // it takes head dims a multiple of 8
+            SCOPED_TRACE(std::string(kernel) + " " + to_string(tol.dtype) + " " + c.name +
+                         (causal ? " causal " : " full ") + to_string(offsets));
+            const AttentionParams p = c.params(causal, offsets);
+            const Shape shape = c.shape();
+            const Tensor q = random_tensor(shape, ++seed, 1.5f), k = random_tensor(shape, ++seed, 1.5f),
+                         v = random_tensor(shape, ++seed), dout = random_tensor(shape, ++seed);
+            Tensor o, lse;
+            if (c.D > 128) {  // above the tensor-core kernels: refused, naming the way out
+              try {
+                backend.forward(p, q, k, v, o, lse);
+                ADD_FAILURE() << "accepted head dim " << c.D;
+              } catch (const UsageError& e) {
+                EXPECT_NE(std::string(e.what()).find("--dtype fp32"), std::string::npos) << e.what();
+              }
+              continue;
             }
-            continue;
+            const Tensor qr = rounded(q, tol.dtype), kr = rounded(k, tol.dtype), vr = rounded(v, tol.dtype),
+                         dor = rounded(dout, tol.dtype);
+            Tensor o_ref, lse_ref, dq, dk, dv, dq_ref, dk_ref, dv_ref;
+            backend.forward(p, q, k, v, o, lse);
+            reference_forward(p, qr, kr, vr, o_ref, lse_ref);
+            EXPECT_LE(relative_error(o, o_ref), tol.forward) << "o";
+            EXPECT_TRUE(all_close(lse, lse_ref, 1e-3, 1e-4)) << "lse";
+            backend.backward(p, q, k, v, o, lse, dout, dq, dk, dv);
+            reference_backward(p, qr, kr, vr, o_ref, lse_ref, dor, dq_ref, dk_ref, dv_ref);
+            EXPECT_LE(relative_error(dq, dq_ref), tol.backward) << "dq";
+            EXPECT_LE(relative_error(dk, dk_ref), tol.backward) << "dk";
+            EXPECT_LE(relative_error(dv, dv_ref), tol.backward) << "dv";
           }
-          const Tensor qr = rounded(q, tol.dtype), kr = rounded(k, tol.dtype), vr = rounded(v, tol.dtype),
-                       dor = rounded(dout, tol.dtype);
-          Tensor o_ref, lse_ref, dq, dk, dv, dq_ref, dk_ref, dv_ref;
-          backend.forward(p, q, k, v, o, lse);
-          reference_forward(p, qr, kr, vr, o_ref, lse_ref);
-          EXPECT_LE(relative_error(o, o_ref), tol.forward) << "o";
-          EXPECT_TRUE(all_close(lse, lse_ref, 1e-3, 1e-4)) << "lse";
-          backend.backward(p, q, k, v, o, lse, dout, dq, dk, dv);
-          reference_backward(p, qr, kr, vr, o_ref, lse_ref, dor, dq_ref, dk_ref, dv_ref);
-          EXPECT_LE(relative_error(dq, dq_ref), tol.backward) << "dq";
-          EXPECT_LE(relative_error(dk, dk_ref), tol.backward) << "dk";
-          EXPECT_LE(relative_error(dv, dv_ref), tol.backward) << "dv";
-        }
+    }
   }
 }
 

@@ -50,14 +50,27 @@ Tensor back(const std::vector<T>& x, const Shape& shape) {
   return t;
 }
 
-// One branch's forward or backward kernel, emulated, for the element type and the padded head dim.
+// The kernels: the two forwards (mma.sync, and wgmma for Hopper) and the backward.
+enum class Kernel { forward_mma, forward_wgmma, backward };
+
+int rows_per_block(Kernel kernel) {
+  return kernel == Kernel::forward_mma ? kFwdBlockQ : kernel == Kernel::forward_wgmma ? K::kWgBlockQ : kBwdBlockK;
+}
+
+// One branch's launch of `kernel`, emulated, for the element type and the padded head dim.
 template <class T>
-void run(bool forward, const K::FlashArgs& a, long long blocks, int64_t head_dim) {
+void run(Kernel kernel, const K::FlashArgs& a, long long blocks, int64_t head_dim) {
   K::with_padded_head_dim(head_dim, [&](auto d) {
     constexpr int D = decltype(d)::value;
-    const size_t smem = forward ? K::forward_smem_bytes<T, D>() : K::backward_smem_bytes<T, D>();
-    emulation::launch(static_cast<unsigned>(blocks), forward ? kFwdThreads : kBwdThreads, smem, [&] {
-      if (forward) K::flash_forward_kernel<T, D>(a);
+    const size_t smem = kernel == Kernel::forward_mma     ? K::forward_smem_bytes<T, D>()
+                        : kernel == Kernel::forward_wgmma ? K::forward_wgmma_smem_bytes<T, D>()
+                                                          : K::backward_smem_bytes<T, D>();
+    const unsigned threads = kernel == Kernel::forward_mma     ? kFwdThreads
+                             : kernel == Kernel::forward_wgmma ? K::kWgThreads
+                                                               : kBwdThreads;
+    emulation::launch(static_cast<unsigned>(blocks), threads, smem, [&] {
+      if (kernel == Kernel::forward_mma) K::flash_forward_kernel<T, D>(a);
+      else if (kernel == Kernel::forward_wgmma) K::flash_forward_wgmma_kernel<T, D>(a);
       else K::flash_backward_kernel<T, D>(a);
     });
   });
@@ -74,9 +87,10 @@ std::vector<float> delta_of(const std::vector<T>& dout, const Tensor& o, int64_t
   return delta;
 }
 
+// The forward (`forward`), then the backward on its (o, lse), vs the reference on the rounded inputs.
 template <class T>
 void check_local(const AttentionCase& c, bool causal, HeadOffsets offsets, double tol_fwd, double tol_bwd,
-                 uint64_t seed) {
+                 uint64_t seed, Kernel forward = Kernel::forward_mma) {
   const AttentionParams params = c.params(causal, offsets);
   const Shape shape = c.shape();
   const Tensor q = random_tensor(shape, seed, 1.5f), k = random_tensor(shape, seed + 1, 1.5f),
@@ -92,9 +106,9 @@ void check_local(const AttentionCase& c, bool causal, HeadOffsets offsets, doubl
   for (const Branch& branch : params.schedule.branches) {
     long long blocks = 0;
     K::FlashArgs a = K::with_forward_buffers(
-        K::branch_args(params, dims, branch, kFwdBlockQ, blocks),
+        K::branch_args(params, dims, branch, rows_per_block(forward), blocks),
         q16.data(), k16.data(), v16.data(), o.data(), lse.data());
-    run<T>(true, a, blocks, c.D);
+    run<T>(forward, a, blocks, c.D);
   }
   Tensor o_ref, lse_ref, dq_ref, dk_ref, dv_ref;
   const Tensor qr = back(q16, shape), kr = back(k16, shape), vr = back(v16, shape), dor = back(do16, shape);
@@ -109,7 +123,7 @@ void check_local(const AttentionCase& c, bool causal, HeadOffsets offsets, doubl
     K::FlashArgs a = K::with_backward_buffers(
         K::branch_args(params, dims, branch, kBwdBlockK, blocks),
         q16.data(), k16.data(), v16.data(), do16.data(), lse.data(), delta.data(), dq.data(), dk.data(), dv.data());
-    run<T>(false, a, blocks, c.D);
+    run<T>(Kernel::backward, a, blocks, c.D);
   }
   reference_backward(params, qr, kr, vr, o_ref, lse_ref, dor, dq_ref, dk_ref, dv_ref);
   EXPECT_LE(relative_error(dq, dq_ref), tol_bwd) << "dq";
@@ -148,10 +162,27 @@ TEST(FlashKernelsEmulated, Fp16LocalBranchesMatchReference) {
   }
 }
 
+// The Hopper forward (wgmma, emulated from the PTX ISA's descriptor and fragment layouts) on the local
+// cases whose head dim it takes (a multiple of 8), bf16 and fp16, then the backward on its results.
+TEST(FlashKernelsEmulated, WgmmaForwardMatchesReference) {
+  uint64_t seed = 140;
+  int variant = 0;
+  for (const AttentionCase& c : small_cases()) {
+    if (c.D % 8 != 0) continue;
+    const bool causal = variant % 2 == 0;
+    const HeadOffsets offsets = variant++ % 4 < 2 ? HeadOffsets::paper : HeadOffsets::grouped;
+    SCOPED_TRACE(c.name + (causal ? " causal " : " full ") + to_string(offsets));
+    check_local<__nv_bfloat16>(c, causal, offsets, 2e-2, 5e-2, seed += 4, Kernel::forward_wgmma);
+  }
+  const AttentionCase c{"fp16", 1, 90, 2, 40, {32, 90}, {1, 2}};
+  SCOPED_TRACE("fp16 causal");
+  check_local<__half>(c, true, HeadOffsets::paper, 4e-3, 1e-2, 11, Kernel::forward_wgmma);
+}
+
 // A branch spanning 2 emulated ranks of L = 70 rows (rank 1's queries start at sparse index 70 = 6 mod 64),
 // causal, with a local branch before it: each rank's queries against the group's keys laid out as the
 // driver lays them out; backward, each rank's dK / dV of the gathered keys summed onto their owners.
-TEST(FlashKernelsEmulated, SpanningBranchMatchesReference) {
+void check_spanning(Kernel forward) {
   using T = __nv_bfloat16;
   const int64_t L = 70, P = 2, N = L * P, H = 3, D = 32;
   AttentionParams params;
@@ -203,13 +234,13 @@ TEST(FlashKernelsEmulated, SpanningBranchMatchesReference) {
     for (int64_t i = 0; i < lse[me].size(); ++i) lse[me][i] = -INFINITY;
     long long blocks = 0;
     K::FlashArgs a = K::with_forward_buffers(
-        K::branch_args(params, local, local_branch, kFwdBlockQ, blocks),
+        K::branch_args(params, local, local_branch, rows_per_block(forward), blocks),
         q16[me].data(), k16[me].data(), v16[me].data(), o[me].data(), lse[me].data());
-    run<T>(true, a, blocks, D);
+    run<T>(forward, a, blocks, D);
     a = K::with_forward_buffers(
-        K::spanning_args(params, local, span, me, static_cast<int>(P), false, kFwdBlockQ, blocks),
+        K::spanning_args(params, local, span, me, static_cast<int>(P), false, rows_per_block(forward), blocks),
         q16[me].data(), kt.data(), vt.data(), o[me].data(), lse[me].data());
-    run<T>(true, a, blocks, D);
+    run<T>(forward, a, blocks, D);
     SCOPED_TRACE("rank " + std::to_string(me));
     EXPECT_LE(relative_error(o[me], rows_of(o_ref, me * L, L)), 2e-2) << "o";
     EXPECT_LE(relative_error(lse[me], rows_of(lse_ref, me * L, L)), 1e-5) << "lse";
@@ -222,13 +253,13 @@ TEST(FlashKernelsEmulated, SpanningBranchMatchesReference) {
         K::branch_args(params, local, local_branch, kBwdBlockK, blocks),
         q16[me].data(), k16[me].data(), v16[me].data(), do16[me].data(), lse[me].data(), delta.data(),
         dq[me].data(), dk[me].data(), dv[me].data());
-    run<T>(false, a, blocks, D);
+    run<T>(Kernel::backward, a, blocks, D);
     std::vector<float> dkt(kt.size(), 0.f), dvt(kt.size(), 0.f);
     a = K::with_backward_buffers(
         K::spanning_args(params, local, span, me, static_cast<int>(P), true, kBwdBlockK, blocks),
         q16[me].data(), kt.data(), vt.data(), do16[me].data(), lse[me].data(), delta.data(), dq[me].data(),
         dkt.data(), dvt.data());
-    run<T>(false, a, blocks, D);
+    run<T>(Kernel::backward, a, blocks, D);
     for (size_t i = 0; i < dkt.size(); ++i) {  // the reduce-scatter's sum over the group
       dkt_sum[i] += dkt[i];
       dvt_sum[i] += dvt[i];
@@ -247,6 +278,9 @@ TEST(FlashKernelsEmulated, SpanningBranchMatchesReference) {
     EXPECT_LE(relative_error(dv[me], rows_of(dv_ref, me * L, L)), 5e-2) << "dv";
   }
 }
+
+TEST(FlashKernelsEmulated, SpanningBranchMatchesReference) { check_spanning(Kernel::forward_mma); }
+TEST(FlashKernelsEmulated, SpanningBranchWgmmaForwardMatchesReference) { check_spanning(Kernel::forward_wgmma); }
 
 // The fp32 reference kernels (reference_kernels.cuh, one warp per query row) on the awkward shapes, D > 128
 // included, to the fp32 tolerances of the GPU test.

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <string>
 
@@ -66,27 +67,83 @@ void check_kernel_inputs(Dtype dtype, int64_t head_dim) {
 }
 
 
-// One branch's launch: the forward or backward kernel for the element type and padded head dim.
+enum class Kernel { forward_mma, forward_wgmma, backward };
+
+// One branch's launch: the kernel for the element type and padded head dim.
 template <class T>
-void launch_typed(bool forward, const FlashArgs& a, long long blocks, int64_t head_dim, cudaStream_t stream) {
+void launch_typed(Kernel which, const FlashArgs& a, long long blocks, int64_t head_dim, cudaStream_t stream) {
   with_padded_head_dim(head_dim, [&](auto d) {
     constexpr int D = decltype(d)::value;
-    void (*kernel)(const FlashArgs) = forward ? flash_forward_kernel<T, D> : flash_backward_kernel<T, D>;
-    const size_t smem = forward ? forward_smem_bytes<T, D>() : backward_smem_bytes<T, D>();
+    void (*kernel)(const FlashArgs) = flash_backward_kernel<T, D>;
+    size_t smem = backward_smem_bytes<T, D>();
+    int threads = kBwdThreads;
+    if (which == Kernel::forward_mma) {
+      kernel = flash_forward_kernel<T, D>;
+      smem = forward_smem_bytes<T, D>();
+      threads = kFwdThreads;
+    } else if (which == Kernel::forward_wgmma) {
+      kernel = flash_forward_wgmma_kernel<T, D>;
+      smem = forward_wgmma_smem_bytes<T, D>();
+      threads = kWgThreads;
+    }
     LONGCTX_CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    kernel<<<static_cast<unsigned>(blocks), forward ? kFwdThreads : kBwdThreads, smem, stream>>>(a);
+    kernel<<<static_cast<unsigned>(blocks), threads, smem, stream>>>(a);
     LONGCTX_CHECK_CUDA(cudaGetLastError());
   });
 }
 
-void launch(bool forward, Dtype dtype, const FlashArgs& a, long long blocks, int64_t head_dim, cudaStream_t stream) {
-  if (dtype == Dtype::bf16) launch_typed<__nv_bfloat16>(forward, a, blocks, head_dim, stream);
-  else launch_typed<__half>(forward, a, blocks, head_dim, stream);
+void launch(Kernel which, Dtype dtype, const FlashArgs& a, long long blocks, int64_t head_dim, cudaStream_t stream) {
+  if (dtype == Dtype::bf16) launch_typed<__nv_bfloat16>(which, a, blocks, head_dim, stream);
+  else launch_typed<__half>(which, a, blocks, head_dim, stream);
 }
+
+// Whether the current GPU runs this binary's sm_90a code (wgmma): a compute 9.0 GPU loads the sm_90a
+// machine code, anything else JIT-compiles the compute_90 PTX, which has no wgmma. Probed once per device.
+bool wgmma_compiled_here() {
+  static int cached[64];
+  static bool probed[64] = {};
+  int device = 0;
+  LONGCTX_CHECK_CUDA(cudaGetDevice(&device));
+  if (device < 0 || device >= 64) return false;
+  if (!probed[device]) {
+    int* flag = nullptr;
+    int host = 0;
+    LONGCTX_CHECK_CUDA(cudaMalloc(&flag, sizeof(int)));
+    wgmma_probe_kernel<<<1, 1>>>(flag);
+    const cudaError_t launched = cudaGetLastError();
+    if (launched == cudaSuccess) LONGCTX_CHECK_CUDA(cudaMemcpy(&host, flag, sizeof(int), cudaMemcpyDeviceToHost));
+    LONGCTX_CHECK_CUDA(cudaFree(flag));
+    cached[device] = launched == cudaSuccess && host == 1;
+    probed[device] = true;
+  }
+  return cached[device] != 0;
+}
+
+// The forward kernel for this head dim on this GPU: the Hopper (wgmma) one where it runs and the head dim
+// is a multiple of 8, else mma.sync. LONGCTX_FLASH_FORWARD=mma or =wgmma forces one (for comparisons;
+// wgmma where it cannot run is an error).
+Kernel forward_kernel(int64_t head_dim) {
+  const char* env = std::getenv("LONGCTX_FLASH_FORWARD");
+  const std::string choice = env ? env : "auto";
+  if (choice != "auto" && choice != "mma" && choice != "wgmma")
+    throw UsageError("LONGCTX_FLASH_FORWARD=" + choice + ": expected auto, mma or wgmma");
+  if (choice == "mma") return Kernel::forward_mma;
+  const bool possible = head_dim % 8 == 0 && wgmma_compiled_here();
+  if (choice == "wgmma" && !possible)
+    throw UsageError("LONGCTX_FLASH_FORWARD=wgmma: needs a compute 9.0 GPU (H100 / H200) and a head dim that is a "
+                     "multiple of 8 (head dim " + std::to_string(head_dim) + ")");
+  return possible ? Kernel::forward_wgmma : Kernel::forward_mma;
+}
+
+int forward_rows_per_block(Kernel which) { return which == Kernel::forward_wgmma ? kWgBlockQ : kFwdBlockQ; }
 
 }  // namespace
 
 size_t element_bytes(Dtype dtype) { return dtype == Dtype::fp32 ? 4 : 2; }
+
+std::string flash_forward_kernel_name(int64_t head_dim) {
+  return forward_kernel(head_dim) == Kernel::forward_wgmma ? "wgmma (sm_90a)" : "mma.sync";
+}
 
 void convert_from_f32(Dtype dtype, const float* src, void* dst, size_t count, cudaStream_t stream) {
   check_dtype(dtype);
@@ -111,8 +168,9 @@ void flash_forward_branch(const AttentionParams& params, const AttentionDims& di
                           cudaStream_t stream) {
   check_kernel_inputs(dtype, dims.head_dim);
   long long blocks = 0;
-  const FlashArgs a = branch_args(params, dims, branch, kFwdBlockQ, blocks);
-  launch(true, dtype, with_forward_buffers(a, q, k, v, o, lse), blocks, dims.head_dim, stream);
+  const Kernel which = forward_kernel(dims.head_dim);
+  const FlashArgs a = branch_args(params, dims, branch, forward_rows_per_block(which), blocks);
+  launch(which, dtype, with_forward_buffers(a, q, k, v, o, lse), blocks, dims.head_dim, stream);
 }
 
 void flash_forward_spanning(const AttentionParams& params, const AttentionDims& local, const Branch& branch,
@@ -120,8 +178,9 @@ void flash_forward_spanning(const AttentionParams& params, const AttentionDims& 
                             const void* v_tiles, float* o, float* lse, cudaStream_t stream) {
   check_kernel_inputs(dtype, local.head_dim);
   long long blocks = 0;
-  const FlashArgs a = spanning_args(params, local, branch, member, group, false, kFwdBlockQ, blocks);
-  launch(true, dtype, with_forward_buffers(a, q, k_tiles, v_tiles, o, lse), blocks, local.head_dim, stream);
+  const Kernel which = forward_kernel(local.head_dim);
+  const FlashArgs a = spanning_args(params, local, branch, member, group, false, forward_rows_per_block(which), blocks);
+  launch(which, dtype, with_forward_buffers(a, q, k_tiles, v_tiles, o, lse), blocks, local.head_dim, stream);
 }
 
 void flash_forward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
@@ -157,7 +216,7 @@ void flash_backward_branch(const AttentionParams& params, const AttentionDims& d
   check_kernel_inputs(dtype, dims.head_dim);
   long long blocks = 0;
   const FlashArgs a = branch_args(params, dims, branch, kBwdBlockK, blocks);
-  launch(false, dtype, with_backward_buffers(a, q, k, v, dout, lse, delta, dq, dk, dv), blocks, dims.head_dim,
+  launch(Kernel::backward, dtype, with_backward_buffers(a, q, k, v, dout, lse, delta, dq, dk, dv), blocks, dims.head_dim,
          stream);
 }
 
@@ -168,7 +227,7 @@ void flash_backward_spanning(const AttentionParams& params, const AttentionDims&
   check_kernel_inputs(dtype, local.head_dim);
   long long blocks = 0;
   const FlashArgs a = spanning_args(params, local, branch, member, group, true, kBwdBlockK, blocks);
-  launch(false, dtype, with_backward_buffers(a, q, k_tiles, v_tiles, dout, lse, delta, dq, dk_tiles, dv_tiles),
+  launch(Kernel::backward, dtype, with_backward_buffers(a, q, k_tiles, v_tiles, dout, lse, delta, dq, dk_tiles, dv_tiles),
          blocks, local.head_dim, stream);
 }
 

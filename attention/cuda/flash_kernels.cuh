@@ -612,6 +612,221 @@ __global__ void __launch_bounds__(kBwdThreads, 1) flash_backward_kernel(const Fl
   }
 }
 
+}  // namespace longctx::cuda::LONGCTX_KERNELS
+
+#include "attention/cuda/wgmma.cuh"
+
+namespace longctx::cuda::LONGCTX_KERNELS {
+
+// ---- Hopper forward (sm_90a): warpgroup MMA ----------------------------------------------------------------
+// Two warpgroups of 4 warps; warpgroup w takes query rows 64 w .. 64 w + 63 of the block's 128, warp i of
+// the block rows 16 i .. 16 i + 15, so every thread holds two rows (g, g + 8) as in the mma.sync kernel.
+// Per step of 128 keys: S = Q K^T as D / 16 wgmma m64n128k16 (Q's fragments in registers, K from shared
+// memory), the online softmax on S's registers, then O += P V as 8 wgmma m64nDk16 (P from S's registers,
+// V from shared memory, MN-major). Q, K and V tiles are in the no-swizzle core-matrix layout (tile_cm_*):
+// 16-byte row pieces in (row group, column chunk, row) order, so each thread's cp.async lands on
+// consecutive 16 bytes and ldmatrix / wgmma read whole 128-byte core matrices.
+constexpr int kWgThreads = 256;
+constexpr int kWgBlockQ = 128;
+constexpr int kWgBlockK = 128;
+
+// Copies rows t0 .. t0 + ROWS - 1 (as load_rows) into a core-matrix tile: piece e (16 bytes at byte 16 e)
+// is row 8 ((e / 8) / (D / 8)) + e % 8, column chunk (e / 8) % (D / 8). Head dims a multiple of 8 only.
+template <class T, int D, int ROWS, int THREADS>
+__device__ __forceinline__ void load_rows_cm(T* tile, const T* src, const FlashArgs& a, long long first,
+                                             long long stride, int count, int t0) {
+  constexpr int kChunks = D / 8, kPieceStep = THREADS / 8, kRowStep = kPieceStep / kChunks * 8;
+  static_assert(kPieceStep % kChunks == 0 && ROWS % kRowStep == 0, "load_rows_cm: whole row groups per pass");
+  const int e = threadIdx.x, col = ((e / 8) % kChunks) * 8, row0 = (e / 8) / kChunks * 8 + e % 8;
+  const bool col_valid = col < a.head_dim;
+  const long long step = kRowStep * stride * a.head_dim;
+  long long offset = (first + static_cast<long long>(t0 + row0) * stride) * a.head_dim + col;
+#pragma unroll
+  for (int i = 0; i < ROWS / kRowStep; ++i, offset += step) {
+    const bool valid = col_valid && t0 + row0 + i * kRowStep < count;
+    cp_async16(tile + (e + i * THREADS) * 8, valid ? src + offset : src, valid);
+  }
+}
+
+// Element (row, col) of a core-matrix tile with D columns.
+template <int D>
+__device__ __forceinline__ int cm_index(int row, int col) {
+  return ((row / 8) * (D / 8) + col / 8) * 64 + (row % 8) * 8 + col % 8;
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kWgThreads, 1) flash_forward_wgmma_kernel(const FlashArgs a) {
+#if LONGCTX_HAVE_WGMMA
+  constexpr int kKeyTile = kWgBlockK * D;  // elements of one K or V tile
+  unsigned char* smem_raw = shared_memory();
+  T* q_tile = reinterpret_cast<T*>(smem_raw);  // [kWgBlockQ x D], core matrices
+  T* k_tiles = q_tile + kWgBlockQ * D;          // [2][kWgBlockK x D]
+  T* v_tiles = k_tiles + 2 * kKeyTile;          // [2][kWgBlockK x D]
+
+  Problem p;
+  int tile;
+  if (!decode_block(a, p, tile)) return;
+  if (a.causal) tile = a.tiles - 1 - tile;  // the longest causal rows first
+  const int t0 = tile * kWgBlockQ;
+  if (t0 >= p.n_q) return;
+
+  const T* q = static_cast<const T*>(a.q);
+  const T* k = static_cast<const T*>(a.k);
+  const T* v = static_cast<const T*>(a.v);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const int row0 = warp * 16;  // this warp's first query row in the tile
+  const int key_end = forward_key_end(p, t0, kWgBlockQ, a.causal);
+  const int key_tiles = (key_end + kWgBlockK - 1) / kWgBlockK;
+  const float scale2 = a.scale * kLog2e;
+
+  load_rows_cm<T, D, kWgBlockQ, kWgThreads>(q_tile, q, a, p.q_first, p.q_stride, p.n_q, t0);
+  load_rows_cm<T, D, kWgBlockK, kWgThreads>(k_tiles, k, a, p.k_first, p.k_stride, p.n_k, 0);
+  load_rows_cm<T, D, kWgBlockK, kWgThreads>(v_tiles, v, a, p.k_first, p.k_stride, p.n_k, 0);
+  cp_async_commit();
+
+  uint32_t qa[D / 16][4];
+  float acc[D / 2];  // O: acc[4 j + e] is row g + 8 (e / 2), column 8 j + 2 c + e % 2 of the warp's rows
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) acc[i] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+
+  for (int j = 0; j < key_tiles; ++j) {
+    const int stage = j & 1;
+    cp_async_wait<0>();
+    fence_proxy_async();  // this thread's tile writes, visible to wgmma's reads
+    __syncthreads();      // every thread's; and every warpgroup is done with the other stage (waited)
+    if (j + 1 < key_tiles) {
+      load_rows_cm<T, D, kWgBlockK, kWgThreads>(k_tiles + (stage ^ 1) * kKeyTile, k, a, p.k_first, p.k_stride,
+                                                p.n_k, (j + 1) * kWgBlockK);
+      load_rows_cm<T, D, kWgBlockK, kWgThreads>(v_tiles + (stage ^ 1) * kKeyTile, v, a, p.k_first, p.k_stride,
+                                                p.n_k, (j + 1) * kWgBlockK);
+      cp_async_commit();
+    }
+    if (j == 0) {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk)
+        ldsm_x4(qa[kk], q_tile + cm_index<D>(row0 + lane % 16, kk * 16 + (lane / 16) * 8));
+    }
+    const T* k_tile = k_tiles + stage * kKeyTile;
+    const T* v_tile = v_tiles + stage * kKeyTile;
+
+    // S = Q K^T: K-major B, k-step kk at column chunk 2 kk; core matrices 128 bytes apart along K (the
+    // head dim), 16 D bytes apart along N (8 keys).
+    float s[kWgBlockK / 2];
+#pragma unroll
+    for (int i = 0; i < kWgBlockK / 2; ++i) fence_operand(s[i]);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      Wgmma<T, kWgBlockK>::template rs<0>(s, qa[kk], smem_descriptor(k_tile + kk * 128, 128, 16 * D), kk > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < kWgBlockK / 2; ++i) fence_operand(s[i]);
+
+    // Scores in log2 units; keys past the selection, and causal keys after the query, are -inf.
+    const int key0 = j * kWgBlockK;
+    const bool masked_tile = tile_needs_mask(p, key0, kWgBlockK, t0, a.causal);
+#pragma unroll
+    for (int i = 0; i < kWgBlockK / 2; ++i) {
+      s[i] *= scale2;
+      if (masked_tile) {
+        const int key = key0 + (i / 4) * 8 + 2 * c + (i & 1), query = t0 + row0 + g + ((i % 4) >> 1) * 8;
+        if (key_hidden(p, key, query, a.causal)) s[i] = -INFINITY;
+      }
+    }
+
+    // Online softmax for the thread's two rows; a row's 4 threads agree on its max.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = m[r];
+#pragma unroll
+      for (int n = 0; n < kWgBlockK / 8; ++n) mx = fmaxf(mx, fmaxf(s[4 * n + 2 * r], s[4 * n + 2 * r + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float base = mx == -INFINITY ? 0.f : mx;
+      const float keep = exp2f(m[r] - base);
+      m[r] = mx;
+      l[r] *= keep;
+#pragma unroll
+      for (int d = 0; d < D / 8; ++d) {
+        acc[4 * d + 2 * r] *= keep;
+        acc[4 * d + 2 * r + 1] *= keep;
+      }
+#pragma unroll
+      for (int n = 0; n < kWgBlockK / 8; ++n) {
+        s[4 * n + 2 * r] = exp2f(s[4 * n + 2 * r] - base);
+        s[4 * n + 2 * r + 1] = exp2f(s[4 * n + 2 * r + 1] - base);
+        l[r] += s[4 * n + 2 * r] + s[4 * n + 2 * r + 1];
+      }
+    }
+
+    // O += P V: P's A fragments straight from the score registers (keys 16 kc .. 16 kc + 15 are S's column
+    // tiles 2 kc and 2 kc + 1); V is MN-major B, k-step kc at row group 2 kc: 16 D bytes apart along K
+    // (8 keys), 128 bytes along N (the head dim).
+    uint32_t pa[kWgBlockK / 16][4];
+#pragma unroll
+    for (int kc = 0; kc < kWgBlockK / 16; ++kc) {
+      pa[kc][0] = Elem<T>::pack(s[8 * kc], s[8 * kc + 1]);
+      pa[kc][1] = Elem<T>::pack(s[8 * kc + 2], s[8 * kc + 3]);
+      pa[kc][2] = Elem<T>::pack(s[8 * kc + 4], s[8 * kc + 5]);
+      pa[kc][3] = Elem<T>::pack(s[8 * kc + 6], s[8 * kc + 7]);
+#pragma unroll
+      for (int x = 0; x < 4; ++x) fence_operand(pa[kc][x]);
+    }
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) fence_operand(acc[i]);
+    wgmma_fence();
+#pragma unroll
+    for (int kc = 0; kc < kWgBlockK / 16; ++kc)
+      Wgmma<T, D>::template rs<1>(acc, pa[kc], smem_descriptor(v_tile + kc * 16 * D, 16 * D, 128), 1);
+    wgmma_commit();
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) fence_operand(acc[i]);
+  }
+
+  // Merge this branch into (o, lse), as the mma.sync kernel does.
+  float w_old[2], w_new[2], merged[2];
+  long long index[2];
+  bool valid[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float sum = l[r];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const int t = t0 + row0 + g + r * 8;
+    valid[r] = t < p.n_q;
+    index[r] = valid[r] ? p.q_row(t) : 0;
+    const float fresh = (m[r] + log2f(sum)) * kLn2;
+    const float old = valid[r] ? a.lse[index[r]] : -INFINITY;
+    merged[r] = old == -INFINITY ? fresh : fmaxf(old, fresh) + log1pf(expf(-fabsf(old - fresh)));
+    w_old[r] = old == -INFINITY ? 0.f : expf(old - merged[r]);
+    w_new[r] = expf(fresh - merged[r]) / sum;
+  }
+  __syncwarp();  // every lane of a row has read the old lse before lane c == 0 writes the new one
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (!valid[r]) continue;
+    float* out = a.o + index[r] * a.head_dim;
+#pragma unroll
+    for (int d = 0; d < D / 8; ++d)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = d * 8 + 2 * c + e;
+        if (col < a.head_dim) out[col] = w_old[r] * out[col] + w_new[r] * acc[4 * d + 2 * r + e];
+      }
+    if (c == 0) a.lse[index[r]] = merged[r];
+  }
+#else
+  (void)a;
+  __trap();  // launched only where the sm_90a code runs (wgmma_compiled_here)
+#endif
+}
+
+// Writes 1 where the GPU runs code with wgmma (the sm_90a machine code), 0 where it runs the PTX.
+__global__ void wgmma_probe_kernel(int* compiled) { *compiled = LONGCTX_HAVE_WGMMA; }
+
 // ---- host side of a launch (shared with the emulation test) -------------------------------------------
 
 // Calls f(std::integral_constant<int, D>{}) with D the padded head dim the kernels use for `head_dim`.
@@ -649,6 +864,10 @@ inline FlashArgs with_backward_buffers(FlashArgs a, const void* q, const void* k
 template <class T, int D>
 constexpr size_t forward_smem_bytes() {
   return static_cast<size_t>(kFwdBlockQ + 4 * kFwdBlockK) * (D + kPad) * sizeof(T);
+}
+template <class T, int D>
+constexpr size_t forward_wgmma_smem_bytes() {
+  return static_cast<size_t>(kWgBlockQ + 4 * kWgBlockK) * D * sizeof(T);
 }
 template <class T, int D>
 constexpr size_t backward_smem_bytes() {

@@ -94,7 +94,8 @@ int run_cuda(const AttentionParams& params, Dtype dtype, int64_t B, int64_t N, i
     if (backward)
       out << ", \"flops_bwd\": " << static_cast<int64_t>(flops_bwd) << ", \"seconds_bwd\": " << figures.seconds_bwd
           << ", \"gflops_bwd\": " << flops_bwd / figures.seconds_bwd / 1e9;
-    out << ", \"device_bytes\": " << figures.device_bytes << "}\n";
+    out << ", \"device_bytes\": " << figures.device_bytes << ", \"forward_kernel\": " << json_string(figures.forward_kernel)
+        << "}\n";
     std::cout << out.str();
   } else {
     std::cout << "dilated attention on " << cuda_description() << "\n  N=" << N << " B=" << B << " H=" << H
@@ -103,7 +104,7 @@ int run_cuda(const AttentionParams& params, Dtype dtype, int64_t B, int64_t N, i
               << warmup << " warm-up; " << fixed(static_cast<double>(figures.device_bytes) / (1 << 30), 2)
               << " GiB on the device\n";
     std::cout << "  forward  " << fixed(figures.seconds_fwd * 1e3, 2) << " ms  "
-              << fixed(flops_fwd / figures.seconds_fwd / 1e12, 1) << " TFLOP/s\n";
+              << fixed(flops_fwd / figures.seconds_fwd / 1e12, 1) << " TFLOP/s  (" << figures.forward_kernel << ")\n";
     if (backward)
       std::cout << "  backward " << fixed(figures.seconds_bwd * 1e3, 2) << " ms  "
                 << fixed(flops_bwd / figures.seconds_bwd / 1e12, 1) << " TFLOP/s\n";
