@@ -80,11 +80,11 @@ struct Warp {
 
 // One queued wgmma: every thread's A registers and accumulator address, and the shared operand.
 struct WgmmaOp {
-  std::array<std::array<uint32_t, 4>, 128> a{};
+  std::array<std::array<uint32_t, 4>, 128> a{};  // A in registers, unless a_from_shared
   std::array<float*, 128> d{};
   int n = 0;
-  uint64_t desc = 0;
-  bool accumulate = false, trans_b = false, bf16 = true;
+  uint64_t desc = 0, desc_a = 0;
+  bool accumulate = false, trans_b = false, bf16 = true, a_from_shared = false, trans_a = false;
   uint64_t group = 0;
 };
 
@@ -264,30 +264,36 @@ Warpgroup& my_warpgroup() {
 // (swizzle) bits 62-63. In the no-swizzle canonical layouts a core matrix is 8 rows of 16 contiguous bytes
 // (128 bytes); LBO steps between core matrices along K, SBO along M / N. K-major: a core matrix row is one
 // N index with 8 consecutive K elements; MN-major (trans_b): one K index with 8 consecutive N elements.
+// Element (mn, k) of a shared operand: `mn` is M for A, N for B.
+float shared_operand(uint64_t desc, int mn, int k, bool mn_major, bool bf16) {
+  if ((desc >> 62) != 0) wgmma_fault("only the no-swizzle layout is emulated");
+  if (((desc >> 49) & 7u) != 0) wgmma_fault("nonzero descriptor base offset");
+  const uint64_t start = (desc & 0x3fffu) << 4, lbo = ((desc >> 16) & 0x3fffu) << 4, sbo = ((desc >> 32) & 0x3fffu) << 4;
+  const uint64_t inner = mn_major ? (k % 8) * 16 + (mn % 8) * 2 : (mn % 8) * 16 + (k % 8) * 2;
+  const uint64_t address = start + static_cast<uint64_t>(mn / 8) * sbo + static_cast<uint64_t>(k / 8) * lbo + inner;
+  if (address + 2 > current->shared.size()) wgmma_fault("operand past the block's shared memory");
+  uint16_t bits;
+  std::memcpy(&bits, current->shared.data() + address, 2);
+  return bf16 ? bf16_value(bits) : fp16_value(bits);
+}
+
 void run_wgmma(const WgmmaOp& op) {
-  if ((op.desc >> 62) != 0) wgmma_fault("only the no-swizzle layout is emulated");
-  if (((op.desc >> 49) & 7u) != 0) wgmma_fault("nonzero descriptor base offset");
-  const uint64_t start = (op.desc & 0x3fffu) << 4, lbo = ((op.desc >> 16) & 0x3fffu) << 4,
-                 sbo = ((op.desc >> 32) & 0x3fffu) << 4;
   float A[64][16], B[16][256];
-  for (int t = 0; t < 128; ++t) {
-    const int lane = t % 32, g = lane / 4, c = lane % 4, w = t / 32;
-    for (int r = 0; r < 4; ++r) {  // as mma.m16n8k16's A, per warp's 16 rows
-      const int row = 16 * w + g + 8 * (r % 2), col = 2 * c + 8 * (r / 2);
-      A[row][col] = low(op.a[static_cast<size_t>(t)][static_cast<size_t>(r)], op.bf16);
-      A[row][col + 1] = high(op.a[static_cast<size_t>(t)][static_cast<size_t>(r)], op.bf16);
+  if (op.a_from_shared) {
+    for (int m = 0; m < 64; ++m)
+      for (int k = 0; k < 16; ++k) A[m][k] = shared_operand(op.desc_a, m, k, op.trans_a, op.bf16);
+  } else {
+    for (int t = 0; t < 128; ++t) {
+      const int lane = t % 32, g = lane / 4, c = lane % 4, w = t / 32;
+      for (int r = 0; r < 4; ++r) {  // as mma.m16n8k16's A, per warp's 16 rows
+        const int row = 16 * w + g + 8 * (r % 2), col = 2 * c + 8 * (r / 2);
+        A[row][col] = low(op.a[static_cast<size_t>(t)][static_cast<size_t>(r)], op.bf16);
+        A[row][col + 1] = high(op.a[static_cast<size_t>(t)][static_cast<size_t>(r)], op.bf16);
+      }
     }
   }
-  const unsigned char* smem = current->shared.data();
   for (int k = 0; k < 16; ++k)
-    for (int n = 0; n < op.n; ++n) {
-      const uint64_t inner = op.trans_b ? (k % 8) * 16 + (n % 8) * 2 : (n % 8) * 16 + (k % 8) * 2;
-      const uint64_t address = start + (n / 8) * sbo + (k / 8) * lbo + inner;
-      if (address + 2 > current->shared.size()) wgmma_fault("B operand past the block's shared memory");
-      uint16_t bits;
-      std::memcpy(&bits, smem + address, 2);
-      B[k][n] = op.bf16 ? bf16_value(bits) : fp16_value(bits);
-    }
+    for (int n = 0; n < op.n; ++n) B[k][n] = shared_operand(op.desc, n, k, op.trans_b, op.bf16);
   for (int t = 0; t < 128; ++t) {
     const int lane = t % 32, g = lane / 4, c = lane % 4, w = t / 32;
     float* d = op.d[static_cast<size_t>(t)];
@@ -321,6 +327,35 @@ void wgmma_rs(float* d, int n, const uint32_t (&a)[4], uint64_t desc_b, bool acc
     op.d = wg.d;
     op.n = n;
     op.desc = desc_b;
+    op.accumulate = accumulate;
+    op.trans_b = trans_b;
+    op.bf16 = bf16;
+    op.group = wg.open_group;
+    wg.queued.push_back(op);
+  }
+  wg.barrier.wait();
+}
+
+void wgmma_ss(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool accumulate, bool trans_a, bool trans_b,
+              bool bf16) {
+  if (n < 8 || n > 256 || n % 8 != 0) wgmma_fault("n must be a multiple of 8 in [8, 256]");
+  Warpgroup& wg = my_warpgroup();
+  const size_t me = thread_idx.x % 128;
+  wg.d[me] = d;
+  wg.uniform[me] = desc_b ^ (desc_a * 0x9e3779b97f4a7c15ull) ^ (static_cast<uint64_t>(n) << 1) ^
+                   (accumulate ? 0x9e3779b97f4a7c15ull : 0) ^ (trans_a ? 0x2545f4914f6cdd1dull : 0) ^
+                   (trans_b ? 0xc2b2ae3d27d4eb4full : 0) ^ (bf16 ? 0x165667b19e3779f9ull : 0);
+  wg.barrier.wait();
+  if (me == 0) {
+    for (uint64_t u : wg.uniform)
+      if (u != wg.uniform[0]) wgmma_fault("the warpgroup's threads disagree on the descriptors, shape or flags");
+    WgmmaOp op;
+    op.d = wg.d;
+    op.n = n;
+    op.desc = desc_b;
+    op.desc_a = desc_a;
+    op.a_from_shared = true;
+    op.trans_a = trans_a;
     op.accumulate = accumulate;
     op.trans_b = trans_b;
     op.bf16 = bf16;

@@ -55,6 +55,9 @@ uint32_t shared_address(const void* p);
 // change then, so a kernel that reads them or rewrites B before its wait sees what the GPU could.
 void wgmma_fence();
 void wgmma_rs(float* d, int n, const uint32_t (&a)[4], uint64_t desc_b, bool accumulate, bool trans_b, bool bf16);
+// The same with A from shared memory too (K-major, or MN-major with trans_a).
+void wgmma_ss(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool accumulate, bool trans_a, bool trans_b,
+              bool bf16);
 void wgmma_commit();
 void wgmma_wait(int newest_left_pending);
 

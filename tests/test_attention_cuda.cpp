@@ -94,11 +94,11 @@ TEST(CudaAttention, HalfPrecisionMatchesReferenceOnRoundedInputs) {
   cases.push_back({"head_dim_128", 1, 700, 2, 128, {700, 128}, {1, 2}});
   cases.push_back({"many_tiles_d128", 1, 1500, 3, 128, {2048, 1024}, {1, 2}});
   uint64_t seed = 900;
-  // Both forward kernels: mma.sync everywhere, wgmma where the GPU runs the sm_90a code (H100 / H200).
+  // Both kernel families: mma.sync everywhere, wgmma where the GPU runs the sm_90a code (H100 / H200).
   for (const char* kernel : {"mma", "wgmma"}) {
-    ScopedEnv forward_kernel("LONGCTX_FLASH_FORWARD", kernel);
+    ScopedEnv forward_kernel("LONGCTX_FLASH_FORWARD", kernel), backward_kernel("LONGCTX_FLASH_BACKWARD", kernel);
     if (std::string(kernel) == "wgmma" && !wgmma_forward_runs_here()) {
-      std::cout << "[ note     ] the wgmma forward does not run on this GPU (" << cuda_description() << "): not tested\n";
+      std::cout << "[ note     ] the wgmma kernels do not run on this GPU (" << cuda_description() << "): not tested\n";
       continue;
     }
     for (const HalfTolerance tol : {HalfTolerance{Dtype::bf16, 2e-2, 5e-2}, HalfTolerance{Dtype::fp16, 4e-3, 1e-2}}) {

@@ -50,11 +50,17 @@ Tensor back(const std::vector<T>& x, const Shape& shape) {
   return t;
 }
 
-// The kernels: the two forwards (mma.sync, and wgmma for Hopper) and the backward.
-enum class Kernel { forward_mma, forward_wgmma, backward };
+// The kernels: forward and backward, each on mma.sync and on wgmma (Hopper).
+enum class Kernel { forward_mma, forward_wgmma, backward_mma, backward_wgmma };
 
 int rows_per_block(Kernel kernel) {
-  return kernel == Kernel::forward_mma ? kFwdBlockQ : kernel == Kernel::forward_wgmma ? K::kWgBlockQ : kBwdBlockK;
+  switch (kernel) {
+    case Kernel::forward_mma: return kFwdBlockQ;
+    case Kernel::forward_wgmma: return K::kWgBlockQ;
+    case Kernel::backward_mma: return kBwdBlockK;
+    case Kernel::backward_wgmma: return K::kWgBwdBlockK;
+  }
+  return 0;
 }
 
 // One branch's launch of `kernel`, emulated, for the element type and the padded head dim.
@@ -62,17 +68,23 @@ template <class T>
 void run(Kernel kernel, const K::FlashArgs& a, long long blocks, int64_t head_dim) {
   K::with_padded_head_dim(head_dim, [&](auto d) {
     constexpr int D = decltype(d)::value;
-    const size_t smem = kernel == Kernel::forward_mma     ? K::forward_smem_bytes<T, D>()
-                        : kernel == Kernel::forward_wgmma ? K::forward_wgmma_smem_bytes<T, D>()
-                                                          : K::backward_smem_bytes<T, D>();
-    const unsigned threads = kernel == Kernel::forward_mma     ? kFwdThreads
-                             : kernel == Kernel::forward_wgmma ? K::kWgThreads
-                                                               : kBwdThreads;
-    emulation::launch(static_cast<unsigned>(blocks), threads, smem, [&] {
-      if (kernel == Kernel::forward_mma) K::flash_forward_kernel<T, D>(a);
-      else if (kernel == Kernel::forward_wgmma) K::flash_forward_wgmma_kernel<T, D>(a);
-      else K::flash_backward_kernel<T, D>(a);
-    });
+    size_t smem = K::forward_smem_bytes<T, D>();
+    unsigned threads = kFwdThreads;
+    void (*body)(const K::FlashArgs) = K::flash_forward_kernel<T, D>;
+    if (kernel == Kernel::forward_wgmma) {
+      smem = K::forward_wgmma_smem_bytes<T, D>();
+      threads = K::kWgThreads;
+      body = K::flash_forward_wgmma_kernel<T, D>;
+    } else if (kernel == Kernel::backward_mma) {
+      smem = K::backward_smem_bytes<T, D>();
+      threads = kBwdThreads;
+      body = K::flash_backward_kernel<T, D>;
+    } else if (kernel == Kernel::backward_wgmma) {
+      smem = K::backward_wgmma_smem_bytes<T, D>();
+      threads = K::kWgBwdThreads;
+      body = K::flash_backward_wgmma_kernel<T, D>;
+    }
+    emulation::launch(static_cast<unsigned>(blocks), threads, smem, [&] { body(a); });
   });
 }
 
@@ -87,10 +99,10 @@ std::vector<float> delta_of(const std::vector<T>& dout, const Tensor& o, int64_t
   return delta;
 }
 
-// The forward (`forward`), then the backward on its (o, lse), vs the reference on the rounded inputs.
+// The forward, then the backward on its (o, lse), vs the reference on the rounded inputs.
 template <class T>
 void check_local(const AttentionCase& c, bool causal, HeadOffsets offsets, double tol_fwd, double tol_bwd,
-                 uint64_t seed, Kernel forward = Kernel::forward_mma) {
+                 uint64_t seed, Kernel forward = Kernel::forward_mma, Kernel backward = Kernel::backward_mma) {
   const AttentionParams params = c.params(causal, offsets);
   const Shape shape = c.shape();
   const Tensor q = random_tensor(shape, seed, 1.5f), k = random_tensor(shape, seed + 1, 1.5f),
@@ -121,9 +133,9 @@ void check_local(const AttentionCase& c, bool causal, HeadOffsets offsets, doubl
   for (const Branch& branch : params.schedule.branches) {
     long long blocks = 0;
     K::FlashArgs a = K::with_backward_buffers(
-        K::branch_args(params, dims, branch, kBwdBlockK, blocks),
+        K::branch_args(params, dims, branch, rows_per_block(backward), blocks),
         q16.data(), k16.data(), v16.data(), do16.data(), lse.data(), delta.data(), dq.data(), dk.data(), dv.data());
-    run<T>(Kernel::backward, a, blocks, c.D);
+    run<T>(backward, a, blocks, c.D);
   }
   reference_backward(params, qr, kr, vr, o_ref, lse_ref, dor, dq_ref, dk_ref, dv_ref);
   EXPECT_LE(relative_error(dq, dq_ref), tol_bwd) << "dq";
@@ -162,9 +174,9 @@ TEST(FlashKernelsEmulated, Fp16LocalBranchesMatchReference) {
   }
 }
 
-// The Hopper forward (wgmma, emulated from the PTX ISA's descriptor and fragment layouts) on the local
-// cases whose head dim it takes (a multiple of 8), bf16 and fp16, then the backward on its results.
-TEST(FlashKernelsEmulated, WgmmaForwardMatchesReference) {
+// The Hopper kernels (wgmma, emulated from the PTX ISA's descriptor and fragment layouts), forward and
+// backward, on the local cases whose head dim they take (a multiple of 8), bf16 and fp16.
+TEST(FlashKernelsEmulated, WgmmaKernelsMatchReference) {
   uint64_t seed = 140;
   int variant = 0;
   for (const AttentionCase& c : small_cases()) {
@@ -172,17 +184,18 @@ TEST(FlashKernelsEmulated, WgmmaForwardMatchesReference) {
     const bool causal = variant % 2 == 0;
     const HeadOffsets offsets = variant++ % 4 < 2 ? HeadOffsets::paper : HeadOffsets::grouped;
     SCOPED_TRACE(c.name + (causal ? " causal " : " full ") + to_string(offsets));
-    check_local<__nv_bfloat16>(c, causal, offsets, 2e-2, 5e-2, seed += 4, Kernel::forward_wgmma);
+    check_local<__nv_bfloat16>(c, causal, offsets, 2e-2, 5e-2, seed += 4, Kernel::forward_wgmma,
+                               Kernel::backward_wgmma);
   }
   const AttentionCase c{"fp16", 1, 90, 2, 40, {32, 90}, {1, 2}};
   SCOPED_TRACE("fp16 causal");
-  check_local<__half>(c, true, HeadOffsets::paper, 4e-3, 1e-2, 11, Kernel::forward_wgmma);
+  check_local<__half>(c, true, HeadOffsets::paper, 4e-3, 1e-2, 11, Kernel::forward_wgmma, Kernel::backward_wgmma);
 }
 
 // A branch spanning 2 emulated ranks of L = 70 rows (rank 1's queries start at sparse index 70 = 6 mod 64),
 // causal, with a local branch before it: each rank's queries against the group's keys laid out as the
 // driver lays them out; backward, each rank's dK / dV of the gathered keys summed onto their owners.
-void check_spanning(Kernel forward) {
+void check_spanning(Kernel forward, Kernel backward) {
   using T = __nv_bfloat16;
   const int64_t L = 70, P = 2, N = L * P, H = 3, D = 32;
   AttentionParams params;
@@ -250,16 +263,16 @@ void check_spanning(Kernel forward) {
     dk[me] = Tensor(mine);
     dv[me] = Tensor(mine);
     a = K::with_backward_buffers(
-        K::branch_args(params, local, local_branch, kBwdBlockK, blocks),
+        K::branch_args(params, local, local_branch, rows_per_block(backward), blocks),
         q16[me].data(), k16[me].data(), v16[me].data(), do16[me].data(), lse[me].data(), delta.data(),
         dq[me].data(), dk[me].data(), dv[me].data());
-    run<T>(Kernel::backward, a, blocks, D);
+    run<T>(backward, a, blocks, D);
     std::vector<float> dkt(kt.size(), 0.f), dvt(kt.size(), 0.f);
     a = K::with_backward_buffers(
-        K::spanning_args(params, local, span, me, static_cast<int>(P), true, kBwdBlockK, blocks),
+        K::spanning_args(params, local, span, me, static_cast<int>(P), true, rows_per_block(backward), blocks),
         q16[me].data(), kt.data(), vt.data(), do16[me].data(), lse[me].data(), delta.data(), dq[me].data(),
         dkt.data(), dvt.data());
-    run<T>(Kernel::backward, a, blocks, D);
+    run<T>(backward, a, blocks, D);
     for (size_t i = 0; i < dkt.size(); ++i) {  // the reduce-scatter's sum over the group
       dkt_sum[i] += dkt[i];
       dvt_sum[i] += dvt[i];
@@ -279,8 +292,12 @@ void check_spanning(Kernel forward) {
   }
 }
 
-TEST(FlashKernelsEmulated, SpanningBranchMatchesReference) { check_spanning(Kernel::forward_mma); }
-TEST(FlashKernelsEmulated, SpanningBranchWgmmaForwardMatchesReference) { check_spanning(Kernel::forward_wgmma); }
+TEST(FlashKernelsEmulated, SpanningBranchMatchesReference) {
+  check_spanning(Kernel::forward_mma, Kernel::backward_mma);
+}
+TEST(FlashKernelsEmulated, SpanningBranchWgmmaKernelsMatchReference) {
+  check_spanning(Kernel::forward_wgmma, Kernel::backward_wgmma);
+}
 
 // The fp32 reference kernels (reference_kernels.cuh, one warp per query row) on the awkward shapes, D > 128
 // included, to the fp32 tolerances of the GPU test.

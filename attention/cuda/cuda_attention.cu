@@ -225,6 +225,8 @@ CudaBenchFigures cuda_bench_attention(const AttentionParams& params, const Atten
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   figures.forward_kernel = dtype == Dtype::fp32 ? "fp32 reference" : cuda::flash_forward_kernel_name(dims.head_dim);
+  if (backward)
+    figures.backward_kernel = dtype == Dtype::fp32 ? "fp32 reference" : cuda::flash_backward_kernel_name(dims.head_dim);
   figures.seconds_fwd = median_of(fwd);
   figures.seconds_bwd = backward ? median_of(bwd) : 0;
   return figures;

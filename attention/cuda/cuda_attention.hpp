@@ -41,7 +41,8 @@ struct CudaBenchFigures {
   double seconds_fwd = 0;
   double seconds_bwd = 0;      // 0 without backward
   uint64_t device_bytes = 0;   // inputs, outputs and scratch held on the device
-  std::string forward_kernel;  // which forward ran: "wgmma (sm_90a)", "mma.sync" or "fp32 reference"
+  std::string forward_kernel;   // which kernels ran: "wgmma (sm_90a)", "mma.sync" or "fp32 reference"
+  std::string backward_kernel;  // empty without backward
 };
 CudaBenchFigures cuda_bench_attention(const AttentionParams& params, const AttentionDims& dims, Dtype dtype,
                                       int warmup, int iters, bool backward, uint64_t seed);

@@ -67,7 +67,7 @@ void check_kernel_inputs(Dtype dtype, int64_t head_dim) {
 }
 
 
-enum class Kernel { forward_mma, forward_wgmma, backward };
+enum class Kernel { forward_mma, forward_wgmma, backward_mma, backward_wgmma };
 
 // One branch's launch: the kernel for the element type and padded head dim.
 template <class T>
@@ -77,7 +77,11 @@ void launch_typed(Kernel which, const FlashArgs& a, long long blocks, int64_t he
     void (*kernel)(const FlashArgs) = flash_backward_kernel<T, D>;
     size_t smem = backward_smem_bytes<T, D>();
     int threads = kBwdThreads;
-    if (which == Kernel::forward_mma) {
+    if (which == Kernel::backward_wgmma) {
+      kernel = flash_backward_wgmma_kernel<T, D>;
+      smem = backward_wgmma_smem_bytes<T, D>();
+      threads = kWgBwdThreads;
+    } else if (which == Kernel::forward_mma) {
       kernel = flash_forward_kernel<T, D>;
       smem = forward_smem_bytes<T, D>();
       threads = kFwdThreads;
@@ -119,23 +123,39 @@ bool wgmma_compiled_here() {
   return cached[device] != 0;
 }
 
-// The forward kernel for this head dim on this GPU: the Hopper (wgmma) one where it runs and the head dim
-// is a multiple of 8, else mma.sync. LONGCTX_FLASH_FORWARD=mma or =wgmma forces one (for comparisons;
-// wgmma where it cannot run is an error).
-Kernel forward_kernel(int64_t head_dim) {
-  const char* env = std::getenv("LONGCTX_FLASH_FORWARD");
+// Whether to run the Hopper (wgmma) kernel: where it runs and the head dim is a multiple of 8, unless the
+// environment variable `name` (LONGCTX_FLASH_FORWARD / LONGCTX_FLASH_BACKWARD) says mma; =wgmma forces
+// it (for comparisons; where it cannot run, an error).
+bool use_wgmma(const char* name, int64_t head_dim) {
+  const char* env = std::getenv(name);
   const std::string choice = env ? env : "auto";
   if (choice != "auto" && choice != "mma" && choice != "wgmma")
-    throw UsageError("LONGCTX_FLASH_FORWARD=" + choice + ": expected auto, mma or wgmma");
-  if (choice == "mma") return Kernel::forward_mma;
+    throw UsageError(std::string(name) + "=" + choice + ": expected auto, mma or wgmma");
+  if (choice == "mma") return false;
   const bool possible = head_dim % 8 == 0 && wgmma_compiled_here();
   if (choice == "wgmma" && !possible)
-    throw UsageError("LONGCTX_FLASH_FORWARD=wgmma: needs a compute 9.0 GPU (H100 / H200) and a head dim that is a "
+    throw UsageError(std::string(name) + "=wgmma: needs a compute 9.0 GPU (H100 / H200) and a head dim that is a "
                      "multiple of 8 (head dim " + std::to_string(head_dim) + ")");
-  return possible ? Kernel::forward_wgmma : Kernel::forward_mma;
+  return possible;
 }
 
-int forward_rows_per_block(Kernel which) { return which == Kernel::forward_wgmma ? kWgBlockQ : kFwdBlockQ; }
+Kernel forward_kernel(int64_t head_dim) {
+  return use_wgmma("LONGCTX_FLASH_FORWARD", head_dim) ? Kernel::forward_wgmma : Kernel::forward_mma;
+}
+Kernel backward_kernel(int64_t head_dim) {
+  return use_wgmma("LONGCTX_FLASH_BACKWARD", head_dim) ? Kernel::backward_wgmma : Kernel::backward_mma;
+}
+
+// Rows of the sparse space per block: queries (forward) or keys (backward).
+int rows_per_block(Kernel which) {
+  switch (which) {
+    case Kernel::forward_mma: return kFwdBlockQ;
+    case Kernel::forward_wgmma: return kWgBlockQ;
+    case Kernel::backward_mma: return kBwdBlockK;
+    case Kernel::backward_wgmma: return kWgBwdBlockK;
+  }
+  return 0;
+}
 
 }  // namespace
 
@@ -143,6 +163,9 @@ size_t element_bytes(Dtype dtype) { return dtype == Dtype::fp32 ? 4 : 2; }
 
 std::string flash_forward_kernel_name(int64_t head_dim) {
   return forward_kernel(head_dim) == Kernel::forward_wgmma ? "wgmma (sm_90a)" : "mma.sync";
+}
+std::string flash_backward_kernel_name(int64_t head_dim) {
+  return backward_kernel(head_dim) == Kernel::backward_wgmma ? "wgmma (sm_90a)" : "mma.sync";
 }
 
 void convert_from_f32(Dtype dtype, const float* src, void* dst, size_t count, cudaStream_t stream) {
@@ -169,7 +192,7 @@ void flash_forward_branch(const AttentionParams& params, const AttentionDims& di
   check_kernel_inputs(dtype, dims.head_dim);
   long long blocks = 0;
   const Kernel which = forward_kernel(dims.head_dim);
-  const FlashArgs a = branch_args(params, dims, branch, forward_rows_per_block(which), blocks);
+  const FlashArgs a = branch_args(params, dims, branch, rows_per_block(which), blocks);
   launch(which, dtype, with_forward_buffers(a, q, k, v, o, lse), blocks, dims.head_dim, stream);
 }
 
@@ -179,7 +202,7 @@ void flash_forward_spanning(const AttentionParams& params, const AttentionDims& 
   check_kernel_inputs(dtype, local.head_dim);
   long long blocks = 0;
   const Kernel which = forward_kernel(local.head_dim);
-  const FlashArgs a = spanning_args(params, local, branch, member, group, false, forward_rows_per_block(which), blocks);
+  const FlashArgs a = spanning_args(params, local, branch, member, group, false, rows_per_block(which), blocks);
   launch(which, dtype, with_forward_buffers(a, q, k_tiles, v_tiles, o, lse), blocks, local.head_dim, stream);
 }
 
@@ -215,8 +238,9 @@ void flash_backward_branch(const AttentionParams& params, const AttentionDims& d
                            cudaStream_t stream) {
   check_kernel_inputs(dtype, dims.head_dim);
   long long blocks = 0;
-  const FlashArgs a = branch_args(params, dims, branch, kBwdBlockK, blocks);
-  launch(Kernel::backward, dtype, with_backward_buffers(a, q, k, v, dout, lse, delta, dq, dk, dv), blocks, dims.head_dim,
+  const Kernel which = backward_kernel(dims.head_dim);
+  const FlashArgs a = branch_args(params, dims, branch, rows_per_block(which), blocks);
+  launch(which, dtype, with_backward_buffers(a, q, k, v, dout, lse, delta, dq, dk, dv), blocks, dims.head_dim,
          stream);
 }
 
@@ -226,8 +250,9 @@ void flash_backward_spanning(const AttentionParams& params, const AttentionDims&
                              float* dk_tiles, float* dv_tiles, cudaStream_t stream) {
   check_kernel_inputs(dtype, local.head_dim);
   long long blocks = 0;
-  const FlashArgs a = spanning_args(params, local, branch, member, group, true, kBwdBlockK, blocks);
-  launch(Kernel::backward, dtype, with_backward_buffers(a, q, k_tiles, v_tiles, dout, lse, delta, dq, dk_tiles, dv_tiles),
+  const Kernel which = backward_kernel(local.head_dim);
+  const FlashArgs a = spanning_args(params, local, branch, member, group, true, rows_per_block(which), blocks);
+  launch(which, dtype, with_backward_buffers(a, q, k_tiles, v_tiles, dout, lse, delta, dq, dk_tiles, dv_tiles),
          blocks, local.head_dim, stream);
 }
 

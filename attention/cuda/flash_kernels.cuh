@@ -824,6 +824,207 @@ __global__ void __launch_bounds__(kWgThreads, 1) flash_forward_wgmma_kernel(cons
 #endif
 }
 
+// ---- Hopper backward (sm_90a): warpgroup MMA -----------------------------------------------------------------
+// A block owns 128 keys, warpgroup w keys 64 w .. 64 w + 63 (warp i keys 16 i .., as the mma.sync backward),
+// dK / dV accumulating in registers; per step of 64 queries: S^T = K Q^T and dP^T = V dO^T (both operands
+// from shared memory), P^T and dS^T on their registers, dV += P^T dO and dK += dS^T Q (A from registers,
+// dO and Q as MN-major B); dS^T also goes to shared memory, and dQ = dS K (A = dS, MN-major, from there)
+// is split by columns between the warpgroups, so each dQ element is added once per (block, step).
+constexpr int kWgBwdThreads = 256;
+constexpr int kWgBwdBlockK = 128;
+constexpr int kWgBwdBlockQ = 64;
+
+template <class T, int D>
+__global__ void __launch_bounds__(kWgBwdThreads, 1) flash_backward_wgmma_kernel(const FlashArgs a) {
+#if LONGCTX_HAVE_WGMMA
+  constexpr int kQTile = kWgBwdBlockQ * D, kHalf = D / 2;
+  unsigned char* smem_raw = shared_memory();
+  T* k_tile = reinterpret_cast<T*>(smem_raw);  // [kWgBwdBlockK x D], core matrices
+  T* v_tile = k_tile + kWgBwdBlockK * D;        // [kWgBwdBlockK x D]
+  T* q_tiles = v_tile + kWgBwdBlockK * D;       // [2][kWgBwdBlockQ x D]
+  T* do_tiles = q_tiles + 2 * kQTile;           // [2][kWgBwdBlockQ x D]
+  T* ds_tile = do_tiles + 2 * kQTile;           // dS^T, [kWgBwdBlockK keys x kWgBwdBlockQ queries]
+  float* lse_s = reinterpret_cast<float*>(ds_tile + kWgBwdBlockK * kWgBwdBlockQ);  // [2][kWgBwdBlockQ], log2 units
+  float* delta_s = lse_s + 2 * kWgBwdBlockQ;                                        // [2][kWgBwdBlockQ]
+
+  Problem p;
+  int tile;
+  if (!decode_block(a, p, tile)) return;
+  const int k0 = tile * kWgBwdBlockK;
+  if (k0 >= p.n_k) return;
+
+  const T* q = static_cast<const T*>(a.q);
+  const T* k = static_cast<const T*>(a.k);
+  const T* v = static_cast<const T*>(a.v);
+  const T* dout = static_cast<const T*>(a.dout);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4, wg = warp / 4;
+  const float scale2 = a.scale * kLog2e;
+  const int q_first = backward_first_step(p, k0, kWgBwdBlockQ, a.causal);
+  const int q_steps = (p.n_q + kWgBwdBlockQ - 1) / kWgBwdBlockQ - q_first;
+  if (q_steps <= 0) return;  // no query of this rank sees these keys: they get no gradient here
+
+  auto load_queries = [&](int step, int stage) {
+    const int t0 = (q_first + step) * kWgBwdBlockQ;
+    load_rows_cm<T, D, kWgBwdBlockQ, kWgBwdThreads>(q_tiles + stage * kQTile, q, a, p.q_first, p.q_stride, p.n_q, t0);
+    load_rows_cm<T, D, kWgBwdBlockQ, kWgBwdThreads>(do_tiles + stage * kQTile, dout, a, p.q_first, p.q_stride, p.n_q,
+                                                    t0);
+    if (threadIdx.x < kWgBwdBlockQ) {
+      const int t = t0 + threadIdx.x;
+      const bool valid = t < p.n_q;
+      lse_s[stage * kWgBwdBlockQ + threadIdx.x] = valid ? a.lse[p.q_row(t)] * kLog2e : INFINITY;  // P = 0 past them
+      delta_s[stage * kWgBwdBlockQ + threadIdx.x] = valid ? a.delta[p.q_row(t)] : 0.f;
+    }
+  };
+
+  load_rows_cm<T, D, kWgBwdBlockK, kWgBwdThreads>(k_tile, k, a, p.k_first, p.k_stride, p.n_k, k0);
+  load_rows_cm<T, D, kWgBwdBlockK, kWgBwdThreads>(v_tile, v, a, p.k_first, p.k_stride, p.n_k, k0);
+  load_queries(0, 0);
+  cp_async_commit();
+
+  float dk_acc[D / 2], dv_acc[D / 2];  // [4 j + e]: key row g + 8 (e / 2) of the warp's 16, column 8 j + 2 c + e % 2
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) dk_acc[i] = dv_acc[i] = 0.f;
+
+  for (int step = 0; step < q_steps; ++step) {
+    const int stage = step & 1;
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();  // the stage's tiles are in; every warpgroup is done with the other stage and dS^T
+    if (step + 1 < q_steps) {
+      load_queries(step + 1, stage ^ 1);
+      cp_async_commit();
+    }
+    const T* q_tile = q_tiles + stage * kQTile;
+    const T* do_tile = do_tiles + stage * kQTile;
+    const float* lse_row = lse_s + stage * kWgBwdBlockQ;
+    const float* delta_row = delta_s + stage * kWgBwdBlockQ;
+    const int t0 = (q_first + step) * kWgBwdBlockQ;
+
+    // S^T = K Q^T and dP^T = V dO^T: this warpgroup's 64 keys x the step's queries, K-major operands.
+    float st[kWgBwdBlockQ / 2], dpt[kWgBwdBlockQ / 2];  // [4 j + e]: key row as above, query 8 j + 2 c + e % 2
+#pragma unroll
+    for (int i = 0; i < kWgBwdBlockQ / 2; ++i) {
+      fence_operand(st[i]);
+      fence_operand(dpt[i]);
+    }
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      WgmmaSS<T, kWgBwdBlockQ>::template ss<0, 0>(st, smem_descriptor(k_tile + cm_index<D>(64 * wg, 16 * kk), 128, 16 * D),
+                                                  smem_descriptor(q_tile + cm_index<D>(0, 16 * kk), 128, 16 * D), kk > 0);
+      WgmmaSS<T, kWgBwdBlockQ>::template ss<0, 0>(dpt, smem_descriptor(v_tile + cm_index<D>(64 * wg, 16 * kk), 128, 16 * D),
+                                                  smem_descriptor(do_tile + cm_index<D>(0, 16 * kk), 128, 16 * D), kk > 0);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < kWgBwdBlockQ / 2; ++i) {
+      fence_operand(st[i]);
+      fence_operand(dpt[i]);
+    }
+
+    // P^T = exp(S^T scale - lse), dS^T = P^T (dP^T - delta) (the softmax scale is applied at the end).
+#pragma unroll
+    for (int i = 0; i < kWgBwdBlockQ / 2; ++i) {
+      const int col = (i / 4) * 8 + 2 * c + (i & 1);
+      const int key = k0 + warp * 16 + g + ((i % 4) >> 1) * 8, query = t0 + col;
+      float prob = exp2f(st[i] * scale2 - lse_row[col]);
+      if (key_hidden(p, key, query, a.causal)) prob = 0.f;
+      st[i] = prob;
+      dpt[i] = prob * (dpt[i] - delta_row[col]);
+    }
+
+    // P^T and dS^T as A fragments (query chunk kc is S^T's column tiles 2 kc, 2 kc + 1: register x holds key
+    // row g + 8 (x % 2), queries 16 kc + 8 (x / 2) + 2 c and the next); dS^T also to shared memory, as core
+    // matrices of [keys][queries], for dQ below. (Written before the products that take these registers
+    // are issued: a wgmma's A registers may not be touched, even read, until its wait.)
+    uint32_t pa[kWgBwdBlockQ / 16][4], da[kWgBwdBlockQ / 16][4];
+#pragma unroll
+    for (int kc = 0; kc < kWgBwdBlockQ / 16; ++kc)
+#pragma unroll
+      for (int x = 0; x < 4; ++x) {
+        pa[kc][x] = Elem<T>::pack(st[8 * kc + 2 * x], st[8 * kc + 2 * x + 1]);
+        da[kc][x] = Elem<T>::pack(dpt[8 * kc + 2 * x], dpt[8 * kc + 2 * x + 1]);
+        *reinterpret_cast<uint32_t*>(ds_tile + cm_index<kWgBwdBlockQ>(warp * 16 + g + 8 * (x & 1),
+                                                                       16 * kc + 8 * (x >> 1) + 2 * c)) = da[kc][x];
+        fence_operand(pa[kc][x]);
+        fence_operand(da[kc][x]);
+      }
+
+    // dV += P^T dO and dK += dS^T Q: A from registers, dO and Q as MN-major B (query chunk kc at row group 2 kc).
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) {
+      fence_operand(dk_acc[i]);
+      fence_operand(dv_acc[i]);
+    }
+    wgmma_fence();
+#pragma unroll
+    for (int kc = 0; kc < kWgBwdBlockQ / 16; ++kc) {
+      Wgmma<T, D>::template rs<1>(dv_acc, pa[kc], smem_descriptor(do_tile + cm_index<D>(16 * kc, 0), 16 * D, 128), 1);
+      Wgmma<T, D>::template rs<1>(dk_acc, da[kc], smem_descriptor(q_tile + cm_index<D>(16 * kc, 0), 16 * D, 128), 1);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) {
+      fence_operand(dk_acc[i]);
+      fence_operand(dv_acc[i]);
+    }
+    fence_proxy_async();
+    __syncthreads();  // all of dS^T is written
+
+    // dQ (queries x D) += dS K over the block's 128 keys, warpgroup wg taking columns wg D / 2 ..: A = dS,
+    // MN-major from dS^T (8 keys = 16 kWgBwdBlockQ bytes along K, 8 queries = 128 bytes along M); B = K,
+    // MN-major.
+    float dq_acc[kHalf / 2];
+#pragma unroll
+    for (int i = 0; i < kHalf / 2; ++i) fence_operand(dq_acc[i]);
+    wgmma_fence();
+#pragma unroll
+    for (int kc = 0; kc < kWgBwdBlockK / 16; ++kc)
+      WgmmaSS<T, kHalf>::template ss<1, 1>(
+          dq_acc, smem_descriptor(ds_tile + cm_index<kWgBwdBlockQ>(16 * kc, 0), 16 * kWgBwdBlockQ, 128),
+          smem_descriptor(k_tile + cm_index<D>(16 * kc, wg * kHalf), 16 * D, 128), kc > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < kHalf / 2; ++i) fence_operand(dq_acc[i]);
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int t = t0 + (warp % 4) * 16 + g + r * 8;
+      if (t >= p.n_q) continue;
+      float* out = a.dq + p.q_row(t) * a.head_dim;
+#pragma unroll
+      for (int j = 0; j < kHalf / 8; ++j) {
+        const int col = wg * kHalf + 8 * j + 2 * c;
+        add_pair(out + col, col, a.head_dim, dq_acc[4 * j + 2 * r] * a.scale, dq_acc[4 * j + 2 * r + 1] * a.scale);
+      }
+    }
+  }
+
+  // This block owns its keys within the branch; earlier branches' launches have finished (one stream).
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int t = k0 + warp * 16 + g + r * 8;
+    if (t >= p.n_k) continue;
+    const long long row = p.k_row(t) * a.head_dim;
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = 8 * j + 2 * c + e;
+        if (col < a.head_dim) {
+          a.dk[row + col] += dk_acc[4 * j + 2 * r + e] * a.scale;
+          a.dv[row + col] += dv_acc[4 * j + 2 * r + e];
+        }
+      }
+  }
+#else
+  (void)a;
+  __trap();  // launched only where the sm_90a code runs (wgmma_compiled_here)
+#endif
+}
+
 // Writes 1 where the GPU runs code with wgmma (the sm_90a machine code), 0 where it runs the PTX.
 __global__ void wgmma_probe_kernel(int* compiled) { *compiled = LONGCTX_HAVE_WGMMA; }
 
@@ -868,6 +1069,11 @@ constexpr size_t forward_smem_bytes() {
 template <class T, int D>
 constexpr size_t forward_wgmma_smem_bytes() {
   return static_cast<size_t>(kWgBlockQ + 4 * kWgBlockK) * D * sizeof(T);
+}
+template <class T, int D>
+constexpr size_t backward_wgmma_smem_bytes() {
+  return static_cast<size_t>(2 * kWgBwdBlockK * D + 4 * kWgBwdBlockQ * D + kWgBwdBlockK * kWgBwdBlockQ) * sizeof(T) +
+         4 * kWgBwdBlockQ * sizeof(float);
 }
 template <class T, int D>
 constexpr size_t backward_smem_bytes() {

@@ -26,9 +26,11 @@ namespace longctx::cuda {
 
 constexpr int64_t kFlashMaxHeadDim = 128;
 
-// The forward kernel the current GPU gets for this head dim: "wgmma (sm_90a)" (warpgroup MMA, H100 / H200,
-// head dims a multiple of 8) or "mma.sync"; LONGCTX_FLASH_FORWARD=auto|mma|wgmma overrides (comparisons).
+// The kernels the current GPU gets for this head dim: "wgmma (sm_90a)" (warpgroup MMA, H100 / H200, head
+// dims a multiple of 8) or "mma.sync"; LONGCTX_FLASH_FORWARD / LONGCTX_FLASH_BACKWARD = auto|mma|wgmma
+// override (for comparisons).
 std::string flash_forward_kernel_name(int64_t head_dim);
+std::string flash_backward_kernel_name(int64_t head_dim);
 
 // bf16 or fp16 (UsageError for anything else, naming --dtype).
 void flash_forward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,

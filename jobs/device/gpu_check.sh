@@ -10,7 +10,7 @@
 #                     command="bash jobs/device/gpu_check.sh build-cuda", timeout_s=420)
 # Steps, most important first, each under its own time limit, all output also in $OUT/gpu_check.log:
 #   1. the GPU; 2. CUDA tests (fp32 / bf16 / fp16 vs the reference; staged and NCCL communicators at 1
-#   and 2 ranks; the distributed GPU path at 1, 2 and 4 ranks on the one GPU, staged, equal to one GPU); 3. longctx bench attention at the issue's shape (bf16, then fp16) and bench comm
+#   and 2 ranks; the distributed GPU path at 1, 2 and 4 ranks on the one GPU, staged, equal to one GPU); 3. longctx bench attention at the issue's shape (bf16 with each kernel family, fp16) and bench comm
 #   (staged at 2 ranks, NCCL at 1); 4. PyTorch baselines (cuBLAS GEMM rate, dilated attention through
 #   flash SDPA); 5. the largest N one GPU runs forward + backward; 6. compute-sanitizer memcheck.
 # GPU_CHECK_STEPS="2 3" runs only those steps (1 always runs). With 15 device minutes a session and 1-2
@@ -55,9 +55,11 @@ fi
 
 if want 3; then
   step "3. longctx bench attention (issue 7's shape)"
-  for dtype in bf16 fp16; do
-    timeout 180 "$longctx" bench attention --device cuda --dtype "$dtype" "${shape[@]}" --backward --iters 5 \
-      --json --quiet | tee -a "$out/bench.jsonl" || status=1
+  # bf16 with the kernels the GPU gets (wgmma on H100 / H200), then with the mma.sync ones to compare; fp16.
+  for run in "bf16 auto" "bf16 mma" "fp16 auto"; do
+    set -- $run
+    LONGCTX_FLASH_FORWARD=$2 LONGCTX_FLASH_BACKWARD=$2 timeout 180 "$longctx" bench attention --device cuda \
+      --dtype "$1" "${shape[@]}" --backward --iters 5 --json --quiet | tee -a "$out/bench.jsonl" || status=1
   done
   timeout 120 mpirun --oversubscribe -np 2 "$longctx" bench comm --comm staged --bytes 256M --json --quiet | tee -a "$out/bench.jsonl" || status=1
   timeout 120 "$longctx" bench comm --comm nccl --bytes 256M --json --quiet | tee -a "$out/bench.jsonl" || status=1

@@ -93,7 +93,8 @@ int run_cuda(const AttentionParams& params, Dtype dtype, int64_t B, int64_t N, i
         << ", \"gflops_fwd\": " << flops_fwd / figures.seconds_fwd / 1e9;
     if (backward)
       out << ", \"flops_bwd\": " << static_cast<int64_t>(flops_bwd) << ", \"seconds_bwd\": " << figures.seconds_bwd
-          << ", \"gflops_bwd\": " << flops_bwd / figures.seconds_bwd / 1e9;
+          << ", \"gflops_bwd\": " << flops_bwd / figures.seconds_bwd / 1e9
+          << ", \"backward_kernel\": " << json_string(figures.backward_kernel);
     out << ", \"device_bytes\": " << figures.device_bytes << ", \"forward_kernel\": " << json_string(figures.forward_kernel)
         << "}\n";
     std::cout << out.str();
@@ -107,7 +108,8 @@ int run_cuda(const AttentionParams& params, Dtype dtype, int64_t B, int64_t N, i
               << fixed(flops_fwd / figures.seconds_fwd / 1e12, 1) << " TFLOP/s  (" << figures.forward_kernel << ")\n";
     if (backward)
       std::cout << "  backward " << fixed(figures.seconds_bwd * 1e3, 2) << " ms  "
-                << fixed(flops_bwd / figures.seconds_bwd / 1e12, 1) << " TFLOP/s\n";
+                << fixed(flops_bwd / figures.seconds_bwd / 1e12, 1) << " TFLOP/s  (" << figures.backward_kernel
+                << ")\n";
   }
   return 0;
 }
