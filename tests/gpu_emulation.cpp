@@ -310,59 +310,60 @@ void run_wgmma(const WgmmaOp& op) {
 
 void wgmma_fence() {}
 
-void wgmma_rs(float* d, int n, const uint32_t (&a)[4], uint64_t desc_b, bool accumulate, bool trans_b, bool bf16) {
-  if (n < 8 || n > 256 || n % 8 != 0) wgmma_fault("n must be a multiple of 8 in [8, 256]");
+namespace {
+
+// Every thread of the warpgroup posts its accumulator address (and A registers, if any) and a hash of the
+// operands they must agree on; the first thread checks the agreement and queues `op` with the posts.
+void queue_wgmma(float* d, const uint32_t* a, uint64_t agreed, WgmmaOp op) {
+  if (op.n < 8 || op.n > 256 || op.n % 8 != 0) wgmma_fault("n must be a multiple of 8 in [8, 256]");
   Warpgroup& wg = my_warpgroup();
   const size_t me = thread_idx.x % 128;
-  for (int r = 0; r < 4; ++r) wg.a[me][static_cast<size_t>(r)] = a[r];
+  if (a)
+    for (int r = 0; r < 4; ++r) wg.a[me][static_cast<size_t>(r)] = a[r];
   wg.d[me] = d;
-  wg.uniform[me] = desc_b ^ (static_cast<uint64_t>(n) << 1) ^ (accumulate ? 0x9e3779b97f4a7c15ull : 0) ^
-                   (trans_b ? 0xc2b2ae3d27d4eb4full : 0) ^ (bf16 ? 0x165667b19e3779f9ull : 0);
+  wg.uniform[me] = agreed;
   wg.barrier.wait();
   if (me == 0) {
     for (uint64_t u : wg.uniform)
-      if (u != wg.uniform[0]) wgmma_fault("the warpgroup's threads disagree on the descriptor, shape or flags");
-    WgmmaOp op;
-    op.a = wg.a;
+      if (u != wg.uniform[0]) wgmma_fault("the warpgroup's threads disagree on the descriptors, shape or flags");
+    if (!op.a_from_shared) op.a = wg.a;
     op.d = wg.d;
-    op.n = n;
-    op.desc = desc_b;
-    op.accumulate = accumulate;
-    op.trans_b = trans_b;
-    op.bf16 = bf16;
     op.group = wg.open_group;
     wg.queued.push_back(op);
   }
   wg.barrier.wait();
 }
 
+uint64_t agreement(const WgmmaOp& op) {
+  return op.desc ^ (op.desc_a * 0x9e3779b97f4a7c15ull) ^ (static_cast<uint64_t>(op.n) << 1) ^
+         (op.accumulate ? 0x9e3779b97f4a7c15ull : 0) ^ (op.trans_a ? 0x2545f4914f6cdd1dull : 0) ^
+         (op.trans_b ? 0xc2b2ae3d27d4eb4full : 0) ^ (op.bf16 ? 0x165667b19e3779f9ull : 0);
+}
+
+}  // namespace
+
+void wgmma_rs(float* d, int n, const uint32_t (&a)[4], uint64_t desc_b, bool accumulate, bool trans_b, bool bf16) {
+  WgmmaOp op;
+  op.n = n;
+  op.desc = desc_b;
+  op.accumulate = accumulate;
+  op.trans_b = trans_b;
+  op.bf16 = bf16;
+  queue_wgmma(d, a, agreement(op), op);
+}
+
 void wgmma_ss(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool accumulate, bool trans_a, bool trans_b,
               bool bf16) {
-  if (n < 8 || n > 256 || n % 8 != 0) wgmma_fault("n must be a multiple of 8 in [8, 256]");
-  Warpgroup& wg = my_warpgroup();
-  const size_t me = thread_idx.x % 128;
-  wg.d[me] = d;
-  wg.uniform[me] = desc_b ^ (desc_a * 0x9e3779b97f4a7c15ull) ^ (static_cast<uint64_t>(n) << 1) ^
-                   (accumulate ? 0x9e3779b97f4a7c15ull : 0) ^ (trans_a ? 0x2545f4914f6cdd1dull : 0) ^
-                   (trans_b ? 0xc2b2ae3d27d4eb4full : 0) ^ (bf16 ? 0x165667b19e3779f9ull : 0);
-  wg.barrier.wait();
-  if (me == 0) {
-    for (uint64_t u : wg.uniform)
-      if (u != wg.uniform[0]) wgmma_fault("the warpgroup's threads disagree on the descriptors, shape or flags");
-    WgmmaOp op;
-    op.d = wg.d;
-    op.n = n;
-    op.desc = desc_b;
-    op.desc_a = desc_a;
-    op.a_from_shared = true;
-    op.trans_a = trans_a;
-    op.accumulate = accumulate;
-    op.trans_b = trans_b;
-    op.bf16 = bf16;
-    op.group = wg.open_group;
-    wg.queued.push_back(op);
-  }
-  wg.barrier.wait();
+  WgmmaOp op;
+  op.n = n;
+  op.desc = desc_b;
+  op.desc_a = desc_a;
+  op.a_from_shared = true;
+  op.trans_a = trans_a;
+  op.accumulate = accumulate;
+  op.trans_b = trans_b;
+  op.bf16 = bf16;
+  queue_wgmma(d, nullptr, agreement(op), op);
 }
 
 void wgmma_commit() {

@@ -1,6 +1,7 @@
 // The tensor-core kernels themselves (device code), included by flash_kernels.cu and, compiled for the host
 // with LONGCTX_GPU_EMULATION (tests/gpu_emulation.hpp provides the CUDA names), by the emulation test
-// that runs this very code on the CPU: one fiber per GPU thread, warp instructions emulated.
+// that runs this very code on the CPU: one fiber per GPU thread, warp instructions emulated. Two families:
+// mma.sync (any GPU the PTX runs on; first below) and warpgroup MMA for Hopper (wgmma.cuh; after them).
 //
 // Warp-level mma.sync m16n8k16 (bf16 / fp16 in, fp32 accumulate), ldmatrix from shared memory rows padded
 // by 16 bytes (conflict-free), cp.async double buffering. Fragment layouts (PTX ISA, "mma.m16n8k16"): with
@@ -226,6 +227,100 @@ __device__ __forceinline__ void load_rows(T* tile, const T* src, const FlashArgs
   }
 }
 
+// dq[0..1] += (x, y): one vector reduction where the pair is whole and 8-byte aligned (sm_90), else two.
+__device__ __forceinline__ void add_pair(float* dq, int col, int head_dim, float x, float y) {
+#if defined(LONGCTX_GPU_EMULATION) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
+  if (head_dim % 2 == 0 && col + 1 < head_dim) {  // col is even, so (row * head_dim + col) is too
+    atomicAdd(reinterpret_cast<float2*>(dq), make_float2(x, y));
+    return;
+  }
+#endif
+  if (col < head_dim) atomicAdd(dq, x);
+  if (col + 1 < head_dim) atomicAdd(dq + 1, y);
+}
+
+// ---- epilogues shared by the kernels: a thread's two rows (t, t + 8) of an accumulator laid out as mma's C
+// tiles, acc[4 j + 2 r + e] = row r (0: t, 1: t + 8), column 8 j + 2 c + e (c = lane % 4) ------------------
+
+// Forward: merges the block's branch result (acc / l, max m in log2 units) into (o, lse) for query rows
+// t, t + 8: L = logaddexp(old, new); o = e^(old - L) o + e^(new - L) o_branch.
+template <int D>
+__device__ __forceinline__ void merge_into_output(const FlashArgs& a, const FlashProblem& p, int t, const float (&m)[2],
+                                                  const float (&l)[2], const float* acc) {
+  const int c = threadIdx.x % 4;
+  float w_old[2], w_new[2], merged[2];
+  long long index[2];
+  bool valid[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float sum = l[r];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    valid[r] = t + 8 * r < p.n_q;
+    index[r] = valid[r] ? p.q_row(t + 8 * r) : 0;
+    const float fresh = (m[r] + log2f(sum)) * kLn2;
+    const float old = valid[r] ? a.lse[index[r]] : -INFINITY;
+    merged[r] = old == -INFINITY ? fresh : fmaxf(old, fresh) + log1pf(expf(-fabsf(old - fresh)));
+    w_old[r] = old == -INFINITY ? 0.f : expf(old - merged[r]);
+    w_new[r] = expf(fresh - merged[r]) / sum;
+  }
+  __syncwarp();  // every lane of a row has read the old lse before lane c == 0 writes the new one
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (!valid[r]) continue;
+    float* out = a.o + index[r] * a.head_dim;
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = 8 * j + 2 * c + e;
+        if (col < a.head_dim) out[col] = w_old[r] * out[col] + w_new[r] * acc[4 * j + 2 * r + e];
+      }
+    if (c == 0) a.lse[index[r]] = merged[r];
+  }
+}
+
+// Backward: adds the block's dK (times the softmax scale) and dV for key rows t, t + 8. The block owns its
+// keys within the branch, and earlier branches' launches have finished (one stream): no atomics.
+template <int D>
+__device__ __forceinline__ void add_key_gradients(const FlashArgs& a, const FlashProblem& p, int t, const float* dk,
+                                                  const float* dv) {
+  const int c = threadIdx.x % 4;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (t + 8 * r >= p.n_k) continue;
+    const long long row = p.k_row(t + 8 * r) * a.head_dim;
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = 8 * j + 2 * c + e;
+        if (col < a.head_dim) {
+          a.dk[row + col] += dk[4 * j + 2 * r + e] * a.scale;
+          a.dv[row + col] += dv[4 * j + 2 * r + e];
+        }
+      }
+  }
+}
+
+// Backward: adds COLS columns from col0 of dQ (times the softmax scale) for query rows t, t + 8, atomically
+// (other key blocks add to the same rows).
+template <int COLS>
+__device__ __forceinline__ void add_query_gradients(const FlashArgs& a, const FlashProblem& p, int t, int col0,
+                                                    const float* dq) {
+  const int c = threadIdx.x % 4;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (t + 8 * r >= p.n_q) continue;
+    float* out = a.dq + p.q_row(t + 8 * r) * a.head_dim;
+#pragma unroll
+    for (int j = 0; j < COLS / 8; ++j) {
+      const int col = col0 + 8 * j + 2 * c;
+      add_pair(out + col, col, a.head_dim, dq[4 * j + 2 * r] * a.scale, dq[4 * j + 2 * r + 1] * a.scale);
+    }
+  }
+}
+
 template <class T, int D>
 __global__ void __launch_bounds__(kFwdThreads) flash_forward_kernel(const FlashArgs a) {
   constexpr int kStride = D + kPad, MT = kFwdMTiles;
@@ -374,53 +469,9 @@ __global__ void __launch_bounds__(kFwdThreads) flash_forward_kernel(const FlashA
     __syncthreads();  // the next iteration's loads overwrite the other stage
   }
 
-  // Merge this branch into (o, lse): L = logaddexp(old, new); o = e^(old - L) o + e^(new - L) o_branch.
+  // Merge this branch into (o, lse).
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    float w_old[2], w_new[2], merged[2];
-    long long index[2];
-    bool valid[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float sum = l[mt][r];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const int t = t0 + row0 + 16 * mt + g + r * 8;
-      valid[r] = t < p.n_q;
-      index[r] = valid[r] ? p.q_row(t) : 0;
-      const float fresh = (m[mt][r] + log2f(sum)) * kLn2;
-      const float old = valid[r] ? a.lse[index[r]] : -INFINITY;
-      merged[r] = old == -INFINITY ? fresh : fmaxf(old, fresh) + log1pf(expf(-fabsf(old - fresh)));
-      w_old[r] = old == -INFINITY ? 0.f : expf(old - merged[r]);
-      w_new[r] = expf(fresh - merged[r]) / sum;
-    }
-    __syncwarp();  // every lane of a row has read the old lse before lane c == 0 writes the new one
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      if (!valid[r]) continue;
-      float* out = a.o + index[r] * a.head_dim;
-#pragma unroll
-      for (int d = 0; d < D / 8; ++d)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int col = d * 8 + 2 * c + e;
-          if (col < a.head_dim) out[col] = w_old[r] * out[col] + w_new[r] * acc[mt][d][2 * r + e];
-        }
-      if (c == 0) a.lse[index[r]] = merged[r];
-    }
-  }
-}
-
-// dq[0..1] += (x, y): one vector reduction where the pair is whole and 8-byte aligned (sm_90), else two.
-__device__ __forceinline__ void add_pair(float* dq, int col, int head_dim, float x, float y) {
-#if defined(LONGCTX_GPU_EMULATION) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
-  if (head_dim % 2 == 0 && col + 1 < head_dim) {  // col is even, so (row * head_dim + col) is too
-    atomicAdd(reinterpret_cast<float2*>(dq), make_float2(x, y));
-    return;
-  }
-#endif
-  if (col < head_dim) atomicAdd(dq, x);
-  if (col + 1 < head_dim) atomicAdd(dq + 1, y);
+  for (int mt = 0; mt < MT; ++mt) merge_into_output<D>(a, p, t0 + row0 + 16 * mt + g, m[mt], l[mt], &acc[mt][0][0]);
 }
 
 template <class T, int D>
@@ -579,37 +630,11 @@ __global__ void __launch_bounds__(kBwdThreads, 1) flash_backward_kernel(const Fl
         Elem<T>::mma(dq_acc[2 * dp + 1], dsa, b[2], b[3]);
       }
     }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int t = t0 + row0 + g + r * 8;
-      if (t >= p.n_q) continue;
-      float* out = a.dq + p.q_row(t) * a.head_dim;
-#pragma unroll
-      for (int n = 0; n < kCols / 8; ++n) {
-        const int col = col0 + n * 8 + 2 * c;
-        add_pair(out + col, col, a.head_dim, dq_acc[n][2 * r] * a.scale, dq_acc[n][2 * r + 1] * a.scale);
-      }
-    }
+    add_query_gradients<kCols>(a, p, t0 + row0 + g, col0, &dq_acc[0][0]);
     __syncthreads();  // ds_tile and this stage are rewritten next step
   }
 
-  // This block owns its keys within the branch; earlier branches' launches have finished (one stream).
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int t = k0 + warp * 16 + g + r * 8;
-    if (t >= p.n_k) continue;
-    const long long row = p.k_row(t) * a.head_dim;
-#pragma unroll
-    for (int d = 0; d < D / 8; ++d)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int col = d * 8 + 2 * c + e;
-        if (col < a.head_dim) {
-          a.dk[row + col] += dk_acc[d][2 * r + e] * a.scale;
-          a.dv[row + col] += dv_acc[d][2 * r + e];
-        }
-      }
-  }
+  add_key_gradients<D>(a, p, k0 + warp * 16 + g, &dk_acc[0][0], &dv_acc[0][0]);
 }
 
 }  // namespace longctx::cuda::LONGCTX_KERNELS
@@ -786,38 +811,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) flash_forward_wgmma_kernel(cons
     for (int i = 0; i < D / 2; ++i) fence_operand(acc[i]);
   }
 
-  // Merge this branch into (o, lse), as the mma.sync kernel does.
-  float w_old[2], w_new[2], merged[2];
-  long long index[2];
-  bool valid[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float sum = l[r];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const int t = t0 + row0 + g + r * 8;
-    valid[r] = t < p.n_q;
-    index[r] = valid[r] ? p.q_row(t) : 0;
-    const float fresh = (m[r] + log2f(sum)) * kLn2;
-    const float old = valid[r] ? a.lse[index[r]] : -INFINITY;
-    merged[r] = old == -INFINITY ? fresh : fmaxf(old, fresh) + log1pf(expf(-fabsf(old - fresh)));
-    w_old[r] = old == -INFINITY ? 0.f : expf(old - merged[r]);
-    w_new[r] = expf(fresh - merged[r]) / sum;
-  }
-  __syncwarp();  // every lane of a row has read the old lse before lane c == 0 writes the new one
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    if (!valid[r]) continue;
-    float* out = a.o + index[r] * a.head_dim;
-#pragma unroll
-    for (int d = 0; d < D / 8; ++d)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int col = d * 8 + 2 * c + e;
-        if (col < a.head_dim) out[col] = w_old[r] * out[col] + w_new[r] * acc[4 * d + 2 * r + e];
-      }
-    if (c == 0) a.lse[index[r]] = merged[r];
-  }
+  merge_into_output<D>(a, p, t0 + row0 + g, m, l, acc);
 #else
   (void)a;
   __trap();  // launched only where the sm_90a code runs (wgmma_compiled_here)
@@ -989,36 +983,10 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) flash_backward_wgmma_kernel(
     wgmma_wait<0>();
 #pragma unroll
     for (int i = 0; i < kHalf / 2; ++i) fence_operand(dq_acc[i]);
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int t = t0 + (warp % 4) * 16 + g + r * 8;
-      if (t >= p.n_q) continue;
-      float* out = a.dq + p.q_row(t) * a.head_dim;
-#pragma unroll
-      for (int j = 0; j < kHalf / 8; ++j) {
-        const int col = wg * kHalf + 8 * j + 2 * c;
-        add_pair(out + col, col, a.head_dim, dq_acc[4 * j + 2 * r] * a.scale, dq_acc[4 * j + 2 * r + 1] * a.scale);
-      }
-    }
+    add_query_gradients<kHalf>(a, p, t0 + (warp % 4) * 16 + g, wg * kHalf, dq_acc);
   }
 
-  // This block owns its keys within the branch; earlier branches' launches have finished (one stream).
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int t = k0 + warp * 16 + g + r * 8;
-    if (t >= p.n_k) continue;
-    const long long row = p.k_row(t) * a.head_dim;
-#pragma unroll
-    for (int j = 0; j < D / 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int col = 8 * j + 2 * c + e;
-        if (col < a.head_dim) {
-          a.dk[row + col] += dk_acc[4 * j + 2 * r + e] * a.scale;
-          a.dv[row + col] += dv_acc[4 * j + 2 * r + e];
-        }
-      }
-  }
+  add_key_gradients<D>(a, p, k0 + warp * 16 + g, dk_acc, dv_acc);
 #else
   (void)a;
   __trap();  // launched only where the sm_90a code runs (wgmma_compiled_here)
