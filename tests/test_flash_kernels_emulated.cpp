@@ -187,6 +187,11 @@ TEST(FlashKernelsEmulated, WgmmaKernelsMatchReference) {
     check_local<__nv_bfloat16>(c, causal, offsets, 2e-2, 5e-2, seed += 4, Kernel::forward_wgmma,
                                Kernel::backward_wgmma);
   }
+  // D = 128 over three 128-key tiles and five 64-query steps, causal (the diagonal tile partly masked).
+  const AttentionCase wide{"three_key_tiles_d128", 1, 300, 1, 128, {300}, {1}};
+  SCOPED_TRACE("three_key_tiles_d128 causal");
+  check_local<__nv_bfloat16>(wide, true, HeadOffsets::paper, 2e-2, 5e-2, 17, Kernel::forward_wgmma,
+                             Kernel::backward_wgmma);
   const AttentionCase c{"fp16", 1, 90, 2, 40, {32, 90}, {1, 2}};
   SCOPED_TRACE("fp16 causal");
   check_local<__half>(c, true, HeadOffsets::paper, 4e-3, 1e-2, 11, Kernel::forward_wgmma, Kernel::backward_wgmma);
