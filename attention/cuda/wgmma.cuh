@@ -1,6 +1,7 @@
 // Warpgroup MMA (wgmma, sm_90a) for the Hopper kernels (flash_kernels.cuh): D (+)= A B with A, 64 x 16,
-// from registers (per warp of the warpgroup exactly mma.m16n8k16's A fragment of its 16 rows) or from shared
-// memory, and B, 16 x N, from shared memory, through matrix descriptors; D's registers per warp as mma's C tiles, N / 8 of them.
+// from registers (per warp of the warpgroup exactly mma.m16n8k16's A fragment of its 16 rows) or from
+// shared memory, and B, 16 x N, from shared memory, through matrix descriptors; D's registers per warp
+// are mma's C tiles, N / 8 of them.
 // Issued by all 128 threads of a warpgroup; asynchronous: wgmma_fence before a batch (after the registers
 // it reads were written), commit, then wait before the accumulators are read or B's memory is rewritten.
 // Included by flash_kernels.cuh only (after it defines LONGCTX_KERNELS; emulated with LONGCTX_GPU_EMULATION).
@@ -101,7 +102,7 @@ __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.
   "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
 
 // A from registers: after the N / 2 accumulators come A's 4 registers, the descriptor of B, the scale-d
-// predicate and trans-b; imm-scale-a = imm-scale-b = 1. OPS: those operands' numbers.
+// predicate and trans-b (A, DESC, PRED, TRANS: their operand numbers); imm-scale-a = imm-scale-b = 1.
 #define LONGCTX_WGMMA_RS(T, TY, N, ACC, ACC_OUT, A, DESC, PRED, TRANS)                                        \
   template <> struct Wgmma<T, N> {                                                                            \
     template <int TRANS_B>                                                                                    \
@@ -135,6 +136,9 @@ __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.
   LONGCTX_WGMMA_SS(T, TY, 64, LONGCTX_WGMMA_ACC32, LONGCTX_WGMMA_ACC32_OUT, "%32", "%33", "%34", "%35", "%36")
 LONGCTX_WGMMA_SHAPES(__nv_bfloat16, "bf16")
 LONGCTX_WGMMA_SHAPES(__half, "f16")
+#undef LONGCTX_WGMMA_SHAPES
+#undef LONGCTX_WGMMA_SS
+#undef LONGCTX_WGMMA_RS
 #else
 // Passes without wgmma (host, compute_90 PTX): the kernel's body is compiled out there.
 #endif
