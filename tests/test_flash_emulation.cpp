@@ -238,16 +238,10 @@ TEST(FlashEmulation, ShardedRanksMatchReference) {
         const int g = static_cast<int>(effective_segment_length(branch, N) / L), first_rank = (me / g) * g;
         const SpanLayout lay(B, H, D, L, branch.dilation, g, me % g, params.offsets);
         std::vector<float> out(static_cast<size_t>(B * lay.keys_all() * D), 0.f);
-        for (int mm = 0; mm < g; ++mm) {
-          const SpanLayout owner(B, H, D, L, branch.dilation, g, mm, params.offsets);
-          for (int64_t b = 0; b < B; ++b)
-            for (int64_t h = 0; h < H; ++h)
-              for (int64_t t = 0; t < owner.rows_of(mm, h); ++t) {
-                const int64_t local_row = owner.first_row(h) + t * branch.dilation;
-                const float* from = src[static_cast<size_t>(first_rank + mm)].data() + ((b * L + local_row) * H + h) * D;
-                std::copy(from, from + D, out.begin() + lay.tile_offset(mm, b, h) + t * D);
-              }
-        }
+        lay.for_each_gathered_row([&](int mm, int64_t b, int64_t h, int64_t local_row, int64_t at) {
+          const float* from = src[static_cast<size_t>(first_rank + mm)].data() + ((b * L + local_row) * H + h) * D;
+          std::copy(from, from + D, out.begin() + at);
+        });
         return out;
       };
       for (const Branch& branch : params.schedule.branches) {
@@ -304,19 +298,14 @@ TEST(FlashEmulation, ShardedRanksMatchReference) {
             }
           // Reduce-scatter + add_rows: rank me's tile rows of member mm go to rank (group start + mm).
           const int first_rank = (me / g) * g;
-          for (int mm = 0; mm < g; ++mm) {
-            const SpanLayout owner(B, H, D, L, branch.dilation, g, mm, params.offsets);
-            for (int64_t b = 0; b < B; ++b)
-              for (int64_t h = 0; h < H; ++h)
-                for (int64_t t = 0; t < owner.rows_of(mm, h); ++t) {
-                  const int64_t local_row = owner.first_row(h) + t * branch.dilation;
-                  const int64_t at = ((b * L + local_row) * H + h) * D, from = owner.tile_offset(mm, b, h) + t * D;
-                  for (int64_t d = 0; d < D; ++d) {
-                    dk[static_cast<size_t>(first_rank + mm)][at + d] += dkt[static_cast<size_t>(from + d)];
-                    dv[static_cast<size_t>(first_rank + mm)][at + d] += dvt[static_cast<size_t>(from + d)];
-                  }
-                }
-          }
+          const SpanLayout lay(B, H, D, L, branch.dilation, g, me % g, params.offsets);
+          lay.for_each_gathered_row([&](int mm, int64_t b, int64_t h, int64_t local_row, int64_t from) {
+            const int64_t at = ((b * L + local_row) * H + h) * D;
+            for (int64_t d = 0; d < D; ++d) {
+              dk[static_cast<size_t>(first_rank + mm)][at + d] += dkt[static_cast<size_t>(from + d)];
+              dv[static_cast<size_t>(first_rank + mm)][at + d] += dvt[static_cast<size_t>(from + d)];
+            }
+          });
         }
       }
       for (int me = 0; me < P; ++me) {

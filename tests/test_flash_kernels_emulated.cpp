@@ -224,15 +224,7 @@ void check_spanning(Kernel forward, Kernel backward) {
   // The gathered tiles (identical on both ranks of the group) and where each owner's rows sit in them.
   const SpanLayout lay(1, H, D, L, span.dilation, P, 0, params.offsets);
   std::vector<T> kt(static_cast<size_t>(lay.keys_all() * D)), vt(kt.size());
-  auto for_each_gathered_row = [&](auto&& visit) {  // visit(owner, local row, head, tile element offset)
-    for (int mm = 0; mm < P; ++mm) {
-      const SpanLayout owner(1, H, D, L, span.dilation, P, mm, params.offsets);
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t t = 0; t < owner.rows_of(mm, h); ++t)
-          visit(mm, owner.first_row(h) + t * span.dilation, h, lay.tile_offset(mm, 0, h) + t * D);
-    }
-  };
-  for_each_gathered_row([&](int mm, int64_t row, int64_t h, int64_t at) {
+  lay.for_each_gathered_row([&](int mm, int64_t, int64_t h, int64_t row, int64_t at) {
     for (int64_t d = 0; d < D; ++d) {
       kt[static_cast<size_t>(at + d)] = to_elem<T>(k[((mm * L + row) * H + h) * D + d]);
       vt[static_cast<size_t>(at + d)] = to_elem<T>(v[((mm * L + row) * H + h) * D + d]);
@@ -283,7 +275,7 @@ void check_spanning(Kernel forward, Kernel backward) {
       dvt_sum[i] += dvt[i];
     }
   }
-  for_each_gathered_row([&](int mm, int64_t row, int64_t h, int64_t at) {  // back onto the owners' rows
+  lay.for_each_gathered_row([&](int mm, int64_t, int64_t h, int64_t row, int64_t at) {  // back onto the owners
     for (int64_t d = 0; d < D; ++d) {
       dk[mm][(row * H + h) * D + d] += dkt_sum[static_cast<size_t>(at + d)];
       dv[mm][(row * H + h) * D + d] += dvt_sum[static_cast<size_t>(at + d)];

@@ -151,10 +151,21 @@ struct SpanLayout {
   int64_t tile_offset(int m, int64_t b, int64_t h) const {
     return tile_offset(b, h) + selected(m * local_len, dilation, offset[static_cast<size_t>(h)]) * head_dim;
   }
-  // This rank's first selected local row of head h.
-  int64_t first_row(int64_t h) const {
+  // Member m's (default: this rank's) first selected local row of head h.
+  int64_t first_row(int m, int64_t h) const {
     const int64_t o = offset[static_cast<size_t>(h)];
-    return ((o - member * local_len) % dilation + dilation) % dilation;
+    return ((o - m * local_len) % dilation + dilation) % dilation;
+  }
+  int64_t first_row(int64_t h) const { return first_row(member, h); }
+  // visit(m, b, h, local row of member m, element offset in the tiles) for every gathered row, member by
+  // member: where each row of the tiles comes from (and its gradient goes back to).
+  template <class Visit>
+  void for_each_gathered_row(Visit&& visit) const {
+    for (int m = 0; m < group; ++m)
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t h = 0; h < heads; ++h)
+          for (int64_t t = 0; t < rows_of(m, h); ++t)
+            visit(m, b, h, first_row(m, h) + t * dilation, tile_offset(m, b, h) + t * head_dim);
   }
 };
 

@@ -155,6 +155,27 @@ size_t CudaSequenceParallel::start_next_gather(const AttentionParams& params, co
   return next + 1;
 }
 
+void CudaSequenceParallel::run_branches(
+    const AttentionParams& params, const AttentionDims& local, const void* k, const void* v,
+    const std::function<void(const Branch&)>& on_local,
+    const std::function<void(const Branch&, std::unique_ptr<Gathered>&)>& on_spanning) {
+  // Spanning branches' exchanges run one ahead: the next one starts before this one's kernels (and the
+  // first before the local branches), so it moves while the GPU computes.
+  const std::vector<Branch>& branches = params.schedule.branches;
+  std::vector<std::unique_ptr<Gathered>> gathered(branches.size());
+  size_t next = start_next_gather(params, local, k, v, gathered, 0);
+  for (size_t i = 0; i < branches.size(); ++i) {
+    if (!gathered[i]) {
+      on_local(branches[i]);
+      continue;
+    }
+    finish_gather(*gathered[i]);
+    next = start_next_gather(params, local, k, v, gathered, next);
+    on_spanning(branches[i], gathered[i]);
+  }
+  LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());  // before the gathered buffers are freed
+}
+
 void CudaSequenceParallel::finish_gather(Gathered& out) {
   out.exchange.wait();
   // 3. Position order per (b, h): member m's rows follow those of members before it.
@@ -169,25 +190,13 @@ void CudaSequenceParallel::forward(const AttentionParams& params, const Attentio
   const int64_t L = local.seq_len, N = L * comm_.size();
   check_shardable(params.schedule, N, comm_.size());
   cuda::flash_forward_begin(local, o, lse, nullptr);
-  // Spanning branches' exchanges run one ahead: the next one starts before this one's kernel (and the
-  // first before the local branches), so it moves while the GPU computes.
-  const std::vector<Branch>& branches = params.schedule.branches;
-  std::vector<std::unique_ptr<Gathered>> gathered(branches.size());
-  size_t next = 0;
-  auto start_next = [&] { next = start_next_gather(params, local, k, v, gathered, next); };
-  start_next();
-  for (size_t i = 0; i < branches.size(); ++i) {
-    if (!gathered[i]) {
-      cuda::flash_forward_branch(params, local, branches[i], dtype_, q, k, v, o, lse, nullptr);
-      continue;
-    }
-    finish_gather(*gathered[i]);
-    start_next();
-    const Gathered& x = *gathered[i];
-    cuda::flash_forward_spanning(params, local, branches[i], x.layout.member, x.layout.group, dtype_, q,
-                                 x.k_tiles.get(), x.v_tiles.get(), o, lse, nullptr);
-  }
-  LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());  // before the gathered buffers are freed
+  run_branches(
+      params, local, k, v,
+      [&](const Branch& branch) { cuda::flash_forward_branch(params, local, branch, dtype_, q, k, v, o, lse, nullptr); },
+      [&](const Branch& branch, std::unique_ptr<Gathered>& x) {
+        cuda::flash_forward_spanning(params, local, branch, x->layout.member, x->layout.group, dtype_, q,
+                                     x->k_tiles.get(), x->v_tiles.get(), o, lse, nullptr);
+      });
   forward_stats_ = stats_since(start);
 }
 
@@ -200,29 +209,20 @@ void CudaSequenceParallel::backward(const AttentionParams& params, const Attenti
   check_shardable(params.schedule, N, comm_.size());
   DeviceMemory delta(static_cast<size_t>(B * L * H) * sizeof(float));
   cuda::flash_backward_begin(local, dtype_, dout, o, delta.get<float>(), dq, dk, dv, nullptr);
-  const std::vector<Branch>& branches = params.schedule.branches;
-  std::vector<std::unique_ptr<Gathered>> gathered(branches.size());
-  size_t next = 0;
-  auto start_next = [&] { next = start_next_gather(params, local, k, v, gathered, next); };
-  start_next();
-  for (size_t i = 0; i < branches.size(); ++i) {
-    const Branch& branch = branches[i];
-    if (!gathered[i]) {
-      cuda::flash_backward_branch(params, local, branch, dtype_, q, k, v, dout, lse, delta.get<float>(), dq, dk, dv,
-                                  nullptr);
-      continue;
-    }
-    finish_gather(*gathered[i]);
-    start_next();
-    const cuda::SpanLayout& lay = gathered[i]->layout;
+  auto on_local = [&](const Branch& branch) {
+    cuda::flash_backward_branch(params, local, branch, dtype_, q, k, v, dout, lse, delta.get<float>(), dq, dk, dv,
+                                nullptr);
+  };
+  auto on_spanning = [&](const Branch& branch, std::unique_ptr<Gathered>& gathered) {
+    const cuda::SpanLayout& lay = gathered->layout;
     const int g = lay.group, me = lay.member;
     const int64_t tile_floats = B * lay.keys_all() * D;
     DeviceMemory dk_tiles(static_cast<size_t>(tile_floats) * sizeof(float)),
         dv_tiles(static_cast<size_t>(tile_floats) * sizeof(float));
     LONGCTX_CHECK_CUDA(cudaMemsetAsync(dk_tiles.get(), 0, dk_tiles.bytes(), nullptr));
     LONGCTX_CHECK_CUDA(cudaMemsetAsync(dv_tiles.get(), 0, dv_tiles.bytes(), nullptr));
-    cuda::flash_backward_spanning(params, local, branch, me, g, dtype_, q, gathered[i]->k_tiles.get(),
-                                  gathered[i]->v_tiles.get(), dout, lse, delta.get<float>(), dq, dk_tiles.get<float>(),
+    cuda::flash_backward_spanning(params, local, branch, me, g, dtype_, q, gathered->k_tiles.get(),
+                                  gathered->v_tiles.get(), dout, lse, delta.get<float>(), dq, dk_tiles.get<float>(),
                                   dv_tiles.get<float>(), nullptr);
     // Back to member-major blocks (fp32: [dK: B][H][rows][D] then dV), summed onto their owners.
     std::vector<size_t> counts;
@@ -243,10 +243,10 @@ void CudaSequenceParallel::backward(const AttentionParams& params, const Attenti
         add_rows(dk, src, first, stride, n, D);
         add_rows(dv, src + half, first, stride, n, D);
       }
-    LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());  // grads and mine are freed at the end of this iteration
-    gathered[i].reset();
-  }
-  LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
+    LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());  // grads and mine are freed on return
+    gathered.reset();                              // the gathered rows too, rather than at the end
+  };
+  run_branches(params, local, k, v, on_local, on_spanning);
   backward_stats_ = stats_since(start);
 }
 

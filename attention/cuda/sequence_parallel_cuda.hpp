@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <vector>
@@ -64,6 +65,12 @@ class CudaSequenceParallel {
   // returns the index after it (branches.size() when none is left).
   size_t start_next_gather(const AttentionParams& params, const AttentionDims& local, const void* k, const void* v,
                            std::vector<std::unique_ptr<Gathered>>& gathered, size_t next);
+  // The schedule's branches in order: on_local(branch) for the local ones; for a spanning one, its gather
+  // finished (each starts one spanning branch ahead) and the next started, on_spanning(branch, gathered),
+  // which may free it once its kernels are done. Waits for the device before the gathered buffers go.
+  void run_branches(const AttentionParams& params, const AttentionDims& local, const void* k, const void* v,
+                    const std::function<void(const Branch&)>& on_local,
+                    const std::function<void(const Branch&, std::unique_ptr<Gathered>&)>& on_spanning);
 
   comm::Communicator& comm_;
   Dtype dtype_;
