@@ -81,7 +81,11 @@ struct Warp {
 // One queued wgmma: every thread's A registers and accumulator address, and the shared operand.
 struct WgmmaOp {
   std::array<std::array<uint32_t, 4>, 128> a{};  // A in registers, unless a_from_shared
+  std::array<const uint32_t*, 128> a_registers{};  // where each thread's A was, checked unchanged at the wait
   std::array<float*, 128> d{};
+  // Each thread's accumulators as they were at the issue, checked unchanged at the wait (empty when an
+  // earlier queued operation accumulates into the same registers: they change when that one runs).
+  std::vector<float> d_at_issue;
   int n = 0;
   uint64_t desc = 0, desc_a = 0;
   bool accumulate = false, trans_b = false, bf16 = true, a_from_shared = false, trans_a = false;
@@ -92,6 +96,7 @@ struct WgmmaOp {
 struct Warpgroup {
   Barrier barrier{128};
   std::array<std::array<uint32_t, 4>, 128> a{};
+  std::array<const uint32_t*, 128> a_registers{};
   std::array<float*, 128> d{};
   std::array<uint64_t, 128> uniform{};  // a hash of the operands every thread must agree on
   std::deque<WgmmaOp> queued;
@@ -277,7 +282,20 @@ float shared_operand(uint64_t desc, int mn, int k, bool mn_major, bool bf16) {
   return bf16 ? bf16_value(bits) : fp16_value(bits);
 }
 
+// The GPU reads A's registers and reads / writes the accumulators while the operation is in flight: a
+// thread that touched them between the issue and the wait raced it there, so that is a fault here.
+void check_registers_untouched(const WgmmaOp& op) {
+  for (size_t t = 0; t < 128; ++t) {
+    if (!op.a_from_shared && std::memcmp(op.a_registers[t], op.a[t].data(), sizeof(op.a[t])) != 0)
+      wgmma_fault("A's registers were rewritten between the wgmma and its wait");
+    if (!op.d_at_issue.empty() &&
+        std::memcmp(op.d[t], &op.d_at_issue[t * static_cast<size_t>(op.n / 2)], sizeof(float) * static_cast<size_t>(op.n / 2)) != 0)
+      wgmma_fault("accumulators were written between the wgmma and its wait");
+  }
+}
+
 void run_wgmma(const WgmmaOp& op) {
+  check_registers_untouched(op);
   float A[64][16], B[16][256];
   if (op.a_from_shared) {
     for (int m = 0; m < 64; ++m)
@@ -320,14 +338,25 @@ void queue_wgmma(float* d, const uint32_t* a, uint64_t agreed, WgmmaOp op) {
   const size_t me = thread_idx.x % 128;
   if (a)
     for (int r = 0; r < 4; ++r) wg.a[me][static_cast<size_t>(r)] = a[r];
+  wg.a_registers[me] = a;
   wg.d[me] = d;
   wg.uniform[me] = agreed;
   wg.barrier.wait();
   if (me == 0) {
     for (uint64_t u : wg.uniform)
       if (u != wg.uniform[0]) wgmma_fault("the warpgroup's threads disagree on the descriptors, shape or flags");
-    if (!op.a_from_shared) op.a = wg.a;
+    if (!op.a_from_shared) {
+      op.a = wg.a;
+      op.a_registers = wg.a_registers;
+    }
     op.d = wg.d;
+    bool chained = false;
+    for (const WgmmaOp& earlier : wg.queued) chained = chained || earlier.d == wg.d;
+    if (!chained) {
+      op.d_at_issue.resize(128 * static_cast<size_t>(op.n / 2));
+      for (size_t t = 0; t < 128; ++t)
+        std::memcpy(&op.d_at_issue[t * static_cast<size_t>(op.n / 2)], wg.d[t], sizeof(float) * static_cast<size_t>(op.n / 2));
+    }
     op.group = wg.open_group;
     wg.queued.push_back(op);
   }

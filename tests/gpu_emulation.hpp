@@ -52,7 +52,8 @@ uint32_t shared_address(const void* p);
 // A registers; the warpgroup's product D (+)= A (64 x 16, registers) B (16 x n, shared memory through a
 // descriptor: no-swizzle canonical layouts only, K-major or, with trans_b, MN-major) is QUEUED, and runs
 // at the wgmma_wait that covers its commit group: B is read from shared memory then, and the accumulators
-// change then, so a kernel that reads them or rewrites B before its wait sees what the GPU could.
+// change then, so a kernel that reads them or rewrites B before its wait sees what the GPU could; one that
+// writes the accumulators or A's registers before the wait aborts (the GPU reads them while in flight).
 void wgmma_fence();
 void wgmma_rs(float* d, int n, const uint32_t (&a)[4], uint64_t desc_b, bool accumulate, bool trans_b, bool bf16);
 // The same with A from shared memory too (K-major, or MN-major with trans_a).

@@ -648,7 +648,7 @@ namespace longctx::cuda::LONGCTX_KERNELS {
 // the block rows 16 i .. 16 i + 15, so every thread holds two rows (g, g + 8) as in the mma.sync kernel.
 // Per step of 128 keys: S = Q K^T as D / 16 wgmma m64n128k16 (Q's fragments in registers, K from shared
 // memory), the online softmax on S's registers, then O += P V as 8 wgmma m64nDk16 (P from S's registers,
-// V from shared memory, MN-major). Q, K and V tiles are in the no-swizzle core-matrix layout (tile_cm_*):
+// V from shared memory, MN-major), issued with the next step's S so that it runs during that softmax. Q, K and V tiles are in the no-swizzle core-matrix layout (tile_cm_*):
 // 16-byte row pieces in (row group, column chunk, row) order, so each thread's cp.async lands on
 // consecutive 16 bytes and ldmatrix / wgmma read whole 128-byte core matrices.
 constexpr int kWgThreads = 256;
@@ -702,54 +702,64 @@ __global__ void __launch_bounds__(kWgThreads, 1) flash_forward_wgmma_kernel(cons
   const int row0 = warp * 16;  // this warp's first query row in the tile
   const int key_end = forward_key_end(p, t0, kWgBlockQ, a.causal);
   const int key_tiles = (key_end + kWgBlockK - 1) / kWgBlockK;
+  if (key_tiles == 0) return;  // no key to see (block-uniform): nothing to merge
   const float scale2 = a.scale * kLog2e;
 
-  load_rows_cm<T, D, kWgBlockQ, kWgThreads>(q_tile, q, a, p.q_first, p.q_stride, p.n_q, t0);
-  load_rows_cm<T, D, kWgBlockK, kWgThreads>(k_tiles, k, a, p.k_first, p.k_stride, p.n_k, 0);
-  load_rows_cm<T, D, kWgBlockK, kWgThreads>(v_tiles, v, a, p.k_first, p.k_stride, p.n_k, 0);
-  cp_async_commit();
-
   uint32_t qa[D / 16][4];
+  uint32_t pa[kWgBlockK / 16][4];  // P of the previous key tile: A of O += P V, issued a step later
+  float s[kWgBlockK / 2];          // S of this step's key tile
   float acc[D / 2];  // O: acc[4 j + e] is row g + 8 (e / 2), column 8 j + 2 c + e % 2 of the warp's rows
 #pragma unroll
   for (int i = 0; i < D / 2; ++i) acc[i] = 0.f;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, keep[2];
 
-  for (int j = 0; j < key_tiles; ++j) {
-    const int stage = j & 1;
+  // Key tile j's K sits in stage j & 1 from step j, its V from step j + 1 (where O += P_j V_j runs): step
+  // j waits for both, then loads K_{j+1} and V_j into the stages step j - 1 used (its wgmmas were waited
+  // before this step's barrier).
+  auto next_tiles = [&](int j) {
     cp_async_wait<0>();
     fence_proxy_async();  // this thread's tile writes, visible to wgmma's reads
-    __syncthreads();      // every thread's; and every warpgroup is done with the other stage (waited)
-    if (j + 1 < key_tiles) {
-      load_rows_cm<T, D, kWgBlockK, kWgThreads>(k_tiles + (stage ^ 1) * kKeyTile, k, a, p.k_first, p.k_stride,
+    __syncthreads();      // every thread's; and every warpgroup is done with the stages loaded now
+    if (j >= key_tiles) return;
+    if (j + 1 < key_tiles)
+      load_rows_cm<T, D, kWgBlockK, kWgThreads>(k_tiles + ((j + 1) & 1) * kKeyTile, k, a, p.k_first, p.k_stride,
                                                 p.n_k, (j + 1) * kWgBlockK);
-      load_rows_cm<T, D, kWgBlockK, kWgThreads>(v_tiles + (stage ^ 1) * kKeyTile, v, a, p.k_first, p.k_stride,
-                                                p.n_k, (j + 1) * kWgBlockK);
-      cp_async_commit();
-    }
-    if (j == 0) {
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk)
-        ldsm_x4(qa[kk], q_tile + cm_index<D>(row0 + lane % 16, kk * 16 + (lane / 16) * 8));
-    }
-    const T* k_tile = k_tiles + stage * kKeyTile;
-    const T* v_tile = v_tiles + stage * kKeyTile;
-
-    // S = Q K^T: K-major B, k-step kk at column chunk 2 kk; core matrices 128 bytes apart along K (the
-    // head dim), 16 D bytes apart along N (8 keys).
-    float s[kWgBlockK / 2];
-#pragma unroll
-    for (int i = 0; i < kWgBlockK / 2; ++i) fence_operand(s[i]);
-    wgmma_fence();
+    load_rows_cm<T, D, kWgBlockK, kWgThreads>(v_tiles + (j & 1) * kKeyTile, v, a, p.k_first, p.k_stride, p.n_k,
+                                              j * kWgBlockK);
+    cp_async_commit();
+  };
+  // S = Q K_j^T: K-major B, k-step kk at column chunk 2 kk; core matrices 128 bytes apart along K (the
+  // head dim), 16 D bytes apart along N (8 keys). Committed as its own group.
+  auto issue_scores = [&](int j) {
+    const T* k_tile = k_tiles + (j & 1) * kKeyTile;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk)
       Wgmma<T, kWgBlockK>::template rs<0>(s, qa[kk], smem_descriptor(k_tile + kk * 128, 128, 16 * D), kk > 0);
     wgmma_commit();
-    wgmma_wait<0>();
+  };
+  // O += P_{j-1} V_{j-1}: V is MN-major B, k-step kc at row group 2 kc: 16 D bytes apart along K (8 keys),
+  // 128 bytes along N (the head dim).
+  auto issue_values = [&](int j) {
+    const T* v_tile = v_tiles + ((j - 1) & 1) * kKeyTile;
+#pragma unroll
+    for (int kc = 0; kc < kWgBlockK / 16; ++kc)
+      Wgmma<T, D>::template rs<1>(acc, pa[kc], smem_descriptor(v_tile + kc * 16 * D, 16 * D, 128), 1);
+    wgmma_commit();
+  };
+  auto fence_registers = [&] {
 #pragma unroll
     for (int i = 0; i < kWgBlockK / 2; ++i) fence_operand(s[i]);
-
-    // Scores in log2 units; keys past the selection, and causal keys after the query, are -inf.
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) fence_operand(acc[i]);
+#pragma unroll
+    for (int kc = 0; kc < kWgBlockK / 16; ++kc)
+#pragma unroll
+      for (int x = 0; x < 4; ++x) fence_operand(pa[kc][x]);
+  };
+  // The online softmax of S_j (waited) for the thread's two rows, a row's 4 threads agreeing on its max:
+  // scores in log2 units, keys past the selection and causal keys after the query -inf; S becomes P and
+  // O's factor goes to keep (O itself may be in flight).
+  auto softmax = [&](int j) {
     const int key0 = j * kWgBlockK;
     const bool masked_tile = tile_needs_mask(p, key0, kWgBlockK, t0, a.causal);
 #pragma unroll
@@ -760,8 +770,6 @@ __global__ void __launch_bounds__(kWgThreads, 1) flash_forward_wgmma_kernel(cons
         if (key_hidden(p, key, query, a.causal)) s[i] = -INFINITY;
       }
     }
-
-    // Online softmax for the thread's two rows; a row's 4 threads agree on its max.
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       float mx = m[r];
@@ -770,14 +778,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) flash_forward_wgmma_kernel(cons
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       const float base = mx == -INFINITY ? 0.f : mx;
-      const float keep = exp2f(m[r] - base);
+      keep[r] = exp2f(m[r] - base);
       m[r] = mx;
-      l[r] *= keep;
-#pragma unroll
-      for (int d = 0; d < D / 8; ++d) {
-        acc[4 * d + 2 * r] *= keep;
-        acc[4 * d + 2 * r + 1] *= keep;
-      }
+      l[r] *= keep[r];
 #pragma unroll
       for (int n = 0; n < kWgBlockK / 8; ++n) {
         s[4 * n + 2 * r] = exp2f(s[4 * n + 2 * r] - base);
@@ -785,31 +788,68 @@ __global__ void __launch_bounds__(kWgThreads, 1) flash_forward_wgmma_kernel(cons
         l[r] += s[4 * n + 2 * r] + s[4 * n + 2 * r + 1];
       }
     }
-
-    // O += P V: P's A fragments straight from the score registers (keys 16 kc .. 16 kc + 15 are S's column
-    // tiles 2 kc and 2 kc + 1); V is MN-major B, k-step kc at row group 2 kc: 16 D bytes apart along K
-    // (8 keys), 128 bytes along N (the head dim).
-    uint32_t pa[kWgBlockK / 16][4];
+  };
+  // P's A fragments straight from the score registers: keys 16 kc .. 16 kc + 15 are S's column tiles 2 kc
+  // and 2 kc + 1.
+  auto pack_p = [&] {
 #pragma unroll
     for (int kc = 0; kc < kWgBlockK / 16; ++kc) {
       pa[kc][0] = Elem<T>::pack(s[8 * kc], s[8 * kc + 1]);
       pa[kc][1] = Elem<T>::pack(s[8 * kc + 2], s[8 * kc + 3]);
       pa[kc][2] = Elem<T>::pack(s[8 * kc + 4], s[8 * kc + 5]);
       pa[kc][3] = Elem<T>::pack(s[8 * kc + 6], s[8 * kc + 7]);
-#pragma unroll
-      for (int x = 0; x < 4; ++x) fence_operand(pa[kc][x]);
     }
+  };
+
+  load_rows_cm<T, D, kWgBlockQ, kWgThreads>(q_tile, q, a, p.q_first, p.q_stride, p.n_q, t0);
+  load_rows_cm<T, D, kWgBlockK, kWgThreads>(k_tiles, k, a, p.k_first, p.k_stride, p.n_k, 0);
+  cp_async_commit();
+
+  // Step 0: S_0 alone (O is still zero).
+  next_tiles(0);
 #pragma unroll
-    for (int i = 0; i < D / 2; ++i) fence_operand(acc[i]);
+  for (int kk = 0; kk < D / 16; ++kk)
+    ldsm_x4(qa[kk], q_tile + cm_index<D>(row0 + lane % 16, kk * 16 + (lane / 16) * 8));
+  fence_registers();
+  wgmma_fence();
+  issue_scores(0);
+  wgmma_wait<0>();
+  fence_registers();
+  softmax(0);
+  pack_p();
+
+  // Steps 1 .. key_tiles - 1: S_j = Q K_j^T and O += P_{j-1} V_{j-1} go to the tensor cores together, and
+  // the softmax of S_j runs while the second is in flight (FlashAttention-3's intra-warpgroup overlap);
+  // O is rescaled once it has landed.
+  for (int j = 1; j < key_tiles; ++j) {
+    next_tiles(j);
+    fence_registers();
     wgmma_fence();
+    issue_scores(j);
+    issue_values(j);
+    wgmma_wait<1>();  // S_j; O += P V stays in flight
 #pragma unroll
-    for (int kc = 0; kc < kWgBlockK / 16; ++kc)
-      Wgmma<T, D>::template rs<1>(acc, pa[kc], smem_descriptor(v_tile + kc * 16 * D, 16 * D, 128), 1);
-    wgmma_commit();
+    for (int i = 0; i < kWgBlockK / 2; ++i) fence_operand(s[i]);
+    softmax(j);
     wgmma_wait<0>();
+    fence_registers();
 #pragma unroll
-    for (int i = 0; i < D / 2; ++i) fence_operand(acc[i]);
+    for (int d = 0; d < D / 8; ++d) {
+      acc[4 * d] *= keep[0];
+      acc[4 * d + 1] *= keep[0];
+      acc[4 * d + 2] *= keep[1];
+      acc[4 * d + 3] *= keep[1];
+    }
+    pack_p();
   }
+
+  // The last P V.
+  next_tiles(key_tiles);
+  fence_registers();
+  wgmma_fence();
+  issue_values(key_tiles);
+  wgmma_wait<0>();
+  fence_registers();
 
   merge_into_output<D>(a, p, t0 + row0 + g, m, l, acc);
 #else
@@ -957,13 +997,7 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) flash_backward_wgmma_kernel(
       Wgmma<T, D>::template rs<1>(dv_acc, pa[kc], smem_descriptor(do_tile + cm_index<D>(16 * kc, 0), 16 * D, 128), 1);
       Wgmma<T, D>::template rs<1>(dk_acc, da[kc], smem_descriptor(q_tile + cm_index<D>(16 * kc, 0), 16 * D, 128), 1);
     }
-    wgmma_commit();
-    wgmma_wait<0>();
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) {
-      fence_operand(dk_acc[i]);
-      fence_operand(dv_acc[i]);
-    }
+    wgmma_commit();  // still in flight while dQ is issued; waited with it
     fence_proxy_async();
     __syncthreads();  // all of dS^T is written
 
@@ -980,7 +1014,19 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) flash_backward_wgmma_kernel(
           dq_acc, smem_descriptor(ds_tile + cm_index<kWgBwdBlockQ>(16 * kc, 0), 16 * kWgBwdBlockQ, 128),
           smem_descriptor(k_tile + cm_index<D>(16 * kc, wg * kHalf), 16 * D, 128), kc > 0);
     wgmma_commit();
-    wgmma_wait<0>();
+    wgmma_wait<0>();  // dV / dK and dQ
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) {
+      fence_operand(dk_acc[i]);
+      fence_operand(dv_acc[i]);
+    }
+#pragma unroll
+    for (int kc = 0; kc < kWgBwdBlockQ / 16; ++kc)
+#pragma unroll
+      for (int x = 0; x < 4; ++x) {
+        fence_operand(pa[kc][x]);
+        fence_operand(da[kc][x]);
+      }
 #pragma unroll
     for (int i = 0; i < kHalf / 2; ++i) fence_operand(dq_acc[i]);
     add_query_gradients<kHalf>(a, p, t0 + (warp % 4) * 16 + g, wg * kHalf, dq_acc);
