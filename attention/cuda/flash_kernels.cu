@@ -157,6 +157,13 @@ int rows_per_block(Kernel which) {
   return 0;
 }
 
+// A launch that overwrites o / lse must select every row, or the rows it skips keep what was there.
+void check_overwrite(const Branch& branch, bool overwrite) {
+  if (overwrite && branch.dilation != 1)
+    throw InternalError("flash forward: a launch with dilation " + std::to_string(branch.dilation) +
+                        " cannot overwrite o / lse (it does not select every row)");
+}
+
 }  // namespace
 
 size_t element_bytes(Dtype dtype) { return dtype == Dtype::fp32 ? 4 : 2; }
@@ -178,40 +185,48 @@ void convert_from_f32(Dtype dtype, const float* src, void* dst, size_t count, cu
   LONGCTX_CHECK_CUDA(cudaGetLastError());
 }
 
-void flash_forward_begin(const AttentionDims& dims, float* o, float* lse, cudaStream_t stream) {
+bool flash_forward_begin(const AttentionDims& dims, const Schedule& schedule, float* o, float* lse,
+                         cudaStream_t stream) {
+  if (first_launch_overwrites(schedule)) return true;
   const size_t rows = static_cast<size_t>(dims.batch * dims.seq_len * dims.heads);
   LONGCTX_CHECK_CUDA(cudaMemsetAsync(o, 0, rows * dims.head_dim * sizeof(float), stream));
   fill_kernel<<<grid_for(rows, 256), 256, 0, stream>>>(lse, rows, -INFINITY);
   LONGCTX_CHECK_CUDA(cudaGetLastError());
+  return false;
 }
 
 
 void flash_forward_branch(const AttentionParams& params, const AttentionDims& dims, const Branch& branch,
                           Dtype dtype, const void* q, const void* k, const void* v, float* o, float* lse,
-                          cudaStream_t stream) {
+                          bool overwrite, cudaStream_t stream) {
   check_kernel_inputs(dtype, dims.head_dim);
+  check_overwrite(branch, overwrite);
   long long blocks = 0;
   const Kernel which = forward_kernel(dims.head_dim);
   const FlashArgs a = branch_args(params, dims, branch, rows_per_block(which), blocks);
-  launch(which, dtype, with_forward_buffers(a, q, k, v, o, lse), blocks, dims.head_dim, stream);
+  launch(which, dtype, with_forward_buffers(a, q, k, v, o, lse, overwrite), blocks, dims.head_dim, stream);
 }
 
 void flash_forward_spanning(const AttentionParams& params, const AttentionDims& local, const Branch& branch,
                             int member, int group, Dtype dtype, const void* q, const void* k_tiles,
-                            const void* v_tiles, float* o, float* lse, cudaStream_t stream) {
+                            const void* v_tiles, float* o, float* lse, bool overwrite, cudaStream_t stream) {
   check_kernel_inputs(dtype, local.head_dim);
+  check_overwrite(branch, overwrite);
   long long blocks = 0;
   const Kernel which = forward_kernel(local.head_dim);
   const FlashArgs a = spanning_args(params, local, branch, member, group, false, rows_per_block(which), blocks);
-  launch(which, dtype, with_forward_buffers(a, q, k_tiles, v_tiles, o, lse), blocks, local.head_dim, stream);
+  launch(which, dtype, with_forward_buffers(a, q, k_tiles, v_tiles, o, lse, overwrite), blocks, local.head_dim,
+         stream);
 }
 
 void flash_forward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
                    const void* k, const void* v, float* o, float* lse, cudaStream_t stream) {
   check_kernel_inputs(dtype, dims.head_dim);
-  flash_forward_begin(dims, o, lse, stream);
-  for (const Branch& branch : params.schedule.branches)
-    flash_forward_branch(params, dims, branch, dtype, q, k, v, o, lse, stream);
+  bool overwrite = flash_forward_begin(dims, params.schedule, o, lse, stream);
+  for (const Branch& branch : params.schedule.branches) {
+    flash_forward_branch(params, dims, branch, dtype, q, k, v, o, lse, overwrite, stream);
+    overwrite = false;
+  }
 }
 
 void flash_backward_begin(const AttentionDims& dims, Dtype dtype, const void* dout, const float* o, float* delta,

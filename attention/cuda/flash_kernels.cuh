@@ -180,6 +180,9 @@ struct FlashArgs {
   int spanning;
   long long local_len;
   int member, group;
+  // Forward: this launch is the first to write o and lse, and its branch selects every row (dilation 1):
+  // it writes them outright, reading neither (so they need no fill before).
+  int overwrite;
 };
 
 using Problem = FlashProblem;
@@ -243,7 +246,8 @@ __device__ __forceinline__ void add_pair(float* dq, int col, int head_dim, float
 // tiles, acc[4 j + 2 r + e] = row r (0: t, 1: t + 8), column 8 j + 2 c + e (c = lane % 4) ------------------
 
 // Forward: merges the block's branch result (acc / l, max m in log2 units) into (o, lse) for query rows
-// t, t + 8: L = logaddexp(old, new); o = e^(old - L) o + e^(new - L) o_branch.
+// t, t + 8: L = logaddexp(old, new); o = e^(old - L) o + e^(new - L) o_branch (old = -inf, unread, when
+// the launch overwrites).
 template <int D>
 __device__ __forceinline__ void merge_into_output(const FlashArgs& a, const FlashProblem& p, int t, const float (&m)[2],
                                                   const float (&l)[2], const float* acc) {
@@ -259,7 +263,7 @@ __device__ __forceinline__ void merge_into_output(const FlashArgs& a, const Flas
     valid[r] = t + 8 * r < p.n_q;
     index[r] = valid[r] ? p.q_row(t + 8 * r) : 0;
     const float fresh = (m[r] + log2f(sum)) * kLn2;
-    const float old = valid[r] ? a.lse[index[r]] : -INFINITY;
+    const float old = valid[r] && !a.overwrite ? a.lse[index[r]] : -INFINITY;
     merged[r] = old == -INFINITY ? fresh : fmaxf(old, fresh) + log1pf(expf(-fabsf(old - fresh)));
     w_old[r] = old == -INFINITY ? 0.f : expf(old - merged[r]);
     w_new[r] = expf(fresh - merged[r]) / sum;
@@ -274,7 +278,8 @@ __device__ __forceinline__ void merge_into_output(const FlashArgs& a, const Flas
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int col = 8 * j + 2 * c + e;
-        if (col < a.head_dim) out[col] = w_old[r] * out[col] + w_new[r] * acc[4 * j + 2 * r + e];
+        if (col < a.head_dim)
+          out[col] = a.overwrite ? w_new[r] * acc[4 * j + 2 * r + e] : w_old[r] * out[col] + w_new[r] * acc[4 * j + 2 * r + e];
       }
     if (c == 0) a.lse[index[r]] = merged[r];
   }
@@ -1052,14 +1057,22 @@ void with_padded_head_dim(int64_t head_dim, F&& f) {
   else f(std::integral_constant<int, 128>{});
 }
 
-// `a` with the forward's / backward's tensors.
+// Whether a forward's first launch (branch 0 of the schedule) may overwrite o and lse: its branch selects
+// every row (local or spanning). Then nothing fills them before; otherwise flash_forward_begin does, and
+// every launch merges.
+inline bool first_launch_overwrites(const Schedule& schedule) {
+  return !schedule.branches.empty() && schedule.branches.front().dilation == 1;
+}
+
+// `a` with the forward's / backward's tensors; `overwrite`: see FlashArgs::overwrite.
 inline FlashArgs with_forward_buffers(FlashArgs a, const void* q, const void* k, const void* v, float* o,
-                                      float* lse) {
+                                      float* lse, bool overwrite) {
   a.q = q;
   a.k = k;
   a.v = v;
   a.o = o;
   a.lse = lse;
+  a.overwrite = overwrite ? 1 : 0;
   return a;
 }
 inline FlashArgs with_backward_buffers(FlashArgs a, const void* q, const void* k, const void* v, const void* dout,

@@ -36,19 +36,22 @@ std::string flash_backward_kernel_name(int64_t head_dim);
 void flash_forward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
                    const void* k, const void* v, float* o, float* lse, cudaStream_t stream);
 
-// The same in steps, for callers that mix local and spanning branches (the distributed path):
-// begin (o = 0, lse = -inf), then any branches in schedule order.
-void flash_forward_begin(const AttentionDims& dims, float* o, float* lse, cudaStream_t stream);
+// The same in steps, for callers that mix local and spanning branches (the distributed path): begin,
+// then the branches in schedule order. begin returns whether branch 0's launch overwrites o and lse (it
+// selects every row: dilation 1), and then leaves them unfilled; otherwise it fills them (o = 0,
+// lse = -inf) and every launch merges. Pass `overwrite` = that for branch 0, false for the rest.
+bool flash_forward_begin(const AttentionDims& dims, const Schedule& schedule, float* o, float* lse,
+                         cudaStream_t stream);
 void flash_forward_branch(const AttentionParams& params, const AttentionDims& dims, const Branch& branch,
                           Dtype dtype, const void* q, const void* k, const void* v, float* o, float* lse,
-                          cudaStream_t stream);
+                          bool overwrite, cudaStream_t stream);
 // A branch whose segment spans `group` ranks of dims.seq_len = L rows each, this rank being `member`:
 // q, o, lse are this rank's [B, L, H, ...]; k_tiles, v_tiles hold the group's selected rows of the
 // branch, [B][H][keys of head h][D] in position order (keys of head h: the segment's rows t < g L with
 // t mod r == o(h, r)).
 void flash_forward_spanning(const AttentionParams& params, const AttentionDims& local, const Branch& branch,
                             int member, int group, Dtype dtype, const void* q, const void* k_tiles,
-                            const void* v_tiles, float* o, float* lse, cudaStream_t stream);
+                            const void* v_tiles, float* o, float* lse, bool overwrite, cudaStream_t stream);
 
 // `delta` is scratch of B*N*H floats. dq, dk, dv are overwritten.
 void flash_backward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,

@@ -189,13 +189,17 @@ void CudaSequenceParallel::forward(const AttentionParams& params, const Attentio
   comm_.reset_counters();
   const int64_t L = local.seq_len, N = L * comm_.size();
   check_shardable(params.schedule, N, comm_.size());
-  cuda::flash_forward_begin(local, o, lse, nullptr);
+  bool overwrite = cuda::flash_forward_begin(local, params.schedule, o, lse, nullptr);  // branch 0 runs first
   run_branches(
       params, local, k, v,
-      [&](const Branch& branch) { cuda::flash_forward_branch(params, local, branch, dtype_, q, k, v, o, lse, nullptr); },
+      [&](const Branch& branch) {
+        cuda::flash_forward_branch(params, local, branch, dtype_, q, k, v, o, lse, overwrite, nullptr);
+        overwrite = false;
+      },
       [&](const Branch& branch, std::unique_ptr<Gathered>& x) {
         cuda::flash_forward_spanning(params, local, branch, x->layout.member, x->layout.group, dtype_, q,
-                                     x->k_tiles.get(), x->v_tiles.get(), o, lse, nullptr);
+                                     x->k_tiles.get(), x->v_tiles.get(), o, lse, overwrite, nullptr);
+        overwrite = false;
       });
   forward_stats_ = stats_since(start);
 }
