@@ -948,29 +948,35 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) flash_backward_wgmma_kernel(
     }
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
+    for (int kk = 0; kk < D / 16; ++kk)
       WgmmaSS<T, kWgBwdBlockQ>::template ss<0, 0>(st, smem_descriptor(k_tile + cm_index<D>(64 * wg, 16 * kk), 128, 16 * D),
                                                   smem_descriptor(q_tile + cm_index<D>(0, 16 * kk), 128, 16 * D), kk > 0);
+    wgmma_commit();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
       WgmmaSS<T, kWgBwdBlockQ>::template ss<0, 0>(dpt, smem_descriptor(v_tile + cm_index<D>(64 * wg, 16 * kk), 128, 16 * D),
                                                   smem_descriptor(do_tile + cm_index<D>(0, 16 * kk), 128, 16 * D), kk > 0);
-    }
     wgmma_commit();
-    wgmma_wait<0>();
-#pragma unroll
-    for (int i = 0; i < kWgBwdBlockQ / 2; ++i) {
-      fence_operand(st[i]);
-      fence_operand(dpt[i]);
-    }
 
-    // P^T = exp(S^T scale - lse), dS^T = P^T (dP^T - delta) (the softmax scale is applied at the end).
+    // P^T = exp(S^T scale - lse) while dP^T is in flight, then dS^T = P^T (dP^T - delta) (the softmax scale
+    // is applied at the end).
+    wgmma_wait<1>();
+#pragma unroll
+    for (int i = 0; i < kWgBwdBlockQ / 2; ++i) fence_operand(st[i]);
 #pragma unroll
     for (int i = 0; i < kWgBwdBlockQ / 2; ++i) {
       const int col = (i / 4) * 8 + 2 * c + (i & 1);
       const int key = k0 + warp * 16 + g + ((i % 4) >> 1) * 8, query = t0 + col;
-      float prob = exp2f(st[i] * scale2 - lse_row[col]);
-      if (key_hidden(p, key, query, a.causal)) prob = 0.f;
-      st[i] = prob;
-      dpt[i] = prob * (dpt[i] - delta_row[col]);
+      const float prob = exp2f(st[i] * scale2 - lse_row[col]);
+      st[i] = key_hidden(p, key, query, a.causal) ? 0.f : prob;
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < kWgBwdBlockQ / 2; ++i) fence_operand(dpt[i]);
+#pragma unroll
+    for (int i = 0; i < kWgBwdBlockQ / 2; ++i) {
+      const int col = (i / 4) * 8 + 2 * c + (i & 1);
+      dpt[i] = st[i] * (dpt[i] - delta_row[col]);
     }
 
     // P^T and dS^T as A fragments (query chunk kc is S^T's column tiles 2 kc, 2 kc + 1: register x holds key
