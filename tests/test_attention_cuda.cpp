@@ -93,6 +93,8 @@ TEST(CudaAttention, HalfPrecisionMatchesReferenceOnRoundedInputs) {
   std::vector<AttentionCase> cases = testing::awkward_attention_cases();
   cases.push_back({"head_dim_128", 1, 700, 2, 128, {700, 128}, {1, 2}});
   cases.push_back({"many_tiles_d128", 1, 1500, 3, 128, {2048, 1024}, {1, 2}});
+  // Branch 0 dilated: o / lse are filled first and every launch merges (elsewhere branch 0 overwrites).
+  cases.push_back({"dilated_branch_first", 1, 300, 2, 64, {100, 300}, {2, 1}});
   uint64_t seed = 900;
   // Both kernel families against one reference per case: mma.sync everywhere, wgmma where the GPU runs the
   // sm_90a code (H100 / H200) and the head dim is a multiple of 8.

@@ -53,6 +53,8 @@ TEST_F(CudaSequenceParallelTest, StagedRanksEqualOneGpu) {
       {"uneven phases r=5, H=5, grouped, causal", {12, 24, -4}, {1, 5, 3}, 1, 5, 8, true, HeadOffsets::grouped},
       {"uneven phases r=5, B=2, not causal, D=12", {8, -2}, {1, 5}, 2, 3, 12, false, HeadOffsets::paper},
       {"only spanning branches, D=64", {-2, -4}, {1, 3}, 1, 3, 64, false, HeadOffsets::grouped},
+      {"dilated spanning branch first (o / lse filled, every launch merges)", {-2, 6}, {2, 1}, 1, 4, 16, true,
+       HeadOffsets::paper},
       // Rank 1's queries start at sparse index 190 = 62 mod 64 (a partially masked tile before the diagonal).
       {"q_base = 62 mod 64, causal, D=32", {-4}, {1}, 1, 2, 32, true, HeadOffsets::paper, 190},
   };
