@@ -108,6 +108,13 @@ bool prepare_outputs(const Schedule& schedule, Tensor& o, Tensor& lse) {
   return overwrite;
 }
 
+// dk and dv likewise for a backward whose branch 0 is local: NaN where its launch overwrites them, else 0.
+bool prepare_key_gradients(const Schedule& schedule, Tensor& dk, Tensor& dv) {
+  const bool overwrite = K::first_launch_overwrites(schedule);
+  for (int64_t i = 0; i < dk.size(); ++i) dk[i] = dv[i] = overwrite ? NAN : 0.f;
+  return overwrite;
+}
+
 // The forward, then the backward on its (o, lse), vs the reference on the rounded inputs.
 template <class T>
 void check_local(const AttentionCase& c, bool causal, HeadOffsets offsets, double tol_fwd, double tol_bwd,
@@ -140,12 +147,15 @@ void check_local(const AttentionCase& c, bool causal, HeadOffsets offsets, doubl
 
   const std::vector<float> delta = delta_of(do16, o, c.D);
   Tensor dq(shape), dk(shape), dv(shape);
+  overwrite = prepare_key_gradients(params.schedule, dk, dv);
   for (const Branch& branch : params.schedule.branches) {
     long long blocks = 0;
     K::FlashArgs a = K::with_backward_buffers(
         K::branch_args(params, dims, branch, rows_per_block(backward), blocks),
-        q16.data(), k16.data(), v16.data(), do16.data(), lse.data(), delta.data(), dq.data(), dk.data(), dv.data());
+        q16.data(), k16.data(), v16.data(), do16.data(), lse.data(), delta.data(), dq.data(), dk.data(), dv.data(),
+        overwrite);
     run<T>(backward, a, blocks, c.D);
+    overwrite = false;
   }
   reference_backward(params, qr, kr, vr, o_ref, lse_ref, dor, dq_ref, dk_ref, dv_ref);
   EXPECT_LE(relative_error(dq, dq_ref), tol_bwd) << "dq";
@@ -270,16 +280,17 @@ void check_spanning(Kernel forward, Kernel backward) {
     dq[me] = Tensor(mine);
     dk[me] = Tensor(mine);
     dv[me] = Tensor(mine);
+    const bool overwrite_keys = prepare_key_gradients(params.schedule, dk[me], dv[me]);  // branch 0 is local
     a = K::with_backward_buffers(
         K::branch_args(params, local, local_branch, rows_per_block(backward), blocks),
         q16[me].data(), k16[me].data(), v16[me].data(), do16[me].data(), lse[me].data(), delta.data(),
-        dq[me].data(), dk[me].data(), dv[me].data());
+        dq[me].data(), dk[me].data(), dv[me].data(), overwrite_keys);
     run<T>(backward, a, blocks, D);
     std::vector<float> dkt(kt.size(), 0.f), dvt(kt.size(), 0.f);
     a = K::with_backward_buffers(
         K::spanning_args(params, local, span, me, static_cast<int>(P), true, rows_per_block(backward), blocks),
         q16[me].data(), kt.data(), vt.data(), do16[me].data(), lse[me].data(), delta.data(), dq[me].data(),
-        dkt.data(), dvt.data());
+        dkt.data(), dvt.data(), false);
     run<T>(backward, a, blocks, D);
     for (size_t i = 0; i < dkt.size(); ++i) {  // the reduce-scatter's sum over the group
       dkt_sum[i] += dkt[i];

@@ -157,11 +157,11 @@ int rows_per_block(Kernel which) {
   return 0;
 }
 
-// A launch that overwrites o / lse must select every row, or the rows it skips keep what was there.
+// A launch that overwrites its outputs must select every row, or the rows it skips keep what was there.
 void check_overwrite(const Branch& branch, bool overwrite) {
   if (overwrite && branch.dilation != 1)
-    throw InternalError("flash forward: a launch with dilation " + std::to_string(branch.dilation) +
-                        " cannot overwrite o / lse (it does not select every row)");
+    throw InternalError("flash: a launch with dilation " + std::to_string(branch.dilation) +
+                        " cannot overwrite its outputs (it does not select every row)");
 }
 
 }  // namespace
@@ -229,14 +229,18 @@ void flash_forward(const AttentionParams& params, const AttentionDims& dims, Dty
   }
 }
 
-void flash_backward_begin(const AttentionDims& dims, Dtype dtype, const void* dout, const float* o, float* delta,
-                          float* dq, float* dk, float* dv, cudaStream_t stream) {
+bool flash_backward_begin(const AttentionDims& dims, const Schedule& schedule, bool branch0_local, Dtype dtype,
+                          const void* dout, const float* o, float* delta, float* dq, float* dk, float* dv,
+                          cudaStream_t stream) {
   check_dtype(dtype);
   const size_t rows = static_cast<size_t>(dims.batch * dims.seq_len * dims.heads);
   const size_t bytes = rows * dims.head_dim * sizeof(float);
+  const bool overwrite = branch0_local && first_launch_overwrites(schedule);
   LONGCTX_CHECK_CUDA(cudaMemsetAsync(dq, 0, bytes, stream));
-  LONGCTX_CHECK_CUDA(cudaMemsetAsync(dk, 0, bytes, stream));
-  LONGCTX_CHECK_CUDA(cudaMemsetAsync(dv, 0, bytes, stream));
+  if (!overwrite) {
+    LONGCTX_CHECK_CUDA(cudaMemsetAsync(dk, 0, bytes, stream));
+    LONGCTX_CHECK_CUDA(cudaMemsetAsync(dv, 0, bytes, stream));
+  }
   const unsigned delta_blocks = static_cast<unsigned>((rows * 32 + 255) / 256);
   if (dtype == Dtype::bf16)
     delta_kernel<<<delta_blocks, 256, 0, stream>>>(static_cast<const __nv_bfloat16*>(dout), o, delta,
@@ -245,18 +249,20 @@ void flash_backward_begin(const AttentionDims& dims, Dtype dtype, const void* do
     delta_kernel<<<delta_blocks, 256, 0, stream>>>(static_cast<const __half*>(dout), o, delta,
                                                    static_cast<long long>(rows), static_cast<int>(dims.head_dim));
   LONGCTX_CHECK_CUDA(cudaGetLastError());
+  return overwrite;
 }
 
 void flash_backward_branch(const AttentionParams& params, const AttentionDims& dims, const Branch& branch,
                            Dtype dtype, const void* q, const void* k, const void* v, const void* dout,
                            const float* lse, const float* delta, float* dq, float* dk, float* dv,
-                           cudaStream_t stream) {
+                           bool overwrite, cudaStream_t stream) {
   check_kernel_inputs(dtype, dims.head_dim);
+  check_overwrite(branch, overwrite);
   long long blocks = 0;
   const Kernel which = backward_kernel(dims.head_dim);
   const FlashArgs a = branch_args(params, dims, branch, rows_per_block(which), blocks);
-  launch(which, dtype, with_backward_buffers(a, q, k, v, dout, lse, delta, dq, dk, dv), blocks, dims.head_dim,
-         stream);
+  launch(which, dtype, with_backward_buffers(a, q, k, v, dout, lse, delta, dq, dk, dv, overwrite), blocks,
+         dims.head_dim, stream);
 }
 
 void flash_backward_spanning(const AttentionParams& params, const AttentionDims& local, const Branch& branch,
@@ -267,7 +273,7 @@ void flash_backward_spanning(const AttentionParams& params, const AttentionDims&
   long long blocks = 0;
   const Kernel which = backward_kernel(local.head_dim);
   const FlashArgs a = spanning_args(params, local, branch, member, group, true, rows_per_block(which), blocks);
-  launch(which, dtype, with_backward_buffers(a, q, k_tiles, v_tiles, dout, lse, delta, dq, dk_tiles, dv_tiles),
+  launch(which, dtype, with_backward_buffers(a, q, k_tiles, v_tiles, dout, lse, delta, dq, dk_tiles, dv_tiles, false),
          blocks, local.head_dim, stream);
 }
 
@@ -275,9 +281,11 @@ void flash_backward(const AttentionParams& params, const AttentionDims& dims, Dt
                     const void* k, const void* v, const void* dout, const float* o, const float* lse, float* delta,
                     float* dq, float* dk, float* dv, cudaStream_t stream) {
   check_kernel_inputs(dtype, dims.head_dim);
-  flash_backward_begin(dims, dtype, dout, o, delta, dq, dk, dv, stream);
-  for (const Branch& branch : params.schedule.branches)
-    flash_backward_branch(params, dims, branch, dtype, q, k, v, dout, lse, delta, dq, dk, dv, stream);
+  bool overwrite = flash_backward_begin(dims, params.schedule, true, dtype, dout, o, delta, dq, dk, dv, stream);
+  for (const Branch& branch : params.schedule.branches) {
+    flash_backward_branch(params, dims, branch, dtype, q, k, v, dout, lse, delta, dq, dk, dv, overwrite, stream);
+    overwrite = false;
+  }
 }
 
 }  // namespace longctx::cuda

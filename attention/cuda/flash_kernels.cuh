@@ -180,8 +180,9 @@ struct FlashArgs {
   int spanning;
   long long local_len;
   int member, group;
-  // Forward: this launch is the first to write o and lse, and its branch selects every row (dilation 1):
-  // it writes them outright, reading neither (so they need no fill before).
+  // This launch is the first to write its outputs (forward: o and lse; backward, local mode: dk and dv),
+  // and its branch selects every row (dilation 1): it writes them outright, reading none (so they need
+  // no fill before). dq, added to by many blocks, is always added to.
   int overwrite;
 };
 
@@ -285,8 +286,9 @@ __device__ __forceinline__ void merge_into_output(const FlashArgs& a, const Flas
   }
 }
 
-// Backward: adds the block's dK (times the softmax scale) and dV for key rows t, t + 8. The block owns its
-// keys within the branch, and earlier branches' launches have finished (one stream): no atomics.
+// Backward: adds the block's dK (times the softmax scale) and dV for key rows t, t + 8 (writes them, when
+// the launch overwrites). The block owns its keys within the branch, and earlier branches' launches have
+// finished (one stream): no atomics.
 template <int D>
 __device__ __forceinline__ void add_key_gradients(const FlashArgs& a, const FlashProblem& p, int t, const float* dk,
                                                   const float* dv) {
@@ -301,8 +303,9 @@ __device__ __forceinline__ void add_key_gradients(const FlashArgs& a, const Flas
       for (int e = 0; e < 2; ++e) {
         const int col = 8 * j + 2 * c + e;
         if (col < a.head_dim) {
-          a.dk[row + col] += dk[4 * j + 2 * r + e] * a.scale;
-          a.dv[row + col] += dv[4 * j + 2 * r + e];
+          const float dk_add = dk[4 * j + 2 * r + e] * a.scale, dv_add = dv[4 * j + 2 * r + e];
+          a.dk[row + col] = a.overwrite ? dk_add : a.dk[row + col] + dk_add;
+          a.dv[row + col] = a.overwrite ? dv_add : a.dv[row + col] + dv_add;
         }
       }
   }
@@ -1063,9 +1066,10 @@ void with_padded_head_dim(int64_t head_dim, F&& f) {
   else f(std::integral_constant<int, 128>{});
 }
 
-// Whether a forward's first launch (branch 0 of the schedule) may overwrite o and lse: its branch selects
-// every row (local or spanning). Then nothing fills them before; otherwise flash_forward_begin does, and
-// every launch merges.
+// Whether a pass's first launch (branch 0 of the schedule) may overwrite its outputs: its branch selects
+// every row. Forward: o and lse (local or spanning); backward: dk and dv, when branch 0 is local (a
+// spanning launch writes the gathered keys' gradients, where keys no query of the rank sees get nothing).
+// Then nothing fills them before; otherwise the pass's begin does, and every launch adds or merges.
 inline bool first_launch_overwrites(const Schedule& schedule) {
   return !schedule.branches.empty() && schedule.branches.front().dilation == 1;
 }
@@ -1082,7 +1086,10 @@ inline FlashArgs with_forward_buffers(FlashArgs a, const void* q, const void* k,
   return a;
 }
 inline FlashArgs with_backward_buffers(FlashArgs a, const void* q, const void* k, const void* v, const void* dout,
-                                       const float* lse, const float* delta, float* dq, float* dk, float* dv) {
+                                       const float* lse, const float* delta, float* dq, float* dk, float* dv,
+                                       bool overwrite) {
+  if (overwrite && a.spanning) throw InternalError("flash backward: a spanning launch cannot overwrite dk / dv");
+  a.overwrite = overwrite ? 1 : 0;
   a.q = q;
   a.k = k;
   a.v = v;

@@ -58,13 +58,17 @@ void flash_backward(const AttentionParams& params, const AttentionDims& dims, Dt
                     const void* k, const void* v, const void* dout, const float* o, const float* lse, float* delta,
                     float* dq, float* dk, float* dv, cudaStream_t stream);
 
-// In steps: begin (delta = rowsum(dout o); dq, dk, dv = 0), then branches, which add into dq, dk, dv.
-void flash_backward_begin(const AttentionDims& dims, Dtype dtype, const void* dout, const float* o, float* delta,
-                          float* dq, float* dk, float* dv, cudaStream_t stream);
+// In steps: begin (delta = rowsum(dout o); dq = 0), then branches, which add into dq, dk, dv. begin
+// returns whether branch 0's launch overwrites dk and dv (it is local, `branch0_local`, with dilation 1),
+// and then leaves them unfilled; otherwise it zeroes them. Pass `overwrite` = that for branch 0, false for
+// the rest (spanning launches always add).
+bool flash_backward_begin(const AttentionDims& dims, const Schedule& schedule, bool branch0_local, Dtype dtype,
+                          const void* dout, const float* o, float* delta, float* dq, float* dk, float* dv,
+                          cudaStream_t stream);
 void flash_backward_branch(const AttentionParams& params, const AttentionDims& dims, const Branch& branch,
                            Dtype dtype, const void* q, const void* k, const void* v, const void* dout,
                            const float* lse, const float* delta, float* dq, float* dk, float* dv,
-                           cudaStream_t stream);
+                           bool overwrite, cudaStream_t stream);
 // Spanning: dq gets this rank's queries' gradients (added); dk_tiles, dv_tiles ([B][H][keys][D], fp32,
 // the layout of k_tiles) get this rank's queries' contributions to every gathered key (added).
 void flash_backward_spanning(const AttentionParams& params, const AttentionDims& local, const Branch& branch,
