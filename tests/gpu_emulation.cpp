@@ -26,9 +26,18 @@ struct Copy {
   bool valid;
 };
 
+struct BulkReduce {
+  float* to;
+  const float* from;
+  uint32_t bytes;
+  std::vector<float> at_issue;  // the source then: the copy engine may read it any time up to the wait
+};
+
 struct Fiber {
   std::vector<Copy> open;                  // cp.async copies not yet committed
   std::deque<std::vector<Copy>> committed;  // closed groups, oldest first
+  std::vector<BulkReduce> bulk_open;        // cp.reduce.async.bulk, likewise
+  std::deque<std::vector<BulkReduce>> bulk_committed;
   ucontext_t context;
   std::vector<char> stack;
   unsigned id = 0;
@@ -417,6 +426,37 @@ void wgmma_wait(int newest_left_pending) {
   wg.barrier.wait();
 }
 
+void warpgroup_sync() { my_warpgroup().barrier.wait(); }
+
+void bulk_reduce_add(float* gmem, const float* smem, uint32_t bytes) {
+  const auto* from = reinterpret_cast<const unsigned char*>(smem);
+  if (bytes == 0 || bytes % 16 != 0) wgmma_fault("bulk reduce: the size must be a nonzero multiple of 16 bytes");
+  if (reinterpret_cast<uintptr_t>(gmem) % 16 != 0 || reinterpret_cast<uintptr_t>(smem) % 16 != 0)
+    wgmma_fault("bulk reduce: addresses must be 16-byte aligned");
+  if (from < current->shared.data() || from + bytes > current->shared.data() + current->shared.size())
+    wgmma_fault("bulk reduce: the source is not inside the block's shared memory");
+  scheduler->fibers[scheduler->current].bulk_open.push_back({gmem, smem, bytes, std::vector<float>(smem, smem + bytes / 4)});
+}
+
+void bulk_commit() {
+  Fiber& me = scheduler->fibers[scheduler->current];
+  me.bulk_committed.push_back(std::move(me.bulk_open));
+  me.bulk_open.clear();
+}
+
+void bulk_wait(int newest_left_pending) {
+  Fiber& me = scheduler->fibers[scheduler->current];
+  while (me.bulk_committed.size() > static_cast<size_t>(newest_left_pending)) {
+    for (const BulkReduce& r : me.bulk_committed.front()) {
+      if (std::memcmp(r.from, r.at_issue.data(), r.bytes) != 0)
+        wgmma_fault("bulk reduce: its shared source changed between the issue and the wait (a missing barrier "
+                    "before it, or a rewrite before wait_group.read)");
+      for (uint32_t i = 0; i < r.bytes / 4; ++i) r.to[i] += r.from[i];
+    }
+    me.bulk_committed.pop_front();
+  }
+}
+
 void launch(unsigned blocks, unsigned threads, size_t shared_bytes, const std::function<void()>& body) {
   if (threads % 32 != 0) throw std::invalid_argument("emulation: threads must be whole warps");
   constexpr size_t kStack = 256 * 1024;
@@ -458,6 +498,8 @@ void launch(unsigned blocks, unsigned threads, size_t shared_bytes, const std::f
         swapcontext(&s.main, &f.context);
         if (f.done && (!f.open.empty() || !f.committed.empty()))
           throw std::logic_error("emulation: a thread ended with cp.async copies never waited for");
+        if (f.done && (!f.bulk_open.empty() || !f.bulk_committed.empty()))
+          throw std::logic_error("emulation: a thread ended with bulk reductions never waited for");
       }
       if (running > 0 && resumed == 0)
         throw std::logic_error("emulation: every live thread waits at a barrier the others never reach");

@@ -61,6 +61,17 @@ void wgmma_ss(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool accumulate
               bool bf16);
 void wgmma_commit();
 void wgmma_wait(int newest_left_pending);
+// bar.sync on the calling thread's warpgroup alone (128 threads).
+void warpgroup_sync();
+// cp.reduce.async.bulk .add.f32 from shared to global memory (sm_90), per thread: bulk_reduce_add queues
+// `bytes` (a multiple of 16; both addresses 16-byte aligned, else a fault) in the thread's open bulk
+// group; bulk_commit closes it; bulk_wait(n) (wait_group and wait_group.read alike) performs all but the
+// newest n closed groups. The GPU may read the source any time between the issue and the wait, so a
+// source that changed in between (written after the issue, or rewritten before the wait) is a fault. A
+// thread that ends with bulk groups not waited for is an error.
+void bulk_reduce_add(float* gmem, const float* smem, uint32_t bytes);
+void bulk_commit();
+void bulk_wait(int newest_left_pending);
 
 // Runs body() as `threads` threads of each of `blocks` blocks, with `shared_bytes` of shared memory each.
 void launch(unsigned blocks, unsigned threads, size_t shared_bytes, const std::function<void()>& body);

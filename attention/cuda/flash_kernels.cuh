@@ -875,6 +875,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) flash_forward_wgmma_kernel(cons
 constexpr int kWgBwdThreads = 256;
 constexpr int kWgBwdBlockK = 128;
 constexpr int kWgBwdBlockQ = 64;
+// Floats per staged dQ row: a warpgroup's D / 2 columns plus 8, so that a half-warp's float2 stores (4
+// rows x 4 column pairs) hit 16 different bank pairs; rows stay 16-byte aligned for the bulk copy.
+template <int D> constexpr int kWgDqStride = D / 2 + 8;
 
 template <class T, int D>
 __global__ void __launch_bounds__(kWgBwdThreads, 1) flash_backward_wgmma_kernel(const FlashArgs a) {
@@ -888,6 +891,7 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) flash_backward_wgmma_kernel(
   T* ds_tile = do_tiles + 2 * kQTile;           // dS^T, [kWgBwdBlockK keys x kWgBwdBlockQ queries]
   float* lse_s = reinterpret_cast<float*>(ds_tile + kWgBwdBlockK * kWgBwdBlockQ);  // [2][kWgBwdBlockQ], log2 units
   float* delta_s = lse_s + 2 * kWgBwdBlockQ;                                        // [2][kWgBwdBlockQ]
+  float* dq_stage = delta_s + 2 * kWgBwdBlockQ;  // [2 warpgroups][kWgBwdBlockQ][kWgDqStride]: dQ rows, fp32
 
   Problem p;
   int tile;
@@ -927,9 +931,13 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) flash_backward_wgmma_kernel(
 #pragma unroll
   for (int i = 0; i < D / 2; ++i) dk_acc[i] = dv_acc[i] = 0.f;
 
+  // Thread i < kWgBwdBlockQ of each warpgroup sends dQ row i of each step to global memory.
+  const bool dq_sender = threadIdx.x % 128 < kWgBwdBlockQ;
+  float* my_dq_stage = dq_stage + wg * kWgBwdBlockQ * kWgDqStride<D>;
   for (int step = 0; step < q_steps; ++step) {
     const int stage = step & 1;
     cp_async_wait<0>();
+    if (dq_sender) bulk_wait_read<0>();  // the last step's dQ rows have left the staging rows
     fence_proxy_async();
     __syncthreads();  // the stage's tiles are in; every warpgroup is done with the other stage and dS^T
     if (step + 1 < q_steps) {
@@ -1043,8 +1051,28 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) flash_backward_wgmma_kernel(
       }
 #pragma unroll
     for (int i = 0; i < kHalf / 2; ++i) fence_operand(dq_acc[i]);
-    add_query_gradients<kHalf>(a, p, t0 + (warp % 4) * 16 + g, wg * kHalf, dq_acc);
+
+    // dQ (times the softmax scale) through shared memory: the warpgroup's 64 rows x kHalf columns as fp32
+    // rows, then one bulk reduce-add per query row into dq (other key blocks add to the same rows; the
+    // copy engine's adds are element-wise atomic), where atomics would take kHalf / 2 float2 adds a row.
+#pragma unroll
+    for (int j = 0; j < kHalf / 8; ++j)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float* at = my_dq_stage + ((warp % 4) * 16 + g + 8 * r) * kWgDqStride<D> + 8 * j + 2 * c;
+        *reinterpret_cast<float2*>(at) = make_float2(dq_acc[4 * j + 2 * r] * a.scale, dq_acc[4 * j + 2 * r + 1] * a.scale);
+      }
+    fence_proxy_async();  // the rows, visible to the copy engine
+    warpgroup_sync(wg);
+    if (dq_sender) {
+      const int row = threadIdx.x % 128, t = t0 + row, cols = min(kHalf, a.head_dim - wg * kHalf);
+      if (t < p.n_q && cols > 0)
+        bulk_reduce_add(a.dq + p.q_row(t) * a.head_dim + wg * kHalf, my_dq_stage + row * kWgDqStride<D>,
+                        static_cast<uint32_t>(cols) * 4u);
+      bulk_commit();
+    }
   }
+  if (dq_sender) bulk_wait<0>();
 
   add_key_gradients<D>(a, p, k0 + warp * 16 + g, dk_acc, dv_acc);
 #else
@@ -1113,7 +1141,7 @@ constexpr size_t forward_wgmma_smem_bytes() {
 template <class T, int D>
 constexpr size_t backward_wgmma_smem_bytes() {
   return static_cast<size_t>(2 * kWgBwdBlockK * D + 4 * kWgBwdBlockQ * D + kWgBwdBlockK * kWgBwdBlockQ) * sizeof(T) +
-         4 * kWgBwdBlockQ * sizeof(float);
+         (4 * kWgBwdBlockQ + 2 * kWgBwdBlockQ * kWgDqStride<D>) * sizeof(float);
 }
 template <class T, int D>
 constexpr size_t backward_smem_bytes() {

@@ -42,6 +42,13 @@ template <int N> __device__ __forceinline__ void wgmma_wait() { emulation::wgmma
 template <class R> __device__ __forceinline__ void fence_operand(R&) {}
 // Writes by the threads (cp.async) made visible to wgmma's reads: nothing to do on the CPU.
 __device__ __forceinline__ void fence_proxy_async() {}
+__device__ __forceinline__ void warpgroup_sync(int) { emulation::warpgroup_sync(); }
+__device__ __forceinline__ void bulk_reduce_add(float* gmem, const float* smem, uint32_t bytes) {
+  emulation::bulk_reduce_add(gmem, smem, bytes);
+}
+__device__ __forceinline__ void bulk_commit() { emulation::bulk_commit(); }
+template <int N> __device__ __forceinline__ void bulk_wait_read() { emulation::bulk_wait(N); }
+template <int N> __device__ __forceinline__ void bulk_wait() { emulation::bulk_wait(N); }
 template <class T, int N> struct Wgmma {
   template <int TRANS_B>
   static void rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc, int accumulate) {
@@ -67,6 +74,31 @@ __device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"
 __device__ __forceinline__ void fence_operand(uint32_t& r) { asm volatile("" : "+r"(r)::"memory"); }
 // The threads' cp.async writes (generic proxy) before wgmma reads them (async proxy).
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// bar.sync on warpgroup wg's (0 or 1) 128 threads alone: named barrier 1 + wg (0 is __syncthreads').
+// (Immediate ids: with a register id ptxas reserves all 16 barriers.)
+__device__ __forceinline__ void warpgroup_sync(int wg) {
+  if (wg == 0)
+    asm volatile("bar.sync 1, 128;\n" ::: "memory");
+  else
+    asm volatile("bar.sync 2, 128;\n" ::: "memory");
+}
+// gmem[0 .. bytes / 4) += smem[...] as fp32, element-wise atomic adds done by the bulk copy engine
+// (cp.reduce.async.bulk, sm_90): one request per row where atomics take one per pair. bytes a multiple of
+// 16, both addresses 16-byte aligned; smem written by the threads needs fence_proxy_async first.
+__device__ __forceinline__ void bulk_reduce_add(float* gmem, const float* smem, uint32_t bytes) {
+  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(gmem),
+               "r"(static_cast<uint32_t>(__cvta_generic_to_shared(smem))), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// All but the newest N of this thread's bulk groups have read their shared memory (it may be rewritten) /
+// are complete.
+template <int N> __device__ __forceinline__ void bulk_wait_read() {
+  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+}
+template <int N> __device__ __forceinline__ void bulk_wait() {
+  asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
+}
 
 // The accumulator operand lists, per count of f32 registers (N / 2): the template string and the outputs.
 #define LONGCTX_WGMMA_ACC8 \
