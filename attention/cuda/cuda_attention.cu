@@ -180,6 +180,65 @@ void CudaAttention::backward(const AttentionParams& params, const Tensor& q, con
       });
 }
 
+namespace {
+
+// The half-precision pass again, launch by launch between CUDA events: each branch's device seconds
+// (median over `iters`) and its grid.
+std::vector<CudaBenchFigures::BranchFigures> time_branches(const AttentionParams& params, const AttentionDims& dims,
+                                                           Dtype dtype, int iters, bool backward, const void* q,
+                                                           const void* k, const void* v, const void* dout, float* o,
+                                                           float* lse, float* delta, float* dq, float* dk, float* dv) {
+  const std::vector<Branch>& branches = params.schedule.branches;
+  const size_t nb = branches.size();
+  std::vector<cudaEvent_t> marks(nb + 1);
+  for (cudaEvent_t& e : marks) LONGCTX_CHECK_CUDA(cudaEventCreate(&e));
+  std::vector<std::vector<double>> fwd(nb), bwd(nb);
+  auto collect = [&](std::vector<std::vector<double>>& into) {
+    LONGCTX_CHECK_CUDA(cudaEventSynchronize(marks[nb]));
+    for (size_t i = 0; i < nb; ++i) {
+      float ms = 0;
+      LONGCTX_CHECK_CUDA(cudaEventElapsedTime(&ms, marks[i], marks[i + 1]));
+      into[i].push_back(ms * 1e-3);
+    }
+  };
+  for (int it = 0; it < iters; ++it) {
+    bool overwrite = cuda::flash_forward_begin(dims, params.schedule, o, lse, nullptr);
+    LONGCTX_CHECK_CUDA(cudaEventRecord(marks[0], nullptr));
+    for (size_t i = 0; i < nb; ++i) {
+      cuda::flash_forward_branch(params, dims, branches[i], dtype, q, k, v, o, lse, overwrite, nullptr);
+      overwrite = false;
+      LONGCTX_CHECK_CUDA(cudaEventRecord(marks[i + 1], nullptr));
+    }
+    collect(fwd);
+    if (!backward) continue;
+    overwrite = cuda::flash_backward_begin(dims, params.schedule, true, dtype, dout, o, delta, dq, dk, dv, nullptr);
+    LONGCTX_CHECK_CUDA(cudaEventRecord(marks[0], nullptr));
+    for (size_t i = 0; i < nb; ++i) {
+      cuda::flash_backward_branch(params, dims, branches[i], dtype, q, k, v, dout, lse, delta, dq, dk, dv, overwrite,
+                                  nullptr);
+      overwrite = false;
+      LONGCTX_CHECK_CUDA(cudaEventRecord(marks[i + 1], nullptr));
+    }
+    collect(bwd);
+  }
+  for (cudaEvent_t& e : marks) cudaEventDestroy(e);
+  std::vector<CudaBenchFigures::BranchFigures> figures(nb);
+  for (size_t i = 0; i < nb; ++i) {
+    const cuda::FlashGrid f = cuda::flash_grid(params, dims, branches[i], dtype, false);
+    figures[i].seconds_fwd = median_of(fwd[i]);
+    figures[i].blocks_fwd = f.blocks;
+    figures[i].resident_fwd = f.resident;
+    if (!backward) continue;
+    const cuda::FlashGrid b = cuda::flash_grid(params, dims, branches[i], dtype, true);
+    figures[i].seconds_bwd = median_of(bwd[i]);
+    figures[i].blocks_bwd = b.blocks;
+    figures[i].resident_bwd = b.resident;
+  }
+  return figures;
+}
+
+}  // namespace
+
 CudaBenchFigures cuda_bench_attention(const AttentionParams& params, const AttentionDims& dims, Dtype dtype,
                                       int warmup, int iters, bool backward, uint64_t seed) {
   if (cuda_device_count() == 0)
@@ -222,6 +281,10 @@ CudaBenchFigures cuda_bench_attention(const AttentionParams& params, const Atten
       if (it >= warmup) bwd.push_back(b);
     }
   }
+  if (dtype != Dtype::fp32) figures.branches = time_branches(params, dims, dtype, iters, backward, q.get(), k.get(),
+                                                              v.get(), dout.get(), o.get<float>(), lse.get<float>(),
+                                                              delta.get<float>(), dq.get<float>(), dk.get<float>(),
+                                                              dv.get<float>());
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   figures.forward_kernel = dtype == Dtype::fp32 ? "fp32 reference" : cuda::flash_forward_kernel_name(dims.head_dim);

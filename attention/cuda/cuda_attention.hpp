@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "attention/attention.hpp"
 #include "runtime/core/error.hpp"
@@ -43,6 +44,14 @@ struct CudaBenchFigures {
   uint64_t device_bytes = 0;   // inputs, outputs and scratch held on the device
   std::string forward_kernel;   // which kernels ran: "wgmma (sm_90a)", "mma.sync" or "fp32 reference"
   std::string backward_kernel;  // empty without backward
+  // Per branch in schedule order, for the half-precision kernels (one launch per branch; empty for fp32,
+  // whose kernel takes all branches at once): its launch's device seconds (median over the timed
+  // iterations, timed again launch by launch), its blocks, and the blocks the GPU runs at once.
+  struct BranchFigures {
+    double seconds_fwd = 0, seconds_bwd = 0;
+    long long blocks_fwd = 0, blocks_bwd = 0, resident_fwd = 0, resident_bwd = 0;
+  };
+  std::vector<BranchFigures> branches;
 };
 CudaBenchFigures cuda_bench_attention(const AttentionParams& params, const AttentionDims& dims, Dtype dtype,
                                       int warmup, int iters, bool backward, uint64_t seed);

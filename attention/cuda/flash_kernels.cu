@@ -69,36 +69,45 @@ void check_kernel_inputs(Dtype dtype, int64_t head_dim) {
 
 enum class Kernel { forward_mma, forward_wgmma, backward_mma, backward_wgmma };
 
-// One branch's launch: the kernel for the element type and padded head dim.
+// The kernel for the element type and padded head dim, its dynamic shared memory and block size, with
+// that shared memory allowed for it.
+struct KernelConfig {
+  void (*kernel)(const FlashArgs) = nullptr;
+  size_t smem = 0;
+  int threads = 0;
+};
+
 template <class T>
-void launch_typed(Kernel which, const FlashArgs& a, long long blocks, int64_t head_dim, cudaStream_t stream) {
+KernelConfig kernel_config_typed(Kernel which, int64_t head_dim) {
+  KernelConfig k;
   with_padded_head_dim(head_dim, [&](auto d) {
     constexpr int D = decltype(d)::value;
-    void (*kernel)(const FlashArgs) = flash_backward_kernel<T, D>;
-    size_t smem = backward_smem_bytes<T, D>();
-    int threads = kBwdThreads;
-    if (which == Kernel::backward_wgmma) {
-      kernel = flash_backward_wgmma_kernel<T, D>;
-      smem = backward_wgmma_smem_bytes<T, D>();
-      threads = kWgBwdThreads;
-    } else if (which == Kernel::forward_mma) {
-      kernel = flash_forward_kernel<T, D>;
-      smem = forward_smem_bytes<T, D>();
-      threads = kFwdThreads;
-    } else if (which == Kernel::forward_wgmma) {
-      kernel = flash_forward_wgmma_kernel<T, D>;
-      smem = forward_wgmma_smem_bytes<T, D>();
-      threads = kWgThreads;
+    switch (which) {
+      case Kernel::backward_mma: k = {flash_backward_kernel<T, D>, backward_smem_bytes<T, D>(), kBwdThreads}; break;
+      case Kernel::backward_wgmma:
+        k = {flash_backward_wgmma_kernel<T, D>, backward_wgmma_smem_bytes<T, D>(), kWgBwdThreads};
+        break;
+      case Kernel::forward_mma: k = {flash_forward_kernel<T, D>, forward_smem_bytes<T, D>(), kFwdThreads}; break;
+      case Kernel::forward_wgmma:
+        k = {flash_forward_wgmma_kernel<T, D>, forward_wgmma_smem_bytes<T, D>(), kWgThreads};
+        break;
     }
-    LONGCTX_CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    kernel<<<static_cast<unsigned>(blocks), threads, smem, stream>>>(a);
-    LONGCTX_CHECK_CUDA(cudaGetLastError());
   });
+  LONGCTX_CHECK_CUDA(
+      cudaFuncSetAttribute(k.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(k.smem)));
+  return k;
 }
 
+KernelConfig kernel_config(Kernel which, Dtype dtype, int64_t head_dim) {
+  return dtype == Dtype::bf16 ? kernel_config_typed<__nv_bfloat16>(which, head_dim)
+                              : kernel_config_typed<__half>(which, head_dim);
+}
+
+// One branch's launch.
 void launch(Kernel which, Dtype dtype, const FlashArgs& a, long long blocks, int64_t head_dim, cudaStream_t stream) {
-  if (dtype == Dtype::bf16) launch_typed<__nv_bfloat16>(which, a, blocks, head_dim, stream);
-  else launch_typed<__half>(which, a, blocks, head_dim, stream);
+  const KernelConfig k = kernel_config(which, dtype, head_dim);
+  k.kernel<<<static_cast<unsigned>(blocks), k.threads, k.smem, stream>>>(a);
+  LONGCTX_CHECK_CUDA(cudaGetLastError());
 }
 
 // Whether the current GPU runs this binary's sm_90a code (wgmma): a compute 9.0 GPU loads the sm_90a
@@ -167,6 +176,21 @@ void check_overwrite(const Branch& branch, bool overwrite) {
 }  // namespace
 
 size_t element_bytes(Dtype dtype) { return dtype == Dtype::fp32 ? 4 : 2; }
+
+FlashGrid flash_grid(const AttentionParams& params, const AttentionDims& dims, const Branch& branch, Dtype dtype,
+                     bool backward) {
+  check_kernel_inputs(dtype, dims.head_dim);
+  const Kernel which = backward ? backward_kernel(dims.head_dim) : forward_kernel(dims.head_dim);
+  FlashGrid grid;
+  branch_args(params, dims, branch, rows_per_block(which), grid.blocks);
+  const KernelConfig k = kernel_config(which, dtype, dims.head_dim);
+  int per_sm = 0, device = 0, sms = 0;
+  LONGCTX_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k.kernel, k.threads, k.smem));
+  LONGCTX_CHECK_CUDA(cudaGetDevice(&device));
+  LONGCTX_CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  grid.resident = static_cast<long long>(per_sm) * sms;
+  return grid;
+}
 
 std::string flash_forward_kernel_name(int64_t head_dim) {
   return forward_kernel(head_dim) == Kernel::forward_wgmma ? "wgmma (sm_90a)" : "mma.sync";

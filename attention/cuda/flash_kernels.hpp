@@ -32,6 +32,14 @@ constexpr int64_t kFlashMaxHeadDim = 128;
 std::string flash_forward_kernel_name(int64_t head_dim);
 std::string flash_backward_kernel_name(int64_t head_dim);
 
+// A branch's local launch (forward or backward): its blocks, and how many the GPU runs at once (blocks
+// per SM by the occupancy calculator, times the SMs).
+struct FlashGrid {
+  long long blocks = 0, resident = 0;
+};
+FlashGrid flash_grid(const AttentionParams& params, const AttentionDims& dims, const Branch& branch, Dtype dtype,
+                     bool backward);
+
 // bf16 or fp16 (UsageError for anything else, naming --dtype).
 void flash_forward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
                    const void* k, const void* v, float* o, float* lse, cudaStream_t stream);

@@ -83,6 +83,32 @@ int run_cuda(const AttentionParams& params, Dtype dtype, int64_t B, int64_t N, i
             to_string(params.schedule) + (params.causal ? ", causal" : "") + "; " + std::to_string(warmup) +
             " warm-up + " + std::to_string(iters) + " timed iterations");
   const CudaBenchFigures figures = cuda_bench_attention(params, dims, dtype, warmup, iters, backward, seed);
+  // Per branch (half precision: a launch each): TFLOP/s and the grid in waves of what the GPU holds at once.
+  std::vector<std::string> branch_json, branch_lines;
+  for (size_t i = 0; i < figures.branches.size(); ++i) {
+    const Branch& branch = params.schedule.branches[i];
+    const CudaBenchFigures::BranchFigures& f = figures.branches[i];
+    const int64_t branch_pairs = count_pairs(Schedule{{branch}}, N, H, params.causal, params.offsets) * B;
+    const double tf_fwd = static_cast<double>(flops_forward(branch_pairs, D)) / f.seconds_fwd / 1e12;
+    const double tf_bwd = backward ? static_cast<double>(flops_backward(branch_pairs, D)) / f.seconds_bwd / 1e12 : 0;
+    const double waves_fwd = static_cast<double>(f.blocks_fwd) / static_cast<double>(std::max(1LL, f.resident_fwd));
+    const double waves_bwd = static_cast<double>(f.blocks_bwd) / static_cast<double>(std::max(1LL, f.resident_bwd));
+    std::ostringstream j, line;
+    j << "{\"w\": " << branch.segment_length << ", \"r\": " << branch.dilation << ", \"seconds_fwd\": " << f.seconds_fwd
+      << ", \"tflops_fwd\": " << tf_fwd << ", \"blocks_fwd\": " << f.blocks_fwd << ", \"waves_fwd\": " << waves_fwd;
+    line << "    w=" << branch.segment_length << " r=" << branch.dilation << ": forward "
+         << fixed(f.seconds_fwd * 1e3, 2) << " ms " << fixed(tf_fwd, 1) << " TFLOP/s (" << f.blocks_fwd << " blocks, "
+         << fixed(waves_fwd, 1) << " waves)";
+    if (backward) {
+      j << ", \"seconds_bwd\": " << f.seconds_bwd << ", \"tflops_bwd\": " << tf_bwd << ", \"blocks_bwd\": " << f.blocks_bwd
+        << ", \"waves_bwd\": " << waves_bwd;
+      line << "; backward " << fixed(f.seconds_bwd * 1e3, 2) << " ms " << fixed(tf_bwd, 1) << " TFLOP/s ("
+           << f.blocks_bwd << " blocks, " << fixed(waves_bwd, 1) << " waves)";
+    }
+    j << "}";
+    branch_json.push_back(j.str());
+    branch_lines.push_back(line.str());
+  }
   if (json) {
     std::ostringstream out;
     out << "{\"world_size\": 1, \"device\": \"cuda\", \"dtype\": " << json_string(to_string(dtype))
@@ -96,7 +122,9 @@ int run_cuda(const AttentionParams& params, Dtype dtype, int64_t B, int64_t N, i
           << ", \"gflops_bwd\": " << flops_bwd / figures.seconds_bwd / 1e9
           << ", \"backward_kernel\": " << json_string(figures.backward_kernel);
     out << ", \"device_bytes\": " << figures.device_bytes << ", \"forward_kernel\": " << json_string(figures.forward_kernel)
-        << "}\n";
+        << ", \"branches\": [";
+    for (size_t i = 0; i < branch_json.size(); ++i) out << (i ? ", " : "") << branch_json[i];
+    out << "]}\n";
     std::cout << out.str();
   } else {
     std::cout << "dilated attention on " << cuda_description() << "\n  N=" << N << " B=" << B << " H=" << H
@@ -110,6 +138,8 @@ int run_cuda(const AttentionParams& params, Dtype dtype, int64_t B, int64_t N, i
       std::cout << "  backward " << fixed(figures.seconds_bwd * 1e3, 2) << " ms  "
                 << fixed(flops_bwd / figures.seconds_bwd / 1e12, 1) << " TFLOP/s  (" << figures.backward_kernel
                 << ")\n";
+    if (!branch_lines.empty()) std::cout << "  per branch, launch by launch:\n";
+    for (const std::string& line : branch_lines) std::cout << line << "\n";
   }
   return 0;
 }
