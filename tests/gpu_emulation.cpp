@@ -7,7 +7,9 @@
 #include <deque>
 #include <memory>
 #include <stdexcept>
+#if !defined(__x86_64__)
 #include <ucontext.h>
+#endif
 #include <vector>
 
 namespace longctx::cuda::emulation {
@@ -16,8 +18,65 @@ thread_local EmulatedDim3 thread_idx, block_idx, block_dim, grid_dim;
 
 namespace {
 
-// The threads of one block are fibers (ucontext) of one host thread, switched at every barrier: a
-// collective costs a few context switches instead of OS-thread wake-ups.
+// The threads of one block are fibers of one host thread, switched at every barrier: a collective costs a
+// few context switches instead of OS-thread wake-ups. On x86-64 a switch is a handful of instructions
+// (fiber_switch below: the callee-saved registers and the stack pointer); elsewhere ucontext, whose
+// swapcontext makes a system call per switch (signal mask).
+#if defined(__x86_64__)
+// fiber_switch(save, load): stores this context's stack pointer in *save and resumes the one saved at
+// `load` (by fiber_switch, or laid out by start_stack).
+extern "C" void longctx_emulation_fiber_switch(void** save, void* load);
+asm(R"(
+  .text
+  .globl longctx_emulation_fiber_switch
+  .type longctx_emulation_fiber_switch, @function
+longctx_emulation_fiber_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size longctx_emulation_fiber_switch, .-longctx_emulation_fiber_switch
+)");
+
+struct Context {
+  void* sp = nullptr;
+};
+void switch_context(Context& from, Context& to) { longctx_emulation_fiber_switch(&from.sp, to.sp); }
+
+// A fresh stack whose first switch "returns" into entry(): six zero registers, then entry's address, then
+// a zero return address for entry (which never returns), so entry starts with the ABI's alignment.
+void start_stack(Context& context, char* stack, size_t size, void (*entry)()) {
+  auto top = reinterpret_cast<uintptr_t>(stack + size) & ~static_cast<uintptr_t>(15);
+  auto* slot = reinterpret_cast<void**>(top);
+  *--slot = nullptr;                               // entry's return address
+  *--slot = reinterpret_cast<void*>(entry);        // where the first switch's ret goes
+  for (int i = 0; i < 6; ++i) *--slot = nullptr;  // rbp, rbx, r12 .. r15
+  context.sp = slot;
+}
+#else
+struct Context {
+  ucontext_t uc;
+};
+void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+void start_stack(Context& context, char* stack, size_t size, void (*entry)()) {
+  getcontext(&context.uc);
+  context.uc.uc_stack.ss_sp = stack;
+  context.uc.uc_stack.ss_size = size;
+  context.uc.uc_link = nullptr;
+  makecontext(&context.uc, entry, 0);
+}
+#endif
 class Barrier;
 
 struct Copy {
@@ -38,8 +97,8 @@ struct Fiber {
   std::deque<std::vector<Copy>> committed;  // closed groups, oldest first
   std::vector<BulkReduce> bulk_open;        // cp.reduce.async.bulk, likewise
   std::deque<std::vector<BulkReduce>> bulk_committed;
-  ucontext_t context;
-  std::vector<char> stack;
+  Context context;
+  char* stack = nullptr;  // from the host thread's pool (stacks are reused by every block)
   unsigned id = 0;
   bool done = false;
   const Barrier* waiting_on = nullptr;  // resumed only once that barrier's generation moves on
@@ -47,7 +106,7 @@ struct Fiber {
 };
 
 struct Scheduler {
-  ucontext_t main;
+  Context main;
   std::vector<Fiber> fibers;
   size_t current = 0;
   const std::function<void()>* body = nullptr;
@@ -69,7 +128,7 @@ class Barrier {
     Fiber& me = scheduler->fibers[scheduler->current];
     me.waiting_on = this;
     me.waiting_generation = generation;
-    swapcontext(&me.context, &scheduler->main);
+    switch_context(me.context, scheduler->main);
     me.waiting_on = nullptr;
   }
   uint64_t generation() const { return generation_; }
@@ -121,10 +180,22 @@ struct Block {
 
 thread_local Block* current = nullptr;
 
+// Stack `index` of this host thread's pool, `bytes` long: allocated once, uninitialised (only the pages a
+// fiber touches are ever mapped), reused by every later block and launch.
+char* fiber_stack(size_t index, size_t bytes) {
+  thread_local std::vector<std::unique_ptr<char[]>> pool;
+  while (pool.size() <= index) pool.emplace_back(new char[bytes]);
+  return pool[index].get();
+}
+
+// A fiber's entry: the kernel body, then back to the scheduler for good (it never resumes a finished
+// fiber, and the entry has nowhere to return to).
 void fiber_main() {
   (*scheduler->body)();
-  scheduler->fibers[scheduler->current].done = true;
-  // returning resumes uc_link: the scheduler
+  Fiber& me = scheduler->fibers[scheduler->current];
+  me.done = true;
+  switch_context(me.context, scheduler->main);
+  std::abort();
 }
 
 Warp& my_warp() { return *current->warps[thread_idx.x / 32]; }
@@ -472,12 +543,8 @@ void launch(unsigned blocks, unsigned threads, size_t shared_bytes, const std::f
     for (unsigned t = 0; t < threads; ++t) {
       Fiber& f = s.fibers[t];
       f.id = t;
-      f.stack.resize(kStack);
-      getcontext(&f.context);
-      f.context.uc_stack.ss_sp = f.stack.data();
-      f.context.uc_stack.ss_size = f.stack.size();
-      f.context.uc_link = &s.main;
-      makecontext(&f.context, fiber_main, 0);
+      f.stack = fiber_stack(t, kStack);
+      start_stack(f.context, f.stack, kStack, fiber_main);
     }
     scheduler = &s;
     current = &block;
@@ -495,7 +562,7 @@ void launch(unsigned blocks, unsigned threads, size_t shared_bytes, const std::f
         ++resumed;
         s.current = t;
         thread_idx = {static_cast<unsigned>(t), 0, 0};
-        swapcontext(&s.main, &f.context);
+        switch_context(s.main, f.context);
         if (f.done && (!f.open.empty() || !f.committed.empty()))
           throw std::logic_error("emulation: a thread ended with cp.async copies never waited for");
         if (f.done && (!f.bulk_open.empty() || !f.bulk_committed.empty()))
