@@ -368,8 +368,8 @@ void check_registers_untouched(const WgmmaOp& op) {
   for (size_t t = 0; t < 128; ++t) {
     if (!op.a_from_shared && std::memcmp(op.a_registers[t], op.a[t].data(), sizeof(op.a[t])) != 0)
       wgmma_fault("A's registers were rewritten between the wgmma and its wait");
-    if (!op.d_at_issue.empty() &&
-        std::memcmp(op.d[t], &op.d_at_issue[t * static_cast<size_t>(op.n / 2)], sizeof(float) * static_cast<size_t>(op.n / 2)) != 0)
+    const size_t count = static_cast<size_t>(op.n / 2);
+    if (!op.d_at_issue.empty() && std::memcmp(op.d[t], &op.d_at_issue[t * count], sizeof(float) * count) != 0)
       wgmma_fault("accumulators were written between the wgmma and its wait");
   }
 }
@@ -433,9 +433,9 @@ void queue_wgmma(float* d, const uint32_t* a, uint64_t agreed, WgmmaOp op) {
     bool chained = false;
     for (const WgmmaOp& earlier : wg.queued) chained = chained || earlier.d == wg.d;
     if (!chained) {
-      op.d_at_issue.resize(128 * static_cast<size_t>(op.n / 2));
-      for (size_t t = 0; t < 128; ++t)
-        std::memcpy(&op.d_at_issue[t * static_cast<size_t>(op.n / 2)], wg.d[t], sizeof(float) * static_cast<size_t>(op.n / 2));
+      const size_t count = static_cast<size_t>(op.n / 2);
+      op.d_at_issue.resize(128 * count);
+      for (size_t t = 0; t < 128; ++t) std::memcpy(&op.d_at_issue[t * count], wg.d[t], sizeof(float) * count);
     }
     op.group = wg.open_group;
     wg.queued.push_back(op);
@@ -506,7 +506,8 @@ void bulk_reduce_add(float* gmem, const float* smem, uint32_t bytes) {
     wgmma_fault("bulk reduce: addresses must be 16-byte aligned");
   if (from < current->shared.data() || from + bytes > current->shared.data() + current->shared.size())
     wgmma_fault("bulk reduce: the source is not inside the block's shared memory");
-  scheduler->fibers[scheduler->current].bulk_open.push_back({gmem, smem, bytes, std::vector<float>(smem, smem + bytes / 4)});
+  scheduler->fibers[scheduler->current].bulk_open.push_back(
+      {gmem, smem, bytes, std::vector<float>(smem, smem + bytes / 4)});
 }
 
 void bulk_commit() {

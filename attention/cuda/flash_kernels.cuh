@@ -279,8 +279,10 @@ __device__ __forceinline__ void merge_into_output(const FlashArgs& a, const Flas
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int col = 8 * j + 2 * c + e;
-        if (col < a.head_dim)
-          out[col] = a.overwrite ? w_new[r] * acc[4 * j + 2 * r + e] : w_old[r] * out[col] + w_new[r] * acc[4 * j + 2 * r + e];
+        if (col < a.head_dim) {
+          const float fresh_part = w_new[r] * acc[4 * j + 2 * r + e];
+          out[col] = a.overwrite ? fresh_part : w_old[r] * out[col] + fresh_part;
+        }
       }
     if (c == 0) a.lse[index[r]] = merged[r];
   }
@@ -656,9 +658,10 @@ namespace longctx::cuda::LONGCTX_KERNELS {
 // the block rows 16 i .. 16 i + 15, so every thread holds two rows (g, g + 8) as in the mma.sync kernel.
 // Per step of 128 keys: S = Q K^T as D / 16 wgmma m64n128k16 (Q's fragments in registers, K from shared
 // memory), the online softmax on S's registers, then O += P V as 8 wgmma m64nDk16 (P from S's registers,
-// V from shared memory, MN-major), issued with the next step's S so that it runs during that softmax. Q, K and V tiles are in the no-swizzle core-matrix layout (tile_cm_*):
-// 16-byte row pieces in (row group, column chunk, row) order, so each thread's cp.async lands on
-// consecutive 16 bytes and ldmatrix / wgmma read whole 128-byte core matrices.
+// V from shared memory, MN-major), issued with the next step's S so that it runs during that softmax.
+// Q, K and V tiles are in the no-swizzle core-matrix layout (tile_cm_*): 16-byte row pieces in (row group,
+// column chunk, row) order, so each thread's cp.async lands on consecutive 16 bytes and ldmatrix / wgmma
+// read whole 128-byte core matrices.
 constexpr int kWgThreads = 256;
 constexpr int kWgBlockQ = 128;
 constexpr int kWgBlockK = 128;
@@ -1060,7 +1063,8 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) flash_backward_wgmma_kernel(
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         float* at = my_dq_stage + ((warp % 4) * 16 + g + 8 * r) * kWgDqStride<D> + 8 * j + 2 * c;
-        *reinterpret_cast<float2*>(at) = make_float2(dq_acc[4 * j + 2 * r] * a.scale, dq_acc[4 * j + 2 * r + 1] * a.scale);
+        *reinterpret_cast<float2*>(at) =
+            make_float2(dq_acc[4 * j + 2 * r] * a.scale, dq_acc[4 * j + 2 * r + 1] * a.scale);
       }
     fence_proxy_async();  // the rows, visible to the copy engine
     warpgroup_sync(wg);

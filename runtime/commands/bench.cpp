@@ -100,8 +100,8 @@ int run_cuda(const AttentionParams& params, Dtype dtype, int64_t B, int64_t N, i
          << fixed(f.seconds_fwd * 1e3, 2) << " ms " << fixed(tf_fwd, 1) << " TFLOP/s (" << f.blocks_fwd << " blocks, "
          << fixed(waves_fwd, 1) << " waves)";
     if (backward) {
-      j << ", \"seconds_bwd\": " << f.seconds_bwd << ", \"tflops_bwd\": " << tf_bwd << ", \"blocks_bwd\": " << f.blocks_bwd
-        << ", \"waves_bwd\": " << waves_bwd;
+      j << ", \"seconds_bwd\": " << f.seconds_bwd << ", \"tflops_bwd\": " << tf_bwd
+        << ", \"blocks_bwd\": " << f.blocks_bwd << ", \"waves_bwd\": " << waves_bwd;
       line << "; backward " << fixed(f.seconds_bwd * 1e3, 2) << " ms " << fixed(tf_bwd, 1) << " TFLOP/s ("
            << f.blocks_bwd << " blocks, " << fixed(waves_bwd, 1) << " waves)";
     }
