@@ -92,11 +92,27 @@ struct BulkReduce {
   std::vector<float> at_issue;  // the source then: the copy engine may read it any time up to the wait
 };
 
+// One thread's asynchronous operations of one kind: those not yet committed, then the closed groups, oldest
+// first. wait(n, perform) performs all but the newest n closed groups.
+template <class Op>
+struct AsyncGroups {
+  std::vector<Op> open;
+  std::deque<std::vector<Op>> committed;
+  void commit() {
+    committed.push_back(std::move(open));
+    open.clear();
+  }
+  template <class F>
+  void wait(int newest_left_pending, F&& perform) {
+    for (; committed.size() > static_cast<size_t>(newest_left_pending); committed.pop_front())
+      for (const Op& op : committed.front()) perform(op);
+  }
+  bool empty() const { return open.empty() && committed.empty(); }
+};
+
 struct Fiber {
-  std::vector<Copy> open;                  // cp.async copies not yet committed
-  std::deque<std::vector<Copy>> committed;  // closed groups, oldest first
-  std::vector<BulkReduce> bulk_open;        // cp.reduce.async.bulk, likewise
-  std::deque<std::vector<BulkReduce>> bulk_committed;
+  AsyncGroups<Copy> copies;       // cp.async
+  AsyncGroups<BulkReduce> bulks;  // cp.reduce.async.bulk
   Context context;
   char* stack = nullptr;  // from the host thread's pool (stacks are reused by every block)
   unsigned id = 0;
@@ -287,24 +303,16 @@ void ldmatrix_x4(uint32_t (&r)[4], const void* address, bool trans) {
 }
 
 void copy16(void* smem, const void* gmem, bool valid) {
-  scheduler->fibers[scheduler->current].open.push_back({smem, gmem, valid});
+  scheduler->fibers[scheduler->current].copies.open.push_back({smem, gmem, valid});
 }
 
-void copy_commit() {
-  Fiber& me = scheduler->fibers[scheduler->current];
-  me.committed.push_back(std::move(me.open));
-  me.open.clear();
-}
+void copy_commit() { scheduler->fibers[scheduler->current].copies.commit(); }
 
 void copy_wait(int newest_left_pending) {
-  Fiber& me = scheduler->fibers[scheduler->current];
-  while (me.committed.size() > static_cast<size_t>(newest_left_pending)) {
-    for (const Copy& c : me.committed.front()) {
-      if (c.valid) std::memcpy(c.to, c.from, 16);
-      else std::memset(c.to, 0, 16);
-    }
-    me.committed.pop_front();
-  }
+  scheduler->fibers[scheduler->current].copies.wait(newest_left_pending, [](const Copy& c) {
+    if (c.valid) std::memcpy(c.to, c.from, 16);
+    else std::memset(c.to, 0, 16);
+  });
 }
 
 float atomic_add(float* address, float value) {  // fibers of one host thread: no race
@@ -506,27 +514,19 @@ void bulk_reduce_add(float* gmem, const float* smem, uint32_t bytes) {
     wgmma_fault("bulk reduce: addresses must be 16-byte aligned");
   if (from < current->shared.data() || from + bytes > current->shared.data() + current->shared.size())
     wgmma_fault("bulk reduce: the source is not inside the block's shared memory");
-  scheduler->fibers[scheduler->current].bulk_open.push_back(
+  scheduler->fibers[scheduler->current].bulks.open.push_back(
       {gmem, smem, bytes, std::vector<float>(smem, smem + bytes / 4)});
 }
 
-void bulk_commit() {
-  Fiber& me = scheduler->fibers[scheduler->current];
-  me.bulk_committed.push_back(std::move(me.bulk_open));
-  me.bulk_open.clear();
-}
+void bulk_commit() { scheduler->fibers[scheduler->current].bulks.commit(); }
 
 void bulk_wait(int newest_left_pending) {
-  Fiber& me = scheduler->fibers[scheduler->current];
-  while (me.bulk_committed.size() > static_cast<size_t>(newest_left_pending)) {
-    for (const BulkReduce& r : me.bulk_committed.front()) {
-      if (std::memcmp(r.from, r.at_issue.data(), r.bytes) != 0)
-        wgmma_fault("bulk reduce: its shared source changed between the issue and the wait (a missing barrier "
-                    "before it, or a rewrite before wait_group.read)");
-      for (uint32_t i = 0; i < r.bytes / 4; ++i) r.to[i] += r.from[i];
-    }
-    me.bulk_committed.pop_front();
-  }
+  scheduler->fibers[scheduler->current].bulks.wait(newest_left_pending, [](const BulkReduce& r) {
+    if (std::memcmp(r.from, r.at_issue.data(), r.bytes) != 0)
+      wgmma_fault("bulk reduce: its shared source changed between the issue and the wait (a missing barrier "
+                  "before it, or a rewrite before wait_group.read)");
+    for (uint32_t i = 0; i < r.bytes / 4; ++i) r.to[i] += r.from[i];
+  });
 }
 
 void launch(unsigned blocks, unsigned threads, size_t shared_bytes, const std::function<void()>& body) {
@@ -564,9 +564,9 @@ void launch(unsigned blocks, unsigned threads, size_t shared_bytes, const std::f
         s.current = t;
         thread_idx = {static_cast<unsigned>(t), 0, 0};
         switch_context(s.main, f.context);
-        if (f.done && (!f.open.empty() || !f.committed.empty()))
+        if (f.done && !f.copies.empty())
           throw std::logic_error("emulation: a thread ended with cp.async copies never waited for");
-        if (f.done && (!f.bulk_open.empty() || !f.bulk_committed.empty()))
+        if (f.done && !f.bulks.empty())
           throw std::logic_error("emulation: a thread ended with bulk reductions never waited for");
       }
       if (running > 0 && resumed == 0)
