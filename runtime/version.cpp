@@ -9,6 +9,7 @@
 #include "comm/device_comm.hpp"
 
 #include "longctx_build_info.hpp"
+#include "longctx_git_hash.hpp"
 
 namespace longctx {
 
