@@ -274,8 +274,10 @@ int run(Invocation& invocation) {
 }  // namespace
 
 Command bench_attention_command() {
-  return {"bench attention", "time dilated attention on seeded in-memory inputs (GFLOP/s by the spec's counts)", "",
-          declare, run};
+  return {"bench attention",
+          "time dilated attention on seeded in-memory inputs (GFLOP/s by the spec's counts; bf16 / fp16 on cuda: "
+          "per branch too)",
+          "", declare, run};
 }
 
 }  // namespace longctx::cli
