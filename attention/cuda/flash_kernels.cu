@@ -93,6 +93,16 @@ KernelConfig kernel_config_typed(Kernel which, int64_t head_dim) {
         break;
     }
   });
+  int device = 0, allowed = 0;
+  LONGCTX_CHECK_CUDA(cudaGetDevice(&device));
+  LONGCTX_CHECK_CUDA(cudaDeviceGetAttribute(&allowed, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (k.smem > static_cast<size_t>(allowed)) {
+    const bool backward = which == Kernel::backward_mma || which == Kernel::backward_wgmma;
+    throw UsageError("--dtype bf16/fp16: the " + std::string(backward ? "backward" : "forward") +
+                     " kernel for head dim " + std::to_string(head_dim) + " needs " + std::to_string(k.smem / 1024) +
+                     " KiB of shared memory per block and this GPU allows " + std::to_string(allowed / 1024) +
+                     " KiB (a head dim <= 64 needs less; --dtype fp32 runs the reference kernels)");
+  }
   LONGCTX_CHECK_CUDA(
       cudaFuncSetAttribute(k.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(k.smem)));
   return k;
