@@ -49,49 +49,44 @@ static_assert(kBwdBlockQ % 16 == 0 && (kBwdThreads / 32) % (kBwdBlockQ / 16) == 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-template <class T> struct Elem;
-template <> struct Elem<__nv_bfloat16> {
+// The element type's conversions and its mma.sync m16n8k16 (bf16 or fp16 inputs, fp32 accumulators).
+#define LONGCTX_MMA_M16N8K16(TY)                                                                             \
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." TY "." TY ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "    \
+               "{%8,%9}, {%0,%1,%2,%3};\n"                                                                  \
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                                              \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
+template <class T> struct Elem {
+  static_assert(std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value, "Elem: bf16 or fp16");
+  static constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
   static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     uint32_t bits;
-    memcpy(&bits, &v, sizeof bits);
+    if constexpr (kBf16) {
+      const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+      memcpy(&bits, &v, sizeof bits);
+    } else {
+      const __half2 v = __floats2half2_rn(lo, hi);
+      memcpy(&bits, &v, sizeof bits);
+    }
     return bits;
   }
-  static __device__ __forceinline__ __nv_bfloat16 from(float x) { return __float2bfloat16_rn(x); }
-  static __device__ __forceinline__ float to(__nv_bfloat16 x) { return __bfloat162float(x); }
+  static __device__ __forceinline__ T from(float x) {
+    if constexpr (kBf16) return __float2bfloat16_rn(x);
+    else return __float2half_rn(x);
+  }
+  static __device__ __forceinline__ float to(T x) {
+    if constexpr (kBf16) return __bfloat162float(x);
+    else return __half2float(x);
+  }
   static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
 #ifdef LONGCTX_GPU_EMULATION
-    emulation::mma_m16n8k16(c, a, b0, b1, /*bf16=*/true);
+    emulation::mma_m16n8k16(c, a, b0, b1, kBf16);
 #else
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    if constexpr (kBf16) LONGCTX_MMA_M16N8K16("bf16");
+    else LONGCTX_MMA_M16N8K16("f16");
 #endif
   }
 };
-template <> struct Elem<__half> {
-  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-    const __half2 v = __floats2half2_rn(lo, hi);
-    uint32_t bits;
-    memcpy(&bits, &v, sizeof bits);
-    return bits;
-  }
-  static __device__ __forceinline__ __half from(float x) { return __float2half_rn(x); }
-  static __device__ __forceinline__ float to(__half x) { return __half2float(x); }
-  static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#ifdef LONGCTX_GPU_EMULATION
-    emulation::mma_m16n8k16(c, a, b0, b1, /*bf16=*/false);
-#else
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-  }
-};
+#undef LONGCTX_MMA_M16N8K16
 
 #ifdef LONGCTX_GPU_EMULATION
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p) { emulation::ldmatrix_x4(r, p, false); }
