@@ -238,8 +238,56 @@ __device__ __forceinline__ void add_pair(float* dq, int col, int head_dim, float
   if (col + 1 < head_dim) atomicAdd(dq + 1, y);
 }
 
-// ---- epilogues shared by the kernels: a thread's two rows (t, t + 8) of an accumulator laid out as mma's C
-// tiles, acc[4 j + 2 r + e] = row r (0: t, 1: t + 8), column 8 j + 2 c + e (c = lane % 4) ------------------
+// ---- softmax steps and epilogues shared by the kernels: a thread's two rows (t, t + 8) of scores or an
+// accumulator laid out as mma's C tiles, acc[4 j + 2 r + e] = row r (0: t, 1: t + 8), column 8 j + 2 c + e
+// (c = lane % 4) -----------------------------------------------------------------------------------------
+
+// Forward, one key tile: the thread's rows (t, t + 8) of S against COLS keys from key0 (s[4 n + e]: row
+// e / 2, key 8 n + 2 c + e % 2) to log2 units; keys past the selection and causal keys after the query
+// to -inf when the tile needs a mask (masked_tile).
+template <int COLS>
+__device__ __forceinline__ void scale_and_mask(float* s, const FlashArgs& a, const FlashProblem& p, int key0,
+                                               bool masked_tile, int t, float scale2) {
+  const int c = threadIdx.x % 4;
+#pragma unroll
+  for (int i = 0; i < COLS / 2; ++i) {
+    s[i] *= scale2;
+    if (masked_tile && key_hidden(p, key0 + (i / 4) * 8 + 2 * c + (i & 1), t + ((i % 4) >> 1) * 8, a.causal))
+      s[i] = -INFINITY;
+  }
+}
+
+// Then the online softmax on them: m becomes the rows' running max (a row's 4 threads agree on it), s
+// becomes P = exp2(s - max), l is rescaled and added to, and keep[r] is the factor for row r's output so
+// far.
+template <int COLS>
+__device__ __forceinline__ void online_softmax(float* s, float (&m)[2], float (&l)[2], float (&keep)[2]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float mx = m[r];
+#pragma unroll
+    for (int n = 0; n < COLS / 8; ++n) mx = fmaxf(mx, fmaxf(s[4 * n + 2 * r], s[4 * n + 2 * r + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float base = mx == -INFINITY ? 0.f : mx;
+    keep[r] = exp2f(m[r] - base);
+    m[r] = mx;
+    l[r] *= keep[r];
+#pragma unroll
+    for (int n = 0; n < COLS / 8; ++n) {
+      s[4 * n + 2 * r] = exp2f(s[4 * n + 2 * r] - base);
+      s[4 * n + 2 * r + 1] = exp2f(s[4 * n + 2 * r + 1] - base);
+      l[r] += s[4 * n + 2 * r] + s[4 * n + 2 * r + 1];
+    }
+  }
+}
+
+// Row r of an accumulator (COLS columns as above) times keep[r].
+template <int COLS>
+__device__ __forceinline__ void scale_rows(float* acc, const float (&keep)[2]) {
+#pragma unroll
+  for (int i = 0; i < COLS / 2; ++i) acc[i] *= keep[(i % 4) >> 1];
+}
 
 // Forward: merges the block's branch result (acc / l, max m in log2 units) into (o, lse) for query rows
 // t, t + 8: L = logaddexp(old, new); o = e^(old - L) o + e^(new - L) o_branch (old = -inf, unread, when
@@ -344,7 +392,7 @@ __global__ void __launch_bounds__(kFwdThreads) flash_forward_kernel(const FlashA
   const T* q = static_cast<const T*>(a.q);
   const T* k = static_cast<const T*>(a.k);
   const T* v = static_cast<const T*>(a.v);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
   const int row0 = warp * kFwdWarpRows;  // this warp's first query row in the tile; m-tile mt adds 16 mt
   const int key_end = forward_key_end(p, t0, kFwdBlockQ, a.causal);
   const int key_tiles = (key_end + kFwdBlockK - 1) / kFwdBlockK;
@@ -406,48 +454,18 @@ __global__ void __launch_bounds__(kFwdThreads) flash_forward_kernel(const FlashA
       }
     }
 
-    // Scores in log2 units; keys past the selection, and causal keys after the query, are -inf.
+    // Scores to log2 units and masked, then the online softmax per m-tile; the output so far rescaled.
     const int key0 = j * kFwdBlockK;
     const bool masked_tile = tile_needs_mask(p, key0, kFwdBlockK, t0, a.causal);
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
+      scale_and_mask<kFwdBlockK>(&s[mt][0][0], a, p, key0, masked_tile, t0 + row0 + 16 * mt + g, scale2);
 #pragma unroll
-      for (int n = 0; n < kFwdBlockK / 8; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          s[mt][n][e] *= scale2;
-          if (masked_tile) {
-            const int key = key0 + n * 8 + 2 * c + (e & 1), query = t0 + row0 + 16 * mt + g + (e >> 1) * 8;
-            if (key_hidden(p, key, query, a.causal)) s[mt][n][e] = -INFINITY;
-          }
-        }
-
-    // Online softmax for the thread's rows; a row's 4 threads agree on its max.
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        float mx = m[mt][r];
-#pragma unroll
-        for (int n = 0; n < kFwdBlockK / 8; ++n) mx = fmaxf(mx, fmaxf(s[mt][n][2 * r], s[mt][n][2 * r + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float base = mx == -INFINITY ? 0.f : mx;
-        const float keep = exp2f(m[mt][r] - base);
-        m[mt][r] = mx;
-        l[mt][r] *= keep;
-#pragma unroll
-        for (int d = 0; d < D / 8; ++d) {
-          acc[mt][d][2 * r] *= keep;
-          acc[mt][d][2 * r + 1] *= keep;
-        }
-#pragma unroll
-        for (int n = 0; n < kFwdBlockK / 8; ++n) {
-          s[mt][n][2 * r] = exp2f(s[mt][n][2 * r] - base);
-          s[mt][n][2 * r + 1] = exp2f(s[mt][n][2 * r + 1] - base);
-          l[mt][r] += s[mt][n][2 * r] + s[mt][n][2 * r + 1];
-        }
-      }
+    for (int mt = 0; mt < MT; ++mt) {
+      float keep[2];
+      online_softmax<kFwdBlockK>(&s[mt][0][0], m[mt], l[mt], keep);
+      scale_rows<D>(&acc[mt][0][0], keep);
+    }
 
     // O += P V, P straight from the score registers; each V fragment feeds every m-tile.
 #pragma unroll
@@ -704,7 +722,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) flash_forward_wgmma_kernel(cons
   const T* q = static_cast<const T*>(a.q);
   const T* k = static_cast<const T*>(a.k);
   const T* v = static_cast<const T*>(a.v);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
   const int row0 = warp * 16;  // this warp's first query row in the tile
   const int key_end = forward_key_end(p, t0, kWgBlockQ, a.causal);
   const int key_tiles = (key_end + kWgBlockK - 1) / kWgBlockK;
@@ -762,38 +780,12 @@ __global__ void __launch_bounds__(kWgThreads, 1) flash_forward_wgmma_kernel(cons
 #pragma unroll
       for (int x = 0; x < 4; ++x) fence_operand(pa[kc][x]);
   };
-  // The online softmax of S_j (waited) for the thread's two rows, a row's 4 threads agreeing on its max:
-  // scores in log2 units, keys past the selection and causal keys after the query -inf; S becomes P and
-  // O's factor goes to keep (O itself may be in flight).
+  // The online softmax of S_j (waited): S becomes P and O's factor goes to keep (O itself may be in flight).
   auto softmax = [&](int j) {
     const int key0 = j * kWgBlockK;
-    const bool masked_tile = tile_needs_mask(p, key0, kWgBlockK, t0, a.causal);
-#pragma unroll
-    for (int i = 0; i < kWgBlockK / 2; ++i) {
-      s[i] *= scale2;
-      if (masked_tile) {
-        const int key = key0 + (i / 4) * 8 + 2 * c + (i & 1), query = t0 + row0 + g + ((i % 4) >> 1) * 8;
-        if (key_hidden(p, key, query, a.causal)) s[i] = -INFINITY;
-      }
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float mx = m[r];
-#pragma unroll
-      for (int n = 0; n < kWgBlockK / 8; ++n) mx = fmaxf(mx, fmaxf(s[4 * n + 2 * r], s[4 * n + 2 * r + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float base = mx == -INFINITY ? 0.f : mx;
-      keep[r] = exp2f(m[r] - base);
-      m[r] = mx;
-      l[r] *= keep[r];
-#pragma unroll
-      for (int n = 0; n < kWgBlockK / 8; ++n) {
-        s[4 * n + 2 * r] = exp2f(s[4 * n + 2 * r] - base);
-        s[4 * n + 2 * r + 1] = exp2f(s[4 * n + 2 * r + 1] - base);
-        l[r] += s[4 * n + 2 * r] + s[4 * n + 2 * r + 1];
-      }
-    }
+    scale_and_mask<kWgBlockK>(s, a, p, key0, tile_needs_mask(p, key0, kWgBlockK, t0, a.causal), t0 + row0 + g,
+                              scale2);
+    online_softmax<kWgBlockK>(s, m, l, keep);
   };
   // P's A fragments straight from the score registers: keys 16 kc .. 16 kc + 15 are S's column tiles 2 kc
   // and 2 kc + 1.
@@ -839,13 +831,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) flash_forward_wgmma_kernel(cons
     softmax(j);
     wgmma_wait<0>();
     fence_registers();
-#pragma unroll
-    for (int d = 0; d < D / 8; ++d) {
-      acc[4 * d] *= keep[0];
-      acc[4 * d + 1] *= keep[0];
-      acc[4 * d + 2] *= keep[1];
-      acc[4 * d + 3] *= keep[1];
-    }
+    scale_rows<D>(acc, keep);
     pack_p();
   }
 
