@@ -66,7 +66,6 @@ void check_kernel_inputs(Dtype dtype, int64_t head_dim) {
                    std::to_string(kFlashMaxHeadDim) + " (use --dtype fp32)");
 }
 
-
 enum class Kernel { forward_mma, forward_wgmma, backward_mma, backward_wgmma };
 
 // The kernel for the element type and padded head dim, its dynamic shared memory and block size, with
@@ -176,13 +175,6 @@ int rows_per_block(Kernel which) {
   return 0;
 }
 
-// A launch that overwrites its outputs must select every row, or the rows it skips keep what was there.
-void check_overwrite(const Branch& branch, bool overwrite) {
-  if (overwrite && branch.dilation != 1)
-    throw InternalError("flash: a launch with dilation " + std::to_string(branch.dilation) +
-                        " cannot overwrite its outputs (it does not select every row)");
-}
-
 }  // namespace
 
 size_t element_bytes(Dtype dtype) { return dtype == Dtype::fp32 ? 4 : 2; }
@@ -229,12 +221,10 @@ bool flash_forward_begin(const AttentionDims& dims, const Schedule& schedule, fl
   return false;
 }
 
-
 void flash_forward_branch(const AttentionParams& params, const AttentionDims& dims, const Branch& branch,
                           Dtype dtype, const void* q, const void* k, const void* v, float* o, float* lse,
                           bool overwrite, cudaStream_t stream) {
   check_kernel_inputs(dtype, dims.head_dim);
-  check_overwrite(branch, overwrite);
   long long blocks = 0;
   const Kernel which = forward_kernel(dims.head_dim);
   const FlashArgs a = branch_args(params, dims, branch, rows_per_block(which), blocks);
@@ -245,7 +235,6 @@ void flash_forward_spanning(const AttentionParams& params, const AttentionDims& 
                             int member, int group, Dtype dtype, const void* q, const void* k_tiles,
                             const void* v_tiles, float* o, float* lse, bool overwrite, cudaStream_t stream) {
   check_kernel_inputs(dtype, local.head_dim);
-  check_overwrite(branch, overwrite);
   long long blocks = 0;
   const Kernel which = forward_kernel(local.head_dim);
   const FlashArgs a = spanning_args(params, local, branch, member, group, false, rows_per_block(which), blocks);
@@ -291,7 +280,6 @@ void flash_backward_branch(const AttentionParams& params, const AttentionDims& d
                            const float* lse, const float* delta, float* dq, float* dk, float* dv,
                            bool overwrite, cudaStream_t stream) {
   check_kernel_inputs(dtype, dims.head_dim);
-  check_overwrite(branch, overwrite);
   long long blocks = 0;
   const Kernel which = backward_kernel(dims.head_dim);
   const FlashArgs a = branch_args(params, dims, branch, rows_per_block(which), blocks);

@@ -1087,22 +1087,33 @@ inline bool first_launch_overwrites(const Schedule& schedule) {
   return !schedule.branches.empty() && schedule.branches.front().dilation == 1;
 }
 
+// FlashArgs::overwrite for `a`'s launch, checked: a launch that overwrites its outputs must select every
+// row (or the rows it skips keep what was there), and a spanning backward writes the gathered keys'
+// gradients, where keys no query of the rank sees get nothing.
+inline int overwrite_flag(const FlashArgs& a, bool overwrite, bool backward) {
+  if (overwrite && a.dilation != 1)
+    throw InternalError("flash: a launch with dilation " + std::to_string(a.dilation) +
+                        " cannot overwrite its outputs (it does not select every row)");
+  if (overwrite && backward && a.spanning)
+    throw InternalError("flash backward: a spanning launch cannot overwrite dk / dv");
+  return overwrite ? 1 : 0;
+}
+
 // `a` with the forward's / backward's tensors; `overwrite`: see FlashArgs::overwrite.
 inline FlashArgs with_forward_buffers(FlashArgs a, const void* q, const void* k, const void* v, float* o,
                                       float* lse, bool overwrite) {
+  a.overwrite = overwrite_flag(a, overwrite, false);
   a.q = q;
   a.k = k;
   a.v = v;
   a.o = o;
   a.lse = lse;
-  a.overwrite = overwrite ? 1 : 0;
   return a;
 }
 inline FlashArgs with_backward_buffers(FlashArgs a, const void* q, const void* k, const void* v, const void* dout,
                                        const float* lse, const float* delta, float* dq, float* dk, float* dv,
                                        bool overwrite) {
-  if (overwrite && a.spanning) throw InternalError("flash backward: a spanning launch cannot overwrite dk / dv");
-  a.overwrite = overwrite ? 1 : 0;
+  a.overwrite = overwrite_flag(a, overwrite, true);
   a.q = q;
   a.k = k;
   a.v = v;
