@@ -31,10 +31,13 @@ using cuda::DeviceMemory;
 
 // Forward / backward on device pointers in `dtype` (fp32: the exact kernels above; bf16 / fp16: the
 // tensor-core kernels). `delta` is scratch of B*N*H floats (unused by fp32).
+// `at_boundary`: between the half-precision kernels' launches (cuda::BranchBoundary; the fp32 kernel takes
+// all branches in one launch).
 void forward_on_device(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
-                       const void* k, const void* v, float* o, float* lse, cudaStream_t stream) {
+                       const void* k, const void* v, float* o, float* lse, cudaStream_t stream,
+                       const cuda::BranchBoundary& at_boundary = nullptr) {
   if (dtype != Dtype::fp32) {
-    cuda::flash_forward(params, dims, dtype, q, k, v, o, lse, stream);
+    cuda::flash_forward(params, dims, dtype, q, k, v, o, lse, stream, at_boundary);
     return;
   }
   const Launch launch = prepare(params, dims);
@@ -46,9 +49,10 @@ void forward_on_device(const AttentionParams& params, const AttentionDims& dims,
 
 void backward_on_device(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
                         const void* k, const void* v, const void* dout, const float* o, const float* lse,
-                        float* delta, float* dq, float* dk, float* dv, cudaStream_t stream) {
+                        float* delta, float* dq, float* dk, float* dv, cudaStream_t stream,
+                        const cuda::BranchBoundary& at_boundary = nullptr) {
   if (dtype != Dtype::fp32) {
-    cuda::flash_backward(params, dims, dtype, q, k, v, dout, o, lse, delta, dq, dk, dv, stream);
+    cuda::flash_backward(params, dims, dtype, q, k, v, dout, o, lse, delta, dq, dk, dv, stream, at_boundary);
     return;
   }
   const Launch launch = prepare(params, dims);
@@ -182,60 +186,35 @@ void CudaAttention::backward(const AttentionParams& params, const Tensor& q, con
 
 namespace {
 
-// The half-precision pass again, launch by launch between CUDA events: each branch's device seconds
-// (median over `iters`) and its grid.
-std::vector<CudaBenchFigures::BranchFigures> time_branches(const AttentionParams& params, const AttentionDims& dims,
-                                                           Dtype dtype, int iters, bool backward, const void* q,
-                                                           const void* k, const void* v, const void* dout, float* o,
-                                                           float* lse, float* delta, float* dq, float* dk, float* dv) {
-  const std::vector<Branch>& branches = params.schedule.branches;
-  const size_t nb = branches.size();
-  std::vector<cudaEvent_t> marks(nb + 1);
-  for (cudaEvent_t& e : marks) LONGCTX_CHECK_CUDA(cudaEventCreate(&e));
-  std::vector<std::vector<double>> fwd(nb), bwd(nb);
-  auto collect = [&](std::vector<std::vector<double>>& into) {
-    LONGCTX_CHECK_CUDA(cudaEventSynchronize(marks[nb]));
-    for (size_t i = 0; i < nb; ++i) {
+// CUDA events between one pass's branch launches (cuda::BranchBoundary), and each branch's seconds over
+// the passes.
+class BranchTimes {
+ public:
+  explicit BranchTimes(size_t branches) : marks_(branches + 1), seconds_(branches) {
+    for (cudaEvent_t& e : marks_) LONGCTX_CHECK_CUDA(cudaEventCreate(&e));
+  }
+  ~BranchTimes() {
+    for (cudaEvent_t& e : marks_) cudaEventDestroy(e);
+  }
+  BranchTimes(const BranchTimes&) = delete;
+  BranchTimes& operator=(const BranchTimes&) = delete;
+  cuda::BranchBoundary recorder() {
+    return [this](size_t b) { LONGCTX_CHECK_CUDA(cudaEventRecord(marks_[b], nullptr)); };
+  }
+  // After a pass whose events have completed.
+  void collect() {
+    for (size_t i = 0; i + 1 < marks_.size(); ++i) {
       float ms = 0;
-      LONGCTX_CHECK_CUDA(cudaEventElapsedTime(&ms, marks[i], marks[i + 1]));
-      into[i].push_back(ms * 1e-3);
+      LONGCTX_CHECK_CUDA(cudaEventElapsedTime(&ms, marks_[i], marks_[i + 1]));
+      seconds_[i].push_back(ms * 1e-3);
     }
-  };
-  for (int it = 0; it < iters; ++it) {
-    bool overwrite = cuda::flash_forward_begin(dims, params.schedule, o, lse, nullptr);
-    LONGCTX_CHECK_CUDA(cudaEventRecord(marks[0], nullptr));
-    for (size_t i = 0; i < nb; ++i) {
-      cuda::flash_forward_branch(params, dims, branches[i], dtype, q, k, v, o, lse, overwrite, nullptr);
-      overwrite = false;
-      LONGCTX_CHECK_CUDA(cudaEventRecord(marks[i + 1], nullptr));
-    }
-    collect(fwd);
-    if (!backward) continue;
-    overwrite = cuda::flash_backward_begin(dims, params.schedule, true, dtype, dout, o, delta, dq, dk, dv, nullptr);
-    LONGCTX_CHECK_CUDA(cudaEventRecord(marks[0], nullptr));
-    for (size_t i = 0; i < nb; ++i) {
-      cuda::flash_backward_branch(params, dims, branches[i], dtype, q, k, v, dout, lse, delta, dq, dk, dv, overwrite,
-                                  nullptr);
-      overwrite = false;
-      LONGCTX_CHECK_CUDA(cudaEventRecord(marks[i + 1], nullptr));
-    }
-    collect(bwd);
   }
-  for (cudaEvent_t& e : marks) cudaEventDestroy(e);
-  std::vector<CudaBenchFigures::BranchFigures> figures(nb);
-  for (size_t i = 0; i < nb; ++i) {
-    const cuda::FlashGrid f = cuda::flash_grid(params, dims, branches[i], dtype, false);
-    figures[i].seconds_fwd = median_of(fwd[i]);
-    figures[i].blocks_fwd = f.blocks;
-    figures[i].resident_fwd = f.resident;
-    if (!backward) continue;
-    const cuda::FlashGrid b = cuda::flash_grid(params, dims, branches[i], dtype, true);
-    figures[i].seconds_bwd = median_of(bwd[i]);
-    figures[i].blocks_bwd = b.blocks;
-    figures[i].resident_bwd = b.resident;
-  }
-  return figures;
-}
+  double median(size_t branch) const { return median_of(seconds_[branch]); }
+
+ private:
+  std::vector<cudaEvent_t> marks_;
+  std::vector<std::vector<double>> seconds_;
+};
 
 }  // namespace
 
@@ -268,23 +247,43 @@ CudaBenchFigures cuda_bench_attention(const AttentionParams& params, const Atten
     LONGCTX_CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
     return ms * 1e-3;
   };
+  // Half precision: events between the branches' launches too (one launch each), in the same passes.
+  const bool per_branch = dtype != Dtype::fp32;
+  const size_t nb = params.schedule.branches.size();
+  BranchTimes fwd_branches(nb), bwd_branches(nb);
   std::vector<double> fwd, bwd;
   for (int it = 0; it < warmup + iters; ++it) {
-    const double f = timed([&] { forward_on_device(params, dims, dtype, q.get(), k.get(), v.get(), o.get<float>(), lse.get<float>(), nullptr); });
-    if (it >= warmup) fwd.push_back(f);
+    const bool kept = it >= warmup;
+    const double f = timed([&] {
+      forward_on_device(params, dims, dtype, q.get(), k.get(), v.get(), o.get<float>(), lse.get<float>(), nullptr,
+                        per_branch ? fwd_branches.recorder() : nullptr);
+    });
+    if (kept) fwd.push_back(f);
+    if (kept && per_branch) fwd_branches.collect();
     if (backward) {
       const double b = timed([&] {
         backward_on_device(params, dims, dtype, q.get(), k.get(), v.get(), dout.get(), o.get<float>(),
                            lse.get<float>(), delta.get<float>(), dq.get<float>(), dk.get<float>(), dv.get<float>(),
-                           nullptr);
+                           nullptr, per_branch ? bwd_branches.recorder() : nullptr);
       });
-      if (it >= warmup) bwd.push_back(b);
+      if (kept) bwd.push_back(b);
+      if (kept && per_branch) bwd_branches.collect();
     }
   }
-  if (dtype != Dtype::fp32) figures.branches = time_branches(params, dims, dtype, iters, backward, q.get(), k.get(),
-                                                              v.get(), dout.get(), o.get<float>(), lse.get<float>(),
-                                                              delta.get<float>(), dq.get<float>(), dk.get<float>(),
-                                                              dv.get<float>());
+  for (size_t i = 0; per_branch && i < nb; ++i) {
+    CudaBenchFigures::BranchFigures branch;
+    const cuda::FlashGrid f = cuda::flash_grid(params, dims, params.schedule.branches[i], dtype, false);
+    branch.seconds_fwd = fwd_branches.median(i);
+    branch.blocks_fwd = f.blocks;
+    branch.resident_fwd = f.resident;
+    if (backward) {
+      const cuda::FlashGrid b = cuda::flash_grid(params, dims, params.schedule.branches[i], dtype, true);
+      branch.seconds_bwd = bwd_branches.median(i);
+      branch.blocks_bwd = b.blocks;
+      branch.resident_bwd = b.resident;
+    }
+    figures.branches.push_back(branch);
+  }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   figures.forward_kernel = dtype == Dtype::fp32 ? "fp32 reference" : cuda::flash_forward_kernel_name(dims.head_dim);

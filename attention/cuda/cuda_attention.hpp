@@ -46,7 +46,7 @@ struct CudaBenchFigures {
   std::string backward_kernel;  // empty without backward
   // Per branch in schedule order, for the half-precision kernels (one launch per branch; empty for fp32,
   // whose kernel takes all branches at once): its launch's device seconds (median over the timed
-  // iterations, timed again launch by launch), its blocks, and the blocks the GPU runs at once.
+  // iterations, from CUDA events between the launches), its blocks, and the blocks the GPU runs at once.
   struct BranchFigures {
     double seconds_fwd = 0, seconds_bwd = 0;
     long long blocks_fwd = 0, blocks_bwd = 0, resident_fwd = 0, resident_bwd = 0;

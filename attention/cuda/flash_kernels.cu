@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "attention/cuda/flash_kernels.cuh"
 #include "attention/cuda/flash_kernels.hpp"
@@ -243,13 +244,16 @@ void flash_forward_spanning(const AttentionParams& params, const AttentionDims& 
 }
 
 void flash_forward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
-                   const void* k, const void* v, float* o, float* lse, cudaStream_t stream) {
+                   const void* k, const void* v, float* o, float* lse, cudaStream_t stream,
+                   const BranchBoundary& at_boundary) {
   check_kernel_inputs(dtype, dims.head_dim);
-  bool overwrite = flash_forward_begin(dims, params.schedule, o, lse, stream);
-  for (const Branch& branch : params.schedule.branches) {
-    flash_forward_branch(params, dims, branch, dtype, q, k, v, o, lse, overwrite, stream);
-    overwrite = false;
+  const bool overwrite = flash_forward_begin(dims, params.schedule, o, lse, stream);
+  const std::vector<Branch>& branches = params.schedule.branches;
+  for (size_t b = 0; b < branches.size(); ++b) {
+    if (at_boundary) at_boundary(b);
+    flash_forward_branch(params, dims, branches[b], dtype, q, k, v, o, lse, overwrite && b == 0, stream);
   }
+  if (at_boundary) at_boundary(branches.size());
 }
 
 bool flash_backward_begin(const AttentionDims& dims, const Schedule& schedule, bool branch0_local, Dtype dtype,
@@ -301,13 +305,16 @@ void flash_backward_spanning(const AttentionParams& params, const AttentionDims&
 
 void flash_backward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
                     const void* k, const void* v, const void* dout, const float* o, const float* lse, float* delta,
-                    float* dq, float* dk, float* dv, cudaStream_t stream) {
+                    float* dq, float* dk, float* dv, cudaStream_t stream, const BranchBoundary& at_boundary) {
   check_kernel_inputs(dtype, dims.head_dim);
-  bool overwrite = flash_backward_begin(dims, params.schedule, true, dtype, dout, o, delta, dq, dk, dv, stream);
-  for (const Branch& branch : params.schedule.branches) {
-    flash_backward_branch(params, dims, branch, dtype, q, k, v, dout, lse, delta, dq, dk, dv, overwrite, stream);
-    overwrite = false;
+  const bool overwrite = flash_backward_begin(dims, params.schedule, true, dtype, dout, o, delta, dq, dk, dv, stream);
+  const std::vector<Branch>& branches = params.schedule.branches;
+  for (size_t b = 0; b < branches.size(); ++b) {
+    if (at_boundary) at_boundary(b);
+    flash_backward_branch(params, dims, branches[b], dtype, q, k, v, dout, lse, delta, dq, dk, dv, overwrite && b == 0,
+                          stream);
   }
+  if (at_boundary) at_boundary(branches.size());
 }
 
 }  // namespace longctx::cuda

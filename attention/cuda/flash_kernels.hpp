@@ -18,6 +18,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <functional>
 #include <string>
 
 #include "attention/attention.hpp"
@@ -40,9 +41,15 @@ struct FlashGrid {
 FlashGrid flash_grid(const AttentionParams& params, const AttentionDims& dims, const Branch& branch, Dtype dtype,
                      bool backward);
 
+// Called, when given, with b = 0 .. branches between a pass's launches: before branch b's launch is
+// enqueued on the stream (after the pass's fills), and with b = branches after the last one (the bench
+// records CUDA events there to time each branch).
+using BranchBoundary = std::function<void(size_t)>;
+
 // bf16 or fp16 (UsageError for anything else, naming --dtype).
 void flash_forward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
-                   const void* k, const void* v, float* o, float* lse, cudaStream_t stream);
+                   const void* k, const void* v, float* o, float* lse, cudaStream_t stream,
+                   const BranchBoundary& at_boundary = nullptr);
 
 // The same in steps, for callers that mix local and spanning branches (the distributed path): begin,
 // then the branches in schedule order. begin returns whether branch 0's launch overwrites o and lse (it
@@ -64,7 +71,7 @@ void flash_forward_spanning(const AttentionParams& params, const AttentionDims& 
 // `delta` is scratch of B*N*H floats. dq, dk, dv are overwritten.
 void flash_backward(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, const void* q,
                     const void* k, const void* v, const void* dout, const float* o, const float* lse, float* delta,
-                    float* dq, float* dk, float* dv, cudaStream_t stream);
+                    float* dq, float* dk, float* dv, cudaStream_t stream, const BranchBoundary& at_boundary = nullptr);
 
 // In steps: begin (delta = rowsum(dout o); dq = 0), then branches, which add into dq, dk, dv. begin
 // returns whether branch 0's launch overwrites dk and dv (it is local, `branch0_local`, with dilation 1),
