@@ -264,6 +264,10 @@ void stride_gather(const float* tensor, int64_t first_index, int64_t stride, int
 
 }  // namespace
 
+bool branch_is_local(const Branch& branch, int64_t global_len, int64_t local_len) {
+  return effective_segment_length(branch, global_len) <= local_len;
+}
+
 void check_shardable(const Schedule& schedule, int64_t seq_len, int world_size) {
   if (seq_len % world_size != 0) {
     std::ostringstream message;
@@ -306,7 +310,7 @@ struct Split {
 Split split_schedule(const Schedule& schedule, int64_t global_len, int64_t local_len) {
   Split split;
   for (const Branch& branch : schedule.branches)
-    (effective_segment_length(branch, global_len) <= local_len ? split.local : split.spanning).branches.push_back(branch);
+    (branch_is_local(branch, global_len, local_len) ? split.local : split.spanning).branches.push_back(branch);
   return split;
 }
 

@@ -45,6 +45,10 @@ struct SequenceParallelStats {
 // multiple of N / P, naming the segment length and N / P.
 void check_shardable(const Schedule& schedule, int64_t seq_len, int world_size);
 
+// Whether `branch` is LOCAL when N = global_len rows are split into shards of local_len (its segments lie
+// inside one shard); otherwise it spans ranks.
+bool branch_is_local(const Branch& branch, int64_t global_len, int64_t local_len);
+
 class SequenceParallelAttention {
  public:
   // `comm` spans the ranks that share the sequence; it must outlive this object.

@@ -66,9 +66,6 @@ void reorder(const cuda::SpanLayout& lay, size_t es, char* blocks, char* k_tiles
   }
 }
 
-// Whether a branch's segments stay inside each rank's L of the N rows (else they span ranks).
-bool runs_locally(const Branch& branch, int64_t N, int64_t L) { return effective_segment_length(branch, N) <= L; }
-
 }  // namespace
 
 // One spanning branch's layout on this rank (cuda::SpanLayout) and its device buffers.
@@ -151,7 +148,7 @@ size_t CudaSequenceParallel::start_next_gather(const AttentionParams& params, co
                                                std::vector<std::unique_ptr<Gathered>>& gathered, size_t next) {
   const std::vector<Branch>& branches = params.schedule.branches;
   const int64_t L = local.seq_len, N = L * comm_.size();
-  while (next < branches.size() && runs_locally(branches[next], N, L)) ++next;
+  while (next < branches.size() && branch_is_local(branches[next], N, L)) ++next;
   if (next == branches.size()) return next;
   gathered[next] = std::make_unique<Gathered>();
   begin_gather(params, local, branches[next], k, v, *gathered[next]);
@@ -215,7 +212,7 @@ void CudaSequenceParallel::backward(const AttentionParams& params, const Attenti
   const int64_t L = local.seq_len, N = L * comm_.size(), B = local.batch, H = local.heads, D = local.head_dim;
   check_shardable(params.schedule, N, comm_.size());
   DeviceMemory delta(static_cast<size_t>(B * L * H) * sizeof(float));
-  const bool branch0_local = !params.schedule.branches.empty() && runs_locally(params.schedule.branches[0], N, L);
+  const bool branch0_local = !params.schedule.branches.empty() && branch_is_local(params.schedule.branches[0], N, L);
   bool overwrite = cuda::flash_backward_begin(local, params.schedule, branch0_local, dtype_, dout, o,
                                               delta.get<float>(), dq, dk, dv, nullptr);  // branch 0 runs first
   auto on_local = [&](const Branch& branch) {
