@@ -15,10 +15,9 @@ longctx_mpi_test(test_sequence_parallel SOURCES test_sequence_parallel.cpp DEPS 
 # The tensor-core kernels' row arithmetic, on the host (every build).
 longctx_test(test_flash_layout SOURCES test_flash_layout.cpp DEPS longctx_attention)
 longctx_test(test_flash_emulation SOURCES test_flash_emulation.cpp DEPS longctx_attention)
-# The kernels' own source on the CPU (GPU emulation: a host thread per GPU thread), every build.
-find_package(Threads REQUIRED)
+# The kernels' own source on the CPU (GPU emulation: a fiber per GPU thread), every build.
 longctx_test(test_flash_kernels_emulated SOURCES test_flash_kernels_emulated.cpp gpu_emulation.cpp
-             DEPS longctx_attention Threads::Threads)
+             DEPS longctx_attention)
 
 # CUDA backend vs the reference (skips without a GPU or without CUDA in the build).
 longctx_test(test_attention_cuda SOURCES test_attention_cuda.cpp DEPS longctx_attention)

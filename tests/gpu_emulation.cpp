@@ -418,9 +418,16 @@ void wgmma_fence() {}
 
 namespace {
 
-// Every thread of the warpgroup posts its accumulator address (and A registers, if any) and a hash of the
-// operands they must agree on; the first thread checks the agreement and queues `op` with the posts.
-void queue_wgmma(float* d, const uint32_t* a, uint64_t agreed, WgmmaOp op) {
+// A hash of the operands every thread of the warpgroup must agree on.
+uint64_t agreement(const WgmmaOp& op) {
+  return op.desc ^ (op.desc_a * 0x9e3779b97f4a7c15ull) ^ (static_cast<uint64_t>(op.n) << 1) ^
+         (op.accumulate ? 0x9e3779b97f4a7c15ull : 0) ^ (op.trans_a ? 0x2545f4914f6cdd1dull : 0) ^
+         (op.trans_b ? 0xc2b2ae3d27d4eb4full : 0) ^ (op.bf16 ? 0x165667b19e3779f9ull : 0);
+}
+
+// Every thread of the warpgroup posts its accumulator address (and A registers, if any) and the hash of
+// its operands; the first thread checks the agreement and queues `op` with the posts.
+void queue_wgmma(float* d, const uint32_t* a, WgmmaOp op) {
   if (op.n < 8 || op.n > 256 || op.n % 8 != 0) wgmma_fault("n must be a multiple of 8 in [8, 256]");
   Warpgroup& wg = my_warpgroup();
   const size_t me = thread_idx.x % 128;
@@ -428,7 +435,7 @@ void queue_wgmma(float* d, const uint32_t* a, uint64_t agreed, WgmmaOp op) {
     for (int r = 0; r < 4; ++r) wg.a[me][static_cast<size_t>(r)] = a[r];
   wg.a_registers[me] = a;
   wg.d[me] = d;
-  wg.uniform[me] = agreed;
+  wg.uniform[me] = agreement(op);
   wg.barrier.wait();
   if (me == 0) {
     for (uint64_t u : wg.uniform)
@@ -451,36 +458,30 @@ void queue_wgmma(float* d, const uint32_t* a, uint64_t agreed, WgmmaOp op) {
   wg.barrier.wait();
 }
 
-uint64_t agreement(const WgmmaOp& op) {
-  return op.desc ^ (op.desc_a * 0x9e3779b97f4a7c15ull) ^ (static_cast<uint64_t>(op.n) << 1) ^
-         (op.accumulate ? 0x9e3779b97f4a7c15ull : 0) ^ (op.trans_a ? 0x2545f4914f6cdd1dull : 0) ^
-         (op.trans_b ? 0xc2b2ae3d27d4eb4full : 0) ^ (op.bf16 ? 0x165667b19e3779f9ull : 0);
+// The operation's B and shape; A from registers until wgmma_ss says otherwise.
+WgmmaOp wgmma_op(int n, uint64_t desc_b, bool accumulate, bool trans_b, bool bf16) {
+  WgmmaOp op;
+  op.n = n;
+  op.desc = desc_b;
+  op.accumulate = accumulate;
+  op.trans_b = trans_b;
+  op.bf16 = bf16;
+  return op;
 }
 
 }  // namespace
 
 void wgmma_rs(float* d, int n, const uint32_t (&a)[4], uint64_t desc_b, bool accumulate, bool trans_b, bool bf16) {
-  WgmmaOp op;
-  op.n = n;
-  op.desc = desc_b;
-  op.accumulate = accumulate;
-  op.trans_b = trans_b;
-  op.bf16 = bf16;
-  queue_wgmma(d, a, agreement(op), op);
+  queue_wgmma(d, a, wgmma_op(n, desc_b, accumulate, trans_b, bf16));
 }
 
 void wgmma_ss(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool accumulate, bool trans_a, bool trans_b,
               bool bf16) {
-  WgmmaOp op;
-  op.n = n;
-  op.desc = desc_b;
+  WgmmaOp op = wgmma_op(n, desc_b, accumulate, trans_b, bf16);
   op.desc_a = desc_a;
   op.a_from_shared = true;
   op.trans_a = trans_a;
-  op.accumulate = accumulate;
-  op.trans_b = trans_b;
-  op.bf16 = bf16;
-  queue_wgmma(d, nullptr, agreement(op), op);
+  queue_wgmma(d, nullptr, op);
 }
 
 void wgmma_commit() {

@@ -24,7 +24,6 @@ std::unique_ptr<comm::Communicator> world() {
   return c;
 }
 
-
 struct Case {
   const char* name;
   std::vector<int64_t> w, r;  // segment lengths in units of rows-per-rank L when negative (-k -> k L)

@@ -23,7 +23,6 @@ using longctx::testing::random_tensor;
 using longctx::testing::relative_error;
 using longctx::testing::rows_of;
 
-
 struct Case {
   const char* name;
   std::vector<int64_t> w, r;  // -k means k L
