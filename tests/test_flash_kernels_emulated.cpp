@@ -50,42 +50,14 @@ Tensor back(const std::vector<T>& x, const Shape& shape) {
   return t;
 }
 
-// The kernels: forward and backward, each on mma.sync and on wgmma (Hopper).
-enum class Kernel { forward_mma, forward_wgmma, backward_mma, backward_wgmma };
+using K::Kernel;
+using K::rows_per_block;
 
-int rows_per_block(Kernel kernel) {
-  switch (kernel) {
-    case Kernel::forward_mma: return kFwdBlockQ;
-    case Kernel::forward_wgmma: return K::kWgBlockQ;
-    case Kernel::backward_mma: return kBwdBlockK;
-    case Kernel::backward_wgmma: return K::kWgBwdBlockK;
-  }
-  return 0;
-}
-
-// One branch's launch of `kernel`, emulated, for the element type and the padded head dim.
+// One branch's launch of `kernel`, emulated, for the element type and the head dim.
 template <class T>
 void run(Kernel kernel, const K::FlashArgs& a, long long blocks, int64_t head_dim) {
-  K::with_padded_head_dim(head_dim, [&](auto d) {
-    constexpr int D = decltype(d)::value;
-    size_t smem = K::forward_smem_bytes<T, D>();
-    unsigned threads = kFwdThreads;
-    void (*body)(const K::FlashArgs) = K::flash_forward_kernel<T, D>;
-    if (kernel == Kernel::forward_wgmma) {
-      smem = K::forward_wgmma_smem_bytes<T, D>();
-      threads = K::kWgThreads;
-      body = K::flash_forward_wgmma_kernel<T, D>;
-    } else if (kernel == Kernel::backward_mma) {
-      smem = K::backward_smem_bytes<T, D>();
-      threads = kBwdThreads;
-      body = K::flash_backward_kernel<T, D>;
-    } else if (kernel == Kernel::backward_wgmma) {
-      smem = K::backward_wgmma_smem_bytes<T, D>();
-      threads = K::kWgBwdThreads;
-      body = K::flash_backward_wgmma_kernel<T, D>;
-    }
-    emulation::launch(static_cast<unsigned>(blocks), threads, smem, [&] { body(a); });
-  });
+  const K::KernelConfig k = K::kernel_config<T>(kernel, head_dim);
+  emulation::launch(static_cast<unsigned>(blocks), static_cast<unsigned>(k.threads), k.smem, [&] { k.kernel(a); });
 }
 
 // delta = rowsum(dout * o), from the element-type dout as the delta kernel computes it.

@@ -67,32 +67,10 @@ void check_kernel_inputs(Dtype dtype, int64_t head_dim) {
                    std::to_string(kFlashMaxHeadDim) + " (use --dtype fp32)");
 }
 
-enum class Kernel { forward_mma, forward_wgmma, backward_mma, backward_wgmma };
-
-// The kernel for the element type and padded head dim, its dynamic shared memory and block size, with
-// that shared memory allowed for it.
-struct KernelConfig {
-  void (*kernel)(const FlashArgs) = nullptr;
-  size_t smem = 0;
-  int threads = 0;
-};
-
-template <class T>
-KernelConfig kernel_config_typed(Kernel which, int64_t head_dim) {
-  KernelConfig k;
-  with_padded_head_dim(head_dim, [&](auto d) {
-    constexpr int D = decltype(d)::value;
-    switch (which) {
-      case Kernel::backward_mma: k = {flash_backward_kernel<T, D>, backward_smem_bytes<T, D>(), kBwdThreads}; break;
-      case Kernel::backward_wgmma:
-        k = {flash_backward_wgmma_kernel<T, D>, backward_wgmma_smem_bytes<T, D>(), kWgBwdThreads};
-        break;
-      case Kernel::forward_mma: k = {flash_forward_kernel<T, D>, forward_smem_bytes<T, D>(), kFwdThreads}; break;
-      case Kernel::forward_wgmma:
-        k = {flash_forward_wgmma_kernel<T, D>, forward_wgmma_smem_bytes<T, D>(), kWgThreads};
-        break;
-    }
-  });
+// kernel_config for `dtype`, with its shared memory allowed for it (a clear error where the GPU has less).
+KernelConfig checked_config(Kernel which, Dtype dtype, int64_t head_dim) {
+  const KernelConfig k = dtype == Dtype::bf16 ? kernel_config<__nv_bfloat16>(which, head_dim)
+                                              : kernel_config<__half>(which, head_dim);
   int device = 0, allowed = 0;
   LONGCTX_CHECK_CUDA(cudaGetDevice(&device));
   LONGCTX_CHECK_CUDA(cudaDeviceGetAttribute(&allowed, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
@@ -108,14 +86,9 @@ KernelConfig kernel_config_typed(Kernel which, int64_t head_dim) {
   return k;
 }
 
-KernelConfig kernel_config(Kernel which, Dtype dtype, int64_t head_dim) {
-  return dtype == Dtype::bf16 ? kernel_config_typed<__nv_bfloat16>(which, head_dim)
-                              : kernel_config_typed<__half>(which, head_dim);
-}
-
 // One branch's launch.
 void launch(Kernel which, Dtype dtype, const FlashArgs& a, long long blocks, int64_t head_dim, cudaStream_t stream) {
-  const KernelConfig k = kernel_config(which, dtype, head_dim);
+  const KernelConfig k = checked_config(which, dtype, head_dim);
   k.kernel<<<static_cast<unsigned>(blocks), k.threads, k.smem, stream>>>(a);
   LONGCTX_CHECK_CUDA(cudaGetLastError());
 }
@@ -165,17 +138,6 @@ Kernel backward_kernel(int64_t head_dim) {
   return use_wgmma("LONGCTX_FLASH_BACKWARD", head_dim) ? Kernel::backward_wgmma : Kernel::backward_mma;
 }
 
-// Rows of the sparse space per block: queries (forward) or keys (backward).
-int rows_per_block(Kernel which) {
-  switch (which) {
-    case Kernel::forward_mma: return kFwdBlockQ;
-    case Kernel::forward_wgmma: return kWgBlockQ;
-    case Kernel::backward_mma: return kBwdBlockK;
-    case Kernel::backward_wgmma: return kWgBwdBlockK;
-  }
-  return 0;
-}
-
 }  // namespace
 
 size_t element_bytes(Dtype dtype) { return dtype == Dtype::fp32 ? 4 : 2; }
@@ -186,7 +148,7 @@ FlashGrid flash_grid(const AttentionParams& params, const AttentionDims& dims, c
   const Kernel which = backward ? backward_kernel(dims.head_dim) : forward_kernel(dims.head_dim);
   FlashGrid grid;
   branch_args(params, dims, branch, rows_per_block(which), grid.blocks);
-  const KernelConfig k = kernel_config(which, dtype, dims.head_dim);
+  const KernelConfig k = checked_config(which, dtype, dims.head_dim);
   int per_sm = 0, device = 0, sms = 0;
   LONGCTX_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k.kernel, k.threads, k.smem));
   LONGCTX_CHECK_CUDA(cudaGetDevice(&device));

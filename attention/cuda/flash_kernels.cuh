@@ -1145,6 +1145,46 @@ constexpr size_t backward_smem_bytes() {
          static_cast<size_t>(kBwdBlockQ) * (kBwdBlockK + kPad) * sizeof(T) + 4 * kBwdBlockQ * sizeof(float);
 }
 
+// The four kernels: forward and backward, each on mma.sync and on wgmma (Hopper).
+enum class Kernel { forward_mma, forward_wgmma, backward_mma, backward_wgmma };
+
+// Rows of the sparse space per block: queries (forward) or keys (backward).
+inline int rows_per_block(Kernel which) {
+  switch (which) {
+    case Kernel::forward_mma: return kFwdBlockQ;
+    case Kernel::forward_wgmma: return kWgBlockQ;
+    case Kernel::backward_mma: return kBwdBlockK;
+    case Kernel::backward_wgmma: return kWgBwdBlockK;
+  }
+  return 0;
+}
+
+// A kernel for element type T and a head dim: its entry (instantiated at the padded head dim), dynamic
+// shared memory and block size.
+struct KernelConfig {
+  void (*kernel)(const FlashArgs) = nullptr;
+  size_t smem = 0;
+  int threads = 0;
+};
+template <class T>
+KernelConfig kernel_config(Kernel which, int64_t head_dim) {
+  KernelConfig k;
+  with_padded_head_dim(head_dim, [&](auto d) {
+    constexpr int D = decltype(d)::value;
+    switch (which) {
+      case Kernel::backward_mma: k = {flash_backward_kernel<T, D>, backward_smem_bytes<T, D>(), kBwdThreads}; break;
+      case Kernel::backward_wgmma:
+        k = {flash_backward_wgmma_kernel<T, D>, backward_wgmma_smem_bytes<T, D>(), kWgBwdThreads};
+        break;
+      case Kernel::forward_mma: k = {flash_forward_kernel<T, D>, forward_smem_bytes<T, D>(), kFwdThreads}; break;
+      case Kernel::forward_wgmma:
+        k = {flash_forward_wgmma_kernel<T, D>, forward_wgmma_smem_bytes<T, D>(), kWgThreads};
+        break;
+    }
+  });
+  return k;
+}
+
 // Arguments for branch `branch` over `dims` (local mode), and its grid size in blocks of
 // `rows_per_block` sparse rows.
 inline FlashArgs branch_args(const AttentionParams& params, const AttentionDims& dims, const Branch& branch,
