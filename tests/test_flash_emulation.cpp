@@ -174,7 +174,6 @@ TEST(FlashEmulation, OneGpuMatchesReference) {
       }
 }
 
-
 // The distributed driver, emulated for all P ranks in one process: local branches on each rank's rows;
 // spanning branches from tiles laid out by SpanLayout (what pack + all-gatherv + reorder produce), and
 // dK / dV summed over the group onto the owners' rows (what reduce-scatter + add_rows do).

@@ -26,7 +26,6 @@
 
 namespace longctx {
 
-
 class CudaSequenceParallel {
  public:
   // `comm` (device buffers) spans the ranks that share the sequence; it must outlive this object.
