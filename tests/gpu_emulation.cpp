@@ -5,7 +5,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <map>
 #include <memory>
+#include <set>
 #include <stdexcept>
 #if !defined(__x86_64__)
 #include <ucontext.h>
@@ -530,12 +532,49 @@ void bulk_wait(int newest_left_pending) {
   });
 }
 
+namespace {
+// Rows counted per order counter and branch, this launch; the counters the running block waited on.
+std::map<const int*, std::vector<int>> counted_rows;
+std::set<const int*> waited_on;
+}  // namespace
+
+void add_count(int* counter, int value, int branch) {
+  if (branch > 0 && waited_on.count(counter) == 0) {
+    std::fprintf(stderr,
+                 "emulation: block %u of branch %d counts rows it wrote without having waited for earlier branches' "
+                 "rows there\n",
+                 block_idx.x, branch);
+    std::abort();
+  }
+  *counter += value;
+  std::vector<int>& rows = counted_rows[counter];
+  if (rows.size() <= static_cast<size_t>(branch)) rows.resize(static_cast<size_t>(branch) + 1, 0);
+  rows[static_cast<size_t>(branch)] += value;
+}
+
+void wait_for_count(const int* counter, int expected, int branch) {
+  int earlier = 0;
+  const auto it = counted_rows.find(counter);
+  for (int e = 0; it != counted_rows.end() && e < branch && e < static_cast<int>(it->second.size()); ++e)
+    earlier += it->second[static_cast<size_t>(e)];
+  waited_on.insert(counter);
+  if (expected == earlier && *counter >= expected) return;
+  std::fprintf(stderr,
+               "emulation: block %u of branch %d waits for %d rows written and earlier branches wrote %d there (%d "
+               "in all): on a GPU it would %s\n",
+               block_idx.x, branch, expected, earlier, *counter,
+               expected > earlier ? "wait for ever" : "write before them");
+  std::abort();
+}
+
 void launch(unsigned blocks, unsigned threads, size_t shared_bytes, const std::function<void()>& body) {
   if (threads % 32 != 0) throw std::invalid_argument("emulation: threads must be whole warps");
+  counted_rows.clear();
   constexpr size_t kStack = 256 * 1024;
   for (unsigned b = 0; b < blocks; ++b) {
     Block block;
     block.shared.assign(shared_bytes, 0xff);
+    waited_on.clear();
     block.barrier = std::make_unique<Barrier>(static_cast<int>(threads));
     for (unsigned w = 0; w < threads / 32; ++w) block.warps.push_back(std::make_unique<Warp>());
     for (unsigned w = 0; w < threads / 128; ++w) block.warpgroups.push_back(std::make_unique<Warpgroup>());

@@ -22,6 +22,7 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
+#define __grid_constant__
 
 struct EmulatedDim3 {
   unsigned x = 0, y = 0, z = 0;
@@ -72,6 +73,14 @@ void warpgroup_sync();
 void bulk_reduce_add(float* gmem, const float* smem, uint32_t bytes);
 void bulk_commit();
 void bulk_wait(int newest_left_pending);
+
+// A fused launch's order counters. add_count adds `value` rows of branch `branch`; wait_for_count(counter,
+// expected, branch) is a block of that branch waiting for *counter >= expected. Blocks run one after
+// another here, so every earlier block has finished: a wait must expect exactly the rows that earlier
+// branches' blocks counted there (more: on a GPU it would spin until its watchdog; fewer: it would
+// write before them), else a fault. Counts are kept per launch.
+void add_count(int* counter, int value, int branch);
+void wait_for_count(const int* counter, int expected, int branch);
 
 // Runs body() as `threads` threads of each of `blocks` blocks, with `shared_bytes` of shared memory each.
 void launch(unsigned blocks, unsigned threads, size_t shared_bytes, const std::function<void()>& body);

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "attention/reference.hpp"
@@ -87,6 +88,81 @@ bool prepare_key_gradients(const Schedule& schedule, Tensor& dk, Tensor& dv) {
   return overwrite;
 }
 
+// All of `launches` (local branches, schedule order) as one fused launch, emulated; then every order
+// counter must hold the rows all the branches select in its chunk, and every tile must have been taken.
+template <class T>
+void run_fused(Kernel kernel, const std::vector<K::FlashArgs>& launches, const std::vector<long long>& blocks,
+               const AttentionParams& params, const AttentionDims& dims) {
+  const K::KernelConfig k = K::kernel_config<T>(kernel, dims.head_dim);
+  unsigned next_tile = 0;
+  std::vector<int> written(K::order_counters(dims), 0);
+  long long total = 0;
+  const K::FusedArgs f = K::fused_args(launches, blocks, dims, k.smem, &next_tile, written.data(), total);
+  emulation::launch(static_cast<unsigned>(total), static_cast<unsigned>(k.threads), f.slot + K::kFusedSlotBytes,
+                    [&] { k.fused(f); });
+  EXPECT_EQ(next_tile, static_cast<unsigned>(total));
+  const int64_t N = dims.seq_len, H = dims.heads;
+  for (int64_t b = 0; b < dims.batch; ++b)
+    for (int64_t c = 0; c < f.chunks; ++c)
+      for (int64_t h = 0; h < H; ++h) {
+        int64_t all = 0;
+        for (const Branch& branch : params.schedule.branches)
+          all += selected_between(c * kOrderChunk, std::min((c + 1) * kOrderChunk, N), N,
+                                  effective_segment_length(branch, N), branch.dilation,
+                                  head_offset(h, branch.dilation, H, params.offsets));
+        ASSERT_EQ(written[static_cast<size_t>((b * f.chunks + c) * H + h)], all)
+            << "b=" << b << " chunk " << c << " h=" << h;
+      }
+}
+
+// A forward and the backward on its (o, lse): one launch per branch, or `fused`.
+struct Results {
+  Tensor o, lse, dq, dk, dv;
+};
+template <class T>
+Results run_passes(const AttentionParams& params, const AttentionDims& dims, const std::vector<T>& q16,
+                   const std::vector<T>& k16, const std::vector<T>& v16, const std::vector<T>& do16, Kernel forward,
+                   Kernel backward, bool fused) {
+  const Shape shape{dims.batch, dims.seq_len, dims.heads, dims.head_dim};
+  Results x{Tensor(shape), Tensor(lse_shape(shape)), Tensor(shape), Tensor(shape), Tensor(shape)};
+  std::vector<K::FlashArgs> launches;
+  std::vector<long long> blocks;
+  bool overwrite = prepare_outputs(params.schedule, x.o, x.lse);
+  for (const Branch& branch : params.schedule.branches) {
+    blocks.push_back(0);
+    launches.push_back(
+        K::with_forward_buffers(K::branch_args(params, dims, branch, rows_per_block(forward), blocks.back()),
+                                q16.data(), k16.data(), v16.data(), x.o.data(), x.lse.data(), overwrite));
+    if (!fused) run<T>(forward, launches.back(), blocks.back(), dims.head_dim);
+    overwrite = false;
+  }
+  if (fused) run_fused<T>(forward, launches, blocks, params, dims);
+
+  const std::vector<float> delta = delta_of(do16, x.o, dims.head_dim);
+  launches.clear();
+  blocks.clear();
+  overwrite = prepare_key_gradients(params.schedule, x.dk, x.dv);
+  for (const Branch& branch : params.schedule.branches) {
+    blocks.push_back(0);
+    launches.push_back(K::with_backward_buffers(
+        K::branch_args(params, dims, branch, rows_per_block(backward), blocks.back()), q16.data(), k16.data(),
+        v16.data(), do16.data(), x.lse.data(), delta.data(), x.dq.data(), x.dk.data(), x.dv.data(), overwrite));
+    if (!fused) run<T>(backward, launches.back(), blocks.back(), dims.head_dim);
+    overwrite = false;
+  }
+  if (fused) run_fused<T>(backward, launches, blocks, params, dims);
+  return x;
+}
+
+AttentionDims dims_of(const AttentionCase& c) {
+  AttentionDims dims;
+  dims.batch = c.B;
+  dims.seq_len = c.N;
+  dims.heads = c.H;
+  dims.head_dim = c.D;
+  return dims;
+}
+
 // The forward, then the backward on its (o, lse), vs the reference on the rounded inputs.
 template <class T>
 void check_local(const AttentionCase& c, bool causal, HeadOffsets offsets, double tol_fwd, double tol_bwd,
@@ -96,43 +172,39 @@ void check_local(const AttentionCase& c, bool causal, HeadOffsets offsets, doubl
   const Tensor q = random_tensor(shape, seed, 1.5f), k = random_tensor(shape, seed + 1, 1.5f),
                v = random_tensor(shape, seed + 2), dout = random_tensor(shape, seed + 3);
   const std::vector<T> q16 = convert<T>(q), k16 = convert<T>(k), v16 = convert<T>(v), do16 = convert<T>(dout);
-  AttentionDims dims;
-  dims.batch = c.B;
-  dims.seq_len = c.N;
-  dims.heads = c.H;
-  dims.head_dim = c.D;
-  Tensor o(shape), lse(lse_shape(shape));
-  bool overwrite = prepare_outputs(params.schedule, o, lse);
-  for (const Branch& branch : params.schedule.branches) {
-    long long blocks = 0;
-    K::FlashArgs a = K::with_forward_buffers(
-        K::branch_args(params, dims, branch, rows_per_block(forward), blocks),
-        q16.data(), k16.data(), v16.data(), o.data(), lse.data(), overwrite);
-    run<T>(forward, a, blocks, c.D);
-    overwrite = false;
-  }
+  const Results x = run_passes(params, dims_of(c), q16, k16, v16, do16, forward, backward, false);
   Tensor o_ref, lse_ref, dq_ref, dk_ref, dv_ref;
   const Tensor qr = back(q16, shape), kr = back(k16, shape), vr = back(v16, shape), dor = back(do16, shape);
   reference_forward(params, qr, kr, vr, o_ref, lse_ref);
-  EXPECT_LE(relative_error(o, o_ref), tol_fwd) << "o";
-  EXPECT_LE(relative_error(lse, lse_ref), 1e-5) << "lse";
-
-  const std::vector<float> delta = delta_of(do16, o, c.D);
-  Tensor dq(shape), dk(shape), dv(shape);
-  overwrite = prepare_key_gradients(params.schedule, dk, dv);
-  for (const Branch& branch : params.schedule.branches) {
-    long long blocks = 0;
-    K::FlashArgs a = K::with_backward_buffers(
-        K::branch_args(params, dims, branch, rows_per_block(backward), blocks),
-        q16.data(), k16.data(), v16.data(), do16.data(), lse.data(), delta.data(), dq.data(), dk.data(), dv.data(),
-        overwrite);
-    run<T>(backward, a, blocks, c.D);
-    overwrite = false;
-  }
+  EXPECT_LE(relative_error(x.o, o_ref), tol_fwd) << "o";
+  EXPECT_LE(relative_error(x.lse, lse_ref), 1e-5) << "lse";
   reference_backward(params, qr, kr, vr, o_ref, lse_ref, dor, dq_ref, dk_ref, dv_ref);
-  EXPECT_LE(relative_error(dq, dq_ref), tol_bwd) << "dq";
-  EXPECT_LE(relative_error(dk, dk_ref), tol_bwd) << "dk";
-  EXPECT_LE(relative_error(dv, dv_ref), tol_bwd) << "dv";
+  EXPECT_LE(relative_error(x.dq, dq_ref), tol_bwd) << "dq";
+  EXPECT_LE(relative_error(x.dk, dk_ref), tol_bwd) << "dk";
+  EXPECT_LE(relative_error(x.dv, dv_ref), tol_bwd) << "dv";
+}
+
+// The fused launches give the same bits as one launch per branch (blocks run in the order they take their
+// tiles here, so dq's additions come in the same order too).
+template <class T>
+void check_fused(const AttentionCase& c, bool causal, HeadOffsets offsets, uint64_t seed, Kernel forward,
+                 Kernel backward) {
+  const AttentionParams params = c.params(causal, offsets);
+  const Shape shape = c.shape();
+  const std::vector<T> q16 = convert<T>(random_tensor(shape, seed, 1.5f)),
+                       k16 = convert<T>(random_tensor(shape, seed + 1, 1.5f)),
+                       v16 = convert<T>(random_tensor(shape, seed + 2)),
+                       do16 = convert<T>(random_tensor(shape, seed + 3));
+  const Results one = run_passes(params, dims_of(c), q16, k16, v16, do16, forward, backward, false);
+  const Results all = run_passes(params, dims_of(c), q16, k16, v16, do16, forward, backward, true);
+  auto same_bits = [](const Tensor& a, const Tensor& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), static_cast<size_t>(a.size()) * sizeof(float)) == 0;
+  };
+  EXPECT_TRUE(same_bits(one.o, all.o)) << "o";
+  EXPECT_TRUE(same_bits(one.lse, all.lse)) << "lse";
+  EXPECT_TRUE(same_bits(one.dq, all.dq)) << "dq";
+  EXPECT_TRUE(same_bits(one.dk, all.dk)) << "dk";
+  EXPECT_TRUE(same_bits(one.dv, all.dv)) << "dv";
 }
 
 std::vector<AttentionCase> small_cases() {
@@ -189,6 +261,27 @@ TEST(FlashKernelsEmulated, WgmmaKernelsMatchReference) {
   const AttentionCase c{"fp16", 1, 90, 2, 40, {32, 90}, {1, 2}};
   SCOPED_TRACE("fp16 causal");
   check_local<__half>(c, true, HeadOffsets::paper, 4e-3, 1e-2, 11, Kernel::forward_wgmma, Kernel::backward_wgmma);
+}
+
+// All branches in one launch, both families: several branches (o / lse merged and dk / dv added by several
+// blocks per row, in schedule order), a schedule whose branch 0 is dilated (nothing overwrites), a segment
+// longer than a chunk with dilations above and below kOrderChunk's row spacing, and a short last segment.
+TEST(FlashKernelsEmulated, FusedLaunchesMatchOneLaunchPerBranch) {
+  const std::vector<AttentionCase> cases = {
+      {"three_branches", 2, 96, 3, 16, {16, 48, 96}, {1, 2, 4}},
+      {"dilated_first", 1, 60, 2, 16, {20, 60}, {2, 1}},
+      {"chunks", 1, 1300, 2, 32, {128, 1300}, {1, 600}},
+      {"short_last_segment", 1, 530, 4, 24, {256, 512}, {1, 3}},
+  };
+  uint64_t seed = 400;
+  for (const AttentionCase& c : cases)
+    for (bool causal : {false, true}) {
+      SCOPED_TRACE(c.name + (causal ? " causal" : " full"));
+      check_fused<__nv_bfloat16>(c, causal, HeadOffsets::paper, seed += 4, Kernel::forward_mma, Kernel::backward_mma);
+      if (c.D % 8 == 0)
+        check_fused<__nv_bfloat16>(c, causal, HeadOffsets::grouped, seed += 4, Kernel::forward_wgmma,
+                                   Kernel::backward_wgmma);
+    }
 }
 
 // A branch spanning 2 emulated ranks of L = 70 rows (rank 1's queries start at sparse index 70 = 6 mod 64),

@@ -4,6 +4,7 @@
 // spanning branch's rows. Runs without a GPU: the index math of the GPU path is checked in every build.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 #include <tuple>
 #include <vector>
@@ -54,6 +55,39 @@ TEST(FlashLayout, LocalProblemsAreTheSelectedRows) {
             }
           }
     }
+}
+
+// The fused launches' counts (flash_kernels.cuh, BranchOrder): the rows a branch selects in a range of
+// positions, against the segments' enumeration; and the rows of an arithmetic run that fall in a range.
+TEST(FlashLayout, SelectedBetweenCountsTheSegmentsSelection) {
+  for (auto [N, w, r] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {37, 8, 1}, {37, 16, 2}, {200, 64, 3}, {301, 300, 5}, {50, 64, 4}, {520, 7, 3}, {600, 600, 300}}) {
+    const int64_t segment = w < N ? w : N;
+    for (int64_t o = 0; o < r; ++o) {
+      std::vector<int64_t> all;
+      for (int64_t begin = 0; begin < N; begin += segment)
+        for (int64_t p : brute_selection(begin, std::min(segment, N - begin), r, o)) all.push_back(p);
+      for (int64_t lo = 0; lo <= N; lo += 13)
+        for (int64_t hi = lo; hi <= N + 5; hi += 29) {
+          const int64_t want = std::count_if(all.begin(), all.end(), [&](int64_t p) { return p >= lo && p < hi; });
+          EXPECT_EQ(selected_between(lo, hi, N, segment, r, o), want)
+              << "N=" << N << " w=" << w << " r=" << r << " o=" << o << " [" << lo << ", " << hi << ")";
+        }
+    }
+  }
+}
+
+TEST(FlashLayout, RowsBetweenCountsARun) {
+  for (int64_t first : {0, 5, 300})
+    for (int64_t r : {1, 2, 7, 256, 300})
+      for (int64_t count : {1, 3, 128})
+        for (int64_t lo = 0; lo < first + count * r + 10; lo += 11)
+          for (int64_t hi = lo; hi < first + count * r + 300; hi += 97) {
+            int64_t want = 0;
+            for (int64_t t = 0; t < count; ++t) want += first + t * r >= lo && first + t * r < hi;
+            EXPECT_EQ(rows_between(first, r, count, lo, hi), want)
+                << first << " " << r << " " << count << " [" << lo << ", " << hi << ")";
+          }
 }
 
 // One segment of g L rows shared by g ranks: member m's queries are its own selected rows (local row

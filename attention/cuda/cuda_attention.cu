@@ -247,9 +247,14 @@ CudaBenchFigures cuda_bench_attention(const AttentionParams& params, const Atten
     LONGCTX_CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
     return ms * 1e-3;
   };
-  // Half precision: events between the branches' launches too (one launch each), in the same passes.
-  const bool per_branch = dtype != Dtype::fp32;
+  // Half precision, one launch per branch: events between the launches too, in the same passes.
   const size_t nb = params.schedule.branches.size();
+  const bool half = dtype != Dtype::fp32;
+  const bool fused_fwd = half && cuda::flash_fuses(params, dims, dtype, false);
+  const bool fused_bwd = backward && half && cuda::flash_fuses(params, dims, dtype, true);
+  const bool per_branch = half && !fused_fwd && !fused_bwd;
+  figures.launches_fwd = half && !fused_fwd ? static_cast<int>(nb) : 1;
+  figures.launches_bwd = backward ? (half && !fused_bwd ? static_cast<int>(nb) : 1) : 0;
   BranchTimes fwd_branches(nb), bwd_branches(nb);
   std::vector<double> fwd, bwd;
   for (int it = 0; it < warmup + iters; ++it) {

@@ -44,9 +44,11 @@ struct CudaBenchFigures {
   uint64_t device_bytes = 0;   // inputs, outputs and scratch held on the device
   std::string forward_kernel;   // which kernels ran: "wgmma (sm_90a)", "mma.sync" or "fp32 reference"
   std::string backward_kernel;  // empty without backward
-  // Per branch in schedule order, for the half-precision kernels (one launch per branch; empty for fp32,
-  // whose kernel takes all branches at once): its launch's device seconds (median over the timed
-  // iterations, from CUDA events between the launches), its blocks, and the blocks the GPU runs at once.
+  int launches_fwd = 0, launches_bwd = 0;  // attention kernel launches per pass (1: all branches in one)
+  // Per branch in schedule order, when the half-precision kernels ran one launch per branch (empty for
+  // fp32, whose kernel takes all branches at once, and for fused launches, cuda::flash_fuses): its launch's
+  // device seconds (median over the timed iterations, from CUDA events between the launches), its blocks,
+  // and the blocks the GPU runs at once.
   struct BranchFigures {
     double seconds_fwd = 0, seconds_bwd = 0;
     long long blocks_fwd = 0, blocks_bwd = 0, resident_fwd = 0, resident_bwd = 0;

@@ -67,22 +67,28 @@ void check_kernel_inputs(Dtype dtype, int64_t head_dim) {
                    std::to_string(kFlashMaxHeadDim) + " (use --dtype fp32)");
 }
 
-// kernel_config for `dtype`, with its shared memory allowed for it (a clear error where the GPU has less).
-KernelConfig checked_config(Kernel which, Dtype dtype, int64_t head_dim) {
+// kernel_config for `dtype`, with its shared memory allowed for the per-branch kernel or, `fused`, the
+// fused one (a clear error where the GPU has less).
+KernelConfig checked_config(Kernel which, Dtype dtype, int64_t head_dim, bool fused = false) {
   const KernelConfig k = dtype == Dtype::bf16 ? kernel_config<__nv_bfloat16>(which, head_dim)
                                               : kernel_config<__half>(which, head_dim);
+  const size_t smem = fused ? k.smem + kFusedSlotBytes : k.smem;
   int device = 0, allowed = 0;
   LONGCTX_CHECK_CUDA(cudaGetDevice(&device));
   LONGCTX_CHECK_CUDA(cudaDeviceGetAttribute(&allowed, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  if (k.smem > static_cast<size_t>(allowed)) {
+  if (smem > static_cast<size_t>(allowed)) {
     const bool backward = which == Kernel::backward_mma || which == Kernel::backward_wgmma;
     throw UsageError("--dtype bf16/fp16: the " + std::string(backward ? "backward" : "forward") +
-                     " kernel for head dim " + std::to_string(head_dim) + " needs " + std::to_string(k.smem / 1024) +
+                     " kernel for head dim " + std::to_string(head_dim) + " needs " + std::to_string(smem / 1024) +
                      " KiB of shared memory per block and this GPU allows " + std::to_string(allowed / 1024) +
                      " KiB (a head dim <= 64 needs less; --dtype fp32 runs the reference kernels)");
   }
-  LONGCTX_CHECK_CUDA(
-      cudaFuncSetAttribute(k.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(k.smem)));
+  if (fused)
+    LONGCTX_CHECK_CUDA(
+        cudaFuncSetAttribute(k.fused, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  else
+    LONGCTX_CHECK_CUDA(
+        cudaFuncSetAttribute(k.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   return k;
 }
 
@@ -91,6 +97,23 @@ void launch(Kernel which, Dtype dtype, const FlashArgs& a, long long blocks, int
   const KernelConfig k = checked_config(which, dtype, head_dim);
   k.kernel<<<static_cast<unsigned>(blocks), k.threads, k.smem, stream>>>(a);
   LONGCTX_CHECK_CUDA(cudaGetLastError());
+}
+
+// One launch for all of `launches` (local branches, schedule order) and its counters, allocated and
+// zeroed in stream order, freed after it.
+void launch_fused(Kernel which, Dtype dtype, const std::vector<FlashArgs>& launches,
+                  const std::vector<long long>& blocks, const AttentionDims& dims, cudaStream_t stream) {
+  const KernelConfig k = checked_config(which, dtype, dims.head_dim, true);
+  const size_t bytes = 16 + order_counters(dims) * sizeof(int);
+  void* scratch = nullptr;
+  LONGCTX_CHECK_CUDA(cudaMallocAsync(&scratch, bytes, stream));
+  LONGCTX_CHECK_CUDA(cudaMemsetAsync(scratch, 0, bytes, stream));
+  long long total = 0;
+  const FusedArgs f = fused_args(launches, blocks, dims, k.smem, static_cast<unsigned*>(scratch),
+                                 reinterpret_cast<int*>(static_cast<unsigned char*>(scratch) + 16), total);
+  k.fused<<<static_cast<unsigned>(total), k.threads, f.slot + kFusedSlotBytes, stream>>>(f);
+  LONGCTX_CHECK_CUDA(cudaGetLastError());
+  LONGCTX_CHECK_CUDA(cudaFreeAsync(scratch, stream));
 }
 
 // Whether the current GPU runs this binary's sm_90a code (wgmma): a compute 9.0 GPU loads the sm_90a
@@ -157,6 +180,35 @@ FlashGrid flash_grid(const AttentionParams& params, const AttentionDims& dims, c
   return grid;
 }
 
+bool flash_fuses(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, bool backward) {
+  const char* env = std::getenv("LONGCTX_FLASH_FUSE");
+  const std::string choice = env ? env : "auto";
+  if (choice != "auto" && choice != "on" && choice != "off")
+    throw UsageError("LONGCTX_FLASH_FUSE=" + choice + ": expected auto, on or off");
+  const std::vector<Branch>& branches = params.schedule.branches;
+  if (choice == "off" || branches.size() < 2) return false;
+  if (branches.size() > static_cast<size_t>(kMaxFusedBranches)) {
+    if (choice == "on")
+      throw UsageError("LONGCTX_FLASH_FUSE=on: a fused launch takes up to " + std::to_string(kMaxFusedBranches) +
+                       " branches; the schedule has " + std::to_string(branches.size()));
+    return false;
+  }
+  if (choice == "on") return true;
+  // Not where the fused kernel spills registers (the per-branch one does not; ptxas for sm_90a: the
+  // mma.sync backward at head dim 128, a family Hopper runs only when told to).
+  const Kernel which = backward ? backward_kernel(dims.head_dim) : forward_kernel(dims.head_dim);
+  const KernelConfig k = dtype == Dtype::bf16 ? kernel_config<__nv_bfloat16>(which, dims.head_dim)
+                                              : kernel_config<__half>(which, dims.head_dim);
+  cudaFuncAttributes attributes{};
+  LONGCTX_CHECK_CUDA(cudaFuncGetAttributes(&attributes, k.fused));
+  if (attributes.localSizeBytes > 0) return false;
+  for (const Branch& branch : branches) {
+    const FlashGrid grid = flash_grid(params, dims, branch, dtype, backward);
+    if (grid.blocks < kFuseBelowWaves * grid.resident) return true;
+  }
+  return false;
+}
+
 std::string flash_forward_kernel_name(int64_t head_dim) {
   return forward_kernel(head_dim) == Kernel::forward_wgmma ? "wgmma (sm_90a)" : "mma.sync";
 }
@@ -211,6 +263,16 @@ void flash_forward(const AttentionParams& params, const AttentionDims& dims, Dty
   check_kernel_inputs(dtype, dims.head_dim);
   const bool overwrite = flash_forward_begin(dims, params.schedule, o, lse, stream);
   const std::vector<Branch>& branches = params.schedule.branches;
+  const Kernel which = forward_kernel(dims.head_dim);
+  if (flash_fuses(params, dims, dtype, false)) {
+    std::vector<FlashArgs> launches;
+    std::vector<long long> blocks(branches.size());
+    for (size_t b = 0; b < branches.size(); ++b)
+      launches.push_back(with_forward_buffers(branch_args(params, dims, branches[b], rows_per_block(which), blocks[b]),
+                                              q, k, v, o, lse, overwrite && b == 0));
+    launch_fused(which, dtype, launches, blocks, dims, stream);
+    return;
+  }
   for (size_t b = 0; b < branches.size(); ++b) {
     if (at_boundary) at_boundary(b);
     flash_forward_branch(params, dims, branches[b], dtype, q, k, v, o, lse, overwrite && b == 0, stream);
@@ -271,6 +333,16 @@ void flash_backward(const AttentionParams& params, const AttentionDims& dims, Dt
   check_kernel_inputs(dtype, dims.head_dim);
   const bool overwrite = flash_backward_begin(dims, params.schedule, true, dtype, dout, o, delta, dq, dk, dv, stream);
   const std::vector<Branch>& branches = params.schedule.branches;
+  const Kernel which = backward_kernel(dims.head_dim);
+  if (flash_fuses(params, dims, dtype, true)) {
+    std::vector<FlashArgs> launches;
+    std::vector<long long> blocks(branches.size());
+    for (size_t b = 0; b < branches.size(); ++b)
+      launches.push_back(with_backward_buffers(branch_args(params, dims, branches[b], rows_per_block(which), blocks[b]),
+                                               q, k, v, dout, lse, delta, dq, dk, dv, overwrite && b == 0));
+    launch_fused(which, dtype, launches, blocks, dims, stream);
+    return;
+  }
   for (size_t b = 0; b < branches.size(); ++b) {
     if (at_boundary) at_boundary(b);
     flash_backward_branch(params, dims, branches[b], dtype, q, k, v, dout, lse, delta, dq, dk, dv, overwrite && b == 0,

@@ -24,6 +24,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "attention/attention.hpp"
 #include "attention/cuda/flash_layout.hpp"
@@ -183,17 +184,165 @@ struct FlashArgs {
 
 using Problem = FlashProblem;
 
-// Decodes blockIdx.x = ((b * segments + s) * H + h) * tiles + tile (spanning: segments = 1). False when
-// the head selects no row there.
-__device__ __forceinline__ bool decode_block(const FlashArgs& a, Problem& p, int& tile) {
-  long long x = blockIdx.x;
-  tile = static_cast<int>(x % a.tiles);
-  x /= a.tiles;
-  const int h = static_cast<int>(x % a.heads);
-  x /= a.heads;
-  if (!a.spanning)
-    return local_problem(x / a.segments, x % a.segments, h, a.seq_len, a.segment, a.dilation, a.heads, a.offsets, p);
-  return spanning_problem(x, h, a.local_len, a.member, a.group, a.dilation, a.heads, a.offsets, p);
+// Decodes block = ((b * segments + s) * H + h) * tiles + tile (spanning: segments = 1) into the block's
+// problem and its first sparse row (query: forward, where causal takes the last tile first, its rows being
+// the longest; key: backward). False when the block has no row (the head selects none there, or the tile
+// is past the selection).
+template <int ROWS, bool FORWARD>
+__device__ __forceinline__ bool decode_block(const FlashArgs& a, long long block, Problem& p, int& first) {
+  int tile = static_cast<int>(block % a.tiles);
+  block /= a.tiles;
+  const int h = static_cast<int>(block % a.heads);
+  block /= a.heads;
+  const bool any =
+      a.spanning ? spanning_problem(block, h, a.local_len, a.member, a.group, a.dilation, a.heads, a.offsets, p)
+                 : local_problem(block / a.segments, block % a.segments, h, a.seq_len, a.segment, a.dilation,
+                                 a.heads, a.offsets, p);
+  if (FORWARD && a.causal) tile = a.tiles - 1 - tile;
+  first = tile * ROWS;
+  return any && first < (FORWARD ? p.n_q : p.n_k);
+}
+
+// ---- all of a schedule's local branches in one launch (fused) ----------------------------------------------
+// Blocks take their tiles from a counter, branch by branch in schedule order, so a block only ever waits
+// for blocks that took their tiles before it (and are running): no deadlock whatever order the GPU starts
+// blocks in. A block's output rows (forward: o and lse of its queries; backward: dk and dv of its keys) may
+// also be written by earlier branches' blocks, running at the same time, so before its epilogue writes, a
+// block waits until every row an earlier branch selects in the chunks (of kOrderChunk positions) its rows
+// fall in has been written: counters per (batch, chunk, head), to which blocks add their rows after their
+// epilogues. So each row is written in schedule order, as by one launch per branch: the same bits. dq,
+// added to atomically, needs no order.
+constexpr int kMaxFusedBranches = 8;
+constexpr int kMaxOrderChunks = 128;  // chunks with rows of one block: at most its rows
+
+struct FusedArgs {
+  FlashArgs branch[kMaxFusedBranches];           // local launches, schedule order
+  long long first_block[kMaxFusedBranches + 1];  // branch e's tiles are [first_block[e], first_block[e + 1])
+  int branches;
+  unsigned* next_tile;  // the tile counter, 0 before the launch
+  int* written;         // rows written per (batch, chunk, head), 0 before the launch (order_counters)
+  long long chunks;     // chunks per sequence
+  unsigned slot;        // byte offset of the block's FusedSlot in dynamic shared memory (past the kernel's)
+};
+
+// A fused block's tile and, per chunk its rows fall in, the counter, the rows earlier branches write
+// there, and its own rows there: worked out by the block's threads (one per chunk) before the body.
+struct FusedSlot {
+  unsigned tile;
+  int chunks, pad[2];
+  int counter[kMaxOrderChunks], expected[kMaxOrderChunks], rows[kMaxOrderChunks];
+};
+
+#ifdef LONGCTX_GPU_EMULATION
+// The emulation also checks that a wait of branch e expects exactly the rows branches < e wrote there.
+__device__ __forceinline__ unsigned take_tile(unsigned* next) { return (*next)++; }
+__device__ __forceinline__ void wait_for_count(const int* counter, int expected, int branch) {
+  emulation::wait_for_count(counter, expected, branch);
+}
+__device__ __forceinline__ void release_fence() {}
+__device__ __forceinline__ void add_count(int* counter, int value, int branch) {
+  emulation::add_count(counter, value, branch);
+}
+#else
+__device__ __forceinline__ unsigned take_tile(unsigned* next) { return atomicAdd(next, 1u); }
+// Spins (backing off) until *counter >= expected, acquiring what the writers released. A wait over about
+// ten seconds is a bug (an earlier block that never counts its rows): the kernel traps, and the launch
+// fails with an error instead of hanging the job.
+__device__ __forceinline__ void wait_for_count(const int* counter, int expected, int /*branch*/) {
+  for (int spins = 0;; ++spins) {
+    int seen;
+    asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(seen) : "l"(counter) : "memory");
+    if (seen >= expected) return;
+    if (spins > 10000000) {
+      printf("longctx: a fused attention block waited over 10 s for rows of earlier branches\n");
+      __trap();
+    }
+    __nanosleep(1000);
+  }
+}
+__device__ __forceinline__ void release_fence() { __threadfence(); }
+__device__ __forceinline__ void add_count(int* counter, int value, int /*branch*/) { atomicAdd(counter, value); }
+#endif
+
+// A block of a per-branch launch: nothing to order.
+struct Unordered {
+  __device__ __forceinline__ void before_write() const {}
+};
+
+// A block of a fused launch.
+struct BranchOrder {
+  int* written;
+  const FusedSlot* slot;
+  int branch;
+
+  // Works out the block's chunks (`count` rows from row index `first` of branch `branch`, whose args are a):
+  // every thread, then a barrier.
+  __device__ __forceinline__ static void plan(const FusedArgs& f, int branch, const FlashArgs& a, long long first,
+                                              int count, FusedSlot* slot) {
+    const long long bn = first / a.heads, batch = bn / a.seq_len, position = bn % a.seq_len;
+    const int head = static_cast<int>(first % a.heads);
+    const long long r = a.dilation, last = position + (count - 1) * r;
+    // Every chunk from the first row's to the last one's has a row when r < kOrderChunk; else each row
+    // is in a chunk of its own.
+    const bool sparse = r >= kOrderChunk;
+    const int chunks = sparse ? count : static_cast<int>(last / kOrderChunk - position / kOrderChunk + 1);
+    const int i = threadIdx.x;
+    if (i == 0) slot->chunks = chunks;
+    if (i < chunks) {
+      const long long c = sparse ? (position + i * r) / kOrderChunk : position / kOrderChunk + i;
+      const long long lo = c * kOrderChunk, hi = min(lo + kOrderChunk, a.seq_len);
+      int expected = 0;
+      for (int e = 0; e < branch; ++e) {
+        const FlashArgs& x = f.branch[e];
+        const int64_t o = head_offset(head, x.dilation, x.heads, x.offsets);
+        expected += static_cast<int>(selected_between(lo, hi, x.seq_len, x.segment, x.dilation, o));
+      }
+      slot->counter[i] = static_cast<int>((batch * f.chunks + c) * a.heads + head);
+      slot->expected[i] = expected;
+      slot->rows[i] = static_cast<int>(rows_between(position, r, count, lo, hi));
+    }
+    __syncthreads();
+  }
+
+  // Before the epilogue writes (the whole block): waits until earlier branches have written their rows
+  // in the block's chunks.
+  __device__ __forceinline__ void before_write() const {
+    if (branch == 0) return;
+    const int i = threadIdx.x;
+    if (i < slot->chunks) wait_for_count(written + slot->counter[i], slot->expected[i], branch);
+    __syncthreads();
+  }
+
+  // After the epilogue (the whole block): counts the block's rows as written.
+  __device__ __forceinline__ void after_write() const {
+    __syncthreads();
+    const int i = threadIdx.x;
+    if (i >= slot->chunks) return;
+    release_fence();
+    add_count(written + slot->counter[i], slot->rows[i], branch);
+  }
+};
+
+// Runs the fused block that takes the next tile: body(args, problem, first row, order) for its branch's
+// tile, then counts its rows (also when the body returned early: the count is of the tile's rows).
+template <int ROWS, int THREADS, bool FORWARD, class Body>
+__device__ __forceinline__ void run_fused_block(const FusedArgs& f, Body&& body) {
+  static_assert(ROWS <= kMaxOrderChunks && ROWS <= THREADS, "fused: a chunk per row at most, a thread per chunk");
+  FusedSlot* slot = reinterpret_cast<FusedSlot*>(shared_memory() + f.slot);
+  if (threadIdx.x == 0) slot->tile = take_tile(f.next_tile);
+  __syncthreads();
+  const long long x = slot->tile;
+  int e = 0;
+  while (e + 1 < f.branches && x >= f.first_block[e + 1]) ++e;
+  const FlashArgs& a = f.branch[e];
+  Problem p;
+  int first;
+  if (!decode_block<ROWS, FORWARD>(a, x - f.first_block[e], p, first)) return;
+  const int count = FORWARD ? min(ROWS, p.n_q - first) : min(ROWS, p.n_k - first);
+  BranchOrder::plan(f, e, a, FORWARD ? p.q_row(first) : p.k_row(first), count, slot);
+  const BranchOrder order{f.written, slot, e};
+  body(a, p, first, order);
+  order.after_write();
 }
 
 // Copies rows t0 .. t0 + ROWS - 1 (row t at row index first + t stride of `src`, D = a.head_dim elements
@@ -374,20 +523,14 @@ __device__ __forceinline__ void add_query_gradients(const FlashArgs& a, const Fl
   }
 }
 
-template <class T, int D>
-__global__ void __launch_bounds__(kFwdThreads) flash_forward_kernel(const FlashArgs a) {
+template <class T, int D, class Order>
+__device__ __forceinline__ void forward_mma_block(const FlashArgs& a, const Problem& p, const int t0,
+                                                  const Order& order) {
   constexpr int kStride = D + kPad, MT = kFwdMTiles;
   unsigned char* smem_raw = shared_memory();
   T* q_tile = reinterpret_cast<T*>(smem_raw);        // [kFwdBlockQ][kStride]
   T* k_tiles = q_tile + kFwdBlockQ * kStride;         // [2][kFwdBlockK][kStride]
   T* v_tiles = k_tiles + 2 * kFwdBlockK * kStride;    // [2][kFwdBlockK][kStride]
-
-  Problem p;
-  int tile;
-  if (!decode_block(a, p, tile)) return;
-  if (a.causal) tile = a.tiles - 1 - tile;  // the longest causal rows first
-  const int t0 = tile * kFwdBlockQ;
-  if (t0 >= p.n_q) return;
 
   const T* q = static_cast<const T*>(a.q);
   const T* k = static_cast<const T*>(a.k);
@@ -493,12 +636,14 @@ __global__ void __launch_bounds__(kFwdThreads) flash_forward_kernel(const FlashA
   }
 
   // Merge this branch into (o, lse).
+  order.before_write();
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) merge_into_output<D>(a, p, t0 + row0 + 16 * mt + g, m[mt], l[mt], &acc[mt][0][0]);
 }
 
-template <class T, int D>
-__global__ void __launch_bounds__(kBwdThreads, 1) flash_backward_kernel(const FlashArgs a) {
+template <class T, int D, class Order>
+__device__ __forceinline__ void backward_mma_block(const FlashArgs& a, const Problem& p, const int k0,
+                                                   const Order& order) {
   constexpr int kStride = D + kPad, kDsStride = kBwdBlockK + kPad;
   unsigned char* smem_raw = shared_memory();
   T* k_tile = reinterpret_cast<T*>(smem_raw);         // [kBwdBlockK][kStride]
@@ -508,12 +653,6 @@ __global__ void __launch_bounds__(kBwdThreads, 1) flash_backward_kernel(const Fl
   T* ds_tile = do_tiles + 2 * kBwdBlockQ * kStride;    // [kBwdBlockQ][kDsStride]: dS, query-major
   float* lse_s = reinterpret_cast<float*>(ds_tile + kBwdBlockQ * kDsStride);  // [2][kBwdBlockQ], log2 units
   float* delta_s = lse_s + 2 * kBwdBlockQ;                                     // [2][kBwdBlockQ]
-
-  Problem p;
-  int tile;
-  if (!decode_block(a, p, tile)) return;
-  const int k0 = tile * kBwdBlockK;
-  if (k0 >= p.n_k) return;
 
   const T* q = static_cast<const T*>(a.q);
   const T* k = static_cast<const T*>(a.k);
@@ -657,6 +796,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1) flash_backward_kernel(const Fl
     __syncthreads();  // ds_tile and this stage are rewritten next step
   }
 
+  order.before_write();
   add_key_gradients<D>(a, p, k0 + warp * 16 + g, &dk_acc[0][0], &dv_acc[0][0]);
 }
 
@@ -703,21 +843,15 @@ __device__ __forceinline__ int cm_index(int row, int col) {
   return ((row / 8) * (D / 8) + col / 8) * 64 + (row % 8) * 8 + col % 8;
 }
 
-template <class T, int D>
-__global__ void __launch_bounds__(kWgThreads, 1) flash_forward_wgmma_kernel(const FlashArgs a) {
+template <class T, int D, class Order>
+__device__ __forceinline__ void forward_wgmma_block(const FlashArgs& a, const Problem& p, const int t0,
+                                                    const Order& order) {
 #if LONGCTX_HAVE_WGMMA
   constexpr int kKeyTile = kWgBlockK * D;  // elements of one K or V tile
   unsigned char* smem_raw = shared_memory();
   T* q_tile = reinterpret_cast<T*>(smem_raw);  // [kWgBlockQ x D], core matrices
   T* k_tiles = q_tile + kWgBlockQ * D;          // [2][kWgBlockK x D]
   T* v_tiles = k_tiles + 2 * kKeyTile;          // [2][kWgBlockK x D]
-
-  Problem p;
-  int tile;
-  if (!decode_block(a, p, tile)) return;
-  if (a.causal) tile = a.tiles - 1 - tile;  // the longest causal rows first
-  const int t0 = tile * kWgBlockQ;
-  if (t0 >= p.n_q) return;
 
   const T* q = static_cast<const T*>(a.q);
   const T* k = static_cast<const T*>(a.k);
@@ -843,9 +977,10 @@ __global__ void __launch_bounds__(kWgThreads, 1) flash_forward_wgmma_kernel(cons
   wgmma_wait<0>();
   fence_registers();
 
+  order.before_write();
   merge_into_output<D>(a, p, t0 + row0 + g, m, l, acc);
 #else
-  (void)a;
+  (void)a, (void)p, (void)t0, (void)order;
   __trap();  // launched only where the sm_90a code runs (wgmma_compiled_here)
 #endif
 }
@@ -863,8 +998,9 @@ constexpr int kWgBwdBlockQ = 64;
 // rows x 4 column pairs) hit 16 different bank pairs; rows stay 16-byte aligned for the bulk copy.
 template <int D> constexpr int kWgDqStride = D / 2 + 8;
 
-template <class T, int D>
-__global__ void __launch_bounds__(kWgBwdThreads, 1) flash_backward_wgmma_kernel(const FlashArgs a) {
+template <class T, int D, class Order>
+__device__ __forceinline__ void backward_wgmma_block(const FlashArgs& a, const Problem& p, const int k0,
+                                                     const Order& order) {
 #if LONGCTX_HAVE_WGMMA
   constexpr int kQTile = kWgBwdBlockQ * D, kHalf = D / 2;
   unsigned char* smem_raw = shared_memory();
@@ -876,12 +1012,6 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) flash_backward_wgmma_kernel(
   float* lse_s = reinterpret_cast<float*>(ds_tile + kWgBwdBlockK * kWgBwdBlockQ);  // [2][kWgBwdBlockQ], log2 units
   float* delta_s = lse_s + 2 * kWgBwdBlockQ;                                        // [2][kWgBwdBlockQ]
   float* dq_stage = delta_s + 2 * kWgBwdBlockQ;  // [2 warpgroups][kWgBwdBlockQ][kWgDqStride]: dQ rows, fp32
-
-  Problem p;
-  int tile;
-  if (!decode_block(a, p, tile)) return;
-  const int k0 = tile * kWgBwdBlockK;
-  if (k0 >= p.n_k) return;
 
   const T* q = static_cast<const T*>(a.q);
   const T* k = static_cast<const T*>(a.k);
@@ -1059,11 +1189,62 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) flash_backward_wgmma_kernel(
   }
   if (dq_sender) bulk_wait<0>();
 
+  order.before_write();
   add_key_gradients<D>(a, p, k0 + warp * 16 + g, dk_acc, dv_acc);
 #else
-  (void)a;
+  (void)a, (void)p, (void)k0, (void)order;
   __trap();  // launched only where the sm_90a code runs (wgmma_compiled_here)
 #endif
+}
+
+// ---- the kernels: one branch per launch (blockIdx.x is the tile), or all local branches fused -------------------
+// K, one of the four block bodies: its rows per block, threads and direction.
+struct ForwardMma {
+  static constexpr int kRows = kFwdBlockQ, kThreads = kFwdThreads;
+  static constexpr bool kForward = true;
+  template <class T, int D, class Order>
+  static __device__ __forceinline__ void run(const FlashArgs& a, const Problem& p, int first, const Order& order) {
+    forward_mma_block<T, D>(a, p, first, order);
+  }
+};
+struct BackwardMma {
+  static constexpr int kRows = kBwdBlockK, kThreads = kBwdThreads;
+  static constexpr bool kForward = false;
+  template <class T, int D, class Order>
+  static __device__ __forceinline__ void run(const FlashArgs& a, const Problem& p, int first, const Order& order) {
+    backward_mma_block<T, D>(a, p, first, order);
+  }
+};
+struct ForwardWgmma {
+  static constexpr int kRows = kWgBlockQ, kThreads = kWgThreads;
+  static constexpr bool kForward = true;
+  template <class T, int D, class Order>
+  static __device__ __forceinline__ void run(const FlashArgs& a, const Problem& p, int first, const Order& order) {
+    forward_wgmma_block<T, D>(a, p, first, order);
+  }
+};
+struct BackwardWgmma {
+  static constexpr int kRows = kWgBwdBlockK, kThreads = kWgBwdThreads;
+  static constexpr bool kForward = false;
+  template <class T, int D, class Order>
+  static __device__ __forceinline__ void run(const FlashArgs& a, const Problem& p, int first, const Order& order) {
+    backward_wgmma_block<T, D>(a, p, first, order);
+  }
+};
+
+template <class K, class T, int D>
+__global__ void __launch_bounds__(K::kThreads, 1) flash_kernel(const FlashArgs a) {
+  Problem p;
+  int first;
+  if (decode_block<K::kRows, K::kForward>(a, blockIdx.x, p, first)) K::template run<T, D>(a, p, first, Unordered{});
+}
+
+template <class K, class T, int D>
+__global__ void __launch_bounds__(K::kThreads, 1) flash_fused_kernel(const __grid_constant__ FusedArgs f) {
+  run_fused_block<K::kRows, K::kThreads, K::kForward>(
+      f, [](const FlashArgs& a, const Problem& p, int first, const BranchOrder& order) {
+        K::template run<T, D>(a, p, first, order);
+      });
 }
 
 // Writes 1 where the GPU runs code with wgmma (the sm_90a machine code), 0 where it runs the PTX.
@@ -1162,24 +1343,27 @@ inline int rows_per_block(Kernel which) {
 // A kernel for element type T and a head dim: its entry (instantiated at the padded head dim), dynamic
 // shared memory and block size.
 struct KernelConfig {
-  void (*kernel)(const FlashArgs) = nullptr;
+  void (*kernel)(const FlashArgs) = nullptr;  // one branch per launch
+  void (*fused)(FusedArgs) = nullptr;         // fused: its shared memory is smem + kFusedSlotBytes
   size_t smem = 0;
   int threads = 0;
 };
+// The fused kernels' extra shared memory (FusedSlot: the block's tile and its chunks), past the kernel's own.
+constexpr size_t kFusedSlotBytes = sizeof(FusedSlot);
+template <class K, class T, int D>
+KernelConfig config_of(size_t smem) {
+  return {flash_kernel<K, T, D>, flash_fused_kernel<K, T, D>, smem, K::kThreads};
+}
 template <class T>
 KernelConfig kernel_config(Kernel which, int64_t head_dim) {
   KernelConfig k;
   with_padded_head_dim(head_dim, [&](auto d) {
     constexpr int D = decltype(d)::value;
     switch (which) {
-      case Kernel::backward_mma: k = {flash_backward_kernel<T, D>, backward_smem_bytes<T, D>(), kBwdThreads}; break;
-      case Kernel::backward_wgmma:
-        k = {flash_backward_wgmma_kernel<T, D>, backward_wgmma_smem_bytes<T, D>(), kWgBwdThreads};
-        break;
-      case Kernel::forward_mma: k = {flash_forward_kernel<T, D>, forward_smem_bytes<T, D>(), kFwdThreads}; break;
-      case Kernel::forward_wgmma:
-        k = {flash_forward_wgmma_kernel<T, D>, forward_wgmma_smem_bytes<T, D>(), kWgThreads};
-        break;
+      case Kernel::forward_mma: k = config_of<ForwardMma, T, D>(forward_smem_bytes<T, D>()); break;
+      case Kernel::forward_wgmma: k = config_of<ForwardWgmma, T, D>(forward_wgmma_smem_bytes<T, D>()); break;
+      case Kernel::backward_mma: k = config_of<BackwardMma, T, D>(backward_smem_bytes<T, D>()); break;
+      case Kernel::backward_wgmma: k = config_of<BackwardWgmma, T, D>(backward_wgmma_smem_bytes<T, D>()); break;
     }
   });
   return k;
@@ -1206,6 +1390,43 @@ inline FlashArgs branch_args(const AttentionParams& params, const AttentionDims&
   if (blocks > std::numeric_limits<int>::max())
     throw UsageError("--device cuda: " + std::to_string(blocks) + " blocks for one branch is above one launch's limit");
   return a;
+}
+
+// ---- fused launches (host side) ----
+// The fused launches' counters: rows written per (batch, chunk of kOrderChunk positions, head).
+inline long long order_chunks(const AttentionDims& dims) { return (dims.seq_len + kOrderChunk - 1) / kOrderChunk; }
+inline size_t order_counters(const AttentionDims& dims) {
+  return static_cast<size_t>(dims.batch * order_chunks(dims) * dims.heads);
+}
+
+// One launch of `launches` (local branches with their buffers, schedule order, each with its block count):
+// the kernel's shared memory is `smem` (+ kFusedSlotBytes); `next_tile` (one unsigned) and `written`
+// (order_counters) zeroed before it. `total` gets the launch's blocks.
+inline FusedArgs fused_args(const std::vector<FlashArgs>& launches, const std::vector<long long>& blocks,
+                            const AttentionDims& dims, size_t smem, unsigned* next_tile, int* written,
+                            long long& total) {
+  if (launches.empty() || launches.size() > static_cast<size_t>(kMaxFusedBranches) || blocks.size() != launches.size())
+    throw InternalError("flash: a fused launch takes 1 to " + std::to_string(kMaxFusedBranches) + " branches, not " +
+                        std::to_string(launches.size()));
+  FusedArgs f{};
+  f.branches = static_cast<int>(launches.size());
+  for (size_t e = 0; e < launches.size(); ++e) {
+    if (launches[e].spanning) throw InternalError("flash: a fused launch takes local branches only");
+    if (launches[e].overwrite && e > 0) throw InternalError("flash: only branch 0 of a fused launch may overwrite");
+    f.branch[e] = launches[e];
+    f.first_block[e + 1] = f.first_block[e] + blocks[e];
+  }
+  total = f.first_block[launches.size()];
+  if (total > std::numeric_limits<int>::max())
+    throw UsageError("--device cuda: " + std::to_string(total) + " blocks for one launch is above its limit");
+  f.next_tile = next_tile;
+  f.written = written;
+  f.chunks = order_chunks(dims);
+  if (order_counters(dims) > static_cast<size_t>(std::numeric_limits<int>::max()))
+    throw UsageError("--device cuda: the sequence is too long for a fused launch's counters (LONGCTX_FLASH_FUSE=off)");
+  if (smem % 16 != 0) throw InternalError("flash: a kernel's shared memory is not a multiple of 16 bytes");
+  f.slot = static_cast<unsigned>(smem);
+  return f;
 }
 
 // Spanning mode: one segment of `group` ranks x dims.seq_len rows, this rank `member`. Blocks tile the

@@ -3,13 +3,14 @@
 // Layout: q, k, v, dout [B, N, H, D] in the element type; o, dq, dk, dv [B, N, H, D] float32; lse, delta
 // [B, N, H] float32. All device memory of the current device, used in stream order on `stream`.
 //
-// Each branch of the schedule is one launch over (batch, segment, head, tile) in the branch's sparse
-// space (row t of a segment is position s + o(h, r) + t r): the kernels read the selected rows straight
-// from q, k, v (no gathered copies). The forward's epilogue merges the branch's (o_i, lse_i) into o, lse
-// by log-sum-exp, which is the spec's joint softmax over the union of every branch's keys; launches of
-// one stream run in order, so a row is only ever merged by one block at a time. The backward uses the
-// final lse and delta = rowsum(dout * o): per branch it is the ordinary attention backward over that
-// branch's keys, and dq, dk, dv add up over the branches.
+// Each branch of the schedule is one launch (or all of them one: flash_fuses) over (batch, segment, head,
+// tile) in the branch's sparse space (row t of a segment is position s + o(h, r) + t r): the kernels read
+// the selected rows straight from q, k, v (no gathered copies). The forward's epilogue merges the
+// branch's (o_i, lse_i) into o, lse by log-sum-exp, which is the spec's joint softmax over the union of
+// every branch's keys; a row is merged by one block at a time, branch by branch (launches of one stream
+// run in order; a fused launch orders its blocks' epilogues). The backward uses the final lse and
+// delta = rowsum(dout * o): per branch it is the ordinary attention backward over that branch's keys, and
+// dq, dk, dv add up over the branches.
 //
 // Head dims up to kFlashMaxHeadDim (padded to 32, 64 or 128 inside); D a multiple of 8 takes 16-byte
 // asynchronous loads, other D a slower element-wise load.
@@ -41,9 +42,18 @@ struct FlashGrid {
 FlashGrid flash_grid(const AttentionParams& params, const AttentionDims& dims, const Branch& branch, Dtype dtype,
                      bool backward);
 
+// Whether flash_forward / flash_backward launch all the schedule's branches as one (fused) launch: blocks
+// take their tiles branch by branch from a counter, and a block writes its outputs after the earlier
+// branches' blocks have written theirs (the results are the same bits as one launch per branch). That
+// saves each launch's last, partly idle wave: `auto` fuses when some branch's own launch is under
+// kFuseBelowWaves waves of the GPU (its tail is then over ~1/8 of it), and the fused kernel does not
+// spill registers. LONGCTX_FLASH_FUSE = auto|on|off overrides (for comparisons); up to 8 branches.
+constexpr long long kFuseBelowWaves = 4;
+bool flash_fuses(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, bool backward);
+
 // Called, when given, with b = 0 .. branches between a pass's launches: before branch b's launch is
 // enqueued on the stream (after the pass's fills), and with b = branches after the last one (the bench
-// records CUDA events there to time each branch).
+// records CUDA events there to time each branch). Not called when the branches are fused.
 using BranchBoundary = std::function<void(size_t)>;
 
 // bf16 or fp16 (UsageError for anything else, naming --dtype).

@@ -68,6 +68,34 @@ LONGCTX_HOST_DEVICE inline bool local_problem(int64_t b, int64_t s, int h, int64
   return true;
 }
 
+// Fused launches (all of a schedule's local branches in one launch) order their writes per chunk of
+// kOrderChunk positions (flash_kernels.cuh, BranchOrder): how many rows a branch selects in a chunk and
+// how many of a block's rows fall in one.
+constexpr int64_t kOrderChunk = 256;
+
+// Positions in [lo, hi) of one sequence of seq_len that a local branch (segment length `segment` =
+// min(w, N), dilation r) selects for a head with offset o.
+LONGCTX_HOST_DEVICE inline int64_t selected_between(int64_t lo, int64_t hi, int64_t seq_len, int64_t segment,
+                                                    int64_t r, int64_t o) {
+  int64_t count = 0;
+  for (int64_t begin = lo / segment * segment; begin < hi && begin < seq_len; begin += segment) {
+    const int64_t end = begin + segment < seq_len ? begin + segment : seq_len;
+    const int64_t from = (lo > begin ? lo : begin) - begin, to = (hi < end ? hi : end) - begin;
+    if (to > from) count += selected(to, r, o) - selected(from, r, o);
+  }
+  return count;
+}
+
+// Of `count` rows at positions first, first + r, first + 2 r, ...: how many lie in [lo, hi).
+LONGCTX_HOST_DEVICE inline int64_t rows_before(int64_t first, int64_t r, int64_t count, int64_t x) {
+  if (x <= first) return 0;
+  const int64_t n = (x - first + r - 1) / r;
+  return n < count ? n : count;
+}
+LONGCTX_HOST_DEVICE inline int64_t rows_between(int64_t first, int64_t r, int64_t count, int64_t lo, int64_t hi) {
+  return rows_before(first, r, count, hi) - rows_before(first, r, count, lo);
+}
+
 // Keys of head h in a spanning branch's gathered tiles: the segment's selected rows, g L long.
 LONGCTX_HOST_DEVICE inline int64_t span_keys(int h, int64_t local_len, int group, int64_t r, int heads,
                                              HeadOffsets offsets) {

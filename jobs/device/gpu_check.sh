@@ -26,7 +26,7 @@ steps=${GPU_CHECK_STEPS:-2 3 4 5 6}
 want() { [[ " $steps " == *" $1 "* ]]; }
 longctx="$build/bin/longctx"
 tests="$build/tests/test_attention_cuda"
-shape=(--seq-len 1M --heads 16 --head-dim 128 --segment-lengths 2048,4096,8192,16384 --dilation-rates 1,2,4,8)
+shape=(--heads 16 --head-dim 128 --segment-lengths 2048,4096,8192,16384 --dilation-rates 1,2,4,8)
 status=0
 step() { echo; echo "=== $* ($(date +%T))"; }
 
@@ -55,11 +55,15 @@ fi
 
 if want 3; then
   step "3. longctx bench attention (issue 7's shape)"
-  # bf16 with the kernels the GPU gets (wgmma on H100 / H200), then with the mma.sync ones to compare; fp16.
-  for run in "bf16 auto" "bf16 mma" "fp16 auto"; do
+  # bf16 with the kernels the GPU gets (wgmma on H100 / H200), then with the mma.sync ones to compare; fp16;
+  # the branches fused into one launch (LONGCTX_FLASH_FUSE=on) against auto (one launch per branch at
+  # this shape), and both at N = 32K (a shard of a multi-GPU run, where branches are a few waves each).
+  for run in "bf16 auto auto 1M" "bf16 mma auto 1M" "fp16 auto auto 1M" "bf16 auto on 1M" \
+             "bf16 auto off 32K" "bf16 auto on 32K"; do
     set -- $run
-    LONGCTX_FLASH_FORWARD=$2 LONGCTX_FLASH_BACKWARD=$2 timeout 180 "$longctx" bench attention --device cuda \
-      --dtype "$1" "${shape[@]}" --backward --iters 5 --json --quiet | tee -a "$out/bench.jsonl" || status=1
+    LONGCTX_FLASH_FORWARD=$2 LONGCTX_FLASH_BACKWARD=$2 LONGCTX_FLASH_FUSE=$3 timeout 180 "$longctx" bench attention \
+      --device cuda --dtype "$1" "${shape[@]}" --seq-len "$4" --backward --iters 5 --json --quiet \
+      | tee -a "$out/bench.jsonl" || status=1
   done
   timeout 120 mpirun --oversubscribe -np 2 "$longctx" bench comm --comm staged --bytes 256M --json --quiet | tee -a "$out/bench.jsonl" || status=1
   timeout 120 "$longctx" bench comm --comm nccl --bytes 256M --json --quiet | tee -a "$out/bench.jsonl" || status=1

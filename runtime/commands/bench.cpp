@@ -67,6 +67,8 @@ std::string fixed(double value, int digits) {
   return out.str();
 }
 
+std::string launches(int n) { return std::to_string(n) + (n == 1 ? " launch" : " launches"); }
+
 // --device cuda: the kernels alone on device-resident inputs (CUDA events), one rank.
 int run_cuda(const AttentionParams& params, Dtype dtype, int64_t B, int64_t N, int64_t H, int64_t D, int warmup,
              int iters, bool backward, bool json, uint64_t seed) {
@@ -121,8 +123,9 @@ int run_cuda(const AttentionParams& params, Dtype dtype, int64_t B, int64_t N, i
       out << ", \"flops_bwd\": " << static_cast<int64_t>(flops_bwd) << ", \"seconds_bwd\": " << figures.seconds_bwd
           << ", \"gflops_bwd\": " << flops_bwd / figures.seconds_bwd / 1e9
           << ", \"backward_kernel\": " << json_string(figures.backward_kernel);
+    if (backward) out << ", \"backward_launches\": " << figures.launches_bwd;
     out << ", \"device_bytes\": " << figures.device_bytes << ", \"forward_kernel\": " << json_string(figures.forward_kernel)
-        << ", \"branches\": [";
+        << ", \"forward_launches\": " << figures.launches_fwd << ", \"branches\": [";
     for (size_t i = 0; i < branch_json.size(); ++i) out << (i ? ", " : "") << branch_json[i];
     out << "]}\n";
     std::cout << out.str();
@@ -133,12 +136,15 @@ int run_cuda(const AttentionParams& params, Dtype dtype, int64_t B, int64_t N, i
               << warmup << " warm-up; " << fixed(static_cast<double>(figures.device_bytes) / (1 << 30), 2)
               << " GiB on the device\n";
     std::cout << "  forward  " << fixed(figures.seconds_fwd * 1e3, 2) << " ms  "
-              << fixed(flops_fwd / figures.seconds_fwd / 1e12, 1) << " TFLOP/s  (" << figures.forward_kernel << ")\n";
+              << fixed(flops_fwd / figures.seconds_fwd / 1e12, 1) << " TFLOP/s  (" << figures.forward_kernel << "; "
+              << launches(figures.launches_fwd) << ")\n";
     if (backward)
       std::cout << "  backward " << fixed(figures.seconds_bwd * 1e3, 2) << " ms  "
-                << fixed(flops_bwd / figures.seconds_bwd / 1e12, 1) << " TFLOP/s  (" << figures.backward_kernel
-                << ")\n";
+                << fixed(flops_bwd / figures.seconds_bwd / 1e12, 1) << " TFLOP/s  (" << figures.backward_kernel << "; "
+                << launches(figures.launches_bwd) << ")\n";
     if (!branch_lines.empty()) std::cout << "  per branch, launch by launch:\n";
+    else if (figures.launches_fwd == 1 && params.schedule.branches.size() > 1 && dtype != Dtype::fp32)
+      std::cout << "  per branch: not timed, the branches ran fused (LONGCTX_FLASH_FUSE=off times each)\n";
     for (const std::string& line : branch_lines) std::cout << line << "\n";
   }
   return 0;
@@ -276,7 +282,8 @@ int run(Invocation& invocation) {
 Command bench_attention_command() {
   return {"bench attention",
           "time dilated attention on seeded in-memory inputs (GFLOP/s by the spec's counts; bf16 / fp16 on cuda: "
-          "per branch too)",
+          "per branch too, where each branch is its own launch; LONGCTX_FLASH_FUSE=auto|on|off, "
+          "LONGCTX_FLASH_FORWARD / LONGCTX_FLASH_BACKWARD=auto|mma|wgmma choose the kernels)",
           "", declare, run};
 }
 
