@@ -77,8 +77,7 @@ KernelConfig checked_config(Kernel which, Dtype dtype, int64_t head_dim, bool fu
   LONGCTX_CHECK_CUDA(cudaGetDevice(&device));
   LONGCTX_CHECK_CUDA(cudaDeviceGetAttribute(&allowed, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   if (smem > static_cast<size_t>(allowed)) {
-    const bool backward = which == Kernel::backward_mma || which == Kernel::backward_wgmma;
-    throw UsageError("--dtype bf16/fp16: the " + std::string(backward ? "backward" : "forward") +
+    throw UsageError("--dtype bf16/fp16: the " + std::string(is_forward(which) ? "forward" : "backward") +
                      " kernel for head dim " + std::to_string(head_dim) + " needs " + std::to_string(smem / 1024) +
                      " KiB of shared memory per block and this GPU allows " + std::to_string(allowed / 1024) +
                      " KiB (a head dim <= 64 needs less; --dtype fp32 runs the reference kernels)");
@@ -99,10 +98,18 @@ void launch(Kernel which, Dtype dtype, const FlashArgs& a, long long blocks, int
   LONGCTX_CHECK_CUDA(cudaGetLastError());
 }
 
-// One launch for all of `launches` (local branches, schedule order) and its counters, allocated and
-// zeroed in stream order, freed after it.
-void launch_fused(Kernel which, Dtype dtype, const std::vector<FlashArgs>& launches,
-                  const std::vector<long long>& blocks, const AttentionDims& dims, cudaStream_t stream) {
+// All of the schedule's (local) branches in one launch: with_buffers(args, overwrite) gives a branch's
+// args their tensors (branch 0 overwrites when `overwrite`). The launch's counters are allocated and
+// zeroed in stream order and freed after it.
+template <class WithBuffers>
+void launch_fused(Kernel which, Dtype dtype, const AttentionParams& params, const AttentionDims& dims, bool overwrite,
+                  WithBuffers&& with_buffers, cudaStream_t stream) {
+  const std::vector<Branch>& branches = params.schedule.branches;
+  std::vector<FlashArgs> launches;
+  std::vector<long long> blocks(branches.size());
+  for (size_t b = 0; b < branches.size(); ++b)
+    launches.push_back(
+        with_buffers(branch_args(params, dims, branches[b], rows_per_block(which), blocks[b]), overwrite && b == 0));
   const KernelConfig k = checked_config(which, dtype, dims.head_dim, true);
   const size_t bytes = 16 + order_counters(dims) * sizeof(int);
   void* scratch = nullptr;
@@ -265,12 +272,9 @@ void flash_forward(const AttentionParams& params, const AttentionDims& dims, Dty
   const std::vector<Branch>& branches = params.schedule.branches;
   const Kernel which = forward_kernel(dims.head_dim);
   if (flash_fuses(params, dims, dtype, false)) {
-    std::vector<FlashArgs> launches;
-    std::vector<long long> blocks(branches.size());
-    for (size_t b = 0; b < branches.size(); ++b)
-      launches.push_back(with_forward_buffers(branch_args(params, dims, branches[b], rows_per_block(which), blocks[b]),
-                                              q, k, v, o, lse, overwrite && b == 0));
-    launch_fused(which, dtype, launches, blocks, dims, stream);
+    launch_fused(which, dtype, params, dims, overwrite, [&](const FlashArgs& a, bool first_overwrites) {
+      return with_forward_buffers(a, q, k, v, o, lse, first_overwrites);
+    }, stream);
     return;
   }
   for (size_t b = 0; b < branches.size(); ++b) {
@@ -335,12 +339,9 @@ void flash_backward(const AttentionParams& params, const AttentionDims& dims, Dt
   const std::vector<Branch>& branches = params.schedule.branches;
   const Kernel which = backward_kernel(dims.head_dim);
   if (flash_fuses(params, dims, dtype, true)) {
-    std::vector<FlashArgs> launches;
-    std::vector<long long> blocks(branches.size());
-    for (size_t b = 0; b < branches.size(); ++b)
-      launches.push_back(with_backward_buffers(branch_args(params, dims, branches[b], rows_per_block(which), blocks[b]),
-                                               q, k, v, dout, lse, delta, dq, dk, dv, overwrite && b == 0));
-    launch_fused(which, dtype, launches, blocks, dims, stream);
+    launch_fused(which, dtype, params, dims, overwrite, [&](const FlashArgs& a, bool first_overwrites) {
+      return with_backward_buffers(a, q, k, v, dout, lse, delta, dq, dk, dv, first_overwrites);
+    }, stream);
     return;
   }
   for (size_t b = 0; b < branches.size(); ++b) {

@@ -1197,53 +1197,54 @@ __device__ __forceinline__ void backward_wgmma_block(const FlashArgs& a, const P
 #endif
 }
 
-// ---- the kernels: one branch per launch (blockIdx.x is the tile), or all local branches fused -------------------
-// K, one of the four block bodies: its rows per block, threads and direction.
-struct ForwardMma {
-  static constexpr int kRows = kFwdBlockQ, kThreads = kFwdThreads;
-  static constexpr bool kForward = true;
-  template <class T, int D, class Order>
-  static __device__ __forceinline__ void run(const FlashArgs& a, const Problem& p, int first, const Order& order) {
-    forward_mma_block<T, D>(a, p, first, order);
-  }
-};
-struct BackwardMma {
-  static constexpr int kRows = kBwdBlockK, kThreads = kBwdThreads;
-  static constexpr bool kForward = false;
-  template <class T, int D, class Order>
-  static __device__ __forceinline__ void run(const FlashArgs& a, const Problem& p, int first, const Order& order) {
-    backward_mma_block<T, D>(a, p, first, order);
-  }
-};
-struct ForwardWgmma {
-  static constexpr int kRows = kWgBlockQ, kThreads = kWgThreads;
-  static constexpr bool kForward = true;
-  template <class T, int D, class Order>
-  static __device__ __forceinline__ void run(const FlashArgs& a, const Problem& p, int first, const Order& order) {
-    forward_wgmma_block<T, D>(a, p, first, order);
-  }
-};
-struct BackwardWgmma {
-  static constexpr int kRows = kWgBwdBlockK, kThreads = kWgBwdThreads;
-  static constexpr bool kForward = false;
-  template <class T, int D, class Order>
-  static __device__ __forceinline__ void run(const FlashArgs& a, const Problem& p, int first, const Order& order) {
-    backward_wgmma_block<T, D>(a, p, first, order);
-  }
-};
+// ---- the kernels: one branch per launch (blockIdx.x is the tile), or all local branches fused ------------------
+// The four block bodies: forward and backward, each on mma.sync and on wgmma (Hopper).
+enum class Kernel { forward_mma, forward_wgmma, backward_mma, backward_wgmma };
 
-template <class K, class T, int D>
-__global__ void __launch_bounds__(K::kThreads, 1) flash_kernel(const FlashArgs a) {
-  Problem p;
-  int first;
-  if (decode_block<K::kRows, K::kForward>(a, blockIdx.x, p, first)) K::template run<T, D>(a, p, first, Unordered{});
+__host__ __device__ constexpr bool is_forward(Kernel which) {
+  return which == Kernel::forward_mma || which == Kernel::forward_wgmma;
+}
+// Rows of the sparse space per block: queries (forward) or keys (backward).
+__host__ __device__ constexpr int rows_per_block(Kernel which) {
+  switch (which) {
+    case Kernel::forward_mma: return kFwdBlockQ;
+    case Kernel::forward_wgmma: return kWgBlockQ;
+    case Kernel::backward_mma: return kBwdBlockK;
+    case Kernel::backward_wgmma: return kWgBwdBlockK;
+  }
+  return 0;
+}
+__host__ __device__ constexpr int threads_per_block(Kernel which) {
+  switch (which) {
+    case Kernel::forward_mma: return kFwdThreads;
+    case Kernel::forward_wgmma: return kWgThreads;
+    case Kernel::backward_mma: return kBwdThreads;
+    case Kernel::backward_wgmma: return kWgBwdThreads;
+  }
+  return 0;
 }
 
-template <class K, class T, int D>
-__global__ void __launch_bounds__(K::kThreads, 1) flash_fused_kernel(const __grid_constant__ FusedArgs f) {
-  run_fused_block<K::kRows, K::kThreads, K::kForward>(
+template <Kernel K, class T, int D, class Order>
+__device__ __forceinline__ void run_block(const FlashArgs& a, const Problem& p, int first, const Order& order) {
+  if constexpr (K == Kernel::forward_mma) forward_mma_block<T, D>(a, p, first, order);
+  else if constexpr (K == Kernel::forward_wgmma) forward_wgmma_block<T, D>(a, p, first, order);
+  else if constexpr (K == Kernel::backward_mma) backward_mma_block<T, D>(a, p, first, order);
+  else backward_wgmma_block<T, D>(a, p, first, order);
+}
+
+template <Kernel K, class T, int D>
+__global__ void __launch_bounds__(threads_per_block(K), 1) flash_kernel(const FlashArgs a) {
+  Problem p;
+  int first;
+  if (decode_block<rows_per_block(K), is_forward(K)>(a, blockIdx.x, p, first))
+    run_block<K, T, D>(a, p, first, Unordered{});
+}
+
+template <Kernel K, class T, int D>
+__global__ void __launch_bounds__(threads_per_block(K), 1) flash_fused_kernel(const __grid_constant__ FusedArgs f) {
+  run_fused_block<rows_per_block(K), threads_per_block(K), is_forward(K)>(
       f, [](const FlashArgs& a, const Problem& p, int first, const BranchOrder& order) {
-        K::template run<T, D>(a, p, first, order);
+        run_block<K, T, D>(a, p, first, order);
       });
 }
 
@@ -1326,20 +1327,6 @@ constexpr size_t backward_smem_bytes() {
          static_cast<size_t>(kBwdBlockQ) * (kBwdBlockK + kPad) * sizeof(T) + 4 * kBwdBlockQ * sizeof(float);
 }
 
-// The four kernels: forward and backward, each on mma.sync and on wgmma (Hopper).
-enum class Kernel { forward_mma, forward_wgmma, backward_mma, backward_wgmma };
-
-// Rows of the sparse space per block: queries (forward) or keys (backward).
-inline int rows_per_block(Kernel which) {
-  switch (which) {
-    case Kernel::forward_mma: return kFwdBlockQ;
-    case Kernel::forward_wgmma: return kWgBlockQ;
-    case Kernel::backward_mma: return kBwdBlockK;
-    case Kernel::backward_wgmma: return kWgBwdBlockK;
-  }
-  return 0;
-}
-
 // A kernel for element type T and a head dim: its entry (instantiated at the padded head dim), dynamic
 // shared memory and block size.
 struct KernelConfig {
@@ -1350,9 +1337,9 @@ struct KernelConfig {
 };
 // The fused kernels' extra shared memory (FusedSlot: the block's tile and its chunks), past the kernel's own.
 constexpr size_t kFusedSlotBytes = sizeof(FusedSlot);
-template <class K, class T, int D>
+template <Kernel K, class T, int D>
 KernelConfig config_of(size_t smem) {
-  return {flash_kernel<K, T, D>, flash_fused_kernel<K, T, D>, smem, K::kThreads};
+  return {flash_kernel<K, T, D>, flash_fused_kernel<K, T, D>, smem, threads_per_block(K)};
 }
 template <class T>
 KernelConfig kernel_config(Kernel which, int64_t head_dim) {
@@ -1360,10 +1347,10 @@ KernelConfig kernel_config(Kernel which, int64_t head_dim) {
   with_padded_head_dim(head_dim, [&](auto d) {
     constexpr int D = decltype(d)::value;
     switch (which) {
-      case Kernel::forward_mma: k = config_of<ForwardMma, T, D>(forward_smem_bytes<T, D>()); break;
-      case Kernel::forward_wgmma: k = config_of<ForwardWgmma, T, D>(forward_wgmma_smem_bytes<T, D>()); break;
-      case Kernel::backward_mma: k = config_of<BackwardMma, T, D>(backward_smem_bytes<T, D>()); break;
-      case Kernel::backward_wgmma: k = config_of<BackwardWgmma, T, D>(backward_wgmma_smem_bytes<T, D>()); break;
+      case Kernel::forward_mma: k = config_of<Kernel::forward_mma, T, D>(forward_smem_bytes<T, D>()); break;
+      case Kernel::forward_wgmma: k = config_of<Kernel::forward_wgmma, T, D>(forward_wgmma_smem_bytes<T, D>()); break;
+      case Kernel::backward_mma: k = config_of<Kernel::backward_mma, T, D>(backward_smem_bytes<T, D>()); break;
+      case Kernel::backward_wgmma: k = config_of<Kernel::backward_wgmma, T, D>(backward_wgmma_smem_bytes<T, D>()); break;
     }
   });
   return k;
