@@ -149,7 +149,8 @@ TEST(CudaAttention, HalfPrecisionMatchesReferenceOnRoundedInputs) {
 // All branches in one launch (LONGCTX_FLASH_FUSE=on) against one launch per branch (off), both kernel
 // families, on shapes with thousands of blocks of different branches writing the same rows at once: o,
 // lse, dk and dv the same bits (each row written in schedule order), dq equal up to the order of its
-// atomic additions; three fused runs each, so that a missing wait has chances to show.
+// atomic additions; three fused runs each, so that a missing wait has chances to show. (Sized for the
+// memcheck step too.)
 TEST(CudaAttention, FusedLaunchesMatchOneLaunchPerBranch) {
   if (!cuda_compiled_in() || cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   bool wgmma_here = false;
@@ -158,20 +159,20 @@ TEST(CudaAttention, FusedLaunchesMatchOneLaunchPerBranch) {
     wgmma_here = wgmma_forward_runs_here();
   }
   const std::vector<AttentionCase> cases = {
-      {"four_branches", 1, 32768, 8, 128, {512, 2048, 8192, 32768}, {1, 2, 4, 8}},
+      {"four_branches", 1, 16384, 8, 128, {512, 2048, 8192, 16384}, {1, 2, 4, 8}},
       {"dilated_first_d64", 2, 6000, 4, 64, {1000, 3000, 6000}, {2, 1, 600}},
   };
   CudaAttention backend(Dtype::bf16);
   uint64_t seed = 1300;
-  for (const AttentionCase& c : cases)
+  for (const AttentionCase& c : cases) {
+    const Tensor q = random_tensor(c.shape(), ++seed, 1.5f), k = random_tensor(c.shape(), ++seed, 1.5f),
+                 v = random_tensor(c.shape(), ++seed), dout = random_tensor(c.shape(), ++seed);
     for (bool causal : {false, true})
       for (const char* kernel : {"mma", "wgmma"}) {
         if (std::string(kernel) == "wgmma" && !wgmma_here) continue;
         SCOPED_TRACE(c.name + (causal ? " causal " : " full ") + kernel);
         ScopedEnv forward_kernel("LONGCTX_FLASH_FORWARD", kernel), backward_kernel("LONGCTX_FLASH_BACKWARD", kernel);
         const AttentionParams p = c.params(causal, HeadOffsets::paper);
-        const Tensor q = random_tensor(c.shape(), ++seed, 1.5f), k = random_tensor(c.shape(), ++seed, 1.5f),
-                     v = random_tensor(c.shape(), ++seed), dout = random_tensor(c.shape(), ++seed);
         Tensor o1, lse1, dq1, dk1, dv1;
         {
           ScopedEnv fuse("LONGCTX_FLASH_FUSE", "off");
@@ -190,6 +191,7 @@ TEST(CudaAttention, FusedLaunchesMatchOneLaunchPerBranch) {
           EXPECT_LE(relative_error(dq, dq1), 1e-5) << "dq, run " << run;
         }
       }
+  }
 }
 
 TEST(CudaAttention, UncoveredRowsGetZeroAndMinusInfinity) {
