@@ -67,11 +67,24 @@ void check_kernel_inputs(Dtype dtype, int64_t head_dim) {
                    std::to_string(kFlashMaxHeadDim) + " (use --dtype fp32)");
 }
 
+// kernel_config for `dtype` (bf16 or fp16).
+KernelConfig typed_config(Kernel which, Dtype dtype, int64_t head_dim) {
+  return dtype == Dtype::bf16 ? kernel_config<__nv_bfloat16>(which, head_dim) : kernel_config<__half>(which, head_dim);
+}
+
+// Blocks of `k` the GPU runs at once: blocks per SM (occupancy calculator) times SMs.
+long long resident_blocks(const KernelConfig& k) {
+  int per_sm = 0, device = 0, sms = 0;
+  LONGCTX_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k.kernel, k.threads, k.smem));
+  LONGCTX_CHECK_CUDA(cudaGetDevice(&device));
+  LONGCTX_CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return static_cast<long long>(per_sm) * sms;
+}
+
 // kernel_config for `dtype`, with its shared memory allowed for the per-branch kernel or, `fused`, the
 // fused one (a clear error where the GPU has less).
 KernelConfig checked_config(Kernel which, Dtype dtype, int64_t head_dim, bool fused = false) {
-  const KernelConfig k = dtype == Dtype::bf16 ? kernel_config<__nv_bfloat16>(which, head_dim)
-                                              : kernel_config<__half>(which, head_dim);
+  const KernelConfig k = typed_config(which, dtype, head_dim);
   const size_t smem = fused ? k.smem + kFusedSlotBytes : k.smem;
   int device = 0, allowed = 0;
   LONGCTX_CHECK_CUDA(cudaGetDevice(&device));
@@ -168,26 +181,8 @@ Kernel backward_kernel(int64_t head_dim) {
   return use_wgmma("LONGCTX_FLASH_BACKWARD", head_dim) ? Kernel::backward_wgmma : Kernel::backward_mma;
 }
 
-}  // namespace
-
-size_t element_bytes(Dtype dtype) { return dtype == Dtype::fp32 ? 4 : 2; }
-
-FlashGrid flash_grid(const AttentionParams& params, const AttentionDims& dims, const Branch& branch, Dtype dtype,
-                     bool backward) {
-  check_kernel_inputs(dtype, dims.head_dim);
-  const Kernel which = backward ? backward_kernel(dims.head_dim) : forward_kernel(dims.head_dim);
-  FlashGrid grid;
-  branch_args(params, dims, branch, rows_per_block(which), grid.blocks);
-  const KernelConfig k = checked_config(which, dtype, dims.head_dim);
-  int per_sm = 0, device = 0, sms = 0;
-  LONGCTX_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k.kernel, k.threads, k.smem));
-  LONGCTX_CHECK_CUDA(cudaGetDevice(&device));
-  LONGCTX_CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  grid.resident = static_cast<long long>(per_sm) * sms;
-  return grid;
-}
-
-bool flash_fuses(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, bool backward) {
+// flash_fuses for the kernel `which` the pass runs.
+bool fuses(Kernel which, const AttentionParams& params, const AttentionDims& dims, Dtype dtype) {
   const char* env = std::getenv("LONGCTX_FLASH_FUSE");
   const std::string choice = env ? env : "auto";
   if (choice != "auto" && choice != "on" && choice != "off")
@@ -203,17 +198,36 @@ bool flash_fuses(const AttentionParams& params, const AttentionDims& dims, Dtype
   if (choice == "on") return true;
   // Not where the fused kernel spills registers (the per-branch one does not; ptxas for sm_90a: the
   // mma.sync backward at head dim 128, a family Hopper runs only when told to).
-  const Kernel which = backward ? backward_kernel(dims.head_dim) : forward_kernel(dims.head_dim);
-  const KernelConfig k = dtype == Dtype::bf16 ? kernel_config<__nv_bfloat16>(which, dims.head_dim)
-                                              : kernel_config<__half>(which, dims.head_dim);
+  const KernelConfig k = checked_config(which, dtype, dims.head_dim);
   cudaFuncAttributes attributes{};
   LONGCTX_CHECK_CUDA(cudaFuncGetAttributes(&attributes, k.fused));
   if (attributes.localSizeBytes > 0) return false;
+  const long long resident = resident_blocks(k);
   for (const Branch& branch : branches) {
-    const FlashGrid grid = flash_grid(params, dims, branch, dtype, backward);
-    if (grid.blocks < kFuseBelowWaves * grid.resident) return true;
+    long long blocks = 0;
+    branch_args(params, dims, branch, rows_per_block(which), blocks);
+    if (blocks < kFuseBelowWaves * resident) return true;
   }
   return false;
+}
+
+}  // namespace
+
+size_t element_bytes(Dtype dtype) { return dtype == Dtype::fp32 ? 4 : 2; }
+
+FlashGrid flash_grid(const AttentionParams& params, const AttentionDims& dims, const Branch& branch, Dtype dtype,
+                     bool backward) {
+  check_kernel_inputs(dtype, dims.head_dim);
+  const Kernel which = backward ? backward_kernel(dims.head_dim) : forward_kernel(dims.head_dim);
+  FlashGrid grid;
+  branch_args(params, dims, branch, rows_per_block(which), grid.blocks);
+  grid.resident = resident_blocks(checked_config(which, dtype, dims.head_dim));
+  return grid;
+}
+
+bool flash_fuses(const AttentionParams& params, const AttentionDims& dims, Dtype dtype, bool backward) {
+  check_kernel_inputs(dtype, dims.head_dim);
+  return fuses(backward ? backward_kernel(dims.head_dim) : forward_kernel(dims.head_dim), params, dims, dtype);
 }
 
 std::string flash_forward_kernel_name(int64_t head_dim) {
@@ -271,7 +285,7 @@ void flash_forward(const AttentionParams& params, const AttentionDims& dims, Dty
   const bool overwrite = flash_forward_begin(dims, params.schedule, o, lse, stream);
   const std::vector<Branch>& branches = params.schedule.branches;
   const Kernel which = forward_kernel(dims.head_dim);
-  if (flash_fuses(params, dims, dtype, false)) {
+  if (fuses(which, params, dims, dtype)) {
     launch_fused(which, dtype, params, dims, overwrite, [&](const FlashArgs& a, bool first_overwrites) {
       return with_forward_buffers(a, q, k, v, o, lse, first_overwrites);
     }, stream);
@@ -338,7 +352,7 @@ void flash_backward(const AttentionParams& params, const AttentionDims& dims, Dt
   const bool overwrite = flash_backward_begin(dims, params.schedule, true, dtype, dout, o, delta, dq, dk, dv, stream);
   const std::vector<Branch>& branches = params.schedule.branches;
   const Kernel which = backward_kernel(dims.head_dim);
-  if (flash_fuses(params, dims, dtype, true)) {
+  if (fuses(which, params, dims, dtype)) {
     launch_fused(which, dtype, params, dims, overwrite, [&](const FlashArgs& a, bool first_overwrites) {
       return with_backward_buffers(a, q, k, v, dout, lse, delta, dq, dk, dv, first_overwrites);
     }, stream);

@@ -480,6 +480,18 @@ __device__ __forceinline__ void merge_into_output(const FlashArgs& a, const Flas
   }
 }
 
+// Backward: the lse (log2 units) and delta of query rows t0 .. t0 + ROWS - 1 into shared memory, by
+// threads 0 .. ROWS - 1; past the selection lse = +inf (so P = 0 there) and delta = 0.
+template <int ROWS>
+__device__ __forceinline__ void load_row_stats(const FlashArgs& a, const FlashProblem& p, int t0, float* lse_s,
+                                               float* delta_s) {
+  if (threadIdx.x >= ROWS) return;
+  const int t = t0 + threadIdx.x;
+  const bool valid = t < p.n_q;
+  lse_s[threadIdx.x] = valid ? a.lse[p.q_row(t)] * kLog2e : INFINITY;
+  delta_s[threadIdx.x] = valid ? a.delta[p.q_row(t)] : 0.f;
+}
+
 // Backward: adds the block's dK (times the softmax scale) and dV for key rows t, t + 8 (writes them, when
 // the launch overwrites). The block owns its keys within the branch, and earlier branches' launches have
 // finished (one stream): no atomics.
@@ -671,13 +683,7 @@ __device__ __forceinline__ void backward_mma_block(const FlashArgs& a, const Pro
                                              p.n_q, t0);
     load_rows<T, D, kBwdBlockQ, kBwdThreads>(do_tiles + stage * kBwdBlockQ * kStride, dout, a, p.q_first,
                                              p.q_stride, p.n_q, t0);
-    if (threadIdx.x < kBwdBlockQ) {
-      const int t = t0 + threadIdx.x;
-      const bool valid = t < p.n_q;
-      // +inf lse makes P = 0 for rows past the selection.
-      lse_s[stage * kBwdBlockQ + threadIdx.x] = valid ? a.lse[p.q_row(t)] * kLog2e : INFINITY;
-      delta_s[stage * kBwdBlockQ + threadIdx.x] = valid ? a.delta[p.q_row(t)] : 0.f;
-    }
+    load_row_stats<kBwdBlockQ>(a, p, t0, lse_s + stage * kBwdBlockQ, delta_s + stage * kBwdBlockQ);
   };
 
   load_rows<T, D, kBwdBlockK, kBwdThreads>(k_tile, k, a, p.k_first, p.k_stride, p.n_k, k0);
@@ -1028,12 +1034,7 @@ __device__ __forceinline__ void backward_wgmma_block(const FlashArgs& a, const P
     load_rows_cm<T, D, kWgBwdBlockQ, kWgBwdThreads>(q_tiles + stage * kQTile, q, a, p.q_first, p.q_stride, p.n_q, t0);
     load_rows_cm<T, D, kWgBwdBlockQ, kWgBwdThreads>(do_tiles + stage * kQTile, dout, a, p.q_first, p.q_stride, p.n_q,
                                                     t0);
-    if (threadIdx.x < kWgBwdBlockQ) {
-      const int t = t0 + threadIdx.x;
-      const bool valid = t < p.n_q;
-      lse_s[stage * kWgBwdBlockQ + threadIdx.x] = valid ? a.lse[p.q_row(t)] * kLog2e : INFINITY;  // P = 0 past them
-      delta_s[stage * kWgBwdBlockQ + threadIdx.x] = valid ? a.delta[p.q_row(t)] : 0.f;
-    }
+    load_row_stats<kWgBwdBlockQ>(a, p, t0, lse_s + stage * kWgBwdBlockQ, delta_s + stage * kWgBwdBlockQ);
   };
 
   load_rows_cm<T, D, kWgBwdBlockK, kWgBwdThreads>(k_tile, k, a, p.k_first, p.k_stride, p.n_k, k0);
