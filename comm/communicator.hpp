@@ -104,33 +104,24 @@ class Communicator {
   virtual std::string backend() const = 0;
 
   // ---- typed interface ---------------------------------------------------------------------------
+  // Each blocking call is its non-blocking twin below, waited for: a backend implements only those.
   // recv.size() == send.size() * size()
-  template <class T> void all_gather(Span<const T> send, Span<T> recv) {
-    all_gather_raw(send.data(), send.size(), recv.data(), recv.size(), type<T>());
-  }
+  template <class T> void all_gather(Span<const T> send, Span<T> recv) { iall_gather(send, recv).wait(); }
   // counts[i]: elements from rank i; recv is their concatenation in rank order.
   template <class T> void all_gatherv(Span<const T> send, Span<T> recv, const std::vector<size_t>& counts) {
-    all_gatherv_raw(send.data(), send.size(), recv.data(), recv.size(), counts, type<T>());
+    iall_gatherv(send, recv, counts).wait();
   }
   // send is the concatenation of blocks of counts[i] elements; this rank receives the reduced block
   // counts[rank()].
   template <class T>
   void reduce_scatter(Span<const T> send, Span<T> recv, const std::vector<size_t>& counts,
                       ReduceOp op = ReduceOp::sum) {
-    reduce_scatter_raw(send.data(), send.size(), recv.data(), recv.size(), counts, type<T>(), op);
+    ireduce_scatter(send, recv, counts, op).wait();
   }
-  template <class T> void all_reduce(Span<T> data, ReduceOp op = ReduceOp::sum) {
-    all_reduce_raw(data.data(), data.size(), type<T>(), op);
-  }
-  template <class T> void broadcast(Span<T> data, int root) {
-    broadcast_raw(data.data(), data.size(), type<T>(), root);
-  }
-  template <class T> void send(Span<const T> data, int dest, int tag = 0) {
-    send_raw(data.data(), data.size(), type<T>(), dest, tag);
-  }
-  template <class T> void recv(Span<T> data, int source, int tag = 0) {
-    recv_raw(data.data(), data.size(), type<T>(), source, tag);
-  }
+  template <class T> void all_reduce(Span<T> data, ReduceOp op = ReduceOp::sum) { iall_reduce(data, op).wait(); }
+  template <class T> void broadcast(Span<T> data, int root) { ibroadcast(data, root).wait(); }
+  template <class T> void send(Span<const T> data, int dest, int tag = 0) { isend(data, dest, tag).wait(); }
+  template <class T> void recv(Span<T> data, int source, int tag = 0) { irecv(data, source, tag).wait(); }
   virtual void barrier() = 0;
 
   // Non-blocking twins: buffers must stay alive and untouched until the Request completes.
@@ -180,17 +171,6 @@ class Communicator {
       : counters_(std::move(counters)), timeout_seconds_(timeout_seconds) {}
 
   template <class T> static DataType type() { return DataTypeOf<std::remove_const_t<T>>::value; }
-
-  virtual void all_gather_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
-                              DataType type) = 0;
-  virtual void all_gatherv_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
-                               const std::vector<size_t>& counts, DataType type) = 0;
-  virtual void reduce_scatter_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
-                                  const std::vector<size_t>& counts, DataType type, ReduceOp op) = 0;
-  virtual void all_reduce_raw(void* data, size_t count, DataType type, ReduceOp op) = 0;
-  virtual void broadcast_raw(void* data, size_t count, DataType type, int root) = 0;
-  virtual void send_raw(const void* data, size_t count, DataType type, int dest, int tag) = 0;
-  virtual void recv_raw(void* data, size_t count, DataType type, int source, int tag) = 0;
 
   virtual Request iall_gather_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
                                   DataType type) = 0;

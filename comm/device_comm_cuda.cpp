@@ -244,30 +244,6 @@ class NcclCommunicator : public Communicator {
   }
 
  protected:
-  void all_gather_raw(const void* send, size_t send_count, void* recv, size_t recv_count, DataType type) override {
-    iall_gather_raw(send, send_count, recv, recv_count, type).wait();
-  }
-  void all_gatherv_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
-                       const std::vector<size_t>& counts, DataType type) override {
-    iall_gatherv_raw(send, send_count, recv, recv_count, counts, type).wait();
-  }
-  void reduce_scatter_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
-                          const std::vector<size_t>& counts, DataType type, ReduceOp op) override {
-    ireduce_scatter_raw(send, send_count, recv, recv_count, counts, type, op).wait();
-  }
-  void all_reduce_raw(void* data, size_t count, DataType type, ReduceOp op) override {
-    iall_reduce_raw(data, count, type, op).wait();
-  }
-  void broadcast_raw(void* data, size_t count, DataType type, int root) override {
-    ibroadcast_raw(data, count, type, root).wait();
-  }
-  void send_raw(const void* data, size_t count, DataType type, int dest, int tag) override {
-    isend_raw(data, count, type, dest, tag).wait();
-  }
-  void recv_raw(void* data, size_t count, DataType type, int source, int tag) override {
-    irecv_raw(data, count, type, source, tag).wait();
-  }
-
   Request iall_gather_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
                           DataType type) override {
     const size_t g = static_cast<size_t>(size()), s = size_of(type);

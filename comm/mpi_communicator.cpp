@@ -431,27 +431,16 @@ std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start_all_gatherv(
   return pending;
 }
 
-void MpiCommunicator::all_gather_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
-                                     DataType type) {
-  finish(start_all_gatherv(send, send_count, recv, recv_count,
-                           std::vector<size_t>(static_cast<size_t>(size_), send_count), type, "all_gather"));
-}
-
 Request MpiCommunicator::iall_gather_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
                                          DataType type) {
   return to_request(start_all_gatherv(send, send_count, recv, recv_count,
                                       std::vector<size_t>(static_cast<size_t>(size_), send_count), type,
-                                      "iall_gather"));
-}
-
-void MpiCommunicator::all_gatherv_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
-                                      const std::vector<size_t>& counts, DataType type) {
-  finish(start_all_gatherv(send, send_count, recv, recv_count, counts, type, "all_gatherv"));
+                                      "all_gather"));
 }
 
 Request MpiCommunicator::iall_gatherv_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
                                           const std::vector<size_t>& counts, DataType type) {
-  return to_request(start_all_gatherv(send, send_count, recv, recv_count, counts, type, "iall_gatherv"));
+  return to_request(start_all_gatherv(send, send_count, recv, recv_count, counts, type, "all_gatherv"));
 }
 
 // ---- reductions --------------------------------------------------------------------------------------
@@ -507,11 +496,6 @@ std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start_reduce_scatter(
   return pending;
 }
 
-void MpiCommunicator::reduce_scatter_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
-                                         const std::vector<size_t>& counts, DataType type, ReduceOp op) {
-  finish(start_reduce_scatter(send, send_count, recv, recv_count, counts, type, op));
-}
-
 Request MpiCommunicator::ireduce_scatter_raw(const void* send, size_t send_count, void* recv,
                                              size_t recv_count, const std::vector<size_t>& counts,
                                              DataType type, ReduceOp op) {
@@ -535,10 +519,6 @@ std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start_all_reduce(void
   return pending;
 }
 
-void MpiCommunicator::all_reduce_raw(void* data, size_t count, DataType type, ReduceOp op) {
-  finish(start_all_reduce(data, count, type, op));
-}
-
 Request MpiCommunicator::iall_reduce_raw(void* data, size_t count, DataType type, ReduceOp op) {
   return to_request(start_all_reduce(data, count, type, op));
 }
@@ -560,10 +540,6 @@ std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start_broadcast(void*
     pending->add(request);
   });
   return pending;
-}
-
-void MpiCommunicator::broadcast_raw(void* data, size_t count, DataType type, int root) {
-  finish(start_broadcast(data, count, type, root));
 }
 
 Request MpiCommunicator::ibroadcast_raw(void* data, size_t count, DataType type, int root) {
@@ -627,14 +603,6 @@ std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start_recv(void* data
     pending->add(request, 0);
   }
   return pending;
-}
-
-void MpiCommunicator::send_raw(const void* data, size_t count, DataType type, int dest, int tag) {
-  finish(start_send(data, count, type, dest, tag));
-}
-
-void MpiCommunicator::recv_raw(void* data, size_t count, DataType type, int source, int tag) {
-  finish(start_recv(data, count, type, source, tag));
 }
 
 Request MpiCommunicator::isend_raw(const void* data, size_t count, DataType type, int dest, int tag) {

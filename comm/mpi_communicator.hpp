@@ -38,17 +38,6 @@ class MpiCommunicator : public Communicator {
   size_t max_count(DataType type) const;
 
  protected:
-  void all_gather_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
-                      DataType type) override;
-  void all_gatherv_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
-                       const std::vector<size_t>& counts, DataType type) override;
-  void reduce_scatter_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
-                          const std::vector<size_t>& counts, DataType type, ReduceOp op) override;
-  void all_reduce_raw(void* data, size_t count, DataType type, ReduceOp op) override;
-  void broadcast_raw(void* data, size_t count, DataType type, int root) override;
-  void send_raw(const void* data, size_t count, DataType type, int dest, int tag) override;
-  void recv_raw(void* data, size_t count, DataType type, int source, int tag) override;
-
   Request iall_gather_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
                           DataType type) override;
   Request iall_gatherv_raw(const void* send, size_t send_count, void* recv, size_t recv_count,

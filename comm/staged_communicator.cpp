@@ -159,66 +159,7 @@ std::unique_ptr<Communicator> StagedCommunicator::sub(int first, int count) {
   return std::unique_ptr<Communicator>(new StagedCommunicator(host_.sub(first, count), pool_));
 }
 
-// ---- blocking: stage in, call, copy out -------------------------------------------------------------
-
-void StagedCommunicator::all_gather_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
-                                        DataType type) {
-  const size_t s = size_of(type);
-  Staging staging(*pool_);
-  void* hs = staging.in(send, send_count * s);
-  void* hr = staging.out(recv, recv_count * s);
-  host_.all_gather_raw(hs, send_count, hr, recv_count, type);
-  staging.finish();
-}
-
-void StagedCommunicator::all_gatherv_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
-                                         const std::vector<size_t>& counts, DataType type) {
-  const size_t s = size_of(type);
-  Staging staging(*pool_);
-  void* hs = staging.in(send, send_count * s);
-  void* hr = staging.out(recv, recv_count * s);
-  host_.all_gatherv_raw(hs, send_count, hr, recv_count, counts, type);
-  staging.finish();
-}
-
-void StagedCommunicator::reduce_scatter_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
-                                            const std::vector<size_t>& counts, DataType type, ReduceOp op) {
-  const size_t s = size_of(type);
-  Staging staging(*pool_);
-  void* hs = staging.in(send, send_count * s);
-  void* hr = staging.out(recv, recv_count * s);
-  host_.reduce_scatter_raw(hs, send_count, hr, recv_count, counts, type, op);
-  staging.finish();
-}
-
-void StagedCommunicator::all_reduce_raw(void* data, size_t count, DataType type, ReduceOp op) {
-  Staging staging(*pool_);
-  void* h = staging.in_out(data, count * size_of(type));
-  host_.all_reduce_raw(h, count, type, op);
-  staging.finish();
-}
-
-void StagedCommunicator::broadcast_raw(void* data, size_t count, DataType type, int root) {
-  const size_t bytes = count * size_of(type);
-  Staging staging(*pool_);
-  void* h = rank() == root ? staging.in(data, bytes) : staging.out(data, bytes);
-  host_.broadcast_raw(h, count, type, root);
-  staging.finish();
-}
-
-void StagedCommunicator::send_raw(const void* data, size_t count, DataType type, int dest, int tag) {
-  Staging staging(*pool_);
-  host_.send_raw(staging.in(data, count * size_of(type)), count, type, dest, tag);
-}
-
-void StagedCommunicator::recv_raw(void* data, size_t count, DataType type, int source, int tag) {
-  Staging staging(*pool_);
-  void* h = staging.out(data, count * size_of(type));
-  host_.recv_raw(h, count, type, source, tag);
-  staging.finish();
-}
-
-// ---- non-blocking: stage in now, copy out on completion ---------------------------------------------
+// ---- stage in now, copy out on completion ------------------------------------------------------
 
 Request StagedCommunicator::iall_gather_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
                                             DataType type) {
