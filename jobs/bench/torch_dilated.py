@@ -16,26 +16,8 @@ import argparse
 import os
 import time
 
-
-def cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-if "OPENBLAS_CORETYPE" not in os.environ:
-    flags = cpu_flags()
-    if "avx512f" in flags:
-        os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
-    elif "avx2" in flags:
-        os.environ["OPENBLAS_CORETYPE"] = "Haswell"
-
-import torch  # noqa: E402  (after OPENBLAS_CORETYPE is set)
+import openblas_coretype  # noqa: F401  (sets OPENBLAS_CORETYPE; must come first)
+import torch  # noqa: E402
 
 
 def branch_attention(q, k, v, w, r, scale, chunk):
