@@ -21,6 +21,7 @@
 #include "attention/cuda/flash_kernels.hpp"
 #include "runtime/core/check.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/core/stats.hpp"
 
 namespace longctx {
 namespace {
@@ -91,12 +92,6 @@ void seeded_fill(Dtype dtype, void* data, size_t count, uint64_t seed, uint64_t 
   else
     seeded_fill_kernel<<<blocks, 256>>>(static_cast<float*>(data), count, seed, which);
   LONGCTX_CHECK_CUDA(cudaGetLastError());
-}
-
-double median_of(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const size_t n = values.size();
-  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
 }  // namespace
@@ -209,7 +204,7 @@ class BranchTimes {
       seconds_[i].push_back(ms * 1e-3);
     }
   }
-  double median(size_t branch) const { return median_of(seconds_[branch]); }
+  double median(size_t branch) const { return longctx::median(seconds_[branch]); }
 
  private:
   std::vector<cudaEvent_t> marks_;
@@ -294,8 +289,8 @@ CudaBenchFigures cuda_bench_attention(const AttentionParams& params, const Atten
   figures.forward_kernel = dtype == Dtype::fp32 ? "fp32 reference" : cuda::flash_forward_kernel_name(dims.head_dim);
   if (backward)
     figures.backward_kernel = dtype == Dtype::fp32 ? "fp32 reference" : cuda::flash_backward_kernel_name(dims.head_dim);
-  figures.seconds_fwd = median_of(fwd);
-  figures.seconds_bwd = backward ? median_of(bwd) : 0;
+  figures.seconds_fwd = median(fwd);
+  figures.seconds_bwd = backward ? median(bwd) : 0;
   return figures;
 }
 

@@ -16,6 +16,7 @@
 #include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/core/log.hpp"
+#include "runtime/core/stats.hpp"
 
 namespace longctx::cli {
 namespace {
@@ -53,12 +54,6 @@ Tensor seeded_rows(uint64_t seed, uint64_t which, int64_t B, int64_t N, int64_t 
     for (int64_t i = 0; i < L * row_floats; ++i)
       t[b * L * row_floats + i] = seeded_value(seed, which, static_cast<uint64_t>((b * N + first) * row_floats + i));
   return t;
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const size_t n = values.size();
-  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
 std::string fixed(double value, int digits) {

@@ -17,6 +17,7 @@
 #include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/core/log.hpp"
+#include "runtime/core/stats.hpp"
 
 namespace longctx::cli {
 namespace {
@@ -90,9 +91,7 @@ int run(Invocation& invocation) {
       if (copier) copied = copier->bytes_to_host + copier->bytes_to_device;
     }
   }
-  std::sort(seconds.begin(), seconds.end());
-  const double median = seconds[seconds.size() / 2];
-  std::vector<double> mine{median}, all(static_cast<size_t>(P));
+  std::vector<double> mine{median(seconds)}, all(static_cast<size_t>(P));
   world.all_gather(Span<const double>(mine), Span<double>(all));
   if (world.rank() != 0) return 0;
   const double slowest = *std::max_element(all.begin(), all.end());
