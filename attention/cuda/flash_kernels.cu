@@ -111,31 +111,6 @@ void launch(Kernel which, Dtype dtype, const FlashArgs& a, long long blocks, int
   LONGCTX_CHECK_CUDA(cudaGetLastError());
 }
 
-// All of the schedule's (local) branches in one launch: with_buffers(args, overwrite) gives a branch's
-// args their tensors (branch 0 overwrites when `overwrite`). The launch's counters are allocated and
-// zeroed in stream order and freed after it.
-template <class WithBuffers>
-void launch_fused(Kernel which, Dtype dtype, const AttentionParams& params, const AttentionDims& dims, bool overwrite,
-                  WithBuffers&& with_buffers, cudaStream_t stream) {
-  const std::vector<Branch>& branches = params.schedule.branches;
-  std::vector<FlashArgs> launches;
-  std::vector<long long> blocks(branches.size());
-  for (size_t b = 0; b < branches.size(); ++b)
-    launches.push_back(
-        with_buffers(branch_args(params, dims, branches[b], rows_per_block(which), blocks[b]), overwrite && b == 0));
-  const KernelConfig k = checked_config(which, dtype, dims.head_dim, true);
-  const size_t bytes = 16 + order_counters(dims) * sizeof(int);
-  void* scratch = nullptr;
-  LONGCTX_CHECK_CUDA(cudaMallocAsync(&scratch, bytes, stream));
-  LONGCTX_CHECK_CUDA(cudaMemsetAsync(scratch, 0, bytes, stream));
-  long long total = 0;
-  const FusedArgs f = fused_args(launches, blocks, dims, k.smem, static_cast<unsigned*>(scratch),
-                                 reinterpret_cast<int*>(static_cast<unsigned char*>(scratch) + 16), total);
-  k.fused<<<static_cast<unsigned>(total), k.threads, f.slot + kFusedSlotBytes, stream>>>(f);
-  LONGCTX_CHECK_CUDA(cudaGetLastError());
-  LONGCTX_CHECK_CUDA(cudaFreeAsync(scratch, stream));
-}
-
 // Whether the current GPU runs this binary's sm_90a code (wgmma): a compute 9.0 GPU loads the sm_90a
 // machine code, anything else JIT-compiles the compute_90 PTX, which has no wgmma. Probed once per device.
 bool wgmma_compiled_here() {
@@ -211,6 +186,41 @@ bool fuses(Kernel which, const AttentionParams& params, const AttentionDims& dim
   return false;
 }
 
+// A pass over the schedule's (local) branches with the kernel `which`: all of them in one launch where
+// `fuses` says so, else one launch each with at_boundary(b) before branch b's and at_boundary(branches)
+// after the last. with_buffers(args, overwrite) gives a branch's args their tensors (branch 0 overwrites
+// when `overwrite`). A fused launch's counters are allocated and zeroed in stream order and freed after it.
+template <class WithBuffers>
+void launch_pass(Kernel which, Dtype dtype, const AttentionParams& params, const AttentionDims& dims, bool overwrite,
+                 WithBuffers&& with_buffers, const BranchBoundary& at_boundary, cudaStream_t stream) {
+  const bool fused = fuses(which, params, dims, dtype);
+  const std::vector<Branch>& branches = params.schedule.branches;
+  std::vector<FlashArgs> launches;
+  std::vector<long long> blocks(branches.size());
+  for (size_t b = 0; b < branches.size(); ++b)
+    launches.push_back(
+        with_buffers(branch_args(params, dims, branches[b], rows_per_block(which), blocks[b]), overwrite && b == 0));
+  if (!fused) {
+    for (size_t b = 0; b < branches.size(); ++b) {
+      if (at_boundary) at_boundary(b);
+      launch(which, dtype, launches[b], blocks[b], dims.head_dim, stream);
+    }
+    if (at_boundary) at_boundary(branches.size());
+    return;
+  }
+  const KernelConfig k = checked_config(which, dtype, dims.head_dim, true);
+  const size_t bytes = 16 + order_counters(dims) * sizeof(int);
+  void* scratch = nullptr;
+  LONGCTX_CHECK_CUDA(cudaMallocAsync(&scratch, bytes, stream));
+  LONGCTX_CHECK_CUDA(cudaMemsetAsync(scratch, 0, bytes, stream));
+  long long total = 0;
+  const FusedArgs f = fused_args(launches, blocks, dims, k.smem, static_cast<unsigned*>(scratch),
+                                 reinterpret_cast<int*>(static_cast<unsigned char*>(scratch) + 16), total);
+  k.fused<<<static_cast<unsigned>(total), k.threads, f.slot + kFusedSlotBytes, stream>>>(f);
+  LONGCTX_CHECK_CUDA(cudaGetLastError());
+  LONGCTX_CHECK_CUDA(cudaFreeAsync(scratch, stream));
+}
+
 }  // namespace
 
 size_t element_bytes(Dtype dtype) { return dtype == Dtype::fp32 ? 4 : 2; }
@@ -283,19 +293,12 @@ void flash_forward(const AttentionParams& params, const AttentionDims& dims, Dty
                    const BranchBoundary& at_boundary) {
   check_kernel_inputs(dtype, dims.head_dim);
   const bool overwrite = flash_forward_begin(dims, params.schedule, o, lse, stream);
-  const std::vector<Branch>& branches = params.schedule.branches;
-  const Kernel which = forward_kernel(dims.head_dim);
-  if (fuses(which, params, dims, dtype)) {
-    launch_fused(which, dtype, params, dims, overwrite, [&](const FlashArgs& a, bool first_overwrites) {
-      return with_forward_buffers(a, q, k, v, o, lse, first_overwrites);
-    }, stream);
-    return;
-  }
-  for (size_t b = 0; b < branches.size(); ++b) {
-    if (at_boundary) at_boundary(b);
-    flash_forward_branch(params, dims, branches[b], dtype, q, k, v, o, lse, overwrite && b == 0, stream);
-  }
-  if (at_boundary) at_boundary(branches.size());
+  launch_pass(
+      forward_kernel(dims.head_dim), dtype, params, dims, overwrite,
+      [&](const FlashArgs& a, bool first_overwrites) {
+        return with_forward_buffers(a, q, k, v, o, lse, first_overwrites);
+      },
+      at_boundary, stream);
 }
 
 bool flash_backward_begin(const AttentionDims& dims, const Schedule& schedule, bool branch0_local, Dtype dtype,
@@ -350,20 +353,12 @@ void flash_backward(const AttentionParams& params, const AttentionDims& dims, Dt
                     float* dq, float* dk, float* dv, cudaStream_t stream, const BranchBoundary& at_boundary) {
   check_kernel_inputs(dtype, dims.head_dim);
   const bool overwrite = flash_backward_begin(dims, params.schedule, true, dtype, dout, o, delta, dq, dk, dv, stream);
-  const std::vector<Branch>& branches = params.schedule.branches;
-  const Kernel which = backward_kernel(dims.head_dim);
-  if (fuses(which, params, dims, dtype)) {
-    launch_fused(which, dtype, params, dims, overwrite, [&](const FlashArgs& a, bool first_overwrites) {
-      return with_backward_buffers(a, q, k, v, dout, lse, delta, dq, dk, dv, first_overwrites);
-    }, stream);
-    return;
-  }
-  for (size_t b = 0; b < branches.size(); ++b) {
-    if (at_boundary) at_boundary(b);
-    flash_backward_branch(params, dims, branches[b], dtype, q, k, v, dout, lse, delta, dq, dk, dv, overwrite && b == 0,
-                          stream);
-  }
-  if (at_boundary) at_boundary(branches.size());
+  launch_pass(
+      backward_kernel(dims.head_dim), dtype, params, dims, overwrite,
+      [&](const FlashArgs& a, bool first_overwrites) {
+        return with_backward_buffers(a, q, k, v, dout, lse, delta, dq, dk, dv, first_overwrites);
+      },
+      at_boundary, stream);
 }
 
 }  // namespace longctx::cuda
