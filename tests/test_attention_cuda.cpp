@@ -73,8 +73,10 @@ class ScopedEnv {
   bool had_ = false;
 };
 
-// Whether LONGCTX_FLASH_FORWARD=wgmma (set by the caller) is accepted on this GPU.
-bool wgmma_forward_runs_here() {
+// Whether the wgmma kernels run on this GPU (it runs the sm_90a code): LONGCTX_FLASH_FORWARD=wgmma is
+// accepted for a small forward.
+bool wgmma_kernels_run_here() {
+  ScopedEnv forward_kernel("LONGCTX_FLASH_FORWARD", "wgmma");
   AttentionCase c{"probe", 1, 16, 1, 16, {16}, {1}};
   const AttentionParams p = c.params(false, HeadOffsets::paper);
   Tensor o, lse;
@@ -98,11 +100,7 @@ TEST(CudaAttention, HalfPrecisionMatchesReferenceOnRoundedInputs) {
   uint64_t seed = 900;
   // Both kernel families against one reference per case: mma.sync everywhere, wgmma where the GPU runs the
   // sm_90a code (H100 / H200) and the head dim is a multiple of 8.
-  bool wgmma_here = false;
-  {
-    ScopedEnv forward_kernel("LONGCTX_FLASH_FORWARD", "wgmma");
-    wgmma_here = wgmma_forward_runs_here();
-  }
+  const bool wgmma_here = wgmma_kernels_run_here();
   if (!wgmma_here)
     std::cout << "[ note     ] the wgmma kernels do not run on this GPU (" << cuda_description() << "): not tested\n";
   for (const HalfTolerance tol : {HalfTolerance{Dtype::bf16, 2e-2, 5e-2}, HalfTolerance{Dtype::fp16, 4e-3, 1e-2}}) {
@@ -153,11 +151,7 @@ TEST(CudaAttention, HalfPrecisionMatchesReferenceOnRoundedInputs) {
 // memcheck step too.)
 TEST(CudaAttention, FusedLaunchesMatchOneLaunchPerBranch) {
   if (!cuda_compiled_in() || cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
-  bool wgmma_here = false;
-  {
-    ScopedEnv forward_kernel("LONGCTX_FLASH_FORWARD", "wgmma");
-    wgmma_here = wgmma_forward_runs_here();
-  }
+  const bool wgmma_here = wgmma_kernels_run_here();
   const std::vector<AttentionCase> cases = {
       {"four_branches", 1, 16384, 8, 128, {512, 2048, 8192, 16384}, {1, 2, 4, 8}},
       {"dilated_first_d64", 2, 6000, 4, 64, {1000, 3000, 6000}, {2, 1, 600}},

@@ -493,8 +493,8 @@ __device__ __forceinline__ void load_row_stats(const FlashArgs& a, const FlashPr
 }
 
 // Backward: adds the block's dK (times the softmax scale) and dV for key rows t, t + 8 (writes them, when
-// the launch overwrites). The block owns its keys within the branch, and earlier branches' launches have
-// finished (one stream): no atomics.
+// the launch overwrites). The block owns its keys within the branch, and earlier branches have written
+// theirs (launches of one stream run in order; a fused block waits in order.before_write): no atomics.
 template <int D>
 __device__ __forceinline__ void add_key_gradients(const FlashArgs& a, const FlashProblem& p, int t, const float* dk,
                                                   const float* dv) {

@@ -86,7 +86,8 @@ LONGCTX_HOST_DEVICE inline int64_t selected_between(int64_t lo, int64_t hi, int6
   return count;
 }
 
-// Of `count` rows at positions first, first + r, first + 2 r, ...: how many lie in [lo, hi).
+// Of `count` rows at positions first, first + r, first + 2 r, ...: how many lie before x (rows_before) and
+// in [lo, hi) (rows_between).
 LONGCTX_HOST_DEVICE inline int64_t rows_before(int64_t first, int64_t r, int64_t count, int64_t x) {
   if (x <= first) return 0;
   const int64_t n = (x - first + r - 1) / r;
