@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <exception>
 #include <iostream>
+#include <new>
 #include <optional>
 #include <string>
 #include <vector>
@@ -71,6 +72,12 @@ struct Parsed {
 void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed& parsed) {
   if (args.empty()) throw UsageError("no command given\n\n" + top_help());
   if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    if (args[0] == "help" && args.size() > 1) {  // `longctx help attend` is `longctx attend --help`
+      std::vector<std::string> command_help(args.begin() + 1, args.end());
+      command_help.push_back("--help");
+      parse(process, command_help, parsed);
+      return;
+    }
     parsed.help = true;
     return;
   }
@@ -81,8 +88,12 @@ void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed
   size_t words = 0;
   const cli::Command* command = find_command(args, &words);
   if (!command) {
-    std::string names;
-    for (const auto& c : cli::all_commands()) names += (names.empty() ? "" : ", ") + c.name;
+    std::string names, group;  // group: the commands that start with args[0] ("bench" -> bench attention, ...)
+    for (const auto& c : cli::all_commands()) {
+      names += (names.empty() ? "" : ", ") + c.name;
+      if (c.name.rfind(args[0] + " ", 0) == 0) group += (group.empty() ? "" : ", ") + c.name;
+    }
+    if (!group.empty()) throw UsageError("'" + args[0] + "' needs a subcommand: " + group);
     throw UsageError("unknown command '" + args[0] + "'; commands: " + names);
   }
   const std::vector<std::string> rest(args.begin() + static_cast<std::ptrdiff_t>(words), args.end());
@@ -149,6 +160,11 @@ int main(int argc, char** argv) {
   } catch (const Error& e) {
     log::error(e.what());
     code = static_cast<int>(e.code());
+    if (process->world_size() > 1) process->abort(code);
+  } catch (const std::bad_alloc&) {
+    log::error("out of memory: this rank could not allocate what the problem needs (use more ranks, or a "
+               "smaller size)");
+    code = static_cast<int>(ExitCode::internal);
     if (process->world_size() > 1) process->abort(code);
   } catch (const std::exception& e) {
     log::error(std::string("internal failure: ") + e.what());

@@ -49,11 +49,16 @@ LauncherInfo detect_launcher(const GetEnv& getenv) {
     info.tasks = env_int(getenv, "OMPI_COMM_WORLD_SIZE");
     info.rank = env_int(getenv, "OMPI_COMM_WORLD_RANK");
     info.local_rank = env_int(getenv, "OMPI_COMM_WORLD_LOCAL_RANK");
-  } else if (getenv("SLURM_PROCID") && (getenv("SLURM_STEP_NUM_TASKS") || getenv("SLURM_NTASKS"))) {
+  } else if (getenv("SLURM_PROCID") && (getenv("SLURM_STEP_ID") || getenv("SLURM_STEPID")) &&
+             (getenv("SLURM_STEP_NUM_TASKS") || getenv("SLURM_NTASKS"))) {
+    // A task of an srun job step.
     info.kind = LauncherKind::slurm;
     info.tasks = env_int(getenv, getenv("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS");
     info.rank = env_int(getenv, "SLURM_PROCID");
     info.local_rank = env_int(getenv, "SLURM_LOCALID");
+  } else if (getenv("SLURM_JOB_ID")) {
+    // The batch script (or an salloc shell) itself: one process, whatever SLURM_NTASKS says the job has.
+    info.kind = LauncherKind::slurm;
   }
   return info;
 }
@@ -65,7 +70,7 @@ const char* const kSrunWithoutPmi =
 }  // namespace
 
 void check_launcher_before_mpi(const LauncherInfo& launcher, const GetEnv& getenv) {
-  if (launcher.kind != LauncherKind::slurm) return;
+  if (launcher.kind != LauncherKind::slurm || launcher.tasks <= 1) return;  // one task needs no PMI
   for (const char* variable : {"PMIX_RANK", "PMIX_NAMESPACE", "PMI_RANK", "PMI_FD", "PMI_SIZE"})
     if (getenv(variable)) return;
   std::ostringstream message;

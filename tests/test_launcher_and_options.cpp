@@ -1,6 +1,7 @@
 // Launcher detection and cross-checks, option-list parsing, environment names, shared-device check.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <map>
 
 #include "runtime/cli/command.hpp"
@@ -46,7 +47,8 @@ TEST(Launcher, MpirunInsideSbatchIsOpenMpi) {
 
 TEST(Launcher, SrunStepTasksWinOverJobTasks) {
   const LauncherInfo info = detect_launcher(fake_env(
-      {{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "8"}, {"SLURM_STEP_NUM_TASKS", "2"}, {"SLURM_LOCALID", "1"}}));
+      {{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "8"}, {"SLURM_STEP_ID", "0"}, {"SLURM_STEP_NUM_TASKS", "2"},
+       {"SLURM_LOCALID", "1"}}));
   EXPECT_EQ(info.kind, LauncherKind::slurm);
   EXPECT_EQ(info.tasks, 2);
   EXPECT_EQ(info.rank, 1);
@@ -56,7 +58,7 @@ TEST(Launcher, SrunStepTasksWinOverJobTasks) {
 
 TEST(Launcher, SrunWithoutPmiIsAUsageErrorThatSaysSo) {
   const LauncherInfo info =
-      detect_launcher(fake_env({{"SLURM_PROCID", "1"}, {"SLURM_STEP_NUM_TASKS", "4"}}));
+      detect_launcher(fake_env({{"SLURM_PROCID", "1"}, {"SLURM_STEPID", "3"}, {"SLURM_STEP_NUM_TASKS", "4"}}));
   try {
     check_launcher(info, 0, 1);
     FAIL() << "expected UsageError";
@@ -69,7 +71,8 @@ TEST(Launcher, SrunWithoutPmiIsAUsageErrorThatSaysSo) {
 }
 
 TEST(Launcher, SrunWithoutPmiIsCaughtBeforeMpiInit) {
-  const auto vars = std::map<std::string, std::string>{{"SLURM_PROCID", "0"}, {"SLURM_STEP_NUM_TASKS", "2"}};
+  const auto vars = std::map<std::string, std::string>{
+      {"SLURM_PROCID", "0"}, {"SLURM_STEP_ID", "0"}, {"SLURM_STEP_NUM_TASKS", "2"}};
   const LauncherInfo info = detect_launcher(fake_env(vars));
   EXPECT_THROW(check_launcher_before_mpi(info, fake_env(vars)), UsageError);
   auto with_pmix = vars;
@@ -78,15 +81,49 @@ TEST(Launcher, SrunWithoutPmiIsCaughtBeforeMpiInit) {
   EXPECT_NO_THROW(check_launcher_before_mpi(detect_launcher(fake_env({})), fake_env({})));
 }
 
+// What sbatch's batch script and `srun -n 1` hand a process (seen on this machine's Slurm 22.05): neither
+// needs PMI, and neither is a world-size mismatch.
+TEST(Launcher, BatchScriptAndOneTaskStepAreFine) {
+  const auto batch = std::map<std::string, std::string>{
+      {"SLURM_JOB_ID", "7"}, {"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "4"}, {"SLURM_LOCALID", "0"}};
+  const LauncherInfo in_batch = detect_launcher(fake_env(batch));
+  EXPECT_EQ(in_batch.kind, LauncherKind::slurm);
+  EXPECT_NO_THROW(check_launcher_before_mpi(in_batch, fake_env(batch)));
+  EXPECT_NO_THROW(check_launcher(in_batch, 0, 1));
+
+  const auto one_task = std::map<std::string, std::string>{
+      {"SLURM_JOB_ID", "7"}, {"SLURM_PROCID", "0"}, {"SLURM_STEP_ID", "0"}, {"SLURM_STEP_NUM_TASKS", "1"}};
+  const LauncherInfo step = detect_launcher(fake_env(one_task));
+  EXPECT_EQ(step.tasks, 1);
+  EXPECT_NO_THROW(check_launcher_before_mpi(step, fake_env(one_task)));
+  EXPECT_NO_THROW(check_launcher(step, 0, 1));
+}
+
 TEST(Options, SizeListsAcceptSuffixes) {
   EXPECT_EQ(cli::parse_size_list("segment-lengths", "2048,4K,1M"),
             (std::vector<int64_t>{2048, 4096, 1048576}));
   EXPECT_EQ(cli::parse_size("seq-len", "1G"), int64_t{1} << 30);
   EXPECT_EQ(cli::parse_size("seq-len", "-3"), -3);  // range checks belong to the option's owner
+  EXPECT_EQ(cli::parse_size_list("segment-lengths", "2048, 4K ,8k"), (std::vector<int64_t>{2048, 4096, 8192}));
+  EXPECT_EQ(cli::parse_size("seq-len", "8G"), int64_t{8} << 30);
+  EXPECT_EQ(cli::parse_size("seq-len", "9223372036854775807"), std::numeric_limits<int64_t>::max());
+}
+
+TEST(Options, SizesThatOverflowAreRefusedNotWrapped) {
+  for (const char* big : {"9223372036854775808", "8589934592G", "17179869185G", "18014398509481985K",
+                          "99999999999999999999"}) {
+    try {
+      cli::parse_size("seq-len", big);
+      ADD_FAILURE() << "accepted '" << big << "'";
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find("--seq-len"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(Options, MalformedListsNameTheOption) {
-  for (const char* bad : {"", "2048,", ",2048", "20x48", "2048,,4096", "4KB", "K"}) {
+  for (const char* bad : {"", "2048,", ",2048", "20x48", "2048,,4096", "4KB", "K", "+8", "0x10", "1e3", "1.5K", "-",
+                          "2048, "}) {
     try {
       cli::parse_size_list("segment-lengths", bad);
       ADD_FAILURE() << "accepted '" << bad << "'";

@@ -1,6 +1,11 @@
 #include <algorithm>
 #include <cctype>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <cstdlib>
 #include <fstream>
+#include <iomanip>
 #include <sstream>
 
 #include "runtime/cli/command.hpp"
@@ -34,10 +39,15 @@ std::string format_value(const po::variable_value& value) {
   if (const auto* i = boost::any_cast<int>(&any)) return std::to_string(*i);
   if (const auto* u = boost::any_cast<uint64_t>(&any)) return std::to_string(*u);
   if (const auto* b = boost::any_cast<bool>(&any)) return *b ? "true" : "false";
-  if (const auto* d = boost::any_cast<double>(&any)) {
-    std::ostringstream out;
-    out << *d;
-    return out.str();
+  if (const auto* d = boost::any_cast<double>(&any)) {  // the shortest text that reads back as the same double
+    std::string text;
+    for (int digits = 6; digits <= 17; ++digits) {
+      std::ostringstream out;
+      out << std::setprecision(digits) << *d;
+      text = out.str();
+      if (std::strtod(text.c_str(), nullptr) == *d) break;
+    }
+    return text;
   }
   if (const auto* v = boost::any_cast<std::vector<std::string>>(&any)) {
     std::string out;
@@ -56,26 +66,39 @@ std::string env_name(const std::string& option) {
 }
 
 int64_t parse_size(const std::string& option, const std::string& text) {
-  size_t used = 0;
-  long long value = 0;
-  try {
-    value = std::stoll(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  int64_t multiplier = 1;
-  if (used > 0 && used + 1 == text.size()) {
-    switch (text.back()) {
-      case 'K': case 'k': multiplier = int64_t{1} << 10; break;
-      case 'M': case 'm': multiplier = int64_t{1} << 20; break;
-      case 'G': case 'g': multiplier = int64_t{1} << 30; break;
-      default: used = 0;
+  // Digits with an optional sign and one K / M / G suffix (binary); blanks around the item are allowed
+  // ("2048, 4096"), anything else (hex, exponents, fractions, a leading '+') is not.
+  const size_t first = text.find_first_not_of(" \t"), last = text.find_last_not_of(" \t");
+  const std::string item = first == std::string::npos ? "" : text.substr(first, last - first + 1);
+  const auto malformed = [&] {
+    return UsageError("--" + option + ": '" + text + "' is not an integer (optionally with a K, M or G suffix)");
+  };
+  size_t digits_end = item.size();
+  int shift = 0;
+  if (!item.empty()) {
+    switch (item.back()) {
+      case 'K': case 'k': shift = 10; break;
+      case 'M': case 'm': shift = 20; break;
+      case 'G': case 'g': shift = 30; break;
+      default: break;
     }
-    if (used) ++used;
+    if (shift) --digits_end;
   }
-  if (used == 0 || used != text.size())
-    throw UsageError("--" + option + ": '" + text + "' is not an integer (optionally with a K, M or G suffix)");
-  return static_cast<int64_t>(value) * multiplier;
+  const size_t sign = !item.empty() && item[0] == '-' ? 1 : 0;
+  if (digits_end <= sign) throw malformed();
+  for (size_t i = sign; i < digits_end; ++i)
+    if (!std::isdigit(static_cast<unsigned char>(item[i]))) throw malformed();
+  const int64_t limit = std::numeric_limits<int64_t>::max() >> shift;
+  int64_t magnitude = 0;
+  for (size_t i = sign; i < digits_end; ++i) {
+    const int digit = item[i] - '0';
+    if (magnitude > (limit - digit) / 10)
+      throw UsageError("--" + option + ": '" + text + "' is out of range (at most " +
+                       std::to_string(std::numeric_limits<int64_t>::max()) + ")");
+    magnitude = magnitude * 10 + digit;
+  }
+  const int64_t value = magnitude * (int64_t{1} << shift);
+  return sign ? -value : value;
 }
 
 std::vector<int64_t> parse_size_list(const std::string& option, const std::string& text) {
@@ -94,6 +117,52 @@ std::vector<int64_t> parse_size_list(const std::string& option, const std::strin
   return values;
 }
 
+namespace {
+
+bool is_switch(const po::option_description& option) { return option.semantic()->max_tokens() == 0; }
+
+// An on/off option set from the environment: 1 / true / yes / on sets it, 0 / false / no / off leaves it
+// off; anything else is refused (a switch on the command line takes no value).
+bool switch_from_env(const std::string& variable, const std::string& value) {
+  std::string word;
+  for (char c : value) word += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (word == "1" || word == "true" || word == "yes" || word == "on") return true;
+  if (word == "0" || word == "false" || word == "no" || word == "off") return false;
+  throw UsageError(variable + "='" + value + "': an on/off option takes 1, true, yes, on or 0, false, no, off");
+}
+
+// The config file as INI text for Boost: a regular file that reads completely, with `;` comment lines
+// (common in INI files; Boost knows only `#`) dropped.
+std::string read_config(const std::string& path) {
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error))
+    throw UsageError("--config: '" + path + "' " +
+                     (std::filesystem::exists(path, error) ? "is not a regular file" : "does not exist"));
+  std::ifstream file(path);
+  if (!file) throw UsageError("--config: cannot open '" + path + "'");
+  std::string text, line;
+  while (std::getline(file, line)) {
+    const size_t first = line.find_first_not_of(" \t");
+    text += (first != std::string::npos && line[first] == ';') ? "" : line;
+    text += '\n';
+  }
+  if (file.bad()) throw UsageError("--config: cannot read '" + path + "'");
+  return text;
+}
+
+// Boost reads "-1" as 2^64 - 1 for an unsigned option; refuse a sign there instead.
+void check_unsigned(const po::parsed_options& parsed, const po::options_description& declared) {
+  for (const auto& o : parsed.options) {
+    const po::option_description* option = declared.find_nothrow(o.string_key, false);
+    if (!option || !dynamic_cast<const po::typed_value<uint64_t>*>(option->semantic().get())) continue;
+    for (const auto& token : o.value)
+      if (token.find('-') != std::string::npos)
+        throw UsageError("--" + o.string_key + ": '" + token + "' is not a non-negative integer");
+  }
+}
+
+}  // namespace
+
 Invocation parse_invocation(ProcessContext& process, const Command& command, const std::vector<std::string>& args,
                             const GetEnv& getenv, po::options_description& declared) {
   po::positional_options_description positional;
@@ -102,41 +171,63 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
 
   Invocation invocation{process, command, {}, {}};
   const std::string where = "'longctx " + command.name + "'";
+  // Long options only as spelled: Boost's default also takes unique prefixes (--seq for --seq-len), which
+  // a later option can make ambiguous and so break a script that worked.
+  const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+  std::string source = "the command line";  // named in errors
   try {
     const po::parsed_options from_cli =
-        po::command_line_parser(args).options(declared).positional(positional).run();
+        po::command_line_parser(args).options(declared).positional(positional).style(style).run();
+    check_unsigned(from_cli, declared);
     po::store(from_cli, invocation.options);
     for (const auto& o : from_cli.options) invocation.sources[o.string_key] = "command line";
     if (invocation.options.count("help")) return invocation;  // --help works without the required options
 
     std::optional<std::string> config_path;
     if (invocation.options.count("config")) config_path = invocation.options["config"].as<std::string>();
-    else if (auto from_env = getenv(env_name("config"))) config_path = *from_env;
+    else if (auto from_env = getenv(env_name("config")); from_env && !from_env->empty()) config_path = *from_env;
     if (config_path) {
-      std::ifstream file(*config_path);
-      if (!file) throw UsageError("--config: cannot open '" + *config_path + "'");
-      const po::parsed_options from_file = po::parse_config_file(file, declared, false);
+      source = "config " + *config_path;
+      std::istringstream text(read_config(*config_path));
+      const po::parsed_options from_file = po::parse_config_file(text, declared, false);
+      check_unsigned(from_file, declared);
       po::store(from_file, invocation.options);
       for (const auto& o : from_file.options)
         invocation.sources.emplace(o.string_key, "config " + *config_path);
     }
 
-    std::map<std::string, std::string> env_to_option;
-    for (const auto& option : declared.options()) env_to_option[env_name(option->long_name())] = option->long_name();
-    std::vector<std::string> env_lines;
-    for (const auto& [variable, option] : env_to_option) {
-      if (auto value = getenv(variable)) {
-        env_lines.push_back("--" + option + "=" + *value);
-        invocation.sources.emplace(option, "env " + variable);
+    // One variable at a time, so an error names it. An empty variable counts as unset.
+    for (const auto& option : declared.options()) {
+      const std::string& name = option->long_name();
+      const std::string variable = env_name(name);
+      const auto value = getenv(variable);
+      if (name == "config" || !value || value->empty()) continue;
+      source = "environment variable " + variable + "='" + *value + "'";
+      std::vector<std::string> words{"--" + name};
+      if (is_switch(*option)) {
+        if (!switch_from_env(variable, *value)) continue;
+      } else {
+        words.back() += "=" + *value;
       }
+      const po::parsed_options from_env = po::command_line_parser(words).options(declared).style(style).run();
+      check_unsigned(from_env, declared);
+      po::store(from_env, invocation.options);
+      invocation.sources.emplace(name, "env " + variable);
     }
-    po::store(po::command_line_parser(env_lines).options(declared).run(), invocation.options);
+    source.clear();
     po::notify(invocation.options);
   } catch (const po::unknown_option& e) {
-    throw UsageError("unknown option '" + e.get_option_name() + "' for " + where + "; allowed: " +
-                     allowed_options(declared));
+    throw UsageError("unknown option '" + e.get_option_name() + "' for " + where +
+                     (source.empty() ? "" : " (from " + source + ")") + "; allowed: " + allowed_options(declared));
   } catch (const po::error& e) {
-    throw UsageError(std::string(e.what()) + " (in " + where + "; see `longctx " + command.name + " --help`)");
+    throw UsageError(std::string(e.what()) + " (" + (source.empty() ? "" : "from " + source + ", ") + "in " +
+                     where + "; see `longctx " + command.name + " --help`)");
+  }
+  const double timeout = invocation.options["comm-timeout"].as<double>();
+  if (!(timeout > 0) || !std::isfinite(timeout)) {
+    std::ostringstream message;
+    message << "--comm-timeout: must be a positive, finite number of seconds, got " << timeout;
+    throw UsageError(message.str());
   }
   for (const auto& option : declared.options())
     invocation.sources.emplace(option->long_name(), "default");
@@ -174,13 +265,22 @@ std::string to_ini(const Invocation& invocation, const po::options_description& 
 }
 
 std::string help_text(const Command& command, const po::options_description& declared) {
+  std::string required, example;
+  for (const auto& option : declared.options()) {
+    const std::string& name = option->long_name();
+    if (option->semantic()->is_required()) required += (required.empty() ? "--" : ", --") + name;
+    if (example.empty() && !is_switch(*option) && name != "config" && name != "help") example = name;
+  }
   std::ostringstream out;
   out << "usage: longctx " << command.name << " [options]" << (command.positional.empty() ? "" : " ")
       << command.positional << "\n\n"
       << command.summary << "\n\n"
-      << declared << "\n"
-      << "Every option can also come from --config FILE.ini ([section] key=value) or the environment\n"
-      << "(--seq-len <- LONGCTX_SEQ_LEN); the command line wins over the file, the file over the environment.\n";
+      << declared << "\n";
+  if (!required.empty()) out << "Required: " << required << ".\n";
+  out << "On/off options are off unless given. Every option can also come from --config FILE.ini\n"
+      << "([section] key=value) or the environment (--" << example << " <- " << env_name(example)
+      << "; on/off options take 1 or 0);\n"
+      << "the command line wins over the file, the file over the environment.\n";
   return out.str();
 }
 

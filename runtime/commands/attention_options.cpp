@@ -13,12 +13,20 @@
 
 namespace longctx::cli {
 
+namespace {
+// A schedule list with a default, or (no default given) one the command requires.
+po::typed_value<std::string>* schedule_value(const std::string& default_list) {
+  auto* value = po::value<std::string>();
+  return default_list.empty() ? value->required() : value->default_value(default_list);
+}
+}  // namespace
+
 void declare_attention_options(po::options_description& desc, const std::string& default_segments,
                                const std::string& default_dilations) {
   desc.add_options()
-      ("segment-lengths", po::value<std::string>()->default_value(default_segments),
+      ("segment-lengths", schedule_value(default_segments),
        "segment length w of each branch, comma-separated (K/M/G suffixes)")
-      ("dilation-rates", po::value<std::string>()->default_value(default_dilations),
+      ("dilation-rates", schedule_value(default_dilations),
        "dilation rate r of each branch, comma-separated; one r = 1 branch is required")
       ("causal", po::bool_switch(), "causal masking (a query sees keys at positions <= its own)")
       ("head-offsets", po::value<std::string>()->default_value("paper"),
@@ -27,7 +35,7 @@ void declare_attention_options(po::options_description& desc, const std::string&
       ("allow-uncovered", po::bool_switch(), "accept a schedule without an r = 1 branch (uncovered rows get o = 0, lse = -inf)")
       ("device", po::value<std::string>()->default_value("cpu"), "backend: cpu, or cuda (one rank, one GPU; when compiled in: longctx --version)")
       ("dtype", po::value<std::string>()->default_value("fp32"), "input type of q, k, v: fp32, bf16 or fp16 (bf16 and fp16 need --device cuda; fp32 accumulation and outputs)")
-      ("comm", po::value<std::string>()->default_value("auto"), "device communicator with --device cuda under mpirun: auto (nccl when libnccl loads and each rank has its own GPU, else staged), nccl, staged (MPI through host memory)")
+      ("comm", po::value<std::string>()->default_value("auto"), "device communicator with --device cuda under mpirun: auto (nccl when libnccl loads and each rank has its own GPU, else staged), nccl, staged or mpi (MPI through host memory)")
       ("threads", po::value<int>()->default_value(0), "OpenMP threads per rank; 0 keeps OMP_NUM_THREADS / all cores");
 }
 
@@ -56,8 +64,10 @@ DeviceChoice attention_device(const Invocation& invocation) {
   choice.device = vm["device"].as<std::string>();
   choice.dtype = parse_dtype(vm["dtype"].as<std::string>());
   choice.comm = vm["comm"].as<std::string>();
+  // "mpi" (what `bench comm --comm` calls it, so one LONGCTX_COMM serves both) is the staged path.
+  if (choice.comm == "mpi") choice.comm = "staged";
   if (choice.comm != "auto" && choice.comm != "nccl" && choice.comm != "staged")
-    throw UsageError("--comm: '" + choice.comm + "' is not a device communicator; allowed: auto, nccl, staged");
+    throw UsageError("--comm: '" + choice.comm + "' is not a device communicator; allowed: auto, nccl, staged (or mpi)");
   if (choice.device == "cpu") {
     if (choice.dtype != Dtype::fp32)
       throw UsageError("--dtype " + to_string(choice.dtype) + ": the cpu backend computes in fp32 only (bf16, fp16 "

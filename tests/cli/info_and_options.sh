@@ -13,9 +13,14 @@ expect_exit 0 "info without a launcher" -- env -u OMPI_COMM_WORLD_SIZE "$LONGCTX
 expect_in "$OUT/stdout" "^rank 0/1 .*launcher none" "single process says launcher none"
 
 # srun started 2 tasks but each one is alone in MPI: the classic missing-PMI mistake.
-expect_exit 2 "srun without PMI" -- env SLURM_PROCID=0 SLURM_STEP_NUM_TASKS=2 SLURM_NTASKS=2 "$LONGCTX" info
+expect_exit 2 "srun without PMI" -- env SLURM_JOB_ID=1 SLURM_STEP_ID=0 SLURM_PROCID=0 SLURM_STEP_NUM_TASKS=2 SLURM_NTASKS=2 "$LONGCTX" info
 expect_in "$OUT/stderr" "srun without PMI" "the error explains srun without PMI"
 [ ! -s "$OUT/stdout" ] && pass "nothing printed to stdout" || fail "stdout not empty on usage error"
+
+# One process is fine under Slurm: the batch script itself (SLURM_NTASKS is the job's, no step) and srun -n 1.
+expect_exit 0 "longctx in the batch script of a 4-task job" -- env SLURM_JOB_ID=1 SLURM_PROCID=0 SLURM_NTASKS=4 "$LONGCTX" info --quiet
+expect_in "$OUT/stdout" "^rank 0/1 .*launcher Slurm" "batch script: one rank under Slurm"
+expect_exit 0 "srun -n 1 without PMI" -- env SLURM_JOB_ID=1 SLURM_STEP_ID=0 SLURM_PROCID=0 SLURM_STEP_NUM_TASKS=1 "$LONGCTX" info --quiet
 
 expect_exit 2 "unknown option" -- "$LONGCTX" info --no-such-option
 expect_in "$OUT/stderr" "no-such-option" "unknown option is named"
@@ -24,11 +29,19 @@ expect_exit 2 "unknown option on 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" inf
 expect_exit 2 "bad value" -- "$LONGCTX" info --comm-timeout soon
 expect_in "$OUT/stderr" "comm-timeout" "bad value names the option"
 expect_exit 2 "missing value" -- "$LONGCTX" info --comm-timeout
+expect_exit 2 "an option's prefix is not the option" -- "$LONGCTX" info --comm 5
+expect_exit 2 "--comm-timeout 0" -- "$LONGCTX" info --comm-timeout 0
+expect_in "$OUT/stderr" "comm-timeout: must be a positive" "a timeout of 0 is refused"
+expect_exit 2 "--comm-timeout nan (would never time out)" -- "$LONGCTX" info --comm-timeout nan
 expect_exit 2 "unknown command" -- "$LONGCTX" frobnicate
 expect_exit 2 "no command" -- "$LONGCTX"
+expect_exit 2 "a command group without its subcommand" -- "$LONGCTX" bench
+expect_in "$OUT/stderr" "needs a subcommand: bench attention, bench comm" "names the subcommands"
+expect_exit 0 "help COMMAND" -- "$LONGCTX" help attend
+expect_in "$OUT/stdout" "usage: longctx attend" "help attend is attend --help"
 
 expect_exit 0 "--version" -- "$LONGCTX" --version
-expect_in "$OUT/stdout" "^longctx [0-9]+\.[0-9]+\.[0-9]+ \(git [0-9a-f]+|unknown" "version and git hash"
+expect_in "$OUT/stdout" "^longctx [0-9]+\.[0-9]+\.[0-9]+ \(git ([0-9a-f]{12}(-dirty)?|unknown)," "version and git hash"
 expect_in "$OUT/stdout" "backends: .*cpu" "backends listed"
 expect_in "$OUT/stdout" "^MPI: Open MPI" "MPI version"
 expect_in "$OUT/stdout" "^HDF5: 1\." "HDF5 version"
@@ -39,6 +52,8 @@ expect_in "$OUT/stdout" "comm-timeout.*600" "sub help shows defaults"
 expect_exit 0 "attend --help without its required options" -- "$LONGCTX" attend --help
 expect_in "$OUT/stdout" "--dtype" "attend --help lists --dtype"
 expect_in "$OUT/stdout" "--comm .*auto" "attend --help lists --comm and its default"
+expect_in "$OUT/stdout" "^Required: --input, --output, --segment-lengths, --dilation-rates" "attend --help names its required options"
+expect_in "$OUT/stdout" "--input <- LONGCTX_INPUT" "the help's environment example is one of attend's options"
 expect_exit 0 "train --help" -- "$LONGCTX" train --help
 
 # Precedence: command line > config file > environment > default.
@@ -55,5 +70,27 @@ printf 'no-such-key = 1\n' >"$OUT/bad.ini"
 expect_exit 2 "unknown key in config" -- "$LONGCTX" info --config "$OUT/bad.ini"
 expect_in "$OUT/stderr" "no-such-key" "unknown config key named"
 expect_exit 2 "missing config file" -- "$LONGCTX" info --config "$OUT/nope.ini"
+expect_exit 2 "a directory as config file" -- "$LONGCTX" info --config "$OUT"
+expect_in "$OUT/stderr" "is not a regular file" "says the config is no file"
+printf '; a comment, INI style
+# another
+comm-timeout = 31
+' >"$OUT/semi.ini"
+expect_exit 0 "; comments in a config file" -- "$LONGCTX" info --config "$OUT/semi.ini"
+expect_in "$OUT/stderr" "comm-timeout = 31  \[config" "the value after the comments applies"
+
+# On/off options from the environment: 1/true/yes/on set them, 0/false/no/off leave them off.
+for value in 1 true YES on; do
+  expect_exit 0 "LONGCTX_QUIET=$value" -- env LONGCTX_QUIET=$value "$LONGCTX" info
+  grep -q "resolved config" "$OUT/stderr" && fail "LONGCTX_QUIET=$value still printed the config" || pass "LONGCTX_QUIET=$value is quiet"
+done
+expect_exit 0 "LONGCTX_QUIET=0" -- env LONGCTX_QUIET=0 "$LONGCTX" info
+expect_in "$OUT/stderr" "resolved config" "LONGCTX_QUIET=0 leaves it off"
+expect_exit 2 "LONGCTX_QUIET=maybe" -- env LONGCTX_QUIET=maybe "$LONGCTX" info
+expect_in "$OUT/stderr" "LONGCTX_QUIET='maybe'" "the error names the variable and its value"
+expect_exit 2 "a bad value from the environment" -- env LONGCTX_COMM_TIMEOUT=soon "$LONGCTX" info
+expect_in "$OUT/stderr" "environment variable LONGCTX_COMM_TIMEOUT='soon'" "the error names where the value came from"
+expect_exit 0 "an empty variable is unset" -- env LONGCTX_COMM_TIMEOUT= LONGCTX_CONFIG= "$LONGCTX" info
+expect_in "$OUT/stderr" "comm-timeout = 600  \[default\]" "empty LONGCTX_COMM_TIMEOUT leaves the default"
 
 finish
