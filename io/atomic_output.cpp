@@ -25,7 +25,12 @@ void AtomicOutput::commit() {
   if (done_) throw InternalError("AtomicOutput " + path_ + ": commit after commit or abort");
   close_and_sync(file_, comm_);
   done_ = true;
-  publish_on_rank0(comm_, "publishing " + path_, [&] { rename_durably(temporary_path(), path_); });
+  try {
+    publish_on_rank0(comm_, "publishing " + path_, [&] { rename_durably(temporary_path(), path_); });
+  } catch (...) {  // every rank throws together; rank 0 removes what the failed rename left
+    if (h5::comm_rank(comm_) == 0) std::remove(temporary_path().c_str());
+    throw;
+  }
 }
 
 void AtomicOutput::abort() noexcept {

@@ -37,6 +37,29 @@ std::string directory_of(const std::string& path) {
   return parent.empty() ? "." : parent;
 }
 
+void check_output_path(const std::string& option, const std::string& path) {
+  namespace fs = std::filesystem;
+  const std::string named = "--" + option + " '" + path + "'";
+  if (path.empty()) throw UsageError("--" + option + ": empty path");
+  if (path.back() == '/') throw UsageError(named + ": names a directory; give a file name");
+  std::error_code error;
+  if (fs::is_directory(path, error)) throw UsageError(named + " is a directory; give a file name");
+  const std::string directory = directory_of(path);
+  if (!fs::is_directory(directory, error))
+    throw UsageError(named + ": directory '" + directory + "' does not exist");
+  if (::access(directory.c_str(), W_OK | X_OK) != 0)
+    throw UsageError(named + ": cannot write in directory '" + directory + "' (" + std::strerror(errno) + ")");
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  if (fs::exists(a, error) && fs::exists(b, error)) return fs::equivalent(a, b, error);
+  const fs::path x = fs::weakly_canonical(fs::absolute(a, error), error);
+  const fs::path y = fs::weakly_canonical(fs::absolute(b, error), error);
+  return x == y;
+}
+
 void sync_file(const std::string& path) { sync_path(path, O_RDONLY); }
 
 void sync_directory(const std::string& directory) { sync_path(directory, O_RDONLY | O_DIRECTORY); }
@@ -50,24 +73,33 @@ void write_text_durably(const std::string& path, const std::string& text) {
   const std::string temporary = path + ".tmp";
   const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) fail("cannot create", temporary, errno);
+  // Any failure from here on removes the temporary file: a failed write leaves nothing behind.
+  const auto fail_and_remove = [&](const std::string& what, int error) {
+    ::close(fd);
+    std::remove(temporary.c_str());
+    fail(what, temporary, error);
+  };
   size_t written = 0;
   while (written < text.size()) {
     const ssize_t n = ::write(fd, text.data() + written, text.size() - written);
     if (n < 0) {
       if (errno == EINTR) continue;
-      const int error = errno;
-      ::close(fd);
-      fail("cannot write", temporary, error);
+      fail_and_remove("cannot write", errno);
     }
     written += static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0) {
+  if (::fsync(fd) != 0) fail_and_remove("fsync failed for", errno);
+  if (::close(fd) != 0) {
     const int error = errno;
-    ::close(fd);
-    fail("fsync failed for", temporary, error);
+    std::remove(temporary.c_str());
+    fail("cannot close", temporary, error);
   }
-  if (::close(fd) != 0) fail("cannot close", temporary, errno);
-  rename_durably(temporary, path);
+  try {
+    rename_durably(temporary, path);
+  } catch (...) {
+    std::remove(temporary.c_str());  // gone already when only the directory fsync failed
+    throw;
+  }
 }
 
 }  // namespace longctx::io

@@ -18,4 +18,12 @@ void write_text_durably(const std::string& path, const std::string& text);
 // The directory part of `path` ("." when it has none).
 std::string directory_of(const std::string& path);
 
+// Checks, before any work, that `path` (given by `--option`) can become a file: not empty, not a
+// directory, in a directory that exists and that this process may write (the temporary file and the
+// rename both happen there). Throws UsageError naming the option.
+void check_output_path(const std::string& option, const std::string& path);
+// Whether two paths name the same file: the same file when both exist (links included), otherwise the
+// same absolute path once the existing directories in it are resolved.
+bool same_file(const std::string& a, const std::string& b);
+
 }  // namespace longctx::io

@@ -10,6 +10,7 @@
 
 #include "io/atomic_output.hpp"
 #include "io/attend_file.hpp"
+#include "io/durable.hpp"
 #include "io/h5.hpp"
 #include "io/row_io.hpp"
 #include "io_test_util.hpp"
@@ -224,6 +225,69 @@ TEST(AtomicOutput, CommitPublishesAndAbortLeavesNothing) {
   EXPECT_EQ(std::filesystem::file_size(path), size_before);
   h5::File file = h5::File::open(path, h5::Mode::read, MPI_COMM_WORLD);
   EXPECT_TRUE(tensors_equal(make_block(1, global, 0, rows), read_rows(file, "o", 0, rows)));
+}
+
+// The rename itself fails (the target is a directory): every rank throws, and no .tmp is left behind.
+TEST(AtomicOutput, FailedRenameLeavesNoTemporaryFile) {
+  SharedTempDir dir;
+  const std::string path = dir.file("taken");
+  if (world_rank() == 0) std::filesystem::create_directory(path);
+  MPI_Barrier(MPI_COMM_WORLD);
+  const Shape global = {4, 1, 1};
+  const RowRange rows = even_rows(4, world_rank(), world_size());
+  bool threw = false;
+  try {
+    AtomicOutput output(path, MPI_COMM_WORLD);
+    write_rows(output.file(), "o", global, 0, rows, make_block(1, global, 0, rows));
+    output.commit();
+  } catch (const InternalError& e) {
+    threw = true;
+    EXPECT_NE(std::string(e.what()).find("cannot rename"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(threw);
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_TRUE(std::filesystem::is_directory(path));
+}
+
+TEST(Durable, FailedTextWriteLeavesNoTemporaryFile) {
+  if (world_rank() != 0) return;
+  SharedTempDir dir(MPI_COMM_SELF);
+  const std::string path = dir.file("report.json");
+  std::filesystem::create_directory(path);
+  EXPECT_THROW(write_text_durably(path, "{}"), InternalError);
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+}
+
+TEST(Durable, OutputPathsAreCheckedAndCompared) {
+  if (world_rank() != 0) return;
+  SharedTempDir dir(MPI_COMM_SELF);
+  const std::string file = dir.file("a.h5");
+  { std::ofstream(file) << "x"; }
+  const auto usage_message = [](const std::string& option, const std::string& path) {
+    try {
+      check_output_path(option, path);
+    } catch (const UsageError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_EQ(usage_message("output", file), "");  // an existing file may be replaced
+  EXPECT_EQ(usage_message("output", dir.file("new.h5")), "");
+  EXPECT_NE(usage_message("output", "").find("--output: empty path"), std::string::npos);
+  EXPECT_NE(usage_message("output", dir.file("")).find("names a directory"), std::string::npos);
+  EXPECT_NE(usage_message("report", dir.file("missing/r.json")).find("does not exist"), std::string::npos);
+  std::filesystem::create_directory(dir.file("d"));
+  EXPECT_NE(usage_message("output", dir.file("d")).find("is a directory"), std::string::npos);
+
+  const std::string relative = std::filesystem::relative(file).string();
+  EXPECT_TRUE(same_file(file, relative));
+  EXPECT_TRUE(same_file(file, dir.file("d/../a.h5")));
+  std::filesystem::create_hard_link(file, dir.file("hard.h5"));
+  EXPECT_TRUE(same_file(file, dir.file("hard.h5")));
+  EXPECT_TRUE(same_file(dir.file("new.h5"), dir.file("d/../new.h5")));  // neither exists yet
+  EXPECT_FALSE(same_file(file, file + ".tmp"));
+  EXPECT_FALSE(same_file(file, dir.file("d")));
 }
 
 }  // namespace

@@ -1,13 +1,16 @@
 // `longctx attend` (interfaces.md): q, k, v [, do] from an HDF5 file -> o, lse [, dq, dk, dv].
 // Under mpirun each rank reads and writes only its N / P rows (collective parallel HDF5) and the
 // sequence-parallel backend exchanges only the sparsified K / V rows that spanning branches need.
-// Order: validate options (exit 2) -> check the input file (exit 3) -> check the schedule shards
-// (exit 2) -> read -> compute -> write `OUT.tmp` -> commit (rename). A failure leaves no OUT.
+// Order: validate options and where the results go (exit 2) -> check the input file (exit 3) -> check
+// the schedule shards (exit 2) -> read -> compute -> write `OUT.tmp` -> commit (rename). A failure
+// leaves no OUT.
 #include <chrono>
 #include <fstream>
 #include <iomanip>
 #include <memory>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "attention/attention.hpp"
 #include "attention/cuda/sequence_parallel_cuda.hpp"
@@ -41,6 +44,23 @@ void declare(po::options_description& desc, po::positional_options_description&)
   declare_attention_options(desc, "", "");
 }
 
+// Where the results go, checked before any work: each can be written, and none of them (or the
+// temporary files they are written through) is the input or another of them, however spelled.
+void check_file_options(const std::string& input, const std::string& output, const std::string& report) {
+  io::check_output_path("output", output);
+  std::vector<std::pair<std::string, std::string>> files{{"--input", input}, {"--output", output},
+                                                         {"--output's temporary file", output + ".tmp"}};
+  if (!report.empty()) {
+    io::check_output_path("report", report);
+    files.insert(files.end(), {{"--report", report}, {"--report's temporary file", report + ".tmp"}});
+  }
+  for (size_t i = 0; i < files.size(); ++i)
+    for (size_t j = i + 1; j < files.size(); ++j)
+      if (io::same_file(files[i].second, files[j].second))
+        throw UsageError(files[i].first + " '" + files[i].second + "' and " + files[j].first + " '" +
+                         files[j].second + "' are the same file; write the results elsewhere");
+}
+
 struct RankFigures {  // gathered to rank 0 for the report; all doubles so one all_gather carries them
   double seconds_fwd = 0, seconds_bwd = 0, bytes_sent = 0, bytes_received = 0, collectives = 0, comm_seconds = 0,
          comm_wait_seconds = 0;
@@ -55,6 +75,10 @@ int run(Invocation& invocation) {
                      "--dilation-rates 1,2)");
   const AttentionParams params = attention_params(invocation);
   const DeviceChoice device = attention_device(invocation);
+  const bool backward = vm["backward"].as<bool>();
+  const std::string input_path = vm["input"].as<std::string>(), output_path = vm["output"].as<std::string>();
+  const std::string report_path = vm.count("report") ? vm["report"].as<std::string>() : "";
+  check_file_options(input_path, output_path, report_path);
   // --device cuda: one GPU per rank, made (with the device communicator) before any file is touched.
   std::unique_ptr<AttentionBackend> gpu;
   std::unique_ptr<comm::Communicator> device_comm;
@@ -65,10 +89,6 @@ int run(Invocation& invocation) {
     gpus = std::make_unique<CudaSequenceParallel>(*device_comm, device.dtype);
     log::info("--device cuda on " + std::to_string(P) + " ranks, device communicator " + device_comm->backend());
   }
-  const bool backward = vm["backward"].as<bool>();
-  const std::string input_path = vm["input"].as<std::string>(), output_path = vm["output"].as<std::string>();
-  const std::string report_path = vm.count("report") ? vm["report"].as<std::string>() : "";
-  if (output_path == input_path) throw UsageError("--output must differ from --input ('" + input_path + "')");
   const MPI_Comm mpi = mpi_handle(world);
 
   const auto t_read = Clock::now();

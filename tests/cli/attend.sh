@@ -86,6 +86,39 @@ elapsed=$(( $(date +%s) - start ))
 expect_in "$OUT/stderr" "injected failure on rank 1" "the failing rank says why"
 [ ! -e bad.h5 ] && pass "no output after a failed rank" || fail "output left after a failed rank"
 
+# Where the results go is checked before any work (exit 2, nothing read or written): the output or the
+# report is the input, or each other, under any spelling; a directory; a directory that does not exist.
+cp in.h5 same.h5
+sum_before=$(md5sum <same.h5)
+S=(--segment-lengths 4 --dilation-rates 1 --quiet)
+for spelling in ./same.h5 "$OUT/same.h5" "sub/../same.h5"; do
+  mkdir -p sub
+  expect_exit 2 "--output $spelling is the input" -- "$LONGCTX" attend --input same.h5 --output "$spelling" "${S[@]}"
+  expect_in "$OUT/stderr" "same file" "says the output is the input ($spelling)"
+done
+ln -f same.h5 hardlink.h5
+expect_exit 2 "--output a hard link to the input" -- "$LONGCTX" attend --input same.h5 --output hardlink.h5 "${S[@]}"
+cp in.h5 y.h5.tmp
+expect_exit 2 "--input is the output's temporary file" -- "$LONGCTX" attend --input y.h5.tmp --output y.h5 "${S[@]}"
+[ -e y.h5.tmp ] && [ ! -e y.h5 ] && pass "the input is still there" || fail "the input y.h5.tmp was moved or removed"
+expect_exit 2 "--report is the input" -- "$LONGCTX" attend --input same.h5 --output o.h5 --report ./same.h5 "${S[@]}"
+expect_exit 2 "--report is the output" -- "$LONGCTX" attend --input in.h5 --output o.h5 --report o.h5 "${S[@]}"
+[ "$(md5sum <same.h5)" = "$sum_before" ] && pass "the input is unchanged after all that" || fail "the input was changed"
+[ ! -e o.h5 ] && pass "no output written by the refused runs" || fail "o.h5 written by a refused run"
+mkdir -p adir
+bad 2 "is a directory" "--output is a directory" -- "${A[@]/bad.h5/adir}" "${S[@]:0:4}"
+[ ! -e adir.tmp ] && pass "no adir.tmp" || fail "adir.tmp left behind"
+bad 2 "names a directory" "--output ends in /" -- "${A[@]/bad.h5/adir/}" "${S[@]:0:4}"
+bad 2 "empty path" "--output ''" -- "${A[@]/bad.h5/}" "${S[@]:0:4}"
+bad 2 "directory 'nodir' does not exist" "--output in a missing directory" -- "${A[@]/bad.h5/nodir/x.h5}" "${S[@]:0:4}"
+grep -q "forward" "$OUT/stderr" && fail "computed before refusing the output path" || pass "refused before computing"
+bad 2 "--report 'nodir/r.json': directory 'nodir' does not exist" "--report in a missing directory" -- "${A[@]}" "${S[@]:0:4}" --report nodir/r.json
+
+# On/off options from the environment, as from the command line.
+expect_exit 0 "--causal" -- "$LONGCTX" attend --input in.h5 --output cl.h5 --segment-lengths 4,48 --dilation-rates 1,3 --causal --quiet
+expect_exit 0 "LONGCTX_CAUSAL=1" -- env LONGCTX_CAUSAL=1 "$LONGCTX" attend --input in.h5 --output ce.h5 --segment-lengths 4,48 --dilation-rates 1,3 --quiet
+expect_exit 0 "LONGCTX_CAUSAL=1 is --causal" -- $CHECK same ce.h5 cl.h5 0
+
 echo keep >bad.h5
 expect_exit 3 "failed run keeps an existing output" -- "$LONGCTX" attend --input noq.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 [ "$(cat bad.h5)" = keep ] && pass "existing output untouched" || fail "existing output was overwritten"
