@@ -8,7 +8,8 @@ LONGCTX_BUILD="${LONGCTX_BUILD:-$LONGCTX_ROOT/build}"
 # Everything the build, the tests and the main job need on a fresh Debian 12.
 LONGCTX_BUILD_PACKAGES=(build-essential cmake git openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
                         libboost-program-options-dev libgtest-dev)
-LONGCTX_TEST_PACKAGES=(python3-numpy python3-h5py slurm-wlm munge)
+LONGCTX_DEMO_PACKAGES=(python3-numpy python3-h5py)
+LONGCTX_TEST_PACKAGES=("${LONGCTX_DEMO_PACKAGES[@]}" slurm-wlm munge)
 
 longctx_sudo() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -18,9 +19,9 @@ longctx_install() {
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
-  echo "[jobs] installing: ${missing[*]}"
-  longctx_sudo apt-get update -qq
-  longctx_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  echo "[jobs] installing: ${missing[*]}" >&2  # stderr: callers may capture stdout (start-local.sh)
+  longctx_sudo apt-get update -qq >&2
+  longctx_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
 longctx_mpirun() {

@@ -9,13 +9,13 @@
 # Files go to ${LONGCTX_QUICKSTART_DIR:-build/quickstart}.
 source "$(dirname "$0")/lib.sh"
 "$LONGCTX_ROOT/jobs/build.sh"
-longctx_install "${LONGCTX_TEST_PACKAGES[@]}"
+longctx_install "${LONGCTX_DEMO_PACKAGES[@]}"
 LONGCTX=$LONGCTX_BUILD/bin/longctx
 work="${LONGCTX_QUICKSTART_DIR:-$LONGCTX_BUILD/quickstart}"
 mkdir -p "$work"
 export OMP_NUM_THREADS=1
 
-$LONGCTX --version
+"$LONGCTX" --version
 echo "[quickstart] 1/4 mpirun -np 2 longctx info"
 longctx_mpirun -np 2 "$LONGCTX" info --quiet
 
