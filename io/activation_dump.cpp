@@ -1,11 +1,31 @@
 #include "io/activation_dump.hpp"
 
+#include <filesystem>
+#include <regex>
+
 namespace longctx::io {
 
-ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm)
+ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t keep_steps_through)
     : output_(std::make_unique<AtomicOutput>(path, comm)) {
   output_->file().write_attribute("format", std::string(kActivationFormat));
   output_->file().write_attribute("format_version", int64_t{1});
+  if (keep_steps_through <= 0 || !std::filesystem::exists(path)) return;
+  // Each rank copies its own rows of every kept tensor, as write() would have written them.
+  const h5::File old = h5::File::open(path, h5::Mode::read, comm);
+  if (!old.has_attribute("format") || old.read_string_attribute("format") != kActivationFormat)
+    throw InputError(path + ": exists and is not a longctx activation dump; move it away or choose another "
+                     "dump.activations");
+  const int rank = h5::comm_rank(comm), size = h5::comm_size(comm);
+  const std::regex name(R"(step_(\d+)/layer_\d+/[^/]+)");
+  for (const std::string& dataset : old.dataset_paths()) {
+    std::smatch match;
+    if (!std::regex_match(dataset, match, name) || std::stoll(match[1]) > keep_steps_through) continue;
+    const Shape global = old.open_dataset(dataset).shape();
+    const RowRange rows = even_rows(global[0], rank, size);
+    h5::DatasetOptions options;
+    options.chunk = row_chunk(global, 0, sizeof(float));
+    write_rows(output_->file(), "/" + dataset, global, 0, rows, read_rows(old, dataset, 0, rows), options);
+  }
 }
 
 std::string ActivationDump::dataset_path(int64_t step, int64_t layer, const std::string& name) {

@@ -3,6 +3,8 @@
 // written as `<path>.tmp` and appears at `path` on close() (AtomicOutput), so a crashed run leaves no
 // half-written dump. Root attributes: format = "longctx-activations", format_version = 1.
 // Every rank calls write() for the same (step, layer, name) in the same order; close() is collective.
+// A resumed run passes the step it resumes at: the steps up to it that an existing file at `path` holds
+// are copied into the new file, so a requeued job keeps the dumps it made before it was stopped.
 #pragma once
 
 #include <mpi.h>
@@ -19,7 +21,7 @@ inline constexpr const char* kActivationFormat = "longctx-activations";
 
 class ActivationDump {
  public:
-  ActivationDump(const std::string& path, MPI_Comm comm = MPI_COMM_NULL);
+  ActivationDump(const std::string& path, MPI_Comm comm = MPI_COMM_NULL, int64_t keep_steps_through = 0);
 
   // "/step_<step>/layer_<layer>/<name>"
   static std::string dataset_path(int64_t step, int64_t layer, const std::string& name);

@@ -7,9 +7,15 @@
 // flag; ranks agree on it inside the step's stats all-reduce, finish the step, checkpoint and exit 75.
 #include <omp.h>
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -18,6 +24,7 @@
 #include "attention/sequence_parallel.hpp"
 #include "io/activation_dump.hpp"
 #include "io/checkpoint.hpp"
+#include "io/durable.hpp"
 #include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/core/log.hpp"
@@ -26,14 +33,14 @@
 namespace longctx::cli {
 namespace {
 
-volatile std::sig_atomic_t g_stop_requested = 0;
-extern "C" void request_stop(int) { g_stop_requested = 1; }
+volatile std::sig_atomic_t g_stop_requested = 0;  // the signal's number once one arrived
+extern "C" void request_stop(int signal) { g_stop_requested = signal; }
 
 void declare(po::options_description& d, po::positional_options_description&) {
   d.add_options()
       ("device", po::value<std::string>()->default_value("cpu"), "where attention runs: cpu, or cuda (one GPU per rank; the rest of the model stays on the CPU)")
       ("dtype", po::value<std::string>()->default_value("fp32"), "attention input type: fp32, bf16, fp16 (bf16 / fp16 need --device cuda; under mpirun cuda takes bf16 / fp16)")
-      ("comm", po::value<std::string>()->default_value("auto"), "device communicator with --device cuda under mpirun: auto, nccl, staged")
+      ("comm", po::value<std::string>()->default_value("auto"), "device communicator with --device cuda under mpirun: auto, nccl, staged or mpi (MPI through host memory)")
       ("model.layers", po::value<int64_t>()->default_value(2), "transformer blocks")
       ("model.dim", po::value<int64_t>()->default_value(128), "model width")
       ("model.heads", po::value<int64_t>()->default_value(8), "attention heads (must divide model.dim; keep >= max dilation)")
@@ -106,6 +113,21 @@ struct RunOptions {
   double peak_gflops = 0;
 };
 
+// checkpoint.dir is created at the first checkpoint: it must be a directory we can write, or one that
+// can be made inside the nearest existing directory above it.
+void check_checkpoint_dir(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  fs::path existing = fs::absolute(dir, error);
+  while (!existing.empty() && !fs::exists(existing, error) && existing != existing.parent_path())
+    existing = existing.parent_path();
+  const std::string named = "checkpoint.dir=" + dir;
+  if (!fs::is_directory(existing, error))
+    throw UsageError(named + ": '" + existing.string() + "' is not a directory");
+  if (::access(existing.c_str(), W_OK | X_OK) != 0)
+    throw UsageError(named + ": cannot write in '" + existing.string() + "' (" + std::strerror(errno) + ")");
+}
+
 // Every option checked here, on every rank identically, before any step or file is touched.
 RunOptions validate(const Invocation& inv, int world_size) {
   RunOptions r;
@@ -115,12 +137,13 @@ RunOptions validate(const Invocation& inv, int world_size) {
   m.heads = opt<int64_t>(inv, "model.heads");
   m.vocab = opt<int64_t>(inv, "model.vocab");
   m.rope_base = opt<double>(inv, "model.rope_base");
+  require(m.rope_base > 1 && std::isfinite(m.rope_base), "model.rope_base must be a finite number > 1");
   m.init_std = opt<double>(inv, "model.init_std");
   m.rope_dims = opt<int64_t>(inv, "model.rope_dims");
   require(m.rope_dims >= 0 && m.rope_dims % 2 == 0 && m.rope_dims <= m.head_dim(),
           "model.rope_dims=" + std::to_string(m.rope_dims) + ": must be even and <= the head dim " +
               std::to_string(m.head_dim()));
-  require(m.init_std > 0, "model.init_std must be > 0");
+  require(m.init_std > 0 && std::isfinite(m.init_std), "model.init_std must be a finite number > 0");
   m.prev_token_embedding = opt<bool>(inv, "model.prev_token_embedding");
   require(m.layers >= 1, "model.layers=" + std::to_string(m.layers) + ": must be >= 1");
   require(m.dim >= 2, "model.dim=" + std::to_string(m.dim) + ": must be >= 2");
@@ -155,7 +178,7 @@ RunOptions validate(const Invocation& inv, int world_size) {
   r.steps = opt<int64_t>(inv, "train.steps");
   require(r.steps >= 1, "train.steps=" + std::to_string(r.steps) + ": must be >= 1");
   r.trainer.lr.peak = opt<double>(inv, "train.lr");
-  require(r.trainer.lr.peak > 0, "train.lr must be > 0");
+  require(r.trainer.lr.peak > 0 && std::isfinite(r.trainer.lr.peak), "train.lr must be a finite number > 0");
   r.trainer.lr.warmup_steps = opt<int64_t>(inv, "train.warmup");
   require(r.trainer.lr.warmup_steps >= 0, "train.warmup must be >= 0");
   r.trainer.lr.total_steps = r.steps;
@@ -167,12 +190,15 @@ RunOptions validate(const Invocation& inv, int world_size) {
   require(r.trainer.adamw.beta1 >= 0 && r.trainer.adamw.beta1 < 1 && r.trainer.adamw.beta2 >= 0 &&
               r.trainer.adamw.beta2 < 1,
           "train.beta1 / train.beta2 must be in [0, 1)");
+  require(r.trainer.adamw.weight_decay >= 0 && std::isfinite(r.trainer.adamw.weight_decay),
+          "train.weight_decay must be a finite number >= 0");
   r.trainer.clip_norm = opt<double>(inv, "train.clip");
+  require(r.trainer.clip_norm >= 0 && std::isfinite(r.trainer.clip_norm), "train.clip must be >= 0 (0 disables)");
   const int threads = opt<int>(inv, "train.threads");
   require(threads >= 0, "train.threads must be >= 0");
   if (threads > 0) omp_set_num_threads(threads);
   r.peak_gflops = opt<double>(inv, "train.peak_gflops");
-  require(r.peak_gflops > 0, "train.peak_gflops must be > 0");
+  require(r.peak_gflops > 0 && std::isfinite(r.peak_gflops), "train.peak_gflops must be a finite number > 0");
 
   train::DataConfig& d = r.data;
   d.task = opt<std::string>(inv, "data.task");
@@ -190,7 +216,8 @@ RunOptions validate(const Invocation& inv, int world_size) {
   d.vocab = m.vocab;
 
   r.trainer.answer_weight = opt<double>(inv, "train.answer_weight");
-  require(r.trainer.answer_weight > 0, "train.answer_weight must be > 0");
+  require(r.trainer.answer_weight > 0 && std::isfinite(r.trainer.answer_weight),
+          "train.answer_weight must be a finite number > 0");
   const auto lens = parse_size_list("data.short_seq_len", opt<std::string>(inv, "data.short_seq_len"));
   const auto counts = parse_size_list("data.short_steps", opt<std::string>(inv, "data.short_steps"));
   require(lens.size() == counts.size(), "data.short_seq_len has " + std::to_string(lens.size()) +
@@ -223,6 +250,12 @@ RunOptions validate(const Invocation& inv, int world_size) {
   require(r.eval_every >= 0, "eval.every must be >= 0");
   require(r.eval_sequences >= 1, "eval.sequences must be >= 1");
   r.dump_path = opt<std::string>(inv, "dump.activations");
+  // Where files go, before any step: a bad path would otherwise surface only at the first write.
+  if (!r.checkpoint_dir.empty()) check_checkpoint_dir(r.checkpoint_dir);
+  if (!r.log_jsonl.empty()) io::check_output_path("log.jsonl", r.log_jsonl);
+  if (!r.dump_path.empty()) io::check_output_path("dump.activations", r.dump_path);
+  require(r.log_jsonl.empty() || r.dump_path.empty() || !io::same_file(r.log_jsonl, r.dump_path),
+          "log.jsonl and dump.activations name the same file");
   for (int64_t l : parse_size_list("dump.layers", opt<std::string>(inv, "dump.layers"))) {
     require(l >= 0 && l < m.layers, "dump.layers: layer " + std::to_string(l) + " outside [0, model.layers)");
     r.dump_layers.insert(l);
@@ -230,11 +263,18 @@ RunOptions validate(const Invocation& inv, int world_size) {
   for (int64_t s : parse_size_list("dump.steps", opt<std::string>(inv, "dump.steps"))) {
     require(s >= 1, "dump.steps: step " + std::to_string(s) + " must be >= 1");
     r.dump_steps.insert(s);
+    for (size_t i = 0; i < r.stage_end.size() && !r.dump_path.empty(); ++i)
+      if (s <= r.stage_end[i] && (i == 0 || s > r.stage_end[i - 1])) {
+        log::warn("dump.steps: step " + std::to_string(s) + " trains at N = " + std::to_string(r.stage_len[i]) +
+                  " (data.short_seq_len); dumps hold data.seq_len rows only, so it is not dumped");
+        break;
+      }
   }
   return r;
 }
 
 std::string json_number(double x) {
+  if (!std::isfinite(x)) return "null";  // JSON has no nan / inf
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.17g", x);
   return buf;
@@ -323,9 +363,19 @@ int run_train(Invocation& inv) {
     while (i < stages && step >= r.stage_end[i]) ++i;
     return i;
   };
+  // Tokens trained on through `step` updates: the curriculum's shorter stages first, then data.seq_len.
+  const auto tokens_through = [&](int64_t step) {
+    int64_t tokens = 0, done = 0;
+    for (size_t i = 0; i < stages && done < step; ++i) {
+      const int64_t in_stage = std::min(step, r.stage_end[i]) - done;
+      tokens += in_stage * r.stage_len[i];
+      done += in_stage;
+    }
+    return tokens + (step - done) * r.trainer.seq_len;
+  };
   if (!r.checkpoint_dir.empty())
     if (const auto latest = io::find_latest_checkpoint(r.checkpoint_dir)) {
-      train::load_checkpoint(trainer, *latest, mpi);
+      train::load_checkpoint(trainer, *latest, config_text, mpi);
       log::info("resumed from " + *latest + " at step " + std::to_string(trainer.step()));
     }
   size_t stage = stage_of(trainer.step());
@@ -340,7 +390,7 @@ int run_train(Invocation& inv) {
   JsonLog jsonl(r.log_jsonl, rank == 0);
   std::unique_ptr<io::ActivationDump> dump;
   if (!r.dump_path.empty() && !r.dump_steps.empty() && *r.dump_steps.rbegin() > trainer.step())
-    dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi);
+    dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step());
 
   const double peak = r.peak_gflops * 1e9 * P;
   if (rank == 0) {
@@ -366,7 +416,8 @@ int run_train(Invocation& inv) {
                 ", \"eval_accuracy\": " + json_number(e.accuracy) + "}");
   };
   const auto checkpoint = [&] {
-    const std::string path = train::save_checkpoint(*active, r.checkpoint_dir, r.checkpoint_keep, config_text, mpi);
+    const std::string path = train::save_checkpoint(*active, r.checkpoint_dir, r.checkpoint_keep, config_text,
+                                                    tokens_through(active->step()), mpi);
     log::info("checkpoint " + path);
   };
 
@@ -380,6 +431,13 @@ int run_train(Invocation& inv) {
     const train::Dataset& source = stage < stages ? *stage_data[stage] : *data;
     const train::SequenceRows rows = source.rows(false, active->step(), active->local_rows());
     train::StepStats stats = active->compute_gradients(rows, g_stop_requested != 0);
+    // A diverged step is not applied, logged as a number or checkpointed: checkpoint.keep would otherwise
+    // prune good checkpoints for ones full of nan. Every rank sees the same all-reduced loss.
+    if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm))
+      throw InternalError("training diverged at step " + std::to_string(active->step() + 1) + ": loss " +
+                          std::to_string(stats.loss) + ", gradient norm " + std::to_string(stats.grad_norm) +
+                          " (try a lower train.lr or train.clip); nothing of this step was saved" +
+                          (r.checkpoint_dir.empty() ? std::string() : ", the last checkpoint is intact"));
     active->apply_update(stats);
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     const int64_t step = active->step();
@@ -420,9 +478,16 @@ int run_train(Invocation& inv) {
   }
   if (dump) dump->close();
   if (stopped) {
-    if (!r.checkpoint_dir.empty()) checkpoint();
-    log::info("stopped on a signal at step " + std::to_string(active->step()) +
-              (r.checkpoint_dir.empty() ? " (no checkpoint.dir: nothing saved)" : "; requeue me"));
+    if (r.checkpoint_dir.empty()) {
+      // 75 promises a committed checkpoint to resume from; without one a requeue would start over, so
+      // exit as the signal would have (128 + its number).
+      const int signal = g_stop_requested ? static_cast<int>(g_stop_requested) : SIGTERM;
+      log::info("stopped on a signal at step " + std::to_string(active->step()) +
+                ": no checkpoint.dir, nothing saved (exit " + std::to_string(128 + signal) + ", not 75)");
+      return 128 + signal;
+    }
+    checkpoint();
+    log::info("stopped on a signal at step " + std::to_string(active->step()) + "; requeue me");
     return static_cast<int>(ExitCode::requeue);
   }
   if (last_eval != active->step()) evaluate(active->step());

@@ -1,17 +1,74 @@
 #include "runtime/train/train_state_io.hpp"
 
 #include <cstring>
+#include <map>
+#include <set>
+#include <sstream>
 
 #include "io/checkpoint.hpp"
+#include "runtime/core/log.hpp"
 
 namespace longctx::train {
+namespace {
+
+// "section.key" -> value from the INI text that cli::to_ini writes (and /config holds).
+std::map<std::string, std::string> ini_values(const std::string& text) {
+  std::map<std::string, std::string> values;
+  std::istringstream in(text);
+  std::string line, section;
+  const auto trim = [](const std::string& x) {
+    const size_t a = x.find_first_not_of(" \t"), b = x.find_last_not_of(" \t");
+    return a == std::string::npos ? std::string() : x.substr(a, b - a + 1);
+  };
+  while (std::getline(in, line)) {
+    line = trim(line);
+    if (line.size() >= 2 && line.front() == '[' && line.back() == ']') {
+      section = line.substr(1, line.size() - 2);
+    } else if (const size_t eq = line.find('='); eq != std::string::npos) {
+      values[(section.empty() ? "" : section + ".") + trim(line.substr(0, eq))] = trim(line.substr(eq + 1));
+    }
+  }
+  return values;
+}
+
+// The model a checkpoint holds must be the model this run builds: the same [model] options (tensor shapes
+// alone miss heads, the schedule, rotary settings), and the same tensors, no more and no fewer.
+void check_same_model(const io::CheckpointReader& reader, Trainer& trainer, const std::string& config_text) {
+  const auto saved = ini_values(reader.config()), now = ini_values(config_text);
+  std::string differences;
+  std::set<std::string> keys;
+  for (const auto* values : {&saved, &now})
+    for (const auto& [key, value] : *values)
+      if (key.rfind("model.", 0) == 0) keys.insert(key);
+  for (const auto& key : keys) {
+    const auto a = saved.find(key), b = now.find(key);
+    const std::string was = a == saved.end() ? "(not set)" : a->second, is = b == now.end() ? "(not set)" : b->second;
+    if (was != is) differences += (differences.empty() ? "" : ", ") + key + " = " + was + " there, " + is + " here";
+  }
+  if (!differences.empty())
+    throw InputError(reader.path() + ": a different model: " + differences +
+                         "; resume with the checkpoint's model options, or use another checkpoint.dir");
+  for (const char* key : {"data.task", "train.seed"}) {
+    const auto a = saved.find(key), b = now.find(key);
+    if (a != saved.end() && b != now.end() && a->second != b->second)
+      log::warn(reader.path() + ": " + key + " was " + a->second + ", continuing with " + b->second);
+  }
+  std::set<std::string> expected;
+  for (const auto& view : trainer.model().layout().views())
+    for (const char* group : {"model/", "optimizer/m/", "optimizer/v/"}) expected.insert(group + view.name);
+  for (const auto& name : reader.tensor_names())
+    if (!expected.count(name))
+      throw InputError(reader.path() + ": " + name + ": not a tensor of this model (a different model?)");
+}
+
+}  // namespace
 
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
-                            MPI_Comm comm) {
+                            int64_t tokens_seen, MPI_Comm comm) {
   io::CheckpointMeta meta;
   meta.step = trainer.step();
   meta.seq_len = trainer.config().seq_len;
-  meta.tokens_seen = trainer.step() * trainer.config().seq_len;
+  meta.tokens_seen = tokens_seen;
   meta.config = config_text;
   io::CheckpointWriter writer(dir, meta, comm);
   const auto& layout = trainer.model().layout();
@@ -32,8 +89,9 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
   return writer.commit(keep);
 }
 
-void load_checkpoint(Trainer& trainer, const std::string& path, MPI_Comm comm) {
+void load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm) {
   io::CheckpointReader reader(path, comm);
+  check_same_model(reader, trainer, config_text);
   const auto& layout = trainer.model().layout();
   for (const auto& view : layout.views()) {
     reader.expect_shape("model/" + view.name, view.shape);

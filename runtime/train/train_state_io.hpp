@@ -16,12 +16,15 @@
 namespace longctx::train {
 
 // Writes and commits <dir>/step_<step>.h5, keeping the newest `keep`. Returns the committed path.
+// `tokens_seen`: tokens trained on so far (the length curriculum makes it more than step * seq_len).
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
-                            MPI_Comm comm);
+                            int64_t tokens_seen, MPI_Comm comm);
 
-// Loads `path` into `trainer`. A checkpoint of a different model shape -> InputError naming the file and
-// the mismatching tensor, before anything is changed. The sequence length may differ (parameters do not
-// depend on it): that is how training continues at a longer length.
-void load_checkpoint(Trainer& trainer, const std::string& path, MPI_Comm comm);
+// Loads `path` into `trainer`, whose run has the resolved config `config_text` (INI). A checkpoint of
+// another model -> InputError naming the file and what differs, before anything is changed: any
+// [model] option that differs from the checkpoint's /config, a missing or extra tensor, a shape. The
+// sequence length, world size and the train / data options may differ (that is how training continues
+// at a longer length or on more ranks); a different data.task or train.seed is only warned about.
+void load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm);
 
 }  // namespace longctx::train

@@ -101,6 +101,56 @@ expect_exit 3 "checkpoint of another shape" -- "$LONGCTX" train "${BASE[@]}" --m
   --checkpoint.dir "$OUT/ck"
 expect_in "$OUT/stderr" "step_0000000" "mismatching checkpoint named"
 
+# Same tensor shapes, another model (heads, schedule): refused too, and nothing pruned or written.
+ls "$OUT/ck" >"$OUT/ck.before"
+expect_exit 3 "checkpoint of another head count" -- "$LONGCTX" train "${BASE[@]}" --model.heads 8 --model.dim 32 \
+  --model.segment_lengths 32,128,256 --data.seq_len 256 --train.steps 9 --checkpoint.dir "$OUT/ck" --checkpoint.keep 1
+expect_in "$OUT/stderr" "a different model: model.heads = 4 there, 8 here" "names the option that differs"
+expect_exit 3 "checkpoint of another schedule" -- "$LONGCTX" train "${BASE[@]}" --model.heads 4 --model.dim 32 \
+  --model.segment_lengths 32,64,256 --data.seq_len 256 --train.steps 9 --checkpoint.dir "$OUT/ck" --checkpoint.keep 1
+expect_in "$OUT/stderr" "model.segment_lengths = 32,128,256 there, 32,64,256 here" "names the schedule"
+diff <(ls "$OUT/ck") "$OUT/ck.before" >/dev/null && pass "the checkpoints are untouched" || fail "checkpoint dir changed"
+
+# ---- where files go is checked before any step (exit 2, nothing written) ------------------------------
+touch "$OUT/afile"
+expect_exit 2 "checkpoint.dir below a file" -- "$LONGCTX" train "${SMALL[@]}" --checkpoint.dir "$OUT/afile/ck" \
+  --log.jsonl "$OUT/never.jsonl"
+expect_in "$OUT/stderr" "checkpoint.dir=.*is not a directory" "names checkpoint.dir"
+[ ! -e "$OUT/never.jsonl" ] && ! grep -q "^step" "$OUT/stdout" && pass "no step run, no log written" || fail "ran or wrote before refusing"
+expect_exit 2 "log.jsonl in a missing directory" -- "$LONGCTX" train "${SMALL[@]}" --log.jsonl "$OUT/nodir/l.jsonl"
+expect_exit 2 "dump.activations is a directory" -- "$LONGCTX" train "${SMALL[@]}" --dump.activations "$OUT"
+expect_exit 2 "an infinite learning rate" -- "$LONGCTX" train "${SMALL[@]}" --train.lr inf
+expect_exit 2 "a negative clip" -- "$LONGCTX" train "${SMALL[@]}" --train.clip -1
+
+# ---- divergence: stops with exit 1 before logging nan or checkpointing it ----------------------------
+DIVERGE=(--quiet --model.mlp_hidden 64 --model.dilation_rates 1,2,4 --data.key_digits 3 --model.heads 4 --model.dim 32
+         --model.segment_lengths 32,128,256 --data.seq_len 256 --train.warmup 0 --train.lr 1e30 --train.clip 0)
+expect_exit 1 "a diverging run" -- "$LONGCTX" train "${DIVERGE[@]}" \
+  --train.steps 8 --checkpoint.dir "$OUT/nan" --checkpoint.every 1 --log.jsonl "$OUT/nan.jsonl"
+expect_in "$OUT/stderr" "training diverged at step" "says it diverged"
+/usr/bin/python3 -c "import json, sys; [json.loads(l) for l in open(sys.argv[1])]" "$OUT/nan.jsonl" \
+  && pass "log.jsonl stays valid JSON" || fail "log.jsonl is not JSON"
+! ls "$OUT/nan"/step_*.h5 >/dev/null 2>&1 || "$LONGCTX" ckpt verify "$OUT/nan" >/dev/null 2>&1 \
+  && pass "no nan checkpoint committed" || fail "a checkpoint that fails verify was committed"
+
+# ---- a resumed run keeps the activation dumps made before it ---------------------------------------
+expect_exit 0 "dump step 1, stop at 2" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 --checkpoint.dir "$OUT/dr" \
+  --dump.activations "$OUT/dr.h5" --dump.steps 1,3
+expect_exit 0 "resume to 3" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 --checkpoint.dir "$OUT/dr" \
+  --dump.activations "$OUT/dr.h5" --dump.steps 1,3
+/usr/bin/python3 - "$OUT/dr.h5" "$OUT/acts.h5" <<'PY' && pass "the dump holds steps 1 and 3" || fail "dump after resume"
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    assert sorted(f.keys()) == ["step_1", "step_3"], list(f.keys())
+    assert f["step_1/layer_0/q"].shape == (256, 4, 8)
+PY
+# ---- tokens_seen counts the curriculum's shorter steps -----------------------------------------------
+expect_exit 0 "curriculum run with a checkpoint" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 \
+  --data.short_seq_len 64 --data.short_steps 1 --checkpoint.dir "$OUT/cur" --dump.activations "$OUT/cur.h5" --dump.steps 1,2
+expect_in "$OUT/stderr" "dump.steps: step 1 trains at N = 64" "warns that a curriculum step is not dumped"
+/usr/bin/python3 -c "import h5py, sys; t = int(h5py.File(sys.argv[1], 'r').attrs['tokens_seen']); sys.exit(0 if t == 64 + 2 * 256 else 1)" \
+  "$OUT/cur/step_00000003.h5" && pass "tokens_seen = 64 + 2 x 256" || fail "tokens_seen ignores the curriculum"
+
 # ---- SIGUSR1: finish the step, checkpoint, exit 75; resuming gives the uninterrupted losses ----------
 LONG=("${BASE[@]}" --model.heads 4 --model.dim 32 --train.steps 40 --data.seq_len 1024 --model.segment_lengths 32,128,1024)
 expect_exit 0 "long uninterrupted run" -- "$LONGCTX" train "${LONG[@]}" --log.jsonl "$OUT/e.jsonl"
@@ -116,6 +166,14 @@ expect_exit 0 "resume after the signal" -- "$LONGCTX" train "${LONG[@]}" --check
   --log.jsonl "$OUT/f.jsonl"
 if [ "$(losses "$OUT/e.jsonl" | wc -l)" -eq 40 ] && diff <(losses "$OUT/e.jsonl") <(losses "$OUT/f.jsonl") >/dev/null; then pass "interrupted + resumed = uninterrupted"
 else fail "losses differ after signal + resume"; diff <(losses "$OUT/e.jsonl") <(losses "$OUT/f.jsonl") | head; fi
+
+# ---- a signal without checkpoint.dir: nothing to requeue from, so 128 + the signal, not 75 ------------
+"$LONGCTX" train "${LONG[@]}" --log.jsonl "$OUT/h.jsonl" >"$OUT/sig3.out" 2>"$OUT/sig3.err" &
+pid=$!
+for _ in $(seq 200); do grep -q '"step": 3,' "$OUT/h.jsonl" 2>/dev/null && break; sleep 0.05; done
+kill -USR1 $pid
+wait $pid; code=$?
+[ "$code" -eq $((128 + $(kill -l USR1))) ] && pass "SIGUSR1 without checkpoint.dir -> exit $code" || { fail "gave exit $code"; tail -3 "$OUT/sig3.err"; }
 
 # ---- SIGTERM to ONE rank of an mpirun job: every rank finishes the step, they agree, checkpoint, exit 75 --
 "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${LONG[@]}" --checkpoint.dir "$OUT/sig2" --log.jsonl "$OUT/g.jsonl" \
