@@ -45,4 +45,9 @@ with h5py.File('corpus.h5', 'r') as f:
 " && pass "h5py reads the imported bytes" || fail "h5py does not find the tokens"
 expect_exit 3 "import a missing file" -- "$LONGCTX" data import --text a.txt missing.txt --out bad.h5 --quiet
 [ ! -e bad.h5 ] && [ ! -e bad.h5.tmp ] && pass "no output left" || fail "output left behind"
+expect_exit 2 "import into a directory" -- "$LONGCTX" data import --text a.txt --out . --quiet
+[ ! -e ..tmp ] && pass "no ..tmp left" || fail "..tmp left behind"
+cp a.txt a.h5
+expect_exit 2 "import a file onto itself" -- "$LONGCTX" data import --text a.h5 --out ./a.h5 --quiet
+cmp -s a.txt a.h5 && pass "the text file is intact" || fail "the input was overwritten"
 finish
