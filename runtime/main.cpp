@@ -104,6 +104,7 @@ void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed
   }
   check_launcher(process.launcher(), process.rank(), process.world_size());
   process.world().set_timeout_seconds(parsed.invocation->options["comm-timeout"].as<double>());
+  if (command->check) command->check(*parsed.invocation);
 }
 
 int run(ProcessContext& process, const std::vector<std::string>& args) {

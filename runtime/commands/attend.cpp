@@ -66,6 +66,15 @@ struct RankFigures {  // gathered to rank 0 for the report; all doubles so one a
          comm_wait_seconds = 0;
 };
 
+// The options alone, in the config phase (main.cpp); run() meets them again, cheaply.
+void check_options(const Invocation& invocation) {
+  const auto& vm = invocation.options;
+  attention_params(invocation);
+  attention_device(invocation);
+  check_file_options(vm["input"].as<std::string>(), vm["output"].as<std::string>(),
+                     vm.count("report") ? vm["report"].as<std::string>() : "");
+}
+
 int run(Invocation& invocation) {
   const auto& vm = invocation.options;
   comm::Communicator& world = invocation.process.world();
@@ -207,7 +216,7 @@ int run(Invocation& invocation) {
 
 Command attend_command() {
   return {"attend", "dilated attention on q, k, v from HDF5 (forward, --backward), sharded over the ranks", "",
-          declare, run};
+          declare, run, check_options};
 }
 
 }  // namespace longctx::cli
