@@ -3,6 +3,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <set>
 #include <cstdlib>
 #include <fstream>
 #include <iomanip>
@@ -150,6 +151,21 @@ std::string read_config(const std::string& path) {
   return text;
 }
 
+// Whether some longctx command declares `option`.
+bool any_command_has(const std::string& option) {
+  static const std::set<std::string> names = [] {
+    std::set<std::string> all;
+    for (const Command& command : all_commands()) {
+      po::options_description declared;
+      po::positional_options_description positional;
+      if (command.declare) command.declare(declared, positional);
+      for (const auto& o : declared.options()) all.insert(o->long_name());
+    }
+    return all;
+  }();
+  return names.count(option) > 0;
+}
+
 // Boost reads "-1" as 2^64 - 1 for an unsigned option; refuse a sign there instead.
 void check_unsigned(const po::parsed_options& parsed, const po::options_description& declared) {
   for (const auto& o : parsed.options) {
@@ -189,7 +205,12 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     if (config_path) {
       source = "config " + *config_path;
       std::istringstream text(read_config(*config_path));
-      const po::parsed_options from_file = po::parse_config_file(text, declared, false);
+      // One file may serve several commands (attend and bench attention, or a train config exported as
+      // LONGCTX_CONFIG while running info): keys of another longctx command are skipped, others refused.
+      const po::parsed_options from_file = po::parse_config_file(text, declared, true);
+      for (const auto& o : from_file.options)
+        if (o.unregistered && !any_command_has(o.string_key))
+          throw po::unknown_option(o.string_key);
       check_unsigned(from_file, declared);
       po::store(from_file, invocation.options);
       for (const auto& o : from_file.options)

@@ -3,6 +3,7 @@
 #include <omp.h>
 #include <sys/resource.h>
 
+#include <cmath>
 #include <sstream>
 
 #include "attention/cuda/cuda_attention.hpp"
@@ -48,8 +49,8 @@ AttentionParams attention_params(const Invocation& invocation) {
   params.causal = vm["causal"].as<bool>();
   params.offsets = parse_head_offsets(vm["head-offsets"].as<std::string>());
   params.softmax_scale = vm["softmax-scale"].as<double>();
-  if (!(params.softmax_scale >= 0))
-    throw UsageError("--softmax-scale: must be >= 0 (0 means 1/sqrt(head dim)), got " +
+  if (!(params.softmax_scale >= 0) || !std::isfinite(params.softmax_scale))
+    throw UsageError("--softmax-scale: must be finite and >= 0 (0 means 1/sqrt(head dim)), got " +
                      std::to_string(params.softmax_scale));
   attention_device(invocation);  // validates --device and --dtype
   const int threads = vm["threads"].as<int>();
