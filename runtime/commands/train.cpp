@@ -129,7 +129,8 @@ void check_checkpoint_dir(const std::string& dir) {
 }
 
 // Every option checked here, on every rank identically, before any step or file is touched.
-RunOptions validate(const Invocation& inv, int world_size) {
+// `warn`: print the warnings (the config-phase check runs this too, silently, so they print once).
+RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
   RunOptions r;
   model::ModelConfig& m = r.trainer.model;
   m.layers = opt<int64_t>(inv, "model.layers");
@@ -169,7 +170,7 @@ RunOptions validate(const Invocation& inv, int world_size) {
   m.causal = true;
   int64_t max_r = 1;
   for (const auto& b : m.schedule.branches) max_r = std::max(max_r, b.dilation);
-  if (m.heads < max_r)
+  if (warn && m.heads < max_r)
     log::warn("model.heads=" + std::to_string(m.heads) + " < max dilation " + std::to_string(max_r) +
               ": some residues never see the long branches (see the spec's coverage note)");
 
@@ -263,7 +264,7 @@ RunOptions validate(const Invocation& inv, int world_size) {
   for (int64_t s : parse_size_list("dump.steps", opt<std::string>(inv, "dump.steps"))) {
     require(s >= 1, "dump.steps: step " + std::to_string(s) + " must be >= 1");
     r.dump_steps.insert(s);
-    for (size_t i = 0; i < r.stage_end.size() && !r.dump_path.empty(); ++i)
+    for (size_t i = 0; warn && i < r.stage_end.size() && !r.dump_path.empty(); ++i)
       if (s <= r.stage_end[i] && (i == 0 || s > r.stage_end[i - 1])) {
         log::warn("dump.steps: step " + std::to_string(s) + " trains at N = " + std::to_string(r.stage_len[i]) +
                   " (data.short_seq_len); dumps hold data.seq_len rows only, so it is not dumped");
@@ -500,8 +501,13 @@ int run_train(Invocation& inv) {
 }  // namespace
 
 Command train_command() {
+  // Options are checked in the config phase too, where the ranks agree (one message, no MPI_Abort).
+  const auto check = [](const Invocation& inv) {
+    attention_device(inv);
+    validate(inv, inv.process.world().size(), false);
+  };
   return {"train", "train the sequence-parallel LongNet LM (passkey, associative, token file)", "", declare,
-          run_train};
+          run_train, check};
 }
 
 }  // namespace longctx::cli
