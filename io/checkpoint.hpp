@@ -138,7 +138,8 @@ class CheckpointReader {
   // Root attribute `name` must equal `expected`, else InputError naming both values.
   void expect_attribute(const std::string& name, int64_t expected) const;
 
-  // Collective: rows `rows` along axis 0 (any split, any number of ranks), or the whole tensor.
+  // Collective: rows `rows` along axis 0 (any split, any number of ranks), or the whole tensor. A
+  // tensor whose storage is not fully allocated (damage) -> InputError naming the file and the tensor.
   Tensor read_rows(const std::string& name, RowRange rows) const;
   Tensor read_whole(const std::string& name) const;
   std::vector<uint8_t> read_global_blob(const std::string& name) const;
@@ -198,8 +199,9 @@ struct VerifyReport {
   std::string summary() const;        // one line per problem, or "<path>: ok (n datasets)"
 };
 
-// Reads every dataset (in bounded blocks), so every Fletcher32 checksum is checked, and checks that
-// float data is finite; also the root attributes. Damage is reported, not thrown.
+// Checks that every dataset's storage is fully allocated, reads every dataset (in bounded blocks), so
+// every Fletcher32 checksum is checked, and checks that float data is finite; also the root attributes.
+// Damage is reported, not thrown.
 VerifyReport verify_checkpoint(const std::string& path);
 // Every committed checkpoint in `dir`, oldest first, plus a check that `latest` names one of them.
 std::vector<VerifyReport> verify_checkpoint_dir(const std::string& dir);

@@ -15,6 +15,7 @@ const std::regex& committed_name() {
 }
 
 std::vector<uint8_t> read_bytes(const h5::Dataset& dataset) {
+  dataset.require_allocated();
   const Shape shape = dataset.shape();
   std::vector<uint8_t> bytes(static_cast<size_t>(element_count(shape)));
   h5::Dataspace file = dataset.file_space();
@@ -40,7 +41,9 @@ CheckpointReader::CheckpointReader(std::string path, MPI_Comm comm)
   world_size_ = file_.read_int64_attribute("world_size");
   seq_len_ = file_.read_int64_attribute("seq_len");
   tokens_seen_ = file_.read_int64_attribute("tokens_seen");
-  config_ = file_.open_dataset("config").read_string();
+  const h5::Dataset config = file_.open_dataset("config");
+  config.require_allocated();
+  config_ = config.read_string();
 }
 
 std::vector<std::string> CheckpointReader::tensor_names() const {
@@ -57,7 +60,8 @@ bool CheckpointReader::has_tensor(const std::string& name) const { return file_.
 Shape CheckpointReader::shape(const std::string& name) const { return file_.open_dataset(name).shape(); }
 
 void CheckpointReader::expect_shape(const std::string& name, const Shape& expected) const {
-  if (!file_.has_dataset(name))
+  // Only a missing link is "missing"; a damaged object behind the link fails in shape() with its reason.
+  if (!file_.has(name))
     throw InputError(path_ + ": " + name + ": missing from the checkpoint, expected shape " + to_string(expected));
   const Shape found = shape(name);
   if (found != expected)
@@ -73,7 +77,11 @@ void CheckpointReader::expect_attribute(const std::string& name, int64_t expecte
 }
 
 Tensor CheckpointReader::read_rows(const std::string& name, RowRange rows) const {
-  return io::read_rows(file_, name, 0, rows);
+  // A tensor with missing storage is damage even where this rank's rows happen to be stored; every rank
+  // sees the same file, so all refuse it together.
+  const h5::Dataset dataset = file_.open_dataset(name);
+  dataset.require_allocated();
+  return io::read_rows(dataset, 0, rows);
 }
 
 Tensor CheckpointReader::read_whole(const std::string& name) const {

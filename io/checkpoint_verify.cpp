@@ -1,6 +1,7 @@
 // Inspection and verification of checkpoint files: serial, one process reads everything. Verification
-// reads every dataset in bounded blocks (so every Fletcher32 checksum is checked; a mismatch is a read
-// error) and checks float data for NaN and Inf. Damage is collected into the report, naming the dataset.
+// checks that every dataset's storage is fully allocated, reads every dataset in bounded blocks (so every
+// Fletcher32 checksum is checked; a mismatch is a read error) and checks float data for NaN and Inf.
+// Damage is collected into the report, naming the dataset.
 #include <cmath>
 #include <filesystem>
 #include <sstream>
@@ -134,6 +135,7 @@ VerifyReport verify_checkpoint(const std::string& path) {
       try {
         dataset = reader.file().open_dataset(name);
         DatasetInfo info = describe(dataset);
+        dataset.require_allocated();  // missing chunks would read as fill values, not fail
         info.problem = check_dataset(dataset);
         if (!info.problem.empty()) fail(path + ": /" + name + ": " + info.problem);
         report.datasets.push_back(std::move(info));

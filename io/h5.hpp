@@ -5,7 +5,8 @@
 //
 // Which exception:
 //   InputError     the file is missing, truncated, not HDF5, lacks a dataset, has the wrong dtype or
-//                  rank, or fails a read (a Fletcher32 checksum failure surfaces here) -> exit 3
+//                  rank, or fails a read (a Fletcher32 checksum failure, or a metadata checksum
+//                  failure in files File::create made, surfaces here)                 -> exit 3
 //   InternalError  a create or write failed (disk full, permissions, a bug)           -> exit 1
 //
 // Parallel files: File::create / File::open with an MPI communicator other than MPI_COMM_NULL use
@@ -178,6 +179,9 @@ class Dataset : public Object {
   bool chunked() const;
   bool checksummed() const;     // Fletcher32 in the filter pipeline
   int64_t storage_bytes() const;
+  // Throws InputError unless every element has storage: HDF5 reads a chunk missing from a (damaged)
+  // chunk index, or storage never written, as fill values without any error.
+  void require_allocated() const;
 
   // Raw transfers with HDF5 type conversion from/to `memory_type`. Read failures -> InputError;
   // write failures -> InternalError. Collective on parallel files unless Transfer::independent.
@@ -228,7 +232,8 @@ enum class Mode { read, read_write };
 class File : public Group {
  public:
   File() = default;
-  // Creates (truncating) `path`. Parallel when comm != MPI_COMM_NULL.
+  // Creates (truncating) `path` in the HDF5 1.10 format, whose metadata is checksummed. Parallel when
+  // comm != MPI_COMM_NULL.
   static File create(const std::string& path, MPI_Comm comm = MPI_COMM_NULL);
   // Opens an existing file. Missing, unreadable, truncated or not HDF5 -> InputError naming `path`.
   static File open(const std::string& path, Mode mode = Mode::read, MPI_Comm comm = MPI_COMM_NULL);
