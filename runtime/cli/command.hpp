@@ -25,8 +25,8 @@ struct Command {
   std::string positional;  // e.g. "FILE" for the usage line; empty when none
   std::function<void(po::options_description&, po::positional_options_description&)> declare;
   std::function<int(Invocation&)> run;  // returns the exit code
-  // Optional checks of the options alone (no files read), run in the config phase, where all ranks agree
-  // on the outcome: a usage error there ends every rank with one message and no MPI_Abort.
+  // Optional checks of the options (and cheap looks at input files), run in the config phase, where all
+  // ranks agree on the outcome: an error there ends every rank with one message and no MPI_Abort.
   std::function<void(const Invocation&)> check = nullptr;
 };
 

@@ -66,13 +66,19 @@ struct RankFigures {  // gathered to rank 0 for the report; all doubles so one a
          comm_wait_seconds = 0;
 };
 
-// The options alone, in the config phase (main.cpp); run() meets them again, cheaply.
+// In the config phase (main.cpp), where the ranks agree on the outcome: the options, where the results
+// go, and the input file's datasets and shape against the schedule and P (each rank opens it alone and
+// reads only metadata). run() meets all of it again, cheaply.
 void check_options(const Invocation& invocation) {
   const auto& vm = invocation.options;
-  attention_params(invocation);
+  const AttentionParams params = attention_params(invocation);
   attention_device(invocation);
-  check_file_options(vm["input"].as<std::string>(), vm["output"].as<std::string>(),
+  const std::string input_path = vm["input"].as<std::string>();
+  check_file_options(input_path, vm["output"].as<std::string>(),
                      vm.count("report") ? vm["report"].as<std::string>() : "");
+  const io::h5::File file = io::h5::File::open(input_path, io::h5::Mode::read, MPI_COMM_NULL);
+  const io::AttendInput input = io::check_attend_input(file, vm["backward"].as<bool>());
+  check_shardable(params.schedule, input.seq_len, invocation.process.world().size());
 }
 
 int run(Invocation& invocation) {

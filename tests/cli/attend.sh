@@ -50,6 +50,8 @@ bad 2 "segment-lengths" "non-positive w" -- "${A[@]}" --segment-lengths 0,48 --d
 bad 2 "head-offsets" "bad head offsets" -- "${A[@]}" --segment-lengths 4 --dilation-rates 1 --head-offsets diagonal
 bad 2 "segment length 16 .*N / P.*12" "segment not aligned with shards" -- "${MPIRUN[@]}" -np 4 "${A[@]}" --segment-lengths 16 --dilation-rates 1
 bad 2 "not divisible" "N not divisible by P" -- "${MPIRUN[@]}" -np 5 "${A[@]}" --segment-lengths 4 --dilation-rates 1
+[ "$(grep -c 'error' "$OUT/stderr")" -eq 1 ] && ! grep -q MPI_ABORT "$OUT/stderr" && pass "one message from 5 ranks, no MPI_Abort" \
+  || { fail "the ranks did not agree on the error"; head -5 "$OUT/stderr"; }
 bad 2 "required" "missing --input" -- "$LONGCTX" attend --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 2 "cuda" "--device cuda without a GPU (or without CUDA)" -- "${A[@]}" --segment-lengths 4 --dilation-rates 1 --device cuda
 bad 2 "cuda" "--device cuda under mpirun without a GPU" -- "${MPIRUN[@]}" -np 2 "${A[@]}" --segment-lengths 4 --dilation-rates 1 --device cuda --dtype bf16
