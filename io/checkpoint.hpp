@@ -4,9 +4,10 @@
 // the commit protocol, validation, resharding and verification.
 //
 // File layout (format "longctx-checkpoint", format_version 1):
-//   /                     attributes format, format_version, step, world_size, seq_len, tokens_seen
-//                         (int64, format a string) + any extra attributes the writer adds
-//   /config               scalar fixed-length string: the resolved config as text
+//   /                     attributes format, format_version, step, world_size, seq_len, tokens_seen,
+//                         config_fnv1a64 (int64, format a string) + any extra attributes the writer adds
+//   /config               scalar fixed-length string: the resolved config as text (its FNV-1a hash is
+//                         the root attribute config_fnv1a64, in the checksummed object header)
 //   /model/...            float32, GLOBAL shape, chunked along axis 0 with Fletcher32 checksums
 //   /optimizer/...        the same
 //   /state/global/<name>  uint8 [bytes]: state every rank agrees on (data position, ...), rank 0's copy
@@ -63,6 +64,9 @@ struct CheckpointMeta {
 
 // "step_00000042.h5"
 std::string checkpoint_file_name(int64_t step);
+// FNV-1a (64 bit) of the /config text, as the root attribute `config_fnv1a64` records it (the bits as
+// int64). Readers compare it where present (checkpoints written before it have none).
+int64_t config_hash(const std::string& text);
 
 // Where a simulated crash stops commit(): for tests of the protocol only.
 enum class CrashPoint { none, after_temporary_closed, after_rename, after_latest_temporary };

@@ -1,5 +1,6 @@
 // CheckpointReader (validation, resharded reads) and the checkpoint directory (latest, listing, strays).
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -44,6 +45,16 @@ CheckpointReader::CheckpointReader(std::string path, MPI_Comm comm)
   const h5::Dataset config = file_.open_dataset("config");
   config.require_allocated();
   config_ = config.read_string();
+  if (file_.has_attribute("config_fnv1a64") && file_.read_int64_attribute("config_fnv1a64") != config_hash(config_))
+    throw InputError(path_ + ": /config does not match its recorded hash (damaged)");
+}
+
+int64_t config_hash(const std::string& text) {
+  uint64_t hash = 14695981039346656037ull;
+  for (unsigned char c : text) hash = (hash ^ c) * 1099511628211ull;
+  int64_t bits = 0;
+  std::memcpy(&bits, &hash, sizeof bits);
+  return bits;
 }
 
 std::vector<std::string> CheckpointReader::tensor_names() const {

@@ -119,7 +119,10 @@ CheckpointWriter::CheckpointWriter(std::string dir, const CheckpointMeta& meta, 
   file_.write_attribute("world_size", static_cast<int64_t>(h5::comm_size(comm_)));
   file_.write_attribute("seq_len", broadcast_int64(comm_, meta.seq_len));
   file_.write_attribute("tokens_seen", broadcast_int64(comm_, meta.tokens_seen));
-  file_.create_string_dataset("config", broadcast_string(comm_, meta.config));
+  const std::string config = broadcast_string(comm_, meta.config);
+  file_.create_string_dataset("config", config);
+  // /config is plain data (no Fletcher32): its hash lives in the checksummed root object header.
+  file_.write_attribute("config_fnv1a64", config_hash(config));
 }
 
 CheckpointWriter::~CheckpointWriter() {

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 
 #include <gtest/gtest.h>
@@ -395,6 +396,30 @@ std::string content_difference(const std::string& path) {
   return "";
 }
 
+// /config is plain data (no Fletcher32): a changed byte in it is caught by the hash in the root header.
+TEST(Checkpoint, DamagedConfigTextIsRefused) {
+  SharedTempDir dir;
+  const std::string good = write_content(dir.path(), 1, MPI_COMM_WORLD);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) {
+    std::string bytes;
+    {
+      std::ifstream in(good, std::ios::binary);
+      bytes.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    const size_t at = bytes.find("layers=2");
+    ASSERT_NE(at, std::string::npos);
+    bytes[at + 7] = '3';
+    const std::string damaged = dir.file("config.h5");
+    std::ofstream(damaged, std::ios::binary) << bytes;
+    const std::string message = input_error_of([&] { CheckpointReader reader(damaged); });
+    EXPECT_NE(message.find("config.h5: /config does not match its recorded hash"), std::string::npos) << message;
+    EXPECT_FALSE(verify_checkpoint(damaged).ok);
+    EXPECT_EQ(CheckpointReader(good).config(), "[model]\nlayers=2\n");
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 // HDF5 reads a chunk that its chunk index does not list as the fill value, without an error: the
 // signature of a damaged chunk index. Made here by never writing the second half of a tensor.
 TEST(Checkpoint, TensorWithUnstoredChunksIsRefused) {
@@ -489,7 +514,8 @@ TEST(Checkpoint, LinksAndAttributesStayInObjectHeaders) {
     EXPECT_EQ(links.storage_type, H5G_STORAGE_TYPE_COMPACT);
     H5O_info_t root;
     ASSERT_GE(H5Oget_info2(file.id(), &root, H5O_INFO_NUM_ATTRS | H5O_INFO_META_SIZE), 0);
-    EXPECT_EQ(root.num_attrs, 6 + 12);
+    // format, format_version, step, world_size, seq_len, tokens_seen, config_fnv1a64, then the extras
+    EXPECT_EQ(root.num_attrs, 7 + 12);
     EXPECT_EQ(root.meta_size.attr.heap_size, 0u);
     EXPECT_TRUE(verify_checkpoint(path).ok);
   }
