@@ -238,17 +238,18 @@ int run(Invocation& invocation) {
           << ", \"gflops_bwd\": " << flops_bwd / slowest_bwd / 1e9;
     out << ", \"peak_rss_bytes\": " << static_cast<uint64_t>(peak_rss)
         << ", \"tensor_bytes_per_rank\": " << static_cast<uint64_t>(io_bytes) << ", \"per_rank\": [";
-    for (int r = 0; r < P; ++r)
+    for (int r = 0; r < P; ++r) {
       out << (r ? ", " : "") << "{\"rank\": " << r << ", \"seconds_fwd\": " << field(r, 0)
-          << ", \"gflops_fwd\": " << flops_fwd / P / field(r, 0) / 1e9
-          << (backward ? ", \"seconds_bwd\": " + std::to_string(field(r, 1)) : std::string())
-          << ", \"bytes_sent_fwd\": " << static_cast<uint64_t>(field(r, 2))
-          << ", \"bytes_received_fwd\": " << static_cast<uint64_t>(field(r, 3))
-          << ", \"comm_hidden_fwd\": " << field(r, 4)
-          << (backward ? ", \"bytes_received_bwd\": " + std::to_string(static_cast<uint64_t>(field(r, 5))) +
-                             ", \"comm_hidden_bwd\": " + std::to_string(field(r, 6))
-                       : std::string())
-          << ", \"peak_rss_bytes\": " << static_cast<uint64_t>(field(r, 7)) << "}";
+          << ", \"gflops_fwd\": " << flops_fwd / P / field(r, 0) / 1e9;
+      if (backward)
+        out << ", \"seconds_bwd\": " << field(r, 1) << ", \"gflops_bwd\": " << flops_bwd / P / field(r, 1) / 1e9;
+      out << ", \"bytes_sent_fwd\": " << static_cast<uint64_t>(field(r, 2))
+          << ", \"bytes_received_fwd\": " << static_cast<uint64_t>(field(r, 3)) << ", \"comm_hidden_fwd\": " << field(r, 4);
+      if (backward)
+        out << ", \"bytes_received_bwd\": " << static_cast<uint64_t>(field(r, 5))
+            << ", \"comm_hidden_bwd\": " << field(r, 6);
+      out << ", \"peak_rss_bytes\": " << static_cast<uint64_t>(field(r, 7)) << "}";
+    }
     out << "]}\n";
     std::cout << out.str();
   } else {

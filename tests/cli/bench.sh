@@ -9,6 +9,18 @@ have_gpu=0
 expect_exit 0 "bench attention (cpu, json)" -- "$LONGCTX" bench attention --seq-len 4096 --heads 2 --head-dim 16 \
   --segment-lengths 1024,4096 --dilation-rates 1,4 --iters 1 --backward --json --quiet
 expect_in "$OUT/stdout" '"gflops_fwd": [0-9.e+]+.*"seconds_bwd": [0-9.e+-]+.*"gflops_bwd"' "bench attention prints the spec's fields"
+expect_exit 0 "bench attention on 2 ranks (json)" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" bench attention --seq-len 2K \
+  --heads 2 --head-dim 8 --segment-lengths 256,2048 --dilation-rates 1,2 --iters 1 --warmup 0 --backward --json --quiet
+/usr/bin/python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+want = {'rank', 'seconds_fwd', 'gflops_fwd', 'seconds_bwd', 'gflops_bwd', 'bytes_sent_fwd', 'bytes_received_fwd',
+        'comm_hidden_fwd', 'bytes_received_bwd', 'comm_hidden_bwd', 'peak_rss_bytes'}
+assert d['world_size'] == 2 and len(d['per_rank']) == 2
+for r in d['per_rank']:
+    assert want <= set(r), want - set(r)
+    assert r['bytes_received_fwd'] > 0 and r['gflops_bwd'] > 0
+" <"$OUT/stdout" && pass "per-rank JSON has the forward and backward fields" || fail "per-rank JSON fields"
 expect_exit 2 "bench attention: bf16 on the cpu" -- "$LONGCTX" bench attention --seq-len 4096 --dtype bf16 --quiet
 expect_in "$OUT/stderr" "dtype bf16.*--device cuda" "names --dtype and the way out"
 if [ "$have_gpu" -eq 0 ]; then
