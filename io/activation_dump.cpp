@@ -16,15 +16,13 @@ ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t k
     throw InputError(path + ": exists and is not a longctx activation dump; move it away or choose another "
                      "dump.activations");
   const int rank = h5::comm_rank(comm), size = h5::comm_size(comm);
-  const std::regex name(R"(step_(\d+)/layer_\d+/[^/]+)");
+  const std::regex name(R"(step_(\d+)/layer_(\d+)/([^/]+))");
   for (const std::string& dataset : old.dataset_paths()) {
     std::smatch match;
     if (!std::regex_match(dataset, match, name) || std::stoll(match[1]) > keep_steps_through) continue;
     const Shape global = old.open_dataset(dataset).shape();
     const RowRange rows = even_rows(global[0], rank, size);
-    h5::DatasetOptions options;
-    options.chunk = row_chunk(global, 0, sizeof(float));
-    write_rows(output_->file(), "/" + dataset, global, 0, rows, read_rows(old, dataset, 0, rows), options);
+    write(std::stoll(match[1]), std::stoll(match[2]), match[3], global, rows, read_rows(old, dataset, 0, rows));
   }
 }
 

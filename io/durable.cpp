@@ -37,18 +37,37 @@ std::string directory_of(const std::string& path) {
   return parent.empty() ? "." : parent;
 }
 
+namespace {
+
+// `directory` must exist, be a directory, and let this process create files in it.
+void require_writable_directory(const std::string& named, const std::string& directory) {
+  std::error_code error;
+  if (!std::filesystem::is_directory(directory, error))
+    throw UsageError(named + ": " + (std::filesystem::exists(directory, error)
+                                         ? "'" + directory + "' is not a directory"
+                                         : "directory '" + directory + "' does not exist"));
+  if (::access(directory.c_str(), W_OK | X_OK) != 0)
+    throw UsageError(named + ": cannot write in directory '" + directory + "' (" + std::strerror(errno) + ")");
+}
+
+}  // namespace
+
 void check_output_path(const std::string& option, const std::string& path) {
-  namespace fs = std::filesystem;
   const std::string named = "--" + option + " '" + path + "'";
   if (path.empty()) throw UsageError("--" + option + ": empty path");
   if (path.back() == '/') throw UsageError(named + ": names a directory; give a file name");
   std::error_code error;
-  if (fs::is_directory(path, error)) throw UsageError(named + " is a directory; give a file name");
-  const std::string directory = directory_of(path);
-  if (!fs::is_directory(directory, error))
-    throw UsageError(named + ": directory '" + directory + "' does not exist");
-  if (::access(directory.c_str(), W_OK | X_OK) != 0)
-    throw UsageError(named + ": cannot write in directory '" + directory + "' (" + std::strerror(errno) + ")");
+  if (std::filesystem::is_directory(path, error)) throw UsageError(named + " is a directory; give a file name");
+  require_writable_directory(named, directory_of(path));
+}
+
+void check_output_directory(const std::string& named, const std::string& directory) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  fs::path existing = fs::absolute(directory, error);
+  while (!existing.empty() && !fs::exists(existing, error) && existing != existing.parent_path())
+    existing = existing.parent_path();
+  require_writable_directory(named, existing.string());
 }
 
 bool same_file(const std::string& a, const std::string& b) {

@@ -22,6 +22,9 @@ std::string directory_of(const std::string& path);
 // directory, in a directory that exists and that this process may write (the temporary file and the
 // rename both happen there). Throws UsageError naming the option.
 void check_output_path(const std::string& option, const std::string& path);
+// The same for a directory made on first use (create_directories): the nearest part of `directory`
+// that exists must be a directory this process may write. Errors start with `named`.
+void check_output_directory(const std::string& named, const std::string& directory);
 // Whether two paths name the same file: the same file when both exist (links included), otherwise the
 // same absolute path once the existing directories in it are resolved.
 bool same_file(const std::string& a, const std::string& b);

@@ -7,15 +7,10 @@
 // flag; ranks agree on it inside the step's stats all-reduce, finish the step, checkpoint and exit 75.
 #include <omp.h>
 
-#include <unistd.h>
-
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
-#include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -113,22 +108,6 @@ struct RunOptions {
   double peak_gflops = 0;
 };
 
-// checkpoint.dir is created at the first checkpoint: it must be a directory we can write, or one that
-// can be made inside the nearest existing directory above it.
-void check_checkpoint_dir(const std::string& dir) {
-  namespace fs = std::filesystem;
-  std::error_code error;
-  fs::path existing = fs::absolute(dir, error);
-  while (!existing.empty() && !fs::exists(existing, error) && existing != existing.parent_path())
-    existing = existing.parent_path();
-  const std::string named = "checkpoint.dir=" + dir;
-  if (!fs::is_directory(existing, error))
-    throw UsageError(named + ": '" + existing.string() + "' is not a directory");
-  if (::access(existing.c_str(), W_OK | X_OK) != 0)
-    throw UsageError(named + ": cannot write in '" + existing.string() + "' (" + std::strerror(errno) + ")");
-}
-
-// Every option checked here, on every rank identically, before any step or file is touched.
 // `warn`: print the warnings (the config-phase check runs this too, silently, so they print once).
 RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
   RunOptions r;
@@ -252,7 +231,7 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
   require(r.eval_sequences >= 1, "eval.sequences must be >= 1");
   r.dump_path = opt<std::string>(inv, "dump.activations");
   // Where files go, before any step: a bad path would otherwise surface only at the first write.
-  if (!r.checkpoint_dir.empty()) check_checkpoint_dir(r.checkpoint_dir);
+  if (!r.checkpoint_dir.empty()) io::check_output_directory("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);
   if (!r.log_jsonl.empty()) io::check_output_path("log.jsonl", r.log_jsonl);
   if (!r.dump_path.empty()) io::check_output_path("dump.activations", r.dump_path);
   require(r.log_jsonl.empty() || r.dump_path.empty() || !io::same_file(r.log_jsonl, r.dump_path),

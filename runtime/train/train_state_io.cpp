@@ -1,5 +1,6 @@
 #include "runtime/train/train_state_io.hpp"
 
+#include <boost/program_options.hpp>
 #include <cstring>
 #include <map>
 #include <set>
@@ -11,22 +12,17 @@
 namespace longctx::train {
 namespace {
 
-// "section.key" -> value from the INI text that cli::to_ini writes (and /config holds).
-std::map<std::string, std::string> ini_values(const std::string& text) {
-  std::map<std::string, std::string> values;
+// "section.key" -> value of INI text (cli::to_ini's, as /config holds it), read by the parser that reads
+// --config files.
+std::map<std::string, std::string> ini_values(const std::string& text, const std::string& where) {
+  namespace po = boost::program_options;
   std::istringstream in(text);
-  std::string line, section;
-  const auto trim = [](const std::string& x) {
-    const size_t a = x.find_first_not_of(" \t"), b = x.find_last_not_of(" \t");
-    return a == std::string::npos ? std::string() : x.substr(a, b - a + 1);
-  };
-  while (std::getline(in, line)) {
-    line = trim(line);
-    if (line.size() >= 2 && line.front() == '[' && line.back() == ']') {
-      section = line.substr(1, line.size() - 2);
-    } else if (const size_t eq = line.find('='); eq != std::string::npos) {
-      values[(section.empty() ? "" : section + ".") + trim(line.substr(0, eq))] = trim(line.substr(eq + 1));
-    }
+  std::map<std::string, std::string> values;
+  try {
+    for (const auto& option : po::parse_config_file(in, po::options_description(), true).options)
+      values[option.string_key] = option.value.empty() ? "" : option.value.front();
+  } catch (const po::error& e) {
+    throw InputError(where + ": " + e.what());
   }
   return values;
 }
@@ -34,7 +30,8 @@ std::map<std::string, std::string> ini_values(const std::string& text) {
 // The model a checkpoint holds must be the model this run builds: the same [model] options (tensor shapes
 // alone miss heads, the schedule, rotary settings), and the same tensors, no more and no fewer.
 void check_same_model(const io::CheckpointReader& reader, Trainer& trainer, const std::string& config_text) {
-  const auto saved = ini_values(reader.config()), now = ini_values(config_text);
+  const auto saved = ini_values(reader.config(), reader.path() + ": /config");
+  const auto now = ini_values(config_text, "config");
   std::string differences;
   std::set<std::string> keys;
   for (const auto* values : {&saved, &now})
