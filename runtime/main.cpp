@@ -156,21 +156,21 @@ int main(int argc, char** argv) {
   }
   const std::vector<std::string> args(argv + 1, argv + argc);
   int code = 0;
+  bool failed = true;  // a rank that throws ends every rank (the others may wait in a collective)
   try {
     code = run(*process, args);
+    failed = false;
   } catch (const Error& e) {
     log::error(e.what());
     code = static_cast<int>(e.code());
-    if (process->world_size() > 1) process->abort(code);
   } catch (const std::bad_alloc&) {
     log::error("out of memory: this rank could not allocate what the problem needs (use more ranks, or a "
                "smaller size)");
     code = static_cast<int>(ExitCode::internal);
-    if (process->world_size() > 1) process->abort(code);
   } catch (const std::exception& e) {
     log::error(std::string("internal failure: ") + e.what());
     code = static_cast<int>(ExitCode::internal);
-    if (process->world_size() > 1) process->abort(code);
   }
+  if (failed && process->world_size() > 1) process->abort(code);
   return code;
 }

@@ -1,12 +1,12 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
-#include <filesystem>
-#include <limits>
-#include <set>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <limits>
+#include <set>
 #include <sstream>
 
 #include "runtime/cli/command.hpp"

@@ -1,9 +1,9 @@
 // `longctx attend` (interfaces.md): q, k, v [, do] from an HDF5 file -> o, lse [, dq, dk, dv].
 // Under mpirun each rank reads and writes only its N / P rows (collective parallel HDF5) and the
 // sequence-parallel backend exchanges only the sparsified K / V rows that spanning branches need.
-// Order: validate options and where the results go (exit 2) -> check the input file (exit 3) -> check
-// the schedule shards (exit 2) -> read -> compute -> write `OUT.tmp` -> commit (rename). A failure
-// leaves no OUT.
+// Order: check_options in the config phase (options and where the results go: exit 2; the input file:
+// exit 3; the schedule shards: exit 2) -> read -> compute -> write `OUT.tmp` -> commit (rename). A
+// failure leaves no OUT.
 #include <chrono>
 #include <fstream>
 #include <iomanip>
@@ -68,7 +68,7 @@ struct RankFigures {  // gathered to rank 0 for the report; all doubles so one a
 
 // In the config phase (main.cpp), where the ranks agree on the outcome: the options, where the results
 // go, and the input file's datasets and shape against the schedule and P (each rank opens it alone and
-// reads only metadata). run() meets all of it again, cheaply.
+// reads only metadata). run() relies on it: main.cpp runs this first.
 void check_options(const Invocation& invocation) {
   const auto& vm = invocation.options;
   const AttentionParams params = attention_params(invocation);
@@ -85,15 +85,11 @@ int run(Invocation& invocation) {
   const auto& vm = invocation.options;
   comm::Communicator& world = invocation.process.world();
   const int rank = world.rank(), P = world.size();
-  if (vm["segment-lengths"].as<std::string>().empty() || vm["dilation-rates"].as<std::string>().empty())
-    throw UsageError("--segment-lengths and --dilation-rates are required (e.g. --segment-lengths 2048,4096 "
-                     "--dilation-rates 1,2)");
   const AttentionParams params = attention_params(invocation);
   const DeviceChoice device = attention_device(invocation);
   const bool backward = vm["backward"].as<bool>();
   const std::string input_path = vm["input"].as<std::string>(), output_path = vm["output"].as<std::string>();
   const std::string report_path = vm.count("report") ? vm["report"].as<std::string>() : "";
-  check_file_options(input_path, output_path, report_path);
   // --device cuda: one GPU per rank, made (with the device communicator) before any file is touched.
   std::unique_ptr<AttentionBackend> gpu;
   std::unique_ptr<comm::Communicator> device_comm;
@@ -113,7 +109,6 @@ int run(Invocation& invocation) {
   {
     io::h5::File file = io::h5::File::open(input_path, io::h5::Mode::read, P > 1 ? mpi : MPI_COMM_NULL);
     input = io::check_attend_input(file, backward);
-    check_shardable(params.schedule, input.seq_len, P);
     warn_coverage(params.schedule, input.heads, params.offsets);
     const int64_t L = input.seq_len / P;
     rows = {rank * L, (rank + 1) * L};
