@@ -122,14 +122,47 @@ namespace {
 
 bool is_switch(const po::option_description& option) { return option.semantic()->max_tokens() == 0; }
 
-// An on/off option set from the environment: 1 / true / yes / on sets it, 0 / false / no / off leaves it
-// off; anything else is refused (a switch on the command line takes no value).
-bool switch_from_env(const std::string& variable, const std::string& value) {
+// The value of an on/off option given as `--X=VALUE` or in the environment: 1 / true / yes / on or
+// 0 / false / no / off; anything else is refused, naming `where`.
+bool switch_value(const std::string& where, const std::string& value) {
   std::string word;
   for (char c : value) word += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (word == "1" || word == "true" || word == "yes" || word == "on") return true;
   if (word == "0" || word == "false" || word == "no" || word == "off") return false;
-  throw UsageError(variable + "='" + value + "': an on/off option takes 1, true, yes, on or 0, false, no, off");
+  throw UsageError(where + "='" + value + "': an on/off option takes 1, true, yes, on or 0, false, no, off");
+}
+
+// The command line with `--X=on` written `--X` and `--X=off` dropped, for each on/off option X (Boost's
+// switches take no value; one that took an optional value would swallow the next word, `--quiet FILE`).
+// The options turned off this way go to `turned_off`: they are off whatever a config file or the
+// environment says.
+std::vector<std::string> rewrite_switches(const std::vector<std::string>& args, const po::options_description& declared,
+                                          std::set<std::string>& turned_off) {
+  std::vector<std::string> words;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--") {  // what follows is positional
+      words.insert(words.end(), args.begin() + static_cast<std::ptrdiff_t>(i), args.end());
+      break;
+    }
+    const size_t equals = arg.find('=');
+    const po::option_description* option =
+        arg.rfind("--", 0) == 0 && equals != std::string::npos ? declared.find_nothrow(arg.substr(2, equals - 2), false)
+                                                                : nullptr;
+    if (!option || !is_switch(*option)) {
+      words.push_back(arg);
+      continue;
+    }
+    const std::string name = option->long_name();
+    if (switch_value("--" + name, arg.substr(equals + 1))) {
+      words.push_back("--" + name);
+      turned_off.erase(name);
+    } else {
+      turned_off.insert(name);
+      words.erase(std::remove(words.begin(), words.end(), "--" + name), words.end());
+    }
+  }
+  return words;
 }
 
 // The config file as INI text for Boost: a regular file that reads completely, with `;` comment lines
@@ -192,11 +225,13 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
   const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
   std::string source = "the command line";  // named in errors
   try {
-    const po::parsed_options from_cli =
-        po::command_line_parser(args).options(declared).positional(positional).style(style).run();
+    std::set<std::string> turned_off;  // on/off options given as --X=false
+    const po::parsed_options from_cli = po::command_line_parser(rewrite_switches(args, declared, turned_off))
+                                            .options(declared).positional(positional).style(style).run();
     check_unsigned(from_cli, declared);
     po::store(from_cli, invocation.options);
     for (const auto& o : from_cli.options) invocation.sources[o.string_key] = "command line";
+    for (const auto& name : turned_off) invocation.sources[name] = "command line";
     if (invocation.options.count("help")) return invocation;  // --help works without the required options
 
     std::optional<std::string> config_path;
@@ -207,10 +242,14 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
       std::istringstream text(read_config(*config_path));
       // One file may serve several commands (attend and bench attention, or a train config exported as
       // LONGCTX_CONFIG while running info): keys of another longctx command are skipped, others refused.
-      const po::parsed_options from_file = po::parse_config_file(text, declared, true);
+      po::parsed_options from_file = po::parse_config_file(text, declared, true);
       for (const auto& o : from_file.options)
         if (o.unregistered && !any_command_has(o.string_key))
           throw po::unknown_option(o.string_key);
+      auto& file_options = from_file.options;
+      file_options.erase(std::remove_if(file_options.begin(), file_options.end(),
+                                        [&](const auto& o) { return turned_off.count(o.string_key) > 0; }),
+                         file_options.end());
       check_unsigned(from_file, declared);
       po::store(from_file, invocation.options);
       for (const auto& o : from_file.options)
@@ -222,11 +261,11 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
       const std::string& name = option->long_name();
       const std::string variable = env_name(name);
       const auto value = getenv(variable);
-      if (name == "config" || !value || value->empty()) continue;
+      if (name == "config" || !value || value->empty() || turned_off.count(name)) continue;
       source = "environment variable " + variable + "='" + *value + "'";
       std::vector<std::string> words{"--" + name};
       if (is_switch(*option)) {
-        if (!switch_from_env(variable, *value)) continue;
+        if (!switch_value(variable, *value)) continue;
       } else {
         words.back() += "=" + *value;
       }
@@ -298,9 +337,9 @@ std::string help_text(const Command& command, const po::options_description& dec
       << command.summary << "\n\n"
       << declared << "\n";
   if (!required.empty()) out << "Required: " << required << ".\n";
-  out << "On/off options are off unless given. Every option can also come from --config FILE.ini\n"
-      << "([section] key=value) or the environment (--" << example << " <- " << env_name(example)
-      << "; on/off options take 1 or 0);\n"
+  out << "On/off options are off unless given; --X=false turns off one that a config file or the\n"
+      << "environment turned on. Every option can also come from --config FILE.ini ([section] key=value)\n"
+      << "or the environment (--" << example << " <- " << env_name(example) << "; on/off options take 1 or 0);\n"
       << "the command line wins over the file, the file over the environment.\n";
   return out.str();
 }

@@ -93,6 +93,16 @@ expect_exit 0 "LONGCTX_QUIET=0" -- env LONGCTX_QUIET=0 "$LONGCTX" info
 expect_in "$OUT/stderr" "resolved config" "LONGCTX_QUIET=0 leaves it off"
 expect_exit 2 "LONGCTX_QUIET=maybe" -- env LONGCTX_QUIET=maybe "$LONGCTX" info
 expect_in "$OUT/stderr" "LONGCTX_QUIET='maybe'" "the error names the variable and its value"
+# --X=false turns off an on/off option that the environment or a config file turned on; --X=true is --X.
+expect_exit 0 "--quiet=false beats LONGCTX_QUIET=1" -- env LONGCTX_QUIET=1 "$LONGCTX" info --quiet=false
+expect_in "$OUT/stderr" "quiet = false  \[command line\]" "--quiet=false wins over the environment"
+printf 'quiet = true\n' > "$OUT/quiet.ini"
+expect_exit 0 "--quiet=off beats the config file" -- "$LONGCTX" info --config "$OUT/quiet.ini" --quiet=off
+expect_in "$OUT/stderr" "quiet = false  \[command line\]" "--quiet=off wins over the config file"
+expect_exit 0 "--quiet=yes" -- "$LONGCTX" info --quiet=yes
+grep -q "resolved config" "$OUT/stderr" && fail "--quiet=yes printed the config" || pass "--quiet=yes is --quiet"
+expect_exit 2 "--quiet=maybe" -- "$LONGCTX" info --quiet=maybe
+expect_in "$OUT/stderr" "--quiet='maybe'" "the error names the option and its value"
 expect_exit 2 "a bad value from the environment" -- env LONGCTX_COMM_TIMEOUT=soon "$LONGCTX" info
 expect_in "$OUT/stderr" "environment variable LONGCTX_COMM_TIMEOUT='soon'" "the error names where the value came from"
 expect_exit 0 "an empty variable is unset" -- env LONGCTX_COMM_TIMEOUT= LONGCTX_CONFIG= "$LONGCTX" info
