@@ -31,6 +31,7 @@ std::string to_string(LauncherKind kind) {
   switch (kind) {
     case LauncherKind::open_mpi: return "Open MPI";
     case LauncherKind::slurm: return "Slurm";
+    case LauncherKind::pmi: return "PMI (MPICH/Hydra)";
     case LauncherKind::none: break;
   }
   return "none";
@@ -56,6 +57,13 @@ LauncherInfo detect_launcher(const GetEnv& getenv) {
     info.tasks = env_int(getenv, getenv("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS");
     info.rank = env_int(getenv, "SLURM_PROCID");
     info.local_rank = env_int(getenv, "SLURM_LOCALID");
+  } else if (getenv("PMI_SIZE") && getenv("PMI_RANK")) {
+    // MPICH's or Intel MPI's mpiexec (Hydra). An Open MPI build started by it runs each task as a world of
+    // one, which check_launcher reports.
+    info.kind = LauncherKind::pmi;
+    info.tasks = env_int(getenv, "PMI_SIZE");
+    info.rank = env_int(getenv, "PMI_RANK");
+    info.local_rank = env_int(getenv, "MPI_LOCALRANKID");
   } else if (getenv("SLURM_JOB_ID")) {
     // The batch script (or an salloc shell) itself: one process, whatever SLURM_NTASKS says the job has.
     info.kind = LauncherKind::slurm;
@@ -70,6 +78,15 @@ const char* const kSrunWithoutPmi =
 }  // namespace
 
 void check_launcher_before_mpi(const LauncherInfo& launcher, const GetEnv& getenv) {
+#ifdef OPEN_MPI
+  if (launcher.kind == LauncherKind::pmi && launcher.tasks > 1) {
+    // Open MPI does not speak Hydra's PMI: each task would be a world of one computing the whole problem.
+    std::ostringstream message;
+    message << "an MPICH-style mpiexec (PMI_SIZE=" << launcher.tasks << ") started this task, but longctx is "
+            << "built with Open MPI; use Open MPI's mpirun, or rebuild against that MPI with jobs/build.sh.";
+    throw UsageError(message.str());
+  }
+#endif
   if (launcher.kind != LauncherKind::slurm || launcher.tasks <= 1) return;  // one task needs no PMI
   for (const char* variable : {"PMIX_RANK", "PMIX_NAMESPACE", "PMI_RANK", "PMI_FD", "PMI_SIZE"})
     if (getenv(variable)) return;

@@ -21,7 +21,7 @@
 
 namespace longctx {
 
-enum class LauncherKind { none, open_mpi, slurm };
+enum class LauncherKind { none, open_mpi, slurm, pmi };  // pmi: a PMI-1/2 launcher (MPICH or Intel MPI Hydra)
 std::string to_string(LauncherKind kind);
 
 struct LauncherInfo {

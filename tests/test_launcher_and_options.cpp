@@ -1,5 +1,6 @@
 // Launcher detection and cross-checks, option-list parsing, environment names, shared-device check.
 #include <gtest/gtest.h>
+#include <mpi.h>
 
 #include <limits>
 #include <map>
@@ -79,6 +80,28 @@ TEST(Launcher, SrunWithoutPmiIsCaughtBeforeMpiInit) {
   with_pmix["PMIX_RANK"] = "0";
   EXPECT_NO_THROW(check_launcher_before_mpi(info, fake_env(with_pmix)));
   EXPECT_NO_THROW(check_launcher_before_mpi(detect_launcher(fake_env({})), fake_env({})));
+}
+
+// MPICH's or Intel MPI's mpiexec (Hydra) hands each task PMI_SIZE / PMI_RANK. An Open MPI build would run
+// each as a world of one, so it refuses before MPI_Init; a mismatch after it is a usage error too.
+TEST(Launcher, HydraMpiexecIsDetected) {
+  const auto hydra = std::map<std::string, std::string>{{"PMI_SIZE", "4"}, {"PMI_RANK", "2"}, {"MPI_LOCALRANKID", "2"}};
+  const LauncherInfo info = detect_launcher(fake_env(hydra));
+  EXPECT_EQ(info.kind, LauncherKind::pmi);
+  EXPECT_EQ(info.tasks, 4);
+  EXPECT_EQ(info.rank, 2);
+  EXPECT_EQ(info.local_rank, 2);
+  EXPECT_THROW(check_launcher(info, 0, 1), UsageError);
+  EXPECT_NO_THROW(check_launcher(info, 2, 4));
+#ifdef OPEN_MPI
+  EXPECT_THROW(check_launcher_before_mpi(info, fake_env(hydra)), UsageError);
+#endif
+  const auto one = std::map<std::string, std::string>{{"PMI_SIZE", "1"}, {"PMI_RANK", "0"}};
+  EXPECT_NO_THROW(check_launcher_before_mpi(detect_launcher(fake_env(one)), fake_env(one)));
+  // srun --mpi=pmi2 also sets PMI_*; that is Slurm.
+  const LauncherInfo srun = detect_launcher(fake_env({{"PMI_SIZE", "2"}, {"PMI_RANK", "1"}, {"SLURM_PROCID", "1"},
+                                                       {"SLURM_STEP_ID", "0"}, {"SLURM_STEP_NUM_TASKS", "2"}}));
+  EXPECT_EQ(srun.kind, LauncherKind::slurm);
 }
 
 // What sbatch's batch script and `srun -n 1` hand a process (seen on this machine's Slurm 22.05): neither
