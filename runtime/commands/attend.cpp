@@ -141,7 +141,7 @@ int run(Invocation& invocation) {
   }
   const int64_t pairs = count_pairs(params.schedule, input.seq_len, input.heads, params.causal, params.offsets) * input.batch;
   const double flops_fwd = static_cast<double>(flops_forward(pairs, input.head_dim));
-  const double flops_bwd = static_cast<double>(flops_backward(pairs, input.head_dim));
+  const double flops_bwd = backward ? static_cast<double>(flops_backward(pairs, input.head_dim)) : 0.0;
   const std::string where = device.device == "cuda"
                                 ? " on the GPU (" + to_string(device.dtype) + ", host copies included), "
                                 : " on rank 0, ";

@@ -25,6 +25,9 @@ done
 expect_exit 0 "attend P=4 report" -- "${MPIRUN[@]}" -np 4 "$LONGCTX" attend --input in.h5 --output r.h5 --backward \
   --segment-lengths 4,48 --dilation-rates 1,3 --report r4.json --quiet
 expect_exit 0 "per-rank bytes = 3 x (P-1)/P (w/r) H D 2 4" -- $CHECK report r4.json 4 11520
+expect_exit 0 "attend P=2 forward-only report" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" attend --input in.h5 --output r.h5 \
+  --segment-lengths 4,48 --dilation-rates 1,3 --report r2f.json --quiet
+expect_exit 0 "forward only: 1/2 x 16 x 5 x 8 x 2 x 4 bytes, no backward FLOPs" -- $CHECK report r2f.json 2 2560
 
 $CHECK make batched16.h5 24 3 8 2 --f16 || exit 1
 expect_exit 0 "float16 [B,N,H,D] on 1 rank" -- "$LONGCTX" attend --input batched16.h5 --output b1.h5 \

@@ -98,10 +98,14 @@ def main():
         for key in ("world_size", "seq_len", "heads", "head_dim", "schedule", "pairs", "flops_fwd", "flops_bwd", "per_rank"):
             assert key in rep, key
         assert rep["world_size"] == p and len(rep["per_rank"]) == p, rep
+        # Without --backward nothing of the backward was done: no FLOPs, no seconds.
+        assert (rep["flops_bwd"] > 0) == rep["backward"], (rep["flops_bwd"], rep["backward"])
+        assert rep["flops_fwd"] > 0
         for r, x in enumerate(rep["per_rank"]):
             for key in ("rank", "seconds_fwd", "seconds_bwd", "bytes_sent", "bytes_received", "collectives"):
                 assert key in x, key
             assert x["rank"] == r
+            assert (x["seconds_bwd"] > 0) == rep["backward"], (r, x["seconds_bwd"])
             if want != "any":
                 assert x["bytes_received"] == int(want), (r, x["bytes_received"], want)
         print("report ok:", [x["bytes_received"] for x in rep["per_rank"]])
