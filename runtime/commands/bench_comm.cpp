@@ -26,7 +26,8 @@ using Clock = std::chrono::steady_clock;
 
 void declare(po::options_description& desc, po::positional_options_description&) {
   desc.add_options()
-      ("comm", po::value<std::string>()->default_value("mpi"), "backend: mpi (host buffers), staged (device buffers through MPI), nccl (device buffers)")
+      ("comm", po::value<std::string>()->default_value("mpi"), "backend: mpi (host buffers), staged (device buffers through MPI), nccl (device buffers), or auto "
+       "(what attention's --comm auto picks when every rank sees a GPU, else mpi)")
       ("bytes", po::value<std::string>()->default_value("64M"), "bytes each rank contributes per all-gather (K/M/G suffixes)")
       ("iters", po::value<int>()->default_value(10), "timed calls (the median is reported)")
       ("warmup", po::value<int>()->default_value(2), "untimed calls first")
@@ -36,12 +37,12 @@ void declare(po::options_description& desc, po::positional_options_description&)
 int run(Invocation& invocation) {
   const auto& vm = invocation.options;
   comm::Communicator& world = invocation.process.world();
-  const std::string backend = vm["comm"].as<std::string>();
+  std::string backend = vm["comm"].as<std::string>();
   const int64_t bytes = parse_size("bytes", vm["bytes"].as<std::string>());
   const int iters = vm["iters"].as<int>(), warmup = vm["warmup"].as<int>();
   const bool json = vm["json"].as<bool>();
-  if (backend != "mpi" && backend != "staged" && backend != "nccl")
-    throw UsageError("--comm: '" + backend + "' is not a backend; allowed: mpi, staged, nccl");
+  if (backend != "mpi" && backend != "staged" && backend != "nccl" && backend != "auto")
+    throw UsageError("--comm: '" + backend + "' is not a backend; allowed: mpi, staged, nccl, auto");
   if (bytes < 1) throw UsageError("--bytes: must be >= 1, got " + std::to_string(bytes));
   if (iters < 1) throw UsageError("--iters: must be >= 1, got " + std::to_string(iters));
   if (warmup < 0) throw UsageError("--warmup: must be >= 0, got " + std::to_string(warmup));
@@ -55,6 +56,11 @@ int run(Invocation& invocation) {
   std::shared_ptr<void> dev_send, dev_recv;
   char* send = nullptr;
   char* recv = nullptr;
+  if (backend == "auto") {  // decided together: one rank without a GPU makes every rank use host buffers
+    std::vector<int32_t> gpus{invocation.process.device() == "cpu" ? 0 : 1};
+    world.all_reduce(Span<int32_t>(gpus), comm::ReduceOp::min);
+    if (gpus[0] == 0) backend = "mpi";
+  }
   if (backend == "mpi") {
     host_send.assign(n, 1);
     host_recv.assign(n * static_cast<size_t>(P), 0);
@@ -65,8 +71,10 @@ int run(Invocation& invocation) {
     if (backend == "staged") {
       copier = comm::make_cuda_copier();
       device_comm = std::make_unique<comm::StagedCommunicator>(world, copier);
-    } else {
+    } else if (backend == "nccl") {
       device_comm = comm::make_nccl_communicator(world, device);
+    } else {
+      device_comm = make_device_comm(invocation.process, "auto");
     }
     c = device_comm.get();
     dev_send = comm::device_alloc(n);
@@ -116,7 +124,7 @@ int run(Invocation& invocation) {
 }  // namespace
 
 Command bench_comm_command() {
-  return {"bench comm", "all-gather bandwidth of a communicator backend (mpi, staged device buffers, nccl)", "",
+  return {"bench comm", "all-gather bandwidth of a communicator backend (mpi, staged device buffers, nccl, auto)", "",
           declare, run};
 }
 

@@ -35,6 +35,9 @@ expect_exit 0 "bench comm (mpi, 2 ranks, json)" -- "${MPIRUN[@]}" -np 2 "$LONGCT
 expect_in "$OUT/stdout" '"world_size": 2, "bytes_per_rank": 1048576, "seconds": [0-9.e+-]+, "received_bytes_per_s": [1-9]' \
   "bench comm reports the rate received per rank"
 expect_exit 2 "bench comm: unknown backend" -- "$LONGCTX" bench comm --comm gloo --quiet
-expect_in "$OUT/stderr" "comm.*gloo.*mpi, staged, nccl" "names the allowed backends"
+expect_in "$OUT/stderr" "comm.*gloo.*mpi, staged, nccl, auto" "names the allowed backends"
+# LONGCTX_COMM=auto (attention's default) serves bench comm too: host buffers where no rank has a GPU.
+expect_exit 0 "bench comm with LONGCTX_COMM=auto" -- env LONGCTX_COMM=auto "${MPIRUN[@]}" -np 2 "$LONGCTX" bench comm --bytes 64K --iters 2 --json --quiet
+[ "$have_gpu" -eq 0 ] && expect_in "$OUT/stdout" '"comm": "mpi"' "auto without a GPU is mpi"
 expect_exit 2 "bench comm: zero bytes" -- "$LONGCTX" bench comm --bytes 0 --quiet
 finish
