@@ -6,6 +6,7 @@
 // (numbered from 1): activation dump, log line + log.jsonl (rank 0), eval, checkpoint. SIGUSR1/SIGTERM set a
 // flag; ranks agree on it inside the step's stats all-reduce, finish the step, checkpoint and exit 75.
 #include <omp.h>
+#include <pthread.h>
 
 #include <chrono>
 #include <cmath>
@@ -295,7 +296,21 @@ void dump_layers(io::ActivationDump& dump, model::Model& model, const RunOptions
     }
 }
 
+// Before anything slow (data, checkpoint load): a preemption notice that arrives then is acted on at the
+// first step (finish it, checkpoint, 75) instead of killing the rank. Unblocked too: a launcher that
+// blocked them would hide the notice, and one already pending is delivered here.
+void install_stop_handlers() {
+  std::signal(SIGUSR1, request_stop);
+  std::signal(SIGTERM, request_stop);
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGUSR1);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
+}
+
 int run_train(Invocation& inv) {
+  install_stop_handlers();
   comm::Communicator& world = inv.process.world();
   const int P = world.size(), rank = world.rank();
   const DeviceChoice device = attention_device(inv);  // --device / --dtype / --comm, before anything else
@@ -365,8 +380,6 @@ int run_train(Invocation& inv) {
     active = stage_trainer[stage].get();
   }
 
-  std::signal(SIGUSR1, request_stop);
-  std::signal(SIGTERM, request_stop);
   JsonLog jsonl(r.log_jsonl, rank == 0);
   std::unique_ptr<io::ActivationDump> dump;
   if (!r.dump_path.empty() && !r.dump_steps.empty() && *r.dump_steps.rbegin() > trainer.step())

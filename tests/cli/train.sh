@@ -175,6 +175,18 @@ kill -USR1 $pid
 wait $pid; code=$?
 [ "$code" -eq $((128 + $(kill -l USR1))) ] && pass "SIGUSR1 without checkpoint.dir -> exit $code" || { fail "gave exit $code"; tail -3 "$OUT/sig3.err"; }
 
+# ---- a signal that arrives before the first step (here: pending from the start, blocked by the parent)
+# is acted on at step 1: checkpoint, 75. Before, it stayed blocked and the run went on to the end.
+/usr/bin/python3 - "$LONGCTX" "${LONG[@]}" --checkpoint.dir "$OUT/sig4" >"$OUT/sig4.out" 2>"$OUT/sig4.err" <<'PY'
+import os, signal, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+os.kill(os.getpid(), signal.SIGTERM)  # pending across exec
+os.execv(sys.argv[1], [sys.argv[1], "train"] + sys.argv[2:])
+PY
+code=$?
+[ "$code" -eq 75 ] && [ "$(cat "$OUT/sig4/latest" 2>/dev/null)" = step_00000001.h5 ] &&
+  pass "a signal pending at start -> step 1 checkpointed, exit 75" || { fail "pending signal gave exit $code"; tail -3 "$OUT/sig4.err"; }
+
 # ---- SIGTERM to ONE rank of an mpirun job: every rank finishes the step, they agree, checkpoint, exit 75 --
 "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${LONG[@]}" --checkpoint.dir "$OUT/sig2" --log.jsonl "$OUT/g.jsonl" \
   >"$OUT/sig2.out" 2>"$OUT/sig2.err" &
