@@ -309,6 +309,17 @@ void install_stop_handlers() {
   pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
 }
 
+// The data of each shorter stage of the length curriculum (data.seq_len's is train::make_dataset(r.data)).
+std::vector<std::unique_ptr<train::Dataset>> curriculum_datasets(const RunOptions& r) {
+  std::vector<std::unique_ptr<train::Dataset>> stages;
+  for (int64_t seq_len : r.stage_len) {
+    train::DataConfig stage = r.data;
+    stage.seq_len = seq_len;
+    stages.push_back(train::make_dataset(stage));
+  }
+  return stages;
+}
+
 int run_train(Invocation& inv) {
   install_stop_handlers();
   comm::Communicator& world = inv.process.world();
@@ -342,12 +353,9 @@ int run_train(Invocation& inv) {
   // the state moves on at each switch and to the main trainer before each evaluation (always at
   // data.seq_len).
   const size_t stages = r.stage_len.size();
-  std::vector<std::unique_ptr<train::Dataset>> stage_data;
+  const std::vector<std::unique_ptr<train::Dataset>> stage_data = curriculum_datasets(r);
   std::vector<std::unique_ptr<train::Trainer>> stage_trainer;
   for (size_t i = 0; i < stages; ++i) {
-    train::DataConfig sd = r.data;
-    sd.seq_len = r.stage_len[i];
-    stage_data.push_back(train::make_dataset(sd));
     train::TrainerConfig st = r.trainer;
     st.seq_len = r.stage_len[i];
     stage_trainer.push_back(std::make_unique<train::Trainer>(st, world, attention));
@@ -493,10 +501,12 @@ int run_train(Invocation& inv) {
 }  // namespace
 
 Command train_command() {
-  // Options are checked in the config phase too, where the ranks agree (one message, no MPI_Abort).
+  // Options and data are checked in the config phase too, where the ranks agree (one message, no MPI_Abort).
   const auto check = [](const Invocation& inv) {
     attention_device(inv);
-    validate(inv, inv.process.world().size(), false);
+    const RunOptions r = validate(inv, inv.process.world().size(), false);
+    train::make_dataset(r.data);  // the token file's metadata too (exit 3 when it is no token file)
+    curriculum_datasets(r);
   };
   return {"train", "train the sequence-parallel LongNet LM (passkey, associative, token file)", "", declare,
           run_train, check};

@@ -32,6 +32,10 @@ fi
 echo "not a token file" >"$OUT/text.h5"
 expect_exit 3 "data.path not a token file" -- "$LONGCTX" train "${SMALL[@]}" --data.task file --data.path "$OUT/text.h5" --model.vocab 256
 expect_in "$OUT/stderr" "text.h5" "bad data file named"
+expect_exit 3 "data.path not a token file, 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" --data.task file \
+  --data.path "$OUT/text.h5" --model.vocab 256
+[ "$(grep -c 'error' "$OUT/stderr")" -eq 1 ] && ! grep -q MPI_ABORT "$OUT/stderr" && pass "one message from 2 ranks, no MPI_Abort" \
+  || { fail "a bad data file under mpirun: $(grep -c error "$OUT/stderr") error lines"; head -5 "$OUT/stderr"; }
 
 # ---- uninterrupted reference: 6 steps at P=2 ---------------------------------------------------------
 expect_exit 0 "uninterrupted run" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" --train.steps 6 \
