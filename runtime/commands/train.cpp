@@ -13,6 +13,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -406,15 +407,17 @@ int run_train(Invocation& inv) {
     log::info(head.str());
   }
 
+  // Evaluation at data.seq_len (the main trainer, whichever stage trains), printed by rank 0; its fields
+  // also join that step's log.jsonl line.
   const auto evaluate = [&](int64_t step) {
     if (active != &trainer) trainer.copy_state_from(*active);
     const train::EvalStats e = trainer.evaluate(*data, r.eval_sequences);
-    if (rank != 0) return;
-    std::printf("eval step %lld  eval_loss %.4f  eval_accuracy %.4f  (%lld scored targets, N = %lld)\n",
-                (long long)step, e.loss, e.accuracy, (long long)e.scored, (long long)r.trainer.seq_len);
-    std::fflush(stdout);
-    jsonl.write("{\"step\": " + std::to_string(step) + ", \"eval_loss\": " + json_number(e.loss) +
-                ", \"eval_accuracy\": " + json_number(e.accuracy) + "}");
+    return [=] {
+      std::printf("eval step %lld  eval_loss %.4f  eval_accuracy %.4f  (%lld scored targets, N = %lld)\n",
+                  (long long)step, e.loss, e.accuracy, (long long)e.scored, (long long)r.trainer.seq_len);
+      std::fflush(stdout);
+      return ", \"eval_loss\": " + json_number(e.loss) + ", \"eval_accuracy\": " + json_number(e.accuracy);
+    };
   };
   const auto checkpoint = [&] {
     const std::string path = train::save_checkpoint(*active, r.checkpoint_dir, r.checkpoint_keep, config_text,
@@ -444,19 +447,6 @@ int run_train(Invocation& inv) {
     const int64_t step = active->step();
     if (dump && active == &trainer && r.dump_steps.count(step))
       dump_layers(*dump, trainer.model(), r, step, trainer.local_rows());
-    if (rank == 0 && (step % r.log_every == 0 || step == r.steps || stats.stop)) {
-      const double tokens_per_s = double(seq_len) / seconds;
-      const double mfu = step_flops(r.trainer.model, seq_len) / seconds / peak;
-      std::printf("step %6lld  loss %.4f  tokens/s %.0f  s/step %.3f  lr %.3e  grad_norm %.3f  MFU %.1f%%  N %lld\n",
-                  (long long)step, stats.loss, tokens_per_s, seconds, stats.lr, stats.grad_norm, 100 * mfu,
-                  (long long)seq_len);
-      std::fflush(stdout);
-      jsonl.write("{\"step\": " + std::to_string(step) + ", \"loss\": " + json_number(stats.loss) +
-                  ", \"tokens_per_s\": " + json_number(tokens_per_s) + ", \"seconds\": " + json_number(seconds) +
-                  ", \"lr\": " + json_number(stats.lr) + ", \"grad_norm\": " + json_number(stats.grad_norm) +
-                  ", \"mfu\": " + json_number(mfu) + ", \"seq_len\": " + std::to_string(seq_len) +
-                  ", \"world_size\": " + std::to_string(P) + "}");
-    }
     if (stage < stages && stage_of(step) != stage) {
       stage = stage_of(step);
       train::Trainer* next = stage < stages ? stage_trainer[stage].get() : &trainer;
@@ -464,9 +454,26 @@ int run_train(Invocation& inv) {
       active = next;
       log::info("step " + std::to_string(step) + ": switching to N = " + std::to_string(active->config().seq_len));
     }
-    if (r.eval_every > 0 && step % r.eval_every == 0) {
-      evaluate(step);
+    // Every eval.every steps and after the last (not when stopping on a signal: that has to be quick).
+    const bool eval_now = (r.eval_every > 0 && step % r.eval_every == 0) || (step == r.steps && !stats.stop);
+    std::function<std::string()> print_eval;  // prints the evaluation, returns its log.jsonl fields
+    if (eval_now) {
+      print_eval = evaluate(step);
       last_eval = step;
+    }
+    if (rank == 0 && (step % r.log_every == 0 || step == r.steps || stats.stop || eval_now)) {
+      const double tokens_per_s = double(seq_len) / seconds;
+      const double mfu = step_flops(r.trainer.model, seq_len) / seconds / peak;
+      std::printf("step %6lld  loss %.4f  tokens/s %.0f  s/step %.3f  lr %.3e  grad_norm %.3f  MFU %.1f%%  N %lld\n",
+                  (long long)step, stats.loss, tokens_per_s, seconds, stats.lr, stats.grad_norm, 100 * mfu,
+                  (long long)seq_len);
+      std::fflush(stdout);
+      const std::string eval_fields = print_eval ? print_eval() : std::string();
+      jsonl.write("{\"step\": " + std::to_string(step) + ", \"loss\": " + json_number(stats.loss) +
+                  ", \"tokens_per_s\": " + json_number(tokens_per_s) + ", \"seconds\": " + json_number(seconds) +
+                  ", \"lr\": " + json_number(stats.lr) + ", \"grad_norm\": " + json_number(stats.grad_norm) +
+                  ", \"mfu\": " + json_number(mfu) + ", \"seq_len\": " + std::to_string(seq_len) +
+                  ", \"world_size\": " + std::to_string(P) + eval_fields + "}");
     }
     if (stats.stop) {
       stopped = true;
@@ -491,7 +498,10 @@ int run_train(Invocation& inv) {
     log::info("stopped on a signal at step " + std::to_string(active->step()) + "; requeue me");
     return static_cast<int>(ExitCode::requeue);
   }
-  if (last_eval != active->step()) evaluate(active->step());
+  if (last_eval != active->step()) {  // resumed at the end: printed, no log.jsonl line (that step has one)
+    const auto print = evaluate(active->step());
+    if (rank == 0) print();
+  }
   if (!r.checkpoint_dir.empty() && last_checkpoint != active->step()) checkpoint();
   const double total = std::chrono::duration<double>(Clock::now() - run_start).count();
   log::info("done: " + std::to_string(active->step()) + " steps, " + std::to_string(total) + " s");

@@ -43,6 +43,14 @@ expect_exit 0 "uninterrupted run" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SM
 expect_in "$OUT/stdout" "^step +6 .*tokens/s .*MFU" "per-step log line"
 expect_in "$OUT/a.jsonl" '"tokens_per_s"' "jsonl has tokens_per_s"
 expect_in "$OUT/a.jsonl" '"eval_accuracy"' "jsonl has eval_accuracy"
+/usr/bin/python3 - "$OUT/a.jsonl" <<'PY' && pass "every log.jsonl line has interfaces.md's fields; steps 3 and 6 carry the eval" || fail "log.jsonl lines"
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+for l in lines:
+    assert {"step", "loss", "tokens_per_s", "seconds", "lr"} <= set(l), l
+assert [l["step"] for l in lines] == [1, 2, 3, 4, 5, 6], [l["step"] for l in lines]
+assert [l["step"] for l in lines if "eval_accuracy" in l] == [3, 6], lines
+PY
 [ "$(losses "$OUT/a.jsonl" | wc -l)" -eq 6 ] && pass "six logged steps" || fail "wanted 6 logged steps"
 if python3 -c "import h5py" 2>/dev/null; then
   python3 - "$OUT/acts.h5" <<'PY' && pass "dump has global [N,H,D] q/k/v/o" || fail "dump layout"
