@@ -211,7 +211,9 @@ void flash_forward_tile(const float* q, const float* k, const float* v, int64_t 
     }
     for (int64_t i = 0; i < rows; ++i) {
       float* out = o + (q0 + i) * D;
-      if (row_sum[i] > 0) {
+      // Only a row that saw no key has a zero sum; a NaN sum (a NaN in q or k) must stay NaN, not read as
+      // uncovered.
+      if (row_sum[i] != 0) {
         const float inv = 1.0f / row_sum[i];
         for (int64_t d = 0; d < D; ++d) out[d] = acc[i * Dp + d] * inv;
         lse[q0 + i] = (row_max[i] + std::log2(row_sum[i])) * kLn2;

@@ -65,6 +65,46 @@ TEST(CpuAttention, UncoveredRowsAreZeroAndNegInf) {
   }
 }
 
+// A NaN in q or k makes the spec's softmax NaN for every row that sees it. The backend may spread NaN
+// further (0 x NaN in a masked product), but must never turn it into a finite number: before, a row
+// whose softmax sum was NaN read as "no keys" (o = 0, lse = -inf), and branches merged over it.
+TEST(CpuAttention, NanInQOrKIsNeverAFiniteResult) {
+  AttentionParams p;
+  p.schedule = make_schedule({8, 40}, {1, 2}, false);
+  const Shape shape{1, 40, 2, 8};
+  auto backend = make_attention_backend("cpu");
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (bool causal : {false, true})
+    for (const char* where : {"k", "q"}) {
+      SCOPED_TRACE(std::string(where) + (causal ? " causal" : " full"));
+      p.causal = causal;
+      Tensor q = random_tensor(shape, 11), k = random_tensor(shape, 12);
+      const Tensor v = random_tensor(shape, 13), dout = random_tensor(shape, 14);
+      (std::string(where) == "k" ? k : q)[(5 * 2 + 0) * 8 + 1] = nan;  // row 5, head 0, d 1
+      Tensor o, lse, o_ref, lse_ref, dq, dk, dv, dq_ref, dk_ref, dv_ref;
+      backend->forward(p, q, k, v, o, lse);
+      reference_forward(p, q, k, v, o_ref, lse_ref);
+      const auto never_finite_where_nan = [](const Tensor& ours, const Tensor& ref, const char* name) {
+        int64_t nans = 0;
+        for (int64_t i = 0; i < ref.size(); ++i) {
+          if (std::isnan(ref[i])) {
+            ++nans;
+            EXPECT_TRUE(std::isnan(ours[i])) << name << "[" << i << "] = " << ours[i] << ", the spec gives NaN";
+          } else if (std::isfinite(ours[i])) {
+            EXPECT_NEAR(ours[i], ref[i], 1e-4 * (1 + std::fabs(ref[i]))) << name << "[" << i << "]";
+          }
+        }
+        EXPECT_GT(nans, 0) << name << ": the NaN reached no output";
+      };
+      never_finite_where_nan(o, o_ref, "o");
+      never_finite_where_nan(lse, lse_ref, "lse");
+      backend->backward(p, q, k, v, o, lse, dout, dq, dk, dv);
+      reference_backward(p, q, k, v, o_ref, lse_ref, dout, dq_ref, dk_ref, dv_ref);
+      never_finite_where_nan(dq, dq_ref, "dq");
+      never_finite_where_nan(dk, dk_ref, "dk");
+    }
+}
+
 TEST(CpuAttention, ReusesAndReallocatesOutputs) {
   AttentionParams p;
   p.schedule = make_schedule({16}, {1}, false);

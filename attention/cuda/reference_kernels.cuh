@@ -116,13 +116,13 @@ __global__ void forward_kernel(const float* __restrict__ q, const float* __restr
       m = m_new;
     });
   }
-  const float inv = l > 0.f ? 1.f / l : 0.f;
+  const float inv = l != 0.f ? 1.f / l : 0.f;  // l = 0: no keys; NaN (from q or k) stays NaN
 #pragma unroll
   for (int e = 0; e < kMaxPerLane; ++e) {
     const int d = lane + e * kWarp;
     if (d < D) o[row + d] = acc[e] * inv;
   }
-  if (lane == 0) lse[item] = l > 0.f ? m + logf(l) : -INFINITY;
+  if (lane == 0) lse[item] = l != 0.f ? m + logf(l) : -INFINITY;
 }
 
 __global__ void backward_kernel(const float* __restrict__ q, const float* __restrict__ k,
