@@ -127,6 +127,21 @@ herr_t collect_error(unsigned, const H5E_error2_t* error, void* client) {
 
 }  // namespace
 
+// ---- files that would not close -----------------------------------------------------------------------
+namespace {
+bool g_file_close_failed = false;
+
+// H5Fclose, remembering a failure: HDF5 1.10 keeps such a file's ID half torn down (a failed flush, such
+// as on a full disk, leaves its cache unable to flush again) and crashes on it when the library shuts down.
+herr_t close_file(hid_t id) {
+  const herr_t status = H5Fclose(id);
+  if (status < 0) g_file_close_failed = true;
+  return status;
+}
+}  // namespace
+
+bool file_close_failed() { return g_file_close_failed; }
+
 // ---- errors -------------------------------------------------------------------------------------------
 void quiet_errors() {
   static bool done = false;
@@ -766,7 +781,7 @@ File File::create(const std::string& path, MPI_Comm comm) {
   if (!create.valid()) throw_internal("H5Pcreate(H5P_FILE_CREATE)");
   keep_links_compact(create.id(), path);
   keep_attributes_compact(create.id(), path);
-  Handle file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, create.id(), access.id()), H5Fclose);
+  Handle file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, create.id(), access.id()), close_file);
   if (!file.valid()) throw_internal("cannot create " + path);
   return File(std::move(file), path, comm);
 }
@@ -778,7 +793,7 @@ File File::open(const std::string& path, Mode mode, MPI_Comm comm) {
   if (std::filesystem::is_directory(path, error)) throw InputError(path + ": is a directory, not an HDF5 file");
   const PropertyList access = PropertyList::file_access(comm);
   const unsigned flags = mode == Mode::read ? H5F_ACC_RDONLY : H5F_ACC_RDWR;
-  Handle file(H5Fopen(path.c_str(), flags, access.id()), H5Fclose);
+  Handle file(H5Fopen(path.c_str(), flags, access.id()), close_file);
   if (!file.valid()) throw_input(path + ": cannot open as an HDF5 file (truncated, damaged or not HDF5)");
   return File(std::move(file), path, comm);
 }
@@ -803,7 +818,7 @@ File::~File() {
     handle_.release();  // see the header: a collective close while unwinding can hang the job
     return;
   }
-  H5Fclose(handle_.release());
+  close_file(handle_.release());
 }
 
 void File::flush() {

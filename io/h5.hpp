@@ -253,6 +253,10 @@ class File : public Group {
   int exceptions_at_open_ = 0;
 };
 
+// Whether closing some file failed. HDF5 1.10 then crashes when it shuts down (at MPI_Finalize or exit),
+// so the process has to end without shutting it down.
+bool file_close_failed();
+
 // MPI helpers shared by io: rank and size of `comm`, treating MPI_COMM_NULL as a world of one.
 int comm_rank(MPI_Comm comm);
 int comm_size(MPI_Comm comm);

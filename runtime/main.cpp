@@ -5,6 +5,7 @@
 // with exit 2 and nothing written. After that, a rank that throws aborts the whole job (MPI_Abort with
 // the error's exit code): the others may be inside a collective and would otherwise wait forever.
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <iostream>
 #include <new>
@@ -12,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "io/h5.hpp"
 #include "runtime/cli/command.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/log.hpp"
@@ -21,7 +23,8 @@
 namespace longctx {
 namespace {
 
-std::string top_help() {
+// The whole help, or with `group` ("bench") that of the commands it starts.
+std::string top_help(const std::string& group = "") {
   std::string out =
       "longctx: dilated attention over one sequence sharded across ranks (LongNet)\n\n"
       "usage: longctx COMMAND [options]      (under mpirun/srun: one process per rank)\n"
@@ -29,6 +32,7 @@ std::string top_help() {
       "       longctx --version              version, git hash, backends, library versions\n\n"
       "commands:\n";
   for (const auto& command : cli::all_commands()) {
+    if (!group.empty() && command.name.rfind(group + " ", 0) != 0) continue;
     std::string name = command.name;
     name.resize(std::max<size_t>(name.size(), 18), ' ');
     out += "  " + name + " " + command.summary + "\n";
@@ -67,6 +71,7 @@ struct Parsed {
   cli::po::options_description declared{"options", 100, 50};
   bool help = false;
   bool version = false;
+  std::string group;  // `longctx bench --help`: help on the commands of that group
 };
 
 void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed& parsed) {
@@ -92,6 +97,11 @@ void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed
     for (const auto& c : cli::all_commands()) {
       names += (names.empty() ? "" : ", ") + c.name;
       if (c.name.rfind(args[0] + " ", 0) == 0) group += (group.empty() ? "" : ", ") + c.name;
+    }
+    if (!group.empty() && args.size() > 1 && (args[1] == "--help" || args[1] == "-h")) {
+      parsed.help = true;
+      parsed.group = args[0];
+      return;
     }
     if (!group.empty()) throw UsageError("'" + args[0] + "' needs a subcommand: " + group);
     throw UsageError("unknown command '" + args[0] + "'; commands: " + names);
@@ -130,7 +140,7 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
     return 0;
   }
   if (parsed.help) {
-    std::cout << (parsed.invocation ? cli::help_text(parsed.invocation->command, parsed.declared) : top_help());
+    std::cout << (parsed.invocation ? cli::help_text(parsed.invocation->command, parsed.declared) : top_help(parsed.group));
     return 0;
   }
   cli::Invocation& invocation = *parsed.invocation;
@@ -172,5 +182,12 @@ int main(int argc, char** argv) {
     code = static_cast<int>(ExitCode::internal);
   }
   if (failed && process->world_size() > 1) process->abort(code);
+  if (io::h5::file_close_failed()) {
+    // A file HDF5 could not close (a full disk) would crash its shutdown in MPI_Finalize: the error is
+    // reported, the temporary removed; end without it rather than with a segfault.
+    std::fflush(nullptr);
+    if (process->world_size() > 1) process->abort(code ? code : static_cast<int>(ExitCode::internal));
+    std::_Exit(code ? code : static_cast<int>(ExitCode::internal));
+  }
   return code;
 }

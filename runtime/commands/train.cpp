@@ -12,8 +12,10 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <set>
 #include <sstream>
 
@@ -270,19 +272,53 @@ double step_flops(const model::ModelConfig& m, int64_t n) {
   return model::dense_flops_per_token(m) * double(n) + attention;
 }
 
+// log.jsonl, written by rank 0. A resumed run first drops the lines after its checkpoint's step (a crash
+// after logging but before the next checkpoint left them; this run logs those steps again) and a torn
+// last line, so the file reads like one uninterrupted run. A failed write stops the run: lines are not
+// lost silently.
 class JsonLog {
  public:
-  JsonLog(const std::string& path, bool active) {
-    if (active && !path.empty()) {
-      out_.open(path, std::ios::app);
-      if (!out_) throw UsageError("log.jsonl=" + path + ": cannot open for appending");
-    }
+  JsonLog(const std::string& path, bool active, int64_t resumed_step) : path_(path) {
+    if (!active || path.empty()) return;
+    if (resumed_step > 0) trim_after(resumed_step);
+    out_.open(path, std::ios::app);
+    if (!out_) throw UsageError("log.jsonl=" + path + ": cannot open for appending");
   }
   void write(const std::string& line) {
-    if (out_.is_open()) out_ << line << "\n" << std::flush;
+    if (!out_.is_open()) return;
+    out_ << line << "\n" << std::flush;
+    if (!out_) throw InternalError("log.jsonl=" + path_ + ": write failed (disk full?); the checkpoints are unaffected");
   }
 
  private:
+  void trim_after(int64_t step) {
+    std::ifstream in(path_);
+    if (!in) return;
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string kept;
+    int64_t dropped = 0;
+    for (size_t begin = 0; begin < text.size();) {
+      const size_t end = text.find('\n', begin);
+      if (end == std::string::npos) {  // torn by a crash mid-write
+        ++dropped;
+        break;
+      }
+      const std::string line = text.substr(begin, end - begin + 1);
+      begin = end + 1;
+      const size_t at = line.find("\"step\": ");
+      if (at != std::string::npos && std::strtoll(line.c_str() + at + 8, nullptr, 10) > step) {
+        ++dropped;
+        continue;
+      }
+      kept += line;
+    }
+    if (dropped == 0) return;
+    io::write_text_durably(path_, kept);
+    log::info("log.jsonl: dropped " + std::to_string(dropped) + " line(s) after step " + std::to_string(step) +
+              " (or torn), which this run logs again from its checkpoint");
+  }
+
+  std::string path_;
   std::ofstream out_;
 };
 
@@ -389,7 +425,7 @@ int run_train(Invocation& inv) {
     active = stage_trainer[stage].get();
   }
 
-  JsonLog jsonl(r.log_jsonl, rank == 0);
+  JsonLog jsonl(r.log_jsonl, rank == 0, trainer.step());
   std::unique_ptr<io::ActivationDump> dump;
   if (!r.dump_path.empty() && !r.dump_steps.empty() && *r.dump_steps.rbegin() > trainer.step())
     dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step());

@@ -187,6 +187,39 @@ kill -USR1 $pid
 wait $pid; code=$?
 [ "$code" -eq $((128 + $(kill -l USR1))) ] && pass "SIGUSR1 without checkpoint.dir -> exit $code" || { fail "gave exit $code"; tail -3 "$OUT/sig3.err"; }
 
+# ---- a crash after logging but before the next checkpoint: the resumed run drops the lines after its
+# checkpoint (and a torn last line) and logs those steps again, so log.jsonl reads like one run -------
+expect_exit 0 "6 steps, checkpoints at 4 and 6" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 6 --checkpoint.every 4 \
+  --checkpoint.dir "$OUT/crash" --log.jsonl "$OUT/crash.jsonl"
+cp "$OUT/crash.jsonl" "$OUT/whole.jsonl"
+rm "$OUT/crash/step_00000006.h5" && echo step_00000004.h5 >"$OUT/crash/latest"  # as if killed after step 6's log line
+printf '{"step": 7, "loss": 1.2' >>"$OUT/crash.jsonl"                           # and mid-way through a line
+expect_exit 0 "resume after the crash" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 6 --checkpoint.every 4 \
+  --checkpoint.dir "$OUT/crash" --log.jsonl "$OUT/crash.jsonl"
+expect_in "$OUT/stderr" "log.jsonl: dropped 3 line" "says what it dropped"
+diff <(losses "$OUT/whole.jsonl") <(losses "$OUT/crash.jsonl") >/dev/null && [ "$(wc -l <"$OUT/crash.jsonl")" -eq 6 ] &&
+  pass "log.jsonl after crash + resume = one uninterrupted run" || { fail "log.jsonl after a crash"; cat "$OUT/crash.jsonl"; }
+
+# ---- a full disk (root only: a 1 MiB tmpfs): a failed checkpoint or log write is exit 1 with the reason;
+# the older checkpoints stay. Before: a checkpoint that HDF5 could not close crashed its shutdown (139),
+# and log lines were lost silently (exit 0).
+mkdir -p "$OUT/full"
+if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=1m tmpfs "$OUT/full" 2>/dev/null; then
+  trap 'umount "$OUT/full" 2>/dev/null; rm -rf "$OUT"' EXIT
+  expect_exit 1 "checkpoints fill the disk" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 40 --checkpoint.every 1 \
+    --checkpoint.keep 0 --checkpoint.dir "$OUT/full/c"
+  expect_in "$OUT/stderr" "No space left on device" "names the reason"
+  ls "$OUT/full/c"/*.tmp >/dev/null 2>&1 && fail "a .tmp is left" || pass "no .tmp left"
+  expect_exit 0 "the last committed checkpoint verifies" -- "$LONGCTX" ckpt verify "$OUT/full/c/$(cat "$OUT/full/c/latest")" --quiet
+  rm -rf "$OUT/full/c"
+  dd if=/dev/zero of="$OUT/full/filler" bs=4096 count=255 status=none 2>/dev/null
+  expect_exit 1 "log.jsonl fills the disk" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 40 --log.jsonl "$OUT/full/log.jsonl"
+  expect_in "$OUT/stderr" "log.jsonl=.*write failed" "says the log write failed"
+  umount "$OUT/full"
+else
+  echo "SKIP full-disk checks (need root and tmpfs)"
+fi
+
 # ---- a signal that arrives before the first step (here: pending from the start, blocked by the parent)
 # is acted on at step 1: checkpoint, 75. Before, it stayed blocked and the run went on to the end.
 /usr/bin/python3 - "$LONGCTX" "${LONG[@]}" --checkpoint.dir "$OUT/sig4" >"$OUT/sig4.out" 2>"$OUT/sig4.err" <<'PY'
