@@ -4,7 +4,8 @@
 // half-written dump. Root attributes: format = "longctx-activations", format_version = 1.
 // Every rank calls write() for the same (step, layer, name) in the same order; close() is collective.
 // A resumed run passes the step it resumes at: the steps up to it that an existing file at `path` holds
-// are copied into the new file, so a requeued job keeps the dumps it made before it was stopped.
+// are copied into the new file, so a requeued job keeps the dumps it made before it was stopped. (train
+// also closes and reopens the dump this way at each checkpoint after a dumped step, so a crash keeps them.)
 #pragma once
 
 #include <mpi.h>

@@ -455,10 +455,21 @@ int run_train(Invocation& inv) {
       return ", \"eval_loss\": " + json_number(e.loss) + ", \"eval_accuracy\": " + json_number(e.accuracy);
     };
   };
+  bool dump_unpublished = false;  // steps dumped since the dump file was last published
   const auto checkpoint = [&] {
     const std::string path = train::save_checkpoint(*active, r.checkpoint_dir, r.checkpoint_keep, config_text,
                                                     tokens_through(active->step()), mpi);
     log::info("checkpoint " + path);
+    // The dump is published with each checkpoint that follows a dumped step, so a run killed later (no
+    // chance to close it) resumes from the checkpoint with those steps kept; a new dump copies them.
+    if (dump && dump_unpublished) {
+      dump->close();
+      dump.reset();
+      if (*r.dump_steps.rbegin() > active->step())
+        dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, active->step());
+      dump_unpublished = false;
+      log::info("activation dump " + r.dump_path + " published through step " + std::to_string(active->step()));
+    }
   };
 
   using Clock = std::chrono::steady_clock;
@@ -481,8 +492,10 @@ int run_train(Invocation& inv) {
     active->apply_update(stats);
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     const int64_t step = active->step();
-    if (dump && active == &trainer && r.dump_steps.count(step))
+    if (dump && active == &trainer && r.dump_steps.count(step)) {
       dump_layers(*dump, trainer.model(), r, step, trainer.local_rows());
+      dump_unpublished = true;
+    }
     if (stage < stages && stage_of(step) != stage) {
       stage = stage_of(step);
       train::Trainer* next = stage < stages ? stage_trainer[stage].get() : &trainer;
@@ -520,7 +533,11 @@ int run_train(Invocation& inv) {
       last_checkpoint = step;
     }
   }
-  if (dump) dump->close();
+  if (dump) {
+    dump->close();
+    dump.reset();
+    dump_unpublished = false;
+  }
   if (stopped) {
     if (r.checkpoint_dir.empty()) {
       // 75 promises a committed checkpoint to resume from; without one a requeue would start over, so

@@ -200,6 +200,19 @@ expect_in "$OUT/stderr" "log.jsonl: dropped 3 line" "says what it dropped"
 diff <(losses "$OUT/whole.jsonl") <(losses "$OUT/crash.jsonl") >/dev/null && [ "$(wc -l <"$OUT/crash.jsonl")" -eq 6 ] &&
   pass "log.jsonl after crash + resume = one uninterrupted run" || { fail "log.jsonl after a crash"; cat "$OUT/crash.jsonl"; }
 
+# ---- kill -9 after a dumped step and a checkpoint: the resumed run keeps that dump (the dump is
+# published with each checkpoint after a dumped step; before, it lived in .tmp until the run ended) ----
+"$LONGCTX" train "${LONG[@]}" --checkpoint.every 4 --checkpoint.dir "$OUT/k9" --dump.activations "$OUT/k9.h5" \
+  --dump.steps 2,30 --dump.layers 0 >"$OUT/k9.out" 2>"$OUT/k9.err" &
+pid=$!
+for _ in $(seq 400); do grep -q "^step  *5 " "$OUT/k9.out" 2>/dev/null && break; sleep 0.02; done  # after checkpoint 4
+kill -KILL $pid; wait $pid; code=$?
+[ "$code" -eq 137 ] && pass "killed mid-run (step $(sed -n 's/^step *\([0-9]*\).*/\1/p' "$OUT/k9.out" | tail -1))" || fail "the run was not killed mid-run (exit $code)"
+expect_exit 0 "resume after kill -9" -- "$LONGCTX" train "${LONG[@]}" --checkpoint.every 4 --checkpoint.dir "$OUT/k9" \
+  --dump.activations "$OUT/k9.h5" --dump.steps 2,30 --dump.layers 0
+/usr/bin/python3 -c "import h5py, sys; k = sorted(h5py.File(sys.argv[1], 'r').keys()); sys.exit(0 if k == ['step_2', 'step_30'] else print(k) or 1)" \
+  "$OUT/k9.h5" && pass "the dump of step 2 survived kill -9" || fail "a dump step was lost to kill -9"
+
 # ---- a full disk (root only: a 1 MiB tmpfs): a failed checkpoint or log write is exit 1 with the reason;
 # the older checkpoints stay. Before: a checkpoint that HDF5 could not close crashed its shutdown (139),
 # and log lines were lost silently (exit 0).
