@@ -3,10 +3,13 @@
 #include <filesystem>
 #include <regex>
 
+#include "runtime/core/watchdog.hpp"
+
 namespace longctx::io {
 
-ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t keep_steps_through)
-    : output_(std::make_unique<AtomicOutput>(path, comm)) {
+ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t keep_steps_through) {
+  watchdog::Guard guard("creating the activation dump " + path);
+  output_ = std::make_unique<AtomicOutput>(path, comm);
   output_->file().write_attribute("format", std::string(kActivationFormat));
   output_->file().write_attribute("format_version", int64_t{1});
   if (keep_steps_through <= 0 || !std::filesystem::exists(path)) return;
@@ -23,6 +26,7 @@ ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t k
     const Shape global = old.open_dataset(dataset).shape();
     const RowRange rows = even_rows(global[0], rank, size);
     write(std::stoll(match[1]), std::stoll(match[2]), match[3], global, rows, read_rows(old, dataset, 0, rows));
+    watchdog::progress();
   }
 }
 
@@ -32,11 +36,15 @@ std::string ActivationDump::dataset_path(int64_t step, int64_t layer, const std:
 
 void ActivationDump::write(int64_t step, int64_t layer, const std::string& name, const Shape& global_shape,
                            RowRange rows, const Tensor& block, size_t seq_axis) {
+  watchdog::Guard guard("writing " + dataset_path(step, layer, name) + " of the activation dump " + path());
   h5::DatasetOptions options;
   options.chunk = row_chunk(global_shape, seq_axis, sizeof(float));
   write_rows(output_->file(), dataset_path(step, layer, name), global_shape, seq_axis, rows, block, options);
 }
 
-void ActivationDump::close() { output_->commit(); }
+void ActivationDump::close() {
+  watchdog::Guard guard("closing the activation dump " + path());
+  output_->commit();
+}
 
 }  // namespace longctx::io

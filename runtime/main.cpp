@@ -17,6 +17,7 @@
 #include "runtime/cli/command.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/log.hpp"
+#include "runtime/core/watchdog.hpp"
 #include "runtime/process.hpp"
 #include "runtime/version.hpp"
 
@@ -113,7 +114,13 @@ void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed
     return;
   }
   check_launcher(process.launcher(), process.rank(), process.world_size());
-  process.world().set_timeout_seconds(parsed.invocation->options["comm-timeout"].as<double>());
+  const double timeout = parsed.invocation->options["comm-timeout"].as<double>();
+  process.world().set_timeout_seconds(timeout);
+  if (process.world_size() > 1)  // collective file I/O has no timeout of its own: ends the job just the same
+    watchdog::arm(timeout, [&process](const std::string& message) {
+      log::error(message);
+      process.abort(static_cast<int>(ExitCode::internal));
+    });
   if (command->check) command->check(*parsed.invocation);
 }
 

@@ -9,6 +9,7 @@
 #include <iomanip>
 #include <memory>
 #include <sstream>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -22,6 +23,7 @@
 #include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/core/log.hpp"
+#include "runtime/core/watchdog.hpp"
 
 namespace longctx::cli {
 namespace {
@@ -107,6 +109,7 @@ int run(Invocation& invocation) {
   Tensor q, k, v, dout;
   io::RowRange rows;
   {
+    watchdog::Guard guard("reading " + input_path);
     io::h5::File file = io::h5::File::open(input_path, io::h5::Mode::read, P > 1 ? mpi : MPI_COMM_NULL);
     input = io::check_attend_input(file, backward);
     warn_coverage(params.schedule, input.heads, params.offsets);
@@ -164,7 +167,11 @@ int run(Invocation& invocation) {
   }
 
   {
+    watchdog::Guard guard("writing " + output_path);
     io::AtomicOutput output(output_path, P > 1 ? mpi : MPI_COMM_NULL);
+    // Fault injection for the no-hang test of file I/O: this rank stops while the others write collectively.
+    if (const auto stall = process_getenv("LONGCTX_FAULT_STALL_RANK"); stall && *stall == std::to_string(rank))
+      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
     const io::h5::DatasetOptions plain{};
     io::write_rows(output.file(), "o", input.shape, input.seq_axis, rows, o, plain);
     io::write_rows(output.file(), "lse", input.lse_shape(), input.seq_axis, rows, lse, plain);

@@ -8,6 +8,7 @@
 
 #include "io/checkpoint.hpp"
 #include "runtime/core/log.hpp"
+#include "runtime/core/watchdog.hpp"
 
 namespace longctx::train {
 namespace {
@@ -67,6 +68,7 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
   meta.seq_len = trainer.config().seq_len;
   meta.tokens_seen = tokens_seen;
   meta.config = config_text;
+  watchdog::Guard guard("writing the checkpoint of step " + std::to_string(meta.step) + " in " + dir);
   io::CheckpointWriter writer(dir, meta, comm);
   const auto& layout = trainer.model().layout();
   for (const auto& view : layout.views()) {
@@ -75,6 +77,7 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
                             model::view_to_tensor(view, trainer.optimizer().first_moment().data()));
     writer.write_replicated("optimizer/v/" + view.name,
                             model::view_to_tensor(view, trainer.optimizer().second_moment().data()));
+    watchdog::progress();
   }
   const int64_t step = trainer.step();
   uint8_t bytes[sizeof step];
@@ -87,6 +90,7 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
 }
 
 void load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm) {
+  watchdog::Guard guard("reading the checkpoint " + path);
   io::CheckpointReader reader(path, comm);
   check_same_model(reader, trainer, config_text);
   const auto& layout = trainer.model().layout();
@@ -102,6 +106,7 @@ void load_checkpoint(Trainer& trainer, const std::string& path, const std::strin
                           trainer.optimizer().first_moment().data());
     model::tensor_to_view(view, reader.read_whole("optimizer/v/" + view.name),
                           trainer.optimizer().second_moment().data());
+    watchdog::progress();
   }
   trainer.set_step(reader.step());
 }

@@ -90,6 +90,17 @@ elapsed=$(( $(date +%s) - start ))
 [ "$elapsed" -lt 60 ] && pass "no rank left waiting (${elapsed}s)" || fail "job took ${elapsed}s to end"
 expect_in "$OUT/stderr" "injected failure on rank 1" "the failing rank says why"
 [ ! -e bad.h5 ] && pass "no output after a failed rank" || fail "output left after a failed rank"
+# One rank stops while the others write the output collectively (MPI-IO, no timeout of its own): the
+# watchdog ends the job after --comm-timeout instead of letting it hang.
+start=$(date +%s)
+LONGCTX_FAULT_STALL_RANK=1 "${MPIRUN[@]}" -np 3 -x LONGCTX_FAULT_STALL_RANK timeout 120 "$LONGCTX" attend --input in.h5 \
+  --output bad.h5 --segment-lengths 4,48 --dilation-rates 1,2 --quiet --comm-timeout 3 >"$OUT/stdout" 2>"$OUT/stderr"
+code=$?
+elapsed=$(( $(date +%s) - start ))
+[ "$code" -ne 0 ] && [ "$code" -ne 124 ] && [ "$elapsed" -lt 60 ] && pass "a rank stalled in file I/O ends the job in ${elapsed}s (exit $code)" \
+  || fail "stalled rank: exit $code after ${elapsed}s"
+expect_in "$OUT/stderr" "writing bad.h5: no progress for 3 s" "says what made no progress"
+[ ! -e bad.h5 ] && pass "no output after a stalled rank" || fail "output left after a stalled rank"
 
 # Where the results go is checked before any work (exit 2, nothing read or written): the output or the
 # report is the input, or each other, under any spelling; a directory; a directory that does not exist.

@@ -1,0 +1,104 @@
+#include "runtime/core/watchdog.hpp"
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+namespace longctx::watchdog {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class Watchdog {
+ public:
+  ~Watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  void arm(double seconds, std::function<void(const std::string&)> expire) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    timeout_ = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+    expire_ = std::move(expire);
+    armed_ = true;
+    if (!thread_.joinable()) thread_ = std::thread([this] { watch(); });
+    wake_.notify_all();
+  }
+
+  void enter(const std::string& what) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (depth_++ == 0) what_ = what;  // the outermost region names the wait
+    last_ = Clock::now();
+    wake_.notify_all();
+  }
+
+  void leave() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    --depth_;
+    last_ = Clock::now();
+  }
+
+  void progress() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    last_ = Clock::now();
+  }
+
+ private:
+  void watch() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!stop_) {
+      if (!armed_ || depth_ == 0) {
+        wake_.wait(lock);
+        continue;
+      }
+      const Clock::time_point deadline = last_ + timeout_;
+      if (Clock::now() < deadline) {
+        wake_.wait_until(lock, deadline);
+        continue;  // re-read: progress may have moved the deadline, or the region ended
+      }
+      std::ostringstream message;
+      message << what_ << ": no progress for "
+              << std::chrono::duration<double>(timeout_).count()
+              << " s; another rank is stuck or gone (MPI-IO has no timeout of its own; --comm-timeout sets "
+                 "this one). Ending the job.";
+      auto expire = expire_;
+      lock.unlock();
+      expire(message.str());  // aborts the job; if it returns, watch no more
+      return;
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::thread thread_;
+  bool stop_ = false, armed_ = false;
+  Clock::duration timeout_{};
+  std::function<void(const std::string&)> expire_;
+  int depth_ = 0;
+  std::string what_;
+  Clock::time_point last_{};
+};
+
+Watchdog& instance() {
+  static Watchdog watchdog;
+  return watchdog;
+}
+
+}  // namespace
+
+void arm(double timeout_seconds, std::function<void(const std::string& message)> expire) {
+  instance().arm(timeout_seconds, std::move(expire));
+}
+
+Guard::Guard(const std::string& what) { instance().enter(what); }
+Guard::~Guard() { instance().leave(); }
+
+void progress() { instance().progress(); }
+
+}  // namespace longctx::watchdog

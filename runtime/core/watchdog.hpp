@@ -1,0 +1,30 @@
+// A deadline for work that waits on other ranks without a timeout of its own: the collective MPI-IO
+// inside HDF5 (checkpoints, activation dumps, attend's files) and the MPI calls around it. The
+// communicator's calls time out by themselves; these cannot, so a rank stopped or lost mid-write would
+// hang the others forever.
+//
+// While a Guard is alive, a background thread ends the job (the action given to arm()) once no Guard was
+// entered or left, and no progress() was reported, for the armed timeout (--comm-timeout). Unarmed (one
+// rank: no peer to wait for), Guards cost a lock and nothing else.
+#pragma once
+
+#include <functional>
+#include <string>
+
+namespace longctx::watchdog {
+
+// Sets the timeout and what to do when it passes (print, then abort every rank); may be called again.
+void arm(double timeout_seconds, std::function<void(const std::string& message)> expire);
+
+class Guard {
+ public:
+  explicit Guard(const std::string& what);  // e.g. "writing checkpoint step_00000012.h5"
+  ~Guard();
+  Guard(const Guard&) = delete;
+  Guard& operator=(const Guard&) = delete;
+};
+
+// The guarded work moved on (one tensor written or read): the deadline starts again.
+void progress();
+
+}  // namespace longctx::watchdog
