@@ -47,6 +47,11 @@ expect_in "$OUT/stdout" "^MPI: Open MPI" "MPI version"
 expect_in "$OUT/stdout" "^HDF5: 1\." "HDF5 version"
 expect_exit 0 "--help" -- "$LONGCTX" --help
 expect_in "$OUT/stdout" "info" "top help lists info"
+expect_exit 0 "ckpt --help" -- "$LONGCTX" ckpt --help
+expect_in "$OUT/stdout" "ckpt verify" "a command group's help lists its subcommands"
+grep -q "train " "$OUT/stdout" && fail "ckpt --help lists other commands" || pass "and only those"
+expect_exit 0 "help bench" -- "$LONGCTX" help bench
+expect_in "$OUT/stdout" "bench comm" "help bench lists bench comm"
 expect_exit 0 "info --help" -- "$LONGCTX" info --help
 expect_in "$OUT/stdout" "comm-timeout.*600" "sub help shows defaults"
 expect_exit 0 "attend --help without its required options" -- "$LONGCTX" attend --help
