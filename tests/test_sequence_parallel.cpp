@@ -142,6 +142,9 @@ TEST(SequenceParallel, UnshardableInputIsRefusedNamingTheSegment) {
     EXPECT_NE(message.find("32"), std::string::npos) << message;
   }
   EXPECT_NO_THROW(check_shardable(make_schedule({8, 64, 1 << 20}, {1, 2, 4}, false), 128, 4));
+  // One rank has no shard edges: segments of 18 over N = 24 ([0,18), [18,24)) are the spec's forward rule.
+  EXPECT_NO_THROW(check_shardable(make_schedule({18}, {1}, false), 24, 1));
+  EXPECT_THROW(check_shardable(make_schedule({18}, {1}, false), 24, 2), UsageError);  // L = 12
 }
 
 }  // namespace

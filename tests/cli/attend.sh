@@ -29,6 +29,18 @@ expect_exit 0 "attend P=2 forward-only report" -- "${MPIRUN[@]}" -np 2 "$LONGCTX
   --segment-lengths 4,48 --dilation-rates 1,3 --report r2f.json --quiet
 expect_exit 0 "forward only: 1/2 x 16 x 5 x 8 x 2 x 4 bytes, no backward FLOPs" -- $CHECK report r2f.json 2 2560
 
+# A shorter last segment: w = 18 over N = 24 is [0,18) + [18,24). P = 4 (L = 6, 18 = 3L) spans shards; P = 1
+# (no shards, refused before) is its single-process reference.
+$CHECK make short.h5 24 3 8 || exit 1
+expect_exit 0 "w = 18 over N = 24 on 1 rank" -- "$LONGCTX" attend --input short.h5 --output short1.h5 \
+  --segment-lengths 6,18 --dilation-rates 1,2 --backward --causal --quiet
+expect_exit 0 "w = 18 over N = 24 on 4 ranks" -- "${MPIRUN[@]}" -np 4 "$LONGCTX" attend --input short.h5 --output short4.h5 \
+  --segment-lengths 6,18 --dilation-rates 1,2 --backward --causal --quiet
+expect_exit 0 "1 rank with a shorter last segment matches the numpy spec" -- $CHECK spec short.h5 short1.h5 6,18 1,2 1 paper
+expect_exit 0 "4 ranks = 1 rank with a shorter last segment" -- $CHECK same short1.h5 short4.h5 1e-5
+expect_exit 2 "w = 18 over N = 24 on 2 ranks (L = 12) is refused" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" attend --input short.h5 \
+  --output short2.h5 --segment-lengths 6,18 --dilation-rates 1,2 --quiet
+
 $CHECK make batched16.h5 24 3 8 2 --f16 || exit 1
 expect_exit 0 "float16 [B,N,H,D] on 1 rank" -- "$LONGCTX" attend --input batched16.h5 --output b1.h5 \
   --segment-lengths 6,24 --dilation-rates 1,2 --causal --quiet
