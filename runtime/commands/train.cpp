@@ -364,6 +364,9 @@ int run_train(Invocation& inv) {
   const DeviceChoice device = attention_device(inv);  // --device / --dtype / --comm, before anything else
   const RunOptions r = validate(inv, P);
   const auto data = train::make_dataset(r.data);
+  if (data->evaluates_on_training_data())
+    log::warn_once("data.path=" + r.data.path + " holds a single sequence of data.seq_len + 1 tokens, so none is "
+                   "held out: eval_loss / eval_accuracy are measured on the training sequence");
   const MPI_Comm mpi = P > 1 ? mpi_handle(world) : MPI_COMM_NULL;
   po::options_description declared;
   po::positional_options_description unused;

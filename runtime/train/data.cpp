@@ -168,6 +168,7 @@ class FileDataset : public Dataset {
                        " tokens");
     held_out_ = sequences_ >= 2 ? std::max<int64_t>(1, sequences_ / 20) : 0;
   }
+  bool evaluates_on_training_data() const override { return held_out_ == 0; }
   SequenceRows rows(bool eval, int64_t index, io::RowRange range) const override {
     const int64_t train_count = sequences_ - held_out_;
     const int64_t sequence = eval && held_out_ > 0 ? train_count + index % held_out_ : index % train_count;

@@ -62,6 +62,8 @@ class Dataset {
   virtual ~Dataset() = default;
   // `index`: the training step (split train) or the held-out sequence number (split eval).
   virtual SequenceRows rows(bool eval, int64_t index, io::RowRange rows) const = 0;
+  // Whether evaluation reads training sequences (a token file too short to hold one back).
+  virtual bool evaluates_on_training_data() const { return false; }
 };
 
 // Validates the options (UsageError naming the option / InputError naming the file) and builds the task.

@@ -43,6 +43,11 @@ with h5py.File('corpus.h5', 'r') as f:
     toks = [f[n] for n in names if isinstance(f[n], h5py.Dataset) and f[n].size == 34]
     sys.exit(0 if toks and bytes(toks[0][...].astype('uint8')[:5]) == b'hello' else 1)
 " && pass "h5py reads the imported bytes" || fail "h5py does not find the tokens"
+# 34 tokens hold one sequence of 32 (+1): nothing is held out, and train says its eval is on training data.
+expect_exit 0 "train on a one-sequence token file" -- "$LONGCTX" train --quiet --model.layers 1 --model.dim 16 \
+  --model.heads 2 --model.mlp_hidden 16 --model.vocab 256 --model.segment_lengths 8,32 --model.dilation_rates 1,2 \
+  --data.task file --data.path corpus.h5 --data.seq_len 32 --train.steps 2
+expect_in "$OUT/stderr" "none is held out" "warns that eval uses the training sequence"
 expect_exit 3 "import a missing file" -- "$LONGCTX" data import --text a.txt missing.txt --out bad.h5 --quiet
 [ ! -e bad.h5 ] && [ ! -e bad.h5.tmp ] && pass "no output left" || fail "output left behind"
 expect_exit 2 "import into a directory" -- "$LONGCTX" data import --text a.txt --out . --quiet
