@@ -107,6 +107,33 @@ int64_t count_pairs(const Schedule& schedule, int64_t seq_len, int64_t heads, bo
   return pairs;
 }
 
+int64_t count_pairs_in_rows(const Schedule& schedule, int64_t seq_len, int64_t heads, bool causal, HeadOffsets offsets,
+                            int64_t first, int64_t last) {
+  first = std::max<int64_t>(first, 0);
+  last = std::min(last, seq_len);
+  if (first >= last) return 0;
+  // Selection index j of the rows s + o + j r that lie before `row` (clamped to [0, m]).
+  const auto before = [](int64_t row, int64_t start, int64_t dilation, int64_t m) {
+    const int64_t distance = row - start;
+    if (distance <= 0) return int64_t{0};
+    return std::min(m, (distance + dilation - 1) / dilation);
+  };
+  int64_t pairs = 0;
+  for (const Branch& branch : schedule.branches) {
+    const int64_t w = effective_segment_length(branch, seq_len), r = branch.dilation;
+    for (int64_t segment = first / w; segment * w < last; ++segment) {
+      const int64_t s = segment_begin(branch, seq_len, segment), rows = segment_rows(branch, seq_len, segment);
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t o = head_offset(h, r, heads, offsets), m = selected_rows(rows, r, o);
+        const int64_t ja = before(first, s + o, r, m), jb = before(last, s + o, r, m);
+        // Query j sees j + 1 keys (causal) or all m.
+        pairs += causal ? (jb * (jb + 1) - ja * (ja + 1)) / 2 : (jb - ja) * m;
+      }
+    }
+  }
+  return pairs;
+}
+
 int64_t flops_forward(int64_t pairs, int64_t head_dim) { return 4 * head_dim * pairs; }
 int64_t flops_backward(int64_t pairs, int64_t head_dim) { return 10 * head_dim * pairs; }
 

@@ -63,6 +63,10 @@ int64_t selected_rows(int64_t rows, int64_t dilation, int64_t offset);
 // Unmasked (query, key) pairs per batch element, summed over branches, segments and heads (partial
 // segments included; causal counts m(m+1)/2 per segment of m selected rows).
 int64_t count_pairs(const Schedule& schedule, int64_t seq_len, int64_t heads, bool causal, HeadOffsets offsets);
+// The pairs whose query row lies in [first, last): one rank's share under sequence parallelism (with
+// causal masking, later ranks' queries see more keys). Summed over a partition of [0, N): count_pairs.
+int64_t count_pairs_in_rows(const Schedule& schedule, int64_t seq_len, int64_t heads, bool causal, HeadOffsets offsets,
+                            int64_t first, int64_t last);
 int64_t flops_forward(int64_t pairs, int64_t head_dim);   // 4 D pairs
 int64_t flops_backward(int64_t pairs, int64_t head_dim);  // 10 D pairs
 

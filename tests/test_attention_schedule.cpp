@@ -1,6 +1,7 @@
 // Schedule validation, head offsets, selection arithmetic and pair counts.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 
 #include "attention/schedule.hpp"
@@ -93,14 +94,16 @@ TEST(Schedule, SegmentsAndSelection) {
   EXPECT_EQ(selected_rows(2, 3, 2), 0);  // offset beyond a short segment
 }
 
-// Pair count by enumeration, straight from the spec.
-int64_t enumerate_pairs(const Schedule& s, int64_t N, int64_t H, bool causal, HeadOffsets mode) {
+// Pair count by enumeration, straight from the spec; only queries p in [first, last) when given.
+int64_t enumerate_pairs(const Schedule& s, int64_t N, int64_t H, bool causal, HeadOffsets mode, int64_t first = 0,
+                        int64_t last = -1) {
+  if (last < 0) last = N;
   int64_t pairs = 0;
   for (const Branch& b : s.branches) {
     const int64_t w = std::min(b.segment_length, N);
     for (int64_t h = 0; h < H; ++h)
       for (int64_t seg = 0; seg < N; seg += w)
-        for (int64_t p = seg; p < std::min(seg + w, N); ++p)
+        for (int64_t p = std::max(seg, first); p < std::min({seg + w, N, last}); ++p)
           for (int64_t j = seg; j < std::min(seg + w, N); ++j) {
             const int64_t o = head_offset(h, b.dilation, H, mode);
             if ((p - seg) % b.dilation == o && (j - seg) % b.dilation == o && (!causal || j <= p)) ++pairs;
@@ -117,6 +120,26 @@ TEST(Schedule, CountPairsMatchesEnumeration) {
         for (auto mode : {HeadOffsets::paper, HeadOffsets::grouped})
           EXPECT_EQ(count_pairs(s, N, H, causal, mode), enumerate_pairs(s, N, H, causal, mode))
               << "N " << N << " H " << H << " causal " << causal;
+}
+
+// One rank's share: causal gives later rows more keys, so shares differ; they add up to the whole.
+TEST(Schedule, CountPairsInRowsMatchesEnumeration) {
+  const Schedule s = make_schedule({6, 16, 40}, {1, 3, 4}, false);
+  for (int64_t N : {5, 17, 48})
+    for (int64_t H : {1, 3})
+      for (bool causal : {false, true})
+        for (auto mode : {HeadOffsets::paper, HeadOffsets::grouped})
+          for (int64_t P : {1, 2, 3}) {
+            int64_t total = 0;
+            for (int64_t rank = 0; rank < P; ++rank) {
+              const int64_t first = N * rank / P, last = N * (rank + 1) / P;
+              const int64_t mine = count_pairs_in_rows(s, N, H, causal, mode, first, last);
+              EXPECT_EQ(mine, enumerate_pairs(s, N, H, causal, mode, first, last))
+                  << "N " << N << " H " << H << " causal " << causal << " rows " << first << ".." << last;
+              total += mine;
+            }
+            EXPECT_EQ(total, count_pairs(s, N, H, causal, mode));
+          }
 }
 
 TEST(Schedule, BenchmarkPairsAndFlops) {

@@ -145,11 +145,15 @@ int run(Invocation& invocation) {
   const int64_t pairs = count_pairs(params.schedule, input.seq_len, input.heads, params.causal, params.offsets) * input.batch;
   const double flops_fwd = static_cast<double>(flops_forward(pairs, input.head_dim));
   const double flops_bwd = backward ? static_cast<double>(flops_backward(pairs, input.head_dim)) : 0.0;
+  // This rank's own share of the pairs for its log line (with causal masking, later ranks have more).
+  const int64_t my_pairs = count_pairs_in_rows(params.schedule, input.seq_len, input.heads, params.causal,
+                                               params.offsets, rows.begin, rows.end) * input.batch;
   const std::string where = device.device == "cuda"
                                 ? " on the GPU (" + to_string(device.dtype) + ", host copies included), "
                                 : " on rank 0, ";
-  log::info("forward: " + fixed(f.seconds, 3) + " s" + where + fixed(flops_fwd / P / f.seconds / 1e9, 1) +
-            " GFLOP/s per rank");
+  const auto gflops = [&](int64_t flops, double seconds) { return fixed(static_cast<double>(flops) / seconds / 1e9, 1); };
+  log::info("forward: " + fixed(f.seconds, 3) + " s" + where + gflops(flops_forward(my_pairs, input.head_dim), f.seconds) +
+            " GFLOP/s");
   if (backward) {
     if (gpu) {
       const auto t_bwd = Clock::now();
@@ -162,8 +166,8 @@ int run(Invocation& invocation) {
       attention.backward(params, q, k, v, o, lse, dout, dq, dk, dv);
       b = attention.last_backward();
     }
-    log::info("backward: " + fixed(b.seconds, 3) + " s" + where + fixed(flops_bwd / P / b.seconds / 1e9, 1) +
-              " GFLOP/s per rank");
+    log::info("backward: " + fixed(b.seconds, 3) + " s" + where +
+              gflops(flops_backward(my_pairs, input.head_dim), b.seconds) + " GFLOP/s");
   }
 
   {

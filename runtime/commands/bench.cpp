@@ -209,6 +209,14 @@ int run(Invocation& invocation) {
   }
   const double flops_fwd = static_cast<double>(flops_forward(pairs, D));
   const double flops_bwd = static_cast<double>(flops_backward(pairs, D));
+  // A rank's own pairs (its queries' keys: with causal masking later ranks have more), per batch element.
+  const auto rank_pairs = [&](int r) {
+    return B * count_pairs_in_rows(params.schedule, N, H, params.causal, params.offsets, L * r, L * (r + 1));
+  };
+  const auto rank_gflops = [&](int r, bool backward_pass, double seconds) {
+    const int64_t mine = rank_pairs(r);
+    return static_cast<double>(backward_pass ? flops_backward(mine, D) : flops_forward(mine, D)) / seconds / 1e9;
+  };
   // Per rank: median seconds, bytes, comm hidden; the job: total FLOPs over the slowest rank's median.
   const std::vector<double> mine{median(fwd), backward ? median(bwd) : 0.0, static_cast<double>(fwd_stats.bytes_sent),
                                  static_cast<double>(fwd_stats.bytes_received), fwd_stats.hidden_fraction(),
@@ -240,9 +248,9 @@ int run(Invocation& invocation) {
         << ", \"tensor_bytes_per_rank\": " << static_cast<uint64_t>(io_bytes) << ", \"per_rank\": [";
     for (int r = 0; r < P; ++r) {
       out << (r ? ", " : "") << "{\"rank\": " << r << ", \"seconds_fwd\": " << field(r, 0)
-          << ", \"gflops_fwd\": " << flops_fwd / P / field(r, 0) / 1e9;
+          << ", \"pairs\": " << rank_pairs(r) << ", \"gflops_fwd\": " << rank_gflops(r, false, field(r, 0));
       if (backward)
-        out << ", \"seconds_bwd\": " << field(r, 1) << ", \"gflops_bwd\": " << flops_bwd / P / field(r, 1) / 1e9;
+        out << ", \"seconds_bwd\": " << field(r, 1) << ", \"gflops_bwd\": " << rank_gflops(r, true, field(r, 1));
       out << ", \"bytes_sent_fwd\": " << static_cast<uint64_t>(field(r, 2))
           << ", \"bytes_received_fwd\": " << static_cast<uint64_t>(field(r, 3)) << ", \"comm_hidden_fwd\": " << field(r, 4);
       if (backward)
@@ -261,8 +269,10 @@ int run(Invocation& invocation) {
               << "   recv bytes (fwd)  comm hidden   peak RSS MiB\n";
     for (int r = 0; r < P; ++r) {
       std::cout << "  " << std::setw(4) << r << std::setw(8) << fixed(field(r, 0), 4) << std::setw(15)
-                << fixed(flops_fwd / P / field(r, 0) / 1e9, 1);
-      if (backward) std::cout << std::setw(8) << fixed(field(r, 1), 4) << std::setw(15) << fixed(flops_bwd / P / field(r, 1) / 1e9, 1);
+                << fixed(rank_gflops(r, false, field(r, 0)), 1);
+      if (backward)
+        std::cout << std::setw(8) << fixed(field(r, 1), 4) << std::setw(15)
+                  << fixed(rank_gflops(r, true, field(r, 1)), 1);
       std::cout << std::setw(19) << static_cast<uint64_t>(field(r, 3)) << std::setw(12) << fixed(100 * field(r, 4), 0)
                 << "%" << std::setw(15) << fixed(field(r, 7) / (1 << 20), 0) << "\n";
     }

@@ -21,6 +21,21 @@ for r in d['per_rank']:
     assert want <= set(r), want - set(r)
     assert r['bytes_received_fwd'] > 0 and r['gflops_bwd'] > 0
 " <"$OUT/stdout" && pass "per-rank JSON has the forward and backward fields" || fail "per-rank JSON fields"
+# Causal: rank 1's queries see more keys than rank 0's; each rank's GFLOP/s uses its own pairs (they add
+# up to the job's), not pairs / P.
+expect_exit 0 "causal bench attention on 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" bench attention --seq-len 2K \
+  --heads 2 --head-dim 8 --segment-lengths 256,2048 --dilation-rates 1,2 --causal --iters 1 --warmup 0 --backward --json --quiet
+/usr/bin/python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+ranks = d['per_rank']
+assert sum(r['pairs'] for r in ranks) == d['pairs'], (d['pairs'], [r['pairs'] for r in ranks])
+assert ranks[0]['pairs'] < ranks[1]['pairs'], [r['pairs'] for r in ranks]
+for r in ranks:
+    for what, per_pair in (('fwd', 4), ('bwd', 10)):
+        want = per_pair * d['head_dim'] * r['pairs'] / r['seconds_' + what] / 1e9
+        assert abs(r['gflops_' + what] - want) <= 1e-3 * want, (what, r, want)
+" <"$OUT/stdout" && pass "per-rank GFLOP/s from each rank's own pairs" || fail "per-rank pairs / GFLOP/s"
 expect_exit 2 "bench attention: bf16 on the cpu" -- "$LONGCTX" bench attention --seq-len 4096 --dtype bf16 --quiet
 expect_in "$OUT/stderr" "dtype bf16.*--device cuda" "names --dtype and the way out"
 if [ "$have_gpu" -eq 0 ]; then
