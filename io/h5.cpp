@@ -79,13 +79,16 @@ std::string strip_nulls(std::string text) {
   return text;
 }
 
-// Reads a string attribute or dataset content (fixed or variable length, scalar or one element).
+// Reads a string attribute or dataset content (fixed or variable length, scalar or one element; ASCII or
+// UTF-8, as h5py writes by default: HDF5 converts neither into the other, so memory takes the file's).
 template <class Reader>
 std::string read_text(hid_t type, Reader&& read_with, const std::string& context) {
   if (H5Tget_class(type) != H5T_STRING) throw InputError(context + ": not a string");
+  const H5T_cset_t cset = H5Tget_cset(type);
   if (H5Tis_variable_str(type) > 0) {
     Handle memory(H5Tcopy(H5T_C_S1), H5Tclose);
     H5Tset_size(memory.id(), H5T_VARIABLE);
+    H5Tset_cset(memory.id(), cset);
     char* value = nullptr;
     if (read_with(memory.id(), &value) < 0) throw_input(context + ": read failed");
     std::string text = value ? value : "";
@@ -94,6 +97,7 @@ std::string read_text(hid_t type, Reader&& read_with, const std::string& context
   }
   const size_t bytes = H5Tget_size(type);
   Handle memory = fixed_string_type(bytes);
+  H5Tset_cset(memory.id(), cset);
   std::string text(bytes, '\0');
   if (read_with(memory.id(), text.data()) < 0) throw_input(context + ": read failed");
   return strip_nulls(std::move(text));

@@ -48,6 +48,19 @@ expect_exit 0 "train on a one-sequence token file" -- "$LONGCTX" train --quiet -
   --model.heads 2 --model.mlp_hidden 16 --model.vocab 256 --model.segment_lengths 8,32 --model.dilation_rates 1,2 \
   --data.task file --data.path corpus.h5 --data.seq_len 32 --train.steps 2
 expect_in "$OUT/stderr" "none is held out" "warns that eval uses the training sequence"
+# A token file made by h5py: its string attributes are UTF-8 (h5py's default), which HDF5 will not convert
+# to ASCII; they were refused with "no appropriate function for conversion path".
+/usr/bin/python3 -c "
+import h5py, numpy as np
+with h5py.File('h5py_tokens.h5', 'w') as f:
+    f['tokens'] = np.frombuffer(bytes(range(32, 232)), dtype=np.uint8)
+    f['doc_offsets'] = np.array([0, 200], dtype=np.int64)
+    f.attrs['format'] = 'longctx-tokens'
+    f.attrs['format_version'] = 1; f.attrs['token_count'] = 200; f.attrs['document_count'] = 1; f.attrs['vocab'] = 256
+" || exit 1
+expect_exit 0 "train on a token file written by h5py (UTF-8 attributes)" -- "$LONGCTX" train --quiet --model.layers 1 \
+  --model.dim 16 --model.heads 2 --model.mlp_hidden 16 --model.vocab 256 --model.segment_lengths 8,32 \
+  --model.dilation_rates 1,2 --data.task file --data.path h5py_tokens.h5 --data.seq_len 32 --train.steps 1
 expect_exit 3 "import a missing file" -- "$LONGCTX" data import --text a.txt missing.txt --out bad.h5 --quiet
 [ ! -e bad.h5 ] && [ ! -e bad.h5.tmp ] && pass "no output left" || fail "output left behind"
 expect_exit 2 "import into a directory" -- "$LONGCTX" data import --text a.txt --out . --quiet
