@@ -191,7 +191,8 @@ void flash_forward_tile(const float* q, const float* k, const float* v, int64_t 
           mx = simd::vmax(mx, x);
         }
         const float m_new = std::max(row_max[i], simd::reduce_max(mx));
-        const vfloat m_v = simd::splat(m_new);
+        // Scores all -inf so far (an infinite input): P = exp2(-inf - 0) = 0, not exp2(-inf - -inf) = NaN.
+        const vfloat m_v = simd::splat(m_new == kNegInf ? 0.0f : m_new);
         vfloat sum = vfloat{};
         for (int64_t j = 0; j < cols; j += kLanes) {
           const vfloat p = simd::exp2(simd::load(s + j) - m_v);

@@ -290,6 +290,19 @@ void check_shardable(const Schedule& schedule, int64_t seq_len, int world_size) 
   }
 }
 
+void check_spanning_segments_whole(const Schedule& schedule, int64_t seq_len, int world_size) {
+  if (world_size == 1) return;
+  for (const Branch& branch : schedule.branches) {
+    const int64_t w = effective_segment_length(branch, seq_len);
+    if (branch_is_local(branch, seq_len, seq_len / world_size) || seq_len % w == 0) continue;
+    std::ostringstream message;
+    message << "--segment-lengths: segment length " << w << " spans ranks and does not divide N = " << seq_len
+            << ": its last segment would be shorter, which --device cuda on several ranks does not run (the cpu "
+               "backend does)";
+    throw UsageError(message.str());
+  }
+}
+
 SequenceParallelAttention::SequenceParallelAttention(comm::Communicator& comm) : comm_(comm) {}
 SequenceParallelAttention::~SequenceParallelAttention() = default;
 

@@ -44,6 +44,10 @@ struct SequenceParallelStats {
 // Throws UsageError (before any work) when N % P != 0 or a segment length neither divides nor is a
 // multiple of N / P, naming the segment length and N / P.
 void check_shardable(const Schedule& schedule, int64_t seq_len, int world_size);
+// The GPU path's extra rule on several ranks: a segment that spans ranks is whole (N is a multiple of its
+// w'), since its kernels assume g full shards. (The CPU path also takes a shorter last spanning segment.)
+// Throws UsageError naming the segment length.
+void check_spanning_segments_whole(const Schedule& schedule, int64_t seq_len, int world_size);
 
 // Whether `branch` is LOCAL when N = global_len rows are split into shards of local_len (its segments lie
 // inside one shard); otherwise it spans ranks.

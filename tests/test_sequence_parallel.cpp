@@ -145,6 +145,11 @@ TEST(SequenceParallel, UnshardableInputIsRefusedNamingTheSegment) {
   // One rank has no shard edges: segments of 18 over N = 24 ([0,18), [18,24)) are the spec's forward rule.
   EXPECT_NO_THROW(check_shardable(make_schedule({18}, {1}, false), 24, 1));
   EXPECT_THROW(check_shardable(make_schedule({18}, {1}, false), 24, 2), UsageError);  // L = 12
+  // The GPU path on several ranks also wants spanning segments whole: 18 over 24 at P = 4 (L = 6) spans 3
+  // ranks and leaves a shorter last segment; a local one (6) or a whole one (12) is fine.
+  EXPECT_THROW(check_spanning_segments_whole(make_schedule({6, 18}, {1, 2}, false), 24, 4), UsageError);
+  EXPECT_NO_THROW(check_spanning_segments_whole(make_schedule({6, 12, 24}, {1, 2, 4}, false), 24, 4));
+  EXPECT_NO_THROW(check_spanning_segments_whole(make_schedule({18}, {1}, false), 24, 1));
 }
 
 }  // namespace

@@ -74,13 +74,14 @@ struct RankFigures {  // gathered to rank 0 for the report; all doubles so one a
 void check_options(const Invocation& invocation) {
   const auto& vm = invocation.options;
   const AttentionParams params = attention_params(invocation);
-  attention_device(invocation);
+  const DeviceChoice device = attention_device(invocation);
   const std::string input_path = vm["input"].as<std::string>();
   check_file_options(input_path, vm["output"].as<std::string>(),
                      vm.count("report") ? vm["report"].as<std::string>() : "");
   const io::h5::File file = io::h5::File::open(input_path, io::h5::Mode::read, MPI_COMM_NULL);
   const io::AttendInput input = io::check_attend_input(file, vm["backward"].as<bool>());
   check_shardable(params.schedule, input.seq_len, invocation.process.world().size());
+  if (device.device == "cuda") check_spanning_segments_whole(params.schedule, input.seq_len, invocation.process.world().size());
 }
 
 int run(Invocation& invocation) {

@@ -569,8 +569,12 @@ int run_train(Invocation& inv) {
 Command train_command() {
   // Options and data are checked in the config phase too, where the ranks agree (one message, no MPI_Abort).
   const auto check = [](const Invocation& inv) {
-    attention_device(inv);
-    const RunOptions r = validate(inv, inv.process.world().size(), false);
+    const DeviceChoice device = attention_device(inv);
+    const int P = inv.process.world().size();
+    const RunOptions r = validate(inv, P, false);
+    if (device.device == "cuda")
+      for (int64_t n : r.stage_len) check_spanning_segments_whole(r.trainer.model.schedule, n, P);
+    if (device.device == "cuda") check_spanning_segments_whole(r.trainer.model.schedule, r.trainer.seq_len, P);
     train::make_dataset(r.data);  // the token file's metadata too (exit 3 when it is no token file)
     curriculum_datasets(r);
   };
