@@ -49,6 +49,11 @@ double softmax_row(const Rows& at, const double* q, const double* k, double scal
     prob[n] = scale * dot(q + at.vec(b, p, h), k + at.vec(b, keys[n], h), D);
     max_score = std::max(max_score, prob[n]);
   }
+  const bool all_neg_inf = std::all_of(prob.begin(), prob.end(), [](double x) { return std::isinf(x) && x < 0; });
+  if (all_neg_inf) {  // every score -inf (infinite inputs): nothing to weigh; a NaN score stays NaN below
+    std::fill(prob.begin(), prob.end(), 0.0);
+    return max_score;
+  }
   double sum = 0;
   for (double& x : prob) sum += (x = std::exp(x - max_score));
   for (double& x : prob) x /= sum;

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <tuple>
 
 #include "attention/attention.hpp"
 #include "attention/reference.hpp"
@@ -103,6 +104,38 @@ TEST(CpuAttention, NanInQOrKIsNeverAFiniteResult) {
       never_finite_where_nan(dq, dq_ref, "dq");
       never_finite_where_nan(dk, dk_ref, "dk");
     }
+}
+
+// A key whose score is -inf (an infinite input) drops out of the softmax: a branch that gave a row only
+// that key adds nothing (it computed exp2(-inf - -inf) = NaN for the row). The same cases as the CUDA
+// kernels' emulated test.
+TEST(CpuAttention, InfiniteScoresDropOutOfTheSoftmax) {
+  auto backend = make_attention_backend("cpu");
+  struct Case {
+    std::vector<int64_t> w, r;
+    int64_t row;
+  };
+  for (const Case& c : {Case{{12, 16}, {1, 2}, 16}, Case{{8, 40}, {1, 2}, 0}}) {
+    SCOPED_TRACE("row " + std::to_string(c.row));
+    AttentionParams p;
+    p.schedule = make_schedule(c.w, c.r, false);
+    p.causal = true;
+    const Shape shape{1, 40, 2, 8};
+    Tensor q = random_tensor(shape, 81), k = random_tensor(shape, 82);
+    const Tensor v = random_tensor(shape, 83);
+    q[(c.row * 2) * 8] = -1.0f;
+    k[(c.row * 2) * 8] = std::numeric_limits<float>::infinity();
+    Tensor o, lse, o_ref, lse_ref;
+    backend->forward(p, q, k, v, o, lse);
+    reference_forward(p, q, k, v, o_ref, lse_ref);
+    for (const auto& [ours, ref, name] : {std::tuple{&o, &o_ref, "o"}, std::tuple{&lse, &lse_ref, "lse"}})
+      for (int64_t i = 0; i < ref->size(); ++i) {
+        if (std::isnan((*ref)[i])) EXPECT_TRUE(std::isnan((*ours)[i])) << name << "[" << i << "]";
+        else if (std::isinf((*ref)[i])) EXPECT_EQ((*ours)[i], (*ref)[i]) << name << "[" << i << "]";
+        else EXPECT_NEAR((*ours)[i], (*ref)[i], 1e-4 * (1 + std::fabs((*ref)[i]))) << name << "[" << i << "]";
+      }
+    EXPECT_TRUE(std::isfinite(o[(c.row * 2) * 8])) << "the row that lost one key";
+  }
 }
 
 TEST(CpuAttention, ReusesAndReallocatesOutputs) {

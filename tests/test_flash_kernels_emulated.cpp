@@ -425,5 +425,72 @@ TEST(ReferenceKernelsEmulated, Fp32MatchesReference) {
   }
 }
 
+// Infinite inputs: a key whose score is -inf drops out (exp(-inf) = 0), NaN stays NaN. `ours` against the
+// reference: NaN where it is NaN, the same infinity where it is infinite, close where it is finite.
+void expect_like_reference(const Tensor& ours, const Tensor& ref, double tol, const char* name) {
+  int64_t finite = 0;
+  for (int64_t i = 0; i < ref.size(); ++i) {
+    if (std::isnan(ref[i])) {
+      EXPECT_TRUE(std::isnan(ours[i])) << name << "[" << i << "] = " << ours[i] << ", the reference is NaN";
+    } else if (std::isinf(ref[i])) {
+      EXPECT_EQ(ours[i], ref[i]) << name << "[" << i << "]";
+    } else {
+      ++finite;
+      EXPECT_NEAR(ours[i], ref[i], tol * (1 + std::fabs(ref[i]))) << name << "[" << i << "]";
+    }
+  }
+  EXPECT_GT(finite, 0) << name;
+}
+
+// Two cases (found by an audit): (a) causal, w = 12, 16 / r = 1, 2: row 16 is the first selected row of its
+// r = 2 segment, which gives it key 16 alone, and k[16] = +inf with q[16] < 0 scores -inf: that branch adds
+// nothing, the r = 1 branch's keys 12..16 stand (the flash merge computed 0 / 0 = NaN for o, lse right).
+// (b) k[0] = +inf: rows of head 0 whose q . k0 is -inf start with a -inf score (the fp32 reference kernel
+// computed exp(-inf - -inf) = NaN for the whole row).
+TEST(FlashKernelsEmulated, InfiniteScoresDropOutOfTheSoftmax) {
+  struct Case {
+    const char* name;
+    std::vector<int64_t> w, r;
+    int64_t row;
+  };
+  for (const Case& c : {Case{"(a) row 16", {12, 16}, {1, 2}, 16}, Case{"(b) row 0", {8, 40}, {1, 2}, 0}}) {
+    SCOPED_TRACE(c.name);
+    AttentionParams params;
+    params.schedule = make_schedule(c.w, c.r, false);
+    params.causal = true;
+    const Shape shape{1, 40, 2, 8};
+    Tensor q = random_tensor(shape, 81, 1.0f), k = random_tensor(shape, 82, 1.0f);
+    const Tensor v = random_tensor(shape, 83), dout = random_tensor(shape, 84);
+    q[(c.row * 2) * 8] = -1.0f;
+    k[(c.row * 2) * 8] = INFINITY;
+    const std::vector<__nv_bfloat16> q16 = convert<__nv_bfloat16>(q), k16 = convert<__nv_bfloat16>(k),
+                                     v16 = convert<__nv_bfloat16>(v), do16 = convert<__nv_bfloat16>(dout);
+    Tensor o_ref, lse_ref;
+    reference_forward(params, back(q16, shape), back(k16, shape), back(v16, shape), o_ref, lse_ref);
+    AttentionDims dims;
+    dims.batch = 1;
+    dims.seq_len = 40;
+    dims.heads = 2;
+    dims.head_dim = 8;
+    for (auto [forward, backward] : {std::pair{Kernel::forward_mma, Kernel::backward_mma},
+                                     std::pair{Kernel::forward_wgmma, Kernel::backward_wgmma}}) {
+      const Results x = run_passes(params, dims, q16, k16, v16, do16, forward, backward, false);
+      expect_like_reference(x.o, o_ref, 3e-2, "o");
+      expect_like_reference(x.lse, lse_ref, 1e-5, "lse");
+      EXPECT_TRUE(std::isfinite(x.o[(c.row * 2) * 8])) << "the row that lost one key";
+    }
+    namespace R = reference_kernels_emulated;
+    const R::Launch launch = R::prepare(params, dims);
+    Tensor o(shape), lse(lse_shape(shape));
+    emulation::launch(launch.blocks, R::kWarpsPerBlock * R::kWarp, 0, [&] {
+      R::forward_kernel(q.data(), k.data(), v.data(), o.data(), lse.data(), launch.schedule, launch.geometry);
+    });
+    Tensor o32, lse32;
+    reference_forward(params, q, k, v, o32, lse32);
+    expect_like_reference(o, o32, 1e-4, "fp32 o");
+    expect_like_reference(lse, lse32, 1e-5, "fp32 lse");
+  }
+}
+
 }  // namespace
 }  // namespace longctx::cuda

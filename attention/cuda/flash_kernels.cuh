@@ -459,7 +459,8 @@ __device__ __forceinline__ void merge_into_output(const FlashArgs& a, const Flas
     const float old = valid[r] && !a.overwrite ? a.lse[index[r]] : -INFINITY;
     merged[r] = old == -INFINITY ? fresh : fmaxf(old, fresh) + log1pf(expf(-fabsf(old - fresh)));
     w_old[r] = old == -INFINITY ? 0.f : expf(old - merged[r]);
-    w_new[r] = expf(fresh - merged[r]) / sum;
+    // A branch whose scores were all -inf (an infinite input; sum = 0) adds nothing; NaN still propagates.
+    w_new[r] = fresh == -INFINITY ? 0.f : expf(fresh - merged[r]) / sum;
   }
   __syncwarp();  // every lane of a row has read the old lse before lane c == 0 writes the new one
 #pragma unroll
@@ -488,7 +489,9 @@ __device__ __forceinline__ void load_row_stats(const FlashArgs& a, const FlashPr
   if (threadIdx.x >= ROWS) return;
   const int t = t0 + threadIdx.x;
   const bool valid = t < p.n_q;
-  lse_s[threadIdx.x] = valid ? a.lse[p.q_row(t)] * kLog2e : INFINITY;
+  // A row with lse = -inf saw no finite score: P = 0 there too (exp2(s - inf)), not exp2(s + inf).
+  const float lse = valid ? a.lse[p.q_row(t)] : INFINITY;
+  lse_s[threadIdx.x] = lse == -INFINITY ? INFINITY : lse * kLog2e;
   delta_s[threadIdx.x] = valid ? a.delta[p.q_row(t)] : 0.f;
 }
 

@@ -106,7 +106,9 @@ __global__ void forward_kernel(const float* __restrict__ q, const float* __restr
       }
       dot = warp_sum(dot);
       const float m_new = fmaxf(m, dot);
-      const float keep = expf(m - m_new), weight = expf(dot - m_new);
+      // While every score so far is -inf, nothing is kept (exp(-inf - -inf) would be NaN).
+      const float keep = m_new == -INFINITY ? 1.f : expf(m - m_new);
+      const float weight = m_new == -INFINITY ? 0.f : expf(dot - m_new);
       l = l * keep + weight;
 #pragma unroll
       for (int e = 0; e < kMaxPerLane; ++e) {
