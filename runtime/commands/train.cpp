@@ -352,6 +352,7 @@ std::vector<std::unique_ptr<train::Dataset>> curriculum_datasets(const RunOption
   for (int64_t seq_len : r.stage_len) {
     train::DataConfig stage = r.data;
     stage.seq_len = seq_len;
+    stage.split_seq_len = r.data.seq_len;  // the held-out tail stays data.seq_len's
     stages.push_back(train::make_dataset(stage));
   }
   return stages;

@@ -166,11 +166,19 @@ class FileDataset : public Dataset {
     if (sequences_ < 1)
       throw InputError("data.path=" + c_.path + " holds fewer than data.seq_len+1=" + std::to_string(c_.seq_len + 1) +
                        " tokens");
-    held_out_ = sequences_ >= 2 ? std::max<int64_t>(1, sequences_ / 20) : 0;
+    // The held-out tail: the last 1/20 of the sequences of the split length (data.seq_len), at least one
+    // when there are two. Training sequences of any length end before it (their last target is its first
+    // token), so a curriculum's shorter stage never trains on what evaluation scores.
+    const int64_t split_len = c_.split_seq_len > 0 ? c_.split_seq_len : c_.seq_len;
+    const int64_t split_sequences = reader_.sequence_count(split_len);
+    held_out_ = split_sequences >= 2 ? std::max<int64_t>(1, split_sequences / 20) : 0;
+    train_count_ = held_out_ > 0 ? (split_sequences - held_out_) * split_len / c_.seq_len : sequences_;
+    if (held_out_ > 0 && split_len != c_.seq_len) held_out_ = -1;  // a stage: evaluation reads data.seq_len's
   }
   bool evaluates_on_training_data() const override { return held_out_ == 0; }
   SequenceRows rows(bool eval, int64_t index, io::RowRange range) const override {
-    const int64_t train_count = sequences_ - held_out_;
+    if (eval && held_out_ < 0) throw InternalError("evaluation reads the data.seq_len dataset, not a curriculum stage's");
+    const int64_t train_count = train_count_;
     const int64_t sequence = eval && held_out_ > 0 ? train_count + index % held_out_ : index % train_count;
     const io::SequenceRows r = reader_.read_sequence_rows(sequence, c_.seq_len, range);
     SequenceRows out;
@@ -184,8 +192,9 @@ class FileDataset : public Dataset {
  private:
   DataConfig c_;
   io::TokenReader reader_;
-  int64_t sequences_ = 0;
-  int64_t held_out_ = 0;
+  int64_t sequences_ = 0;    // of seq_len
+  int64_t train_count_ = 0;  // the first ones train
+  int64_t held_out_ = 0;     // the next ones are evaluated; -1 in a curriculum stage (never evaluated)
 };
 
 }  // namespace

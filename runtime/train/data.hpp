@@ -46,6 +46,9 @@ struct DataConfig {
   int64_t curriculum_min_span = 256;
   int64_t filler_period = 23;  // length of the repeated filler sentence
   int64_t vocab = 32;
+  // file task: the length whose held-out tail evaluation scores (0: seq_len). A curriculum stage's
+  // shorter sequences train only on the tokens before that tail.
+  int64_t split_seq_len = 0;
 };
 
 // This rank's rows of one sequence.

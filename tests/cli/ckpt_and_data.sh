@@ -61,6 +61,16 @@ with h5py.File('h5py_tokens.h5', 'w') as f:
 expect_exit 0 "train on a token file written by h5py (UTF-8 attributes)" -- "$LONGCTX" train --quiet --model.layers 1 \
   --model.dim 16 --model.heads 2 --model.mlp_hidden 16 --model.vocab 256 --model.segment_lengths 8,32 \
   --model.dilation_rates 1,2 --data.task file --data.path h5py_tokens.h5 --data.seq_len 32 --train.steps 1
+# The held-out tail is data.seq_len's also for a curriculum's shorter stage: 576 'x' then 33 'y' hold 19
+# sequences of 32 (+1), the last (all 'y') held out. Trained at 16 (a stage) the model saw 'y' anyway and
+# scored 100% on it; now it never trains on what eval scores.
+{ printf 'x%.0s' $(seq 576); printf 'y%.0s' $(seq 33); } >leak.txt
+expect_exit 0 "import 576 x + 33 y" -- "$LONGCTX" data import --text leak.txt --out leak.h5 --quiet
+expect_exit 0 "curriculum on a token file" -- "$LONGCTX" train --quiet --model.layers 1 --model.dim 16 --model.heads 2 \
+  --model.mlp_hidden 16 --model.vocab 256 --model.segment_lengths 16,32 --model.dilation_rates 1,2 --data.task file \
+  --data.path leak.h5 --data.seq_len 32 --train.lr 0.01 --train.warmup 1 --train.steps 80 --data.short_seq_len 16 \
+  --data.short_steps 78 --log.every 1000
+expect_in "$OUT/stdout" "eval step 80 .*eval_accuracy 0.0000" "the short stage did not train on the held-out 'y'"
 expect_exit 3 "import a missing file" -- "$LONGCTX" data import --text a.txt missing.txt --out bad.h5 --quiet
 [ ! -e bad.h5 ] && [ ! -e bad.h5.tmp ] && pass "no output left" || fail "output left behind"
 expect_exit 2 "import into a directory" -- "$LONGCTX" data import --text a.txt --out . --quiet
