@@ -181,6 +181,14 @@ class FileDataset : public Dataset {
     const int64_t train_count = train_count_;
     const int64_t sequence = eval && held_out_ > 0 ? train_count + index % held_out_ : index % train_count;
     const io::SequenceRows r = reader_.read_sequence_rows(sequence, c_.seq_len, range);
+    // An int32 file may hold tokens past its vocab attribute: name the file and the position.
+    const int64_t first = sequence * c_.seq_len + range.begin;
+    for (size_t i = 0; i < r.targets.size(); ++i)
+      for (const auto& [token, position] : {std::pair{r.inputs[i], first + static_cast<int64_t>(i)},
+                                            std::pair{r.targets[i], first + static_cast<int64_t>(i) + 1}})
+        if (token < 0 || token >= c_.vocab)
+          throw InputError("data.path=" + c_.path + ": token " + std::to_string(token) + " at position " +
+                           std::to_string(position) + " is outside [0, model.vocab=" + std::to_string(c_.vocab) + ")");
     SequenceRows out;
     out.tokens = r.inputs;
     out.targets = r.targets;

@@ -71,6 +71,19 @@ expect_exit 0 "curriculum on a token file" -- "$LONGCTX" train --quiet --model.l
   --data.path leak.h5 --data.seq_len 32 --train.lr 0.01 --train.warmup 1 --train.steps 80 --data.short_seq_len 16 \
   --data.short_steps 78 --log.every 1000
 expect_in "$OUT/stdout" "eval step 80 .*eval_accuracy 0.0000" "the short stage did not train on the held-out 'y'"
+# An int32 token file whose token 50 is past its vocab attribute: exit 3 naming the file and position.
+/usr/bin/python3 -c "
+import h5py, numpy as np
+t = np.arange(200, dtype=np.int32) % 200; t[50] = 300
+with h5py.File('bad_token.h5', 'w') as f:
+    f['tokens'] = t; f['doc_offsets'] = np.array([0, 200], dtype=np.int64)
+    f.attrs['format'] = 'longctx-tokens'; f.attrs['format_version'] = 1; f.attrs['token_count'] = 200
+    f.attrs['document_count'] = 1; f.attrs['vocab'] = 256
+" || exit 1
+expect_exit 3 "a token past model.vocab" -- "$LONGCTX" train --quiet --model.layers 1 --model.dim 16 --model.heads 2 \
+  --model.mlp_hidden 16 --model.vocab 256 --model.segment_lengths 8,32 --model.dilation_rates 1,2 --data.task file \
+  --data.path bad_token.h5 --data.seq_len 32 --train.steps 3
+expect_in "$OUT/stderr" "bad_token.h5: token 300 at position 50" "names the file and the position"
 expect_exit 3 "import a missing file" -- "$LONGCTX" data import --text a.txt missing.txt --out bad.h5 --quiet
 [ ! -e bad.h5 ] && [ ! -e bad.h5.tmp ] && pass "no output left" || fail "output left behind"
 expect_exit 2 "import into a directory" -- "$LONGCTX" data import --text a.txt --out . --quiet
