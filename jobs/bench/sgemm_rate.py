@@ -20,6 +20,16 @@ import openblas_coretype  # noqa: F401  (sets OPENBLAS_CORETYPE; must come first
 import numpy as np  # noqa: E402
 
 
+def loaded_blas():
+    """The optimised BLAS this process has loaded (a path), or None when it is the reference one."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.split()[-1] if len(line.split()) >= 6 else ""
+            if any(name in os.path.basename(path) for name in ("openblas", "blis", "mkl_rt", "libmkl")):
+                return path
+    return None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=4096)
@@ -30,7 +40,11 @@ def main():
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
     c = np.empty((n, n), dtype=np.float32)
-    np.matmul(a, b, out=c)  # warm-up
+    np.matmul(a, b, out=c)  # warm-up (also loads the BLAS)
+    blas = loaded_blas()
+    if blas is None:
+        raise SystemExit("sgemm_rate: numpy runs on the reference BLAS (no OpenBLAS, BLIS or MKL is loaded), whose rate "
+                         "is no yardstick; install one: apt-get install libopenblas0-pthread")
     seconds = []
     for _ in range(args.iters):
         t0 = time.perf_counter()
@@ -39,7 +53,7 @@ def main():
     seconds.sort()
     flops = 2.0 * n ** 3
     best, median = seconds[0], seconds[len(seconds) // 2]
-    print(f"sgemm n={n} OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(auto)')}: best {best:.4f} s ({flops / best * 1e-9:.1f} GFLOP/s), "
+    print(f"sgemm n={n} {os.path.basename(blas)} OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(auto)')}: best {best:.4f} s ({flops / best * 1e-9:.1f} GFLOP/s), "
           f"median {median:.4f} s ({flops / median * 1e-9:.1f} GFLOP/s)")
 
 
