@@ -67,6 +67,9 @@ int run(Invocation& invocation) {
     send = host_send.data();
     recv = host_recv.data();
   } else {
+    if (invocation.process.device() == "cpu")
+      throw UsageError("--comm " + backend + " times device buffers, and no CUDA device is visible to this process "
+                       "(--comm mpi times host buffers)");
     const int device = comm::select_device(invocation.process.local_rank());
     if (backend == "staged") {
       copier = comm::make_cuda_copier();
