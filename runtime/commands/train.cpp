@@ -365,6 +365,15 @@ int run_train(Invocation& inv) {
   const DeviceChoice device = attention_device(inv);  // --device / --dtype / --comm, before anything else
   const RunOptions r = validate(inv, P);
   const auto data = train::make_dataset(r.data);
+  // Evaluation reads each distinct sequence once: a token file may hold out fewer than eval.sequences.
+  int64_t eval_sequences = r.eval_sequences;
+  if (const int64_t distinct = data->eval_sequence_count(); distinct > 0 && distinct < eval_sequences) {
+    if (!data->evaluates_on_training_data())  // else the warning below says it
+      log::warn_once("eval.sequences=" + std::to_string(eval_sequences) + ", but data.path=" + r.data.path +
+                     " holds out " + std::to_string(distinct) + ": each evaluation scores those " +
+                     std::to_string(distinct));
+    eval_sequences = distinct;
+  }
   if (data->evaluates_on_training_data())
     log::warn_once("data.path=" + r.data.path + " holds a single sequence of data.seq_len + 1 tokens, so none is "
                    "held out: eval_loss / eval_accuracy are measured on the training sequence");
@@ -451,7 +460,7 @@ int run_train(Invocation& inv) {
   // also join that step's log.jsonl line.
   const auto evaluate = [&](int64_t step) {
     if (active != &trainer) trainer.copy_state_from(*active);
-    const train::EvalStats e = trainer.evaluate(*data, r.eval_sequences);
+    const train::EvalStats e = trainer.evaluate(*data, eval_sequences);
     return [=] {
       std::printf("eval step %lld  eval_loss %.4f  eval_accuracy %.4f  (%lld scored targets, N = %lld)\n",
                   (long long)step, e.loss, e.accuracy, (long long)e.scored, (long long)r.trainer.seq_len);

@@ -176,6 +176,7 @@ class FileDataset : public Dataset {
     if (held_out_ > 0 && split_len != c_.seq_len) held_out_ = -1;  // a stage: evaluation reads data.seq_len's
   }
   bool evaluates_on_training_data() const override { return held_out_ == 0; }
+  int64_t eval_sequence_count() const override { return held_out_ > 0 ? held_out_ : train_count_; }
   SequenceRows rows(bool eval, int64_t index, io::RowRange range) const override {
     if (eval && held_out_ < 0) throw InternalError("evaluation reads the data.seq_len dataset, not a curriculum stage's");
     const int64_t train_count = train_count_;

@@ -67,6 +67,8 @@ class Dataset {
   virtual SequenceRows rows(bool eval, int64_t index, io::RowRange rows) const = 0;
   // Whether evaluation reads training sequences (a token file too short to hold one back).
   virtual bool evaluates_on_training_data() const { return false; }
+  // How many distinct sequences evaluation can read; 0 when unbounded (synthetic tasks draw new ones).
+  virtual int64_t eval_sequence_count() const { return 0; }
 };
 
 // Validates the options (UsageError naming the option / InputError naming the file) and builds the task.

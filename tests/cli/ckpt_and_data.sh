@@ -71,6 +71,8 @@ expect_exit 0 "curriculum on a token file" -- "$LONGCTX" train --quiet --model.l
   --data.path leak.h5 --data.seq_len 32 --train.lr 0.01 --train.warmup 1 --train.steps 80 --data.short_seq_len 16 \
   --data.short_steps 78 --log.every 1000
 expect_in "$OUT/stdout" "eval step 80 .*eval_accuracy 0.0000" "the short stage did not train on the held-out 'y'"
+expect_in "$OUT/stdout" "\(32 scored targets" "the one held-out sequence is scored once, not eval.sequences = 4 times"
+expect_in "$OUT/stderr" "holds out 1: each evaluation scores those 1" "says eval.sequences was cut to what is held out"
 # An int32 token file whose token 50 is past its vocab attribute: exit 3 naming the file and position.
 /usr/bin/python3 -c "
 import h5py, numpy as np
