@@ -461,9 +461,9 @@ int run_train(Invocation& inv) {
   const auto evaluate = [&](int64_t step) {
     if (active != &trainer) trainer.copy_state_from(*active);
     const train::EvalStats e = trainer.evaluate(*data, eval_sequences);
-    return [=] {
+    return [step, e, seq_len = r.trainer.seq_len] {
       std::printf("eval step %lld  eval_loss %.4f  eval_accuracy %.4f  (%lld scored targets, N = %lld)\n",
-                  (long long)step, e.loss, e.accuracy, (long long)e.scored, (long long)r.trainer.seq_len);
+                  (long long)step, e.loss, e.accuracy, (long long)e.scored, (long long)seq_len);
       std::fflush(stdout);
       return ", \"eval_loss\": " + json_number(e.loss) + ", \"eval_accuracy\": " + json_number(e.accuracy);
     };
@@ -582,9 +582,10 @@ Command train_command() {
     const DeviceChoice device = attention_device(inv);
     const int P = inv.process.world().size();
     const RunOptions r = validate(inv, P, false);
-    if (device.device == "cuda")
+    if (device.device == "cuda") {
+      check_spanning_segments_whole(r.trainer.model.schedule, r.trainer.seq_len, P);
       for (int64_t n : r.stage_len) check_spanning_segments_whole(r.trainer.model.schedule, n, P);
-    if (device.device == "cuda") check_spanning_segments_whole(r.trainer.model.schedule, r.trainer.seq_len, P);
+    }
     train::make_dataset(r.data);  // the token file's metadata too (exit 3 when it is no token file)
     curriculum_datasets(r);
   };
