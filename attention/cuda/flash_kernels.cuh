@@ -247,16 +247,14 @@ __device__ __forceinline__ void add_count(int* counter, int value, int branch) {
 __device__ __forceinline__ unsigned take_tile(unsigned* next) { return atomicAdd(next, 1u); }
 // Spins (backing off) until *counter >= expected, acquiring what the writers released. A wait over about
 // ten seconds is a bug (an earlier block that never counts its rows): the kernel traps, and the launch
-// fails with an error instead of hanging the job.
+// fails with an error instead of hanging the job. (No printf: it is a function call, and a call anywhere in
+// a kernel serializes its wgmma pipeline, ptxas C7510.)
 __device__ __forceinline__ void wait_for_count(const int* counter, int expected, int /*branch*/) {
   for (int spins = 0;; ++spins) {
     int seen;
     asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(seen) : "l"(counter) : "memory");
     if (seen >= expected) return;
-    if (spins > 10000000) {
-      printf("longctx: a fused attention block waited over 10 s for rows of earlier branches\n");
-      __trap();
-    }
+    if (spins > 10000000) __trap();
     __nanosleep(1000);
   }
 }
