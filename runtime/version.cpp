@@ -16,7 +16,7 @@ namespace longctx {
 std::vector<std::string> compiled_backends() {
   std::vector<std::string> backends{"attention: cpu", "comm: mpi"};
   if (cuda_compiled_in()) {
-    backends.insert(backends.begin() + 1, "attention: cuda (bf16/fp16 tensor cores, fp32 reference; one rank)");
+    backends.insert(backends.begin() + 1, "attention: cuda (bf16/fp16 tensor cores, one GPU per rank under mpirun; fp32 reference on one GPU)");
     backends.push_back("comm: nccl (libnccl.so.2 loaded at run time)");
     backends.push_back("comm: mpi+staged (device buffers through host memory)");
   }

@@ -339,7 +339,7 @@ std::string help_text(const Command& command, const po::options_description& dec
   if (!required.empty()) out << "Required: " << required << ".\n";
   out << "On/off options are off unless given; --X=false turns off one that a config file or the\n"
       << "environment turned on. Every option can also come from --config FILE.ini ([section] key=value)\n"
-      << "or the environment (--" << example << " <- " << env_name(example) << "; on/off options take 1 or 0);\n"
+      << "or the environment (--" << example << " <- " << env_name(example) << "; on/off options take 1/0, true/false, yes/no or on/off);\n"
       << "the command line wins over the file, the file over the environment.\n";
   return out.str();
 }

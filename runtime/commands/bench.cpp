@@ -149,6 +149,9 @@ int run(Invocation& invocation) {
   const auto& vm = invocation.options;
   comm::Communicator& world = invocation.process.world();
   const int P = world.size(), rank = world.rank();
+  if (vm["device"].as<std::string>() == "cuda" && P > 1)  // before the dtype rules, which are for mpirun runs
+    throw UsageError("bench attention --device cuda times one GPU: run it without mpirun (attend --device cuda "
+                     "runs under mpirun)");
   const AttentionParams params = attention_params(invocation);
   const int64_t N = parse_size("seq-len", vm["seq-len"].as<std::string>());
   const int64_t H = vm["heads"].as<int64_t>(), D = vm["head-dim"].as<int64_t>(), B = vm["batch"].as<int64_t>();
@@ -159,9 +162,6 @@ int run(Invocation& invocation) {
     if (value < 1) throw UsageError(std::string("--") + name + ": must be >= 1, got " + std::to_string(value));
   if (warmup < 0) throw UsageError("--warmup: must be >= 0, got " + std::to_string(warmup));
   const DeviceChoice device = attention_device(invocation);
-  if (device.device == "cuda" && P > 1)
-    throw UsageError("bench attention --device cuda times one GPU: run it without mpirun (attend --device cuda "
-                     "runs under mpirun)");
   if (device.device == "cuda")
     return run_cuda(params, device.dtype, B, N, H, D, warmup, iters, backward, json, vm["seed"].as<uint64_t>());
   check_shardable(params.schedule, N, P);

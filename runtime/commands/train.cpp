@@ -47,7 +47,7 @@ void declare(po::options_description& d, po::positional_options_description&) {
       ("model.segment_lengths", po::value<std::string>()->default_value("256,1024,2048"), "dilated branches: segment lengths w")
       ("model.dilation_rates", po::value<std::string>()->default_value("1,2,4"), "dilated branches: dilation rates r")
       ("model.vocab", po::value<int64_t>()->default_value(32), "vocabulary size (>= 32 for passkey/associative)")
-      ("model.prev_token_embedding", po::value<bool>()->default_value(false),
+      ("model.prev_token_embedding", po::bool_switch(),
        "add an embedding of each row's previous token (token shift; helps content-based copying)")
       ("model.init_std", po::value<double>()->default_value(0.02), "normal std of initial weights")
       ("model.rope_dims", po::value<int64_t>()->default_value(0),
@@ -55,7 +55,7 @@ void declare(po::options_description& d, po::positional_options_description&) {
       ("model.rope_base", po::value<double>()->default_value(10000.0), "rotary base")
       ("data.task", po::value<std::string>()->default_value("passkey"), "passkey | associative | file")
       ("data.path", po::value<std::string>()->default_value(""), "token dataset (data.task=file)")
-      ("data.seq_len", po::value<std::string>()->default_value("8192"), "GLOBAL tokens per sequence (K/M suffixes)")
+      ("data.seq_len", po::value<std::string>()->default_value("8192"), "GLOBAL tokens per sequence (K/M/G suffixes)")
       ("data.supervision", po::value<std::string>()->default_value("all"), "all (LM loss on every token) | answer")
       ("data.key_digits", po::value<int64_t>()->default_value(5), "digits per key/value")
       ("data.key_repeats", po::value<int64_t>()->default_value(1), "passkey: consecutive copies of the record")
