@@ -26,7 +26,6 @@ ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t k
     const Shape global = old.open_dataset(dataset).shape();
     const RowRange rows = even_rows(global[0], rank, size);
     write(std::stoll(match[1]), std::stoll(match[2]), match[3], global, rows, read_rows(old, dataset, 0, rows));
-    watchdog::progress();
   }
 }
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "runtime/core/watchdog.hpp"
+
 namespace longctx::io {
 
 RowRange even_rows(int64_t total, int rank, int size) {
@@ -54,6 +56,7 @@ Tensor read_rows(const h5::Dataset& dataset, size_t seq_axis, RowRange rows) {
   h5::Dataspace memory = h5::Dataspace::simple({block.size()});
   if (block.size() == 0) memory.select_none();
   dataset.read(H5T_NATIVE_FLOAT, memory, file, block.data());
+  watchdog::progress();  // each tensor read or written restarts a guarded region's deadline
   return block;
 }
 
@@ -81,6 +84,7 @@ void write_rows(h5::Dataset& dataset, size_t seq_axis, RowRange rows, Span<const
   h5::Dataspace memory = h5::Dataspace::simple({expected});
   if (expected == 0) memory.select_none();
   dataset.write(H5T_NATIVE_FLOAT, memory, file, local.data());
+  watchdog::progress();
 }
 
 void write_rows(h5::Group& group, const std::string& name, const Shape& global_shape, size_t seq_axis,

@@ -116,13 +116,9 @@ int run(Invocation& invocation) {
     warn_coverage(params.schedule, input.heads, params.offsets);
     const int64_t L = input.seq_len / P;
     rows = {rank * L, (rank + 1) * L};
-    // Each tensor read is progress for the watchdog (the guard's deadline is per tensor, not per file).
     q = io::read_rows(file, "q", input.seq_axis, rows);
-    watchdog::progress();
     k = io::read_rows(file, "k", input.seq_axis, rows);
-    watchdog::progress();
     v = io::read_rows(file, "v", input.seq_axis, rows);
-    watchdog::progress();
     if (backward) dout = io::read_rows(file, "do", input.seq_axis, rows);
   }
   log::info("read " + to_string(input.shape) + " from " + input_path + " (" + std::to_string(rows.rows()) +
@@ -183,17 +179,12 @@ int run(Invocation& invocation) {
       for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
     const io::h5::DatasetOptions plain{};
     io::write_rows(output.file(), "o", input.shape, input.seq_axis, rows, o, plain);
-    watchdog::progress();
     io::write_rows(output.file(), "lse", input.lse_shape(), input.seq_axis, rows, lse, plain);
     if (backward) {
-      watchdog::progress();
       io::write_rows(output.file(), "dq", input.shape, input.seq_axis, rows, dq, plain);
-      watchdog::progress();
       io::write_rows(output.file(), "dk", input.shape, input.seq_axis, rows, dk, plain);
-      watchdog::progress();
       io::write_rows(output.file(), "dv", input.shape, input.seq_axis, rows, dv, plain);
     }
-    watchdog::progress();
     output.commit();
   }
   log::info("wrote " + output_path);

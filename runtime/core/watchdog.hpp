@@ -24,7 +24,8 @@ class Guard {
   Guard& operator=(const Guard&) = delete;
 };
 
-// The guarded work moved on (one tensor written or read): the deadline starts again.
+// The guarded work moved on: the deadline starts again. io's row reads and writes (read_rows, write_rows)
+// report each tensor, so guarded regions need not.
 void progress();
 
 }  // namespace longctx::watchdog

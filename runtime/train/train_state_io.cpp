@@ -77,7 +77,6 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
                             model::view_to_tensor(view, trainer.optimizer().first_moment().data()));
     writer.write_replicated("optimizer/v/" + view.name,
                             model::view_to_tensor(view, trainer.optimizer().second_moment().data()));
-    watchdog::progress();
   }
   const int64_t step = trainer.step();
   uint8_t bytes[sizeof step];
@@ -106,7 +105,6 @@ void load_checkpoint(Trainer& trainer, const std::string& path, const std::strin
                           trainer.optimizer().first_moment().data());
     model::tensor_to_view(view, reader.read_whole("optimizer/v/" + view.name),
                           trainer.optimizer().second_moment().data());
-    watchdog::progress();
   }
   trainer.set_step(reader.step());
 }
