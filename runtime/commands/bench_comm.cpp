@@ -70,14 +70,12 @@ int run(Invocation& invocation) {
     if (invocation.process.device() == "cpu")
       throw UsageError("--comm " + backend + " times device buffers, and no CUDA device is visible to this process "
                        "(--comm mpi times host buffers)");
-    const int device = comm::select_device(invocation.process.local_rank());
-    if (backend == "staged") {
+    if (backend == "staged") {  // made here to keep the copier, whose byte counts are reported
+      comm::select_device(invocation.process.local_rank());
       copier = comm::make_cuda_copier();
       device_comm = std::make_unique<comm::StagedCommunicator>(world, copier);
-    } else if (backend == "nccl") {
-      device_comm = comm::make_nccl_communicator(world, device);
-    } else {
-      device_comm = make_device_comm(invocation.process, "auto");
+    } else {  // nccl or auto, as attention makes them (this selects the device too)
+      device_comm = make_device_comm(invocation.process, backend);
     }
     c = device_comm.get();
     dev_send = comm::device_alloc(n);
