@@ -173,23 +173,24 @@ class FileDataset : public Dataset {
     const int64_t split_sequences = reader_.sequence_count(split_len);
     held_out_ = split_sequences >= 2 ? std::max<int64_t>(1, split_sequences / 20) : 0;
     train_count_ = held_out_ > 0 ? (split_sequences - held_out_) * split_len / c_.seq_len : sequences_;
-    if (held_out_ > 0 && split_len != c_.seq_len) held_out_ = -1;  // a stage: evaluation reads data.seq_len's
   }
   bool evaluates_on_training_data() const override { return held_out_ == 0; }
   int64_t eval_sequence_count() const override { return held_out_ > 0 ? held_out_ : train_count_; }
   SequenceRows rows(bool eval, int64_t index, io::RowRange range) const override {
-    if (eval && held_out_ < 0) throw InternalError("evaluation reads the data.seq_len dataset, not a curriculum stage's");
-    const int64_t train_count = train_count_;
-    const int64_t sequence = eval && held_out_ > 0 ? train_count + index % held_out_ : index % train_count;
+    if (eval && c_.split_seq_len > 0 && c_.split_seq_len != c_.seq_len)
+      throw InternalError("evaluation reads the data.seq_len dataset, not a curriculum stage's");
+    const int64_t sequence = eval && held_out_ > 0 ? train_count_ + index % held_out_ : index % train_count_;
     const io::SequenceRows r = reader_.read_sequence_rows(sequence, c_.seq_len, range);
-    // An int32 file may hold tokens past its vocab attribute: name the file and the position.
+    // An int32 file may hold tokens past its vocab attribute: name the file and the position. The window
+    // is the inputs and then the last target (targets are the inputs shifted by one).
     const int64_t first = sequence * c_.seq_len + range.begin;
-    for (size_t i = 0; i < r.targets.size(); ++i)
-      for (const auto& [token, position] : {std::pair{r.inputs[i], first + static_cast<int64_t>(i)},
-                                            std::pair{r.targets[i], first + static_cast<int64_t>(i) + 1}})
-        if (token < 0 || token >= c_.vocab)
-          throw InputError("data.path=" + c_.path + ": token " + std::to_string(token) + " at position " +
-                           std::to_string(position) + " is outside [0, model.vocab=" + std::to_string(c_.vocab) + ")");
+    for (size_t i = 0; i <= r.inputs.size() && !r.targets.empty(); ++i) {
+      const int32_t token = i < r.inputs.size() ? r.inputs[i] : r.targets.back();
+      if (token < 0 || token >= c_.vocab)
+        throw InputError("data.path=" + c_.path + ": token " + std::to_string(token) + " at position " +
+                         std::to_string(first + static_cast<int64_t>(i)) + " is outside [0, model.vocab=" +
+                         std::to_string(c_.vocab) + ")");
+    }
     SequenceRows out;
     out.tokens = r.inputs;
     out.targets = r.targets;
@@ -203,7 +204,7 @@ class FileDataset : public Dataset {
   io::TokenReader reader_;
   int64_t sequences_ = 0;    // of seq_len
   int64_t train_count_ = 0;  // the first ones train
-  int64_t held_out_ = 0;     // the next ones are evaluated; -1 in a curriculum stage (never evaluated)
+  int64_t held_out_ = 0;     // the next ones (of the split length) are evaluated
 };
 
 }  // namespace
