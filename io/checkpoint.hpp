@@ -20,8 +20,10 @@
 //   2. every rank fsyncs the file, then barrier: the temporary is complete on disk
 //   3. rank 0 renames it to step_<n>.h5 and fsyncs the directory
 //   4. rank 0 writes latest.tmp, fsyncs it, renames it to latest, fsyncs the directory
-//   5. rank 0 deletes committed files beyond the newest `keep` (never the one `latest` names) and stray
-//      temporaries of earlier attempts; then broadcasts success, so all ranks return or throw together
+//   5. rank 0 deletes own committed files (list_own_checkpoints) beyond the newest `keep` (never the one
+//      `latest` names) and stray temporaries of earlier attempts; then broadcasts success, so all ranks
+//      return or throw together. On a nearly full disk, make_room_for_checkpoint does the deleting
+//      that 5 would do before 1 instead.
 // A crash before 3 leaves a stray .tmp (ignored by readers, removed by the next commit); between 3 and
 // 4, a complete new file that `latest` does not name yet (latest still names the old, intact one).
 //
@@ -164,10 +166,23 @@ class CheckpointReader {
 };
 
 // ---- the checkpoint directory -------------------------------------------------------------------------
-// Committed checkpoint files (step_<8 digits>.h5, no .tmp) in `dir`, oldest step first.
+// Committed checkpoint files (step_<8 digits>.h5, no .tmp) in `dir`, oldest step first, by name only.
 std::vector<std::string> list_checkpoints(const std::string& dir);
+// The subset that opens as a checkpoint whose step attribute matches its name (serial reads). Only
+// these count toward, and are deleted by, `checkpoint.keep`: a foreign or damaged step_*.h5 is left alone.
+std::vector<std::string> list_own_checkpoints(const std::string& dir);
+// The step a checkpoint file name states ("step_00000042.h5" -> 42); nullopt for any other name.
+std::optional<int64_t> step_in_file_name(const std::string& path);
+// InputError when the file's name states a step other than its `step` attribute (a renamed copy would
+// otherwise resume at the wrong step, or be pruned as if it were another).
+void check_step_matches_file_name(const CheckpointReader& reader);
+// Before a checkpoint is written, rank 0: when at least `keep` >= 2 committed checkpoints exist and the
+// file system has less room than the newest of them takes (+ 1/16), deletes the oldest down to keep - 1,
+// which the commit would delete anyway; a full disk would otherwise fail every save. Never touches
+// the file `latest` names. Returns the deleted paths on rank 0 (empty elsewhere).
+std::vector<std::string> make_room_for_checkpoint(const std::string& dir, int64_t keep, MPI_Comm comm = MPI_COMM_NULL);
 // The checkpoint to resume from: the file `latest` names; without `latest` (a crash right after the
-// very first rename), the newest committed file; nullopt when there is none. `latest` naming a missing
+// very first rename), the newest own committed file; nullopt when there is none. `latest` naming a missing
 // file, or a malformed `latest` -> InputError. Temporaries are never returned.
 std::optional<std::string> find_latest_checkpoint(const std::string& dir);
 // Removes step_*.h5.tmp and latest.tmp left by crashed commits; returns how many. Call it only when no

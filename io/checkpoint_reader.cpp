@@ -153,10 +153,39 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
   return paths;
 }
 
+std::optional<int64_t> step_in_file_name(const std::string& path) {
+  const std::string name = std::filesystem::path(path).filename().string();
+  std::smatch match;
+  if (!std::regex_match(name, match, committed_name())) return std::nullopt;
+  return std::stoll(match[1].str());
+}
+
+void check_step_matches_file_name(const CheckpointReader& reader) {
+  const std::optional<int64_t> named = step_in_file_name(reader.path());
+  if (named && *named != reader.step())
+    throw InputError(reader.path() + ": the file name says step " + std::to_string(*named) +
+                     " but its step attribute is " + std::to_string(reader.step()) +
+                     " (renamed, or copied from another run?)");
+}
+
+std::vector<std::string> list_own_checkpoints(const std::string& dir) {
+  std::vector<std::string> own;
+  for (std::string& path : list_checkpoints(dir)) {
+    try {
+      const CheckpointReader reader(path);
+      check_step_matches_file_name(reader);
+    } catch (const Error&) {
+      continue;  // not ours, or not readable: never counted, never deleted
+    }
+    own.push_back(std::move(path));
+  }
+  return own;
+}
+
 std::optional<std::string> find_latest_checkpoint(const std::string& dir) {
   const std::string latest = dir + "/latest";
   if (!std::filesystem::exists(latest)) {
-    const std::vector<std::string> files = list_checkpoints(dir);
+    const std::vector<std::string> files = list_own_checkpoints(dir);
     if (files.empty()) return std::nullopt;
     return files.back();
   }

@@ -130,6 +130,11 @@ VerifyReport verify_checkpoint(const std::string& path) {
   };
   try {
     const CheckpointReader reader(path);  // format, version, root attributes, /config
+    try {
+      check_step_matches_file_name(reader);
+    } catch (const Error& e) {
+      fail(e.what());
+    }
     for (const std::string& name : reader.file().dataset_paths()) {
       h5::Dataset dataset;
       try {

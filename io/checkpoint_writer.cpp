@@ -78,7 +78,7 @@ h5::DatasetOptions checksummed_chunks(const Shape& global, size_t element_bytes)
 // Deletes committed files beyond the newest `keep`, never `protect` (the one `latest` names).
 void apply_retention(const std::string& dir, int64_t keep, const std::string& protect) {
   if (keep <= 0) return;
-  std::vector<std::string> files = list_checkpoints(dir);
+  std::vector<std::string> files = list_own_checkpoints(dir);
   int64_t excess = static_cast<int64_t>(files.size()) - keep;
   bool removed = false;
   for (const std::string& file : files) {
@@ -93,6 +93,39 @@ void apply_retention(const std::string& dir, int64_t keep, const std::string& pr
 }
 
 }  // namespace
+
+std::vector<std::string> make_room_for_checkpoint(const std::string& dir, int64_t keep, MPI_Comm comm) {
+  std::vector<std::string> removed;
+  if (keep < 2) return removed;  // keep = 1 would leave no checkpoint at all while the new one is written
+  publish_on_rank0(comm, "making room for a checkpoint in " + dir, [&] {
+    if (!std::filesystem::is_directory(dir)) return;
+    const std::vector<std::string> own = list_own_checkpoints(dir);
+    if (static_cast<int64_t>(own.size()) < keep) return;
+    std::error_code error;
+    const uintmax_t newest = std::filesystem::file_size(own.back(), error);
+    if (error) return;
+    const std::filesystem::space_info space = std::filesystem::space(dir, error);
+    if (error || space.available >= newest + newest / 16) return;
+    std::string protect;
+    try {
+      if (const auto latest = find_latest_checkpoint(dir)) protect = std::filesystem::path(*latest).filename().string();
+    } catch (const Error&) {
+      return;  // a damaged `latest`: resume will say so; delete nothing
+    }
+    int64_t left = static_cast<int64_t>(own.size());
+    for (const std::string& file : own) {
+      if (left < keep) break;
+      if (std::filesystem::path(file).filename() == protect) continue;
+      std::error_code ignored;
+      if (std::filesystem::remove(file, ignored)) {
+        removed.push_back(file);
+        --left;
+      }
+    }
+    if (!removed.empty()) sync_directory(dir);
+  });
+  return removed;
+}
 
 std::string checkpoint_file_name(int64_t step) {
   if (step < 0 || step > 99999999) throw UsageError("checkpoint step " + std::to_string(step) + " outside 0..99999999");

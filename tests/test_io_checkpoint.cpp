@@ -177,6 +177,37 @@ TEST(Checkpoint, KeepsTheNewestFiles) {
   EXPECT_EQ(list_checkpoints(dir.path()), (std::vector<std::string>{dir.file("step_00000020.h5")}));
 }
 
+// checkpoint.keep counts and deletes only the run's own files: a step_*.h5 that is not a checkpoint, or
+// a copy whose name states another step, stays untouched (before: the oldest names were deleted first,
+// whatever they held). verify and resume refuse a file whose name and step attribute disagree.
+TEST(Checkpoint, RetentionLeavesForeignAndRenamedFilesAlone) {
+  SharedTempDir dir;
+  write_content(dir.path(), 10, MPI_COMM_WORLD, 2);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) {
+    std::ofstream(dir.file("step_00000005.h5")) << "someone else's notes\n";
+    fs::copy_file(dir.file("step_00000010.h5"), dir.file("step_00000099.h5"));
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  for (int64_t step : {20, 30, 40}) write_content(dir.path(), step, MPI_COMM_WORLD, 2);
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_EQ(list_own_checkpoints(dir.path()),
+            (std::vector<std::string>{dir.file("step_00000030.h5"), dir.file("step_00000040.h5")}));
+  EXPECT_TRUE(fs::exists(dir.file("step_00000005.h5")));
+  EXPECT_TRUE(fs::exists(dir.file("step_00000099.h5")));
+  EXPECT_EQ(step_in_file_name(dir.file("step_00000099.h5")), 99);
+  EXPECT_EQ(step_in_file_name(dir.file("copy.h5")), std::nullopt);
+  if (world_rank() == 0) {
+    const VerifyReport renamed = verify_checkpoint(dir.file("step_00000099.h5"));
+    EXPECT_FALSE(renamed.ok);
+    EXPECT_NE(renamed.summary().find("the file name says step 99 but its step attribute is 10"), std::string::npos)
+        << renamed.summary();
+    EXPECT_TRUE(verify_checkpoint(dir.file("step_00000040.h5")).ok);
+    EXPECT_THROW(check_step_matches_file_name(CheckpointReader(dir.file("step_00000099.h5"))), InputError);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
   std::string text;

@@ -69,6 +69,10 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
   meta.tokens_seen = tokens_seen;
   meta.config = config_text;
   watchdog::Guard guard("writing the checkpoint of step " + std::to_string(meta.step) + " in " + dir);
+  for (const std::string& removed : io::make_room_for_checkpoint(dir, keep, comm))
+    log::warn("the disk of " + dir + " is nearly full: deleted " + removed + " before writing step " +
+              std::to_string(meta.step) + " (checkpoint.keep=" + std::to_string(keep) +
+              " would delete it after the commit)");
   io::CheckpointWriter writer(dir, meta, comm);
   const auto& layout = trainer.model().layout();
   for (const auto& view : layout.views()) {
@@ -91,6 +95,7 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
 void load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm) {
   watchdog::Guard guard("reading the checkpoint " + path);
   io::CheckpointReader reader(path, comm);
+  io::check_step_matches_file_name(reader);
   check_same_model(reader, trainer, config_text);
   const auto& layout = trainer.model().layout();
   for (const auto& view : layout.views()) {

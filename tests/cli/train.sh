@@ -225,6 +225,14 @@ if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=1m tmpfs "$OUT/full" 2>/dev/nu
   ls "$OUT/full/c"/*.tmp >/dev/null 2>&1 && fail "a .tmp is left" || pass "no .tmp left"
   expect_exit 0 "the last committed checkpoint verifies" -- "$LONGCTX" ckpt verify "$OUT/full/c/$(cat "$OUT/full/c/latest")" --quiet
   rm -rf "$OUT/full/c"
+  # checkpoint.keep=4 on a disk that holds 4 of them (246 KB each): the oldest goes before the save
+  # instead of after, so the run completes. Before: exit 1 at the fifth save.
+  expect_exit 0 "keep=4 on a disk for 4 checkpoints" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 10 \
+    --checkpoint.every 1 --checkpoint.keep 4 --checkpoint.dir "$OUT/full/c"
+  expect_in "$OUT/stderr" "nearly full: deleted .*step_00000006.h5 before writing step 10" "says what it deleted early"
+  [ "$(ls "$OUT/full/c" | tr '\n' ' ')" = "latest step_00000007.h5 step_00000008.h5 step_00000009.h5 step_00000010.h5 " ] \
+    && pass "the newest 4 are kept" || fail "kept: $(ls "$OUT/full/c" | tr '\n' ' ')"
+  rm -rf "$OUT/full/c"
   dd if=/dev/zero of="$OUT/full/filler" bs=4096 count=255 status=none 2>/dev/null
   expect_exit 1 "log.jsonl fills the disk" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 40 --log.jsonl "$OUT/full/log.jsonl"
   expect_in "$OUT/stderr" "log.jsonl=.*write failed" "says the log write failed"
