@@ -16,10 +16,13 @@ TokenImportStats import_text_files(const std::vector<std::string>& files, const 
     if (same_file(file, out_path) || same_file(file, out_path + ".tmp"))
       throw UsageError("--text " + file + " is --out " + out_path + " (or its .tmp); write the dataset elsewhere");
   }
+  int64_t expected = 0;  // the chunk need not exceed the corpus (a 12-byte corpus made a 1 MiB file)
+  for (const std::string& file : files) expected += static_cast<int64_t>(std::filesystem::file_size(file));
+  if (expected == 0) throw InputError("data import: the --text files hold no bytes: nothing to train on");
   AtomicOutput output(out_path);
   h5::File& out = output.file();
   h5::DatasetOptions options;
-  options.chunk = {int64_t{1} << 20};
+  options.chunk = {std::min(expected, int64_t{1} << 20)};
   options.fletcher32 = true;
   options.max_dims = {-1};
   h5::Dataset tokens = out.create_dataset("tokens", h5::ElementType::u8, {0}, options);
@@ -75,6 +78,30 @@ TokenReader::TokenReader(const std::string& path, MPI_Comm comm)
   const h5::Dataset offsets = file_.open_dataset("doc_offsets");
   offsets.require_rank(1, 1);
   document_count_ = offsets.shape()[0] - 1;
+  check_metadata();
+}
+
+// The attributes and doc_offsets must describe the tokens dataset: a file assembled by hand (or cut
+// short) that disagrees is refused here, not at some later sequence.
+void TokenReader::check_metadata() const {
+  const auto refuse = [&](const std::string& what) { throw InputError(path_ + ": " + what); };
+  if (file_.has_attribute("token_count") && file_.read_int64_attribute("token_count") != token_count_)
+    refuse("token_count attribute is " + std::to_string(file_.read_int64_attribute("token_count")) +
+           " but /tokens holds " + std::to_string(token_count_) + " tokens");
+  if (document_count_ < 0) refuse("/doc_offsets is empty; it needs at least [0, token count]");
+  if (file_.has_attribute("document_count") && file_.read_int64_attribute("document_count") != document_count_)
+    refuse("document_count attribute is " + std::to_string(file_.read_int64_attribute("document_count")) +
+           " but /doc_offsets holds " + std::to_string(document_count_) + " documents");
+  if (vocab_ <= 0) refuse("vocab attribute is " + std::to_string(vocab_) + "; it must be positive");
+  const std::vector<int64_t> offsets = document_offsets();
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    const int64_t previous = i == 0 ? 0 : offsets[i - 1];
+    const bool last = i + 1 == offsets.size();
+    if ((i == 0 && offsets[i] != 0) || offsets[i] < previous || offsets[i] > token_count_ ||
+        (last && offsets[i] != token_count_))
+      refuse("/doc_offsets[" + std::to_string(i) + "] = " + std::to_string(offsets[i]) +
+             ": offsets must rise from 0 to the token count " + std::to_string(token_count_));
+  }
 }
 
 int64_t TokenReader::sequence_count(int64_t seq_len) const {

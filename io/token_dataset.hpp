@@ -60,6 +60,7 @@ class TokenReader {
   std::vector<int64_t> document_offsets() const;
 
  private:
+  void check_metadata() const;
   std::string path_;
   h5::File file_;
   h5::Dataset tokens_;

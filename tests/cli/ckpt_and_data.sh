@@ -93,4 +93,33 @@ expect_exit 2 "import into a directory" -- "$LONGCTX" data import --text a.txt -
 cp a.txt a.h5
 expect_exit 2 "import a file onto itself" -- "$LONGCTX" data import --text a.h5 --out ./a.h5 --quiet
 cmp -s a.txt a.h5 && pass "the text file is intact" || fail "the input was overwritten"
+# An empty corpus is refused at import (before: imported, then refused by train); a small one makes a small
+# file (before: a 12-byte corpus took 1 MiB, one whole chunk).
+: >empty.txt
+expect_exit 3 "import an empty file" -- "$LONGCTX" data import --text empty.txt --out empty.h5 --quiet
+expect_in "$OUT/stderr" "hold no bytes" "says the corpus is empty"
+[ ! -e empty.h5 ] && pass "nothing written" || fail "empty.h5 written"
+[ "$(stat -c %s corpus.h5)" -lt 20000 ] && pass "a 34-byte corpus makes a small file" || fail "corpus.h5 is $(stat -c %s corpus.h5) bytes"
+# Metadata that disagrees with the data is refused when the file is opened, naming the field.
+for case in "token_count=150" "document_count=3" "doc_offsets=0,250" "doc_offsets=0,120,100,200"; do
+  /usr/bin/python3 - "$case" <<'PY' || exit 1
+import h5py, numpy as np, sys
+field, value = sys.argv[1].split("=")
+attrs = {"token_count": 200, "document_count": 1}
+offsets = [0, 200]
+if field == "doc_offsets":
+    offsets = [int(x) for x in value.split(",")]
+    attrs["document_count"] = len(offsets) - 1
+else:
+    attrs[field] = int(value)
+with h5py.File("meta.h5", "w") as f:
+    f["tokens"] = np.arange(200, dtype=np.uint8); f["doc_offsets"] = np.array(offsets, dtype=np.int64)
+    f.attrs["format"] = "longctx-tokens"; f.attrs["format_version"] = 1; f.attrs["vocab"] = 256
+    for k, v in attrs.items(): f.attrs[k] = v
+PY
+  expect_exit 3 "a token file with $case" -- "$LONGCTX" train --quiet --model.layers 1 --model.dim 16 --model.heads 2 \
+    --model.mlp_hidden 16 --model.vocab 256 --model.segment_lengths 8,32 --model.dilation_rates 1,2 --data.task file \
+    --data.path meta.h5 --data.seq_len 32 --train.steps 1
+  expect_in "$OUT/stderr" "meta.h5: .*${case%%=*}" "names ${case%%=*}"
+done
 finish
