@@ -273,8 +273,10 @@ int run(Invocation& invocation) {
       if (backward)
         std::cout << std::setw(8) << fixed(field(r, 1), 4) << std::setw(15)
                   << fixed(rank_gflops(r, true, field(r, 1)), 1);
-      std::cout << std::setw(19) << static_cast<uint64_t>(field(r, 3)) << std::setw(12) << fixed(100 * field(r, 4), 0)
-                << "%" << std::setw(15) << fixed(field(r, 7) / (1 << 20), 0) << "\n";
+      // A rank that received nothing had nothing to hide: "-", not "100%".
+      const std::string hidden = field(r, 3) > 0 ? fixed(100 * field(r, 4), 0) + "%" : "-";
+      std::cout << std::setw(19) << static_cast<uint64_t>(field(r, 3)) << std::setw(13) << hidden << std::setw(15)
+                << fixed(field(r, 7) / (1 << 20), 0) << "\n";
     }
     std::cout << "  total  " << fixed(slowest_fwd, 4) << " s  " << fixed(flops_fwd / slowest_fwd / 1e9, 1) << " GFLOP/s forward";
     if (backward) std::cout << ";  " << fixed(slowest_bwd, 4) << " s  " << fixed(flops_bwd / slowest_bwd / 1e9, 1) << " GFLOP/s backward";

@@ -446,9 +446,10 @@ int run_train(Invocation& inv) {
   const double peak = r.peak_gflops * 1e9 * P;
   if (rank == 0) {
     std::ostringstream head;
-    head << "train: " << r.trainer.model.layers << " layers, dim " << r.trainer.model.dim << ", "
-         << r.trainer.model.heads << " heads, " << trainer.model().layout().total() << " parameters, schedule "
-         << to_string(r.trainer.model.schedule) << ", N = " << r.trainer.seq_len << " over " << P << " ranks ("
+    const auto many = [](int64_t n, const char* noun) { return std::to_string(n) + " " + noun + (n == 1 ? "" : "s"); };
+    head << "train: " << many(r.trainer.model.layers, "layer") << ", dim " << r.trainer.model.dim << ", "
+         << many(r.trainer.model.heads, "head") << ", " << trainer.model().layout().total() << " parameters, schedule "
+         << to_string(r.trainer.model.schedule) << ", N = " << r.trainer.seq_len << " over " << many(P, "rank") << " ("
          << trainer.local_rows().rows() << " rows each), " << step_flops(r.trainer.model, r.trainer.seq_len) / 1e9
          << " GFLOP/step, MFU peak " << r.peak_gflops << " GFLOP/s per rank";
     for (size_t i = 0; i < stages; ++i)

@@ -21,6 +21,10 @@ for r in d['per_rank']:
     assert want <= set(r), want - set(r)
     assert r['bytes_received_fwd'] > 0 and r['gflops_bwd'] > 0
 " <"$OUT/stdout" && pass "per-rank JSON has the forward and backward fields" || fail "per-rank JSON fields"
+# The table: one rank receives nothing, so its "comm hidden" is "-" (it said 100%).
+expect_exit 0 "bench attention table at 1 rank" -- "$LONGCTX" bench attention --seq-len 1K --heads 1 --head-dim 8 \
+  --segment-lengths 256,1024 --dilation-rates 1,2 --iters 1 --warmup 0 --quiet
+expect_in "$OUT/stdout" "^ *0 .* 0 +- +[0-9]+$" "no communication: comm hidden is '-'"
 # Causal: rank 1's queries see more keys than rank 0's; each rank's GFLOP/s uses its own pairs (they add
 # up to the job's), not pairs / P.
 expect_exit 0 "causal bench attention on 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" bench attention --seq-len 2K \
