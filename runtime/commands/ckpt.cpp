@@ -1,7 +1,8 @@
-// `longctx ckpt inspect FILE` and `longctx ckpt verify FILE|DIR` (issue 5). One process does the work
+// `longctx ckpt inspect FILE|DIR` and `longctx ckpt verify FILE|DIR` (issue 5). One process does the work
 // (rank 0 under mpirun); every rank returns its exit code. Damage -> exit 3, naming the dataset.
 #include <sys/stat.h>
 
+#include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -13,7 +14,7 @@ namespace longctx::cli {
 namespace {
 
 void declare_file(po::options_description& desc, po::positional_options_description& positional) {
-  desc.add_options()("path", po::value<std::string>()->required(), "checkpoint file (verify: or a checkpoint directory)");
+  desc.add_options()("path", po::value<std::string>()->required(), "checkpoint file, or a checkpoint directory (inspect: its latest; verify: all of them)");
   positional.add("path", 1);
 }
 
@@ -45,8 +46,14 @@ std::string human_bytes(int64_t bytes) {
 }
 
 int run_inspect(Invocation& invocation) {
-  const std::string path = invocation.options["path"].as<std::string>();
+  const std::string given = invocation.options["path"].as<std::string>();
   return on_rank0(invocation, [&] {
+    std::string path = given;  // a checkpoint directory: the checkpoint a resume would load
+    if (std::filesystem::is_directory(given)) {
+      const std::optional<std::string> latest = io::find_latest_checkpoint(given);
+      if (!latest) throw InputError(given + ": a directory with no committed checkpoint");
+      path = *latest;
+    }
     const io::CheckpointSummary s = io::inspect_checkpoint(path);
     std::cout << "checkpoint " << s.path << "\n"
               << "  format_version " << s.format_version << "  step " << s.step << "  world_size " << s.world_size
@@ -87,7 +94,8 @@ int run_verify(Invocation& invocation) {
 }  // namespace
 
 Command ckpt_inspect_command() {
-  return {"ckpt inspect", "print a checkpoint's step, config, datasets and sizes", "FILE", declare_file, run_inspect};
+  return {"ckpt inspect", "print a checkpoint's step, config, datasets and sizes (of a directory: the one `latest` names)",
+          "FILE|DIR", declare_file, run_inspect};
 }
 
 Command ckpt_verify_command() {

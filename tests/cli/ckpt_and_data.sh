@@ -28,6 +28,11 @@ expect_exit 3 "verify a flipped byte" -- "$LONGCTX" ckpt verify flipped.h5 --qui
 expect_in "$OUT/stdout" "/model/w" "damage names the dataset"
 head -c 1000 "$CK" >truncated.h5
 expect_exit 3 "verify a truncated file" -- "$LONGCTX" ckpt verify truncated.h5 --quiet
+expect_exit 0 "inspect a checkpoint directory" -- "$LONGCTX" ckpt inspect "$OUT/w/ckpt" --quiet
+expect_in "$OUT/stdout" "checkpoint .*/$(cat "$OUT/w/ckpt/latest")" "inspect DIR shows the checkpoint latest names"
+mkdir -p nockpt
+expect_exit 3 "inspect a directory without checkpoints" -- "$LONGCTX" ckpt inspect nockpt --quiet
+expect_in "$OUT/stderr" "nockpt: a directory with no committed checkpoint" "says the directory holds none"
 expect_exit 3 "inspect a missing file" -- "$LONGCTX" ckpt inspect nope.h5 --quiet
 expect_in "$OUT/stderr" "nope.h5" "missing file named"
 expect_exit 2 "inspect without a file" -- "$LONGCTX" ckpt inspect --quiet
