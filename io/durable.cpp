@@ -48,6 +48,16 @@ void require_writable_directory(const std::string& named, const std::string& dir
                                          : "directory '" + directory + "' does not exist"));
   if (::access(directory.c_str(), W_OK | X_OK) != 0)
     throw UsageError(named + ": cannot write in directory '" + directory + "' (" + std::strerror(errno) + ")");
+  if (::geteuid() != 0) return;
+  // access() grants root everything, also where no file can be made (/sys, /proc): try making one.
+  const std::string probe = directory + "/.longctx-write-test." + std::to_string(::getpid());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) {
+    if (errno == EEXIST) return;  // a leftover of a killed run: the directory takes files
+    throw UsageError(named + ": cannot create files in directory '" + directory + "' (" + std::strerror(errno) + ")");
+  }
+  ::close(fd);
+  ::unlink(probe.c_str());
 }
 
 }  // namespace
