@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <sstream>
@@ -194,6 +195,7 @@ struct Exchange {
   SpanPlan plan;
   std::vector<float> send, gathered, mine;
   Timed gather, reduce;
+  bool kept = false;  // `gathered` holds the forward's rows: no all-gather
 };
 
 // The spanning branches' all-gathers of one forward or backward call, in branch order. begin(i) packs
@@ -218,8 +220,14 @@ class ExchangePipeline {
     return group_for_(static_cast<int>(effective_segment_length(plan.branch, global_len_) / rows_per_rank_));
   }
 
+  // Exchange i uses `gathered` (the forward's rows) instead of an all-gather.
+  void adopt(size_t i, std::vector<float> gathered) {
+    exchanges_[i]->gathered = std::move(gathered);
+    exchanges_[i]->kept = true;
+  }
+
   void begin(size_t i, const Tensor& k, const Tensor& v) {
-    if (i >= exchanges_.size()) return;
+    if (i >= exchanges_.size() || exchanges_[i]->kept) return;
     Exchange& ex = *exchanges_[i];
     pack_own(ex.plan, k, v, ex.send);
     size_t total = 0;
@@ -230,12 +238,12 @@ class ExchangePipeline {
 
   // Lets MPI move exchange i's gather, and every reduce-scatter started so far, along.
   void progress(size_t i) {
-    if (i < exchanges_.size()) exchanges_[i]->gather.progress();
+    if (i < exchanges_.size() && !exchanges_[i]->kept) exchanges_[i]->gather.progress();
     for (auto& ex : exchanges_) ex->reduce.progress();
   }
 
   Exchange& finish(size_t i) {
-    exchanges_[i]->gather.finish(stats_);
+    if (!exchanges_[i]->kept) exchanges_[i]->gather.finish(stats_);
     return *exchanges_[i];
   }
 
@@ -256,6 +264,13 @@ class ExchangePipeline {
   SequenceParallelStats& stats_;
   int64_t rows_per_rank_, global_len_;
 };
+
+bool same_branches(const Schedule& a, const Schedule& b) {
+  return std::equal(a.branches.begin(), a.branches.end(), b.branches.begin(), b.branches.end(),
+                    [](const Branch& x, const Branch& y) {
+                      return x.segment_length == y.segment_length && x.dilation == y.dilation;
+                    });
+}
 
 void stride_gather(const float* tensor, int64_t first_index, int64_t stride, int64_t count, int64_t D, float* out) {
   for (int64_t t = 0; t < count; ++t)
@@ -303,8 +318,22 @@ void check_spanning_segments_whole(const Schedule& schedule, int64_t seq_len, in
   }
 }
 
+// One forward's gathered rows, per spanning branch, and what they were gathered for.
+struct SequenceParallelAttention::Kept {
+  const float* v = nullptr;
+  Shape shape;
+  Schedule spanning;
+  HeadOffsets offsets = HeadOffsets::paper;
+  std::vector<std::vector<float>> gathered;  // [spanning branch]: the all-gather's buffer
+};
+
 SequenceParallelAttention::SequenceParallelAttention(comm::Communicator& comm) : comm_(comm) {}
 SequenceParallelAttention::~SequenceParallelAttention() = default;
+
+void SequenceParallelAttention::keep_gathered_for_backward(bool keep) {
+  keep_gathered_ = keep;
+  if (!keep) kept_.clear();
+}
 
 comm::Communicator& SequenceParallelAttention::group_for(int group_size) {
   // Key: group size -> this rank's group; the first rank is implied by the rank and the size.
@@ -345,6 +374,16 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
   ExchangePipeline exchanges(split.spanning, dims, global_len, comm_, params.offsets,
                              [this](int group_size) -> comm::Communicator& { return group_for(group_size); },
                              forward_stats_);
+  kept_.erase(k.data());
+  Kept* keep = nullptr;
+  if (keep_gathered_ && exchanges.size() > 0) {
+    auto entry = std::make_unique<Kept>();
+    entry->v = v.data();
+    entry->shape = k.shape();
+    entry->spanning = split.spanning;
+    entry->offsets = params.offsets;
+    keep = (kept_[k.data()] = std::move(entry)).get();
+  }
   exchanges.begin(0, k, v);
   if (!split.local.branches.empty()) {
     AttentionParams local = params;
@@ -366,6 +405,7 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
     const SpanPlan& plan = ex.plan;
     std::vector<float> k_tiles(static_cast<size_t>(tiles_size(plan))), v_tiles(k_tiles.size());
     reorder(plan, ex.gathered, k_tiles, v_tiles, true);
+    if (keep) keep->gathered.push_back(std::move(ex.gathered));
 
     const int64_t r = plan.branch.dilation;
     int64_t max_queries = 0;
@@ -439,6 +479,29 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
   ExchangePipeline exchanges(split.spanning, dims, global_len, comm_, params.offsets,
                              [this](int group_size) -> comm::Communicator& { return group_for(group_size); },
                              backward_stats_);
+  if (exchanges.size() > 0) {
+    // The forward's rows serve when every rank kept them for these k, v and its own rows in them still
+    // equal k and v: then so does every row of every group. All ranks decide together.
+    std::unique_ptr<Kept> kept;
+    if (const auto found = kept_.find(k.data()); found != kept_.end()) {
+      kept = std::move(found->second);
+      kept_.erase(found);
+    }
+    int usable = kept && kept->v == v.data() && kept->shape == k.shape() && kept->offsets == params.offsets &&
+                 same_branches(kept->spanning, split.spanning) && kept->gathered.size() == exchanges.size();
+    std::vector<float> own;
+    for (size_t i = 0; usable && i < exchanges.size(); ++i) {
+      const SpanPlan& plan = exchanges[i].plan;
+      pack_own(plan, k, v, own);
+      const std::vector<float>& gathered = kept->gathered[i];
+      const size_t at = member_offset(plan, plan.me);
+      usable = gathered.size() >= at + own.size() &&
+               std::memcmp(gathered.data() + at, own.data(), own.size() * sizeof(float)) == 0;
+    }
+    comm_.all_reduce(Span<int>(&usable, 1), comm::ReduceOp::min);
+    if (usable)
+      for (size_t i = 0; i < exchanges.size(); ++i) exchanges.adopt(i, std::move(kept->gathered[i]));
+  }
   exchanges.begin(0, k, v);
   if (!split.local.branches.empty()) {
     AttentionParams local = params;

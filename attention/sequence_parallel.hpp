@@ -12,8 +12,10 @@
 //   3. each rank attends its own selected queries to the gathered rows. Gathered rows are in position
 //      order (rank-major), so a causal query's visible keys are a prefix: those of earlier ranks,
 //      then its own up to its position; a later rank's keys are never visible.
-//   Backward runs the same gather, accumulates dK and dV for every gathered row from this rank's
-//   queries, and reduce-scatters them (same layout, same counts) back to the owners of those rows.
+//   Backward accumulates dK and dV for every gathered row from this rank's queries, and reduce-scatters
+//   them (same layout, same counts) back to the owners of those rows. Its K / V rows are the forward's,
+//   kept (keep_gathered_for_backward), or gathered again: one 4-byte all-reduce decides, on all ranks
+//   alike, whether every rank still holds its kept rows unchanged.
 // Overlap: the next spanning branch's non-blocking all-gather is started before the current branch is
 // computed, and progressed between work chunks (Open MPI has no progress thread), so its time hides
 // behind compute; in the backward each branch's reduce-scatter is non-blocking too and completes while
@@ -65,13 +67,24 @@ class SequenceParallelAttention {
   void backward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
                 const Tensor& lse, const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv);
 
+  // On: each forward keeps its spanning branches' gathered K / V rows (by k's buffer) for the backward
+  // on the same k and v, which then skips its all-gathers (half of the backward's traffic) and frees
+  // them. The backward checks that every rank's own rows in them still equal k and v (bit for bit; one
+  // 4-byte all-reduce over the communicator), else it gathers again. Memory: the gathered rows of the
+  // spanning branches per forward kept (the model: one per layer). Off (the default): forward keeps
+  // nothing and drops what was kept.
+  void keep_gathered_for_backward(bool keep);
+
   const SequenceParallelStats& last_forward() const { return forward_stats_; }
   const SequenceParallelStats& last_backward() const { return backward_stats_; }
 
  private:
+  struct Kept;  // one forward's gathered rows
   comm::Communicator& group_for(int group_size);
 
   comm::Communicator& comm_;
+  bool keep_gathered_ = false;
+  std::map<const float*, std::unique_ptr<Kept>> kept_;  // by k.data()
   std::map<int, std::unique_ptr<comm::Communicator>> groups_;  // group size -> this rank's group
   SequenceParallelStats forward_stats_;
   SequenceParallelStats backward_stats_;

@@ -41,8 +41,8 @@ Schedule resolve(const Case& c) {
   return make_schedule(w, c.r, false);
 }
 
-void run_case(const Case& c, bool backward) {
-  SCOPED_TRACE(c.name);
+void run_case(const Case& c, bool backward, bool keep = false) {
+  SCOPED_TRACE(std::string(c.name) + (keep ? ", backward on the forward's kept K / V" : ""));
   auto comm = world();
   const int P = comm->size();
   const int64_t N = kRowsPerRank * P, first = kRowsPerRank * comm->rank();
@@ -58,6 +58,7 @@ void run_case(const Case& c, bool backward) {
   single.forward(params, q, k, v, o, lse);
 
   SequenceParallelAttention sharded(*comm);
+  sharded.keep_gathered_for_backward(keep);
   const Tensor q_mine = rows_of(q, first, kRowsPerRank), k_mine = rows_of(k, first, kRowsPerRank),
                v_mine = rows_of(v, first, kRowsPerRank);
   Tensor o_mine, lse_mine;
@@ -96,8 +97,61 @@ TEST(SequenceParallel, BackwardEqualsSingleProcess) {
   for (const Case& c : cases()) run_case(c, true);
 }
 
+TEST(SequenceParallel, BackwardOnKeptRowsEqualsSingleProcess) {
+  for (const Case& c : cases()) run_case(c, true, true);
+}
+
+// Bytes of the backward's one-int all-reduce (min) that decides whether the kept rows serve, by the
+// communicator's accounting (comm/communicator.hpp): rank 0 holds the one element's block.
+uint64_t keep_check_bytes(int rank, int P) { return P == 1 ? 0 : (rank == 0 ? (P - 1) * 4u : 4u); }
+
+// The backward on kept rows gives what a backward that gathers again gives, bit for bit, and only while
+// the rows are unchanged: k changed in place on ONE rank after the forward makes every rank gather again
+// (a stale row there would be a wrong gradient everywhere; a split decision would hang).
+TEST(SequenceParallel, KeptRowsServeOnlyWhileUnchangedOnEveryRank) {
+  auto comm = world();
+  const int P = comm->size();
+  if (P == 1) GTEST_SKIP() << "one rank gathers nothing";
+  const int64_t L = 24, H = 3, D = 8;
+  AttentionParams params;
+  params.schedule = make_schedule({6, 2 * L, P * L}, {1, 2, 3}, false);
+  params.causal = true;
+  const Shape shape{1, L, H, D};
+  const uint64_t seed = 100 + 10 * static_cast<uint64_t>(comm->rank());
+  const Tensor q = random_tensor(shape, seed), v = random_tensor(shape, seed + 2), dout = random_tensor(shape, seed + 3);
+  Tensor k = random_tensor(shape, seed + 1);
+
+  SequenceParallelAttention plain(*comm), keeping(*comm);
+  keeping.keep_gathered_for_backward(true);
+  Tensor o, lse, dq, dk, dv, o2, lse2, dq2, dk2, dv2;
+  plain.forward(params, q, k, v, o, lse);
+  plain.backward(params, q, k, v, o, lse, dout, dq, dk, dv);
+  keeping.forward(params, q, k, v, o2, lse2);
+  keeping.backward(params, q, k, v, o2, lse2, dout, dq2, dk2, dv2);
+  for (const auto& [a, b] : {std::pair{&dq, &dq2}, {&dk, &dk2}, {&dv, &dv2}})
+    EXPECT_TRUE(all_close(*a, *b, 0, 0)) << "kept rows give other gradients";
+  EXPECT_LT(keeping.last_backward().bytes_received, plain.last_backward().bytes_received);
+
+  // Change k on the last rank only, between forward and backward.
+  keeping.forward(params, q, k, v, o2, lse2);
+  if (comm->rank() == P - 1)
+    for (int64_t i = 0; i < k.size(); ++i) k.data()[i] *= 1.5f;
+  keeping.backward(params, q, k, v, o2, lse2, dout, dq2, dk2, dv2);
+  plain.backward(params, q, k, v, o2, lse2, dout, dq, dk, dv);  // gathers the changed rows
+  for (const auto& [a, b] : {std::pair{&dq, &dq2}, {&dk, &dk2}, {&dv, &dv2}})
+    EXPECT_TRUE(all_close(*a, *b, 0, 0)) << "stale kept rows were used";
+  EXPECT_EQ(keeping.last_backward().bytes_received, plain.last_backward().bytes_received);
+
+  // A backward with no forward kept for these tensors (another k buffer) gathers too.
+  const Tensor k_copy = k;
+  keeping.forward(params, q, k, v, o2, lse2);
+  keeping.backward(params, q, k_copy, v, o2, lse2, dout, dq2, dk2, dv2);
+  EXPECT_EQ(keeping.last_backward().bytes_received, plain.last_backward().bytes_received);
+}
+
 // Bytes for a branch spanning g ranks: (g-1)/g * (w/r) rows * H * D * 2 (K and V) * 4 bytes, received
-// and sent by every rank (forward); the backward gathers again and reduce-scatters the same volume back.
+// and sent by every rank (forward); the backward gathers again (unless it keeps the forward's rows) and
+// reduce-scatters the same volume back.
 TEST(SequenceParallel, BytesAreExactlyWhatTheAlgorithmNeeds) {
   auto comm = world();
   const int P = comm->size();
@@ -115,9 +169,16 @@ TEST(SequenceParallel, BytesAreExactlyWhatTheAlgorithmNeeds) {
     const uint64_t expected = static_cast<uint64_t>((g - 1) * (g * L / r) / g * H * D * 2 * 4);
     EXPECT_EQ(sharded.last_forward().bytes_received, expected) << "g = " << g;
     EXPECT_EQ(sharded.last_forward().bytes_sent, expected) << "g = " << g;
+    const uint64_t check = keep_check_bytes(comm->rank(), P);
     sharded.backward(params, q, k, v, o, lse, q, dq, dk, dv);
-    EXPECT_EQ(sharded.last_backward().bytes_received, 2 * expected) << "g = " << g;
-    EXPECT_EQ(sharded.last_backward().bytes_sent, 2 * expected) << "g = " << g;
+    EXPECT_EQ(sharded.last_backward().bytes_received, 2 * expected + check) << "g = " << g;
+    EXPECT_EQ(sharded.last_backward().bytes_sent, 2 * expected + check) << "g = " << g;
+    // Keeping the forward's gathered rows, the backward only reduce-scatters dK / dV.
+    sharded.keep_gathered_for_backward(true);
+    sharded.forward(params, q, k, v, o, lse);
+    sharded.backward(params, q, k, v, o, lse, q, dq, dk, dv);
+    EXPECT_EQ(sharded.last_backward().bytes_received, expected + check) << "g = " << g;
+    EXPECT_EQ(sharded.last_backward().bytes_sent, expected + check) << "g = " << g;
   }
   // A schedule whose branches all fit in a shard exchanges nothing.
   AttentionParams local;

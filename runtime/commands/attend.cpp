@@ -130,6 +130,7 @@ int run(Invocation& invocation) {
     throw InternalError("injected failure on rank " + *fail_rank + " (LONGCTX_FAULT_INJECT_RANK)");
 
   SequenceParallelAttention attention(world);
+  attention.keep_gathered_for_backward(backward);  // the backward reuses the forward's gathered K / V
   Tensor o, lse, dq, dk, dv;
   SequenceParallelStats f, b;  // the GPU path fills only seconds: one rank exchanges nothing
   if (gpu) {

@@ -184,6 +184,7 @@ int run(Invocation& invocation) {
             std::to_string(iters) + " timed iterations");
 
   SequenceParallelAttention attention(world);
+  attention.keep_gathered_for_backward(backward);  // as training does: the backward reuses the forward's K / V
   Tensor o, lse, dq, dk, dv;
   std::vector<double> fwd, bwd;
   SequenceParallelStats fwd_stats, bwd_stats;

@@ -115,6 +115,7 @@ CrossEntropyStats Model::forward(const float* params, const int32_t* tokens, con
   tokens_.assign(tokens, tokens + rows);
   previous_token_ = previous_token;
   const float* embedding = p(params, "embedding");
+  attention_.keep_for_backward(for_backward);
 
   Tensor x({rows, dim});
   for (int64_t t = 0; t < rows; ++t) {

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <memory>
+#include <type_traits>
 #include <utility>
 
 #include "attention/attention.hpp"
@@ -27,6 +28,8 @@ class SequenceAttention {
   virtual void backward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& o, const Tensor& lse, const Tensor& dout, Tensor& dq, Tensor& dk,
                         Tensor& dv) = 0;
+  // Whether the forwards that follow are for a backward (which may then reuse what they exchanged).
+  virtual void keep_for_backward(bool) {}
 };
 
 class LocalAttention : public SequenceAttention {
@@ -58,6 +61,9 @@ class ParallelAttention : public SequenceAttention {
   void backward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
                 const Tensor& lse, const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) override {
     attention_.backward(params, q, k, v, o, lse, dout, dq, dk, dv);
+  }
+  void keep_for_backward(bool keep) override {
+    if constexpr (std::is_same_v<Parallel, SequenceParallelAttention>) attention_.keep_gathered_for_backward(keep);
   }
   const Parallel& inner() const { return attention_; }
 
