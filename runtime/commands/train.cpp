@@ -240,6 +240,12 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
   if (!r.dump_path.empty()) io::check_output_path("dump.activations", r.dump_path);
   require(r.log_jsonl.empty() || r.dump_path.empty() || !io::same_file(r.log_jsonl, r.dump_path),
           "log.jsonl and dump.activations name the same file");
+  // The training data is input: no output may land on it (or on its name plus .tmp, renamed over it).
+  if (!d.path.empty())
+    for (const auto& [option, path] : {std::pair<const char*, const std::string&>{"log.jsonl", r.log_jsonl},
+                                       {"dump.activations", r.dump_path}})
+      require(path.empty() || (!io::same_file(path, d.path) && !io::same_file(path + ".tmp", d.path)),
+              std::string(option) + "=" + path + " is data.path=" + d.path + " (the training data); write it elsewhere");
   for (int64_t l : parse_size_list("dump.layers", opt<std::string>(inv, "dump.layers"))) {
     require(l >= 0 && l < m.layers, "dump.layers: layer " + std::to_string(l) + " outside [0, model.layers)");
     r.dump_layers.insert(l);

@@ -1,5 +1,6 @@
 #include "runtime/core/watchdog.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -24,7 +25,9 @@ class Watchdog {
 
   void arm(double seconds, std::function<void(const std::string&)> expire) {
     std::lock_guard<std::mutex> lock(mutex_);
-    timeout_ = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+    // Clock::duration counts nanoseconds in int64 (292 years): a larger --comm-timeout ("never", 1e10)
+    // would overflow into the past and end every job at once. 1e9 s is never in practice.
+    timeout_ = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(std::min(seconds, 1e9)));
     expire_ = std::move(expire);
     armed_ = true;
     if (!thread_.joinable()) thread_ = std::thread([this] { watch(); });

@@ -114,6 +114,9 @@ elapsed=$(( $(date +%s) - start ))
   || fail "stalled rank: exit $code after ${elapsed}s"
 expect_in "$OUT/stderr" "writing bad.h5: no progress for 3 s" "says what made no progress"
 [ ! -e bad.h5 ] && pass "no output after a stalled rank" || fail "output left after a stalled rank"
+# A timeout meant as "never" (1e10 s overflowed the watchdog's nanoseconds into the past: every job ended at once).
+expect_exit 0 "--comm-timeout 1e10 on 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" attend --input in.h5 --output never.h5 \
+  --segment-lengths 4,48 --dilation-rates 1,2 --quiet --comm-timeout 1e10
 
 # Where the results go is checked before any work (exit 2, nothing read or written): the output or the
 # report is the input, or each other, under any spelling; a directory; a directory that does not exist.

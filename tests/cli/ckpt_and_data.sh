@@ -53,6 +53,15 @@ expect_exit 0 "train on a one-sequence token file" -- "$LONGCTX" train --quiet -
   --model.heads 2 --model.mlp_hidden 16 --model.vocab 256 --model.segment_lengths 8,32 --model.dilation_rates 1,2 \
   --data.task file --data.path corpus.h5 --data.seq_len 32 --train.steps 2
 expect_in "$OUT/stderr" "none is held out" "warns that eval uses the training sequence"
+# An output onto the training data is refused before anything is written (before: the dump replaced it).
+sum_before=$(md5sum <corpus.h5)
+for out in "--dump.activations ./corpus.h5 --dump.steps 1" "--log.jsonl corpus.h5"; do
+  expect_exit 2 "train with $out" -- "$LONGCTX" train --quiet --model.layers 1 --model.dim 16 --model.heads 2 \
+    --model.mlp_hidden 16 --model.vocab 256 --model.segment_lengths 8,32 --model.dilation_rates 1,2 --data.task file \
+    --data.path corpus.h5 --data.seq_len 32 --train.steps 1 $out
+  expect_in "$OUT/stderr" "is data.path=corpus.h5 \(the training data\)" "names the collision ($out)"
+done
+[ "$(md5sum <corpus.h5)" = "$sum_before" ] && pass "the training data is untouched" || fail "corpus.h5 was changed"
 # A token file made by h5py: its string attributes are UTF-8 (h5py's default), which HDF5 will not convert
 # to ASCII; they were refused with "no appropriate function for conversion path".
 /usr/bin/python3 -c "
