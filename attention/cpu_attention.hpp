@@ -1,5 +1,7 @@
 // The CPU backend: float32, OpenMP threads, FlashAttention-style tile kernels (cpu_tile.hpp).
-// forward() calls warn_coverage (once per process per branch) so every entry point gets the spec's warning.
+// forward() calls warn_coverage (once per process per branch) so every entry point gets the spec's warning;
+// a caller that runs it on part of a schedule (the sequence-parallel path's local branches, renumbered)
+// warns for the whole schedule itself and turns this off.
 #pragma once
 
 #include "attention/attention.hpp"
@@ -8,11 +10,15 @@ namespace longctx {
 
 class CpuAttention : public AttentionBackend {
  public:
+  explicit CpuAttention(bool warn_coverage = true) : warn_coverage_(warn_coverage) {}
   std::string name() const override { return "cpu"; }
   void forward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,
                Tensor& lse) override;
   void backward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
                 const Tensor& lse, const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) override;
+
+ private:
+  bool warn_coverage_;
 };
 
 }  // namespace longctx

@@ -384,11 +384,12 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
     entry->offsets = params.offsets;
     keep = (kept_[k.data()] = std::move(entry)).get();
   }
+  warn_coverage(params.schedule, dims.heads, params.offsets);  // numbered as the user's schedule
   exchanges.begin(0, k, v);
   if (!split.local.branches.empty()) {
     AttentionParams local = params;
     local.schedule = split.local;
-    CpuAttention().forward(local, q, k, v, o, lse);
+    CpuAttention(false).forward(local, q, k, v, o, lse);
   } else {
     ensure_shape(o, q.shape());
     ensure_shape(lse, lse_shape(q.shape()));
@@ -506,7 +507,7 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
   if (!split.local.branches.empty()) {
     AttentionParams local = params;
     local.schedule = split.local;
-    CpuAttention().backward(local, q, k, v, o, lse, dout, dq, dk, dv);
+    CpuAttention(false).backward(local, q, k, v, o, lse, dout, dq, dk, dv);
   } else {
     for (Tensor* t : {&dq, &dk, &dv}) {
       ensure_shape(*t, q.shape());
