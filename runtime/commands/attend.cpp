@@ -23,6 +23,7 @@
 #include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/core/log.hpp"
+#include "runtime/core/memory.hpp"
 #include "runtime/core/watchdog.hpp"
 
 namespace longctx::cli {
@@ -80,8 +81,16 @@ void check_options(const Invocation& invocation) {
                      vm.count("report") ? vm["report"].as<std::string>() : "");
   const io::h5::File file = io::h5::File::open(input_path, io::h5::Mode::read, MPI_COMM_NULL);
   const io::AttendInput input = io::check_attend_input(file, vm["backward"].as<bool>());
-  check_shardable(params.schedule, input.seq_len, invocation.process.world().size());
-  if (device.device == "cuda") check_spanning_segments_whole(params.schedule, input.seq_len, invocation.process.world().size());
+  const int P = invocation.process.world().size();
+  check_shardable(params.schedule, input.seq_len, P);
+  if (device.device == "cuda") check_spanning_segments_whole(params.schedule, input.seq_len, P);
+  // This rank's rows of q, k, v, o (+ do, dq, dk, dv), float32 on the host: a lower bound.
+  const bool backward = vm["backward"].as<bool>();
+  check_fits_in_memory("attend on " + input_path + " " + to_string(input.shape) + " over " + std::to_string(P) +
+                           (P == 1 ? " rank" : " ranks"),
+                       backward ? "q, k, v, o, do, dq, dk, dv of its rows in float32" : "q, k, v, o of its rows in float32",
+                       static_cast<double>(element_count(input.shape)) / P * 4 * (backward ? 8 : 4),
+                       invocation.process.local_size());
 }
 
 int run(Invocation& invocation) {

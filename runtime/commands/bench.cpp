@@ -16,6 +16,7 @@
 #include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/core/log.hpp"
+#include "runtime/core/memory.hpp"
 #include "runtime/core/stats.hpp"
 
 namespace longctx::cli {
@@ -145,26 +146,60 @@ int run_cuda(const AttentionParams& params, Dtype dtype, int64_t B, int64_t N, i
   return 0;
 }
 
+// The options, checked: in the config phase (all ranks agree, one message, exit 2) and again by run.
+struct BenchOptions {
+  AttentionParams params;
+  int64_t N = 0, H = 0, D = 0, B = 0;
+  int iters = 0, warmup = 0;
+  bool backward = false, json = false;
+  DeviceChoice device;
+};
+
+BenchOptions bench_options(const Invocation& invocation) {
+  const auto& vm = invocation.options;
+  const int P = invocation.process.world().size();
+  if (vm["device"].as<std::string>() == "cuda" && P > 1)  // before the dtype rules, which are for mpirun runs
+    throw UsageError("bench attention --device cuda times one GPU: run it without mpirun (attend --device cuda "
+                     "runs under mpirun)");
+  BenchOptions o;
+  o.params = attention_params(invocation);
+  o.N = parse_size("seq-len", vm["seq-len"].as<std::string>());
+  o.H = vm["heads"].as<int64_t>(), o.D = vm["head-dim"].as<int64_t>(), o.B = vm["batch"].as<int64_t>();
+  o.iters = vm["iters"].as<int>(), o.warmup = vm["warmup"].as<int>();
+  o.backward = vm["backward"].as<bool>(), o.json = vm["json"].as<bool>();
+  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"seq-len", o.N}, {"heads", o.H},
+                                    {"head-dim", o.D}, {"batch", o.B}, {"iters", o.iters}})
+    if (value < 1) throw UsageError(std::string("--") + name + ": must be >= 1, got " + std::to_string(value));
+  if (o.warmup < 0) throw UsageError("--warmup: must be >= 0, got " + std::to_string(o.warmup));
+  constexpr int kMaxIterations = 1000000;  // warmup + iters must not overflow, nor run for ever
+  if (o.iters > kMaxIterations || o.warmup > kMaxIterations)
+    throw UsageError("--iters / --warmup: at most " + std::to_string(kMaxIterations) + " each, got " +
+                     std::to_string(o.iters) + " / " + std::to_string(o.warmup));
+  o.device = attention_device(invocation);
+  if (o.device.device == "cuda") return o;
+  check_shardable(o.params.schedule, o.N, P);
+  // q, k, v, o (+ dout, dq, dk, dv) of this rank's rows, float32: a lower bound of what the run holds.
+  const double floats = static_cast<double>(o.B) * static_cast<double>(o.N / P) * static_cast<double>(o.H) *
+                        static_cast<double>(o.D);
+  check_fits_in_memory("bench attention N=" + std::to_string(o.N) + " B=" + std::to_string(o.B) + " H=" +
+                           std::to_string(o.H) + " D=" + std::to_string(o.D) + " on " + std::to_string(P) +
+                           (P == 1 ? " rank" : " ranks"),
+                       o.backward ? "q, k, v, o, dout, dq, dk, dv of its rows in float32" : "q, k, v, o of its rows in float32",
+                       floats * 4 * (o.backward ? 8 : 4), invocation.process.local_size());
+  return o;
+}
+
 int run(Invocation& invocation) {
   const auto& vm = invocation.options;
   comm::Communicator& world = invocation.process.world();
   const int P = world.size(), rank = world.rank();
-  if (vm["device"].as<std::string>() == "cuda" && P > 1)  // before the dtype rules, which are for mpirun runs
-    throw UsageError("bench attention --device cuda times one GPU: run it without mpirun (attend --device cuda "
-                     "runs under mpirun)");
-  const AttentionParams params = attention_params(invocation);
-  const int64_t N = parse_size("seq-len", vm["seq-len"].as<std::string>());
-  const int64_t H = vm["heads"].as<int64_t>(), D = vm["head-dim"].as<int64_t>(), B = vm["batch"].as<int64_t>();
-  const int iters = vm["iters"].as<int>(), warmup = vm["warmup"].as<int>();
-  const bool backward = vm["backward"].as<bool>(), json = vm["json"].as<bool>();
-  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"seq-len", N}, {"heads", H}, {"head-dim", D},
-                                    {"batch", B}, {"iters", iters}})
-    if (value < 1) throw UsageError(std::string("--") + name + ": must be >= 1, got " + std::to_string(value));
-  if (warmup < 0) throw UsageError("--warmup: must be >= 0, got " + std::to_string(warmup));
-  const DeviceChoice device = attention_device(invocation);
-  if (device.device == "cuda")
-    return run_cuda(params, device.dtype, B, N, H, D, warmup, iters, backward, json, vm["seed"].as<uint64_t>());
-  check_shardable(params.schedule, N, P);
+  const BenchOptions options = bench_options(invocation);
+  const AttentionParams& params = options.params;
+  const int64_t N = options.N, H = options.H, D = options.D, B = options.B;
+  const int iters = options.iters, warmup = options.warmup;
+  const bool backward = options.backward, json = options.json;
+  if (options.device.device == "cuda")
+    return run_cuda(params, options.device.dtype, B, N, H, D, warmup, iters, backward, json, vm["seed"].as<uint64_t>());
   warn_coverage(params.schedule, H, params.offsets);
 
   const int64_t L = N / P, first = L * rank;
@@ -293,7 +328,7 @@ Command bench_attention_command() {
           "time dilated attention on seeded in-memory inputs (GFLOP/s by the spec's counts; bf16 / fp16 on cuda: "
           "per branch too, where each branch is its own launch; LONGCTX_FLASH_FUSE=auto|on|off, "
           "LONGCTX_FLASH_FORWARD / LONGCTX_FLASH_BACKWARD=auto|mma|wgmma choose the kernels)",
-          "", declare, run};
+          "", declare, run, [](const Invocation& invocation) { bench_options(invocation); }};
 }
 
 }  // namespace longctx::cli

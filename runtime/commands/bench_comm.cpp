@@ -17,6 +17,7 @@
 #include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/core/log.hpp"
+#include "runtime/core/memory.hpp"
 #include "runtime/core/stats.hpp"
 
 namespace longctx::cli {
@@ -34,18 +35,37 @@ void declare(po::options_description& desc, po::positional_options_description&)
       ("json", po::bool_switch(), "print one JSON object instead of a table");
 }
 
+// The options, checked in the config phase (all ranks agree: one message, exit 2) and again by run.
+void check_options(const Invocation& invocation) {
+  const auto& vm = invocation.options;
+  const std::string backend = vm["comm"].as<std::string>();
+  const int64_t bytes = parse_size("bytes", vm["bytes"].as<std::string>());
+  const int iters = vm["iters"].as<int>(), warmup = vm["warmup"].as<int>();
+  if (backend != "mpi" && backend != "staged" && backend != "nccl" && backend != "auto")
+    throw UsageError("--comm: '" + backend + "' is not a backend; allowed: mpi, staged, nccl, auto");
+  if (bytes < 1) throw UsageError("--bytes: must be >= 1, got " + std::to_string(bytes));
+  if (iters < 1) throw UsageError("--iters: must be >= 1, got " + std::to_string(iters));
+  if (warmup < 0) throw UsageError("--warmup: must be >= 0, got " + std::to_string(warmup));
+  constexpr int kMaxIterations = 1000000;  // warmup + iters must not overflow, nor run for ever
+  if (iters > kMaxIterations || warmup > kMaxIterations)
+    throw UsageError("--iters / --warmup: at most " + std::to_string(kMaxIterations) + " each, got " +
+                     std::to_string(iters) + " / " + std::to_string(warmup));
+  const int P = invocation.process.world().size();
+  if (backend != "nccl")  // host buffers (mpi), host staging (staged), either (auto)
+    check_fits_in_memory("bench comm --bytes " + std::to_string(bytes) + " over " + std::to_string(P) +
+                             (P == 1 ? " rank" : " ranks"),
+                         "its send buffer and the gathered P x bytes", static_cast<double>(bytes) * (P + 1),
+                         invocation.process.local_size());
+}
+
 int run(Invocation& invocation) {
+  check_options(invocation);
   const auto& vm = invocation.options;
   comm::Communicator& world = invocation.process.world();
   std::string backend = vm["comm"].as<std::string>();
   const int64_t bytes = parse_size("bytes", vm["bytes"].as<std::string>());
   const int iters = vm["iters"].as<int>(), warmup = vm["warmup"].as<int>();
   const bool json = vm["json"].as<bool>();
-  if (backend != "mpi" && backend != "staged" && backend != "nccl" && backend != "auto")
-    throw UsageError("--comm: '" + backend + "' is not a backend; allowed: mpi, staged, nccl, auto");
-  if (bytes < 1) throw UsageError("--bytes: must be >= 1, got " + std::to_string(bytes));
-  if (iters < 1) throw UsageError("--iters: must be >= 1, got " + std::to_string(iters));
-  if (warmup < 0) throw UsageError("--warmup: must be >= 0, got " + std::to_string(warmup));
   const int P = world.size();
   const size_t n = static_cast<size_t>(bytes);
 
@@ -126,7 +146,7 @@ int run(Invocation& invocation) {
 
 Command bench_comm_command() {
   return {"bench comm", "all-gather bandwidth of a communicator backend (mpi, staged device buffers, nccl, auto)", "",
-          declare, run};
+          declare, run, check_options};
 }
 
 }  // namespace longctx::cli

@@ -27,6 +27,7 @@
 #include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/core/log.hpp"
+#include "runtime/core/memory.hpp"
 #include "runtime/train/train_state_io.hpp"
 
 namespace longctx::cli {
@@ -589,6 +590,17 @@ Command train_command() {
     const DeviceChoice device = attention_device(inv);
     const int P = inv.process.world().size();
     const RunOptions r = validate(inv, P, false);
+    // Parameters, gradients and the AdamW moments (replicated), and per layer the activations the
+    // backward keeps for this rank's rows, plus the logits and their gradient: float32, a lower bound.
+    const model::ModelConfig& m = r.trainer.model;
+    const double rows = static_cast<double>(r.trainer.seq_len / P);
+    const double floats = 4.0 * static_cast<double>(model::make_layout(m).total()) +
+                          rows * (static_cast<double>(m.layers) * (8.0 * m.dim + 2.0 * m.mlp_hidden) + 2.0 * m.vocab);
+    check_fits_in_memory("train (model.layers=" + std::to_string(m.layers) + ", model.dim=" + std::to_string(m.dim) +
+                             ", data.seq_len=" + std::to_string(r.trainer.seq_len) + " over " + std::to_string(P) +
+                             (P == 1 ? " rank)" : " ranks)"),
+                         "parameters, gradients, AdamW moments, and each layer's activations of its rows in float32",
+                         floats * 4, inv.process.local_size());
     if (device.device == "cuda") {
       check_spanning_segments_whole(r.trainer.model.schedule, r.trainer.seq_len, P);
       for (int64_t n : r.stage_len) check_spanning_segments_whole(r.trainer.model.schedule, n, P);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <new>
 #include <sstream>
 
@@ -14,6 +15,9 @@ int64_t element_count(const Shape& shape) {
   int64_t count = 1;
   for (int64_t extent : shape) {
     if (extent < 0) throw InternalError("negative extent in shape " + to_string(shape));
+    // Past 2^63 / 4 elements the byte count would wrap (a tiny buffer for a huge shape).
+    if (extent != 0 && count > std::numeric_limits<int64_t>::max() / 4 / extent)
+      throw UsageError("shape " + to_string(shape) + " has more elements than any memory holds");
     count *= extent;
   }
   return count;

@@ -114,6 +114,12 @@ elapsed=$(( $(date +%s) - start ))
   || fail "stalled rank: exit $code after ${elapsed}s"
 expect_in "$OUT/stderr" "writing bad.h5: no progress for 3 s" "says what made no progress"
 [ ! -e bad.h5 ] && pass "no output after a stalled rank" || fail "output left after a stalled rank"
+# The coverage warning names the user's branch, once, at any P (at P = 2 the local branches were warned
+# about again, renumbered: "branch 1 (w=12, r=6)").
+expect_exit 0 "attend P=2, a branch that reaches 5 of 6 residues" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" attend --input in.h5 \
+  --output cov.h5 --segment-lengths 48,12 --dilation-rates 1,6
+[ "$(grep -c "reaches only" "$OUT/stderr")" -eq 1 ] && expect_in "$OUT/stderr" "branch 2 \(w=12, r=6\) reaches only 5 of its 6" \
+  "warned once, naming branch 2" || fail "coverage warnings: $(grep "reaches only" "$OUT/stderr" | cut -c1-60)"
 # A timeout meant as "never" (1e10 s overflowed the watchdog's nanoseconds into the past: every job ended at once).
 expect_exit 0 "--comm-timeout 1e10 on 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" attend --input in.h5 --output never.h5 \
   --segment-lengths 4,48 --dilation-rates 1,2 --quiet --comm-timeout 1e10
@@ -149,6 +155,14 @@ if [ "$(id -u)" -eq 0 ]; then  # access() says yes to root; /proc takes no files
 fi
 bad 2 "--report 'nodir/r.json': directory 'nodir' does not exist" "--report in a missing directory" -- "${A[@]}" "${S[@]:0:4}" --report nodir/r.json
 
+# An input larger than the node's memory is refused from its shape (the data is never read; here it does
+# not even exist: a chunked dataset with nothing written), before: killed or out of memory after reading.
+/usr/bin/python3 -c "
+import h5py
+with h5py.File('huge.h5', 'w') as f:
+    for name in 'qkv': f.create_dataset(name, shape=(1 << 30, 16, 128), dtype='f4', chunks=(1024, 16, 128))
+" || exit 1
+bad 2 "needs at least 32768.0 GiB per rank \\(q, k, v, o" "an input larger than the node" -- "${A[@]/in.h5/huge.h5}" --segment-lengths 1024 --dilation-rates 1
 # On/off options from the environment, as from the command line.
 expect_exit 0 "--causal" -- "$LONGCTX" attend --input in.h5 --output cl.h5 --segment-lengths 4,48 --dilation-rates 1,3 --causal --quiet
 expect_exit 0 "LONGCTX_CAUSAL=1" -- env LONGCTX_CAUSAL=1 "$LONGCTX" attend --input in.h5 --output ce.h5 --segment-lengths 4,48 --dilation-rates 1,3 --quiet

@@ -59,4 +59,20 @@ expect_in "$OUT/stderr" "comm.*gloo.*mpi, staged, nccl, auto" "names the allowed
 expect_exit 0 "bench comm with LONGCTX_COMM=auto" -- env LONGCTX_COMM=auto "${MPIRUN[@]}" -np 2 "$LONGCTX" bench comm --bytes 64K --iters 2 --json --quiet
 [ "$have_gpu" -eq 0 ] && expect_in "$OUT/stdout" '"comm": "mpi"' "auto without a GPU is mpi"
 expect_exit 2 "bench comm: zero bytes" -- "$LONGCTX" bench comm --bytes 0 --quiet
+# What cannot fit is refused before anything is allocated, with the figure (before: OOM-killed without a
+# word, or a size whose byte count wrapped to a tiny buffer: a segfault); iteration counts that overflow
+# int are refused (before: 0 iterations, "gflops_fwd": inf, exit 0).
+expect_exit 2 "bench attention larger than the node" -- "$LONGCTX" bench attention --seq-len 1G --heads 64 --head-dim 256 --quiet
+expect_in "$OUT/stderr" "needs at least 262144.0 GiB per rank \(q, k, v, o" "names what it needs"
+expect_exit 2 "bench attention whose size wraps" -- "$LONGCTX" bench attention --seq-len=134217728G --heads 2 \
+  --head-dim 16 --segment-lengths 512,1024 --dilation-rates 1,2 --quiet
+expect_exit 2 "bench attention under ulimit -v" -- bash -c "ulimit -v 2000000; \"\$0\" bench attention --seq-len 4M --heads 4 --head-dim 64 --quiet" "$LONGCTX"
+expect_in "$OUT/stderr" "needs at least 16.0 GiB per rank .* allows 1.9 GiB" "counts ulimit -v"
+expect_exit 2 "bench attention --iters 2^31-1" -- "$LONGCTX" bench attention --iters 2147483647 --quiet
+expect_exit 2 "bench comm --iters 2^31-1" -- "$LONGCTX" bench comm --bytes 1K --iters 2147483647 --quiet
+expect_exit 2 "bench comm larger than the node" -- "$LONGCTX" bench comm --bytes 100G --quiet
+# Under mpirun a bad option is one message from the config phase, not one per rank and an MPI_Abort.
+expect_exit 2 "bench attention on 2 ranks, N not shardable" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" bench attention --seq-len 4098 --quiet
+[ "$(grep -c "error:" "$OUT/stderr")" -eq 1 ] && ! grep -q MPI_ABORT "$OUT/stderr" && pass "one message, no MPI_Abort" \
+  || { fail "messages: $(grep -c "error:" "$OUT/stderr")"; head -5 "$OUT/stderr"; }
 finish

@@ -11,6 +11,9 @@ SMALL=("${BASE[@]}" --model.heads 4 --model.dim 32 --model.segment_lengths 32,12
 losses() { grep '"loss"' "$1" | sed -E 's/.*"step": ([0-9]+), "loss": ([^,]+),.*/\1 \2/'; }
 
 # ---- validation: exit 2 naming the value, nothing run -----------------------------------------------
+expect_exit 2 "a model larger than the node" -- "$LONGCTX" train "${BASE[@]}" --model.heads 4 --model.dim 32 \
+  --model.segment_lengths 32,128,256 --data.seq_len 64M
+expect_in "$OUT/stderr" "train \(model.layers=.*data.seq_len=67108864 over 1 rank\) needs at least .* GiB per rank" "says what it needs, up front"
 expect_exit 2 "zero layers" -- "$LONGCTX" train "${SMALL[@]}" --model.layers 0
 expect_in "$OUT/stderr" "model.layers=0" "zero layers named"
 expect_exit 2 "heads not dividing dim" -- "$LONGCTX" train "${BASE[@]}" --model.dim 32 --model.segment_lengths 32,128,256 --data.seq_len 256 --model.heads 5
