@@ -264,6 +264,7 @@ void flash_backward_tile(const float* q, const float* k, const float* v, const f
   }
   const float c = scale * kLog2e;
   const vint lanes = simd::lane_index();
+  const vfloat one = simd::splat(1.0f);
 
   for (int64_t k0 = 0; k0 < m_k; k0 += kBlockK) {
     const int64_t nk = std::min(kBlockK, m_k - k0);
@@ -294,6 +295,9 @@ void flash_backward_tile(const float* q, const float* k, const float* v, const f
         const vfloat delta_v = simd::splat(delta[q0 + i]);
         for (int64_t j = 0; j < cols; j += kLanes) {
           vfloat pv = simd::exp2(simd::load(p + j) * c - shift);
+          // P <= 1 exactly (lse sums this key's term too); at |score| ~ 1e6 and more, fp32 rounding of
+          // score and lse alone gave P up to 2^30 and gradients 1e9 too large. NaN stays NaN.
+          pv = pv > one ? one : pv;
           if (j + kLanes > valid) pv = (lanes + static_cast<int32_t>(j)) < valid_v ? pv : vfloat{};
           simd::store(p + j, pv);
           simd::store(ds + j, pv * (simd::load(ds + j) - delta_v) * scale);

@@ -138,6 +138,28 @@ TEST(CpuAttention, InfiniteScoresDropOutOfTheSoftmax) {
   }
 }
 
+// At |score| ~ 1e9 fp32 rounds score and lse by hundreds, and the backward's P = exp(score - lse) came
+// out up to 1e37 where it is <= 1 exactly: dv (a P-weighted sum of do) was 1e36 times its bound. Now P is
+// capped at 1 and every dv[j][d] stays within sum_p |do[p][d]|.
+TEST(CpuAttention, BackwardStaysBoundedAtHugeScores) {
+  auto backend = make_attention_backend("cpu");
+  AttentionParams p;
+  p.schedule = make_schedule({64}, {1}, false);
+  const Shape shape{1, 192, 1, 16};
+  const Tensor q = random_tensor(shape, 91, 30000.0f), k = random_tensor(shape, 92, 30000.0f),
+               v = random_tensor(shape, 93), dout = random_tensor(shape, 94);
+  Tensor o, lse, dq, dk, dv;
+  backend->forward(p, q, k, v, o, lse);
+  backend->backward(p, q, k, v, o, lse, dout, dq, dk, dv);
+  for (int64_t segment = 0; segment < 3; ++segment)
+    for (int64_t d = 0; d < 16; ++d) {
+      double bound = 0;  // sum over the segment's queries of |do|
+      for (int64_t i = 64 * segment; i < 64 * (segment + 1); ++i) bound += std::fabs(dout[i * 16 + d]);
+      for (int64_t j = 64 * segment; j < 64 * (segment + 1); ++j)
+        ASSERT_LE(std::fabs(dv[j * 16 + d]), bound * (1 + 1e-5)) << "dv[" << j << "][" << d << "]";
+    }
+}
+
 TEST(CpuAttention, ReusesAndReallocatesOutputs) {
   AttentionParams p;
   p.schedule = make_schedule({16}, {1}, false);
