@@ -219,12 +219,23 @@ std::unique_ptr<Dataset> make_dataset(const DataConfig& c) {
   if (c.task != "passkey" && c.task != "associative")
     throw UsageError("data.task=" + c.task + ": allowed values are passkey, associative, file");
   if (c.vocab < 32) throw UsageError("model.vocab=" + std::to_string(c.vocab) + ": data.task=" + c.task + " needs >= 32");
-  if (c.key_digits < 1) throw UsageError("data.key_digits must be >= 1");
-  if (c.key_repeats < 1) throw UsageError("data.key_repeats must be >= 1");
-  if (c.filler_period < 1) throw UsageError("data.filler_period must be >= 1");
+  // Each count is at least 1 and at most data.seq_len (no record fits otherwise), so the products below
+  // stay far from int64's limit (2^63 > seq_len^2 for any seq_len that fits in memory).
+  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"data.key_digits", c.key_digits},
+                                    {"data.key_repeats", c.key_repeats}})
+    if (value < 1 || value > c.seq_len)
+      throw UsageError(std::string(name) + "=" + std::to_string(value) + ": must be in [1, data.seq_len=" +
+                       std::to_string(c.seq_len) + "]");
+  constexpr int64_t kMaxFiller = int64_t{1} << 24;  // the filler sentence is held whole
+  if (c.filler_period < 1 || c.filler_period > kMaxFiller)
+    throw UsageError("data.filler_period=" + std::to_string(c.filler_period) + ": must be in [1, " +
+                     std::to_string(kMaxFiller) + "]");
   int64_t needed = (c.key_digits + 2) * (c.key_repeats + 1) + 2;
   if (c.task == "associative") {
     if (c.records < 1 || c.queries < 1) throw UsageError("data.records and data.queries must be >= 1");
+    if (c.records > c.seq_len || c.queries > c.seq_len)
+      throw UsageError("data.records=" + std::to_string(c.records) + ", data.queries=" + std::to_string(c.queries) +
+                       ": each must be <= data.seq_len=" + std::to_string(c.seq_len));
     const int64_t symbols = (c.vocab - kFirstFree) / 2;
     if (c.records > symbols * symbols)
       throw UsageError("data.records=" + std::to_string(c.records) + ": at most " + std::to_string(symbols * symbols) +

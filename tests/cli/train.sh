@@ -14,6 +14,13 @@ losses() { grep '"loss"' "$1" | sed -E 's/.*"step": ([0-9]+), "loss": ([^,]+),.*
 expect_exit 2 "a model larger than the node" -- "$LONGCTX" train "${BASE[@]}" --model.heads 4 --model.dim 32 \
   --model.segment_lengths 32,128,256 --data.seq_len 64M
 expect_in "$OUT/stderr" "train \(model.layers=.*data.seq_len=67108864 over 1 rank\) needs at least .* GiB per rank" "says what it needs, up front"
+# Task sizes that overflowed the fit check (a segfault, or exit 1 from a vector of 2^62) are exit 2.
+for big in "data.key_repeats 4611686018427387903" "data.key_digits 4611686018427387903" \
+           "data.filler_period 4611686018427387903" "data.records 4611686018427387903 --data.task associative"; do
+  expect_exit 2 "--$big" -- "$LONGCTX" train --quiet --model.heads 4 --model.dim 32 --model.segment_lengths 32,128,256 \
+    --model.dilation_rates 1,2,4 --data.seq_len 256 --${big%% *} ${big#* }
+  expect_in "$OUT/stderr" "${big%% *}=4611686018427387903" "names ${big%% *}"
+done
 expect_exit 2 "zero layers" -- "$LONGCTX" train "${SMALL[@]}" --model.layers 0
 expect_in "$OUT/stderr" "model.layers=0" "zero layers named"
 expect_exit 2 "heads not dividing dim" -- "$LONGCTX" train "${BASE[@]}" --model.dim 32 --model.segment_lengths 32,128,256 --data.seq_len 256 --model.heads 5
