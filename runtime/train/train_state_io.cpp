@@ -1,12 +1,14 @@
 #include "runtime/train/train_state_io.hpp"
 
 #include <boost/program_options.hpp>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <set>
 #include <sstream>
 
 #include "io/checkpoint.hpp"
+#include "runtime/cli/command.hpp"
 #include "runtime/core/log.hpp"
 #include "runtime/core/watchdog.hpp"
 
@@ -28,27 +30,72 @@ std::map<std::string, std::string> ini_values(const std::string& text, const std
   return values;
 }
 
+// A value as it is meant, not as it was written: "64, 128" and "1K" are the sizes 64,128 and 1024, "1e4"
+// is 10000, "on" is true; anything else is itself (trimmed).
+std::string canonical(const std::string& value) {
+  const size_t first = value.find_first_not_of(" \t"), last = value.find_last_not_of(" \t");
+  const std::string text = first == std::string::npos ? "" : value.substr(first, last - first + 1);
+  try {
+    std::string joined;
+    for (int64_t n : cli::parse_size_list("value", text)) joined += (joined.empty() ? "" : ",") + std::to_string(n);
+    return joined;
+  } catch (const Error&) {
+  }
+  char* end = nullptr;
+  const double number = std::strtod(text.c_str(), &end);
+  if (!text.empty() && end == text.c_str() + text.size()) {
+    std::ostringstream out;
+    out.precision(17);
+    out << number;
+    return out.str();
+  }
+  for (const char* word : {"true", "yes", "on"}) if (text == word) return "1";
+  for (const char* word : {"false", "no", "off"}) if (text == word) return "0";
+  return text;
+}
+
+// The [model] options of INI text, canonical, with model.mlp_hidden = 0 resolved to its 4 * model.dim.
+std::map<std::string, std::string> model_options(const std::map<std::string, std::string>& values) {
+  std::map<std::string, std::string> model;
+  for (const auto& [key, value] : values)
+    if (key.rfind("model.", 0) == 0) model[key] = canonical(value);
+  const auto hidden = model.find("model.mlp_hidden"), dim = model.find("model.dim");
+  if (hidden != model.end() && hidden->second == "0" && dim != model.end()) {
+    try {
+      hidden->second = std::to_string(4 * std::stoll(dim->second));
+    } catch (const std::exception&) {
+    }
+  }
+  return model;
+}
+
 // The model a checkpoint holds must be the model this run builds: the same [model] options (tensor shapes
-// alone miss heads, the schedule, rotary settings), and the same tensors, no more and no fewer.
+// alone miss heads, the schedule, rotary settings), compared by meaning, and the same tensors, no more
+// and no fewer.
 void check_same_model(const io::CheckpointReader& reader, Trainer& trainer, const std::string& config_text) {
-  const auto saved = ini_values(reader.config(), reader.path() + ": /config");
-  const auto now = ini_values(config_text, "config");
+  const auto saved_text = ini_values(reader.config(), reader.path() + ": /config");
+  const auto now_text = ini_values(config_text, "config");
+  const auto saved = model_options(saved_text), now = model_options(now_text);
   std::string differences;
   std::set<std::string> keys;
   for (const auto* values : {&saved, &now})
-    for (const auto& [key, value] : *values)
-      if (key.rfind("model.", 0) == 0) keys.insert(key);
+    for (const auto& [key, value] : *values) keys.insert(key);
   for (const auto& key : keys) {
     const auto a = saved.find(key), b = now.find(key);
-    const std::string was = a == saved.end() ? "(not set)" : a->second, is = b == now.end() ? "(not set)" : b->second;
-    if (was != is) differences += (differences.empty() ? "" : ", ") + key + " = " + was + " there, " + is + " here";
+    if (a != saved.end() && b != now.end() && a->second == b->second) continue;
+    const auto written = [&key](const std::map<std::string, std::string>& text) {
+      const auto found = text.find(key);
+      return found == text.end() ? std::string("(not set)") : found->second;
+    };
+    differences += (differences.empty() ? "" : ", ") + key + " = " + written(saved_text) + " there, " +
+                   written(now_text) + " here";
   }
   if (!differences.empty())
     throw InputError(reader.path() + ": a different model: " + differences +
                          "; resume with the checkpoint's model options, or use another checkpoint.dir");
   for (const char* key : {"data.task", "train.seed"}) {
-    const auto a = saved.find(key), b = now.find(key);
-    if (a != saved.end() && b != now.end() && a->second != b->second)
+    const auto a = saved_text.find(key), b = now_text.find(key);
+    if (a != saved_text.end() && b != now_text.end() && canonical(a->second) != canonical(b->second))
       log::warn(reader.path() + ": " + key + " was " + a->second + ", continuing with " + b->second);
   }
   std::set<std::string> expected;

@@ -132,6 +132,17 @@ expect_exit 3 "checkpoint of another schedule" -- "$LONGCTX" train "${BASE[@]}" 
   --model.segment_lengths 32,64,256 --data.seq_len 256 --train.steps 9 --checkpoint.dir "$OUT/ck" --checkpoint.keep 1
 expect_in "$OUT/stderr" "model.segment_lengths = 32,128,256 there, 32,64,256 here" "names the schedule"
 diff <(ls "$OUT/ck") "$OUT/ck.before" >/dev/null && pass "the checkpoints are untouched" || fail "checkpoint dir changed"
+# The same model written another way resumes (before: exit 3, "64,128 there, 64, 128 here").
+CANON=(--quiet --model.heads 4 --model.dim 32 --model.dilation_rates 1,2,4 --data.seq_len 256 --data.key_digits 3
+       --checkpoint.every 1 --checkpoint.dir "$OUT/canon")
+expect_exit 0 "checkpoint with model.mlp_hidden 0" -- "$LONGCTX" train "${CANON[@]}" --model.segment_lengths 32,128,256 \
+  --model.mlp_hidden 0 --train.steps 1
+expect_exit 0 "resume with '32, 128, 256' and model.mlp_hidden 128 (= 4 dim)" -- "$LONGCTX" train "${CANON[@]}" \
+  --model.segment_lengths "32, 128, 256" --model.mlp_hidden 128 --train.steps 2
+[ "$(cat "$OUT/canon/latest")" = step_00000002.h5 ] && pass "resumed and went on to step 2" || fail "latest: $(cat "$OUT/canon/latest")"
+expect_exit 3 "but model.mlp_hidden 64 is another model" -- "$LONGCTX" train "${CANON[@]}" --model.segment_lengths 32,128,256 \
+  --model.mlp_hidden 64 --train.steps 3
+expect_in "$OUT/stderr" "model.mlp_hidden = 128 there, 64 here" "names it as written"
 
 # ---- where files go is checked before any step (exit 2, nothing written) ------------------------------
 touch "$OUT/afile"
