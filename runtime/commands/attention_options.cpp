@@ -54,7 +54,8 @@ AttentionParams attention_params(const Invocation& invocation) {
                      std::to_string(params.softmax_scale));
   attention_device(invocation);  // validates --device and --dtype
   const int threads = vm["threads"].as<int>();
-  if (threads < 0) throw UsageError("--threads: must be >= 0, got " + std::to_string(threads));
+  if (threads < 0 || threads > kMaxThreads)
+    throw UsageError("--threads: must be in [0, " + std::to_string(kMaxThreads) + "], got " + std::to_string(threads));
   if (threads > 0) omp_set_num_threads(threads);
   return params;
 }

@@ -14,7 +14,7 @@ namespace longctx::cli {
 namespace {
 
 void declare_file(po::options_description& desc, po::positional_options_description& positional) {
-  desc.add_options()("path", po::value<std::string>()->required(), "checkpoint file, or a checkpoint directory (inspect: its latest; verify: all of them)");
+  desc.add_options()("path", po::value<std::string>(), "checkpoint file, or a checkpoint directory (inspect: its latest; verify: all of them)");
   positional.add("path", 1);
 }
 
@@ -93,14 +93,21 @@ int run_verify(Invocation& invocation) {
 
 }  // namespace
 
+// The positional FILE|DIR is required; said as the usage line says it (Boost would name "--path").
+void require_path(const Invocation& invocation) {
+  if (!invocation.options.count("path"))
+    throw UsageError("longctx " + invocation.command.name + " needs a checkpoint FILE or DIR: longctx " +
+                     invocation.command.name + " " + invocation.command.positional);
+}
+
 Command ckpt_inspect_command() {
   return {"ckpt inspect", "print a checkpoint's step, config, datasets and sizes (of a directory: the one `latest` names)",
-          "FILE|DIR", declare_file, run_inspect};
+          "FILE|DIR", declare_file, run_inspect, require_path};
 }
 
 Command ckpt_verify_command() {
   return {"ckpt verify", "read every dataset of a checkpoint (or all in a directory): checksums, finiteness; exit 3 on damage",
-          "FILE|DIR", declare_file, run_verify};
+          "FILE|DIR", declare_file, run_verify, require_path};
 }
 
 int run_on_rank0(Invocation& invocation, const std::function<int()>& work) { return on_rank0(invocation, work); }

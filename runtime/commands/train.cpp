@@ -149,7 +149,14 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
                                false);
     check_shardable(m.schedule, n, world_size);
   } catch (const UsageError& e) {
-    throw UsageError(std::string("model.segment_lengths / model.dilation_rates: ") + e.what());
+    // attention/'s messages name attend's options; train's are model.* (and it has no --allow-uncovered).
+    std::string message = e.what();
+    for (const auto& [from, to] : {std::pair<std::string, std::string>{"--segment-lengths", "model.segment_lengths"},
+                                   {"--dilation-rates", "model.dilation_rates"},
+                                   {" or pass --allow-uncovered", ""}})
+      for (size_t at = message.find(from); at != std::string::npos; at = message.find(from, at + to.size()))
+        message.replace(at, from.size(), to);
+    throw UsageError(message);
   }
   m.causal = true;
   int64_t max_r = 1;
@@ -180,7 +187,7 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
   r.trainer.clip_norm = opt<double>(inv, "train.clip");
   require(r.trainer.clip_norm >= 0 && std::isfinite(r.trainer.clip_norm), "train.clip must be >= 0 (0 disables)");
   const int threads = opt<int>(inv, "train.threads");
-  require(threads >= 0, "train.threads must be >= 0");
+  require(threads >= 0 && threads <= kMaxThreads, "train.threads must be in [0, " + std::to_string(kMaxThreads) + "]");
   if (threads > 0) omp_set_num_threads(threads);
   r.peak_gflops = opt<double>(inv, "train.peak_gflops");
   require(r.peak_gflops > 0 && std::isfinite(r.peak_gflops), "train.peak_gflops must be a finite number > 0");

@@ -70,6 +70,8 @@ expect_exit 2 "bench attention under ulimit -v" -- bash -c "ulimit -v 2000000; \
 expect_in "$OUT/stderr" "needs at least 16.0 GiB per rank .* allows 1.9 GiB" "counts ulimit -v"
 expect_exit 2 "bench attention --iters 2^31-1" -- "$LONGCTX" bench attention --iters 2147483647 --quiet
 expect_exit 2 "bench comm --iters 2^31-1" -- "$LONGCTX" bench comm --bytes 1K --iters 2147483647 --quiet
+expect_exit 2 "--threads 2^31-1" -- "$LONGCTX" bench attention --threads 2147483647 --quiet
+expect_in "$OUT/stderr" "threads: must be in \[0, 1024\]" "names the range (was: libgomp out of memory, exit 1)"
 expect_exit 2 "bench comm larger than the node" -- "$LONGCTX" bench comm --bytes 100G --quiet
 # Under mpirun a bad option is one message from the config phase, not one per rank and an MPI_Abort.
 expect_exit 2 "bench attention on 2 ranks, N not shardable" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" bench attention --seq-len 4098 --quiet

@@ -36,6 +36,7 @@ expect_in "$OUT/stderr" "nockpt: a directory with no committed checkpoint" "says
 expect_exit 3 "inspect a missing file" -- "$LONGCTX" ckpt inspect nope.h5 --quiet
 expect_in "$OUT/stderr" "nope.h5" "missing file named"
 expect_exit 2 "inspect without a file" -- "$LONGCTX" ckpt inspect --quiet
+expect_in "$OUT/stderr" "needs a checkpoint FILE or DIR: longctx ckpt inspect FILE\|DIR" "says what is missing as the usage line does"
 
 printf 'hello long context\n' >a.txt
 printf 'second document' >b.txt

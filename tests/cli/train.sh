@@ -21,6 +21,10 @@ for big in "data.key_repeats 4611686018427387903" "data.key_digits 4611686018427
     --model.dilation_rates 1,2,4 --data.seq_len 256 --${big%% *} ${big#* }
   expect_in "$OUT/stderr" "${big%% *}=4611686018427387903" "names ${big%% *}"
 done
+# Schedule errors name train's options (they named attend's --dilation-rates and --allow-uncovered).
+expect_exit 2 "no rate-1 branch" -- "$LONGCTX" train --quiet --model.segment_lengths 64,128 --model.dilation_rates 2,4
+expect_in "$OUT/stderr" "error: model.dilation_rates \(2,4\): no branch has rate 1.* add a branch with rate 1$" "names model.dilation_rates"
+grep -q -- "--" "$OUT/stderr" && fail "names a command-line option train does not have" || pass "no attend option named"
 expect_exit 2 "zero layers" -- "$LONGCTX" train "${SMALL[@]}" --model.layers 0
 expect_in "$OUT/stderr" "model.layers=0" "zero layers named"
 expect_exit 2 "heads not dividing dim" -- "$LONGCTX" train "${BASE[@]}" --model.dim 32 --model.segment_lengths 32,128,256 --data.seq_len 256 --model.heads 5
