@@ -320,6 +320,7 @@ void check_spanning_segments_whole(const Schedule& schedule, int64_t seq_len, in
 
 // One forward's gathered rows, per spanning branch, and what they were gathered for.
 struct SequenceParallelAttention::Kept {
+  int64_t forward = 0;  // which forward call of this object (the same count on every rank)
   const float* v = nullptr;
   Shape shape;
   Schedule spanning;
@@ -375,9 +376,11 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
                              [this](int group_size) -> comm::Communicator& { return group_for(group_size); },
                              forward_stats_);
   kept_.erase(k.data());
+  ++forwards_;
   Kept* keep = nullptr;
   if (keep_gathered_ && exchanges.size() > 0) {
     auto entry = std::make_unique<Kept>();
+    entry->forward = forwards_;
     entry->v = v.data();
     entry->shape = k.shape();
     entry->spanning = split.spanning;
@@ -480,9 +483,10 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
   ExchangePipeline exchanges(split.spanning, dims, global_len, comm_, params.offsets,
                              [this](int group_size) -> comm::Communicator& { return group_for(group_size); },
                              backward_stats_);
-  if (exchanges.size() > 0) {
-    // The forward's rows serve when every rank kept them for these k, v and its own rows in them still
-    // equal k and v: then so does every row of every group. All ranks decide together.
+  if (keep_gathered_ && exchanges.size() > 0) {
+    // The forward's rows serve when every rank kept them in the same forward call, for these k and v, and
+    // its own rows in them still equal k and v: then so does every row of every group. All ranks decide
+    // together (keep_gathered_ is the same on every rank: the callers set it collectively).
     std::unique_ptr<Kept> kept;
     if (const auto found = kept_.find(k.data()); found != kept_.end()) {
       kept = std::move(found->second);
@@ -499,7 +503,15 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
       usable = gathered.size() >= at + own.size() &&
                std::memcmp(gathered.data() + at, own.data(), own.size() * sizeof(float)) == 0;
     }
-    comm_.all_reduce(Span<int>(&usable, 1), comm::ReduceOp::min);
+    // min over ranks of {usable, forward, -forward}: all usable, and the same forward everywhere.
+    const int64_t forward = kept ? kept->forward : 0;
+    int64_t decide[3] = {usable, forward, -forward};
+    const auto decide_start = Clock::now();
+    comm_.all_reduce(Span<int64_t>(decide, 3), comm::ReduceOp::min);
+    const double decide_seconds = since(decide_start);  // blocking: all of it is exposed
+    backward_stats_.comm_seconds += decide_seconds;
+    backward_stats_.comm_wait_seconds += decide_seconds;
+    usable = decide[0] == 1 && decide[1] == -decide[2];
     if (usable)
       for (size_t i = 0; i < exchanges.size(); ++i) exchanges.adopt(i, std::move(kept->gathered[i]));
   }

@@ -14,8 +14,8 @@
 //      then its own up to its position; a later rank's keys are never visible.
 //   Backward accumulates dK and dV for every gathered row from this rank's queries, and reduce-scatters
 //   them (same layout, same counts) back to the owners of those rows. Its K / V rows are the forward's,
-//   kept (keep_gathered_for_backward), or gathered again: one 4-byte all-reduce decides, on all ranks
-//   alike, whether every rank still holds its kept rows unchanged.
+//   kept (keep_gathered_for_backward), or gathered again: one all-reduce of 3 int64 decides, on all
+//   ranks alike, whether every rank still holds unchanged rows kept in the same forward call.
 // Overlap: the next spanning branch's non-blocking all-gather is started before the current branch is
 // computed, and progressed between work chunks (Open MPI has no progress thread), so its time hides
 // behind compute; in the backward each branch's reduce-scatter is non-blocking too and completes while
@@ -69,10 +69,12 @@ class SequenceParallelAttention {
 
   // On: each forward keeps its spanning branches' gathered K / V rows (by k's buffer) for the backward
   // on the same k and v, which then skips its all-gathers (half of the backward's traffic) and frees
-  // them. The backward checks that every rank's own rows in them still equal k and v (bit for bit; one
-  // 4-byte all-reduce over the communicator), else it gathers again. Memory: the gathered rows of the
-  // spanning branches per forward kept (the model: one per layer). Off (the default): forward keeps
-  // nothing and drops what was kept.
+  // them. The backward checks that every rank kept them in the same forward call and that its own rows
+  // in them still equal k and v (bit for bit; one all-reduce of 3 int64 over the communicator), else it
+  // gathers again. Memory: the gathered rows of the spanning branches per forward kept (the model: one
+  // set per layer, sum over spanning branches of (w'/r) B H D 8 bytes). Off (the default): forward keeps
+  // nothing and drops what was kept, and the backward gathers without the all-reduce. Collective: set it
+  // alike on every rank.
   void keep_gathered_for_backward(bool keep);
 
   const SequenceParallelStats& last_forward() const { return forward_stats_; }
@@ -84,6 +86,7 @@ class SequenceParallelAttention {
 
   comm::Communicator& comm_;
   bool keep_gathered_ = false;
+  int64_t forwards_ = 0;  // forward calls so far (collective: the same on every rank)
   std::map<const float*, std::unique_ptr<Kept>> kept_;  // by k.data()
   std::map<int, std::unique_ptr<comm::Communicator>> groups_;  // group size -> this rank's group
   SequenceParallelStats forward_stats_;

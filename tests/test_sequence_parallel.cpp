@@ -41,6 +41,14 @@ Schedule resolve(const Case& c) {
   return make_schedule(w, c.r, false);
 }
 
+// Bytes of the backward's all-reduce (min of 3 int64) that decides whether the kept rows serve, by the
+// communicator's accounting (comm/communicator.hpp): a reduce-scatter of the even split of 3 elements
+// (the first 3 % P blocks one larger), then an all-gather of the same blocks.
+uint64_t keep_check_bytes(int rank, int P) {
+  const uint64_t block = 3 / P + (rank < 3 % P ? 1 : 0);
+  return (3 - block) * 8 + (P - 1) * block * 8;
+}
+
 void run_case(const Case& c, bool backward, bool keep = false) {
   SCOPED_TRACE(std::string(c.name) + (keep ? ", backward on the forward's kept K / V" : ""));
   auto comm = world();
@@ -71,6 +79,14 @@ void run_case(const Case& c, bool backward, bool keep = false) {
   single.backward(params, q, k, v, o, lse, dout, dq, dk, dv);
   sharded.backward(params, q_mine, k_mine, v_mine, o_mine, lse_mine, rows_of(dout, first, kRowsPerRank), dq_mine,
                    dk_mine, dv_mine);
+  // Kept rows used: the backward only reduce-scatters, the forward's all-gather in reverse (what this rank
+  // sent there it receives back summed, and the other way round), plus the deciding all-reduce.
+  if (keep && P > 1 && sharded.last_forward().bytes_received > 0) {
+    EXPECT_EQ(sharded.last_backward().bytes_received,
+              sharded.last_forward().bytes_sent + keep_check_bytes(comm->rank(), P));
+    EXPECT_EQ(sharded.last_backward().bytes_sent,
+              sharded.last_forward().bytes_received + keep_check_bytes(comm->rank(), P));
+  }
   // dK / dV sum contributions from several ranks in another order: 1e-4.
   EXPECT_TRUE(all_close(dq_mine, rows_of(dq, first, kRowsPerRank), 1e-4, 1e-4));
   EXPECT_TRUE(all_close(dk_mine, rows_of(dk, first, kRowsPerRank), 1e-4, 1e-4));
@@ -101,9 +117,6 @@ TEST(SequenceParallel, BackwardOnKeptRowsEqualsSingleProcess) {
   for (const Case& c : cases()) run_case(c, true, true);
 }
 
-// Bytes of the backward's one-int all-reduce (min) that decides whether the kept rows serve, by the
-// communicator's accounting (comm/communicator.hpp): rank 0 holds the one element's block.
-uint64_t keep_check_bytes(int rank, int P) { return P == 1 ? 0 : (rank == 0 ? (P - 1) * 4u : 4u); }
 
 // The backward on kept rows gives what a backward that gathers again gives, bit for bit, and only while
 // the rows are unchanged: k changed in place on ONE rank after the forward makes every rank gather again
@@ -140,13 +153,26 @@ TEST(SequenceParallel, KeptRowsServeOnlyWhileUnchangedOnEveryRank) {
   plain.backward(params, q, k, v, o2, lse2, dout, dq, dk, dv);  // gathers the changed rows
   for (const auto& [a, b] : {std::pair{&dq, &dq2}, {&dk, &dk2}, {&dv, &dv2}})
     EXPECT_TRUE(all_close(*a, *b, 0, 0)) << "stale kept rows were used";
-  EXPECT_EQ(keeping.last_backward().bytes_received, plain.last_backward().bytes_received);
+  const uint64_t check = keep_check_bytes(comm->rank(), P);  // the deciding all-reduce, which plain skips
+  EXPECT_EQ(keeping.last_backward().bytes_received, plain.last_backward().bytes_received + check);
 
   // A backward with no forward kept for these tensors (another k buffer) gathers too.
   const Tensor k_copy = k;
   keeping.forward(params, q, k, v, o2, lse2);
   keeping.backward(params, q, k_copy, v, o2, lse2, dout, dq2, dk2, dv2);
-  EXPECT_EQ(keeping.last_backward().bytes_received, plain.last_backward().bytes_received);
+  EXPECT_EQ(keeping.last_backward().bytes_received, plain.last_backward().bytes_received + check);
+
+  // Rows kept under the same buffer but in different forward calls on different ranks (rank 0's buffer a
+  // in the first, the others' in the second) are not one gathering: every rank gathers again.
+  const Tensor a = random_tensor(shape, seed + 5), b = random_tensor(shape, seed + 6);
+  const bool first = comm->rank() == 0;
+  keeping.forward(params, q, first ? a : b, v, o2, lse2);
+  keeping.forward(params, q, first ? b : a, v, o2, lse2);
+  keeping.backward(params, q, a, v, o2, lse2, dout, dq2, dk2, dv2);
+  plain.backward(params, q, a, v, o2, lse2, dout, dq, dk, dv);
+  for (const auto& [x, y] : {std::pair{&dq, &dq2}, {&dk, &dk2}, {&dv, &dv2}})
+    EXPECT_TRUE(all_close(*x, *y, 0, 0)) << "rows of two forward calls were mixed";
+  EXPECT_EQ(keeping.last_backward().bytes_received, plain.last_backward().bytes_received + check);
 }
 
 // Bytes for a branch spanning g ranks: (g-1)/g * (w/r) rows * H * D * 2 (K and V) * 4 bytes, received
@@ -170,9 +196,9 @@ TEST(SequenceParallel, BytesAreExactlyWhatTheAlgorithmNeeds) {
     EXPECT_EQ(sharded.last_forward().bytes_received, expected) << "g = " << g;
     EXPECT_EQ(sharded.last_forward().bytes_sent, expected) << "g = " << g;
     const uint64_t check = keep_check_bytes(comm->rank(), P);
-    sharded.backward(params, q, k, v, o, lse, q, dq, dk, dv);
-    EXPECT_EQ(sharded.last_backward().bytes_received, 2 * expected + check) << "g = " << g;
-    EXPECT_EQ(sharded.last_backward().bytes_sent, 2 * expected + check) << "g = " << g;
+    sharded.backward(params, q, k, v, o, lse, q, dq, dk, dv);  // nothing kept: gathers again, nothing to decide
+    EXPECT_EQ(sharded.last_backward().bytes_received, 2 * expected) << "g = " << g;
+    EXPECT_EQ(sharded.last_backward().bytes_sent, 2 * expected) << "g = " << g;
     // Keeping the forward's gathered rows, the backward only reduce-scatters dK / dV.
     sharded.keep_gathered_for_backward(true);
     sharded.forward(params, q, k, v, o, lse);

@@ -51,7 +51,7 @@ void check_options(const Invocation& invocation) {
     throw UsageError("--iters / --warmup: at most " + std::to_string(kMaxIterations) + " each, got " +
                      std::to_string(iters) + " / " + std::to_string(warmup));
   const int P = invocation.process.world().size();
-  if (backend != "nccl")  // host buffers (mpi), host staging (staged), either (auto)
+  if (backend == "mpi" || backend == "staged")  // host buffers, or host staging (auto may pick device buffers)
     check_fits_in_memory("bench comm --bytes " + std::to_string(bytes) + " over " + std::to_string(P) +
                              (P == 1 ? " rank" : " ranks"),
                          "its send buffer and the gathered P x bytes", static_cast<double>(bytes) * (P + 1),

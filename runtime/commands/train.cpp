@@ -81,6 +81,9 @@ void declare(po::options_description& d, po::positional_options_description&) {
        "loss weight of answer targets relative to other tokens (passkey/associative; 1 = plain mean)")
       ("train.seed", po::value<uint64_t>()->default_value(1), "seed of parameters and data")
       ("train.threads", po::value<int>()->default_value(0), "OpenMP threads per rank; 0 keeps OMP_NUM_THREADS")
+      ("train.regather_kv", po::bool_switch(),
+       "the backward gathers each layer's spanning K / V rows again instead of keeping the forward's (cpu: saves "
+       "sum over spanning branches of (w'/r) B H D 8 bytes per layer, costs as much traffic)")
       ("train.peak_gflops", po::value<double>()->default_value(128.0),
        "peak fp32 GFLOP/s of ONE rank for MFU (default: one AVX-512 core, 2 FMA x 16 lanes x 2 GHz)")
       ("checkpoint.dir", po::value<std::string>()->default_value(""), "checkpoint directory (resumes from its latest)")
@@ -111,6 +114,7 @@ struct RunOptions {
   // Length curriculum: stage i trains at stage_len[i] until step stage_end[i] (cumulative), then data.seq_len.
   std::vector<int64_t> stage_len, stage_end;
   double peak_gflops = 0;
+  bool regather_kv = false;
 };
 
 // `warn`: print the warnings (the config-phase check runs this too, silently, so they print once).
@@ -186,6 +190,7 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
           "train.weight_decay must be a finite number >= 0");
   r.trainer.clip_norm = opt<double>(inv, "train.clip");
   require(r.trainer.clip_norm >= 0 && std::isfinite(r.trainer.clip_norm), "train.clip must be >= 0 (0 disables)");
+  r.regather_kv = opt<bool>(inv, "train.regather_kv");
   const int threads = opt<int>(inv, "train.threads");
   require(threads >= 0 && threads <= kMaxThreads, "train.threads must be in [0, " + std::to_string(kMaxThreads) + "]");
   if (threads > 0) omp_set_num_threads(threads);
@@ -401,7 +406,9 @@ int run_train(Invocation& inv) {
   std::unique_ptr<comm::Communicator> device_comm;
   std::unique_ptr<model::SequenceAttention> attention_impl;
   if (device.device == "cpu") {
-    attention_impl = std::make_unique<model::ShardedAttention>(world);
+    auto sharded = std::make_unique<model::ShardedAttention>(world);
+    if (r.regather_kv) sharded->never_keep();
+    attention_impl = std::move(sharded);
   } else if (P == 1) {
     attention_impl = std::make_unique<model::LocalAttention>(make_attention_backend("cuda", device.dtype));
   } else {
@@ -601,12 +608,19 @@ Command train_command() {
     // backward keeps for this rank's rows, plus the logits and their gradient: float32, a lower bound.
     const model::ModelConfig& m = r.trainer.model;
     const double rows = static_cast<double>(r.trainer.seq_len / P);
+    double kept = 0;  // per layer: the spanning branches' gathered K / V rows, kept for the backward
+    if (P > 1 && !r.regather_kv && device.device == "cpu")
+      for (const Branch& b : m.schedule.branches)
+        if (!branch_is_local(b, r.trainer.seq_len, r.trainer.seq_len / P))
+          kept += 2.0 * static_cast<double>(effective_segment_length(b, r.trainer.seq_len) / b.dilation) * m.dim;
     const double floats = 4.0 * static_cast<double>(model::make_layout(m).total()) +
-                          rows * (static_cast<double>(m.layers) * (8.0 * m.dim + 2.0 * m.mlp_hidden) + 2.0 * m.vocab);
+                          rows * (static_cast<double>(m.layers) * (8.0 * m.dim + 2.0 * m.mlp_hidden) + 2.0 * m.vocab) +
+                          static_cast<double>(m.layers) * kept;
     check_fits_in_memory("train (model.layers=" + std::to_string(m.layers) + ", model.dim=" + std::to_string(m.dim) +
                              ", data.seq_len=" + std::to_string(r.trainer.seq_len) + " over " + std::to_string(P) +
                              (P == 1 ? " rank)" : " ranks)"),
-                         "parameters, gradients, AdamW moments, and each layer's activations of its rows in float32",
+                         "parameters, gradients, AdamW moments, each layer's activations of its rows and the K / V "
+                         "rows it gathered, in float32",
                          floats * 4, inv.process.local_size());
     if (device.device == "cuda") {
       check_spanning_segments_whole(r.trainer.model.schedule, r.trainer.seq_len, P);

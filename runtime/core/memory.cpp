@@ -36,14 +36,44 @@ uint64_t mem_total() {
   return std::numeric_limits<uint64_t>::max();
 }
 
+// The smallest limit file `name` on the way from <mount>/<path> up to <mount> (Slurm's --mem sits on
+// the job's cgroup, below the mount's top). Missing directories (another namespace) are skipped.
+uint64_t smallest_limit_up(const std::string& mount, std::string path, const char* name) {
+  uint64_t limit = std::numeric_limits<uint64_t>::max();
+  for (;;) {
+    limit = std::min(limit, limit_from((mount + path + "/" + name).c_str()));
+    if (path.empty() || path == "/") break;
+    path = path.substr(0, path.find_last_of('/'));
+  }
+  return limit;
+}
+
+// This process's cgroup memory limit (v2 memory.max, v1 memory.limit_in_bytes), from /proc/self/cgroup.
+uint64_t cgroup_limit() {
+  uint64_t limit = std::numeric_limits<uint64_t>::max();
+  std::ifstream in("/proc/self/cgroup");
+  for (std::string line; std::getline(in, line);) {
+    const size_t first = line.find(':'), second = line.find(':', first + 1);
+    if (first == std::string::npos || second == std::string::npos) continue;
+    const std::string controllers = line.substr(first + 1, second - first - 1), path = line.substr(second + 1);
+    if (controllers.empty()) {  // v2: "0::/path"
+      for (const char* mount : {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"})
+        limit = std::min(limit, smallest_limit_up(mount, path, "memory.max"));
+    } else if (("," + controllers + ",").find(",memory,") != std::string::npos) {
+      limit = std::min(limit, smallest_limit_up("/sys/fs/cgroup/memory", path, "memory.limit_in_bytes"));
+    }
+  }
+  return limit;
+}
+
 }  // namespace
 
-uint64_t node_memory_limit_bytes() {
-  uint64_t limit = std::min({mem_total(), limit_from("/sys/fs/cgroup/memory.max"),
-                             limit_from("/sys/fs/cgroup/memory/memory.limit_in_bytes")});
+uint64_t node_memory_limit_bytes() { return std::min(mem_total(), cgroup_limit()); }
+
+uint64_t process_memory_limit_bytes() {
   rlimit as{};
-  if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) limit = std::min<uint64_t>(limit, as.rlim_cur);
-  return limit;
+  if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) return as.rlim_cur;
+  return std::numeric_limits<uint64_t>::max();
 }
 
 std::string gibibytes(double bytes) {
@@ -53,14 +83,19 @@ std::string gibibytes(double bytes) {
 }
 
 void check_fits_in_memory(const std::string& what, const std::string& parts, double bytes_per_rank, int ranks_on_node) {
-  const double limit = static_cast<double>(node_memory_limit_bytes());
   const int ranks = std::max(ranks_on_node, 1);
-  if (bytes_per_rank * ranks <= limit) return;
+  const double node = static_cast<double>(node_memory_limit_bytes());
+  const double process = static_cast<double>(process_memory_limit_bytes());
   std::ostringstream message;
   message << what << " needs at least " << gibibytes(bytes_per_rank) << " per rank (" << parts << ")";
+  if (bytes_per_rank > process) {
+    message << ", but ulimit -v allows each process " << gibibytes(process) << ": raise it, or use more ranks";
+    throw UsageError(message.str());
+  }
+  if (bytes_per_rank * ranks <= node) return;
   if (ranks > 1) message << ", " << gibibytes(bytes_per_rank * ranks) << " for the " << ranks << " ranks on this node";
-  message << ", but this node allows " << gibibytes(limit)
-          << " (the least of MemTotal, the cgroup's memory limit and ulimit -v): use more nodes or a smaller problem";
+  message << ", but this node allows " << gibibytes(node)
+          << " (the lesser of MemTotal and this cgroup's memory limit): use more nodes or a smaller problem";
   throw UsageError(message.str());
 }
 

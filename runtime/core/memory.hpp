@@ -7,13 +7,17 @@
 
 namespace longctx {
 
-// The most memory this process's ranks on this node can have, in bytes: the smallest of the node's
-// MemTotal, the cgroup's limit (v2 memory.max, v1 memory.limit_in_bytes; Slurm's --mem) and RLIMIT_AS.
+// The most memory the ranks on this node can have together, in bytes: the lesser of the node's MemTotal
+// and this process's cgroup limit (v2 memory.max, v1 memory.limit_in_bytes, the smallest on the way up
+// from its own cgroup, where Slurm's --mem sits).
 uint64_t node_memory_limit_bytes();
+// The most one process can map (ulimit -v, RLIMIT_AS); no limit is UINT64_MAX.
+uint64_t process_memory_limit_bytes();
 
-// Throws UsageError when `ranks_on_node` ranks needing at least `bytes_per_rank` each cannot fit in
-// node_memory_limit_bytes(). `what` names the job ("bench attention N=1048576 B=1 H=16 D=128"); `parts`
-// says what the figure counts ("q, k, v, o in float32"). Lower bounds only: no false refusal.
+// Throws UsageError when one rank needing at least `bytes_per_rank` exceeds process_memory_limit_bytes(),
+// or `ranks_on_node` of them exceed node_memory_limit_bytes(). `what` names the job ("bench attention
+// N=1048576 B=1 H=16 D=128"); `parts` says what the figure counts ("q, k, v, o in float32"). Lower
+// bounds only: no false refusal (a cgroup shared with other jobs is taken as this job's alone).
 void check_fits_in_memory(const std::string& what, const std::string& parts, double bytes_per_rank, int ranks_on_node);
 
 // "1.5 GiB"

@@ -63,12 +63,16 @@ class ParallelAttention : public SequenceAttention {
     attention_.backward(params, q, k, v, o, lse, dout, dq, dk, dv);
   }
   void keep_for_backward(bool keep) override {
-    if constexpr (std::is_same_v<Parallel, SequenceParallelAttention>) attention_.keep_gathered_for_backward(keep);
+    if constexpr (std::is_same_v<Parallel, SequenceParallelAttention>)
+      attention_.keep_gathered_for_backward(keep && keep_allowed_);
   }
+  // The backward gathers K / V again, whatever keep_for_backward says (memory before traffic).
+  void never_keep() { keep_allowed_ = false; }
   const Parallel& inner() const { return attention_; }
 
  private:
   Parallel attention_;
+  bool keep_allowed_ = true;
 };
 
 using ShardedAttention = ParallelAttention<SequenceParallelAttention>;  // (comm)

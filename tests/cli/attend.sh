@@ -21,11 +21,12 @@ for variant in "4,48 1,3 0 paper" "4,48 1,5 1 grouped"; do
 done
 # Bytes: the 48-row branch spans all P ranks; each rank receives (P-1)/P * (48/r) rows * H * D * 2 * 4 bytes
 # forward, and the same again in backward (its reduce-scatter; it reuses the forward's K / V rows, after
-# a one-int all-reduce: rank 0 receives 3 * 4 bytes, the others 4). r = 3, H = 5, D = 8, P = 4:
-# 3/4 * 16 * 5 * 8 * 2 * 4 = 3840 per pass -> 2 * 3840 + 12 / + 4 (r = 5 gives ranks uneven counts: 'any').
+# an all-reduce of 3 int64: ranks 0-2 hold one of them and receive 2 * 8 + 3 * 8 bytes, rank 3 none and
+# 3 * 8). r = 3, H = 5, D = 8, P = 4: 3/4 * 16 * 5 * 8 * 2 * 4 = 3840 per pass -> 2 * 3840 + 40 / + 24
+# (r = 5 gives ranks uneven counts: 'any').
 expect_exit 0 "attend P=4 report" -- "${MPIRUN[@]}" -np 4 "$LONGCTX" attend --input in.h5 --output r.h5 --backward \
   --segment-lengths 4,48 --dilation-rates 1,3 --report r4.json --quiet
-expect_exit 0 "per-rank bytes = 2 x (P-1)/P (w/r) H D 2 4 + the check" -- $CHECK report r4.json 4 7692,7684,7684,7684
+expect_exit 0 "per-rank bytes = 2 x (P-1)/P (w/r) H D 2 4 + the check" -- $CHECK report r4.json 4 7720,7720,7720,7704
 expect_exit 0 "attend P=2 forward-only report" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" attend --input in.h5 --output r.h5 \
   --segment-lengths 4,48 --dilation-rates 1,3 --report r2f.json --quiet
 expect_exit 0 "forward only: 1/2 x 16 x 5 x 8 x 2 x 4 bytes, no backward FLOPs" -- $CHECK report r2f.json 2 2560

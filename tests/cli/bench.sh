@@ -64,10 +64,10 @@ expect_exit 2 "bench comm: zero bytes" -- "$LONGCTX" bench comm --bytes 0 --quie
 # int are refused (before: 0 iterations, "gflops_fwd": inf, exit 0).
 expect_exit 2 "bench attention larger than the node" -- "$LONGCTX" bench attention --seq-len 1G --heads 64 --head-dim 256 --quiet
 expect_in "$OUT/stderr" "needs at least 262144.0 GiB per rank \(q, k, v, o" "names what it needs"
-expect_exit 2 "bench attention whose size wraps" -- "$LONGCTX" bench attention --seq-len=134217728G --heads 2 \
+expect_exit 2 "bench attention of 2^57 tokens" -- "$LONGCTX" bench attention --seq-len=134217728G --heads 2 \
   --head-dim 16 --segment-lengths 512,1024 --dilation-rates 1,2 --quiet
 expect_exit 2 "bench attention under ulimit -v" -- bash -c "ulimit -v 2000000; \"\$0\" bench attention --seq-len 4M --heads 4 --head-dim 64 --quiet" "$LONGCTX"
-expect_in "$OUT/stderr" "needs at least 16.0 GiB per rank .* allows 1.9 GiB" "counts ulimit -v"
+expect_in "$OUT/stderr" "needs at least 16.0 GiB per rank .* ulimit -v allows each process 1.9 GiB" "counts ulimit -v, per process"
 expect_exit 2 "bench attention --iters 2^31-1" -- "$LONGCTX" bench attention --iters 2147483647 --quiet
 expect_exit 2 "bench comm --iters 2^31-1" -- "$LONGCTX" bench comm --bytes 1K --iters 2147483647 --quiet
 expect_exit 2 "--threads 2^31-1" -- "$LONGCTX" bench attention --threads 2147483647 --quiet

@@ -66,6 +66,12 @@ assert [l["step"] for l in lines] == [1, 2, 3, 4, 5, 6], [l["step"] for l in lin
 assert [l["step"] for l in lines if "eval_accuracy" in l] == [3, 6], lines
 PY
 [ "$(losses "$OUT/a.jsonl" | wc -l)" -eq 6 ] && pass "six logged steps" || fail "wanted 6 logged steps"
+# The backward keeps each layer's gathered K / V from the forward (w = 256 spans both ranks); gathering
+# them again (train.regather_kv) is the same arithmetic: the same losses, bit for bit.
+expect_exit 0 "the same run, gathering K / V again in the backward" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" \
+  --train.steps 6 --log.jsonl "$OUT/regather.jsonl" --eval.every 3 --train.regather_kv
+diff <(losses "$OUT/a.jsonl") <(losses "$OUT/regather.jsonl") >/dev/null && pass "kept K / V = gathered again" \
+  || { fail "kept and regathered K / V give other losses"; paste <(losses "$OUT/a.jsonl") <(losses "$OUT/regather.jsonl"); }
 if python3 -c "import h5py" 2>/dev/null; then
   python3 - "$OUT/acts.h5" <<'PY' && pass "dump has global [N,H,D] q/k/v/o" || fail "dump layout"
 import sys, h5py
