@@ -169,7 +169,8 @@ class CheckpointReader {
 // Committed checkpoint files (step_<8 digits>.h5, no .tmp) in `dir`, oldest step first, by name only.
 std::vector<std::string> list_checkpoints(const std::string& dir);
 // The subset that opens as a checkpoint whose step attribute matches its name (serial reads). Only
-// these count toward, and are deleted by, `checkpoint.keep`: a foreign or damaged step_*.h5 is left alone.
+// these count toward, and are deleted by, `checkpoint.keep`: a step_*.h5 that is no checkpoint, is
+// damaged, or is a renamed copy is left alone (a checkpoint copied in under its own name counts).
 std::vector<std::string> list_own_checkpoints(const std::string& dir);
 // The step a checkpoint file name states ("step_00000042.h5" -> 42); nullopt for any other name.
 std::optional<int64_t> step_in_file_name(const std::string& path);
@@ -177,12 +178,14 @@ std::optional<int64_t> step_in_file_name(const std::string& path);
 // otherwise resume at the wrong step, or be pruned as if it were another).
 void check_step_matches_file_name(const CheckpointReader& reader);
 // Before a checkpoint is written, rank 0: when at least `keep` >= 2 committed checkpoints exist and the
-// file system has less room than the newest of them takes (+ 1/16), deletes the oldest down to keep - 1,
-// which the commit would delete anyway; a full disk would otherwise fail every save. Never touches
-// the file `latest` names. Returns the deleted paths on rank 0 (empty elsewhere).
-std::vector<std::string> make_room_for_checkpoint(const std::string& dir, int64_t keep, MPI_Comm comm = MPI_COMM_NULL);
+// file system has less room than the newest of them takes (+ 1/16), removes stray temporaries of
+// killed saves, then deletes the oldest down to keep - 1, which the commit would delete anyway; a full
+// disk would otherwise fail every save. Never touches the file `latest` names. `available`: the free
+// bytes to assume (tests); by default the file system's. Returns the deleted checkpoints on rank 0.
+std::vector<std::string> make_room_for_checkpoint(const std::string& dir, int64_t keep, MPI_Comm comm = MPI_COMM_NULL,
+                                                  std::optional<uint64_t> available = std::nullopt);
 // The checkpoint to resume from: the file `latest` names; without `latest` (a crash right after the
-// very first rename), the newest own committed file; nullopt when there is none. `latest` naming a missing
+// very first rename), the newest committed file by name; nullopt when there is none. `latest` naming a missing
 // file, or a malformed `latest` -> InputError. Temporaries are never returned.
 std::optional<std::string> find_latest_checkpoint(const std::string& dir);
 // Removes step_*.h5.tmp and latest.tmp left by crashed commits; returns how many. Call it only when no

@@ -185,7 +185,9 @@ std::vector<std::string> list_own_checkpoints(const std::string& dir) {
 std::optional<std::string> find_latest_checkpoint(const std::string& dir) {
   const std::string latest = dir + "/latest";
   if (!std::filesystem::exists(latest)) {
-    const std::vector<std::string> files = list_own_checkpoints(dir);
+    // By name, as every rank sees the same names (opening the files could fail on one rank and not
+    // another); a foreign newest file is then refused loudly by the load.
+    const std::vector<std::string> files = list_checkpoints(dir);
     if (files.empty()) return std::nullopt;
     return files.back();
   }

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "io/atomic_output.hpp"
 #include "io/checkpoint.hpp"
@@ -94,18 +95,27 @@ void apply_retention(const std::string& dir, int64_t keep, const std::string& pr
 
 }  // namespace
 
-std::vector<std::string> make_room_for_checkpoint(const std::string& dir, int64_t keep, MPI_Comm comm) {
+std::vector<std::string> make_room_for_checkpoint(const std::string& dir, int64_t keep, MPI_Comm comm,
+                                                  std::optional<uint64_t> available) {
   std::vector<std::string> removed;
   if (keep < 2) return removed;  // keep = 1 would leave no checkpoint at all while the new one is written
   publish_on_rank0(comm, "making room for a checkpoint in " + dir, [&] {
     if (!std::filesystem::is_directory(dir)) return;
     const std::vector<std::string> own = list_own_checkpoints(dir);
-    if (static_cast<int64_t>(own.size()) < keep) return;
+    if (own.empty()) return;  // nothing to size the next one by
     std::error_code error;
     const uintmax_t newest = std::filesystem::file_size(own.back(), error);
     if (error) return;
-    const std::filesystem::space_info space = std::filesystem::space(dir, error);
-    if (error || space.available >= newest + newest / 16) return;
+    const bool measured = !available;
+    const auto room = [&]() -> uint64_t {
+      if (!measured) return *available;
+      const std::filesystem::space_info space = std::filesystem::space(dir, error);
+      return error ? std::numeric_limits<uint64_t>::max() : space.available;
+    };
+    if (room() >= newest + newest / 16) return;
+    // A killed save's .tmp is what fills a disk first (no writer is active on `dir` now).
+    if (remove_stray_temporaries(dir) > 0 && room() >= newest + newest / 16) return;
+    if (static_cast<int64_t>(own.size()) < keep) return;  // the commit would delete none of them
     std::string protect;
     try {
       if (const auto latest = find_latest_checkpoint(dir)) protect = std::filesystem::path(*latest).filename().string();

@@ -68,6 +68,12 @@ void check_output_path(const std::string& option, const std::string& path) {
   if (path.back() == '/') throw UsageError(named + ": names a directory; give a file name");
   std::error_code error;
   if (std::filesystem::is_directory(path, error)) throw UsageError(named + " is a directory; give a file name");
+  // Outputs are written to <path>.tmp and renamed over <path>: that would replace a device or a pipe
+  // (/dev/null as root) with a plain file.
+  const std::filesystem::file_status status = std::filesystem::status(path, error);
+  if (std::filesystem::exists(status) && !std::filesystem::is_regular_file(status))
+    throw UsageError(named + " exists and is not a regular file (a device or a pipe); outputs are written to a "
+                     "temporary file and renamed over it: give a file name");
   require_writable_directory(named, directory_of(path));
 }
 

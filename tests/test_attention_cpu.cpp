@@ -160,6 +160,14 @@ TEST(CpuAttention, BackwardStaysBoundedAtHugeScores) {
     }
 }
 
+// A shape whose byte count wraps int64 was a tiny buffer for a huge tensor (then writes past it).
+TEST(Tensor, ShapesBeyondAnyMemoryAreRefused) {
+  EXPECT_THROW(element_count({int64_t{1} << 31, int64_t{1} << 31}), UsageError);  // 2^62 floats: 2^64 bytes
+  EXPECT_THROW(Tensor({int64_t{1} << 40, int64_t{1} << 30, 16}), UsageError);
+  EXPECT_EQ(element_count({int64_t{1} << 30, int64_t{1} << 30}), int64_t{1} << 60);  // 2^62 bytes: no wrap
+  EXPECT_EQ(element_count({0, int64_t{1} << 62}), 0);
+}
+
 TEST(CpuAttention, ReusesAndReallocatesOutputs) {
   AttentionParams p;
   p.schedule = make_schedule({16}, {1}, false);

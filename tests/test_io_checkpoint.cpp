@@ -208,6 +208,36 @@ TEST(Checkpoint, RetentionLeavesForeignAndRenamedFilesAlone) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+// Short of room (here: told so), a save with checkpoint.keep = 3 first removes a killed save's
+// temporary, then the oldest checkpoints down to keep - 1 = 2, never the one `latest` names; with room,
+// or keep < 2, it removes nothing.
+TEST(Checkpoint, MakeRoomDeletesWhatTheCommitWouldOnly) {
+  SharedTempDir dir;
+  for (int64_t step : {10, 20, 30}) write_content(dir.path(), step, MPI_COMM_WORLD, 0);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) std::ofstream(dir.file("step_00000040.h5.tmp")) << "a killed save";
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_TRUE(make_room_for_checkpoint(dir.path(), 3, MPI_COMM_WORLD, uint64_t{1} << 40).empty());  // room
+  EXPECT_TRUE(make_room_for_checkpoint(dir.path(), 1, MPI_COMM_WORLD, 0).empty());  // keep 1: never
+  EXPECT_TRUE(make_room_for_checkpoint(dir.path(), 4, MPI_COMM_WORLD, 0).empty());  // fewer than keep
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_FALSE(fs::exists(dir.file("step_00000040.h5.tmp"))) << "short of room, the stray goes first";
+  EXPECT_EQ(list_own_checkpoints(dir.path()).size(), 3u);
+  MPI_Barrier(MPI_COMM_WORLD);
+  const std::vector<std::string> removed = make_room_for_checkpoint(dir.path(), 3, MPI_COMM_WORLD, 0);
+  if (world_rank() == 0) EXPECT_EQ(removed, (std::vector<std::string>{dir.file("step_00000010.h5")}));
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_EQ(list_own_checkpoints(dir.path()),
+            (std::vector<std::string>{dir.file("step_00000020.h5"), dir.file("step_00000030.h5")}));
+  // `latest` naming the oldest (a resume went back): that one stays, the next oldest goes.
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) std::ofstream(dir.file("latest")) << "step_00000020.h5\n";
+  MPI_Barrier(MPI_COMM_WORLD);
+  make_room_for_checkpoint(dir.path(), 2, MPI_COMM_WORLD, 0);
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_EQ(list_own_checkpoints(dir.path()), (std::vector<std::string>{dir.file("step_00000020.h5")}));
+}
+
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
   std::string text;

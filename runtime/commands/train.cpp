@@ -117,6 +117,18 @@ struct RunOptions {
   bool regather_kv = false;
 };
 
+// attention/'s schedule errors name attend's options; train's are model.* (and it has no
+// --allow-uncovered). `prefix` says which length the error is about.
+UsageError in_train_terms(const UsageError& e, const std::string& prefix = "") {
+  std::string message = e.what();
+  for (const auto& [from, to] : {std::pair<std::string, std::string>{"--segment-lengths", "model.segment_lengths"},
+                                 {"--dilation-rates", "model.dilation_rates"},
+                                 {" or pass --allow-uncovered", ""}})
+    for (size_t at = message.find(from); at != std::string::npos; at = message.find(from, at + to.size()))
+      message.replace(at, from.size(), to);
+  return UsageError(prefix + message);
+}
+
 // `warn`: print the warnings (the config-phase check runs this too, silently, so they print once).
 RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
   RunOptions r;
@@ -153,14 +165,7 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
                                false);
     check_shardable(m.schedule, n, world_size);
   } catch (const UsageError& e) {
-    // attention/'s messages name attend's options; train's are model.* (and it has no --allow-uncovered).
-    std::string message = e.what();
-    for (const auto& [from, to] : {std::pair<std::string, std::string>{"--segment-lengths", "model.segment_lengths"},
-                                   {"--dilation-rates", "model.dilation_rates"},
-                                   {" or pass --allow-uncovered", ""}})
-      for (size_t at = message.find(from); at != std::string::npos; at = message.find(from, at + to.size()))
-        message.replace(at, from.size(), to);
-    throw UsageError(message);
+    throw in_train_terms(e);
   }
   m.causal = true;
   int64_t max_r = 1;
@@ -227,7 +232,7 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
     try {
       check_shardable(m.schedule, lens[i], world_size);
     } catch (const UsageError& e) {
-      throw UsageError("data.short_seq_len=" + std::to_string(lens[i]) + ": " + e.what());
+      throw in_train_terms(e, "data.short_seq_len=" + std::to_string(lens[i]) + ": ");
     }
     end += counts[i];
     r.stage_len.push_back(lens[i]);
@@ -623,8 +628,12 @@ Command train_command() {
                          "rows it gathered, in float32",
                          floats * 4, inv.process.local_size());
     if (device.device == "cuda") {
-      check_spanning_segments_whole(r.trainer.model.schedule, r.trainer.seq_len, P);
-      for (int64_t n : r.stage_len) check_spanning_segments_whole(r.trainer.model.schedule, n, P);
+      try {
+        check_spanning_segments_whole(r.trainer.model.schedule, r.trainer.seq_len, P);
+        for (int64_t n : r.stage_len) check_spanning_segments_whole(r.trainer.model.schedule, n, P);
+      } catch (const UsageError& e) {
+        throw in_train_terms(e);
+      }
     }
     train::make_dataset(r.data);  // the token file's metadata too (exit 3 when it is no token file)
     curriculum_datasets(r);

@@ -151,6 +151,8 @@ bad 2 "names a directory" "--output ends in /" -- "${A[@]/bad.h5/adir/}" "${S[@]
 bad 2 "empty path" "--output ''" -- "${A[@]/bad.h5/}" "${S[@]:0:4}"
 bad 2 "directory 'nodir' does not exist" "--output in a missing directory" -- "${A[@]/bad.h5/nodir/x.h5}" "${S[@]:0:4}"
 grep -q "forward" "$OUT/stderr" && fail "computed before refusing the output path" || pass "refused before computing"
+bad 2 "exists and is not a regular file" "--output /dev/null" -- "${A[@]/bad.h5//dev/null}" "${S[@]:0:4}"
+[ -c /dev/null ] && pass "/dev/null is still a device" || fail "/dev/null was replaced"
 if [ "$(id -u)" -eq 0 ]; then  # access() says yes to root; /proc takes no files (before: refused after computing)
   bad 2 "cannot create files in directory '/proc'" "--output under /proc as root" -- "${A[@]/bad.h5//proc/x.h5}" "${S[@]:0:4}"
 fi

@@ -25,6 +25,9 @@ done
 expect_exit 2 "no rate-1 branch" -- "$LONGCTX" train --quiet --model.segment_lengths 64,128 --model.dilation_rates 2,4
 expect_in "$OUT/stderr" "error: model.dilation_rates \(2,4\): no branch has rate 1.* add a branch with rate 1$" "names model.dilation_rates"
 grep -q -- "--" "$OUT/stderr" && fail "names a command-line option train does not have" || pass "no attend option named"
+expect_exit 2 "a curriculum stage that does not shard" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" \
+  --data.short_seq_len 96 --data.short_steps 2
+expect_in "$OUT/stderr" "data.short_seq_len=96: model.segment_lengths: segment length 32" "names the stage and model.segment_lengths"
 expect_exit 2 "zero layers" -- "$LONGCTX" train "${SMALL[@]}" --model.layers 0
 expect_in "$OUT/stderr" "model.layers=0" "zero layers named"
 expect_exit 2 "heads not dividing dim" -- "$LONGCTX" train "${BASE[@]}" --model.dim 32 --model.segment_lengths 32,128,256 --data.seq_len 256 --model.heads 5
