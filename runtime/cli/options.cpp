@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iomanip>
 #include <limits>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -135,10 +136,12 @@ bool switch_value(const std::string& where, const std::string& value) {
 // The command line with `--X=on` written `--X` and `--X=off` dropped, for each on/off option X (Boost's
 // switches take no value; one that took an optional value would swallow the next word, `--quiet FILE`).
 // The options turned off this way go to `turned_off`: they are off whatever a config file or the
-// environment says.
+// environment says. An on/off option given twice, in any spelling (`--X --X`, `--X=1 --X=0`), is refused
+// as every other option given twice is: the last one does not silently win.
 std::vector<std::string> rewrite_switches(const std::vector<std::string>& args, const po::options_description& declared,
                                           std::set<std::string>& turned_off) {
   std::vector<std::string> words;
+  std::map<std::string, std::string> given;  // on/off option -> the word that gave it
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
     if (arg == "--") {  // what follows is positional
@@ -147,19 +150,24 @@ std::vector<std::string> rewrite_switches(const std::vector<std::string>& args, 
     }
     const size_t equals = arg.find('=');
     const po::option_description* option =
-        arg.rfind("--", 0) == 0 && equals != std::string::npos ? declared.find_nothrow(arg.substr(2, equals - 2), false)
-                                                                : nullptr;
+        arg.rfind("--", 0) == 0 ? declared.find_nothrow(arg.substr(2, equals == std::string::npos ? std::string::npos
+                                                                                                   : equals - 2),
+                                                        false)
+                                : nullptr;
     if (!option || !is_switch(*option)) {
       words.push_back(arg);
       continue;
     }
     const std::string name = option->long_name();
-    if (switch_value("--" + name, arg.substr(equals + 1))) {
+    if (const auto [first, inserted] = given.emplace(name, arg); !inserted)
+      throw UsageError("--" + name + ": given twice on the command line ('" + first->second + "', then '" + arg +
+                       "'); give it once");
+    if (equals == std::string::npos) {
+      words.push_back(arg);
+    } else if (switch_value("--" + name, arg.substr(equals + 1))) {
       words.push_back("--" + name);
-      turned_off.erase(name);
     } else {
       turned_off.insert(name);
-      words.erase(std::remove(words.begin(), words.end(), "--" + name), words.end());
     }
   }
   return words;
