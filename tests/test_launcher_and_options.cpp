@@ -4,8 +4,10 @@
 
 #include <limits>
 #include <map>
+#include <tuple>
 
 #include "runtime/cli/command.hpp"
+#include "runtime/cli/ini.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/process.hpp"
 
@@ -159,6 +161,44 @@ TEST(Options, MalformedListsNameTheOption) {
 TEST(Options, EnvironmentNames) {
   EXPECT_EQ(cli::env_name("seq-len"), "LONGCTX_SEQ_LEN");
   EXPECT_EQ(cli::env_name("model.segment_lengths"), "LONGCTX_MODEL_SEGMENT_LENGTHS");
+}
+
+// ini.hpp's rule: a comment is a line that starts with # or ;, or the rest of a line from a # or ; after a
+// blank; one right after other text is part of the value. Boost's own reader cut values at any # and kept
+// `; note` in them.
+TEST(Options, IniCommentsStartAtALineOrAfterABlank) {
+  const std::string text =
+      "\xEF\xBB\xBF# a comment\n"
+      "  ; another\n"
+      "seq-len = 4K   # a note\n"
+      "jsonl = /tmp/run#1.jsonl\n"
+      "output = a;b.h5\t; a note\r\n"
+      "\n"
+      "[ model ]  ; the model\n"
+      "layers=2\n"
+      "causal =\n"
+      "rope = # only a comment\n";
+  const auto entries = cli::parse_ini(text, "x.ini");
+  const std::vector<std::tuple<std::string, std::string, int>> want{
+      {"seq-len", "4K", 3}, {"jsonl", "/tmp/run#1.jsonl", 4}, {"output", "a;b.h5", 5},
+      {"model.layers", "2", 8}, {"model.causal", "", 9}, {"model.rope", "", 10}};
+  ASSERT_EQ(entries.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(entries[i].key, std::get<0>(want[i]));
+    EXPECT_EQ(entries[i].value, std::get<1>(want[i]));
+    EXPECT_EQ(entries[i].line, std::get<2>(want[i]));
+  }
+}
+
+TEST(Options, IniSyntaxErrorsNameTheFileAndLine) {
+  for (const char* bad : {"seed 4\n", "= 4\n", "[model\n", "[]\n", "[ ] ; empty\n"}) {
+    try {
+      cli::parse_ini(std::string("# ok\n") + bad, "run.ini");
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find("run.ini line 2: "), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(Info, SharedGpuIsFoundCpuIsNot) {

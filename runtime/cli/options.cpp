@@ -1,4 +1,3 @@
-#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
@@ -11,6 +10,7 @@
 #include <sstream>
 
 #include "runtime/cli/command.hpp"
+#include "runtime/cli/ini.hpp"
 #include "runtime/core/error.hpp"
 
 namespace longctx::cli {
@@ -173,23 +173,19 @@ std::vector<std::string> rewrite_switches(const std::vector<std::string>& args, 
   return words;
 }
 
-// The config file as INI text for Boost: a regular file that reads completely, with `;` comment lines
-// (common in INI files; Boost knows only `#`) dropped.
-std::string read_config(const std::string& path) {
+// The text of a config file: a regular file that reads completely. `given_by` says how its name came
+// ("--config", "environment variable LONGCTX_CONFIG"), for the errors about it.
+std::string read_config(const std::string& path, const std::string& given_by) {
   std::error_code error;
   if (!std::filesystem::is_regular_file(path, error))
-    throw UsageError("--config: '" + path + "' " +
+    throw UsageError(given_by + ": '" + path + "' " +
                      (std::filesystem::exists(path, error) ? "is not a regular file" : "does not exist"));
-  std::ifstream file(path);
-  if (!file) throw UsageError("--config: cannot open '" + path + "'");
-  std::string text, line;
-  while (std::getline(file, line)) {
-    const size_t first = line.find_first_not_of(" \t");
-    text += (first != std::string::npos && line[first] == ';') ? "" : line;
-    text += '\n';
-  }
-  if (file.bad()) throw UsageError("--config: cannot read '" + path + "'");
-  return text;
+  std::ifstream file(path, std::ios::binary);
+  if (!file) throw UsageError(given_by + ": cannot open '" + path + "'");
+  std::ostringstream text;
+  text << file.rdbuf();
+  if (file.bad()) throw UsageError(given_by + ": cannot read '" + path + "'");
+  return text.str();
 }
 
 // Whether some longctx command declares `option`.
@@ -243,25 +239,55 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     if (invocation.options.count("help")) return invocation;  // --help works without the required options
 
     std::optional<std::string> config_path;
-    if (invocation.options.count("config")) config_path = invocation.options["config"].as<std::string>();
-    else if (auto from_env = getenv(env_name("config")); from_env && !from_env->empty()) config_path = *from_env;
+    std::string config_given_by;
+    if (invocation.options.count("config")) {
+      config_path = invocation.options["config"].as<std::string>();
+      config_given_by = "--config";
+    } else if (auto from_env = getenv(env_name("config")); from_env && !from_env->empty()) {
+      config_path = *from_env;
+      config_given_by = "environment variable " + env_name("config");
+    }
     if (config_path) {
-      source = "config " + *config_path;
-      std::istringstream text(read_config(*config_path));
-      // One file may serve several commands (attend and bench attention, or a train config exported as
-      // LONGCTX_CONFIG while running info): keys of another longctx command are skipped, others refused.
-      po::parsed_options from_file = po::parse_config_file(text, declared, true);
-      for (const auto& o : from_file.options)
-        if (o.unregistered && !any_command_has(o.string_key))
-          throw po::unknown_option(o.string_key);
-      auto& file_options = from_file.options;
-      file_options.erase(std::remove_if(file_options.begin(), file_options.end(),
-                                        [&](const auto& o) { return turned_off.count(o.string_key) > 0; }),
-                         file_options.end());
-      check_unsigned(from_file, declared);
-      po::store(from_file, invocation.options);
-      for (const auto& o : from_file.options)
-        invocation.sources.emplace(o.string_key, "config " + *config_path);
+      const std::string file = "config file " + *config_path;
+      source = file;
+      // The file is read here, not by Boost: its rule for comments (# anywhere, ; nowhere) is not ours
+      // (ini.hpp), and a message can name the line. One po::option per key, stored one at a time.
+      std::vector<std::pair<po::option, int>> found;  // with the line that gave it
+      std::map<std::string, size_t> index;            // option -> its place in `found`
+      for (const IniEntry& entry : parse_ini(read_config(*config_path, config_given_by), file)) {
+        source = file + " line " + std::to_string(entry.line);
+        const po::option_description* option = declared.find_nothrow(entry.key, false);
+        // One file may serve several commands (attend and bench attention, or a train config exported as
+        // LONGCTX_CONFIG while running info): keys of another longctx command are skipped, others refused.
+        if (!option) {
+          if (any_command_has(entry.key)) continue;
+          throw po::unknown_option(entry.key);
+        }
+        const std::string& name = option->long_name();
+        if (entry.value.empty())
+          throw UsageError(source + ": '" + entry.key + "' has no value (to keep the default, leave the line out)");
+        const std::string value = !is_switch(*option)                              ? entry.value
+                                  : switch_value(source + ": " + name, entry.value) ? "true"
+                                                                                    : "false";
+        const auto [at, first] = index.emplace(name, found.size());
+        if (first) {
+          found.emplace_back(po::option(name, {value}), entry.line);
+        } else if (option->semantic()->max_tokens() > 1) {  // a list: each line adds to it
+          found[at->second].first.value.push_back(value);
+        } else {
+          throw UsageError(source + ": '" + entry.key + "' given twice (first on line " +
+                           std::to_string(found[at->second].second) + ")");
+        }
+      }
+      for (const auto& [option, line] : found) {
+        if (turned_off.count(option.string_key)) continue;
+        source = file + " line " + std::to_string(line);
+        po::parsed_options one(&declared);
+        one.options.push_back(option);
+        check_unsigned(one, declared);
+        po::store(one, invocation.options);
+        invocation.sources.emplace(option.string_key, "config " + *config_path);
+      }
     }
 
     // One variable at a time, so an error names it. An empty variable counts as unset.
@@ -348,7 +374,10 @@ std::string help_text(const Command& command, const po::options_description& dec
   out << "On/off options are off unless given; --X=false turns off one that a config file or the\n"
       << "environment turned on. Every option can also come from --config FILE.ini ([section] key=value)\n"
       << "or the environment (--" << example << " <- " << env_name(example) << "; on/off options take 1/0, true/false, yes/no or on/off);\n"
-      << "the command line wins over the file, the file over the environment.\n";
+      << "the command line wins over the file, the file over the environment.\n"
+      << "In the file a line that starts with # or ; is a comment, and so is the rest of a line from a\n"
+      << "# or ; after a blank (seed = 4  # note); one right after other text is part of the value\n"
+      << "(jsonl = run#1.jsonl). A key with no value, or given twice, is an error.\n";
   return out.str();
 }
 
