@@ -264,6 +264,9 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
           throw po::unknown_option(entry.key);
         }
         const std::string& name = option->long_name();
+        if (name == "help")  // a help key would make every run print help and do nothing, exit 0
+          throw UsageError(source + ": '" + entry.key + "' belongs on the command line only (longctx " + command.name +
+                           " --help); remove it from the file");
         if (entry.value.empty())
           throw UsageError(source + ": '" + entry.key + "' has no value (to keep the default, leave the line out)");
         const std::string value = !is_switch(*option)                              ? entry.value
@@ -296,6 +299,9 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
       const std::string variable = env_name(name);
       const auto value = getenv(variable);
       if (name == "config" || !value || value->empty() || turned_off.count(name)) continue;
+      if (name == "help")
+        throw UsageError("environment variable " + variable + "='" + *value + "': help belongs on the command line " +
+                         "only (longctx " + command.name + " --help); unset " + variable);
       source = "environment variable " + variable + "='" + *value + "'";
       std::vector<std::string> words{"--" + name};
       if (is_switch(*option)) {
@@ -377,7 +383,8 @@ std::string help_text(const Command& command, const po::options_description& dec
       << "the command line wins over the file, the file over the environment.\n"
       << "In the file a line that starts with # or ; is a comment, and so is the rest of a line from a\n"
       << "# or ; after a blank (seed = 4  # note); one right after other text is part of the value\n"
-      << "(jsonl = run#1.jsonl). A key with no value, or given twice, is an error.\n";
+      << "(jsonl = run#1.jsonl). A key with no value, or given twice, is an error.\n"
+      << "--help works on the command line only.\n";
   return out.str();
 }
 

@@ -52,4 +52,18 @@ printf 'comm-timeout\n' >"$OUT/noeq.ini"
 expect_exit 2 "a line without =" -- "$LONGCTX" info --config "$OUT/noeq.ini"
 expect_in "$OUT/stderr" "noeq.ini line 1: 'comm-timeout' is not 'key = value'" "names the file and line"
 
+# --help belongs on the command line: a help key in a file or LONGCTX_HELP (any value) made every run print
+# help and exit 0, doing nothing.
+for value in 1 0 false; do
+  printf 'help = %s\n' "$value" >"$OUT/help.ini"
+  expect_exit 2 "help = $value in a config file" -- "$LONGCTX" info --config "$OUT/help.ini"
+  expect_in "$OUT/stderr" "help.ini line 1: 'help' belongs on the command line only" "names the file and line"
+  expect_exit 2 "LONGCTX_HELP=$value" -- env LONGCTX_HELP=$value "$LONGCTX" info
+  expect_in "$OUT/stderr" "environment variable LONGCTX_HELP='$value': help belongs on the command line only" \
+    "names the variable"
+  [ ! -s "$OUT/stdout" ] && pass "no help printed" || fail "LONGCTX_HELP=$value printed something"
+done
+expect_exit 0 "--help on the command line" -- "$LONGCTX" info --help
+expect_in "$OUT/stdout" "usage: longctx info" "still prints help"
+
 finish
