@@ -267,6 +267,9 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
         if (name == "help")  // a help key would make every run print help and do nothing, exit 0
           throw UsageError(source + ": '" + entry.key + "' belongs on the command line only (longctx " + command.name +
                            " --help); remove it from the file");
+        if (name == "config")  // and was ignored before
+          throw UsageError(source + ": '" + entry.key + "': config files do not include others; copy its options " +
+                           "here, or give that file with --config");
         if (entry.value.empty())
           throw UsageError(source + ": '" + entry.key + "' has no value (to keep the default, leave the line out)");
         const std::string value = !is_switch(*option)                              ? entry.value
@@ -384,7 +387,7 @@ std::string help_text(const Command& command, const po::options_description& dec
       << "In the file a line that starts with # or ; is a comment, and so is the rest of a line from a\n"
       << "# or ; after a blank (seed = 4  # note); one right after other text is part of the value\n"
       << "(jsonl = run#1.jsonl). A key with no value, or given twice, is an error.\n"
-      << "--help works on the command line only.\n";
+      << "--help works on the command line only, and a config file cannot name another (no config key).\n";
   return out.str();
 }
 

@@ -66,4 +66,17 @@ done
 expect_exit 0 "--help on the command line" -- "$LONGCTX" info --help
 expect_in "$OUT/stdout" "usage: longctx info" "still prints help"
 
+# A config file does not name another (that key was ignored); LONGCTX_CONFIG is how the environment gives
+# --config, and an error about it says so.
+printf 'comm-timeout = 37\n' >"$OUT/other.ini"
+printf 'config = %s\n' "$OUT/other.ini" >"$OUT/include.ini"
+expect_exit 2 "config = FILE in a config file" -- "$LONGCTX" info --config "$OUT/include.ini"
+expect_in "$OUT/stderr" "include.ini line 1: 'config': config files do not include others" "is refused"
+expect_exit 0 "LONGCTX_CONFIG names the config file" -- env LONGCTX_CONFIG="$OUT/other.ini" "$LONGCTX" info
+expect_in "$OUT/stderr" "comm-timeout = 37  \[config" "and is read"
+expect_exit 2 "LONGCTX_CONFIG naming no file" -- env LONGCTX_CONFIG="$OUT/nope.ini" "$LONGCTX" info
+expect_in "$OUT/stderr" "environment variable LONGCTX_CONFIG: '$OUT/nope.ini' does not exist" "says it came from the environment"
+expect_exit 2 "--config naming no file" -- "$LONGCTX" info --config "$OUT/nope.ini"
+expect_in "$OUT/stderr" "error: --config: '$OUT/nope.ini' does not exist" "says it came from --config"
+
 finish
