@@ -12,6 +12,7 @@
 #include "runtime/cli/command.hpp"
 #include "runtime/cli/ini.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/core/log.hpp"
 
 namespace longctx::cli {
 namespace {
@@ -188,20 +189,67 @@ std::string read_config(const std::string& path, const std::string& given_by) {
   return text.str();
 }
 
-// Whether some longctx command declares `option`.
-bool any_command_has(const std::string& option) {
-  static const std::set<std::string> names = [] {
-    std::set<std::string> all;
+// Option -> the longctx commands that declare it ("seed" -> {"bench attention"}); the options every
+// command shares (declare_common) are not listed.
+const std::map<std::string, std::vector<std::string>>& commands_by_option() {
+  static const std::map<std::string, std::vector<std::string>> commands = [] {
+    std::map<std::string, std::vector<std::string>> all;
     for (const Command& command : all_commands()) {
       po::options_description declared;
       po::positional_options_description positional;
       if (command.declare) command.declare(declared, positional);
-      for (const auto& o : declared.options()) all.insert(o->long_name());
+      for (const auto& o : declared.options()) all[o->long_name()].push_back(command.name);
     }
     return all;
   }();
-  return names.count(option) > 0;
+  return commands;
 }
+
+// Config keys that only other commands have are skipped (one file may serve several commands), but said:
+// a key that looks meant for this command (a top-level `seed` in a train config, which has `[train] seed`)
+// on a line of its own, the others one line per set of commands that have them.
+class ForeignKeys {
+ public:
+  ForeignKeys(const Command& command, const po::options_description& declared)
+      : command_(command), declared_(declared) {}
+
+  void add(const std::string& at, const std::string& key, const std::vector<std::string>& owners) {
+    const std::string leaf = key.substr(key.rfind('.') + 1);
+    std::vector<std::string> guesses;
+    for (const auto& option : declared_.options()) {
+      const std::string& name = option->long_name();
+      const size_t dot = name.rfind('.');
+      if (dot != std::string::npos && name != key && name.substr(dot + 1) == leaf)
+        guesses.push_back("[" + name.substr(0, dot) + "] " + leaf);
+    }
+    if (guesses.empty())
+      by_owners_[joined(owners, ", ")].push_back(key);
+    else
+      likely_mistakes_.push_back(at + ": '" + key + "' ignored: an option of " + joined(owners, ", ") +
+                                 ", not of 'longctx " + command_.name + "'; did you mean " + joined(guesses, " or ") +
+                                 "?");
+  }
+
+  // Rank 0 prints them, once.
+  void warn(const std::string& file) const {
+    for (const auto& line : likely_mistakes_) log::warn_once(line);
+    for (const auto& [owners, keys] : by_owners_)
+      log::warn_once(file + ": keys ignored by 'longctx " + command_.name + "' (options of " + owners + " only): " +
+                     joined(keys, ", "));
+  }
+
+ private:
+  static std::string joined(const std::vector<std::string>& items, const std::string& separator) {
+    std::string out;
+    for (const auto& item : items) out += (out.empty() ? "" : separator) + item;
+    return out;
+  }
+
+  const Command& command_;
+  const po::options_description& declared_;
+  std::vector<std::string> likely_mistakes_;
+  std::map<std::string, std::vector<std::string>> by_owners_;  // "attend, bench attention" -> keys
+};
 
 // Boost reads "-1" as 2^64 - 1 for an unsigned option; refuse a sign there instead.
 void check_unsigned(const po::parsed_options& parsed, const po::options_description& declared) {
@@ -254,14 +302,18 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
       // (ini.hpp), and a message can name the line. One po::option per key, stored one at a time.
       std::vector<std::pair<po::option, int>> found;  // with the line that gave it
       std::map<std::string, size_t> index;            // option -> its place in `found`
+      ForeignKeys foreign(command, declared);
       for (const IniEntry& entry : parse_ini(read_config(*config_path, config_given_by), file)) {
         source = file + " line " + std::to_string(entry.line);
         const po::option_description* option = declared.find_nothrow(entry.key, false);
         // One file may serve several commands (attend and bench attention, or a train config exported as
-        // LONGCTX_CONFIG while running info): keys of another longctx command are skipped, others refused.
+        // LONGCTX_CONFIG while running info): keys of another longctx command are skipped with a warning,
+        // others refused.
         if (!option) {
-          if (any_command_has(entry.key)) continue;
-          throw po::unknown_option(entry.key);
+          const auto owners = commands_by_option().find(entry.key);
+          if (owners == commands_by_option().end()) throw po::unknown_option(entry.key);
+          foreign.add(source, entry.key, owners->second);
+          continue;
         }
         const std::string& name = option->long_name();
         if (name == "help")  // a help key would make every run print help and do nothing, exit 0
@@ -285,6 +337,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
                            std::to_string(found[at->second].second) + ")");
         }
       }
+      foreign.warn(file);
       for (const auto& [option, line] : found) {
         if (turned_off.count(option.string_key)) continue;
         source = file + " line " + std::to_string(line);
