@@ -108,7 +108,8 @@ void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed
     throw UsageError("unknown command '" + args[0] + "'; commands: " + names);
   }
   const std::vector<std::string> rest(args.begin() + static_cast<std::ptrdiff_t>(words), args.end());
-  parsed.invocation.emplace(cli::parse_invocation(process, *command, rest, process_getenv, parsed.declared));
+  parsed.invocation.emplace(cli::parse_invocation(process, *command, rest, process_getenv,
+                                                      process_environment_names(), parsed.declared));
   if (parsed.invocation->options.count("help")) {
     parsed.help = true;
     return;

@@ -43,6 +43,15 @@ std::optional<std::string> process_getenv(const std::string& name) {
   return std::string(value);
 }
 
+std::vector<std::string> process_environment_names() {
+  std::vector<std::string> names;
+  for (char** entry = environ; *entry; ++entry) {
+    const std::string text = *entry;
+    names.push_back(text.substr(0, text.find('=')));
+  }
+  return names;
+}
+
 LauncherInfo detect_launcher(const GetEnv& getenv) {
   LauncherInfo info;
   if (getenv("OMPI_COMM_WORLD_SIZE")) {

@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "comm/communicator.hpp"
 
@@ -35,6 +36,8 @@ struct LauncherInfo {
 using GetEnv = std::function<std::optional<std::string>(const std::string&)>;
 LauncherInfo detect_launcher(const GetEnv& getenv);
 std::optional<std::string> process_getenv(const std::string& name);
+// The names of every variable in this process's environment.
+std::vector<std::string> process_environment_names();
 
 // Before MPI_Init: srun started tasks but gave them no PMI / PMIx (Open MPI would refuse to start with a
 // page of build advice). Throws UsageError with the fix.

@@ -41,9 +41,12 @@ struct Invocation {
 const std::vector<Command>& all_commands();
 
 // Parses `args` (the words after the command name) for `command`. Throws UsageError naming the option
-// and what is allowed. `declared` receives the full option description (for --help).
+// and what is allowed. `declared` receives the full option description (for --help). `environment_names`
+// are the variables set (process_environment_names()): a LONGCTX_* one that is no option of any command
+// and no known setting is warned about.
 Invocation parse_invocation(ProcessContext& process, const Command& command, const std::vector<std::string>& args,
-                            const GetEnv& getenv, po::options_description& declared);
+                            const GetEnv& getenv, const std::vector<std::string>& environment_names,
+                            po::options_description& declared);
 
 // The environment variable that sets `option` ("model.layers" -> "LONGCTX_MODEL_LAYERS").
 std::string env_name(const std::string& option);

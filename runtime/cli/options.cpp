@@ -251,6 +251,50 @@ class ForeignKeys {
   std::map<std::string, std::vector<std::string>> by_owners_;  // "attend, bench attention" -> keys
 };
 
+// The LONGCTX_* environment variables that are no option, all of them (README lists them): any other
+// LONGCTX_* variable that maps to no option of any command is warned about, so that a misspelt one
+// (LONGCTX_SEQLEN, LONGCTX_MODEL.LAYERS) does not go unnoticed. Add a new one here.
+const std::set<std::string>& environment_settings() {
+  static const std::set<std::string> names{
+      // read by longctx: the CUDA kernels' choices (attention/cuda/flash_kernels.cu)
+      "LONGCTX_FLASH_FORWARD", "LONGCTX_FLASH_BACKWARD", "LONGCTX_FLASH_FUSE",
+      // fault injection for the no-hang tests (runtime/commands/attend.cpp)
+      "LONGCTX_FAULT_INJECT_RANK", "LONGCTX_FAULT_STALL_RANK",
+      // read by the jobs/ scripts, so often set where longctx runs
+      "LONGCTX_BUILD", "LONGCTX_NATIVE", "LONGCTX_ROOT", "LONGCTX_QUICKSTART_DIR", "LONGCTX_BIN",
+      "LONGCTX_SLURM_STATE", "LONGCTX_SLURM_CPUS", "LONGCTX_SLURM_CTLD_PORT", "LONGCTX_SLURM_D_PORT"};
+  return names;
+}
+
+// A warning for each set LONGCTX_* variable that is neither an option's (of any command) nor a setting,
+// with the option's variable it may have meant: LONGCTX_MODEL.LAYERS -> LONGCTX_MODEL_LAYERS (dots and
+// dashes become _), LONGCTX_SEQLEN -> LONGCTX_SEQ_LEN (the same but for _).
+void warn_unknown_variables(const std::vector<std::string>& environment_names, const GetEnv& getenv,
+                            const po::options_description& declared) {
+  std::set<std::string> known = environment_settings();
+  for (const auto& [option, commands] : commands_by_option()) known.insert(env_name(option));
+  for (const auto& option : declared.options()) known.insert(env_name(option->long_name()));
+  const auto squeezed = [](const std::string& name) {
+    std::string out;
+    for (char c : name)
+      if (c != '_' && c != '.' && c != '-') out += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return out;
+  };
+  const std::string prefix = "LONGCTX_";
+  for (const auto& variable : environment_names) {
+    if (variable.compare(0, prefix.size(), prefix) != 0 || known.count(variable)) continue;
+    const auto value = getenv(variable);
+    if (!value || value->empty()) continue;  // an empty variable counts as unset
+    std::string guess;
+    for (const auto& name : known)
+      if (squeezed(name) == squeezed(variable)) guess = name;
+    log::warn_once("environment variable " + variable +
+                   " is neither an option of a longctx command nor a setting it knows: ignored" +
+                   (guess.empty() ? "" : "; did you mean " + guess + "?") +
+                   " (an option's variable is LONGCTX_ and its name in capitals, . and - as _)");
+  }
+}
+
 // Boost reads "-1" as 2^64 - 1 for an unsigned option; refuse a sign there instead.
 void check_unsigned(const po::parsed_options& parsed, const po::options_description& declared) {
   for (const auto& o : parsed.options) {
@@ -265,7 +309,8 @@ void check_unsigned(const po::parsed_options& parsed, const po::options_descript
 }  // namespace
 
 Invocation parse_invocation(ProcessContext& process, const Command& command, const std::vector<std::string>& args,
-                            const GetEnv& getenv, po::options_description& declared) {
+                            const GetEnv& getenv, const std::vector<std::string>& environment_names,
+                            po::options_description& declared) {
   po::positional_options_description positional;
   if (command.declare) command.declare(declared, positional);
   declare_common(declared);
@@ -370,6 +415,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
       po::store(from_env, invocation.options);
       invocation.sources.emplace(name, "env " + variable);
     }
+    warn_unknown_variables(environment_names, getenv, declared);
     source.clear();
     po::notify(invocation.options);
   } catch (const po::unknown_option& e) {
@@ -436,7 +482,9 @@ std::string help_text(const Command& command, const po::options_description& dec
   out << "On/off options are off unless given; --X=false turns off one that a config file or the\n"
       << "environment turned on. Every option can also come from --config FILE.ini ([section] key=value)\n"
       << "or the environment (--" << example << " <- " << env_name(example) << "; on/off options take 1/0, true/false, yes/no or on/off);\n"
-      << "the command line wins over the file, the file over the environment.\n"
+      << "the command line wins over the file, the file over the environment. An option's variable is\n"
+      << "LONGCTX_ and its name in capitals, . and - as _ (--model.layers <- LONGCTX_MODEL_LAYERS); an\n"
+      << "empty one counts as unset, and a LONGCTX_ variable that is no option is warned about.\n"
       << "In the file a line that starts with # or ; is a comment, and so is the rest of a line from a\n"
       << "# or ; after a blank (seed = 4  # note); one right after other text is part of the value\n"
       << "(jsonl = run#1.jsonl). A key with no value, or given twice, is an error.\n"

@@ -99,4 +99,22 @@ expect_exit 0 "on 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" info --config "$OU
 [ "$(grep -c "keys ignored by 'longctx info' (options of bench attention only)" "$OUT/stderr")" -eq 1 ] &&
   pass "warned once, by rank 0" || fail "the warning is not printed exactly once"
 
+# A LONGCTX_* variable that is no option of any command and no known setting is warned about (it was
+# ignored without a word), with the name it may have meant; documented settings and other commands'
+# options are not.
+expect_exit 0 "misspelt variables" -- env LONGCTX_SEQLEN=8 LONGCTX_MODEL.LAYERS=4 LONGCTX_NOPE=1 "$LONGCTX" info --quiet
+expect_in "$OUT/stderr" "environment variable LONGCTX_SEQLEN is neither an option of a longctx command nor a setting it knows: ignored; did you mean LONGCTX_SEQ_LEN\?" \
+  "LONGCTX_SEQLEN: did you mean LONGCTX_SEQ_LEN?"
+expect_in "$OUT/stderr" "environment variable LONGCTX_MODEL.LAYERS .*did you mean LONGCTX_MODEL_LAYERS\?" \
+  "LONGCTX_MODEL.LAYERS: did you mean LONGCTX_MODEL_LAYERS?"
+expect_in "$OUT/stderr" "environment variable LONGCTX_NOPE .*: ignored \(an option's variable is LONGCTX_ and its name in capitals" \
+  "LONGCTX_NOPE is named, with the rule"
+expect_exit 0 "known variables" -- env LONGCTX_FLASH_FUSE=auto LONGCTX_FAULT_STALL_RANK=9 LONGCTX_BUILD=build \
+  LONGCTX_SEED=3 LONGCTX_MODEL_LAYERS=2 LONGCTX_NOPE= "$LONGCTX" info --quiet
+grep -q "environment variable" "$OUT/stderr" && fail "warned about a known or empty variable" ||
+  pass "settings, other commands' options and empty variables are not warned about"
+expect_exit 0 "info --help" -- "$LONGCTX" info --help
+expect_in "$OUT/stdout" "LONGCTX_ and its name in capitals, \. and - as _ \(--model\.layers <- LONGCTX_MODEL_LAYERS\)" \
+  "the help says how option names map to variables"
+
 finish
