@@ -1,6 +1,5 @@
 #include "runtime/train/train_state_io.hpp"
 
-#include <boost/program_options.hpp>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -9,23 +8,21 @@
 
 #include "io/checkpoint.hpp"
 #include "runtime/cli/command.hpp"
+#include "runtime/cli/ini.hpp"
 #include "runtime/core/log.hpp"
 #include "runtime/core/watchdog.hpp"
 
 namespace longctx::train {
 namespace {
 
-// "section.key" -> value of INI text (cli::to_ini's, as /config holds it), read by the parser that reads
+// "section.key" -> value of INI text (cli::to_ini's, as /config holds it), read by the reader that reads
 // --config files.
 std::map<std::string, std::string> ini_values(const std::string& text, const std::string& where) {
-  namespace po = boost::program_options;
-  std::istringstream in(text);
   std::map<std::string, std::string> values;
   try {
-    for (const auto& option : po::parse_config_file(in, po::options_description(), true).options)
-      values[option.string_key] = option.value.empty() ? "" : option.value.front();
-  } catch (const po::error& e) {
-    throw InputError(where + ": " + e.what());
+    for (const auto& entry : cli::parse_ini(text, where)) values[entry.key] = entry.value;
+  } catch (const UsageError& e) {
+    throw InputError(e.what());
   }
   return values;
 }
