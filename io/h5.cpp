@@ -1,6 +1,7 @@
 #include "io/h5.hpp"
 
 #include <algorithm>
+#include <array>
 #include <exception>
 #include <filesystem>
 #include <sstream>
@@ -503,9 +504,9 @@ void Dataset::require_allocated() const {
   // Fletcher32 dataset (4 more bytes a chunk) never reads as fully allocated.
   if (chunked()) {
     Handle plist(H5Dget_create_plist(id()), H5Pclose);
-    std::vector<hsize_t> chunk(dims.size(), 0);
+    std::array<hsize_t, H5S_MAX_RANK> chunk{};  // (a std::vector here made GCC 12 warn falsely, -Wfree-nonheap-object)
     const int rank = static_cast<int>(dims.size());
-    if (!plist.valid() || H5Pget_chunk(plist.id(), rank, chunk.data()) != rank)
+    if (rank > H5S_MAX_RANK || !plist.valid() || H5Pget_chunk(plist.id(), rank, chunk.data()) != rank)
       throw_input(where_.describe() + ": chunk shape");
     hsize_t needed = 1;
     for (size_t i = 0; i < dims.size(); ++i) {

@@ -225,7 +225,9 @@ TEST(Checkpoint, MakeRoomDeletesWhatTheCommitWouldOnly) {
   EXPECT_EQ(list_own_checkpoints(dir.path()).size(), 3u);
   MPI_Barrier(MPI_COMM_WORLD);
   const std::vector<std::string> removed = make_room_for_checkpoint(dir.path(), 3, MPI_COMM_WORLD, 0);
-  if (world_rank() == 0) EXPECT_EQ(removed, (std::vector<std::string>{dir.file("step_00000010.h5")}));
+  if (world_rank() == 0) {
+    EXPECT_EQ(removed, (std::vector<std::string>{dir.file("step_00000010.h5")}));
+  }
   MPI_Barrier(MPI_COMM_WORLD);
   EXPECT_EQ(list_own_checkpoints(dir.path()),
             (std::vector<std::string>{dir.file("step_00000020.h5"), dir.file("step_00000030.h5")}));

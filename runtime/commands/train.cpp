@@ -617,10 +617,11 @@ Command train_command() {
     if (P > 1 && !r.regather_kv && device.device == "cpu")
       for (const Branch& b : m.schedule.branches)
         if (!branch_is_local(b, r.trainer.seq_len, r.trainer.seq_len / P))
-          kept += 2.0 * static_cast<double>(effective_segment_length(b, r.trainer.seq_len) / b.dilation) * m.dim;
-    const double floats = 4.0 * static_cast<double>(model::make_layout(m).total()) +
-                          rows * (static_cast<double>(m.layers) * (8.0 * m.dim + 2.0 * m.mlp_hidden) + 2.0 * m.vocab) +
-                          static_cast<double>(m.layers) * kept;
+          kept += 2.0 * static_cast<double>(effective_segment_length(b, r.trainer.seq_len) / b.dilation * m.dim);
+    const auto f = [](int64_t x) { return static_cast<double>(x); };
+    const double floats = 4.0 * f(model::make_layout(m).total()) +
+                          rows * (f(m.layers) * (8.0 * f(m.dim) + 2.0 * f(m.mlp_hidden)) + 2.0 * f(m.vocab)) +
+                          f(m.layers) * kept;
     check_fits_in_memory("train (model.layers=" + std::to_string(m.layers) + ", model.dim=" + std::to_string(m.dim) +
                              ", data.seq_len=" + std::to_string(r.trainer.seq_len) + " over " + std::to_string(P) +
                              (P == 1 ? " rank)" : " ranks)"),
