@@ -14,43 +14,36 @@ expect_in "$OUT/stderr" "given twice" "--quiet=0 --quiet is refused too"
 expect_exit 0 "--quiet=0 alone" -- "$LONGCTX" info --quiet=0
 expect_in "$OUT/stderr" "quiet = false  \[command line\]" "one --quiet=0 still works"
 
+# config_case CODE NAME CONTENT PATTERN: `info --config` on a file holding CONTENT (printf format) exits
+# CODE with PATTERN on stderr.
+config_case() {
+  local file="$OUT/case.ini"
+  printf "$3" >"$file"
+  expect_exit "$1" "$2" -- "$LONGCTX" info --config "$file"
+  expect_in "$OUT/stderr" "$4" "$2: as meant"
+}
+
 # Config file comments: a line starting with # or ;, or the rest of a line from a # or ; after a blank.
 # A # or ; right after other text is part of the value (Boost's reader cut at any #, and kept '; note').
-printf 'comm-timeout = 31   ; a note\n' >"$OUT/semi.ini"
-expect_exit 0 "an inline ; comment" -- "$LONGCTX" info --config "$OUT/semi.ini"
-expect_in "$OUT/stderr" "comm-timeout = 31  \[config" "the value ends before ' ;'"
-printf '  # a comment\ncomm-timeout = 32\t# a note\n' >"$OUT/hash.ini"
-expect_exit 0 "an inline # comment" -- "$LONGCTX" info --config "$OUT/hash.ini"
-expect_in "$OUT/stderr" "comm-timeout = 32  \[config" "the value ends before a tab and #"
+config_case 0 "an inline ; comment" 'comm-timeout = 31   ; a note\n' "comm-timeout = 31  \[config"
+config_case 0 "an inline # comment" '  # a comment\ncomm-timeout = 32\t# a note\n' "comm-timeout = 32  \[config"
 printf 'path = %s/run#1;2.h5   # the checkpoint\n' "$OUT" >"$OUT/literal.ini"
 expect_exit 3 "a # and ; inside a value" -- "$LONGCTX" ckpt inspect --config "$OUT/literal.ini"
 expect_in "$OUT/stderr" "path = $OUT/run#1;2.h5  \[config" "they are part of the value"
-printf 'comm-timeout = 30#x\n' >"$OUT/glued.ini"
-expect_exit 2 "a # right after a number" -- "$LONGCTX" info --config "$OUT/glued.ini"
-expect_in "$OUT/stderr" "'30#x'.*comm-timeout.*glued.ini line 1" "is part of the value, refused naming file and line"
+config_case 2 "a # right after a number" 'comm-timeout = 30#x\n' "'30#x'.*comm-timeout.*case.ini line 1"
 
 # A UTF-8 byte order mark (Windows editors) and \r\n line ends are read as any other file.
-printf '\xEF\xBB\xBFcomm-timeout = 33\r\n[model]\r\nlayers = 2\r\n' >"$OUT/bom.ini"
-expect_exit 0 "a byte order mark and CRLF line ends" -- "$LONGCTX" info --config "$OUT/bom.ini"
-expect_in "$OUT/stderr" "comm-timeout = 33  \[config" "the first key is read"
+config_case 0 "a byte order mark and CRLF line ends" '\xEF\xBB\xBFcomm-timeout = 33\r\n[model]\r\nlayers = 2\r\n' \
+  "comm-timeout = 33  \[config"
 
 # An empty value is an error for every option (Boost read 'quiet =' as on), naming the file and line.
-printf 'comm-timeout = 34\nquiet =\n' >"$OUT/empty.ini"
-expect_exit 2 "an on/off option with an empty value" -- "$LONGCTX" info --config "$OUT/empty.ini"
-expect_in "$OUT/stderr" "empty.ini line 2: 'quiet' has no value" "names the file, line and key"
+config_case 2 "an on/off option with an empty value" 'comm-timeout = 34\nquiet =\n' "case.ini line 2: 'quiet' has no value"
 [ ! -s "$OUT/stdout" ] && pass "and ran nothing" || fail "info ran with 'quiet ='"
-printf 'comm-timeout =   # why\n' >"$OUT/empty2.ini"
-expect_exit 2 "a value that is only a comment" -- "$LONGCTX" info --config "$OUT/empty2.ini"
-expect_in "$OUT/stderr" "empty2.ini line 1: 'comm-timeout' has no value" "is an empty value too"
-printf 'quiet = maybe\n' >"$OUT/maybe.ini"
-expect_exit 2 "an on/off option with a bad value" -- "$LONGCTX" info --config "$OUT/maybe.ini"
-expect_in "$OUT/stderr" "maybe.ini line 1: quiet='maybe': an on/off option takes" "names the file and line"
-printf 'comm-timeout = 35\ncomm-timeout = 36\n' >"$OUT/twice.ini"
-expect_exit 2 "a key given twice" -- "$LONGCTX" info --config "$OUT/twice.ini"
-expect_in "$OUT/stderr" "twice.ini line 2: 'comm-timeout' given twice \(first on line 1\)" "names both lines"
-printf 'comm-timeout\n' >"$OUT/noeq.ini"
-expect_exit 2 "a line without =" -- "$LONGCTX" info --config "$OUT/noeq.ini"
-expect_in "$OUT/stderr" "noeq.ini line 1: 'comm-timeout' is not 'key = value'" "names the file and line"
+config_case 2 "a value that is only a comment" 'comm-timeout =   # why\n' "case.ini line 1: 'comm-timeout' has no value"
+config_case 2 "an on/off option with a bad value" 'quiet = maybe\n' "case.ini line 1: quiet='maybe': an on/off option takes"
+config_case 2 "a key given twice" 'comm-timeout = 35\ncomm-timeout = 36\n' \
+  "case.ini line 2: 'comm-timeout' given twice \(first on line 1\)"
+config_case 2 "a line without =" 'comm-timeout\n' "case.ini line 1: 'comm-timeout' is not 'key = value'"
 
 # --help belongs on the command line: a help key in a file or LONGCTX_HELP (any value) made every run print
 # help and exit 0, doing nothing.
