@@ -177,11 +177,13 @@ TEST(Options, IniCommentsStartAtALineOrAfterABlank) {
       "[ model ]  ; the model\n"
       "layers=2\n"
       "causal =\n"
-      "rope = # only a comment\n";
+      "rope = # only a comment\n"
+      "[data.]\n"  // Boost read [data.] as [data]
+      "path = x.h5\n";
   const auto entries = cli::parse_ini(text, "x.ini");
   const std::vector<std::tuple<std::string, std::string, int>> want{
       {"seq-len", "4K", 3}, {"jsonl", "/tmp/run#1.jsonl", 4}, {"output", "a;b.h5", 5},
-      {"model.layers", "2", 8}, {"model.causal", "", 9}, {"model.rope", "", 10}};
+      {"model.layers", "2", 8}, {"model.causal", "", 9}, {"model.rope", "", 10}, {"data.path", "x.h5", 12}};
   ASSERT_EQ(entries.size(), want.size());
   for (size_t i = 0; i < want.size(); ++i) {
     EXPECT_EQ(entries[i].key, std::get<0>(want[i]));

@@ -41,6 +41,7 @@ std::vector<IniEntry> parse_ini(const std::string& text, const std::string& wher
       if (line.back() != ']' || trim(line.substr(1, line.size() - 2)).empty())
         throw UsageError(at + ": '" + raw + "' is not a [section] line");
       section = trim(line.substr(1, line.size() - 2));
+      if (section.size() > 1 && section.back() == '.') section.pop_back();  // [model.] is [model], as Boost read it
       continue;
     }
     const size_t equals = line.find('=');

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
@@ -222,17 +223,21 @@ class ForeignKeys {
       if (dot != std::string::npos && name != key && name.substr(dot + 1) == leaf)
         guesses.push_back("[" + name.substr(0, dot) + "] " + leaf);
     }
-    if (guesses.empty())
-      by_owners_[joined(owners, ", ")].push_back(key);
+    if (guesses.empty()) {
+      std::vector<std::string>& keys = by_owners_[joined(owners, ", ")];
+      if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);  // a list repeats its key
+    }
     else
       likely_mistakes_.push_back(at + ": '" + key + "' ignored: an option of " + joined(owners, ", ") +
                                  ", not of 'longctx " + command_.name + "'; did you mean " + joined(guesses, " or ") +
                                  "?");
   }
 
-  // Rank 0 prints them, once.
-  void warn(const std::string& file) const {
+  // Rank 0 prints them, once. `shared`: the file came from LONGCTX_CONFIG, exported for every command, so
+  // the other commands' keys are expected there and only the likely mistakes are said.
+  void warn(const std::string& file, bool shared) const {
     for (const auto& line : likely_mistakes_) log::warn_once(line);
+    if (shared) return;
     for (const auto& [owners, keys] : by_owners_)
       log::warn_once(file + ": keys ignored by 'longctx " + command_.name + "' (options of " + owners + " only): " +
                      joined(keys, ", "));
@@ -367,7 +372,10 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
         if (name == "config")  // and was ignored before
           throw UsageError(source + ": '" + entry.key + "': config files do not include others; copy its options " +
                            "here, or give that file with --config");
-        if (entry.value.empty())
+        // An empty text option is "" (as --X '' is; a checkpoint's /config writes unset paths so); an empty
+        // number or on/off value is a mistake (Boost read 'quiet =' as on).
+        const bool text = dynamic_cast<const po::typed_value<std::string>*>(option->semantic().get()) != nullptr;
+        if (entry.value.empty() && !text)
           throw UsageError(source + ": '" + entry.key + "' has no value (to keep the default, leave the line out)");
         const std::string value = !is_switch(*option)                              ? entry.value
                                   : switch_value(source + ": " + name, entry.value) ? "true"
@@ -382,7 +390,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
                            std::to_string(found[at->second].second) + ")");
         }
       }
-      foreign.warn(file);
+      foreign.warn(file, config_given_by != "--config");
       for (const auto& [option, line] : found) {
         if (turned_off.count(option.string_key)) continue;
         source = file + " line " + std::to_string(line);

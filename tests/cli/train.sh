@@ -153,8 +153,13 @@ expect_exit 0 "checkpoint with model.mlp_hidden 0" -- "$LONGCTX" train "${CANON[
 expect_exit 0 "resume with '32, 128, 256' and model.mlp_hidden 128 (= 4 dim)" -- "$LONGCTX" train "${CANON[@]}" \
   --model.segment_lengths "32, 128, 256" --model.mlp_hidden 128 --train.steps 2
 [ "$(cat "$OUT/canon/latest")" = step_00000002.h5 ] && pass "resumed and went on to step 2" || fail "latest: $(cat "$OUT/canon/latest")"
+# A checkpoint's /config serves as --config (its unset paths are empty values: 'path =' is '', not an error).
+"$LONGCTX" ckpt inspect "$OUT/canon" --quiet | sed -n '/^  config:$/,$p' | tail -n +2 | sed 's/^    //' >"$OUT/exported.ini"
+grep -q "^path = *$" "$OUT/exported.ini" && pass "the exported config has an empty data.path" || fail "no empty path line"
+expect_exit 0 "train --config <a checkpoint's /config>" -- "$LONGCTX" train --config "$OUT/exported.ini" --train.steps 3
+[ "$(cat "$OUT/canon/latest")" = step_00000003.h5 ] && pass "resumed from it and went on to step 3" || fail "latest: $(cat "$OUT/canon/latest")"
 expect_exit 3 "but model.mlp_hidden 64 is another model" -- "$LONGCTX" train "${CANON[@]}" --model.segment_lengths 32,128,256 \
-  --model.mlp_hidden 64 --train.steps 3
+  --model.mlp_hidden 64 --train.steps 4
 expect_in "$OUT/stderr" "model.mlp_hidden = 128 there, 64 here" "names it as written"
 
 # ---- where files go is checked before any step (exit 2, nothing written) ------------------------------
