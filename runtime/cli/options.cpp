@@ -275,10 +275,30 @@ const std::set<std::string>& environment_settings() {
 // with the option's variable it may have meant: LONGCTX_MODEL.LAYERS -> LONGCTX_MODEL_LAYERS (dots and
 // dashes become _), LONGCTX_SEQLEN -> LONGCTX_SEQ_LEN (the same but for _).
 void warn_unknown_variables(const std::vector<std::string>& environment_names, const GetEnv& getenv,
-                            const po::options_description& declared) {
+                            const po::options_description& declared, const std::string& command) {
   std::set<std::string> known = environment_settings();
-  for (const auto& [option, commands] : commands_by_option()) known.insert(env_name(option));
+  std::map<std::string, std::string> others;  // variable of another command's option -> that option
+  for (const auto& [option, commands] : commands_by_option()) {
+    known.insert(env_name(option));
+    if (!declared.find_nothrow(option, false)) others.emplace(env_name(option), option);
+  }
   for (const auto& option : declared.options()) known.insert(env_name(option->long_name()));
+  // Another command's option whose last name part is one of this command's (LONGCTX_SEED for train,
+  // whose is LONGCTX_TRAIN_SEED): the likely mistake of a top-level `seed` in a train config.
+  for (const auto& variable : environment_names) {
+    const auto other = others.find(variable);
+    const auto value = getenv(variable);
+    if (other == others.end() || !value || value->empty()) continue;
+    const std::string leaf = other->second.substr(other->second.rfind('.') + 1);
+    for (const auto& option : declared.options()) {
+      const std::string& name = option->long_name();
+      const size_t dot = name.rfind('.');
+      if (dot != std::string::npos && name.substr(dot + 1) == leaf)
+        log::warn_once("environment variable " + variable + " sets '" + other->second +
+                       "', an option of other commands, not of 'longctx " + command + "': ignored; did you mean " +
+                       env_name(name) + "?");
+    }
+  }
   const auto squeezed = [](const std::string& name) {
     std::string out;
     for (char c : name)
@@ -423,7 +443,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
       po::store(from_env, invocation.options);
       invocation.sources.emplace(name, "env " + variable);
     }
-    warn_unknown_variables(environment_names, getenv, declared);
+    warn_unknown_variables(environment_names, getenv, declared, command.name);
     source.clear();
     po::notify(invocation.options);
   } catch (const po::unknown_option& e) {

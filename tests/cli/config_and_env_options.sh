@@ -101,6 +101,13 @@ expect_in "$OUT/stderr" "comm-timeout = 38  \[config" "the file's own keys apply
 # A LONGCTX_* variable that is no option of any command and no known setting is warned about (it was
 # ignored without a word), with the name it may have meant; documented settings and other commands'
 # options are not.
+# Another command's variable whose last name part this command has under a section: LONGCTX_SEED for train
+# (bench attention's seed; train's is LONGCTX_TRAIN_SEED) was ignored without a word.
+expect_exit 2 "LONGCTX_SEED for train" -- env LONGCTX_SEED=42 "$LONGCTX" train --train.steps 0 --quiet
+expect_in "$OUT/stderr" "LONGCTX_SEED sets 'seed', an option of other commands, not of 'longctx train': ignored; did you mean LONGCTX_TRAIN_SEED\?" \
+  "LONGCTX_SEED: did you mean LONGCTX_TRAIN_SEED?"
+expect_exit 0 "LONGCTX_SEED for info, which has no seed" -- env LONGCTX_SEED=42 "$LONGCTX" info --quiet
+grep -q "LONGCTX_SEED" "$OUT/stderr" && fail "info warned about LONGCTX_SEED" || pass "no word: a shared environment"
 expect_exit 0 "misspelt variables" -- env LONGCTX_SEQLEN=8 LONGCTX_MODEL.LAYERS=4 LONGCTX_NOPE=1 "$LONGCTX" info --quiet
 expect_in "$OUT/stderr" "environment variable LONGCTX_SEQLEN is neither an option of a longctx command nor a setting it knows: ignored; did you mean LONGCTX_SEQ_LEN\?" \
   "LONGCTX_SEQLEN: did you mean LONGCTX_SEQ_LEN?"
