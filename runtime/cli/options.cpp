@@ -321,13 +321,15 @@ void warn_unknown_variables(const std::vector<std::string>& environment_names, c
 }
 
 // Boost reads "-1" as 2^64 - 1 for an unsigned option; refuse a sign there instead.
-void check_unsigned(const po::parsed_options& parsed, const po::options_description& declared) {
+void check_unsigned(const po::parsed_options& parsed, const po::options_description& declared,
+                    const std::string& source = "") {
   for (const auto& o : parsed.options) {
     const po::option_description* option = declared.find_nothrow(o.string_key, false);
     if (!option || !dynamic_cast<const po::typed_value<uint64_t>*>(option->semantic().get())) continue;
     for (const auto& token : o.value)
       if (token.find('-') != std::string::npos)
-        throw UsageError("--" + o.string_key + ": '" + token + "' is not a non-negative integer");
+        throw UsageError("--" + o.string_key + ": '" + token + "' is not a non-negative integer" +
+                         (source.empty() ? "" : " (from " + source + ")"));
   }
 }
 
@@ -416,7 +418,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
         source = file + " line " + std::to_string(line);
         po::parsed_options one(&declared);
         one.options.push_back(option);
-        check_unsigned(one, declared);
+        check_unsigned(one, declared, source);
         po::store(one, invocation.options);
         invocation.sources.emplace(option.string_key, "config " + *config_path);
       }
@@ -439,7 +441,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
         words.back() += "=" + *value;
       }
       const po::parsed_options from_env = po::command_line_parser(words).options(declared).style(style).run();
-      check_unsigned(from_env, declared);
+      check_unsigned(from_env, declared, source);
       po::store(from_env, invocation.options);
       invocation.sources.emplace(name, "env " + variable);
     }

@@ -101,6 +101,12 @@ expect_in "$OUT/stderr" "comm-timeout = 38  \[config" "the file's own keys apply
 # A LONGCTX_* variable that is no option of any command and no known setting is warned about (it was
 # ignored without a word), with the name it may have meant; documented settings and other commands'
 # options are not.
+# A sign on an unsigned option names where it came from.
+expect_exit 2 "LONGCTX_SEED=-1" -- env LONGCTX_SEED=-1 "$LONGCTX" bench attention --quiet
+expect_in "$OUT/stderr" "'-1' is not a non-negative integer \(from environment variable LONGCTX_SEED='-1'\)" "names the variable"
+printf 'seed = -1\n' >"$OUT/neg.ini"
+expect_exit 2 "seed = -1 in a file" -- "$LONGCTX" bench attention --config "$OUT/neg.ini" --quiet
+expect_in "$OUT/stderr" "'-1' is not a non-negative integer \(from config file .*neg.ini line 1\)" "names the file and line"
 # Another command's variable whose last name part this command has under a section: LONGCTX_SEED for train
 # (bench attention's seed; train's is LONGCTX_TRAIN_SEED) was ignored without a word.
 expect_exit 2 "LONGCTX_SEED for train" -- env LONGCTX_SEED=42 "$LONGCTX" train --train.steps 0 --quiet
