@@ -80,6 +80,9 @@ DeviceChoice attention_device(const Invocation& invocation) {
     if (invocation.process.world().size() > 1 && choice.dtype == Dtype::fp32)
       throw UsageError("--device cuda --dtype fp32: the fp32 kernels are the single-GPU reference; on several "
                        "ranks use --dtype bf16 or fp16");
+    // Here, in the config phase, so that under mpirun it is one message, not one per rank and an MPI_Abort.
+    if (invocation.process.device() == "cpu")
+      throw UsageError("--device cuda: no CUDA device is visible to this process (allowed here: cpu)");
   } else {
     throw UsageError("--device: '" + choice.device + "' is not a backend; allowed: cpu, cuda");
   }
