@@ -206,6 +206,19 @@ const std::map<std::string, std::vector<std::string>>& commands_by_option() {
   return commands;
 }
 
+// This command's options under a section whose last name part is `key`'s, other than `key` itself: where
+// another command's key (a top-level `seed`, LONGCTX_SEED) was most likely meant to go (`train.seed`).
+std::vector<std::string> same_leaf_options(const po::options_description& declared, const std::string& key) {
+  const std::string leaf = key.substr(key.rfind('.') + 1);
+  std::vector<std::string> names;
+  for (const auto& option : declared.options()) {
+    const std::string& name = option->long_name();
+    const size_t dot = name.rfind('.');
+    if (dot != std::string::npos && name != key && name.substr(dot + 1) == leaf) names.push_back(name);
+  }
+  return names;
+}
+
 // Config keys that only other commands have are skipped (one file may serve several commands), but said:
 // a key that looks meant for this command (a top-level `seed` in a train config, which has `[train] seed`)
 // on a line of its own, the others one line per set of commands that have them.
@@ -215,22 +228,19 @@ class ForeignKeys {
       : command_(command), declared_(declared) {}
 
   void add(const std::string& at, const std::string& key, const std::vector<std::string>& owners) {
-    const std::string leaf = key.substr(key.rfind('.') + 1);
     std::vector<std::string> guesses;
-    for (const auto& option : declared_.options()) {
-      const std::string& name = option->long_name();
+    for (const std::string& name : same_leaf_options(declared_, key)) {
       const size_t dot = name.rfind('.');
-      if (dot != std::string::npos && name != key && name.substr(dot + 1) == leaf)
-        guesses.push_back("[" + name.substr(0, dot) + "] " + leaf);
+      guesses.push_back("[" + name.substr(0, dot) + "] " + name.substr(dot + 1));
     }
     if (guesses.empty()) {
       std::vector<std::string>& keys = by_owners_[joined(owners, ", ")];
       if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);  // a list repeats its key
-    }
-    else
+    } else {
       likely_mistakes_.push_back(at + ": '" + key + "' ignored: an option of " + joined(owners, ", ") +
                                  ", not of 'longctx " + command_.name + "'; did you mean " + joined(guesses, " or ") +
                                  "?");
+    }
   }
 
   // Rank 0 prints them, once. `shared`: the file came from LONGCTX_CONFIG, exported for every command, so
@@ -289,15 +299,10 @@ void warn_unknown_variables(const std::vector<std::string>& environment_names, c
     const auto other = others.find(variable);
     const auto value = getenv(variable);
     if (other == others.end() || !value || value->empty()) continue;
-    const std::string leaf = other->second.substr(other->second.rfind('.') + 1);
-    for (const auto& option : declared.options()) {
-      const std::string& name = option->long_name();
-      const size_t dot = name.rfind('.');
-      if (dot != std::string::npos && name.substr(dot + 1) == leaf)
-        log::warn_once("environment variable " + variable + " sets '" + other->second +
-                       "', an option of other commands, not of 'longctx " + command + "': ignored; did you mean " +
-                       env_name(name) + "?");
-    }
+    for (const std::string& name : same_leaf_options(declared, other->second))
+      log::warn_once("environment variable " + variable + " sets '" + other->second +
+                     "', an option of other commands, not of 'longctx " + command + "': ignored; did you mean " +
+                     env_name(name) + "?");
   }
   const auto squeezed = [](const std::string& name) {
     std::string out;
