@@ -86,8 +86,7 @@ void check_options(const Invocation& invocation) {
   if (device.device == "cuda") check_spanning_segments_whole(params.schedule, input.seq_len, P);
   // This rank's rows of q, k, v, o (+ do, dq, dk, dv), float32 on the host: a lower bound.
   const bool backward = vm["backward"].as<bool>();
-  check_fits_in_memory("attend on " + input_path + " " + to_string(input.shape) + " over " + std::to_string(P) +
-                           (P == 1 ? " rank" : " ranks"),
+  check_fits_in_memory("attend on " + input_path + " " + to_string(input.shape) + " over " + count_of(P, "rank"),
                        backward ? "q, k, v, o, do, dq, dk, dv of its rows in float32" : "q, k, v, o of its rows in float32",
                        static_cast<double>(element_count(input.shape)) / P * 4 * (backward ? 8 : 4),
                        invocation.process.local_size());

@@ -116,6 +116,17 @@ MPI_Comm mpi_handle(comm::Communicator& comm) {
   return mpi->handle();
 }
 
+void check_iterations(int iters, int warmup) {
+  if (iters < 1) throw UsageError("--iters: must be >= 1, got " + std::to_string(iters));
+  if (warmup < 0) throw UsageError("--warmup: must be >= 0, got " + std::to_string(warmup));
+  constexpr int kMaxIterations = 1000000;
+  if (iters > kMaxIterations || warmup > kMaxIterations)
+    throw UsageError("--iters / --warmup: at most " + std::to_string(kMaxIterations) + " each, got " +
+                     std::to_string(iters) + " / " + std::to_string(warmup));
+}
+
+std::string count_of(int64_t n, const std::string& noun) { return std::to_string(n) + " " + noun + (n == 1 ? "" : "s"); }
+
 std::string json_string(const std::string& text) {
   std::string out = "\"";
   for (char c : text) {

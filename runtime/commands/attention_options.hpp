@@ -37,6 +37,13 @@ std::unique_ptr<comm::Communicator> make_device_comm(ProcessContext& process, co
 // The MPI communicator behind the world communicator (for parallel HDF5).
 MPI_Comm mpi_handle(comm::Communicator& comm);
 
+// --iters >= 1 and --warmup >= 0 of the bench commands, each at most 1e6 (warmup + iters must not
+// overflow int, nor run for ever); UsageError naming them otherwise.
+void check_iterations(int iters, int warmup);
+
+// "1 rank", "4 ranks": a count and its noun, for messages.
+std::string count_of(int64_t n, const std::string& noun);
+
 // One JSON string literal.
 std::string json_string(const std::string& text);
 std::string json_schedule(const Schedule& schedule);

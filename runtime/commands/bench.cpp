@@ -168,13 +168,9 @@ BenchOptions bench_options(const Invocation& invocation) {
   o.iters = vm["iters"].as<int>(), o.warmup = vm["warmup"].as<int>();
   o.backward = vm["backward"].as<bool>(), o.json = vm["json"].as<bool>();
   for (const auto& [name, value] : {std::pair<const char*, int64_t>{"seq-len", o.N}, {"heads", o.H},
-                                    {"head-dim", o.D}, {"batch", o.B}, {"iters", o.iters}})
+                                    {"head-dim", o.D}, {"batch", o.B}})
     if (value < 1) throw UsageError(std::string("--") + name + ": must be >= 1, got " + std::to_string(value));
-  if (o.warmup < 0) throw UsageError("--warmup: must be >= 0, got " + std::to_string(o.warmup));
-  constexpr int kMaxIterations = 1000000;  // warmup + iters must not overflow, nor run for ever
-  if (o.iters > kMaxIterations || o.warmup > kMaxIterations)
-    throw UsageError("--iters / --warmup: at most " + std::to_string(kMaxIterations) + " each, got " +
-                     std::to_string(o.iters) + " / " + std::to_string(o.warmup));
+  check_iterations(o.iters, o.warmup);
   o.device = attention_device(invocation);
   if (o.device.device == "cuda") return o;
   check_shardable(o.params.schedule, o.N, P);
@@ -182,8 +178,7 @@ BenchOptions bench_options(const Invocation& invocation) {
   const double floats = static_cast<double>(o.B) * static_cast<double>(o.N / P) * static_cast<double>(o.H) *
                         static_cast<double>(o.D);
   check_fits_in_memory("bench attention N=" + std::to_string(o.N) + " B=" + std::to_string(o.B) + " H=" +
-                           std::to_string(o.H) + " D=" + std::to_string(o.D) + " on " + std::to_string(P) +
-                           (P == 1 ? " rank" : " ranks"),
+                           std::to_string(o.H) + " D=" + std::to_string(o.D) + " on " + count_of(P, "rank"),
                        o.backward ? "q, k, v, o, dout, dq, dk, dv of its rows in float32" : "q, k, v, o of its rows in float32",
                        floats * 4 * (o.backward ? 8 : 4), invocation.process.local_size());
   return o;

@@ -35,7 +35,8 @@ void declare(po::options_description& desc, po::positional_options_description&)
       ("json", po::bool_switch(), "print one JSON object instead of a table");
 }
 
-// The options, checked in the config phase (all ranks agree: one message, exit 2) and again by run.
+// The options, checked in the config phase (all ranks agree: one message, exit 2); run() relies on it
+// (main.cpp runs this first).
 void check_options(const Invocation& invocation) {
   const auto& vm = invocation.options;
   const std::string backend = vm["comm"].as<std::string>();
@@ -44,22 +45,15 @@ void check_options(const Invocation& invocation) {
   if (backend != "mpi" && backend != "staged" && backend != "nccl" && backend != "auto")
     throw UsageError("--comm: '" + backend + "' is not a backend; allowed: mpi, staged, nccl, auto");
   if (bytes < 1) throw UsageError("--bytes: must be >= 1, got " + std::to_string(bytes));
-  if (iters < 1) throw UsageError("--iters: must be >= 1, got " + std::to_string(iters));
-  if (warmup < 0) throw UsageError("--warmup: must be >= 0, got " + std::to_string(warmup));
-  constexpr int kMaxIterations = 1000000;  // warmup + iters must not overflow, nor run for ever
-  if (iters > kMaxIterations || warmup > kMaxIterations)
-    throw UsageError("--iters / --warmup: at most " + std::to_string(kMaxIterations) + " each, got " +
-                     std::to_string(iters) + " / " + std::to_string(warmup));
+  check_iterations(iters, warmup);
   const int P = invocation.process.world().size();
   if (backend == "mpi" || backend == "staged")  // host buffers, or host staging (auto may pick device buffers)
-    check_fits_in_memory("bench comm --bytes " + std::to_string(bytes) + " over " + std::to_string(P) +
-                             (P == 1 ? " rank" : " ranks"),
+    check_fits_in_memory("bench comm --bytes " + std::to_string(bytes) + " over " + count_of(P, "rank"),
                          "its send buffer and the gathered P x bytes", static_cast<double>(bytes) * (P + 1),
                          invocation.process.local_size());
 }
 
 int run(Invocation& invocation) {
-  check_options(invocation);
   const auto& vm = invocation.options;
   comm::Communicator& world = invocation.process.world();
   std::string backend = vm["comm"].as<std::string>();

@@ -472,10 +472,9 @@ int run_train(Invocation& inv) {
   const double peak = r.peak_gflops * 1e9 * P;
   if (rank == 0) {
     std::ostringstream head;
-    const auto many = [](int64_t n, const char* noun) { return std::to_string(n) + " " + noun + (n == 1 ? "" : "s"); };
-    head << "train: " << many(r.trainer.model.layers, "layer") << ", dim " << r.trainer.model.dim << ", "
-         << many(r.trainer.model.heads, "head") << ", " << trainer.model().layout().total() << " parameters, schedule "
-         << to_string(r.trainer.model.schedule) << ", N = " << r.trainer.seq_len << " over " << many(P, "rank") << " ("
+    head << "train: " << count_of(r.trainer.model.layers, "layer") << ", dim " << r.trainer.model.dim << ", "
+         << count_of(r.trainer.model.heads, "head") << ", " << trainer.model().layout().total() << " parameters, schedule "
+         << to_string(r.trainer.model.schedule) << ", N = " << r.trainer.seq_len << " over " << count_of(P, "rank") << " ("
          << trainer.local_rows().rows() << " rows each), " << step_flops(r.trainer.model, r.trainer.seq_len) / 1e9
          << " GFLOP/step, MFU peak " << r.peak_gflops << " GFLOP/s per rank";
     for (size_t i = 0; i < stages; ++i)
@@ -623,8 +622,8 @@ Command train_command() {
                           rows * (f(m.layers) * (8.0 * f(m.dim) + 2.0 * f(m.mlp_hidden)) + 2.0 * f(m.vocab)) +
                           f(m.layers) * kept;
     check_fits_in_memory("train (model.layers=" + std::to_string(m.layers) + ", model.dim=" + std::to_string(m.dim) +
-                             ", data.seq_len=" + std::to_string(r.trainer.seq_len) + " over " + std::to_string(P) +
-                             (P == 1 ? " rank)" : " ranks)"),
+                             ", data.seq_len=" + std::to_string(r.trainer.seq_len) + " over " + count_of(P, "rank") +
+                             ")",
                          "parameters, gradients, AdamW moments, each layer's activations of its rows and the K / V "
                          "rows it gathered, in float32",
                          floats * 4, inv.process.local_size());
