@@ -101,10 +101,11 @@ std::vector<std::string> make_room_for_checkpoint(const std::string& dir, int64_
   if (keep < 2) return removed;  // keep = 1 would leave no checkpoint at all while the new one is written
   publish_on_rank0(comm, "making room for a checkpoint in " + dir, [&] {
     if (!std::filesystem::is_directory(dir)) return;
-    const std::vector<std::string> own = list_own_checkpoints(dir);
-    if (own.empty()) return;  // nothing to size the next one by
+    // Sized by the newest file by name: the files are opened (list_own_checkpoints) only when short of room.
+    const std::vector<std::string> named = list_checkpoints(dir);
+    if (named.empty()) return;  // nothing to size the next one by
     std::error_code error;
-    const uintmax_t newest = std::filesystem::file_size(own.back(), error);
+    const uintmax_t newest = std::filesystem::file_size(named.back(), error);
     if (error) return;
     const bool measured = !available;
     const auto room = [&]() -> uint64_t {
@@ -115,6 +116,7 @@ std::vector<std::string> make_room_for_checkpoint(const std::string& dir, int64_
     if (room() >= newest + newest / 16) return;
     // A killed save's .tmp is what fills a disk first (no writer is active on `dir` now).
     if (remove_stray_temporaries(dir) > 0 && room() >= newest + newest / 16) return;
+    const std::vector<std::string> own = list_own_checkpoints(dir);
     if (static_cast<int64_t>(own.size()) < keep) return;  // the commit would delete none of them
     std::string protect;
     try {
