@@ -28,10 +28,8 @@ std::map<std::string, std::string> ini_values(const std::string& text, const std
 }
 
 // A value as it is meant, not as it was written: "64, 128" and "1K" are the sizes 64,128 and 1024, "1e4"
-// is 10000, "on" is true; anything else is itself (trimmed).
-std::string canonical(const std::string& value) {
-  const size_t first = value.find_first_not_of(" \t"), last = value.find_last_not_of(" \t");
-  const std::string text = first == std::string::npos ? "" : value.substr(first, last - first + 1);
+// is 10000, "on" is true; anything else is itself. (The INI reader has trimmed it.)
+std::string canonical(const std::string& text) {
   try {
     std::string joined;
     for (int64_t n : cli::parse_size_list("value", text)) joined += (joined.empty() ? "" : ",") + std::to_string(n);
