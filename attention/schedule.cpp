@@ -26,11 +26,13 @@ std::string join(const std::vector<int64_t>& values) {
 }  // namespace
 
 Schedule make_schedule(const std::vector<int64_t>& segment_lengths, const std::vector<int64_t>& dilation_rates,
-                       bool allow_uncovered) {
-  if (segment_lengths.empty()) throw UsageError("--segment-lengths: the list is empty (give at least one length)");
-  if (dilation_rates.empty()) throw UsageError("--dilation-rates: the list is empty (give one rate per segment length)");
+                       bool allow_uncovered, const ScheduleOptionNames& names) {
+  const std::string& w_name = names.segment_lengths;
+  const std::string& r_name = names.dilation_rates;
+  if (segment_lengths.empty()) throw UsageError(w_name + ": the list is empty (give at least one length)");
+  if (dilation_rates.empty()) throw UsageError(r_name + ": the list is empty (give one rate per segment length)");
   if (segment_lengths.size() != dilation_rates.size())
-    throw UsageError("--segment-lengths (" + join(segment_lengths) + ") and --dilation-rates (" + join(dilation_rates) +
+    throw UsageError(w_name + " (" + join(segment_lengths) + ") and " + r_name + " (" + join(dilation_rates) +
                      ") have different lengths (" + std::to_string(segment_lengths.size()) + " vs " +
                      std::to_string(dilation_rates.size()) + "): give one dilation rate per segment length");
   Schedule schedule;
@@ -39,21 +41,22 @@ Schedule make_schedule(const std::vector<int64_t>& segment_lengths, const std::v
     const int64_t w = segment_lengths[i];
     const int64_t r = dilation_rates[i];
     if (w <= 0)
-      throw UsageError("--segment-lengths: value " + std::to_string(w) + " (entry " + std::to_string(i + 1) +
+      throw UsageError(w_name + ": value " + std::to_string(w) + " (entry " + std::to_string(i + 1) +
                        ") must be a positive integer");
     if (r <= 0)
-      throw UsageError("--dilation-rates: value " + std::to_string(r) + " (entry " + std::to_string(i + 1) +
+      throw UsageError(r_name + ": value " + std::to_string(r) + " (entry " + std::to_string(i + 1) +
                        ") must be a positive integer");
     if (r > w)
-      throw UsageError("--dilation-rates: value " + std::to_string(r) + " exceeds its segment length " +
-                       std::to_string(w) + " (entry " + std::to_string(i + 1) + " of --segment-lengths)");
+      throw UsageError(r_name + ": value " + std::to_string(r) + " exceeds its segment length " + std::to_string(w) +
+                       " (entry " + std::to_string(i + 1) + " of " + w_name + ")");
     covered = covered || r == 1;
     schedule.branches.push_back({w, r});
   }
   if (!covered && !allow_uncovered)
-    throw UsageError("--dilation-rates (" + join(dilation_rates) +
-                     "): no branch has rate 1, so some (row, head) pairs would attend to nothing; add a "
-                     "branch with rate 1 or pass --allow-uncovered");
+    throw UsageError(r_name + " (" + join(dilation_rates) +
+                     "): no branch has rate 1, so some (row, head) pairs would attend to nothing; add a branch with "
+                     "rate 1" +
+                     (names.allow_uncovered.empty() ? "" : " or pass " + names.allow_uncovered));
   return schedule;
 }
 

@@ -35,11 +35,18 @@ struct Schedule {
   std::vector<Branch> branches;
 };
 
-// Validates the two option lists (--segment-lengths, --dilation-rates): same non-zero length, w > 0,
-// r > 0, r <= w, and some branch with r = 1 unless allow_uncovered. UsageError naming the option and
-// the bad value otherwise.
+// What the schedule's options are called where a schedule error reaches the user: attend's and bench's
+// flags by default; train passes its model.* keys.
+struct ScheduleOptionNames {
+  std::string segment_lengths = "--segment-lengths";
+  std::string dilation_rates = "--dilation-rates";
+  std::string allow_uncovered = "--allow-uncovered";  // empty: the command has no such option
+};
+
+// Validates the two option lists: same non-zero length, w > 0, r > 0, r <= w, and some branch with
+// r = 1 unless allow_uncovered. UsageError naming the option and the bad value otherwise.
 Schedule make_schedule(const std::vector<int64_t>& segment_lengths, const std::vector<int64_t>& dilation_rates,
-                       bool allow_uncovered);
+                       bool allow_uncovered, const ScheduleOptionNames& names = {});
 std::string to_string(const Schedule& schedule);  // "w=2048,r=1; w=4096,r=2"
 
 // Head offset o(h, r) in [0, r) for head h of `heads`. Also compiled for the device by the CUDA kernels,

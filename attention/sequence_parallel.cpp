@@ -283,7 +283,8 @@ bool branch_is_local(const Branch& branch, int64_t global_len, int64_t local_len
   return effective_segment_length(branch, global_len) <= local_len;
 }
 
-void check_shardable(const Schedule& schedule, int64_t seq_len, int world_size) {
+void check_shardable(const Schedule& schedule, int64_t seq_len, int world_size, SpanningSegments spanning,
+                     const ScheduleOptionNames& names) {
   if (seq_len % world_size != 0) {
     std::ostringstream message;
     message << "sequence length " << seq_len << " is not divisible by the " << world_size
@@ -296,25 +297,19 @@ void check_shardable(const Schedule& schedule, int64_t seq_len, int world_size) 
     const int64_t w = effective_segment_length(branch, seq_len);
     if (L % w != 0 && w % L != 0) {
       std::ostringstream message;
-      message << "--segment-lengths: segment length " << branch.segment_length;
+      message << names.segment_lengths << ": segment length " << branch.segment_length;
       if (w != branch.segment_length) message << " (" << w << " after clipping to N)";
       message << " neither divides nor is a multiple of N / P = " << seq_len << " / " << world_size << " = " << L
               << " rows per rank; segments must line up with the shards";
       throw UsageError(message.str());
     }
-  }
-}
-
-void check_spanning_segments_whole(const Schedule& schedule, int64_t seq_len, int world_size) {
-  if (world_size == 1) return;
-  for (const Branch& branch : schedule.branches) {
-    const int64_t w = effective_segment_length(branch, seq_len);
-    if (branch_is_local(branch, seq_len, seq_len / world_size) || seq_len % w == 0) continue;
-    std::ostringstream message;
-    message << "--segment-lengths: segment length " << w << " spans ranks and does not divide N = " << seq_len
-            << ": its last segment would be shorter, which --device cuda on several ranks does not run (the cpu "
-               "backend does)";
-    throw UsageError(message.str());
+    if (spanning == SpanningSegments::whole && !branch_is_local(branch, seq_len, L) && seq_len % w != 0) {
+      std::ostringstream message;
+      message << names.segment_lengths << ": segment length " << w << " spans ranks and does not divide N = "
+              << seq_len << ": its last segment would be shorter, which --device cuda on several ranks does not run "
+                 "(the cpu backend does)";
+      throw UsageError(message.str());
+    }
   }
 }
 

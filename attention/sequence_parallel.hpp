@@ -43,13 +43,16 @@ struct SequenceParallelStats {
   double hidden_fraction() const { return comm_seconds > 0 ? 1.0 - comm_wait_seconds / comm_seconds : 1.0; }
 };
 
-// Throws UsageError (before any work) when N % P != 0 or a segment length neither divides nor is a
-// multiple of N / P, naming the segment length and N / P.
-void check_shardable(const Schedule& schedule, int64_t seq_len, int world_size);
-// The GPU path's extra rule on several ranks: a segment that spans ranks is whole (N is a multiple of its
-// w'), since its kernels assume g full shards. (The CPU path also takes a shorter last spanning segment.)
-// Throws UsageError naming the segment length.
-void check_spanning_segments_whole(const Schedule& schedule, int64_t seq_len, int world_size);
+// Whether a segment that spans ranks may end short (N not a multiple of its w'). The CPU path takes it;
+// the GPU path's kernels assume g full shards, so on several ranks it asks for whole segments.
+enum class SpanningSegments { may_end_short, whole };
+
+// Throws UsageError (before any work) when N % P != 0, when a segment length neither divides nor is a
+// multiple of N / P, or (`whole`) when a spanning segment would end short. Messages name the segment
+// length under names.segment_lengths.
+void check_shardable(const Schedule& schedule, int64_t seq_len, int world_size,
+                     SpanningSegments spanning = SpanningSegments::may_end_short,
+                     const ScheduleOptionNames& names = {});
 
 // Whether `branch` is LOCAL when N = global_len rows are split into shards of local_len (its segments lie
 // inside one shard); otherwise it spans ranks.

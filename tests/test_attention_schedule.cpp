@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "attention/schedule.hpp"
 #include "runtime/core/error.hpp"
@@ -12,9 +14,9 @@ namespace {
 
 // Runs make_schedule and expects a UsageError whose message contains every string in `needles`.
 ::testing::AssertionResult rejects(const std::vector<int64_t>& w, const std::vector<int64_t>& r, bool allow_uncovered,
-                                   const std::vector<std::string>& needles) {
+                                   const std::vector<std::string>& needles, const ScheduleOptionNames& names = {}) {
   try {
-    make_schedule(w, r, allow_uncovered);
+    make_schedule(w, r, allow_uncovered, names);
   } catch (const UsageError& e) {
     const std::string message = e.what();
     for (const auto& needle : needles)
@@ -35,6 +37,24 @@ TEST(Schedule, RejectsBadLists) {
   EXPECT_TRUE(rejects({2048, 4096}, {-3, 1}, false, {"--dilation-rates", "-3"}));
   EXPECT_TRUE(rejects({2048, 8}, {1, 16}, false, {"--dilation-rates", "16", "8"}));
   EXPECT_TRUE(rejects({2048, 4096}, {2, 4}, false, {"--dilation-rates", "2,4", "--allow-uncovered"}));
+}
+
+// train's keys: every message names them, and none names a flag train does not have.
+TEST(Schedule, ErrorsNameTheCallersOptions) {
+  const ScheduleOptionNames train{"model.segment_lengths", "model.dilation_rates", ""};
+  const std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>> bad = {
+      {{}, {}}, {{2048}, {}}, {{2048, 4096}, {1}}, {{0}, {1}}, {{8}, {0}}, {{8}, {16}}, {{2048, 4096}, {2, 4}}};
+  for (const auto& [w, r] : bad) {
+    try {
+      make_schedule(w, r, false, train);
+      ADD_FAILURE() << "accepted";
+    } catch (const UsageError& e) {
+      const std::string message = e.what();
+      EXPECT_EQ(message.rfind("model.", 0), 0u) << message;
+      EXPECT_EQ(message.find("--"), std::string::npos) << message;
+    }
+  }
+  EXPECT_TRUE(rejects({2048, 8}, {1, 16}, false, {"model.dilation_rates: value 16", "of model.segment_lengths"}, train));
 }
 
 TEST(Schedule, AcceptsValidLists) {

@@ -234,9 +234,30 @@ TEST(SequenceParallel, UnshardableInputIsRefusedNamingTheSegment) {
   EXPECT_THROW(check_shardable(make_schedule({18}, {1}, false), 24, 2), UsageError);  // L = 12
   // The GPU path on several ranks also wants spanning segments whole: 18 over 24 at P = 4 (L = 6) spans 3
   // ranks and leaves a shorter last segment; a local one (6) or a whole one (12) is fine.
-  EXPECT_THROW(check_spanning_segments_whole(make_schedule({6, 18}, {1, 2}, false), 24, 4), UsageError);
-  EXPECT_NO_THROW(check_spanning_segments_whole(make_schedule({6, 12, 24}, {1, 2, 4}, false), 24, 4));
-  EXPECT_NO_THROW(check_spanning_segments_whole(make_schedule({18}, {1}, false), 24, 1));
+  const auto whole = SpanningSegments::whole;
+  EXPECT_NO_THROW(check_shardable(make_schedule({6, 18}, {1, 2}, false), 24, 4));
+  EXPECT_THROW(check_shardable(make_schedule({6, 18}, {1, 2}, false), 24, 4, whole), UsageError);
+  EXPECT_NO_THROW(check_shardable(make_schedule({6, 12, 24}, {1, 2, 4}, false), 24, 4, whole));
+  EXPECT_NO_THROW(check_shardable(make_schedule({18}, {1}, false), 24, 1, whole));
+}
+
+TEST(SequenceParallel, ShardErrorsNameTheCallersOption) {
+  const ScheduleOptionNames train{"model.segment_lengths", "model.dilation_rates", ""};
+  for (const auto spanning : {SpanningSegments::may_end_short, SpanningSegments::whole}) {
+    const Schedule schedule = make_schedule({8, 48}, {1, 2}, false);
+    try {
+      check_shardable(schedule, 128, 4, spanning, train);  // L = 32: 48 neither divides nor is a multiple
+      FAIL() << "expected UsageError";
+    } catch (const UsageError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("model.segment_lengths: segment length 48", 0), 0u) << e.what();
+    }
+  }
+  try {
+    check_shardable(make_schedule({6, 18}, {1, 2}, false), 24, 4, SpanningSegments::whole, train);
+    FAIL() << "expected UsageError";
+  } catch (const UsageError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("model.segment_lengths: segment length 18 spans ranks", 0), 0u) << e.what();
+  }
 }
 
 }  // namespace

@@ -188,8 +188,7 @@ void CudaSequenceParallel::forward(const AttentionParams& params, const Attentio
   const auto start = Clock::now();
   comm_.reset_counters();
   const int64_t L = local.seq_len, N = L * comm_.size();
-  check_shardable(params.schedule, N, comm_.size());
-  check_spanning_segments_whole(params.schedule, N, comm_.size());
+  check_shardable(params.schedule, N, comm_.size(), SpanningSegments::whole);
   bool overwrite = cuda::flash_forward_begin(local, params.schedule, o, lse, nullptr);  // branch 0 runs first
   run_branches(
       params, local, k, v,
@@ -211,8 +210,7 @@ void CudaSequenceParallel::backward(const AttentionParams& params, const Attenti
   const auto start = Clock::now();
   comm_.reset_counters();
   const int64_t L = local.seq_len, N = L * comm_.size(), B = local.batch, H = local.heads, D = local.head_dim;
-  check_shardable(params.schedule, N, comm_.size());
-  check_spanning_segments_whole(params.schedule, N, comm_.size());
+  check_shardable(params.schedule, N, comm_.size(), SpanningSegments::whole);
   DeviceMemory delta(static_cast<size_t>(B * L * H) * sizeof(float));
   const bool branch0_local = !params.schedule.branches.empty() && branch_is_local(params.schedule.branches[0], N, L);
   bool overwrite = cuda::flash_backward_begin(local, params.schedule, branch0_local, dtype_, dout, o,

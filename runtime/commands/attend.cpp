@@ -82,8 +82,8 @@ void check_options(const Invocation& invocation) {
   const io::h5::File file = io::h5::File::open(input_path, io::h5::Mode::read, MPI_COMM_NULL);
   const io::AttendInput input = io::check_attend_input(file, vm["backward"].as<bool>());
   const int P = invocation.process.world().size();
-  check_shardable(params.schedule, input.seq_len, P);
-  if (device.device == "cuda") check_spanning_segments_whole(params.schedule, input.seq_len, P);
+  check_shardable(params.schedule, input.seq_len, P,
+                  device.device == "cuda" ? SpanningSegments::whole : SpanningSegments::may_end_short);
   // This rank's rows of q, k, v, o (+ do, dq, dk, dv), float32 on the host: a lower bound.
   const bool backward = vm["backward"].as<bool>();
   check_fits_in_memory("attend on " + input_path + " " + to_string(input.shape) + " over " + count_of(P, "rank"),

@@ -117,16 +117,16 @@ struct RunOptions {
   bool regather_kv = false;
 };
 
-// attention/'s schedule errors name attend's options; train's are model.* (and it has no
-// --allow-uncovered). `prefix` says which length the error is about.
-UsageError in_train_terms(const UsageError& e, const std::string& prefix = "") {
-  std::string message = e.what();
-  for (const auto& [from, to] : {std::pair<std::string, std::string>{"--segment-lengths", "model.segment_lengths"},
-                                 {"--dilation-rates", "model.dilation_rates"},
-                                 {" or pass --allow-uncovered", ""}})
-    for (size_t at = message.find(from); at != std::string::npos; at = message.find(from, at + to.size()))
-      message.replace(at, from.size(), to);
-  return UsageError(prefix + message);
+// Schedule errors name train's keys (and train has no --allow-uncovered).
+const ScheduleOptionNames kScheduleNames{"model.segment_lengths", "model.dilation_rates", ""};
+
+// check_shardable at a curriculum stage's length; the error says which stage.
+void check_stage_shardable(const Schedule& schedule, int64_t stage_len, int world_size, SpanningSegments spanning) {
+  try {
+    check_shardable(schedule, stage_len, world_size, spanning, kScheduleNames);
+  } catch (const UsageError& e) {
+    throw UsageError("data.short_seq_len=" + std::to_string(stage_len) + ": " + e.what());
+  }
 }
 
 // `warn`: print the warnings (the config-phase check runs this too, silently, so they print once).
@@ -159,14 +159,10 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
   if (m.mlp_hidden == 0) m.mlp_hidden = 4 * m.dim;
   const int64_t n = parse_size("data.seq_len", opt<std::string>(inv, "data.seq_len"));
   require(n >= 2, "data.seq_len=" + std::to_string(n) + ": must be >= 2");
-  try {
-    m.schedule = make_schedule(parse_size_list("model.segment_lengths", opt<std::string>(inv, "model.segment_lengths")),
-                               parse_size_list("model.dilation_rates", opt<std::string>(inv, "model.dilation_rates")),
-                               false);
-    check_shardable(m.schedule, n, world_size);
-  } catch (const UsageError& e) {
-    throw in_train_terms(e);
-  }
+  m.schedule = make_schedule(parse_size_list("model.segment_lengths", opt<std::string>(inv, "model.segment_lengths")),
+                             parse_size_list("model.dilation_rates", opt<std::string>(inv, "model.dilation_rates")),
+                             false, kScheduleNames);
+  check_shardable(m.schedule, n, world_size, SpanningSegments::may_end_short, kScheduleNames);
   m.causal = true;
   int64_t max_r = 1;
   for (const auto& b : m.schedule.branches) max_r = std::max(max_r, b.dilation);
@@ -229,11 +225,7 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
     require(lens[i] >= 0 && counts[i] >= 0, "data.short_seq_len and data.short_steps must be >= 0");
     if (lens[i] == 0 || counts[i] == 0) continue;
     require(lens[i] >= 2, "data.short_seq_len must be >= 2");
-    try {
-      check_shardable(m.schedule, lens[i], world_size);
-    } catch (const UsageError& e) {
-      throw in_train_terms(e, "data.short_seq_len=" + std::to_string(lens[i]) + ": ");
-    }
+    check_stage_shardable(m.schedule, lens[i], world_size, SpanningSegments::may_end_short);
     end += counts[i];
     r.stage_len.push_back(lens[i]);
     r.stage_end.push_back(end);
@@ -628,12 +620,8 @@ Command train_command() {
                          "rows it gathered, in float32",
                          floats * 4, inv.process.local_size());
     if (device.device == "cuda") {
-      try {
-        check_spanning_segments_whole(r.trainer.model.schedule, r.trainer.seq_len, P);
-        for (int64_t n : r.stage_len) check_spanning_segments_whole(r.trainer.model.schedule, n, P);
-      } catch (const UsageError& e) {
-        throw in_train_terms(e);
-      }
+      check_shardable(r.trainer.model.schedule, r.trainer.seq_len, P, SpanningSegments::whole, kScheduleNames);
+      for (int64_t n : r.stage_len) check_stage_shardable(r.trainer.model.schedule, n, P, SpanningSegments::whole);
     }
     train::make_dataset(r.data);  // the token file's metadata too (exit 3 when it is no token file)
     curriculum_datasets(r);
