@@ -6,7 +6,6 @@
 // failure leaves no OUT.
 #include <chrono>
 #include <fstream>
-#include <iomanip>
 #include <memory>
 #include <sstream>
 #include <thread>
@@ -31,12 +30,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-std::string fixed(double value, int digits) {
-  std::ostringstream out;
-  out << std::fixed << std::setprecision(digits) << value;
-  return out.str();
-}
 
 void declare(po::options_description& desc, po::positional_options_description&) {
   desc.add_options()

@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include <cmath>
+#include <iomanip>
 #include <sstream>
 
 #include "attention/cuda/cuda_attention.hpp"
@@ -126,6 +127,12 @@ void check_iterations(int iters, int warmup) {
 }
 
 std::string count_of(int64_t n, const std::string& noun) { return std::to_string(n) + " " + noun + (n == 1 ? "" : "s"); }
+
+std::string fixed(double value, int digits) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(digits) << value;
+  return out.str();
+}
 
 std::string json_string(const std::string& text) {
   std::string out = "\"";

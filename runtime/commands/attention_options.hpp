@@ -43,6 +43,8 @@ void check_iterations(int iters, int warmup);
 
 // "1 rank", "4 ranks": a count and its noun, for messages.
 std::string count_of(int64_t n, const std::string& noun);
+// `value` with `digits` digits after the point: "0.943".
+std::string fixed(double value, int digits);
 
 // One JSON string literal.
 std::string json_string(const std::string& text);

@@ -57,12 +57,6 @@ Tensor seeded_rows(uint64_t seed, uint64_t which, int64_t B, int64_t N, int64_t 
   return t;
 }
 
-std::string fixed(double value, int digits) {
-  std::ostringstream out;
-  out << std::fixed << std::setprecision(digits) << value;
-  return out.str();
-}
-
 std::string launches(int n) { return std::to_string(n) + (n == 1 ? " launch" : " launches"); }
 
 // --device cuda: the kernels alone on device-resident inputs (CUDA events), one rank.
