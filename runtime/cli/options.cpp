@@ -338,6 +338,17 @@ void check_unsigned(const po::parsed_options& parsed, const po::options_descript
   }
 }
 
+// What an option of this type takes, for an invalid-value error; empty for text and on/off options.
+std::string value_kind(const po::option_description& option) {
+  const po::value_semantic* semantic = option.semantic().get();
+  const std::string no_suffix = ", in digits only; K, M, G suffixes are for the options whose --help says so";
+  if (dynamic_cast<const po::typed_value<uint64_t>*>(semantic)) return "a non-negative integer" + no_suffix;
+  if (dynamic_cast<const po::typed_value<int64_t>*>(semantic) || dynamic_cast<const po::typed_value<int>*>(semantic))
+    return "an integer" + no_suffix;
+  if (dynamic_cast<const po::typed_value<double>*>(semantic)) return "a number";
+  return "";
+}
+
 }  // namespace
 
 Invocation parse_invocation(ProcessContext& process, const Command& command, const std::vector<std::string>& args,
@@ -456,6 +467,14 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
   } catch (const po::unknown_option& e) {
     throw UsageError("unknown option '" + e.get_option_name() + "' for " + where +
                      (source.empty() ? "" : " (from " + source + ")") + "; allowed: " + allowed_options(declared));
+  } catch (const po::invalid_option_value& e) {
+    std::string name = e.get_option_name();
+    name.erase(0, name.find_first_not_of('-'));
+    const po::option_description* option = declared.find_nothrow(name, false);
+    const std::string kind = option ? value_kind(*option) : "";
+    throw UsageError(std::string(e.what()) + (kind.empty() ? "" : ": it takes " + kind) + " (" +
+                     (source.empty() ? "" : "from " + source + ", ") + "in " + where + "; see `longctx " +
+                     command.name + " --help`)");
   } catch (const po::error& e) {
     throw UsageError(std::string(e.what()) + " (" + (source.empty() ? "" : "from " + source + ", ") + "in " +
                      where + "; see `longctx " + command.name + " --help`)");

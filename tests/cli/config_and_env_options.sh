@@ -107,6 +107,13 @@ expect_in "$OUT/stderr" "'-1' is not a non-negative integer \(from environment v
 printf 'seed = -1\n' >"$OUT/neg.ini"
 expect_exit 2 "seed = -1 in a file" -- "$LONGCTX" bench attention --config "$OUT/neg.ini" --quiet
 expect_in "$OUT/stderr" "'-1' is not a non-negative integer \(from config file .*neg.ini line 1\)" "names the file and line"
+# A bad value says what the option takes: counts take digits only (K/M/G are for sizes), numbers a number.
+expect_exit 2 "--train.steps 10K" -- "$LONGCTX" train --train.steps 10K --quiet
+expect_in "$OUT/stderr" "'--train.steps' is invalid: it takes an integer, in digits only; K, M, G suffixes are for the options whose --help says so \(from the command line" \
+  "an integer, no suffix"
+printf '[train]\nlr = 1e-3x\n' >"$OUT/lr.ini"
+expect_exit 2 "lr = 1e-3x in a file" -- "$LONGCTX" train --config "$OUT/lr.ini" --quiet
+expect_in "$OUT/stderr" "'(--)?train.lr' is invalid: it takes a number \(from config file .*lr.ini line 2," "a number, and where"
 # Another command's variable whose last name part this command has under a section: LONGCTX_SEED for train
 # (bench attention's seed; train's is LONGCTX_TRAIN_SEED) was ignored without a word.
 expect_exit 2 "LONGCTX_SEED for train" -- env LONGCTX_SEED=42 "$LONGCTX" train --train.steps 0 --quiet
