@@ -1,5 +1,8 @@
 #include "runtime/cli/ini.hpp"
 
+#include <tuple>
+#include <utility>
+
 #include "runtime/core/error.hpp"
 
 namespace longctx::cli {
@@ -21,7 +24,35 @@ std::string strip_comment(const std::string& line) {
   return line;
 }
 
+// The quoted value that starts at text[open] (a "), and where its closing quote is; throws a message
+// for `at` when it has none.
+std::pair<std::string, size_t> read_quoted(const std::string& text, size_t open, const std::string& at) {
+  std::string value;
+  for (size_t i = open + 1; i < text.size(); ++i) {
+    if (text[i] == '"') return {value, i};
+    if (text[i] == '\\' && i + 1 < text.size() && (text[i + 1] == '"' || text[i + 1] == '\\')) ++i;
+    value += text[i];
+  }
+  throw UsageError(at + ": the quoted value has no closing \" (write \\\" for a \" inside it)");
+}
+
 }  // namespace
+
+std::string ini_value(const std::string& value) {
+  if (value.find_first_of("\r\n") != std::string::npos)
+    throw UsageError("a config value cannot hold a line break: '" + value + "'");
+  bool plain = value.empty() || (!is_blank(value.front()) && !is_blank(value.back()) && value.front() != '"' &&
+                                 value.front() != '#' && value.front() != ';');
+  for (size_t i = 1; plain && i < value.size(); ++i)
+    plain = !((value[i] == '#' || value[i] == ';') && is_blank(value[i - 1]));
+  if (plain) return value;
+  std::string quoted = "\"";
+  for (char c : value) {
+    if (c == '"' || c == '\\') quoted += '\\';
+    quoted += c;
+  }
+  return quoted + "\"";
+}
 
 std::vector<IniEntry> parse_ini(const std::string& text, const std::string& where) {
   static const std::string bom = "\xEF\xBB\xBF";
@@ -48,7 +79,20 @@ std::vector<IniEntry> parse_ini(const std::string& text, const std::string& wher
     if (equals == std::string::npos || trim(line.substr(0, equals)).empty())
       throw UsageError(at + ": '" + raw + "' is not 'key = value', '[section]' or a comment (# or ;)");
     const std::string key = trim(line.substr(0, equals));
-    entries.push_back({section.empty() ? key : section + "." + key, trim(line.substr(equals + 1)), number});
+    // `line` is `raw` trimmed and cut at its comment, so `raw` has this '=' at first_text + equals.
+    const size_t first_text = raw.find_first_not_of(" \t");
+    const size_t value_start = raw.find_first_not_of(" \t", first_text + equals + 1);
+    std::string value = trim(line.substr(equals + 1));
+    if (value_start != std::string::npos && raw[value_start] == '"') {
+      size_t close = 0;
+      std::tie(value, close) = read_quoted(raw, value_start, at);
+      const std::string rest = trim(raw.substr(close + 1));
+      if (!rest.empty() && rest.front() != '#' && rest.front() != ';')
+        throw UsageError(at + ": '" + rest + "' after the quoted value (only a comment, # or ;, may follow it)");
+      if (!rest.empty() && !is_blank(raw[close + 1]))
+        throw UsageError(at + ": '" + rest + "' right after the quoted value (a comment follows a blank)");
+    }
+    entries.push_back({section.empty() ? key : section + "." + key, value, number});
   }
   return entries;
 }

@@ -158,6 +158,15 @@ expect_exit 0 "resume with '32, 128, 256' and model.mlp_hidden 128 (= 4 dim)" --
 grep -q "^path = *$" "$OUT/exported.ini" && pass "the exported config has an empty data.path" || fail "no empty path line"
 expect_exit 0 "train --config <a checkpoint's /config>" -- "$LONGCTX" train --config "$OUT/exported.ini" --train.steps 3
 [ "$(cat "$OUT/canon/latest")" = step_00000003.h5 ] && pass "resumed from it and went on to step 3" || fail "latest: $(cat "$OUT/canon/latest")"
+# Paths a plain config value cannot hold (a blank before # or ;) are quoted in /config, and read back.
+expect_exit 0 "checkpoint.dir 'ck #2'" -- "$LONGCTX" train --quiet --model.heads 4 --model.dim 32 --data.seq_len 256 \
+  --model.segment_lengths 32,128,256 --model.dilation_rates 1,2,4 --data.key_digits 3 --train.steps 1 \
+  --checkpoint.every 1 --checkpoint.dir "$OUT/ck #2" --log.jsonl "$OUT/log ;1.jsonl"
+"$LONGCTX" ckpt inspect "$OUT/ck #2" --quiet | sed -n '/^  config:$/,$p' | tail -n +2 | sed 's/^    //' >"$OUT/quoted.ini"
+expect_in "$OUT/quoted.ini" "^dir = \"$OUT/ck #2\"$" "the dir is quoted"
+expect_exit 0 "train --config <that /config>" -- "$LONGCTX" train --config "$OUT/quoted.ini" --train.steps 2
+[ "$(cat "$OUT/ck #2/latest")" = step_00000002.h5 ] && pass "resumed in 'ck #2' and went on to step 2" || fail "latest: $(cat "$OUT/ck #2/latest")"
+[ "$(grep -c '"step"' "$OUT/log ;1.jsonl")" -ge 2 ] && pass "and logged to 'log ;1.jsonl'" || fail "log: $(ls "$OUT")"
 expect_exit 3 "but model.mlp_hidden 64 is another model" -- "$LONGCTX" train "${CANON[@]}" --model.segment_lengths 32,128,256 \
   --model.mlp_hidden 64 --train.steps 4
 expect_in "$OUT/stderr" "model.mlp_hidden = 128 there, 64 here" "names it as written"
