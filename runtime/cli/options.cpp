@@ -440,12 +440,18 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
       }
     }
 
-    // One variable at a time, so an error names it. An empty variable counts as unset.
+    // One variable at a time, so an error names it. An empty variable counts as unset. A positional
+    // argument is not read from the environment: its variable's name is generic (ckpt's FILE would be
+    // LONGCTX_PATH, which a site may well set for other reasons).
+    std::set<std::string> positional_names;
+    for (unsigned i = 0; i < positional.max_total_count() && i < 16; ++i)
+      positional_names.insert(positional.name_for_position(i));
     for (const auto& option : declared.options()) {
       const std::string& name = option->long_name();
       const std::string variable = env_name(name);
       const auto value = getenv(variable);
-      if (name == "config" || !value || value->empty() || turned_off.count(name)) continue;
+      if (name == "config" || !value || value->empty() || turned_off.count(name) || positional_names.count(name))
+        continue;
       if (name == "help")
         throw UsageError("environment variable " + variable + "='" + *value + "': help belongs on the command line " +
                          "only (longctx " + command.name + " --help); unset " + variable);
@@ -541,7 +547,10 @@ std::string help_text(const Command& command, const po::options_description& dec
       << "empty one counts as unset, and a LONGCTX_ variable that is no option is warned about.\n"
       << "In the file a line that starts with # or ; is a comment, and so is the rest of a line from a\n"
       << "# or ; after a blank (seed = 4  # note); one right after other text is part of the value\n"
-      << "(jsonl = run#1.jsonl). A key with no value, or given twice, is an error.\n"
+      << "(jsonl = run#1.jsonl), and a value in double quotes holds anything (dir = \"ck #2\"). A key with\n"
+      << "no value, or given twice, is an error.\n"
+      << (command.positional.empty() ? ""
+                                     : command.positional + " comes from the command line or the file, not the environment.\n")
       << "--help works on the command line only, and a config file cannot name another (no config key).\n";
   return out.str();
 }

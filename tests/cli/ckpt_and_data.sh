@@ -38,6 +38,11 @@ expect_in "$OUT/stderr" "nope.h5" "missing file named"
 expect_exit 2 "inspect without a file" -- "$LONGCTX" ckpt inspect --quiet
 expect_in "$OUT/stderr" "needs a checkpoint FILE or DIR: longctx ckpt inspect FILE\|DIR" "says what is missing as the usage line does"
 
+# FILE|DIR is not read from the environment: LONGCTX_PATH, set for something else, made verify check it.
+expect_exit 2 "verify with LONGCTX_PATH set and no FILE" -- env LONGCTX_PATH="$CK" "$LONGCTX" ckpt verify --quiet
+expect_in "$OUT/stderr" "needs a checkpoint FILE or DIR" "LONGCTX_PATH is not its FILE"
+expect_exit 0 "the file on the command line still works" -- env LONGCTX_PATH=/nowhere "$LONGCTX" ckpt verify "$CK" --quiet
+
 printf 'hello long context\n' >a.txt
 printf 'second document' >b.txt
 expect_exit 0 "data import" -- "$LONGCTX" data import --text a.txt b.txt --out corpus.h5 --quiet
