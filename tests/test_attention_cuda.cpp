@@ -210,5 +210,36 @@ TEST(CudaAttention, UncoveredRowsGetZeroAndMinusInfinity) {
   }
 }
 
+// At |score| ~ 1e9 the backward's P = exp(score - lse), <= 1 exactly, came out far larger from fp32
+// rounding alone (inf once packed to bf16); capped, as on the CPU, every dv[j][d] stays within the sum
+// over its segment's queries of |do[i][d]|. (The emulated kernels run the same case.)
+TEST(CudaAttention, BackwardStaysBoundedAtHugeScores) {
+  if (!cuda_compiled_in() || cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  AttentionParams p;
+  p.schedule = make_schedule({64}, {1}, false);
+  const Shape shape{1, 192, 1, 16};
+  const Tensor q = random_tensor(shape, 91, 30000.0f), k = random_tensor(shape, 92, 30000.0f),
+               v = random_tensor(shape, 93), dout = random_tensor(shape, 94);
+  const bool wgmma_here = wgmma_kernels_run_here();
+  for (Dtype dtype : {Dtype::fp32, Dtype::bf16})
+    for (const char* kernel : {"mma", "wgmma"}) {
+      if (std::string(kernel) == "wgmma" && (dtype == Dtype::fp32 || !wgmma_here)) continue;
+      SCOPED_TRACE(to_string(dtype) + " " + kernel);
+      ScopedEnv forward_kernel("LONGCTX_FLASH_FORWARD", kernel), backward_kernel("LONGCTX_FLASH_BACKWARD", kernel);
+      CudaAttention backend(dtype);
+      Tensor o, lse, dq, dk, dv;
+      backend.forward(p, q, k, v, o, lse);
+      backend.backward(p, q, k, v, o, lse, dout, dq, dk, dv);
+      const Tensor dor = rounded(dout, dtype);
+      for (int64_t segment = 0; segment < 3; ++segment)
+        for (int64_t d = 0; d < 16; ++d) {
+          double bound = 0;
+          for (int64_t i = 64 * segment; i < 64 * (segment + 1); ++i) bound += std::fabs(dor[i * 16 + d]);
+          for (int64_t j = 64 * segment; j < 64 * (segment + 1); ++j)
+            ASSERT_LE(std::fabs(dv[j * 16 + d]), bound * (1 + 1e-2)) << "dv[" << j << "][" << d << "]";
+        }
+    }
+}
+
 }  // namespace
 }  // namespace longctx

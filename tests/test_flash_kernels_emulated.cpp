@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <tuple>
 #include <vector>
 
 #include "attention/reference.hpp"
@@ -490,6 +491,53 @@ TEST(FlashKernelsEmulated, InfiniteScoresDropOutOfTheSoftmax) {
     expect_like_reference(o, o32, 1e-4, "fp32 o");
     expect_like_reference(lse, lse32, 1e-5, "fp32 lse");
   }
+}
+
+// dv against its bound: with P = exp(score - lse) <= 1, every dv[j][d] of a segment of `w` rows is at most
+// the sum over the segment's queries of |do[i][d]| (B = H = 1).
+void expect_dv_bounded(const Tensor& dv, const Tensor& dout, int64_t w, double slack, const char* name) {
+  const int64_t N = dv.shape()[1], D = dv.shape()[3];
+  for (int64_t s = 0; s < N; s += w)
+    for (int64_t d = 0; d < D; ++d) {
+      double bound = 0;
+      for (int64_t i = s; i < std::min(s + w, N); ++i) bound += std::fabs(dout[i * D + d]);
+      for (int64_t j = s; j < std::min(s + w, N); ++j)
+        ASSERT_LE(std::fabs(dv[j * D + d]), bound * (1 + slack)) << name << " dv[" << j << "][" << d << "]";
+    }
+}
+
+// At |score| ~ 1e9 fp32 rounds score and lse by hundreds, and P = exp(score - lse) came out far above the 1
+// it is at most (the CPU backward's audit case); the kernels cap it as the CPU path does.
+TEST(FlashKernelsEmulated, BackwardStaysBoundedAtHugeScores) {
+  AttentionParams params;
+  params.schedule = make_schedule({64}, {1}, false);
+  const Shape shape{1, 192, 1, 16};
+  const Tensor q = random_tensor(shape, 91, 30000.0f), k = random_tensor(shape, 92, 30000.0f),
+               v = random_tensor(shape, 93), dout = random_tensor(shape, 94);
+  AttentionDims dims;
+  dims.batch = 1;
+  dims.seq_len = 192;
+  dims.heads = 1;
+  dims.head_dim = 16;
+  const std::vector<__nv_bfloat16> q16 = convert<__nv_bfloat16>(q), k16 = convert<__nv_bfloat16>(k),
+                                   v16 = convert<__nv_bfloat16>(v), do16 = convert<__nv_bfloat16>(dout);
+  const Tensor dout16 = back(do16, shape);
+  for (auto [forward, backward, name] : {std::tuple{Kernel::forward_mma, Kernel::backward_mma, "mma"},
+                                         std::tuple{Kernel::forward_wgmma, Kernel::backward_wgmma, "wgmma"}}) {
+    const Results x = run_passes(params, dims, q16, k16, v16, do16, forward, backward, false);
+    expect_dv_bounded(x.dv, dout16, 64, 1e-2, name);
+  }
+  namespace R = reference_kernels_emulated;
+  const R::Launch launch = R::prepare(params, dims);
+  Tensor o(shape), lse(lse_shape(shape)), dq(shape), dk(shape), dv(shape);
+  emulation::launch(launch.blocks, R::kWarpsPerBlock * R::kWarp, 0, [&] {
+    R::forward_kernel(q.data(), k.data(), v.data(), o.data(), lse.data(), launch.schedule, launch.geometry);
+  });
+  emulation::launch(launch.blocks, R::kWarpsPerBlock * R::kWarp, 0, [&] {
+    R::backward_kernel(q.data(), k.data(), v.data(), o.data(), lse.data(), dout.data(), dq.data(), dk.data(),
+                       dv.data(), launch.schedule, launch.geometry);
+  });
+  expect_dv_bounded(dv, dout, 64, 1e-5, "fp32");
 }
 
 }  // namespace

@@ -745,6 +745,10 @@ __device__ __forceinline__ void backward_mma_block(const FlashArgs& a, const Pro
         const int col = n * 8 + 2 * c + (e & 1);
         const int key = k0 + warp * 16 + g + (e >> 1) * 8, query = t0 + col;
         float prob = exp2f(st[n][e] * scale2 - lse_row[col]);
+        // P <= 1 exactly (lse sums this key's term too), but at |score| ~ 1e6 and more fp32 rounding of the
+        // score and lse alone made it far larger (inf once packed to bf16). Capped as the CPU backward
+        // caps it; NaN stays NaN.
+        prob = prob > 1.f ? 1.f : prob;
         if (key_hidden(p, key, query, a.causal)) prob = 0.f;
         st[n][e] = prob;
         dpt[n][e] = prob * (dpt[n][e] - delta_row[col]);
@@ -1095,7 +1099,7 @@ __device__ __forceinline__ void backward_wgmma_block(const FlashArgs& a, const P
       const int col = (i / 4) * 8 + 2 * c + (i & 1);
       const int key = k0 + warp * 16 + g + ((i % 4) >> 1) * 8, query = t0 + col;
       const float prob = exp2f(st[i] * scale2 - lse_row[col]);
-      st[i] = key_hidden(p, key, query, a.causal) ? 0.f : prob;
+      st[i] = key_hidden(p, key, query, a.causal) ? 0.f : prob > 1.f ? 1.f : prob;  // as the mma backward
     }
     wgmma_wait<0>();
 #pragma unroll
