@@ -516,7 +516,8 @@ std::string to_ini(const Invocation& invocation, const po::options_description& 
     const size_t dot = name.find('.');
     const std::string section = dot == std::string::npos ? "" : name.substr(0, dot);
     const std::string key = dot == std::string::npos ? name : name.substr(dot + 1);
-    sections[section].push_back(key + " = " + ini_value(format_value(invocation.options[name])));
+    const std::string value = ini_value(format_value(invocation.options[name]));
+    sections[section].push_back(key + (value.empty() ? " =" : " = " + value));
   }
   std::ostringstream out;
   for (const auto& [section, lines] : sections) {
