@@ -98,4 +98,34 @@ inline std::vector<double> random_doubles(int64_t count, uint64_t seed) {
   return out;
 }
 
+// The backward at huge scores (each backend's BackwardStaysBoundedAtHugeScores): q and k of this scale
+// give |score| ~ 1e9, where fp32 rounding of the score and lse alone made P = exp(score - lse), <= 1
+// exactly, far larger.
+constexpr float kHugeScoreInputScale = 30000.0f;
+
+// With P <= 1, every dv[j][d] of a segment of `w` rows is at most the sum over the segment's queries of
+// |dout[i][d]| (shape {1, N, 1, D}, one branch of rate 1); checked from row `first` (a multiple of w) on.
+inline ::testing::AssertionResult dv_within_bound(const Tensor& dv, const Tensor& dout, int64_t w, double slack,
+                                                  int64_t first = 0) {
+  const int64_t N = dv.shape()[1], D = dv.shape()[3];
+  for (int64_t s = first; s < N; s += w)
+    for (int64_t d = 0; d < D; ++d) {
+      double bound = 0;
+      for (int64_t i = s; i < std::min(s + w, N); ++i) bound += std::fabs(dout[i * D + d]);
+      for (int64_t j = s; j < std::min(s + w, N); ++j)
+        if (!(std::fabs(dv[j * D + d]) <= bound * (1 + slack)))
+          return ::testing::AssertionFailure() << "dv[" << j << "][" << d << "] = " << dv[j * D + d]
+                                               << ", above its bound " << bound;
+    }
+  return ::testing::AssertionSuccess();
+}
+
+// Whether every value of rows [first, last) of `t` ({1, N, 1, D}) is NaN.
+inline bool rows_all_nan(const Tensor& t, int64_t first, int64_t last) {
+  const int64_t D = t.shape()[3];
+  for (int64_t i = first * D; i < last * D; ++i)
+    if (!std::isnan(t[i])) return false;
+  return true;
+}
+
 }  // namespace longctx::testing

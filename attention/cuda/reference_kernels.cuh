@@ -105,7 +105,8 @@ __global__ void forward_kernel(const float* __restrict__ q, const float* __restr
         if (d < D) dot += qs[e] * k[key + d];
       }
       dot = warp_sum(dot);
-      const float m_new = fmaxf(m, dot);
+      // fmaxf drops a NaN: a NaN first score (m = -inf) then weighed 0 and the row came out 0 / -inf.
+      const float m_new = dot != dot ? dot : fmaxf(m, dot);
       // While every score so far is -inf, nothing is kept (exp(-inf - -inf) would be NaN).
       const float keep = m_new == -INFINITY ? 1.f : expf(m - m_new);
       const float weight = m_new == -INFINITY ? 0.f : expf(dot - m_new);
@@ -164,7 +165,8 @@ __global__ void backward_kernel(const float* __restrict__ q, const float* __rest
         }
         dot = warp_sum(dot);
         dp = warp_sum(dp);
-        const float prob = expf(dot * g.scale - row_lse);
+        float prob = expf(dot * g.scale - row_lse);
+        prob = prob > 1.f ? 1.f : prob;  // <= 1 exactly; fp32 rounding at |score| ~ 1e9 (flash_kernels.cuh)
         const float ds = prob * (dp - delta) * g.scale;
 #pragma unroll
         for (int e = 0; e < kMaxPerLane; ++e) {
