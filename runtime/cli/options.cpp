@@ -192,6 +192,17 @@ std::string read_config(const std::string& path, const std::string& given_by) {
 
 // Option -> the longctx commands that declare it ("seed" -> {"bench attention"}); the options every
 // command shares (declare_common) are not listed.
+// The options `command` takes as positional arguments (ckpt's path). They have no environment variable:
+// its name would be generic (LONGCTX_PATH), and a site may well set that for something else.
+std::set<std::string> positional_names(const Command& command) {
+  po::options_description declared;
+  po::positional_options_description positional;
+  if (command.declare) command.declare(declared, positional);
+  std::set<std::string> names;
+  for (unsigned i = 0; i < positional.max_total_count() && i < 16; ++i) names.insert(positional.name_for_position(i));
+  return names;
+}
+
 const std::map<std::string, std::vector<std::string>>& commands_by_option() {
   static const std::map<std::string, std::vector<std::string>> commands = [] {
     std::map<std::string, std::vector<std::string>> all;
@@ -204,6 +215,23 @@ const std::map<std::string, std::vector<std::string>>& commands_by_option() {
     return all;
   }();
   return commands;
+}
+
+// The options that some command reads from the environment (all but the positional ones).
+const std::set<std::string>& options_with_variables() {
+  static const std::set<std::string> names = [] {
+    std::set<std::string> all;
+    for (const Command& command : all_commands()) {
+      po::options_description declared;
+      po::positional_options_description positional;
+      if (command.declare) command.declare(declared, positional);
+      const std::set<std::string> skip = positional_names(command);
+      for (const auto& o : declared.options())
+        if (!skip.count(o->long_name())) all.insert(o->long_name());
+    }
+    return all;
+  }();
+  return names;
 }
 
 // This command's options under a section whose last name part is `key`'s, other than `key` itself: where
@@ -285,14 +313,22 @@ const std::set<std::string>& environment_settings() {
 // with the option's variable it may have meant: LONGCTX_MODEL.LAYERS -> LONGCTX_MODEL_LAYERS (dots and
 // dashes become _), LONGCTX_SEQLEN -> LONGCTX_SEQ_LEN (the same but for _).
 void warn_unknown_variables(const std::vector<std::string>& environment_names, const GetEnv& getenv,
-                            const po::options_description& declared, const std::string& command) {
+                            const po::options_description& declared, const Command& command) {
   std::set<std::string> known = environment_settings();
   std::map<std::string, std::string> others;  // variable of another command's option -> that option
-  for (const auto& [option, commands] : commands_by_option()) {
+  for (const std::string& option : options_with_variables()) {
     known.insert(env_name(option));
     if (!declared.find_nothrow(option, false)) others.emplace(env_name(option), option);
   }
-  for (const auto& option : declared.options()) known.insert(env_name(option->long_name()));
+  const std::set<std::string> positional = positional_names(command);
+  std::map<std::string, std::string> positional_variables;  // LONGCTX_PATH -> "ckpt inspect, ckpt verify"
+  for (const Command& c : all_commands())
+    for (const std::string& name : positional_names(c)) {
+      std::string& owners = positional_variables[env_name(name)];
+      owners += (owners.empty() ? "" : ", ") + c.name;
+    }
+  for (const auto& option : declared.options())
+    if (!positional.count(option->long_name())) known.insert(env_name(option->long_name()));
   // Another command's option whose last name part is one of this command's (LONGCTX_SEED for train,
   // whose is LONGCTX_TRAIN_SEED): the likely mistake of a top-level `seed` in a train config.
   for (const auto& variable : environment_names) {
@@ -301,7 +337,7 @@ void warn_unknown_variables(const std::vector<std::string>& environment_names, c
     if (other == others.end() || !value || value->empty()) continue;
     for (const std::string& name : same_leaf_options(declared, other->second))
       log::warn_once("environment variable " + variable + " sets '" + other->second +
-                     "', an option of other commands, not of 'longctx " + command + "': ignored; did you mean " +
+                     "', an option of other commands, not of 'longctx " + command.name + "': ignored; did you mean " +
                      env_name(name) + "?");
   }
   const auto squeezed = [](const std::string& name) {
@@ -315,6 +351,12 @@ void warn_unknown_variables(const std::vector<std::string>& environment_names, c
     if (variable.compare(0, prefix.size(), prefix) != 0 || known.count(variable)) continue;
     const auto value = getenv(variable);
     if (!value || value->empty()) continue;  // an empty variable counts as unset
+    if (positional_variables.count(variable)) {
+      log::warn_once("environment variable " + variable + " is ignored: a positional argument (that of " +
+                     positional_variables.at(variable) +
+                     ") comes from the command line or a config file, never from the environment");
+      continue;
+    }
     std::string guess;
     for (const auto& name : known)
       if (squeezed(name) == squeezed(variable)) guess = name;
@@ -338,13 +380,20 @@ void check_unsigned(const po::parsed_options& parsed, const po::options_descript
   }
 }
 
-// What an option of this type takes, for an invalid-value error; empty for text and on/off options.
+// What an option of this type takes, for an invalid-value error (a malformed or an out-of-range value);
+// empty for text and on/off options.
 std::string value_kind(const po::option_description& option) {
   const po::value_semantic* semantic = option.semantic().get();
-  const std::string no_suffix = ", in digits only; K, M, G suffixes are for the options whose --help says so";
-  if (dynamic_cast<const po::typed_value<uint64_t>*>(semantic)) return "a non-negative integer" + no_suffix;
-  if (dynamic_cast<const po::typed_value<int64_t>*>(semantic) || dynamic_cast<const po::typed_value<int>*>(semantic))
-    return "an integer" + no_suffix;
+  const auto integers = [](auto low, auto high) {
+    return "an integer from " + std::to_string(low) + " to " + std::to_string(high) +
+           ", in digits only; K, M, G suffixes are for the options whose --help says so";
+  };
+  if (dynamic_cast<const po::typed_value<uint64_t>*>(semantic))
+    return integers(0, std::numeric_limits<uint64_t>::max());
+  if (dynamic_cast<const po::typed_value<int64_t>*>(semantic))
+    return integers(std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max());
+  if (dynamic_cast<const po::typed_value<int>*>(semantic))
+    return integers(std::numeric_limits<int>::min(), std::numeric_limits<int>::max());
   if (dynamic_cast<const po::typed_value<double>*>(semantic)) return "a number";
   return "";
 }
@@ -364,6 +413,10 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
   // a later option can make ambiguous and so break a script that worked.
   const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
   std::string source = "the command line";  // named in errors
+  const auto context = [&] {
+    return " (" + (source.empty() ? "" : "from " + source + ", ") + "in " + where + "; see `longctx " + command.name +
+           " --help`)";
+  };
   try {
     std::set<std::string> turned_off;  // on/off options given as --X=false
     const po::parsed_options from_cli = po::command_line_parser(rewrite_switches(args, declared, turned_off))
@@ -440,17 +493,14 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
       }
     }
 
-    // One variable at a time, so an error names it. An empty variable counts as unset. A positional
-    // argument is not read from the environment: its variable's name is generic (ckpt's FILE would be
-    // LONGCTX_PATH, which a site may well set for other reasons).
-    std::set<std::string> positional_names;
-    for (unsigned i = 0; i < positional.max_total_count() && i < 16; ++i)
-      positional_names.insert(positional.name_for_position(i));
+    // One variable at a time, so an error names it. An empty variable counts as unset, and a positional
+    // argument has none (positional_names()).
+    const std::set<std::string> positional_options = positional_names(command);
     for (const auto& option : declared.options()) {
       const std::string& name = option->long_name();
       const std::string variable = env_name(name);
       const auto value = getenv(variable);
-      if (name == "config" || !value || value->empty() || turned_off.count(name) || positional_names.count(name))
+      if (name == "config" || !value || value->empty() || turned_off.count(name) || positional_options.count(name))
         continue;
       if (name == "help")
         throw UsageError("environment variable " + variable + "='" + *value + "': help belongs on the command line " +
@@ -467,7 +517,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
       po::store(from_env, invocation.options);
       invocation.sources.emplace(name, "env " + variable);
     }
-    warn_unknown_variables(environment_names, getenv, declared, command.name);
+    warn_unknown_variables(environment_names, getenv, declared, command);
     source.clear();
     po::notify(invocation.options);
   } catch (const po::unknown_option& e) {
@@ -478,12 +528,9 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     name.erase(0, name.find_first_not_of('-'));
     const po::option_description* option = declared.find_nothrow(name, false);
     const std::string kind = option ? value_kind(*option) : "";
-    throw UsageError(std::string(e.what()) + (kind.empty() ? "" : ": it takes " + kind) + " (" +
-                     (source.empty() ? "" : "from " + source + ", ") + "in " + where + "; see `longctx " +
-                     command.name + " --help`)");
+    throw UsageError(std::string(e.what()) + (kind.empty() ? "" : ": it takes " + kind) + context());
   } catch (const po::error& e) {
-    throw UsageError(std::string(e.what()) + " (" + (source.empty() ? "" : "from " + source + ", ") + "in " +
-                     where + "; see `longctx " + command.name + " --help`)");
+    throw UsageError(e.what() + context());
   }
   const double timeout = invocation.options["comm-timeout"].as<double>();
   if (!(timeout > 0) || !std::isfinite(timeout)) {
@@ -516,7 +563,12 @@ std::string to_ini(const Invocation& invocation, const po::options_description& 
     const size_t dot = name.find('.');
     const std::string section = dot == std::string::npos ? "" : name.substr(0, dot);
     const std::string key = dot == std::string::npos ? name : name.substr(dot + 1);
-    const std::string value = ini_value(format_value(invocation.options[name]));
+    std::string value;
+    try {
+      value = ini_value(format_value(invocation.options[name]));
+    } catch (const UsageError& e) {
+      throw UsageError("--" + name + ": " + e.what());
+    }
     sections[section].push_back(key + (value.empty() ? " =" : " = " + value));
   }
   std::ostringstream out;
@@ -529,10 +581,12 @@ std::string to_ini(const Invocation& invocation, const po::options_description& 
 
 std::string help_text(const Command& command, const po::options_description& declared) {
   std::string required, example;
+  const std::set<std::string> positional = positional_names(command);
   for (const auto& option : declared.options()) {
     const std::string& name = option->long_name();
     if (option->semantic()->is_required()) required += (required.empty() ? "--" : ", --") + name;
-    if (example.empty() && !is_switch(*option) && name != "config" && name != "help") example = name;
+    if (example.empty() && !is_switch(*option) && name != "config" && name != "help" && !positional.count(name))
+      example = name;
   }
   std::ostringstream out;
   out << "usage: longctx " << command.name << " [options]" << (command.positional.empty() ? "" : " ")
@@ -548,8 +602,8 @@ std::string help_text(const Command& command, const po::options_description& dec
       << "empty one counts as unset, and a LONGCTX_ variable that is no option is warned about.\n"
       << "In the file a line that starts with # or ; is a comment, and so is the rest of a line from a\n"
       << "# or ; after a blank (seed = 4  # note); one right after other text is part of the value\n"
-      << "(jsonl = run#1.jsonl), and a value in double quotes holds anything (dir = \"ck #2\"). A key with\n"
-      << "no value, or given twice, is an error.\n"
+      << "(jsonl = run#1.jsonl); a value in double quotes may hold blanks, # and ; (dir = \"ck #2\"; \\\" and\n"
+      << "\\\\ inside are \" and \\). A key given twice is an error, and so is an empty number or on/off value.\n"
       << (command.positional.empty() ? ""
                                      : command.positional + " comes from the command line or the file, not the environment.\n")
       << "--help works on the command line only, and a config file cannot name another (no config key).\n";

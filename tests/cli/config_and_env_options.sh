@@ -109,8 +109,10 @@ expect_exit 2 "seed = -1 in a file" -- "$LONGCTX" bench attention --config "$OUT
 expect_in "$OUT/stderr" "'-1' is not a non-negative integer \(from config file .*neg.ini line 1\)" "names the file and line"
 # A bad value says what the option takes: counts take digits only (K/M/G are for sizes), numbers a number.
 expect_exit 2 "--train.steps 10K" -- "$LONGCTX" train --train.steps 10K --quiet
-expect_in "$OUT/stderr" "'--train.steps' is invalid: it takes an integer, in digits only; K, M, G suffixes are for the options whose --help says so \(from the command line" \
+expect_in "$OUT/stderr" "'--train.steps' is invalid: it takes an integer from -9223372036854775808 to 9223372036854775807, in digits only; K, M, G suffixes are for the options whose --help says so \(from the command line" \
   "an integer, no suffix"
+expect_exit 2 "--train.threads 3000000000" -- "$LONGCTX" train --train.threads 3000000000 --quiet
+expect_in "$OUT/stderr" "'--train.threads' is invalid: it takes an integer from -2147483648 to 2147483647," "out of range: says the range"
 printf '[train]\nlr = 1e-3x\n' >"$OUT/lr.ini"
 expect_exit 2 "lr = 1e-3x in a file" -- "$LONGCTX" train --config "$OUT/lr.ini" --quiet
 expect_in "$OUT/stderr" "'(--)?train.lr' is invalid: it takes a number \(from config file .*lr.ini line 2," "a number, and where"

@@ -177,6 +177,9 @@ expect_exit 2 "checkpoint.dir below a file" -- "$LONGCTX" train "${SMALL[@]}" --
   --log.jsonl "$OUT/never.jsonl"
 expect_in "$OUT/stderr" "checkpoint.dir=.*is not a directory" "names checkpoint.dir"
 [ ! -e "$OUT/never.jsonl" ] && ! grep -q "^step" "$OUT/stdout" && pass "no step run, no log written" || fail "ran or wrote before refusing"
+expect_exit 2 "log.jsonl with a line break" -- "$LONGCTX" train "${SMALL[@]}" --log.jsonl "$OUT/a
+b.jsonl"
+expect_in "$OUT/stderr" "--log.jsonl: a config value cannot hold a line break" "names the option"
 expect_exit 2 "log.jsonl in a missing directory" -- "$LONGCTX" train "${SMALL[@]}" --log.jsonl "$OUT/nodir/l.jsonl"
 expect_exit 2 "dump.activations is a directory" -- "$LONGCTX" train "${SMALL[@]}" --dump.activations "$OUT"
 expect_exit 2 "an infinite learning rate" -- "$LONGCTX" train "${SMALL[@]}" --train.lr inf
