@@ -41,6 +41,7 @@ struct ScheduleOptionNames {
   std::string segment_lengths = "--segment-lengths";
   std::string dilation_rates = "--dilation-rates";
   std::string allow_uncovered = "--allow-uncovered";  // empty: the command has no such option
+  std::string seq_len = "sequence length ";             // before N in check_shardable's messages
 };
 
 // Validates the two option lists: same non-zero length, w > 0, r > 0, r <= w, and some branch with

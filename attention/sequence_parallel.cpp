@@ -287,7 +287,7 @@ void check_shardable(const Schedule& schedule, int64_t seq_len, int world_size, 
                      const ScheduleOptionNames& names) {
   if (seq_len % world_size != 0) {
     std::ostringstream message;
-    message << "sequence length " << seq_len << " is not divisible by the " << world_size
+    message << names.seq_len << seq_len << " is not divisible by the " << world_size
             << " ranks: every rank must hold N / P rows";
     throw UsageError(message.str());
   }

@@ -118,12 +118,15 @@ struct RunOptions {
 };
 
 // Schedule errors name train's keys (and train has no --allow-uncovered).
-const ScheduleOptionNames kScheduleNames{"model.segment_lengths", "model.dilation_rates", ""};
+const ScheduleOptionNames kScheduleNames{"model.segment_lengths", "model.dilation_rates", "", "data.seq_len="};
+constexpr int64_t kMaxLayers = 65536;
 
 // check_shardable at a curriculum stage's length; the error says which stage.
 void check_stage_shardable(const Schedule& schedule, int64_t stage_len, int world_size, SpanningSegments spanning) {
+  ScheduleOptionNames names = kScheduleNames;
+  names.seq_len = "its length ";
   try {
-    check_shardable(schedule, stage_len, world_size, spanning, kScheduleNames);
+    check_shardable(schedule, stage_len, world_size, spanning, names);
   } catch (const UsageError& e) {
     throw UsageError("data.short_seq_len=" + std::to_string(stage_len) + ": " + e.what());
   }
@@ -146,7 +149,8 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
               std::to_string(m.head_dim()));
   require(m.init_std > 0 && std::isfinite(m.init_std), "model.init_std must be a finite number > 0");
   m.prev_token_embedding = opt<bool>(inv, "model.prev_token_embedding");
-  require(m.layers >= 1, "model.layers=" + std::to_string(m.layers) + ": must be >= 1");
+  require(m.layers >= 1 && m.layers <= kMaxLayers, "model.layers=" + std::to_string(m.layers) + ": must be in [1, " +
+                                                      std::to_string(kMaxLayers) + "]");
   require(m.dim >= 2, "model.dim=" + std::to_string(m.dim) + ": must be >= 2");
   require(m.heads >= 1, "model.heads=" + std::to_string(m.heads) + ": must be >= 1");
   require(m.dim % m.heads == 0, "model.heads=" + std::to_string(m.heads) + " does not divide model.dim=" +
@@ -163,12 +167,7 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
                              parse_size_list("model.dilation_rates", opt<std::string>(inv, "model.dilation_rates")),
                              false, kScheduleNames);
   check_shardable(m.schedule, n, world_size, SpanningSegments::may_end_short, kScheduleNames);
-  m.causal = true;
-  int64_t max_r = 1;
-  for (const auto& b : m.schedule.branches) max_r = std::max(max_r, b.dilation);
-  if (warn && m.heads < max_r)
-    log::warn("model.heads=" + std::to_string(m.heads) + " < max dilation " + std::to_string(max_r) +
-              ": some residues never see the long branches (see the spec's coverage note)");
+  m.causal = true;  // heads < max dilation: the attention backend warns, naming the branch (warn_coverage)
 
   r.trainer.seq_len = n;
   r.trainer.seed = opt<uint64_t>(inv, "train.seed");
@@ -210,6 +209,9 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
   d.queries = opt<int64_t>(inv, "data.queries");
   d.curriculum_steps = opt<int64_t>(inv, "data.curriculum_steps");
   d.curriculum_min_span = opt<int64_t>(inv, "data.curriculum_min_span");
+  require(d.curriculum_steps >= 0, "data.curriculum_steps=" + std::to_string(d.curriculum_steps) + ": must be >= 0");
+  require(d.curriculum_min_span >= 0,
+          "data.curriculum_min_span=" + std::to_string(d.curriculum_min_span) + ": must be >= 0");
   d.filler_period = opt<int64_t>(inv, "data.filler_period");
   d.vocab = m.vocab;
 
@@ -222,14 +224,21 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
                                             " stages but data.short_steps has " + std::to_string(counts.size()));
   int64_t end = 0;
   for (size_t i = 0; i < lens.size(); ++i) {
-    require(lens[i] >= 0 && counts[i] >= 0, "data.short_seq_len and data.short_steps must be >= 0");
-    if (lens[i] == 0 || counts[i] == 0) continue;
-    require(lens[i] >= 2, "data.short_seq_len must be >= 2");
+    const std::string stage = "data.short_seq_len=" + std::to_string(lens[i]) + " with data.short_steps=" +
+                              std::to_string(counts[i]) + " (stage " + std::to_string(i + 1) + ")";
+    require(lens[i] >= 0 && counts[i] >= 0, stage + ": both must be >= 0");
+    if (lens[i] == 0 && counts[i] == 0) continue;  // the default: no curriculum
+    require(lens[i] > 0 && counts[i] > 0, stage + ": a stage needs a length and a step count (0 and 0: none)");
+    require(lens[i] >= 2, stage + ": the length must be >= 2");
+    require(lens[i] < n, stage + ": the length must be below data.seq_len=" + std::to_string(n));
     check_stage_shardable(m.schedule, lens[i], world_size, SpanningSegments::may_end_short);
     end += counts[i];
     r.stage_len.push_back(lens[i]);
     r.stage_end.push_back(end);
   }
+  if (warn && end >= r.steps)
+    log::warn_once("data.short_steps add up to " + std::to_string(end) + " steps, train.steps=" +
+                   std::to_string(r.steps) + ": the run never trains at data.seq_len=" + std::to_string(n));
   r.checkpoint_dir = opt<std::string>(inv, "checkpoint.dir");
   r.checkpoint_every = opt<int64_t>(inv, "checkpoint.every");
   r.checkpoint_keep = opt<int64_t>(inv, "checkpoint.keep");

@@ -128,6 +128,27 @@ expect_in "$OUT/stdout" "^step +5 .*N 256" "then data.seq_len"
 expect_exit 2 "stage lists of different lengths" -- "$LONGCTX" train "${SMALL[@]}" \
   --data.short_seq_len 64,128 --data.short_steps 2
 expect_in "$OUT/stderr" "data.short_seq_len has 2 stages but data.short_steps has 1" "stage count mismatch named"
+# A stage is a length below data.seq_len and a step count; half a stage, or a "short" one as long, was
+# dropped or run without a word. Stages that use up train.steps are warned about.
+expect_exit 2 "a stage longer than data.seq_len" -- "$LONGCTX" train "${SMALL[@]}" --data.short_seq_len 512 --data.short_steps 2
+expect_in "$OUT/stderr" "data.short_seq_len=512 with data.short_steps=2 \(stage 1\): the length must be below data.seq_len=256" "named"
+expect_exit 2 "a stage with no steps" -- "$LONGCTX" train "${SMALL[@]}" --data.short_seq_len 128,64 --data.short_steps 2,0
+expect_in "$OUT/stderr" "\(stage 2\): a stage needs a length and a step count" "names the stage"
+expect_exit 2 "steps with no stage length" -- "$LONGCTX" train "${SMALL[@]}" --data.short_steps 2
+expect_exit 0 "stages that use up train.steps" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 \
+  --data.short_seq_len 64 --data.short_steps 2
+expect_in "$OUT/stderr" "data.short_steps add up to 2 steps, train.steps=2: the run never trains at data.seq_len=256" "warned"
+expect_exit 2 "a negative data.curriculum_steps" -- "$LONGCTX" train "${SMALL[@]}" --data.curriculum_steps=-1
+expect_in "$OUT/stderr" "data.curriculum_steps=-1: must be >= 0" "named"
+expect_exit 2 "model.layers 2^32 + 1" -- timeout 60 "$LONGCTX" train "${SMALL[@]}" --model.layers 4294967297
+expect_in "$OUT/stderr" "model.layers=4294967297: must be in \[1, 65536\]" "refused at once (it grew to GBs building the layout)"
+expect_exit 2 "data.seq_len not divisible by 3 ranks" -- "${MPIRUN[@]}" -np 3 "$LONGCTX" train "${SMALL[@]}"
+expect_in "$OUT/stderr" "data.seq_len=256 is not divisible by the 3 ranks" "names data.seq_len"
+# heads < max dilation: one warning, the attention backend's, naming the branch (train added its own).
+expect_exit 0 "heads below a dilation rate" -- "$LONGCTX" train --quiet --model.heads 4 --model.dim 32 --model.mlp_hidden 64 \
+  --model.segment_lengths 32,128,256 --model.dilation_rates 1,2,8 --data.seq_len 256 --data.key_digits 3 --train.steps 1
+[ "$(grep -c "warn" "$OUT/stderr")" = 1 ] && pass "one warning" || fail "warnings: $(grep warn "$OUT/stderr")"
+expect_in "$OUT/stderr" "branch 3 \(w=256, r=8\) reaches only 4 of its 8 row residues" "naming the branch"
 expect_exit 2 "non-positive answer weight" -- "$LONGCTX" train "${SMALL[@]}" --train.answer_weight 0
 expect_in "$OUT/stderr" "train.answer_weight" "answer weight named"
 
