@@ -125,13 +125,25 @@ namespace {
 
 bool is_switch(const po::option_description& option) { return option.semantic()->max_tokens() == 0; }
 
+// The words an on/off option takes, in lower case: on, then off.
+const std::set<std::string> kOnWords{"1", "true", "yes", "on"}, kOffWords{"0", "false", "no", "off"};
+
+std::string lower_case(const std::string& text) {
+  std::string out;
+  for (char c : text) out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Whether `word` is one of the values switch_value() takes.
+bool is_switch_word(const std::string& word) {
+  return kOnWords.count(lower_case(word)) || kOffWords.count(lower_case(word));
+}
+
 // The value of an on/off option given as `--X=VALUE` or in the environment: 1 / true / yes / on or
-// 0 / false / no / off; anything else is refused, naming `where`.
+// 0 / false / no / off, in any case; anything else is refused, naming `where`.
 bool switch_value(const std::string& where, const std::string& value) {
-  std::string word;
-  for (char c : value) word += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (word == "1" || word == "true" || word == "yes" || word == "on") return true;
-  if (word == "0" || word == "false" || word == "no" || word == "off") return false;
+  if (kOnWords.count(lower_case(value))) return true;
+  if (kOffWords.count(lower_case(value))) return false;
   throw UsageError(where + "='" + value + "': an on/off option takes 1, true, yes, on or 0, false, no, off");
 }
 
@@ -165,6 +177,10 @@ std::vector<std::string> rewrite_switches(const std::vector<std::string>& args, 
       throw UsageError("--" + name + ": given twice on the command line ('" + first->second + "', then '" + arg +
                        "'); give it once");
     if (equals == std::string::npos) {
+      // `--causal true` (as other tools spell it): the word would be taken for a positional argument.
+      if (i + 1 < args.size() && is_switch_word(args[i + 1]))
+        throw UsageError(arg + " " + args[i + 1] + ": an on/off option takes a value only after '=' (" + arg + "=" +
+                         args[i + 1] + "), or none (" + arg + " alone is on)");
       words.push_back(arg);
     } else if (switch_value("--" + name, arg.substr(equals + 1))) {
       words.push_back("--" + name);

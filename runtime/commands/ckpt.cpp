@@ -93,9 +93,10 @@ int run_verify(Invocation& invocation) {
 
 }  // namespace
 
-// The positional FILE|DIR is required; said as the usage line says it (Boost would name "--path").
+// The positional FILE|DIR is required, and not empty ('path =' in a config file, or ""); said as the usage
+// line says it (Boost would name "--path").
 void require_path(const Invocation& invocation) {
-  if (!invocation.options.count("path"))
+  if (!invocation.options.count("path") || invocation.options["path"].as<std::string>().empty())
     throw UsageError("longctx " + invocation.command.name + " needs a checkpoint FILE or DIR: longctx " +
                      invocation.command.name + " " + invocation.command.positional);
 }

@@ -35,6 +35,8 @@ expect_exit 3 "inspect a directory without checkpoints" -- "$LONGCTX" ckpt inspe
 expect_in "$OUT/stderr" "nockpt: a directory with no committed checkpoint" "says the directory holds none"
 expect_exit 3 "inspect a missing file" -- "$LONGCTX" ckpt inspect nope.h5 --quiet
 expect_in "$OUT/stderr" "nope.h5" "missing file named"
+expect_exit 2 "verify ''" -- "$LONGCTX" ckpt verify "" --quiet
+expect_in "$OUT/stderr" "needs a checkpoint FILE or DIR" "an empty FILE is no FILE (it was exit 3, ': no such file')"
 expect_exit 2 "inspect without a file" -- "$LONGCTX" ckpt inspect --quiet
 expect_in "$OUT/stderr" "needs a checkpoint FILE or DIR: longctx ckpt inspect FILE\|DIR" "says what is missing as the usage line does"
 

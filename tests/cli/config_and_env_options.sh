@@ -11,6 +11,11 @@ expect_in "$OUT/stderr" "--quiet: given twice on the command line \('--quiet=1',
 [ ! -s "$OUT/stdout" ] && pass "and ran nothing" || fail "info ran with --quiet=1 --quiet=0"
 expect_exit 2 "--quiet=0 --quiet" -- "$LONGCTX" info --quiet=0 --quiet
 expect_in "$OUT/stderr" "given twice" "--quiet=0 --quiet is refused too"
+# `--X true`, as other tools spell it, said "too many positional options" (or, for ckpt, took 'true' for FILE).
+expect_exit 2 "--quiet true" -- "$LONGCTX" info --quiet true
+expect_in "$OUT/stderr" "--quiet true: an on/off option takes a value only after '=' \(--quiet=true\)" "says how to write it"
+expect_exit 2 "ckpt verify --quiet TRUE" -- "$LONGCTX" ckpt verify --quiet TRUE
+expect_in "$OUT/stderr" "--quiet TRUE: an on/off option" "not taken for FILE"
 expect_exit 0 "--quiet=0 alone" -- "$LONGCTX" info --quiet=0
 expect_in "$OUT/stderr" "quiet = false  \[command line\]" "one --quiet=0 still works"
 
