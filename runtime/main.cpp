@@ -131,6 +131,10 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
   std::string message;
   try {
     parse(process, args, parsed);
+  } catch (const UsageError& e) {
+    code = static_cast<int>(e.code());
+    message = e.what();
+    if (!e.option().empty() && parsed.invocation) message += cli::value_source(*parsed.invocation, e.option());
   } catch (const Error& e) {
     code = static_cast<int>(e.code());
     message = e.what();

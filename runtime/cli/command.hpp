@@ -48,6 +48,10 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
                             const GetEnv& getenv, const std::vector<std::string>& environment_names,
                             po::options_description& declared);
 
+// Where `option`'s value came from, for an error about it: " (from config file run.ini)", " (from
+// environment variable LONGCTX_SEQ_LEN)", or "" (the command line, or the default).
+std::string value_source(const Invocation& invocation, const std::string& option);
+
 // The environment variable that sets `option` ("model.layers" -> "LONGCTX_MODEL_LAYERS").
 std::string env_name(const std::string& option);
 

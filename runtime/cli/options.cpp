@@ -63,6 +63,15 @@ std::string format_value(const po::variable_value& value) {
 
 }  // namespace
 
+std::string value_source(const Invocation& invocation, const std::string& option) {
+  const auto source = invocation.sources.find(option);
+  if (source == invocation.sources.end()) return "";
+  for (const auto& [tag, said] : {std::pair<std::string, std::string>{"config ", "config file "},
+                                  {"env ", "environment variable "}})
+    if (source->second.rfind(tag, 0) == 0) return " (from " + said + source->second.substr(tag.size()) + ")";
+  return "";
+}
+
 std::string env_name(const std::string& option) {
   std::string name = "LONGCTX_";
   for (char c : option) name += (c == '.' || c == '-') ? '_' : static_cast<char>(std::toupper(c));
@@ -75,7 +84,7 @@ int64_t parse_size(const std::string& option, const std::string& text) {
   const size_t first = text.find_first_not_of(" \t"), last = text.find_last_not_of(" \t");
   const std::string item = first == std::string::npos ? "" : text.substr(first, last - first + 1);
   const auto malformed = [&] {
-    return UsageError("--" + option + ": '" + text + "' is not an integer (optionally with a K, M or G suffix)");
+    return UsageError("--" + option + ": '" + text + "' is not an integer (optionally with a K, M or G suffix)", option);
   };
   size_t digits_end = item.size();
   int shift = 0;
@@ -98,7 +107,8 @@ int64_t parse_size(const std::string& option, const std::string& text) {
     const int digit = item[i] - '0';
     if (magnitude > (limit - digit) / 10)
       throw UsageError("--" + option + ": '" + text + "' is out of range (at most " +
-                       std::to_string(std::numeric_limits<int64_t>::max()) + ")");
+                       std::to_string(std::numeric_limits<int64_t>::max()) + ")",
+                       option);
     magnitude = magnitude * 10 + digit;
   }
   const int64_t value = magnitude * (int64_t{1} << shift);
@@ -112,12 +122,14 @@ std::vector<int64_t> parse_size_list(const std::string& option, const std::strin
   while (std::getline(in, item, ',')) {
     if (item.empty())
       throw UsageError("--" + option + ": malformed list '" + text +
-                       "' (expected comma-separated integers such as 2048,4096 or 2K,4K)");
+                       "' (expected comma-separated integers such as 2048,4096 or 2K,4K)",
+                       option);
     values.push_back(parse_size(option, item));
   }
   if (values.empty() || text.back() == ',')
     throw UsageError("--" + option + ": malformed list '" + text +
-                     "' (expected comma-separated integers such as 2048,4096 or 2K,4K)");
+                     "' (expected comma-separated integers such as 2048,4096 or 2K,4K)",
+                     option);
   return values;
 }
 

@@ -28,6 +28,13 @@ class Error : public std::runtime_error {
 class UsageError : public Error {
  public:
   explicit UsageError(const std::string& message) : Error(ExitCode::usage, message) {}
+  // About the value of one option (its long name, "seq-len"): the config phase adds where that value came
+  // from when it was not the command line (a config file, an environment variable).
+  UsageError(const std::string& message, const std::string& option) : Error(ExitCode::usage, message), option_(option) {}
+  const std::string& option() const { return option_; }
+
+ private:
+  std::string option_;
 };
 
 // Missing, truncated, damaged or mismatching input file or checkpoint.

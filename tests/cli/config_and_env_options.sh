@@ -121,6 +121,12 @@ expect_in "$OUT/stderr" "'--train.threads' is invalid: it takes an integer from 
 printf '[train]\nlr = 1e-3x\n' >"$OUT/lr.ini"
 expect_exit 2 "lr = 1e-3x in a file" -- "$LONGCTX" train --config "$OUT/lr.ini" --quiet
 expect_in "$OUT/stderr" "'(--)?train.lr' is invalid: it takes a number \(from config file .*lr.ini line 2," "a number, and where"
+# A size or list error says where the value came from, as Boost's parse errors do.
+printf 'seq-len = 1.5K\n' >"$OUT/size.ini"
+expect_exit 2 "seq-len = 1.5K in a file" -- "$LONGCTX" bench attention --config "$OUT/size.ini" --quiet
+expect_in "$OUT/stderr" "--seq-len: '1.5K' is not an integer.*\(from config file .*size.ini\)$" "names the file"
+expect_exit 2 "LONGCTX_MODEL_DILATION_RATES=1,x" -- env LONGCTX_MODEL_DILATION_RATES=1,x "$LONGCTX" train --quiet
+expect_in "$OUT/stderr" "'x' is not an integer.*\(from environment variable LONGCTX_MODEL_DILATION_RATES\)$" "names the variable"
 # Another command's variable whose last name part this command has under a section: LONGCTX_SEED for train
 # (bench attention's seed; train's is LONGCTX_TRAIN_SEED) was ignored without a word.
 expect_exit 2 "LONGCTX_SEED for train" -- env LONGCTX_SEED=42 "$LONGCTX" train --train.steps 0 --quiet
