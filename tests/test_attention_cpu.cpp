@@ -145,18 +145,14 @@ TEST(CpuAttention, BackwardStaysBoundedAtHugeScores) {
   auto backend = make_attention_backend("cpu");
   AttentionParams p;
   p.schedule = make_schedule({64}, {1}, false);
-  const Shape shape{1, 192, 1, 16};
-  for (const char* nan_in : {"", "q", "k"}) {
-    SCOPED_TRACE(std::string("NaN in: ") + nan_in);
-    Tensor q = random_tensor(shape, 91, testing::kHugeScoreInputScale),
-           k = random_tensor(shape, 92, testing::kHugeScoreInputScale);
-    const Tensor v = random_tensor(shape, 93), dout = random_tensor(shape, 94);
-    const bool with_nan = *nan_in != 0;
-    if (with_nan) (*nan_in == 'q' ? q[5 * 16] : k[0]) = NAN;  // q row 5, or key 0 (each row's first): segment 0
+  for (const std::string nan_in : {"", "q", "k"}) {
+    SCOPED_TRACE("NaN in: " + nan_in);
+    const testing::HugeScoreInputs x = testing::huge_score_inputs(16, nan_in);
+    const bool with_nan = !nan_in.empty();
     Tensor o, lse, dq, dk, dv;
-    backend->forward(p, q, k, v, o, lse);
-    backend->backward(p, q, k, v, o, lse, dout, dq, dk, dv);
-    EXPECT_TRUE(testing::dv_within_bound(dv, dout, 64, 1e-5, with_nan ? 64 : 0));
+    backend->forward(p, x.q, x.k, x.v, o, lse);
+    backend->backward(p, x.q, x.k, x.v, o, lse, x.dout, dq, dk, dv);
+    EXPECT_TRUE(testing::dv_within_bound(dv, x.dout, 64, 1e-5, with_nan ? 64 : 0));
     if (with_nan) {
       EXPECT_TRUE(testing::rows_all_nan(dv, 0, 64)) << "the NaN's segment";
     }

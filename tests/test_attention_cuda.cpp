@@ -220,13 +220,10 @@ TEST(CudaAttention, BackwardStaysBoundedAtHugeScores) {
   p.schedule = make_schedule({64}, {1}, false);
   const bool wgmma_here = wgmma_kernels_run_here();
   for (const int64_t D : {16, 24})
-    for (const char* nan_in : {"", "q", "k"}) {
-      const Shape shape{1, 192, 1, D};
-      Tensor q = random_tensor(shape, 91, testing::kHugeScoreInputScale),
-             k = random_tensor(shape, 92, testing::kHugeScoreInputScale);
-      const Tensor v = random_tensor(shape, 93), dout = random_tensor(shape, 94);
-      const bool with_nan = *nan_in != 0;
-      if (with_nan) (*nan_in == 'q' ? q[5 * D] : k[0]) = NAN;  // q row 5, or key 0 (each row's first): segment 0
+    for (const std::string nan_in : {"", "q", "k"}) {
+      const testing::HugeScoreInputs x = testing::huge_score_inputs(D, nan_in);
+      const Tensor &q = x.q, &k = x.k, &v = x.v, &dout = x.dout;
+      const bool with_nan = !nan_in.empty();
       // fp32 runs the reference kernels (LONGCTX_FLASH_* do not apply); bf16 the mma and wgmma kernels.
       for (const auto& [dtype, kernel] : {std::pair{Dtype::fp32, "reference"}, std::pair{Dtype::bf16, "mma"},
                                           std::pair{Dtype::bf16, "wgmma"}}) {

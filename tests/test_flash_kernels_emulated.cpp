@@ -505,14 +505,12 @@ TEST(FlashKernelsEmulated, BackwardStaysBoundedAtHugeScores) {
   AttentionParams params;
   params.schedule = make_schedule({64}, {1}, false);
   for (const int64_t D : {16, 24})
-    for (const char* nan_in : {"", "q", "k"}) {
-      SCOPED_TRACE("D=" + std::to_string(D) + (*nan_in ? std::string(", a NaN in ") + nan_in : ""));
+    for (const std::string nan_in : {"", "q", "k"}) {
+      SCOPED_TRACE("D=" + std::to_string(D) + ", NaN in: " + nan_in);
       const Shape shape{1, 192, 1, D};
-      Tensor q = random_tensor(shape, 91, testing::kHugeScoreInputScale),
-             k = random_tensor(shape, 92, testing::kHugeScoreInputScale);
-      const Tensor v = random_tensor(shape, 93), dout = random_tensor(shape, 94);
-      const bool with_nan = *nan_in != 0;
-      if (with_nan) (*nan_in == 'q' ? q[5 * D] : k[0]) = NAN;  // q row 5, or key 0 (each row's first): segment 0
+      const testing::HugeScoreInputs x = testing::huge_score_inputs(D, nan_in);
+      const Tensor &q = x.q, &k = x.k, &v = x.v, &dout = x.dout;
+      const bool with_nan = !nan_in.empty();
       AttentionDims dims;
       dims.batch = 1;
       dims.seq_len = 192;
@@ -535,12 +533,12 @@ TEST(FlashKernelsEmulated, BackwardStaysBoundedAtHugeScores) {
       });
       results.emplace_back("fp32", dv);
       const Tensor dout16 = back(do16, shape);
-      for (const auto& [name, x] : results) {
+      for (const auto& [name, result] : results) {
         const bool fp32 = name == "fp32";
-        EXPECT_TRUE(testing::dv_within_bound(x, fp32 ? dout : dout16, 64, fp32 ? 1e-5 : 1e-2, with_nan ? 64 : 0))
+        EXPECT_TRUE(testing::dv_within_bound(result, fp32 ? dout : dout16, 64, fp32 ? 1e-5 : 1e-2, with_nan ? 64 : 0))
             << name;
         if (with_nan) {
-          EXPECT_TRUE(testing::rows_all_nan(x, 0, 64)) << name << ": the NaN's segment";
+          EXPECT_TRUE(testing::rows_all_nan(result, 0, 64)) << name << ": the NaN's segment";
         }
       }
     }

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <random>
 #include <sstream>
+#include <string>
 #include <vector>
 
 #include "runtime/core/tensor.hpp"
@@ -102,6 +103,20 @@ inline std::vector<double> random_doubles(int64_t count, uint64_t seed) {
 // give |score| ~ 1e9, where fp32 rounding of the score and lse alone made P = exp(score - lse), <= 1
 // exactly, far larger.
 constexpr float kHugeScoreInputScale = 30000.0f;
+
+// The inputs of that case, shape {1, 192, 1, D} (one branch w = 64, r = 1: three segments): q and k at the
+// huge scale, with a NaN in q's row 5 (nan_in "q") or in key 0, every row's first ("k"), both in segment 0.
+struct HugeScoreInputs {
+  Tensor q, k, v, dout;
+};
+inline HugeScoreInputs huge_score_inputs(int64_t D, const std::string& nan_in) {
+  const Shape shape{1, 192, 1, D};
+  HugeScoreInputs x{random_tensor(shape, 91, kHugeScoreInputScale), random_tensor(shape, 92, kHugeScoreInputScale),
+                    random_tensor(shape, 93), random_tensor(shape, 94)};
+  if (nan_in == "q") x.q[5 * D] = NAN;
+  if (nan_in == "k") x.k[0] = NAN;
+  return x;
+}
 
 // With P <= 1, every dv[j][d] of a segment of `w` rows is at most the sum over the segment's queries of
 // |dout[i][d]| (shape {1, N, 1, D}, one branch of rate 1); checked from row `first` (a multiple of w) on.
