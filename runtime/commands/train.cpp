@@ -100,8 +100,10 @@ void declare(po::options_description& d, po::positional_options_description&) {
 
 template <class T> T opt(const Invocation& inv, const char* name) { return inv.options[name].as<T>(); }
 
+// Throws UsageError(message) unless `ok`. Messages start with the key they are about (`train.lr must be
+// ...`, `model.layers=0: ...`): the config phase adds where that key's value came from.
 void require(bool ok, const std::string& message) {
-  if (!ok) throw UsageError(message);
+  if (!ok) throw UsageError(message, message.substr(0, message.find_first_of(" =:")));
 }
 
 struct RunOptions {

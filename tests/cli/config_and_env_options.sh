@@ -127,6 +127,10 @@ expect_exit 2 "seq-len = 1.5K in a file" -- "$LONGCTX" bench attention --config 
 expect_in "$OUT/stderr" "--seq-len: '1.5K' is not an integer.*\(from config file .*size.ini\)$" "names the file"
 expect_exit 2 "LONGCTX_MODEL_DILATION_RATES=1,x" -- env LONGCTX_MODEL_DILATION_RATES=1,x "$LONGCTX" train --quiet
 expect_in "$OUT/stderr" "'x' is not an integer.*\(from environment variable LONGCTX_MODEL_DILATION_RATES\)$" "names the variable"
+# So does a range check of train's.
+printf '[train]\nlr = inf\n' >"$OUT/inf.ini"
+expect_exit 2 "lr = inf in a file" -- "$LONGCTX" train --config "$OUT/inf.ini" --quiet
+expect_in "$OUT/stderr" "train.lr must be a finite number > 0 \(from config file .*inf.ini\)$" "names the file"
 # Another command's variable whose last name part this command has under a section: LONGCTX_SEED for train
 # (bench attention's seed; train's is LONGCTX_TRAIN_SEED) was ignored without a word.
 expect_exit 2 "LONGCTX_SEED for train" -- env LONGCTX_SEED=42 "$LONGCTX" train --train.steps 0 --quiet
