@@ -52,11 +52,13 @@ AttentionParams attention_params(const Invocation& invocation) {
   params.softmax_scale = vm["softmax-scale"].as<double>();
   if (!(params.softmax_scale >= 0) || !std::isfinite(params.softmax_scale))
     throw UsageError("--softmax-scale: must be finite and >= 0 (0 means 1/sqrt(head dim)), got " +
-                     std::to_string(params.softmax_scale));
+                     std::to_string(params.softmax_scale),
+                     "softmax-scale");
   attention_device(invocation);  // validates --device and --dtype
   const int threads = vm["threads"].as<int>();
   if (threads < 0 || threads > kMaxThreads)
-    throw UsageError("--threads: must be in [0, " + std::to_string(kMaxThreads) + "], got " + std::to_string(threads));
+    throw UsageError("--threads: must be in [0, " + std::to_string(kMaxThreads) + "], got " + std::to_string(threads),
+                     "threads");
   if (threads > 0) omp_set_num_threads(threads);
   return params;
 }
@@ -70,7 +72,8 @@ DeviceChoice attention_device(const Invocation& invocation) {
   // "mpi" (what `bench comm --comm` calls it, so one LONGCTX_COMM serves both) is the staged path.
   if (choice.comm == "mpi") choice.comm = "staged";
   if (choice.comm != "auto" && choice.comm != "nccl" && choice.comm != "staged")
-    throw UsageError("--comm: '" + choice.comm + "' is not a device communicator; allowed: auto, nccl, staged (or mpi)");
+    throw UsageError("--comm: '" + choice.comm + "' is not a device communicator; allowed: auto, nccl, staged (or mpi)",
+                     "comm");
   if (choice.device == "cpu") {
     if (choice.dtype != Dtype::fp32)
       throw UsageError("--dtype " + to_string(choice.dtype) + ": the cpu backend computes in fp32 only (bf16, fp16 "
@@ -85,7 +88,7 @@ DeviceChoice attention_device(const Invocation& invocation) {
     if (invocation.process.device() == "cpu")
       throw UsageError("--device cuda: no CUDA device is visible to this process (allowed here: cpu)");
   } else {
-    throw UsageError("--device: '" + choice.device + "' is not a backend; allowed: cpu, cuda");
+    throw UsageError("--device: '" + choice.device + "' is not a backend; allowed: cpu, cuda", "device");
   }
   return choice;
 }
@@ -118,8 +121,8 @@ MPI_Comm mpi_handle(comm::Communicator& comm) {
 }
 
 void check_iterations(int iters, int warmup) {
-  if (iters < 1) throw UsageError("--iters: must be >= 1, got " + std::to_string(iters));
-  if (warmup < 0) throw UsageError("--warmup: must be >= 0, got " + std::to_string(warmup));
+  if (iters < 1) throw UsageError("--iters: must be >= 1, got " + std::to_string(iters), "iters");
+  if (warmup < 0) throw UsageError("--warmup: must be >= 0, got " + std::to_string(warmup), "warmup");
   constexpr int kMaxIterations = 1000000;
   if (iters > kMaxIterations || warmup > kMaxIterations)
     throw UsageError("--iters / --warmup: at most " + std::to_string(kMaxIterations) + " each, got " +
