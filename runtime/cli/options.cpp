@@ -27,6 +27,36 @@ void declare_common(po::options_description& desc) {
       ("quiet", po::bool_switch(), "do not print the resolved config");
 }
 
+// Edit distance (insertions, deletions, substitutions) between two option names.
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+// The option of `desc` nearest to an unknown one, if within two edits ("model.layer" -> "model.layers"),
+// else "".
+std::string nearest_option(const std::string& unknown, const po::options_description& desc) {
+  std::string name = unknown;
+  name.erase(0, name.find_first_not_of('-'));
+  std::string best;
+  size_t best_distance = 3;
+  for (const auto& option : desc.options()) {
+    const size_t d = edit_distance(name, option->long_name());
+    if (d < best_distance) best = option->long_name(), best_distance = d;
+  }
+  return best;
+}
+
 std::string allowed_options(const po::options_description& desc) {
   std::string out;
   for (const auto& option : desc.options()) {
@@ -549,8 +579,17 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     source.clear();
     po::notify(invocation.options);
   } catch (const po::unknown_option& e) {
+    // Spelled as the source spells options: --model.layers, or [model] layers in a config file.
+    const std::string nearest = nearest_option(e.get_option_name(), declared);
+    const size_t dot = nearest.find('.');
+    const bool in_file = source.rfind("config file", 0) == 0;
+    const std::string spelled = !in_file ? "--" + nearest
+                                : dot == std::string::npos
+                                    ? nearest
+                                    : "[" + nearest.substr(0, dot) + "] " + nearest.substr(dot + 1);
     throw UsageError("unknown option '" + e.get_option_name() + "' for " + where +
-                     (source.empty() ? "" : " (from " + source + ")") + "; allowed: " + allowed_options(declared));
+                     (source.empty() ? "" : " (from " + source + ")") +
+                     (nearest.empty() ? "; allowed: " + allowed_options(declared) : "; did you mean " + spelled + "?"));
   } catch (const po::invalid_option_value& e) {
     std::string name = e.get_option_name();
     name.erase(0, name.find_first_not_of('-'));

@@ -131,6 +131,15 @@ expect_in "$OUT/stderr" "'x' is not an integer.*\(from environment variable LONG
 printf '[train]\nlr = inf\n' >"$OUT/inf.ini"
 expect_exit 2 "lr = inf in a file" -- "$LONGCTX" train --config "$OUT/inf.ini" --quiet
 expect_in "$OUT/stderr" "train.lr must be a finite number > 0 \(from config file .*inf.ini\)$" "names the file"
+# An unknown option within two edits of one of the command's is answered with it (the whole list otherwise),
+# spelled as its source spells options.
+expect_exit 2 "--model.layer" -- "$LONGCTX" train --model.layer 3 --quiet
+expect_in "$OUT/stderr" "unknown option '--model.layer' for 'longctx train' \(from the command line\); did you mean --model.layers\?$" "--model.layers"
+printf '[model]\nlayer = 3\n' >"$OUT/layer.ini"
+expect_exit 2 "[model] layer in a file" -- "$LONGCTX" train --config "$OUT/layer.ini" --quiet
+expect_in "$OUT/stderr" "did you mean \[model\] layers\?$" "[model] layers"
+expect_exit 2 "--xyz" -- "$LONGCTX" train --xyz --quiet
+expect_in "$OUT/stderr" "unknown option '--xyz'.*; allowed: --device, " "far from all: the list"
 # Another command's variable whose last name part this command has under a section: LONGCTX_SEED for train
 # (bench attention's seed; train's is LONGCTX_TRAIN_SEED) was ignored without a word.
 expect_exit 2 "LONGCTX_SEED for train" -- env LONGCTX_SEED=42 "$LONGCTX" train --train.steps 0 --quiet
