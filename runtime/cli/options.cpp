@@ -610,14 +610,48 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
   return invocation;
 }
 
+namespace {
+
+// A text value as the resolved config shows it: as it is, or in double quotes where that would hide
+// something (empty, blanks at its ends, blanks inside a list item, a leading quote, control characters,
+// shown escaped).
+std::string shown(const std::string& value, bool list_item) {
+  bool plain = !value.empty() && value.front() != ' ' && value.back() != ' ' && value.front() != '"';
+  for (char c : value) plain = plain && static_cast<unsigned char>(c) >= 0x20 && c != 0x7f && !(list_item && c == ' ');
+  if (plain) return value;
+  std::ostringstream out;
+  out << '"';
+  for (char c : value) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') out << '\\' << c;
+    else if (c == '\n') out << "\\n";
+    else if (c == '\r') out << "\\r";
+    else if (c == '\t') out << "\\t";
+    else if (byte < 0x20 || byte == 0x7f) out << "\\x" << std::hex << std::setw(2) << std::setfill('0') << int{byte} << std::dec;
+    else out << c;
+  }
+  out << '"';
+  return out.str();
+}
+
+}  // namespace
+
 std::string describe(const Invocation& invocation, const po::options_description& declared) {
   std::ostringstream out;
   out << "resolved config for 'longctx " << invocation.command.name << "':\n";
   for (const auto& option : declared.options()) {
     const std::string& name = option->long_name();
     if (name == "help" || name == "config" || !invocation.options.count(name)) continue;
-    out << "  " << name << " = " << format_value(invocation.options[name]) << "  ["
-        << invocation.sources.at(name) << "]\n";
+    const boost::any& value = invocation.options[name].value();
+    std::string text;
+    if (const auto* s = boost::any_cast<std::string>(&value)) {
+      text = shown(*s, false);
+    } else if (const auto* items = boost::any_cast<std::vector<std::string>>(&value)) {
+      for (const auto& item : *items) text += (text.empty() ? "" : " ") + shown(item, true);
+    } else {
+      text = format_value(invocation.options[name]);
+    }
+    out << "  " << name << " = " << text << "  [" << invocation.sources.at(name) << "]\n";
   }
   return out.str();
 }

@@ -140,6 +140,12 @@ expect_exit 2 "[model] layer in a file" -- "$LONGCTX" train --config "$OUT/layer
 expect_in "$OUT/stderr" "did you mean \[model\] layers\?$" "[model] layers"
 expect_exit 2 "--xyz" -- "$LONGCTX" train --xyz --quiet
 expect_in "$OUT/stderr" "unknown option '--xyz'.*; allowed: --device, " "far from all: the list"
+# The resolved config quotes a text value where it would hide something: a blank in a list item, blanks at
+# its ends, an empty value.
+printf 'doc' >"$OUT/a b.txt"
+cp "$OUT/a b.txt" "$OUT/c.txt"
+expect_exit 0 "data import of 'a b.txt' and c.txt" -- "$LONGCTX" data import --text "$OUT/a b.txt" "$OUT/c.txt" --out "$OUT/ab.h5"
+expect_in "$OUT/stderr" "^  text = \"$OUT/a b.txt\" $OUT/c.txt  \[command line\]$" "two items, the one with a blank quoted"
 # Another command's variable whose last name part this command has under a section: LONGCTX_SEED for train
 # (bench attention's seed; train's is LONGCTX_TRAIN_SEED) was ignored without a word.
 expect_exit 2 "LONGCTX_SEED for train" -- env LONGCTX_SEED=42 "$LONGCTX" train --train.steps 0 --quiet
