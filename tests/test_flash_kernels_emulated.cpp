@@ -497,9 +497,11 @@ TEST(FlashKernelsEmulated, InfiniteScoresDropOutOfTheSoftmax) {
 
 // At |score| ~ 1e9 fp32 rounds score and lse by hundreds, and P = exp(score - lse) came out far above the 1
 // it is at most (the CPU backward's audit case; inf once packed to bf16); the kernels cap it as the CPU
-// path does, and a NaN still spreads over its segment. Head dims 16 and 24: at 16 the fp32 kernel's
-// scale 1/4 is exact, so its forward and backward round the score alike and P stayed <= 1 without the
-// cap; at 24 they do not.
+// path does, and a NaN still spreads over its segment. The fp32 kernels' backward scales q before the dot
+// product as the forward does, so its P rows also sum to 1: at D = 24 (an inexact scale) scaling the dot
+// product instead gave dv = -inf, and with the cap, rows whose weight was lost. (The bf16 kernels and the
+// CPU path round the score differently in the two passes, so at these scores their dv does not sum to
+// dout; it stays bounded.)
 TEST(FlashKernelsEmulated, BackwardStaysBoundedAtHugeScores) {
   namespace R = reference_kernels_emulated;
   AttentionParams params;
@@ -537,6 +539,9 @@ TEST(FlashKernelsEmulated, BackwardStaysBoundedAtHugeScores) {
         const bool fp32 = name == "fp32";
         EXPECT_TRUE(testing::dv_within_bound(result, fp32 ? dout : dout16, 64, fp32 ? 1e-5 : 1e-2, with_nan ? 64 : 0))
             << name;
+        if (fp32) {
+          EXPECT_TRUE(testing::dv_sums_to_dout(result, dout, 64, 1e-5, with_nan ? 64 : 0)) << name;
+        }
         if (with_nan) {
           EXPECT_TRUE(testing::rows_all_nan(result, 0, 64)) << name << ": the NaN's segment";
         }

@@ -118,8 +118,9 @@ inline HugeScoreInputs huge_score_inputs(int64_t D, const std::string& nan_in) {
   return x;
 }
 
-// With P <= 1, every dv[j][d] of a segment of `w` rows is at most the sum over the segment's queries of
-// |dout[i][d]| (shape {1, N, 1, D}, one branch of rate 1); checked from row `first` (a multiple of w) on.
+// dv = P^T dout with each row of P in [0, 1], so in a segment of `w` rows (shape {1, N, 1, D}, one branch of
+// rate 1) every |dv[j][d]| is at most sum_i |dout[i][d]| (rounding made P far larger), within `slack`
+// relative to that. Checked from row `first` (a multiple of w) on.
 inline ::testing::AssertionResult dv_within_bound(const Tensor& dv, const Tensor& dout, int64_t w, double slack,
                                                   int64_t first = 0) {
   const int64_t N = dv.shape()[1], D = dv.shape()[3];
@@ -131,6 +132,24 @@ inline ::testing::AssertionResult dv_within_bound(const Tensor& dv, const Tensor
         if (!(std::fabs(dv[j * D + d]) <= bound * (1 + slack)))
           return ::testing::AssertionFailure() << "dv[" << j << "][" << d << "] = " << dv[j * D + d]
                                                << ", above its bound " << bound;
+    }
+  return ::testing::AssertionSuccess();
+}
+
+// And since each row of P sums to 1, sum_j dv[j][d] = sum_i dout[i][d] in each segment, within `tol`
+// relative to sum_i |dout[i][d]|: no row's weight lost. At |score| ~ 1e9 this holds only where the forward
+// and the backward round each score alike (the fp32 CUDA kernels; see the huge-score tests).
+inline ::testing::AssertionResult dv_sums_to_dout(const Tensor& dv, const Tensor& dout, int64_t w, double tol,
+                                                  int64_t first = 0) {
+  const int64_t N = dv.shape()[1], D = dv.shape()[3];
+  for (int64_t s = first; s < N; s += w)
+    for (int64_t d = 0; d < D; ++d) {
+      double scale = 0, want = 0, got = 0;
+      for (int64_t i = s; i < std::min(s + w, N); ++i) scale += std::fabs(dout[i * D + d]), want += dout[i * D + d];
+      for (int64_t j = s; j < std::min(s + w, N); ++j) got += dv[j * D + d];
+      if (!(std::fabs(got - want) <= tol * scale))
+        return ::testing::AssertionFailure() << "segment at row " << s << ", column " << d << ": dv sums to " << got
+                                             << ", dout to " << want;
     }
   return ::testing::AssertionSuccess();
 }

@@ -138,12 +138,15 @@ __global__ void backward_kernel(const float* __restrict__ q, const float* __rest
   const long long item = it.item, p = it.p, b = it.b;
   const int lane = it.lane, h = it.h, D = g.head_dim;
   const size_t row = static_cast<size_t>(item) * D;
-  float qv[kMaxPerLane], dov[kMaxPerLane], dqa[kMaxPerLane];
+  // qs: q scaled before the dot product, as the forward scales it, so that both passes round every score
+  // alike (scaling the dot product instead made P ~ e^-64 for a row's largest key at |score| ~ 1e9).
+  float qv[kMaxPerLane], qs[kMaxPerLane], dov[kMaxPerLane], dqa[kMaxPerLane];
   float delta = 0.f;
 #pragma unroll
   for (int e = 0; e < kMaxPerLane; ++e) {
     const int d = lane + e * kWarp;
     qv[e] = d < D ? q[row + d] : 0.f;
+    qs[e] = d < D ? q[row + d] * g.scale : 0.f;
     dov[e] = d < D ? dout[row + d] : 0.f;
     dqa[e] = 0.f;
     if (d < D) delta += dov[e] * o[row + d];
@@ -159,14 +162,14 @@ __global__ void backward_kernel(const float* __restrict__ q, const float* __rest
         for (int e = 0; e < kMaxPerLane; ++e) {
           const int d = lane + e * kWarp;
           if (d < D) {
-            dot += qv[e] * k[key + d];
+            dot += qs[e] * k[key + d];
             dp += dov[e] * v[key + d];
           }
         }
         dot = warp_sum(dot);
         dp = warp_sum(dp);
-        float prob = expf(dot * g.scale - row_lse);
-        prob = prob > 1.f ? 1.f : prob;  // <= 1 exactly; fp32 rounding at |score| ~ 1e9 (flash_kernels.cuh)
+        float prob = expf(dot - row_lse);
+        prob = prob > 1.f ? 1.f : prob;  // <= 1 exactly (lse >= this score); kept as the flash kernels keep it
         const float ds = prob * (dp - delta) * g.scale;
 #pragma unroll
         for (int e = 0; e < kMaxPerLane; ++e) {
