@@ -45,12 +45,13 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 
 // The option of `desc` nearest to an unknown one, if within two edits ("model.layer" -> "model.layers"),
 // else "".
-std::string nearest_option(const std::string& unknown, const po::options_description& desc) {
-  std::string name = unknown;
+std::string nearest_option(const std::string& unknown, const po::options_description& desc, bool in_file) {
+  std::string name = unknown.substr(0, unknown.find('='));  // Boost names `--causl=1` so
   name.erase(0, name.find_first_not_of('-'));
   std::string best;
   size_t best_distance = 3;
   for (const auto& option : desc.options()) {
+    if (in_file && (option->long_name() == "help" || option->long_name() == "config")) continue;  // refused there
     const size_t d = edit_distance(name, option->long_name());
     if (d < best_distance) best = option->long_name(), best_distance = d;
   }
@@ -222,7 +223,8 @@ std::vector<std::string> rewrite_switches(const std::vector<std::string>& args, 
       // `--causal true` (as other tools spell it): the word would be taken for a positional argument.
       if (i + 1 < args.size() && is_switch_word(args[i + 1]))
         throw UsageError(arg + " " + args[i + 1] + ": an on/off option takes a value only after '=' (" + arg + "=" +
-                         args[i + 1] + "), or none (" + arg + " alone is on)");
+                         args[i + 1] + "), or none (" + arg + " alone is on; a positional argument spelled '" +
+                         args[i + 1] + "' goes after --)");
       words.push_back(arg);
     } else if (switch_value("--" + name, arg.substr(equals + 1))) {
       words.push_back("--" + name);
@@ -248,8 +250,6 @@ std::string read_config(const std::string& path, const std::string& given_by) {
   return text.str();
 }
 
-// Option -> the longctx commands that declare it ("seed" -> {"bench attention"}); the options every
-// command shares (declare_common) are not listed.
 // The options `command` takes as positional arguments (ckpt's path). They have no environment variable:
 // its name would be generic (LONGCTX_PATH), and a site may well set that for something else.
 std::set<std::string> positional_names(const Command& command) {
@@ -261,6 +261,8 @@ std::set<std::string> positional_names(const Command& command) {
   return names;
 }
 
+// Option -> the longctx commands that declare it ("seed" -> {"bench attention"}); the options every
+// command shares (declare_common) are not listed.
 const std::map<std::string, std::vector<std::string>>& commands_by_option() {
   static const std::map<std::string, std::vector<std::string>> commands = [] {
     std::map<std::string, std::vector<std::string>> all;
@@ -580,9 +582,9 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     po::notify(invocation.options);
   } catch (const po::unknown_option& e) {
     // Spelled as the source spells options: --model.layers, or [model] layers in a config file.
-    const std::string nearest = nearest_option(e.get_option_name(), declared);
-    const size_t dot = nearest.find('.');
     const bool in_file = source.rfind("config file", 0) == 0;
+    const std::string nearest = nearest_option(e.get_option_name(), declared, in_file);
+    const size_t dot = nearest.find('.');
     const std::string spelled = !in_file ? "--" + nearest
                                 : dot == std::string::npos
                                     ? nearest
@@ -704,7 +706,8 @@ std::string help_text(const Command& command, const po::options_description& dec
       << "In the file a line that starts with # or ; is a comment, and so is the rest of a line from a\n"
       << "# or ; after a blank (seed = 4  # note); one right after other text is part of the value\n"
       << "(jsonl = run#1.jsonl); a value in double quotes may hold blanks, # and ; (dir = \"ck #2\"; \\\" and\n"
-      << "\\\\ inside are \" and \\). A key given twice is an error, and so is an empty number or on/off value.\n"
+      << "\\\\ inside are \" and \\). A key given twice is an error (a list's lines add up), and so is an empty\n"
+      << "number or on/off value.\n"
       << (command.positional.empty() ? ""
                                      : command.positional + " comes from the command line or the file, not the environment.\n")
       << "--help works on the command line only, and a config file cannot name another (no config key).\n";

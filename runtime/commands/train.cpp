@@ -16,6 +16,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <cctype>
 #include <set>
 #include <sstream>
 
@@ -100,10 +101,23 @@ void declare(po::options_description& d, po::positional_options_description&) {
 
 template <class T> T opt(const Invocation& inv, const char* name) { return inv.options[name].as<T>(); }
 
-// Throws UsageError(message) unless `ok`. Messages start with the key they are about (`train.lr must be
-// ...`, `model.layers=0: ...`): the config phase adds where that key's value came from.
+// Throws UsageError(message) unless `ok`. A message about one key (`train.lr must be ...`, `model.layers=0:
+// ...`) names it first and no other: the config phase then adds where its value came from. One that names
+// two (`train.beta1 / train.beta2`, `checkpoint.every needs checkpoint.dir`) is left as it is, since
+// either value may be the one at fault.
 void require(bool ok, const std::string& message) {
-  if (!ok) throw UsageError(message, message.substr(0, message.find_first_of(" =:")));
+  if (ok) return;
+  std::set<std::string> keys;  // the dotted words of the message: section.key
+  const auto word = [](char c) { return std::islower(static_cast<unsigned char>(c)) || c == '_' || c == '.'; };
+  for (size_t i = 0; i < message.size();) {
+    size_t j = i;
+    while (j < message.size() && word(message[j])) ++j;
+    const std::string w = message.substr(i, j - i);
+    if (w.find('.') != std::string::npos && w.front() != '.' && w.back() != '.') keys.insert(w);
+    i = j == i ? i + 1 : j;
+  }
+  const std::string first = message.substr(0, message.find_first_of(" =:"));
+  throw UsageError(message, keys.size() == 1 && keys.count(first) ? first : "");
 }
 
 struct RunOptions {
@@ -234,6 +248,7 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
     require(lens[i] >= 2, stage + ": the length must be >= 2");
     require(lens[i] < n, stage + ": the length must be below data.seq_len=" + std::to_string(n));
     check_stage_shardable(m.schedule, lens[i], world_size, SpanningSegments::may_end_short);
+    require(counts[i] <= std::numeric_limits<int64_t>::max() - end, "data.short_steps add up past 2^63 - 1");
     end += counts[i];
     r.stage_len.push_back(lens[i]);
     r.stage_end.push_back(end);

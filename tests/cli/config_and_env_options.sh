@@ -127,7 +127,11 @@ expect_exit 2 "seq-len = 1.5K in a file" -- "$LONGCTX" bench attention --config 
 expect_in "$OUT/stderr" "--seq-len: '1.5K' is not an integer.*\(from config file .*size.ini\)$" "names the file"
 expect_exit 2 "LONGCTX_MODEL_DILATION_RATES=1,x" -- env LONGCTX_MODEL_DILATION_RATES=1,x "$LONGCTX" train --quiet
 expect_in "$OUT/stderr" "'x' is not an integer.*\(from environment variable LONGCTX_MODEL_DILATION_RATES\)$" "names the variable"
-# So does a range check of train's.
+# So does a range check of train's, when it is about one key: one about two (beta1 from the file, beta2 from
+# the command line) names no source rather than a wrong one.
+printf '[train]\nbeta1 = 0.5\n' >"$OUT/beta.ini"
+expect_exit 2 "beta2 = 1 on the command line, beta1 in a file" -- "$LONGCTX" train --config "$OUT/beta.ini" --train.beta2=1 --quiet
+expect_in "$OUT/stderr" "train.beta1 / train.beta2 must be in \[0, 1\)$" "no source named"
 printf '[train]\nlr = inf\n' >"$OUT/inf.ini"
 expect_exit 2 "lr = inf in a file" -- "$LONGCTX" train --config "$OUT/inf.ini" --quiet
 expect_in "$OUT/stderr" "train.lr must be a finite number > 0 \(from config file .*inf.ini\)$" "names the file"
@@ -138,6 +142,11 @@ expect_in "$OUT/stderr" "unknown option '--model.layer' for 'longctx train' \(fr
 printf '[model]\nlayer = 3\n' >"$OUT/layer.ini"
 expect_exit 2 "[model] layer in a file" -- "$LONGCTX" train --config "$OUT/layer.ini" --quiet
 expect_in "$OUT/stderr" "did you mean \[model\] layers\?$" "[model] layers"
+expect_exit 2 "--causl=1" -- "$LONGCTX" bench attention --causl=1 --quiet
+expect_in "$OUT/stderr" "did you mean --causal\?$" "a value after = does not hide the name"
+printf 'hepl = 1\n' >"$OUT/hepl.ini"
+expect_exit 2 "hepl = 1 in a file" -- "$LONGCTX" info --config "$OUT/hepl.ini"
+grep -q "did you mean" "$OUT/stderr" && fail "suggested a key files refuse" || pass "help is no suggestion in a file"
 expect_exit 2 "--xyz" -- "$LONGCTX" train --xyz --quiet
 expect_in "$OUT/stderr" "unknown option '--xyz'.*; allowed: --device, " "far from all: the list"
 # The resolved config quotes a text value where it would hide something: a blank in a list item, blanks at
