@@ -250,48 +250,46 @@ std::string read_config(const std::string& path, const std::string& given_by) {
   return text.str();
 }
 
-// The options `command` takes as positional arguments (ckpt's path). They have no environment variable:
-// its name would be generic (LONGCTX_PATH), and a site may well set that for something else.
-std::set<std::string> positional_names(const Command& command) {
-  po::options_description declared;
-  po::positional_options_description positional;
-  if (command.declare) command.declare(declared, positional);
-  std::set<std::string> names;
-  for (unsigned i = 0; i < positional.max_total_count() && i < 16; ++i) names.insert(positional.name_for_position(i));
-  return names;
-}
+// What the longctx commands declare, gathered once (each command declared once): which commands have
+// each option, and which options each takes as positional arguments (ckpt's path). A positional argument
+// has no environment variable: its name would be generic (LONGCTX_PATH), and a site may well set that for
+// something else. The options every command shares (declare_common) are not listed.
+struct CommandOptions {
+  std::map<std::string, std::vector<std::string>> commands;  // option -> the commands that declare it
+  std::map<std::string, std::set<std::string>> positional;   // command -> its positional options
+  std::set<std::string> with_variables;                      // options some command reads from the environment
+};
 
-// Option -> the longctx commands that declare it ("seed" -> {"bench attention"}); the options every
-// command shares (declare_common) are not listed.
-const std::map<std::string, std::vector<std::string>>& commands_by_option() {
-  static const std::map<std::string, std::vector<std::string>> commands = [] {
-    std::map<std::string, std::vector<std::string>> all;
+const CommandOptions& command_options() {
+  static const CommandOptions options = [] {
+    CommandOptions all;
     for (const Command& command : all_commands()) {
       po::options_description declared;
       po::positional_options_description positional;
       if (command.declare) command.declare(declared, positional);
-      for (const auto& o : declared.options()) all[o->long_name()].push_back(command.name);
+      std::set<std::string>& names = all.positional[command.name];
+      for (unsigned i = 0; i < positional.max_total_count() && i < 16; ++i)
+        names.insert(positional.name_for_position(i));
+      for (const auto& o : declared.options()) {
+        all.commands[o->long_name()].push_back(command.name);
+        if (!names.count(o->long_name())) all.with_variables.insert(o->long_name());
+      }
     }
     return all;
   }();
-  return commands;
+  return options;
 }
 
-// The options that some command reads from the environment (all but the positional ones).
-const std::set<std::string>& options_with_variables() {
-  static const std::set<std::string> names = [] {
-    std::set<std::string> all;
-    for (const Command& command : all_commands()) {
-      po::options_description declared;
-      po::positional_options_description positional;
-      if (command.declare) command.declare(declared, positional);
-      const std::set<std::string> skip = positional_names(command);
-      for (const auto& o : declared.options())
-        if (!skip.count(o->long_name())) all.insert(o->long_name());
-    }
-    return all;
-  }();
-  return names;
+const std::set<std::string>& positional_names(const Command& command) {
+  static const std::set<std::string> none;  // a command outside all_commands() (the tests' own)
+  const auto found = command_options().positional.find(command.name);
+  return found == command_options().positional.end() ? none : found->second;
+}
+
+// `name` as a config file spells it: "model.layers" -> "[model] layers"; a top-level one as it is.
+std::string file_spelling(const std::string& name) {
+  const size_t dot = name.rfind('.');
+  return dot == std::string::npos ? name : "[" + name.substr(0, dot) + "] " + name.substr(dot + 1);
 }
 
 // This command's options under a section whose last name part is `key`'s, other than `key` itself: where
@@ -317,10 +315,7 @@ class ForeignKeys {
 
   void add(const std::string& at, const std::string& key, const std::vector<std::string>& owners) {
     std::vector<std::string> guesses;
-    for (const std::string& name : same_leaf_options(declared_, key)) {
-      const size_t dot = name.rfind('.');
-      guesses.push_back("[" + name.substr(0, dot) + "] " + name.substr(dot + 1));
-    }
+    for (const std::string& name : same_leaf_options(declared_, key)) guesses.push_back(file_spelling(name));
     if (guesses.empty()) {
       std::vector<std::string>& keys = by_owners_[joined(owners, ", ")];
       if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);  // a list repeats its key
@@ -376,16 +371,16 @@ void warn_unknown_variables(const std::vector<std::string>& environment_names, c
                             const po::options_description& declared, const Command& command) {
   std::set<std::string> known = environment_settings();
   std::map<std::string, std::string> others;  // variable of another command's option -> that option
-  for (const std::string& option : options_with_variables()) {
+  for (const std::string& option : command_options().with_variables) {
     known.insert(env_name(option));
     if (!declared.find_nothrow(option, false)) others.emplace(env_name(option), option);
   }
-  const std::set<std::string> positional = positional_names(command);
+  const std::set<std::string>& positional = positional_names(command);
   std::map<std::string, std::string> positional_variables;  // LONGCTX_PATH -> "ckpt inspect, ckpt verify"
-  for (const Command& c : all_commands())
-    for (const std::string& name : positional_names(c)) {
-      std::string& owners = positional_variables[env_name(name)];
-      owners += (owners.empty() ? "" : ", ") + c.name;
+  for (const auto& [name, options] : command_options().positional)
+    for (const std::string& option : options) {
+      std::string& owners = positional_variables[env_name(option)];
+      owners += (owners.empty() ? "" : ", ") + name;
     }
   for (const auto& option : declared.options())
     if (!positional.count(option->long_name())) known.insert(env_name(option->long_name()));
@@ -511,8 +506,8 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
         // LONGCTX_CONFIG while running info): keys of another longctx command are skipped with a warning,
         // others refused.
         if (!option) {
-          const auto owners = commands_by_option().find(entry.key);
-          if (owners == commands_by_option().end()) throw po::unknown_option(entry.key);
+          const auto owners = command_options().commands.find(entry.key);
+          if (owners == command_options().commands.end()) throw po::unknown_option(entry.key);
           foreign.add(source, entry.key, owners->second);
           continue;
         }
@@ -555,7 +550,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
 
     // One variable at a time, so an error names it. An empty variable counts as unset, and a positional
     // argument has none (positional_names()).
-    const std::set<std::string> positional_options = positional_names(command);
+    const std::set<std::string>& positional_options = positional_names(command);
     for (const auto& option : declared.options()) {
       const std::string& name = option->long_name();
       const std::string variable = env_name(name);
@@ -584,11 +579,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     // Spelled as the source spells options: --model.layers, or [model] layers in a config file.
     const bool in_file = source.rfind("config file", 0) == 0;
     const std::string nearest = nearest_option(e.get_option_name(), declared, in_file);
-    const size_t dot = nearest.find('.');
-    const std::string spelled = !in_file ? "--" + nearest
-                                : dot == std::string::npos
-                                    ? nearest
-                                    : "[" + nearest.substr(0, dot) + "] " + nearest.substr(dot + 1);
+    const std::string spelled = in_file ? file_spelling(nearest) : "--" + nearest;
     throw UsageError("unknown option '" + e.get_option_name() + "' for " + where +
                      (source.empty() ? "" : " (from " + source + ")") +
                      (nearest.empty() ? "; allowed: " + allowed_options(declared) : "; did you mean " + spelled + "?"));
@@ -684,7 +675,7 @@ std::string to_ini(const Invocation& invocation, const po::options_description& 
 
 std::string help_text(const Command& command, const po::options_description& declared) {
   std::string required, example;
-  const std::set<std::string> positional = positional_names(command);
+  const std::set<std::string>& positional = positional_names(command);
   for (const auto& option : declared.options()) {
     const std::string& name = option->long_name();
     if (option->semantic()->is_required()) required += (required.empty() ? "--" : ", --") + name;
