@@ -22,7 +22,6 @@
 #include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/core/log.hpp"
-#include "runtime/core/memory.hpp"
 #include "runtime/core/watchdog.hpp"
 
 namespace longctx::cli {
@@ -77,12 +76,9 @@ void check_options(const Invocation& invocation) {
   const int P = invocation.process.world().size();
   check_shardable(params.schedule, input.seq_len, P,
                   device.device == "cuda" ? SpanningSegments::whole : SpanningSegments::may_end_short);
-  // This rank's rows of q, k, v, o (+ do, dq, dk, dv), float32 on the host: a lower bound.
-  const bool backward = vm["backward"].as<bool>();
-  check_fits_in_memory("attend on " + input_path + " " + to_string(input.shape) + " over " + count_of(P, "rank"),
-                       backward ? "q, k, v, o, do, dq, dk, dv of its rows in float32" : "q, k, v, o of its rows in float32",
-                       static_cast<double>(element_count(input.shape)) / P * 4 * (backward ? 8 : 4),
-                       invocation.process.local_size());
+  check_rows_fit_in_memory("attend on " + input_path + " " + to_string(input.shape) + " over " + count_of(P, "rank"),
+                           static_cast<double>(element_count(input.shape)), P, vm["backward"].as<bool>(),
+                           invocation.process.local_size());
 }
 
 int run(Invocation& invocation) {

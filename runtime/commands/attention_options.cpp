@@ -12,6 +12,7 @@
 #include "comm/mpi_communicator.hpp"
 #include "comm/staged_communicator.hpp"
 #include "runtime/core/log.hpp"
+#include "runtime/core/memory.hpp"
 
 namespace longctx::cli {
 
@@ -127,6 +128,12 @@ void check_iterations(int iters, int warmup) {
   if (iters > kMaxIterations || warmup > kMaxIterations)
     throw UsageError("--iters / --warmup: at most " + std::to_string(kMaxIterations) + " each, got " +
                      std::to_string(iters) + " / " + std::to_string(warmup));
+}
+
+void check_rows_fit_in_memory(const std::string& what, double elements, int ranks, bool backward, int ranks_on_node) {
+  check_fits_in_memory(what,
+                       backward ? "q, k, v, o, do, dq, dk, dv of its rows in float32" : "q, k, v, o of its rows in float32",
+                       elements / ranks * 4 * (backward ? 8 : 4), ranks_on_node);
 }
 
 std::string count_of(int64_t n, const std::string& noun) { return std::to_string(n) + " " + noun + (n == 1 ? "" : "s"); }

@@ -41,6 +41,10 @@ MPI_Comm mpi_handle(comm::Communicator& comm);
 // overflow int, nor run for ever); UsageError naming them otherwise.
 void check_iterations(int iters, int warmup);
 
+// attend's and bench attention's memory check (check_fits_in_memory): this rank's rows of q, k, v, o (+ do,
+// dq, dk, dv with the backward), `elements` values each over all ranks, float32 on the host, a lower bound.
+void check_rows_fit_in_memory(const std::string& what, double elements, int ranks, bool backward, int ranks_on_node);
+
 // "1 rank", "4 ranks": a count and its noun, for messages.
 std::string count_of(int64_t n, const std::string& noun);
 // `value` with `digits` digits after the point: "0.943".

@@ -16,7 +16,6 @@
 #include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/core/log.hpp"
-#include "runtime/core/memory.hpp"
 #include "runtime/core/stats.hpp"
 
 namespace longctx::cli {
@@ -168,13 +167,11 @@ BenchOptions bench_options(const Invocation& invocation) {
   o.device = attention_device(invocation);
   if (o.device.device == "cuda") return o;
   check_shardable(o.params.schedule, o.N, P);
-  // q, k, v, o (+ dout, dq, dk, dv) of this rank's rows, float32: a lower bound of what the run holds.
-  const double floats = static_cast<double>(o.B) * static_cast<double>(o.N / P) * static_cast<double>(o.H) *
-                        static_cast<double>(o.D);
-  check_fits_in_memory("bench attention N=" + std::to_string(o.N) + " B=" + std::to_string(o.B) + " H=" +
-                           std::to_string(o.H) + " D=" + std::to_string(o.D) + " on " + count_of(P, "rank"),
-                       o.backward ? "q, k, v, o, dout, dq, dk, dv of its rows in float32" : "q, k, v, o of its rows in float32",
-                       floats * 4 * (o.backward ? 8 : 4), invocation.process.local_size());
+  check_rows_fit_in_memory("bench attention N=" + std::to_string(o.N) + " B=" + std::to_string(o.B) + " H=" +
+                               std::to_string(o.H) + " D=" + std::to_string(o.D) + " on " + count_of(P, "rank"),
+                           static_cast<double>(o.B) * static_cast<double>(o.N) * static_cast<double>(o.H) *
+                               static_cast<double>(o.D),
+                           P, o.backward, invocation.process.local_size());
   return o;
 }
 
