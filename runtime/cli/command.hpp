@@ -8,6 +8,7 @@
 #include <boost/program_options.hpp>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,9 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
 // Where `option`'s value came from, for an error about it: " (from config file run.ini)", " (from
 // environment variable LONGCTX_SEQ_LEN)", or "" (the command line, or the default).
 std::string value_source(const Invocation& invocation, const std::string& option);
+
+// An on/off option's value word, in any case: 1 / true / yes / on, 0 / false / no / off; nullopt for others.
+std::optional<bool> switch_word(const std::string& word);
 
 // The environment variable that sets `option` ("model.layers" -> "LONGCTX_MODEL_LAYERS").
 std::string env_name(const std::string& option);

@@ -94,6 +94,16 @@ std::string format_value(const po::variable_value& value) {
 
 }  // namespace
 
+std::optional<bool> switch_word(const std::string& word) {
+  std::string lower;
+  for (char c : word) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const char* on : {"1", "true", "yes", "on"})
+    if (lower == on) return true;
+  for (const char* off : {"0", "false", "no", "off"})
+    if (lower == off) return false;
+  return std::nullopt;
+}
+
 std::string value_source(const Invocation& invocation, const std::string& option) {
   const auto source = invocation.sources.find(option);
   if (source == invocation.sources.end()) return "";
@@ -168,25 +178,10 @@ namespace {
 
 bool is_switch(const po::option_description& option) { return option.semantic()->max_tokens() == 0; }
 
-// The words an on/off option takes, in lower case: on, then off.
-const std::set<std::string> kOnWords{"1", "true", "yes", "on"}, kOffWords{"0", "false", "no", "off"};
-
-std::string lower_case(const std::string& text) {
-  std::string out;
-  for (char c : text) out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-// Whether `word` is one of the values switch_value() takes.
-bool is_switch_word(const std::string& word) {
-  return kOnWords.count(lower_case(word)) || kOffWords.count(lower_case(word));
-}
-
-// The value of an on/off option given as `--X=VALUE` or in the environment: 1 / true / yes / on or
-// 0 / false / no / off, in any case; anything else is refused, naming `where`.
+// The value of an on/off option given as `--X=VALUE` or in the environment; anything but switch_word()'s
+// words is refused, naming `where`.
 bool switch_value(const std::string& where, const std::string& value) {
-  if (kOnWords.count(lower_case(value))) return true;
-  if (kOffWords.count(lower_case(value))) return false;
+  if (const auto on = switch_word(value)) return *on;
   throw UsageError(where + "='" + value + "': an on/off option takes 1, true, yes, on or 0, false, no, off");
 }
 
@@ -221,7 +216,7 @@ std::vector<std::string> rewrite_switches(const std::vector<std::string>& args, 
                        "'); give it once");
     if (equals == std::string::npos) {
       // `--causal true` (as other tools spell it): the word would be taken for a positional argument.
-      if (i + 1 < args.size() && is_switch_word(args[i + 1]))
+      if (i + 1 < args.size() && switch_word(args[i + 1]))
         throw UsageError(arg + " " + args[i + 1] + ": an on/off option takes a value only after '=' (" + arg + "=" +
                          args[i + 1] + "), or none (" + arg + " alone is on; a positional argument spelled '" +
                          args[i + 1] + "' goes after --)");

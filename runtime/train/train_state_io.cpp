@@ -44,8 +44,7 @@ std::string canonical(const std::string& text) {
     out << number;
     return out.str();
   }
-  for (const char* word : {"true", "yes", "on"}) if (text == word) return "1";
-  for (const char* word : {"false", "no", "off"}) if (text == word) return "0";
+  if (const auto on = cli::switch_word(text)) return *on ? "1" : "0";
   return text;
 }
 
