@@ -15,6 +15,7 @@
 
 #include "io/h5.hpp"
 #include "runtime/cli/command.hpp"
+#include "runtime/commands/commands.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/log.hpp"
 #include "runtime/core/watchdog.hpp"
@@ -167,6 +168,7 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   using namespace longctx;
   std::optional<ProcessContext> process;
+  if (argc > 1 && std::string(argv[1]) == "train") cli::catch_train_stop_signals();  // before MPI_Init's seconds
   try {
     process.emplace(&argc, &argv);
   } catch (const Error& e) {

@@ -375,19 +375,6 @@ void dump_layers(io::ActivationDump& dump, model::Model& model, const RunOptions
     }
 }
 
-// Before anything slow (data, checkpoint load): a preemption notice that arrives then is acted on at the
-// first step (finish it, checkpoint, 75) instead of killing the rank. Unblocked too: a launcher that
-// blocked them would hide the notice, and one already pending is delivered here.
-void install_stop_handlers() {
-  std::signal(SIGUSR1, request_stop);
-  std::signal(SIGTERM, request_stop);
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGUSR1);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
-}
-
 // The data of each shorter stage of the length curriculum (data.seq_len's is train::make_dataset(r.data)).
 std::vector<std::unique_ptr<train::Dataset>> curriculum_datasets(const RunOptions& r) {
   std::vector<std::unique_ptr<train::Dataset>> stages;
@@ -401,7 +388,7 @@ std::vector<std::unique_ptr<train::Dataset>> curriculum_datasets(const RunOption
 }
 
 int run_train(Invocation& inv) {
-  install_stop_handlers();
+  catch_train_stop_signals();  // again: MPI_Init or a launcher may have blocked them since main()
   comm::Communicator& world = inv.process.world();
   const int P = world.size(), rank = world.rank();
   const DeviceChoice device = attention_device(inv);  // --device / --dtype / --comm, before anything else
@@ -619,6 +606,18 @@ int run_train(Invocation& inv) {
 }
 
 }  // namespace
+
+// A notice that arrives before the first step is acted on there (finish it, checkpoint, 75). Unblocked
+// too: a launcher that blocked them would hide the notice, and one already pending is delivered here.
+void catch_train_stop_signals() {
+  std::signal(SIGUSR1, request_stop);
+  std::signal(SIGTERM, request_stop);
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGUSR1);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
+}
 
 Command train_command() {
   // Options and data are checked in the config phase too, where the ranks agree (one message, no MPI_Abort).

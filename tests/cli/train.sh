@@ -325,6 +325,21 @@ code=$?
 [ "$code" -eq 75 ] && [ "$(cat "$OUT/sig4/latest" 2>/dev/null)" = step_00000001.h5 ] &&
   pass "a signal pending at start -> step 1 checkpointed, exit 75" || { fail "pending signal gave exit $code"; tail -3 "$OUT/sig4.err"; }
 
+# ---- a signal while the ranks start up (MPI_Init, options): acted on at step 1, not killing the rank ------
+# (what a requeued Slurm job meets when its pre-time-limit signal fires at once). Before, the handlers came
+# after MPI_Init and the options, and such a signal ended the job with 138. 0.1 s after the rank's exec is
+# past the loader (before main a signal still kills) and well inside MPI_Init.
+"${MPIRUN[@]}" -np 2 "$LONGCTX" train "${LONG[@]}" --checkpoint.dir "$OUT/sig5" >"$OUT/sig5.out" 2>"$OUT/sig5.err" &
+pid=$!
+rank=
+for _ in $(seq 500); do rank=$(pgrep -P $pid -f "longctx train" | head -1); [ -n "$rank" ] && break; sleep 0.005; done
+sleep 0.1
+[ -n "$rank" ] && kill -USR1 "$rank"
+wait $pid; code=$?
+[ "$code" -eq 75 ] && [ "$(cat "$OUT/sig5/latest" 2>/dev/null)" = step_00000001.h5 ] &&
+  pass "SIGUSR1 to a rank during start-up -> step 1 checkpointed, exit 75" ||
+  { fail "SIGUSR1 during start-up gave exit $code, latest $(cat "$OUT/sig5/latest" 2>/dev/null)"; tail -3 "$OUT/sig5.err"; }
+
 # ---- SIGTERM to ONE rank of an mpirun job: every rank finishes the step, they agree, checkpoint, exit 75 --
 "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${LONG[@]}" --checkpoint.dir "$OUT/sig2" --log.jsonl "$OUT/g.jsonl" \
   >"$OUT/sig2.out" 2>"$OUT/sig2.err" &
