@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Real Slurm on this machine: starts the one-node cluster (jobs/slurm/start-local.sh), submits
 # jobs/slurm/info.sbatch (srun --mpi=pmix, mpirun in the allocation, and longctx run by the batch script
-# itself), checks srun without PMI fails with exit 2 and says why, and stops the daemons it started.
+# itself), checks srun without PMI fails with exit 2 and says why, runs jobs/slurm/train.sbatch through a
+# pre-time-limit signal (checkpoint, exit 75, requeue, resume: the same losses as one uninterrupted run),
+# through a signal right after the start (not requeued: it would loop) and through scancel (checkpoint,
+# not requeued), and stops the daemons it started.
 LONGCTX=$1
 source "$(dirname "$0")/lib.sh"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 export LONGCTX_SLURM_STATE="$OUT/slurm"
 eval "$(bash "$ROOT/jobs/slurm/start-local.sh")" || { echo "could not start Slurm"; exit 1; }
-trap 'bash "$ROOT/jobs/slurm/stop-local.sh"; rm -rf "$OUT"' EXIT
+trap 'bash "$ROOT/jobs/slurm/stop-local.sh"; [ -n "${KEEP_OUT:-}" ] || rm -rf "$OUT"' EXIT
 
 cd "$OUT"
 expect_exit 0 "sbatch info.sbatch" -- env LONGCTX="$LONGCTX" timeout 300 sbatch --wait --output="$OUT/job.out" "$ROOT/jobs/slurm/info.sbatch"
@@ -19,4 +22,75 @@ expect_in "$OUT/job.out" "^rank 0/1 .*launcher Slurm" "the batch script itself r
 expect_exit 2 "srun without PMI" -- timeout 120 srun --mpi=none -n 2 "$LONGCTX" info
 expect_in "$OUT/stderr" "srun without PMI" "explains the missing PMI"
 expect_in "$OUT/stderr" "--mpi=pmix" "says how to fix it"
+
+# ---- train.sbatch: the signal Slurm sends before the time limit -> checkpoint, exit 75, requeue, resume --
+TRAIN=(--model.layers 1 --model.dim 32 --model.heads 4 --model.vocab 32 --model.segment_lengths 32,128,1024
+       --model.dilation_rates 1,2,4 --data.task passkey --data.seq_len 1024 --train.lr 1e-3 --train.seed 1
+       --log.every 1 --quiet)
+job_field() { scontrol show job "$1" 2>/dev/null | grep -o "$2=[^ ]*" | head -1 | cut -d= -f2; }
+# wait_for_step FILE STEP: until FILE logs STEP (60 s at most)
+wait_for_step() { for _ in $(seq 600); do grep -q "\"step\": $2," "$1" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+# wait_for_end JOB: until the job has ended (COMPLETED, FAILED, CANCELLED, ...; 180 s at most)
+wait_for_end() {
+  local state
+  for _ in $(seq 180); do
+    state=$(job_field "$1" JobState)
+    case "$state" in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY) echo "$state"; return 0 ;; esac
+    sleep 1
+  done
+  echo "${state:-unknown}"; return 1
+}
+losses() { /usr/bin/python3 -c 'import json, sys; [print(json.loads(l)["step"], json.loads(l)["loss"]) for l in open(sys.argv[1])]' "$1"; }
+
+# --time=10: the script's --signal=USR1@300 must not fire by itself while the test runs.
+jid=$(env LONGCTX="$LONGCTX" LONGCTX_MIN_RUN_SECONDS=0 sbatch --parsable --time=10 --output="$OUT/train.out" "$ROOT/jobs/slurm/train.sbatch" \
+      "${TRAIN[@]}" --train.steps 600 --checkpoint.dir "$OUT/ck" --checkpoint.every 200 --checkpoint.keep 2 \
+      --log.jsonl "$OUT/train.jsonl")
+if wait_for_step "$OUT/train.jsonl" 5; then
+  scancel --signal=USR1 "$jid"          # what --signal=USR1@300 sends: every step's tasks, not the batch script
+  state=$(wait_for_end "$jid")
+  [ "$state" = COMPLETED ] && pass "train.sbatch: signalled, requeued, completed" || fail "train.sbatch ended $state"
+  [ "$(job_field "$jid" Restarts)" = 1 ] && pass "the job was requeued once" || fail "Restarts=$(job_field "$jid" Restarts)"
+  expect_in "$OUT/train.out" "requeueing job $jid" "train.sbatch says it requeues"
+  expect_in "$OUT/train.out" "run 2 on 2 ranks" "the requeued job ran again"
+  expect_in "$OUT/train.out" "resumed from .*step_[0-9]{8}\.h5" "the second run resumed from the signal's checkpoint"
+  [ "$(cat "$OUT/ck/latest" 2>/dev/null)" = step_00000600.h5 ] && pass "last checkpoint is step 600" || fail "latest: $(cat "$OUT/ck/latest" 2>/dev/null)"
+  expect_exit 0 "the same run, uninterrupted" -- "${MPIRUN[@]}" -np 2 -x OMP_NUM_THREADS=1 "$LONGCTX" train "${TRAIN[@]}" --train.steps 600 --log.jsonl "$OUT/whole.jsonl"
+  if [ "$(losses "$OUT/whole.jsonl" | wc -l)" -eq 600 ] && diff <(losses "$OUT/whole.jsonl") <(losses "$OUT/train.jsonl") >/dev/null
+  then pass "requeued run logs steps 1..600 once each, with the uninterrupted losses"
+  else fail "requeued run's log.jsonl differs from the uninterrupted run's"; diff <(losses "$OUT/whole.jsonl") <(losses "$OUT/train.jsonl") | head -5; fi
+else
+  fail "train.sbatch did not reach step 5"; tail -5 "$OUT/train.out"; scancel "$jid"
+fi
+
+# ---- train.sbatch: a signal within LONGCTX_MIN_RUN_SECONDS of the start -> checkpoint, NOT requeued ----
+# (what a --time no longer than --signal's lead gives: requeueing would stop every run at its first step)
+jid=$(env LONGCTX="$LONGCTX" sbatch --parsable --time=10 --output="$OUT/early.out" "$ROOT/jobs/slurm/train.sbatch" \
+      "${TRAIN[@]}" --train.steps 100000 --checkpoint.dir "$OUT/ck3" --log.jsonl "$OUT/early.jsonl")
+if wait_for_step "$OUT/early.jsonl" 5; then
+  scancel --signal=USR1 "$jid"
+  state=$(wait_for_end "$jid")
+  [ "$state" = FAILED ] && [ "$(job_field "$jid" Restarts)" = 0 ] && [ "$(job_field "$jid" ExitCode)" = 75:0 ] &&
+    pass "early signal: exit 75, not requeued" || fail "early signal: $state, Restarts=$(job_field "$jid" Restarts), ExitCode=$(job_field "$jid" ExitCode)"
+  expect_in "$OUT/early.out" "not requeued, as the next run would stop as soon" "train.sbatch says why it does not requeue"
+  [ -s "$OUT/ck3/latest" ] && pass "early signal: checkpoint committed ($(cat "$OUT/ck3/latest"))" || fail "no checkpoint after the early signal"
+else
+  fail "train.sbatch (early signal) did not reach step 5"; tail -5 "$OUT/early.out"; scancel "$jid"
+fi
+
+# ---- train.sbatch: scancel -> the ranks checkpoint, the job is NOT requeued --------------------------
+jid=$(env LONGCTX="$LONGCTX" sbatch --parsable --time=10 --output="$OUT/cancel.out" "$ROOT/jobs/slurm/train.sbatch" \
+      "${TRAIN[@]}" --train.steps 100000 --checkpoint.dir "$OUT/ck2" --log.jsonl "$OUT/cancel.jsonl")
+if wait_for_step "$OUT/cancel.jsonl" 5; then
+  scancel "$jid"
+  state=$(wait_for_end "$jid")
+  [ "$state" = CANCELLED ] && [ "$(job_field "$jid" Restarts)" = 0 ] && pass "scancel: CANCELLED, not requeued" ||
+    fail "scancel: $state, Restarts=$(job_field "$jid" Restarts)"
+  for _ in $(seq 50); do grep -q "not requeued" "$OUT/cancel.out" && break; sleep 0.2; done
+  expect_in "$OUT/cancel.out" "cancelled \(SIGTERM\): not requeued" "train.sbatch says it does not requeue"
+  [ -s "$OUT/ck2/latest" ] && "$LONGCTX" ckpt verify "$OUT/ck2" >/dev/null 2>&1 &&
+    pass "scancel: the ranks committed a checkpoint ($(cat "$OUT/ck2/latest"))" || fail "no valid checkpoint after scancel"
+else
+  fail "train.sbatch (cancel) did not reach step 5"; tail -5 "$OUT/cancel.out"; scancel "$jid"
+fi
 finish
