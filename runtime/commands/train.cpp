@@ -457,10 +457,12 @@ int run_train(Invocation& inv) {
     }
     return tokens + (step - done) * r.trainer.seq_len;
   };
+  bool resumed = false;
   if (!r.checkpoint_dir.empty())
     if (const auto latest = io::find_latest_checkpoint(r.checkpoint_dir)) {
       train::load_checkpoint(trainer, *latest, config_text, mpi);
       log::info("resumed from " + *latest + " at step " + std::to_string(trainer.step()));
+      resumed = true;
     }
   size_t stage = stage_of(trainer.step());
   train::Trainer* active = &trainer;
@@ -500,20 +502,25 @@ int run_train(Invocation& inv) {
     };
   };
   bool dump_unpublished = false;  // steps dumped since the dump file was last published
+  bool have_checkpoint = resumed;  // one is committed in checkpoint.dir (resumed from, or saved by this run)
   const auto checkpoint = [&] {
-    const std::string path = train::save_checkpoint(*active, r.checkpoint_dir, r.checkpoint_keep, config_text,
-                                                    tokens_through(active->step()), mpi);
-    log::info("checkpoint " + path);
     // The dump is published with each checkpoint that follows a dumped step, so a run killed later (no
     // chance to close it) resumes from the checkpoint with those steps kept; a new dump copies them.
-    if (dump && dump_unpublished) {
+    // Published BEFORE the checkpoint commits: a kill between the two then resumes from the checkpoint
+    // before, which dumps those steps again, where the other order lost them for good.
+    const bool republish = dump && dump_unpublished;
+    if (republish) {
       dump->close();
       dump.reset();
-      if (*r.dump_steps.rbegin() > active->step())
-        dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, active->step());
       dump_unpublished = false;
       log::info("activation dump " + r.dump_path + " published through step " + std::to_string(active->step()));
     }
+    const std::string path = train::save_checkpoint(*active, r.checkpoint_dir, r.checkpoint_keep, config_text,
+                                                    tokens_through(active->step()), mpi);
+    have_checkpoint = true;
+    log::info("checkpoint " + path);
+    if (republish && *r.dump_steps.rbegin() > active->step())
+      dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, active->step());
   };
 
   using Clock = std::chrono::steady_clock;
@@ -532,7 +539,7 @@ int run_train(Invocation& inv) {
       throw InternalError("training diverged at step " + std::to_string(active->step() + 1) + ": loss " +
                           std::to_string(stats.loss) + ", gradient norm " + std::to_string(stats.grad_norm) +
                           " (try a lower train.lr or train.clip); nothing of this step was saved" +
-                          (r.checkpoint_dir.empty() ? std::string() : ", the last checkpoint is intact"));
+                          (have_checkpoint ? ", the last checkpoint is intact" : std::string()));
     active->apply_update(stats);
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     const int64_t step = active->step();
@@ -547,14 +554,23 @@ int run_train(Invocation& inv) {
       active = next;
       log::info("step " + std::to_string(step) + ": switching to N = " + std::to_string(active->config().seq_len));
     }
+    // A stop that lands on the last step finishes the run (eval, checkpoint, exit 0): a requeue would
+    // only resume at the end, and the last step's eval would be missing from log.jsonl for good.
+    if (stats.stop && step == r.steps) {
+      stats.stop = false;
+      log::info("stop signal at the last step: finishing the run instead");
+    }
     // Every eval.every steps and after the last (not when stopping on a signal: that has to be quick).
-    const bool eval_now = (r.eval_every > 0 && step % r.eval_every == 0) || (step == r.steps && !stats.stop);
+    const bool eval_now = (r.eval_every > 0 && step % r.eval_every == 0) || step == r.steps;
     std::function<std::string()> print_eval;  // prints the evaluation, returns its log.jsonl fields
     if (eval_now) {
       print_eval = evaluate(step);
       last_eval = step;
     }
-    if (rank == 0 && (step % r.log_every == 0 || step == r.steps || stats.stop || eval_now)) {
+    // log.jsonl keeps to the log.every grid (so an interrupted + resumed run's file is the uninterrupted
+    // one's); the step a signal stops at is printed too.
+    const bool logged = step % r.log_every == 0 || step == r.steps || eval_now;
+    if (rank == 0 && (logged || stats.stop)) {
       const double tokens_per_s = double(seq_len) / seconds;
       const double mfu = step_flops(r.trainer.model, seq_len) / seconds / peak;
       std::printf("step %6lld  loss %.4f  tokens/s %.0f  s/step %.3f  lr %.3e  grad_norm %.3f  MFU %.1f%%  N %lld\n",
@@ -562,11 +578,12 @@ int run_train(Invocation& inv) {
                   (long long)seq_len);
       std::fflush(stdout);
       const std::string eval_fields = print_eval ? print_eval() : std::string();
-      jsonl.write("{\"step\": " + std::to_string(step) + ", \"loss\": " + json_number(stats.loss) +
-                  ", \"tokens_per_s\": " + json_number(tokens_per_s) + ", \"seconds\": " + json_number(seconds) +
-                  ", \"lr\": " + json_number(stats.lr) + ", \"grad_norm\": " + json_number(stats.grad_norm) +
-                  ", \"mfu\": " + json_number(mfu) + ", \"seq_len\": " + std::to_string(seq_len) +
-                  ", \"world_size\": " + std::to_string(P) + eval_fields + "}");
+      if (logged)
+        jsonl.write("{\"step\": " + std::to_string(step) + ", \"loss\": " + json_number(stats.loss) +
+                    ", \"tokens_per_s\": " + json_number(tokens_per_s) + ", \"seconds\": " + json_number(seconds) +
+                    ", \"lr\": " + json_number(stats.lr) + ", \"grad_norm\": " + json_number(stats.grad_norm) +
+                    ", \"mfu\": " + json_number(mfu) + ", \"seq_len\": " + std::to_string(seq_len) +
+                    ", \"world_size\": " + std::to_string(P) + eval_fields + "}");
     }
     if (stats.stop) {
       stopped = true;

@@ -216,6 +216,10 @@ expect_in "$OUT/stderr" "training diverged at step" "says it diverged"
   && pass "log.jsonl stays valid JSON" || fail "log.jsonl is not JSON"
 ! ls "$OUT/nan"/step_*.h5 >/dev/null 2>&1 || "$LONGCTX" ckpt verify "$OUT/nan" >/dev/null 2>&1 \
   && pass "no nan checkpoint committed" || fail "a checkpoint that fails verify was committed"
+expect_exit 1 "a run diverging before its first checkpoint" -- "$LONGCTX" train "${DIVERGE[@]}" \
+  --train.steps 8 --checkpoint.dir "$OUT/nan2" --checkpoint.every 100
+grep -q "last checkpoint is intact" "$OUT/stderr" && fail "speaks of a checkpoint that does not exist" ||
+  pass "no checkpoint yet: does not claim one is intact"
 
 # ---- a resumed run keeps the activation dumps made before it ---------------------------------------
 expect_exit 0 "dump step 1, stop at 2" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 --checkpoint.dir "$OUT/dr" \
@@ -228,6 +232,25 @@ with h5py.File(sys.argv[1], "r") as f:
     assert sorted(f.keys()) == ["step_1", "step_3"], list(f.keys())
     assert f["step_1/layer_0/q"].shape == (256, 4, 8)
 PY
+# ---- the dump is published BEFORE the checkpoint that follows it commits: a kill between the two then
+# resumes from the checkpoint before, which dumps the step again (the other order lost it for good) -----
+DP=(--train.steps 4 --checkpoint.every 2 --checkpoint.dir "$OUT/dp" --dump.activations "$OUT/dp.h5" --dump.steps 1,4)
+expect_exit 0 "dump steps 1 and 4, checkpoints 2 and 4" -- "$LONGCTX" train "${SMALL[@]}" "${DP[@]}"
+published=$(grep -n "published through step 2" "$OUT/stderr" | cut -d: -f1)
+committed=$(grep -n "checkpoint .*step_00000002.h5" "$OUT/stderr" | cut -d: -f1)
+[ -n "$published" ] && [ -n "$committed" ] && [ "$published" -lt "$committed" ] &&
+  pass "the dump is published before the checkpoint commits" || { fail "dump published at line '$published', checkpoint at '$committed'"; cat "$OUT/stderr"; }
+# The state such a kill leaves: the dump holds step 4, the last checkpoint is step 2.
+/usr/bin/python3 -c "import h5py, sys; h5py.File(sys.argv[1], 'r').copy('step_4', h5py.File(sys.argv[2], 'w'))" "$OUT/dp.h5" "$OUT/dp4.h5"
+rm "$OUT/dp/step_00000004.h5" && echo step_00000002.h5 >"$OUT/dp/latest"
+expect_exit 0 "resume from 2 with the dump ahead of it" -- "$LONGCTX" train "${SMALL[@]}" "${DP[@]}"
+/usr/bin/python3 - "$OUT/dp.h5" "$OUT/dp4.h5" <<'PY' && pass "steps 1 and 4 dumped once, step 4 as before" || fail "dump after a kill between publish and commit"
+import sys, h5py, numpy as np
+with h5py.File(sys.argv[1], "r") as f, h5py.File(sys.argv[2], "r") as g:
+    assert sorted(f.keys()) == ["step_1", "step_4"], list(f.keys())
+    assert np.array_equal(f["step_4/layer_0/o"][...], g["step_4/layer_0/o"][...])
+PY
+
 # ---- tokens_seen counts the curriculum's shorter steps -----------------------------------------------
 expect_exit 0 "curriculum run with a checkpoint" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 \
   --data.short_seq_len 64 --data.short_steps 1 --checkpoint.dir "$OUT/cur" --dump.activations "$OUT/cur.h5" --dump.steps 1,2
@@ -315,7 +338,8 @@ fi
 
 # ---- a signal that arrives before the first step (here: pending from the start, blocked by the parent)
 # is acted on at step 1: checkpoint, 75. Before, it stayed blocked and the run went on to the end.
-/usr/bin/python3 - "$LONGCTX" "${LONG[@]}" --checkpoint.dir "$OUT/sig4" >"$OUT/sig4.out" 2>"$OUT/sig4.err" <<'PY'
+/usr/bin/python3 - "$LONGCTX" "${LONG[@]}" --checkpoint.dir "$OUT/sig4" --log.every 3 --log.jsonl "$OUT/sig4.jsonl" \
+  >"$OUT/sig4.out" 2>"$OUT/sig4.err" <<'PY'
 import os, signal, sys
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 os.kill(os.getpid(), signal.SIGTERM)  # pending across exec
@@ -324,6 +348,20 @@ PY
 code=$?
 [ "$code" -eq 75 ] && [ "$(cat "$OUT/sig4/latest" 2>/dev/null)" = step_00000001.h5 ] &&
   pass "a signal pending at start -> step 1 checkpointed, exit 75" || { fail "pending signal gave exit $code"; tail -3 "$OUT/sig4.err"; }
+[ ! -s "$OUT/sig4.jsonl" ] && pass "the stop step, off the log.every grid, has no log.jsonl line" ||
+  { fail "log.jsonl got an off-grid line for the stop step"; cat "$OUT/sig4.jsonl"; }
+# The same signal at the LAST step finishes the run: its eval is logged, exit 0 (a requeue had nothing left
+# to do but the eval, which then never reached log.jsonl).
+ONE_STEP=("${BASE[@]}" --model.heads 4 --model.dim 32 --train.steps 1 --data.seq_len 1024 --model.segment_lengths 32,128,1024)
+/usr/bin/python3 - "$LONGCTX" "${ONE_STEP[@]}" --checkpoint.dir "$OUT/sig6" --log.jsonl "$OUT/sig6.jsonl" >"$OUT/sig6.out" 2>"$OUT/sig6.err" <<'PY'
+import os, signal, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+os.kill(os.getpid(), signal.SIGUSR1)
+os.execv(sys.argv[1], [sys.argv[1], "train"] + sys.argv[2:])
+PY
+code=$?
+[ "$code" -eq 0 ] && grep -q '"step": 1,.*"eval_loss"' "$OUT/sig6.jsonl" && [ "$(cat "$OUT/sig6/latest" 2>/dev/null)" = step_00000001.h5 ] &&
+  pass "a signal at the last step: eval logged, checkpointed, exit 0" || { fail "signal at the last step gave exit $code"; tail -3 "$OUT/sig6.err"; cat "$OUT/sig6.jsonl"; }
 
 # ---- a signal while the ranks start up (MPI_Init, options): acted on at step 1, not killing the rank ------
 # (what a requeued Slurm job meets when its pre-time-limit signal fires at once). Before, the handlers came
