@@ -5,14 +5,21 @@
 // <checkpoint.dir>/latest if there is one (exit 3 on a mismatching checkpoint) -> steps. After each step
 // (numbered from 1): activation dump, log line + log.jsonl (rank 0), eval, checkpoint. SIGUSR1/SIGTERM set a
 // flag; ranks agree on it inside the step's stats all-reduce, finish the step, checkpoint and exit 75.
+#include <fcntl.h>
 #include <omp.h>
 #include <pthread.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -375,6 +382,49 @@ void dump_layers(io::ActivationDump& dump, model::Model& model, const RunOptions
     }
 }
 
+// Rank 0 holds an exclusive lock on <checkpoint.dir>/.longctx.lock for the whole run (the kernel drops it
+// when the process ends, kill -9 included): two runs sharing one directory would prune and rename each
+// other's checkpoints. The file names the holder. A file system without flock (some Lustre mounts) gets a
+// warning and no lock.
+void lock_checkpoint_dir(const std::string& dir) {
+  static int held = -1;  // the run's lifetime
+  if (held >= 0) return;
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) throw UsageError("checkpoint.dir=" + dir + ": cannot create it: " + error.message(), "checkpoint.dir");
+  const std::string path = dir + "/.longctx.lock";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0)
+    throw UsageError("checkpoint.dir=" + dir + ": cannot open " + path + ": " + std::strerror(errno), "checkpoint.dir");
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int why = errno;
+    if (why != EWOULDBLOCK) {
+      ::close(fd);
+      log::warn("checkpoint.dir=" + dir + ": this file system cannot lock " + path + " (" + std::strerror(why) +
+                "): nothing stops a second run from using the same directory at once");
+      return;
+    }
+    char holder[256] = {};
+    const ssize_t got = ::pread(fd, holder, sizeof holder - 1, 0);
+    ::close(fd);
+    std::string who = got > 0 ? std::string(holder, static_cast<size_t>(got)) : std::string("another run");
+    while (!who.empty() && std::isspace(static_cast<unsigned char>(who.back()))) who.pop_back();
+    throw UsageError("checkpoint.dir=" + dir + " is in use by a run still going (" + who +
+                     "): two runs in one directory would delete each other's checkpoints; wait for it to end, "
+                     "stop it, or choose another checkpoint.dir", "checkpoint.dir");
+  }
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  const std::time_t now = std::time(nullptr);
+  char since[32] = {};
+  std::strftime(since, sizeof since, "%Y-%m-%d %H:%M:%S", std::localtime(&now));
+  const std::string who = "pid " + std::to_string(::getpid()) + " on " + host + ", since " + since + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, who.data(), who.size(), 0) != static_cast<ssize_t>(who.size()))
+    log::warn("checkpoint.dir=" + dir + ": cannot write " + path + " (" + std::strerror(errno) +
+              "); the lock holds, unnamed");
+  held = fd;
+}
+
 // The data of each shorter stage of the length curriculum (data.seq_len's is train::make_dataset(r.data)).
 std::vector<std::unique_ptr<train::Dataset>> curriculum_datasets(const RunOptions& r) {
   std::vector<std::unique_ptr<train::Dataset>> stages;
@@ -667,6 +717,8 @@ Command train_command() {
     }
     train::make_dataset(r.data);  // the token file's metadata too (exit 3 when it is no token file)
     curriculum_datasets(r);
+    // Last: a run refused above creates nothing.
+    if (!r.checkpoint_dir.empty() && inv.process.world().rank() == 0) lock_checkpoint_dir(r.checkpoint_dir);
   };
   return {"train", "train the sequence-parallel LongNet LM (passkey, associative, token file)", "", declare,
           run_train, check};

@@ -378,6 +378,23 @@ wait $pid; code=$?
   pass "SIGUSR1 to a rank during start-up -> step 1 checkpointed, exit 75" ||
   { fail "SIGUSR1 during start-up gave exit $code, latest $(cat "$OUT/sig5/latest" 2>/dev/null)"; tail -3 "$OUT/sig5.err"; }
 
+# ---- two runs in one checkpoint.dir: the second is refused (exit 2, naming the first), not left to prune
+# and rename the first one's checkpoints (each failed the other, exit 1, at some later commit) ------------
+"$LONGCTX" train "${LONG[@]/#40/100000}" --checkpoint.dir "$OUT/shared" --checkpoint.every 1 --checkpoint.keep 2 \
+  --log.jsonl "$OUT/shared1.jsonl" >/dev/null 2>"$OUT/shared1.err" &
+first=$!
+for _ in $(seq 400); do grep -q '"step": 3,' "$OUT/shared1.jsonl" 2>/dev/null && break; sleep 0.05; done
+expect_exit 2 "a second run in the same checkpoint.dir" -- "$LONGCTX" train "${LONG[@]}" --checkpoint.dir "$OUT/shared" \
+  --log.jsonl "$OUT/shared2.jsonl"
+expect_in "$OUT/stderr" "checkpoint.dir=.*shared is in use by a run still going \(pid $first on " "names the run that holds it"
+[ ! -e "$OUT/shared2.jsonl" ] && pass "the refused run wrote nothing" || fail "the refused run wrote its log"
+kill -0 $first 2>/dev/null && pass "the first run goes on" || fail "the first run ended: $(tail -2 "$OUT/shared1.err")"
+kill -KILL $first; wait $first 2>/dev/null
+at=$(sed -n 's/^step_0*\([0-9][0-9]*\)\.h5$/\1/p' "$OUT/shared/latest")
+expect_exit 0 "after kill -9 the directory is free: resume from step $at" -- "$LONGCTX" train "${LONG[@]/#40/$((at + 1))}" \
+  --checkpoint.dir "$OUT/shared"
+"$LONGCTX" ckpt verify "$OUT/shared" >/dev/null 2>&1 && pass "its checkpoints verify" || fail "checkpoints in the shared directory do not verify"
+
 # ---- SIGTERM to ONE rank of an mpirun job: every rank finishes the step, they agree, checkpoint, exit 75 --
 "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${LONG[@]}" --checkpoint.dir "$OUT/sig2" --log.jsonl "$OUT/g.jsonl" \
   >"$OUT/sig2.out" 2>"$OUT/sig2.err" &
