@@ -330,6 +330,10 @@ class JsonLog {
   JsonLog(const std::string& path, bool active, int64_t resumed_step) : path_(path) {
     if (!active || path.empty()) return;
     if (resumed_step > 0) trim_after(resumed_step);
+    else if (const int64_t lines = count_lines(); lines > 0)  // a fresh run appends, as it always has
+      log::warn("log.jsonl=" + path + " already holds " + std::to_string(lines) + " line(s); this run starts at "
+                "step 1 and appends after them (a run that crashed before its first checkpoint logged them: "
+                "remove the file to start it clean)");
     out_.open(path, std::ios::app);
     if (!out_) throw UsageError("log.jsonl=" + path + ": cannot open for appending");
   }
@@ -340,6 +344,12 @@ class JsonLog {
   }
 
  private:
+  int64_t count_lines() const {
+    std::ifstream in(path_);
+    int64_t lines = 0;
+    for (std::string line; std::getline(in, line);) lines += !line.empty();
+    return lines;
+  }
   void trim_after(int64_t step) {
     std::ifstream in(path_);
     if (!in) return;

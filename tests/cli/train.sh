@@ -363,6 +363,10 @@ code=$?
 [ "$code" -eq 0 ] && grep -q '"step": 1,.*"eval_loss"' "$OUT/sig6.jsonl" && [ "$(cat "$OUT/sig6/latest" 2>/dev/null)" = step_00000001.h5 ] &&
   pass "a signal at the last step: eval logged, checkpointed, exit 0" || { fail "signal at the last step gave exit $code"; tail -3 "$OUT/sig6.err"; cat "$OUT/sig6.jsonl"; }
 
+# ---- a fresh run (no checkpoint to resume) appends to an existing log.jsonl, and says so ------------------
+expect_exit 0 "a fresh run into a log.jsonl with lines" -- "$LONGCTX" train "${ONE_STEP[@]}" --log.jsonl "$OUT/sig6.jsonl"
+expect_in "$OUT/stderr" "log.jsonl=.*sig6.jsonl already holds 1 line\(s\); this run starts at step 1 and appends" "warns it appends"
+
 # ---- a signal while the ranks start up (MPI_Init, options): acted on at step 1, not killing the rank ------
 # (what a requeued Slurm job meets when its pre-time-limit signal fires at once). Before, the handlers came
 # after MPI_Init and the options, and such a signal ended the job with 138. 0.1 s after the rank's exec is
