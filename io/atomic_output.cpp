@@ -14,8 +14,21 @@ void close_and_sync(h5::File& file, MPI_Comm comm) {
   h5::comm_barrier(comm);
 }
 
+TemporaryFile claim_on_rank0(const std::string& temporary, MPI_Comm comm) {
+  TemporaryFile claimed;
+  detail::on_rank0(comm, "claiming " + temporary, [&] { claimed = TemporaryFile::claim(temporary); }, true);
+  return claimed;
+}
+
 AtomicOutput::AtomicOutput(std::string path, MPI_Comm comm)
-    : path_(std::move(path)), comm_(comm), file_(h5::File::create(temporary_path(), comm)) {}
+    : path_(std::move(path)), comm_(comm), temporary_(claim_on_rank0(temporary_path(), comm)) {
+  try {
+    file_ = h5::File::create(temporary_path(), comm);
+  } catch (...) {
+    abort();
+    throw;
+  }
+}
 
 AtomicOutput::~AtomicOutput() {
   if (!done_) abort();
@@ -29,13 +42,17 @@ void AtomicOutput::commit() {
     publish_on_rank0(comm_, "publishing " + path_, [&] { rename_durably(temporary_path(), path_); });
   } catch (...) {  // every rank throws together; rank 0 removes what the failed rename left
     if (h5::comm_rank(comm_) == 0) std::remove(temporary_path().c_str());
+    temporary_.close();
     throw;
   }
+  temporary_.close();
 }
 
 void AtomicOutput::abort() noexcept {
   done_ = true;
-  if (h5::comm_rank(comm_) == 0) std::remove(temporary_path().c_str());
+  // Only while holding the claim: a temporary file that is another writer's is never removed.
+  if (h5::comm_rank(comm_) == 0 && temporary_.fd() >= 0) std::remove(temporary_path().c_str());
+  temporary_.close();
 }
 
 }  // namespace longctx::io

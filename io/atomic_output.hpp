@@ -1,18 +1,22 @@
 // An output HDF5 file that appears only when the run succeeds. Protocol (every rank of `comm`):
-//   open       create `<path>.tmp` (collective)
+//   open       rank 0 claims `<path>.tmp` (durable.hpp: never through a link, refused while another
+//              writer holds it, a crashed run's file taken over) and broadcasts whether that worked;
+//              then create it (collective)
 //   write      ...
 //   commit()   close collectively -> every rank fsyncs the file -> barrier -> rank 0 renames
 //              `<path>.tmp` to `path` and fsyncs the directory -> rank 0 broadcasts whether that worked,
 //              so every rank returns or throws together
 //   abort()    rank 0 removes `<path>.tmp` (no collectives; safe while unwinding after a failure)
-// Destroying an AtomicOutput that was not committed aborts it. So a failed run leaves no `path` (and an
-// existing `path` untouched), and a crash leaves at most a stray `.tmp`.
+// Rank 0 holds the claim (its lock) until after the rename or removal. Destroying an AtomicOutput that
+// was not committed aborts it. So a failed run leaves no `path` (and an existing `path` untouched), and a
+// crash leaves at most a stray `.tmp`, which the next writer of `path` takes over.
 #pragma once
 
 #include <mpi.h>
 
 #include <string>
 
+#include "io/durable.hpp"
 #include "io/h5.hpp"
 
 namespace longctx::io {
@@ -34,6 +38,7 @@ class AtomicOutput {
  private:
   std::string path_;
   MPI_Comm comm_;
+  TemporaryFile temporary_;  // rank 0's claim
   h5::File file_;
   bool done_ = false;
 };
@@ -44,6 +49,9 @@ void close_and_sync(h5::File& file, MPI_Comm comm);
 // Runs `publish` on rank 0 only and broadcasts success; every rank throws InternalError when it failed.
 template <class Publish>
 void publish_on_rank0(MPI_Comm comm, const std::string& what, Publish&& publish);
+// TemporaryFile::claim on rank 0 (other ranks get an empty one); every rank throws rank 0's error, of its
+// kind (UsageError for an unusable or busy temporary file).
+TemporaryFile claim_on_rank0(const std::string& temporary, MPI_Comm comm);
 
 }  // namespace longctx::io
 

@@ -24,7 +24,9 @@
 //      `latest` names) and stray temporaries of earlier attempts; then broadcasts success, so all ranks
 //      return or throw together. On a nearly full disk, make_room_for_checkpoint does the deleting
 //      that 5 would do before 1 instead.
-// A crash before 3 leaves a stray .tmp (ignored by readers, removed by the next commit); between 3 and
+// Rank 0 claims the .tmp before 1 (durable.hpp: no link followed; one held by another running writer is
+// refused) and holds it through 3. A crash before 3 leaves a stray .tmp (ignored by readers, removed
+// by the next commit unless a running writer holds it); between 3 and
 // 4, a complete new file that `latest` does not name yet (latest still names the old, intact one).
 //
 // Resharding: tensors are stored with their global shape, so P' ranks read any rows they like. Per-rank
@@ -47,6 +49,7 @@
 #include <string>
 #include <vector>
 
+#include "io/durable.hpp"
 #include "io/h5.hpp"
 #include "io/row_io.hpp"
 #include "runtime/core/span.hpp"
@@ -110,6 +113,7 @@ class CheckpointWriter {
   std::string final_;
   std::string temporary_;
   MPI_Comm comm_;
+  TemporaryFile claim_;  // rank 0's claim of temporary_ (durable.hpp)
   h5::File file_;
   bool committed_ = false;
 };

@@ -207,7 +207,9 @@ int remove_stray_temporaries(const std::string& dir) {
   int removed = 0;
   std::error_code error;
   for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
-    if (entry.is_regular_file() && std::regex_match(entry.path().filename().string(), stray)) {
+    // One a running writer holds (another job on the same directory) is not stray.
+    if (entry.is_regular_file() && std::regex_match(entry.path().filename().string(), stray) &&
+        !temporary_in_use(entry.path().string())) {
       std::error_code ignored;
       if (std::filesystem::remove(entry.path(), ignored)) ++removed;
     }

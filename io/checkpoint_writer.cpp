@@ -157,7 +157,13 @@ CheckpointWriter::CheckpointWriter(std::string dir, const CheckpointMeta& meta, 
     if (!std::filesystem::is_directory(dir_))
       throw UsageError("cannot create checkpoint directory " + dir_ + ": " + error.message());
   });
-  file_ = h5::File::create(temporary_, comm_);
+  claim_ = claim_on_rank0(temporary_, comm_);
+  try {
+    file_ = h5::File::create(temporary_, comm_);
+  } catch (...) {
+    if (h5::comm_rank(comm_) == 0) std::remove(temporary_.c_str());
+    throw;
+  }
   file_.write_attribute("format", std::string(kCheckpointFormat));
   file_.write_attribute("format_version", kCheckpointFormatVersion);
   file_.write_attribute("step", step);
@@ -171,7 +177,7 @@ CheckpointWriter::CheckpointWriter(std::string dir, const CheckpointMeta& meta, 
 }
 
 CheckpointWriter::~CheckpointWriter() {
-  if (!committed_ && h5::comm_rank(comm_) == 0) std::remove(temporary_.c_str());
+  if (!committed_ && h5::comm_rank(comm_) == 0 && claim_.fd() >= 0) std::remove(temporary_.c_str());
 }
 
 void CheckpointWriter::write_tensor(const std::string& name, const Shape& global_shape, RowRange rows,
@@ -240,7 +246,8 @@ std::string CheckpointWriter::commit(int64_t keep, CrashPoint crash) {
   if (committed_) throw InternalError("checkpoint " + final_ + ": committed twice");
   close_and_sync(file_, comm_);  // steps 1-2: complete on disk on every rank
   if (crash == CrashPoint::after_temporary_closed) {
-    committed_ = true;  // a crashed process removes nothing
+    committed_ = true;  // a crashed process removes nothing, and its lock dies with it
+    claim_.close();
     return final_;
   }
   const std::string name = std::filesystem::path(final_).filename().string();
@@ -255,6 +262,7 @@ std::string CheckpointWriter::commit(int64_t keep, CrashPoint crash) {
     apply_retention(dir_, keep, name);                   // step 5
     remove_stray_temporaries(dir_);
   });
+  claim_.close();
   committed_ = true;
   return final_;
 }

@@ -1,6 +1,7 @@
 #include "io/durable.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,6 +10,7 @@
 #include <filesystem>
 
 #include "runtime/core/error.hpp"
+#include "runtime/core/log.hpp"
 
 namespace longctx::io {
 namespace {
@@ -30,7 +32,146 @@ void sync_path(const std::string& path, int flags) {
   ::close(fd);
 }
 
+// What a non-file at a path is, for messages.
+std::string kind_of(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  return "not a regular file";
+}
+
+// Why `temporary` (with lstat `info`) may not be written through, or "" when it may.
+std::string unusable_because(const std::string& temporary, const struct stat& info) {
+  if (S_ISLNK(info.st_mode)) {
+    std::error_code error;
+    const std::string target = std::filesystem::read_symlink(temporary, error).string();
+    return "is a symbolic link" + (target.empty() ? std::string() : " (to '" + target + "')") +
+           "; outputs are written only into a file of their own there, never through a link";
+  }
+  if (!S_ISREG(info.st_mode)) return "is " + kind_of(info.st_mode) + ", where a temporary file is written";
+  if (info.st_nlink > 1)
+    return "has " + std::to_string(info.st_nlink) + " hard links; writing it would change the other names' file too";
+  return "";
+}
+
+[[noreturn]] void refuse_temporary(const std::string& named, const std::string& temporary, const std::string& why) {
+  throw UsageError(named + "'" + temporary + "' " + why + ": remove '" + temporary + "' (or choose another output)");
+}
+
+[[noreturn]] void refuse_in_use(const std::string& named, const std::string& temporary) {
+  throw UsageError(named + "'" + temporary + "' is being written by another running process (it holds the file's "
+                   "lock): wait for it to finish, or choose another output");
+}
+
+struct flock lock_request(short type) {
+  struct flock lock {};
+  lock.l_type = type;
+  lock.l_whence = SEEK_SET;
+  lock.l_start = kTemporaryLockByte;
+  lock.l_len = 1;
+  return lock;
+}
+
+// errno values that mean "this file system (or kernel) has no such locks": the claim goes on unlocked.
+bool locks_unsupported(int error) { return error == EINVAL || error == ENOLCK || error == ENOSYS || error == EOPNOTSUPP; }
+
 }  // namespace
+
+TemporaryFile::TemporaryFile(TemporaryFile&& other) noexcept
+    : fd_(other.fd_), path_(std::move(other.path_)), left_over_(other.left_over_) {
+  other.fd_ = -1;
+}
+
+TemporaryFile& TemporaryFile::operator=(TemporaryFile&& other) noexcept {
+  if (this != &other) {
+    close();
+    fd_ = other.fd_;
+    path_ = std::move(other.path_);
+    left_over_ = other.left_over_;
+    other.fd_ = -1;
+  }
+  return *this;
+}
+
+TemporaryFile::~TemporaryFile() { close(); }
+
+void TemporaryFile::close() noexcept {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+TemporaryFile TemporaryFile::claim(const std::string& path) {
+  const std::string named = "temporary file ";
+  // A few tries: the name may be renamed or removed by its holder between our open and our lock.
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    struct stat before {};
+    const bool existed = ::lstat(path.c_str(), &before) == 0;
+    if (existed) {
+      const std::string why = unusable_because(path, before);
+      if (!why.empty()) refuse_temporary(named, path, why);
+    }
+    // O_NOFOLLOW: a link made after the lstat is not followed (ELOOP); O_NONBLOCK: nor does a FIFO hang us.
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      const int error = errno;
+      struct stat now {};
+      if ((error == ELOOP || error == EISDIR || error == ENXIO) && ::lstat(path.c_str(), &now) == 0)
+        refuse_temporary(named, path, unusable_because(path, now));
+      fail("cannot create", path, error);
+    }
+    TemporaryFile file;
+    file.fd_ = fd;
+    file.path_ = path;
+    struct stat opened {};
+    if (::fstat(fd, &opened) != 0) fail("cannot stat", path, errno);
+    if (!S_ISREG(opened.st_mode)) refuse_temporary(named, path, "is " + kind_of(opened.st_mode));
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    struct flock lock = lock_request(F_WRLCK);
+    if (::fcntl(fd, F_OFD_SETLK, &lock) != 0) {
+      const int error = errno;
+      if (error == EAGAIN || error == EACCES) refuse_in_use(named, path);
+      if (!locks_unsupported(error)) fail("cannot lock", path, error);
+    }
+    // Still the file the name holds? (Its holder may have renamed it away before letting go of it.)
+    struct stat now {};
+    if (::lstat(path.c_str(), &now) != 0 || now.st_dev != opened.st_dev || now.st_ino != opened.st_ino) continue;
+    if (now.st_nlink > 1) refuse_temporary(named, path, unusable_because(path, now));
+    if (existed && before.st_dev == now.st_dev && before.st_ino == now.st_ino) {  // a crashed run's file: ours now
+      file.left_over_ = true;
+      if (::ftruncate(fd, 0) != 0) fail("cannot truncate", path, errno);
+      log::info("replacing " + path + ", left by an earlier run that did not finish");
+    }
+    return file;
+  }
+  throw InternalError("cannot claim temporary file " + path + ": it kept being replaced by another process");
+}
+
+std::string non_regular_kind(const std::string& path) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0 || S_ISREG(info.st_mode)) return "";
+  return kind_of(info.st_mode);
+}
+
+bool temporary_in_use(const std::string& temporary) {
+  const int fd = ::open(temporary.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct flock lock = lock_request(F_WRLCK);
+  const bool held = ::fcntl(fd, F_OFD_GETLK, &lock) == 0 && lock.l_type != F_UNLCK;
+  ::close(fd);
+  return held;
+}
+
+void check_temporary_path(const std::string& named, const std::string& temporary) {
+  struct stat info {};
+  if (::lstat(temporary.c_str(), &info) != 0) return;
+  const std::string prefix = named + ": its temporary file ";
+  const std::string why = unusable_because(temporary, info);
+  if (!why.empty()) refuse_temporary(prefix, temporary, why);
+  if (temporary_in_use(temporary)) refuse_in_use(prefix, temporary);
+}
 
 std::string directory_of(const std::string& path) {
   const std::string parent = std::filesystem::path(path).parent_path().string();
@@ -75,6 +216,7 @@ void check_output_path(const std::string& option, const std::string& path) {
     throw UsageError(named + " exists and is not a regular file (a device or a pipe); outputs are written to a "
                      "temporary file and renamed over it: give a file name");
   require_writable_directory(named, directory_of(path));
+  check_temporary_path(named, path + ".tmp");
 }
 
 void check_output_directory(const std::string& named, const std::string& directory) {
@@ -105,14 +247,12 @@ void rename_durably(const std::string& from, const std::string& to) {
 }
 
 void write_text_durably(const std::string& path, const std::string& text) {
-  const std::string temporary = path + ".tmp";
-  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) fail("cannot create", temporary, errno);
+  TemporaryFile temporary = TemporaryFile::claim(path + ".tmp");
+  const int fd = temporary.fd();
   // Any failure from here on removes the temporary file: a failed write leaves nothing behind.
   const auto fail_and_remove = [&](const std::string& what, int error) {
-    ::close(fd);
-    std::remove(temporary.c_str());
-    fail(what, temporary, error);
+    std::remove(temporary.path().c_str());
+    fail(what, temporary.path(), error);
   };
   size_t written = 0;
   while (written < text.size()) {
@@ -124,15 +264,10 @@ void write_text_durably(const std::string& path, const std::string& text) {
     written += static_cast<size_t>(n);
   }
   if (::fsync(fd) != 0) fail_and_remove("fsync failed for", errno);
-  if (::close(fd) != 0) {
-    const int error = errno;
-    std::remove(temporary.c_str());
-    fail("cannot close", temporary, error);
-  }
   try {
-    rename_durably(temporary, path);
+    rename_durably(temporary.path(), path);
   } catch (...) {
-    std::remove(temporary.c_str());  // gone already when only the directory fsync failed
+    std::remove(temporary.path().c_str());  // gone already when only the directory fsync failed
     throw;
   }
 }

@@ -1,11 +1,62 @@
 // Making files survive a crash: POSIX fsync of files and directories, and rename / text writes that are
 // either fully done or not done at all. A rename is only durable once the directory holding the new
 // name has been fsynced; these helpers do that.
+//
+// Temporary files (`<out>.tmp`, written then renamed over `<out>`) are claimed, never opened blindly:
+//   - the name is opened with O_NOFOLLOW and must be a plain file with one link: a symbolic link, a
+//     hard link to some other file, a directory, a FIFO or a device found there is refused (UsageError,
+//     "remove it"), so nothing but the output's own temporary file is ever written;
+//   - while a writer holds it, it holds an open-file-description lock (fcntl F_OFD_SETLK) on one byte far
+//     past any data (kTemporaryLockByte: MPI-IO's and HDF5's own locks never overlap it). A second
+//     writer of the same output finds the lock and is refused instead of truncating the first one's file;
+//   - a temporary file nobody holds is what a crashed or killed run left: the next writer of that output
+//     takes it over (truncates and reuses it), so such files never pile up nor block a later run.
+// On file systems without fcntl locks the claim still refuses links and non-files, and treats an
+// existing temporary file as left over.
 #pragma once
+
+#include <sys/types.h>
 
 #include <string>
 
 namespace longctx::io {
+
+inline constexpr off_t kTemporaryLockByte = off_t{1} << 62;
+
+// A claimed temporary file: its descriptor (read/write) and the lock, released by close() or the
+// destructor (after the caller renamed or removed the file).
+class TemporaryFile {
+ public:
+  TemporaryFile() = default;
+  // Creates `path`, or takes over a left-over plain file there (truncated to 0 bytes). Throws
+  // UsageError naming `path` when it is not usable (see above) or another process holds it.
+  static TemporaryFile claim(const std::string& path);
+  TemporaryFile(TemporaryFile&& other) noexcept;
+  TemporaryFile& operator=(TemporaryFile&& other) noexcept;
+  TemporaryFile(const TemporaryFile&) = delete;
+  TemporaryFile& operator=(const TemporaryFile&) = delete;
+  ~TemporaryFile();
+
+  int fd() const { return fd_; }
+  const std::string& path() const { return path_; }
+  bool left_over() const { return left_over_; }  // took over a crashed run's file
+  void close() noexcept;
+
+ private:
+  int fd_ = -1;
+  std::string path_;
+  bool left_over_ = false;
+};
+
+// The up-front part of TemporaryFile::claim, which changes nothing: throws UsageError starting with
+// `named` when `temporary` exists and could not be claimed (a link, not a plain file, held by a running
+// writer). A missing or left-over temporary file passes.
+void check_temporary_path(const std::string& named, const std::string& temporary);
+// "" when `path` (links followed) is a regular file or does not exist; otherwise what it is instead: "a
+// directory", "a FIFO (named pipe)", "a socket", "a character device", ...
+std::string non_regular_kind(const std::string& path);
+// Whether a running process holds `temporary` (its lock); false for a missing file or one without locks.
+bool temporary_in_use(const std::string& temporary);
 
 // fsync(2) of a regular file's data and metadata. Throws InternalError naming the path.
 void sync_file(const std::string& path);
@@ -13,14 +64,15 @@ void sync_file(const std::string& path);
 void sync_directory(const std::string& directory);
 // rename(2) then fsync of the target's directory.
 void rename_durably(const std::string& from, const std::string& to);
-// Writes `text` to `path` atomically: `<path>.tmp`, fsync, rename, fsync directory.
+// Writes `text` to `path` atomically: `<path>.tmp` (claimed), fsync, rename, fsync directory.
 void write_text_durably(const std::string& path, const std::string& text);
 // The directory part of `path` ("." when it has none).
 std::string directory_of(const std::string& path);
 
 // Checks, before any work, that `path` (given by `--option`) can become a file: not empty, not a
 // directory, in a directory that exists and that this process may write (the temporary file and the
-// rename both happen there). Throws UsageError naming the option.
+// rename both happen there), and that `<path>.tmp` can be claimed (check_temporary_path). Throws
+// UsageError naming the option.
 void check_output_path(const std::string& option, const std::string& path);
 // The same for a directory made on first use (create_directories): the nearest part of `directory`
 // that exists must be a directory this process may write. Errors start with `named`.

@@ -781,6 +781,9 @@ File File::create(const std::string& path, MPI_Comm comm) {
   // byte in a chunk index read back as zeros without any error. Readers need HDF5 >= 1.10 (h5py does).
   if (H5Pset_libver_bounds(access.id(), H5F_LIBVER_V110, H5F_LIBVER_LATEST) < 0)
     throw_internal("H5Pset_libver_bounds");
+  // Files are created as temporary files their writer has claimed and locked (durable.hpp); HDF5's own
+  // flock() would conflict with that lock where flock is emulated by fcntl (NFS).
+  if (H5Pset_file_locking(access.id(), false, true) < 0) throw_internal("H5Pset_file_locking");
   // The root group's settings; intermediate groups copy their parent's.
   Handle create(H5Pcreate(H5P_FILE_CREATE), H5Pclose);
   if (!create.valid()) throw_internal("H5Pcreate(H5P_FILE_CREATE)");

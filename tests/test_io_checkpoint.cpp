@@ -313,7 +313,12 @@ TEST(Checkpoint, StrayTemporaryIsNeverLatestAndIsCleanedSafely) {
     fs::remove(dir.file("latest"));  // even without `latest`, a .tmp is never chosen
     EXPECT_EQ(find_latest_checkpoint(dir.path()), good);
     EXPECT_EQ(list_checkpoints(dir.path()), std::vector<std::string>{good});
-    EXPECT_EQ(remove_stray_temporaries(dir.path()), 2);
+    {  // one that a running writer holds (another job on this directory) is not stray
+      const TemporaryFile held = TemporaryFile::claim(dir.file("step_00000011.h5.tmp"));
+      EXPECT_EQ(remove_stray_temporaries(dir.path()), 2);
+      EXPECT_TRUE(fs::exists(dir.file("step_00000011.h5.tmp")));
+    }
+    EXPECT_EQ(remove_stray_temporaries(dir.path()), 1);
     EXPECT_TRUE(fs::exists(good));
     EXPECT_EQ(list_checkpoints(dir.path()), std::vector<std::string>{good});
     std::ofstream(dir.file("latest")) << "step_00000042.h5\n";

@@ -3,8 +3,13 @@
 // zero rows take part, float16 inputs convert exactly, and bad files are refused with InputError.
 #include <mpi.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <sstream>
 
 #include <gtest/gtest.h>
 
@@ -288,6 +293,92 @@ TEST(Durable, OutputPathsAreCheckedAndCompared) {
   EXPECT_TRUE(same_file(dir.file("new.h5"), dir.file("d/../new.h5")));  // neither exists yet
   EXPECT_FALSE(same_file(file, file + ".tmp"));
   EXPECT_FALSE(same_file(file, dir.file("d")));
+}
+
+// `<out>.tmp` is claimed, never written through: a link there (symbolic or hard), a directory or a FIFO is
+// refused with UsageError and left as it was, and so is everything it leads to. Before, HDF5 and
+// write_text_durably opened the name with O_CREAT | O_TRUNC: a symbolic link's target was overwritten.
+TEST(Durable, TemporaryFilesAreNeverWrittenThrough) {
+  if (world_rank() != 0) return;
+  SharedTempDir dir(MPI_COMM_SELF);
+  const std::string precious = dir.file("precious.txt");
+  { std::ofstream(precious) << "precious"; }
+  const auto text_of = [](const std::string& path) {
+    std::ostringstream text;
+    text << std::ifstream(path).rdbuf();
+    return text.str();
+  };
+  const auto refused = [](const std::function<void()>& work) {
+    try {
+      work();
+    } catch (const UsageError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  const std::string out = dir.file("o.h5"), temporary = out + ".tmp";
+  const auto clear = [&] { std::filesystem::remove(temporary); };
+  for (const std::string kind : {"symlink", "dangling", "hardlink", "directory", "fifo"}) {
+    SCOPED_TRACE(kind);
+    clear();
+    if (kind == "symlink") std::filesystem::create_symlink(precious, temporary);
+    if (kind == "dangling") std::filesystem::create_symlink(dir.file("made.txt"), temporary);
+    if (kind == "hardlink") std::filesystem::create_hard_link(precious, temporary);
+    if (kind == "directory") std::filesystem::create_directory(temporary);
+    if (kind == "fifo") {
+      ASSERT_EQ(::mkfifo(temporary.c_str(), 0644), 0);
+    }
+    const std::string says = refused([&] { check_output_path("output", out); });
+    EXPECT_NE(says.find("--output '" + out + "': its temporary file '" + temporary + "' "), std::string::npos) << says;
+    EXPECT_NE(says.find("remove '" + temporary + "'"), std::string::npos) << says;
+    EXPECT_NE(refused([&] { TemporaryFile::claim(temporary); }), "");
+    EXPECT_NE(refused([&] { write_text_durably(out, "{}"); }), "");
+    EXPECT_NE(refused([&] { AtomicOutput output(out); }), "");
+    EXPECT_EQ(text_of(precious), "precious");
+    EXPECT_FALSE(std::filesystem::exists(dir.file("made.txt")));
+    EXPECT_FALSE(std::filesystem::exists(out));
+  }
+  clear();
+}
+
+// A claimed temporary file is the claimer's until it lets go: a second writer is refused (before: it
+// truncated the first one's file); what a crashed writer left is taken over by the next one.
+TEST(Durable, HeldTemporaryFileIsRefusedLeftOverIsTakenOver) {
+  if (world_rank() != 0) return;
+  SharedTempDir dir(MPI_COMM_SELF);
+  const std::string temporary = dir.file("o.h5.tmp");
+  TemporaryFile first = TemporaryFile::claim(temporary);
+  EXPECT_FALSE(first.left_over());
+  ASSERT_EQ(::write(first.fd(), "half", 4), 4);
+  EXPECT_TRUE(temporary_in_use(temporary));
+  try {
+    TemporaryFile::claim(temporary);
+    ADD_FAILURE() << "a held temporary file was claimed twice";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("is being written by another running process"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(check_output_path("output", dir.file("o.h5")), UsageError);
+  EXPECT_THROW(write_text_durably(dir.file("o.h5"), "{}"), UsageError);
+  EXPECT_EQ(std::filesystem::file_size(temporary), 4u);  // untouched by the refused writers
+  first.close();  // as a crash would
+  EXPECT_FALSE(temporary_in_use(temporary));
+  EXPECT_NO_THROW(check_output_path("output", dir.file("o.h5")));
+  TemporaryFile next = TemporaryFile::claim(temporary);
+  EXPECT_TRUE(next.left_over());
+  EXPECT_EQ(std::filesystem::file_size(temporary), 0u);
+}
+
+// Every rank throws rank 0's UsageError when the temporary file is held (not an InternalError, nor a hang).
+TEST(AtomicOutput, HeldTemporaryFileIsRefusedOnEveryRank) {
+  SharedTempDir dir;
+  const std::string path = dir.file("out.h5");
+  TemporaryFile held;
+  if (world_rank() == 0) held = TemporaryFile::claim(path + ".tmp");
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_THROW(AtomicOutput output(path, MPI_COMM_WORLD), UsageError);
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_TRUE(std::filesystem::exists(path + ".tmp"));  // the holder's file is not removed
+  EXPECT_FALSE(std::filesystem::exists(path));
 }
 
 }  // namespace

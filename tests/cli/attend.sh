@@ -175,6 +175,46 @@ expect_exit 0 "--causal" -- "$LONGCTX" attend --input in.h5 --output cl.h5 --seg
 expect_exit 0 "LONGCTX_CAUSAL=1" -- env LONGCTX_CAUSAL=1 "$LONGCTX" attend --input in.h5 --output ce.h5 --segment-lengths 4,48 --dilation-rates 1,3 --quiet
 expect_exit 0 "LONGCTX_CAUSAL=1 is --causal" -- $CHECK same ce.h5 cl.h5 0
 
+# The output's temporary file is claimed, never written through: a link (symbolic or hard), a directory or a
+# FIFO at t.h5.tmp / r.json.tmp is refused before any work, naming it (before: a symbolic link's target was
+# overwritten with the output and t.h5 became a link to it; a directory or a FIFO failed after the compute).
+for kind in symlink hardlink directory fifo; do
+  for file in t.h5 r.json; do
+    rm -rf t.h5 t.h5.tmp r.json r.json.tmp
+    echo precious >precious.txt
+    case $kind in
+      symlink) ln -s precious.txt $file.tmp ;; hardlink) ln precious.txt $file.tmp ;;
+      directory) mkdir $file.tmp ;; fifo) mkfifo $file.tmp ;;
+    esac
+    expect_exit 2 "$file.tmp is a $kind" -- timeout 60 "$LONGCTX" attend --input in.h5 --output t.h5 --report r.json \
+      --segment-lengths 4 --dilation-rates 1
+    expect_in "$OUT/stderr" "its temporary file '$file.tmp' .*: remove '$file.tmp'" "$file.tmp ($kind): says to remove it"
+    grep -q "forward" "$OUT/stderr" && fail "$file.tmp ($kind): computed before refusing" || pass "$file.tmp ($kind): refused before computing"
+    [ "$(cat precious.txt)" = precious ] && [ ! -e t.h5 ] && [ ! -e r.json ] && pass "$file.tmp ($kind): nothing written" \
+      || fail "$file.tmp ($kind): precious.txt holds '$(head -c 20 precious.txt)', or an output was written"
+  done
+done
+rm -rf t.h5.tmp r.json.tmp
+# Two writers of one output: while the first holds busy.h5.tmp (here: rank 1 stalls in the collective write),
+# a second run is refused, exit 2 (before: it truncated the first one's file and both went on); the file the
+# first one leaves when it is killed is taken over by the next run, which says so.
+rm -f busy.h5 busy.h5.tmp
+LONGCTX_FAULT_STALL_RANK=1 "${MPIRUN[@]}" -np 2 -x LONGCTX_FAULT_STALL_RANK timeout 120 "$LONGCTX" attend --input in.h5 \
+  --output busy.h5 --segment-lengths 4,48 --dilation-rates 1,2 --quiet --comm-timeout 8 >/dev/null 2>&1 &
+first=$!
+for _ in $(seq 300); do [ -e busy.h5.tmp ] && break; sleep 0.1; done
+sleep 1
+size_before=$(stat -c %s busy.h5.tmp)
+expect_exit 2 "a second writer of busy.h5 while the first one runs" -- "$LONGCTX" attend --input in.h5 --output busy.h5 "${S[@]}"
+expect_in "$OUT/stderr" "'busy.h5.tmp' is being written by another running process" "says another process writes it"
+[ "$(stat -c %s busy.h5.tmp)" = "$size_before" ] && [ ! -e busy.h5 ] && pass "the first writer's file is untouched" \
+  || fail "busy.h5.tmp changed ($size_before -> $(stat -c %s busy.h5.tmp)) or busy.h5 appeared"
+wait $first
+[ -e busy.h5.tmp ] && pass "the killed writer left busy.h5.tmp" || fail "no busy.h5.tmp after the killed writer"
+expect_exit 0 "the next run takes over the leftover" -- "$LONGCTX" attend --input in.h5 --output busy.h5 --segment-lengths 4 --dilation-rates 1
+expect_in "$OUT/stderr" "replacing busy.h5.tmp, left by an earlier run that did not finish" "says it replaced the leftover"
+[ -e busy.h5 ] && [ ! -e busy.h5.tmp ] && pass "busy.h5 written, no .tmp left" || fail "busy.h5 / busy.h5.tmp after the takeover"
+
 echo keep >bad.h5
 expect_exit 3 "failed run keeps an existing output" -- "$LONGCTX" attend --input noq.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 [ "$(cat bad.h5)" = keep ] && pass "existing output untouched" || fail "existing output was overwritten"

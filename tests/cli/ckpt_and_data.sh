@@ -146,4 +146,12 @@ PY
     --data.path meta.h5 --data.seq_len 32 --train.steps 1
   expect_in "$OUT/stderr" "meta.h5: .*${case%%=*}" "names ${case%%=*}"
 done
+# data import writes corpus.h5 through corpus.h5.tmp, never through a link there (before: the link's target
+# was overwritten and corpus.h5 became a link to it).
+echo precious >precious.txt
+ln -s precious.txt linked.h5.tmp
+expect_exit 2 "import with a symbolic link at the temporary file" -- "$LONGCTX" data import --text a.txt --out linked.h5 --quiet
+expect_in "$OUT/stderr" "its temporary file 'linked.h5.tmp' is a symbolic link \(to 'precious.txt'\).*remove 'linked.h5.tmp'" \
+  "names the link and says to remove it"
+[ "$(cat precious.txt)" = precious ] && [ ! -e linked.h5 ] && pass "the link's target is untouched" || fail "precious.txt was overwritten"
 finish
