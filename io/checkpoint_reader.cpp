@@ -1,5 +1,6 @@
 // CheckpointReader (validation, resharded reads) and the checkpoint directory (latest, listing, strays).
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -23,6 +24,23 @@ std::vector<uint8_t> read_bytes(const h5::Dataset& dataset) {
   h5::Dataspace memory = h5::Dataspace::simple({static_cast<int64_t>(bytes.size())});
   dataset.read(H5T_NATIVE_UINT8, memory, file, bytes.data(), h5::Transfer::independent);
   return bytes;
+}
+
+// `text` for a message: at most `limit` characters, anything but printable ASCII as \xNN.
+std::string printable(const std::string& text, size_t limit) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (out.size() >= limit) return out + "...";
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      char escaped[8];
+      std::snprintf(escaped, sizeof(escaped), "\\x%02x", c);
+      out += escaped;
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -191,11 +209,19 @@ std::optional<std::string> find_latest_checkpoint(const std::string& dir) {
     if (files.empty()) return std::nullopt;
     return files.back();
   }
-  std::ifstream in(latest);
-  std::string name;
-  in >> name;
+  // Read as bytes, at most a line's worth: `latest` is a few dozen characters of text, and whatever
+  // else is there (a FIFO, a binary file) must neither hang the reader nor reach the terminal raw.
+  if (const std::string kind = non_regular_kind(latest); !kind.empty())
+    throw InputError(latest + ": is " + kind + ", not the text file naming the latest checkpoint");
+  std::ifstream in(latest, std::ios::binary);
+  std::string head(256, '\0');
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  head.resize(static_cast<size_t>(in.gcount()));
+  const auto space = [](char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; };
+  const auto first = std::find_if_not(head.begin(), head.end(), space);
+  const std::string name(first, std::find_if(first, head.end(), space));
   if (!std::regex_match(name, committed_name()))
-    throw InputError(latest + ": holds '" + name + "', not a checkpoint file name like step_00000001.h5");
+    throw InputError(latest + ": holds '" + printable(name, 64) + "', not a checkpoint file name like step_00000001.h5");
   const std::string path = dir + "/" + name;
   if (!std::filesystem::is_regular_file(path))
     throw InputError(latest + ": names " + name + ", which does not exist in " + dir);

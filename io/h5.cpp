@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "io/durable.hpp"
 #include "runtime/core/check.hpp"
 
 namespace longctx::io::h5 {
@@ -799,6 +800,9 @@ File File::open(const std::string& path, Mode mode, MPI_Comm comm) {
   std::error_code error;
   if (!std::filesystem::exists(path, error)) throw InputError(path + ": no such file");
   if (std::filesystem::is_directory(path, error)) throw InputError(path + ": is a directory, not an HDF5 file");
+  // HDF5 would wait forever on a FIFO (and read a device as long as it answers): only plain files.
+  if (const std::string kind = non_regular_kind(path); !kind.empty())
+    throw InputError(path + ": is " + kind + ", not an HDF5 file (give a regular file)");
   const PropertyList access = PropertyList::file_access(comm);
   const unsigned flags = mode == Mode::read ? H5F_ACC_RDONLY : H5F_ACC_RDWR;
   Handle file(H5Fopen(path.c_str(), flags, access.id()), close_file);

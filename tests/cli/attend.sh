@@ -175,6 +175,14 @@ expect_exit 0 "--causal" -- "$LONGCTX" attend --input in.h5 --output cl.h5 --seg
 expect_exit 0 "LONGCTX_CAUSAL=1" -- env LONGCTX_CAUSAL=1 "$LONGCTX" attend --input in.h5 --output ce.h5 --segment-lengths 4,48 --dilation-rates 1,3 --quiet
 expect_exit 0 "LONGCTX_CAUSAL=1 is --causal" -- $CHECK same ce.h5 cl.h5 0
 
+# An --input that is not a regular file is refused before HDF5 opens it (before: a FIFO hung forever).
+mkfifo fifo.h5
+/usr/bin/python3 -c "import socket; socket.socket(socket.AF_UNIX).bind('socket.h5')" || exit 1
+for input in fifo.h5 socket.h5 /dev/zero; do
+  bad 3 "$input: is a (FIFO \(named pipe\)|socket|character device), not an HDF5 file" "--input $input" -- timeout 60 "$LONGCTX" attend \
+    --input "$input" --output bad.h5 "${S[@]}"
+done
+
 # The output's temporary file is claimed, never written through: a link (symbolic or hard), a directory or a
 # FIFO at t.h5.tmp / r.json.tmp is refused before any work, naming it (before: a symbolic link's target was
 # overwritten with the output and t.h5 became a link to it; a directory or a FIFO failed after the compute).

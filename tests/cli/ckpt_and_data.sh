@@ -146,6 +146,25 @@ PY
     --data.path meta.h5 --data.seq_len 32 --train.steps 1
   expect_in "$OUT/stderr" "meta.h5: .*${case%%=*}" "names ${case%%=*}"
 done
+# Neither a FIFO given as the checkpoint nor one (or binary garbage) as a directory's `latest` hangs or reaches
+# the terminal raw (before: inspect and verify of a FIFO waited forever; a binary `latest` was echoed as is).
+mkfifo fifo.h5
+for sub in inspect verify; do
+  expect_exit 3 "$sub a FIFO" -- timeout 60 "$LONGCTX" ckpt $sub fifo.h5 --quiet
+  cat "$OUT/stdout" "$OUT/stderr" >"$OUT/both"  # verify reports on stdout
+  expect_in "$OUT/both" "fifo.h5: is a FIFO \(named pipe\), not an HDF5 file" "$sub: says it is a FIFO"
+done
+mkdir -p fifodir && mkfifo fifodir/latest
+expect_exit 3 "inspect a directory whose latest is a FIFO" -- timeout 60 "$LONGCTX" ckpt inspect fifodir --quiet
+expect_in "$OUT/stderr" "fifodir/latest: is a FIFO" "says latest is a FIFO"
+mkdir -p garbage && cp "$CK" garbage/ && head -c 4000 "$CK" >garbage/latest
+for sub in inspect verify; do
+  expect_exit 3 "$sub a directory whose latest is binary" -- "$LONGCTX" ckpt $sub garbage --quiet
+  all="$OUT/stdout $OUT/stderr"
+  grep -q 'garbage/latest: holds .\\x89HDF' $all && pass "$sub: the bytes are escaped" || { fail "$sub: no escaped bytes"; cat $all | head -5; }
+  LC_ALL=C grep -qP '[\x00-\x08\x0e-\x1f\x7f-\xff]' $all && fail "$sub: raw bytes reach the terminal" || pass "$sub: no raw bytes"
+  [ "$(wc -c <"$OUT/stderr")" -lt 1000 ] && pass "$sub: the message is short" || fail "$sub: $(wc -c <"$OUT/stderr") bytes of message"
+done
 # data import writes corpus.h5 through corpus.h5.tmp, never through a link there (before: the link's target
 # was overwritten and corpus.h5 became a link to it).
 echo precious >precious.txt
