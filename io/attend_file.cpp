@@ -8,12 +8,18 @@ Shape AttendInput::lse_shape() const {
   return batched ? Shape{batch, seq_len, heads} : Shape{seq_len, heads};
 }
 
-AttendInput check_attend_input(const h5::File& file, bool backward) {
+namespace {
+std::vector<std::string> input_names(bool backward) {
   std::vector<std::string> names = {"q", "k", "v"};
   if (backward) names.push_back("do");
+  return names;
+}
+}  // namespace
+
+AttendInput check_attend_input(const h5::File& file, bool backward) {
   AttendInput input;
-  for (const std::string& name : names) {
-    if (!file.has_dataset(name))
+  for (const std::string& name : input_names(backward)) {
+    if (!file.has(name))  // a link that is there but leads nowhere is said by open_dataset
       throw InputError(file.path() + ": no dataset '" + name + "' (needs q, k, v" +
                        (backward ? std::string(" and do for --backward") : std::string()) + ")");
     const h5::Dataset dataset = file.open_dataset(name);
@@ -21,6 +27,7 @@ AttendInput check_attend_input(const h5::File& file, bool backward) {
     if (type != h5::ElementType::f32 && type != h5::ElementType::f16)
       throw InputError(dataset.where().describe() + ": dtype " + h5::to_string(type) + ", expected float32 or float16");
     dataset.require_rank(3, 4);
+    input.virtual_layout = input.virtual_layout || dataset.virtual_layout();
     const Shape shape = dataset.shape();
     if (name == "q") {
       input.shape = shape;
@@ -39,6 +46,13 @@ AttendInput check_attend_input(const h5::File& file, bool backward) {
   for (int64_t extent : s)
     if (extent <= 0) throw InputError(file.path() + ": dataset 'q' has an empty shape " + to_string(s));
   return input;
+}
+
+void check_attend_storage(const h5::File& file, bool backward) {
+  for (const std::string& name : input_names(backward)) {
+    const h5::Dataset dataset = file.open_dataset(name);
+    if (!dataset.virtual_layout()) dataset.require_allocated();
+  }
 }
 
 }  // namespace longctx::io

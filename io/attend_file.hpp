@@ -18,11 +18,18 @@ struct AttendInput {
   int64_t heads = 0;       // H
   int64_t head_dim = 0;    // D
   size_t seq_axis = 0;     // 0 for [N,H,D], 1 for [B,N,H,D]
+  bool virtual_layout = false;  // some input is a virtual dataset (VDS): parallel HDF5 cannot read it
   Shape lse_shape() const;  // [N,H] or [B,N,H]
 };
 
 // q, k, v (and `do` with backward) must exist, be float32 or float16, have rank 3 or 4, and all have
 // q's shape. Anything else -> InputError naming the file, the dataset and what was found.
+// A dangling link names its target.
 AttendInput check_attend_input(const h5::File& file, bool backward);
+// Every element of q, k, v (and `do`) must have been written: a chunked dataset with chunks missing, or
+// one whose storage was never allocated, reads as fill values without any error (require_allocated).
+// Virtual datasets are not checked (their elements live in other datasets). InputError naming the
+// dataset and how much of it is stored.
+void check_attend_storage(const h5::File& file, bool backward);
 
 }  // namespace longctx::io

@@ -481,6 +481,11 @@ bool Dataset::chunked() const {
   return plist.valid() && H5Pget_layout(plist.id()) == H5D_CHUNKED;
 }
 
+bool Dataset::virtual_layout() const {
+  Handle plist(H5Dget_create_plist(id()), H5Pclose);
+  return plist.valid() && H5Pget_layout(plist.id()) == H5D_VIRTUAL;
+}
+
 bool Dataset::checksummed() const {
   Handle plist(H5Dget_create_plist(id()), H5Pclose);
   if (!plist.valid()) return false;
@@ -526,7 +531,8 @@ void Dataset::require_allocated() const {
   H5D_space_status_t status = H5D_SPACE_STATUS_ERROR;
   if (H5Dget_space_status(id(), &status) < 0) throw_input(where_.describe() + ": storage status");
   if (status != H5D_SPACE_STATUS_ALLOCATED)
-    throw InputError(where_.describe() + ": storage is not fully allocated (damaged, or never written)");
+    throw InputError(where_.describe() + ": storage is not fully allocated (damaged, or never written): " +
+                     (status == H5D_SPACE_STATUS_NOT_ALLOCATED ? "all" : "part") + " of it would read as fill values");
 }
 
 void Dataset::read(hid_t memory_type, const Dataspace& memory, const Dataspace& file, void* buffer,
@@ -608,9 +614,37 @@ H5I_type_t object_kind(hid_t location, const std::string& name, std::string* err
   return H5Iget_type(object.id());
 }
 
-// A link that exists but whose object cannot be opened is a damaged object header (a checksum
-// failure), not a missing object: say so instead of "no such dataset" or skipping it in a listing.
-[[noreturn]] void throw_unopenable(const Where& where, const std::string& error) {
+// Where a soft or external link points ("'/x'" or "file 'f.h5', object '/x'"); "" for a hard link.
+std::string link_target(hid_t location, const std::string& name) {
+  H5L_info_t link;
+  if (H5Lget_info(location, name.c_str(), &link, H5P_DEFAULT) < 0 || link.type == H5L_TYPE_HARD) {
+    take_error_text();
+    return "";
+  }
+  std::vector<char> value(std::max<size_t>(link.u.val_size, 1) + 1, '\0');
+  if (H5Lget_val(location, name.c_str(), value.data(), value.size() - 1, H5P_DEFAULT) < 0) {
+    take_error_text();
+    return "?";
+  }
+  if (link.type == H5L_TYPE_SOFT) return "'" + std::string(value.data()) + "'";
+  const char* file = nullptr;
+  const char* object = nullptr;
+  unsigned flags = 0;
+  if (link.type == H5L_TYPE_EXTERNAL &&
+      H5Lunpack_elink_val(value.data(), link.u.val_size, &flags, &file, &object) >= 0 && file && object)
+    return "file '" + std::string(file) + "', object '" + object + "'";
+  take_error_text();
+  return "?";
+}
+
+// A link that exists but whose object cannot be opened is a dangling soft or external link, or a damaged
+// object header (a checksum failure), not a missing object: say which instead of "no such dataset".
+[[noreturn]] void throw_unopenable(hid_t location, const std::string& name, const Where& where,
+                                   const std::string& error) {
+  const std::string target = link_target(location, name);
+  if (!target.empty())
+    throw InputError(where.describe() + ": is a link to " + target + ", which does not exist or cannot be opened "
+                     "(a dangling link)");
   throw InputError(where.describe() + ": cannot open the object (damaged metadata?)" +
                    (error.empty() ? "" : ": " + error));
 }
@@ -627,7 +661,7 @@ Dataset Group::open_dataset(const std::string& name) const {
   if (!has(name)) throw InputError(where_.file + ": no dataset '" + where.path + "'");
   std::string error;
   const H5I_type_t kind = object_kind(id(), name, &error);
-  if (kind == H5I_BADID) throw_unopenable(where, error);
+  if (kind == H5I_BADID) throw_unopenable(id(), name, where, error);
   if (kind != H5I_DATASET) throw InputError(where.describe() + " is not a dataset");
   Handle dataset(H5Dopen2(id(), name.c_str(), H5P_DEFAULT), H5Dclose);
   if (!dataset.valid()) throw_input(where.describe() + ": cannot open dataset");
@@ -639,7 +673,7 @@ Group Group::open_group(const std::string& name) const {
   if (!has(name)) throw InputError(where_.file + ": no group '" + where.path + "'");
   std::string error;
   const H5I_type_t kind = object_kind(id(), name, &error);
-  if (kind == H5I_BADID) throw_unopenable(where, error);
+  if (kind == H5I_BADID) throw_unopenable(id(), name, where, error);
   if (kind != H5I_GROUP) throw InputError(where.describe() + " is not a group");
   Handle group(H5Gopen2(id(), name.c_str(), H5P_DEFAULT), H5Gclose);
   if (!group.valid()) throw_input(where.describe() + ": cannot open group");
@@ -757,7 +791,7 @@ std::vector<std::string> Group::dataset_paths() const {
       H5L_info_t link;
       // A dangling soft or external link names no object of this file: skipped, as before.
       if (H5Lget_info(id(), child.c_str(), &link, H5P_DEFAULT) < 0 || link.type == H5L_TYPE_HARD)
-        throw_unopenable(Where{where_.file, child_path(child)}, error);
+        throw_unopenable(id(), child, Where{where_.file, child_path(child)}, error);
     } else if (kind == H5I_DATASET) {
       paths.push_back(child);
     } else if (kind == H5I_GROUP) {

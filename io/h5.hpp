@@ -177,6 +177,7 @@ class Dataset : public Object {
   size_t element_bytes() const;  // size of one element in the file
   Dataspace file_space() const;
   bool chunked() const;
+  bool virtual_layout() const;  // a virtual dataset (VDS): its elements live in other datasets
   bool checksummed() const;     // Fletcher32 in the filter pipeline
   int64_t storage_bytes() const;
   // Throws InputError unless every element has storage: HDF5 reads a chunk missing from a (damaged)

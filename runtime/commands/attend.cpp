@@ -79,6 +79,8 @@ void check_options(const Invocation& invocation) {
   check_rows_fit_in_memory("attend on " + input_path + " " + to_string(input.shape) + " over " + count_of(P, "rank"),
                            static_cast<double>(element_count(input.shape)), P, vm["backward"].as<bool>(),
                            invocation.process.local_size());
+  // After the size check, which refuses a huge input from its shape alone (its storage need not exist).
+  io::check_attend_storage(file, vm["backward"].as<bool>());
 }
 
 int run(Invocation& invocation) {
@@ -110,6 +112,10 @@ int run(Invocation& invocation) {
     watchdog::Guard guard("reading " + input_path);
     io::h5::File file = io::h5::File::open(input_path, io::h5::Mode::read, P > 1 ? mpi : MPI_COMM_NULL);
     input = io::check_attend_input(file, backward);
+    if (input.virtual_layout && P > 1) {  // parallel HDF5 cannot read virtual datasets; each rank reads alone
+      file = io::h5::File::open(input_path, io::h5::Mode::read, MPI_COMM_NULL);
+      log::info(input_path + " holds virtual datasets: each rank reads its rows independently (serial HDF5)");
+    }
     warn_coverage(params.schedule, input.heads, params.offsets);
     const int64_t L = input.seq_len / P;
     rows = {rank * L, (rank + 1) * L};

@@ -183,6 +183,50 @@ for input in fifo.h5 socket.h5 /dev/zero; do
     --input "$input" --output bad.h5 "${S[@]}"
 done
 
+# q, k, v (and do) that were never (fully) written are refused before any work, naming the dataset and how
+# much of it is stored (before: read as zeros, exit 0; at P = 2 a partly written one failed with
+# "MPI_File_set_view failed: MPI_ERR_TYPE"). A link that leads nowhere says so (before: "no dataset 'v'").
+/usr/bin/python3 -c "
+import h5py, numpy as np
+x = np.random.default_rng(0).standard_normal((48, 5, 8)).astype('f4')
+with h5py.File('partial.h5', 'w') as f:
+    for n in 'kvq':
+        d = f.create_dataset(n, x.shape, 'f4', chunks=(8, 5, 8)); d[:24 if n == 'q' else 48] = x[:24 if n == 'q' else 48]
+with h5py.File('unwritten.h5', 'w') as f:
+    f.create_dataset('q', x.shape, 'f4'); f['k'] = x; f['v'] = x
+with h5py.File('undo.h5', 'w') as f:
+    for n in 'qkv': f[n] = x
+    f.create_dataset('do', x.shape, 'f4', chunks=(8, 5, 8))
+with h5py.File('dangling.h5', 'w') as f:
+    f['q'] = x; f['k'] = x; f['v'] = h5py.SoftLink('/nowhere')
+with h5py.File('source.h5', 'w') as f:
+    for n in ('q', 'k', 'v', 'do'): f[n] = x
+with h5py.File('virtual.h5', 'w', libver='latest') as f:
+    for n in ('q', 'k', 'v', 'do'):
+        layout = h5py.VirtualLayout(shape=x.shape, dtype='f4')
+        layout[:] = h5py.VirtualSource('source.h5', n, shape=x.shape)
+        f.create_virtual_dataset(n, layout)
+" || exit 1
+U=(--output bad.h5 --segment-lengths 4 --dilation-rates 1)
+for np in 1 2; do
+  bad 3 "partial.h5: /q: 3 of 6 chunks are stored.*fill values" "q half written, P=$np" -- \
+    "${MPIRUN[@]}" -np $np "$LONGCTX" attend --input partial.h5 "${U[@]}"
+  grep -q "forward" "$OUT/stderr" && fail "q half written, P=$np: computed first" || pass "q half written, P=$np: refused before computing"
+  bad 3 "unwritten.h5: /q: storage is not fully allocated.*all of it would read as fill values" "q never written, P=$np" -- \
+    "${MPIRUN[@]}" -np $np "$LONGCTX" attend --input unwritten.h5 "${U[@]}"
+done
+bad 3 "undo.h5: /do: 0 of 6 chunks are stored" "do never written, --backward" -- "$LONGCTX" attend --input undo.h5 "${U[@]}" --backward
+expect_exit 0 "undo.h5 without --backward (do is not read)" -- "$LONGCTX" attend --input undo.h5 --output undo1.h5 "${S[@]}"
+bad 3 "dangling.h5: /v: is a link to '/nowhere'.*dangling link" "v a dangling soft link" -- "$LONGCTX" attend --input dangling.h5 "${U[@]}"
+# Virtual datasets: parallel HDF5 cannot read them, so each rank reads its rows serially (before: P = 2 failed
+# late with "parallel reads not supported on virtual datasets" and an MPI_ABORT banner).
+expect_exit 0 "virtual datasets, P=1" -- "$LONGCTX" attend --input virtual.h5 --output virtual1.h5 --backward "${S[@]}"
+expect_exit 0 "virtual datasets, P=2" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" attend --input virtual.h5 --output virtual2.h5 \
+  --backward "${S[@]}"
+expect_exit 0 "the source file, P=1" -- "$LONGCTX" attend --input source.h5 --output source1.h5 --backward "${S[@]}"
+expect_exit 0 "virtual P=1 = source P=1" -- $CHECK same virtual1.h5 source1.h5 0
+expect_exit 0 "virtual P=2 = source P=1" -- $CHECK same virtual2.h5 source1.h5 1e-5
+
 # The output's temporary file is claimed, never written through: a link (symbolic or hard), a directory or a
 # FIFO at t.h5.tmp / r.json.tmp is refused before any work, naming it (before: a symbolic link's target was
 # overwritten with the output and t.h5 became a link to it; a directory or a FIFO failed after the compute).
