@@ -9,6 +9,7 @@
 
 #include "io/checkpoint.hpp"
 #include "runtime/commands/commands.hpp"
+#include "runtime/train/train_state_io.hpp"
 
 namespace longctx::cli {
 namespace {
@@ -79,8 +80,20 @@ int run_verify(Invocation& invocation) {
   return on_rank0(invocation, [&] {
     struct stat info {};
     if (stat(path.c_str(), &info) != 0) throw InputError(path + ": no such file or directory");
-    const std::vector<io::VerifyReport> reports =
+    std::vector<io::VerifyReport> reports =
         S_ISDIR(info.st_mode) ? io::verify_checkpoint_dir(path) : std::vector<io::VerifyReport>{io::verify_checkpoint(path)};
+    // Sound files may still not be what `train` can resume: check each against its /config's model.
+    for (auto& report : reports) {
+      if (report.datasets.empty()) continue;  // not opened as a checkpoint (its problem is reported)
+      try {
+        const io::CheckpointReader reader(report.path);
+        for (const std::string& problem : train::checkpoint_model_problems(reader, report.datasets)) {
+          report.ok = false;
+          report.problems.push_back(problem);
+        }
+      } catch (const Error&) {  // already among its problems
+      }
+    }
     bool ok = !reports.empty();
     if (reports.empty()) std::cout << path << ": no checkpoints\n";
     for (const auto& report : reports) {
@@ -107,7 +120,7 @@ Command ckpt_inspect_command() {
 }
 
 Command ckpt_verify_command() {
-  return {"ckpt verify", "read every dataset of a checkpoint (or all in a directory): checksums, finiteness; exit 3 on damage",
+  return {"ckpt verify", "read every dataset of a checkpoint (or all in a directory): checksums, finiteness, and that a train checkpoint holds every tensor of its /config's model; exit 3 on damage",
           "FILE|DIR", declare_file, run_verify, require_path};
 }
 

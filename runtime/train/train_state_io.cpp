@@ -133,6 +133,91 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
   return writer.commit(keep);
 }
 
+std::vector<std::string> checkpoint_model_problems(const io::CheckpointReader& reader,
+                                                   const std::vector<io::DatasetInfo>& datasets) {
+  const std::string& path = reader.path();
+  std::vector<std::string> problems;
+  const auto out_of_range = [&](const char* name, int64_t value, int64_t least) {
+    if (value < least)
+      problems.push_back(path + ": attribute " + name + " = " + std::to_string(value) + ": must be >= " +
+                         std::to_string(least));
+  };
+  out_of_range("step", reader.step(), 0);
+  out_of_range("world_size", reader.world_size(), 1);
+  out_of_range("seq_len", reader.seq_len(), 2);
+  out_of_range("tokens_seen", reader.tokens_seen(), 0);
+  // A checkpoint of io's format that `train` did not write (no model_layers attribute): no model to check.
+  if (!reader.file().has_attribute("model_layers")) return problems;
+  const auto values = model_options(ini_values(reader.config(), path + ": /config"));
+  model::ModelConfig m;
+  const auto integer = [&](const char* key) -> std::optional<int64_t> {
+    const auto found = values.find(key);
+    try {
+      if (found != values.end()) return std::stoll(found->second);
+    } catch (const std::exception&) {
+    }
+    problems.push_back(path + ": /config: " + key + (found == values.end() ? " is missing" : " = " + found->second +
+                       " is no integer") + ", so the model's tensors cannot be checked");
+    return std::nullopt;
+  };
+  const auto layers = integer("model.layers"), dim = integer("model.dim"), vocab = integer("model.vocab"),
+             hidden = integer("model.mlp_hidden");
+  if (!problems.empty()) return problems;
+  m.layers = *layers;
+  m.dim = *dim;
+  m.vocab = *vocab;
+  m.mlp_hidden = *hidden;  // model_options resolved 0 to 4 * model.dim
+  const auto prev = values.find("model.prev_token_embedding");
+  m.prev_token_embedding = prev != values.end() && prev->second == "1";
+  if (m.layers < 1 || m.layers > 65536 || m.dim < 1 || m.vocab < 1 || m.mlp_hidden < 1)
+    return {path + ": /config: model.layers, model.dim, model.vocab or model.mlp_hidden out of range"};
+
+  std::map<std::string, const io::DatasetInfo*> present;
+  for (const auto& info : datasets) present[info.path] = &info;
+  std::set<std::string> expected{"/state/global/step"};
+  const model::ParameterLayout layout = model::make_layout(m);
+  for (const auto& view : layout.views())
+    for (const char* group : {"/model/", "/optimizer/m/", "/optimizer/v/"}) {
+      const std::string name = group + view.name;
+      expected.insert(name);
+      const auto found = present.find(name);
+      if (found == present.end()) {
+        problems.push_back(path + ": " + name + ": missing (its /config's model has it; a resume would stop, exit 3)");
+        continue;
+      }
+      if (found->second->shape != view.shape)
+        problems.push_back(path + ": " + name + ": shape " + to_string(found->second->shape) + ", the model needs " +
+                           to_string(view.shape));
+      if (found->second->dtype != "float32")
+        problems.push_back(path + ": " + name + ": " + found->second->dtype + ", the model needs float32");
+    }
+  if (!present.count("/state/global/step")) {
+    problems.push_back(path + ": /state/global/step: missing");
+  } else {
+    try {
+      const std::vector<uint8_t> blob = reader.read_global_blob("step");
+      int64_t step = -1;
+      if (blob.size() == sizeof step) std::memcpy(&step, blob.data(), sizeof step);
+      if (step != reader.step())
+        problems.push_back(path + ": /state/global/step holds " + (blob.size() == sizeof step ? std::to_string(step) :
+                           std::to_string(blob.size()) + " bytes") + ", the step attribute says " +
+                           std::to_string(reader.step()));
+    } catch (const Error& e) {
+      problems.push_back(e.what());
+    }
+  }
+  for (const auto& [name, info] : present)
+    if (!expected.count(name) && name != "/config")
+      problems.push_back(path + ": " + name + ": not a tensor of its /config's model");
+  constexpr size_t kShown = 10;
+  if (problems.size() > kShown) {
+    const size_t more = problems.size() - kShown;
+    problems.resize(kShown);
+    problems.push_back(path + ": ... and " + std::to_string(more) + " more");
+  }
+  return problems;
+}
+
 void load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm) {
   watchdog::Guard guard("reading the checkpoint " + path);
   io::CheckpointReader reader(path, comm);

@@ -10,6 +10,9 @@
 #include <mpi.h>
 
 #include <string>
+#include <vector>
+
+#include "io/checkpoint.hpp"
 
 #include "runtime/train/trainer.hpp"
 
@@ -26,5 +29,15 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
 // sequence length, world size and the train / data options may differ (that is how training continues
 // at a longer length or on more ranks); a different data.task or train.seed is only warned about.
 void load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm);
+
+// What `ckpt verify` adds to the file checks: does the checkpoint hold what load_checkpoint will need for
+// the model its own /config describes? Each /model, /optimizer/m and /optimizer/v tensor of that model, in
+// float32 and that shape, no more and no fewer; /state/global/step equal to the step attribute; root
+// attributes in range (step >= 0, world_size >= 1, seq_len >= 2, tokens_seen >= 0). The model part only
+// for a checkpoint `train` wrote (it has the model_layers attribute). One line per problem
+// (naming the file and dataset, at most 10 and a count); none when it holds them. `datasets` are the
+// file's, as verify_checkpoint listed them.
+std::vector<std::string> checkpoint_model_problems(const io::CheckpointReader& reader,
+                                                   const std::vector<io::DatasetInfo>& datasets);
 
 }  // namespace longctx::train

@@ -251,6 +251,38 @@ with h5py.File(sys.argv[1], "r") as f, h5py.File(sys.argv[2], "r") as g:
     assert np.array_equal(f["step_4/layer_0/o"][...], g["step_4/layer_0/o"][...])
 PY
 
+# ---- ckpt verify checks a train checkpoint against its own /config's model, as a resume would: a file
+# whose every dataset reads clean but lacks a tensor, has one of another shape or type, or an impossible
+# attribute verified "ok" (exit 0) while the resume refused it (exit 3) ------------------------------------
+expect_exit 0 "verify a sound train checkpoint" -- "$LONGCTX" ckpt verify "$OUT/dp/step_00000002.h5" --quiet
+/usr/bin/python3 - "$OUT/dp/step_00000002.h5" "$OUT" <<'PY' || fail "could not make the damaged copies"
+import h5py, numpy as np, shutil, sys
+src, out = sys.argv[1], sys.argv[2]
+def variant(name, change):
+    path = f"{out}/ck_{name}.h5"
+    shutil.copy(src, path)
+    with h5py.File(path, "r+") as f:
+        change(f)
+variant("no_wq", lambda f: f.__delitem__("model/layer0/wq"))
+variant("no_optimizer", lambda f: f.__delitem__("optimizer"))
+def reshape(f):
+    del f["model/layer0/wq"]
+    f.create_dataset("model/layer0/wq", data=np.zeros((16, 32), np.float32))
+variant("shape", reshape)
+def retype(f):
+    w = f["model/layer0/wq"][...]
+    del f["model/layer0/wq"]
+    f.create_dataset("model/layer0/wq", data=w.astype(np.float64))
+variant("float64", retype)
+variant("world0", lambda f: f.attrs.modify("world_size", np.int64(0)))
+PY
+for c in "no_wq:/model/layer0/wq: missing" "no_optimizer:/optimizer/m/embedding: missing" \
+         "shape:/model/layer0/wq: shape \[16,32\], the model needs \[32,32\]" \
+         "float64:/model/layer0/wq: float64, the model needs float32" "world0:attribute world_size = 0: must be >= 1"; do
+  expect_exit 3 "verify: ${c%%:*}" -- "$LONGCTX" ckpt verify "$OUT/ck_${c%%:*}.h5" --quiet
+  expect_in "$OUT/stdout" "${c#*:}" "verify says: ${c#*:}"
+done
+
 # ---- tokens_seen counts the curriculum's shorter steps -----------------------------------------------
 expect_exit 0 "curriculum run with a checkpoint" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 \
   --data.short_seq_len 64 --data.short_steps 1 --checkpoint.dir "$OUT/cur" --dump.activations "$OUT/cur.h5" --dump.steps 1,2
