@@ -120,7 +120,7 @@ Command ckpt_inspect_command() {
 }
 
 Command ckpt_verify_command() {
-  return {"ckpt verify", "read every dataset of a checkpoint (or all in a directory): checksums, finiteness, and that a train checkpoint holds every tensor of its /config's model; exit 3 on damage",
+  return {"ckpt verify", "read every dataset of a checkpoint (or all in a directory): checksums, finiteness, and that a checkpoint of `longctx train` holds every tensor of its /config's model; exit 3 on damage",
           "FILE|DIR", declare_file, run_verify, require_path};
 }
 
