@@ -11,6 +11,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cerrno>
 #include <cmath>
@@ -41,8 +42,11 @@
 namespace longctx::cli {
 namespace {
 
-volatile std::sig_atomic_t g_stop_requested = 0;  // the signal's number once one arrived
-extern "C" void request_stop(int signal) { g_stop_requested = signal; }
+// The signal's number once one arrived. Lock-free atomic: the handler may run on any thread (MPI's and
+// PMIx's threads inherit the unblocked mask), while the step loop reads it.
+std::atomic<int> g_stop_requested{0};
+static_assert(std::atomic<int>::is_always_lock_free, "the signal handler needs a lock-free flag");
+extern "C" void request_stop(int signal) { g_stop_requested.store(signal, std::memory_order_relaxed); }
 
 void declare(po::options_description& d, po::positional_options_description&) {
   d.add_options()
@@ -331,9 +335,8 @@ class JsonLog {
     if (!active || path.empty()) return;
     if (resumed_step > 0) trim_after(resumed_step);
     else if (const int64_t lines = count_lines(); lines > 0)  // a fresh run appends, as it always has
-      log::warn("log.jsonl=" + path + " already holds " + std::to_string(lines) + " line(s); this run starts at "
-                "step 1 and appends after them (a run that crashed before its first checkpoint logged them: "
-                "remove the file to start it clean)");
+      log::warn("log.jsonl=" + path + " already holds " + std::to_string(lines) + " line(s) of an earlier run; "
+                "this run starts at step 1 and appends after them (remove the file to start it clean)");
     out_.open(path, std::ios::app);
     if (!out_) throw UsageError("log.jsonl=" + path + ": cannot open for appending");
   }
@@ -421,7 +424,8 @@ void lock_checkpoint_dir(const std::string& dir) {
     while (!who.empty() && std::isspace(static_cast<unsigned char>(who.back()))) who.pop_back();
     throw UsageError("checkpoint.dir=" + dir + " is in use by a run still going (" + who +
                      "): two runs in one directory would delete each other's checkpoints; wait for it to end, "
-                     "stop it, or choose another checkpoint.dir", "checkpoint.dir");
+                     "stop it, or choose another checkpoint.dir. If that host is down or that process is gone, "
+                     "a network file system kept its lock: remove " + path, "checkpoint.dir");
   }
   char host[256] = {};
   ::gethostname(host, sizeof host - 1);
@@ -592,7 +596,7 @@ int run_train(Invocation& inv) {
     const int64_t seq_len = active->config().seq_len;
     const train::Dataset& source = stage < stages ? *stage_data[stage] : *data;
     const train::SequenceRows rows = source.rows(false, active->step(), active->local_rows());
-    train::StepStats stats = active->compute_gradients(rows, g_stop_requested != 0);
+    train::StepStats stats = active->compute_gradients(rows, g_stop_requested.load() != 0);
     // A diverged step is not applied, logged as a number or checkpointed: checkpoint.keep would otherwise
     // prune good checkpoints for ones full of nan. Every rank sees the same all-reduced loss.
     if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm))
@@ -620,7 +624,7 @@ int run_train(Invocation& inv) {
       stats.stop = false;
       log::info("stop signal at the last step: finishing the run instead");
     }
-    // Every eval.every steps and after the last (not when stopping on a signal: that has to be quick).
+    // Every eval.every steps and after the last (a stop at an earlier step skips the eval: it has to be quick).
     const bool eval_now = (r.eval_every > 0 && step % r.eval_every == 0) || step == r.steps;
     std::function<std::string()> print_eval;  // prints the evaluation, returns its log.jsonl fields
     if (eval_now) {
@@ -663,7 +667,7 @@ int run_train(Invocation& inv) {
     if (r.checkpoint_dir.empty()) {
       // 75 promises a committed checkpoint to resume from; without one a requeue would start over, so
       // exit as the signal would have (128 + its number).
-      const int signal = g_stop_requested ? static_cast<int>(g_stop_requested) : SIGTERM;
+      const int signal = g_stop_requested.load() ? g_stop_requested.load() : SIGTERM;
       log::info("stopped on a signal at step " + std::to_string(active->step()) +
                 ": no checkpoint.dir, nothing saved (exit " + std::to_string(128 + signal) + ", not 75)");
       return 128 + signal;
