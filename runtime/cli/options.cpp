@@ -355,7 +355,8 @@ const std::set<std::string>& environment_settings() {
       "LONGCTX_FAULT_INJECT_RANK", "LONGCTX_FAULT_STALL_RANK",
       // read by the jobs/ scripts, so often set where longctx runs
       "LONGCTX_BUILD", "LONGCTX_NATIVE", "LONGCTX_ROOT", "LONGCTX_QUICKSTART_DIR", "LONGCTX_BIN",
-      "LONGCTX_SLURM_STATE", "LONGCTX_SLURM_CPUS", "LONGCTX_SLURM_CTLD_PORT", "LONGCTX_SLURM_D_PORT"};
+      "LONGCTX_SLURM_STATE", "LONGCTX_SLURM_CPUS", "LONGCTX_SLURM_CTLD_PORT", "LONGCTX_SLURM_D_PORT",
+      "LONGCTX_MIN_RUN_SECONDS"};
   return names;
 }
 

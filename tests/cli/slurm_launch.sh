@@ -53,6 +53,8 @@ if wait_for_step "$OUT/train.jsonl" 5; then
   [ "$(job_field "$jid" Restarts)" = 1 ] && pass "the job was requeued once" || fail "Restarts=$(job_field "$jid" Restarts)"
   expect_in "$OUT/train.out" "requeueing job $jid" "train.sbatch says it requeues"
   expect_in "$OUT/train.out" "run 2 on 2 ranks" "the requeued job ran again"
+  grep -q "LONGCTX_MIN_RUN_SECONDS is neither an option" "$OUT/train.out" &&
+    fail "longctx warns about train.sbatch's LONGCTX_MIN_RUN_SECONDS" || pass "LONGCTX_MIN_RUN_SECONDS is a known setting"
   expect_in "$OUT/train.out" "resumed from .*step_[0-9]{8}\.h5" "the second run resumed from the signal's checkpoint"
   [ "$(cat "$OUT/ck/latest" 2>/dev/null)" = step_00000600.h5 ] && pass "last checkpoint is step 600" || fail "latest: $(cat "$OUT/ck/latest" 2>/dev/null)"
   expect_exit 0 "the same run, uninterrupted" -- "${MPIRUN[@]}" -np 2 -x OMP_NUM_THREADS=1 "$LONGCTX" train "${TRAIN[@]}" --train.steps 600 --log.jsonl "$OUT/whole.jsonl"

@@ -275,7 +275,9 @@ def retype(f):
     f.create_dataset("model/layer0/wq", data=w.astype(np.float64))
 variant("float64", retype)
 variant("world0", lambda f: f.attrs.modify("world_size", np.int64(0)))
+variant("state_extra", lambda f: f.create_dataset("state/global/data_position", data=np.int64(7)))
 PY
+expect_exit 0 "verify: more under /state, which a resume accepts too" -- "$LONGCTX" ckpt verify "$OUT/ck_state_extra.h5" --quiet
 for c in "no_wq:/model/layer0/wq: missing" "no_optimizer:/optimizer/m/embedding: missing" \
          "shape:/model/layer0/wq: shape \[16,32\], the model needs \[32,32\]" \
          "float64:/model/layer0/wq: float64, the model needs float32" "world0:attribute world_size = 0: must be >= 1"; do
@@ -397,17 +399,25 @@ code=$?
 
 # ---- a fresh run (no checkpoint to resume) appends to an existing log.jsonl, and says so ------------------
 expect_exit 0 "a fresh run into a log.jsonl with lines" -- "$LONGCTX" train "${ONE_STEP[@]}" --log.jsonl "$OUT/sig6.jsonl"
-expect_in "$OUT/stderr" "log.jsonl=.*sig6.jsonl already holds 1 line\(s\); this run starts at step 1 and appends" "warns it appends"
+expect_in "$OUT/stderr" "log.jsonl=.*sig6.jsonl already holds 1 line\(s\) of an earlier run; this run starts at step 1 and appends" "warns it appends"
 
 # ---- a signal while the ranks start up (MPI_Init, options): acted on at step 1, not killing the rank ------
 # (what a requeued Slurm job meets when its pre-time-limit signal fires at once). Before, the handlers came
-# after MPI_Init and the options, and such a signal ended the job with 138. 0.1 s after the rank's exec is
-# past the loader (before main a signal still kills) and well inside MPI_Init.
+# after MPI_Init and the options, and such a signal ended the job with 138. The signal goes as soon as the
+# rank's SigCgt shows the USR1 handler (now set before MPI_Init, so it lands inside it), or after 0.5 s.
 "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${LONG[@]}" --checkpoint.dir "$OUT/sig5" >"$OUT/sig5.out" 2>"$OUT/sig5.err" &
 pid=$!
 rank=
-for _ in $(seq 500); do rank=$(pgrep -P $pid -f "longctx train" | head -1); [ -n "$rank" ] && break; sleep 0.005; done
-sleep 0.1
+for _ in $(seq 1000); do  # a rank that has exec'd longctx (a forked mpirun child has the same command line)
+  rank=$(pgrep -P $pid -f "longctx train" | head -1)
+  [ -n "$rank" ] && [ "$(readlink "/proc/$rank/exe" 2>/dev/null)" = "$(readlink -f "$LONGCTX")" ] && break
+  sleep 0.005
+done
+for _ in $(seq 100); do
+  mask=$(sed -n 's/^SigCgt:[[:space:]]*//p' "/proc/$rank/status" 2>/dev/null)
+  [ -n "$mask" ] && (( 0x$mask & 0x200 )) && break
+  sleep 0.002
+done
 [ -n "$rank" ] && kill -USR1 "$rank"
 wait $pid; code=$?
 [ "$code" -eq 75 ] && [ "$(cat "$OUT/sig5/latest" 2>/dev/null)" = step_00000001.h5 ] &&
