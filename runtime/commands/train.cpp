@@ -283,8 +283,10 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
   r.dump_path = opt<std::string>(inv, "dump.activations");
   // Where files go, before any step: a bad path would otherwise surface only at the first write.
   if (!r.checkpoint_dir.empty()) io::check_output_directory("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);
-  if (!r.log_jsonl.empty()) io::check_output_path("log.jsonl", r.log_jsonl);
-  if (!r.dump_path.empty()) io::check_output_path("dump.activations", r.dump_path);
+  // Only in the config phase (warn = false there): run_train validates again on every rank, and rank 0 may
+  // by then hold the dump's temporary file, which a later rank would take for another writer's.
+  if (!warn && !r.log_jsonl.empty()) io::check_output_path("log.jsonl", r.log_jsonl);
+  if (!warn && !r.dump_path.empty()) io::check_output_path("dump.activations", r.dump_path);
   require(r.log_jsonl.empty() || r.dump_path.empty() || !io::same_file(r.log_jsonl, r.dump_path),
           "log.jsonl and dump.activations name the same file");
   // The training data is input: no output may land on it (or on its name plus .tmp, renamed over it).
