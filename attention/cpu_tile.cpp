@@ -4,10 +4,15 @@
 // Every product is one register-blocked kernel, C[M, cols] (+)= A(M x inner) B[inner, cols]: C holds
 // kRowsMR x kVecsNR vectors in registers, A is read by broadcast through (row, inner) strides (so P^T and
 // dS^T need no transpose), B is read as contiguous vectors. Forward, per block of kBlockQ queries:
-//   S = Q kT_blk; online softmax in base 2 (m, l per row; the scale is folded in); O = alpha O + P vp_blk.
+//   S = (scale Q) kT_blk; online softmax in base 2 (m, l per row); O = alpha O + P vp_blk;
+//   lse = max_j S + ln(l), from the row's largest score itself.
 // Backward, per key block (outer) and query block (inner), FlashAttention-2's order:
-//   S = Q kT; P = exp2(S c - lse2); dP = dO vT; dS = scale P (dP - delta);
+//   S = (scale Q) kT; P = exp2((S - lse) log2e); dP = dO vT; dS = scale P (dP - delta);
 //   dV_blk += P^T dO; dQ += dS kp; dK_blk += dS^T Q.
+// Both passes form S by the same product of the same operands, so each score rounds alike in both, and the
+// row's largest score minus lse is exactly -ln(l): where one key dominates a row (|score| ~ 1e9, where fp32
+// rounds a score by ~100), its P is exactly 1. Scaling after the product, or taking lse through base 2 and
+// back, rounded the two apart by an ulp of the score, and the backward lost or doubled rows' weight.
 #include "attention/cpu_tile.hpp"
 
 #include <algorithm>
@@ -110,10 +115,16 @@ void pack_transposed(const float* k, int64_t m_k, int64_t head_dim, float* kT) {
   }
 }
 
-// out[j][d] = in[j][d] for j < m, d < D; zero padding up to `padded_rows` rows and `padded_dim` columns.
-void pack_rows(const float* in, int64_t m, int64_t head_dim, int64_t padded_rows, int64_t padded_dim, float* out) {
+// out[j][d] = factor * in[j][d] for j < m, d < D; zero padding up to `padded_rows` rows and `padded_dim`
+// columns.
+void pack_rows(const float* in, int64_t m, int64_t head_dim, int64_t padded_rows, int64_t padded_dim, float* out,
+               float factor = 1.0f) {
   for (int64_t j = 0; j < m; ++j) {
-    std::copy(in + j * head_dim, in + (j + 1) * head_dim, out + j * padded_dim);
+    if (factor == 1.0f) {
+      std::copy(in + j * head_dim, in + (j + 1) * head_dim, out + j * padded_dim);
+    } else {
+      for (int64_t d = 0; d < head_dim; ++d) out[j * padded_dim + d] = factor * in[j * head_dim + d];
+    }
     std::fill(out + j * padded_dim + head_dim, out + (j + 1) * padded_dim, 0.0f);
   }
   std::fill(out + m * padded_dim, out + padded_rows * padded_dim, 0.0f);
@@ -155,10 +166,12 @@ void flash_forward_tile(const float* q, const float* k, const float* v, int64_t 
   float* acc = ws.floats(3, kBlockQ * Dp);
   float* row_max = ws.floats(4, kBlockQ);
   float* row_sum = ws.floats(5, kBlockQ);
+  float* qs = ws.floats(6, std::max<int64_t>(m_q, 1) * D);
+  float* row_top = ws.floats(7, kBlockQ);  // the largest score, unscaled by log2e
   int64_t* limit = ws.indices(0, kBlockQ);
   pack_transposed(k, m_k, D, kT);
   pack_rows(v, m_k, D, padded_keys, Dp, vp);
-  const float c = scale * kLog2e;
+  pack_rows(q, m_q, D, m_q, D, qs, scale);
   const vint lanes = simd::lane_index();
 
   for (int64_t q0 = 0; q0 < m_q; q0 += kBlockQ) {
@@ -169,12 +182,13 @@ void flash_forward_tile(const float* q, const float* k, const float* v, int64_t 
       max_limit = std::max(max_limit, limit[i]);
     }
     std::fill(row_max, row_max + rows, kNegInf);
+    std::fill(row_top, row_top + rows, kNegInf);
     std::fill(row_sum, row_sum + rows, 0.0f);
     std::fill(acc, acc + rows * Dp, 0.0f);
     for (int64_t k0 = 0; k0 < max_limit; k0 += kBlockK) {
       const int64_t nk = std::min(kBlockK, max_limit - k0);
       const int64_t cols = round_up(nk, kLanes);
-      gemm(rows, cols, D, q + q0 * D, D, 1, kT + k0 * D, kBlockK, S, kBlockK, false);
+      gemm(rows, cols, D, qs + q0 * D, D, 1, kT + k0 * D, kBlockK, S, kBlockK, false);
       for (int64_t i = 0; i < rows; ++i) {
         float* s = S + i * kBlockK;
         const int64_t valid = std::clamp<int64_t>(limit[i] - k0, 0, nk);
@@ -183,13 +197,17 @@ void flash_forward_tile(const float* q, const float* k, const float* v, int64_t 
           continue;
         }
         const vint valid_v = simd::splat_int(static_cast<int32_t>(valid));
-        vfloat mx = simd::splat(kNegInf);
+        vfloat mx = simd::splat(kNegInf), top = simd::splat(kNegInf);
         for (int64_t j = 0; j < cols; j += kLanes) {
-          vfloat x = simd::load(s + j) * c;
-          if (j + kLanes > valid) x = (lanes + static_cast<int32_t>(j)) < valid_v ? x : simd::splat(kNegInf);
+          vfloat score = simd::load(s + j);
+          if (j + kLanes > valid)
+            score = (lanes + static_cast<int32_t>(j)) < valid_v ? score : simd::splat(kNegInf);
+          const vfloat x = score * kLog2e;
           simd::store(s + j, x);
           mx = simd::vmax(mx, x);
+          top = simd::vmax(top, score);
         }
+        row_top[i] = std::max(row_top[i], simd::reduce_max(top));
         const float m_new = std::max(row_max[i], simd::reduce_max(mx));
         // Scores all -inf so far (an infinite input): P = exp2(-inf - 0) = 0, not exp2(-inf - -inf) = NaN.
         const vfloat m_v = simd::splat(m_new == kNegInf ? 0.0f : m_new);
@@ -217,7 +235,8 @@ void flash_forward_tile(const float* q, const float* k, const float* v, int64_t 
       if (row_sum[i] != 0) {
         const float inv = 1.0f / row_sum[i];
         for (int64_t d = 0; d < D; ++d) out[d] = acc[i * Dp + d] * inv;
-        lse[q0 + i] = (row_max[i] + std::log2(row_sum[i])) * kLn2;
+        // row_max = fl(row_top log2e) (rounding is monotonic), so l is relative to row_top itself.
+        lse[q0 + i] = row_top[i] + std::log2(row_sum[i]) * kLn2;
       } else {
         std::fill(out, out + D, 0.0f);
         lse[q0 + i] = kNegInf;
@@ -243,7 +262,7 @@ void flash_backward_tile(const float* q, const float* k, const float* v, const f
   float* dP = ws.floats(7, kBlockQ * kBlockK);  // dP, then scale * dS
   float* dk_block = ws.floats(8, kBlockK * Dp);
   float* dv_block = ws.floats(9, kBlockK * Dp);
-  float* lse2 = ws.floats(10, padded_queries);
+  float* qs = ws.floats(10, padded_queries * Dp);  // scale * q: S as the forward forms it
   int64_t* limit = ws.indices(0, padded_queries);
   const int64_t query_blocks = (m_q + kBlockQ - 1) / kBlockQ;
   int64_t* block_max_limit = ws.indices(1, query_blocks);
@@ -251,18 +270,17 @@ void flash_backward_tile(const float* q, const float* k, const float* v, const f
   pack_transposed(v, m_k, D, vT);
   pack_rows(k, m_k, D, padded_keys, Dp, kp);
   pack_rows(q, m_q, D, m_q, Dp, qp);
+  pack_rows(q, m_q, D, m_q, Dp, qs, scale);
   pack_rows(dout, m_q, D, m_q, Dp, dop);
   std::fill(dqp, dqp + m_q * Dp, 0.0f);
   for (int64_t i = 0; i < m_q; ++i) {
     // A row that saw no key at all (lse = -inf) has P = 0 everywhere.
     limit[i] = std::isinf(lse[i]) && lse[i] < 0 ? 0 : visible_keys(key_limit, i, m_k);
-    lse2[i] = lse[i] * kLog2e;
   }
   for (int64_t qb = 0; qb < query_blocks; ++qb) {
     const int64_t end = std::min(m_q, (qb + 1) * kBlockQ);
     block_max_limit[qb] = *std::max_element(limit + qb * kBlockQ, limit + end);
   }
-  const float c = scale * kLog2e;
   const vint lanes = simd::lane_index();
   const vfloat one = simd::splat(1.0f);
 
@@ -279,7 +297,7 @@ void flash_backward_tile(const float* q, const float* k, const float* v, const f
       }
       const int64_t q0 = qb * kBlockQ;
       const int64_t rows = std::min(kBlockQ, m_q - q0);
-      gemm(rows, cols, D, qp + q0 * Dp, Dp, 1, kT + k0 * D, kBlockK, S, kBlockK, false);
+      gemm(rows, cols, D, qs + q0 * Dp, Dp, 1, kT + k0 * D, kBlockK, S, kBlockK, false);
       gemm(rows, cols, D, dop + q0 * Dp, Dp, 1, vT + k0 * D, kBlockK, dP, kBlockK, false);
       for (int64_t i = 0; i < rows; ++i) {
         float* p = S + i * kBlockK;
@@ -291,10 +309,10 @@ void flash_backward_tile(const float* q, const float* k, const float* v, const f
           continue;
         }
         const vint valid_v = simd::splat_int(static_cast<int32_t>(valid));
-        const vfloat shift = simd::splat(lse2[q0 + i]);
+        const vfloat shift = simd::splat(lse[q0 + i]);
         const vfloat delta_v = simd::splat(delta[q0 + i]);
         for (int64_t j = 0; j < cols; j += kLanes) {
-          vfloat pv = simd::exp2(simd::load(p + j) * c - shift);
+          vfloat pv = simd::exp2((simd::load(p + j) - shift) * kLog2e);
           // P <= 1 exactly (lse sums this key's term too); at |score| ~ 1e6 and more, fp32 rounding of
           // score and lse alone gave P up to 2^30 and gradients 1e9 too large. NaN stays NaN.
           pv = pv > one ? one : pv;

@@ -4,7 +4,9 @@
 // computed here from the spec's formula, not from the implementation.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <memory>
+#include <vector>
 
 #include "attention/cpu_attention.hpp"
 #include "attention/sequence_parallel.hpp"
@@ -178,6 +180,40 @@ TEST(SequenceParallel, KeptRowsServeOnlyWhileUnchangedOnEveryRank) {
 // Bytes for a branch spanning g ranks: (g-1)/g * (w/r) rows * H * D * 2 (K and V) * 4 bytes, received
 // and sent by every rank (forward); the backward gathers again (unless it keeps the forward's rows) and
 // reduce-scatters the same volume back.
+// At |score| ~ 1e9 one key dominates each row, and its P must come out exactly 1 on every rank: one
+// segment spanning all ranks, each rank's dv summed per column and added up across ranks equals dout's
+// column sum (no row's weight lost or doubled), with the rows gathered again or kept from the forward.
+TEST(SequenceParallel, BackwardKeepsEveryRowsWeightAtHugeScores) {
+  auto comm = world();
+  const int P = comm->size();
+  const int64_t N = kRowsPerRank * P, D = 16, first = kRowsPerRank * comm->rank();
+  AttentionParams params;
+  params.schedule = make_schedule({1 << 20}, {1}, false);
+  const Shape shape{1, N, 1, D};
+  const Tensor q = random_tensor(shape, 91, testing::kHugeScoreInputScale),
+               k = random_tensor(shape, 92, testing::kHugeScoreInputScale), v = random_tensor(shape, 93),
+               dout = random_tensor(shape, 94);
+  for (const bool keep : {false, true}) {
+    SCOPED_TRACE(keep ? "kept K / V" : "gathered again");
+    SequenceParallelAttention sharded(*comm);
+    sharded.keep_gathered_for_backward(keep);
+    Tensor o, lse, dq, dk, dv;
+    const Tensor q_mine = rows_of(q, first, kRowsPerRank), k_mine = rows_of(k, first, kRowsPerRank),
+                 v_mine = rows_of(v, first, kRowsPerRank);
+    sharded.forward(params, q_mine, k_mine, v_mine, o, lse);
+    sharded.backward(params, q_mine, k_mine, v_mine, o, lse, rows_of(dout, first, kRowsPerRank), dq, dk, dv);
+    std::vector<double> sums(static_cast<size_t>(D), 0.0);
+    for (int64_t j = 0; j < kRowsPerRank; ++j)
+      for (int64_t d = 0; d < D; ++d) sums[static_cast<size_t>(d)] += dv[j * D + d];
+    comm->all_reduce(Span<double>(sums));
+    for (int64_t d = 0; d < D; ++d) {
+      double want = 0, scale = 0;
+      for (int64_t i = 0; i < N; ++i) want += dout[i * D + d], scale += std::fabs(dout[i * D + d]);
+      EXPECT_NEAR(sums[static_cast<size_t>(d)], want, 1e-5 * scale) << "column " << d;
+    }
+  }
+}
+
 TEST(SequenceParallel, BytesAreExactlyWhatTheAlgorithmNeeds) {
   auto comm = world();
   const int P = comm->size();

@@ -138,7 +138,8 @@ inline ::testing::AssertionResult dv_within_bound(const Tensor& dv, const Tensor
 
 // And since each row of P sums to 1, sum_j dv[j][d] = sum_i dout[i][d] in each segment, within `tol`
 // relative to sum_i |dout[i][d]|: no row's weight lost. At |score| ~ 1e9 this holds only where the forward
-// and the backward round each score alike (the fp32 CUDA kernels; see the huge-score tests).
+// and the backward round each score alike (the CPU path and the fp32 CUDA kernels, not the bf16 ones; see
+// the huge-score tests).
 inline ::testing::AssertionResult dv_sums_to_dout(const Tensor& dv, const Tensor& dout, int64_t w, double tol,
                                                   int64_t first = 0) {
   const int64_t N = dv.shape()[1], D = dv.shape()[3];
