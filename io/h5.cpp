@@ -503,9 +503,15 @@ bool Dataset::checksummed() const {
 
 int64_t Dataset::storage_bytes() const { return static_cast<int64_t>(H5Dget_storage_size(id())); }
 
-void Dataset::require_allocated() const {
+void Dataset::require_allocated() const { require_allocated(0); }
+
+void Dataset::require_allocated(int depth) const {
   const Shape dims = shape();
   if (element_count(dims) == 0) return;  // nothing to store
+  if (virtual_layout()) {
+    require_virtual_sources(depth);
+    return;
+  }
   // Chunks are counted: H5Dget_space_status compares stored bytes with unfiltered chunk bytes, so a
   // Fletcher32 dataset (4 more bytes a chunk) never reads as fully allocated.
   if (chunked()) {
@@ -533,6 +539,206 @@ void Dataset::require_allocated() const {
   if (status != H5D_SPACE_STATUS_ALLOCATED)
     throw InputError(where_.describe() + ": storage is not fully allocated (damaged, or never written): " +
                      (status == H5D_SPACE_STATUS_NOT_ALLOCATED ? "all" : "part") + " of it would read as fill values");
+}
+
+namespace {
+
+// The text a property-list getter writes (H5Pget_virtual_filename style: length first, then the text).
+template <class Getter>
+std::string property_text(Getter get) {
+  const ssize_t length = get(nullptr, 0);
+  if (length <= 0) return "";
+  std::string text(static_cast<size_t>(length) + 1, '\0');
+  if (get(text.data(), text.size()) < 0) return "";
+  text.resize(static_cast<size_t>(length));
+  return text;
+}
+
+bool unlimited_selection(hid_t space) {
+  if (H5Sget_select_type(space) != H5S_SEL_HYPERSLABS || H5Sis_regular_hyperslab(space) <= 0) return false;
+  std::array<hsize_t, H5S_MAX_RANK> start{}, stride{}, count{}, block{};
+  if (H5Sget_regular_hyperslab(space, start.data(), stride.data(), count.data(), block.data()) < 0) return false;
+  const int rank = H5Sget_simple_extent_ndims(space);
+  for (int i = 0; i < rank; ++i)
+    if (count[static_cast<size_t>(i)] == H5S_UNLIMITED || block[static_cast<size_t>(i)] == H5S_UNLIMITED) return true;
+  return false;
+}
+
+// Adds `space`'s selection to `so_far`'s (same extent). False where it cannot be told (not a hyperslab).
+bool add_selection(hid_t so_far, hid_t space) {
+  const H5S_sel_type type = H5Sget_select_type(space);
+  if (type == H5S_SEL_ALL) return H5Sselect_all(so_far) >= 0;
+  if (type == H5S_SEL_NONE) return true;
+  if (type != H5S_SEL_HYPERSLABS) return false;
+  const hssize_t blocks = H5Sget_select_hyper_nblocks(space);
+  if (blocks < 0) return false;
+  const int rank = H5Sget_simple_extent_ndims(space);
+  std::vector<hsize_t> corners(static_cast<size_t>(blocks) * 2 * static_cast<size_t>(rank));
+  if (blocks > 0 && H5Sget_select_hyper_blocklist(space, 0, static_cast<hsize_t>(blocks), corners.data()) < 0)
+    return false;
+  std::vector<hsize_t> count(static_cast<size_t>(rank));
+  for (hssize_t b = 0; b < blocks; ++b) {
+    const hsize_t* first = corners.data() + static_cast<size_t>(b) * 2 * static_cast<size_t>(rank);
+    const hsize_t* last = first + rank;
+    for (int i = 0; i < rank; ++i) count[static_cast<size_t>(i)] = last[i] - first[i] + 1;
+    // H5S_SELECT_OR onto an empty selection fails in HDF5 1.10; the first block is SET.
+    const H5S_seloper_t op = H5Sget_select_npoints(so_far) == 0 ? H5S_SELECT_SET : H5S_SELECT_OR;
+    if (H5Sselect_hyperslab(so_far, op, first, nullptr, count.data(), nullptr) < 0) return false;
+  }
+  return true;
+}
+
+std::string directory_of(const std::string& file) {
+  std::error_code error;
+  const std::filesystem::path absolute = std::filesystem::absolute(file, error);
+  return (error ? std::filesystem::path(file) : absolute).parent_path().string();
+}
+
+// Where HDF5 looks for a virtual dataset's source file, in its order (H5F_prefix_open_file, HDF5 1.10 to
+// 1.14): an absolute name as it is; then the name (an absolute one's last component) under each
+// HDF5_VDS_PREFIX entry (':'-separated), under the dataset access list's prefix, and under the virtual
+// dataset's own file's directory (a prefix starting ${ORIGIN} means that directory too); last the name as
+// given, from the working directory.
+std::vector<std::string> source_file_candidates(const std::string& name, const std::string& vds_file,
+                                                const std::string& access_prefix) {
+  std::vector<std::string> out;
+  std::string base = name;
+  if (!name.empty() && name[0] == '/') {
+    out.push_back(name);
+    base = std::filesystem::path(name).filename().string();
+  }
+  const std::string origin = directory_of(vds_file);
+  const auto under = [&](std::string prefix) {
+    if (prefix.rfind("${ORIGIN}", 0) == 0) prefix = origin + prefix.substr(9);
+    if (prefix.empty()) return;
+    out.push_back((std::filesystem::path(prefix) / base).string());
+  };
+  if (const char* env = std::getenv("HDF5_VDS_PREFIX")) {
+    std::string entries = env;
+    for (size_t start = 0; start <= entries.size();) {
+      const size_t end = std::min(entries.find(':', start), entries.size());
+      under(entries.substr(start, end - start));
+      start = end + 1;
+    }
+  }
+  under(access_prefix);
+  under(origin);
+  out.push_back(base);
+  return out;
+}
+
+}  // namespace
+
+void Dataset::require_virtual_sources(int depth) const {
+  // A virtual dataset can map another; past a few levels it is a loop.
+  if (depth > 8) throw InputError(where_.describe() + ": virtual datasets nest deeper than 8 levels (a loop?)");
+  Handle create(H5Dget_create_plist(id()), H5Pclose);
+  Handle access(H5Dget_access_plist(id()), H5Pclose);
+  size_t mappings = 0;
+  if (!create.valid() || H5Pget_virtual_count(create.id(), &mappings) < 0)
+    throw_input(where_.describe() + ": reading its virtual mappings");
+  const std::string access_prefix =
+      access.valid() ? property_text([&](char* out, size_t size) {
+        return H5Pget_virtual_prefix(access.id(), out, size);
+      })
+                     : std::string();
+  Dataspace covered(Handle(H5Scopy(file_space().id()), H5Sclose));
+  if (covered.id() < 0) throw_input(where_.describe() + ": dataspace");
+  covered.select_none();
+  bool coverage_known = true;
+  for (size_t i = 0; i < mappings; ++i) {
+    const std::string which = "mapping " + std::to_string(i + 1) + " of " + std::to_string(mappings);
+    const std::string file_name = property_text(
+        [&](char* out, size_t size) { return H5Pget_virtual_filename(create.id(), i, out, size); });
+    const std::string dataset_name = property_text(
+        [&](char* out, size_t size) { return H5Pget_virtual_dsetname(create.id(), i, out, size); });
+    Handle virtual_space(H5Pget_virtual_vspace(create.id(), i), H5Sclose);
+    Handle source_space(H5Pget_virtual_srcspace(create.id(), i), H5Sclose);
+    if (file_name.empty() || dataset_name.empty() || !virtual_space.valid() || !source_space.valid())
+      throw_input(where_.describe() + ": reading its virtual " + which);
+    // An unlimited mapping (printf-style source names) takes as many sources as there are: not checked.
+    if (unlimited_selection(virtual_space.id()) || unlimited_selection(source_space.id())) {
+      coverage_known = false;
+      continue;
+    }
+    if (H5Sget_select_npoints(virtual_space.id()) == 0) continue;
+    if (coverage_known && !add_selection(covered.id(), virtual_space.id())) coverage_known = false;
+    const std::string what = where_.describe() + ": its " + which + " reads '" + dataset_name + "' from ";
+    const std::string fill = ": that part would read as fill values";
+    std::optional<File> source_file;  // another file's (this one's is open already)
+    std::string source = "this file";
+    Handle source_handle;
+    if (file_name == ".") {
+      Handle own_file(H5Iget_file_id(id()), H5Fclose);
+      if (own_file.valid()) source_handle = Handle(H5Dopen2(own_file.id(), dataset_name.c_str(), H5P_DEFAULT), H5Dclose);
+      take_error_text();
+      if (!source_handle.valid())
+        throw InputError(what + source + ", which has no dataset '" + dataset_name + "'" + fill);
+    } else {
+      const std::vector<std::string> candidates = source_file_candidates(file_name, where_.file, access_prefix);
+      std::error_code error;
+      for (const std::string& candidate : candidates)
+        if (std::filesystem::exists(candidate, error)) {
+          try {
+            source_file = File::open(candidate, Mode::read, MPI_COMM_NULL);
+          } catch (const InputError& e) {
+            throw InputError(what + "'" + file_name + "', found as " + e.what() + fill);
+          }
+          break;
+        }
+      if (!source_file) {
+        std::string looked;
+        for (const std::string& candidate : candidates) looked += (looked.empty() ? "" : ", ") + candidate;
+        throw InputError(what + "'" + file_name + "', which is not there (looked for " + looked +
+                         "; HDF5_VDS_PREFIX names more directories to look in)" + fill);
+      }
+    }
+    if (source_file) {
+      source = "'" + source_file->path() + "'";
+      if (!source_file->has_dataset(dataset_name))
+        throw InputError(what + source + ", which has no dataset '" + dataset_name + "'" + fill);
+    }
+    const Dataset dataset = source_file ? source_file->open_dataset(dataset_name)
+                                        : Dataset(std::move(source_handle), Where{where_.file, dataset_name}, comm_);
+    const Shape dims = dataset.shape();
+    const std::string has_shape = ", whose '" + dataset_name + "' has shape " + to_string(dims);
+    if (H5Sget_select_type(source_space.id()) == H5S_SEL_ALL) {
+      // The whole source, whatever its extent then: HDF5 needs as many elements as the mapping places.
+      const int64_t placed = H5Sget_select_npoints(virtual_space.id());
+      if (element_count(dims) != placed)
+        throw InputError(what + source + has_shape + " (" + std::to_string(element_count(dims)) +
+                         " elements), where the mapping places " + std::to_string(placed) +
+                         ": HDF5 cannot read it whole into that");
+    } else {
+      const int rank = H5Sget_simple_extent_ndims(source_space.id());
+      std::array<hsize_t, H5S_MAX_RANK> first{}, last{};
+      if (rank <= 0 || rank > H5S_MAX_RANK ||
+          H5Sget_select_bounds(source_space.id(), first.data(), last.data()) < 0)
+        throw_input(what + source + ": the selection it reads");
+      bool inside = static_cast<size_t>(rank) == dims.size();
+      for (int d = 0; inside && d < rank; ++d)
+        inside = last[static_cast<size_t>(d)] < static_cast<hsize_t>(dims[static_cast<size_t>(d)]);
+      if (!inside) {
+        std::ostringstream reads;
+        for (int d = 0; d < rank; ++d) reads << (d ? "," : "[") << last[static_cast<size_t>(d)] + 1;
+        reads << "]";
+        throw InputError(what + source + has_shape + ", smaller than the " + reads.str() + " the mapping reads" +
+                         fill);
+      }
+    }
+    try {
+      dataset.require_allocated(depth + 1);
+    } catch (const InputError& e) {
+      if (depth > 0) throw;  // the outermost mapping and the innermost problem say enough
+      throw InputError(what + source + ": " + e.what());
+    }
+  }
+  if (coverage_known) {
+    const int64_t total = element_count(shape()), mapped = covered.selected_count();
+    if (mapped < total)
+      throw InputError(where_.describe() + ": " + std::to_string(total - mapped) + " of " + std::to_string(total) +
+                       " elements are mapped to no source dataset: they would read as fill values");
+  }
 }
 
 void Dataset::read(hid_t memory_type, const Dataspace& memory, const Dataspace& file, void* buffer,

@@ -181,7 +181,9 @@ class Dataset : public Object {
   bool checksummed() const;     // Fletcher32 in the filter pipeline
   int64_t storage_bytes() const;
   // Throws InputError unless every element has storage: HDF5 reads a chunk missing from a (damaged)
-  // chunk index, or storage never written, as fill values without any error.
+  // chunk index, or storage never written, as fill values without any error. A virtual dataset's
+  // elements must each be mapped, and each mapping's source file and dataset found where HDF5 looks for
+  // them, as large as the mapping reads and itself allocated: HDF5 reads a missing source as fill values.
   void require_allocated() const;
 
   // Raw transfers with HDF5 type conversion from/to `memory_type`. Read failures -> InputError;
@@ -198,6 +200,10 @@ class Dataset : public Object {
 
   // Throws InputError unless the dataset has rank in [min_rank, max_rank].
   void require_rank(size_t min_rank, size_t max_rank) const;
+
+ private:
+  void require_allocated(int depth) const;
+  void require_virtual_sources(int depth) const;
 };
 
 class Group : public Object {

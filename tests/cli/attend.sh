@@ -226,6 +226,68 @@ expect_exit 0 "virtual datasets, P=2" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" attend 
 expect_exit 0 "the source file, P=1" -- "$LONGCTX" attend --input source.h5 --output source1.h5 --backward "${S[@]}"
 expect_exit 0 "virtual P=1 = source P=1" -- $CHECK same virtual1.h5 source1.h5 0
 expect_exit 0 "virtual P=2 = source P=1" -- $CHECK same virtual2.h5 source1.h5 1e-5
+# A virtual dataset's missing parts read as fill values without any error in HDF5: a source file or dataset
+# that is not there, elements no mapping covers, a source only partly written. Each is refused before any
+# work, naming the mapping (before: exit 0 with zeros for those rows; a source smaller than the mapping
+# failed only at the read). Sources are looked for where HDF5 looks: the virtual file's directory from any
+# working directory, HDF5_VDS_PREFIX, the same file.
+mkdir -p vds vds/moved vds/cwd
+/usr/bin/python3 -c "
+import h5py, numpy as np
+x = np.random.default_rng(0).standard_normal((48, 5, 8)).astype('f4')
+with h5py.File('vds/src.h5', 'w') as f:
+    for n in ('q', 'k', 'v'): f[n] = x
+    f['small'] = x[:40]
+    d = f.create_dataset('half', x.shape, 'f4', chunks=(8, 5, 8)); d[:24] = x[:24]
+def vds(path, q=None, source='src.h5', own=False):
+    with h5py.File(path, 'w', libver='latest') as f:
+        if own: f['x'] = x
+        for n in ('q', 'k', 'v'):
+            layout = h5py.VirtualLayout(shape=x.shape, dtype='f4')
+            if n == 'q' and q: q(layout)
+            else: layout[:] = h5py.VirtualSource('.' if own else source, 'x' if own else n, shape=x.shape)
+            f.create_virtual_dataset(n, layout)
+src = lambda name: h5py.VirtualSource('src.h5', name, shape=x.shape)
+vds('vds/ok.h5')
+vds('vds/own.h5', own=True)
+vds('vds/gone.h5', source='missing.h5')
+vds('vds/loop.h5', source='loop.h5')
+def half_mapped(l): l[:24] = src('q')[:24]
+vds('vds/half_mapped.h5', half_mapped)
+def two(l): l[:24] = src('q')[:24]; l[24:] = src('q')[24:]
+vds('vds/two.h5', two)
+def small(l): l[:] = src('small')
+vds('vds/small.h5', small)
+def nope(l): l[:] = src('nope')
+vds('vds/no_dataset.h5', nope)
+def half(l): l[:] = src('half')
+vds('vds/half_written.h5', half)
+" || exit 1
+cp vds/ok.h5 vds/moved/ok.h5
+V=(--segment-lengths 4 --dilation-rates 1 --quiet)
+expect_exit 0 "VDS: two mappings that cover q" -- "$LONGCTX" attend --input vds/two.h5 --output vds/two.out.h5 "${V[@]}"
+expect_exit 0 "VDS: a source in the same file" -- "$LONGCTX" attend --input vds/own.h5 --output vds/own.out.h5 "${V[@]}"
+(cd vds/cwd && expect_exit 0 "VDS: a relative source found next to the virtual file from another directory" -- \
+  "$LONGCTX" attend --input ../ok.h5 --output ok.out.h5 "${V[@]}")
+bad 3 "vds/moved/ok.h5: /q: its mapping 1 of 1 reads 'q' from 'src.h5', which is not there \(looked for .*vds/moved/src.h5, src.h5; HDF5_VDS_PREFIX" \
+  "VDS moved away from its sources" -- "$LONGCTX" attend --input vds/moved/ok.h5 "${U[@]}"
+expect_exit 0 "VDS moved: its sources found through HDF5_VDS_PREFIX" -- env HDF5_VDS_PREFIX="/nowhere:$OUT/vds" \
+  "$LONGCTX" attend --input vds/moved/ok.h5 --output vds/moved.out.h5 "${V[@]}"
+expect_exit 0 "... and it reads them: equal to the unmoved file's output" -- $CHECK same vds/moved.out.h5 vds/cwd/ok.out.h5 0
+for np in 1 2; do
+  bad 3 "vds/gone.h5: /q: its mapping 1 of 1 reads 'q' from 'missing.h5', which is not there.*fill values" \
+    "VDS source file missing, P=$np" -- "${MPIRUN[@]}" -np $np "$LONGCTX" attend --input vds/gone.h5 "${U[@]}"
+done
+bad 3 "vds/loop.h5: /q: its mapping 1 of 1 reads 'q' from '.*vds/loop.h5': .*vds/loop.h5: /q: virtual datasets nest deeper than 8 levels \\(a loop\\?\\)$" \
+  "VDS mapping itself" -- "$LONGCTX" attend --input vds/loop.h5 "${U[@]}"
+bad 3 "vds/half_mapped.h5: /q: 960 of 1920 elements are mapped to no source dataset" "VDS half unmapped" -- \
+  "$LONGCTX" attend --input vds/half_mapped.h5 "${U[@]}"
+bad 3 "reads 'small' from '.*vds/src.h5', whose 'small' has shape \[40,5,8\] \(1600 elements\), where the mapping places 1920" \
+  "VDS source smaller than its mapping" -- "$LONGCTX" attend --input vds/small.h5 "${U[@]}"
+bad 3 "reads 'nope' from '.*vds/src.h5', which has no dataset 'nope'" "VDS source dataset missing" -- \
+  "$LONGCTX" attend --input vds/no_dataset.h5 "${U[@]}"
+bad 3 "vds/half_written.h5: /q: its mapping 1 of 1 reads 'half' from .*/half: 3 of 6 chunks are stored" \
+  "VDS source half written" -- "$LONGCTX" attend --input vds/half_written.h5 "${U[@]}"
 
 # The output's temporary file is claimed, never written through: a link (symbolic or hard), a directory or a
 # FIFO at t.h5.tmp / r.json.tmp is refused before any work, naming it (before: a symbolic link's target was
