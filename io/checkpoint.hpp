@@ -196,6 +196,10 @@ std::optional<std::string> find_latest_checkpoint(const std::string& dir);
 // Removes step_*.h5.tmp and latest.tmp left by crashed commits; returns how many. Call it only when no
 // writer is active on `dir` (commit does it itself, on rank 0, after publishing).
 int remove_stray_temporaries(const std::string& dir);
+// Before a run writes checkpoints into `dir`: throws UsageError (starting with `named`) for a checkpoint's
+// or latest's temporary file there that could not be claimed when its commit comes (a link, a directory,
+// a FIFO; check_temporary_path). A left-over plain one passes: the commit takes it over.
+void check_checkpoint_temporaries(const std::string& named, const std::string& dir);
 
 // ---- inspection and verification (serial: one process reads the whole file) ----------------------------
 struct DatasetInfo {

@@ -228,8 +228,22 @@ std::optional<std::string> find_latest_checkpoint(const std::string& dir) {
   return path;
 }
 
+namespace {
+const std::regex& temporary_name() {
+  static const std::regex name(R"(step_\d{8}\.h5\.tmp|latest\.tmp)");
+  return name;
+}
+}  // namespace
+
+void check_checkpoint_temporaries(const std::string& named, const std::string& dir) {
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, error))
+    if (std::regex_match(entry.path().filename().string(), temporary_name()))
+      check_temporary_path(named, entry.path().string());
+}
+
 int remove_stray_temporaries(const std::string& dir) {
-  static const std::regex stray(R"(step_\d{8}\.h5\.tmp|latest\.tmp)");
+  const std::regex& stray = temporary_name();
   int removed = 0;
   std::error_code error;
   for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {

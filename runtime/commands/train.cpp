@@ -734,7 +734,12 @@ Command train_command() {
     train::make_dataset(r.data);  // the token file's metadata too (exit 3 when it is no token file)
     curriculum_datasets(r);
     // Last: a run refused above creates nothing.
-    if (!r.checkpoint_dir.empty() && inv.process.world().rank() == 0) lock_checkpoint_dir(r.checkpoint_dir);
+    if (!r.checkpoint_dir.empty() && inv.process.world().rank() == 0) {
+      lock_checkpoint_dir(r.checkpoint_dir);
+      // Under the lock, so a temporary file held now is no other run's: a link or a directory at
+      // step_N.h5.tmp would otherwise stop the run at step N's checkpoint.
+      io::check_checkpoint_temporaries("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);
+    }
   };
   return {"train", "train the sequence-parallel LongNet LM (passkey, associative, token file)", "", declare,
           run_train, check};

@@ -198,6 +198,25 @@ expect_exit 2 "checkpoint.dir below a file" -- "$LONGCTX" train "${SMALL[@]}" --
   --log.jsonl "$OUT/never.jsonl"
 expect_in "$OUT/stderr" "checkpoint.dir=.*is not a directory" "names checkpoint.dir"
 [ ! -e "$OUT/never.jsonl" ] && ! grep -q "^step" "$OUT/stdout" && pass "no step run, no log written" || fail "ran or wrote before refusing"
+# A checkpoint's or latest's temporary file that its commit could not claim (a directory, a symbolic link)
+# is refused before step 1 (before: the run trained up to that checkpoint, then failed there, exit 2).
+for kind in directory symlink; do
+  rm -rf "$OUT/cktmp"; mkdir -p "$OUT/cktmp"
+  case $kind in
+    directory) mkdir "$OUT/cktmp/step_00000002.h5.tmp" ;;
+    symlink) ln -s "$OUT/afile" "$OUT/cktmp/latest.tmp" ;;
+  esac
+  expect_exit 2 "a $kind at a checkpoint's temporary file" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 \
+    --checkpoint.dir "$OUT/cktmp" --checkpoint.every 2
+  expect_in "$OUT/stderr" "checkpoint.dir=.*cktmp: its temporary file '.*cktmp/(step_00000002.h5|latest).tmp' is a (directory|symbolic link).*remove" \
+    "names the $kind and says to remove it"
+  ! grep -q "^step" "$OUT/stdout" && pass "$kind: no step run" || fail "$kind: trained before refusing"
+done
+rm -rf "$OUT/cktmp"; mkdir -p "$OUT/cktmp"; echo partial >"$OUT/cktmp/step_00000002.h5.tmp"
+expect_exit 0 "a left-over plain temporary file is taken over" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 \
+  --checkpoint.dir "$OUT/cktmp" --checkpoint.every 2
+[ "$(cat "$OUT/cktmp/latest")" = step_00000002.h5 ] && [ ! -e "$OUT/cktmp/step_00000002.h5.tmp" ] &&
+  pass "and step 2's checkpoint committed over it" || fail "left-over temporary: $(ls "$OUT/cktmp")"
 expect_exit 2 "log.jsonl with a line break" -- "$LONGCTX" train "${SMALL[@]}" --log.jsonl "$OUT/a
 b.jsonl"
 expect_in "$OUT/stderr" "--log.jsonl: a config value cannot hold a line break" "names the option"
