@@ -28,8 +28,9 @@ struct AttendInput {
 AttendInput check_attend_input(const h5::File& file, bool backward);
 // Every element of q, k, v (and `do`) must have been written: a chunked dataset with chunks missing, or
 // one whose storage was never allocated, reads as fill values without any error (require_allocated).
-// Virtual datasets are not checked (their elements live in other datasets). InputError naming the
-// dataset and how much of it is stored.
-void check_attend_storage(const h5::File& file, bool backward);
+// So does a virtual dataset's part whose source is missing; its sources are checked only with
+// `virtual_sources` (one rank of a job: each may open thousands of files). InputError naming the dataset
+// and how much of it is stored, or the mapping.
+void check_attend_storage(const h5::File& file, bool backward, bool virtual_sources);
 
 }  // namespace longctx::io
