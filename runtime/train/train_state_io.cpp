@@ -185,6 +185,7 @@ std::vector<std::string> checkpoint_model_problems(const io::CheckpointReader& r
         problems.push_back(path + ": " + name + ": missing (its /config's model has it; a resume would stop, exit 3)");
         continue;
       }
+      if (found->second->dtype.empty()) continue;  // it could not be read: its own problem is reported
       if (found->second->shape != view.shape)
         problems.push_back(path + ": " + name + ": shape " + to_string(found->second->shape) + ", the model needs " +
                            to_string(view.shape));

@@ -295,7 +295,17 @@ def retype(f):
 variant("float64", retype)
 variant("world0", lambda f: f.attrs.modify("world_size", np.int64(0)))
 variant("state_extra", lambda f: f.create_dataset("state/global/data_position", data=np.int64(7)))
+shutil.copy(src, f"{out}/ck_flipped.h5")
+with h5py.File(f"{out}/ck_flipped.h5", "r") as f:
+    at = f["model/layer0/wq"].id.get_chunk_info(0).byte_offset + 4
+with open(f"{out}/ck_flipped.h5", "r+b") as f:
+    f.seek(at); b = f.read(1); f.seek(at); f.write(bytes([b[0] ^ 0xFF]))
 PY
+# A tensor whose checksum fails is reported as that alone (it also got 'shape [], the model needs [32,32]'
+# and ', the model needs float32', from the description its failed read left empty).
+expect_exit 3 "verify: a flipped byte in a tensor" -- "$LONGCTX" ckpt verify "$OUT/ck_flipped.h5" --quiet
+expect_in "$OUT/stdout" "/model/layer0/wq: .*(Fletcher32|checksum)" "verify names the tensor's failed checksum"
+! grep -q "the model needs" "$OUT/stdout" && pass "and no false shape / type lines" || fail "false lines: $(grep 'the model needs' "$OUT/stdout")"
 expect_exit 0 "verify: more under /state, which a resume accepts too" -- "$LONGCTX" ckpt verify "$OUT/ck_state_extra.h5" --quiet
 for c in "no_wq:/model/layer0/wq: missing" "no_optimizer:/optimizer/m/embedding: missing" \
          "shape:/model/layer0/wq: shape \[16,32\], the model needs \[32,32\]" \
