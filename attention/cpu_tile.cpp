@@ -164,10 +164,9 @@ void flash_forward_tile(const float* q, const float* k, const float* v, int64_t 
   float* vp = ws.floats(1, padded_keys * Dp);
   float* S = ws.floats(2, kBlockQ * kBlockK);
   float* acc = ws.floats(3, kBlockQ * Dp);
-  float* row_max = ws.floats(4, kBlockQ);
+  float* row_top = ws.floats(4, kBlockQ);  // each row's largest score so far (in base 2: times log2e)
   float* row_sum = ws.floats(5, kBlockQ);
   float* qs = ws.floats(6, std::max<int64_t>(m_q, 1) * D);
-  float* row_top = ws.floats(7, kBlockQ);  // the largest score, unscaled by log2e
   int64_t* limit = ws.indices(0, kBlockQ);
   pack_transposed(k, m_k, D, kT);
   pack_rows(v, m_k, D, padded_keys, Dp, vp);
@@ -181,7 +180,6 @@ void flash_forward_tile(const float* q, const float* k, const float* v, int64_t 
       limit[i] = visible_keys(key_limit, q0 + i, m_k);
       max_limit = std::max(max_limit, limit[i]);
     }
-    std::fill(row_max, row_max + rows, kNegInf);
     std::fill(row_top, row_top + rows, kNegInf);
     std::fill(row_sum, row_sum + rows, 0.0f);
     std::fill(acc, acc + rows * Dp, 0.0f);
@@ -197,18 +195,17 @@ void flash_forward_tile(const float* q, const float* k, const float* v, int64_t 
           continue;
         }
         const vint valid_v = simd::splat_int(static_cast<int32_t>(valid));
-        vfloat mx = simd::splat(kNegInf), top = simd::splat(kNegInf);
+        vfloat top = simd::splat(kNegInf);
         for (int64_t j = 0; j < cols; j += kLanes) {
           vfloat score = simd::load(s + j);
           if (j + kLanes > valid)
             score = (lanes + static_cast<int32_t>(j)) < valid_v ? score : simd::splat(kNegInf);
-          const vfloat x = score * kLog2e;
-          simd::store(s + j, x);
-          mx = simd::vmax(mx, x);
+          simd::store(s + j, score * kLog2e);
           top = simd::vmax(top, score);
         }
-        row_top[i] = std::max(row_top[i], simd::reduce_max(top));
-        const float m_new = std::max(row_max[i], simd::reduce_max(mx));
+        const float top_new = std::max(row_top[i], simd::reduce_max(top));
+        // The largest stored score (rounding is monotonic), and the one before this block's.
+        const float m_old = row_top[i] * kLog2e, m_new = top_new * kLog2e;
         // Scores all -inf so far (an infinite input): P = exp2(-inf - 0) = 0, not exp2(-inf - -inf) = NaN.
         const vfloat m_v = simd::splat(m_new == kNegInf ? 0.0f : m_new);
         vfloat sum = vfloat{};
@@ -217,13 +214,13 @@ void flash_forward_tile(const float* q, const float* k, const float* v, int64_t 
           simd::store(s + j, p);
           sum += p;
         }
-        if (row_max[i] != m_new) {
-          const float alpha = std::exp2(row_max[i] - m_new);  // 0 when row_max was -inf
+        if (m_old != m_new) {
+          const float alpha = std::exp2(m_old - m_new);  // 0 when row_top was -inf
           row_sum[i] *= alpha;
           float* a = acc + i * Dp;
           for (int64_t d = 0; d < Dp; ++d) a[d] *= alpha;
-          row_max[i] = m_new;
         }
+        row_top[i] = top_new;
         row_sum[i] += simd::reduce_sum(sum);
       }
       gemm(rows, Dp, nk, S, kBlockK, 1, vp + k0 * Dp, Dp, acc, Dp, true);
@@ -235,7 +232,7 @@ void flash_forward_tile(const float* q, const float* k, const float* v, int64_t 
       if (row_sum[i] != 0) {
         const float inv = 1.0f / row_sum[i];
         for (int64_t d = 0; d < D; ++d) out[d] = acc[i * Dp + d] * inv;
-        // row_max = fl(row_top log2e) (rounding is monotonic), so l is relative to row_top itself.
+        // l is relative to fl(row_top log2e), the largest stored score, so to row_top itself.
         lse[q0 + i] = row_top[i] + std::log2(row_sum[i]) * kLn2;
       } else {
         std::fill(out, out + D, 0.0f);

@@ -588,12 +588,6 @@ bool add_selection(hid_t so_far, hid_t space) {
   return true;
 }
 
-std::string directory_of(const std::string& file) {
-  std::error_code error;
-  const std::filesystem::path absolute = std::filesystem::absolute(file, error);
-  return (error ? std::filesystem::path(file) : absolute).parent_path().string();
-}
-
 // Where HDF5 looks for a virtual dataset's source file, in its order (H5F_prefix_open_file, HDF5 1.10 to
 // 1.14): an absolute name as it is; then the name (an absolute one's last component) under each
 // HDF5_VDS_PREFIX entry (':'-separated), under the dataset access list's prefix, and under the virtual
@@ -607,7 +601,10 @@ std::vector<std::string> source_file_candidates(const std::string& name, const s
     out.push_back(name);
     base = std::filesystem::path(name).filename().string();
   }
-  const std::string origin = directory_of(vds_file);
+  std::error_code error;
+  const std::filesystem::path directory = directory_of(vds_file);  // "." for a bare name
+  const std::filesystem::path absolute = std::filesystem::absolute(directory, error).lexically_normal();
+  const std::string origin = (error ? directory : absolute).string();
   const auto under = [&](std::string prefix) {
     if (prefix.rfind("${ORIGIN}", 0) == 0) prefix = origin + prefix.substr(9);
     if (prefix.empty()) return;
