@@ -527,6 +527,13 @@ int run_train(Invocation& inv) {
   if (!r.checkpoint_dir.empty())
     if (const auto latest = io::find_latest_checkpoint(r.checkpoint_dir)) {
       train::load_checkpoint(trainer, *latest, config_text, mpi);
+      // A run cannot go back: a latest past train.steps means the options name another run (or a typo).
+      // Before this it printed "done" and exited 0 having trained nothing, which a script took for success.
+      if (trainer.step() > r.steps)
+        throw UsageError("train.steps=" + std::to_string(r.steps) + ": checkpoint.dir's latest, " + *latest +
+                             ", is at step " + std::to_string(trainer.step()) + " already; give train.steps >= " +
+                             std::to_string(trainer.step()) + " (equal evaluates it and exits), or use another checkpoint.dir",
+                         "train.steps");
       log::info("resumed from " + *latest + " at step " + std::to_string(trainer.step()));
       resumed = true;
     }
@@ -618,7 +625,8 @@ int run_train(Invocation& inv) {
       train::Trainer* next = stage < stages ? stage_trainer[stage].get() : &trainer;
       next->copy_state_from(*active);
       active = next;
-      log::info("step " + std::to_string(step) + ": switching to N = " + std::to_string(active->config().seq_len));
+      log::info("step " + std::to_string(step) + " done: steps from " + std::to_string(step + 1) + " train at N = " +
+                std::to_string(active->config().seq_len));
     }
     // A stop that lands on the last step finishes the run (eval, checkpoint, exit 0): a requeue would
     // only resume at the end, and the last step's eval would be missing from log.jsonl for good.

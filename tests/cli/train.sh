@@ -110,10 +110,21 @@ b = [float(l.split()[1]) for l in open(sys.argv[2])]
 assert len(a) == len(b) == 3 and all(abs(x - y) < 1e-3 for x, y in zip(a, b)), (a, b)
 PY
 
+# ---- latest past train.steps: exit 2 naming both, nothing trained or written (before: "done", exit 0) ---
+ls "$OUT/ck" >"$OUT/ck.before"
+expect_exit 2 "resume past train.steps" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 4 --checkpoint.dir "$OUT/ck" \
+  --log.jsonl "$OUT/past.jsonl"
+expect_in "$OUT/stderr" "train.steps=4: .*step_00000006.h5, is at step 6 already" "names train.steps and the checkpoint"
+[ ! -e "$OUT/past.jsonl" ] && diff <(ls "$OUT/ck") "$OUT/ck.before" >/dev/null && pass "nothing written" \
+  || fail "wrote something: $(ls "$OUT/ck")"
+expect_exit 0 "resume at train.steps = the checkpoint's step (evaluates it)" -- "$LONGCTX" train "${SMALL[@]}" \
+  --train.steps 6 --checkpoint.dir "$OUT/ck"
+expect_in "$OUT/stdout" "eval step 6 " "evaluates the checkpoint"
+
 # ---- length curriculum: short steps first, then data.seq_len; eval always at data.seq_len ------------
 expect_exit 0 "length curriculum" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" --train.steps 4 \
   --data.short_seq_len 64 --data.short_steps 2 --eval.every 1
-expect_in "$OUT/stderr" "switching to N = 256" "switches to the full length"
+expect_in "$OUT/stderr" "step 2 done: steps from 3 train at N = 256" "switches to the full length after step 2"
 expect_in "$OUT/stdout" "^step +2 .*N 64" "first steps at the short length"
 expect_in "$OUT/stdout" "eval step 1 .*N = 256" "eval at the full length"
 expect_exit 2 "unshardable short length" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" \
