@@ -219,6 +219,34 @@ void check_output_path(const std::string& option, const std::string& path) {
   check_temporary_path(named, path + ".tmp");
 }
 
+namespace {
+
+// The HDF5 superblock's signature, at byte 0 or at 512, 1024, 2048, ... (after a user block).
+bool has_hdf5_signature(const std::string& path) {
+  static const char kSignature[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (!file) return true;  // unreadable: the rename replaces it all the same; not ours to judge here
+  bool found = false;
+  for (long offset = 0; !found; offset = offset == 0 ? 512 : offset * 2) {
+    char bytes[8];
+    if (std::fseek(file, offset, SEEK_SET) != 0 || std::fread(bytes, 1, 8, file) != 8) break;
+    found = std::memcmp(bytes, kSignature, 8) == 0;
+  }
+  std::fclose(file);
+  return found;
+}
+
+}  // namespace
+
+void check_hdf5_output_path(const std::string& option, const std::string& path) {
+  check_output_path(option, path);
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error) || std::filesystem::file_size(path, error) == 0 || error) return;
+  if (!has_hdf5_signature(path))
+    throw UsageError("--" + option + " '" + path + "' exists and is not an HDF5 file; writing would replace it: "
+                     "move it away or give another name");
+}
+
 void check_output_directory(const std::string& named, const std::string& directory) {
   namespace fs = std::filesystem;
   std::error_code error;

@@ -74,6 +74,9 @@ std::string directory_of(const std::string& path);
 // rename both happen there), and that `<path>.tmp` can be claimed (check_temporary_path). Throws
 // UsageError naming the option.
 void check_output_path(const std::string& option, const std::string& path);
+// check_output_path for an HDF5 output, which also refuses to replace an existing file that is not HDF5
+// (a config file or a script named by mistake): UsageError naming the option. An empty file may go.
+void check_hdf5_output_path(const std::string& option, const std::string& path);
 // The same for a directory made on first use (create_directories): the nearest part of `directory`
 // that exists must be a directory this process may write. Errors start with `named`.
 void check_output_directory(const std::string& named, const std::string& directory);

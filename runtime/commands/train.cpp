@@ -27,6 +27,7 @@
 #include <cctype>
 #include <set>
 #include <sstream>
+#include <vector>
 
 #include "attention/cuda/cuda_attention.hpp"
 #include "attention/sequence_parallel.hpp"
@@ -286,7 +287,7 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
   // Only in the config phase (warn = false there): run_train validates again on every rank, and rank 0 may
   // by then hold the dump's temporary file, which a later rank would take for another writer's.
   if (!warn && !r.log_jsonl.empty()) io::check_output_path("log.jsonl", r.log_jsonl);
-  if (!warn && !r.dump_path.empty()) io::check_output_path("dump.activations", r.dump_path);
+  if (!warn && !r.dump_path.empty()) io::check_hdf5_output_path("dump.activations", r.dump_path);
   require(r.log_jsonl.empty() || r.dump_path.empty() || !io::same_file(r.log_jsonl, r.dump_path),
           "log.jsonl and dump.activations name the same file");
   // The training data is input: no output may land on it (or on its name plus .tmp, renamed over it).
@@ -327,9 +328,9 @@ double step_flops(const model::ModelConfig& m, int64_t n) {
   return model::dense_flops_per_token(m) * double(n) + attention;
 }
 
-// log.jsonl, written by rank 0. A resumed run first drops the lines after its checkpoint's step (a crash
+// log.jsonl, written by rank 0. A resumed run first drops its lines after its checkpoint's step (a crash
 // after logging but before the next checkpoint left them; this run logs those steps again) and a torn
-// last line, so the file reads like one uninterrupted run. A failed write stops the run: lines are not
+// last line, so the file reads like one uninterrupted run; an earlier run's lines before them stay. A failed write stops the run: lines are not
 // lost silently.
 class JsonLog {
  public:
@@ -355,26 +356,43 @@ class JsonLog {
     for (std::string line; std::getline(in, line);) lines += !line.empty();
     return lines;
   }
+  // Only this run's lines: those from where the steps last went down (a fresh run appended to an earlier
+  // run's file starts again at a low step). Before, an earlier run's lines after `step` went too.
   void trim_after(int64_t step) {
     std::ifstream in(path_);
     if (!in) return;
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::string kept;
-    int64_t dropped = 0;
+    struct Line {
+      size_t begin, end;  // [begin, end) including its '\n'
+      int64_t step;       // -1: none
+    };
+    std::vector<Line> lines;
+    bool torn = false;  // by a crash mid-write
     for (size_t begin = 0; begin < text.size();) {
       const size_t end = text.find('\n', begin);
-      if (end == std::string::npos) {  // torn by a crash mid-write
-        ++dropped;
+      if (end == std::string::npos) {
+        torn = true;
         break;
       }
-      const std::string line = text.substr(begin, end - begin + 1);
+      const size_t at = text.find("\"step\": ", begin);
+      const int64_t line_step = at < end ? std::strtoll(text.c_str() + at + 8, nullptr, 10) : -1;
+      lines.push_back({begin, end + 1, line_step});
       begin = end + 1;
-      const size_t at = line.find("\"step\": ");
-      if (at != std::string::npos && std::strtoll(line.c_str() + at + 8, nullptr, 10) > step) {
+    }
+    size_t run_begin = 0;
+    for (size_t i = 1, last = 0; i < lines.size(); ++i) {
+      if (lines[i].step < 0) continue;
+      if (lines[last].step >= 0 && lines[i].step <= lines[last].step) run_begin = i;
+      last = i;
+    }
+    std::string kept;
+    int64_t dropped = torn ? 1 : 0;
+    for (size_t i = 0; i < lines.size(); ++i) {
+      if (i >= run_begin && lines[i].step > step) {
         ++dropped;
         continue;
       }
-      kept += line;
+      kept.append(text, lines[i].begin, lines[i].end - lines[i].begin);
     }
     if (dropped == 0) return;
     io::write_text_durably(path_, kept);

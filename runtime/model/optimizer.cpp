@@ -48,13 +48,11 @@ double gradient_norm(const float* grads, int64_t count) {
   return std::sqrt(sum);
 }
 
-double clip_gradients(float* grads, int64_t count, double max_norm) {
-  const double norm = gradient_norm(grads, count);
+void clip_gradients(float* grads, int64_t count, double norm, double max_norm) {
   if (max_norm > 0 && norm > max_norm) {
     const float scale = static_cast<float>(max_norm / (norm + 1e-12));
     for (int64_t i = 0; i < count; ++i) grads[i] *= scale;
   }
-  return norm;
 }
 
 }  // namespace longctx::model

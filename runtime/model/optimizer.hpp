@@ -42,7 +42,8 @@ class AdamW {
 
 // L2 norm of the whole gradient (double accumulation, fixed order).
 double gradient_norm(const float* grads, int64_t count);
-// Scales grads so that their norm is at most max_norm (max_norm <= 0: no clipping). Returns the norm before.
-double clip_gradients(float* grads, int64_t count, double max_norm);
+// Scales grads, whose norm is `norm` (gradient_norm), so that it is at most max_norm (max_norm <= 0: no
+// clipping).
+void clip_gradients(float* grads, int64_t count, double norm, double max_norm);
 
 }  // namespace longctx::model

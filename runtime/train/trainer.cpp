@@ -46,11 +46,14 @@ StepStats Trainer::compute_gradients(const SequenceRows& rows, bool stop_here) {
     const float inv = static_cast<float>(1.0 / totals[1]);
     for (float& g : grads_) g *= inv;
   }
+  // Here, not in apply_update: the caller refuses a non-finite norm before any update (a finite loss with
+  // an overflowing gradient was applied, logged and checkpointed as nan weights).
+  stats.grad_norm = model::gradient_norm(grads_.data(), int64_t(grads_.size()));
   return stats;
 }
 
 void Trainer::apply_update(StepStats& stats) {
-  stats.grad_norm = model::clip_gradients(grads_.data(), int64_t(grads_.size()), config_.clip_norm);
+  model::clip_gradients(grads_.data(), int64_t(grads_.size()), stats.grad_norm, config_.clip_norm);
   stats.lr = config_.lr.at(step_);
   optimizer_.update(params_.data(), grads_.data(), stats.lr, step_);
   ++step_;

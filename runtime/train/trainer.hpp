@@ -51,7 +51,8 @@ class Trainer {
   Trainer(TrainerConfig config, comm::Communicator& comm, model::SequenceAttention& attention);
 
   io::RowRange local_rows() const { return rows_; }
-  // Steps 1-2 of the protocol; leaves the mean-loss gradient in grads(). `stop_here`: this rank's flag.
+  // Steps 1-2 of the protocol; leaves the mean-loss gradient in grads() and its norm in grad_norm.
+  // `stop_here`: this rank's flag.
   StepStats compute_gradients(const SequenceRows& rows, bool stop_here);
   // Step 3: clip and update; advances step().
   void apply_update(StepStats& stats);

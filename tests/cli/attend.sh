@@ -157,6 +157,13 @@ bad 2 "directory 'nodir' does not exist" "--output in a missing directory" -- "$
 grep -q "forward" "$OUT/stderr" && fail "computed before refusing the output path" || pass "refused before computing"
 bad 2 "exists and is not a regular file" "--output /dev/null" -- "${A[@]/bad.h5//dev/null}" "${S[@]:0:4}"
 [ -c /dev/null ] && pass "/dev/null is still a device" || fail "/dev/null was replaced"
+# An existing file that is not HDF5 is not replaced (a config or a script named by mistake; before: replaced,
+# exit 0). An empty one may be (a placeholder), and so may an HDF5 file (an older output).
+printf 'seed = 4\n' >notes.ini
+bad 2 "'notes.ini' exists and is not an HDF5 file" "--output an existing text file" -- "${A[@]/bad.h5/notes.ini}" "${S[@]:0:4}"
+[ "$(cat notes.ini)" = "seed = 4" ] && pass "the text file is unchanged" || fail "notes.ini was replaced"
+: >placeholder.h5
+expect_exit 0 "--output an empty file" -- "$LONGCTX" attend --input in.h5 --output placeholder.h5 "${S[@]:0:4}"
 if [ "$(id -u)" -eq 0 ]; then  # access() says yes to root; /proc takes no files (before: refused after computing)
   bad 2 "cannot create files in directory '/proc'" "--output under /proc as root" -- "${A[@]/bad.h5//proc/x.h5}" "${S[@]:0:4}"
 fi
@@ -329,7 +336,7 @@ expect_exit 0 "the next run takes over the leftover" -- "$LONGCTX" attend --inpu
 expect_in "$OUT/stderr" "replacing busy.h5.tmp, left by an earlier run that did not finish" "says it replaced the leftover"
 [ -e busy.h5 ] && [ ! -e busy.h5.tmp ] && pass "busy.h5 written, no .tmp left" || fail "busy.h5 / busy.h5.tmp after the takeover"
 
-echo keep >bad.h5
+cp busy.h5 bad.h5
 expect_exit 3 "failed run keeps an existing output" -- "$LONGCTX" attend --input noq.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
-[ "$(cat bad.h5)" = keep ] && pass "existing output untouched" || fail "existing output was overwritten"
+cmp -s busy.h5 bad.h5 && pass "existing output untouched" || fail "existing output was overwritten"
 finish

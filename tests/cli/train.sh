@@ -233,6 +233,11 @@ b.jsonl"
 expect_in "$OUT/stderr" "--log.jsonl: a config value cannot hold a line break" "names the option"
 expect_exit 2 "log.jsonl in a missing directory" -- "$LONGCTX" train "${SMALL[@]}" --log.jsonl "$OUT/nodir/l.jsonl"
 expect_exit 2 "dump.activations is a directory" -- "$LONGCTX" train "${SMALL[@]}" --dump.activations "$OUT"
+printf '[train]\nsteps = 2\n' >"$OUT/run.ini"
+expect_exit 2 "dump.activations is the config file" -- "$LONGCTX" train "${SMALL[@]}" --config "$OUT/run.ini" \
+  --dump.activations "$OUT/run.ini"
+expect_in "$OUT/stderr" "run.ini' exists and is not an HDF5 file" "refuses to replace it"
+[ "$(head -1 "$OUT/run.ini")" = "[train]" ] && pass "the config is unchanged" || fail "run.ini was replaced"
 expect_exit 2 "an infinite learning rate" -- "$LONGCTX" train "${SMALL[@]}" --train.lr inf
 expect_exit 2 "a negative clip" -- "$LONGCTX" train "${SMALL[@]}" --train.clip -1
 
@@ -250,6 +255,17 @@ expect_exit 1 "a run diverging before its first checkpoint" -- "$LONGCTX" train 
   --train.steps 8 --checkpoint.dir "$OUT/nan2" --checkpoint.every 100
 grep -q "last checkpoint is intact" "$OUT/stderr" && fail "speaks of a checkpoint that does not exist" ||
   pass "no checkpoint yet: does not claim one is intact"
+
+# A finite loss with a gradient that overflows (step 2 here): the norm is known before the update now. Before,
+# it was computed in the update, after the check: nan weights were applied, logged and committed at step 2,
+# checkpoint.keep 1 pruned step 1 for it, and step 3 failed saying "the last checkpoint is intact".
+expect_exit 1 "a finite loss with a non-finite gradient" -- "$LONGCTX" train --quiet --model.mlp_hidden 64 --model.heads 4 \
+  --model.dim 32 --model.segment_lengths 32,128,256 --model.dilation_rates 1,2,4 --data.seq_len 256 --train.steps 3 \
+  --train.warmup 0 --train.lr 1e6 --checkpoint.dir "$OUT/nang" --checkpoint.every 1 --checkpoint.keep 1
+expect_in "$OUT/stderr" "training diverged at step 2: loss [0-9.]+, gradient norm -?nan" "refuses step 2 for its gradient"
+[ "$(ls "$OUT/nang" | grep '^step_' | tr '\n' ' ')" = "step_00000001.h5 " ] \
+  && "$LONGCTX" ckpt verify "$OUT/nang" --quiet >/dev/null 2>&1 && pass "step 1's checkpoint kept, and it verifies" \
+  || fail "checkpoints: $(ls "$OUT/nang")"
 
 # ---- a resumed run keeps the activation dumps made before it ---------------------------------------
 expect_exit 0 "dump step 1, stop at 2" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 --checkpoint.dir "$OUT/dr" \
@@ -368,6 +384,19 @@ expect_exit 0 "resume after the crash" -- "$LONGCTX" train "${SMALL[@]}" --train
 expect_in "$OUT/stderr" "log.jsonl: dropped 3 line" "says what it dropped"
 diff <(losses "$OUT/whole.jsonl") <(losses "$OUT/crash.jsonl") >/dev/null && [ "$(wc -l <"$OUT/crash.jsonl")" -eq 6 ] &&
   pass "log.jsonl after crash + resume = one uninterrupted run" || { fail "log.jsonl after a crash"; cat "$OUT/crash.jsonl"; }
+
+# The same in a file that a fresh run appended to: only this run's lines go. Before, the earlier run's
+# steps 5 and 6 (after the checkpoint's step 4) were dropped too.
+cp "$OUT/whole.jsonl" "$OUT/appended.jsonl"
+expect_exit 0 "a new run appends to that log.jsonl" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 6 --train.seed 7 \
+  --checkpoint.every 4 --checkpoint.dir "$OUT/appended" --log.jsonl "$OUT/appended.jsonl"
+cp "$OUT/appended.jsonl" "$OUT/both.jsonl"
+rm "$OUT/appended/step_00000006.h5" && echo step_00000004.h5 >"$OUT/appended/latest"
+expect_exit 0 "resume the new run" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 6 --train.seed 7 \
+  --checkpoint.every 4 --checkpoint.dir "$OUT/appended" --log.jsonl "$OUT/appended.jsonl"
+expect_in "$OUT/stderr" "log.jsonl: dropped 2 line" "drops the new run's steps 5 and 6 only"
+cmp -s <(head -6 "$OUT/appended.jsonl") "$OUT/whole.jsonl" && diff <(losses "$OUT/both.jsonl") <(losses "$OUT/appended.jsonl") >/dev/null \
+  && pass "the earlier run's lines stay, then the new run's as one run" || { fail "shared log.jsonl"; cat "$OUT/appended.jsonl"; }
 
 # ---- kill -9 after a dumped step and a checkpoint: the resumed run keeps that dump (the dump is
 # published with each checkpoint after a dumped step; before, it lived in .tmp until the run ended) ----
