@@ -81,7 +81,9 @@ else
 fi
 
 # ---- train.sbatch: scancel -> the ranks checkpoint, the job is NOT requeued --------------------------
-jid=$(env LONGCTX="$LONGCTX" sbatch --parsable --time=10 --output="$OUT/cancel.out" "$ROOT/jobs/slurm/train.sbatch" \
+# In the job's last minute (--time=1; --signal=URG@1 keeps the script's USR1@300 from stopping it first):
+# before, the script took any SIGTERM then for the time limit and requeued the cancelled job.
+jid=$(env LONGCTX="$LONGCTX" sbatch --parsable --time=1 --signal=URG@1 --output="$OUT/cancel.out" "$ROOT/jobs/slurm/train.sbatch" \
       "${TRAIN[@]}" --train.steps 100000 --checkpoint.dir "$OUT/ck2" --log.jsonl "$OUT/cancel.jsonl")
 if wait_for_step "$OUT/cancel.jsonl" 5; then
   scancel "$jid"
