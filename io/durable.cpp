@@ -274,13 +274,14 @@ void rename_durably(const std::string& from, const std::string& to) {
   sync_directory(directory_of(to));
 }
 
-void write_text_durably(const std::string& path, const std::string& text) {
-  TemporaryFile temporary = TemporaryFile::claim(path + ".tmp");
-  const int fd = temporary.fd();
+PreparedText::PreparedText(const std::string& path, const std::string& text)
+    : path_(path), temporary_(TemporaryFile::claim(path + ".tmp")) {
+  const int fd = temporary_.fd();
   // Any failure from here on removes the temporary file: a failed write leaves nothing behind.
   const auto fail_and_remove = [&](const std::string& what, int error) {
-    std::remove(temporary.path().c_str());
-    fail(what, temporary.path(), error);
+    std::remove(temporary_.path().c_str());
+    temporary_.close();
+    fail(what, path_ + ".tmp", error);
   };
   size_t written = 0;
   while (written < text.size()) {
@@ -292,12 +293,22 @@ void write_text_durably(const std::string& path, const std::string& text) {
     written += static_cast<size_t>(n);
   }
   if (::fsync(fd) != 0) fail_and_remove("fsync failed for", errno);
+}
+
+PreparedText::~PreparedText() {
+  if (!published_ && temporary_.fd() >= 0) std::remove(temporary_.path().c_str());
+}
+
+void PreparedText::publish() {
+  published_ = true;
   try {
-    rename_durably(temporary.path(), path);
+    rename_durably(temporary_.path(), path_);
   } catch (...) {
-    std::remove(temporary.path().c_str());  // gone already when only the directory fsync failed
+    std::remove(temporary_.path().c_str());  // gone already when only the directory fsync failed
     throw;
   }
 }
+
+void write_text_durably(const std::string& path, const std::string& text) { PreparedText(path, text).publish(); }
 
 }  // namespace longctx::io

@@ -66,6 +66,22 @@ void sync_directory(const std::string& directory);
 void rename_durably(const std::string& from, const std::string& to);
 // Writes `text` to `path` atomically: `<path>.tmp` (claimed), fsync, rename, fsync directory.
 void write_text_durably(const std::string& path, const std::string& text);
+// write_text_durably in two steps, for a text that must appear only with another output: the constructor
+// claims `<path>.tmp`, writes and fsyncs it (a full disk fails here); publish() renames it over `path`.
+// Destroyed unpublished, it removes the temporary file.
+class PreparedText {
+ public:
+  PreparedText(const std::string& path, const std::string& text);
+  PreparedText(const PreparedText&) = delete;
+  PreparedText& operator=(const PreparedText&) = delete;
+  ~PreparedText();
+  void publish();
+
+ private:
+  std::string path_;
+  TemporaryFile temporary_;
+  bool published_ = false;
+};
 // The directory part of `path` ("." when it has none).
 std::string directory_of(const std::string& path);
 

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <utility>
@@ -177,24 +178,9 @@ int run(Invocation& invocation) {
               gflops(flops_backward(my_pairs, input.head_dim), b.seconds) + " GFLOP/s");
   }
 
-  {
-    watchdog::Guard guard("writing " + output_path);
-    io::AtomicOutput output(output_path, P > 1 ? mpi : MPI_COMM_NULL);
-    // Fault injection for the no-hang test of file I/O: this rank stops while the others write collectively.
-    if (const auto stall = process_getenv("LONGCTX_FAULT_STALL_RANK"); stall && *stall == std::to_string(rank))
-      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
-    const io::h5::DatasetOptions plain{};
-    io::write_rows(output.file(), "o", input.shape, input.seq_axis, rows, o, plain);
-    io::write_rows(output.file(), "lse", input.lse_shape(), input.seq_axis, rows, lse, plain);
-    if (backward) {
-      io::write_rows(output.file(), "dq", input.shape, input.seq_axis, rows, dq, plain);
-      io::write_rows(output.file(), "dk", input.shape, input.seq_axis, rows, dk, plain);
-      io::write_rows(output.file(), "dv", input.shape, input.seq_axis, rows, dv, plain);
-    }
-    output.commit();
-  }
-  log::info("wrote " + output_path);
-
+  // The report is written and fsynced before the output and renamed after it: a report that cannot be
+  // written (a full disk) fails the run before OUT is replaced (before, OUT was replaced and then exit 1).
+  std::string report_text;  // rank 0's
   if (!report_path.empty()) {
     const RankFigures mine{f.seconds, backward ? b.seconds : 0.0,
                            static_cast<double>(f.bytes_sent + (backward ? b.bytes_sent : 0)),
@@ -224,10 +210,35 @@ int run(Invocation& invocation) {
              << (x->comm_seconds > 0 ? 1.0 - x->comm_wait_seconds / x->comm_seconds : 1.0) << "}";
       }
       json << "]}\n";
-      io::write_text_durably(report_path, json.str());
-      log::info("report: " + report_path);
+      report_text = json.str();
     }
   }
+  const MPI_Comm comm = P > 1 ? mpi : MPI_COMM_NULL;
+  std::optional<io::PreparedText> report;  // rank 0's; the others know it exists by report_path
+  if (!report_path.empty())
+    io::publish_on_rank0(comm, "writing " + report_path + ".tmp", [&] { report.emplace(report_path, report_text); });
+  {
+    watchdog::Guard guard("writing " + output_path);
+    io::AtomicOutput output(output_path, comm);
+    // Fault injection for the no-hang test of file I/O: this rank stops while the others write collectively.
+    if (const auto stall = process_getenv("LONGCTX_FAULT_STALL_RANK"); stall && *stall == std::to_string(rank))
+      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+    const io::h5::DatasetOptions plain{};
+    io::write_rows(output.file(), "o", input.shape, input.seq_axis, rows, o, plain);
+    io::write_rows(output.file(), "lse", input.lse_shape(), input.seq_axis, rows, lse, plain);
+    if (backward) {
+      io::write_rows(output.file(), "dq", input.shape, input.seq_axis, rows, dq, plain);
+      io::write_rows(output.file(), "dk", input.shape, input.seq_axis, rows, dk, plain);
+      io::write_rows(output.file(), "dv", input.shape, input.seq_axis, rows, dv, plain);
+    }
+    output.commit();
+  }
+  log::info("wrote " + output_path);
+  if (!report_path.empty()) {
+    io::publish_on_rank0(comm, "publishing " + report_path, [&] { report->publish(); });
+    log::info("report: " + report_path);
+  }
+
   return 0;
 }
 

@@ -336,6 +336,22 @@ expect_exit 0 "the next run takes over the leftover" -- "$LONGCTX" attend --inpu
 expect_in "$OUT/stderr" "replacing busy.h5.tmp, left by an earlier run that did not finish" "says it replaced the leftover"
 [ -e busy.h5 ] && [ ! -e busy.h5.tmp ] && pass "busy.h5 written, no .tmp left" || fail "busy.h5 / busy.h5.tmp after the takeover"
 
+# A report that cannot be written (a full disk; root only: a 64 KiB tmpfs) fails the run before the output
+# is replaced. Before: OUT was replaced, then exit 1.
+mkdir -p full
+if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=64k tmpfs full 2>/dev/null; then
+  trap 'umount "$OUT/full" 2>/dev/null; rm -rf "$OUT"' EXIT
+  dd if=/dev/zero of=full/filler bs=4096 count=16 status=none 2>/dev/null
+  cp busy.h5 kept.h5
+  expect_exit 1 "--report on a full disk" -- "$LONGCTX" attend --input in.h5 --output kept.h5 --report full/r.json \
+    --segment-lengths 4 --dilation-rates 1 --quiet
+  expect_in "$OUT/stderr" "No space left on device" "names the reason"
+  cmp -s busy.h5 kept.h5 && [ ! -e full/r.json ] && [ ! -e full/r.json.tmp ] && [ ! -e kept.h5.tmp ] \
+    && pass "the output is unchanged, nothing left behind" || fail "after the failed report: $(ls full; ls kept.h5*)"
+  umount full
+else
+  echo "SKIP full-disk report check (needs root and tmpfs)"
+fi
 cp busy.h5 bad.h5
 expect_exit 3 "failed run keeps an existing output" -- "$LONGCTX" attend --input noq.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 cmp -s busy.h5 bad.h5 && pass "existing output untouched" || fail "existing output was overwritten"
