@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <exception>
 #include <filesystem>
 #include <sstream>
@@ -512,6 +513,13 @@ void Dataset::require_allocated(int depth) const {
     require_virtual_sources(depth);
     return;
   }
+  {
+    Handle plist(H5Dget_create_plist(id()), H5Pclose);
+    if (plist.valid() && H5Pget_external_count(plist.id()) > 0) {
+      require_external_files(plist.id());
+      return;
+    }
+  }
   // Chunks are counted: H5Dget_space_status compares stored bytes with unfiltered chunk bytes, so a
   // Fletcher32 dataset (4 more bytes a chunk) never reads as fully allocated.
   if (chunked()) {
@@ -625,6 +633,58 @@ std::vector<std::string> source_file_candidates(const std::string& name, const s
 }
 
 }  // namespace
+
+// External storage: the raw data lies in other files, in order, each from its offset for its size. HDF5
+// reads what lies past such a file's end as fill values without a word, and finds a missing file only
+// at the read. A relative name is taken under HDF5_EXTFILE_PREFIX, else the access list's prefix (${ORIGIN}:
+// this file's directory), else from the working directory (H5D__build_file_prefix, HDF5 1.10 to 1.14).
+void Dataset::require_external_files(hid_t create) const {
+  const int files = H5Pget_external_count(create);
+  hsize_t needed = static_cast<hsize_t>(element_count(shape())) * element_bytes();
+  std::string prefix;
+  if (const char* env = std::getenv("HDF5_EXTFILE_PREFIX")) {
+    prefix = env;
+  } else {
+    Handle access(H5Dget_access_plist(id()), H5Pclose);
+    if (access.valid())
+      prefix = property_text([&](char* out, size_t size) { return H5Pget_efile_prefix(access.id(), out, size); });
+  }
+  if (prefix.rfind("${ORIGIN}", 0) == 0) {
+    std::error_code error;
+    const std::filesystem::path directory = directory_of(where_.file);
+    const std::filesystem::path absolute = std::filesystem::absolute(directory, error).lexically_normal();
+    prefix = (error ? directory : absolute).string() + prefix.substr(9);
+  }
+  for (int i = 0; i < files && needed > 0; ++i) {
+    std::array<char, 4096> name{};
+    off_t offset = 0;
+    hsize_t size = 0;
+    if (H5Pget_external(create, static_cast<unsigned>(i), name.size(), name.data(), &offset, &size) < 0)
+      throw_input(where_.describe() + ": reading its external storage list");
+    name.back() = '\0';
+    const std::string file_name = name.data();
+    const std::string path = file_name.empty() || file_name[0] == '/' || prefix.empty()
+                                 ? file_name
+                                 : (std::filesystem::path(prefix) / file_name).string();
+    const hsize_t part = size == H5F_UNLIMITED ? needed : std::min(size, needed);
+    const std::string what = where_.describe() + ": its external storage file " + std::to_string(i + 1) + " of " +
+                             std::to_string(files) + ", '" + file_name + "'";
+    std::error_code error;
+    const auto status = std::filesystem::status(path, error);
+    if (!std::filesystem::exists(status))
+      throw InputError(what + ", is not there (looked for '" + path + "'" +
+                       (prefix.empty() ? "; a relative name is taken from the working directory, or under "
+                                         "HDF5_EXTFILE_PREFIX" : "") + ")");
+    const std::string found = path == file_name ? "" : " ('" + path + "')";
+    if (!std::filesystem::is_regular_file(status)) throw InputError(what + found + " is not a regular file");
+    const uintmax_t bytes = std::filesystem::file_size(path, error);
+    const uintmax_t end = static_cast<uintmax_t>(offset) + part;
+    if (error || bytes < end)
+      throw InputError(what + found + " holds " + std::to_string(bytes) + " bytes, and this dataset's part of "
+                       "it ends at byte " + std::to_string(end) + ": the rest would read as fill values");
+    needed -= part;
+  }
+}
 
 void Dataset::require_virtual_sources(int depth) const {
   // A virtual dataset can map another; past a few levels it is a loop.

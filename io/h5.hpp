@@ -204,6 +204,7 @@ class Dataset : public Object {
  private:
   void require_allocated(int depth) const;
   void require_virtual_sources(int depth) const;
+  void require_external_files(hid_t create_plist) const;
 };
 
 class Group : public Object {

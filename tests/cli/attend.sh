@@ -296,6 +296,25 @@ bad 3 "reads 'nope' from '.*vds/src.h5', which has no dataset 'nope'" "VDS sourc
 bad 3 "vds/half_written.h5: /q: its mapping 1 of 1 reads 'half' from .*/half: 3 of 6 chunks are stored" \
   "VDS source half written" -- "$LONGCTX" attend --input vds/half_written.h5 "${U[@]}"
 
+# External storage (raw data in other files): a file shorter than its part read as zeros (exit 0), a missing
+# one failed only at the read. Both are refused before any work, naming the file; a complete one reads.
+mkdir -p ext
+/usr/bin/python3 -c "
+import h5py, numpy as np
+x = np.random.default_rng(5).standard_normal((48, 5, 8)).astype('f4')
+for name in ('whole', 'short', 'gone'):
+    with h5py.File(f'ext/{name}.h5', 'w') as f:
+        for n in ('q', 'k', 'v'):
+            f.create_dataset(n, data=x, external=[(f'ext/{name}_{n}.bin', 0, x.nbytes)])
+" || exit 1
+truncate -s 64 ext/short_k.bin
+rm ext/gone_v.bin
+expect_exit 0 "external storage, complete" -- "$LONGCTX" attend --input ext/whole.h5 --output ext/whole.out.h5 "${V[@]}"
+bad 3 "ext/short.h5: /k: its external storage file 1 of 1, 'ext/short_k.bin' holds 64 bytes, .* ends at byte 7680: the rest would read as fill values" \
+  "external storage file shorter than its part" -- "$LONGCTX" attend --input ext/short.h5 "${U[@]}"
+bad 3 "ext/gone.h5: /v: its external storage file 1 of 1, 'ext/gone_v.bin', is not there \\(looked for 'ext/gone_v.bin'; a relative name" \
+  "external storage file missing" -- "$LONGCTX" attend --input ext/gone.h5 "${U[@]}"
+
 # The output's temporary file is claimed, never written through: a link (symbolic or hard), a directory or a
 # FIFO at t.h5.tmp / r.json.tmp is refused before any work, naming it (before: a symbolic link's target was
 # overwritten with the output and t.h5 became a link to it; a directory or a FIFO failed after the compute).
