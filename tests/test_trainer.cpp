@@ -1,6 +1,7 @@
 // The sequence-parallel trainer at P = 1, 2, 4: the all-reduced gradient of P shards equals the
 // gradient of the whole sequence computed on one rank (mean loss over ALL tokens whatever P is), the same
 // seed gives bitwise-identical losses, and the data generators give every rank a consistent slice.
+#include <csignal>
 #include <gtest/gtest.h>
 
 #include "comm/mpi_communicator.hpp"
@@ -52,7 +53,7 @@ TEST(Trainer, ShardedGradientEqualsWholeSequenceGradient) {
   const auto data = make_dataset(small_data());
   model::ShardedAttention sharded(*comm);
   Trainer trainer(config, *comm, sharded);
-  const StepStats stats = trainer.compute_gradients(data->rows(false, 0, trainer.local_rows()), false);
+  const StepStats stats = trainer.compute_gradients(data->rows(false, 0, trainer.local_rows()), 0);
 
   model::LocalAttention local(make_attention_backend("cpu"));
   model::Model whole(config.model, local);
@@ -79,7 +80,7 @@ TEST(Trainer, SameSeedSameLossesBitwise) {
     Trainer trainer(small_config(), *comm, sharded);
     std::vector<double> losses;
     for (int64_t step = 0; step < 4; ++step)
-      losses.push_back(trainer.train_step(data->rows(false, step, trainer.local_rows()), false).loss);
+      losses.push_back(trainer.train_step(data->rows(false, step, trainer.local_rows()), 0).loss);
     runs.push_back(losses);
   }
   for (size_t i = 0; i < runs[0].size(); ++i) EXPECT_EQ(runs[0][i], runs[1][i]) << "step " << i;
@@ -91,9 +92,15 @@ TEST(Trainer, StopFlagOfAnyRankReachesAll) {
   const auto data = make_dataset(small_data());
   model::ShardedAttention sharded(*comm);
   Trainer trainer(small_config(), *comm, sharded);
-  const bool mine = comm->rank() == comm->size() - 1;
-  EXPECT_TRUE(trainer.train_step(data->rows(false, 0, trainer.local_rows()), mine).stop);
-  EXPECT_FALSE(trainer.train_step(data->rows(false, 1, trainer.local_rows()), false).stop);
+  // The last rank got SIGUSR1 (10), rank 0 SIGTERM (15) when there are two or more: all agree on the largest.
+  const int P = comm->size(), me = comm->rank();
+  const int mine = me == P - 1 ? SIGUSR1 : (me == 0 ? SIGTERM : 0);
+  const StepStats first = trainer.train_step(data->rows(false, 0, trainer.local_rows()), mine);
+  EXPECT_TRUE(first.stop);
+  EXPECT_EQ(first.stop_signal, P > 1 ? SIGTERM : SIGUSR1);
+  const StepStats second = trainer.train_step(data->rows(false, 1, trainer.local_rows()), 0);
+  EXPECT_FALSE(second.stop);
+  EXPECT_EQ(second.stop_signal, 0);
 }
 
 TEST(Data, RowsAreSlicesOfTheWholeSequenceAndDeterministic) {

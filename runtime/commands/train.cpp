@@ -617,13 +617,14 @@ int run_train(Invocation& inv) {
   using Clock = std::chrono::steady_clock;
   const auto run_start = Clock::now();
   bool stopped = false;
+  int stop_signal = 0;  // agreed by all ranks: each exits alike (before, a rank the signal missed said SIGTERM)
   int64_t last_eval = -1, last_checkpoint = active->step();
   while (active->step() < r.steps) {
     const auto t0 = Clock::now();
     const int64_t seq_len = active->config().seq_len;
     const train::Dataset& source = stage < stages ? *stage_data[stage] : *data;
     const train::SequenceRows rows = source.rows(false, active->step(), active->local_rows());
-    train::StepStats stats = active->compute_gradients(rows, g_stop_requested.load() != 0);
+    train::StepStats stats = active->compute_gradients(rows, g_stop_requested.load());
     // A diverged step is not applied, logged as a number or checkpointed: checkpoint.keep would otherwise
     // prune good checkpoints for ones full of nan. Every rank sees the same all-reduced loss.
     if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm))
@@ -678,6 +679,7 @@ int run_train(Invocation& inv) {
                     ", \"world_size\": " + std::to_string(P) + eval_fields + "}");
     }
     if (stats.stop) {
+      stop_signal = stats.stop_signal;
       stopped = true;
       break;
     }
@@ -695,7 +697,7 @@ int run_train(Invocation& inv) {
     if (r.checkpoint_dir.empty()) {
       // 75 promises a committed checkpoint to resume from; without one a requeue would start over, so
       // exit as the signal would have (128 + its number).
-      const int signal = g_stop_requested.load() ? g_stop_requested.load() : SIGTERM;
+      const int signal = stop_signal > 0 ? stop_signal : SIGTERM;
       log::info("stopped on a signal at step " + std::to_string(active->step()) +
                 ": no checkpoint.dir, nothing saved (exit " + std::to_string(128 + signal) + ", not 75)");
       return 128 + signal;

@@ -24,7 +24,7 @@ void Trainer::copy_state_from(Trainer& other) {
   step_ = other.step_;
 }
 
-StepStats Trainer::compute_gradients(const SequenceRows& rows, bool stop_here) {
+StepStats Trainer::compute_gradients(const SequenceRows& rows, int stop_signal) {
   std::fill(grads_.begin(), grads_.end(), 0.0f);
   std::vector<float> weights;
   if (config_.answer_weight != 1.0) {
@@ -36,12 +36,17 @@ StepStats Trainer::compute_gradients(const SequenceRows& rows, bool stop_here) {
                                     true, 1.0f, rows.previous, weights.empty() ? nullptr : weights.data());
   model_.backward(params_.data(), grads_.data());
   comm_.all_reduce(Span<float>(grads_));
-  std::vector<double> totals{local.loss_sum, local.weight_sum, stop_here ? 1.0 : 0.0, double(local.count)};
+  std::vector<double> totals{local.loss_sum, local.weight_sum, stop_signal != 0 ? 1.0 : 0.0, double(local.count)};
   comm_.all_reduce(Span<double>(totals));
   StepStats stats;
   stats.trained_rows = static_cast<int64_t>(totals[3]);
   stats.loss = totals[1] > 0 ? totals[0] / totals[1] : 0.0;
   stats.stop = totals[2] > 0;
+  if (stats.stop) {  // every rank takes this branch: the same all-reduced flag
+    int32_t signal = stop_signal;
+    comm_.all_reduce(Span<int32_t>(&signal, 1), comm::ReduceOp::max);
+    stats.stop_signal = signal;
+  }
   if (totals[1] > 0) {
     const float inv = static_cast<float>(1.0 / totals[1]);
     for (float& g : grads_) g *= inv;
@@ -59,8 +64,8 @@ void Trainer::apply_update(StepStats& stats) {
   ++step_;
 }
 
-StepStats Trainer::train_step(const SequenceRows& rows, bool stop_here) {
-  StepStats stats = compute_gradients(rows, stop_here);
+StepStats Trainer::train_step(const SequenceRows& rows, int stop_signal) {
+  StepStats stats = compute_gradients(rows, stop_signal);
   apply_update(stats);
   return stats;
 }

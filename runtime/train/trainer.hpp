@@ -7,7 +7,8 @@
 //   3. every rank divides by the global number of trained rows (so the loss is the mean over all tokens of
 //      the sequence whatever P is; with train.answer_weight != 1 the weighted mean), clips by the global norm and applies AdamW: identical arithmetic on
 //      identical data, so parameters stay bitwise replicated without a broadcast.
-// The stop flag (a signal seen by ANY rank) is agreed in step 2 at no extra collective.
+// The stop flag (a signal seen by ANY rank) is agreed in step 2 at no extra collective; in the step that
+// stops, one more all-reduce (max) agrees on which signal, so that every rank exits alike.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +39,7 @@ struct StepStats {
   double grad_norm = 0;     // before clipping
   double lr = 0;
   bool stop = false;        // some rank asked to stop
+  int stop_signal = 0;      // the largest signal number any rank got (stop), else 0
 };
 
 struct EvalStats {
@@ -52,11 +54,11 @@ class Trainer {
 
   io::RowRange local_rows() const { return rows_; }
   // Steps 1-2 of the protocol; leaves the mean-loss gradient in grads() and its norm in grad_norm.
-  // `stop_here`: this rank's flag.
-  StepStats compute_gradients(const SequenceRows& rows, bool stop_here);
+  // `stop_signal`: the signal this rank got (0: none).
+  StepStats compute_gradients(const SequenceRows& rows, int stop_signal);
   // Step 3: clip and update; advances step().
   void apply_update(StepStats& stats);
-  StepStats train_step(const SequenceRows& rows, bool stop_here);
+  StepStats train_step(const SequenceRows& rows, int stop_signal);
 
   EvalStats evaluate(const Dataset& data, int64_t sequences);
 

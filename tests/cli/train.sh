@@ -372,6 +372,19 @@ kill -USR1 $pid
 wait $pid; code=$?
 [ "$code" -eq $((128 + $(kill -l USR1))) ] && pass "SIGUSR1 without checkpoint.dir -> exit $code" || { fail "gave exit $code"; tail -3 "$OUT/sig3.err"; }
 
+# The signal reaching one rank only (rank 1): every rank exits with 128 + that signal. Before, the ranks it
+# missed said SIGTERM (143) and the job's code depended on which rank exited first.
+"${MPIRUN[@]}" -np 2 "$LONGCTX" train "${LONG[@]}" --log.jsonl "$OUT/one.jsonl" \
+  >"$OUT/one.out" 2>"$OUT/one.err" &
+launcher=$!
+for _ in $(seq 200); do grep -q '"step": 3,' "$OUT/one.jsonl" 2>/dev/null && break; sleep 0.05; done
+for child in $(pgrep -P $launcher); do
+  tr '\0' '\n' <"/proc/$child/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && kill -USR1 "$child"
+done
+wait $launcher; code=$?
+[ "$code" -eq $((128 + $(kill -l USR1))) ] && grep -q "nothing saved (exit $code, not 75)" "$OUT/one.err" &&
+  pass "SIGUSR1 to rank 1 only -> every rank exits $code" || { fail "gave exit $code"; tail -3 "$OUT/one.err"; }
+
 # ---- a crash after logging but before the next checkpoint: the resumed run drops the lines after its
 # checkpoint (and a torn last line) and logs those steps again, so log.jsonl reads like one run -------
 expect_exit 0 "6 steps, checkpoints at 4 and 6" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 6 --checkpoint.every 4 \
