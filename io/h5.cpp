@@ -1103,7 +1103,16 @@ File File::open(const std::string& path, Mode mode, MPI_Comm comm) {
   const PropertyList access = PropertyList::file_access(comm);
   const unsigned flags = mode == Mode::read ? H5F_ACC_RDONLY : H5F_ACC_RDWR;
   Handle file(H5Fopen(path.c_str(), flags, access.id()), close_file);
-  if (!file.valid()) throw_input(path + ": cannot open as an HDF5 file (truncated, damaged or not HDF5)");
+  if (!file.valid()) {
+    const std::string detail = take_error_text();
+    // HDF5's own lock: a writer (h5py, another tool) has the file open. Not damage: say so.
+    if (detail.find("unable to lock file") != std::string::npos)
+      throw InputError(path + ": locked by a process that has it open for writing (HDF5 file locking); wait for "
+                       "it to close the file. With no such process running (a stale lock on a "
+                       "network file system), HDF5_USE_FILE_LOCKING=FALSE skips the lock");
+    throw InputError(path + ": cannot open as an HDF5 file (truncated, damaged or not HDF5)" +
+                     (detail.empty() ? std::string() : ": " + detail));
+  }
   return File(std::move(file), path, comm);
 }
 

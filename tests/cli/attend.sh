@@ -296,6 +296,16 @@ bad 3 "reads 'nope' from '.*vds/src.h5', which has no dataset 'nope'" "VDS sourc
 bad 3 "vds/half_written.h5: /q: its mapping 1 of 1 reads 'half' from .*/half: 3 of 6 chunks are stored" \
   "VDS source half written" -- "$LONGCTX" attend --input vds/half_written.h5 "${U[@]}"
 
+# An input another process has open for writing (HDF5's file lock): said so, not "truncated, damaged".
+cp in.h5 held.h5
+/usr/bin/python3 -c "import h5py, sys, time; f = h5py.File('held.h5', 'r+'); open('held.ready', 'w').close(); time.sleep(30)" &
+holder=$!
+for _ in $(seq 100); do [ -e held.ready ] && break; sleep 0.1; done
+bad 3 "held.h5: locked by a process that has it open for writing" "an input held open for writing" -- \
+  "$LONGCTX" attend --input held.h5 "${U[@]}"
+grep -q "damaged" "$OUT/stderr" && fail "calls the held file damaged" || pass "does not call it damaged"
+kill $holder; wait $holder 2>/dev/null
+
 # External storage (raw data in other files): a file shorter than its part read as zeros (exit 0), a missing
 # one failed only at the read. Both are refused before any work, naming the file; a complete one reads.
 mkdir -p ext
