@@ -151,8 +151,11 @@ void warn_coverage(const Schedule& schedule, int64_t heads, HeadOffsets offsets)
                    " of its " + std::to_string(branch.dilation) + " row residues with " + std::to_string(heads) +
                    " heads (" + to_string(offsets) +
                    " offsets): positions of the other residues see this branch's keys in no head, so information "
-                   "there travels far only through another layer; keep heads >= max dilation rate where any "
-                   "position must be retrievable");
+                   "there travels far only through another layer; where any position must be retrievable, " +
+                   (offsets == HeadOffsets::grouped
+                        ? "give heads a multiple of the dilation rate (grouped offsets give each residue "
+                          "ceil(heads / r) heads), or use paper offsets"
+                        : "keep heads >= max dilation rate"));
   }
 }
 

@@ -105,6 +105,17 @@ void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed
       parsed.group = args[0];
       return;
     }
+    if (!group.empty() && args.size() > 1 && !args[1].empty() && args[1][0] != '-') {
+      // `ckpt verfy`: a mistyped subcommand, not a missing one.
+      const std::string given = args[0] + " " + args[1];
+      std::string guess;
+      size_t best = 3;
+      for (const auto& c : cli::all_commands())
+        if (c.name.rfind(args[0] + " ", 0) == 0)
+          if (const size_t d = cli::edit_distance(given, c.name); d < best) guess = c.name, best = d;
+      throw UsageError("unknown command '" + given + "'" + (guess.empty() ? "" : "; did you mean '" + guess + "'?") +
+                       " ('" + args[0] + "' has: " + group + ")");
+    }
     if (!group.empty()) throw UsageError("'" + args[0] + "' needs a subcommand: " + group);
     throw UsageError("unknown command '" + args[0] + "'; commands: " + names);
   }

@@ -58,6 +58,8 @@ std::optional<bool> switch_word(const std::string& word);
 
 // The environment variable that sets `option` ("model.layers" -> "LONGCTX_MODEL_LAYERS").
 std::string env_name(const std::string& option);
+// Edit distance (insertions, deletions, substitutions) between two names: for "did you mean".
+size_t edit_distance(const std::string& a, const std::string& b);
 
 // "2048,4K,1M" -> {2048, 4096, 1048576}; throws UsageError naming `option` when malformed.
 std::vector<int64_t> parse_size_list(const std::string& option, const std::string& text);

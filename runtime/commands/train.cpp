@@ -70,7 +70,7 @@ void declare(po::options_description& d, po::positional_options_description&) {
       ("data.task", po::value<std::string>()->default_value("passkey"), "passkey | associative | file")
       ("data.path", po::value<std::string>()->default_value(""), "token dataset (data.task=file)")
       ("data.seq_len", po::value<std::string>()->default_value("8192"), "GLOBAL tokens per sequence (K/M/G suffixes)")
-      ("data.supervision", po::value<std::string>()->default_value("all"), "all (LM loss on every token) | answer")
+      ("data.supervision", po::value<std::string>()->default_value("all"), "all (LM loss on every token) | answer (passkey/associative: on the answer digits only)")
       ("data.key_digits", po::value<int64_t>()->default_value(5), "digits per key/value")
       ("data.key_repeats", po::value<int64_t>()->default_value(1), "passkey: consecutive copies of the record")
       ("data.records", po::value<int64_t>()->default_value(16), "associative: key -> value records")
@@ -242,6 +242,8 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
           "data.curriculum_min_span=" + std::to_string(d.curriculum_min_span) + ": must be >= 0");
   d.filler_period = opt<int64_t>(inv, "data.filler_period");
   d.vocab = m.vocab;
+  if (warn && d.task == "file" && d.supervision == "answer")
+    log::warn("data.supervision=answer: data.task=file has no answers; the loss covers every token, as with all");
 
   r.trainer.answer_weight = opt<double>(inv, "train.answer_weight");
   require(r.trainer.answer_weight > 0 && std::isfinite(r.trainer.answer_weight),
@@ -303,6 +305,9 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
   for (int64_t s : parse_size_list("dump.steps", opt<std::string>(inv, "dump.steps"))) {
     require(s >= 1, "dump.steps: step " + std::to_string(s) + " must be >= 1");
     r.dump_steps.insert(s);
+    if (warn && !r.dump_path.empty() && s > r.steps)
+      log::warn("dump.steps: step " + std::to_string(s) + " comes after train.steps=" + std::to_string(r.steps) +
+                ": it is never dumped");
     for (size_t i = 0; warn && i < r.stage_end.size() && !r.dump_path.empty(); ++i)
       if (s <= r.stage_end[i] && (i == 0 || s > r.stage_end[i - 1])) {
         log::warn("dump.steps: step " + std::to_string(s) + " trains at N = " + std::to_string(r.stage_len[i]) +

@@ -296,6 +296,18 @@ bad 3 "reads 'nope' from '.*vds/src.h5', which has no dataset 'nope'" "VDS sourc
 bad 3 "vds/half_written.h5: /q: its mapping 1 of 1 reads 'half' from .*/half: 3 of 6 chunks are stored" \
   "VDS source half written" -- "$LONGCTX" attend --input vds/half_written.h5 "${U[@]}"
 
+# The coverage warning's advice fits the offsets: 5 heads >= r = 4 reach only 3 residues with grouped ones.
+/usr/bin/python3 -c "
+import h5py, numpy as np
+x = np.random.default_rng(1).standard_normal((24, 5, 4)).astype('f4')
+with h5py.File('g5.h5', 'w') as f:
+    for n in ('q', 'k', 'v'): f[n] = x
+" || exit 1
+expect_exit 0 "grouped offsets, 5 heads, r = 4" -- "$LONGCTX" attend --input g5.h5 --output g5.out.h5 \
+  --segment-lengths 8,24 --dilation-rates 1,4 --head-offsets grouped
+expect_in "$OUT/stderr" "reaches only 3 of its 4 row residues with 5 heads \(grouped offsets\).*give heads a multiple of the dilation rate" \
+  "grouped offsets: the advice that would help"
+
 # An input another process has open for writing (HDF5's file lock): said so, not "truncated, damaged".
 cp in.h5 held.h5
 /usr/bin/python3 -c "import h5py, sys, time; f = h5py.File('held.h5', 'r+'); open('held.ready', 'w').close(); time.sleep(30)" &

@@ -61,8 +61,9 @@ with h5py.File('corpus.h5', 'r') as f:
 # 34 tokens hold one sequence of 32 (+1): nothing is held out, and train says its eval is on training data.
 expect_exit 0 "train on a one-sequence token file" -- "$LONGCTX" train --quiet --model.layers 1 --model.dim 16 \
   --model.heads 2 --model.mlp_hidden 16 --model.vocab 256 --model.segment_lengths 8,32 --model.dilation_rates 1,2 \
-  --data.task file --data.path corpus.h5 --data.seq_len 32 --train.steps 2
+  --data.task file --data.path corpus.h5 --data.seq_len 32 --train.steps 2 --data.supervision answer
 expect_in "$OUT/stderr" "none is held out" "warns that eval uses the training sequence"
+expect_in "$OUT/stderr" "data.supervision=answer: data.task=file has no answers" "warns that supervision=answer does nothing"
 # An output onto the training data is refused before anything is written (before: the dump replaced it).
 sum_before=$(md5sum <corpus.h5)
 for out in "--dump.activations ./corpus.h5 --dump.steps 1" "--log.jsonl corpus.h5"; do

@@ -37,6 +37,10 @@ expect_exit 2 "unknown command" -- "$LONGCTX" frobnicate
 expect_exit 2 "no command" -- "$LONGCTX"
 expect_exit 2 "a command group without its subcommand" -- "$LONGCTX" bench
 expect_in "$OUT/stderr" "needs a subcommand: bench attention, bench comm" "names the subcommands"
+# A mistyped subcommand is not a missing one (before: "'ckpt' needs a subcommand").
+expect_exit 2 "a mistyped subcommand" -- "$LONGCTX" ckpt verfy somewhere
+expect_in "$OUT/stderr" "unknown command 'ckpt verfy'; did you mean 'ckpt verify'\? \('ckpt' has: ckpt inspect, ckpt verify\)" \
+  "says so, with the nearest"
 expect_exit 0 "help COMMAND" -- "$LONGCTX" help attend
 expect_in "$OUT/stdout" "usage: longctx attend" "help attend is attend --help"
 

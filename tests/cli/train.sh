@@ -238,6 +238,10 @@ expect_exit 2 "dump.activations is the config file" -- "$LONGCTX" train "${SMALL
   --dump.activations "$OUT/run.ini"
 expect_in "$OUT/stderr" "run.ini' exists and is not an HDF5 file" "refuses to replace it"
 [ "$(head -1 "$OUT/run.ini")" = "[train]" ] && pass "the config is unchanged" || fail "run.ini was replaced"
+# Options that would do nothing are said to (before: silent; an empty dump file, the plain loss).
+expect_exit 0 "dump.steps after train.steps" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 \
+  --dump.activations "$OUT/late.h5" --dump.steps 9
+expect_in "$OUT/stderr" "dump.steps: step 9 comes after train.steps=1: it is never dumped" "warns the step is never dumped"
 expect_exit 2 "an infinite learning rate" -- "$LONGCTX" train "${SMALL[@]}" --train.lr inf
 expect_exit 2 "a negative clip" -- "$LONGCTX" train "${SMALL[@]}" --train.clip -1
 
