@@ -8,6 +8,11 @@ here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/../lib.sh"
 longctx_install slurm-wlm munge
 state="${LONGCTX_SLURM_STATE:-/tmp/longctx-slurm}"
+# slurm.conf takes its paths unquoted: a blank (or '#', which starts a comment there) breaks it.
+case "$state" in
+  *[[:space:]#]*) echo "start-local.sh: LONGCTX_SLURM_STATE='$state' holds a blank or '#', which slurm.conf" \
+                       "paths cannot; choose a directory without" >&2; exit 2 ;;
+esac
 mkdir -p "$state/ctld" "$state/d"
 host="$(hostname -s)"
 sed -e "s|@HOST@|$host|g" -e "s|@USER@|$(id -un)|g" -e "s|@STATE@|$state|g" \
@@ -33,7 +38,7 @@ pid_alive "$state/slurmd.pid" || longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/
 
 for _ in $(seq 1 60); do
   node_state="$(sinfo -h -N -o %t 2>/dev/null | head -1 || true)"
-  case "$node_state" in idle|mix|alloc) echo "export SLURM_CONF=$SLURM_CONF"; exit 0 ;; esac
+  case "$node_state" in idle|mix|alloc) echo "export SLURM_CONF='$SLURM_CONF'"; exit 0 ;; esac
   sleep 1
 done
 echo "[slurm] node did not become idle (state '${node_state:-?}'); logs in $state" >&2

@@ -8,6 +8,9 @@
 LONGCTX=$1
 source "$(dirname "$0")/lib.sh"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+expect_exit 2 "a state directory with a blank (slurm.conf cannot hold it)" -- env LONGCTX_SLURM_STATE="$OUT/st ate" \
+  bash "$ROOT/jobs/slurm/start-local.sh"
+expect_in "$OUT/stderr" "holds a blank or '#'" "start-local.sh says why"
 export LONGCTX_SLURM_STATE="$OUT/slurm"
 eval "$(bash "$ROOT/jobs/slurm/start-local.sh")" || { echo "could not start Slurm"; exit 1; }
 trap 'bash "$ROOT/jobs/slurm/stop-local.sh"; [ -n "${KEEP_OUT:-}" ] || rm -rf "$OUT"' EXIT
