@@ -209,6 +209,7 @@ struct DatasetInfo {
   int64_t storage_bytes = 0;
   bool checksummed = false;
   std::string problem;  // empty when it verified clean
+  double min_value = 0;  // verify: the smallest value of float data (0 when none was read)
 };
 
 struct CheckpointSummary {

@@ -2,6 +2,7 @@
 // checks that every dataset's storage is fully allocated, reads every dataset in bounded blocks (so every
 // Fletcher32 checksum is checked; a mismatch is a read error) and checks float data for NaN and Inf.
 // Damage is collected into the report, naming the dataset.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <sstream>
@@ -47,8 +48,9 @@ std::string attribute_text(const h5::Object& object, const std::string& name) {
   return "?";
 }
 
-// Reads all of `dataset`; returns the first problem, or "" when clean.
-std::string check_dataset(const h5::Dataset& dataset) {
+// Reads all of `dataset`; returns the first problem, or "" when clean. Float data's smallest value goes
+// to `min_value`.
+std::string check_dataset(const h5::Dataset& dataset, double& min_value) {
   const h5::ElementType type = dataset.element_type();
   if (type == h5::ElementType::string) {
     dataset.read_string();
@@ -85,6 +87,7 @@ std::string check_dataset(const h5::Dataset& dataset) {
     if (!floating) continue;
     const double* values = reinterpret_cast<const double*>(buffer.data());
     for (int64_t i = 0; i < elements; ++i) {
+      min_value = std::min(min_value, values[i]);
       if (!std::isfinite(values[i])) {
         std::ostringstream out;
         out << "non-finite value " << values[i] << " at flat index " << row * row_elements + i;
@@ -115,7 +118,20 @@ CheckpointSummary inspect_checkpoint(const std::string& path) {
 }
 
 std::string VerifyReport::summary() const {
-  if (ok) return path + ": ok (" + std::to_string(datasets.size()) + " datasets)";
+  if (ok) {
+    // The writer checksums every tensor (Fletcher32); one without was written by another tool or an old
+    // version: its bytes cannot be checked, which "ok" alone would hide.
+    std::string unchecked;
+    size_t count = 0;
+    for (const DatasetInfo& d : datasets)
+      if (!d.checksummed && (d.path.rfind("/model/", 0) == 0 || d.path.rfind("/optimizer/", 0) == 0))
+        if (++count <= 3) unchecked += (unchecked.empty() ? "" : ", ") + d.path;
+    if (count > 3) unchecked += ", ...";
+    return path + ": ok (" + std::to_string(datasets.size()) + " datasets" +
+           (count ? "; " + std::to_string(count) + " tensor(s) without a checksum, whose bytes could not be checked: " +
+                        unchecked
+                  : std::string()) + ")";
+  }
   std::string text;
   for (const std::string& problem : problems) text += (text.empty() ? "" : "\n") + problem;
   return text;
@@ -141,7 +157,7 @@ VerifyReport verify_checkpoint(const std::string& path) {
         dataset = reader.file().open_dataset(name);
         DatasetInfo info = describe(dataset);
         dataset.require_allocated();  // missing chunks would read as fill values, not fail
-        info.problem = check_dataset(dataset);
+        info.problem = check_dataset(dataset, info.min_value);
         if (!info.problem.empty()) fail(path + ": /" + name + ": " + info.problem);
         report.datasets.push_back(std::move(info));
       } catch (const Error& e) {

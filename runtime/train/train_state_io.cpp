@@ -1,5 +1,6 @@
 #include "runtime/train/train_state_io.hpp"
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -191,6 +192,9 @@ std::vector<std::string> checkpoint_model_problems(const io::CheckpointReader& r
                            to_string(view.shape));
       if (found->second->dtype != "float32")
         problems.push_back(path + ": " + name + ": " + found->second->dtype + ", the model needs float32");
+      if (std::string(group) == "/optimizer/v/" && found->second->min_value < 0)
+        problems.push_back(path + ": " + name + ": negative value " + std::to_string(found->second->min_value) +
+                           " (an Adam second moment is >= 0; a resume would stop, exit 3)");
     }
   if (!present.count("/state/global/step")) {
     problems.push_back(path + ": /state/global/step: missing");
@@ -231,13 +235,23 @@ void load_checkpoint(Trainer& trainer, const std::string& path, const std::strin
     reader.expect_shape("optimizer/m/" + view.name, view.shape);
     reader.expect_shape("optimizer/v/" + view.name, view.shape);
   }
-  // Shapes agree: only now is the trainer changed.
+  // Shapes agree: only now is the trainer changed. A value no training writes (not finite; a negative
+  // Adam second moment, whose square root is nan) ends the run here, naming it: before, the run went on
+  // and stopped at its first step as "training diverged".
+  const auto read = [&](const std::string& name, bool second_moment) {
+    Tensor tensor = reader.read_whole(name);
+    const float* values = tensor.data();
+    for (int64_t i = 0; i < tensor.size(); ++i)
+      if (!std::isfinite(values[i]) || (second_moment && values[i] < 0))
+        throw InputError(path + ": /" + name + ": value " + std::to_string(values[i]) + " at flat index " +
+                         std::to_string(i) + (second_moment ? " (an Adam second moment is finite and >= 0)" : "") +
+                         ": damaged; `longctx ckpt verify` checks the whole file, or resume from an older checkpoint");
+    return tensor;
+  };
   for (const auto& view : layout.views()) {
-    model::tensor_to_view(view, reader.read_whole("model/" + view.name), trainer.params().data());
-    model::tensor_to_view(view, reader.read_whole("optimizer/m/" + view.name),
-                          trainer.optimizer().first_moment().data());
-    model::tensor_to_view(view, reader.read_whole("optimizer/v/" + view.name),
-                          trainer.optimizer().second_moment().data());
+    model::tensor_to_view(view, read("model/" + view.name, false), trainer.params().data());
+    model::tensor_to_view(view, read("optimizer/m/" + view.name, false), trainer.optimizer().first_moment().data());
+    model::tensor_to_view(view, read("optimizer/v/" + view.name, true), trainer.optimizer().second_moment().data());
   }
   trainer.set_step(reader.step());
 }

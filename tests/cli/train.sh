@@ -326,6 +326,14 @@ def retype(f):
 variant("float64", retype)
 variant("world0", lambda f: f.attrs.modify("world_size", np.int64(0)))
 variant("state_extra", lambda f: f.create_dataset("state/global/data_position", data=np.int64(7)))
+def negative_v(f):
+    f["optimizer/v/layer0/wq"][0, 0] = -1.0  # written through the filters: its checksum is right
+variant("negv", negative_v)
+def unchecksummed(f):
+    w = f["model/layer0/wq"][...]
+    del f["model/layer0/wq"]
+    f.create_dataset("model/layer0/wq", data=w)
+variant("plain", unchecksummed)
 shutil.copy(src, f"{out}/ck_flipped.h5")
 with h5py.File(f"{out}/ck_flipped.h5", "r") as f:
     at = f["model/layer0/wq"].id.get_chunk_info(0).byte_offset + 4
@@ -338,6 +346,18 @@ expect_exit 3 "verify: a flipped byte in a tensor" -- "$LONGCTX" ckpt verify "$O
 expect_in "$OUT/stdout" "/model/layer0/wq: .*(Fletcher32|checksum)" "verify names the tensor's failed checksum"
 ! grep -q "the model needs" "$OUT/stdout" && pass "and no false shape / type lines" || fail "false lines: $(grep 'the model needs' "$OUT/stdout")"
 expect_exit 0 "verify: more under /state, which a resume accepts too" -- "$LONGCTX" ckpt verify "$OUT/ck_state_extra.h5" --quiet
+# A tensor without a checksum verifies, but "ok" says its bytes could not be checked (before: a plain "ok").
+expect_exit 0 "verify: a tensor rewritten without its checksum" -- "$LONGCTX" ckpt verify "$OUT/ck_plain.h5" --quiet
+expect_in "$OUT/stdout" "ok \(.*1 tensor\(s\) without a checksum, whose bytes could not be checked: /model/layer0/wq\)" \
+  "verify says which tensor it could not check"
+# A negative Adam second moment (nan at its square root): verify said ok, and a resume stopped at its first
+# step as "training diverged". Both name it now.
+expect_exit 3 "verify: a negative second moment" -- "$LONGCTX" ckpt verify "$OUT/ck_negv.h5" --quiet
+expect_in "$OUT/stdout" "/optimizer/v/layer0/wq: negative value -1" "verify names it"
+mkdir -p "$OUT/negv" && cp "$OUT/ck_negv.h5" "$OUT/negv/step_00000002.h5" && echo step_00000002.h5 >"$OUT/negv/latest"
+expect_exit 3 "resume from it" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 --checkpoint.dir "$OUT/negv"
+expect_in "$OUT/stderr" "/optimizer/v/layer0/wq: value -1.* at flat index 0 \(an Adam second moment is finite and >= 0\)" \
+  "the resume names it"
 for c in "no_wq:/model/layer0/wq: missing" "no_optimizer:/optimizer/m/embedding: missing" \
          "shape:/model/layer0/wq: shape \[16,32\], the model needs \[32,32\]" \
          "float64:/model/layer0/wq: float64, the model needs float32" "world0:attribute world_size = 0: must be >= 1"; do
