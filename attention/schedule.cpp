@@ -153,8 +153,9 @@ void warn_coverage(const Schedule& schedule, int64_t heads, HeadOffsets offsets)
                    " offsets): positions of the other residues see this branch's keys in no head, so information "
                    "there travels far only through another layer; where any position must be retrievable, " +
                    (offsets == HeadOffsets::grouped
-                        ? "give heads a multiple of the dilation rate (grouped offsets give each residue "
-                          "ceil(heads / r) heads), or use paper offsets"
+                        ? "give heads a multiple of the dilation rate (grouped offsets give each residue they "
+                          "reach ceil(heads / r) heads, so they reach ceil(heads / ceil(heads / r)) residues), or "
+                          "use paper offsets"
                         : "keep heads >= max dilation rate"));
   }
 }

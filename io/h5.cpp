@@ -681,7 +681,7 @@ void Dataset::require_external_files(hid_t create) const {
     const uintmax_t end = static_cast<uintmax_t>(offset) + part;
     if (error || bytes < end)
       throw InputError(what + found + " holds " + std::to_string(bytes) + " bytes, and this dataset's part of "
-                       "it ends at byte " + std::to_string(end) + ": the rest would read as fill values");
+                       "it ends at byte " + std::to_string(end) + ": the rest would read as zeros");
     needed -= part;
   }
 }
@@ -1105,11 +1105,15 @@ File File::open(const std::string& path, Mode mode, MPI_Comm comm) {
   Handle file(H5Fopen(path.c_str(), flags, access.id()), close_file);
   if (!file.valid()) {
     const std::string detail = take_error_text();
-    // HDF5's own lock: a writer (h5py, another tool) has the file open. Not damage: say so.
-    if (detail.find("unable to lock file") != std::string::npos)
+    // HDF5's own lock, held (errno 11, EAGAIN): a writer (h5py, another tool) has the file open. Not
+    // damage: say so. Another lock failure (ENOLCK on a network file system) keeps HDF5's words.
+    if (detail.find("unable to lock file, errno = 11") != std::string::npos)
       throw InputError(path + ": locked by a process that has it open for writing (HDF5 file locking); wait for "
                        "it to close the file. With no such process running (a stale lock on a "
                        "network file system), HDF5_USE_FILE_LOCKING=FALSE skips the lock");
+    if (detail.find("unable to lock file") != std::string::npos)
+      throw InputError(path + ": HDF5 could not lock it (" + detail + "); where the file system has no locks, "
+                       "HDF5_USE_FILE_LOCKING=FALSE skips them");
     throw InputError(path + ": cannot open as an HDF5 file (truncated, damaged or not HDF5)" +
                      (detail.empty() ? std::string() : ": " + detail));
   }

@@ -106,15 +106,17 @@ void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed
       return;
     }
     if (!group.empty() && args.size() > 1 && !args[1].empty() && args[1][0] != '-') {
-      // `ckpt verfy`: a mistyped subcommand, not a missing one.
+      // `ckpt verfy`: a mistyped subcommand (within two edits of one); `ckpt runs/ck`: a missing one.
       const std::string given = args[0] + " " + args[1];
       std::string guess;
       size_t best = 3;
       for (const auto& c : cli::all_commands())
         if (c.name.rfind(args[0] + " ", 0) == 0)
           if (const size_t d = cli::edit_distance(given, c.name); d < best) guess = c.name, best = d;
-      throw UsageError("unknown command '" + given + "'" + (guess.empty() ? "" : "; did you mean '" + guess + "'?") +
-                       " ('" + args[0] + "' has: " + group + ")");
+      if (!guess.empty())
+        throw UsageError("unknown command '" + given + "'; did you mean '" + guess + "'? ('" + args[0] +
+                         "' has: " + group + ")");
+      throw UsageError("'" + args[0] + "' needs a subcommand: " + group + " ('" + args[1] + "' is none of them)");
     }
     if (!group.empty()) throw UsageError("'" + args[0] + "' needs a subcommand: " + group);
     throw UsageError("unknown command '" + args[0] + "'; commands: " + names);

@@ -341,13 +341,20 @@ class JsonLog {
  public:
   JsonLog(const std::string& path, bool active, int64_t resumed_step) : path_(path) {
     if (!active || path.empty()) return;
-    if (resumed_step > 0) trim_after(resumed_step);
-    else if (const int64_t lines = count_lines(); lines > 0)  // a fresh run appends, as it always has
+    if (resumed_step > 0) {
+      trim_after(resumed_step);
+    } else if (const int64_t lines = count_lines(); lines > 0) {  // a fresh run appends, as it always has
       log::warn("log.jsonl=" + path + " already holds " + std::to_string(lines) + " line(s) of an earlier run; "
                 "this run starts at step 1 and appends after them (remove the file to start it clean)");
+      // Step 1 is logged whatever log.every says: where the steps go down is where this run's lines start,
+      // which a resume needs before any checkpoint (trim_after).
+      log_step_one_ = true;
+    }
     out_.open(path, std::ios::app);
     if (!out_) throw UsageError("log.jsonl=" + path + ": cannot open for appending");
   }
+  // Whether `step` is logged off the log.every grid: step 1 of a fresh run appending to earlier lines.
+  bool must_log(int64_t step) const { return log_step_one_ && step == 1; }
   void write(const std::string& line) {
     if (!out_.is_open()) return;
     out_ << line << "\n" << std::flush;
@@ -362,7 +369,8 @@ class JsonLog {
     return lines;
   }
   // Only this run's lines: those from where the steps last went down (a fresh run appended to an earlier
-  // run's file starts again at a low step). Before, an earlier run's lines after `step` went too.
+  // run's file starts again at step 1, which it always logs). Before, an earlier run's lines after `step`
+  // went too.
   void trim_after(int64_t step) {
     std::ifstream in(path_);
     if (!in) return;
@@ -407,6 +415,7 @@ class JsonLog {
 
   std::string path_;
   std::ofstream out_;
+  bool log_step_one_ = false;
 };
 
 void dump_layers(io::ActivationDump& dump, model::Model& model, const RunOptions& r, int64_t step,
@@ -600,6 +609,13 @@ int run_train(Invocation& inv) {
   bool dump_unpublished = false;  // steps dumped since the dump file was last published
   bool have_checkpoint = resumed;  // one is committed in checkpoint.dir (resumed from, or saved by this run)
   const auto checkpoint = [&] {
+    // An update can overflow where the gradient did not (a huge train.lr): no checkpoint of it, which
+    // checkpoint.keep would prune good ones for. Parameters are replicated: every rank throws alike.
+    for (const float value : active->params())
+      if (!std::isfinite(value))
+        throw InternalError("training diverged at step " + std::to_string(active->step()) +
+                            ": its update made parameters not finite (try a lower train.lr); not checkpointed" +
+                            (have_checkpoint ? ", the last checkpoint is intact" : std::string()));
     // The dump is published with each checkpoint that follows a dumped step, so a run killed later (no
     // chance to close it) resumes from the checkpoint with those steps kept; a new dump copies them.
     // Published BEFORE the checkpoint commits: a kill between the two then resumes from the checkpoint
@@ -667,7 +683,7 @@ int run_train(Invocation& inv) {
     }
     // log.jsonl keeps to the log.every grid (so an interrupted + resumed run's file is the uninterrupted
     // one's); the step a signal stops at is printed too.
-    const bool logged = step % r.log_every == 0 || step == r.steps || eval_now;
+    const bool logged = step % r.log_every == 0 || step == r.steps || eval_now || jsonl.must_log(step);
     if (rank == 0 && (logged || stats.stop)) {
       const double tokens_per_s = double(seq_len) / seconds;
       const double mfu = step_flops(r.trainer.model, seq_len) / seconds / peak;

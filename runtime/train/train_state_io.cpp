@@ -1,6 +1,7 @@
 #include "runtime/train/train_state_io.hpp"
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -15,6 +16,13 @@
 
 namespace longctx::train {
 namespace {
+
+// A value as %g writes it: an Adam second moment of -3e-9 is not "-0.000000" (std::to_string).
+std::string general(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", value);
+  return text;
+}
 
 // "section.key" -> value of INI text (cli::to_ini's, as /config holds it), read by the reader that reads
 // --config files.
@@ -193,7 +201,7 @@ std::vector<std::string> checkpoint_model_problems(const io::CheckpointReader& r
       if (found->second->dtype != "float32")
         problems.push_back(path + ": " + name + ": " + found->second->dtype + ", the model needs float32");
       if (std::string(group) == "/optimizer/v/" && found->second->min_value < 0)
-        problems.push_back(path + ": " + name + ": negative value " + std::to_string(found->second->min_value) +
+        problems.push_back(path + ": " + name + ": negative value " + general(found->second->min_value) +
                            " (an Adam second moment is >= 0; a resume would stop, exit 3)");
     }
   if (!present.count("/state/global/step")) {
@@ -243,7 +251,7 @@ void load_checkpoint(Trainer& trainer, const std::string& path, const std::strin
     const float* values = tensor.data();
     for (int64_t i = 0; i < tensor.size(); ++i)
       if (!std::isfinite(values[i]) || (second_moment && values[i] < 0))
-        throw InputError(path + ": /" + name + ": value " + std::to_string(values[i]) + " at flat index " +
+        throw InputError(path + ": /" + name + ": value " + general(values[i]) + " at flat index " +
                          std::to_string(i) + (second_moment ? " (an Adam second moment is finite and >= 0)" : "") +
                          ": damaged; `longctx ckpt verify` checks the whole file, or resume from an older checkpoint");
     return tensor;

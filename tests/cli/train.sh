@@ -271,6 +271,13 @@ expect_in "$OUT/stderr" "training diverged at step 2: loss [0-9.]+, gradient nor
   && "$LONGCTX" ckpt verify "$OUT/nang" --quiet >/dev/null 2>&1 && pass "step 1's checkpoint kept, and it verifies" \
   || fail "checkpoints: $(ls "$OUT/nang")"
 
+# An update that overflows with a finite gradient (train.lr 1e39: the step in float is inf): not checkpointed.
+# Before: step 1's parameters (-inf) were committed and the run exited 0.
+expect_exit 1 "an update that overflows" -- "$LONGCTX" train "${DIVERGE[@]/1e30/1e39}" --train.steps 1 \
+  --checkpoint.dir "$OUT/naninf"
+expect_in "$OUT/stderr" "training diverged at step 1: its update made parameters not finite" "says why"
+[ ! -e "$OUT/naninf/latest" ] && pass "nothing committed" || fail "committed: $(ls "$OUT/naninf")"
+
 # ---- a resumed run keeps the activation dumps made before it ---------------------------------------
 expect_exit 0 "dump step 1, stop at 2" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 --checkpoint.dir "$OUT/dr" \
   --dump.activations "$OUT/dr.h5" --dump.steps 1,3
@@ -327,7 +334,7 @@ variant("float64", retype)
 variant("world0", lambda f: f.attrs.modify("world_size", np.int64(0)))
 variant("state_extra", lambda f: f.create_dataset("state/global/data_position", data=np.int64(7)))
 def negative_v(f):
-    f["optimizer/v/layer0/wq"][0, 0] = -1.0  # written through the filters: its checksum is right
+    f["optimizer/v/layer0/wq"][0, 0] = -3e-9  # written through the filters: its checksum is right
 variant("negv", negative_v)
 def unchecksummed(f):
     w = f["model/layer0/wq"][...]
@@ -353,10 +360,10 @@ expect_in "$OUT/stdout" "ok \(.*1 tensor\(s\) without a checksum, whose bytes co
 # A negative Adam second moment (nan at its square root): verify said ok, and a resume stopped at its first
 # step as "training diverged". Both name it now.
 expect_exit 3 "verify: a negative second moment" -- "$LONGCTX" ckpt verify "$OUT/ck_negv.h5" --quiet
-expect_in "$OUT/stdout" "/optimizer/v/layer0/wq: negative value -1" "verify names it"
+expect_in "$OUT/stdout" "/optimizer/v/layer0/wq: negative value -3e-09 " "verify names it, as %g"
 mkdir -p "$OUT/negv" && cp "$OUT/ck_negv.h5" "$OUT/negv/step_00000002.h5" && echo step_00000002.h5 >"$OUT/negv/latest"
 expect_exit 3 "resume from it" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 --checkpoint.dir "$OUT/negv"
-expect_in "$OUT/stderr" "/optimizer/v/layer0/wq: value -1.* at flat index 0 \(an Adam second moment is finite and >= 0\)" \
+expect_in "$OUT/stderr" "/optimizer/v/layer0/wq: value -3e-09 at flat index 0 \(an Adam second moment is finite and >= 0\)" \
   "the resume names it"
 for c in "no_wq:/model/layer0/wq: missing" "no_optimizer:/optimizer/m/embedding: missing" \
          "shape:/model/layer0/wq: shape \[16,32\], the model needs \[32,32\]" \
@@ -425,15 +432,24 @@ diff <(losses "$OUT/whole.jsonl") <(losses "$OUT/crash.jsonl") >/dev/null && [ "
 # The same in a file that a fresh run appended to: only this run's lines go. Before, the earlier run's
 # steps 5 and 6 (after the checkpoint's step 4) were dropped too.
 cp "$OUT/whole.jsonl" "$OUT/appended.jsonl"
-expect_exit 0 "a new run appends to that log.jsonl" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 6 --train.seed 7 \
-  --checkpoint.every 4 --checkpoint.dir "$OUT/appended" --log.jsonl "$OUT/appended.jsonl"
+APPENDED=(--train.steps 6 --train.seed 7 --checkpoint.every 2 --log.every 4 --checkpoint.dir "$OUT/appended"
+          --log.jsonl "$OUT/appended.jsonl")
+expect_exit 0 "a new run appends to that log.jsonl" -- "$LONGCTX" train "${SMALL[@]}" "${APPENDED[@]}"
 cp "$OUT/appended.jsonl" "$OUT/both.jsonl"
+[ "$(losses "$OUT/both.jsonl" | tail -3 | cut -d' ' -f1 | tr '\n' ' ')" = "1 4 6 " ] &&
+  pass "it logs its step 1 off the log.every grid (where its lines start)" || fail "new run logged: $(losses "$OUT/both.jsonl" | tail -3)"
 rm "$OUT/appended/step_00000006.h5" && echo step_00000004.h5 >"$OUT/appended/latest"
-expect_exit 0 "resume the new run" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 6 --train.seed 7 \
-  --checkpoint.every 4 --checkpoint.dir "$OUT/appended" --log.jsonl "$OUT/appended.jsonl"
-expect_in "$OUT/stderr" "log.jsonl: dropped 2 line" "drops the new run's steps 5 and 6 only"
+expect_exit 0 "resume the new run" -- "$LONGCTX" train "${SMALL[@]}" "${APPENDED[@]}"
+expect_in "$OUT/stderr" "log.jsonl: dropped 1 line" "drops the new run's step 6 only"
 cmp -s <(head -6 "$OUT/appended.jsonl") "$OUT/whole.jsonl" && diff <(losses "$OUT/both.jsonl") <(losses "$OUT/appended.jsonl") >/dev/null \
   && pass "the earlier run's lines stay, then the new run's as one run" || { fail "shared log.jsonl"; cat "$OUT/appended.jsonl"; }
+# A crash before the new run's first line on the log.every grid (after its step 2 checkpoint): its step 1
+# line marks where its lines start. Before, with no line of its own, the resume dropped the earlier run's 3-6.
+head -7 "$OUT/both.jsonl" >"$OUT/appended.jsonl"
+rm "$OUT/appended"/step_0000000[46].h5 && echo step_00000002.h5 >"$OUT/appended/latest"
+expect_exit 0 "resume from step 2 with only step 1 logged" -- "$LONGCTX" train "${SMALL[@]}" "${APPENDED[@]}"
+cmp -s <(head -6 "$OUT/appended.jsonl") "$OUT/whole.jsonl" && diff <(losses "$OUT/both.jsonl") <(losses "$OUT/appended.jsonl") >/dev/null \
+  && pass "the earlier run's lines stay" || { fail "shared log.jsonl after an early crash"; cat "$OUT/appended.jsonl"; }
 
 # ---- kill -9 after a dumped step and a checkpoint: the resumed run keeps that dump (the dump is
 # published with each checkpoint after a dumped step; before, it lived in .tmp until the run ended) ----
