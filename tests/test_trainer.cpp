@@ -103,6 +103,26 @@ TEST(Trainer, StopFlagOfAnyRankReachesAll) {
   EXPECT_EQ(second.stop_signal, 0);
 }
 
+// The signal is asked for after the backward pass (the gradient is all-reduced by then), so that one
+// arriving during a step stops the run at that step. Asked before the forward, it stopped one step late.
+TEST(Trainer, AsksForTheStopSignalAfterTheBackward) {
+  auto comm = world();
+  const auto data = make_dataset(small_data());
+  model::ShardedAttention sharded(*comm);
+  Trainer trainer(small_config(), *comm, sharded);
+  int asked = 0;
+  bool gradient_there = false;
+  const StepStats stats = trainer.compute_gradients(data->rows(false, 0, trainer.local_rows()), [&] {
+    ++asked;
+    for (float g : trainer.grads()) gradient_there = gradient_there || g != 0.0f;
+    return SIGUSR1;
+  });
+  EXPECT_EQ(asked, 1);
+  EXPECT_TRUE(gradient_there);
+  EXPECT_TRUE(stats.stop);
+  EXPECT_EQ(stats.stop_signal, SIGUSR1);
+}
+
 TEST(Data, RowsAreSlicesOfTheWholeSequenceAndDeterministic) {
   for (const char* task : {"passkey", "associative"}) {
     DataConfig d = small_data();

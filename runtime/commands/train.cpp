@@ -9,6 +9,7 @@
 #include <omp.h>
 #include <pthread.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -32,6 +33,7 @@
 #include "attention/cuda/cuda_attention.hpp"
 #include "attention/sequence_parallel.hpp"
 #include "io/activation_dump.hpp"
+#include "io/atomic_output.hpp"
 #include "io/checkpoint.hpp"
 #include "io/durable.hpp"
 #include "runtime/commands/attention_options.hpp"
@@ -433,8 +435,10 @@ void dump_layers(io::ActivationDump& dump, model::Model& model, const RunOptions
 // when the process ends, kill -9 included): two runs sharing one directory would prune and rename each
 // other's checkpoints. The file names the holder. A file system without flock (some Lustre mounts) gets a
 // warning and no lock.
+int g_checkpoint_lock = -1;  // rank 0's lock on <checkpoint.dir>/.longctx.lock, for the run's lifetime
+
 void lock_checkpoint_dir(const std::string& dir) {
-  static int held = -1;  // the run's lifetime
+  int& held = g_checkpoint_lock;
   if (held >= 0) return;
   std::error_code error;
   std::filesystem::create_directories(dir, error);
@@ -471,6 +475,20 @@ void lock_checkpoint_dir(const std::string& dir) {
     log::warn("checkpoint.dir=" + dir + ": cannot write " + path + " (" + std::strerror(errno) +
               "); the lock holds, unnamed");
   held = fd;
+}
+
+// Rank 0, before each checkpoint: the locked file must still be <checkpoint.dir>/.longctx.lock. A directory
+// removed (or moved) while the run held it was made again by the next checkpoint, without the lock, and a
+// second run was let in: both wrote checkpoints, latest and log.jsonl there.
+void require_checkpoint_dir_lock(const std::string& dir) {
+  if (g_checkpoint_lock < 0) return;  // no lock (a file system without flock: warned at the start)
+  const std::string path = dir + "/.longctx.lock";
+  struct stat held {}, there {};
+  if (::fstat(g_checkpoint_lock, &held) != 0 || ::stat(path.c_str(), &there) != 0 || held.st_dev != there.st_dev ||
+      held.st_ino != there.st_ino)
+    throw InternalError("checkpoint.dir=" + dir + " was removed or replaced while this run held it (its lock file " +
+                        path + " is gone or another): no checkpoint is written where another run may be writing; "
+                        "nothing of this step was saved");
 }
 
 // The data of each shorter stage of the length curriculum (data.seq_len's is train::make_dataset(r.data)).
@@ -627,6 +645,7 @@ int run_train(Invocation& inv) {
       dump_unpublished = false;
       log::info("activation dump " + r.dump_path + " published through step " + std::to_string(active->step()));
     }
+    io::publish_on_rank0(mpi, "checking checkpoint.dir", [&] { require_checkpoint_dir_lock(r.checkpoint_dir); });
     const std::string path = train::save_checkpoint(*active, r.checkpoint_dir, r.checkpoint_keep, config_text,
                                                     tokens_through(active->step()), mpi);
     have_checkpoint = true;
@@ -645,7 +664,7 @@ int run_train(Invocation& inv) {
     const int64_t seq_len = active->config().seq_len;
     const train::Dataset& source = stage < stages ? *stage_data[stage] : *data;
     const train::SequenceRows rows = source.rows(false, active->step(), active->local_rows());
-    train::StepStats stats = active->compute_gradients(rows, g_stop_requested.load());
+    train::StepStats stats = active->compute_gradients(rows, [] { return g_stop_requested.load(); });
     // A diverged step is not applied, logged as a number or checkpointed: checkpoint.keep would otherwise
     // prune good checkpoints for ones full of nan. Every rank sees the same all-reduced loss.
     if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm))

@@ -24,7 +24,7 @@ void Trainer::copy_state_from(Trainer& other) {
   step_ = other.step_;
 }
 
-StepStats Trainer::compute_gradients(const SequenceRows& rows, int stop_signal) {
+StepStats Trainer::compute_gradients(const SequenceRows& rows, const std::function<int()>& stop_signal) {
   std::fill(grads_.begin(), grads_.end(), 0.0f);
   std::vector<float> weights;
   if (config_.answer_weight != 1.0) {
@@ -36,14 +36,15 @@ StepStats Trainer::compute_gradients(const SequenceRows& rows, int stop_signal) 
                                     true, 1.0f, rows.previous, weights.empty() ? nullptr : weights.data());
   model_.backward(params_.data(), grads_.data());
   comm_.all_reduce(Span<float>(grads_));
-  std::vector<double> totals{local.loss_sum, local.weight_sum, stop_signal != 0 ? 1.0 : 0.0, double(local.count)};
+  const int signal_here = stop_signal();
+  std::vector<double> totals{local.loss_sum, local.weight_sum, signal_here != 0 ? 1.0 : 0.0, double(local.count)};
   comm_.all_reduce(Span<double>(totals));
   StepStats stats;
   stats.trained_rows = static_cast<int64_t>(totals[3]);
   stats.loss = totals[1] > 0 ? totals[0] / totals[1] : 0.0;
   stats.stop = totals[2] > 0;
   if (stats.stop) {  // every rank takes this branch: the same all-reduced flag
-    int32_t signal = stop_signal;
+    int32_t signal = signal_here;
     comm_.all_reduce(Span<int32_t>(&signal, 1), comm::ReduceOp::max);
     stats.stop_signal = signal;
   }

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "comm/communicator.hpp"
@@ -54,8 +55,12 @@ class Trainer {
 
   io::RowRange local_rows() const { return rows_; }
   // Steps 1-2 of the protocol; leaves the mean-loss gradient in grads() and its norm in grad_norm.
-  // `stop_signal`: the signal this rank got (0: none).
-  StepStats compute_gradients(const SequenceRows& rows, int stop_signal);
+  // `stop_signal()`: the signal this rank got (0: none), asked after the backward pass, so that a signal
+  // during the step stops the run at this step (asked before the forward, it stopped it a step later).
+  StepStats compute_gradients(const SequenceRows& rows, const std::function<int()>& stop_signal);
+  StepStats compute_gradients(const SequenceRows& rows, int stop_signal) {
+    return compute_gradients(rows, [stop_signal] { return stop_signal; });
+  }
   // Step 3: clip and update; advances step().
   void apply_update(StepStats& stats);
   StepStats train_step(const SequenceRows& rows, int stop_signal);

@@ -416,6 +416,21 @@ wait $launcher; code=$?
 [ "$code" -eq $((128 + $(kill -l USR1))) ] && grep -q "nothing saved (exit $code, not 75)" "$OUT/one.err" &&
   pass "SIGUSR1 to rank 1 only -> every rank exits $code" || { fail "gave exit $code"; tail -3 "$OUT/one.err"; }
 
+# checkpoint.dir removed or moved while the run holds it: the next checkpoint stops the run (exit 1) instead of making
+# the directory again without the lock (a second run was let in, and both wrote there).
+"$LONGCTX" train "${BASE[@]}" --model.heads 4 --model.dim 32 --data.seq_len 1024 --model.segment_lengths 32,128,1024 \
+  --train.steps 400 --checkpoint.every 1 --checkpoint.dir "$OUT/gone" --log.jsonl "$OUT/gone.jsonl" \
+  >"$OUT/gone.out" 2>"$OUT/gone.err" &
+pid=$!
+for _ in $(seq 200); do grep -q '"step": 3,' "$OUT/gone.jsonl" 2>/dev/null && break; sleep 0.05; done
+mv "$OUT/gone" "$OUT/moved"  # one atomic step (rm -rf could race the checkpoint being written)
+wait $pid; code=$?
+# Said as "removed or replaced" at the next checkpoint, or, when the move hit a checkpoint mid-write, as
+# that write's failed rename: either way the error names the directory.
+[ "$code" -eq 1 ] && grep -q "error.*$OUT/gone" "$OUT/gone.err" &&
+  pass "checkpoint.dir moved away mid-run -> exit 1, naming it" || { fail "gave exit $code"; tail -3 "$OUT/gone.err"; }
+[ ! -e "$OUT/gone/latest" ] && pass "no checkpoint written into a directory made again" || fail "wrote: $(ls -a "$OUT/gone")"
+
 # ---- a crash after logging but before the next checkpoint: the resumed run drops the lines after its
 # checkpoint (and a torn last line) and logs those steps again, so log.jsonl reads like one run -------
 expect_exit 0 "6 steps, checkpoints at 4 and 6" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 6 --checkpoint.every 4 \
