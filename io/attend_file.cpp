@@ -48,11 +48,11 @@ AttendInput check_attend_input(const h5::File& file, bool backward) {
   return input;
 }
 
-void check_attend_storage(const h5::File& file, bool backward, bool virtual_sources) {
+void check_attend_storage(const h5::File& file, bool backward, const h5::Dataset::RowBlock* only) {
   for (const std::string& name : input_names(backward)) {
     const h5::Dataset dataset = file.open_dataset(name);
-    if (dataset.virtual_layout() && !virtual_sources) continue;
-    dataset.require_allocated();
+    if (only) dataset.require_allocated(*only);
+    else dataset.require_allocated();
   }
 }
 

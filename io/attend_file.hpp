@@ -28,9 +28,10 @@ struct AttendInput {
 AttendInput check_attend_input(const h5::File& file, bool backward);
 // Every element of q, k, v (and `do`) must have been written: a chunked dataset with chunks missing, or
 // one whose storage was never allocated, reads as fill values without any error (require_allocated).
-// So does a virtual dataset's part whose source is missing; its sources are checked only with
-// `virtual_sources` (one rank of a job: each may open thousands of files). InputError naming the dataset
-// and how much of it is stored, or the mapping.
-void check_attend_storage(const h5::File& file, bool backward, bool virtual_sources);
+// So does a virtual dataset's part whose source is missing; with `only`, a virtual dataset's sources are
+// checked for those rows (a rank's own: each rank of a job finds the sources it will read, where a node
+// may see other files than rank 0's, and none opens all of thousands). InputError naming the dataset and
+// how much of it is stored, or the mapping.
+void check_attend_storage(const h5::File& file, bool backward, const h5::Dataset::RowBlock* only);
 
 }  // namespace longctx::io

@@ -504,13 +504,15 @@ bool Dataset::checksummed() const {
 
 int64_t Dataset::storage_bytes() const { return static_cast<int64_t>(H5Dget_storage_size(id())); }
 
-void Dataset::require_allocated() const { require_allocated(0); }
+void Dataset::require_allocated() const { require_allocated(0, nullptr); }
 
-void Dataset::require_allocated(int depth) const {
+void Dataset::require_allocated(const RowBlock& only) const { require_allocated(0, &only); }
+
+void Dataset::require_allocated(int depth, const RowBlock* only) const {
   const Shape dims = shape();
   if (element_count(dims) == 0) return;  // nothing to store
   if (virtual_layout()) {
-    require_virtual_sources(depth);
+    require_virtual_sources(depth, only);
     return;
   }
   {
@@ -686,7 +688,7 @@ void Dataset::require_external_files(hid_t create) const {
   }
 }
 
-void Dataset::require_virtual_sources(int depth) const {
+void Dataset::require_virtual_sources(int depth, const RowBlock* only) const {
   // A virtual dataset can map another; past a few levels it is a loop.
   if (depth > 8) throw InputError(where_.describe() + ": virtual datasets nest deeper than 8 levels (a loop?)");
   Handle create(H5Dget_create_plist(id()), H5Pclose);
@@ -720,6 +722,15 @@ void Dataset::require_virtual_sources(int depth) const {
     }
     if (H5Sget_select_npoints(virtual_space.id()) == 0) continue;
     if (coverage_known && !add_selection(covered.id(), virtual_space.id())) coverage_known = false;
+    if (only) {  // another rank's rows: that rank checks this mapping
+      const Shape extent = shape();
+      if (only->begin >= only->end) continue;
+      std::vector<hsize_t> start(extent.size(), 0), end(extent.size());
+      for (size_t d = 0; d < extent.size(); ++d) end[d] = static_cast<hsize_t>(std::max<int64_t>(extent[d], 1) - 1);
+      start[only->axis] = static_cast<hsize_t>(only->begin);
+      end[only->axis] = static_cast<hsize_t>(only->end - 1);  // inclusive
+      if (H5Sselect_intersect_block(virtual_space.id(), start.data(), end.data()) == 0) continue;
+    }
     const std::string what = where_.describe() + ": its " + which + " reads '" + dataset_name + "' from ";
     const std::string fill = ": that part would read as fill values";
     std::optional<File> source_file;  // another file's (this one's is open already)
@@ -784,7 +795,7 @@ void Dataset::require_virtual_sources(int depth) const {
       }
     }
     try {
-      dataset.require_allocated(depth + 1);
+      dataset.require_allocated(depth + 1, nullptr);
     } catch (const InputError& e) {
       if (depth > 0) throw;  // the outermost mapping and the innermost problem say enough
       throw InputError(what + source + ": " + e.what());

@@ -185,6 +185,14 @@ class Dataset : public Object {
   // elements must each be mapped, and each mapping's source file and dataset found where HDF5 looks for
   // them, as large as the mapping reads and itself allocated: HDF5 reads a missing source as fill values.
   void require_allocated() const;
+  // The same, but of a virtual dataset only the mappings that place elements in rows [begin, end) of
+  // `axis` have their sources checked (a rank's own rows: each rank finds what it will read, and no
+  // rank opens every source file of a big VDS). Whether every element is mapped is still checked whole.
+  struct RowBlock {
+    size_t axis = 0;
+    int64_t begin = 0, end = 0;
+  };
+  void require_allocated(const RowBlock& only) const;
 
   // Raw transfers with HDF5 type conversion from/to `memory_type`. Read failures -> InputError;
   // write failures -> InternalError. Collective on parallel files unless Transfer::independent.
@@ -202,8 +210,8 @@ class Dataset : public Object {
   void require_rank(size_t min_rank, size_t max_rank) const;
 
  private:
-  void require_allocated(int depth) const;
-  void require_virtual_sources(int depth) const;
+  void require_allocated(int depth, const RowBlock* only) const;
+  void require_virtual_sources(int depth, const RowBlock* only) const;
   void require_external_files(hid_t create_plist) const;
 };
 

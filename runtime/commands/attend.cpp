@@ -81,9 +81,13 @@ void check_options(const Invocation& invocation) {
                            static_cast<double>(element_count(input.shape)), P, vm["backward"].as<bool>(),
                            invocation.process.local_size());
   // After the size check, which refuses a huge input from its shape alone (its storage need not exist).
-  // A virtual dataset's sources on rank 0 only (the ranks agree on its outcome): thousands of shard files
-  // opened by every rank would be a metadata storm on a parallel file system.
-  io::check_attend_storage(file, vm["backward"].as<bool>(), invocation.process.world().rank() == 0);
+  // A virtual dataset's sources: each rank those of its own rows (thousands of shard files opened by every
+  // rank would be a metadata storm on a parallel file system; rank 0 alone missed a source that another
+  // node cannot see, which then read as zeros there). The ranks agree on the outcome.
+  const int rank = invocation.process.world().rank();
+  const io::RowRange mine = io::even_rows(input.seq_len, rank, P);
+  const io::h5::Dataset::RowBlock only{input.seq_axis, mine.begin, mine.begin + mine.rows()};
+  io::check_attend_storage(file, vm["backward"].as<bool>(), &only);
 }
 
 int run(Invocation& invocation) {

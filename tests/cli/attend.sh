@@ -281,6 +281,13 @@ bad 3 "vds/moved/ok.h5: /q: its mapping 1 of 1 reads 'q' from 'src.h5', which is
 expect_exit 0 "VDS moved: its sources found through HDF5_VDS_PREFIX" -- env HDF5_VDS_PREFIX="/nowhere:$OUT/vds" \
   "$LONGCTX" attend --input vds/moved/ok.h5 --output vds/moved.out.h5 "${V[@]}"
 expect_exit 0 "... and it reads them: equal to the unmoved file's output" -- $CHECK same vds/moved.out.h5 vds/cwd/ok.out.h5 0
+# Each rank checks the sources of its own rows: here rank 1 runs where HDF5 cannot find them (another
+# working directory stands in for another node). Before, rank 0 alone checked, and rank 1 read zeros, exit 0.
+bad 3 "its mapping 1 of 1 reads 'q' from 'src.h5', which is not there" "VDS sources missing on rank 1 only" -- \
+  "${MPIRUN[@]}" -np 1 -wdir "$OUT/vds" "$LONGCTX" attend --input "$OUT/vds/moved/ok.h5" --output "$OUT/bad.h5" "${V[@]}" \
+  : -np 1 -wdir "$OUT/vds/cwd" "$LONGCTX" attend --input "$OUT/vds/moved/ok.h5" --output "$OUT/bad.h5" "${V[@]}"
+expect_exit 0 "VDS sources found by both ranks (each from the working directory)" -- "${MPIRUN[@]}" -np 2 -wdir "$OUT/vds" \
+  "$LONGCTX" attend --input "$OUT/vds/moved/ok.h5" --output "$OUT/vds/wdir.out.h5" "${V[@]}"
 for np in 1 2; do
   bad 3 "vds/gone.h5: /q: its mapping 1 of 1 reads 'q' from 'missing.h5', which is not there.*fill values" \
     "VDS source file missing, P=$np" -- "${MPIRUN[@]}" -np $np "$LONGCTX" attend --input vds/gone.h5 "${U[@]}"
