@@ -68,7 +68,7 @@ class Watchdog {
       std::ostringstream message;
       message << what_ << ": no progress for "
               << std::chrono::duration<double>(timeout_).count()
-              << " s; another rank is stuck or gone (MPI-IO has no timeout of its own; --comm-timeout sets "
+              << " s; a rank (this one or another) is stuck or gone (MPI-IO has no timeout of its own; --comm-timeout sets "
                  "this one). Ending the job.";
       auto expire = expire_;
       lock.unlock();
