@@ -345,7 +345,7 @@ class JsonLog {
     if (!active || path.empty()) return;
     if (resumed_step > 0) {
       trim_after(resumed_step);
-    } else if (const int64_t lines = count_lines(); lines > 0) {  // a fresh run appends, as it always has
+    } else if (const int64_t lines = (drop_torn_tail(), count_lines()); lines > 0) {  // appends, as it always has
       log::warn("log.jsonl=" + path + " already holds " + std::to_string(lines) + " line(s) of an earlier run; "
                 "this run starts at step 1 and appends after them (remove the file to start it clean)");
       // Step 1 is logged whatever log.every says: where the steps go down is where this run's lines start,
@@ -364,6 +364,17 @@ class JsonLog {
   }
 
  private:
+  // A last line without its '\n' (a run killed mid-write) would have this run's first line glued to it:
+  // that line is dropped first.
+  void drop_torn_tail() {
+    std::ifstream in(path_);
+    if (!in) return;
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (text.empty() || text.back() == '\n') return;
+    const size_t end = text.rfind('\n');
+    io::write_text_durably(path_, end == std::string::npos ? std::string() : text.substr(0, end + 1));
+    log::info("log.jsonl: dropped its torn last line (an earlier run stopped while writing it)");
+  }
   int64_t count_lines() const {
     std::ifstream in(path_);
     int64_t lines = 0;
@@ -629,11 +640,14 @@ int run_train(Invocation& inv) {
   const auto checkpoint = [&] {
     // An update can overflow where the gradient did not (a huge train.lr): no checkpoint of it, which
     // checkpoint.keep would prune good ones for. Parameters are replicated: every rank throws alike.
-    for (const float value : active->params())
-      if (!std::isfinite(value))
-        throw InternalError("training diverged at step " + std::to_string(active->step()) +
-                            ": its update made parameters not finite (try a lower train.lr); not checkpointed" +
-                            (have_checkpoint ? ", the last checkpoint is intact" : std::string()));
+    for (const std::vector<float>* state :
+         {&active->params(), &active->optimizer().first_moment(), &active->optimizer().second_moment()})
+      for (const float value : *state)
+        if (!std::isfinite(value))
+          throw InternalError("training diverged at step " + std::to_string(active->step()) +
+                              ": its update made parameters or optimizer moments not finite (try a lower train.lr, "
+                              "or train.clip); not checkpointed" +
+                              (have_checkpoint ? ", the last checkpoint is intact" : std::string()));
     // The dump is published with each checkpoint that follows a dumped step, so a run killed later (no
     // chance to close it) resumes from the checkpoint with those steps kept; a new dump copies them.
     // Published BEFORE the checkpoint commits: a kill between the two then resumes from the checkpoint

@@ -275,7 +275,7 @@ expect_in "$OUT/stderr" "training diverged at step 2: loss [0-9.]+, gradient nor
 # Before: step 1's parameters (-inf) were committed and the run exited 0.
 expect_exit 1 "an update that overflows" -- "$LONGCTX" train "${DIVERGE[@]/1e30/1e39}" --train.steps 1 \
   --checkpoint.dir "$OUT/naninf"
-expect_in "$OUT/stderr" "training diverged at step 1: its update made parameters not finite" "says why"
+expect_in "$OUT/stderr" "training diverged at step 1: its update made parameters or optimizer moments not finite" "says why"
 [ ! -e "$OUT/naninf/latest" ] && pass "nothing committed" || fail "committed: $(ls "$OUT/naninf")"
 
 # ---- a resumed run keeps the activation dumps made before it ---------------------------------------
@@ -465,6 +465,15 @@ rm "$OUT/appended"/step_0000000[46].h5 && echo step_00000002.h5 >"$OUT/appended/
 expect_exit 0 "resume from step 2 with only step 1 logged" -- "$LONGCTX" train "${SMALL[@]}" "${APPENDED[@]}"
 cmp -s <(head -6 "$OUT/appended.jsonl") "$OUT/whole.jsonl" && diff <(losses "$OUT/both.jsonl") <(losses "$OUT/appended.jsonl") >/dev/null \
   && pass "the earlier run's lines stay" || { fail "shared log.jsonl after an early crash"; cat "$OUT/appended.jsonl"; }
+
+# An earlier run's torn last line: a fresh run drops it before appending (before, its step 1 line was glued
+# to it, and a resume could not find where its lines start).
+printf '{"step": 10, "loss": 1.0, "lr": 0}\n{"step": 20, "loss": 0.9, "lr": 0}\n{"step": 30, "lo' >"$OUT/torn.jsonl"
+expect_exit 0 "a fresh run on a log.jsonl with a torn last line" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 \
+  --log.every 4 --log.jsonl "$OUT/torn.jsonl"
+[ "$(losses "$OUT/torn.jsonl" | cut -d' ' -f1 | tr '\n' ' ')" = "10 20 1 2 " ] &&
+  /usr/bin/python3 -c "import json, sys; [json.loads(l) for l in open(sys.argv[1])]" "$OUT/torn.jsonl" &&
+  pass "the torn line is gone, every line is JSON" || { fail "torn log.jsonl"; cat "$OUT/torn.jsonl"; }
 
 # ---- kill -9 after a dumped step and a checkpoint: the resumed run keeps that dump (the dump is
 # published with each checkpoint after a dumped step; before, it lived in .tmp until the run ended) ----
