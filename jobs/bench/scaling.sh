@@ -68,7 +68,7 @@ for i, (a, b, c) in enumerate(zip(one, two, pair)):
     share = slowest(b)["pairs"] / a["pairs"]
     per_pair.append(pct(t2 / share, tc))
     recv = max(x["bytes_received_fwd"] for x in b["per_rank"])
-    hidden = min(x["comm_hidden_fwd"] for x in b["per_rank"])
+    hidden = min((x["comm_hidden_fwd"] for x in b["per_rank"] if x["comm_hidden_fwd"] is not None), default=1.0)
     print(f"| {i + 1} | {t1:.3f} | {t2:.3f} | {share:.3f} | {tc:.3f} | {pct(t2, t1):+.1f}% | {pct(tc, t1):+.1f}% "
           f"| {pct(t2, tc):+.1f}% | {per_pair[-1]:+.1f}% | {recv} | {100 * hidden:.0f}% |")
 m1, m2, mc = (statistics.median(r["seconds_fwd"] for r in rows) for rows in (one, two, pair))

@@ -675,7 +675,9 @@ std::string help_text(const Command& command, const po::options_description& dec
   for (const auto& option : declared.options()) {
     const std::string& name = option->long_name();
     if (option->semantic()->is_required()) required += (required.empty() ? "--" : ", --") + name;
-    if (example.empty() && !is_switch(*option) && name != "config" && name != "help" && !positional.count(name))
+    // Not a list option (data import's --text): a variable gives one value, not a list.
+    if (example.empty() && !is_switch(*option) && name != "config" && name != "help" && !positional.count(name) &&
+        option->semantic()->max_tokens() <= 1)
       example = name;
   }
   std::ostringstream out;

@@ -78,16 +78,17 @@ DeviceChoice attention_device(const Invocation& invocation) {
   if (choice.device == "cpu") {
     if (choice.dtype != Dtype::fp32)
       throw UsageError("--dtype " + to_string(choice.dtype) + ": the cpu backend computes in fp32 only (bf16, fp16 "
-                       "need --device cuda)");
+                       "need --device cuda)", "dtype");
   } else if (choice.device == "cuda") {
     if (!cuda_compiled_in())
-      throw UsageError("--device cuda: this build has no CUDA backend (longctx --version lists the backends)");
+      throw UsageError("--device cuda: this build has no CUDA backend (longctx --version lists the backends)",
+                       "device");
     if (invocation.process.world().size() > 1 && choice.dtype == Dtype::fp32)
       throw UsageError("--device cuda --dtype fp32: the fp32 kernels are the single-GPU reference; on several "
                        "ranks use --dtype bf16 or fp16");
     // Here, in the config phase, so that under mpirun it is one message, not one per rank and an MPI_Abort.
     if (invocation.process.device() == "cpu")
-      throw UsageError("--device cuda: no CUDA device is visible to this process (allowed here: cpu)");
+      throw UsageError("--device cuda: no CUDA device is visible to this process (allowed here: cpu)", "device");
   } else {
     throw UsageError("--device: '" + choice.device + "' is not a backend; allowed: cpu, cuda", "device");
   }

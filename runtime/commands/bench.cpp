@@ -162,7 +162,7 @@ BenchOptions bench_options(const Invocation& invocation) {
   o.backward = vm["backward"].as<bool>(), o.json = vm["json"].as<bool>();
   for (const auto& [name, value] : {std::pair<const char*, int64_t>{"seq-len", o.N}, {"heads", o.H},
                                     {"head-dim", o.D}, {"batch", o.B}})
-    if (value < 1) throw UsageError(std::string("--") + name + ": must be >= 1, got " + std::to_string(value));
+    if (value < 1) throw UsageError(std::string("--") + name + ": must be >= 1, got " + std::to_string(value), name);
   check_iterations(o.iters, o.warmup);
   o.device = attention_device(invocation);
   if (o.device.device == "cuda") return o;
@@ -269,15 +269,22 @@ int run(Invocation& invocation) {
     out << ", \"peak_rss_bytes\": " << static_cast<uint64_t>(peak_rss)
         << ", \"tensor_bytes_per_rank\": " << static_cast<uint64_t>(io_bytes) << ", \"per_rank\": [";
     for (int r = 0; r < P; ++r) {
+      // A rank that received nothing had nothing to hide: null, as the table's '-' (it said 1, 100%).
+      const auto hidden = [&](int received, int fraction) {
+        std::ostringstream text;
+        if (field(r, received) > 0) text << field(r, fraction);
+        else text << "null";
+        return text.str();
+      };
       out << (r ? ", " : "") << "{\"rank\": " << r << ", \"seconds_fwd\": " << field(r, 0)
           << ", \"pairs\": " << rank_pairs(r) << ", \"gflops_fwd\": " << rank_gflops(r, false, field(r, 0));
       if (backward)
         out << ", \"seconds_bwd\": " << field(r, 1) << ", \"gflops_bwd\": " << rank_gflops(r, true, field(r, 1));
       out << ", \"bytes_sent_fwd\": " << static_cast<uint64_t>(field(r, 2))
-          << ", \"bytes_received_fwd\": " << static_cast<uint64_t>(field(r, 3)) << ", \"comm_hidden_fwd\": " << field(r, 4);
+          << ", \"bytes_received_fwd\": " << static_cast<uint64_t>(field(r, 3)) << ", \"comm_hidden_fwd\": " << hidden(3, 4);
       if (backward)
         out << ", \"bytes_received_bwd\": " << static_cast<uint64_t>(field(r, 5))
-            << ", \"comm_hidden_bwd\": " << field(r, 6);
+            << ", \"comm_hidden_bwd\": " << hidden(5, 6);
       out << ", \"peak_rss_bytes\": " << static_cast<uint64_t>(field(r, 7)) << "}";
     }
     out << "]}\n";

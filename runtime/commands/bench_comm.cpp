@@ -43,11 +43,17 @@ void check_options(const Invocation& invocation) {
   const int64_t bytes = parse_size("bytes", vm["bytes"].as<std::string>());
   const int iters = vm["iters"].as<int>(), warmup = vm["warmup"].as<int>();
   if (backend != "mpi" && backend != "staged" && backend != "nccl" && backend != "auto")
-    throw UsageError("--comm: '" + backend + "' is not a backend; allowed: mpi, staged, nccl, auto");
-  if (bytes < 1) throw UsageError("--bytes: must be >= 1, got " + std::to_string(bytes));
+    throw UsageError("--comm: '" + backend + "' is not a backend; allowed: mpi, staged, nccl, auto", "comm");
+  if (bytes < 1) throw UsageError("--bytes: must be >= 1, got " + std::to_string(bytes), "bytes");
   check_iterations(iters, warmup);
   const int P = invocation.process.world().size();
-  if (backend == "mpi" || backend == "staged")  // host buffers, or host staging (auto may pick device buffers)
+  const bool gpu = invocation.process.device() != "cpu";
+  // Here, in the config phase: one message under mpirun, not one per rank and an MPI_Abort.
+  if ((backend == "nccl" || backend == "staged") && !gpu)
+    throw UsageError("--comm " + backend + " times device buffers, and no CUDA device is visible to this process "
+                     "(--comm mpi times host buffers)", "comm");
+  // Host buffers: mpi, staged (host staging), and auto on a rank without a GPU (then every rank uses mpi).
+  if (backend == "mpi" || backend == "staged" || (backend == "auto" && !gpu))
     check_fits_in_memory("bench comm --bytes " + std::to_string(bytes) + " over " + count_of(P, "rank"),
                          "its send buffer and the gathered P x bytes", static_cast<double>(bytes) * (P + 1),
                          invocation.process.local_size());

@@ -48,7 +48,23 @@ if [ "$have_gpu" -eq 0 ]; then
   expect_in "$OUT/stderr" "device cuda" "names --device cuda"
   expect_exit 2 "bench comm --comm staged without a GPU" -- "$LONGCTX" bench comm --comm staged --quiet
   expect_in "$OUT/stderr" "--comm staged times device buffers.*no CUDA device" "says why, naming --comm (not --device)"
+  # In the config phase: under mpirun one message and no MPI_Abort (it was one per rank from run()).
+  expect_exit 2 "bench comm --comm nccl without a GPU, 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" bench comm --comm nccl \
+    --bytes 1K --quiet
+  [ "$(grep -c "error:" "$OUT/stderr")" -eq 1 ] && ! grep -q MPI_ABORT "$OUT/stderr" && pass "one message, no MPI_Abort" \
+    || { fail "messages: $(grep -c "error:" "$OUT/stderr")"; head -5 "$OUT/stderr"; }
+  # --comm auto uses host buffers here: the memory check applies (it ran out of memory, exit 1).
+  expect_exit 2 "bench comm --comm auto larger than the node" -- "$LONGCTX" bench comm --comm auto --bytes 1000G --quiet
 fi
+# An error about a value names where it came from (the environment here).
+expect_exit 2 "LONGCTX_BYTES=0" -- env LONGCTX_BYTES=0 "$LONGCTX" bench comm --quiet
+expect_in "$OUT/stderr" "--bytes: must be >= 1, got 0 \(from environment variable LONGCTX_BYTES\)" "says where 0 came from"
+expect_exit 2 "LONGCTX_DILATION_RATES=2,2,2" -- env LONGCTX_DILATION_RATES=2,2,2 "$LONGCTX" bench attention --quiet
+expect_in "$OUT/stderr" "from environment variable LONGCTX_DILATION_RATES" "says where the rates came from"
+# A rank that received nothing: comm_hidden is null in the JSON, as '-' in the table (it was 1).
+expect_exit 0 "bench attention json at 1 rank" -- "$LONGCTX" bench attention --seq-len 1K --heads 1 --head-dim 8 \
+  --segment-lengths 256,1024 --dilation-rates 1,2 --iters 1 --warmup 0 --backward --json --quiet
+expect_in "$OUT/stdout" '"bytes_received_fwd": 0, "comm_hidden_fwd": null.*"comm_hidden_bwd": null' "comm_hidden is null"
 
 expect_exit 0 "bench comm (mpi, 2 ranks, json)" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" bench comm --bytes 1M --iters 3 --json --quiet
 expect_in "$OUT/stdout" '"world_size": 2, "bytes_per_rank": 1048576, "seconds": [0-9.e+-]+, "received_bytes_per_s": [1-9]' \

@@ -41,6 +41,8 @@ expect_in "$OUT/stderr" "needs a subcommand: bench attention, bench comm" "names
 expect_exit 2 "a mistyped subcommand" -- "$LONGCTX" ckpt verfy somewhere
 expect_in "$OUT/stderr" "unknown command 'ckpt verfy'; did you mean 'ckpt verify'\? \('ckpt' has: ckpt inspect, ckpt verify\)" \
   "says so, with the nearest"
+expect_exit 0 "data import --help" -- "$LONGCTX" data import --help
+expect_in "$OUT/stdout" "--out <- LONGCTX_OUT" "its environment example is not a list option (LONGCTX_TEXT takes one file)"
 expect_exit 2 "a group followed by a path" -- "$LONGCTX" ckpt runs/ck
 expect_in "$OUT/stderr" "'ckpt' needs a subcommand: ckpt inspect, ckpt verify \('runs/ck' is none of them\)" "a missing subcommand"
 expect_exit 0 "help COMMAND" -- "$LONGCTX" help attend
