@@ -418,16 +418,25 @@ void warn_unknown_variables(const std::vector<std::string>& environment_names, c
   }
 }
 
-// Boost reads "-1" as 2^64 - 1 for an unsigned option; refuse a sign there instead.
+// Boost reads "-1" as 2^64 - 1 for an unsigned option; refuse a sign there instead. It also takes "+3"
+// for any integer, where integers are plain digits (as parse_size has them).
 void check_unsigned(const po::parsed_options& parsed, const po::options_description& declared,
                     const std::string& source = "") {
   for (const auto& o : parsed.options) {
     const po::option_description* option = declared.find_nothrow(o.string_key, false);
-    if (!option || !dynamic_cast<const po::typed_value<uint64_t>*>(option->semantic().get())) continue;
-    for (const auto& token : o.value)
-      if (token.find('-') != std::string::npos)
-        throw UsageError("--" + o.string_key + ": '" + token + "' is not a non-negative integer" +
-                         (source.empty() ? "" : " (from " + source + ")"));
+    if (!option) continue;
+    const po::value_semantic* semantic = option->semantic().get();
+    const bool is_unsigned = dynamic_cast<const po::typed_value<uint64_t>*>(semantic) != nullptr;
+    const bool is_integer = is_unsigned || dynamic_cast<const po::typed_value<int64_t>*>(semantic) ||
+                            dynamic_cast<const po::typed_value<int>*>(semantic);
+    if (!is_integer) continue;
+    for (const auto& token : o.value) {
+      const std::string from = source.empty() ? "" : " (from " + source + ")";
+      if (is_unsigned && token.find('-') != std::string::npos)
+        throw UsageError("--" + o.string_key + ": '" + token + "' is not a non-negative integer" + from);
+      if (token.find('+') != std::string::npos)
+        throw UsageError("--" + o.string_key + ": '" + token + "' is not an integer in plain digits (no '+')" + from);
+    }
   }
 }
 

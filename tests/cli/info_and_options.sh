@@ -41,6 +41,11 @@ expect_in "$OUT/stderr" "needs a subcommand: bench attention, bench comm" "names
 expect_exit 2 "a mistyped subcommand" -- "$LONGCTX" ckpt verfy somewhere
 expect_in "$OUT/stderr" "unknown command 'ckpt verfy'; did you mean 'ckpt verify'\? \('ckpt' has: ckpt inspect, ckpt verify\)" \
   "says so, with the nearest"
+# Integers are plain digits: Boost took '+3' (parse_size, for K/M/G options, did not).
+expect_exit 2 "--iters +3" -- "$LONGCTX" bench comm --iters +3 --bytes 1K --quiet
+expect_in "$OUT/stderr" "--iters: '\+3' is not an integer in plain digits" "refuses the '+'"
+expect_exit 2 "LONGCTX_SEED=+1" -- env LONGCTX_SEED=+1 "$LONGCTX" bench attention --quiet
+expect_in "$OUT/stderr" "--seed: '\+1' is not an integer in plain digits .*from environment variable LONGCTX_SEED" "names the variable"
 expect_exit 0 "data import --help" -- "$LONGCTX" data import --help
 expect_in "$OUT/stdout" "--out <- LONGCTX_OUT" "its environment example is not a list option (LONGCTX_TEXT takes one file)"
 expect_exit 2 "a group followed by a path" -- "$LONGCTX" ckpt runs/ck
