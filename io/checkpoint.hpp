@@ -79,8 +79,10 @@ enum class CrashPoint { none, after_temporary_closed, after_rename, after_latest
 class CheckpointWriter {
  public:
   // Creates <dir> (rank 0) if needed, then <dir>/step_<n>.h5.tmp collectively, with the root attributes
-  // and /config (rank 0's values are the ones stored).
-  CheckpointWriter(std::string dir, const CheckpointMeta& meta, MPI_Comm comm = MPI_COMM_NULL);
+  // and /config (rank 0's values are the ones stored). With `create_dir` false, a missing <dir> is an
+  // InternalError instead (a run's directory removed or moved away while the run held it).
+  CheckpointWriter(std::string dir, const CheckpointMeta& meta, MPI_Comm comm = MPI_COMM_NULL,
+                   bool create_dir = true);
   CheckpointWriter(const CheckpointWriter&) = delete;
   CheckpointWriter& operator=(const CheckpointWriter&) = delete;
   // Not committed (a failure): rank 0 removes the temporary; nothing committed is touched.

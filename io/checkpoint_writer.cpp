@@ -146,12 +146,15 @@ std::string checkpoint_file_name(int64_t step) {
   return name;
 }
 
-CheckpointWriter::CheckpointWriter(std::string dir, const CheckpointMeta& meta, MPI_Comm comm)
+CheckpointWriter::CheckpointWriter(std::string dir, const CheckpointMeta& meta, MPI_Comm comm, bool create_dir)
     : dir_(std::move(dir)), comm_(comm) {
   const int64_t step = broadcast_int64(comm_, meta.step);
   final_ = dir_ + "/" + checkpoint_file_name(step);
   temporary_ = final_ + ".tmp";
   publish_on_rank0(comm_, "creating checkpoint directory " + dir_, [&] {
+    if (!create_dir && !std::filesystem::is_directory(dir_))
+      throw InternalError("checkpoint directory " + dir_ + " is gone (removed or moved away while this run held "
+                          "it): not made again; nothing of step " + std::to_string(step) + " was saved");
     std::error_code error;
     std::filesystem::create_directories(dir_, error);
     if (!std::filesystem::is_directory(dir_))

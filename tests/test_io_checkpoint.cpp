@@ -590,6 +590,19 @@ TEST(Checkpoint, LinksAndAttributesStayInObjectHeaders) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+// A run's directory gone (removed or moved away while the run held it) is not made again without its lock
+// when the caller says it must exist; by default the writer makes it.
+TEST(Checkpoint, WriterDoesNotRemakeAMissingDirectoryWhenToldNotTo) {
+  SharedTempDir dir;
+  const std::string gone = dir.path() + "/gone";
+  EXPECT_THROW(CheckpointWriter(gone, meta_for(1), MPI_COMM_WORLD, /*create_dir=*/false), InternalError);
+  EXPECT_FALSE(std::filesystem::exists(gone));
+  MPI_Barrier(MPI_COMM_WORLD);
+  { CheckpointWriter made(gone, meta_for(1), MPI_COMM_WORLD); }
+  EXPECT_TRUE(std::filesystem::is_directory(gone));
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 TEST(Checkpoint, VerifyReportsNonFiniteValues) {
   SharedTempDir dir;
   const int rank = world_rank();

@@ -123,7 +123,8 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
     log::warn("the disk of " + dir + " is nearly full: deleted " + removed + " before writing step " +
               std::to_string(meta.step) + " (checkpoint.keep=" + std::to_string(keep) +
               " would delete it after the commit)");
-  io::CheckpointWriter writer(dir, meta, comm);
+  // `dir` exists: train made and locked it before step 1. Gone now, it is not made again without its lock.
+  io::CheckpointWriter writer(dir, meta, comm, /*create_dir=*/false);
   const auto& layout = trainer.model().layout();
   for (const auto& view : layout.views()) {
     writer.write_replicated("model/" + view.name, model::view_to_tensor(view, trainer.params().data()));

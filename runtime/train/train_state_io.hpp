@@ -18,7 +18,8 @@
 
 namespace longctx::train {
 
-// Writes and commits <dir>/step_<step>.h5, keeping the newest `keep`. Returns the committed path.
+// Writes and commits <dir>/step_<step>.h5, keeping the newest `keep`. Returns the committed path. <dir>
+// must exist (train makes it before step 1); one gone is not made again (InternalError).
 // `tokens_seen`: tokens trained on so far (the length curriculum makes it more than step * seq_len).
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
                             int64_t tokens_seen, MPI_Comm comm);

@@ -425,8 +425,8 @@ pid=$!
 for _ in $(seq 200); do grep -q '"step": 3,' "$OUT/gone.jsonl" 2>/dev/null && break; sleep 0.05; done
 mv "$OUT/gone" "$OUT/moved"  # one atomic step (rm -rf could race the checkpoint being written)
 wait $pid; code=$?
-# Said as "removed or replaced" at the next checkpoint, or, when the move hit a checkpoint mid-write, as
-# that write's failed rename: either way the error names the directory.
+# Said as "removed or replaced" at the next checkpoint, as "gone" when the move came between that check and
+# the write, or as the write's failed rename when it came mid-write: each time the error names the directory.
 [ "$code" -eq 1 ] && grep -q "error.*$OUT/gone" "$OUT/gone.err" &&
   pass "checkpoint.dir moved away mid-run -> exit 1, naming it" || { fail "gave exit $code"; tail -3 "$OUT/gone.err"; }
 [ ! -e "$OUT/gone/latest" ] && pass "no checkpoint written into a directory made again" || fail "wrote: $(ls -a "$OUT/gone")"
