@@ -598,6 +598,19 @@ bool add_selection(hid_t so_far, hid_t space) {
   return true;
 }
 
+// The absolute directory of `file` ("." made absolute for a bare name), which HDF5's ${ORIGIN} stands for.
+std::string origin_of(const std::string& file) {
+  std::error_code error;
+  const std::filesystem::path directory = directory_of(file);
+  const std::filesystem::path absolute = std::filesystem::absolute(directory, error).lexically_normal();
+  return (error ? directory : absolute).string();
+}
+
+// `prefix` with a leading ${ORIGIN} replaced by `origin`, as HDF5 expands it.
+std::string expand_origin(const std::string& prefix, const std::string& origin) {
+  return prefix.rfind("${ORIGIN}", 0) == 0 ? origin + prefix.substr(9) : prefix;
+}
+
 // Where HDF5 looks for a virtual dataset's source file, in its order (H5F_prefix_open_file, HDF5 1.10 to
 // 1.14): an absolute name as it is; then the name (an absolute one's last component) under each
 // HDF5_VDS_PREFIX entry (':'-separated), under the dataset access list's prefix, and under the virtual
@@ -611,12 +624,9 @@ std::vector<std::string> source_file_candidates(const std::string& name, const s
     out.push_back(name);
     base = std::filesystem::path(name).filename().string();
   }
-  std::error_code error;
-  const std::filesystem::path directory = directory_of(vds_file);  // "." for a bare name
-  const std::filesystem::path absolute = std::filesystem::absolute(directory, error).lexically_normal();
-  const std::string origin = (error ? directory : absolute).string();
-  const auto under = [&](std::string prefix) {
-    if (prefix.rfind("${ORIGIN}", 0) == 0) prefix = origin + prefix.substr(9);
+  const std::string origin = origin_of(vds_file);
+  const auto under = [&](const std::string& entry) {
+    const std::string prefix = expand_origin(entry, origin);
     if (prefix.empty()) return;
     out.push_back((std::filesystem::path(prefix) / base).string());
   };
@@ -637,7 +647,7 @@ std::vector<std::string> source_file_candidates(const std::string& name, const s
 }  // namespace
 
 // External storage: the raw data lies in other files, in order, each from its offset for its size. HDF5
-// reads what lies past such a file's end as fill values without a word, and finds a missing file only
+// reads what lies past such a file's end as zeros without a word, and finds a missing file only
 // at the read. A relative name is taken under HDF5_EXTFILE_PREFIX, else the access list's prefix (${ORIGIN}:
 // this file's directory), else from the working directory (H5D__build_file_prefix, HDF5 1.10 to 1.14).
 void Dataset::require_external_files(hid_t create) const {
@@ -651,12 +661,7 @@ void Dataset::require_external_files(hid_t create) const {
     if (access.valid())
       prefix = property_text([&](char* out, size_t size) { return H5Pget_efile_prefix(access.id(), out, size); });
   }
-  if (prefix.rfind("${ORIGIN}", 0) == 0) {
-    std::error_code error;
-    const std::filesystem::path directory = directory_of(where_.file);
-    const std::filesystem::path absolute = std::filesystem::absolute(directory, error).lexically_normal();
-    prefix = (error ? directory : absolute).string() + prefix.substr(9);
-  }
+  prefix = expand_origin(prefix, origin_of(where_.file));
   for (int i = 0; i < files && needed > 0; ++i) {
     std::array<char, 4096> name{};
     off_t offset = 0;
@@ -701,6 +706,15 @@ void Dataset::require_virtual_sources(int depth, const RowBlock* only) const {
         return H5Pget_virtual_prefix(access.id(), out, size);
       })
                      : std::string();
+  // `only`'s rows as a block of the whole extent (corners inclusive), once for every mapping.
+  std::vector<hsize_t> block_start, block_end;
+  if (only) {
+    const Shape extent = shape();
+    block_start.assign(extent.size(), 0);
+    for (const int64_t n : extent) block_end.push_back(static_cast<hsize_t>(std::max<int64_t>(n, 1) - 1));
+    block_start[only->axis] = static_cast<hsize_t>(only->begin);
+    block_end[only->axis] = static_cast<hsize_t>(std::max<int64_t>(only->end, 1) - 1);
+  }
   Dataspace covered(Handle(H5Scopy(file_space().id()), H5Sclose));
   if (covered.id() < 0) throw_input(where_.describe() + ": dataspace");
   covered.select_none();
@@ -722,15 +736,10 @@ void Dataset::require_virtual_sources(int depth, const RowBlock* only) const {
     }
     if (H5Sget_select_npoints(virtual_space.id()) == 0) continue;
     if (coverage_known && !add_selection(covered.id(), virtual_space.id())) coverage_known = false;
-    if (only) {  // another rank's rows: that rank checks this mapping
-      const Shape extent = shape();
-      if (only->begin >= only->end) continue;
-      std::vector<hsize_t> start(extent.size(), 0), end(extent.size());
-      for (size_t d = 0; d < extent.size(); ++d) end[d] = static_cast<hsize_t>(std::max<int64_t>(extent[d], 1) - 1);
-      start[only->axis] = static_cast<hsize_t>(only->begin);
-      end[only->axis] = static_cast<hsize_t>(only->end - 1);  // inclusive
-      if (H5Sselect_intersect_block(virtual_space.id(), start.data(), end.data()) == 0) continue;
-    }
+    // Another rank's rows only: that rank checks this mapping.
+    if (only && (only->begin >= only->end ||
+                 H5Sselect_intersect_block(virtual_space.id(), block_start.data(), block_end.data()) == 0))
+      continue;
     const std::string what = where_.describe() + ": its " + which + " reads '" + dataset_name + "' from ";
     const std::string fill = ": that part would read as fill values";
     std::optional<File> source_file;  // another file's (this one's is open already)
