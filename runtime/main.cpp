@@ -96,29 +96,29 @@ void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed
   const cli::Command* command = find_command(args, &words);
   if (!command) {
     std::string names, group;  // group: the commands that start with args[0] ("bench" -> bench attention, ...)
+    // `ckpt verfy`: the group's command within two edits of "args[0] args[1]", a mistyped subcommand.
+    const bool word_follows = args.size() > 1 && !args[1].empty() && args[1][0] != '-';
+    const std::string given = word_follows ? args[0] + " " + args[1] : "";
+    std::string guess;
+    size_t best = 3;
     for (const auto& c : cli::all_commands()) {
       names += (names.empty() ? "" : ", ") + c.name;
-      if (c.name.rfind(args[0] + " ", 0) == 0) group += (group.empty() ? "" : ", ") + c.name;
+      if (c.name.rfind(args[0] + " ", 0) != 0) continue;
+      group += (group.empty() ? "" : ", ") + c.name;
+      if (word_follows)
+        if (const size_t d = cli::edit_distance(given, c.name); d < best) guess = c.name, best = d;
     }
     if (!group.empty() && args.size() > 1 && (args[1] == "--help" || args[1] == "-h")) {
       parsed.help = true;
       parsed.group = args[0];
       return;
     }
-    if (!group.empty() && args.size() > 1 && !args[1].empty() && args[1][0] != '-') {
-      // `ckpt verfy`: a mistyped subcommand (within two edits of one); `ckpt runs/ck`: a missing one.
-      const std::string given = args[0] + " " + args[1];
-      std::string guess;
-      size_t best = 3;
-      for (const auto& c : cli::all_commands())
-        if (c.name.rfind(args[0] + " ", 0) == 0)
-          if (const size_t d = cli::edit_distance(given, c.name); d < best) guess = c.name, best = d;
-      if (!guess.empty())
-        throw UsageError("unknown command '" + given + "'; did you mean '" + guess + "'? ('" + args[0] +
-                         "' has: " + group + ")");
-      throw UsageError("'" + args[0] + "' needs a subcommand: " + group + " ('" + args[1] + "' is none of them)");
-    }
-    if (!group.empty()) throw UsageError("'" + args[0] + "' needs a subcommand: " + group);
+    if (!guess.empty())
+      throw UsageError("unknown command '" + given + "'; did you mean '" + guess + "'? ('" + args[0] + "' has: " +
+                       group + ")");
+    if (!group.empty())  // `ckpt runs/ck`: a missing subcommand
+      throw UsageError("'" + args[0] + "' needs a subcommand: " + group +
+                       (word_follows ? " ('" + args[1] + "' is none of them)" : std::string()));
     throw UsageError("unknown command '" + args[0] + "'; commands: " + names);
   }
   const std::vector<std::string> rest(args.begin() + static_cast<std::ptrdiff_t>(words), args.end());

@@ -27,7 +27,6 @@ void declare_common(po::options_description& desc) {
       ("quiet", po::bool_switch(), "do not print the resolved config");
 }
 
-
 // The option of `desc` nearest to an unknown one, if within two edits ("model.layer" -> "model.layers"),
 // else "".
 std::string nearest_option(const std::string& unknown, const po::options_description& desc, bool in_file) {
@@ -420,7 +419,7 @@ void warn_unknown_variables(const std::vector<std::string>& environment_names, c
 
 // Boost reads "-1" as 2^64 - 1 for an unsigned option; refuse a sign there instead. It also takes "+3"
 // for any integer, where integers are plain digits (as parse_size has them).
-void check_unsigned(const po::parsed_options& parsed, const po::options_description& declared,
+void check_integer_tokens(const po::parsed_options& parsed, const po::options_description& declared,
                     const std::string& source = "") {
   for (const auto& o : parsed.options) {
     const po::option_description* option = declared.find_nothrow(o.string_key, false);
@@ -481,7 +480,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     std::set<std::string> turned_off;  // on/off options given as --X=false
     const po::parsed_options from_cli = po::command_line_parser(rewrite_switches(args, declared, turned_off))
                                             .options(declared).positional(positional).style(style).run();
-    check_unsigned(from_cli, declared);
+    check_integer_tokens(from_cli, declared);
     po::store(from_cli, invocation.options);
     for (const auto& o : from_cli.options) invocation.sources[o.string_key] = "command line";
     for (const auto& name : turned_off) invocation.sources[name] = "command line";
@@ -547,7 +546,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
         source = file + " line " + std::to_string(line);
         po::parsed_options one(&declared);
         one.options.push_back(option);
-        check_unsigned(one, declared, source);
+        check_integer_tokens(one, declared, source);
         po::store(one, invocation.options);
         invocation.sources.emplace(option.string_key, "config " + *config_path);
       }
@@ -573,7 +572,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
         words.back() += "=" + *value;
       }
       const po::parsed_options from_env = po::command_line_parser(words).options(declared).style(style).run();
-      check_unsigned(from_env, declared, source);
+      check_integer_tokens(from_env, declared, source);
       po::store(from_env, invocation.options);
       invocation.sources.emplace(name, "env " + variable);
     }
