@@ -343,14 +343,24 @@ class JsonLog {
  public:
   JsonLog(const std::string& path, bool active, int64_t resumed_step) : path_(path) {
     if (!active || path.empty()) return;
+    const Contents file = read();
     if (resumed_step > 0) {
-      trim_after(resumed_step);
-    } else if (const int64_t lines = (drop_torn_tail(), count_lines()); lines > 0) {  // appends, as it always has
-      log::warn("log.jsonl=" + path + " already holds " + std::to_string(lines) + " line(s) of an earlier run; "
-                "this run starts at step 1 and appends after them (remove the file to start it clean)");
-      // Step 1 is logged whatever log.every says: where the steps go down is where this run's lines start,
-      // which a resume needs before any checkpoint (trim_after).
-      log_step_one_ = true;
+      trim_after(file, resumed_step);
+    } else {  // a fresh run appends, as it always has
+      // A last line without its '\n' (a run killed mid-write) would have this run's first line glued to it.
+      if (file.torn) {
+        io::write_text_durably(path_, file.text.substr(0, file.lines.empty() ? 0 : file.lines.back().end));
+        log::info("log.jsonl: dropped its torn last line (an earlier run stopped while writing it)");
+      }
+      int64_t earlier = 0;
+      for (const Line& line : file.lines) earlier += line.end - line.begin > 1;  // not a blank line
+      if (earlier > 0) {
+        log::warn("log.jsonl=" + path + " already holds " + std::to_string(earlier) + " line(s) of an earlier run; "
+                  "this run starts at step 1 and appends after them (remove the file to start it clean)");
+        // Step 1 is logged whatever log.every says: where the steps go down is where this run's lines
+        // start, which a resume needs before any checkpoint (trim_after).
+        log_step_one_ = true;
+      }
     }
     out_.open(path, std::ios::app);
     if (!out_) throw UsageError("log.jsonl=" + path + ": cannot open for appending");
@@ -364,47 +374,40 @@ class JsonLog {
   }
 
  private:
-  // A last line without its '\n' (a run killed mid-write) would have this run's first line glued to it:
-  // that line is dropped first.
-  void drop_torn_tail() {
+  struct Line {
+    size_t begin, end;  // [begin, end) of the text, its '\n' included
+    int64_t step;       // -1: none
+  };
+  struct Contents {
+    std::string text;
+    std::vector<Line> lines;  // the complete ones
+    bool torn = false;        // a last line without its '\n' (a crash mid-write)
+  };
+  // The file as it is (empty when there is none), read once.
+  Contents read() const {
+    Contents file;
     std::ifstream in(path_);
-    if (!in) return;
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (text.empty() || text.back() == '\n') return;
-    const size_t end = text.rfind('\n');
-    io::write_text_durably(path_, end == std::string::npos ? std::string() : text.substr(0, end + 1));
-    log::info("log.jsonl: dropped its torn last line (an earlier run stopped while writing it)");
-  }
-  int64_t count_lines() const {
-    std::ifstream in(path_);
-    int64_t lines = 0;
-    for (std::string line; std::getline(in, line);) lines += !line.empty();
-    return lines;
-  }
-  // Only this run's lines: those from where the steps last went down (a fresh run appended to an earlier
-  // run's file starts again at step 1, which it always logs). Before, an earlier run's lines after `step`
-  // went too.
-  void trim_after(int64_t step) {
-    std::ifstream in(path_);
-    if (!in) return;
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    struct Line {
-      size_t begin, end;  // [begin, end) including its '\n'
-      int64_t step;       // -1: none
-    };
-    std::vector<Line> lines;
-    bool torn = false;  // by a crash mid-write
+    if (!in) return file;
+    file.text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    const std::string& text = file.text;
     for (size_t begin = 0; begin < text.size();) {
       const size_t end = text.find('\n', begin);
       if (end == std::string::npos) {
-        torn = true;
+        file.torn = true;
         break;
       }
       const size_t at = text.find("\"step\": ", begin);
       const int64_t line_step = at < end ? std::strtoll(text.c_str() + at + 8, nullptr, 10) : -1;
-      lines.push_back({begin, end + 1, line_step});
+      file.lines.push_back({begin, end + 1, line_step});
       begin = end + 1;
     }
+    return file;
+  }
+  // Only this run's lines: those from where the steps last went down (a fresh run appended to an earlier
+  // run's file starts again at step 1, which it always logs). Before, an earlier run's lines after `step`
+  // went too.
+  void trim_after(const Contents& file, int64_t step) {
+    const std::vector<Line>& lines = file.lines;
     size_t run_begin = 0;
     for (size_t i = 1, last = 0; i < lines.size(); ++i) {
       if (lines[i].step < 0) continue;
@@ -412,13 +415,13 @@ class JsonLog {
       last = i;
     }
     std::string kept;
-    int64_t dropped = torn ? 1 : 0;
+    int64_t dropped = file.torn ? 1 : 0;
     for (size_t i = 0; i < lines.size(); ++i) {
       if (i >= run_begin && lines[i].step > step) {
         ++dropped;
         continue;
       }
-      kept.append(text, lines[i].begin, lines[i].end - lines[i].begin);
+      kept.append(file.text, lines[i].begin, lines[i].end - lines[i].begin);
     }
     if (dropped == 0) return;
     io::write_text_durably(path_, kept);
@@ -670,8 +673,7 @@ int run_train(Invocation& inv) {
 
   using Clock = std::chrono::steady_clock;
   const auto run_start = Clock::now();
-  bool stopped = false;
-  int stop_signal = 0;  // agreed by all ranks: each exits alike (before, a rank the signal missed said SIGTERM)
+  int stop_signal = 0;  // the signal that stopped the run, agreed by all ranks: each exits alike (0: none)
   int64_t last_eval = -1, last_checkpoint = active->step();
   while (active->step() < r.steps) {
     const auto t0 = Clock::now();
@@ -734,7 +736,6 @@ int run_train(Invocation& inv) {
     }
     if (stats.stop) {
       stop_signal = stats.stop_signal;
-      stopped = true;
       break;
     }
     if (r.checkpoint_every > 0 && step % r.checkpoint_every == 0) {
@@ -747,14 +748,13 @@ int run_train(Invocation& inv) {
     dump.reset();
     dump_unpublished = false;
   }
-  if (stopped) {
+  if (stop_signal != 0) {
     if (r.checkpoint_dir.empty()) {
       // 75 promises a committed checkpoint to resume from; without one a requeue would start over, so
       // exit as the signal would have (128 + its number).
-      const int signal = stop_signal > 0 ? stop_signal : SIGTERM;
       log::info("stopped on a signal at step " + std::to_string(active->step()) +
-                ": no checkpoint.dir, nothing saved (exit " + std::to_string(128 + signal) + ", not 75)");
-      return 128 + signal;
+                ": no checkpoint.dir, nothing saved (exit " + std::to_string(128 + stop_signal) + ", not 75)");
+      return 128 + stop_signal;
     }
     checkpoint();
     log::info("stopped on a signal at step " + std::to_string(active->step()) + "; requeue me");
