@@ -641,16 +641,6 @@ int run_train(Invocation& inv) {
   bool dump_unpublished = false;  // steps dumped since the dump file was last published
   bool have_checkpoint = resumed;  // one is committed in checkpoint.dir (resumed from, or saved by this run)
   const auto checkpoint = [&] {
-    // An update can overflow where the gradient did not (a huge train.lr): no checkpoint of it, which
-    // checkpoint.keep would prune good ones for. Parameters are replicated: every rank throws alike.
-    for (const std::vector<float>* state :
-         {&active->params(), &active->optimizer().first_moment(), &active->optimizer().second_moment()})
-      for (const float value : *state)
-        if (!std::isfinite(value))
-          throw InternalError("training diverged at step " + std::to_string(active->step()) +
-                              ": its update made parameters or optimizer moments not finite (try a lower train.lr, "
-                              "or train.clip); not checkpointed" +
-                              (have_checkpoint ? ", the last checkpoint is intact" : std::string()));
     // The dump is published with each checkpoint that follows a dumped step, so a run killed later (no
     // chance to close it) resumes from the checkpoint with those steps kept; a new dump copies them.
     // Published BEFORE the checkpoint commits: a kill between the two then resumes from the checkpoint
@@ -689,6 +679,17 @@ int run_train(Invocation& inv) {
                           " (try a lower train.lr or train.clip); nothing of this step was saved" +
                           (have_checkpoint ? ", the last checkpoint is intact" : std::string()));
     active->apply_update(stats);
+    // An update can overflow where the gradient did not (a huge train.lr). Checked before anything of
+    // the step is dumped, evaluated, logged or checkpointed (checkpoint.keep would prune good checkpoints
+    // for it). Parameters and moments are replicated: every rank throws alike.
+    for (const std::vector<float>* state :
+         {&active->params(), &active->optimizer().first_moment(), &active->optimizer().second_moment()})
+      for (const float value : *state)
+        if (!std::isfinite(value))
+          throw InternalError("training diverged at step " + std::to_string(active->step()) +
+                              ": its update made parameters or optimizer moments not finite (try a lower train.lr, "
+                              "or train.clip); nothing of this step was saved" +
+                              (have_checkpoint ? ", the last checkpoint is intact" : std::string()));
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     const int64_t step = active->step();
     if (dump && active == &trainer && r.dump_steps.count(step)) {

@@ -277,6 +277,9 @@ expect_exit 1 "an update that overflows" -- "$LONGCTX" train "${DIVERGE[@]/1e30/
   --checkpoint.dir "$OUT/naninf"
 expect_in "$OUT/stderr" "training diverged at step 1: its update made parameters or optimizer moments not finite" "says why"
 [ ! -e "$OUT/naninf/latest" ] && pass "nothing committed" || fail "committed: $(ls "$OUT/naninf")"
+# Found before anything of the step is printed: before, the step's eval was printed (eval_loss -nan).
+! grep -qiE 'eval|nan' "$OUT/stdout" && pass "no eval of the diverged parameters printed" ||
+  fail "printed: $(cat "$OUT/stdout")"
 
 # ---- a resumed run keeps the activation dumps made before it ---------------------------------------
 expect_exit 0 "dump step 1, stop at 2" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 --checkpoint.dir "$OUT/dr" \
