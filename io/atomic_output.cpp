@@ -16,7 +16,7 @@ void close_and_sync(h5::File& file, MPI_Comm comm) {
 
 TemporaryFile claim_on_rank0(const std::string& temporary, MPI_Comm comm) {
   TemporaryFile claimed;
-  detail::on_rank0(comm, "claiming " + temporary, [&] { claimed = TemporaryFile::claim(temporary); }, true);
+  run_on_rank0(comm, "claiming " + temporary, [&] { claimed = TemporaryFile::claim(temporary); });
   return claimed;
 }
 

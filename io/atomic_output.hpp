@@ -49,6 +49,10 @@ void close_and_sync(h5::File& file, MPI_Comm comm);
 // Runs `publish` on rank 0 only and broadcasts success; every rank throws InternalError when it failed.
 template <class Publish>
 void publish_on_rank0(MPI_Comm comm, const std::string& what, Publish&& publish);
+// Runs `work` on rank 0 only; every rank throws rank 0's error, of its kind (UsageError for an unusable
+// or busy temporary file, as TemporaryFile::claim throws it).
+template <class Work>
+void run_on_rank0(MPI_Comm comm, const std::string& what, Work&& work);
 // TemporaryFile::claim on rank 0 (other ranks get an empty one); every rank throws rank 0's error, of its
 // kind (UsageError for an unusable or busy temporary file).
 TemporaryFile claim_on_rank0(const std::string& temporary, MPI_Comm comm);

@@ -49,4 +49,9 @@ void publish_on_rank0(MPI_Comm comm, const std::string& what, Publish&& publish)
   detail::on_rank0(comm, what, std::forward<Publish>(publish), false);
 }
 
+template <class Work>
+void run_on_rank0(MPI_Comm comm, const std::string& what, Work&& work) {
+  detail::on_rank0(comm, what, std::forward<Work>(work), true);
+}
+
 }  // namespace longctx::io

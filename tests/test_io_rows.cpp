@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <sstream>
 
 #include <gtest/gtest.h>
@@ -379,6 +380,31 @@ TEST(AtomicOutput, HeldTemporaryFileIsRefusedOnEveryRank) {
   MPI_Barrier(MPI_COMM_WORLD);
   EXPECT_TRUE(std::filesystem::exists(path + ".tmp"));  // the holder's file is not removed
   EXPECT_FALSE(std::filesystem::exists(path));
+}
+
+// attend --report prepares its text on rank 0 through run_on_rank0: a temporary file taken by another
+// writer after the up-front check is a usage error (exit 2) on every rank, as for the output itself.
+// publish_on_rank0 makes every failure an InternalError, which is what the report's step used before.
+TEST(PreparedText, HeldTemporaryFileIsAUsageErrorOnEveryRank) {
+  SharedTempDir dir;
+  const std::string path = dir.file("report.json");
+  TemporaryFile held;
+  if (world_rank() == 0) held = TemporaryFile::claim(path + ".tmp");
+  MPI_Barrier(MPI_COMM_WORLD);
+  std::optional<PreparedText> report;
+  const auto prepare = [&] { report.emplace(path, "{}\n"); };
+  EXPECT_THROW(run_on_rank0(MPI_COMM_WORLD, "writing " + path + ".tmp", prepare), UsageError);
+  EXPECT_THROW(publish_on_rank0(MPI_COMM_WORLD, "writing " + path + ".tmp", prepare), InternalError);
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_FALSE(report.has_value());
+  EXPECT_FALSE(std::filesystem::exists(path));
+  held.close();
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_NO_THROW(run_on_rank0(MPI_COMM_WORLD, "writing " + path + ".tmp", prepare));
+  EXPECT_EQ(report.has_value(), world_rank() == 0);
+  if (report) report->publish();
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_TRUE(std::filesystem::exists(path));
 }
 
 }  // namespace

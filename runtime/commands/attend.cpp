@@ -220,7 +220,7 @@ int run(Invocation& invocation) {
   const MPI_Comm comm = P > 1 ? mpi : MPI_COMM_NULL;
   std::optional<io::PreparedText> report;  // rank 0's; the others know it exists by report_path
   if (!report_path.empty())
-    io::publish_on_rank0(comm, "writing " + report_path + ".tmp", [&] { report.emplace(report_path, report_text); });
+    io::run_on_rank0(comm, "writing " + report_path + ".tmp", [&] { report.emplace(report_path, report_text); });
   {
     watchdog::Guard guard("writing " + output_path);
     io::AtomicOutput output(output_path, comm);
