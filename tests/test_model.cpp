@@ -6,6 +6,7 @@
 #include <cmath>
 #include <functional>
 #include <random>
+#include <limits>
 #include <vector>
 
 #include "runtime/model/gemm.hpp"
@@ -107,6 +108,28 @@ TEST(LayerGradients, Gelu) {
   gelu_backward(u.data(), w.data(), n, du.data());
   const auto d = random_vector(n, 22);
   EXPECT_TRUE(close_scalar(dot(du, d), directional_fd(objective, u, d, kEps), kAtol, kRtol));
+}
+
+// Far out GELU is x (or 0) and its derivative 1 (or 0). The tanh formula's x^3 and x^2 overflow there:
+// the derivative came out nan from |x| ~ 2e19 (0 * inf), which a diverging run's backward turned into a
+// nan gradient in some builds and not others.
+TEST(LayerGradients, GeluIsExactWhereItSaturates) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> u = {10.0f, -10.0f, 1e13f, -1e13f, 1e20f, -1e20f, 3e38f, -3e38f, inf, -inf};
+  const std::vector<float> dg = {0.5f, 0.5f, -2.0f, -2.0f, 3.0f, 3.0f, 1.0f, 1.0f, 7.0f, 7.0f};
+  const int64_t n = static_cast<int64_t>(u.size());
+  std::vector<float> g(u.size()), du(u.size());
+  gelu_forward(u.data(), n, g.data());
+  gelu_backward(u.data(), dg.data(), n, du.data());
+  for (size_t i = 0; i < u.size(); ++i) {
+    EXPECT_EQ(g[i], u[i] > 0 ? u[i] : 0.0f) << "gelu(" << u[i] << ")";
+    EXPECT_EQ(du[i], u[i] > 0 ? dg[i] : 0.0f) << "gelu'(" << u[i] << ")";
+  }
+  // At the edge the formula itself already gives exactly this: nothing changes below it.
+  for (const float x : {10.0f, -10.0f}) {
+    const float t = std::tanh(0.7978845608028654f * (x + 0.044715f * x * x * x));
+    EXPECT_EQ(std::fabs(t), 1.0f);
+  }
 }
 
 TEST(LayerGradients, RotaryInverseIsBackward) {

@@ -70,13 +70,22 @@ void layer_norm_backward_accumulate(const float* x, const float* gamma, const fl
 namespace {
 constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluA = 0.044715f;
+// From |x| = 10 on, the tanh is exactly +-1 in float, so GELU is x (or -0) and its derivative 1 (or 0).
+// Taken directly there: the formula's x^3 overflows from |x| ~ 7e12 and 1 - t^2 (0) times x^2 (inf from
+// |x| ~ 2e19) made the derivative nan where it is 1 or 0. Below, the formula, bit for bit as before.
+constexpr float kGeluSaturated = 10.0f;
 }  // namespace
 
 void gelu_forward(const float* u, int64_t n, float* g) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const float x = u[i];
-    g[i] = 0.5f * x * (1.0f + std::tanh(kGeluC * (x + kGeluA * x * x * x)));
+    if (x >= kGeluSaturated)
+      g[i] = x;
+    else if (x <= -kGeluSaturated)
+      g[i] = -0.0f;
+    else
+      g[i] = 0.5f * x * (1.0f + std::tanh(kGeluC * (x + kGeluA * x * x * x)));
   }
 }
 
@@ -84,6 +93,10 @@ void gelu_backward(const float* u, const float* dg, int64_t n, float* du) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const float x = u[i];
+    if (x >= kGeluSaturated || x <= -kGeluSaturated) {
+      du[i] = x > 0 ? dg[i] : 0.0f * dg[i];
+      continue;
+    }
     const float t = std::tanh(kGeluC * (x + kGeluA * x * x * x));
     const float dt = (1.0f - t * t) * kGeluC * (1.0f + 3.0f * kGeluA * x * x);
     du[i] = dg[i] * (0.5f * (1.0f + t) + 0.5f * x * dt);
