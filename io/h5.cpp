@@ -530,9 +530,22 @@ void Dataset::require_allocated(int depth, const RowBlock* only) const {
     const int rank = static_cast<int>(dims.size());
     if (rank > H5S_MAX_RANK || !plist.valid() || H5Pget_chunk(plist.id(), rank, chunk.data()) != rank)
       throw_input(where_.describe() + ": chunk shape");
+    // HDF5 refuses, when it creates a dataset, a chunk longer than a fixed (not extendible) dimension;
+    // reading one, HDF5 1.10 takes it and reads past the end of each decompressed chunk (a crash, or
+    // garbage): the layout is damaged (one flipped bit in a version-1 object header, which has no checksum).
+    std::array<hsize_t, H5S_MAX_RANK> extent{}, max_extent{};
+    if (H5Sget_simple_extent_dims(file_space().id(), extent.data(), max_extent.data()) != rank)
+      throw_input(where_.describe() + ": extent");
     hsize_t needed = 1;
     for (size_t i = 0; i < dims.size(); ++i) {
       if (chunk[i] == 0) throw InputError(where_.describe() + ": chunk shape has a zero extent");
+      if (max_extent[i] != H5S_UNLIMITED && chunk[i] > max_extent[i]) {
+        std::string shape_text;
+        for (size_t j = 0; j < dims.size(); ++j) shape_text += (j ? "," : "") + std::to_string(chunk[j]);
+        throw InputError(where_.describe() + ": damaged layout: chunk shape (" + shape_text +
+                         ") is longer than the dataset's fixed dimension " + std::to_string(i) + " (" +
+                         std::to_string(max_extent[i]) + "), which HDF5 never writes");
+      }
       needed *= (static_cast<hsize_t>(dims[i]) + chunk[i] - 1) / chunk[i];
     }
     hsize_t stored = 0;

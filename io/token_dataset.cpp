@@ -74,9 +74,13 @@ TokenReader::TokenReader(const std::string& path, MPI_Comm comm)
   if (type != h5::ElementType::u8 && type != h5::ElementType::i32)
     throw InputError(tokens_.where().describe() + ": dtype " + h5::to_string(type) + ", expected uint8 or int32");
   token_count_ = tokens_.shape()[0];
+  // Storage never written (missing chunks, a VDS source or external file that is not there) reads as
+  // fill values without an error: training and evaluation would run on zeros.
+  tokens_.require_allocated();
   vocab_ = file_.read_int64_attribute("vocab");
   const h5::Dataset offsets = file_.open_dataset("doc_offsets");
   offsets.require_rank(1, 1);
+  offsets.require_allocated();
   document_count_ = offsets.shape()[0] - 1;
   check_metadata();
 }

@@ -111,6 +111,20 @@ expect_exit 3 "a token past model.vocab" -- "$LONGCTX" train --quiet --model.lay
   --model.mlp_hidden 16 --model.vocab 256 --model.segment_lengths 8,32 --model.dilation_rates 1,2 --data.task file \
   --data.path bad_token.h5 --data.seq_len 32 --train.steps 3
 expect_in "$OUT/stderr" "bad_token.h5: token 300 at position 50" "names the file and the position"
+# A token file whose chunks were never all written: the missing ones read as zeros. Before, train ran on
+# them (the held-out tail was all zeros: eval_accuracy 1.0000, exit 0).
+/usr/bin/python3 -c "
+import h5py, numpy as np
+with h5py.File('holes.h5', 'w') as f:
+    d = f.create_dataset('tokens', shape=(4096,), dtype=np.uint8, chunks=(512,))
+    d[:1024] = np.frombuffer(bytes(range(32, 96)) * 16, dtype=np.uint8)
+    f['doc_offsets'] = np.array([0, 4096], dtype=np.int64)
+    f.attrs['format'] = 'longctx-tokens'; f.attrs['format_version'] = 1; f.attrs['vocab'] = 256
+" || exit 1
+expect_exit 3 "a token file with chunks never written" -- "$LONGCTX" train --quiet --model.layers 1 --model.dim 16 \
+  --model.heads 2 --model.mlp_hidden 16 --model.vocab 256 --model.segment_lengths 8,32 --model.dilation_rates 1,2 \
+  --data.task file --data.path holes.h5 --data.seq_len 32 --train.steps 1
+expect_in "$OUT/stderr" "holes.h5: /tokens: 2 of 8 chunks are stored" "says which chunks are missing"
 expect_exit 3 "import a missing file" -- "$LONGCTX" data import --text a.txt missing.txt --out bad.h5 --quiet
 [ ! -e bad.h5 ] && [ ! -e bad.h5.tmp ] && pass "no output left" || fail "output left behind"
 expect_exit 2 "import into a directory" -- "$LONGCTX" data import --text a.txt --out . --quiet
