@@ -530,6 +530,8 @@ void Dataset::require_allocated(int depth, const RowBlock* only) const {
     const int rank = static_cast<int>(dims.size());
     if (rank > H5S_MAX_RANK || !plist.valid() || H5Pget_chunk(plist.id(), rank, chunk.data()) != rank)
       throw_input(where_.describe() + ": chunk shape");
+    std::string chunk_text;
+    for (int j = 0; j < rank; ++j) chunk_text += (j ? "," : "") + std::to_string(chunk[size_t(j)]);
     // HDF5 refuses, when it creates a dataset, a chunk longer than a fixed (not extendible) dimension;
     // reading one, HDF5 1.10 takes it and reads past the end of each decompressed chunk (a crash, or
     // garbage): the layout is damaged (one flipped bit in a version-1 object header, which has no checksum).
@@ -539,13 +541,10 @@ void Dataset::require_allocated(int depth, const RowBlock* only) const {
     hsize_t needed = 1;
     for (size_t i = 0; i < dims.size(); ++i) {
       if (chunk[i] == 0) throw InputError(where_.describe() + ": chunk shape has a zero extent");
-      if (max_extent[i] != H5S_UNLIMITED && chunk[i] > max_extent[i]) {
-        std::string shape_text;
-        for (size_t j = 0; j < dims.size(); ++j) shape_text += (j ? "," : "") + std::to_string(chunk[j]);
-        throw InputError(where_.describe() + ": damaged layout: chunk shape (" + shape_text +
+      if (max_extent[i] != H5S_UNLIMITED && chunk[i] > max_extent[i])
+        throw InputError(where_.describe() + ": damaged layout: chunk shape (" + chunk_text +
                          ") is longer than the dataset's fixed dimension " + std::to_string(i) + " (" +
                          std::to_string(max_extent[i]) + "), which HDF5 never writes");
-      }
       needed *= (static_cast<hsize_t>(dims[i]) + chunk[i] - 1) / chunk[i];
     }
     hsize_t stored = 0;
@@ -555,6 +554,29 @@ void Dataset::require_allocated(int depth, const RowBlock* only) const {
       throw InputError(where_.describe() + ": " + std::to_string(stored) + " of " + std::to_string(needed) +
                        " chunks are stored (damaged chunk index, or never written): the rest would read as "
                        "fill values");
+    // More chunks than the grid has, or the grid's last chunk not stored: the chunk shape (or the index)
+    // is damaged, and HDF5 would read each stored chunk as other rows, past its end. (A chunk dimension
+    // that grew with the count unchanged puts the grid's last chunk beyond every stored one. One lookup:
+    // HDF5 1.10 finds a chunk by coordinates by walking the whole index.)
+    const auto damaged = [&](const std::string& what) {
+      throw InputError(where_.describe() + ": damaged layout or chunk index: " + what + " (chunk shape (" +
+                       chunk_text + "))");
+    };
+    if (stored > needed)
+      damaged(std::to_string(stored) + " chunks are stored where the chunk grid has " + std::to_string(needed));
+    std::array<hsize_t, H5S_MAX_RANK> last{};
+    for (int i = 0; i < rank; ++i)
+      last[size_t(i)] = (static_cast<hsize_t>(dims[size_t(i)]) - 1) / chunk[size_t(i)] * chunk[size_t(i)];
+    unsigned filter_mask = 0;
+    haddr_t address = HADDR_UNDEF;
+    hsize_t bytes = 0;
+    if (H5Dget_chunk_info_by_coord(id(), last.data(), &filter_mask, &address, &bytes) < 0 || address == HADDR_UNDEF) {
+      take_error_text();
+      std::string at;
+      for (int j = 0; j < rank; ++j) at += (j ? "," : "") + std::to_string(last[size_t(j)]);
+      damaged("the chunk grid's last chunk, at (" + at + "), is not stored although " + std::to_string(stored) +
+              " of " + std::to_string(needed) + " are");
+    }
     return;
   }
   H5D_space_status_t status = H5D_SPACE_STATUS_ERROR;

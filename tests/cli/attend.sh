@@ -97,23 +97,29 @@ bad 3 "rank2.h5" "rank-2 tensors" -- "$LONGCTX" attend --input rank2.h5 --output
 bad 3 "ints.h5" "int32 dtype" -- "$LONGCTX" attend --input ints.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 3 "mismatch.h5.*k" "D mismatch between q and k" -- "$LONGCTX" attend --input mismatch.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 3 "do" "--backward without do" -- "$LONGCTX" attend --input noq.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1 --backward
-# A damaged layout: q's chunk is longer than its fixed last dimension (one flipped bit in an object header
-# that has no checksum, found by fuzzing inputs). HDF5 1.10 reads past each decompressed chunk: before,
-# attend crashed (139) here.
+# A damaged layout: q's chunk shape (16,2,8) with one bit flipped (in an object header that has no checksum;
+# found by fuzzing inputs). HDF5 1.10 reads each stored chunk as other rows and past its end: before, attend
+# crashed (139) on 1032 and read garbage with exit 0 on 17 and 32.
 /usr/bin/python3 - <<'PY' || exit 1
 import h5py, numpy as np, struct
-with h5py.File('layout.h5', 'w') as f:
-    for n in 'qkv':
-        f.create_dataset(n, data=np.ones((64, 2, 8), np.float32), chunks=(16, 2, 8), compression='gzip')
-data = bytearray(open('layout.h5', 'rb').read())
-chunk = struct.pack('<4I', 16, 2, 8, 4)  # the layout message's chunk dimensions, then the element size
-assert data.count(chunk) == 3
-at = data.find(chunk)
-data[at:at + 16] = struct.pack('<4I', 16, 2, 1032, 4)
-open('layout.h5', 'wb').write(data)
+for bad in (1032, 17, 32):
+    name = 'layout_%d.h5' % bad
+    with h5py.File(name, 'w') as f:
+        for n in 'qkv':
+            f.create_dataset(n, data=np.ones((64, 2, 8), np.float32), chunks=(16, 2, 8), compression='gzip')
+    data = bytearray(open(name, 'rb').read())
+    chunk = struct.pack('<4I', 16, 2, 8, 4)  # the layout message's chunk dimensions, then the element size
+    assert data.count(chunk) == 3
+    at = data.find(chunk)
+    data[at:at + 16] = struct.pack('<4I', 16, 2, bad, 4) if bad > 64 else struct.pack('<4I', bad, 2, 8, 4)
+    open(name, 'wb').write(data)
 PY
-bad 3 "layout.h5: /[qkv]: damaged layout: chunk shape \(16,2,1032\)" "a chunk longer than its dataset" -- \
-  "$LONGCTX" attend --input layout.h5 --output bad.h5 --segment-lengths 16,64 --dilation-rates 1,2
+for case in "1032|chunk shape \(16,2,1032\) is longer than the dataset's fixed dimension 2" \
+            "17|the chunk grid's last chunk, at \(51,0,0\), is not stored although 4 of 4 are" \
+            "32|4 chunks are stored where the chunk grid has 2"; do
+  bad 3 "layout_${case%%|*}.h5: /[qkv]: damaged layout.*${case#*|}" "a damaged chunk shape (${case%%|*})" -- \
+    "$LONGCTX" attend --input "layout_${case%%|*}.h5" --output bad.h5 --segment-lengths 16,64 --dilation-rates 1,2
+done
 # One rank fails while the others wait in collectives: every rank ends (MPI_Abort), fast, with no output.
 rm -f bad.h5
 start=$(date +%s)
