@@ -96,7 +96,12 @@ void TokenReader::check_metadata() const {
   if (file_.has_attribute("document_count") && file_.read_int64_attribute("document_count") != document_count_)
     refuse("document_count attribute is " + std::to_string(file_.read_int64_attribute("document_count")) +
            " but /doc_offsets holds " + std::to_string(document_count_) + " documents");
-  if (vocab_ <= 0) refuse("vocab attribute is " + std::to_string(vocab_) + "; it must be positive");
+  // Token ids are int32 at most: a larger vocabulary is a damaged attribute (compared with model.vocab
+  // it would read as a configuration mistake).
+  constexpr int64_t kMaxVocab = int64_t{1} << 31;
+  if (vocab_ <= 0 || vocab_ > kMaxVocab)
+    refuse("vocab attribute is " + std::to_string(vocab_) + "; it must be in [1, " + std::to_string(kMaxVocab) +
+           "] (token ids are int32)");
   const std::vector<int64_t> offsets = document_offsets();
   for (size_t i = 0; i < offsets.size(); ++i) {
     const int64_t previous = i == 0 ? 0 : offsets[i - 1];

@@ -140,11 +140,12 @@ expect_in "$OUT/stderr" "hold no bytes" "says the corpus is empty"
 [ ! -e empty.h5 ] && pass "nothing written" || fail "empty.h5 written"
 [ "$(stat -c %s corpus.h5)" -lt 20000 ] && pass "a 34-byte corpus makes a small file" || fail "corpus.h5 is $(stat -c %s corpus.h5) bytes"
 # Metadata that disagrees with the data is refused when the file is opened, naming the field.
-for case in "token_count=150" "document_count=3" "doc_offsets=0,250" "doc_offsets=0,120,100,200"; do
+for case in "token_count=150" "document_count=3" "doc_offsets=0,250" "doc_offsets=0,120,100,200" \
+            "vocab=1152921504606847232"; do
   /usr/bin/python3 - "$case" <<'PY' || exit 1
 import h5py, numpy as np, sys
 field, value = sys.argv[1].split("=")
-attrs = {"token_count": 200, "document_count": 1}
+attrs = {"token_count": 200, "document_count": 1, "vocab": 256}
 offsets = [0, 200]
 if field == "doc_offsets":
     offsets = [int(x) for x in value.split(",")]
@@ -153,7 +154,7 @@ else:
     attrs[field] = int(value)
 with h5py.File("meta.h5", "w") as f:
     f["tokens"] = np.arange(200, dtype=np.uint8); f["doc_offsets"] = np.array(offsets, dtype=np.int64)
-    f.attrs["format"] = "longctx-tokens"; f.attrs["format_version"] = 1; f.attrs["vocab"] = 256
+    f.attrs["format"] = "longctx-tokens"; f.attrs["format_version"] = 1
     for k, v in attrs.items(): f.attrs[k] = v
 PY
   expect_exit 3 "a token file with $case" -- "$LONGCTX" train --quiet --model.layers 1 --model.dim 16 --model.heads 2 \
