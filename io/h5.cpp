@@ -511,24 +511,23 @@ void Dataset::require_allocated(const RowBlock& only) const { require_allocated(
 void Dataset::require_allocated(int depth, const RowBlock* only) const {
   const Shape dims = shape();
   if (element_count(dims) == 0) return;  // nothing to store
-  if (virtual_layout()) {
+  Handle plist(H5Dget_create_plist(id()), H5Pclose);
+  if (!plist.valid()) throw_input(where_.describe() + ": creation properties");
+  const H5D_layout_t layout = H5Pget_layout(plist.id());
+  if (layout == H5D_VIRTUAL) {
     require_virtual_sources(depth, only);
     return;
   }
-  {
-    Handle plist(H5Dget_create_plist(id()), H5Pclose);
-    if (plist.valid() && H5Pget_external_count(plist.id()) > 0) {
-      require_external_files(plist.id());
-      return;
-    }
+  if (H5Pget_external_count(plist.id()) > 0) {
+    require_external_files(plist.id());
+    return;
   }
   // Chunks are counted: H5Dget_space_status compares stored bytes with unfiltered chunk bytes, so a
   // Fletcher32 dataset (4 more bytes a chunk) never reads as fully allocated.
-  if (chunked()) {
-    Handle plist(H5Dget_create_plist(id()), H5Pclose);
+  if (layout == H5D_CHUNKED) {
     std::array<hsize_t, H5S_MAX_RANK> chunk{};  // (a std::vector here made GCC 12 warn falsely, -Wfree-nonheap-object)
     const int rank = static_cast<int>(dims.size());
-    if (rank > H5S_MAX_RANK || !plist.valid() || H5Pget_chunk(plist.id(), rank, chunk.data()) != rank)
+    if (rank > H5S_MAX_RANK || H5Pget_chunk(plist.id(), rank, chunk.data()) != rank)
       throw_input(where_.describe() + ": chunk shape");
     std::string chunk_text;
     for (int j = 0; j < rank; ++j) chunk_text += (j ? "," : "") + std::to_string(chunk[size_t(j)]);
