@@ -5,7 +5,9 @@
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
+#include <set>
 #include <sstream>
+#include <vector>
 
 #include "io/durable.hpp"
 #include "runtime/core/check.hpp"
@@ -553,29 +555,50 @@ void Dataset::require_allocated(int depth, const RowBlock* only) const {
       throw InputError(where_.describe() + ": " + std::to_string(stored) + " of " + std::to_string(needed) +
                        " chunks are stored (damaged chunk index, or never written): the rest would read as "
                        "fill values");
-    // More chunks than the grid has, or the grid's last chunk not stored: the chunk shape (or the index)
-    // is damaged, and HDF5 would read each stored chunk as other rows, past its end. (A chunk dimension
-    // that grew with the count unchanged puts the grid's last chunk beyond every stored one. One lookup:
-    // HDF5 1.10 finds a chunk by coordinates by walking the whole index.)
+    // A chunk shape that disagrees with the stored chunks (one flipped bit in a layout message, whose
+    // object header has no checksum) makes HDF5 read each stored chunk as other rows, past its end.
     const auto damaged = [&](const std::string& what) {
       throw InputError(where_.describe() + ": damaged layout or chunk index: " + what + " (chunk shape (" +
                        chunk_text + "))");
     };
-    if (stored > needed)
-      damaged(std::to_string(stored) + " chunks are stored where the chunk grid has " + std::to_string(needed));
+    const auto coordinates = [&](const hsize_t* at) {
+      std::string text;
+      for (int j = 0; j < rank; ++j) text += (j ? "," : "") + std::to_string(at[j]);
+      return "(" + text + ")";
+    };
+    const Dataspace space = file_space();
+    if (stored > needed) {
+      // Extra chunks lie past the extent (a direct chunk write beyond it leaves them, and HDF5 ignores
+      // them), or the chunk shape is damaged: then stored chunks fall on one grid position. The first
+      // 1024 are looked at (HDF5 1.10 walks the index to the i-th chunk for each).
+      std::set<std::vector<hsize_t>> seen;
+      for (hsize_t i = 0; i < std::min<hsize_t>(stored, 1024); ++i) {
+        std::array<hsize_t, H5S_MAX_RANK> at{};
+        unsigned filter_mask = 0;
+        haddr_t address = HADDR_UNDEF;
+        hsize_t bytes = 0;
+        if (H5Dget_chunk_info(id(), space.id(), i, at.data(), &filter_mask, &address, &bytes) < 0)
+          throw_input(where_.describe() + ": reading stored chunk " + std::to_string(i) + " of the chunk index");
+        bool on_grid = true;
+        for (int j = 0; j < rank; ++j) on_grid = on_grid && at[size_t(j)] % chunk[size_t(j)] == 0;
+        if (!on_grid || !seen.emplace(at.begin(), at.begin() + rank).second)
+          damaged(std::to_string(stored) + " chunks are stored where the chunk grid has " + std::to_string(needed) +
+                  ", two of them at " + coordinates(at.data()));
+      }
+    }
+    // A chunk dimension that grew with the count unchanged puts the grid's last chunk beyond every stored
+    // one. One lookup (HDF5 1.10 finds a chunk by coordinates by walking the whole index).
     std::array<hsize_t, H5S_MAX_RANK> last{};
     for (int i = 0; i < rank; ++i)
       last[size_t(i)] = (static_cast<hsize_t>(dims[size_t(i)]) - 1) / chunk[size_t(i)] * chunk[size_t(i)];
     unsigned filter_mask = 0;
     haddr_t address = HADDR_UNDEF;
     hsize_t bytes = 0;
-    if (H5Dget_chunk_info_by_coord(id(), last.data(), &filter_mask, &address, &bytes) < 0 || address == HADDR_UNDEF) {
-      take_error_text();
-      std::string at;
-      for (int j = 0; j < rank; ++j) at += (j ? "," : "") + std::to_string(last[size_t(j)]);
-      damaged("the chunk grid's last chunk, at (" + at + "), is not stored although " + std::to_string(stored) +
-              " of " + std::to_string(needed) + " are");
-    }
+    if (H5Dget_chunk_info_by_coord(id(), last.data(), &filter_mask, &address, &bytes) < 0)
+      throw_input(where_.describe() + ": looking up the chunk at " + coordinates(last.data()));
+    if (address == HADDR_UNDEF)
+      damaged("no chunk is stored at " + coordinates(last.data()) + ", the last of the chunk grid, while the " +
+              "index holds " + std::to_string(stored) + " chunks (the grid has " + std::to_string(needed) + ")");
     return;
   }
   H5D_space_status_t status = H5D_SPACE_STATUS_ERROR;

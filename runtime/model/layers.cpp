@@ -71,8 +71,9 @@ namespace {
 constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluA = 0.044715f;
 // From |x| = 10 on, the tanh is exactly +-1 in float, so GELU is x (or -0) and its derivative 1 (or 0).
-// Taken directly there: the formula's x^3 overflows from |x| ~ 7e12 and 1 - t^2 (0) times x^2 (inf from
-// |x| ~ 2e19) made the derivative nan where it is 1 or 0. Below, the formula, bit for bit as before.
+// Taken directly there: the formula's x^3 overflows from |x| ~ 7e12 (harmless: tanh(+-inf) is +-1), but
+// 1 - t^2 (0) times 3a x^2 (inf from |x| ~ 5e19) made the derivative nan where it is 1 or 0, and
+// GELU(-inf) was nan. Everywhere else the result is the formula's, bit for bit.
 constexpr float kGeluSaturated = 10.0f;
 }  // namespace
 

@@ -115,11 +115,30 @@ for bad in (1032, 17, 32):
     open(name, 'wb').write(data)
 PY
 for case in "1032|chunk shape \(16,2,1032\) is longer than the dataset's fixed dimension 2" \
-            "17|the chunk grid's last chunk, at \(51,0,0\), is not stored although 4 of 4 are" \
-            "32|4 chunks are stored where the chunk grid has 2"; do
+            "17|no chunk is stored at \(51,0,0\), the last of the chunk grid, while the index holds 4 chunks" \
+            "32|4 chunks are stored where the chunk grid has 2, two of them at \(0,0,0\)"; do
   bad 3 "layout_${case%%|*}.h5: /[qkv]: damaged layout.*${case#*|}" "a damaged chunk shape (${case%%|*})" -- \
     "$LONGCTX" attend --input "layout_${case%%|*}.h5" --output bad.h5 --segment-lengths 16,64 --dilation-rates 1,2
 done
+# Not damaged: an extendible dataset with a chunk written directly past its extent (HDF5 ignores it; a
+# streaming writer stopped between writing a chunk and extending leaves this). More chunks than the grid has,
+# but each on its own grid position.
+/usr/bin/python3 - <<'PY' || exit 1
+import h5py, numpy as np
+x = np.arange(64 * 2 * 8, dtype=np.float32).reshape(64, 2, 8) / 1024
+for name, extra in (('streamed.h5', True), ('plain.h5', False)):
+    with h5py.File(name, 'w') as f:
+        for n in 'qkv':
+            d = f.create_dataset(n, data=x, maxshape=(None, 2, 8), chunks=(16, 2, 8))
+            if extra: d.id.write_direct_chunk((64, 0, 0), np.ones((16, 2, 8), np.float32).tobytes())
+PY
+expect_exit 0 "a chunk stored past an extendible dataset's extent" -- "$LONGCTX" attend --input streamed.h5 \
+  --output streamed_out.h5 --segment-lengths 16,64 --dilation-rates 1,2 --quiet
+expect_exit 0 "... the same dataset without it" -- "$LONGCTX" attend --input plain.h5 --output plain_out.h5 \
+  --segment-lengths 16,64 --dilation-rates 1,2 --quiet
+/usr/bin/python3 -c "import h5py, numpy as np, sys; a, b = (h5py.File(p, 'r') for p in sys.argv[1:]); \
+sys.exit(0 if all(np.array_equal(a[n][()], b[n][()]) for n in ('o', 'lse')) else 1)" streamed_out.h5 plain_out.h5 &&
+  pass "... reads as without it" || fail "the chunk past the extent changed the output"
 # One rank fails while the others wait in collectives: every rank ends (MPI_Abort), fast, with no output.
 rm -f bad.h5
 start=$(date +%s)
