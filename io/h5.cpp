@@ -479,11 +479,6 @@ size_t Dataset::element_bytes() const {
   return H5Tget_size(type.id());
 }
 
-bool Dataset::chunked() const {
-  Handle plist(H5Dget_create_plist(id()), H5Pclose);
-  return plist.valid() && H5Pget_layout(plist.id()) == H5D_CHUNKED;
-}
-
 bool Dataset::virtual_layout() const {
   Handle plist(H5Dget_create_plist(id()), H5Pclose);
   return plist.valid() && H5Pget_layout(plist.id()) == H5D_VIRTUAL;
@@ -531,25 +526,30 @@ void Dataset::require_allocated(int depth, const RowBlock* only) const {
     const int rank = static_cast<int>(dims.size());
     if (rank > H5S_MAX_RANK || H5Pget_chunk(plist.id(), rank, chunk.data()) != rank)
       throw_input(where_.describe() + ": chunk shape");
-    std::string chunk_text;
-    for (int j = 0; j < rank; ++j) chunk_text += (j ? "," : "") + std::to_string(chunk[size_t(j)]);
+    const auto coordinates = [&](const hsize_t* at) {
+      std::string text;
+      for (int j = 0; j < rank; ++j) text += (j ? "," : "") + std::to_string(at[j]);
+      return "(" + text + ")";
+    };
+    const std::string chunk_text = coordinates(chunk.data());
+    const Dataspace space = file_space();
     // HDF5 refuses, when it creates a dataset, a chunk longer than a fixed (not extendible) dimension;
     // reading one, HDF5 1.10 takes it and reads past the end of each decompressed chunk (a crash, or
     // garbage): the layout is damaged (one flipped bit in a version-1 object header, which has no checksum).
     std::array<hsize_t, H5S_MAX_RANK> extent{}, max_extent{};
-    if (H5Sget_simple_extent_dims(file_space().id(), extent.data(), max_extent.data()) != rank)
+    if (H5Sget_simple_extent_dims(space.id(), extent.data(), max_extent.data()) != rank)
       throw_input(where_.describe() + ": extent");
     hsize_t needed = 1;
     for (size_t i = 0; i < dims.size(); ++i) {
       if (chunk[i] == 0) throw InputError(where_.describe() + ": chunk shape has a zero extent");
       if (max_extent[i] != H5S_UNLIMITED && chunk[i] > max_extent[i])
-        throw InputError(where_.describe() + ": damaged layout: chunk shape (" + chunk_text +
-                         ") is longer than the dataset's fixed dimension " + std::to_string(i) + " (" +
+        throw InputError(where_.describe() + ": damaged layout: chunk shape " + chunk_text +
+                         " is longer than the dataset's fixed dimension " + std::to_string(i) + " (" +
                          std::to_string(max_extent[i]) + "), which HDF5 never writes");
       needed *= (static_cast<hsize_t>(dims[i]) + chunk[i] - 1) / chunk[i];
     }
     hsize_t stored = 0;
-    if (H5Dget_num_chunks(id(), file_space().id(), &stored) < 0)
+    if (H5Dget_num_chunks(id(), space.id(), &stored) < 0)
       throw_input(where_.describe() + ": counting chunks");
     if (stored < needed)
       throw InputError(where_.describe() + ": " + std::to_string(stored) + " of " + std::to_string(needed) +
@@ -558,15 +558,9 @@ void Dataset::require_allocated(int depth, const RowBlock* only) const {
     // A chunk shape that disagrees with the stored chunks (one flipped bit in a layout message, whose
     // object header has no checksum) makes HDF5 read each stored chunk as other rows, past its end.
     const auto damaged = [&](const std::string& what) {
-      throw InputError(where_.describe() + ": damaged layout or chunk index: " + what + " (chunk shape (" +
-                       chunk_text + "))");
+      throw InputError(where_.describe() + ": damaged layout or chunk index: " + what + " (chunk shape " +
+                       chunk_text + ")");
     };
-    const auto coordinates = [&](const hsize_t* at) {
-      std::string text;
-      for (int j = 0; j < rank; ++j) text += (j ? "," : "") + std::to_string(at[j]);
-      return "(" + text + ")";
-    };
-    const Dataspace space = file_space();
     if (stored > needed) {
       // Extra chunks lie past the extent (a direct chunk write beyond it leaves them, and HDF5 ignores
       // them), or the chunk shape is damaged: then stored chunks fall on one grid position. The first

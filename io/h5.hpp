@@ -176,7 +176,6 @@ class Dataset : public Object {
   ElementType element_type() const;
   size_t element_bytes() const;  // size of one element in the file
   Dataspace file_space() const;
-  bool chunked() const;
   bool virtual_layout() const;  // a virtual dataset (VDS): its elements live in other datasets
   bool checksummed() const;     // Fletcher32 in the filter pipeline
   int64_t storage_bytes() const;

@@ -5,8 +5,8 @@
 
 #include <cmath>
 #include <functional>
-#include <random>
 #include <limits>
+#include <random>
 #include <vector>
 
 #include "runtime/model/gemm.hpp"
@@ -111,7 +111,7 @@ TEST(LayerGradients, Gelu) {
 }
 
 // Far out GELU is x (or 0) and its derivative 1 (or 0). The tanh formula's x^3 and x^2 overflow there:
-// the derivative came out nan from |x| ~ 2e19 (0 * inf), which a diverging run's backward turned into a
+// the derivative came out nan from |x| ~ 5e19 (0 * inf), which a diverging run's backward turned into a
 // nan gradient in some builds and not others.
 TEST(LayerGradients, GeluIsExactWhereItSaturates) {
   const float inf = std::numeric_limits<float>::infinity();
