@@ -47,16 +47,41 @@ inline vint lane_index() {
 }
 
 // Tree reductions: log2(kLanes) full-width steps, each combining the vector with its lanes swapped in
-// pairs of halves (lane i with lane i ^ half).
-inline float reduce_max(vfloat v) {
-  const vint lanes = lane_index();
-  for (int half = kLanes / 2; half > 0; half /= 2) v = vmax(v, __builtin_shuffle(v, lanes ^ half));
-  return v[0];
+// pairs of halves (lane i with lane i ^ half). The permutation is a compile-time constant, so GCC (12+) and
+// Clang lower it alike (__builtin_shufflevector); older GCC takes its own __builtin_shuffle. The order of
+// the additions is the same either way, so sums are bit-identical across compilers.
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define LONGCTX_SIMD_SHUFFLEVECTOR 1
+#endif
+#endif
+template <int Half, size_t... I>
+inline vfloat swap_halves(vfloat v, std::index_sequence<I...>) {
+#if defined(LONGCTX_SIMD_SHUFFLEVECTOR)
+  return __builtin_shufflevector(v, v, static_cast<int>(I ^ Half)...);
+#else
+  return __builtin_shuffle(v, vint{static_cast<int32_t>(I ^ Half)...});
+#endif
 }
+template <int Half>
+inline vfloat swap_halves(vfloat v) {
+  return swap_halves<Half>(v, std::make_index_sequence<kLanes>{});
+}
+template <int Half = kLanes / 2>
+inline float reduce_max(vfloat v) {
+  if constexpr (Half == 0) {
+    return v[0];
+  } else {
+    return reduce_max<Half / 2>(vmax(v, swap_halves<Half>(v)));
+  }
+}
+template <int Half = kLanes / 2>
 inline float reduce_sum(vfloat v) {
-  const vint lanes = lane_index();
-  for (int half = kLanes / 2; half > 0; half /= 2) v += __builtin_shuffle(v, lanes ^ half);
-  return v[0];
+  if constexpr (Half == 0) {
+    return v[0];
+  } else {
+    return reduce_sum<Half / 2>(v + swap_halves<Half>(v));
+  }
 }
 
 // 2^x, relative error ~2e-7 on [-126, 127]; exactly 0 for x <= -126.5 (and for -inf).
