@@ -150,6 +150,22 @@ TEST(TileForward, ZeroLimitGivesZeroAndNegInf) {
     for (float x : *g) EXPECT_EQ(x, 2.0f);
 }
 
+// The backward normalises by the lse its caller passes. One that rounds below the row's largest score (by
+// one fp32 ulp, 64, at a score of 1e9: an lse from another rounding path) gave P = e^64 for that key and
+// a dv 1e28 too large; P is held at 1, so the key gets exactly dout.
+TEST(TileBackward, PStaysAtMostOneWhenLseRoundsBelowTheScore) {
+  const float score = 1e9f, lse = std::nextafter(score, 0.0f);  // 1e9 - 64
+  ASSERT_EQ(score - lse, 64.0f);
+  const std::vector<float> q{score}, k{1.0f}, v{2.0f}, dout{3.0f}, delta{6.0f};  // o = v, delta = dout o
+  std::vector<float> dq{0.0f}, dk{0.0f}, dv{0.0f};
+  TileWorkspace ws;
+  flash_backward_tile(q.data(), k.data(), v.data(), dout.data(), &lse, delta.data(), 1, 1, 1, nullptr, 1.0f,
+                      dq.data(), dk.data(), dv.data(), ws);
+  EXPECT_EQ(dv[0], 3.0f);  // P dout with P = 1
+  EXPECT_EQ(dq[0], 0.0f);  // dS = P (dout v - delta) = 0
+  EXPECT_EQ(dk[0], 0.0f);
+}
+
 TEST(MergeInto, SplitKeysMergeToTheWhole) {
   // Keys [0, 300) in one tile equal keys [0, 170) and [170, 300) merged; rows with limit <= 170 get a
   // -inf part from the second half, rows with limit 0 stay -inf.
