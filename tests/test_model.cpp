@@ -1,6 +1,7 @@
 // The model's kernels and gradients: blocked sgemm against its naive twin on awkward sizes, each layer's
 // backward against central finite differences, and the whole model's gradient (every parameter tensor)
-// against finite differences of the loss.
+// against finite differences of the loss. The optimizer against PyTorch's AdamW formulas in double, the
+// learning-rate schedule and clipping at their defining points.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,6 +13,7 @@
 #include "runtime/model/gemm.hpp"
 #include "runtime/model/layers.hpp"
 #include "runtime/model/model.hpp"
+#include "runtime/model/optimizer.hpp"
 #include "test_util.hpp"
 
 namespace longctx::model {
@@ -270,6 +272,86 @@ TEST(ModelForward, ShardWithLocalBranchesMatchesWholeSequence) {
   const Tensor& o_shard = shard.layer_tensor(1, "o");
   const int64_t row = config.dim;
   EXPECT_TRUE(all_close(o_shard.data(), o_whole.data() + 32 * row, 32 * row, 1e-5, 1e-4));
+}
+
+// torch.optim.AdamW's update, in double: p -= lr wd p (decayed tensors only); m, v moving averages;
+// p -= lr m_hat / (sqrt(v_hat) + eps) with m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t), t = step + 1.
+TEST(Optimizer, AdamWMatchesTorchOverSeveralSteps) {
+  ParameterLayout layout;
+  layout.add("matrix", {3, 4}, true);
+  layout.add("bias", {5}, false);
+  const AdamWConfig config{0.9, 0.95, 1e-8, 0.1};
+  AdamW adamw(layout, config);
+  std::vector<float> params = random_vector(layout.total(), 1);
+  std::vector<double> p(params.begin(), params.end()), m(p.size(), 0.0), v(p.size(), 0.0);
+  const double lrs[] = {1e-2, 3e-2, 2e-2, 5e-3, 1e-2};
+  for (int64_t step = 0; step < 5; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    // Gradients of mixed scales, so eps and the bias corrections both matter.
+    std::vector<float> grads = random_vector(layout.total(), 10 + uint64_t(step), step % 2 ? 1e-3f : 2.0f);
+    const double lr = lrs[step];
+    adamw.update(params.data(), grads.data(), lr, step);
+    const double c1 = 1 - std::pow(config.beta1, double(step + 1)), c2 = 1 - std::pow(config.beta2, double(step + 1));
+    for (const auto& view : layout.views())
+      for (int64_t j = view.offset; j < view.offset + view.count; ++j) {
+        const size_t i = size_t(j);
+        const double g = grads[i];
+        if (view.decay) p[i] -= lr * config.weight_decay * p[i];
+        m[i] = config.beta1 * m[i] + (1 - config.beta1) * g;
+        v[i] = config.beta2 * v[i] + (1 - config.beta2) * g * g;
+        p[i] -= lr * (m[i] / c1) / (std::sqrt(v[i] / c2) + config.eps);
+      }
+    // float32 rounding: relative 1e-6, plus the ulps of the largest terms a moment held (O(0.1)).
+    for (size_t i = 0; i < p.size(); ++i) {
+      EXPECT_NEAR(params[i], p[i], 2e-6) << "parameter " << i;
+      EXPECT_NEAR(adamw.first_moment()[i], m[i], 1e-6 * std::abs(m[i]) + 1e-7) << "m " << i;
+      EXPECT_NEAR(adamw.second_moment()[i], v[i], 1e-6 * v[i] + 1e-7) << "v " << i;
+    }
+  }
+}
+
+// train.weight_decay is "matrices only": every 2-D tensor of the model decays, no gain or bias does.
+TEST(Optimizer, ModelDecaysExactlyItsMatrices) {
+  for (const bool prev_token : {false, true}) {
+    ModelConfig config = tiny_config();
+    config.prev_token_embedding = prev_token;
+    const ParameterLayout layout = make_layout(config);
+    for (const auto& view : layout.views())
+      EXPECT_EQ(view.decay, view.shape.size() == 2) << view.name;
+  }
+}
+
+// Linear warm-up from peak / warmup at step 0 to the peak at step warmup - 1, the peak again at step
+// warmup (cosine progress 0), half way down the cosine at the middle, min_lr_ratio * peak from total_steps on.
+TEST(Optimizer, LrScheduleWarmsUpThenDecaysByCosine) {
+  const LrSchedule schedule{2.0, 4, 12, 0.1};
+  EXPECT_DOUBLE_EQ(schedule.at(0), 0.5);
+  EXPECT_DOUBLE_EQ(schedule.at(1), 1.0);
+  EXPECT_DOUBLE_EQ(schedule.at(3), 2.0);
+  EXPECT_DOUBLE_EQ(schedule.at(4), 2.0);
+  EXPECT_DOUBLE_EQ(schedule.at(8), 2.0 * (0.1 + 0.9 * 0.5));
+  EXPECT_DOUBLE_EQ(schedule.at(6), 2.0 * (0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI / 4))));
+  EXPECT_DOUBLE_EQ(schedule.at(12), 0.2);
+  EXPECT_DOUBLE_EQ(schedule.at(100), 0.2);
+  const LrSchedule no_warmup{1.0, 0, 10, 0.0};
+  EXPECT_DOUBLE_EQ(no_warmup.at(0), 1.0);
+  EXPECT_DOUBLE_EQ(no_warmup.at(5), 0.5);
+  EXPECT_DOUBLE_EQ(no_warmup.at(10), 0.0);
+}
+
+// Clipping scales to max_norm only above it; max_norm <= 0 turns it off.
+TEST(Optimizer, ClipsOnlyAboveTheLimit) {
+  std::vector<float> g{3.0f, 4.0f};  // norm 5
+  ASSERT_DOUBLE_EQ(gradient_norm(g.data(), 2), 5.0);
+  clip_gradients(g.data(), 2, 5.0, 5.0);
+  EXPECT_EQ(g, (std::vector<float>{3.0f, 4.0f}));
+  clip_gradients(g.data(), 2, 5.0, 5.5);
+  EXPECT_EQ(g, (std::vector<float>{3.0f, 4.0f}));
+  clip_gradients(g.data(), 2, 5.0, 0.0);
+  EXPECT_EQ(g, (std::vector<float>{3.0f, 4.0f}));
+  clip_gradients(g.data(), 2, 5.0, 1.0);
+  EXPECT_NEAR(g[0], 0.6f, 1e-7);
+  EXPECT_NEAR(g[1], 0.8f, 1e-7);
 }
 
 }  // namespace
