@@ -218,13 +218,19 @@ TEST(Checkpoint, MakeRoomDeletesWhatTheCommitWouldOnly) {
   if (world_rank() == 0) std::ofstream(dir.file("step_00000040.h5.tmp")) << "a killed save";
   MPI_Barrier(MPI_COMM_WORLD);
   EXPECT_TRUE(make_room_for_checkpoint(dir.path(), 3, MPI_COMM_WORLD, uint64_t{1} << 40).empty());  // room
+  // Room is the newest checkpoint's size plus 1/16 for growth: exactly that is enough.
+  const uint64_t newest = fs::file_size(dir.file("step_00000030.h5")), needed = newest + newest / 16;
+  EXPECT_TRUE(make_room_for_checkpoint(dir.path(), 3, MPI_COMM_WORLD, needed).empty());
+  EXPECT_TRUE(fs::exists(dir.file("step_00000040.h5.tmp"))) << "with room, the stray stays";
+  MPI_Barrier(MPI_COMM_WORLD);  // every rank looked before rank 0 (below, short of room) removes it
   EXPECT_TRUE(make_room_for_checkpoint(dir.path(), 1, MPI_COMM_WORLD, 0).empty());  // keep 1: never
   EXPECT_TRUE(make_room_for_checkpoint(dir.path(), 4, MPI_COMM_WORLD, 0).empty());  // fewer than keep
   MPI_Barrier(MPI_COMM_WORLD);
   EXPECT_FALSE(fs::exists(dir.file("step_00000040.h5.tmp"))) << "short of room, the stray goes first";
   EXPECT_EQ(list_own_checkpoints(dir.path()).size(), 3u);
   MPI_Barrier(MPI_COMM_WORLD);
-  const std::vector<std::string> removed = make_room_for_checkpoint(dir.path(), 3, MPI_COMM_WORLD, 0);
+  // One byte short of the margin (the size of the newest alone is not enough).
+  const std::vector<std::string> removed = make_room_for_checkpoint(dir.path(), 3, MPI_COMM_WORLD, needed - 1);
   if (world_rank() == 0) {
     EXPECT_EQ(removed, (std::vector<std::string>{dir.file("step_00000010.h5")}));
   }
