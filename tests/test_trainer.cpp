@@ -1,6 +1,7 @@
 // The sequence-parallel trainer at P = 1, 2, 4: the all-reduced gradient of P shards equals the
 // gradient of the whole sequence computed on one rank (mean loss over ALL tokens whatever P is), the same
 // seed gives bitwise-identical losses, and the data generators give every rank a consistent slice.
+#include <algorithm>
 #include <csignal>
 #include <gtest/gtest.h>
 
@@ -152,6 +153,38 @@ TEST(Data, RowsAreSlicesOfTheWholeSequenceAndDeterministic) {
     }
     EXPECT_EQ(scored, whole.answers * d.key_digits) << task;
   }
+}
+
+// The depth curriculum (data.curriculum_steps): training sequence i < curriculum_steps puts the passkey
+// record within the last min_span + (N - min_span) i / curriculum_steps tokens before the question;
+// training from curriculum_steps on, and evaluation always, anywhere in the sequence.
+TEST(Data, CurriculumBoundsThePasskeyDepth) {
+  DataConfig d = small_data();
+  d.seq_len = 512;
+  d.curriculum_steps = 4;
+  d.curriculum_min_span = 64;
+  constexpr int32_t kKey = 11;  // data.hpp's vocabulary: the record's first KEY comes before the question's
+  const int64_t question = d.seq_len - d.key_digits;
+  // The deepest record over 200 sequences (seeds), in tokens before the question.
+  const auto deepest = [&](bool eval, int64_t index) {
+    int64_t depth = 0;
+    for (uint64_t seed = 1; seed <= 200; ++seed) {
+      d.seed = seed;
+      const SequenceRows rows = make_dataset(d)->rows(eval, index, {0, d.seq_len});
+      const auto record = std::find(rows.tokens.begin(), rows.tokens.end(), kKey) - rows.tokens.begin();
+      depth = std::max<int64_t>(depth, question - record);
+    }
+    return depth;
+  };
+  const int64_t spans[] = {64, 176, 288, 400};  // 64 + 448 i / 4
+  for (int64_t i = 0; i < 4; ++i) {
+    SCOPED_TRACE("training sequence " + std::to_string(i));
+    const int64_t depth = deepest(false, i);
+    EXPECT_LE(depth, spans[i]);
+    EXPECT_GT(depth, spans[i] - 32);  // uniform depths: 200 draws come near the bound
+  }
+  EXPECT_GT(deepest(false, 4), 450) << "after the curriculum";
+  EXPECT_GT(deepest(true, 0), 450) << "evaluation";
 }
 
 TEST(Data, BadOptionsAreUsageErrors) {
