@@ -69,6 +69,12 @@ assert [l["step"] for l in lines] == [1, 2, 3, 4, 5, 6], [l["step"] for l in lin
 assert [l["step"] for l in lines if "eval_accuracy" in l] == [3, 6], lines
 PY
 [ "$(losses "$OUT/a.jsonl" | wc -l)" -eq 6 ] && pass "six logged steps" || fail "wanted 6 logged steps"
+# An eval off the log.every grid gets its log.jsonl line all the same (its fields would be lost otherwise).
+expect_exit 0 "eval.every 3 with log.every 2" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 4 --log.every 2 \
+  --eval.every 3 --log.jsonl "$OUT/offgrid.jsonl"
+[ "$(grep -c '"eval_accuracy"' "$OUT/offgrid.jsonl")" -eq 2 ] && [ "$(losses "$OUT/offgrid.jsonl" | cut -d' ' -f1 | tr '\n' ' ')" = "2 3 4 " ] &&
+  grep -q '"step": 3,.*"eval_accuracy"' "$OUT/offgrid.jsonl" && pass "step 3's eval is logged" ||
+  fail "log.jsonl steps: $(losses "$OUT/offgrid.jsonl" | cut -d' ' -f1 | tr '\n' ' ')"
 # The backward keeps each layer's gathered K / V from the forward (w = 256 spans both ranks); gathering
 # them again (train.regather_kv) is the same arithmetic: the same losses, bit for bit.
 expect_exit 0 "the same run, gathering K / V again in the backward" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" \
