@@ -99,10 +99,10 @@ bad 3 "mismatch.h5.*k" "D mismatch between q and k" -- "$LONGCTX" attend --input
 bad 3 "do" "--backward without do" -- "$LONGCTX" attend --input noq.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1 --backward
 # A damaged layout: q's chunk shape (16,2,8) with one bit flipped (in an object header that has no checksum;
 # found by fuzzing inputs). HDF5 1.10 reads each stored chunk as other rows and past its end: before, attend
-# crashed (139) on 1032 and read garbage with exit 0 on 17 and 32.
+# crashed (139) on 1032 and read garbage with exit 0 on 17 and 32. 1032 and 9 are the last axis's 8 flipped.
 /usr/bin/python3 - <<'PY' || exit 1
 import h5py, numpy as np, struct
-for bad in (1032, 17, 32):
+for bad in (1032, 9, 17, 32):
     name = 'layout_%d.h5' % bad
     with h5py.File(name, 'w') as f:
         for n in 'qkv':
@@ -111,10 +111,11 @@ for bad in (1032, 17, 32):
     chunk = struct.pack('<4I', 16, 2, 8, 4)  # the layout message's chunk dimensions, then the element size
     assert data.count(chunk) == 3
     at = data.find(chunk)
-    data[at:at + 16] = struct.pack('<4I', 16, 2, bad, 4) if bad > 64 else struct.pack('<4I', bad, 2, 8, 4)
+    data[at:at + 16] = struct.pack('<4I', 16, 2, bad, 4) if bad in (1032, 9) else struct.pack('<4I', bad, 2, 8, 4)
     open(name, 'wb').write(data)
 PY
 for case in "1032|chunk shape \(16,2,1032\) is longer than the dataset's fixed dimension 2" \
+            "9|chunk shape \(16,2,9\) is longer than the dataset's fixed dimension 2" \
             "17|no chunk is stored at \(51,0,0\), the last of the chunk grid, while the index holds 4 chunks" \
             "32|4 chunks are stored where the chunk grid has 2, two of them at \(0,0,0\)"; do
   bad 3 "layout_${case%%|*}.h5: /[qkv]: damaged layout.*${case#*|}" "a damaged chunk shape (${case%%|*})" -- \
