@@ -1,0 +1,79 @@
+#!/usr/bin/python3
+"""Mutation check of the test suite: does it notice when the code is wrong?
+
+Applies one small source change (a mutant) at a time, rebuilds the targets the mutant names, runs the
+ctest tests it names (-R), and reports KILLED (a test failed: good) or SURVIVED (every test passed: the
+suite does not check that behaviour). The source file is restored after each mutant, also on Ctrl-C or an
+error. Mutants whose `old` text no longer occurs exactly once are reported STALE and skipped.
+
+usage: jobs/dev/mutate.py [--build DIR] [MUTANTS.json] [ID ...]
+  MUTANTS.json  list of {id, file, old, new, what, targets, tests[, equivalent, timeout]} (default:
+                jobs/dev/mutants.json next to this script); `equivalent` marks a change that cannot alter
+                behaviour (or only speed), whose survival is expected
+  ID ...        run only these mutants
+  --build DIR   build directory (default: build), configured already
+
+Exit 0 when every non-equivalent mutant was killed, 1 otherwise. It edits the working tree while it runs:
+do not edit or commit the mutated files meanwhile. A full run takes about 30 minutes on 2 cores."""
+import json, os, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main(argv):
+    build = 'build'
+    if '--build' in argv:
+        i = argv.index('--build')
+        build = argv[i + 1]
+        del argv[i:i + 2]
+    if argv and argv[0] in ('-h', '--help'):
+        print(__doc__)
+        return 0
+    path = argv[0] if argv and argv[0].endswith('.json') else os.path.join(os.path.dirname(__file__), 'mutants.json')
+    only = set(a for a in argv if not a.endswith('.json'))
+    mutants = json.load(open(path))
+    unknown = only - {m['id'] for m in mutants}
+    if unknown:
+        print(f'unknown mutant ids: {" ".join(sorted(unknown))}', file=sys.stderr)
+        return 2
+    results = []
+    for m in mutants:
+        if only and m['id'] not in only:
+            continue
+        source = os.path.join(ROOT, m['file'])
+        original = open(source).read()
+        if original.count(m['old']) != 1:
+            print(f"[{m['id']}] STALE: its text occurs {original.count(m['old'])} times in {m['file']}", flush=True)
+            results.append((m, 'STALE'))
+            continue
+        start = time.time()
+        try:
+            open(source, 'w').write(original.replace(m['old'], m['new']))
+            built = subprocess.run(['cmake', '--build', build, '-j', str(os.cpu_count() or 2), '--target'] + m['targets'],
+                                   cwd=ROOT, capture_output=True, text=True)
+            if built.returncode != 0:
+                verdict, detail = 'BUILD-FAILED', (built.stdout + built.stderr)[-300:]
+            else:
+                run = subprocess.run(['ctest', '--test-dir', build, '--timeout', str(m.get('timeout', 300)), '-R',
+                                      m['tests'], '--stop-on-failure'], cwd=ROOT, capture_output=True, text=True)
+                ran = [l for l in run.stdout.splitlines() if ' Test ' in l and '#' in l]
+                failed = [l.strip() for l in ran if 'Passed' not in l]
+                if not ran:
+                    verdict, detail = 'NO-TESTS', f"ctest -R '{m['tests']}' ran nothing"
+                else:
+                    verdict = 'KILLED' if run.returncode != 0 else 'SURVIVED'
+                    detail = failed[0] if failed else ''
+        finally:
+            open(source, 'w').write(original)
+        note = ' (equivalent: expected)' if verdict == 'SURVIVED' and m.get('equivalent') else ''
+        print(f"[{m['id']}] {verdict}{note} {time.time() - start:.0f} s  {m['file']}: {m['what']}  {detail}", flush=True)
+        results.append((m, verdict))
+    killed = sum(v == 'KILLED' for _, v in results)
+    missed = [m['id'] for m, v in results if v != 'KILLED' and not (v == 'SURVIVED' and m.get('equivalent'))]
+    print(f'{killed} of {len(results)} killed; not killed (and not equivalent): {" ".join(missed) or "none"}')
+    print('(the sources are restored; rebuild before using the build directory: cmake --build ' + build + ')')
+    return 1 if missed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
