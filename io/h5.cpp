@@ -1199,8 +1199,8 @@ File& File::operator=(File&& other) noexcept {
       } catch (...) {
       }
     }
+    exceptions_at_open_ = other.exceptions_at_open_;  // File's own member, read before `other` is moved from
     Group::operator=(std::move(other));
-    exceptions_at_open_ = other.exceptions_at_open_;
   }
   return *this;
 }
