@@ -533,7 +533,17 @@ TEST_F(CommTest, WaitTimesOutInsteadOfHanging) {
   EXPECT_LT(waited, 5.0);
   EXPECT_FALSE(request.pending());  // the timed-out receive was cancelled, so MPI_Finalize stays clean
 
-  EXPECT_THROW(world->recv<float>(never, me, 4243), CommTimeout);  // the blocking call too
+  // The blocking call too, timed at a longer timeout: the 0.2 s bound above has to allow for an
+  // oversubscribed machine, so it let a timeout 3 times too long pass (found by jobs/dev/mutate.py, m4).
+  // Here 1.5 s of slack is 75%: twice the timeout (4 s) fails.
+  world->set_timeout_seconds(2.0);
+  const auto blocking_start = std::chrono::steady_clock::now();
+  EXPECT_THROW(world->recv<float>(never, me, 4243), CommTimeout);
+  const double blocked =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - blocking_start).count();
+  EXPECT_GE(blocked, 2.0);
+  EXPECT_LT(blocked, 3.5);
+  world->set_timeout_seconds(0.2);
   {
     Request abandoned = world->irecv<float>(never, me, 4244);
   }  // the destructor's wait times out: logged and cancelled, no std::terminate
