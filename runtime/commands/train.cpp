@@ -25,7 +25,9 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <limits>
 #include <cctype>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <vector>
@@ -517,12 +519,44 @@ std::vector<std::unique_ptr<train::Dataset>> curriculum_datasets(const RunOption
   return stages;
 }
 
+// LONGCTX_FAULT_NAN_GRADIENT=S[:R]: rank R (default 0) puts a nan into its own gradient of step S, before the
+// all-reduce. It tests a finite loss with a non-finite gradient, which real numbers reach only through
+// rounding that depends on the build and the CPU (a huge train.lr: dS = P * (dP - delta) cancels exactly in
+// one build and leaves an overflowing remainder in another).
+struct NanGradientFault {
+  int64_t step = 0;
+  int rank = 0;
+};
+
+std::optional<NanGradientFault> nan_gradient_fault(int world_size) {
+  const auto value = process_getenv("LONGCTX_FAULT_NAN_GRADIENT");
+  if (!value) return std::nullopt;
+  const std::string& v = *value;
+  const size_t colon = v.find(':');
+  const auto whole = [](const std::string& text, int64_t& out) {
+    if (text.empty() || text.size() > 18 || text.find_first_not_of("0123456789") != std::string::npos) return false;
+    out = std::stoll(text);
+    return true;
+  };
+  NanGradientFault fault;
+  int64_t rank = 0;
+  if (!whole(v.substr(0, colon), fault.step) || fault.step < 1 ||
+      (colon != std::string::npos && (!whole(v.substr(colon + 1), rank) || rank >= world_size)))
+    throw UsageError("LONGCTX_FAULT_NAN_GRADIENT=" + v + ": expected STEP or STEP:RANK (a step >= 1, a rank below " +
+                     std::to_string(world_size) + ")");
+  fault.rank = static_cast<int>(rank);
+  log::warn_once("LONGCTX_FAULT_NAN_GRADIENT: rank " + std::to_string(fault.rank) + " puts a nan into its gradient at step " +
+                 std::to_string(fault.step) + " (fault injection for the tests)");
+  return fault;
+}
+
 int run_train(Invocation& inv) {
   catch_train_stop_signals();  // again: MPI_Init or a launcher may have blocked them since main()
   comm::Communicator& world = inv.process.world();
   const int P = world.size(), rank = world.rank();
   const DeviceChoice device = attention_device(inv);  // --device / --dtype / --comm, before anything else
   const RunOptions r = validate(inv, P);
+  const std::optional<NanGradientFault> nan_fault = nan_gradient_fault(P);
   const auto data = train::make_dataset(r.data);
   // Evaluation reads each distinct sequence once: a token file may hold out fewer than eval.sequences.
   int64_t eval_sequences = r.eval_sequences;
@@ -570,6 +604,13 @@ int run_train(Invocation& inv) {
     train::TrainerConfig st = r.trainer;
     st.seq_len = r.stage_len[i];
     stage_trainer.push_back(std::make_unique<train::Trainer>(st, world, attention));
+  }
+  if (nan_fault && nan_fault->rank == rank) {
+    const auto poison = [step = nan_fault->step](int64_t at, Span<float> gradient) {
+      if (at == step && gradient.size() > 0) gradient[0] = std::numeric_limits<float>::quiet_NaN();
+    };
+    trainer.set_local_gradient_hook(poison);
+    for (auto& stage_one : stage_trainer) stage_one->set_local_gradient_hook(poison);
   }
   // The stage that trains step `step` (0-based); `stages` means the main trainer.
   const auto stage_of = [&](int64_t step) {

@@ -35,6 +35,7 @@ StepStats Trainer::compute_gradients(const SequenceRows& rows, const std::functi
   const auto local = model_.forward(params_.data(), rows.tokens.data(), rows.targets.data(), rows_.rows(), rows_.begin,
                                     true, 1.0f, rows.previous, weights.empty() ? nullptr : weights.data());
   model_.backward(params_.data(), grads_.data());
+  if (local_gradient_hook_) local_gradient_hook_(step_ + 1, Span<float>(grads_));
   comm_.all_reduce(Span<float>(grads_));
   const int signal_here = stop_signal();
   std::vector<double> totals{local.loss_sum, local.weight_sum, signal_here != 0 ? 1.0 : 0.0, double(local.count)};

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "comm/communicator.hpp"
+#include "runtime/core/span.hpp"
 #include "runtime/model/model.hpp"
 #include "runtime/model/optimizer.hpp"
 #include "runtime/train/data.hpp"
@@ -76,6 +77,10 @@ class Trainer {
   // Parameters, optimizer moments and step of `other` (same model; any sequence length).
   void copy_state_from(Trainer& other);
   const TrainerConfig& config() const { return config_; }
+  // Called on this rank's own gradient after its backward pass, before the all-reduce, with the step being
+  // computed (1-based). Fault injection for the tests (LONGCTX_FAULT_NAN_GRADIENT); none by default.
+  using LocalGradientHook = std::function<void(int64_t step, Span<float> local_gradient)>;
+  void set_local_gradient_hook(LocalGradientHook hook) { local_gradient_hook_ = std::move(hook); }
 
  private:
   TrainerConfig config_;
@@ -85,6 +90,7 @@ class Trainer {
   std::vector<float> params_, grads_;
   model::AdamW optimizer_;
   int64_t step_ = 0;
+  LocalGradientHook local_gradient_hook_;
 };
 
 }  // namespace longctx::train

@@ -266,16 +266,27 @@ expect_exit 1 "a run diverging before its first checkpoint" -- "$LONGCTX" train 
 grep -q "last checkpoint is intact" "$OUT/stderr" && fail "speaks of a checkpoint that does not exist" ||
   pass "no checkpoint yet: does not claim one is intact"
 
-# A finite loss with a gradient that overflows (step 2 here): the norm is known before the update now. Before,
-# it was computed in the update, after the check: nan weights were applied, logged and committed at step 2,
-# checkpoint.keep 1 pruned step 1 for it, and step 3 failed saying "the last checkpoint is intact".
-expect_exit 1 "a finite loss with a non-finite gradient" -- "$LONGCTX" train --quiet --model.mlp_hidden 64 --model.heads 4 \
-  --model.dim 32 --model.segment_lengths 32,128,256 --model.dilation_rates 1,2,4 --data.seq_len 256 --train.steps 3 \
-  --train.warmup 0 --train.lr 1e6 --checkpoint.dir "$OUT/nang" --checkpoint.every 1 --checkpoint.keep 1
-expect_in "$OUT/stderr" "training diverged at step 2: loss [0-9.]+, gradient norm -?nan" "refuses step 2 for its gradient"
+# A finite loss with a non-finite gradient: the norm is known before the update now. Before, it was computed
+# in the update, after the check: nan weights were applied, logged and committed at step 2, checkpoint.keep 1
+# pruned step 1 for it, and step 3 failed saying "the last checkpoint is intact". Rank 1 poisons its own
+# gradient (LONGCTX_FAULT_NAN_GRADIENT): the all-reduce must carry it to rank 0, and both stop alike. (This
+# case used train.lr 1e6, whose gradient overflowed only in some builds: rounding decides it.)
+NANG=(--quiet --model.mlp_hidden 64 --model.heads 4 --model.dim 32 --model.segment_lengths 32,128,256
+      --model.dilation_rates 1,2,4 --data.seq_len 256 --train.steps 3 --checkpoint.dir "$OUT/nang" --checkpoint.every 1
+      --checkpoint.keep 1)
+expect_exit 1 "a finite loss with a non-finite gradient" -- env LONGCTX_FAULT_NAN_GRADIENT=2:1 \
+  "${MPIRUN[@]}" -np 2 -x LONGCTX_FAULT_NAN_GRADIENT "$LONGCTX" train "${NANG[@]}"
+expect_in "$OUT/stderr" "rank 1 puts a nan into its gradient at step 2" "says the fault is injected"
+[ "$(grep -cE '\[longctx error r[01]\] training diverged at step 2: loss [0-9.]+, gradient norm -?nan' "$OUT/stderr")" = 2 ] \
+  && pass "both ranks refuse step 2 for its gradient" || fail "refusals: $(grep -c 'diverged' "$OUT/stderr")"
 [ "$(ls "$OUT/nang" | grep '^step_' | tr '\n' ' ')" = "step_00000001.h5 " ] \
   && "$LONGCTX" ckpt verify "$OUT/nang" --quiet >/dev/null 2>&1 && pass "step 1's checkpoint kept, and it verifies" \
   || fail "checkpoints: $(ls "$OUT/nang")"
+for bad in 0 x 2:2 2: 2:1:1; do
+  expect_exit 2 "LONGCTX_FAULT_NAN_GRADIENT=$bad" -- env LONGCTX_FAULT_NAN_GRADIENT=$bad "${MPIRUN[@]}" -np 2 \
+    -x LONGCTX_FAULT_NAN_GRADIENT "$LONGCTX" train "${NANG[@]}" --checkpoint.dir "$OUT/nang_bad"
+done
+[ ! -e "$OUT/nang_bad" ] && pass "a bad fault setting writes nothing" || fail "wrote $(ls "$OUT/nang_bad")"
 
 # An update that overflows with a finite gradient (train.lr 1e39: the step in float is inf): not checkpointed.
 # Before: step 1's parameters (-inf) were committed and the run exited 0.
