@@ -669,9 +669,11 @@ int run_train(Invocation& inv) {
 
   // Evaluation at data.seq_len (the main trainer, whichever stage trains), printed by rank 0; its fields
   // also join that step's log.jsonl line.
-  const auto evaluate = [&](int64_t step) {
+  // `loss`, when given, gets the evaluation's loss (the same on every rank: it is all-reduced).
+  const auto evaluate = [&](int64_t step, double* loss) {
     if (active != &trainer) trainer.copy_state_from(*active);
     const train::EvalStats e = trainer.evaluate(*data, eval_sequences);
+    if (loss) *loss = e.loss;
     return [step, e, seq_len = r.trainer.seq_len] {
       std::printf("eval step %lld  eval_loss %.4f  eval_accuracy %.4f  (%lld scored targets, N = %lld)\n",
                   (long long)step, e.loss, e.accuracy, (long long)e.scored, (long long)seq_len);
@@ -755,8 +757,17 @@ int run_train(Invocation& inv) {
     const bool eval_now = (r.eval_every > 0 && step % r.eval_every == 0) || step == r.steps;
     std::function<std::string()> print_eval;  // prints the evaluation, returns its log.jsonl fields
     if (eval_now) {
-      print_eval = evaluate(step);
+      double eval_loss = 0;
+      print_eval = evaluate(step, &eval_loss);
       last_eval = step;
+      // Finite parameters can still overflow the forward pass (a huge train.lr): the next step would
+      // diverge, and checkpointing this one would leave a checkpoint that only resumes into nan (with
+      // checkpoint.keep pruning a good one for it). Before, the run printed eval_loss -nan and went on.
+      if (!std::isfinite(eval_loss))
+        throw InternalError("training diverged at step " + std::to_string(step) + ": the evaluation of its parameters " +
+                            "has loss " + std::to_string(eval_loss) + " (its update made the forward pass overflow; " +
+                            "try a lower train.lr, or train.clip); this step was not logged or checkpointed" +
+                            (have_checkpoint ? ", the last checkpoint is intact" : std::string()));
     }
     // log.jsonl keeps to the log.every grid (so an interrupted + resumed run's file is the uninterrupted
     // one's); the step a signal stops at is printed too.
@@ -803,7 +814,7 @@ int run_train(Invocation& inv) {
     return static_cast<int>(ExitCode::requeue);
   }
   if (last_eval != active->step()) {  // resumed at the end: printed, no log.jsonl line (that step has one)
-    const auto print = evaluate(active->step());
+    const auto print = evaluate(active->step(), nullptr);
     if (rank == 0) print();
   }
   if (!r.checkpoint_dir.empty() && last_checkpoint != active->step()) checkpoint();

@@ -298,6 +298,15 @@ expect_in "$OUT/stderr" "training diverged at step 1: its update made parameters
 ! grep -qiE 'eval|nan' "$OUT/stdout" && pass "no eval of the diverged parameters printed" ||
   fail "printed: $(cat "$OUT/stdout")"
 
+# Finite parameters whose forward pass overflows (train.lr 1e30: every parameter ~1e30 after step 1): the
+# evaluation's loss is nan, and the step is neither logged nor checkpointed. Before: "eval_loss -nan" was
+# printed and logged, and the step checkpointed (a checkpoint that resumes only into nan).
+expect_exit 1 "an evaluation that overflows" -- "$LONGCTX" train "${DIVERGE[@]}" --train.steps 3 --eval.every 1 \
+  --checkpoint.dir "$OUT/naneval" --checkpoint.every 1 --log.jsonl "$OUT/naneval.jsonl"
+expect_in "$OUT/stderr" "training diverged at step 1: the evaluation of its parameters has loss -?nan" "says why"
+[ ! -e "$OUT/naneval/latest" ] && [ ! -s "$OUT/naneval.jsonl" ] && ! grep -qiE 'eval|nan' "$OUT/stdout" \
+  && pass "nothing committed, logged or printed" || fail "committed: $(ls "$OUT/naneval"); log: $(cat "$OUT/naneval.jsonl")"
+
 # ---- a resumed run keeps the activation dumps made before it ---------------------------------------
 expect_exit 0 "dump step 1, stop at 2" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 --checkpoint.dir "$OUT/dr" \
   --dump.activations "$OUT/dr.h5" --dump.steps 1,3
