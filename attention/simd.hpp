@@ -63,6 +63,7 @@ inline vfloat swap_halves(vfloat v, std::index_sequence<I...>) {
   return __builtin_shuffle(v, vint{static_cast<int32_t>(I ^ Half)...});
 #endif
 }
+#undef LONGCTX_SIMD_SHUFFLEVECTOR
 template <int Half>
 inline vfloat swap_halves(vfloat v) {
   return swap_halves<Half>(v, std::make_index_sequence<kLanes>{});
