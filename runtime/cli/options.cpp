@@ -206,7 +206,14 @@ std::vector<std::string> rewrite_switches(const std::vector<std::string>& args, 
                                                         false)
                                 : nullptr;
     if (!option || !is_switch(*option)) {
-      words.push_back(arg);
+      // `--X=` gives X an empty value, as `--X ""` does (GNU getopt reads it so; Boost's message was "the
+      // argument should follow immediately after the equal sign").
+      if (option && equals == arg.size() - 1) {
+        words.push_back(arg.substr(0, equals));
+        words.emplace_back();
+      } else {
+        words.push_back(arg);
+      }
       continue;
     }
     const std::string name = option->long_name();

@@ -43,6 +43,7 @@ void declare(po::options_description& desc, po::positional_options_description&)
 // Where the results go, checked before any work: each can be written, and none of them (or the
 // temporary files they are written through) is the input or another of them, however spelled.
 void check_file_options(const std::string& input, const std::string& output, const std::string& report) {
+  if (input.empty()) throw UsageError("--input: empty path");
   io::check_hdf5_output_path("output", output);
   std::vector<std::pair<std::string, std::string>> files{{"--input", input}, {"--output", output},
                                                          {"--output's temporary file", output + ".tmp"}};

@@ -196,6 +196,10 @@ bad 2 "is a directory" "--output is a directory" -- "${A[@]/bad.h5/adir}" "${S[@
 [ ! -e adir.tmp ] && pass "no adir.tmp" || fail "adir.tmp left behind"
 bad 2 "names a directory" "--output ends in /" -- "${A[@]/bad.h5/adir/}" "${S[@]:0:4}"
 bad 2 "empty path" "--output ''" -- "${A[@]/bad.h5/}" "${S[@]:0:4}"
+bad 2 "--output: empty path" "--output=" -- "$LONGCTX" attend --input in.h5 --output= "${S[@]}"
+# An empty --input is a usage error that names the option (before: exit 3, "error: : no such file").
+bad 2 "--input: empty path" "--input ''" -- "${A[@]/in.h5/}" "${S[@]:0:4}"
+bad 2 "--input: empty path" "--input=" -- "$LONGCTX" attend --input= --output bad.h5 "${S[@]}"
 bad 2 "directory 'nodir' does not exist" "--output in a missing directory" -- "${A[@]/bad.h5/nodir/x.h5}" "${S[@]:0:4}"
 grep -q "forward" "$OUT/stderr" && fail "computed before refusing the output path" || pass "refused before computing"
 bad 2 "exists and is not a regular file" "--output /dev/null" -- "${A[@]/bad.h5//dev/null}" "${S[@]:0:4}"

@@ -116,6 +116,14 @@ expect_in "$OUT/stderr" "'-1' is not a non-negative integer \(from config file .
 expect_exit 2 "--train.steps 10K" -- "$LONGCTX" train --train.steps 10K --quiet
 expect_in "$OUT/stderr" "'--train.steps' is invalid: it takes an integer from -9223372036854775808 to 9223372036854775807, in digits only; K, M, G suffixes are for the options whose --help says so \(from the command line" \
   "an integer, no suffix"
+# `--X=` gives X an empty value, as `--X ''` does (before: Boost's "the argument should follow immediately
+# after the equal sign", also for a text option where an empty value means "none").
+expect_exit 2 "--train.steps=" -- "$LONGCTX" train --train.steps= --quiet
+expect_in "$OUT/stderr" "'--train.steps' is invalid: it takes an integer" "an empty value is not an integer"
+expect_exit 0 "--log.jsonl= (none)" -- "$LONGCTX" train --log.jsonl= --train.steps 1 --data.seq_len 256 \
+  --model.segment_lengths 64,256 --model.dilation_rates 1,2 --eval.sequences 1 --quiet
+expect_exit 2 "--quiet= (an on/off option)" -- "$LONGCTX" info --quiet=
+expect_in "$OUT/stderr" "an on/off option takes 1, true" "says what it takes"
 expect_exit 2 "--train.threads 3000000000" -- "$LONGCTX" train --train.threads 3000000000 --quiet
 expect_in "$OUT/stderr" "'--train.threads' is invalid: it takes an integer from -2147483648 to 2147483647," "out of range: says the range"
 printf '[train]\nlr = 1e-3x\n' >"$OUT/lr.ini"
