@@ -843,6 +843,7 @@ Command train_command() {
     const DeviceChoice device = attention_device(inv);
     const int P = inv.process.world().size();
     const RunOptions r = validate(inv, P, false);
+    nan_gradient_fault(P);
     // Parameters, gradients and the AdamW moments (replicated), and per layer the activations the
     // backward keeps for this rank's rows, plus the logits and their gradient: float32, a lower bound.
     const model::ModelConfig& m = r.trainer.model;
