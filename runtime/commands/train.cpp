@@ -683,6 +683,11 @@ int run_train(Invocation& inv) {
   };
   bool dump_unpublished = false;  // steps dumped since the dump file was last published
   bool have_checkpoint = resumed;  // one is committed in checkpoint.dir (resumed from, or saved by this run)
+  // The error that stops a diverged run at `step`: `what` says why and what of the step was kept back.
+  const auto diverged = [&](int64_t step, const std::string& what) {
+    return InternalError("training diverged at step " + std::to_string(step) + ": " + what +
+                         (have_checkpoint ? ", the last checkpoint is intact" : std::string()));
+  };
   const auto checkpoint = [&] {
     // The dump is published with each checkpoint that follows a dumped step, so a run killed later (no
     // chance to close it) resumes from the checkpoint with those steps kept; a new dump copies them.
@@ -717,10 +722,9 @@ int run_train(Invocation& inv) {
     // A diverged step is not applied, logged as a number or checkpointed: checkpoint.keep would otherwise
     // prune good checkpoints for ones full of nan. Every rank sees the same all-reduced loss.
     if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm))
-      throw InternalError("training diverged at step " + std::to_string(active->step() + 1) + ": loss " +
-                          std::to_string(stats.loss) + ", gradient norm " + std::to_string(stats.grad_norm) +
-                          " (try a lower train.lr or train.clip); nothing of this step was saved" +
-                          (have_checkpoint ? ", the last checkpoint is intact" : std::string()));
+      throw diverged(active->step() + 1, "loss " + std::to_string(stats.loss) + ", gradient norm " +
+                                             std::to_string(stats.grad_norm) +
+                                             " (try a lower train.lr or train.clip); nothing of this step was saved");
     active->apply_update(stats);
     // An update can overflow where the gradient did not (a huge train.lr). Checked before anything of
     // the step is dumped, evaluated, logged or checkpointed (checkpoint.keep would prune good checkpoints
@@ -729,10 +733,8 @@ int run_train(Invocation& inv) {
          {&active->params(), &active->optimizer().first_moment(), &active->optimizer().second_moment()})
       for (const float value : *state)
         if (!std::isfinite(value))
-          throw InternalError("training diverged at step " + std::to_string(active->step()) +
-                              ": its update made parameters or optimizer moments not finite (try a lower train.lr, "
-                              "or train.clip); nothing of this step was saved" +
-                              (have_checkpoint ? ", the last checkpoint is intact" : std::string()));
+          throw diverged(active->step(), "its update made parameters or optimizer moments not finite (try a lower "
+                                         "train.lr, or train.clip); nothing of this step was saved");
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     const int64_t step = active->step();
     if (dump && active == &trainer && r.dump_steps.count(step)) {
@@ -764,10 +766,9 @@ int run_train(Invocation& inv) {
       // diverge, and checkpointing this one would leave a checkpoint that only resumes into nan (with
       // checkpoint.keep pruning a good one for it). Before, the run printed eval_loss -nan and went on.
       if (!std::isfinite(eval_loss))
-        throw InternalError("training diverged at step " + std::to_string(step) + ": the evaluation of its parameters " +
-                            "has loss " + std::to_string(eval_loss) + " (its update made the forward pass overflow; " +
-                            "try a lower train.lr, or train.clip); this step was not logged or checkpointed" +
-                            (have_checkpoint ? ", the last checkpoint is intact" : std::string()));
+        throw diverged(step, "the evaluation of its parameters has loss " + std::to_string(eval_loss) +
+                                 " (its update made the forward pass overflow; try a lower train.lr, or train.clip); "
+                                 "this step was not logged or checkpointed");
     }
     // log.jsonl keeps to the log.every grid (so an interrupted + resumed run's file is the uninterrupted
     // one's); the step a signal stops at is printed too.
