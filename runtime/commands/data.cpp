@@ -19,7 +19,7 @@ int run(Invocation& invocation) {
   const auto files = invocation.options["text"].as<std::vector<std::string>>();
   const std::string out = invocation.options["out"].as<std::string>();
   for (const std::string& file : files)
-    if (file.empty()) throw UsageError("--text: an empty path");
+    if (file.empty()) throw UsageError("--text: empty path");
   return run_on_rank0(invocation, [&] {
     const io::TokenImportStats stats = io::import_text_files(files, out);
     std::cout << "imported " << stats.documents << " document(s), " << stats.tokens << " byte tokens -> " << out << "\n";
