@@ -669,24 +669,36 @@ int run_train(Invocation& inv) {
 
   // Evaluation at data.seq_len (the main trainer, whichever stage trains), printed by rank 0; its fields
   // also join that step's log.jsonl line.
-  // `loss`, when given, gets the evaluation's loss (the same on every rank: it is all-reduced).
-  const auto evaluate = [&](int64_t step, double* loss) {
+  // Its loss is the same on every rank (all-reduced), so every rank refuses a non-finite one alike.
+  struct Evaluation {
+    double loss;
+    std::function<std::string()> print;  // prints it (rank 0), returns its log.jsonl fields
+  };
+  const auto evaluate = [&](int64_t step) {
     if (active != &trainer) trainer.copy_state_from(*active);
     const train::EvalStats e = trainer.evaluate(*data, eval_sequences);
-    if (loss) *loss = e.loss;
-    return [step, e, seq_len = r.trainer.seq_len] {
-      std::printf("eval step %lld  eval_loss %.4f  eval_accuracy %.4f  (%lld scored targets, N = %lld)\n",
-                  (long long)step, e.loss, e.accuracy, (long long)e.scored, (long long)seq_len);
-      std::fflush(stdout);
-      return ", \"eval_loss\": " + json_number(e.loss) + ", \"eval_accuracy\": " + json_number(e.accuracy);
-    };
+    return Evaluation{e.loss, [step, e, seq_len = r.trainer.seq_len] {
+                        std::printf("eval step %lld  eval_loss %.4f  eval_accuracy %.4f  (%lld scored targets, N = %lld)\n",
+                                    (long long)step, e.loss, e.accuracy, (long long)e.scored, (long long)seq_len);
+                        std::fflush(stdout);
+                        return ", \"eval_loss\": " + json_number(e.loss) + ", \"eval_accuracy\": " + json_number(e.accuracy);
+                      }};
   };
   bool dump_unpublished = false;  // steps dumped since the dump file was last published
-  bool have_checkpoint = resumed;  // one is committed in checkpoint.dir (resumed from, or saved by this run)
+  // The step of the last checkpoint committed in checkpoint.dir (resumed from, or saved by this run); -1: none.
+  int64_t committed = resumed ? active->step() : -1;
   // The error that stops a diverged run at `step`: `what` says why and what of the step was kept back.
-  const auto diverged = [&](int64_t step, const std::string& what) {
-    return InternalError("training diverged at step " + std::to_string(step) + ": " + what +
-                         (have_checkpoint ? ", the last checkpoint is intact" : std::string()));
+  // `from_parameters`: the step's forward pass overflowed, so the parameters it started from are the cause;
+  // a checkpoint of them (step - 1) resumes into the same loss (the data order is part of the checkpoint).
+  const auto diverged = [&](int64_t step, const std::string& what, bool from_parameters) {
+    std::string tail;
+    if (committed >= 0 && from_parameters && committed == step - 1)
+      tail = "; the last checkpoint (step " + std::to_string(committed) +
+             ") holds the parameters this loss came from, and resuming from it repeats this: resume from an "
+             "earlier one, if one is kept";
+    else if (committed >= 0)
+      tail = ", the last checkpoint (step " + std::to_string(committed) + ") is intact";
+    return InternalError("training diverged at step " + std::to_string(step) + ": " + what + tail);
   };
   const auto checkpoint = [&] {
     // The dump is published with each checkpoint that follows a dumped step, so a run killed later (no
@@ -703,7 +715,7 @@ int run_train(Invocation& inv) {
     io::publish_on_rank0(mpi, "checking checkpoint.dir", [&] { require_checkpoint_dir_lock(r.checkpoint_dir); });
     const std::string path = train::save_checkpoint(*active, r.checkpoint_dir, r.checkpoint_keep, config_text,
                                                     tokens_through(active->step()), mpi);
-    have_checkpoint = true;
+    committed = active->step();
     log::info("checkpoint " + path);
     if (republish && *r.dump_steps.rbegin() > active->step())
       dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, active->step());
@@ -712,7 +724,7 @@ int run_train(Invocation& inv) {
   using Clock = std::chrono::steady_clock;
   const auto run_start = Clock::now();
   int stop_signal = 0;  // the signal that stopped the run, agreed by all ranks: each exits alike (0: none)
-  int64_t last_eval = -1, last_checkpoint = active->step();
+  int64_t last_eval = -1;
   while (active->step() < r.steps) {
     const auto t0 = Clock::now();
     const int64_t seq_len = active->config().seq_len;
@@ -724,7 +736,8 @@ int run_train(Invocation& inv) {
     if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm))
       throw diverged(active->step() + 1, "loss " + std::to_string(stats.loss) + ", gradient norm " +
                                              std::to_string(stats.grad_norm) +
-                                             " (try a lower train.lr or train.clip); nothing of this step was saved");
+                                             " (try a lower train.lr or train.clip); nothing of this step was saved",
+                   !std::isfinite(stats.loss));
     active->apply_update(stats);
     // An update can overflow where the gradient did not (a huge train.lr). Checked before anything of
     // the step is dumped, evaluated, logged or checkpointed (checkpoint.keep would prune good checkpoints
@@ -734,7 +747,8 @@ int run_train(Invocation& inv) {
       for (const float value : *state)
         if (!std::isfinite(value))
           throw diverged(active->step(), "its update made parameters or optimizer moments not finite (try a lower "
-                                         "train.lr, or train.clip); nothing of this step was saved");
+                                         "train.lr, or train.clip); nothing of this step was saved",
+                         false);
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     const int64_t step = active->step();
     if (dump && active == &trainer && r.dump_steps.count(step)) {
@@ -759,16 +773,17 @@ int run_train(Invocation& inv) {
     const bool eval_now = (r.eval_every > 0 && step % r.eval_every == 0) || step == r.steps;
     std::function<std::string()> print_eval;  // prints the evaluation, returns its log.jsonl fields
     if (eval_now) {
-      double eval_loss = 0;
-      print_eval = evaluate(step, &eval_loss);
+      const Evaluation evaluation = evaluate(step);
+      print_eval = evaluation.print;
       last_eval = step;
       // Finite parameters can still overflow the forward pass (a huge train.lr): the next step would
       // diverge, and checkpointing this one would leave a checkpoint that only resumes into nan (with
       // checkpoint.keep pruning a good one for it). Before, the run printed eval_loss -nan and went on.
-      if (!std::isfinite(eval_loss))
-        throw diverged(step, "the evaluation of its parameters has loss " + std::to_string(eval_loss) +
+      if (!std::isfinite(evaluation.loss))
+        throw diverged(step, "the evaluation of its parameters has loss " + std::to_string(evaluation.loss) +
                                  " (its update made the forward pass overflow; try a lower train.lr, or train.clip); "
-                                 "this step was not logged or checkpointed");
+                                 "this step was not logged or checkpointed",
+                       false);
     }
     // log.jsonl keeps to the log.every grid (so an interrupted + resumed run's file is the uninterrupted
     // one's); the step a signal stops at is printed too.
@@ -792,10 +807,7 @@ int run_train(Invocation& inv) {
       stop_signal = stats.stop_signal;
       break;
     }
-    if (r.checkpoint_every > 0 && step % r.checkpoint_every == 0) {
-      checkpoint();
-      last_checkpoint = step;
-    }
+    if (r.checkpoint_every > 0 && step % r.checkpoint_every == 0) checkpoint();
   }
   if (dump) {
     dump->close();
@@ -815,10 +827,16 @@ int run_train(Invocation& inv) {
     return static_cast<int>(ExitCode::requeue);
   }
   if (last_eval != active->step()) {  // resumed at the end: printed, no log.jsonl line (that step has one)
-    const auto print = evaluate(active->step(), nullptr);
-    if (rank == 0) print();
+    const Evaluation evaluation = evaluate(active->step());
+    if (rank == 0) evaluation.print();
+    // A checkpoint saved off the eval.every grid was never evaluated: its parameters can overflow the
+    // forward pass. Nothing was trained, so nothing is kept back; the run fails as a diverged one would.
+    if (!std::isfinite(evaluation.loss))
+      throw InternalError("the checkpoint resumed from (step " + std::to_string(active->step()) +
+                          ") evaluates to loss " + std::to_string(evaluation.loss) +
+                          ": its parameters overflow the forward pass; resume from an earlier checkpoint");
   }
-  if (!r.checkpoint_dir.empty() && last_checkpoint != active->step()) checkpoint();
+  if (!r.checkpoint_dir.empty() && committed != active->step()) checkpoint();
   const double total = std::chrono::duration<double>(Clock::now() - run_start).count();
   log::info("done: " + std::to_string(active->step()) + " steps, " + std::to_string(total) + " s");
   return 0;

@@ -263,7 +263,7 @@ expect_in "$OUT/stderr" "training diverged at step" "says it diverged"
   && pass "no nan checkpoint committed" || fail "a checkpoint that fails verify was committed"
 expect_exit 1 "a run diverging before its first checkpoint" -- "$LONGCTX" train "${DIVERGE[@]}" \
   --train.steps 8 --checkpoint.dir "$OUT/nan2" --checkpoint.every 100
-grep -q "last checkpoint is intact" "$OUT/stderr" && fail "speaks of a checkpoint that does not exist" ||
+grep -q "last checkpoint" "$OUT/stderr" && fail "speaks of a checkpoint that does not exist" ||
   pass "no checkpoint yet: does not claim one is intact"
 
 # A finite loss with a non-finite gradient: the norm is known before the update now. Before, it was computed
@@ -306,6 +306,21 @@ expect_exit 1 "an evaluation that overflows" -- "$LONGCTX" train "${DIVERGE[@]}"
 expect_in "$OUT/stderr" "training diverged at step 1: the evaluation of its parameters has loss -?nan" "says why"
 [ ! -e "$OUT/naneval/latest" ] && [ ! -s "$OUT/naneval.jsonl" ] && ! grep -qiE 'eval|nan' "$OUT/stdout" \
   && pass "nothing committed, logged or printed" || fail "committed: $(ls "$OUT/naneval"); log: $(cat "$OUT/naneval.jsonl")"
+# The same parameters checkpointed off the eval.every grid (eval.every 0: step 1 is not evaluated, step 2
+# diverges), then resumed at their own step: nothing trains, but the final evaluation overflows. Before,
+# "eval_loss nan" was printed and the run exited 0.
+expect_exit 1 "a checkpoint off the eval grid whose parameters overflow" -- "$LONGCTX" train "${DIVERGE[@]}" \
+  --train.steps 3 --eval.every 0 --checkpoint.dir "$OUT/nanoff" --checkpoint.every 1
+[ "$(cat "$OUT/nanoff/latest" 2>/dev/null)" = step_00000001.h5 ] && pass "step 1 committed (not evaluated)" ||
+  fail "latest: $(cat "$OUT/nanoff/latest" 2>&1)"
+# Step 2's loss is nan: the parameters of step 1 overflow, so its checkpoint is no place to resume from.
+expect_in "$OUT/stderr" "diverged at step 2: loss -?nan.*the last checkpoint \\(step 1\\) holds the parameters this loss came from" \
+  "says the last checkpoint holds the overflowing parameters (not that it is intact)"
+expect_exit 1 "resumed at its last step, evaluating to nan" -- "$LONGCTX" train "${DIVERGE[@]}" --train.steps 1 \
+  --eval.every 0 --checkpoint.dir "$OUT/nanoff"
+expect_in "$OUT/stderr" "the checkpoint resumed from \\(step 1\\) evaluates to loss -?nan" "says which checkpoint"
+[ "$(cat "$OUT/nanoff/latest")" = step_00000001.h5 ] && pass "the checkpoint is left as it was" ||
+  fail "latest: $(cat "$OUT/nanoff/latest")"
 
 # ---- a resumed run keeps the activation dumps made before it ---------------------------------------
 expect_exit 0 "dump step 1, stop at 2" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 --checkpoint.dir "$OUT/dr" \
