@@ -765,8 +765,8 @@ int run_train(Invocation& inv) {
     }
     // A stop that lands on the last step finishes the run (eval, checkpoint, exit 0): a requeue would
     // only resume at the end, and the last step's eval would be missing from log.jsonl for good.
-    if (stats.stop && step == r.steps) {
-      stats.stop = false;
+    if (stats.stop_signal != 0 && step == r.steps) {
+      stats.stop_signal = 0;
       log::info("stop signal at the last step: finishing the run instead");
     }
     // Every eval.every steps and after the last (a stop at an earlier step skips the eval: it has to be quick).
@@ -788,7 +788,7 @@ int run_train(Invocation& inv) {
     // log.jsonl keeps to the log.every grid (so an interrupted + resumed run's file is the uninterrupted
     // one's); the step a signal stops at is printed too.
     const bool logged = step % r.log_every == 0 || step == r.steps || eval_now || jsonl.must_log(step);
-    if (rank == 0 && (logged || stats.stop)) {
+    if (rank == 0 && (logged || stats.stop_signal != 0)) {
       const double tokens_per_s = double(seq_len) / seconds;
       const double mfu = step_flops(r.trainer.model, seq_len) / seconds / peak;
       std::printf("step %6lld  loss %.4f  tokens/s %.0f  s/step %.3f  lr %.3e  grad_norm %.3f  MFU %.1f%%  N %lld\n",
@@ -803,7 +803,7 @@ int run_train(Invocation& inv) {
                     ", \"mfu\": " + json_number(mfu) + ", \"seq_len\": " + std::to_string(seq_len) +
                     ", \"world_size\": " + std::to_string(P) + eval_fields + "}");
     }
-    if (stats.stop) {
+    if (stats.stop_signal != 0) {
       stop_signal = stats.stop_signal;
       break;
     }

@@ -43,8 +43,7 @@ StepStats Trainer::compute_gradients(const SequenceRows& rows, const std::functi
   StepStats stats;
   stats.trained_rows = static_cast<int64_t>(totals[3]);
   stats.loss = totals[1] > 0 ? totals[0] / totals[1] : 0.0;
-  stats.stop = totals[2] > 0;
-  if (stats.stop) {  // every rank takes this branch: the same all-reduced flag
+  if (totals[2] > 0) {  // every rank takes this branch: the same all-reduced flag
     int32_t signal = signal_here;
     comm_.all_reduce(Span<int32_t>(&signal, 1), comm::ReduceOp::max);
     stats.stop_signal = signal;

@@ -40,8 +40,7 @@ struct StepStats {
   int64_t trained_rows = 0;  // over all ranks
   double grad_norm = 0;     // before clipping
   double lr = 0;
-  bool stop = false;        // some rank asked to stop
-  int stop_signal = 0;      // the largest signal number any rank got (stop), else 0
+  int stop_signal = 0;      // some rank asked to stop: the largest signal number any rank got; 0: none did
 };
 
 struct EvalStats {
