@@ -3,6 +3,7 @@
 // against finite differences of the loss. The optimizer against PyTorch's AdamW formulas in double, the
 // learning-rate schedule and clipping at their defining points.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <functional>
@@ -337,6 +338,45 @@ TEST(Optimizer, LrScheduleWarmsUpThenDecaysByCosine) {
   EXPECT_DOUBLE_EQ(no_warmup.at(0), 1.0);
   EXPECT_DOUBLE_EQ(no_warmup.at(5), 0.5);
   EXPECT_DOUBLE_EQ(no_warmup.at(10), 0.0);
+}
+
+// AdamW::update reports an overflowing update from the same pass (train refuses the step on it): a non-finite
+// gradient in the last element of the last tensor, or a step size that overflows float.
+TEST(Optimizer, AdamWReportsAnUpdateThatIsNotFinite) {
+  ParameterLayout layout;
+  layout.add("matrix", {3, 4}, true);
+  layout.add("bias", {5}, false);
+  std::vector<float> params = random_vector(layout.total(), 1);
+  AdamW finite(layout, AdamWConfig{});
+  EXPECT_TRUE(finite.update(params.data(), random_vector(layout.total(), 2).data(), 1e-2, 0));
+  for (const float bad : {std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()}) {
+    std::vector<float> p = params, grads = random_vector(layout.total(), 3);
+    grads.back() = bad;
+    AdamW adamw(layout, AdamWConfig{});
+    EXPECT_FALSE(adamw.update(p.data(), grads.data(), 1e-2, 0)) << bad;
+  }
+  std::vector<float> p = params;
+  AdamW huge(layout, AdamWConfig{});
+  EXPECT_FALSE(huge.update(p.data(), random_vector(layout.total(), 4).data(), 1e39, 0));
+}
+
+// The norm is exact to double rounding and the same bits at any thread count (the ranks' threads may
+// differ, and they must clip alike): several blocks of the fixed partition, a ragged tail, mixed scales.
+TEST(Optimizer, GradientNormIsExactAndTheSameAtAnyThreadCount) {
+  for (const int64_t count : {int64_t(1), int64_t(7), int64_t(16384), int64_t(100003)}) {
+    std::vector<float> g = random_vector(count, 5);
+    for (int64_t i = 0; i < count; i += 11) g[size_t(i)] *= 1e3f;
+    long double exact = 0;
+    for (const float x : g) exact += static_cast<long double>(x) * x;
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const double one = gradient_norm(g.data(), count);
+    omp_set_num_threads(3);
+    const double three = gradient_norm(g.data(), count);
+    omp_set_num_threads(threads);
+    EXPECT_NEAR(one, std::sqrt(static_cast<double>(exact)), 1e-13 * one) << count;
+    EXPECT_EQ(one, three) << count;
+  }
 }
 
 // Clipping scales to max_norm only above it; max_norm <= 0 turns it off.

@@ -742,13 +742,10 @@ int run_train(Invocation& inv) {
     // An update can overflow where the gradient did not (a huge train.lr). Checked before anything of
     // the step is dumped, evaluated, logged or checkpointed (checkpoint.keep would prune good checkpoints
     // for it). Parameters and moments are replicated: every rank throws alike.
-    for (const std::vector<float>* state :
-         {&active->params(), &active->optimizer().first_moment(), &active->optimizer().second_moment()})
-      for (const float value : *state)
-        if (!std::isfinite(value))
-          throw diverged(active->step(), "its update made parameters or optimizer moments not finite (try a lower "
-                                         "train.lr, or train.clip); nothing of this step was saved",
-                         false);
+    if (!stats.update_finite)
+      throw diverged(active->step(), "its update made parameters or optimizer moments not finite (try a lower "
+                                     "train.lr, or train.clip); nothing of this step was saved",
+                     false);
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     const int64_t step = active->step();
     if (dump && active == &trainer && r.dump_steps.count(step)) {

@@ -30,7 +30,9 @@ class AdamW {
  public:
   AdamW(const ParameterLayout& layout, AdamWConfig config);
   // One update with learning rate `lr`; `step` counts updates already done (bias correction uses step + 1).
-  void update(float* params, const float* grads, double lr, int64_t step);
+  // Returns whether every parameter and moment it wrote is finite (an overflowing update is found in the
+  // same pass, not by reading the three buffers again).
+  bool update(float* params, const float* grads, double lr, int64_t step);
   std::vector<float>& first_moment() { return m_; }
   std::vector<float>& second_moment() { return v_; }
 
@@ -40,7 +42,8 @@ class AdamW {
   std::vector<float> m_, v_;
 };
 
-// L2 norm of the whole gradient (double accumulation, fixed order).
+// L2 norm of the whole gradient, in double. Threaded, and still the same bits whatever the thread count:
+// fixed blocks are summed in a fixed order (ranks must agree on it to clip alike).
 double gradient_norm(const float* grads, int64_t count);
 // Scales grads, whose norm is `norm` (gradient_norm), so that it is at most max_norm (max_norm <= 0: no
 // clipping).

@@ -61,7 +61,7 @@ StepStats Trainer::compute_gradients(const SequenceRows& rows, const std::functi
 void Trainer::apply_update(StepStats& stats) {
   model::clip_gradients(grads_.data(), int64_t(grads_.size()), stats.grad_norm, config_.clip_norm);
   stats.lr = config_.lr.at(step_);
-  optimizer_.update(params_.data(), grads_.data(), stats.lr, step_);
+  stats.update_finite = optimizer_.update(params_.data(), grads_.data(), stats.lr, step_);
   ++step_;
 }
 

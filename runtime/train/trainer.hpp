@@ -41,6 +41,7 @@ struct StepStats {
   double grad_norm = 0;     // before clipping
   double lr = 0;
   int stop_signal = 0;      // some rank asked to stop: the largest signal number any rank got; 0: none did
+  bool update_finite = true;  // apply_update: every parameter and optimizer moment it wrote is finite
 };
 
 struct EvalStats {
