@@ -76,15 +76,30 @@ h5::DatasetOptions checksummed_chunks(const Shape& global, size_t element_bytes)
   return options;
 }
 
-// Deletes committed files beyond the newest `keep`, never `protect` (the one `latest` names).
+// The order in which retention deletes `own` (list_own_checkpoints), without `protect` (the file name
+// `latest` names): first the files past its step, left by a run that went further before `latest` was
+// rolled back (they are no part of this run's history, and a directory without `latest` would resume from
+// the newest), the farthest first; then the oldest. Before, the rollback point went before them.
+std::vector<std::string> deletion_order(const std::vector<std::string>& own, const std::string& protect) {
+  const std::optional<int64_t> current = step_in_file_name(protect);
+  std::vector<std::string> past, older;
+  for (const std::string& file : own) {
+    if (std::filesystem::path(file).filename() == protect) continue;
+    (current && step_in_file_name(file).value_or(0) > *current ? past : older).push_back(file);
+  }
+  std::reverse(past.begin(), past.end());  // the farthest first
+  past.insert(past.end(), older.begin(), older.end());
+  return past;
+}
+
+// Deletes committed files beyond `keep` (deletion_order), never `protect` (the one `latest` names).
 void apply_retention(const std::string& dir, int64_t keep, const std::string& protect) {
   if (keep <= 0) return;
-  std::vector<std::string> files = list_own_checkpoints(dir);
+  const std::vector<std::string> files = list_own_checkpoints(dir);
   int64_t excess = static_cast<int64_t>(files.size()) - keep;
   bool removed = false;
-  for (const std::string& file : files) {
+  for (const std::string& file : deletion_order(files, protect)) {
     if (excess <= 0) break;
-    if (std::filesystem::path(file).filename() == protect) continue;
     std::error_code error;
     std::filesystem::remove(file, error);
     removed = true;
@@ -125,9 +140,8 @@ std::vector<std::string> make_room_for_checkpoint(const std::string& dir, int64_
       return;  // a damaged `latest`: resume will say so; delete nothing
     }
     int64_t left = static_cast<int64_t>(own.size());
-    for (const std::string& file : own) {
+    for (const std::string& file : deletion_order(own, protect)) {
       if (left < keep) break;
-      if (std::filesystem::path(file).filename() == protect) continue;
       std::error_code ignored;
       if (std::filesystem::remove(file, ignored)) {
         removed.push_back(file);

@@ -177,6 +177,35 @@ TEST(Checkpoint, KeepsTheNewestFiles) {
   EXPECT_EQ(list_checkpoints(dir.path()), (std::vector<std::string>{dir.file("step_00000020.h5")}));
 }
 
+// `latest` rolled back by hand (to step 2, with 4, 6, 8 there from a run that went further): the next commit
+// (step 3, keep 2) keeps the rollback point and deletes the abandoned steps, the farthest first. Before, it
+// deleted by step number alone: step 2 went, step 8 stayed, and without `latest` a resume took step 8.
+TEST(Checkpoint, RetentionAfterARollbackDeletesTheAbandonedStepsFirst) {
+  SharedTempDir dir;
+  for (int64_t step : {2, 4, 6, 8}) write_content(dir.path(), step, MPI_COMM_WORLD, 0);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) std::ofstream(dir.file("latest")) << "step_00000002.h5\n";
+  MPI_Barrier(MPI_COMM_WORLD);
+  write_content(dir.path(), 3, MPI_COMM_WORLD, 4);  // keep 4: one file too many, the farthest goes
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_EQ(list_checkpoints(dir.path()), (std::vector<std::string>{dir.file("step_00000002.h5"), dir.file("step_00000003.h5"),
+                                                                   dir.file("step_00000004.h5"), dir.file("step_00000006.h5")}));
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) std::ofstream(dir.file("latest")) << "step_00000003.h5\n";
+  MPI_Barrier(MPI_COMM_WORLD);
+  // Short of room before the next commit (keep 4: down to 3 files): the abandoned step 6 goes, not step 2.
+  const std::vector<std::string> removed = make_room_for_checkpoint(dir.path(), 4, MPI_COMM_WORLD, 0);
+  if (world_rank() == 0) {
+    EXPECT_EQ(removed, (std::vector<std::string>{dir.file("step_00000006.h5")}));
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  write_content(dir.path(), 3, MPI_COMM_WORLD, 2);  // the same step again, keep 2: 4 goes before 2
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_EQ(list_checkpoints(dir.path()),
+            (std::vector<std::string>{dir.file("step_00000002.h5"), dir.file("step_00000003.h5")}));
+  EXPECT_EQ(find_latest_checkpoint(dir.path()), dir.file("step_00000003.h5"));
+}
+
 // checkpoint.keep counts and deletes only the run's own files: a step_*.h5 that is not a checkpoint, or
 // a copy whose name states another step, stays untouched (before: the oldest names were deleted first,
 // whatever they held). verify and resume refuse a file whose name and step attribute disagree.
