@@ -28,6 +28,7 @@
 #include <limits>
 #include <cctype>
 #include <optional>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <vector>
@@ -164,6 +165,25 @@ void check_stage_shardable(const Schedule& schedule, int64_t stage_len, int worl
   }
 }
 
+// check_stage_shardable for the stages that train from step `from` on: a resumed run skips the stages it
+// has finished, which need not shard at its world size (before, they refused a resume at another P).
+void check_stages_shardable(const RunOptions& r, int64_t from, int world_size, SpanningSegments spanning) {
+  for (size_t i = 0; i < r.stage_len.size(); ++i)
+    if (r.stage_end[i] > from) check_stage_shardable(r.trainer.model.schedule, r.stage_len[i], world_size, spanning);
+}
+
+// The step a run resumes from, as the name `latest` holds says (the load checks it against the file); 0 for
+// none, and for a directory or `latest` that cannot be read here: the run phase then says what is wrong.
+int64_t resume_step_hint(const RunOptions& r) {
+  if (r.checkpoint_dir.empty()) return 0;
+  try {
+    if (const auto latest = io::find_latest_checkpoint(r.checkpoint_dir))
+      return io::step_in_file_name(*latest).value_or(0);
+  } catch (const std::exception&) {
+  }
+  return 0;
+}
+
 // `warn`: print the warnings (the config-phase check runs this too, silently, so they print once).
 RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
   RunOptions r;
@@ -265,7 +285,6 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
     require(lens[i] > 0 && counts[i] > 0, stage + ": a stage needs a length and a step count (0 and 0: none)");
     require(lens[i] >= 2, stage + ": the length must be >= 2");
     require(lens[i] < n, stage + ": the length must be below data.seq_len=" + std::to_string(n));
-    check_stage_shardable(m.schedule, lens[i], world_size, SpanningSegments::may_end_short);
     require(counts[i] <= std::numeric_limits<int64_t>::max() - end, "data.short_steps add up past 2^63 - 1");
     end += counts[i];
     r.stage_len.push_back(lens[i]);
@@ -302,6 +321,23 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
                                        {"dump.activations", r.dump_path}})
       require(path.empty() || (!io::same_file(path, d.path) && !io::same_file(path + ".tmp", d.path)),
               std::string(option) + "=" + path + " is data.path=" + d.path + " (the training data); write it elsewhere");
+  // Nor on checkpoint.dir, or on a name its checkpoints take there: a dump renamed onto the directory
+  // failed only at the end, every step lost; one named like a checkpoint was replaced by it.
+  if (!r.checkpoint_dir.empty())
+    for (const auto& [option, path] : {std::pair<const char*, const std::string&>{"log.jsonl", r.log_jsonl},
+                                       {"dump.activations", r.dump_path}}) {
+      if (path.empty()) continue;
+      require(!io::same_file(path, r.checkpoint_dir),
+              std::string(option) + "=" + path + " is checkpoint.dir=" + r.checkpoint_dir + "; write it elsewhere");
+      require(!io::same_file(path + ".tmp", r.checkpoint_dir),
+              std::string(option) + "=" + path + " is written as " + path + ".tmp first, which is checkpoint.dir=" +
+                  r.checkpoint_dir + "; write it elsewhere");
+      static const std::regex checkpoint_name(R"(step_\d{8}\.h5(\.tmp)?|latest(\.tmp)?|\.longctx\.lock)");
+      require(!std::regex_match(std::filesystem::path(path).filename().string(), checkpoint_name) ||
+                  !io::same_file(io::directory_of(path), r.checkpoint_dir),
+              std::string(option) + "=" + path + " is a name that checkpoint.dir=" + r.checkpoint_dir +
+                  " uses for its checkpoints; write it elsewhere");
+    }
   for (int64_t l : parse_size_list("dump.layers", opt<std::string>(inv, "dump.layers"))) {
     require(l >= 0 && l < m.layers, "dump.layers: layer " + std::to_string(l) + " outside [0, model.layers)");
     r.dump_layers.insert(l);
@@ -513,6 +549,7 @@ std::vector<std::unique_ptr<train::Dataset>> curriculum_datasets(const RunOption
   for (int64_t seq_len : r.stage_len) {
     train::DataConfig stage = r.data;
     stage.seq_len = seq_len;
+    stage.seq_len_option = "data.short_seq_len";
     stage.split_seq_len = r.data.seq_len;  // the held-out tail stays data.seq_len's
     stages.push_back(train::make_dataset(stage));
   }
@@ -642,6 +679,7 @@ int run_train(Invocation& inv) {
       log::info("resumed from " + *latest + " at step " + std::to_string(trainer.step()));
       resumed = true;
     }
+  check_stages_shardable(r, trainer.step(), P, SpanningSegments::may_end_short);
   size_t stage = stage_of(trainer.step());
   train::Trainer* active = &trainer;
   if (stage < stages) {
@@ -859,6 +897,8 @@ Command train_command() {
     const DeviceChoice device = attention_device(inv);
     const int P = inv.process.world().size();
     const RunOptions r = validate(inv, P, false);
+    const int64_t resume_step = resume_step_hint(r);
+    check_stages_shardable(r, resume_step, P, SpanningSegments::may_end_short);
     nan_gradient_fault(P);
     // Parameters, gradients and the AdamW moments (replicated), and per layer the activations the
     // backward keeps for this rank's rows, plus the logits and their gradient: float32, a lower bound.
@@ -881,7 +921,7 @@ Command train_command() {
                          floats * 4, inv.process.local_size());
     if (device.device == "cuda") {
       check_shardable(r.trainer.model.schedule, r.trainer.seq_len, P, SpanningSegments::whole, kScheduleNames);
-      for (int64_t n : r.stage_len) check_stage_shardable(r.trainer.model.schedule, n, P, SpanningSegments::whole);
+      check_stages_shardable(r, resume_step, P, SpanningSegments::whole);
     }
     train::make_dataset(r.data);  // the token file's metadata too (exit 3 when it is no token file)
     curriculum_datasets(r);

@@ -164,7 +164,7 @@ class FileDataset : public Dataset {
                        std::to_string(reader_.vocab()) + ") of data.path=" + c_.path);
     sequences_ = reader_.sequence_count(c_.seq_len);
     if (sequences_ < 1)
-      throw InputError("data.path=" + c_.path + " holds fewer than data.seq_len+1=" + std::to_string(c_.seq_len + 1) +
+      throw InputError("data.path=" + c_.path + " holds fewer than " + c_.seq_len_option + "+1=" + std::to_string(c_.seq_len + 1) +
                        " tokens");
     // The held-out tail: the last 1/20 of the sequences of the split length (data.seq_len), at least one
     // when there are two. Training sequences of any length end before it (their last target is its first
@@ -224,7 +224,7 @@ std::unique_ptr<Dataset> make_dataset(const DataConfig& c) {
   for (const auto& [name, value] : {std::pair<const char*, int64_t>{"data.key_digits", c.key_digits},
                                     {"data.key_repeats", c.key_repeats}})
     if (value < 1 || value > c.seq_len)
-      throw UsageError(std::string(name) + "=" + std::to_string(value) + ": must be in [1, data.seq_len=" +
+      throw UsageError(std::string(name) + "=" + std::to_string(value) + ": must be in [1, " + c.seq_len_option + "=" +
                        std::to_string(c.seq_len) + "]");
   constexpr int64_t kMaxFiller = int64_t{1} << 24;  // the filler sentence is held whole
   if (c.filler_period < 1 || c.filler_period > kMaxFiller)
@@ -235,16 +235,19 @@ std::unique_ptr<Dataset> make_dataset(const DataConfig& c) {
     if (c.records < 1 || c.queries < 1) throw UsageError("data.records and data.queries must be >= 1");
     if (c.records > c.seq_len || c.queries > c.seq_len)
       throw UsageError("data.records=" + std::to_string(c.records) + ", data.queries=" + std::to_string(c.queries) +
-                       ": each must be <= data.seq_len=" + std::to_string(c.seq_len));
+                       ": each must be <= " + c.seq_len_option + "=" + std::to_string(c.seq_len));
     const int64_t symbols = (c.vocab - kFirstFree) / 2;
     if (c.records > symbols * symbols)
       throw UsageError("data.records=" + std::to_string(c.records) + ": at most " + std::to_string(symbols * symbols) +
                        " distinct keys with model.vocab=" + std::to_string(c.vocab));
     needed = c.queries * (c.key_digits + 3) + c.records * (c.key_digits + 4) + 2;
   }
-  if (c.seq_len < needed || (c.curriculum_steps > 0 && c.curriculum_min_span < needed - 1))
-    throw UsageError("data.seq_len=" + std::to_string(c.seq_len) + " (or data.curriculum_min_span) is too short for " +
-                     c.task + ": need at least " + std::to_string(needed));
+  if (c.seq_len < needed)
+    throw UsageError(c.seq_len_option + "=" + std::to_string(c.seq_len) + " is too short for " + c.task +
+                     ": need at least " + std::to_string(needed));
+  if (c.curriculum_steps > 0 && c.curriculum_min_span < needed - 1)
+    throw UsageError("data.curriculum_min_span=" + std::to_string(c.curriculum_min_span) + " is too short for " +
+                     c.task + ": need at least " + std::to_string(needed - 1));
   return std::make_unique<SyntheticDataset>(c);
 }
 

@@ -36,6 +36,7 @@ struct DataConfig {
   std::string task = "passkey";  // passkey | associative | file
   std::string path;              // file task: token dataset
   int64_t seq_len = 8192;
+  std::string seq_len_option = "data.seq_len";  // the option seq_len came from, for errors (a curriculum stage's)
   uint64_t seed = 1;
   std::string supervision = "all";  // all | answer
   int64_t key_digits = 5;

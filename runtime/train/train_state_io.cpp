@@ -17,6 +17,17 @@
 namespace longctx::train {
 namespace {
 
+// /state/global/step against the step attribute: what is wrong, or "" when they agree.
+std::string step_state_mismatch(const io::CheckpointReader& reader) {
+  const std::vector<uint8_t> blob = reader.read_global_blob("step");
+  int64_t step = -1;
+  if (blob.size() == sizeof step) std::memcpy(&step, blob.data(), sizeof step);
+  if (step == reader.step()) return "";
+  return "/state/global/step holds " +
+         (blob.size() == sizeof step ? std::to_string(step) : std::to_string(blob.size()) + " bytes") +
+         ", the step attribute says " + std::to_string(reader.step());
+}
+
 // A value as %g writes it: an Adam second moment of -3e-9 is not "-0.000000" (std::to_string).
 std::string general(double value) {
   char text[32];
@@ -86,12 +97,18 @@ void check_same_model(const io::CheckpointReader& reader, Trainer& trainer, cons
   for (const auto& key : keys) {
     const auto a = saved.find(key), b = now.find(key);
     if (a != saved.end() && b != now.end() && a->second == b->second) continue;
-    const auto written = [&key](const std::map<std::string, std::string>& text) {
-      const auto found = text.find(key);
-      return found == text.end() ? std::string("(not set)") : found->second;
+    // The resolved value (model.mlp_hidden = 0 is 4 x model.dim: it differs when model.dim does), with
+    // what was written where that is something else.
+    const auto written = [&key](const std::map<std::string, std::string>& resolved,
+                                const std::map<std::string, std::string>& text) {
+      const auto value = resolved.find(key);
+      if (value == resolved.end()) return std::string("(not set)");
+      const auto given = text.find(key);
+      return value->second +
+             (given != text.end() && given->second != value->second ? " (given as " + given->second + ")" : "");
     };
-    differences += (differences.empty() ? "" : ", ") + key + " = " + written(saved_text) + " there, " +
-                   written(now_text) + " here";
+    differences += (differences.empty() ? "" : ", ") + key + " = " + written(saved, saved_text) + " there, " +
+                   written(now, now_text) + " here";
   }
   if (!differences.empty())
     throw InputError(reader.path() + ": a different model: " + differences +
@@ -209,13 +226,8 @@ std::vector<std::string> checkpoint_model_problems(const io::CheckpointReader& r
     problems.push_back(path + ": /state/global/step: missing");
   } else {
     try {
-      const std::vector<uint8_t> blob = reader.read_global_blob("step");
-      int64_t step = -1;
-      if (blob.size() == sizeof step) std::memcpy(&step, blob.data(), sizeof step);
-      if (step != reader.step())
-        problems.push_back(path + ": /state/global/step holds " + (blob.size() == sizeof step ? std::to_string(step) :
-                           std::to_string(blob.size()) + " bytes") + ", the step attribute says " +
-                           std::to_string(reader.step()));
+      const std::string mismatch = step_state_mismatch(reader);
+      if (!mismatch.empty()) problems.push_back(path + ": " + mismatch);
     } catch (const Error& e) {
       problems.push_back(e.what());
     }
@@ -239,11 +251,18 @@ void load_checkpoint(Trainer& trainer, const std::string& path, const std::strin
   io::check_step_matches_file_name(reader);
   check_same_model(reader, trainer, config_text);
   const auto& layout = trainer.model().layout();
-  for (const auto& view : layout.views()) {
-    reader.expect_shape("model/" + view.name, view.shape);
-    reader.expect_shape("optimizer/m/" + view.name, view.shape);
-    reader.expect_shape("optimizer/v/" + view.name, view.shape);
-  }
+  // What `ckpt verify` checks of the file is what a resume refuses: a tensor in another type (HDF5 would
+  // convert it) or /state/global/step at odds with the step attribute was resumed from before.
+  for (const auto& view : layout.views())
+    for (const char* group : {"model/", "optimizer/m/", "optimizer/v/"}) {
+      reader.expect_shape(group + view.name, view.shape);
+      const io::h5::ElementType type = reader.file().open_dataset(group + view.name).element_type();
+      if (type != io::h5::ElementType::f32)
+        throw InputError(path + ": /" + group + view.name + ": " + io::h5::to_string(type) +
+                         ", the model needs float32 (train writes float32)");
+    }
+  if (const std::string mismatch = step_state_mismatch(reader); !mismatch.empty())
+    throw InputError(path + ": " + mismatch + ": damaged; `longctx ckpt verify` checks the whole file");
   // Shapes agree: only now is the trainer changed. A value no training writes (not finite; a negative
   // Adam second moment, whose square root is nan) ends the run here, naming it: before, the run went on
   // and stopped at its first step as "training diverged".

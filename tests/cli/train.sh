@@ -28,6 +28,23 @@ grep -q -- "--" "$OUT/stderr" && fail "names a command-line option train does no
 expect_exit 2 "a curriculum stage that does not shard" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" \
   --data.short_seq_len 96 --data.short_steps 2
 expect_in "$OUT/stderr" "data.short_seq_len=96: model.segment_lengths: segment length 32" "names the stage and model.segment_lengths"
+# A stage already trained does not have to shard at the world size of a resume (before: refused the same way).
+expect_exit 0 "a curriculum run on one rank, past its stage" -- "$LONGCTX" train "${SMALL[@]}" --data.short_seq_len 96 \
+  --data.short_steps 2 --train.steps 3 --checkpoint.dir "$OUT/stage_done"
+expect_exit 0 "resumed on 2 ranks after the stage" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" \
+  --data.short_seq_len 96 --data.short_steps 2 --train.steps 4 --checkpoint.dir "$OUT/stage_done"
+[ "$(cat "$OUT/stage_done/latest")" = step_00000004.h5 ] && pass "trained on to step 4" || fail "latest: $(cat "$OUT/stage_done/latest")"
+expect_exit 0 "a curriculum run on one rank, inside its stage" -- "$LONGCTX" train "${SMALL[@]}" --data.short_seq_len 96 \
+  --data.short_steps 2 --train.steps 1 --checkpoint.dir "$OUT/stage_open"
+expect_exit 2 "resumed on 2 ranks inside the stage" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" \
+  --data.short_seq_len 96 --data.short_steps 2 --train.steps 4 --checkpoint.dir "$OUT/stage_open"
+expect_in "$OUT/stderr" "data.short_seq_len=96: model.segment_lengths: segment length 32" "names the stage it still has to train"
+[ "$(cat "$OUT/stage_open/latest")" = step_00000001.h5 ] && pass "nothing trained" || fail "latest: $(cat "$OUT/stage_open/latest")"
+# A task too long for a stage names data.short_seq_len (before: data.seq_len, set to 1024 here).
+expect_exit 2 "an associative task longer than its stage" -- "$LONGCTX" train --quiet --model.heads 4 --model.dim 32 \
+  --model.segment_lengths 32,128,256 --model.dilation_rates 1,2,4 --data.seq_len 1024 --data.task associative \
+  --data.short_seq_len 256 --data.short_steps 2 --train.steps 4
+expect_in "$OUT/stderr" "error: data.short_seq_len=256 is too short for associative: need at least" "names data.short_seq_len"
 expect_exit 2 "zero layers" -- "$LONGCTX" train "${SMALL[@]}" --model.layers 0
 expect_in "$OUT/stderr" "model.layers=0" "zero layers named"
 expect_exit 2 "heads not dividing dim" -- "$LONGCTX" train "${BASE[@]}" --model.dim 32 --model.segment_lengths 32,128,256 --data.seq_len 256 --model.heads 5
@@ -208,6 +225,12 @@ expect_exit 0 "train --config <that /config>" -- "$LONGCTX" train --config "$OUT
 expect_exit 3 "but model.mlp_hidden 64 is another model" -- "$LONGCTX" train "${CANON[@]}" --model.segment_lengths 32,128,256 \
   --model.mlp_hidden 64 --train.steps 4
 expect_in "$OUT/stderr" "model.mlp_hidden = 128 there, 64 here" "names it as written"
+# model.mlp_hidden 0 is 4 x model.dim: another dim is another hidden size, named as resolved (before:
+# "model.mlp_hidden = 0 there, 0 here", a difference that read as none). The checkpoint holds 128 as written.
+expect_exit 3 "model.dim 64 with model.mlp_hidden 0" -- "$LONGCTX" train "${CANON[@]/#32/64}" --model.segment_lengths 32,128,256 \
+  --model.mlp_hidden 0 --train.steps 4
+expect_in "$OUT/stderr" "model.dim = 32 there, 64 here, model.mlp_hidden = 128 there, 256 \\(given as 0\\) here" \
+  "names the resolved hidden size and what was given"
 
 # ---- where files go is checked before any step (exit 2, nothing written) ------------------------------
 touch "$OUT/afile"
@@ -239,6 +262,30 @@ b.jsonl"
 expect_in "$OUT/stderr" "--log.jsonl: a config value cannot hold a line break" "names the option"
 expect_exit 2 "log.jsonl in a missing directory" -- "$LONGCTX" train "${SMALL[@]}" --log.jsonl "$OUT/nodir/l.jsonl"
 expect_exit 2 "dump.activations is a directory" -- "$LONGCTX" train "${SMALL[@]}" --dump.activations "$OUT"
+# Outputs onto checkpoint.dir, or onto a checkpoint's name there, are refused before any step (before: a dump
+# named as the new directory trained every step and failed at its rename, nothing saved; a log.jsonl there was
+# exit 1 with a lock file left; a dump named step_00000002.h5 was replaced by that checkpoint).
+for out in "--dump.activations $OUT/ckout" "--log.jsonl $OUT/ckout" "--dump.activations $OUT//ckout"; do
+  expect_exit 2 "${out%% *} onto checkpoint.dir" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 \
+    --checkpoint.dir "$OUT/ckout" --dump.steps 1 $out
+  expect_in "$OUT/stderr" "is checkpoint.dir=" "names the collision (${out%% *})"
+done
+[ ! -e "$OUT/ckout" ] && pass "nothing created" || fail "created: $(ls -A "$OUT/ckout")"
+mkdir "$OUT/ckout"
+for name in step_00000002.h5 latest .longctx.lock latest.tmp; do
+  expect_exit 2 "dump.activations named $name in checkpoint.dir" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 \
+    --checkpoint.dir "$OUT/ckout" --dump.activations "$OUT/ckout/$name" --dump.steps 1
+  expect_in "$OUT/stderr" "is a name that checkpoint.dir=.* uses for its checkpoints" "names the collision ($name)"
+done
+expect_exit 2 "a dump whose temporary file is checkpoint.dir" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 \
+  --checkpoint.dir "$OUT/ckt.tmp" --dump.activations "$OUT/ckt" --dump.steps 1
+expect_in "$OUT/stderr" "is written as .*ckt.tmp first, which is checkpoint.dir" "names the temporary file"
+[ -z "$(ls -A "$OUT/ckout")" ] && [ ! -e "$OUT/ckt.tmp" ] && [ ! -e "$OUT/ckt" ] && pass "nothing written" ||
+  fail "wrote: $(ls -A "$OUT/ckout")"
+expect_exit 0 "log.jsonl and a dump of other names in checkpoint.dir" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 \
+  --checkpoint.dir "$OUT/ckout" --dump.activations "$OUT/ckout/acts.h5" --dump.steps 1 --log.jsonl "$OUT/ckout/log.jsonl"
+[ -s "$OUT/ckout/acts.h5" ] && [ -s "$OUT/ckout/log.jsonl" ] && [ "$(cat "$OUT/ckout/latest")" = step_00000002.h5 ] &&
+  pass "all three written" || fail "in ckout: $(ls -A "$OUT/ckout")"
 printf '[train]\nsteps = 2\n' >"$OUT/run.ini"
 expect_exit 2 "dump.activations is the config file" -- "$LONGCTX" train "${SMALL[@]}" --config "$OUT/run.ini" \
   --dump.activations "$OUT/run.ini"
@@ -375,6 +422,14 @@ def retype(f):
     del f["model/layer0/wq"]
     f.create_dataset("model/layer0/wq", data=w.astype(np.float64))
 variant("float64", retype)
+def half(f):
+    w = f["model/layer0/wq"][...]
+    del f["model/layer0/wq"]
+    f.create_dataset("model/layer0/wq", data=w.astype(np.float16), fletcher32=True)
+variant("float16", half)
+def step_five(f):  # written through the filters: its checksum is right
+    f["state/global/step"][...] = np.frombuffer(np.int64(5).tobytes(), np.uint8)
+variant("step5", step_five)
 variant("world0", lambda f: f.attrs.modify("world_size", np.int64(0)))
 variant("state_extra", lambda f: f.create_dataset("state/global/data_position", data=np.int64(7)))
 def negative_v(f):
@@ -411,9 +466,20 @@ expect_in "$OUT/stderr" "/optimizer/v/layer0/wq: value -3e-09 at flat index 0 \(
   "the resume names it"
 for c in "no_wq:/model/layer0/wq: missing" "no_optimizer:/optimizer/m/embedding: missing" \
          "shape:/model/layer0/wq: shape \[16,32\], the model needs \[32,32\]" \
-         "float64:/model/layer0/wq: float64, the model needs float32" "world0:attribute world_size = 0: must be >= 1"; do
+         "world0:attribute world_size = 0: must be >= 1"; do
   expect_exit 3 "verify: ${c%%:*}" -- "$LONGCTX" ckpt verify "$OUT/ck_${c%%:*}.h5" --quiet
   expect_in "$OUT/stdout" "${c#*:}" "verify says: ${c#*:}"
+done
+# A resume refuses what verify refuses (before: HDF5 converted a float16 or float64 tensor to float32, and
+# /state/global/step was never read, so both resumed with exit 0).
+for c in "float64:/model/layer0/wq: float64, the model needs float32" "float16:/model/layer0/wq: float16, the model needs float32" \
+         "step5:/state/global/step holds 5, the step attribute says 2"; do
+  expect_exit 3 "verify: ${c%%:*}" -- "$LONGCTX" ckpt verify "$OUT/ck_${c%%:*}.h5" --quiet
+  expect_in "$OUT/stdout" "${c#*:}" "verify says: ${c#*:}"
+  mkdir -p "$OUT/re_${c%%:*}" && cp "$OUT/ck_${c%%:*}.h5" "$OUT/re_${c%%:*}/step_00000002.h5" &&
+    echo step_00000002.h5 >"$OUT/re_${c%%:*}/latest"
+  expect_exit 3 "resume from ${c%%:*}" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 --checkpoint.dir "$OUT/re_${c%%:*}"
+  expect_in "$OUT/stderr" "${c#*:}" "the resume says: ${c#*:}"
 done
 
 # ---- tokens_seen counts the curriculum's shorter steps -----------------------------------------------
