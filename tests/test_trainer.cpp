@@ -88,6 +88,44 @@ TEST(Trainer, SameSeedSameLossesBitwise) {
   EXPECT_LT(runs[0].back(), runs[0].front());
 }
 
+// A length curriculum trains its stages with the one trainer (no copy of the state per stage): after
+// set_seq_len, a step at 64 rows equals a step of a trainer made at 64 with the same state, bit for bit,
+// and back at 128 a step equals one of a trainer made at 128 with the state reached.
+TEST(Trainer, SetSeqLenTrainsAsATrainerMadeAtThatLength) {
+  auto comm = world();
+  DataConfig short_data = small_data();
+  short_data.seq_len = 64;
+  short_data.split_seq_len = 128;
+  const auto data = make_dataset(small_data()), short_rows = make_dataset(short_data);
+  TrainerConfig short_config = small_config();
+  short_config.seq_len = 64;
+  model::ShardedAttention a_attention(*comm), b_attention(*comm), c_attention(*comm);
+  Trainer curriculum(small_config(), *comm, a_attention);
+  Trainer at_64(short_config, *comm, b_attention);
+  Trainer at_128(small_config(), *comm, c_attention);
+  curriculum.set_seq_len(64);
+  EXPECT_EQ(curriculum.config().seq_len, 64);
+  EXPECT_EQ(curriculum.local_rows().rows(), at_64.local_rows().rows());
+  EXPECT_EQ(curriculum.local_rows().begin, at_64.local_rows().begin);
+  const StepStats a = curriculum.train_step(short_rows->rows(false, 0, curriculum.local_rows()), 0);
+  const StepStats b = at_64.train_step(short_rows->rows(false, 0, at_64.local_rows()), 0);
+  EXPECT_EQ(a.loss, b.loss);
+  EXPECT_EQ(a.grad_norm, b.grad_norm);
+  EXPECT_EQ(curriculum.params(), at_64.params());
+  EXPECT_EQ(curriculum.optimizer().second_moment(), at_64.optimizer().second_moment());
+  curriculum.set_seq_len(128);
+  // A trainer at 128 given the same state, as a checkpoint load gives it.
+  at_128.params() = curriculum.params();
+  at_128.optimizer().first_moment() = curriculum.optimizer().first_moment();
+  at_128.optimizer().second_moment() = curriculum.optimizer().second_moment();
+  at_128.set_step(curriculum.step());
+  const StepStats c = curriculum.train_step(data->rows(false, 1, curriculum.local_rows()), 0);
+  const StepStats d = at_128.train_step(data->rows(false, 1, at_128.local_rows()), 0);
+  EXPECT_EQ(c.loss, d.loss);
+  EXPECT_EQ(curriculum.params(), at_128.params());
+  EXPECT_EQ(curriculum.step(), 2);
+}
+
 TEST(Trainer, StopFlagOfAnyRankReachesAll) {
   auto comm = world();
   const auto data = make_dataset(small_data());

@@ -631,23 +631,16 @@ int run_train(Invocation& inv) {
               (device_comm ? ", device communicator " + device_comm->backend() : std::string()));
   model::SequenceAttention& attention = *attention_impl;
   train::Trainer trainer(r.trainer, world, attention);
-  // Length curriculum: one trainer per shorter stage (same model, shorter rows) runs that stage's steps;
-  // the state moves on at each switch and to the main trainer before each evaluation (always at
-  // data.seq_len).
+  // Length curriculum: the trainer runs each shorter stage's steps at that stage's length (set_seq_len) and
+  // evaluates at data.seq_len. (One trainer per stage held a copy of the parameters, gradients and AdamW
+  // moments each, and copied the state at each switch and evaluation.)
   const size_t stages = r.stage_len.size();
   const std::vector<std::unique_ptr<train::Dataset>> stage_data = curriculum_datasets(r);
-  std::vector<std::unique_ptr<train::Trainer>> stage_trainer;
-  for (size_t i = 0; i < stages; ++i) {
-    train::TrainerConfig st = r.trainer;
-    st.seq_len = r.stage_len[i];
-    stage_trainer.push_back(std::make_unique<train::Trainer>(st, world, attention));
-  }
   if (nan_fault && nan_fault->rank == rank) {
     const auto poison = [step = nan_fault->step](int64_t at, Span<float> gradient) {
       if (at == step && gradient.size() > 0) gradient[0] = std::numeric_limits<float>::quiet_NaN();
     };
     trainer.set_local_gradient_hook(poison);
-    for (auto& stage_one : stage_trainer) stage_one->set_local_gradient_hook(poison);
   }
   // The stage that trains step `step` (0-based); `stages` means the main trainer.
   const auto stage_of = [&](int64_t step) {
@@ -681,11 +674,7 @@ int run_train(Invocation& inv) {
     }
   check_stages_shardable(r, trainer.step(), P, SpanningSegments::may_end_short);
   size_t stage = stage_of(trainer.step());
-  train::Trainer* active = &trainer;
-  if (stage < stages) {
-    stage_trainer[stage]->copy_state_from(trainer);
-    active = stage_trainer[stage].get();
-  }
+  if (stage < stages) trainer.set_seq_len(r.stage_len[stage]);
 
   JsonLog jsonl(r.log_jsonl, rank == 0, trainer.step());
   std::unique_ptr<io::ActivationDump> dump;
@@ -705,7 +694,7 @@ int run_train(Invocation& inv) {
     log::info(head.str());
   }
 
-  // Evaluation at data.seq_len (the main trainer, whichever stage trains), printed by rank 0; its fields
+  // Evaluation at data.seq_len (whatever length the current stage trains at), printed by rank 0; its fields
   // also join that step's log.jsonl line.
   // Its loss is the same on every rank (all-reduced), so every rank refuses a non-finite one alike.
   struct Evaluation {
@@ -713,8 +702,10 @@ int run_train(Invocation& inv) {
     std::function<std::string()> print;  // prints it (rank 0), returns its log.jsonl fields
   };
   const auto evaluate = [&](int64_t step) {
-    if (active != &trainer) trainer.copy_state_from(*active);
+    const int64_t training_len = trainer.config().seq_len;
+    trainer.set_seq_len(r.trainer.seq_len);
     const train::EvalStats e = trainer.evaluate(*data, eval_sequences);
+    trainer.set_seq_len(training_len);
     return Evaluation{e.loss, [step, e, seq_len = r.trainer.seq_len] {
                         std::printf("eval step %lld  eval_loss %.4f  eval_accuracy %.4f  (%lld scored targets, N = %lld)\n",
                                     (long long)step, e.loss, e.accuracy, (long long)e.scored, (long long)seq_len);
@@ -724,7 +715,7 @@ int run_train(Invocation& inv) {
   };
   bool dump_unpublished = false;  // steps dumped since the dump file was last published
   // The step of the last checkpoint committed in checkpoint.dir (resumed from, or saved by this run); -1: none.
-  int64_t committed = resumed ? active->step() : -1;
+  int64_t committed = resumed ? trainer.step() : -1;
   // The error that stops a diverged run at `step`: `what` says why and what of the step was kept back.
   // `from_parameters`: the step's forward pass overflowed, so the parameters it started from are the cause;
   // a checkpoint of them (step - 1) resumes into the same loss (the data order is part of the checkpoint).
@@ -748,55 +739,53 @@ int run_train(Invocation& inv) {
       dump->close();
       dump.reset();
       dump_unpublished = false;
-      log::info("activation dump " + r.dump_path + " published through step " + std::to_string(active->step()));
+      log::info("activation dump " + r.dump_path + " published through step " + std::to_string(trainer.step()));
     }
     io::publish_on_rank0(mpi, "checking checkpoint.dir", [&] { require_checkpoint_dir_lock(r.checkpoint_dir); });
-    const std::string path = train::save_checkpoint(*active, r.checkpoint_dir, r.checkpoint_keep, config_text,
-                                                    tokens_through(active->step()), mpi);
-    committed = active->step();
+    const std::string path = train::save_checkpoint(trainer, r.checkpoint_dir, r.checkpoint_keep, config_text,
+                                                    tokens_through(trainer.step()), mpi);
+    committed = trainer.step();
     log::info("checkpoint " + path);
-    if (republish && *r.dump_steps.rbegin() > active->step())
-      dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, active->step());
+    if (republish && *r.dump_steps.rbegin() > trainer.step())
+      dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step());
   };
 
   using Clock = std::chrono::steady_clock;
   const auto run_start = Clock::now();
   int stop_signal = 0;  // the signal that stopped the run, agreed by all ranks: each exits alike (0: none)
   int64_t last_eval = -1;
-  while (active->step() < r.steps) {
+  while (trainer.step() < r.steps) {
     const auto t0 = Clock::now();
-    const int64_t seq_len = active->config().seq_len;
+    const int64_t seq_len = trainer.config().seq_len;
     const train::Dataset& source = stage < stages ? *stage_data[stage] : *data;
-    const train::SequenceRows rows = source.rows(false, active->step(), active->local_rows());
-    train::StepStats stats = active->compute_gradients(rows, [] { return g_stop_requested.load(); });
+    const train::SequenceRows rows = source.rows(false, trainer.step(), trainer.local_rows());
+    train::StepStats stats = trainer.compute_gradients(rows, [] { return g_stop_requested.load(); });
     // A diverged step is not applied, logged as a number or checkpointed: checkpoint.keep would otherwise
     // prune good checkpoints for ones full of nan. Every rank sees the same all-reduced loss.
     if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm))
-      throw diverged(active->step() + 1, "loss " + std::to_string(stats.loss) + ", gradient norm " +
+      throw diverged(trainer.step() + 1, "loss " + std::to_string(stats.loss) + ", gradient norm " +
                                              std::to_string(stats.grad_norm) +
                                              " (try a lower train.lr or train.clip); nothing of this step was saved",
                    !std::isfinite(stats.loss));
-    active->apply_update(stats);
+    trainer.apply_update(stats);
     // An update can overflow where the gradient did not (a huge train.lr). Checked before anything of
     // the step is dumped, evaluated, logged or checkpointed (checkpoint.keep would prune good checkpoints
     // for it). Parameters and moments are replicated: every rank throws alike.
     if (!stats.update_finite)
-      throw diverged(active->step(), "its update made parameters or optimizer moments not finite (try a lower "
+      throw diverged(trainer.step(), "its update made parameters or optimizer moments not finite (try a lower "
                                      "train.lr, or train.clip); nothing of this step was saved",
                      false);
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    const int64_t step = active->step();
-    if (dump && active == &trainer && r.dump_steps.count(step)) {
+    const int64_t step = trainer.step();
+    if (dump && stage == stages && r.dump_steps.count(step)) {
       dump_layers(*dump, trainer.model(), r, step, trainer.local_rows());
       dump_unpublished = true;
     }
     if (stage < stages && stage_of(step) != stage) {
       stage = stage_of(step);
-      train::Trainer* next = stage < stages ? stage_trainer[stage].get() : &trainer;
-      next->copy_state_from(*active);
-      active = next;
+      trainer.set_seq_len(stage < stages ? r.stage_len[stage] : r.trainer.seq_len);
       log::info("step " + std::to_string(step) + " done: steps from " + std::to_string(step + 1) + " train at N = " +
-                std::to_string(active->config().seq_len));
+                std::to_string(trainer.config().seq_len));
     }
     // A stop that lands on the last step finishes the run (eval, checkpoint, exit 0): a requeue would
     // only resume at the end, and the last step's eval would be missing from log.jsonl for good.
@@ -853,27 +842,27 @@ int run_train(Invocation& inv) {
     if (r.checkpoint_dir.empty()) {
       // 75 promises a committed checkpoint to resume from; without one a requeue would start over, so
       // exit as the signal would have (128 + its number).
-      log::info("stopped on a signal at step " + std::to_string(active->step()) +
+      log::info("stopped on a signal at step " + std::to_string(trainer.step()) +
                 ": no checkpoint.dir, nothing saved (exit " + std::to_string(128 + stop_signal) + ", not 75)");
       return 128 + stop_signal;
     }
     checkpoint();
-    log::info("stopped on a signal at step " + std::to_string(active->step()) + "; requeue me");
+    log::info("stopped on a signal at step " + std::to_string(trainer.step()) + "; requeue me");
     return static_cast<int>(ExitCode::requeue);
   }
-  if (last_eval != active->step()) {  // resumed at the end: printed, no log.jsonl line (that step has one)
-    const Evaluation evaluation = evaluate(active->step());
+  if (last_eval != trainer.step()) {  // resumed at the end: printed, no log.jsonl line (that step has one)
+    const Evaluation evaluation = evaluate(trainer.step());
     if (rank == 0) evaluation.print();
     // A checkpoint saved off the eval.every grid was never evaluated: its parameters can overflow the
     // forward pass. Nothing was trained, so nothing is kept back; the run fails as a diverged one would.
     if (!std::isfinite(evaluation.loss))
-      throw InternalError("the checkpoint resumed from (step " + std::to_string(active->step()) +
+      throw InternalError("the checkpoint resumed from (step " + std::to_string(trainer.step()) +
                           ") evaluates to loss " + std::to_string(evaluation.loss) +
                           ": its parameters overflow the forward pass; resume from an earlier checkpoint");
   }
-  if (!r.checkpoint_dir.empty() && committed != active->step()) checkpoint();
+  if (!r.checkpoint_dir.empty() && committed != trainer.step()) checkpoint();
   const double total = std::chrono::duration<double>(Clock::now() - run_start).count();
-  log::info("done: " + std::to_string(active->step()) + " steps, " + std::to_string(total) + " s");
+  log::info("done: " + std::to_string(trainer.step()) + " steps, " + std::to_string(total) + " s");
   return 0;
 }
 

@@ -17,11 +17,9 @@ Trainer::Trainer(TrainerConfig config, comm::Communicator& comm, model::Sequence
   model::init_parameters(config_.model, model_.layout(), config_.seed, params_.data());
 }
 
-void Trainer::copy_state_from(Trainer& other) {
-  params_ = other.params_;
-  optimizer_.first_moment() = other.optimizer().first_moment();
-  optimizer_.second_moment() = other.optimizer().second_moment();
-  step_ = other.step_;
+void Trainer::set_seq_len(int64_t seq_len) {
+  config_.seq_len = seq_len;
+  rows_ = io::even_rows(seq_len, comm_.rank(), comm_.size());
 }
 
 StepStats Trainer::compute_gradients(const SequenceRows& rows, const std::function<int()>& stop_signal) {

@@ -75,7 +75,9 @@ class Trainer {
   int64_t step() const { return step_; }
   void set_step(int64_t step) { step_ = step; }
   // Parameters, optimizer moments and step of `other` (same model; any sequence length).
-  void copy_state_from(Trainer& other);
+  // The sequence length it trains and evaluates at from now on (the stages of a length curriculum): this
+  // rank's rows follow; parameters, optimizer state and step stay.
+  void set_seq_len(int64_t seq_len);
   const TrainerConfig& config() const { return config_; }
   // Called on this rank's own gradient after its backward pass, before the all-reduce, with the step being
   // computed (1-based). Fault injection for the tests (LONGCTX_FAULT_NAN_GRADIENT); none by default.
