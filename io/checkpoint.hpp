@@ -180,14 +180,17 @@ std::vector<std::string> list_checkpoints(const std::string& dir);
 std::vector<std::string> list_own_checkpoints(const std::string& dir);
 // The step a checkpoint file name states ("step_00000042.h5" -> 42); nullopt for any other name.
 std::optional<int64_t> step_in_file_name(const std::string& path);
+// Whether `name` (a file name, no directory) is one a checkpoint directory's commits use: step_<8 digits>.h5,
+// `latest`, and the .tmp of either.
+bool is_checkpoint_file_name(const std::string& name);
 // InputError when the file's name states a step other than its `step` attribute (a renamed copy would
 // otherwise resume at the wrong step, or be pruned as if it were another).
 void check_step_matches_file_name(const CheckpointReader& reader);
 // Before a checkpoint is written, rank 0: when the file system has less room than the newest committed
 // file takes (+ 1/16; by name, so no file is opened while there is room), removes stray temporaries of
-// killed saves, then, when at least `keep` >= 2 own checkpoints exist, deletes the oldest down to
-// keep - 1, which the commit would delete anyway; a full disk would otherwise fail every save. Never
-// touches the file `latest` names. `available`: the free bytes to assume (tests); by default the file
+// killed saves, then, when at least `keep` >= 2 own checkpoints exist, deletes down to keep - 1 in the
+// commit's order (those past `latest`'s step first, then the oldest), which the commit would delete
+// anyway; a full disk would otherwise fail every save. Never touches the file `latest` names. `available`: the free bytes to assume (tests); by default the file
 // system's. Returns the deleted checkpoints on rank 0.
 std::vector<std::string> make_room_for_checkpoint(const std::string& dir, int64_t keep, MPI_Comm comm = MPI_COMM_NULL,
                                                   std::optional<uint64_t> available = std::nullopt);

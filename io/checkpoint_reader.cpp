@@ -235,6 +235,10 @@ const std::regex& temporary_name() {
 }
 }  // namespace
 
+bool is_checkpoint_file_name(const std::string& name) {
+  return name == "latest" || std::regex_match(name, committed_name()) || std::regex_match(name, temporary_name());
+}
+
 void check_checkpoint_temporaries(const std::string& named, const std::string& dir) {
   std::error_code error;
   for (const auto& entry : std::filesystem::directory_iterator(dir, error))

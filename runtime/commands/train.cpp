@@ -28,7 +28,6 @@
 #include <limits>
 #include <cctype>
 #include <optional>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <vector>
@@ -153,6 +152,8 @@ struct RunOptions {
 // Schedule errors name train's keys (and train has no --allow-uncovered).
 const ScheduleOptionNames kScheduleNames{"model.segment_lengths", "model.dilation_rates", "", "data.seq_len="};
 constexpr int64_t kMaxLayers = 65536;
+// The file in checkpoint.dir that rank 0 locks for the run (lock_checkpoint_dir).
+constexpr const char* kLockFile = ".longctx.lock";
 
 // check_shardable at a curriculum stage's length; the error says which stage.
 void check_stage_shardable(const Schedule& schedule, int64_t stage_len, int world_size, SpanningSegments spanning) {
@@ -332,8 +333,8 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
       require(!io::same_file(path + ".tmp", r.checkpoint_dir),
               std::string(option) + "=" + path + " is written as " + path + ".tmp first, which is checkpoint.dir=" +
                   r.checkpoint_dir + "; write it elsewhere");
-      static const std::regex checkpoint_name(R"(step_\d{8}\.h5(\.tmp)?|latest(\.tmp)?|\.longctx\.lock)");
-      require(!std::regex_match(std::filesystem::path(path).filename().string(), checkpoint_name) ||
+      const std::string name = std::filesystem::path(path).filename().string();
+      require(!(io::is_checkpoint_file_name(name) || name == kLockFile) ||
                   !io::same_file(io::directory_of(path), r.checkpoint_dir),
               std::string(option) + "=" + path + " is a name that checkpoint.dir=" + r.checkpoint_dir +
                   " uses for its checkpoints; write it elsewhere");
@@ -495,7 +496,7 @@ void lock_checkpoint_dir(const std::string& dir) {
   std::error_code error;
   std::filesystem::create_directories(dir, error);
   if (error) throw UsageError("checkpoint.dir=" + dir + ": cannot create it: " + error.message(), "checkpoint.dir");
-  const std::string path = dir + "/.longctx.lock";
+  const std::string path = dir + "/" + kLockFile;
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd < 0)
     throw UsageError("checkpoint.dir=" + dir + ": cannot open " + path + ": " + std::strerror(errno), "checkpoint.dir");
@@ -534,7 +535,7 @@ void lock_checkpoint_dir(const std::string& dir) {
 // second run was let in: both wrote checkpoints, latest and log.jsonl there.
 void require_checkpoint_dir_lock(const std::string& dir) {
   if (g_checkpoint_lock < 0) return;  // no lock (a file system without flock: warned at the start)
-  const std::string path = dir + "/.longctx.lock";
+  const std::string path = dir + "/" + kLockFile;
   struct stat held {}, there {};
   if (::fstat(g_checkpoint_lock, &held) != 0 || ::stat(path.c_str(), &there) != 0 || held.st_dev != there.st_dev ||
       held.st_ino != there.st_ino)
@@ -642,12 +643,14 @@ int run_train(Invocation& inv) {
     };
     trainer.set_local_gradient_hook(poison);
   }
-  // The stage that trains step `step` (0-based); `stages` means the main trainer.
+  // The stage that trains step `step` (0-based); `stages`: past the curriculum, at data.seq_len.
   const auto stage_of = [&](int64_t step) {
     size_t i = 0;
     while (i < stages && step >= r.stage_end[i]) ++i;
     return i;
   };
+  // The sequence length stage `i` trains at.
+  const auto length_of = [&](size_t i) { return i < stages ? r.stage_len[i] : r.trainer.seq_len; };
   // Tokens trained on through `step` updates: the curriculum's shorter stages first, then data.seq_len.
   const auto tokens_through = [&](int64_t step) {
     int64_t tokens = 0, done = 0;
@@ -674,7 +677,7 @@ int run_train(Invocation& inv) {
     }
   check_stages_shardable(r, trainer.step(), P, SpanningSegments::may_end_short);
   size_t stage = stage_of(trainer.step());
-  if (stage < stages) trainer.set_seq_len(r.stage_len[stage]);
+  trainer.set_seq_len(length_of(stage));
 
   JsonLog jsonl(r.log_jsonl, rank == 0, trainer.step());
   std::unique_ptr<io::ActivationDump> dump;
@@ -783,7 +786,7 @@ int run_train(Invocation& inv) {
     }
     if (stage < stages && stage_of(step) != stage) {
       stage = stage_of(step);
-      trainer.set_seq_len(stage < stages ? r.stage_len[stage] : r.trainer.seq_len);
+      trainer.set_seq_len(length_of(stage));
       log::info("step " + std::to_string(step) + " done: steps from " + std::to_string(step + 1) + " train at N = " +
                 std::to_string(trainer.config().seq_len));
     }

@@ -74,7 +74,6 @@ class Trainer {
   model::AdamW& optimizer() { return optimizer_; }
   int64_t step() const { return step_; }
   void set_step(int64_t step) { step_ = step; }
-  // Parameters, optimizer moments and step of `other` (same model; any sequence length).
   // The sequence length it trains and evaluates at from now on (the stages of a length curriculum): this
   // rank's rows follow; parameters, optimizer state and step stay.
   void set_seq_len(int64_t seq_len);
