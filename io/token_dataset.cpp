@@ -136,13 +136,19 @@ SequenceRows TokenReader::read_sequence_rows(int64_t index, int64_t seq_len, Row
   if (index < 0 || index >= count)
     throw InputError(path_ + ": sequence " + std::to_string(index) + " of length " + std::to_string(seq_len) +
                      " does not exist (the " + std::to_string(token_count_) + " tokens hold " + std::to_string(count) + ")");
+  return read_window_rows(index * seq_len, seq_len, rows);
+}
+
+SequenceRows TokenReader::read_window_rows(int64_t first, int64_t seq_len, RowRange rows) const {
+  if (first < 0 || seq_len < 1 || first > token_count_ - 1 - seq_len)
+    throw InputError(path_ + ": a window of " + std::to_string(seq_len) + " tokens (+1 target) at token " +
+                     std::to_string(first) + " does not fit in its " + std::to_string(token_count_) + " tokens");
   if (rows.begin < 0 || rows.end < rows.begin || rows.end > seq_len)
-    throw InternalError("read_sequence_rows: rows [" + std::to_string(rows.begin) + ", " + std::to_string(rows.end) +
+    throw InternalError("read_window_rows: rows [" + std::to_string(rows.begin) + ", " + std::to_string(rows.end) +
                         ") outside a sequence of " + std::to_string(seq_len));
   SequenceRows out;
   if (rows.rows() == 0) return out;
-  const int64_t first = index * seq_len + rows.begin;
-  std::vector<int32_t> window = read(first, first + rows.rows() + 1);
+  std::vector<int32_t> window = read(first + rows.begin, first + rows.end + 1);
   out.inputs.assign(window.begin(), window.end() - 1);
   out.targets.assign(window.begin() + 1, window.end());
   return out;

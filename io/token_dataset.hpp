@@ -57,6 +57,9 @@ class TokenReader {
   // Rows `rows` of training sequence `index` (see the header comment); index beyond sequence_count or
   // rows beyond seq_len -> InputError naming the file.
   SequenceRows read_sequence_rows(int64_t index, int64_t seq_len, RowRange rows) const;
+  // Rows `rows` of the window of seq_len inputs that starts at token `first` (inputs tokens[first + a,
+  // first + b), targets one on); a window past the stream or rows beyond seq_len -> InputError naming the file.
+  SequenceRows read_window_rows(int64_t first, int64_t seq_len, RowRange rows) const;
   std::vector<int64_t> document_offsets() const;
 
  private:

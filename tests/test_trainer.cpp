@@ -5,7 +5,11 @@
 #include <csignal>
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "comm/mpi_communicator.hpp"
+#include "io/token_dataset.hpp"
+#include "io_test_util.hpp"
 #include "runtime/train/trainer.hpp"
 #include "test_util.hpp"
 
@@ -220,6 +224,68 @@ TEST(Data, CurriculumBoundsThePasskeyDepth) {
   }
   EXPECT_GT(deepest(false, 4), 450) << "after the curriculum";
   EXPECT_GT(deepest(true, 0), 450) << "evaluation";
+}
+
+// The file task's data position: at one length the windows are those of rows(false, i) (token i * N,
+// starting over before the held-out tail), and after a change of length the next window starts at the
+// next token, not at window i of the new length (which skipped the tokens between).
+TEST(Data, FileWindowsFollowTheDataPosition) {
+  io::test::SharedTempDir dir;
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += static_cast<char>('a' + i % 26) + std::string(i % 7 == 0 ? "!" : "");
+  const std::string corpus = dir.file("corpus.h5");
+  if (io::test::world_rank() == 0) {
+    std::ofstream(dir.file("text.txt"), std::ios::binary) << text;
+    io::import_text_files({dir.file("text.txt")}, corpus);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  DataConfig d;
+  d.task = "file";
+  d.path = corpus;
+  d.vocab = 256;
+  d.seq_len = 16;
+  const auto data = make_dataset(d);
+  const auto tokens_at = [&](int64_t first, int64_t n) {
+    std::vector<int32_t> out;
+    for (int64_t i = first; i < first + n; ++i) out.push_back(static_cast<uint8_t>(text[size_t(i)]));
+    return out;
+  };
+  // 229 tokens (200 letters, 29 "!") hold 14 windows of 16 (+1): the last is held out, so 13 train
+  // (tokens [0, 209): the last target is the held-out tail's first token).
+  ASSERT_EQ(io::TokenReader(corpus).token_count(), 229);
+  DataPosition at;
+  for (int64_t i = 0; i < 30; ++i) {
+    SCOPED_TRACE("training sequence " + std::to_string(i));
+    EXPECT_EQ(at.sequence, i);
+    EXPECT_EQ(data->train_rows(at, {0, 16}).tokens, data->rows(false, i, {0, 16}).tokens);
+    EXPECT_EQ(data->train_rows(at, {0, 16}).tokens, tokens_at(i % 13 * 16, 16));
+    const DataPosition stored = data->position_of_step(i);
+    EXPECT_EQ(data->train_rows(stored, {0, 16}).tokens, data->train_rows(at, {0, 16}).tokens);
+    at = data->after(at);
+  }
+  // A curriculum stage of 8 for three steps, then 16: the fourth window starts at token 24.
+  DataConfig stage = d;
+  stage.seq_len = 8;
+  stage.split_seq_len = 16;
+  const auto short_data = make_dataset(stage);
+  at = {};
+  for (int i = 0; i < 3; ++i) at = short_data->after(at);
+  EXPECT_EQ(at.sequence, 3);
+  EXPECT_EQ(at.token, 24);
+  const SequenceRows fourth = data->train_rows(at, {4, 12});
+  EXPECT_EQ(fourth.tokens, tokens_at(28, 8));
+  EXPECT_EQ(fourth.previous, static_cast<uint8_t>(text[27]));
+  EXPECT_EQ(fourth.targets, tokens_at(29, 8));
+  // The short stage too starts over before the held-out tail: its windows end by token 208.
+  at = {0, 200};
+  EXPECT_EQ(short_data->train_rows(at, {0, 8}).tokens, tokens_at(200, 8));
+  EXPECT_EQ(short_data->after(at).token, 208);
+  EXPECT_EQ(short_data->train_rows(short_data->after(at), {0, 8}).tokens, tokens_at(0, 8));
+  // A position past the training tokens (a checkpoint of another file) is named, not read.
+  EXPECT_EQ(data->position_problem({5, 208}), "");
+  EXPECT_NE(data->position_problem({5, 209}).find("token 209, lies past the 209 training tokens"), std::string::npos)
+      << data->position_problem({5, 209});
+  EXPECT_EQ(make_dataset(small_data())->position_problem({5, 1 << 30}), "") << "synthetic data has no tokens";
 }
 
 TEST(Data, BadOptionsAreUsageErrors) {

@@ -60,6 +60,8 @@ int run_inspect(Invocation& invocation) {
               << "  format_version " << s.format_version << "  step " << s.step << "  world_size " << s.world_size
               << "  seq_len " << s.seq_len << "  tokens_seen " << s.tokens_seen << "\n  attributes:";
     for (const auto& [name, value] : s.attributes) std::cout << " " << name << "=" << value;
+    if (const std::string state = train::state_summary(io::CheckpointReader(path)); !state.empty())
+      std::cout << "\n  state: " << state;
     std::cout << "\n  datasets:\n";
     int64_t total = 0;
     for (const auto& d : s.datasets) {

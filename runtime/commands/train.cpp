@@ -662,9 +662,10 @@ int run_train(Invocation& inv) {
     return tokens + (step - done) * r.trainer.seq_len;
   };
   bool resumed = false;
+  std::optional<train::DataPosition> stored_position;
   if (!r.checkpoint_dir.empty())
     if (const auto latest = io::find_latest_checkpoint(r.checkpoint_dir)) {
-      train::load_checkpoint(trainer, *latest, config_text, mpi);
+      stored_position = train::load_checkpoint(trainer, *latest, config_text, mpi);
       // A run cannot go back: a latest past train.steps means the options name another run (or a typo).
       // Before this it printed "done" and exited 0 having trained nothing, which a script took for success.
       if (trainer.step() > r.steps)
@@ -678,6 +679,18 @@ int run_train(Invocation& inv) {
   check_stages_shardable(r, trainer.step(), P, SpanningSegments::may_end_short);
   size_t stage = stage_of(trainer.step());
   trainer.set_seq_len(length_of(stage));
+  // The data the current stage trains on (data.seq_len's past the curriculum).
+  const auto source = [&]() -> const train::Dataset& { return stage < stages ? *stage_data[stage] : *data; };
+  // Where the next step's data starts: the checkpoint's, or for one written before checkpoints held it,
+  // where that run would have gone on (window `step` at this length).
+  train::DataPosition position = source().position_of_step(trainer.step());
+  if (stored_position) {
+    position = *stored_position;
+    if (const std::string problem = source().position_problem(position); !problem.empty()) {
+      log::warn(problem);
+      position.token = 0;
+    }
+  }
 
   JsonLog jsonl(r.log_jsonl, rank == 0, trainer.step());
   std::unique_ptr<io::ActivationDump> dump;
@@ -746,7 +759,7 @@ int run_train(Invocation& inv) {
     }
     io::publish_on_rank0(mpi, "checking checkpoint.dir", [&] { require_checkpoint_dir_lock(r.checkpoint_dir); });
     const std::string path = train::save_checkpoint(trainer, r.checkpoint_dir, r.checkpoint_keep, config_text,
-                                                    tokens_through(trainer.step()), mpi);
+                                                    tokens_through(trainer.step()), position, mpi);
     committed = trainer.step();
     log::info("checkpoint " + path);
     if (republish && *r.dump_steps.rbegin() > trainer.step())
@@ -760,8 +773,7 @@ int run_train(Invocation& inv) {
   while (trainer.step() < r.steps) {
     const auto t0 = Clock::now();
     const int64_t seq_len = trainer.config().seq_len;
-    const train::Dataset& source = stage < stages ? *stage_data[stage] : *data;
-    const train::SequenceRows rows = source.rows(false, trainer.step(), trainer.local_rows());
+    const train::SequenceRows rows = source().train_rows(position, trainer.local_rows());
     train::StepStats stats = trainer.compute_gradients(rows, [] { return g_stop_requested.load(); });
     // A diverged step is not applied, logged as a number or checkpointed: checkpoint.keep would otherwise
     // prune good checkpoints for ones full of nan. Every rank sees the same all-reduced loss.
@@ -771,6 +783,7 @@ int run_train(Invocation& inv) {
                                              " (try a lower train.lr or train.clip); nothing of this step was saved",
                    !std::isfinite(stats.loss));
     trainer.apply_update(stats);
+    position = source().after(position);
     // An update can overflow where the gradient did not (a huge train.lr). Checked before anything of
     // the step is dumped, evaluated, logged or checkpointed (checkpoint.keep would prune good checkpoints
     // for it). Parameters and moments are replicated: every rank throws alike.

@@ -173,6 +173,23 @@ class FileDataset : public Dataset {
     const int64_t split_sequences = reader_.sequence_count(split_len);
     held_out_ = split_sequences >= 2 ? std::max<int64_t>(1, split_sequences / 20) : 0;
     train_count_ = held_out_ > 0 ? (split_sequences - held_out_) * split_len / c_.seq_len : sequences_;
+    train_end_ = held_out_ > 0 ? (split_sequences - held_out_) * split_len + 1 : reader_.token_count();
+  }
+  // Training windows (seq_len inputs and one more target) lie in tokens [0, train_end_): one that would
+  // not fit starts the data over at token 0 (the next epoch).
+  int64_t window_start(DataPosition at) const {
+    return at.token >= 0 && at.token <= train_end_ - 1 - c_.seq_len ? at.token : 0;
+  }
+  SequenceRows train_rows(DataPosition at, io::RowRange range) const override {
+    return window(window_start(at), range);
+  }
+  DataPosition after(DataPosition at) const override { return {at.sequence + 1, window_start(at) + c_.seq_len}; }
+  DataPosition position_of_step(int64_t step) const override { return {step, step % train_count_ * c_.seq_len}; }
+  std::string position_problem(DataPosition at) const override {
+    if (at.token >= 0 && at.token < train_end_) return "";
+    return "the checkpoint's data position, token " + std::to_string(at.token) + ", lies past the " +
+           std::to_string(train_end_) + " training tokens of data.path=" + c_.path +
+           " (another file?): training starts its data over at token 0";
   }
   bool evaluates_on_training_data() const override { return held_out_ == 0; }
   int64_t eval_sequence_count() const override { return held_out_ > 0 ? held_out_ : train_count_; }
@@ -180,10 +197,16 @@ class FileDataset : public Dataset {
     if (eval && c_.split_seq_len > 0 && c_.split_seq_len != c_.seq_len)
       throw InternalError("evaluation reads the data.seq_len dataset, not a curriculum stage's");
     const int64_t sequence = eval && held_out_ > 0 ? train_count_ + index % held_out_ : index % train_count_;
-    const io::SequenceRows r = reader_.read_sequence_rows(sequence, c_.seq_len, range);
+    return window(sequence * c_.seq_len, range);
+  }
+
+ private:
+  // Rows `range` of the window of seq_len inputs from token `start`.
+  SequenceRows window(int64_t start, io::RowRange range) const {
+    const io::SequenceRows r = reader_.read_window_rows(start, c_.seq_len, range);
     // An int32 file may hold tokens past its vocab attribute: name the file and the position. The window
     // is the inputs and then the last target (targets are the inputs shifted by one).
-    const int64_t first = sequence * c_.seq_len + range.begin;
+    const int64_t first = start + range.begin;
     for (size_t i = 0; i <= r.inputs.size() && !r.targets.empty(); ++i) {
       const int32_t token = i < r.inputs.size() ? r.inputs[i] : r.targets.back();
       if (token < 0 || token >= c_.vocab)
@@ -195,16 +218,16 @@ class FileDataset : public Dataset {
     out.tokens = r.inputs;
     out.targets = r.targets;
     out.answer_id.assign(out.tokens.size(), -1);
-    if (range.begin > 0) out.previous = reader_.read(sequence * c_.seq_len + range.begin - 1, sequence * c_.seq_len + range.begin)[0];
+    if (range.begin > 0) out.previous = reader_.read(first - 1, first)[0];
     return out;
   }
 
- private:
   DataConfig c_;
   io::TokenReader reader_;
   int64_t sequences_ = 0;    // of seq_len
   int64_t train_count_ = 0;  // the first ones train
   int64_t held_out_ = 0;     // the next ones (of the split length) are evaluated
+  int64_t train_end_ = 0;    // training windows lie in tokens [0, train_end_)
 };
 
 }  // namespace

@@ -1,6 +1,6 @@
 // Training and evaluation sequences (`data.task`). Every sequence is a pure function of (seed, split,
-// index), so each rank builds only its own rows [begin, end) with no communication, and a resumed run
-// sees exactly the sequences an uninterrupted one would. A sequence of N rows has inputs s[0, N) and
+// index), a file task's training window of its DataPosition, so each rank builds only its own rows
+// [begin, end) with no communication, and a resumed run sees exactly the sequences an uninterrupted one would. A sequence of N rows has inputs s[0, N) and
 // targets s[1, N + 1) of one token stream s.
 //
 // Synthetic vocabulary (passkey, associative): 0-9 digits, 10 BOS, 11 KEY, 12 QUERY, 13 SEP,
@@ -19,8 +19,9 @@
 // Supervision: "answer" trains on answer digits only; "all" trains on every next token (LM loss: the
 // filler is learnable by copying its previous occurrence by content, the skill retrieval needs).
 // Evaluation always scores answer digits only: loss, and exact match per answer (all its digits right).
-//   file         consecutive windows of an io/ token dataset; every target is trained and scored,
-//                accuracy = next-token accuracy.
+//   file         consecutive windows of an io/ token dataset (training: from the data position's token,
+//                starting over where the next would reach the held-out tail); every target is trained and
+//                scored, accuracy = next-token accuracy.
 #pragma once
 
 #include <cstdint>
@@ -61,11 +62,30 @@ struct SequenceRows {
   int64_t answers = 0;             // answers in the whole sequence (exact-match denominator)
 };
 
+// Where training stands in its data, as a checkpoint keeps it (/state/global/data_position): `sequence`,
+// the index of the next training sequence (its seed: synthetic sequences are a function of (seed, index));
+// `token`, where the file task's next window starts in data.path (0 for the synthetic tasks). A run at
+// one length trains window i at token i * N, as before; a run whose length changes (a curriculum stage
+// ends, a resume at another data.seq_len) goes on from the next token instead of jumping to window i at
+// the new length, which skipped the tokens between.
+struct DataPosition {
+  int64_t sequence = 0;
+  int64_t token = 0;
+};
+
 class Dataset {
  public:
   virtual ~Dataset() = default;
-  // `index`: the training step (split train) or the held-out sequence number (split eval).
+  // `index`: the training sequence (split train) or the held-out sequence number (split eval).
   virtual SequenceRows rows(bool eval, int64_t index, io::RowRange rows) const = 0;
+  // The training sequence at `at`, this rank's rows of it.
+  virtual SequenceRows train_rows(DataPosition at, io::RowRange range) const { return rows(false, at.sequence, range); }
+  // The position after training on the sequence at `at`.
+  virtual DataPosition after(DataPosition at) const { return {at.sequence + 1, at.token}; }
+  // The position of training step `step` in a checkpoint that holds none (written before checkpoints did).
+  virtual DataPosition position_of_step(int64_t step) const { return {step, 0}; }
+  // Why `at` (from a checkpoint) does not belong to this data, or "": a warning, the data starts over.
+  virtual std::string position_problem(DataPosition) const { return ""; }
   // Whether evaluation reads training sequences (a token file too short to hold one back).
   virtual bool evaluates_on_training_data() const { return false; }
   // How many distinct sequences evaluation can read; 0 when unbounded (synthetic tasks draw new ones).

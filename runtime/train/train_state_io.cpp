@@ -4,7 +4,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -17,15 +19,46 @@
 namespace longctx::train {
 namespace {
 
-// /state/global/step against the step attribute: what is wrong, or "" when they agree.
-std::string step_state_mismatch(const io::CheckpointReader& reader) {
-  const std::vector<uint8_t> blob = reader.read_global_blob("step");
-  int64_t step = -1;
-  if (blob.size() == sizeof step) std::memcpy(&step, blob.data(), sizeof step);
-  if (step == reader.step()) return "";
-  return "/state/global/step holds " +
-         (blob.size() == sizeof step ? std::to_string(step) : std::to_string(blob.size()) + " bytes") +
-         ", the step attribute says " + std::to_string(reader.step());
+// The `count` int64s of /state/global/<name>: nullopt when it holds another number of bytes.
+std::optional<std::vector<int64_t>> read_int64s(const io::CheckpointReader& reader, const std::string& name,
+                                                size_t count) {
+  const std::vector<uint8_t> blob = reader.read_global_blob(name);
+  if (blob.size() != count * sizeof(int64_t)) return std::nullopt;
+  std::vector<int64_t> values(count);
+  std::memcpy(values.data(), blob.data(), blob.size());
+  return values;
+}
+
+// /state/global/step, and /state/global/data_position where the file has it (checkpoints before it did
+// not), against the step attribute: what is wrong (one line each), or nothing when they agree.
+std::vector<std::string> state_mismatches(const io::CheckpointReader& reader) {
+  std::vector<std::string> problems;
+  const auto step = read_int64s(reader, "step", 1);
+  if (!step || (*step)[0] != reader.step())
+    problems.push_back("/state/global/step holds " +
+                       (step ? std::to_string((*step)[0]) : std::to_string(reader.read_global_blob("step").size()) + " bytes") +
+                       ", the step attribute says " + std::to_string(reader.step()));
+  if (reader.file().has_dataset("state/global/data_position")) {
+    const auto position = read_int64s(reader, "data_position", 2);
+    if (!position)
+      problems.push_back("/state/global/data_position holds " +
+                         std::to_string(reader.read_global_blob("data_position").size()) +
+                         " bytes, not 16 (int64 sequence, int64 token)");
+    else if ((*position)[0] != reader.step() || (*position)[1] < 0)
+      problems.push_back("/state/global/data_position holds sequence " + std::to_string((*position)[0]) + ", token " +
+                         std::to_string((*position)[1]) + ": the step attribute says sequence " +
+                         std::to_string(reader.step()) + ", and a token is >= 0");
+  }
+  if (reader.file().has_dataset("state/global/rng_seed") && !read_int64s(reader, "rng_seed", 1))
+    problems.push_back("/state/global/rng_seed holds " + std::to_string(reader.read_global_blob("rng_seed").size()) +
+                       " bytes, not 8");
+  return problems;
+}
+
+std::string joined(const std::vector<std::string>& lines) {
+  std::string text;
+  for (const auto& line : lines) text += (text.empty() ? "" : "; ") + line;
+  return text;
 }
 
 // A value as %g writes it: an Adam second moment of -3e-9 is not "-0.000000" (std::to_string).
@@ -129,7 +162,7 @@ void check_same_model(const io::CheckpointReader& reader, Trainer& trainer, cons
 }  // namespace
 
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
-                            int64_t tokens_seen, MPI_Comm comm) {
+                            int64_t tokens_seen, DataPosition data_position, MPI_Comm comm) {
   io::CheckpointMeta meta;
   meta.step = trainer.step();
   meta.seq_len = trainer.config().seq_len;
@@ -150,14 +183,42 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
     writer.write_replicated("optimizer/v/" + view.name,
                             model::view_to_tensor(view, trainer.optimizer().second_moment().data()));
   }
-  const int64_t step = trainer.step();
-  uint8_t bytes[sizeof step];
-  std::memcpy(bytes, &step, sizeof step);
-  writer.write_global_blob("step", Span<const uint8_t>(bytes, sizeof bytes));
+  const auto write_int64s = [&writer](const std::string& name, std::vector<int64_t> values) {
+    std::vector<uint8_t> bytes(values.size() * sizeof(int64_t));
+    std::memcpy(bytes.data(), values.data(), bytes.size());
+    writer.write_global_blob(name, Span<const uint8_t>(bytes.data(), bytes.size()));
+  };
+  write_int64s("step", {trainer.step()});
+  write_int64s("data_position", {data_position.sequence, data_position.token});
+  // The random generators are counter-based, keyed by (seed, split, sequence): the seed and the data
+  // position are their whole state. Stored as the bits of train.seed.
+  write_int64s("rng_seed", {static_cast<int64_t>(trainer.config().seed)});
   writer.write_attribute("model_layers", trainer.config().model.layers);
   writer.write_attribute("model_dim", trainer.config().model.dim);
   writer.write_attribute("model_heads", trainer.config().model.heads);
   return writer.commit(keep);
+}
+
+std::string state_summary(const io::CheckpointReader& reader) {
+  std::string text;
+  if (!reader.file().has_attribute("model_layers")) return text;  // not train's: its /state is someone else's
+  const auto add = [&](const std::string& name, size_t count, const std::string& label,
+                       const std::function<std::string(const std::vector<int64_t>&)>& show) {
+    if (!reader.file().has_dataset("state/global/" + name)) return;
+    std::string value;
+    try {
+      const auto values = read_int64s(reader, name, count);
+      value = values ? show(*values) : "(" + std::to_string(reader.read_global_blob(name).size()) + " bytes: damaged)";
+    } catch (const Error&) {
+      value = "(unreadable)";
+    }
+    text += (text.empty() ? "" : ", ") + label + " " + value;
+  };
+  add("step", 1, "step", [](const auto& v) { return std::to_string(v[0]); });
+  add("data_position", 2, "data position: sequence",
+      [](const auto& v) { return std::to_string(v[0]) + " at token " + std::to_string(v[1]); });
+  add("rng_seed", 1, "rng seed", [](const auto& v) { return std::to_string(static_cast<uint64_t>(v[0])); });
+  return text;
 }
 
 std::vector<std::string> checkpoint_model_problems(const io::CheckpointReader& reader,
@@ -226,8 +287,7 @@ std::vector<std::string> checkpoint_model_problems(const io::CheckpointReader& r
     problems.push_back(path + ": /state/global/step: missing");
   } else {
     try {
-      const std::string mismatch = step_state_mismatch(reader);
-      if (!mismatch.empty()) problems.push_back(path + ": " + mismatch);
+      for (const std::string& mismatch : state_mismatches(reader)) problems.push_back(path + ": " + mismatch);
     } catch (const Error& e) {
       problems.push_back(e.what());
     }
@@ -245,7 +305,8 @@ std::vector<std::string> checkpoint_model_problems(const io::CheckpointReader& r
   return problems;
 }
 
-void load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm) {
+std::optional<DataPosition> load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text,
+                                           MPI_Comm comm) {
   watchdog::Guard guard("reading the checkpoint " + path);
   io::CheckpointReader reader(path, comm);
   io::check_step_matches_file_name(reader);
@@ -261,8 +322,13 @@ void load_checkpoint(Trainer& trainer, const std::string& path, const std::strin
         throw InputError(path + ": /" + group + view.name + ": " + io::h5::to_string(type) +
                          ", the model needs float32 (train writes float32)");
     }
-  if (const std::string mismatch = step_state_mismatch(reader); !mismatch.empty())
-    throw InputError(path + ": " + mismatch + ": damaged; `longctx ckpt verify` checks the whole file");
+  if (const auto mismatches = state_mismatches(reader); !mismatches.empty())
+    throw InputError(path + ": " + joined(mismatches) + ": damaged; `longctx ckpt verify` checks the whole file");
+  std::optional<DataPosition> position;
+  if (const auto stored = reader.file().has_dataset("state/global/data_position")
+                              ? read_int64s(reader, "data_position", 2)
+                              : std::nullopt)
+    position = DataPosition{(*stored)[0], (*stored)[1]};
   // Shapes agree: only now is the trainer changed. A value no training writes (not finite; a negative
   // Adam second moment, whose square root is nan) ends the run here, naming it: before, the run went on
   // and stopped at its first step as "training diverged".
@@ -282,6 +348,7 @@ void load_checkpoint(Trainer& trainer, const std::string& path, const std::strin
     model::tensor_to_view(view, read("optimizer/v/" + view.name, true), trainer.optimizer().second_moment().data());
   }
   trainer.set_step(reader.step());
+  return position;
 }
 
 }  // namespace longctx::train

@@ -2,18 +2,22 @@
 //   /model/<parameter>          every parameter view, replicated (rank 0 writes)
 //   /optimizer/m/<parameter>    AdamW first moments
 //   /optimizer/v/<parameter>    AdamW second moments
-//   /state/global/step          int64: updates done; the data position follows from it (data is a
-//                               function of (seed, step)), and the RNG needs nothing else
+//   /state/global/step          int64: updates done
+//   /state/global/data_position int64 [sequence, token]: where the data goes on (train::DataPosition)
+//   /state/global/rng_seed      int64: train.seed's bits; with the data position, the whole state of the
+//                               counter-based generators (each sequence is drawn from (seed, split, index))
 // Everything is replicated, so a checkpoint of any P resumes at any P. Collective over `comm`.
 #pragma once
 
 #include <mpi.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "io/checkpoint.hpp"
 
+#include "runtime/train/data.hpp"
 #include "runtime/train/trainer.hpp"
 
 namespace longctx::train {
@@ -21,20 +25,27 @@ namespace longctx::train {
 // Writes and commits <dir>/step_<step>.h5, keeping the newest `keep`. Returns the committed path. <dir>
 // must exist (train makes it before step 1); one gone is not made again (InternalError).
 // `tokens_seen`: tokens trained on so far (the length curriculum makes it more than step * seq_len).
+// `data_position`: where the next step's data starts.
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
-                            int64_t tokens_seen, MPI_Comm comm);
+                            int64_t tokens_seen, DataPosition data_position, MPI_Comm comm);
 
 // Loads `path` into `trainer`, whose run has the resolved config `config_text` (INI). A checkpoint of
 // another model -> InputError naming the file and what differs, before anything is changed: any
 // [model] option that differs from the checkpoint's /config, a missing or extra tensor, a shape. The
 // sequence length, world size and the train / data options may differ (that is how training continues
 // at a longer length or on more ranks); a different data.task or train.seed is only warned about.
-void load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm);
+// Returns the checkpoint's data position; nullopt for one written before checkpoints held it.
+std::optional<DataPosition> load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text,
+                                           MPI_Comm comm);
+
+// /state/global as text for `ckpt inspect` ("step 2, data position: sequence 2 at token 64, rng seed 1";
+// what the file holds of it), "" when it holds none or `train` did not write it.
+std::string state_summary(const io::CheckpointReader& reader);
 
 // What `ckpt verify` adds to the file checks: does the checkpoint hold what load_checkpoint will need for
 // the model its own /config describes? Each /model, /optimizer/m and /optimizer/v tensor of that model, in
 // float32 and that shape, no more and no fewer (other datasets under /state are allowed); /state/global/step
-// equal to the step attribute; root attributes in range (step >= 0, world_size >= 1, tokens_seen >= 0, and
+// (and data_position's sequence, where the file has one) equal to the step attribute; root attributes in range (step >= 0, world_size >= 1, tokens_seen >= 0, and
 // for train's seq_len >= 2). The model part only for a checkpoint `train` wrote (it has the model_layers
 // attribute). One line per problem
 // (naming the file and dataset, at most 10 and a count); none when it holds them. `datasets` are the

@@ -98,6 +98,59 @@ expect_exit 0 "curriculum on a token file" -- "$LONGCTX" train --quiet --model.l
 expect_in "$OUT/stdout" "eval step 80 .*eval_accuracy 0.0000" "the short stage did not train on the held-out 'y'"
 expect_in "$OUT/stdout" "\(32 scored targets" "the one held-out sequence is scored once, not eval.sequences = 4 times"
 expect_in "$OUT/stderr" "holds out 1: each evaluation scores those 1" "says eval.sequences was cut to what is held out"
+# The file task's data position (/state/global/data_position: next sequence, its first token). The long
+# steps after a curriculum's short ones go on from the next token; before, step i read window i at the new
+# length and skipped the tokens between (here 48 to 96). A resume goes on from the checkpoint's token, also
+# at another data.seq_len, and reproduces the uninterrupted losses.
+seq 1 300 >digits.txt
+expect_exit 0 "import digits" -- "$LONGCTX" data import --text digits.txt --out digits.h5 --quiet
+FT=(--quiet --model.layers 1 --model.dim 16 --model.heads 2 --model.mlp_hidden 16 --model.vocab 256
+    --model.segment_lengths 16,32 --model.dilation_rates 1,2 --data.task file --data.path digits.h5 --train.lr 0.01
+    --train.warmup 1 --log.every 1 --data.seq_len 32)
+positions() {
+  /usr/bin/python3 -c '
+import glob, h5py, numpy as np, sys
+for path in sorted(glob.glob(sys.argv[1] + "/step_*.h5")):
+    with h5py.File(path, "r") as f:
+        p = f.get("state/global/data_position")
+        print("%d:%d" % tuple(np.frombuffer(p[...].tobytes(), np.int64)) if p else "-", end=" ")' "$1"
+}
+losses() { /usr/bin/python3 -c 'import json, sys; [print(l["step"], l["loss"]) for l in map(json.loads, open(sys.argv[1])) if l["step"] > 3]' "$1"; }
+expect_exit 0 "file task, a curriculum, a checkpoint each step" -- "$LONGCTX" train "${FT[@]}" --train.steps 6 \
+  --data.short_seq_len 16 --data.short_steps 3 --checkpoint.dir pos --checkpoint.every 1 --checkpoint.keep 0 --log.jsonl pos.jsonl
+[ "$(positions pos)" = "1:16 2:32 3:48 4:80 5:112 6:144 " ] && pass "the long steps start at token 48, the data's next" ||
+  fail "data positions: $(positions pos)"
+expect_exit 0 "inspect it" -- "$LONGCTX" ckpt inspect pos --quiet
+expect_in "$OUT/stdout" "^  state: step 6, data position: sequence 6 at token 144, rng seed 1$" "inspect shows the state"
+mkdir -p pos_resumed && cp pos/step_00000003.h5 pos_resumed/ && echo step_00000003.h5 >pos_resumed/latest
+expect_exit 0 "resume it at step 3" -- "$LONGCTX" train "${FT[@]}" --train.steps 6 --data.short_seq_len 16 \
+  --data.short_steps 3 --checkpoint.dir pos_resumed --log.jsonl pos_resumed.jsonl
+expect_in "$OUT/stderr" "resumed from pos_resumed/step_00000003.h5 at step 3" "it resumed"
+if [ "$(losses pos.jsonl | wc -l)" -eq 3 ] && [ "$(losses pos.jsonl)" = "$(losses pos_resumed.jsonl)" ]; then
+  pass "resumed losses of steps 4-6 = uninterrupted"
+else fail "resumed losses differ: $(losses pos.jsonl | tr '\n' ' ') / $(losses pos_resumed.jsonl | tr '\n' ' ')"; fi
+# Step 2 trained at 16 (data at token 32); resumed at data.seq_len 32 it reads tokens [32, 65) (before: window
+# 2 of 32, token 64). A checkpoint without a data position (written before they held one) resumes as before.
+for c in "stored:3:64" "legacy:3:96"; do
+  mkdir -p "pos_${c%%:*}" && cp pos/step_00000002.h5 "pos_${c%%:*}/" && echo step_00000002.h5 >"pos_${c%%:*}/latest"
+done
+/usr/bin/python3 -c 'import h5py; del h5py.File("pos_legacy/step_00000002.h5", "r+")["state/global/data_position"]'
+for c in "stored:2:32 3:64" "legacy:- 3:96"; do
+  expect_exit 0 "resume at data.seq_len 32 (${c%%:*})" -- "$LONGCTX" train "${FT[@]}" --train.steps 3 --checkpoint.dir "pos_${c%%:*}"
+  expect_in "$OUT/stderr" "resumed from pos_${c%%:*}/step_00000002.h5 at step 2" "it resumed (${c%%:*})"
+  [ "$(positions "pos_${c%%:*}")" = "${c#*:} " ] && pass "${c%%:*}: step 3 read from token $(( ${c##*:} - 32 ))" ||
+    fail "${c%%:*}: data positions $(positions "pos_${c%%:*}")"
+done
+# A position past the file's training tokens (another data.path?) is warned about; the data starts over.
+mkdir -p pos_far && cp pos/step_00000002.h5 pos_far/ && echo step_00000002.h5 >pos_far/latest
+/usr/bin/python3 -c '
+import h5py, numpy as np
+with h5py.File("pos_far/step_00000002.h5", "r+") as f:
+    f["state/global/data_position"][...] = np.frombuffer(np.array([2, 100000], np.int64).tobytes(), np.uint8)'
+expect_exit 0 "resume from a position past the data" -- "$LONGCTX" train "${FT[@]}" --train.steps 3 --checkpoint.dir pos_far
+expect_in "$OUT/stderr" "data position, token 100000, lies past the [0-9]+ training tokens of data.path=digits.h5" \
+  "warns that the position is past the data"
+[ "$(positions pos_far)" = "2:100000 3:32 " ] && pass "and starts the data over" || fail "data positions: $(positions pos_far)"
 # An int32 token file whose token 50 is past its vocab attribute: exit 3 naming the file and position.
 /usr/bin/python3 -c "
 import h5py, numpy as np

@@ -431,7 +431,10 @@ def step_five(f):  # written through the filters: its checksum is right
     f["state/global/step"][...] = np.frombuffer(np.int64(5).tobytes(), np.uint8)
 variant("step5", step_five)
 variant("world0", lambda f: f.attrs.modify("world_size", np.int64(0)))
-variant("state_extra", lambda f: f.create_dataset("state/global/data_position", data=np.int64(7)))
+variant("state_extra", lambda f: f.create_dataset("state/global/notes", data=np.int64(7)))
+def position_seven(f):
+    f["state/global/data_position"][...] = np.frombuffer(np.array([7, 0], np.int64).tobytes(), np.uint8)
+variant("pos7", position_seven)
 def negative_v(f):
     f["optimizer/v/layer0/wq"][0, 0] = -3e-9  # written through the filters: its checksum is right
 variant("negv", negative_v)
@@ -471,9 +474,10 @@ for c in "no_wq:/model/layer0/wq: missing" "no_optimizer:/optimizer/m/embedding:
   expect_in "$OUT/stdout" "${c#*:}" "verify says: ${c#*:}"
 done
 # A resume refuses what verify refuses (before: HDF5 converted a float16 or float64 tensor to float32, and
-# /state/global/step was never read, so both resumed with exit 0).
+# /state/global/step was never read, so both resumed with exit 0). A data position for another step too.
 for c in "float64:/model/layer0/wq: float64, the model needs float32" "float16:/model/layer0/wq: float16, the model needs float32" \
-         "step5:/state/global/step holds 5, the step attribute says 2"; do
+         "step5:/state/global/step holds 5, the step attribute says 2" \
+         "pos7:/state/global/data_position holds sequence 7, token 0: the step attribute says sequence 2"; do
   expect_exit 3 "verify: ${c%%:*}" -- "$LONGCTX" ckpt verify "$OUT/ck_${c%%:*}.h5" --quiet
   expect_in "$OUT/stdout" "${c#*:}" "verify says: ${c#*:}"
   mkdir -p "$OUT/re_${c%%:*}" && cp "$OUT/ck_${c%%:*}.h5" "$OUT/re_${c%%:*}/step_00000002.h5" &&
