@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <functional>
 #include <iostream>
+#include <map>
 #include <new>
 #include <optional>
 #include <string>
@@ -139,26 +141,115 @@ void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed
   if (command->check) command->check(*parsed.invocation);
 }
 
+// What every rank must have alike, as (what, value) pairs: the command, each option but the per-rank
+// ones (cli::shared_values) and what the command says of its inputs (Command::shared_inputs). An option
+// that differs (an environment variable or a config file that differs between nodes) gave a silently
+// mixed result (causal rows on one rank only), a crash inside MPI or a hang; so did an input that differs
+// (a relative path from another working directory, a node-local copy).
+std::vector<std::pair<std::string, std::string>> shared_state(const cli::Invocation& invocation,
+                                                              const cli::po::options_description& declared) {
+  std::vector<std::pair<std::string, std::string>> state{{"the command", "longctx " + invocation.command.name}};
+  for (auto& [name, value] : cli::shared_values(invocation, declared)) state.emplace_back(name, value);
+  if (invocation.command.shared_inputs)
+    for (auto& [what, value] : invocation.command.shared_inputs(invocation)) state.emplace_back(what, value);
+  return state;
+}
+
+// Rank 0's `state` is sent to every rank, which compares its own: what differs here ("what = value here,
+// value on rank 0; ..."), or "" when nothing does.
+std::string differences_from_rank0(comm::Communicator& world, const std::vector<std::pair<std::string, std::string>>& state,
+                                   const cli::Invocation& invocation) {
+  std::string mine;
+  for (const auto& [what, value] : state) mine += what + '\0' + value + '\0';
+  std::vector<int64_t> length{static_cast<int64_t>(mine.size())};
+  world.broadcast(Span<int64_t>(length), 0);
+  std::vector<uint8_t> bytes(static_cast<size_t>(length[0]));
+  if (world.rank() == 0) bytes.assign(mine.begin(), mine.end());
+  world.broadcast(Span<uint8_t>(bytes), 0);
+  if (world.rank() == 0) return "";
+  std::map<std::string, std::string> rank0;
+  std::string fields[2];
+  int field = 0;
+  for (uint8_t byte : bytes) {
+    if (byte != 0) {
+      fields[field] += static_cast<char>(byte);
+      continue;
+    }
+    if (++field == 2) {
+      rank0[fields[0]] = fields[1];
+      fields[0].clear(), fields[1].clear();
+      field = 0;
+    }
+  }
+  const auto shown = [](const std::string& value) { return value.empty() ? std::string("(empty)") : value; };
+  std::string differs;
+  int listed = 0;
+  for (const auto& [what, value] : state) {
+    const auto there = rank0.find(what);
+    if (there != rank0.end() && there->second == value) continue;
+    if (++listed > 4) continue;
+    differs += (differs.empty() ? "" : "; ") + what + " = " + shown(value) + " here" +
+               (invocation.options.count(what) ? cli::value_source(invocation, what) : std::string()) + ", " +
+               (there == rank0.end() ? "not set" : shown(there->second)) + " on rank 0";
+  }
+  if (listed > 4) differs += "; and " + std::to_string(listed - 4) + " more";
+  return differs;
+}
+
 int run(ProcessContext& process, const std::vector<std::string>& args) {
   Parsed parsed;
-  int code = 0;
-  std::string message;
-  try {
-    parse(process, args, parsed);
-  } catch (const UsageError& e) {
-    code = static_cast<int>(e.code());
-    message = e.what();
-    if (!e.option().empty() && parsed.invocation) message += cli::value_source(*parsed.invocation, e.option());
-  } catch (const Error& e) {
-    code = static_cast<int>(e.code());
-    message = e.what();
-  }
-  // Config phase ends with every rank agreeing on the outcome.
-  std::vector<int> codes{code, process.rank() == 0 ? code : 0};
-  if (process.world_size() > 1) process.world().all_reduce(Span<int>(codes), comm::ReduceOp::max);
-  if (codes[0] != 0) {
-    if (code != 0 && (process.rank() == 0 || codes[1] == 0)) std::fprintf(stderr, "longctx: error: %s\n", message.c_str());
+  // The config phase ends with every rank agreeing on the outcome: each rank's exit code and message
+  // (0 and "" when it passed) are all-reduced; the error of rank 0 is printed, or where rank 0 had none,
+  // that of each rank that failed, naming it. Returns the agreed code.
+  const std::string where = "rank " + std::to_string(process.rank()) + " of " + std::to_string(process.world_size()) +
+                            " (host " + process.host() + ")";
+  const auto agree = [&](int code, const std::string& message) {
+    std::vector<int> codes{code, process.rank() == 0 ? code : 0};
+    if (process.world_size() > 1) process.world().all_reduce(Span<int>(codes), comm::ReduceOp::max);
+    if (code != 0 && process.rank() == 0) std::fprintf(stderr, "longctx: error: %s\n", message.c_str());
+    if (code != 0 && process.rank() != 0 && codes[1] == 0)
+      std::fprintf(stderr, "longctx: error on %s: %s\n", where.c_str(), message.c_str());
     return codes[0];
+  };
+  // Runs `phase`, catching the error it throws: (its exit code, its message).
+  const auto attempt = [&](const std::function<void()>& phase) {
+    try {
+      phase();
+    } catch (const UsageError& e) {
+      std::string message = e.what();
+      if (!e.option().empty() && parsed.invocation) message += cli::value_source(*parsed.invocation, e.option());
+      return std::pair<int, std::string>(static_cast<int>(e.code()), message);
+    } catch (const Error& e) {
+      return std::pair<int, std::string>(static_cast<int>(e.code()), e.what());
+    }
+    return std::pair<int, std::string>(0, "");
+  };
+  const auto [code, message] = attempt([&] { parse(process, args, parsed); });
+  if (const int agreed = agree(code, message); agreed != 0) return agreed;
+  // Then every rank must have what rank 0 has (one broadcast), once every rank passed: the inputs' side
+  // may read what rank 0 wrote in its checks (checkpoint.dir's lock file).
+  if (parsed.invocation && !parsed.help && process.world_size() > 1) {
+    std::vector<std::pair<std::string, std::string>> state;
+    const auto [state_code, state_message] =
+        attempt([&] { state = shared_state(*parsed.invocation, parsed.declared); });
+    if (const int agreed = agree(state_code, state_message); agreed != 0) return agreed;
+    const std::string differs = differences_from_rank0(process.world(), state, *parsed.invocation);
+    std::vector<int> flags(static_cast<size_t>(process.world_size()), 0), mine{differs.empty() ? 0 : 1};
+    process.world().all_gather(Span<const int>(mine), Span<int>(flags));
+    std::string ranks;
+    for (size_t r = 0; r < flags.size(); ++r)
+      if (flags[r]) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+    if (!ranks.empty()) {
+      if (!differs.empty())
+        std::fprintf(stderr, "longctx: error on %s: not as on rank 0: %s\n", where.c_str(), differs.c_str());
+      if (process.rank() == 0)
+        std::fprintf(stderr,
+                     "longctx: error: rank(s) %s differ from rank 0 in their options or inputs (each says how): every "
+                     "rank must get the same command line, config file and LONGCTX_* variables, and see the same "
+                     "files (a node-local path, or a relative one from another working directory?)\n",
+                     ranks.c_str());
+      return static_cast<int>(ExitCode::usage);
+    }
   }
   if (process.rank() != 0 && (parsed.help || parsed.version)) return 0;
   if (parsed.version) {

@@ -29,6 +29,11 @@ struct Command {
   // Optional checks of the options (and cheap looks at input files), run in the config phase, where all
   // ranks agree on the outcome: an error there ends every rank with one message and no MPI_Abort.
   std::function<void(const Invocation&)> check = nullptr;
+  // Optional: what every rank must see alike of its inputs, as (what, value) pairs (the input's shape, the
+  // lock file rank 0 wrote in checkpoint.dir). Run on every rank once the config phase passed on all (so
+  // it may read what `check` wrote on rank 0), and compared with rank 0's, as the options are: a rank
+  // that differs ends the run with exit 2, saying what differs.
+  std::function<std::vector<std::pair<std::string, std::string>>(const Invocation&)> shared_inputs = nullptr;
 };
 
 struct Invocation {
@@ -67,6 +72,10 @@ int64_t parse_size(const std::string& option, const std::string& text);
 
 // The resolved configuration, one "name = value  [source]" line per option.
 std::string describe(const Invocation& invocation, const po::options_description& declared);
+// The resolved value of each option that every rank must agree on, as text, by name: all but help,
+// config, quiet and the per-rank thread counts (threads, train.threads).
+std::vector<std::pair<std::string, std::string>> shared_values(const Invocation& invocation,
+                                                               const po::options_description& declared);
 // The resolved configuration as INI text (what a checkpoint's /config records).
 std::string to_ini(const Invocation& invocation, const po::options_description& declared);
 

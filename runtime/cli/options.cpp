@@ -660,6 +660,19 @@ std::string describe(const Invocation& invocation, const po::options_description
   return out.str();
 }
 
+std::vector<std::pair<std::string, std::string>> shared_values(const Invocation& invocation,
+                                                               const po::options_description& declared) {
+  std::vector<std::pair<std::string, std::string>> values;
+  for (const auto& option : declared.options()) {
+    const std::string& name = option->long_name();
+    if (name == "help" || name == "config" || name == "quiet" || name == "threads" || name == "train.threads" ||
+        !invocation.options.count(name))
+      continue;
+    values.emplace_back(name, format_value(invocation.options[name]));
+  }
+  return values;
+}
+
 std::string to_ini(const Invocation& invocation, const po::options_description& declared) {
   std::map<std::string, std::vector<std::string>> sections;
   for (const auto& option : declared.options()) {

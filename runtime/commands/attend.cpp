@@ -91,6 +91,15 @@ void check_options(const Invocation& invocation) {
   io::check_attend_storage(file, vm["backward"].as<bool>(), &only);
 }
 
+// What each rank sees of the input, compared with rank 0's (main.cpp): a rank that opened another file
+// of another shape (a relative path from another working directory, a node-local copy) hung in the
+// output's collective writes.
+std::vector<std::pair<std::string, std::string>> shared_inputs(const Invocation& invocation) {
+  const auto& vm = invocation.options;
+  const io::h5::File file = io::h5::File::open(vm["input"].as<std::string>(), io::h5::Mode::read, MPI_COMM_NULL);
+  return {{"the shape of --input's q, k, v", to_string(io::check_attend_input(file, vm["backward"].as<bool>()).shape)}};
+}
+
 int run(Invocation& invocation) {
   const auto& vm = invocation.options;
   comm::Communicator& world = invocation.process.world();
@@ -251,7 +260,7 @@ int run(Invocation& invocation) {
 
 Command attend_command() {
   return {"attend", "dilated attention on q, k, v from HDF5 (forward, --backward), sharded over the ranks", "",
-          declare, run, check_options};
+          declare, run, check_options, shared_inputs};
 }
 
 }  // namespace longctx::cli

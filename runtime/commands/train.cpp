@@ -38,6 +38,7 @@
 #include "io/atomic_output.hpp"
 #include "io/checkpoint.hpp"
 #include "io/durable.hpp"
+#include "io/token_dataset.hpp"
 #include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/core/log.hpp"
@@ -524,7 +525,9 @@ void lock_checkpoint_dir(const std::string& dir) {
   char since[32] = {};
   std::strftime(since, sizeof since, "%Y-%m-%d %H:%M:%S", std::localtime(&now));
   const std::string who = "pid " + std::to_string(::getpid()) + " on " + host + ", since " + since + "\n";
-  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, who.data(), who.size(), 0) != static_cast<ssize_t>(who.size()))
+  // Synced: the other ranks read it back (shared_inputs), from other nodes of a network file system too.
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, who.data(), who.size(), 0) != static_cast<ssize_t>(who.size()) ||
+      ::fsync(fd) != 0)
     log::warn("checkpoint.dir=" + dir + ": cannot write " + path + " (" + std::strerror(errno) +
               "); the lock holds, unnamed");
   held = fd;
@@ -938,8 +941,36 @@ Command train_command() {
       io::check_checkpoint_temporaries("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);
     }
   };
+  // What each rank must see alike (main.cpp compares it with rank 0's): the lock file rank 0 wrote in
+  // checkpoint.dir just before (a rank that did not see it, a node-local directory, wrote its first
+  // checkpoint into nothing after all the steps, or resumed from another step of a stale copy), and the
+  // token file's length.
+  const auto shared_inputs = [](const Invocation& inv) {
+    std::vector<std::pair<std::string, std::string>> seen;
+    const std::string dir = inv.options["checkpoint.dir"].as<std::string>();
+    if (!dir.empty()) {
+      const std::string path = dir + "/" + kLockFile;
+      std::string holder;
+      if (const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC); fd < 0) {
+        holder = std::string("(none: ") + std::strerror(errno) + ")";
+      } else {
+        char text[256] = {};
+        const ssize_t got = ::pread(fd, text, sizeof text - 1, 0);
+        ::close(fd);
+        holder.assign(text, got > 0 ? static_cast<size_t>(got) : 0);
+        while (!holder.empty() && std::isspace(static_cast<unsigned char>(holder.back()))) holder.pop_back();
+        holder = "\"" + holder + "\"";
+      }
+      seen.emplace_back("checkpoint.dir's lock file (rank 0 wrote it)", holder);
+    }
+    if (inv.options["data.task"].as<std::string>() == "file") {
+      const std::string path = inv.options["data.path"].as<std::string>();
+      seen.emplace_back("the token count of data.path", std::to_string(io::TokenReader(path).token_count()));
+    }
+    return seen;
+  };
   return {"train", "train the sequence-parallel LongNet LM (passkey, associative, token file)", "", declare,
-          run_train, check};
+          run_train, check, shared_inputs};
 }
 
 }  // namespace longctx::cli

@@ -185,4 +185,52 @@ expect_exit 0 "info --help" -- "$LONGCTX" info --help
 expect_in "$OUT/stdout" "LONGCTX_ and its name in capitals, \. and - as _ \(--model\.layers <- LONGCTX_MODEL_LAYERS\)" \
   "the help says how option names map to variables"
 
+# ---- Every rank must have rank 0's options and inputs (main.cpp compares them after the config phase).
+# Before: an option set on one rank only (LONGCTX_CAUSAL) wrote a mixed output with exit 0, other dilation
+# rates crashed inside MPI, an input of another shape hung in the collective writes, and a checkpoint.dir
+# one rank did not see failed at the first checkpoint, after all the steps. A config-phase error of one
+# rank did not say which rank.
+HERE=$(cd "$(dirname "$0")" && pwd)
+cat >"$OUT/rank1.sh" <<'EOF'
+#!/bin/bash
+# rank1.sh DIR VAR=VALUE ... -- COMMAND...: rank 1 runs in DIR with the variables set; other ranks as they are
+if [ "${OMPI_COMM_WORLD_RANK:-0}" = 1 ]; then
+  cd "$1" || exit 9; shift
+  while [ "$1" != "--" ]; do export "$1"; shift; done
+else
+  shift
+  while [ "$1" != "--" ]; do shift; done
+fi
+shift
+exec "$@"
+EOF
+chmod +x "$OUT/rank1.sh"
+mkdir -p "$OUT/r0" "$OUT/r1" && cd "$OUT/r0" || exit 1
+/usr/bin/python3 "$HERE/../../jobs/demo/make_qkv.py" --seq-len 1024 --heads 2 --head-dim 16 qkv.h5 >/dev/null &&
+  /usr/bin/python3 "$HERE/../../jobs/demo/make_qkv.py" --seq-len 512 --heads 2 --head-dim 16 ../r1/qkv.h5 >/dev/null ||
+  fail "could not make the inputs"
+TWO=(timeout 120 "${MPIRUN[@]}" -np 2 "$OUT/rank1.sh")
+ATTEND=("$LONGCTX" attend --input qkv.h5 --output o.h5 --segment-lengths 256,512 --dilation-rates 1,2 --quiet)
+expect_exit 2 "causal on rank 1 only" -- "${TWO[@]}" . LONGCTX_CAUSAL=1 -- "${ATTEND[@]}"
+expect_in "$OUT/stderr" "error on rank 1 of 2 \(host [^)]+\): not as on rank 0: causal = true here \(from environment variable LONGCTX_CAUSAL\), false on rank 0" \
+  "rank 1 says what differs and where its value came from"
+expect_in "$OUT/stderr" "rank\(s\) 1 differ from rank 0 in their options or inputs" "rank 0 names the rank"
+[ ! -e o.h5 ] && [ ! -e o.h5.tmp ] && pass "nothing written" || fail "an output was written"
+expect_exit 0 "threads on rank 1 only (a setting of each rank)" -- "${TWO[@]}" . LONGCTX_THREADS=1 -- "${ATTEND[@]}"
+rm -f o.h5
+expect_exit 2 "rank 1 reads another qkv.h5 (another working directory)" -- "${TWO[@]}" ../r1 -- "${ATTEND[@]}"
+expect_in "$OUT/stderr" "on rank 1 of 2 .*: the shape of --input's q, k, v = \[512,2,16\] here, \[1024,2,16\] on rank 0" \
+  "names the shapes"
+TRAIN=("$LONGCTX" train --quiet --train.steps 2 --model.layers 1 --model.dim 16 --model.heads 2 --model.mlp_hidden 16
+       --data.seq_len 256 --model.segment_lengths 64,256 --model.dilation_rates 1,2 --data.key_digits 2)
+expect_exit 2 "train: checkpoint.dir is another directory on rank 1" -- "${TWO[@]}" ../r1 -- "${TRAIN[@]}" --checkpoint.dir ck
+expect_in "$OUT/stderr" "on rank 1 of 2 .*: checkpoint.dir's lock file \(rank 0 wrote it\) = \(none: No such file or directory\) here, \"pid [0-9]+ on .*\" on rank 0" \
+  "rank 1 does not see rank 0's lock file"
+! ls ck/step_* >/dev/null 2>&1 && pass "no step trained, no checkpoint" || fail "a checkpoint was written"
+expect_exit 0 "train: the same directory on both" -- "${TWO[@]}" . -- "${TRAIN[@]}" --checkpoint.dir ck
+expect_exit 2 "a bad value on rank 1 only" -- "${TWO[@]}" . LONGCTX_TRAIN_CLIP=abc -- "${TRAIN[@]}"
+expect_in "$OUT/stderr" "longctx: error on rank 1 of 2 \(host [^)]+\): the argument \('abc'\) for option '--train.clip' is invalid" \
+  "the config-phase error names the rank"
+cd "$OUT" || exit 1
+
 finish
