@@ -8,16 +8,36 @@
 #                          plus a branch over the whole sequence with w/r = 4096. Time per rank should not
 #                          grow by more than 15%. REPEATS (default 5) interleaved rounds, medians.
 # On a 2-core machine the 4-rank runs are oversubscribed: use their bytes, not their seconds.
+#
+# usage: jobs/bench/scaling.sh        (no arguments; settings from the environment)
+#   H=4 D=64      heads and head dimension of every run
+#   REPEATS=5     weak-scaling rounds
+#   LONGCTX_BUILD build directory whose bin/longctx runs (default build)
+if [ $# -gt 0 ]; then
+  case "$1" in
+    -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+    *) echo "scaling.sh: takes no arguments ('$1'); H, D, REPEATS and LONGCTX_BUILD come from the environment" \
+            "(--help)" >&2; exit 2 ;;
+  esac
+fi
 source "$(dirname "$0")/../lib.sh"
 LONGCTX=$LONGCTX_BUILD/bin/longctx
 H=${H:-4}; D=${D:-64}; REPEATS=${REPEATS:-5}
+for setting in "H=$H" "D=$D" "REPEATS=$REPEATS"; do
+  [[ "${setting#*=}" =~ ^[1-9][0-9]{0,5}$ ]] ||
+    { echo "scaling.sh: $setting: must be a whole number >= 1" >&2; exit 2; }
+done
+[ -x "$LONGCTX" ] || { echo "scaling.sh: $LONGCTX: no such program (build first: ./jobs/build.sh)" >&2; exit 2; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 export OMP_NUM_THREADS=1
 
 echo "## constant communication (P = 4, H = $H, D = $D, w/r = 4096)"
 for N in 16384 65536 262144; do
   longctx_mpirun -np 4 "$LONGCTX" bench attention --seq-len $N --heads $H --head-dim $D --iters 1 --warmup 0 \
-    --segment-lengths 1024,$N --dilation-rates 1,$((N / 4096)) --json --quiet >>"$tmp/comm.jsonl"
+    --segment-lengths 1024,$N --dilation-rates 1,$((N / 4096)) --json --quiet 2>"$tmp/err" >>"$tmp/comm.jsonl" || {
+    echo "scaling.sh: the 4-rank job at N = $N failed:" >&2; cat "$tmp/err" >&2
+    [ -s "$tmp/comm.jsonl" ] && { echo "finished before it (JSON):" >&2; cat "$tmp/comm.jsonl" >&2; }
+    exit 1; }
 done
 /usr/bin/python3 - "$tmp/comm.jsonl" <<'PY'
 import json, sys

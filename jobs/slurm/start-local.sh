@@ -3,6 +3,10 @@
 # waits until the node is idle, and prints the line to export. Idempotent; stop with stop-local.sh.
 #   LONGCTX_SLURM_STATE=dir   where config, state and logs go (default /tmp/longctx-slurm)
 #   LONGCTX_SLURM_CPUS=N      CPUs the node advertises (default 4)
+#   LONGCTX_SLURM_CTLD_PORT=P, LONGCTX_SLURM_D_PORT=P   slurmctld's and slurmd's ports (default 16817,
+#                             16818): another cluster on this machine needs others
+# It fails (exit 1, with the daemons' last log lines) when its own daemons are not the ones answering: a
+# port held by another cluster made them exit at once while `sinfo` got its answer from that cluster.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/../lib.sh"
@@ -36,11 +40,23 @@ pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 pid_alive "$state/slurmctld.pid" || longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmctld -c -f "$SLURM_CONF"
 pid_alive "$state/slurmd.pid" || longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmd -f "$SLURM_CONF"
 
+# Ours: both daemons of this state directory alive, and the controller that answers keeps its state here.
+ours() {
+  pid_alive "$state/slurmctld.pid" && pid_alive "$state/slurmd.pid" &&
+    [ "$(scontrol show config 2>/dev/null | sed -n 's/^StateSaveLocation *= *//p')" = "$state/ctld" ]
+}
 for _ in $(seq 1 60); do
   node_state="$(sinfo -h -N -o %t 2>/dev/null | head -1 || true)"
-  case "$node_state" in idle|mix|alloc) echo "export SLURM_CONF='$SLURM_CONF'"; exit 0 ;; esac
+  case "$node_state" in idle|mix|alloc) ours && { echo "export SLURM_CONF='$SLURM_CONF'"; exit 0; } ;; esac
   sleep 1
 done
-echo "[slurm] node did not become idle (state '${node_state:-?}'); logs in $state" >&2
+if ! ours; then
+  echo "[slurm] the daemons started for $state are not running or not the ones answering on ports" \
+       "${LONGCTX_SLURM_CTLD_PORT:-16817}/${LONGCTX_SLURM_D_PORT:-16818} (another cluster on them? set" \
+       "LONGCTX_SLURM_CTLD_PORT / LONGCTX_SLURM_D_PORT); logs in $state" >&2
+  for daemon in slurmctld slurmd; do pid_alive "$state/$daemon.pid" || rm -f "$state/$daemon.pid"; done
+else
+  echo "[slurm] node did not become idle (state '${node_state:-?}'); logs in $state" >&2
+fi
 tail -5 "$state/slurmctld.log" "$state/slurmd.log" >&2 || true
 exit 1

@@ -1,8 +1,26 @@
 #!/usr/bin/env bash
-# Stops the slurmd and slurmctld that start-local.sh started (munge is left running: other users may share it).
+# Stops the cluster start-local.sh started: cancels its jobs (their ranks get SIGTERM: a train run
+# checkpoints) and waits up to 60 s for them to end, then stops slurmd and slurmctld (munge is left
+# running: other users may share it). Stopping the daemons alone left running jobs behind, with no
+# controller. LONGCTX_SLURM_STATE: the state directory given to start-local.sh (default /tmp/longctx-slurm).
 source "$(cd "$(dirname "$0")" && pwd)/../lib.sh"  # longctx_sudo: start-local.sh started them with it
 set +e                                               # stop what can be stopped, whatever fails
 state="${LONGCTX_SLURM_STATE:-/tmp/longctx-slurm}"
+if [ ! -s "$state/slurmctld.pid" ] && [ ! -s "$state/slurmd.pid" ]; then
+  echo "stop-local.sh: no daemons of $state to stop (is LONGCTX_SLURM_STATE the one start-local.sh used?)" >&2
+  exit 0
+fi
+if [ -s "$state/slurmctld.pid" ] && [ -f "$state/slurm.conf" ]; then
+  export SLURM_CONF="$state/slurm.conf"
+  jobs=$(squeue -h -o %i 2>/dev/null)
+  if [ -n "$jobs" ]; then
+    echo "stop-local.sh: cancelling job(s) $(echo $jobs)" >&2
+    scancel $jobs 2>/dev/null
+    for _ in $(seq 1 120); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.5; done
+    [ -n "$(squeue -h -o %i 2>/dev/null)" ] && echo "stop-local.sh: job(s) $(squeue -h -o %i | xargs) still" \
+      "ending after 60 s; stopping the daemons anyway" >&2
+  fi
+fi
 for daemon in slurmd slurmctld; do
   if [ -s "$state/$daemon.pid" ]; then
     pid="$(cat "$state/$daemon.pid")"

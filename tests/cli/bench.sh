@@ -93,4 +93,19 @@ expect_exit 2 "bench comm larger than the node" -- "$LONGCTX" bench comm --bytes
 expect_exit 2 "bench attention on 2 ranks, N not shardable" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" bench attention --seq-len 4098 --quiet
 [ "$(grep -c "error:" "$OUT/stderr")" -eq 1 ] && ! grep -q MPI_ABORT "$OUT/stderr" && pass "one message, no MPI_Abort" \
   || { fail "messages: $(grep -c "error:" "$OUT/stderr")"; head -5 "$OUT/stderr"; }
+# ---- jobs/bench/scaling.sh: its arguments and settings are checked before any job, and a failed job of the
+# constant-communication part says so (before: --help or a typo started the whole benchmark, REPEATS=0 ended
+# in a Python traceback after the first part, and a failed 4-rank job stopped the script without a word).
+SCALING="$(cd "$(dirname "$0")/../.." && pwd)/jobs/bench/scaling.sh"
+expect_exit 0 "scaling.sh --help" -- bash "$SCALING" --help
+expect_in "$OUT/stdout" "^usage: jobs/bench/scaling.sh" "prints its usage"
+expect_exit 2 "scaling.sh with an argument" -- bash "$SCALING" 16384
+expect_in "$OUT/stderr" "takes no arguments \('16384'\)" "says it takes none"
+expect_exit 2 "REPEATS=0" -- env REPEATS=0 bash "$SCALING"
+expect_in "$OUT/stderr" "REPEATS=0: must be a whole number >= 1" "names the setting"
+mkdir -p "$OUT/fake/bin" && printf '#!/bin/sh\necho "fake longctx: refused" >&2\nexit 3\n' >"$OUT/fake/bin/longctx" &&
+  chmod +x "$OUT/fake/bin/longctx"
+expect_exit 1 "scaling.sh whose first job fails" -- env LONGCTX_BUILD="$OUT/fake" bash "$SCALING"
+expect_in "$OUT/stderr" "the 4-rank job at N = 16384 failed:" "says which job failed"
+expect_in "$OUT/stderr" "fake longctx: refused" "with its message"
 finish

@@ -4,7 +4,9 @@
 # itself), checks srun without PMI fails with exit 2 and says why, runs jobs/slurm/train.sbatch through a
 # pre-time-limit signal (checkpoint, exit 75, requeue, resume: the same losses as one uninterrupted run),
 # through a signal right after the start (not requeued: it would loop) and through scancel (checkpoint,
-# not requeued), and stops the daemons it started.
+# not requeued), through SIGUSR1 to the batch script alone (passed on, requeued), with no binary (exit 2),
+# checks that start-local.sh refuses ports another cluster holds and that stop-local.sh cancels running
+# jobs, and stops the daemons it started.
 LONGCTX=$1
 source "$(dirname "$0")/lib.sh"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -94,10 +96,50 @@ if wait_for_step "$OUT/cancel.jsonl" 5; then
   [ "$state" = CANCELLED ] && [ "$(job_field "$jid" Restarts)" = 0 ] && pass "scancel: CANCELLED, not requeued" ||
     fail "scancel: $state, Restarts=$(job_field "$jid" Restarts)"
   for _ in $(seq 50); do grep -q "not requeued" "$OUT/cancel.out" && break; sleep 0.2; done
-  expect_in "$OUT/cancel.out" "cancelled \(SIGTERM\): not requeued" "train.sbatch says it does not requeue"
+  expect_in "$OUT/cancel.out" "SIGTERM \(scancel; .*\): not requeued by this script" "train.sbatch says it does not requeue"
   [ -s "$OUT/ck2/latest" ] && "$LONGCTX" ckpt verify "$OUT/ck2" >/dev/null 2>&1 &&
     pass "scancel: the ranks committed a checkpoint ($(cat "$OUT/ck2/latest"))" || fail "no valid checkpoint after scancel"
 else
   fail "train.sbatch (cancel) did not reach step 5"; tail -5 "$OUT/cancel.out"; scancel "$jid"
+fi
+# ---- train.sbatch: SIGUSR1 to the batch script alone (--signal=B:USR1@T, scancel --batch) is passed on to
+# the ranks: checkpoint, exit 75, requeue (before: it killed the script, the job FAILED, not requeued) ----
+jid=$(env LONGCTX="$LONGCTX" LONGCTX_MIN_RUN_SECONDS=0 sbatch --parsable --time=10 --output="$OUT/busr1.out" \
+      "$ROOT/jobs/slurm/train.sbatch" "${TRAIN[@]}" --train.steps 600 --checkpoint.dir "$OUT/ck_busr1" --log.jsonl "$OUT/busr1.jsonl")
+# It may wait for the node while the cancelled job before it ends.
+for _ in $(seq 180); do [ "$(job_field "$jid" JobState)" = RUNNING ] && break; sleep 1; done
+if wait_for_step "$OUT/busr1.jsonl" 5; then
+  scancel --batch --signal=USR1 "$jid"
+  state=$(wait_for_end "$jid")
+  [ "$state" = COMPLETED ] && [ "$(job_field "$jid" Restarts)" = 1 ] && pass "B:USR1: requeued once, completed" ||
+    fail "B:USR1: $state, Restarts=$(job_field "$jid" Restarts)"
+  expect_in "$OUT/busr1.out" "SIGUSR1: passed on to the ranks" "the script says it passed the signal on"
+else
+  fail "train.sbatch (B:USR1) did not reach step 5"; tail -5 "$OUT/busr1.out"; scancel "$jid"
+fi
+
+# ---- train.sbatch with no binary at LONGCTX: exit 2 before srun, saying where it looked ------------------
+expect_exit 2 "sbatch with LONGCTX naming no program" -- env LONGCTX="$OUT/nowhere/longctx" timeout 120 \
+  sbatch --wait --output="$OUT/nobin.out" "$ROOT/jobs/slurm/train.sbatch" "${TRAIN[@]}"
+expect_in "$OUT/nobin.out" "LONGCTX=$OUT/nowhere/longctx: no such program" "says the binary is missing"
+
+# ---- start-local.sh refuses when another cluster holds its ports (before: "started", with sinfo answered
+# by the other cluster); stop-local.sh cancels running jobs before stopping the daemons (before: their ranks
+# kept running with no controller) ------------------------------------------------------------------------
+expect_exit 1 "a second cluster on the same ports" -- env LONGCTX_SLURM_STATE="$OUT/slurm2" bash "$ROOT/jobs/slurm/start-local.sh"
+expect_in "$OUT/stderr" "not running or not the ones answering on ports" "says its daemons are not the ones answering"
+jid=$(env LONGCTX="$LONGCTX" sbatch --parsable --time=10 --output="$OUT/stop.out" "$ROOT/jobs/slurm/train.sbatch" \
+      "${TRAIN[@]}" --train.steps 100000 --checkpoint.dir "$OUT/ck_stop" --log.jsonl "$OUT/stop.jsonl")
+for _ in $(seq 180); do [ "$(job_field "$jid" JobState)" = RUNNING ] && break; sleep 1; done
+if wait_for_step "$OUT/stop.jsonl" 5; then
+  expect_exit 0 "stop-local.sh with a job running" -- bash "$ROOT/jobs/slurm/stop-local.sh"
+  expect_in "$OUT/stderr" "cancelling job\(s\) $jid" "it cancels the job"
+  sleep 1
+  ! pgrep -f "$OUT/ck_stop" >/dev/null && pass "no rank of the job is left" ||
+    { fail "ranks left: $(pgrep -af "$OUT/ck_stop" | head -3)"; pkill -f "$OUT/ck_stop"; }
+  expect_exit 0 "stop-local.sh again" -- bash "$ROOT/jobs/slurm/stop-local.sh"
+  expect_in "$OUT/stderr" "no daemons of .* to stop" "says there is nothing to stop"
+else
+  fail "train.sbatch (stop) did not reach step 5"; tail -5 "$OUT/stop.out"; scancel "$jid"
 fi
 finish
