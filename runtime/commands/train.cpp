@@ -186,7 +186,26 @@ int64_t resume_step_hint(const RunOptions& r) {
   return 0;
 }
 
-// `warn`: print the warnings (the config-phase check runs this too, silently, so they print once).
+// The same path: the same file (io::same_file, which needs both to exist) or, for a checkpoint.dir this run
+// has yet to make, the same spelling once made absolute and normal ("./ck/" is "ck").
+bool same_path(const std::string& a, const std::string& b) {
+  const auto normal = [](const std::string& path) {
+    std::error_code error;
+    const std::filesystem::path full = std::filesystem::absolute(path, error).lexically_normal();
+    return full.has_filename() ? full : full.parent_path();
+  };
+  return io::same_file(a, b) || normal(a) == normal(b);
+}
+
+// Whether `path` (log.jsonl, dump.activations) goes straight into a checkpoint.dir that does not exist
+// yet: the run makes that directory (lock_checkpoint_dir), so its missing parent is no error. Such an
+// output was refused ("directory does not exist") on a fresh run only.
+bool in_checkpoint_dir_to_make(const RunOptions& r, const std::string& path) {
+  std::error_code error;
+  return !r.checkpoint_dir.empty() && !std::filesystem::exists(r.checkpoint_dir, error) &&
+         same_path(io::directory_of(path), r.checkpoint_dir);
+}
+
 RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
   RunOptions r;
   model::ModelConfig& m = r.trainer.model;
@@ -312,9 +331,12 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
   // Where files go, before any step: a bad path would otherwise surface only at the first write.
   if (!r.checkpoint_dir.empty()) io::check_output_directory("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);
   // Only in the config phase (warn = false there): run_train validates again on every rank, and rank 0 may
-  // by then hold the dump's temporary file, which a later rank would take for another writer's.
-  if (!warn && !r.log_jsonl.empty()) io::check_output_path("log.jsonl", r.log_jsonl);
-  if (!warn && !r.dump_path.empty()) io::check_hdf5_output_path("dump.activations", r.dump_path);
+  // by then hold the dump's temporary file, which a later rank would take for another writer's. An output
+  // in a checkpoint.dir not made yet is checked once the run has made it (check_outputs_in_checkpoint_dir).
+  if (!warn && !r.log_jsonl.empty() && !in_checkpoint_dir_to_make(r, r.log_jsonl))
+    io::check_output_path("log.jsonl", r.log_jsonl);
+  if (!warn && !r.dump_path.empty() && !in_checkpoint_dir_to_make(r, r.dump_path))
+    io::check_hdf5_output_path("dump.activations", r.dump_path);
   require(r.log_jsonl.empty() || r.dump_path.empty() || !io::same_file(r.log_jsonl, r.dump_path),
           "log.jsonl and dump.activations name the same file");
   // The training data is input: no output may land on it (or on its name plus .tmp, renamed over it).
@@ -329,14 +351,14 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
     for (const auto& [option, path] : {std::pair<const char*, const std::string&>{"log.jsonl", r.log_jsonl},
                                        {"dump.activations", r.dump_path}}) {
       if (path.empty()) continue;
-      require(!io::same_file(path, r.checkpoint_dir),
+      require(!same_path(path, r.checkpoint_dir),
               std::string(option) + "=" + path + " is checkpoint.dir=" + r.checkpoint_dir + "; write it elsewhere");
-      require(!io::same_file(path + ".tmp", r.checkpoint_dir),
+      require(!same_path(path + ".tmp", r.checkpoint_dir),
               std::string(option) + "=" + path + " is written as " + path + ".tmp first, which is checkpoint.dir=" +
                   r.checkpoint_dir + "; write it elsewhere");
       const std::string name = std::filesystem::path(path).filename().string();
       require(!(io::is_checkpoint_file_name(name) || name == kLockFile) ||
-                  !io::same_file(io::directory_of(path), r.checkpoint_dir),
+                  !same_path(io::directory_of(path), r.checkpoint_dir),
               std::string(option) + "=" + path + " is a name that checkpoint.dir=" + r.checkpoint_dir +
                   " uses for its checkpoints; write it elsewhere");
     }
@@ -936,6 +958,11 @@ Command train_command() {
     // Last: a run refused above creates nothing.
     if (!r.checkpoint_dir.empty() && inv.process.world().rank() == 0) {
       lock_checkpoint_dir(r.checkpoint_dir);
+      // Outputs in it, unchecked while it did not exist (validate): it does now.
+      if (!r.log_jsonl.empty() && same_path(io::directory_of(r.log_jsonl), r.checkpoint_dir))
+        io::check_output_path("log.jsonl", r.log_jsonl);
+      if (!r.dump_path.empty() && same_path(io::directory_of(r.dump_path), r.checkpoint_dir))
+        io::check_hdf5_output_path("dump.activations", r.dump_path);
       // Under the lock, so a temporary file held now is no other run's: a link or a directory at
       // step_N.h5.tmp would otherwise stop the run at step N's checkpoint.
       io::check_checkpoint_temporaries("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);

@@ -286,6 +286,16 @@ expect_exit 0 "log.jsonl and a dump of other names in checkpoint.dir" -- "$LONGC
   --checkpoint.dir "$OUT/ckout" --dump.activations "$OUT/ckout/acts.h5" --dump.steps 1 --log.jsonl "$OUT/ckout/log.jsonl"
 [ -s "$OUT/ckout/acts.h5" ] && [ -s "$OUT/ckout/log.jsonl" ] && [ "$(cat "$OUT/ckout/latest")" = step_00000002.h5 ] &&
   pass "all three written" || fail "in ckout: $(ls -A "$OUT/ckout")"
+# The same into a checkpoint.dir this run makes (before: "directory does not exist", exit 2, on the first run
+# only); a checkpoint's name there is refused as in one that exists, and nothing is made.
+expect_exit 2 "log.jsonl named latest in a checkpoint.dir not made yet" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 \
+  --checkpoint.dir "$OUT/cknew/" --log.jsonl "$OUT/cknew/latest"
+expect_in "$OUT/stderr" "is a name that checkpoint.dir=.* uses for its checkpoints" "names the collision"
+[ ! -e "$OUT/cknew" ] && pass "nothing made" || fail "made: $(ls -A "$OUT/cknew")"
+expect_exit 0 "log.jsonl and a dump in a checkpoint.dir not made yet" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 \
+  --checkpoint.dir "$OUT/cknew" --dump.activations "$OUT/./cknew/acts.h5" --dump.steps 1 --log.jsonl "$OUT/cknew/log.jsonl"
+[ -s "$OUT/cknew/acts.h5" ] && [ -s "$OUT/cknew/log.jsonl" ] && [ "$(cat "$OUT/cknew/latest")" = step_00000002.h5 ] &&
+  pass "all three written there" || fail "in cknew: $(ls -A "$OUT/cknew" 2>&1)"
 printf '[train]\nsteps = 2\n' >"$OUT/run.ini"
 expect_exit 2 "dump.activations is the config file" -- "$LONGCTX" train "${SMALL[@]}" --config "$OUT/run.ini" \
   --dump.activations "$OUT/run.ini"
