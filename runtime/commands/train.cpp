@@ -728,7 +728,7 @@ int run_train(Invocation& inv) {
     head << "train: " << count_of(r.trainer.model.layers, "layer") << ", dim " << r.trainer.model.dim << ", "
          << count_of(r.trainer.model.heads, "head") << ", " << trainer.model().layout().total() << " parameters, schedule "
          << to_string(r.trainer.model.schedule) << ", N = " << r.trainer.seq_len << " over " << count_of(P, "rank") << " ("
-         << trainer.local_rows().rows() << " rows each), " << step_flops(r.trainer.model, r.trainer.seq_len) / 1e9
+         << r.trainer.seq_len / P << " rows each), " << step_flops(r.trainer.model, r.trainer.seq_len) / 1e9
          << " GFLOP/step, MFU peak " << r.peak_gflops << " GFLOP/s per rank";
     for (size_t i = 0; i < stages; ++i)
       head << (i == 0 ? "; curriculum: N = " : ", N = ") << r.stage_len[i] << " until step " << r.stage_end[i];

@@ -500,6 +500,8 @@ done
 expect_exit 0 "curriculum run with a checkpoint" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 \
   --data.short_seq_len 64 --data.short_steps 1 --checkpoint.dir "$OUT/cur" --dump.activations "$OUT/cur.h5" --dump.steps 1,2
 expect_in "$OUT/stderr" "dump.steps: step 1 trains at N = 64" "warns that a curriculum step is not dumped"
+expect_in "$OUT/stderr" "N = 256 over 1 rank \(256 rows each\).*; curriculum: N = 64 until step 1" \
+  "the start line gives data.seq_len's rows (before: the first stage's, 64)"
 /usr/bin/python3 -c "import h5py, sys; t = int(h5py.File(sys.argv[1], 'r').attrs['tokens_seen']); sys.exit(0 if t == 64 + 2 * 256 else 1)" \
   "$OUT/cur/step_00000003.h5" && pass "tokens_seen = 64 + 2 x 256" || fail "tokens_seen ignores the curriculum"
 
