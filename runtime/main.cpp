@@ -10,6 +10,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <set>
 #include <new>
 #include <optional>
 #include <string>
@@ -184,14 +185,22 @@ std::string differences_from_rank0(comm::Communicator& world, const std::vector<
   const auto shown = [](const std::string& value) { return value.empty() ? std::string("(empty)") : value; };
   std::string differs;
   int listed = 0;
+  const auto add = [&](const std::string& text) {
+    if (++listed <= 4) differs += (differs.empty() ? "" : "; ") + text;
+  };
+  std::set<std::string> here;
   for (const auto& [what, value] : state) {
+    here.insert(what);
     const auto there = rank0.find(what);
     if (there != rank0.end() && there->second == value) continue;
-    if (++listed > 4) continue;
-    differs += (differs.empty() ? "" : "; ") + what + " = " + shown(value) + " here" +
-               (invocation.options.count(what) ? cli::value_source(invocation, what) : std::string()) + ", " +
-               (there == rank0.end() ? "not set" : shown(there->second)) + " on rank 0";
+    add(what + " = " + shown(value) + " here" +
+        (invocation.options.count(what) ? cli::value_source(invocation, what) : std::string()) + ", " +
+        (there == rank0.end() ? "not set" : shown(there->second)) + " on rank 0");
   }
+  // Both ways: an option of rank 0 that this rank does not have at all (one without a default, such as
+  // attend's --report, set on rank 0 only, hung in the report's all-gather).
+  for (const auto& [what, value] : rank0)
+    if (!here.count(what)) add(what + " not set here, " + shown(value) + " on rank 0");
   if (listed > 4) differs += "; and " + std::to_string(listed - 4) + " more";
   return differs;
 }

@@ -10,7 +10,9 @@ if [ ! -s "$state/slurmctld.pid" ] && [ ! -s "$state/slurmd.pid" ]; then
   echo "stop-local.sh: no daemons of $state to stop (is LONGCTX_SLURM_STATE the one start-local.sh used?)" >&2
   exit 0
 fi
-if [ -s "$state/slurmctld.pid" ] && [ -f "$state/slurm.conf" ]; then
+# Only this cluster's jobs: its controller alive and the one answering (not another cluster on its ports).
+if [ -s "$state/slurmctld.pid" ] && longctx_sudo kill -0 "$(cat "$state/slurmctld.pid")" 2>/dev/null && [ -f "$state/slurm.conf" ] &&
+   [ "$(SLURM_CONF="$state/slurm.conf" scontrol show config 2>/dev/null | sed -n 's/^StateSaveLocation *= *//p')" = "$state/ctld" ]; then
   export SLURM_CONF="$state/slurm.conf"
   jobs=$(squeue -h -o %i 2>/dev/null)
   if [ -n "$jobs" ]; then

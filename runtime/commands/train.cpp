@@ -5,6 +5,7 @@
 // <checkpoint.dir>/latest if there is one (exit 3 on a mismatching checkpoint) -> steps. After each step
 // (numbered from 1): activation dump, log line + log.jsonl (rank 0), eval, checkpoint. SIGUSR1/SIGTERM set a
 // flag; ranks agree on it inside the step's stats all-reduce, finish the step, checkpoint and exit 75.
+#include <dirent.h>
 #include <fcntl.h>
 #include <omp.h>
 #include <pthread.h>
@@ -955,7 +956,8 @@ Command train_command() {
     }
     train::make_dataset(r.data);  // the token file's metadata too (exit 3 when it is no token file)
     curriculum_datasets(r);
-    // Last: a run refused above creates nothing.
+    // Last: a run refused above creates nothing. (The ranks' comparison after the config phase may still
+    // refuse it: checkpoint.dir and its lock file then stay, harmless to the next run.)
     if (!r.checkpoint_dir.empty() && inv.process.world().rank() == 0) {
       lock_checkpoint_dir(r.checkpoint_dir);
       // Outputs in it, unchecked while it did not exist (validate): it does now.
@@ -978,7 +980,16 @@ Command train_command() {
     if (!dir.empty()) {
       const std::string path = dir + "/" + kLockFile;
       std::string holder;
-      if (const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC); fd < 0) {
+      // A network file system may answer from a lookup it cached when the file did not exist yet (every
+      // rank looked for checkpoint.dir in the config phase): listing the directory makes it look again.
+      int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      for (int attempt = 0; fd < 0 && errno == ENOENT && attempt < 10; ++attempt) {
+        for (const std::string& d : {io::directory_of(dir), dir})
+          if (DIR* listing = ::opendir(d.c_str())) ::closedir(listing);
+        ::usleep(500 * 1000);
+        fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      }
+      if (fd < 0) {
         holder = std::string("(none: ") + std::strerror(errno) + ")";
       } else {
         char text[256] = {};

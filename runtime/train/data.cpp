@@ -174,6 +174,7 @@ class FileDataset : public Dataset {
     held_out_ = split_sequences >= 2 ? std::max<int64_t>(1, split_sequences / 20) : 0;
     train_count_ = held_out_ > 0 ? (split_sequences - held_out_) * split_len / c_.seq_len : sequences_;
     train_end_ = held_out_ > 0 ? (split_sequences - held_out_) * split_len + 1 : reader_.token_count();
+    split_len_ = split_len;
   }
   // Training windows (seq_len inputs and one more target) lie in tokens [0, train_end_): one that would
   // not fit starts the data over at token 0 (the next epoch).
@@ -188,8 +189,9 @@ class FileDataset : public Dataset {
   std::string position_problem(DataPosition at) const override {
     if (at.token >= 0 && at.token < train_end_) return "";
     return "the checkpoint's data position, token " + std::to_string(at.token) + ", lies past the " +
-           std::to_string(train_end_) + " training tokens of data.path=" + c_.path +
-           " (another file?): training starts its data over at token 0";
+           std::to_string(train_end_) + " training tokens of data.path=" + c_.path + " at data.seq_len=" +
+           std::to_string(split_len_) + " (another file, or a longer length whose held-out tail starts "
+           "earlier): training starts its data over at token 0";
   }
   bool evaluates_on_training_data() const override { return held_out_ == 0; }
   int64_t eval_sequence_count() const override { return held_out_ > 0 ? held_out_ : train_count_; }
@@ -228,6 +230,7 @@ class FileDataset : public Dataset {
   int64_t train_count_ = 0;  // the first ones train
   int64_t held_out_ = 0;     // the next ones (of the split length) are evaluated
   int64_t train_end_ = 0;    // training windows lie in tokens [0, train_end_)
+  int64_t split_len_ = 0;    // the length whose held-out tail ends them
 };
 
 }  // namespace

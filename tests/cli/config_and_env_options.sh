@@ -193,10 +193,11 @@ expect_in "$OUT/stdout" "LONGCTX_ and its name in capitals, \. and - as _ \(--mo
 HERE=$(cd "$(dirname "$0")" && pwd)
 cat >"$OUT/rank1.sh" <<'EOF'
 #!/bin/bash
-# rank1.sh DIR VAR=VALUE ... -- COMMAND...: rank 1 runs in DIR with the variables set; other ranks as they are
+# rank1.sh DIR VAR=VALUE|-VAR ... -- COMMAND...: rank 1 runs in DIR with the variables set (-VAR: unset);
+# other ranks as they are
 if [ "${OMPI_COMM_WORLD_RANK:-0}" = 1 ]; then
   cd "$1" || exit 9; shift
-  while [ "$1" != "--" ]; do export "$1"; shift; done
+  while [ "$1" != "--" ]; do case "$1" in -*) unset "${1#-}" ;; *) export "$1" ;; esac; shift; done
 else
   shift
   while [ "$1" != "--" ]; do shift; done
@@ -216,6 +217,9 @@ expect_in "$OUT/stderr" "error on rank 1 of 2 \(host [^)]+\): not as on rank 0: 
   "rank 1 says what differs and where its value came from"
 expect_in "$OUT/stderr" "rank\(s\) 1 differ from rank 0 in their options or inputs" "rank 0 names the rank"
 [ ! -e o.h5 ] && [ ! -e o.h5.tmp ] && pass "nothing written" || fail "an output was written"
+# Both ways: an option without a default set on rank 0 only (it hung in the report's all-gather).
+expect_exit 2 "--report on rank 0 only" -- env LONGCTX_REPORT=rep.json "${TWO[@]}" . -LONGCTX_REPORT -- "${ATTEND[@]}"
+expect_in "$OUT/stderr" "on rank 1 of 2 .*: report not set here, rep.json on rank 0" "rank 1 says it lacks it"
 expect_exit 0 "threads on rank 1 only (a setting of each rank)" -- "${TWO[@]}" . LONGCTX_THREADS=1 -- "${ATTEND[@]}"
 rm -f o.h5
 expect_exit 2 "rank 1 reads another qkv.h5 (another working directory)" -- "${TWO[@]}" ../r1 -- "${ATTEND[@]}"
