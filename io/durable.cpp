@@ -173,6 +173,13 @@ void check_temporary_path(const std::string& named, const std::string& temporary
   if (temporary_in_use(temporary)) refuse_in_use(prefix, temporary);
 }
 
+std::string full_disk_note(const std::string& directory) {
+  std::error_code error;
+  const std::filesystem::space_info space = std::filesystem::space(directory, error);
+  if (error || space.available >= (uint64_t{4} << 20)) return "";
+  return " (the file system of " + directory + " has " + std::to_string(space.available) + " bytes free: full?)";
+}
+
 std::string directory_of(const std::string& path) {
   const std::string parent = std::filesystem::path(path).parent_path().string();
   return parent.empty() ? "." : parent;

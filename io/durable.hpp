@@ -19,6 +19,8 @@
 
 #include <string>
 
+#include "runtime/core/error.hpp"
+
 namespace longctx::io {
 
 inline constexpr off_t kTemporaryLockByte = off_t{1} << 62;
@@ -84,6 +86,22 @@ class PreparedText {
 };
 // The directory part of `path` ("." when it has none).
 std::string directory_of(const std::string& path);
+// For the message of a failed write: " (the file system of <directory> has N bytes free: full?)" when it
+// has less than 4 MiB free, else "". MPI-IO does not say why a write failed ("file write failed").
+std::string full_disk_note(const std::string& directory);
+// Runs `write`; an InternalError it throws gets full_disk_note(directory) added, unless it says so already.
+template <class Write>
+void noting_a_full_disk(const std::string& directory, Write&& write) {
+  try {
+    write();
+  } catch (const InternalError& e) {
+    const std::string what = e.what();
+    if (what.find("No space left") != std::string::npos) throw;
+    const std::string note = full_disk_note(directory);
+    if (note.empty()) throw;
+    throw InternalError(what + note);
+  }
+}
 
 // Checks, before any work, that `path` (given by `--option`) can become a file: not empty, not a
 // directory, in a directory that exists and that this process may write (the temporary file and the

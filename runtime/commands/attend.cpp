@@ -233,19 +233,22 @@ int run(Invocation& invocation) {
     io::run_on_rank0(comm, "writing " + report_path + ".tmp", [&] { report.emplace(report_path, report_text); });
   {
     watchdog::Guard guard("writing " + output_path);
-    io::AtomicOutput output(output_path, comm);
-    // Fault injection for the no-hang test of file I/O: this rank stops while the others write collectively.
-    if (const auto stall = process_getenv("LONGCTX_FAULT_STALL_RANK"); stall && *stall == std::to_string(rank))
-      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
-    const io::h5::DatasetOptions plain{};
-    io::write_rows(output.file(), "o", input.shape, input.seq_axis, rows, o, plain);
-    io::write_rows(output.file(), "lse", input.lse_shape(), input.seq_axis, rows, lse, plain);
-    if (backward) {
-      io::write_rows(output.file(), "dq", input.shape, input.seq_axis, rows, dq, plain);
-      io::write_rows(output.file(), "dk", input.shape, input.seq_axis, rows, dk, plain);
-      io::write_rows(output.file(), "dv", input.shape, input.seq_axis, rows, dv, plain);
-    }
-    output.commit();
+    // MPI-IO's "file write failed" does not say why: a full disk is named.
+    io::noting_a_full_disk(io::directory_of(output_path), [&] {
+      io::AtomicOutput output(output_path, comm);
+      // Fault injection for the no-hang test of file I/O: this rank stops while the others write collectively.
+      if (const auto stall = process_getenv("LONGCTX_FAULT_STALL_RANK"); stall && *stall == std::to_string(rank))
+        for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+      const io::h5::DatasetOptions plain{};
+      io::write_rows(output.file(), "o", input.shape, input.seq_axis, rows, o, plain);
+      io::write_rows(output.file(), "lse", input.lse_shape(), input.seq_axis, rows, lse, plain);
+      if (backward) {
+        io::write_rows(output.file(), "dq", input.shape, input.seq_axis, rows, dq, plain);
+        io::write_rows(output.file(), "dk", input.shape, input.seq_axis, rows, dk, plain);
+        io::write_rows(output.file(), "dv", input.shape, input.seq_axis, rows, dv, plain);
+      }
+      output.commit();
+    });
   }
   log::info("wrote " + output_path);
   if (!report_path.empty()) {

@@ -173,30 +173,35 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
     log::warn("the disk of " + dir + " is nearly full: deleted " + removed + " before writing step " +
               std::to_string(meta.step) + " (checkpoint.keep=" + std::to_string(keep) +
               " would delete it after the commit)");
-  // `dir` exists: train made and locked it before step 1. Gone now, it is not made again without its lock.
-  io::CheckpointWriter writer(dir, meta, comm, /*create_dir=*/false);
-  const auto& layout = trainer.model().layout();
-  for (const auto& view : layout.views()) {
-    writer.write_replicated("model/" + view.name, model::view_to_tensor(view, trainer.params().data()));
-    writer.write_replicated("optimizer/m/" + view.name,
-                            model::view_to_tensor(view, trainer.optimizer().first_moment().data()));
-    writer.write_replicated("optimizer/v/" + view.name,
-                            model::view_to_tensor(view, trainer.optimizer().second_moment().data()));
-  }
-  const auto write_int64s = [&writer](const std::string& name, std::vector<int64_t> values) {
-    std::vector<uint8_t> bytes(values.size() * sizeof(int64_t));
-    std::memcpy(bytes.data(), values.data(), bytes.size());
-    writer.write_global_blob(name, Span<const uint8_t>(bytes.data(), bytes.size()));
-  };
-  write_int64s("step", {trainer.step()});
-  write_int64s("data_position", {data_position.sequence, data_position.token});
-  // The random generators are counter-based, keyed by (seed, split, sequence): the seed and the data
-  // position are their whole state. Stored as the bits of train.seed.
-  write_int64s("rng_seed", {static_cast<int64_t>(trainer.config().seed)});
-  writer.write_attribute("model_layers", trainer.config().model.layers);
-  writer.write_attribute("model_dim", trainer.config().model.dim);
-  writer.write_attribute("model_heads", trainer.config().model.heads);
-  return writer.commit(keep);
+  std::string committed;
+  // MPI-IO's "file write failed" does not say why: a full disk is named.
+  io::noting_a_full_disk(dir, [&] {
+    // `dir` exists: train made and locked it before step 1. Gone now, it is not made again without its lock.
+    io::CheckpointWriter writer(dir, meta, comm, /*create_dir=*/false);
+    const auto& layout = trainer.model().layout();
+    for (const auto& view : layout.views()) {
+      writer.write_replicated("model/" + view.name, model::view_to_tensor(view, trainer.params().data()));
+      writer.write_replicated("optimizer/m/" + view.name,
+                              model::view_to_tensor(view, trainer.optimizer().first_moment().data()));
+      writer.write_replicated("optimizer/v/" + view.name,
+                              model::view_to_tensor(view, trainer.optimizer().second_moment().data()));
+    }
+    const auto write_int64s = [&writer](const std::string& name, std::vector<int64_t> values) {
+      std::vector<uint8_t> bytes(values.size() * sizeof(int64_t));
+      std::memcpy(bytes.data(), values.data(), bytes.size());
+      writer.write_global_blob(name, Span<const uint8_t>(bytes.data(), bytes.size()));
+    };
+    write_int64s("step", {trainer.step()});
+    write_int64s("data_position", {data_position.sequence, data_position.token});
+    // The random generators are counter-based, keyed by (seed, split, sequence): the seed and the data
+    // position are their whole state. Stored as the bits of train.seed.
+    write_int64s("rng_seed", {static_cast<int64_t>(trainer.config().seed)});
+    writer.write_attribute("model_layers", trainer.config().model.layers);
+    writer.write_attribute("model_dim", trainer.config().model.dim);
+    writer.write_attribute("model_heads", trainer.config().model.heads);
+    committed = writer.commit(keep);
+  });
+  return committed;
 }
 
 std::string state_summary(const io::CheckpointReader& reader) {

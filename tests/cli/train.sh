@@ -626,6 +626,11 @@ if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=1m tmpfs "$OUT/full" 2>/dev/nu
   ls "$OUT/full/c"/*.tmp >/dev/null 2>&1 && fail "a .tmp is left" || pass "no .tmp left"
   expect_exit 0 "the last committed checkpoint verifies" -- "$LONGCTX" ckpt verify "$OUT/full/c/$(cat "$OUT/full/c/latest")" --quiet
   rm -rf "$OUT/full/c"
+  # On 2 ranks the file is written through MPI-IO, whose error does not say why ("file write failed").
+  expect_exit 1 "checkpoints fill the disk, 2 ranks" -- timeout 120 "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" \
+    --train.steps 40 --checkpoint.every 1 --checkpoint.keep 0 --checkpoint.dir "$OUT/full/c"
+  expect_in "$OUT/stderr" "No space left on device|the file system of .*full/c has [0-9]+ bytes free: full\?" "names the reason"
+  rm -rf "$OUT/full/c"
   # checkpoint.keep=4 on a disk that holds 4 of them (246 KB each): the oldest goes before the save
   # instead of after, so the run completes. Before: exit 1 at the fifth save.
   expect_exit 0 "keep=4 on a disk for 4 checkpoints" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 10 \
