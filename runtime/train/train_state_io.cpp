@@ -19,40 +19,51 @@
 namespace longctx::train {
 namespace {
 
-// The `count` int64s of /state/global/<name>: nullopt when it holds another number of bytes.
-std::optional<std::vector<int64_t>> read_int64s(const io::CheckpointReader& reader, const std::string& name,
-                                                size_t count) {
+// What /state/global/<name> holds, read once: its int64s when it holds `count` of them, and its size.
+struct StoredInt64s {
+  std::vector<int64_t> values;  // empty when it holds another number of bytes
+  size_t bytes = 0;
+};
+StoredInt64s read_int64s(const io::CheckpointReader& reader, const std::string& name, size_t count) {
   const std::vector<uint8_t> blob = reader.read_global_blob(name);
-  if (blob.size() != count * sizeof(int64_t)) return std::nullopt;
-  std::vector<int64_t> values(count);
-  std::memcpy(values.data(), blob.data(), blob.size());
-  return values;
+  StoredInt64s out;
+  out.bytes = blob.size();
+  if (blob.size() == count * sizeof(int64_t)) {
+    out.values.resize(count);
+    std::memcpy(out.values.data(), blob.data(), blob.size());
+  }
+  return out;
 }
 
-// /state/global/step, and /state/global/data_position where the file has it (checkpoints before it did
-// not), against the step attribute: what is wrong (one line each), or nothing when they agree.
-std::vector<std::string> state_mismatches(const io::CheckpointReader& reader) {
-  std::vector<std::string> problems;
-  const auto step = read_int64s(reader, "step", 1);
-  if (!step || (*step)[0] != reader.step())
-    problems.push_back("/state/global/step holds " +
-                       (step ? std::to_string((*step)[0]) : std::to_string(reader.read_global_blob("step").size()) + " bytes") +
-                       ", the step attribute says " + std::to_string(reader.step()));
+// The train state under /state/global: step, and data_position and rng_seed where the file has them
+// (checkpoints before did not), checked against the step attribute.
+struct StoredState {
+  std::vector<std::string> problems;     // what is wrong, one line each; none when they agree
+  std::optional<DataPosition> position;  // data_position, when the file has a sound one
+};
+StoredState read_state(const io::CheckpointReader& reader) {
+  StoredState state;
+  const StoredInt64s step = read_int64s(reader, "step", 1);
+  if (step.values.empty() || step.values[0] != reader.step())
+    state.problems.push_back("/state/global/step holds " +
+                             (step.values.empty() ? std::to_string(step.bytes) + " bytes" : std::to_string(step.values[0])) +
+                             ", the step attribute says " + std::to_string(reader.step()));
   if (reader.file().has_dataset("state/global/data_position")) {
-    const auto position = read_int64s(reader, "data_position", 2);
-    if (!position)
-      problems.push_back("/state/global/data_position holds " +
-                         std::to_string(reader.read_global_blob("data_position").size()) +
-                         " bytes, not 16 (int64 sequence, int64 token)");
-    else if ((*position)[0] != reader.step() || (*position)[1] < 0)
-      problems.push_back("/state/global/data_position holds sequence " + std::to_string((*position)[0]) + ", token " +
-                         std::to_string((*position)[1]) + ": the step attribute says sequence " +
-                         std::to_string(reader.step()) + ", and a token is >= 0");
+    const StoredInt64s position = read_int64s(reader, "data_position", 2);
+    if (position.values.empty())
+      state.problems.push_back("/state/global/data_position holds " + std::to_string(position.bytes) +
+                               " bytes, not 16 (int64 sequence, int64 token)");
+    else if (position.values[0] != reader.step() || position.values[1] < 0)
+      state.problems.push_back("/state/global/data_position holds sequence " + std::to_string(position.values[0]) +
+                               ", token " + std::to_string(position.values[1]) + ": the step attribute says sequence " +
+                               std::to_string(reader.step()) + ", and a token is >= 0");
+    else
+      state.position = DataPosition{position.values[0], position.values[1]};
   }
-  if (reader.file().has_dataset("state/global/rng_seed") && !read_int64s(reader, "rng_seed", 1))
-    problems.push_back("/state/global/rng_seed holds " + std::to_string(reader.read_global_blob("rng_seed").size()) +
-                       " bytes, not 8");
-  return problems;
+  if (reader.file().has_dataset("state/global/rng_seed"))
+    if (const StoredInt64s seed = read_int64s(reader, "rng_seed", 1); seed.values.empty())
+      state.problems.push_back("/state/global/rng_seed holds " + std::to_string(seed.bytes) + " bytes, not 8");
+  return state;
 }
 
 std::string joined(const std::vector<std::string>& lines) {
@@ -212,8 +223,8 @@ std::string state_summary(const io::CheckpointReader& reader) {
     if (!reader.file().has_dataset("state/global/" + name)) return;
     std::string value;
     try {
-      const auto values = read_int64s(reader, name, count);
-      value = values ? show(*values) : "(" + std::to_string(reader.read_global_blob(name).size()) + " bytes: damaged)";
+      const StoredInt64s stored = read_int64s(reader, name, count);
+      value = stored.values.empty() ? "(" + std::to_string(stored.bytes) + " bytes: damaged)" : show(stored.values);
     } catch (const Error&) {
       value = "(unreadable)";
     }
@@ -292,7 +303,7 @@ std::vector<std::string> checkpoint_model_problems(const io::CheckpointReader& r
     problems.push_back(path + ": /state/global/step: missing");
   } else {
     try {
-      for (const std::string& mismatch : state_mismatches(reader)) problems.push_back(path + ": " + mismatch);
+      for (const std::string& mismatch : read_state(reader).problems) problems.push_back(path + ": " + mismatch);
     } catch (const Error& e) {
       problems.push_back(e.what());
     }
@@ -327,13 +338,9 @@ std::optional<DataPosition> load_checkpoint(Trainer& trainer, const std::string&
         throw InputError(path + ": /" + group + view.name + ": " + io::h5::to_string(type) +
                          ", the model needs float32 (train writes float32)");
     }
-  if (const auto mismatches = state_mismatches(reader); !mismatches.empty())
-    throw InputError(path + ": " + joined(mismatches) + ": damaged; `longctx ckpt verify` checks the whole file");
-  std::optional<DataPosition> position;
-  if (const auto stored = reader.file().has_dataset("state/global/data_position")
-                              ? read_int64s(reader, "data_position", 2)
-                              : std::nullopt)
-    position = DataPosition{(*stored)[0], (*stored)[1]};
+  const StoredState state = read_state(reader);
+  if (!state.problems.empty())
+    throw InputError(path + ": " + joined(state.problems) + ": damaged; `longctx ckpt verify` checks the whole file");
   // Shapes agree: only now is the trainer changed. A value no training writes (not finite; a negative
   // Adam second moment, whose square root is nan) ends the run here, naming it: before, the run went on
   // and stopped at its first step as "training diverged".
@@ -353,7 +360,7 @@ std::optional<DataPosition> load_checkpoint(Trainer& trainer, const std::string&
     model::tensor_to_view(view, read("optimizer/v/" + view.name, true), trainer.optimizer().second_moment().data());
   }
   trainer.set_step(reader.step());
-  return position;
+  return state.position;
 }
 
 }  // namespace longctx::train
