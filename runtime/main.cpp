@@ -10,9 +10,9 @@
 #include <functional>
 #include <iostream>
 #include <map>
-#include <set>
 #include <new>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 

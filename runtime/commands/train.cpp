@@ -333,7 +333,7 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
   if (!r.checkpoint_dir.empty()) io::check_output_directory("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);
   // Only in the config phase (warn = false there): run_train validates again on every rank, and rank 0 may
   // by then hold the dump's temporary file, which a later rank would take for another writer's. An output
-  // in a checkpoint.dir not made yet is checked once the run has made it (check_outputs_in_checkpoint_dir).
+  // in a checkpoint.dir not made yet is checked once the run has made it (train_command's check).
   if (!warn && !r.log_jsonl.empty() && !in_checkpoint_dir_to_make(r, r.log_jsonl))
     io::check_output_path("log.jsonl", r.log_jsonl);
   if (!warn && !r.dump_path.empty() && !in_checkpoint_dir_to_make(r, r.dump_path))
@@ -514,6 +514,18 @@ void dump_layers(io::ActivationDump& dump, model::Model& model, const RunOptions
 // warning and no lock.
 int g_checkpoint_lock = -1;  // rank 0's lock on <checkpoint.dir>/.longctx.lock, for the run's lifetime
 
+// The holder a lock file names ("pid N on HOST, since ..."), trailing blanks cut; nullopt when nothing
+// could be read. Closes `fd`.
+std::optional<std::string> read_lock_holder(int fd) {
+  char text[256] = {};
+  const ssize_t got = ::pread(fd, text, sizeof text - 1, 0);
+  ::close(fd);
+  if (got <= 0) return std::nullopt;
+  std::string holder(text, static_cast<size_t>(got));
+  while (!holder.empty() && std::isspace(static_cast<unsigned char>(holder.back()))) holder.pop_back();
+  return holder;
+}
+
 void lock_checkpoint_dir(const std::string& dir) {
   int& held = g_checkpoint_lock;
   if (held >= 0) return;
@@ -532,11 +544,7 @@ void lock_checkpoint_dir(const std::string& dir) {
                 "): nothing stops a second run from using the same directory at once");
       return;
     }
-    char holder[256] = {};
-    const ssize_t got = ::pread(fd, holder, sizeof holder - 1, 0);
-    ::close(fd);
-    std::string who = got > 0 ? std::string(holder, static_cast<size_t>(got)) : std::string("another run");
-    while (!who.empty() && std::isspace(static_cast<unsigned char>(who.back()))) who.pop_back();
+    const std::string who = read_lock_holder(fd).value_or("another run");
     throw UsageError("checkpoint.dir=" + dir + " is in use by a run still going (" + who +
                      "): two runs in one directory would delete each other's checkpoints; wait for it to end, "
                      "stop it, or choose another checkpoint.dir. If that host is down or that process is gone, "
@@ -959,12 +967,12 @@ Command train_command() {
     // Last: a run refused above creates nothing. (The ranks' comparison after the config phase may still
     // refuse it: checkpoint.dir and its lock file then stay, harmless to the next run.)
     if (!r.checkpoint_dir.empty() && inv.process.world().rank() == 0) {
+      // The outputs validate left unchecked, in a checkpoint.dir that did not exist: it does after the lock.
+      const bool log_unchecked = !r.log_jsonl.empty() && in_checkpoint_dir_to_make(r, r.log_jsonl);
+      const bool dump_unchecked = !r.dump_path.empty() && in_checkpoint_dir_to_make(r, r.dump_path);
       lock_checkpoint_dir(r.checkpoint_dir);
-      // Outputs in it, unchecked while it did not exist (validate): it does now.
-      if (!r.log_jsonl.empty() && same_path(io::directory_of(r.log_jsonl), r.checkpoint_dir))
-        io::check_output_path("log.jsonl", r.log_jsonl);
-      if (!r.dump_path.empty() && same_path(io::directory_of(r.dump_path), r.checkpoint_dir))
-        io::check_hdf5_output_path("dump.activations", r.dump_path);
+      if (log_unchecked) io::check_output_path("log.jsonl", r.log_jsonl);
+      if (dump_unchecked) io::check_hdf5_output_path("dump.activations", r.dump_path);
       // Under the lock, so a temporary file held now is no other run's: a link or a directory at
       // step_N.h5.tmp would otherwise stop the run at step N's checkpoint.
       io::check_checkpoint_temporaries("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);
@@ -979,7 +987,6 @@ Command train_command() {
     const std::string dir = inv.options["checkpoint.dir"].as<std::string>();
     if (!dir.empty()) {
       const std::string path = dir + "/" + kLockFile;
-      std::string holder;
       // A network file system may answer from a lookup it cached when the file did not exist yet (every
       // rank looked for checkpoint.dir in the config phase): listing the directory makes it look again.
       int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -989,17 +996,9 @@ Command train_command() {
         ::usleep(500 * 1000);
         fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
       }
-      if (fd < 0) {
-        holder = std::string("(none: ") + std::strerror(errno) + ")";
-      } else {
-        char text[256] = {};
-        const ssize_t got = ::pread(fd, text, sizeof text - 1, 0);
-        ::close(fd);
-        holder.assign(text, got > 0 ? static_cast<size_t>(got) : 0);
-        while (!holder.empty() && std::isspace(static_cast<unsigned char>(holder.back()))) holder.pop_back();
-        holder = "\"" + holder + "\"";
-      }
-      seen.emplace_back("checkpoint.dir's lock file (rank 0 wrote it)", holder);
+      seen.emplace_back("checkpoint.dir's lock file (rank 0 wrote it)",
+                        fd < 0 ? std::string("(none: ") + std::strerror(errno) + ")"
+                               : "\"" + read_lock_holder(fd).value_or("") + "\"");
     }
     if (inv.options["data.task"].as<std::string>() == "file") {
       const std::string path = inv.options["data.path"].as<std::string>();
