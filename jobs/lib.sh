@@ -1,6 +1,8 @@
 # Shared by the jobs/ scripts: sourced, not run.
 #   longctx_install PKG...   apt-get install of the packages not installed yet (nothing when all are)
 #   longctx_mpirun ARGS...   mpirun with the flags this machine needs (root, more ranks than cores)
+#   longctx_slurm_answers STATE   the slurmctld answering through STATE/slurm.conf is the one that keeps
+#                                 its state in STATE (jobs/slurm/start-local.sh), not another cluster's
 set -euo pipefail
 LONGCTX_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LONGCTX_BUILD="${LONGCTX_BUILD:-$LONGCTX_ROOT/build}"
@@ -28,4 +30,8 @@ longctx_mpirun() {
   local extra=(--oversubscribe --bind-to none)
   [ "$(id -u)" -eq 0 ] && extra+=(--allow-run-as-root)
   mpirun "${extra[@]}" "$@"
+}
+
+longctx_slurm_answers() {
+  [ "$(SLURM_CONF="$1/slurm.conf" scontrol show config 2>/dev/null | sed -n 's/^StateSaveLocation *= *//p')" = "$1/ctld" ]
 }

@@ -41,10 +41,7 @@ pid_alive "$state/slurmctld.pid" || longctx_sudo env SLURM_CONF="$SLURM_CONF" /u
 pid_alive "$state/slurmd.pid" || longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmd -f "$SLURM_CONF"
 
 # Ours: both daemons of this state directory alive, and the controller that answers keeps its state here.
-ours() {
-  pid_alive "$state/slurmctld.pid" && pid_alive "$state/slurmd.pid" &&
-    [ "$(scontrol show config 2>/dev/null | sed -n 's/^StateSaveLocation *= *//p')" = "$state/ctld" ]
-}
+ours() { pid_alive "$state/slurmctld.pid" && pid_alive "$state/slurmd.pid" && longctx_slurm_answers "$state"; }
 for _ in $(seq 1 60); do
   node_state="$(sinfo -h -N -o %t 2>/dev/null | head -1 || true)"
   case "$node_state" in idle|mix|alloc) ours && { echo "export SLURM_CONF='$SLURM_CONF'"; exit 0; } ;; esac

@@ -11,8 +11,8 @@ if [ ! -s "$state/slurmctld.pid" ] && [ ! -s "$state/slurmd.pid" ]; then
   exit 0
 fi
 # Only this cluster's jobs: its controller alive and the one answering (not another cluster on its ports).
-if [ -s "$state/slurmctld.pid" ] && longctx_sudo kill -0 "$(cat "$state/slurmctld.pid")" 2>/dev/null && [ -f "$state/slurm.conf" ] &&
-   [ "$(SLURM_CONF="$state/slurm.conf" scontrol show config 2>/dev/null | sed -n 's/^StateSaveLocation *= *//p')" = "$state/ctld" ]; then
+if [ -s "$state/slurmctld.pid" ] && longctx_sudo kill -0 "$(cat "$state/slurmctld.pid")" 2>/dev/null &&
+   longctx_slurm_answers "$state"; then
   export SLURM_CONF="$state/slurm.conf"
   jobs=$(squeue -h -o %i 2>/dev/null)
   if [ -n "$jobs" ]; then
