@@ -22,6 +22,7 @@
 #include "io/row_io.hpp"
 #include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
+#include "runtime/core/fingerprint.hpp"
 #include "runtime/core/log.hpp"
 #include "runtime/core/watchdog.hpp"
 
@@ -91,13 +92,35 @@ void check_options(const Invocation& invocation) {
   io::check_attend_storage(file, vm["backward"].as<bool>(), &only);
 }
 
-// What each rank sees of the input, compared with rank 0's (main.cpp): a rank that opened another file
+// What each rank sees of its files, compared with rank 0's (main.cpp): a rank that opened another input
 // of another shape (a relative path from another working directory, a node-local copy) hung in the
-// output's collective writes.
+// output's collective writes, a stale copy of the same shape gave another result with no error, and an
+// output directory of its own (the same causes) hung in the writes. So the shape, a fingerprint of the
+// first and the last row of each tensor (a chunk each: cheap next to the run), and the output directory
+// (probe_directory). No fingerprint of virtual datasets, whose sources may be node-local shards that only
+// their own ranks see.
 std::vector<std::pair<std::string, std::string>> shared_inputs(const Invocation& invocation) {
   const auto& vm = invocation.options;
+  const bool backward = vm["backward"].as<bool>();
   const io::h5::File file = io::h5::File::open(vm["input"].as<std::string>(), io::h5::Mode::read, MPI_COMM_NULL);
-  return {{"the shape of --input's q, k, v", to_string(io::check_attend_input(file, vm["backward"].as<bool>()).shape)}};
+  const io::AttendInput input = io::check_attend_input(file, backward);
+  std::vector<std::pair<std::string, std::string>> seen{{"the shape of --input's q, k, v", to_string(input.shape)}};
+  const std::string output = vm["output"].as<std::string>();
+  if (invocation.process.world().size() > 1)
+    seen.emplace_back("--output's directory " + io::directory_of(output) + " (rank 0's probe file)",
+                      probe_directory(invocation.process.world(), io::directory_of(output)));
+  if (input.virtual_layout || input.seq_len == 0) return seen;
+  Fingerprint fingerprint;
+  for (const char* name : {"q", "k", "v", "do"}) {
+    if (name == std::string("do") && !backward) continue;
+    for (const int64_t row : {int64_t{0}, input.seq_len - 1}) {
+      const Tensor sample = io::read_rows(file, name, input.seq_axis, io::RowRange{row, row + 1});
+      fingerprint.add(sample.data(), sample.size() * sizeof(float));
+    }
+  }
+  seen.emplace_back(std::string("the first and last rows of --input's q, k, v") + (backward ? ", do" : ""),
+                    "fingerprint " + fingerprint.hex());
+  return seen;
 }
 
 int run(Invocation& invocation) {

@@ -22,6 +22,17 @@ void catch_train_stop_signals();
 // Runs `work` on rank 0 only (errors printed there) and returns its exit code on every rank.
 int run_on_rank0(Invocation& invocation, const std::function<int()>& work);
 
+// open(path, O_RDONLY | O_CLOEXEC) of a file that rank 0 has just made, maybe on another node: on ENOENT
+// it lists the directory (a network file system may answer from a lookup cached before the file existed)
+// and tries again, for up to 5 s. -1 and errno as open(2).
+int open_made_elsewhere(const std::string& path);
+// Whether this rank sees rank 0's directory `dir`, for a Command::shared_inputs value: rank 0 makes a probe
+// file there, every rank reads it (open_made_elsewhere), rank 0 removes it. Collective over `world`. A
+// rank that runs in another working directory, or on a node whose `dir` is its own (node-local), reads
+// another value than rank 0, so the run is refused before its collective writes went to two files (a
+// hang). "(not checked: ...)" on every rank when rank 0 cannot make a file there.
+std::string probe_directory(comm::Communicator& world, const std::string& dir);
+
 // "host|device" per rank -> one message per pair of ranks that would share a non-CPU device.
 std::vector<std::string> find_shared_devices(const std::vector<std::string>& host_device_per_rank);
 

@@ -42,6 +42,7 @@
 #include "io/token_dataset.hpp"
 #include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
+#include "runtime/core/fingerprint.hpp"
 #include "runtime/core/log.hpp"
 #include "runtime/core/memory.hpp"
 #include "runtime/train/train_state_io.hpp"
@@ -980,30 +981,37 @@ Command train_command() {
   };
   // What each rank must see alike (main.cpp compares it with rank 0's): the lock file rank 0 wrote in
   // checkpoint.dir just before (a rank that did not see it, a node-local directory, wrote its first
-  // checkpoint into nothing after all the steps, or resumed from another step of a stale copy), and the
-  // token file's length.
+  // checkpoint into nothing after all the steps, or resumed from another step of a stale copy), the token
+  // file's length and sampled contents, and dump.activations' directory (its collective writes to two
+  // files hung).
   const auto shared_inputs = [](const Invocation& inv) {
     std::vector<std::pair<std::string, std::string>> seen;
     const std::string dir = inv.options["checkpoint.dir"].as<std::string>();
     if (!dir.empty()) {
-      const std::string path = dir + "/" + kLockFile;
-      // A network file system may answer from a lookup it cached when the file did not exist yet (every
-      // rank looked for checkpoint.dir in the config phase): listing the directory makes it look again.
-      int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-      for (int attempt = 0; fd < 0 && errno == ENOENT && attempt < 10; ++attempt) {
-        for (const std::string& d : {io::directory_of(dir), dir})
-          if (DIR* listing = ::opendir(d.c_str())) ::closedir(listing);
-        ::usleep(500 * 1000);
-        fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-      }
+      // Every rank looked for checkpoint.dir in the config phase, before rank 0 made it: a network file
+      // system may answer from that lookup (open_made_elsewhere looks again).
+      const int fd = open_made_elsewhere(dir + "/" + kLockFile);
       seen.emplace_back("checkpoint.dir's lock file (rank 0 wrote it)",
                         fd < 0 ? std::string("(none: ") + std::strerror(errno) + ")"
                                : "\"" + read_lock_holder(fd).value_or("") + "\"");
     }
     if (inv.options["data.task"].as<std::string>() == "file") {
       const std::string path = inv.options["data.path"].as<std::string>();
-      seen.emplace_back("the token count of data.path", std::to_string(io::TokenReader(path).token_count()));
+      const io::TokenReader tokens(path);
+      const int64_t count = tokens.token_count(), sample = std::min<int64_t>(count, 4096);
+      seen.emplace_back("the token count of data.path", std::to_string(count));
+      // Sampled contents: a stale copy of the same length trained on other tokens with no error.
+      Fingerprint fingerprint;
+      for (const int64_t begin : {int64_t{0}, count - sample}) {
+        const std::vector<int32_t> some = tokens.read(begin, begin + sample);
+        fingerprint.add(some.data(), some.size() * sizeof(int32_t));
+      }
+      seen.emplace_back("the first and last 4096 tokens of data.path", "fingerprint " + fingerprint.hex());
     }
+    const std::string dump = inv.options["dump.activations"].as<std::string>();
+    if (!dump.empty() && inv.process.world().size() > 1)
+      seen.emplace_back("dump.activations' directory " + io::directory_of(dump) + " (rank 0's probe file)",
+                        probe_directory(inv.process.world(), io::directory_of(dump)));
     return seen;
   };
   return {"train", "train the sequence-parallel LongNet LM (passkey, associative, token file)", "", declare,

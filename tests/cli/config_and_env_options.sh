@@ -225,6 +225,23 @@ rm -f o.h5
 expect_exit 2 "rank 1 reads another qkv.h5 (another working directory)" -- "${TWO[@]}" ../r1 -- "${ATTEND[@]}"
 expect_in "$OUT/stderr" "on rank 1 of 2 .*: the shape of --input's q, k, v = \[512,2,16\] here, \[1024,2,16\] on rank 0" \
   "names the shapes"
+# The same shape, other contents (a stale node-local copy): before, another result with exit 0.
+/usr/bin/python3 "$HERE/../../jobs/demo/make_qkv.py" --seq-len 1024 --heads 2 --head-dim 16 --seed 1 ../r1/qkv.h5 \
+  >/dev/null || fail "could not make the stale copy"
+expect_exit 2 "rank 1 reads a copy of the same shape with other contents" -- "${TWO[@]}" ../r1 -- "${ATTEND[@]}"
+expect_in "$OUT/stderr" "on rank 1 of 2 .*[:;] the first and last rows of --input's q, k, v = fingerprint [0-9a-f]{16} here, fingerprint [0-9a-f]{16} on rank 0" \
+  "names the sampled rows that differ"
+cp qkv.h5 ../r1/qkv.h5
+# An output directory of its own (here a relative --output from another working directory; a node-local
+# one): before, the two ranks' collective writes went to two files and hung until --comm-timeout.
+expect_exit 2 "rank 1 would write --output into another directory" -- "${TWO[@]}" ../r1 -- "${ATTEND[@]}"
+expect_in "$OUT/stderr" "on rank 1 of 2 .*: --output's directory \. \(rank 0's probe file\) = \(no \.longctx-probe\.[0-9]+\.[^:]+: No such file or directory\) here, \"made by rank 0, pid [0-9]+ on [^\"]+\" in it on rank 0" \
+  "rank 1 does not see rank 0's probe file"
+ls -A . ../r1 | grep -q longctx-probe && fail "a probe file was left behind" || pass "no probe file left"
+expect_exit 0 "an identical copy on rank 1, one output directory: accepted" -- "${TWO[@]}" ../r1 -- \
+  "${ATTEND[@]/o.h5/$OUT/r0/o.h5}"
+[ -e o.h5 ] && ! ls -A . | grep -q longctx-probe && pass "written, no probe file left" || fail "no output, or a probe file left"
+rm -f o.h5
 TRAIN=("$LONGCTX" train --quiet --train.steps 2 --model.layers 1 --model.dim 16 --model.heads 2 --model.mlp_hidden 16
        --data.seq_len 256 --model.segment_lengths 64,256 --model.dilation_rates 1,2 --data.key_digits 2)
 expect_exit 2 "train: checkpoint.dir is another directory on rank 1" -- "${TWO[@]}" ../r1 -- "${TRAIN[@]}" --checkpoint.dir ck
@@ -232,6 +249,15 @@ expect_in "$OUT/stderr" "on rank 1 of 2 .*: checkpoint.dir's lock file \(rank 0 
   "rank 1 does not see rank 0's lock file"
 ! ls ck/step_* >/dev/null 2>&1 && pass "no step trained, no checkpoint" || fail "a checkpoint was written"
 expect_exit 0 "train: the same directory on both" -- "${TWO[@]}" . -- "${TRAIN[@]}" --checkpoint.dir ck
+# A token file of the same length, other tokens, on rank 1 (a stale copy): before, it trained on them.
+printf 'the quick brown fox jumps over the lazy dog %.0s' $(seq 40) >a.txt
+printf 'THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG %.0s' $(seq 40) >../r1/a.txt
+"$LONGCTX" data import --quiet --text a.txt --out tok.h5 >/dev/null &&
+  (cd ../r1 && "$LONGCTX" data import --quiet --text a.txt --out tok.h5 >/dev/null) || fail "could not import"
+FILE_TRAIN=("${TRAIN[@]}" --data.task file --data.path tok.h5 --model.vocab 256)
+expect_exit 2 "train: data.path of the same length, other tokens, on rank 1" -- "${TWO[@]}" ../r1 -- "${FILE_TRAIN[@]}"
+expect_in "$OUT/stderr" "on rank 1 of 2 .*[:;] the first and last 4096 tokens of data.path = fingerprint [0-9a-f]{16} here" \
+  "names the token file's contents"
 expect_exit 2 "a bad value on rank 1 only" -- "${TWO[@]}" . LONGCTX_TRAIN_CLIP=abc -- "${TRAIN[@]}"
 expect_in "$OUT/stderr" "longctx: error on rank 1 of 2 \(host [^)]+\): the argument \('abc'\) for option '--train.clip' is invalid" \
   "the config-phase error names the rank"

@@ -1,0 +1,68 @@
+// What the ranks of a job must see alike on their file systems (Command::shared_inputs), where one node's
+// view can differ from another's: a relative path from another working directory, a node-local directory
+// of the same name.
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "io/durable.hpp"
+#include "runtime/commands/commands.hpp"
+
+namespace longctx::cli {
+
+int open_made_elsewhere(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // A network file system may answer from a lookup it cached when the file did not exist yet: listing
+  // the directory (and its parent) makes it look again.
+  const std::string dir = io::directory_of(path);
+  for (int attempt = 0; fd < 0 && errno == ENOENT && attempt < 10; ++attempt) {
+    for (const std::string& d : {io::directory_of(dir), dir})
+      if (DIR* listing = ::opendir(d.c_str())) ::closedir(listing);
+    ::usleep(500 * 1000);
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  }
+  return fd;
+}
+
+std::string probe_directory(comm::Communicator& world, const std::string& dir) {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  const std::string text = "made by rank 0, pid " + std::to_string(::getpid()) + " on " + host;
+  const std::string probe = dir + "/.longctx-probe." + std::to_string(::getpid()) + "." + host;
+  std::vector<int> made{0};
+  if (world.rank() == 0) {
+    const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd >= 0) {
+      made[0] = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+      ::close(fd);
+      if (!made[0]) ::unlink(probe.c_str());
+    }
+  }
+  world.broadcast(Span<int>(made), 0);
+  if (!made[0]) return "(not checked: rank 0 could not make a file there)";
+  std::vector<char> name(probe.begin(), probe.end());  // rank 0's name: its pid and host
+  std::vector<int64_t> length{static_cast<int64_t>(name.size())};
+  world.broadcast(Span<int64_t>(length), 0);
+  name.resize(static_cast<size_t>(length[0]));
+  world.broadcast(Span<char>(name), 0);
+  const std::string path(name.begin(), name.end());
+  std::string seen;
+  const int fd = open_made_elsewhere(path);
+  if (fd < 0) {
+    seen = "(no " + path.substr(path.rfind('/') + 1) + ": " + std::strerror(errno) + ")";
+  } else {
+    char got[512] = {};
+    const ssize_t n = ::pread(fd, got, sizeof got - 1, 0);
+    ::close(fd);
+    seen = "\"" + std::string(got, n > 0 ? static_cast<size_t>(n) : 0) + "\" in it";
+  }
+  world.barrier();  // every rank has looked
+  if (world.rank() == 0) ::unlink(path.c_str());
+  return seen;
+}
+
+}  // namespace longctx::cli
