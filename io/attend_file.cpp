@@ -25,7 +25,7 @@ AttendInput check_attend_input(const h5::File& file, bool backward) {
     const h5::Dataset dataset = file.open_dataset(name);
     const h5::ElementType type = dataset.element_type();
     if (type != h5::ElementType::f32 && type != h5::ElementType::f16)
-      throw InputError(dataset.where().describe() + ": dtype " + h5::to_string(type) + ", expected float32 or float16");
+      throw InputError(dataset.where().describe() + ": dtype " + dataset.dtype_name() + ", expected float32 or float16");
     dataset.require_rank(3, 4);
     input.virtual_layout = input.virtual_layout || dataset.virtual_layout();
     const Shape shape = dataset.shape();

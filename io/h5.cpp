@@ -473,6 +473,27 @@ ElementType Dataset::element_type() const {
   return classify(type.id());
 }
 
+std::string Dataset::dtype_name() const {
+  Handle type(H5Dget_type(id()), H5Tclose);
+  if (!type.valid()) throw_input(where_.describe() + ": datatype");
+  const ElementType known = classify(type.id());
+  if (known != ElementType::other) return to_string(known);
+  const std::string bits = std::to_string(8 * H5Tget_size(type.id()));
+  switch (H5Tget_class(type.id())) {
+    case H5T_INTEGER: return (H5Tget_sign(type.id()) == H5T_SGN_2 ? "int" : "uint") + bits;
+    case H5T_FLOAT: return "float" + bits;
+    case H5T_COMPOUND: return "compound (" + bits + " bits)";
+    case H5T_ENUM: return "enum";
+    case H5T_ARRAY: return "array";
+    case H5T_VLEN: return "variable-length sequence";
+    case H5T_OPAQUE: return "opaque";
+    case H5T_BITFIELD: return "bitfield" + bits;
+    case H5T_REFERENCE: return "reference";
+    case H5T_TIME: return "time";
+    default: return "an unknown HDF5 type class";
+  }
+}
+
 size_t Dataset::element_bytes() const {
   Handle type(H5Dget_type(id()), H5Tclose);
   if (!type.valid()) throw_input(where_.describe() + ": datatype");

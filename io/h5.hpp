@@ -174,6 +174,7 @@ class Dataset : public Object {
   Shape shape() const;
   size_t rank() const { return shape().size(); }
   ElementType element_type() const;
+  std::string dtype_name() const;  // for messages: to_string(element_type()), or what an `other` is ("uint16")
   size_t element_bytes() const;  // size of one element in the file
   Dataspace file_space() const;
   bool virtual_layout() const;  // a virtual dataset (VDS): its elements live in other datasets

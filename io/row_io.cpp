@@ -46,7 +46,7 @@ void check_rows(const h5::Dataset& dataset, const Shape& global, size_t seq_axis
 Tensor read_rows(const h5::Dataset& dataset, size_t seq_axis, RowRange rows) {
   const h5::ElementType type = dataset.element_type();
   if (type != h5::ElementType::f32 && type != h5::ElementType::f16)
-    throw InputError(dataset.where().describe() + ": dtype " + h5::to_string(type) +
+    throw InputError(dataset.where().describe() + ": dtype " + dataset.dtype_name() +
                      ", expected float32 or float16");
   const Shape global = dataset.shape();
   check_rows(dataset, global, seq_axis, rows);

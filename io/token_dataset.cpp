@@ -72,7 +72,7 @@ TokenReader::TokenReader(const std::string& path, MPI_Comm comm)
   tokens_.require_rank(1, 1);
   const h5::ElementType type = tokens_.element_type();
   if (type != h5::ElementType::u8 && type != h5::ElementType::i32)
-    throw InputError(tokens_.where().describe() + ": dtype " + h5::to_string(type) + ", expected uint8 or int32");
+    throw InputError(tokens_.where().describe() + ": dtype " + tokens_.dtype_name() + ", expected uint8 or int32");
   token_count_ = tokens_.shape()[0];
   // Storage never written (missing chunks, a VDS source or external file that is not there) reads as
   // fill values without an error: training and evaluation would run on zeros.

@@ -4,7 +4,9 @@
 // Order: check_options in the config phase (options and where the results go: exit 2; the input file:
 // exit 3; the schedule shards: exit 2) -> read -> compute -> write `OUT.tmp` -> commit (rename). A
 // failure leaves no OUT.
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -123,6 +125,46 @@ std::vector<std::pair<std::string, std::string>> shared_inputs(const Invocation&
   return seen;
 }
 
+// The first element of this rank's block `t` (rows `rows` of a tensor with `seq_axis`) that is NaN or
+// +-Inf (or, with allow_minus_inf, NaN or +Inf: lse's uncovered rows are -inf), as its index in the whole
+// tensor ("[5,1,2]"); "" when there is none. One vectorised pass over the bits, then a search only when
+// one was found.
+std::string first_non_finite(const Tensor& t, size_t seq_axis, io::RowRange rows, bool allow_minus_inf = false) {
+  const auto* bits = reinterpret_cast<const uint32_t*>(t.data());
+  const int64_t n = t.size();
+  const auto bad = [allow_minus_inf](uint32_t b) {
+    return (b & 0x7f800000u) == 0x7f800000u && !(allow_minus_inf && b == 0xff800000u);
+  };
+  int found = 0;
+#pragma omp parallel for reduction(| : found) schedule(static)
+  for (int64_t i = 0; i < n; ++i) found |= bad(bits[i]) ? 1 : 0;
+  if (!found) return "";
+  int64_t i = 0;
+  while (!bad(bits[i])) ++i;
+  const float value = t.data()[i];
+  std::vector<int64_t> index(t.rank());
+  for (size_t axis = t.rank(); axis-- > 0;) {
+    index[axis] = i % t.shape()[axis];
+    i /= t.shape()[axis];
+  }
+  index[seq_axis] += rows.begin;
+  std::string text = "[";
+  for (size_t axis = 0; axis < index.size(); ++axis) text += (axis ? "," : "") + std::to_string(index[axis]);
+  return text + "] = " + (std::isnan(value) ? "nan" : value > 0 ? "inf" : "-inf");
+}
+
+// Every rank learns whether any rank found a `problem` (this rank's; "" when none); the lowest such rank
+// prints it as the run's error. True when any did: every rank then ends with exit 3, nothing written.
+bool refused_by_any_rank(comm::Communicator& world, const std::string& problem) {
+  std::vector<int> flags(static_cast<size_t>(world.size()), 0);
+  const std::vector<int> mine{problem.empty() ? 0 : 1};
+  world.all_gather(Span<const int>(mine), Span<int>(flags));
+  const auto first = std::find(flags.begin(), flags.end(), 1);
+  if (first == flags.end()) return false;
+  if (first - flags.begin() == world.rank()) log::error(problem);
+  return true;
+}
+
 int run(Invocation& invocation) {
   const auto& vm = invocation.options;
   comm::Communicator& world = invocation.process.world();
@@ -168,6 +210,16 @@ int run(Invocation& invocation) {
             " rows per rank, " + fixed(since(t_read), 2) + " s); schedule " + to_string(params.schedule) +
             (params.causal ? ", causal" : ""));
 
+  // NaN or Inf in the input would come out as NaN in o (and the gradients) with exit 0: refused.
+  {
+    std::string problem;
+    for (const auto& [name, tensor] : {std::pair<const char*, const Tensor*>{"q", &q}, {"k", &k}, {"v", &v}, {"do", &dout}})
+      if (problem.empty() && (name != std::string("do") || backward))
+        if (const std::string at = first_non_finite(*tensor, input.seq_axis, rows); !at.empty())
+          problem = input_path + ": " + name + at + ": the input must be finite (nothing was computed or written)";
+    if (refused_by_any_rank(world, problem)) return static_cast<int>(ExitCode::bad_input);
+  }
+
   // Fault injection for the no-hang test: this rank fails while the others enter the all-gathers.
   if (const auto fail_rank = process_getenv("LONGCTX_FAULT_INJECT_RANK"); fail_rank && *fail_rank == std::to_string(rank))
     throw InternalError("injected failure on rank " + *fail_rank + " (LONGCTX_FAULT_INJECT_RANK)");
@@ -199,6 +251,19 @@ int run(Invocation& invocation) {
   const auto gflops = [&](int64_t flops, double seconds) { return fixed(static_cast<double>(flops) / seconds / 1e9, 1); };
   log::info("forward: " + fixed(f.seconds, 3) + " s" + where + gflops(flops_forward(my_pairs, input.head_dim), f.seconds) +
             " GFLOP/s");
+  // From a finite input, a result that is not finite overflowed float32 (a score |q.k| * scale past 3.4e38,
+  // or sums of huge values): said, not written.
+  const auto overflowed = [&](const std::vector<std::pair<const char*, const Tensor*>>& results) {
+    std::string problem;
+    for (const auto& [name, tensor] : results)
+      if (problem.empty())
+        if (const std::string at = first_non_finite(*tensor, input.seq_axis, rows, name == std::string("lse")); !at.empty())
+          problem = std::string("the result ") + name + at + " from a finite " + input_path +
+                    ": float32 overflowed (scores |q.k| * softmax scale, or values, too large); scale the inputs down "
+                    "(nothing was written)";
+    return refused_by_any_rank(world, problem);
+  };
+  if (overflowed({{"o", &o}, {"lse", &lse}})) return static_cast<int>(ExitCode::bad_input);
   if (backward) {
     if (gpu) {
       const auto t_bwd = Clock::now();
@@ -213,6 +278,7 @@ int run(Invocation& invocation) {
     }
     log::info("backward: " + fixed(b.seconds, 3) + " s" + where +
               gflops(flops_backward(my_pairs, input.head_dim), b.seconds) + " GFLOP/s");
+    if (overflowed({{"dq", &dq}, {"dk", &dk}, {"dv", &dv}})) return static_cast<int>(ExitCode::bad_input);
   }
 
   // The report is written and fsynced before the output and renamed after it: a report that cannot be

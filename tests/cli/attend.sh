@@ -89,12 +89,44 @@ with h5py.File('rank2.h5','w') as f:
     for n in 'qkv': f[n] = np.zeros((8,8), np.float32)
 with h5py.File('ints.h5','w') as f:
     for n in 'qkv': f[n] = np.zeros((8,2,4), np.int32)
+with h5py.File('u16.h5','w') as f:
+    for n in 'qkv': f[n] = np.zeros((8,2,4), np.uint16)
+with h5py.File('compound.h5','w') as f:
+    for n in 'qkv': f[n] = np.zeros((8,2,4), [('re', 'f4'), ('im', 'f4')])
 with h5py.File('mismatch.h5','w') as f:
     f['q'] = np.zeros((8,2,4), np.float32); f['k'] = np.zeros((8,2,6), np.float32); f['v'] = np.zeros((8,2,4), np.float32)
 "
 bad 3 "noq.h5.*q" "missing dataset q" -- "$LONGCTX" attend --input noq.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 3 "rank2.h5" "rank-2 tensors" -- "$LONGCTX" attend --input rank2.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 3 "ints.h5" "int32 dtype" -- "$LONGCTX" attend --input ints.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
+bad 3 "u16.h5.*/q: dtype uint16, expected float32 or float16" "uint16 dtype (named, not 'other')" -- "$LONGCTX" attend --input u16.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
+bad 3 "/q: dtype compound \(64 bits\), expected" "compound dtype" -- "$LONGCTX" attend --input compound.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
+# Non-finite inputs and float32 overflow: before, NaN came out in o (and the gradients) with exit 0.
+/usr/bin/python3 -c "
+import h5py, numpy as np
+r = np.random.default_rng(0)
+def make(path, change=None):
+    d = {n: r.standard_normal((16, 2, 4)).astype(np.float32) for n in ('q', 'k', 'v', 'do')}
+    if change: change(d)
+    with h5py.File(path, 'w') as f:
+        for n in d: f[n] = d[n]
+make('nan_q.h5', lambda d: d['q'].__setitem__((13, 1, 2), np.nan))
+make('inf_do.h5', lambda d: d['do'].__setitem__((3, 0, 1), -np.inf))
+def huge_scores(d): d['q'][:] *= 1e20; d['k'][:] *= 1e20
+make('huge_scores.h5', huge_scores)
+def huge_grads(d): d['do'][:] *= 3e37; d['v'][:] *= 100
+make('huge_grads.h5', huge_grads)
+" || fail "could not make the non-finite inputs"
+NF=(--output bad.h5 --quiet --segment-lengths 4,8 --dilation-rates 1,2)
+bad 3 "nan_q.h5: q\[13,1,2\] = nan: the input must be finite" "NaN in q" -- "$LONGCTX" attend --input nan_q.h5 "${NF[@]}"
+bad 3 "r1\] nan_q.h5: q\[13,1,2\] = nan" "NaN in q on rank 1's rows, 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" attend --input nan_q.h5 "${NF[@]}"
+bad 3 "inf_do.h5: do\[3,0,1\] = -inf" "-Inf in do with --backward" -- "$LONGCTX" attend --input inf_do.h5 "${NF[@]}" --backward
+expect_exit 0 "-Inf in do without --backward (do is not read)" -- "$LONGCTX" attend --input inf_do.h5 "${NF[@]}"
+rm -f bad.h5
+bad 3 "the result o\[[0-9,]+\] = nan from a finite huge_scores.h5: float32 overflowed" "scores past float32" -- \
+  "$LONGCTX" attend --input huge_scores.h5 "${NF[@]}"
+bad 3 "the result d[qkv]\[[0-9,]+\] = (nan|-?inf) from a finite huge_grads.h5: float32 overflowed" "gradients past float32" -- \
+  "$LONGCTX" attend --input huge_grads.h5 "${NF[@]}" --backward
 bad 3 "mismatch.h5.*k" "D mismatch between q and k" -- "$LONGCTX" attend --input mismatch.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 3 "do" "--backward without do" -- "$LONGCTX" attend --input noq.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1 --backward
 # A damaged layout: q's chunk shape (16,2,8) with one bit flipped (in an object header that has no checksum;
