@@ -13,7 +13,7 @@ Dtype parse_dtype(const std::string& text) {
   if (text == "fp32") return Dtype::fp32;
   if (text == "bf16") return Dtype::bf16;
   if (text == "fp16") return Dtype::fp16;
-  throw UsageError("--dtype: '" + text + "' is not a dtype; allowed: fp32, bf16, fp16");
+  throw UsageError("--dtype: '" + text + "' is not a dtype; allowed: fp32, bf16, fp16", "dtype");
 }
 
 std::string to_string(Dtype dtype) {

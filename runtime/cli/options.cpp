@@ -424,6 +424,22 @@ void warn_unknown_variables(const std::vector<std::string>& environment_names, c
   }
 }
 
+// "--out --quiet": Boost takes the word after an option as its value, whatever it looks like, so a
+// forgotten value wrote a file named "--quiet" (and a multitoken --text swallowed "--out"). A value that
+// spells an option of the command is refused; a file of such a name is still reachable as ./--quiet.
+void check_values_are_not_options(const po::parsed_options& parsed, const po::options_description& declared) {
+  for (const auto& o : parsed.options) {
+    if (o.position_key != -1) continue;  // a positional argument: no option before it
+    for (const std::string& value : o.value) {
+      const bool long_form = value.size() > 2 && value.rfind("--", 0) == 0;
+      const std::string name = long_form ? value.substr(2, value.find('=') - 2) : value;
+      if ((long_form && declared.find_nothrow(name, false)) || value == "-h")
+        throw UsageError("--" + o.string_key + " has no value: the next word, '" + value +
+                         "', is an option (for a file of that name write ./" + value + ")", o.string_key);
+    }
+  }
+}
+
 // Boost reads "-1" as 2^64 - 1 for an unsigned option; refuse a sign there instead. It also takes "+3"
 // for any integer, where integers are plain digits (as parse_size has them).
 void check_integer_tokens(const po::parsed_options& parsed, const po::options_description& declared,
@@ -488,6 +504,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     const po::parsed_options from_cli = po::command_line_parser(rewrite_switches(args, declared, turned_off))
                                             .options(declared).positional(positional).style(style).run();
     check_integer_tokens(from_cli, declared);
+    check_values_are_not_options(from_cli, declared);
     po::store(from_cli, invocation.options);
     for (const auto& o : from_cli.options) invocation.sources[o.string_key] = "command line";
     for (const auto& name : turned_off) invocation.sources[name] = "command line";
@@ -606,7 +623,8 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
   const double timeout = invocation.options["comm-timeout"].as<double>();
   if (!(timeout > 0) || !std::isfinite(timeout)) {
     std::ostringstream message;
-    message << "--comm-timeout: must be a positive, finite number of seconds, got " << timeout;
+    message << "--comm-timeout: must be a positive, finite number of seconds, got " << timeout
+            << value_source(invocation, "comm-timeout");
     throw UsageError(message.str());
   }
   for (const auto& option : declared.options())

@@ -30,7 +30,7 @@ void declare_attention_options(po::options_description& desc, const std::string&
       ("segment-lengths", schedule_value(default_segments),
        "segment length w of each branch, comma-separated (K/M/G suffixes)")
       ("dilation-rates", schedule_value(default_dilations),
-       "dilation rate r of each branch, comma-separated; one r = 1 branch is required")
+       "dilation rate r of each branch, comma-separated, each at most its w (one that is larger would keep at most one row per segment); one r = 1 branch is required")
       ("causal", po::bool_switch(), "causal masking (a query sees keys at positions <= its own)")
       ("head-offsets", po::value<std::string>()->default_value("paper"),
        "head offsets: paper (h mod r) or grouped (torchscale: h / ceil(H/r))")
@@ -85,7 +85,7 @@ DeviceChoice attention_device(const Invocation& invocation) {
                        "device");
     if (invocation.process.world().size() > 1 && choice.dtype == Dtype::fp32)
       throw UsageError("--device cuda --dtype fp32: the fp32 kernels are the single-GPU reference; on several "
-                       "ranks use --dtype bf16 or fp16");
+                       "ranks use --dtype bf16 or fp16", "dtype");
     // Here, in the config phase, so that under mpirun it is one message, not one per rank and an MPI_Abort.
     if (invocation.process.device() == "cpu")
       throw UsageError("--device cuda: no CUDA device is visible to this process (allowed here: cpu)", "device");

@@ -135,6 +135,19 @@ expect_exit 2 "seq-len = 1.5K in a file" -- "$LONGCTX" bench attention --config 
 expect_in "$OUT/stderr" "--seq-len: '1.5K' is not an integer.*\(from config file .*size.ini\)$" "names the file"
 expect_exit 2 "LONGCTX_MODEL_DILATION_RATES=1,x" -- env LONGCTX_MODEL_DILATION_RATES=1,x "$LONGCTX" train --quiet
 expect_in "$OUT/stderr" "'x' is not an integer.*\(from environment variable LONGCTX_MODEL_DILATION_RATES\)$" "names the variable"
+# A forgotten value: Boost took the next word, an option, as the value (a token file named --quiet, exit 0).
+expect_exit 2 "--out --quiet (no value)" -- "$LONGCTX" data import --text "$OUT/lr.ini" --out --quiet
+expect_in "$OUT/stderr" "--out has no value: the next word, '--quiet', is an option \(for a file of that name write \./--quiet\)" \
+  "says the value is missing"
+[ ! -e --quiet ] && [ ! -e ./--quiet ] && pass "no file named --quiet" || fail "a file named --quiet was written"
+expect_exit 2 "--text --out x.h5 (a list that swallowed --out)" -- "$LONGCTX" data import --text --out "$OUT/x.h5"
+expect_in "$OUT/stderr" "--text has no value: the next word, '--out', is an option" "says --text has no value"
+expect_exit 2 "LONGCTX_COMM_TIMEOUT=0" -- env LONGCTX_COMM_TIMEOUT=0 "$LONGCTX" bench attention --quiet
+expect_in "$OUT/stderr" "--comm-timeout: must be a positive, finite number of seconds, got 0 \(from environment variable LONGCTX_COMM_TIMEOUT\)$" \
+  "comm-timeout names the variable"
+expect_exit 2 "LONGCTX_DTYPE=fp8" -- env LONGCTX_DTYPE=fp8 "$LONGCTX" bench attention --quiet
+expect_in "$OUT/stderr" "--dtype: 'fp8' is not a dtype; allowed: fp32, bf16, fp16 \(from environment variable LONGCTX_DTYPE\)$" \
+  "dtype names the variable"
 # So does a range check of train's, when it is about one key: one about two (beta1 from the file, beta2 from
 # the command line) names no source rather than a wrong one.
 printf '[train]\nbeta1 = 0.5\n' >"$OUT/beta.ini"

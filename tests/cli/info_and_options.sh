@@ -52,6 +52,8 @@ expect_exit 2 "a group followed by a path" -- "$LONGCTX" ckpt runs/ck
 expect_in "$OUT/stderr" "'ckpt' needs a subcommand: ckpt inspect, ckpt verify \('runs/ck' is none of them\)" "a missing subcommand"
 expect_exit 0 "help COMMAND" -- "$LONGCTX" help attend
 expect_in "$OUT/stdout" "usage: longctx attend" "help attend is attend --help"
+expect_exit 0 "--help COMMAND" -- "$LONGCTX" --help bench attention
+expect_in "$OUT/stdout" "usage: longctx bench attention" "--help bench attention is bench attention --help"
 
 expect_exit 0 "--version" -- "$LONGCTX" --version
 expect_in "$OUT/stdout" "^longctx [0-9]+\.[0-9]+\.[0-9]+ \(git ([0-9a-f]{12}(-dirty)?|unknown)," "version and git hash"
