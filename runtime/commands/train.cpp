@@ -66,7 +66,7 @@ void declare(po::options_description& d, po::positional_options_description&) {
       ("model.heads", po::value<int64_t>()->default_value(8), "attention heads (must divide model.dim; keep >= max dilation)")
       ("model.mlp_hidden", po::value<int64_t>()->default_value(0), "MLP hidden width; 0 means 4 * model.dim")
       ("model.segment_lengths", po::value<std::string>()->default_value("256,1024,2048"), "dilated branches: segment lengths w")
-      ("model.dilation_rates", po::value<std::string>()->default_value("1,2,4"), "dilated branches: dilation rates r")
+      ("model.dilation_rates", po::value<std::string>()->default_value("1,2,4"), "dilated branches: dilation rates r (each at most its segment length)")
       ("model.vocab", po::value<int64_t>()->default_value(32), "vocabulary size (>= 32 for passkey/associative)")
       ("model.prev_token_embedding", po::bool_switch(),
        "add an embedding of each row's previous token (token shift; helps content-based copying)")
@@ -712,6 +712,7 @@ int run_train(Invocation& inv) {
       resumed = true;
     }
   check_stages_shardable(r, trainer.step(), P, SpanningSegments::may_end_short);
+  const int64_t first_step = trainer.step();  // 0, or the checkpoint's
   size_t stage = stage_of(trainer.step());
   trainer.set_seq_len(length_of(stage));
   // The data the current stage trains on (data.seq_len's past the curriculum).
@@ -913,7 +914,8 @@ int run_train(Invocation& inv) {
   }
   if (!r.checkpoint_dir.empty() && committed != trainer.step()) checkpoint();
   const double total = std::chrono::duration<double>(Clock::now() - run_start).count();
-  log::info("done: " + std::to_string(trainer.step()) + " steps, " + std::to_string(total) + " s");
+  log::info("done: at step " + std::to_string(trainer.step()) + ", " + std::to_string(trainer.step() - first_step) +
+            " step(s) trained by this run, " + std::to_string(total) + " s");
   return 0;
 }
 

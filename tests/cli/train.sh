@@ -143,6 +143,7 @@ expect_in "$OUT/stderr" "train.steps=4: .*step_00000006.h5, is at step 6 already
 expect_exit 0 "resume at train.steps = the checkpoint's step (evaluates it)" -- "$LONGCTX" train "${SMALL[@]}" \
   --train.steps 6 --checkpoint.dir "$OUT/ck"
 expect_in "$OUT/stdout" "eval step 6 " "evaluates the checkpoint"
+expect_in "$OUT/stderr" "done: at step 6, 0 step\(s\) trained by this run" "says it trained nothing (it said \"6 steps\")"
 
 # ---- length curriculum: short steps first, then data.seq_len; eval always at data.seq_len ------------
 expect_exit 0 "length curriculum" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" --train.steps 4 \
