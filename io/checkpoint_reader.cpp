@@ -223,8 +223,14 @@ std::optional<std::string> find_latest_checkpoint(const std::string& dir) {
   if (!std::regex_match(name, committed_name()))
     throw InputError(latest + ": holds '" + printable(name, 64) + "', not a checkpoint file name like step_00000001.h5");
   const std::string path = dir + "/" + name;
-  if (!std::filesystem::is_regular_file(path))
+  std::error_code error;
+  const auto status = std::filesystem::status(path, error);
+  if (!std::filesystem::exists(status))
     throw InputError(latest + ": names " + name + ", which does not exist in " + dir);
+  if (!std::filesystem::is_regular_file(status))
+    throw InputError(latest + ": names " + name + ", which in " + dir + " is " +
+                     (std::filesystem::is_directory(status) ? "a directory" : "not a regular file") +
+                     ", not a checkpoint file");
   return path;
 }
 

@@ -252,14 +252,17 @@ int run(Invocation& invocation) {
   log::info("forward: " + fixed(f.seconds, 3) + " s" + where + gflops(flops_forward(my_pairs, input.head_dim), f.seconds) +
             " GFLOP/s");
   // From a finite input, a result that is not finite overflowed float32 (a score |q.k| * scale past 3.4e38,
-  // or sums of huge values): said, not written.
+  // or sums of huge values; on a GPU in bf16 / fp16 also the inputs' conversion, fp16's largest being
+  // 65504): said, not written.
+  const std::string arithmetic =
+      device.device == "cuda" && device.dtype != Dtype::fp32 ? to_string(device.dtype) + " (--dtype) or float32" : "float32";
   const auto overflowed = [&](const std::vector<std::pair<const char*, const Tensor*>>& results) {
     std::string problem;
     for (const auto& [name, tensor] : results)
       if (problem.empty())
         if (const std::string at = first_non_finite(*tensor, input.seq_axis, rows, name == std::string("lse")); !at.empty())
           problem = std::string("the result ") + name + at + " from a finite " + input_path +
-                    ": float32 overflowed (scores |q.k| * softmax scale, or values, too large); scale the inputs down "
+                    ": " + arithmetic + " overflowed (scores |q.k| * softmax scale, or values, too large); scale the inputs down "
                     "(nothing was written)";
     return refused_by_any_rank(world, problem);
   };
