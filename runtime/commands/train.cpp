@@ -403,14 +403,27 @@ double step_flops(const model::ModelConfig& m, int64_t n) {
 // after logging but before the next checkpoint left them; this run logs those steps again) and a torn
 // last line, so the file reads like one uninterrupted run; an earlier run's lines before them stay. A failed write stops the run: lines are not
 // lost silently.
+//
+// A run that stopped before its first checkpoint (preempted, killed) and is started again in the same
+// checkpoint.dir is a fresh run, whose earlier start's lines would be read as a run of their own (steps 1-5,
+// then 1, 2, ...). So a fresh run notes in checkpoint.dir where log.jsonl ended when it started (kLogStart:
+// the length and a fingerprint of the text before it), and a fresh start that finds that note, with the
+// same text before and one run's lines after, drops those lines first.
+constexpr const char* kLogStart = ".longctx-log-start";
+
 class JsonLog {
  public:
-  JsonLog(const std::string& path, bool active, int64_t resumed_step) : path_(path) {
+  JsonLog(const std::string& path, bool active, int64_t resumed_step, const std::string& checkpoint_dir) : path_(path) {
     if (!active || path.empty()) return;
-    const Contents file = read();
+    Contents file = read();
     if (resumed_step > 0) {
       trim_after(file, resumed_step);
     } else {  // a fresh run appends, as it always has
+      if (!checkpoint_dir.empty()) {
+        const std::string note = checkpoint_dir + "/" + kLogStart;
+        if (drop_earlier_start(file, note)) file = read();
+        io::write_text_durably(note, std::to_string(file.text.size()) + " " + prefix_fingerprint(file.text, file.text.size()) + "\n");
+      }
       // A last line without its '\n' (a run killed mid-write) would have this run's first line glued to it.
       if (file.torn) {
         io::write_text_durably(path_, file.text.substr(0, file.lines.empty() ? 0 : file.lines.back().end));
@@ -466,6 +479,30 @@ class JsonLog {
       begin = end + 1;
     }
     return file;
+  }
+  static std::string prefix_fingerprint(const std::string& text, size_t bytes) {
+    return Fingerprint().add(text.data(), std::min(bytes, text.size())).hex();
+  }
+  // The lines an earlier start of this run wrote after the length `note` gives, when the text before is
+  // still that of the note and what follows is one run's lines (steps going up): dropped. True when so.
+  bool drop_earlier_start(const Contents& file, const std::string& note) const {
+    std::ifstream in(note);
+    size_t bytes = 0;
+    std::string fingerprint;
+    if (!(in >> bytes >> fingerprint) || bytes >= file.text.size() || prefix_fingerprint(file.text, bytes) != fingerprint)
+      return false;
+    int64_t dropped = 0, last = -1;
+    for (const Line& line : file.lines) {
+      if (line.begin < bytes) continue;
+      if (line.begin != bytes && dropped == 0) return false;  // not at a line's start
+      if (line.step >= 0 && line.step <= last) return false;  // two runs' lines: not only this run's
+      last = line.step >= 0 ? line.step : last;
+      ++dropped;
+    }
+    io::write_text_durably(path_, file.text.substr(0, bytes));
+    log::info("log.jsonl: dropped " + std::to_string(dropped) + " line(s) of an earlier start of this run, which stopped " +
+              "before its first checkpoint (" + note + "); this run logs those steps again");
+    return true;
   }
   // Only this run's lines: those from where the steps last went down (a fresh run appended to an earlier
   // run's file starts again at step 1, which it always logs). Before, an earlier run's lines after `step`
@@ -698,9 +735,12 @@ int run_train(Invocation& inv) {
   };
   bool resumed = false;
   std::optional<train::DataPosition> stored_position;
+  int64_t stored_tokens = 0;  // the checkpoint's tokens_seen: its steps at the lengths they had
   if (!r.checkpoint_dir.empty())
     if (const auto latest = io::find_latest_checkpoint(r.checkpoint_dir)) {
-      stored_position = train::load_checkpoint(trainer, *latest, config_text, mpi);
+      const train::Resumed loaded = train::load_checkpoint(trainer, *latest, config_text, mpi);
+      stored_position = loaded.position;
+      stored_tokens = loaded.tokens_seen;
       // A run cannot go back: a latest past train.steps means the options name another run (or a typo).
       // Before this it printed "done" and exited 0 having trained nothing, which a script took for success.
       if (trainer.step() > r.steps)
@@ -713,6 +753,9 @@ int run_train(Invocation& inv) {
     }
   check_stages_shardable(r, trainer.step(), P, SpanningSegments::may_end_short);
   const int64_t first_step = trainer.step();  // 0, or the checkpoint's
+  // Tokens trained on through `step`: the checkpoint's count, then this run's lengths. (Counting every step
+  // at this run's lengths was wrong after a resume at another data.seq_len.)
+  const auto tokens_seen = [&](int64_t step) { return stored_tokens + tokens_through(step) - tokens_through(first_step); };
   size_t stage = stage_of(trainer.step());
   trainer.set_seq_len(length_of(stage));
   // The data the current stage trains on (data.seq_len's past the curriculum).
@@ -728,7 +771,8 @@ int run_train(Invocation& inv) {
     }
   }
 
-  JsonLog jsonl(r.log_jsonl, rank == 0, trainer.step());
+  JsonLog jsonl(r.log_jsonl, rank == 0, trainer.step(), r.checkpoint_dir);
+  bool log_start_removed = false;  // rank 0: the note JsonLog may have left in checkpoint.dir
   std::unique_ptr<io::ActivationDump> dump;
   if (!r.dump_path.empty() && !r.dump_steps.empty() && *r.dump_steps.rbegin() > trainer.step())
     dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step());
@@ -795,8 +839,11 @@ int run_train(Invocation& inv) {
     }
     io::publish_on_rank0(mpi, "checking checkpoint.dir", [&] { require_checkpoint_dir_lock(r.checkpoint_dir); });
     const std::string path = train::save_checkpoint(trainer, r.checkpoint_dir, r.checkpoint_keep, config_text,
-                                                    tokens_through(trainer.step()), position, mpi);
+                                                    tokens_seen(trainer.step()), position, mpi);
     committed = trainer.step();
+    // From now on a restart resumes (and trims log.jsonl by step): the note of where this run's lines
+    // began is for a start with no checkpoint only.
+    if (rank == 0 && !log_start_removed) log_start_removed = std::remove((r.checkpoint_dir + "/" + kLogStart).c_str()) == 0 || errno == ENOENT;
     log::info("checkpoint " + path);
     if (republish && *r.dump_steps.rbegin() > trainer.step())
       dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step());

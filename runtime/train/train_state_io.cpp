@@ -48,7 +48,9 @@ StoredState read_state(const io::CheckpointReader& reader) {
     state.problems.push_back("/state/global/step holds " +
                              (step.values.empty() ? std::to_string(step.bytes) + " bytes" : std::to_string(step.values[0])) +
                              ", the step attribute says " + std::to_string(reader.step()));
-  if (reader.file().has_dataset("state/global/data_position")) {
+  // has(): the link. A damaged object header fails has_dataset(), which took the file for one written
+  // before checkpoints held a position and resumed from the wrong tokens; read_int64s now refuses it.
+  if (reader.file().has("state/global/data_position")) {
     const StoredInt64s position = read_int64s(reader, "data_position", 2);
     if (position.values.empty())
       state.problems.push_back("/state/global/data_position holds " + std::to_string(position.bytes) +
@@ -60,7 +62,7 @@ StoredState read_state(const io::CheckpointReader& reader) {
     else
       state.position = DataPosition{position.values[0], position.values[1]};
   }
-  if (reader.file().has_dataset("state/global/rng_seed"))
+  if (reader.file().has("state/global/rng_seed"))
     if (const StoredInt64s seed = read_int64s(reader, "rng_seed", 1); seed.values.empty())
       state.problems.push_back("/state/global/rng_seed holds " + std::to_string(seed.bytes) + " bytes, not 8");
   return state;
@@ -321,8 +323,7 @@ std::vector<std::string> checkpoint_model_problems(const io::CheckpointReader& r
   return problems;
 }
 
-std::optional<DataPosition> load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text,
-                                           MPI_Comm comm) {
+Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm) {
   watchdog::Guard guard("reading the checkpoint " + path);
   io::CheckpointReader reader(path, comm);
   io::check_step_matches_file_name(reader);
@@ -360,7 +361,7 @@ std::optional<DataPosition> load_checkpoint(Trainer& trainer, const std::string&
     model::tensor_to_view(view, read("optimizer/v/" + view.name, true), trainer.optimizer().second_moment().data());
   }
   trainer.set_step(reader.step());
-  return state.position;
+  return {state.position, reader.tokens_seen()};
 }
 
 }  // namespace longctx::train

@@ -34,9 +34,13 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
 // [model] option that differs from the checkpoint's /config, a missing or extra tensor, a shape. The
 // sequence length, world size and the train / data options may differ (that is how training continues
 // at a longer length or on more ranks); a different data.task or train.seed is only warned about.
-// Returns the checkpoint's data position; nullopt for one written before checkpoints held it.
-std::optional<DataPosition> load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text,
-                                           MPI_Comm comm);
+// Returns the checkpoint's data position (nullopt for one written before checkpoints held it) and its
+// tokens_seen (what the steps so far trained on, at whatever lengths they had).
+struct Resumed {
+  std::optional<DataPosition> position;
+  int64_t tokens_seen = 0;
+};
+Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm);
 
 // /state/global as text for `ckpt inspect` ("step 2, data position: sequence 2 at token 64, rng seed 1";
 // what the file holds of it), "" when it holds none or `train` did not write it.

@@ -151,6 +151,23 @@ expect_exit 0 "resume from a position past the data" -- "$LONGCTX" train "${FT[@
 expect_in "$OUT/stderr" "data position, token 100000, lies past the [0-9]+ training tokens of data.path=digits.h5" \
   "warns that the position is past the data"
 [ "$(positions pos_far)" = "2:100000 3:32 " ] && pass "and starts the data over" || fail "data positions: $(positions pos_far)"
+# A damaged object header of data_position or rng_seed (one bit): before, the resume took the file for one
+# without a position (exit 0) and trained on the tokens of window `step` instead.
+for name in data_position rng_seed; do
+  mkdir -p "pos_bad_$name" && cp pos/step_00000002.h5 "pos_bad_$name/" && echo step_00000002.h5 >"pos_bad_$name/latest"
+  /usr/bin/python3 - "pos_bad_$name/step_00000002.h5" "$name" <<'PY' || fail "could not damage $name"
+import sys, h5py
+path, name = sys.argv[1], sys.argv[2]
+with h5py.File(path, "r") as f:
+    address = h5py.h5o.get_info(f["state/global/" + name].id).addr
+with open(path, "r+b") as f:
+    f.seek(address + 20); byte = f.read(1)[0]; f.seek(address + 20); f.write(bytes([byte ^ 1]))
+PY
+  expect_exit 3 "ckpt verify: $name's header damaged" -- "$LONGCTX" ckpt verify --quiet "pos_bad_$name/step_00000002.h5"
+  expect_exit 3 "resume: $name's header damaged" -- "$LONGCTX" train "${FT[@]}" --train.steps 3 --checkpoint.dir "pos_bad_$name"
+  expect_in "$OUT/stderr" "/state/global/$name.*(damaged|checksum)" "names the damaged $name"
+  [ ! -e "pos_bad_$name/step_00000003.h5" ] && pass "no step trained from it" || fail "a step was trained from it"
+done
 # An int32 token file whose token 50 is past its vocab attribute: exit 3 naming the file and position.
 /usr/bin/python3 -c "
 import h5py, numpy as np
@@ -239,6 +256,11 @@ for sub in inspect verify; do
   LC_ALL=C grep -qP '[\x00-\x08\x0e-\x1f\x7f-\xff]' $all && fail "$sub: raw bytes reach the terminal" || pass "$sub: no raw bytes"
   [ "$(wc -c <"$OUT/stderr")" -lt 1000 ] && pass "$sub: the message is short" || fail "$sub: $(wc -c <"$OUT/stderr") bytes of message"
 done
+# latest naming a directory said "which does not exist".
+mkdir -p dirlatest/step_00000031.h5 && echo step_00000031.h5 >dirlatest/latest
+expect_exit 3 "inspect a directory whose latest names a directory" -- "$LONGCTX" ckpt inspect dirlatest --quiet
+expect_in "$OUT/stderr" "dirlatest/latest: names step_00000031.h5, which in dirlatest is a directory, not a checkpoint file" \
+  "says it is a directory"
 # data import writes corpus.h5 through corpus.h5.tmp, never through a link there (before: the link's target
 # was overwritten and corpus.h5 became a link to it).
 echo precious >precious.txt

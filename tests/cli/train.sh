@@ -505,6 +505,11 @@ expect_in "$OUT/stderr" "N = 256 over 1 rank \(256 rows each\).*; curriculum: N 
   "the start line gives data.seq_len's rows (before: the first stage's, 64)"
 /usr/bin/python3 -c "import h5py, sys; t = int(h5py.File(sys.argv[1], 'r').attrs['tokens_seen']); sys.exit(0 if t == 64 + 2 * 256 else 1)" \
   "$OUT/cur/step_00000003.h5" && pass "tokens_seen = 64 + 2 x 256" || fail "tokens_seen ignores the curriculum"
+# Resumed at another data.seq_len, the checkpoint's count goes on (before: every step counted at 128).
+expect_exit 0 "resume it at data.seq_len 128" -- "$LONGCTX" train "${BASE[@]}" --model.heads 4 --model.dim 32 \
+  --model.segment_lengths 32,128,256 --data.seq_len 128 --train.steps 5 --checkpoint.dir "$OUT/cur"
+/usr/bin/python3 -c "import h5py, sys; t = int(h5py.File(sys.argv[1], 'r').attrs['tokens_seen']); sys.exit(0 if t == 64 + 2 * 256 + 2 * 128 else 1)" \
+  "$OUT/cur/step_00000005.h5" && pass "tokens_seen = 64 + 2 x 256 + 2 x 128" || fail "tokens_seen after the resume at 128 is wrong"
 
 # ---- SIGUSR1: finish the step, checkpoint, exit 75; resuming gives the uninterrupted losses ----------
 LONG=("${BASE[@]}" --model.heads 4 --model.dim 32 --train.steps 40 --data.seq_len 1024 --model.segment_lengths 32,128,1024)
@@ -601,6 +606,22 @@ expect_exit 0 "a fresh run on a log.jsonl with a torn last line" -- "$LONGCTX" t
 [ "$(losses "$OUT/torn.jsonl" | cut -d' ' -f1 | tr '\n' ' ')" = "10 20 1 2 " ] &&
   /usr/bin/python3 -c "import json, sys; [json.loads(l) for l in open(sys.argv[1])]" "$OUT/torn.jsonl" &&
   pass "the torn line is gone, every line is JSON" || { fail "torn log.jsonl"; cat "$OUT/torn.jsonl"; }
+
+# A start that stopped before its first checkpoint (a preemption; here a nan gradient at step 4), then the
+# same run again in the same checkpoint.dir: before, log.jsonl held steps 1-3, then 1-6, as two runs.
+cp "$OUT/whole.jsonl" "$OUT/early.jsonl"  # an earlier run's lines, which stay
+EARLY=(--train.steps 6 --checkpoint.every 100 --checkpoint.dir "$OUT/early" --log.jsonl "$OUT/early.jsonl")
+expect_exit 1 "a start that stops at step 4, before its first checkpoint" -- env LONGCTX_FAULT_NAN_GRADIENT=4 \
+  "$LONGCTX" train "${SMALL[@]}" "${EARLY[@]}"
+[ "$(wc -l <"$OUT/early.jsonl")" -eq 9 ] && pass "it logged steps 1-3 after the earlier run's" ||
+  fail "log.jsonl has $(wc -l <"$OUT/early.jsonl") lines"
+expect_exit 0 "the same run again" -- "$LONGCTX" train "${SMALL[@]}" "${EARLY[@]}"
+expect_in "$OUT/stderr" "log.jsonl: dropped 3 line\(s\) of an earlier start of this run, which stopped before its first checkpoint" \
+  "says what it dropped"
+cmp -s <(head -6 "$OUT/early.jsonl") "$OUT/whole.jsonl" && diff <(losses "$OUT/whole.jsonl") <(tail -6 "$OUT/early.jsonl" | losses /dev/stdin) \
+  >/dev/null && [ "$(wc -l <"$OUT/early.jsonl")" -eq 12 ] && pass "the earlier run's lines, then this run's once" ||
+  { fail "log.jsonl after a restart before the first checkpoint"; cat "$OUT/early.jsonl"; }
+[ ! -e "$OUT/early/.longctx-log-start" ] && pass "the note goes with the first checkpoint" || fail "the note is still there"
 
 # ---- kill -9 after a dumped step and a checkpoint: the resumed run keeps that dump (the dump is
 # published with each checkpoint after a dumped step; before, it lived in .tmp until the run ended) ----
