@@ -82,7 +82,8 @@ struct Parsed {
 void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed& parsed) {
   if (args.empty()) throw UsageError("no command given\n\n" + top_help());
   if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    if (args.size() > 1) {  // `longctx help attend` (or --help attend) is `longctx attend --help`
+    // `longctx help attend` (or --help attend) is `longctx attend --help`; `help --help` is the top help.
+    if (args.size() > 1 && args[1] != "--help" && args[1] != "-h" && args[1] != "help") {
       std::vector<std::string> command_help(args.begin() + 1, args.end());
       command_help.push_back("--help");
       parse(process, command_help, parsed);

@@ -32,7 +32,8 @@ struct Command {
   // Optional: what every rank must see alike of its inputs, as (what, value) pairs (the input's shape, the
   // lock file rank 0 wrote in checkpoint.dir). Run on every rank once the config phase passed on all (so
   // it may read what `check` wrote on rank 0), and compared with rank 0's, as the options are: a rank
-  // that differs ends the run with exit 2, saying what differs.
+  // that differs ends the run with exit 2, saying what differs. Collectives (probe_directory) go first:
+  // a rank that throws goes to main.cpp's agreement, which the others would not reach from a collective.
   std::function<std::vector<std::pair<std::string, std::string>>(const Invocation&)> shared_inputs = nullptr;
 };
 

@@ -430,6 +430,7 @@ void warn_unknown_variables(const std::vector<std::string>& environment_names, c
 void check_values_are_not_options(const po::parsed_options& parsed, const po::options_description& declared) {
   for (const auto& o : parsed.options) {
     if (o.position_key != -1) continue;  // a positional argument: no option before it
+    if (o.original_tokens.size() == 1 && o.original_tokens[0].find('=') != std::string::npos) continue;  // --out=--x: meant
     for (const std::string& value : o.value) {
       const bool long_form = value.size() > 2 && value.rfind("--", 0) == 0;
       const std::string name = long_form ? value.substr(2, value.find('=') - 2) : value;

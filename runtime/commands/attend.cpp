@@ -104,13 +104,16 @@ void check_options(const Invocation& invocation) {
 std::vector<std::pair<std::string, std::string>> shared_inputs(const Invocation& invocation) {
   const auto& vm = invocation.options;
   const bool backward = vm["backward"].as<bool>();
-  const io::h5::File file = io::h5::File::open(vm["input"].as<std::string>(), io::h5::Mode::read, MPI_COMM_NULL);
-  const io::AttendInput input = io::check_attend_input(file, backward);
-  std::vector<std::pair<std::string, std::string>> seen{{"the shape of --input's q, k, v", to_string(input.shape)}};
+  std::vector<std::pair<std::string, std::string>> seen;
+  // The probe first: it is collective, and the reads below may throw on one rank only (which then goes on
+  // to main.cpp's agreement while the others would wait in the probe).
   const std::string output = vm["output"].as<std::string>();
   if (invocation.process.world().size() > 1)
     seen.emplace_back("--output's directory " + io::directory_of(output) + " (rank 0's probe file)",
                       probe_directory(invocation.process.world(), io::directory_of(output)));
+  const io::h5::File file = io::h5::File::open(vm["input"].as<std::string>(), io::h5::Mode::read, MPI_COMM_NULL);
+  const io::AttendInput input = io::check_attend_input(file, backward);
+  seen.emplace_back("the shape of --input's q, k, v", to_string(input.shape));
   if (input.virtual_layout || input.seq_len == 0) return seen;
   Fingerprint fingerprint;
   for (const char* name : {"q", "k", "v", "do"}) {

@@ -42,6 +42,14 @@ std::string probe_directory(comm::Communicator& world, const std::string& dir) {
       if (!made[0]) ::unlink(probe.c_str());
     }
   }
+  // Rank 0 removes its probe when done, also when a collective below throws (a timeout).
+  struct Remove {
+    bool owner;
+    const std::string& path;
+    ~Remove() {
+      if (owner) ::unlink(path.c_str());
+    }
+  } remove{world.rank() == 0 && made[0] != 0, probe};
   world.broadcast(Span<int>(made), 0);
   if (!made[0]) return "(not checked: rank 0 could not make a file there)";
   std::vector<char> name(probe.begin(), probe.end());  // rank 0's name: its pid and host
@@ -61,7 +69,6 @@ std::string probe_directory(comm::Communicator& world, const std::string& dir) {
     seen = "\"" + std::string(got, n > 0 ? static_cast<size_t>(n) : 0) + "\" in it";
   }
   world.barrier();  // every rank has looked
-  if (world.rank() == 0) ::unlink(path.c_str());
   return seen;
 }
 

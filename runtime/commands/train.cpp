@@ -406,9 +406,11 @@ double step_flops(const model::ModelConfig& m, int64_t n) {
 //
 // A run that stopped before its first checkpoint (preempted, killed) and is started again in the same
 // checkpoint.dir is a fresh run, whose earlier start's lines would be read as a run of their own (steps 1-5,
-// then 1, 2, ...). So a fresh run notes in checkpoint.dir where log.jsonl ended when it started (kLogStart:
-// the length and a fingerprint of the text before it), and a fresh start that finds that note, with the
-// same text before and one run's lines after, drops those lines first.
+// then 1, 2, ...). So until its first checkpoint a fresh run keeps a note in checkpoint.dir (kLogStart) of
+// which file it logs to (inode), where its lines begin and end (rewritten after each line) and a
+// fingerprint of the text before them. A fresh start that finds the file as the note left it (the same
+// inode and text before, nothing after the end but a torn line) drops those lines first. Anything else
+// (another run appended since, the file replaced) keeps every line: the note never costs another run's.
 constexpr const char* kLogStart = ".longctx-log-start";
 
 class JsonLog {
@@ -420,9 +422,8 @@ class JsonLog {
       trim_after(file, resumed_step);
     } else {  // a fresh run appends, as it always has
       if (!checkpoint_dir.empty()) {
-        const std::string note = checkpoint_dir + "/" + kLogStart;
-        if (drop_earlier_start(file, note)) file = read();
-        io::write_text_durably(note, std::to_string(file.text.size()) + " " + prefix_fingerprint(file.text, file.text.size()) + "\n");
+        note_ = checkpoint_dir + "/" + kLogStart;
+        if (drop_earlier_start(file)) file = read();
       }
       // A last line without its '\n' (a run killed mid-write) would have this run's first line glued to it.
       if (file.torn) {
@@ -441,6 +442,20 @@ class JsonLog {
     }
     out_.open(path, std::ios::app);
     if (!out_) throw UsageError("log.jsonl=" + path + ": cannot open for appending");
+    if (!note_.empty()) {
+      const Contents now = read();
+      begin_ = end_ = now.text.size();
+      before_ = prefix_fingerprint(now.text, begin_);
+      struct stat info {};
+      inode_ = ::stat(path.c_str(), &info) == 0 ? static_cast<uint64_t>(info.st_ino) : 0;
+      write_note();
+    }
+  }
+  // The first checkpoint is committed: a restart resumes from it (and trims by step); no note any more.
+  void forget_start() {
+    if (note_.empty()) return;
+    std::remove(note_.c_str());
+    note_.clear();
   }
   // Whether `step` is logged off the log.every grid: step 1 of a fresh run appending to earlier lines.
   bool must_log(int64_t step) const { return log_step_one_ && step == 1; }
@@ -448,6 +463,8 @@ class JsonLog {
     if (!out_.is_open()) return;
     out_ << line << "\n" << std::flush;
     if (!out_) throw InternalError("log.jsonl=" + path_ + ": write failed (disk full?); the checkpoints are unaffected");
+    end_ += line.size() + 1;
+    if (!note_.empty()) write_note();
   }
 
  private:
@@ -483,25 +500,27 @@ class JsonLog {
   static std::string prefix_fingerprint(const std::string& text, size_t bytes) {
     return Fingerprint().add(text.data(), std::min(bytes, text.size())).hex();
   }
-  // The lines an earlier start of this run wrote after the length `note` gives, when the text before is
-  // still that of the note and what follows is one run's lines (steps going up): dropped. True when so.
-  bool drop_earlier_start(const Contents& file, const std::string& note) const {
-    std::ifstream in(note);
-    size_t bytes = 0;
-    std::string fingerprint;
-    if (!(in >> bytes >> fingerprint) || bytes >= file.text.size() || prefix_fingerprint(file.text, bytes) != fingerprint)
+  // Not synced: a note lost in a crash is older than the file, which then keeps its lines.
+  void write_note() const {
+    std::ofstream(note_, std::ios::trunc) << inode_ << " " << begin_ << " " << end_ << " " << before_ << "\n";
+  }
+  // The lines an earlier start of this run wrote, as its note gives them, when the file is as that start
+  // left it: dropped (true).
+  bool drop_earlier_start(const Contents& file) const {
+    std::ifstream in(note_);
+    uint64_t inode = 0;
+    size_t begin = 0, end = 0;
+    std::string before;
+    struct stat info {};
+    if (!(in >> inode >> begin >> end >> before) || ::stat(path_.c_str(), &info) != 0 ||
+        static_cast<uint64_t>(info.st_ino) != inode || begin > end || end > file.text.size() || begin == file.text.size() ||
+        file.text.find('\n', end) != std::string::npos || prefix_fingerprint(file.text, begin) != before)
       return false;
-    int64_t dropped = 0, last = -1;
-    for (const Line& line : file.lines) {
-      if (line.begin < bytes) continue;
-      if (line.begin != bytes && dropped == 0) return false;  // not at a line's start
-      if (line.step >= 0 && line.step <= last) return false;  // two runs' lines: not only this run's
-      last = line.step >= 0 ? line.step : last;
-      ++dropped;
-    }
-    io::write_text_durably(path_, file.text.substr(0, bytes));
+    int64_t dropped = 0;
+    for (const Line& line : file.lines) dropped += line.begin >= begin;
+    io::write_text_durably(path_, file.text.substr(0, begin));
     log::info("log.jsonl: dropped " + std::to_string(dropped) + " line(s) of an earlier start of this run, which stopped " +
-              "before its first checkpoint (" + note + "); this run logs those steps again");
+              "before its first checkpoint (" + note_ + "); this run logs those steps again");
     return true;
   }
   // Only this run's lines: those from where the steps last went down (a fresh run appended to an earlier
@@ -533,6 +552,10 @@ class JsonLog {
   std::string path_;
   std::ofstream out_;
   bool log_step_one_ = false;
+  std::string note_;  // checkpoint.dir's kLogStart until the first checkpoint; "" when none
+  uint64_t inode_ = 0;
+  size_t begin_ = 0, end_ = 0;  // this run's lines in the file
+  std::string before_;          // fingerprint of the text before them
 };
 
 void dump_layers(io::ActivationDump& dump, model::Model& model, const RunOptions& r, int64_t step,
@@ -772,7 +795,6 @@ int run_train(Invocation& inv) {
   }
 
   JsonLog jsonl(r.log_jsonl, rank == 0, trainer.step(), r.checkpoint_dir);
-  bool log_start_removed = false;  // rank 0: the note JsonLog may have left in checkpoint.dir
   std::unique_ptr<io::ActivationDump> dump;
   if (!r.dump_path.empty() && !r.dump_steps.empty() && *r.dump_steps.rbegin() > trainer.step())
     dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step());
@@ -841,9 +863,7 @@ int run_train(Invocation& inv) {
     const std::string path = train::save_checkpoint(trainer, r.checkpoint_dir, r.checkpoint_keep, config_text,
                                                     tokens_seen(trainer.step()), position, mpi);
     committed = trainer.step();
-    // From now on a restart resumes (and trims log.jsonl by step): the note of where this run's lines
-    // began is for a start with no checkpoint only.
-    if (rank == 0 && !log_start_removed) log_start_removed = std::remove((r.checkpoint_dir + "/" + kLogStart).c_str()) == 0 || errno == ENOENT;
+    jsonl.forget_start();
     log::info("checkpoint " + path);
     if (republish && *r.dump_steps.rbegin() > trainer.step())
       dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step());
@@ -962,7 +982,7 @@ int run_train(Invocation& inv) {
   if (!r.checkpoint_dir.empty() && committed != trainer.step()) checkpoint();
   const double total = std::chrono::duration<double>(Clock::now() - run_start).count();
   log::info("done: at step " + std::to_string(trainer.step()) + ", " + std::to_string(trainer.step() - first_step) +
-            " step(s) trained by this run, " + std::to_string(total) + " s");
+            " step(s) trained by this run, " + std::to_string(static_cast<int64_t>(std::lround(total))) + " s");
   return 0;
 }
 
@@ -1035,6 +1055,12 @@ Command train_command() {
   // files hung).
   const auto shared_inputs = [](const Invocation& inv) {
     std::vector<std::pair<std::string, std::string>> seen;
+    // The probe first: it is collective, and the reads below may throw on one rank only (which then goes
+    // on to main.cpp's agreement while the others would wait in the probe).
+    const std::string dump = inv.options["dump.activations"].as<std::string>();
+    if (!dump.empty() && inv.process.world().size() > 1)
+      seen.emplace_back("dump.activations' directory " + io::directory_of(dump) + " (rank 0's probe file)",
+                        probe_directory(inv.process.world(), io::directory_of(dump)));
     const std::string dir = inv.options["checkpoint.dir"].as<std::string>();
     if (!dir.empty()) {
       // Every rank looked for checkpoint.dir in the config phase, before rank 0 made it: a network file
@@ -1057,10 +1083,6 @@ Command train_command() {
       }
       seen.emplace_back("the first and last 4096 tokens of data.path", "fingerprint " + fingerprint.hex());
     }
-    const std::string dump = inv.options["dump.activations"].as<std::string>();
-    if (!dump.empty() && inv.process.world().size() > 1)
-      seen.emplace_back("dump.activations' directory " + io::directory_of(dump) + " (rank 0's probe file)",
-                        probe_directory(inv.process.world(), io::directory_of(dump)));
     return seen;
   };
   return {"train", "train the sequence-parallel LongNet LM (passkey, associative, token file)", "", declare,

@@ -140,6 +140,10 @@ expect_exit 2 "--out --quiet (no value)" -- "$LONGCTX" data import --text "$OUT/
 expect_in "$OUT/stderr" "--out has no value: the next word, '--quiet', is an option \(for a file of that name write \./--quiet\)" \
   "says the value is missing"
 [ ! -e --quiet ] && [ ! -e ./--quiet ] && pass "no file named --quiet" || fail "a file named --quiet was written"
+expect_exit 0 "--out=--dashed.h5 (a value given with =: meant)" -- "$LONGCTX" data import --quiet --text "$OUT/lr.ini" \
+  --out=--dashed.h5
+[ -e ./--dashed.h5 ] && pass "wrote ./--dashed.h5" || fail "no ./--dashed.h5"
+rm -f ./--dashed.h5
 expect_exit 2 "--text --out x.h5 (a list that swallowed --out)" -- "$LONGCTX" data import --text --out "$OUT/x.h5"
 expect_in "$OUT/stderr" "--text has no value: the next word, '--out', is an option" "says --text has no value"
 expect_exit 2 "LONGCTX_COMM_TIMEOUT=0" -- env LONGCTX_COMM_TIMEOUT=0 "$LONGCTX" bench attention --quiet
@@ -236,7 +240,7 @@ expect_in "$OUT/stderr" "on rank 1 of 2 .*: report not set here, rep.json on ran
 expect_exit 0 "threads on rank 1 only (a setting of each rank)" -- "${TWO[@]}" . LONGCTX_THREADS=1 -- "${ATTEND[@]}"
 rm -f o.h5
 expect_exit 2 "rank 1 reads another qkv.h5 (another working directory)" -- "${TWO[@]}" ../r1 -- "${ATTEND[@]}"
-expect_in "$OUT/stderr" "on rank 1 of 2 .*: the shape of --input's q, k, v = \[512,2,16\] here, \[1024,2,16\] on rank 0" \
+expect_in "$OUT/stderr" "on rank 1 of 2 .*[:;] the shape of --input's q, k, v = \[512,2,16\] here, \[1024,2,16\] on rank 0" \
   "names the shapes"
 # The same shape, other contents (a stale node-local copy): before, another result with exit 0.
 /usr/bin/python3 "$HERE/../../jobs/demo/make_qkv.py" --seq-len 1024 --heads 2 --head-dim 16 --seed 1 ../r1/qkv.h5 \

@@ -52,6 +52,10 @@ expect_exit 2 "a group followed by a path" -- "$LONGCTX" ckpt runs/ck
 expect_in "$OUT/stderr" "'ckpt' needs a subcommand: ckpt inspect, ckpt verify \('runs/ck' is none of them\)" "a missing subcommand"
 expect_exit 0 "help COMMAND" -- "$LONGCTX" help attend
 expect_in "$OUT/stdout" "usage: longctx attend" "help attend is attend --help"
+for twice in "help --help" "--help --help" "-h -h" "help help"; do  # these recursed until the stack overflowed
+  expect_exit 0 "longctx $twice" -- "$LONGCTX" $twice
+  expect_in "$OUT/stdout" "^commands:" "longctx $twice is the top help"
+done
 expect_exit 0 "--help COMMAND" -- "$LONGCTX" --help bench attention
 expect_in "$OUT/stdout" "usage: longctx bench attention" "--help bench attention is bench attention --help"
 

@@ -622,6 +622,14 @@ cmp -s <(head -6 "$OUT/early.jsonl") "$OUT/whole.jsonl" && diff <(losses "$OUT/w
   >/dev/null && [ "$(wc -l <"$OUT/early.jsonl")" -eq 12 ] && pass "the earlier run's lines, then this run's once" ||
   { fail "log.jsonl after a restart before the first checkpoint"; cat "$OUT/early.jsonl"; }
 [ ! -e "$OUT/early/.longctx-log-start" ] && pass "the note goes with the first checkpoint" || fail "the note is still there"
+# But never another run's lines: here one appended to the file after that start stopped (review: a note of
+# only a length and a fingerprint dropped them).
+EARLY2=(--train.steps 6 --checkpoint.every 100 --checkpoint.dir "$OUT/early2" --log.jsonl "$OUT/early2.jsonl")
+expect_exit 1 "a start that stops at step 2" -- env LONGCTX_FAULT_NAN_GRADIENT=2 "$LONGCTX" train "${SMALL[@]}" "${EARLY2[@]}"
+expect_exit 0 "another run appends to its log.jsonl" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 6 --log.jsonl "$OUT/early2.jsonl"
+expect_exit 0 "the first run again" -- "$LONGCTX" train "${SMALL[@]}" "${EARLY2[@]}"
+! grep -q "dropped" "$OUT/stderr" && [ "$(wc -l <"$OUT/early2.jsonl")" -eq 13 ] && pass "every line stays (1 + 6 + 6)" ||
+  { fail "lines were dropped"; cat "$OUT/early2.jsonl"; }
 
 # ---- kill -9 after a dumped step and a checkpoint: the resumed run keeps that dump (the dump is
 # published with each checkpoint after a dumped step; before, it lived in .tmp until the run ended) ----
