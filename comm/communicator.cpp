@@ -79,6 +79,15 @@ Request& Request::operator=(Request&& other) noexcept {
 
 Request::~Request() { finish_quietly(impl_); }
 
+std::string broadcast_text(Communicator& comm, const std::string& text, int root) {
+  std::vector<int64_t> length{static_cast<int64_t>(text.size())};
+  comm.broadcast(Span<int64_t>(length), root);
+  std::vector<char> bytes(static_cast<size_t>(length[0]));
+  if (comm.rank() == root) bytes.assign(text.begin(), text.end());
+  comm.broadcast(Span<char>(bytes), root);
+  return std::string(bytes.begin(), bytes.end());
+}
+
 void Request::wait() {
   if (!impl_) return;
   std::unique_ptr<Impl> pending = std::move(impl_);

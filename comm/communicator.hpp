@@ -187,4 +187,7 @@ class Communicator {
   double timeout_seconds_ = 600;
 };
 
+// `text` of rank `root`, on every rank (its length, then its bytes): collective.
+std::string broadcast_text(Communicator& comm, const std::string& text, int root);
+
 }  // namespace longctx::comm

@@ -467,15 +467,16 @@ Dataspace Dataset::file_space() const {
 
 Shape Dataset::shape() const { return file_space().dims(); }
 
-ElementType Dataset::element_type() const {
+Handle Dataset::datatype() const {
   Handle type(H5Dget_type(id()), H5Tclose);
   if (!type.valid()) throw_input(where_.describe() + ": datatype");
-  return classify(type.id());
+  return type;
 }
 
+ElementType Dataset::element_type() const { return classify(datatype().id()); }
+
 std::string Dataset::dtype_name() const {
-  Handle type(H5Dget_type(id()), H5Tclose);
-  if (!type.valid()) throw_input(where_.describe() + ": datatype");
+  const Handle type = datatype();
   const ElementType known = classify(type.id());
   if (known != ElementType::other) return to_string(known);
   const std::string bits = std::to_string(8 * H5Tget_size(type.id()));
@@ -495,9 +496,7 @@ std::string Dataset::dtype_name() const {
 }
 
 size_t Dataset::element_bytes() const {
-  Handle type(H5Dget_type(id()), H5Tclose);
-  if (!type.valid()) throw_input(where_.describe() + ": datatype");
-  return H5Tget_size(type.id());
+  return H5Tget_size(datatype().id());
 }
 
 bool Dataset::virtual_layout() const {
@@ -914,7 +913,7 @@ void Dataset::set_extent(const Shape& dims) {
 }
 
 std::string Dataset::read_string() const {
-  Handle type(H5Dget_type(id()), H5Tclose);
+  const Handle type = datatype();
   if (file_space().selected_count() != 1) throw InputError(where_.describe() + ": not a single string");
   // Every rank reads the whole (small) value: an independent read is enough and needs no partners.
   const PropertyList transfer = PropertyList::transfer(Transfer::independent, parallel());

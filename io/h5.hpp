@@ -210,6 +210,7 @@ class Dataset : public Object {
   void require_rank(size_t min_rank, size_t max_rank) const;
 
  private:
+  Handle datatype() const;  // the file type; InputError when HDF5 cannot give it
   void require_allocated(int depth, const RowBlock* only) const;
   void require_virtual_sources(int depth, const RowBlock* only) const;
   void require_external_files(hid_t create_plist) const;

@@ -163,18 +163,14 @@ std::string differences_from_rank0(comm::Communicator& world, const std::vector<
                                    const cli::Invocation& invocation) {
   std::string mine;
   for (const auto& [what, value] : state) mine += what + '\0' + value + '\0';
-  std::vector<int64_t> length{static_cast<int64_t>(mine.size())};
-  world.broadcast(Span<int64_t>(length), 0);
-  std::vector<uint8_t> bytes(static_cast<size_t>(length[0]));
-  if (world.rank() == 0) bytes.assign(mine.begin(), mine.end());
-  world.broadcast(Span<uint8_t>(bytes), 0);
+  const std::string bytes = comm::broadcast_text(world, mine, 0);
   if (world.rank() == 0) return "";
   std::map<std::string, std::string> rank0;
   std::string fields[2];
   int field = 0;
-  for (uint8_t byte : bytes) {
+  for (const char byte : bytes) {
     if (byte != 0) {
-      fields[field] += static_cast<char>(byte);
+      fields[field] += byte;
       continue;
     }
     if (++field == 2) {

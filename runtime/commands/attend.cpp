@@ -130,7 +130,7 @@ std::vector<std::pair<std::string, std::string>> shared_inputs(const Invocation&
 
 // The first element of this rank's block `t` (rows `rows` of a tensor with `seq_axis`) that is NaN or
 // +-Inf (or, with allow_minus_inf, NaN or +Inf: lse's uncovered rows are -inf), as its index in the whole
-// tensor ("[5,1,2]"); "" when there is none. One vectorised pass over the bits, then a search only when
+// tensor and value ("[5,1,2] = nan"); "" when there is none. One vectorised pass over the bits, then a search only when
 // one was found.
 std::string first_non_finite(const Tensor& t, size_t seq_axis, io::RowRange rows, bool allow_minus_inf = false) {
   const auto* bits = reinterpret_cast<const uint32_t*>(t.data());
@@ -154,6 +154,15 @@ std::string first_non_finite(const Tensor& t, size_t seq_axis, io::RowRange rows
   std::string text = "[";
   for (size_t axis = 0; axis < index.size(); ++axis) text += (axis ? "," : "") + std::to_string(index[axis]);
   return text + "] = " + (std::isnan(value) ? "nan" : value > 0 ? "inf" : "-inf");
+}
+
+// The first NaN or Inf of `tensors` (name, this rank's block), as "q[13,1,2] = nan" (lse's -inf allowed);
+// "" when none.
+using NamedTensors = std::vector<std::pair<std::string, const Tensor*>>;
+std::string first_non_finite_of(const NamedTensors& tensors, size_t seq_axis, io::RowRange rows) {
+  for (const auto& [name, tensor] : tensors)
+    if (const std::string at = first_non_finite(*tensor, seq_axis, rows, name == "lse"); !at.empty()) return name + at;
+  return "";
 }
 
 // Every rank learns whether any rank found a `problem` (this rank's; "" when none); the lowest such rank
@@ -215,12 +224,11 @@ int run(Invocation& invocation) {
 
   // NaN or Inf in the input would come out as NaN in o (and the gradients) with exit 0: refused.
   {
-    std::string problem;
-    for (const auto& [name, tensor] : {std::pair<const char*, const Tensor*>{"q", &q}, {"k", &k}, {"v", &v}, {"do", &dout}})
-      if (problem.empty() && (name != std::string("do") || backward))
-        if (const std::string at = first_non_finite(*tensor, input.seq_axis, rows); !at.empty())
-          problem = input_path + ": " + name + at + ": the input must be finite (nothing was computed or written)";
-    if (refused_by_any_rank(world, problem)) return static_cast<int>(ExitCode::bad_input);
+    NamedTensors inputs{{"q", &q}, {"k", &k}, {"v", &v}};
+    if (backward) inputs.emplace_back("do", &dout);
+    const std::string bad = first_non_finite_of(inputs, input.seq_axis, rows);
+    if (refused_by_any_rank(world, bad.empty() ? "" : input_path + ": " + bad + ": the input must be finite (nothing was computed or written)"))
+      return static_cast<int>(ExitCode::bad_input);
   }
 
   // Fault injection for the no-hang test: this rank fails while the others enter the all-gathers.
@@ -259,15 +267,11 @@ int run(Invocation& invocation) {
   // 65504): said, not written.
   const std::string arithmetic =
       device.device == "cuda" && device.dtype != Dtype::fp32 ? to_string(device.dtype) + " (--dtype) or float32" : "float32";
-  const auto overflowed = [&](const std::vector<std::pair<const char*, const Tensor*>>& results) {
-    std::string problem;
-    for (const auto& [name, tensor] : results)
-      if (problem.empty())
-        if (const std::string at = first_non_finite(*tensor, input.seq_axis, rows, name == std::string("lse")); !at.empty())
-          problem = std::string("the result ") + name + at + " from a finite " + input_path +
-                    ": " + arithmetic + " overflowed (scores |q.k| * softmax scale, or values, too large); scale the inputs down "
-                    "(nothing was written)";
-    return refused_by_any_rank(world, problem);
+  const auto overflowed = [&](const NamedTensors& results) {
+    const std::string bad = first_non_finite_of(results, input.seq_axis, rows);
+    return refused_by_any_rank(world, bad.empty() ? "" : "the result " + bad + " from a finite " + input_path + ": " +
+                                          arithmetic + " overflowed (scores |q.k| * softmax scale, or values, too large); "
+                                          "scale the inputs down (nothing was written)");
   };
   if (overflowed({{"o", &o}, {"lse", &lse}})) return static_cast<int>(ExitCode::bad_input);
   if (backward) {

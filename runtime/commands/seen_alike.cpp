@@ -52,12 +52,7 @@ std::string probe_directory(comm::Communicator& world, const std::string& dir) {
   } remove{world.rank() == 0 && made[0] != 0, probe};
   world.broadcast(Span<int>(made), 0);
   if (!made[0]) return "(not checked: rank 0 could not make a file there)";
-  std::vector<char> name(probe.begin(), probe.end());  // rank 0's name: its pid and host
-  std::vector<int64_t> length{static_cast<int64_t>(name.size())};
-  world.broadcast(Span<int64_t>(length), 0);
-  name.resize(static_cast<size_t>(length[0]));
-  world.broadcast(Span<char>(name), 0);
-  const std::string path(name.begin(), name.end());
+  const std::string path = comm::broadcast_text(world, probe, 0);  // rank 0's name: its pid and host
   std::string seen;
   const int fd = open_made_elsewhere(path);
   if (fd < 0) {

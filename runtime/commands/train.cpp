@@ -423,11 +423,12 @@ class JsonLog {
     } else {  // a fresh run appends, as it always has
       if (!checkpoint_dir.empty()) {
         note_ = checkpoint_dir + "/" + kLogStart;
-        if (drop_earlier_start(file)) file = read();
+        drop_earlier_start(file);
       }
       // A last line without its '\n' (a run killed mid-write) would have this run's first line glued to it.
       if (file.torn) {
-        io::write_text_durably(path_, file.text.substr(0, file.lines.empty() ? 0 : file.lines.back().end));
+        file = parse(file.text.substr(0, file.lines.empty() ? 0 : file.lines.back().end));
+        io::write_text_durably(path_, file.text);
         log::info("log.jsonl: dropped its torn last line (an earlier run stopped while writing it)");
       }
       int64_t earlier = 0;
@@ -442,10 +443,9 @@ class JsonLog {
     }
     out_.open(path, std::ios::app);
     if (!out_) throw UsageError("log.jsonl=" + path + ": cannot open for appending");
-    if (!note_.empty()) {
-      const Contents now = read();
-      begin_ = end_ = now.text.size();
-      before_ = prefix_fingerprint(now.text, begin_);
+    if (!note_.empty()) {  // `file` is the file as this run starts appending to it
+      begin_ = end_ = file.text.size();
+      before_ = prefix_fingerprint(file.text, begin_);
       struct stat info {};
       inode_ = ::stat(path.c_str(), &info) == 0 ? static_cast<uint64_t>(info.st_ino) : 0;
       write_note();
@@ -479,10 +479,13 @@ class JsonLog {
   };
   // The file as it is (empty when there is none), read once.
   Contents read() const {
-    Contents file;
     std::ifstream in(path_);
-    if (!in) return file;
-    file.text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    return parse(in ? std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()) : std::string());
+  }
+  // `text` in lines: what the file holds after it was cut to `text` (no need to read it again).
+  static Contents parse(std::string text_of_file) {
+    Contents file;
+    file.text = std::move(text_of_file);
     const std::string& text = file.text;
     for (size_t begin = 0; begin < text.size();) {
       const size_t end = text.find('\n', begin);
@@ -505,8 +508,8 @@ class JsonLog {
     std::ofstream(note_, std::ios::trunc) << inode_ << " " << begin_ << " " << end_ << " " << before_ << "\n";
   }
   // The lines an earlier start of this run wrote, as its note gives them, when the file is as that start
-  // left it: dropped (true).
-  bool drop_earlier_start(const Contents& file) const {
+  // left it: dropped, from the file and from `file`.
+  void drop_earlier_start(Contents& file) const {
     std::ifstream in(note_);
     uint64_t inode = 0;
     size_t begin = 0, end = 0;
@@ -515,13 +518,13 @@ class JsonLog {
     if (!(in >> inode >> begin >> end >> before) || ::stat(path_.c_str(), &info) != 0 ||
         static_cast<uint64_t>(info.st_ino) != inode || begin > end || end > file.text.size() || begin == file.text.size() ||
         file.text.find('\n', end) != std::string::npos || prefix_fingerprint(file.text, begin) != before)
-      return false;
+      return;
     int64_t dropped = 0;
     for (const Line& line : file.lines) dropped += line.begin >= begin;
-    io::write_text_durably(path_, file.text.substr(0, begin));
+    file = parse(file.text.substr(0, begin));
+    io::write_text_durably(path_, file.text);
     log::info("log.jsonl: dropped " + std::to_string(dropped) + " line(s) of an earlier start of this run, which stopped " +
               "before its first checkpoint (" + note_ + "); this run logs those steps again");
-    return true;
   }
   // Only this run's lines: those from where the steps last went down (a fresh run appended to an earlier
   // run's file starts again at step 1, which it always logs). Before, an earlier run's lines after `step`
@@ -757,13 +760,10 @@ int run_train(Invocation& inv) {
     return tokens + (step - done) * r.trainer.seq_len;
   };
   bool resumed = false;
-  std::optional<train::DataPosition> stored_position;
-  int64_t stored_tokens = 0;  // the checkpoint's tokens_seen: its steps at the lengths they had
+  train::Resumed stored;  // the checkpoint's data position and tokens_seen (its steps at the lengths they had)
   if (!r.checkpoint_dir.empty())
     if (const auto latest = io::find_latest_checkpoint(r.checkpoint_dir)) {
-      const train::Resumed loaded = train::load_checkpoint(trainer, *latest, config_text, mpi);
-      stored_position = loaded.position;
-      stored_tokens = loaded.tokens_seen;
+      stored = train::load_checkpoint(trainer, *latest, config_text, mpi);
       // A run cannot go back: a latest past train.steps means the options name another run (or a typo).
       // Before this it printed "done" and exited 0 having trained nothing, which a script took for success.
       if (trainer.step() > r.steps)
@@ -778,7 +778,7 @@ int run_train(Invocation& inv) {
   const int64_t first_step = trainer.step();  // 0, or the checkpoint's
   // Tokens trained on through `step`: the checkpoint's count, then this run's lengths. (Counting every step
   // at this run's lengths was wrong after a resume at another data.seq_len.)
-  const auto tokens_seen = [&](int64_t step) { return stored_tokens + tokens_through(step) - tokens_through(first_step); };
+  const auto tokens_seen = [&](int64_t step) { return stored.tokens_seen + tokens_through(step) - tokens_through(first_step); };
   size_t stage = stage_of(trainer.step());
   trainer.set_seq_len(length_of(stage));
   // The data the current stage trains on (data.seq_len's past the curriculum).
@@ -786,8 +786,8 @@ int run_train(Invocation& inv) {
   // Where the next step's data starts: the checkpoint's, or for one written before checkpoints held it,
   // where that run would have gone on (window `step` at this length).
   train::DataPosition position = source().position_of_step(trainer.step());
-  if (stored_position) {
-    position = *stored_position;
+  if (stored.position) {
+    position = *stored.position;
     if (const std::string problem = source().position_problem(position); !problem.empty()) {
       log::warn(problem);
       position.token = 0;

@@ -222,7 +222,7 @@ std::string state_summary(const io::CheckpointReader& reader) {
   if (!reader.file().has_attribute("model_layers")) return text;  // not train's: its /state is someone else's
   const auto add = [&](const std::string& name, size_t count, const std::string& label,
                        const std::function<std::string(const std::vector<int64_t>&)>& show) {
-    if (!reader.file().has_dataset("state/global/" + name)) return;
+    if (!reader.file().has("state/global/" + name)) return;  // the link: a damaged header is "(unreadable)"
     std::string value;
     try {
       const StoredInt64s stored = read_int64s(reader, name, count);
