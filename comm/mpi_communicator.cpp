@@ -5,7 +5,9 @@
 // call is "post, then timed wait"; the non-blocking twin returns the posted operation as a Request.
 // The timed wait polls MPI_Testall, spinning briefly, then yielding, then sleeping from 1 us doubling to
 // 1 ms, and throws CommTimeout (operation, rank, communicator size, timeout) once timeout_seconds() has
-// passed: a peer that died or called a different operation makes this rank fail, never hang. MPI
+// passed: a peer that died or called a different operation makes this rank fail, never hang. Before it
+// throws, a roll call (mpi_roll_call.hpp) asks the other ranks what they wait in, and the message names
+// the ranks that are elsewhere or silent; while waiting, a rank answers the others' roll calls. MPI
 // reports errors to us (MPI_ERRORS_RETURN) and every call goes through LONGCTX_CHECK_MPI.
 //
 // Large counts. No single MPI call is given more than max_count() elements (default: INT_MAX, and at
@@ -34,7 +36,10 @@
 // at that point; what matters is that this rank goes on to report it rather than block.
 //
 // sub() uses MPI_Comm_create_group, which is collective over the members only and has no non-blocking
-// form, so it is the one call here without a timeout.
+// form or timeout: a member that never came (stalled before it, outside MPI) hung the others in it
+// forever. So the members meet first, with timed point-to-point messages on a tag kept for it (the
+// communicator's MPI_TAG_UB, refused to callers): each tells the first member it is here and waits for
+// its go. Only then do they call MPI_Comm_create_group, which returns promptly with everyone inside.
 #include "comm/mpi_communicator.hpp"
 
 #include <sched.h>
@@ -50,6 +55,7 @@
 #include <thread>
 #include <utility>
 
+#include "comm/mpi_roll_call.hpp"
 #include "runtime/core/check.hpp"
 
 namespace longctx::comm {
@@ -122,8 +128,10 @@ bool test_all(std::vector<MPI_Request>& requests, std::vector<MPI_Status>& statu
   return done != 0;
 }
 
-// Polls until every request completes (true) or timeout_seconds pass (false).
-bool wait_all(std::vector<MPI_Request>& requests, std::vector<MPI_Status>& statuses, double timeout_seconds) {
+// Polls until every request completes (true) or timeout_seconds pass (false). With `what` (the call
+// waited for), it answers other ranks' roll calls between naps.
+bool wait_all(std::vector<MPI_Request>& requests, std::vector<MPI_Status>& statuses, double timeout_seconds,
+              const std::string* what = nullptr) {
   const Clock::time_point start = Clock::now();
   std::chrono::microseconds nap(1);
   for (long polls = 0;; ++polls) {
@@ -134,18 +142,50 @@ bool wait_all(std::vector<MPI_Request>& requests, std::vector<MPI_Status>& statu
       sched_yield();
       continue;
     }
+    if (what != nullptr) roll_call::answer(*what, seconds_since(start));
     std::this_thread::sleep_for(nap);
     nap = std::min(nap * 2, std::chrono::microseconds(1000));
   }
 }
 
-std::string timeout_message(const std::string& operation, int rank, int size, double timeout_seconds) {
+// With the roll call's summary when there is one; a guess otherwise.
+std::string timeout_message(const std::string& operation, int rank, int size, double timeout_seconds,
+                            const std::string& roll_call = "") {
   std::ostringstream message;
   message << "comm " << operation << " timed out after " << timeout_seconds << " s on rank " << rank
           << " of a " << size << "-rank MPI communicator (process rank " << process_rank() << " on "
-          << process_host()
-          << "): a peer rank probably failed, exited or called a different operation";
+          << process_host() << ")"
+          << (roll_call.empty() ? ": a peer rank probably failed, exited or called a different operation"
+                                : ". " + roll_call);
   return message.str();
+}
+
+// How long a rank whose wait timed out collects the roll call's answers: a quarter of the timeout,
+// within [50 ms, 5 s] (a healthy rank that waits answers within a millisecond or so).
+double roll_call_window(double timeout_seconds) { return std::min(5.0, std::max(0.05, timeout_seconds / 4)); }
+
+// "the world communicator", or the world ranks of a smaller one ("world ranks 0-3", "world ranks 0, 2, 4").
+std::string describe_members(MPI_Comm comm) {
+  MPI_Group group = MPI_GROUP_NULL, world = MPI_GROUP_NULL;
+  LONGCTX_CHECK_MPI(MPI_Comm_group(comm, &group));
+  LONGCTX_CHECK_MPI(MPI_Comm_group(MPI_COMM_WORLD, &world));
+  int size = 0, world_size = 0;
+  MPI_Group_size(group, &size);
+  MPI_Group_size(world, &world_size);
+  std::vector<int> ranks(static_cast<size_t>(size)), world_ranks(static_cast<size_t>(size));
+  for (int i = 0; i < size; ++i) ranks[static_cast<size_t>(i)] = i;
+  const int rc = MPI_Group_translate_ranks(group, size, ranks.data(), world, world_ranks.data());
+  MPI_Group_free(&group);
+  MPI_Group_free(&world);
+  LONGCTX_CHECK_MPI(rc);
+  if (size == world_size && std::is_sorted(world_ranks.begin(), world_ranks.end())) return "the world communicator";
+  const bool contiguous = size > 0 && world_ranks.back() - world_ranks.front() == size - 1 &&
+                          std::is_sorted(world_ranks.begin(), world_ranks.end());
+  if (contiguous)
+    return "the communicator of world ranks " + std::to_string(world_ranks.front()) + "-" + std::to_string(world_ranks.back());
+  std::string out = "the communicator of world ranks ";
+  for (int i = 0; i < size && i < 8; ++i) out += (i ? ", " : "") + std::to_string(world_ranks[static_cast<size_t>(i)]);
+  return out + (size > 8 ? ", ..." : "");
 }
 
 }  // namespace
@@ -154,10 +194,11 @@ std::string timeout_message(const std::string& operation, int rank, int size, do
 
 class MpiCommunicator::Pending final : public Request::Impl {
  public:
-  Pending(const char* operation, std::shared_ptr<Counters> counters, double timeout_seconds, int rank,
-          int size)
-      : operation_(operation), counters_(std::move(counters)), timeout_seconds_(timeout_seconds),
-        rank_(rank), size_(size), posted_(Clock::now()) {}
+  // `what` names the call for the roll call: "all_gather #7 on the world communicator".
+  Pending(const char* operation, std::string what, std::shared_ptr<Counters> counters, double timeout_seconds,
+          int rank, int size)
+      : operation_(operation), what_(std::move(what)), counters_(std::move(counters)),
+        timeout_seconds_(timeout_seconds), rank_(rank), size_(size), posted_(Clock::now()) {}
   Pending(const Pending&) = delete;
   Pending& operator=(const Pending&) = delete;
 
@@ -177,9 +218,12 @@ class MpiCommunicator::Pending final : public Request::Impl {
   void wait() override {
     if (done_) return;
     const Clock::time_point start = Clock::now();
-    const bool completed = wait_all(requests_, statuses_, timeout_seconds_);
+    const bool completed = wait_all(requests_, statuses_, timeout_seconds_, &what_);
     counters_->seconds += seconds_since(start);
-    if (!completed) throw CommTimeout(timeout_message(operation_, rank_, size_, timeout_seconds_));
+    if (!completed) {
+      const std::string roll = roll_call::ask(what_, seconds_since(start), roll_call_window(timeout_seconds_));
+      throw CommTimeout(timeout_message(operation_, rank_, size_, timeout_seconds_, roll));
+    }
     complete();
   }
 
@@ -240,6 +284,7 @@ class MpiCommunicator::Pending final : public Request::Impl {
   }
 
   std::string operation_;
+  std::string what_;
   std::shared_ptr<Counters> counters_;
   double timeout_seconds_;
   int rank_;
@@ -263,6 +308,7 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::shared_ptr<Counters> counte
   int found = 0;
   LONGCTX_CHECK_MPI(MPI_Comm_get_attr(comm_, MPI_TAG_UB, &tag_ub, &found));
   if (found && tag_ub != nullptr) tag_ub_ = *tag_ub;
+  members_ = describe_members(comm_);
 }
 
 MpiCommunicator::~MpiCommunicator() {
@@ -288,7 +334,15 @@ std::unique_ptr<Communicator> make_mpi_world(double timeout_seconds) {
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     throw CommTimeout(timeout_message("comm_dup(MPI_COMM_WORLD)", rank, size, timeout_seconds));
   }
-  return std::make_unique<MpiCommunicator>(dup, std::make_shared<Counters>(), timeout_seconds);
+  auto world = std::make_unique<MpiCommunicator>(dup, std::make_shared<Counters>(), timeout_seconds);
+  const auto wait = [&](std::vector<MPI_Request>& posted) {
+    std::vector<MPI_Status> posted_statuses(posted.size());
+    return wait_all(posted, posted_statuses, timeout_seconds);
+  };
+  if (!roll_call::open(wait))
+    throw CommTimeout(timeout_message("roll call set-up (comm_dup(MPI_COMM_WORLD), all_gather)", world->rank(),
+                                      world->size(), timeout_seconds));
+  return world;
 }
 
 std::unique_ptr<Communicator> MpiCommunicator::sub(int first, int count) {
@@ -304,6 +358,7 @@ std::unique_ptr<Communicator> MpiCommunicator::sub(int first, int count) {
             << ", which is outside the range; only member ranks may call it";
     throw InternalError(message.str());
   }
+  meet(first, count);
   MPI_Group group = MPI_GROUP_NULL, members = MPI_GROUP_NULL;
   LONGCTX_CHECK_MPI(MPI_Comm_group(comm_, &group));
   int range[1][3] = {{first, first + count - 1, 1}};
@@ -318,6 +373,36 @@ std::unique_ptr<Communicator> MpiCommunicator::sub(int first, int count) {
   return result;
 }
 
+void MpiCommunicator::meet(int first, int count) const {
+  const int last = first + count - 1;
+  auto pending = std::make_unique<Pending>(
+      "sub", "sub(first=" + std::to_string(first) + ", count=" + std::to_string(count) + ") of " + members_,
+      std::make_shared<Counters>(), timeout_seconds_, rank_, size_);  // counted nowhere, like sub() itself
+  pending->point_to_point = true;  // cancelled, not leaked, if it times out
+  pending->type = MPI_BYTE;
+  const int tag = meeting_tag();
+  const auto post = [&](bool send, int peer) {
+    MPI_Request request = MPI_REQUEST_NULL;
+    LONGCTX_CHECK_MPI(send ? MPI_Isend(nullptr, 0, MPI_BYTE, peer, tag, comm_, &request)
+                           : MPI_Irecv(nullptr, 0, MPI_BYTE, peer, tag, comm_, &request));
+    pending->add(request, send ? -1 : 0);
+  };
+  if (rank_ == first) {
+    for (int member = first + 1; member <= last; ++member) post(false, member);  // "here"
+    pending->wait();
+    pending = std::make_unique<Pending>("sub", "sub(first=" + std::to_string(first) + ", count=" + std::to_string(count) +
+                                                   ") of " + members_ + ", its go",
+                                        std::make_shared<Counters>(), timeout_seconds_, rank_, size_);
+    pending->point_to_point = true;
+    pending->type = MPI_BYTE;
+    for (int member = first + 1; member <= last; ++member) post(true, member);  // "go"
+  } else {
+    post(true, first);
+    post(false, first);
+  }
+  pending->wait();
+}
+
 [[noreturn]] void MpiCommunicator::abort(int exit_code) {
   MPI_Abort(MPI_COMM_WORLD, exit_code);
   std::abort();  // MPI_Abort does not return; this keeps the promise if an implementation does
@@ -330,8 +415,12 @@ size_t MpiCommunicator::max_count(DataType type) const {
 
 // ---- shared helpers ----------------------------------------------------------------------------------
 
-std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start(const char* operation) const {
-  return std::make_unique<Pending>(operation, counters_, timeout_seconds_, rank_, size_);
+std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start(const char* operation, const std::string& peer) const {
+  // Collectives are numbered per communicator (every rank posts the same ones, so the numbers agree);
+  // point-to-point calls name their peer instead.
+  const std::string what = peer.empty() ? std::string(operation) + " #" + std::to_string(++collectives_posted_) + " on " + members_
+                                        : std::string(operation) + " " + peer + " on " + members_;
+  return std::make_unique<Pending>(operation, what, counters_, timeout_seconds_, rank_, size_);
 }
 
 void MpiCommunicator::count_call(Volume volume) const {
@@ -360,9 +449,10 @@ void MpiCommunicator::check_rank(int peer, const char* what, const char* operati
 }
 
 void MpiCommunicator::check_tag(int tag, const char* operation) const {
-  if (tag < 0 || tag > tag_ub_) {
+  if (tag < 0 || tag >= meeting_tag()) {
     std::ostringstream message;
-    message << "comm " << operation << ": tag " << tag << " is outside [0, " << tag_ub_ << "]";
+    message << "comm " << operation << ": tag " << tag << " is outside [0, " << meeting_tag() - 1 << "] (" << meeting_tag()
+            << " is sub()'s)";
     throw InternalError(message.str());
   }
 }
@@ -565,7 +655,7 @@ std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start_send(const void
   const MPI_Datatype t = mpi_type(type);
   count_call(send_volume(count, rank_, dest, s));
 
-  auto pending = start("send");
+  auto pending = start("send", "to rank " + std::to_string(dest) + " (tag " + std::to_string(tag) + ")");
   pending->type = t;
   pending->point_to_point = true;
   for_chunks(count, max_count(type), [&](size_t offset, int chunk) {
@@ -589,7 +679,7 @@ std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start_recv(void* data
   const MPI_Datatype t = mpi_type(type);
   count_call(recv_volume(count, rank_, source, s));
 
-  auto pending = start("recv");
+  auto pending = start("recv", "from rank " + std::to_string(source) + " (tag " + std::to_string(tag) + ")");
   pending->type = t;
   pending->point_to_point = true;
   for_chunks(count, max_count(type), [&](size_t offset, int chunk) {

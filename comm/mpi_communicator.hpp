@@ -52,7 +52,8 @@ class MpiCommunicator : public Communicator {
  private:
   class Pending;  // an operation in flight: its MPI requests and what they need until completion
 
-  std::unique_ptr<Pending> start(const char* operation) const;
+  // `peer` ("to rank 2 (tag 9)") for point-to-point calls, "" for collectives.
+  std::unique_ptr<Pending> start(const char* operation, const std::string& peer = "") const;
   std::unique_ptr<Pending> start_all_gatherv(const void* send, size_t send_count, void* recv,
                                              size_t recv_count, const std::vector<size_t>& counts,
                                              DataType type, const char* operation);
@@ -68,16 +69,22 @@ class MpiCommunicator : public Communicator {
   void count_call(Volume volume) const;
   void check_rank(int peer, const char* what, const char* operation) const;
   void check_tag(int tag, const char* operation) const;
+  // sub()'s members meet before MPI_Comm_create_group, which has no timeout (mpi_communicator.cpp).
+  void meet(int first, int count) const;
+  int meeting_tag() const { return tag_ub_; }  // kept for meet(); callers' tags are below it
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 0;
   size_t max_count_override_ = 0;
   int tag_ub_ = 32767;  // MPI_TAG_UB of comm_; the standard guarantees at least 32767
+  std::string members_;  // "the world communicator", for the roll call
+  mutable long collectives_posted_ = 0;
 };
 
 // A communicator over a duplicate of MPI_COMM_WORLD. MPI must already be initialised by the caller.
-// Throws UsageError unless timeout_seconds > 0.
+// Throws UsageError unless timeout_seconds > 0. Collective over the world; the first call also opens
+// the roll call (mpi_roll_call.hpp).
 std::unique_ptr<Communicator> make_mpi_world(double timeout_seconds);
 
 }  // namespace longctx::comm

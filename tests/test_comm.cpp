@@ -15,6 +15,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -555,6 +556,71 @@ TEST_F(CommTest, WaitTimesOutInsteadOfHanging) {
   world->send<float>(send, me, 4245);
   rx.wait();
   EXPECT_TRUE(same(recv, send));
+}
+
+
+// "rank 3" / "ranks 0-2": how the roll call lists ranks (written out here, not taken from it).
+std::string ranks_below(int count) {
+  return count == 1 ? std::string("rank 0") : "ranks 0-" + std::to_string(count - 1);
+}
+
+// The last rank waits in another call than the others: rank 0's timeout, the first, names it and that
+// call. A rank's roll call hears only the ranks still waiting: the middle ranks time out after rank 0
+// has gone on (to the next test), and the last rank after everyone else, so it finds them all silent.
+TEST_F(CommTest, RollCallNamesTheRankElsewhere) {
+  if (world->size() < 2) GTEST_SKIP() << "the roll call needs another rank";
+  const int me = world->rank(), last = world->size() - 1;
+  std::vector<float> never(1, 0.0f);
+  world->set_timeout_seconds(me == 0 ? 1.0 : me == last ? 5.0 : 2.5);
+  std::string message;
+  try {
+    world->recv<float>(never, last, me == last ? 4251 : 4250);  // nobody sends either
+    ADD_FAILURE() << "recv returned";
+  } catch (const CommTimeout& e) {
+    message = e.what();
+  }
+  const std::string others_call = "recv from rank " + std::to_string(last) + " (tag 4250) on the world communicator";
+  const std::string last_call = "recv from rank " + std::to_string(last) + " (tag 4251) on the world communicator";
+  if (me != last) {
+    EXPECT_NE(message.find("rank " + std::to_string(last) + " waits in " + last_call), std::string::npos) << message;
+  }
+  if (me == 0) {
+    EXPECT_NE(message.find(ranks_below(last) + (last == 1 ? " waits in " : " wait in ") + others_call), std::string::npos)
+        << message;
+    EXPECT_EQ(message.find("did not answer"), std::string::npos) << message;
+    EXPECT_EQ(message.find("probably failed"), std::string::npos) << message;  // the guess gave way
+  }
+  if (me == last) {
+    EXPECT_NE(message.find("rank " + std::to_string(last) + " waits in " + last_call), std::string::npos) << message;
+    EXPECT_NE(message.find(ranks_below(last) + " (host "), std::string::npos) << message;
+    EXPECT_NE(message.find("did not answer: " + std::string(last == 1 ? "it is" : "they are") + " in no communicator call"),
+              std::string::npos)
+        << message;
+  }
+}
+
+// sub() is collective over its members: one that never comes (here the last rank, outside MPI for 4 s)
+// made the others wait in MPI_Comm_create_group forever. Now they time out, naming it.
+TEST_F(CommTest, SubTimesOutWhenAMemberNeverComes) {
+  if (world->size() < 2) GTEST_SKIP() << "needs a second member";
+  const int me = world->rank(), last = world->size() - 1;
+  world->set_timeout_seconds(1.0);
+  if (me == last) {
+    std::this_thread::sleep_for(std::chrono::seconds(4));
+    return;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    world->sub(0, world->size());
+    ADD_FAILURE() << "sub returned without the last rank";
+  } catch (const CommTimeout& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("comm sub timed out after 1 s"), std::string::npos) << message;
+    EXPECT_NE(message.find("rank " + std::to_string(last) + " (host "), std::string::npos) << message;
+    EXPECT_NE(message.find("did not answer"), std::string::npos) << message;
+  }
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(waited, 3.5);  // the 1 s timeout and the roll call's 0.25 s, with room for a loaded machine
 }
 
 }  // namespace

@@ -234,6 +234,9 @@ int run(Invocation& invocation) {
   // Fault injection for the no-hang test: this rank fails while the others enter the all-gathers.
   if (const auto fail_rank = process_getenv("LONGCTX_FAULT_INJECT_RANK"); fail_rank && *fail_rank == std::to_string(rank))
     throw InternalError("injected failure on rank " + *fail_rank + " (LONGCTX_FAULT_INJECT_RANK)");
+  // ... this rank stops (in no MPI call) while the others wait in the all-gathers: the roll-call test.
+  if (const auto stall = process_getenv("LONGCTX_FAULT_STALL_ATTENTION_RANK"); stall && *stall == std::to_string(rank))
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
 
   SequenceParallelAttention attention(world);
   attention.keep_gathered_for_backward(backward);  // the backward reuses the forward's gathered K / V

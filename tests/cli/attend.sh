@@ -194,6 +194,21 @@ elapsed=$(( $(date +%s) - start ))
   || fail "stalled rank: exit $code after ${elapsed}s"
 expect_in "$OUT/stderr" "writing bad.h5: no progress for 3 s" "says what made no progress"
 [ ! -e bad.h5 ] && pass "no output after a stalled rank" || fail "output left after a stalled rank"
+# One rank stops outside MPI while the others wait for it in the attention's communicator calls (first:
+# setting up its sub-communicators, MPI_Comm_create_group, where they waited forever): the job ends after
+# --comm-timeout, and the roll call names the rank that is missing and where the others wait.
+start=$(date +%s)
+LONGCTX_FAULT_STALL_ATTENTION_RANK=1 "${MPIRUN[@]}" -np 3 -x LONGCTX_FAULT_STALL_ATTENTION_RANK timeout 120 "$LONGCTX" attend \
+  --input in.h5 --output bad.h5 --segment-lengths 4,48 --dilation-rates 1,2 --quiet --comm-timeout 3 >"$OUT/stdout" 2>"$OUT/stderr"
+code=$?
+elapsed=$(( $(date +%s) - start ))
+[ "$code" -ne 0 ] && [ "$code" -ne 124 ] && [ "$elapsed" -lt 60 ] && pass "a rank stalled before the collectives ends the job in ${elapsed}s (exit $code)" \
+  || fail "rank stalled before the collectives: exit $code after ${elapsed}s"
+expect_in "$OUT/stderr" "timed out after 3 s" "says what timed out"
+expect_in "$OUT/stderr" "ranks 0, 2 wait in sub\\(first=0, count=3\\) of the world communicator" "the roll call says where the others wait"
+expect_in "$OUT/stderr" "rank 1 \\(host $(hostname), pid " "... names the missing rank and its host"
+expect_in "$OUT/stderr" "did not answer: it is in no communicator call" "... and that it is in no communicator call"
+[ ! -e bad.h5 ] && pass "no output after a rank stalled before the collectives" || fail "output left after a rank stalled before the collectives"
 # The coverage warning names the user's branch, once, at any P (at P = 2 the local branches were warned
 # about again, renumbered: "branch 1 (w=12, r=6)").
 expect_exit 0 "attend P=2, a branch that reaches 5 of 6 residues" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" attend --input in.h5 \
