@@ -176,6 +176,25 @@ void check_stages_shardable(const RunOptions& r, int64_t from, int world_size, S
     if (r.stage_end[i] > from) check_stage_shardable(r.trainer.model.schedule, r.stage_len[i], world_size, spanning);
 }
 
+// What a refused resume from `latest` adds to its message: the older checkpoints in `dir`, newest first, and
+// how to resume from one; "" when there is none. By name only (no file is opened: every rank says it).
+std::string older_checkpoints_hint(const std::string& dir, const std::string& latest) {
+  std::vector<std::string> older;
+  const std::optional<int64_t> latest_step = io::step_in_file_name(latest);
+  for (const std::string& path : io::list_checkpoints(dir)) {
+    const std::optional<int64_t> step = io::step_in_file_name(path);
+    if (step && latest_step && *step < *latest_step) older.insert(older.begin(), std::filesystem::path(path).filename().string());
+  }
+  if (older.empty()) return "";
+  std::string names;
+  for (size_t i = 0; i < older.size() && i < 3; ++i) names += (i ? ", " : "") + older[i];
+  if (older.size() > 3) names += " and " + std::to_string(older.size() - 3) + " more";
+  return ". Nothing was changed. Older checkpoints in " + dir + ", newest first: " + names +
+         ". If " + std::filesystem::path(latest).filename().string() + " is damaged, `longctx ckpt verify " + dir +
+         "` says which are whole; to resume from one, write its name into " + dir + "/latest" +
+         " (the steps after it are trained again)";
+}
+
 // The step a run resumes from, as the name `latest` holds says (the load checks it against the file); 0 for
 // none, and for a directory or `latest` that cannot be read here: the run phase then says what is wrong.
 int64_t resume_step_hint(const RunOptions& r) {
@@ -763,7 +782,13 @@ int run_train(Invocation& inv) {
   train::Resumed stored;  // the checkpoint's data position and tokens_seen (its steps at the lengths they had)
   if (!r.checkpoint_dir.empty())
     if (const auto latest = io::find_latest_checkpoint(r.checkpoint_dir)) {
-      stored = train::load_checkpoint(trainer, *latest, config_text, mpi);
+      try {
+        stored = train::load_checkpoint(trainer, *latest, config_text, mpi);
+      } catch (const InputError& e) {
+        // A damaged latest is refused (resuming elsewhere silently would train steps again): the message
+        // says which older checkpoints there are and how to resume from one.
+        throw InputError(e.what() + older_checkpoints_hint(r.checkpoint_dir, *latest));
+      }
       // A run cannot go back: a latest past train.steps means the options name another run (or a typo).
       // Before this it printed "done" and exited 0 having trained nothing, which a script took for success.
       if (trainer.step() > r.steps)

@@ -478,6 +478,27 @@ mkdir -p "$OUT/negv" && cp "$OUT/ck_negv.h5" "$OUT/negv/step_00000002.h5" && ech
 expect_exit 3 "resume from it" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 --checkpoint.dir "$OUT/negv"
 expect_in "$OUT/stderr" "/optimizer/v/layer0/wq: value -3e-09 at flat index 0 \(an Adam second moment is finite and >= 0\)" \
   "the resume names it"
+# A damaged latest is refused (exit 3, nothing changed); the message lists the older checkpoints, newest
+# first, and how to resume from one (before: the checksum error alone). Following it resumes and trains
+# the steps after it again.
+expect_exit 0 "checkpoints at steps 2 and 4" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 4 --checkpoint.every 2 \
+  --checkpoint.dir "$OUT/older"
+/usr/bin/python3 - "$OUT/older/step_00000004.h5" <<'PY' || fail "could not flip a byte of step 4"
+import h5py, sys
+with h5py.File(sys.argv[1], "r") as f:
+    at = f["model/layer0/wq"].id.get_chunk_info(0).byte_offset + 4
+with open(sys.argv[1], "r+b") as f:
+    f.seek(at); b = f.read(1); f.seek(at); f.write(bytes([b[0] ^ 0xFF]))
+PY
+expect_exit 3 "resume from a damaged latest" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 6 --checkpoint.dir "$OUT/older"
+expect_in "$OUT/stderr" "step_00000004.h5: /model/layer0/wq: .*checksum.*Nothing was changed. Older checkpoints in .*/older, newest first: step_00000002.h5\. If step_00000004.h5 is damaged, .longctx ckpt verify .*/older. says which are whole; to resume from one, write its name into .*/older/latest" \
+  "names the older checkpoint and how to resume from it"
+[ "$(cat "$OUT/older/latest")" = step_00000004.h5 ] && pass "latest left as it was" || fail "latest: $(cat "$OUT/older/latest")"
+echo step_00000002.h5 >"$OUT/older/latest"
+expect_exit 0 "resume as the message says" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 6 --checkpoint.every 2 \
+  --checkpoint.dir "$OUT/older"
+[ "$(cat "$OUT/older/latest")" = step_00000006.h5 ] && pass "... on to step 6" || fail "latest: $(cat "$OUT/older/latest")"
+expect_exit 0 "step 4 written again, whole" -- "$LONGCTX" ckpt verify "$OUT/older" --quiet
 for c in "no_wq:/model/layer0/wq: missing" "no_optimizer:/optimizer/m/embedding: missing" \
          "shape:/model/layer0/wq: shape \[16,32\], the model needs \[32,32\]" \
          "world0:attribute world_size = 0: must be >= 1"; do
