@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "comm/device_comm.hpp"
+#include "comm/mpi_roll_call.hpp"
 #include "runtime/core/check.hpp"
 
 namespace longctx::comm {
@@ -150,6 +151,7 @@ struct NcclState {
   // Waits for `done`; aborts the communicator and throws past `timeout` seconds or on an NCCL error.
   void wait(cudaEvent_t done, double timeout, const char* what) {
     const auto start = Clock::now();
+    std::string call;  // "NCCL all_gather": what the roll call (mpi_roll_call.hpp) hears this rank waits in
     for (int spin = 0;; ++spin) {
       const cudaError_t q = cudaEventQuery(done);
       if (q == cudaSuccess) return;
@@ -162,10 +164,15 @@ struct NcclState {
       }
       if (since(start) > timeout) {
         aborted = true;
+        const std::string roll = roll_call::ask(std::string("NCCL ") + what, since(start), roll_call::window(timeout));
         throw CommTimeout(std::string("NCCL: ") + what + " did not complete within " + std::to_string(timeout) +
-                          " s (a peer died or diverged); communicator aborted");
+                          " s" + (roll.empty() ? " (a peer died or diverged)" : ". " + roll) + "; communicator aborted");
       }
-      if (spin > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+      if (spin > 1000) {
+        if (call.empty()) call = std::string("NCCL ") + what;
+        roll_call::answer(call, since(start));
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
     }
   }
 };

@@ -160,10 +160,6 @@ std::string timeout_message(const std::string& operation, int rank, int size, do
   return message.str();
 }
 
-// How long a rank whose wait timed out collects the roll call's answers: a quarter of the timeout,
-// within [50 ms, 5 s] (a healthy rank that waits answers within a millisecond or so).
-double roll_call_window(double timeout_seconds) { return std::min(5.0, std::max(0.05, timeout_seconds / 4)); }
-
 // "the world communicator", or the world ranks of a smaller one ("world ranks 0-3", "world ranks 0, 2, 4").
 std::string describe_members(MPI_Comm comm) {
   MPI_Group group = MPI_GROUP_NULL, world = MPI_GROUP_NULL;
@@ -221,7 +217,7 @@ class MpiCommunicator::Pending final : public Request::Impl {
     const bool completed = wait_all(requests_, statuses_, timeout_seconds_, &what_);
     counters_->seconds += seconds_since(start);
     if (!completed) {
-      const std::string roll = roll_call::ask(what_, seconds_since(start), roll_call_window(timeout_seconds_));
+      const std::string roll = roll_call::ask(what_, seconds_since(start), roll_call::window(timeout_seconds_));
       throw CommTimeout(timeout_message(operation_, rank_, size_, timeout_seconds_, roll));
     }
     complete();

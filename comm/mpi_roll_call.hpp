@@ -15,6 +15,7 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <functional>
 #include <string>
 #include <vector>
@@ -34,5 +35,9 @@ void answer(const std::string& what, double seconds);
 // once all answered), answering the others' asks meanwhile. Returns the summary sentence ("Roll call
 // ...: ..."), or "" when there is no roll call (one rank, not opened, or it failed).
 std::string ask(const std::string& what, double seconds, double window);
+
+// How long a rank whose wait timed out collects the answers: a quarter of the timeout, within
+// [50 ms, 5 s] (a rank that waits answers within a millisecond or so).
+inline double window(double timeout_seconds) { return std::min(5.0, std::max(0.05, timeout_seconds / 4)); }
 
 }  // namespace longctx::comm::roll_call
