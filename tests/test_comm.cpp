@@ -599,6 +599,40 @@ TEST_F(CommTest, RollCallNamesTheRankElsewhere) {
   }
 }
 
+// Collectives are numbered per communicator, alike on every rank: the third all_reduce is "#3" wherever
+// it waits. The last rank joins it late (after 3 s outside MPI), so the others' abandoned requests,
+// which MPI keeps in flight, complete then: their buffer is static, and the communicator is never freed
+// (Open MPI's progress of a collective whose communicator was freed segfaults).
+TEST_F(CommTest, RollCallNumbersTheCollective) {
+  if (world->size() < 2) GTEST_SKIP() << "the roll call needs another rank";
+  const int me = world->rank(), last = world->size() - 1;
+  static std::vector<double> late(4, 1.0);  // outlives the test: the abandoned all_reduce writes it late
+  std::vector<double> on_time(4, 1.0);
+  world->all_reduce(Span<double>(on_time));
+  world->all_reduce(Span<double>(on_time));
+  if (me == last) {
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    world->all_reduce(Span<double>(late));  // completes the others' third all_reduce
+    static_cast<void>(world.release());
+    return;
+  }
+  world->set_timeout_seconds(1.0);
+  try {
+    world->all_reduce(Span<double>(late));
+    ADD_FAILURE() << "all_reduce returned without the last rank";
+  } catch (const CommTimeout& e) {
+    const std::string message = e.what();
+    if (me == 0) {
+      EXPECT_NE(message.find(ranks_below(last) + (last == 1 ? " waits in " : " wait in ") +
+                             "all_reduce #3 on the world communicator"),
+                std::string::npos)
+          << message;
+    }
+    EXPECT_NE(message.find("rank " + std::to_string(last) + " (host "), std::string::npos) << message;
+  }
+  static_cast<void>(world.release());  // its abandoned all_reduce is still in flight
+}
+
 // sub() is collective over its members: one that never comes (here the last rank, outside MPI for 4 s)
 // made the others wait in MPI_Comm_create_group forever. Now they time out, naming it.
 TEST_F(CommTest, SubTimesOutWhenAMemberNeverComes) {
