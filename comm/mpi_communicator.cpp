@@ -32,7 +32,8 @@
 //
 // An operation that never completes (wait timed out, or its Request was abandoned): point-to-point
 // requests are cancelled (MPI_Cancel, then a bounded poll, then MPI_Request_free); collectives cannot be
-// cancelled in MPI, so their requests and argument arrays are deliberately leaked. The job is failing
+// cancelled in MPI, so their requests and argument arrays are deliberately leaked, and their communicator
+// is never freed (Open MPI's progress of a collective whose communicator was freed segfaults). The job is failing
 // at that point; what matters is that this rank goes on to report it rather than block.
 //
 // sub() uses MPI_Comm_create_group, which is collective over the members only and has no non-blocking
@@ -233,6 +234,7 @@ class MpiCommunicator::Pending final : public Request::Impl {
   }
 
   bool point_to_point = false;
+  std::shared_ptr<bool> collective_abandoned;  // its communicator's: set when a collective is left in flight
   std::vector<int> counts;  // argument arrays of v-collectives: MPI reads them until completion
   std::vector<int> displs;
   MPI_Datatype type = MPI_DATATYPE_NULL;
@@ -259,9 +261,11 @@ class MpiCommunicator::Pending final : public Request::Impl {
     MPI_Finalized(&finalized);
     if (finalized) return;
     if (!point_to_point) {
-      // MPI cannot cancel a collective: leave it in flight with everything it reads.
+      // MPI cannot cancel a collective: leave it in flight with everything it reads, its communicator
+      // included (Open MPI's progress of a collective whose communicator was freed segfaults).
       static_cast<void>(new std::vector<int>(std::move(counts)));  // NOLINT: deliberate leak
       static_cast<void>(new std::vector<int>(std::move(displs)));  // NOLINT: deliberate leak
+      if (collective_abandoned) *collective_abandoned = true;
       return;
     }
     for (MPI_Request& request : requests_)
@@ -310,7 +314,7 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::shared_ptr<Counters> counte
 MpiCommunicator::~MpiCommunicator() {
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+  if (!finalized && comm_ != MPI_COMM_NULL && !*collective_abandoned_) MPI_Comm_free(&comm_);
 }
 
 std::unique_ptr<Communicator> make_mpi_world(double timeout_seconds) {
@@ -416,7 +420,9 @@ std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start(const char* ope
   // point-to-point calls name their peer instead.
   const std::string what = peer.empty() ? std::string(operation) + " #" + std::to_string(++collectives_posted_) + " on " + members_
                                         : std::string(operation) + " " + peer + " on " + members_;
-  return std::make_unique<Pending>(operation, what, counters_, timeout_seconds_, rank_, size_);
+  auto pending = std::make_unique<Pending>(operation, what, counters_, timeout_seconds_, rank_, size_);
+  pending->collective_abandoned = collective_abandoned_;
+  return pending;
 }
 
 void MpiCommunicator::count_call(Volume volume) const {

@@ -80,6 +80,8 @@ class MpiCommunicator : public Communicator {
   int tag_ub_ = 32767;  // MPI_TAG_UB of comm_; the standard guarantees at least 32767
   std::string members_;  // "the world communicator", for the roll call
   mutable long collectives_posted_ = 0;
+  // A collective left in flight (timed out) keeps using comm_: then the destructor does not free it.
+  std::shared_ptr<bool> collective_abandoned_ = std::make_shared<bool>(false);
 };
 
 // A communicator over a duplicate of MPI_COMM_WORLD. MPI must already be initialised by the caller.
