@@ -38,9 +38,13 @@
 //
 // sub() uses MPI_Comm_create_group, which is collective over the members only and has no non-blocking
 // form or timeout: a member that never came (stalled before it, outside MPI) hung the others in it
-// forever. So the members meet first, with timed point-to-point messages on a tag kept for it (the
-// communicator's MPI_TAG_UB, refused to callers): each tells the first member it is here and waits for
-// its go. Only then do they call MPI_Comm_create_group, which returns promptly with everyone inside.
+// forever. So the members meet first, with timed point-to-point messages: each tells the first member it
+// is here and waits for its go; only then do they call MPI_Comm_create_group, which returns promptly with
+// everyone inside. Each meeting has its own tag among the communicator's top 1024 (refused to callers),
+// numbered by the sub() calls made of this communicator, which every member makes in one order: a
+// message left by a meeting that timed out (sends cannot be cancelled) never stands in for a later one.
+// A member that times out still leaves the others in MPI_Comm_create_group if they met without it (its
+// "here" had arrived): that ends with the job, which a timeout always ends (main's MPI_Abort).
 #include "comm/mpi_communicator.hpp"
 
 #include <sched.h>
@@ -139,11 +143,12 @@ bool wait_all(std::vector<MPI_Request>& requests, std::vector<MPI_Status>& statu
     if (test_all(requests, statuses)) return true;
     if (seconds_since(start) > timeout_seconds) return false;
     if (polls < 64) continue;
+    // Roll calls are answered from here on: on a loaded machine the yields alone can take a second.
+    if (what != nullptr && (polls % 16 == 0 || polls >= 256)) roll_call::answer(*what, seconds_since(start));
     if (polls < 256) {
       sched_yield();
       continue;
     }
-    if (what != nullptr) roll_call::answer(*what, seconds_since(start));
     std::this_thread::sleep_for(nap);
     nap = std::min(nap * 2, std::chrono::microseconds(1000));
   }
@@ -161,28 +166,20 @@ std::string timeout_message(const std::string& operation, int rank, int size, do
   return message.str();
 }
 
-// "the world communicator", or the world ranks of a smaller one ("world ranks 0-3", "world ranks 0, 2, 4").
-std::string describe_members(MPI_Comm comm) {
+// The world rank of each rank of `comm`, in its rank order.
+std::vector<int> world_ranks_of(MPI_Comm comm) {
   MPI_Group group = MPI_GROUP_NULL, world = MPI_GROUP_NULL;
   LONGCTX_CHECK_MPI(MPI_Comm_group(comm, &group));
   LONGCTX_CHECK_MPI(MPI_Comm_group(MPI_COMM_WORLD, &world));
-  int size = 0, world_size = 0;
+  int size = 0;
   MPI_Group_size(group, &size);
-  MPI_Group_size(world, &world_size);
   std::vector<int> ranks(static_cast<size_t>(size)), world_ranks(static_cast<size_t>(size));
   for (int i = 0; i < size; ++i) ranks[static_cast<size_t>(i)] = i;
   const int rc = MPI_Group_translate_ranks(group, size, ranks.data(), world, world_ranks.data());
   MPI_Group_free(&group);
   MPI_Group_free(&world);
   LONGCTX_CHECK_MPI(rc);
-  if (size == world_size && std::is_sorted(world_ranks.begin(), world_ranks.end())) return "the world communicator";
-  const bool contiguous = size > 0 && world_ranks.back() - world_ranks.front() == size - 1 &&
-                          std::is_sorted(world_ranks.begin(), world_ranks.end());
-  if (contiguous)
-    return "the communicator of world ranks " + std::to_string(world_ranks.front()) + "-" + std::to_string(world_ranks.back());
-  std::string out = "the communicator of world ranks ";
-  for (int i = 0; i < size && i < 8; ++i) out += (i ? ", " : "") + std::to_string(world_ranks[static_cast<size_t>(i)]);
-  return out + (size > 8 ? ", ..." : "");
+  return world_ranks;
 }
 
 }  // namespace
@@ -218,8 +215,10 @@ class MpiCommunicator::Pending final : public Request::Impl {
     const bool completed = wait_all(requests_, statuses_, timeout_seconds_, &what_);
     counters_->seconds += seconds_since(start);
     if (!completed) {
-      const std::string roll = roll_call::ask(what_, seconds_since(start), roll_call::window(timeout_seconds_));
-      throw CommTimeout(timeout_message(operation_, rank_, size_, timeout_seconds_, roll));
+      const std::string roll = roll_call::ask(what_, seconds_since(start), roll_call::window(timeout_seconds_),
+                                              world_ranks ? *world_ranks : std::vector<int>{});
+      if (!test_all(requests_, statuses_))  // it may have completed meanwhile: then it did not time out
+        throw CommTimeout(timeout_message(operation_, rank_, size_, timeout_seconds_, roll));
     }
     complete();
   }
@@ -234,6 +233,7 @@ class MpiCommunicator::Pending final : public Request::Impl {
   }
 
   bool point_to_point = false;
+  std::shared_ptr<const std::vector<int>> world_ranks;  // of its communicator's ranks: the roll call's "members"
   std::shared_ptr<bool> collective_abandoned;  // its communicator's: set when a collective is left in flight
   std::vector<int> counts;  // argument arrays of v-collectives: MPI reads them until completion
   std::vector<int> displs;
@@ -308,7 +308,32 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::shared_ptr<Counters> counte
   int found = 0;
   LONGCTX_CHECK_MPI(MPI_Comm_get_attr(comm_, MPI_TAG_UB, &tag_ub, &found));
   if (found && tag_ub != nullptr) tag_ub_ = *tag_ub;
-  members_ = describe_members(comm_);
+  world_ranks_ = std::make_shared<const std::vector<int>>(world_ranks_of(comm_));
+  name("a communicator");
+}
+
+void MpiCommunicator::name(const std::string& name) {
+  name_ = name;
+  // "sub-communicator #2 of the world communicator (world ranks 0-3)": names alone may repeat (a sub of all
+  // ranks), and the ranks alone do too (two subs of the same ranks count their collectives apart).
+  const std::vector<int>& ranks = *world_ranks_;
+  if (name_ == "the world communicator") {
+    described_ = name_;
+    return;
+  }
+  std::string list;
+  for (size_t i = 0; i < ranks.size();) {
+    size_t j = i;
+    while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
+    if (i > 0) list += ", ";
+    if (i >= 16) {
+      list += "...";
+      break;
+    }
+    list += std::to_string(ranks[i]) + (j > i ? "-" + std::to_string(ranks[j]) : "");
+    i = j + 1;
+  }
+  described_ = name_ + " (world rank" + (ranks.size() == 1 ? " " : "s ") + list + ")";
 }
 
 MpiCommunicator::~MpiCommunicator() {
@@ -335,6 +360,7 @@ std::unique_ptr<Communicator> make_mpi_world(double timeout_seconds) {
     throw CommTimeout(timeout_message("comm_dup(MPI_COMM_WORLD)", rank, size, timeout_seconds));
   }
   auto world = std::make_unique<MpiCommunicator>(dup, std::make_shared<Counters>(), timeout_seconds);
+  world->name("the world communicator");
   const auto wait = [&](std::vector<MPI_Request>& posted) {
     std::vector<MPI_Status> posted_statuses(posted.size());
     return wait_all(posted, posted_statuses, timeout_seconds);
@@ -358,7 +384,8 @@ std::unique_ptr<Communicator> MpiCommunicator::sub(int first, int count) {
             << ", which is outside the range; only member ranks may call it";
     throw InternalError(message.str());
   }
-  meet(first, count);
+  const long number = ++subs_made_;  // alike on every member: members make their sub()s in one order
+  meet(first, count, number);
   MPI_Group group = MPI_GROUP_NULL, members = MPI_GROUP_NULL;
   LONGCTX_CHECK_MPI(MPI_Comm_group(comm_, &group));
   int range[1][3] = {{first, first + count - 1, 1}};
@@ -370,17 +397,26 @@ std::unique_ptr<Communicator> MpiCommunicator::sub(int first, int count) {
   LONGCTX_CHECK_MPI(rc);
   auto result = std::make_unique<MpiCommunicator>(created, counters_, timeout_seconds_);
   result->max_count_override_ = max_count_override_;
+  result->name("sub-communicator #" + std::to_string(number) + " of " + name_);
   return result;
 }
 
-void MpiCommunicator::meet(int first, int count) const {
+void MpiCommunicator::meet(int first, int count, long number) const {
   const int last = first + count - 1;
-  auto pending = std::make_unique<Pending>(
-      "sub", "sub(first=" + std::to_string(first) + ", count=" + std::to_string(count) + ") of " + members_,
-      std::make_shared<Counters>(), timeout_seconds_, rank_, size_);  // counted nowhere, like sub() itself
-  pending->point_to_point = true;  // cancelled, not leaked, if it times out
-  pending->type = MPI_BYTE;
-  const int tag = meeting_tag();
+  const std::string what = "sub #" + std::to_string(number) + " (first=" + std::to_string(first) +
+                           ", count=" + std::to_string(count) + ") of " + described_;
+  const auto start_meeting = [&](const std::string& step) {
+    auto meeting = std::make_unique<Pending>("sub", what + step, std::make_shared<Counters>(), timeout_seconds_,
+                                             rank_, size_);  // counted nowhere, like sub() itself
+    meeting->point_to_point = true;  // cancelled, not leaked, if it times out
+    meeting->type = MPI_BYTE;
+    meeting->world_ranks = world_ranks_;
+    return meeting;
+  };
+  auto pending = start_meeting("");
+  // A tag per meeting: the message of a meeting that timed out (a send cannot be cancelled) must not
+  // stand in for a later one's.
+  const int tag = tag_ub_ - static_cast<int>(number % kMeetingTags);
   const auto post = [&](bool send, int peer) {
     MPI_Request request = MPI_REQUEST_NULL;
     LONGCTX_CHECK_MPI(send ? MPI_Isend(nullptr, 0, MPI_BYTE, peer, tag, comm_, &request)
@@ -390,11 +426,7 @@ void MpiCommunicator::meet(int first, int count) const {
   if (rank_ == first) {
     for (int member = first + 1; member <= last; ++member) post(false, member);  // "here"
     pending->wait();
-    pending = std::make_unique<Pending>("sub", "sub(first=" + std::to_string(first) + ", count=" + std::to_string(count) +
-                                                   ") of " + members_ + ", its go",
-                                        std::make_shared<Counters>(), timeout_seconds_, rank_, size_);
-    pending->point_to_point = true;
-    pending->type = MPI_BYTE;
+    pending = start_meeting(", its go");
     for (int member = first + 1; member <= last; ++member) post(true, member);  // "go"
   } else {
     post(true, first);
@@ -418,10 +450,11 @@ size_t MpiCommunicator::max_count(DataType type) const {
 std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start(const char* operation, const std::string& peer) const {
   // Collectives are numbered per communicator (every rank posts the same ones, so the numbers agree);
   // point-to-point calls name their peer instead.
-  const std::string what = peer.empty() ? std::string(operation) + " #" + std::to_string(++collectives_posted_) + " on " + members_
-                                        : std::string(operation) + " " + peer + " on " + members_;
+  const std::string what = peer.empty() ? std::string(operation) + " #" + std::to_string(++collectives_posted_) + " on " + described_
+                                        : std::string(operation) + " " + peer + " on " + described_;
   auto pending = std::make_unique<Pending>(operation, what, counters_, timeout_seconds_, rank_, size_);
   pending->collective_abandoned = collective_abandoned_;
+  pending->world_ranks = world_ranks_;
   return pending;
 }
 
@@ -451,10 +484,10 @@ void MpiCommunicator::check_rank(int peer, const char* what, const char* operati
 }
 
 void MpiCommunicator::check_tag(int tag, const char* operation) const {
-  if (tag < 0 || tag >= meeting_tag()) {
+  if (tag < 0 || tag > max_tag()) {
     std::ostringstream message;
-    message << "comm " << operation << ": tag " << tag << " is outside [0, " << meeting_tag() - 1 << "] (" << meeting_tag()
-            << " is sub()'s)";
+    message << "comm " << operation << ": tag " << tag << " is outside [0, " << max_tag() << "] (the "
+            << kMeetingTags << " tags above are sub()'s)";
     throw InternalError(message.str());
   }
 }

@@ -37,6 +37,10 @@ class MpiCommunicator : public Communicator {
   void set_max_count(size_t count) { max_count_override_ = count; }
   size_t max_count(DataType type) const;
 
+  // What the roll call calls this communicator in its messages: `name` ("the world communicator",
+  // "sub-communicator #2 of the world communicator") and, but for the world's, its world ranks.
+  void name(const std::string& name);
+
  protected:
   Request iall_gather_raw(const void* send, size_t send_count, void* recv, size_t recv_count,
                           DataType type) override;
@@ -69,17 +73,22 @@ class MpiCommunicator : public Communicator {
   void count_call(Volume volume) const;
   void check_rank(int peer, const char* what, const char* operation) const;
   void check_tag(int tag, const char* operation) const;
-  // sub()'s members meet before MPI_Comm_create_group, which has no timeout (mpi_communicator.cpp).
-  void meet(int first, int count) const;
-  int meeting_tag() const { return tag_ub_; }  // kept for meet(); callers' tags are below it
+  // sub()'s members meet before MPI_Comm_create_group, which has no timeout (mpi_communicator.cpp):
+  // sub() number `number` of this communicator, on its own tag among the top kMeetingTags.
+  void meet(int first, int count, long number) const;
+  static constexpr int kMeetingTags = 1024;
+  int max_tag() const { return tag_ub_ - kMeetingTags; }  // callers' tags: [0, max_tag()]
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 0;
   size_t max_count_override_ = 0;
   int tag_ub_ = 32767;  // MPI_TAG_UB of comm_; the standard guarantees at least 32767
-  std::string members_;  // "the world communicator", for the roll call
+  std::shared_ptr<const std::vector<int>> world_ranks_;  // world rank of each of its ranks
+  std::string name_;       // "the world communicator", "sub-communicator #2 of the world communicator"
+  std::string described_;  // name_ and the world ranks: what the roll call says
   mutable long collectives_posted_ = 0;
+  long subs_made_ = 0;
   // A collective left in flight (timed out) keeps using comm_: then the destructor does not free it.
   std::shared_ptr<bool> collective_abandoned_ = std::make_shared<bool>(false);
 };

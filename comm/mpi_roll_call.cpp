@@ -110,7 +110,7 @@ bool receive(int tag, int& source, std::string& text) {
 
 std::string seconds_text(double seconds) {
   char text[32];
-  std::snprintf(text, sizeof text, "%.0f", seconds);
+  std::snprintf(text, sizeof text, "%.1f", seconds);
   return text;
 }
 
@@ -128,16 +128,22 @@ std::string ranks_text(const std::vector<int>& ranks) {
   return out;
 }
 
-// " (host h, pid p)" for one rank, " (hosts a, b, ...)" for several.
+// "rank 3 (host h, pid p)", up to 4 ranks so; more: "ranks 8-15 (hosts a, b, ...)".
 std::string where_text(const std::vector<int>& ranks) {
   const State& s = state();
   const auto host = [&](int rank) { return std::string(s.peers[static_cast<size_t>(rank)].host); };
-  if (ranks.size() == 1)
-    return " (host " + host(ranks[0]) + ", pid " + std::to_string(s.peers[static_cast<size_t>(ranks[0])].pid) + ")";
+  if (ranks.size() <= 4) {
+    std::string out;
+    for (int rank : ranks)
+      out += (out.empty() ? "rank " : ", rank ") + std::to_string(rank) + " (host " + host(rank) + ", pid " +
+             std::to_string(s.peers[static_cast<size_t>(rank)].pid) + ")";
+    return out;
+  }
+  std::string out = ranks_text(ranks);
   std::vector<std::string> hosts;
   for (int rank : ranks)
     if (std::find(hosts.begin(), hosts.end(), host(rank)) == hosts.end()) hosts.push_back(host(rank));
-  std::string out = hosts.size() == 1 ? " (host " : " (hosts ";
+  out += hosts.size() == 1 ? " (host " : " (hosts ";
   for (size_t i = 0; i < hosts.size() && i < 4; ++i) out += (i ? ", " : "") + hosts[i];
   if (hosts.size() > 4) out += " and " + std::to_string(hosts.size() - 4) + " more";
   return out + ")";
@@ -148,7 +154,7 @@ struct Answer {
   double seconds = 0;
 };
 
-std::string summary(const std::map<int, Answer>& answers, double elapsed) {
+std::string summary(const std::map<int, Answer>& answers, double elapsed, const std::vector<int>& members) {
   const State& s = state();
   // Ranks grouped by the call they wait in, the asker's call first, then by lowest rank.
   std::vector<std::pair<std::string, std::vector<int>>> calls;
@@ -160,10 +166,8 @@ std::string summary(const std::map<int, Answer>& answers, double elapsed) {
   add(s.rank, answers.at(s.rank).what);
   for (const auto& [rank, answer] : answers) add(rank, answer.what);
   std::ostringstream out;
-  char within[32];
-  std::snprintf(within, sizeof within, "%.1f", elapsed);
-  out << "Roll call (" << answers.size() - 1 << " of " << s.size - 1 << " other ranks answered within " << within
-      << " s): ";
+  out << "Roll call (" << answers.size() - 1 << " of " << s.size - 1 << " other rank" << (s.size > 2 ? "s" : "")
+      << " answered within " << seconds_text(elapsed) << " s): ";
   size_t shown = 0;
   for (auto& [call, ranks] : calls) {
     if (++shown > 6) break;
@@ -180,13 +184,19 @@ std::string summary(const std::map<int, Answer>& answers, double elapsed) {
         << " (for " << span << " s)";
   }
   if (calls.size() > 6) out << "; and ranks in " << calls.size() - 6 << " other calls";
-  std::vector<int> silent;
-  for (int rank = 0; rank < s.size; ++rank)
-    if (!answers.count(rank)) silent.push_back(rank);
+  // The silent ranks of the communicator that timed out are the ones to look at; the others (in none of
+  // its calls) may just be busy elsewhere.
+  std::vector<int> silent, silent_outside;
+  for (int rank = 0; rank < s.size; ++rank) {
+    if (answers.count(rank)) continue;
+    const bool member = members.empty() || std::find(members.begin(), members.end(), rank) != members.end();
+    (member ? silent : silent_outside).push_back(rank);
+  }
   if (!silent.empty())
-    out << "; " << ranks_text(silent) << where_text(silent) << " did not answer: "
-        << (silent.size() == 1 ? "it is" : "they are")
+    out << "; " << where_text(silent) << " did not answer: " << (silent.size() == 1 ? "it is" : "they are")
         << " in no communicator call (computing, reading or writing a file, stopped, or gone)";
+  if (!silent_outside.empty())
+    out << "; " << ranks_text(silent_outside) << ", outside the communicator that timed out, did not answer either";
   return out.str();
 }
 
@@ -224,7 +234,7 @@ void answer(const std::string& what, double seconds) {
   if (!s.sending.empty()) tidy();
 }
 
-std::string ask(const std::string& what, double seconds, double window) {
+std::string ask(const std::string& what, double seconds, double window, const std::vector<int>& members) {
   State& s = state();
   if (!s.on) return "";
   const std::string number = std::to_string(++s.asked);
@@ -246,7 +256,7 @@ std::string ask(const std::string& what, double seconds, double window) {
     if (!heard) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   if (!s.on) return "";
-  return summary(answers, seconds_since(start));
+  return summary(answers, seconds_since(start), members);
 }
 
 }  // namespace longctx::comm::roll_call

@@ -440,6 +440,22 @@ TEST_P(SplitTest, RecvOfWrongSizeIsAnError) {
   tx.wait();
 }
 
+// The top 1024 tags are sub()'s meetings (one tag each): refused to callers; the one below is theirs.
+TEST_F(CommTest, TagsBelowTheMeetings) {
+  const int me = world->rank();
+  int* tag_ub = nullptr;
+  int found = 0;
+  MPI_Comm_get_attr(dynamic_cast<MpiCommunicator&>(*world).handle(), MPI_TAG_UB, &tag_ub, &found);
+  ASSERT_TRUE(found && tag_ub != nullptr);
+  std::vector<float> one{7.0f}, back(1, 0.0f);
+  EXPECT_THROW(world->isend<float>(one, me, *tag_ub), InternalError);
+  EXPECT_THROW(world->isend<float>(one, me, *tag_ub - 1023), InternalError);
+  Request highest = world->isend<float>(one, me, *tag_ub - 1024);
+  world->recv<float>(back, me, *tag_ub - 1024);
+  highest.wait();
+  EXPECT_EQ(back[0], 7.0f);
+}
+
 TEST_F(CommTest, ValidatesArguments) {
   const int g = world->size(), me = world->rank();
   const size_t gs = static_cast<size_t>(g);
@@ -592,7 +608,8 @@ TEST_F(CommTest, RollCallNamesTheRankElsewhere) {
   }
   if (me == last) {
     EXPECT_NE(message.find("rank " + std::to_string(last) + " waits in " + last_call), std::string::npos) << message;
-    EXPECT_NE(message.find(ranks_below(last) + " (host "), std::string::npos) << message;
+    for (int rank = 0; rank < last; ++rank)
+      EXPECT_NE(message.find("rank " + std::to_string(rank) + " (host "), std::string::npos) << message;
     EXPECT_NE(message.find("did not answer: " + std::string(last == 1 ? "it is" : "they are") + " in no communicator call"),
               std::string::npos)
         << message;

@@ -784,6 +784,8 @@ int run_train(Invocation& inv) {
     if (const auto latest = io::find_latest_checkpoint(r.checkpoint_dir)) {
       try {
         stored = train::load_checkpoint(trainer, *latest, config_text, mpi);
+      } catch (const train::CheckpointOfAnotherModel&) {
+        throw;  // its own message says what to do; an older checkpoint holds that model too
       } catch (const InputError& e) {
         // A damaged latest is refused (resuming elsewhere silently would train steps again): the message
         // says which older checkpoints there are and how to resume from one.

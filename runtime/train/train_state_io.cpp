@@ -157,7 +157,7 @@ void check_same_model(const io::CheckpointReader& reader, Trainer& trainer, cons
                    written(now, now_text) + " here";
   }
   if (!differences.empty())
-    throw InputError(reader.path() + ": a different model: " + differences +
+    throw CheckpointOfAnotherModel(reader.path() + ": a different model: " + differences +
                          "; resume with the checkpoint's model options, or use another checkpoint.dir");
   for (const char* key : {"data.task", "train.seed"}) {
     const auto a = saved_text.find(key), b = now_text.find(key);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "io/checkpoint.hpp"
+#include "runtime/core/error.hpp"
 
 #include "runtime/train/data.hpp"
 #include "runtime/train/trainer.hpp"
@@ -41,6 +42,13 @@ struct Resumed {
   int64_t tokens_seen = 0;
 };
 Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm);
+
+// What load_checkpoint throws for a checkpoint of another model (its /config's model options differ): an
+// older checkpoint in the same directory would not do either, unlike for a damaged file.
+class CheckpointOfAnotherModel : public InputError {
+ public:
+  using InputError::InputError;
+};
 
 // /state/global as text for `ckpt inspect` ("step 2, data position: sequence 2 at token 64, rng seed 1";
 // what the file holds of it), "" when it holds none or `train` did not write it.

@@ -205,7 +205,7 @@ elapsed=$(( $(date +%s) - start ))
 [ "$code" -ne 0 ] && [ "$code" -ne 124 ] && [ "$elapsed" -lt 60 ] && pass "a rank stalled before the collectives ends the job in ${elapsed}s (exit $code)" \
   || fail "rank stalled before the collectives: exit $code after ${elapsed}s"
 expect_in "$OUT/stderr" "timed out after 3 s" "says what timed out"
-expect_in "$OUT/stderr" "ranks 0, 2 wait in sub\\(first=0, count=3\\) of the world communicator" "the roll call says where the others wait"
+expect_in "$OUT/stderr" "ranks 0, 2 wait in sub #1 \\(first=0, count=3\\) of the world communicator" "the roll call says where the others wait"
 expect_in "$OUT/stderr" "rank 1 \\(host $(hostname), pid " "... names the missing rank and its host"
 expect_in "$OUT/stderr" "did not answer: it is in no communicator call" "... and that it is in no communicator call"
 [ ! -e bad.h5 ] && pass "no output after a rank stalled before the collectives" || fail "output left after a rank stalled before the collectives"

@@ -197,6 +197,8 @@ ls "$OUT/ck" >"$OUT/ck.before"
 expect_exit 3 "checkpoint of another head count" -- "$LONGCTX" train "${BASE[@]}" --model.heads 8 --model.dim 32 \
   --model.segment_lengths 32,128,256 --data.seq_len 256 --train.steps 9 --checkpoint.dir "$OUT/ck" --checkpoint.keep 1
 expect_in "$OUT/stderr" "a different model: model.heads = 4 there, 8 here" "names the option that differs"
+! grep -q "Older checkpoints" "$OUT/stderr" && pass "no hint to resume from an older checkpoint (of the same model)" \
+  || fail "hinted at older checkpoints for a model mismatch"
 expect_exit 3 "checkpoint of another schedule" -- "$LONGCTX" train "${BASE[@]}" --model.heads 4 --model.dim 32 \
   --model.segment_lengths 32,64,256 --data.seq_len 256 --train.steps 9 --checkpoint.dir "$OUT/ck" --checkpoint.keep 1
 expect_in "$OUT/stderr" "model.segment_lengths = 32,128,256 there, 32,64,256 here" "names the schedule"
