@@ -44,7 +44,8 @@
 // numbered by the sub() calls made of this communicator, which every member makes in one order: a
 // message left by a meeting that timed out (sends cannot be cancelled) never stands in for a later one.
 // A member that times out still leaves the others in MPI_Comm_create_group if they met without it (its
-// "here" had arrived): that ends with the job, which a timeout always ends (main's MPI_Abort).
+// "here" had arrived): that ends with the job, which a timeout always ends (main's MPI_Abort). A member
+// that stops between the meeting and the call is left to the watchdog (runtime/core/watchdog.hpp).
 #include "comm/mpi_communicator.hpp"
 
 #include <sched.h>
@@ -62,6 +63,7 @@
 
 #include "comm/mpi_roll_call.hpp"
 #include "runtime/core/check.hpp"
+#include "runtime/core/watchdog.hpp"
 
 namespace longctx::comm {
 namespace {
@@ -391,7 +393,11 @@ std::unique_ptr<Communicator> MpiCommunicator::sub(int first, int count) {
   int range[1][3] = {{first, first + count - 1, 1}};
   LONGCTX_CHECK_MPI(MPI_Group_range_incl(group, 1, range, &members));
   MPI_Comm created = MPI_COMM_NULL;
-  const int rc = MPI_Comm_create_group(comm_, members, kSubCommTag, &created);
+  int rc = MPI_SUCCESS;
+  {  // every member met, but one may still stop before this call: the watchdog ends the job then
+    watchdog::Guard guard("sub #" + std::to_string(number) + ": MPI_Comm_create_group on " + described_);
+    rc = MPI_Comm_create_group(comm_, members, kSubCommTag, &created);
+  }
   MPI_Group_free(&members);
   MPI_Group_free(&group);
   LONGCTX_CHECK_MPI(rc);

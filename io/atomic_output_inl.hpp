@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "runtime/core/check.hpp"
+#include "runtime/core/watchdog.hpp"
 
 namespace longctx::io {
 
@@ -28,6 +29,9 @@ void on_rank0(MPI_Comm comm, const std::string& what, Work&& work, bool keep_kin
     }
   }
   if (comm != MPI_COMM_NULL) {  // every rank learns the outcome, and on failure rank 0's reason
+    // MPI_Bcast has no timeout: a rank 0 stopped in `work` (a hung file system) left the others here
+    // forever; the watchdog ends the job after --comm-timeout instead.
+    watchdog::Guard guard("waiting for rank 0 (" + what + ")");
     LONGCTX_CHECK_MPI(MPI_Bcast(&code, 1, MPI_INT, 0, comm));
     if (code != 0) {
       int length = static_cast<int>(error.size());

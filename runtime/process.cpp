@@ -9,6 +9,7 @@
 #include "attention/cuda/cuda_attention.hpp"
 #include "comm/mpi_communicator.hpp"
 #include "runtime/core/check.hpp"
+#include "runtime/core/watchdog.hpp"
 
 namespace longctx {
 namespace {
@@ -152,6 +153,9 @@ ProcessContext::~ProcessContext() {
   world_.reset();
   int finalized = 0;
   MPI_Finalized(&finalized);
+  // main() met every rank just before (a timed barrier); one that stops right after it would still hold
+  // the others in MPI_Finalize: the watchdog (armed for --comm-timeout) ends the job then.
+  watchdog::Guard guard("MPI_Finalize at the end of the job");
   if (!finalized) MPI_Finalize();
 }
 

@@ -24,8 +24,11 @@ int run_on_rank0(Invocation& invocation, const std::function<int()>& work);
 
 // open(path, O_RDONLY | O_CLOEXEC) of a file that rank 0 has just made, maybe on another node: on ENOENT
 // it lists the directory (a network file system may answer from a lookup cached before the file existed)
-// and tries again, for up to 5 s. -1 and errno as open(2).
-int open_made_elsewhere(const std::string& path);
+// and tries again, for up to `patience_seconds`. -1 and errno as open(2).
+int open_made_elsewhere(const std::string& path, double patience_seconds);
+// How long a rank looks again for rank 0's file: 5 s, or half of --comm-timeout when that is shorter
+// (rank 0 waits that long for the others; looking longer made a refusal a timeout).
+double patience_for(const comm::Communicator& world);
 // Whether this rank sees rank 0's directory `dir`, for a Command::shared_inputs value: rank 0 makes a probe
 // file there, every rank reads it (open_made_elsewhere), rank 0 removes it. Collective over `world`. A
 // rank that runs in another working directory, or on a node whose `dir` is its own (node-local), reads

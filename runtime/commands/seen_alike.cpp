@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -14,19 +15,22 @@
 
 namespace longctx::cli {
 
-int open_made_elsewhere(const std::string& path) {
+int open_made_elsewhere(const std::string& path, double patience_seconds) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   // A network file system may answer from a lookup it cached when the file did not exist yet: listing
   // the directory (and its parent) makes it look again.
   const std::string dir = io::directory_of(path);
+  const double nap = std::min(0.5, std::max(patience_seconds, 0.0) / 10);
   for (int attempt = 0; fd < 0 && errno == ENOENT && attempt < 10; ++attempt) {
     for (const std::string& d : {io::directory_of(dir), dir})
       if (DIR* listing = ::opendir(d.c_str())) ::closedir(listing);
-    ::usleep(500 * 1000);
+    ::usleep(static_cast<useconds_t>(nap * 1e6));
     fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   }
   return fd;
 }
+
+double patience_for(const comm::Communicator& world) { return std::min(5.0, world.timeout_seconds() / 2); }
 
 std::string probe_directory(comm::Communicator& world, const std::string& dir) {
   char host[256] = {};
@@ -54,7 +58,7 @@ std::string probe_directory(comm::Communicator& world, const std::string& dir) {
   if (!made[0]) return "(not checked: rank 0 could not make a file there)";
   const std::string path = comm::broadcast_text(world, probe, 0);  // rank 0's name: its pid and host
   std::string seen;
-  const int fd = open_made_elsewhere(path);
+  const int fd = open_made_elsewhere(path, patience_for(world));
   if (fd < 0) {
     seen = "(no " + path.substr(path.rfind('/') + 1) + ": " + std::strerror(errno) + ")";
   } else {

@@ -1092,7 +1092,7 @@ Command train_command() {
     if (!dir.empty()) {
       // Every rank looked for checkpoint.dir in the config phase, before rank 0 made it: a network file
       // system may answer from that lookup (open_made_elsewhere looks again).
-      const int fd = open_made_elsewhere(dir + "/" + kLockFile);
+      const int fd = open_made_elsewhere(dir + "/" + kLockFile, patience_for(inv.process.world()));
       seen.emplace_back("checkpoint.dir's lock file (rank 0 wrote it)",
                         fd < 0 ? std::string("(none: ") + std::strerror(errno) + ")"
                                : "\"" + read_lock_holder(fd).value_or("") + "\"");

@@ -68,8 +68,8 @@ class Watchdog {
       std::ostringstream message;
       message << what_ << ": no progress for "
               << std::chrono::duration<double>(timeout_).count()
-              << " s; a rank (this one or another) is stuck or gone (MPI-IO has no timeout of its own; --comm-timeout sets "
-                 "this one). Ending the job.";
+              << " s; a rank (this one or another) is stuck or gone (MPI-IO, MPI_Bcast, MPI_Comm_create_group and "
+                 "MPI_Finalize have no timeout of their own; --comm-timeout sets this one). Ending the job.";
       auto expire = expire_;
       lock.unlock();
       expire(message.str());  // aborts the job; if it returns, watch no more

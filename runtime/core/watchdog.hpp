@@ -1,5 +1,6 @@
 // A deadline for work that waits on other ranks without a timeout of its own: the collective MPI-IO
-// inside HDF5 (checkpoints, activation dumps, attend's files) and the MPI calls around it. The
+// inside HDF5 (checkpoints, activation dumps, attend's files) and the MPI calls around it, the broadcast
+// after rank-0-only steps (io::run_on_rank0), MPI_Comm_create_group and MPI_Finalize. The
 // communicator's calls time out by themselves; these cannot, so a rank stopped or lost mid-write would
 // hang the others forever.
 //

@@ -209,6 +209,20 @@ expect_in "$OUT/stderr" "ranks 0, 2 wait in sub #1 \\(first=0, count=3\\) of the
 expect_in "$OUT/stderr" "rank 1 \\(host $(hostname), pid " "... names the missing rank and its host"
 expect_in "$OUT/stderr" "did not answer: it is in no communicator call" "... and that it is in no communicator call"
 [ ! -e bad.h5 ] && pass "no output after a rank stalled before the collectives" || fail "output left after a rank stalled before the collectives"
+# One rank stops after its last collective (outputs written): MPI_Finalize has no timeout, and the others
+# waited there forever. They meet in a timed barrier first: exit 1 after --comm-timeout, naming the rank.
+rm -f end.h5
+start=$(date +%s)
+LONGCTX_FAULT_STALL_END_RANK=1 "${MPIRUN[@]}" -np 3 -x LONGCTX_FAULT_STALL_END_RANK timeout 120 "$LONGCTX" attend \
+  --input in.h5 --output end.h5 --segment-lengths 4,48 --dilation-rates 1,2 --quiet --comm-timeout 3 >"$OUT/stdout" 2>"$OUT/stderr"
+code=$?
+elapsed=$(( $(date +%s) - start ))
+[ "$code" -ne 0 ] && [ "$code" -ne 124 ] && [ "$elapsed" -lt 60 ] && pass "a rank stalled at the end ends the job in ${elapsed}s (exit $code)" \
+  || fail "rank stalled at the end: exit $code after ${elapsed}s"
+expect_in "$OUT/stderr" "at the end of the job \(this rank's work is done; its outputs are written\): comm barrier timed out after 3 s" \
+  "says it was the end"
+expect_in "$OUT/stderr" "rank 1 \(host $(hostname), pid [0-9]+\) did not answer" "... and names the rank that did not get there"
+[ -e end.h5 ] && pass "the output was written before" || fail "no output"
 # The coverage warning names the user's branch, once, at any P (at P = 2 the local branches were warned
 # about again, renumbered: "branch 1 (w=12, r=6)").
 expect_exit 0 "attend P=2, a branch that reaches 5 of 6 residues" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" attend --input in.h5 \
