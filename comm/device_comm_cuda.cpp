@@ -163,8 +163,9 @@ struct NcclState {
         throw InternalError(std::string("NCCL: ") + what + " failed: " + nccl().GetErrorString(async));
       }
       if (since(start) > timeout) {
-        aborted = true;
         const std::string roll = roll_call::ask(std::string("NCCL ") + what, since(start), roll_call::window(timeout));
+        if (cudaEventQuery(done) == cudaSuccess) return;  // it completed during the roll call
+        aborted = true;
         throw CommTimeout(std::string("NCCL: ") + what + " did not complete within " + std::to_string(timeout) +
                           " s" + (roll.empty() ? " (a peer died or diverged)" : ". " + roll) + "; communicator aborted");
       }

@@ -411,12 +411,14 @@ void MpiCommunicator::meet(int first, int count, long number) const {
   const int last = first + count - 1;
   const std::string what = "sub #" + std::to_string(number) + " (first=" + std::to_string(first) +
                            ", count=" + std::to_string(count) + ") of " + described_;
+  const auto members = std::make_shared<const std::vector<int>>(world_ranks_->begin() + first,
+                                                                 world_ranks_->begin() + last + 1);
   const auto start_meeting = [&](const std::string& step) {
     auto meeting = std::make_unique<Pending>("sub", what + step, std::make_shared<Counters>(), timeout_seconds_,
                                              rank_, size_);  // counted nowhere, like sub() itself
     meeting->point_to_point = true;  // cancelled, not leaked, if it times out
     meeting->type = MPI_BYTE;
-    meeting->world_ranks = world_ranks_;
+    meeting->world_ranks = members;  // silent ranks outside the sub() are not its missing members
     return meeting;
   };
   auto pending = start_meeting("");

@@ -214,7 +214,7 @@ bool open(const std::function<bool(std::vector<MPI_Request>&)>& wait) {
   LONGCTX_CHECK_MPI(MPI_Comm_set_errhandler(s.comm, MPI_ERRORS_RETURN));
   LONGCTX_CHECK_MPI(MPI_Comm_rank(s.comm, &s.rank));
   s.size = size;
-  Peer me{};
+  static Peer me{};  // MPI reads it until the gather completes, also after a timeout here
   std::strncpy(me.host, process_host().c_str(), kHostBytes - 1);
   me.pid = static_cast<int64_t>(getpid());
   s.peers.resize(static_cast<size_t>(size));

@@ -306,8 +306,12 @@ int main(int argc, char** argv) {
       try {
         process->world().barrier();
       } catch (const comm::CommTimeout& e) {
-        throw comm::CommTimeout(std::string("at the end of the job (this rank's work is done; its outputs are written): ") +
-                                e.what());
+        // The job ends with the code it had (75 after a checkpointed stop: requeue), or 1 for a success.
+        log::error(std::string("at the end of the job (") +
+                   (code == 0 ? "this rank's work is done; its outputs are written"
+                              : "this rank ended with exit code " + std::to_string(code)) +
+                   "): " + e.what());
+        process->abort(code != 0 ? code : static_cast<int>(ExitCode::internal));
       }
     }
     failed = false;

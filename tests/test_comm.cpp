@@ -628,14 +628,17 @@ TEST_F(CommTest, RollCallNumbersTheCollective) {
   world->all_reduce(Span<double>(on_time));
   world->all_reduce(Span<double>(on_time));
   if (me == last) {
-    std::this_thread::sleep_for(std::chrono::seconds(3));
+    std::this_thread::sleep_for(std::chrono::seconds(4));
     world->all_reduce(Span<double>(late));  // completes the others' third all_reduce
     return;
   }
-  world->set_timeout_seconds(1.0);
+  // Rank 0 times out first, while the middle ranks still wait (and answer); they time out later, when
+  // rank 0 has gone on, so only rank 0's message is checked whole. On a loaded machine a middle rank's
+  // roll call may even see the all_reduce complete (the last rank came): then it returns, which is right.
+  world->set_timeout_seconds(me == 0 ? 1.0 : 2.0);
   try {
     world->all_reduce(Span<double>(late));
-    ADD_FAILURE() << "all_reduce returned without the last rank";
+    if (me == 0) ADD_FAILURE() << "all_reduce returned without the last rank";
   } catch (const CommTimeout& e) {
     const std::string message = e.what();
     if (me == 0) {
@@ -643,8 +646,8 @@ TEST_F(CommTest, RollCallNumbersTheCollective) {
                              "all_reduce #3 on the world communicator"),
                 std::string::npos)
           << message;
+      EXPECT_NE(message.find("rank " + std::to_string(last) + " (host "), std::string::npos) << message;
     }
-    EXPECT_NE(message.find("rank " + std::to_string(last) + " (host "), std::string::npos) << message;
   }
 }
 

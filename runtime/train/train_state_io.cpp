@@ -169,7 +169,7 @@ void check_same_model(const io::CheckpointReader& reader, Trainer& trainer, cons
     for (const char* group : {"model/", "optimizer/m/", "optimizer/v/"}) expected.insert(group + view.name);
   for (const auto& name : reader.tensor_names())
     if (!expected.count(name))
-      throw InputError(reader.path() + ": " + name + ": not a tensor of this model (a different model?)");
+      throw CheckpointOfAnotherModel(reader.path() + ": " + name + ": not a tensor of this model (a different model?)");
 }
 
 }  // namespace

@@ -223,6 +223,13 @@ expect_in "$OUT/stderr" "at the end of the job \(this rank's work is done; its o
   "says it was the end"
 expect_in "$OUT/stderr" "rank 1 \(host $(hostname), pid [0-9]+\) did not answer" "... and names the rank that did not get there"
 [ -e end.h5 ] && pass "the output was written before" || fail "no output"
+# ... and keeps the code the ranks agreed on (here 2, a usage error; 75 after train's checkpointed stop),
+# which a requeue script reads: the stalled rank made it 1 at first.
+LONGCTX_FAULT_STALL_END_RANK=1 "${MPIRUN[@]}" -np 2 -x LONGCTX_FAULT_STALL_END_RANK timeout 120 "$LONGCTX" attend \
+  --input in.h5 --output end2.h5 --segment-lengths 4,48 --dilation-rates 1 --quiet --comm-timeout 3 >"$OUT/stdout" 2>"$OUT/stderr"
+code=$?
+[ "$code" -eq 2 ] && pass "a usage error with a rank stalled at the end: exit 2" || fail "usage error, rank stalled at the end: exit $code"
+expect_in "$OUT/stderr" "at the end of the job \(this rank ended with exit code 2\)" "... and says so"
 # The coverage warning names the user's branch, once, at any P (at P = 2 the local branches were warned
 # about again, renumbered: "branch 1 (w=12, r=6)").
 expect_exit 0 "attend P=2, a branch that reaches 5 of 6 residues" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" attend --input in.h5 \
