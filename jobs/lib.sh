@@ -11,7 +11,7 @@ LONGCTX_BUILD="${LONGCTX_BUILD:-$LONGCTX_ROOT/build}"
 LONGCTX_BUILD_PACKAGES=(build-essential cmake git openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
                         libboost-program-options-dev libgtest-dev)
 LONGCTX_DEMO_PACKAGES=(python3-numpy python3-h5py)
-LONGCTX_TEST_PACKAGES=("${LONGCTX_DEMO_PACKAGES[@]}" slurm-wlm munge)
+LONGCTX_TEST_PACKAGES=("${LONGCTX_DEMO_PACKAGES[@]}" slurm-wlm munge gdb)  # gdb: cli_untimed_calls
 
 longctx_sudo() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 

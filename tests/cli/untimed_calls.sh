@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The MPI calls with no timeout of their own, each with one rank stopped inside it (under gdb, as a
+# SIGSTOP or a hung file system would): MPI_Finalize, the broadcast after a rank-0-only step and
+# MPI_Comm_create_group. The watchdog must end the job after --comm-timeout, saying what made no
+# progress; before, each of these hung until the outer timeout. Skipped (77) where gdb cannot run a
+# program (not installed, or ptrace not allowed).
+LONGCTX=$1
+source "$(dirname "$0")/lib.sh"
+command -v gdb >/dev/null || { echo "skipped: no gdb"; exit 77; }
+gdb -q -batch -ex run --args /bin/true >/dev/null 2>&1 || { echo "skipped: gdb cannot run a program here"; exit 77; }
+HERE=$(cd "$(dirname "$0")" && pwd)
+cd "$OUT"
+/usr/bin/python3 "$HERE/attend_check.py" make in.h5 48 5 8 || exit 1
+
+# Under mpirun: rank $STOP_RANK runs under gdb and stops at the $STOP_HIT-th call of $STOP_AT (then
+# sleeps, stopped, until it is killed); it writes "STOPPED" to stop.log when it got there.
+cat >stopper.sh <<'EOF'
+#!/usr/bin/env bash
+if [ "$OMPI_COMM_WORLD_RANK" != "$STOP_RANK" ]; then exec "$@"; fi
+echo $$ >gdb.pid
+cat >gdb.cmd <<EOG
+set pagination off
+set breakpoint pending on
+set startup-with-shell off
+handle SIGUSR1 SIGUSR2 SIGPIPE SIGTERM nostop noprint pass
+break $STOP_AT
+ignore 1 $(( ${STOP_HIT:-1} - 1 ))
+run
+if \$_isvoid(\$_exitcode)
+  shell echo STOPPED >>stop.log
+  shell sleep 100
+end
+EOG
+exec gdb -q -batch -x gdb.cmd --args "$@"
+EOF
+chmod +x stopper.sh
+
+# stopped NAME RANK FUNCTION HIT EXPECTED -- attend options...
+stopped() {
+  local name=$1 rank=$2 at=$3 hit=$4 expected=$5
+  shift 6
+  rm -f stop.log gdb.pid
+  local start
+  start=$(date +%s)
+  STOP_RANK=$rank STOP_AT=$at STOP_HIT=$hit "${MPIRUN[@]}" -np 2 -x STOP_RANK -x STOP_AT -x STOP_HIT timeout 120 \
+    ./stopper.sh "$LONGCTX" attend --input in.h5 --segment-lengths 4,48 --dilation-rates 1,2 --quiet \
+    --comm-timeout 4 "$@" >"$OUT/stdout" 2>"$OUT/stderr"
+  local code=$? elapsed=$(( $(date +%s) - start ))
+  # The stopped rank's gdb and the program it holds, wherever mpirun left them.
+  if [ -s gdb.pid ]; then
+    pkill -9 -P "$(cat gdb.pid)" 2>/dev/null
+    kill -9 "$(cat gdb.pid)" 2>/dev/null
+  fi
+  if ! grep -q STOPPED stop.log 2>/dev/null; then
+    fail "$name: rank $rank never reached $at (hit $hit)"
+    sed 's/^/  | /' "$OUT/stderr" | head -20
+    return
+  fi
+  [ "$code" -ne 0 ] && [ "$code" -ne 124 ] && [ "$elapsed" -lt 60 ] &&
+    pass "$name: the job ends in ${elapsed}s (exit $code)" || fail "$name: exit $code after ${elapsed}s"
+  expect_in "$OUT/stderr" "$expected: no progress for 4 s" "$name: says what made no progress"
+}
+
+stopped "rank 1 stopped in MPI_Finalize" 1 MPI_Finalize 1 "MPI_Finalize at the end of the job" -- --output f.h5
+stopped "rank 1 stopped entering MPI_Comm_create_group" 1 MPI_Comm_create_group 1 \
+  "sub #1: MPI_Comm_create_group on the world communicator" -- --output g.h5
+# rank 0's renames: the output (1), then the report (2), while rank 1 waits for its outcome.
+stopped "rank 0 stopped publishing the report" 0 rename 2 "waiting for rank 0 \(publishing r.json\)" -- \
+  --output r.h5 --report r.json
+finish
