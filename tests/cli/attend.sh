@@ -183,27 +183,27 @@ elapsed=$(( $(date +%s) - start ))
 [ "$elapsed" -lt 60 ] && pass "no rank left waiting (${elapsed}s)" || fail "job took ${elapsed}s to end"
 expect_in "$OUT/stderr" "injected failure on rank 1" "the failing rank says why"
 [ ! -e bad.h5 ] && pass "no output after a failed rank" || fail "output left after a failed rank"
+# stalled_job VARIABLE WHAT OUTPUT: rank 1 of 3 stops where LONGCTX_FAULT_<VARIABLE>=1 says, attend writing
+# OUTPUT at --comm-timeout 3; the job must end fast, not with the outer timeout (124). Output in $OUT.
+stalled_job() {
+  local start code elapsed
+  start=$(date +%s)
+  env "LONGCTX_FAULT_$1=1" "${MPIRUN[@]}" -np 3 -x "LONGCTX_FAULT_$1" timeout 120 "$LONGCTX" attend --input in.h5 \
+    --output "$3" --segment-lengths 4,48 --dilation-rates 1,2 --quiet --comm-timeout 3 >"$OUT/stdout" 2>"$OUT/stderr"
+  code=$?
+  elapsed=$(( $(date +%s) - start ))
+  [ "$code" -ne 0 ] && [ "$code" -ne 124 ] && [ "$elapsed" -lt 60 ] && pass "a rank stalled $2 ends the job in ${elapsed}s (exit $code)" \
+    || fail "rank stalled $2: exit $code after ${elapsed}s"
+}
 # One rank stops while the others write the output collectively (MPI-IO, no timeout of its own): the
 # watchdog ends the job after --comm-timeout instead of letting it hang.
-start=$(date +%s)
-LONGCTX_FAULT_STALL_RANK=1 "${MPIRUN[@]}" -np 3 -x LONGCTX_FAULT_STALL_RANK timeout 120 "$LONGCTX" attend --input in.h5 \
-  --output bad.h5 --segment-lengths 4,48 --dilation-rates 1,2 --quiet --comm-timeout 3 >"$OUT/stdout" 2>"$OUT/stderr"
-code=$?
-elapsed=$(( $(date +%s) - start ))
-[ "$code" -ne 0 ] && [ "$code" -ne 124 ] && [ "$elapsed" -lt 60 ] && pass "a rank stalled in file I/O ends the job in ${elapsed}s (exit $code)" \
-  || fail "stalled rank: exit $code after ${elapsed}s"
+stalled_job STALL_RANK "in file I/O" bad.h5
 expect_in "$OUT/stderr" "writing bad.h5: no progress for 3 s" "says what made no progress"
 [ ! -e bad.h5 ] && pass "no output after a stalled rank" || fail "output left after a stalled rank"
 # One rank stops outside MPI while the others wait for it in the attention's communicator calls (first:
 # setting up its sub-communicators, MPI_Comm_create_group, where they waited forever): the job ends after
 # --comm-timeout, and the roll call names the rank that is missing and where the others wait.
-start=$(date +%s)
-LONGCTX_FAULT_STALL_ATTENTION_RANK=1 "${MPIRUN[@]}" -np 3 -x LONGCTX_FAULT_STALL_ATTENTION_RANK timeout 120 "$LONGCTX" attend \
-  --input in.h5 --output bad.h5 --segment-lengths 4,48 --dilation-rates 1,2 --quiet --comm-timeout 3 >"$OUT/stdout" 2>"$OUT/stderr"
-code=$?
-elapsed=$(( $(date +%s) - start ))
-[ "$code" -ne 0 ] && [ "$code" -ne 124 ] && [ "$elapsed" -lt 60 ] && pass "a rank stalled before the collectives ends the job in ${elapsed}s (exit $code)" \
-  || fail "rank stalled before the collectives: exit $code after ${elapsed}s"
+stalled_job STALL_ATTENTION_RANK "before the collectives" bad.h5
 expect_in "$OUT/stderr" "timed out after 3 s" "says what timed out"
 expect_in "$OUT/stderr" "ranks 0, 2 wait in sub #1 \\(first=0, count=3\\) of the world communicator" "the roll call says where the others wait"
 expect_in "$OUT/stderr" "rank 1 \\(host $(hostname), pid " "... names the missing rank and its host"
@@ -212,13 +212,7 @@ expect_in "$OUT/stderr" "did not answer: it is in no communicator call" "... and
 # One rank stops after its last collective (outputs written): MPI_Finalize has no timeout, and the others
 # waited there forever. They meet in a timed barrier first: exit 1 after --comm-timeout, naming the rank.
 rm -f end.h5
-start=$(date +%s)
-LONGCTX_FAULT_STALL_END_RANK=1 "${MPIRUN[@]}" -np 3 -x LONGCTX_FAULT_STALL_END_RANK timeout 120 "$LONGCTX" attend \
-  --input in.h5 --output end.h5 --segment-lengths 4,48 --dilation-rates 1,2 --quiet --comm-timeout 3 >"$OUT/stdout" 2>"$OUT/stderr"
-code=$?
-elapsed=$(( $(date +%s) - start ))
-[ "$code" -ne 0 ] && [ "$code" -ne 124 ] && [ "$elapsed" -lt 60 ] && pass "a rank stalled at the end ends the job in ${elapsed}s (exit $code)" \
-  || fail "rank stalled at the end: exit $code after ${elapsed}s"
+stalled_job STALL_END_RANK "at the end" end.h5
 expect_in "$OUT/stderr" "at the end of the job \(this rank's work is done; its outputs are written\): comm barrier timed out after 3 s" \
   "says it was the end"
 expect_in "$OUT/stderr" "rank 1 \(host $(hostname), pid [0-9]+\) did not answer" "... and names the rank that did not get there"
