@@ -314,28 +314,11 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::shared_ptr<Counters> counte
   name("a communicator");
 }
 
-void MpiCommunicator::name(const std::string& name) {
+void MpiCommunicator::name(const std::string& name, bool with_ranks) {
   name_ = name;
   // "sub-communicator #2 of the world communicator (world ranks 0-3)": names alone may repeat (a sub of all
   // ranks), and the ranks alone do too (two subs of the same ranks count their collectives apart).
-  const std::vector<int>& ranks = *world_ranks_;
-  if (name_ == "the world communicator") {
-    described_ = name_;
-    return;
-  }
-  std::string list;
-  for (size_t i = 0; i < ranks.size();) {
-    size_t j = i;
-    while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
-    if (i > 0) list += ", ";
-    if (i >= 16) {
-      list += "...";
-      break;
-    }
-    list += std::to_string(ranks[i]) + (j > i ? "-" + std::to_string(ranks[j]) : "");
-    i = j + 1;
-  }
-  described_ = name_ + " (world rank" + (ranks.size() == 1 ? " " : "s ") + list + ")";
+  described_ = with_ranks ? name_ + " (world " + roll_call::ranks_text(*world_ranks_) + ")" : name_;
 }
 
 MpiCommunicator::~MpiCommunicator() {
@@ -362,7 +345,7 @@ std::unique_ptr<Communicator> make_mpi_world(double timeout_seconds) {
     throw CommTimeout(timeout_message("comm_dup(MPI_COMM_WORLD)", rank, size, timeout_seconds));
   }
   auto world = std::make_unique<MpiCommunicator>(dup, std::make_shared<Counters>(), timeout_seconds);
-  world->name("the world communicator");
+  world->name("the world communicator", false);
   const auto wait = [&](std::vector<MPI_Request>& posted) {
     std::vector<MPI_Status> posted_statuses(posted.size());
     return wait_all(posted, posted_statuses, timeout_seconds);

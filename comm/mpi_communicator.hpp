@@ -38,8 +38,8 @@ class MpiCommunicator : public Communicator {
   size_t max_count(DataType type) const;
 
   // What the roll call calls this communicator in its messages: `name` ("the world communicator",
-  // "sub-communicator #2 of the world communicator") and, but for the world's, its world ranks.
-  void name(const std::string& name);
+  // "sub-communicator #2 of the world communicator") and, `with_ranks`, its world ranks.
+  void name(const std::string& name, bool with_ranks = true);
 
  protected:
   Request iall_gather_raw(const void* send, size_t send_count, void* recv, size_t recv_count,

@@ -16,7 +16,6 @@
 #include <cstring>
 #include <map>
 #include <memory>
-#include <set>
 #include <sstream>
 #include <thread>
 #include <utility>
@@ -114,20 +113,6 @@ std::string seconds_text(double seconds) {
   return text;
 }
 
-// "rank 3", "ranks 0, 2-5, 9"
-std::string ranks_text(const std::vector<int>& ranks) {
-  std::string out = ranks.size() == 1 ? "rank " : "ranks ";
-  for (size_t i = 0; i < ranks.size();) {
-    size_t j = i;
-    while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
-    if (i > 0) out += ", ";
-    out += std::to_string(ranks[i]);
-    if (j > i) out += "-" + std::to_string(ranks[j]);
-    i = j + 1;
-  }
-  return out;
-}
-
 // "rank 3 (host h, pid p)", up to 4 ranks so; more: "ranks 8-15 (hosts a, b, ...)".
 std::string where_text(const std::vector<int>& ranks) {
   const State& s = state();
@@ -164,15 +149,15 @@ std::string summary(const std::map<int, Answer>& answers, double elapsed, const 
     calls.push_back({what, {rank}});
   };
   add(s.rank, answers.at(s.rank).what);
-  for (const auto& [rank, answer] : answers) add(rank, answer.what);
+  for (const auto& [rank, answer] : answers)
+    if (rank != s.rank) add(rank, answer.what);
   std::ostringstream out;
   out << "Roll call (" << answers.size() - 1 << " of " << s.size - 1 << " other rank" << (s.size > 2 ? "s" : "")
       << " answered within " << seconds_text(elapsed) << " s): ";
   size_t shown = 0;
   for (auto& [call, ranks] : calls) {
     if (++shown > 6) break;
-    std::sort(ranks.begin(), ranks.end());
-    ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
+    std::sort(ranks.begin(), ranks.end());  // the asker's rank came first
     double least = 1e300, most = 0;
     for (int rank : ranks) {
       least = std::min(least, answers.at(rank).seconds);
@@ -201,6 +186,19 @@ std::string summary(const std::map<int, Answer>& answers, double elapsed, const 
 }
 
 }  // namespace
+
+std::string ranks_text(const std::vector<int>& ranks) {
+  std::string out = ranks.size() == 1 ? "rank " : "ranks ";
+  for (size_t i = 0; i < ranks.size();) {
+    size_t j = i;
+    while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
+    if (i > 0) out += ", ";
+    out += std::to_string(ranks[i]);
+    if (j > i) out += "-" + std::to_string(ranks[j]);
+    i = j + 1;
+  }
+  return out;
+}
 
 bool open(const std::function<bool(std::vector<MPI_Request>&)>& wait) {
   State& s = state();

@@ -38,6 +38,9 @@ void answer(const std::string& what, double seconds);
 // failed).
 std::string ask(const std::string& what, double seconds, double window, const std::vector<int>& members = {});
 
+// "rank 3", "ranks 0, 2-5, 9" (ascending ranks).
+std::string ranks_text(const std::vector<int>& ranks);
+
 // How long a rank whose wait timed out collects the answers: a quarter of the timeout, within
 // [50 ms, 5 s] (a rank that waits answers within a millisecond or so).
 inline double window(double timeout_seconds) { return std::min(5.0, std::max(0.05, timeout_seconds / 4)); }

@@ -4,7 +4,6 @@
 // then all ranks agree on the worst exit code (one all-reduce), so a usage error ends every rank cleanly
 // with exit 2 and nothing written. After that, a rank that throws aborts the whole job (MPI_Abort with
 // the error's exit code): the others may be inside a collective and would otherwise wait forever.
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -15,7 +14,6 @@
 #include <optional>
 #include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "comm/communicator.hpp"
@@ -297,8 +295,7 @@ int main(int argc, char** argv) {
   try {
     code = run(*process, args);
     // Fault injection for the no-hang test of the end: this rank stops after its last collective.
-    if (const auto stall = process_getenv("LONGCTX_FAULT_STALL_END_RANK"); stall && *stall == std::to_string(process->rank()))
-      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+    stall_if_named("LONGCTX_FAULT_STALL_END_RANK", process->rank());
     // MPI_Finalize has no timeout (Open MPI waits there for every rank): a rank stopped after its last
     // collective (a hung file system, SIGSTOP) left the others there forever. They meet here first, timed,
     // so such a rank is named by the roll call and the job ends after --comm-timeout.

@@ -3,8 +3,10 @@
 #include <mpi.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <sstream>
+#include <thread>
 
 #include "attention/cuda/cuda_attention.hpp"
 #include "comm/mpi_communicator.hpp"
@@ -42,6 +44,12 @@ std::optional<std::string> process_getenv(const std::string& name) {
   const char* value = std::getenv(name.c_str());
   if (!value) return std::nullopt;
   return std::string(value);
+}
+
+void stall_if_named(const char* variable, int rank) {
+  const auto named = process_getenv(variable);
+  if (named && *named == std::to_string(rank))
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
 }
 
 std::vector<std::string> process_environment_names() {

@@ -36,6 +36,9 @@ struct LauncherInfo {
 using GetEnv = std::function<std::optional<std::string>(const std::string&)>;
 LauncherInfo detect_launcher(const GetEnv& getenv);
 std::optional<std::string> process_getenv(const std::string& name);
+// Fault injection for the no-hang tests: when the environment variable `variable` holds this rank's
+// number, the rank stops here for good, outside MPI (as a SIGSTOP or a hung file system would).
+void stall_if_named(const char* variable, int rank);
 // The names of every variable in this process's environment.
 std::vector<std::string> process_environment_names();
 

@@ -11,7 +11,6 @@
 #include <memory>
 #include <optional>
 #include <sstream>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -235,8 +234,7 @@ int run(Invocation& invocation) {
   if (const auto fail_rank = process_getenv("LONGCTX_FAULT_INJECT_RANK"); fail_rank && *fail_rank == std::to_string(rank))
     throw InternalError("injected failure on rank " + *fail_rank + " (LONGCTX_FAULT_INJECT_RANK)");
   // ... this rank stops (in no MPI call) while the others wait in the all-gathers: the roll-call test.
-  if (const auto stall = process_getenv("LONGCTX_FAULT_STALL_ATTENTION_RANK"); stall && *stall == std::to_string(rank))
-    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+  stall_if_named("LONGCTX_FAULT_STALL_ATTENTION_RANK", rank);
 
   SequenceParallelAttention attention(world);
   attention.keep_gathered_for_backward(backward);  // the backward reuses the forward's gathered K / V
@@ -339,8 +337,7 @@ int run(Invocation& invocation) {
     io::noting_a_full_disk(io::directory_of(output_path), [&] {
       io::AtomicOutput output(output_path, comm);
       // Fault injection for the no-hang test of file I/O: this rank stops while the others write collectively.
-      if (const auto stall = process_getenv("LONGCTX_FAULT_STALL_RANK"); stall && *stall == std::to_string(rank))
-        for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+      stall_if_named("LONGCTX_FAULT_STALL_RANK", rank);
       const io::h5::DatasetOptions plain{};
       io::write_rows(output.file(), "o", input.shape, input.seq_axis, rows, o, plain);
       io::write_rows(output.file(), "lse", input.lse_shape(), input.seq_axis, rows, lse, plain);
