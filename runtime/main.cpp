@@ -231,15 +231,20 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
     }
     return std::pair<int, std::string>(0, "");
   };
+  // A refusal from here on: what a rank's `check` made goes again (nothing written).
+  const auto refused = [&](int agreed) {
+    if (parsed.invocation && parsed.invocation->command.undo_check) parsed.invocation->command.undo_check();
+    return agreed;
+  };
   const auto [code, message] = attempt([&] { parse(process, args, parsed); });
-  if (const int agreed = agree(code, message); agreed != 0) return agreed;
+  if (const int agreed = agree(code, message); agreed != 0) return refused(agreed);
   // Then every rank must have what rank 0 has (one broadcast), once every rank passed: the inputs' side
   // may read what rank 0 wrote in its checks (checkpoint.dir's lock file).
   if (parsed.invocation && !parsed.help && process.world_size() > 1) {
     std::vector<std::pair<std::string, std::string>> state;
     const auto [state_code, state_message] =
         attempt([&] { state = shared_state(*parsed.invocation, parsed.declared); });
-    if (const int agreed = agree(state_code, state_message); agreed != 0) return agreed;
+    if (const int agreed = agree(state_code, state_message); agreed != 0) return refused(agreed);
     const std::string differs = differences_from_rank0(process.world(), state, *parsed.invocation);
     std::vector<int> flags(static_cast<size_t>(process.world_size()), 0), mine{differs.empty() ? 0 : 1};
     process.world().all_gather(Span<const int>(mine), Span<int>(flags));
@@ -255,7 +260,7 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
                      "rank must get the same command line, config file and LONGCTX_* variables, and see the same "
                      "files (a node-local path, or a relative one from another working directory?)\n",
                      ranks.c_str());
-      return static_cast<int>(ExitCode::usage);
+      return refused(static_cast<int>(ExitCode::usage));
     }
   }
   if (process.rank() != 0 && (parsed.help || parsed.version)) return 0;

@@ -35,6 +35,10 @@ struct Command {
   // that differs ends the run with exit 2, saying what differs. Collectives (probe_directory) go first:
   // a rank that throws goes to main.cpp's agreement, which the others would not reach from a collective.
   std::function<std::vector<std::pair<std::string, std::string>>(const Invocation&)> shared_inputs = nullptr;
+  // Optional: removes what `check` made (train's checkpoint.dir and its lock file) when the run is refused
+  // after it ran: this or another rank's check failed, or the ranks' comparison did. Called on every rank,
+  // it removes only what this rank made: exit 2 and 3 promise that nothing was written.
+  std::function<void()> undo_check = nullptr;
 };
 
 struct Invocation {

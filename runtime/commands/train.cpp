@@ -596,6 +596,11 @@ void dump_layers(io::ActivationDump& dump, model::Model& model, const RunOptions
 // other's checkpoints. The file names the holder. A file system without flock (some Lustre mounts) gets a
 // warning and no lock.
 int g_checkpoint_lock = -1;  // rank 0's lock on <checkpoint.dir>/.longctx.lock, for the run's lifetime
+// What lock_checkpoint_dir made, for a run refused before its first step (unlock_checkpoint_dir).
+struct {
+  std::string lock_file;                // the lock file's path, when this run created it
+  std::vector<std::string> directories;  // the directories it created, outermost first
+} g_checkpoint_dir_made;
 
 // The holder a lock file names ("pid N on HOST, since ..."), trailing blanks cut; nullopt when nothing
 // could be read. Closes `fd`.
@@ -613,10 +618,24 @@ void lock_checkpoint_dir(const std::string& dir) {
   int& held = g_checkpoint_lock;
   if (held >= 0) return;
   std::error_code error;
+  // The directories missing on the way to `dir`, outermost first: a refused run removes them again.
+  std::vector<std::string> missing;
+  for (std::filesystem::path up = std::filesystem::path(dir).lexically_normal(); !up.empty() && up != up.root_path();
+       up = up.parent_path()) {
+    if (up.filename() == "..") break;  // "a/b/../c": only what is there can say what create_directories made
+    if (up.filename() == "." || up.filename().empty()) continue;
+    if (std::filesystem::symlink_status(up, error).type() != std::filesystem::file_type::not_found) break;
+    missing.insert(missing.begin(), up.string());
+  }
   std::filesystem::create_directories(dir, error);
   if (error) throw UsageError("checkpoint.dir=" + dir + ": cannot create it: " + error.message(), "checkpoint.dir");
+  g_checkpoint_dir_made.directories = missing;
   const std::string path = dir + "/" + kLockFile;
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd >= 0)
+    g_checkpoint_dir_made.lock_file = path;
+  else if (errno == EEXIST)
+    fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0)
     throw UsageError("checkpoint.dir=" + dir + ": cannot open " + path + ": " + std::strerror(errno), "checkpoint.dir");
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
@@ -645,6 +664,18 @@ void lock_checkpoint_dir(const std::string& dir) {
     log::warn("checkpoint.dir=" + dir + ": cannot write " + path + " (" + std::strerror(errno) +
               "); the lock holds, unnamed");
   held = fd;
+}
+
+// A run refused after the config phase made checkpoint.dir (another rank's check failed, or the ranks'
+// comparison did): the lock file and the directories this run created go again, so that exit 2 / 3 leave
+// nothing behind. A directory that is not empty by then (someone else's file) stays.
+void unlock_checkpoint_dir() {
+  if (!g_checkpoint_dir_made.lock_file.empty()) ::unlink(g_checkpoint_dir_made.lock_file.c_str());
+  if (g_checkpoint_lock >= 0) ::close(g_checkpoint_lock);  // after the unlink: no other run locks the old file
+  g_checkpoint_lock = -1;
+  for (auto dir = g_checkpoint_dir_made.directories.rbegin(); dir != g_checkpoint_dir_made.directories.rend(); ++dir)
+    if (::rmdir(dir->c_str()) != 0) break;
+  g_checkpoint_dir_made = {};
 }
 
 // Rank 0, before each checkpoint: the locked file must still be <checkpoint.dir>/.longctx.lock. A directory
@@ -1061,8 +1092,8 @@ Command train_command() {
     }
     train::make_dataset(r.data);  // the token file's metadata too (exit 3 when it is no token file)
     curriculum_datasets(r);
-    // Last: a run refused above creates nothing. (The ranks' comparison after the config phase may still
-    // refuse it: checkpoint.dir and its lock file then stay, harmless to the next run.)
+    // Last: a run refused above creates nothing. (A refusal after this, of another rank's check or of the
+    // ranks' comparison, removes what it made: undo_check.)
     if (!r.checkpoint_dir.empty() && inv.process.world().rank() == 0) {
       // The outputs validate left unchecked, in a checkpoint.dir that did not exist: it does after the lock.
       const bool log_unchecked = !r.log_jsonl.empty() && in_checkpoint_dir_to_make(r, r.log_jsonl);
@@ -1113,7 +1144,7 @@ Command train_command() {
     return seen;
   };
   return {"train", "train the sequence-parallel LongNet LM (passkey, associative, token file)", "", declare,
-          run_train, check, shared_inputs};
+          run_train, check, shared_inputs, unlock_checkpoint_dir};
 }
 
 }  // namespace longctx::cli

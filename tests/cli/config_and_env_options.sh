@@ -269,7 +269,18 @@ TRAIN=("$LONGCTX" train --quiet --train.steps 2 --model.layers 1 --model.dim 16 
 expect_exit 2 "train: checkpoint.dir is another directory on rank 1" -- "${TWO[@]}" ../r1 -- "${TRAIN[@]}" --checkpoint.dir ck
 expect_in "$OUT/stderr" "on rank 1 of 2 .*: checkpoint.dir's lock file \(rank 0 wrote it\) = \(none: No such file or directory\) here, \"pid [0-9]+ on .*\" on rank 0" \
   "rank 1 does not see rank 0's lock file"
-! ls ck/step_* >/dev/null 2>&1 && pass "no step trained, no checkpoint" || fail "a checkpoint was written"
+# Nothing written, as exit 2 says: before, checkpoint.dir and its lock file (made by rank 0's check) stayed.
+[ ! -e ck ] && pass "nothing written: the checkpoint.dir rank 0 made and its lock file are gone" ||
+  { fail "checkpoint.dir left behind"; find ck; }
+# The same when another rank's own check fails (a bad value on rank 1 only), below a directory that was
+# there already: only what the run made goes.
+mkdir -p held && touch held/mine
+expect_exit 2 "train: rank 1 refuses its options" -- "${TWO[@]}" . LONGCTX_TRAIN_WARMUP=-1 -- "${TRAIN[@]}" \
+  --checkpoint.dir held/new/ck
+expect_in "$OUT/stderr" "error on rank 1 of 2 .*train.warmup must be >= 0" "rank 1 names the option"
+[ -e held/mine ] && [ ! -e held/new ] && pass "the directories the run made are gone, what was there stays" ||
+  { fail "held/new left behind, or held/mine gone"; find held; }
+rm -rf held
 expect_exit 0 "train: the same directory on both" -- "${TWO[@]}" . -- "${TRAIN[@]}" --checkpoint.dir ck
 # A token file of the same length, other tokens, on rank 1 (a stale copy): before, it trained on them.
 printf 'the quick brown fox jumps over the lazy dog %.0s' $(seq 40) >a.txt
