@@ -20,8 +20,17 @@ TemporaryFile claim_on_rank0(const std::string& temporary, MPI_Comm comm) {
   return claimed;
 }
 
+ClaimedEarly::~ClaimedEarly() {
+  if (claim_.fd() >= 0) std::remove(claim_.path().c_str());  // still held: no other writer's file
+}
+
 AtomicOutput::AtomicOutput(std::string path, MPI_Comm comm)
-    : path_(std::move(path)), comm_(comm), temporary_(claim_on_rank0(temporary_path(), comm)) {
+    : AtomicOutput(path, claim_on_rank0(path + ".tmp", comm), comm) {}
+
+AtomicOutput::AtomicOutput(std::string path, TemporaryFile claimed, MPI_Comm comm)
+    : path_(std::move(path)), comm_(comm), temporary_(std::move(claimed)) {
+  if (h5::comm_rank(comm_) == 0 && temporary_.path() != temporary_path())
+    throw InternalError("AtomicOutput " + path_ + ": not given the claim of " + temporary_path());
   try {
     file_ = h5::File::create(temporary_path(), comm);
   } catch (...) {

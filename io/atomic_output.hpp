@@ -24,6 +24,8 @@ namespace longctx::io {
 class AtomicOutput {
  public:
   AtomicOutput(std::string path, MPI_Comm comm = MPI_COMM_NULL);
+  // The same with `<path>.tmp` claimed already (ClaimedEarly::take on every rank of `comm`).
+  AtomicOutput(std::string path, TemporaryFile claimed, MPI_Comm comm);
   AtomicOutput(const AtomicOutput&) = delete;
   AtomicOutput& operator=(const AtomicOutput&) = delete;
   ~AtomicOutput();
@@ -56,6 +58,23 @@ void run_on_rank0(MPI_Comm comm, const std::string& what, Work&& work);
 // TemporaryFile::claim on rank 0 (other ranks get an empty one); every rank throws rank 0's error, of its
 // kind (UsageError for an unusable or busy temporary file).
 TemporaryFile claim_on_rank0(const std::string& temporary, MPI_Comm comm);
+
+// An output's temporary file claimed before the work that ends in its write: attend claims OUT.tmp
+// before it reads its inputs, so a second run on the same output is refused at once (exit 2), not after
+// its compute, and no run computes for an output another one is writing. Collective (claim_on_rank0).
+// Until take() hands the claim to its writer (AtomicOutput, PreparedText), destroying it removes the
+// temporary file again on rank 0: a run that fails or is refused before its write leaves nothing.
+class ClaimedEarly {
+ public:
+  ClaimedEarly(const std::string& temporary, MPI_Comm comm) : claim_(claim_on_rank0(temporary, comm)) {}
+  ClaimedEarly(const ClaimedEarly&) = delete;
+  ClaimedEarly& operator=(const ClaimedEarly&) = delete;
+  ~ClaimedEarly();
+  TemporaryFile take() { return std::move(claim_); }
+
+ private:
+  TemporaryFile claim_;  // rank 0's (empty on the others)
+};
 
 }  // namespace longctx::io
 

@@ -282,7 +282,12 @@ void rename_durably(const std::string& from, const std::string& to) {
 }
 
 PreparedText::PreparedText(const std::string& path, const std::string& text)
-    : path_(path), temporary_(TemporaryFile::claim(path + ".tmp")) {
+    : PreparedText(path, text, TemporaryFile::claim(path + ".tmp")) {}
+
+PreparedText::PreparedText(const std::string& path, const std::string& text, TemporaryFile claimed)
+    : path_(path), temporary_(std::move(claimed)) {
+  if (temporary_.fd() < 0 || temporary_.path() != path + ".tmp")
+    throw InternalError("PreparedText " + path + ": not given the claim of " + path + ".tmp");
   const int fd = temporary_.fd();
   // Any failure from here on removes the temporary file: a failed write leaves nothing behind.
   const auto fail_and_remove = [&](const std::string& what, int error) {

@@ -74,6 +74,8 @@ void write_text_durably(const std::string& path, const std::string& text);
 class PreparedText {
  public:
   PreparedText(const std::string& path, const std::string& text);
+  // The same with `<path>.tmp` claimed already (ClaimedEarly::take).
+  PreparedText(const std::string& path, const std::string& text, TemporaryFile claimed);
   PreparedText(const PreparedText&) = delete;
   PreparedText& operator=(const PreparedText&) = delete;
   ~PreparedText();

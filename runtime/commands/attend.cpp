@@ -196,6 +196,13 @@ int run(Invocation& invocation) {
     log::info("--device cuda on " + std::to_string(P) + " ranks, device communicator " + device_comm->backend());
   }
   const MPI_Comm mpi = mpi_handle(world);
+  const MPI_Comm comm = P > 1 ? mpi : MPI_COMM_NULL;
+  // The temporary files are claimed before any work: a second run on the same output (or report) is
+  // refused now (exit 2), not after its compute, which it lost when the first one wrote first (or both ran
+  // to the end, the later rename replacing the earlier's file). A run that ends before writing removes them.
+  std::optional<io::ClaimedEarly> report_claim;
+  if (!report_path.empty()) report_claim.emplace(report_path + ".tmp", comm);
+  io::ClaimedEarly output_claim(output_path + ".tmp", comm);
 
   const auto t_read = Clock::now();
   io::AttendInput input;
@@ -327,15 +334,15 @@ int run(Invocation& invocation) {
       report_text = json.str();
     }
   }
-  const MPI_Comm comm = P > 1 ? mpi : MPI_COMM_NULL;
   std::optional<io::PreparedText> report;  // rank 0's; the others know it exists by report_path
   if (!report_path.empty())
-    io::run_on_rank0(comm, "writing " + report_path + ".tmp", [&] { report.emplace(report_path, report_text); });
+    io::run_on_rank0(comm, "writing " + report_path + ".tmp",
+                     [&] { report.emplace(report_path, report_text, report_claim->take()); });
   {
     watchdog::Guard guard("writing " + output_path);
     // MPI-IO's "file write failed" does not say why: a full disk is named.
     io::noting_a_full_disk(io::directory_of(output_path), [&] {
-      io::AtomicOutput output(output_path, comm);
+      io::AtomicOutput output(output_path, output_claim.take(), comm);
       // Fault injection for the no-hang test of file I/O: this rank stops while the others write collectively.
       stall_if_named("LONGCTX_FAULT_STALL_RANK", rank);
       const io::h5::DatasetOptions plain{};

@@ -492,6 +492,20 @@ wait $first
 expect_exit 0 "the next run takes over the leftover" -- "$LONGCTX" attend --input in.h5 --output busy.h5 --segment-lengths 4 --dilation-rates 1
 expect_in "$OUT/stderr" "replacing busy.h5.tmp, left by an earlier run that did not finish" "says it replaced the leftover"
 [ -e busy.h5 ] && [ ! -e busy.h5.tmp ] && pass "busy.h5 written, no .tmp left" || fail "busy.h5 / busy.h5.tmp after the takeover"
+# A second run while the first one still computes (its rank 1 stops before the collectives): refused at
+# once, before reading or computing. Before, the .tmp was claimed only at the write: both computed, and
+# the later writer was refused then, or, when their writes did not overlap, replaced the first one's file.
+rm -f early.h5 early.h5.tmp
+LONGCTX_FAULT_STALL_ATTENTION_RANK=1 "${MPIRUN[@]}" -np 2 -x LONGCTX_FAULT_STALL_ATTENTION_RANK timeout 120 "$LONGCTX" \
+  attend --input in.h5 --output early.h5 --segment-lengths 4,48 --dilation-rates 1,2 --quiet --comm-timeout 8 \
+  >/dev/null 2>&1 &
+first=$!
+for _ in $(seq 300); do [ -e early.h5.tmp ] && break; sleep 0.1; done
+expect_exit 2 "a second run on early.h5 while the first one computes" -- "$LONGCTX" attend --input in.h5 --output early.h5 "${S[@]}"
+expect_in "$OUT/stderr" "'early.h5.tmp' is being written by another running process" "... is refused, naming the file"
+grep -q "read \[\|forward: " "$OUT/stderr" && fail "... only after reading or computing" || pass "... before reading or computing"
+wait $first
+rm -f early.h5 early.h5.tmp
 
 # A report that cannot be written (a full disk; root only: a 64 KiB tmpfs) fails the run before the output
 # is replaced. Before: OUT was replaced, then exit 1.
