@@ -63,17 +63,21 @@ TemporaryFile claim_on_rank0(const std::string& temporary, MPI_Comm comm);
 // before it reads its inputs, so a second run on the same output is refused at once (exit 2), not after
 // its compute, and no run computes for an output another one is writing. Collective (claim_on_rank0).
 // Until take() hands the claim to its writer (AtomicOutput, PreparedText), destroying it removes the
-// temporary file again on rank 0: a run that fails or is refused before its write leaves nothing.
+// temporary file again on rank 0: a run that fails or is refused before its write leaves nothing. So
+// does one ended by SIGINT, SIGTERM or SIGHUP meanwhile (Ctrl-C, scancel, the SIGTERM with which Open MPI
+// ends the other ranks when one aborts), where such a signal would end the process anyway: it is then
+// removed and the signal raised again. At most 4 at a time.
 class ClaimedEarly {
  public:
-  ClaimedEarly(const std::string& temporary, MPI_Comm comm) : claim_(claim_on_rank0(temporary, comm)) {}
+  ClaimedEarly(const std::string& temporary, MPI_Comm comm);
   ClaimedEarly(const ClaimedEarly&) = delete;
   ClaimedEarly& operator=(const ClaimedEarly&) = delete;
   ~ClaimedEarly();
-  TemporaryFile take() { return std::move(claim_); }
+  TemporaryFile take();
 
  private:
   TemporaryFile claim_;  // rank 0's (empty on the others)
+  int slot_ = -1;        // where the signal handler finds its path; -1: none
 };
 
 }  // namespace longctx::io

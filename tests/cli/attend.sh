@@ -182,7 +182,20 @@ elapsed=$(( $(date +%s) - start ))
 [ "$code" -ne 0 ] && [ "$code" -ne 124 ] && pass "a failing rank ends the job (exit $code)" || fail "failing rank: exit $code"
 [ "$elapsed" -lt 60 ] && pass "no rank left waiting (${elapsed}s)" || fail "job took ${elapsed}s to end"
 expect_in "$OUT/stderr" "injected failure on rank 1" "the failing rank says why"
+# ... and leaves no bad.h5.tmp, which rank 0 claims before the work: Open MPI ends it with SIGTERM, on
+# which it removes the file (before, the claim at the write came after the failure).
+[ ! -e bad.h5.tmp ] && pass "no bad.h5.tmp left by the failed job" || fail "bad.h5.tmp left by the failed job"
 [ ! -e bad.h5 ] && pass "no output after a failed rank" || fail "output left after a failed rank"
+# The same for a run stopped by SIGTERM (scancel, kill) while it computes: exit 143 as by default, no .tmp.
+LONGCTX_FAULT_STALL_ATTENTION_RANK=0 "$LONGCTX" attend --input in.h5 --output bad.h5 --report bad.json \
+  --segment-lengths 4,48 --dilation-rates 1,2 --quiet >"$OUT/stdout" 2>"$OUT/stderr" &
+stopped=$!
+for _ in $(seq 300); do [ -e bad.h5.tmp ] && [ -e bad.json.tmp ] && break; sleep 0.1; done
+kill -TERM "$stopped"
+wait "$stopped"
+code=$?
+[ "$code" -eq 143 ] && [ ! -e bad.h5.tmp ] && [ ! -e bad.json.tmp ] && pass "SIGTERM while computing: exit 143, no .tmp left" \
+  || fail "SIGTERM while computing: exit $code, $(ls bad.h5.tmp bad.json.tmp 2>/dev/null | tr '\n' ' ')left"
 # stalled_job VARIABLE WHAT OUTPUT: rank 1 of 3 stops where LONGCTX_FAULT_<VARIABLE>=1 says, attend writing
 # OUTPUT at --comm-timeout 3; the job must end fast, not with the outer timeout (124). Output in $OUT.
 stalled_job() {
