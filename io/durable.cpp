@@ -8,7 +8,9 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <utility>
 
+#include "io/h5.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/log.hpp"
 
@@ -245,13 +247,28 @@ bool has_hdf5_signature(const std::string& path) {
 
 }  // namespace
 
-void check_hdf5_output_path(const std::string& option, const std::string& path) {
+void check_hdf5_output_path(const std::string& option, const std::string& path, const std::string& writes_format) {
   check_output_path(option, path);
   std::error_code error;
   if (!std::filesystem::is_regular_file(path, error) || std::filesystem::file_size(path, error) == 0 || error) return;
   if (!has_hdf5_signature(path))
     throw UsageError("--" + option + " '" + path + "' exists and is not an HDF5 file; writing would replace it: "
                      "move it away or give another name");
+  // A longctx file of another kind: `data import --out ck/step_00000006.h5` replaced a run's checkpoint.
+  std::string format;
+  try {
+    const h5::File existing = h5::File::open(path, h5::Mode::read, MPI_COMM_NULL);
+    if (existing.has_attribute("format")) format = existing.read_string_attribute("format");
+  } catch (const std::exception&) {  // unreadable (damaged, or held by a writer): nothing we can name to protect
+    return;
+  }
+  static const std::pair<const char*, const char*> kKinds[] = {{"longctx-checkpoint", "a longctx checkpoint"},
+                                                              {"longctx-tokens", "a longctx token dataset"},
+                                                              {"longctx-activations", "a longctx activation dump"}};
+  for (const auto& [name, kind] : kKinds)
+    if (format == name && format != writes_format)
+      throw UsageError("--" + option + " '" + path + "' exists and is " + kind + " (format " + format +
+                       "); writing would replace it: move it away or give another name");
 }
 
 void check_output_directory(const std::string& named, const std::string& directory) {

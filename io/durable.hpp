@@ -111,8 +111,10 @@ void noting_a_full_disk(const std::string& directory, Write&& write) {
 // UsageError naming the option.
 void check_output_path(const std::string& option, const std::string& path);
 // check_output_path for an HDF5 output, which also refuses to replace an existing file that is not HDF5
-// (a config file or a script named by mistake): UsageError naming the option. An empty file may go.
-void check_hdf5_output_path(const std::string& option, const std::string& path);
+// (a config file or a script named by mistake), or one of another longctx format than `writes_format`
+// (its root `format` attribute: a checkpoint, a token dataset or an activation dump named by mistake;
+// "" for attend's output, which has none): UsageError naming the option. An empty file may go.
+void check_hdf5_output_path(const std::string& option, const std::string& path, const std::string& writes_format = "");
 // The same for a directory made on first use (create_directories): the nearest part of `directory`
 // that exists must be a directory this process may write. Errors start with `named`.
 void check_output_directory(const std::string& named, const std::string& directory);

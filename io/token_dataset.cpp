@@ -10,7 +10,7 @@ namespace longctx::io {
 
 TokenImportStats import_text_files(const std::vector<std::string>& files, const std::string& out_path) {
   if (files.empty()) throw UsageError("data import: no input files");
-  check_hdf5_output_path("out", out_path);
+  check_hdf5_output_path("out", out_path, kTokenFormat);
   for (const std::string& file : files) {
     if (!std::filesystem::is_regular_file(file)) throw InputError(file + ": no such file (or not a regular file)");
     if (same_file(file, out_path) || same_file(file, out_path + ".tmp"))

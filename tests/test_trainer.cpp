@@ -284,10 +284,16 @@ TEST(Data, FileWindowsFollowTheDataPosition) {
   // A position past the training tokens (a checkpoint of another file) is named, not read.
   EXPECT_EQ(data->position_problem({5, 208}), "");
   EXPECT_NE(data->position_problem({5, 209}).find("token 209, lies past the 209 training tokens of data.path=" + corpus +
-                                                  " at data.seq_len=16 (another file, or a longer length"),
+                                                  " at data.seq_len=16 (another file, or a checkpoint of another "
+                                                  "data.seq_len"),
             std::string::npos)
       << data->position_problem({5, 209});
   EXPECT_EQ(make_dataset(small_data())->position_problem({5, 1 << 30}), "") << "synthetic data has no tokens";
+  // The split a resume at another data.seq_len compares: training windows in [0, 209), the held-out
+  // sequence from token 208 (its first target is token 209).
+  EXPECT_EQ(data->training_end(), 209);
+  EXPECT_EQ(data->held_out_begin(), 208);
+  EXPECT_EQ(make_dataset(small_data())->held_out_begin(), -1) << "synthetic data holds nothing out";
 }
 
 TEST(Data, BadOptionsAreUsageErrors) {

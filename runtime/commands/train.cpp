@@ -351,13 +351,6 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
   r.dump_path = opt<std::string>(inv, "dump.activations");
   // Where files go, before any step: a bad path would otherwise surface only at the first write.
   if (!r.checkpoint_dir.empty()) io::check_output_directory("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);
-  // Only in the config phase (warn = false there): run_train validates again on every rank, and rank 0 may
-  // by then hold the dump's temporary file, which a later rank would take for another writer's. An output
-  // in a checkpoint.dir not made yet is checked once the run has made it (train_command's check).
-  if (!warn && !r.log_jsonl.empty() && !in_checkpoint_dir_to_make(r, r.log_jsonl))
-    io::check_output_path("log.jsonl", r.log_jsonl);
-  if (!warn && !r.dump_path.empty() && !in_checkpoint_dir_to_make(r, r.dump_path))
-    io::check_hdf5_output_path("dump.activations", r.dump_path);
   require(r.log_jsonl.empty() || r.dump_path.empty() || !io::same_file(r.log_jsonl, r.dump_path),
           "log.jsonl and dump.activations name the same file");
   // The training data is input: no output may land on it (or on its name plus .tmp, renamed over it).
@@ -383,6 +376,14 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
               std::string(option) + "=" + path + " is a name that checkpoint.dir=" + r.checkpoint_dir +
                   " uses for its checkpoints; write it elsewhere");
     }
+  // After the collisions above, whose messages say more. Only in the config phase (warn = false there):
+  // run_train validates again on every rank, and rank 0 may by then hold the dump's temporary file, which
+  // a later rank would take for another writer's. An output in a checkpoint.dir not made yet is checked
+  // once the run has made it (train_command's check).
+  if (!warn && !r.log_jsonl.empty() && !in_checkpoint_dir_to_make(r, r.log_jsonl))
+    io::check_output_path("log.jsonl", r.log_jsonl);
+  if (!warn && !r.dump_path.empty() && !in_checkpoint_dir_to_make(r, r.dump_path))
+    io::check_hdf5_output_path("dump.activations", r.dump_path, io::kActivationFormat);
   for (int64_t l : parse_size_list("dump.layers", opt<std::string>(inv, "dump.layers"))) {
     require(l >= 0 && l < m.layers, "dump.layers: layer " + std::to_string(l) + " outside [0, model.layers)");
     r.dump_layers.insert(l);
@@ -615,43 +616,58 @@ std::optional<std::string> read_lock_holder(int fd) {
 }
 
 void lock_checkpoint_dir(const std::string& dir) {
-  int& held = g_checkpoint_lock;
-  if (held >= 0) return;
+  if (g_checkpoint_lock >= 0) return;
   std::error_code error;
-  // The directories missing on the way to `dir`, outermost first: a refused run removes them again.
+  // The directories missing on the way to `dir` as written (create_directories makes them so: "a/../b"
+  // makes a, then b), outermost first: a refused run removes them again. "." and ".." are no directories
+  // of their own.
   std::vector<std::string> missing;
-  for (std::filesystem::path up = std::filesystem::path(dir).lexically_normal(); !up.empty() && up != up.root_path();
-       up = up.parent_path()) {
-    if (up.filename() == "..") break;  // "a/b/../c": only what is there can say what create_directories made
-    if (up.filename() == "." || up.filename().empty()) continue;
+  for (std::filesystem::path up = dir; !up.empty() && up != up.root_path(); up = up.parent_path()) {
+    if (up.filename() == "." || up.filename() == ".." || up.filename().empty()) continue;
     if (std::filesystem::symlink_status(up, error).type() != std::filesystem::file_type::not_found) break;
     missing.insert(missing.begin(), up.string());
   }
   std::filesystem::create_directories(dir, error);
   if (error) throw UsageError("checkpoint.dir=" + dir + ": cannot create it: " + error.message(), "checkpoint.dir");
-  g_checkpoint_dir_made.directories = missing;
   const std::string path = dir + "/" + kLockFile;
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-  if (fd >= 0)
-    g_checkpoint_dir_made.lock_file = path;
-  else if (errno == EEXIST)
-    fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0)
-    throw UsageError("checkpoint.dir=" + dir + ": cannot open " + path + ": " + std::strerror(errno), "checkpoint.dir");
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    const int why = errno;
-    if (why != EWOULDBLOCK) {
-      ::close(fd);
-      log::warn("checkpoint.dir=" + dir + ": this file system cannot lock " + path + " (" + std::strerror(why) +
-                "): nothing stops a second run from using the same directory at once");
-      return;
+  for (;;) {
+    bool created = true;
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0 && errno == EEXIST) {
+      created = false;
+      fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
     }
-    const std::string who = read_lock_holder(fd).value_or("another run");
-    throw UsageError("checkpoint.dir=" + dir + " is in use by a run still going (" + who +
-                     "): two runs in one directory would delete each other's checkpoints; wait for it to end, "
-                     "stop it, or choose another checkpoint.dir. If that host is down or that process is gone, "
-                     "a network file system kept its lock: remove " + path, "checkpoint.dir");
+    if (fd < 0)
+      throw UsageError("checkpoint.dir=" + dir + ": cannot open " + path + ": " + std::strerror(errno), "checkpoint.dir");
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      const int why = errno;
+      if (why != EWOULDBLOCK) {
+        ::close(fd);
+        log::warn("checkpoint.dir=" + dir + ": this file system cannot lock " + path + " (" + std::strerror(why) +
+                  "): nothing stops a second run from using the same directory at once");
+        return;
+      }
+      const std::string who = read_lock_holder(fd).value_or("another run");
+      throw UsageError("checkpoint.dir=" + dir + " is in use by a run still going (" + who +
+                       "): two runs in one directory would delete each other's checkpoints; wait for it to end, "
+                       "stop it, or choose another checkpoint.dir. If that host is down or that process is gone, "
+                       "a network file system kept its lock: remove " + path, "checkpoint.dir");
+    }
+    // Locked; but a refused run removes the lock file it made (unlock_checkpoint_dir), and one opened just
+    // before that is locked in vain: the file must still be there.
+    struct stat locked {}, named {};
+    if (::fstat(fd, &locked) == 0 && ::stat(path.c_str(), &named) == 0 && locked.st_dev == named.st_dev &&
+        locked.st_ino == named.st_ino) {
+      // Only now are the file and the directories this run's: a run refused after losing the race for
+      // the lock (above) leaves the winner's alone.
+      g_checkpoint_dir_made.directories = missing;
+      if (created) g_checkpoint_dir_made.lock_file = path;
+      g_checkpoint_lock = fd;
+      break;
+    }
+    ::close(fd);
   }
+  const int fd = g_checkpoint_lock;
   char host[256] = {};
   ::gethostname(host, sizeof host - 1);
   const std::time_t now = std::time(nullptr);
@@ -663,15 +679,16 @@ void lock_checkpoint_dir(const std::string& dir) {
       ::fsync(fd) != 0)
     log::warn("checkpoint.dir=" + dir + ": cannot write " + path + " (" + std::strerror(errno) +
               "); the lock holds, unnamed");
-  held = fd;
 }
 
 // A run refused after the config phase made checkpoint.dir (another rank's check failed, or the ranks'
 // comparison did): the lock file and the directories this run created go again, so that exit 2 / 3 leave
 // nothing behind. A directory that is not empty by then (someone else's file) stays.
 void unlock_checkpoint_dir() {
+  // Unlinked while still locked: a run that opened it meanwhile and locks it after the close sees it gone
+  // (lock_checkpoint_dir checks) and makes a new one.
   if (!g_checkpoint_dir_made.lock_file.empty()) ::unlink(g_checkpoint_dir_made.lock_file.c_str());
-  if (g_checkpoint_lock >= 0) ::close(g_checkpoint_lock);  // after the unlink: no other run locks the old file
+  if (g_checkpoint_lock >= 0) ::close(g_checkpoint_lock);
   g_checkpoint_lock = -1;
   for (auto dir = g_checkpoint_dir_made.directories.rbegin(); dir != g_checkpoint_dir_made.directories.rend(); ++dir)
     if (::rmdir(dir->c_str()) != 0) break;
@@ -811,28 +828,34 @@ int run_train(Invocation& inv) {
   };
   bool resumed = false;
   train::Resumed stored;  // the checkpoint's data position and tokens_seen (its steps at the lengths they had)
-  if (!r.checkpoint_dir.empty())
-    if (const auto latest = io::find_latest_checkpoint(r.checkpoint_dir)) {
-      try {
-        stored = train::load_checkpoint(trainer, *latest, config_text, mpi);
-      } catch (const train::CheckpointOfAnotherModel&) {
-        throw;  // its own message says what to do; an older checkpoint holds that model too
-      } catch (const InputError& e) {
-        // A damaged latest is refused (resuming elsewhere silently would train steps again): the message
-        // says which older checkpoints there are and how to resume from one.
-        throw InputError(e.what() + older_checkpoints_hint(r.checkpoint_dir, *latest));
+  try {  // a resume refused here (exit 2 / 3) removes the lock file this run made, as the config phase's refusals
+    if (!r.checkpoint_dir.empty())
+      if (const auto latest = io::find_latest_checkpoint(r.checkpoint_dir)) {
+        try {
+          stored = train::load_checkpoint(trainer, *latest, config_text, mpi);
+        } catch (const train::CheckpointOfAnotherModel&) {
+          throw;  // its own message says what to do; an older checkpoint holds that model too
+        } catch (const InputError& e) {
+          // A damaged latest is refused (resuming elsewhere silently would train steps again): the message
+          // says which older checkpoints there are and how to resume from one.
+          throw InputError(e.what() + older_checkpoints_hint(r.checkpoint_dir, *latest));
+        }
+        // A run cannot go back: a latest past train.steps means the options name another run (or a typo).
+        // Before this it printed "done" and exited 0 having trained nothing, which a script took for success.
+        if (trainer.step() > r.steps)
+          throw UsageError("train.steps=" + std::to_string(r.steps) + ": checkpoint.dir's latest, " + *latest +
+                               ", is at step " + std::to_string(trainer.step()) + " already; give train.steps >= " +
+                               std::to_string(trainer.step()) +
+                               " (equal evaluates it and exits), or use another checkpoint.dir",
+                           "train.steps");
+        log::info("resumed from " + *latest + " at step " + std::to_string(trainer.step()));
+        resumed = true;
       }
-      // A run cannot go back: a latest past train.steps means the options name another run (or a typo).
-      // Before this it printed "done" and exited 0 having trained nothing, which a script took for success.
-      if (trainer.step() > r.steps)
-        throw UsageError("train.steps=" + std::to_string(r.steps) + ": checkpoint.dir's latest, " + *latest +
-                             ", is at step " + std::to_string(trainer.step()) + " already; give train.steps >= " +
-                             std::to_string(trainer.step()) + " (equal evaluates it and exits), or use another checkpoint.dir",
-                         "train.steps");
-      log::info("resumed from " + *latest + " at step " + std::to_string(trainer.step()));
-      resumed = true;
-    }
-  check_stages_shardable(r, trainer.step(), P, SpanningSegments::may_end_short);
+    check_stages_shardable(r, trainer.step(), P, SpanningSegments::may_end_short);
+  } catch (const Error& e) {
+    if (e.code() == ExitCode::usage || e.code() == ExitCode::bad_input) unlock_checkpoint_dir();
+    throw;
+  }
   const int64_t first_step = trainer.step();  // 0, or the checkpoint's
   // Tokens trained on through `step`: the checkpoint's count, then this run's lengths. (Counting every step
   // at this run's lengths was wrong after a resume at another data.seq_len.)
@@ -847,9 +870,30 @@ int run_train(Invocation& inv) {
   if (stored.position) {
     position = *stored.position;
     if (const std::string problem = source().position_problem(position); !problem.empty()) {
-      log::warn(problem);
+      log::warn_once(problem);  // every rank finds it alike
       position.token = 0;
     }
+  }
+  // A token file split at another data.seq_len: the checkpoint's run trained on tokens up to its own
+  // held-out tail, which at this length may start later than the tail evaluated now (a longer length
+  // holds out whole sequences of it, from an earlier token; a shorter one holds out a file the longer
+  // length trained on whole). Its evaluation would score tokens the model was trained on: said.
+  if (resumed && stored.data_seq_len > 0 && stored.data_seq_len != r.trainer.seq_len && data->held_out_begin() >= 0) {
+    train::DataConfig then = r.data;
+    then.seq_len = stored.data_seq_len;
+    then.split_seq_len = 0;
+    int64_t trained_end = -1;
+    try {
+      trained_end = train::make_dataset(then)->training_end();
+    } catch (const Error&) {  // the file holds no sequence of that length now: another file
+    }
+    if (trained_end - 1 > data->held_out_begin())
+      log::warn_once("data.seq_len=" + std::to_string(r.trainer.seq_len) + " after a checkpoint trained at data.seq_len=" +
+                     std::to_string(stored.data_seq_len) + ": evaluation scores the tokens of data.path=" + r.data.path +
+                     " from " + std::to_string(data->held_out_begin() + 1) + " on, but the checkpoint's run trained on "
+                     "tokens up to " + std::to_string(trained_end - 1) + ", so eval_loss / eval_accuracy are measured "
+                     "partly on training data. A length curriculum in one run (data.short_seq_len, data.short_steps) "
+                     "trains its shorter stages only before data.seq_len's held-out tail");
   }
 
   JsonLog jsonl(r.log_jsonl, rank == 0, trainer.step(), r.checkpoint_dir);
@@ -1100,7 +1144,7 @@ Command train_command() {
       const bool dump_unchecked = !r.dump_path.empty() && in_checkpoint_dir_to_make(r, r.dump_path);
       lock_checkpoint_dir(r.checkpoint_dir);
       if (log_unchecked) io::check_output_path("log.jsonl", r.log_jsonl);
-      if (dump_unchecked) io::check_hdf5_output_path("dump.activations", r.dump_path);
+      if (dump_unchecked) io::check_hdf5_output_path("dump.activations", r.dump_path, io::kActivationFormat);
       // Under the lock, so a temporary file held now is no other run's: a link or a directory at
       // step_N.h5.tmp would otherwise stop the run at step N's checkpoint.
       io::check_checkpoint_temporaries("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);

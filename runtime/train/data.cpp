@@ -164,8 +164,8 @@ class FileDataset : public Dataset {
                        std::to_string(reader_.vocab()) + ") of data.path=" + c_.path);
     sequences_ = reader_.sequence_count(c_.seq_len);
     if (sequences_ < 1)
-      throw InputError("data.path=" + c_.path + " holds fewer than " + c_.seq_len_option + "+1=" + std::to_string(c_.seq_len + 1) +
-                       " tokens");
+      throw InputError("data.path=" + c_.path + " holds " + std::to_string(reader_.token_count()) + " tokens, fewer than " +
+                       c_.seq_len_option + "+1=" + std::to_string(c_.seq_len + 1));
     // The held-out tail: the last 1/20 of the sequences of the split length (data.seq_len), at least one
     // when there are two. Training sequences of any length end before it (their last target is its first
     // token), so a curriculum's shorter stage never trains on what evaluation scores.
@@ -190,11 +190,13 @@ class FileDataset : public Dataset {
     if (at.token >= 0 && at.token < train_end_) return "";
     return "the checkpoint's data position, token " + std::to_string(at.token) + ", lies past the " +
            std::to_string(train_end_) + " training tokens of data.path=" + c_.path + " at data.seq_len=" +
-           std::to_string(split_len_) + " (another file, or a longer length whose held-out tail starts "
-           "earlier): training starts its data over at token 0";
+           std::to_string(split_len_) + " (another file, or a checkpoint of another data.seq_len, whose "
+           "training tokens end elsewhere): training starts its data over at token 0";
   }
   bool evaluates_on_training_data() const override { return held_out_ == 0; }
   int64_t eval_sequence_count() const override { return held_out_ > 0 ? held_out_ : train_count_; }
+  int64_t training_end() const override { return train_end_; }
+  int64_t held_out_begin() const override { return held_out_ > 0 ? train_count_ * c_.seq_len : -1; }
   SequenceRows rows(bool eval, int64_t index, io::RowRange range) const override {
     if (eval && c_.split_seq_len > 0 && c_.split_seq_len != c_.seq_len)
       throw InternalError("evaluation reads the data.seq_len dataset, not a curriculum stage's");

@@ -90,6 +90,10 @@ class Dataset {
   virtual bool evaluates_on_training_data() const { return false; }
   // How many distinct sequences evaluation can read; 0 when unbounded (synthetic tasks draw new ones).
   virtual int64_t eval_sequence_count() const { return 0; }
+  // A token file's split: training windows lie in tokens [0, training_end()), and evaluation scores the
+  // targets from held_out_begin() + 1 on. -1 for the synthetic tasks and a file too short to hold one back.
+  virtual int64_t training_end() const { return -1; }
+  virtual int64_t held_out_begin() const { return -1; }
 };
 
 // Validates the options (UsageError naming the option / InputError naming the file) and builds the task.

@@ -361,7 +361,15 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
     model::tensor_to_view(view, read("optimizer/v/" + view.name, true), trainer.optimizer().second_moment().data());
   }
   trainer.set_step(reader.step());
-  return {state.position, reader.tokens_seen()};
+  int64_t data_seq_len = 0;
+  const auto saved = ini_values(reader.config(), path + ": /config");
+  if (const auto it = saved.find("data.seq_len"); it != saved.end()) {
+    try {
+      data_seq_len = cli::parse_size("data.seq_len", it->second);
+    } catch (const Error&) {
+    }
+  }
+  return {state.position, reader.tokens_seen(), data_seq_len};
 }
 
 }  // namespace longctx::train

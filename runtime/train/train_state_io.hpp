@@ -40,6 +40,7 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
 struct Resumed {
   std::optional<DataPosition> position;
   int64_t tokens_seen = 0;
+  int64_t data_seq_len = 0;  // its /config's data.seq_len (0: none there)
 };
 Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm);
 

@@ -64,6 +64,10 @@ expect_exit 0 "train on a one-sequence token file" -- "$LONGCTX" train --quiet -
   --data.task file --data.path corpus.h5 --data.seq_len 32 --train.steps 2 --data.supervision answer
 expect_in "$OUT/stderr" "none is held out" "warns that eval uses the training sequence"
 expect_in "$OUT/stderr" "data.supervision=answer: data.task=file has no answers" "warns that supervision=answer does nothing"
+expect_exit 3 "train on a token file shorter than one sequence" -- "$LONGCTX" train --quiet --model.layers 1 --model.dim 16 \
+  --model.heads 2 --model.mlp_hidden 16 --model.vocab 256 --model.segment_lengths 8,32 --model.dilation_rates 1,2 \
+  --data.task file --data.path corpus.h5 --data.seq_len 64 --train.steps 1
+expect_in "$OUT/stderr" "data.path=corpus.h5 holds 34 tokens, fewer than data.seq_len\+1=65" "says how many it holds"
 # An output onto the training data is refused before anything is written (before: the dump replaced it).
 sum_before=$(md5sum <corpus.h5)
 for out in "--dump.activations ./corpus.h5 --dump.steps 1" "--log.jsonl corpus.h5"; do
@@ -141,6 +145,23 @@ for c in "stored:2:32 3:64" "legacy:- 3:96"; do
   [ "$(positions "pos_${c%%:*}")" = "${c#*:} " ] && pass "${c%%:*}: step 3 read from token $(( ${c##*:} - 32 ))" ||
     fail "${c%%:*}: data positions $(positions "pos_${c%%:*}")"
 done
+# A resume at a longer data.seq_len holds out a tail that starts earlier than the one of the checkpoint's
+# run, which trained on those tokens: said, once (before, eval_loss silently scored training data). A
+# shorter one holds out a later tail: nothing to say.
+FS=("${FT[@]:0:${#FT[@]}-2}")  # FT without its --data.seq_len 32
+[ "${FT[-2]}" = --data.seq_len ] || fail "FT no longer ends with --data.seq_len"
+expect_exit 0 "file task at data.seq_len 16, a checkpoint" -- "$LONGCTX" train "${FS[@]}" --data.seq_len 16 \
+  --train.steps 1 --checkpoint.dir split16
+expect_exit 0 "... resumed at data.seq_len 64" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${FS[@]}" --data.seq_len 64 \
+  --train.steps 2 --checkpoint.dir split16
+expect_in "$OUT/stderr" "data.seq_len=64 after a checkpoint trained at data.seq_len=16: evaluation scores the tokens of data.path=digits.h5 from 1025 on, but the checkpoint's run trained on tokens up to 1040" \
+  "says evaluation scores tokens the checkpoint's run trained on"
+[ "$(grep -c "evaluation scores the tokens" "$OUT/stderr")" = 1 ] && pass "... once (rank 0)" || fail "said $(grep -c "evaluation scores the tokens" "$OUT/stderr") times"
+expect_exit 0 "file task at data.seq_len 64, a checkpoint" -- "$LONGCTX" train "${FS[@]}" --data.seq_len 64 \
+  --train.steps 1 --checkpoint.dir split64
+expect_exit 0 "... resumed at data.seq_len 16" -- "$LONGCTX" train "${FS[@]}" --data.seq_len 16 --train.steps 2 \
+  --checkpoint.dir split64
+grep -q "evaluation scores the tokens" "$OUT/stderr" && fail "warned going shorter" || pass "going shorter: no warning"
 # A position past the file's training tokens (another data.path?) is warned about; the data starts over.
 mkdir -p pos_far && cp pos/step_00000002.h5 pos_far/ && echo step_00000002.h5 >pos_far/latest
 /usr/bin/python3 -c '
@@ -199,6 +220,22 @@ expect_exit 3 "import a missing file" -- "$LONGCTX" data import --text a.txt mis
 [ ! -e bad.h5 ] && [ ! -e bad.h5.tmp ] && pass "no output left" || fail "output left behind"
 expect_exit 2 "import into a directory" -- "$LONGCTX" data import --text a.txt --out . --quiet
 [ ! -e ..tmp ] && pass "no ..tmp left" || fail "..tmp left behind"
+# An output onto a longctx file of another kind (named by mistake) is refused, the file intact: before,
+# `data import --out` replaced a checkpoint (exit 0), and attend's --output a token dataset.
+cp "$CK" kept_ckpt.h5
+expect_exit 2 "import onto a checkpoint" -- "$LONGCTX" data import --text a.txt --out kept_ckpt.h5 --quiet
+expect_in "$OUT/stderr" "--out 'kept_ckpt.h5' exists and is a longctx checkpoint \(format longctx-checkpoint\)" \
+  "names what it would replace"
+cmp -s "$CK" kept_ckpt.h5 && pass "the checkpoint is intact" || fail "the checkpoint was replaced"
+/usr/bin/python3 "$(dirname "$0")/../../jobs/demo/make_qkv.py" --seq-len 64 --heads 2 --head-dim 8 qkv64.h5 >/dev/null ||
+  fail "could not make qkv64.h5"
+cp corpus.h5 kept_corpus.h5
+expect_exit 2 "attend onto a token dataset" -- "$LONGCTX" attend --input qkv64.h5 --output kept_corpus.h5 \
+  --segment-lengths 16 --dilation-rates 1 --quiet
+expect_in "$OUT/stderr" "--output 'kept_corpus.h5' exists and is a longctx token dataset" "names what it would replace"
+cmp -s corpus.h5 kept_corpus.h5 && pass "the token dataset is intact" || fail "the token dataset was replaced"
+expect_exit 0 "import onto a token dataset (the same kind): replaced" -- "$LONGCTX" data import --text b.txt \
+  --out kept_corpus.h5 --quiet
 cp a.txt a.h5
 expect_exit 2 "import a file onto itself" -- "$LONGCTX" data import --text a.h5 --out ./a.h5 --quiet
 cmp -s a.txt a.h5 && pass "the text file is intact" || fail "the input was overwritten"

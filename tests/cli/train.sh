@@ -134,12 +134,14 @@ assert len(a) == len(b) == 3 and all(abs(x - y) < 1e-3 for x, y in zip(a, b)), (
 PY
 
 # ---- latest past train.steps: exit 2 naming both, nothing trained or written (before: "done", exit 0) ---
-ls "$OUT/ck" >"$OUT/ck.before"
+# Its lock file removed first: the refused run makes one and removes it again (before, it stayed).
+rm -f "$OUT/ck/.longctx.lock"
+ls -A "$OUT/ck" >"$OUT/ck.before"
 expect_exit 2 "resume past train.steps" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 4 --checkpoint.dir "$OUT/ck" \
   --log.jsonl "$OUT/past.jsonl"
 expect_in "$OUT/stderr" "train.steps=4: .*step_00000006.h5, is at step 6 already" "names train.steps and the checkpoint"
-[ ! -e "$OUT/past.jsonl" ] && diff <(ls "$OUT/ck") "$OUT/ck.before" >/dev/null && pass "nothing written" \
-  || fail "wrote something: $(ls "$OUT/ck")"
+[ ! -e "$OUT/past.jsonl" ] && diff <(ls -A "$OUT/ck") "$OUT/ck.before" >/dev/null && pass "nothing written" \
+  || fail "wrote something: $(ls -A "$OUT/ck")"
 expect_exit 0 "resume at train.steps = the checkpoint's step (evaluates it)" -- "$LONGCTX" train "${SMALL[@]}" \
   --train.steps 6 --checkpoint.dir "$OUT/ck"
 expect_in "$OUT/stdout" "eval step 6 " "evaluates the checkpoint"
