@@ -10,7 +10,10 @@
 #include <filesystem>
 #include <utility>
 
+#include "io/activation_dump.hpp"
+#include "io/checkpoint.hpp"
 #include "io/h5.hpp"
+#include "io/token_dataset.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/log.hpp"
 
@@ -262,9 +265,9 @@ void check_hdf5_output_path(const std::string& option, const std::string& path, 
   } catch (const std::exception&) {  // unreadable (damaged, or held by a writer): nothing we can name to protect
     return;
   }
-  static const std::pair<const char*, const char*> kKinds[] = {{"longctx-checkpoint", "a longctx checkpoint"},
-                                                              {"longctx-tokens", "a longctx token dataset"},
-                                                              {"longctx-activations", "a longctx activation dump"}};
+  static const std::pair<const char*, const char*> kKinds[] = {{kCheckpointFormat, "a longctx checkpoint"},
+                                                              {kTokenFormat, "a longctx token dataset"},
+                                                              {kActivationFormat, "a longctx activation dump"}};
   for (const auto& [name, kind] : kKinds)
     if (format == name && format != writes_format)
       throw UsageError("--" + option + " '" + path + "' exists and is " + kind + " (format " + format +

@@ -132,8 +132,9 @@ std::map<std::string, std::string> model_options(const std::map<std::string, std
 // The model a checkpoint holds must be the model this run builds: the same [model] options (tensor shapes
 // alone miss heads, the schedule, rotary settings), compared by meaning, and the same tensors, no more
 // and no fewer.
-void check_same_model(const io::CheckpointReader& reader, Trainer& trainer, const std::string& config_text) {
-  const auto saved_text = ini_values(reader.config(), reader.path() + ": /config");
+// `saved_text`: the checkpoint's /config (ini_values).
+void check_same_model(const io::CheckpointReader& reader, const std::map<std::string, std::string>& saved_text,
+                      Trainer& trainer, const std::string& config_text) {
   const auto now_text = ini_values(config_text, "config");
   const auto saved = model_options(saved_text), now = model_options(now_text);
   std::string differences;
@@ -327,7 +328,8 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
   watchdog::Guard guard("reading the checkpoint " + path);
   io::CheckpointReader reader(path, comm);
   io::check_step_matches_file_name(reader);
-  check_same_model(reader, trainer, config_text);
+  const auto saved = ini_values(reader.config(), path + ": /config");
+  check_same_model(reader, saved, trainer, config_text);
   const auto& layout = trainer.model().layout();
   // What `ckpt verify` checks of the file is what a resume refuses: a tensor in another type (HDF5 would
   // convert it) or /state/global/step at odds with the step attribute was resumed from before.
@@ -362,7 +364,6 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
   }
   trainer.set_step(reader.step());
   int64_t data_seq_len = 0;
-  const auto saved = ini_values(reader.config(), path + ": /config");
   if (const auto it = saved.find("data.seq_len"); it != saved.end()) {
     try {
       data_seq_len = cli::parse_size("data.seq_len", it->second);
