@@ -1,13 +1,19 @@
 #include "io/atomic_output.hpp"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <ctime>
 #include <cstring>
+#include <exception>
 #include <iterator>
 #include <mutex>
+#include <utility>
 
 #include "io/durable.hpp"
 
@@ -29,17 +35,48 @@ TemporaryFile claim_on_rank0(const std::string& temporary, MPI_Comm comm) {
 
 namespace {
 
-// The paths of the early claims this process holds, for the signal handler (which may only read them).
+// The claimed temporary files this process knows of, for the signal handler and the abort path (which
+// may only read them): the path and the file's identity (device, inode), so that only that file is ever
+// removed, not one another run has claimed at the same name since.
 struct ClaimSlot {
-  std::atomic<bool> used{false};
+  std::atomic<bool> taken{false};  // by a RegisteredClaim
+  std::atomic<bool> used{false};   // filled in: the handler may read it
+  dev_t device = 0;
+  ino_t inode = 0;
   char path[4096] = {};
 };
-ClaimSlot g_claim_slots[4];
+ClaimSlot g_claim_slots[8];
+// LONGCTX_FAULT_SLOW_SIGNAL_CLEANUP_MS: the handler waits this long before removing the claims, so that
+// a test can send a second signal while the first one is handled (read when the handler is installed).
+long g_cleanup_delay_ms = 0;
 
-extern "C" void remove_claims_and_reraise(int signal) {
+// Removes the slot's file if its path still names it. Async-signal-safe (lstat, unlink).
+void remove_if_same(const ClaimSlot& slot) noexcept {
+  struct stat found {};
+  if (::lstat(slot.path, &found) == 0 && found.st_dev == slot.device && found.st_ino == slot.inode)
+    ::unlink(slot.path);
+}
+
+void remove_registered_claims() noexcept {
   for (ClaimSlot& slot : g_claim_slots)
-    if (slot.used.load(std::memory_order_acquire)) ::unlink(slot.path);
-  ::raise(signal);  // the disposition is the default again (SA_RESETHAND): ends the process as it would have
+    if (slot.used.load(std::memory_order_acquire)) remove_if_same(slot);
+}
+
+// Stays installed while it runs: a second signal that reaches another thread meanwhile (Open MPI ends a
+// rank with SIGTERM to its process group, and `timeout` or a wrapper forwards it again) runs it as well.
+// Reset on entry (SA_RESETHAND), the second signal ended the process by default before the unlink.
+extern "C" void remove_claims_and_reraise(int signal) {
+  if (g_cleanup_delay_ms > 0) {
+    const timespec delay{g_cleanup_delay_ms / 1000, (g_cleanup_delay_ms % 1000) * 1000000};
+    ::nanosleep(&delay, nullptr);
+  }
+  remove_registered_claims();
+  struct sigaction by_default {};
+  by_default.sa_handler = SIG_DFL;
+  sigemptyset(&by_default.sa_mask);
+  ::sigaction(signal, &by_default, nullptr);
+  // Pending until the handler returns (blocked in it), then ends the process as it would have without it.
+  ::raise(signal);
 }
 
 // Installs the handler for the signals that end a process by default, where nothing else handles them
@@ -47,7 +84,9 @@ extern "C" void remove_claims_and_reraise(int signal) {
 void remove_claims_on_signals() {
   static std::once_flag once;
   std::call_once(once, [] {
-    for (const int signal : {SIGINT, SIGTERM, SIGHUP}) {
+    if (const char* delay = std::getenv("LONGCTX_FAULT_SLOW_SIGNAL_CLEANUP_MS")) g_cleanup_delay_ms = std::atol(delay);
+    constexpr int kSignals[] = {SIGINT, SIGTERM, SIGHUP};
+    for (const int signal : kSignals) {
       struct sigaction current {};
       if (::sigaction(signal, nullptr, &current) != 0 || current.sa_handler != SIG_DFL ||
           (current.sa_flags & SA_SIGINFO) != 0)
@@ -55,7 +94,7 @@ void remove_claims_on_signals() {
       struct sigaction removing {};
       removing.sa_handler = remove_claims_and_reraise;
       sigemptyset(&removing.sa_mask);
-      removing.sa_flags = SA_RESETHAND;
+      for (const int other : kSignals) sigaddset(&removing.sa_mask, other);  // one at a time in a thread
       ::sigaction(signal, &removing, nullptr);
     }
   });
@@ -63,12 +102,27 @@ void remove_claims_on_signals() {
 
 }  // namespace
 
-ClaimedEarly::ClaimedEarly(const std::string& temporary, MPI_Comm comm) : claim_(claim_on_rank0(temporary, comm)) {
-  if (claim_.fd() < 0 || claim_.path().size() >= sizeof(ClaimSlot::path)) return;
+void remove_claims_before_abort() noexcept { remove_registered_claims(); }
+
+RegisteredClaim::RegisteredClaim(const TemporaryFile& claim, const std::string& path, MPI_Comm comm)
+    : exceptions_(std::uncaught_exceptions()) {
+  // Rank 0 holds the file; every rank learns which file it is.
+  uint64_t identity[2] = {0, 0};
+  struct stat held {};
+  if (claim.fd() >= 0 && ::fstat(claim.fd(), &held) == 0)
+    identity[0] = static_cast<uint64_t>(held.st_dev), identity[1] = static_cast<uint64_t>(held.st_ino);
+  if (comm != MPI_COMM_NULL) {
+    watchdog::Guard guard("waiting for rank 0 (claiming " + path + ")");
+    LONGCTX_CHECK_MPI(MPI_Bcast(identity, 2, MPI_UINT64_T, 0, comm));
+  }
+  if (identity[1] == 0 || path.size() >= sizeof(ClaimSlot::path)) return;
   for (int i = 0; i < static_cast<int>(std::size(g_claim_slots)); ++i) {
     ClaimSlot& slot = g_claim_slots[i];
-    if (slot.used.load(std::memory_order_relaxed)) continue;
-    std::memcpy(slot.path, claim_.path().c_str(), claim_.path().size() + 1);
+    bool free = false;
+    if (!slot.taken.compare_exchange_strong(free, true, std::memory_order_acq_rel)) continue;
+    slot.device = static_cast<dev_t>(identity[0]);
+    slot.inode = static_cast<ino_t>(identity[1]);
+    std::memcpy(slot.path, path.c_str(), path.size() + 1);
     slot.used.store(true, std::memory_order_release);
     slot_ = i;
     remove_claims_on_signals();
@@ -76,24 +130,50 @@ ClaimedEarly::ClaimedEarly(const std::string& temporary, MPI_Comm comm) : claim_
   }
 }
 
-TemporaryFile ClaimedEarly::take() {
-  // Out of the handler's reach first: once the writer has it, it may be renamed, and the name then taken
-  // by another run.
-  if (slot_ >= 0) g_claim_slots[slot_].used.store(false, std::memory_order_release);
-  slot_ = -1;
-  return std::move(claim_);
+RegisteredClaim::RegisteredClaim(RegisteredClaim&& other) noexcept
+    : slot_(std::exchange(other.slot_, -1)), exceptions_(other.exceptions_) {}
+
+RegisteredClaim& RegisteredClaim::operator=(RegisteredClaim&& other) noexcept {
+  if (this != &other) {
+    release();
+    slot_ = std::exchange(other.slot_, -1);
+    exceptions_ = other.exceptions_;
+  }
+  return *this;
 }
 
+RegisteredClaim::~RegisteredClaim() {
+  // Unwinding from this rank's failure, which ends the job (main aborts it; or every rank failed alike,
+  // and rank 0 removes its file anyway): the file goes now, on whichever rank, not only when rank 0 gets
+  // to handle its SIGTERM.
+  if (slot_ >= 0 && std::uncaught_exceptions() > exceptions_) remove_if_same(g_claim_slots[slot_]);
+  release();
+}
+
+void RegisteredClaim::release() noexcept {
+  if (slot_ < 0) return;
+  g_claim_slots[slot_].used.store(false, std::memory_order_release);
+  g_claim_slots[slot_].taken.store(false, std::memory_order_release);
+  slot_ = -1;
+}
+
+ClaimedEarly::ClaimedEarly(const std::string& temporary, MPI_Comm comm)
+    : claim_(claim_on_rank0(temporary, comm)), registered_(claim_, temporary, comm) {}
+
+TemporaryFile ClaimedEarly::take() { return std::move(claim_); }
+
 ClaimedEarly::~ClaimedEarly() {
-  if (slot_ >= 0) g_claim_slots[slot_].used.store(false, std::memory_order_release);
   if (claim_.fd() >= 0) std::remove(claim_.path().c_str());  // still held: no other writer's file
 }
 
 AtomicOutput::AtomicOutput(std::string path, MPI_Comm comm)
-    : AtomicOutput(path, claim_on_rank0(path + ".tmp", comm), comm) {}
+    : AtomicOutput(path, ClaimedEarly(path + ".tmp", comm), comm) {}
 
-AtomicOutput::AtomicOutput(std::string path, TemporaryFile claimed, MPI_Comm comm)
-    : path_(std::move(path)), comm_(comm), temporary_(std::move(claimed)) {
+AtomicOutput::AtomicOutput(std::string path, ClaimedEarly&& claimed, MPI_Comm comm)
+    : path_(std::move(path)),
+      comm_(comm),
+      temporary_(std::move(claimed.claim_)),
+      registered_(std::move(claimed.registered_)) {
   if (h5::comm_rank(comm_) == 0 && temporary_.path() != temporary_path())
     throw InternalError("AtomicOutput " + path_ + ": not given the claim of " + temporary_path());
   try {
@@ -115,10 +195,12 @@ void AtomicOutput::commit() {
   try {
     publish_on_rank0(comm_, "publishing " + path_, [&] { rename_durably(temporary_path(), path_); });
   } catch (...) {  // every rank throws together; rank 0 removes what the failed rename left
+    registered_.release();
     if (h5::comm_rank(comm_) == 0) std::remove(temporary_path().c_str());
     temporary_.close();
     throw;
   }
+  registered_.release();  // renamed: the name is free for another run's claim
   temporary_.close();
 }
 

@@ -21,11 +21,65 @@
 
 namespace longctx::io {
 
+// A claimed temporary file that this process removes if the job ends abnormally: on SIGINT, SIGTERM or
+// SIGHUP (Ctrl-C, scancel, the SIGTERM with which Open MPI ends the other ranks when one aborts), where
+// such a signal would end the process anyway (it is then raised again), and in
+// remove_claims_before_abort(), which the rank that aborts the job calls. Every rank of `comm` registers
+// it, by the identity (device, inode) that rank 0, which holds it, broadcasts: so the aborting rank
+// removes it even though rank 0 holds it (Open MPI may SIGKILL rank 0 before it handles its SIGTERM), and
+// only that file, never one another run claimed at that name since (a rank on another node that sees
+// another device removes nothing). Collective. At most 8 at a time per process (more go unregistered).
+class RegisteredClaim {
+ public:
+  RegisteredClaim() = default;
+  RegisteredClaim(const TemporaryFile& claim, const std::string& path, MPI_Comm comm);
+  RegisteredClaim(RegisteredClaim&& other) noexcept;
+  RegisteredClaim& operator=(RegisteredClaim&& other) noexcept;
+  RegisteredClaim(const RegisteredClaim&) = delete;
+  RegisteredClaim& operator=(const RegisteredClaim&) = delete;
+  // Destroyed while an exception unwinds (this rank failed, which ends the job), it removes the file
+  // first, on any rank: the rank that fails need not be the one that holds it.
+  ~RegisteredClaim();
+  // No longer removed by a signal, an abort or a failure: call it once the file is renamed.
+  void release() noexcept;
+
+ private:
+  int slot_ = -1;
+  int exceptions_ = 0;  // std::uncaught_exceptions() when registered
+};
+
+// Removes the registered claims that are still the files registered (see RegisteredClaim). For the path
+// that ends the job with MPI_Abort: no destructor runs on any rank after it.
+void remove_claims_before_abort() noexcept;
+
+// An output's temporary file claimed before the work that ends in its write: attend claims OUT.tmp
+// before it reads its inputs, so a second run on the same output is refused at once (exit 2), not after
+// its compute, and no run computes for an output another one is writing. Collective (claim_on_rank0).
+// Until take() or an AtomicOutput takes the claim, destroying it removes the temporary file again on
+// rank 0: a run that fails or is refused before its write leaves nothing. It is a RegisteredClaim: a job
+// ended by a signal or an abort leaves nothing either.
+class ClaimedEarly {
+ public:
+  ClaimedEarly(const std::string& temporary, MPI_Comm comm);
+  ClaimedEarly(const ClaimedEarly&) = delete;
+  ClaimedEarly& operator=(const ClaimedEarly&) = delete;
+  ~ClaimedEarly();
+  // For a writer other than AtomicOutput (PreparedText). The file stays registered until this is
+  // destroyed: a signal or an abort before the writer renames it still removes it (after, the name is
+  // another file, or none, which the identity check leaves alone).
+  TemporaryFile take();
+
+ private:
+  friend class AtomicOutput;  // takes the claim and its registration
+  TemporaryFile claim_;        // rank 0's (empty on the others)
+  RegisteredClaim registered_;
+};
+
 class AtomicOutput {
  public:
   AtomicOutput(std::string path, MPI_Comm comm = MPI_COMM_NULL);
-  // The same with `<path>.tmp` claimed already (ClaimedEarly::take on every rank of `comm`).
-  AtomicOutput(std::string path, TemporaryFile claimed, MPI_Comm comm);
+  // The same with `<path>.tmp` claimed already (a ClaimedEarly on every rank of `comm`).
+  AtomicOutput(std::string path, ClaimedEarly&& claimed, MPI_Comm comm);
   AtomicOutput(const AtomicOutput&) = delete;
   AtomicOutput& operator=(const AtomicOutput&) = delete;
   ~AtomicOutput();
@@ -41,6 +95,7 @@ class AtomicOutput {
   std::string path_;
   MPI_Comm comm_;
   TemporaryFile temporary_;  // rank 0's claim
+  RegisteredClaim registered_;
   h5::File file_;
   bool done_ = false;
 };
@@ -58,27 +113,6 @@ void run_on_rank0(MPI_Comm comm, const std::string& what, Work&& work);
 // TemporaryFile::claim on rank 0 (other ranks get an empty one); every rank throws rank 0's error, of its
 // kind (UsageError for an unusable or busy temporary file).
 TemporaryFile claim_on_rank0(const std::string& temporary, MPI_Comm comm);
-
-// An output's temporary file claimed before the work that ends in its write: attend claims OUT.tmp
-// before it reads its inputs, so a second run on the same output is refused at once (exit 2), not after
-// its compute, and no run computes for an output another one is writing. Collective (claim_on_rank0).
-// Until take() hands the claim to its writer (AtomicOutput, PreparedText), destroying it removes the
-// temporary file again on rank 0: a run that fails or is refused before its write leaves nothing. So
-// does one ended by SIGINT, SIGTERM or SIGHUP meanwhile (Ctrl-C, scancel, the SIGTERM with which Open MPI
-// ends the other ranks when one aborts), where such a signal would end the process anyway: it is then
-// removed and the signal raised again. At most 4 at a time.
-class ClaimedEarly {
- public:
-  ClaimedEarly(const std::string& temporary, MPI_Comm comm);
-  ClaimedEarly(const ClaimedEarly&) = delete;
-  ClaimedEarly& operator=(const ClaimedEarly&) = delete;
-  ~ClaimedEarly();
-  TemporaryFile take();
-
- private:
-  TemporaryFile claim_;  // rank 0's (empty on the others)
-  int slot_ = -1;        // where the signal handler finds its path; -1: none
-};
 
 }  // namespace longctx::io
 

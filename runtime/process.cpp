@@ -10,6 +10,7 @@
 
 #include "attention/cuda/cuda_attention.hpp"
 #include "comm/mpi_communicator.hpp"
+#include "io/atomic_output.hpp"
 #include "runtime/core/check.hpp"
 #include "runtime/core/watchdog.hpp"
 
@@ -168,6 +169,9 @@ ProcessContext::~ProcessContext() {
 }
 
 void ProcessContext::abort(int code) {
+  // No destructor runs after this, on any rank, and Open MPI may SIGKILL the rank that holds a claimed
+  // temporary file before it handles its SIGTERM: this rank removes the job's claims first.
+  io::remove_claims_before_abort();
   if (world_size_ > 1) MPI_Abort(MPI_COMM_WORLD, code);
   std::exit(code);
 }

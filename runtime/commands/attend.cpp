@@ -342,7 +342,7 @@ int run(Invocation& invocation) {
     watchdog::Guard guard("writing " + output_path);
     // MPI-IO's "file write failed" does not say why: a full disk is named.
     io::noting_a_full_disk(io::directory_of(output_path), [&] {
-      io::AtomicOutput output(output_path, output_claim.take(), comm);
+      io::AtomicOutput output(output_path, std::move(output_claim), comm);
       // Fault injection for the no-hang test of file I/O: this rank stops while the others write collectively.
       stall_if_named("LONGCTX_FAULT_STALL_RANK", rank);
       const io::h5::DatasetOptions plain{};

@@ -186,6 +186,15 @@ expect_in "$OUT/stderr" "injected failure on rank 1" "the failing rank says why"
 # which it removes the file (before, the claim at the write came after the failure).
 [ ! -e bad.h5.tmp ] && pass "no bad.h5.tmp left by the failed job" || fail "bad.h5.tmp left by the failed job"
 [ ! -e bad.h5 ] && pass "no output after a failed rank" || fail "output left after a failed rank"
+# ... also when rank 0 cannot remove it (Open MPI may SIGKILL it before it handles the SIGTERM; CI saw
+# that): the failing rank removes the file rank 0 claimed for the job as it unwinds. Here every rank but
+# the failing one ignores the signals, so no handler runs.
+LONGCTX_FAULT_INJECT_RANK=1 "${MPIRUN[@]}" -np 3 -x LONGCTX_FAULT_INJECT_RANK sh -c \
+  '[ "$OMPI_COMM_WORLD_RANK" != 1 ] && trap "" INT TERM HUP; exec "$0" "$@"' "$LONGCTX" attend --input in.h5 \
+  --output bad.h5 --segment-lengths 4,48 --dilation-rates 1,2 --quiet >"$OUT/stdout" 2>"$OUT/stderr"
+code=$?
+[ "$code" -ne 0 ] && [ ! -e bad.h5.tmp ] && [ ! -e bad.h5 ] && pass "the failing rank removes rank 0's bad.h5.tmp itself" \
+  || fail "failing rank, the others ignoring SIGTERM: exit $code, $(ls bad.h5.tmp bad.h5 2>/dev/null | tr '\n' ' ')left"
 # The same for a run stopped by SIGTERM (scancel, kill) while it computes: exit 143 as by default, no .tmp.
 LONGCTX_FAULT_STALL_ATTENTION_RANK=0 "$LONGCTX" attend --input in.h5 --output bad.h5 --report bad.json \
   --segment-lengths 4,48 --dilation-rates 1,2 --quiet >"$OUT/stdout" 2>"$OUT/stderr" &
@@ -196,13 +205,48 @@ wait "$stopped"
 code=$?
 [ "$code" -eq 143 ] && [ ! -e bad.h5.tmp ] && [ ! -e bad.json.tmp ] && pass "SIGTERM while computing: exit 143, no .tmp left" \
   || fail "SIGTERM while computing: exit $code, $(ls bad.h5.tmp bad.json.tmp 2>/dev/null | tr '\n' ' ')left"
+# A second SIGTERM while the first one is handled (Open MPI signals a rank's process group, `timeout` or
+# a wrapper forwards it again) reaches another thread of an MPI rank: it too must remove the claims, not end
+# the process by default (the handler slowed down by 1 s, rank 0 signalled twice; CI left one before).
+# Rank 1 ignores the signals: only rank 0's handler can remove the file.
+rm -f rank0.pid
+LONGCTX_FAULT_STALL_ATTENTION_RANK=0 LONGCTX_FAULT_SLOW_SIGNAL_CLEANUP_MS=1000 "${MPIRUN[@]}" -np 2 \
+  -x LONGCTX_FAULT_STALL_ATTENTION_RANK -x LONGCTX_FAULT_SLOW_SIGNAL_CLEANUP_MS sh -c \
+  'if [ "$OMPI_COMM_WORLD_RANK" = 0 ]; then echo $$ >rank0.pid; else trap "" INT TERM HUP; fi; exec "$0" "$@"' \
+  "$LONGCTX" attend --input in.h5 \
+  --output bad.h5 --segment-lengths 4,48 --dilation-rates 1,2 --quiet --comm-timeout 60 >"$OUT/stdout" 2>"$OUT/stderr" &
+stopped=$!
+for _ in $(seq 300); do [ -s rank0.pid ] && [ -e bad.h5.tmp ] && break; sleep 0.1; done
+sleep 0.5  # rank 0's MPI threads have started: they exist once the file is claimed, but leave a margin
+rank0=$(cat rank0.pid)
+kill -TERM "$rank0"; sleep 0.3; kill -TERM "$rank0" 2>/dev/null
+wait "$stopped"
+[ ! -e bad.h5.tmp ] && [ ! -e bad.h5 ] && pass "SIGTERM twice to an MPI rank: no .tmp left" \
+  || fail "SIGTERM twice to an MPI rank: $(ls bad.h5.tmp bad.h5 2>/dev/null | tr '\n' ' ')left"
+# The handler removes the file it claimed, never another one found at that name (here: put there while the
+# handler waits, as by a run that took over the name).
+rm -f bad.h5 bad.h5.tmp
+LONGCTX_FAULT_STALL_ATTENTION_RANK=0 LONGCTX_FAULT_SLOW_SIGNAL_CLEANUP_MS=1500 "$LONGCTX" attend --input in.h5 \
+  --output bad.h5 --segment-lengths 4,48 --dilation-rates 1,2 --quiet >"$OUT/stdout" 2>"$OUT/stderr" &
+stopped=$!
+for _ in $(seq 300); do [ -e bad.h5.tmp ] && break; sleep 0.1; done
+kill -TERM "$stopped"; sleep 0.3
+rm -f bad.h5.tmp; echo another >bad.h5.tmp
+wait "$stopped"
+code=$?
+[ "$code" -eq 143 ] && [ "$(cat bad.h5.tmp 2>/dev/null)" = another ] && pass "the handler leaves a file that replaced its claim" \
+  || fail "a file that replaced the claim: exit $code, bad.h5.tmp holds '$(cat bad.h5.tmp 2>/dev/null)'"
+rm -f bad.h5.tmp
 # stalled_job VARIABLE WHAT OUTPUT: rank 1 of 3 stops where LONGCTX_FAULT_<VARIABLE>=1 says, attend writing
 # OUTPUT at --comm-timeout 3; the job must end fast, not with the outer timeout (124). Output in $OUT.
+# With a 4th argument "ignoring signals", every rank ignores SIGINT, SIGTERM and SIGHUP (no handler runs).
 stalled_job() {
-  local start code elapsed
+  local start code elapsed ignoring=()
+  [ "${4:-}" = "ignoring signals" ] && ignoring=(sh -c 'trap "" INT TERM HUP; exec "$0" "$@"')
   start=$(date +%s)
-  env "LONGCTX_FAULT_$1=1" "${MPIRUN[@]}" -np 3 -x "LONGCTX_FAULT_$1" timeout 120 "$LONGCTX" attend --input in.h5 \
-    --output "$3" --segment-lengths 4,48 --dilation-rates 1,2 --quiet --comm-timeout 3 >"$OUT/stdout" 2>"$OUT/stderr"
+  env "LONGCTX_FAULT_$1=1" "${MPIRUN[@]}" -np 3 -x "LONGCTX_FAULT_$1" timeout 120 "${ignoring[@]}" "$LONGCTX" attend \
+    --input in.h5 --output "$3" --segment-lengths 4,48 --dilation-rates 1,2 --quiet --comm-timeout 3 \
+    >"$OUT/stdout" 2>"$OUT/stderr"
   code=$?
   elapsed=$(( $(date +%s) - start ))
   [ "$code" -ne 0 ] && [ "$code" -ne 124 ] && [ "$elapsed" -lt 60 ] && pass "a rank stalled $2 ends the job in ${elapsed}s (exit $code)" \
@@ -213,6 +257,11 @@ stalled_job() {
 stalled_job STALL_RANK "in file I/O" bad.h5
 expect_in "$OUT/stderr" "writing bad.h5: no progress for 3 s" "says what made no progress"
 [ ! -e bad.h5 ] && pass "no output after a stalled rank" || fail "output left after a stalled rank"
+[ ! -e bad.h5.tmp ] && pass "no bad.h5.tmp after a stalled rank" || fail "bad.h5.tmp left after a stalled rank"
+# ... removed by the rank whose watchdog ends the job (before MPI_Abort), not only by the SIGTERM handlers.
+stalled_job STALL_RANK "in file I/O, every rank ignoring SIGTERM," bad.h5 "ignoring signals"
+[ ! -e bad.h5.tmp ] && [ ! -e bad.h5 ] && pass "... the aborting rank removed bad.h5.tmp" \
+  || fail "stalled rank, signals ignored: $(ls bad.h5.tmp bad.h5 2>/dev/null | tr '\n' ' ')left"
 # One rank stops outside MPI while the others wait for it in the attention's communicator calls (first:
 # setting up its sub-communicators, MPI_Comm_create_group, where they waited forever): the job ends after
 # --comm-timeout, and the roll call names the rank that is missing and where the others wait.
@@ -221,7 +270,8 @@ expect_in "$OUT/stderr" "timed out after 3 s" "says what timed out"
 expect_in "$OUT/stderr" "ranks 0, 2 wait in sub #1 \\(first=0, count=3\\) of the world communicator" "the roll call says where the others wait"
 expect_in "$OUT/stderr" "rank 1 \\(host $(hostname), pid " "... names the missing rank and its host"
 expect_in "$OUT/stderr" "did not answer: it is in no communicator call" "... and that it is in no communicator call"
-[ ! -e bad.h5 ] && pass "no output after a rank stalled before the collectives" || fail "output left after a rank stalled before the collectives"
+[ ! -e bad.h5 ] && [ ! -e bad.h5.tmp ] && pass "no output (nor .tmp) after a rank stalled before the collectives" \
+  || fail "$(ls bad.h5.tmp bad.h5 2>/dev/null | tr '\n' ' ')left after a rank stalled before the collectives"
 # One rank stops after its last collective (outputs written): MPI_Finalize has no timeout, and the others
 # waited there forever. They meet in a timed barrier first: exit 1 after --comm-timeout, naming the rank.
 rm -f end.h5
@@ -486,12 +536,12 @@ for kind in symlink hardlink directory fifo; do
   done
 done
 rm -rf t.h5.tmp r.json.tmp
-# Two writers of one output: while the first holds busy.h5.tmp (here: rank 1 stalls in the collective write),
+# Two writers of one output: while the first holds busy.h5.tmp (here: it stops in its write, one rank),
 # a second run is refused, exit 2 (before: it truncated the first one's file and both went on); the file the
-# first one leaves when it is killed is taken over by the next run, which says so.
+# first one leaves when it is killed (SIGKILL: no handler runs) is taken over by the next run, which says so.
 rm -f busy.h5 busy.h5.tmp
-LONGCTX_FAULT_STALL_RANK=1 "${MPIRUN[@]}" -np 2 -x LONGCTX_FAULT_STALL_RANK timeout 120 "$LONGCTX" attend --input in.h5 \
-  --output busy.h5 --segment-lengths 4,48 --dilation-rates 1,2 --quiet --comm-timeout 8 >/dev/null 2>&1 &
+LONGCTX_FAULT_STALL_RANK=0 "$LONGCTX" attend --input in.h5 --output busy.h5 --segment-lengths 4,48 --dilation-rates 1,2 \
+  --quiet >/dev/null 2>&1 &
 first=$!
 for _ in $(seq 300); do [ -e busy.h5.tmp ] && break; sleep 0.1; done
 sleep 1
@@ -500,6 +550,7 @@ expect_exit 2 "a second writer of busy.h5 while the first one runs" -- "$LONGCTX
 expect_in "$OUT/stderr" "'busy.h5.tmp' is being written by another running process" "says another process writes it"
 [ "$(stat -c %s busy.h5.tmp)" = "$size_before" ] && [ ! -e busy.h5 ] && pass "the first writer's file is untouched" \
   || fail "busy.h5.tmp changed ($size_before -> $(stat -c %s busy.h5.tmp)) or busy.h5 appeared"
+kill -KILL $first
 wait $first
 [ -e busy.h5.tmp ] && pass "the killed writer left busy.h5.tmp" || fail "no busy.h5.tmp after the killed writer"
 expect_exit 0 "the next run takes over the leftover" -- "$LONGCTX" attend --input in.h5 --output busy.h5 --segment-lengths 4 --dilation-rates 1
