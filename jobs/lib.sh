@@ -35,3 +35,28 @@ longctx_mpirun() {
 longctx_slurm_answers() {
   [ "$(SLURM_CONF="$1/slurm.conf" scontrol show config 2>/dev/null | sed -n 's/^StateSaveLocation *= *//p')" = "$1/ctld" ]
 }
+
+# Starts munged (Slurm's authentication) unless it runs, with a key made on first use.
+longctx_start_munge() {
+  pgrep -x munged >/dev/null && return 0
+  if [ ! -s /etc/munge/munge.key ]; then
+    longctx_sudo mkdir -p /etc/munge
+    longctx_sudo dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+    longctx_sudo chmod 400 /etc/munge/munge.key
+    longctx_sudo chown munge:munge /etc/munge/munge.key 2>/dev/null || true
+  fi
+  longctx_sudo mkdir -p /run/munge /var/log/munge /var/lib/munge
+  longctx_sudo chown munge:munge /run/munge /var/log/munge /var/lib/munge 2>/dev/null || true
+  if id munge >/dev/null 2>&1; then longctx_sudo su -s /bin/sh munge -c /usr/sbin/munged || longctx_sudo /usr/sbin/munged --force
+  else longctx_sudo /usr/sbin/munged --force; fi
+}
+
+# A munge socket whose munged is gone (killed with the session that started it) makes every MPI process
+# retry it for about 2.5 s as it starts (PMIx's munge security), which made the test suite several times
+# slower: such a socket gets its munged back. Nothing happens where munge is not installed or runs.
+longctx_revive_stale_munge() {
+  local socket=/run/munge/munge.socket.2
+  [ -S "$socket" ] && [ -x /usr/sbin/munged ] && ! pgrep -x munged >/dev/null || return 0
+  echo "note: $socket is there but munged is not running (MPI start-up would wait 2.5 s per process): starting munged" >&2
+  longctx_start_munge
+}

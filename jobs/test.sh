@@ -4,5 +4,6 @@
 source "$(dirname "$0")/lib.sh"
 longctx_install "${LONGCTX_BUILD_PACKAGES[@]}" "${LONGCTX_TEST_PACKAGES[@]}"
 "$LONGCTX_ROOT/jobs/build.sh"
+longctx_revive_stale_munge
 cd "$LONGCTX_BUILD"
 ctest --output-on-failure --timeout 900 "$@"

@@ -24,18 +24,7 @@ sed -e "s|@HOST@|$host|g" -e "s|@USER@|$(id -un)|g" -e "s|@STATE@|$state|g" \
     -e "s|@D_PORT@|${LONGCTX_SLURM_D_PORT:-16818}|g" "$here/slurm.conf.in" >"$state/slurm.conf"
 export SLURM_CONF="$state/slurm.conf"
 
-if ! pgrep -x munged >/dev/null; then
-  if [ ! -s /etc/munge/munge.key ]; then
-    longctx_sudo mkdir -p /etc/munge
-    longctx_sudo dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
-    longctx_sudo chmod 400 /etc/munge/munge.key
-    longctx_sudo chown munge:munge /etc/munge/munge.key 2>/dev/null || true
-  fi
-  longctx_sudo mkdir -p /run/munge /var/log/munge /var/lib/munge
-  longctx_sudo chown munge:munge /run/munge /var/log/munge /var/lib/munge 2>/dev/null || true
-  if id munge >/dev/null 2>&1; then longctx_sudo su -s /bin/sh munge -c /usr/sbin/munged || longctx_sudo /usr/sbin/munged --force
-  else longctx_sudo /usr/sbin/munged --force; fi
-fi
+longctx_start_munge
 pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 pid_alive "$state/slurmctld.pid" || longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmctld -c -f "$SLURM_CONF"
 pid_alive "$state/slurmd.pid" || longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmd -f "$SLURM_CONF"
