@@ -106,15 +106,22 @@ void remove_claims_before_abort() noexcept { remove_registered_claims(); }
 
 RegisteredClaim::RegisteredClaim(const TemporaryFile& claim, const std::string& path, MPI_Comm comm)
     : exceptions_(std::uncaught_exceptions()) {
-  // Rank 0 holds the file; every rank learns which file it is.
+  // Rank 0 holds the file and registers it at once (a signal during the broadcast still removes it);
+  // every other rank learns which file it is.
   uint64_t identity[2] = {0, 0};
   struct stat held {};
-  if (claim.fd() >= 0 && ::fstat(claim.fd(), &held) == 0)
+  if (claim.fd() >= 0 && ::fstat(claim.fd(), &held) == 0) {
     identity[0] = static_cast<uint64_t>(held.st_dev), identity[1] = static_cast<uint64_t>(held.st_ino);
+    take_slot(path, identity);
+  }
   if (comm != MPI_COMM_NULL) {
     watchdog::Guard guard("waiting for rank 0 (claiming " + path + ")");
     LONGCTX_CHECK_MPI(MPI_Bcast(identity, 2, MPI_UINT64_T, 0, comm));
+    if (claim.fd() < 0) take_slot(path, identity);
   }
+}
+
+void RegisteredClaim::take_slot(const std::string& path, const uint64_t identity[2]) {
   if (identity[1] == 0 || path.size() >= sizeof(ClaimSlot::path)) return;
   for (int i = 0; i < static_cast<int>(std::size(g_claim_slots)); ++i) {
     ClaimSlot& slot = g_claim_slots[i];
@@ -163,7 +170,7 @@ ClaimedEarly::ClaimedEarly(const std::string& temporary, MPI_Comm comm)
 TemporaryFile ClaimedEarly::take() { return std::move(claim_); }
 
 ClaimedEarly::~ClaimedEarly() {
-  if (claim_.fd() >= 0) std::remove(claim_.path().c_str());  // still held: no other writer's file
+  claim_.remove_if_held();  // held (rank 0): no other writer's file
 }
 
 AtomicOutput::AtomicOutput(std::string path, MPI_Comm comm)
@@ -196,7 +203,7 @@ void AtomicOutput::commit() {
     publish_on_rank0(comm_, "publishing " + path_, [&] { rename_durably(temporary_path(), path_); });
   } catch (...) {  // every rank throws together; rank 0 removes what the failed rename left
     registered_.release();
-    if (h5::comm_rank(comm_) == 0) std::remove(temporary_path().c_str());
+    temporary_.remove_if_held();  // rank 0's; what the failed rename left
     temporary_.close();
     throw;
   }
@@ -206,8 +213,13 @@ void AtomicOutput::commit() {
 
 void AtomicOutput::abort() noexcept {
   done_ = true;
-  // Only while holding the claim: a temporary file that is another writer's is never removed.
-  if (h5::comm_rank(comm_) == 0 && temporary_.fd() >= 0) std::remove(temporary_path().c_str());
+  // Only while holding the claim (rank 0), and only the file held: never another writer's.
+  if (temporary_.fd() >= 0) {
+    temporary_.remove_if_held();
+    // Before the close frees the inode (its number may then name another run's new file). The other
+    // ranks keep theirs until destroyed: unwinding from their own failure, they remove the file too.
+    registered_.release();
+  }
   temporary_.close();
 }
 

@@ -14,6 +14,7 @@
 
 #include <mpi.h>
 
+#include <cstdint>
 #include <string>
 
 #include "io/durable.hpp"
@@ -27,8 +28,10 @@ namespace longctx::io {
 // remove_claims_before_abort(), which the rank that aborts the job calls. Every rank of `comm` registers
 // it, by the identity (device, inode) that rank 0, which holds it, broadcasts: so the aborting rank
 // removes it even though rank 0 holds it (Open MPI may SIGKILL rank 0 before it handles its SIGTERM), and
-// only that file, never one another run claimed at that name since (a rank on another node that sees
-// another device removes nothing). Collective. At most 8 at a time per process (more go unregistered).
+// only that file, never one another run created at that name since. (Two limits: a run that takes over
+// the file after this job's rank 0 died keeps its inode, so a rank of this job still alive could remove
+// it; a rank on another node sees another device number for a network file system and removes
+// nothing.) Collective. At most 8 at a time per process (more go unregistered).
 class RegisteredClaim {
  public:
   RegisteredClaim() = default;
@@ -44,6 +47,8 @@ class RegisteredClaim {
   void release() noexcept;
 
  private:
+  void take_slot(const std::string& path, const uint64_t identity[2]);
+
   int slot_ = -1;
   int exceptions_ = 0;  // std::uncaught_exceptions() when registered
 };

@@ -108,6 +108,14 @@ void TemporaryFile::close() noexcept {
   fd_ = -1;
 }
 
+void TemporaryFile::remove_if_held() noexcept {
+  if (fd_ < 0) return;
+  struct stat held {}, named {};
+  if (::fstat(fd_, &held) == 0 && ::lstat(path_.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
+      held.st_ino == named.st_ino)
+    ::unlink(path_.c_str());
+}
+
 TemporaryFile TemporaryFile::claim(const std::string& path) {
   const std::string named = "temporary file ";
   // A few tries: the name may be renamed or removed by its holder between our open and our lock.
@@ -311,7 +319,7 @@ PreparedText::PreparedText(const std::string& path, const std::string& text, Tem
   const int fd = temporary_.fd();
   // Any failure from here on removes the temporary file: a failed write leaves nothing behind.
   const auto fail_and_remove = [&](const std::string& what, int error) {
-    std::remove(temporary_.path().c_str());
+    temporary_.remove_if_held();
     temporary_.close();
     fail(what, path_ + ".tmp", error);
   };
@@ -328,7 +336,7 @@ PreparedText::PreparedText(const std::string& path, const std::string& text, Tem
 }
 
 PreparedText::~PreparedText() {
-  if (!published_ && temporary_.fd() >= 0) std::remove(temporary_.path().c_str());
+  if (!published_) temporary_.remove_if_held();
 }
 
 void PreparedText::publish() {
@@ -336,7 +344,7 @@ void PreparedText::publish() {
   try {
     rename_durably(temporary_.path(), path_);
   } catch (...) {
-    std::remove(temporary_.path().c_str());  // gone already when only the directory fsync failed
+    temporary_.remove_if_held();  // gone already when only the directory fsync failed
     throw;
   }
 }

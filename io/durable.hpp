@@ -43,6 +43,10 @@ class TemporaryFile {
   const std::string& path() const { return path_; }
   bool left_over() const { return left_over_; }  // took over a crashed run's file
   void close() noexcept;
+  // Removes the file while `path()` still names the one held (same device and inode): since other ranks
+  // may remove it on a failure (atomic_output.hpp, RegisteredClaim), and another run then claim the
+  // name, holding the lock no longer proves the name is ours. Nothing when not held.
+  void remove_if_held() noexcept;
 
  private:
   int fd_ = -1;
