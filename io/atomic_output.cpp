@@ -50,17 +50,8 @@ ClaimSlot g_claim_slots[8];
 // a test can send a second signal while the first one is handled (read when the handler is installed).
 long g_cleanup_delay_ms = 0;
 
-// Removes the slot's file if its path still names it. Async-signal-safe (lstat, unlink).
-void remove_if_same(const ClaimSlot& slot) noexcept {
-  struct stat found {};
-  if (::lstat(slot.path, &found) == 0 && found.st_dev == slot.device && found.st_ino == slot.inode)
-    ::unlink(slot.path);
-}
-
-void remove_registered_claims() noexcept {
-  for (ClaimSlot& slot : g_claim_slots)
-    if (slot.used.load(std::memory_order_acquire)) remove_if_same(slot);
-}
+// Removes the slot's file if its path still names it. Async-signal-safe.
+void remove_if_same(const ClaimSlot& slot) noexcept { unlink_if_same_file(slot.path, slot.device, slot.inode); }
 
 // Stays installed while it runs: a second signal that reaches another thread meanwhile (Open MPI ends a
 // rank with SIGTERM to its process group, and `timeout` or a wrapper forwards it again) runs it as well.
@@ -70,7 +61,7 @@ extern "C" void remove_claims_and_reraise(int signal) {
     const timespec delay{g_cleanup_delay_ms / 1000, (g_cleanup_delay_ms % 1000) * 1000000};
     ::nanosleep(&delay, nullptr);
   }
-  remove_registered_claims();
+  remove_claims_before_abort();  // every registered claim, as before an abort
   struct sigaction by_default {};
   by_default.sa_handler = SIG_DFL;
   sigemptyset(&by_default.sa_mask);
@@ -102,7 +93,11 @@ void remove_claims_on_signals() {
 
 }  // namespace
 
-void remove_claims_before_abort() noexcept { remove_registered_claims(); }
+// Async-signal-safe: the signal handler calls it too.
+void remove_claims_before_abort() noexcept {
+  for (ClaimSlot& slot : g_claim_slots)
+    if (slot.used.load(std::memory_order_acquire)) remove_if_same(slot);
+}
 
 RegisteredClaim::RegisteredClaim(const TemporaryFile& claim, const std::string& path, MPI_Comm comm)
     : exceptions_(std::uncaught_exceptions()) {
@@ -202,9 +197,7 @@ void AtomicOutput::commit() {
   try {
     publish_on_rank0(comm_, "publishing " + path_, [&] { rename_durably(temporary_path(), path_); });
   } catch (...) {  // every rank throws together; rank 0 removes what the failed rename left
-    registered_.release();
-    temporary_.remove_if_held();  // rank 0's; what the failed rename left
-    temporary_.close();
+    abort();
     throw;
   }
   registered_.release();  // renamed: the name is free for another run's claim

@@ -108,12 +108,14 @@ void TemporaryFile::close() noexcept {
   fd_ = -1;
 }
 
+void unlink_if_same_file(const char* path, dev_t device, ino_t inode) noexcept {
+  struct stat named {};
+  if (::lstat(path, &named) == 0 && named.st_dev == device && named.st_ino == inode) ::unlink(path);
+}
+
 void TemporaryFile::remove_if_held() noexcept {
-  if (fd_ < 0) return;
-  struct stat held {}, named {};
-  if (::fstat(fd_, &held) == 0 && ::lstat(path_.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
-      held.st_ino == named.st_ino)
-    ::unlink(path_.c_str());
+  struct stat held {};
+  if (fd_ >= 0 && ::fstat(fd_, &held) == 0) unlink_if_same_file(path_.c_str(), held.st_dev, held.st_ino);
 }
 
 TemporaryFile TemporaryFile::claim(const std::string& path) {

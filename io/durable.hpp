@@ -27,6 +27,10 @@ inline constexpr off_t kTemporaryLockByte = off_t{1} << 62;
 
 // A claimed temporary file: its descriptor (read/write) and the lock, released by close() or the
 // destructor (after the caller renamed or removed the file).
+// Unlinks `path` (itself: a link is not followed) only while it names the file of device `device` and
+// inode `inode`, not one put at that name since. Async-signal-safe (lstat, unlink).
+void unlink_if_same_file(const char* path, dev_t device, ino_t inode) noexcept;
+
 class TemporaryFile {
  public:
   TemporaryFile() = default;
