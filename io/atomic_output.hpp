@@ -28,10 +28,10 @@ namespace longctx::io {
 // remove_claims_before_abort(), which the rank that aborts the job calls. Every rank of `comm` registers
 // it, by the identity (device, inode) that rank 0, which holds it, broadcasts: so the aborting rank
 // removes it even though rank 0 holds it (Open MPI may SIGKILL rank 0 before it handles its SIGTERM), and
-// only that file, never one another run created at that name since. (Two limits: a run that takes over
-// the file after this job's rank 0 died keeps its inode, so a rank of this job still alive could remove
-// it; a rank on another node sees another device number for a network file system and removes
-// nothing.) Collective. At most 8 at a time per process (more go unregistered).
+// only that file, never one another run created at that name since (a run that takes over the file
+// after this job's rank 0 died creates a new one: durable.hpp). (A limit: a rank on another node sees
+// another device number for a network file system and removes nothing.) Collective. At most 8 at a time
+// per process (more go unregistered).
 class RegisteredClaim {
  public:
   RegisteredClaim() = default;

@@ -49,6 +49,7 @@
 #include <string>
 #include <vector>
 
+#include "io/atomic_output.hpp"
 #include "io/durable.hpp"
 #include "io/h5.hpp"
 #include "io/row_io.hpp"
@@ -85,7 +86,8 @@ class CheckpointWriter {
                    bool create_dir = true);
   CheckpointWriter(const CheckpointWriter&) = delete;
   CheckpointWriter& operator=(const CheckpointWriter&) = delete;
-  // Not committed (a failure): rank 0 removes the temporary; nothing committed is touched.
+  // Not committed (a failure): the temporary file is removed (rank 0; on a rank unwinding from its
+  // failure, that rank: atomic_output.hpp, RegisteredClaim); nothing committed is touched.
   ~CheckpointWriter();
 
   // A float32 tensor of `global_shape` (e.g. "model/layer0/wq"), sharded along axis 0: this rank holds
@@ -115,7 +117,8 @@ class CheckpointWriter {
   std::string final_;
   std::string temporary_;
   MPI_Comm comm_;
-  TemporaryFile claim_;  // rank 0's claim of temporary_ (durable.hpp)
+  TemporaryFile claim_;         // rank 0's claim of temporary_ (durable.hpp)
+  RegisteredClaim registered_;  // removed by any rank on a failure, an abort or a signal (atomic_output.hpp)
   h5::File file_;
   bool committed_ = false;
 };

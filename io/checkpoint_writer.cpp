@@ -175,10 +175,11 @@ CheckpointWriter::CheckpointWriter(std::string dir, const CheckpointMeta& meta, 
       throw UsageError("cannot create checkpoint directory " + dir_ + ": " + error.message());
   });
   claim_ = claim_on_rank0(temporary_, comm_);
+  registered_ = RegisteredClaim(claim_, temporary_, comm_);
   try {
     file_ = h5::File::create(temporary_, comm_);
   } catch (...) {
-    if (h5::comm_rank(comm_) == 0) std::remove(temporary_.c_str());
+    claim_.remove_if_held();
     throw;
   }
   file_.write_attribute("format", std::string(kCheckpointFormat));
@@ -194,7 +195,7 @@ CheckpointWriter::CheckpointWriter(std::string dir, const CheckpointMeta& meta, 
 }
 
 CheckpointWriter::~CheckpointWriter() {
-  if (!committed_ && h5::comm_rank(comm_) == 0 && claim_.fd() >= 0) std::remove(temporary_.c_str());
+  if (!committed_) claim_.remove_if_held();  // held (rank 0): no other writer's file
 }
 
 void CheckpointWriter::write_tensor(const std::string& name, const Shape& global_shape, RowRange rows,
@@ -264,6 +265,7 @@ std::string CheckpointWriter::commit(int64_t keep, CrashPoint crash) {
   close_and_sync(file_, comm_);  // steps 1-2: complete on disk on every rank
   if (crash == CrashPoint::after_temporary_closed) {
     committed_ = true;  // a crashed process removes nothing, and its lock dies with it
+    registered_.release();
     claim_.close();
     return final_;
   }
@@ -279,6 +281,7 @@ std::string CheckpointWriter::commit(int64_t keep, CrashPoint crash) {
     apply_retention(dir_, keep, name);                   // step 5
     remove_stray_temporaries(dir_);
   });
+  registered_.release();
   claim_.close();
   committed_ = true;
   return final_;

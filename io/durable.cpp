@@ -120,6 +120,9 @@ void TemporaryFile::remove_if_held() noexcept {
 
 TemporaryFile TemporaryFile::claim(const std::string& path) {
   const std::string named = "temporary file ";
+  // A crashed run's file, once removed, stays open (and locked) here until the new file is claimed: its
+  // inode number is then not the new file's.
+  TemporaryFile left_over;
   // A few tries: the name may be renamed or removed by its holder between our open and our lock.
   for (int attempt = 0; attempt < 8; ++attempt) {
     struct stat before {};
@@ -154,11 +157,19 @@ TemporaryFile TemporaryFile::claim(const std::string& path) {
     struct stat now {};
     if (::lstat(path.c_str(), &now) != 0 || now.st_dev != opened.st_dev || now.st_ino != opened.st_ino) continue;
     if (now.st_nlink > 1) refuse_temporary(named, path, unusable_because(path, now));
-    if (existed && before.st_dev == now.st_dev && before.st_ino == now.st_ino) {  // a crashed run's file: ours now
-      file.left_over_ = true;
+    if (existed && before.st_dev == now.st_dev && before.st_ino == now.st_ino) {
+      // A crashed run's file. Removed, not reused: ranks of that run may still be alive, with its device
+      // and inode registered for removal (atomic_output.hpp, RegisteredClaim), and must not remove ours.
+      if (left_over.fd_ < 0) {
+        log::info("replacing " + path + ", left by an earlier run that did not finish");
+        if (::unlink(path.c_str()) != 0 && errno != ENOENT) fail("cannot remove", path, errno);
+        left_over = std::move(file);
+        continue;
+      }
+      // Another one, put there and left meanwhile (a rare race): reused, emptied.
       if (::ftruncate(fd, 0) != 0) fail("cannot truncate", path, errno);
-      log::info("replacing " + path + ", left by an earlier run that did not finish");
     }
+    file.left_over_ = left_over.fd_ >= 0;
     return file;
   }
   throw InternalError("cannot claim temporary file " + path + ": it kept being replaced by another process");

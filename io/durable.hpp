@@ -10,7 +10,8 @@
 //     past any data (kTemporaryLockByte: MPI-IO's and HDF5's own locks never overlap it). A second
 //     writer of the same output finds the lock and is refused instead of truncating the first one's file;
 //   - a temporary file nobody holds is what a crashed or killed run left: the next writer of that output
-//     takes it over (truncates and reuses it), so such files never pile up nor block a later run.
+//     takes it over (removes it and creates a new file there: another inode, which ranks of the crashed
+//     run still alive do not know), so such files never pile up nor block a later run.
 // On file systems without fcntl locks the claim still refuses links and non-files, and treats an
 // existing temporary file as left over.
 #pragma once
@@ -25,17 +26,18 @@ namespace longctx::io {
 
 inline constexpr off_t kTemporaryLockByte = off_t{1} << 62;
 
-// A claimed temporary file: its descriptor (read/write) and the lock, released by close() or the
-// destructor (after the caller renamed or removed the file).
 // Unlinks `path` (itself: a link is not followed) only while it names the file of device `device` and
 // inode `inode`, not one put at that name since. Async-signal-safe (lstat, unlink).
 void unlink_if_same_file(const char* path, dev_t device, ino_t inode) noexcept;
 
+// A claimed temporary file: its descriptor (read/write) and the lock, released by close() or the
+// destructor (after the caller renamed or removed the file).
 class TemporaryFile {
  public:
   TemporaryFile() = default;
-  // Creates `path`, or takes over a left-over plain file there (truncated to 0 bytes). Throws
-  // UsageError naming `path` when it is not usable (see above) or another process holds it.
+  // Creates `path`. A left-over plain file there (a crashed run's, no longer held) is removed first, so
+  // the new file is another inode. Throws UsageError naming `path` when it is not usable (see above) or
+  // another process holds it.
   static TemporaryFile claim(const std::string& path);
   TemporaryFile(TemporaryFile&& other) noexcept;
   TemporaryFile& operator=(TemporaryFile&& other) noexcept;

@@ -336,6 +336,23 @@ TEST(Checkpoint, CrashAtAnyPointKeepsTheOldCheckpoint) {
             (std::vector<std::string>{dir.file("step_00000003.h5"), dir.file("step_00000004.h5"), next}));
 }
 
+// Every rank knows the temporary file of a save in progress: the rank that aborts the job (or that fails,
+// or gets the signal) removes it, though rank 0 holds it (before: a job ended mid-save left it).
+TEST(Checkpoint, AnyRankRemovesTheTemporaryFileOfASaveCutShort) {
+  SharedTempDir dir;
+  const int aborting = world_size() - 1;
+  {
+    CheckpointWriter writer(dir.path(), meta_for(5), MPI_COMM_WORLD);
+    MPI_Barrier(MPI_COMM_WORLD);
+    EXPECT_TRUE(fs::exists(writer.temporary_path()));
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (world_rank() == aborting) remove_claims_before_abort();
+    MPI_Barrier(MPI_COMM_WORLD);
+    EXPECT_FALSE(fs::exists(writer.temporary_path()));
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 TEST(Checkpoint, StrayTemporaryIsNeverLatestAndIsCleanedSafely) {
   SharedTempDir dir;
   const std::string good = write_content(dir.path(), 3, MPI_COMM_WORLD);

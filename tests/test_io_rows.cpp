@@ -361,12 +361,22 @@ TEST(Durable, HeldTemporaryFileIsRefusedLeftOverIsTakenOver) {
   EXPECT_THROW(check_output_path("output", dir.file("o.h5")), UsageError);
   EXPECT_THROW(write_text_durably(dir.file("o.h5"), "{}"), UsageError);
   EXPECT_EQ(std::filesystem::file_size(temporary), 4u);  // untouched by the refused writers
+  struct stat crashed {};
+  ASSERT_EQ(::fstat(first.fd(), &crashed), 0);
   first.close();  // as a crash would
   EXPECT_FALSE(temporary_in_use(temporary));
   EXPECT_NO_THROW(check_output_path("output", dir.file("o.h5")));
   TemporaryFile next = TemporaryFile::claim(temporary);
   EXPECT_TRUE(next.left_over());
   EXPECT_EQ(std::filesystem::file_size(temporary), 0u);
+  // Another file, not the crashed run's reused: a rank of that run still alive, which registered the
+  // crashed file's identity for removal, leaves the new one alone.
+  struct stat claimed {};
+  ASSERT_EQ(::fstat(next.fd(), &claimed), 0);
+  EXPECT_NE(claimed.st_ino, crashed.st_ino);
+  unlink_if_same_file(temporary.c_str(), crashed.st_dev, crashed.st_ino);
+  EXPECT_TRUE(std::filesystem::exists(temporary));
+  EXPECT_TRUE(temporary_in_use(temporary));
 }
 
 // Every rank throws rank 0's UsageError when the temporary file is held (not an InternalError, nor a hang).
