@@ -51,6 +51,12 @@ Schedule make_schedule(const std::vector<int64_t>& segment_lengths, const std::v
     if (r <= 0)
       throw UsageError(r_name + ": value " + std::to_string(r) + " (entry " + std::to_string(i + 1) +
                        ") must be a positive integer", key(r_name));
+    // Beyond any sequence (N < 2^62 rows), and it keeps the row arithmetic (rows + r - 1, of both
+    // backends) within int64: near 2^63 it wrapped, and a branch selected no rows, silently.
+    if (w > kMaxSegmentLength)
+      throw UsageError(w_name + ": value " + std::to_string(w) + " (entry " + std::to_string(i + 1) +
+                       ") exceeds 2^62 = " + std::to_string(kMaxSegmentLength) +
+                       ", longer than any sequence: give at most the sequence length", key(w_name));
     if (r > w)
       throw UsageError(r_name + ": value " + std::to_string(r) + " exceeds its segment length " + std::to_string(w) +
                        " (entry " + std::to_string(i + 1) + " of " + w_name + ")", key(r_name));

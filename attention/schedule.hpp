@@ -44,7 +44,9 @@ struct ScheduleOptionNames {
   std::string seq_len = "sequence length ";             // before N in check_shardable's messages
 };
 
-// Validates the two option lists: same non-zero length, w > 0, r > 0, r <= w, and some branch with
+inline constexpr int64_t kMaxSegmentLength = int64_t{1} << 62;
+
+// Validates the two option lists: same non-zero length, 0 < w <= 2^62, 0 < r <= w, and some branch with
 // r = 1 unless allow_uncovered. UsageError naming the option and the bad value otherwise.
 Schedule make_schedule(const std::vector<int64_t>& segment_lengths, const std::vector<int64_t>& dilation_rates,
                        bool allow_uncovered, const ScheduleOptionNames& names = {});

@@ -295,6 +295,21 @@ void check_hdf5_output_path(const std::string& option, const std::string& path, 
                        "); writing would replace it: move it away or give another name");
 }
 
+void check_json_output_path(const std::string& option, const std::string& path, const std::string& writing) {
+  check_output_path(option, path);
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error) || error) return;
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (!file) return;  // unreadable: the write fails and says so
+  int first = std::fgetc(file);
+  while (first == ' ' || first == '\t' || first == '\n' || first == '\r') first = std::fgetc(file);
+  std::fclose(file);
+  if (first == EOF || first == '{') return;
+  const std::string what = has_hdf5_signature(path) ? "an HDF5 file" : "not a JSON file";
+  throw UsageError("--" + option + " '" + path + "' exists and is " + what + "; " + writing +
+                   ": move it away or give another name");
+}
+
 void check_output_directory(const std::string& named, const std::string& directory) {
   namespace fs = std::filesystem;
   std::error_code error;

@@ -36,6 +36,10 @@ TEST(Schedule, RejectsBadLists) {
   EXPECT_TRUE(rejects({2048, 4096}, {1, 0}, false, {"--dilation-rates", "0"}));
   EXPECT_TRUE(rejects({2048, 4096}, {-3, 1}, false, {"--dilation-rates", "-3"}));
   EXPECT_TRUE(rejects({2048, 8}, {1, 16}, false, {"--dilation-rates", "16", "8"}));
+  // Near 2^63, rows + r - 1 wrapped and the branch silently selected nothing.
+  EXPECT_TRUE(rejects({8, INT64_MAX}, {1, INT64_MAX}, false, {"--segment-lengths", "9223372036854775807", "2^62"}));
+  EXPECT_TRUE(rejects({8, (int64_t{1} << 62) + 1}, {1, 2}, false, {"--segment-lengths", "entry 2", "2^62"}));
+  EXPECT_NO_THROW(make_schedule({8, int64_t{1} << 62}, {1, int64_t{1} << 62}, false));
   EXPECT_TRUE(rejects({2048, 4096}, {2, 4}, false, {"--dilation-rates", "2,4", "--allow-uncovered"}));
 }
 

@@ -50,7 +50,7 @@ void check_file_options(const std::string& input, const std::string& output, con
   std::vector<std::pair<std::string, std::string>> files{{"--input", input}, {"--output", output},
                                                          {"--output's temporary file", output + ".tmp"}};
   if (!report.empty()) {
-    io::check_output_path("report", report);
+    io::check_json_output_path("report", report, "writing would replace it");
     files.insert(files.end(), {{"--report", report}, {"--report's temporary file", report + ".tmp"}});
   }
   for (size_t i = 0; i < files.size(); ++i)

@@ -64,6 +64,9 @@ bad 2 "segment-lengths" "malformed list" -- "${A[@]}" --segment-lengths 4,,48 --
 bad 2 "r = 1|r=1|dilation" "no r = 1 branch" -- "${A[@]}" --segment-lengths 4,48 --dilation-rates 2,4
 bad 2 "segment|dilation" "r > w" -- "${A[@]}" --segment-lengths 4,48 --dilation-rates 1,64
 bad 2 "segment-lengths" "non-positive w" -- "${A[@]}" --segment-lengths 0,48 --dilation-rates 1,2
+# Near 2^63 the row arithmetic wrapped: the branch selected no rows, exit 0 with wrong o and lse.
+bad 2 "segment-lengths: value 9223372036854775807 .*2\^62" "w = r = 2^63 - 1" -- "${A[@]}" --segment-lengths 4,9223372036854775807 \
+  --dilation-rates 1,9223372036854775807
 bad 2 "head-offsets" "bad head offsets" -- "${A[@]}" --segment-lengths 4 --dilation-rates 1 --head-offsets diagonal
 bad 2 "segment length 16 .*N / P.*12" "segment not aligned with shards" -- "${MPIRUN[@]}" -np 4 "${A[@]}" --segment-lengths 16 --dilation-rates 1
 bad 2 "not divisible" "N not divisible by P" -- "${MPIRUN[@]}" -np 5 "${A[@]}" --segment-lengths 4 --dilation-rates 1
@@ -341,6 +344,17 @@ if [ "$(id -u)" -eq 0 ]; then  # access() says yes to root; /proc takes no files
   bad 2 "cannot create files in directory '/proc'" "--output under /proc as root" -- "${A[@]/bad.h5//proc/x.h5}" "${S[@]:0:4}"
 fi
 bad 2 "--report 'nodir/r.json': directory 'nodir' does not exist" "--report in a missing directory" -- "${A[@]}" "${S[@]:0:4}" --report nodir/r.json
+# --report replaces a report (JSON) or an empty file, not a checkpoint, an input or a config named by
+# mistake (before: replaced with the JSON, exit 0, though --output refuses them).
+cp in.h5 other.h5
+bad 2 "--report 'other.h5' exists and is an HDF5 file; writing would replace it" "--report an existing HDF5 file" -- \
+  "${A[@]}" "${S[@]:0:4}" --report other.h5
+cmp -s in.h5 other.h5 && pass "the HDF5 file is unchanged" || fail "other.h5 was replaced"
+bad 2 "--report 'notes.ini' exists and is not a JSON file" "--report an existing text file" -- "${A[@]}" "${S[@]:0:4}" --report notes.ini
+[ "$(cat notes.ini)" = "seed = 4" ] && pass "the text file is unchanged" || fail "notes.ini was replaced"
+printf '\n{"world_size": 1}\n' >old.json
+expect_exit 0 "--report replaces an earlier report" -- "${A[@]/bad.h5/o.h5}" "${S[@]:0:4}" --report old.json
+grep -q '"seq_len"' old.json && pass "the report was written" || fail "old.json: $(cat old.json)"
 
 # An input larger than the node's memory is refused from its shape (the data is never read; here it does
 # not even exist: a chunked dataset with nothing written), before: killed or out of memory after reading.
