@@ -3,26 +3,37 @@
 #include <filesystem>
 #include <regex>
 
+#include "runtime/core/log.hpp"
 #include "runtime/core/watchdog.hpp"
 
 namespace longctx::io {
 
-ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t keep_steps_through) {
+ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t keep_steps_through,
+                               const std::string& run_id, const std::function<bool(int64_t, int64_t)>& wanted) {
   watchdog::Guard guard("creating the activation dump " + path);
   output_ = std::make_unique<AtomicOutput>(path, comm);
   output_->file().write_attribute("format", std::string(kActivationFormat));
   output_->file().write_attribute("format_version", int64_t{1});
+  output_->file().write_attribute("run_id", run_id);
   if (keep_steps_through <= 0 || !std::filesystem::exists(path)) return;
   // Each rank copies its own rows of every kept tensor, as write() would have written them.
   const h5::File old = h5::File::open(path, h5::Mode::read, comm);
   if (!old.has_attribute("format") || old.read_string_attribute("format") != kActivationFormat)
     throw InputError(path + ": exists and is not a longctx activation dump; move it away or choose another "
                      "dump.activations");
+  // Another run's (before: its steps were copied into this run's dump, as if this run had made them).
+  const std::string old_run = old.has_attribute("run_id") ? old.read_string_attribute("run_id") : "";
+  if (!old_run.empty() && old_run != run_id) {
+    log::warn_once(path + " holds the activations of another run (run " + old_run + "; this is run " + run_id +
+                   "): replaced by this run's, which has none dumped before step " + std::to_string(keep_steps_through + 1));
+    return;
+  }
   const int rank = h5::comm_rank(comm), size = h5::comm_size(comm);
   const std::regex name(R"(step_(\d+)/layer_(\d+)/([^/]+))");
   for (const std::string& dataset : old.dataset_paths()) {
     std::smatch match;
     if (!std::regex_match(dataset, match, name) || std::stoll(match[1]) > keep_steps_through) continue;
+    if (wanted && !wanted(std::stoll(match[1]), std::stoll(match[2]))) continue;
     const Shape global = old.open_dataset(dataset).shape();
     const RowRange rows = even_rows(global[0], rank, size);
     write(std::stoll(match[1]), std::stoll(match[2]), match[3], global, rows, read_rows(old, dataset, 0, rows));

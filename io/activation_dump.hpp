@@ -1,15 +1,19 @@
 // Activation dumps: `/step_<n>/layer_<l>/<name>` (name: q, k, v, o) holding the GLOBAL tensor ([N,H,D])
 // in sequence order whatever the number of ranks; each rank writes its own rows collectively. The file is
 // written as `<path>.tmp` and appears at `path` on close() (AtomicOutput), so a crashed run leaves no
-// half-written dump. Root attributes: format = "longctx-activations", format_version = 1.
+// half-written dump. Root attributes: format = "longctx-activations", format_version = 1, and run_id (the
+// writing run's, as its checkpoints and log.jsonl lines hold it; "" when none is given).
 // Every rank calls write() for the same (step, layer, name) in the same order; close() is collective.
 // A resumed run passes the step it resumes at: the steps up to it that an existing file at `path` holds
 // are copied into the new file, so a requeued job keeps the dumps it made before it was stopped. (train
 // also closes and reopens the dump this way at each checkpoint after a dumped step, so a crash keeps them.)
+// Only the same run's (the file's run_id is the one given, or the file has none) and only the (step, layer)
+// that `wanted` accepts: another run's dump at that name is replaced, as a fresh run replaces it.
 #pragma once
 
 #include <mpi.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -22,7 +26,8 @@ inline constexpr const char* kActivationFormat = "longctx-activations";
 
 class ActivationDump {
  public:
-  ActivationDump(const std::string& path, MPI_Comm comm = MPI_COMM_NULL, int64_t keep_steps_through = 0);
+  ActivationDump(const std::string& path, MPI_Comm comm = MPI_COMM_NULL, int64_t keep_steps_through = 0,
+                 const std::string& run_id = "", const std::function<bool(int64_t step, int64_t layer)>& wanted = {});
 
   // "/step_<step>/layer_<layer>/<name>"
   static std::string dataset_path(int64_t step, int64_t layer, const std::string& name);

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cerrno>
@@ -29,6 +30,7 @@
 #include <limits>
 #include <cctype>
 #include <optional>
+#include <random>
 #include <set>
 #include <sstream>
 #include <vector>
@@ -42,6 +44,7 @@
 #include "io/token_dataset.hpp"
 #include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
+#include "runtime/core/check.hpp"
 #include "runtime/core/fingerprint.hpp"
 #include "runtime/core/log.hpp"
 #include "runtime/core/memory.hpp"
@@ -157,6 +160,8 @@ const ScheduleOptionNames kScheduleNames{"model.segment_lengths", "model.dilatio
 constexpr int64_t kMaxLayers = 65536;
 // The file in checkpoint.dir that rank 0 locks for the run (lock_checkpoint_dir).
 constexpr const char* kLockFile = ".longctx.lock";
+// The note in checkpoint.dir of where a fresh run's log.jsonl lines start (JsonLog).
+constexpr const char* kLogStart = ".longctx-log-start";
 
 // check_shardable at a curriculum stage's length; the error says which stage.
 void check_stage_shardable(const Schedule& schedule, int64_t stage_len, int world_size, SpanningSegments spanning) {
@@ -178,21 +183,25 @@ void check_stages_shardable(const RunOptions& r, int64_t from, int world_size, S
 
 // What a refused resume from `latest` adds to its message: the older checkpoints in `dir`, newest first, and
 // how to resume from one; "" when there is none. By name only (no file is opened: every rank says it).
+// `latest`: the checkpoint `latest` names, which is damaged; "" when `latest` itself is unusable (names a
+// file that is not there, holds no name): then every checkpoint in `dir` is listed.
 std::string older_checkpoints_hint(const std::string& dir, const std::string& latest) {
   std::vector<std::string> older;
   const std::optional<int64_t> latest_step = io::step_in_file_name(latest);
   for (const std::string& path : io::list_checkpoints(dir)) {
     const std::optional<int64_t> step = io::step_in_file_name(path);
-    if (step && latest_step && *step < *latest_step) older.insert(older.begin(), std::filesystem::path(path).filename().string());
+    if (step && (latest.empty() || (latest_step && *step < *latest_step)))
+      older.insert(older.begin(), std::filesystem::path(path).filename().string());
   }
   if (older.empty()) return "";
   std::string names;
   for (size_t i = 0; i < older.size() && i < 3; ++i) names += (i ? ", " : "") + older[i];
   if (older.size() > 3) names += " and " + std::to_string(older.size() - 3) + " more";
-  return ". Nothing was changed. Older checkpoints in " + dir + ", newest first: " + names +
-         ". If " + std::filesystem::path(latest).filename().string() + " is damaged, `longctx ckpt verify " + dir +
-         "` says which are whole; to resume from one, write its name into " + dir + "/latest" +
-         " (the steps after it are trained again)";
+  return ". Nothing was changed. " + std::string(latest.empty() ? "Checkpoints" : "Older checkpoints") + " in " +
+         dir + ", newest first: " + names + ". " +
+         (latest.empty() ? "" : "If " + std::filesystem::path(latest).filename().string() + " is damaged, ") +
+         "`longctx ckpt verify " + dir + "` says which are whole; to resume from one, write its name into " + dir +
+         "/latest" + " (the steps after it are trained again)";
 }
 
 // The step a run resumes from, as the name `latest` holds says (the load checks it against the file); 0 for
@@ -353,6 +362,12 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
   if (!r.checkpoint_dir.empty()) io::check_output_directory("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);
   require(r.log_jsonl.empty() || r.dump_path.empty() || !io::same_file(r.log_jsonl, r.dump_path),
           "log.jsonl and dump.activations name the same file");
+  // Nor the temporary file either is written through (before: the dump took a log.jsonl there for a crashed
+  // run's file, and the log was lost).
+  require(r.log_jsonl.empty() || r.dump_path.empty() || !io::same_file(r.log_jsonl, r.dump_path + ".tmp"),
+          "log.jsonl=" + r.log_jsonl + " is dump.activations' temporary file " + r.dump_path + ".tmp; write it elsewhere");
+  require(r.log_jsonl.empty() || r.dump_path.empty() || !io::same_file(r.dump_path, r.log_jsonl + ".tmp"),
+          "dump.activations=" + r.dump_path + " is log.jsonl's temporary file " + r.log_jsonl + ".tmp; write it elsewhere");
   // The training data is input: no output may land on it (or on its name plus .tmp, renamed over it).
   if (!d.path.empty())
     for (const auto& [option, path] : {std::pair<const char*, const std::string&>{"log.jsonl", r.log_jsonl},
@@ -371,7 +386,7 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
               std::string(option) + "=" + path + " is written as " + path + ".tmp first, which is checkpoint.dir=" +
                   r.checkpoint_dir + "; write it elsewhere");
       const std::string name = std::filesystem::path(path).filename().string();
-      require(!(io::is_checkpoint_file_name(name) || name == kLockFile) ||
+      require(!(io::is_checkpoint_file_name(name) || name == kLockFile || name == kLogStart) ||
                   !same_path(io::directory_of(path), r.checkpoint_dir),
               std::string(option) + "=" + path + " is a name that checkpoint.dir=" + r.checkpoint_dir +
                   " uses for its checkpoints; write it elsewhere");
@@ -381,7 +396,7 @@ RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
   // a later rank would take for another writer's. An output in a checkpoint.dir not made yet is checked
   // once the run has made it (train_command's check).
   if (!warn && !r.log_jsonl.empty() && !in_checkpoint_dir_to_make(r, r.log_jsonl))
-    io::check_output_path("log.jsonl", r.log_jsonl);
+    io::check_json_output_path("log.jsonl", r.log_jsonl, "appending would damage it");
   if (!warn && !r.dump_path.empty() && !in_checkpoint_dir_to_make(r, r.dump_path))
     io::check_hdf5_output_path("dump.activations", r.dump_path, io::kActivationFormat);
   for (int64_t l : parse_size_list("dump.layers", opt<std::string>(inv, "dump.layers"))) {
@@ -431,15 +446,37 @@ double step_flops(const model::ModelConfig& m, int64_t n) {
 // fingerprint of the text before them. A fresh start that finds the file as the note left it (the same
 // inode and text before, nothing after the end but a torn line) drops those lines first. Anything else
 // (another run appended since, the file replaced) keeps every line: the note never costs another run's.
-constexpr const char* kLogStart = ".longctx-log-start";
+// Each line says which run wrote it (the id a run keeps through its checkpoints): a resume drops only its own.
+constexpr const char* kRunKey = "\"run\": \"";
+
+// Whether `id` can be a run id (what new_run_id makes, or a hand-edited checkpoint's): it goes into JSON.
+bool valid_run_id(const std::string& id) {
+  return !id.empty() && id.size() <= 32 &&
+         std::all_of(id.begin(), id.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+}
+
+// A new run's id: 16 hex digits from rank 0's random device, the same on every rank of `comm`.
+std::string new_run_id(MPI_Comm comm, int rank) {
+  uint64_t id = 0;
+  if (rank == 0) {
+    std::random_device device;
+    id = (static_cast<uint64_t>(device()) << 32) ^ device();
+  }
+  if (comm != MPI_COMM_NULL) LONGCTX_CHECK_MPI(MPI_Bcast(&id, 1, MPI_UINT64_T, 0, comm));
+  char text[17];
+  std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(id));
+  return text;
+}
 
 class JsonLog {
  public:
-  JsonLog(const std::string& path, bool active, int64_t resumed_step, const std::string& checkpoint_dir) : path_(path) {
+  JsonLog(const std::string& path, bool active, int64_t resumed_step, const std::string& checkpoint_dir,
+          const std::string& run_id)
+      : path_(path) {
     if (!active || path.empty()) return;
     Contents file = read();
     if (resumed_step > 0) {
-      trim_after(file, resumed_step);
+      trim_after(file, resumed_step, run_id);
     } else {  // a fresh run appends, as it always has
       if (!checkpoint_dir.empty()) {
         note_ = checkpoint_dir + "/" + kLogStart;
@@ -448,7 +485,7 @@ class JsonLog {
       // A last line without its '\n' (a run killed mid-write) would have this run's first line glued to it.
       if (file.torn) {
         file = parse(file.text.substr(0, file.lines.empty() ? 0 : file.lines.back().end));
-        io::write_text_durably(path_, file.text);
+        io::write_text_durably(file_path(), file.text);
         log::info("log.jsonl: dropped its torn last line (an earlier run stopped while writing it)");
       }
       int64_t earlier = 0;
@@ -491,12 +528,20 @@ class JsonLog {
   struct Line {
     size_t begin, end;  // [begin, end) of the text, its '\n' included
     int64_t step;       // -1: none
+    std::string run;    // its "run" (""; none: a line of a version before runs had ids, or not train's)
   };
   struct Contents {
     std::string text;
     std::vector<Line> lines;  // the complete ones
     bool torn = false;        // a last line without its '\n' (a crash mid-write)
   };
+  // Where a rewrite goes: the file the name leads to, so that a link named log.jsonl stays a link to it
+  // (before: the link was replaced by a file, and its target kept the dropped lines and got no more).
+  std::string file_path() const {
+    std::error_code error;
+    const std::filesystem::path target = std::filesystem::canonical(path_, error);
+    return error ? path_ : target.string();
+  }
   // The file as it is (empty when there is none), read once.
   Contents read() const {
     std::ifstream in(path_);
@@ -515,7 +560,12 @@ class JsonLog {
       }
       const size_t at = text.find("\"step\": ", begin);
       const int64_t line_step = at < end ? std::strtoll(text.c_str() + at + 8, nullptr, 10) : -1;
-      file.lines.push_back({begin, end + 1, line_step});
+      std::string run;
+      if (const size_t key = text.find(kRunKey, begin); key < end) {
+        const size_t from = key + std::strlen(kRunKey), to = text.find('"', from);
+        if (to < end) run = text.substr(from, to - from);
+      }
+      file.lines.push_back({begin, end + 1, line_step, std::move(run)});
       begin = end + 1;
     }
     return file;
@@ -542,32 +592,37 @@ class JsonLog {
     int64_t dropped = 0;
     for (const Line& line : file.lines) dropped += line.begin >= begin;
     file = parse(file.text.substr(0, begin));
-    io::write_text_durably(path_, file.text);
+    io::write_text_durably(file_path(), file.text);
     log::info("log.jsonl: dropped " + std::to_string(dropped) + " line(s) of an earlier start of this run, which stopped " +
               "before its first checkpoint (" + note_ + "); this run logs those steps again");
   }
-  // Only this run's lines: those from where the steps last went down (a fresh run appended to an earlier
-  // run's file starts again at step 1, which it always logs). Before, an earlier run's lines after `step`
-  // went too.
-  void trim_after(const Contents& file, int64_t step) {
+  // Only this run's lines: those with its run id. Where it has none there (its lines were written before
+  // lines held one), its untagged lines from where the steps last went down (a fresh run appended to an
+  // earlier run's file starts again at step 1, which it always logs). Another run's lines stay wherever
+  // they are (before: two jobs logging to one file, the resumed one dropped the other's later lines).
+  void trim_after(const Contents& file, int64_t step, const std::string& run_id) {
     const std::vector<Line>& lines = file.lines;
+    const bool tagged = std::any_of(lines.begin(), lines.end(), [&](const Line& line) { return line.run == run_id; });
     size_t run_begin = 0;
     for (size_t i = 1, last = 0; i < lines.size(); ++i) {
       if (lines[i].step < 0) continue;
       if (lines[last].step >= 0 && lines[i].step <= lines[last].step) run_begin = i;
       last = i;
     }
+    const auto ours = [&](size_t i) {
+      return tagged ? lines[i].run == run_id : lines[i].run.empty() && i >= run_begin;
+    };
     std::string kept;
     int64_t dropped = file.torn ? 1 : 0;
     for (size_t i = 0; i < lines.size(); ++i) {
-      if (i >= run_begin && lines[i].step > step) {
+      if (ours(i) && lines[i].step > step) {
         ++dropped;
         continue;
       }
       kept.append(file.text, lines[i].begin, lines[i].end - lines[i].begin);
     }
     if (dropped == 0) return;
-    io::write_text_durably(path_, kept);
+    io::write_text_durably(file_path(), kept);
     log::info("log.jsonl: dropped " + std::to_string(dropped) + " line(s) after step " + std::to_string(step) +
               " (or torn), which this run logs again from its checkpoint");
   }
@@ -829,33 +884,43 @@ int run_train(Invocation& inv) {
   bool resumed = false;
   train::Resumed stored;  // the checkpoint's data position and tokens_seen (its steps at the lengths they had)
   try {  // a resume refused here (exit 2 / 3) removes the lock file this run made, as the config phase's refusals
-    if (!r.checkpoint_dir.empty())
-      if (const auto latest = io::find_latest_checkpoint(r.checkpoint_dir)) {
-        try {
-          stored = train::load_checkpoint(trainer, *latest, config_text, mpi);
-        } catch (const train::CheckpointOfAnotherModel&) {
-          throw;  // its own message says what to do; an older checkpoint holds that model too
-        } catch (const InputError& e) {
-          // A damaged latest is refused (resuming elsewhere silently would train steps again): the message
-          // says which older checkpoints there are and how to resume from one.
-          throw InputError(e.what() + older_checkpoints_hint(r.checkpoint_dir, *latest));
-        }
-        // A run cannot go back: a latest past train.steps means the options name another run (or a typo).
-        // Before this it printed "done" and exited 0 having trained nothing, which a script took for success.
-        if (trainer.step() > r.steps)
-          throw UsageError("train.steps=" + std::to_string(r.steps) + ": checkpoint.dir's latest, " + *latest +
-                               ", is at step " + std::to_string(trainer.step()) + " already; give train.steps >= " +
-                               std::to_string(trainer.step()) +
-                               " (equal evaluates it and exits), or use another checkpoint.dir",
-                           "train.steps");
-        log::info("resumed from " + *latest + " at step " + std::to_string(trainer.step()));
-        resumed = true;
+    std::optional<std::string> latest;
+    try {
+      if (!r.checkpoint_dir.empty()) latest = io::find_latest_checkpoint(r.checkpoint_dir);
+    } catch (const InputError& e) {  // `latest` names a file that is gone, or holds no name: which are there
+      throw InputError(e.what() + older_checkpoints_hint(r.checkpoint_dir, ""));
+    }
+    if (latest) {
+      try {
+        stored = train::load_checkpoint(trainer, *latest, config_text, mpi);
+      } catch (const train::CheckpointOfAnotherModel&) {
+        throw;  // its own message says what to do; an older checkpoint holds that model too
+      } catch (const InputError& e) {
+        // A damaged latest is refused (resuming elsewhere silently would train steps again): the message
+        // says which older checkpoints there are and how to resume from one.
+        throw InputError(e.what() + older_checkpoints_hint(r.checkpoint_dir, *latest));
       }
+      // A run cannot go back: a latest past train.steps means the options name another run (or a typo).
+      // Before this it printed "done" and exited 0 having trained nothing, which a script took for success.
+      if (trainer.step() > r.steps)
+        throw UsageError("train.steps=" + std::to_string(r.steps) + ": checkpoint.dir's latest, " + *latest +
+                             ", is at step " + std::to_string(trainer.step()) + " already; give train.steps >= " +
+                             std::to_string(trainer.step()) +
+                             " (equal evaluates it and exits), or use another checkpoint.dir",
+                         "train.steps");
+      log::info("resumed from " + *latest + " at step " + std::to_string(trainer.step()));
+      resumed = true;
+    }
     check_stages_shardable(r, trainer.step(), P, SpanningSegments::may_end_short);
   } catch (const Error& e) {
     if (e.code() == ExitCode::usage || e.code() == ExitCode::bad_input) unlock_checkpoint_dir();
     throw;
   }
+  // Which run this is: the checkpoint's, or a new one (its log.jsonl lines and activation dump say so).
+  const std::string run_id = resumed && valid_run_id(stored.run_id) ? stored.run_id : new_run_id(mpi, rank);
+  if (resumed && stored.run_id != run_id && !stored.run_id.empty())
+    log::warn_once("the checkpoint's run_id attribute '" + stored.run_id + "' is not 1-32 hex digits: this run is run " +
+                   run_id + " from here");
   const int64_t first_step = trainer.step();  // 0, or the checkpoint's
   // Tokens trained on through `step`: the checkpoint's count, then this run's lengths. (Counting every step
   // at this run's lengths was wrong after a resume at another data.seq_len.)
@@ -896,10 +961,12 @@ int run_train(Invocation& inv) {
                      "trains its shorter stages only before data.seq_len's held-out tail");
   }
 
-  JsonLog jsonl(r.log_jsonl, rank == 0, trainer.step(), r.checkpoint_dir);
+  JsonLog jsonl(r.log_jsonl, rank == 0, trainer.step(), r.checkpoint_dir, run_id);
+  // Of an earlier dump of this run, the steps and layers this run dumps (dump.steps, dump.layers).
+  const auto dumped = [&r](int64_t step, int64_t layer) { return r.dump_steps.count(step) && r.dump_layers.count(layer); };
   std::unique_ptr<io::ActivationDump> dump;
   if (!r.dump_path.empty() && !r.dump_steps.empty() && *r.dump_steps.rbegin() > trainer.step())
-    dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step());
+    dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step(), run_id, dumped);
 
   const double peak = r.peak_gflops * 1e9 * P;
   if (rank == 0) {
@@ -908,7 +975,7 @@ int run_train(Invocation& inv) {
          << count_of(r.trainer.model.heads, "head") << ", " << trainer.model().layout().total() << " parameters, schedule "
          << to_string(r.trainer.model.schedule) << ", N = " << r.trainer.seq_len << " over " << count_of(P, "rank") << " ("
          << r.trainer.seq_len / P << " rows each), " << step_flops(r.trainer.model, r.trainer.seq_len) / 1e9
-         << " GFLOP/step, MFU peak " << r.peak_gflops << " GFLOP/s per rank";
+         << " GFLOP/step, MFU peak " << r.peak_gflops << " GFLOP/s per rank; run " << run_id;
     for (size_t i = 0; i < stages; ++i)
       head << (i == 0 ? "; curriculum: N = " : ", N = ") << r.stage_len[i] << " until step " << r.stage_end[i];
     log::info(head.str());
@@ -963,12 +1030,12 @@ int run_train(Invocation& inv) {
     }
     io::publish_on_rank0(mpi, "checking checkpoint.dir", [&] { require_checkpoint_dir_lock(r.checkpoint_dir); });
     const std::string path = train::save_checkpoint(trainer, r.checkpoint_dir, r.checkpoint_keep, config_text,
-                                                    tokens_seen(trainer.step()), position, mpi);
+                                                    tokens_seen(trainer.step()), position, run_id, mpi);
     committed = trainer.step();
     jsonl.forget_start();
     log::info("checkpoint " + path);
     if (republish && *r.dump_steps.rbegin() > trainer.step())
-      dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step());
+      dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step(), run_id, dumped);
   };
 
   using Clock = std::chrono::steady_clock;
@@ -1046,7 +1113,7 @@ int run_train(Invocation& inv) {
                     ", \"tokens_per_s\": " + json_number(tokens_per_s) + ", \"seconds\": " + json_number(seconds) +
                     ", \"lr\": " + json_number(stats.lr) + ", \"grad_norm\": " + json_number(stats.grad_norm) +
                     ", \"mfu\": " + json_number(mfu) + ", \"seq_len\": " + std::to_string(seq_len) +
-                    ", \"world_size\": " + std::to_string(P) + eval_fields + "}");
+                    ", \"world_size\": " + std::to_string(P) + eval_fields + ", " + kRunKey + run_id + "\"}");
     }
     if (stats.stop_signal != 0) {
       stop_signal = stats.stop_signal;
@@ -1108,6 +1175,13 @@ Command train_command() {
     const DeviceChoice device = attention_device(inv);
     const int P = inv.process.world().size();
     const RunOptions r = validate(inv, P, false);
+    {  // the config a checkpoint stores: a value it cannot hold (a newline) is refused before anything is
+       // made (before: after checkpoint.dir and its lock were)
+      po::options_description declared;
+      po::positional_options_description unused;
+      declare(declared, unused);
+      to_ini(inv, declared);
+    }
     const int64_t resume_step = resume_step_hint(r);
     check_stages_shardable(r, resume_step, P, SpanningSegments::may_end_short);
     nan_gradient_fault(P);
@@ -1143,7 +1217,7 @@ Command train_command() {
       const bool log_unchecked = !r.log_jsonl.empty() && in_checkpoint_dir_to_make(r, r.log_jsonl);
       const bool dump_unchecked = !r.dump_path.empty() && in_checkpoint_dir_to_make(r, r.dump_path);
       lock_checkpoint_dir(r.checkpoint_dir);
-      if (log_unchecked) io::check_output_path("log.jsonl", r.log_jsonl);
+      if (log_unchecked) io::check_json_output_path("log.jsonl", r.log_jsonl, "appending would damage it");
       if (dump_unchecked) io::check_hdf5_output_path("dump.activations", r.dump_path, io::kActivationFormat);
       // Under the lock, so a temporary file held now is no other run's: a link or a directory at
       // step_N.h5.tmp would otherwise stop the run at step N's checkpoint.

@@ -176,7 +176,7 @@ void check_same_model(const io::CheckpointReader& reader, const std::map<std::st
 }  // namespace
 
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
-                            int64_t tokens_seen, DataPosition data_position, MPI_Comm comm) {
+                            int64_t tokens_seen, DataPosition data_position, const std::string& run_id, MPI_Comm comm) {
   io::CheckpointMeta meta;
   meta.step = trainer.step();
   meta.seq_len = trainer.config().seq_len;
@@ -213,6 +213,7 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
     writer.write_attribute("model_layers", trainer.config().model.layers);
     writer.write_attribute("model_dim", trainer.config().model.dim);
     writer.write_attribute("model_heads", trainer.config().model.heads);
+    writer.write_attribute("run_id", run_id);
     committed = writer.commit(keep);
   });
   return committed;
@@ -370,7 +371,8 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
     } catch (const Error&) {
     }
   }
-  return {state.position, reader.tokens_seen(), data_seq_len};
+  const std::string run_id = reader.file().has_attribute("run_id") ? reader.file().read_string_attribute("run_id") : "";
+  return {state.position, reader.tokens_seen(), data_seq_len, run_id};
 }
 
 }  // namespace longctx::train

@@ -6,6 +6,8 @@
 //   /state/global/data_position int64 [sequence, token]: where the data goes on (train::DataPosition)
 //   /state/global/rng_seed      int64: train.seed's bits; with the data position, the whole state of the
 //                               counter-based generators (each sequence is drawn from (seed, split, index))
+//   root attributes model_layers, model_dim, model_heads, and run_id (the run's id: hex digits, which its
+//                               log.jsonl lines and activation dump carry too)
 // Everything is replicated, so a checkpoint of any P resumes at any P. Collective over `comm`.
 #pragma once
 
@@ -27,8 +29,9 @@ namespace longctx::train {
 // must exist (train makes it before step 1); one gone is not made again (InternalError).
 // `tokens_seen`: tokens trained on so far (the length curriculum makes it more than step * seq_len).
 // `data_position`: where the next step's data starts.
+// `run_id`: which run it is (root attribute `run_id`; its log.jsonl lines and activation dump carry it too).
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
-                            int64_t tokens_seen, DataPosition data_position, MPI_Comm comm);
+                            int64_t tokens_seen, DataPosition data_position, const std::string& run_id, MPI_Comm comm);
 
 // Loads `path` into `trainer`, whose run has the resolved config `config_text` (INI). A checkpoint of
 // another model -> InputError naming the file and what differs, before anything is changed: any
@@ -41,6 +44,7 @@ struct Resumed {
   std::optional<DataPosition> position;
   int64_t tokens_seen = 0;
   int64_t data_seq_len = 0;  // its /config's data.seq_len (0: none there)
+  std::string run_id;        // its run's id ("": written before checkpoints held one)
 };
 Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm);
 

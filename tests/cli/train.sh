@@ -265,6 +265,21 @@ expect_exit 0 "a left-over plain temporary file is taken over" -- "$LONGCTX" tra
 expect_exit 2 "log.jsonl with a line break" -- "$LONGCTX" train "${SMALL[@]}" --log.jsonl "$OUT/a
 b.jsonl"
 expect_in "$OUT/stderr" "--log.jsonl: a config value cannot hold a line break" "names the option"
+# Refused before checkpoint.dir is made (before: after, and its lock file stayed).
+expect_exit 2 "log.jsonl with a line break, with a checkpoint.dir" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 \
+  --checkpoint.dir "$OUT/nl" --log.jsonl "$OUT/a
+b.jsonl"
+[ ! -e "$OUT/nl" ] && pass "checkpoint.dir not made" || fail "made: $(ls -A "$OUT/nl")"
+# Nor onto the temporary file of the other (before: the dump took such a log.jsonl for a crashed run's file).
+echo '{"step": 1, "loss": 9.9}' >"$OUT/xx.h5.tmp"
+expect_exit 2 "log.jsonl is the dump's temporary file" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 \
+  --dump.activations "$OUT/xx.h5" --dump.steps 1 --log.jsonl "$OUT/xx.h5.tmp"
+expect_in "$OUT/stderr" "log.jsonl=.*xx.h5.tmp is dump.activations' temporary file" "names the collision"
+[ "$(cat "$OUT/xx.h5.tmp")" = '{"step": 1, "loss": 9.9}' ] && [ ! -e "$OUT/xx.h5" ] && pass "the log is unchanged" ||
+  fail "xx.h5.tmp: $(cat "$OUT/xx.h5.tmp" 2>&1)"
+expect_exit 2 "the dump is log.jsonl's temporary file" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 \
+  --dump.activations "$OUT/yy.jsonl.tmp" --dump.steps 1 --log.jsonl "$OUT/yy.jsonl"
+expect_in "$OUT/stderr" "dump.activations=.*yy.jsonl.tmp is log.jsonl's temporary file" "names the collision"
 expect_exit 2 "log.jsonl in a missing directory" -- "$LONGCTX" train "${SMALL[@]}" --log.jsonl "$OUT/nodir/l.jsonl"
 expect_exit 2 "dump.activations is a directory" -- "$LONGCTX" train "${SMALL[@]}" --dump.activations "$OUT"
 # Outputs onto checkpoint.dir, or onto a checkpoint's name there, are refused before any step (before: a dump
@@ -277,7 +292,7 @@ for out in "--dump.activations $OUT/ckout" "--log.jsonl $OUT/ckout" "--dump.acti
 done
 [ ! -e "$OUT/ckout" ] && pass "nothing created" || fail "created: $(ls -A "$OUT/ckout")"
 mkdir "$OUT/ckout"
-for name in step_00000002.h5 latest .longctx.lock latest.tmp; do
+for name in step_00000002.h5 latest .longctx.lock latest.tmp .longctx-log-start; do
   expect_exit 2 "dump.activations named $name in checkpoint.dir" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 \
     --checkpoint.dir "$OUT/ckout" --dump.activations "$OUT/ckout/$name" --dump.steps 1
   expect_in "$OUT/stderr" "is a name that checkpoint.dir=.* uses for its checkpoints" "names the collision ($name)"
@@ -306,6 +321,11 @@ expect_exit 2 "dump.activations is the config file" -- "$LONGCTX" train "${SMALL
   --dump.activations "$OUT/run.ini"
 expect_in "$OUT/stderr" "run.ini' exists and is not an HDF5 file" "refuses to replace it"
 [ "$(head -1 "$OUT/run.ini")" = "[train]" ] && pass "the config is unchanged" || fail "run.ini was replaced"
+# log.jsonl is appended to: a file there that is not JSON lines is refused (before: the config, or a
+# checkpoint, got JSON appended to it).
+expect_exit 2 "log.jsonl is the config file" -- "$LONGCTX" train "${SMALL[@]}" --config "$OUT/run.ini" --log.jsonl "$OUT/run.ini"
+expect_in "$OUT/stderr" "log.jsonl '.*run.ini' exists and is not a JSON file; appending would damage it" "refuses to append to it"
+[ "$(cat "$OUT/run.ini")" = "$(printf '[train]\nsteps = 2')" ] && pass "the config is unchanged" || fail "run.ini was changed"
 # Options that would do nothing are said to (before: silent; an empty dump file, the plain loss).
 expect_exit 0 "dump.steps after train.steps" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 \
   --dump.activations "$OUT/late.h5" --dump.steps 9
@@ -655,6 +675,60 @@ expect_exit 0 "another run appends to its log.jsonl" -- "$LONGCTX" train "${SMAL
 expect_exit 0 "the first run again" -- "$LONGCTX" train "${SMALL[@]}" "${EARLY2[@]}"
 ! grep -q "dropped" "$OUT/stderr" && [ "$(wc -l <"$OUT/early2.jsonl")" -eq 13 ] && pass "every line stays (1 + 6 + 6)" ||
   { fail "lines were dropped"; cat "$OUT/early2.jsonl"; }
+
+# Two jobs logging to one file (requeued jobs given one name): a resume drops only its own lines, by the run
+# id each line carries, which a resume keeps from its checkpoint. Before: it took the last run of rising
+# steps for its own, here job B's 1-6 and job A's 7-10, and dropped A's 7-10 with B's 5 and 6.
+SHARED=(--checkpoint.every 2 --log.jsonl "$OUT/shared.jsonl")
+expect_exit 0 "job A, 6 steps" -- "$LONGCTX" train "${SMALL[@]}" "${SHARED[@]}" --train.steps 6 --checkpoint.dir "$OUT/ja"
+expect_exit 0 "job B, 6 steps, the same log.jsonl" -- "$LONGCTX" train "${SMALL[@]}" "${SHARED[@]}" --train.steps 6 \
+  --train.seed 9 --checkpoint.dir "$OUT/jb"
+expect_exit 0 "job A goes on to step 10" -- "$LONGCTX" train "${SMALL[@]}" "${SHARED[@]}" --train.steps 10 --checkpoint.dir "$OUT/ja"
+echo step_00000004.h5 >"$OUT/jb/latest"
+expect_exit 0 "job B requeued from its step 4" -- "$LONGCTX" train "${SMALL[@]}" "${SHARED[@]}" --train.steps 6 \
+  --train.seed 9 --checkpoint.dir "$OUT/jb"
+expect_in "$OUT/stderr" "log.jsonl: dropped 2 line" "drops B's steps 5 and 6"
+/usr/bin/python3 - "$OUT/shared.jsonl" "$OUT/ja/step_00000010.h5" "$OUT/jb/step_00000006.h5" <<'EOF' &&
+import h5py, json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+a, b = (h5py.File(f, "r").attrs["run_id"] for f in sys.argv[2:4])
+a, b = (x.decode() if isinstance(x, bytes) else x for x in (a, b))
+got = [(l["step"], {a: "A", b: "B"}.get(l["run"], "?")) for l in lines]
+want = [(s, "A") for s in range(1, 7)] + [(s, "B") for s in range(1, 5)] + [(s, "A") for s in range(7, 11)] + [(5, "B"), (6, "B")]
+sys.exit(0 if a != b and len(a) == 16 and got == want else print(a, b, got) or 1)
+EOF
+  pass "A's lines all stay; each job keeps its run id through its resumes" || fail "shared log.jsonl: $(cat "$OUT/shared.jsonl")"
+# A link named log.jsonl stays a link to the file it leads to (before: the resume's rewrite replaced the link
+# with a file, and the target kept the dropped lines and got no more).
+mkdir -p "$OUT/logs" && ln -s logs/linked.jsonl "$OUT/linked.jsonl"
+LINKED=(--train.steps 6 --checkpoint.every 3 --checkpoint.dir "$OUT/linked" --log.jsonl "$OUT/linked.jsonl")
+expect_exit 0 "6 steps logged through a link" -- "$LONGCTX" train "${SMALL[@]}" "${LINKED[@]}"
+echo step_00000003.h5 >"$OUT/linked/latest"
+expect_exit 0 "resumed from step 3" -- "$LONGCTX" train "${SMALL[@]}" "${LINKED[@]}"
+[ -L "$OUT/linked.jsonl" ] && [ "$(losses "$OUT/logs/linked.jsonl" | cut -d' ' -f1 | tr '\n' ' ')" = "1 2 3 4 5 6 " ] &&
+  pass "still a link; its file holds steps 1-6 once" || { fail "linked log.jsonl"; ls -l "$OUT/linked.jsonl"; cat "$OUT/logs/linked.jsonl"; }
+# A resumed run's dump keeps only its own earlier steps of dump.steps and dump.layers: another run's file at
+# that name is replaced, as a fresh run replaces it (before: its steps were copied in as this run's).
+expect_exit 0 "a run dumps its steps 1 and 2" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 --train.seed 5 \
+  --dump.activations "$OUT/dx.h5" --dump.steps 1,2
+expect_exit 0 "another run, 3 steps" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 --checkpoint.dir "$OUT/dy"
+expect_exit 0 "resumed, dumping to the first run's file" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 5 \
+  --checkpoint.dir "$OUT/dy" --dump.activations "$OUT/dx.h5" --dump.steps 1,5
+expect_in "$OUT/stderr" "dx.h5 holds the activations of another run \(run [0-9a-f]{16}; this is run [0-9a-f]{16}\): replaced" \
+  "says it replaces them"
+dump_keys() { /usr/bin/python3 -c "import h5py, sys; f = h5py.File(sys.argv[1], 'r'); print(*sorted(f.keys()), *sorted(f[sorted(f.keys())[0]].keys()))" "$1"; }
+[ "$(dump_keys "$OUT/dx.h5")" = "step_5 layer_0" ] && pass "only this run's step 5" || fail "dump holds: $(dump_keys "$OUT/dx.h5")"
+expect_exit 0 "a run dumps steps 1 and 2 of layers 0 and 1, checkpoint at 3" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 \
+  --checkpoint.every 3 --checkpoint.dir "$OUT/dz" --dump.activations "$OUT/dz.h5" --dump.steps 1,2 --dump.layers 0,1
+expect_exit 0 "resumed with dump.steps 2,5 and dump.layers 1" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 5 \
+  --checkpoint.dir "$OUT/dz" --dump.activations "$OUT/dz.h5" --dump.steps 2,5 --dump.layers 1
+[ "$(dump_keys "$OUT/dz.h5")" = "step_2 step_5 layer_1" ] && pass "its own step 2 of layer 1 kept, step 1 and layer 0 not" ||
+  fail "dump holds: $(dump_keys "$OUT/dz.h5")"
+# A `latest` naming a file that is gone says which checkpoints there are (as for a damaged one).
+rm "$OUT/dz/step_00000005.h5"
+expect_exit 3 "latest names a deleted checkpoint" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 6 --checkpoint.dir "$OUT/dz"
+expect_in "$OUT/stderr" "names step_00000005.h5, which does not exist in .*dz. Nothing was changed. Checkpoints in .*dz, newest first: step_00000003.h5\..*write its name into .*dz/latest" \
+  "lists the checkpoints there"
 
 # ---- kill -9 after a dumped step and a checkpoint: the resumed run keeps that dump (the dump is
 # published with each checkpoint after a dumped step; before, it lived in .tmp until the run ended) ----
