@@ -14,7 +14,7 @@ ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t k
   output_ = std::make_unique<AtomicOutput>(path, comm);
   output_->file().write_attribute("format", std::string(kActivationFormat));
   output_->file().write_attribute("format_version", int64_t{1});
-  output_->file().write_attribute("run_id", run_id);
+  if (!run_id.empty()) output_->file().write_attribute("run_id", run_id);
   if (keep_steps_through <= 0 || !std::filesystem::exists(path)) return;
   // Each rank copies its own rows of every kept tensor, as write() would have written them.
   const h5::File old = h5::File::open(path, h5::Mode::read, comm);
@@ -24,8 +24,9 @@ ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t k
   // Another run's (before: its steps were copied into this run's dump, as if this run had made them).
   const std::string old_run = old.has_attribute("run_id") ? old.read_string_attribute("run_id") : "";
   if (!old_run.empty() && old_run != run_id) {
-    log::warn_once(path + " holds the activations of another run (run " + old_run + "; this is run " + run_id +
-                   "): replaced by this run's, which has none dumped before step " + std::to_string(keep_steps_through + 1));
+    log::warn_once(path + " holds the activations of another run (run " + old_run + "; this is run " +
+                   (run_id.empty() ? "without an id" : run_id) + "): replaced by this run's, which has none dumped before step " +
+                   std::to_string(keep_steps_through + 1));
     return;
   }
   const int rank = h5::comm_rank(comm), size = h5::comm_size(comm);

@@ -2,7 +2,7 @@
 // in sequence order whatever the number of ranks; each rank writes its own rows collectively. The file is
 // written as `<path>.tmp` and appears at `path` on close() (AtomicOutput), so a crashed run leaves no
 // half-written dump. Root attributes: format = "longctx-activations", format_version = 1, and run_id (the
-// writing run's, as its checkpoints and log.jsonl lines hold it; "" when none is given).
+// writing run's, as its checkpoints and log.jsonl lines hold it; none when it has none).
 // Every rank calls write() for the same (step, layer, name) in the same order; close() is collective.
 // A resumed run passes the step it resumes at: the steps up to it that an existing file at `path` holds
 // are copied into the new file, so a requeued job keeps the dumps it made before it was stopped. (train

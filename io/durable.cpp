@@ -301,8 +301,9 @@ void check_json_output_path(const std::string& option, const std::string& path, 
   if (!std::filesystem::is_regular_file(path, error) || error) return;
   std::FILE* file = std::fopen(path.c_str(), "rb");
   if (!file) return;  // unreadable: the write fails and says so
+  // NUL bytes too: what a power loss can leave of a log's last blocks (ext4), which a resume drops.
   int first = std::fgetc(file);
-  while (first == ' ' || first == '\t' || first == '\n' || first == '\r') first = std::fgetc(file);
+  while (first == ' ' || first == '\t' || first == '\n' || first == '\r' || first == '\0') first = std::fgetc(file);
   std::fclose(file);
   if (first == EOF || first == '{') return;
   const std::string what = has_hdf5_signature(path) ? "an HDF5 file" : "not a JSON file";

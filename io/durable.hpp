@@ -126,7 +126,7 @@ void check_output_path(const std::string& option, const std::string& path);
 // "" for attend's output, which has none): UsageError naming the option. An empty file may go.
 void check_hdf5_output_path(const std::string& option, const std::string& path, const std::string& writes_format = "");
 // check_output_path for a JSON output (a report replaced whole, a JSON-lines log appended to), which also
-// refuses an existing file that is not JSON, i.e. whose first byte other than white space is not `{`
+// refuses an existing file that is not JSON, i.e. whose first byte other than white space or NUL is not `{`
 // (a checkpoint, an input or a config file named by mistake): UsageError naming the option and saying
 // what writing would do (`writing`: "writing would replace it", "appending would damage it"). An empty
 // file may go.

@@ -33,6 +33,7 @@
 #include <random>
 #include <set>
 #include <sstream>
+#include <string_view>
 #include <vector>
 
 #include "attention/cuda/cuda_attention.hpp"
@@ -558,12 +559,15 @@ class JsonLog {
         file.torn = true;
         break;
       }
-      const size_t at = text.find("\"step\": ", begin);
-      const int64_t line_step = at < end ? std::strtoll(text.c_str() + at + 8, nullptr, 10) : -1;
+      // Searched within the line only (a search to the end of the file for a key a line lacks made reading
+      // a long log quadratic).
+      const std::string_view line(text.data() + begin, end - begin);
+      const size_t at = line.find("\"step\": ");
+      const int64_t line_step = at != line.npos ? std::strtoll(text.c_str() + begin + at + 8, nullptr, 10) : -1;
       std::string run;
-      if (const size_t key = text.find(kRunKey, begin); key < end) {
-        const size_t from = key + std::strlen(kRunKey), to = text.find('"', from);
-        if (to < end) run = text.substr(from, to - from);
+      if (const size_t key = line.find(kRunKey); key != line.npos) {
+        const size_t from = key + std::strlen(kRunKey), to = line.find('"', from);
+        if (to != line.npos) run = std::string(line.substr(from, to - from));
       }
       file.lines.push_back({begin, end + 1, line_step, std::move(run)});
       begin = end + 1;
@@ -596,21 +600,21 @@ class JsonLog {
     log::info("log.jsonl: dropped " + std::to_string(dropped) + " line(s) of an earlier start of this run, which stopped " +
               "before its first checkpoint (" + note_ + "); this run logs those steps again");
   }
-  // Only this run's lines: those with its run id. Where it has none there (its lines were written before
-  // lines held one), its untagged lines from where the steps last went down (a fresh run appended to an
-  // earlier run's file starts again at step 1, which it always logs). Another run's lines stay wherever
-  // they are (before: two jobs logging to one file, the resumed one dropped the other's later lines).
+  // Only this run's lines: those with its run id. A run without one (resumed from a checkpoint written
+  // before runs had ids) wrote lines without one: its own are the untagged lines from where their steps
+  // last went down (a fresh run appended to an earlier run's file starts again at step 1, which it always
+  // logs). Another run's lines stay wherever they are (before: two jobs logging to one file, the resumed
+  // one dropped the other's later lines).
   void trim_after(const Contents& file, int64_t step, const std::string& run_id) {
     const std::vector<Line>& lines = file.lines;
-    const bool tagged = std::any_of(lines.begin(), lines.end(), [&](const Line& line) { return line.run == run_id; });
     size_t run_begin = 0;
-    for (size_t i = 1, last = 0; i < lines.size(); ++i) {
-      if (lines[i].step < 0) continue;
-      if (lines[last].step >= 0 && lines[i].step <= lines[last].step) run_begin = i;
-      last = i;
+    for (size_t i = 0, previous = lines.size(); i < lines.size(); ++i) {
+      if (lines[i].step < 0 || !lines[i].run.empty()) continue;
+      if (previous < lines.size() && lines[i].step <= lines[previous].step) run_begin = i;
+      previous = i;
     }
     const auto ours = [&](size_t i) {
-      return tagged ? lines[i].run == run_id : lines[i].run.empty() && i >= run_begin;
+      return run_id.empty() ? lines[i].run.empty() && i >= run_begin : lines[i].run == run_id;
     };
     std::string kept;
     int64_t dropped = file.torn ? 1 : 0;
@@ -916,11 +920,17 @@ int run_train(Invocation& inv) {
     if (e.code() == ExitCode::usage || e.code() == ExitCode::bad_input) unlock_checkpoint_dir();
     throw;
   }
-  // Which run this is: the checkpoint's, or a new one (its log.jsonl lines and activation dump say so).
-  const std::string run_id = resumed && valid_run_id(stored.run_id) ? stored.run_id : new_run_id(mpi, rank);
-  if (resumed && stored.run_id != run_id && !stored.run_id.empty())
-    log::warn_once("the checkpoint's run_id attribute '" + stored.run_id + "' is not 1-32 hex digits: this run is run " +
-                   run_id + " from here");
+  // Which run this is (its log.jsonl lines and activation dump say so): a new one, or the checkpoint's. One
+  // resumed from a checkpoint written before runs had ids stays a run without one ("", also in the
+  // checkpoints it writes), whose lines a resume finds as before: a new id at each resume would make
+  // each attempt's lines another run's, never dropped.
+  std::string run_id;
+  if (!resumed)
+    run_id = new_run_id(mpi, rank);
+  else if (valid_run_id(stored.run_id))
+    run_id = stored.run_id;
+  else if (!stored.run_id.empty())
+    log::warn_once("the checkpoint's run_id attribute is not 1-32 hex digits: this run goes on without an id");
   const int64_t first_step = trainer.step();  // 0, or the checkpoint's
   // Tokens trained on through `step`: the checkpoint's count, then this run's lengths. (Counting every step
   // at this run's lengths was wrong after a resume at another data.seq_len.)
@@ -975,7 +985,8 @@ int run_train(Invocation& inv) {
          << count_of(r.trainer.model.heads, "head") << ", " << trainer.model().layout().total() << " parameters, schedule "
          << to_string(r.trainer.model.schedule) << ", N = " << r.trainer.seq_len << " over " << count_of(P, "rank") << " ("
          << r.trainer.seq_len / P << " rows each), " << step_flops(r.trainer.model, r.trainer.seq_len) / 1e9
-         << " GFLOP/step, MFU peak " << r.peak_gflops << " GFLOP/s per rank; run " << run_id;
+         << " GFLOP/step, MFU peak " << r.peak_gflops << " GFLOP/s per rank; run "
+         << (run_id.empty() ? "without an id (its checkpoint predates them)" : run_id);
     for (size_t i = 0; i < stages; ++i)
       head << (i == 0 ? "; curriculum: N = " : ", N = ") << r.stage_len[i] << " until step " << r.stage_end[i];
     log::info(head.str());
@@ -1113,7 +1124,8 @@ int run_train(Invocation& inv) {
                     ", \"tokens_per_s\": " + json_number(tokens_per_s) + ", \"seconds\": " + json_number(seconds) +
                     ", \"lr\": " + json_number(stats.lr) + ", \"grad_norm\": " + json_number(stats.grad_norm) +
                     ", \"mfu\": " + json_number(mfu) + ", \"seq_len\": " + std::to_string(seq_len) +
-                    ", \"world_size\": " + std::to_string(P) + eval_fields + ", " + kRunKey + run_id + "\"}");
+                    ", \"world_size\": " + std::to_string(P) + eval_fields +
+                    (run_id.empty() ? std::string() : ", " + std::string(kRunKey) + run_id + "\"") + "}");
     }
     if (stats.stop_signal != 0) {
       stop_signal = stats.stop_signal;

@@ -213,7 +213,7 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
     writer.write_attribute("model_layers", trainer.config().model.layers);
     writer.write_attribute("model_dim", trainer.config().model.dim);
     writer.write_attribute("model_heads", trainer.config().model.heads);
-    writer.write_attribute("run_id", run_id);
+    if (!run_id.empty()) writer.write_attribute("run_id", run_id);
     committed = writer.commit(keep);
   });
   return committed;
