@@ -3,6 +3,8 @@
 #   longctx_mpirun ARGS...   mpirun with the flags this machine needs (root, more ranks than cores)
 #   longctx_slurm_answers STATE   the slurmctld answering through STATE/slurm.conf is the one that keeps
 #                                 its state in STATE (jobs/slurm/start-local.sh), not another cluster's
+#   longctx_script_args SCRIPT MODE ARGS...   -h / --help: SCRIPT's header comment, exit 0; MODE no_args
+#                                 refuses any other argument (exit 2), before the script does anything
 set -euo pipefail
 LONGCTX_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LONGCTX_BUILD="${LONGCTX_BUILD:-$LONGCTX_ROOT/build}"
@@ -13,6 +15,20 @@ LONGCTX_BUILD_PACKAGES=(build-essential cmake git openmpi-bin libopenmpi-dev lib
 LONGCTX_DEMO_PACKAGES=(python3-numpy python3-h5py)
 LONGCTX_TEST_PACKAGES=("${LONGCTX_DEMO_PACKAGES[@]}" slurm-wlm munge gdb)  # gdb: cli_untimed_calls
 
+longctx_script_args() {
+  local script=$1 mode=$2
+  shift 2
+  case "${1:-}" in
+    -h | --help)
+      sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$script"
+      exit 0 ;;
+  esac
+  if [ "$mode" = no_args ] && [ $# -gt 0 ]; then
+    echo "$(basename "$script"): takes no arguments (got: $*); its settings are environment variables:" \
+         "see $(basename "$script") --help" >&2
+    exit 2
+  fi
+}
 longctx_sudo() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 longctx_install() {

@@ -8,6 +8,7 @@
 #      a few minutes), printing the held-out accuracy it reached
 # Files go to ${LONGCTX_QUICKSTART_DIR:-build/quickstart}.
 source "$(dirname "$0")/lib.sh"
+longctx_script_args "$0" no_args "$@"
 "$LONGCTX_ROOT/jobs/build.sh"
 longctx_install "${LONGCTX_DEMO_PACKAGES[@]}"
 LONGCTX=$LONGCTX_BUILD/bin/longctx

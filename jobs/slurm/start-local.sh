@@ -10,8 +10,10 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/../lib.sh"
+longctx_script_args "$0" no_args "$@"
 longctx_install slurm-wlm munge
-state="${LONGCTX_SLURM_STATE:-/tmp/longctx-slurm}"
+# Absolute: the daemons work from / once started (a relative directory made them fail to find their files).
+state="$(realpath -m -- "${LONGCTX_SLURM_STATE:-/tmp/longctx-slurm}")"
 # slurm.conf takes its paths unquoted: a blank (or '#', which starts a comment there) breaks it.
 case "$state" in
   *[[:space:]#]*) echo "start-local.sh: LONGCTX_SLURM_STATE='$state' holds a blank or '#', which slurm.conf" \
@@ -31,9 +33,12 @@ pid_alive "$state/slurmd.pid" || longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/
 
 # Ours: both daemons of this state directory alive, and the controller that answers keeps its state here.
 ours() { pid_alive "$state/slurmctld.pid" && pid_alive "$state/slurmd.pid" && longctx_slurm_answers "$state"; }
-for _ in $(seq 1 60); do
-  node_state="$(sinfo -h -N -o %t 2>/dev/null | head -1 || true)"
+# A daemon that exits (a bad port, a config it cannot read) ends the wait: before, it went on for its 60
+# rounds, each `sinfo` waiting ~10 s for a controller that was gone.
+for i in $(seq 1 60); do
+  node_state="$(timeout 10 sinfo -h -N -o %t 2>/dev/null | head -1 || true)"
   case "$node_state" in idle|mix|alloc) ours && { echo "export SLURM_CONF='$SLURM_CONF'"; exit 0; } ;; esac
+  [ "$i" -ge 3 ] && ! { pid_alive "$state/slurmctld.pid" && pid_alive "$state/slurmd.pid"; } && break
   sleep 1
 done
 if ! ours; then
@@ -44,5 +49,5 @@ if ! ours; then
 else
   echo "[slurm] node did not become idle (state '${node_state:-?}'); logs in $state" >&2
 fi
-tail -5 "$state/slurmctld.log" "$state/slurmd.log" >&2 || true
+tail -n 5 "$state/slurmctld.log" "$state/slurmd.log" >&2 || true
 exit 1

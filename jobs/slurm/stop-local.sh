@@ -4,6 +4,7 @@
 # running: other users may share it). Stopping the daemons alone left running jobs behind, with no
 # controller. LONGCTX_SLURM_STATE: the state directory given to start-local.sh (default /tmp/longctx-slurm).
 source "$(cd "$(dirname "$0")" && pwd)/../lib.sh"  # longctx_sudo: start-local.sh started them with it
+longctx_script_args "$0" no_args "$@"
 set +e                                               # stop what can be stopped, whatever fails
 state="${LONGCTX_SLURM_STATE:-/tmp/longctx-slurm}"
 if [ ! -s "$state/slurmctld.pid" ] && [ ! -s "$state/slurmd.pid" ]; then

@@ -10,6 +10,17 @@
 LONGCTX=$1
 source "$(dirname "$0")/lib.sh"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+# The jobs/ scripts answer --help with their usage and refuse arguments they do not take, before any work
+# (before: `stop-local.sh --help` cancelled the jobs and stopped the cluster; `quickstart.sh --help` ran it).
+for script in build.sh quickstart.sh test.sh slurm/start-local.sh slurm/stop-local.sh; do
+  expect_exit 0 "$script --help" -- bash "$ROOT/jobs/$script" --help
+  [ "$(head -c 1 "$OUT/stdout")" != "#" ] && [ -s "$OUT/stdout" ] && cmp -s <(sed -n 2p "$ROOT/jobs/$script" | sed 's/^# //') \
+    <(head -1 "$OUT/stdout") && pass "$script --help prints its header" || fail "$script --help printed: $(head -3 "$OUT/stdout")"
+done
+for script in build.sh quickstart.sh slurm/start-local.sh slurm/stop-local.sh; do
+  expect_exit 2 "$script --bogus" -- bash "$ROOT/jobs/$script" --bogus
+  expect_in "$OUT/stderr" "takes no arguments \(got: --bogus\)" "$script says it takes none"
+done
 expect_exit 2 "a state directory with a blank (slurm.conf cannot hold it)" -- env LONGCTX_SLURM_STATE="$OUT/st ate" \
   bash "$ROOT/jobs/slurm/start-local.sh"
 expect_in "$OUT/stderr" "holds a blank or '#'" "start-local.sh says why"
@@ -126,8 +137,15 @@ expect_in "$OUT/nobin.out" "LONGCTX=$OUT/nowhere/longctx: no such program" "says
 # ---- start-local.sh refuses when another cluster holds its ports (before: "started", with sinfo answered
 # by the other cluster); stop-local.sh cancels running jobs before stopping the daemons (before: their ranks
 # kept running with no controller) ------------------------------------------------------------------------
-expect_exit 1 "a second cluster on the same ports" -- env LONGCTX_SLURM_STATE="$OUT/slurm2" bash "$ROOT/jobs/slurm/start-local.sh"
-expect_in "$OUT/stderr" "not running or not the ones answering on ports" "says its daemons are not the ones answering"
+# Given as a relative directory (before: the daemons, working from /, could not find their files, and the
+# wait went on for 10 minutes), which it makes absolute; it stops waiting once its daemons exit, and shows
+# their last log lines (before: `tail -5` of two files failed).
+SECONDS=0
+expect_exit 1 "a second cluster on the same ports" -- env -C "$OUT" LONGCTX_SLURM_STATE=slurm2 bash "$ROOT/jobs/slurm/start-local.sh"
+expect_in "$OUT/stderr" "not running or not the ones answering on ports .* logs in $OUT/slurm2" "says its daemons are not the ones answering"
+expect_in "$OUT/stderr" "^==> $OUT/slurm2/slurmctld.log <==" "shows the daemons' last log lines"
+[ "$SECONDS" -lt 45 ] && pass "it gave up once they exited (${SECONDS} s)" || fail "it waited ${SECONDS} s"
+sinfo -h -o %t | grep -qE "idle|mix|alloc" && pass "the first cluster still answers" || fail "sinfo: $(sinfo 2>&1 | head -3)"
 jid=$(env LONGCTX="$LONGCTX" sbatch --parsable --time=10 --output="$OUT/stop.out" "$ROOT/jobs/slurm/train.sbatch" \
       "${TRAIN[@]}" --train.steps 100000 --checkpoint.dir "$OUT/ck_stop" --log.jsonl "$OUT/stop.jsonl")
 for _ in $(seq 180); do [ "$(job_field "$jid" JobState)" = RUNNING ] && break; sleep 1; done

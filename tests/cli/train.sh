@@ -10,6 +10,15 @@ BASE=(--quiet --model.mlp_hidden 64 --model.dilation_rates 1,2,4
 SMALL=("${BASE[@]}" --model.heads 4 --model.dim 32 --model.segment_lengths 32,128,256 --data.seq_len 256)
 losses() { grep '"loss"' "$1" | sed -E 's/.*"step": ([0-9]+), "loss": ([^,]+),.*/\1 \2/'; }
 
+# ---- every config the project ships loads and trains (the quickstart and the README run passkey.ini; a
+# comment line left without its '#' made it exit 2 and nothing caught it) ------------------------------
+for config in "$(dirname "$0")"/../../jobs/configs/*.ini; do
+  expect_exit 0 "$(basename "$config"), 3 short steps on 2 ranks" -- timeout 300 "${MPIRUN[@]}" -np 2 "$LONGCTX" train \
+    --config "$config" --quiet --data.seq_len 2048 --data.short_seq_len 256,1024 --data.short_steps 1,1 --train.steps 3 \
+    --eval.every 0 --checkpoint.dir "$OUT/shipped" --log.jsonl "$OUT/shipped.jsonl"
+  rm -rf "$OUT/shipped" "$OUT/shipped.jsonl"
+done
+
 # ---- validation: exit 2 naming the value, nothing run -----------------------------------------------
 expect_exit 2 "a model larger than the node" -- "$LONGCTX" train "${BASE[@]}" --model.heads 4 --model.dim 32 \
   --model.segment_lengths 32,128,256 --data.seq_len 64M
