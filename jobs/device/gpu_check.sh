@@ -21,7 +21,16 @@ build=${1:-build-cuda}
 out=${OUT:-/tmp/gpu_check}
 mkdir -p "$out"
 log="$out/gpu_check.log"
+# Everything also to the log; at exit, the script waits for tee to write the last lines (the status line)
+# before the device tool collects $OUT.
+exec 3>&1 4>&2
 exec > >(tee -a "$log") 2>&1
+tee_pid=$!
+flush_log() {
+  exec 1>&3 2>&4 3>&- 4>&-
+  for _ in $(seq 50); do kill -0 "$tee_pid" 2>/dev/null || break; sleep 0.1; done
+}
+trap flush_log EXIT
 steps=${GPU_CHECK_STEPS:-2 3 4 5 6}
 want() { [[ " $steps " == *" $1 "* ]]; }
 longctx="$build/bin/longctx"
