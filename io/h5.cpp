@@ -1137,6 +1137,25 @@ std::vector<std::string> Group::children() const {
 }
 
 std::vector<std::string> Group::dataset_paths() const {
+  std::vector<std::pair<uint64_t, uint64_t>> enclosing;
+  return dataset_paths(enclosing);
+}
+
+std::vector<std::string> Group::dataset_paths(std::vector<std::pair<uint64_t, uint64_t>>& enclosing) const {
+  // A group whose links lead back to itself or to a group above it (before: listed forever, a stack
+  // overflow, exit 139 of `ckpt verify` or of a resume). The bound on depth keeps links that reach one
+  // group by many paths from multiplying the work past any checkpoint's nesting.
+  constexpr size_t kMaxDepth = 64;
+  H5O_info_t info{};
+  if (H5Oget_info2(id(), &info, H5O_INFO_BASIC) < 0) throw_input(where_.describe() + ": reading its object header");
+  const std::pair<uint64_t, uint64_t> self{info.fileno, static_cast<uint64_t>(info.addr)};
+  if (std::find(enclosing.begin(), enclosing.end(), self) != enclosing.end())
+    throw InputError(where_.describe() + ": a link back to a group that encloses it (a loop): damaged, or not a "
+                     "file longctx wrote");
+  if (enclosing.size() >= kMaxDepth)
+    throw InputError(where_.describe() + ": groups nested more than " + std::to_string(kMaxDepth) +
+                     " deep: damaged, or not a file longctx wrote");
+  enclosing.push_back(self);
   std::vector<std::string> paths;
   for (const std::string& child : children()) {
     std::string error;
@@ -1149,9 +1168,10 @@ std::vector<std::string> Group::dataset_paths() const {
     } else if (kind == H5I_DATASET) {
       paths.push_back(child);
     } else if (kind == H5I_GROUP) {
-      for (const std::string& below : open_group(child).dataset_paths()) paths.push_back(child + "/" + below);
+      for (const std::string& below : open_group(child).dataset_paths(enclosing)) paths.push_back(child + "/" + below);
     }
   }
+  enclosing.pop_back();
   return paths;
 }
 

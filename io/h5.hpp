@@ -26,6 +26,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <utility>
 #include <optional>
 #include <string>
 #include <vector>
@@ -237,11 +238,16 @@ class Group : public Object {
   Dataset create_string_dataset(const std::string& name, const std::string& text);
   // Names of the direct children (links) in creation-independent, sorted order.
   std::vector<std::string> children() const;
-  // Paths (relative to this group, no leading "/") of every dataset below this group, sorted.
+  // Paths (relative to this group, no leading "/") of every dataset below this group, sorted. A link
+  // back to a group that encloses it (a hard, soft or external link loop) -> InputError naming it.
   std::vector<std::string> dataset_paths() const;
 
  protected:
   std::string child_path(const std::string& name) const;
+
+ private:
+  // `enclosing`: the (file number, address) of this group and of the groups above it.
+  std::vector<std::string> dataset_paths(std::vector<std::pair<uint64_t, uint64_t>>& enclosing) const;
 };
 
 enum class Mode { read, read_write };

@@ -5,7 +5,9 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <sstream>
+#include <vector>
 
 #include "io/checkpoint.hpp"
 #include "runtime/commands/commands.hpp"
@@ -87,13 +89,23 @@ int run_verify(Invocation& invocation) {
     // Sound files may still not be what `train` can resume: check each against its /config's model.
     for (auto& report : reports) {
       if (report.datasets.empty()) continue;  // not opened as a checkpoint (its problem is reported)
+      std::optional<io::CheckpointReader> reader;
       try {
-        const io::CheckpointReader reader(report.path);
-        for (const std::string& problem : train::checkpoint_model_problems(reader, report.datasets)) {
-          report.ok = false;
-          report.problems.push_back(problem);
-        }
+        reader.emplace(report.path);
       } catch (const Error&) {  // already among its problems
+        continue;
+      }
+      // A /config the check cannot read (one `train` refuses) is a problem too (before: dropped, "ok").
+      std::vector<std::string> problems;
+      try {
+        problems = train::checkpoint_model_problems(*reader, report.datasets);
+      } catch (const Error& e) {
+        const std::string what = e.what();
+        problems.push_back(what.rfind(report.path, 0) == 0 ? what : report.path + ": " + what);
+      }
+      for (const std::string& problem : problems) {
+        report.ok = false;
+        report.problems.push_back(problem);
       }
     }
     bool ok = !reports.empty();

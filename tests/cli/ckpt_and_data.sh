@@ -189,6 +189,45 @@ PY
   expect_in "$OUT/stderr" "/state/global/$name.*(damaged|checksum)" "names the damaged $name"
   [ ! -e "pos_bad_$name/step_00000003.h5" ] && pass "no step trained from it" || fail "a step was trained from it"
 done
+# A checkpoint whose groups loop (a hard, soft or external link back to an enclosing group): exit 3 naming
+# the link, from verify, inspect and a resume (before: listed forever, a stack overflow, exit 139).
+for link in hard soft external; do
+  mkdir -p "pos_loop_$link" && cp pos/step_00000002.h5 "pos_loop_$link/" && echo step_00000002.h5 >"pos_loop_$link/latest"
+  /usr/bin/python3 - "pos_loop_$link/step_00000002.h5" "$link" <<'PY' || fail "could not add a $link link loop"
+import sys, h5py
+path, link = sys.argv[1], sys.argv[2]
+with h5py.File(path, "r+") as f:
+    f["model/loop"] = {"hard": lambda: f["/"], "soft": lambda: h5py.SoftLink("/model"),
+                       "external": lambda: h5py.ExternalLink(path, "/model")}[link]()
+PY
+  for command in "ckpt verify" "ckpt inspect"; do
+    expect_exit 3 "$command: a $link link loop" -- timeout 120 "$LONGCTX" $command --quiet "pos_loop_$link/step_00000002.h5"
+    cat "$OUT/stdout" "$OUT/stderr" >"$OUT/said"  # verify reports on stdout, inspect fails on stderr
+    expect_in "$OUT/said" "/model/loop.*: a link back to a group that encloses it" "$command names the $link link"
+  done
+  expect_exit 3 "resume: a $link link loop" -- timeout 120 "$LONGCTX" train "${FT[@]}" --train.steps 3 --checkpoint.dir "pos_loop_$link"
+  expect_in "$OUT/stderr" "/model/loop.*a link back to a group that encloses it" "resume names the $link link"
+done
+# verify checks what it could not check too: a /config its model check cannot read (before: "ok", exit 0,
+# though a resume refuses it), a scalar that is not finite (before: only arrays were checked); an empty
+# (null dataspace) dataset is no damage (before: "storage not fully allocated").
+/usr/bin/python3 - <<'PY' || fail "could not make the odd checkpoints"
+import h5py, numpy as np, shutil
+src = "pos/step_00000002.h5"
+with h5py.File(src, "r") as f: config = f["config"][()].decode()
+shutil.copy(src, "badcfg.h5")
+with h5py.File("badcfg.h5", "r+") as f:
+    del f["config"]; f["config"] = np.bytes_(("[model\n" + config).encode()); del f.attrs["config_fnv1a64"]
+shutil.copy(src, "scalar_inf.h5")
+with h5py.File("scalar_inf.h5", "r+") as f: f["state/global/x"] = np.float32(np.inf)
+shutil.copy(src, "null.h5")
+with h5py.File("null.h5", "r+") as f: f["state/global/note"] = h5py.Empty("f4")
+PY
+expect_exit 3 "verify: a /config the model check cannot read" -- "$LONGCTX" ckpt verify --quiet badcfg.h5
+expect_in "$OUT/stdout" "badcfg.h5: /config line 1: '\[model' is not a \[section\] line" "names the /config line"
+expect_exit 3 "verify: a scalar inf" -- "$LONGCTX" ckpt verify --quiet scalar_inf.h5
+expect_in "$OUT/stdout" "/state/global/x: non-finite value inf" "names the scalar"
+expect_exit 0 "verify: an empty (null dataspace) dataset" -- "$LONGCTX" ckpt verify --quiet null.h5
 # An int32 token file whose token 50 is past its vocab attribute: exit 3 naming the file and position.
 /usr/bin/python3 -c "
 import h5py, numpy as np
