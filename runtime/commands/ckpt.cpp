@@ -2,6 +2,7 @@
 // (rank 0 under mpirun); every rank returns its exit code. Damage -> exit 3, naming the dataset.
 #include <sys/stat.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
@@ -15,6 +16,24 @@
 
 namespace longctx::cli {
 namespace {
+
+// Text from a file (dataset and attribute names, attribute values, /config lines, problems naming them)
+// as printed: control characters as \xNN, so a name cannot move the terminal's cursor, clear the screen
+// or fake another line (before: printed raw). Other bytes stay (UTF-8 names read as they are).
+std::string shown(const std::string& text) {
+  std::string out;
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 && c != 0x7f) {
+      out += ch;
+    } else {
+      char escaped[8];
+      std::snprintf(escaped, sizeof(escaped), "\\x%02x", c);
+      out += escaped;
+    }
+  }
+  return out;
+}
 
 void declare_file(po::options_description& desc, po::positional_options_description& positional) {
   desc.add_options()("path", po::value<std::string>(), "checkpoint file, or a checkpoint directory (inspect: its latest; verify: all of them)");
@@ -58,23 +77,23 @@ int run_inspect(Invocation& invocation) {
       path = *latest;
     }
     const io::CheckpointSummary s = io::inspect_checkpoint(path);
-    std::cout << "checkpoint " << s.path << "\n"
+    std::cout << "checkpoint " << shown(s.path) << "\n"
               << "  format_version " << s.format_version << "  step " << s.step << "  world_size " << s.world_size
               << "  seq_len " << s.seq_len << "  tokens_seen " << s.tokens_seen << "\n  attributes:";
-    for (const auto& [name, value] : s.attributes) std::cout << " " << name << "=" << value;
+    for (const auto& [name, value] : s.attributes) std::cout << " " << shown(name) << "=" << shown(value);
     if (const std::string state = train::state_summary(io::CheckpointReader(path)); !state.empty())
-      std::cout << "\n  state: " << state;
+      std::cout << "\n  state: " << shown(state);
     std::cout << "\n  datasets:\n";
     int64_t total = 0;
     for (const auto& d : s.datasets) {
-      std::cout << "    " << std::left << std::setw(40) << d.path << " " << std::setw(18) << to_string(d.shape) << " "
+      std::cout << "    " << std::left << std::setw(40) << shown(d.path) << " " << std::setw(18) << to_string(d.shape) << " "
                 << std::setw(8) << d.dtype << " " << std::right << std::setw(11) << human_bytes(d.storage_bytes)
                 << (d.checksummed ? "  fletcher32" : "") << "\n";
       total += d.storage_bytes;
     }
     std::cout << "  " << s.datasets.size() << " datasets, " << human_bytes(total) << "\n  config:\n";
     std::istringstream config(s.config);
-    for (std::string line; std::getline(config, line);) std::cout << "    " << line << "\n";
+    for (std::string line; std::getline(config, line);) std::cout << "    " << shown(line) << "\n";
     return 0;
   });
 }
@@ -110,7 +129,10 @@ int run_verify(Invocation& invocation) {
     }
     bool ok = !reports.empty();
     if (reports.empty()) std::cout << path << ": no checkpoints\n";
-    for (const auto& report : reports) {
+    for (auto& report : reports) {
+      report.path = shown(report.path);
+      for (std::string& problem : report.problems) problem = shown(problem);
+      for (io::DatasetInfo& dataset : report.datasets) dataset.path = shown(dataset.path);
       std::cout << report.summary() << "\n";
       ok = ok && report.ok;
     }

@@ -228,6 +228,20 @@ expect_in "$OUT/stdout" "badcfg.h5: /config line 1: '\[model' is not a \[section
 expect_exit 3 "verify: a scalar inf" -- "$LONGCTX" ckpt verify --quiet scalar_inf.h5
 expect_in "$OUT/stdout" "/state/global/x: non-finite value inf" "names the scalar"
 expect_exit 0 "verify: an empty (null dataspace) dataset" -- "$LONGCTX" ckpt verify --quiet null.h5
+# Names and values from the file are printed with control characters escaped (before: raw, so a dataset
+# name could clear the terminal or fake a line).
+/usr/bin/python3 -c "
+import h5py, numpy as np, shutil
+shutil.copy('pos/step_00000002.h5', 'esc.h5')
+with h5py.File('esc.h5', 'r+') as f:
+    f['model/bad\nname\x1b[31m'] = np.zeros(3, 'f4'); f.attrs['note'] = 'x\x1b[2Jy'" || fail "could not make esc.h5"
+expect_exit 0 "inspect: names with control characters" -- "$LONGCTX" ckpt inspect --quiet esc.h5
+expect_in "$OUT/stdout" '/model/bad\\x0aname\\x1b\[31m .*float32' "the dataset name escaped"
+expect_in "$OUT/stdout" 'note=x\\x1b\[2Jy' "the attribute value escaped"
+expect_exit 3 "verify: names with control characters" -- "$LONGCTX" ckpt verify --quiet esc.h5
+expect_in "$OUT/stdout" "esc.h5: /model/bad\\\\x0aname\\\\x1b\\[31m: not a tensor of its /config's model" "the problem names it escaped"
+$LONGCTX ckpt inspect --quiet esc.h5 | LC_ALL=C grep -q "$(printf '\033')" && fail "inspect printed an ESC byte" ||
+  pass "inspect printed no ESC byte"
 # An int32 token file whose token 50 is past its vocab attribute: exit 3 naming the file and position.
 /usr/bin/python3 -c "
 import h5py, numpy as np
