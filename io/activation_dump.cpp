@@ -33,11 +33,12 @@ ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t k
   const std::regex name(R"(step_(\d+)/layer_(\d+)/([^/]+))");
   for (const std::string& dataset : old.dataset_paths()) {
     std::smatch match;
-    if (!std::regex_match(dataset, match, name) || std::stoll(match[1]) > keep_steps_through) continue;
-    if (wanted && !wanted(std::stoll(match[1]), std::stoll(match[2]))) continue;
+    if (!std::regex_match(dataset, match, name)) continue;
+    const int64_t step = std::stoll(match[1]), layer = std::stoll(match[2]);
+    if (step > keep_steps_through || (wanted && !wanted(step, layer))) continue;
     const Shape global = old.open_dataset(dataset).shape();
     const RowRange rows = even_rows(global[0], rank, size);
-    write(std::stoll(match[1]), std::stoll(match[2]), match[3], global, rows, read_rows(old, dataset, 0, rows));
+    write(step, layer, match[3], global, rows, read_rows(old, dataset, 0, rows));
   }
 }
 

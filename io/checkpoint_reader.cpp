@@ -26,13 +26,14 @@ std::vector<uint8_t> read_bytes(const h5::Dataset& dataset) {
   return bytes;
 }
 
-// `text` for a message: at most `limit` characters, anything but printable ASCII as \xNN.
-std::string printable(const std::string& text, size_t limit) {
+}  // namespace
+
+std::string printable(const std::string& text, size_t limit, bool ascii_only) {
   std::string out;
   for (size_t i = 0; i < text.size(); ++i) {
     if (out.size() >= limit) return out + "...";
     const auto c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c < 0x7f && c != '\\') {
+    if (c >= 0x20 && c != 0x7f && (!ascii_only || (c < 0x7f && c != '\\'))) {
       out += static_cast<char>(c);
     } else {
       char escaped[8];
@@ -42,8 +43,6 @@ std::string printable(const std::string& text, size_t limit) {
   }
   return out;
 }
-
-}  // namespace
 
 CheckpointReader::CheckpointReader(std::string path, MPI_Comm comm)
     : path_(std::move(path)), file_(h5::File::open(path_, h5::Mode::read, comm)) {

@@ -166,9 +166,10 @@ VerifyReport verify_checkpoint(const std::string& path) {
         DatasetInfo info = describe(dataset);
         // A null dataspace (h5py.Empty) holds no element: nothing to allocate or read (before: "not fully
         // allocated", exit 3).
-        const bool empty = H5Sget_simple_extent_type(dataset.file_space().id()) == H5S_NULL;
-        if (!empty) dataset.require_allocated();  // missing chunks would read as fill values, not fail
-        if (!empty) info.problem = check_dataset(dataset, info.min_value);
+        if (H5Sget_simple_extent_type(dataset.file_space().id()) != H5S_NULL) {
+          dataset.require_allocated();  // missing chunks would read as fill values, not fail
+          info.problem = check_dataset(dataset, info.min_value);
+        }
         if (!info.problem.empty()) fail(path + ": /" + name + ": " + info.problem);
         report.datasets.push_back(std::move(info));
       } catch (const Error& e) {

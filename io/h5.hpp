@@ -26,9 +26,9 @@
 #include <mpi.h>
 
 #include <cstdint>
-#include <utility>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/core/error.hpp"

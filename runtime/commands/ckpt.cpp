@@ -2,7 +2,6 @@
 // (rank 0 under mpirun); every rank returns its exit code. Damage -> exit 3, naming the dataset.
 #include <sys/stat.h>
 
-#include <cstdio>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
@@ -18,22 +17,8 @@ namespace longctx::cli {
 namespace {
 
 // Text from a file (dataset and attribute names, attribute values, /config lines, problems naming them)
-// as printed: control characters as \xNN, so a name cannot move the terminal's cursor, clear the screen
-// or fake another line (before: printed raw). Other bytes stay (UTF-8 names read as they are).
-std::string shown(const std::string& text) {
-  std::string out;
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c >= 0x20 && c != 0x7f) {
-      out += ch;
-    } else {
-      char escaped[8];
-      std::snprintf(escaped, sizeof(escaped), "\\x%02x", c);
-      out += escaped;
-    }
-  }
-  return out;
-}
+// as printed: control characters as \xNN (before: raw); UTF-8 names read as they are.
+std::string shown(const std::string& text) { return io::printable(text, std::string::npos, /*ascii_only=*/false); }
 
 void declare_file(po::options_description& desc, po::positional_options_description& positional) {
   desc.add_options()("path", po::value<std::string>(), "checkpoint file, or a checkpoint directory (inspect: its latest; verify: all of them)");

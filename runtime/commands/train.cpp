@@ -122,6 +122,15 @@ void declare(po::options_description& d, po::positional_options_description&) {
       ("dump.steps", po::value<std::string>()->default_value("1"), "steps (1-based) to dump, e.g. 1,100");
 }
 
+// The resolved config as a checkpoint's /config stores it (INI). A value INI cannot hold (a line break) ->
+// UsageError naming the option.
+std::string config_text_of(const Invocation& inv) {
+  po::options_description declared;
+  po::positional_options_description unused;
+  declare(declared, unused);
+  return to_ini(inv, declared);
+}
+
 template <class T> T opt(const Invocation& inv, const char* name) { return inv.options[name].as<T>(); }
 
 // Throws UsageError(message) unless `ok`. A message about one key (`train.lr must be ...`, `model.layers=0:
@@ -833,10 +842,7 @@ int run_train(Invocation& inv) {
     log::warn_once("data.path=" + r.data.path + " holds a single sequence of data.seq_len + 1 tokens, so none is "
                    "held out: eval_loss / eval_accuracy are measured on the training sequence");
   const MPI_Comm mpi = P > 1 ? mpi_handle(world) : MPI_COMM_NULL;
-  po::options_description declared;
-  po::positional_options_description unused;
-  declare(declared, unused);
-  const std::string config_text = to_ini(inv, declared);
+  const std::string config_text = config_text_of(inv);
 
   // Attention on the CPU ranks, on this rank's GPU, or on one GPU per rank (made before any file is touched).
   std::unique_ptr<comm::Communicator> device_comm;
@@ -1187,13 +1193,9 @@ Command train_command() {
     const DeviceChoice device = attention_device(inv);
     const int P = inv.process.world().size();
     const RunOptions r = validate(inv, P, false);
-    {  // the config a checkpoint stores: a value it cannot hold (a newline) is refused before anything is
-       // made (before: after checkpoint.dir and its lock were)
-      po::options_description declared;
-      po::positional_options_description unused;
-      declare(declared, unused);
-      to_ini(inv, declared);
-    }
+    // The config a checkpoint stores: a value it cannot hold (a line break) is refused before anything is
+    // made (before: after checkpoint.dir and its lock were).
+    config_text_of(inv);
     const int64_t resume_step = resume_step_hint(r);
     check_stages_shardable(r, resume_step, P, SpanningSegments::may_end_short);
     nan_gradient_fault(P);
