@@ -75,7 +75,7 @@ bad 2 "not divisible" "N not divisible by P" -- "${MPIRUN[@]}" -np 5 "${A[@]}" -
 bad 2 "required" "missing --input" -- "$LONGCTX" attend --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 2 "cuda" "--device cuda without a GPU (or without CUDA)" -- "${A[@]}" --segment-lengths 4 --dilation-rates 1 --device cuda
 bad 2 "cuda" "--device cuda under mpirun without a GPU" -- "${MPIRUN[@]}" -np 2 "${A[@]}" --segment-lengths 4 --dilation-rates 1 --device cuda --dtype bf16
-if ! "$LONGCTX" --version | grep -qE "CUDA: .* [1-9][0-9]* device"; then  # one message from the config phase
+if ! grep -qE "CUDA: .* [1-9][0-9]* device" <<<"$("$LONGCTX" --version)"; then  # one message from the config phase
   [ "$(grep -c "error" "$OUT/stderr")" -eq 1 ] && ! grep -q MPI_ABORT "$OUT/stderr" && pass "no GPU: one message, no MPI_Abort" \
     || { fail "no GPU under mpirun: $(grep -c error "$OUT/stderr") error lines"; head -5 "$OUT/stderr"; }
 fi

@@ -4,7 +4,7 @@
 LONGCTX=$1
 source "$(dirname "$0")/lib.sh"
 have_gpu=0
-"$LONGCTX" --version | grep -qE "CUDA: .* [1-9][0-9]* device" && have_gpu=1
+grep -qE "CUDA: .* [1-9][0-9]* device" <<<"$("$LONGCTX" --version)" && have_gpu=1
 
 expect_exit 0 "bench attention (cpu, json)" -- "$LONGCTX" bench attention --seq-len 4096 --heads 2 --head-dim 16 \
   --segment-lengths 1024,4096 --dilation-rates 1,4 --iters 1 --backward --json --quiet

@@ -254,7 +254,7 @@ cp qkv.h5 ../r1/qkv.h5
 expect_exit 2 "rank 1 would write --output into another directory" -- "${TWO[@]}" ../r1 -- "${ATTEND[@]}"
 expect_in "$OUT/stderr" "on rank 1 of 2 .*: --output's directory \. \(rank 0's probe file\) = \(no \.longctx-probe\.[0-9]+\.[^:]+: No such file or directory\) here, \"made by rank 0, pid [0-9]+ on [^\"]+\" in it on rank 0" \
   "rank 1 does not see rank 0's probe file"
-ls -A . ../r1 | grep -q longctx-probe && fail "a probe file was left behind" || pass "no probe file left"
+grep -q longctx-probe <<<"$(ls -A . ../r1)" && fail "a probe file was left behind" || pass "no probe file left"
 # The same at a short --comm-timeout: rank 1 looked for the probe file up to 5 s while rank 0 waited 3 s
 # for it, so the refusal became a timeout (exit 1, "rank 1 did not answer"). It looks half the timeout now.
 expect_exit 2 "... also at --comm-timeout 3" -- "${TWO[@]}" ../r1 -- "${ATTEND[@]}" --comm-timeout 3
@@ -262,7 +262,7 @@ expect_in "$OUT/stderr" "on rank 1 of 2 .*: --output's directory \. \(rank 0's p
   "... still says what differs"
 expect_exit 0 "an identical copy on rank 1, one output directory: accepted" -- "${TWO[@]}" ../r1 -- \
   "${ATTEND[@]/o.h5/$OUT/r0/o.h5}"
-[ -e o.h5 ] && ! ls -A . | grep -q longctx-probe && pass "written, no probe file left" || fail "no output, or a probe file left"
+[ -e o.h5 ] && ! grep -q longctx-probe <<<"$(ls -A .)" && pass "written, no probe file left" || fail "no output, or a probe file left"
 rm -f o.h5
 TRAIN=("$LONGCTX" train --quiet --train.steps 2 --model.layers 1 --model.dim 16 --model.heads 2 --model.mlp_hidden 16
        --data.seq_len 256 --model.segment_lengths 64,256 --model.dilation_rates 1,2 --data.key_digits 2)

@@ -145,7 +145,7 @@ expect_exit 1 "a second cluster on the same ports" -- env -C "$OUT" LONGCTX_SLUR
 expect_in "$OUT/stderr" "not running or not the ones answering on ports .* logs in $OUT/slurm2" "says its daemons are not the ones answering"
 expect_in "$OUT/stderr" "^==> $OUT/slurm2/slurmctld.log <==" "shows the daemons' last log lines"
 [ "$SECONDS" -lt 45 ] && pass "it gave up once they exited (${SECONDS} s)" || fail "it waited ${SECONDS} s"
-sinfo -h -o %t | grep -qE "idle|mix|alloc" && pass "the first cluster still answers" || fail "sinfo: $(sinfo 2>&1 | head -3)"
+grep -qE "idle|mix|alloc" <<<"$(sinfo -h -o %t)" && pass "the first cluster still answers" || fail "sinfo: $(sinfo 2>&1 | head -3)"
 jid=$(env LONGCTX="$LONGCTX" sbatch --parsable --time=10 --output="$OUT/stop.out" "$ROOT/jobs/slurm/train.sbatch" \
       "${TRAIN[@]}" --train.steps 100000 --checkpoint.dir "$OUT/ck_stop" --log.jsonl "$OUT/stop.jsonl")
 for _ in $(seq 180); do [ "$(job_field "$jid" JobState)" = RUNNING ] && break; sleep 1; done

@@ -67,7 +67,7 @@ expect_exit 2 "dump layer out of range" -- "$LONGCTX" train "${SMALL[@]}" --dump
 [ ! -e "$OUT/a.h5" ] && pass "nothing written on a usage error" || fail "dump written despite usage error"
 expect_exit 2 "bf16 attention on the cpu" -- "$LONGCTX" train "${SMALL[@]}" --dtype bf16 --checkpoint.dir "$OUT/ck_bf16"
 expect_in "$OUT/stderr" "dtype bf16.*--device cuda" "names --dtype and the way out"
-if ! "$LONGCTX" --version | grep -qE "CUDA: .* [1-9][0-9]* device"; then
+if ! grep -qE "CUDA: .* [1-9][0-9]* device" <<<"$("$LONGCTX" --version)"; then
   expect_exit 2 "--device cuda without a GPU" -- "$LONGCTX" train "${SMALL[@]}" --device cuda --dtype bf16 --checkpoint.dir "$OUT/ck_gpu"
   expect_in "$OUT/stderr" "device cuda" "names --device cuda"
   [ ! -e "$OUT/ck_gpu" ] && pass "no checkpoint folder on a usage error" || fail "checkpoint folder made despite usage error"
@@ -596,7 +596,7 @@ wait $pid; code=$?
 launcher=$!
 for _ in $(seq 200); do grep -q '"step": 3,' "$OUT/one.jsonl" 2>/dev/null && break; sleep 0.05; done
 for child in $(pgrep -P $launcher); do
-  tr '\0' '\n' <"/proc/$child/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && kill -USR1 "$child"
+  grep -qx OMPI_COMM_WORLD_RANK=1 <<<"$(tr '\0' '\n' <"/proc/$child/environ" 2>/dev/null)" && kill -USR1 "$child"
 done
 wait $launcher; code=$?
 [ "$code" -eq $((128 + $(kill -l USR1))) ] && grep -q "nothing saved (exit $code, not 75)" "$OUT/one.err" &&
