@@ -16,10 +16,22 @@ const std::regex& committed_name() {
   return pattern;
 }
 
+// The state blobs (RNG, data position) are a few KiB per rank; a shape far past that is damage, refused
+// before it is allocated (before: a damaged shape was std::bad_alloc, exit 1, or the kernel's OOM killer).
+constexpr int64_t kMaxStateBytes = int64_t{256} << 20;
+
 std::vector<uint8_t> read_bytes(const h5::Dataset& dataset) {
   dataset.require_allocated();
   const Shape shape = dataset.shape();
-  std::vector<uint8_t> bytes(static_cast<size_t>(element_count(shape)));
+  int64_t count = 1;
+  for (int64_t extent : shape) {
+    if (extent != 0 && count > kMaxStateBytes / extent) count = kMaxStateBytes + 1;
+    else count *= extent;
+  }
+  if (count > kMaxStateBytes)
+    throw InputError(dataset.where().describe() + ": shape " + to_string(shape) + " is over " +
+                     std::to_string(kMaxStateBytes >> 20) + " MiB of state bytes (damaged)");
+  std::vector<uint8_t> bytes(static_cast<size_t>(count));
   h5::Dataspace file = dataset.file_space();
   h5::Dataspace memory = h5::Dataspace::simple({static_cast<int64_t>(bytes.size())});
   dataset.read(H5T_NATIVE_UINT8, memory, file, bytes.data(), h5::Transfer::independent);

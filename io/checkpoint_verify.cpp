@@ -77,31 +77,57 @@ std::string check_dataset(const h5::Dataset& dataset, double& min_value) {
     out << "non-finite value " << value;
     return out.str();
   }
-  const int64_t row_elements = element_count(shape) / std::max<int64_t>(shape[0], 1);
-  const int64_t block_rows = std::max<int64_t>(1, kBlockBytes / std::max<int64_t>(row_elements * element_bytes, 1));
+  // Blocks of at most kBlockBytes: whole rows of dimension `split` (every index before it fixed), where
+  // `split` is the first dimension whose rows fit. Before, blocks were rows of dimension 0 only, so a
+  // [1, 2^32] dataset needed one 32 GiB buffer.
+  if (element_count(shape) == 0) return "";
+  const int rank = static_cast<int>(shape.size());
+  int split = 0;
+  int64_t inner = element_count(shape);  // elements of one row of dimension `split`, once found
+  for (; split < rank; ++split) {
+    inner /= shape[static_cast<size_t>(split)];
+    if (inner * element_bytes <= kBlockBytes) break;
+  }
+  const int64_t block_rows = std::max<int64_t>(1, kBlockBytes / (inner * element_bytes));
+  const int64_t split_extent = shape[static_cast<size_t>(split)];
   std::vector<uint8_t> buffer;
-  for (int64_t row = 0; row < shape[0]; row += block_rows) {
-    const int64_t rows = std::min(block_rows, shape[0] - row);
-    Shape start(shape.size(), 0), count = shape;
-    start[0] = row;
-    count[0] = rows;
-    h5::Dataspace file = dataset.file_space();
-    file.select_box(start, count);
-    const int64_t elements = rows * row_elements;
-    buffer.resize(static_cast<size_t>(elements * element_bytes));
-    h5::Dataspace memory = h5::Dataspace::simple({elements});
-    if (elements == 0) continue;
-    dataset.read(memory_type.id(), memory, file, buffer.data());
-    if (!floating) continue;
-    const double* values = reinterpret_cast<const double*>(buffer.data());
-    for (int64_t i = 0; i < elements; ++i) {
-      min_value = std::min(min_value, values[i]);
-      if (!std::isfinite(values[i])) {
-        std::ostringstream out;
-        out << "non-finite value " << values[i] << " at flat index " << row * row_elements + i;
-        return out.str();
+  Shape outer(static_cast<size_t>(split), 0);  // the fixed indices before `split`
+  for (;;) {
+    int64_t outer_flat = 0;  // flat index of (outer, 0, ...)
+    for (int d = 0; d < split; ++d) outer_flat = outer_flat * shape[static_cast<size_t>(d)] + outer[static_cast<size_t>(d)];
+    outer_flat *= split_extent * inner;
+    for (int64_t row = 0; row < split_extent; row += block_rows) {
+      const int64_t rows = std::min(block_rows, split_extent - row);
+      Shape start(shape.size(), 0), count = shape;
+      for (int d = 0; d < split; ++d) {
+        start[static_cast<size_t>(d)] = outer[static_cast<size_t>(d)];
+        count[static_cast<size_t>(d)] = 1;
+      }
+      start[static_cast<size_t>(split)] = row;
+      count[static_cast<size_t>(split)] = rows;
+      h5::Dataspace file = dataset.file_space();
+      file.select_box(start, count);
+      const int64_t elements = rows * inner;
+      buffer.resize(static_cast<size_t>(elements * element_bytes));
+      h5::Dataspace memory = h5::Dataspace::simple({elements});
+      dataset.read(memory_type.id(), memory, file, buffer.data());
+      if (!floating) continue;
+      const double* values = reinterpret_cast<const double*>(buffer.data());
+      for (int64_t i = 0; i < elements; ++i) {
+        min_value = std::min(min_value, values[i]);
+        if (!std::isfinite(values[i])) {
+          std::ostringstream out;
+          out << "non-finite value " << values[i] << " at flat index " << outer_flat + row * inner + i;
+          return out.str();
+        }
       }
     }
+    int d = split - 1;  // next outer index, last dimension fastest
+    for (; d >= 0; --d) {
+      if (++outer[static_cast<size_t>(d)] < shape[static_cast<size_t>(d)]) break;
+      outer[static_cast<size_t>(d)] = 0;
+    }
+    if (d < 0) break;
   }
   return "";
 }

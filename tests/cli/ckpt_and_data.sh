@@ -189,6 +189,30 @@ PY
   expect_in "$OUT/stderr" "/state/global/$name.*(damaged|checksum)" "names the damaged $name"
   [ ! -e "pos_bad_$name/step_00000003.h5" ] && pass "no step trained from it" || fail "a step was trained from it"
 done
+# Memory bounded by what the file claims: ckpt verify reads a [1, 2^27] float dataset in 16 MiB blocks
+# (before: rows of dimension 0 only, one 1 GiB buffer: under a 800 MB limit exit 1, "out of memory"), and a
+# resume refuses a state blob whose shape claims 512 MiB, exit 3 naming it (before: allocated first, under a
+# 600 MB limit exit 1, "out of memory").
+mkdir -p big_state && cp pos/step_00000002.h5 big_state/ && echo step_00000002.h5 >big_state/latest
+cp pos/step_00000002.h5 big_tensor.h5
+/usr/bin/python3 - <<'PY' || fail "could not add the large datasets"
+import h5py, numpy as np
+with h5py.File("big_tensor.h5", "r+") as f:
+    d = f.create_dataset("extra/wide", shape=(1, 2**27), dtype="f4", chunks=(1, 2**20), compression="gzip")
+    d[...] = 0.5
+    d[0, 2**27 - 5] = np.inf
+with h5py.File("big_state/step_00000002.h5", "r+") as f:
+    del f["state/global/rng_seed"]
+    f.create_dataset("state/global/rng_seed", shape=(2**29,), dtype="u1", chunks=(2**22,), compression="gzip")[...] = 0
+PY
+expect_exit 3 "verify a [1, 2^27] dataset under ulimit -v 800 MB" -- bash -c 'ulimit -v 800000 && exec "$@"' _ \
+  "$LONGCTX" ckpt verify big_tensor.h5 --quiet
+expect_in "$OUT/stdout" "/extra/wide: non-finite value inf at flat index 134217723" "finds the inf at its flat index"
+expect_exit 3 "resume from a 512 MiB rng_seed under ulimit -v 600 MB" -- bash -c 'ulimit -v 600000 && exec "$@"' _ \
+  "$LONGCTX" train "${FT[@]}" --train.steps 3 --checkpoint.dir big_state
+expect_in "$OUT/stderr" "/state/global/rng_seed: shape \[536870912\] is over 256 MiB of state bytes \(damaged\)" \
+  "names the blob and its shape"
+rm -f big_tensor.h5 big_state/step_00000002.h5
 # A checkpoint whose groups loop (a hard, soft or external link back to an enclosing group): exit 3 naming
 # the link, from verify, inspect and a resume (before: listed forever, a stack overflow, exit 139).
 for link in hard soft external; do
