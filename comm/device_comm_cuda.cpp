@@ -148,6 +148,15 @@ struct NcclState {
     if (stream) cudaStreamDestroy(stream);
   }
 
+  // Aborts the communicator now, before the throw that follows: its kernel still spinning on the GPU
+  // would otherwise make the unwinding's first cudaFree (which synchronizes the device) wait forever, and
+  // the rank would never reach the process abort that ends the job (from a review; not seen on a GPU).
+  void abort_now() {
+    aborted = true;
+    if (comm) nccl().CommAbort(comm);
+    comm = nullptr;
+  }
+
   // Waits for `done`; aborts the communicator and throws past `timeout` seconds or on an NCCL error.
   void wait(cudaEvent_t done, double timeout, const char* what) {
     const auto start = Clock::now();
@@ -159,13 +168,13 @@ struct NcclState {
       ncclResult_t async = ncclSuccess;
       check_nccl(nccl().CommGetAsyncError(comm, &async), "ncclCommGetAsyncError");
       if (async != ncclSuccess && async != ncclInProgress) {
-        aborted = true;
+        abort_now();
         throw InternalError(std::string("NCCL: ") + what + " failed: " + nccl().GetErrorString(async));
       }
       if (since(start) > timeout) {
         const std::string roll = roll_call::ask(std::string("NCCL ") + what, since(start), roll_call::window(timeout));
         if (cudaEventQuery(done) == cudaSuccess) return;  // it completed during the roll call
-        aborted = true;
+        abort_now();
         throw CommTimeout(std::string("NCCL: ") + what + " did not complete within " + std::to_string(timeout) +
                           " s" + (roll.empty() ? " (a peer died or diverged)" : ". " + roll) + "; communicator aborted");
       }

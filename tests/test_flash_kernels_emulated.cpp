@@ -549,5 +549,44 @@ TEST(FlashKernelsEmulated, BackwardStaysBoundedAtHugeScores) {
     }
 }
 
+// The kernels count one segment's selected rows per head in int: a branch selecting 2^31 or more is a
+// UsageError naming it (before: the count wrapped to INT_MIN, no block ran, and o / lse were left unwritten
+// with exit 0), locally and for a spanning branch's gathered keys; 2^31 - 1 and fewer are accepted.
+TEST(FlashKernelsEmulated, SegmentsSelectingPast2To31RowsAreRefused) {
+  const int64_t big = int64_t{1} << 31;
+  auto local = [](int64_t seq_len, int64_t w, int64_t r) {
+    AttentionParams params;
+    params.schedule.branches = {{w, r}};
+    long long blocks = 0;
+    K::branch_args(params, AttentionDims{1, seq_len, 1, 8}, params.schedule.branches[0], rows_per_block(Kernel::forward_mma),
+                   blocks);
+    return blocks;
+  };
+  EXPECT_GT(local(big - 1, big - 1, 1), 0);              // 2^31 - 1 rows
+  EXPECT_GT(local(2 * big - 2, 2 * big - 2, 2), 0);      // 2^31 - 1 rows
+  for (auto [n, r] : {std::pair{big, int64_t{1}}, std::pair{2 * big, int64_t{1}}, std::pair{4 * big, int64_t{2}}}) {
+    try {
+      local(n, n, r);
+      ADD_FAILURE() << "N = w = " << n << ", r = " << r << ": accepted";
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find("branch w=" + std::to_string(n) + ", r=" + std::to_string(r) + " selects"),
+                std::string::npos) << e.what();
+    }
+  }
+  auto spanning = [](int64_t local_len, int group, int64_t r) {
+    AttentionParams params;
+    params.schedule.branches = {{group * local_len, r}};
+    long long blocks = 0;
+    K::spanning_args(params, AttentionDims{1, local_len, 1, 8}, params.schedule.branches[0], 0, group, false,
+                     rows_per_block(Kernel::forward_mma), blocks);
+    return blocks;
+  };
+  // 4 ranks of 2^29 rows: 2^31 keys per head at r = 1 (each rank's own 2^29 fit), 2^30 at r = 2.
+  EXPECT_THROW(spanning(big / 4, 4, 1), UsageError);
+  EXPECT_GT(spanning(big / 4, 4, 2), 0);
+  EXPECT_THROW(spanning(big / 2, 4, 2), UsageError);  // 2^32 rows, r = 2
+  EXPECT_GT(spanning(big / 2, 4, 4), 0);
+}
+
 }  // namespace
 }  // namespace longctx::cuda

@@ -177,13 +177,19 @@ bool fuses(Kernel which, const AttentionParams& params, const AttentionDims& dim
   cudaFuncAttributes attributes{};
   LONGCTX_CHECK_CUDA(cudaFuncGetAttributes(&attributes, k.fused));
   if (attributes.localSizeBytes > 0) return false;
+  // Nor past a fused launch's limits (fused_args), where "on" is refused: per-branch launches have none of
+  // them (before, auto chose the fused launch there, which then threw).
+  if (order_counters(dims) > static_cast<size_t>(std::numeric_limits<int>::max())) return false;
   const long long resident = resident_blocks(k);
+  bool small_branch = false;
+  long long total = 0;
   for (const Branch& branch : branches) {
     long long blocks = 0;
     branch_args(params, dims, branch, rows_per_block(which), blocks);
-    if (blocks < kFuseBelowWaves * resident) return true;
+    total += blocks;
+    small_branch = small_branch || blocks < kFuseBelowWaves * resident;
   }
-  return false;
+  return small_branch && total <= std::numeric_limits<int>::max();
 }
 
 // A pass over the schedule's (local) branches with the kernel `which`: all of them in one launch where
@@ -209,13 +215,14 @@ void launch_pass(Kernel which, Dtype dtype, const AttentionParams& params, const
     return;
   }
   const KernelConfig k = checked_config(which, dtype, dims.head_dim, true);
+  long long total = 0;  // the arguments are checked (fused_args throws) before the scratch is allocated
+  FusedArgs f = fused_args(launches, blocks, dims, k.smem, nullptr, nullptr, total);
   const size_t bytes = 16 + order_counters(dims) * sizeof(int);
   void* scratch = nullptr;
   LONGCTX_CHECK_CUDA(cudaMallocAsync(&scratch, bytes, stream));
   LONGCTX_CHECK_CUDA(cudaMemsetAsync(scratch, 0, bytes, stream));
-  long long total = 0;
-  const FusedArgs f = fused_args(launches, blocks, dims, k.smem, static_cast<unsigned*>(scratch),
-                                 reinterpret_cast<int*>(static_cast<unsigned char*>(scratch) + 16), total);
+  f.next_tile = static_cast<unsigned*>(scratch);
+  f.written = reinterpret_cast<int*>(static_cast<unsigned char*>(scratch) + 16);
   k.fused<<<static_cast<unsigned>(total), k.threads, f.slot + kFusedSlotBytes, stream>>>(f);
   LONGCTX_CHECK_CUDA(cudaGetLastError());
   LONGCTX_CHECK_CUDA(cudaFreeAsync(scratch, stream));

@@ -1362,6 +1362,18 @@ KernelConfig kernel_config(Kernel which, int64_t head_dim) {
   return k;
 }
 
+// The kernels count a segment's selected rows per head in int (FlashProblem): a branch selecting more
+// (ceil(rows / r) of `rows` positions) is refused (before: the count wrapped, every block was skipped, and o
+// and lse came back unwritten with exit 0; from a review, at w / r >= 2^31).
+inline void check_selected_rows(const Branch& branch, long long rows) {
+  const long long selected_max = (rows + branch.dilation - 1) / branch.dilation;
+  if (selected_max > std::numeric_limits<int>::max())
+    throw UsageError("--device cuda: branch w=" + std::to_string(branch.segment_length) + ", r=" +
+                     std::to_string(branch.dilation) + " selects " + std::to_string(selected_max) +
+                     " rows of one segment per head, above the CUDA kernels' 2^31 - 1 (a shorter segment length or "
+                     "a larger dilation; the CPU backend has no such limit)");
+}
+
 // Arguments for branch `branch` over `dims` (local mode), and its grid size in blocks of
 // `rows_per_block` sparse rows.
 inline FlashArgs branch_args(const AttentionParams& params, const AttentionDims& dims, const Branch& branch,
@@ -1379,6 +1391,7 @@ inline FlashArgs branch_args(const AttentionParams& params, const AttentionDims&
   a.causal = params.causal ? 1 : 0;
   a.offsets = params.offsets;
   a.scale = static_cast<float>(resolved_scale(params, dims.head_dim));
+  check_selected_rows(branch, a.segment);
   blocks = dims.batch * a.segments * dims.heads * a.tiles;
   if (blocks > std::numeric_limits<int>::max())
     throw UsageError("--device cuda: " + std::to_string(blocks) + " blocks for one branch is above one launch's limit");
@@ -1433,6 +1446,7 @@ inline FlashArgs spanning_args(const AttentionParams& params, const AttentionDim
   a.member = member;
   a.group = group;
   a.segments = 1;
+  check_selected_rows(branch, group * local.seq_len);  // the keys (n_k) of the gathered segment
   const long long rows = over_keys ? group * local.seq_len : local.seq_len;
   const long long selected_max = (rows + branch.dilation - 1) / branch.dilation;
   a.tiles = static_cast<int>((selected_max + rows_per_block - 1) / rows_per_block);

@@ -122,19 +122,33 @@ void CudaSequenceParallel::begin_gather(const AttentionParams& params, const Att
   out.k_tiles = DeviceMemory(tiles_bytes);
   out.v_tiles = DeviceMemory(tiles_bytes);
 
-  // 1. This rank's selected rows: per (b, h) a strided 2-D copy (rows r H D elements apart).
+  // 1. This rank's selected rows: per (b, h) a strided 2-D copy (rows r H D elements apart), or one copy
+  // per row where that pitch is past the device's limit for 2-D copies (cudaDevAttrMaxPitch, about 2 GiB:
+  // r H D 2 bytes at r = 2^18, H = 32, D = 128; before, an internal error; from a review). Rows that far
+  // apart are few: under (this rank's bytes) / (the limit) per (b, h).
   char* send = out.send.get<char>();
   const size_t pitch = static_cast<size_t>(r * H * D) * es, width = static_cast<size_t>(D) * es;
+  int device = 0, max_pitch = 0;
+  LONGCTX_CHECK_CUDA(cudaGetDevice(&device));
+  LONGCTX_CHECK_CUDA(cudaDeviceGetAttribute(&max_pitch, cudaDevAttrMaxPitch, device));
+  auto copy_rows = [&](char* to, const char* from, int64_t n) {
+    if (pitch <= static_cast<size_t>(max_pitch)) {
+      LONGCTX_CHECK_CUDA(cudaMemcpy2DAsync(to, width, from, pitch, width, static_cast<size_t>(n),
+                                           cudaMemcpyDeviceToDevice, nullptr));
+      return;
+    }
+    for (int64_t i = 0; i < n; ++i)
+      LONGCTX_CHECK_CUDA(cudaMemcpyAsync(to + static_cast<size_t>(i) * width, from + static_cast<size_t>(i) * pitch,
+                                         width, cudaMemcpyDeviceToDevice, nullptr));
+  };
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
       const int64_t n = lay.rows_of(me, h);
       if (n == 0) continue;
       const size_t src = static_cast<size_t>(((b * L + lay.first_row(h)) * H + h) * D) * es;
       const size_t dst = static_cast<size_t>(lay.block_offset(me, b, h)) * es;
-      LONGCTX_CHECK_CUDA(cudaMemcpy2DAsync(send + dst, width, static_cast<const char*>(k) + src, pitch, width,
-                                           static_cast<size_t>(n), cudaMemcpyDeviceToDevice, nullptr));
-      LONGCTX_CHECK_CUDA(cudaMemcpy2DAsync(send + half + dst, width, static_cast<const char*>(v) + src, pitch, width,
-                                           static_cast<size_t>(n), cudaMemcpyDeviceToDevice, nullptr));
+      copy_rows(send + dst, static_cast<const char*>(k) + src, n);
+      copy_rows(send + half + dst, static_cast<const char*>(v) + src, n);
     }
   // 2. The group's rows, member after member (bytes: the element type needs no reduction). Non-blocking:
   // it moves while the kernels already issued run.

@@ -34,7 +34,7 @@ void declare_attention_options(po::options_description& desc, const std::string&
       ("causal", po::bool_switch(), "causal masking (a query sees keys at positions <= its own)")
       ("head-offsets", po::value<std::string>()->default_value("paper"),
        "head offsets: paper (h mod r) or grouped (torchscale: h / ceil(H/r))")
-      ("softmax-scale", po::value<double>()->default_value(0.0), "score scale; 0 means 1/sqrt(head dim)")
+      ("softmax-scale", po::value<double>()->default_value(0.0), "score scale, finite and >= 0; 0 means 1/sqrt(head dim)")
       ("allow-uncovered", po::bool_switch(), "accept a schedule without an r = 1 branch (uncovered rows get o = 0, lse = -inf)")
       ("device", po::value<std::string>()->default_value("cpu"), "backend: cpu, or cuda (one GPU per rank; bf16 / fp16 under mpirun; when compiled in: longctx --version)")
       ("dtype", po::value<std::string>()->default_value("fp32"), "input type of q, k, v: fp32, bf16 or fp16 (bf16 and fp16 need --device cuda; fp32 accumulation and outputs)")
