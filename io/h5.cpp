@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <sstream>
 #include <vector>
@@ -150,6 +151,35 @@ herr_t close_file(hid_t id) {
 }  // namespace
 
 bool file_close_failed() { return g_file_close_failed; }
+
+// ---- created datasets that would not close ------------------------------------------------------------
+namespace {
+std::map<std::string, std::string> g_write_failures;  // file name -> HDF5's reason (the first)
+
+// H5Dclose of a dataset this process created or opened. Closing writes what HDF5 still buffers (a contiguous
+// dataset's sieve buffer, a chunked one's chunk cache), and ~Handle drops a failure there, as on a full
+// disk: `attend` then published its output with those bytes missing (zeros in lse / dq, exit 0). The
+// failure is kept by file name; take_write_failure gives it to close_and_sync, which throws it.
+herr_t close_dataset_noting_failure(hid_t id) {
+  std::string file;
+  const ssize_t length = H5Fget_name(id, nullptr, 0);
+  if (length > 0) {
+    std::vector<char> name(static_cast<size_t>(length) + 1);
+    if (H5Fget_name(id, name.data(), name.size()) == length) file.assign(name.data(), static_cast<size_t>(length));
+  }
+  const herr_t status = H5Dclose(id);
+  if (status < 0) g_write_failures.emplace(file, take_error_text());
+  return status;
+}
+}  // namespace
+
+std::string take_write_failure(const std::string& file) {
+  const auto found = g_write_failures.find(file);
+  if (found == g_write_failures.end()) return "";
+  std::string reason = found->second.empty() ? "HDF5 gave no reason" : found->second;
+  g_write_failures.erase(found);
+  return reason;
+}
 
 // ---- errors -------------------------------------------------------------------------------------------
 void quiet_errors() {
@@ -1017,7 +1047,7 @@ Dataset Group::open_dataset(const std::string& name) const {
   const H5I_type_t kind = object_kind(id(), name, &error);
   if (kind == H5I_BADID) throw_unopenable(id(), name, where, error);
   if (kind != H5I_DATASET) throw InputError(where.describe() + " is not a dataset");
-  Handle dataset(H5Dopen2(id(), name.c_str(), H5P_DEFAULT), H5Dclose);
+  Handle dataset(H5Dopen2(id(), name.c_str(), H5P_DEFAULT), close_dataset_noting_failure);  // written too, in r+ files
   if (!dataset.valid()) throw_input(where.describe() + ": cannot open dataset");
   return Dataset(std::move(dataset), where, comm_);
 }
@@ -1101,7 +1131,7 @@ Dataset Group::create_dataset(const std::string& name, hid_t file_type, const Sh
   if (!space.valid()) throw_internal(where.describe() + ": dataspace " + to_string(dims));
   const PropertyList links = PropertyList::link_create();
   Handle dataset(H5Dcreate2(id(), name.c_str(), file_type, space.id(), links.id(), create.id(), H5P_DEFAULT),
-                 H5Dclose);
+                 close_dataset_noting_failure);
   if (!dataset.valid()) throw_internal(where.describe() + ": cannot create dataset of shape " + to_string(dims));
   return Dataset(std::move(dataset), where, comm_);
 }

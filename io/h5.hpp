@@ -279,6 +279,9 @@ class File : public Group {
 // Whether closing some file failed. HDF5 1.10 then crashes when it shuts down (at MPI_Finalize or exit),
 // so the process has to end without shutting it down.
 bool file_close_failed();
+// The first failure to close a dataset of `file` (its name as opened), which a handle's
+// destructor cannot throw: what HDF5 said, or "" when none; taken once.
+std::string take_write_failure(const std::string& file);
 
 // MPI helpers shared by io: rank and size of `comm`, treating MPI_COMM_NULL as a world of one.
 int comm_rank(MPI_Comm comm);
