@@ -23,14 +23,8 @@ void close_and_sync(h5::File& file, MPI_Comm comm) {
   const std::string path = file.path();
   // A dataset's last buffered bytes that could not be written (a full disk) when it was closed: this rank
   // throws, and its failure ends the job's other ranks.
-  std::string failure = h5::take_write_failure(path);
-  if (!failure.empty()) {
-    // HDF5's text for a failed write() holds the system's message among its details: that is the reason.
-    const std::string key = "error message = '";
-    const size_t at = failure.find(key), end = at == std::string::npos ? at : failure.find('\'', at + key.size());
-    if (end != std::string::npos) failure = failure.substr(at + key.size(), end - at - key.size());
-    throw InternalError(path + ": writing a dataset's buffered bytes failed: " + failure);
-  }
+  const std::string failure = h5::take_write_failure(path);
+  if (!failure.empty()) throw InternalError(path + ": writing a dataset's buffered bytes failed: " + failure);
   file.flush();
   file.close();
   sync_file(path);

@@ -128,6 +128,12 @@ void keep_attributes_compact(hid_t object_create, const std::string& context) {
 herr_t collect_error(unsigned, const H5E_error2_t* error, void* client) {
   auto* lines = static_cast<std::vector<std::string>*>(client);
   std::string line = error->desc ? error->desc : "";
+  // A failed write()'s entry ("file write failed: time = ..., filename = ..., errno = 28, error message =
+  // 'No space left on device', buf = 0x..., ...", over two lines) is cut to its system message.
+  const std::string key = "error message = '";
+  const size_t at = line.find(key), end = at == std::string::npos ? at : line.find('\'', at + key.size());
+  if (end != std::string::npos)
+    line = line.substr(0, line.find(':')) + ": " + line.substr(at + key.size(), end - at - key.size());
   char minor[256] = {0};
   if (H5Eget_msg(error->min_num, nullptr, minor, sizeof(minor)) > 0 && line.find(minor) == std::string::npos)
     line += std::string(" (") + minor + ")";

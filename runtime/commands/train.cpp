@@ -587,8 +587,15 @@ class JsonLog {
     return Fingerprint().add(text.data(), std::min(bytes, text.size())).hex();
   }
   // Not synced: a note lost in a crash is older than the file, which then keeps its lines.
-  void write_note() const {
-    std::ofstream(note_, std::ios::trunc) << inode_ << " " << begin_ << " " << end_ << " " << before_ << "\n";
+  // Said once when it fails (a full disk): a restart then keeps this start's lines, as without a note.
+  void write_note() {
+    std::ofstream note(note_, std::ios::trunc);
+    note << inode_ << " " << begin_ << " " << end_ << " " << before_ << "\n";
+    note.close();
+    if (note || note_failed_) return;
+    note_failed_ = true;
+    log::warn("log.jsonl: cannot write " + note_ + " (" + std::strerror(errno) + "): if this run stops before its " +
+              "first checkpoint, a restart in the same checkpoint.dir keeps the lines it wrote and appends after them");
   }
   // The lines an earlier start of this run wrote, as its note gives them, when the file is as that start
   // left it: dropped, from the file and from `file`.
@@ -643,6 +650,7 @@ class JsonLog {
   std::string path_;
   std::ofstream out_;
   bool log_step_one_ = false;
+  bool note_failed_ = false;  // write_note warned
   std::string note_;  // checkpoint.dir's kLogStart until the first checkpoint; "" when none
   uint64_t inode_ = 0;
   size_t begin_ = 0, end_ = 0;  // this run's lines in the file

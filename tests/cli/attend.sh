@@ -606,7 +606,7 @@ if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=64k tmpfs full 2>/dev/null; th
   mount -t tmpfs -o size=256k tmpfs full
   expect_exit 1 "an output larger than the disk's free space" -- "$LONGCTX" attend --input in256.h5 --output full/o.h5 \
     --segment-lengths 32,64 --dilation-rates 1,2 --backward --quiet
-  expect_in "$OUT/stderr" "full/o.h5.tmp: writing a dataset's buffered bytes failed: No space left on device" "names the reason"
+  expect_in "$OUT/stderr" "full/o.h5.tmp: writing a dataset's buffered bytes failed: file write failed: No space left on device" "names the reason"
   [ -z "$(ls -A full)" ] && pass "nothing left on the disk" || fail "left: $(ls -A full)"
   umount full
 else

@@ -812,6 +812,14 @@ if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=1m tmpfs "$OUT/full" 2>/dev/nu
   dd if=/dev/zero of="$OUT/full/filler" bs=4096 count=255 status=none 2>/dev/null
   expect_exit 1 "log.jsonl fills the disk" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 40 --log.jsonl "$OUT/full/log.jsonl"
   expect_in "$OUT/stderr" "log.jsonl=.*write failed" "says the log write failed"
+  # checkpoint.dir on the full disk, log.jsonl elsewhere: the note of where this start's log lines begin
+  # (.longctx-log-start) cannot be written, which is said (before: nothing, and a restart kept the lines).
+  rm -f "$OUT/full/log.jsonl" && mkdir "$OUT/full/c" && dd if=/dev/zero of="$OUT/full/filler2" bs=4096 count=1 status=none 2>/dev/null
+  expect_exit 1 "no room for the log note or a checkpoint" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 \
+    --checkpoint.dir "$OUT/full/c" --log.jsonl "$OUT/note.jsonl"
+  expect_in "$OUT/stderr" "log.jsonl: cannot write .*full/c/.longctx-log-start \(No space left on device\): if this run stops before its first checkpoint, a restart" \
+    "says the note cannot be written"
+  rm -rf "$OUT/full/c" "$OUT/full/filler2"
   umount "$OUT/full"
 else
   echo "SKIP full-disk checks (need root and tmpfs)"
