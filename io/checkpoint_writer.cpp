@@ -277,7 +277,18 @@ std::string CheckpointWriter::commit(int64_t keep, CrashPoint crash) {
       std::ofstream(dir_ + "/latest.tmp") << name << "\n";
       return;
     }
-    write_text_durably(dir_ + "/latest", name + "\n");  // step 4
+    try {
+      write_text_durably(dir_ + "/latest", name + "\n");  // step 4
+    } catch (const Error& e) {  // say where a restart goes on from (before: only the failed write)
+      std::string resumes = "(unreadable)";
+      try {
+        if (const std::optional<std::string> found = find_latest_checkpoint(dir_)) resumes = *found;
+      } catch (const Error&) {
+      }
+      throw InternalError(e.what() + std::string("; ") + final_ + " is written and complete, and a restart resumes from " +
+                          (resumes == final_ ? "it" : resumes + " (to resume from " + name + ": echo " + name + " > " +
+                                                          dir_ + "/latest)"));
+    }
     apply_retention(dir_, keep, name);                   // step 5
     remove_stray_temporaries(dir_);
   });

@@ -819,7 +819,14 @@ if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=1m tmpfs "$OUT/full" 2>/dev/nu
     --checkpoint.dir "$OUT/full/c" --log.jsonl "$OUT/note.jsonl"
   expect_in "$OUT/stderr" "log.jsonl: cannot write .*full/c/.longctx-log-start \(No space left on device\): if this run stops before its first checkpoint, a restart" \
     "says the note cannot be written"
-  rm -rf "$OUT/full/c" "$OUT/full/filler2"
+  rm -rf "$OUT/full/c" "$OUT/full/filler2" "$OUT/full/filler"
+  # Room for two checkpoints, not for `latest` after the second: the error says that step 2 is complete and
+  # which one a restart resumes from (before: only "cannot write .../latest.tmp").
+  mount -o remount,size=496k "$OUT/full"
+  expect_exit 1 "no room for latest" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 5 --checkpoint.every 1 \
+    --checkpoint.keep 0 --checkpoint.dir "$OUT/full/c"
+  expect_in "$OUT/stderr" "cannot write .*full/c/latest.tmp: No space left on device; .*full/c/step_00000002.h5 is written and complete, and a restart resumes from .*full/c/step_00000001.h5 \(to resume from step_00000002.h5: echo step_00000002.h5 > .*full/c/latest\)" \
+    "says step 2 is complete and a restart resumes from step 1"
   umount "$OUT/full"
 else
   echo "SKIP full-disk checks (need root and tmpfs)"
