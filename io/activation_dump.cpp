@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <regex>
 
+#include "io/durable.hpp"
 #include "runtime/core/log.hpp"
 #include "runtime/core/watchdog.hpp"
 
@@ -48,14 +49,16 @@ std::string ActivationDump::dataset_path(int64_t step, int64_t layer, const std:
 
 void ActivationDump::write(int64_t step, int64_t layer, const std::string& name, const Shape& global_shape,
                            RowRange rows, const Tensor& block, size_t seq_axis) {
-  watchdog::Guard guard("writing " + dataset_path(step, layer, name) + " of the activation dump " + path());
+  watchdog::Guard guard("writing " + dataset_path(step, layer, name) + " of the activation dump " + path(),
+                        [directory = directory_of(path())] { return full_disk_note(directory); });
   h5::DatasetOptions options;
   options.chunk = row_chunk(global_shape, seq_axis, sizeof(float));
   write_rows(output_->file(), dataset_path(step, layer, name), global_shape, seq_axis, rows, block, options);
 }
 
 void ActivationDump::close() {
-  watchdog::Guard guard("closing the activation dump " + path());
+  watchdog::Guard guard("closing the activation dump " + path(),
+                        [directory = directory_of(path())] { return full_disk_note(directory); });
   output_->commit();
 }
 

@@ -339,7 +339,7 @@ int run(Invocation& invocation) {
     io::run_on_rank0(comm, "writing " + report_path + ".tmp",
                      [&] { report.emplace(report_path, report_text, report_claim->take()); });
   {
-    watchdog::Guard guard("writing " + output_path);
+    watchdog::Guard guard("writing " + output_path, [output_path] { return io::full_disk_note(io::directory_of(output_path)); });
     // MPI-IO's "file write failed" does not say why: a full disk is named.
     io::noting_a_full_disk(io::directory_of(output_path), [&] {
       io::AtomicOutput output(output_path, std::move(output_claim), comm);

@@ -34,9 +34,12 @@ class Watchdog {
     wake_.notify_all();
   }
 
-  void enter(const std::string& what) {
+  void enter(const std::string& what, std::function<std::string()> note) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (depth_++ == 0) what_ = what;  // the outermost region names the wait
+    if (depth_++ == 0) {  // the outermost region names the wait
+      what_ = what;
+      note_ = std::move(note);
+    }
     last_ = Clock::now();
     wake_.notify_all();
   }
@@ -69,9 +72,19 @@ class Watchdog {
       message << what_ << ": no progress for "
               << std::chrono::duration<double>(timeout_).count()
               << " s; a rank (this one or another) is stuck or gone (MPI-IO, MPI_Bcast, MPI_Comm_create_group and "
-                 "MPI_Finalize have no timeout of their own; --comm-timeout sets this one). Ending the job.";
+                 "MPI_Finalize have no timeout of their own; --comm-timeout sets this one)";
       auto expire = expire_;
+      auto note = note_;
       lock.unlock();
+      // A write that failed on one rank can leave the ranks in different collectives inside HDF5: the
+      // note names the likely cause (a full disk), which MPI-IO's own error does not.
+      if (note) {
+        try {
+          message << note();
+        } catch (...) {
+        }
+      }
+      message << ". Ending the job.";
       expire(message.str());  // aborts the job; if it returns, watch no more
       return;
     }
@@ -85,6 +98,7 @@ class Watchdog {
   std::function<void(const std::string&)> expire_;
   int depth_ = 0;
   std::string what_;
+  std::function<std::string()> note_;
   Clock::time_point last_{};
 };
 
@@ -99,7 +113,7 @@ void arm(double timeout_seconds, std::function<void(const std::string& message)>
   instance().arm(timeout_seconds, std::move(expire));
 }
 
-Guard::Guard(const std::string& what) { instance().enter(what); }
+Guard::Guard(const std::string& what, std::function<std::string()> note) { instance().enter(what, std::move(note)); }
 Guard::~Guard() { instance().leave(); }
 
 void progress() { instance().progress(); }

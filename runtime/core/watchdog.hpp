@@ -19,7 +19,9 @@ void arm(double timeout_seconds, std::function<void(const std::string& message)>
 
 class Guard {
  public:
-  explicit Guard(const std::string& what);  // e.g. "writing checkpoint step_00000012.h5"
+  // `note`, when given, is called (on the watchdog's thread) when the deadline passes, and what it returns
+  // goes into the message: e.g. io::full_disk_note of the directory written to.
+  explicit Guard(const std::string& what, std::function<std::string()> note = {});  // e.g. "writing checkpoint step_00000012.h5"
   ~Guard();
   Guard(const Guard&) = delete;
   Guard& operator=(const Guard&) = delete;

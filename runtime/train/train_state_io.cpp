@@ -182,7 +182,8 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
   meta.seq_len = trainer.config().seq_len;
   meta.tokens_seen = tokens_seen;
   meta.config = config_text;
-  watchdog::Guard guard("writing the checkpoint of step " + std::to_string(meta.step) + " in " + dir);
+  watchdog::Guard guard("writing the checkpoint of step " + std::to_string(meta.step) + " in " + dir,
+                        [dir] { return io::full_disk_note(dir); });
   for (const std::string& removed : io::make_room_for_checkpoint(dir, keep, comm))
     log::warn("the disk of " + dir + " is nearly full: deleted " + removed + " before writing step " +
               std::to_string(meta.step) + " (checkpoint.keep=" + std::to_string(keep) +

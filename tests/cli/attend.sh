@@ -608,6 +608,11 @@ if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=64k tmpfs full 2>/dev/null; th
     --segment-lengths 32,64 --dilation-rates 1,2 --backward --quiet
   expect_in "$OUT/stderr" "full/o.h5.tmp: writing a dataset's buffered bytes failed: file write failed: No space left on device" "names the reason"
   [ -z "$(ls -A full)" ] && pass "nothing left on the disk" || fail "left: $(ls -A full)"
+  # A rank stalled while the others write to a nearly full disk (what one rank's failed write can do inside
+  # HDF5's collectives): the watchdog's message names the disk's free space.
+  stalled_job STALL_RANK "in file I/O on a nearly full disk" full/stalled.h5
+  expect_in "$OUT/stderr" "writing full/stalled.h5: no progress for 3 s; .* \(the file system of full has [0-9]+ bytes free: full\?\)\. Ending the job\." \
+    "the watchdog's message names the nearly full disk"
   umount full
 else
   echo "SKIP full-disk report and output checks (need root and tmpfs)"
