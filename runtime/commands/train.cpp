@@ -510,6 +510,7 @@ class JsonLog {
     }
     out_.open(path, std::ios::app);
     if (!out_) throw UsageError("log.jsonl=" + path + ": cannot open for appending");
+    remember_open_file();
     if (!note_.empty()) {  // `file` is the file as this run starts appending to it
       begin_ = end_ = file.text.size();
       before_ = prefix_fingerprint(file.text, begin_);
@@ -528,6 +529,7 @@ class JsonLog {
   bool must_log(int64_t step) const { return log_step_one_ && step == 1; }
   void write(const std::string& line) {
     if (!out_.is_open()) return;
+    reopen_if_moved();
     out_ << line << "\n" << std::flush;
     if (!out_) throw InternalError("log.jsonl=" + path_ + ": write failed (disk full?); the checkpoints are unaffected");
     end_ += line.size() + 1;
@@ -587,6 +589,34 @@ class JsonLog {
     return Fingerprint().add(text.data(), std::min(bytes, text.size())).hex();
   }
   // Not synced: a note lost in a crash is older than the file, which then keeps its lines.
+  void remember_open_file() {
+    struct stat info {};
+    if (::stat(path_.c_str(), &info) != 0) return;
+    open_device_ = info.st_dev;
+    open_inode_ = info.st_ino;
+  }
+  // A log.jsonl removed or replaced while the run writes to it (a log rotation, a mistaken rm) is opened
+  // again by name, and that is said (before: the lines went on into the removed file, unseen, exit 0).
+  void reopen_if_moved() {
+    struct stat info {};
+    if (::stat(path_.c_str(), &info) == 0 && info.st_dev == open_device_ && info.st_ino == open_inode_) return;
+    out_.close();
+    out_.clear();
+    const Contents file = read();
+    out_.open(path_, std::ios::app);
+    if (!out_)
+      throw InternalError("log.jsonl=" + path_ + ": removed or replaced while the run wrote to it, and cannot be opened "
+                          "again; the checkpoints are unaffected");
+    log::warn("log.jsonl=" + path_ + ": removed or replaced while the run wrote to it; its next lines go to the file " +
+              "now at that name (" + (file.text.empty() ? "a new one" : "appended") + "), the earlier ones went with the old");
+    remember_open_file();
+    if (!note_.empty()) {  // this start's lines begin here now
+      begin_ = end_ = file.text.size();
+      before_ = prefix_fingerprint(file.text, begin_);
+      inode_ = static_cast<uint64_t>(open_inode_);
+      write_note();
+    }
+  }
   // Said once when it fails (a full disk): a restart then keeps this start's lines, as without a note.
   void write_note() {
     std::ofstream note(note_, std::ios::trunc);
@@ -651,6 +681,8 @@ class JsonLog {
   std::ofstream out_;
   bool log_step_one_ = false;
   bool note_failed_ = false;  // write_note warned
+  dev_t open_device_ = 0;     // the file out_ writes to
+  ino_t open_inode_ = 0;
   std::string note_;  // checkpoint.dir's kLogStart until the first checkpoint; "" when none
   uint64_t inode_ = 0;
   size_t begin_ = 0, end_ = 0;  // this run's lines in the file

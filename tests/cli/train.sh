@@ -617,6 +617,21 @@ wait $pid; code=$?
   pass "checkpoint.dir moved away mid-run -> exit 1, naming it" || { fail "gave exit $code"; tail -3 "$OUT/gone.err"; }
 [ ! -e "$OUT/gone/latest" ] && pass "no checkpoint written into a directory made again" || fail "wrote: $(ls -a "$OUT/gone")"
 
+# log.jsonl moved away mid-run (a log rotation): the run says so and logs on into a new file at that name
+# (before: on into the moved file, unseen), with a checkpoint.dir (its start's note follows the new file).
+"$LONGCTX" train "${BASE[@]}" --model.heads 4 --model.dim 32 --data.seq_len 1024 --model.segment_lengths 32,128,1024 \
+  --train.steps 40 --log.every 1 --checkpoint.dir "$OUT/rot" --log.jsonl "$OUT/rot.jsonl" >"$OUT/rot.out" 2>"$OUT/rot.err" &
+pid=$!
+for _ in $(seq 200); do grep -q '"step": 3,' "$OUT/rot.jsonl" 2>/dev/null && break; sleep 0.05; done
+mv "$OUT/rot.jsonl" "$OUT/rot.jsonl.1"
+wait $pid; code=$?
+steps() { /usr/bin/python3 -c 'import json, sys; print(*[json.loads(l)["step"] for l in open(sys.argv[1])])' "$1"; }
+[ "$code" -eq 0 ] && grep -q "log.jsonl=.*rot.jsonl: removed or replaced while the run wrote to it; its next lines go to the file now at that name (a new one)" "$OUT/rot.err" &&
+  pass "log.jsonl moved mid-run: said" || { fail "gave exit $code"; tail -3 "$OUT/rot.err"; }
+old=$(steps "$OUT/rot.jsonl.1"); new=$(steps "$OUT/rot.jsonl" 2>/dev/null)
+[ "${old##* }" -ge 3 ] && [ "${new%% *}" -eq $(( ${old##* } + 1 )) ] && [ "${new##* }" -eq 40 ] &&
+  pass "... steps ${old%% *}-${old##* } in the moved file, ${new%% *}-40 in the new one" || fail "moved: $old; new: $new"
+
 # ---- a crash after logging but before the next checkpoint: the resumed run drops the lines after its
 # checkpoint (and a torn last line) and logs those steps again, so log.jsonl reads like one run -------
 expect_exit 0 "6 steps, checkpoints at 4 and 6" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 6 --checkpoint.every 4 \
