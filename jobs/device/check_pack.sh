@@ -6,6 +6,11 @@
 #   jobs/device/check_pack.sh [BUILD (build-cuda)] [DIR (.devrt)]
 # Needs root and unshare(1); exits 77 (skipped) where a mount namespace cannot be made.
 set -euo pipefail
+case "${1:-}" in  # --help: the header above; an option is refused before anything runs (exit 2)
+  -h | --help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+  -*) echo "check_pack.sh: unknown option '$1' (--help)" >&2; exit 2 ;;
+esac
+[ $# -le 2 ] || { echo "check_pack.sh: takes at most two arguments, BUILD and DIR (got: $*; --help)" >&2; exit 2; }
 build=$(cd "${1:-build-cuda}" && pwd)
 pack=$(cd "${2:-.devrt}" && pwd)
 unshare -m true 2>/dev/null || { echo "check_pack: no mount namespace here (needs root); skipped"; exit 77; }

@@ -17,6 +17,11 @@
 # minutes per machine start: first call steps "2 3" (timeout_s 300: correctness and our figures), fix,
 # then "3 4 5 6" (timeout_s 540); or everything at once when nothing is expected to fail.
 set -uo pipefail
+case "${1:-}" in  # --help: the header above; an option is refused before anything runs (exit 2)
+  -h | --help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+  -*) echo "gpu_check.sh: unknown option '$1' (--help)" >&2; exit 2 ;;
+esac
+[ $# -le 1 ] || { echo "gpu_check.sh: takes at most one argument, the build directory (got: $*; --help)" >&2; exit 2; }
 build=${1:-build-cuda}
 out=${OUT:-/tmp/gpu_check}
 mkdir -p "$out"

@@ -11,6 +11,11 @@
 #
 # jobs/device/check_pack.sh checks a pack here with the system's MPI, HDF5 and Boost hidden.
 set -euo pipefail
+case "${1:-}" in  # --help: the header above; an option is refused before anything runs (exit 2)
+  -h | --help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+  -*) echo "pack_runtime.sh: unknown option '$1' (--help)" >&2; exit 2 ;;
+esac
+[ $# -le 2 ] || { echo "pack_runtime.sh: takes at most two arguments, BUILD and DIR (got: $*; --help)" >&2; exit 2; }
 build=${1:-build-cuda}
 out=${2:-.devrt}
 binary="$build/bin/longctx"

@@ -21,6 +21,17 @@ for script in build.sh quickstart.sh slurm/start-local.sh slurm/stop-local.sh; d
   expect_exit 2 "$script --bogus" -- bash "$ROOT/jobs/$script" --bogus
   expect_in "$OUT/stderr" "takes no arguments \(got: --bogus\)" "$script says it takes none"
 done
+# ... and those that take a build directory or nothing (before: gpu_check.sh --help ran every GPU check, with
+# "--help" as its build directory; info.sbatch ran srun and mpirun).
+for script in device/gpu_check.sh device/pack_runtime.sh device/check_pack.sh slurm/info.sbatch; do
+  expect_exit 0 "$script --help" -- env OUT="$OUT/gc" bash "$ROOT/jobs/$script" --help
+  cmp -s <(grep -m1 '^# ' "$ROOT/jobs/$script" | sed 's/^# //') <(head -1 "$OUT/stdout") && [ ! -e "$OUT/gc" ] &&
+    pass "$script --help prints its header, runs nothing" || fail "$script --help printed: $(head -3 "$OUT/stdout")"
+  expect_exit 2 "$script --bogus" -- env OUT="$OUT/gc" bash "$ROOT/jobs/$script" --bogus
+  expect_in "$OUT/stderr" "unknown option '--bogus'" "$script names the option"
+done
+expect_exit 2 "info.sbatch with an argument" -- bash "$ROOT/jobs/slurm/info.sbatch" extra
+expect_in "$OUT/stderr" "takes no arguments \(got: extra" "says it takes none"
 expect_exit 2 "a state directory with a blank (slurm.conf cannot hold it)" -- env LONGCTX_SLURM_STATE="$OUT/st ate" \
   bash "$ROOT/jobs/slurm/start-local.sh"
 expect_in "$OUT/stderr" "holds a blank or '#'" "start-local.sh says why"
