@@ -82,12 +82,9 @@ std::string check_dataset(const h5::Dataset& dataset, double& min_value) {
   // [1, 2^32] dataset needed one 32 GiB buffer.
   if (element_count(shape) == 0) return "";
   const int rank = static_cast<int>(shape.size());
-  int split = 0;
-  int64_t inner = element_count(shape);  // elements of one row of dimension `split`, once found
-  for (; split < rank; ++split) {
-    inner /= shape[static_cast<size_t>(split)];
-    if (inner * element_bytes <= kBlockBytes) break;
-  }
+  int split = 0;  // at most the last dimension: one element per row there, whatever its size
+  int64_t inner = element_count(shape) / shape[0];  // elements of one row of dimension `split`
+  while (split + 1 < rank && inner * element_bytes > kBlockBytes) inner /= shape[static_cast<size_t>(++split)];
   const int64_t block_rows = std::max<int64_t>(1, kBlockBytes / (inner * element_bytes));
   const int64_t split_extent = shape[static_cast<size_t>(split)];
   std::vector<uint8_t> buffer;

@@ -285,9 +285,11 @@ std::string CheckpointWriter::commit(int64_t keep, CrashPoint crash) {
         if (const std::optional<std::string> found = find_latest_checkpoint(dir_)) resumes = *found;
       } catch (const Error&) {
       }
+      std::error_code same_error;
+      const bool same = std::filesystem::equivalent(resumes, final_, same_error);
       throw InternalError(e.what() + std::string("; ") + final_ + " is written and complete, and a restart resumes from " +
-                          (resumes == final_ ? "it" : resumes + " (to resume from " + name + ": echo " + name + " > " +
-                                                          dir_ + "/latest)"));
+                          (same ? "it" : resumes + " (to resume from " + name + ": echo " + name + " > '" + dir_ +
+                                             "/latest')"));
     }
     apply_retention(dir_, keep, name);                   // step 5
     remove_stray_temporaries(dir_);

@@ -132,8 +132,9 @@ herr_t collect_error(unsigned, const H5E_error2_t* error, void* client) {
   // 'No space left on device', buf = 0x..., ...", over two lines) is cut to its system message.
   const std::string key = "error message = '";
   const size_t at = line.find(key), end = at == std::string::npos ? at : line.find('\'', at + key.size());
-  if (end != std::string::npos)
-    line = line.substr(0, line.find(':')) + ": " + line.substr(at + key.size(), end - at - key.size());
+  const size_t colon = line.find(':');  // "file write failed:" (HSYS_GOTO_ERROR's entries have none: kept)
+  if (end != std::string::npos && colon < at)
+    line = line.substr(0, colon) + ": " + line.substr(at + key.size(), end - at - key.size());
   char minor[256] = {0};
   if (H5Eget_msg(error->min_num, nullptr, minor, sizeof(minor)) > 0 && line.find(minor) == std::string::npos)
     line += std::string(" (") + minor + ")";

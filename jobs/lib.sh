@@ -34,7 +34,8 @@ longctx_sudo() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 longctx_install() {
   local missing=()
   for pkg in "$@"; do
-    [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || missing+=("$pkg")
+    # A substring: with more than one architecture's copy, dpkg-query prints their statuses back to back.
+    [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" == *"install ok installed"* ]] || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "[jobs] installing: ${missing[*]}" >&2  # stderr: callers may capture stdout (start-local.sh)

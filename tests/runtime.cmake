@@ -1,5 +1,6 @@
 # Tests of runtime/: launcher detection, options, and the CLI end to end.
 longctx_test(test_launcher_and_options SOURCES test_launcher_and_options.cpp DEPS longctx_runtime)
+longctx_test(test_watchdog SOURCES test_watchdog.cpp DEPS longctx_runtime)
 
 # CLI tests are shell scripts run against the real binary: longctx_cli_test(NAME SCRIPT)
 function(longctx_cli_test name script)
@@ -18,7 +19,7 @@ longctx_cli_test(cli_untimed_calls untimed_calls.sh)
 set_tests_properties(cli_untimed_calls PROPERTIES SKIP_RETURN_CODE 77)
 longctx_cli_test(cli_bench bench.sh)
 add_test(NAME cli_ckpt_and_data COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/ckpt_and_data.sh $<TARGET_FILE:longctx> $<TARGET_FILE:io_h5py_writer>)
-set_tests_properties(cli_ckpt_and_data PROPERTIES TIMEOUT 300 PROCESSORS 2
+set_tests_properties(cli_ckpt_and_data PROPERTIES TIMEOUT 600 PROCESSORS 2
   ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMP_NUM_THREADS=1")
 longctx_mpi_test(test_trainer SOURCES test_trainer.cpp DEPS longctx_runtime RANKS 1 2 4)
 longctx_cli_test(cli_train train.sh)

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <future>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -77,12 +79,20 @@ class Watchdog {
       auto note = note_;
       lock.unlock();
       // A write that failed on one rank can leave the ranks in different collectives inside HDF5: the
-      // note names the likely cause (a full disk), which MPI-IO's own error does not.
+      // note names the likely cause (a full disk), which MPI-IO's own error does not. It may itself touch
+      // the stalled file system (statvfs on an NFS server that stopped answering blocks), so it runs on a
+      // thread of its own for at most 2 s; the job then ends without it.
       if (note) {
-        try {
-          message << note();
-        } catch (...) {
-        }
+        auto task = std::make_shared<std::packaged_task<std::string()>>([note] {
+          try {
+            return note();
+          } catch (...) {
+            return std::string();
+          }
+        });
+        std::future<std::string> text = task->get_future();
+        std::thread([task] { (*task)(); }).detach();
+        if (text.wait_for(std::chrono::seconds(2)) == std::future_status::ready) message << text.get();
       }
       message << ". Ending the job.";
       expire(message.str());  // aborts the job; if it returns, watch no more

@@ -213,6 +213,21 @@ expect_exit 3 "resume from a 512 MiB rng_seed under ulimit -v 600 MB" -- bash -c
 expect_in "$OUT/stderr" "/state/global/rng_seed: shape \[536870912\] is over 256 MiB of state bytes \(damaged\)" \
   "names the blob and its shape"
 rm -f big_tensor.h5 big_state/step_00000002.h5
+# ... and one whose elements are each over 16 MiB (an array type): one element per block, so a flipped byte
+# is still found (a version of the blocking above read nothing there and said "ok").
+cp pos/step_00000002.h5 wide_element.h5
+/usr/bin/python3 - <<'PY' || fail "could not add the wide-element dataset"
+import h5py, numpy as np
+with h5py.File("wide_element.h5", "r+") as f:
+    d = f.create_dataset("extra/arr", shape=(2,), dtype=np.dtype(("<i4", (5 << 20,))), chunks=(1,), fletcher32=True)
+    d[0] = d[1] = np.full(5 << 20, 7, np.int32)
+    offset = d.id.get_chunk_info(0).byte_offset
+with open("wide_element.h5", "r+b") as f:
+    f.seek(offset + 1000); b = f.read(1); f.seek(offset + 1000); f.write(bytes([b[0] ^ 0x40]))
+PY
+expect_exit 3 "verify a flipped byte in a 20 MiB element" -- "$LONGCTX" ckpt verify wide_element.h5 --quiet
+expect_in "$OUT/stdout" "/extra/arr" "names the dataset"
+rm -f wide_element.h5
 # A checkpoint whose groups loop (a hard, soft or external link back to an enclosing group): exit 3 naming
 # the link, from verify, inspect and a resume (before: listed forever, a stack overflow, exit 139).
 for link in hard soft external; do

@@ -840,7 +840,7 @@ if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=1m tmpfs "$OUT/full" 2>/dev/nu
   mount -o remount,size=496k "$OUT/full"
   expect_exit 1 "no room for latest" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 5 --checkpoint.every 1 \
     --checkpoint.keep 0 --checkpoint.dir "$OUT/full/c"
-  expect_in "$OUT/stderr" "cannot write .*full/c/latest.tmp: No space left on device; .*full/c/step_00000002.h5 is written and complete, and a restart resumes from .*full/c/step_00000001.h5 \(to resume from step_00000002.h5: echo step_00000002.h5 > .*full/c/latest\)" \
+  expect_in "$OUT/stderr" "cannot write .*full/c/latest.tmp: No space left on device; .*full/c/step_00000002.h5 is written and complete, and a restart resumes from .*full/c/step_00000001.h5 \(to resume from step_00000002.h5: echo step_00000002.h5 > '.*full/c/latest'\)" \
     "says step 2 is complete and a restart resumes from step 1"
   umount "$OUT/full"
 else
