@@ -213,9 +213,9 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
   const auto agree = [&](int code, const std::string& message) {
     std::vector<int> codes{code, process.rank() == 0 ? code : 0};
     if (process.world_size() > 1) process.world().all_reduce(Span<int>(codes), comm::ReduceOp::max);
-    if (code != 0 && process.rank() == 0) std::fprintf(stderr, "longctx: error: %s\n", message.c_str());
+    if (code != 0 && process.rank() == 0) std::fprintf(stderr, "longctx: error: %s\n", log::printable(message).c_str());
     if (code != 0 && process.rank() != 0 && codes[1] == 0)
-      std::fprintf(stderr, "longctx: error on %s: %s\n", where.c_str(), message.c_str());
+      std::fprintf(stderr, "longctx: error on %s: %s\n", where.c_str(), log::printable(message).c_str());
     return codes[0];
   };
   // Runs `phase`, catching the error it throws: (its exit code, its message).
@@ -253,7 +253,7 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
       if (flags[r]) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
     if (!ranks.empty()) {
       if (!differs.empty())
-        std::fprintf(stderr, "longctx: error on %s: not as on rank 0: %s\n", where.c_str(), differs.c_str());
+        std::fprintf(stderr, "longctx: error on %s: not as on rank 0: %s\n", where.c_str(), log::printable(differs).c_str());
       if (process.rank() == 0)
         std::fprintf(stderr,
                      "longctx: error: rank(s) %s differ from rank 0 in their options or inputs (each says how): every "
@@ -274,7 +274,7 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
   }
   cli::Invocation& invocation = *parsed.invocation;
   if (process.rank() == 0 && !invocation.options["quiet"].as<bool>())
-    std::fprintf(stderr, "%s", cli::describe(invocation, parsed.declared).c_str());
+    std::fprintf(stderr, "%s", log::printable(cli::describe(invocation, parsed.declared)).c_str());
   return invocation.command.run(invocation);
 }
 
@@ -288,7 +288,7 @@ int main(int argc, char** argv) {
   try {
     process.emplace(&argc, &argv);
   } catch (const Error& e) {
-    std::fprintf(stderr, "longctx: error: %s\n", e.what());
+    std::fprintf(stderr, "longctx: error: %s\n", log::printable(e.what()).c_str());
     return static_cast<int>(e.code());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "longctx: error: cannot start: %s\n", e.what());

@@ -11,6 +11,7 @@
 
 #include "io/checkpoint.hpp"
 #include "runtime/commands/commands.hpp"
+#include "runtime/core/log.hpp"
 #include "runtime/train/train_state_io.hpp"
 
 namespace longctx::cli {
@@ -33,7 +34,7 @@ int on_rank0(Invocation& invocation, const std::function<int()>& work) {
     try {
       code = work();
     } catch (const Error& e) {
-      std::cerr << "longctx: error: " << e.what() << "\n";
+      std::cerr << "longctx: error: " << log::printable(e.what()) << "\n";
       code = static_cast<int>(e.code());
     }
   }

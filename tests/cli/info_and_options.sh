@@ -132,4 +132,21 @@ expect_in "$OUT/stderr" "environment variable LONGCTX_COMM_TIMEOUT='soon'" "the 
 expect_exit 0 "an empty variable is unset" -- env LONGCTX_COMM_TIMEOUT= LONGCTX_CONFIG= "$LONGCTX" info
 expect_in "$OUT/stderr" "comm-timeout = 600  \[default\]" "empty LONGCTX_COMM_TIMEOUT leaves the default"
 
+# Control characters from the user's input (an ESC or CR in a file name) reach stderr as \xNN, in errors,
+# warnings and the resolved config alike (before: raw, so a name could clear the terminal or fake a line).
+bad=$'bad\x1b[2Jname\rX.h5'
+expect_exit 3 "attend with an ESC and a CR in the input's name" -- "$LONGCTX" attend --input "$bad" --output "$OUT/o.h5" \
+  --segment-lengths 4 --dilation-rates 1
+expect_in "$OUT/stderr" 'bad\\x1b\[2Jname\\x0dX\.h5: no such file' "the error escapes them"
+grep -q $'[\x1b\r]' "$OUT/stderr" && fail "a raw ESC or CR reached stderr" || pass "no raw ESC or CR on stderr"
+expect_exit 3 "ckpt inspect of such a name" -- "$LONGCTX" ckpt inspect "$bad" --quiet
+grep -q $'[\x1b\r]' "$OUT/stderr" && fail "ckpt: a raw ESC or CR reached stderr" || pass "ckpt: escaped"
+log=$'log\x1b[2J.jsonl'  # (a CR is refused in a config value: a line break)
+printf '{"step": 1}\n' >"$OUT/$log"
+expect_exit 0 "train logging to an ESC's name, which holds a line" -- "$LONGCTX" train --quiet --model.layers 1 --model.dim 16 \
+  --model.heads 2 --model.mlp_hidden 16 --model.segment_lengths 16,32 --model.dilation_rates 1,2 --data.seq_len 32 \
+  --train.steps 1 --log.jsonl "$OUT/$log"
+expect_in "$OUT/stderr" 'warn r0\] log.jsonl=.*log\\x1b\[2J\.jsonl already holds 1 line' "a warning escapes it"
+grep -q $'[\x1b\r]' "$OUT/stderr" && fail "train: a raw ESC or CR reached stderr" || pass "train: escaped"
+
 finish
