@@ -109,6 +109,13 @@ class CheckpointWriter {
   // /state/rank/<name>: each rank's own bytes (lengths may differ).
   void write_rank_blob(const std::string& name, Span<const uint8_t> bytes);
 
+  // Reserves room for the file before its tensors are written (rank 0: fallocate, its size unchanged): the
+  // size of the newest checkpoint in the directory, or `estimate` bytes where there is none.
+  // Every rank throws InternalError when the file system has no room for them (ENOSPC, EDQUOT): on more
+  // than one rank, a write failing on one rank mid-file could leave the ranks in different collectives
+  // inside HDF5, which only --comm-timeout ends. A file system that cannot reserve is written as before.
+  void reserve(uint64_t estimate);
+
   // The commit protocol above. `keep`: how many committed files to keep (0 keeps all). Returns the
   // committed path. `crash` stops early to simulate a crash (tests only).
   std::string commit(int64_t keep, CrashPoint crash = CrashPoint::none);
@@ -125,6 +132,7 @@ class CheckpointWriter {
   RegisteredClaim registered_;  // removed by any rank on a failure, an abort or a signal (atomic_output.hpp)
   h5::File file_;
   bool committed_ = false;
+  uint64_t reserved_ = 0;  // bytes reserve() allocated (rank 0)
 };
 
 struct RankBlob {

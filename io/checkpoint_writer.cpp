@@ -1,6 +1,12 @@
 // CheckpointWriter: the collective write and the commit protocol of checkpoint.hpp.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -194,6 +200,27 @@ CheckpointWriter::CheckpointWriter(std::string dir, const CheckpointMeta& meta, 
   file_.write_attribute("config_fnv1a64", config_hash(config));
 }
 
+void CheckpointWriter::reserve(uint64_t estimate) {
+  run_on_rank0(comm_, "reserving room for " + temporary_, [&] {
+    if (claim_.fd() < 0) return;
+    uint64_t bytes = estimate;
+    const std::vector<std::string> named = list_checkpoints(dir_);
+    std::error_code error;
+    if (!named.empty()) bytes = std::filesystem::file_size(named.back(), error);
+    if (error) bytes = estimate;
+    if (bytes == 0) return;
+    if (::fallocate(claim_.fd(), FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(bytes)) == 0) {
+      reserved_ = bytes;
+      return;
+    }
+    const int reason = errno;
+    if (reason != ENOSPC && reason != EDQUOT) return;  // EOPNOTSUPP and the like: no reservation here
+    throw InternalError("cannot reserve the " + std::to_string(bytes) + " bytes the checkpoint " + temporary_ +
+                        " needs (" + (named.empty() ? "its tensors" : "the size of " + named.back()) + "): " +
+                        std::strerror(reason) + full_disk_note(dir_) + "; nothing of it was written");
+  });
+}
+
 CheckpointWriter::~CheckpointWriter() {
   if (!committed_) claim_.remove_if_held();  // held (rank 0): no other writer's file
 }
@@ -263,6 +290,14 @@ void CheckpointWriter::write_rank_blob(const std::string& name, Span<const uint8
 std::string CheckpointWriter::commit(int64_t keep, CrashPoint crash) {
   if (committed_) throw InternalError("checkpoint " + final_ + ": committed twice");
   close_and_sync(file_, comm_);  // steps 1-2: complete on disk on every rank
+  // What reserve() allocated past the file's end stays allocated (HDF5 truncates only a file longer than
+  // its data, and ext4 punches no hole past the end): a shrinking truncate frees it (one byte longer, then
+  // back), or each checkpoint would keep the estimate's surplus. Best effort; synced again.
+  struct stat written {};
+  if (reserved_ > 0 && claim_.fd() >= 0 && ::fstat(claim_.fd(), &written) == 0 &&
+      reserved_ > static_cast<uint64_t>(written.st_size) && ::ftruncate(claim_.fd(), written.st_size + 1) == 0 &&
+      ::ftruncate(claim_.fd(), written.st_size) == 0)
+    ::fsync(claim_.fd());
   if (crash == CrashPoint::after_temporary_closed) {
     committed_ = true;  // a crashed process removes nothing, and its lock dies with it
     registered_.release();

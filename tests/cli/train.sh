@@ -816,6 +816,19 @@ if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=1m tmpfs "$OUT/full" 2>/dev/nu
     --train.steps 40 --checkpoint.every 1 --checkpoint.keep 0 --checkpoint.dir "$OUT/full/c"
   expect_in "$OUT/stderr" "No space left on device|the file system of .*full/c has [0-9]+ bytes free: full\?" "names the reason"
   rm -rf "$OUT/full/c"
+  # Room for one checkpoint and most of a second, 2 ranks, the default --comm-timeout (600 s): a write that
+  # failed on one rank left the ranks in different collectives inside HDF5, and the job waited the whole
+  # timeout. The checkpoint's bytes are reserved before it is written: the run stops at once, naming them.
+  mount -o remount,size=492k "$OUT/full"
+  start=$(date +%s)
+  expect_exit 1 "a second checkpoint without room, 2 ranks" -- timeout 120 "${MPIRUN[@]}" -np 2 "$LONGCTX" train \
+    "${SMALL[@]}" --train.steps 4 --checkpoint.every 1 --checkpoint.keep 0 --checkpoint.dir "$OUT/full/c"
+  expect_in "$OUT/stderr" "cannot reserve the [0-9]+ bytes the checkpoint .*full/c/step_00000002.h5.tmp needs \(the size of .*step_00000001.h5\): No space left on device" \
+    "says the checkpoint's bytes could not be reserved"
+  [ $(( $(date +%s) - start )) -lt 60 ] && [ "$(cat "$OUT/full/c/latest")" = step_00000001.h5 ] && ! ls "$OUT/full/c"/*.tmp >/dev/null 2>&1 &&
+    pass "... at once; step 1 stays latest, no .tmp left" || fail "after $(( $(date +%s) - start )) s: $(ls "$OUT/full/c" | tr '\n' ' ')"
+  rm -rf "$OUT/full/c"
+  mount -o remount,size=1m "$OUT/full"
   # checkpoint.keep=4 on a disk that holds 4 of them (246 KB each): the oldest goes before the save
   # instead of after, so the run completes. Before: exit 1 at the fifth save.
   expect_exit 0 "keep=4 on a disk for 4 checkpoints" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 10 \
