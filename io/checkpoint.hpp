@@ -110,7 +110,8 @@ class CheckpointWriter {
   void write_rank_blob(const std::string& name, Span<const uint8_t> bytes);
 
   // Reserves room for the file before its tensors are written (rank 0: fallocate, its size unchanged): the
-  // size of the newest checkpoint in the directory, or `estimate` bytes where there is none.
+  // size of the checkpoint `latest` names and 1/16 more (a resume's config text may be longer), or
+  // `estimate` bytes where there is none.
   // Every rank throws InternalError when the file system has no room for them (ENOSPC, EDQUOT): on more
   // than one rank, a write failing on one rank mid-file could leave the ranks in different collectives
   // inside HDF5, which only --comm-timeout ends. A file system that cannot reserve is written as before.

@@ -203,11 +203,17 @@ CheckpointWriter::CheckpointWriter(std::string dir, const CheckpointMeta& meta, 
 void CheckpointWriter::reserve(uint64_t estimate) {
   run_on_rank0(comm_, "reserving room for " + temporary_, [&] {
     if (claim_.fd() < 0) return;
-    uint64_t bytes = estimate;
-    const std::vector<std::string> named = list_checkpoints(dir_);
+    // Sized by this run's last checkpoint, not by the highest-numbered file (another run's, never this
+    // run's to count: list_own_checkpoints).
+    std::string sized_by;
+    try {
+      if (const std::optional<std::string> latest = find_latest_checkpoint(dir_)) sized_by = *latest;
+    } catch (const Error&) {  // a damaged `latest`: the estimate
+    }
     std::error_code error;
-    if (!named.empty()) bytes = std::filesystem::file_size(named.back(), error);
-    if (error) bytes = estimate;
+    const uintmax_t size = sized_by.empty() ? 0 : std::filesystem::file_size(sized_by, error);
+    const bool measured = !sized_by.empty() && !error && size > 0;
+    const uint64_t bytes = measured ? size + size / 16 : estimate;
     if (bytes == 0) return;
     if (::fallocate(claim_.fd(), FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(bytes)) == 0) {
       reserved_ = bytes;
@@ -215,9 +221,10 @@ void CheckpointWriter::reserve(uint64_t estimate) {
     }
     const int reason = errno;
     if (reason != ENOSPC && reason != EDQUOT) return;  // EOPNOTSUPP and the like: no reservation here
-    throw InternalError("cannot reserve the " + std::to_string(bytes) + " bytes the checkpoint " + temporary_ +
-                        " needs (" + (named.empty() ? "its tensors" : "the size of " + named.back()) + "): " +
-                        std::strerror(reason) + full_disk_note(dir_) + "; nothing of it was written");
+    throw InternalError("cannot reserve " + std::to_string(bytes) + " bytes for the checkpoint " + temporary_ + " (" +
+                        (measured ? "the size of " + sized_by + " and 1/16 more"
+                                  : "an estimate of its tensors and HDF5's own bytes") +
+                        "): " + std::strerror(reason) + full_disk_note(dir_) + "; nothing of it was written");
   });
 }
 

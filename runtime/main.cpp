@@ -81,7 +81,10 @@ struct Parsed {
 };
 
 void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed& parsed) {
-  if (args.empty()) throw UsageError("no command given\n\n" + top_help());
+  if (args.empty()) {  // the help, then the error (one line, as every error)
+    if (process.rank() == 0) std::fprintf(stderr, "%s\n", top_help().c_str());
+    throw UsageError("no command given (the commands are above)");
+  }
   if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     // `longctx help attend` (or --help attend) is `longctx attend --help`; `help --help` is the top help.
     if (args.size() > 1 && args[1] != "--help" && args[1] != "-h" && args[1] != "help") {
@@ -274,7 +277,7 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
   }
   cli::Invocation& invocation = *parsed.invocation;
   if (process.rank() == 0 && !invocation.options["quiet"].as<bool>())
-    std::fprintf(stderr, "%s", log::printable(cli::describe(invocation, parsed.declared)).c_str());
+    std::fprintf(stderr, "%s", log::printable(cli::describe(invocation, parsed.declared), true).c_str());
   return invocation.command.run(invocation);
 }
 

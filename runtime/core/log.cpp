@@ -22,15 +22,15 @@ void write(const char* level, const std::string& message) {
 }
 }  // namespace
 
-// Control characters other than line breaks and tabs as \xNN: messages name files and values from the
-// user's input, and an ESC or CR in a file name must not reach the terminal raw (clear it, fake a line);
-// a NUL no longer cuts the message.
-std::string printable(const std::string& message) {
+// Control characters other than tabs as \xNN: messages name files and values from the user's input, and
+// an ESC, CR or LF in a file name must not reach the terminal raw (clear it, fake a line); a NUL no longer
+// cuts the message. Line breaks are kept only in text that is ours alone (the resolved config).
+std::string printable(const std::string& message, bool keep_line_breaks) {
   std::string out;
   out.reserve(message.size());
   for (const char ch : message) {
     const auto c = static_cast<unsigned char>(ch);
-    if ((c >= 0x20 && c != 0x7f) || c == '\n' || c == '\t') {
+    if ((c >= 0x20 && c != 0x7f) || (c == '\n' && keep_line_breaks) || c == '\t') {
       out += ch;
     } else {
       char escaped[8];

@@ -139,6 +139,13 @@ expect_exit 3 "attend with an ESC and a CR in the input's name" -- "$LONGCTX" at
   --segment-lengths 4 --dilation-rates 1
 expect_in "$OUT/stderr" 'bad\\x1b\[2Jname\\x0dX\.h5: no such file' "the error escapes them"
 grep -q $'[\x1b\r]' "$OUT/stderr" && fail "a raw ESC or CR reached stderr" || pass "no raw ESC or CR on stderr"
+expect_exit 3 "attend with a line feed in the input's name" -- "$LONGCTX" attend --input $'x\n[longctx info r0] done: fake.h5' \
+  --output "$OUT/o.h5" --segment-lengths 4 --dilation-rates 1
+grep -q '^\[longctx info r0\] done: fake' "$OUT/stderr" && fail "the name faked a line" ||
+  expect_in "$OUT/stderr" 'x\\x0a\[longctx info r0\] done: fake\.h5: no such file' "a line feed is escaped too"
+expect_exit 2 "no command: the help, then a one-line error" -- "$LONGCTX"
+[ "$(tail -1 "$OUT/stderr")" = "longctx: error: no command given (the commands are above)" ] && grep -q "attend" "$OUT/stderr" &&
+  pass "... in that order" || fail "no command: $(tail -2 "$OUT/stderr")"
 expect_exit 3 "ckpt inspect of such a name" -- "$LONGCTX" ckpt inspect "$bad" --quiet
 grep -q $'[\x1b\r]' "$OUT/stderr" && fail "ckpt: a raw ESC or CR reached stderr" || pass "ckpt: escaped"
 log=$'log\x1b[2J.jsonl'  # (a CR is refused in a config value: a line break)

@@ -823,7 +823,7 @@ if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=1m tmpfs "$OUT/full" 2>/dev/nu
   start=$(date +%s)
   expect_exit 1 "a second checkpoint without room, 2 ranks" -- timeout 120 "${MPIRUN[@]}" -np 2 "$LONGCTX" train \
     "${SMALL[@]}" --train.steps 4 --checkpoint.every 1 --checkpoint.keep 0 --checkpoint.dir "$OUT/full/c"
-  expect_in "$OUT/stderr" "cannot reserve the [0-9]+ bytes the checkpoint .*full/c/step_00000002.h5.tmp needs \(the size of .*step_00000001.h5\): No space left on device" \
+  expect_in "$OUT/stderr" "cannot reserve [0-9]+ bytes for the checkpoint .*full/c/step_00000002.h5.tmp \(the size of .*step_00000001.h5 and 1/16 more\): No space left on device" \
     "says the checkpoint's bytes could not be reserved"
   [ $(( $(date +%s) - start )) -lt 60 ] && [ "$(cat "$OUT/full/c/latest")" = step_00000001.h5 ] && ! ls "$OUT/full/c"/*.tmp >/dev/null 2>&1 &&
     pass "... at once; step 1 stays latest, no .tmp left" || fail "after $(( $(date +%s) - start )) s: $(ls "$OUT/full/c" | tr '\n' ' ')"
@@ -848,12 +848,13 @@ if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=1m tmpfs "$OUT/full" 2>/dev/nu
   expect_in "$OUT/stderr" "log.jsonl: cannot write .*full/c/.longctx-log-start \(No space left on device\): if this run stops before its first checkpoint, a restart" \
     "says the note cannot be written"
   rm -rf "$OUT/full/c" "$OUT/full/filler2" "$OUT/full/filler"
-  # Room for two checkpoints, not for `latest` after the second: the error says that step 2 is complete and
-  # which one a restart resumes from (before: only "cannot write .../latest.tmp").
-  mount -o remount,size=496k "$OUT/full"
-  expect_exit 1 "no room for latest" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 5 --checkpoint.every 1 \
+  # Inodes for two checkpoints, not for `latest.tmp` after the second (the reserved bytes leave room for it):
+  # the error says that step 2 is complete and which one a restart resumes from (before: only "cannot
+  # write .../latest.tmp").
+  umount "$OUT/full" && mount -t tmpfs -o size=2m,nr_inodes=6 tmpfs "$OUT/full"
+  expect_exit 1 "no inode for latest" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 5 --checkpoint.every 1 \
     --checkpoint.keep 0 --checkpoint.dir "$OUT/full/c"
-  expect_in "$OUT/stderr" "cannot write .*full/c/latest.tmp: No space left on device; .*full/c/step_00000002.h5 is written and complete, and a restart resumes from .*full/c/step_00000001.h5 \(to resume from step_00000002.h5: echo step_00000002.h5 > '.*full/c/latest'\)" \
+  expect_in "$OUT/stderr" "cannot (create|write) .*full/c/latest.tmp: No space left on device; .*full/c/step_00000002.h5 is written and complete, and a restart resumes from .*full/c/step_00000001.h5 \(to resume from step_00000002.h5: echo step_00000002.h5 > '.*full/c/latest'\)" \
     "says step 2 is complete and a restart resumes from step 1"
   umount "$OUT/full"
 else
