@@ -70,10 +70,6 @@ struct CheckpointMeta {
 
 // "step_00000042.h5"
 std::string checkpoint_file_name(int64_t step);
-// `text` for a message or a listing, at most `limit` characters, control characters as \xNN (so a name from
-// a file cannot move the terminal's cursor, clear it or fake another line); with `ascii_only`, also every
-// byte past ASCII and the backslash (bytes that may be binary).
-std::string printable(const std::string& text, size_t limit = std::string::npos, bool ascii_only = true);
 // FNV-1a (64 bit) of the /config text, as the root attribute `config_fnv1a64` records it (the bits as
 // int64). Readers compare it where present (checkpoints written before it have none).
 int64_t config_hash(const std::string& text);

@@ -7,6 +7,7 @@
 #include <regex>
 
 #include "io/checkpoint.hpp"
+#include "runtime/core/log.hpp"
 
 namespace longctx::io {
 namespace {
@@ -39,22 +40,6 @@ std::vector<uint8_t> read_bytes(const h5::Dataset& dataset) {
 }
 
 }  // namespace
-
-std::string printable(const std::string& text, size_t limit, bool ascii_only) {
-  std::string out;
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (out.size() >= limit) return out + "...";
-    const auto c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c != 0x7f && (!ascii_only || (c < 0x7f && c != '\\'))) {
-      out += static_cast<char>(c);
-    } else {
-      char escaped[8];
-      std::snprintf(escaped, sizeof(escaped), "\\x%02x", c);
-      out += escaped;
-    }
-  }
-  return out;
-}
 
 CheckpointReader::CheckpointReader(std::string path, MPI_Comm comm)
     : path_(std::move(path)), file_(h5::File::open(path_, h5::Mode::read, comm)) {
@@ -232,7 +217,7 @@ std::optional<std::string> find_latest_checkpoint(const std::string& dir) {
   const auto first = std::find_if_not(head.begin(), head.end(), space);
   const std::string name(first, std::find_if(first, head.end(), space));
   if (!std::regex_match(name, committed_name()))
-    throw InputError(latest + ": holds '" + printable(name, 64) + "', not a checkpoint file name like step_00000001.h5");
+    throw InputError(latest + ": holds '" + log::printable(name, "", 64, /*ascii_only=*/true) + "', not a checkpoint file name like step_00000001.h5");
   const std::string path = dir + "/" + name;
   std::error_code error;
   const auto status = std::filesystem::status(path, error);

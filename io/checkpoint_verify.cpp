@@ -4,7 +4,6 @@
 // Damage is collected into the report, naming the dataset.
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <sstream>
 
@@ -64,18 +63,28 @@ std::string check_dataset(const h5::Dataset& dataset, double& min_value) {
   if (!memory_type.valid()) h5::throw_input(dataset.where().describe() + ": unsupported datatype");
   const int64_t element_bytes = static_cast<int64_t>(H5Tget_size(memory_type.id()));
   const Shape shape = dataset.shape();
+  // The first non-finite value of `count` read into `buffer` (doubles), "" when none; `flat`: the flat index
+  // of the first of them (-1: a scalar, which has none). Scalars are checked as arrays are (before: a
+  // scalar inf or nan passed).
+  std::vector<uint8_t> buffer;
+  const auto non_finite = [&](int64_t count, int64_t flat) -> std::string {
+    if (!floating) return "";
+    const double* values = reinterpret_cast<const double*>(buffer.data());
+    for (int64_t i = 0; i < count; ++i) {
+      min_value = std::min(min_value, values[i]);
+      if (std::isfinite(values[i])) continue;
+      std::ostringstream out;
+      out << "non-finite value " << values[i];
+      if (flat >= 0) out << " at flat index " << flat + i;
+      return out.str();
+    }
+    return "";
+  };
   if (shape.empty()) {
-    std::vector<uint8_t> buffer(static_cast<size_t>(element_bytes));
+    buffer.resize(static_cast<size_t>(element_bytes));
     h5::Dataspace space = h5::Dataspace::scalar();
     dataset.read(memory_type.id(), space, dataset.file_space(), buffer.data());
-    if (!floating) return "";
-    double value = 0;  // checked as the arrays' elements are (before: a scalar inf or nan passed)
-    std::memcpy(&value, buffer.data(), sizeof(value));
-    min_value = std::min(min_value, value);
-    if (std::isfinite(value)) return "";
-    std::ostringstream out;
-    out << "non-finite value " << value;
-    return out.str();
+    return non_finite(1, -1);
   }
   // Blocks of at most kBlockBytes: whole rows of dimension `split` (every index before it fixed), where
   // `split` is the first dimension whose rows fit. Before, blocks were rows of dimension 0 only, so a
@@ -87,19 +96,15 @@ std::string check_dataset(const h5::Dataset& dataset, double& min_value) {
   while (split + 1 < rank && inner * element_bytes > kBlockBytes) inner /= shape[static_cast<size_t>(++split)];
   const int64_t block_rows = std::max<int64_t>(1, kBlockBytes / (inner * element_bytes));
   const int64_t split_extent = shape[static_cast<size_t>(split)];
-  std::vector<uint8_t> buffer;
-  Shape outer(static_cast<size_t>(split), 0);  // the fixed indices before `split`
-  for (;;) {
-    int64_t outer_flat = 0;  // flat index of (outer, 0, ...)
-    for (int d = 0; d < split; ++d) outer_flat = outer_flat * shape[static_cast<size_t>(d)] + outer[static_cast<size_t>(d)];
-    outer_flat *= split_extent * inner;
+  const int64_t outer_count = element_count(shape) / (split_extent * inner);  // index tuples before `split`
+  for (int64_t outer = 0; outer < outer_count; ++outer) {
+    Shape start(shape.size(), 0), count = shape;
+    for (int64_t d = split - 1, rest = outer; d >= 0; rest /= shape[static_cast<size_t>(d)], --d) {
+      start[static_cast<size_t>(d)] = rest % shape[static_cast<size_t>(d)];
+      count[static_cast<size_t>(d)] = 1;
+    }
     for (int64_t row = 0; row < split_extent; row += block_rows) {
       const int64_t rows = std::min(block_rows, split_extent - row);
-      Shape start(shape.size(), 0), count = shape;
-      for (int d = 0; d < split; ++d) {
-        start[static_cast<size_t>(d)] = outer[static_cast<size_t>(d)];
-        count[static_cast<size_t>(d)] = 1;
-      }
       start[static_cast<size_t>(split)] = row;
       count[static_cast<size_t>(split)] = rows;
       h5::Dataspace file = dataset.file_space();
@@ -108,23 +113,9 @@ std::string check_dataset(const h5::Dataset& dataset, double& min_value) {
       buffer.resize(static_cast<size_t>(elements * element_bytes));
       h5::Dataspace memory = h5::Dataspace::simple({elements});
       dataset.read(memory_type.id(), memory, file, buffer.data());
-      if (!floating) continue;
-      const double* values = reinterpret_cast<const double*>(buffer.data());
-      for (int64_t i = 0; i < elements; ++i) {
-        min_value = std::min(min_value, values[i]);
-        if (!std::isfinite(values[i])) {
-          std::ostringstream out;
-          out << "non-finite value " << values[i] << " at flat index " << outer_flat + row * inner + i;
-          return out.str();
-        }
-      }
+      if (std::string problem = non_finite(elements, (outer * split_extent + row) * inner); !problem.empty())
+        return problem;
     }
-    int d = split - 1;  // next outer index, last dimension fastest
-    for (; d >= 0; --d) {
-      if (++outer[static_cast<size_t>(d)] < shape[static_cast<size_t>(d)]) break;
-      outer[static_cast<size_t>(d)] = 0;
-    }
-    if (d < 0) break;
   }
   return "";
 }

@@ -19,6 +19,16 @@
 namespace longctx::io {
 namespace {
 
+// The checkpoint a restart in `dir` resumes from (find_latest_checkpoint); "" where there is none, or where
+// `latest` is damaged.
+std::string resumed_from(const std::string& dir) {
+  try {
+    if (const std::optional<std::string> latest = find_latest_checkpoint(dir)) return *latest;
+  } catch (const Error&) {
+  }
+  return "";
+}
+
 int64_t broadcast_int64(MPI_Comm comm, int64_t value) {
   if (comm != MPI_COMM_NULL) LONGCTX_CHECK_MPI(MPI_Bcast(&value, 1, MPI_INT64_T, 0, comm));
   return value;
@@ -204,12 +214,8 @@ void CheckpointWriter::reserve(uint64_t estimate) {
   run_on_rank0(comm_, "reserving room for " + temporary_, [&] {
     if (claim_.fd() < 0) return;
     // Sized by this run's last checkpoint, not by the highest-numbered file (another run's, never this
-    // run's to count: list_own_checkpoints).
-    std::string sized_by;
-    try {
-      if (const std::optional<std::string> latest = find_latest_checkpoint(dir_)) sized_by = *latest;
-    } catch (const Error&) {  // a damaged `latest`: the estimate
-    }
+    // run's to count: list_own_checkpoints); a damaged `latest`: the estimate.
+    const std::string sized_by = resumed_from(dir_);
     std::error_code error;
     const uintmax_t size = sized_by.empty() ? 0 : std::filesystem::file_size(sized_by, error);
     const bool measured = !sized_by.empty() && !error && size > 0;
@@ -322,11 +328,8 @@ std::string CheckpointWriter::commit(int64_t keep, CrashPoint crash) {
     try {
       write_text_durably(dir_ + "/latest", name + "\n");  // step 4
     } catch (const Error& e) {  // say where a restart goes on from (before: only the failed write)
-      std::string resumes = "(unreadable)";
-      try {
-        if (const std::optional<std::string> found = find_latest_checkpoint(dir_)) resumes = *found;
-      } catch (const Error&) {
-      }
+      std::string resumes = resumed_from(dir_);
+      if (resumes.empty()) resumes = "(unreadable)";
       std::error_code same_error;
       const bool same = std::filesystem::equivalent(resumes, final_, same_error);
       throw InternalError(e.what() + std::string("; ") + final_ + " is written and complete, and a restart resumes from " +

@@ -159,7 +159,7 @@ herr_t close_file(hid_t id) {
 
 bool file_close_failed() { return g_file_close_failed; }
 
-// ---- created datasets that would not close ------------------------------------------------------------
+// ---- datasets that would not close --------------------------------------------------------------------
 namespace {
 std::map<std::string, std::string> g_write_failures;  // file name -> HDF5's reason (the first)
 

@@ -277,7 +277,7 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
   }
   cli::Invocation& invocation = *parsed.invocation;
   if (process.rank() == 0 && !invocation.options["quiet"].as<bool>())
-    std::fprintf(stderr, "%s", log::printable(cli::describe(invocation, parsed.declared), true).c_str());
+    std::fprintf(stderr, "%s", log::printable(cli::describe(invocation, parsed.declared), "\t\n").c_str());
   return invocation.command.run(invocation);
 }
 

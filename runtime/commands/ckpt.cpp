@@ -19,7 +19,7 @@ namespace {
 
 // Text from a file (dataset and attribute names, attribute values, /config lines, problems naming them)
 // as printed: control characters as \xNN (before: raw); UTF-8 names read as they are.
-std::string shown(const std::string& text) { return io::printable(text, std::string::npos, /*ascii_only=*/false); }
+std::string shown(const std::string& text) { return log::printable(text, ""); }
 
 void declare_file(po::options_description& desc, po::positional_options_description& positional) {
   desc.add_options()("path", po::value<std::string>(), "checkpoint file, or a checkpoint directory (inspect: its latest; verify: all of them)");

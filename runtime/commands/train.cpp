@@ -511,13 +511,7 @@ class JsonLog {
     out_.open(path, std::ios::app);
     if (!out_) throw UsageError("log.jsonl=" + path + ": cannot open for appending");
     remember_open_file();
-    if (!note_.empty()) {  // `file` is the file as this run starts appending to it
-      begin_ = end_ = file.text.size();
-      before_ = prefix_fingerprint(file.text, begin_);
-      struct stat info {};
-      inode_ = ::stat(path.c_str(), &info) == 0 ? static_cast<uint64_t>(info.st_ino) : 0;
-      write_note();
-    }
+    start_note(file.text);  // `file` is the file as this run starts appending to it
   }
   // The first checkpoint is committed: a restart resumes from it (and trims by step); no note any more.
   void forget_start() {
@@ -610,17 +604,19 @@ class JsonLog {
     log::warn("log.jsonl=" + path_ + ": removed or replaced while the run wrote to it; its next lines go to the file " +
               "now at that name (" + (file.text.empty() ? "a new one" : "appended") + "), the earlier ones went with the old");
     remember_open_file();
-    if (!note_.empty()) {  // this start's lines begin here now
-      begin_ = end_ = file.text.size();
-      before_ = prefix_fingerprint(file.text, begin_);
-      inode_ = static_cast<uint64_t>(open_inode_);
-      write_note();
-    }
+    start_note(file.text);  // this start's lines begin here now
+  }
+  // The note of where this start's lines begin: after `text`, the file out_ appends to as it holds now.
+  void start_note(const std::string& text) {
+    if (note_.empty()) return;
+    begin_ = end_ = text.size();
+    before_ = prefix_fingerprint(text, begin_);
+    write_note();
   }
   // Said once when it fails (a full disk): a restart then keeps this start's lines, as without a note.
   void write_note() {
     std::ofstream note(note_, std::ios::trunc);
-    note << inode_ << " " << begin_ << " " << end_ << " " << before_ << "\n";
+    note << static_cast<uint64_t>(open_inode_) << " " << begin_ << " " << end_ << " " << before_ << "\n";
     note.close();
     if (note || note_failed_) return;
     note_failed_ = true;
@@ -681,10 +677,9 @@ class JsonLog {
   std::ofstream out_;
   bool log_step_one_ = false;
   bool note_failed_ = false;  // write_note warned
-  dev_t open_device_ = 0;     // the file out_ writes to
+  dev_t open_device_ = 0;     // the file out_ writes to (its inode also goes into the note)
   ino_t open_inode_ = 0;
   std::string note_;  // checkpoint.dir's kLogStart until the first checkpoint; "" when none
-  uint64_t inode_ = 0;
   size_t begin_ = 0, end_ = 0;  // this run's lines in the file
   std::string before_;          // fingerprint of the text before them
 };

@@ -1,6 +1,8 @@
 #include "runtime/core/log.hpp"
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <set>
 
@@ -22,15 +24,15 @@ void write(const char* level, const std::string& message) {
 }
 }  // namespace
 
-// Control characters other than tabs as \xNN: messages name files and values from the user's input, and
-// an ESC, CR or LF in a file name must not reach the terminal raw (clear it, fake a line); a NUL no longer
-// cuts the message. Line breaks are kept only in text that is ours alone (the resolved config).
-std::string printable(const std::string& message, bool keep_line_breaks) {
+// Messages name files and values from the user's input, and an ESC, CR or LF in a file name must not reach
+// the terminal raw (clear it, fake a line); a NUL no longer cuts the message.
+std::string printable(const std::string& text, const char* keep, size_t limit, bool ascii_only) {
   std::string out;
-  out.reserve(message.size());
-  for (const char ch : message) {
+  out.reserve(std::min(text.size(), limit));
+  for (const char ch : text) {
+    if (out.size() >= limit) return out + "...";
     const auto c = static_cast<unsigned char>(ch);
-    if ((c >= 0x20 && c != 0x7f) || (c == '\n' && keep_line_breaks) || c == '\t') {
+    if ((c >= 0x20 && c != 0x7f && (!ascii_only || (c < 0x7f && c != '\\'))) || (c != 0 && std::strchr(keep, c))) {
       out += ch;
     } else {
       char escaped[8];

@@ -12,8 +12,12 @@ void warn(const std::string& message);         // every rank that calls it
 // A warning every rank would print alike (about the configuration): rank 0 prints it, once per process.
 void warn_once(const std::string& message);
 void error(const std::string& message);
-// `message` with control characters other than '\t' (and '\n' when `keep_line_breaks`) as \xNN: what every
-// function above prints, for the few messages printed without them.
-std::string printable(const std::string& message, bool keep_line_breaks = false);
+// `text` for the terminal: control characters other than those in `keep` as \xNN (so text from a file or the
+// user cannot move the cursor, clear the screen or fake a line), at most `limit` characters (then "..."),
+// and with `ascii_only` also every byte past ASCII and the backslash (bytes that may be binary). What every
+// function above prints (keep "\t"), for the few messages printed without them; "\t\n" for text of ours
+// alone (the resolved config), "" for names from a file (ckpt's listings).
+std::string printable(const std::string& text, const char* keep = "\t", size_t limit = std::string::npos,
+                      bool ascii_only = false);
 
 }  // namespace longctx::log
