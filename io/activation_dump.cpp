@@ -53,13 +53,16 @@ void ActivationDump::write(int64_t step, int64_t layer, const std::string& name,
                         [directory = directory_of(path())] { return full_disk_note(directory); });
   h5::DatasetOptions options;
   options.chunk = row_chunk(global_shape, seq_axis, sizeof(float));
-  write_rows(output_->file(), dataset_path(step, layer, name), global_shape, seq_axis, rows, block, options);
+  // MPI-IO does not say why a write failed ("file write failed (Write failed)"): a full disk is named.
+  noting_a_full_disk(directory_of(path()), [&] {
+    write_rows(output_->file(), dataset_path(step, layer, name), global_shape, seq_axis, rows, block, options);
+  });
 }
 
 void ActivationDump::close() {
   watchdog::Guard guard("closing the activation dump " + path(),
                         [directory = directory_of(path())] { return full_disk_note(directory); });
-  output_->commit();
+  noting_a_full_disk(directory_of(path()), [&] { output_->commit(); });
 }
 
 }  // namespace longctx::io

@@ -203,8 +203,11 @@ std::string take_error_text() {
   // The innermost entries say what actually went wrong ("truncated file", "Fletcher32 checksum ...").
   const size_t keep = 3;
   const size_t first = lines.size() > keep ? lines.size() - keep : 0;
+  // MPI-IO's failed write is "file write failed (Write failed)" at two levels of the stack: said once.
   std::string text;
-  for (size_t i = lines.size(); i-- > first;) text += (text.empty() ? "" : "; ") + lines[i];
+  for (size_t i = lines.size(); i-- > first;)
+    if (std::find(lines.begin() + static_cast<std::ptrdiff_t>(i) + 1, lines.end(), lines[i]) == lines.end())
+      text += (text.empty() ? "" : "; ") + lines[i];
   return text;
 }
 

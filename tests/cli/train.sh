@@ -816,6 +816,15 @@ if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=1m tmpfs "$OUT/full" 2>/dev/nu
     --train.steps 40 --checkpoint.every 1 --checkpoint.keep 0 --checkpoint.dir "$OUT/full/c"
   expect_in "$OUT/stderr" "No space left on device|the file system of .*full/c has [0-9]+ bytes free: full\?" "names the reason"
   rm -rf "$OUT/full/c"
+  # An activation dump that fills the disk, 2 ranks: MPI-IO's error says only "Write failed" (before: only
+  # that, three times over); the message names the full disk, once, and no .tmp is left.
+  expect_exit 1 "an activation dump fills the disk, 2 ranks" -- timeout 120 "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" \
+    --train.steps 8 --dump.activations "$OUT/full/d.h5" --dump.steps 1,2,3,4,5,6,7,8 --dump.layers 0,1
+  expect_in "$OUT/stderr" "d.h5.tmp: /step_[0-9]+/layer_[01]/[qkvo]: write failed: .*the file system of .*full has [0-9]+ bytes free: full\?" \
+    "names the dataset and the full disk"
+  grep -q "driver write request failed (Write failed); file write failed (Write failed)" "$OUT/stderr" &&
+    fail "MPI-IO's error said twice" || pass "says MPI-IO's error once"
+  [ -z "$(ls -A "$OUT/full")" ] && pass "no .tmp left" || fail "left: $(ls -A "$OUT/full" | tr '\n' ' ')"
   # Room for one checkpoint and most of a second, 2 ranks, the default --comm-timeout (600 s): a write that
   # failed on one rank left the ranks in different collectives inside HDF5, and the job waited the whole
   # timeout. The checkpoint's bytes are reserved before it is written: the run stops at once, naming them.
