@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <set>
+#include <sys/resource.h>
 
 #include "comm/mpi_communicator.hpp"
 #include "io/token_dataset.hpp"
@@ -192,6 +194,77 @@ TEST(Data, RowsAreSlicesOfTheWholeSequenceAndDeterministic) {
     }
     EXPECT_EQ(scored, whole.answers * d.key_digits) << task;
   }
+}
+
+// Each rank builds only its own rows (and the token before them, and the last target): every field of every
+// part of every split is the whole sequence's, whatever the task, supervision, curriculum or split.
+TEST(Data, EveryPartOfAnySplitIsTheWholeSequences) {
+  for (const char* task : {"passkey", "associative"})
+    for (const char* supervision : {"all", "answer"}) {
+      DataConfig d = small_data();
+      d.task = task;
+      d.supervision = supervision;
+      d.seq_len = 210;
+      d.key_repeats = 2;
+      d.records = 5;
+      d.queries = 3;
+      d.curriculum_steps = 3;
+      d.curriculum_min_span = 100;
+      const auto data = make_dataset(d);
+      for (int64_t index : {0, 1, 5})
+        for (bool eval : {false, true}) {
+          const SequenceRows whole = data->rows(eval, index, {0, d.seq_len});
+          EXPECT_EQ(whole.previous, -1);
+          EXPECT_EQ(whole.tokens[0], 10) << "BOS";
+          for (int64_t parts : {2, 3, 7, 210}) {
+            SCOPED_TRACE(std::string(task) + ", " + supervision + ", sequence " + std::to_string(index) +
+                         (eval ? " (eval)" : "") + ", " + std::to_string(parts) + " parts");
+            for (int64_t p = 0; p < parts; ++p) {
+              // Uneven parts, the first one empty when parts = 7.
+              const int64_t begin = p == 0 ? 0 : d.seq_len * p / parts + (parts == 7 ? 3 : 0);
+              const int64_t end = p + 1 == parts ? d.seq_len : d.seq_len * (p + 1) / parts + (parts == 7 ? 3 : 0);
+              const int64_t from = parts == 7 && p == 0 ? 0 : begin, to = parts == 7 && p == 0 ? 0 : end;
+              const SequenceRows part = data->rows(eval, index, {from, to});
+              const auto slice = [&](const std::vector<int32_t>& v) {
+                return std::vector<int32_t>(v.begin() + from, v.begin() + to);
+              };
+              EXPECT_EQ(part.tokens, slice(whole.tokens)) << "rows [" << from << ", " << to << ")";
+              EXPECT_EQ(part.targets, slice(whole.targets)) << "rows [" << from << ", " << to << ")";
+              EXPECT_EQ(part.answer_id, slice(whole.answer_id)) << "rows [" << from << ", " << to << ")";
+              EXPECT_EQ(part.previous, from > 0 ? whole.tokens[size_t(from - 1)] : -1);
+              EXPECT_EQ(part.answers, whole.answers);
+            }
+          }
+        }
+    }
+}
+
+// The associative task's records have distinct keys, also where the key table is large: it is never built
+// (before: symbols^2 int64 per sequence, 8.6 GB at model.vocab 65536, on every rank and every step).
+TEST(Data, AssociativeKeysAreDistinctWithoutAKeyTable) {
+  DataConfig d = small_data();
+  d.task = "associative";
+  d.vocab = 65536;
+  d.seq_len = 4096;
+  d.records = 300;
+  d.queries = 2;
+  d.key_digits = 2;
+  struct rusage before {};
+  getrusage(RUSAGE_SELF, &before);
+  const SequenceRows rows = make_dataset(d)->rows(false, 0, {0, d.seq_len});
+  struct rusage after {};
+  getrusage(RUSAGE_SELF, &after);
+  EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 64 * 1024) << "KiB of peak memory for one sequence";
+  // A record is KEY a b d1 d2 SEP: its key (a, b) follows the KEY token (11).
+  std::set<std::pair<int32_t, int32_t>> keys;
+  int64_t records = 0;
+  for (size_t i = 0; i + 2 < rows.tokens.size(); ++i)
+    if (rows.tokens[i] == 11) {
+      ++records;
+      keys.emplace(rows.tokens[i + 1], rows.tokens[i + 2]);
+    }
+  EXPECT_EQ(records, d.records);
+  EXPECT_EQ(keys.size(), size_t(d.records)) << "distinct keys";
 }
 
 // The depth curriculum (data.curriculum_steps): training sequence i < curriculum_steps puts the passkey

@@ -1,7 +1,7 @@
 #include "runtime/train/data.hpp"
 
 #include <algorithm>
-#include <numeric>
+#include <unordered_map>
 
 #include "io/token_dataset.hpp"
 #include "runtime/core/error.hpp"
@@ -33,25 +33,48 @@ uint64_t stream_seed(uint64_t seed, bool eval, int64_t index) {
   return mix.next() ^ static_cast<uint64_t>(index) * 0xD6E8FEB86659FD93ull;
 }
 
-// A whole synthetic sequence: stream s[0, N] plus, per input row, its trained target and answer id.
-struct Whole {
-  std::vector<int32_t> stream;
-  std::vector<char> trained;
-  std::vector<int32_t> answer_id;
-  int64_t answers = 0;
-};
-
-SequenceRows slice(const Whole& whole, io::RowRange rows) {
-  SequenceRows out;
-  out.answers = whole.answers;
-  out.previous = rows.begin > 0 ? whole.stream[size_t(rows.begin - 1)] : -1;
-  for (int64_t i = rows.begin; i < rows.end; ++i) {
-    out.tokens.push_back(whole.stream[size_t(i)]);
-    out.targets.push_back(whole.trained[size_t(i)] ? whole.stream[size_t(i + 1)] : -1);
-    out.answer_id.push_back(whole.answer_id[size_t(i)]);
+// This rank's part of a synthetic sequence: stream s[lo, hi) (its rows [begin, end), the token before
+// them and the last target, s[end]) and, per row of [begin, end), its trained flag and answer id. The
+// generator draws the whole sequence's layout (O(records) numbers) on every rank alike and writes only what
+// falls inside: memory and time per rank follow its rows, not N (before: the whole stream on every rank).
+class Part {
+ public:
+  Part(io::RowRange rows, bool trained) : rows_(rows), lo_(std::max<int64_t>(0, rows.begin - 1)), hi_(rows.end + 1) {
+    stream_.resize(static_cast<size_t>(hi_ - lo_));
+    trained_.assign(static_cast<size_t>(rows.rows()), trained ? 1 : 0);
+    answer_id_.assign(static_cast<size_t>(rows.rows()), -1);
   }
-  return out;
-}
+  int64_t lo() const { return lo_; }
+  int64_t hi() const { return hi_; }
+  void set(int64_t at, int32_t token) {
+    if (at >= lo_ && at < hi_) stream_[size_t(at - lo_)] = token;
+  }
+  // Row `row` (its target is s[row + 1]) is trained and scored as part of answer `id`.
+  void answer(int64_t row, int32_t id) {
+    if (row < rows_.begin || row >= rows_.end) return;
+    trained_[size_t(row - rows_.begin)] = 1;
+    answer_id_[size_t(row - rows_.begin)] = id;
+  }
+  SequenceRows take(int64_t answers) {
+    SequenceRows out;
+    out.answers = answers;
+    const size_t n = static_cast<size_t>(rows_.rows()), first = static_cast<size_t>(rows_.begin - lo_);
+    out.previous = rows_.begin > 0 ? stream_[0] : -1;
+    out.tokens.assign(stream_.begin() + static_cast<std::ptrdiff_t>(first),
+                      stream_.begin() + static_cast<std::ptrdiff_t>(first + n));
+    out.targets.resize(n);
+    for (size_t i = 0; i < n; ++i) out.targets[i] = trained_[i] ? stream_[first + i + 1] : -1;
+    out.answer_id = std::move(answer_id_);
+    return out;
+  }
+
+ private:
+  io::RowRange rows_;
+  int64_t lo_, hi_;
+  std::vector<int32_t> stream_;
+  std::vector<char> trained_;
+  std::vector<int32_t> answer_id_;
+};
 
 class SyntheticDataset : public Dataset {
  public:
@@ -60,10 +83,10 @@ class SyntheticDataset : public Dataset {
   SequenceRows rows(bool eval, int64_t index, io::RowRange range) const override {
     Rng rng(stream_seed(c_.seed, eval, index));
     const int64_t n = c_.seq_len;
-    Whole w;
-    w.stream.resize(static_cast<size_t>(n + 1));
-    w.trained.assign(static_cast<size_t>(n), c_.supervision == "all" ? 1 : 0);
-    w.answer_id.assign(static_cast<size_t>(n), -1);
+    if (range.begin < 0 || range.end > n || range.begin > range.end)
+      throw InternalError("rows [" + std::to_string(range.begin) + ", " + std::to_string(range.end) +
+                          ") of a sequence of " + std::to_string(n));
+    Part part(range, c_.supervision == "all");
     // Filler: a sentence drawn per sequence, of a length drawn in [period/2, 3 period/2], repeated. It is
     // predictable only by copying from its previous occurrence by CONTENT (its offset varies), which is the
     // mechanism retrieval needs too. The length is odd: coprime to power-of-two dilation rates, some earlier
@@ -71,17 +94,14 @@ class SyntheticDataset : public Dataset {
     const int64_t period = (c_.filler_period / 2 + rng.below(c_.filler_period + 1)) | 1;
     std::vector<int32_t> sentence(static_cast<size_t>(period));
     for (auto& t : sentence) t = static_cast<int32_t>(filler_first() + rng.below(c_.vocab - filler_first()));
-    w.stream[0] = kBos;
-    for (int64_t i = 1; i <= n; ++i) w.stream[size_t(i)] = sentence[size_t(i % period)];
+    part.set(0, kBos);
+    for (int64_t i = std::max<int64_t>(1, part.lo()); i < part.hi(); ++i) part.set(i, sentence[size_t(i % period)]);
     // Depth curriculum: records lie within the last `span` tokens before the query block.
     int64_t span = n;
     if (!eval && c_.curriculum_steps > 0 && index < c_.curriculum_steps)
       span = c_.curriculum_min_span + (n - c_.curriculum_min_span) * index / c_.curriculum_steps;
-    if (c_.task == "passkey")
-      build_passkey(rng, span, w);
-    else
-      build_associative(rng, span, w);
-    return slice(w, range);
+    const int64_t answers = c_.task == "passkey" ? build_passkey(rng, span, part) : build_associative(rng, span, part);
+    return part.take(answers);
   }
 
  private:
@@ -93,17 +113,16 @@ class SyntheticDataset : public Dataset {
     for (auto& d : digits) d = static_cast<int32_t>(rng.below(10));
   }
   // The answer: `digits` at stream positions [at, at + K), predicted from input rows at - 1 ...
-  void ask(Whole& w, int64_t at, const std::vector<int32_t>& digits, int32_t id) const {
+  void ask(Part& part, int64_t at, const std::vector<int32_t>& digits, int32_t id) const {
     for (int64_t j = 0; j < c_.key_digits; ++j) {
-      w.stream[size_t(at + j)] = digits[size_t(j)];
-      w.trained[size_t(at + j - 1)] = 1;
-      w.answer_id[size_t(at + j - 1)] = id;
+      part.set(at + j, digits[size_t(j)]);
+      part.answer(at + j - 1, id);
     }
   }
 
   // The record [KEY d1..dK SEP] (key_repeats times in a row) at a random depth; the sequence ends with
   // [KEY d1..dK]: like the classic prompt, the question restates the record's prefix.
-  void build_passkey(Rng& rng, int64_t span, Whole& w) const {
+  int64_t build_passkey(Rng& rng, int64_t span, Part& part) const {
     const int64_t n = c_.seq_len, k = c_.key_digits, record = (k + 2) * c_.key_repeats;
     std::vector<int32_t> digits;
     write_digits(rng, digits);
@@ -113,44 +132,55 @@ class SyntheticDataset : public Dataset {
     const int64_t at = first + rng.below(last - first + 1);
     for (int64_t copy = 0; copy < c_.key_repeats; ++copy) {
       const int64_t base = at + copy * (k + 2);
-      w.stream[size_t(base)] = kKey;
-      for (int64_t j = 0; j < k; ++j) w.stream[size_t(base + 1 + j)] = digits[size_t(j)];
-      w.stream[size_t(base + 1 + k)] = kSep;
+      part.set(base, kKey);
+      for (int64_t j = 0; j < k; ++j) part.set(base + 1 + j, digits[size_t(j)]);
+      part.set(base + 1 + k, kSep);
     }
-    w.stream[size_t(query)] = kKey;
-    ask(w, query + 1, digits, 0);
-    w.answers = 1;
+    part.set(query, kKey);
+    ask(part, query + 1, digits, 0);
+    return 1;
   }
 
-  void build_associative(Rng& rng, int64_t span, Whole& w) const {
+  int64_t build_associative(Rng& rng, int64_t span, Part& part) const {
     const int64_t n = c_.seq_len, k = c_.key_digits, records = c_.records, queries = c_.queries;
     const int64_t record_len = k + 4, query_len = k + 3;
     const int64_t query_start = n + 1 - queries * query_len;
     const int64_t region_begin = std::max<int64_t>(1, query_start - span);
     const int64_t chunk = (query_start - region_begin) / records;
-    // Distinct keys (a, b) for the records.
-    std::vector<int64_t> keys(static_cast<size_t>(symbols() * symbols()));
-    std::iota(keys.begin(), keys.end(), 0);
-    for (size_t i = 0; i < size_t(records); ++i) std::swap(keys[i], keys[i + size_t(rng.below(int64_t(keys.size() - i)))]);
+    // Distinct keys (a, b) for the records: the first `records` of a Fisher-Yates shuffle of all
+    // symbols^2 keys, with only the moved entries held (before: the whole table, symbols^2 int64 per
+    // sequence: 2 GB at model.vocab 32000).
+    const int64_t key_count = symbols() * symbols();
+    std::unordered_map<int64_t, int64_t> moved;
+    const auto key_at = [&moved](int64_t i) {
+      const auto found = moved.find(i);
+      return found == moved.end() ? i : found->second;
+    };
+    std::vector<int64_t> keys(static_cast<size_t>(records));
+    for (int64_t i = 0; i < records; ++i) {
+      const int64_t j = i + rng.below(key_count - i);
+      keys[size_t(i)] = key_at(j);
+      moved[j] = key_at(i);
+    }
     std::vector<std::vector<int32_t>> values(static_cast<size_t>(records));
     for (int64_t r = 0; r < records; ++r) {
       write_digits(rng, values[size_t(r)]);
       const int64_t at = region_begin + r * chunk + rng.below(chunk - record_len + 1);
-      w.stream[size_t(at)] = kKey;
-      w.stream[size_t(at + 1)] = static_cast<int32_t>(kFirstFree + keys[size_t(r)] / symbols());
-      w.stream[size_t(at + 2)] = static_cast<int32_t>(kFirstFree + keys[size_t(r)] % symbols());
-      for (int64_t j = 0; j < k; ++j) w.stream[size_t(at + 3 + j)] = values[size_t(r)][size_t(j)];
-      w.stream[size_t(at + 3 + k)] = kSep;
+      part.set(at, kKey);
+      part.set(at + 1, static_cast<int32_t>(kFirstFree + keys[size_t(r)] / symbols()));
+      part.set(at + 2, static_cast<int32_t>(kFirstFree + keys[size_t(r)] % symbols()));
+      for (int64_t j = 0; j < k; ++j) part.set(at + 3 + j, values[size_t(r)][size_t(j)]);
+      part.set(at + 3 + k, kSep);
     }
     for (int64_t q = 0; q < queries; ++q) {
       const int64_t r = rng.below(records);
       const int64_t at = query_start + q * query_len;
-      w.stream[size_t(at)] = kQuery;
-      w.stream[size_t(at + 1)] = static_cast<int32_t>(kFirstFree + keys[size_t(r)] / symbols());
-      w.stream[size_t(at + 2)] = static_cast<int32_t>(kFirstFree + keys[size_t(r)] % symbols());
-      ask(w, at + 3, values[size_t(r)], static_cast<int32_t>(q));
+      part.set(at, kQuery);
+      part.set(at + 1, static_cast<int32_t>(kFirstFree + keys[size_t(r)] / symbols()));
+      part.set(at + 2, static_cast<int32_t>(kFirstFree + keys[size_t(r)] % symbols()));
+      ask(part, at + 3, values[size_t(r)], static_cast<int32_t>(q));
     }
-    w.answers = queries;
+    return queries;
   }
 
   DataConfig c_;
