@@ -102,8 +102,8 @@ int64_t selected_rows(int64_t rows, int64_t dilation, int64_t offset) {
   return (rows - offset + dilation - 1) / dilation;
 }
 
-int64_t count_pairs(const Schedule& schedule, int64_t seq_len, int64_t heads, bool causal, HeadOffsets offsets) {
-  int64_t pairs = 0;
+double count_pairs(const Schedule& schedule, int64_t seq_len, int64_t heads, bool causal, HeadOffsets offsets) {
+  long double pairs = 0;  // exact to 2^64
   for (const Branch& branch : schedule.branches) {
     const int64_t segments = segment_count(branch, seq_len);
     for (int64_t h = 0; h < heads; ++h) {
@@ -112,17 +112,17 @@ int64_t count_pairs(const Schedule& schedule, int64_t seq_len, int64_t heads, bo
       const int64_t full_rows = effective_segment_length(branch, seq_len);
       const int64_t last_rows = segment_rows(branch, seq_len, segments - 1);
       auto pairs_of = [&](int64_t rows) {
-        const int64_t m = selected_rows(rows, branch.dilation, offset);
+        const long double m = static_cast<long double>(selected_rows(rows, branch.dilation, offset));
         return causal ? m * (m + 1) / 2 : m * m;
       };
-      if (segments > 0) pairs += (segments - 1) * pairs_of(full_rows) + pairs_of(last_rows);
+      if (segments > 0) pairs += static_cast<long double>(segments - 1) * pairs_of(full_rows) + pairs_of(last_rows);
     }
   }
-  return pairs;
+  return static_cast<double>(pairs);
 }
 
-int64_t count_pairs_in_rows(const Schedule& schedule, int64_t seq_len, int64_t heads, bool causal, HeadOffsets offsets,
-                            int64_t first, int64_t last) {
+double count_pairs_in_rows(const Schedule& schedule, int64_t seq_len, int64_t heads, bool causal, HeadOffsets offsets,
+                           int64_t first, int64_t last) {
   first = std::max<int64_t>(first, 0);
   last = std::min(last, seq_len);
   if (first >= last) return 0;
@@ -132,24 +132,25 @@ int64_t count_pairs_in_rows(const Schedule& schedule, int64_t seq_len, int64_t h
     if (distance <= 0) return int64_t{0};
     return std::min(m, (distance + dilation - 1) / dilation);
   };
-  int64_t pairs = 0;
+  long double pairs = 0;
   for (const Branch& branch : schedule.branches) {
     const int64_t w = effective_segment_length(branch, seq_len), r = branch.dilation;
     for (int64_t segment = first / w; segment * w < last; ++segment) {
       const int64_t s = segment_begin(branch, seq_len, segment), rows = segment_rows(branch, seq_len, segment);
       for (int64_t h = 0; h < heads; ++h) {
         const int64_t o = head_offset(h, r, heads, offsets), m = selected_rows(rows, r, o);
-        const int64_t ja = before(first, s + o, r, m), jb = before(last, s + o, r, m);
+        const long double ja = static_cast<long double>(before(first, s + o, r, m)),
+                          jb = static_cast<long double>(before(last, s + o, r, m));
         // Query j sees j + 1 keys (causal) or all m.
-        pairs += causal ? (jb * (jb + 1) - ja * (ja + 1)) / 2 : (jb - ja) * m;
+        pairs += causal ? (jb * (jb + 1) - ja * (ja + 1)) / 2 : (jb - ja) * static_cast<long double>(m);
       }
     }
   }
-  return pairs;
+  return static_cast<double>(pairs);
 }
 
-int64_t flops_forward(int64_t pairs, int64_t head_dim) { return 4 * head_dim * pairs; }
-int64_t flops_backward(int64_t pairs, int64_t head_dim) { return 10 * head_dim * pairs; }
+double flops_forward(double pairs, int64_t head_dim) { return 4.0 * static_cast<double>(head_dim) * pairs; }
+double flops_backward(double pairs, int64_t head_dim) { return 10.0 * static_cast<double>(head_dim) * pairs; }
 
 void warn_coverage(const Schedule& schedule, int64_t heads, HeadOffsets offsets) {
   for (size_t i = 0; i < schedule.branches.size(); ++i) {

@@ -71,14 +71,16 @@ int64_t segment_rows(const Branch& branch, int64_t seq_len, int64_t segment);
 int64_t selected_rows(int64_t rows, int64_t dilation, int64_t offset);
 
 // Unmasked (query, key) pairs per batch element, summed over branches, segments and heads (partial
-// segments included; causal counts m(m+1)/2 per segment of m selected rows).
-int64_t count_pairs(const Schedule& schedule, int64_t seq_len, int64_t heads, bool causal, HeadOffsets offsets);
+// segments included; causal counts m(m+1)/2 per segment of m selected rows). Pair and FLOP counts are
+// doubles (exact below 2^53, counted in long double): a dense branch at N = 2^31 with 8 heads has 2^65
+// pairs, past int64 (before: int64, which wrapped to 0 there, and the FLOPs at 2^63 / (4 D)).
+double count_pairs(const Schedule& schedule, int64_t seq_len, int64_t heads, bool causal, HeadOffsets offsets);
 // The pairs whose query row lies in [first, last): one rank's share under sequence parallelism (with
 // causal masking, later ranks' queries see more keys). Summed over a partition of [0, N): count_pairs.
-int64_t count_pairs_in_rows(const Schedule& schedule, int64_t seq_len, int64_t heads, bool causal, HeadOffsets offsets,
-                            int64_t first, int64_t last);
-int64_t flops_forward(int64_t pairs, int64_t head_dim);   // 4 D pairs
-int64_t flops_backward(int64_t pairs, int64_t head_dim);  // 10 D pairs
+double count_pairs_in_rows(const Schedule& schedule, int64_t seq_len, int64_t heads, bool causal, HeadOffsets offsets,
+                           int64_t first, int64_t last);
+double flops_forward(double pairs, int64_t head_dim);   // 4 D pairs
+double flops_backward(double pairs, int64_t head_dim);  // 10 D pairs
 
 // Warns once per branch whose head offsets do not reach every residue mod r (with paper offsets: H < r),
 // naming the branch.

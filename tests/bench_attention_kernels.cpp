@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
   const Tensor q = random(shape, 1), k = random(shape, 2), v = random(shape, 3);
   Tensor o, lse, dq, dk, dv;
   auto backend = make_attention_backend("cpu");
-  const int64_t pairs = B * count_pairs(params.schedule, N, H, causal, params.offsets);
+  const double pairs = static_cast<double>(B) * count_pairs(params.schedule, N, H, causal, params.offsets);
   std::printf("N=%lld H=%lld D=%lld B=%lld causal=%d threads=%d pairs=%lld\n", static_cast<long long>(N),
               static_cast<long long>(H), static_cast<long long>(D), static_cast<long long>(B), causal ? 1 : 0,
               omp_get_max_threads(), static_cast<long long>(pairs));
@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
       bwd.push_back(now() - t0);
     }
   }
-  auto report = [&](const char* what, std::vector<double> t, int64_t flops) {
+  auto report = [&](const char* what, std::vector<double> t, double flops) {
     std::sort(t.begin(), t.end());
     const double best = t.front(), median = t[t.size() / 2];
     std::printf("%s: best %.4f s (%.1f GFLOP/s), median %.4f s (%.1f GFLOP/s)\n", what, best,

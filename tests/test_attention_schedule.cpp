@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
@@ -142,7 +143,7 @@ TEST(Schedule, CountPairsMatchesEnumeration) {
     for (int64_t H : {1, 3, 5})
       for (bool causal : {false, true})
         for (auto mode : {HeadOffsets::paper, HeadOffsets::grouped})
-          EXPECT_EQ(count_pairs(s, N, H, causal, mode), enumerate_pairs(s, N, H, causal, mode))
+          EXPECT_EQ(count_pairs(s, N, H, causal, mode), static_cast<double>(enumerate_pairs(s, N, H, causal, mode)))
               << "N " << N << " H " << H << " causal " << causal;
 }
 
@@ -154,11 +155,11 @@ TEST(Schedule, CountPairsInRowsMatchesEnumeration) {
       for (bool causal : {false, true})
         for (auto mode : {HeadOffsets::paper, HeadOffsets::grouped})
           for (int64_t P : {1, 2, 3}) {
-            int64_t total = 0;
+            double total = 0;
             for (int64_t rank = 0; rank < P; ++rank) {
               const int64_t first = N * rank / P, last = N * (rank + 1) / P;
-              const int64_t mine = count_pairs_in_rows(s, N, H, causal, mode, first, last);
-              EXPECT_EQ(mine, enumerate_pairs(s, N, H, causal, mode, first, last))
+              const double mine = count_pairs_in_rows(s, N, H, causal, mode, first, last);
+              EXPECT_EQ(mine, static_cast<double>(enumerate_pairs(s, N, H, causal, mode, first, last)))
                   << "N " << N << " H " << H << " causal " << causal << " rows " << first << ".." << last;
               total += mine;
             }
@@ -169,12 +170,24 @@ TEST(Schedule, CountPairsInRowsMatchesEnumeration) {
 TEST(Schedule, BenchmarkPairsAndFlops) {
   // N = 65536, H = 4, w/r = 2048 for every branch: 3 branches x 4 heads x (N / w) segments x 2048^2 pairs.
   const Schedule s = make_schedule({2048, 4096, 8192}, {1, 2, 4}, false);
-  const int64_t pairs = count_pairs(s, 65536, 4, false, HeadOffsets::paper);
-  EXPECT_EQ(pairs, 4 * (32 + 16 + 8) * int64_t{2048} * 2048);
+  const double pairs = count_pairs(s, 65536, 4, false, HeadOffsets::paper);
+  EXPECT_EQ(pairs, 4.0 * (32 + 16 + 8) * 2048 * 2048);
   EXPECT_EQ(flops_forward(pairs, 64), 4 * 64 * pairs);
   EXPECT_EQ(flops_backward(pairs, 64), 10 * 64 * pairs);
-  // A billion tokens do not overflow.
-  EXPECT_GT(count_pairs(s, int64_t{1} << 30, 4, true, HeadOffsets::paper), int64_t{1} << 31);
+  // A billion tokens: 2^30 / w causal segments of 2048 selected rows per branch and head.
+  EXPECT_EQ(count_pairs(s, int64_t{1} << 30, 4, true, HeadOffsets::paper),
+            4.0 * ((1 << 19) + (1 << 18) + (1 << 17)) * (2048.0 * 2049 / 2));
+  // Past int64: one dense branch over N = 2^31 with 8 heads is 8 * 2^62 = 2^65 pairs (before: int64 wrapped
+  // to 0, and the FLOPs wrapped at 4 D pairs > 2^63); causal, 8 * 2^31 (2^31 + 1) / 2.
+  const Schedule dense = make_schedule({int64_t{1} << 31}, {1}, false);
+  const double n = std::ldexp(1.0, 31);
+  EXPECT_EQ(count_pairs(dense, int64_t{1} << 31, 8, false, HeadOffsets::paper), std::ldexp(1.0, 65));
+  EXPECT_EQ(count_pairs(dense, int64_t{1} << 31, 8, true, HeadOffsets::paper), 8 * n * (n + 1) / 2);
+  EXPECT_EQ(flops_forward(std::ldexp(1.0, 65), 128), std::ldexp(1.0, 74));
+  EXPECT_EQ(flops_backward(std::ldexp(1.0, 65), 128), 10 * std::ldexp(1.0, 72));
+  // Half of the causal rows' pairs: the last rank of 2 has 3/4 of them (rows N/2..N see N/2..N keys).
+  EXPECT_EQ(count_pairs_in_rows(dense, int64_t{1} << 31, 8, true, HeadOffsets::paper, int64_t{1} << 30, int64_t{1} << 31),
+            8 * (n * (n + 1) / 2 - n / 2 * (n / 2 + 1) / 2));
 }
 
 TEST(Schedule, WarnCoverageDoesNotThrow) {

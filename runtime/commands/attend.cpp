@@ -258,16 +258,17 @@ int run(Invocation& invocation) {
     attention.forward(params, q, k, v, o, lse);
     f = attention.last_forward();
   }
-  const int64_t pairs = count_pairs(params.schedule, input.seq_len, input.heads, params.causal, params.offsets) * input.batch;
-  const double flops_fwd = static_cast<double>(flops_forward(pairs, input.head_dim));
-  const double flops_bwd = backward ? static_cast<double>(flops_backward(pairs, input.head_dim)) : 0.0;
+  const double pairs = count_pairs(params.schedule, input.seq_len, input.heads, params.causal, params.offsets) *
+                       static_cast<double>(input.batch);
+  const double flops_fwd = flops_forward(pairs, input.head_dim);
+  const double flops_bwd = backward ? flops_backward(pairs, input.head_dim) : 0.0;
   // This rank's own share of the pairs for its log line (with causal masking, later ranks have more).
-  const int64_t my_pairs = count_pairs_in_rows(params.schedule, input.seq_len, input.heads, params.causal,
-                                               params.offsets, rows.begin, rows.end) * input.batch;
+  const double my_pairs = count_pairs_in_rows(params.schedule, input.seq_len, input.heads, params.causal,
+                                               params.offsets, rows.begin, rows.end) * static_cast<double>(input.batch);
   const std::string where = device.device == "cuda"
                                 ? " on the GPU (" + to_string(device.dtype) + ", host copies included), "
                                 : " on rank 0, ";
-  const auto gflops = [&](int64_t flops, double seconds) { return fixed(static_cast<double>(flops) / seconds / 1e9, 1); };
+  const auto gflops = [&](double flops, double seconds) { return fixed(flops / seconds / 1e9, 1); };
   log::info("forward: " + fixed(f.seconds, 3) + " s" + where + gflops(flops_forward(my_pairs, input.head_dim), f.seconds) +
             " GFLOP/s");
   // From a finite input, a result that is not finite overflowed float32 (a score |q.k| * scale past 3.4e38,
@@ -317,8 +318,8 @@ int run(Invocation& invocation) {
       json << "{\"world_size\": " << P << ", \"batch\": " << input.batch << ", \"seq_len\": " << input.seq_len
            << ", \"heads\": " << input.heads << ", \"head_dim\": " << input.head_dim
            << ", \"schedule\": " << json_schedule(params.schedule) << ", \"causal\": " << (params.causal ? "true" : "false")
-           << ", \"head_offsets\": " << json_string(to_string(params.offsets)) << ", \"pairs\": " << pairs
-           << ", \"flops_fwd\": " << static_cast<int64_t>(flops_fwd) << ", \"flops_bwd\": " << static_cast<int64_t>(flops_bwd)
+           << ", \"head_offsets\": " << json_string(to_string(params.offsets)) << ", \"pairs\": " << json_count(pairs)
+           << ", \"flops_fwd\": " << json_count(flops_fwd) << ", \"flops_bwd\": " << json_count(flops_bwd)
            << ", \"backward\": " << (backward ? "true" : "false") << ", \"per_rank\": [";
       for (int r = 0; r < P; ++r) {
         const auto* x = reinterpret_cast<const RankFigures*>(all.data() + kFields * static_cast<size_t>(r));

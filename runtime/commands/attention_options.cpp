@@ -145,6 +145,12 @@ std::string fixed(double value, int digits) {
   return out.str();
 }
 
+std::string json_count(double count) {
+  char text[400];
+  std::snprintf(text, sizeof(text), "%.0f", count);
+  return text;
+}
+
 std::string json_string(const std::string& text) {
   std::string out = "\"";
   for (char c : text) {

@@ -52,6 +52,8 @@ std::string fixed(double value, int digits);
 
 // One JSON string literal.
 std::string json_string(const std::string& text);
+// A count held in a double (pairs, FLOPs) as a JSON integer: every digit, no exponent ("%.0f").
+std::string json_count(double count);
 std::string json_schedule(const Schedule& schedule);
 uint64_t peak_rss_bytes();
 

@@ -66,9 +66,9 @@ int run_cuda(const AttentionParams& params, Dtype dtype, int64_t B, int64_t N, i
   dims.seq_len = N;
   dims.heads = H;
   dims.head_dim = D;
-  const int64_t pairs = count_pairs(params.schedule, N, H, params.causal, params.offsets) * B;
-  const double flops_fwd = static_cast<double>(flops_forward(pairs, D));
-  const double flops_bwd = static_cast<double>(flops_backward(pairs, D));
+  const double pairs = count_pairs(params.schedule, N, H, params.causal, params.offsets) * static_cast<double>(B);
+  const double flops_fwd = flops_forward(pairs, D);
+  const double flops_bwd = flops_backward(pairs, D);
   log::info("bench attention on " + cuda_description() + ": N=" + std::to_string(N) + " B=" + std::to_string(B) +
             " H=" + std::to_string(H) + " D=" + std::to_string(D) + " " + to_string(dtype) + "; schedule " +
             to_string(params.schedule) + (params.causal ? ", causal" : "") + "; " + std::to_string(warmup) +
@@ -79,9 +79,9 @@ int run_cuda(const AttentionParams& params, Dtype dtype, int64_t B, int64_t N, i
   for (size_t i = 0; i < figures.branches.size(); ++i) {
     const Branch& branch = params.schedule.branches[i];
     const CudaBenchFigures::BranchFigures& f = figures.branches[i];
-    const int64_t branch_pairs = count_pairs(Schedule{{branch}}, N, H, params.causal, params.offsets) * B;
-    const double tf_fwd = static_cast<double>(flops_forward(branch_pairs, D)) / f.seconds_fwd / 1e12;
-    const double tf_bwd = backward ? static_cast<double>(flops_backward(branch_pairs, D)) / f.seconds_bwd / 1e12 : 0;
+    const double branch_pairs = count_pairs(Schedule{{branch}}, N, H, params.causal, params.offsets) * static_cast<double>(B);
+    const double tf_fwd = flops_forward(branch_pairs, D) / f.seconds_fwd / 1e12;
+    const double tf_bwd = backward ? flops_backward(branch_pairs, D) / f.seconds_bwd / 1e12 : 0;
     const double waves_fwd = static_cast<double>(f.blocks_fwd) / static_cast<double>(std::max(1LL, f.resident_fwd));
     const double waves_bwd = static_cast<double>(f.blocks_bwd) / static_cast<double>(std::max(1LL, f.resident_bwd));
     std::ostringstream j, line;
@@ -105,11 +105,11 @@ int run_cuda(const AttentionParams& params, Dtype dtype, int64_t B, int64_t N, i
     out << "{\"world_size\": 1, \"device\": \"cuda\", \"dtype\": " << json_string(to_string(dtype))
         << ", \"gpu\": " << json_string(cuda_description()) << ", \"seq_len\": " << N << ", \"batch\": " << B
         << ", \"heads\": " << H << ", \"head_dim\": " << D << ", \"schedule\": " << json_schedule(params.schedule)
-        << ", \"causal\": " << (params.causal ? "true" : "false") << ", \"pairs\": " << pairs
-        << ", \"flops_fwd\": " << static_cast<int64_t>(flops_fwd) << ", \"seconds_fwd\": " << figures.seconds_fwd
+        << ", \"causal\": " << (params.causal ? "true" : "false") << ", \"pairs\": " << json_count(pairs)
+        << ", \"flops_fwd\": " << json_count(flops_fwd) << ", \"seconds_fwd\": " << figures.seconds_fwd
         << ", \"gflops_fwd\": " << flops_fwd / figures.seconds_fwd / 1e9;
     if (backward)
-      out << ", \"flops_bwd\": " << static_cast<int64_t>(flops_bwd) << ", \"seconds_bwd\": " << figures.seconds_bwd
+      out << ", \"flops_bwd\": " << json_count(flops_bwd) << ", \"seconds_bwd\": " << figures.seconds_bwd
           << ", \"gflops_bwd\": " << flops_bwd / figures.seconds_bwd / 1e9
           << ", \"backward_kernel\": " << json_string(figures.backward_kernel);
     if (backward) out << ", \"backward_launches\": " << figures.launches_bwd;
@@ -121,7 +121,7 @@ int run_cuda(const AttentionParams& params, Dtype dtype, int64_t B, int64_t N, i
   } else {
     std::cout << "dilated attention on " << cuda_description() << "\n  N=" << N << " B=" << B << " H=" << H
               << " D=" << D << " " << to_string(dtype) << ", " << to_string(params.schedule)
-              << (params.causal ? ", causal" : "") << "; pairs " << pairs << "; median of " << iters << " after "
+              << (params.causal ? ", causal" : "") << "; pairs " << json_count(pairs) << "; median of " << iters << " after "
               << warmup << " warm-up; " << fixed(static_cast<double>(figures.device_bytes) / (1 << 30), 2)
               << " GiB on the device\n";
     std::cout << "  forward  " << fixed(figures.seconds_fwd * 1e3, 2) << " ms  "
@@ -197,7 +197,7 @@ int run(Invocation& invocation) {
     dout = seeded_rows(seed, 3, B, N, first, L, H * D);
     dout.reshape({B, L, H, D});
   }
-  const int64_t pairs = count_pairs(params.schedule, N, H, params.causal, params.offsets) * B;
+  const double pairs = count_pairs(params.schedule, N, H, params.causal, params.offsets) * static_cast<double>(B);
   log::info("bench attention: N=" + std::to_string(N) + " B=" + std::to_string(B) + " H=" + std::to_string(H) +
             " D=" + std::to_string(D) + " on " + std::to_string(P) + " rank(s) x " +
             std::to_string(omp_get_max_threads()) + " thread(s); schedule " + to_string(params.schedule) +
@@ -229,15 +229,15 @@ int run(Invocation& invocation) {
                    attention.last_forward().seconds,
                    backward ? (", backward " + fixed(attention.last_backward().seconds, 3) + " s").c_str() : "");
   }
-  const double flops_fwd = static_cast<double>(flops_forward(pairs, D));
-  const double flops_bwd = static_cast<double>(flops_backward(pairs, D));
+  const double flops_fwd = flops_forward(pairs, D);
+  const double flops_bwd = flops_backward(pairs, D);
   // A rank's own pairs (its queries' keys: with causal masking later ranks have more), per batch element.
   const auto rank_pairs = [&](int r) {
-    return B * count_pairs_in_rows(params.schedule, N, H, params.causal, params.offsets, L * r, L * (r + 1));
+    return static_cast<double>(B) * count_pairs_in_rows(params.schedule, N, H, params.causal, params.offsets, L * r, L * (r + 1));
   };
   const auto rank_gflops = [&](int r, bool backward_pass, double seconds) {
-    const int64_t mine = rank_pairs(r);
-    return static_cast<double>(backward_pass ? flops_backward(mine, D) : flops_forward(mine, D)) / seconds / 1e9;
+    const double mine = rank_pairs(r);
+    return (backward_pass ? flops_backward(mine, D) : flops_forward(mine, D)) / seconds / 1e9;
   };
   // Per rank: median seconds, bytes, comm hidden; the job: total FLOPs over the slowest rank's median.
   const std::vector<double> mine{median(fwd), backward ? median(bwd) : 0.0, static_cast<double>(fwd_stats.bytes_sent),
@@ -261,10 +261,10 @@ int run(Invocation& invocation) {
     out << "{\"world_size\": " << P << ", \"threads\": " << omp_get_max_threads() << ", \"seq_len\": " << N
         << ", \"batch\": " << B << ", \"heads\": " << H << ", \"head_dim\": " << D
         << ", \"schedule\": " << json_schedule(params.schedule) << ", \"causal\": " << (params.causal ? "true" : "false")
-        << ", \"pairs\": " << pairs << ", \"flops_fwd\": " << static_cast<int64_t>(flops_fwd)
+        << ", \"pairs\": " << json_count(pairs) << ", \"flops_fwd\": " << json_count(flops_fwd)
         << ", \"seconds_fwd\": " << slowest_fwd << ", \"gflops_fwd\": " << flops_fwd / slowest_fwd / 1e9;
     if (backward)
-      out << ", \"flops_bwd\": " << static_cast<int64_t>(flops_bwd) << ", \"seconds_bwd\": " << slowest_bwd
+      out << ", \"flops_bwd\": " << json_count(flops_bwd) << ", \"seconds_bwd\": " << slowest_bwd
           << ", \"gflops_bwd\": " << flops_bwd / slowest_bwd / 1e9;
     out << ", \"peak_rss_bytes\": " << static_cast<uint64_t>(peak_rss)
         << ", \"tensor_bytes_per_rank\": " << static_cast<uint64_t>(io_bytes) << ", \"per_rank\": [";
@@ -277,7 +277,7 @@ int run(Invocation& invocation) {
         return text.str();
       };
       out << (r ? ", " : "") << "{\"rank\": " << r << ", \"seconds_fwd\": " << field(r, 0)
-          << ", \"pairs\": " << rank_pairs(r) << ", \"gflops_fwd\": " << rank_gflops(r, false, field(r, 0));
+          << ", \"pairs\": " << json_count(rank_pairs(r)) << ", \"gflops_fwd\": " << rank_gflops(r, false, field(r, 0));
       if (backward)
         out << ", \"seconds_bwd\": " << field(r, 1) << ", \"gflops_bwd\": " << rank_gflops(r, true, field(r, 1));
       out << ", \"bytes_sent_fwd\": " << static_cast<uint64_t>(field(r, 2))
@@ -293,7 +293,7 @@ int run(Invocation& invocation) {
     std::cout << "dilated attention, N=" << N << " B=" << B << " H=" << H << " D=" << D << ", "
               << to_string(params.schedule) << (params.causal ? ", causal" : "") << ", " << P << " rank(s) x "
               << omp_get_max_threads() << " thread(s)\n";
-    std::cout << "  pairs " << pairs << "; median of " << iters << " after " << warmup << " warm-up\n";
+    std::cout << "  pairs " << json_count(pairs) << "; median of " << iters << " after " << warmup << " warm-up\n";
     std::cout << "  rank   fwd s    fwd GFLOP/s" << (backward ? "   bwd s    bwd GFLOP/s" : "")
               << "   recv bytes (fwd)  comm hidden   peak RSS MiB\n";
     for (int r = 0; r < P; ++r) {

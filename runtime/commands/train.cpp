@@ -438,9 +438,8 @@ std::string json_number(double x) {
 
 // FLOPs of one training step (forward + backward) of the whole job: dense matmuls plus attention pairs.
 double step_flops(const model::ModelConfig& m, int64_t n) {
-  const int64_t pairs = count_pairs(m.schedule, n, m.heads, true, HeadOffsets::paper);
-  const double attention = double(m.layers) * double(flops_forward(pairs, m.head_dim()) +
-                                                     flops_backward(pairs, m.head_dim()));
+  const double pairs = count_pairs(m.schedule, n, m.heads, true, HeadOffsets::paper);
+  const double attention = double(m.layers) * (flops_forward(pairs, m.head_dim()) + flops_backward(pairs, m.head_dim()));
   return model::dense_flops_per_token(m) * double(n) + attention;
 }
 
