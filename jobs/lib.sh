@@ -1,6 +1,10 @@
 # Shared by the jobs/ scripts: sourced, not run.
 #   longctx_install PKG...   apt-get install of the packages not installed yet (nothing when all are)
 #   longctx_mpirun ARGS...   mpirun with the flags this machine needs (root, more ranks than cores)
+#   longctx_slurm_state           the local cluster's state directory (LONGCTX_SLURM_STATE, default
+#                                 /tmp/longctx-slurm), absolute and clean: start-local.sh and stop-local.sh
+#                                 must name it alike (a trailing '/' or a relative path made stop-local.sh
+#                                 miss the cluster's jobs and leave their ranks running without a controller)
 #   longctx_slurm_answers STATE   the slurmctld answering through STATE/slurm.conf is the one that keeps
 #                                 its state in STATE (jobs/slurm/start-local.sh), not another cluster's
 #   longctx_script_args SCRIPT MODE ARGS...   -h / --help: SCRIPT's header comment, exit 0; MODE no_args
@@ -48,6 +52,8 @@ longctx_mpirun() {
   [ "$(id -u)" -eq 0 ] && extra+=(--allow-run-as-root)
   mpirun "${extra[@]}" "$@"
 }
+
+longctx_slurm_state() { realpath -m -- "${LONGCTX_SLURM_STATE:-/tmp/longctx-slurm}"; }
 
 longctx_slurm_answers() {
   [ "$(SLURM_CONF="$1/slurm.conf" scontrol show config 2>/dev/null | sed -n 's/^StateSaveLocation *= *//p')" = "$1/ctld" ]

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Starts munge, slurmctld and slurmd on this machine with jobs/slurm/slurm.conf.in (one node, localhost),
-# waits until the node is idle, and prints the line to export. Idempotent; stop with stop-local.sh.
+# waits until the node is idle, and prints the line to export. Idempotent; stop with stop-local.sh. A
+# controller restarted on a state directory that holds saved state recovers its queue (pending and
+# requeued jobs are kept); a cluster already running with other settings (ports, CPUs) is refused (exit 2):
+# stop it first.
 #   LONGCTX_SLURM_STATE=dir   where config, state and logs go (default /tmp/longctx-slurm)
 #   LONGCTX_SLURM_CPUS=N      CPUs the node advertises (default 4)
 #   LONGCTX_SLURM_CTLD_PORT=P, LONGCTX_SLURM_D_PORT=P   slurmctld's and slurmd's ports (default 16817,
@@ -13,22 +16,44 @@ source "$here/../lib.sh"
 longctx_script_args "$0" no_args "$@"
 longctx_install slurm-wlm munge
 # Absolute: the daemons work from / once started (a relative directory made them fail to find their files).
-state="$(realpath -m -- "${LONGCTX_SLURM_STATE:-/tmp/longctx-slurm}")"
-# slurm.conf takes its paths unquoted: a blank (or '#', which starts a comment there) breaks it.
+# stop-local.sh resolves it alike (longctx_slurm_state).
+state="$(longctx_slurm_state)"
+# slurm.conf takes its paths unquoted: a blank (or '#', which starts a comment there) breaks it; '&', '|'
+# and '\' would be read by the sed below (before: '&' became "@STATE@" in every path).
 case "$state" in
-  *[[:space:]#]*) echo "start-local.sh: LONGCTX_SLURM_STATE='$state' holds a blank or '#', which slurm.conf" \
-                       "paths cannot; choose a directory without" >&2; exit 2 ;;
+  *[[:space:]#\&\|\\]*) echo "start-local.sh: LONGCTX_SLURM_STATE='$state' holds a blank, '#', '&', '|' or '\'," \
+                       "which slurm.conf paths cannot; choose a directory without" >&2; exit 2 ;;
 esac
 mkdir -p "$state/ctld" "$state/d"
 host="$(hostname -s)"
+pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 sed -e "s|@HOST@|$host|g" -e "s|@USER@|$(id -un)|g" -e "s|@STATE@|$state|g" \
     -e "s|@CPUS@|${LONGCTX_SLURM_CPUS:-4}|g" -e "s|@CTLD_PORT@|${LONGCTX_SLURM_CTLD_PORT:-16817}|g" \
-    -e "s|@D_PORT@|${LONGCTX_SLURM_D_PORT:-16818}|g" "$here/slurm.conf.in" >"$state/slurm.conf"
+    -e "s|@D_PORT@|${LONGCTX_SLURM_D_PORT:-16818}|g" "$here/slurm.conf.in" >"$state/slurm.conf.new"
+# Daemons running on this directory keep the settings they started with: a slurm.conf rewritten under them
+# (before: always) cut them off from every client, stop-local.sh included, and the wait below went on ~10 min.
+if { pid_alive "$state/slurmctld.pid" || pid_alive "$state/slurmd.pid"; } && [ -s "$state/slurm.conf" ] &&
+   ! cmp -s "$state/slurm.conf" "$state/slurm.conf.new"; then
+  rm -f "$state/slurm.conf.new"
+  echo "start-local.sh: the cluster of $state already runs with other settings ($(grep -E '^(SlurmctldPort|SlurmdPort)=' \
+       "$state/slurm.conf" | tr '\n' ' ')$(grep -o 'CPUs=[0-9]*' "$state/slurm.conf" | head -1)); stop it first" \
+       "(LONGCTX_SLURM_STATE=$state jobs/slurm/stop-local.sh) or choose another LONGCTX_SLURM_STATE" >&2
+  exit 2
+fi
+mv -f "$state/slurm.conf.new" "$state/slurm.conf"
 export SLURM_CONF="$state/slurm.conf"
 
 longctx_start_munge
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-pid_alive "$state/slurmctld.pid" || longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmctld -c -f "$SLURM_CONF"
+# -c (a clean start) only where nothing was saved: a controller restarted on its own state recovers the
+# queue (before: -c always, which silently dropped pending and requeued jobs).
+if ! pid_alive "$state/slurmctld.pid"; then
+  if [ -n "$(ls -A "$state/ctld")" ]; then
+    echo "[slurm] slurmctld recovers the jobs saved in $state/ctld" >&2
+    longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmctld -f "$SLURM_CONF"
+  else
+    longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmctld -c -f "$SLURM_CONF"
+  fi
+fi
 pid_alive "$state/slurmd.pid" || longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmd -f "$SLURM_CONF"
 
 # Ours: both daemons of this state directory alive, and the controller that answers keeps its state here.

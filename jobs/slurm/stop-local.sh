@@ -6,14 +6,22 @@
 source "$(cd "$(dirname "$0")" && pwd)/../lib.sh"  # longctx_sudo: start-local.sh started them with it
 longctx_script_args "$0" no_args "$@"
 set +e                                               # stop what can be stopped, whatever fails
-state="${LONGCTX_SLURM_STATE:-/tmp/longctx-slurm}"
+state="$(longctx_slurm_state)"
 if [ ! -s "$state/slurmctld.pid" ] && [ ! -s "$state/slurmd.pid" ]; then
   echo "stop-local.sh: no daemons of $state to stop (is LONGCTX_SLURM_STATE the one start-local.sh used?)" >&2
   exit 0
 fi
 # Only this cluster's jobs: its controller alive and the one answering (not another cluster on its ports).
-if [ -s "$state/slurmctld.pid" ] && longctx_sudo kill -0 "$(cat "$state/slurmctld.pid")" 2>/dev/null &&
-   longctx_slurm_answers "$state"; then
+answers=0
+if [ -s "$state/slurmctld.pid" ] && longctx_sudo kill -0 "$(cat "$state/slurmctld.pid")" 2>/dev/null; then
+  if longctx_slurm_answers "$state"; then
+    answers=1
+  else
+    echo "stop-local.sh: the controller of $state does not answer through $state/slurm.conf (another" \
+         "cluster on its port?): its jobs, if any, are not cancelled and may keep running" >&2
+  fi
+fi
+if [ "$answers" -eq 1 ]; then
   export SLURM_CONF="$state/slurm.conf"
   jobs=$(squeue -h -o %i 2>/dev/null)
   if [ -n "$jobs" ]; then

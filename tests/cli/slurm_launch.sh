@@ -30,11 +30,21 @@ for script in device/gpu_check.sh device/pack_runtime.sh device/check_pack.sh sl
   expect_exit 2 "$script --bogus" -- env OUT="$OUT/gc" bash "$ROOT/jobs/$script" --bogus
   expect_in "$OUT/stderr" "unknown option '--bogus'" "$script names the option"
 done
+# train.sbatch passes its arguments to longctx train, but a first --help is its own (before: srun, then
+# longctx train's help; without a cluster, srun's "fatal" and exit 1).
+expect_exit 0 "train.sbatch --help" -- env -u SLURM_CONF bash "$ROOT/jobs/slurm/train.sbatch" --help
+cmp -s <(grep -m1 '^# ' "$ROOT/jobs/slurm/train.sbatch" | sed 's/^# //') <(head -1 "$OUT/stdout") &&
+  grep -q "Its arguments go to longctx train" "$OUT/stdout" && [ ! -s "$OUT/stderr" ] &&
+  pass "train.sbatch --help prints its header, runs nothing" || fail "train.sbatch --help: $(head -3 "$OUT/stdout" "$OUT/stderr")"
 expect_exit 2 "info.sbatch with an argument" -- bash "$ROOT/jobs/slurm/info.sbatch" extra
 expect_in "$OUT/stderr" "takes no arguments \(got: extra" "says it takes none"
 expect_exit 2 "a state directory with a blank (slurm.conf cannot hold it)" -- env LONGCTX_SLURM_STATE="$OUT/st ate" \
   bash "$ROOT/jobs/slurm/start-local.sh"
-expect_in "$OUT/stderr" "holds a blank or '#'" "start-local.sh says why"
+expect_in "$OUT/stderr" "holds a blank, '#', '&', '\|' or" "start-local.sh says why"
+# '&' in the replacement of start-local.sh's sed was the matched text (before: "@STATE@" in every path of
+# slurm.conf, and exit 1 through set -e without the daemons' log lines).
+expect_exit 2 "a state directory with a '&'" -- env LONGCTX_SLURM_STATE="$OUT/a&b" bash "$ROOT/jobs/slurm/start-local.sh"
+[ ! -e "$OUT/a&b" ] && pass "... refused before anything is made" || fail "made $OUT/a&b"
 export LONGCTX_SLURM_STATE="$OUT/slurm"
 eval "$(bash "$ROOT/jobs/slurm/start-local.sh")" || { echo "could not start Slurm"; exit 1; }
 trap 'bash "$ROOT/jobs/slurm/stop-local.sh"; [ -n "${KEEP_OUT:-}" ] || rm -rf "$OUT"' EXIT
@@ -151,6 +161,25 @@ expect_in "$OUT/nobin.out" "LONGCTX=$OUT/nowhere/longctx: no such program" "says
 # Given as a relative directory (before: the daemons, working from /, could not find their files, and the
 # wait went on for 10 minutes), which it makes absolute; it stops waiting once its daemons exit, and shows
 # their last log lines (before: `tail -5` of two files failed).
+# Run again with other ports while the cluster runs: refused at once, its slurm.conf kept (before: rewritten
+# under the running daemons, which no client then reached, stop-local.sh included, after a 10-minute wait).
+cp "$OUT/slurm/slurm.conf" "$OUT/slurm.conf.before"
+SECONDS=0
+expect_exit 2 "start-local.sh again with other ports" -- env LONGCTX_SLURM_CTLD_PORT=17917 LONGCTX_SLURM_D_PORT=17918 \
+  bash "$ROOT/jobs/slurm/start-local.sh"
+expect_in "$OUT/stderr" "already runs with other settings \(SlurmctldPort=[0-9]+ SlurmdPort=[0-9]+ CPUs=[0-9]+\); stop it first" "says so"
+cmp -s "$OUT/slurm/slurm.conf" "$OUT/slurm.conf.before" && [ "$SECONDS" -lt 30 ] &&
+  grep -qE "idle|mix|alloc" <<<"$(sinfo -h -o %t)" && pass "... in ${SECONDS} s, slurm.conf kept, the cluster answers" ||
+  fail "after ${SECONDS} s: $(diff "$OUT/slurm.conf.before" "$OUT/slurm/slurm.conf" | head -3); sinfo: $(sinfo 2>&1 | head -2)"
+# A controller restarted on its saved state keeps the queue (before: slurmctld -c, which dropped it).
+pending=$(sbatch --parsable --begin=now+3600 --output=/dev/null --wrap 'true')
+ctld_pid=$(cat "$OUT/slurm/slurmctld.pid")
+kill "$ctld_pid"; for _ in $(seq 50); do kill -0 "$ctld_pid" 2>/dev/null || break; sleep 0.2; done
+expect_exit 0 "start-local.sh after the controller stopped" -- bash "$ROOT/jobs/slurm/start-local.sh"
+expect_in "$OUT/stderr" "slurmctld recovers the jobs saved in $OUT/slurm/ctld" "says it recovers the saved jobs"
+grep -qx "$pending" <<<"$(squeue -h -o %i)" && pass "the pending job $pending is still queued" ||
+  fail "queue after the restart: $(squeue -h -o '%i %T' | xargs)"
+scancel "$pending" 2>/dev/null
 SECONDS=0
 expect_exit 1 "a second cluster on the same ports" -- env -C "$OUT" LONGCTX_SLURM_STATE=slurm2 bash "$ROOT/jobs/slurm/start-local.sh"
 expect_in "$OUT/stderr" "not running or not the ones answering on ports .* logs in $OUT/slurm2" "says its daemons are not the ones answering"
@@ -161,7 +190,10 @@ jid=$(env LONGCTX="$LONGCTX" sbatch --parsable --time=10 --output="$OUT/stop.out
       "${TRAIN[@]}" --train.steps 100000 --checkpoint.dir "$OUT/ck_stop" --log.jsonl "$OUT/stop.jsonl")
 for _ in $(seq 180); do [ "$(job_field "$jid" JobState)" = RUNNING ] && break; sleep 1; done
 if wait_for_step "$OUT/stop.jsonl" 5; then
-  expect_exit 0 "stop-local.sh with a job running" -- bash "$ROOT/jobs/slurm/stop-local.sh"
+  # The state directory as a relative path with a trailing '/' (before: compared unresolved, so it was "not
+  # this cluster": its jobs were not cancelled, and their ranks kept running without a controller).
+  expect_exit 0 "stop-local.sh with a job running (state given as 'slurm/' from $OUT)" -- env -C "$OUT" \
+    LONGCTX_SLURM_STATE=slurm/ bash "$ROOT/jobs/slurm/stop-local.sh"
   expect_in "$OUT/stderr" "cancelling job\(s\) $jid" "it cancels the job"
   sleep 1
   ! pgrep -f "$OUT/ck_stop" >/dev/null && pass "no rank of the job is left" ||
