@@ -63,8 +63,8 @@ inline constexpr int64_t kCheckpointFormatVersion = 1;
 
 struct CheckpointMeta {
   int64_t step = 0;
-  int64_t seq_len = 0;
-  int64_t tokens_seen = 0;
+  int64_t seq_len = 0;      // the length its last step trained at (a curriculum's stage, or data.seq_len)
+  int64_t tokens_seen = 0;  // tokens trained on through its step, at whatever lengths
   std::string config;  // the resolved config as text
 };
 

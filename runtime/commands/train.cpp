@@ -1002,11 +1002,16 @@ int run_train(Invocation& inv) {
       trained_end = train::make_dataset(then)->training_end();
     } catch (const Error&) {  // the file holds no sequence of that length now: another file
     }
-    if (trained_end - 1 > data->held_out_begin())
+    // The last token it trained on: before its first pass over the file ends (its windows follow each other
+    // from token 0, so the position is its token count), the position's; after, its tail's (before: the
+    // tail's always, which named tokens a short run never reached, and warned where nothing overlapped).
+    int64_t reached = trained_end - 1;
+    if (stored.position && stored.position->token == stored.tokens_seen) reached = std::min(reached, stored.position->token);
+    if (reached > data->held_out_begin())
       log::warn_once("data.seq_len=" + std::to_string(r.trainer.seq_len) + " after a checkpoint trained at data.seq_len=" +
                      std::to_string(stored.data_seq_len) + ": evaluation scores the tokens of data.path=" + r.data.path +
                      " from " + std::to_string(data->held_out_begin() + 1) + " on, but the checkpoint's run trained on "
-                     "tokens up to " + std::to_string(trained_end - 1) + ", so eval_loss / eval_accuracy are measured "
+                     "tokens up to " + std::to_string(reached) + ", so eval_loss / eval_accuracy are measured "
                      "partly on training data. A length curriculum in one run (data.short_seq_len, data.short_steps) "
                      "trains its shorter stages only before data.seq_len's held-out tail");
   }
@@ -1067,6 +1072,10 @@ int run_train(Invocation& inv) {
       tail = ", the last checkpoint (step " + std::to_string(committed) + ") is intact";
     return InternalError("training diverged at step " + std::to_string(step) + ": " + what + tail);
   };
+  // The length the last step trained at, a checkpoint's seq_len (at a curriculum boundary the trainer is
+  // already at the next stage's: before, that went into the checkpoint, beside the tokens_seen of the steps
+  // before it).
+  int64_t trained_len = trainer.config().seq_len;
   const auto checkpoint = [&] {
     // The dump is published with each checkpoint that follows a dumped step, so a run killed later (no
     // chance to close it) resumes from the checkpoint with those steps kept; a new dump copies them.
@@ -1081,7 +1090,7 @@ int run_train(Invocation& inv) {
     }
     io::publish_on_rank0(mpi, "checking checkpoint.dir", [&] { require_checkpoint_dir_lock(r.checkpoint_dir); });
     const std::string path = train::save_checkpoint(trainer, r.checkpoint_dir, r.checkpoint_keep, config_text,
-                                                    tokens_seen(trainer.step()), position, run_id, mpi);
+                                                    tokens_seen(trainer.step()), trained_len, position, run_id, mpi);
     committed = trainer.step();
     jsonl.forget_start();
     log::info("checkpoint " + path);
@@ -1096,6 +1105,7 @@ int run_train(Invocation& inv) {
   while (trainer.step() < r.steps) {
     const auto t0 = Clock::now();
     const int64_t seq_len = trainer.config().seq_len;
+    trained_len = seq_len;
     const train::SequenceRows rows = source().train_rows(position, trainer.local_rows());
     train::StepStats stats = trainer.compute_gradients(rows, [] { return g_stop_requested.load(); });
     // A diverged step is not applied, logged as a number or checkpointed: checkpoint.keep would otherwise
@@ -1132,7 +1142,8 @@ int run_train(Invocation& inv) {
       stats.stop_signal = 0;
       log::info("stop signal at the last step: finishing the run instead");
     }
-    // Every eval.every steps and after the last (a stop at an earlier step skips the eval: it has to be quick).
+    // Every eval.every steps and after the last, also when a signal stops the run there (log.jsonl is then
+    // the uninterrupted run's).
     const bool eval_now = (r.eval_every > 0 && step % r.eval_every == 0) || step == r.steps;
     std::function<std::string()> print_eval;  // prints the evaluation, returns its log.jsonl fields
     if (eval_now) {

@@ -176,10 +176,11 @@ void check_same_model(const io::CheckpointReader& reader, const std::map<std::st
 }  // namespace
 
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
-                            int64_t tokens_seen, DataPosition data_position, const std::string& run_id, MPI_Comm comm) {
+                            int64_t tokens_seen, int64_t seq_len, DataPosition data_position, const std::string& run_id,
+                            MPI_Comm comm) {
   io::CheckpointMeta meta;
   meta.step = trainer.step();
-  meta.seq_len = trainer.config().seq_len;
+  meta.seq_len = seq_len;
   meta.tokens_seen = tokens_seen;
   meta.config = config_text;
   watchdog::Guard guard("writing the checkpoint of step " + std::to_string(meta.step) + " in " + dir,

@@ -28,10 +28,12 @@ namespace longctx::train {
 // Writes and commits <dir>/step_<step>.h5, keeping the newest `keep`. Returns the committed path. <dir>
 // must exist (train makes it before step 1); one gone is not made again (InternalError).
 // `tokens_seen`: tokens trained on so far (the length curriculum makes it more than step * seq_len).
+// `seq_len`: the length its last step trained at (root attribute seq_len, as that step's log.jsonl line).
 // `data_position`: where the next step's data starts.
 // `run_id`: which run it is (root attribute `run_id`; its log.jsonl lines and activation dump carry it too).
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
-                            int64_t tokens_seen, DataPosition data_position, const std::string& run_id, MPI_Comm comm);
+                            int64_t tokens_seen, int64_t seq_len, DataPosition data_position, const std::string& run_id,
+                            MPI_Comm comm);
 
 // Loads `path` into `trainer`, whose run has the resolved config `config_text` (INI). A checkpoint of
 // another model -> InputError naming the file and what differs, before anything is changed: any

@@ -150,13 +150,25 @@ done
 # shorter one holds out a later tail: nothing to say.
 FS=("${FT[@]:0:${#FT[@]}-2}")  # FT without its --data.seq_len 32
 [ "${FT[-2]}" = --data.seq_len ] || fail "FT no longer ends with --data.seq_len"
-expect_exit 0 "file task at data.seq_len 16, a checkpoint" -- "$LONGCTX" train "${FS[@]}" --data.seq_len 16 \
-  --train.steps 1 --checkpoint.dir split16
-expect_exit 0 "... resumed at data.seq_len 64" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${FS[@]}" --data.seq_len 64 \
-  --train.steps 2 --checkpoint.dir split16
-expect_in "$OUT/stderr" "data.seq_len=64 after a checkpoint trained at data.seq_len=16: evaluation scores the tokens of data.path=digits.h5 from 1025 on, but the checkpoint's run trained on tokens up to 1040" \
-  "says evaluation scores tokens the checkpoint's run trained on"
-[ "$(grep -c "evaluation scores the tokens" "$OUT/stderr")" = 1 ] && pass "... once (rank 0)" || fail "said $(grep -c "evaluation scores the tokens" "$OUT/stderr") times"
+# The tokens it trained on are those it reached: 65 steps at 16 end at token 1040, past 1024, where the tail
+# at 64 begins; 64 steps end at 1024, before it (before: the split's end, 1040, was named whatever the run
+# had reached, and a run of 1 step was warned about); 70 steps started the file over after 65 (at token 80
+# now, but it trained up to 1040).
+for steps in 64 65 70; do
+  expect_exit 0 "file task at data.seq_len 16, $steps steps, a checkpoint" -- "$LONGCTX" train "${FS[@]}" --data.seq_len 16 \
+    --train.steps $steps --checkpoint.dir split16_$steps
+  expect_exit 0 "... resumed at data.seq_len 64" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${FS[@]}" --data.seq_len 64 \
+    --train.steps $((steps + 1)) --checkpoint.dir split16_$steps
+  if [ "$steps" = 64 ]; then
+    grep -q "evaluation scores the tokens" "$OUT/stderr" && fail "warned after 64 steps (tokens up to 1024 only)" ||
+      pass "64 steps (up to token 1024): nothing to say"
+  else
+    expect_in "$OUT/stderr" "data.seq_len=64 after a checkpoint trained at data.seq_len=16: evaluation scores the tokens of data.path=digits.h5 from 1025 on, but the checkpoint's run trained on tokens up to 1040" \
+      "$steps steps: says evaluation scores tokens the checkpoint's run trained on"
+    [ "$(grep -c "evaluation scores the tokens" "$OUT/stderr")" = 1 ] && pass "... once (rank 0)" ||
+      fail "said $(grep -c "evaluation scores the tokens" "$OUT/stderr") times"
+  fi
+done
 expect_exit 0 "file task at data.seq_len 64, a checkpoint" -- "$LONGCTX" train "${FS[@]}" --data.seq_len 64 \
   --train.steps 1 --checkpoint.dir split64
 expect_exit 0 "... resumed at data.seq_len 16" -- "$LONGCTX" train "${FS[@]}" --data.seq_len 16 --train.steps 2 \

@@ -559,6 +559,13 @@ expect_in "$OUT/stderr" "N = 256 over 1 rank \(256 rows each\).*; curriculum: N 
   "the start line gives data.seq_len's rows (before: the first stage's, 64)"
 /usr/bin/python3 -c "import h5py, sys; t = int(h5py.File(sys.argv[1], 'r').attrs['tokens_seen']); sys.exit(0 if t == 64 + 2 * 256 else 1)" \
   "$OUT/cur/step_00000003.h5" && pass "tokens_seen = 64 + 2 x 256" || fail "tokens_seen ignores the curriculum"
+# A checkpoint's seq_len is the length its last step trained at, also at the end of a stage (before: the
+# next stage's, which the trainer had already switched to).
+expect_exit 0 "curriculum run, a checkpoint each step" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 \
+  --data.short_seq_len 64 --data.short_steps 1 --checkpoint.dir "$OUT/cur_len" --checkpoint.every 1 --checkpoint.keep 0
+/usr/bin/python3 -c "import h5py, sys; sys.exit(0 if [int(h5py.File(f, 'r').attrs['seq_len']) for f in sys.argv[1:]] == [64, 256] else 1)" \
+  "$OUT/cur_len/step_00000001.h5" "$OUT/cur_len/step_00000002.h5" && pass "seq_len 64 at step 1, 256 at step 2" ||
+  fail "seq_len: $("$LONGCTX" ckpt inspect "$OUT/cur_len/step_00000001.h5" --quiet 2>&1 | grep -m1 seq_len)"
 # Resumed at another data.seq_len, the checkpoint's count goes on (before: every step counted at 128).
 expect_exit 0 "resume it at data.seq_len 128" -- "$LONGCTX" train "${BASE[@]}" --model.heads 4 --model.dim 32 \
   --model.segment_lengths 32,128,256 --data.seq_len 128 --train.steps 5 --checkpoint.dir "$OUT/cur"
