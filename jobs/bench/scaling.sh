@@ -12,6 +12,9 @@
 # usage: jobs/bench/scaling.sh        (no arguments; settings from the environment)
 #   H=4 D=64      heads and head dimension of every run
 #   REPEATS=5     weak-scaling rounds
+#   RESULTS=dir   also keep every job's JSON there (bench attention --json, one object per line):
+#                 comm.jsonl, weak1.jsonl (1 rank), weak2.jsonl (2 ranks), pair.jsonl (2 ranks, no comm);
+#                 kept also when a job fails (what finished before it)
 #   LONGCTX_BUILD build directory whose bin/longctx runs (default build)
 if [ $# -gt 0 ]; then
   case "$1" in
@@ -28,7 +31,18 @@ for setting in "H=$H" "D=$D" "REPEATS=$REPEATS"; do
     { echo "scaling.sh: $setting: must be a whole number >= 1" >&2; exit 2; }
 done
 [ -x "$LONGCTX" ] || { echo "scaling.sh: $LONGCTX: no such program (build first: ./jobs/build.sh)" >&2; exit 2; }
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+if [ -n "${RESULTS:-}" ]; then
+  mkdir -p -- "$RESULTS" && [ -w "$RESULTS" ] || { echo "scaling.sh: RESULTS=$RESULTS: cannot write there" >&2; exit 2; }
+fi
+tmp=$(mktemp -d)
+finish_results() {
+  if [ -n "${RESULTS:-}" ]; then
+    for f in "$tmp"/*.jsonl; do [ -e "$f" ] && cp -- "$f" "$RESULTS/"; done
+    echo "scaling.sh: JSON of every job in $RESULTS" >&2
+  fi
+  rm -rf "$tmp"
+}
+trap finish_results EXIT
 export OMP_NUM_THREADS=1
 
 echo "## constant communication (P = 4, H = $H, D = $D, w/r = 4096)"

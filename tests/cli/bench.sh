@@ -108,4 +108,15 @@ mkdir -p "$OUT/fake/bin" && printf '#!/bin/sh\necho "fake longctx: refused" >&2\
 expect_exit 1 "scaling.sh whose first job fails" -- env LONGCTX_BUILD="$OUT/fake" bash "$SCALING"
 expect_in "$OUT/stderr" "the 4-rank job at N = 16384 failed:" "says which job failed"
 expect_in "$OUT/stderr" "fake longctx: refused" "with its message"
+# The whole harness, small (H = 1, D = 8, one round: seconds): the bytes each rank receives stay the
+# expected constant as N grows 16x, and RESULTS keeps every job's JSON (before: tables only, and CI never
+# ran the harness itself).
+expect_exit 0 "scaling.sh, small, RESULTS=dir" -- env H=1 D=8 REPEATS=1 RESULTS="$OUT/res" LONGCTX_BUILD="$(dirname "$(dirname "$LONGCTX")")" \
+  bash "$SCALING"
+[ "$(grep -cE '^\| (16384|65536|262144) \| .* \| 196608 \| 196608 \|$' "$OUT/stdout")" = 3 ] &&
+  pass "bytes received per rank: 196608 = expected at N = 16K, 64K, 256K" || fail "table: $(grep -E '^\| [0-9]' "$OUT/stdout" | head -3)"
+expect_in "$OUT/stdout" "^time per rank 1 -> 2 ranks: [-+][0-9.]+% \(target <= \+15%" "prints the weak-scaling summary"
+[ "$(cat "$OUT/res/comm.jsonl" | wc -l) $(cat "$OUT/res/weak1.jsonl" "$OUT/res/weak2.jsonl" "$OUT/res/pair.jsonl" | wc -l)" = "3 3" ] &&
+  /usr/bin/python3 -c 'import json, sys; [json.loads(l)["per_rank"] for f in sys.argv[1:] for l in open(f)]' "$OUT"/res/*.jsonl &&
+  pass "RESULTS holds each job's JSON" || fail "RESULTS: $(ls "$OUT/res" 2>&1 | tr '\n' ' ')"
 finish
