@@ -242,8 +242,12 @@ class ExchangePipeline {
     for (auto& ex : exchanges_) ex->reduce.progress();
   }
 
+  // Frees the packed rows once the gather is done (before: held to the end of the call, every branch's).
   Exchange& finish(size_t i) {
-    if (!exchanges_[i]->kept) exchanges_[i]->gather.finish(stats_);
+    if (!exchanges_[i]->kept) {
+      exchanges_[i]->gather.finish(stats_);
+      std::vector<float>().swap(exchanges_[i]->send);
+    }
     return *exchanges_[i];
   }
 
@@ -355,6 +359,38 @@ Split split_schedule(const Schedule& schedule, int64_t global_len, int64_t local
 
 }  // namespace
 
+double attention_workspace_bytes(const AttentionParams& params, const AttentionDims& local, int rank, int world,
+                                 bool backward, bool keep_gathered, int threads) {
+  const auto f = [](int64_t x) { return static_cast<double>(x); };
+  const int64_t D = local.head_dim;
+  // lse [B, L, H] (and delta); per thread the kernels' chunk buffers and their TileWorkspace (cpu_tile:
+  // K, V and q copies forward; seven backward), kChunkRows rows of D floats each.
+  double floats = f(local.batch) * f(local.seq_len) * f(local.heads) * (backward ? 2 : 1);
+  floats += f(std::max(threads, 1)) * (backward ? 14.0 : 7.0) * f(kChunkRows) * f(D);
+  if (world > 1) {
+    const int64_t global_len = local.seq_len * world;
+    const Split split = split_schedule(params.schedule, global_len, local.seq_len);
+    double all_gathered = 0, all_mine = 0, largest_step = 0, largest_next = 0, largest_send = 0;
+    for (const Branch& branch : split.spanning.branches) {
+      const SpanPlan plan = plan_span(branch, local, global_len, rank, world, params.offsets);
+      double gathered = 0;
+      for (size_t c : plan.counts) gathered += static_cast<double>(c);
+      const double send = static_cast<double>(plan.counts[static_cast<size_t>(plan.me)]);
+      const double tiles = 2.0 * f(tiles_size(plan));  // K and V (backward: dK and dV too)
+      all_gathered += gathered;
+      all_mine += send;
+      largest_step = std::max(largest_step, backward ? 2.0 * tiles : gathered + tiles);
+      largest_next = std::max(largest_next, gathered + send);
+      largest_send = std::max(largest_send, send);
+    }
+    if (backward)  // every branch's gathered rows (its dK / dV then) and received share, until the end
+      floats += all_gathered + all_mine + largest_step + largest_send;
+    else
+      floats += largest_step + largest_next + (keep_gathered ? all_gathered : 0.0);
+  }
+  return floats * sizeof(float);
+}
+
 // Forward. Order: start the first spanning exchange, compute local branches, then for each spanning
 // branch start the next exchange, wait for this one, attend (progressing the next one between chunks).
 void SequenceParallelAttention::forward(const AttentionParams& params, const Tensor& q, const Tensor& k,
@@ -405,6 +441,7 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
     std::vector<float> k_tiles(static_cast<size_t>(tiles_size(plan))), v_tiles(k_tiles.size());
     reorder(plan, ex.gathered, k_tiles, v_tiles, true);
     if (keep) keep->gathered.push_back(std::move(ex.gathered));
+    std::vector<float>().swap(ex.gathered);  // in the tiles now (before: held to the end of the call)
 
     const int64_t r = plan.branch.dilation;
     int64_t max_queries = 0;

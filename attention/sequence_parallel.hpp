@@ -58,6 +58,15 @@ void check_shardable(const Schedule& schedule, int64_t seq_len, int world_size,
 // inside one shard); otherwise it spans ranks.
 bool branch_is_local(const Branch& branch, int64_t global_len, int64_t local_len);
 
+// Bytes rank `rank` of `world` holds during one forward (or backward) call on the CPU beyond its rows of
+// q, k, v, o (and do, dq, dk, dv): lse (and the backward's delta), the spanning branches' buffers (this
+// rank's packed rows, the gathered K / V of its segment and their tiles, the next branch's gather in
+// flight; the backward keeps every branch's gathered rows for its reduce-scatters, and `keep_gathered`
+// keeps the forward's), and each thread's tiles. An upper bound, for the memory check before any work
+// (before it counted only the rows: a spanning segment's peak was 3-6x that).
+double attention_workspace_bytes(const AttentionParams& params, const AttentionDims& local, int rank, int world,
+                                 bool backward, bool keep_gathered, int threads);
+
 class SequenceParallelAttention {
  public:
   // `comm` spans the ranks that share the sequence; it must outlive this object.

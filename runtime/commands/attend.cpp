@@ -80,9 +80,16 @@ void check_options(const Invocation& invocation) {
   const int P = invocation.process.world().size();
   check_shardable(params.schedule, input.seq_len, P,
                   device.device == "cuda" ? SpanningSegments::whole : SpanningSegments::may_end_short);
-  check_rows_fit_in_memory("attend on " + input_path + " " + to_string(input.shape) + " over " + count_of(P, "rank"),
-                           static_cast<double>(element_count(input.shape)), P, vm["backward"].as<bool>(),
-                           invocation.process.local_size());
+  {
+    AttentionDims global;
+    global.batch = input.batch;
+    global.seq_len = input.seq_len;
+    global.heads = input.heads;
+    global.head_dim = input.head_dim;
+    check_rows_fit_in_memory("attend on " + input_path + " " + to_string(input.shape) + " over " + count_of(P, "rank"),
+                             params, global, invocation.process.world().rank(), P, vm["backward"].as<bool>(),
+                             invocation.process.local_size());
+  }
   // After the size check, which refuses a huge input from its shape alone (its storage need not exist).
   // A virtual dataset's sources: each rank those of its own rows (thousands of shard files opened by every
   // rank would be a metadata storm on a parallel file system; rank 0 alone missed a source that another

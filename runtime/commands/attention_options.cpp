@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "attention/cuda/cuda_attention.hpp"
+#include "attention/sequence_parallel.hpp"
 #include "comm/device_comm.hpp"
 #include "comm/mpi_communicator.hpp"
 #include "comm/staged_communicator.hpp"
@@ -131,10 +132,20 @@ void check_iterations(int iters, int warmup) {
                      std::to_string(iters) + " / " + std::to_string(warmup));
 }
 
-void check_rows_fit_in_memory(const std::string& what, double elements, int ranks, bool backward, int ranks_on_node) {
+void check_rows_fit_in_memory(const std::string& what, const AttentionParams& params, const AttentionDims& global,
+                              int rank, int ranks, bool backward, int ranks_on_node) {
+  AttentionDims local = global;
+  local.seq_len = global.seq_len / std::max(ranks, 1);
+  const double rows = static_cast<double>(local.batch) * static_cast<double>(local.seq_len) *
+                      static_cast<double>(local.heads) * static_cast<double>(local.head_dim) * 4.0 * (backward ? 8 : 4);
+  const int threads = omp_get_max_threads();
+  double workspace = attention_workspace_bytes(params, local, rank, ranks, false, backward, threads);
+  if (backward) workspace = std::max(workspace, attention_workspace_bytes(params, local, rank, ranks, true, true, threads));
   check_fits_in_memory(what,
-                       backward ? "q, k, v, o, do, dq, dk, dv of its rows in float32" : "q, k, v, o of its rows in float32",
-                       elements / ranks * 4 * (backward ? 8 : 4), ranks_on_node);
+                       std::string(backward ? "q, k, v, o, do, dq, dk, dv of its rows" : "q, k, v, o of its rows") +
+                           " in float32, " + gibibytes(rows) + ", and the attention's own buffers, " + gibibytes(workspace) +
+                           ": lse, the spanning segments' gathered K / V rows and the tiles of " + count_of(threads, "thread"),
+                       rows + workspace, ranks_on_node, threads);
 }
 
 std::string count_of(int64_t n, const std::string& noun) { return std::to_string(n) + " " + noun + (n == 1 ? "" : "s"); }

@@ -41,9 +41,12 @@ MPI_Comm mpi_handle(comm::Communicator& comm);
 // overflow int, nor run for ever); UsageError naming them otherwise.
 void check_iterations(int iters, int warmup);
 
-// attend's and bench attention's memory check (check_fits_in_memory): this rank's rows of q, k, v, o (+ do,
-// dq, dk, dv with the backward), `elements` values each over all ranks, float32 on the host, a lower bound.
-void check_rows_fit_in_memory(const std::string& what, double elements, int ranks, bool backward, int ranks_on_node);
+// attend's and bench attention's memory check (check_fits_in_memory) on the host: this rank's rows of q, k,
+// v, o (+ do, dq, dk, dv with the backward) in float32, of `global`'s shape split over `ranks`, plus the
+// attention's own buffers (attention_workspace_bytes: lse, spanning segments' K / V, threads' tiles; the
+// backward reuses the forward's gathered rows).
+void check_rows_fit_in_memory(const std::string& what, const AttentionParams& params, const AttentionDims& global,
+                              int rank, int ranks, bool backward, int ranks_on_node);
 
 // "1 rank", "4 ranks": a count and its noun, for messages.
 std::string count_of(int64_t n, const std::string& noun);

@@ -169,9 +169,8 @@ BenchOptions bench_options(const Invocation& invocation) {
   check_shardable(o.params.schedule, o.N, P);
   check_rows_fit_in_memory("bench attention N=" + std::to_string(o.N) + " B=" + std::to_string(o.B) + " H=" +
                                std::to_string(o.H) + " D=" + std::to_string(o.D) + " on " + count_of(P, "rank"),
-                           static_cast<double>(o.B) * static_cast<double>(o.N) * static_cast<double>(o.H) *
-                               static_cast<double>(o.D),
-                           P, o.backward, invocation.process.local_size());
+                           o.params, AttentionDims{o.B, o.N, o.H, o.D}, invocation.process.world().rank(), P, o.backward,
+                           invocation.process.local_size());
   return o;
 }
 

@@ -1254,15 +1254,28 @@ Command train_command() {
         if (!branch_is_local(b, r.trainer.seq_len, r.trainer.seq_len / P))
           kept += 2.0 * static_cast<double>(effective_segment_length(b, r.trainer.seq_len) / b.dilation * m.dim);
     const auto f = [](int64_t x) { return static_cast<double>(x); };
+    // Per layer also lse and the norms' statistics (4 + H per row); once, the backward's working rows
+    // (dh, dx, dh2, dout, dq, dk, dv, the final norm's input and output: 9 dim; dg, du: 2 mlp_hidden) and
+    // one attention call's own buffers on the CPU (before: neither, and a run the check let through peaked
+    // at 2-3x its figure).
+    AttentionParams attention;
+    attention.schedule = m.schedule;
+    attention.causal = true;
+    const double workspace =
+        device.device == "cpu"
+            ? attention_workspace_bytes(attention, AttentionDims{1, r.trainer.seq_len / P, m.heads, m.head_dim()},
+                                        inv.process.world().rank(), P, true, false, omp_get_max_threads()) / 4.0
+            : 0.0;
     const double floats = 4.0 * f(model::make_layout(m).total()) +
-                          rows * (f(m.layers) * (8.0 * f(m.dim) + 2.0 * f(m.mlp_hidden)) + 2.0 * f(m.vocab)) +
-                          f(m.layers) * kept;
+                          rows * (f(m.layers) * (8.0 * f(m.dim) + 2.0 * f(m.mlp_hidden) + 4.0 + f(m.heads)) +
+                                  2.0 * f(m.vocab) + 9.0 * f(m.dim) + 2.0 * f(m.mlp_hidden)) +
+                          f(m.layers) * kept + workspace;
     check_fits_in_memory("train (model.layers=" + std::to_string(m.layers) + ", model.dim=" + std::to_string(m.dim) +
                              ", data.seq_len=" + std::to_string(r.trainer.seq_len) + " over " + count_of(P, "rank") +
                              ")",
                          "parameters, gradients, AdamW moments, each layer's activations of its rows and the K / V "
-                         "rows it gathered, in float32",
-                         floats * 4, inv.process.local_size());
+                         "rows it gathered, the backward's working rows and the attention's own buffers, in float32",
+                         floats * 4, inv.process.local_size(), omp_get_max_threads());
     if (device.device == "cuda") {
       check_shardable(r.trainer.model.schedule, r.trainer.seq_len, P, SpanningSegments::whole, kScheduleNames);
       check_stages_shardable(r, resume_step, P, SpanningSegments::whole);

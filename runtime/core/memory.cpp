@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <limits>
@@ -77,19 +78,26 @@ uint64_t process_memory_limit_bytes() {
 }
 
 std::string gibibytes(double bytes) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.1f GiB", bytes / double(uint64_t{1} << 30));
+  char text[48];
+  if (bytes < double(uint64_t{1} << 30))
+    std::snprintf(text, sizeof text, "%.0f MiB", std::ceil(bytes / double(uint64_t{1} << 20)));
+  else
+    std::snprintf(text, sizeof text, "%.1f GiB", bytes / double(uint64_t{1} << 30));
   return text;
 }
 
-void check_fits_in_memory(const std::string& what, const std::string& parts, double bytes_per_rank, int ranks_on_node) {
+void check_fits_in_memory(const std::string& what, const std::string& parts, double bytes_per_rank, int ranks_on_node,
+                          int threads) {
   const int ranks = std::max(ranks_on_node, 1);
   const double node = static_cast<double>(node_memory_limit_bytes());
   const double process = static_cast<double>(process_memory_limit_bytes());
   std::ostringstream message;
   message << what << " needs at least " << gibibytes(bytes_per_rank) << " per rank (" << parts << ")";
-  if (bytes_per_rank > process) {
-    message << ", but ulimit -v allows each process " << gibibytes(process) << ": raise it, or use more ranks";
+  const double address_space = bytes_per_rank + double(uint64_t{128} << 20) + double(std::max(threads, 1)) * double(uint64_t{72} << 20);
+  if (address_space > process) {
+    message << " and " << gibibytes(address_space) << " of address space with the libraries and "
+            << std::max(threads, 1) << (threads > 1 ? " threads" : " thread") << ", but ulimit -v allows each process "
+            << gibibytes(process) << ": raise it, or use more ranks";
     throw UsageError(message.str());
   }
   if (bytes_per_rank * ranks <= node) return;
