@@ -932,6 +932,14 @@ void Dataset::require_virtual_sources(int depth, const RowBlock* only) const {
 void Dataset::read(hid_t memory_type, const Dataspace& memory, const Dataspace& file, void* buffer,
                    Transfer mode) const {
   if (holds_nothing(file)) return;
+  // A filtered dataset is read independently: HDF5 1.10's collective read of filtered chunks ignores
+  // each chunk's filter mask, so a chunk stored with a filter skipped (h5py stores lzf / szip chunks that
+  // do not shrink so) was "decompressed" anyway: wrong values with exit 0, or a filter's error, on 2+
+  // ranks only. Reading needs no collective (writes do: this project's are unfiltered or collective).
+  if (mode == Transfer::collective && parallel()) {
+    Handle plist(H5Dget_create_plist(id()), H5Pclose);
+    if (plist.valid() && H5Pget_nfilters(plist.id()) > 0) mode = Transfer::independent;
+  }
   const PropertyList transfer = PropertyList::transfer(mode, parallel());
   float dummy = 0;  // HDF5 rejects a null buffer even for an empty selection on some paths
   if (H5Dread(id(), memory_type, memory.id(), file.id(), transfer.id(), buffer ? buffer : &dummy) < 0)
