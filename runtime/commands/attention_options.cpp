@@ -4,6 +4,8 @@
 #include <sys/resource.h>
 
 #include <cmath>
+#include <cstdio>
+#include <limits>
 #include <iomanip>
 #include <sstream>
 
@@ -35,7 +37,7 @@ void declare_attention_options(po::options_description& desc, const std::string&
       ("causal", po::bool_switch(), "causal masking (a query sees keys at positions <= its own)")
       ("head-offsets", po::value<std::string>()->default_value("paper"),
        "head offsets: paper (h mod r) or grouped (torchscale: h / ceil(H/r))")
-      ("softmax-scale", po::value<double>()->default_value(0.0), "score scale, finite and >= 0; 0 means 1/sqrt(head dim)")
+      ("softmax-scale", po::value<double>()->default_value(0.0), "score scale, in [0, 3.4e38] (float32); 0 means 1/sqrt(head dim)")
       ("allow-uncovered", po::bool_switch(), "accept a schedule without an r = 1 branch (uncovered rows get o = 0, lse = -inf)")
       ("device", po::value<std::string>()->default_value("cpu"), "backend: cpu, or cuda (one GPU per rank; bf16 / fp16 under mpirun; when compiled in: longctx --version)")
       ("dtype", po::value<std::string>()->default_value("fp32"), "input type of q, k, v: fp32, bf16 or fp16 (bf16 and fp16 need --device cuda; fp32 accumulation and outputs)")
@@ -52,10 +54,15 @@ AttentionParams attention_params(const Invocation& invocation) {
   params.causal = vm["causal"].as<bool>();
   params.offsets = parse_head_offsets(vm["head-offsets"].as<std::string>());
   params.softmax_scale = vm["softmax-scale"].as<double>();
-  if (!(params.softmax_scale >= 0) || !std::isfinite(params.softmax_scale))
-    throw UsageError("--softmax-scale: must be finite and >= 0 (0 means 1/sqrt(head dim)), got " +
-                     std::to_string(params.softmax_scale),
+  // The kernels scale in float32: a scale past its largest value was inf there, and the run then blamed
+  // the input file for overflowing (exit 3).
+  if (!(params.softmax_scale >= 0) || !(params.softmax_scale <= std::numeric_limits<float>::max())) {
+    char given[32];
+    std::snprintf(given, sizeof given, "%g", params.softmax_scale);
+    throw UsageError(std::string("--softmax-scale: must be >= 0 and at most float32's largest value, 3.4e38 (0 means "
+                                 "1/sqrt(head dim)), got ") + given,
                      "softmax-scale");
+  }
   attention_device(invocation);  // validates --device and --dtype
   const int threads = vm["threads"].as<int>();
   if (threads < 0 || threads > kMaxThreads)
