@@ -370,23 +370,33 @@ double attention_workspace_bytes(const AttentionParams& params, const AttentionD
   if (world > 1) {
     const int64_t global_len = local.seq_len * world;
     const Split split = split_schedule(params.schedule, global_len, local.seq_len);
-    double all_gathered = 0, all_mine = 0, largest_step = 0, largest_next = 0, largest_send = 0;
+    // Per spanning branch, in order: its gathered rows, this rank's packed share, its K / V tiles.
+    std::vector<double> gathered, send, tiles;
     for (const Branch& branch : split.spanning.branches) {
       const SpanPlan plan = plan_span(branch, local, global_len, rank, world, params.offsets);
-      double gathered = 0;
-      for (size_t c : plan.counts) gathered += static_cast<double>(c);
-      const double send = static_cast<double>(plan.counts[static_cast<size_t>(plan.me)]);
-      const double tiles = 2.0 * f(tiles_size(plan));  // K and V (backward: dK and dV too)
-      all_gathered += gathered;
-      all_mine += send;
-      largest_step = std::max(largest_step, backward ? 2.0 * tiles : gathered + tiles);
-      largest_next = std::max(largest_next, gathered + send);
-      largest_send = std::max(largest_send, send);
+      double all = 0;
+      for (size_t c : plan.counts) all += static_cast<double>(c);
+      gathered.push_back(all);
+      send.push_back(static_cast<double>(plan.counts[static_cast<size_t>(plan.me)]));
+      tiles.push_back(2.0 * f(tiles_size(plan)));  // K and V (backward: dK and dV too)
     }
-    if (backward)  // every branch's gathered rows (its dK / dV then) and received share, until the end
-      floats += all_gathered + all_mine + largest_step + largest_send;
+    const size_t n = gathered.size();
+    double all_gathered = 0, all_send = 0, peak = 0;
+    for (size_t i = 0; i < n; ++i) {
+      all_gathered += gathered[i];
+      all_send += send[i];
+      // While branch i computes, branch i + 1's gather is in flight (its packed rows and its buffer).
+      const double next = i + 1 < n ? gathered[i + 1] + send[i + 1] : 0.0;
+      if (backward)  // dK / dV tiles too; every branch's gathered rows stay (its dK / dV then) until the end
+        peak = std::max(peak, 2.0 * tiles[i] + (i + 1 < n ? send[i + 1] : 0.0));
+      else  // its gathered rows until they are tiled (the kept ones count below)
+        peak = std::max(peak, (keep_gathered ? 0.0 : gathered[i]) + tiles[i] + next);
+    }
+    if (n > 0) peak = std::max(peak, gathered[0] + send[0]);  // the first gather, before any compute
+    if (backward)
+      floats += all_gathered + all_send + peak;  // all_send: each branch's reduce-scattered share
     else
-      floats += largest_step + largest_next + (keep_gathered ? all_gathered : 0.0);
+      floats += peak + (keep_gathered ? all_gathered : 0.0);
   }
   return floats * sizeof(float);
 }

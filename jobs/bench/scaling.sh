@@ -37,8 +37,10 @@ fi
 tmp=$(mktemp -d)
 finish_results() {
   if [ -n "${RESULTS:-}" ]; then
-    for f in "$tmp"/*.jsonl; do [ -e "$f" ] && cp -- "$f" "$RESULTS/"; done
-    echo "scaling.sh: JSON of every job in $RESULTS" >&2
+    local f kept=1
+    for f in "$tmp"/*.jsonl; do [ ! -e "$f" ] || cp -- "$f" "$RESULTS/" || kept=0; done
+    [ "$kept" = 1 ] && echo "scaling.sh: JSON of every job in $RESULTS" >&2 ||
+      echo "scaling.sh: could not copy every job's JSON to $RESULTS" >&2
   fi
   rm -rf "$tmp"
 }

@@ -32,11 +32,16 @@ sed -e "s|@HOST@|$host|g" -e "s|@USER@|$(id -un)|g" -e "s|@STATE@|$state|g" \
     -e "s|@D_PORT@|${LONGCTX_SLURM_D_PORT:-16818}|g" "$here/slurm.conf.in" >"$state/slurm.conf.new"
 # Daemons running on this directory keep the settings they started with: a slurm.conf rewritten under them
 # (before: always) cut them off from every client, stop-local.sh included, and the wait below went on ~10 min.
-if { pid_alive "$state/slurmctld.pid" || pid_alive "$state/slurmd.pid"; } && [ -s "$state/slurm.conf" ] &&
+if { pid_alive "$state/slurmctld.pid" || pid_alive "$state/slurmd.pid"; } &&
    ! cmp -s "$state/slurm.conf" "$state/slurm.conf.new"; then
   rm -f "$state/slurm.conf.new"
-  echo "start-local.sh: the cluster of $state already runs with other settings ($(grep -E '^(SlurmctldPort|SlurmdPort)=' \
-       "$state/slurm.conf" | tr '\n' ' ')$(grep -o 'CPUs=[0-9]*' "$state/slurm.conf" | head -1)); stop it first" \
+  if [ -s "$state/slurm.conf" ]; then
+    running="other settings ($(grep -E '^(SlurmctldPort|SlurmdPort)=' "$state/slurm.conf" | tr '\n' ' ')$(grep -o \
+             'CPUs=[0-9]*' "$state/slurm.conf" | head -1), or another user or host name)"
+  else
+    running="a slurm.conf that is gone"
+  fi
+  echo "start-local.sh: the cluster of $state already runs with $running; stop it first" \
        "(LONGCTX_SLURM_STATE=$state jobs/slurm/stop-local.sh) or choose another LONGCTX_SLURM_STATE" >&2
   exit 2
 fi

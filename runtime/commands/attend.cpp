@@ -88,7 +88,7 @@ void check_options(const Invocation& invocation) {
     global.head_dim = input.head_dim;
     check_rows_fit_in_memory("attend on " + input_path + " " + to_string(input.shape) + " over " + count_of(P, "rank"),
                              params, global, invocation.process.world().rank(), P, vm["backward"].as<bool>(),
-                             invocation.process.local_size());
+                             invocation.process.local_size(), device.device == "cuda");
   }
   // After the size check, which refuses a huge input from its shape alone (its storage need not exist).
   // A virtual dataset's sources: each rank those of its own rows (thousands of shard files opened by every

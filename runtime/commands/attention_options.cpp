@@ -140,14 +140,15 @@ void check_iterations(int iters, int warmup) {
 }
 
 void check_rows_fit_in_memory(const std::string& what, const AttentionParams& params, const AttentionDims& global,
-                              int rank, int ranks, bool backward, int ranks_on_node) {
+                              int rank, int ranks, bool backward, int ranks_on_node, bool on_gpu) {
   AttentionDims local = global;
   local.seq_len = global.seq_len / std::max(ranks, 1);
   const double rows = static_cast<double>(local.batch) * static_cast<double>(local.seq_len) *
                       static_cast<double>(local.heads) * static_cast<double>(local.head_dim) * 4.0 * (backward ? 8 : 4);
   const int threads = omp_get_max_threads();
-  double workspace = attention_workspace_bytes(params, local, rank, ranks, false, backward, threads);
-  if (backward) workspace = std::max(workspace, attention_workspace_bytes(params, local, rank, ranks, true, true, threads));
+  double workspace = on_gpu ? 0.0 : attention_workspace_bytes(params, local, rank, ranks, false, backward, threads);
+  if (backward && !on_gpu)
+    workspace = std::max(workspace, attention_workspace_bytes(params, local, rank, ranks, true, true, threads));
   check_fits_in_memory(what,
                        std::string(backward ? "q, k, v, o, do, dq, dk, dv of its rows" : "q, k, v, o of its rows") +
                            " in float32, " + gibibytes(rows) + ", and the attention's own buffers, " + gibibytes(workspace) +

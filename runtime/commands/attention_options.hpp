@@ -44,9 +44,9 @@ void check_iterations(int iters, int warmup);
 // attend's and bench attention's memory check (check_fits_in_memory) on the host: this rank's rows of q, k,
 // v, o (+ do, dq, dk, dv with the backward) in float32, of `global`'s shape split over `ranks`, plus the
 // attention's own buffers (attention_workspace_bytes: lse, spanning segments' K / V, threads' tiles; the
-// backward reuses the forward's gathered rows).
+// backward reuses the forward's gathered rows; `on_gpu`: none of them, they are on the device).
 void check_rows_fit_in_memory(const std::string& what, const AttentionParams& params, const AttentionDims& global,
-                              int rank, int ranks, bool backward, int ranks_on_node);
+                              int rank, int ranks, bool backward, int ranks_on_node, bool on_gpu = false);
 
 // "1 rank", "4 ranks": a count and its noun, for messages.
 std::string count_of(int64_t n, const std::string& noun);

@@ -1261,10 +1261,12 @@ Command train_command() {
     AttentionParams attention;
     attention.schedule = m.schedule;
     attention.causal = true;
+    // (Its gathered rows are the layer's kept ones, counted above, unless train.regather_kv gathers anew.)
     const double workspace =
         device.device == "cpu"
-            ? attention_workspace_bytes(attention, AttentionDims{1, r.trainer.seq_len / P, m.heads, m.head_dim()},
-                                        inv.process.world().rank(), P, true, false, omp_get_max_threads()) / 4.0
+            ? std::max(0.0, attention_workspace_bytes(attention, AttentionDims{1, r.trainer.seq_len / P, m.heads, m.head_dim()},
+                                                      inv.process.world().rank(), P, true, false, omp_get_max_threads()) /
+                                    4.0 - kept)
             : 0.0;
     const double floats = 4.0 * f(model::make_layout(m).total()) +
                           rows * (f(m.layers) * (8.0 * f(m.dim) + 2.0 * f(m.mlp_hidden) + 4.0 + f(m.heads)) +

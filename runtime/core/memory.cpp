@@ -93,7 +93,7 @@ void check_fits_in_memory(const std::string& what, const std::string& parts, dou
   const double process = static_cast<double>(process_memory_limit_bytes());
   std::ostringstream message;
   message << what << " needs at least " << gibibytes(bytes_per_rank) << " per rank (" << parts << ")";
-  const double address_space = bytes_per_rank + double(uint64_t{128} << 20) + double(std::max(threads, 1)) * double(uint64_t{72} << 20);
+  const double address_space = bytes_per_rank + double(uint64_t{256} << 20) + double(std::max(threads, 1)) * double(uint64_t{8} << 20);
   if (address_space > process) {
     message << " and " << gibibytes(address_space) << " of address space with the libraries and "
             << std::max(threads, 1) << (threads > 1 ? " threads" : " thread") << ", but ulimit -v allows each process "

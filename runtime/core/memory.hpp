@@ -16,11 +16,12 @@ uint64_t process_memory_limit_bytes();
 
 // Throws UsageError when one rank needing at least `bytes_per_rank` exceeds process_memory_limit_bytes(),
 // or `ranks_on_node` of them exceed node_memory_limit_bytes(). `what` names the job ("bench attention
-// N=1048576 B=1 H=16 D=128"); `parts` says what the figure counts ("q, k, v, o in float32"). Lower
-// bounds only: no false refusal (a cgroup shared with other jobs is taken as this job's alone). Against
-// ulimit -v, which limits address space, not memory, the process's own is added: 128 MiB (libraries, MPI)
-// and 72 MiB per thread (its malloc arena's reservation and stack) of `threads` (before: none, and a run
-// the check let through failed at once, some in libgomp's thread creation).
+// N=1048576 B=1 H=16 D=128"); `parts` says what the figure counts ("q, k, v, o in float32"): an estimate
+// of the peak that errs low rather than refuse a run that fits (a cgroup shared with other jobs is taken
+// as this job's alone). Against ulimit -v, which limits address space, not memory, the process's own is
+// added: 256 MiB (libraries, MPI's mappings) and 8 MiB per thread of `threads` (its stack; glibc's malloc arenas are
+// not counted: under a limit without room for them it makes none). Before: none, and a run the check let
+// through failed at once, some in libgomp's thread creation.
 void check_fits_in_memory(const std::string& what, const std::string& parts, double bytes_per_rank, int ranks_on_node,
                           int threads = 1);
 

@@ -221,7 +221,7 @@ expect_exit 3 "verify a [1, 2^27] dataset under ulimit -v 800 MB" -- bash -c 'ul
   "$LONGCTX" ckpt verify big_tensor.h5 --quiet
 expect_in "$OUT/stdout" "/extra/wide: non-finite value inf at flat index 134217723" "finds the inf at its flat index"
 expect_exit 3 "resume from a 512 MiB rng_seed under ulimit -v 600 MB" -- bash -c 'ulimit -v 600000 && exec "$@"' _ \
-  "$LONGCTX" train "${FT[@]}" --train.steps 3 --checkpoint.dir big_state
+  "$LONGCTX" train "${FT[@]}" --train.steps 3 --train.threads 1 --checkpoint.dir big_state
 expect_in "$OUT/stderr" "/state/global/rng_seed: shape \[536870912\] is over 256 MiB of state bytes \(damaged\)" \
   "names the blob and its shape"
 rm -f big_tensor.h5 big_state/step_00000002.h5

@@ -167,10 +167,17 @@ cp "$OUT/slurm/slurm.conf" "$OUT/slurm.conf.before"
 SECONDS=0
 expect_exit 2 "start-local.sh again with other ports" -- env LONGCTX_SLURM_CTLD_PORT=17917 LONGCTX_SLURM_D_PORT=17918 \
   bash "$ROOT/jobs/slurm/start-local.sh"
-expect_in "$OUT/stderr" "already runs with other settings \(SlurmctldPort=[0-9]+ SlurmdPort=[0-9]+ CPUs=[0-9]+\); stop it first" "says so"
+expect_in "$OUT/stderr" "already runs with other settings \(SlurmctldPort=[0-9]+ SlurmdPort=[0-9]+ CPUs=[0-9]+, or another user or host name\); stop it first" "says so"
 cmp -s "$OUT/slurm/slurm.conf" "$OUT/slurm.conf.before" && [ "$SECONDS" -lt 30 ] &&
   grep -qE "idle|mix|alloc" <<<"$(sinfo -h -o %t)" && pass "... in ${SECONDS} s, slurm.conf kept, the cluster answers" ||
   fail "after ${SECONDS} s: $(diff "$OUT/slurm.conf.before" "$OUT/slurm/slurm.conf" | head -3); sinfo: $(sinfo 2>&1 | head -2)"
+# ... and so is any start while its slurm.conf is gone (before this check: written anew under the daemons).
+mv "$OUT/slurm/slurm.conf" "$OUT/slurm.conf.aside"
+expect_exit 2 "start-local.sh while the running cluster's slurm.conf is gone" -- env LONGCTX_SLURM_CTLD_PORT=17917 \
+  bash "$ROOT/jobs/slurm/start-local.sh"
+expect_in "$OUT/stderr" "already runs with a slurm.conf that is gone; stop it first" "says so"
+[ ! -e "$OUT/slurm/slurm.conf" ] && pass "... and writes none" || fail "wrote $(grep Port "$OUT/slurm/slurm.conf" | xargs)"
+mv "$OUT/slurm.conf.aside" "$OUT/slurm/slurm.conf"
 # A controller restarted on its saved state keeps the queue (before: slurmctld -c, which dropped it).
 pending=$(sbatch --parsable --begin=now+3600 --output=/dev/null --wrap 'true')
 ctld_pid=$(cat "$OUT/slurm/slurmctld.pid")
