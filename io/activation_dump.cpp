@@ -49,20 +49,16 @@ std::string ActivationDump::dataset_path(int64_t step, int64_t layer, const std:
 
 void ActivationDump::write(int64_t step, int64_t layer, const std::string& name, const Shape& global_shape,
                            RowRange rows, const Tensor& block, size_t seq_axis) {
-  watchdog::Guard guard("writing " + dataset_path(step, layer, name) + " of the activation dump " + path(),
-                        [directory = directory_of(path())] { return full_disk_note(directory); });
   h5::DatasetOptions options;
   options.chunk = row_chunk(global_shape, seq_axis, sizeof(float));
   // MPI-IO does not say why a write failed ("file write failed (Write failed)"): a full disk is named.
-  noting_a_full_disk(directory_of(path()), [&] {
+  guarded_write("writing " + dataset_path(step, layer, name) + " of the activation dump " + path(), directory_of(path()), [&] {
     write_rows(output_->file(), dataset_path(step, layer, name), global_shape, seq_axis, rows, block, options);
   });
 }
 
 void ActivationDump::close() {
-  watchdog::Guard guard("closing the activation dump " + path(),
-                        [directory = directory_of(path())] { return full_disk_note(directory); });
-  noting_a_full_disk(directory_of(path()), [&] { output_->commit(); });
+  guarded_write("closing the activation dump " + path(), directory_of(path()), [&] { output_->commit(); });
 }
 
 }  // namespace longctx::io

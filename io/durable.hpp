@@ -19,8 +19,10 @@
 #include <sys/types.h>
 
 #include <string>
+#include <utility>
 
 #include "runtime/core/error.hpp"
+#include "runtime/core/watchdog.hpp"
 
 namespace longctx::io {
 
@@ -113,6 +115,13 @@ void noting_a_full_disk(const std::string& directory, Write&& write) {
     if (note.empty()) throw;
     throw InternalError(what + note);
   }
+}
+// noting_a_full_disk under a watchdog::Guard named `what` whose expiry message names a full disk of
+// `directory` too: a write that fails on one rank can leave the others waiting inside HDF5.
+template <class Write>
+void guarded_write(const std::string& what, const std::string& directory, Write&& write) {
+  watchdog::Guard guard(what, [directory] { return full_disk_note(directory); });
+  noting_a_full_disk(directory, std::forward<Write>(write));
 }
 
 // Checks, before any work, that `path` (given by `--option`) can become a file: not empty, not a

@@ -80,16 +80,10 @@ void check_options(const Invocation& invocation) {
   const int P = invocation.process.world().size();
   check_shardable(params.schedule, input.seq_len, P,
                   device.device == "cuda" ? SpanningSegments::whole : SpanningSegments::may_end_short);
-  {
-    AttentionDims global;
-    global.batch = input.batch;
-    global.seq_len = input.seq_len;
-    global.heads = input.heads;
-    global.head_dim = input.head_dim;
-    check_rows_fit_in_memory("attend on " + input_path + " " + to_string(input.shape) + " over " + count_of(P, "rank"),
-                             params, global, invocation.process.world().rank(), P, vm["backward"].as<bool>(),
-                             invocation.process.local_size(), device.device == "cuda");
-  }
+  check_rows_fit_in_memory("attend on " + input_path + " " + to_string(input.shape) + " over " + count_of(P, "rank"),
+                           params, AttentionDims{input.batch, input.seq_len, input.heads, input.head_dim},
+                           invocation.process.world().rank(), P, vm["backward"].as<bool>(),
+                           invocation.process.local_size(), device.device == "cuda");
   // After the size check, which refuses a huge input from its shape alone (its storage need not exist).
   // A virtual dataset's sources: each rank those of its own rows (thousands of shard files opened by every
   // rank would be a metadata storm on a parallel file system; rank 0 alone missed a source that another
@@ -347,9 +341,8 @@ int run(Invocation& invocation) {
     io::run_on_rank0(comm, "writing " + report_path + ".tmp",
                      [&] { report.emplace(report_path, report_text, report_claim->take()); });
   {
-    watchdog::Guard guard("writing " + output_path, [output_path] { return io::full_disk_note(io::directory_of(output_path)); });
     // MPI-IO's "file write failed" does not say why: a full disk is named.
-    io::noting_a_full_disk(io::directory_of(output_path), [&] {
+    io::guarded_write("writing " + output_path, io::directory_of(output_path), [&] {
       io::AtomicOutput output(output_path, std::move(output_claim), comm);
       // Fault injection for the no-hang test of file I/O: this rank stops while the others write collectively.
       stall_if_named("LONGCTX_FAULT_STALL_RANK", rank);
