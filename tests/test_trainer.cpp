@@ -165,6 +165,30 @@ TEST(Trainer, AsksForTheStopSignalAfterTheBackward) {
   EXPECT_EQ(stats.stop_signal, SIGUSR1);
 }
 
+// An evaluation asks after each sequence and ends at the first stop any rank got, all ranks at the same
+// sequence; without a stop its figures are those of an evaluation that asks nothing.
+TEST(Trainer, EvaluationEndsAtTheSequenceAStopArrivesIn) {
+  auto comm = world();
+  const auto data = make_dataset(small_data());
+  model::ShardedAttention sharded(*comm);
+  Trainer trainer(small_config(), *comm, sharded);
+  const int P = comm->size(), me = comm->rank();
+  int asked = 0;
+  // The last rank gets SIGUSR1 at its second question; the others never.
+  const EvalStats stopped = trainer.evaluate(*data, 5, [&] { return ++asked == 2 && me == P - 1 ? SIGUSR1 : 0; });
+  EXPECT_EQ(stopped.stop_signal, SIGUSR1);
+  EXPECT_EQ(asked, 2);
+  asked = 0;
+  const EvalStats quiet = trainer.evaluate(*data, 3, [&] { return ++asked, 0; });
+  const EvalStats plain = trainer.evaluate(*data, 3);
+  EXPECT_EQ(asked, 3);
+  EXPECT_EQ(quiet.stop_signal, 0);
+  EXPECT_EQ(quiet.loss, plain.loss);
+  EXPECT_EQ(quiet.accuracy, plain.accuracy);
+  EXPECT_EQ(quiet.scored, plain.scored);
+  EXPECT_GT(plain.scored, 0);
+}
+
 TEST(Data, RowsAreSlicesOfTheWholeSequenceAndDeterministic) {
   for (const char* task : {"passkey", "associative"}) {
     DataConfig d = small_data();

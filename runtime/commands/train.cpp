@@ -479,13 +479,15 @@ std::string new_run_id(MPI_Comm comm, int rank) {
 
 class JsonLog {
  public:
-  JsonLog(const std::string& path, bool active, int64_t resumed_step, const std::string& checkpoint_dir,
+  // `kept_through`: a resumed run keeps its lines through this step and logs the later ones again; -1: a
+  // fresh run.
+  JsonLog(const std::string& path, bool active, int64_t kept_through, const std::string& checkpoint_dir,
           const std::string& run_id)
       : path_(path) {
     if (!active || path.empty()) return;
     Contents file = read();
-    if (resumed_step > 0) {
-      trim_after(file, resumed_step, run_id);
+    if (kept_through >= 0) {
+      trim_after(file, kept_through, run_id);
     } else {  // a fresh run appends, as it always has
       if (!checkpoint_dir.empty()) {
         note_ = checkpoint_dir + "/" + kLogStart;
@@ -1016,7 +1018,10 @@ int run_train(Invocation& inv) {
                      "trains its shorter stages only before data.seq_len's held-out tail");
   }
 
-  JsonLog jsonl(r.log_jsonl, rank == 0, trainer.step(), r.checkpoint_dir, run_id);
+  // A resume from a checkpoint whose evaluation is pending writes that step's line again (an earlier resume
+  // that wrote it may have stopped before its next checkpoint).
+  const int64_t kept_through = !resumed ? -1 : stored.pending_eval ? trainer.step() - 1 : trainer.step();
+  JsonLog jsonl(r.log_jsonl, rank == 0, kept_through, r.checkpoint_dir, run_id);
   // Of an earlier dump of this run, the steps and layers this run dumps (dump.steps, dump.layers).
   const auto dumped = [&r](int64_t step, int64_t layer) { return r.dump_steps.count(step) && r.dump_layers.count(layer); };
   std::unique_ptr<io::ActivationDump> dump;
@@ -1040,16 +1045,19 @@ int run_train(Invocation& inv) {
   // Evaluation at data.seq_len (whatever length the current stage trains at), printed by rank 0; its fields
   // also join that step's log.jsonl line.
   // Its loss is the same on every rank (all-reduced), so every rank refuses a non-finite one alike.
+  // A SIGUSR1 / SIGTERM ends it after the sequence it is at (stop_signal, no figures): eval.sequences
+  // forward passes at data.seq_len can outlast a scheduler's grace time.
   struct Evaluation {
     double loss;
+    int stop_signal;                      // interrupted by this signal (all ranks alike); 0: done
     std::function<std::string()> print;  // prints it (rank 0), returns its log.jsonl fields
   };
   const auto evaluate = [&](int64_t step) {
     const int64_t training_len = trainer.config().seq_len;
     trainer.set_seq_len(r.trainer.seq_len);
-    const train::EvalStats e = trainer.evaluate(*data, eval_sequences);
+    const train::EvalStats e = trainer.evaluate(*data, eval_sequences, [] { return g_stop_requested.load(); });
     trainer.set_seq_len(training_len);
-    return Evaluation{e.loss, [step, e, seq_len = r.trainer.seq_len] {
+    return Evaluation{e.loss, e.stop_signal, [step, e, seq_len = r.trainer.seq_len] {
                         std::printf("eval step %lld  eval_loss %.4f  eval_accuracy %.4f  (%lld scored targets, N = %lld)\n",
                                     (long long)step, e.loss, e.accuracy, (long long)e.scored, (long long)seq_len);
                         std::fflush(stdout);
@@ -1076,6 +1084,8 @@ int run_train(Invocation& inv) {
   // already at the next stage's: before, that went into the checkpoint, beside the tokens_seen of the steps
   // before it).
   int64_t trained_len = trainer.config().seq_len;
+  // The step's evaluation that a stop interrupted, which the stop's checkpoint keeps for the resumed run.
+  std::optional<train::PendingEval> pending_eval;
   const auto checkpoint = [&] {
     // The dump is published with each checkpoint that follows a dumped step, so a run killed later (no
     // chance to close it) resumes from the checkpoint with those steps kept; a new dump copies them.
@@ -1090,7 +1100,8 @@ int run_train(Invocation& inv) {
     }
     io::publish_on_rank0(mpi, "checking checkpoint.dir", [&] { require_checkpoint_dir_lock(r.checkpoint_dir); });
     const std::string path = train::save_checkpoint(trainer, r.checkpoint_dir, r.checkpoint_keep, config_text,
-                                                    tokens_seen(trainer.step()), trained_len, position, run_id, mpi);
+                                                    tokens_seen(trainer.step()), trained_len, position, run_id, mpi,
+                                                    pending_eval);
     committed = trainer.step();
     jsonl.forget_start();
     log::info("checkpoint " + path);
@@ -1098,10 +1109,43 @@ int run_train(Invocation& inv) {
       dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step(), run_id, dumped);
   };
 
+  // A log.jsonl line: the step's fields, its evaluation's (if any), the run's id.
+  const auto log_line = [&](const std::string& fields, const std::string& eval_fields) {
+    return fields + eval_fields + (run_id.empty() ? std::string() : ", " + std::string(kRunKey) + run_id + "\"") + "}";
+  };
+  // The checkpoint resumed from evaluates to `loss`: a non-finite one is refused. (A checkpoint saved off
+  // the eval.every grid, or at a stop that left its evaluation pending, was never evaluated: its
+  // parameters can overflow the forward pass.) Nothing was trained, so nothing is kept back.
+  const auto refuse_resumed = [&](double loss) {
+    if (!std::isfinite(loss))
+      throw InternalError("the checkpoint resumed from (step " + std::to_string(trainer.step()) +
+                          ") evaluates to loss " + std::to_string(loss) +
+                          ": its parameters overflow the forward pass; resume from an earlier checkpoint");
+  };
+
   using Clock = std::chrono::steady_clock;
   const auto run_start = Clock::now();
   int stop_signal = 0;  // the signal that stopped the run, agreed by all ranks: each exits alike (0: none)
   int64_t last_eval = -1;
+  // The evaluation of the step resumed from that a stop interrupted: done first, and that step's log.jsonl
+  // line written with it (the stopped run left the line to this one). A stop during it exits 75 again:
+  // the checkpoint still holds it.
+  if (stored.pending_eval) {
+    const int64_t step = trainer.step();
+    log::info("evaluating step " + std::to_string(step) + " first: a stop interrupted its evaluation");
+    const Evaluation evaluation = evaluate(step);
+    if (evaluation.stop_signal != 0) {
+      log::info("stopped on a signal during the pending evaluation of step " + std::to_string(step) +
+                ", which the checkpoint still holds; requeue me");
+      return static_cast<int>(ExitCode::requeue);
+    }
+    refuse_resumed(evaluation.loss);
+    if (rank == 0) {
+      const std::string eval_fields = evaluation.print();
+      if (!stored.pending_eval->log_fields.empty()) jsonl.write(log_line(stored.pending_eval->log_fields, eval_fields));
+    }
+    last_eval = step;
+  }
   while (trainer.step() < r.steps) {
     const auto t0 = Clock::now();
     const int64_t seq_len = trainer.config().seq_len;
@@ -1137,47 +1181,65 @@ int run_train(Invocation& inv) {
                 std::to_string(trainer.config().seq_len));
     }
     // A stop that lands on the last step finishes the run (eval, checkpoint, exit 0): a requeue would
-    // only resume at the end, and the last step's eval would be missing from log.jsonl for good.
+    // only resume at the end to evaluate it. The signal is spent: another one stops that evaluation.
     if (stats.stop_signal != 0 && step == r.steps) {
       stats.stop_signal = 0;
+      g_stop_requested.store(0);
       log::info("stop signal at the last step: finishing the run instead");
     }
-    // Every eval.every steps and after the last, also when a signal stops the run there (log.jsonl is then
-    // the uninterrupted run's).
+    // Every eval.every steps and after the last. A stop agreed in this step, or during its evaluation,
+    // leaves the evaluation pending: the stop's checkpoint holds the step's log.jsonl fields, and the
+    // resumed run evaluates this step before it trains on and writes the line (log.jsonl is then the
+    // uninterrupted run's). Before, the evaluation ran to its end (eval.sequences forward passes at
+    // data.seq_len) even when the stop came before it, and a stop during it trained one more step: both
+    // past what a scheduler's grace time may allow.
     const bool eval_now = (r.eval_every > 0 && step % r.eval_every == 0) || step == r.steps;
+    bool eval_interrupted = eval_now && stats.stop_signal != 0;
     std::function<std::string()> print_eval;  // prints the evaluation, returns its log.jsonl fields
-    if (eval_now) {
+    if (eval_now && !eval_interrupted) {
       const Evaluation evaluation = evaluate(step);
-      print_eval = evaluation.print;
-      last_eval = step;
-      // Finite parameters can still overflow the forward pass (a huge train.lr): the next step would
-      // diverge, and checkpointing this one would leave a checkpoint that only resumes into nan (with
-      // checkpoint.keep pruning a good one for it). Before, the run printed eval_loss -nan and went on.
-      if (!std::isfinite(evaluation.loss))
-        throw diverged(step, "the evaluation of its parameters has loss " + std::to_string(evaluation.loss) +
-                                 " (its update made the forward pass overflow; try a lower train.lr, or train.clip); "
-                                 "this step was not logged or checkpointed",
-                       false);
+      if (evaluation.stop_signal != 0) {
+        stats.stop_signal = evaluation.stop_signal;
+        eval_interrupted = true;
+      } else {
+        print_eval = evaluation.print;
+        last_eval = step;
+        // Finite parameters can still overflow the forward pass (a huge train.lr): the next step would
+        // diverge, and checkpointing this one would leave a checkpoint that only resumes into nan (with
+        // checkpoint.keep pruning a good one for it). Before, the run printed eval_loss -nan and went on.
+        if (!std::isfinite(evaluation.loss))
+          throw diverged(step, "the evaluation of its parameters has loss " + std::to_string(evaluation.loss) +
+                                   " (its update made the forward pass overflow; try a lower train.lr, or train.clip); "
+                                   "this step was not logged or checkpointed",
+                         false);
+      }
     }
     // log.jsonl keeps to the log.every grid (so an interrupted + resumed run's file is the uninterrupted
-    // one's); the step a signal stops at is printed too.
+    // one's); the step a signal stops at is printed too. A pending evaluation's line waits in the checkpoint.
     const bool logged = step % r.log_every == 0 || step == r.steps || eval_now || jsonl.must_log(step);
+    const double tokens_per_s = double(seq_len) / seconds;
+    const double mfu = step_flops(r.trainer.model, seq_len) / seconds / peak;
+    const std::string log_fields =
+        "{\"step\": " + std::to_string(step) + ", \"loss\": " + json_number(stats.loss) +
+        ", \"tokens_per_s\": " + json_number(tokens_per_s) + ", \"seconds\": " + json_number(seconds) +
+        ", \"lr\": " + json_number(stats.lr) + ", \"grad_norm\": " + json_number(stats.grad_norm) +
+        ", \"mfu\": " + json_number(mfu) + ", \"seq_len\": " + std::to_string(seq_len) +
+        ", \"world_size\": " + std::to_string(P);
+    const bool keeps_pending = eval_interrupted && !r.checkpoint_dir.empty();
+    if (keeps_pending) pending_eval = train::PendingEval{r.log_jsonl.empty() ? std::string() : log_fields};
     if (rank == 0 && (logged || stats.stop_signal != 0)) {
-      const double tokens_per_s = double(seq_len) / seconds;
-      const double mfu = step_flops(r.trainer.model, seq_len) / seconds / peak;
       std::printf("step %6lld  loss %.4f  tokens/s %.0f  s/step %.3f  lr %.3e  grad_norm %.3f  MFU %.1f%%  N %lld\n",
                   (long long)step, stats.loss, tokens_per_s, seconds, stats.lr, stats.grad_norm, 100 * mfu,
                   (long long)seq_len);
       std::fflush(stdout);
       const std::string eval_fields = print_eval ? print_eval() : std::string();
-      if (logged)
-        jsonl.write("{\"step\": " + std::to_string(step) + ", \"loss\": " + json_number(stats.loss) +
-                    ", \"tokens_per_s\": " + json_number(tokens_per_s) + ", \"seconds\": " + json_number(seconds) +
-                    ", \"lr\": " + json_number(stats.lr) + ", \"grad_norm\": " + json_number(stats.grad_norm) +
-                    ", \"mfu\": " + json_number(mfu) + ", \"seq_len\": " + std::to_string(seq_len) +
-                    ", \"world_size\": " + std::to_string(P) + eval_fields +
-                    (run_id.empty() ? std::string() : ", " + std::string(kRunKey) + run_id + "\"") + "}");
+      if (logged && !keeps_pending) jsonl.write(log_line(log_fields, eval_fields));
     }
+    if (eval_interrupted)
+      log::info("the evaluation of step " + std::to_string(step) + " is left undone by the stop" +
+                (keeps_pending ? ": the checkpoint keeps it pending, and the resumed run evaluates step " +
+                                     std::to_string(step) + " first"
+                               : std::string()));
     if (stats.stop_signal != 0) {
       stop_signal = stats.stop_signal;
       break;
@@ -1203,13 +1265,13 @@ int run_train(Invocation& inv) {
   }
   if (last_eval != trainer.step()) {  // resumed at the end: printed, no log.jsonl line (that step has one)
     const Evaluation evaluation = evaluate(trainer.step());
+    if (evaluation.stop_signal != 0) {  // nothing trained: the checkpoint resumed from is the run's
+      log::info("stopped on a signal during the evaluation of step " + std::to_string(trainer.step()) +
+                " (the checkpoint resumed from); requeue me");
+      return static_cast<int>(ExitCode::requeue);
+    }
+    refuse_resumed(evaluation.loss);
     if (rank == 0) evaluation.print();
-    // A checkpoint saved off the eval.every grid was never evaluated: its parameters can overflow the
-    // forward pass. Nothing was trained, so nothing is kept back; the run fails as a diverged one would.
-    if (!std::isfinite(evaluation.loss))
-      throw InternalError("the checkpoint resumed from (step " + std::to_string(trainer.step()) +
-                          ") evaluates to loss " + std::to_string(evaluation.loss) +
-                          ": its parameters overflow the forward pass; resume from an earlier checkpoint");
   }
   if (!r.checkpoint_dir.empty() && committed != trainer.step()) checkpoint();
   const double total = std::chrono::duration<double>(Clock::now() - run_start).count();

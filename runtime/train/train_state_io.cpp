@@ -177,7 +177,7 @@ void check_same_model(const io::CheckpointReader& reader, const std::map<std::st
 
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
                             int64_t tokens_seen, int64_t seq_len, DataPosition data_position, const std::string& run_id,
-                            MPI_Comm comm) {
+                            MPI_Comm comm, const std::optional<PendingEval>& pending_eval) {
   io::CheckpointMeta meta;
   meta.step = trainer.step();
   meta.seq_len = seq_len;
@@ -220,6 +220,10 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
     writer.write_attribute("model_dim", trainer.config().model.dim);
     writer.write_attribute("model_heads", trainer.config().model.heads);
     if (!run_id.empty()) writer.write_attribute("run_id", run_id);
+    if (pending_eval) {
+      writer.write_attribute("eval_pending", int64_t{1});
+      if (!pending_eval->log_fields.empty()) writer.write_attribute("eval_pending_log", pending_eval->log_fields);
+    }
     committed = writer.commit(keep);
   });
   return committed;
@@ -351,6 +355,19 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
   const StoredState state = read_state(reader);
   if (!state.problems.empty())
     throw InputError(path + ": " + joined(state.problems) + ": damaged; `longctx ckpt verify` checks the whole file");
+  std::optional<PendingEval> pending_eval;
+  if (reader.file().has_attribute("eval_pending")) {
+    pending_eval.emplace();
+    if (reader.file().has_attribute("eval_pending_log")) {
+      pending_eval->log_fields = reader.file().read_string_attribute("eval_pending_log");
+      // Written back to log.jsonl as that step's line: one line, of this step.
+      const std::string head = "{\"step\": " + std::to_string(reader.step()) + ",";
+      if (pending_eval->log_fields.compare(0, head.size(), head) != 0 ||
+          pending_eval->log_fields.find('\n') != std::string::npos)
+        throw InputError(path + ": attribute eval_pending_log is not the log.jsonl line of step " +
+                         std::to_string(reader.step()) + ": damaged");
+    }
+  }
   // Shapes agree: only now is the trainer changed. A value no training writes (not finite; a negative
   // Adam second moment, whose square root is nan) ends the run here, naming it: before, the run went on
   // and stopped at its first step as "training diverged".
@@ -378,7 +395,7 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
     }
   }
   const std::string run_id = reader.file().has_attribute("run_id") ? reader.file().read_string_attribute("run_id") : "";
-  return {state.position, reader.tokens_seen(), data_seq_len, run_id};
+  return {state.position, reader.tokens_seen(), data_seq_len, run_id, pending_eval};
 }
 
 }  // namespace longctx::train

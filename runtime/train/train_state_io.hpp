@@ -7,7 +7,8 @@
 //   /state/global/rng_seed      int64: train.seed's bits; with the data position, the whole state of the
 //                               counter-based generators (each sequence is drawn from (seed, split, index))
 //   root attributes model_layers, model_dim, model_heads, and run_id (the run's id: hex digits, which its
-//                               log.jsonl lines and activation dump carry too)
+//                               log.jsonl lines and activation dump carry too); eval_pending (int64 1) and
+//                               eval_pending_log (string) when a stop interrupted the step's evaluation
 // Everything is replicated, so a checkpoint of any P resumes at any P. Collective over `comm`.
 #pragma once
 
@@ -31,9 +32,15 @@ namespace longctx::train {
 // `seq_len`: the length its last step trained at (root attribute seq_len, as that step's log.jsonl line).
 // `data_position`: where the next step's data starts.
 // `run_id`: which run it is (root attribute `run_id`; its log.jsonl lines and activation dump carry it too).
+// `pending_eval`: a stop interrupted the evaluation of this step; the resumed run evaluates it first.
+struct PendingEval {
+  // The step's log.jsonl line before the evaluation's fields, which the resumed run completes and writes
+  // ("": the run wrote no log.jsonl).
+  std::string log_fields;
+};
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
                             int64_t tokens_seen, int64_t seq_len, DataPosition data_position, const std::string& run_id,
-                            MPI_Comm comm);
+                            MPI_Comm comm, const std::optional<PendingEval>& pending_eval = std::nullopt);
 
 // Loads `path` into `trainer`, whose run has the resolved config `config_text` (INI). A checkpoint of
 // another model -> InputError naming the file and what differs, before anything is changed: any
@@ -47,6 +54,7 @@ struct Resumed {
   int64_t tokens_seen = 0;
   int64_t data_seq_len = 0;  // its /config's data.seq_len (0: none there)
   std::string run_id;        // its run's id ("": written before checkpoints held one)
+  std::optional<PendingEval> pending_eval;  // its step's evaluation, which a stop interrupted
 };
 Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm);
 

@@ -41,11 +41,7 @@ StepStats Trainer::compute_gradients(const SequenceRows& rows, const std::functi
   StepStats stats;
   stats.trained_rows = static_cast<int64_t>(totals[3]);
   stats.loss = totals[1] > 0 ? totals[0] / totals[1] : 0.0;
-  if (totals[2] > 0) {  // every rank takes this branch: the same all-reduced flag
-    int32_t signal = signal_here;
-    comm_.all_reduce(Span<int32_t>(&signal, 1), comm::ReduceOp::max);
-    stats.stop_signal = signal;
-  }
+  if (totals[2] > 0) stats.stop_signal = agree_on_signal(signal_here);  // every rank: the same all-reduced flag
   if (totals[1] > 0) {
     const float inv = static_cast<float>(1.0 / totals[1]);
     for (float& g : grads_) g *= inv;
@@ -54,6 +50,12 @@ StepStats Trainer::compute_gradients(const SequenceRows& rows, const std::functi
   // an overflowing gradient was applied, logged and checkpointed as nan weights).
   stats.grad_norm = model::gradient_norm(grads_.data(), int64_t(grads_.size()));
   return stats;
+}
+
+int Trainer::agree_on_signal(int signal_here) {
+  int32_t signal = signal_here;
+  comm_.all_reduce(Span<int32_t>(&signal, 1), comm::ReduceOp::max);
+  return signal;
 }
 
 void Trainer::apply_update(StepStats& stats) {
@@ -69,7 +71,7 @@ StepStats Trainer::train_step(const SequenceRows& rows, int stop_signal) {
   return stats;
 }
 
-EvalStats Trainer::evaluate(const Dataset& data, int64_t sequences) {
+EvalStats Trainer::evaluate(const Dataset& data, int64_t sequences, const std::function<int()>& stop_signal) {
   double loss_sum = 0, count = 0, correct = 0, answers = 0, exact = 0;
   for (int64_t s = 0; s < sequences; ++s) {
     const SequenceRows rows = data.rows(true, s, rows_);
@@ -80,20 +82,27 @@ EvalStats Trainer::evaluate(const Dataset& data, int64_t sequences) {
     const auto local =
         model_.forward(params_.data(), rows.tokens.data(), scored.data(), rows_.rows(), rows_.begin, false, 1.0f,
                        rows.previous);
-    // [loss, count, correct, wrong digits of answer 0, 1, ...]
-    std::vector<double> totals(static_cast<size_t>(3 + rows.answers), 0.0);
+    // [loss, count, correct, stop asked, wrong digits of answer 0, 1, ...]
+    const int signal_here = stop_signal ? stop_signal() : 0;
+    std::vector<double> totals(static_cast<size_t>(4 + rows.answers), 0.0);
     totals[0] = local.loss_sum;
     totals[1] = double(local.count);
     totals[2] = double(local.correct);
+    totals[3] = signal_here != 0 ? 1.0 : 0.0;
     const auto& predicted = model_.predictions();
     for (size_t i = 0; i < scored.size(); ++i)
-      if (rows.answer_id[i] >= 0 && predicted[i] != scored[i]) totals[size_t(3 + rows.answer_id[i])] += 1;
+      if (rows.answer_id[i] >= 0 && predicted[i] != scored[i]) totals[size_t(4 + rows.answer_id[i])] += 1;
     comm_.all_reduce(Span<double>(totals));
+    if (totals[3] > 0) {  // every rank takes this branch: the same all-reduced flag
+      EvalStats stopped;
+      stopped.stop_signal = agree_on_signal(signal_here);
+      return stopped;
+    }
     loss_sum += totals[0];
     count += totals[1];
     correct += totals[2];
     answers += double(rows.answers);
-    for (int64_t a = 0; a < rows.answers; ++a) exact += totals[size_t(3 + a)] == 0 ? 1 : 0;
+    for (int64_t a = 0; a < rows.answers; ++a) exact += totals[size_t(4 + a)] == 0 ? 1 : 0;
   }
   EvalStats stats;
   stats.scored = static_cast<int64_t>(count);

@@ -48,6 +48,7 @@ struct EvalStats {
   double loss = 0;      // mean over scored targets (answer digits; every token for `file`)
   double accuracy = 0;  // exact match per answer (next-token accuracy for `file`)
   int64_t scored = 0;
+  int stop_signal = 0;  // a stop interrupted it (the largest signal number any rank got): no figures
 };
 
 class Trainer {
@@ -66,7 +67,10 @@ class Trainer {
   void apply_update(StepStats& stats);
   StepStats train_step(const SequenceRows& rows, int stop_signal);
 
-  EvalStats evaluate(const Dataset& data, int64_t sequences);
+  // Forward passes over `sequences` held-out sequences. `stop_signal()` is asked after each one's forward
+  // and agreed by the ranks: a stop ends the evaluation there (EvalStats::stop_signal), since eval.sequences
+  // forward passes at data.seq_len may outlast a scheduler's grace time.
+  EvalStats evaluate(const Dataset& data, int64_t sequences, const std::function<int()>& stop_signal = {});
 
   model::Model& model() { return model_; }
   std::vector<float>& params() { return params_; }
@@ -84,6 +88,9 @@ class Trainer {
   void set_local_gradient_hook(LocalGradientHook hook) { local_gradient_hook_ = std::move(hook); }
 
  private:
+  // The signal the ranks stop on, once they know some rank got one: the largest number (collective).
+  int agree_on_signal(int signal_here);
+
   TrainerConfig config_;
   comm::Communicator& comm_;
   model::Model model_;

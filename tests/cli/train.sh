@@ -891,8 +891,8 @@ code=$?
   pass "a signal pending at start -> step 1 checkpointed, exit 75" || { fail "pending signal gave exit $code"; tail -3 "$OUT/sig4.err"; }
 [ ! -s "$OUT/sig4.jsonl" ] && pass "the stop step, off the log.every grid, has no log.jsonl line" ||
   { fail "log.jsonl got an off-grid line for the stop step"; cat "$OUT/sig4.jsonl"; }
-# The same signal at the LAST step finishes the run: its eval is logged, exit 0 (a requeue had nothing left
-# to do but the eval, which then never reached log.jsonl).
+# The same signal at the LAST step finishes the run: its eval is logged, exit 0 (a requeue would have
+# nothing left to do but the eval).
 ONE_STEP=("${BASE[@]}" --model.heads 4 --model.dim 32 --train.steps 1 --data.seq_len 1024 --model.segment_lengths 32,128,1024)
 /usr/bin/python3 - "$LONGCTX" "${ONE_STEP[@]}" --checkpoint.dir "$OUT/sig6" --log.jsonl "$OUT/sig6.jsonl" >"$OUT/sig6.out" 2>"$OUT/sig6.err" <<'PY'
 import os, signal, sys
@@ -907,6 +907,79 @@ code=$?
 # ---- a fresh run (no checkpoint to resume) appends to an existing log.jsonl, and says so ------------------
 expect_exit 0 "a fresh run into a log.jsonl with lines" -- "$LONGCTX" train "${ONE_STEP[@]}" --log.jsonl "$OUT/sig6.jsonl"
 expect_in "$OUT/stderr" "log.jsonl=.*sig6.jsonl already holds 1 line\(s\) of an earlier run; this run starts at step 1 and appends" "warns it appends"
+
+# ---- a signal during an evaluation stops it there: that step is checkpointed with its evaluation pending,
+# and the resumed run evaluates it first and writes its log.jsonl line. Before, the evaluation (here 300
+# forward passes at data.seq_len) ran to its end and one more step was trained before the checkpoint, past
+# what a scheduler's grace time may allow.
+EVAL=(--quiet --model.mlp_hidden 64 --model.dilation_rates 1,2,4 --data.key_digits 3 --train.warmup 2 --train.lr 3e-3
+      --model.heads 4 --model.dim 32 --data.seq_len 1024 --model.segment_lengths 32,128,1024 --train.steps 4
+      --eval.every 2 --eval.sequences 300)
+# A log.jsonl without its timings (they differ from run to run); steps, losses and evaluations stay.
+untimed() { sed -E 's/"tokens_per_s": [^,]*, "seconds": [^,]*, //; s/"mfu": [^,]*, //; s/, "run": "[0-9a-f]*"//' "$1"; }
+expect_exit 0 "uninterrupted run evaluating every 2 steps" -- "$LONGCTX" train "${EVAL[@]}" --log.jsonl "$OUT/ev0.jsonl"
+# Signalled once step 1 is logged: step 2 takes milliseconds, its evaluation seconds.
+"$LONGCTX" train "${EVAL[@]}" --checkpoint.dir "$OUT/ev" --log.jsonl "$OUT/ev.jsonl" >"$OUT/ev.out" 2>"$OUT/ev.err" &
+pid=$!
+for _ in $(seq 400); do grep -q '"step": 1,' "$OUT/ev.jsonl" 2>/dev/null && break; sleep 0.02; done
+sleep 0.3
+kill -USR1 $pid
+wait $pid; code=$?
+[ "$code" -eq 75 ] && [ "$(cat "$OUT/ev/latest" 2>/dev/null)" = step_00000002.h5 ] &&
+  grep -q "the evaluation of step 2 is left undone by the stop: the checkpoint keeps it pending" "$OUT/ev.err" &&
+  pass "a signal during step 2's evaluation -> step 2 checkpointed, exit 75" ||
+  { fail "a signal during an evaluation gave exit $code, latest $(cat "$OUT/ev/latest" 2>/dev/null)"; tail -3 "$OUT/ev.err"; }
+/usr/bin/python3 -c "
+import h5py, sys
+a = h5py.File(sys.argv[1], 'r').attrs
+line = a['eval_pending_log']
+line = line.decode() if isinstance(line, bytes) else line
+sys.exit(0 if int(a['eval_pending']) == 1 and line.startswith('{\"step\": 2, \"loss\": ') and 'eval' not in line else 1)" \
+  "$OUT/ev/step_00000002.h5" && pass "the checkpoint holds the pending evaluation and step 2's log.jsonl fields" ||
+  fail "no pending evaluation in the stop's checkpoint"
+[ "$(grep -c . "$OUT/ev.jsonl")" -eq 1 ] && pass "step 2's line waits for its evaluation" || { fail "log.jsonl after the stop"; cat "$OUT/ev.jsonl"; }
+expect_exit 0 "ckpt verify accepts a checkpoint with a pending evaluation" -- "$LONGCTX" ckpt verify "$OUT/ev/step_00000002.h5"
+cp -r "$OUT/ev" "$OUT/ev-stopped"
+# A signal during that evaluation, now the resumed run's first work: exit 75 again, the checkpoint unchanged.
+"$LONGCTX" train "${EVAL[@]}" --checkpoint.dir "$OUT/ev" --log.jsonl "$OUT/ev.jsonl" >"$OUT/ev2.out" 2>"$OUT/ev2.err" &
+pid=$!
+for _ in $(seq 400); do grep -q "evaluating step 2 first" "$OUT/ev2.err" 2>/dev/null && break; sleep 0.02; done
+sleep 0.3
+kill -TERM $pid
+wait $pid; code=$?
+[ "$code" -eq 75 ] && [ "$(ls "$OUT/ev" | grep -c '^step_')" -eq 1 ] && cmp -s "$OUT/ev/step_00000002.h5" "$OUT/ev-stopped/step_00000002.h5" &&
+  grep -q "stopped on a signal during the pending evaluation of step 2, which the checkpoint still holds; requeue me" "$OUT/ev2.err" &&
+  pass "a signal during the pending evaluation -> exit 75, the checkpoint kept as it was" ||
+  { fail "a signal during the pending evaluation gave exit $code"; ls "$OUT/ev"; tail -3 "$OUT/ev2.err"; }
+expect_exit 0 "resume: step 2 evaluated first, then steps 3-4" -- "$LONGCTX" train "${EVAL[@]}" --checkpoint.dir "$OUT/ev" \
+  --log.jsonl "$OUT/ev.jsonl"
+expect_in "$OUT/stdout" "^eval step 2  eval_loss" "the pending evaluation is printed"
+if [ "$(grep -c '"eval_loss"' "$OUT/ev0.jsonl")" -eq 2 ] && diff <(untimed "$OUT/ev0.jsonl") <(untimed "$OUT/ev.jsonl") >/dev/null; then
+  pass "interrupted in an evaluation + resumed: log.jsonl = the uninterrupted run's (losses and evaluations)"
+else fail "log.jsonl differs after a stop in an evaluation"; diff <(untimed "$OUT/ev0.jsonl") <(untimed "$OUT/ev.jsonl") | head; fi
+# Killed after writing step 2's line, before its next checkpoint: a resume from that checkpoint again
+# writes the line once (an earlier resume's is dropped).
+rm -rf "$OUT/ev" && cp -r "$OUT/ev-stopped" "$OUT/ev"
+expect_exit 0 "resume again from the pending checkpoint" -- "$LONGCTX" train "${EVAL[@]}" --checkpoint.dir "$OUT/ev" \
+  --log.jsonl "$OUT/ev.jsonl"
+diff <(untimed "$OUT/ev0.jsonl") <(untimed "$OUT/ev.jsonl") >/dev/null && pass "the line of step 2 is there once" ||
+  { fail "log.jsonl after a second resume of the pending checkpoint"; cat "$OUT/ev.jsonl"; }
+# A pending line that is not step 2's is refused as damage (it goes into log.jsonl as written).
+rm -rf "$OUT/ev" && cp -r "$OUT/ev-stopped" "$OUT/ev"
+/usr/bin/python3 -c "import h5py, sys; h5py.File(sys.argv[1], 'r+').attrs['eval_pending_log'] = '{\"step\": 7, \"loss\": 1'" \
+  "$OUT/ev/step_00000002.h5"
+expect_exit 3 "a checkpoint whose pending log line is of another step" -- "$LONGCTX" train "${EVAL[@]}" --checkpoint.dir "$OUT/ev"
+expect_in "$OUT/stderr" "attribute eval_pending_log is not the log.jsonl line of step 2: damaged" "names the attribute"
+# Without checkpoint.dir nothing is pending: 128 + the signal, and step 2's line without an evaluation.
+"$LONGCTX" train "${EVAL[@]}" --log.jsonl "$OUT/ev3.jsonl" >"$OUT/ev3.out" 2>"$OUT/ev3.err" &
+pid=$!
+for _ in $(seq 400); do grep -q '"step": 1,' "$OUT/ev3.jsonl" 2>/dev/null && break; sleep 0.02; done
+sleep 0.3
+kill -USR1 $pid
+wait $pid; code=$?
+[ "$code" -eq $((128 + $(kill -l USR1))) ] && grep -q '"step": 2,' "$OUT/ev3.jsonl" && ! grep -q eval_loss "$OUT/ev3.jsonl" &&
+  pass "without checkpoint.dir: exit $code at step 2, its line without an evaluation" ||
+  { fail "a signal during an evaluation without checkpoint.dir gave exit $code"; cat "$OUT/ev3.jsonl"; tail -3 "$OUT/ev3.err"; }
 
 # ---- a signal while the ranks start up (MPI_Init, options): acted on at step 1, not killing the rank ------
 # (what a requeued Slurm job meets when its pre-time-limit signal fires at once). Before, the handlers came
@@ -961,6 +1034,26 @@ if [ "${#ranks[@]}" -eq 2 ]; then
   stopped_at=$(sed -n 's/.*stopped on a signal at step \([0-9]*\).*/\1/p' "$OUT/sig2.err" | head -1)
   [ -n "$stopped_at" ] && [ "$(cat "$OUT/sig2/latest")" = "$(printf 'step_%08d.h5' "$stopped_at")" ] &&
     pass "both ranks checkpointed step $stopped_at together" || fail "no agreed checkpoint after SIGTERM"
+else
+  fail "expected 2 rank processes under mpirun, found ${#ranks[@]}"; kill $pid; wait $pid
+fi
+# ... and during an evaluation: the ranks agree after the sequence they are at, both stop at that step.
+"${MPIRUN[@]}" -np 2 "$LONGCTX" train "${EVAL[@]}" --checkpoint.dir "$OUT/ev4" --log.jsonl "$OUT/ev4.jsonl" \
+  >"$OUT/ev4.out" 2>"$OUT/ev4.err" &
+pid=$!
+for _ in $(seq 400); do grep -q '"step": 1,' "$OUT/ev4.jsonl" 2>/dev/null && break; sleep 0.02; done
+sleep 0.3
+ranks=($(pgrep -P $pid))
+if [ "${#ranks[@]}" -eq 2 ]; then
+  kill -TERM "${ranks[1]}"
+  wait $pid; code=$?
+  [ "$code" -eq 75 ] && [ "$(cat "$OUT/ev4/latest" 2>/dev/null)" = step_00000002.h5 ] &&
+    pass "SIGTERM to one rank during an evaluation -> both stop at step 2, exit 75" ||
+    { fail "SIGTERM to one rank during an evaluation gave exit $code, latest $(cat "$OUT/ev4/latest" 2>/dev/null)"; tail -5 "$OUT/ev4.err"; }
+  expect_exit 0 "resume it on 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${EVAL[@]}" --checkpoint.dir "$OUT/ev4" \
+    --log.jsonl "$OUT/ev4.jsonl"
+  [ "$(grep -c '"eval_loss"' "$OUT/ev4.jsonl")" -eq 2 ] && [ "$(grep -c . "$OUT/ev4.jsonl")" -eq 4 ] &&
+    pass "4 lines, 2 evaluations" || { fail "log.jsonl of the 2-rank stop in an evaluation"; cat "$OUT/ev4.jsonl"; }
 else
   fail "expected 2 rank processes under mpirun, found ${#ranks[@]}"; kill $pid; wait $pid
 fi
