@@ -248,6 +248,8 @@ std::string state_summary(const io::CheckpointReader& reader) {
   add("data_position", 2, "data position: sequence",
       [](const auto& v) { return std::to_string(v[0]) + " at token " + std::to_string(v[1]); });
   add("rng_seed", 1, "rng seed", [](const auto& v) { return std::to_string(static_cast<uint64_t>(v[0])); });
+  if (reader.file().has_attribute("eval_pending"))
+    text += (text.empty() ? "" : ", ") + std::string("its evaluation pending (a stop interrupted it; train evaluates it first)");
   return text;
 }
 

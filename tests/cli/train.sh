@@ -939,6 +939,8 @@ sys.exit(0 if int(a['eval_pending']) == 1 and line.startswith('{\"step\": 2, \"l
   fail "no pending evaluation in the stop's checkpoint"
 [ "$(grep -c . "$OUT/ev.jsonl")" -eq 1 ] && pass "step 2's line waits for its evaluation" || { fail "log.jsonl after the stop"; cat "$OUT/ev.jsonl"; }
 expect_exit 0 "ckpt verify accepts a checkpoint with a pending evaluation" -- "$LONGCTX" ckpt verify "$OUT/ev/step_00000002.h5"
+expect_exit 0 "ckpt inspect of it" -- "$LONGCTX" ckpt inspect "$OUT/ev/step_00000002.h5"
+expect_in "$OUT/stdout" "state: step 2, .*, its evaluation pending \(a stop interrupted it; train evaluates it first\)" "inspect says the evaluation is pending"
 cp -r "$OUT/ev" "$OUT/ev-stopped"
 # A signal during that evaluation, now the resumed run's first work: exit 75 again, the checkpoint unchanged.
 "$LONGCTX" train "${EVAL[@]}" --checkpoint.dir "$OUT/ev" --log.jsonl "$OUT/ev.jsonl" >"$OUT/ev2.out" 2>"$OUT/ev2.err" &
