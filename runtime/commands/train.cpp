@@ -857,6 +857,30 @@ std::optional<NanGradientFault> nan_gradient_fault(int world_size) {
   return fault;
 }
 
+// LONGCTX_FAULT_SIGNAL_WRITING=checkpoint:S or dump:S: rank 0 raises SIGUSR1 on itself as it ends writing step
+// S's checkpoint (or activation dump), as a signal that arrives during that write would: the test that such
+// a signal stops the run at that step (a real one lands there only by timing).
+struct SignalWritingFault {
+  bool checkpoint = true;  // else the dump
+  int64_t step = 0;
+};
+
+std::optional<SignalWritingFault> signal_writing_fault() {
+  const auto value = process_getenv("LONGCTX_FAULT_SIGNAL_WRITING");
+  if (!value) return std::nullopt;
+  const std::string& v = *value;
+  SignalWritingFault fault;
+  const size_t colon = v.find(':');
+  const std::string what = v.substr(0, colon), step = colon == std::string::npos ? "" : v.substr(colon + 1);
+  fault.checkpoint = what == "checkpoint";
+  if ((what != "checkpoint" && what != "dump") || step.empty() || step.size() > 18 ||
+      step.find_first_not_of("0123456789") != std::string::npos || (fault.step = std::stoll(step)) < 1)
+    throw UsageError("LONGCTX_FAULT_SIGNAL_WRITING=" + v + ": expected checkpoint:STEP or dump:STEP (a step >= 1)");
+  log::warn_once("LONGCTX_FAULT_SIGNAL_WRITING: rank 0 raises SIGUSR1 as it writes the " + what + " of step " + step +
+                 " (fault injection for the tests)");
+  return fault;
+}
+
 int run_train(Invocation& inv) {
   catch_train_stop_signals();  // again: MPI_Init or a launcher may have blocked them since main()
   comm::Communicator& world = inv.process.world();
@@ -864,6 +888,12 @@ int run_train(Invocation& inv) {
   const DeviceChoice device = attention_device(inv);  // --device / --dtype / --comm, before anything else
   const RunOptions r = validate(inv, P);
   const std::optional<NanGradientFault> nan_fault = nan_gradient_fault(P);
+  const std::optional<SignalWritingFault> signal_fault = signal_writing_fault();
+  // The fault above, where it applies: rank 0, writing the checkpoint (or dump) of `step`.
+  const auto signal_if_faulted = [&](bool checkpoint, int64_t step) {
+    if (signal_fault && rank == 0 && signal_fault->checkpoint == checkpoint && signal_fault->step == step)
+      std::raise(SIGUSR1);
+  };
   const auto data = train::make_dataset(r.data);
   // Evaluation reads each distinct sequence once: a token file may hold out fewer than eval.sequences.
   int64_t eval_sequences = r.eval_sequences;
@@ -1105,6 +1135,7 @@ int run_train(Invocation& inv) {
     committed = trainer.step();
     jsonl.forget_start();
     log::info("checkpoint " + path);
+    signal_if_faulted(true, trainer.step());
     if (republish && *r.dump_steps.rbegin() > trainer.step())
       dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step(), run_id, dumped);
   };
@@ -1173,6 +1204,9 @@ int run_train(Invocation& inv) {
     if (dump && stage == stages && r.dump_steps.count(step)) {
       dump_layers(*dump, trainer.model(), r, step, trainer.local_rows());
       dump_unpublished = true;
+      signal_if_faulted(false, step);
+      // A stop during the dump's writes (they can take long) stops the run at this step, not the next.
+      if (stats.stop_signal == 0) stats.stop_signal = trainer.agree_on_signal(g_stop_requested.load());
     }
     if (stage < stages && stage_of(step) != stage) {
       stage = stage_of(step);
@@ -1244,7 +1278,15 @@ int run_train(Invocation& inv) {
       stop_signal = stats.stop_signal;
       break;
     }
-    if (r.checkpoint_every > 0 && step % r.checkpoint_every == 0) checkpoint();
+    if (r.checkpoint_every > 0 && step % r.checkpoint_every == 0) {
+      checkpoint();
+      // A stop during the checkpoint's write (it can take long) stops the run here: this step is
+      // committed. Before, it trained one more step and checkpointed again.
+      if (step < r.steps) {
+        stop_signal = trainer.agree_on_signal(g_stop_requested.load());
+        if (stop_signal != 0) break;
+      }
+    }
   }
   if (dump) {
     dump->close();
@@ -1259,7 +1301,7 @@ int run_train(Invocation& inv) {
                 ": no checkpoint.dir, nothing saved (exit " + std::to_string(128 + stop_signal) + ", not 75)");
       return 128 + stop_signal;
     }
-    checkpoint();
+    if (committed != trainer.step()) checkpoint();
     log::info("stopped on a signal at step " + std::to_string(trainer.step()) + "; requeue me");
     return static_cast<int>(ExitCode::requeue);
   }
@@ -1306,6 +1348,7 @@ Command train_command() {
     const int64_t resume_step = resume_step_hint(r);
     check_stages_shardable(r, resume_step, P, SpanningSegments::may_end_short);
     nan_gradient_fault(P);
+    signal_writing_fault();
     // Parameters, gradients and the AdamW moments (replicated), and per layer the activations the
     // backward keeps for this rank's rows, plus the logits and their gradient: float32, a lower bound.
     const model::ModelConfig& m = r.trainer.model;

@@ -71,6 +71,9 @@ class Trainer {
   // and agreed by the ranks: a stop ends the evaluation there (EvalStats::stop_signal), since eval.sequences
   // forward passes at data.seq_len may outlast a scheduler's grace time.
   EvalStats evaluate(const Dataset& data, int64_t sequences, const std::function<int()>& stop_signal = {});
+  // The signal the ranks stop on: the largest number any rank got (`signal_here`), 0 when none did
+  // (collective).
+  int agree_on_signal(int signal_here);
 
   model::Model& model() { return model_; }
   std::vector<float>& params() { return params_; }
@@ -88,9 +91,6 @@ class Trainer {
   void set_local_gradient_hook(LocalGradientHook hook) { local_gradient_hook_ = std::move(hook); }
 
  private:
-  // The signal the ranks stop on, once they know some rank got one: the largest number (collective).
-  int agree_on_signal(int signal_here);
-
   TrainerConfig config_;
   comm::Communicator& comm_;
   model::Model model_;

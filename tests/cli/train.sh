@@ -983,6 +983,43 @@ wait $pid; code=$?
   pass "without checkpoint.dir: exit $code at step 2, its line without an evaluation" ||
   { fail "a signal during an evaluation without checkpoint.dir gave exit $code"; cat "$OUT/ev3.jsonl"; tail -3 "$OUT/ev3.err"; }
 
+# ---- a signal during a checkpoint's or a dump's write stops the run at that step (before: one more step
+# was trained and checkpointed). LONGCTX_FAULT_SIGNAL_WRITING raises it on rank 0 as the write ends.
+WRITE=(--quiet --model.mlp_hidden 64 --model.dilation_rates 1,2,4 --data.key_digits 3 --train.warmup 2 --train.lr 3e-3
+       --model.heads 4 --model.dim 32 --data.seq_len 1024 --model.segment_lengths 32,128,1024 --train.steps 6
+       --eval.sequences 2)
+expect_exit 0 "uninterrupted 6 steps" -- "$LONGCTX" train "${WRITE[@]}" --log.jsonl "$OUT/w0.jsonl"
+LONGCTX_FAULT_SIGNAL_WRITING=checkpoint:2 "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "$OUT/wc" --checkpoint.every 2 \
+  --log.jsonl "$OUT/wc.jsonl" >"$OUT/wc.out" 2>"$OUT/wc.err"
+code=$?
+[ "$code" -eq 75 ] && [ "$(cat "$OUT/wc/latest" 2>/dev/null)" = step_00000002.h5 ] && [ "$(ls "$OUT/wc" | grep -c '^step_')" -eq 1 ] &&
+  grep -q "stopped on a signal at step 2; requeue me" "$OUT/wc.err" &&
+  pass "a signal during step 2's checkpoint -> exit 75 at step 2, no second checkpoint" ||
+  { fail "a signal during a checkpoint gave exit $code"; ls "$OUT/wc"; tail -3 "$OUT/wc.err"; }
+expect_exit 0 "resume it" -- "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "$OUT/wc" --checkpoint.every 2 --log.jsonl "$OUT/wc.jsonl"
+diff <(losses "$OUT/w0.jsonl") <(losses "$OUT/wc.jsonl") >/dev/null && [ "$(losses "$OUT/wc.jsonl" | wc -l)" -eq 6 ] &&
+  pass "stopped in a checkpoint + resumed = uninterrupted" || { fail "losses differ"; diff <(losses "$OUT/w0.jsonl") <(losses "$OUT/wc.jsonl") | head; }
+# At the last step's checkpoint the run is done: exit 0.
+LONGCTX_FAULT_SIGNAL_WRITING=checkpoint:6 "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "$OUT/wl" --checkpoint.every 2 \
+  >"$OUT/wl.out" 2>"$OUT/wl.err"
+code=$?
+[ "$code" -eq 0 ] && [ "$(cat "$OUT/wl/latest" 2>/dev/null)" = step_00000006.h5 ] && pass "a signal during the last step's checkpoint -> done, exit 0" ||
+  { fail "a signal during the last checkpoint gave exit $code"; tail -3 "$OUT/wl.err"; }
+# During an activation dump at an evaluated step: stopped there, the evaluation pending, the dump published.
+LONGCTX_FAULT_SIGNAL_WRITING=dump:2 "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "$OUT/wd" --eval.every 2 \
+  --dump.activations "$OUT/wd.h5" --dump.steps 2,4 --dump.layers 0 >"$OUT/wd.out" 2>"$OUT/wd.err"
+code=$?
+[ "$code" -eq 75 ] && [ "$(cat "$OUT/wd/latest" 2>/dev/null)" = step_00000002.h5 ] &&
+  grep -q "the evaluation of step 2 is left undone by the stop" "$OUT/wd.err" &&
+  pass "a signal during step 2's dump -> exit 75 at step 2, its evaluation pending" ||
+  { fail "a signal during a dump gave exit $code, latest $(cat "$OUT/wd/latest" 2>/dev/null)"; tail -3 "$OUT/wd.err"; }
+expect_exit 0 "resume it" -- "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "$OUT/wd" --eval.every 2 \
+  --dump.activations "$OUT/wd.h5" --dump.steps 2,4 --dump.layers 0
+/usr/bin/python3 -c "import h5py, sys; f = h5py.File(sys.argv[1], 'r'); sys.exit(0 if sorted(f) == ['step_2', 'step_4'] else 1)" "$OUT/wd.h5" &&
+  pass "the dump holds steps 2 and 4" || fail "the dump after a stop in it and a resume"
+expect_exit 2 "LONGCTX_FAULT_SIGNAL_WRITING of another form" -- env LONGCTX_FAULT_SIGNAL_WRITING=eval:2 "$LONGCTX" train "${WRITE[@]}"
+expect_in "$OUT/stderr" "expected checkpoint:STEP or dump:STEP" "says the form"
+
 # ---- a signal while the ranks start up (MPI_Init, options): acted on at step 1, not killing the rank ------
 # (what a requeued Slurm job meets when its pre-time-limit signal fires at once). Before, the handlers came
 # after MPI_Init and the options, and such a signal ended the job with 138. The signal goes as soon as the
