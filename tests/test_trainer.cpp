@@ -177,16 +177,25 @@ TEST(Trainer, EvaluationEndsAtTheSequenceAStopArrivesIn) {
   // The last rank gets SIGUSR1 at its second question; the others never.
   const EvalStats stopped = trainer.evaluate(*data, 5, [&] { return ++asked == 2 && me == P - 1 ? SIGUSR1 : 0; });
   EXPECT_EQ(stopped.stop_signal, SIGUSR1);
+  EXPECT_FALSE(stopped.complete);
   EXPECT_EQ(asked, 2);
   asked = 0;
   const EvalStats quiet = trainer.evaluate(*data, 3, [&] { return ++asked, 0; });
   const EvalStats plain = trainer.evaluate(*data, 3);
   EXPECT_EQ(asked, 3);
   EXPECT_EQ(quiet.stop_signal, 0);
+  EXPECT_TRUE(quiet.complete);
   EXPECT_EQ(quiet.loss, plain.loss);
   EXPECT_EQ(quiet.accuracy, plain.accuracy);
   EXPECT_EQ(quiet.scored, plain.scored);
   EXPECT_GT(plain.scored, 0);
+  // A stop asked for after the last sequence: the evaluation is complete, and says the stop.
+  asked = 0;
+  const EvalStats last = trainer.evaluate(*data, 3, [&] { return ++asked == 3 ? SIGTERM : 0; });
+  EXPECT_EQ(last.stop_signal, SIGTERM);
+  EXPECT_TRUE(last.complete);
+  EXPECT_EQ(last.loss, plain.loss);
+  EXPECT_EQ(last.scored, plain.scored);
 }
 
 TEST(Data, RowsAreSlicesOfTheWholeSequenceAndDeterministic) {

@@ -4,7 +4,8 @@
 // Order of a run: validate every option (exit 2 naming the value) and the data (exit 2/3) -> resume from
 // <checkpoint.dir>/latest if there is one (exit 3 on a mismatching checkpoint) -> steps. After each step
 // (numbered from 1): activation dump, log line + log.jsonl (rank 0), eval, checkpoint. SIGUSR1/SIGTERM set a
-// flag; ranks agree on it inside the step's stats all-reduce, finish the step, checkpoint and exit 75.
+// flag; ranks agree on it inside the step's stats all-reduce (also after a dump's or a checkpoint's write, and
+// after each evaluation sequence), finish the step, checkpoint (an interrupted evaluation pending) and exit 75.
 #include <dirent.h>
 #include <fcntl.h>
 #include <omp.h>
@@ -1075,11 +1076,12 @@ int run_train(Invocation& inv) {
   // Evaluation at data.seq_len (whatever length the current stage trains at), printed by rank 0; its fields
   // also join that step's log.jsonl line.
   // Its loss is the same on every rank (all-reduced), so every rank refuses a non-finite one alike.
-  // A SIGUSR1 / SIGTERM ends it after the sequence it is at (stop_signal, no figures): eval.sequences
+  // A SIGUSR1 / SIGTERM ends it after the sequence it is at (not complete: no figures): eval.sequences
   // forward passes at data.seq_len can outlast a scheduler's grace time.
   struct Evaluation {
     double loss;
-    int stop_signal;                      // interrupted by this signal (all ranks alike); 0: done
+    int stop_signal;                      // a stop was agreed during it (all ranks alike); 0: none
+    bool complete;                        // false: that stop ended it early
     std::function<std::string()> print;  // prints it (rank 0), returns its log.jsonl fields
   };
   const auto evaluate = [&](int64_t step) {
@@ -1087,7 +1089,7 @@ int run_train(Invocation& inv) {
     trainer.set_seq_len(r.trainer.seq_len);
     const train::EvalStats e = trainer.evaluate(*data, eval_sequences, [] { return g_stop_requested.load(); });
     trainer.set_seq_len(training_len);
-    return Evaluation{e.loss, e.stop_signal, [step, e, seq_len = r.trainer.seq_len] {
+    return Evaluation{e.loss, e.stop_signal, e.complete, [step, e, seq_len = r.trainer.seq_len] {
                         std::printf("eval step %lld  eval_loss %.4f  eval_accuracy %.4f  (%lld scored targets, N = %lld)\n",
                                     (long long)step, e.loss, e.accuracy, (long long)e.scored, (long long)seq_len);
                         std::fflush(stdout);
@@ -1116,6 +1118,8 @@ int run_train(Invocation& inv) {
   int64_t trained_len = trainer.config().seq_len;
   // The step's evaluation that a stop interrupted, which the stop's checkpoint keeps for the resumed run.
   std::optional<train::PendingEval> pending_eval;
+  // The last checkpoint committed holds an evaluation pending (the one resumed from, until one is saved).
+  bool committed_pending = stored.pending_eval.has_value();
   const auto checkpoint = [&] {
     // The dump is published with each checkpoint that follows a dumped step, so a run killed later (no
     // chance to close it) resumes from the checkpoint with those steps kept; a new dump copies them.
@@ -1133,6 +1137,7 @@ int run_train(Invocation& inv) {
                                                     tokens_seen(trainer.step()), trained_len, position, run_id, mpi,
                                                     pending_eval);
     committed = trainer.step();
+    committed_pending = pending_eval.has_value();
     jsonl.forget_start();
     log::info("checkpoint " + path);
     signal_if_faulted(true, trainer.step());
@@ -1165,7 +1170,7 @@ int run_train(Invocation& inv) {
     const int64_t step = trainer.step();
     log::info("evaluating step " + std::to_string(step) + " first: a stop interrupted its evaluation");
     const Evaluation evaluation = evaluate(step);
-    if (evaluation.stop_signal != 0) {
+    if (!evaluation.complete) {
       log::info("stopped on a signal during the pending evaluation of step " + std::to_string(step) +
                 ", which the checkpoint still holds; requeue me");
       return static_cast<int>(ExitCode::requeue);
@@ -1176,6 +1181,11 @@ int run_train(Invocation& inv) {
       if (!stored.pending_eval->log_fields.empty()) jsonl.write(log_line(stored.pending_eval->log_fields, eval_fields));
     }
     last_eval = step;
+    if (evaluation.stop_signal != 0) {  // after its last sequence: the next resume evaluates it again
+      log::info("stopped on a signal after the pending evaluation of step " + std::to_string(step) +
+                ", which the checkpoint still holds; requeue me");
+      return static_cast<int>(ExitCode::requeue);
+    }
   }
   while (trainer.step() < r.steps) {
     const auto t0 = Clock::now();
@@ -1214,26 +1224,20 @@ int run_train(Invocation& inv) {
       log::info("step " + std::to_string(step) + " done: steps from " + std::to_string(step + 1) + " train at N = " +
                 std::to_string(trainer.config().seq_len));
     }
-    // A stop that lands on the last step finishes the run (eval, checkpoint, exit 0): a requeue would
-    // only resume at the end to evaluate it. The signal is spent: another one stops that evaluation.
-    if (stats.stop_signal != 0 && step == r.steps) {
-      stats.stop_signal = 0;
-      g_stop_requested.store(0);
-      log::info("stop signal at the last step: finishing the run instead");
-    }
     // Every eval.every steps and after the last. A stop agreed in this step, or during its evaluation,
     // leaves the evaluation pending: the stop's checkpoint holds the step's log.jsonl fields, and the
     // resumed run evaluates this step before it trains on and writes the line (log.jsonl is then the
     // uninterrupted run's). Before, the evaluation ran to its end (eval.sequences forward passes at
     // data.seq_len) even when the stop came before it, and a stop during it trained one more step: both
-    // past what a scheduler's grace time may allow.
+    // past what a scheduler's grace time may allow. The last step is no exception: it evaluated before
+    // its checkpoint, which a kill at the grace time's end lost.
     const bool eval_now = (r.eval_every > 0 && step % r.eval_every == 0) || step == r.steps;
     bool eval_interrupted = eval_now && stats.stop_signal != 0;
     std::function<std::string()> print_eval;  // prints the evaluation, returns its log.jsonl fields
     if (eval_now && !eval_interrupted) {
       const Evaluation evaluation = evaluate(step);
-      if (evaluation.stop_signal != 0) {
-        stats.stop_signal = evaluation.stop_signal;
+      if (evaluation.stop_signal != 0) stats.stop_signal = evaluation.stop_signal;  // stops at this step
+      if (!evaluation.complete) {
         eval_interrupted = true;
       } else {
         print_eval = evaluation.print;
@@ -1307,7 +1311,7 @@ int run_train(Invocation& inv) {
   }
   if (last_eval != trainer.step()) {  // resumed at the end: printed, no log.jsonl line (that step has one)
     const Evaluation evaluation = evaluate(trainer.step());
-    if (evaluation.stop_signal != 0) {  // nothing trained: the checkpoint resumed from is the run's
+    if (!evaluation.complete) {  // nothing trained: the checkpoint resumed from is the run's
       log::info("stopped on a signal during the evaluation of step " + std::to_string(trainer.step()) +
                 " (the checkpoint resumed from); requeue me");
       return static_cast<int>(ExitCode::requeue);
@@ -1315,7 +1319,9 @@ int run_train(Invocation& inv) {
     refuse_resumed(evaluation.loss);
     if (rank == 0) evaluation.print();
   }
-  if (!r.checkpoint_dir.empty() && committed != trainer.step()) checkpoint();
+  // Also when the checkpoint resumed from held the evaluation done now: it is saved again without it (else
+  // each later run of this command would evaluate it again, and trim its line from log.jsonl first).
+  if (!r.checkpoint_dir.empty() && (committed != trainer.step() || committed_pending)) checkpoint();
   const double total = std::chrono::duration<double>(Clock::now() - run_start).count();
   log::info("done: at step " + std::to_string(trainer.step()) + ", " + std::to_string(trainer.step() - first_step) +
             " step(s) trained by this run, " + std::to_string(static_cast<int64_t>(std::lround(total))) + " s");

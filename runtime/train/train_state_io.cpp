@@ -248,8 +248,16 @@ std::string state_summary(const io::CheckpointReader& reader) {
   add("data_position", 2, "data position: sequence",
       [](const auto& v) { return std::to_string(v[0]) + " at token " + std::to_string(v[1]); });
   add("rng_seed", 1, "rng seed", [](const auto& v) { return std::to_string(static_cast<uint64_t>(v[0])); });
-  if (reader.file().has_attribute("eval_pending"))
-    text += (text.empty() ? "" : ", ") + std::string("its evaluation pending (a stop interrupted it; train evaluates it first)");
+  if (reader.file().has_attribute("eval_pending")) {
+    std::string pending;
+    try {
+      if (reader.file().read_int64_attribute("eval_pending") != 0)
+        pending = "its evaluation pending (a stop interrupted it; train evaluates it first)";
+    } catch (const Error&) {
+      pending = "eval_pending (unreadable)";
+    }
+    if (!pending.empty()) text += (text.empty() ? "" : ", ") + pending;
+  }
   return text;
 }
 
@@ -358,7 +366,7 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
   if (!state.problems.empty())
     throw InputError(path + ": " + joined(state.problems) + ": damaged; `longctx ckpt verify` checks the whole file");
   std::optional<PendingEval> pending_eval;
-  if (reader.file().has_attribute("eval_pending")) {
+  if (reader.file().has_attribute("eval_pending") && reader.file().read_int64_attribute("eval_pending") != 0) {
     pending_eval.emplace();
     if (reader.file().has_attribute("eval_pending_log")) {
       pending_eval->log_fields = reader.file().read_string_attribute("eval_pending_log");

@@ -73,6 +73,7 @@ StepStats Trainer::train_step(const SequenceRows& rows, int stop_signal) {
 
 EvalStats Trainer::evaluate(const Dataset& data, int64_t sequences, const std::function<int()>& stop_signal) {
   double loss_sum = 0, count = 0, correct = 0, answers = 0, exact = 0;
+  int stop = 0;
   for (int64_t s = 0; s < sequences; ++s) {
     const SequenceRows rows = data.rows(true, s, rows_);
     std::vector<int32_t> scored = rows.targets;
@@ -94,9 +95,13 @@ EvalStats Trainer::evaluate(const Dataset& data, int64_t sequences, const std::f
       if (rows.answer_id[i] >= 0 && predicted[i] != scored[i]) totals[size_t(4 + rows.answer_id[i])] += 1;
     comm_.all_reduce(Span<double>(totals));
     if (totals[3] > 0) {  // every rank takes this branch: the same all-reduced flag
-      EvalStats stopped;
-      stopped.stop_signal = agree_on_signal(signal_here);
-      return stopped;
+      stop = agree_on_signal(signal_here);
+      if (s + 1 < sequences) {
+        EvalStats stopped;
+        stopped.stop_signal = stop;
+        stopped.complete = false;
+        return stopped;
+      }
     }
     loss_sum += totals[0];
     count += totals[1];
@@ -108,6 +113,7 @@ EvalStats Trainer::evaluate(const Dataset& data, int64_t sequences, const std::f
   stats.scored = static_cast<int64_t>(count);
   stats.loss = count > 0 ? loss_sum / count : 0;
   stats.accuracy = answers > 0 ? exact / answers : (count > 0 ? correct / count : 0);
+  stats.stop_signal = stop;
   return stats;
 }
 

@@ -48,7 +48,8 @@ struct EvalStats {
   double loss = 0;      // mean over scored targets (answer digits; every token for `file`)
   double accuracy = 0;  // exact match per answer (next-token accuracy for `file`)
   int64_t scored = 0;
-  int stop_signal = 0;  // a stop interrupted it (the largest signal number any rank got): no figures
+  int stop_signal = 0;   // a stop was asked for (the largest signal number any rank got); 0: none
+  bool complete = true;  // every sequence was evaluated; false: the stop ended it early (no figures)
 };
 
 class Trainer {
@@ -68,8 +69,8 @@ class Trainer {
   StepStats train_step(const SequenceRows& rows, int stop_signal);
 
   // Forward passes over `sequences` held-out sequences. `stop_signal()` is asked after each one's forward
-  // and agreed by the ranks: a stop ends the evaluation there (EvalStats::stop_signal), since eval.sequences
-  // forward passes at data.seq_len may outlast a scheduler's grace time.
+  // and agreed by the ranks: a stop before the last ends the evaluation there (not complete), since
+  // eval.sequences forward passes at data.seq_len may outlast a scheduler's grace time.
   EvalStats evaluate(const Dataset& data, int64_t sequences, const std::function<int()>& stop_signal = {});
   // The signal the ranks stop on: the largest number any rank got (`signal_here`), 0 when none did
   // (collective).

@@ -891,8 +891,9 @@ code=$?
   pass "a signal pending at start -> step 1 checkpointed, exit 75" || { fail "pending signal gave exit $code"; tail -3 "$OUT/sig4.err"; }
 [ ! -s "$OUT/sig4.jsonl" ] && pass "the stop step, off the log.every grid, has no log.jsonl line" ||
   { fail "log.jsonl got an off-grid line for the stop step"; cat "$OUT/sig4.jsonl"; }
-# The same signal at the LAST step finishes the run: its eval is logged, exit 0 (a requeue would have
-# nothing left to do but the eval).
+# The same signal at the LAST step stops it there too: checkpointed with its evaluation pending, exit 75.
+# (Before, it evaluated first and checkpointed after: a kill at the end of a scheduler's grace time lost the
+# last steps.) The resumed run evaluates it, logs it, saves the checkpoint again without it and exits 0.
 ONE_STEP=("${BASE[@]}" --model.heads 4 --model.dim 32 --train.steps 1 --data.seq_len 1024 --model.segment_lengths 32,128,1024)
 /usr/bin/python3 - "$LONGCTX" "${ONE_STEP[@]}" --checkpoint.dir "$OUT/sig6" --log.jsonl "$OUT/sig6.jsonl" >"$OUT/sig6.out" 2>"$OUT/sig6.err" <<'PY'
 import os, signal, sys
@@ -901,8 +902,19 @@ os.kill(os.getpid(), signal.SIGUSR1)
 os.execv(sys.argv[1], [sys.argv[1], "train"] + sys.argv[2:])
 PY
 code=$?
-[ "$code" -eq 0 ] && grep -q '"step": 1,.*"eval_loss"' "$OUT/sig6.jsonl" && [ "$(cat "$OUT/sig6/latest" 2>/dev/null)" = step_00000001.h5 ] &&
-  pass "a signal at the last step: eval logged, checkpointed, exit 0" || { fail "signal at the last step gave exit $code"; tail -3 "$OUT/sig6.err"; cat "$OUT/sig6.jsonl"; }
+[ "$code" -eq 75 ] && [ ! -s "$OUT/sig6.jsonl" ] && [ "$(cat "$OUT/sig6/latest" 2>/dev/null)" = step_00000001.h5 ] &&
+  pass "a signal at the last step: checkpointed with its evaluation pending, exit 75" ||
+  { fail "signal at the last step gave exit $code"; tail -3 "$OUT/sig6.err"; cat "$OUT/sig6.jsonl"; }
+expect_exit 0 "its resume evaluates the last step" -- "$LONGCTX" train "${ONE_STEP[@]}" --checkpoint.dir "$OUT/sig6" --log.jsonl "$OUT/sig6.jsonl"
+[ "$(grep -c . "$OUT/sig6.jsonl")" -eq 1 ] && grep -q '"step": 1,.*"eval_loss"' "$OUT/sig6.jsonl" && pass "the last step's line, with its evaluation" ||
+  { fail "log.jsonl after the resume at the end"; cat "$OUT/sig6.jsonl"; }
+# ... and saves it again without the pending evaluation: a later run of the command only evaluates (before,
+# each one evaluated it as pending again and trimmed its line from log.jsonl first).
+/usr/bin/python3 -c "import h5py, sys; sys.exit('eval_pending' in h5py.File(sys.argv[1], 'r').attrs)" "$OUT/sig6/step_00000001.h5" &&
+  pass "the finished run's checkpoint holds no pending evaluation" || fail "the finished run's checkpoint still holds its evaluation pending"
+expect_exit 0 "a later run of the finished command" -- "$LONGCTX" train "${ONE_STEP[@]}" --checkpoint.dir "$OUT/sig6" --log.jsonl "$OUT/sig6.jsonl"
+grep -q "evaluating step 1 first" "$OUT/stderr" && fail "it evaluated step 1 as pending again" || pass "it evaluates step 1 as a finished run"
+[ "$(grep -c . "$OUT/sig6.jsonl")" -eq 1 ] && pass "log.jsonl keeps its one line" || { fail "log.jsonl after a later run"; cat "$OUT/sig6.jsonl"; }
 
 # ---- a fresh run (no checkpoint to resume) appends to an existing log.jsonl, and says so ------------------
 expect_exit 0 "a fresh run into a log.jsonl with lines" -- "$LONGCTX" train "${ONE_STEP[@]}" --log.jsonl "$OUT/sig6.jsonl"
