@@ -62,6 +62,7 @@
 #include <utility>
 
 #include "comm/mpi_roll_call.hpp"
+#include "runtime/core/activity.hpp"
 #include "runtime/core/check.hpp"
 #include "runtime/core/watchdog.hpp"
 
@@ -160,9 +161,10 @@ bool wait_all(std::vector<MPI_Request>& requests, std::vector<MPI_Status>& statu
 std::string timeout_message(const std::string& operation, int rank, int size, double timeout_seconds,
                             const std::string& roll_call = "") {
   std::ostringstream message;
+  const std::string doing = activity::current();
   message << "comm " << operation << " timed out after " << timeout_seconds << " s on rank " << rank
           << " of a " << size << "-rank MPI communicator (process rank " << process_rank() << " on "
-          << process_host() << ")"
+          << process_host() << (doing.empty() ? "" : ", " + doing) << ")"
           << (roll_call.empty() ? ": a peer rank probably failed, exited or called a different operation"
                                 : ". " + roll_call);
   return message.str();

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "comm/communicator.hpp"
+#include "runtime/core/activity.hpp"
 #include "runtime/core/check.hpp"
 
 namespace longctx::comm::roll_call {
@@ -185,6 +186,13 @@ std::string summary(const std::map<int, Answer>& answers, double elapsed, const 
   return out.str();
 }
 
+// The call a rank waits in, and what it is doing (activity::Scope): "all_reduce #12 on the world
+// communicator (evaluating step 4)".
+std::string with_activity(const std::string& what) {
+  const std::string doing = activity::current();
+  return doing.empty() ? what : what + " (" + doing + ")";
+}
+
 }  // namespace
 
 std::string ranks_text(const std::vector<int>& ranks) {
@@ -228,7 +236,8 @@ void answer(const std::string& what, double seconds) {
   if (!s.on) return;
   int source = 0;
   std::string ask;
-  while (receive(kAskTag, source, ask)) send(source, kAnswerTag, ask + '\n' + what + '\n' + seconds_text(seconds));
+  while (receive(kAskTag, source, ask))
+    send(source, kAnswerTag, ask + '\n' + with_activity(what) + '\n' + seconds_text(seconds));
   if (!s.sending.empty()) tidy();
 }
 
@@ -238,7 +247,7 @@ std::string ask(const std::string& what, double seconds, double window, const st
   const std::string number = std::to_string(++s.asked);
   for (int rank = 0; rank < s.size; ++rank)
     if (rank != s.rank) send(rank, kAskTag, number);
-  std::map<int, Answer> answers{{s.rank, {what, seconds}}};
+  std::map<int, Answer> answers{{s.rank, {with_activity(what), seconds}}};
   const Clock::time_point start = Clock::now();
   while (s.on && static_cast<int>(answers.size()) < s.size && seconds_since(start) < window) {
     answer(what, seconds + seconds_since(start));  // the others may be asking too

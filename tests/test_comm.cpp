@@ -24,6 +24,7 @@
 #include "comm/communicator.hpp"
 #include "comm/mpi_communicator.hpp"
 #include "comm/staged_communicator.hpp"
+#include "runtime/core/activity.hpp"
 
 namespace longctx::comm {
 namespace {
@@ -583,9 +584,12 @@ std::string ranks_below(int count) {
 // The last rank waits in another call than the others: rank 0's timeout, the first, names it and that
 // call. A rank's roll call hears only the ranks still waiting: the middle ranks time out after rank 0
 // has gone on (to the next test), and the last rank after everyone else, so it finds them all silent.
+// Each call is said with what its rank was doing (activity::Scope), the timeout with the own rank's.
 TEST_F(CommTest, RollCallNamesTheRankElsewhere) {
   if (world->size() < 2) GTEST_SKIP() << "the roll call needs another rank";
   const int me = world->rank(), last = world->size() - 1;
+  const activity::Scope outer("outside");
+  const activity::Scope doing(me == last ? "training step 3" : "evaluating step 2");
   std::vector<float> never(1, 0.0f);
   world->set_timeout_seconds(me == 0 ? 1.0 : me == last ? 5.0 : 2.5);
   std::string message;
@@ -595,8 +599,11 @@ TEST_F(CommTest, RollCallNamesTheRankElsewhere) {
   } catch (const CommTimeout& e) {
     message = e.what();
   }
-  const std::string others_call = "recv from rank " + std::to_string(last) + " (tag 4250) on the world communicator";
-  const std::string last_call = "recv from rank " + std::to_string(last) + " (tag 4251) on the world communicator";
+  const std::string others_call =
+      "recv from rank " + std::to_string(last) + " (tag 4250) on the world communicator (evaluating step 2)";
+  const std::string last_call =
+      "recv from rank " + std::to_string(last) + " (tag 4251) on the world communicator (training step 3)";
+  EXPECT_NE(message.find(me == last ? ", training step 3). " : ", evaluating step 2). "), std::string::npos) << message;
   if (me != last) {
     EXPECT_NE(message.find("rank " + std::to_string(last) + " waits in " + last_call), std::string::npos) << message;
   }

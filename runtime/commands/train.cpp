@@ -46,6 +46,7 @@
 #include "io/token_dataset.hpp"
 #include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
+#include "runtime/core/activity.hpp"
 #include "runtime/core/check.hpp"
 #include "runtime/core/fingerprint.hpp"
 #include "runtime/core/log.hpp"
@@ -969,6 +970,7 @@ int run_train(Invocation& inv) {
     }
     if (latest) {
       try {
+        const activity::Scope doing("resuming from " + *latest);
         stored = train::load_checkpoint(trainer, *latest, config_text, mpi);
       } catch (const train::CheckpointOfAnotherModel&) {
         throw;  // its own message says what to do; an older checkpoint holds that model too
@@ -1085,6 +1087,7 @@ int run_train(Invocation& inv) {
     std::function<std::string()> print;  // prints it (rank 0), returns its log.jsonl fields
   };
   const auto evaluate = [&](int64_t step) {
+    const activity::Scope doing("evaluating step " + std::to_string(step));
     const int64_t training_len = trainer.config().seq_len;
     trainer.set_seq_len(r.trainer.seq_len);
     const train::EvalStats e = trainer.evaluate(*data, eval_sequences, [] { return g_stop_requested.load(); });
@@ -1121,6 +1124,7 @@ int run_train(Invocation& inv) {
   // The last checkpoint committed holds an evaluation pending (the one resumed from, until one is saved).
   bool committed_pending = stored.pending_eval.has_value();
   const auto checkpoint = [&] {
+    const activity::Scope doing("checkpointing step " + std::to_string(trainer.step()));
     // The dump is published with each checkpoint that follows a dumped step, so a run killed later (no
     // chance to close it) resumes from the checkpoint with those steps kept; a new dump copies them.
     // Published BEFORE the checkpoint commits: a kill between the two then resumes from the checkpoint
@@ -1191,8 +1195,10 @@ int run_train(Invocation& inv) {
     const auto t0 = Clock::now();
     const int64_t seq_len = trainer.config().seq_len;
     trained_len = seq_len;
+    std::optional<activity::Scope> doing(std::in_place, "training step " + std::to_string(trainer.step() + 1));
     const train::SequenceRows rows = source().train_rows(position, trainer.local_rows());
     train::StepStats stats = trainer.compute_gradients(rows, [] { return g_stop_requested.load(); });
+    doing.reset();
     // A diverged step is not applied, logged as a number or checkpointed: checkpoint.keep would otherwise
     // prune good checkpoints for ones full of nan. Every rank sees the same all-reduced loss.
     if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm))
@@ -1212,6 +1218,7 @@ int run_train(Invocation& inv) {
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     const int64_t step = trainer.step();
     if (dump && stage == stages && r.dump_steps.count(step)) {
+      const activity::Scope dumping("dumping the activations of step " + std::to_string(step));
       dump_layers(*dump, trainer.model(), r, step, trainer.local_rows());
       dump_unpublished = true;
       signal_if_faulted(false, step);
@@ -1287,6 +1294,7 @@ int run_train(Invocation& inv) {
       // A stop during the checkpoint's write (it can take long) stops the run here: this step is
       // committed. Before, it trained one more step and checkpointed again.
       if (step < r.steps) {
+        const activity::Scope asking("asking for a stop after the checkpoint of step " + std::to_string(step));
         stop_signal = trainer.agree_on_signal(g_stop_requested.load());
         if (stop_signal != 0) break;
       }

@@ -1108,5 +1108,23 @@ if [ "${#ranks[@]}" -eq 2 ]; then
 else
   fail "expected 2 rank processes under mpirun, found ${#ranks[@]}"; kill $pid; wait $pid
 fi
+# ---- a rank stopped during an evaluation: the timeout and the roll call say the others were evaluating ----
+"${MPIRUN[@]}" -np 2 "$LONGCTX" train "${EVAL[@]}" --comm-timeout 3 --log.jsonl "$OUT/ev5.jsonl" >"$OUT/ev5.out" 2>"$OUT/ev5.err" &
+pid=$!
+for _ in $(seq 400); do grep -q '"step": 1,' "$OUT/ev5.jsonl" 2>/dev/null && break; sleep 0.02; done
+sleep 0.3
+ranks=($(pgrep -P $pid))
+if [ "${#ranks[@]}" -eq 2 ]; then
+  kill -STOP "${ranks[1]}"
+  for _ in $(seq 600); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+  kill -CONT "${ranks[1]}" 2>/dev/null; kill -9 $pid "${ranks[@]}" 2>/dev/null
+  wait $pid; code=$?
+  [ "$code" -ne 0 ] && grep -q "timed out after 3 s on rank 0 of a 2-rank MPI communicator (process rank 0 on [^,]*, evaluating step 2)" "$OUT/ev5.err" &&
+    grep -qE "rank 0 waits in [a-z_]+ #[0-9]+ on [^;]* \(evaluating step 2\) \(for " "$OUT/ev5.err" &&
+    pass "a rank stopped during an evaluation: exit $code, the message says the others were evaluating step 2" ||
+    { fail "a rank stopped during an evaluation: exit $code"; grep -i "timed out" "$OUT/ev5.err" | head -3; }
+else
+  fail "expected 2 rank processes under mpirun, found ${#ranks[@]}"; kill $pid; wait $pid
+fi
 
 finish
