@@ -164,7 +164,7 @@ std::string timeout_message(const std::string& operation, int rank, int size, do
   const std::string doing = activity::current();
   message << "comm " << operation << " timed out after " << timeout_seconds << " s on rank " << rank
           << " of a " << size << "-rank MPI communicator (process rank " << process_rank() << " on "
-          << process_host() << (doing.empty() ? "" : ", " + doing) << ")"
+          << process_host() << ")" << (doing.empty() ? "" : " while " + doing)
           << (roll_call.empty() ? ": a peer rank probably failed, exited or called a different operation"
                                 : ". " + roll_call);
   return message.str();

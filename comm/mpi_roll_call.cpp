@@ -187,10 +187,10 @@ std::string summary(const std::map<int, Answer>& answers, double elapsed, const 
 }
 
 // The call a rank waits in, and what it is doing (activity::Scope): "all_reduce #12 on the world
-// communicator (evaluating step 4)".
+// communicator while evaluating step 4".
 std::string with_activity(const std::string& what) {
   const std::string doing = activity::current();
-  return doing.empty() ? what : what + " (" + doing + ")";
+  return doing.empty() ? what : what + " while " + doing;
 }
 
 }  // namespace

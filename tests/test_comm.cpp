@@ -600,10 +600,10 @@ TEST_F(CommTest, RollCallNamesTheRankElsewhere) {
     message = e.what();
   }
   const std::string others_call =
-      "recv from rank " + std::to_string(last) + " (tag 4250) on the world communicator (evaluating step 2)";
+      "recv from rank " + std::to_string(last) + " (tag 4250) on the world communicator while evaluating step 2";
   const std::string last_call =
-      "recv from rank " + std::to_string(last) + " (tag 4251) on the world communicator (training step 3)";
-  EXPECT_NE(message.find(me == last ? ", training step 3). " : ", evaluating step 2). "), std::string::npos) << message;
+      "recv from rank " + std::to_string(last) + " (tag 4251) on the world communicator while training step 3";
+  EXPECT_NE(message.find(me == last ? ") while training step 3" : ") while evaluating step 2"), std::string::npos) << message;
   if (me != last) {
     EXPECT_NE(message.find("rank " + std::to_string(last) + " waits in " + last_call), std::string::npos) << message;
   }

@@ -178,6 +178,7 @@ TEST(Trainer, EvaluationEndsAtTheSequenceAStopArrivesIn) {
   const EvalStats stopped = trainer.evaluate(*data, 5, [&] { return ++asked == 2 && me == P - 1 ? SIGUSR1 : 0; });
   EXPECT_EQ(stopped.stop_signal, SIGUSR1);
   EXPECT_FALSE(stopped.complete);
+  EXPECT_EQ(stopped.evaluated, 2);
   EXPECT_EQ(asked, 2);
   asked = 0;
   const EvalStats quiet = trainer.evaluate(*data, 3, [&] { return ++asked, 0; });
@@ -194,6 +195,7 @@ TEST(Trainer, EvaluationEndsAtTheSequenceAStopArrivesIn) {
   const EvalStats last = trainer.evaluate(*data, 3, [&] { return ++asked == 3 ? SIGTERM : 0; });
   EXPECT_EQ(last.stop_signal, SIGTERM);
   EXPECT_TRUE(last.complete);
+  EXPECT_EQ(last.evaluated, 3);
   EXPECT_EQ(last.loss, plain.loss);
   EXPECT_EQ(last.scored, plain.scored);
 }

@@ -3,7 +3,7 @@
 //
 // Order of a run: validate every option (exit 2 naming the value) and the data (exit 2/3) -> resume from
 // <checkpoint.dir>/latest if there is one (exit 3 on a mismatching checkpoint) -> steps. After each step
-// (numbered from 1): activation dump, log line + log.jsonl (rank 0), eval, checkpoint. SIGUSR1/SIGTERM set a
+// (numbered from 1): activation dump, eval, log line + log.jsonl (rank 0), checkpoint. SIGUSR1/SIGTERM set a
 // flag; ranks agree on it inside the step's stats all-reduce (also after a dump's or a checkpoint's write, and
 // after each evaluation sequence), finish the step, checkpoint (an interrupted evaluation pending) and exit 75.
 #include <dirent.h>
@@ -828,6 +828,13 @@ std::vector<std::unique_ptr<train::Dataset>> curriculum_datasets(const RunOption
   return stages;
 }
 
+// A fault-injection variable's whole number: digits only, at most 18.
+bool whole_number(const std::string& text, int64_t& out) {
+  if (text.empty() || text.size() > 18 || text.find_first_not_of("0123456789") != std::string::npos) return false;
+  out = std::stoll(text);
+  return true;
+}
+
 // LONGCTX_FAULT_NAN_GRADIENT=S[:R]: rank R (default 0) puts a nan into its own gradient of step S, before the
 // all-reduce. It tests a finite loss with a non-finite gradient, which real numbers reach only through
 // rounding that depends on the build and the CPU (a huge train.lr: dS = P * (dP - delta) cancels exactly in
@@ -842,15 +849,10 @@ std::optional<NanGradientFault> nan_gradient_fault(int world_size) {
   if (!value) return std::nullopt;
   const std::string& v = *value;
   const size_t colon = v.find(':');
-  const auto whole = [](const std::string& text, int64_t& out) {
-    if (text.empty() || text.size() > 18 || text.find_first_not_of("0123456789") != std::string::npos) return false;
-    out = std::stoll(text);
-    return true;
-  };
   NanGradientFault fault;
   int64_t rank = 0;
-  if (!whole(v.substr(0, colon), fault.step) || fault.step < 1 ||
-      (colon != std::string::npos && (!whole(v.substr(colon + 1), rank) || rank >= world_size)))
+  if (!whole_number(v.substr(0, colon), fault.step) || fault.step < 1 ||
+      (colon != std::string::npos && (!whole_number(v.substr(colon + 1), rank) || rank >= world_size)))
     throw UsageError("LONGCTX_FAULT_NAN_GRADIENT=" + v + ": expected STEP or STEP:RANK (a step >= 1, a rank below " +
                      std::to_string(world_size) + ")");
   fault.rank = static_cast<int>(rank);
@@ -859,27 +861,27 @@ std::optional<NanGradientFault> nan_gradient_fault(int world_size) {
   return fault;
 }
 
-// LONGCTX_FAULT_SIGNAL_WRITING=checkpoint:S or dump:S: rank 0 raises SIGUSR1 on itself as it ends writing step
-// S's checkpoint (or activation dump), as a signal that arrives during that write would: the test that such
-// a signal stops the run at that step (a real one lands there only by timing).
-struct SignalWritingFault {
-  bool checkpoint = true;  // else the dump
+// LONGCTX_FAULT_SIGNAL_AT=checkpoint:S, dump:S or eval:S: rank 0 raises SIGUSR1 on itself as it ends writing
+// step S's checkpoint (or activation dump), or after the first sequence of step S's evaluation, as a signal
+// that arrives there would: the tests that such a signal stops the run at that step, where a real one
+// lands only by timing. (The other ranks get none: they learn it from rank 0, as from a real one.)
+struct SignalFault {
+  std::string at;  // checkpoint, dump or eval
   int64_t step = 0;
 };
 
-std::optional<SignalWritingFault> signal_writing_fault() {
-  const auto value = process_getenv("LONGCTX_FAULT_SIGNAL_WRITING");
+std::optional<SignalFault> signal_fault_at() {
+  const auto value = process_getenv("LONGCTX_FAULT_SIGNAL_AT");
   if (!value) return std::nullopt;
   const std::string& v = *value;
-  SignalWritingFault fault;
   const size_t colon = v.find(':');
-  const std::string what = v.substr(0, colon), step = colon == std::string::npos ? "" : v.substr(colon + 1);
-  fault.checkpoint = what == "checkpoint";
-  if ((what != "checkpoint" && what != "dump") || step.empty() || step.size() > 18 ||
-      step.find_first_not_of("0123456789") != std::string::npos || (fault.step = std::stoll(step)) < 1)
-    throw UsageError("LONGCTX_FAULT_SIGNAL_WRITING=" + v + ": expected checkpoint:STEP or dump:STEP (a step >= 1)");
-  log::warn_once("LONGCTX_FAULT_SIGNAL_WRITING: rank 0 raises SIGUSR1 as it writes the " + what + " of step " + step +
-                 " (fault injection for the tests)");
+  SignalFault fault;
+  fault.at = v.substr(0, colon);
+  if ((fault.at != "checkpoint" && fault.at != "dump" && fault.at != "eval") || colon == std::string::npos ||
+      !whole_number(v.substr(colon + 1), fault.step) || fault.step < 1)
+    throw UsageError("LONGCTX_FAULT_SIGNAL_AT=" + v + ": expected checkpoint:STEP, dump:STEP or eval:STEP (a step >= 1)");
+  log::warn_once("LONGCTX_FAULT_SIGNAL_AT: rank 0 raises SIGUSR1 in the " + fault.at + " of step " +
+                 std::to_string(fault.step) + " (fault injection for the tests)");
   return fault;
 }
 
@@ -890,11 +892,10 @@ int run_train(Invocation& inv) {
   const DeviceChoice device = attention_device(inv);  // --device / --dtype / --comm, before anything else
   const RunOptions r = validate(inv, P);
   const std::optional<NanGradientFault> nan_fault = nan_gradient_fault(P);
-  const std::optional<SignalWritingFault> signal_fault = signal_writing_fault();
-  // The fault above, where it applies: rank 0, writing the checkpoint (or dump) of `step`.
-  const auto signal_if_faulted = [&](bool checkpoint, int64_t step) {
-    if (signal_fault && rank == 0 && signal_fault->checkpoint == checkpoint && signal_fault->step == step)
-      std::raise(SIGUSR1);
+  const std::optional<SignalFault> signal_fault = signal_fault_at();
+  // The fault above, where it applies: rank 0, in the checkpoint, dump or eval of `step`.
+  const auto signal_if_faulted = [&](const char* at, int64_t step) {
+    if (signal_fault && rank == 0 && signal_fault->at == at && signal_fault->step == step) std::raise(SIGUSR1);
   };
   const auto data = train::make_dataset(r.data);
   // Evaluation reads each distinct sequence once: a token file may hold out fewer than eval.sequences.
@@ -1078,21 +1079,27 @@ int run_train(Invocation& inv) {
   // Evaluation at data.seq_len (whatever length the current stage trains at), printed by rank 0; its fields
   // also join that step's log.jsonl line.
   // Its loss is the same on every rank (all-reduced), so every rank refuses a non-finite one alike.
-  // A SIGUSR1 / SIGTERM ends it after the sequence it is at (not complete: no figures): eval.sequences
-  // forward passes at data.seq_len can outlast a scheduler's grace time.
+  // A SIGUSR1 / SIGTERM ends it after the sequence it is at (not complete: no figures), unless that was the
+  // last: eval.sequences forward passes at data.seq_len can outlast a scheduler's grace time.
   struct Evaluation {
     double loss;
     int stop_signal;                      // a stop was agreed during it (all ranks alike); 0: none
     bool complete;                        // false: that stop ended it early
+    int64_t evaluated;                    // sequences
     std::function<std::string()> print;  // prints it (rank 0), returns its log.jsonl fields
   };
   const auto evaluate = [&](int64_t step) {
     const activity::Scope doing("evaluating step " + std::to_string(step));
     const int64_t training_len = trainer.config().seq_len;
     trainer.set_seq_len(r.trainer.seq_len);
-    const train::EvalStats e = trainer.evaluate(*data, eval_sequences, [] { return g_stop_requested.load(); });
+    bool asked = false;
+    const train::EvalStats e = trainer.evaluate(*data, eval_sequences, [&] {
+      if (!asked) signal_if_faulted("eval", step);
+      asked = true;
+      return g_stop_requested.load();
+    });
     trainer.set_seq_len(training_len);
-    return Evaluation{e.loss, e.stop_signal, e.complete, [step, e, seq_len = r.trainer.seq_len] {
+    return Evaluation{e.loss, e.stop_signal, e.complete, e.evaluated, [step, e, seq_len = r.trainer.seq_len] {
                         std::printf("eval step %lld  eval_loss %.4f  eval_accuracy %.4f  (%lld scored targets, N = %lld)\n",
                                     (long long)step, e.loss, e.accuracy, (long long)e.scored, (long long)seq_len);
                         std::fflush(stdout);
@@ -1117,8 +1124,8 @@ int run_train(Invocation& inv) {
   };
   // The length the last step trained at, a checkpoint's seq_len (at a curriculum boundary the trainer is
   // already at the next stage's: before, that went into the checkpoint, beside the tokens_seen of the steps
-  // before it).
-  int64_t trained_len = trainer.config().seq_len;
+  // before it). Resumed: the checkpoint's, which one saved again at its step keeps.
+  int64_t trained_len = resumed && stored.seq_len > 0 ? stored.seq_len : trainer.config().seq_len;
   // The step's evaluation that a stop interrupted, which the stop's checkpoint keeps for the resumed run.
   std::optional<train::PendingEval> pending_eval;
   // The last checkpoint committed holds an evaluation pending (the one resumed from, until one is saved).
@@ -1144,7 +1151,7 @@ int run_train(Invocation& inv) {
     committed_pending = pending_eval.has_value();
     jsonl.forget_start();
     log::info("checkpoint " + path);
-    signal_if_faulted(true, trainer.step());
+    signal_if_faulted("checkpoint", trainer.step());
     if (republish && *r.dump_steps.rbegin() > trainer.step())
       dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step(), run_id, dumped);
   };
@@ -1160,7 +1167,7 @@ int run_train(Invocation& inv) {
     if (!std::isfinite(loss))
       throw InternalError("the checkpoint resumed from (step " + std::to_string(trainer.step()) +
                           ") evaluates to loss " + std::to_string(loss) +
-                          ": its parameters overflow the forward pass; resume from an earlier checkpoint");
+                          ": its parameters overflow the forward pass; resume from an earlier checkpoint, if one is kept");
   };
 
   using Clock = std::chrono::steady_clock;
@@ -1185,9 +1192,11 @@ int run_train(Invocation& inv) {
       if (!stored.pending_eval->log_fields.empty()) jsonl.write(log_line(stored.pending_eval->log_fields, eval_fields));
     }
     last_eval = step;
-    if (evaluation.stop_signal != 0) {  // after its last sequence: the next resume evaluates it again
-      log::info("stopped on a signal after the pending evaluation of step " + std::to_string(step) +
-                ", which the checkpoint still holds; requeue me");
+    // A stop asked for after its last sequence: the checkpoint is saved again without it (the next run
+    // need not evaluate it again), and the run stops there; at train.steps the run is done.
+    if (evaluation.stop_signal != 0 && step < r.steps) {
+      checkpoint();
+      log::info("stopped on a signal after the pending evaluation of step " + std::to_string(step) + "; requeue me");
       return static_cast<int>(ExitCode::requeue);
     }
   }
@@ -1221,7 +1230,7 @@ int run_train(Invocation& inv) {
       const activity::Scope dumping("dumping the activations of step " + std::to_string(step));
       dump_layers(*dump, trainer.model(), r, step, trainer.local_rows());
       dump_unpublished = true;
-      signal_if_faulted(false, step);
+      signal_if_faulted("dump", step);
       // A stop during the dump's writes (they can take long) stops the run at this step, not the next.
       if (stats.stop_signal == 0) stats.stop_signal = trainer.agree_on_signal(g_stop_requested.load());
     }
@@ -1231,21 +1240,23 @@ int run_train(Invocation& inv) {
       log::info("step " + std::to_string(step) + " done: steps from " + std::to_string(step + 1) + " train at N = " +
                 std::to_string(trainer.config().seq_len));
     }
-    // Every eval.every steps and after the last. A stop agreed in this step, or during its evaluation,
-    // leaves the evaluation pending: the stop's checkpoint holds the step's log.jsonl fields, and the
-    // resumed run evaluates this step before it trains on and writes the line (log.jsonl is then the
-    // uninterrupted run's). Before, the evaluation ran to its end (eval.sequences forward passes at
-    // data.seq_len) even when the stop came before it, and a stop during it trained one more step: both
-    // past what a scheduler's grace time may allow. The last step is no exception: it evaluated before
-    // its checkpoint, which a kill at the grace time's end lost.
+    // Every eval.every steps and after the last. A stop agreed in this step, or during its evaluation
+    // (before its last sequence), leaves the evaluation pending: the stop's checkpoint holds the step's
+    // log.jsonl fields, and the resumed run evaluates this step before it trains on and writes the line
+    // (log.jsonl is then the uninterrupted run's). Before, the evaluation ran to its end (eval.sequences
+    // forward passes at data.seq_len) even when the stop came before it, and a stop during it trained one
+    // more step: both past what a scheduler's grace time may allow. The last step is no exception: it
+    // evaluated before its checkpoint, which a kill at the grace time's end lost.
     const bool eval_now = (r.eval_every > 0 && step % r.eval_every == 0) || step == r.steps;
     bool eval_interrupted = eval_now && stats.stop_signal != 0;
+    int64_t evaluated = 0;  // sequences of an interrupted evaluation
     std::function<std::string()> print_eval;  // prints the evaluation, returns its log.jsonl fields
     if (eval_now && !eval_interrupted) {
       const Evaluation evaluation = evaluate(step);
       if (evaluation.stop_signal != 0) stats.stop_signal = evaluation.stop_signal;  // stops at this step
       if (!evaluation.complete) {
         eval_interrupted = true;
+        evaluated = evaluation.evaluated;
       } else {
         print_eval = evaluation.print;
         last_eval = step;
@@ -1281,10 +1292,20 @@ int run_train(Invocation& inv) {
       if (logged && !keeps_pending) jsonl.write(log_line(log_fields, eval_fields));
     }
     if (eval_interrupted)
-      log::info("the evaluation of step " + std::to_string(step) + " is left undone by the stop" +
+      log::info("the evaluation of step " + std::to_string(step) + " is left undone by the stop (" +
+                (evaluated > 0 ? "after " + std::to_string(evaluated) + " of " + std::to_string(eval_sequences) +
+                                     " sequences"
+                               : std::string("not begun: the stop came in the step")) +
+                ")" +
                 (keeps_pending ? ": the checkpoint keeps it pending, and the resumed run evaluates step " +
                                      std::to_string(step) + " first"
                                : std::string()));
+    // A stop asked for after the last step's complete evaluation: the run is done (exit 0, not 75 for a
+    // requeue that would only evaluate it again).
+    if (stats.stop_signal != 0 && step == r.steps && !eval_interrupted) {
+      stats.stop_signal = 0;
+      log::info("stop signal after the last step's evaluation: the run is done");
+    }
     if (stats.stop_signal != 0) {
       stop_signal = stats.stop_signal;
       break;
@@ -1362,7 +1383,7 @@ Command train_command() {
     const int64_t resume_step = resume_step_hint(r);
     check_stages_shardable(r, resume_step, P, SpanningSegments::may_end_short);
     nan_gradient_fault(P);
-    signal_writing_fault();
+    signal_fault_at();
     // Parameters, gradients and the AdamW moments (replicated), and per layer the activations the
     // backward keeps for this rank's rows, plus the logits and their gradient: float32, a lower bound.
     const model::ModelConfig& m = r.trainer.model;

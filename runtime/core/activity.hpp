@@ -1,7 +1,7 @@
 // What this process is doing, in words ("evaluating step 4"), for the messages of waits that time out: a
 // communicator call's timeout and the roll call's answers say it beside the call, so that ranks waiting in
 // different phases (one evaluating, one training) show as such. Scopes nest; the innermost one is said.
-// Set on any thread (train's main thread), read on any (the roll call, the watchdog).
+// Made on one thread (the main one: a scope's end removes the newest), read on any.
 #pragma once
 
 #include <string>

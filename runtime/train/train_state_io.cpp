@@ -405,7 +405,7 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
     }
   }
   const std::string run_id = reader.file().has_attribute("run_id") ? reader.file().read_string_attribute("run_id") : "";
-  return {state.position, reader.tokens_seen(), data_seq_len, run_id, pending_eval};
+  return {state.position, reader.tokens_seen(), data_seq_len, run_id, reader.seq_len(), pending_eval};
 }
 
 }  // namespace longctx::train

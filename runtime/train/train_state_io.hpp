@@ -54,6 +54,7 @@ struct Resumed {
   int64_t tokens_seen = 0;
   int64_t data_seq_len = 0;  // its /config's data.seq_len (0: none there)
   std::string run_id;        // its run's id ("": written before checkpoints held one)
+  int64_t seq_len = 0;       // the length its last step trained at (root attribute seq_len)
   std::optional<PendingEval> pending_eval;  // its step's evaluation, which a stop interrupted
 };
 Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm);

@@ -100,6 +100,7 @@ EvalStats Trainer::evaluate(const Dataset& data, int64_t sequences, const std::f
         EvalStats stopped;
         stopped.stop_signal = stop;
         stopped.complete = false;
+        stopped.evaluated = s + 1;
         return stopped;
       }
     }
@@ -114,6 +115,7 @@ EvalStats Trainer::evaluate(const Dataset& data, int64_t sequences, const std::f
   stats.loss = count > 0 ? loss_sum / count : 0;
   stats.accuracy = answers > 0 ? exact / answers : (count > 0 ? correct / count : 0);
   stats.stop_signal = stop;
+  stats.evaluated = sequences;
   return stats;
 }
 

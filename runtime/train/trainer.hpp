@@ -50,6 +50,7 @@ struct EvalStats {
   int64_t scored = 0;
   int stop_signal = 0;   // a stop was asked for (the largest signal number any rank got); 0: none
   bool complete = true;  // every sequence was evaluated; false: the stop ended it early (no figures)
+  int64_t evaluated = 0;  // the sequences evaluated
 };
 
 class Trainer {

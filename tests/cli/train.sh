@@ -894,17 +894,25 @@ code=$?
 # The same signal at the LAST step stops it there too: checkpointed with its evaluation pending, exit 75.
 # (Before, it evaluated first and checkpointed after: a kill at the end of a scheduler's grace time lost the
 # last steps.) The resumed run evaluates it, logs it, saves the checkpoint again without it and exits 0.
-ONE_STEP=("${BASE[@]}" --model.heads 4 --model.dim 32 --train.steps 1 --data.seq_len 1024 --model.segment_lengths 32,128,1024)
-/usr/bin/python3 - "$LONGCTX" "${ONE_STEP[@]}" --checkpoint.dir "$OUT/sig6" --log.jsonl "$OUT/sig6.jsonl" >"$OUT/sig6.out" 2>"$OUT/sig6.err" <<'PY'
+# (1 evaluation sequence: a run that began the evaluation would complete it before it heard the stop.)
+ONE_STEP=(--quiet --model.mlp_hidden 64 --model.dilation_rates 1,2,4 --data.key_digits 3 --train.warmup 2 --train.lr 3e-3
+          --model.heads 4 --model.dim 32 --train.steps 1 --data.seq_len 1024 --model.segment_lengths 32,128,1024
+          --eval.sequences 1)
+# sig_at_start NAME -- train options: runs train with SIGUSR1 pending from the start (acted on in step 1).
+sig_at_start() {
+  local name=$1; shift 2
+  /usr/bin/python3 - "$LONGCTX" "$@" >"$OUT/stdout" 2>"$OUT/stderr" <<'PY'
 import os, signal, sys
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
 os.kill(os.getpid(), signal.SIGUSR1)
 os.execv(sys.argv[1], [sys.argv[1], "train"] + sys.argv[2:])
 PY
+}
+sig_at_start "sig6" -- "${ONE_STEP[@]}" --checkpoint.dir "$OUT/sig6" --log.jsonl "$OUT/sig6.jsonl"
 code=$?
 [ "$code" -eq 75 ] && [ ! -s "$OUT/sig6.jsonl" ] && [ "$(cat "$OUT/sig6/latest" 2>/dev/null)" = step_00000001.h5 ] &&
   pass "a signal at the last step: checkpointed with its evaluation pending, exit 75" ||
-  { fail "signal at the last step gave exit $code"; tail -3 "$OUT/sig6.err"; cat "$OUT/sig6.jsonl"; }
+  { fail "signal at the last step gave exit $code"; tail -3 "$OUT/stderr"; cat "$OUT/sig6.jsonl"; }
 expect_exit 0 "its resume evaluates the last step" -- "$LONGCTX" train "${ONE_STEP[@]}" --checkpoint.dir "$OUT/sig6" --log.jsonl "$OUT/sig6.jsonl"
 [ "$(grep -c . "$OUT/sig6.jsonl")" -eq 1 ] && grep -q '"step": 1,.*"eval_loss"' "$OUT/sig6.jsonl" && pass "the last step's line, with its evaluation" ||
   { fail "log.jsonl after the resume at the end"; cat "$OUT/sig6.jsonl"; }
@@ -915,32 +923,36 @@ expect_exit 0 "its resume evaluates the last step" -- "$LONGCTX" train "${ONE_ST
 expect_exit 0 "a later run of the finished command" -- "$LONGCTX" train "${ONE_STEP[@]}" --checkpoint.dir "$OUT/sig6" --log.jsonl "$OUT/sig6.jsonl"
 grep -q "evaluating step 1 first" "$OUT/stderr" && fail "it evaluated step 1 as pending again" || pass "it evaluates step 1 as a finished run"
 [ "$(grep -c . "$OUT/sig6.jsonl")" -eq 1 ] && pass "log.jsonl keeps its one line" || { fail "log.jsonl after a later run"; cat "$OUT/sig6.jsonl"; }
+# The checkpoint saved again keeps the length its step trained at (a curriculum stage's, 512), not the
+# next stage's (1024).
+sig_at_start "sig7" -- "${ONE_STEP[@]}" --data.short_seq_len 512 --data.short_steps 1 --checkpoint.dir "$OUT/sig7"
+expect_exit 0 "resume a pending last step trained at a curriculum's 512" -- "$LONGCTX" train "${ONE_STEP[@]}" \
+  --data.short_seq_len 512 --data.short_steps 1 --checkpoint.dir "$OUT/sig7"
+/usr/bin/python3 -c "import h5py, sys; a = h5py.File(sys.argv[1], 'r').attrs; sys.exit(0 if int(a['seq_len']) == 512 and 'eval_pending' not in a else 1)" \
+  "$OUT/sig7/step_00000001.h5" && pass "the checkpoint saved again says seq_len 512" || fail "the checkpoint saved again at the end lost its seq_len"
 
 # ---- a fresh run (no checkpoint to resume) appends to an existing log.jsonl, and says so ------------------
 expect_exit 0 "a fresh run into a log.jsonl with lines" -- "$LONGCTX" train "${ONE_STEP[@]}" --log.jsonl "$OUT/sig6.jsonl"
 expect_in "$OUT/stderr" "log.jsonl=.*sig6.jsonl already holds 1 line\(s\) of an earlier run; this run starts at step 1 and appends" "warns it appends"
 
 # ---- a signal during an evaluation stops it there: that step is checkpointed with its evaluation pending,
-# and the resumed run evaluates it first and writes its log.jsonl line. Before, the evaluation (here 300
+# and the resumed run evaluates it first and writes its log.jsonl line. Before, the evaluation (eval.sequences
 # forward passes at data.seq_len) ran to its end and one more step was trained before the checkpoint, past
-# what a scheduler's grace time may allow.
+# what a scheduler's grace time may allow. LONGCTX_FAULT_SIGNAL_AT=eval:S raises SIGUSR1 on rank 0 after the
+# first sequence of step S's evaluation.
 EVAL=(--quiet --model.mlp_hidden 64 --model.dilation_rates 1,2,4 --data.key_digits 3 --train.warmup 2 --train.lr 3e-3
       --model.heads 4 --model.dim 32 --data.seq_len 1024 --model.segment_lengths 32,128,1024 --train.steps 4
-      --eval.every 2 --eval.sequences 300)
+      --eval.every 2)
+EV20=("${EVAL[@]}" --eval.sequences 20)
 # A log.jsonl without its timings (they differ from run to run); steps, losses and evaluations stay.
 untimed() { sed -E 's/"tokens_per_s": [^,]*, "seconds": [^,]*, //; s/"mfu": [^,]*, //; s/, "run": "[0-9a-f]*"//' "$1"; }
-expect_exit 0 "uninterrupted run evaluating every 2 steps" -- "$LONGCTX" train "${EVAL[@]}" --log.jsonl "$OUT/ev0.jsonl"
-# Signalled once step 1 is logged: step 2 takes milliseconds, its evaluation seconds.
-"$LONGCTX" train "${EVAL[@]}" --checkpoint.dir "$OUT/ev" --log.jsonl "$OUT/ev.jsonl" >"$OUT/ev.out" 2>"$OUT/ev.err" &
-pid=$!
-for _ in $(seq 400); do grep -q '"step": 1,' "$OUT/ev.jsonl" 2>/dev/null && break; sleep 0.02; done
-sleep 0.3
-kill -USR1 $pid
-wait $pid; code=$?
-[ "$code" -eq 75 ] && [ "$(cat "$OUT/ev/latest" 2>/dev/null)" = step_00000002.h5 ] &&
-  grep -q "the evaluation of step 2 is left undone by the stop: the checkpoint keeps it pending" "$OUT/ev.err" &&
-  pass "a signal during step 2's evaluation -> step 2 checkpointed, exit 75" ||
-  { fail "a signal during an evaluation gave exit $code, latest $(cat "$OUT/ev/latest" 2>/dev/null)"; tail -3 "$OUT/ev.err"; }
+expect_exit 0 "uninterrupted run evaluating every 2 steps" -- "$LONGCTX" train "${EV20[@]}" --log.jsonl "$OUT/ev0.jsonl"
+expect_exit 75 "a signal after sequence 1 of step 2's evaluation" -- env LONGCTX_FAULT_SIGNAL_AT=eval:2 \
+  "$LONGCTX" train "${EV20[@]}" --checkpoint.dir "$OUT/ev" --log.jsonl "$OUT/ev.jsonl"
+[ "$(cat "$OUT/ev/latest" 2>/dev/null)" = step_00000002.h5 ] && [ "$(ls "$OUT/ev" | grep -c '^step_')" -eq 1 ] &&
+  grep -q "the evaluation of step 2 is left undone by the stop (after 1 of 20 sequences): the checkpoint keeps it pending" "$OUT/stderr" &&
+  pass "stopped there: step 2 checkpointed, its evaluation pending" ||
+  { fail "a signal during an evaluation: latest $(cat "$OUT/ev/latest" 2>/dev/null)"; tail -3 "$OUT/stderr"; }
 /usr/bin/python3 -c "
 import h5py, sys
 a = h5py.File(sys.argv[1], 'r').attrs
@@ -955,17 +967,12 @@ expect_exit 0 "ckpt inspect of it" -- "$LONGCTX" ckpt inspect "$OUT/ev/step_0000
 expect_in "$OUT/stdout" "state: step 2, .*, its evaluation pending \(a stop interrupted it; train evaluates it first\)" "inspect says the evaluation is pending"
 cp -r "$OUT/ev" "$OUT/ev-stopped"
 # A signal during that evaluation, now the resumed run's first work: exit 75 again, the checkpoint unchanged.
-"$LONGCTX" train "${EVAL[@]}" --checkpoint.dir "$OUT/ev" --log.jsonl "$OUT/ev.jsonl" >"$OUT/ev2.out" 2>"$OUT/ev2.err" &
-pid=$!
-for _ in $(seq 400); do grep -q "evaluating step 2 first" "$OUT/ev2.err" 2>/dev/null && break; sleep 0.02; done
-sleep 0.3
-kill -TERM $pid
-wait $pid; code=$?
-[ "$code" -eq 75 ] && [ "$(ls "$OUT/ev" | grep -c '^step_')" -eq 1 ] && cmp -s "$OUT/ev/step_00000002.h5" "$OUT/ev-stopped/step_00000002.h5" &&
-  grep -q "stopped on a signal during the pending evaluation of step 2, which the checkpoint still holds; requeue me" "$OUT/ev2.err" &&
-  pass "a signal during the pending evaluation -> exit 75, the checkpoint kept as it was" ||
-  { fail "a signal during the pending evaluation gave exit $code"; ls "$OUT/ev"; tail -3 "$OUT/ev2.err"; }
-expect_exit 0 "resume: step 2 evaluated first, then steps 3-4" -- "$LONGCTX" train "${EVAL[@]}" --checkpoint.dir "$OUT/ev" \
+expect_exit 75 "a signal during the pending evaluation" -- env LONGCTX_FAULT_SIGNAL_AT=eval:2 \
+  "$LONGCTX" train "${EV20[@]}" --checkpoint.dir "$OUT/ev" --log.jsonl "$OUT/ev.jsonl"
+[ "$(ls "$OUT/ev" | grep -c '^step_')" -eq 1 ] && cmp -s "$OUT/ev/step_00000002.h5" "$OUT/ev-stopped/step_00000002.h5" &&
+  grep -q "stopped on a signal during the pending evaluation of step 2, which the checkpoint still holds; requeue me" "$OUT/stderr" &&
+  pass "... leaves the checkpoint as it was" || { fail "a signal during the pending evaluation"; ls "$OUT/ev"; tail -3 "$OUT/stderr"; }
+expect_exit 0 "resume: step 2 evaluated first, then steps 3-4" -- "$LONGCTX" train "${EV20[@]}" --checkpoint.dir "$OUT/ev" \
   --log.jsonl "$OUT/ev.jsonl"
 expect_in "$OUT/stdout" "^eval step 2  eval_loss" "the pending evaluation is printed"
 if [ "$(grep -c '"eval_loss"' "$OUT/ev0.jsonl")" -eq 2 ] && diff <(untimed "$OUT/ev0.jsonl") <(untimed "$OUT/ev.jsonl") >/dev/null; then
@@ -974,7 +981,7 @@ else fail "log.jsonl differs after a stop in an evaluation"; diff <(untimed "$OU
 # Killed after writing step 2's line, before its next checkpoint: a resume from that checkpoint again
 # writes the line once (an earlier resume's is dropped).
 rm -rf "$OUT/ev" && cp -r "$OUT/ev-stopped" "$OUT/ev"
-expect_exit 0 "resume again from the pending checkpoint" -- "$LONGCTX" train "${EVAL[@]}" --checkpoint.dir "$OUT/ev" \
+expect_exit 0 "resume again from the pending checkpoint" -- "$LONGCTX" train "${EV20[@]}" --checkpoint.dir "$OUT/ev" \
   --log.jsonl "$OUT/ev.jsonl"
 diff <(untimed "$OUT/ev0.jsonl") <(untimed "$OUT/ev.jsonl") >/dev/null && pass "the line of step 2 is there once" ||
   { fail "log.jsonl after a second resume of the pending checkpoint"; cat "$OUT/ev.jsonl"; }
@@ -982,26 +989,53 @@ diff <(untimed "$OUT/ev0.jsonl") <(untimed "$OUT/ev.jsonl") >/dev/null && pass "
 rm -rf "$OUT/ev" && cp -r "$OUT/ev-stopped" "$OUT/ev"
 /usr/bin/python3 -c "import h5py, sys; h5py.File(sys.argv[1], 'r+').attrs['eval_pending_log'] = '{\"step\": 7, \"loss\": 1'" \
   "$OUT/ev/step_00000002.h5"
-expect_exit 3 "a checkpoint whose pending log line is of another step" -- "$LONGCTX" train "${EVAL[@]}" --checkpoint.dir "$OUT/ev"
+expect_exit 3 "a checkpoint whose pending log line is of another step" -- "$LONGCTX" train "${EV20[@]}" --checkpoint.dir "$OUT/ev"
 expect_in "$OUT/stderr" "attribute eval_pending_log is not the log.jsonl line of step 2: damaged" "names the attribute"
 # Without checkpoint.dir nothing is pending: 128 + the signal, and step 2's line without an evaluation.
-"$LONGCTX" train "${EVAL[@]}" --log.jsonl "$OUT/ev3.jsonl" >"$OUT/ev3.out" 2>"$OUT/ev3.err" &
-pid=$!
-for _ in $(seq 400); do grep -q '"step": 1,' "$OUT/ev3.jsonl" 2>/dev/null && break; sleep 0.02; done
-sleep 0.3
-kill -USR1 $pid
-wait $pid; code=$?
-[ "$code" -eq $((128 + $(kill -l USR1))) ] && grep -q '"step": 2,' "$OUT/ev3.jsonl" && ! grep -q eval_loss "$OUT/ev3.jsonl" &&
-  pass "without checkpoint.dir: exit $code at step 2, its line without an evaluation" ||
-  { fail "a signal during an evaluation without checkpoint.dir gave exit $code"; cat "$OUT/ev3.jsonl"; tail -3 "$OUT/ev3.err"; }
+expect_exit $((128 + $(kill -l USR1))) "without checkpoint.dir: a signal in step 2's evaluation" -- env LONGCTX_FAULT_SIGNAL_AT=eval:2 \
+  "$LONGCTX" train "${EV20[@]}" --log.jsonl "$OUT/ev3.jsonl"
+grep -q '"step": 2,' "$OUT/ev3.jsonl" && ! grep -q eval_loss "$OUT/ev3.jsonl" && pass "... its line without an evaluation" ||
+  { fail "log.jsonl of a signal during an evaluation without checkpoint.dir"; cat "$OUT/ev3.jsonl"; }
+# A signal asked for after an evaluation's LAST sequence keeps the evaluation (here 1 sequence). In the
+# pending evaluation of a resume: its line written, the checkpoint saved again without it, exit 75; the
+# next resume goes on from there without evaluating again.
+EV1=("${EVAL[@]}" --eval.sequences 1)
+expect_exit 0 "uninterrupted, 1 evaluation sequence" -- "$LONGCTX" train "${EV1[@]}" --log.jsonl "$OUT/ew0.jsonl"
+/usr/bin/python3 - "$LONGCTX" "${EV1[@]}" --checkpoint.dir "$OUT/ew" --log.jsonl "$OUT/ew.jsonl" >"$OUT/ew.out" 2>"$OUT/ew.err" <<'PY'
+import os, signal, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+os.kill(os.getpid(), signal.SIGUSR1)  # pending across exec: acted on in step 1
+os.execv(sys.argv[1], [sys.argv[1], "train"] + sys.argv[2:])
+PY
+code=$?
+[ "$code" -eq 75 ] && [ "$(cat "$OUT/ew/latest" 2>/dev/null)" = step_00000001.h5 ] && pass "a signal in step 1 -> exit 75 at step 1" ||
+  { fail "a signal pending at start gave exit $code"; tail -3 "$OUT/ew.err"; }
+expect_exit 0 "go on to step 4, a signal after its evaluation's one sequence" -- env LONGCTX_FAULT_SIGNAL_AT=eval:4 \
+  "$LONGCTX" train "${EV1[@]}" --checkpoint.dir "$OUT/ew" --log.jsonl "$OUT/ew.jsonl"
+expect_in "$OUT/stderr" "stop signal after the last step's evaluation: the run is done" "at the last step a complete evaluation ends the run (exit 0)"
+/usr/bin/python3 -c "import h5py, sys; sys.exit('eval_pending' in h5py.File(sys.argv[1], 'r').attrs)" "$OUT/ew/step_00000004.h5" &&
+  pass "... its checkpoint holds nothing pending" || fail "the done run's checkpoint holds a pending evaluation"
+rm -rf "$OUT/ew2" "$OUT/ew2.jsonl"
+expect_exit 75 "stopped in step 2's evaluation" -- env LONGCTX_FAULT_SIGNAL_AT=eval:2 \
+  "$LONGCTX" train "${EV20[@]}" --checkpoint.dir "$OUT/ew2" --log.jsonl "$OUT/ew2.jsonl"
+expect_exit 75 "its pending evaluation with 1 sequence, a signal after it" -- env LONGCTX_FAULT_SIGNAL_AT=eval:2 \
+  "$LONGCTX" train "${EV1[@]}" --checkpoint.dir "$OUT/ew2" --log.jsonl "$OUT/ew2.jsonl"
+grep -q "stopped on a signal after the pending evaluation of step 2; requeue me" "$OUT/stderr" &&
+  /usr/bin/python3 -c "import h5py, sys; sys.exit('eval_pending' in h5py.File(sys.argv[1], 'r').attrs)" "$OUT/ew2/step_00000002.h5" &&
+  grep -q '"step": 2,.*"eval_loss"' "$OUT/ew2.jsonl" && pass "... logs step 2, saves the checkpoint again without it" ||
+  { fail "a stop after a pending evaluation's last sequence"; tail -3 "$OUT/stderr"; cat "$OUT/ew2.jsonl"; }
+expect_exit 0 "the next resume" -- "$LONGCTX" train "${EV1[@]}" --checkpoint.dir "$OUT/ew2" --log.jsonl "$OUT/ew2.jsonl"
+grep -q "evaluating step 2 first" "$OUT/stderr" && fail "it evaluated step 2 again" || pass "... goes on without evaluating step 2 again"
+[ "$(grep -c '"step": 2,' "$OUT/ew2.jsonl")" -eq 1 ] && [ "$(grep -c . "$OUT/ew2.jsonl")" -eq 4 ] && pass "... 4 lines, step 2's once" ||
+  { fail "log.jsonl after the stop after a pending evaluation"; cat "$OUT/ew2.jsonl"; }
 
 # ---- a signal during a checkpoint's or a dump's write stops the run at that step (before: one more step
-# was trained and checkpointed). LONGCTX_FAULT_SIGNAL_WRITING raises it on rank 0 as the write ends.
+# was trained and checkpointed). LONGCTX_FAULT_SIGNAL_AT raises it on rank 0 as the write ends.
 WRITE=(--quiet --model.mlp_hidden 64 --model.dilation_rates 1,2,4 --data.key_digits 3 --train.warmup 2 --train.lr 3e-3
        --model.heads 4 --model.dim 32 --data.seq_len 1024 --model.segment_lengths 32,128,1024 --train.steps 6
        --eval.sequences 2)
 expect_exit 0 "uninterrupted 6 steps" -- "$LONGCTX" train "${WRITE[@]}" --log.jsonl "$OUT/w0.jsonl"
-LONGCTX_FAULT_SIGNAL_WRITING=checkpoint:2 "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "$OUT/wc" --checkpoint.every 2 \
+LONGCTX_FAULT_SIGNAL_AT=checkpoint:2 "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "$OUT/wc" --checkpoint.every 2 \
   --log.jsonl "$OUT/wc.jsonl" >"$OUT/wc.out" 2>"$OUT/wc.err"
 code=$?
 [ "$code" -eq 75 ] && [ "$(cat "$OUT/wc/latest" 2>/dev/null)" = step_00000002.h5 ] && [ "$(ls "$OUT/wc" | grep -c '^step_')" -eq 1 ] &&
@@ -1012,25 +1046,25 @@ expect_exit 0 "resume it" -- "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "$O
 diff <(losses "$OUT/w0.jsonl") <(losses "$OUT/wc.jsonl") >/dev/null && [ "$(losses "$OUT/wc.jsonl" | wc -l)" -eq 6 ] &&
   pass "stopped in a checkpoint + resumed = uninterrupted" || { fail "losses differ"; diff <(losses "$OUT/w0.jsonl") <(losses "$OUT/wc.jsonl") | head; }
 # At the last step's checkpoint the run is done: exit 0.
-LONGCTX_FAULT_SIGNAL_WRITING=checkpoint:6 "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "$OUT/wl" --checkpoint.every 2 \
+LONGCTX_FAULT_SIGNAL_AT=checkpoint:6 "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "$OUT/wl" --checkpoint.every 2 \
   >"$OUT/wl.out" 2>"$OUT/wl.err"
 code=$?
 [ "$code" -eq 0 ] && [ "$(cat "$OUT/wl/latest" 2>/dev/null)" = step_00000006.h5 ] && pass "a signal during the last step's checkpoint -> done, exit 0" ||
   { fail "a signal during the last checkpoint gave exit $code"; tail -3 "$OUT/wl.err"; }
 # During an activation dump at an evaluated step: stopped there, the evaluation pending, the dump published.
-LONGCTX_FAULT_SIGNAL_WRITING=dump:2 "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "$OUT/wd" --eval.every 2 \
+LONGCTX_FAULT_SIGNAL_AT=dump:2 "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "$OUT/wd" --eval.every 2 \
   --dump.activations "$OUT/wd.h5" --dump.steps 2,4 --dump.layers 0 >"$OUT/wd.out" 2>"$OUT/wd.err"
 code=$?
 [ "$code" -eq 75 ] && [ "$(cat "$OUT/wd/latest" 2>/dev/null)" = step_00000002.h5 ] &&
-  grep -q "the evaluation of step 2 is left undone by the stop" "$OUT/wd.err" &&
+  grep -q "the evaluation of step 2 is left undone by the stop (not begun: the stop came in the step)" "$OUT/wd.err" &&
   pass "a signal during step 2's dump -> exit 75 at step 2, its evaluation pending" ||
   { fail "a signal during a dump gave exit $code, latest $(cat "$OUT/wd/latest" 2>/dev/null)"; tail -3 "$OUT/wd.err"; }
 expect_exit 0 "resume it" -- "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "$OUT/wd" --eval.every 2 \
   --dump.activations "$OUT/wd.h5" --dump.steps 2,4 --dump.layers 0
 /usr/bin/python3 -c "import h5py, sys; f = h5py.File(sys.argv[1], 'r'); sys.exit(0 if sorted(f) == ['step_2', 'step_4'] else 1)" "$OUT/wd.h5" &&
   pass "the dump holds steps 2 and 4" || fail "the dump after a stop in it and a resume"
-expect_exit 2 "LONGCTX_FAULT_SIGNAL_WRITING of another form" -- env LONGCTX_FAULT_SIGNAL_WRITING=eval:2 "$LONGCTX" train "${WRITE[@]}"
-expect_in "$OUT/stderr" "expected checkpoint:STEP or dump:STEP" "says the form"
+expect_exit 2 "LONGCTX_FAULT_SIGNAL_AT of another form" -- env LONGCTX_FAULT_SIGNAL_AT=step:2 "$LONGCTX" train "${WRITE[@]}"
+expect_in "$OUT/stderr" "expected checkpoint:STEP, dump:STEP or eval:STEP" "says the form"
 
 # ---- a signal while the ranks start up (MPI_Init, options): acted on at step 1, not killing the rank ------
 # (what a requeued Slurm job meets when its pre-time-limit signal fires at once). Before, the handlers came
@@ -1088,39 +1122,31 @@ if [ "${#ranks[@]}" -eq 2 ]; then
 else
   fail "expected 2 rank processes under mpirun, found ${#ranks[@]}"; kill $pid; wait $pid
 fi
-# ... and during an evaluation: the ranks agree after the sequence they are at, both stop at that step.
-"${MPIRUN[@]}" -np 2 "$LONGCTX" train "${EVAL[@]}" --checkpoint.dir "$OUT/ev4" --log.jsonl "$OUT/ev4.jsonl" \
-  >"$OUT/ev4.out" 2>"$OUT/ev4.err" &
-pid=$!
-for _ in $(seq 400); do grep -q '"step": 1,' "$OUT/ev4.jsonl" 2>/dev/null && break; sleep 0.02; done
-sleep 0.3
-ranks=($(pgrep -P $pid))
-if [ "${#ranks[@]}" -eq 2 ]; then
-  kill -TERM "${ranks[1]}"
-  wait $pid; code=$?
-  [ "$code" -eq 75 ] && [ "$(cat "$OUT/ev4/latest" 2>/dev/null)" = step_00000002.h5 ] &&
-    pass "SIGTERM to one rank during an evaluation -> both stop at step 2, exit 75" ||
-    { fail "SIGTERM to one rank during an evaluation gave exit $code, latest $(cat "$OUT/ev4/latest" 2>/dev/null)"; tail -5 "$OUT/ev4.err"; }
-  expect_exit 0 "resume it on 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${EVAL[@]}" --checkpoint.dir "$OUT/ev4" \
-    --log.jsonl "$OUT/ev4.jsonl"
-  [ "$(grep -c '"eval_loss"' "$OUT/ev4.jsonl")" -eq 2 ] && [ "$(grep -c . "$OUT/ev4.jsonl")" -eq 4 ] &&
-    pass "4 lines, 2 evaluations" || { fail "log.jsonl of the 2-rank stop in an evaluation"; cat "$OUT/ev4.jsonl"; }
-else
-  fail "expected 2 rank processes under mpirun, found ${#ranks[@]}"; kill $pid; wait $pid
-fi
+# ... and during an evaluation (the signal on rank 0 only): the ranks agree after the sequence they are at,
+# both stop at that step.
+expect_exit 75 "2 ranks: a signal on rank 0 during step 2's evaluation" -- env LONGCTX_FAULT_SIGNAL_AT=eval:2 \
+  "${MPIRUN[@]}" -np 2 -x LONGCTX_FAULT_SIGNAL_AT "$LONGCTX" train "${EV20[@]}" --checkpoint.dir "$OUT/ev4" --log.jsonl "$OUT/ev4.jsonl"
+[ "$(cat "$OUT/ev4/latest" 2>/dev/null)" = step_00000002.h5 ] && pass "... both stop at step 2" || fail "2 ranks stopped in an evaluation: latest $(cat "$OUT/ev4/latest" 2>/dev/null)"
+expect_exit 0 "resume it on 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${EV20[@]}" --checkpoint.dir "$OUT/ev4" \
+  --log.jsonl "$OUT/ev4.jsonl"
+[ "$(grep -c '"eval_loss"' "$OUT/ev4.jsonl")" -eq 2 ] && [ "$(grep -c . "$OUT/ev4.jsonl")" -eq 4 ] &&
+  [ "$(losses "$OUT/ev4.jsonl" | cut -d' ' -f1 | tr '\n' ' ')" = "1 2 3 4 " ] &&
+  pass "... steps 1-4, 2 evaluations" || { fail "log.jsonl of the 2-rank stop in an evaluation"; cat "$OUT/ev4.jsonl"; }
 # ---- a rank stopped during an evaluation: the timeout and the roll call say the others were evaluating ----
-"${MPIRUN[@]}" -np 2 "$LONGCTX" train "${EVAL[@]}" --comm-timeout 3 --log.jsonl "$OUT/ev5.jsonl" >"$OUT/ev5.out" 2>"$OUT/ev5.err" &
+"${MPIRUN[@]}" -np 2 "$LONGCTX" train "${EVAL[@]}" --eval.sequences 100000 --comm-timeout 3 --log.jsonl "$OUT/ev5.jsonl" \
+  >"$OUT/ev5.out" 2>"$OUT/ev5.err" &
 pid=$!
+# Step 2 takes well under a second here; its evaluation (100000 sequences) lasts until the timeout ends the job.
 for _ in $(seq 400); do grep -q '"step": 1,' "$OUT/ev5.jsonl" 2>/dev/null && break; sleep 0.02; done
-sleep 0.3
+sleep 4
 ranks=($(pgrep -P $pid))
 if [ "${#ranks[@]}" -eq 2 ]; then
   kill -STOP "${ranks[1]}"
   for _ in $(seq 600); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
   kill -CONT "${ranks[1]}" 2>/dev/null; kill -9 $pid "${ranks[@]}" 2>/dev/null
   wait $pid; code=$?
-  [ "$code" -ne 0 ] && grep -q "timed out after 3 s on rank 0 of a 2-rank MPI communicator (process rank 0 on [^,]*, evaluating step 2)" "$OUT/ev5.err" &&
-    grep -qE "rank 0 waits in [a-z_]+ #[0-9]+ on [^;]* \(evaluating step 2\) \(for " "$OUT/ev5.err" &&
+  [ "$code" -ne 0 ] && grep -q "timed out after 3 s on rank 0 of a 2-rank MPI communicator (process rank 0 on [^)]*) while evaluating step 2" "$OUT/ev5.err" &&
+    grep -qE "rank 0 waits in [a-z_]+ #[0-9]+ on [^;]* while evaluating step 2 \(for " "$OUT/ev5.err" &&
     pass "a rank stopped during an evaluation: exit $code, the message says the others were evaluating step 2" ||
     { fail "a rank stopped during an evaluation: exit $code"; grep -i "timed out" "$OUT/ev5.err" | head -3; }
 else
