@@ -1295,7 +1295,7 @@ int run_train(Invocation& inv) {
       log::info("the evaluation of step " + std::to_string(step) + " is left undone by the stop (" +
                 (evaluated > 0 ? "after " + std::to_string(evaluated) + " of " + std::to_string(eval_sequences) +
                                      " sequences"
-                               : std::string("not begun: the stop came in the step")) +
+                               : std::string("not begun: the stop came before it")) +
                 ")" +
                 (keeps_pending ? ": the checkpoint keeps it pending, and the resumed run evaluates step " +
                                      std::to_string(step) + " first"

@@ -1056,7 +1056,7 @@ LONGCTX_FAULT_SIGNAL_AT=dump:2 "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "
   --dump.activations "$OUT/wd.h5" --dump.steps 2,4 --dump.layers 0 >"$OUT/wd.out" 2>"$OUT/wd.err"
 code=$?
 [ "$code" -eq 75 ] && [ "$(cat "$OUT/wd/latest" 2>/dev/null)" = step_00000002.h5 ] &&
-  grep -q "the evaluation of step 2 is left undone by the stop (not begun: the stop came in the step)" "$OUT/wd.err" &&
+  grep -q "the evaluation of step 2 is left undone by the stop (not begun: the stop came before it)" "$OUT/wd.err" &&
   pass "a signal during step 2's dump -> exit 75 at step 2, its evaluation pending" ||
   { fail "a signal during a dump gave exit $code, latest $(cat "$OUT/wd/latest" 2>/dev/null)"; tail -3 "$OUT/wd.err"; }
 expect_exit 0 "resume it" -- "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "$OUT/wd" --eval.every 2 \
