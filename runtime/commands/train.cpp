@@ -6,13 +6,7 @@
 // (numbered from 1): activation dump, eval, log line + log.jsonl (rank 0), checkpoint. SIGUSR1/SIGTERM set a
 // flag; ranks agree on it inside the step's stats all-reduce (also after a dump's or a checkpoint's write, and
 // after each evaluation sequence), finish the step, checkpoint (an interrupted evaluation pending) and exit 75.
-#include <dirent.h>
-#include <fcntl.h>
-#include <omp.h>
 #include <pthread.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -20,37 +14,27 @@
 #include <cerrno>
 #include <cmath>
 #include <csignal>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <functional>
-#include <iterator>
 #include <limits>
-#include <cctype>
 #include <optional>
-#include <random>
-#include <set>
 #include <sstream>
-#include <string_view>
 #include <vector>
 
 #include "attention/cuda/cuda_attention.hpp"
-#include "attention/sequence_parallel.hpp"
 #include "io/activation_dump.hpp"
-#include "io/atomic_output.hpp"
 #include "io/checkpoint.hpp"
 #include "io/durable.hpp"
 #include "io/token_dataset.hpp"
-#include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
+#include "runtime/commands/train_options.hpp"
 #include "runtime/core/activity.hpp"
-#include "runtime/core/check.hpp"
 #include "runtime/core/fingerprint.hpp"
 #include "runtime/core/log.hpp"
-#include "runtime/core/memory.hpp"
+#include "runtime/train/checkpoint_dir_lock.hpp"
+#include "runtime/train/fault_injection.hpp"
+#include "runtime/train/json_log.hpp"
 #include "runtime/train/train_state_io.hpp"
 
 namespace longctx::cli {
@@ -61,137 +45,6 @@ namespace {
 std::atomic<int> g_stop_requested{0};
 static_assert(std::atomic<int>::is_always_lock_free, "the signal handler needs a lock-free flag");
 extern "C" void request_stop(int signal) { g_stop_requested.store(signal, std::memory_order_relaxed); }
-
-void declare(po::options_description& d, po::positional_options_description&) {
-  d.add_options()
-      ("device", po::value<std::string>()->default_value("cpu"), "where attention runs: cpu, or cuda (one GPU per rank; the rest of the model stays on the CPU)")
-      ("dtype", po::value<std::string>()->default_value("fp32"), "attention input type: fp32, bf16, fp16 (bf16 / fp16 need --device cuda; under mpirun cuda takes bf16 / fp16)")
-      ("comm", po::value<std::string>()->default_value("auto"), "device communicator with --device cuda under mpirun: auto, nccl, staged or mpi (MPI through host memory)")
-      ("model.layers", po::value<int64_t>()->default_value(2), "transformer blocks")
-      ("model.dim", po::value<int64_t>()->default_value(128), "model width")
-      ("model.heads", po::value<int64_t>()->default_value(8), "attention heads (must divide model.dim; keep >= max dilation)")
-      ("model.mlp_hidden", po::value<int64_t>()->default_value(0), "MLP hidden width; 0 means 4 * model.dim")
-      ("model.segment_lengths", po::value<std::string>()->default_value("256,1024,2048"), "dilated branches: segment lengths w")
-      ("model.dilation_rates", po::value<std::string>()->default_value("1,2,4"), "dilated branches: dilation rates r (each at most its segment length)")
-      ("model.vocab", po::value<int64_t>()->default_value(32), "vocabulary size (>= 32 for passkey/associative)")
-      ("model.prev_token_embedding", po::bool_switch(),
-       "add an embedding of each row's previous token (token shift; helps content-based copying)")
-      ("model.init_std", po::value<double>()->default_value(0.02), "normal std of initial weights")
-      ("model.rope_dims", po::value<int64_t>()->default_value(0),
-       "dims of each head that rotate (even); the rest match content at any distance; 0 = all")
-      ("model.rope_base", po::value<double>()->default_value(10000.0), "rotary base")
-      ("data.task", po::value<std::string>()->default_value("passkey"), "passkey | associative | file")
-      ("data.path", po::value<std::string>()->default_value(""), "token dataset (data.task=file)")
-      ("data.seq_len", po::value<std::string>()->default_value("8192"), "GLOBAL tokens per sequence (K/M/G suffixes)")
-      ("data.supervision", po::value<std::string>()->default_value("all"), "all (LM loss on every token) | answer (passkey/associative: on the answer digits only)")
-      ("data.key_digits", po::value<int64_t>()->default_value(5), "digits per key/value")
-      ("data.key_repeats", po::value<int64_t>()->default_value(1), "passkey: consecutive copies of the record")
-      ("data.records", po::value<int64_t>()->default_value(16), "associative: key -> value records")
-      ("data.queries", po::value<int64_t>()->default_value(16), "associative: queries at the end")
-      ("data.short_seq_len", po::value<std::string>()->default_value("0"),
-       "length curriculum: GLOBAL lengths of the stages before data.seq_len, comma-separated (0: off)")
-      ("data.short_steps", po::value<std::string>()->default_value("0"),
-       "steps of each data.short_seq_len stage, comma-separated (same count)")
-      ("data.curriculum_steps", po::value<int64_t>()->default_value(0), "steps over which the key depth grows to the whole sequence")
-      ("data.curriculum_min_span", po::value<int64_t>()->default_value(256), "key depth window at step 0")
-      ("data.filler_period", po::value<int64_t>()->default_value(23), "length of the repeated filler sentence")
-      ("train.steps", po::value<int64_t>()->default_value(100), "total optimizer steps")
-      ("train.lr", po::value<double>()->default_value(1e-3), "peak learning rate")
-      ("train.warmup", po::value<int64_t>()->default_value(20), "linear warm-up steps")
-      ("train.min_lr_ratio", po::value<double>()->default_value(0.1, "0.1"), "cosine floor as a fraction of train.lr")
-      ("train.weight_decay", po::value<double>()->default_value(0.1, "0.1"), "AdamW decoupled weight decay (matrices only)")
-      ("train.beta1", po::value<double>()->default_value(0.9, "0.9"), "AdamW beta1")
-      ("train.beta2", po::value<double>()->default_value(0.95, "0.95"), "AdamW beta2")
-      ("train.clip", po::value<double>()->default_value(1.0), "global gradient-norm clip; 0 disables")
-      ("train.answer_weight", po::value<double>()->default_value(1.0),
-       "loss weight of answer targets relative to other tokens (passkey/associative; 1 = plain mean)")
-      ("train.seed", po::value<uint64_t>()->default_value(1), "seed of parameters and data")
-      ("train.threads", po::value<int>()->default_value(0), "OpenMP threads per rank; 0 keeps OMP_NUM_THREADS")
-      ("train.regather_kv", po::bool_switch(),
-       "the backward gathers each layer's spanning K / V rows again instead of keeping the forward's (cpu: saves "
-       "sum over spanning branches of (w'/r) B H D 8 bytes per layer, costs as much traffic)")
-      ("train.peak_gflops", po::value<double>()->default_value(128.0),
-       "peak fp32 GFLOP/s of ONE rank for MFU (default: one AVX-512 core, 2 FMA x 16 lanes x 2 GHz)")
-      ("checkpoint.dir", po::value<std::string>()->default_value(""), "checkpoint directory (resumes from its latest)")
-      ("checkpoint.every", po::value<int64_t>()->default_value(0), "checkpoint every N steps (0: only at the end / on a signal)")
-      ("checkpoint.keep", po::value<int64_t>()->default_value(3), "committed checkpoints to keep (0 keeps all)")
-      ("log.every", po::value<int64_t>()->default_value(1), "log every N steps")
-      ("log.jsonl", po::value<std::string>()->default_value(""), "append one JSON object per logged step / eval")
-      ("eval.every", po::value<int64_t>()->default_value(0), "evaluate every N steps (0: only at the end)")
-      ("eval.sequences", po::value<int64_t>()->default_value(4), "held-out sequences per evaluation")
-      ("dump.activations", po::value<std::string>()->default_value(""), "HDF5 file for q, k, v, o dumps")
-      ("dump.layers", po::value<std::string>()->default_value("0"), "layers to dump, e.g. 0,1")
-      ("dump.steps", po::value<std::string>()->default_value("1"), "steps (1-based) to dump, e.g. 1,100");
-}
-
-// The resolved config as a checkpoint's /config stores it (INI). A value INI cannot hold (a line break) ->
-// UsageError naming the option.
-std::string config_text_of(const Invocation& inv) {
-  po::options_description declared;
-  po::positional_options_description unused;
-  declare(declared, unused);
-  return to_ini(inv, declared);
-}
-
-template <class T> T opt(const Invocation& inv, const char* name) { return inv.options[name].as<T>(); }
-
-// Throws UsageError(message) unless `ok`. A message about one key (`train.lr must be ...`, `model.layers=0:
-// ...`) names it first and no other: the config phase then adds where its value came from. One that names
-// two (`train.beta1 / train.beta2`, `checkpoint.every needs checkpoint.dir`) is left as it is, since
-// either value may be the one at fault.
-void require(bool ok, const std::string& message) {
-  if (ok) return;
-  std::set<std::string> keys;  // the dotted words of the message: section.key
-  const auto word = [](char c) { return std::islower(static_cast<unsigned char>(c)) || c == '_' || c == '.'; };
-  for (size_t i = 0; i < message.size();) {
-    size_t j = i;
-    while (j < message.size() && word(message[j])) ++j;
-    const std::string w = message.substr(i, j - i);
-    if (w.find('.') != std::string::npos && w.front() != '.' && w.back() != '.') keys.insert(w);
-    i = j == i ? i + 1 : j;
-  }
-  const std::string first = message.substr(0, message.find_first_of(" =:"));
-  throw UsageError(message, keys.size() == 1 && keys.count(first) ? first : "");
-}
-
-struct RunOptions {
-  train::TrainerConfig trainer;
-  train::DataConfig data;
-  int64_t steps = 0;
-  std::string checkpoint_dir, log_jsonl, dump_path;
-  int64_t checkpoint_every = 0, checkpoint_keep = 0, log_every = 1, eval_every = 0, eval_sequences = 0;
-  std::set<int64_t> dump_layers, dump_steps;
-  // Length curriculum: stage i trains at stage_len[i] until step stage_end[i] (cumulative), then data.seq_len.
-  std::vector<int64_t> stage_len, stage_end;
-  double peak_gflops = 0;
-  bool regather_kv = false;
-};
-
-// Schedule errors name train's keys (and train has no --allow-uncovered).
-const ScheduleOptionNames kScheduleNames{"model.segment_lengths", "model.dilation_rates", "", "data.seq_len="};
-constexpr int64_t kMaxLayers = 65536;
-// The file in checkpoint.dir that rank 0 locks for the run (lock_checkpoint_dir).
-constexpr const char* kLockFile = ".longctx.lock";
-// The note in checkpoint.dir of where a fresh run's log.jsonl lines start (JsonLog).
-constexpr const char* kLogStart = ".longctx-log-start";
-
-// check_shardable at a curriculum stage's length; the error says which stage.
-void check_stage_shardable(const Schedule& schedule, int64_t stage_len, int world_size, SpanningSegments spanning) {
-  ScheduleOptionNames names = kScheduleNames;
-  names.seq_len = "its length ";
-  try {
-    check_shardable(schedule, stage_len, world_size, spanning, names);
-  } catch (const UsageError& e) {
-    throw UsageError("data.short_seq_len=" + std::to_string(stage_len) + ": " + e.what());
-  }
-}
-
-// check_stage_shardable for the stages that train from step `from` on: a resumed run skips the stages it
-// has finished, which need not shard at its world size (before, they refused a resume at another P).
-void check_stages_shardable(const RunOptions& r, int64_t from, int world_size, SpanningSegments spanning) {
-  for (size_t i = 0; i < r.stage_len.size(); ++i)
-    if (r.stage_end[i] > from) check_stage_shardable(r.trainer.model.schedule, r.stage_len[i], world_size, spanning);
-}
 
 // What a refused resume from `latest` adds to its message: the older checkpoints in `dir`, newest first, and
 // how to resume from one; "" when there is none. By name only (no file is opened: every rank says it).
@@ -216,228 +69,6 @@ std::string older_checkpoints_hint(const std::string& dir, const std::string& la
          "/latest" + " (the steps after it are trained again)";
 }
 
-// The step a run resumes from, as the name `latest` holds says (the load checks it against the file); 0 for
-// none, and for a directory or `latest` that cannot be read here: the run phase then says what is wrong.
-int64_t resume_step_hint(const RunOptions& r) {
-  if (r.checkpoint_dir.empty()) return 0;
-  try {
-    if (const auto latest = io::find_latest_checkpoint(r.checkpoint_dir))
-      return io::step_in_file_name(*latest).value_or(0);
-  } catch (const std::exception&) {
-  }
-  return 0;
-}
-
-// The same path: the same file (io::same_file, which needs both to exist) or, for a checkpoint.dir this run
-// has yet to make, the same spelling once made absolute and normal ("./ck/" is "ck").
-bool same_path(const std::string& a, const std::string& b) {
-  const auto normal = [](const std::string& path) {
-    std::error_code error;
-    const std::filesystem::path full = std::filesystem::absolute(path, error).lexically_normal();
-    return full.has_filename() ? full : full.parent_path();
-  };
-  return io::same_file(a, b) || normal(a) == normal(b);
-}
-
-// Whether `path` (log.jsonl, dump.activations) goes straight into a checkpoint.dir that does not exist
-// yet: the run makes that directory (lock_checkpoint_dir), so its missing parent is no error. Such an
-// output was refused ("directory does not exist") on a fresh run only.
-bool in_checkpoint_dir_to_make(const RunOptions& r, const std::string& path) {
-  std::error_code error;
-  return !r.checkpoint_dir.empty() && !std::filesystem::exists(r.checkpoint_dir, error) &&
-         same_path(io::directory_of(path), r.checkpoint_dir);
-}
-
-RunOptions validate(const Invocation& inv, int world_size, bool warn = true) {
-  RunOptions r;
-  model::ModelConfig& m = r.trainer.model;
-  m.layers = opt<int64_t>(inv, "model.layers");
-  m.dim = opt<int64_t>(inv, "model.dim");
-  m.heads = opt<int64_t>(inv, "model.heads");
-  m.vocab = opt<int64_t>(inv, "model.vocab");
-  m.rope_base = opt<double>(inv, "model.rope_base");
-  require(m.rope_base > 1 && std::isfinite(m.rope_base), "model.rope_base must be a finite number > 1");
-  m.init_std = opt<double>(inv, "model.init_std");
-  m.rope_dims = opt<int64_t>(inv, "model.rope_dims");
-  require(m.rope_dims >= 0 && m.rope_dims % 2 == 0 && m.rope_dims <= m.head_dim(),
-          "model.rope_dims=" + std::to_string(m.rope_dims) + ": must be even and <= the head dim " +
-              std::to_string(m.head_dim()));
-  require(m.init_std > 0 && std::isfinite(m.init_std), "model.init_std must be a finite number > 0");
-  m.prev_token_embedding = opt<bool>(inv, "model.prev_token_embedding");
-  require(m.layers >= 1 && m.layers <= kMaxLayers, "model.layers=" + std::to_string(m.layers) + ": must be in [1, " +
-                                                      std::to_string(kMaxLayers) + "]");
-  require(m.dim >= 2, "model.dim=" + std::to_string(m.dim) + ": must be >= 2");
-  require(m.heads >= 1, "model.heads=" + std::to_string(m.heads) + ": must be >= 1");
-  require(m.dim % m.heads == 0, "model.heads=" + std::to_string(m.heads) + " does not divide model.dim=" +
-                                    std::to_string(m.dim));
-  require(m.head_dim() % 2 == 0, "model.dim / model.heads = " + std::to_string(m.head_dim()) +
-                                     ": rotary positions need an even head dimension");
-  require(m.vocab >= 2, "model.vocab=" + std::to_string(m.vocab) + ": must be >= 2");
-  m.mlp_hidden = opt<int64_t>(inv, "model.mlp_hidden");
-  require(m.mlp_hidden >= 0, "model.mlp_hidden must be >= 0");
-  if (m.mlp_hidden == 0) m.mlp_hidden = 4 * m.dim;
-  const int64_t n = parse_size("data.seq_len", opt<std::string>(inv, "data.seq_len"));
-  require(n >= 2, "data.seq_len=" + std::to_string(n) + ": must be >= 2");
-  m.schedule = make_schedule(parse_size_list("model.segment_lengths", opt<std::string>(inv, "model.segment_lengths")),
-                             parse_size_list("model.dilation_rates", opt<std::string>(inv, "model.dilation_rates")),
-                             false, kScheduleNames);
-  check_shardable(m.schedule, n, world_size, SpanningSegments::may_end_short, kScheduleNames);
-  m.causal = true;  // heads < max dilation: the attention backend warns, naming the branch (warn_coverage)
-
-  r.trainer.seq_len = n;
-  r.trainer.seed = opt<uint64_t>(inv, "train.seed");
-  r.steps = opt<int64_t>(inv, "train.steps");
-  require(r.steps >= 1, "train.steps=" + std::to_string(r.steps) + ": must be >= 1");
-  r.trainer.lr.peak = opt<double>(inv, "train.lr");
-  require(r.trainer.lr.peak > 0 && std::isfinite(r.trainer.lr.peak), "train.lr must be a finite number > 0");
-  r.trainer.lr.warmup_steps = opt<int64_t>(inv, "train.warmup");
-  require(r.trainer.lr.warmup_steps >= 0, "train.warmup must be >= 0");
-  r.trainer.lr.total_steps = r.steps;
-  r.trainer.lr.min_lr_ratio = opt<double>(inv, "train.min_lr_ratio");
-  require(r.trainer.lr.min_lr_ratio >= 0 && r.trainer.lr.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]");
-  r.trainer.adamw.weight_decay = opt<double>(inv, "train.weight_decay");
-  r.trainer.adamw.beta1 = opt<double>(inv, "train.beta1");
-  r.trainer.adamw.beta2 = opt<double>(inv, "train.beta2");
-  require(r.trainer.adamw.beta1 >= 0 && r.trainer.adamw.beta1 < 1 && r.trainer.adamw.beta2 >= 0 &&
-              r.trainer.adamw.beta2 < 1,
-          "train.beta1 / train.beta2 must be in [0, 1)");
-  require(r.trainer.adamw.weight_decay >= 0 && std::isfinite(r.trainer.adamw.weight_decay),
-          "train.weight_decay must be a finite number >= 0");
-  r.trainer.clip_norm = opt<double>(inv, "train.clip");
-  require(r.trainer.clip_norm >= 0 && std::isfinite(r.trainer.clip_norm), "train.clip must be >= 0 (0 disables)");
-  r.regather_kv = opt<bool>(inv, "train.regather_kv");
-  const int threads = opt<int>(inv, "train.threads");
-  require(threads >= 0 && threads <= kMaxThreads, "train.threads must be in [0, " + std::to_string(kMaxThreads) + "]");
-  if (threads > 0) omp_set_num_threads(threads);
-  r.peak_gflops = opt<double>(inv, "train.peak_gflops");
-  require(r.peak_gflops > 0 && std::isfinite(r.peak_gflops), "train.peak_gflops must be a finite number > 0");
-
-  train::DataConfig& d = r.data;
-  d.task = opt<std::string>(inv, "data.task");
-  d.path = opt<std::string>(inv, "data.path");
-  d.seq_len = n;
-  d.seed = r.trainer.seed;
-  d.supervision = opt<std::string>(inv, "data.supervision");
-  d.key_digits = opt<int64_t>(inv, "data.key_digits");
-  d.key_repeats = opt<int64_t>(inv, "data.key_repeats");
-  d.records = opt<int64_t>(inv, "data.records");
-  d.queries = opt<int64_t>(inv, "data.queries");
-  d.curriculum_steps = opt<int64_t>(inv, "data.curriculum_steps");
-  d.curriculum_min_span = opt<int64_t>(inv, "data.curriculum_min_span");
-  require(d.curriculum_steps >= 0, "data.curriculum_steps=" + std::to_string(d.curriculum_steps) + ": must be >= 0");
-  require(d.curriculum_min_span >= 0,
-          "data.curriculum_min_span=" + std::to_string(d.curriculum_min_span) + ": must be >= 0");
-  d.filler_period = opt<int64_t>(inv, "data.filler_period");
-  d.vocab = m.vocab;
-  if (warn && d.task == "file" && d.supervision == "answer")
-    log::warn("data.supervision=answer: data.task=file has no answers; the loss covers every token, as with all");
-
-  r.trainer.answer_weight = opt<double>(inv, "train.answer_weight");
-  require(r.trainer.answer_weight > 0 && std::isfinite(r.trainer.answer_weight),
-          "train.answer_weight must be a finite number > 0");
-  const auto lens = parse_size_list("data.short_seq_len", opt<std::string>(inv, "data.short_seq_len"));
-  const auto counts = parse_size_list("data.short_steps", opt<std::string>(inv, "data.short_steps"));
-  require(lens.size() == counts.size(), "data.short_seq_len has " + std::to_string(lens.size()) +
-                                            " stages but data.short_steps has " + std::to_string(counts.size()));
-  int64_t end = 0;
-  for (size_t i = 0; i < lens.size(); ++i) {
-    const std::string stage = "data.short_seq_len=" + std::to_string(lens[i]) + " with data.short_steps=" +
-                              std::to_string(counts[i]) + " (stage " + std::to_string(i + 1) + ")";
-    require(lens[i] >= 0 && counts[i] >= 0, stage + ": both must be >= 0");
-    if (lens[i] == 0 && counts[i] == 0) continue;  // the default: no curriculum
-    require(lens[i] > 0 && counts[i] > 0, stage + ": a stage needs a length and a step count (0 and 0: none)");
-    require(lens[i] >= 2, stage + ": the length must be >= 2");
-    require(lens[i] < n, stage + ": the length must be below data.seq_len=" + std::to_string(n));
-    require(counts[i] <= std::numeric_limits<int64_t>::max() - end, "data.short_steps add up past 2^63 - 1");
-    end += counts[i];
-    r.stage_len.push_back(lens[i]);
-    r.stage_end.push_back(end);
-  }
-  if (warn && end >= r.steps)
-    log::warn_once("data.short_steps add up to " + std::to_string(end) + " steps, train.steps=" +
-                   std::to_string(r.steps) + ": the run never trains at data.seq_len=" + std::to_string(n));
-  r.checkpoint_dir = opt<std::string>(inv, "checkpoint.dir");
-  r.checkpoint_every = opt<int64_t>(inv, "checkpoint.every");
-  r.checkpoint_keep = opt<int64_t>(inv, "checkpoint.keep");
-  require(r.checkpoint_every >= 0, "checkpoint.every must be >= 0");
-  require(r.checkpoint_keep >= 0, "checkpoint.keep must be >= 0");
-  require(r.checkpoint_every == 0 || !r.checkpoint_dir.empty(), "checkpoint.every needs checkpoint.dir");
-  r.log_every = opt<int64_t>(inv, "log.every");
-  require(r.log_every >= 1, "log.every must be >= 1");
-  r.log_jsonl = opt<std::string>(inv, "log.jsonl");
-  r.eval_every = opt<int64_t>(inv, "eval.every");
-  r.eval_sequences = opt<int64_t>(inv, "eval.sequences");
-  require(r.eval_every >= 0, "eval.every must be >= 0");
-  require(r.eval_sequences >= 1, "eval.sequences must be >= 1");
-  r.dump_path = opt<std::string>(inv, "dump.activations");
-  // Where files go, before any step: a bad path would otherwise surface only at the first write.
-  if (!r.checkpoint_dir.empty()) io::check_output_directory("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);
-  require(r.log_jsonl.empty() || r.dump_path.empty() || !io::same_file(r.log_jsonl, r.dump_path),
-          "log.jsonl and dump.activations name the same file");
-  // Nor the temporary file either is written through (before: the dump took a log.jsonl there for a crashed
-  // run's file, and the log was lost).
-  require(r.log_jsonl.empty() || r.dump_path.empty() || !io::same_file(r.log_jsonl, r.dump_path + ".tmp"),
-          "log.jsonl=" + r.log_jsonl + " is dump.activations' temporary file " + r.dump_path + ".tmp; write it elsewhere");
-  require(r.log_jsonl.empty() || r.dump_path.empty() || !io::same_file(r.dump_path, r.log_jsonl + ".tmp"),
-          "dump.activations=" + r.dump_path + " is log.jsonl's temporary file " + r.log_jsonl + ".tmp; write it elsewhere");
-  // The training data is input: no output may land on it (or on its name plus .tmp, renamed over it).
-  if (!d.path.empty())
-    for (const auto& [option, path] : {std::pair<const char*, const std::string&>{"log.jsonl", r.log_jsonl},
-                                       {"dump.activations", r.dump_path}})
-      require(path.empty() || (!io::same_file(path, d.path) && !io::same_file(path + ".tmp", d.path)),
-              std::string(option) + "=" + path + " is data.path=" + d.path + " (the training data); write it elsewhere");
-  // Nor on checkpoint.dir, or on a name its checkpoints take there: a dump renamed onto the directory
-  // failed only at the end, every step lost; one named like a checkpoint was replaced by it.
-  if (!r.checkpoint_dir.empty())
-    for (const auto& [option, path] : {std::pair<const char*, const std::string&>{"log.jsonl", r.log_jsonl},
-                                       {"dump.activations", r.dump_path}}) {
-      if (path.empty()) continue;
-      require(!same_path(path, r.checkpoint_dir),
-              std::string(option) + "=" + path + " is checkpoint.dir=" + r.checkpoint_dir + "; write it elsewhere");
-      require(!same_path(path + ".tmp", r.checkpoint_dir),
-              std::string(option) + "=" + path + " is written as " + path + ".tmp first, which is checkpoint.dir=" +
-                  r.checkpoint_dir + "; write it elsewhere");
-      const std::string name = std::filesystem::path(path).filename().string();
-      require(!(io::is_checkpoint_file_name(name) || name == kLockFile || name == kLogStart) ||
-                  !same_path(io::directory_of(path), r.checkpoint_dir),
-              std::string(option) + "=" + path + " is a name that checkpoint.dir=" + r.checkpoint_dir +
-                  " uses for its checkpoints; write it elsewhere");
-    }
-  // After the collisions above, whose messages say more. Only in the config phase (warn = false there):
-  // run_train validates again on every rank, and rank 0 may by then hold the dump's temporary file, which
-  // a later rank would take for another writer's. An output in a checkpoint.dir not made yet is checked
-  // once the run has made it (train_command's check).
-  if (!warn && !r.log_jsonl.empty() && !in_checkpoint_dir_to_make(r, r.log_jsonl))
-    io::check_json_output_path("log.jsonl", r.log_jsonl, "appending would damage it");
-  if (!warn && !r.dump_path.empty() && !in_checkpoint_dir_to_make(r, r.dump_path))
-    io::check_hdf5_output_path("dump.activations", r.dump_path, io::kActivationFormat);
-  for (int64_t l : parse_size_list("dump.layers", opt<std::string>(inv, "dump.layers"))) {
-    require(l >= 0 && l < m.layers, "dump.layers: layer " + std::to_string(l) + " outside [0, model.layers)");
-    r.dump_layers.insert(l);
-  }
-  for (int64_t s : parse_size_list("dump.steps", opt<std::string>(inv, "dump.steps"))) {
-    require(s >= 1, "dump.steps: step " + std::to_string(s) + " must be >= 1");
-    r.dump_steps.insert(s);
-    if (warn && !r.dump_path.empty() && s > r.steps)
-      log::warn("dump.steps: step " + std::to_string(s) + " comes after train.steps=" + std::to_string(r.steps) +
-                ": it is never dumped");
-    for (size_t i = 0; warn && i < r.stage_end.size() && !r.dump_path.empty(); ++i)
-      if (s <= r.stage_end[i] && (i == 0 || s > r.stage_end[i - 1])) {
-        log::warn("dump.steps: step " + std::to_string(s) + " trains at N = " + std::to_string(r.stage_len[i]) +
-                  " (data.short_seq_len); dumps hold data.seq_len rows only, so it is not dumped");
-        break;
-      }
-  }
-  return r;
-}
-
-std::string json_number(double x) {
-  if (!std::isfinite(x)) return "null";  // JSON has no nan / inf
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.17g", x);
-  return buf;
-}
-
 // FLOPs of one training step (forward + backward) of the whole job: dense matmuls plus attention pairs.
 double step_flops(const model::ModelConfig& m, int64_t n) {
   const double pairs = count_pairs(m.schedule, n, m.heads, true, HeadOffsets::paper);
@@ -445,249 +76,8 @@ double step_flops(const model::ModelConfig& m, int64_t n) {
   return model::dense_flops_per_token(m) * double(n) + attention;
 }
 
-// log.jsonl, written by rank 0. A resumed run first drops its lines after its checkpoint's step (a crash
-// after logging but before the next checkpoint left them; this run logs those steps again) and a torn
-// last line, so the file reads like one uninterrupted run; an earlier run's lines before them stay. A failed write stops the run: lines are not
-// lost silently.
-//
-// A run that stopped before its first checkpoint (preempted, killed) and is started again in the same
-// checkpoint.dir is a fresh run, whose earlier start's lines would be read as a run of their own (steps 1-5,
-// then 1, 2, ...). So until its first checkpoint a fresh run keeps a note in checkpoint.dir (kLogStart) of
-// which file it logs to (inode), where its lines begin and end (rewritten after each line) and a
-// fingerprint of the text before them. A fresh start that finds the file as the note left it (the same
-// inode and text before, nothing after the end but a torn line) drops those lines first. Anything else
-// (another run appended since, the file replaced) keeps every line: the note never costs another run's.
-// Each line says which run wrote it (the id a run keeps through its checkpoints): a resume drops only its own.
-constexpr const char* kRunKey = "\"run\": \"";
-
-// Whether `id` can be a run id (what new_run_id makes, or a hand-edited checkpoint's): it goes into JSON.
-bool valid_run_id(const std::string& id) {
-  return !id.empty() && id.size() <= 32 &&
-         std::all_of(id.begin(), id.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
-}
-
-// A new run's id: 16 hex digits from rank 0's random device, the same on every rank of `comm`.
-std::string new_run_id(MPI_Comm comm, int rank) {
-  uint64_t id = 0;
-  if (rank == 0) {
-    std::random_device device;
-    id = (static_cast<uint64_t>(device()) << 32) ^ device();
-  }
-  if (comm != MPI_COMM_NULL) LONGCTX_CHECK_MPI(MPI_Bcast(&id, 1, MPI_UINT64_T, 0, comm));
-  char text[17];
-  std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(id));
-  return text;
-}
-
-class JsonLog {
- public:
-  // `kept_through`: a resumed run keeps its lines through this step and logs the later ones again; -1: a
-  // fresh run.
-  JsonLog(const std::string& path, bool active, int64_t kept_through, const std::string& checkpoint_dir,
-          const std::string& run_id)
-      : path_(path) {
-    if (!active || path.empty()) return;
-    Contents file = read();
-    if (kept_through >= 0) {
-      trim_after(file, kept_through, run_id);
-    } else {  // a fresh run appends, as it always has
-      if (!checkpoint_dir.empty()) {
-        note_ = checkpoint_dir + "/" + kLogStart;
-        drop_earlier_start(file);
-      }
-      // A last line without its '\n' (a run killed mid-write) would have this run's first line glued to it.
-      if (file.torn) {
-        file = parse(file.text.substr(0, file.lines.empty() ? 0 : file.lines.back().end));
-        io::write_text_durably(file_path(), file.text);
-        log::info("log.jsonl: dropped its torn last line (an earlier run stopped while writing it)");
-      }
-      int64_t earlier = 0;
-      for (const Line& line : file.lines) earlier += line.end - line.begin > 1;  // not a blank line
-      if (earlier > 0) {
-        log::warn("log.jsonl=" + path + " already holds " + std::to_string(earlier) + " line(s) of an earlier run; "
-                  "this run starts at step 1 and appends after them (remove the file to start it clean)");
-        // Step 1 is logged whatever log.every says: where the steps go down is where this run's lines
-        // start, which a resume needs before any checkpoint (trim_after).
-        log_step_one_ = true;
-      }
-    }
-    out_.open(path, std::ios::app);
-    if (!out_) throw UsageError("log.jsonl=" + path + ": cannot open for appending");
-    remember_open_file();
-    start_note(file.text);  // `file` is the file as this run starts appending to it
-  }
-  // The first checkpoint is committed: a restart resumes from it (and trims by step); no note any more.
-  void forget_start() {
-    if (note_.empty()) return;
-    std::remove(note_.c_str());
-    note_.clear();
-  }
-  // Whether `step` is logged off the log.every grid: step 1 of a fresh run appending to earlier lines.
-  bool must_log(int64_t step) const { return log_step_one_ && step == 1; }
-  void write(const std::string& line) {
-    if (!out_.is_open()) return;
-    reopen_if_moved();
-    out_ << line << "\n" << std::flush;
-    if (!out_) throw InternalError("log.jsonl=" + path_ + ": write failed (disk full?); the checkpoints are unaffected");
-    end_ += line.size() + 1;
-    if (!note_.empty()) write_note();
-  }
-
- private:
-  struct Line {
-    size_t begin, end;  // [begin, end) of the text, its '\n' included
-    int64_t step;       // -1: none
-    std::string run;    // its "run" (""; none: a line of a version before runs had ids, or not train's)
-  };
-  struct Contents {
-    std::string text;
-    std::vector<Line> lines;  // the complete ones
-    bool torn = false;        // a last line without its '\n' (a crash mid-write)
-  };
-  // Where a rewrite goes: the file the name leads to, so that a link named log.jsonl stays a link to it
-  // (before: the link was replaced by a file, and its target kept the dropped lines and got no more).
-  std::string file_path() const {
-    std::error_code error;
-    const std::filesystem::path target = std::filesystem::canonical(path_, error);
-    return error ? path_ : target.string();
-  }
-  // The file as it is (empty when there is none), read once.
-  Contents read() const {
-    std::ifstream in(path_);
-    return parse(in ? std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()) : std::string());
-  }
-  // `text` in lines: what the file holds after it was cut to `text` (no need to read it again).
-  static Contents parse(std::string text_of_file) {
-    Contents file;
-    file.text = std::move(text_of_file);
-    const std::string& text = file.text;
-    for (size_t begin = 0; begin < text.size();) {
-      const size_t end = text.find('\n', begin);
-      if (end == std::string::npos) {
-        file.torn = true;
-        break;
-      }
-      // Searched within the line only (a search to the end of the file for a key a line lacks made reading
-      // a long log quadratic).
-      const std::string_view line(text.data() + begin, end - begin);
-      const size_t at = line.find("\"step\": ");
-      const int64_t line_step = at != line.npos ? std::strtoll(text.c_str() + begin + at + 8, nullptr, 10) : -1;
-      std::string run;
-      if (const size_t key = line.find(kRunKey); key != line.npos) {
-        const size_t from = key + std::strlen(kRunKey), to = line.find('"', from);
-        if (to != line.npos) run = std::string(line.substr(from, to - from));
-      }
-      file.lines.push_back({begin, end + 1, line_step, std::move(run)});
-      begin = end + 1;
-    }
-    return file;
-  }
-  static std::string prefix_fingerprint(const std::string& text, size_t bytes) {
-    return Fingerprint().add(text.data(), std::min(bytes, text.size())).hex();
-  }
-  // Not synced: a note lost in a crash is older than the file, which then keeps its lines.
-  void remember_open_file() {
-    struct stat info {};
-    if (::stat(path_.c_str(), &info) != 0) return;
-    open_device_ = info.st_dev;
-    open_inode_ = info.st_ino;
-  }
-  // A log.jsonl removed or replaced while the run writes to it (a log rotation, a mistaken rm) is opened
-  // again by name, and that is said (before: the lines went on into the removed file, unseen, exit 0).
-  void reopen_if_moved() {
-    struct stat info {};
-    if (::stat(path_.c_str(), &info) == 0 && info.st_dev == open_device_ && info.st_ino == open_inode_) return;
-    out_.close();
-    out_.clear();
-    const Contents file = read();
-    out_.open(path_, std::ios::app);
-    if (!out_)
-      throw InternalError("log.jsonl=" + path_ + ": removed or replaced while the run wrote to it, and cannot be opened "
-                          "again; the checkpoints are unaffected");
-    log::warn("log.jsonl=" + path_ + ": removed or replaced while the run wrote to it; its next lines go to the file " +
-              "now at that name (" + (file.text.empty() ? "a new one" : "appended") + "), the earlier ones went with the old");
-    remember_open_file();
-    start_note(file.text);  // this start's lines begin here now
-  }
-  // The note of where this start's lines begin: after `text`, the file out_ appends to as it holds now.
-  void start_note(const std::string& text) {
-    if (note_.empty()) return;
-    begin_ = end_ = text.size();
-    before_ = prefix_fingerprint(text, begin_);
-    write_note();
-  }
-  // Said once when it fails (a full disk): a restart then keeps this start's lines, as without a note.
-  void write_note() {
-    std::ofstream note(note_, std::ios::trunc);
-    note << static_cast<uint64_t>(open_inode_) << " " << begin_ << " " << end_ << " " << before_ << "\n";
-    note.close();
-    if (note || note_failed_) return;
-    note_failed_ = true;
-    log::warn("log.jsonl: cannot write " + note_ + " (" + std::strerror(errno) + "): if this run stops before its " +
-              "first checkpoint, a restart in the same checkpoint.dir keeps the lines it wrote and appends after them");
-  }
-  // The lines an earlier start of this run wrote, as its note gives them, when the file is as that start
-  // left it: dropped, from the file and from `file`.
-  void drop_earlier_start(Contents& file) const {
-    std::ifstream in(note_);
-    uint64_t inode = 0;
-    size_t begin = 0, end = 0;
-    std::string before;
-    struct stat info {};
-    if (!(in >> inode >> begin >> end >> before) || ::stat(path_.c_str(), &info) != 0 ||
-        static_cast<uint64_t>(info.st_ino) != inode || begin > end || end > file.text.size() || begin == file.text.size() ||
-        file.text.find('\n', end) != std::string::npos || prefix_fingerprint(file.text, begin) != before)
-      return;
-    int64_t dropped = 0;
-    for (const Line& line : file.lines) dropped += line.begin >= begin;
-    file = parse(file.text.substr(0, begin));
-    io::write_text_durably(file_path(), file.text);
-    log::info("log.jsonl: dropped " + std::to_string(dropped) + " line(s) of an earlier start of this run, which stopped " +
-              "before its first checkpoint (" + note_ + "); this run logs those steps again");
-  }
-  // Only this run's lines: those with its run id. A run without one (resumed from a checkpoint written
-  // before runs had ids) wrote lines without one: its own are the untagged lines from where their steps
-  // last went down (a fresh run appended to an earlier run's file starts again at step 1, which it always
-  // logs). Another run's lines stay wherever they are (before: two jobs logging to one file, the resumed
-  // one dropped the other's later lines).
-  void trim_after(const Contents& file, int64_t step, const std::string& run_id) {
-    const std::vector<Line>& lines = file.lines;
-    size_t run_begin = 0;
-    for (size_t i = 0, previous = lines.size(); i < lines.size(); ++i) {
-      if (lines[i].step < 0 || !lines[i].run.empty()) continue;
-      if (previous < lines.size() && lines[i].step <= lines[previous].step) run_begin = i;
-      previous = i;
-    }
-    const auto ours = [&](size_t i) {
-      return run_id.empty() ? lines[i].run.empty() && i >= run_begin : lines[i].run == run_id;
-    };
-    std::string kept;
-    int64_t dropped = file.torn ? 1 : 0;
-    for (size_t i = 0; i < lines.size(); ++i) {
-      if (ours(i) && lines[i].step > step) {
-        ++dropped;
-        continue;
-      }
-      kept.append(file.text, lines[i].begin, lines[i].end - lines[i].begin);
-    }
-    if (dropped == 0) return;
-    io::write_text_durably(file_path(), kept);
-    log::info("log.jsonl: dropped " + std::to_string(dropped) + " line(s) after step " + std::to_string(step) +
-              " (or torn), which this run logs again from its checkpoint");
-  }
-
-  std::string path_;
-  std::ofstream out_;
-  bool log_step_one_ = false;
-  bool note_failed_ = false;  // write_note warned
-  dev_t open_device_ = 0;     // the file out_ writes to (its inode also goes into the note)
-  ino_t open_inode_ = 0;
-  std::string note_;  // checkpoint.dir's kLogStart until the first checkpoint; "" when none
-  size_t begin_ = 0, end_ = 0;  // this run's lines in the file
-  std::string before_;          // fingerprint of the text before them
-};
-
-void dump_layers(io::ActivationDump& dump, model::Model& model, const RunOptions& r, int64_t step,
+// This rank's rows of the q, k, v and o of each of dump.layers, at `step`, into the dump (global shape [N, H, D]).
+void dump_layers(io::ActivationDump& dump, model::Model& model, const TrainOptions& r, int64_t step,
                  io::RowRange rows) {
   const auto& m = model.config();
   for (int64_t layer : r.dump_layers)
@@ -698,201 +88,14 @@ void dump_layers(io::ActivationDump& dump, model::Model& model, const RunOptions
     }
 }
 
-// Rank 0 holds an exclusive lock on <checkpoint.dir>/.longctx.lock for the whole run (the kernel drops it
-// when the process ends, kill -9 included): two runs sharing one directory would prune and rename each
-// other's checkpoints. The file names the holder. A file system without flock (some Lustre mounts) gets a
-// warning and no lock.
-int g_checkpoint_lock = -1;  // rank 0's lock on <checkpoint.dir>/.longctx.lock, for the run's lifetime
-// What lock_checkpoint_dir made, for a run refused before its first step (unlock_checkpoint_dir).
-struct {
-  std::string lock_file;                // the lock file's path, when this run created it
-  std::vector<std::string> directories;  // the directories it created, outermost first
-} g_checkpoint_dir_made;
-
-// The holder a lock file names ("pid N on HOST, since ..."), trailing blanks cut; nullopt when nothing
-// could be read. Closes `fd`.
-std::optional<std::string> read_lock_holder(int fd) {
-  char text[256] = {};
-  const ssize_t got = ::pread(fd, text, sizeof text - 1, 0);
-  ::close(fd);
-  if (got <= 0) return std::nullopt;
-  std::string holder(text, static_cast<size_t>(got));
-  while (!holder.empty() && std::isspace(static_cast<unsigned char>(holder.back()))) holder.pop_back();
-  return holder;
-}
-
-void lock_checkpoint_dir(const std::string& dir) {
-  if (g_checkpoint_lock >= 0) return;
-  std::error_code error;
-  // The directories missing on the way to `dir` as written (create_directories makes them so: "a/../b"
-  // makes a, then b), outermost first: a refused run removes them again. "." and ".." are no directories
-  // of their own.
-  std::vector<std::string> missing;
-  for (std::filesystem::path up = dir; !up.empty() && up != up.root_path(); up = up.parent_path()) {
-    if (up.filename() == "." || up.filename() == ".." || up.filename().empty()) continue;
-    if (std::filesystem::symlink_status(up, error).type() != std::filesystem::file_type::not_found) break;
-    missing.insert(missing.begin(), up.string());
-  }
-  std::filesystem::create_directories(dir, error);
-  if (error) throw UsageError("checkpoint.dir=" + dir + ": cannot create it: " + error.message(), "checkpoint.dir");
-  const std::string path = dir + "/" + kLockFile;
-  for (;;) {
-    bool created = true;
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0 && errno == EEXIST) {
-      created = false;
-      fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-    }
-    if (fd < 0)
-      throw UsageError("checkpoint.dir=" + dir + ": cannot open " + path + ": " + std::strerror(errno), "checkpoint.dir");
-    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-      const int why = errno;
-      if (why != EWOULDBLOCK) {
-        ::close(fd);
-        log::warn("checkpoint.dir=" + dir + ": this file system cannot lock " + path + " (" + std::strerror(why) +
-                  "): nothing stops a second run from using the same directory at once");
-        return;
-      }
-      const std::string who = read_lock_holder(fd).value_or("another run");
-      throw UsageError("checkpoint.dir=" + dir + " is in use by a run still going (" + who +
-                       "): two runs in one directory would delete each other's checkpoints; wait for it to end, "
-                       "stop it, or choose another checkpoint.dir. If that host is down or that process is gone, "
-                       "a network file system kept its lock: remove " + path, "checkpoint.dir");
-    }
-    // Locked; but a refused run removes the lock file it made (unlock_checkpoint_dir), and one opened just
-    // before that is locked in vain: the file must still be there.
-    struct stat locked {}, named {};
-    if (::fstat(fd, &locked) == 0 && ::stat(path.c_str(), &named) == 0 && locked.st_dev == named.st_dev &&
-        locked.st_ino == named.st_ino) {
-      // Only now are the file and the directories this run's: a run refused after losing the race for
-      // the lock (above) leaves the winner's alone.
-      g_checkpoint_dir_made.directories = missing;
-      if (created) g_checkpoint_dir_made.lock_file = path;
-      g_checkpoint_lock = fd;
-      break;
-    }
-    ::close(fd);
-  }
-  const int fd = g_checkpoint_lock;
-  char host[256] = {};
-  ::gethostname(host, sizeof host - 1);
-  const std::time_t now = std::time(nullptr);
-  char since[32] = {};
-  std::strftime(since, sizeof since, "%Y-%m-%d %H:%M:%S", std::localtime(&now));
-  const std::string who = "pid " + std::to_string(::getpid()) + " on " + host + ", since " + since + "\n";
-  // Synced: the other ranks read it back (shared_inputs), from other nodes of a network file system too.
-  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, who.data(), who.size(), 0) != static_cast<ssize_t>(who.size()) ||
-      ::fsync(fd) != 0)
-    log::warn("checkpoint.dir=" + dir + ": cannot write " + path + " (" + std::strerror(errno) +
-              "); the lock holds, unnamed");
-}
-
-// A run refused after the config phase made checkpoint.dir (another rank's check failed, or the ranks'
-// comparison did): the lock file and the directories this run created go again, so that exit 2 / 3 leave
-// nothing behind. A directory that is not empty by then (someone else's file) stays.
-void unlock_checkpoint_dir() {
-  // Unlinked while still locked: a run that opened it meanwhile and locks it after the close sees it gone
-  // (lock_checkpoint_dir checks) and makes a new one.
-  if (!g_checkpoint_dir_made.lock_file.empty()) ::unlink(g_checkpoint_dir_made.lock_file.c_str());
-  if (g_checkpoint_lock >= 0) ::close(g_checkpoint_lock);
-  g_checkpoint_lock = -1;
-  for (auto dir = g_checkpoint_dir_made.directories.rbegin(); dir != g_checkpoint_dir_made.directories.rend(); ++dir)
-    if (::rmdir(dir->c_str()) != 0) break;
-  g_checkpoint_dir_made = {};
-}
-
-// Rank 0, before each checkpoint: the locked file must still be <checkpoint.dir>/.longctx.lock. A directory
-// removed (or moved) while the run held it was made again by the next checkpoint, without the lock, and a
-// second run was let in: both wrote checkpoints, latest and log.jsonl there.
-void require_checkpoint_dir_lock(const std::string& dir) {
-  if (g_checkpoint_lock < 0) return;  // no lock (a file system without flock: warned at the start)
-  const std::string path = dir + "/" + kLockFile;
-  struct stat held {}, there {};
-  if (::fstat(g_checkpoint_lock, &held) != 0 || ::stat(path.c_str(), &there) != 0 || held.st_dev != there.st_dev ||
-      held.st_ino != there.st_ino)
-    throw InternalError("checkpoint.dir=" + dir + " was removed or replaced while this run held it (its lock file " +
-                        path + " is gone or another): no checkpoint is written where another run may be writing; "
-                        "nothing of this step was saved");
-}
-
-// The data of each shorter stage of the length curriculum (data.seq_len's is train::make_dataset(r.data)).
-std::vector<std::unique_ptr<train::Dataset>> curriculum_datasets(const RunOptions& r) {
-  std::vector<std::unique_ptr<train::Dataset>> stages;
-  for (int64_t seq_len : r.stage_len) {
-    train::DataConfig stage = r.data;
-    stage.seq_len = seq_len;
-    stage.seq_len_option = "data.short_seq_len";
-    stage.split_seq_len = r.data.seq_len;  // the held-out tail stays data.seq_len's
-    stages.push_back(train::make_dataset(stage));
-  }
-  return stages;
-}
-
-// A fault-injection variable's whole number: digits only, at most 18.
-bool whole_number(const std::string& text, int64_t& out) {
-  if (text.empty() || text.size() > 18 || text.find_first_not_of("0123456789") != std::string::npos) return false;
-  out = std::stoll(text);
-  return true;
-}
-
-// LONGCTX_FAULT_NAN_GRADIENT=S[:R]: rank R (default 0) puts a nan into its own gradient of step S, before the
-// all-reduce. It tests a finite loss with a non-finite gradient, which real numbers reach only through
-// rounding that depends on the build and the CPU (a huge train.lr: dS = P * (dP - delta) cancels exactly in
-// one build and leaves an overflowing remainder in another).
-struct NanGradientFault {
-  int64_t step = 0;
-  int rank = 0;
-};
-
-std::optional<NanGradientFault> nan_gradient_fault(int world_size) {
-  const auto value = process_getenv("LONGCTX_FAULT_NAN_GRADIENT");
-  if (!value) return std::nullopt;
-  const std::string& v = *value;
-  const size_t colon = v.find(':');
-  NanGradientFault fault;
-  int64_t rank = 0;
-  if (!whole_number(v.substr(0, colon), fault.step) || fault.step < 1 ||
-      (colon != std::string::npos && (!whole_number(v.substr(colon + 1), rank) || rank >= world_size)))
-    throw UsageError("LONGCTX_FAULT_NAN_GRADIENT=" + v + ": expected STEP or STEP:RANK (a step >= 1, a rank below " +
-                     std::to_string(world_size) + ")");
-  fault.rank = static_cast<int>(rank);
-  log::warn_once("LONGCTX_FAULT_NAN_GRADIENT: rank " + std::to_string(fault.rank) + " puts a nan into its gradient at step " +
-                 std::to_string(fault.step) + " (fault injection for the tests)");
-  return fault;
-}
-
-// LONGCTX_FAULT_SIGNAL_AT=checkpoint:S, dump:S or eval:S: rank 0 raises SIGUSR1 on itself as it ends writing
-// step S's checkpoint (or activation dump), or after the first sequence of step S's evaluation, as a signal
-// that arrives there would: the tests that such a signal stops the run at that step, where a real one
-// lands only by timing. (The other ranks get none: they learn it from rank 0, as from a real one.)
-struct SignalFault {
-  std::string at;  // checkpoint, dump or eval
-  int64_t step = 0;
-};
-
-std::optional<SignalFault> signal_fault_at() {
-  const auto value = process_getenv("LONGCTX_FAULT_SIGNAL_AT");
-  if (!value) return std::nullopt;
-  const std::string& v = *value;
-  const size_t colon = v.find(':');
-  SignalFault fault;
-  fault.at = v.substr(0, colon);
-  if ((fault.at != "checkpoint" && fault.at != "dump" && fault.at != "eval") || colon == std::string::npos ||
-      !whole_number(v.substr(colon + 1), fault.step) || fault.step < 1)
-    throw UsageError("LONGCTX_FAULT_SIGNAL_AT=" + v + ": expected checkpoint:STEP, dump:STEP or eval:STEP (a step >= 1)");
-  log::warn_once("LONGCTX_FAULT_SIGNAL_AT: rank 0 raises SIGUSR1 in the " + fault.at + " of step " +
-                 std::to_string(fault.step) + " (fault injection for the tests)");
-  return fault;
-}
-
 int run_train(Invocation& inv) {
   catch_train_stop_signals();  // again: MPI_Init or a launcher may have blocked them since main()
   comm::Communicator& world = inv.process.world();
   const int P = world.size(), rank = world.rank();
   const DeviceChoice device = attention_device(inv);  // --device / --dtype / --comm, before anything else
-  const RunOptions r = validate(inv, P);
-  const std::optional<NanGradientFault> nan_fault = nan_gradient_fault(P);
-  const std::optional<SignalFault> signal_fault = signal_fault_at();
+  const TrainOptions r = validate_train_options(inv, P);
+  const std::optional<train::NanGradientFault> nan_fault = train::nan_gradient_fault(P);
+  const std::optional<train::SignalFault> signal_fault = train::signal_fault_at();
   // The fault above, where it applies: rank 0, in the checkpoint, dump or eval of `step`.
   const auto signal_if_faulted = [&](const char* at, int64_t step) {
     if (signal_fault && rank == 0 && signal_fault->at == at && signal_fault->step == step) std::raise(SIGUSR1);
@@ -911,7 +114,7 @@ int run_train(Invocation& inv) {
     log::warn_once("data.path=" + r.data.path + " holds a single sequence of data.seq_len + 1 tokens, so none is "
                    "held out: eval_loss / eval_accuracy are measured on the training sequence");
   const MPI_Comm mpi = P > 1 ? mpi_handle(world) : MPI_COMM_NULL;
-  const std::string config_text = config_text_of(inv);
+  const std::string config_text = train_config_text(inv);
 
   // Attention on the CPU ranks, on this rank's GPU, or on one GPU per rank (made before any file is touched).
   std::unique_ptr<comm::Communicator> device_comm;
@@ -993,7 +196,7 @@ int run_train(Invocation& inv) {
     }
     check_stages_shardable(r, trainer.step(), P, SpanningSegments::may_end_short);
   } catch (const Error& e) {
-    if (e.code() == ExitCode::usage || e.code() == ExitCode::bad_input) unlock_checkpoint_dir();
+    if (e.code() == ExitCode::usage || e.code() == ExitCode::bad_input) train::unlock_checkpoint_dir();
     throw;
   }
   // Which run this is (its log.jsonl lines and activation dump say so): a new one, or the checkpoint's. One
@@ -1002,8 +205,8 @@ int run_train(Invocation& inv) {
   // each attempt's lines another run's, never dropped.
   std::string run_id;
   if (!resumed)
-    run_id = new_run_id(mpi, rank);
-  else if (valid_run_id(stored.run_id))
+    run_id = train::new_run_id(mpi, rank);
+  else if (train::valid_run_id(stored.run_id))
     run_id = stored.run_id;
   else if (!stored.run_id.empty())
     log::warn_once("the checkpoint's run_id attribute is not 1-32 hex digits: this run goes on without an id");
@@ -1055,7 +258,7 @@ int run_train(Invocation& inv) {
   // A resume from a checkpoint whose evaluation is pending writes that step's line again (an earlier resume
   // that wrote it may have stopped before its next checkpoint).
   const int64_t kept_through = !resumed ? -1 : stored.pending_eval ? trainer.step() - 1 : trainer.step();
-  JsonLog jsonl(r.log_jsonl, rank == 0, kept_through, r.checkpoint_dir, run_id);
+  train::JsonLog jsonl(r.log_jsonl, rank == 0, kept_through, r.checkpoint_dir, run_id);
   // Of an earlier dump of this run, the steps and layers this run dumps (dump.steps, dump.layers).
   const auto dumped = [&r](int64_t step, int64_t layer) { return r.dump_steps.count(step) && r.dump_layers.count(layer); };
   std::unique_ptr<io::ActivationDump> dump;
@@ -1103,7 +306,7 @@ int run_train(Invocation& inv) {
                         std::printf("eval step %lld  eval_loss %.4f  eval_accuracy %.4f  (%lld scored targets, N = %lld)\n",
                                     (long long)step, e.loss, e.accuracy, (long long)e.scored, (long long)seq_len);
                         std::fflush(stdout);
-                        return ", \"eval_loss\": " + json_number(e.loss) + ", \"eval_accuracy\": " + json_number(e.accuracy);
+                        return ", \"eval_loss\": " + train::json_number(e.loss) + ", \"eval_accuracy\": " + train::json_number(e.accuracy);
                       }};
   };
   bool dump_unpublished = false;  // steps dumped since the dump file was last published
@@ -1143,7 +346,7 @@ int run_train(Invocation& inv) {
       dump_unpublished = false;
       log::info("activation dump " + r.dump_path + " published through step " + std::to_string(trainer.step()));
     }
-    io::publish_on_rank0(mpi, "checking checkpoint.dir", [&] { require_checkpoint_dir_lock(r.checkpoint_dir); });
+    io::publish_on_rank0(mpi, "checking checkpoint.dir", [&] { train::require_checkpoint_dir_lock(r.checkpoint_dir); });
     const std::string path = train::save_checkpoint(trainer, r.checkpoint_dir, r.checkpoint_keep, config_text,
                                                     tokens_seen(trainer.step()), trained_len, position, run_id, mpi,
                                                     pending_eval);
@@ -1158,7 +361,7 @@ int run_train(Invocation& inv) {
 
   // A log.jsonl line: the step's fields, its evaluation's (if any), the run's id.
   const auto log_line = [&](const std::string& fields, const std::string& eval_fields) {
-    return fields + eval_fields + (run_id.empty() ? std::string() : ", " + std::string(kRunKey) + run_id + "\"") + "}";
+    return fields + eval_fields + (run_id.empty() ? std::string() : ", " + std::string(train::kRunKey) + run_id + "\"") + "}";
   };
   // The checkpoint resumed from evaluates to `loss`: a non-finite one is refused. (A checkpoint saved off
   // the eval.every grid, or at a stop that left its evaluation pending, was never evaluated: its
@@ -1276,10 +479,10 @@ int run_train(Invocation& inv) {
     const double tokens_per_s = double(seq_len) / seconds;
     const double mfu = step_flops(r.trainer.model, seq_len) / seconds / peak;
     const std::string log_fields =
-        "{\"step\": " + std::to_string(step) + ", \"loss\": " + json_number(stats.loss) +
-        ", \"tokens_per_s\": " + json_number(tokens_per_s) + ", \"seconds\": " + json_number(seconds) +
-        ", \"lr\": " + json_number(stats.lr) + ", \"grad_norm\": " + json_number(stats.grad_norm) +
-        ", \"mfu\": " + json_number(mfu) + ", \"seq_len\": " + std::to_string(seq_len) +
+        "{\"step\": " + std::to_string(step) + ", \"loss\": " + train::json_number(stats.loss) +
+        ", \"tokens_per_s\": " + train::json_number(tokens_per_s) + ", \"seconds\": " + train::json_number(seconds) +
+        ", \"lr\": " + train::json_number(stats.lr) + ", \"grad_norm\": " + train::json_number(stats.grad_norm) +
+        ", \"mfu\": " + train::json_number(mfu) + ", \"seq_len\": " + std::to_string(seq_len) +
         ", \"world_size\": " + std::to_string(P);
     const bool keeps_pending = eval_interrupted && !r.checkpoint_dir.empty();
     if (keeps_pending) pending_eval = train::PendingEval{r.log_jsonl.empty() ? std::string() : log_fields};
@@ -1376,50 +579,17 @@ Command train_command() {
   const auto check = [](const Invocation& inv) {
     const DeviceChoice device = attention_device(inv);
     const int P = inv.process.world().size();
-    const RunOptions r = validate(inv, P, false);
+    const TrainOptions r = validate_train_options(inv, P, false);
     // The config a checkpoint stores: a value it cannot hold (a line break) is refused before anything is
     // made (before: after checkpoint.dir and its lock were).
-    config_text_of(inv);
+    train_config_text(inv);
     const int64_t resume_step = resume_step_hint(r);
     check_stages_shardable(r, resume_step, P, SpanningSegments::may_end_short);
-    nan_gradient_fault(P);
-    signal_fault_at();
-    // Parameters, gradients and the AdamW moments (replicated), and per layer the activations the
-    // backward keeps for this rank's rows, plus the logits and their gradient: float32, a lower bound.
-    const model::ModelConfig& m = r.trainer.model;
-    const double rows = static_cast<double>(r.trainer.seq_len / P);
-    double kept = 0;  // per layer: the spanning branches' gathered K / V rows, kept for the backward
-    if (P > 1 && !r.regather_kv && device.device == "cpu")
-      for (const Branch& b : m.schedule.branches)
-        if (!branch_is_local(b, r.trainer.seq_len, r.trainer.seq_len / P))
-          kept += 2.0 * static_cast<double>(effective_segment_length(b, r.trainer.seq_len) / b.dilation * m.dim);
-    const auto f = [](int64_t x) { return static_cast<double>(x); };
-    // Per layer also lse and the norms' statistics (4 + H per row); once, the backward's working rows
-    // (dh, dx, dh2, dout, dq, dk, dv, the final norm's input and output: 9 dim; dg, du: 2 mlp_hidden) and
-    // one attention call's own buffers on the CPU (before: neither, and a run the check let through peaked
-    // at 2-3x its figure).
-    AttentionParams attention;
-    attention.schedule = m.schedule;
-    attention.causal = true;
-    // (Its gathered rows are the layer's kept ones, counted above, unless train.regather_kv gathers anew.)
-    const double workspace =
-        device.device == "cpu"
-            ? std::max(0.0, attention_workspace_bytes(attention, AttentionDims{1, r.trainer.seq_len / P, m.heads, m.head_dim()},
-                                                      inv.process.world().rank(), P, true, false, omp_get_max_threads()) /
-                                    4.0 - kept)
-            : 0.0;
-    const double floats = 4.0 * f(model::make_layout(m).total()) +
-                          rows * (f(m.layers) * (8.0 * f(m.dim) + 2.0 * f(m.mlp_hidden) + 4.0 + f(m.heads)) +
-                                  2.0 * f(m.vocab) + 9.0 * f(m.dim) + 2.0 * f(m.mlp_hidden)) +
-                          f(m.layers) * kept + workspace;
-    check_fits_in_memory("train (model.layers=" + std::to_string(m.layers) + ", model.dim=" + std::to_string(m.dim) +
-                             ", data.seq_len=" + std::to_string(r.trainer.seq_len) + " over " + count_of(P, "rank") +
-                             ")",
-                         "parameters, gradients, AdamW moments, each layer's activations of its rows and the K / V "
-                         "rows it gathered, the backward's working rows and the attention's own buffers, in float32",
-                         floats * 4, inv.process.local_size(), omp_get_max_threads());
+    train::nan_gradient_fault(P);
+    train::signal_fault_at();
+    check_train_fits_in_memory(inv, r, device);
     if (device.device == "cuda") {
-      check_shardable(r.trainer.model.schedule, r.trainer.seq_len, P, SpanningSegments::whole, kScheduleNames);
+      check_shardable(r.trainer.model.schedule, r.trainer.seq_len, P, SpanningSegments::whole, kTrainScheduleNames);
       check_stages_shardable(r, resume_step, P, SpanningSegments::whole);
     }
     train::make_dataset(r.data);  // the token file's metadata too (exit 3 when it is no token file)
@@ -1430,7 +600,7 @@ Command train_command() {
       // The outputs validate left unchecked, in a checkpoint.dir that did not exist: it does after the lock.
       const bool log_unchecked = !r.log_jsonl.empty() && in_checkpoint_dir_to_make(r, r.log_jsonl);
       const bool dump_unchecked = !r.dump_path.empty() && in_checkpoint_dir_to_make(r, r.dump_path);
-      lock_checkpoint_dir(r.checkpoint_dir);
+      train::lock_checkpoint_dir(r.checkpoint_dir);
       if (log_unchecked) io::check_json_output_path("log.jsonl", r.log_jsonl, "appending would damage it");
       if (dump_unchecked) io::check_hdf5_output_path("dump.activations", r.dump_path, io::kActivationFormat);
       // Under the lock, so a temporary file held now is no other run's: a link or a directory at
@@ -1455,10 +625,10 @@ Command train_command() {
     if (!dir.empty()) {
       // Every rank looked for checkpoint.dir in the config phase, before rank 0 made it: a network file
       // system may answer from that lookup (open_made_elsewhere looks again).
-      const int fd = open_made_elsewhere(dir + "/" + kLockFile, patience_for(inv.process.world()));
+      const int fd = open_made_elsewhere(dir + "/" + train::kLockFile, patience_for(inv.process.world()));
       seen.emplace_back("checkpoint.dir's lock file (rank 0 wrote it)",
                         fd < 0 ? std::string("(none: ") + std::strerror(errno) + ")"
-                               : "\"" + read_lock_holder(fd).value_or("") + "\"");
+                               : "\"" + train::read_lock_holder(fd).value_or("") + "\"");
     }
     if (inv.options["data.task"].as<std::string>() == "file") {
       const std::string path = inv.options["data.path"].as<std::string>();
@@ -1475,8 +645,8 @@ Command train_command() {
     }
     return seen;
   };
-  return {"train", "train the sequence-parallel LongNet LM (passkey, associative, token file)", "", declare,
-          run_train, check, shared_inputs, unlock_checkpoint_dir};
+  return {"train", "train the sequence-parallel LongNet LM (passkey, associative, token file)", "", declare_train_options,
+          run_train, check, shared_inputs, train::unlock_checkpoint_dir};
 }
 
 }  // namespace longctx::cli

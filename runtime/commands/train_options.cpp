@@ -1,0 +1,395 @@
+// `train`'s options: see train_options.hpp.
+#include "runtime/commands/train_options.hpp"
+
+#include <omp.h>
+
+#include <cmath>
+#include <filesystem>
+#include <limits>
+
+#include "io/activation_dump.hpp"
+#include "io/atomic_output.hpp"
+#include "io/checkpoint.hpp"
+#include "io/durable.hpp"
+#include "runtime/core/log.hpp"
+#include "runtime/core/memory.hpp"
+#include "runtime/train/checkpoint_dir_lock.hpp"
+#include "runtime/train/json_log.hpp"
+
+namespace longctx::cli {
+
+const ScheduleOptionNames kTrainScheduleNames{"model.segment_lengths", "model.dilation_rates", "", "data.seq_len="};
+
+namespace {
+
+template <class T> T opt(const Invocation& inv, const char* name) { return inv.options[name].as<T>(); }
+
+// Throws UsageError(message) unless `ok`. A message about one key (`train.lr must be ...`, `model.layers=0:
+// ...`) names it first and no other: the config phase then adds where its value came from. One that names
+// two (`train.beta1 / train.beta2`, `checkpoint.every needs checkpoint.dir`) is left as it is, since
+// either value may be the one at fault.
+void require(bool ok, const std::string& message) {
+  if (ok) return;
+  std::set<std::string> keys;  // the dotted words of the message: section.key
+  const auto word = [](char c) { return std::islower(static_cast<unsigned char>(c)) || c == '_' || c == '.'; };
+  for (size_t i = 0; i < message.size();) {
+    size_t j = i;
+    while (j < message.size() && word(message[j])) ++j;
+    const std::string w = message.substr(i, j - i);
+    if (w.find('.') != std::string::npos && w.front() != '.' && w.back() != '.') keys.insert(w);
+    i = j == i ? i + 1 : j;
+  }
+  const std::string first = message.substr(0, message.find_first_of(" =:"));
+  throw UsageError(message, keys.size() == 1 && keys.count(first) ? first : "");
+}
+
+constexpr int64_t kMaxLayers = 65536;
+
+// check_shardable at a curriculum stage's length; the error says which stage.
+void check_stage_shardable(const Schedule& schedule, int64_t stage_len, int world_size, SpanningSegments spanning) {
+  ScheduleOptionNames names = kTrainScheduleNames;
+  names.seq_len = "its length ";
+  try {
+    check_shardable(schedule, stage_len, world_size, spanning, names);
+  } catch (const UsageError& e) {
+    throw UsageError("data.short_seq_len=" + std::to_string(stage_len) + ": " + e.what());
+  }
+}
+
+// The same path: the same file (io::same_file, which needs both to exist) or, for a checkpoint.dir this run
+// has yet to make, the same spelling once made absolute and normal ("./ck/" is "ck").
+bool same_path(const std::string& a, const std::string& b) {
+  const auto normal = [](const std::string& path) {
+    std::error_code error;
+    const std::filesystem::path full = std::filesystem::absolute(path, error).lexically_normal();
+    return full.has_filename() ? full : full.parent_path();
+  };
+  return io::same_file(a, b) || normal(a) == normal(b);
+}
+
+}  // namespace
+
+void declare_train_options(po::options_description& d, po::positional_options_description&) {
+  d.add_options()
+      ("device", po::value<std::string>()->default_value("cpu"), "where attention runs: cpu, or cuda (one GPU per rank; the rest of the model stays on the CPU)")
+      ("dtype", po::value<std::string>()->default_value("fp32"), "attention input type: fp32, bf16, fp16 (bf16 / fp16 need --device cuda; under mpirun cuda takes bf16 / fp16)")
+      ("comm", po::value<std::string>()->default_value("auto"), "device communicator with --device cuda under mpirun: auto, nccl, staged or mpi (MPI through host memory)")
+      ("model.layers", po::value<int64_t>()->default_value(2), "transformer blocks")
+      ("model.dim", po::value<int64_t>()->default_value(128), "model width")
+      ("model.heads", po::value<int64_t>()->default_value(8), "attention heads (must divide model.dim; keep >= max dilation)")
+      ("model.mlp_hidden", po::value<int64_t>()->default_value(0), "MLP hidden width; 0 means 4 * model.dim")
+      ("model.segment_lengths", po::value<std::string>()->default_value("256,1024,2048"), "dilated branches: segment lengths w")
+      ("model.dilation_rates", po::value<std::string>()->default_value("1,2,4"), "dilated branches: dilation rates r (each at most its segment length)")
+      ("model.vocab", po::value<int64_t>()->default_value(32), "vocabulary size (>= 32 for passkey/associative)")
+      ("model.prev_token_embedding", po::bool_switch(),
+       "add an embedding of each row's previous token (token shift; helps content-based copying)")
+      ("model.init_std", po::value<double>()->default_value(0.02), "normal std of initial weights")
+      ("model.rope_dims", po::value<int64_t>()->default_value(0),
+       "dims of each head that rotate (even); the rest match content at any distance; 0 = all")
+      ("model.rope_base", po::value<double>()->default_value(10000.0), "rotary base")
+      ("data.task", po::value<std::string>()->default_value("passkey"), "passkey | associative | file")
+      ("data.path", po::value<std::string>()->default_value(""), "token dataset (data.task=file)")
+      ("data.seq_len", po::value<std::string>()->default_value("8192"), "GLOBAL tokens per sequence (K/M/G suffixes)")
+      ("data.supervision", po::value<std::string>()->default_value("all"), "all (LM loss on every token) | answer (passkey/associative: on the answer digits only)")
+      ("data.key_digits", po::value<int64_t>()->default_value(5), "digits per key/value")
+      ("data.key_repeats", po::value<int64_t>()->default_value(1), "passkey: consecutive copies of the record")
+      ("data.records", po::value<int64_t>()->default_value(16), "associative: key -> value records")
+      ("data.queries", po::value<int64_t>()->default_value(16), "associative: queries at the end")
+      ("data.short_seq_len", po::value<std::string>()->default_value("0"),
+       "length curriculum: GLOBAL lengths of the stages before data.seq_len, comma-separated (0: off)")
+      ("data.short_steps", po::value<std::string>()->default_value("0"),
+       "steps of each data.short_seq_len stage, comma-separated (same count)")
+      ("data.curriculum_steps", po::value<int64_t>()->default_value(0), "steps over which the key depth grows to the whole sequence")
+      ("data.curriculum_min_span", po::value<int64_t>()->default_value(256), "key depth window at step 0")
+      ("data.filler_period", po::value<int64_t>()->default_value(23), "length of the repeated filler sentence")
+      ("train.steps", po::value<int64_t>()->default_value(100), "total optimizer steps")
+      ("train.lr", po::value<double>()->default_value(1e-3), "peak learning rate")
+      ("train.warmup", po::value<int64_t>()->default_value(20), "linear warm-up steps")
+      ("train.min_lr_ratio", po::value<double>()->default_value(0.1, "0.1"), "cosine floor as a fraction of train.lr")
+      ("train.weight_decay", po::value<double>()->default_value(0.1, "0.1"), "AdamW decoupled weight decay (matrices only)")
+      ("train.beta1", po::value<double>()->default_value(0.9, "0.9"), "AdamW beta1")
+      ("train.beta2", po::value<double>()->default_value(0.95, "0.95"), "AdamW beta2")
+      ("train.clip", po::value<double>()->default_value(1.0), "global gradient-norm clip; 0 disables")
+      ("train.answer_weight", po::value<double>()->default_value(1.0),
+       "loss weight of answer targets relative to other tokens (passkey/associative; 1 = plain mean)")
+      ("train.seed", po::value<uint64_t>()->default_value(1), "seed of parameters and data")
+      ("train.threads", po::value<int>()->default_value(0), "OpenMP threads per rank; 0 keeps OMP_NUM_THREADS")
+      ("train.regather_kv", po::bool_switch(),
+       "the backward gathers each layer's spanning K / V rows again instead of keeping the forward's (cpu: saves "
+       "sum over spanning branches of (w'/r) B H D 8 bytes per layer, costs as much traffic)")
+      ("train.peak_gflops", po::value<double>()->default_value(128.0),
+       "peak fp32 GFLOP/s of ONE rank for MFU (default: one AVX-512 core, 2 FMA x 16 lanes x 2 GHz)")
+      ("checkpoint.dir", po::value<std::string>()->default_value(""), "checkpoint directory (resumes from its latest)")
+      ("checkpoint.every", po::value<int64_t>()->default_value(0), "checkpoint every N steps (0: only at the end / on a signal)")
+      ("checkpoint.keep", po::value<int64_t>()->default_value(3), "committed checkpoints to keep (0 keeps all)")
+      ("log.every", po::value<int64_t>()->default_value(1), "log every N steps")
+      ("log.jsonl", po::value<std::string>()->default_value(""), "append one JSON object per logged step / eval")
+      ("eval.every", po::value<int64_t>()->default_value(0), "evaluate every N steps (0: only at the end)")
+      ("eval.sequences", po::value<int64_t>()->default_value(4), "held-out sequences per evaluation")
+      ("dump.activations", po::value<std::string>()->default_value(""), "HDF5 file for q, k, v, o dumps")
+      ("dump.layers", po::value<std::string>()->default_value("0"), "layers to dump, e.g. 0,1")
+      ("dump.steps", po::value<std::string>()->default_value("1"), "steps (1-based) to dump, e.g. 1,100");
+}
+
+std::string train_config_text(const Invocation& inv) {
+  po::options_description declared;
+  po::positional_options_description unused;
+  declare_train_options(declared, unused);
+  return to_ini(inv, declared);
+}
+
+void check_stages_shardable(const TrainOptions& r, int64_t from, int world_size, SpanningSegments spanning) {
+  for (size_t i = 0; i < r.stage_len.size(); ++i)
+    if (r.stage_end[i] > from) check_stage_shardable(r.trainer.model.schedule, r.stage_len[i], world_size, spanning);
+}
+
+int64_t resume_step_hint(const TrainOptions& r) {
+  if (r.checkpoint_dir.empty()) return 0;
+  try {
+    if (const auto latest = io::find_latest_checkpoint(r.checkpoint_dir))
+      return io::step_in_file_name(*latest).value_or(0);
+  } catch (const std::exception&) {
+  }
+  return 0;
+}
+
+bool in_checkpoint_dir_to_make(const TrainOptions& r, const std::string& path) {
+  std::error_code error;
+  return !r.checkpoint_dir.empty() && !std::filesystem::exists(r.checkpoint_dir, error) &&
+         same_path(io::directory_of(path), r.checkpoint_dir);
+}
+
+TrainOptions validate_train_options(const Invocation& inv, int world_size, bool warn) {
+  TrainOptions r;
+  model::ModelConfig& m = r.trainer.model;
+  m.layers = opt<int64_t>(inv, "model.layers");
+  m.dim = opt<int64_t>(inv, "model.dim");
+  m.heads = opt<int64_t>(inv, "model.heads");
+  m.vocab = opt<int64_t>(inv, "model.vocab");
+  m.rope_base = opt<double>(inv, "model.rope_base");
+  require(m.rope_base > 1 && std::isfinite(m.rope_base), "model.rope_base must be a finite number > 1");
+  m.init_std = opt<double>(inv, "model.init_std");
+  m.rope_dims = opt<int64_t>(inv, "model.rope_dims");
+  require(m.rope_dims >= 0 && m.rope_dims % 2 == 0 && m.rope_dims <= m.head_dim(),
+          "model.rope_dims=" + std::to_string(m.rope_dims) + ": must be even and <= the head dim " +
+              std::to_string(m.head_dim()));
+  require(m.init_std > 0 && std::isfinite(m.init_std), "model.init_std must be a finite number > 0");
+  m.prev_token_embedding = opt<bool>(inv, "model.prev_token_embedding");
+  require(m.layers >= 1 && m.layers <= kMaxLayers, "model.layers=" + std::to_string(m.layers) + ": must be in [1, " +
+                                                      std::to_string(kMaxLayers) + "]");
+  require(m.dim >= 2, "model.dim=" + std::to_string(m.dim) + ": must be >= 2");
+  require(m.heads >= 1, "model.heads=" + std::to_string(m.heads) + ": must be >= 1");
+  require(m.dim % m.heads == 0, "model.heads=" + std::to_string(m.heads) + " does not divide model.dim=" +
+                                    std::to_string(m.dim));
+  require(m.head_dim() % 2 == 0, "model.dim / model.heads = " + std::to_string(m.head_dim()) +
+                                     ": rotary positions need an even head dimension");
+  require(m.vocab >= 2, "model.vocab=" + std::to_string(m.vocab) + ": must be >= 2");
+  m.mlp_hidden = opt<int64_t>(inv, "model.mlp_hidden");
+  require(m.mlp_hidden >= 0, "model.mlp_hidden must be >= 0");
+  if (m.mlp_hidden == 0) m.mlp_hidden = 4 * m.dim;
+  const int64_t n = parse_size("data.seq_len", opt<std::string>(inv, "data.seq_len"));
+  require(n >= 2, "data.seq_len=" + std::to_string(n) + ": must be >= 2");
+  m.schedule = make_schedule(parse_size_list("model.segment_lengths", opt<std::string>(inv, "model.segment_lengths")),
+                             parse_size_list("model.dilation_rates", opt<std::string>(inv, "model.dilation_rates")),
+                             false, kTrainScheduleNames);
+  check_shardable(m.schedule, n, world_size, SpanningSegments::may_end_short, kTrainScheduleNames);
+  m.causal = true;  // heads < max dilation: the attention backend warns, naming the branch (warn_coverage)
+
+  r.trainer.seq_len = n;
+  r.trainer.seed = opt<uint64_t>(inv, "train.seed");
+  r.steps = opt<int64_t>(inv, "train.steps");
+  require(r.steps >= 1, "train.steps=" + std::to_string(r.steps) + ": must be >= 1");
+  r.trainer.lr.peak = opt<double>(inv, "train.lr");
+  require(r.trainer.lr.peak > 0 && std::isfinite(r.trainer.lr.peak), "train.lr must be a finite number > 0");
+  r.trainer.lr.warmup_steps = opt<int64_t>(inv, "train.warmup");
+  require(r.trainer.lr.warmup_steps >= 0, "train.warmup must be >= 0");
+  r.trainer.lr.total_steps = r.steps;
+  r.trainer.lr.min_lr_ratio = opt<double>(inv, "train.min_lr_ratio");
+  require(r.trainer.lr.min_lr_ratio >= 0 && r.trainer.lr.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]");
+  r.trainer.adamw.weight_decay = opt<double>(inv, "train.weight_decay");
+  r.trainer.adamw.beta1 = opt<double>(inv, "train.beta1");
+  r.trainer.adamw.beta2 = opt<double>(inv, "train.beta2");
+  require(r.trainer.adamw.beta1 >= 0 && r.trainer.adamw.beta1 < 1 && r.trainer.adamw.beta2 >= 0 &&
+              r.trainer.adamw.beta2 < 1,
+          "train.beta1 / train.beta2 must be in [0, 1)");
+  require(r.trainer.adamw.weight_decay >= 0 && std::isfinite(r.trainer.adamw.weight_decay),
+          "train.weight_decay must be a finite number >= 0");
+  r.trainer.clip_norm = opt<double>(inv, "train.clip");
+  require(r.trainer.clip_norm >= 0 && std::isfinite(r.trainer.clip_norm), "train.clip must be >= 0 (0 disables)");
+  r.regather_kv = opt<bool>(inv, "train.regather_kv");
+  const int threads = opt<int>(inv, "train.threads");
+  require(threads >= 0 && threads <= kMaxThreads, "train.threads must be in [0, " + std::to_string(kMaxThreads) + "]");
+  if (threads > 0) omp_set_num_threads(threads);
+  r.peak_gflops = opt<double>(inv, "train.peak_gflops");
+  require(r.peak_gflops > 0 && std::isfinite(r.peak_gflops), "train.peak_gflops must be a finite number > 0");
+
+  train::DataConfig& d = r.data;
+  d.task = opt<std::string>(inv, "data.task");
+  d.path = opt<std::string>(inv, "data.path");
+  d.seq_len = n;
+  d.seed = r.trainer.seed;
+  d.supervision = opt<std::string>(inv, "data.supervision");
+  d.key_digits = opt<int64_t>(inv, "data.key_digits");
+  d.key_repeats = opt<int64_t>(inv, "data.key_repeats");
+  d.records = opt<int64_t>(inv, "data.records");
+  d.queries = opt<int64_t>(inv, "data.queries");
+  d.curriculum_steps = opt<int64_t>(inv, "data.curriculum_steps");
+  d.curriculum_min_span = opt<int64_t>(inv, "data.curriculum_min_span");
+  require(d.curriculum_steps >= 0, "data.curriculum_steps=" + std::to_string(d.curriculum_steps) + ": must be >= 0");
+  require(d.curriculum_min_span >= 0,
+          "data.curriculum_min_span=" + std::to_string(d.curriculum_min_span) + ": must be >= 0");
+  d.filler_period = opt<int64_t>(inv, "data.filler_period");
+  d.vocab = m.vocab;
+  if (warn && d.task == "file" && d.supervision == "answer")
+    log::warn("data.supervision=answer: data.task=file has no answers; the loss covers every token, as with all");
+
+  r.trainer.answer_weight = opt<double>(inv, "train.answer_weight");
+  require(r.trainer.answer_weight > 0 && std::isfinite(r.trainer.answer_weight),
+          "train.answer_weight must be a finite number > 0");
+  const auto lens = parse_size_list("data.short_seq_len", opt<std::string>(inv, "data.short_seq_len"));
+  const auto counts = parse_size_list("data.short_steps", opt<std::string>(inv, "data.short_steps"));
+  require(lens.size() == counts.size(), "data.short_seq_len has " + std::to_string(lens.size()) +
+                                            " stages but data.short_steps has " + std::to_string(counts.size()));
+  int64_t end = 0;
+  for (size_t i = 0; i < lens.size(); ++i) {
+    const std::string stage = "data.short_seq_len=" + std::to_string(lens[i]) + " with data.short_steps=" +
+                              std::to_string(counts[i]) + " (stage " + std::to_string(i + 1) + ")";
+    require(lens[i] >= 0 && counts[i] >= 0, stage + ": both must be >= 0");
+    if (lens[i] == 0 && counts[i] == 0) continue;  // the default: no curriculum
+    require(lens[i] > 0 && counts[i] > 0, stage + ": a stage needs a length and a step count (0 and 0: none)");
+    require(lens[i] >= 2, stage + ": the length must be >= 2");
+    require(lens[i] < n, stage + ": the length must be below data.seq_len=" + std::to_string(n));
+    require(counts[i] <= std::numeric_limits<int64_t>::max() - end, "data.short_steps add up past 2^63 - 1");
+    end += counts[i];
+    r.stage_len.push_back(lens[i]);
+    r.stage_end.push_back(end);
+  }
+  if (warn && end >= r.steps)
+    log::warn_once("data.short_steps add up to " + std::to_string(end) + " steps, train.steps=" +
+                   std::to_string(r.steps) + ": the run never trains at data.seq_len=" + std::to_string(n));
+  r.checkpoint_dir = opt<std::string>(inv, "checkpoint.dir");
+  r.checkpoint_every = opt<int64_t>(inv, "checkpoint.every");
+  r.checkpoint_keep = opt<int64_t>(inv, "checkpoint.keep");
+  require(r.checkpoint_every >= 0, "checkpoint.every must be >= 0");
+  require(r.checkpoint_keep >= 0, "checkpoint.keep must be >= 0");
+  require(r.checkpoint_every == 0 || !r.checkpoint_dir.empty(), "checkpoint.every needs checkpoint.dir");
+  r.log_every = opt<int64_t>(inv, "log.every");
+  require(r.log_every >= 1, "log.every must be >= 1");
+  r.log_jsonl = opt<std::string>(inv, "log.jsonl");
+  r.eval_every = opt<int64_t>(inv, "eval.every");
+  r.eval_sequences = opt<int64_t>(inv, "eval.sequences");
+  require(r.eval_every >= 0, "eval.every must be >= 0");
+  require(r.eval_sequences >= 1, "eval.sequences must be >= 1");
+  r.dump_path = opt<std::string>(inv, "dump.activations");
+  // Where files go, before any step: a bad path would otherwise surface only at the first write.
+  if (!r.checkpoint_dir.empty()) io::check_output_directory("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);
+  require(r.log_jsonl.empty() || r.dump_path.empty() || !io::same_file(r.log_jsonl, r.dump_path),
+          "log.jsonl and dump.activations name the same file");
+  // Nor the temporary file either is written through (before: the dump took a log.jsonl there for a crashed
+  // run's file, and the log was lost).
+  require(r.log_jsonl.empty() || r.dump_path.empty() || !io::same_file(r.log_jsonl, r.dump_path + ".tmp"),
+          "log.jsonl=" + r.log_jsonl + " is dump.activations' temporary file " + r.dump_path + ".tmp; write it elsewhere");
+  require(r.log_jsonl.empty() || r.dump_path.empty() || !io::same_file(r.dump_path, r.log_jsonl + ".tmp"),
+          "dump.activations=" + r.dump_path + " is log.jsonl's temporary file " + r.log_jsonl + ".tmp; write it elsewhere");
+  // The training data is input: no output may land on it (or on its name plus .tmp, renamed over it).
+  if (!d.path.empty())
+    for (const auto& [option, path] : {std::pair<const char*, const std::string&>{"log.jsonl", r.log_jsonl},
+                                       {"dump.activations", r.dump_path}})
+      require(path.empty() || (!io::same_file(path, d.path) && !io::same_file(path + ".tmp", d.path)),
+              std::string(option) + "=" + path + " is data.path=" + d.path + " (the training data); write it elsewhere");
+  // Nor on checkpoint.dir, or on a name its checkpoints take there: a dump renamed onto the directory
+  // failed only at the end, every step lost; one named like a checkpoint was replaced by it.
+  if (!r.checkpoint_dir.empty())
+    for (const auto& [option, path] : {std::pair<const char*, const std::string&>{"log.jsonl", r.log_jsonl},
+                                       {"dump.activations", r.dump_path}}) {
+      if (path.empty()) continue;
+      require(!same_path(path, r.checkpoint_dir),
+              std::string(option) + "=" + path + " is checkpoint.dir=" + r.checkpoint_dir + "; write it elsewhere");
+      require(!same_path(path + ".tmp", r.checkpoint_dir),
+              std::string(option) + "=" + path + " is written as " + path + ".tmp first, which is checkpoint.dir=" +
+                  r.checkpoint_dir + "; write it elsewhere");
+      const std::string name = std::filesystem::path(path).filename().string();
+      require(!(io::is_checkpoint_file_name(name) || name == train::kLockFile || name == train::kLogStart) ||
+                  !same_path(io::directory_of(path), r.checkpoint_dir),
+              std::string(option) + "=" + path + " is a name that checkpoint.dir=" + r.checkpoint_dir +
+                  " uses for its checkpoints; write it elsewhere");
+    }
+  // After the collisions above, whose messages say more. Only in the config phase (warn = false there):
+  // run_train validates again on every rank, and rank 0 may by then hold the dump's temporary file, which
+  // a later rank would take for another writer's. An output in a checkpoint.dir not made yet is checked
+  // once the run has made it (train_command's check).
+  if (!warn && !r.log_jsonl.empty() && !in_checkpoint_dir_to_make(r, r.log_jsonl))
+    io::check_json_output_path("log.jsonl", r.log_jsonl, "appending would damage it");
+  if (!warn && !r.dump_path.empty() && !in_checkpoint_dir_to_make(r, r.dump_path))
+    io::check_hdf5_output_path("dump.activations", r.dump_path, io::kActivationFormat);
+  for (int64_t l : parse_size_list("dump.layers", opt<std::string>(inv, "dump.layers"))) {
+    require(l >= 0 && l < m.layers, "dump.layers: layer " + std::to_string(l) + " outside [0, model.layers)");
+    r.dump_layers.insert(l);
+  }
+  for (int64_t s : parse_size_list("dump.steps", opt<std::string>(inv, "dump.steps"))) {
+    require(s >= 1, "dump.steps: step " + std::to_string(s) + " must be >= 1");
+    r.dump_steps.insert(s);
+    if (warn && !r.dump_path.empty() && s > r.steps)
+      log::warn("dump.steps: step " + std::to_string(s) + " comes after train.steps=" + std::to_string(r.steps) +
+                ": it is never dumped");
+    for (size_t i = 0; warn && i < r.stage_end.size() && !r.dump_path.empty(); ++i)
+      if (s <= r.stage_end[i] && (i == 0 || s > r.stage_end[i - 1])) {
+        log::warn("dump.steps: step " + std::to_string(s) + " trains at N = " + std::to_string(r.stage_len[i]) +
+                  " (data.short_seq_len); dumps hold data.seq_len rows only, so it is not dumped");
+        break;
+      }
+  }
+  return r;
+}
+
+std::vector<std::unique_ptr<train::Dataset>> curriculum_datasets(const TrainOptions& r) {
+  std::vector<std::unique_ptr<train::Dataset>> stages;
+  for (int64_t seq_len : r.stage_len) {
+    train::DataConfig stage = r.data;
+    stage.seq_len = seq_len;
+    stage.seq_len_option = "data.short_seq_len";
+    stage.split_seq_len = r.data.seq_len;  // the held-out tail stays data.seq_len's
+    stages.push_back(train::make_dataset(stage));
+  }
+  return stages;
+}
+
+void check_train_fits_in_memory(const Invocation& inv, const TrainOptions& r, const DeviceChoice& device) {
+  // Parameters, gradients and the AdamW moments (replicated), and per layer the activations the
+  // backward keeps for this rank's rows, plus the logits and their gradient: float32, a lower bound.
+  const int P = inv.process.world().size();
+  const model::ModelConfig& m = r.trainer.model;
+  const double rows = static_cast<double>(r.trainer.seq_len / P);
+  double kept = 0;  // per layer: the spanning branches' gathered K / V rows, kept for the backward
+  if (P > 1 && !r.regather_kv && device.device == "cpu")
+    for (const Branch& b : m.schedule.branches)
+      if (!branch_is_local(b, r.trainer.seq_len, r.trainer.seq_len / P))
+        kept += 2.0 * static_cast<double>(effective_segment_length(b, r.trainer.seq_len) / b.dilation * m.dim);
+  const auto f = [](int64_t x) { return static_cast<double>(x); };
+  // Per layer also lse and the norms' statistics (4 + H per row); once, the backward's working rows
+  // (dh, dx, dh2, dout, dq, dk, dv, the final norm's input and output: 9 dim; dg, du: 2 mlp_hidden) and
+  // one attention call's own buffers on the CPU (before: neither, and a run the check let through peaked
+  // at 2-3x its figure).
+  AttentionParams attention;
+  attention.schedule = m.schedule;
+  attention.causal = true;
+  // (Its gathered rows are the layer's kept ones, counted above, unless train.regather_kv gathers anew.)
+  const double workspace =
+      device.device == "cpu"
+          ? std::max(0.0, attention_workspace_bytes(attention, AttentionDims{1, r.trainer.seq_len / P, m.heads, m.head_dim()},
+                                                    inv.process.world().rank(), P, true, false, omp_get_max_threads()) /
+                                  4.0 - kept)
+          : 0.0;
+  const double floats = 4.0 * f(model::make_layout(m).total()) +
+                        rows * (f(m.layers) * (8.0 * f(m.dim) + 2.0 * f(m.mlp_hidden) + 4.0 + f(m.heads)) +
+                                2.0 * f(m.vocab) + 9.0 * f(m.dim) + 2.0 * f(m.mlp_hidden)) +
+                        f(m.layers) * kept + workspace;
+  check_fits_in_memory("train (model.layers=" + std::to_string(m.layers) + ", model.dim=" + std::to_string(m.dim) +
+                           ", data.seq_len=" + std::to_string(r.trainer.seq_len) + " over " + count_of(P, "rank") +
+                           ")",
+                       "parameters, gradients, AdamW moments, each layer's activations of its rows and the K / V "
+                       "rows it gathered, the backward's working rows and the attention's own buffers, in float32",
+                       floats * 4, inv.process.local_size(), omp_get_max_threads());
+}
+
+}  // namespace longctx::cli

@@ -1,0 +1,67 @@
+// `train`'s options: declared (interfaces.md's names and more), validated into TrainOptions (a UsageError
+// naming the option and its allowed values otherwise), and the checks of the config phase that need no
+// rank but this one (shardable stages, memory).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "attention/sequence_parallel.hpp"
+#include "runtime/cli/command.hpp"
+#include "runtime/commands/attention_options.hpp"
+#include "runtime/train/data.hpp"
+#include "runtime/train/trainer.hpp"
+
+namespace longctx::cli {
+
+struct TrainOptions {
+  train::TrainerConfig trainer;
+  train::DataConfig data;
+  int64_t steps = 0;
+  std::string checkpoint_dir, log_jsonl, dump_path;
+  int64_t checkpoint_every = 0, checkpoint_keep = 0, log_every = 1, eval_every = 0, eval_sequences = 0;
+  std::set<int64_t> dump_layers, dump_steps;
+  // Length curriculum: stage i trains at stage_len[i] until step stage_end[i] (cumulative), then data.seq_len.
+  std::vector<int64_t> stage_len, stage_end;
+  double peak_gflops = 0;
+  bool regather_kv = false;
+};
+
+// Schedule errors name train's keys (and train has no --allow-uncovered).
+extern const ScheduleOptionNames kTrainScheduleNames;
+
+void declare_train_options(po::options_description& desc, po::positional_options_description& positional);
+
+// Every option, validated (UsageError naming it). Also applies train.threads. `warn`: say what is legal but
+// likely a mistake (the run phase; the config phase passes false and also checks the output paths).
+TrainOptions validate_train_options(const Invocation& inv, int world_size, bool warn = true);
+
+// The resolved config as a checkpoint's /config stores it (INI). A value INI cannot hold (a line break) ->
+// UsageError naming the option.
+std::string train_config_text(const Invocation& inv);
+
+// check_shardable at the length of each curriculum stage that trains from step `from` on (the error says
+// which stage): a resumed run skips the stages it has finished, which need not shard at its world size
+// (before, they refused a resume at another P).
+void check_stages_shardable(const TrainOptions& r, int64_t from, int world_size, SpanningSegments spanning);
+
+// The step a run resumes from, as the name `latest` holds says (the load checks it against the file); 0 for
+// none, and for a directory or `latest` that cannot be read here: the run phase then says what is wrong.
+int64_t resume_step_hint(const TrainOptions& r);
+
+// Whether `path` (log.jsonl, dump.activations) goes straight into a checkpoint.dir that does not exist
+// yet: the run makes that directory (lock_checkpoint_dir), so its missing parent is no error. Such an
+// output was refused ("directory does not exist") on a fresh run only.
+bool in_checkpoint_dir_to_make(const TrainOptions& r, const std::string& path);
+
+// The data of each shorter stage of the length curriculum (data.seq_len's is train::make_dataset(r.data)).
+std::vector<std::unique_ptr<train::Dataset>> curriculum_datasets(const TrainOptions& r);
+
+// check_fits_in_memory for a run of `r` on this rank (exit 2 naming the options when the ranks on this
+// node would not fit): a lower bound of what training holds in float32.
+void check_train_fits_in_memory(const Invocation& inv, const TrainOptions& r, const DeviceChoice& device);
+
+}  // namespace longctx::cli

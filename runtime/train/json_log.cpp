@@ -1,0 +1,240 @@
+// log.jsonl's lines across restarts and resumes: see json_log.hpp for the protocol.
+#include "runtime/train/json_log.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <iterator>
+#include <random>
+#include <string_view>
+
+#include "io/durable.hpp"
+#include "runtime/core/check.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/core/fingerprint.hpp"
+#include "runtime/core/log.hpp"
+
+namespace longctx::train {
+
+std::string json_number(double x) {
+  if (!std::isfinite(x)) return "null";  // JSON has no nan / inf
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", x);
+  return buf;
+}
+
+bool valid_run_id(const std::string& id) {
+  return !id.empty() && id.size() <= 32 &&
+         std::all_of(id.begin(), id.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+}
+
+std::string new_run_id(MPI_Comm comm, int rank) {
+  uint64_t id = 0;
+  if (rank == 0) {
+    std::random_device device;
+    id = (static_cast<uint64_t>(device()) << 32) ^ device();
+  }
+  if (comm != MPI_COMM_NULL) LONGCTX_CHECK_MPI(MPI_Bcast(&id, 1, MPI_UINT64_T, 0, comm));
+  char text[17];
+  std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(id));
+  return text;
+}
+
+JsonLog::JsonLog(const std::string& path, bool active, int64_t kept_through, const std::string& checkpoint_dir,
+                 const std::string& run_id)
+    : path_(path) {
+  if (!active || path.empty()) return;
+  Contents file = read();
+  if (kept_through >= 0) {
+    trim_after(file, kept_through, run_id);
+  } else {  // a fresh run appends, as it always has
+    if (!checkpoint_dir.empty()) {
+      note_ = checkpoint_dir + "/" + kLogStart;
+      drop_earlier_start(file);
+    }
+    // A last line without its '\n' (a run killed mid-write) would have this run's first line glued to it.
+    if (file.torn) {
+      file = parse(file.text.substr(0, file.lines.empty() ? 0 : file.lines.back().end));
+      io::write_text_durably(file_path(), file.text);
+      log::info("log.jsonl: dropped its torn last line (an earlier run stopped while writing it)");
+    }
+    int64_t earlier = 0;
+    for (const Line& line : file.lines) earlier += line.end - line.begin > 1;  // not a blank line
+    if (earlier > 0) {
+      log::warn("log.jsonl=" + path + " already holds " + std::to_string(earlier) + " line(s) of an earlier run; "
+                "this run starts at step 1 and appends after them (remove the file to start it clean)");
+      // Step 1 is logged whatever log.every says: where the steps go down is where this run's lines
+      // start, which a resume needs before any checkpoint (trim_after).
+      log_step_one_ = true;
+    }
+  }
+  out_.open(path, std::ios::app);
+  if (!out_) throw UsageError("log.jsonl=" + path + ": cannot open for appending");
+  remember_open_file();
+  start_note(file.text);  // `file` is the file as this run starts appending to it
+}
+
+void JsonLog::forget_start() {
+  if (note_.empty()) return;
+  std::remove(note_.c_str());
+  note_.clear();
+}
+
+void JsonLog::write(const std::string& line) {
+  if (!out_.is_open()) return;
+  reopen_if_moved();
+  out_ << line << "\n" << std::flush;
+  if (!out_) throw InternalError("log.jsonl=" + path_ + ": write failed (disk full?); the checkpoints are unaffected");
+  end_ += line.size() + 1;
+  if (!note_.empty()) write_note();
+}
+
+// Where a rewrite goes: the file the name leads to, so that a link named log.jsonl stays a link to it
+// (before: the link was replaced by a file, and its target kept the dropped lines and got no more).
+std::string JsonLog::file_path() const {
+  std::error_code error;
+  const std::filesystem::path target = std::filesystem::canonical(path_, error);
+  return error ? path_ : target.string();
+}
+
+// The file as it is (empty when there is none), read once.
+JsonLog::Contents JsonLog::read() const {
+  std::ifstream in(path_);
+  return parse(in ? std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()) : std::string());
+}
+
+// `text` in lines: what the file holds after it was cut to `text` (no need to read it again).
+JsonLog::Contents JsonLog::parse(std::string text_of_file) {
+  Contents file;
+  file.text = std::move(text_of_file);
+  const std::string& text = file.text;
+  for (size_t begin = 0; begin < text.size();) {
+    const size_t end = text.find('\n', begin);
+    if (end == std::string::npos) {
+      file.torn = true;
+      break;
+    }
+    // Searched within the line only (a search to the end of the file for a key a line lacks made reading
+    // a long log quadratic).
+    const std::string_view line(text.data() + begin, end - begin);
+    const size_t at = line.find("\"step\": ");
+    const int64_t line_step = at != line.npos ? std::strtoll(text.c_str() + begin + at + 8, nullptr, 10) : -1;
+    std::string run;
+    if (const size_t key = line.find(kRunKey); key != line.npos) {
+      const size_t from = key + std::strlen(kRunKey), to = line.find('"', from);
+      if (to != line.npos) run = std::string(line.substr(from, to - from));
+    }
+    file.lines.push_back({begin, end + 1, line_step, std::move(run)});
+    begin = end + 1;
+  }
+  return file;
+}
+
+std::string JsonLog::prefix_fingerprint(const std::string& text, size_t bytes) {
+  return Fingerprint().add(text.data(), std::min(bytes, text.size())).hex();
+}
+
+// Not synced: a note lost in a crash is older than the file, which then keeps its lines.
+void JsonLog::remember_open_file() {
+  struct stat info {};
+  if (::stat(path_.c_str(), &info) != 0) return;
+  open_device_ = info.st_dev;
+  open_inode_ = info.st_ino;
+}
+
+// A log.jsonl removed or replaced while the run writes to it (a log rotation, a mistaken rm) is opened
+// again by name, and that is said (before: the lines went on into the removed file, unseen, exit 0).
+void JsonLog::reopen_if_moved() {
+  struct stat info {};
+  if (::stat(path_.c_str(), &info) == 0 && info.st_dev == open_device_ && info.st_ino == open_inode_) return;
+  out_.close();
+  out_.clear();
+  const Contents file = read();
+  out_.open(path_, std::ios::app);
+  if (!out_)
+    throw InternalError("log.jsonl=" + path_ + ": removed or replaced while the run wrote to it, and cannot be opened "
+                        "again; the checkpoints are unaffected");
+  log::warn("log.jsonl=" + path_ + ": removed or replaced while the run wrote to it; its next lines go to the file " +
+            "now at that name (" + (file.text.empty() ? "a new one" : "appended") + "), the earlier ones went with the old");
+  remember_open_file();
+  start_note(file.text);  // this start's lines begin here now
+}
+
+// The note of where this start's lines begin: after `text`, the file out_ appends to as it holds now.
+void JsonLog::start_note(const std::string& text) {
+  if (note_.empty()) return;
+  begin_ = end_ = text.size();
+  before_ = prefix_fingerprint(text, begin_);
+  write_note();
+}
+
+// Said once when it fails (a full disk): a restart then keeps this start's lines, as without a note.
+void JsonLog::write_note() {
+  std::ofstream note(note_, std::ios::trunc);
+  note << static_cast<uint64_t>(open_inode_) << " " << begin_ << " " << end_ << " " << before_ << "\n";
+  note.close();
+  if (note || note_failed_) return;
+  note_failed_ = true;
+  log::warn("log.jsonl: cannot write " + note_ + " (" + std::strerror(errno) + "): if this run stops before its " +
+            "first checkpoint, a restart in the same checkpoint.dir keeps the lines it wrote and appends after them");
+}
+
+// The lines an earlier start of this run wrote, as its note gives them, when the file is as that start
+// left it: dropped, from the file and from `file`.
+void JsonLog::drop_earlier_start(Contents& file) const {
+  std::ifstream in(note_);
+  uint64_t inode = 0;
+  size_t begin = 0, end = 0;
+  std::string before;
+  struct stat info {};
+  if (!(in >> inode >> begin >> end >> before) || ::stat(path_.c_str(), &info) != 0 ||
+      static_cast<uint64_t>(info.st_ino) != inode || begin > end || end > file.text.size() || begin == file.text.size() ||
+      file.text.find('\n', end) != std::string::npos || prefix_fingerprint(file.text, begin) != before)
+    return;
+  int64_t dropped = 0;
+  for (const Line& line : file.lines) dropped += line.begin >= begin;
+  file = parse(file.text.substr(0, begin));
+  io::write_text_durably(file_path(), file.text);
+  log::info("log.jsonl: dropped " + std::to_string(dropped) + " line(s) of an earlier start of this run, which stopped " +
+            "before its first checkpoint (" + note_ + "); this run logs those steps again");
+}
+
+// Only this run's lines: those with its run id. A run without one (resumed from a checkpoint written
+// before runs had ids) wrote lines without one: its own are the untagged lines from where their steps
+// last went down (a fresh run appended to an earlier run's file starts again at step 1, which it always
+// logs). Another run's lines stay wherever they are (before: two jobs logging to one file, the resumed
+// one dropped the other's later lines).
+void JsonLog::trim_after(const Contents& file, int64_t step, const std::string& run_id) {
+  const std::vector<Line>& lines = file.lines;
+  size_t run_begin = 0;
+  for (size_t i = 0, previous = lines.size(); i < lines.size(); ++i) {
+    if (lines[i].step < 0 || !lines[i].run.empty()) continue;
+    if (previous < lines.size() && lines[i].step <= lines[previous].step) run_begin = i;
+    previous = i;
+  }
+  const auto ours = [&](size_t i) {
+    return run_id.empty() ? lines[i].run.empty() && i >= run_begin : lines[i].run == run_id;
+  };
+  std::string kept;
+  int64_t dropped = file.torn ? 1 : 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (ours(i) && lines[i].step > step) {
+      ++dropped;
+      continue;
+    }
+    kept.append(file.text, lines[i].begin, lines[i].end - lines[i].begin);
+  }
+  if (dropped == 0) return;
+  io::write_text_durably(file_path(), kept);
+  log::info("log.jsonl: dropped " + std::to_string(dropped) + " line(s) after step " + std::to_string(step) +
+            " (or torn), which this run logs again from its checkpoint");
+}
+
+}  // namespace longctx::train
