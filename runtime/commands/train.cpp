@@ -11,10 +11,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cerrno>
 #include <cmath>
 #include <csignal>
-#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <limits>
@@ -24,13 +22,11 @@
 
 #include "attention/cuda/cuda_attention.hpp"
 #include "io/activation_dump.hpp"
+#include "io/atomic_output.hpp"
 #include "io/checkpoint.hpp"
-#include "io/durable.hpp"
-#include "io/token_dataset.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/commands/train_options.hpp"
 #include "runtime/core/activity.hpp"
-#include "runtime/core/fingerprint.hpp"
 #include "runtime/core/log.hpp"
 #include "runtime/train/checkpoint_dir_lock.hpp"
 #include "runtime/train/fault_injection.hpp"
@@ -88,6 +84,103 @@ void dump_layers(io::ActivationDump& dump, model::Model& model, const TrainOptio
     }
 }
 
+// eval.sequences, or fewer: evaluation reads each distinct sequence once, and a token file may hold out
+// fewer. Warns where it does (once), and where the file holds out none at all.
+int64_t sequences_to_evaluate(const TrainOptions& r, const train::Dataset& data) {
+  int64_t eval_sequences = r.eval_sequences;
+  if (const int64_t distinct = data.eval_sequence_count(); distinct > 0 && distinct < eval_sequences) {
+    if (!data.evaluates_on_training_data())  // else the warning below says it
+      log::warn_once("eval.sequences=" + std::to_string(eval_sequences) + ", but data.path=" + r.data.path +
+                     " holds out " + std::to_string(distinct) + ": each evaluation scores those " +
+                     std::to_string(distinct));
+    eval_sequences = distinct;
+  }
+  if (data.evaluates_on_training_data())
+    log::warn_once("data.path=" + r.data.path + " holds a single sequence of data.seq_len + 1 tokens, so none is "
+                   "held out: eval_loss / eval_accuracy are measured on the training sequence");
+  return eval_sequences;
+}
+
+// Attention on the CPU ranks, on this rank's GPU, or on one GPU per rank (with the communicator that
+// moves device buffers between them).
+struct TrainAttention {
+  std::unique_ptr<comm::Communicator> device_comm;  // one GPU per rank only
+  std::unique_ptr<model::SequenceAttention> impl;
+};
+
+TrainAttention make_train_attention(Invocation& inv, const TrainOptions& r, const DeviceChoice& device) {
+  comm::Communicator& world = inv.process.world();
+  TrainAttention made;
+  if (device.device == "cpu") {
+    auto sharded = std::make_unique<model::ShardedAttention>(world);
+    if (r.regather_kv) sharded->never_keep();
+    made.impl = std::move(sharded);
+  } else if (world.size() == 1) {
+    made.impl = std::make_unique<model::LocalAttention>(make_attention_backend("cuda", device.dtype));
+  } else {
+    made.device_comm = make_device_comm(inv.process, device.comm);
+    made.impl = std::make_unique<model::GpuShardedAttention>(*made.device_comm, device.dtype);
+  }
+  if (device.device == "cuda")
+    log::info("attention on " + cuda_description() + " (" + to_string(device.dtype) + ")" +
+              (made.device_comm ? ", device communicator " + made.device_comm->backend() : std::string()));
+  return made;
+}
+
+// A token file split at another data.seq_len: the checkpoint's run trained on tokens up to its own
+// held-out tail, which at this length may start later than the tail evaluated now (a longer length
+// holds out whole sequences of it, from an earlier token; a shorter one holds out a file the longer
+// length trained on whole). Its evaluation would score tokens the model was trained on: said.
+void warn_if_evaluating_trained_tokens(const TrainOptions& r, const train::Resumed& stored, const train::Dataset& data) {
+  if (stored.data_seq_len <= 0 || stored.data_seq_len == r.trainer.seq_len || data.held_out_begin() < 0) return;
+  train::DataConfig then = r.data;
+  then.seq_len = stored.data_seq_len;
+  then.split_seq_len = 0;
+  int64_t trained_end = -1;
+  try {
+    trained_end = train::make_dataset(then)->training_end();
+  } catch (const Error&) {  // the file holds no sequence of that length now: another file
+  }
+  // The last token it trained on: before its first pass over the file ends (its windows follow each other
+  // from token 0, so the position is its token count), the position's; after, its tail's (before: the
+  // tail's always, which named tokens a short run never reached, and warned where nothing overlapped).
+  int64_t reached = trained_end - 1;
+  if (stored.position && stored.position->token == stored.tokens_seen) reached = std::min(reached, stored.position->token);
+  if (reached > data.held_out_begin())
+    log::warn_once("data.seq_len=" + std::to_string(r.trainer.seq_len) + " after a checkpoint trained at data.seq_len=" +
+                   std::to_string(stored.data_seq_len) + ": evaluation scores the tokens of data.path=" + r.data.path +
+                   " from " + std::to_string(data.held_out_begin() + 1) + " on, but the checkpoint's run trained on "
+                   "tokens up to " + std::to_string(reached) + ", so eval_loss / eval_accuracy are measured "
+                   "partly on training data. A length curriculum in one run (data.short_seq_len, data.short_steps) "
+                   "trains its shorter stages only before data.seq_len's held-out tail");
+}
+
+// The run's first line (rank 0): model, schedule, N over the ranks, FLOPs per step, the run id, the curriculum.
+void print_run_header(const TrainOptions& r, int64_t parameters, int P, const std::string& run_id) {
+  const size_t stages = r.stage_len.size();
+  std::ostringstream head;
+  head << "train: " << count_of(r.trainer.model.layers, "layer") << ", dim " << r.trainer.model.dim << ", "
+       << count_of(r.trainer.model.heads, "head") << ", " << parameters << " parameters, schedule "
+       << to_string(r.trainer.model.schedule) << ", N = " << r.trainer.seq_len << " over " << count_of(P, "rank") << " ("
+       << r.trainer.seq_len / P << " rows each), " << step_flops(r.trainer.model, r.trainer.seq_len) / 1e9
+       << " GFLOP/step, MFU peak " << r.peak_gflops << " GFLOP/s per rank; run "
+       << (run_id.empty() ? "without an id (its checkpoint predates them)" : run_id);
+  for (size_t i = 0; i < stages; ++i)
+    head << (i == 0 ? "; curriculum: N = " : ", N = ") << r.stage_len[i] << " until step " << r.stage_end[i];
+  log::info(head.str());
+}
+
+// A step's log.jsonl fields (interfaces.md's and more), without the closing brace: its evaluation's fields
+// and the run id follow.
+std::string step_log_fields(int64_t step, const train::StepStats& stats, double tokens_per_s, double seconds,
+                            double mfu, int64_t seq_len, int world_size) {
+  return "{\"step\": " + std::to_string(step) + ", \"loss\": " + train::json_number(stats.loss) +
+         ", \"tokens_per_s\": " + train::json_number(tokens_per_s) + ", \"seconds\": " + train::json_number(seconds) +
+         ", \"lr\": " + train::json_number(stats.lr) + ", \"grad_norm\": " + train::json_number(stats.grad_norm) +
+         ", \"mfu\": " + train::json_number(mfu) + ", \"seq_len\": " + std::to_string(seq_len) +
+         ", \"world_size\": " + std::to_string(world_size);
+}
+
 int run_train(Invocation& inv) {
   catch_train_stop_signals();  // again: MPI_Init or a launcher may have blocked them since main()
   comm::Communicator& world = inv.process.world();
@@ -101,39 +194,13 @@ int run_train(Invocation& inv) {
     if (signal_fault && rank == 0 && signal_fault->at == at && signal_fault->step == step) std::raise(SIGUSR1);
   };
   const auto data = train::make_dataset(r.data);
-  // Evaluation reads each distinct sequence once: a token file may hold out fewer than eval.sequences.
-  int64_t eval_sequences = r.eval_sequences;
-  if (const int64_t distinct = data->eval_sequence_count(); distinct > 0 && distinct < eval_sequences) {
-    if (!data->evaluates_on_training_data())  // else the warning below says it
-      log::warn_once("eval.sequences=" + std::to_string(eval_sequences) + ", but data.path=" + r.data.path +
-                     " holds out " + std::to_string(distinct) + ": each evaluation scores those " +
-                     std::to_string(distinct));
-    eval_sequences = distinct;
-  }
-  if (data->evaluates_on_training_data())
-    log::warn_once("data.path=" + r.data.path + " holds a single sequence of data.seq_len + 1 tokens, so none is "
-                   "held out: eval_loss / eval_accuracy are measured on the training sequence");
+  const int64_t eval_sequences = sequences_to_evaluate(r, *data);
   const MPI_Comm mpi = P > 1 ? mpi_handle(world) : MPI_COMM_NULL;
   const std::string config_text = train_config_text(inv);
 
-  // Attention on the CPU ranks, on this rank's GPU, or on one GPU per rank (made before any file is touched).
-  std::unique_ptr<comm::Communicator> device_comm;
-  std::unique_ptr<model::SequenceAttention> attention_impl;
-  if (device.device == "cpu") {
-    auto sharded = std::make_unique<model::ShardedAttention>(world);
-    if (r.regather_kv) sharded->never_keep();
-    attention_impl = std::move(sharded);
-  } else if (P == 1) {
-    attention_impl = std::make_unique<model::LocalAttention>(make_attention_backend("cuda", device.dtype));
-  } else {
-    device_comm = make_device_comm(inv.process, device.comm);
-    attention_impl = std::make_unique<model::GpuShardedAttention>(*device_comm, device.dtype);
-  }
-  if (device.device == "cuda")
-    log::info("attention on " + cuda_description() + " (" + to_string(device.dtype) + ")" +
-              (device_comm ? ", device communicator " + device_comm->backend() : std::string()));
-  model::SequenceAttention& attention = *attention_impl;
-  train::Trainer trainer(r.trainer, world, attention);
+  // Made before any file is touched.
+  const TrainAttention attention = make_train_attention(inv, r, device);
+  train::Trainer trainer(r.trainer, world, *attention.impl);
   // Length curriculum: the trainer runs each shorter stage's steps at that stage's length (set_seq_len) and
   // evaluates at data.seq_len. (One trainer per stage held a copy of the parameters, gradients and AdamW
   // moments each, and copied the state at each switch and evaluation.)
@@ -145,24 +212,6 @@ int run_train(Invocation& inv) {
     };
     trainer.set_local_gradient_hook(poison);
   }
-  // The stage that trains step `step` (0-based); `stages`: past the curriculum, at data.seq_len.
-  const auto stage_of = [&](int64_t step) {
-    size_t i = 0;
-    while (i < stages && step >= r.stage_end[i]) ++i;
-    return i;
-  };
-  // The sequence length stage `i` trains at.
-  const auto length_of = [&](size_t i) { return i < stages ? r.stage_len[i] : r.trainer.seq_len; };
-  // Tokens trained on through `step` updates: the curriculum's shorter stages first, then data.seq_len.
-  const auto tokens_through = [&](int64_t step) {
-    int64_t tokens = 0, done = 0;
-    for (size_t i = 0; i < stages && done < step; ++i) {
-      const int64_t in_stage = std::min(step, r.stage_end[i]) - done;
-      tokens += in_stage * r.stage_len[i];
-      done += in_stage;
-    }
-    return tokens + (step - done) * r.trainer.seq_len;
-  };
   bool resumed = false;
   train::Resumed stored;  // the checkpoint's data position and tokens_seen (its steps at the lengths they had)
   try {  // a resume refused here (exit 2 / 3) removes the lock file this run made, as the config phase's refusals
@@ -213,9 +262,9 @@ int run_train(Invocation& inv) {
   const int64_t first_step = trainer.step();  // 0, or the checkpoint's
   // Tokens trained on through `step`: the checkpoint's count, then this run's lengths. (Counting every step
   // at this run's lengths was wrong after a resume at another data.seq_len.)
-  const auto tokens_seen = [&](int64_t step) { return stored.tokens_seen + tokens_through(step) - tokens_through(first_step); };
-  size_t stage = stage_of(trainer.step());
-  trainer.set_seq_len(length_of(stage));
+  const auto tokens_seen = [&](int64_t step) { return stored.tokens_seen + r.tokens_through(step) - r.tokens_through(first_step); };
+  size_t stage = r.stage_of(trainer.step());
+  trainer.set_seq_len(r.length_of(stage));
   // The data the current stage trains on (data.seq_len's past the curriculum).
   const auto source = [&]() -> const train::Dataset& { return stage < stages ? *stage_data[stage] : *data; };
   // Where the next step's data starts: the checkpoint's, or for one written before checkpoints held it,
@@ -228,33 +277,8 @@ int run_train(Invocation& inv) {
       position.token = 0;
     }
   }
-  // A token file split at another data.seq_len: the checkpoint's run trained on tokens up to its own
-  // held-out tail, which at this length may start later than the tail evaluated now (a longer length
-  // holds out whole sequences of it, from an earlier token; a shorter one holds out a file the longer
-  // length trained on whole). Its evaluation would score tokens the model was trained on: said.
-  if (resumed && stored.data_seq_len > 0 && stored.data_seq_len != r.trainer.seq_len && data->held_out_begin() >= 0) {
-    train::DataConfig then = r.data;
-    then.seq_len = stored.data_seq_len;
-    then.split_seq_len = 0;
-    int64_t trained_end = -1;
-    try {
-      trained_end = train::make_dataset(then)->training_end();
-    } catch (const Error&) {  // the file holds no sequence of that length now: another file
-    }
-    // The last token it trained on: before its first pass over the file ends (its windows follow each other
-    // from token 0, so the position is its token count), the position's; after, its tail's (before: the
-    // tail's always, which named tokens a short run never reached, and warned where nothing overlapped).
-    int64_t reached = trained_end - 1;
-    if (stored.position && stored.position->token == stored.tokens_seen) reached = std::min(reached, stored.position->token);
-    if (reached > data->held_out_begin())
-      log::warn_once("data.seq_len=" + std::to_string(r.trainer.seq_len) + " after a checkpoint trained at data.seq_len=" +
-                     std::to_string(stored.data_seq_len) + ": evaluation scores the tokens of data.path=" + r.data.path +
-                     " from " + std::to_string(data->held_out_begin() + 1) + " on, but the checkpoint's run trained on "
-                     "tokens up to " + std::to_string(reached) + ", so eval_loss / eval_accuracy are measured "
-                     "partly on training data. A length curriculum in one run (data.short_seq_len, data.short_steps) "
-                     "trains its shorter stages only before data.seq_len's held-out tail");
-  }
 
+  if (resumed) warn_if_evaluating_trained_tokens(r, stored, *data);
   // A resume from a checkpoint whose evaluation is pending writes that step's line again (an earlier resume
   // that wrote it may have stopped before its next checkpoint).
   const int64_t kept_through = !resumed ? -1 : stored.pending_eval ? trainer.step() - 1 : trainer.step();
@@ -265,19 +289,9 @@ int run_train(Invocation& inv) {
   if (!r.dump_path.empty() && !r.dump_steps.empty() && *r.dump_steps.rbegin() > trainer.step())
     dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step(), run_id, dumped);
 
+
   const double peak = r.peak_gflops * 1e9 * P;
-  if (rank == 0) {
-    std::ostringstream head;
-    head << "train: " << count_of(r.trainer.model.layers, "layer") << ", dim " << r.trainer.model.dim << ", "
-         << count_of(r.trainer.model.heads, "head") << ", " << trainer.model().layout().total() << " parameters, schedule "
-         << to_string(r.trainer.model.schedule) << ", N = " << r.trainer.seq_len << " over " << count_of(P, "rank") << " ("
-         << r.trainer.seq_len / P << " rows each), " << step_flops(r.trainer.model, r.trainer.seq_len) / 1e9
-         << " GFLOP/step, MFU peak " << r.peak_gflops << " GFLOP/s per rank; run "
-         << (run_id.empty() ? "without an id (its checkpoint predates them)" : run_id);
-    for (size_t i = 0; i < stages; ++i)
-      head << (i == 0 ? "; curriculum: N = " : ", N = ") << r.stage_len[i] << " until step " << r.stage_end[i];
-    log::info(head.str());
-  }
+  if (rank == 0) print_run_header(r, trainer.model().layout().total(), P, run_id);
 
   // Evaluation at data.seq_len (whatever length the current stage trains at), printed by rank 0; its fields
   // also join that step's log.jsonl line.
@@ -437,9 +451,9 @@ int run_train(Invocation& inv) {
       // A stop during the dump's writes (they can take long) stops the run at this step, not the next.
       if (stats.stop_signal == 0) stats.stop_signal = trainer.agree_on_signal(g_stop_requested.load());
     }
-    if (stage < stages && stage_of(step) != stage) {
-      stage = stage_of(step);
-      trainer.set_seq_len(length_of(stage));
+    if (stage < stages && r.stage_of(step) != stage) {
+      stage = r.stage_of(step);
+      trainer.set_seq_len(r.length_of(stage));
       log::info("step " + std::to_string(step) + " done: steps from " + std::to_string(step + 1) + " train at N = " +
                 std::to_string(trainer.config().seq_len));
     }
@@ -478,12 +492,7 @@ int run_train(Invocation& inv) {
     const bool logged = step % r.log_every == 0 || step == r.steps || eval_now || jsonl.must_log(step);
     const double tokens_per_s = double(seq_len) / seconds;
     const double mfu = step_flops(r.trainer.model, seq_len) / seconds / peak;
-    const std::string log_fields =
-        "{\"step\": " + std::to_string(step) + ", \"loss\": " + train::json_number(stats.loss) +
-        ", \"tokens_per_s\": " + train::json_number(tokens_per_s) + ", \"seconds\": " + train::json_number(seconds) +
-        ", \"lr\": " + train::json_number(stats.lr) + ", \"grad_norm\": " + train::json_number(stats.grad_norm) +
-        ", \"mfu\": " + train::json_number(mfu) + ", \"seq_len\": " + std::to_string(seq_len) +
-        ", \"world_size\": " + std::to_string(P);
+    const std::string log_fields = step_log_fields(step, stats, tokens_per_s, seconds, mfu, seq_len, P);
     const bool keeps_pending = eval_interrupted && !r.checkpoint_dir.empty();
     if (keeps_pending) pending_eval = train::PendingEval{r.log_jsonl.empty() ? std::string() : log_fields};
     if (rank == 0 && (logged || stats.stop_signal != 0)) {
@@ -575,78 +584,8 @@ void catch_train_stop_signals() {
 }
 
 Command train_command() {
-  // Options and data are checked in the config phase too, where the ranks agree (one message, no MPI_Abort).
-  const auto check = [](const Invocation& inv) {
-    const DeviceChoice device = attention_device(inv);
-    const int P = inv.process.world().size();
-    const TrainOptions r = validate_train_options(inv, P, false);
-    // The config a checkpoint stores: a value it cannot hold (a line break) is refused before anything is
-    // made (before: after checkpoint.dir and its lock were).
-    train_config_text(inv);
-    const int64_t resume_step = resume_step_hint(r);
-    check_stages_shardable(r, resume_step, P, SpanningSegments::may_end_short);
-    train::nan_gradient_fault(P);
-    train::signal_fault_at();
-    check_train_fits_in_memory(inv, r, device);
-    if (device.device == "cuda") {
-      check_shardable(r.trainer.model.schedule, r.trainer.seq_len, P, SpanningSegments::whole, kTrainScheduleNames);
-      check_stages_shardable(r, resume_step, P, SpanningSegments::whole);
-    }
-    train::make_dataset(r.data);  // the token file's metadata too (exit 3 when it is no token file)
-    curriculum_datasets(r);
-    // Last: a run refused above creates nothing. (A refusal after this, of another rank's check or of the
-    // ranks' comparison, removes what it made: undo_check.)
-    if (!r.checkpoint_dir.empty() && inv.process.world().rank() == 0) {
-      // The outputs validate left unchecked, in a checkpoint.dir that did not exist: it does after the lock.
-      const bool log_unchecked = !r.log_jsonl.empty() && in_checkpoint_dir_to_make(r, r.log_jsonl);
-      const bool dump_unchecked = !r.dump_path.empty() && in_checkpoint_dir_to_make(r, r.dump_path);
-      train::lock_checkpoint_dir(r.checkpoint_dir);
-      if (log_unchecked) io::check_json_output_path("log.jsonl", r.log_jsonl, "appending would damage it");
-      if (dump_unchecked) io::check_hdf5_output_path("dump.activations", r.dump_path, io::kActivationFormat);
-      // Under the lock, so a temporary file held now is no other run's: a link or a directory at
-      // step_N.h5.tmp would otherwise stop the run at step N's checkpoint.
-      io::check_checkpoint_temporaries("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);
-    }
-  };
-  // What each rank must see alike (main.cpp compares it with rank 0's): the lock file rank 0 wrote in
-  // checkpoint.dir just before (a rank that did not see it, a node-local directory, wrote its first
-  // checkpoint into nothing after all the steps, or resumed from another step of a stale copy), the token
-  // file's length and sampled contents, and dump.activations' directory (its collective writes to two
-  // files hung).
-  const auto shared_inputs = [](const Invocation& inv) {
-    std::vector<std::pair<std::string, std::string>> seen;
-    // The probe first: it is collective, and the reads below may throw on one rank only (which then goes
-    // on to main.cpp's agreement while the others would wait in the probe).
-    const std::string dump = inv.options["dump.activations"].as<std::string>();
-    if (!dump.empty() && inv.process.world().size() > 1)
-      seen.emplace_back("dump.activations' directory " + io::directory_of(dump) + " (rank 0's probe file)",
-                        probe_directory(inv.process.world(), io::directory_of(dump)));
-    const std::string dir = inv.options["checkpoint.dir"].as<std::string>();
-    if (!dir.empty()) {
-      // Every rank looked for checkpoint.dir in the config phase, before rank 0 made it: a network file
-      // system may answer from that lookup (open_made_elsewhere looks again).
-      const int fd = open_made_elsewhere(dir + "/" + train::kLockFile, patience_for(inv.process.world()));
-      seen.emplace_back("checkpoint.dir's lock file (rank 0 wrote it)",
-                        fd < 0 ? std::string("(none: ") + std::strerror(errno) + ")"
-                               : "\"" + train::read_lock_holder(fd).value_or("") + "\"");
-    }
-    if (inv.options["data.task"].as<std::string>() == "file") {
-      const std::string path = inv.options["data.path"].as<std::string>();
-      const io::TokenReader tokens(path);
-      const int64_t count = tokens.token_count(), sample = std::min<int64_t>(count, 4096);
-      seen.emplace_back("the token count of data.path", std::to_string(count));
-      // Sampled contents: a stale copy of the same length trained on other tokens with no error.
-      Fingerprint fingerprint;
-      for (const int64_t begin : {int64_t{0}, count - sample}) {
-        const std::vector<int32_t> some = tokens.read(begin, begin + sample);
-        fingerprint.add(some.data(), some.size() * sizeof(int32_t));
-      }
-      seen.emplace_back("the first and last 4096 tokens of data.path", "fingerprint " + fingerprint.hex());
-    }
-    return seen;
-  };
   return {"train", "train the sequence-parallel LongNet LM (passkey, associative, token file)", "", declare_train_options,
-          run_train, check, shared_inputs, train::unlock_checkpoint_dir};
+          run_train, check_train_invocation, train_shared_inputs, train::unlock_checkpoint_dir};
 }
 
 }  // namespace longctx::cli

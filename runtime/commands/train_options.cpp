@@ -3,7 +3,9 @@
 
 #include <omp.h>
 
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 
@@ -11,9 +13,13 @@
 #include "io/atomic_output.hpp"
 #include "io/checkpoint.hpp"
 #include "io/durable.hpp"
+#include "io/token_dataset.hpp"
+#include "runtime/commands/commands.hpp"
+#include "runtime/core/fingerprint.hpp"
 #include "runtime/core/log.hpp"
 #include "runtime/core/memory.hpp"
 #include "runtime/train/checkpoint_dir_lock.hpp"
+#include "runtime/train/fault_injection.hpp"
 #include "runtime/train/json_log.hpp"
 
 namespace longctx::cli {
@@ -157,6 +163,22 @@ bool in_checkpoint_dir_to_make(const TrainOptions& r, const std::string& path) {
   std::error_code error;
   return !r.checkpoint_dir.empty() && !std::filesystem::exists(r.checkpoint_dir, error) &&
          same_path(io::directory_of(path), r.checkpoint_dir);
+}
+
+size_t TrainOptions::stage_of(int64_t step) const {
+  size_t i = 0;
+  while (i < stage_len.size() && step >= stage_end[i]) ++i;
+  return i;
+}
+
+int64_t TrainOptions::tokens_through(int64_t step) const {
+  int64_t tokens = 0, done = 0;
+  for (size_t i = 0; i < stage_len.size() && done < step; ++i) {
+    const int64_t in_stage = std::min(step, stage_end[i]) - done;
+    tokens += in_stage * stage_len[i];
+    done += in_stage;
+  }
+  return tokens + (step - done) * trainer.seq_len;
 }
 
 TrainOptions validate_train_options(const Invocation& inv, int world_size, bool warn) {
@@ -392,4 +414,69 @@ void check_train_fits_in_memory(const Invocation& inv, const TrainOptions& r, co
                        floats * 4, inv.process.local_size(), omp_get_max_threads());
 }
 
+void check_train_invocation(const Invocation& inv) {
+  const DeviceChoice device = attention_device(inv);
+  const int P = inv.process.world().size();
+  const TrainOptions r = validate_train_options(inv, P, false);
+  // The config a checkpoint stores: a value it cannot hold (a line break) is refused before anything is
+  // made (before: after checkpoint.dir and its lock were).
+  train_config_text(inv);
+  const int64_t resume_step = resume_step_hint(r);
+  check_stages_shardable(r, resume_step, P, SpanningSegments::may_end_short);
+  train::nan_gradient_fault(P);
+  train::signal_fault_at();
+  check_train_fits_in_memory(inv, r, device);
+  if (device.device == "cuda") {
+    check_shardable(r.trainer.model.schedule, r.trainer.seq_len, P, SpanningSegments::whole, kTrainScheduleNames);
+    check_stages_shardable(r, resume_step, P, SpanningSegments::whole);
+  }
+  train::make_dataset(r.data);  // the token file's metadata too (exit 3 when it is no token file)
+  curriculum_datasets(r);
+  // Last: a run refused above creates nothing. (A refusal after this, of another rank's check or of the
+  // ranks' comparison, removes what it made: undo_check.)
+  if (!r.checkpoint_dir.empty() && inv.process.world().rank() == 0) {
+    // The outputs validate left unchecked, in a checkpoint.dir that did not exist: it does after the lock.
+    const bool log_unchecked = !r.log_jsonl.empty() && in_checkpoint_dir_to_make(r, r.log_jsonl);
+    const bool dump_unchecked = !r.dump_path.empty() && in_checkpoint_dir_to_make(r, r.dump_path);
+    train::lock_checkpoint_dir(r.checkpoint_dir);
+    if (log_unchecked) io::check_json_output_path("log.jsonl", r.log_jsonl, "appending would damage it");
+    if (dump_unchecked) io::check_hdf5_output_path("dump.activations", r.dump_path, io::kActivationFormat);
+    // Under the lock, so a temporary file held now is no other run's: a link or a directory at
+    // step_N.h5.tmp would otherwise stop the run at step N's checkpoint.
+    io::check_checkpoint_temporaries("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);
+  }
+}
+
+std::vector<std::pair<std::string, std::string>> train_shared_inputs(const Invocation& inv) {
+  std::vector<std::pair<std::string, std::string>> seen;
+  // The probe first: it is collective, and the reads below may throw on one rank only (which then goes
+  // on to main.cpp's agreement while the others would wait in the probe).
+  const std::string dump = inv.options["dump.activations"].as<std::string>();
+  if (!dump.empty() && inv.process.world().size() > 1)
+    seen.emplace_back("dump.activations' directory " + io::directory_of(dump) + " (rank 0's probe file)",
+                      probe_directory(inv.process.world(), io::directory_of(dump)));
+  const std::string dir = inv.options["checkpoint.dir"].as<std::string>();
+  if (!dir.empty()) {
+    // Every rank looked for checkpoint.dir in the config phase, before rank 0 made it: a network file
+    // system may answer from that lookup (open_made_elsewhere looks again).
+    const int fd = open_made_elsewhere(dir + "/" + train::kLockFile, patience_for(inv.process.world()));
+    seen.emplace_back("checkpoint.dir's lock file (rank 0 wrote it)",
+                      fd < 0 ? std::string("(none: ") + std::strerror(errno) + ")"
+                             : "\"" + train::read_lock_holder(fd).value_or("") + "\"");
+  }
+  if (inv.options["data.task"].as<std::string>() == "file") {
+    const std::string path = inv.options["data.path"].as<std::string>();
+    const io::TokenReader tokens(path);
+    const int64_t count = tokens.token_count(), sample = std::min<int64_t>(count, 4096);
+    seen.emplace_back("the token count of data.path", std::to_string(count));
+    // Sampled contents: a stale copy of the same length trained on other tokens with no error.
+    Fingerprint fingerprint;
+    for (const int64_t begin : {int64_t{0}, count - sample}) {
+      const std::vector<int32_t> some = tokens.read(begin, begin + sample);
+      fingerprint.add(some.data(), some.size() * sizeof(int32_t));
+    }
+    seen.emplace_back("the first and last 4096 tokens of data.path", "fingerprint " + fingerprint.hex());
+  }
+  return seen;
+}
 }  // namespace longctx::cli

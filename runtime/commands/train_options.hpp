@@ -1,12 +1,13 @@
-// `train`'s options: declared (interfaces.md's names and more), validated into TrainOptions (a UsageError
-// naming the option and its allowed values otherwise), and the checks of the config phase that need no
-// rank but this one (shardable stages, memory).
+// `train`'s options and config phase: declared (interfaces.md's names and more), validated into
+// TrainOptions (a UsageError naming the option and its allowed values otherwise), the config phase's checks
+// (shardable stages, memory, data, checkpoint.dir's lock) and what every rank must see alike.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "attention/sequence_parallel.hpp"
@@ -28,6 +29,13 @@ struct TrainOptions {
   std::vector<int64_t> stage_len, stage_end;
   double peak_gflops = 0;
   bool regather_kv = false;
+
+  // The stage that trains step `step` (0-based); stage_len.size(): past the curriculum, at data.seq_len.
+  size_t stage_of(int64_t step) const;
+  // The sequence length stage `i` trains at.
+  int64_t length_of(size_t i) const { return i < stage_len.size() ? stage_len[i] : trainer.seq_len; }
+  // Tokens trained on through `step` updates: the curriculum's shorter stages first, then data.seq_len.
+  int64_t tokens_through(int64_t step) const;
 };
 
 // Schedule errors name train's keys (and train has no --allow-uncovered).
@@ -63,5 +71,17 @@ std::vector<std::unique_ptr<train::Dataset>> curriculum_datasets(const TrainOpti
 // check_fits_in_memory for a run of `r` on this rank (exit 2 naming the options when the ranks on this
 // node would not fit): a lower bound of what training holds in float32.
 void check_train_fits_in_memory(const Invocation& inv, const TrainOptions& r, const DeviceChoice& device);
+
+// train's config phase (Command::check), where the ranks agree (one message, no MPI_Abort): the options,
+// the checkpoint config, the stages at the resumed step, the fault variables, memory, the data; last, rank 0
+// makes checkpoint.dir and locks it (so a run refused before that creates nothing).
+void check_train_invocation(const Invocation& inv);
+
+// What each rank must see alike (main.cpp compares it with rank 0's): the lock file rank 0 wrote in
+// checkpoint.dir just before (a rank that did not see it, a node-local directory, wrote its first
+// checkpoint into nothing after all the steps, or resumed from another step of a stale copy), the token
+// file's length and sampled contents, and dump.activations' directory (its collective writes to two
+// files hung).
+std::vector<std::pair<std::string, std::string>> train_shared_inputs(const Invocation& inv);
 
 }  // namespace longctx::cli
