@@ -8,11 +8,14 @@
 //                         config_fnv1a64 (int64, format a string) + any extra attributes the writer adds
 //   /config               scalar fixed-length string: the resolved config as text (its FNV-1a hash is
 //                         the root attribute config_fnv1a64, in the checksummed object header)
-//   /model/...            float32, GLOBAL shape, chunked along axis 0 with Fletcher32 checksums
+//   /model/...            float32, GLOBAL shape, chunked along axis 0 with Fletcher32 checksums, and
+//                         attribute `digest` (digest.hpp: what a chunk zeroed or rewritten with its
+//                         checksum cannot keep; readers check it where they read the whole tensor)
 //   /optimizer/...        the same
 //   /state/global/<name>  uint8 [bytes]: state every rank agrees on (data position, ...), rank 0's copy
 //   /state/rank/<name>    uint8 [P, max_bytes], attribute "bytes" int64 [P]: per-rank state (RNG
 //                         streams), row r written by rank r
+//   (each /state dataset has a `digest` too; a checkpoint written before digests has none, and reads as before)
 //
 // Directory: <dir>/step_<8 digits>.h5 and <dir>/latest, a text file holding the newest committed file
 // name. Commit protocol (CheckpointWriter::commit):
@@ -225,6 +228,7 @@ struct DatasetInfo {
   std::string dtype;
   int64_t storage_bytes = 0;
   bool checksummed = false;
+  bool digested = false;  // carries a `digest` attribute (digest.hpp)
   std::string problem;  // empty when it verified clean
   double min_value = 0;  // verify: the smallest value of float data (0 when none was read)
 };

@@ -4,9 +4,14 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <regex>
+#include <utility>
+#include <vector>
 
 #include "io/checkpoint.hpp"
+#include "io/digest.hpp"
+#include "runtime/core/check.hpp"
 #include "runtime/core/log.hpp"
 
 namespace longctx::io {
@@ -20,6 +25,54 @@ const std::regex& committed_name() {
 // The state blobs (RNG, data position) are a few KiB per rank; a shape far past that is damage, refused
 // before it is allocated (before: a damaged shape was std::bad_alloc, exit 1, or the kernel's OOM killer).
 constexpr int64_t kMaxStateBytes = int64_t{256} << 20;
+
+// What a digest that does not match says: the bytes changed after the write, while every chunk still
+// matches its Fletcher32 checksum.
+InputError digest_mismatch(const h5::Dataset& dataset) {
+  return InputError(dataset.where().describe() + ": its contents do not match the digest written with them: "
+                    "damaged after the write (a chunk zeroed, or rewritten, together with its checksum)");
+}
+
+// The stored digest, or nullopt for a dataset written before digests (or by another tool).
+std::optional<uint64_t> stored_digest(const h5::Dataset& dataset) {
+  if (!dataset.has_attribute(kDigestAttribute)) return std::nullopt;
+  return digest_of_attribute(dataset.read_int64_attribute(kDigestAttribute));
+}
+
+// Collective over `comm`: checks what the ranks read of a float32 tensor of `shape` (this rank: `rows`,
+// read into `block`) against its digest, where they read all of it: every rank the whole tensor (each
+// checks its own), or rows that tile it (their parts are added up). Any other split goes unchecked (readers
+// of a few rows). Every rank sees the same file and the same ranges, so all decide, and throw, alike.
+void check_tensor_digest(const h5::Dataset& dataset, const Shape& shape, RowRange rows, const Tensor& block,
+                         MPI_Comm comm) {
+  const std::optional<uint64_t> stored = stored_digest(dataset);
+  if (!stored) return;
+  const int64_t total = shape[0], row_elements = element_count(shape) / std::max<int64_t>(total, 1);
+  uint64_t digest = float_digest(block.data(), block.size(), rows.begin * row_elements);
+  if (comm != MPI_COMM_NULL) {
+    const int ranks = h5::comm_size(comm);
+    std::vector<int64_t> ranges(2 * static_cast<size_t>(ranks));
+    const int64_t mine[2] = {rows.begin, rows.end};
+    LONGCTX_CHECK_MPI(MPI_Allgather(mine, 2, MPI_INT64_T, ranges.data(), 2, MPI_INT64_T, comm));
+    bool all_whole = true;
+    std::vector<std::pair<int64_t, int64_t>> parts;
+    for (int r = 0; r < ranks; ++r) {
+      const int64_t begin = ranges[2 * static_cast<size_t>(r)], end = ranges[2 * static_cast<size_t>(r) + 1];
+      all_whole = all_whole && begin == 0 && end == total;
+      if (end > begin) parts.emplace_back(begin, end);
+    }
+    if (!all_whole) {
+      std::sort(parts.begin(), parts.end());
+      int64_t next = 0;
+      for (const auto& [begin, end] : parts) next = begin == next ? end : -1;
+      if (next != total) return;  // not read whole: nothing to compare
+      LONGCTX_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &digest, 1, MPI_UINT64_T, MPI_SUM, comm));
+    }
+  } else if (rows.begin != 0 || rows.end != total) {
+    return;
+  }
+  if (digest != *stored) throw digest_mismatch(dataset);
+}
 
 std::vector<uint8_t> read_bytes(const h5::Dataset& dataset) {
   dataset.require_allocated();
@@ -36,6 +89,9 @@ std::vector<uint8_t> read_bytes(const h5::Dataset& dataset) {
   h5::Dataspace file = dataset.file_space();
   h5::Dataspace memory = h5::Dataspace::simple({static_cast<int64_t>(bytes.size())});
   dataset.read(H5T_NATIVE_UINT8, memory, file, bytes.data(), h5::Transfer::independent);
+  if (const std::optional<uint64_t> stored = stored_digest(dataset);
+      stored && byte_digest(bytes.data(), static_cast<int64_t>(bytes.size()), 0) != *stored)
+    throw digest_mismatch(dataset);
   return bytes;
 }
 
@@ -106,7 +162,9 @@ Tensor CheckpointReader::read_rows(const std::string& name, RowRange rows) const
   // sees the same file, so all refuse it together.
   const h5::Dataset dataset = file_.open_dataset(name);
   dataset.require_allocated();
-  return io::read_rows(dataset, 0, rows);
+  Tensor block = io::read_rows(dataset, 0, rows);
+  check_tensor_digest(dataset, dataset.shape(), rows, block, file_.comm());
+  return block;
 }
 
 Tensor CheckpointReader::read_whole(const std::string& name) const {

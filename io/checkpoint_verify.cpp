@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "io/checkpoint.hpp"
+#include "io/digest.hpp"
 
 namespace longctx::io {
 namespace {
@@ -21,6 +22,7 @@ DatasetInfo describe(const h5::Dataset& dataset) {
   info.dtype = h5::to_string(dataset.element_type());
   info.storage_bytes = dataset.storage_bytes();
   info.checksummed = dataset.checksummed();
+  info.digested = dataset.has_attribute(kDigestAttribute);
   return info;
 }
 
@@ -49,7 +51,7 @@ std::string attribute_text(const h5::Object& object, const std::string& name) {
 }
 
 // Reads all of `dataset`; returns the first problem, or "" when clean. Float data's smallest value goes
-// to `min_value`.
+// to `min_value`. A float32 or uint8 dataset with a `digest` (digest.hpp) is checked against it.
 std::string check_dataset(const h5::Dataset& dataset, double& min_value) {
   const h5::ElementType type = dataset.element_type();
   if (type == h5::ElementType::string) {
@@ -67,6 +69,23 @@ std::string check_dataset(const h5::Dataset& dataset, double& min_value) {
   // of the first of them (-1: a scalar, which has none). Scalars are checked as arrays are (before: a
   // scalar inf or nan passed).
   std::vector<uint8_t> buffer;
+  // The digest of what was read so far, where there is one to compare with.
+  const bool digested =
+      dataset.has_attribute(kDigestAttribute) && (type == h5::ElementType::f32 || type == h5::ElementType::u8);
+  const uint64_t stored = digested ? digest_of_attribute(dataset.read_int64_attribute(kDigestAttribute)) : 0;
+  uint64_t digest = 0;
+  const auto add_to_digest = [&](int64_t count, int64_t flat) {
+    if (!digested) return;
+    if (type == h5::ElementType::u8) {  // read as bytes
+      digest += byte_digest(buffer.data(), count, flat);
+      return;
+    }
+    // Read as doubles: float32 -> double -> float32 gives back the same bits (a nan, which could lose
+    // them, was reported before this).
+    const double* values = reinterpret_cast<const double*>(buffer.data());
+    std::vector<float> floats(values, values + count);
+    digest += float_digest(floats.data(), count, flat);
+  };
   const auto non_finite = [&](int64_t count, int64_t flat) -> std::string {
     if (!floating) return "";
     const double* values = reinterpret_cast<const double*>(buffer.data());
@@ -113,10 +132,14 @@ std::string check_dataset(const h5::Dataset& dataset, double& min_value) {
       buffer.resize(static_cast<size_t>(elements * element_bytes));
       h5::Dataspace memory = h5::Dataspace::simple({elements});
       dataset.read(memory_type.id(), memory, file, buffer.data());
-      if (std::string problem = non_finite(elements, (outer * split_extent + row) * inner); !problem.empty())
-        return problem;
+      const int64_t flat = (outer * split_extent + row) * inner;
+      if (std::string problem = non_finite(elements, flat); !problem.empty()) return problem;
+      add_to_digest(elements, flat);
     }
   }
+  if (digested && digest != stored)
+    return "its contents do not match the digest written with them: damaged after the write (a chunk zeroed, or "
+           "rewritten, together with its checksum)";
   return "";
 }
 
@@ -144,15 +167,24 @@ std::string VerifyReport::summary() const {
     // The writer checksums every tensor (Fletcher32); one without was written by another tool or an old
     // version: its bytes cannot be checked, which "ok" alone would hide.
     std::string unchecked;
-    size_t count = 0;
-    for (const DatasetInfo& d : datasets)
-      if (!d.checksummed && (d.path.rfind("/model/", 0) == 0 || d.path.rfind("/optimizer/", 0) == 0))
+    size_t count = 0, undigested = 0;
+    for (const DatasetInfo& d : datasets) {
+      const bool tensor = d.path.rfind("/model/", 0) == 0 || d.path.rfind("/optimizer/", 0) == 0;
+      if (!d.checksummed && tensor)
         if (++count <= 3) unchecked += (unchecked.empty() ? "" : ", ") + d.path;
+      // (One without a checksum either is listed above, as not checked at all.)
+      undigested += !d.digested && d.checksummed && (tensor || d.path.rfind("/state/", 0) == 0);
+    }
     if (count > 3) unchecked += ", ...";
+    // A version before digests wrote none, and a tool that rewrote a dataset dropped it: a chunk zeroed with
+    // its checksum would have passed those.
     return path + ": ok (" + std::to_string(datasets.size()) + " datasets" +
            (count ? "; " + std::to_string(count) + " tensor(s) without a checksum, whose bytes could not be checked: " +
                         unchecked
-                  : std::string()) + ")";
+                  : std::string()) +
+           (undigested ? "; " + std::to_string(undigested) + " without a digest (written before digests, or rewritten " +
+                             "since), checked only chunk by chunk against their own checksums"
+                       : std::string()) + ")";
   }
   std::string text;
   for (const std::string& problem : problems) text += (text.empty() ? "" : "\n") + problem;

@@ -13,6 +13,7 @@
 
 #include "io/atomic_output.hpp"
 #include "io/checkpoint.hpp"
+#include "io/digest.hpp"
 #include "io/durable.hpp"
 #include "runtime/core/check.hpp"
 
@@ -62,6 +63,12 @@ std::vector<int64_t> all_gather_int64(MPI_Comm comm, int64_t value) {
   std::vector<int64_t> values(static_cast<size_t>(h5::comm_size(comm)), value);
   if (comm != MPI_COMM_NULL) LONGCTX_CHECK_MPI(MPI_Allgather(&value, 1, MPI_INT64_T, values.data(), 1, MPI_INT64_T, comm));
   return values;
+}
+
+// The sum of the ranks' parts of a digest (uint64 sums wrap, as the digest does).
+uint64_t sum_digest(MPI_Comm comm, uint64_t part) {
+  if (comm != MPI_COMM_NULL) LONGCTX_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &part, 1, MPI_UINT64_T, MPI_SUM, comm));
+  return part;
 }
 
 // The ranks' row ranges must tile [0, total): a gap would leave garbage, an overlap means a bug.
@@ -244,6 +251,9 @@ void CheckpointWriter::write_tensor(const std::string& name, const Shape& global
   check_tiling(comm_, name, global_shape[0], rows);
   h5::Dataset dataset = create_float_dataset(file_, name, global_shape, checksummed_chunks(global_shape, sizeof(float)));
   write_rows(dataset, 0, rows, block);
+  const int64_t row_elements = element_count(global_shape) / std::max<int64_t>(global_shape[0], 1);
+  const uint64_t part = float_digest(block.data(), static_cast<int64_t>(block.size()), rows.begin * row_elements);
+  dataset.write_attribute(kDigestAttribute, digest_attribute_value(sum_digest(comm_, part)));
 }
 
 void CheckpointWriter::write_tensor(const std::string& name, const Shape& global_shape, RowRange rows,
@@ -282,6 +292,9 @@ void CheckpointWriter::write_global_blob(const std::string& name, Span<const uin
     memory.select_none();
   }
   dataset.write(H5T_NATIVE_UINT8, memory, file, shared.data());
+  // Every rank holds the bytes: the same digest everywhere, no reduction.
+  dataset.write_attribute(kDigestAttribute,
+                          digest_attribute_value(byte_digest(shared.data(), static_cast<int64_t>(shared.size()), 0)));
 }
 
 void CheckpointWriter::write_rank_blob(const std::string& name, Span<const uint8_t> bytes) {
@@ -298,6 +311,10 @@ void CheckpointWriter::write_rank_blob(const std::string& name, Span<const uint8
   h5::Dataspace memory = h5::Dataspace::simple({static_cast<int64_t>(bytes.size())});
   if (bytes.empty()) memory.select_none();
   dataset.write(H5T_NATIVE_UINT8, memory, file, bytes.data());
+  // This rank's row: its bytes, then the zeros that pad it to the widest rank's.
+  const int64_t first = h5::comm_rank(comm_) * width, length = static_cast<int64_t>(bytes.size());
+  const uint64_t part = byte_digest(bytes.data(), length, first) + zeros_digest(width - length, first + length);
+  dataset.write_attribute(kDigestAttribute, digest_attribute_value(sum_digest(comm_, part)));
 }
 
 std::string CheckpointWriter::commit(int64_t keep, CrashPoint crash) {

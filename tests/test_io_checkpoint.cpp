@@ -1,7 +1,8 @@
 // Checkpoints under mpirun at 1-4 ranks: round trips, resharding 2 -> 3 -> 1, retention, the commit
 // protocol under simulated crashes, stray temporaries, and damaged files (truncated, a flipped byte
-// inside a checksummed chunk or in an object header, a tensor with unstored chunks, another format
-// version, non-finite values), each refused or reported with the file and the dataset named.
+// inside a checksummed chunk or in an object header, a chunk zeroed or rewritten with its checksum, a tensor
+// with unstored chunks, another format version, non-finite values), each refused or reported with the file
+// and the dataset named.
 #include <mpi.h>
 
 #include <cmath>
@@ -668,6 +669,112 @@ TEST(Checkpoint, VerifyReportsNonFiniteValues) {
     const VerifyReport report = verify_checkpoint(path);
     EXPECT_FALSE(report.ok);
     EXPECT_NE(report.summary().find("/optimizer/v: non-finite value nan at flat index 13"), std::string::npos)
+        << report.summary();
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// Zeroes the first chunk of `dataset` in `path` together with its Fletcher32 checksum (the last 4 bytes
+// of the chunk): Fletcher32 of zeros is 0, so the read passes the checksum, as after a file system lost
+// those blocks.
+void zero_first_chunk(const std::string& path, const std::string& dataset) {
+  hsize_t bytes = 0;
+  haddr_t address = HADDR_UNDEF;
+  {
+    h5::File file = h5::File::open(path);
+    h5::Dataset data = file.open_dataset(dataset);
+    hsize_t offset[8] = {0};
+    unsigned mask = 0;
+    const h5::Dataspace space = data.file_space();
+    ASSERT_GE(H5Dget_chunk_info(data.id(), space.id(), 0, offset, &mask, &address, &bytes), 0);
+  }
+  ASSERT_NE(address, HADDR_UNDEF);
+  std::fstream io(path, std::ios::in | std::ios::out | std::ios::binary);
+  io.seekp(static_cast<std::streamoff>(address));
+  const std::vector<char> zeros(bytes, 0);
+  io.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
+  ASSERT_TRUE(io.good());
+}
+
+// The damage a chunk's own checksum cannot see: a chunk zeroed with its checksum, and a value rewritten
+// through HDF5 (which computes the chunk's checksum anew). Each tensor's and blob's digest catches it, in
+// every reader: the whole tensor on each rank, rows that tile it across the ranks, the blobs, and verify.
+// A checkpoint written before digests (none stored) reads as before.
+TEST(Checkpoint, DigestCatchesWhatChunkChecksumsCannot) {
+  SharedTempDir dir;
+  const int rank = world_rank(), size = world_size();
+  const std::string good = write_content(dir.path(), 1, MPI_COMM_WORLD);
+  const std::string zeroed = dir.file("zeroed.h5"), rewritten = dir.file("rewritten.h5");
+  const std::string blobs = dir.file("blobs.h5"), older = dir.file("older.h5");
+  if (rank == 0) {
+    fs::copy_file(good, zeroed);
+    zero_first_chunk(zeroed, "model/embed");
+    fs::copy_file(good, rewritten);
+    {
+      h5::File file = h5::File::open(rewritten, h5::Mode::read_write);
+      h5::Dataset data = file.open_dataset("model/layer0/wq");
+      h5::Dataspace where = data.file_space();
+      where.select_box({5, 3, 2}, {1, 1, 1});
+      const float value = 42.0f;
+      data.write(H5T_NATIVE_FLOAT, h5::Dataspace::simple({1}), where, &value);
+    }
+    fs::copy_file(good, blobs);
+    zero_first_chunk(blobs, "state/global/data_position");
+    zero_first_chunk(blobs, "state/rank/rng");
+    fs::copy_file(good, older);
+    {
+      h5::File file = h5::File::open(older, h5::Mode::read_write);
+      for (const std::string& name : file.dataset_paths()) {
+        h5::Dataset data = file.open_dataset(name);
+        if (data.has_attribute("digest")) {
+          ASSERT_GE(H5Adelete(data.id(), "digest"), 0) << name;
+        }
+      }
+    }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  const auto mismatch = [](const std::string& file, const std::string& dataset) {
+    return file + ": /" + dataset + ": its contents do not match the digest written with them";
+  };
+  {
+    const CheckpointReader reader(zeroed, MPI_COMM_WORLD);
+    const RowRange rows = even_rows(11, rank, size);
+    std::string message = input_error_of([&] { reader.read_rows("model/embed", rows); });
+    EXPECT_NE(message.find(mismatch(zeroed, "model/embed")), std::string::npos) << message;
+    message = input_error_of([&] { reader.read_whole("model/embed"); });
+    EXPECT_NE(message.find(mismatch(zeroed, "model/embed")), std::string::npos) << message;
+    // A few rows are not the tensor: nothing to compare them with (they read as stored).
+    EXPECT_NO_THROW(reader.read_rows("model/embed", {10, 11}));
+    // The other tensors are whole.
+    EXPECT_TRUE(tensors_equal(make_block(2, {2, 3}, 0, {0, 2}), reader.read_whole("model/tiny")));
+    EXPECT_TRUE(tensors_equal(make_block(3, {11, 5}, 0, rows), reader.read_rows("optimizer/m/embed", rows)));
+  }
+  {
+    const CheckpointReader reader(rewritten, MPI_COMM_WORLD);
+    const std::string message = input_error_of([&] { reader.read_whole("model/layer0/wq"); });
+    EXPECT_NE(message.find(mismatch(rewritten, "model/layer0/wq")), std::string::npos) << message;
+  }
+  {
+    const CheckpointReader reader(blobs, MPI_COMM_WORLD);
+    std::string message = input_error_of([&] { reader.read_global_blob("data_position"); });
+    EXPECT_NE(message.find(mismatch(blobs, "state/global/data_position")), std::string::npos) << message;
+    message = input_error_of([&] { reader.read_rank_blob("rng", rank, size); });
+    EXPECT_NE(message.find(mismatch(blobs, "state/rank/rng")), std::string::npos) << message;
+  }
+  expect_content(older, MPI_COMM_WORLD);
+  if (rank == 0) {
+    for (const auto& [file, dataset] : std::vector<std::pair<std::string, std::string>>{
+             {zeroed, "model/embed"}, {rewritten, "model/layer0/wq"}, {blobs, "state/global/data_position"}}) {
+      const VerifyReport report = verify_checkpoint(file);
+      EXPECT_FALSE(report.ok) << file;
+      EXPECT_NE(report.summary().find(mismatch(file, dataset)), std::string::npos) << report.summary();
+    }
+    VerifyReport report = verify_checkpoint(good);
+    EXPECT_TRUE(report.ok) << report.summary();
+    EXPECT_EQ(report.summary().find("without a digest"), std::string::npos) << report.summary();
+    report = verify_checkpoint(older);
+    EXPECT_TRUE(report.ok) << report.summary();
+    EXPECT_NE(report.summary().find("7 without a digest (written before digests, or rewritten since)"), std::string::npos)
         << report.summary();
   }
   MPI_Barrier(MPI_COMM_WORLD);

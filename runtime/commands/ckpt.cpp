@@ -74,7 +74,7 @@ int run_inspect(Invocation& invocation) {
     for (const auto& d : s.datasets) {
       std::cout << "    " << std::left << std::setw(40) << shown(d.path) << " " << std::setw(18) << to_string(d.shape) << " "
                 << std::setw(8) << d.dtype << " " << std::right << std::setw(11) << human_bytes(d.storage_bytes)
-                << (d.checksummed ? "  fletcher32" : "") << "\n";
+                << (d.checksummed ? "  fletcher32" : "") << (d.digested ? "  digest" : "") << "\n";
       total += d.storage_bytes;
     }
     std::cout << "  " << s.datasets.size() << " datasets, " << human_bytes(total) << "\n  config:\n";
@@ -142,7 +142,7 @@ Command ckpt_inspect_command() {
 }
 
 Command ckpt_verify_command() {
-  return {"ckpt verify", "read every dataset of a checkpoint (or all in a directory): checksums, finiteness, and that a checkpoint of `longctx train` holds every tensor of its /config's model; exit 3 on damage",
+  return {"ckpt verify", "read every dataset of a checkpoint (or all in a directory): checksums, digests, finiteness, and that a checkpoint of `longctx train` holds every tensor of its /config's model; exit 3 on damage",
           "FILE|DIR", declare_file, run_verify, require_path};
 }
 

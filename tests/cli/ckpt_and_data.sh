@@ -4,6 +4,7 @@
 LONGCTX=$1
 WRITER=$2
 source "$(dirname "$0")/lib.sh"
+DIGEST="$(cd "$(dirname "$0")" && pwd)/checkpoint_digest.py"
 cd "$OUT"
 "${MPIRUN[@]}" -np 2 "$WRITER" "$OUT/w" >/dev/null || { echo "writer failed"; exit 1; }
 CK="$OUT/w/ckpt/$(cat "$OUT/w/ckpt/latest")"
@@ -180,10 +181,45 @@ mkdir -p pos_far && cp pos/step_00000002.h5 pos_far/ && echo step_00000002.h5 >p
 import h5py, numpy as np
 with h5py.File("pos_far/step_00000002.h5", "r+") as f:
     f["state/global/data_position"][...] = np.frombuffer(np.array([2, 100000], np.int64).tobytes(), np.uint8)'
+"$DIGEST" sign pos_far/step_00000002.h5 state/global/data_position || fail "could not sign the far position"
 expect_exit 0 "resume from a position past the data" -- "$LONGCTX" train "${FT[@]}" --train.steps 3 --checkpoint.dir pos_far
 expect_in "$OUT/stderr" "data position, token 100000, lies past the [0-9]+ training tokens of data.path=digits.h5" \
   "warns that the position is past the data"
 [ "$(positions pos_far)" = "2:100000 3:32 " ] && pass "and starts the data over" || fail "data positions: $(positions pos_far)"
+# Digests (io/digest.hpp): numpy's digest of each dataset equals the one train stored at 2 ranks (the rank
+# blob's padding too). A chunk zeroed together with its Fletcher32 checksum reads without an error (the
+# checksum of zeros is 0): verify said "ok", and a resume trained on from a zero tensor. Both refuse it now,
+# naming the tensor; the resume also names the older checkpoint to resume from.
+expect_exit 0 "train at 2 ranks, a checkpoint each step" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${FT[@]}" \
+  --train.steps 2 --checkpoint.dir dg --checkpoint.every 1 --checkpoint.keep 0
+expect_exit 0 "numpy's digests equal the stored ones" -- "$DIGEST" check dg/step_00000002.h5
+expect_in "$OUT/stdout" "^[1-9][0-9]* digests, 0 wrong" "every dataset has one"
+expect_exit 0 "inspect marks them" -- "$LONGCTX" ckpt inspect --quiet dg/step_00000002.h5
+expect_in "$OUT/stdout" "/model/layer0/wq .*float32 .*fletcher32  digest" "inspect lists the digest"
+/usr/bin/python3 - dg/step_00000002.h5 <<'PY' || fail "could not zero a chunk"
+import h5py, sys
+with h5py.File(sys.argv[1], "r") as f:
+    chunk = f["model/layer0/wq"].id.get_chunk_info(0)
+with open(sys.argv[1], "r+b") as f:
+    f.seek(chunk.byte_offset); f.write(bytes(chunk.size))
+PY
+expect_exit 3 "verify: a chunk zeroed with its checksum" -- "$LONGCTX" ckpt verify --quiet dg/step_00000002.h5
+expect_in "$OUT/stdout" "step_00000002.h5: /model/layer0/wq: its contents do not match the digest written with them" \
+  "verify names the tensor"
+expect_exit 3 "resume from it" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${FT[@]}" --train.steps 3 --checkpoint.dir dg
+expect_in "$OUT/stderr" "/model/layer0/wq: its contents do not match the digest.*Older checkpoints in dg, newest first: step_00000001.h5" \
+  "the resume names the tensor and the older checkpoint"
+[ ! -e dg/step_00000003.h5 ] && pass "no step trained from it" || fail "a step was trained from it"
+# A checkpoint written before digests (none stored) verifies and resumes as before, and says what it lacks.
+/usr/bin/python3 - dg/step_00000001.h5 <<'PY' || fail "could not remove the digests"
+import h5py, sys
+with h5py.File(sys.argv[1], "r+") as f:
+    f.visititems(lambda name, obj: obj.attrs.__delitem__("digest") if "digest" in obj.attrs else None)
+PY
+expect_exit 0 "verify a checkpoint without digests" -- "$LONGCTX" ckpt verify --quiet dg/step_00000001.h5
+expect_in "$OUT/stdout" "ok \([0-9]+ datasets; [0-9]+ without a digest \(written before digests, or rewritten since\)" "says it has none"
+echo step_00000001.h5 >dg/latest
+expect_exit 0 "resume from it" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${FT[@]}" --train.steps 2 --checkpoint.dir dg
 # A damaged object header of data_position or rng_seed (one bit): before, the resume took the file for one
 # without a position (exit 0) and trained on the tokens of window `step` instead.
 for name in data_position rng_seed; do

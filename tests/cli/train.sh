@@ -447,9 +447,11 @@ PY
 # whose every dataset reads clean but lacks a tensor, has one of another shape or type, or an impossible
 # attribute verified "ok" (exit 0) while the resume refused it (exit 3) ------------------------------------
 expect_exit 0 "verify a sound train checkpoint" -- "$LONGCTX" ckpt verify "$OUT/dp/step_00000002.h5" --quiet
-/usr/bin/python3 - "$OUT/dp/step_00000002.h5" "$OUT" <<'PY' || fail "could not make the damaged copies"
+/usr/bin/python3 - "$OUT/dp/step_00000002.h5" "$OUT" "$(dirname "$0")" <<'PY' || fail "could not make the damaged copies"
 import h5py, numpy as np, shutil, sys
 src, out = sys.argv[1], sys.argv[2]
+sys.path.insert(0, sys.argv[3])
+from checkpoint_digest import sign  # values changed on purpose keep a right digest: refused for what they are
 def variant(name, change):
     path = f"{out}/ck_{name}.h5"
     shutil.copy(src, path)
@@ -473,14 +475,17 @@ def half(f):
 variant("float16", half)
 def step_five(f):  # written through the filters: its checksum is right
     f["state/global/step"][...] = np.frombuffer(np.int64(5).tobytes(), np.uint8)
+    sign(f, "state/global/step")
 variant("step5", step_five)
 variant("world0", lambda f: f.attrs.modify("world_size", np.int64(0)))
 variant("state_extra", lambda f: f.create_dataset("state/global/notes", data=np.int64(7)))
 def position_seven(f):
     f["state/global/data_position"][...] = np.frombuffer(np.array([7, 0], np.int64).tobytes(), np.uint8)
+    sign(f, "state/global/data_position")
 variant("pos7", position_seven)
 def negative_v(f):
     f["optimizer/v/layer0/wq"][0, 0] = -3e-9  # written through the filters: its checksum is right
+    sign(f, "optimizer/v/layer0/wq")
 variant("negv", negative_v)
 def unchecksummed(f):
     w = f["model/layer0/wq"][...]

@@ -1,0 +1,31 @@
+// Content digests of checkpoint datasets. Fletcher32 checks each chunk against the checksum stored with it,
+// so a chunk zeroed together with its checksum (a file system that lost the blocks, a sparse copy, a tool
+// that rewrote the chunk) reads back without an error. Each /model, /optimizer and /state dataset of a
+// checkpoint therefore carries attribute `digest` (int64 holding the bits of a uint64), in its checksummed
+// object header: the sum mod 2^64, over the dataset's elements, of element_digest(flat index, the element's
+// bits). A sum of per-element terms can be computed by any split of the rows and added up (an all-reduce),
+// and every element's term depends on both its place and its bits, so zeros, a shifted block or two
+// swapped values all change it (the chance that damage leaves it unchanged is about 2^-64).
+#pragma once
+
+#include <cstdint>
+
+namespace longctx::io {
+
+// The name of the attribute.
+inline constexpr const char* kDigestAttribute = "digest";
+
+// One element's term: splitmix64's finaliser of its flat index, mixed again with its bits.
+uint64_t element_digest(uint64_t flat_index, uint32_t bits);
+
+// The digest's part over `count` elements at flat indices first, first + 1, ...: float32 by their bits,
+// bytes by their value. Zeros: `count` elements that are all 0 (a rank blob's padding).
+uint64_t float_digest(const float* values, int64_t count, int64_t first);
+uint64_t byte_digest(const uint8_t* values, int64_t count, int64_t first);
+uint64_t zeros_digest(int64_t count, int64_t first);
+
+// The attribute's value (the uint64's bits), and back.
+int64_t digest_attribute_value(uint64_t digest);
+uint64_t digest_of_attribute(int64_t value);
+
+}  // namespace longctx::io
