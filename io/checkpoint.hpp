@@ -10,7 +10,8 @@
 //                         the root attribute config_fnv1a64, in the checksummed object header)
 //   /model/...            float32, GLOBAL shape, chunked along axis 0 with Fletcher32 checksums, and
 //                         attribute `digest` (digest.hpp: what a chunk zeroed or rewritten with its
-//                         checksum cannot keep; readers check it where they read the whole tensor)
+//                         checksum cannot keep; readers check it where they read the whole tensor, on
+//                         each rank or in rows that tile it across the ranks)
 //   /optimizer/...        the same
 //   /state/global/<name>  uint8 [bytes]: state every rank agrees on (data position, ...), rank 0's copy
 //   /state/rank/<name>    uint8 [P, max_bytes], attribute "bytes" int64 [P]: per-rank state (RNG
@@ -124,6 +125,9 @@ class CheckpointWriter {
   const std::string& final_path() const { return final_; }
 
  private:
+  // write_tensor with this rank's part of the tensor's digest (the parts are summed).
+  void write_tensor_rows(const std::string& name, const Shape& global_shape, RowRange rows, Span<const float> block,
+                         uint64_t digest_part);
   std::string dir_;
   std::string final_;
   std::string temporary_;
@@ -166,7 +170,9 @@ class CheckpointReader {
   void expect_attribute(const std::string& name, int64_t expected) const;
 
   // Collective: rows `rows` along axis 0 (any split, any number of ranks), or the whole tensor. A
-  // tensor whose storage is not fully allocated (damage) -> InputError naming the file and the tensor.
+  // tensor whose storage is not fully allocated (damage) -> InputError naming the file and the tensor; so
+  // is one whose digest does not match what was read, where the ranks read all of it (each rank the
+  // whole, or rows that tile it), on every rank alike. A read that fails on one rank fails on all.
   Tensor read_rows(const std::string& name, RowRange rows) const;
   Tensor read_whole(const std::string& name) const;
   std::vector<uint8_t> read_global_blob(const std::string& name) const;

@@ -1,5 +1,6 @@
 // CheckpointReader (validation, resharded reads) and the checkpoint directory (latest, listing, strays).
 #include <algorithm>
+#include <exception>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -39,39 +40,32 @@ std::optional<uint64_t> stored_digest(const h5::Dataset& dataset) {
   return digest_of_attribute(dataset.read_int64_attribute(kDigestAttribute));
 }
 
-// Collective over `comm`: checks what the ranks read of a float32 tensor of `shape` (this rank: `rows`,
-// read into `block`) against its digest, where they read all of it: every rank the whole tensor (each
-// checks its own), or rows that tile it (their parts are added up). Any other split goes unchecked (readers
-// of a few rows). Every rank sees the same file and the same ranges, so all decide, and throw, alike.
-void check_tensor_digest(const h5::Dataset& dataset, const Shape& shape, RowRange rows, const Tensor& block,
-                         MPI_Comm comm) {
-  const std::optional<uint64_t> stored = stored_digest(dataset);
-  if (!stored) return;
-  const int64_t total = shape[0], row_elements = element_count(shape) / std::max<int64_t>(total, 1);
-  uint64_t digest = float_digest(block.data(), block.size(), rows.begin * row_elements);
-  if (comm != MPI_COMM_NULL) {
-    const int ranks = h5::comm_size(comm);
-    std::vector<int64_t> ranges(2 * static_cast<size_t>(ranks));
-    const int64_t mine[2] = {rows.begin, rows.end};
-    LONGCTX_CHECK_MPI(MPI_Allgather(mine, 2, MPI_INT64_T, ranges.data(), 2, MPI_INT64_T, comm));
-    bool all_whole = true;
-    std::vector<std::pair<int64_t, int64_t>> parts;
-    for (int r = 0; r < ranks; ++r) {
-      const int64_t begin = ranges[2 * static_cast<size_t>(r)], end = ranges[2 * static_cast<size_t>(r) + 1];
-      all_whole = all_whole && begin == 0 && end == total;
-      if (end > begin) parts.emplace_back(begin, end);
-    }
-    if (!all_whole) {
-      std::sort(parts.begin(), parts.end());
-      int64_t next = 0;
-      for (const auto& [begin, end] : parts) next = begin == next ? end : -1;
-      if (next != total) return;  // not read whole: nothing to compare
-      LONGCTX_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &digest, 1, MPI_UINT64_T, MPI_SUM, comm));
-    }
-  } else if (rows.begin != 0 || rows.end != total) {
-    return;
+// How the ranks' reads of a tensor are checked against its digest: not at all (none stored, or the ranks
+// read only part of it), each rank its own whole tensor, or their parts added up (rows that tile it).
+enum class DigestReads { none, each_whole, tiled };
+
+// Collective over `comm` (its ranges are gathered). Every rank sees the same file and the same ranges: all
+// decide alike.
+DigestReads digest_reads(const h5::Dataset& dataset, const Shape& shape, RowRange rows, MPI_Comm comm) {
+  if (!stored_digest(dataset) || dataset.element_type() != h5::ElementType::f32) return DigestReads::none;
+  const int64_t total = shape[0];
+  if (comm == MPI_COMM_NULL) return rows.begin == 0 && rows.end == total ? DigestReads::each_whole : DigestReads::none;
+  const int ranks = h5::comm_size(comm);
+  std::vector<int64_t> ranges(2 * static_cast<size_t>(ranks));
+  const int64_t mine[2] = {rows.begin, rows.end};
+  LONGCTX_CHECK_MPI(MPI_Allgather(mine, 2, MPI_INT64_T, ranges.data(), 2, MPI_INT64_T, comm));
+  bool all_whole = true;
+  std::vector<std::pair<int64_t, int64_t>> parts;
+  for (int r = 0; r < ranks; ++r) {
+    const int64_t begin = ranges[2 * static_cast<size_t>(r)], end = ranges[2 * static_cast<size_t>(r) + 1];
+    all_whole = all_whole && begin == 0 && end == total;
+    if (end > begin) parts.emplace_back(begin, end);
   }
-  if (digest != *stored) throw digest_mismatch(dataset);
+  if (all_whole) return DigestReads::each_whole;
+  std::sort(parts.begin(), parts.end());
+  int64_t next = 0;
+  for (const auto& [begin, end] : parts) next = begin == next ? end : -1;
+  return next == total ? DigestReads::tiled : DigestReads::none;
 }
 
 std::vector<uint8_t> read_bytes(const h5::Dataset& dataset) {
@@ -162,9 +156,31 @@ Tensor CheckpointReader::read_rows(const std::string& name, RowRange rows) const
   // sees the same file, so all refuse it together.
   const h5::Dataset dataset = file_.open_dataset(name);
   dataset.require_allocated();
-  Tensor block = io::read_rows(dataset, 0, rows);
-  check_tensor_digest(dataset, dataset.shape(), rows, block, file_.comm());
-  return block;
+  const Shape shape = dataset.shape();
+  if (shape.empty()) return io::read_rows(dataset, 0, rows);  // refused there: a scalar has no rows
+  // Decided before the read (collective): a rank whose read fails must not leave the others in a
+  // collective of the check.
+  const DigestReads check = digest_reads(dataset, shape, rows, file_.comm());
+  std::optional<Tensor> block;
+  std::exception_ptr failed;
+  try {
+    block = io::read_rows(dataset, 0, rows);
+  } catch (...) {
+    if (check != DigestReads::tiled) throw;
+    failed = std::current_exception();
+  }
+  if (check == DigestReads::none) return std::move(*block);
+  const int64_t row_elements = element_count(shape) / std::max<int64_t>(shape[0], 1);
+  uint64_t sums[2] = {block ? float_digest(block->data(), block->size(), rows.begin * row_elements) : 0,
+                      failed ? uint64_t{1} : 0};
+  if (check == DigestReads::tiled)  // the parts, and the ranks whose read failed
+    LONGCTX_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, sums, 2, MPI_UINT64_T, MPI_SUM, file_.comm()));
+  if (failed) std::rethrow_exception(failed);
+  if (sums[1] > 0)
+    throw InputError(dataset.where().describe() + ": the read failed on " + std::to_string(sums[1]) +
+                     " other rank(s), which say why");
+  if (sums[0] != *stored_digest(dataset)) throw digest_mismatch(dataset);
+  return std::move(*block);
 }
 
 Tensor CheckpointReader::read_whole(const std::string& name) const {

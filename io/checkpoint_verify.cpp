@@ -22,7 +22,9 @@ DatasetInfo describe(const h5::Dataset& dataset) {
   info.dtype = h5::to_string(dataset.element_type());
   info.storage_bytes = dataset.storage_bytes();
   info.checksummed = dataset.checksummed();
-  info.digested = dataset.has_attribute(kDigestAttribute);
+  // A digest is defined for float32 and uint8 datasets (what checkpoints hold); one elsewhere is not checked.
+  const h5::ElementType type = dataset.element_type();
+  info.digested = dataset.has_attribute(kDigestAttribute) && (type == h5::ElementType::f32 || type == h5::ElementType::u8);
   return info;
 }
 
@@ -194,9 +196,11 @@ std::string VerifyReport::summary() const {
 VerifyReport verify_checkpoint(const std::string& path) {
   VerifyReport report;
   report.path = path;
+  // Once each: the model check reads the state blobs again, and a damaged one fails there the same way.
   const auto fail = [&](const std::string& problem) {
     report.ok = false;
-    report.problems.push_back(problem);
+    if (std::find(report.problems.begin(), report.problems.end(), problem) == report.problems.end())
+      report.problems.push_back(problem);
   };
   try {
     const CheckpointReader reader(path);  // format, version, root attributes, /config

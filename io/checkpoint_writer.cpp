@@ -248,12 +248,17 @@ CheckpointWriter::~CheckpointWriter() {
 void CheckpointWriter::write_tensor(const std::string& name, const Shape& global_shape, RowRange rows,
                                     Span<const float> block) {
   if (global_shape.empty()) throw InternalError("checkpoint tensor " + name + ": needs at least one axis");
+  const int64_t row_elements = element_count(global_shape) / std::max<int64_t>(global_shape[0], 1);
+  write_tensor_rows(name, global_shape, rows, block,
+                    float_digest(block.data(), static_cast<int64_t>(block.size()), rows.begin * row_elements));
+}
+
+void CheckpointWriter::write_tensor_rows(const std::string& name, const Shape& global_shape, RowRange rows,
+                                         Span<const float> block, uint64_t digest_part) {
   check_tiling(comm_, name, global_shape[0], rows);
   h5::Dataset dataset = create_float_dataset(file_, name, global_shape, checksummed_chunks(global_shape, sizeof(float)));
   write_rows(dataset, 0, rows, block);
-  const int64_t row_elements = element_count(global_shape) / std::max<int64_t>(global_shape[0], 1);
-  const uint64_t part = float_digest(block.data(), static_cast<int64_t>(block.size()), rows.begin * row_elements);
-  dataset.write_attribute(kDigestAttribute, digest_attribute_value(sum_digest(comm_, part)));
+  dataset.write_attribute(kDigestAttribute, digest_attribute_value(sum_digest(comm_, digest_part)));
 }
 
 void CheckpointWriter::write_tensor(const std::string& name, const Shape& global_shape, RowRange rows,
@@ -263,9 +268,13 @@ void CheckpointWriter::write_tensor(const std::string& name, const Shape& global
 
 void CheckpointWriter::write_replicated(const std::string& name, const Tensor& whole) {
   const Shape shape = whole.rank() == 0 ? Shape{1} : whole.shape();
-  const bool writer = h5::comm_rank(comm_) == 0;
+  const int rank = h5::comm_rank(comm_), ranks = h5::comm_size(comm_);
+  const bool writer = rank == 0;
   const RowRange rows = writer ? RowRange{0, shape[0]} : RowRange{shape[0], shape[0]};
-  write_tensor(name, shape, rows, writer ? whole.span() : Span<const float>());
+  // Every rank holds the tensor: each hashes an even slice of its elements (1/P of the work each).
+  const int64_t count = whole.size(), first = count * rank / ranks, last = count * (rank + 1) / ranks;
+  write_tensor_rows(name, shape, rows, writer ? whole.span() : Span<const float>(),
+                    float_digest(whole.data() + first, last - first, first));
 }
 
 void CheckpointWriter::write_attribute(const std::string& name, int64_t value) {
@@ -306,14 +315,16 @@ void CheckpointWriter::write_rank_blob(const std::string& name, Span<const uint8
   options.fletcher32 = true;
   h5::Dataset dataset = file_.create_dataset("state/rank/" + name, h5::ElementType::u8, shape, options);
   dataset.write_attribute("bytes", lengths);
+  // This rank's whole row: its bytes, then zeros to the widest rank's (written, where the fill value would
+  // have depended on HDF5's choices for a chunk written in part; the datasets are created fill-time never).
+  std::vector<uint8_t> row(static_cast<size_t>(width), 0);
+  std::copy(bytes.begin(), bytes.end(), row.begin());
   h5::Dataspace file = dataset.file_space();
-  file.select_box({h5::comm_rank(comm_), 0}, {1, static_cast<int64_t>(bytes.size())});
-  h5::Dataspace memory = h5::Dataspace::simple({static_cast<int64_t>(bytes.size())});
-  if (bytes.empty()) memory.select_none();
-  dataset.write(H5T_NATIVE_UINT8, memory, file, bytes.data());
-  // This rank's row: its bytes, then the zeros that pad it to the widest rank's.
-  const int64_t first = h5::comm_rank(comm_) * width, length = static_cast<int64_t>(bytes.size());
-  const uint64_t part = byte_digest(bytes.data(), length, first) + zeros_digest(width - length, first + length);
+  file.select_box({h5::comm_rank(comm_), 0}, {1, width});
+  h5::Dataspace memory = h5::Dataspace::simple({width});
+  if (row.empty()) memory.select_none();
+  dataset.write(H5T_NATIVE_UINT8, memory, file, row.data());
+  const uint64_t part = byte_digest(row.data(), width, h5::comm_rank(comm_) * width);
   dataset.write_attribute(kDigestAttribute, digest_attribute_value(sum_digest(comm_, part)));
 }
 

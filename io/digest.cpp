@@ -39,10 +39,6 @@ uint64_t byte_digest(const uint8_t* values, int64_t count, int64_t first) {
   return sum_digests(count, first, [values](int64_t i) { return static_cast<uint32_t>(values[i]); });
 }
 
-uint64_t zeros_digest(int64_t count, int64_t first) {
-  return sum_digests(count, first, [](int64_t) { return uint32_t{0}; });
-}
-
 int64_t digest_attribute_value(uint64_t digest) {
   int64_t value = 0;
   std::memcpy(&value, &digest, sizeof value);

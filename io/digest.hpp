@@ -19,10 +19,9 @@ inline constexpr const char* kDigestAttribute = "digest";
 uint64_t element_digest(uint64_t flat_index, uint32_t bits);
 
 // The digest's part over `count` elements at flat indices first, first + 1, ...: float32 by their bits,
-// bytes by their value. Zeros: `count` elements that are all 0 (a rank blob's padding).
+// bytes by their value. (A digest is defined for float32 and uint8 datasets only, what checkpoints hold.)
 uint64_t float_digest(const float* values, int64_t count, int64_t first);
 uint64_t byte_digest(const uint8_t* values, int64_t count, int64_t first);
-uint64_t zeros_digest(int64_t count, int64_t first);
 
 // The attribute's value (the uint64's bits), and back.
 int64_t digest_attribute_value(uint64_t digest);

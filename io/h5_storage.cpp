@@ -2,6 +2,7 @@
 // checks of external storage (files that must exist and be long enough) and virtual datasets (sources that
 // must exist, hold their selections and be allocated themselves). HDF5 reads what is missing as fill values
 // without a word; these turn it into an InputError naming the dataset and what is missing.
+#include <algorithm>
 #include <array>
 #include <cstdlib>
 #include <filesystem>

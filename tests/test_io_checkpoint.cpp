@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "io/checkpoint.hpp"
+#include "io/digest.hpp"
 #include "io/h5.hpp"
 #include "io_test_util.hpp"
 
@@ -385,6 +386,9 @@ TEST(Checkpoint, StrayTemporaryIsNeverLatestAndIsCleanedSafely) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+// Sections that rank 0 runs alone are lambdas where they ASSERT: a failed ASSERT returns from the lambda,
+// not from the test, so rank 0 still reaches the barrier the other ranks wait in (before: the ranks fell
+// out of step, and the test hung until ctest's timeout instead of failing).
 template <class F>
 std::string input_error_of(F&& f) {
   try {
@@ -522,7 +526,7 @@ TEST(Checkpoint, DamagedConfigTextIsRefused) {
   SharedTempDir dir;
   const std::string good = write_content(dir.path(), 1, MPI_COMM_WORLD);
   MPI_Barrier(MPI_COMM_WORLD);
-  if (world_rank() == 0) {
+  if (world_rank() == 0) [&] {
     std::string bytes;
     {
       std::ifstream in(good, std::ios::binary);
@@ -537,7 +541,7 @@ TEST(Checkpoint, DamagedConfigTextIsRefused) {
     EXPECT_NE(message.find("config.h5: /config does not match its recorded hash"), std::string::npos) << message;
     EXPECT_FALSE(verify_checkpoint(damaged).ok);
     EXPECT_EQ(CheckpointReader(good).config(), "[model]\nlayers=2\n");
-  }
+  }();
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
@@ -547,7 +551,7 @@ TEST(Checkpoint, TensorWithUnstoredChunksIsRefused) {
   SharedTempDir dir;
   const std::string good = write_content(dir.path(), 1, MPI_COMM_WORLD);
   MPI_Barrier(MPI_COMM_WORLD);
-  if (world_rank() == 0) {
+  if (world_rank() == 0) [&] {
     const std::string partial = dir.file("partial.h5");
     fs::copy_file(good, partial);
     {
@@ -557,18 +561,22 @@ TEST(Checkpoint, TensorWithUnstoredChunksIsRefused) {
       options.fletcher32 = true;
       h5::Dataset dataset = create_float_dataset(file, "model/partial", {8, 2}, options);
       write_rows(dataset, 0, {0, 4}, make_block(7, {8, 2}, 0, {0, 4}).span());
+      h5::Dataset one = create_float_dataset(file, "model/one_missing", {8, 2}, options);
+      write_rows(one, 0, {0, 6}, make_block(8, {8, 2}, 0, {0, 6}).span());
     }
     const VerifyReport report = verify_checkpoint(partial);
     EXPECT_FALSE(report.ok);
-    ASSERT_EQ(report.problems.size(), 1u) << report.summary();
-    EXPECT_NE(report.problems[0].find("partial.h5: /model/partial: 2 of 4 chunks are stored"), std::string::npos)
+    ASSERT_EQ(report.problems.size(), 2u) << report.summary();
+    EXPECT_NE(report.problems[0].find("partial.h5: /model/one_missing: 3 of 4 chunks are stored"), std::string::npos)
+        << report.summary();
+    EXPECT_NE(report.problems[1].find("partial.h5: /model/partial: 2 of 4 chunks are stored"), std::string::npos)
         << report.summary();
     std::string message = input_error_of([&] { CheckpointReader(partial).read_whole("model/partial"); });
     EXPECT_NE(message.find("partial.h5: /model/partial: 2 of 4 chunks"), std::string::npos) << message;
     // Even the rows that were written: the tensor as a whole is damaged.
     message = input_error_of([&] { CheckpointReader(partial).read_rows("model/partial", {0, 2}); });
     EXPECT_NE(message.find("partial.h5: /model/partial: 2 of 4 chunks"), std::string::npos) << message;
-  }
+  }();
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
@@ -578,7 +586,7 @@ TEST(Checkpoint, FlippedObjectHeaderBytesAreRefusedOrHarmless) {
   SharedTempDir dir;
   const std::string good = write_content(dir.path(), 1, MPI_COMM_WORLD);
   MPI_Barrier(MPI_COMM_WORLD);
-  if (world_rank() == 0) {
+  if (world_rank() == 0) [&] {
     ASSERT_EQ(content_difference(good), "");
     const std::string damaged = dir.file("damaged.h5");
     fs::copy_file(good, damaged);
@@ -613,7 +621,7 @@ TEST(Checkpoint, FlippedObjectHeaderBytesAreRefusedOrHarmless) {
     EXPECT_TRUE(missed.empty()) << missed.size() << " of " << header.hdr.space.total
                                 << " flips passed verify and changed what is read, e.g. "
                                 << (missed.empty() ? "" : missed.front());
-  }
+  }();
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
@@ -627,7 +635,7 @@ TEST(Checkpoint, LinksAndAttributesStayInObjectHeaders) {
     writer.write_attribute("extra" + std::to_string(i), int64_t{i});
   }
   const std::string path = writer.commit(0);
-  if (world_rank() == 0) {
+  if (world_rank() == 0) [&] {
     h5::File file = h5::File::open(path);
     H5G_info_t links;
     ASSERT_GE(H5Gget_info(file.open_group("model").id(), &links), 0);
@@ -639,7 +647,7 @@ TEST(Checkpoint, LinksAndAttributesStayInObjectHeaders) {
     EXPECT_EQ(root.num_attrs, 7 + 12);
     EXPECT_EQ(root.meta_size.attr.heap_size, 0u);
     EXPECT_TRUE(verify_checkpoint(path).ok);
-  }
+  }();
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
@@ -706,7 +714,7 @@ TEST(Checkpoint, DigestCatchesWhatChunkChecksumsCannot) {
   const std::string good = write_content(dir.path(), 1, MPI_COMM_WORLD);
   const std::string zeroed = dir.file("zeroed.h5"), rewritten = dir.file("rewritten.h5");
   const std::string blobs = dir.file("blobs.h5"), older = dir.file("older.h5");
-  if (rank == 0) {
+  if (rank == 0) [&] {
     fs::copy_file(good, zeroed);
     zero_first_chunk(zeroed, "model/embed");
     fs::copy_file(good, rewritten);
@@ -731,7 +739,7 @@ TEST(Checkpoint, DigestCatchesWhatChunkChecksumsCannot) {
         }
       }
     }
-  }
+  }();
   MPI_Barrier(MPI_COMM_WORLD);
   const auto mismatch = [](const std::string& file, const std::string& dataset) {
     return file + ": /" + dataset + ": its contents do not match the digest written with them";
@@ -777,6 +785,53 @@ TEST(Checkpoint, DigestCatchesWhatChunkChecksumsCannot) {
     EXPECT_NE(report.summary().find("7 without a digest (written before digests, or rewritten since)"), std::string::npos)
         << report.summary();
   }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// A tiled read (rows that tile the tensor across the ranks, its digest summed from their parts) where one
+// rank's rows fail their checksum: every rank throws (that rank its read error, the others naming it), where
+// the others waited for it in the sum (a hang).
+TEST(Checkpoint, ATiledReadThatFailsOnOneRankFailsOnAll) {
+  SharedTempDir dir;
+  const int rank = world_rank(), size = world_size();
+  const std::string good = write_content(dir.path(), 1, MPI_COMM_WORLD);
+  const std::string path = dir.file("one_bad_chunk.h5");
+  const Shape shape = {8, 2};
+  if (rank == 0) {
+    fs::copy_file(good, path);
+    h5::File file = h5::File::open(path, h5::Mode::read_write);
+    h5::DatasetOptions options;
+    options.chunk = {1, 2};  // a chunk per row: the last rank's rows alone hold the damage
+    options.fletcher32 = true;
+    h5::Dataset dataset = create_float_dataset(file, "model/rows", shape, options);
+    const Tensor all = make_block(9, shape, 0, {0, 8});
+    write_rows(dataset, 0, {0, 8}, all.span());
+    dataset.write_attribute("digest", digest_attribute_value(float_digest(all.data(), all.size(), 0)));
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (rank == 0) [&] {
+    hsize_t offset[2] = {0, 0};
+    unsigned mask = 0;
+    haddr_t address = HADDR_UNDEF;
+    hsize_t bytes = 0;
+    {
+      h5::File file = h5::File::open(path);
+      h5::Dataset data = file.open_dataset("model/rows");
+      const h5::Dataspace space = data.file_space();
+      ASSERT_GE(H5Dget_chunk_info(data.id(), space.id(), 7, offset, &mask, &address, &bytes), 0);
+    }
+    EXPECT_EQ(offset[0], 7u);
+    flip_byte(path, address + 1, 0x10);
+  }();
+  MPI_Barrier(MPI_COMM_WORLD);
+  const CheckpointReader reader(path, MPI_COMM_WORLD);
+  const RowRange rows = even_rows(shape[0], rank, size);
+  const std::string message = input_error_of([&] { reader.read_rows("model/rows", rows); });
+  if (rows.end == shape[0])
+    EXPECT_NE(message.find("/model/rows: read failed"), std::string::npos) << message;
+  else
+    EXPECT_NE(message.find("one_bad_chunk.h5: /model/rows: the read failed on 1 other rank(s)"), std::string::npos)
+        << message;
   MPI_Barrier(MPI_COMM_WORLD);
 }
 

@@ -357,7 +357,8 @@ const std::set<std::string>& environment_settings() {
   static const std::set<std::string> names{
       // read by longctx: the CUDA kernels' choices (attention/cuda/flash_kernels.cu)
       "LONGCTX_FLASH_FORWARD", "LONGCTX_FLASH_BACKWARD", "LONGCTX_FLASH_FUSE",
-      // fault injection for the tests (runtime/commands/attend.cpp, train.cpp, io/atomic_output.cpp)
+      // fault injection for the tests (runtime/commands/attend.cpp, runtime/train/fault_injection.cpp,
+      // io/atomic_output.cpp)
       "LONGCTX_FAULT_INJECT_RANK", "LONGCTX_FAULT_STALL_RANK", "LONGCTX_FAULT_STALL_ATTENTION_RANK", "LONGCTX_FAULT_STALL_END_RANK",
       "LONGCTX_FAULT_NAN_GRADIENT", "LONGCTX_FAULT_SLOW_SIGNAL_CLEANUP_MS", "LONGCTX_FAULT_SIGNAL_AT",
       // read by the jobs/ scripts, so often set where longctx runs

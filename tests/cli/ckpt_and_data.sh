@@ -186,8 +186,8 @@ expect_exit 0 "resume from a position past the data" -- "$LONGCTX" train "${FT[@
 expect_in "$OUT/stderr" "data position, token 100000, lies past the [0-9]+ training tokens of data.path=digits.h5" \
   "warns that the position is past the data"
 [ "$(positions pos_far)" = "2:100000 3:32 " ] && pass "and starts the data over" || fail "data positions: $(positions pos_far)"
-# Digests (io/digest.hpp): numpy's digest of each dataset equals the one train stored at 2 ranks (the rank
-# blob's padding too). A chunk zeroed together with its Fletcher32 checksum reads without an error (the
+# Digests (io/digest.hpp): numpy's digest of each dataset equals the one train stored at 2 ranks (each rank
+# hashed a slice of the replicated tensors). A chunk zeroed together with its Fletcher32 checksum reads without an error (the
 # checksum of zeros is 0): verify said "ok", and a resume trained on from a zero tensor. Both refuse it now,
 # naming the tensor; the resume also names the older checkpoint to resume from.
 expect_exit 0 "train at 2 ranks, a checkpoint each step" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${FT[@]}" \
