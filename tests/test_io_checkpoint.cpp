@@ -28,6 +28,19 @@ using test::tensors_equal;
 using test::world_rank;
 using test::world_size;
 
+// Runs `section` on rank 0 alone. A failed ASSERT or an exception ends the section (a test failure), not
+// the test, so rank 0 still reaches the barrier the other ranks wait in (before: the ranks fell out of step,
+// and the test hung until ctest's timeout instead of failing).
+template <class F>
+void on_rank0(F&& section) {
+  if (world_rank() != 0) return;
+  try {
+    section();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "rank 0: " << e.what();
+  }
+}
+
 // What the test trainer saves: sharded tensors (seeded by their index), one replicated tensor, a global
 // blob and per-rank blobs whose length and content depend on the writing rank.
 struct Content {
@@ -107,7 +120,7 @@ TEST(Checkpoint, RoundTripOnTheSameRanks) {
   EXPECT_EQ(reader.tokens_seen(), 7 * 4096);
   EXPECT_EQ(reader.world_size(), world_size());
   EXPECT_EQ(reader.format_version(), kCheckpointFormatVersion);
-  if (world_rank() == 0) {
+  on_rank0([&] {
     const VerifyReport report = verify_checkpoint(path);
     EXPECT_TRUE(report.ok) << report.summary();
     EXPECT_EQ(report.datasets.size(), 8u);  // config, 5 tensors, 2 blobs
@@ -119,7 +132,7 @@ TEST(Checkpoint, RoundTripOnTheSameRanks) {
     const CheckpointSummary summary = inspect_checkpoint(path);
     EXPECT_EQ(summary.step, 7);
     EXPECT_EQ(summary.config, "[model]\nlayers=2\n");
-  }
+  });
 }
 
 // 2 ranks write, 3 ranks read (rows and per-rank state resharded) and write again, 1 rank reads.
@@ -152,13 +165,13 @@ TEST(Checkpoint, ReshardsTwoToThreeToOne) {
     writer.commit(0);
   }
   MPI_Barrier(MPI_COMM_WORLD);
-  if (rank == 0) {
+  on_rank0([&] {
     const std::string latest = find_latest_checkpoint(dir.path()).value_or("");
     EXPECT_EQ(latest, dir.file("step_00000002.h5"));
     EXPECT_EQ(CheckpointReader(latest).world_size(), 3);
     expect_content(latest, MPI_COMM_NULL);  // one process, serial driver
     expect_content(latest, MPI_COMM_SELF);  // one process, MPI-IO driver
-  }
+  });
   if (two != MPI_COMM_NULL) MPI_Comm_free(&two);
   if (three != MPI_COMM_NULL) MPI_Comm_free(&three);
   MPI_Barrier(MPI_COMM_WORLD);
@@ -197,9 +210,9 @@ TEST(Checkpoint, RetentionAfterARollbackDeletesTheAbandonedStepsFirst) {
   MPI_Barrier(MPI_COMM_WORLD);
   // Short of room before the next commit (keep 4: down to 3 files): the abandoned step 6 goes, not step 2.
   const std::vector<std::string> removed = make_room_for_checkpoint(dir.path(), 4, MPI_COMM_WORLD, 0);
-  if (world_rank() == 0) {
+  on_rank0([&] {
     EXPECT_EQ(removed, (std::vector<std::string>{dir.file("step_00000006.h5")}));
-  }
+  });
   MPI_Barrier(MPI_COMM_WORLD);
   write_content(dir.path(), 3, MPI_COMM_WORLD, 2);  // the same step again, keep 2: 4 goes before 2
   MPI_Barrier(MPI_COMM_WORLD);
@@ -215,10 +228,10 @@ TEST(Checkpoint, RetentionLeavesForeignAndRenamedFilesAlone) {
   SharedTempDir dir;
   write_content(dir.path(), 10, MPI_COMM_WORLD, 2);
   MPI_Barrier(MPI_COMM_WORLD);
-  if (world_rank() == 0) {
+  on_rank0([&] {
     std::ofstream(dir.file("step_00000005.h5")) << "someone else's notes\n";
     fs::copy_file(dir.file("step_00000010.h5"), dir.file("step_00000099.h5"));
-  }
+  });
   MPI_Barrier(MPI_COMM_WORLD);
   for (int64_t step : {20, 30, 40}) write_content(dir.path(), step, MPI_COMM_WORLD, 2);
   MPI_Barrier(MPI_COMM_WORLD);
@@ -228,14 +241,14 @@ TEST(Checkpoint, RetentionLeavesForeignAndRenamedFilesAlone) {
   EXPECT_TRUE(fs::exists(dir.file("step_00000099.h5")));
   EXPECT_EQ(step_in_file_name(dir.file("step_00000099.h5")), 99);
   EXPECT_EQ(step_in_file_name(dir.file("copy.h5")), std::nullopt);
-  if (world_rank() == 0) {
+  on_rank0([&] {
     const VerifyReport renamed = verify_checkpoint(dir.file("step_00000099.h5"));
     EXPECT_FALSE(renamed.ok);
     EXPECT_NE(renamed.summary().find("the file name says step 99 but its step attribute is 10"), std::string::npos)
         << renamed.summary();
     EXPECT_TRUE(verify_checkpoint(dir.file("step_00000040.h5")).ok);
     EXPECT_THROW(check_step_matches_file_name(CheckpointReader(dir.file("step_00000099.h5"))), InputError);
-  }
+  });
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
@@ -262,9 +275,9 @@ TEST(Checkpoint, MakeRoomDeletesWhatTheCommitWouldOnly) {
   MPI_Barrier(MPI_COMM_WORLD);
   // One byte short of the margin (the size of the newest alone is not enough).
   const std::vector<std::string> removed = make_room_for_checkpoint(dir.path(), 3, MPI_COMM_WORLD, needed - 1);
-  if (world_rank() == 0) {
+  on_rank0([&] {
     EXPECT_EQ(removed, (std::vector<std::string>{dir.file("step_00000010.h5")}));
-  }
+  });
   MPI_Barrier(MPI_COMM_WORLD);
   EXPECT_EQ(list_own_checkpoints(dir.path()),
             (std::vector<std::string>{dir.file("step_00000020.h5"), dir.file("step_00000030.h5")}));
@@ -304,10 +317,10 @@ TEST(Checkpoint, CrashAtAnyPointKeepsTheOldCheckpoint) {
   MPI_Barrier(MPI_COMM_WORLD);
   EXPECT_EQ(read_text(dir.file("latest")), "step_00000001.h5");
   EXPECT_EQ(find_latest_checkpoint(dir.path()), old_path);
-  if (world_rank() == 0) {
+  on_rank0([&] {
     EXPECT_TRUE(verify_checkpoint(dir.file("step_00000003.h5")).ok);
     EXPECT_TRUE(verify_checkpoint(old_path).ok);
-  }
+  });
 
   // Crash while writing latest.tmp: the half-made latest.tmp is ignored.
   write_content(dir.path(), 4, MPI_COMM_WORLD, 3, CrashPoint::after_latest_temporary);
@@ -359,7 +372,7 @@ TEST(Checkpoint, StrayTemporaryIsNeverLatestAndIsCleanedSafely) {
   SharedTempDir dir;
   const std::string good = write_content(dir.path(), 3, MPI_COMM_WORLD);
   MPI_Barrier(MPI_COMM_WORLD);
-  if (world_rank() == 0) {
+  on_rank0([&] {
     // A complete-looking temporary of a newer step, as a crash just before the rename leaves it.
     fs::copy_file(good, dir.file("step_00000009.h5.tmp"));
     std::ofstream(dir.file("step_00000010.h5.tmp")) << "half a file";
@@ -382,13 +395,10 @@ TEST(Checkpoint, StrayTemporaryIsNeverLatestAndIsCleanedSafely) {
     } catch (const InputError& e) {
       EXPECT_NE(std::string(e.what()).find("names step_00000042.h5, which does not exist"), std::string::npos) << e.what();
     }
-  }
+  });
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
-// Sections that rank 0 runs alone are lambdas where they ASSERT: a failed ASSERT returns from the lambda,
-// not from the test, so rank 0 still reaches the barrier the other ranks wait in (before: the ranks fell
-// out of step, and the test hung until ctest's timeout instead of failing).
 template <class F>
 std::string input_error_of(F&& f) {
   try {
@@ -526,7 +536,7 @@ TEST(Checkpoint, DamagedConfigTextIsRefused) {
   SharedTempDir dir;
   const std::string good = write_content(dir.path(), 1, MPI_COMM_WORLD);
   MPI_Barrier(MPI_COMM_WORLD);
-  if (world_rank() == 0) [&] {
+  on_rank0([&] {
     std::string bytes;
     {
       std::ifstream in(good, std::ios::binary);
@@ -541,7 +551,7 @@ TEST(Checkpoint, DamagedConfigTextIsRefused) {
     EXPECT_NE(message.find("config.h5: /config does not match its recorded hash"), std::string::npos) << message;
     EXPECT_FALSE(verify_checkpoint(damaged).ok);
     EXPECT_EQ(CheckpointReader(good).config(), "[model]\nlayers=2\n");
-  }();
+  });
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
@@ -551,7 +561,7 @@ TEST(Checkpoint, TensorWithUnstoredChunksIsRefused) {
   SharedTempDir dir;
   const std::string good = write_content(dir.path(), 1, MPI_COMM_WORLD);
   MPI_Barrier(MPI_COMM_WORLD);
-  if (world_rank() == 0) [&] {
+  on_rank0([&] {
     const std::string partial = dir.file("partial.h5");
     fs::copy_file(good, partial);
     {
@@ -576,7 +586,7 @@ TEST(Checkpoint, TensorWithUnstoredChunksIsRefused) {
     // Even the rows that were written: the tensor as a whole is damaged.
     message = input_error_of([&] { CheckpointReader(partial).read_rows("model/partial", {0, 2}); });
     EXPECT_NE(message.find("partial.h5: /model/partial: 2 of 4 chunks"), std::string::npos) << message;
-  }();
+  });
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
@@ -586,7 +596,7 @@ TEST(Checkpoint, FlippedObjectHeaderBytesAreRefusedOrHarmless) {
   SharedTempDir dir;
   const std::string good = write_content(dir.path(), 1, MPI_COMM_WORLD);
   MPI_Barrier(MPI_COMM_WORLD);
-  if (world_rank() == 0) [&] {
+  on_rank0([&] {
     ASSERT_EQ(content_difference(good), "");
     const std::string damaged = dir.file("damaged.h5");
     fs::copy_file(good, damaged);
@@ -621,7 +631,7 @@ TEST(Checkpoint, FlippedObjectHeaderBytesAreRefusedOrHarmless) {
     EXPECT_TRUE(missed.empty()) << missed.size() << " of " << header.hdr.space.total
                                 << " flips passed verify and changed what is read, e.g. "
                                 << (missed.empty() ? "" : missed.front());
-  }();
+  });
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
@@ -635,7 +645,7 @@ TEST(Checkpoint, LinksAndAttributesStayInObjectHeaders) {
     writer.write_attribute("extra" + std::to_string(i), int64_t{i});
   }
   const std::string path = writer.commit(0);
-  if (world_rank() == 0) [&] {
+  on_rank0([&] {
     h5::File file = h5::File::open(path);
     H5G_info_t links;
     ASSERT_GE(H5Gget_info(file.open_group("model").id(), &links), 0);
@@ -647,7 +657,7 @@ TEST(Checkpoint, LinksAndAttributesStayInObjectHeaders) {
     EXPECT_EQ(root.num_attrs, 7 + 12);
     EXPECT_EQ(root.meta_size.attr.heap_size, 0u);
     EXPECT_TRUE(verify_checkpoint(path).ok);
-  }();
+  });
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
@@ -673,12 +683,12 @@ TEST(Checkpoint, VerifyReportsNonFiniteValues) {
   CheckpointWriter writer(dir.path(), meta_for(1), MPI_COMM_WORLD);
   writer.write_tensor("optimizer/v", {8, 2}, rows, block);
   const std::string path = writer.commit(0);
-  if (rank == 0) {
+  on_rank0([&] {
     const VerifyReport report = verify_checkpoint(path);
     EXPECT_FALSE(report.ok);
     EXPECT_NE(report.summary().find("/optimizer/v: non-finite value nan at flat index 13"), std::string::npos)
         << report.summary();
-  }
+  });
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
@@ -714,7 +724,7 @@ TEST(Checkpoint, DigestCatchesWhatChunkChecksumsCannot) {
   const std::string good = write_content(dir.path(), 1, MPI_COMM_WORLD);
   const std::string zeroed = dir.file("zeroed.h5"), rewritten = dir.file("rewritten.h5");
   const std::string blobs = dir.file("blobs.h5"), older = dir.file("older.h5");
-  if (rank == 0) [&] {
+  on_rank0([&] {
     fs::copy_file(good, zeroed);
     zero_first_chunk(zeroed, "model/embed");
     fs::copy_file(good, rewritten);
@@ -739,7 +749,7 @@ TEST(Checkpoint, DigestCatchesWhatChunkChecksumsCannot) {
         }
       }
     }
-  }();
+  });
   MPI_Barrier(MPI_COMM_WORLD);
   const auto mismatch = [](const std::string& file, const std::string& dataset) {
     return file + ": /" + dataset + ": its contents do not match the digest written with them";
@@ -770,7 +780,7 @@ TEST(Checkpoint, DigestCatchesWhatChunkChecksumsCannot) {
     EXPECT_NE(message.find(mismatch(blobs, "state/rank/rng")), std::string::npos) << message;
   }
   expect_content(older, MPI_COMM_WORLD);
-  if (rank == 0) {
+  on_rank0([&] {
     for (const auto& [file, dataset] : std::vector<std::pair<std::string, std::string>>{
              {zeroed, "model/embed"}, {rewritten, "model/layer0/wq"}, {blobs, "state/global/data_position"}}) {
       const VerifyReport report = verify_checkpoint(file);
@@ -784,7 +794,7 @@ TEST(Checkpoint, DigestCatchesWhatChunkChecksumsCannot) {
     EXPECT_TRUE(report.ok) << report.summary();
     EXPECT_NE(report.summary().find("7 without a digest (written before digests, or rewritten since)"), std::string::npos)
         << report.summary();
-  }
+  });
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
@@ -797,7 +807,7 @@ TEST(Checkpoint, ATiledReadThatFailsOnOneRankFailsOnAll) {
   const std::string good = write_content(dir.path(), 1, MPI_COMM_WORLD);
   const std::string path = dir.file("one_bad_chunk.h5");
   const Shape shape = {8, 2};
-  if (rank == 0) {
+  on_rank0([&] {
     fs::copy_file(good, path);
     h5::File file = h5::File::open(path, h5::Mode::read_write);
     h5::DatasetOptions options;
@@ -807,9 +817,9 @@ TEST(Checkpoint, ATiledReadThatFailsOnOneRankFailsOnAll) {
     const Tensor all = make_block(9, shape, 0, {0, 8});
     write_rows(dataset, 0, {0, 8}, all.span());
     dataset.write_attribute("digest", digest_attribute_value(float_digest(all.data(), all.size(), 0)));
-  }
+  });
   MPI_Barrier(MPI_COMM_WORLD);
-  if (rank == 0) [&] {
+  on_rank0([&] {
     hsize_t offset[2] = {0, 0};
     unsigned mask = 0;
     haddr_t address = HADDR_UNDEF;
@@ -822,7 +832,7 @@ TEST(Checkpoint, ATiledReadThatFailsOnOneRankFailsOnAll) {
     }
     EXPECT_EQ(offset[0], 7u);
     flip_byte(path, address + 1, 0x10);
-  }();
+  });
   MPI_Barrier(MPI_COMM_WORLD);
   const CheckpointReader reader(path, MPI_COMM_WORLD);
   const RowRange rows = even_rows(shape[0], rank, size);
