@@ -145,6 +145,17 @@ struct RankBlob {
   bool exact = false;   // P' == P: this rank's own state
 };
 
+// The digest stored with a checkpoint dataset (digest.hpp), or nullopt where there is none to check: one
+// written before digests (or rewritten by a tool that dropped it), or one neither float32 nor uint8, the
+// types a digest is defined for (float_digest and byte_digest).
+std::optional<uint64_t> stored_digest(const h5::Dataset& dataset);
+
+// What a dataset whose contents do not match its digest says, after its name: the bytes changed after the
+// write, while every chunk still matches its Fletcher32 checksum.
+inline constexpr const char* kDigestMismatch =
+    "its contents do not match the digest written with them: damaged after the write (a chunk zeroed, or "
+    "rewritten, together with its checksum)";
+
 class CheckpointReader {
  public:
   // Opens `path` (collective when comm != MPI_COMM_NULL) and validates format and format_version:

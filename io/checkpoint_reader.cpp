@@ -27,27 +27,17 @@ const std::regex& committed_name() {
 // before it is allocated (before: a damaged shape was std::bad_alloc, exit 1, or the kernel's OOM killer).
 constexpr int64_t kMaxStateBytes = int64_t{256} << 20;
 
-// What a digest that does not match says: the bytes changed after the write, while every chunk still
-// matches its Fletcher32 checksum.
 InputError digest_mismatch(const h5::Dataset& dataset) {
-  return InputError(dataset.where().describe() + ": its contents do not match the digest written with them: "
-                    "damaged after the write (a chunk zeroed, or rewritten, together with its checksum)");
+  return InputError(dataset.where().describe() + ": " + kDigestMismatch);
 }
 
-// The stored digest, or nullopt for a dataset written before digests (or by another tool).
-std::optional<uint64_t> stored_digest(const h5::Dataset& dataset) {
-  if (!dataset.has_attribute(kDigestAttribute)) return std::nullopt;
-  return digest_of_attribute(dataset.read_int64_attribute(kDigestAttribute));
-}
-
-// How the ranks' reads of a tensor are checked against its digest: not at all (none stored, or the ranks
-// read only part of it), each rank its own whole tensor, or their parts added up (rows that tile it).
+// How the ranks' reads of a tensor with a digest are checked against it: not at all (the ranks read only
+// part of it), each rank its own whole tensor, or their parts added up (rows that tile it).
 enum class DigestReads { none, each_whole, tiled };
 
 // Collective over `comm` (its ranges are gathered). Every rank sees the same file and the same ranges: all
 // decide alike.
-DigestReads digest_reads(const h5::Dataset& dataset, const Shape& shape, RowRange rows, MPI_Comm comm) {
-  if (!stored_digest(dataset) || dataset.element_type() != h5::ElementType::f32) return DigestReads::none;
+DigestReads digest_reads(const Shape& shape, RowRange rows, MPI_Comm comm) {
   const int64_t total = shape[0];
   if (comm == MPI_COMM_NULL) return rows.begin == 0 && rows.end == total ? DigestReads::each_whole : DigestReads::none;
   const int ranks = h5::comm_size(comm);
@@ -83,13 +73,22 @@ std::vector<uint8_t> read_bytes(const h5::Dataset& dataset) {
   h5::Dataspace file = dataset.file_space();
   h5::Dataspace memory = h5::Dataspace::simple({static_cast<int64_t>(bytes.size())});
   dataset.read(H5T_NATIVE_UINT8, memory, file, bytes.data(), h5::Transfer::independent);
+  // Read as uint8: only a uint8 dataset's digest applies.
   if (const std::optional<uint64_t> stored = stored_digest(dataset);
-      stored && byte_digest(bytes.data(), static_cast<int64_t>(bytes.size()), 0) != *stored)
+      stored && dataset.element_type() == h5::ElementType::u8 &&
+      byte_digest(bytes.data(), static_cast<int64_t>(bytes.size()), 0) != *stored)
     throw digest_mismatch(dataset);
   return bytes;
 }
 
 }  // namespace
+
+std::optional<uint64_t> stored_digest(const h5::Dataset& dataset) {
+  const h5::ElementType type = dataset.element_type();
+  if (!dataset.has_attribute(kDigestAttribute) || (type != h5::ElementType::f32 && type != h5::ElementType::u8))
+    return std::nullopt;
+  return digest_of_attribute(dataset.read_int64_attribute(kDigestAttribute));
+}
 
 CheckpointReader::CheckpointReader(std::string path, MPI_Comm comm)
     : path_(std::move(path)), file_(h5::File::open(path_, h5::Mode::read, comm)) {
@@ -159,8 +158,10 @@ Tensor CheckpointReader::read_rows(const std::string& name, RowRange rows) const
   const Shape shape = dataset.shape();
   if (shape.empty()) return io::read_rows(dataset, 0, rows);  // refused there: a scalar has no rows
   // Decided before the read (collective): a rank whose read fails must not leave the others in a
-  // collective of the check.
-  const DigestReads check = digest_reads(dataset, shape, rows, file_.comm());
+  // collective of the check. The rows are read as float32: only a float32 tensor's digest applies.
+  const std::optional<uint64_t> stored =
+      dataset.element_type() == h5::ElementType::f32 ? stored_digest(dataset) : std::nullopt;
+  const DigestReads check = stored ? digest_reads(shape, rows, file_.comm()) : DigestReads::none;
   std::optional<Tensor> block;
   std::exception_ptr failed;
   try {
@@ -179,7 +180,7 @@ Tensor CheckpointReader::read_rows(const std::string& name, RowRange rows) const
   if (sums[1] > 0)
     throw InputError(dataset.where().describe() + ": the read failed on " + std::to_string(sums[1]) +
                      " other rank(s), which say why");
-  if (sums[0] != *stored_digest(dataset)) throw digest_mismatch(dataset);
+  if (sums[0] != *stored) throw digest_mismatch(dataset);
   return std::move(*block);
 }
 

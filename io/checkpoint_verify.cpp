@@ -22,9 +22,7 @@ DatasetInfo describe(const h5::Dataset& dataset) {
   info.dtype = h5::to_string(dataset.element_type());
   info.storage_bytes = dataset.storage_bytes();
   info.checksummed = dataset.checksummed();
-  // A digest is defined for float32 and uint8 datasets (what checkpoints hold); one elsewhere is not checked.
-  const h5::ElementType type = dataset.element_type();
-  info.digested = dataset.has_attribute(kDigestAttribute) && (type == h5::ElementType::f32 || type == h5::ElementType::u8);
+  info.digested = stored_digest(dataset).has_value();
   return info;
 }
 
@@ -72,12 +70,10 @@ std::string check_dataset(const h5::Dataset& dataset, double& min_value) {
   // scalar inf or nan passed).
   std::vector<uint8_t> buffer;
   // The digest of what was read so far, where there is one to compare with.
-  const bool digested =
-      dataset.has_attribute(kDigestAttribute) && (type == h5::ElementType::f32 || type == h5::ElementType::u8);
-  const uint64_t stored = digested ? digest_of_attribute(dataset.read_int64_attribute(kDigestAttribute)) : 0;
+  const std::optional<uint64_t> stored = stored_digest(dataset);
   uint64_t digest = 0;
   const auto add_to_digest = [&](int64_t count, int64_t flat) {
-    if (!digested) return;
+    if (!stored) return;
     if (type == h5::ElementType::u8) {  // read as bytes
       digest += byte_digest(buffer.data(), count, flat);
       return;
@@ -139,9 +135,7 @@ std::string check_dataset(const h5::Dataset& dataset, double& min_value) {
       add_to_digest(elements, flat);
     }
   }
-  if (digested && digest != stored)
-    return "its contents do not match the digest written with them: damaged after the write (a chunk zeroed, or "
-           "rewritten, together with its checksum)";
+  if (stored && digest != *stored) return kDigestMismatch;
   return "";
 }
 
