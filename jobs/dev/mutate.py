@@ -4,7 +4,10 @@
 Applies one small source change (a mutant) at a time, rebuilds the targets the mutant names, runs the
 ctest tests it names (-R), and reports KILLED (a test failed: good) or SURVIVED (every test passed: the
 suite does not check that behaviour). The source file is restored after each mutant, also on Ctrl-C or an
-error. Mutants whose `old` text no longer occurs exactly once are reported STALE and skipped.
+error: written whole to a temporary and renamed over it, with Ctrl-C ignored meanwhile. While a mutant is
+applied, the original also lies next to it as FILE.mutate-original; a run killed outright (kill -9, a lost
+terminal) leaves it there, and the next run puts it back before anything else. Mutants whose `old` text no
+longer occurs exactly once are reported STALE and skipped.
 
 usage: jobs/dev/mutate.py [--build DIR] [MUTANTS.json] [ID ...]
   MUTANTS.json  list of {id, file, old, new, what, targets, tests[, equivalent]} (default:
@@ -16,9 +19,38 @@ usage: jobs/dev/mutate.py [--build DIR] [MUTANTS.json] [ID ...]
 Exit 0 when every non-equivalent mutant was killed, 1 otherwise. It edits the working tree while it runs:
 do not edit or commit the mutated files meanwhile. A full run takes about 35 minutes on 2 cores. Each
 test keeps its own ctest TIMEOUT."""
-import json, os, subprocess, sys, time
+import json, os, signal, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BACKUP = '.mutate-original'  # the original of a mutated file, while the mutant is applied
+
+
+def write_whole(path, text):
+    """Replaces `path` by `text` at once: a crash or a signal leaves the old file or the new, never a part."""
+    temporary = path + '.mutate-tmp'
+    with open(temporary, 'w') as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
+def restore(source, original):
+    """Puts `original` back and drops the backup; Ctrl-C waits until both are done."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        write_whole(source, original)
+        os.remove(source + BACKUP)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def restore_left_backups(mutants):
+    """A run killed while a mutant was applied left its backup: put the original back first."""
+    for source in sorted({os.path.join(ROOT, m['file']) for m in mutants}):
+        if os.path.exists(source + BACKUP):
+            restore(source, open(source + BACKUP).read())
+            print(f'restored {os.path.relpath(source, ROOT)} from the backup a killed run left', flush=True)
 
 
 def main(argv):
@@ -37,6 +69,7 @@ def main(argv):
     if unknown:
         print(f'unknown mutant ids: {" ".join(sorted(unknown))}', file=sys.stderr)
         return 2
+    restore_left_backups(mutants)
     results = []
     for m in mutants:
         if only and m['id'] not in only:
@@ -48,8 +81,9 @@ def main(argv):
             results.append((m, 'STALE'))
             continue
         start = time.time()
+        write_whole(source + BACKUP, original)
         try:
-            open(source, 'w').write(original.replace(m['old'], m['new']))
+            write_whole(source, original.replace(m['old'], m['new']))
             built = subprocess.run(['cmake', '--build', build, '-j', str(os.cpu_count() or 2), '--target'] + m['targets'],
                                    cwd=ROOT, capture_output=True, text=True)
             if built.returncode != 0:
@@ -65,7 +99,7 @@ def main(argv):
                     verdict = 'KILLED' if run.returncode != 0 else 'SURVIVED'
                     detail = failed[0] if failed else ''
         finally:
-            open(source, 'w').write(original)
+            restore(source, original)
         note = ' (equivalent: expected)' if verdict == 'SURVIVED' and m.get('equivalent') else ''
         print(f"[{m['id']}] {verdict}{note} {time.time() - start:.0f} s  {m['file']}: {m['what']}  {detail}", flush=True)
         results.append((m, verdict))
