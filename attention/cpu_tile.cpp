@@ -21,7 +21,7 @@
 #include <limits>
 #include <new>
 
-#include "attention/simd.hpp"
+#include "runtime/core/simd.hpp"
 
 namespace longctx {
 

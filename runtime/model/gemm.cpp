@@ -11,17 +11,13 @@
 #include <cstring>
 #include <vector>
 
+#include "runtime/core/simd.hpp"
+
 namespace longctx::model {
 namespace {
 
-#if defined(__AVX512F__)
-constexpr int kLanes = 16;
-#elif defined(__AVX__)
-constexpr int kLanes = 8;
-#else
-constexpr int kLanes = 4;
-#endif
-typedef float vfloat __attribute__((vector_size(kLanes * sizeof(float))));
+using simd::kLanes;
+using simd::vfloat;
 
 constexpr int64_t kMR = 8;
 constexpr int64_t kNR = 2 * kLanes;
@@ -64,9 +60,7 @@ void micro_kernel(int64_t kc, const float* a, const float* b, float alpha, float
                   int64_t cols) {
   vfloat acc[kMR][2] = {};
   for (int64_t p = 0; p < kc; ++p) {
-    vfloat b0, b1;
-    std::memcpy(&b0, b + p * kNR, sizeof b0);
-    std::memcpy(&b1, b + p * kNR + kLanes, sizeof b1);
+    const vfloat b0 = simd::load(b + p * kNR), b1 = simd::load(b + p * kNR + kLanes);
     for (int64_t i = 0; i < kMR; ++i) {
       const float ai = a[p * kMR + i];
       acc[i][0] += ai * b0;

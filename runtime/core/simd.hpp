@@ -1,6 +1,6 @@
-// Portable SIMD for the tile kernels: GCC vector extensions, as wide as the target allows
-// (AVX-512: 16 floats, AVX/AVX2: 8, otherwise 4). One code path; the compiler lowers it to the target.
-// Internal to attention/.
+// Portable SIMD for the CPU kernels (attention's tiles, the model's sgemm): GCC vector extensions, as wide
+// as the target allows (AVX-512: 16 floats, AVX/AVX2: 8, otherwise 4). One code path; the compiler lowers
+// it to the target.
 #pragma once
 
 #include <cstdint>
