@@ -31,6 +31,20 @@ inline int world_size() {
   return size;
 }
 
+// Runs `section` on rank 0 alone, for a test whose other ranks then wait in a collective. A failed ASSERT or
+// an exception ends the section (a test failure), not the test, so rank 0 still reaches the collective the
+// other ranks wait in (before: the ranks fell out of step, and the test hung until ctest's timeout instead
+// of failing).
+template <class F>
+void on_rank0(F&& section) {
+  if (world_rank() != 0) return;
+  try {
+    section();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "rank 0: " << e.what();
+  }
+}
+
 // A fresh directory made by rank 0 and shared with every rank; removed (by rank 0) on destruction.
 class SharedTempDir {
  public:

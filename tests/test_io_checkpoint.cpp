@@ -23,23 +23,11 @@ namespace {
 
 namespace fs = std::filesystem;
 using test::make_block;
+using test::on_rank0;
 using test::SharedTempDir;
 using test::tensors_equal;
 using test::world_rank;
 using test::world_size;
-
-// Runs `section` on rank 0 alone. A failed ASSERT or an exception ends the section (a test failure), not
-// the test, so rank 0 still reaches the barrier the other ranks wait in (before: the ranks fell out of step,
-// and the test hung until ctest's timeout instead of failing).
-template <class F>
-void on_rank0(F&& section) {
-  if (world_rank() != 0) return;
-  try {
-    section();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "rank 0: " << e.what();
-  }
-}
 
 // What the test trainer saves: sharded tensors (seeded by their index), one replicated tensor, a global
 // blob and per-rank blobs whose length and content depend on the writing rank.

@@ -17,6 +17,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using test::make_block;
+using test::on_rank0;
 using test::SharedTempDir;
 using test::tensors_equal;
 using test::world_rank;
@@ -39,7 +40,7 @@ TEST(ActivationDump, GlobalTensorsInSequenceOrder) {
   }
   MPI_Barrier(MPI_COMM_WORLD);
   EXPECT_TRUE(fs::exists(path));
-  if (world_rank() == 0) {
+  on_rank0([&] {
     h5::File file = h5::File::open(path);
     EXPECT_EQ(file.read_string_attribute("format"), kActivationFormat);
     for (int64_t step : {0, 5})
@@ -52,7 +53,7 @@ TEST(ActivationDump, GlobalTensorsInSequenceOrder) {
         }
     EXPECT_EQ(ActivationDump::dataset_path(5, 3, "o"), "/step_5/layer_3/o");
     EXPECT_FALSE(file.has("step_1"));
-  }
+  });
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
@@ -62,7 +63,7 @@ TEST(TokenDataset, EachRankReadsOnlyItsRows) {
   const std::string text_a = "Hello, long context!\n";
   const std::string text_b = std::string("bytes \xff\x00\x01 too", 14);
   const std::string corpus = dir.file("corpus.h5");
-  if (world_rank() == 0) {
+  on_rank0([&] {
     std::ofstream(a, std::ios::binary) << text_a;
     std::ofstream(b, std::ios::binary).write(text_b.data(), static_cast<std::streamsize>(text_b.size()));
     std::ofstream(empty, std::ios::binary);
@@ -78,7 +79,7 @@ TEST(TokenDataset, EachRankReadsOnlyItsRows) {
       EXPECT_NE(std::string(e.what()).find("missing.txt: no such file"), std::string::npos) << e.what();
     }
     EXPECT_FALSE(fs::exists(dir.file("bad.h5")));
-  }
+  });
   MPI_Barrier(MPI_COMM_WORLD);
 
   const std::string all = text_a + text_b;

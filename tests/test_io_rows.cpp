@@ -25,6 +25,7 @@ namespace longctx::io {
 namespace {
 
 using test::make_block;
+using test::on_rank0;
 using test::SharedTempDir;
 using test::tensors_equal;
 using test::world_rank;
@@ -79,7 +80,7 @@ TEST(RowIo, ShardedWriteEqualsWholeAndShardedReadEqualsRows) {
     file.close();
   }
   MPI_Barrier(MPI_COMM_WORLD);
-  if (rank == 0) {  // one reader, serial driver: the whole tensor
+  on_rank0([&] {  // one reader, serial driver: the whole tensor
     h5::File file = h5::File::open(path);
     for (size_t i = 0; i < kLayouts.size(); ++i) {
       const Layout& layout = kLayouts[i];
@@ -88,7 +89,7 @@ TEST(RowIo, ShardedWriteEqualsWholeAndShardedReadEqualsRows) {
                                 read_rows(file, "t" + std::to_string(i), layout.seq_axis, all)))
           << "dataset t" << i << " written by " << size << " ranks";
     }
-  }
+  });
   {  // every rank its own rows, collectively; and a different split (reversed) to catch offset bugs
     h5::File file = h5::File::open(path, h5::Mode::read, MPI_COMM_WORLD);
     for (size_t i = 0; i < kLayouts.size(); ++i) {
@@ -107,13 +108,13 @@ TEST(RowIo, Float16InputIsConvertedToFloat32) {
   SharedTempDir dir;
   const std::string path = dir.file("half.h5");
   const Shape global = {5, 2, 3};
-  if (world_rank() == 0) {
+  on_rank0([&] {
     h5::File file = h5::File::create(path);
     h5::Dataset dataset = file.create_dataset("q", h5::ElementType::f16, global);
     const Tensor whole = make_block(3, global, 0, {0, 5});
     h5::Dataspace space = dataset.file_space();
     dataset.write(H5T_NATIVE_FLOAT, space, space, whole.data());
-  }
+  });
   MPI_Barrier(MPI_COMM_WORLD);
   h5::File file = h5::File::open(path, h5::Mode::read, MPI_COMM_WORLD);
   EXPECT_EQ(file.open_dataset("q").element_type(), h5::ElementType::f16);
@@ -124,10 +125,10 @@ TEST(RowIo, Float16InputIsConvertedToFloat32) {
 // Writes a serial file on rank 0 with the given datasets (name, type, shape); everyone waits.
 void write_fixture(const std::string& path,
                    const std::vector<std::tuple<std::string, h5::ElementType, Shape>>& datasets) {
-  if (world_rank() == 0) {
+  on_rank0([&] {
     h5::File file = h5::File::create(path);
     for (const auto& [name, type, shape] : datasets) file.create_dataset(name, type, shape);
-  }
+  });
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
@@ -384,7 +385,7 @@ TEST(AtomicOutput, HeldTemporaryFileIsRefusedOnEveryRank) {
   SharedTempDir dir;
   const std::string path = dir.file("out.h5");
   TemporaryFile held;
-  if (world_rank() == 0) held = TemporaryFile::claim(path + ".tmp");
+  on_rank0([&] { held = TemporaryFile::claim(path + ".tmp"); });
   MPI_Barrier(MPI_COMM_WORLD);
   EXPECT_THROW(AtomicOutput output(path, MPI_COMM_WORLD), UsageError);
   MPI_Barrier(MPI_COMM_WORLD);
@@ -399,7 +400,7 @@ TEST(PreparedText, HeldTemporaryFileIsAUsageErrorOnEveryRank) {
   SharedTempDir dir;
   const std::string path = dir.file("report.json");
   TemporaryFile held;
-  if (world_rank() == 0) held = TemporaryFile::claim(path + ".tmp");
+  on_rank0([&] { held = TemporaryFile::claim(path + ".tmp"); });
   MPI_Barrier(MPI_COMM_WORLD);
   std::optional<PreparedText> report;
   const auto prepare = [&] { report.emplace(path, "{}\n"); };
@@ -412,7 +413,9 @@ TEST(PreparedText, HeldTemporaryFileIsAUsageErrorOnEveryRank) {
   MPI_Barrier(MPI_COMM_WORLD);
   EXPECT_NO_THROW(run_on_rank0(MPI_COMM_WORLD, "writing " + path + ".tmp", prepare));
   EXPECT_EQ(report.has_value(), world_rank() == 0);
-  if (report) report->publish();
+  on_rank0([&] {
+    if (report) report->publish();
+  });
   MPI_Barrier(MPI_COMM_WORLD);
   EXPECT_TRUE(std::filesystem::exists(path));
 }

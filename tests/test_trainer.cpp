@@ -342,10 +342,10 @@ TEST(Data, FileWindowsFollowTheDataPosition) {
   std::string text;
   for (int i = 0; i < 200; ++i) text += static_cast<char>('a' + i % 26) + std::string(i % 7 == 0 ? "!" : "");
   const std::string corpus = dir.file("corpus.h5");
-  if (io::test::world_rank() == 0) {
+  io::test::on_rank0([&] {
     std::ofstream(dir.file("text.txt"), std::ios::binary) << text;
     io::import_text_files({dir.file("text.txt")}, corpus);
-  }
+  });
   MPI_Barrier(MPI_COMM_WORLD);
   DataConfig d;
   d.task = "file";
