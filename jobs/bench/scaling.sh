@@ -2,25 +2,39 @@
 # The two measurements of the distributed issue, printed as tables (uses build/bin/longctx):
 #
 #  constant communication  P = 4 fixed, N grows 4x twice; the spanning branch keeps w/r = 4096 fixed
-#                          (w = N, r = N / 4096). LongNet's claim: bytes per rank stay the same. The
-#                          expected value (g-1)/g * (w/r) * H * D * 2 * 4 is printed beside the measured one.
+#                          (w = N, r = N / 4096; schedule 1024,N / 1,N/4096; forward, not causal). LongNet's
+#                          claim: bytes per rank stay the same. The expected value (g-1)/g * (w/r) * H * D * 2
+#                          * 4, where the segment spans all g = P ranks (w = N), is printed beside the
+#                          measured one.
 #  weak scaling            1 -> 2 ranks, one thread each, 32K tokens per rank; schedule 2048,4096,8192 / 1,2,4
-#                          plus a branch over the whole sequence with w/r = 4096. Time per rank should not
-#                          grow by more than 15%. REPEATS (default 5) interleaved rounds, medians.
-# On a 2-core machine the 4-rank runs are oversubscribed: use their bytes, not their seconds.
+#                          plus a branch over the whole sequence with w/r = 4096; causal forward. Each round
+#                          runs three jobs: 1 rank, 2 ranks, and 2 ranks each doing the 1-rank job with no
+#                          communication (what the machine alone adds). Time per rank should not grow by more
+#                          than 15%. REPEATS (default 5) interleaved rounds, medians; one line per round
+#                          on stderr as it ends.
+# On a 2-core machine the 4-rank runs are oversubscribed: use their bytes, not their seconds. The defaults
+# take about 10 s per round there, plus 30 s for the first part.
+# The runs' options are the script's alone: LONGCTX_* option variables (LONGCTX_THREADS, LONGCTX_BATCH,
+# LONGCTX_CONFIG, ...) are not passed to them (they would change what is measured without a word); the
+# script names those it left out. What longctx warns about the schedules is printed once each at the end.
 #
 # usage: jobs/bench/scaling.sh        (no arguments; settings from the environment)
 #   H=4 D=64      heads and head dimension of every run
 #   REPEATS=5     weak-scaling rounds
 #   RESULTS=dir   also keep every job's JSON there (bench attention --json, one object per line):
-#                 comm.jsonl, weak1.jsonl (1 rank), weak2.jsonl (2 ranks), pair.jsonl (2 ranks, no comm);
-#                 kept also when a job fails (what finished before it)
+#                 comm.jsonl, weak1.jsonl (1 rank), weak2.jsonl (2 ranks), pair.jsonl (2 ranks, no comm),
+#                 and run.txt (date, host, longctx --version, settings); kept also when a job fails or the
+#                 script is stopped (what finished before). A directory that holds these files from an
+#                 earlier run is refused: name a new one.
 #   LONGCTX_BUILD build directory whose bin/longctx runs (default build)
+# Exit 0 when every job ran, 1 when one failed (or its JSON could not be kept in RESULTS), 2 for a bad
+# setting, 130 / 143 when stopped by SIGINT / SIGTERM.
+[ -n "${BASH_VERSION:-}" ] || { echo "scaling.sh: run it with bash (jobs/bench/scaling.sh, or bash scaling.sh)" >&2; exit 2; }
 if [ $# -gt 0 ]; then
   case "$1" in
     -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
-    *) echo "scaling.sh: takes no arguments ('$1'); H, D, REPEATS and LONGCTX_BUILD come from the environment" \
-            "(--help)" >&2; exit 2 ;;
+    *) echo "scaling.sh: takes no arguments ('$1'); H, D, REPEATS, RESULTS and LONGCTX_BUILD come from the" \
+            "environment (--help)" >&2; exit 2 ;;
   esac
 fi
 source "$(dirname "$0")/../lib.sh"
@@ -28,36 +42,78 @@ LONGCTX=$LONGCTX_BUILD/bin/longctx
 H=${H:-4}; D=${D:-64}; REPEATS=${REPEATS:-5}
 for setting in "H=$H" "D=$D" "REPEATS=$REPEATS"; do
   [[ "${setting#*=}" =~ ^[1-9][0-9]{0,5}$ ]] ||
-    { echo "scaling.sh: $setting: must be a whole number >= 1" >&2; exit 2; }
+    { echo "scaling.sh: $setting: must be a whole number from 1 to 999999, in plain digits" >&2; exit 2; }
 done
 [ -x "$LONGCTX" ] || { echo "scaling.sh: $LONGCTX: no such program (build first: ./jobs/build.sh)" >&2; exit 2; }
+outputs=(run.txt comm.jsonl weak1.jsonl weak2.jsonl pair.jsonl)
 if [ -n "${RESULTS:-}" ]; then
   mkdir -p -- "$RESULTS" && [ -w "$RESULTS" ] || { echo "scaling.sh: RESULTS=$RESULTS: cannot write there" >&2; exit 2; }
+  for f in "${outputs[@]}"; do
+    [ ! -e "$RESULTS/$f" ] || { echo "scaling.sh: RESULTS=$RESULTS holds $f of an earlier run: name a new directory" \
+                                     "(or remove ${outputs[*]})" >&2; exit 2; }
+  done
 fi
+# The script's own settings stay; every other LONGCTX_* variable is an option longctx would read.
+left_out=()
+for name in $(compgen -e | grep '^LONGCTX_'); do
+  case $name in LONGCTX_BUILD|LONGCTX_ROOT|LONGCTX_*_PACKAGES|LONGCTX_SLURM_*) continue ;; esac
+  left_out+=("$name=${!name}")
+  unset "$name"
+done
+[ ${#left_out[@]} -eq 0 ] || echo "scaling.sh: not passed to the runs (their options are the script's): ${left_out[*]}" >&2
 tmp=$(mktemp -d)
+# The traps write to fd 3, the script's stderr: a trap that runs as a job ends still has that job's
+# redirections in effect (its stderr is $tmp/err, removed below).
+exec 3>&2
 finish_results() {
+  local status=$?
   if [ -n "${RESULTS:-}" ]; then
     local f kept=1
-    for f in "$tmp"/*.jsonl; do [ ! -e "$f" ] || cp -- "$f" "$RESULTS/" || kept=0; done
-    [ "$kept" = 1 ] && echo "scaling.sh: JSON of every job in $RESULTS" >&2 ||
-      echo "scaling.sh: could not copy every job's JSON to $RESULTS" >&2
+    for f in "$tmp"/*.jsonl "$tmp/run.txt"; do [ ! -s "$f" ] || cp -- "$f" "$RESULTS/" || kept=0; done
+    if [ "$kept" = 1 ]; then
+      echo "scaling.sh: the JSON of every job that finished is in $RESULTS" >&3
+    else
+      echo "scaling.sh: could not copy every job's JSON to $RESULTS" >&3
+      [ "$status" -ne 0 ] || status=1
+    fi
   fi
   rm -rf "$tmp"
+  exit "$status"
 }
 trap finish_results EXIT
+# What was running when a signal came: the EXIT trap keeps what finished.
+doing="starting"
+trap 'echo "scaling.sh: stopped by SIGINT during $doing" >&3; exit 130' INT
+trap 'echo "scaling.sh: stopped by SIGTERM during $doing" >&3; exit 143' TERM
 export OMP_NUM_THREADS=1
-
-echo "## constant communication (P = 4, H = $H, D = $D, w/r = 4096)"
-for N in 16384 65536 262144; do
-  longctx_mpirun -np 4 "$LONGCTX" bench attention --seq-len $N --heads $H --head-dim $D --iters 1 --warmup 0 \
-    --segment-lengths 1024,$N --dilation-rates 1,$((N / 4096)) --json --quiet 2>"$tmp/err" >>"$tmp/comm.jsonl" || {
-    echo "scaling.sh: the 4-rank job at N = $N failed:" >&2; cat "$tmp/err" >&2
-    [ -s "$tmp/comm.jsonl" ] && { echo "finished before it (JSON):" >&2; cat "$tmp/comm.jsonl" >&2; }
+{
+  echo "date: $(date -u '+%Y-%m-%dT%H:%M:%SZ')"
+  echo "host: $(hostname)"
+  echo "longctx: $("$LONGCTX" --version 2>&1 | head -1)"
+  echo "settings: H=$H D=$D REPEATS=$REPEATS"
+} >"$tmp/run.txt"
+# run LABEL OUT LONGCTX_ARGS...: one bench attention job under mpirun, its JSON appended to OUT; its
+# warnings kept for the end. A failed job stops the script, naming it, with its messages.
+run() {
+  local label=$1 out=$2
+  shift 2
+  doing="the $label"
+  longctx_mpirun "$@" --threads 1 --batch 1 --json --quiet 2>"$tmp/err" >>"$out" || {
+    echo "scaling.sh: the $label failed:" >&2; cat "$tmp/err" >&2
+    [ -n "${RESULTS:-}" ] || [ ! -s "$out" ] || { echo "what finished before it (JSON):" >&2; cat "$out" >&2; }
     exit 1; }
+  grep -v "^\[longctx info " "$tmp/err" >>"$tmp/said"
+}
+
+echo "## constant communication (P = 4, H = $H, D = $D, w/r = 4096, forward, not causal)"
+for N in 16384 65536 262144; do
+  run "4-rank job at N = $N" "$tmp/comm.jsonl" -np 4 "$LONGCTX" bench attention --seq-len $N --heads $H \
+    --head-dim $D --iters 1 --warmup 0 --segment-lengths 1024,$N --dilation-rates 1,$((N / 4096))
 done
+doing="the tables"
 /usr/bin/python3 - "$tmp/comm.jsonl" <<'PY'
 import json, sys
-print("| N | schedule | bytes received per rank (measured, fwd) | expected (g-1)/g (w/r) H D 2 4 |")
+print("| N | schedule | bytes received per rank (measured, fwd) | expected (g-1)/g (w/r) H D 2 4, g = P |")
 print("|---|---|---|---|")
 for line in open(sys.argv[1]):
     r = json.loads(line)
@@ -68,7 +124,8 @@ for line in open(sys.argv[1]):
 PY
 
 echo
-echo "## weak scaling (32768 tokens per rank, 1 thread per rank, $REPEATS interleaved rounds)"
+echo "## weak scaling (32768 tokens per rank, 1 thread per rank, H = $H, D = $D, schedule 2048,4096,8192,N /" \
+  "1,2,4,N/4096, causal forward, $REPEATS interleaved rounds)"
 # Each round runs three jobs back to back: 1 rank; 2 ranks with the spanning branch (all-gather between
 # the ranks); and the machine's own share of the growth: the same 2 ranks each doing exactly the 1-rank
 # work with NO communication (the last branch is w = 32768, r = 8 again, which fits in a shard). On a
@@ -76,20 +133,21 @@ echo "## weak scaling (32768 tokens per rank, 1 thread per rank, $REPEATS interl
 # swings single runs by +-20%, so the rounds are interleaved and the medians are reported.
 # The 2 ranks do not do exactly the 1-rank work each: causal masking splits the spanning branch's rows
 # unevenly (the slowest rank has a few % fewer pairs than 1 rank). "per pair" columns divide that out.
-# weak_run P LAST_W LAST_R OUT: one causal forward job on P ranks, N = 32768 P, schedule 2048,4096,8192 / 1,2,4
-# plus the branch (LAST_W, LAST_R); appends its JSON to OUT.
-# A failed job stops the script with its messages (before: they went to /dev/null, and the script
-# stopped without a word).
+# weak_run LABEL P LAST_W LAST_R OUT: one causal forward job on P ranks, N = 32768 P, schedule
+# 2048,4096,8192 / 1,2,4 plus the branch (LAST_W, LAST_R); appends its JSON to OUT.
 weak_run() {
-  longctx_mpirun -np "$1" "$LONGCTX" bench attention --seq-len $((32768 * $1)) --heads $H --head-dim $D --iters 3 \
-    --warmup 1 --segment-lengths 2048,4096,8192,"$2" --dilation-rates 1,2,4,"$3" --causal --json --quiet \
-    2>"$tmp/err" >>"$4" || { echo "scaling.sh: the $1-rank weak-scaling job failed:" >&2; cat "$tmp/err" >&2; exit 1; }
+  run "$1 (round $((round + 1)) of $REPEATS)" "$5" -np "$2" "$LONGCTX" bench attention --seq-len $((32768 * $2)) \
+    --heads $H --head-dim $D --iters 3 --warmup 1 --segment-lengths 2048,4096,8192,"$3" --dilation-rates 1,2,4,"$4" --causal
 }
+last_seconds() { /usr/bin/python3 -c 'import json, sys; print("%.3f" % json.loads(open(sys.argv[1]).readlines()[-1])["seconds_fwd"])' "$1"; }
 for ((round = 0; round < REPEATS; round++)); do
-  weak_run 1 32768 8 "$tmp/weak1.jsonl"
-  weak_run 2 65536 16 "$tmp/weak2.jsonl"
-  weak_run 2 32768 8 "$tmp/pair.jsonl"
+  weak_run "1-rank weak-scaling job" 1 32768 8 "$tmp/weak1.jsonl"
+  weak_run "2-rank weak-scaling job" 2 65536 16 "$tmp/weak2.jsonl"
+  weak_run "2-rank job without communication" 2 32768 8 "$tmp/pair.jsonl"
+  echo "scaling.sh: round $((round + 1)) of $REPEATS: 1 rank $(last_seconds "$tmp/weak1.jsonl") s, 2 ranks" \
+    "$(last_seconds "$tmp/weak2.jsonl") s, 2 ranks without communication $(last_seconds "$tmp/pair.jsonl") s" >&2
 done
+doing="the tables"
 /usr/bin/python3 - "$tmp/weak1.jsonl" "$tmp/weak2.jsonl" "$tmp/pair.jsonl" <<'PY'
 import json, statistics, sys
 one, two, pair = ([json.loads(l) for l in open(f)] for f in sys.argv[1:4])
@@ -112,4 +170,11 @@ print(f"\nmedians: 1 rank {m1:.3f} s, 2 ranks {m2:.3f} s, 2 ranks without commun
 print(f"time per rank 1 -> 2 ranks: {pct(m2, m1):+.1f}% (target <= +15%; machine contention alone: "
       f"{pct(mc, m1):+.1f}%; distributed overhead beyond it: {pct(m2, mc):+.1f}%, "
       f"{statistics.median(per_pair):+.1f}% per pair: the slowest rank has fewer pairs than 1 rank)")
+print("weak scaling: " + ("within the target" if pct(m2, m1) <= 15 else
+      "OVER the target" + (" (beyond what the machine alone adds: within it)" if pct(m2, mc) <= 15 else "")))
 PY
+if [ -s "$tmp/said" ]; then
+  echo
+  echo "longctx said (once each, over all jobs):"
+  sort -u "$tmp/said" | sed 's/^/  /'
+fi

@@ -110,7 +110,7 @@ expect_in "$OUT/stdout" "^usage: jobs/bench/scaling.sh" "prints its usage"
 expect_exit 2 "scaling.sh with an argument" -- bash "$SCALING" 16384
 expect_in "$OUT/stderr" "takes no arguments \('16384'\)" "says it takes none"
 expect_exit 2 "REPEATS=0" -- env REPEATS=0 bash "$SCALING"
-expect_in "$OUT/stderr" "REPEATS=0: must be a whole number >= 1" "names the setting"
+expect_in "$OUT/stderr" "REPEATS=0: must be a whole number from 1 to 999999" "names the setting"
 mkdir -p "$OUT/fake/bin" && printf '#!/bin/sh\necho "fake longctx: refused" >&2\nexit 3\n' >"$OUT/fake/bin/longctx" &&
   chmod +x "$OUT/fake/bin/longctx"
 expect_exit 1 "scaling.sh whose first job fails" -- env LONGCTX_BUILD="$OUT/fake" bash "$SCALING"
@@ -119,12 +119,39 @@ expect_in "$OUT/stderr" "fake longctx: refused" "with its message"
 # The whole harness, small (H = 1, D = 8, one round: seconds): the bytes each rank receives stay the
 # expected constant as N grows 16x, and RESULTS keeps every job's JSON (before: tables only, and CI never
 # ran the harness itself).
-expect_exit 0 "scaling.sh, small, RESULTS=dir" -- env H=1 D=8 REPEATS=1 RESULTS="$OUT/res" LONGCTX_BUILD="$(dirname "$(dirname "$LONGCTX")")" \
-  bash "$SCALING"
+# LONGCTX_THREADS / LONGCTX_BATCH are options longctx would read: the runs must not (before: 2 threads per
+# rank under a heading that said 1, and a batch of 2 doubled every byte count against its "expected").
+expect_exit 0 "scaling.sh, small, RESULTS=dir" -- env H=1 D=8 REPEATS=1 RESULTS="$OUT/res" LONGCTX_THREADS=2 LONGCTX_BATCH=2 \
+  LONGCTX_BUILD="$(dirname "$(dirname "$LONGCTX")")" bash "$SCALING"
+expect_in "$OUT/stderr" "not passed to the runs \(their options are the script's\): LONGCTX_BATCH=2 LONGCTX_THREADS=2" \
+  "names the LONGCTX_* options it kept from the runs"
+/usr/bin/python3 -c 'import json, sys; sys.exit(any((r["threads"], r["batch"]) != (1, 1) for f in sys.argv[1:] for r in map(json.loads, open(f))))' \
+  "$OUT"/res/*.jsonl && pass "every run had 1 thread and batch 1" || fail "a run took LONGCTX_THREADS or LONGCTX_BATCH"
+expect_in "$OUT/stderr" "^scaling.sh: round 1 of 1: 1 rank [0-9.]+ s, 2 ranks [0-9.]+ s, 2 ranks without communication [0-9.]+ s" \
+  "reports each round as it ends"
+expect_in "$OUT/stdout" "^weak scaling: (within|OVER) the target" "judges the target"
+expect_in "$OUT/stdout" "branch 4 \(w=32768, r=8\) reaches only 1 of its 8 row residues" "passes on longctx's warnings"
+expect_in "$OUT/res/run.txt" "^longctx: longctx [0-9]" "RESULTS says which binary ran"
 [ "$(grep -cE '^\| (16384|65536|262144) \| .* \| 196608 \| 196608 \|$' "$OUT/stdout")" = 3 ] &&
   pass "bytes received per rank: 196608 = expected at N = 16K, 64K, 256K" || fail "table: $(grep -E '^\| [0-9]' "$OUT/stdout" | head -3)"
 expect_in "$OUT/stdout" "^time per rank 1 -> 2 ranks: [-+][0-9.]+% \(target <= \+15%" "prints the weak-scaling summary"
 [ "$(cat "$OUT/res/comm.jsonl" | wc -l) $(cat "$OUT/res/weak1.jsonl" "$OUT/res/weak2.jsonl" "$OUT/res/pair.jsonl" | wc -l)" = "3 3" ] &&
   /usr/bin/python3 -c 'import json, sys; [json.loads(l)["per_rank"] for f in sys.argv[1:] for l in open(f)]' "$OUT"/res/*.jsonl &&
   pass "RESULTS holds each job's JSON" || fail "RESULTS: $(ls "$OUT/res" 2>&1 | tr '\n' ' ')"
+# A second run into the same RESULTS would mix two runs' files (before: it did, and said "every job").
+expect_exit 2 "scaling.sh into the RESULTS of an earlier run" -- env RESULTS="$OUT/res" bash "$SCALING"
+expect_in "$OUT/stderr" "RESULTS=.*/res holds run.txt of an earlier run: name a new directory" "refuses it"
+# SIGTERM (what Slurm sends) during a job: exit 143, naming the job, and RESULTS keeps what finished
+# (before: exit 143 without a word; SIGINT was reported as a failed job, exit 1).
+printf '#!/bin/sh\n[ "$1" = --version ] && { echo "fake 0"; exit 0; }\nsleep 30\n' >"$OUT/fake/bin/longctx"
+setsid env LONGCTX_BUILD="$OUT/fake" RESULTS="$OUT/res_term" bash "$SCALING" >"$OUT/stdout" 2>"$OUT/stderr" &
+scaling=$!
+for _ in $(seq 100); do pgrep -f "$OUT/fake/bin/longctx" >/dev/null && break; sleep 0.1; done
+kill -TERM -- -"$scaling"
+wait "$scaling"
+status=$?
+[ "$status" = 143 ] && pass "SIGTERM: exit 143" || fail "SIGTERM: exit $status"
+expect_in "$OUT/stderr" "^scaling.sh: stopped by SIGTERM during the 4-rank job at N = 16384$" "names what it stopped"
+[ -s "$OUT/res_term/run.txt" ] && [ ! -e "$OUT/res_term/comm.jsonl" ] && pass "RESULTS keeps run.txt, no empty JSON" ||
+  fail "RESULTS after SIGTERM: $(ls "$OUT/res_term" 2>&1 | tr '\n' ' ')"
 finish
