@@ -32,7 +32,40 @@ void declare(po::options_description& desc, po::positional_options_description&)
       ("bytes", po::value<std::string>()->default_value("64M"), "bytes each rank contributes per all-gather (K/M/G suffixes)")
       ("iters", po::value<int>()->default_value(10), "timed calls (the median is reported)")
       ("warmup", po::value<int>()->default_value(2), "untimed calls first")
-      ("json", po::bool_switch(), "print one JSON object instead of a table");
+      ("json", po::bool_switch(), "print one JSON object instead of a table: comm, world_size, bytes_per_rank, iters, "
+       "warmup, seconds (the slowest rank's median), received_bytes_per_s (what one rank receives from the others, "
+       "per second), staged_copy_bytes_per_s (--comm staged: host <-> device copies per second; else null)");
+}
+
+// "3 bytes", "12.50 KiB", "64.00 MiB", "2.00 GiB": a size as a person reads it (before: "0.00 MiB" for
+// --bytes 3).
+std::string size_text(double bytes) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(2);
+  if (bytes < 1024) return std::to_string(static_cast<int64_t>(bytes)) + (bytes == 1 ? " byte" : " bytes");
+  if (bytes < 1048576.0) out << bytes / 1024 << " KiB";
+  else if (bytes < 1073741824.0) out << bytes / 1048576.0 << " MiB";
+  else out << bytes / 1073741824.0 << " GiB";
+  return out.str();
+}
+
+// "8.12 us", "3.40 ms", "1.20 s" (before: "0.00 ms" for a small all-gather).
+std::string seconds_text(double seconds) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(2);
+  if (seconds < 1e-3) out << seconds * 1e6 << " us";
+  else if (seconds < 1) out << seconds * 1e3 << " ms";
+  else out << seconds << " s";
+  return out.str();
+}
+
+// "850.00 MB/s", "12.30 GB/s" (decimal, as network rates are given).
+std::string rate_text(double bytes_per_s) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(2);
+  if (bytes_per_s < 1e9) out << bytes_per_s / 1e6 << " MB/s";
+  else out << bytes_per_s / 1e9 << " GB/s";
+  return out.str();
 }
 
 // The options, checked in the config phase (all ranks agree: one message, exit 2); run() relies on it
@@ -127,17 +160,18 @@ int run(Invocation& invocation) {
   const double received = static_cast<double>(n) * (P - 1);
   const double recv_rate = received / slowest, copy_rate = static_cast<double>(copied) / slowest;
   if (json) {
+    // The copy rate is null where nothing is staged (before: 0, as if the copies had stalled).
     std::cout << "{\"comm\": " << json_string(c->backend()) << ", \"world_size\": " << P << ", \"bytes_per_rank\": " << n
-              << ", \"seconds\": " << slowest << ", \"received_bytes_per_s\": " << recv_rate
-              << ", \"staged_copy_bytes_per_s\": " << copy_rate << "}\n";
+              << ", \"iters\": " << iters << ", \"warmup\": " << warmup << ", \"seconds\": " << slowest
+              << ", \"received_bytes_per_s\": " << recv_rate << ", \"staged_copy_bytes_per_s\": ";
+    if (copier) std::cout << copy_rate;
+    else std::cout << "null";
+    std::cout << "}\n";
   } else {
-    std::ostringstream out;
-    out << std::fixed << std::setprecision(2);
-    out << "all_gather on " << c->backend() << ", " << P << " rank(s), " << static_cast<double>(n) / 1048576.0 << " MiB per rank: "
-        << slowest * 1e3 << " ms (median of " << iters << ", slowest rank), " << recv_rate / 1e9
-        << " GB/s received per rank";
-    if (copier) out << ", staged copies " << copy_rate / 1e9 << " GB/s";
-    std::cout << out.str() << "\n";
+    std::cout << "all_gather on " << c->backend() << ", " << P << " rank(s), " << size_text(static_cast<double>(n))
+              << " per rank: " << seconds_text(slowest) << " (median of " << iters << ", slowest rank), "
+              << (P > 1 ? rate_text(recv_rate) + " received per rank" : std::string("nothing to receive on 1 rank"))
+              << (copier ? ", staged copies " + rate_text(copy_rate) : std::string()) << "\n";
   }
   return 0;
 }
