@@ -9,7 +9,9 @@
 #   LONGCTX_SLURM_CTLD_PORT=P, LONGCTX_SLURM_D_PORT=P   slurmctld's and slurmd's ports (default 16817,
 #                             16818): another cluster on this machine needs others
 # It fails (exit 1, with the daemons' last log lines) when its own daemons are not the ones answering: a
-# port held by another cluster made them exit at once while `sinfo` got its answer from that cluster.
+# port held by another cluster made them exit at once while `sinfo` got its answer from that cluster. Then
+# it stops the daemons it started itself (before: one whose port was free kept running). munged, which it
+# starts when none runs, is left running (stop-local.sh leaves it too: other programs may use it).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/../lib.sh"
@@ -24,6 +26,13 @@ case "$state" in
   *[[:space:]#\&\|\\]*) echo "start-local.sh: LONGCTX_SLURM_STATE='$state' holds a blank, '#', '&', '|' or '\'," \
                        "which slurm.conf paths cannot; choose a directory without" >&2; exit 2 ;;
 esac
+for setting in "LONGCTX_SLURM_CPUS=${LONGCTX_SLURM_CPUS:-4}" "LONGCTX_SLURM_CTLD_PORT=${LONGCTX_SLURM_CTLD_PORT:-16817}" \
+               "LONGCTX_SLURM_D_PORT=${LONGCTX_SLURM_D_PORT:-16818}"; do
+  value=${setting#*=}
+  [[ "$value" =~ ^[1-9][0-9]{0,4}$ ]] && { [[ "$setting" == LONGCTX_SLURM_CPUS=* ]] || [ "$value" -le 65535 ]; } || {
+    echo "start-local.sh: $setting: must be a whole number$([[ "$setting" == *PORT=* ]] && echo " from 1 to 65535" ||
+         echo " >= 1")" >&2; exit 2; }
+done
 mkdir -p "$state/ctld" "$state/d"
 host="$(hostname -s)"
 pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -49,9 +58,11 @@ mv -f "$state/slurm.conf.new" "$state/slurm.conf"
 export SLURM_CONF="$state/slurm.conf"
 
 longctx_start_munge
+started=()  # the daemons this run started: stopped again if it fails
 # -c (a clean start) only where nothing was saved: a controller restarted on its own state recovers the
 # queue (before: -c always, which silently dropped pending and requeued jobs).
 if ! pid_alive "$state/slurmctld.pid"; then
+  started+=(slurmctld)
   if [ -n "$(ls -A "$state/ctld")" ]; then
     echo "[slurm] slurmctld recovers the jobs saved in $state/ctld" >&2
     longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmctld -f "$SLURM_CONF"
@@ -59,7 +70,7 @@ if ! pid_alive "$state/slurmctld.pid"; then
     longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmctld -c -f "$SLURM_CONF"
   fi
 fi
-pid_alive "$state/slurmd.pid" || longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmd -f "$SLURM_CONF"
+pid_alive "$state/slurmd.pid" || { started+=(slurmd); longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmd -f "$SLURM_CONF"; }
 
 # Ours: both daemons of this state directory alive, and the controller that answers keeps its state here.
 ours() { pid_alive "$state/slurmctld.pid" && pid_alive "$state/slurmd.pid" && longctx_slurm_answers "$state"; }
@@ -80,4 +91,14 @@ else
   echo "[slurm] node did not become idle (state '${node_state:-?}'); logs in $state" >&2
 fi
 tail -n 5 "$state/slurmctld.log" "$state/slurmd.log" >&2 || true
+for daemon in "${started[@]}"; do
+  if pid_alive "$state/$daemon.pid"; then
+    pid=$(cat "$state/$daemon.pid")
+    longctx_sudo kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && { longctx_sudo kill -9 "$pid" 2>/dev/null || true; }
+    echo "[slurm] stopped the $daemon it started (pid $pid)" >&2
+  fi
+  rm -f "$state/$daemon.pid"
+done
 exit 1

@@ -38,6 +38,16 @@ cmp -s <(grep -m1 '^# ' "$ROOT/jobs/slurm/train.sbatch" | sed 's/^# //') <(head 
   pass "train.sbatch --help prints its header, runs nothing" || fail "train.sbatch --help: $(head -3 "$OUT/stdout" "$OUT/stderr")"
 expect_exit 2 "info.sbatch with an argument" -- bash "$ROOT/jobs/slurm/info.sbatch" extra
 expect_in "$OUT/stderr" "takes no arguments \(got: extra" "says it takes none"
+# (before: srun's "execve(): build/bin/longctx: No such file or directory")
+expect_exit 2 "info.sbatch whose LONGCTX names no program" -- env LONGCTX="$OUT/none" bash "$ROOT/jobs/slurm/info.sbatch"
+expect_in "$OUT/stderr" "LONGCTX=$OUT/none: no such program" "says so before srun"
+# A value that is no number made the guard's test fail, and every run was requeued: the loop it stops.
+expect_exit 2 "train.sbatch with LONGCTX_MIN_RUN_SECONDS=abc" -- env -u SLURM_CONF LONGCTX="$LONGCTX" LONGCTX_MIN_RUN_SECONDS=abc \
+  bash "$ROOT/jobs/slurm/train.sbatch" --train.steps 1
+expect_in "$OUT/stderr" "LONGCTX_MIN_RUN_SECONDS=abc: must be a whole number of seconds" "refused before srun"
+expect_exit 2 "start-local.sh with LONGCTX_SLURM_CPUS=abc" -- env LONGCTX_SLURM_STATE="$OUT/cpus" LONGCTX_SLURM_CPUS=abc \
+  bash "$ROOT/jobs/slurm/start-local.sh"
+expect_in "$OUT/stderr" "LONGCTX_SLURM_CPUS=abc: must be a whole number >= 1" "names the setting (before: slurmctld's parse error, exit 1)"
 expect_exit 2 "a state directory with a blank (slurm.conf cannot hold it)" -- env LONGCTX_SLURM_STATE="$OUT/st ate" \
   bash "$ROOT/jobs/slurm/start-local.sh"
 expect_in "$OUT/stderr" "holds a blank, '#', '&', '\|' or" "start-local.sh says why"
@@ -193,6 +203,17 @@ expect_in "$OUT/stderr" "not running or not the ones answering on ports .* logs 
 expect_in "$OUT/stderr" "^==> $OUT/slurm2/slurmctld.log <==" "shows the daemons' last log lines"
 [ "$SECONDS" -lt 45 ] && pass "it gave up once they exited (${SECONDS} s)" || fail "it waited ${SECONDS} s"
 grep -qE "idle|mix|alloc" <<<"$(sinfo -h -o %t)" && pass "the first cluster still answers" || fail "sinfo: $(sinfo 2>&1 | head -3)"
+# Only the controller's port taken: the slurmd it started must not be left running (before: it was,
+# trying to register with a controller that had exited).
+/usr/bin/python3 -c 'import socket, time; s = socket.socket(); s.bind(("", 17927)); s.listen(); time.sleep(300)' &
+holder=$!
+sleep 0.5
+expect_exit 1 "a cluster whose controller port is taken" -- env -C "$OUT" LONGCTX_SLURM_STATE=slurm3 LONGCTX_SLURM_CTLD_PORT=17927 \
+  LONGCTX_SLURM_D_PORT=17928 bash "$ROOT/jobs/slurm/start-local.sh"
+expect_in "$OUT/stderr" "stopped the slurmd it started" "says it stopped the daemon it started"
+! pgrep -f "$OUT/slurm3/slurm.conf" >/dev/null && pass "no daemon of it is left" ||
+  { fail "left: $(pgrep -af "$OUT/slurm3/slurm.conf")"; pkill -f "$OUT/slurm3/slurm.conf"; }
+kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
 jid=$(env LONGCTX="$LONGCTX" sbatch --parsable --time=10 --output="$OUT/stop.out" "$ROOT/jobs/slurm/train.sbatch" \
       "${TRAIN[@]}" --train.steps 100000 --checkpoint.dir "$OUT/ck_stop" --log.jsonl "$OUT/stop.jsonl")
 for _ in $(seq 180); do [ "$(job_field "$jid" JobState)" = RUNNING ] && break; sleep 1; done
