@@ -144,6 +144,15 @@ expect_in "$OUT/stdout" "^time per rank 1 -> 2 ranks: [-+][0-9.]+% \(target <= \
 [ "$(cat "$OUT/res/comm.jsonl" | wc -l) $(cat "$OUT/res/weak1.jsonl" "$OUT/res/weak2.jsonl" "$OUT/res/pair.jsonl" | wc -l)" = "3 3" ] &&
   /usr/bin/python3 -c 'import json, sys; [json.loads(l)["per_rank"] for f in sys.argv[1:] for l in open(f)]' "$OUT"/res/*.jsonl &&
   pass "RESULTS holds each job's JSON" || fail "RESULTS: $(ls "$OUT/res" 2>&1 | tr '\n' ' ')"
+# Jobs that warn about nothing (grep of their warnings found none: exit 1 under set -e ended the script
+# after the first job, without a word). A stand-in longctx prints one valid JSON object per rank.
+cat >"$OUT/fake/bin/longctx" <<'FAKE'
+#!/bin/sh
+[ "$1" = --version ] && { echo "fake 0"; exit 0; }
+echo '{"world_size": 4, "threads": 1, "batch": 1, "seq_len": 16384, "heads": 1, "head_dim": 8, "schedule": [[1024, 1], [16384, 4]], "pairs": 100, "seconds_fwd": 0.1, "per_rank": [{"rank": 0, "seconds_fwd": 0.1, "pairs": 100, "bytes_received_fwd": 0, "comm_hidden_fwd": null}]}'
+FAKE
+expect_exit 0 "scaling.sh whose jobs warn about nothing" -- env LONGCTX_BUILD="$OUT/fake" REPEATS=1 bash "$SCALING"
+expect_in "$OUT/stdout" "^weak scaling: " "reaches its summary"
 # A second run into the same RESULTS would mix two runs' files (before: it did, and said "every job").
 expect_exit 2 "scaling.sh into the RESULTS of an earlier run" -- env RESULTS="$OUT/res" bash "$SCALING"
 expect_in "$OUT/stderr" "RESULTS=.*/res holds run.txt of an earlier run: name a new directory" "refuses it"
