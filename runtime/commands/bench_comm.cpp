@@ -37,18 +37,6 @@ void declare(po::options_description& desc, po::positional_options_description&)
        "per second), staged_copy_bytes_per_s (--comm staged: host <-> device copies per second; else null)");
 }
 
-// "3 bytes", "12.50 KiB", "64.00 MiB", "2.00 GiB": a size as a person reads it (before: "0.00 MiB" for
-// --bytes 3).
-std::string size_text(double bytes) {
-  std::ostringstream out;
-  out << std::fixed << std::setprecision(2);
-  if (bytes < 1024) return std::to_string(static_cast<int64_t>(bytes)) + (bytes == 1 ? " byte" : " bytes");
-  if (bytes < 1048576.0) out << bytes / 1024 << " KiB";
-  else if (bytes < 1073741824.0) out << bytes / 1048576.0 << " MiB";
-  else out << bytes / 1073741824.0 << " GiB";
-  return out.str();
-}
-
 // "8.12 us", "3.40 ms", "1.20 s" (before: "0.00 ms" for a small all-gather).
 std::string seconds_text(double seconds) {
   std::ostringstream out;
@@ -168,7 +156,7 @@ int run(Invocation& invocation) {
     else std::cout << "null";
     std::cout << "}\n";
   } else {
-    std::cout << "all_gather on " << c->backend() << ", " << P << " rank(s), " << size_text(static_cast<double>(n))
+    std::cout << "all_gather on " << c->backend() << ", " << P << " rank(s), " << human_bytes(bytes)
               << " per rank: " << seconds_text(slowest) << " (median of " << iters << ", slowest rank), "
               << (P > 1 ? rate_text(recv_rate) + " received per rank" : std::string("nothing to receive on 1 rank"))
               << (copier ? ", staged copies " + rate_text(copy_rate) : std::string()) << "\n";

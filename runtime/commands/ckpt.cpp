@@ -43,16 +43,6 @@ int on_rank0(Invocation& invocation, const std::function<int()>& work) {
   return codes[0];
 }
 
-std::string human_bytes(int64_t bytes) {
-  std::ostringstream out;
-  out << std::fixed << std::setprecision(1);
-  if (bytes >= (int64_t{1} << 30)) out << static_cast<double>(bytes) / (1 << 30) << " GiB";
-  else if (bytes >= (1 << 20)) out << static_cast<double>(bytes) / (1 << 20) << " MiB";
-  else if (bytes >= (1 << 10)) out << static_cast<double>(bytes) / (1 << 10) << " KiB";
-  else out << bytes << " B";
-  return out.str();
-}
-
 int run_inspect(Invocation& invocation) {
   const std::string given = invocation.options["path"].as<std::string>();
   return on_rank0(invocation, [&] {
@@ -147,5 +137,15 @@ Command ckpt_verify_command() {
 }
 
 int run_on_rank0(Invocation& invocation, const std::function<int()>& work) { return on_rank0(invocation, work); }
+
+std::string human_bytes(int64_t bytes) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(1);
+  if (bytes >= (int64_t{1} << 30)) out << static_cast<double>(bytes) / (1 << 30) << " GiB";
+  else if (bytes >= (1 << 20)) out << static_cast<double>(bytes) / (1 << 20) << " MiB";
+  else if (bytes >= (1 << 10)) out << static_cast<double>(bytes) / (1 << 10) << " KiB";
+  else out << bytes << " B";
+  return out.str();
+}
 
 }  // namespace longctx::cli

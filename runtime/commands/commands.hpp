@@ -22,6 +22,9 @@ void catch_train_stop_signals();
 // Runs `work` on rank 0 only (errors printed there) and returns its exit code on every rank.
 int run_on_rank0(Invocation& invocation, const std::function<int()>& work);
 
+// A size as a person reads it: "3 B", "12.5 KiB", "64.0 MiB", "2.0 GiB" (ckpt inspect, bench comm).
+std::string human_bytes(int64_t bytes);
+
 // open(path, O_RDONLY | O_CLOEXEC) of a file that rank 0 has just made, maybe on another node: on ENOENT
 // it lists the directory (a network file system may answer from a lookup cached before the file existed)
 // and tries again, for up to `patience_seconds`. -1 and errno as open(2).
