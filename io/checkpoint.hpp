@@ -145,10 +145,11 @@ struct RankBlob {
   bool exact = false;   // P' == P: this rank's own state
 };
 
-// The digest stored with a checkpoint dataset (digest.hpp), or nullopt where there is none to check: one
-// written before digests (or rewritten by a tool that dropped it), or one neither float32 nor uint8, the
-// types a digest is defined for (float_digest and byte_digest).
-std::optional<uint64_t> stored_digest(const h5::Dataset& dataset);
+// The digest stored with a checkpoint dataset (digest.hpp) that is read as `read_as`, or nullopt where there
+// is none to check: one written before digests (or rewritten by a tool that dropped it), one whose type is
+// not `read_as` (its elements would be converted), or one neither float32 nor uint8, the types a digest is
+// defined for (float_digest and byte_digest). Readers of the stored type pass dataset.element_type().
+std::optional<uint64_t> stored_digest(const h5::Dataset& dataset, h5::ElementType read_as);
 
 // What a dataset whose contents do not match its digest says, after its name: the bytes changed after the
 // write, while every chunk still matches its Fletcher32 checksum.

@@ -73,19 +73,18 @@ std::vector<uint8_t> read_bytes(const h5::Dataset& dataset) {
   h5::Dataspace file = dataset.file_space();
   h5::Dataspace memory = h5::Dataspace::simple({static_cast<int64_t>(bytes.size())});
   dataset.read(H5T_NATIVE_UINT8, memory, file, bytes.data(), h5::Transfer::independent);
-  // Read as uint8: only a uint8 dataset's digest applies.
-  if (const std::optional<uint64_t> stored = stored_digest(dataset);
-      stored && dataset.element_type() == h5::ElementType::u8 &&
-      byte_digest(bytes.data(), static_cast<int64_t>(bytes.size()), 0) != *stored)
+  if (const std::optional<uint64_t> stored = stored_digest(dataset, h5::ElementType::u8);
+      stored && byte_digest(bytes.data(), static_cast<int64_t>(bytes.size()), 0) != *stored)
     throw digest_mismatch(dataset);
   return bytes;
 }
 
 }  // namespace
 
-std::optional<uint64_t> stored_digest(const h5::Dataset& dataset) {
+std::optional<uint64_t> stored_digest(const h5::Dataset& dataset, h5::ElementType read_as) {
   const h5::ElementType type = dataset.element_type();
-  if (!dataset.has_attribute(kDigestAttribute) || (type != h5::ElementType::f32 && type != h5::ElementType::u8))
+  if (type != read_as || (type != h5::ElementType::f32 && type != h5::ElementType::u8) ||
+      !dataset.has_attribute(kDigestAttribute))
     return std::nullopt;
   return digest_of_attribute(dataset.read_int64_attribute(kDigestAttribute));
 }
@@ -158,9 +157,8 @@ Tensor CheckpointReader::read_rows(const std::string& name, RowRange rows) const
   const Shape shape = dataset.shape();
   if (shape.empty()) return io::read_rows(dataset, 0, rows);  // refused there: a scalar has no rows
   // Decided before the read (collective): a rank whose read fails must not leave the others in a
-  // collective of the check. The rows are read as float32: only a float32 tensor's digest applies.
-  const std::optional<uint64_t> stored =
-      dataset.element_type() == h5::ElementType::f32 ? stored_digest(dataset) : std::nullopt;
+  // collective of the check.
+  const std::optional<uint64_t> stored = stored_digest(dataset, h5::ElementType::f32);
   const DigestReads check = stored ? digest_reads(shape, rows, file_.comm()) : DigestReads::none;
   std::optional<Tensor> block;
   std::exception_ptr failed;

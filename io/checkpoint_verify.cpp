@@ -22,7 +22,7 @@ DatasetInfo describe(const h5::Dataset& dataset) {
   info.dtype = h5::to_string(dataset.element_type());
   info.storage_bytes = dataset.storage_bytes();
   info.checksummed = dataset.checksummed();
-  info.digested = stored_digest(dataset).has_value();
+  info.digested = stored_digest(dataset, dataset.element_type()).has_value();
   return info;
 }
 
@@ -70,7 +70,7 @@ std::string check_dataset(const h5::Dataset& dataset, double& min_value) {
   // scalar inf or nan passed).
   std::vector<uint8_t> buffer;
   // The digest of what was read so far, where there is one to compare with.
-  const std::optional<uint64_t> stored = stored_digest(dataset);
+  const std::optional<uint64_t> stored = stored_digest(dataset, type);
   uint64_t digest = 0;
   const auto add_to_digest = [&](int64_t count, int64_t flat) {
     if (!stored) return;
