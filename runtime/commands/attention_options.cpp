@@ -175,6 +175,12 @@ std::string json_string(const std::string& text) {
   for (char c : text) {
     if (c == '"' || c == '\\') out += '\\';
     if (c == '\n') { out += "\\n"; continue; }
+    if (static_cast<unsigned char>(c) < 0x20) {  // a tab or another control character: JSON takes none raw
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(c));
+      out += escaped;
+      continue;
+    }
     out += c;
   }
   return out + "\"";

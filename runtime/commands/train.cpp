@@ -24,6 +24,7 @@
 #include "io/activation_dump.hpp"
 #include "io/atomic_output.hpp"
 #include "io/checkpoint.hpp"
+#include "io/durable.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/commands/train_options.hpp"
 #include "runtime/core/activity.hpp"
@@ -181,12 +182,65 @@ std::string step_log_fields(int64_t step, const train::StepStats& stats, double 
          ", \"world_size\": " + std::to_string(world_size);
 }
 
-int run_train(Invocation& inv) {
-  catch_train_stop_signals();  // again: MPI_Init or a launcher may have blocked them since main()
+// What log.summary says of a run, filled in as it goes; rank 0 writes it when the run ends (summary_json).
+struct RunRecord {
+  std::string path;             // log.summary ("": none)
+  int64_t train_steps = -1;
+  int64_t first_step = -1;      // the step the run started from (0: a new run); -1 until known
+  int64_t step = -1;            // the step the run is at (the last one trained)
+  int64_t found_step = -1;      // the checkpoint it resumed from (-1: none)
+  bool found_pending = false;   // ... held an evaluation pending
+  int64_t committed = -1;       // the last checkpoint committed in checkpoint.dir, resumed from or saved (-1: none)
+  std::string committed_path;
+  bool committed_pending = false;
+  int signal = 0;               // the signal that stopped the run (agreed by the ranks); 0: none
+  std::string run_id;
+  // Whether the run left checkpoint.dir further on than it found it: a later step, or the evaluation its
+  // checkpoint held pending done. A run that did not is what a requeue loop looks like (each run stops
+  // before it gets anywhere): train.sbatch requeues only one that did.
+  bool advanced() const {
+    return committed > found_step || (committed == found_step && found_pending && !committed_pending);
+  }
+};
+
+// A signal's name for the summary ("SIGUSR1"); its number for one without a name here.
+std::string signal_name(int signal) {
+  if (signal == SIGUSR1) return "SIGUSR1";
+  if (signal == SIGTERM) return "SIGTERM";
+  return std::to_string(signal);
+}
+
+// log.summary's text: one JSON object (README: "The run's summary").
+std::string summary_json(const RunRecord& record, int code, const std::string& error, double seconds, int world_size) {
+  const auto number_or_null = [](int64_t value) { return value < 0 ? std::string("null") : std::to_string(value); };
+  const auto string_or_null = [](const std::string& text) { return text.empty() ? std::string("null") : json_string(text); };
+  const char* outcome = code == 0                                       ? "done"
+                        : code == static_cast<int>(ExitCode::requeue) ? "stopped"
+                        : record.signal != 0 && code == 128 + record.signal ? "stopped_unsaved"
+                                                                              : "failed";
+  const bool known = record.first_step >= 0;
+  return std::string("{\"format\": \"longctx-train-summary\", \"format_version\": 1, \"outcome\": \"") + outcome +
+         "\", \"exit\": " + std::to_string(code) +
+         ", \"signal\": " + (record.signal ? json_string(signal_name(record.signal)) : std::string("null")) +
+         ", \"error\": " + string_or_null(error) + ", \"first_step\": " + number_or_null(record.first_step) +
+         ", \"step\": " + number_or_null(record.step) +
+         ", \"steps_trained\": " + (known ? std::to_string(record.step - record.first_step) : std::string("null")) +
+         ", \"train_steps\": " + number_or_null(record.train_steps) +
+         ", \"checkpoint\": " + string_or_null(record.committed_path) +
+         ", \"checkpoint_step\": " + number_or_null(record.committed) +
+         ", \"checkpoint_eval_pending\": " + (record.committed_pending ? "true" : "false") +
+         ", \"checkpoint_advanced\": " + (record.advanced() ? "true" : "false") +
+         ", \"seconds\": " + train::json_number(seconds) + ", \"world_size\": " + std::to_string(world_size) +
+         ", \"run_id\": " + string_or_null(record.run_id) + "}\n";
+}
+
+int train_run(Invocation& inv, RunRecord& record) {
   comm::Communicator& world = inv.process.world();
   const int P = world.size(), rank = world.rank();
   const DeviceChoice device = attention_device(inv);  // --device / --dtype / --comm, before anything else
   const TrainOptions r = validate_train_options(inv, P);
+  record.path = r.summary_path;
+  record.train_steps = r.steps;
   const std::optional<train::NanGradientFault> nan_fault = train::nan_gradient_fault(P);
   const std::optional<train::SignalFault> signal_fault = train::signal_fault_at();
   // The fault above, where it applies: rank 0, in the checkpoint, dump or eval of `step`.
@@ -242,6 +296,9 @@ int run_train(Invocation& inv) {
                          "train.steps");
       log::info("resumed from " + *latest + " at step " + std::to_string(trainer.step()));
       resumed = true;
+      record.found_step = record.committed = trainer.step();
+      record.committed_path = *latest;
+      record.found_pending = record.committed_pending = stored.pending_eval.has_value();
     }
     check_stages_shardable(r, trainer.step(), P, SpanningSegments::may_end_short);
   } catch (const Error& e) {
@@ -260,6 +317,8 @@ int run_train(Invocation& inv) {
   else if (!stored.run_id.empty())
     log::warn_once("the checkpoint's run_id attribute is not 1-32 hex digits: this run goes on without an id");
   const int64_t first_step = trainer.step();  // 0, or the checkpoint's
+  record.first_step = record.step = first_step;
+  record.run_id = run_id;
   // Tokens trained on through `step`: the checkpoint's count, then this run's lengths. (Counting every step
   // at this run's lengths was wrong after a resume at another data.seq_len.)
   const auto tokens_seen = [&](int64_t step) { return stored.tokens_seen + r.tokens_through(step) - r.tokens_through(first_step); };
@@ -366,6 +425,9 @@ int run_train(Invocation& inv) {
                                                     pending_eval);
     committed = trainer.step();
     committed_pending = pending_eval.has_value();
+    record.committed = committed;
+    record.committed_path = path;
+    record.committed_pending = committed_pending;
     jsonl.forget_start();
     log::info("checkpoint " + path);
     signal_if_faulted("checkpoint", trainer.step());
@@ -401,6 +463,7 @@ int run_train(Invocation& inv) {
     if (!evaluation.complete) {
       log::info("stopped on a signal during the pending evaluation of step " + std::to_string(step) +
                 ", which the checkpoint still holds; requeue me");
+      record.signal = evaluation.stop_signal;
       return static_cast<int>(ExitCode::requeue);
     }
     refuse_resumed(evaluation.loss);
@@ -414,6 +477,7 @@ int run_train(Invocation& inv) {
     if (evaluation.stop_signal != 0 && step < r.steps) {
       checkpoint();
       log::info("stopped on a signal after the pending evaluation of step " + std::to_string(step) + "; requeue me");
+      record.signal = evaluation.stop_signal;
       return static_cast<int>(ExitCode::requeue);
     }
   }
@@ -443,6 +507,7 @@ int run_train(Invocation& inv) {
                      false);
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     const int64_t step = trainer.step();
+    record.step = step;
     if (dump && stage == stages && r.dump_steps.count(step)) {
       const activity::Scope dumping("dumping the activations of step " + std::to_string(step));
       dump_layers(*dump, trainer.model(), r, step, trainer.local_rows());
@@ -539,6 +604,7 @@ int run_train(Invocation& inv) {
     dump_unpublished = false;
   }
   if (stop_signal != 0) {
+    record.signal = stop_signal;
     if (r.checkpoint_dir.empty()) {
       // 75 promises a committed checkpoint to resume from; without one a requeue would start over, so
       // exit as the signal would have (128 + its number).
@@ -555,6 +621,7 @@ int run_train(Invocation& inv) {
     if (!evaluation.complete) {  // nothing trained: the checkpoint resumed from is the run's
       log::info("stopped on a signal during the evaluation of step " + std::to_string(trainer.step()) +
                 " (the checkpoint resumed from); requeue me");
+      record.signal = evaluation.stop_signal;
       return static_cast<int>(ExitCode::requeue);
     }
     refuse_resumed(evaluation.loss);
@@ -567,6 +634,42 @@ int run_train(Invocation& inv) {
   log::info("done: at step " + std::to_string(trainer.step()) + ", " + std::to_string(trainer.step() - first_step) +
             " step(s) trained by this run, " + std::to_string(static_cast<int64_t>(std::lround(total))) + " s");
   return 0;
+}
+
+// train_run, then log.summary (rank 0), whatever the end: done, stopped, or failed on rank 0 (a failure on
+// another rank alone ends the job without one). A summary that cannot be written fails a run that was done
+// (what it ran for is not all there), and is said but leaves a stop's 75 (the requeue) or a failure's code.
+int run_train(Invocation& inv) {
+  catch_train_stop_signals();  // again: MPI_Init or a launcher may have blocked them since main()
+  const auto start = std::chrono::steady_clock::now();
+  const bool writes = inv.process.world().rank() == 0;
+  RunRecord record;
+  const auto write_summary = [&](int code, const std::string& error) {
+    if (!writes || record.path.empty()) return;
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    try {
+      io::write_text_durably(record.path, summary_json(record, code, error, seconds, inv.process.world().size()));
+    } catch (const std::exception& e) {
+      const std::string what = "log.summary=" + record.path + " could not be written: " + e.what();
+      if (code == 0) throw InternalError("the run is done, but " + what);
+      log::error(what + " (the run's exit code stays " + std::to_string(code) + ")");
+    }
+  };
+  int code = 0;
+  try {
+    code = train_run(inv, record);
+  } catch (const Error& e) {
+    write_summary(static_cast<int>(e.code()), e.what());
+    throw;
+  } catch (const std::bad_alloc&) {
+    write_summary(static_cast<int>(ExitCode::internal), "out of memory");
+    throw;
+  } catch (const std::exception& e) {
+    write_summary(static_cast<int>(ExitCode::internal), std::string("internal failure: ") + e.what());
+    throw;
+  }
+  write_summary(code, "");
+  return code;
 }
 
 }  // namespace

@@ -132,6 +132,9 @@ void declare_train_options(po::options_description& d, po::positional_options_de
       ("checkpoint.keep", po::value<int64_t>()->default_value(3), "committed checkpoints to keep (0 keeps all)")
       ("log.every", po::value<int64_t>()->default_value(1), "log every N steps")
       ("log.jsonl", po::value<std::string>()->default_value(""), "append one JSON object per logged step / eval")
+      ("log.summary", po::value<std::string>()->default_value(""),
+       "when the run ends, rank 0 writes (replaces) this file: one JSON object saying how it ended (exit code, "
+       "steps, checkpoint, whether it advanced checkpoint.dir); see the README")
       ("eval.every", po::value<int64_t>()->default_value(0), "evaluate every N steps (0: only at the end)")
       ("eval.sequences", po::value<int64_t>()->default_value(4), "held-out sequences per evaluation")
       ("dump.activations", po::value<std::string>()->default_value(""), "HDF5 file for q, k, v, o dumps")
@@ -305,27 +308,33 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   require(r.eval_every >= 0, "eval.every must be >= 0");
   require(r.eval_sequences >= 1, "eval.sequences must be >= 1");
   r.dump_path = opt<std::string>(inv, "dump.activations");
+  r.summary_path = opt<std::string>(inv, "log.summary");
   // Where files go, before any step: a bad path would otherwise surface only at the first write.
   if (!r.checkpoint_dir.empty()) io::check_output_directory("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);
-  require(r.log_jsonl.empty() || r.dump_path.empty() || !io::same_file(r.log_jsonl, r.dump_path),
-          "log.jsonl and dump.activations name the same file");
-  // Nor the temporary file either is written through (before: the dump took a log.jsonl there for a crashed
-  // run's file, and the log was lost).
-  require(r.log_jsonl.empty() || r.dump_path.empty() || !io::same_file(r.log_jsonl, r.dump_path + ".tmp"),
-          "log.jsonl=" + r.log_jsonl + " is dump.activations' temporary file " + r.dump_path + ".tmp; write it elsewhere");
-  require(r.log_jsonl.empty() || r.dump_path.empty() || !io::same_file(r.dump_path, r.log_jsonl + ".tmp"),
-          "dump.activations=" + r.dump_path + " is log.jsonl's temporary file " + r.log_jsonl + ".tmp; write it elsewhere");
+  // The files the run writes (each through `<path>.tmp`).
+  const std::vector<std::pair<const char*, const std::string&>> outputs{
+      {"log.jsonl", r.log_jsonl}, {"dump.activations", r.dump_path}, {"log.summary", r.summary_path}};
+  // No two of them the same file, nor one the temporary file another is written through (before: the dump
+  // took a log.jsonl there for a crashed run's file, and the log was lost).
+  for (size_t i = 0; i < outputs.size(); ++i)
+    for (size_t j = 0; j < outputs.size(); ++j) {
+      const auto& [option, path] = outputs[i];
+      const auto& [other, other_path] = outputs[j];
+      if (i == j || path.empty() || other_path.empty()) continue;
+      require(j < i || !io::same_file(path, other_path), std::string(option) + " and " + other + " name the same file");
+      const std::string owner = std::string(other) + (std::string(other).back() == 's' ? "'" : "'s");
+      require(!io::same_file(path, other_path + ".tmp"),
+              std::string(option) + "=" + path + " is " + owner + " temporary file " + other_path + ".tmp; write it elsewhere");
+    }
   // The training data is input: no output may land on it (or on its name plus .tmp, renamed over it).
   if (!d.path.empty())
-    for (const auto& [option, path] : {std::pair<const char*, const std::string&>{"log.jsonl", r.log_jsonl},
-                                       {"dump.activations", r.dump_path}})
+    for (const auto& [option, path] : outputs)
       require(path.empty() || (!io::same_file(path, d.path) && !io::same_file(path + ".tmp", d.path)),
               std::string(option) + "=" + path + " is data.path=" + d.path + " (the training data); write it elsewhere");
   // Nor on checkpoint.dir, or on a name its checkpoints take there: a dump renamed onto the directory
   // failed only at the end, every step lost; one named like a checkpoint was replaced by it.
   if (!r.checkpoint_dir.empty())
-    for (const auto& [option, path] : {std::pair<const char*, const std::string&>{"log.jsonl", r.log_jsonl},
-                                       {"dump.activations", r.dump_path}}) {
+    for (const auto& [option, path] : outputs) {
       if (path.empty()) continue;
       require(!same_path(path, r.checkpoint_dir),
               std::string(option) + "=" + path + " is checkpoint.dir=" + r.checkpoint_dir + "; write it elsewhere");
@@ -346,6 +355,8 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
     io::check_json_output_path("log.jsonl", r.log_jsonl, "appending would damage it");
   if (!warn && !r.dump_path.empty() && !in_checkpoint_dir_to_make(r, r.dump_path))
     io::check_hdf5_output_path("dump.activations", r.dump_path, io::kActivationFormat);
+  if (!warn && !r.summary_path.empty() && !in_checkpoint_dir_to_make(r, r.summary_path))
+    io::check_json_output_path("log.summary", r.summary_path, "writing would replace it");
   for (int64_t l : parse_size_list("dump.layers", opt<std::string>(inv, "dump.layers"))) {
     require(l >= 0 && l < m.layers, "dump.layers: layer " + std::to_string(l) + " outside [0, model.layers)");
     r.dump_layers.insert(l);
@@ -440,9 +451,11 @@ void check_train_invocation(const Invocation& inv) {
     // The outputs validate left unchecked, in a checkpoint.dir that did not exist: it does after the lock.
     const bool log_unchecked = !r.log_jsonl.empty() && in_checkpoint_dir_to_make(r, r.log_jsonl);
     const bool dump_unchecked = !r.dump_path.empty() && in_checkpoint_dir_to_make(r, r.dump_path);
+    const bool summary_unchecked = !r.summary_path.empty() && in_checkpoint_dir_to_make(r, r.summary_path);
     train::lock_checkpoint_dir(r.checkpoint_dir);
     if (log_unchecked) io::check_json_output_path("log.jsonl", r.log_jsonl, "appending would damage it");
     if (dump_unchecked) io::check_hdf5_output_path("dump.activations", r.dump_path, io::kActivationFormat);
+    if (summary_unchecked) io::check_json_output_path("log.summary", r.summary_path, "writing would replace it");
     // Under the lock, so a temporary file held now is no other run's: a link or a directory at
     // step_N.h5.tmp would otherwise stop the run at step N's checkpoint.
     io::check_checkpoint_temporaries("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);

@@ -22,7 +22,7 @@ struct TrainOptions {
   train::TrainerConfig trainer;
   train::DataConfig data;
   int64_t steps = 0;
-  std::string checkpoint_dir, log_jsonl, dump_path;
+  std::string checkpoint_dir, log_jsonl, dump_path, summary_path;
   int64_t checkpoint_every = 0, checkpoint_keep = 0, log_every = 1, eval_every = 0, eval_sequences = 0;
   std::set<int64_t> dump_layers, dump_steps;
   // Length curriculum: stage i trains at stage_len[i] until step stage_end[i] (cumulative), then data.seq_len.
@@ -60,7 +60,7 @@ void check_stages_shardable(const TrainOptions& r, int64_t from, int world_size,
 // none, and for a directory or `latest` that cannot be read here: the run phase then says what is wrong.
 int64_t resume_step_hint(const TrainOptions& r);
 
-// Whether `path` (log.jsonl, dump.activations) goes straight into a checkpoint.dir that does not exist
+// Whether `path` (log.jsonl, dump.activations, log.summary) goes straight into a checkpoint.dir that does not exist
 // yet: the run makes that directory (lock_checkpoint_dir), so its missing parent is no error. Such an
 // output was refused ("directory does not exist") on a fresh run only.
 bool in_checkpoint_dir_to_make(const TrainOptions& r, const std::string& path);

@@ -3,8 +3,9 @@
 # jobs/slurm/info.sbatch (srun --mpi=pmix, mpirun in the allocation, and longctx run by the batch script
 # itself), checks srun without PMI fails with exit 2 and says why, runs jobs/slurm/train.sbatch through a
 # pre-time-limit signal (checkpoint, exit 75, requeue, resume: the same losses as one uninterrupted run),
-# through a signal right after the start (not requeued: it would loop) and through scancel (checkpoint,
-# not requeued), through SIGUSR1 to the batch script alone (passed on, requeued), with no binary (exit 2),
+# through a run that gets no further than its checkpoint (not requeued: it would loop; by the run's
+# log.summary, and by time where a config file hides that summary from the script) and through scancel
+# (checkpoint, not requeued), through SIGUSR1 to the batch script alone (passed on, requeued), with no binary (exit 2),
 # checks that start-local.sh refuses ports another cluster holds and that stop-local.sh cancels running
 # jobs, and stops the daemons it started.
 LONGCTX=$1
@@ -89,8 +90,10 @@ wait_for_end() {
 }
 losses() { /usr/bin/python3 -c 'import json, sys; [print(json.loads(l)["step"], json.loads(l)["loss"]) for l in open(sys.argv[1])]' "$1"; }
 
-# --time=10: the script's --signal=USR1@300 must not fire by itself while the test runs.
-jid=$(env LONGCTX="$LONGCTX" LONGCTX_MIN_RUN_SECONDS=0 sbatch --parsable --time=10 --output="$OUT/train.out" "$ROOT/jobs/slurm/train.sbatch" \
+# --time=10: the script's --signal=USR1@300 must not fire by itself while the test runs. The signal comes
+# seconds after the start: the run's summary says it trained, so it is requeued (before the summary, the
+# guard by time refused such a run below LONGCTX_MIN_RUN_SECONDS=60).
+jid=$(env LONGCTX="$LONGCTX" sbatch --parsable --time=10 --output="$OUT/train.out" "$ROOT/jobs/slurm/train.sbatch" \
       "${TRAIN[@]}" --train.steps 600 --checkpoint.dir "$OUT/ck" --checkpoint.every 200 --checkpoint.keep 2 \
       --log.jsonl "$OUT/train.jsonl")
 if wait_for_step "$OUT/train.jsonl" 5; then
@@ -100,8 +103,9 @@ if wait_for_step "$OUT/train.jsonl" 5; then
   [ "$(job_field "$jid" Restarts)" = 1 ] && pass "the job was requeued once" || fail "Restarts=$(job_field "$jid" Restarts)"
   expect_in "$OUT/train.out" "requeueing job $jid" "train.sbatch says it requeues"
   expect_in "$OUT/train.out" "run 2 on 2 ranks" "the requeued job ran again"
-  grep -q "LONGCTX_MIN_RUN_SECONDS is neither an option" "$OUT/train.out" &&
-    fail "longctx warns about train.sbatch's LONGCTX_MIN_RUN_SECONDS" || pass "LONGCTX_MIN_RUN_SECONDS is a known setting"
+  # The script's summary, where the job was submitted: the last run's.
+  expect_in "$OUT/longctx-train-$jid.summary.json" '"outcome": "done", "exit": 0, .*"step": 600, .*"checkpoint_step": 600' \
+    "the job's summary is its last run's"
   expect_in "$OUT/train.out" "resumed from .*step_[0-9]{8}\.h5" "the second run resumed from the signal's checkpoint"
   [ "$(cat "$OUT/ck/latest" 2>/dev/null)" = step_00000600.h5 ] && pass "last checkpoint is step 600" || fail "latest: $(cat "$OUT/ck/latest" 2>/dev/null)"
   expect_exit 0 "the same run, uninterrupted" -- "${MPIRUN[@]}" -np 2 -x OMP_NUM_THREADS=1 "$LONGCTX" train "${TRAIN[@]}" --train.steps 600 --log.jsonl "$OUT/whole.jsonl"
@@ -112,19 +116,41 @@ else
   fail "train.sbatch did not reach step 5"; tail -5 "$OUT/train.out"; scancel "$jid"
 fi
 
-# ---- train.sbatch: a signal within LONGCTX_MIN_RUN_SECONDS of the start -> checkpoint, NOT requeued ----
-# (what a --time no longer than --signal's lead gives: requeueing would stop every run at its first step)
-jid=$(env LONGCTX="$LONGCTX" sbatch --parsable --time=10 --output="$OUT/early.out" "$ROOT/jobs/slurm/train.sbatch" \
-      "${TRAIN[@]}" --train.steps 100000 --checkpoint.dir "$OUT/ck3" --log.jsonl "$OUT/early.jsonl")
-if wait_for_step "$OUT/early.jsonl" 5; then
+# ---- train.sbatch: a run that gets checkpoint.dir no further -> exit 75, NOT requeued (a loop) ----------
+# What a --time too short for the evaluation a stop left pending gives: each run would stop in it again.
+# LONGCTX_FAULT_SIGNAL_AT=eval:2 signals the first run during step 2's evaluation (checkpoint, evaluation
+# pending, requeued: it trained), and the second during that pending evaluation (it trained nothing).
+jid=$(env LONGCTX="$LONGCTX" LONGCTX_FAULT_SIGNAL_AT=eval:2 sbatch --parsable --time=10 --output="$OUT/early.out" \
+      "$ROOT/jobs/slurm/train.sbatch" "${TRAIN[@]}" --train.steps 100000 --eval.every 2 --eval.sequences 2 \
+      --checkpoint.dir "$OUT/ck3" --log.summary "$OUT/early.summary.json")
+state=$(wait_for_end "$jid")
+[ "$state" = FAILED ] && [ "$(job_field "$jid" Restarts)" = 1 ] && [ "$(job_field "$jid" ExitCode)" = 75:0 ] &&
+  pass "no further: requeued once (the run that trained), then exit 75, not requeued" ||
+  fail "no further: $state, Restarts=$(job_field "$jid" Restarts), ExitCode=$(job_field "$jid" ExitCode)"
+expect_in "$OUT/early.out" "no further than it found it \(step 2: .*not requeued, as the next run would most likely stop as soon" \
+  "train.sbatch says why it does not requeue"
+expect_in "$OUT/early.summary.json" '"outcome": "stopped", "exit": 75, .*"steps_trained": 0, .*"checkpoint_eval_pending": true, "checkpoint_advanced": false' \
+  "read from the summary given as --log.summary"
+[ "$(cat "$OUT/ck3/latest" 2>/dev/null)" = step_00000002.h5 ] && pass "the checkpoint of step 2 is kept" ||
+  fail "latest: $(cat "$OUT/ck3/latest" 2>/dev/null)"
+# ... and where the script cannot find the summary (a config file's log.summary wins over the variable it
+# sets), by time: a run stopped within LONGCTX_MIN_RUN_SECONDS (60) of its start is not requeued.
+printf '[log]\nsummary = %s\n' "$OUT/cfg.summary.json" >"$OUT/summary.ini"
+jid=$(env LONGCTX="$LONGCTX" sbatch --parsable --time=10 --output="$OUT/bytime.out" "$ROOT/jobs/slurm/train.sbatch" \
+      --config "$OUT/summary.ini" "${TRAIN[@]}" --train.steps 100000 --checkpoint.dir "$OUT/ck4" --log.jsonl "$OUT/bytime.jsonl")
+for _ in $(seq 180); do [ "$(job_field "$jid" JobState)" = RUNNING ] && break; sleep 1; done
+if wait_for_step "$OUT/bytime.jsonl" 5; then
   scancel --signal=USR1 "$jid"
   state=$(wait_for_end "$jid")
   [ "$state" = FAILED ] && [ "$(job_field "$jid" Restarts)" = 0 ] && [ "$(job_field "$jid" ExitCode)" = 75:0 ] &&
-    pass "early signal: exit 75, not requeued" || fail "early signal: $state, Restarts=$(job_field "$jid" Restarts), ExitCode=$(job_field "$jid" ExitCode)"
-  expect_in "$OUT/early.out" "not requeued, as the next run would stop as soon" "train.sbatch says why it does not requeue"
-  [ -s "$OUT/ck3/latest" ] && pass "early signal: checkpoint committed ($(cat "$OUT/ck3/latest"))" || fail "no checkpoint after the early signal"
+    pass "no summary found, early signal: exit 75, not requeued" ||
+    fail "no summary found: $state, Restarts=$(job_field "$jid" Restarts), ExitCode=$(job_field "$jid" ExitCode)"
+  expect_in "$OUT/bytime.out" "it wrote no summary to $OUT/longctx-train-$jid.summary.json \(log.summary set in a config file" \
+    "train.sbatch says why it judged by time"
+  [ -s "$OUT/cfg.summary.json" ] && [ -s "$OUT/ck4/latest" ] && pass "the config's summary and a checkpoint are written" ||
+    fail "cfg summary: $(cat "$OUT/cfg.summary.json" 2>&1), latest: $(cat "$OUT/ck4/latest" 2>&1)"
 else
-  fail "train.sbatch (early signal) did not reach step 5"; tail -5 "$OUT/early.out"; scancel "$jid"
+  fail "train.sbatch (no summary found) did not reach step 5"; tail -5 "$OUT/bytime.out"; scancel "$jid"
 fi
 
 # ---- train.sbatch: scancel -> the ranks checkpoint, the job is NOT requeued --------------------------
@@ -156,6 +182,8 @@ if wait_for_step "$OUT/busr1.jsonl" 5; then
   [ "$state" = COMPLETED ] && [ "$(job_field "$jid" Restarts)" = 1 ] && pass "B:USR1: requeued once, completed" ||
     fail "B:USR1: $state, Restarts=$(job_field "$jid" Restarts)"
   expect_in "$OUT/busr1.out" "SIGUSR1: passed on to the ranks" "the script says it passed the signal on"
+  grep -q "LONGCTX_MIN_RUN_SECONDS is neither an option" "$OUT/busr1.out" &&
+    fail "longctx warns about train.sbatch's LONGCTX_MIN_RUN_SECONDS" || pass "LONGCTX_MIN_RUN_SECONDS is a known setting"
 else
   fail "train.sbatch (B:USR1) did not reach step 5"; tail -5 "$OUT/busr1.out"; scancel "$jid"
 fi

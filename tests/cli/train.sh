@@ -366,13 +366,29 @@ NANG=(--quiet --model.mlp_hidden 64 --model.heads 4 --model.dim 32 --model.segme
       --model.dilation_rates 1,2,4 --data.seq_len 256 --train.steps 3 --checkpoint.dir "$OUT/nang" --checkpoint.every 1
       --checkpoint.keep 1)
 expect_exit 1 "a finite loss with a non-finite gradient" -- env LONGCTX_FAULT_NAN_GRADIENT=2:1 \
-  "${MPIRUN[@]}" -np 2 -x LONGCTX_FAULT_NAN_GRADIENT "$LONGCTX" train "${NANG[@]}"
+  "${MPIRUN[@]}" -np 2 -x LONGCTX_FAULT_NAN_GRADIENT "$LONGCTX" train "${NANG[@]}" --log.summary "$OUT/nang.summary.json"
 expect_in "$OUT/stderr" "rank 1 puts a nan into its gradient at step 2" "says the fault is injected"
+expect_in "$OUT/nang.summary.json" '"outcome": "failed", "exit": 1, "signal": null, "error": "training diverged at step 2: .*", "first_step": 0, "step": 1, .*"checkpoint_step": 1, .*"world_size": 2' \
+  "log.summary of a failed run: the error, and the checkpoint it left"
 [ "$(grep -cE '\[longctx error r[01]\] training diverged at step 2: loss [0-9.]+, gradient norm -?nan' "$OUT/stderr")" = 2 ] \
   && pass "both ranks refuse step 2 for its gradient" || fail "refusals: $(grep -c 'diverged' "$OUT/stderr")"
 [ "$(ls "$OUT/nang" | grep '^step_' | tr '\n' ' ')" = "step_00000001.h5 " ] \
   && "$LONGCTX" ckpt verify "$OUT/nang" --quiet >/dev/null 2>&1 && pass "step 1's checkpoint kept, and it verifies" \
   || fail "checkpoints: $(ls "$OUT/nang")"
+# log.summary is refused where it would land on another output, or replace a file that is no JSON.
+expect_exit 2 "log.summary is log.jsonl" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 --log.jsonl "$OUT/same.json" \
+  --log.summary "$OUT/same.json"
+expect_in "$OUT/stderr" "log.jsonl and log.summary name the same file" "names the collision"
+expect_exit 2 "log.summary is the dump's temporary file" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 \
+  --dump.activations "$OUT/zz.h5" --dump.steps 1 --log.summary "$OUT/zz.h5.tmp"
+expect_in "$OUT/stderr" "log.summary=.*zz.h5.tmp is dump.activations' temporary file" "names the collision"
+expect_exit 2 "log.summary onto checkpoint.dir" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 --checkpoint.dir "$OUT/cksum" \
+  --log.summary "$OUT/cksum"
+[ ! -e "$OUT/cksum" ] && pass "... nothing made" || fail "made $OUT/cksum"
+printf 'notes\n' >"$OUT/notes.txt"
+expect_exit 2 "log.summary onto a file that is no JSON" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 --log.summary "$OUT/notes.txt"
+expect_in "$OUT/stderr" "--log.summary '.*notes.txt' exists and is not a JSON file; writing would replace it" "says so"
+[ "$(cat "$OUT/notes.txt")" = notes ] && pass "... and leaves it" || fail "notes.txt: $(cat "$OUT/notes.txt")"
 for bad in 0 x 2:2 2: 2:1:1; do
   expect_exit 2 "LONGCTX_FAULT_NAN_GRADIENT=$bad" -- env LONGCTX_FAULT_NAN_GRADIENT=$bad "${MPIRUN[@]}" -np 2 \
     -x LONGCTX_FAULT_NAN_GRADIENT "$LONGCTX" train "${NANG[@]}" --checkpoint.dir "$OUT/nang_bad"
@@ -953,7 +969,10 @@ EV20=("${EVAL[@]}" --eval.sequences 20)
 untimed() { sed -E 's/"tokens_per_s": [^,]*, "seconds": [^,]*, //; s/"mfu": [^,]*, //; s/, "run": "[0-9a-f]*"//' "$1"; }
 expect_exit 0 "uninterrupted run evaluating every 2 steps" -- "$LONGCTX" train "${EV20[@]}" --log.jsonl "$OUT/ev0.jsonl"
 expect_exit 75 "a signal after sequence 1 of step 2's evaluation" -- env LONGCTX_FAULT_SIGNAL_AT=eval:2 \
-  "$LONGCTX" train "${EV20[@]}" --checkpoint.dir "$OUT/ev" --log.jsonl "$OUT/ev.jsonl"
+  "$LONGCTX" train "${EV20[@]}" --checkpoint.dir "$OUT/ev" --log.jsonl "$OUT/ev.jsonl" --log.summary "$OUT/ev.summary.json"
+# log.summary: how the run ended, for a script (train.sbatch requeues only a run whose checkpoint_advanced).
+expect_in "$OUT/ev.summary.json" '^\{"format": "longctx-train-summary", "format_version": 1, "outcome": "stopped", "exit": 75, "signal": "SIGUSR1", "error": null, "first_step": 0, "step": 2, "steps_trained": 2, "train_steps": 4, "checkpoint": ".*/ev/step_00000002.h5", "checkpoint_step": 2, "checkpoint_eval_pending": true, "checkpoint_advanced": true, "seconds": [0-9.e+-]+, "world_size": 1, "run_id": "[0-9a-f]+"\}$' \
+  "log.summary of a stop: its fields"
 [ "$(cat "$OUT/ev/latest" 2>/dev/null)" = step_00000002.h5 ] && [ "$(ls "$OUT/ev" | grep -c '^step_')" -eq 1 ] &&
   grep -q "the evaluation of step 2 is left undone by the stop (after 1 of 20 sequences): the checkpoint keeps it pending" "$OUT/stderr" &&
   pass "stopped there: step 2 checkpointed, its evaluation pending" ||
@@ -973,12 +992,17 @@ expect_in "$OUT/stdout" "state: step 2, .*, its evaluation pending \(a stop inte
 cp -r "$OUT/ev" "$OUT/ev-stopped"
 # A signal during that evaluation, now the resumed run's first work: exit 75 again, the checkpoint unchanged.
 expect_exit 75 "a signal during the pending evaluation" -- env LONGCTX_FAULT_SIGNAL_AT=eval:2 \
-  "$LONGCTX" train "${EV20[@]}" --checkpoint.dir "$OUT/ev" --log.jsonl "$OUT/ev.jsonl"
+  "$LONGCTX" train "${EV20[@]}" --checkpoint.dir "$OUT/ev" --log.jsonl "$OUT/ev.jsonl" --log.summary "$OUT/ev.summary.json"
+expect_in "$OUT/ev.summary.json" '"outcome": "stopped", "exit": 75, .*"first_step": 2, "step": 2, "steps_trained": 0, .*"checkpoint_step": 2, "checkpoint_eval_pending": true, "checkpoint_advanced": false' \
+  "log.summary: this run got checkpoint.dir no further (replaced, one object)"
+[ "$(grep -c . "$OUT/ev.summary.json")" -eq 1 ] && pass "log.summary holds one line" || fail "log.summary: $(cat "$OUT/ev.summary.json")"
 [ "$(ls "$OUT/ev" | grep -c '^step_')" -eq 1 ] && cmp -s "$OUT/ev/step_00000002.h5" "$OUT/ev-stopped/step_00000002.h5" &&
   grep -q "stopped on a signal during the pending evaluation of step 2, which the checkpoint still holds; requeue me" "$OUT/stderr" &&
   pass "... leaves the checkpoint as it was" || { fail "a signal during the pending evaluation"; ls "$OUT/ev"; tail -3 "$OUT/stderr"; }
 expect_exit 0 "resume: step 2 evaluated first, then steps 3-4" -- "$LONGCTX" train "${EV20[@]}" --checkpoint.dir "$OUT/ev" \
-  --log.jsonl "$OUT/ev.jsonl"
+  --log.jsonl "$OUT/ev.jsonl" --log.summary "$OUT/ev.summary.json"
+expect_in "$OUT/ev.summary.json" '"outcome": "done", "exit": 0, "signal": null, "error": null, "first_step": 2, "step": 4, "steps_trained": 2, .*"checkpoint_step": 4, "checkpoint_eval_pending": false, "checkpoint_advanced": true' \
+  "log.summary of the resumed run that finished"
 expect_in "$OUT/stdout" "^eval step 2  eval_loss" "the pending evaluation is printed"
 if [ "$(grep -c '"eval_loss"' "$OUT/ev0.jsonl")" -eq 2 ] && diff <(untimed "$OUT/ev0.jsonl") <(untimed "$OUT/ev.jsonl") >/dev/null; then
   pass "interrupted in an evaluation + resumed: log.jsonl = the uninterrupted run's (losses and evaluations)"
@@ -998,7 +1022,9 @@ expect_exit 3 "a checkpoint whose pending log line is of another step" -- "$LONG
 expect_in "$OUT/stderr" "attribute eval_pending_log is not the log.jsonl line of step 2: damaged" "names the attribute"
 # Without checkpoint.dir nothing is pending: 128 + the signal, and step 2's line without an evaluation.
 expect_exit $((128 + $(kill -l USR1))) "without checkpoint.dir: a signal in step 2's evaluation" -- env LONGCTX_FAULT_SIGNAL_AT=eval:2 \
-  "$LONGCTX" train "${EV20[@]}" --log.jsonl "$OUT/ev3.jsonl"
+  "$LONGCTX" train "${EV20[@]}" --log.jsonl "$OUT/ev3.jsonl" --log.summary "$OUT/ev3.summary.json"
+expect_in "$OUT/ev3.summary.json" "\"outcome\": \"stopped_unsaved\", \"exit\": $((128 + $(kill -l USR1))), \"signal\": \"SIGUSR1\", .*\"checkpoint\": null, \"checkpoint_step\": null, .*\"checkpoint_advanced\": false" \
+  "log.summary of a stop without checkpoint.dir"
 grep -q '"step": 2,' "$OUT/ev3.jsonl" && ! grep -q eval_loss "$OUT/ev3.jsonl" && pass "... its line without an evaluation" ||
   { fail "log.jsonl of a signal during an evaluation without checkpoint.dir"; cat "$OUT/ev3.jsonl"; }
 # A signal asked for after an evaluation's LAST sequence keeps the evaluation (here 1 sequence). In the
@@ -1024,7 +1050,9 @@ rm -rf "$OUT/ew2" "$OUT/ew2.jsonl"
 expect_exit 75 "stopped in step 2's evaluation" -- env LONGCTX_FAULT_SIGNAL_AT=eval:2 \
   "$LONGCTX" train "${EV20[@]}" --checkpoint.dir "$OUT/ew2" --log.jsonl "$OUT/ew2.jsonl"
 expect_exit 75 "its pending evaluation with 1 sequence, a signal after it" -- env LONGCTX_FAULT_SIGNAL_AT=eval:2 \
-  "$LONGCTX" train "${EV1[@]}" --checkpoint.dir "$OUT/ew2" --log.jsonl "$OUT/ew2.jsonl"
+  "$LONGCTX" train "${EV1[@]}" --checkpoint.dir "$OUT/ew2" --log.jsonl "$OUT/ew2.jsonl" --log.summary "$OUT/ew2.summary.json"
+expect_in "$OUT/ew2.summary.json" '"steps_trained": 0, .*"checkpoint_step": 2, "checkpoint_eval_pending": false, "checkpoint_advanced": true' \
+  "log.summary: no step trained, but the pending evaluation done counts as getting further"
 grep -q "stopped on a signal after the pending evaluation of step 2; requeue me" "$OUT/stderr" &&
   /usr/bin/python3 -c "import h5py, sys; sys.exit('eval_pending' in h5py.File(sys.argv[1], 'r').attrs)" "$OUT/ew2/step_00000002.h5" &&
   grep -q '"step": 2,.*"eval_loss"' "$OUT/ew2.jsonl" && pass "... logs step 2, saves the checkpoint again without it" ||
