@@ -35,6 +35,10 @@ class ActivationDump {
   // Collective: this rank's rows `rows` (along seq_axis, 0 for [N,H,D]) of a global tensor.
   void write(int64_t step, int64_t layer, const std::string& name, const Shape& global_shape, RowRange rows,
              const Tensor& block, size_t seq_axis = 0);
+  // Collective: room for `datasets` float32 tensors of `values` values in all (their bytes, HDF5's chunk
+  // indexes and headers) reserved in the file before they are written: every rank throws InternalError,
+  // naming `what` ("the activations of step 7"), where the file system has no room (AtomicOutput::reserve).
+  void reserve(uint64_t values, int64_t datasets, const std::string& what);
   // Collective: publishes the file.
   void close();
   const std::string& path() const { return output_->path(); }

@@ -93,6 +93,13 @@ class AtomicOutput {
   const std::string& path() const { return path_; }
   std::string temporary_path() const { return path_ + ".tmp"; }
 
+  // Reserves room for `bytes` more than the file holds now (rank 0: reserve_space), before a write of
+  // that much. Every rank throws InternalError naming `what` ("the activations of step 7") when the file
+  // system has no room: on more than one rank, a write failing on one rank mid-file could leave the ranks
+  // in different collectives inside HDF5, which only --comm-timeout ends. Collective. commit() frees what
+  // is left past the end.
+  void reserve(uint64_t bytes, const std::string& what);
+
   void commit();
   void abort() noexcept;
 
@@ -103,6 +110,7 @@ class AtomicOutput {
   RegisteredClaim registered_;
   h5::File file_;
   bool done_ = false;
+  uint64_t reserved_end_ = 0;  // rank 0: the end of what reserve() allocated
 };
 
 // The collective part of a commit shared with checkpoints: close `file`, fsync it on every rank, and

@@ -228,12 +228,11 @@ void CheckpointWriter::reserve(uint64_t estimate) {
     const bool measured = !sized_by.empty() && !error && size > 0;
     const uint64_t bytes = measured ? size + size / 16 : estimate;
     if (bytes == 0) return;
-    if (::fallocate(claim_.fd(), FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(bytes)) == 0) {
+    const int reason = reserve_space(claim_.fd(), 0, bytes);
+    if (reason == 0) {
       reserved_ = bytes;
       return;
     }
-    const int reason = errno;
-    if (reason != ENOSPC && reason != EDQUOT) return;  // EOPNOTSUPP and the like: no reservation here
     throw InternalError("cannot reserve " + std::to_string(bytes) + " bytes for the checkpoint " + temporary_ + " (" +
                         (measured ? "the size of " + sized_by + " and 1/16 more"
                                   : "an estimate of its tensors and HDF5's own bytes") +
@@ -331,14 +330,9 @@ void CheckpointWriter::write_rank_blob(const std::string& name, Span<const uint8
 std::string CheckpointWriter::commit(int64_t keep, CrashPoint crash) {
   if (committed_) throw InternalError("checkpoint " + final_ + ": committed twice");
   close_and_sync(file_, comm_);  // steps 1-2: complete on disk on every rank
-  // What reserve() allocated past the file's end stays allocated (HDF5 truncates only a file longer than
-  // its data, and ext4 punches no hole past the end): a shrinking truncate frees it (one byte longer, then
-  // back), or each checkpoint would keep the estimate's surplus. Best effort; synced again.
-  struct stat written {};
-  if (reserved_ > 0 && claim_.fd() >= 0 && ::fstat(claim_.fd(), &written) == 0 &&
-      reserved_ > static_cast<uint64_t>(written.st_size) && ::ftruncate(claim_.fd(), written.st_size + 1) == 0 &&
-      ::ftruncate(claim_.fd(), written.st_size) == 0)
-    ::fsync(claim_.fd());
+  // What reserve() allocated past the file's end stays allocated, or each checkpoint would keep the
+  // estimate's surplus: freed.
+  release_reserved_space(claim_.fd(), reserved_);
   if (crash == CrashPoint::after_temporary_closed) {
     committed_ = true;  // a crashed process removes nothing, and its lock dies with it
     registered_.release();

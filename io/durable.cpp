@@ -333,6 +333,20 @@ void sync_file(const std::string& path) { sync_path(path, O_RDONLY); }
 
 void sync_directory(const std::string& directory) { sync_path(directory, O_RDONLY | O_DIRECTORY); }
 
+int reserve_space(int fd, uint64_t offset, uint64_t bytes) {
+  if (fd < 0 || bytes == 0) return 0;
+  if (::fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset), static_cast<off_t>(bytes)) == 0) return 0;
+  const int reason = errno;
+  return reason == ENOSPC || reason == EDQUOT ? reason : 0;
+}
+
+void release_reserved_space(int fd, uint64_t reserved_end) {
+  struct stat written {};
+  if (fd >= 0 && reserved_end > 0 && ::fstat(fd, &written) == 0 && reserved_end > static_cast<uint64_t>(written.st_size) &&
+      ::ftruncate(fd, written.st_size + 1) == 0 && ::ftruncate(fd, written.st_size) == 0)
+    ::fsync(fd);
+}
+
 void rename_durably(const std::string& from, const std::string& to) {
   if (std::rename(from.c_str(), to.c_str()) != 0) fail("cannot rename " + from + " to", to, errno);
   sync_directory(directory_of(to));
