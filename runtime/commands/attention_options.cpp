@@ -170,15 +170,47 @@ std::string json_count(double count) {
   return text;
 }
 
+namespace {
+
+// The length of the UTF-8 sequence that starts at text[i] (2-4), or 0 where none does.
+size_t utf8_sequence(const std::string& text, size_t i) {
+  const auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
+  const unsigned char lead = byte(i);
+  const size_t length = lead >= 0xC2 && lead <= 0xDF ? 2 : lead >= 0xE0 && lead <= 0xEF ? 3 : lead >= 0xF0 && lead <= 0xF4 ? 4 : 0;
+  if (length == 0 || i + length > text.size()) return 0;
+  for (size_t k = 1; k < length; ++k)
+    if ((byte(i + k) & 0xC0) != 0x80) return 0;
+  // No overlong form, surrogate or code point past U+10FFFF.
+  if ((lead == 0xE0 && byte(i + 1) < 0xA0) || (lead == 0xED && byte(i + 1) > 0x9F) ||
+      (lead == 0xF0 && byte(i + 1) < 0x90) || (lead == 0xF4 && byte(i + 1) > 0x8F))
+    return 0;
+  return length;
+}
+
+}  // namespace
+
 std::string json_string(const std::string& text) {
   std::string out = "\"";
-  for (char c : text) {
+  const auto escape = [&out](unsigned char c) {
+    char escaped[8];
+    std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(c));
+    out += escaped;
+  };
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
     if (c == '"' || c == '\\') out += '\\';
     if (c == '\n') { out += "\\n"; continue; }
     if (static_cast<unsigned char>(c) < 0x20) {  // a tab or another control character: JSON takes none raw
-      char escaped[8];
-      std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(c));
-      out += escaped;
+      escape(static_cast<unsigned char>(c));
+      continue;
+    }
+    if (static_cast<unsigned char>(c) >= 0x80) {  // UTF-8 as it is; a byte that is none as \u00XX (valid JSON)
+      if (const size_t length = utf8_sequence(text, i); length > 0) {
+        out.append(text, i, length);
+        i += length - 1;
+      } else {
+        escape(static_cast<unsigned char>(c));
+      }
       continue;
     }
     out += c;

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <ctime>
 #include <filesystem>
 #include <functional>
 #include <limits>
@@ -210,8 +211,10 @@ std::string signal_name(int signal) {
   return std::to_string(signal);
 }
 
-// log.summary's text: one JSON object (README: "The run's summary").
-std::string summary_json(const RunRecord& record, int code, const std::string& error, double seconds, int world_size) {
+// log.summary's text: one JSON object (the README's train section lists its fields). `started`: when the
+// run began, UTC.
+std::string summary_json(const RunRecord& record, int code, const std::string& error, const std::string& started,
+                         double seconds, int world_size) {
   const auto number_or_null = [](int64_t value) { return value < 0 ? std::string("null") : std::to_string(value); };
   const auto string_or_null = [](const std::string& text) { return text.empty() ? std::string("null") : json_string(text); };
   const char* outcome = code == 0                                       ? "done"
@@ -219,7 +222,8 @@ std::string summary_json(const RunRecord& record, int code, const std::string& e
                         : record.signal != 0 && code == 128 + record.signal ? "stopped_unsaved"
                                                                               : "failed";
   const bool known = record.first_step >= 0;
-  return std::string("{\"format\": \"longctx-train-summary\", \"format_version\": 1, \"outcome\": \"") + outcome +
+  return std::string("{\"format\": \"longctx-train-summary\", \"format_version\": 1, \"started\": ") + json_string(started) +
+         ", \"outcome\": \"" + outcome +
          "\", \"exit\": " + std::to_string(code) +
          ", \"signal\": " + (record.signal ? json_string(signal_name(record.signal)) : std::string("null")) +
          ", \"error\": " + string_or_null(error) + ", \"first_step\": " + number_or_null(record.first_step) +
@@ -230,7 +234,7 @@ std::string summary_json(const RunRecord& record, int code, const std::string& e
          ", \"checkpoint_step\": " + number_or_null(record.committed) +
          ", \"checkpoint_eval_pending\": " + (record.committed_pending ? "true" : "false") +
          ", \"checkpoint_advanced\": " + (record.advanced() ? "true" : "false") +
-         ", \"seconds\": " + train::json_number(seconds) + ", \"world_size\": " + std::to_string(world_size) +
+         ", \"seconds\": " + fixed(seconds, 3) + ", \"world_size\": " + std::to_string(world_size) +
          ", \"run_id\": " + string_or_null(record.run_id) + "}\n";
 }
 
@@ -646,13 +650,21 @@ int train_run(Invocation& inv, RunRecord& record) {
 int run_train(Invocation& inv) {
   catch_train_stop_signals();  // again: MPI_Init or a launcher may have blocked them since main()
   const auto start = std::chrono::steady_clock::now();
+  char started[32] = "";
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  if (gmtime_r(&now, &utc)) std::strftime(started, sizeof started, "%Y-%m-%dT%H:%M:%SZ", &utc);
   const bool writes = inv.process.world().rank() == 0;
   RunRecord record;
   const auto write_summary = [&](int code, const std::string& error) {
     if (!writes || record.path.empty()) return;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     try {
-      io::write_text_durably(record.path, summary_json(record, code, error, seconds, inv.process.world().size()));
+      // Through a symbolic link, as log.jsonl: the file it leads to is replaced, the link stays.
+      std::error_code missing;
+      const std::filesystem::path target = std::filesystem::canonical(record.path, missing);
+      io::write_text_durably(missing ? record.path : target.string(),
+                             summary_json(record, code, error, started, seconds, inv.process.world().size()));
     } catch (const std::exception& e) {
       const std::string what = "log.summary=" + record.path + " could not be written: " + e.what();
       if (code == 0) throw InternalError("the run is done, but " + what);

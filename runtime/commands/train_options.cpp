@@ -2,6 +2,7 @@
 #include "runtime/commands/train_options.hpp"
 
 #include <omp.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cctype>
@@ -357,6 +358,16 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
     io::check_hdf5_output_path("dump.activations", r.dump_path, io::kActivationFormat);
   if (!warn && !r.summary_path.empty() && !in_checkpoint_dir_to_make(r, r.summary_path))
     io::check_json_output_path("log.summary", r.summary_path, "writing would replace it");
+  // Replaced when the run ends: never the file this process prints to (/dev/stdout of a batch job leads to its
+  // output file; before, that file was replaced, or as root /dev/stdout itself).
+  if (!r.summary_path.empty()) {
+    struct stat summary {}, stream {};
+    for (const auto& [fd, name] : {std::pair<int, const char*>{0, "input"}, {1, "output"}, {2, "error output"}})
+      require(::stat(r.summary_path.c_str(), &summary) != 0 || ::fstat(fd, &stream) != 0 ||
+                  summary.st_dev != stream.st_dev || summary.st_ino != stream.st_ino,
+              "log.summary=" + r.summary_path + " is this process's standard " + name +
+                  ", which the summary would replace: give it a file of its own");
+  }
   for (int64_t l : parse_size_list("dump.layers", opt<std::string>(inv, "dump.layers"))) {
     require(l >= 0 && l < m.layers, "dump.layers: layer " + std::to_string(l) + " outside [0, model.layers)");
     r.dump_layers.insert(l);

@@ -389,6 +389,17 @@ printf 'notes\n' >"$OUT/notes.txt"
 expect_exit 2 "log.summary onto a file that is no JSON" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 --log.summary "$OUT/notes.txt"
 expect_in "$OUT/stderr" "--log.summary '.*notes.txt' exists and is not a JSON file; writing would replace it" "says so"
 [ "$(cat "$OUT/notes.txt")" = notes ] && pass "... and leaves it" || fail "notes.txt: $(cat "$OUT/notes.txt")"
+# The file this process prints to (before: replaced; as root /dev/stdout itself became a file).
+expect_exit 2 "log.summary is /dev/stdout, itself a file" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 --log.summary /dev/stdout
+expect_in "$OUT/stderr" "log.summary=/dev/stdout is this process's standard output, which the summary would replace" "says so"
+[ -L /dev/stdout ] && pass "/dev/stdout is still a link" || fail "/dev/stdout: $(ls -l /dev/stdout)"
+# Through a link, as log.jsonl: the file it leads to gets the summary (before: the link was replaced). A
+# name that is no UTF-8 still gives valid JSON.
+echo '{}' >"$OUT/real.json" && ln -s real.json "$OUT/link.json"
+expect_exit 0 "log.summary through a link, checkpoint.dir named in Latin-1" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 \
+  --log.summary "$OUT/link.json" --checkpoint.dir "$OUT/ck"$'\xe9'
+[ -L "$OUT/link.json" ] && /usr/bin/python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); sys.exit(0 if d["outcome"] == "done" and d["checkpoint"].endswith("/ck\u00e9/step_00000001.h5") else 1)' "$OUT/real.json" &&
+  pass "... the link stays, its file holds valid JSON" || fail "link: $(ls -l "$OUT/link.json"), real.json: $(cat "$OUT/real.json")"
 for bad in 0 x 2:2 2: 2:1:1; do
   expect_exit 2 "LONGCTX_FAULT_NAN_GRADIENT=$bad" -- env LONGCTX_FAULT_NAN_GRADIENT=$bad "${MPIRUN[@]}" -np 2 \
     -x LONGCTX_FAULT_NAN_GRADIENT "$LONGCTX" train "${NANG[@]}" --checkpoint.dir "$OUT/nang_bad"
@@ -973,7 +984,7 @@ expect_exit 0 "uninterrupted run evaluating every 2 steps" -- "$LONGCTX" train "
 expect_exit 75 "a signal after sequence 1 of step 2's evaluation" -- env LONGCTX_FAULT_SIGNAL_AT=eval:2 \
   "$LONGCTX" train "${EV20[@]}" --checkpoint.dir "$OUT/ev" --log.jsonl "$OUT/ev.jsonl" --log.summary "$OUT/ev.summary.json"
 # log.summary: how the run ended, for a script (train.sbatch requeues only a run whose checkpoint_advanced).
-expect_in "$OUT/ev.summary.json" '^\{"format": "longctx-train-summary", "format_version": 1, "outcome": "stopped", "exit": 75, "signal": "SIGUSR1", "error": null, "first_step": 0, "step": 2, "steps_trained": 2, "train_steps": 4, "checkpoint": ".*/ev/step_00000002.h5", "checkpoint_step": 2, "checkpoint_eval_pending": true, "checkpoint_advanced": true, "seconds": [0-9.e+-]+, "world_size": 1, "run_id": "[0-9a-f]+"\}$' \
+expect_in "$OUT/ev.summary.json" '^\{"format": "longctx-train-summary", "format_version": 1, "started": "20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z", "outcome": "stopped", "exit": 75, "signal": "SIGUSR1", "error": null, "first_step": 0, "step": 2, "steps_trained": 2, "train_steps": 4, "checkpoint": ".*/ev/step_00000002.h5", "checkpoint_step": 2, "checkpoint_eval_pending": true, "checkpoint_advanced": true, "seconds": [0-9]+\.[0-9]{3}, "world_size": 1, "run_id": "[0-9a-f]+"\}$' \
   "log.summary of a stop: its fields"
 [ "$(cat "$OUT/ev/latest" 2>/dev/null)" = step_00000002.h5 ] && [ "$(ls "$OUT/ev" | grep -c '^step_')" -eq 1 ] &&
   grep -q "the evaluation of step 2 is left undone by the stop (after 1 of 20 sequences): the checkpoint keeps it pending" "$OUT/stderr" &&
