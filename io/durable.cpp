@@ -280,19 +280,29 @@ void check_hdf5_output_path(const std::string& option, const std::string& path, 
                      "move it away or give another name");
   // A longctx file of another kind: `data import --out ck/step_00000006.h5` replaced a run's checkpoint.
   std::string format;
+  bool readable = true;
   try {
     const h5::File existing = h5::File::open(path, h5::Mode::read, MPI_COMM_NULL);
     if (existing.has_attribute("format")) format = existing.read_string_attribute("format");
-  } catch (const std::exception&) {  // unreadable (damaged, or held by a writer): nothing we can name to protect
-    return;
+  } catch (const std::exception&) {  // damaged, or held by a writer
+    readable = false;
   }
   static const std::pair<const char*, const char*> kKinds[] = {{kCheckpointFormat, "a longctx checkpoint"},
                                                               {kTokenFormat, "a longctx token dataset"},
                                                               {kActivationFormat, "a longctx activation dump"}};
-  for (const auto& [name, kind] : kKinds)
+  std::string writes_kind = "a file of format " + writes_format;
+  for (const auto& [name, kind] : kKinds) {
+    if (writes_format == name) writes_kind = kind;
     if (format == name && format != writes_format)
       throw UsageError("--" + option + " '" + path + "' exists and is " + kind + " (format " + format +
                        "); writing would replace it: move it away or give another name");
+  }
+  if (writes_format.empty() || format == writes_format) return;
+  throw UsageError("--" + option + " '" + path + "' exists and is an HDF5 file that is not " + writes_kind + " (" +
+                   (!readable ? std::string("it cannot be read: damaged?")
+                              : format.empty() ? std::string("it has no format attribute")
+                                               : "format " + format) +
+                   "); writing would replace it: move it away or give another name");
 }
 
 void check_json_output_path(const std::string& option, const std::string& path, const std::string& writing) {

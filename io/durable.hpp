@@ -140,7 +140,10 @@ void check_output_path(const std::string& option, const std::string& path);
 // check_output_path for an HDF5 output, which also refuses to replace an existing file that is not HDF5
 // (a config file or a script named by mistake), or one of another longctx format than `writes_format`
 // (its root `format` attribute: a checkpoint, a token dataset or an activation dump named by mistake;
-// "" for attend's output, which has none): UsageError naming the option. An empty file may go.
+// "" for attend's output, which has none): UsageError naming the option. An output with a format of its
+// own (`writes_format` given) replaces only an earlier file of that format: an HDF5 file without one (an
+// attend input, a file of another tool) or one that cannot be read (a damaged checkpoint to salvage) is
+// refused too (before: `data import --out` replaced them). An empty file may go.
 void check_hdf5_output_path(const std::string& option, const std::string& path, const std::string& writes_format = "");
 // check_output_path for a JSON output (a report replaced whole, a JSON-lines log appended to), which also
 // refuses an existing file that is not JSON, i.e. whose first byte other than white space or NUL is not `{`

@@ -1,17 +1,39 @@
 #include "io/token_dataset.hpp"
 
+#include <cerrno>
+#include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "io/atomic_output.hpp"
 #include "io/durable.hpp"
+#include "runtime/core/log.hpp"
 
 namespace longctx::io {
+namespace {
+
+// What a file that starts with `head` is, where it is a known binary container (its bytes would go in as
+// tokens as they are: a compressed corpus trains on the compressed stream); "" otherwise.
+std::string binary_kind(const std::string& head) {
+  static const std::pair<const char*, const char*> kSignatures[] = {
+      {"\x89HDF\r\n\x1a\n", "an HDF5 file"}, {"\x93NUMPY", "a NumPy .npy file"}, {"\x1f\x8b", "a gzip file"},
+      {"PK\x03\x04", "a zip file"}, {"BZh", "a bzip2 file"}, {"\xfd" "7zXZ", "an xz file"},
+      {"\x28\xb5\x2f\xfd", "a zstd file"}, {"\x89PNG", "a PNG image"}, {"\x7f" "ELF", "an executable"},
+      {"%PDF-", "a PDF"}};
+  for (const auto& [signature, kind] : kSignatures)
+    if (head.compare(0, std::strlen(signature), signature) == 0) return kind;
+  return "";
+}
+
+}  // namespace
 
 TokenImportStats import_text_files(const std::vector<std::string>& files, const std::string& out_path) {
   if (files.empty()) throw UsageError("data import: no input files");
   check_hdf5_output_path("out", out_path, kTokenFormat);
   for (const std::string& file : files) {
+    if (std::filesystem::is_directory(file))
+      throw InputError(file + ": is a directory; give the files in it (--text " + file + "/*.txt, for one)");
     if (!std::filesystem::is_regular_file(file)) throw InputError(file + ": no such file (or not a regular file)");
     if (same_file(file, out_path) || same_file(file, out_path + ".tmp"))
       throw UsageError("--text " + file + " is --out " + out_path + " (or its .tmp); write the dataset elsewhere");
@@ -30,9 +52,21 @@ TokenImportStats import_text_files(const std::vector<std::string>& files, const 
   TokenImportStats stats;
   std::vector<int64_t> offsets = {0};
   std::vector<char> buffer(size_t{16} << 20);
+  const auto started = std::chrono::steady_clock::now();
+  auto reported = started;
   for (const std::string& file : files) {
     std::ifstream in(file, std::ios::binary);
-    if (!in) throw InputError(file + ": cannot be read");
+    if (!in) throw InputError(file + ": cannot be read (" + std::strerror(errno) + ")");
+    {
+      char head[8] = {};
+      in.read(head, sizeof head);
+      const std::string kind = binary_kind(std::string(head, static_cast<size_t>(in.gcount())));
+      if (!kind.empty())
+        log::warn(file + " looks like " + kind + ": its bytes are imported as they are, as byte tokens (decompress "
+                  "or convert it to text first, if that is not what you want)");
+      in.clear();
+      in.seekg(0);
+    }
     while (in) {
       in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
       const int64_t got = static_cast<int64_t>(in.gcount());
@@ -42,6 +76,14 @@ TokenImportStats import_text_files(const std::vector<std::string>& files, const 
       space.select_box({stats.tokens}, {got});
       tokens.write(H5T_NATIVE_UINT8, h5::Dataspace::simple({got}), space, buffer.data());
       stats.tokens += got;
+      const auto now = std::chrono::steady_clock::now();
+      if (now - reported >= std::chrono::seconds(10)) {  // progress on long imports
+        reported = now;
+        const double seconds = std::chrono::duration<double>(now - started).count();
+        log::info("data import: " + std::to_string(stats.tokens >> 20) + " of " + std::to_string(expected >> 20) +
+                  " MiB (" + std::to_string(100 * stats.tokens / expected) + "%), " +
+                  std::to_string(static_cast<int64_t>(double(stats.tokens) / seconds / 1e6)) + " MB/s");
+      }
     }
     if (in.bad()) throw InputError(file + ": read error");
     offsets.push_back(stats.tokens);

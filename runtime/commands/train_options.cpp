@@ -254,6 +254,10 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   train::DataConfig& d = r.data;
   d.task = opt<std::string>(inv, "data.task");
   d.path = opt<std::string>(inv, "data.path");
+  // Before: ignored, and the run trained on passkey sequences with a checkpoint whose config names the file.
+  require(d.path.empty() || (d.task != "passkey" && d.task != "associative"),
+          "data.path=" + d.path + " is read only with data.task=file (data.task=" + d.task +
+              " makes its own sequences): give data.task=file to train on it, or leave data.path out");
   d.seq_len = n;
   d.seed = r.trainer.seed;
   d.supervision = opt<std::string>(inv, "data.supervision");

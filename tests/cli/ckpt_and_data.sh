@@ -360,6 +360,23 @@ expect_exit 3 "import a missing file" -- "$LONGCTX" data import --text a.txt mis
 [ ! -e bad.h5 ] && [ ! -e bad.h5.tmp ] && pass "no output left" || fail "output left behind"
 expect_exit 2 "import into a directory" -- "$LONGCTX" data import --text a.txt --out . --quiet
 [ ! -e ..tmp ] && pass "no ..tmp left" || fail "..tmp left behind"
+mkdir -p texts
+expect_exit 3 "import a directory" -- "$LONGCTX" data import --text texts --out t.h5 --quiet
+expect_in "$OUT/stderr" "texts: is a directory; give the files in it" "says it is a directory (before: 'no such file')"
+# A known binary container goes in as its bytes, which is said (before: silently, a gzip stream as tokens).
+printf '\x1f\x8b\x08\x00 compressed' >corpus.txt.gz
+expect_exit 0 "import a gzip file" -- "$LONGCTX" data import --text corpus.txt.gz --out gz.h5 --quiet
+expect_in "$OUT/stderr" "corpus.txt.gz looks like a gzip file: its bytes are imported as they are" "warns that it is gzip"
+! grep -q "looks like" <("$LONGCTX" data import --text a.txt --out plain.h5 --quiet 2>&1) && pass "... and not about text" ||
+  fail "warned about a.txt"
+rm -f gz.h5 plain.h5
+# Rank-0-only work under mpirun that outlasts --comm-timeout: the other ranks wait for it (before: they
+# timed out and MPI_Abort ended the job, rank 0 still importing).
+yes "a line of text for a corpus that takes a few seconds to import" | head -c 600000000 >big.txt
+expect_exit 0 "data import on 2 ranks, longer than --comm-timeout 0.5" -- timeout 300 "${MPIRUN[@]}" -np 2 "$LONGCTX" \
+  data import --text big.txt --out big.h5 --comm-timeout 0.5 --quiet
+expect_in "$OUT/stdout" "imported 1 document\(s\), 600000000 byte tokens" "rank 0 finished the import"
+rm -f big.txt big.h5
 # An output onto a longctx file of another kind (named by mistake) is refused, the file intact: before,
 # `data import --out` replaced a checkpoint (exit 0), and attend's --output a token dataset.
 cp "$CK" kept_ckpt.h5
@@ -376,6 +393,24 @@ expect_in "$OUT/stderr" "--output 'kept_corpus.h5' exists and is a longctx token
 cmp -s corpus.h5 kept_corpus.h5 && pass "the token dataset is intact" || fail "the token dataset was replaced"
 expect_exit 0 "import onto a token dataset (the same kind): replaced" -- "$LONGCTX" data import --text b.txt \
   --out kept_corpus.h5 --quiet
+# ... and onto an HDF5 file of no longctx kind (attend's input), or one that cannot be read (a damaged file
+# to salvage): before, both were replaced (exit 0).
+cp qkv64.h5 kept_qkv.h5
+{ printf '\x89HDF\r\n\x1a\n'; head -c 4096 /dev/zero; } >cut_ckpt.h5
+for kept in "kept_qkv.h5:it has no format attribute" "cut_ckpt.h5:it cannot be read: damaged\?"; do
+  file=${kept%%:*}
+  cp "$file" "$file.before"
+  expect_exit 2 "import onto $file" -- "$LONGCTX" data import --text a.txt --out "$file" --quiet
+  expect_in "$OUT/stderr" "--out '$file' exists and is an HDF5 file that is not a longctx token dataset \(${kept#*:}\)" \
+    "names what it would replace"
+  cmp -s "$file" "$file.before" && pass "$file is intact" || fail "$file was replaced"
+done
+# data.path with a task that makes its own sequences (before: ignored; the run trained on passkey, and its
+# checkpoint's config named the file).
+expect_exit 2 "data.path with data.task=passkey" -- "$LONGCTX" train --quiet --model.layers 1 --model.dim 16 \
+  --model.heads 2 --model.mlp_hidden 16 --model.vocab 256 --model.segment_lengths 8,32 --model.dilation_rates 1,2 \
+  --data.path corpus.h5 --data.seq_len 32 --train.steps 1
+expect_in "$OUT/stderr" "data.path=corpus.h5 is read only with data.task=file \(data.task=passkey makes its own sequences\)" "says so"
 cp a.txt a.h5
 expect_exit 2 "import a file onto itself" -- "$LONGCTX" data import --text a.h5 --out ./a.h5 --quiet
 cmp -s a.txt a.h5 && pass "the text file is intact" || fail "the input was overwritten"
