@@ -2,12 +2,14 @@
 // (rank 0 under mpirun); every rank returns its exit code. Damage -> exit 3, naming the dataset.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <limits>
 #include <optional>
 #include <sstream>
+#include <typeinfo>
 #include <vector>
 
 #include "io/checkpoint.hpp"
@@ -23,8 +25,15 @@ namespace {
 std::string shown(const std::string& text) { return log::printable(text, ""); }
 
 void declare_file(po::options_description& desc, po::positional_options_description& positional) {
-  desc.add_options()("path", po::value<std::string>(), "checkpoint file, or a checkpoint directory (inspect: its latest; verify: all of them)");
+  desc.add_options()("path", po::value<std::string>(), "checkpoint file, or a checkpoint directory (its latest)");
   positional.add("path", 1);
+}
+
+// verify takes several (`ckpt verify ck/step_*.h5`).
+void declare_files(po::options_description& desc, po::positional_options_description& positional) {
+  desc.add_options()("path", po::value<std::vector<std::string>>()->multitoken(),
+                     "checkpoint files, or checkpoint directories (all of their checkpoints)");
+  positional.add("path", -1);
 }
 
 // Runs `work` on rank 0 and gives every rank its exit code. The other ranks have no part in the work, which
@@ -86,43 +95,60 @@ int run_inspect(Invocation& invocation) {
   });
 }
 
+// The reports of one FILE|DIR given to verify.
+std::vector<io::VerifyReport> verify_path(const std::string& path) {
+  struct stat info {};
+  if (stat(path.c_str(), &info) != 0) throw InputError(path + ": no such file or directory");
+  std::vector<io::VerifyReport> reports =
+      S_ISDIR(info.st_mode) ? io::verify_checkpoint_dir(path) : std::vector<io::VerifyReport>{io::verify_checkpoint(path)};
+  // Sound files may still not be what `train` can resume: check each against its /config's model.
+  for (auto& report : reports) {
+    if (report.datasets.empty()) continue;  // not opened as a checkpoint (its problem is reported)
+    std::optional<io::CheckpointReader> reader;
+    try {
+      reader.emplace(report.path);
+    } catch (const Error&) {  // already among its problems
+      continue;
+    }
+    // A /config the check cannot read (one `train` refuses) is a problem too (before: dropped, "ok").
+    std::vector<std::string> problems;
+    try {
+      problems = train::checkpoint_model_problems(*reader, report.datasets);
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      problems.push_back(what.rfind(report.path, 0) == 0 ? what : report.path + ": " + what);
+    }
+    for (const std::string& problem : problems) {
+      report.ok = false;
+      report.problems.push_back(problem);
+    }
+  }
+  return reports;
+}
+
 int run_verify(Invocation& invocation) {
-  const std::string path = invocation.options["path"].as<std::string>();
+  const auto paths = invocation.options["path"].as<std::vector<std::string>>();
   return on_rank0(invocation, [&] {
-    struct stat info {};
-    if (stat(path.c_str(), &info) != 0) throw InputError(path + ": no such file or directory");
-    std::vector<io::VerifyReport> reports =
-        S_ISDIR(info.st_mode) ? io::verify_checkpoint_dir(path) : std::vector<io::VerifyReport>{io::verify_checkpoint(path)};
-    // Sound files may still not be what `train` can resume: check each against its /config's model.
-    for (auto& report : reports) {
-      if (report.datasets.empty()) continue;  // not opened as a checkpoint (its problem is reported)
-      std::optional<io::CheckpointReader> reader;
+    bool ok = true;
+    for (const std::string& path : paths) {
+      std::vector<io::VerifyReport> reports;
       try {
-        reader.emplace(report.path);
-      } catch (const Error&) {  // already among its problems
+        reports = verify_path(path);
+      } catch (const InputError& e) {  // one that is not there: said, and the others still checked
+        if (paths.size() == 1) throw;
+        std::cout << shown(e.what()) << "\n";
+        ok = false;
         continue;
       }
-      // A /config the check cannot read (one `train` refuses) is a problem too (before: dropped, "ok").
-      std::vector<std::string> problems;
-      try {
-        problems = train::checkpoint_model_problems(*reader, report.datasets);
-      } catch (const Error& e) {
-        const std::string what = e.what();
-        problems.push_back(what.rfind(report.path, 0) == 0 ? what : report.path + ": " + what);
+      if (reports.empty()) std::cout << shown(path) << ": no checkpoints\n";
+      ok = ok && !reports.empty();
+      for (auto& report : reports) {
+        report.path = shown(report.path);
+        for (std::string& problem : report.problems) problem = shown(problem);
+        for (io::DatasetInfo& dataset : report.datasets) dataset.path = shown(dataset.path);
+        std::cout << report.summary() << "\n";
+        ok = ok && report.ok;
       }
-      for (const std::string& problem : problems) {
-        report.ok = false;
-        report.problems.push_back(problem);
-      }
-    }
-    bool ok = !reports.empty();
-    if (reports.empty()) std::cout << path << ": no checkpoints\n";
-    for (auto& report : reports) {
-      report.path = shown(report.path);
-      for (std::string& problem : report.problems) problem = shown(problem);
-      for (io::DatasetInfo& dataset : report.datasets) dataset.path = shown(dataset.path);
-      std::cout << report.summary() << "\n";
-      ok = ok && report.ok;
     }
     return ok ? 0 : static_cast<int>(ExitCode::bad_input);
   });
@@ -133,7 +159,14 @@ int run_verify(Invocation& invocation) {
 // The positional FILE|DIR is required, and not empty ('path =' in a config file, or ""); said as the usage
 // line says it (Boost would name "--path").
 void require_path(const Invocation& invocation) {
-  if (!invocation.options.count("path") || invocation.options["path"].as<std::string>().empty())
+  const auto& given = invocation.options;
+  const bool missing = !given.count("path") ||
+                       (given["path"].value().type() == typeid(std::string)
+                            ? given["path"].as<std::string>().empty()
+                            : std::any_of(given["path"].as<std::vector<std::string>>().begin(),
+                                          given["path"].as<std::vector<std::string>>().end(),
+                                          [](const std::string& path) { return path.empty(); }));
+  if (missing)
     throw UsageError("longctx " + invocation.command.name + " needs a checkpoint FILE or DIR: longctx " +
                      invocation.command.name + " " + invocation.command.positional);
 }
@@ -144,8 +177,8 @@ Command ckpt_inspect_command() {
 }
 
 Command ckpt_verify_command() {
-  return {"ckpt verify", "read every dataset of a checkpoint (or all in a directory): checksums, digests, finiteness, and that a checkpoint of `longctx train` holds every tensor of its /config's model; exit 3 on damage",
-          "FILE|DIR", declare_file, run_verify, require_path};
+  return {"ckpt verify", "read every dataset of checkpoints (files, or all in a directory): checksums, digests, finiteness, and that a checkpoint of `longctx train` holds every tensor of its /config's model; exit 3 on damage",
+          "FILE|DIR...", declare_files, run_verify, require_path};
 }
 
 int run_on_rank0(Invocation& invocation, const std::function<int()>& work) { return on_rank0(invocation, work); }

@@ -89,7 +89,7 @@ void declare_train_options(po::options_description& d, po::positional_options_de
       ("model.mlp_hidden", po::value<int64_t>()->default_value(0), "MLP hidden width; 0 means 4 * model.dim")
       ("model.segment_lengths", po::value<std::string>()->default_value("256,1024,2048"), "dilated branches: segment lengths w")
       ("model.dilation_rates", po::value<std::string>()->default_value("1,2,4"), "dilated branches: dilation rates r (each at most its segment length)")
-      ("model.vocab", po::value<int64_t>()->default_value(32), "vocabulary size (>= 32 for passkey/associative)")
+      ("model.vocab", po::value<int64_t>()->default_value(32), "vocabulary size (>= 32 for passkey/associative; >= 256 for a `data import` byte corpus)")
       ("model.prev_token_embedding", po::bool_switch(),
        "add an embedding of each row's previous token (token shift; helps content-based copying)")
       ("model.init_std", po::value<double>()->default_value(0.02), "normal std of initial weights")
@@ -300,6 +300,8 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
     log::warn_once("data.short_steps add up to " + std::to_string(end) + " steps, train.steps=" +
                    std::to_string(r.steps) + ": the run never trains at data.seq_len=" + std::to_string(n));
   r.checkpoint_dir = opt<std::string>(inv, "checkpoint.dir");
+  // "ck/" as "ck": the paths made from it (checkpoints, log.summary's) read "ck/step_...", not "ck//step_...".
+  while (r.checkpoint_dir.size() > 1 && r.checkpoint_dir.back() == '/') r.checkpoint_dir.pop_back();
   r.checkpoint_every = opt<int64_t>(inv, "checkpoint.every");
   r.checkpoint_keep = opt<int64_t>(inv, "checkpoint.keep");
   require(r.checkpoint_every >= 0, "checkpoint.every must be >= 0");

@@ -29,6 +29,13 @@ expect_exit 3 "verify a flipped byte" -- "$LONGCTX" ckpt verify flipped.h5 --qui
 expect_in "$OUT/stdout" "/model/w" "damage names the dataset"
 head -c 1000 "$CK" >truncated.h5
 expect_exit 3 "verify a truncated file" -- "$LONGCTX" ckpt verify truncated.h5 --quiet
+# Several at once (a shell glob; before: "too many positional options", exit 2): each is reported, one
+# missing among them too, and damage in any is exit 3.
+expect_exit 0 "verify two files" -- "$LONGCTX" ckpt verify "$CK" "$OUT/w/ckpt" --quiet
+[ "$(grep -c ': ok (' "$OUT/stdout")" -ge 2 ] && pass "... each reported" || fail "verify two: $(cat "$OUT/stdout")"
+expect_exit 3 "verify a good file, a flipped one and a missing one" -- "$LONGCTX" ckpt verify "$CK" flipped.h5 nope.h5 --quiet
+grep -q ': ok (' "$OUT/stdout" && grep -q 'flipped.h5: .*/model/w' "$OUT/stdout" && grep -q 'nope.h5: no such file or directory' "$OUT/stdout" &&
+  pass "... each reported" || fail "verify three: $(cat "$OUT/stdout")"
 expect_exit 0 "inspect a checkpoint directory" -- "$LONGCTX" ckpt inspect "$OUT/w/ckpt" --quiet
 expect_in "$OUT/stdout" "checkpoint .*/$(cat "$OUT/w/ckpt/latest")" "inspect DIR shows the checkpoint latest names"
 mkdir -p nockpt

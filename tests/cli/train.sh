@@ -394,10 +394,11 @@ expect_exit 2 "log.summary is /dev/stdout, itself a file" -- "$LONGCTX" train "$
 expect_in "$OUT/stderr" "log.summary=/dev/stdout is this process's standard output, which the summary would replace" "says so"
 [ -L /dev/stdout ] && pass "/dev/stdout is still a link" || fail "/dev/stdout: $(ls -l /dev/stdout)"
 # Through a link, as log.jsonl: the file it leads to gets the summary (before: the link was replaced). A
-# name that is no UTF-8 still gives valid JSON.
+# name that is no UTF-8 still gives valid JSON; a checkpoint.dir given as "ck/" makes "ck/step_..." (before:
+# "ck//step_...").
 echo '{}' >"$OUT/real.json" && ln -s real.json "$OUT/link.json"
 expect_exit 0 "log.summary through a link, checkpoint.dir named in Latin-1" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 \
-  --log.summary "$OUT/link.json" --checkpoint.dir "$OUT/ck"$'\xe9'
+  --log.summary "$OUT/link.json" --checkpoint.dir "$OUT/ck"$'\xe9'/
 [ -L "$OUT/link.json" ] && /usr/bin/python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); sys.exit(0 if d["outcome"] == "done" and d["checkpoint"].endswith("/ck\u00e9/step_00000001.h5") else 1)' "$OUT/real.json" &&
   pass "... the link stays, its file holds valid JSON" || fail "link: $(ls -l "$OUT/link.json"), real.json: $(cat "$OUT/real.json")"
 for bad in 0 x 2:2 2: 2:1:1; do
