@@ -15,11 +15,16 @@ void declare(po::options_description& desc, po::positional_options_description&)
       ("out", po::value<std::string>()->required(), "token file to write (HDF5)");
 }
 
+// In the config phase, where every rank agrees: "longctx: error: ..." as for the other options' errors (before:
+// in the run, "[longctx error r0] --text: empty path").
+void check(const Invocation& invocation) {
+  for (const std::string& file : invocation.options["text"].as<std::vector<std::string>>())
+    if (file.empty()) throw UsageError("--text: empty path", "text");
+}
+
 int run(Invocation& invocation) {
   const auto files = invocation.options["text"].as<std::vector<std::string>>();
   const std::string out = invocation.options["out"].as<std::string>();
-  for (const std::string& file : files)
-    if (file.empty()) throw UsageError("--text: empty path");
   return run_on_rank0(invocation, [&] {
     const io::TokenImportStats stats = io::import_text_files(files, out);
     std::cout << "imported " << stats.documents << " document(s), " << stats.tokens << " byte tokens -> " << out << "\n";
@@ -30,7 +35,7 @@ int run(Invocation& invocation) {
 }  // namespace
 
 Command data_import_command() {
-  return {"data import", "turn text files into a byte-level token dataset for `train` (data.task=file)", "", declare, run};
+  return {"data import", "turn text files into a byte-level token dataset for `train` (data.task=file)", "", declare, run, check};
 }
 
 }  // namespace longctx::cli

@@ -423,7 +423,7 @@ expect_exit 2 "import a file onto itself" -- "$LONGCTX" data import --text a.h5 
 cmp -s a.txt a.h5 && pass "the text file is intact" || fail "the input was overwritten"
 # An empty --text path is a usage error naming the option (before: exit 3, ": no such file").
 expect_exit 2 "import --text=" -- "$LONGCTX" data import --text= --out empty.h5 --quiet
-expect_in "$OUT/stderr" "--text: empty path" "names the option"
+expect_in "$OUT/stderr" "^longctx: error: --text: empty path" "names the option, as the config phase's errors do"
 expect_exit 2 "import a.txt ''" -- "$LONGCTX" data import --text a.txt '' --out empty.h5 --quiet
 [ ! -e empty.h5 ] && pass "nothing written" || fail "empty.h5 written"
 # An empty corpus is refused at import (before: imported, then refused by train); a small one makes a small
