@@ -39,7 +39,7 @@ void declare(po::options_description& desc, po::positional_options_description&)
       ("output", po::value<std::string>()->required(), "HDF5 file to write: o, lse (+ dq, dk, dv with --backward)")
       ("backward", po::bool_switch(), "also compute exact gradients from the input's `do`")
       ("report", po::value<std::string>(), "write a JSON report (timings, per-rank bytes and collectives)");
-  declare_attention_options(desc, "", "");
+  declare_attention_options(desc, "", "", AttentionCommand::attend);
 }
 
 // Where the results go, checked before any work: each can be written, and none of them (or the

@@ -28,7 +28,8 @@ po::typed_value<std::string>* schedule_value(const std::string& default_list) {
 }  // namespace
 
 void declare_attention_options(po::options_description& desc, const std::string& default_segments,
-                               const std::string& default_dilations) {
+                               const std::string& default_dilations, AttentionCommand command) {
+  const bool bench = command == AttentionCommand::bench;
   desc.add_options()
       ("segment-lengths", schedule_value(default_segments),
        "segment length w of each branch, comma-separated (K/M/G suffixes)")
@@ -39,9 +40,14 @@ void declare_attention_options(po::options_description& desc, const std::string&
        "head offsets: paper (h mod r) or grouped (torchscale: h / ceil(H/r))")
       ("softmax-scale", po::value<double>()->default_value(0.0), "score scale, in [0, 3.4e38] (float32); 0 means 1/sqrt(head dim)")
       ("allow-uncovered", po::bool_switch(), "accept a schedule without an r = 1 branch (uncovered rows get o = 0, lse = -inf)")
-      ("device", po::value<std::string>()->default_value("cpu"), "backend: cpu, or cuda (one GPU per rank; bf16 / fp16 under mpirun; when compiled in: longctx --version)")
+      ("device", po::value<std::string>()->default_value("cpu"),
+       bench ? "backend: cpu (every rank of mpirun), or cuda (one GPU, without mpirun; when compiled in: longctx --version)"
+             : "backend: cpu, or cuda (one GPU per rank; bf16 / fp16 under mpirun; when compiled in: longctx --version)")
       ("dtype", po::value<std::string>()->default_value("fp32"), "input type of q, k, v: fp32, bf16 or fp16 (bf16 and fp16 need --device cuda; fp32 accumulation and outputs)")
-      ("comm", po::value<std::string>()->default_value("auto"), "device communicator with --device cuda under mpirun: auto (nccl when libnccl loads and each rank has its own GPU, else staged), nccl, staged or mpi (MPI through host memory)")
+      ("comm", po::value<std::string>()->default_value("auto"),
+       bench ? "not used by bench attention, whose --device cuda times one GPU without mpirun (bench comm --comm "
+               "times the device communicators)"
+             : "device communicator with --device cuda under mpirun: auto (nccl when libnccl loads and each rank has its own GPU, else staged), nccl, staged or mpi (MPI through host memory)")
       ("threads", po::value<int>()->default_value(0), "OpenMP threads per rank; 0 keeps OMP_NUM_THREADS / all cores");
 }
 

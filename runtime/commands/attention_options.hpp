@@ -11,8 +11,10 @@
 
 namespace longctx::cli {
 
+// Which command declares them: their help differs where the commands do (bench attention times one GPU).
+enum class AttentionCommand { attend, bench };
 void declare_attention_options(po::options_description& desc, const std::string& default_segments,
-                               const std::string& default_dilations);
+                               const std::string& default_dilations, AttentionCommand command);
 
 // The most OpenMP threads per rank --threads / train.threads take (more is a typo, not a machine).
 constexpr int kMaxThreads = 1024;

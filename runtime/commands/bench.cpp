@@ -33,8 +33,13 @@ void declare(po::options_description& desc, po::positional_options_description&)
       ("warmup", po::value<int>()->default_value(1), "untimed iterations first")
       ("seed", po::value<uint64_t>()->default_value(1), "input seed")
       ("backward", po::bool_switch(), "also time the backward")
-      ("json", po::bool_switch(), "print one JSON object per run instead of a table");
-  declare_attention_options(desc, "2048,4096,8192", "1,2,4");
+      ("json", po::bool_switch(),
+       "print one JSON object instead of a table. Fields: world_size, threads (rank 0's), seq_len, batch, heads, "
+       "head_dim, schedule, causal, pairs, flops_fwd, seconds_fwd (the slowest rank's median), gflops_fwd (the "
+       "job's FLOPs over that), with --backward flops_bwd, seconds_bwd, gflops_bwd; peak_rss_bytes, "
+       "tensor_bytes_per_rank and per_rank (each rank's pairs, seconds, GFLOP/s, bytes sent and received, "
+       "communication hidden). --device cuda: one GPU's figures and its kernels");
+  declare_attention_options(desc, "2048,4096,8192", "1,2,4", AttentionCommand::bench);
 }
 
 // Value of element `index` of tensor `which`: a hash of (seed, which, global index) mapped to [-1, 1).
@@ -166,7 +171,9 @@ BenchOptions bench_options(const Invocation& invocation) {
   check_iterations(o.iters, o.warmup);
   o.device = attention_device(invocation);
   if (o.device.device == "cuda") return o;
-  check_shardable(o.params.schedule, o.N, P);
+  ScheduleOptionNames names;
+  names.seq_len = "--seq-len=";  // "--seq-len=4097 is not divisible by the 2 ranks" (before: "sequence length 4097")
+  check_shardable(o.params.schedule, o.N, P, SpanningSegments::may_end_short, names);
   check_rows_fit_in_memory("bench attention N=" + std::to_string(o.N) + " B=" + std::to_string(o.B) + " H=" +
                                std::to_string(o.H) + " D=" + std::to_string(o.D) + " on " + count_of(P, "rank"),
                            o.params, AttentionDims{o.B, o.N, o.H, o.D}, invocation.process.world().rank(), P, o.backward,
@@ -223,10 +230,10 @@ int run(Invocation& invocation) {
         bwd_stats = attention.last_backward();
       }
     }
-    if (rank == 0 && !json)
-      std::fprintf(stderr, "  iteration %d/%d%s: forward %.3f s%s\n", it + 1, warmup + iters, it < warmup ? " (warm-up)" : "",
-                   attention.last_forward().seconds,
-                   backward ? (", backward " + fixed(attention.last_backward().seconds, 3) + " s").c_str() : "");
+    // Progress on stderr, also with --json (before: none then; stdout holds only the JSON either way).
+    log::info("bench attention: iteration " + std::to_string(it + 1) + "/" + std::to_string(warmup + iters) +
+              (it < warmup ? " (warm-up)" : "") + ": forward " + fixed(attention.last_forward().seconds, 3) + " s" +
+              (backward ? ", backward " + fixed(attention.last_backward().seconds, 3) + " s" : std::string()));
   }
   const double flops_fwd = flops_forward(pairs, D);
   const double flops_bwd = flops_backward(pairs, D);

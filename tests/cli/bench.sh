@@ -9,6 +9,12 @@ grep -qE "CUDA: .* [1-9][0-9]* device" <<<"$("$LONGCTX" --version)" && have_gpu=
 expect_exit 0 "bench attention (cpu, json)" -- "$LONGCTX" bench attention --seq-len 4096 --heads 2 --head-dim 16 \
   --segment-lengths 1024,4096 --dilation-rates 1,4 --iters 1 --backward --json --quiet
 expect_in "$OUT/stdout" '"gflops_fwd": [0-9.e+]+.*"seconds_bwd": [0-9.e+-]+.*"gflops_bwd"' "bench attention prints the spec's fields"
+# Progress on stderr with --json too (before: none), stdout only the JSON.
+expect_in "$OUT/stderr" "^\[longctx info r0\] bench attention: iteration 2/2: forward [0-9.]+ s, backward [0-9.]+ s$" "progress on stderr with --json"
+[ "$(wc -l <"$OUT/stdout")" -eq 1 ] && pass "stdout holds the JSON alone" || fail "stdout: $(head -3 "$OUT/stdout")"
+# N not divisible by the ranks names the option (before: "sequence length 4097 ...").
+expect_exit 2 "bench attention --seq-len 4097 on 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" bench attention --seq-len 4097 --quiet
+expect_in "$OUT/stderr" "^longctx: error: --seq-len=4097 is not divisible by the 2 ranks" "names --seq-len"
 expect_exit 0 "bench attention on 2 ranks (json)" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" bench attention --seq-len 2K \
   --heads 2 --head-dim 8 --segment-lengths 256,2048 --dilation-rates 1,2 --iters 1 --warmup 0 --backward --json --quiet
 /usr/bin/python3 -c "
