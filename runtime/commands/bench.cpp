@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <iomanip>
 #include <iostream>
+#include <limits>
 #include <sstream>
 
 #include "attention/cuda/cuda_attention.hpp"
@@ -34,11 +35,11 @@ void declare(po::options_description& desc, po::positional_options_description&)
       ("seed", po::value<uint64_t>()->default_value(1), "input seed")
       ("backward", po::bool_switch(), "also time the backward")
       ("json", po::bool_switch(),
-       "print one JSON object instead of a table. Fields: world_size, threads (rank 0's), seq_len, batch, heads, "
+       "print one JSON object instead of a table. Fields: world_size, threads (rank 0's; per_rank has each rank's), seq_len, batch, heads, "
        "head_dim, schedule, causal, pairs, flops_fwd, seconds_fwd (the slowest rank's median), gflops_fwd (the "
        "job's FLOPs over that), with --backward flops_bwd, seconds_bwd, gflops_bwd; peak_rss_bytes, "
        "tensor_bytes_per_rank and per_rank (each rank's pairs, seconds, GFLOP/s, bytes sent and received, "
-       "communication hidden). --device cuda: one GPU's figures and its kernels");
+       "communication hidden, threads). --device cuda: one GPU's figures and its kernels");
   declare_attention_options(desc, "2048,4096,8192", "1,2,4", AttentionCommand::bench);
 }
 
@@ -249,18 +250,24 @@ int run(Invocation& invocation) {
   const std::vector<double> mine{median(fwd), backward ? median(bwd) : 0.0, static_cast<double>(fwd_stats.bytes_sent),
                                  static_cast<double>(fwd_stats.bytes_received), fwd_stats.hidden_fraction(),
                                  static_cast<double>(bwd_stats.bytes_received), bwd_stats.hidden_fraction(),
-                                 static_cast<double>(peak_rss_bytes())};
+                                 static_cast<double>(peak_rss_bytes()), static_cast<double>(omp_get_max_threads())};
   const size_t F = mine.size();
   std::vector<double> all(F * static_cast<size_t>(P));
   world.all_gather(Span<const double>(mine), Span<double>(all));
   if (rank != 0) return 0;
   auto field = [&](int r, size_t f) { return all[static_cast<size_t>(r) * F + f]; };
   double slowest_fwd = 0, slowest_bwd = 0, peak_rss = 0;
+  int fewest_threads = std::numeric_limits<int>::max(), most_threads = 0;  // ranks may differ (LONGCTX_THREADS per rank)
   for (int r = 0; r < P; ++r) {
     slowest_fwd = std::max(slowest_fwd, field(r, 0));
     slowest_bwd = std::max(slowest_bwd, field(r, 1));
     peak_rss = std::max(peak_rss, field(r, 7));
+    fewest_threads = std::min(fewest_threads, static_cast<int>(field(r, 8)));
+    most_threads = std::max(most_threads, static_cast<int>(field(r, 8)));
   }
+  const std::string threads_text = fewest_threads == most_threads
+                                       ? std::to_string(most_threads)
+                                       : std::to_string(fewest_threads) + "-" + std::to_string(most_threads);
   const double io_bytes = static_cast<double>((4 + (backward ? 4 : 0)) * B * N * H * D + B * N * H) * 4.0 / P;
   if (json) {
     std::ostringstream out;
@@ -291,14 +298,15 @@ int run(Invocation& invocation) {
       if (backward)
         out << ", \"bytes_received_bwd\": " << static_cast<uint64_t>(field(r, 5))
             << ", \"comm_hidden_bwd\": " << hidden(5, 6);
-      out << ", \"peak_rss_bytes\": " << static_cast<uint64_t>(field(r, 7)) << "}";
+      out << ", \"peak_rss_bytes\": " << static_cast<uint64_t>(field(r, 7))
+          << ", \"threads\": " << static_cast<int>(field(r, 8)) << "}";
     }
     out << "]}\n";
     std::cout << out.str();
   } else {
     std::cout << "dilated attention, N=" << N << " B=" << B << " H=" << H << " D=" << D << ", "
               << to_string(params.schedule) << (params.causal ? ", causal" : "") << ", " << P << " rank(s) x "
-              << omp_get_max_threads() << " thread(s)\n";
+              << threads_text << " thread(s)\n";
     std::cout << "  pairs " << json_count(pairs) << "; median of " << iters << " after " << warmup << " warm-up\n";
     std::cout << "  rank   fwd s    fwd GFLOP/s" << (backward ? "   bwd s    bwd GFLOP/s" : "")
               << "   recv bytes (fwd)  comm hidden   peak RSS MiB\n";

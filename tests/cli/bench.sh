@@ -21,7 +21,7 @@ expect_exit 0 "bench attention on 2 ranks (json)" -- "${MPIRUN[@]}" -np 2 "$LONG
 import json, sys
 d = json.load(sys.stdin)
 want = {'rank', 'seconds_fwd', 'gflops_fwd', 'seconds_bwd', 'gflops_bwd', 'bytes_sent_fwd', 'bytes_received_fwd',
-        'comm_hidden_fwd', 'bytes_received_bwd', 'comm_hidden_bwd', 'peak_rss_bytes'}
+        'comm_hidden_fwd', 'bytes_received_bwd', 'comm_hidden_bwd', 'peak_rss_bytes', 'threads'}
 assert d['world_size'] == 2 and len(d['per_rank']) == 2
 for r in d['per_rank']:
     assert want <= set(r), want - set(r)
