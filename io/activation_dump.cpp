@@ -31,19 +31,26 @@ ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t k
     return;
   }
   const int rank = h5::comm_rank(comm), size = h5::comm_size(comm);
-  // The kept steps take at most what the old file holds.
-  std::error_code error;
-  const uintmax_t old_bytes = std::filesystem::file_size(path, error);
-  if (!error) output_->reserve(old_bytes, "the steps kept from " + path);
   const std::regex name(R"(step_(\d+)/layer_(\d+)/([^/]+))");
+  struct Kept {
+    std::string dataset, name;
+    int64_t step, layer;
+    Shape global;
+  };
+  std::vector<Kept> kept;  // every rank alike: the old file's datasets, read collectively
+  uint64_t kept_bytes = 0;
   for (const std::string& dataset : old.dataset_paths()) {
     std::smatch match;
     if (!std::regex_match(dataset, match, name)) continue;
     const int64_t step = std::stoll(match[1]), layer = std::stoll(match[2]);
     if (step > keep_steps_through || (wanted && !wanted(step, layer))) continue;
-    const Shape global = old.open_dataset(dataset).shape();
-    const RowRange rows = even_rows(global[0], rank, size);
-    write(step, layer, match[3], global, rows, read_rows(old, dataset, 0, rows));
+    kept.push_back({dataset, match[3], step, layer, old.open_dataset(dataset).shape()});
+    kept_bytes += stored_bytes(kept.back().global);
+  }
+  output_->require_room(kept_bytes, "the steps kept from " + path);
+  for (const Kept& k : kept) {
+    const RowRange rows = even_rows(k.global[0], rank, size);
+    write(k.step, k.layer, k.name, k.global, rows, read_rows(old, k.dataset, 0, rows));
   }
 }
 
@@ -61,11 +68,17 @@ void ActivationDump::write(int64_t step, int64_t layer, const std::string& name,
   });
 }
 
-void ActivationDump::reserve(uint64_t values, int64_t datasets, const std::string& what) {
-  // HDF5's own bytes: a dataset's header and first index node under 4 KiB, and its chunk index grows with
-  // the chunks (measured: 3 KiB for a step of 8 datasets of 32 Ki values, 6 KiB for 4 of 8 Mi).
-  const uint64_t bytes = values * sizeof(float) + values * sizeof(float) / 256 + static_cast<uint64_t>(datasets) * 4096;
-  output_->reserve(bytes, what);
+uint64_t ActivationDump::stored_bytes(const Shape& global_shape) {
+  uint64_t bytes = sizeof(float);
+  for (const int64_t extent : global_shape) bytes *= static_cast<uint64_t>(extent);
+  // HDF5's own: a dataset's header and first index node under 4 KiB, and its chunk index grows with the
+  // chunks (measured: 3 KiB for a step of 8 datasets of 32 Ki values, 6 KiB for 4 of 8 Mi). The padding
+  // of a last chunk is allocated but never written: a hole, no disk.
+  return bytes + bytes / 256 + 4096;
+}
+
+void ActivationDump::require_room(const Shape& global_shape, int64_t datasets, const std::string& what) {
+  output_->require_room(static_cast<uint64_t>(datasets) * stored_bytes(global_shape), what);
 }
 
 void ActivationDump::close() {

@@ -35,10 +35,12 @@ class ActivationDump {
   // Collective: this rank's rows `rows` (along seq_axis, 0 for [N,H,D]) of a global tensor.
   void write(int64_t step, int64_t layer, const std::string& name, const Shape& global_shape, RowRange rows,
              const Tensor& block, size_t seq_axis = 0);
-  // Collective: room for `datasets` float32 tensors of `values` values in all (their bytes, HDF5's chunk
-  // indexes and headers) reserved in the file before they are written: every rank throws InternalError,
-  // naming `what` ("the activations of step 7"), where the file system has no room (AtomicOutput::reserve).
-  void reserve(uint64_t values, int64_t datasets, const std::string& what);
+  // Collective, before `datasets` float32 tensors of `global_shape` are written: every rank throws
+  // InternalError, naming `what` ("the activations of step 7"), where the file system has no room for
+  // them (AtomicOutput::require_room).
+  void require_room(const Shape& global_shape, int64_t datasets, const std::string& what);
+  // The bytes one such tensor takes on disk: its values, HDF5's header and chunk index.
+  static uint64_t stored_bytes(const Shape& global_shape);
   // Collective: publishes the file.
   void close();
   const std::string& path() const { return output_->path(); }

@@ -12,6 +12,7 @@
 #include <ctime>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <iterator>
 #include <mutex>
 #include <utility>
@@ -195,22 +196,20 @@ AtomicOutput::~AtomicOutput() {
   if (!done_) abort();
 }
 
-void AtomicOutput::reserve(uint64_t bytes, const std::string& what) {
-  run_on_rank0(comm_, "reserving room for " + what + " in " + temporary_path(), [&] {
-    struct stat now {};
-    if (temporary_.fd() < 0 || ::fstat(temporary_.fd(), &now) != 0) return;
-    const uint64_t from = static_cast<uint64_t>(now.st_size);
-    if (const int reason = reserve_space(temporary_.fd(), from, bytes); reason != 0)
-      throw InternalError("cannot reserve " + std::to_string(bytes) + " bytes for " + what + " in " + temporary_path() +
-                          ": " + std::strerror(reason) + full_disk_note(directory_of(path_)) + "; none of it was written");
-    reserved_end_ = std::max(reserved_end_, from + bytes);
+void AtomicOutput::require_room(uint64_t bytes, const std::string& what) {
+  run_on_rank0(comm_, "looking for room for " + what + " in " + temporary_path(), [&] {
+    std::error_code error;
+    const std::filesystem::space_info space = std::filesystem::space(directory_of(path_), error);
+    if (error || space.available >= bytes) return;  // a file system that cannot say: written as before
+    throw InternalError("no room for " + what + " in " + temporary_path() + ": it takes " + std::to_string(bytes) +
+                        " bytes, and the file system of " + directory_of(path_) + " has " +
+                        std::to_string(space.available) + " free; none of it was written");
   });
 }
 
 void AtomicOutput::commit() {
   if (done_) throw InternalError("AtomicOutput " + path_ + ": commit after commit or abort");
   close_and_sync(file_, comm_);
-  release_reserved_space(temporary_.fd(), reserved_end_);
   done_ = true;
   try {
     publish_on_rank0(comm_, "publishing " + path_, [&] { rename_durably(temporary_path(), path_); });

@@ -93,12 +93,14 @@ class AtomicOutput {
   const std::string& path() const { return path_; }
   std::string temporary_path() const { return path_ + ".tmp"; }
 
-  // Reserves room for `bytes` more than the file holds now (rank 0: reserve_space), before a write of
-  // that much. Every rank throws InternalError naming `what` ("the activations of step 7") when the file
-  // system has no room: on more than one rank, a write failing on one rank mid-file could leave the ranks
-  // in different collectives inside HDF5, which only --comm-timeout ends. Collective. commit() frees what
-  // is left past the end.
-  void reserve(uint64_t bytes, const std::string& what);
+  // Before a write of `bytes`: every rank throws InternalError naming `what` ("the activations of step
+  // 7") and the free bytes when the file system (rank 0's look, statvfs) has fewer: on more than one rank,
+  // a write failing on one rank mid-file could leave the ranks in different collectives inside HDF5, which
+  // only --comm-timeout ends. A look, not a reservation: fallocate would also allocate the padding of
+  // HDF5's last chunks, which stays a hole when written (up to 1.9x the values for odd shapes), and where
+  // HDF5 allocates next is not known under MPI-IO. Another writer can still fill the disk after it.
+  // Collective.
+  void require_room(uint64_t bytes, const std::string& what);
 
   void commit();
   void abort() noexcept;
@@ -110,7 +112,6 @@ class AtomicOutput {
   RegisteredClaim registered_;
   h5::File file_;
   bool done_ = false;
-  uint64_t reserved_end_ = 0;  // rank 0: the end of what reserve() allocated
 };
 
 // The collective part of a commit shared with checkpoints: close `file`, fsync it on every rank, and

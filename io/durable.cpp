@@ -344,10 +344,14 @@ void sync_file(const std::string& path) { sync_path(path, O_RDONLY); }
 void sync_directory(const std::string& directory) { sync_path(directory, O_RDONLY | O_DIRECTORY); }
 
 int reserve_space(int fd, uint64_t offset, uint64_t bytes) {
-  if (fd < 0 || bytes == 0) return 0;
-  if (::fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset), static_cast<off_t>(bytes)) == 0) return 0;
-  const int reason = errno;
-  return reason == ENOSPC || reason == EDQUOT ? reason : 0;
+  if (bytes == 0) return 0;
+  if (fd < 0) return EOPNOTSUPP;
+  for (;;) {
+    if (::fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset), static_cast<off_t>(bytes)) == 0) return 0;
+    // A large fallocate on tmpfs gives up on a pending signal (train's stop): again, as it did not reserve.
+    if (errno == EINTR) continue;
+    return errno == ENOSPC || errno == EDQUOT ? errno : EOPNOTSUPP;
+  }
 }
 
 void release_reserved_space(int fd, uint64_t reserved_end) {

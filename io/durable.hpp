@@ -79,8 +79,9 @@ void sync_directory(const std::string& directory);
 // rename(2) then fsync of the target's directory.
 void rename_durably(const std::string& from, const std::string& to);
 // Room for `bytes` of the file open as `fd` from `offset` on, allocated ahead of its writes (fallocate(2),
-// the file's size unchanged): 0, or the errno of a file system without that room (ENOSPC, EDQUOT). One that
-// cannot reserve at all (EOPNOTSUPP and the like) gives 0: the file is written as it would be without.
+// the file's size unchanged; retried when a signal interrupts it): 0 when reserved, ENOSPC or EDQUOT when
+// the file system has no such room, EOPNOTSUPP when it cannot reserve at all (and the like: the file is
+// then written as it would be without).
 int reserve_space(int fd, uint64_t offset, uint64_t bytes);
 // Frees what reserve_space allocated past the file's end, up to `reserved_end` (HDF5 truncates only a file
 // longer than its data, and ext4 punches no hole past the end): a shrinking truncate (one byte longer, then

@@ -516,8 +516,7 @@ int train_run(Invocation& inv, RunRecord& record) {
       const activity::Scope dumping("dumping the activations of step " + std::to_string(step));
       const model::ModelConfig& m = trainer.model().config();
       const int64_t datasets = 4 * static_cast<int64_t>(r.dump_layers.size());  // q, k, v, o of each layer
-      dump->reserve(static_cast<uint64_t>(datasets * r.trainer.seq_len * m.heads * m.head_dim()), datasets,
-                    "the activations of step " + std::to_string(step));
+      dump->require_room({r.trainer.seq_len, m.heads, m.head_dim()}, datasets, "the activations of step " + std::to_string(step));
       dump_layers(*dump, trainer.model(), r, step, trainer.local_rows());
       dump_unpublished = true;
       signal_if_faulted("dump", step);

@@ -856,17 +856,26 @@ if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=1m tmpfs "$OUT/full" 2>/dev/nu
     --train.steps 40 --checkpoint.every 1 --checkpoint.keep 0 --checkpoint.dir "$OUT/full/c"
   expect_in "$OUT/stderr" "No space left on device|the file system of .*full/c has [0-9]+ bytes free: full\?" "names the reason"
   rm -rf "$OUT/full/c"
-  # An activation dump that fills the disk, 2 ranks: each step's bytes are reserved before its writes, so the
-  # run stops at the step that has no room, every rank alike, naming it and the full disk (before: MPI-IO's
-  # "Write failed" from inside HDF5, where a write failing on one rank alone left the ranks in different
-  # collectives until --comm-timeout), and no .tmp is left.
+  # An activation dump that fills the disk, 2 ranks: rank 0 looks for room for each step's bytes before its
+  # writes, so the run stops at the step that has none, every rank alike, naming it and the free bytes
+  # (before: MPI-IO's "Write failed" from inside HDF5, where a write failing on one rank alone left the
+  # ranks in different collectives until --comm-timeout), and no .tmp is left.
   expect_exit 1 "an activation dump fills the disk, 2 ranks" -- timeout 120 "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" \
     --train.steps 8 --dump.activations "$OUT/full/d.h5" --dump.steps 1,2,3,4,5,6,7,8 --dump.layers 0,1
-  expect_in "$OUT/stderr" "r0\] cannot reserve [0-9]+ bytes for the activations of step [0-9] in .*full/d.h5.tmp: No space left on device \(the file system of .*full has [0-9]+ bytes free: full\?\); none of it was written" \
-    "names the step and the full disk"
+  expect_in "$OUT/stderr" "r0\] no room for the activations of step [0-9] in .*full/d.h5.tmp: it takes [0-9]+ bytes, and the file system of .*full has [0-9]+ free; none of it was written" \
+    "names the step and the free bytes"
   grep -q "driver write request failed (Write failed); file write failed (Write failed)" "$OUT/stderr" &&
     fail "MPI-IO's error said twice" || pass "says MPI-IO's error once"
   [ -z "$(ls -A "$OUT/full")" ] && pass "no .tmp left" || fail "left: $(ls -A "$OUT/full" | tr '\n' ' ')"
+  # A shape whose last chunks are mostly padding (1024 x 4 x 68 floats: the file is 1.9x its values, the
+  # padding a hole) is written where its values fit: a reservation that counted the padding refused it,
+  # one that did not let HDF5's write fail past it (both tried, neither kept).
+  mount -o remount,size=5000k "$OUT/full"
+  expect_exit 0 "an odd-shaped dump where its values fit, 2 ranks" -- timeout 120 "${MPIRUN[@]}" -np 2 "$LONGCTX" train \
+    --quiet --model.layers 1 --model.dim 272 --model.heads 4 --model.segment_lengths 32,128 --model.dilation_rates 1,2 \
+    --data.seq_len 1024 --train.steps 1 --dump.steps 1 --dump.layers 0 --dump.activations "$OUT/full/odd.h5"
+  rm -f "$OUT/full/odd.h5"
+  mount -o remount,size=1m "$OUT/full"
   # Room for one checkpoint and most of a second, 2 ranks, the default --comm-timeout (600 s): a write that
   # failed on one rank left the ranks in different collectives inside HDF5, and the job waited the whole
   # timeout. The checkpoint's bytes are reserved before it is written: the run stops at once, naming them.
