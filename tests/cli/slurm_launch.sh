@@ -88,6 +88,14 @@ wait_for_end() {
   done
   echo "${state:-unknown}"; return 1
 }
+# expect_ended JOB STATE RESTARTS EXITCODE NAME: once it ended, the job is STATE after RESTARTS requeues,
+# with EXITCODE ("any": not checked).
+expect_ended() {
+  local state restarts exit_code
+  state=$(wait_for_end "$1"); restarts=$(job_field "$1" Restarts); exit_code=$(job_field "$1" ExitCode)
+  [ "$state" = "$2" ] && [ "$restarts" = "$3" ] && { [ "$4" = any ] || [ "$exit_code" = "$4" ]; } && pass "$5" ||
+    fail "$5: $state, Restarts=$restarts, ExitCode=$exit_code"
+}
 losses() { /usr/bin/python3 -c 'import json, sys; [print(json.loads(l)["step"], json.loads(l)["loss"]) for l in open(sys.argv[1])]' "$1"; }
 
 # --time=10: the script's --signal=USR1@300 must not fire by itself while the test runs. The signal comes
@@ -123,10 +131,7 @@ fi
 jid=$(env LONGCTX="$LONGCTX" LONGCTX_FAULT_SIGNAL_AT=eval:2 sbatch --parsable --time=10 --output="$OUT/early.out" \
       "$ROOT/jobs/slurm/train.sbatch" "${TRAIN[@]}" --train.steps 100000 --eval.every 2 --eval.sequences 2 \
       --checkpoint.dir "$OUT/ck3" --log.summary "$OUT/early.summary.json")
-state=$(wait_for_end "$jid")
-[ "$state" = FAILED ] && [ "$(job_field "$jid" Restarts)" = 1 ] && [ "$(job_field "$jid" ExitCode)" = 75:0 ] &&
-  pass "no further: requeued once (the run that trained), then exit 75, not requeued" ||
-  fail "no further: $state, Restarts=$(job_field "$jid" Restarts), ExitCode=$(job_field "$jid" ExitCode)"
+expect_ended "$jid" FAILED 1 75:0 "no further: requeued once (the run that trained), then exit 75, not requeued"
 expect_in "$OUT/early.out" "no further than it found it \(step 2: .*not requeued, as the next run would most likely stop as soon" \
   "train.sbatch says why it does not requeue"
 expect_in "$OUT/early.summary.json" '"outcome": "stopped", "exit": 75, .*"steps_trained": 0, .*"checkpoint_eval_pending": true, "checkpoint_advanced": false' \
@@ -141,10 +146,7 @@ jid=$(env LONGCTX="$LONGCTX" sbatch --parsable --time=10 --output="$OUT/bytime.o
 for _ in $(seq 180); do [ "$(job_field "$jid" JobState)" = RUNNING ] && break; sleep 1; done
 if wait_for_step "$OUT/bytime.jsonl" 5; then
   scancel --signal=USR1 "$jid"
-  state=$(wait_for_end "$jid")
-  [ "$state" = FAILED ] && [ "$(job_field "$jid" Restarts)" = 0 ] && [ "$(job_field "$jid" ExitCode)" = 75:0 ] &&
-    pass "no summary found, early signal: exit 75, not requeued" ||
-    fail "no summary found: $state, Restarts=$(job_field "$jid" Restarts), ExitCode=$(job_field "$jid" ExitCode)"
+  expect_ended "$jid" FAILED 0 75:0 "no summary found, early signal: exit 75, not requeued"
   expect_in "$OUT/bytime.out" "it wrote no summary to $OUT/longctx-train-$jid.summary.json \(log.summary set in a config file" \
     "train.sbatch says why it judged by time"
   [ -s "$OUT/cfg.summary.json" ] && [ -s "$OUT/ck4/latest" ] && pass "the config's summary and a checkpoint are written" ||
@@ -160,9 +162,7 @@ jid=$(env LONGCTX="$LONGCTX" sbatch --parsable --time=1 --signal=URG@1 --output=
       "${TRAIN[@]}" --train.steps 100000 --checkpoint.dir "$OUT/ck2" --log.jsonl "$OUT/cancel.jsonl")
 if wait_for_step "$OUT/cancel.jsonl" 5; then
   scancel "$jid"
-  state=$(wait_for_end "$jid")
-  [ "$state" = CANCELLED ] && [ "$(job_field "$jid" Restarts)" = 0 ] && pass "scancel: CANCELLED, not requeued" ||
-    fail "scancel: $state, Restarts=$(job_field "$jid" Restarts)"
+  expect_ended "$jid" CANCELLED 0 any "scancel: CANCELLED, not requeued"
   for _ in $(seq 50); do grep -q "not requeued" "$OUT/cancel.out" && break; sleep 0.2; done
   expect_in "$OUT/cancel.out" "SIGTERM \(scancel; .*\): not requeued by this script" "train.sbatch says it does not requeue"
   [ -s "$OUT/ck2/latest" ] && "$LONGCTX" ckpt verify "$OUT/ck2" >/dev/null 2>&1 &&
@@ -178,9 +178,7 @@ jid=$(env LONGCTX="$LONGCTX" LONGCTX_MIN_RUN_SECONDS=0 sbatch --parsable --time=
 for _ in $(seq 180); do [ "$(job_field "$jid" JobState)" = RUNNING ] && break; sleep 1; done
 if wait_for_step "$OUT/busr1.jsonl" 5; then
   scancel --batch --signal=USR1 "$jid"
-  state=$(wait_for_end "$jid")
-  [ "$state" = COMPLETED ] && [ "$(job_field "$jid" Restarts)" = 1 ] && pass "B:USR1: requeued once, completed" ||
-    fail "B:USR1: $state, Restarts=$(job_field "$jid" Restarts)"
+  expect_ended "$jid" COMPLETED 1 any "B:USR1: requeued once, completed"
   expect_in "$OUT/busr1.out" "SIGUSR1: passed on to the ranks" "the script says it passed the signal on"
   grep -q "LONGCTX_MIN_RUN_SECONDS is neither an option" "$OUT/busr1.out" &&
     fail "longctx warns about train.sbatch's LONGCTX_MIN_RUN_SECONDS" || pass "LONGCTX_MIN_RUN_SECONDS is a known setting"
