@@ -47,11 +47,14 @@ std::string seconds_text(double seconds) {
   return out.str();
 }
 
-// "850.00 MB/s", "12.30 GB/s" (decimal, as network rates are given).
+// "4.76 kB/s", "850.00 MB/s", "12.30 GB/s" (decimal, as network rates are given). Down to B/s: 3 bytes in
+// 630 us read "0.00 MB/s" (a slow all-gather on a busy machine).
 std::string rate_text(double bytes_per_s) {
   std::ostringstream out;
   out << std::fixed << std::setprecision(2);
-  if (bytes_per_s < 1e9) out << bytes_per_s / 1e6 << " MB/s";
+  if (bytes_per_s < 1e3) out << bytes_per_s << " B/s";
+  else if (bytes_per_s < 1e6) out << bytes_per_s / 1e3 << " kB/s";
+  else if (bytes_per_s < 1e9) out << bytes_per_s / 1e6 << " MB/s";
   else out << bytes_per_s / 1e9 << " GB/s";
   return out.str();
 }

@@ -78,7 +78,7 @@ expect_in "$OUT/stdout" '"world_size": 2, "bytes_per_rank": 1048576, "iters": 3,
 expect_in "$OUT/stdout" '"staged_copy_bytes_per_s": null\}$' "no copy rate where nothing is staged (it was 0)"
 # Small sizes in units that show them (before: "0.00 MiB per rank: 0.00 ms ... 0.00 GB/s").
 expect_exit 0 "bench comm --bytes 3, 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" bench comm --bytes 3 --iters 3 --quiet
-expect_in "$OUT/stdout" "^all_gather on mpi, 2 rank\(s\), 3 B per rank: [0-9.]+ (us|ms) \(median of 3, slowest rank\), [0-9.]+ [MG]B/s received per rank$" \
+expect_in "$OUT/stdout" "^all_gather on mpi, 2 rank\(s\), 3 B per rank: [0-9.]+ (us|ms) \(median of 3, slowest rank\), [0-9.]+ [kMG]?B/s received per rank$" \
   "bench comm: sizes, times and rates in readable units"
 ! grep -q " 0\.00 " "$OUT/stdout" && pass "no figure reads 0.00" || fail "a figure reads 0.00: $(cat "$OUT/stdout")"
 expect_exit 2 "bench comm: unknown backend" -- "$LONGCTX" bench comm --comm gloo --quiet
