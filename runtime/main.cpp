@@ -43,6 +43,11 @@ std::string top_help(const std::string& group = "") {
     name.resize(std::max<size_t>(name.size(), 18), ' ');
     out += "  " + name + " " + command.summary + "\n";
   }
+  // interfaces.md: `longctx --help` lists every option with its default; the commands' own are in theirs.
+  out += "\n" + cli::common_options_text() +
+         "\nOptions come from the command line, then a config file (--config FILE.ini, or LONGCTX_CONFIG; [section]\n"
+         "key=value is --section.key), then LONGCTX_* environment variables (--model.layers <- LONGCTX_MODEL_LAYERS),\n"
+         "in that order of precedence; COMMAND --help says more.\n";
   out += "\nexit codes: 0 ok, 1 internal failure, 2 usage/config error, 3 bad input file, 75 stopped on a "
          "signal after a checkpoint (requeue)\n";
   return out;

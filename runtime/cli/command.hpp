@@ -85,5 +85,7 @@ std::vector<std::pair<std::string, std::string>> shared_values(const Invocation&
 std::string to_ini(const Invocation& invocation, const po::options_description& declared);
 
 std::string help_text(const Command& command, const po::options_description& declared);
+// The options every command takes, with their defaults, as `COMMAND --help` prints them (for `longctx --help`).
+std::string common_options_text();
 
 }  // namespace longctx::cli

@@ -718,6 +718,14 @@ std::string to_ini(const Invocation& invocation, const po::options_description& 
   return out.str();
 }
 
+std::string common_options_text() {
+  po::options_description common("options every command takes");
+  declare_common(common);
+  std::ostringstream out;
+  out << common;
+  return out.str();
+}
+
 std::string help_text(const Command& command, const po::options_description& declared) {
   std::string required, example;
   const std::set<std::string>& positional = positional_names(command);

@@ -66,6 +66,9 @@ expect_in "$OUT/stdout" "^MPI: Open MPI" "MPI version"
 expect_in "$OUT/stdout" "^HDF5: 1\." "HDF5 version"
 expect_exit 0 "--help" -- "$LONGCTX" --help
 expect_in "$OUT/stdout" "info" "top help lists info"
+# interfaces.md: `longctx --help` lists every option with its default (before: the commands only).
+expect_in "$OUT/stdout" "--comm-timeout arg \(=600\)" "top help lists the options every command takes, with defaults"
+expect_in "$OUT/stdout" "then LONGCTX_\* environment variables" "... and where options come from"
 expect_exit 0 "ckpt --help" -- "$LONGCTX" ckpt --help
 expect_in "$OUT/stdout" "ckpt verify" "a command group's help lists its subcommands"
 grep -q "train " "$OUT/stdout" && fail "ckpt --help lists other commands" || pass "and only those"
