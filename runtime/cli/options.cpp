@@ -27,19 +27,24 @@ void declare_common(po::options_description& desc) {
       ("quiet", po::bool_switch(), "do not print the resolved config");
 }
 
-// The option of `desc` nearest to an unknown one, if within two edits ("model.layer" -> "model.layers"),
-// else "".
+// The option of `desc` an unknown one most likely meant: the one option it begins to the end of a word
+// ("seq" -> "seq-len", "data.seq" -> "data.seq_len"; before: "seq" -> "seed", two edits away), else the one
+// within two edits ("model.layer" -> "model.layers"); "" for none.
 std::string nearest_option(const std::string& unknown, const po::options_description& desc, bool in_file) {
   std::string name = unknown.substr(0, unknown.find('='));  // Boost names `--causl=1` so
   name.erase(0, name.find_first_not_of('-'));
-  std::string best;
-  size_t best_distance = 3;
+  std::string best, begun;
+  size_t best_distance = 3, begins = 0;
   for (const auto& option : desc.options()) {
-    if (in_file && (option->long_name() == "help" || option->long_name() == "config")) continue;  // refused there
-    const size_t d = edit_distance(name, option->long_name());
-    if (d < best_distance) best = option->long_name(), best_distance = d;
+    const std::string& long_name = option->long_name();
+    if (in_file && (long_name == "help" || long_name == "config")) continue;  // refused there
+    if (!name.empty() && long_name.size() > name.size() && long_name.compare(0, name.size(), name) == 0 &&
+        std::string("-._").find(long_name[name.size()]) != std::string::npos)
+      begun = long_name, ++begins;
+    const size_t d = edit_distance(name, long_name);
+    if (d < best_distance) best = long_name, best_distance = d;
   }
-  return best;
+  return begins == 1 ? begun : best;
 }
 
 std::string allowed_options(const po::options_description& desc) {

@@ -169,6 +169,11 @@ expect_exit 2 "[model] layer in a file" -- "$LONGCTX" train --config "$OUT/layer
 expect_in "$OUT/stderr" "did you mean \[model\] layers\?$" "[model] layers"
 expect_exit 2 "--causl=1" -- "$LONGCTX" bench attention --causl=1 --quiet
 expect_in "$OUT/stderr" "did you mean --causal\?$" "a value after = does not hide the name"
+# The first word of an option is answered with it (before: --seq was taken for --seed, two edits away).
+expect_exit 2 "--seq 2048" -- "$LONGCTX" bench attention --seq 2048 --quiet
+expect_in "$OUT/stderr" "did you mean --seq-len\?$" "--seq-len, not --seed"
+expect_exit 2 "--data.seq 2048" -- "$LONGCTX" train --data.seq 2048 --quiet
+expect_in "$OUT/stderr" "did you mean --data.seq_len\?$" "--data.seq_len"
 printf 'hepl = 1\n' >"$OUT/hepl.ini"
 expect_exit 2 "hepl = 1 in a file" -- "$LONGCTX" info --config "$OUT/hepl.ini"
 grep -q "did you mean" "$OUT/stderr" && fail "suggested a key files refuse" || pass "help is no suggestion in a file"
