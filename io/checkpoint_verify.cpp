@@ -3,7 +3,6 @@
 // Fletcher32 checksum is checked; a mismatch is a read error) and checks float data for NaN and Inf.
 // Damage is collected into the report, naming the dataset.
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <sstream>
@@ -198,21 +197,11 @@ VerifyReport verify_checkpoint(const std::string& path) {
     if (std::find(report.problems.begin(), report.problems.end(), problem) == report.problems.end())
       report.problems.push_back(problem);
   };
-  // Progress on a long verify (a 40 GB checkpoint reads for minutes): every 10 s, by dataset.
+  // Progress on a long verify (a 40 GB checkpoint reads for minutes), by dataset.
   std::error_code size_error;
-  const uint64_t file_bytes = std::filesystem::file_size(path, size_error);
-  const auto started = std::chrono::steady_clock::now();
-  auto reported = started;
+  const uintmax_t file_bytes = std::filesystem::file_size(path, size_error);
+  log::ByteProgress progress("ckpt verify: " + path, size_error ? 0 : static_cast<uint64_t>(file_bytes));
   uint64_t read_bytes = 0;
-  const auto progress = [&] {
-    const auto now = std::chrono::steady_clock::now();
-    if (size_error || file_bytes == 0 || now - reported < std::chrono::seconds(10)) return;
-    reported = now;
-    const double seconds = std::chrono::duration<double>(now - started).count();
-    log::info("ckpt verify: " + path + ": " + std::to_string(read_bytes >> 20) + " of " + std::to_string(file_bytes >> 20) +
-              " MiB read (" + std::to_string(std::min<uint64_t>(100, 100 * read_bytes / file_bytes)) + "%), " +
-              std::to_string(static_cast<int64_t>(double(read_bytes) / seconds / 1e6)) + " MB/s");
-  };
   try {
     const CheckpointReader reader(path);  // format, version, root attributes, /config
     try {
@@ -222,7 +211,7 @@ VerifyReport verify_checkpoint(const std::string& path) {
     }
     for (const std::string& name : reader.file().dataset_paths()) {
       h5::Dataset dataset;
-      progress();
+      progress.update(read_bytes);
       try {
         dataset = reader.file().open_dataset(name);
         DatasetInfo info = describe(dataset);

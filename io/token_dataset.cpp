@@ -1,7 +1,6 @@
 #include "io/token_dataset.hpp"
 
 #include <cerrno>
-#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -52,8 +51,7 @@ TokenImportStats import_text_files(const std::vector<std::string>& files, const 
   TokenImportStats stats;
   std::vector<int64_t> offsets = {0};
   std::vector<char> buffer(size_t{16} << 20);
-  const auto started = std::chrono::steady_clock::now();
-  auto reported = started;
+  log::ByteProgress progress("data import", static_cast<uint64_t>(expected));  // on long imports
   for (const std::string& file : files) {
     std::ifstream in(file, std::ios::binary);
     if (!in) throw InputError(file + ": cannot be read (" + std::strerror(errno) + ")");
@@ -76,14 +74,7 @@ TokenImportStats import_text_files(const std::vector<std::string>& files, const 
       space.select_box({stats.tokens}, {got});
       tokens.write(H5T_NATIVE_UINT8, h5::Dataspace::simple({got}), space, buffer.data());
       stats.tokens += got;
-      const auto now = std::chrono::steady_clock::now();
-      if (now - reported >= std::chrono::seconds(10)) {  // progress on long imports
-        reported = now;
-        const double seconds = std::chrono::duration<double>(now - started).count();
-        log::info("data import: " + std::to_string(stats.tokens >> 20) + " of " + std::to_string(expected >> 20) +
-                  " MiB (" + std::to_string(100 * stats.tokens / expected) + "%), " +
-                  std::to_string(static_cast<int64_t>(double(stats.tokens) / seconds / 1e6)) + " MB/s");
-      }
+      progress.update(static_cast<uint64_t>(stats.tokens));
     }
     if (in.bad()) throw InputError(file + ": read error");
     offsets.push_back(stats.tokens);

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <mutex>
 #include <set>
+#include <utility>
 
 #include "runtime/core/check.hpp"
 
@@ -58,5 +59,18 @@ void warn_once(const std::string& message) {
   write("warn", message);
 }
 void error(const std::string& message) { write("error", message); }
+
+ByteProgress::ByteProgress(std::string what, uint64_t total)
+    : what_(std::move(what)), total_(total), started_(std::chrono::steady_clock::now()), reported_(started_) {}
+
+void ByteProgress::update(uint64_t done) {
+  const auto now = std::chrono::steady_clock::now();
+  if (total_ == 0 || now - reported_ < std::chrono::seconds(10)) return;
+  reported_ = now;
+  const double seconds = std::chrono::duration<double>(now - started_).count();
+  info(what_ + ": " + std::to_string(done >> 20) + " of " + std::to_string(total_ >> 20) + " MiB (" +
+       std::to_string(std::min<uint64_t>(100, 100 * done / total_)) + "%), " +
+       std::to_string(static_cast<int64_t>(double(done) / seconds / 1e6)) + " MB/s");
+}
 
 }  // namespace longctx::log

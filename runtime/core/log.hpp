@@ -2,6 +2,8 @@
 // reads); warn() and error() print on every rank that has something to say.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <string>
 
 namespace longctx::log {
@@ -19,5 +21,19 @@ void error(const std::string& message);
 // alone (the resolved config), "" for names from a file (ckpt's listings).
 std::string printable(const std::string& text, const char* keep = "\t", size_t limit = std::string::npos,
                       bool ascii_only = false);
+
+// Progress of long work through `total` bytes (data import, ckpt verify): an info() line at most every
+// 10 s, "WHAT: 512 of 2048 MiB (25%), 150 MB/s". Nothing for work that ends sooner, or a total of 0.
+class ByteProgress {
+ public:
+  ByteProgress(std::string what, uint64_t total);
+  // `done` bytes so far.
+  void update(uint64_t done);
+
+ private:
+  std::string what_;
+  uint64_t total_;
+  std::chrono::steady_clock::time_point started_, reported_;
+};
 
 }  // namespace longctx::log
