@@ -325,16 +325,10 @@ int main(int argc, char** argv) {
       }
     }
     failed = false;
-  } catch (const Error& e) {
-    log::error(e.what());
-    code = static_cast<int>(e.code());
-  } catch (const std::bad_alloc&) {
-    log::error("out of memory: this rank could not allocate what the problem needs (use more ranks, or a "
-               "smaller size)");
-    code = static_cast<int>(ExitCode::internal);
-  } catch (const std::exception& e) {
-    log::error(std::string("internal failure: ") + e.what());
-    code = static_cast<int>(ExitCode::internal);
+  } catch (const std::exception&) {
+    const auto [exit_code, message] = exit_of(std::current_exception());
+    log::error(message);
+    code = exit_code;
   }
   if (failed && process->world_size() > 1) process->abort(code);
   if (io::h5::file_close_failed()) {

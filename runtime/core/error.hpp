@@ -2,8 +2,11 @@
 // User mistakes are exceptions carrying their exit code; main() turns them into the process status.
 #pragma once
 
+#include <exception>
+#include <new>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace longctx {
 
@@ -48,5 +51,21 @@ class InternalError : public Error {
  public:
   explicit InternalError(const std::string& message) : Error(ExitCode::internal, message) {}
 };
+
+// The exit code and message a run ends with for `failure` (a std::exception): an Error's own; running out
+// of memory and any other exception are internal failures. What main() prints, and what train's
+// log.summary records.
+inline std::pair<int, std::string> exit_of(const std::exception_ptr& failure) {
+  try {
+    std::rethrow_exception(failure);
+  } catch (const Error& e) {
+    return {static_cast<int>(e.code()), e.what()};
+  } catch (const std::bad_alloc&) {
+    return {static_cast<int>(ExitCode::internal),
+            "out of memory: this rank could not allocate what the problem needs (use more ranks, or a smaller size)"};
+  } catch (const std::exception& e) {
+    return {static_cast<int>(ExitCode::internal), std::string("internal failure: ") + e.what()};
+  }
+}
 
 }  // namespace longctx
