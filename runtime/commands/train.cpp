@@ -388,7 +388,8 @@ int train_run(Invocation& inv, RunRecord& record) {
   };
   bool dump_unpublished = false;  // steps dumped since the dump file was last published
   // The step of the last checkpoint committed in checkpoint.dir (resumed from, or saved by this run); -1: none.
-  int64_t committed = resumed ? trainer.step() : -1;
+  // The run's record holds it (log.summary reports it); checkpoint() sets it.
+  const int64_t& committed = record.committed;
   // The error that stops a diverged run at `step`: `what` says why and what of the step was kept back.
   // `from_parameters`: the step's forward pass overflowed, so the parameters it started from are the cause;
   // a checkpoint of them (step - 1) resumes into the same loss (the data order is part of the checkpoint).
@@ -409,7 +410,7 @@ int train_run(Invocation& inv, RunRecord& record) {
   // The step's evaluation that a stop interrupted, which the stop's checkpoint keeps for the resumed run.
   std::optional<train::PendingEval> pending_eval;
   // The last checkpoint committed holds an evaluation pending (the one resumed from, until one is saved).
-  bool committed_pending = stored.pending_eval.has_value();
+  const bool& committed_pending = record.committed_pending;
   const auto checkpoint = [&] {
     const activity::Scope doing("checkpointing step " + std::to_string(trainer.step()));
     // The dump is published with each checkpoint that follows a dumped step, so a run killed later (no
@@ -427,11 +428,9 @@ int train_run(Invocation& inv, RunRecord& record) {
     const std::string path = train::save_checkpoint(trainer, r.checkpoint_dir, r.checkpoint_keep, config_text,
                                                     tokens_seen(trainer.step()), trained_len, position, run_id, mpi,
                                                     pending_eval);
-    committed = trainer.step();
-    committed_pending = pending_eval.has_value();
-    record.committed = committed;
+    record.committed = trainer.step();
     record.committed_path = path;
-    record.committed_pending = committed_pending;
+    record.committed_pending = pending_eval.has_value();
     jsonl.forget_start();
     log::info("checkpoint " + path);
     signal_if_faulted("checkpoint", trainer.step());
@@ -673,14 +672,9 @@ int run_train(Invocation& inv) {
   int code = 0;
   try {
     code = train_run(inv, record);
-  } catch (const Error& e) {
-    write_summary(static_cast<int>(e.code()), e.what());
-    throw;
-  } catch (const std::bad_alloc&) {
-    write_summary(static_cast<int>(ExitCode::internal), "out of memory");
-    throw;
-  } catch (const std::exception& e) {
-    write_summary(static_cast<int>(ExitCode::internal), std::string("internal failure: ") + e.what());
+  } catch (const std::exception&) {  // with the code and message main() ends the run with
+    const auto [exit_code, message] = exit_of(std::current_exception());
+    write_summary(exit_code, message);
     throw;
   }
   write_summary(code, "");
