@@ -52,15 +52,13 @@ int on_rank0(Invocation& invocation, const std::function<int()>& work) {
     }
   }
   std::vector<int> codes{code};
-  const double timeout = world.timeout_seconds();
+  struct RestoreTimeout {  // the world's --comm-timeout again, also when the broadcast throws
+    comm::Communicator& world;
+    double seconds;
+    ~RestoreTimeout() { world.set_timeout_seconds(seconds); }
+  } restore{world, world.timeout_seconds()};
   world.set_timeout_seconds(std::numeric_limits<double>::infinity());
-  try {
-    world.broadcast(Span<int>(codes), 0);
-  } catch (...) {
-    world.set_timeout_seconds(timeout);
-    throw;
-  }
-  world.set_timeout_seconds(timeout);
+  world.broadcast(Span<int>(codes), 0);
   return codes[0];
 }
 
