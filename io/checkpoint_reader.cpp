@@ -12,6 +12,7 @@
 
 #include "io/checkpoint.hpp"
 #include "io/digest.hpp"
+#include "io/durable.hpp"
 #include "runtime/core/check.hpp"
 #include "runtime/core/log.hpp"
 
@@ -270,7 +271,9 @@ std::vector<std::string> list_own_checkpoints(const std::string& dir) {
 }
 
 std::optional<std::string> find_latest_checkpoint(const std::string& dir) {
+  check_readable(dir);
   const std::string latest = dir + "/latest";
+  check_readable(latest);
   if (!std::filesystem::exists(latest)) {
     // By name, as every rank sees the same names (opening the files could fail on one rank and not
     // another); a foreign newest file is then refused loudly by the load.

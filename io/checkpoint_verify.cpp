@@ -9,6 +9,7 @@
 
 #include "io/checkpoint.hpp"
 #include "io/digest.hpp"
+#include "io/durable.hpp"
 #include "runtime/core/log.hpp"
 
 namespace longctx::io {
@@ -242,6 +243,7 @@ VerifyReport verify_checkpoint(const std::string& path) {
 
 std::vector<VerifyReport> verify_checkpoint_dir(const std::string& dir) {
   std::vector<VerifyReport> reports;
+  check_readable(dir);
   if (!std::filesystem::is_directory(dir)) {
     VerifyReport report;
     report.path = dir;

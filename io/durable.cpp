@@ -181,6 +181,18 @@ std::string non_regular_kind(const std::string& path) {
   return kind_of(info.st_mode);
 }
 
+void check_readable(const std::string& path) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0) {
+    const int error = errno;
+    if (error == ENOENT || error == ENOTDIR) return;
+    throw InputError(path + ": cannot look it up (" + std::strerror(error) + ")");
+  }
+  const int wanted = S_ISDIR(info.st_mode) ? R_OK | X_OK : R_OK;
+  if (::faccessat(AT_FDCWD, path.c_str(), wanted, AT_EACCESS) != 0 && errno == EACCES)
+    throw InputError(path + ": cannot read it (" + std::strerror(EACCES) + ")");
+}
+
 bool temporary_in_use(const std::string& temporary) {
   const int fd = ::open(temporary.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) return false;

@@ -69,6 +69,11 @@ void check_temporary_path(const std::string& named, const std::string& temporary
 // "" when `path` (links followed) is a regular file or does not exist; otherwise what it is instead: "a
 // directory", "a FIFO (named pipe)", "a socket", "a character device", ...
 std::string non_regular_kind(const std::string& path);
+// Throws InputError "PATH: cannot read it (Permission denied)" where this process may not read `path`
+// (for a directory: list and enter it), or "cannot look it up" where a directory on the way is closed to
+// it. A missing path passes: callers say "no such file" in their own words. Without it, a file a user
+// may not read was "truncated, damaged or not HDF5", and a closed directory "no such file" or exit 1.
+void check_readable(const std::string& path);
 // Whether a running process holds `temporary` (its lock); false for a missing file or one without locks.
 bool temporary_in_use(const std::string& temporary);
 

@@ -885,6 +885,7 @@ File File::create(const std::string& path, MPI_Comm comm) {
 
 File File::open(const std::string& path, Mode mode, MPI_Comm comm) {
   quiet_errors();
+  check_readable(path);
   std::error_code error;
   if (!std::filesystem::exists(path, error)) throw InputError(path + ": no such file");
   if (std::filesystem::is_directory(path, error)) throw InputError(path + ": is a directory, not an HDF5 file");

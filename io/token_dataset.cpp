@@ -31,6 +31,7 @@ TokenImportStats import_text_files(const std::vector<std::string>& files, const 
   if (files.empty()) throw UsageError("data import: no input files");
   check_hdf5_output_path("out", out_path, kTokenFormat);
   for (const std::string& file : files) {
+    check_readable(file);
     if (std::filesystem::is_directory(file))
       throw InputError(file + ": is a directory; give the files in it (--text " + file + "/*.txt, for one)");
     if (!std::filesystem::is_regular_file(file)) throw InputError(file + ": no such file (or not a regular file)");

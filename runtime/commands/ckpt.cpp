@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "io/checkpoint.hpp"
+#include "io/durable.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/core/log.hpp"
 #include "runtime/train/train_state_io.hpp"
@@ -66,6 +67,7 @@ int run_inspect(Invocation& invocation) {
   const std::string given = invocation.options["path"].as<std::string>();
   return on_rank0(invocation, [&] {
     std::string path = given;  // a checkpoint directory: the checkpoint a resume would load
+    io::check_readable(given);
     if (std::filesystem::is_directory(given)) {
       const std::optional<std::string> latest = io::find_latest_checkpoint(given);
       if (!latest) throw InputError(given + ": a directory with no committed checkpoint");
@@ -95,6 +97,7 @@ int run_inspect(Invocation& invocation) {
 
 // The reports of one FILE|DIR given to verify.
 std::vector<io::VerifyReport> verify_path(const std::string& path) {
+  io::check_readable(path);
   struct stat info {};
   if (stat(path.c_str(), &info) != 0) throw InputError(path + ": no such file or directory");
   std::vector<io::VerifyReport> reports =

@@ -488,4 +488,25 @@ expect_exit 2 "import with a symbolic link at the temporary file" -- "$LONGCTX" 
 expect_in "$OUT/stderr" "its temporary file 'linked.h5.tmp' is a symbolic link \(to 'precious.txt'\).*remove 'linked.h5.tmp'" \
   "names the link and says to remove it"
 [ "$(cat precious.txt)" = precious ] && [ ! -e linked.h5 ] && pass "the link's target is untouched" || fail "precious.txt was overwritten"
+# Files and directories this user may not read (before: "cannot open as an HDF5 file (truncated, damaged
+# or not HDF5)" for a file, and for a closed directory "internal failure: filesystem error", exit 1). Root
+# reads everything, so these run as nobody, where the test runs as root and nobody can run the binary.
+if [ "$(id -u)" -eq 0 ] && chmod 711 "$OUT" && runuser -u nobody -- "$LONGCTX" --version >/dev/null 2>&1; then
+  AS_NOBODY=(runuser -u nobody --)
+  mkdir -p perm/closed perm/ck && cp "$CK" perm/ck/ && cp "$OUT/w/ckpt/latest" perm/ck/ && cp a.txt perm/a.txt
+  chmod 755 perm perm/ck && chmod 700 perm/closed && chmod 600 perm/ck/* perm/a.txt
+  expect_exit 3 "verify a file nobody may read" -- "${AS_NOBODY[@]}" "$LONGCTX" ckpt verify "perm/ck/$(basename "$CK")" --quiet
+  expect_in "$OUT/stderr" "perm/ck/step_[0-9]+\.h5: cannot read it \(Permission denied\)" "... says permission denied"
+  expect_exit 3 "inspect a directory whose latest nobody may read" -- "${AS_NOBODY[@]}" "$LONGCTX" ckpt inspect perm/ck --quiet
+  expect_in "$OUT/stderr" "perm/ck/latest: cannot read it \(Permission denied\)" "... says permission denied"
+  expect_exit 3 "verify a directory nobody may enter" -- "${AS_NOBODY[@]}" "$LONGCTX" ckpt verify perm/closed --quiet
+  expect_in "$OUT/stderr" "perm/closed: cannot read it \(Permission denied\)" "... says permission denied"
+  expect_exit 3 "verify a path under it" -- "${AS_NOBODY[@]}" "$LONGCTX" ckpt verify perm/closed/x.h5 --quiet
+  expect_in "$OUT/stderr" "perm/closed/x.h5: cannot look it up \(Permission denied\)" "... says it cannot look it up"
+  chmod 777 perm
+  expect_exit 3 "import a text nobody may read" -- "${AS_NOBODY[@]}" "$LONGCTX" data import --text perm/a.txt --out perm/t.h5 --quiet
+  expect_in "$OUT/stderr" "perm/a.txt: cannot read it \(Permission denied\)" "... says permission denied"
+else
+  echo "skipped: the permission checks (they need root and a binary the user nobody can run)"
+fi
 finish
