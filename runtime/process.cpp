@@ -1,12 +1,18 @@
 #include "runtime/process.hpp"
 
 #include <mpi.h>
+#include <omp.h>
+#include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <bitset>
 #include <chrono>
 #include <cstdlib>
+#include <map>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "attention/cuda/cuda_attention.hpp"
 #include "comm/mpi_communicator.hpp"
@@ -16,6 +22,49 @@
 
 namespace longctx {
 namespace {
+
+constexpr size_t kMaskWords = CPU_SETSIZE / 64;
+
+// The CPUs this process may run on, as words of bits; all zero when unknown.
+std::vector<uint64_t> affinity_words() {
+  std::vector<uint64_t> words(kMaskWords, 0);
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return words;
+  for (size_t cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+    if (CPU_ISSET(cpu, &set)) words[cpu / 64] |= uint64_t{1} << (cpu % 64);
+  return words;
+}
+
+int bits_of(const uint64_t* words) {
+  int count = 0;
+  for (size_t w = 0; w < kMaskWords; ++w) count += __builtin_popcountll(words[w]);
+  return count;
+}
+
+// Without OMP_NUM_THREADS, OpenMP gives each rank a thread per CPU it may run on, and ranks allowed on
+// the same CPUs (mpirun --bind-to none, srun without binding) then ran k times as many threads as there
+// were CPUs, taking turns on them (2 ranks on 2 cores: 4 threads, each step slower than with 2). Each
+// rank takes its share instead: its CPUs over the ranks of its node allowed on any of them, at least 1.
+// Collective over `node`; --threads / train.threads and OMP_NUM_THREADS still decide when given.
+void share_cpus(MPI_Comm node) {
+  const std::vector<uint64_t> mine = affinity_words();
+  int ranks = 1;
+  LONGCTX_CHECK_MPI(MPI_Comm_size(node, &ranks));
+  std::vector<uint64_t> all(kMaskWords * static_cast<size_t>(ranks));
+  LONGCTX_CHECK_MPI(MPI_Allgather(mine.data(), static_cast<int>(kMaskWords), MPI_UINT64_T, all.data(),
+                                  static_cast<int>(kMaskWords), MPI_UINT64_T, node));
+  const char* given = std::getenv("OMP_NUM_THREADS");
+  const int cpus = bits_of(mine.data());
+  if ((given && *given) || cpus == 0) return;
+  int sharing = 0;
+  for (int r = 0; r < ranks; ++r) {
+    bool overlaps = false;
+    for (size_t w = 0; w < kMaskWords; ++w) overlaps = overlaps || (all[r * kMaskWords + w] & mine[w]) != 0;
+    sharing += overlaps ? 1 : 0;
+  }
+  omp_set_num_threads(std::max(1, cpus / std::max(1, sharing)));
+}
 
 int env_int(const GetEnv& getenv, const std::string& name) {
   const auto value = getenv(name);
@@ -153,6 +202,7 @@ ProcessContext::ProcessContext(int* argc, char*** argv) {
   LONGCTX_CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
   LONGCTX_CHECK_MPI(MPI_Comm_rank(node, &local_rank_));
   LONGCTX_CHECK_MPI(MPI_Comm_size(node, &local_size_));
+  share_cpus(node);
   LONGCTX_CHECK_MPI(MPI_Comm_free(&node));
 
   world_ = comm::make_mpi_world(600.0);
@@ -174,6 +224,61 @@ void ProcessContext::abort(int code) {
   io::remove_claims_before_abort();
   if (world_size_ > 1) MPI_Abort(MPI_COMM_WORLD, code);
   std::exit(code);
+}
+
+std::string oversubscription_warning(comm::Communicator& world, const std::string& host) {
+  // Per rank: its host (hashed), its threads, and the CPUs it may run on, as mask words.
+  constexpr size_t kFields = 2 + kMaskWords;
+  std::vector<uint64_t> mine{std::hash<std::string>{}(host), static_cast<uint64_t>(omp_get_max_threads())};
+  const std::vector<uint64_t> cpus = affinity_words();
+  mine.insert(mine.end(), cpus.begin(), cpus.end());
+  const int P = world.size();
+  std::vector<uint64_t> all(kFields * static_cast<size_t>(P));
+  world.all_gather(Span<const uint64_t>(mine), Span<uint64_t>(all));
+  if (world.rank() != 0) return "";
+
+  struct Node {
+    int first_rank = 0, ranks = 0;
+    uint64_t threads = 0;
+    std::bitset<CPU_SETSIZE> cpus;
+    int crowded_rank = -1;  // a rank with more threads than its own mask
+  };
+  std::map<uint64_t, Node> nodes;
+  for (int r = 0; r < P; ++r) {
+    const uint64_t* f = all.data() + static_cast<size_t>(r) * kFields;
+    const auto [at, added] = nodes.try_emplace(f[0]);
+    Node& node = at->second;
+    if (added) node.first_rank = r;
+    std::bitset<CPU_SETSIZE> own;
+    for (size_t w = 0; w < kMaskWords; ++w) own |= std::bitset<CPU_SETSIZE>(f[2 + w]) << (64 * w);
+    if (own.none()) return "";  // a rank that could not tell: no claim either way
+    node.ranks += 1;
+    node.threads += f[1];
+    node.cpus |= own;
+    if (f[1] > own.count() && node.crowded_rank < 0) node.crowded_rank = r;
+  }
+  std::string first, advice;
+  int crowded = 0;
+  for (const auto& [key, node] : nodes) {
+    const std::string where = node.first_rank == 0 ? host : "the node of rank " + std::to_string(node.first_rank);
+    std::string what;
+    if (node.threads > node.cpus.count())
+      what = std::to_string(node.ranks) + " rank(s) on " + where + " run " + std::to_string(node.threads) +
+             " OpenMP threads on " + std::to_string(node.cpus.count()) + " CPU(s)";
+    else if (node.crowded_rank >= 0)
+      what = "rank " + std::to_string(node.crowded_rank) + " on " + where + " runs more OpenMP threads than the " +
+             "CPUs it is bound to";
+    if (what.empty()) continue;
+    if (crowded++ > 0) continue;
+    first = what;
+    advice = static_cast<size_t>(node.ranks) > node.cpus.count()
+                 ? "run at most " + std::to_string(node.cpus.count()) + " rank(s) there"
+                 : "give each rank fewer threads (--threads, OMP_NUM_THREADS), or bind the ranks apart (mpirun "
+                   "--bind-to core --map-by slot:PE=T, srun --cpus-per-task=T)";
+  }
+  if (crowded == 0) return "";
+  return first + (crowded > 1 ? " (and " + std::to_string(crowded - 1) + " more node(s) alike)" : "") +
+         ": they take turns on the cores, so timings understate the hardware; " + advice;
 }
 
 std::string ProcessContext::device() const {

@@ -80,4 +80,10 @@ class ProcessContext {
   std::unique_ptr<comm::Communicator> world_;
 };
 
+// Rank 0's warning ("" for none, and on the other ranks) when the ranks of some node run more OpenMP
+// threads than the CPUs they may run on (one rank more than its affinity mask holds, or the node's ranks
+// together more than the union of their masks): they then take turns on the cores, and a timing measures
+// that. Collective over `world`; `host` is this rank's host name.
+std::string oversubscription_warning(comm::Communicator& world, const std::string& host);
+
 }  // namespace longctx

@@ -48,7 +48,7 @@ void declare_attention_options(po::options_description& desc, const std::string&
        bench ? "not used by bench attention, whose --device cuda times one GPU without mpirun (bench comm --comm "
                "times the device communicators)"
              : "device communicator with --device cuda under mpirun: auto (nccl when libnccl loads and each rank has its own GPU, else staged), nccl, staged or mpi (MPI through host memory)")
-      ("threads", po::value<int>()->default_value(0), "OpenMP threads per rank; 0 keeps OMP_NUM_THREADS / all cores");
+      ("threads", po::value<int>()->default_value(0), "OpenMP threads per rank; 0: OMP_NUM_THREADS, or without it the rank's share of the CPUs it may run on (shared with the ranks of its node allowed on them)");
 }
 
 AttentionParams attention_params(const Invocation& invocation) {

@@ -210,6 +210,8 @@ int run(Invocation& invocation) {
             std::to_string(omp_get_max_threads()) + " thread(s); schedule " + to_string(params.schedule) +
             (params.causal ? ", causal" : "") + "; " + std::to_string(warmup) + " warm-up + " +
             std::to_string(iters) + " timed iterations");
+  if (const std::string crowded = oversubscription_warning(world, invocation.process.host()); !crowded.empty())
+    log::warn(crowded);
 
   SequenceParallelAttention attention(world);
   attention.keep_gathered_for_backward(backward);  // as training does: the backward reuses the forward's K / V

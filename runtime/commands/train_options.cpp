@@ -122,7 +122,7 @@ void declare_train_options(po::options_description& d, po::positional_options_de
       ("train.answer_weight", po::value<double>()->default_value(1.0),
        "loss weight of answer targets relative to other tokens (passkey/associative; 1 = plain mean)")
       ("train.seed", po::value<uint64_t>()->default_value(1), "seed of parameters and data")
-      ("train.threads", po::value<int>()->default_value(0), "OpenMP threads per rank; 0 keeps OMP_NUM_THREADS")
+      ("train.threads", po::value<int>()->default_value(0), "OpenMP threads per rank; 0: OMP_NUM_THREADS, or without it the rank's share of the CPUs it may run on (shared with the ranks of its node allowed on them)")
       ("train.regather_kv", po::bool_switch(),
        "the backward gathers each layer's spanning K / V rows again instead of keeping the forward's (cpu: saves "
        "sum over spanning branches of (w'/r) B H D 8 bytes per layer, costs as much traffic)")

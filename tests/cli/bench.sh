@@ -27,6 +27,23 @@ for r in d['per_rank']:
     assert want <= set(r), want - set(r)
     assert r['bytes_received_fwd'] > 0 and r['gflops_bwd'] > 0
 " <"$OUT/stdout" && pass "per-rank JSON has the forward and backward fields" || fail "per-rank JSON fields"
+# Ranks allowed on the same CPUs (--bind-to none) share them: without OMP_NUM_THREADS each takes its part
+# (before: each took them all, 2 ranks on 2 cores ran 4 threads). More threads than CPUs are warned about.
+cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # (nproc counts OMP_NUM_THREADS, which ctest sets)
+SMALL=(bench attention --seq-len 2K --heads 2 --head-dim 8 --segment-lengths 256,2048 --dilation-rates 1,2 --iters 1
+       --warmup 0 --json --quiet)
+expect_exit 0 "2 ranks on shared CPUs" -- env -u OMP_NUM_THREADS "${MPIRUN[@]}" -np 2 "$LONGCTX" "${SMALL[@]}"
+/usr/bin/python3 -c "import json, sys; sys.exit(any(r['threads'] != max(1, $cpus // 2) for r in json.load(sys.stdin)['per_rank']))" \
+  <"$OUT/stdout" && pass "... each runs $(( cpus / 2 > 1 ? cpus / 2 : 1 )) thread(s) of the $cpus CPU(s)" || fail "threads: $(cat "$OUT/stdout")"
+if [ "$cpus" -lt 2 ]; then
+  expect_in "$OUT/stderr" "2 rank\(s\) on .* run 2 OpenMP threads on 1 CPU\(s\).*run at most 1 rank\(s\) there" "... 2 ranks on 1 CPU are warned about"
+else
+  grep -q "OpenMP threads on" "$OUT/stderr" && fail "warned of oversubscription" || pass "... and are not warned about"
+  expect_exit 0 "2 ranks with OMP_NUM_THREADS=$cpus each" -- "${MPIRUN[@]}" -x OMP_NUM_THREADS=$cpus -np 2 "$LONGCTX" "${SMALL[@]}"
+  expect_in "$OUT/stderr" "^\[longctx warn r0\] 2 rank\(s\) on .* run $((2 * cpus)) OpenMP threads on $cpus CPU\(s\): they take turns on the cores.*give each rank fewer threads" \
+    "... are warned about"
+  [ "$(grep -c "OpenMP threads on" "$OUT/stderr")" -eq 1 ] && pass "... once, by rank 0" || fail "warned $(grep -c "OpenMP threads on" "$OUT/stderr") times"
+fi
 # The table: one rank receives nothing, so its "comm hidden" is "-" (it said 100%).
 expect_exit 0 "bench attention table at 1 rank" -- "$LONGCTX" bench attention --seq-len 1K --heads 1 --head-dim 8 \
   --segment-lengths 256,1024 --dilation-rates 1,2 --iters 1 --warmup 0 --quiet
