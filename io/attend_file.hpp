@@ -3,12 +3,18 @@
 // same metadata, so all ranks refuse together).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "io/h5.hpp"
 #include "runtime/core/tensor.hpp"
 
 namespace longctx::io {
+
+// The root `format` attribute of attend's output (o, lse; dq, dk, dv), which replaces only a file of
+// this format (or an older output that has none, holding nothing but those datasets).
+inline constexpr const char* kAttendOutputFormat = "longctx-attend-output";
+inline constexpr int64_t kAttendOutputFormatVersion = 1;
 
 struct AttendInput {
   Shape shape;             // q's shape: [N,H,D] or [B,N,H,D]

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -11,6 +12,7 @@
 #include <utility>
 
 #include "io/activation_dump.hpp"
+#include "io/attend_file.hpp"
 #include "io/checkpoint.hpp"
 #include "io/h5.hpp"
 #include "io/token_dataset.hpp"
@@ -283,7 +285,8 @@ bool has_hdf5_signature(const std::string& path) {
 
 }  // namespace
 
-void check_hdf5_output_path(const std::string& option, const std::string& path, const std::string& writes_format) {
+void check_hdf5_output_path(const std::string& option, const std::string& path, const std::string& writes_format,
+                            const std::vector<std::string>& formatless_ok) {
   check_output_path(option, path);
   std::error_code error;
   if (!std::filesystem::is_regular_file(path, error) || std::filesystem::file_size(path, error) == 0 || error) return;
@@ -292,16 +295,24 @@ void check_hdf5_output_path(const std::string& option, const std::string& path, 
                      "move it away or give another name");
   // A longctx file of another kind: `data import --out ck/step_00000006.h5` replaced a run's checkpoint.
   std::string format;
-  bool readable = true;
+  bool readable = true, formatless_output = false;
   try {
     const h5::File existing = h5::File::open(path, h5::Mode::read, MPI_COMM_NULL);
     if (existing.has_attribute("format")) format = existing.read_string_attribute("format");
+    const std::vector<std::string> children = existing.children();
+    formatless_output = format.empty() && !children.empty() && !formatless_ok.empty() &&
+                        std::all_of(children.begin(), children.end(), [&](const std::string& name) {
+                          return std::find(formatless_ok.begin(), formatless_ok.end(), name) != formatless_ok.end() &&
+                                 existing.has_dataset(name);
+                        });
   } catch (const std::exception&) {  // damaged, or held by a writer
     readable = false;
   }
+  if (formatless_output) return;
   static const std::pair<const char*, const char*> kKinds[] = {{kCheckpointFormat, "a longctx checkpoint"},
                                                               {kTokenFormat, "a longctx token dataset"},
-                                                              {kActivationFormat, "a longctx activation dump"}};
+                                                              {kActivationFormat, "a longctx activation dump"},
+                                                              {kAttendOutputFormat, "a longctx attend output"}};
   std::string writes_kind = "a file of format " + writes_format;
   for (const auto& [name, kind] : kKinds) {
     if (writes_format == name) writes_kind = kind;

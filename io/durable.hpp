@@ -19,6 +19,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <vector>
 #include <utility>
 
 #include "runtime/core/error.hpp"
@@ -145,12 +146,15 @@ void guarded_write(const std::string& what, const std::string& directory, Write&
 void check_output_path(const std::string& option, const std::string& path);
 // check_output_path for an HDF5 output, which also refuses to replace an existing file that is not HDF5
 // (a config file or a script named by mistake), or one of another longctx format than `writes_format`
-// (its root `format` attribute: a checkpoint, a token dataset or an activation dump named by mistake;
-// "" for attend's output, which has none): UsageError naming the option. An output with a format of its
-// own (`writes_format` given) replaces only an earlier file of that format: an HDF5 file without one (an
-// attend input, a file of another tool) or one that cannot be read (a damaged checkpoint to salvage) is
-// refused too (before: `data import --out` replaced them). An empty file may go.
-void check_hdf5_output_path(const std::string& option, const std::string& path, const std::string& writes_format = "");
+// (its root `format` attribute: a checkpoint, a token dataset, an activation dump or an attend output
+// named by mistake): UsageError naming the option. An output with a format of its own (`writes_format`
+// given) replaces only an earlier file of that format: an HDF5 file without one (an attend input, a file
+// of another tool) or one that cannot be read (a damaged checkpoint to salvage) is refused too (before:
+// `data import --out` replaced them, and `attend --output` another run's q, k, v). Except a file without
+// a format whose root holds nothing but datasets named in `formatless_ok` (the outputs of a version that
+// wrote no format). An empty file may go.
+void check_hdf5_output_path(const std::string& option, const std::string& path, const std::string& writes_format = "",
+                            const std::vector<std::string>& formatless_ok = {});
 // check_output_path for a JSON output (a report replaced whole, a JSON-lines log appended to), which also
 // refuses an existing file that is not JSON, i.e. whose first byte other than white space or NUL is not `{`
 // (a checkpoint, an input or a config file named by mistake): UsageError naming the option and saying

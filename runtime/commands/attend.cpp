@@ -46,7 +46,7 @@ void declare(po::options_description& desc, po::positional_options_description&)
 // temporary files they are written through) is the input or another of them, however spelled.
 void check_file_options(const std::string& input, const std::string& output, const std::string& report) {
   if (input.empty()) throw UsageError("--input: empty path");
-  io::check_hdf5_output_path("output", output);
+  io::check_hdf5_output_path("output", output, io::kAttendOutputFormat, {"o", "lse", "dq", "dk", "dv"});
   std::vector<std::pair<std::string, std::string>> files{{"--input", input}, {"--output", output},
                                                          {"--output's temporary file", output + ".tmp"}};
   if (!report.empty()) {
@@ -346,6 +346,8 @@ int run(Invocation& invocation) {
       io::AtomicOutput output(output_path, std::move(output_claim), comm);
       // Fault injection for the no-hang test of file I/O: this rank stops while the others write collectively.
       stall_if_named("LONGCTX_FAULT_STALL_RANK", rank);
+      output.file().write_attribute("format", std::string(io::kAttendOutputFormat));
+      output.file().write_attribute("format_version", io::kAttendOutputFormatVersion);
       const io::h5::DatasetOptions plain{};
       io::write_rows(output.file(), "o", input.shape, input.seq_axis, rows, o, plain);
       io::write_rows(output.file(), "lse", input.lse_shape(), input.seq_axis, rows, lse, plain);

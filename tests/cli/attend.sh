@@ -337,12 +337,32 @@ grep -q "forward" "$OUT/stderr" && fail "computed before refusing the output pat
 bad 2 "exists and is not a regular file" "--output /dev/null" -- "${A[@]/bad.h5//dev/null}" "${S[@]:0:4}"
 [ -c /dev/null ] && pass "/dev/null is still a device" || fail "/dev/null was replaced"
 # An existing file that is not HDF5 is not replaced (a config or a script named by mistake; before: replaced,
-# exit 0). An empty one may be (a placeholder), and so may an HDF5 file (an older output).
+# exit 0). An empty one may be (a placeholder), and so may an earlier output.
 printf 'seed = 4\n' >notes.ini
 bad 2 "'notes.ini' exists and is not an HDF5 file" "--output an existing text file" -- "${A[@]/bad.h5/notes.ini}" "${S[@]:0:4}"
 [ "$(cat notes.ini)" = "seed = 4" ] && pass "the text file is unchanged" || fail "notes.ini was replaced"
 : >placeholder.h5
 expect_exit 0 "--output an empty file" -- "$LONGCTX" attend --input in.h5 --output placeholder.h5 "${S[@]:0:4}"
+# Another run's input (q, k, v) is not replaced (before: by o and lse, exit 0, the inputs gone). Outputs say
+# what they are (format longctx-attend-output); one of a version that wrote no format (o, lse alone) may go.
+cp in.h5 victim.h5
+bad 2 "--output 'victim.h5' exists and is an HDF5 file that is not a longctx attend output \(it has no format attribute\)" \
+  "--output another run's input" -- "${A[@]/bad.h5/victim.h5}" "${S[@]:0:4}"
+cmp -s in.h5 victim.h5 && pass "the input is unchanged" || fail "victim.h5 was replaced"
+/usr/bin/python3 -c "
+import h5py, numpy as np
+with h5py.File('older.h5', 'w') as f:
+    f['o'] = np.zeros((2, 1, 1), 'f4'); f['lse'] = np.zeros((2, 1), 'f4')
+" || fail "could not write older.h5"
+expect_exit 0 "--output an older output (o, lse, no format)" -- "$LONGCTX" attend --input in.h5 --output older.h5 "${S[@]:0:4}"
+expect_exit 0 "... and again, the output it wrote" -- "$LONGCTX" attend --input in.h5 --output older.h5 "${S[@]:0:4}"
+/usr/bin/python3 -c "
+import h5py, sys
+with h5py.File('older.h5', 'r') as f:
+    name = f.attrs['format']
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    sys.exit(0 if (name, int(f.attrs['format_version'])) == ('longctx-attend-output', 1) else 1)
+" && pass "the output says its format" || fail "older.h5 has no format attribute"
 if [ "$(id -u)" -eq 0 ]; then  # access() says yes to root; /proc takes no files (before: refused after computing)
   bad 2 "cannot create files in directory '/proc'" "--output under /proc as root" -- "${A[@]/bad.h5//proc/x.h5}" "${S[@]:0:4}"
 fi
