@@ -261,21 +261,33 @@ std::string state_summary(const io::CheckpointReader& reader) {
   return text;
 }
 
-std::vector<std::string> checkpoint_model_problems(const io::CheckpointReader& reader,
-                                                   const std::vector<io::DatasetInfo>& datasets) {
-  const std::string& path = reader.path();
+namespace {
+
+// The root attributes' values no training writes: "attribute tokens_seen = -5: must be >= 0".
+std::vector<std::string> attribute_problems(const io::CheckpointReader& reader) {
   std::vector<std::string> problems;
   const auto out_of_range = [&](const char* name, int64_t value, int64_t least) {
     if (value < least)
-      problems.push_back(path + ": attribute " + name + " = " + std::to_string(value) + ": must be >= " +
+      problems.push_back("attribute " + std::string(name) + " = " + std::to_string(value) + ": must be >= " +
                          std::to_string(least));
   };
   out_of_range("step", reader.step(), 0);
   out_of_range("world_size", reader.world_size(), 1);
   out_of_range("tokens_seen", reader.tokens_seen(), 0);
+  // A checkpoint of io's format that `train` did not write (no model_layers attribute) has no seq_len of its own.
+  if (reader.file().has_attribute("model_layers")) out_of_range("seq_len", reader.seq_len(), 2);
+  return problems;
+}
+
+}  // namespace
+
+std::vector<std::string> checkpoint_model_problems(const io::CheckpointReader& reader,
+                                                   const std::vector<io::DatasetInfo>& datasets) {
+  const std::string& path = reader.path();
+  std::vector<std::string> problems;
+  for (const std::string& problem : attribute_problems(reader)) problems.push_back(path + ": " + problem);
   // A checkpoint of io's format that `train` did not write (no model_layers attribute): no model to check.
   if (!reader.file().has_attribute("model_layers")) return problems;
-  out_of_range("seq_len", reader.seq_len(), 2);
   const auto values = model_options(ini_values(reader.config(), path + ": /config"));
   model::ModelConfig m;
   const auto integer = [&](const char* key) -> std::optional<int64_t> {
@@ -362,6 +374,9 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
         throw InputError(path + ": /" + group + view.name + ": " + io::h5::to_string(type) +
                          ", the model needs float32 (train writes float32)");
     }
+  // (Before: a negative tokens_seen, which verify refuses, was resumed and carried on as a count.)
+  if (const std::vector<std::string> problems = attribute_problems(reader); !problems.empty())
+    throw InputError(path + ": " + joined(problems) + ": damaged; resume from an older checkpoint");
   const StoredState state = read_state(reader);
   if (!state.problems.empty())
     throw InputError(path + ": " + joined(state.problems) + ": damaged; `longctx ckpt verify` checks the whole file");

@@ -544,6 +544,13 @@ mkdir -p "$OUT/negv" && cp "$OUT/ck_negv.h5" "$OUT/negv/step_00000002.h5" && ech
 expect_exit 3 "resume from it" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 --checkpoint.dir "$OUT/negv"
 expect_in "$OUT/stderr" "/optimizer/v/layer0/wq: value -3e-09 at flat index 0 \(an Adam second moment is finite and >= 0\)" \
   "the resume names it"
+# A negative tokens_seen: verify refused it, and a resume carried it on as the run's count (exit 0).
+expect_exit 0 "a checkpoint at step 2" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 --checkpoint.dir "$OUT/negt"
+/usr/bin/python3 -c "import h5py, sys; h5py.File(sys.argv[1], 'r+').attrs['tokens_seen'] = -5" "$OUT/negt/step_00000002.h5" ||
+  fail "could not set tokens_seen"
+expect_exit 3 "resume from a checkpoint whose tokens_seen is -5" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 --checkpoint.dir "$OUT/negt"
+expect_in "$OUT/stderr" "step_00000002.h5: attribute tokens_seen = -5: must be >= 0: damaged" "names the attribute, as verify does"
+[ ! -e "$OUT/negt/step_00000003.h5" ] && pass "... and trains nothing" || fail "step 3 was written"
 # A damaged latest is refused (exit 3, nothing changed); the message lists the older checkpoints, newest
 # first, and how to resume from one (before: the checksum error alone). Following it resumes and trains
 # the steps after it again.
