@@ -160,11 +160,22 @@ void check_same_model(const io::CheckpointReader& reader, const std::map<std::st
   if (!differences.empty())
     throw CheckpointOfAnotherModel(reader.path() + ": a different model: " + differences +
                          "; resume with the checkpoint's model options, or use another checkpoint.dir");
-  for (const char* key : {"data.task", "train.seed"}) {
-    const auto a = saved_text.find(key), b = now_text.find(key);
-    if (a != saved_text.end() && b != now_text.end() && canonical(a->second) != canonical(b->second))
-      log::warn(reader.path() + ": " + key + " was " + a->second + ", continuing with " + b->second);
+  // Training and data settings may change on a resume (a longer train.steps, another seed), but the run is
+  // then not the one the checkpoint's would have gone on to be (the learning-rate schedule, the data): said,
+  // all in one line (before: data.task and train.seed alone; train.lr, train.steps, betas went unsaid).
+  // Not said: what does not change the numbers, and data.seq_len, whose change has its own words.
+  static const std::set<std::string> kSameNumbers = {"train.threads", "train.regather_kv", "train.peak_gflops",
+                                                     "data.seq_len"};
+  std::string changed;
+  for (const auto& [key, was] : saved_text) {
+    if ((key.rfind("train.", 0) != 0 && key.rfind("data.", 0) != 0) || kSameNumbers.count(key)) continue;
+    const auto given = now_text.find(key);
+    if (given != now_text.end() && canonical(was) != canonical(given->second))
+      changed += (changed.empty() ? "" : "; ") + key + " was " + was + ", continuing with " + given->second;
   }
+  if (!changed.empty())
+    log::warn(reader.path() + ": " + changed + " (the run goes on with these settings, not as it would have "
+              "gone on uninterrupted)");
   std::set<std::string> expected;
   for (const auto& view : trainer.model().layout().views())
     for (const char* group : {"model/", "optimizer/m/", "optimizer/v/"}) expected.insert(group + view.name);

@@ -551,6 +551,14 @@ expect_exit 0 "a checkpoint at step 2" -- "$LONGCTX" train "${SMALL[@]}" --train
 expect_exit 3 "resume from a checkpoint whose tokens_seen is -5" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 --checkpoint.dir "$OUT/negt"
 expect_in "$OUT/stderr" "step_00000002.h5: attribute tokens_seen = -5: must be >= 0: damaged" "names the attribute, as verify does"
 [ ! -e "$OUT/negt/step_00000003.h5" ] && pass "... and trains nothing" || fail "step 3 was written"
+# Training settings changed on a resume are said, in one line (before: data.task and train.seed alone; a new
+# train.clip or beta2 went unsaid); settings that leave the numbers alone are not.
+expect_exit 0 "a checkpoint at step 1" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 --checkpoint.dir "$OUT/changed"
+expect_exit 0 "resume with other train.clip, train.beta2, train.steps and train.threads" -- "$LONGCTX" train "${SMALL[@]}" \
+  --train.steps 2 --train.clip 0.25 --train.beta2 0.5 --train.threads 1 --checkpoint.dir "$OUT/changed"
+expect_in "$OUT/stderr" "step_00000001.h5: train.beta2 was 0.95, continuing with 0.5; train.clip was [0-9.e-]+, continuing with 0.25; train.steps was 1, continuing with 2 \(the run goes on with these settings" \
+  "says what changed"
+grep -q "train.threads was" "$OUT/stderr" && fail "warned about train.threads" || pass "... and not train.threads"
 # A damaged latest is refused (exit 3, nothing changed); the message lists the older checkpoints, newest
 # first, and how to resume from one (before: the checksum error alone). Following it resumes and trains
 # the steps after it again.
