@@ -290,10 +290,20 @@ std::optional<std::string> find_latest_checkpoint(const std::string& dir) {
   in.read(head.data(), static_cast<std::streamsize>(head.size()));
   head.resize(static_cast<size_t>(in.gcount()));
   const auto space = [](char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; };
+  const bool longer = in.peek() != std::char_traits<char>::eof();
   const auto first = std::find_if_not(head.begin(), head.end(), space);
-  const std::string name(first, std::find_if(first, head.end(), space));
+  const auto last = std::find_if(first, head.end(), space);
+  const std::string name(first, last);
   if (!std::regex_match(name, committed_name()))
     throw InputError(latest + ": holds '" + log::printable(name, "", 64, /*ascii_only=*/true) + "', not a checkpoint file name like step_00000001.h5");
+  // One name: a second line (a hand edit, two writers) was read as its first name alone.
+  const auto more = std::find_if_not(last, head.end(), space);
+  if (more != head.end() || longer)
+    throw InputError(latest + ": holds more than one name ('" + name + "', then " +
+                     (more == head.end() ? std::string("more")
+                                         : "'" + log::printable(std::string(more, std::find_if(more, head.end(), space)),
+                                                                "", 64, /*ascii_only=*/true) + "'") +
+                     "); write the one checkpoint file name to resume from, e.g. " + name);
   const std::string path = dir + "/" + name;
   std::error_code error;
   const auto status = std::filesystem::status(path, error);

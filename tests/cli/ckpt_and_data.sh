@@ -480,6 +480,12 @@ mkdir -p dirlatest/step_00000031.h5 && echo step_00000031.h5 >dirlatest/latest
 expect_exit 3 "inspect a directory whose latest names a directory" -- "$LONGCTX" ckpt inspect dirlatest --quiet
 expect_in "$OUT/stderr" "dirlatest/latest: names step_00000031.h5, which in dirlatest is a directory, not a checkpoint file" \
   "says it is a directory"
+# latest with two names (a hand edit): read as its first (before), now refused naming both.
+mkdir -p twolatest && cp "$CK" twolatest/step_00000012.h5 && printf 'step_00000012.h5\nstep_00000013.h5\n' >twolatest/latest
+expect_exit 3 "inspect a directory whose latest holds two names" -- "$LONGCTX" ckpt inspect twolatest --quiet
+expect_in "$OUT/stderr" "twolatest/latest: holds more than one name \('step_00000012.h5', then 'step_00000013.h5'\)" "names both"
+printf '  step_00000012.h5 \n\n' >twolatest/latest
+expect_exit 0 "... and one name amid white space" -- "$LONGCTX" ckpt inspect twolatest --quiet
 # data import writes corpus.h5 through corpus.h5.tmp, never through a link there (before: the link's target
 # was overwritten and corpus.h5 became a link to it).
 echo precious >precious.txt
