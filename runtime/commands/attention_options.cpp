@@ -43,7 +43,11 @@ void declare_attention_options(po::options_description& desc, const std::string&
       ("device", po::value<std::string>()->default_value("cpu"),
        bench ? "backend: cpu (every rank of mpirun), or cuda (one GPU, without mpirun; when compiled in: longctx --version)"
              : "backend: cpu, or cuda (one GPU per rank; bf16 / fp16 under mpirun; when compiled in: longctx --version)")
-      ("dtype", po::value<std::string>()->default_value("fp32"), "input type of q, k, v: fp32, bf16 or fp16 (bf16 and fp16 need --device cuda; fp32 accumulation and outputs)")
+      ("dtype", po::value<std::string>()->default_value("fp32"),
+       (std::string("the type the kernels read q, k, v in: fp32, bf16 or fp16 (bf16 and fp16 need --device cuda; fp32 "
+                    "accumulation and outputs)") +
+        (bench ? "" : ". Not the input file's type: a float32 or float16 file works with each"))
+           .c_str())
       ("comm", po::value<std::string>()->default_value("auto"),
        bench ? "not used by bench attention, whose --device cuda times one GPU without mpirun (bench comm --comm "
                "times the device communicators)"

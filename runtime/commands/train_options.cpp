@@ -81,7 +81,7 @@ bool same_path(const std::string& a, const std::string& b) {
 void declare_train_options(po::options_description& d, po::positional_options_description&) {
   d.add_options()
       ("device", po::value<std::string>()->default_value("cpu"), "where attention runs: cpu, or cuda (one GPU per rank; the rest of the model stays on the CPU)")
-      ("dtype", po::value<std::string>()->default_value("fp32"), "attention input type: fp32, bf16, fp16 (bf16 / fp16 need --device cuda; under mpirun cuda takes bf16 / fp16)")
+      ("dtype", po::value<std::string>()->default_value("fp32"), "the type the attention kernels read q, k, v in: fp32, bf16, fp16 (bf16 / fp16 need --device cuda; under mpirun cuda takes bf16 / fp16; fp32 accumulation)")
       ("comm", po::value<std::string>()->default_value("auto"), "device communicator with --device cuda under mpirun: auto, nccl, staged or mpi (MPI through host memory)")
       ("model.layers", po::value<int64_t>()->default_value(2), "transformer blocks")
       ("model.dim", po::value<int64_t>()->default_value(128), "model width")
