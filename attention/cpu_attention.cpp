@@ -79,7 +79,7 @@ void CpuAttention::forward(const AttentionParams& params, const Tensor& q, const
   ensure_shape(lse, lse_shape(q.shape()));
   parallel_fill(o, 0.0f);
   parallel_fill(lse, -std::numeric_limits<float>::infinity());
-  if (warn_coverage_) warn_coverage(params.schedule, dims.heads, params.offsets);
+  if (warn_coverage_) warn_coverage(params.schedule, dims.heads, params.offsets, dims.seq_len);
   const int64_t D = dims.head_dim;
   const float scale = static_cast<float>(resolved_scale(params, D));
 

@@ -152,15 +152,34 @@ double count_pairs_in_rows(const Schedule& schedule, int64_t seq_len, int64_t he
 double flops_forward(double pairs, int64_t head_dim) { return 4.0 * static_cast<double>(head_dim) * pairs; }
 double flops_backward(double pairs, int64_t head_dim) { return 10.0 * static_cast<double>(head_dim) * pairs; }
 
-void warn_coverage(const Schedule& schedule, int64_t heads, HeadOffsets offsets) {
+std::vector<CoverageGap> coverage_gaps(const Schedule& schedule, int64_t heads, HeadOffsets offsets, int64_t seq_len) {
+  std::vector<CoverageGap> gaps;
   for (size_t i = 0; i < schedule.branches.size(); ++i) {
     const Branch& branch = schedule.branches[i];
+    // A segment of w' rows holds residues 0 .. min(r, w') - 1 (before: r of them counted also where
+    // w' < r, so a one-row sequence "reached only 2 of its 4 residues").
+    const int64_t residues = std::min(branch.dilation, std::max<int64_t>(1, effective_segment_length(branch, seq_len)));
     std::set<int64_t> reached;
-    for (int64_t h = 0; h < heads; ++h) reached.insert(head_offset(h, branch.dilation, heads, offsets));
-    if (static_cast<int64_t>(reached.size()) >= branch.dilation) continue;
-    log::warn_once("branch " + std::to_string(i + 1) + " (w=" + std::to_string(branch.segment_length) +
-                   ", r=" + std::to_string(branch.dilation) + ") reaches only " + std::to_string(reached.size()) +
-                   " of its " + std::to_string(branch.dilation) + " row residues with " + std::to_string(heads) +
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t offset = head_offset(h, branch.dilation, heads, offsets);
+      if (offset < residues) reached.insert(offset);
+    }
+    if (static_cast<int64_t>(reached.size()) < residues)
+      gaps.push_back({i, static_cast<int64_t>(reached.size()), residues});
+  }
+  return gaps;
+}
+
+void warn_coverage(const Schedule& schedule, int64_t heads, HeadOffsets offsets, int64_t seq_len) {
+  for (const CoverageGap& gap : coverage_gaps(schedule, heads, offsets, seq_len)) {
+    const Branch& branch = schedule.branches[gap.branch];
+    const std::string held = gap.residues < branch.dilation
+                                 ? " (its segments at N = " + std::to_string(seq_len) + " hold " +
+                                       std::to_string(gap.residues) + " of the " + std::to_string(branch.dilation) + ")"
+                                 : "";
+    log::warn_once("branch " + std::to_string(gap.branch + 1) + " (w=" + std::to_string(branch.segment_length) +
+                   ", r=" + std::to_string(branch.dilation) + ") reaches only " + std::to_string(gap.reached) +
+                   " of its " + std::to_string(gap.residues) + " row residues" + held + " with " + std::to_string(heads) +
                    " heads (" + to_string(offsets) +
                    " offsets): positions of the other residues see this branch's keys in no head, so information "
                    "there travels far only through another layer; where any position must be retrievable, " +

@@ -82,8 +82,14 @@ double count_pairs_in_rows(const Schedule& schedule, int64_t seq_len, int64_t he
 double flops_forward(double pairs, int64_t head_dim);   // 4 D pairs
 double flops_backward(double pairs, int64_t head_dim);  // 10 D pairs
 
-// Warns once per branch whose head offsets do not reach every residue mod r (with paper offsets: H < r),
-// naming the branch.
-void warn_coverage(const Schedule& schedule, int64_t heads, HeadOffsets offsets);
+// A branch whose head offsets do not reach every residue mod r that its segments hold (with paper offsets:
+// H < r): of the min(r, w') residues of a segment of w' = min(w, N) rows, the heads reach `reached`.
+struct CoverageGap {
+  size_t branch = 0;  // index into schedule.branches
+  int64_t reached = 0, residues = 0;
+};
+std::vector<CoverageGap> coverage_gaps(const Schedule& schedule, int64_t heads, HeadOffsets offsets, int64_t seq_len);
+// Warns once per coverage gap at sequence length `seq_len`, naming the branch.
+void warn_coverage(const Schedule& schedule, int64_t heads, HeadOffsets offsets, int64_t seq_len);
 
 }  // namespace longctx

@@ -428,7 +428,7 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
     entry->offsets = params.offsets;
     keep = (kept_[k.data()] = std::move(entry)).get();
   }
-  warn_coverage(params.schedule, dims.heads, params.offsets);  // numbered as the user's schedule
+  warn_coverage(params.schedule, dims.heads, params.offsets, global_len);  // numbered as the user's schedule
   exchanges.begin(0, k, v);
   if (!split.local.branches.empty()) {
     AttentionParams local = params;

@@ -190,10 +190,33 @@ TEST(Schedule, BenchmarkPairsAndFlops) {
             8 * (n * (n + 1) / 2 - n / 2 * (n / 2 + 1) / 2));
 }
 
-TEST(Schedule, WarnCoverageDoesNotThrow) {
+TEST(Schedule, CoverageGapsCountTheResiduesASegmentHolds) {
   const Schedule s = make_schedule({2048, 4096}, {1, 8}, false);
-  EXPECT_NO_THROW(warn_coverage(s, 4, HeadOffsets::paper));  // branch 2 (r = 8) with 4 heads: warns once
-  EXPECT_NO_THROW(warn_coverage(s, 4, HeadOffsets::paper));  // ... and not again
+  // Branch 2 (r = 8) with 4 heads, paper offsets 0..3: 4 of 8 residues.
+  auto gaps = coverage_gaps(s, 4, HeadOffsets::paper, 8192);
+  ASSERT_EQ(gaps.size(), 1u);
+  EXPECT_EQ(gaps[0].branch, 1u);
+  EXPECT_EQ(gaps[0].reached, 4);
+  EXPECT_EQ(gaps[0].residues, 8);
+  EXPECT_TRUE(coverage_gaps(s, 8, HeadOffsets::paper, 8192).empty());
+  // Grouped offsets with 6 heads and r = 8: h / ceil(6 / 8) = 0..5, 6 of 8.
+  gaps = coverage_gaps(s, 6, HeadOffsets::grouped, 8192);
+  ASSERT_EQ(gaps.size(), 1u);
+  EXPECT_EQ(gaps[0].reached, 6);
+  // N = 3: segments of 3 rows hold residues 0..2, which 4 heads reach (before: "4 of its 8").
+  EXPECT_TRUE(coverage_gaps(s, 4, HeadOffsets::paper, 3).empty());
+  // N = 6 with 4 heads: 4 of the 6 residues there; offsets past w' are not counted as reached.
+  gaps = coverage_gaps(s, 4, HeadOffsets::paper, 6);
+  ASSERT_EQ(gaps.size(), 1u);
+  EXPECT_EQ(gaps[0].reached, 4);
+  EXPECT_EQ(gaps[0].residues, 6);
+  const Schedule wide = make_schedule({16, 64}, {1, 50}, false);
+  gaps = coverage_gaps(wide, 40, HeadOffsets::paper, 37);  // offsets 0..39, 37 residues: all reached
+  EXPECT_TRUE(gaps.empty());
+  gaps = coverage_gaps(wide, 3, HeadOffsets::paper, 37);
+  ASSERT_EQ(gaps.size(), 1u);
+  EXPECT_EQ(gaps[0].reached, 3);
+  EXPECT_EQ(gaps[0].residues, 37);
 }
 
 }  // namespace

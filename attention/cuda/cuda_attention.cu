@@ -160,7 +160,8 @@ CudaAttention::CudaAttention(Dtype dtype) : dtype_(dtype) {
 
 void CudaAttention::forward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v,
                             Tensor& o, Tensor& lse) {
-  warn_coverage(params.schedule, check_qkv(q, k, v).heads, params.offsets);  // as the cpu backend does
+  const AttentionDims dims = check_qkv(q, k, v);
+  warn_coverage(params.schedule, dims.heads, params.offsets, dims.seq_len);  // as the cpu backend does
   cuda::on_device_forward(dtype_, q, k, v, o, lse,
                           [&](const AttentionDims& dims, const void* dq, const void* dk, const void* dv, float* d_o,
                               float* d_lse) { forward_on_device(params, dims, dtype_, dq, dk, dv, d_o, d_lse, nullptr); });

@@ -203,7 +203,7 @@ void CudaSequenceParallel::forward(const AttentionParams& params, const Attentio
   comm_.reset_counters();
   const int64_t L = local.seq_len, N = L * comm_.size();
   check_shardable(params.schedule, N, comm_.size(), SpanningSegments::whole);
-  warn_coverage(params.schedule, local.heads, params.offsets);  // as the cpu path does
+  warn_coverage(params.schedule, local.heads, params.offsets, N);  // as the cpu path does
   bool overwrite = cuda::flash_forward_begin(local, params.schedule, o, lse, nullptr);  // branch 0 runs first
   run_branches(
       params, local, k, v,

@@ -217,7 +217,7 @@ int run(Invocation& invocation) {
       file = io::h5::File::open(input_path, io::h5::Mode::read, MPI_COMM_NULL);
       log::info(input_path + " holds virtual datasets: each rank reads its rows independently (serial HDF5)");
     }
-    warn_coverage(params.schedule, input.heads, params.offsets);
+    warn_coverage(params.schedule, input.heads, params.offsets, input.seq_len);
     const int64_t L = input.seq_len / P;
     rows = {rank * L, (rank + 1) * L};
     q = io::read_rows(file, "q", input.seq_axis, rows);

@@ -193,7 +193,7 @@ int run(Invocation& invocation) {
   const bool backward = options.backward, json = options.json;
   if (options.device.device == "cuda")
     return run_cuda(params, options.device.dtype, B, N, H, D, warmup, iters, backward, json, vm["seed"].as<uint64_t>());
-  warn_coverage(params.schedule, H, params.offsets);
+  warn_coverage(params.schedule, H, params.offsets, N);
 
   const int64_t L = N / P, first = L * rank;
   const uint64_t seed = vm["seed"].as<uint64_t>();
