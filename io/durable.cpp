@@ -183,6 +183,14 @@ std::string non_regular_kind(const std::string& path) {
   return kind_of(info.st_mode);
 }
 
+std::string output_target(const std::string& path) {
+  struct stat info {};
+  if (::lstat(path.c_str(), &info) != 0 || !S_ISLNK(info.st_mode)) return path;
+  std::error_code error;
+  const std::filesystem::path target = std::filesystem::canonical(path, error);
+  return error ? path : target.string();
+}
+
 void check_readable(const std::string& path) {
   struct stat info {};
   if (::stat(path.c_str(), &info) != 0) {

@@ -73,8 +73,8 @@ void check_options(const Invocation& invocation) {
   const AttentionParams params = attention_params(invocation);
   const DeviceChoice device = attention_device(invocation);
   const std::string input_path = vm["input"].as<std::string>();
-  check_file_options(input_path, vm["output"].as<std::string>(),
-                     vm.count("report") ? vm["report"].as<std::string>() : "");
+  check_file_options(input_path, io::output_target(vm["output"].as<std::string>()),
+                     vm.count("report") ? io::output_target(vm["report"].as<std::string>()) : "");
   const io::h5::File file = io::h5::File::open(input_path, io::h5::Mode::read, MPI_COMM_NULL);
   const io::AttendInput input = io::check_attend_input(file, vm["backward"].as<bool>());
   const int P = invocation.process.world().size();
@@ -184,8 +184,9 @@ int run(Invocation& invocation) {
   const AttentionParams params = attention_params(invocation);
   const DeviceChoice device = attention_device(invocation);
   const bool backward = vm["backward"].as<bool>();
-  const std::string input_path = vm["input"].as<std::string>(), output_path = vm["output"].as<std::string>();
-  const std::string report_path = vm.count("report") ? vm["report"].as<std::string>() : "";
+  const std::string input_path = vm["input"].as<std::string>();
+  const std::string output_path = io::output_target(vm["output"].as<std::string>());
+  const std::string report_path = vm.count("report") ? io::output_target(vm["report"].as<std::string>()) : "";
   // --device cuda: one GPU per rank, made (with the device communicator) before any file is touched.
   std::unique_ptr<AttentionBackend> gpu;
   std::unique_ptr<comm::Communicator> device_comm;

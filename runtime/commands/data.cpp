@@ -2,6 +2,7 @@
 // written through a temporary and renamed on success.
 #include <iostream>
 
+#include "io/durable.hpp"
 #include "io/token_dataset.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/core/log.hpp"
@@ -24,7 +25,7 @@ void check(const Invocation& invocation) {
 
 int run(Invocation& invocation) {
   const auto files = invocation.options["text"].as<std::vector<std::string>>();
-  const std::string out = invocation.options["out"].as<std::string>();
+  const std::string out = io::output_target(invocation.options["out"].as<std::string>());
   return run_on_rank0(invocation, [&] {
     const io::TokenImportStats stats = io::import_text_files(files, out);
     std::cout << "imported " << stats.documents << " document(s), " << stats.tokens << " byte tokens -> " << out << "\n";

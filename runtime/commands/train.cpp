@@ -661,9 +661,7 @@ int run_train(Invocation& inv) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     try {
       // Through a symbolic link, as log.jsonl: the file it leads to is replaced, the link stays.
-      std::error_code missing;
-      const std::filesystem::path target = std::filesystem::canonical(record.path, missing);
-      io::write_text_durably(missing ? record.path : target.string(),
+      io::write_text_durably(io::output_target(record.path),
                              summary_json(record, code, error, started, seconds, inv.process.world().size()));
     } catch (const std::exception& e) {
       const std::string what = "log.summary=" + record.path + " could not be written: " + e.what();

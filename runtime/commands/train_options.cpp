@@ -314,7 +314,7 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   r.eval_sequences = opt<int64_t>(inv, "eval.sequences");
   require(r.eval_every >= 0, "eval.every must be >= 0");
   require(r.eval_sequences >= 1, "eval.sequences must be >= 1");
-  r.dump_path = opt<std::string>(inv, "dump.activations");
+  r.dump_path = io::output_target(opt<std::string>(inv, "dump.activations"));
   r.summary_path = opt<std::string>(inv, "log.summary");
   // Where files go, before any step: a bad path would otherwise surface only at the first write.
   if (!r.checkpoint_dir.empty()) io::check_output_directory("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);

@@ -98,11 +98,7 @@ void JsonLog::write(const std::string& line) {
 
 // Where a rewrite goes: the file the name leads to, so that a link named log.jsonl stays a link to it
 // (before: the link was replaced by a file, and its target kept the dropped lines and got no more).
-std::string JsonLog::file_path() const {
-  std::error_code error;
-  const std::filesystem::path target = std::filesystem::canonical(path_, error);
-  return error ? path_ : target.string();
-}
+std::string JsonLog::file_path() const { return io::output_target(path_); }
 
 // The file as it is (empty when there is none), read once.
 JsonLog::Contents JsonLog::read() const {

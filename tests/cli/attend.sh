@@ -363,6 +363,16 @@ with h5py.File('older.h5', 'r') as f:
     name = name.decode() if isinstance(name, bytes) else str(name)
     sys.exit(0 if (name, int(f.attrs['format_version'])) == ('longctx-attend-output', 1) else 1)
 " && pass "the output says its format" || fail "older.h5 has no format attribute"
+# An --output or --report that is a symbolic link stays one, and the file it leads to gets the results, as
+# log.jsonl and log.summary do (before: the link was replaced by a file, the file it led to left as it was).
+mkdir -p elsewhere && ln -s elsewhere/older.h5 linked.h5 && mv older.h5 elsewhere/ && echo '{}' >elsewhere/r.json &&
+  ln -s elsewhere/r.json linked.json
+expect_exit 0 "--output and --report through links" -- "$LONGCTX" attend --input in.h5 --output linked.h5 --report linked.json \
+  "${S[@]:0:4}" --causal
+[ -L linked.h5 ] && [ -L linked.json ] && grep -q '"seq_len"' elsewhere/r.json &&
+  /usr/bin/python3 -c "import h5py, sys; sys.exit(0 if h5py.File('elsewhere/older.h5', 'r')['o'].shape[0] == h5py.File('in.h5', 'r')['q'].shape[0] else 1)" &&
+  pass "... the links stay, their files hold the results" || fail "links: $(ls -l linked.h5 linked.json elsewhere)"
+[ ! -e elsewhere/older.h5.tmp ] && [ ! -e linked.h5.tmp ] && pass "... and no temporary file is left" || fail "a .tmp is left"
 if [ "$(id -u)" -eq 0 ]; then  # access() says yes to root; /proc takes no files (before: refused after computing)
   bad 2 "cannot create files in directory '/proc'" "--output under /proc as root" -- "${A[@]/bad.h5//proc/x.h5}" "${S[@]:0:4}"
 fi
