@@ -46,7 +46,7 @@ void declare(po::options_description& desc, po::positional_options_description&)
 // temporary files they are written through) is the input or another of them, however spelled.
 void check_file_options(const std::string& input, const std::string& output, const std::string& report) {
   if (input.empty()) throw UsageError("--input: empty path");
-  io::check_hdf5_output_path("output", output, io::kAttendOutputFormat, {"o", "lse", "dq", "dk", "dv"});
+  io::check_output_path("output", output);
   std::vector<std::pair<std::string, std::string>> files{{"--input", input}, {"--output", output},
                                                          {"--output's temporary file", output + ".tmp"}};
   if (!report.empty()) {
@@ -58,6 +58,8 @@ void check_file_options(const std::string& input, const std::string& output, con
       if (io::same_file(files[i].second, files[j].second))
         throw UsageError(files[i].first + " '" + files[i].second + "' and " + files[j].first + " '" +
                          files[j].second + "' are the same file; write the results elsewhere");
+  // After that: the input is "the same file", not "an HDF5 file that is not an attend output".
+  io::check_hdf5_output_path("output", output, io::kAttendOutputFormat, {"o", "lse", "dq", "dk", "dv"});
 }
 
 struct RankFigures {  // gathered to rank 0 for the report; all doubles so one all_gather carries them
