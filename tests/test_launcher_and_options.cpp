@@ -9,6 +9,7 @@
 #include "runtime/cli/command.hpp"
 #include "runtime/cli/ini.hpp"
 #include "runtime/commands/commands.hpp"
+#include "runtime/core/memory.hpp"
 #include "runtime/process.hpp"
 
 namespace longctx {
@@ -227,6 +228,16 @@ TEST(Options, IniSyntaxErrorsNameTheFileAndLine) {
       EXPECT_NE(std::string(e.what()).find("run.ini line 2: "), std::string::npos) << e.what();
     }
   }
+}
+
+TEST(Memory, PressureIsSaidWhereTheNeedPassesMemAvailable) {
+  const double gib = double(uint64_t{1} << 30);
+  EXPECT_EQ(memory_pressure_note(1 * gib, 4 * gib, 2 * gib), "");
+  EXPECT_EQ(memory_pressure_note(3 * gib, 4 * gib, static_cast<double>(std::numeric_limits<uint64_t>::max())), "");  // none
+  const std::string note = memory_pressure_note(3 * gib, 4 * gib, 2 * gib);
+  EXPECT_NE(note.find("3.0 GiB on this node, which fits its 4.0 GiB, but 2.0 GiB are available now (MemAvailable"),
+            std::string::npos)
+      << note;
 }
 
 TEST(Info, SharedGpuIsFoundCpuIsNot) {

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "runtime/core/error.hpp"
+#include "runtime/core/log.hpp"
 
 namespace longctx {
 namespace {
@@ -26,12 +27,13 @@ uint64_t limit_from(const char* path) {
   }
 }
 
-uint64_t mem_total() {
+// A /proc/meminfo figure ("MemTotal:", "MemAvailable:") in bytes; none: UINT64_MAX.
+uint64_t meminfo(const std::string& wanted) {
   std::ifstream in("/proc/meminfo");
   std::string key;
   uint64_t kib = 0;
   while (in >> key >> kib) {
-    if (key == "MemTotal:") return kib * 1024;
+    if (key == wanted) return kib * 1024;
     in.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
   }
   return std::numeric_limits<uint64_t>::max();
@@ -69,7 +71,7 @@ uint64_t cgroup_limit() {
 
 }  // namespace
 
-uint64_t node_memory_limit_bytes() { return std::min(mem_total(), cgroup_limit()); }
+uint64_t node_memory_limit_bytes() { return std::min(meminfo("MemTotal:"), cgroup_limit()); }
 
 uint64_t process_memory_limit_bytes() {
   rlimit as{};
@@ -86,6 +88,13 @@ std::string gibibytes(double bytes) {
   return text;
 }
 
+std::string memory_pressure_note(double node_need, double node_limit, double available) {
+  if (node_need <= available) return "";
+  return ", " + gibibytes(node_need) + " on this node, which fits its " + gibibytes(node_limit) + ", but " +
+         gibibytes(available) + " are available now (MemAvailable on rank 0's node): other processes hold the "
+         "rest, so the run may swap or be killed for memory; free some, or use more nodes";
+}
+
 void check_fits_in_memory(const std::string& what, const std::string& parts, double bytes_per_rank, int ranks_on_node,
                           int threads) {
   const int ranks = std::max(ranks_on_node, 1);
@@ -100,7 +109,11 @@ void check_fits_in_memory(const std::string& what, const std::string& parts, dou
             << gibibytes(process) << ": raise it, or use more ranks";
     throw UsageError(message.str());
   }
-  if (bytes_per_rank * ranks <= node) return;
+  if (bytes_per_rank * ranks <= node) {
+    const std::string note = memory_pressure_note(bytes_per_rank * ranks, node, double(meminfo("MemAvailable:")));
+    if (!note.empty()) log::warn_once(message.str() + note);
+    return;
+  }
   if (ranks > 1) message << ", " << gibibytes(bytes_per_rank * ranks) << " for the " << ranks << " ranks on this node";
   message << ", but this node allows " << gibibytes(node)
           << " (the lesser of MemTotal and this cgroup's memory limit): use more nodes or a smaller problem";

@@ -25,6 +25,12 @@ uint64_t process_memory_limit_bytes();
 void check_fits_in_memory(const std::string& what, const std::string& parts, double bytes_per_rank, int ranks_on_node,
                           int threads = 1);
 
+// The end of check_fits_in_memory's warning for a job whose ranks on a node need `node_need` bytes, which
+// fits `node_limit` but not what /proc/meminfo says is `available` now (other processes hold the rest):
+// said, not refused, as they may end and the kernel may reclaim more than MemAvailable guesses. "" when
+// it fits `available` (before: MemTotal alone was looked at).
+std::string memory_pressure_note(double node_need, double node_limit, double available);
+
 // "1.5 GiB"; below 1 GiB "340 MiB" (before: "0.1 GiB ... allows 0.1 GiB" for a refusal of small sizes)
 std::string gibibytes(double bytes);
 
