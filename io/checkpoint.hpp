@@ -268,6 +268,12 @@ struct VerifyReport {
   std::vector<DatasetInfo> datasets;
   std::vector<std::string> problems;  // each names the file and the damaged dataset (or the file)
   std::string summary() const;        // one line per problem, or "<path>: ok (n datasets)"
+  // Tensors (/model, /optimizer) without a checksum: written by another tool or an old version, their
+  // bytes could not be checked, which "ok" alone would hide.
+  std::vector<std::string> unchecked_tensors() const;
+  // Checksummed tensors and /state datasets without a digest (written before digests, or rewritten since):
+  // checked only chunk by chunk against their own checksums.
+  size_t undigested() const;
 };
 
 // Checks that every dataset's storage is fully allocated, reads every dataset (in bounded blocks), so

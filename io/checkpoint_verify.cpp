@@ -160,22 +160,33 @@ CheckpointSummary inspect_checkpoint(const std::string& path) {
   return summary;
 }
 
+namespace {
+bool is_tensor(const DatasetInfo& d) { return d.path.rfind("/model/", 0) == 0 || d.path.rfind("/optimizer/", 0) == 0; }
+}  // namespace
+
+std::vector<std::string> VerifyReport::unchecked_tensors() const {
+  std::vector<std::string> unchecked;  // the writer checksums every tensor (Fletcher32)
+  for (const DatasetInfo& d : datasets)
+    if (!d.checksummed && is_tensor(d)) unchecked.push_back(d.path);
+  return unchecked;
+}
+
+size_t VerifyReport::undigested() const {
+  // (One without a checksum either is among unchecked_tensors, as not checked at all.) A version before
+  // digests wrote none, and a tool that rewrote a dataset dropped it: a chunk zeroed with its checksum
+  // would have passed those.
+  return static_cast<size_t>(std::count_if(datasets.begin(), datasets.end(), [](const DatasetInfo& d) {
+    return !d.digested && d.checksummed && (is_tensor(d) || d.path.rfind("/state/", 0) == 0);
+  }));
+}
+
 std::string VerifyReport::summary() const {
   if (ok) {
-    // The writer checksums every tensor (Fletcher32); one without was written by another tool or an old
-    // version: its bytes cannot be checked, which "ok" alone would hide.
+    const std::vector<std::string> listed = unchecked_tensors();
+    const size_t count = listed.size(), undigested = this->undigested();
     std::string unchecked;
-    size_t count = 0, undigested = 0;
-    for (const DatasetInfo& d : datasets) {
-      const bool tensor = d.path.rfind("/model/", 0) == 0 || d.path.rfind("/optimizer/", 0) == 0;
-      if (!d.checksummed && tensor)
-        if (++count <= 3) unchecked += (unchecked.empty() ? "" : ", ") + d.path;
-      // (One without a checksum either is listed above, as not checked at all.)
-      undigested += !d.digested && d.checksummed && (tensor || d.path.rfind("/state/", 0) == 0);
-    }
+    for (size_t i = 0; i < std::min<size_t>(count, 3); ++i) unchecked += (i ? ", " : "") + listed[i];
     if (count > 3) unchecked += ", ...";
-    // A version before digests wrote none, and a tool that rewrote a dataset dropped it: a chunk zeroed with
-    // its checksum would have passed those.
     return path + ": ok (" + std::to_string(datasets.size()) + " datasets" +
            (count ? "; " + std::to_string(count) + " tensor(s) without a checksum, whose bytes could not be checked: " +
                         unchecked

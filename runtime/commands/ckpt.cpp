@@ -14,6 +14,7 @@
 
 #include "io/checkpoint.hpp"
 #include "io/durable.hpp"
+#include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/core/log.hpp"
 #include "runtime/train/train_state_io.hpp"
@@ -26,15 +27,57 @@ namespace {
 std::string shown(const std::string& text) { return log::printable(text, ""); }
 
 void declare_file(po::options_description& desc, po::positional_options_description& positional) {
-  desc.add_options()("path", po::value<std::string>(), "checkpoint file, or a checkpoint directory (its latest)");
+  desc.add_options()("path", po::value<std::string>(), "checkpoint file, or a checkpoint directory (its latest)")
+      ("json", po::bool_switch(), "print one JSON object: path, format_version, step, world_size, seq_len, tokens_seen, "
+       "attributes (name: value as text), state (text, or null), datasets ([{path, shape, dtype, storage_bytes, "
+       "fletcher32, digest}]), storage_bytes, config (text)");
   positional.add("path", 1);
 }
 
 // verify takes several (`ckpt verify ck/step_*.h5`).
 void declare_files(po::options_description& desc, po::positional_options_description& positional) {
   desc.add_options()("path", po::value<std::vector<std::string>>()->multitoken(),
-                     "checkpoint files, or checkpoint directories (all of their checkpoints)");
+                     "checkpoint files, or checkpoint directories (all of their checkpoints)")
+      ("json", po::bool_switch(), "print one JSON object per checkpoint (and per path that is none): path, ok, "
+       "datasets (how many), problems ([text]), unchecked ([tensors without a checksum]), undigested (how many "
+       "checked by their checksums alone); the exit code as without it");
   positional.add("path", -1);
+}
+
+std::string json_bool(bool value) { return value ? "true" : "false"; }
+
+std::string inspect_json(const io::CheckpointSummary& s, const std::string& state) {
+  std::ostringstream out;
+  out << "{\"path\": " << json_string(s.path) << ", \"format_version\": " << s.format_version << ", \"step\": " << s.step
+      << ", \"world_size\": " << s.world_size << ", \"seq_len\": " << s.seq_len << ", \"tokens_seen\": " << s.tokens_seen
+      << ", \"attributes\": {";
+  for (size_t i = 0; i < s.attributes.size(); ++i)
+    out << (i ? ", " : "") << json_string(s.attributes[i].first) << ": " << json_string(s.attributes[i].second);
+  out << "}, \"state\": " << (state.empty() ? std::string("null") : json_string(state)) << ", \"datasets\": [";
+  int64_t total = 0;
+  for (size_t i = 0; i < s.datasets.size(); ++i) {
+    const io::DatasetInfo& d = s.datasets[i];
+    out << (i ? ", " : "") << "{\"path\": " << json_string(d.path) << ", \"shape\": [";
+    for (size_t a = 0; a < d.shape.size(); ++a) out << (a ? ", " : "") << d.shape[a];
+    out << "], \"dtype\": " << json_string(d.dtype) << ", \"storage_bytes\": " << d.storage_bytes
+        << ", \"fletcher32\": " << json_bool(d.checksummed) << ", \"digest\": " << json_bool(d.digested) << "}";
+    total += d.storage_bytes;
+  }
+  out << "], \"storage_bytes\": " << total << ", \"config\": " << json_string(s.config) << "}";
+  return out.str();
+}
+
+// One verify line of --json: a checkpoint's report, or a path that gave none (`problem`).
+std::string verify_json(const std::string& path, bool ok, size_t datasets, const std::vector<std::string>& problems,
+                        const std::vector<std::string>& unchecked, size_t undigested) {
+  const auto list = [](const std::vector<std::string>& items) {
+    std::string text = "[";
+    for (size_t i = 0; i < items.size(); ++i) text += (i ? ", " : "") + json_string(items[i]);
+    return text + "]";
+  };
+  return "{\"path\": " + json_string(path) + ", \"ok\": " + json_bool(ok) + ", \"datasets\": " +
+         std::to_string(datasets) + ", \"problems\": " + list(problems) + ", \"unchecked\": " + list(unchecked) +
+         ", \"undigested\": " + std::to_string(undigested) + "}";
 }
 
 // Runs `work` on rank 0 and gives every rank its exit code. The other ranks have no part in the work, which
@@ -74,12 +117,16 @@ int run_inspect(Invocation& invocation) {
       path = *latest;
     }
     const io::CheckpointSummary s = io::inspect_checkpoint(path);
+    const std::string state = train::state_summary(io::CheckpointReader(path));
+    if (invocation.options["json"].as<bool>()) {
+      std::cout << inspect_json(s, state) << "\n";
+      return 0;
+    }
     std::cout << "checkpoint " << shown(s.path) << "\n"
               << "  format_version " << s.format_version << "  step " << s.step << "  world_size " << s.world_size
               << "  seq_len " << s.seq_len << "  tokens_seen " << s.tokens_seen << "\n  attributes:";
     for (const auto& [name, value] : s.attributes) std::cout << " " << shown(name) << "=" << shown(value);
-    if (const std::string state = train::state_summary(io::CheckpointReader(path)); !state.empty())
-      std::cout << "\n  state: " << shown(state);
+    if (!state.empty()) std::cout << "\n  state: " << shown(state);
     std::cout << "\n  datasets:\n";
     int64_t total = 0;
     for (const auto& d : s.datasets) {
@@ -129,6 +176,7 @@ std::vector<io::VerifyReport> verify_path(const std::string& path) {
 
 int run_verify(Invocation& invocation) {
   const auto paths = invocation.options["path"].as<std::vector<std::string>>();
+  const bool json = invocation.options["json"].as<bool>();
   return on_rank0(invocation, [&] {
     bool ok = true;
     for (const std::string& path : paths) {
@@ -136,19 +184,32 @@ int run_verify(Invocation& invocation) {
       try {
         reports = verify_path(path);
       } catch (const InputError& e) {  // one that is not there: said, and the others still checked
-        if (paths.size() == 1) throw;
-        std::cout << shown(e.what()) << "\n";
+        if (json) {
+          std::cout << verify_json(path, false, 0, {e.what()}, {}, 0) << "\n";
+        } else {
+          if (paths.size() == 1) throw;
+          std::cout << shown(e.what()) << "\n";
+        }
         ok = false;
         continue;
       }
-      if (reports.empty()) std::cout << shown(path) << ": no checkpoints\n";
+      if (reports.empty())
+        std::cout << (json ? verify_json(path, false, 0, {path + ": no checkpoints"}, {}, 0) : shown(path) + ": no checkpoints")
+                  << "\n";
       ok = ok && !reports.empty();
       for (auto& report : reports) {
+        ok = ok && report.ok;
+        if (json) {
+          std::cout << verify_json(report.path, report.ok, report.datasets.size(), report.problems,
+                                   report.ok ? report.unchecked_tensors() : std::vector<std::string>{},
+                                   report.ok ? report.undigested() : 0)
+                    << "\n";
+          continue;
+        }
         report.path = shown(report.path);
         for (std::string& problem : report.problems) problem = shown(problem);
         for (io::DatasetInfo& dataset : report.datasets) dataset.path = shown(dataset.path);
         std::cout << report.summary() << "\n";
-        ok = ok && report.ok;
       }
     }
     return ok ? 0 : static_cast<int>(ExitCode::bad_input);

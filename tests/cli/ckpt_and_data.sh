@@ -38,6 +38,28 @@ grep -q ': ok (' "$OUT/stdout" && grep -q 'flipped.h5: .*/model/w' "$OUT/stdout"
   pass "... each reported" || fail "verify three: $(cat "$OUT/stdout")"
 expect_exit 0 "inspect a checkpoint directory" -- "$LONGCTX" ckpt inspect "$OUT/w/ckpt" --quiet
 expect_in "$OUT/stdout" "checkpoint .*/$(cat "$OUT/w/ckpt/latest")" "inspect DIR shows the checkpoint latest names"
+# --json for scripts (before: text alone): inspect one object, verify one per checkpoint or path, exit codes
+# as without it.
+expect_exit 0 "inspect --json" -- "$LONGCTX" ckpt inspect "$CK" --json --quiet
+/usr/bin/python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+assert d['step'] == 12 and d['world_size'] == 2 and d['format_version'] == 1, d
+w = [x for x in d['datasets'] if x['path'] == '/model/w'][0]
+assert w['shape'] == [7, 6] and w['dtype'] == 'float32' and w['fletcher32'] is True, w
+assert d['storage_bytes'] == sum(x['storage_bytes'] for x in d['datasets']) > 0
+assert 'layers=1' in d['config'] and d['attributes']['format'] == 'longctx-checkpoint'
+" <"$OUT/stdout" && pass "... step, world size, datasets, config" || fail "inspect --json: $(head -c 400 "$OUT/stdout")"
+expect_exit 3 "verify --json: a good file, a truncated one and a missing one" -- "$LONGCTX" ckpt verify "$CK" truncated.h5 \
+  nope.h5 --json --quiet
+/usr/bin/python3 -c "
+import json, sys
+lines = [json.loads(line) for line in sys.stdin]
+assert [(d['path'].split('/')[-1], d['ok']) for d in lines] == [('$(basename "$CK")', True), ('truncated.h5', False),
+                                                                 ('nope.h5', False)], lines
+assert lines[0]['datasets'] > 0 and lines[0]['problems'] == [] and lines[0]['unchecked'] == []
+assert 'truncated.h5' in lines[1]['problems'][0] and 'no such file' in lines[2]['problems'][0]
+" <"$OUT/stdout" && pass "... one object each, ok or the problems" || fail "verify --json: $(cat "$OUT/stdout")"
 mkdir -p nockpt
 expect_exit 3 "inspect a directory without checkpoints" -- "$LONGCTX" ckpt inspect nockpt --quiet
 expect_in "$OUT/stderr" "nockpt: a directory with no committed checkpoint" "says the directory holds none"
