@@ -226,6 +226,8 @@ void ProcessContext::abort(int code) {
   std::exit(code);
 }
 
+int allowed_cpus() { return bits_of(affinity_words().data()); }
+
 std::string oversubscription_warning(comm::Communicator& world, const std::string& host) {
   // Per rank: its host (hashed), its threads, and the CPUs it may run on, as mask words.
   constexpr size_t kFields = 2 + kMaskWords;

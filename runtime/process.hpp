@@ -80,6 +80,9 @@ class ProcessContext {
   std::unique_ptr<comm::Communicator> world_;
 };
 
+// The CPUs this process may run on (its affinity mask); 0 when unknown.
+int allowed_cpus();
+
 // Rank 0's warning ("" for none, and on the other ranks) when the ranks of some node run more OpenMP
 // threads than the CPUs they may run on (one rank more than its affinity mask holds, or the node's ranks
 // together more than the union of their masks): they then take turns on the cores, and a timing measures

@@ -1,9 +1,13 @@
-// `longctx info`: one line per rank (rank, local rank, host, device, launcher), printed by rank 0 in rank
-// order. Fails with exit 2 when two ranks on one host would share one GPU.
+// `longctx info`: one line per rank (rank, local rank, host, device, launcher, OpenMP threads and the CPUs it
+// may run on), printed by rank 0 in rank order, and a warning when a node's ranks run more threads than
+// those CPUs. Fails with exit 2 when two ranks on one host would share one GPU.
+#include <omp.h>
+
 #include <iostream>
 #include <sstream>
 
 #include "runtime/commands/commands.hpp"
+#include "runtime/core/log.hpp"
 
 namespace longctx::cli {
 
@@ -52,18 +56,21 @@ int run_info(Invocation& invocation) {
   std::ostringstream line;
   line << "rank " << process.rank() << "/" << process.world_size() << "  local_rank " << process.local_rank() << "/"
        << process.local_size() << "  host " << process.host() << "  device " << process.device() << "  launcher "
-       << to_string(process.launcher().kind);
+       << to_string(process.launcher().kind) << "  threads " << omp_get_max_threads() << " on " << allowed_cpus()
+       << " CPU(s)";
   const std::vector<std::string> lines = gather_strings(process.world(), line.str());
   if (process.rank() == 0)
     for (const auto& l : lines) std::cout << l << "\n";
   std::cout.flush();
+  if (const std::string crowded = oversubscription_warning(process.world(), process.host()); !crowded.empty())
+    log::warn(crowded);
   return 0;
 }
 
 }  // namespace
 
 Command info_command() {
-  return {"info", "one line per rank: rank, local rank, host, device, launcher (checks the launch)", "",
+  return {"info", "one line per rank: rank, local rank, host, device, launcher, threads and CPUs (checks the launch)", "",
           nullptr, run_info};
 }
 

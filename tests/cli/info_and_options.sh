@@ -9,8 +9,16 @@ for r in 0 1 2; do expect_in "$OUT/stdout" "^rank $r/3 .*launcher Open MPI" "ran
 expect_in "$OUT/stderr" "resolved config" "rank 0 prints the resolved config"
 [ "$(grep -c 'resolved config' "$OUT/stderr")" -eq 1 ] && pass "only rank 0 prints it" || fail "config printed more than once"
 
-expect_exit 0 "info without a launcher" -- env -u OMPI_COMM_WORLD_SIZE "$LONGCTX" info --quiet
+expect_exit 0 "info without a launcher" -- env -u OMPI_COMM_WORLD_SIZE -u OMP_NUM_THREADS "$LONGCTX" info --quiet
 expect_in "$OUT/stdout" "^rank 0/1 .*launcher none" "single process says launcher none"
+# Each line says the rank's OpenMP threads and its CPUs; ranks that share CPUs with more threads than there
+# are CPUs are warned about (before: neither).
+cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
+expect_in "$OUT/stdout" "^rank 0/1 .*  threads $cpus on $cpus CPU\(s\)$" "... and its threads: all $cpus CPU(s), alone"
+expect_exit 0 "info, 2 ranks with OMP_NUM_THREADS=$cpus each" -- "${MPIRUN[@]}" -x OMP_NUM_THREADS=$cpus -np 2 "$LONGCTX" info --quiet
+[ "$(grep -c "  threads $cpus on $cpus CPU(s)$" "$OUT/stdout")" -eq 2 ] && pass "... each says $cpus thread(s)" || fail "lines: $(cat "$OUT/stdout")"
+expect_in "$OUT/stderr" "^\[longctx warn r0\] 2 rank\(s\) on .* run $((2 * cpus)) OpenMP threads on $cpus CPU\(s\): they take turns" \
+  "... and are warned about"
 
 # srun started 2 tasks but each one is alone in MPI: the classic missing-PMI mistake.
 expect_exit 2 "srun without PMI" -- env SLURM_JOB_ID=1 SLURM_STEP_ID=0 SLURM_PROCID=0 SLURM_STEP_NUM_TASKS=2 SLURM_NTASKS=2 "$LONGCTX" info
