@@ -1,5 +1,7 @@
 #include "io/token_dataset.hpp"
 
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -30,21 +32,38 @@ std::string binary_kind(const std::string& head) {
 TokenImportStats import_text_files(const std::vector<std::string>& files, const std::string& out_path) {
   if (files.empty()) throw UsageError("data import: no input files");
   check_hdf5_output_path("out", out_path, kTokenFormat);
+  // Regular files, and streams: a pipe (`--text <(zcat a.gz)`, a FIFO) or `-`, standard input (before:
+  // refused as "not a regular file", so a compressed corpus had to be unpacked to disk first).
+  const auto name_of = [](const std::string& file) { return file == "-" ? std::string("standard input") : file; };
+  int64_t expected = 0;  // the chunk need not exceed the corpus (a 12-byte corpus made a 1 MiB file)
+  bool streams = false;
+  int standard_input = 0;
   for (const std::string& file : files) {
+    if (file == "-") {
+      if (++standard_input > 1) throw UsageError("--text: '-' (standard input) is given more than once");
+      streams = true;
+      continue;
+    }
     check_readable(file);
     if (std::filesystem::is_directory(file))
       throw InputError(file + ": is a directory; give the files in it (--text " + file + "/*.txt, for one)");
-    if (!std::filesystem::is_regular_file(file)) throw InputError(file + ": no such file (or not a regular file)");
+    struct stat info {};
+    if (::stat(file.c_str(), &info) != 0) throw InputError(file + ": no such file");
+    if (S_ISFIFO(info.st_mode)) {
+      streams = true;
+      continue;
+    }
+    if (!S_ISREG(info.st_mode))
+      throw InputError(file + ": is " + non_regular_kind(file) + "; give a regular file, a pipe or - (standard input)");
     if (same_file(file, out_path) || same_file(file, out_path + ".tmp"))
       throw UsageError("--text " + file + " is --out " + out_path + " (or its .tmp); write the dataset elsewhere");
+    expected += static_cast<int64_t>(info.st_size);
   }
-  int64_t expected = 0;  // the chunk need not exceed the corpus (a 12-byte corpus made a 1 MiB file)
-  for (const std::string& file : files) expected += static_cast<int64_t>(std::filesystem::file_size(file));
-  if (expected == 0) throw InputError("data import: the --text files hold no bytes: nothing to train on");
+  if (expected == 0 && !streams) throw InputError("data import: the --text files hold no bytes: nothing to train on");
   AtomicOutput output(out_path);
   h5::File& out = output.file();
   h5::DatasetOptions options;
-  options.chunk = {std::min(expected, int64_t{1} << 20)};
+  options.chunk = {streams ? int64_t{1} << 20 : std::min(expected, int64_t{1} << 20)};
   options.fletcher32 = true;
   options.max_dims = {-1};
   h5::Dataset tokens = out.create_dataset("tokens", h5::ElementType::u8, {0}, options);
@@ -52,24 +71,23 @@ TokenImportStats import_text_files(const std::vector<std::string>& files, const 
   TokenImportStats stats;
   std::vector<int64_t> offsets = {0};
   std::vector<char> buffer(size_t{16} << 20);
-  log::ByteProgress progress("data import", static_cast<uint64_t>(expected));  // on long imports
+  // On long imports; a stream's size is known only at its end.
+  log::ByteProgress progress("data import", streams ? log::ByteProgress::kUnknownTotal : static_cast<uint64_t>(expected));
   for (const std::string& file : files) {
-    std::ifstream in(file, std::ios::binary);
-    if (!in) throw InputError(file + ": cannot be read (" + std::strerror(errno) + ")");
-    {
-      char head[8] = {};
-      in.read(head, sizeof head);
-      const std::string kind = binary_kind(std::string(head, static_cast<size_t>(in.gcount())));
-      if (!kind.empty())
-        log::warn(file + " looks like " + kind + ": its bytes are imported as they are, as byte tokens (decompress "
-                  "or convert it to text first, if that is not what you want)");
-      in.clear();
-      in.seekg(0);
-    }
+    std::ifstream in(file == "-" ? "/dev/stdin" : file, std::ios::binary);
+    if (!in) throw InputError(name_of(file) + ": cannot be read (" + std::strerror(errno) + ")");
+    bool first = true;  // its first bytes tell a binary container (read, not seeked back: a pipe cannot)
     while (in) {
       in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
       const int64_t got = static_cast<int64_t>(in.gcount());
       if (got == 0) break;
+      if (first) {
+        const std::string kind = binary_kind(std::string(buffer.data(), static_cast<size_t>(std::min<int64_t>(got, 8))));
+        if (!kind.empty())
+          log::warn(name_of(file) + " looks like " + kind + ": its bytes are imported as they are, as byte tokens "
+                    "(decompress or convert it to text first, if that is not what you want)");
+        first = false;
+      }
       tokens.set_extent({stats.tokens + got});
       h5::Dataspace space = tokens.file_space();
       space.select_box({stats.tokens}, {got});
@@ -77,10 +95,11 @@ TokenImportStats import_text_files(const std::vector<std::string>& files, const 
       stats.tokens += got;
       progress.update(static_cast<uint64_t>(stats.tokens));
     }
-    if (in.bad()) throw InputError(file + ": read error");
+    if (in.bad()) throw InputError(name_of(file) + ": read error");
     offsets.push_back(stats.tokens);
     ++stats.documents;
   }
+  if (stats.tokens == 0) throw InputError("data import: the --text inputs held no bytes: nothing to train on");
   h5::Dataset offsets_dataset =
       out.create_dataset("doc_offsets", h5::ElementType::i64, {static_cast<int64_t>(offsets.size())});
   h5::Dataspace all = offsets_dataset.file_space();

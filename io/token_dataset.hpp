@@ -32,8 +32,8 @@ struct TokenImportStats {
 };
 
 // Reads each file as bytes (one document per file) into `out_path`, streaming (bounded memory), through
-// a temporary that is renamed on success. One process (serial). A missing or unreadable input ->
-// InputError naming it.
+// a temporary that is renamed on success. One process (serial). A file is a regular file, a pipe (a FIFO,
+// `<(zcat a.gz)`) or "-", standard input. A missing or unreadable input -> InputError naming it.
 TokenImportStats import_text_files(const std::vector<std::string>& files, const std::string& out_path);
 
 struct SequenceRows {

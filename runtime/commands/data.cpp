@@ -12,7 +12,7 @@ namespace {
 
 void declare(po::options_description& desc, po::positional_options_description&) {
   desc.add_options()
-      ("text", po::value<std::vector<std::string>>()->multitoken()->required(), "text files, one document each")
+      ("text", po::value<std::vector<std::string>>()->multitoken()->required(), "text files, one document each: regular files, pipes (a FIFO, <(zcat a.gz)) or - (standard input)")
       ("out", po::value<std::string>()->required(), "token file to write (HDF5)");
 }
 

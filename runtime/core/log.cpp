@@ -68,9 +68,13 @@ void ByteProgress::update(uint64_t done) {
   if (total_ == 0 || now - reported_ < std::chrono::seconds(10)) return;
   reported_ = now;
   const double seconds = std::chrono::duration<double>(now - started_).count();
+  const std::string rate = std::to_string(static_cast<int64_t>(double(done) / seconds / 1e6)) + " MB/s";
+  if (total_ == kUnknownTotal) {
+    info(what_ + ": " + std::to_string(done >> 20) + " MiB so far, " + rate);
+    return;
+  }
   info(what_ + ": " + std::to_string(done >> 20) + " of " + std::to_string(total_ >> 20) + " MiB (" +
-       std::to_string(std::min<uint64_t>(100, 100 * done / total_)) + "%), " +
-       std::to_string(static_cast<int64_t>(double(done) / seconds / 1e6)) + " MB/s");
+       std::to_string(std::min<uint64_t>(100, 100 * done / total_)) + "%), " + rate);
 }
 
 }  // namespace longctx::log

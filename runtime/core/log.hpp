@@ -26,6 +26,7 @@ std::string printable(const std::string& text, const char* keep = "\t", size_t l
 // 10 s, "WHAT: 512 of 2048 MiB (25%), 150 MB/s". Nothing for work that ends sooner, or a total of 0.
 class ByteProgress {
  public:
+  static constexpr uint64_t kUnknownTotal = UINT64_MAX;  // a stream: "WHAT: 512 MiB so far, 150 MB/s"
   ByteProgress(std::string what, uint64_t total);
   // `done` bytes so far.
   void update(uint64_t done);

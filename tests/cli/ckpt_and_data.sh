@@ -399,6 +399,27 @@ expect_in "$OUT/stderr" "corpus.txt.gz looks like a gzip file: its bytes are imp
 ! grep -q "looks like" <("$LONGCTX" data import --text a.txt --out plain.h5 --quiet 2>&1) && pass "... and not about text" ||
   fail "warned about a.txt"
 rm -f gz.h5 plain.h5
+# Streams: a pipe (process substitution: a compressed corpus need not be unpacked to disk), a FIFO and -
+# (standard input), among regular files, one document each (before: "not a regular file", exit 3).
+printf 'piped text\n' | gzip >piped.gz && mkfifo named.fifo
+# (The writer gives up after 60 s, so a binary that never opens the FIFO does not leave it blocked forever.)
+(timeout 60 sh -c "printf 'fifo text' >named.fifo" </dev/null >/dev/null 2>&1 &)
+expect_exit 0 "import a pipe, a FIFO, standard input and a file" -- bash -c 'printf "stdin text" | "$0" data import --text \
+  <(zcat piped.gz) named.fifo - a.txt --out streamed.h5 --quiet' "$LONGCTX"
+/usr/bin/python3 -c "
+import h5py, sys
+with h5py.File('streamed.h5', 'r') as f:
+    tokens, offsets = bytes(f['tokens'][:]), list(f['doc_offsets'][:])
+want = [b'piped text\n', b'fifo text', b'stdin text', open('a.txt', 'rb').read()]
+sys.exit(0 if tokens == b''.join(want) and offsets == [0, 11, 20, 30, 30 + len(want[3])] else 1)
+" && pass "... four documents, in order" || fail "streamed.h5: $(h5dump -d doc_offsets streamed.h5 | tail -4)"
+expect_exit 3 "import an empty pipe" -- "$LONGCTX" data import --text <(true) --out empty_pipe.h5 --quiet
+expect_in "$OUT/stderr" "the --text inputs held no bytes" "says it held nothing"
+[ ! -e empty_pipe.h5 ] && [ ! -e empty_pipe.h5.tmp ] && pass "... and writes nothing" || fail "empty_pipe.h5 written"
+expect_exit 2 "import - twice" -- "$LONGCTX" data import --text - - --out twice.h5 --quiet </dev/null
+expect_exit 3 "import a character device" -- "$LONGCTX" data import --text /dev/null --out null.h5 --quiet
+expect_in "$OUT/stderr" "/dev/null: is a character device; give a regular file, a pipe or - \(standard input\)" "says what it is"
+rm -f streamed.h5 named.fifo
 # Rank-0-only work under mpirun that outlasts --comm-timeout: the other ranks wait for it (before: they
 # timed out and MPI_Abort ended the job, rank 0 still importing).
 yes "a line of text for a corpus that takes a few seconds to import" | head -c 600000000 >big.txt
