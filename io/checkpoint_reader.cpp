@@ -271,22 +271,22 @@ std::vector<std::string> list_own_checkpoints(const std::string& dir) {
 }
 
 std::optional<std::string> find_latest_checkpoint(const std::string& dir) {
-  check_readable(dir);
   const std::string latest = dir + "/latest";
-  check_readable(latest);
+  check_readable(latest);  // (a directory one may enter but not list, mode 711, still has a latest to read)
   if (!std::filesystem::exists(latest)) {
+    check_readable(dir);  // listed
     // By name, as every rank sees the same names (opening the files could fail on one rank and not
     // another); a foreign newest file is then refused loudly by the load.
     const std::vector<std::string> files = list_checkpoints(dir);
     if (files.empty()) return std::nullopt;
     return files.back();
   }
-  // Read as bytes, at most a line's worth: `latest` is a few dozen characters of text, and whatever
+  // Read as bytes, at most 4 KiB: `latest` is a few dozen characters of text, and whatever
   // else is there (a FIFO, a binary file) must neither hang the reader nor reach the terminal raw.
   if (const std::string kind = non_regular_kind(latest); !kind.empty())
     throw InputError(latest + ": is " + kind + ", not the text file naming the latest checkpoint");
   std::ifstream in(latest, std::ios::binary);
-  std::string head(256, '\0');
+  std::string head(4096, '\0');  // a name, and room for white space after it
   in.read(head.data(), static_cast<std::streamsize>(head.size()));
   head.resize(static_cast<size_t>(in.gcount()));
   const auto space = [](char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; };

@@ -184,11 +184,27 @@ std::string non_regular_kind(const std::string& path) {
 }
 
 std::string output_target(const std::string& path) {
+  // The chain by hand (canonical() fails where the last target does not exist yet: a link made before the
+  // first run, into a results directory, was replaced by a file), each hop relative to its link's directory.
+  std::filesystem::path at = path;
+  for (int hop = 0; hop < 40; ++hop) {
+    struct stat info {};
+    if (::lstat(at.c_str(), &info) != 0 || !S_ISLNK(info.st_mode)) break;
+    std::error_code error;
+    const std::filesystem::path next = std::filesystem::read_symlink(at, error);
+    if (error) return path;
+    at = next.is_absolute() ? next : at.parent_path() / next;  // (not normalized: "d/.." is d's parent)
+  }
+  if (at == std::filesystem::path(path)) return path;
   struct stat info {};
-  if (::lstat(path.c_str(), &info) != 0 || !S_ISLNK(info.st_mode)) return path;
-  std::error_code error;
-  const std::filesystem::path target = std::filesystem::canonical(path, error);
-  return error ? path : target.string();
+  if (::lstat(at.c_str(), &info) == 0) {
+    // A loop, or a link to a directory, a device: the given name, so that the refusal names what was typed.
+    if (S_ISLNK(info.st_mode) || !S_ISREG(info.st_mode)) return path;
+    return at.string();
+  }
+  // Not there yet: written there where its directory is (the link then leads to it), else the link is replaced.
+  const std::filesystem::path parent = at.parent_path().empty() ? "." : at.parent_path();
+  return std::filesystem::is_directory(parent) ? at.string() : path;
 }
 
 void check_readable(const std::string& path) {
@@ -298,6 +314,12 @@ void check_hdf5_output_path(const std::string& option, const std::string& path, 
   check_output_path(option, path);
   std::error_code error;
   if (!std::filesystem::is_regular_file(path, error) || std::filesystem::file_size(path, error) == 0 || error) return;
+  try {
+    check_readable(path);
+  } catch (const InputError&) {  // (before: "is not an HDF5 file", or "cannot be read: damaged?")
+    throw UsageError("--" + option + " '" + path + "' exists and this user may not read it, so what it is cannot be "
+                     "told; writing would replace it: move it away or give another name");
+  }
   if (!has_hdf5_signature(path))
     throw UsageError("--" + option + " '" + path + "' exists and is not an HDF5 file; writing would replace it: "
                      "move it away or give another name");

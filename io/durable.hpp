@@ -139,10 +139,12 @@ void guarded_write(const std::string& what, const std::string& directory, Write&
   noting_a_full_disk(directory, std::forward<Write>(write));
 }
 
-// The file that writing `path` replaces: where `path` is a symbolic link to a file that exists, that file
-// (links followed to the end), so the link stays and leads to the new file; otherwise `path` itself (a
-// dangling link is replaced, as a missing file would be). What every output does: --output, --report,
-// --out, dump.activations, log.jsonl, log.summary (before: the first four replaced the link by a file).
+// The file that writing `path` replaces: where `path` is a symbolic link (chain), the file it leads to,
+// also one not there yet whose directory is (a link made before the first run), so the link stays and
+// leads to the new file; otherwise `path` itself (a link loop, a link to a directory or device, which the
+// output checks then refuse by the given name; a link into a missing directory is replaced). What every
+// output does: --output, --report, --out, dump.activations, log.jsonl, log.summary (before: the first four
+// replaced the link by a file).
 std::string output_target(const std::string& path);
 // Checks, before any work, that `path` (given by `--option`) can become a file: not empty, not a
 // directory, in a directory that exists and that this process may write (the temporary file and the

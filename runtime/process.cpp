@@ -203,6 +203,7 @@ ProcessContext::ProcessContext(int* argc, char*** argv) {
   LONGCTX_CHECK_MPI(MPI_Comm_rank(node, &local_rank_));
   LONGCTX_CHECK_MPI(MPI_Comm_size(node, &local_size_));
   share_cpus(node);
+  LONGCTX_CHECK_MPI(MPI_Allreduce(&rank_, &node_leader_, 1, MPI_INT, MPI_MIN, node));
   LONGCTX_CHECK_MPI(MPI_Comm_free(&node));
 
   world_ = comm::make_mpi_world(600.0);
@@ -228,19 +229,21 @@ void ProcessContext::abort(int code) {
 
 int allowed_cpus() { return bits_of(affinity_words().data()); }
 
-std::string oversubscription_warning(comm::Communicator& world, const std::string& host) {
-  // Per rank: its host (hashed), its threads, and the CPUs it may run on, as mask words.
+std::string oversubscription_warning(ProcessContext& process) {
+  comm::Communicator& world = process.world();
+  // Per rank: its node (its leader's world rank: host names may repeat, in containers), its threads, and
+  // the CPUs it may run on, as mask words.
   constexpr size_t kFields = 2 + kMaskWords;
-  std::vector<uint64_t> mine{std::hash<std::string>{}(host), static_cast<uint64_t>(omp_get_max_threads())};
-  const std::vector<uint64_t> cpus = affinity_words();
-  mine.insert(mine.end(), cpus.begin(), cpus.end());
+  std::vector<uint64_t> mine{static_cast<uint64_t>(process.node_leader()), static_cast<uint64_t>(omp_get_max_threads())};
+  const std::vector<uint64_t> mask = affinity_words();
+  mine.insert(mine.end(), mask.begin(), mask.end());
   const int P = world.size();
   std::vector<uint64_t> all(kFields * static_cast<size_t>(P));
   world.all_gather(Span<const uint64_t>(mine), Span<uint64_t>(all));
   if (world.rank() != 0) return "";
 
   struct Node {
-    int first_rank = 0, ranks = 0;
+    int ranks = 0;
     uint64_t threads = 0;
     std::bitset<CPU_SETSIZE> cpus;
     int crowded_rank = -1;  // a rank with more threads than its own mask
@@ -248,9 +251,7 @@ std::string oversubscription_warning(comm::Communicator& world, const std::strin
   std::map<uint64_t, Node> nodes;
   for (int r = 0; r < P; ++r) {
     const uint64_t* f = all.data() + static_cast<size_t>(r) * kFields;
-    const auto [at, added] = nodes.try_emplace(f[0]);
-    Node& node = at->second;
-    if (added) node.first_rank = r;
+    Node& node = nodes[f[0]];
     std::bitset<CPU_SETSIZE> own;
     for (size_t w = 0; w < kMaskWords; ++w) own |= std::bitset<CPU_SETSIZE>(f[2 + w]) << (64 * w);
     if (own.none()) return "";  // a rank that could not tell: no claim either way
@@ -261,22 +262,26 @@ std::string oversubscription_warning(comm::Communicator& world, const std::strin
   }
   std::string first, advice;
   int crowded = 0;
-  for (const auto& [key, node] : nodes) {
-    const std::string where = node.first_rank == 0 ? host : "the node of rank " + std::to_string(node.first_rank);
-    std::string what;
-    if (node.threads > node.cpus.count())
-      what = std::to_string(node.ranks) + " rank(s) on " + where + " run " + std::to_string(node.threads) +
-             " OpenMP threads on " + std::to_string(node.cpus.count()) + " CPU(s)";
-    else if (node.crowded_rank >= 0)
+  for (const auto& [leader, node] : nodes) {
+    const std::string where = leader == 0 ? process.host() : "the node of rank " + std::to_string(leader);
+    const size_t cpus = node.cpus.count(), ranks = static_cast<size_t>(node.ranks);
+    std::string what, fix;
+    if (node.threads > cpus) {
+      what = std::to_string(ranks) + " rank(s) on " + where + " run " + std::to_string(node.threads) +
+             " OpenMP threads on " + std::to_string(cpus) + " CPU(s)";
+      fix = ranks > cpus ? "run at most " + std::to_string(cpus) + " rank(s) there"
+                         : "give each rank at most " + std::to_string(cpus / ranks) +
+                               " thread(s) (--threads, OMP_NUM_THREADS)";
+    } else if (node.crowded_rank >= 0) {  // the node has room, but not where the rank may run
       what = "rank " + std::to_string(node.crowded_rank) + " on " + where + " runs more OpenMP threads than the " +
              "CPUs it is bound to";
+      fix = "bind each rank to as many cores as it runs threads (mpirun --map-by slot:PE=T --bind-to core, srun "
+            "--cpus-per-task=T), or give it fewer threads";
+    }
     if (what.empty()) continue;
     if (crowded++ > 0) continue;
     first = what;
-    advice = static_cast<size_t>(node.ranks) > node.cpus.count()
-                 ? "run at most " + std::to_string(node.cpus.count()) + " rank(s) there"
-                 : "give each rank fewer threads (--threads, OMP_NUM_THREADS), or bind the ranks apart (mpirun "
-                   "--bind-to core --map-by slot:PE=T, srun --cpus-per-task=T)";
+    advice = fix;
   }
   if (crowded == 0) return "";
   return first + (crowded > 1 ? " (and " + std::to_string(crowded - 1) + " more node(s) alike)" : "") +

@@ -60,6 +60,8 @@ class ProcessContext {
   int world_size() const { return world_size_; }
   int local_rank() const { return local_rank_; }
   int local_size() const { return local_size_; }
+  // The world rank of this node's local rank 0: the same on the ranks that share this node's memory.
+  int node_leader() const { return node_leader_; }
   const std::string& host() const { return host_; }
   const LauncherInfo& launcher() const { return launcher_; }
   // This rank's GPU ("cuda:<index> <name> <uuid prefix>", one per local rank) or "cpu" without one.
@@ -75,6 +77,7 @@ class ProcessContext {
   int world_size_ = 1;
   int local_rank_ = 0;
   int local_size_ = 1;
+  int node_leader_ = 0;
   std::string host_;
   LauncherInfo launcher_;
   std::unique_ptr<comm::Communicator> world_;
@@ -84,9 +87,9 @@ class ProcessContext {
 int allowed_cpus();
 
 // Rank 0's warning ("" for none, and on the other ranks) when the ranks of some node run more OpenMP
-// threads than the CPUs they may run on (one rank more than its affinity mask holds, or the node's ranks
-// together more than the union of their masks): they then take turns on the cores, and a timing measures
-// that. Collective over `world`; `host` is this rank's host name.
-std::string oversubscription_warning(comm::Communicator& world, const std::string& host);
+// threads than the CPUs they may run on (the node's ranks together more than the union of their masks, or
+// one rank more than its own mask holds): they then take turns on the cores, and a timing measures that.
+// Collective over the process's world.
+std::string oversubscription_warning(ProcessContext& process);
 
 }  // namespace longctx

@@ -110,8 +110,9 @@ int run_inspect(Invocation& invocation) {
   const std::string given = invocation.options["path"].as<std::string>();
   return on_rank0(invocation, [&] {
     std::string path = given;  // a checkpoint directory: the checkpoint a resume would load
-    io::check_readable(given);
-    if (std::filesystem::is_directory(given)) {
+    // (Opening says why a path cannot be read; a directory is read as find_latest_checkpoint needs.)
+    std::error_code error;
+    if (std::filesystem::is_directory(given, error)) {
       const std::optional<std::string> latest = io::find_latest_checkpoint(given);
       if (!latest) throw InputError(given + ": a directory with no committed checkpoint");
       path = *latest;

@@ -117,7 +117,7 @@ TrainAttention make_train_attention(Invocation& inv, const TrainOptions& r, cons
     auto sharded = std::make_unique<model::ShardedAttention>(world);
     if (r.regather_kv) sharded->never_keep();
     made.impl = std::move(sharded);
-    if (const std::string crowded = oversubscription_warning(world, inv.process.host()); !crowded.empty())
+    if (const std::string crowded = oversubscription_warning(inv.process); !crowded.empty())
       log::warn(crowded);  // tokens_per_s and mfu are timings
   } else if (world.size() == 1) {
     made.impl = std::make_unique<model::LocalAttention>(make_attention_backend("cuda", device.dtype));

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "io/checkpoint.hpp"
+#include "io/durable.hpp"
 #include "runtime/cli/command.hpp"
 #include "runtime/cli/ini.hpp"
 #include "runtime/core/log.hpp"
@@ -170,11 +171,12 @@ void check_same_model(const io::CheckpointReader& reader, const std::map<std::st
   for (const auto& [key, was] : saved_text) {
     if ((key.rfind("train.", 0) != 0 && key.rfind("data.", 0) != 0) || kSameNumbers.count(key)) continue;
     const auto given = now_text.find(key);
-    if (given != now_text.end() && canonical(was) != canonical(given->second))
-      changed += (changed.empty() ? "" : "; ") + key + " was " + was + ", continuing with " + given->second;
+    if (given == now_text.end() || canonical(was) == canonical(given->second)) continue;
+    if (key == "data.path" && io::same_file(was, given->second)) continue;  // the same file, spelled otherwise
+    changed += (changed.empty() ? "" : "; ") + key + " was " + was + ", continuing with " + given->second;
   }
-  if (!changed.empty())
-    log::warn(reader.path() + ": " + changed + " (the run goes on with these settings, not as it would have "
+  if (!changed.empty())  // (every rank finds the same: rank 0 says it)
+    log::warn_once(reader.path() + ": " + changed + " (the run goes on with these settings, not as it would have "
               "gone on uninterrupted)");
   std::set<std::string> expected;
   for (const auto& view : trainer.model().layout().views())

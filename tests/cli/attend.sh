@@ -373,6 +373,11 @@ expect_exit 0 "--output and --report through links" -- "$LONGCTX" attend --input
   /usr/bin/python3 -c "import h5py, sys; sys.exit(0 if h5py.File('elsewhere/older.h5', 'r')['o'].shape[0] == h5py.File('in.h5', 'r')['q'].shape[0] else 1)" &&
   pass "... the links stay, their files hold the results" || fail "links: $(ls -l linked.h5 linked.json elsewhere)"
 [ ! -e elsewhere/older.h5.tmp ] && [ ! -e linked.h5.tmp ] && pass "... and no temporary file is left" || fail "a .tmp is left"
+# A link made before the first run, to a file not there yet: the file is made, the link stays.
+ln -s elsewhere/first.h5 first_link.h5
+expect_exit 0 "--output through a link to a file not there yet" -- "$LONGCTX" attend --input in.h5 --output first_link.h5 "${S[@]:0:4}"
+[ -L first_link.h5 ] && [ -f elsewhere/first.h5 ] && pass "... the link stays and leads to the new file" ||
+  fail "links: $(ls -l first_link.h5 elsewhere)"
 if [ "$(id -u)" -eq 0 ]; then  # access() says yes to root; /proc takes no files (before: refused after computing)
   bad 2 "cannot create files in directory '/proc'" "--output under /proc as root" -- "${A[@]/bad.h5//proc/x.h5}" "${S[@]:0:4}"
 fi

@@ -529,6 +529,8 @@ expect_exit 3 "inspect a directory whose latest holds two names" -- "$LONGCTX" c
 expect_in "$OUT/stderr" "twolatest/latest: holds more than one name \('step_00000012.h5', then 'step_00000013.h5'\)" "names both"
 printf '  step_00000012.h5 \n\n' >twolatest/latest
 expect_exit 0 "... and one name amid white space" -- "$LONGCTX" ckpt inspect twolatest --quiet
+{ echo step_00000012.h5; printf '%300s\n' ''; } >twolatest/latest
+expect_exit 0 "... also past 256 bytes of it" -- "$LONGCTX" ckpt inspect twolatest --quiet
 # data import writes corpus.h5 through corpus.h5.tmp, never through a link there (before: the link's target
 # was overwritten and corpus.h5 became a link to it).
 echo precious >precious.txt
@@ -552,7 +554,14 @@ if [ "$(id -u)" -eq 0 ] && chmod 711 "$OUT" && runuser -u nobody -- "$LONGCTX" -
   expect_in "$OUT/stderr" "perm/closed: cannot read it \(Permission denied\)" "... says permission denied"
   expect_exit 3 "verify a path under it" -- "${AS_NOBODY[@]}" "$LONGCTX" ckpt verify perm/closed/x.h5 --quiet
   expect_in "$OUT/stderr" "perm/closed/x.h5: cannot look it up \(Permission denied\)" "... says it cannot look it up"
+  # A directory one may enter but not list (711) still has a latest to read.
+  mkdir -p perm/xonly && cp perm/ck/* perm/xonly/ && chmod 644 perm/xonly/* && chmod 711 perm/xonly
+  expect_exit 0 "inspect a directory nobody may list but may enter" -- "${AS_NOBODY[@]}" "$LONGCTX" ckpt inspect perm/xonly --quiet
   chmod 777 perm
+  # An output nobody may read is not called "not HDF5" or "damaged": what it is cannot be told.
+  cp "$CK" perm/unreadable.h5 && chmod 600 perm/unreadable.h5
+  expect_exit 2 "import onto a file nobody may read" -- "${AS_NOBODY[@]}" "$LONGCTX" data import --text a.txt --out perm/unreadable.h5 --quiet
+  expect_in "$OUT/stderr" "exists and this user may not read it, so what it is cannot be told" "... says so"
   expect_exit 3 "import a text nobody may read" -- "${AS_NOBODY[@]}" "$LONGCTX" data import --text perm/a.txt --out perm/t.h5 --quiet
   expect_in "$OUT/stderr" "perm/a.txt: cannot read it \(Permission denied\)" "... says permission denied"
 else
