@@ -417,7 +417,7 @@ expect_exit 3 "import an empty pipe" -- "$LONGCTX" data import --text <(true) --
 expect_in "$OUT/stderr" "the --text inputs held no bytes" "says it held nothing"
 [ ! -e empty_pipe.h5 ] && [ ! -e empty_pipe.h5.tmp ] && pass "... and writes nothing" || fail "empty_pipe.h5 written"
 expect_exit 2 "import - twice" -- "$LONGCTX" data import --text - - --out twice.h5 --quiet </dev/null
-expect_exit 3 "import a character device" -- "$LONGCTX" data import --text /dev/null --out null.h5 --quiet
+expect_exit 3 "import a character device" -- "$LONGCTX" data import --text /dev/null --out from_device.h5 --quiet
 expect_in "$OUT/stderr" "/dev/null: is a character device; give a regular file, a pipe or - \(standard input\)" "says what it is"
 rm -f streamed.h5 named.fifo
 # Rank-0-only work under mpirun that outlasts --comm-timeout: the other ranks wait for it (before: they
