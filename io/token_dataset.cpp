@@ -4,7 +4,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 
 #include "io/atomic_output.hpp"
@@ -45,10 +44,10 @@ TokenImportStats import_text_files(const std::vector<std::string>& files, const 
       continue;
     }
     check_readable(file);
-    if (std::filesystem::is_directory(file))
-      throw InputError(file + ": is a directory; give the files in it (--text " + file + "/*.txt, for one)");
     struct stat info {};
     if (::stat(file.c_str(), &info) != 0) throw InputError(file + ": no such file");
+    if (S_ISDIR(info.st_mode))
+      throw InputError(file + ": is a directory; give the files in it (--text " + file + "/*.txt, for one)");
     if (S_ISFIFO(info.st_mode)) {
       streams = true;
       continue;
