@@ -47,6 +47,7 @@ hid_t file_type_of(ElementType type) {
     case ElementType::f64: return H5T_IEEE_F64LE;
     case ElementType::u8: return H5T_STD_U8LE;
     case ElementType::i8: return H5T_STD_I8LE;
+    case ElementType::u16: return H5T_STD_U16LE;
     case ElementType::i32: return H5T_STD_I32LE;
     case ElementType::i64: return H5T_STD_I64LE;
     case ElementType::u64: return H5T_STD_U64LE;
@@ -64,6 +65,7 @@ ElementType classify(hid_t type) {
   } else if (type_class == H5T_INTEGER) {
     const bool is_signed = H5Tget_sign(type) == H5T_SGN_2;
     if (bytes == 1) return is_signed ? ElementType::i8 : ElementType::u8;
+    if (bytes == 2 && !is_signed) return ElementType::u16;
     if (bytes == 4 && is_signed) return ElementType::i32;
     if (bytes == 8) return is_signed ? ElementType::i64 : ElementType::u64;
   } else if (type_class == H5T_STRING) {
@@ -265,6 +267,7 @@ std::string to_string(ElementType type) {
     case ElementType::f64: return "float64";
     case ElementType::u8: return "uint8";
     case ElementType::i8: return "int8";
+    case ElementType::u16: return "uint16";
     case ElementType::i32: return "int32";
     case ElementType::i64: return "int64";
     case ElementType::u64: return "uint64";
@@ -281,6 +284,7 @@ hid_t native_type(ElementType type) {
     case ElementType::f64: return H5T_NATIVE_DOUBLE;
     case ElementType::u8: return H5T_NATIVE_UINT8;
     case ElementType::i8: return H5T_NATIVE_INT8;
+    case ElementType::u16: return H5T_NATIVE_UINT16;
     case ElementType::i32: return H5T_NATIVE_INT32;
     case ElementType::i64: return H5T_NATIVE_INT64;
     case ElementType::u64: return H5T_NATIVE_UINT64;

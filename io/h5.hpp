@@ -70,7 +70,7 @@ class Handle {
 };
 
 // ---- element types ------------------------------------------------------------------------------------
-enum class ElementType { f16, f32, f64, u8, i8, i32, i64, u64, string, other };
+enum class ElementType { f16, f32, f64, u8, i8, u16, i32, i64, u64, string, other };
 using longctx::to_string;
 std::string to_string(ElementType type);
 hid_t native_type(ElementType type);  // memory type for numeric types (f16 has none: read as f32)
@@ -79,6 +79,7 @@ template <> inline ElementType element_type_of<float>() { return ElementType::f3
 template <> inline ElementType element_type_of<double>() { return ElementType::f64; }
 template <> inline ElementType element_type_of<uint8_t>() { return ElementType::u8; }
 template <> inline ElementType element_type_of<int8_t>() { return ElementType::i8; }
+template <> inline ElementType element_type_of<uint16_t>() { return ElementType::u16; }
 template <> inline ElementType element_type_of<int32_t>() { return ElementType::i32; }
 template <> inline ElementType element_type_of<int64_t>() { return ElementType::i64; }
 template <> inline ElementType element_type_of<uint64_t>() { return ElementType::u64; }

@@ -1,121 +1,20 @@
 #include "io/token_dataset.hpp"
 
-#include <sys/stat.h>
+#include <algorithm>
+#include <optional>
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
-
-#include "io/atomic_output.hpp"
 #include "io/durable.hpp"
 #include "runtime/core/log.hpp"
 
 namespace longctx::io {
-namespace {
-
-// What a file that starts with `head` is, where it is a known binary container (its bytes would go in as
-// tokens as they are: a compressed corpus trains on the compressed stream); "" otherwise.
-std::string binary_kind(const std::string& head) {
-  static const std::pair<const char*, const char*> kSignatures[] = {
-      {"\x89HDF\r\n\x1a\n", "an HDF5 file"}, {"\x93NUMPY", "a NumPy .npy file"}, {"\x1f\x8b", "a gzip file"},
-      {"PK\x03\x04", "a zip file"}, {"BZh", "a bzip2 file"}, {"\xfd" "7zXZ", "an xz file"},
-      {"\x28\xb5\x2f\xfd", "a zstd file"}, {"\x89PNG", "a PNG image"}, {"\x7f" "ELF", "an executable"},
-      {"%PDF-", "a PDF"}};
-  for (const auto& [signature, kind] : kSignatures)
-    if (head.compare(0, std::strlen(signature), signature) == 0) return kind;
-  return "";
-}
-
-}  // namespace
-
-TokenImportStats import_text_files(const std::vector<std::string>& files, const std::string& out_path) {
-  if (files.empty()) throw UsageError("data import: no input files");
-  check_hdf5_output_path("out", out_path, kTokenFormat);
-  // Regular files, and streams: a pipe (`--text <(zcat a.gz)`, a FIFO) or `-`, standard input (before:
-  // refused as "not a regular file", so a compressed corpus had to be unpacked to disk first).
-  const auto name_of = [](const std::string& file) { return file == "-" ? std::string("standard input") : file; };
-  int64_t expected = 0;  // the chunk need not exceed the corpus (a 12-byte corpus made a 1 MiB file)
-  bool streams = false;
-  int standard_input = 0;
-  for (const std::string& file : files) {
-    if (file == "-") {
-      if (++standard_input > 1) throw UsageError("--text: '-' (standard input) is given more than once");
-      streams = true;
-      continue;
-    }
-    check_readable(file);
-    struct stat info {};
-    if (::stat(file.c_str(), &info) != 0) throw InputError(file + ": no such file");
-    if (S_ISDIR(info.st_mode))
-      throw InputError(file + ": is a directory; give the files in it (--text " + file + "/*.txt, for one)");
-    if (S_ISFIFO(info.st_mode)) {
-      streams = true;
-      continue;
-    }
-    if (!S_ISREG(info.st_mode))
-      throw InputError(file + ": is " + non_regular_kind(file) + "; give a regular file, a pipe or - (standard input)");
-    if (same_file(file, out_path) || same_file(file, out_path + ".tmp"))
-      throw UsageError("--text " + file + " is --out " + out_path + " (or its .tmp); write the dataset elsewhere");
-    expected += static_cast<int64_t>(info.st_size);
-  }
-  if (expected == 0 && !streams) throw InputError("data import: the --text files hold no bytes: nothing to train on");
-  AtomicOutput output(out_path);
-  h5::File& out = output.file();
-  h5::DatasetOptions options;
-  options.chunk = {streams ? int64_t{1} << 20 : std::min(expected, int64_t{1} << 20)};
-  options.fletcher32 = true;
-  options.max_dims = {-1};
-  h5::Dataset tokens = out.create_dataset("tokens", h5::ElementType::u8, {0}, options);
-
-  TokenImportStats stats;
-  std::vector<int64_t> offsets = {0};
-  std::vector<char> buffer(size_t{16} << 20);
-  // On long imports; a stream's size is known only at its end.
-  log::ByteProgress progress("data import", streams ? log::ByteProgress::kUnknownTotal : static_cast<uint64_t>(expected));
-  for (const std::string& file : files) {
-    std::ifstream in(file == "-" ? "/dev/stdin" : file, std::ios::binary);
-    if (!in) throw InputError(name_of(file) + ": cannot be read (" + std::strerror(errno) + ")");
-    bool first = true;  // its first bytes tell a binary container (read, not seeked back: a pipe cannot)
-    while (in) {
-      in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-      const int64_t got = static_cast<int64_t>(in.gcount());
-      if (got == 0) break;
-      if (first) {
-        const std::string kind = binary_kind(std::string(buffer.data(), static_cast<size_t>(std::min<int64_t>(got, 8))));
-        if (!kind.empty())
-          log::warn(name_of(file) + " looks like " + kind + ": its bytes are imported as they are, as byte tokens "
-                    "(decompress or convert it to text first, if that is not what you want)");
-        first = false;
-      }
-      tokens.set_extent({stats.tokens + got});
-      h5::Dataspace space = tokens.file_space();
-      space.select_box({stats.tokens}, {got});
-      tokens.write(H5T_NATIVE_UINT8, h5::Dataspace::simple({got}), space, buffer.data());
-      stats.tokens += got;
-      progress.update(static_cast<uint64_t>(stats.tokens));
-    }
-    if (in.bad()) throw InputError(name_of(file) + ": read error");
-    offsets.push_back(stats.tokens);
-    ++stats.documents;
-  }
-  if (stats.tokens == 0) throw InputError("data import: the --text inputs held no bytes: nothing to train on");
-  h5::Dataset offsets_dataset =
-      out.create_dataset("doc_offsets", h5::ElementType::i64, {static_cast<int64_t>(offsets.size())});
-  h5::Dataspace all = offsets_dataset.file_space();
-  offsets_dataset.write(H5T_NATIVE_INT64, all, all, offsets.data());
-  out.write_attribute("format", std::string(kTokenFormat));
-  out.write_attribute("format_version", kTokenFormatVersion);
-  out.write_attribute("vocab", int64_t{256});
-  out.write_attribute("token_count", stats.tokens);
-  out.write_attribute("document_count", stats.documents);
-  output.commit();
-  return stats;
-}
 
 TokenReader::TokenReader(const std::string& path, MPI_Comm comm)
     : path_(path), file_(h5::File::open(path, h5::Mode::read, comm)) {
-  if (!file_.has_attribute("format") || file_.read_string_attribute("format") != kTokenFormat)
-    throw InputError(path_ + ": not a longctx token dataset (format attribute is not '" + kTokenFormat + "')");
+  if (!file_.has_attribute("format"))
+    throw InputError(path_ + ": not a longctx token dataset (no format attribute; `longctx data import` makes one)");
+  if (const std::string format = file_.read_string_attribute("format"); format != kTokenFormat)
+    throw InputError(path_ + ": not a longctx token dataset (its format is '" + log::printable(format, "") + "', not '" +
+                     kTokenFormat + "')");
   const int64_t version = file_.read_int64_attribute("format_version");
   if (version != kTokenFormatVersion)
     throw InputError(path_ + ": format_version is " + std::to_string(version) + ", this build reads " +
@@ -123,8 +22,8 @@ TokenReader::TokenReader(const std::string& path, MPI_Comm comm)
   tokens_ = file_.open_dataset("tokens");
   tokens_.require_rank(1, 1);
   const h5::ElementType type = tokens_.element_type();
-  if (type != h5::ElementType::u8 && type != h5::ElementType::i32)
-    throw InputError(tokens_.where().describe() + ": dtype " + tokens_.dtype_name() + ", expected uint8 or int32");
+  if (type != h5::ElementType::u8 && type != h5::ElementType::u16 && type != h5::ElementType::i32)
+    throw InputError(tokens_.where().describe() + ": dtype " + tokens_.dtype_name() + ", expected uint8, uint16 or int32");
   token_count_ = tokens_.shape()[0];
   // Storage never written (missing chunks, a VDS source or external file that is not there) reads as
   // fill values without an error: training and evaluation would run on zeros.
@@ -212,6 +111,88 @@ std::vector<int64_t> TokenReader::document_offsets() const {
   h5::Dataspace all = offsets.file_space();
   offsets.read(H5T_NATIVE_INT64, all, all, out.data(), h5::Transfer::independent);
   return out;
+}
+
+TokenVerifyReport verify_tokens(const std::string& path) {
+  TokenVerifyReport report;
+  report.path = path;
+  std::optional<TokenReader> opened;
+  try {
+    opened.emplace(path);
+  } catch (const Error& e) {  // not there, not readable, not a token dataset: said as it is
+    report.problems.push_back(e.what());
+    return report;
+  }
+  report.opened = true;
+  const TokenReader& reader = *opened;
+  report.tokens = reader.token_count();
+  report.documents = reader.document_count();
+  report.vocab = reader.vocab();
+  std::optional<size_t> outside_problem;  // the problem that names the first id outside the vocabulary
+  const auto scan = [&](int64_t begin, const std::vector<int32_t>& ids) {
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const int64_t id = ids[i];
+      if ((id < 0 || id >= report.vocab) && report.outside++ == 0) {
+        outside_problem = report.problems.size();
+        report.problems.push_back(path + ": /tokens[" + std::to_string(begin + static_cast<int64_t>(i)) + "] = " +
+                                  std::to_string(id) + " is outside [0, vocab=" + std::to_string(report.vocab) + ")");
+      }
+      report.smallest_id = report.smallest_id < 0 ? id : std::min(report.smallest_id, id);
+      report.largest_id = std::max(report.largest_id, id);
+    }
+  };
+  // A block that does not read (a checksum mismatch, say) is read again in small pieces, so that the
+  // damage is named by the tokens it covers (a damaged chunk's range) and the rest is still checked.
+  constexpr int64_t kBlock = int64_t{1} << 22, kPiece = int64_t{1} << 16;
+  std::vector<std::pair<int64_t, int64_t>> damaged;
+  std::string first_damage;
+  log::ByteProgress progress("data verify " + path, static_cast<uint64_t>(report.tokens));
+  for (int64_t begin = 0; begin < report.tokens; begin += kBlock) {
+    const int64_t end = std::min(report.tokens, begin + kBlock);
+    try {
+      scan(begin, reader.read(begin, end));
+    } catch (const InputError&) {
+      for (int64_t piece = begin; piece < end; piece += kPiece) {
+        const int64_t piece_end = std::min(end, piece + kPiece);
+        try {
+          scan(piece, reader.read(piece, piece_end));
+        } catch (const InputError& e) {
+          if (first_damage.empty()) first_damage = e.what();
+          if (!damaged.empty() && damaged.back().second == piece)
+            damaged.back().second = piece_end;
+          else
+            damaged.emplace_back(piece, piece_end);
+        }
+      }
+    }
+    progress.update(static_cast<uint64_t>(end));
+  }
+  if (report.outside > 1)
+    report.problems[*outside_problem] += " (and " + std::to_string(report.outside - 1) + " more ids outside it)";
+  if (!damaged.empty()) {
+    std::string ranges;
+    for (size_t i = 0; i < damaged.size() && i < 8; ++i)
+      ranges += (i ? ", " : "") + std::string("[") + std::to_string(damaged[i].first) + ", " + std::to_string(damaged[i].second) + ")";
+    if (damaged.size() > 8) ranges += " and " + std::to_string(damaged.size() - 8) + " more range(s)";
+    // HDF5's words for the first, which name the dataset and the filter that refused it.
+    report.problems.push_back(path + ": /tokens " + ranges + " cannot be read (" +
+                              (first_damage.rfind(path, 0) == 0 ? first_damage.substr(path.size() + 2) : first_damage) + ")");
+  }
+  report.ok = report.problems.empty();
+  return report;
+}
+
+std::string TokenVerifyReport::summary() const {
+  if (!opened) return problems.empty() ? path + ": not opened" : problems[0];  // said as it is, not "DAMAGED"
+  if (!ok) {
+    std::string text = path + ": DAMAGED:";
+    for (const std::string& problem : problems) text += " " + problem + ";";
+    text.pop_back();
+    return text;
+  }
+  return path + ": ok (" + std::to_string(tokens) + " tokens in " + std::to_string(documents) + " document(s), ids " +
+         (tokens > 0 ? std::to_string(smallest_id) + ".." + std::to_string(largest_id) : std::string("none")) +
+         " of vocab " + std::to_string(vocab) + ")";
 }
 
 }  // namespace longctx::io

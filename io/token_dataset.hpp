@@ -1,10 +1,11 @@
 // Token datasets for training (`longctx data import`, byte-level tokens).
 //
 // Layout (format "longctx-tokens", format_version 1):
-//   /tokens       uint8 [T] (int32 also accepted by the reader): every document's bytes, concatenated;
-//                 chunked (1 MiB) with Fletcher32
+//   /tokens       [T] every document's tokens, concatenated: uint8 (bytes of text), or for ids a tokenizer
+//                 wrote the smallest of uint8, uint16 and int32 that holds the vocabulary; chunked (up
+//                 to 1 MiB) with Fletcher32
 //   /doc_offsets  int64 [D+1]: document d is tokens[doc_offsets[d], doc_offsets[d+1])
-//   root attributes: format, format_version, vocab (256), token_count, document_count
+//   root attributes: format, format_version, vocab (256 for text), token_count, document_count
 //
 // Training sequences are consecutive windows of the token stream: sequence i has inputs
 // tokens[i*L, i*L + L) and targets tokens[i*L + 1, i*L + L + 1), so there are (T - 1) / L of them.
@@ -29,12 +30,31 @@ inline constexpr int64_t kTokenFormatVersion = 1;
 struct TokenImportStats {
   int64_t documents = 0;
   int64_t tokens = 0;
+  int64_t vocab = 256;
+  int64_t largest_id = -1;  // of import_token_ids
+  std::string storage;      // /tokens' dtype
 };
 
 // Reads each file as bytes (one document per file) into `out_path`, streaming (bounded memory), through
 // a temporary that is renamed on success. One process (serial). A file is a regular file, a pipe (a FIFO,
 // `<(zcat a.gz)`) or "-", standard input. A missing or unreadable input -> InputError naming it.
 TokenImportStats import_text_files(const std::vector<std::string>& files, const std::string& out_path);
+
+// The dtypes IdImportOptions::dtype may name, "uint8|int8|...", and whether `name` is one.
+std::string id_dtype_names();
+bool is_id_dtype(const std::string& name);
+
+struct IdImportOptions {
+  std::string dtype;  // of raw files: uint8|int8|uint16|int16|uint32|int32|uint64|int64; "": .npy files only
+  int64_t vocab = 0;  // 0: the largest id + 1
+};
+
+// Token ids a tokenizer wrote, one document per input: raw little-endian integers of options.dtype, or
+// NumPy .npy files (their header gives the dtype; any shape in C order, read as its elements in order).
+// Each id is checked against [0, vocab) (refused with its file and index: InputError); stored as the
+// smallest of uint8, uint16 and int32 that holds the vocabulary. Streams and the temporary as above.
+TokenImportStats import_token_ids(const std::vector<std::string>& files, const IdImportOptions& options,
+                                  const std::string& out_path);
 
 struct SequenceRows {
   std::vector<int32_t> inputs;   // tokens[i*L + a, i*L + b)
@@ -61,6 +81,11 @@ class TokenReader {
   // first + b), targets one on); a window past the stream or rows beyond seq_len -> InputError naming the file.
   SequenceRows read_window_rows(int64_t first, int64_t seq_len, RowRange rows) const;
   std::vector<int64_t> document_offsets() const;
+  // /tokens as stored: its dtype ("uint8", "uint16", "int32"), bytes on disk, Fletcher32 or not.
+  std::string token_dtype() const { return tokens_.dtype_name(); }
+  int64_t storage_bytes() const { return tokens_.storage_bytes(); }
+  bool checksummed() const { return tokens_.checksummed(); }
+  int64_t format_version() const { return kTokenFormatVersion; }
 
  private:
   void check_metadata() const;
@@ -71,5 +96,19 @@ class TokenReader {
   int64_t document_count_ = 0;
   int64_t vocab_ = 256;
 };
+
+// `data verify`: every token read (Fletcher32 checked) and each id checked against [0, vocab).
+struct TokenVerifyReport {
+  std::string path;
+  bool ok = false;
+  bool opened = false;  // as a token dataset (not: missing, unreadable, another kind of file)
+  int64_t tokens = 0, documents = 0, vocab = 0;
+  int64_t smallest_id = -1, largest_id = -1;  // -1: none read
+  int64_t outside = 0;                        // ids outside [0, vocab)
+  std::vector<std::string> problems;
+  std::string summary() const;  // "PATH: ok (...)" or "PATH: DAMAGED: problem; ..."
+};
+// Problems are reported, not thrown (a file that does not open is one).
+TokenVerifyReport verify_tokens(const std::string& path);
 
 }  // namespace longctx::io

@@ -2,6 +2,7 @@
 longctx_mpi_test(test_io_rows SOURCES test_io_rows.cpp DEPS longctx_io RANKS 1 2 3 4)
 longctx_mpi_test(test_io_checkpoint SOURCES test_io_checkpoint.cpp DEPS longctx_io RANKS 1 2 3 4)
 longctx_mpi_test(test_io_dump_tokens SOURCES test_io_dump_tokens.cpp DEPS longctx_io RANKS 1 2 3 4)
+longctx_mpi_test(test_io_token_import SOURCES test_io_token_import.cpp DEPS longctx_io RANKS 1)
 
 # An outside reader: h5py (Debian python3-h5py) reads a checkpoint and a dump written by 1 and 3 ranks.
 add_executable(io_h5py_writer io_h5py_writer.cpp)

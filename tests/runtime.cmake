@@ -18,6 +18,7 @@ longctx_cli_test(cli_attend attend.sh)
 longctx_cli_test(cli_untimed_calls untimed_calls.sh)
 set_tests_properties(cli_untimed_calls PROPERTIES SKIP_RETURN_CODE 77)
 longctx_cli_test(cli_bench bench.sh)
+longctx_cli_test(cli_data data.sh)
 add_test(NAME cli_ckpt_and_data COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/ckpt_and_data.sh $<TARGET_FILE:longctx> $<TARGET_FILE:io_h5py_writer>)
 set_tests_properties(cli_ckpt_and_data PROPERTIES TIMEOUT 600 PROCESSORS 2
   ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMP_NUM_THREADS=1")

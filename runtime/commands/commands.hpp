@@ -12,6 +12,8 @@ Command bench_comm_command();
 Command ckpt_inspect_command();
 Command ckpt_verify_command();
 Command data_import_command();
+Command data_inspect_command();
+Command data_verify_command();
 Command train_command();
 
 // `train`'s SIGUSR1 / SIGTERM handlers (finish the step, checkpoint, exit 75). main() installs them before

@@ -1,42 +1,189 @@
-// `longctx data import --text FILES... --out corpus.h5`: byte-level token dataset (one document per file),
-// written through a temporary and renamed on success.
+// `longctx data import` (text files as byte tokens, or token ids a tokenizer wrote), `data inspect` and
+// `data verify`: the token datasets `train` reads (data.task=file). Rank 0 does the work under mpirun.
+#include <algorithm>
 #include <iostream>
+#include <sstream>
 
 #include "io/durable.hpp"
 #include "io/token_dataset.hpp"
+#include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/core/log.hpp"
 
 namespace longctx::cli {
 namespace {
 
-void declare(po::options_description& desc, po::positional_options_description&) {
+std::string shown(const std::string& text) { return log::printable(text, ""); }
+std::string json_bool(bool value) { return value ? "true" : "false"; }
+
+void declare_import(po::options_description& desc, po::positional_options_description&) {
   desc.add_options()
-      ("text", po::value<std::vector<std::string>>()->multitoken()->required(), "text files, one document each: regular files, pipes (a FIFO, <(zcat a.gz)) or - (standard input)")
+      ("text", po::value<std::vector<std::string>>()->multitoken(), "text files (this or --ids), one document each, as byte tokens (vocab 256): regular files, pipes (a FIFO, <(zcat a.gz)) or - (standard input)")
+      ("ids", po::value<std::vector<std::string>>()->multitoken(), "token ids a tokenizer wrote (this or --text), one document per file (files, pipes or -): NumPy .npy files (dtype from their header; any shape, in C order) or raw little-endian integers of --ids-dtype (nanoGPT's train.bin, Megatron's .bin)")
+      ("ids-dtype", po::value<std::string>()->default_value(""), "dtype of raw --ids files: uint8|int8|uint16|int16|uint32|int32|uint64|int64 (.npy files say their own)")
+      ("vocab", po::value<int64_t>()->default_value(0), "with --ids: the tokenizer's vocabulary size; every id must be below it, and /tokens is stored as the smallest of uint8, uint16, int32 that holds it (0: the largest id + 1, stored by the inputs' dtypes). train's model.vocab must be at least this")
       ("out", po::value<std::string>()->required(), "token file to write (HDF5)");
 }
 
 // In the config phase, where every rank agrees: "longctx: error: ..." as for the other options' errors (before:
 // in the run, "[longctx error r0] --text: empty path").
-void check(const Invocation& invocation) {
-  for (const std::string& file : invocation.options["text"].as<std::vector<std::string>>())
-    if (file.empty()) throw UsageError("--text: empty path", "text");
+void check_import(const Invocation& invocation) {
+  const auto& options = invocation.options;
+  const bool text = options.count("text") > 0, ids = options.count("ids") > 0;
+  if (text == ids)
+    throw UsageError(text ? "give --text or --ids, not both (a dataset holds one kind of token)"
+                          : "data import needs --text FILES (byte tokens) or --ids FILES (token ids a tokenizer wrote)");
+  const std::string option = text ? "text" : "ids";
+  for (const std::string& file : options[option].as<std::vector<std::string>>())
+    if (file.empty()) throw UsageError("--" + option + ": empty path", option);
+  if (text && !options["ids-dtype"].defaulted()) throw UsageError("--ids-dtype goes with --ids, not --text", "ids-dtype");
+  if (text && !options["vocab"].defaulted()) throw UsageError("--vocab goes with --ids; text is byte tokens, vocab 256", "vocab");
+  const int64_t vocab = options["vocab"].as<int64_t>();
+  if (vocab < 0 || vocab > (int64_t{1} << 31))
+    throw UsageError("--vocab " + std::to_string(vocab) + ": it must be in [1, 2^31] (ids are read as int32), or 0", "vocab");
+  const std::string dtype = options["ids-dtype"].as<std::string>();
+  if (!dtype.empty() && !io::is_id_dtype(dtype)) throw UsageError("--ids-dtype " + dtype + ": one of " + io::id_dtype_names(), "ids-dtype");
 }
 
-int run(Invocation& invocation) {
-  const auto files = invocation.options["text"].as<std::vector<std::string>>();
-  const std::string out = io::output_target(invocation.options["out"].as<std::string>());
+int run_import(Invocation& invocation) {
+  const auto& options = invocation.options;
+  const bool text = options.count("text") > 0;
+  const auto files = options[text ? "text" : "ids"].as<std::vector<std::string>>();
+  const std::string out = io::output_target(options["out"].as<std::string>());
   return run_on_rank0(invocation, [&] {
-    const io::TokenImportStats stats = io::import_text_files(files, out);
-    std::cout << "imported " << stats.documents << " document(s), " << stats.tokens << " byte tokens -> " << out << "\n";
+    if (text) {
+      const io::TokenImportStats stats = io::import_text_files(files, out);
+      std::cout << "imported " << stats.documents << " document(s), " << stats.tokens << " byte tokens -> " << out << "\n";
+      return 0;
+    }
+    io::IdImportOptions id_options;
+    id_options.dtype = options["ids-dtype"].as<std::string>();
+    id_options.vocab = options["vocab"].as<int64_t>();
+    const io::TokenImportStats stats = io::import_token_ids(files, id_options, out);
+    std::cout << "imported " << stats.documents << " document(s), " << stats.tokens << " tokens -> " << out << "\n  ids up to "
+              << stats.largest_id << "; vocab " << stats.vocab
+              << (id_options.vocab > 0 ? "" : " (the largest id + 1; --vocab sets the tokenizer's)") << "; stored as "
+              << stats.storage << "\n";
     return 0;
+  });
+}
+
+// ---- inspect ------------------------------------------------------------------------------------------
+void declare_inspect(po::options_description& desc, po::positional_options_description& positional) {
+  desc.add_options()("path", po::value<std::string>(), "token dataset (from `longctx data import`)")
+      ("seq-len", po::value<int64_t>()->default_value(0), "also say how many training and held-out sequences of this length (data.seq_len) it holds")
+      ("json", po::bool_switch(), "print one JSON object: path, format_version, vocab, tokens, documents, dtype, "
+       "storage_bytes, fletcher32, document_tokens ({min, median, max}), and with --seq-len sequences "
+       "({seq_len, total, train, held_out})");
+  positional.add("path", 1);
+}
+
+void require_dataset_path(const Invocation& invocation) {
+  const auto& given = invocation.options;
+  bool missing = !given.count("path");
+  if (!missing && given["path"].value().type() == typeid(std::string))
+    missing = given["path"].as<std::string>().empty();
+  else if (!missing)
+    for (const std::string& path : given["path"].as<std::vector<std::string>>()) missing = missing || path.empty();
+  if (missing)
+    throw UsageError("longctx " + invocation.command.name + " needs a token dataset: longctx " + invocation.command.name +
+                     " " + invocation.command.positional);
+  if (given.count("seq-len") && given["seq-len"].as<int64_t>() < 0)
+    throw UsageError("--seq-len " + std::to_string(given["seq-len"].as<int64_t>()) + ": it must be positive (0: not asked)", "seq-len");
+}
+
+int run_inspect(Invocation& invocation) {
+  const std::string path = invocation.options["path"].as<std::string>();
+  const int64_t seq_len = invocation.options["seq-len"].as<int64_t>();
+  const bool json = invocation.options["json"].as<bool>();
+  return run_on_rank0(invocation, [&] {
+    const io::TokenReader reader(path);
+    const std::vector<int64_t> offsets = reader.document_offsets();
+    std::vector<int64_t> lengths;
+    for (size_t i = 1; i < offsets.size(); ++i) lengths.push_back(offsets[i] - offsets[i - 1]);
+    std::sort(lengths.begin(), lengths.end());
+    const int64_t shortest = lengths.empty() ? 0 : lengths.front(), longest = lengths.empty() ? 0 : lengths.back();
+    const int64_t median = lengths.empty() ? 0 : lengths[(lengths.size() - 1) / 2];
+    // train's split (runtime/train/data.cpp): the last 1/20 of the sequences of data.seq_len are held out
+    // for evaluation, at least one when there are two.
+    const int64_t total = seq_len > 0 ? reader.sequence_count(seq_len) : 0;
+    const int64_t held_out = total >= 2 ? std::max<int64_t>(1, total / 20) : 0;
+    if (json) {
+      std::cout << "{\"path\": " << json_string(path) << ", \"format_version\": " << reader.format_version()
+                << ", \"vocab\": " << reader.vocab() << ", \"tokens\": " << reader.token_count()
+                << ", \"documents\": " << reader.document_count() << ", \"dtype\": " << json_string(reader.token_dtype())
+                << ", \"storage_bytes\": " << reader.storage_bytes() << ", \"fletcher32\": " << json_bool(reader.checksummed())
+                << ", \"document_tokens\": {\"min\": " << shortest << ", \"median\": " << median << ", \"max\": " << longest << "}";
+      if (seq_len > 0)
+        std::cout << ", \"sequences\": {\"seq_len\": " << seq_len << ", \"total\": " << total << ", \"train\": "
+                  << total - held_out << ", \"held_out\": " << held_out << "}";
+      std::cout << "}\n";
+      return 0;
+    }
+    std::cout << "token dataset " << shown(path) << "\n"
+              << "  format_version " << reader.format_version() << "  vocab " << reader.vocab() << "  tokens "
+              << reader.token_count() << " (" << reader.token_dtype() << ", " << human_bytes(reader.storage_bytes())
+              << " stored" << (reader.checksummed() ? ", fletcher32" : "") << ")\n"
+              << "  documents " << reader.document_count() << "  tokens per document: min " << shortest << ", median "
+              << median << ", max " << longest << "\n";
+    if (seq_len > 0) {
+      std::cout << "  at seq_len " << seq_len << ": " << total << " sequence(s), " << total - held_out << " to train on, "
+                << held_out << " held out for evaluation (the last 1/20)\n";
+      if (total < 1)
+        std::cout << "  (train needs at least seq_len + 1 = " << seq_len + 1 << " tokens: this dataset is too short for it)\n";
+      else if (held_out == 0)
+        std::cout << "  (with one sequence none is held out: evaluation would score the training sequence)\n";
+    }
+    return 0;
+  });
+}
+
+// ---- verify -------------------------------------------------------------------------------------------
+void declare_verify(po::options_description& desc, po::positional_options_description& positional) {
+  desc.add_options()("path", po::value<std::vector<std::string>>()->multitoken(), "token datasets")
+      ("json", po::bool_switch(), "print one JSON object per dataset: path, ok, tokens, documents, vocab, smallest_id, "
+       "largest_id (-1: none read), outside (ids outside [0, vocab)), problems ([text]); the exit code as without it");
+  positional.add("path", -1);
+}
+
+int run_verify(Invocation& invocation) {
+  const auto paths = invocation.options["path"].as<std::vector<std::string>>();
+  const bool json = invocation.options["json"].as<bool>();
+  return run_on_rank0(invocation, [&] {
+    bool ok = true;
+    for (const std::string& path : paths) {
+      const io::TokenVerifyReport report = io::verify_tokens(path);
+      ok = ok && report.ok;
+      if (!json) {
+        std::cout << shown(report.summary()) << "\n";
+        continue;
+      }
+      std::string problems;
+      for (const std::string& problem : report.problems) problems += (problems.empty() ? "" : ", ") + json_string(problem);
+      std::cout << "{\"path\": " << json_string(path) << ", \"ok\": " << json_bool(report.ok) << ", \"tokens\": " << report.tokens
+                << ", \"documents\": " << report.documents << ", \"vocab\": " << report.vocab << ", \"smallest_id\": "
+                << report.smallest_id << ", \"largest_id\": " << report.largest_id << ", \"outside\": " << report.outside
+                << ", \"problems\": [" << problems << "]}\n";
+    }
+    return ok ? 0 : static_cast<int>(ExitCode::bad_input);
   });
 }
 
 }  // namespace
 
 Command data_import_command() {
-  return {"data import", "turn text files into a byte-level token dataset for `train` (data.task=file)", "", declare, run, check};
+  return {"data import", "turn text files (byte tokens) or a tokenizer's ids (.npy or raw) into a token dataset for `train` (data.task=file)",
+          "", declare_import, run_import, check_import};
+}
+
+Command data_inspect_command() {
+  return {"data inspect", "print a token dataset's vocabulary, tokens, documents and storage (with --seq-len: its training and held-out sequences)",
+          "FILE", declare_inspect, run_inspect, require_dataset_path};
+}
+
+Command data_verify_command() {
+  return {"data verify", "read every token of token datasets: checksums, and every id below the vocabulary; exit 3 on damage",
+          "FILE...", declare_verify, run_verify, require_dataset_path};
 }
 
 }  // namespace longctx::cli

@@ -11,6 +11,8 @@ const std::vector<Command>& all_commands() {
       ckpt_inspect_command(),
       ckpt_verify_command(),
       data_import_command(),
+      data_inspect_command(),
+      data_verify_command(),
       train_command(),
   };
   return commands;

@@ -87,9 +87,9 @@ expect_in "$OUT/stderr" "train.ini line 1: 'seed' ignored: an option of bench at
   "a top-level seed in a train config: did you mean [train] seed?"
 expect_in "$OUT/stderr" "train.ini line 2: 'threads' ignored: an option of attend, bench attention, not of 'longctx train'; did you mean \[train\] threads\?" \
   "and threads: [train] threads"
-printf 'seed = 42\nthreads = 1\nseq-len = 4K\ncomm-timeout = 38\n' >"$OUT/bench.ini"
+printf 'seed = 42\nthreads = 1\nhead-dim = 32\ncomm-timeout = 38\n' >"$OUT/bench.ini"
 expect_exit 0 "a bench attention config for info" -- "$LONGCTX" info --config "$OUT/bench.ini"
-expect_in "$OUT/stderr" "bench.ini: keys ignored by 'longctx info' \(options of bench attention only\): seed, seq-len$" \
+expect_in "$OUT/stderr" "bench.ini: keys ignored by 'longctx info' \(options of bench attention only\): seed, head-dim$" \
   "names the keys and their command"
 expect_in "$OUT/stderr" "bench.ini: keys ignored by 'longctx info' \(options of attend, bench attention only\): threads$" \
   "one line per set of commands"

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# longctx data import --ids (a tokenizer's ids: .npy or raw little-endian), data inspect and data verify,
+# checked with numpy / h5py, and train reading the ids.
+LONGCTX=$1
+source "$(dirname "$0")/lib.sh"
+cd "$OUT"
+
+/usr/bin/python3 - <<'PY' || { echo "numpy could not write the inputs"; exit 1; }
+import numpy as np
+rng = np.random.default_rng(7)
+np.save("a.npy", rng.integers(0, 1000, size=3000).astype(np.uint16))
+np.save("b.npy", np.arange(12, dtype=np.int64).reshape(3, 4))      # rows one after another
+rng.integers(0, 1000, size=500).astype("<u2").tofile("raw.bin")    # nanoGPT's train.bin layout
+np.save("far.npy", np.array([5, 999, 1000, 7], dtype=np.int32))
+np.save("float.npy", np.array([1.0, 2.0]))
+PY
+
+# ---- import ----
+expect_exit 0 "import two .npy files" -- "$LONGCTX" data import --ids a.npy b.npy --vocab 1000 --out ab.h5 --quiet
+expect_in "$OUT/stdout" "2 document\(s\), 3012 tokens -> ab.h5" "says documents and tokens"
+expect_in "$OUT/stdout" "vocab 1000; stored as uint16" "says the vocabulary and the storage"
+/usr/bin/python3 - <<'PY' && pass "h5py reads every id, the document offsets and the attributes" || fail "stored ids differ"
+import h5py, numpy as np, sys
+with h5py.File("ab.h5", "r") as f:
+    want = np.concatenate([np.load("a.npy").astype(np.int64), np.load("b.npy").ravel()])
+    t = f["tokens"]
+    ok = (t.dtype == np.uint16 and np.array_equal(t[...].astype(np.int64), want)
+          and list(f["doc_offsets"][...]) == [0, 3000, 3012] and f.attrs["vocab"] == 1000
+          and f.attrs["token_count"] == 3012 and f.attrs["document_count"] == 2 and t.fletcher32)
+sys.exit(0 if ok else 1)
+PY
+expect_exit 0 "raw ids from standard input" -- sh -c "\"$LONGCTX\" data import --ids - --ids-dtype uint16 --vocab 1000 --out stdin.h5 --quiet <raw.bin"
+mkfifo ids.fifo
+timeout 60 sh -c 'cat raw.bin >ids.fifo' </dev/null >/dev/null 2>&1 &
+expect_exit 0 "raw ids from a FIFO and a file" -- "$LONGCTX" data import --ids ids.fifo raw.bin --ids-dtype uint16 --vocab 1000 --out fifo.h5 --quiet
+expect_in "$OUT/stdout" "2 document\(s\), 1000 tokens" "... both read whole"
+/usr/bin/python3 -c "
+import h5py, numpy as np, sys
+raw = np.fromfile('raw.bin', dtype='<u2')
+with h5py.File('stdin.h5') as s, h5py.File('fifo.h5') as f:
+    sys.exit(0 if np.array_equal(s['tokens'][...], raw) and np.array_equal(f['tokens'][...], np.concatenate([raw, raw])) else 1)
+" && pass "... and stored exactly" || fail "raw ids stored otherwise"
+expect_exit 0 "without --vocab" -- "$LONGCTX" data import --ids b.npy --out b.h5 --quiet
+expect_in "$OUT/stdout" "ids up to 11; vocab 12 \(the largest id \+ 1" "the vocabulary is the largest id + 1, and said so"
+
+expect_exit 2 "raw ids without --ids-dtype" -- "$LONGCTX" data import --ids raw.bin --out x.h5 --quiet
+expect_in "$OUT/stderr" "raw.bin: not a .npy file; raw token ids need --ids-dtype" "says what is missing"
+expect_exit 3 "an id past --vocab" -- "$LONGCTX" data import --ids a.npy far.npy --vocab 1000 --out x.h5 --quiet
+expect_in "$OUT/stderr" "far.npy: id 1000 at index 2 \(from 0\) is outside \[0, 1000\): --vocab is 1000" "names the file, the id and its index"
+[ ! -e x.h5 ] && [ ! -e x.h5.tmp ] && pass "... and writes nothing" || fail "a refused import left x.h5 or x.h5.tmp"
+expect_exit 3 "float ids" -- "$LONGCTX" data import --ids float.npy --out x.h5 --quiet
+expect_in "$OUT/stderr" "float.npy: dtype '<f8' in its .npy header: token ids must be integers" "says ids must be integers"
+head -c 999 raw.bin >odd.bin
+expect_exit 3 "a raw file of half an id" -- "$LONGCTX" data import --ids odd.bin --ids-dtype uint16 --out x.h5 --quiet
+expect_in "$OUT/stderr" "odd.bin: holds 999 bytes, not a whole number of uint16 ids" "says the file is not whole ids"
+expect_exit 2 "--text and --ids together" -- "$LONGCTX" data import --ids a.npy --text raw.bin --out x.h5 --quiet
+expect_exit 2 "neither --text nor --ids" -- "$LONGCTX" data import --out x.h5 --quiet
+expect_in "$OUT/stderr" "needs --text FILES \(byte tokens\) or --ids FILES" "says what it needs"
+expect_exit 2 "--vocab with --text" -- "$LONGCTX" data import --text raw.bin --vocab 100 --out x.h5 --quiet
+expect_exit 2 "an unknown --ids-dtype" -- "$LONGCTX" data import --ids raw.bin --ids-dtype uint12 --out x.h5 --quiet
+expect_in "$OUT/stderr" "--ids-dtype uint12: one of uint8\|int8\|uint16" "lists the dtypes"
+expect_exit 0 "a .npy given to --text" -- "$LONGCTX" data import --text a.npy --out npytext.h5 --quiet
+expect_in "$OUT/stderr" "looks like a NumPy .npy file: .*go in with --ids instead" "points to --ids"
+
+# ---- inspect ----
+expect_exit 0 "inspect" -- "$LONGCTX" data inspect ab.h5 --seq-len 128 --quiet
+expect_in "$OUT/stdout" "vocab 1000  tokens 3012 \(uint16" "shows vocabulary, tokens and dtype"
+expect_in "$OUT/stdout" "documents 2  tokens per document: min 12, median 12, max 3000" "shows the documents"
+# (3012 - 1) / 128 = 23 sequences; the last 1/20 (at least one) held out.
+expect_in "$OUT/stdout" "at seq_len 128: 23 sequence\(s\), 22 to train on, 1 held out" "counts the sequences train uses"
+expect_exit 0 "inspect --json" -- "$LONGCTX" data inspect ab.h5 --seq-len 128 --json --quiet
+/usr/bin/python3 -c "
+import json, sys
+d = json.loads(open('$OUT/stdout').read())
+sys.exit(0 if (d['vocab'], d['tokens'], d['documents'], d['dtype'], d['sequences']['train'], d['document_tokens']['max']) == (1000, 3012, 2, 'uint16', 22, 3000) else 1)
+" && pass "... one JSON object with the same figures" || fail "inspect --json: $(cat "$OUT/stdout")"
+expect_exit 0 "inspect under mpirun prints once" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" data inspect ab.h5 --quiet
+[ "$(grep -c '^token dataset' "$OUT/stdout")" -eq 1 ] && pass "... one report" || fail "inspect -np 2: $(cat "$OUT/stdout")"
+expect_exit 3 "inspect a missing file" -- "$LONGCTX" data inspect nope.h5 --quiet
+expect_in "$OUT/stderr" "nope.h5: no such file" "says so"
+/usr/bin/python3 -c "
+import h5py
+with h5py.File('other.h5', 'w') as f: f.attrs['format'] = 'longctx-checkpoint'
+"
+expect_exit 3 "inspect another kind of file" -- "$LONGCTX" data inspect other.h5 --quiet
+expect_in "$OUT/stderr" "other.h5: not a longctx token dataset \(its format is 'longctx-checkpoint'" "says what it is"
+
+# ---- verify ----
+expect_exit 0 "verify" -- "$LONGCTX" data verify ab.h5 stdin.h5 --quiet
+expect_in "$OUT/stdout" "ab.h5: ok \(3012 tokens in 2 document\(s\), ids 0\.\.999 of vocab 1000\)" "reports each file"
+cp ab.h5 flipped.h5
+/usr/bin/python3 - <<'PY' || fail "could not flip a byte"
+import h5py
+with h5py.File("flipped.h5", "r") as f:
+    offset = f["tokens"].id.get_chunk_info(0).byte_offset
+with open("flipped.h5", "r+b") as f:
+    f.seek(offset + 100); b = f.read(1); f.seek(offset + 100); f.write(bytes([b[0] ^ 0x01]))
+PY
+expect_exit 3 "verify a flipped byte" -- "$LONGCTX" data verify ab.h5 flipped.h5 --quiet
+expect_in "$OUT/stdout" "flipped.h5: DAMAGED: flipped.h5: /tokens \[0, 3012\) cannot be read \(.*Fletcher32" "names the damaged tokens and the checksum"
+expect_in "$OUT/stdout" "ab.h5: ok" "... and still checks the others"
+cp ab.h5 lowered.h5
+/usr/bin/python3 -c "
+import h5py
+with h5py.File('lowered.h5', 'r+') as f: f.attrs['vocab'] = 500
+"
+expect_exit 3 "verify ids past the vocab attribute" -- "$LONGCTX" data verify lowered.h5 --json --quiet
+/usr/bin/python3 -c "
+import json, sys
+d = json.loads(open('$OUT/stdout').read())
+sys.exit(0 if not d['ok'] and d['outside'] > 0 and 'is outside [0, vocab=500)' in d['problems'][0] else 1)
+" && pass "... --json names them" || fail "verify --json: $(cat "$OUT/stdout")"
+expect_exit 3 "verify a missing file" -- "$LONGCTX" data verify nope.h5 --quiet
+expect_in "$OUT/stdout" "^nope.h5: no such file" "says so, not 'damaged'"
+
+# ---- train on ids ----
+TRAIN=(train --quiet --model.layers 1 --model.dim 16 --model.heads 2 --model.mlp_hidden 16 --model.segment_lengths 32,128
+       --model.dilation_rates 1,2 --data.task file --data.path ab.h5 --data.seq_len 128 --train.steps 2)
+expect_exit 0 "train on uint16 ids at 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" "${TRAIN[@]}" --model.vocab 1000
+expect_in "$OUT/stdout" "step +2  loss [67]\." "loss near ln(1000)"
+expect_exit 2 "train with model.vocab below the file's" -- "$LONGCTX" "${TRAIN[@]}" --model.vocab 999
+expect_in "$OUT/stderr" "model.vocab=999 is smaller than the vocabulary \(1000\) of data.path=ab.h5" "says why"
+finish

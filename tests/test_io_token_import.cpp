@@ -1,0 +1,185 @@
+// data import of token ids (.npy and raw little-endian), data verify, and the reader on each storage
+// dtype. One process: the import is serial.
+#include <mpi.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "io/h5.hpp"
+#include "io/token_dataset.hpp"
+#include "io_test_util.hpp"
+
+namespace longctx::io {
+namespace {
+
+namespace fs = std::filesystem;
+using test::SharedTempDir;
+
+// A .npy file as numpy.save writes it (format 1.0, header padded to 64 bytes, ending in a newline).
+template <class T>
+void write_npy(const std::string& path, const std::string& descr, const std::vector<T>& values, const std::string& shape = "",
+               int version = 1, bool fortran = false) {
+  std::string header = "{'descr': '" + descr + "', 'fortran_order': " + (fortran ? "True" : "False") + ", 'shape': (" +
+                       (shape.empty() ? std::to_string(values.size()) + "," : shape) + "), }";
+  const size_t prefix = 6 + 2 + (version == 1 ? 2 : 4);
+  while ((prefix + header.size() + 1) % 64 != 0) header += ' ';
+  header += '\n';
+  std::ofstream out(path, std::ios::binary);
+  out.write("\x93NUMPY", 6);
+  const char v[2] = {static_cast<char>(version), 0};
+  out.write(v, 2);
+  const uint32_t length = static_cast<uint32_t>(header.size());
+  out.write(reinterpret_cast<const char*>(&length), version == 1 ? 2 : 4);
+  out << header;
+  out.write(reinterpret_cast<const char*>(values.data()), static_cast<std::streamsize>(values.size() * sizeof(T)));
+}
+
+template <class T>
+void write_raw(const std::string& path, const std::vector<T>& values) {
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(values.data()), static_cast<std::streamsize>(values.size() * sizeof(T)));
+}
+
+std::vector<int32_t> all_tokens(const std::string& path) {
+  const TokenReader reader(path);
+  return reader.read(0, reader.token_count());
+}
+
+std::string dtype_of(const std::string& path) { return TokenReader(path).token_dtype(); }
+
+// The error an import throws, "" when it succeeds (then the output must exist).
+template <class Error>
+std::string refusal(const std::vector<std::string>& files, const IdImportOptions& options, const std::string& out) {
+  try {
+    import_token_ids(files, options, out);
+  } catch (const Error& e) {
+    EXPECT_FALSE(fs::exists(out)) << out << " written by a refused import";
+    EXPECT_FALSE(fs::exists(out + ".tmp"));
+    return e.what();
+  }
+  ADD_FAILURE() << "import of " << files.front() << " accepted";
+  return "";
+}
+
+TEST(TokenIds, NpyAndRawInputsAreStoredExactlyInTheSmallestDtype) {
+  SharedTempDir dir;
+  const std::vector<uint16_t> a = {1, 2, 50256, 7};
+  const std::vector<int64_t> b = {0, 9, 3};
+  const std::vector<int32_t> c = {70000, 5};
+  write_npy(dir.file("a.npy"), "<u2", a);
+  write_npy(dir.file("b.npy"), "<i8", b);
+  write_raw(dir.file("c.bin"), c);
+  write_npy(dir.file("matrix.npy"), "<u2", std::vector<uint16_t>{1, 2, 3, 4, 5, 6}, "2, 3");
+
+  IdImportOptions options;
+  options.vocab = 50304;  // GPT-2's, padded: uint16 storage
+  TokenImportStats stats = import_token_ids({dir.file("a.npy"), dir.file("b.npy")}, options, dir.file("ab.h5"));
+  EXPECT_EQ(stats.documents, 2);
+  EXPECT_EQ(stats.tokens, 7);
+  EXPECT_EQ(stats.largest_id, 50256);
+  EXPECT_EQ(stats.vocab, 50304);
+  EXPECT_EQ(stats.storage, "uint16");
+  EXPECT_EQ(all_tokens(dir.file("ab.h5")), (std::vector<int32_t>{1, 2, 50256, 7, 0, 9, 3}));
+  const TokenReader ab(dir.file("ab.h5"));
+  EXPECT_EQ(ab.vocab(), 50304);
+  EXPECT_EQ(ab.document_offsets(), (std::vector<int64_t>{0, 4, 7}));
+  EXPECT_EQ(ab.token_dtype(), "uint16");
+
+  // Without --vocab: the largest id + 1, stored as the inputs' dtypes need (int64 and int32 -> int32).
+  options = {};
+  options.dtype = "int32";  // for the raw file; the .npy says its own
+  stats = import_token_ids({dir.file("c.bin"), dir.file("b.npy")}, options, dir.file("cb.h5"));
+  EXPECT_EQ(stats.vocab, 70001);
+  EXPECT_EQ(dtype_of(dir.file("cb.h5")), "int32");
+  EXPECT_EQ(all_tokens(dir.file("cb.h5")), (std::vector<int32_t>{70000, 5, 0, 9, 3}));
+
+  // A small vocabulary fits bytes; a 2-D array in C order is its rows one after another.
+  options = {};
+  options.vocab = 7;
+  import_token_ids({dir.file("matrix.npy")}, options, dir.file("m.h5"));
+  EXPECT_EQ(dtype_of(dir.file("m.h5")), "uint8");
+  EXPECT_EQ(all_tokens(dir.file("m.h5")), (std::vector<int32_t>{1, 2, 3, 4, 5, 6}));
+
+  // Header format 2.0 (4-byte length), and every integer dtype.
+  write_npy(dir.file("v2.npy"), "<u4", std::vector<uint32_t>{4, 3}, "", 2);
+  write_npy(dir.file("i1.npy"), "|i1", std::vector<int8_t>{1, 127});
+  write_npy(dir.file("u8.npy"), "<u8", std::vector<uint64_t>{2, 40000});
+  write_npy(dir.file("i2.npy"), "<i2", std::vector<int16_t>{300});
+  write_npy(dir.file("u1.npy"), "|u1", std::vector<uint8_t>{255});
+  options = {};
+  stats = import_token_ids({dir.file("v2.npy"), dir.file("i1.npy"), dir.file("u8.npy"), dir.file("i2.npy"), dir.file("u1.npy")},
+                           options, dir.file("all.h5"));
+  EXPECT_EQ(stats.documents, 5);
+  EXPECT_EQ(all_tokens(dir.file("all.h5")), (std::vector<int32_t>{4, 3, 1, 127, 2, 40000, 300, 255}));
+  EXPECT_TRUE(verify_tokens(dir.file("all.h5")).ok);
+}
+
+TEST(TokenIds, BadInputsAreRefusedNamingFileAndIndex) {
+  SharedTempDir dir;
+  IdImportOptions options;
+  options.vocab = 100;
+  write_npy(dir.file("far.npy"), "<i4", std::vector<int32_t>{5, 99, 100, 3});
+  EXPECT_NE(refusal<InputError>({dir.file("far.npy")}, options, dir.file("o1.h5")).find("far.npy: id 100 at index 2 (from 0) is outside [0, 100): --vocab is 100"),
+            std::string::npos);
+  write_npy(dir.file("negative.npy"), "<i2", std::vector<int16_t>{5, -1});
+  EXPECT_NE(refusal<InputError>({dir.file("negative.npy")}, options, dir.file("o2.h5")).find("id -1 at index 1"), std::string::npos);
+  write_npy(dir.file("float.npy"), "<f4", std::vector<float>{1.0f});
+  EXPECT_NE(refusal<InputError>({dir.file("float.npy")}, options, dir.file("o3.h5")).find("token ids must be integers"), std::string::npos);
+  write_npy(dir.file("big.npy"), ">i4", std::vector<int32_t>{1});
+  EXPECT_NE(refusal<InputError>({dir.file("big.npy")}, options, dir.file("o4.h5")).find("big-endian"), std::string::npos);
+  write_npy(dir.file("fortran.npy"), "<i4", std::vector<int32_t>{1, 2, 3, 4}, "2, 2", 1, true);
+  EXPECT_NE(refusal<InputError>({dir.file("fortran.npy")}, options, dir.file("o5.h5")).find("Fortran order"), std::string::npos);
+  // A .npy cut short: its header says more ids than follow.
+  write_npy(dir.file("short.npy"), "<i4", std::vector<int32_t>{1, 2, 3});
+  fs::resize_file(dir.file("short.npy"), fs::file_size(dir.file("short.npy")) - 4);
+  EXPECT_NE(refusal<InputError>({dir.file("short.npy")}, options, dir.file("o6.h5")).find("header says 3 int32 ids"), std::string::npos);
+  // Raw ids need their dtype, and a whole number of them.
+  write_raw(dir.file("raw.bin"), std::vector<uint16_t>{1, 2, 3});
+  EXPECT_NE(refusal<UsageError>({dir.file("raw.bin")}, options, dir.file("o7.h5")).find("raw token ids need --ids-dtype"), std::string::npos);
+  options.dtype = "int32";
+  EXPECT_NE(refusal<InputError>({dir.file("raw.bin")}, options, dir.file("o8.h5")).find("holds 6 bytes, not a whole number of int32 ids"),
+            std::string::npos);
+  // Nothing at all to train on.
+  write_raw(dir.file("empty.bin"), std::vector<int32_t>{});
+  EXPECT_NE(refusal<InputError>({dir.file("empty.bin")}, options, dir.file("o9.h5")).find("hold no ids"), std::string::npos);
+  // An id past what the storage holds, without --vocab, is refused (never cut to the storage's width).
+  options = {};
+  options.dtype = "uint16";
+  write_raw(dir.file("ok16.bin"), std::vector<uint16_t>{65535});
+  import_token_ids({dir.file("ok16.bin")}, options, dir.file("ok16.h5"));
+  EXPECT_EQ(all_tokens(dir.file("ok16.h5")), (std::vector<int32_t>{65535}));
+  EXPECT_EQ(dtype_of(dir.file("ok16.h5")), "uint16");
+}
+
+TEST(TokenIds, VerifyFindsIdsOutsideTheVocabulary) {
+  SharedTempDir dir;
+  write_npy(dir.file("a.npy"), "<i4", std::vector<int32_t>{1, 2, 3, 40});
+  IdImportOptions options;
+  options.vocab = 41;
+  import_token_ids({dir.file("a.npy")}, options, dir.file("a.h5"));
+  TokenVerifyReport report = verify_tokens(dir.file("a.h5"));
+  EXPECT_TRUE(report.ok) << report.summary();
+  EXPECT_EQ(report.smallest_id, 1);
+  EXPECT_EQ(report.largest_id, 40);
+  EXPECT_EQ(report.summary(), dir.file("a.h5") + ": ok (4 tokens in 1 document(s), ids 1..40 of vocab 41)");
+  {  // the vocab attribute lowered by hand: two ids are now past it
+    h5::File file = h5::File::open(dir.file("a.h5"), h5::Mode::read_write);
+    file.write_attribute("vocab", int64_t{3});
+  }
+  report = verify_tokens(dir.file("a.h5"));
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.outside, 2);
+  EXPECT_NE(report.summary().find("DAMAGED: " + dir.file("a.h5") + ": /tokens[2] = 3 is outside [0, vocab=3) (and 1 more"),
+            std::string::npos)
+      << report.summary();
+  report = verify_tokens(dir.file("missing.h5"));
+  EXPECT_FALSE(report.ok);
+  EXPECT_FALSE(report.opened);
+  EXPECT_EQ(report.summary().find("DAMAGED"), std::string::npos) << report.summary();
+}
+
+}  // namespace
+}  // namespace longctx::io
