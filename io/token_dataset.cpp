@@ -105,6 +105,8 @@ SequenceRows TokenReader::read_window_rows(int64_t first, int64_t seq_len, RowRa
   return out;
 }
 
+bool TokenReader::offsets_checksummed() const { return file_.open_dataset("doc_offsets").checksummed(); }
+
 std::vector<int64_t> TokenReader::document_offsets() const {
   const h5::Dataset offsets = file_.open_dataset("doc_offsets");
   std::vector<int64_t> out(static_cast<size_t>(offsets.shape()[0]));
@@ -137,8 +139,8 @@ TokenVerifyReport verify_tokens(const std::string& path) {
         report.problems.push_back(path + ": /tokens[" + std::to_string(begin + static_cast<int64_t>(i)) + "] = " +
                                   std::to_string(id) + " is outside [0, vocab=" + std::to_string(report.vocab) + ")");
       }
-      report.smallest_id = report.smallest_id < 0 ? id : std::min(report.smallest_id, id);
-      report.largest_id = std::max(report.largest_id, id);
+      report.smallest_id = report.ids_read == 0 ? id : std::min(report.smallest_id, id);
+      report.largest_id = report.ids_read++ == 0 ? id : std::max(report.largest_id, id);
     }
   };
   // A block that does not read (a checksum mismatch, say) is read again in small pieces, so that the
@@ -174,10 +176,16 @@ TokenVerifyReport verify_tokens(const std::string& path) {
     for (size_t i = 0; i < damaged.size() && i < 8; ++i)
       ranges += (i ? ", " : "") + std::string("[") + std::to_string(damaged[i].first) + ", " + std::to_string(damaged[i].second) + ")";
     if (damaged.size() > 8) ranges += " and " + std::to_string(damaged.size() - 8) + " more range(s)";
-    // HDF5's words for the first, which name the dataset and the filter that refused it.
+    // A checksum mismatch said so; other failures in HDF5's words.
+    const bool checksum = first_damage.find("Fletcher32") != std::string::npos;
     report.problems.push_back(path + ": /tokens " + ranges + " cannot be read (" +
-                              (first_damage.rfind(path, 0) == 0 ? first_damage.substr(path.size() + 2) : first_damage) + ")");
+                              (checksum ? std::string("Fletcher32 checksum mismatch: damaged on disk")
+                                        : first_damage.rfind(path, 0) == 0 ? first_damage.substr(path.size() + 2) : first_damage) +
+                              ")");
   }
+  // What no checksum covers is said (a file made by hand, or by an older import: /doc_offsets).
+  if (!reader.checksummed()) report.unchecked.push_back("/tokens");
+  if (!reader.offsets_checksummed()) report.unchecked.push_back("/doc_offsets");
   report.ok = report.problems.empty();
   return report;
 }
@@ -190,9 +198,12 @@ std::string TokenVerifyReport::summary() const {
     text.pop_back();
     return text;
   }
-  return path + ": ok (" + std::to_string(tokens) + " tokens in " + std::to_string(documents) + " document(s), ids " +
-         (tokens > 0 ? std::to_string(smallest_id) + ".." + std::to_string(largest_id) : std::string("none")) +
-         " of vocab " + std::to_string(vocab) + ")";
+  std::string text = path + ": ok (" + std::to_string(tokens) + " tokens in " + std::to_string(documents) +
+                     " document(s), ids " +
+                     (ids_read > 0 ? std::to_string(smallest_id) + ".." + std::to_string(largest_id) : std::string("none")) +
+                     " of vocab " + std::to_string(vocab);
+  for (size_t i = 0; i < unchecked.size(); ++i) text += (i ? ", " : "; no checksum on ") + unchecked[i];
+  return text + ")";
 }
 
 }  // namespace longctx::io

@@ -85,6 +85,7 @@ class TokenReader {
   std::string token_dtype() const { return tokens_.dtype_name(); }
   int64_t storage_bytes() const { return tokens_.storage_bytes(); }
   bool checksummed() const { return tokens_.checksummed(); }
+  bool offsets_checksummed() const;
   int64_t format_version() const { return kTokenFormatVersion; }
 
  private:
@@ -103,9 +104,11 @@ struct TokenVerifyReport {
   bool ok = false;
   bool opened = false;  // as a token dataset (not: missing, unreadable, another kind of file)
   int64_t tokens = 0, documents = 0, vocab = 0;
-  int64_t smallest_id = -1, largest_id = -1;  // -1: none read
-  int64_t outside = 0;                        // ids outside [0, vocab)
+  int64_t ids_read = 0;                     // of the tokens (a damaged chunk's are not)
+  int64_t smallest_id = 0, largest_id = 0;  // of those read (0 when none)
+  int64_t outside = 0;                      // ids outside [0, vocab)
   std::vector<std::string> problems;
+  std::vector<std::string> unchecked;  // datasets without a checksum ("/doc_offsets" of an older import)
   std::string summary() const;  // "PATH: ok (...)" or "PATH: DAMAGED: problem; ..."
 };
 // Problems are reported, not thrown (a file that does not open is one).

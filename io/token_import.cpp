@@ -38,17 +38,23 @@ std::string binary_kind(const std::string& head) {
   return "";
 }
 
-// The inputs, looked at before anything is written: bytes of the regular files (for progress and the
-// chunk size) and whether any is a stream, whose size is known only at its end.
+// What plan_inputs found.
 struct InputPlan {
   int64_t bytes = 0;
   bool streams = false;
 };
 
+// The inputs, looked at before anything is written: bytes of the regular files (for progress and the
+// chunk size) and whether any is a stream, whose size is known only at its end. A stream can be read
+// once: the same pipe given twice (or `-` and /dev/stdin) is refused (the second open of a FIFO waited
+// for a writer that never came).
 InputPlan plan_inputs(const std::vector<std::string>& files, const std::string& option, const std::string& out_path) {
   if (files.empty()) throw UsageError("data import: no input files");
   InputPlan plan;
   int standard_input = 0;
+  struct stat stdin_info {};
+  const bool has_stdin = std::find(files.begin(), files.end(), "-") != files.end() && ::fstat(0, &stdin_info) == 0;
+  std::vector<std::pair<std::string, struct stat>> streams;
   for (const std::string& file : files) {
     if (file == "-") {
       if (++standard_input > 1) throw UsageError("--" + option + ": '-' (standard input) is given more than once");
@@ -58,9 +64,15 @@ InputPlan plan_inputs(const std::vector<std::string>& files, const std::string& 
     check_readable(file);
     struct stat info {};
     if (::stat(file.c_str(), &info) != 0) throw InputError(file + ": no such file");
+    if (has_stdin && info.st_dev == stdin_info.st_dev && info.st_ino == stdin_info.st_ino)
+      throw UsageError("--" + option + " " + file + " is standard input, which '-' reads already");
     if (S_ISDIR(info.st_mode))
       throw InputError(file + ": is a directory; give the files in it (--" + option + " " + file + "/*, for one)");
     if (S_ISFIFO(info.st_mode)) {
+      for (const auto& [other, seen] : streams)
+        if (seen.st_dev == info.st_dev && seen.st_ino == info.st_ino)
+          throw UsageError("--" + option + " " + other + " and " + file + " are the same pipe, which can be read once");
+      streams.emplace_back(file, info);
       plan.streams = true;
       continue;
     }
@@ -71,6 +83,11 @@ InputPlan plan_inputs(const std::vector<std::string>& files, const std::string& 
     plan.bytes += static_cast<int64_t>(info.st_size);
   }
   return plan;
+}
+
+bool is_stream(const std::string& file) {
+  struct stat info {};
+  return file == "-" || (::stat(file.c_str(), &info) == 0 && S_ISFIFO(info.st_mode));
 }
 
 std::ifstream open_input(const std::string& file) {
@@ -86,8 +103,12 @@ int64_t read_some(std::istream& in, char* into, int64_t count, const std::string
   return static_cast<int64_t>(in.gcount());
 }
 
+void warn_empty_document(const std::string& file, const std::string& what) {
+  log::warn(name_of(file) + " holds no " + what + ": it is an empty document (doc_offsets lists it)");
+}
+
 // The dataset being written: /tokens grows as inputs are read; finish() adds /doc_offsets and the
-// attributes and renames the temporary into place.
+// attributes and renames the temporary into place. Both datasets carry Fletcher32 checksums.
 class TokenWriter {
  public:
   TokenWriter(const std::string& out_path, h5::ElementType type, int64_t chunk)
@@ -111,7 +132,11 @@ class TokenWriter {
   int64_t documents() const { return static_cast<int64_t>(offsets_.size()) - 1; }
   void finish(int64_t vocab) {
     h5::File& out = output_.file();
-    h5::Dataset offsets = out.create_dataset("doc_offsets", h5::ElementType::i64, {static_cast<int64_t>(offsets_.size())});
+    const int64_t count = static_cast<int64_t>(offsets_.size());
+    h5::DatasetOptions options;  // a flipped offset would move document boundaries unseen
+    options.chunk = {std::min<int64_t>(count, int64_t{1} << 17)};
+    options.fletcher32 = true;
+    h5::Dataset offsets = out.create_dataset("doc_offsets", h5::ElementType::i64, {count}, options);
     h5::Dataspace all = offsets.file_space();
     offsets.write(H5T_NATIVE_INT64, all, all, offsets_.data());
     out.write_attribute("format", std::string(kTokenFormat));
@@ -133,14 +158,14 @@ class TokenWriter {
 // ---- token ids --------------------------------------------------------------------------------------
 struct IdType {
   const char* name;
-  const char* npy;  // NumPy's descr, little endian
+  char kind;  // NumPy's: 'u' or 'i'
   int bytes;
   bool is_signed;
 };
 
-constexpr IdType kIdTypes[] = {{"uint8", "|u1", 1, false},  {"int8", "|i1", 1, true},   {"uint16", "<u2", 2, false},
-                               {"int16", "<i2", 2, true},   {"uint32", "<u4", 4, false}, {"int32", "<i4", 4, true},
-                               {"uint64", "<u8", 8, false}, {"int64", "<i8", 8, true}};
+constexpr IdType kIdTypes[] = {{"uint8", 'u', 1, false},  {"int8", 'i', 1, true},   {"uint16", 'u', 2, false},
+                               {"int16", 'i', 2, true},   {"uint32", 'u', 4, false}, {"int32", 'i', 4, true},
+                               {"uint64", 'u', 8, false}, {"int64", 'i', 8, true}};
 
 const IdType* find_id_type(const std::string& name) {
   for (const IdType& type : kIdTypes)
@@ -148,20 +173,14 @@ const IdType* find_id_type(const std::string& name) {
   return nullptr;
 }
 
-// The header of a .npy file (format versions 1 to 3): its dtype and how many ids it holds.
-struct NpyHeader {
-  const IdType* type = nullptr;
-  int64_t count = 1;
-  int64_t bytes = 0;  // of the magic and the header
-};
 
 // A value of the header's Python dict literal, e.g. 'descr': '<u2', 'fortran_order': False, 'shape': (10,).
 std::string npy_field(const std::string& header, const std::string& key, const std::string& file) {
-  const size_t at = header.find("'" + key + "'");
+  size_t at = header.find("'" + key + "'");
+  if (at == std::string::npos) at = header.find("\"" + key + "\"");
   if (at == std::string::npos) throw InputError(file + ": its .npy header has no '" + key + "': " + header);
   size_t begin = header.find(':', at);
-  if (begin == std::string::npos) throw InputError(file + ": damaged .npy header: " + header);
-  begin = header.find_first_not_of(' ', begin + 1);
+  if (begin != std::string::npos) begin = header.find_first_not_of(' ', begin + 1);
   if (begin == std::string::npos) throw InputError(file + ": damaged .npy header: " + header);
   const char open = header[begin];
   const char close = open == '(' ? ')' : open == '[' ? ']' : open == '\'' || open == '"' ? open : ',';
@@ -170,104 +189,192 @@ std::string npy_field(const std::string& header, const std::string& key, const s
   return close == ',' ? header.substr(begin, end - begin) : header.substr(begin, end - begin + 1);
 }
 
-// Reads the header that follows the magic (already read) and leaves `in` at the first id.
-NpyHeader read_npy_header(std::istream& in, const std::string& file) {
-  const std::string name = name_of(file);
-  unsigned char version[2] = {0, 0};
-  if (read_some(in, reinterpret_cast<char*>(version), 2, file) != 2) throw InputError(name + ": a .npy file cut short in its header");
-  if (version[0] < 1 || version[0] > 3)
-    throw InputError(name + ": .npy format version " + std::to_string(version[0]) + " (this build reads 1 to 3)");
-  const int length_bytes = version[0] == 1 ? 2 : 4;
-  unsigned char length[4] = {0, 0, 0, 0};
-  if (read_some(in, reinterpret_cast<char*>(length), length_bytes, file) != length_bytes)
-    throw InputError(name + ": a .npy file cut short in its header");
-  const uint32_t header_bytes = length[0] | length[1] << 8 | length[2] << 16 | uint32_t{length[3]} << 24;
-  if (header_bytes > (1u << 20)) throw InputError(name + ": a .npy header of " + std::to_string(header_bytes) + " bytes: damaged?");
-  std::string header(header_bytes, '\0');
-  if (read_some(in, header.data(), header_bytes, file) != static_cast<int64_t>(header_bytes))
-    throw InputError(name + ": a .npy file cut short in its header");
-  while (!header.empty() && (header.back() == '\n' || header.back() == ' ')) header.pop_back();
-
-  NpyHeader out;
-  out.bytes = static_cast<int64_t>(kNpyMagicBytes) + 2 + length_bytes + header_bytes;
-  const std::string descr = npy_field(header, "descr", name);
-  if (descr.front() == '[') throw InputError(name + ": a .npy file of records (structured dtype " + descr + "); save the id column alone");
-  const std::string code = descr.substr(1, descr.size() - 2);
-  for (const IdType& type : kIdTypes)
-    if (code == type.npy || (type.bytes == 1 && code == std::string("<") + (type.npy + 1))) out.type = &type;
-  if (!out.type) {
-    const bool big = !code.empty() && code[0] == '>';
-    throw InputError(name + ": dtype " + descr + " in its .npy header: " +
-                     (big ? "big-endian ids; save them little-endian (array.astype(array.dtype.newbyteorder('<')))"
-                          : "token ids must be integers (" + id_dtype_names() + ")"));
-  }
-  const std::string shape = npy_field(header, "shape", name);
-  int dims = 0;
-  for (size_t i = 1; i + 1 < shape.size();) {
-    const size_t comma = shape.find(',', i);
-    const std::string part = shape.substr(i, (comma == std::string::npos ? shape.size() - 1 : comma) - i);
-    i = comma == std::string::npos ? shape.size() : comma + 1;
-    if (part.find_first_not_of(' ') == std::string::npos) continue;
-    size_t used = 0;
-    int64_t extent = -1;
-    try {
-      extent = std::stoll(part, &used);
-    } catch (const std::exception&) {
+// An input of ids as it is read: a .npy file (magic and header read on opening) or raw ids of
+// --ids-dtype (the first bytes, read to tell the two apart, kept as ids: a pipe cannot seek back).
+class IdInput {
+ public:
+  IdInput(const std::string& file, const IdType* raw_type) : file_(file), name_(name_of(file)), in_(open_input(file)) {
+    char magic[kNpyMagicBytes];
+    const int64_t got = read_some(in_, magic, kNpyMagicBytes, file);
+    const bool named_npy = file.size() > 4 && file.compare(file.size() - 4, 4, ".npy") == 0;
+    if (got == static_cast<int64_t>(kNpyMagicBytes) && std::memcmp(magic, kNpyMagic, kNpyMagicBytes) == 0) {
+      read_header();
+      return;
     }
-    if (extent < 0 || part.find_first_not_of(' ', used) != std::string::npos)
-      throw InputError(name + ": damaged .npy shape " + shape);
-    if (extent > 0 && out.count > std::numeric_limits<int64_t>::max() / extent) throw InputError(name + ": .npy shape " + shape + " is too large");
-    out.count *= extent;
-    ++dims;
+    if (got > 0 && std::memcmp(magic, kNpyMagic, static_cast<size_t>(got)) == 0 && got < static_cast<int64_t>(kNpyMagicBytes))
+      throw InputError(name_ + ": a .npy file cut short in its magic (" + std::to_string(got) + " bytes)");
+    if (got == static_cast<int64_t>(kNpyMagicBytes) && std::memcmp(magic + 1, kNpyMagic + 1, kNpyMagicBytes - 1) == 0)
+      throw InputError(name_ + ": starts as a .npy file (NUMPY) but its first byte is not NumPy's \\x93: damaged");
+    if (named_npy)
+      throw InputError(name_ + (got == 0 ? ": empty; a .npy file holds at least its header"
+                                         : ": named .npy but does not start as a NumPy .npy file does (\\x93NUMPY): damaged, "
+                                           "or raw ids under another name"));
+    head_.assign(magic, static_cast<size_t>(got));
+    if (got == 0) {  // empty: no ids, whatever their type
+      type_ = raw_type ? raw_type : &kIdTypes[0];
+      return;
+    }
+    if (!raw_type)
+      throw UsageError(name_ + ": not a .npy file; raw token ids need --ids-dtype (" + id_dtype_names() +
+                       ", little endian) to be read");
+    type_ = raw_type;
+    const std::string kind = binary_kind(head_);
+    if (!kind.empty()) log::warn(name_ + " looks like " + kind + ": its bytes are read as " + type_->name + " ids as they are");
   }
-  // Of several axes, C order is the rows one after another (packed sequences, say); Fortran order is not.
-  if (dims > 1 && npy_field(header, "fortran_order", name) != "False")
-    throw InputError(name + ": a .npy array of shape " + shape + " in Fortran order; save it in C order (numpy.ascontiguousarray)");
-  return out;
-}
 
-// Ids of `type` -> storage values, each checked against [0, limit).
-template <class In, class Out>
-void convert_ids(const char* bytes, int64_t count, int64_t limit, Out* out, int64_t& largest, int64_t first_index,
-                 const std::string& file, const std::string& limit_name) {
+  const IdType& type() const { return *type_; }
+  bool npy() const { return expected_ >= 0; }
+  // A regular file's whole size checked before any id is read: a whole number of ids, or what the header says.
+  // Returns how many ids it holds.
+  int64_t check_size() {
+    struct stat info {};
+    if (::stat(file_.c_str(), &info) != 0) throw InputError(name_ + ": no such file");
+    const int64_t data_bytes = static_cast<int64_t>(info.st_size) - header_bytes_;
+    check_length(data_bytes);
+    return data_bytes / type_->bytes;
+  }
+
+  // Calls visit(ids, count, index of the first) for consecutive runs of the ids, to the end of the input;
+  // progress(bytes) as bytes are read.
+  template <class Visit, class Progress>
+  void read_all(Visit&& visit, Progress&& progress) {
+    constexpr int64_t kBufferBytes = int64_t{4} << 20;
+    std::vector<char> buffer(static_cast<size_t>(kBufferBytes));
+    std::vector<int64_t> ids(static_cast<size_t>(kBufferBytes / type_->bytes));
+    int64_t pending = static_cast<int64_t>(head_.size()), index = 0;
+    std::memcpy(buffer.data(), head_.data(), head_.size());
+    progress(static_cast<uint64_t>(header_bytes_ + pending));
+    for (;;) {
+      const int64_t got = read_some(in_, buffer.data() + pending, kBufferBytes - pending, file_);
+      const int64_t have = pending + got, whole = have / type_->bytes;
+      decode(buffer.data(), whole, ids.data(), index);
+      if (whole > 0) visit(ids.data(), whole, index);
+      index += whole;
+      pending = have - whole * type_->bytes;
+      std::memmove(buffer.data(), buffer.data() + whole * type_->bytes, static_cast<size_t>(pending));
+      progress(static_cast<uint64_t>(got));
+      if (got == 0) break;
+    }
+    check_length(index * type_->bytes + pending);
+  }
+
+ private:
+  void read_header() {
+    unsigned char version[2] = {0, 0};
+    if (read_some(in_, reinterpret_cast<char*>(version), 2, file_) != 2) throw InputError(name_ + ": a .npy file cut short in its header");
+    if (version[0] < 1 || version[0] > 3)
+      throw InputError(name_ + ": .npy format version " + std::to_string(version[0]) + " (this build reads 1 to 3)");
+    const int length_bytes = version[0] == 1 ? 2 : 4;
+    unsigned char length[4] = {0, 0, 0, 0};
+    if (read_some(in_, reinterpret_cast<char*>(length), length_bytes, file_) != length_bytes)
+      throw InputError(name_ + ": a .npy file cut short in its header");
+    const uint32_t header_bytes = length[0] | length[1] << 8 | length[2] << 16 | uint32_t{length[3]} << 24;
+    if (header_bytes > (1u << 20)) throw InputError(name_ + ": a .npy header of " + std::to_string(header_bytes) + " bytes: damaged?");
+    std::string header(header_bytes, '\0');
+    if (read_some(in_, header.data(), header_bytes, file_) != static_cast<int64_t>(header_bytes))
+      throw InputError(name_ + ": a .npy file cut short in its header");
+    while (!header.empty() && (header.back() == '\n' || header.back() == ' ')) header.pop_back();
+    header_bytes_ = static_cast<int64_t>(kNpyMagicBytes) + 2 + length_bytes + header_bytes;
+
+    const std::string descr = npy_field(header, "descr", name_);
+    if (descr.front() == '[') throw InputError(name_ + ": a .npy file of records (structured dtype " + descr + "); save the id column alone");
+    const std::string code = descr.substr(1, descr.size() - 2);  // '<u2': byte order, kind, bytes
+    for (const IdType& type : kIdTypes)
+      if (code.size() == 3 && code[1] == type.kind && code[2] == char('0' + type.bytes) &&
+          (code[0] == '<' || code[0] == '=' || code[0] == '|' || (type.bytes == 1 && code[0] == '>')))
+        type_ = &type;
+    if (!type_)
+      throw InputError(name_ + ": dtype " + descr + " in its .npy header: " +
+                       (code.size() == 3 && code[0] == '>' && (code[1] == 'i' || code[1] == 'u')
+                            ? "big-endian ids; save them little-endian (array.astype(array.dtype.newbyteorder('<')))"
+                            : "token ids must be integers (" + id_dtype_names() + ")"));
+    const std::string shape = npy_field(header, "shape", name_);
+    int dims = 0;
+    expected_ = 1;
+    for (size_t i = 1; i + 1 < shape.size();) {
+      const size_t comma = shape.find(',', i);
+      const std::string part = shape.substr(i, (comma == std::string::npos ? shape.size() - 1 : comma) - i);
+      i = comma == std::string::npos ? shape.size() : comma + 1;
+      if (part.find_first_not_of(' ') == std::string::npos) continue;
+      size_t used = 0;
+      int64_t extent = -1;
+      try {
+        extent = std::stoll(part, &used);
+      } catch (const std::exception&) {
+      }
+      if (extent < 0 || part.find_first_not_of(' ', used) != std::string::npos)
+        throw InputError(name_ + ": damaged .npy shape " + shape);
+      if (extent > 0 && expected_ > std::numeric_limits<int64_t>::max() / 8 / extent)
+        throw InputError(name_ + ": .npy shape " + shape + " is larger than any file");
+      expected_ *= extent;
+      ++dims;
+    }
+    // Of several axes, C order is the rows one after another (packed sequences, say); Fortran order is not.
+    if (dims > 1 && npy_field(header, "fortran_order", name_) != "False")
+      throw InputError(name_ + ": a .npy array of shape " + shape + " in Fortran order; save it in C order (numpy.ascontiguousarray)");
+  }
+
+  void check_length(int64_t data_bytes) const {
+    const int64_t size = type_->bytes;
+    if (npy()) {
+      if (data_bytes != expected_ * size)
+        throw InputError(name_ + ": its .npy header says " + std::to_string(expected_) + " " + type_->name + " ids (" +
+                         std::to_string(expected_ * size) + " bytes) but " + std::to_string(data_bytes) + " bytes follow it (" +
+                         (data_bytes < expected_ * size ? "cut short?)" : "more than its shape holds: appended to?)"));
+    } else if (data_bytes % size != 0) {
+      throw InputError(name_ + ": holds " + std::to_string(data_bytes) + " bytes, not a whole number of " + type_->name +
+                       " ids (" + std::to_string(size) + " bytes each): another --ids-dtype, or cut short?");
+    }
+  }
+
+  // Little-endian ids of type_ -> int64 (a uint64 past int64's range is refused here, by its value).
+  void decode(const char* bytes, int64_t count, int64_t* out, int64_t first_index) const {
+    const auto go = [&](auto tag) {
+      using T = decltype(tag);
+      for (int64_t i = 0; i < count; ++i) {
+        T value;
+        std::memcpy(&value, bytes + i * static_cast<int64_t>(sizeof(T)), sizeof(T));
+        if (!std::is_signed<T>::value && static_cast<uint64_t>(value) > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+          throw InputError(name_ + ": id " + std::to_string(static_cast<uint64_t>(value)) + " at index " +
+                           std::to_string(first_index + i) + " (from 0) is past any vocabulary (ids are read as int32)");
+        out[i] = static_cast<int64_t>(value);
+      }
+    };
+    switch (type_->bytes * (type_->is_signed ? -1 : 1)) {
+      case 1: go(uint8_t{}); break;
+      case -1: go(int8_t{}); break;
+      case 2: go(uint16_t{}); break;
+      case -2: go(int16_t{}); break;
+      case 4: go(uint32_t{}); break;
+      case -4: go(int32_t{}); break;
+      case 8: go(uint64_t{}); break;
+      default: go(int64_t{}); break;
+    }
+  }
+
+  std::string file_, name_;
+  std::ifstream in_;
+  const IdType* type_ = nullptr;
+  int64_t expected_ = -1;     // ids a .npy header announces; -1: raw
+  int64_t header_bytes_ = 0;  // of a .npy file: magic and header
+  std::string head_;          // raw: the first bytes, already read
+};
+
+// Each id in [0, limit), or an InputError naming the file, the id and its index; `reason` says why the
+// limit is what it is.
+void check_ids(const int64_t* ids, int64_t count, int64_t first_index, int64_t limit, const std::string& file,
+               const std::string& reason) {
   for (int64_t i = 0; i < count; ++i) {
-    In value;
-    std::memcpy(&value, bytes + i * static_cast<int64_t>(sizeof(In)), sizeof(In));
-    const bool negative = std::is_signed<In>::value && value < 0;
-    if (negative || static_cast<uint64_t>(value) >= static_cast<uint64_t>(limit)) {
-      const std::string shown = negative ? std::to_string(static_cast<int64_t>(value)) : std::to_string(static_cast<uint64_t>(value));
-      throw InputError(name_of(file) + ": id " + shown + " at index " + std::to_string(first_index + i) +
-                       " (from 0) is outside [0, " + std::to_string(limit) + "): " + limit_name);
-    }
-    out[i] = static_cast<Out>(value);
-    largest = std::max<int64_t>(largest, static_cast<int64_t>(value));
-  }
-}
-
-template <class Out>
-void convert(const IdType& type, const char* bytes, int64_t count, int64_t limit, Out* out, int64_t& largest,
-             int64_t first_index, const std::string& file, const std::string& limit_name) {
-  const auto go = [&](auto tag) {
-    convert_ids<decltype(tag)>(bytes, count, limit, out, largest, first_index, file, limit_name);
-  };
-  switch (type.bytes * (type.is_signed ? -1 : 1)) {
-    case 1: go(uint8_t{}); break;
-    case -1: go(int8_t{}); break;
-    case 2: go(uint16_t{}); break;
-    case -2: go(int16_t{}); break;
-    case 4: go(uint32_t{}); break;
-    case -4: go(int32_t{}); break;
-    case 8: go(uint64_t{}); break;
-    default: go(int64_t{}); break;
+    if (ids[i] >= 0 && ids[i] < limit) continue;
+    const std::string where = std::to_string(ids[i]) + " at index " + std::to_string(first_index + i) + " (from 0)";
+    if (ids[i] < 0) throw InputError(name_of(file) + ": negative id " + where + "; token ids are 0 or more");
+    throw InputError(name_of(file) + ": id " + where + " is outside [0, " + std::to_string(limit) + "): " + reason);
   }
 }
 
 // The storage of ids below `limit`: the smallest of uint8, uint16 and int32 that holds them.
 h5::ElementType storage_for(int64_t limit) {
   return limit <= 256 ? h5::ElementType::u8 : limit <= 65536 ? h5::ElementType::u16 : h5::ElementType::i32;
-}
-int64_t storage_limit(h5::ElementType type) {
-  return type == h5::ElementType::u8 ? 256 : type == h5::ElementType::u16 ? 65536 : kMaxVocab;
 }
 int64_t storage_bytes(h5::ElementType type) {
   return type == h5::ElementType::u8 ? 1 : type == h5::ElementType::u16 ? 2 : 4;
@@ -276,43 +383,18 @@ int64_t type_limit(const IdType& type) {
   return type.bytes >= 4 ? kMaxVocab : int64_t{1} << (8 * type.bytes - (type.is_signed ? 1 : 0));
 }
 
-// What one input holds, looked at before the import writes anything (a regular file; a stream is
-// looked at as it is read): a .npy header, or raw ids of --ids-dtype.
-struct IdInput {
-  const IdType* type = nullptr;
-  int64_t count = -1;  // ids it holds; -1: a stream, not known yet
-};
-
-IdInput look_at_ids(const std::string& file, const IdType* raw_type) {
-  std::ifstream in = open_input(file);
-  char magic[kNpyMagicBytes];
-  const int64_t got = read_some(in, magic, kNpyMagicBytes, file);
-  IdInput input;
-  if (got == static_cast<int64_t>(kNpyMagicBytes) && std::memcmp(magic, kNpyMagic, kNpyMagicBytes) == 0) {
-    const NpyHeader header = read_npy_header(in, file);
-    const int64_t start = static_cast<int64_t>(in.tellg());
-    in.seekg(0, std::ios::end);
-    const int64_t data_bytes = static_cast<int64_t>(in.tellg()) - start;
-    if (data_bytes != header.count * header.type->bytes)
-      throw InputError(file + ": its .npy header says " + std::to_string(header.count) + " " + header.type->name + " ids (" +
-                       std::to_string(header.count * header.type->bytes) + " bytes) but " + std::to_string(data_bytes) +
-                       " bytes follow it (cut short?)");
-    input.type = header.type;
-    input.count = header.count;
-    return input;
-  }
-  if (!raw_type)
-    throw UsageError(file + ": not a .npy file; raw token ids need --ids-dtype (" + id_dtype_names() +
-                     ", little endian) to be read");
-  struct stat info {};
-  ::stat(file.c_str(), &info);
-  const int64_t bytes = static_cast<int64_t>(info.st_size);
-  if (bytes % raw_type->bytes != 0)
-    throw InputError(file + ": holds " + std::to_string(bytes) + " bytes, not a whole number of " + raw_type->name + " ids (" +
-                     std::to_string(raw_type->bytes) + " bytes each): another --ids-dtype, or cut short?");
-  input.type = raw_type;
-  input.count = bytes / raw_type->bytes;
-  return input;
+// ids -> `storage` values (checked already), in `out`.
+void narrow(const int64_t* ids, int64_t count, h5::ElementType storage, std::vector<char>& out) {
+  out.resize(static_cast<size_t>(count * storage_bytes(storage)));
+  const auto to = [&](auto* values) {
+    for (int64_t i = 0; i < count; ++i) values[i] = static_cast<std::remove_pointer_t<decltype(values)>>(ids[i]);
+  };
+  if (storage == h5::ElementType::u8)
+    to(reinterpret_cast<uint8_t*>(out.data()));
+  else if (storage == h5::ElementType::u16)
+    to(reinterpret_cast<uint16_t*>(out.data()));
+  else
+    to(reinterpret_cast<int32_t*>(out.data()));
 }
 
 }  // namespace
@@ -338,6 +420,7 @@ TokenImportStats import_text_files(const std::vector<std::string>& files, const 
   log::ByteProgress progress("data import", plan.streams ? log::ByteProgress::kUnknownTotal : static_cast<uint64_t>(plan.bytes));
   for (const std::string& file : files) {
     std::ifstream in = open_input(file);
+    const int64_t before = writer.written();
     bool first = true;  // its first bytes tell a binary container (read, not seeked back: a pipe cannot)
     for (int64_t got; (got = read_some(in, buffer.data(), static_cast<int64_t>(buffer.size()), file)) > 0;) {
       if (first) {
@@ -351,6 +434,7 @@ TokenImportStats import_text_files(const std::vector<std::string>& files, const 
       writer.append(buffer.data(), got);
       progress.update(static_cast<uint64_t>(writer.written()));
     }
+    if (writer.written() == before && files.size() > 1) warn_empty_document(file, "bytes");
     writer.end_document();
   }
   if (writer.written() == 0) throw InputError("data import: the --text inputs held no bytes: nothing to train on");
@@ -373,89 +457,60 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
   check_hdf5_output_path("out", out_path, kTokenFormat);
   const InputPlan plan = plan_inputs(files, "ids", out_path);
 
-  // Every regular input is looked at first (a .npy header, a raw file's length), so that a mistake is
-  // refused before anything is written; the storage holds the widest input's ids (or --vocab's).
-  int64_t limit = 0, known_ids = 0;
+  // Every regular input is looked at first (a .npy header, its size), so that a mistake is refused
+  // before anything is written. Without --vocab and without streams its ids are read too: the largest
+  // sets the vocabulary, and the storage holds it (an int64 .npy of GPT-2 ids is stored in 2 bytes).
+  // With a stream and no --vocab the storage holds what the inputs' dtypes do.
+  const bool scan = options.vocab == 0 && !plan.streams;
+  int64_t type_bound = 0, known_ids = 0, largest = -1;
+  log::ByteProgress scanning("data import: the largest id", scan ? static_cast<uint64_t>(plan.bytes) : 0);
+  uint64_t scanned = 0;
   for (const std::string& file : files) {
-    struct stat info {};
-    const bool stream = file == "-" || (::stat(file.c_str(), &info) == 0 && S_ISFIFO(info.st_mode));
-    const IdInput input = stream ? IdInput{raw_type, -1} : look_at_ids(file, raw_type);
-    // A stream's type is known when it is read: --ids-dtype's, else the widest storage.
-    limit = std::max(limit, input.type ? type_limit(*input.type) : kMaxVocab);
-    known_ids += std::max<int64_t>(input.count, 0);
+    if (is_stream(file)) {  // its type is known when it is read: --ids-dtype's, else the widest
+      type_bound = std::max(type_bound, raw_type ? type_limit(*raw_type) : kMaxVocab);
+      continue;
+    }
+    IdInput input(file, raw_type);
+    known_ids += input.check_size();
+    type_bound = std::max(type_bound, type_limit(input.type()));
+    if (scan)
+      input.read_all(
+          [&](const int64_t* ids, int64_t count, int64_t first) {
+            check_ids(ids, count, first, kMaxVocab, file, "ids are read as int32");
+            largest = std::max(largest, *std::max_element(ids, ids + count));
+          },
+          [&](uint64_t bytes) { scanning.update(scanned += bytes); });
   }
-  if (options.vocab > 0) limit = options.vocab;
-  if (known_ids == 0 && !plan.streams) throw InputError("data import: the --ids files hold no ids: nothing to train on");
+  if (!plan.streams && known_ids == 0) throw InputError("data import: the --ids files hold no ids: nothing to train on");
+  const int64_t limit = options.vocab > 0 ? options.vocab : scan ? largest + 1 : type_bound;
   const h5::ElementType storage = storage_for(limit);
   // Why ids must lie below `limit`, for the message that refuses one.
-  const std::string limit_name = options.vocab > 0            ? "--vocab is " + std::to_string(options.vocab)
-                                 : storage == h5::ElementType::i32 ? std::string("ids are read as int32")
-                                                                   : "what the inputs' dtypes hold (give --vocab)";
+  const std::string reason = options.vocab > 0              ? "--vocab is " + std::to_string(options.vocab)
+                             : scan                         ? "past the largest id the first reading found (did the file change?)"
+                             : storage == h5::ElementType::i32 ? "ids are read as int32"
+                                                            : "what the inputs' dtypes hold (give --vocab)";
   const int64_t chunk_ids = (int64_t{1} << 20) / storage_bytes(storage);
   TokenWriter writer(out_path, storage, plan.streams ? chunk_ids : std::min(known_ids, chunk_ids));
 
-  std::vector<char> buffer(size_t{16} << 20);
-  std::vector<char> converted(buffer.size() * static_cast<size_t>(storage_bytes(storage)));  // 1-byte ids at most
-  int64_t largest = -1;
+  std::vector<char> narrowed;
   log::ByteProgress progress("data import", plan.streams ? log::ByteProgress::kUnknownTotal : static_cast<uint64_t>(plan.bytes));
   uint64_t bytes_read = 0;
+  largest = -1;
   for (const std::string& file : files) {
-    std::ifstream in = open_input(file);
-    // The first bytes tell a .npy file from raw ids (read, not seeked back: a pipe cannot).
-    char magic[kNpyMagicBytes];
-    int64_t pending = read_some(in, magic, kNpyMagicBytes, file);
-    bytes_read += static_cast<uint64_t>(pending);
-    const IdType* type = raw_type;
-    int64_t expected = -1;
-    if (pending == static_cast<int64_t>(kNpyMagicBytes) && std::memcmp(magic, kNpyMagic, kNpyMagicBytes) == 0) {
-      const NpyHeader header = read_npy_header(in, file);
-      type = header.type;
-      expected = header.count;
-      bytes_read += static_cast<uint64_t>(header.bytes) - kNpyMagicBytes;
-      pending = 0;
-    } else {
-      if (!type)
-        throw UsageError(name_of(file) + ": not a .npy file; raw token ids need --ids-dtype (" + id_dtype_names() +
-                         ", little endian) to be read");
-      std::memcpy(buffer.data(), magic, static_cast<size_t>(pending));
-      const std::string kind = binary_kind(std::string(magic, static_cast<size_t>(pending)));
-      if (!kind.empty())
-        log::warn(name_of(file) + " looks like " + kind + ": its bytes are read as " + type->name + " ids as they are");
-    }
-    if (type_limit(*type) > storage_limit(storage) && options.vocab == 0 && limit < kMaxVocab)
-      log::warn(name_of(file) + ": its ids are " + type->name + "; each is checked against " + limit_name);
-    const int64_t size = type->bytes;
-    int64_t ids = 0;
-    for (;;) {
-      const int64_t got = read_some(in, buffer.data() + pending, static_cast<int64_t>(buffer.size()) - pending, file);
-      bytes_read += static_cast<uint64_t>(got);
-      const int64_t have = pending + got;
-      const int64_t whole = have / size;
-      if (whole > 0) {
-        switch (storage) {
-          case h5::ElementType::u8:
-            convert(*type, buffer.data(), whole, limit, reinterpret_cast<uint8_t*>(converted.data()), largest, ids, file, limit_name);
-            break;
-          case h5::ElementType::u16:
-            convert(*type, buffer.data(), whole, limit, reinterpret_cast<uint16_t*>(converted.data()), largest, ids, file, limit_name);
-            break;
-          default:
-            convert(*type, buffer.data(), whole, limit, reinterpret_cast<int32_t*>(converted.data()), largest, ids, file, limit_name);
-        }
-        writer.append(converted.data(), whole);
-        ids += whole;
-      }
-      pending = have - whole * size;
-      std::memmove(buffer.data(), buffer.data() + whole * size, static_cast<size_t>(pending));
-      progress.update(bytes_read);
-      if (got == 0) break;
-    }
-    if (pending != 0)
-      throw InputError(name_of(file) + ": ends in " + std::to_string(pending) + " byte(s) of a " + type->name + " id (" +
-                       std::to_string(size) + " bytes each): another --ids-dtype, or cut short?");
-    if (expected >= 0 && ids != expected)
-      throw InputError(name_of(file) + ": its .npy header says " + std::to_string(expected) + " ids but it holds " +
-                       std::to_string(ids) + " (cut short?)");
+    IdInput input(file, raw_type);
+    if (input.npy() && raw_type && raw_type != &input.type())
+      log::warn(name_of(file) + ": its .npy header says " + input.type().name + "; --ids-dtype " + raw_type->name +
+                " is for raw files (.npy files are read as their header says)");
+    const int64_t before = writer.written();
+    input.read_all(
+        [&](const int64_t* ids, int64_t count, int64_t first) {
+          check_ids(ids, count, first, limit, file, reason);
+          largest = std::max(largest, *std::max_element(ids, ids + count));
+          narrow(ids, count, storage, narrowed);
+          writer.append(narrowed.data(), count);
+        },
+        [&](uint64_t bytes) { progress.update(bytes_read += bytes); });
+    if (writer.written() == before && files.size() > 1) warn_empty_document(file, "ids");
     writer.end_document();
   }
   if (writer.written() == 0) throw InputError("data import: the --ids inputs held no ids: nothing to train on");

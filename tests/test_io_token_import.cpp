@@ -96,6 +96,15 @@ TEST(TokenIds, NpyAndRawInputsAreStoredExactlyInTheSmallestDtype) {
   EXPECT_EQ(dtype_of(dir.file("cb.h5")), "int32");
   EXPECT_EQ(all_tokens(dir.file("cb.h5")), (std::vector<int32_t>{70000, 5, 0, 9, 3}));
 
+  // Without --vocab the ids of regular files are read first: an int64 .npy (numpy's default) of GPT-2 ids
+  // is stored in 2 bytes, not 4.
+  write_npy(dir.file("gpt2.npy"), "<i8", std::vector<int64_t>{50256, 11, 0});
+  options = {};
+  stats = import_token_ids({dir.file("gpt2.npy")}, options, dir.file("gpt2.h5"));
+  EXPECT_EQ(stats.vocab, 50257);
+  EXPECT_EQ(stats.storage, "uint16");
+  EXPECT_EQ(all_tokens(dir.file("gpt2.h5")), (std::vector<int32_t>{50256, 11, 0}));
+
   // A small vocabulary fits bytes; a 2-D array in C order is its rows one after another.
   options = {};
   options.vocab = 7;
@@ -142,6 +151,18 @@ TEST(TokenIds, BadInputsAreRefusedNamingFileAndIndex) {
   options.dtype = "int32";
   EXPECT_NE(refusal<InputError>({dir.file("raw.bin")}, options, dir.file("o8.h5")).find("holds 6 bytes, not a whole number of int32 ids"),
             std::string::npos);
+  // A .npy whose magic or length is damaged is not read as raw ids.
+  write_npy(dir.file("magic.npy"), "<i4", std::vector<int32_t>{1, 2});
+  {
+    std::fstream file(dir.file("magic.npy"), std::ios::in | std::ios::out | std::ios::binary);
+    file.put('\x92');
+  }
+  EXPECT_NE(refusal<InputError>({dir.file("magic.npy")}, options, dir.file("o10.h5")).find("first byte is not NumPy's"), std::string::npos);
+  std::ofstream(dir.file("empty.npy"));
+  EXPECT_NE(refusal<InputError>({dir.file("empty.npy")}, options, dir.file("o11.h5")).find("empty.npy: empty"), std::string::npos);
+  write_npy(dir.file("long.npy"), "<i4", std::vector<int32_t>{1, 2});
+  std::ofstream(dir.file("long.npy"), std::ios::app | std::ios::binary) << "xxxx";
+  EXPECT_NE(refusal<InputError>({dir.file("long.npy")}, options, dir.file("o12.h5")).find("more than its shape holds"), std::string::npos);
   // Nothing at all to train on.
   write_raw(dir.file("empty.bin"), std::vector<int32_t>{});
   EXPECT_NE(refusal<InputError>({dir.file("empty.bin")}, options, dir.file("o9.h5")).find("hold no ids"), std::string::npos);
@@ -175,6 +196,22 @@ TEST(TokenIds, VerifyFindsIdsOutsideTheVocabulary) {
   EXPECT_NE(report.summary().find("DAMAGED: " + dir.file("a.h5") + ": /tokens[2] = 3 is outside [0, vocab=3) (and 1 more"),
             std::string::npos)
       << report.summary();
+  // Negative ids in an int32 file written by hand: the smallest is said as it is.
+  write_npy(dir.file("wide.npy"), "<i4", std::vector<int32_t>{100000, 5, 7});
+  import_token_ids({dir.file("wide.npy")}, IdImportOptions{}, dir.file("wide.h5"));
+  {
+    h5::File file = h5::File::open(dir.file("wide.h5"), h5::Mode::read_write);
+    h5::Dataset tokens = file.open_dataset("tokens");
+    h5::Dataspace space = tokens.file_space();
+    space.select_box({1}, {2});
+    const int32_t negative[2] = {-3, -9};
+    tokens.write(H5T_NATIVE_INT32, h5::Dataspace::simple({2}), space, negative);
+  }
+  report = verify_tokens(dir.file("wide.h5"));
+  EXPECT_EQ(report.smallest_id, -9);
+  EXPECT_EQ(report.largest_id, 100000);
+  EXPECT_EQ(report.outside, 2);
+  EXPECT_TRUE(report.unchecked.empty());
   report = verify_tokens(dir.file("missing.h5"));
   EXPECT_FALSE(report.ok);
   EXPECT_FALSE(report.opened);

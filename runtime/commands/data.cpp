@@ -1,5 +1,7 @@
 // `longctx data import` (text files as byte tokens, or token ids a tokenizer wrote), `data inspect` and
 // `data verify`: the token datasets `train` reads (data.task=file). Rank 0 does the work under mpirun.
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <iostream>
 #include <sstream>
@@ -19,7 +21,7 @@ std::string json_bool(bool value) { return value ? "true" : "false"; }
 void declare_import(po::options_description& desc, po::positional_options_description&) {
   desc.add_options()
       ("text", po::value<std::vector<std::string>>()->multitoken(), "text files (this or --ids), one document each, as byte tokens (vocab 256): regular files, pipes (a FIFO, <(zcat a.gz)) or - (standard input)")
-      ("ids", po::value<std::vector<std::string>>()->multitoken(), "token ids a tokenizer wrote (this or --text), one document per file (files, pipes or -): NumPy .npy files (dtype from their header; any shape, in C order) or raw little-endian integers of --ids-dtype (nanoGPT's train.bin, Megatron's .bin)")
+      ("ids", po::value<std::vector<std::string>>()->multitoken(), "token ids a tokenizer wrote (this or --text), one document per file (files, pipes or -): NumPy .npy files (dtype from their header; any shape, in C order) or raw little-endian integers of --ids-dtype (nanoGPT's train.bin; Megatron's .bin, whose .idx document boundaries are not read: one document)")
       ("ids-dtype", po::value<std::string>()->default_value(""), "dtype of raw --ids files: uint8|int8|uint16|int16|uint32|int32|uint64|int64 (.npy files say their own)")
       ("vocab", po::value<int64_t>()->default_value(0), "with --ids: the tokenizer's vocabulary size; every id must be below it, and /tokens is stored as the smallest of uint8, uint16, int32 that holds it (0: the largest id + 1, stored by the inputs' dtypes). train's model.vocab must be at least this")
       ("out", po::value<std::string>()->required(), "token file to write (HDF5)");
@@ -38,6 +40,8 @@ void check_import(const Invocation& invocation) {
     if (file.empty()) throw UsageError("--" + option + ": empty path", option);
   if (text && !options["ids-dtype"].defaulted()) throw UsageError("--ids-dtype goes with --ids, not --text", "ids-dtype");
   if (text && !options["vocab"].defaulted()) throw UsageError("--vocab goes with --ids; text is byte tokens, vocab 256", "vocab");
+  if (options["out"].as<std::string>() == "-")
+    throw UsageError("--out -: a token dataset is an HDF5 file, which standard output cannot hold; name a file", "out");
   const int64_t vocab = options["vocab"].as<int64_t>();
   if (vocab < 0 || vocab > (int64_t{1} << 31))
     throw UsageError("--vocab " + std::to_string(vocab) + ": it must be in [1, 2^31] (ids are read as int32), or 0", "vocab");
@@ -51,8 +55,14 @@ int run_import(Invocation& invocation) {
   const auto files = options[text ? "text" : "ids"].as<std::vector<std::string>>();
   const std::string out = io::output_target(options["out"].as<std::string>());
   return run_on_rank0(invocation, [&] {
+    struct stat info {};
+    const bool replaces = ::stat(out.c_str(), &info) == 0 && S_ISREG(info.st_mode);  // (one of another kind is refused)
+    const auto said = [&] {
+      if (replaces) log::info(out + ": the token dataset that was there is replaced");
+    };
     if (text) {
       const io::TokenImportStats stats = io::import_text_files(files, out);
+      said();
       std::cout << "imported " << stats.documents << " document(s), " << stats.tokens << " byte tokens -> " << out << "\n";
       return 0;
     }
@@ -60,6 +70,7 @@ int run_import(Invocation& invocation) {
     id_options.dtype = options["ids-dtype"].as<std::string>();
     id_options.vocab = options["vocab"].as<int64_t>();
     const io::TokenImportStats stats = io::import_token_ids(files, id_options, out);
+    said();
     std::cout << "imported " << stats.documents << " document(s), " << stats.tokens << " tokens -> " << out << "\n  ids up to "
               << stats.largest_id << "; vocab " << stats.vocab
               << (id_options.vocab > 0 ? "" : " (the largest id + 1; --vocab sets the tokenizer's)") << "; stored as "
@@ -71,7 +82,7 @@ int run_import(Invocation& invocation) {
 // ---- inspect ------------------------------------------------------------------------------------------
 void declare_inspect(po::options_description& desc, po::positional_options_description& positional) {
   desc.add_options()("path", po::value<std::string>(), "token dataset (from `longctx data import`)")
-      ("seq-len", po::value<int64_t>()->default_value(0), "also say how many training and held-out sequences of this length (data.seq_len) it holds")
+      ("seq-len", po::value<std::string>()->default_value("0"), "also say how many training and held-out sequences of this length (data.seq_len; K/M/G suffixes) it holds")
       ("json", po::bool_switch(), "print one JSON object: path, format_version, vocab, tokens, documents, dtype, "
        "storage_bytes, fletcher32, document_tokens ({min, median, max}), and with --seq-len sequences "
        "({seq_len, total, train, held_out})");
@@ -88,13 +99,13 @@ void require_dataset_path(const Invocation& invocation) {
   if (missing)
     throw UsageError("longctx " + invocation.command.name + " needs a token dataset: longctx " + invocation.command.name +
                      " " + invocation.command.positional);
-  if (given.count("seq-len") && given["seq-len"].as<int64_t>() < 0)
-    throw UsageError("--seq-len " + std::to_string(given["seq-len"].as<int64_t>()) + ": it must be positive (0: not asked)", "seq-len");
+  if (given.count("seq-len") && given["seq-len"].as<std::string>() != "0") parse_size("seq-len", given["seq-len"].as<std::string>());
 }
 
 int run_inspect(Invocation& invocation) {
   const std::string path = invocation.options["path"].as<std::string>();
-  const int64_t seq_len = invocation.options["seq-len"].as<int64_t>();
+  const std::string seq_len_text = invocation.options["seq-len"].as<std::string>();
+  const int64_t seq_len = seq_len_text == "0" ? 0 : parse_size("seq-len", seq_len_text);
   const bool json = invocation.options["json"].as<bool>();
   return run_on_rank0(invocation, [&] {
     const io::TokenReader reader(path);
@@ -103,7 +114,10 @@ int run_inspect(Invocation& invocation) {
     for (size_t i = 1; i < offsets.size(); ++i) lengths.push_back(offsets[i] - offsets[i - 1]);
     std::sort(lengths.begin(), lengths.end());
     const int64_t shortest = lengths.empty() ? 0 : lengths.front(), longest = lengths.empty() ? 0 : lengths.back();
-    const int64_t median = lengths.empty() ? 0 : lengths[(lengths.size() - 1) / 2];
+    const size_t n = lengths.size();
+    // The middle length, or the mean of the two middle ones: a whole number or one ending in .5.
+    const int64_t twice_median = n == 0 ? 0 : lengths[(n - 1) / 2] + lengths[n / 2];
+    const std::string median = std::to_string(twice_median / 2) + (twice_median % 2 ? ".5" : "");
     // train's split (runtime/train/data.cpp): the last 1/20 of the sequences of data.seq_len are held out
     // for evaluation, at least one when there are two.
     const int64_t total = seq_len > 0 ? reader.sequence_count(seq_len) : 0;
@@ -128,7 +142,7 @@ int run_inspect(Invocation& invocation) {
               << median << ", max " << longest << "\n";
     if (seq_len > 0) {
       std::cout << "  at seq_len " << seq_len << ": " << total << " sequence(s), " << total - held_out << " to train on, "
-                << held_out << " held out for evaluation (the last 1/20)\n";
+                << held_out << " held out for evaluation" << (held_out > 0 ? " (the last 1/20, at least one)" : "") << "\n";
       if (total < 1)
         std::cout << "  (train needs at least seq_len + 1 = " << seq_len + 1 << " tokens: this dataset is too short for it)\n";
       else if (held_out == 0)
@@ -141,8 +155,9 @@ int run_inspect(Invocation& invocation) {
 // ---- verify -------------------------------------------------------------------------------------------
 void declare_verify(po::options_description& desc, po::positional_options_description& positional) {
   desc.add_options()("path", po::value<std::vector<std::string>>()->multitoken(), "token datasets")
-      ("json", po::bool_switch(), "print one JSON object per dataset: path, ok, tokens, documents, vocab, smallest_id, "
-       "largest_id (-1: none read), outside (ids outside [0, vocab)), problems ([text]); the exit code as without it");
+      ("json", po::bool_switch(), "print one JSON object per dataset: path, ok, tokens, documents, vocab, ids_read, "
+       "smallest_id, largest_id (of the ids read; 0 when none), outside (ids outside [0, vocab)), problems ([text]), "
+       "unchecked ([datasets without a checksum]); the exit code as without it");
   positional.add("path", -1);
 }
 
@@ -158,12 +173,16 @@ int run_verify(Invocation& invocation) {
         std::cout << shown(report.summary()) << "\n";
         continue;
       }
-      std::string problems;
-      for (const std::string& problem : report.problems) problems += (problems.empty() ? "" : ", ") + json_string(problem);
+      const auto list = [](const std::vector<std::string>& items) {
+        std::string text;
+        for (const std::string& item : items) text += (text.empty() ? "" : ", ") + json_string(item);
+        return "[" + text + "]";
+      };
       std::cout << "{\"path\": " << json_string(path) << ", \"ok\": " << json_bool(report.ok) << ", \"tokens\": " << report.tokens
-                << ", \"documents\": " << report.documents << ", \"vocab\": " << report.vocab << ", \"smallest_id\": "
-                << report.smallest_id << ", \"largest_id\": " << report.largest_id << ", \"outside\": " << report.outside
-                << ", \"problems\": [" << problems << "]}\n";
+                << ", \"documents\": " << report.documents << ", \"vocab\": " << report.vocab << ", \"ids_read\": "
+                << report.ids_read << ", \"smallest_id\": " << report.smallest_id << ", \"largest_id\": " << report.largest_id
+                << ", \"outside\": " << report.outside << ", \"problems\": " << list(report.problems)
+                << ", \"unchecked\": " << list(report.unchecked) << "}\n";
     }
     return ok ? 0 : static_cast<int>(ExitCode::bad_input);
   });

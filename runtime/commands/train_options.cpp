@@ -89,7 +89,7 @@ void declare_train_options(po::options_description& d, po::positional_options_de
       ("model.mlp_hidden", po::value<int64_t>()->default_value(0), "MLP hidden width; 0 means 4 * model.dim")
       ("model.segment_lengths", po::value<std::string>()->default_value("256,1024,2048"), "dilated branches: segment lengths w")
       ("model.dilation_rates", po::value<std::string>()->default_value("1,2,4"), "dilated branches: dilation rates r (each at most its segment length)")
-      ("model.vocab", po::value<int64_t>()->default_value(32), "vocabulary size (>= 32 for passkey/associative; >= 256 for a `data import` byte corpus)")
+      ("model.vocab", po::value<int64_t>()->default_value(32), "vocabulary size (>= 32 for passkey/associative; for data.task=file at least the token file's vocab: 256 for a `data import --text` corpus, --vocab for one of --ids)")
       ("model.prev_token_embedding", po::bool_switch(),
        "add an embedding of each row's previous token (token shift; helps content-based copying)")
       ("model.init_std", po::value<double>()->default_value(0.02), "normal std of initial weights")

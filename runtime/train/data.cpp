@@ -238,15 +238,17 @@ class FileDataset : public Dataset {
   // Rows `range` of the window of seq_len inputs from token `start`.
   SequenceRows window(int64_t start, io::RowRange range) const {
     const io::SequenceRows r = reader_.read_window_rows(start, c_.seq_len, range);
-    // An int32 file may hold tokens past its vocab attribute: name the file and the position. The window
-    // is the inputs and then the last target (targets are the inputs shifted by one).
+    // A file made otherwise than by `data import` may hold tokens past its vocab attribute (which is at
+    // most model.vocab): name the file and the position. The window is the inputs and then the last
+    // target (targets are the inputs shifted by one).
     const int64_t first = start + range.begin;
     for (size_t i = 0; i <= r.inputs.size() && !r.targets.empty(); ++i) {
       const int32_t token = i < r.inputs.size() ? r.inputs[i] : r.targets.back();
-      if (token < 0 || token >= c_.vocab)
+      if (token < 0 || token >= reader_.vocab())
         throw InputError("data.path=" + c_.path + ": token " + std::to_string(token) + " at position " +
-                         std::to_string(first + static_cast<int64_t>(i)) + " is outside [0, model.vocab=" +
-                         std::to_string(c_.vocab) + ")");
+                         std::to_string(first + static_cast<int64_t>(i)) + " is outside [0, " +
+                         std::to_string(reader_.vocab()) + "), the file's vocab (`longctx data verify " + c_.path +
+                         "` checks every token)");
     }
     SequenceRows out;
     out.tokens = r.inputs;

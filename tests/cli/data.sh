@@ -61,11 +61,20 @@ expect_exit 2 "an unknown --ids-dtype" -- "$LONGCTX" data import --ids raw.bin -
 expect_in "$OUT/stderr" "--ids-dtype uint12: one of uint8\|int8\|uint16" "lists the dtypes"
 expect_exit 0 "a .npy given to --text" -- "$LONGCTX" data import --text a.npy --out npytext.h5 --quiet
 expect_in "$OUT/stderr" "looks like a NumPy .npy file: .*go in with --ids instead" "points to --ids"
+expect_exit 2 "--out - (standard output)" -- "$LONGCTX" data import --ids a.npy --out - --quiet
+expect_in "$OUT/stderr" "--out -: a token dataset is an HDF5 file" "says why"
+mkfifo twice.fifo
+expect_exit 2 "one FIFO given twice" -- timeout 60 "$LONGCTX" data import --ids twice.fifo twice.fifo --ids-dtype uint16 --out x.h5 --quiet
+expect_in "$OUT/stderr" "twice.fifo and twice.fifo are the same pipe, which can be read once" "is refused, not waited on"
+cp a.npy damaged.npy
+printf '\x92' | dd of=damaged.npy bs=1 count=1 conv=notrunc status=none
+expect_exit 3 "a .npy whose magic is damaged" -- "$LONGCTX" data import --ids damaged.npy --out x.h5 --quiet
+expect_in "$OUT/stderr" "damaged.npy: starts as a .npy file \(NUMPY\) but its first byte is not" "is not read as raw ids"
 
 # ---- inspect ----
 expect_exit 0 "inspect" -- "$LONGCTX" data inspect ab.h5 --seq-len 128 --quiet
 expect_in "$OUT/stdout" "vocab 1000  tokens 3012 \(uint16" "shows vocabulary, tokens and dtype"
-expect_in "$OUT/stdout" "documents 2  tokens per document: min 12, median 12, max 3000" "shows the documents"
+expect_in "$OUT/stdout" "documents 2  tokens per document: min 12, median 1506, max 3000" "shows the documents"
 # (3012 - 1) / 128 = 23 sequences; the last 1/20 (at least one) held out.
 expect_in "$OUT/stdout" "at seq_len 128: 23 sequence\(s\), 22 to train on, 1 held out" "counts the sequences train uses"
 expect_exit 0 "inspect --json" -- "$LONGCTX" data inspect ab.h5 --seq-len 128 --json --quiet
@@ -110,6 +119,15 @@ import json, sys
 d = json.loads(open('$OUT/stdout').read())
 sys.exit(0 if not d['ok'] and d['outside'] > 0 and 'is outside [0, vocab=500)' in d['problems'][0] else 1)
 " && pass "... --json names them" || fail "verify --json: $(cat "$OUT/stdout")"
+/usr/bin/python3 -c "
+import h5py, numpy as np
+with h5py.File('byhand.h5', 'w') as f:
+    f['tokens'] = np.arange(10, dtype=np.int32); f['doc_offsets'] = np.array([0, 10])
+    f.attrs.update({'format': 'longctx-tokens', 'format_version': 1, 'vocab': 10})
+"
+expect_exit 0 "verify a token file made by hand" -- "$LONGCTX" data verify byhand.h5 --quiet
+expect_in "$OUT/stdout" "byhand.h5: ok \(10 tokens in 1 document\(s\), ids 0\.\.9 of vocab 10; no checksum on /tokens, /doc_offsets\)" \
+  "says what no checksum covers"
 expect_exit 3 "verify a missing file" -- "$LONGCTX" data verify nope.h5 --quiet
 expect_in "$OUT/stdout" "^nope.h5: no such file" "says so, not 'damaged'"
 
@@ -120,4 +138,12 @@ expect_exit 0 "train on uint16 ids at 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX
 expect_in "$OUT/stdout" "step +2  loss [67]\." "loss near ln(1000)"
 expect_exit 2 "train with model.vocab below the file's" -- "$LONGCTX" "${TRAIN[@]}" --model.vocab 999
 expect_in "$OUT/stderr" "model.vocab=999 is smaller than the vocabulary \(1000\) of data.path=ab.h5" "says why"
+cp ab.h5 bad_id.h5
+/usr/bin/python3 -c "
+import h5py
+with h5py.File('bad_id.h5', 'r+') as f: f['tokens'][5] = 5000
+"
+expect_exit 3 "train on a file with an id past its vocab" -- "$LONGCTX" "${TRAIN[@]/ab.h5/bad_id.h5}" --model.vocab 8000
+expect_in "$OUT/stderr" "data.path=bad_id.h5: token 5000 at position 5 is outside \[0, 1000\), the file's vocab \(\`longctx data verify bad_id.h5\` checks" \
+  "is refused against the file's vocab, pointing to data verify"
 finish
