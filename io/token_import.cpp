@@ -1,12 +1,17 @@
 // `longctx data import`: text files as byte tokens, or token ids a tokenizer wrote (raw little-endian
 // integers or NumPy .npy), into one token dataset (see token_dataset.hpp), one document per input.
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <type_traits>
 
@@ -36,6 +41,10 @@ std::string binary_kind(const std::string& head) {
   for (const auto& [signature, kind] : kSignatures)
     if (head.compare(0, std::strlen(signature), signature) == 0) return kind;
   return "";
+}
+
+bool ends_with(const std::string& text, const std::string& end) {
+  return text.size() > end.size() && text.compare(text.size() - end.size(), end.size(), end) == 0;
 }
 
 // What plan_inputs found.
@@ -80,6 +89,13 @@ InputPlan plan_inputs(const std::vector<std::string>& files, const std::string& 
       throw InputError(file + ": is " + non_regular_kind(file) + "; give a regular file, a pipe or - (standard input)");
     if (same_file(file, out_path) || same_file(file, out_path + ".tmp"))
       throw UsageError("--" + option + " " + file + " is --out " + out_path + " (or its .tmp); write the dataset elsewhere");
+    // A Megatron index's ids are in its .bin (read when it is opened).
+    const std::string data = option == "ids" && ends_with(file, ".idx") ? file.substr(0, file.size() - 4) + ".bin" : file;
+    if (data != file) {
+      if (same_file(data, out_path) || same_file(data, out_path + ".tmp"))
+        throw UsageError("--" + option + " " + file + ": its " + data + " is --out " + out_path + "; write the dataset elsewhere");
+      if (::stat(data.c_str(), &info) != 0) info.st_size = 0;
+    }
     plan.bytes += static_cast<int64_t>(info.st_size);
   }
   return plan;
@@ -189,9 +205,53 @@ std::string npy_field(const std::string& header, const std::string& key, const s
   return close == ',' ? header.substr(begin, end - begin) : header.substr(begin, end - begin + 1);
 }
 
+// Little-endian ids of `type` -> int64 (a uint64 past int64's range is refused here, by its value).
+void decode_ids(const IdType& type, const char* bytes, int64_t count, int64_t* out, int64_t first_index,
+                const std::string& name) {
+  const auto go = [&](auto tag) {
+    using T = decltype(tag);
+    for (int64_t i = 0; i < count; ++i) {
+      T value;
+      std::memcpy(&value, bytes + i * static_cast<int64_t>(sizeof(T)), sizeof(T));
+      if (!std::is_signed<T>::value && static_cast<uint64_t>(value) > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+        throw InputError(name + ": id " + std::to_string(static_cast<uint64_t>(value)) + " at index " +
+                         std::to_string(first_index + i) + " (from 0) is past any vocabulary (ids are read as int32)");
+      out[i] = static_cast<int64_t>(value);
+    }
+  };
+  switch (type.bytes * (type.is_signed ? -1 : 1)) {
+    case 1: go(uint8_t{}); break;
+    case -1: go(int8_t{}); break;
+    case 2: go(uint16_t{}); break;
+    case -2: go(int16_t{}); break;
+    case 4: go(uint32_t{}); break;
+    case -4: go(int32_t{}); break;
+    case 8: go(uint64_t{}); break;
+    default: go(int64_t{}); break;
+  }
+}
+
+constexpr int64_t kReadBytes = int64_t{4} << 20;  // one read of ids
+
+using IdVisit = std::function<void(const int64_t* ids, int64_t count, int64_t first_index)>;
+using ByteCount = std::function<void(uint64_t bytes)>;
+
+// One --ids input: a .npy file, raw ids, or a Megatron index (.idx) and its .bin.
+class IdSource {
+ public:
+  virtual ~IdSource() = default;
+  virtual const IdType& type() const = 0;
+  // Of a regular file, before any id is read: its size (and index) checked; returns how many ids it holds.
+  virtual int64_t check_size() = 0;
+  // Calls visit for consecutive runs of the ids (index = the first's, counted through the input), to its
+  // end, progress(bytes) as bytes are read, and document_end() between the documents it holds (a .npy or
+  // raw file is one; a Megatron index lists them).
+  virtual void read_all(const IdVisit& visit, const ByteCount& progress, const std::function<void()>& document_end) = 0;
+};
+
 // An input of ids as it is read: a .npy file (magic and header read on opening) or raw ids of
 // --ids-dtype (the first bytes, read to tell the two apart, kept as ids: a pipe cannot seek back).
-class IdInput {
+class IdInput : public IdSource {
  public:
   IdInput(const std::string& file, const IdType* raw_type) : file_(file), name_(name_of(file)), in_(open_input(file)) {
     char magic[kNpyMagicBytes];
@@ -222,11 +282,11 @@ class IdInput {
     if (!kind.empty()) log::warn(name_ + " looks like " + kind + ": its bytes are read as " + type_->name + " ids as they are");
   }
 
-  const IdType& type() const { return *type_; }
+  const IdType& type() const override { return *type_; }
   bool npy() const { return expected_ >= 0; }
   // A regular file's whole size checked before any id is read: a whole number of ids, or what the header says.
   // Returns how many ids it holds.
-  int64_t check_size() {
+  int64_t check_size() override {
     struct stat info {};
     if (::stat(file_.c_str(), &info) != 0) throw InputError(name_ + ": no such file");
     const int64_t data_bytes = static_cast<int64_t>(info.st_size) - header_bytes_;
@@ -234,11 +294,8 @@ class IdInput {
     return data_bytes / type_->bytes;
   }
 
-  // Calls visit(ids, count, index of the first) for consecutive runs of the ids, to the end of the input;
-  // progress(bytes) as bytes are read.
-  template <class Visit, class Progress>
-  void read_all(Visit&& visit, Progress&& progress) {
-    constexpr int64_t kBufferBytes = int64_t{4} << 20;
+  void read_all(const IdVisit& visit, const ByteCount& progress, const std::function<void()>&) override {
+    constexpr int64_t kBufferBytes = kReadBytes;
     std::vector<char> buffer(static_cast<size_t>(kBufferBytes));
     std::vector<int64_t> ids(static_cast<size_t>(kBufferBytes / type_->bytes));
     int64_t pending = static_cast<int64_t>(head_.size()), index = 0;
@@ -247,7 +304,7 @@ class IdInput {
     for (;;) {
       const int64_t got = read_some(in_, buffer.data() + pending, kBufferBytes - pending, file_);
       const int64_t have = pending + got, whole = have / type_->bytes;
-      decode(buffer.data(), whole, ids.data(), index);
+      decode_ids(*type_, buffer.data(), whole, ids.data(), index, name_);
       if (whole > 0) visit(ids.data(), whole, index);
       index += whole;
       pending = have - whole * type_->bytes;
@@ -327,31 +384,6 @@ class IdInput {
     }
   }
 
-  // Little-endian ids of type_ -> int64 (a uint64 past int64's range is refused here, by its value).
-  void decode(const char* bytes, int64_t count, int64_t* out, int64_t first_index) const {
-    const auto go = [&](auto tag) {
-      using T = decltype(tag);
-      for (int64_t i = 0; i < count; ++i) {
-        T value;
-        std::memcpy(&value, bytes + i * static_cast<int64_t>(sizeof(T)), sizeof(T));
-        if (!std::is_signed<T>::value && static_cast<uint64_t>(value) > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-          throw InputError(name_ + ": id " + std::to_string(static_cast<uint64_t>(value)) + " at index " +
-                           std::to_string(first_index + i) + " (from 0) is past any vocabulary (ids are read as int32)");
-        out[i] = static_cast<int64_t>(value);
-      }
-    };
-    switch (type_->bytes * (type_->is_signed ? -1 : 1)) {
-      case 1: go(uint8_t{}); break;
-      case -1: go(int8_t{}); break;
-      case 2: go(uint16_t{}); break;
-      case -2: go(int16_t{}); break;
-      case 4: go(uint32_t{}); break;
-      case -4: go(int32_t{}); break;
-      case 8: go(uint64_t{}); break;
-      default: go(int64_t{}); break;
-    }
-  }
-
   std::string file_, name_;
   std::ifstream in_;
   const IdType* type_ = nullptr;
@@ -359,6 +391,149 @@ class IdInput {
   int64_t header_bytes_ = 0;  // of a .npy file: magic and header
   std::string head_;          // raw: the first bytes, already read
 };
+
+// A Megatron-LM indexed dataset: PREFIX.idx lists the sequences (length, byte offset in PREFIX.bin) and
+// the documents (ranges of sequences); PREFIX.bin holds the ids. Layout of the index (Megatron's
+// _IndexWriter): "MMIDIDX\0\0", u64 version 1, u8 dtype code, u64 sequence count S, u64 document index
+// count D, int32 lengths[S], int64 byte offsets[S], int64 document indices[D] (0 first, S last), and
+// for a multimodal dataset int8 modes[S]. All little endian. Each of its documents is one of ours.
+class MegatronInput : public IdSource {
+ public:
+  explicit MegatronInput(const std::string& idx) : idx_(idx), bin_(idx.substr(0, idx.size() - 4) + ".bin") {
+    check_readable(idx_);
+    struct stat info {};
+    if (::stat(idx_.c_str(), &info) != 0) throw InputError(idx_ + ": no such file");
+    if (!S_ISREG(info.st_mode))  // (opening a FIFO would wait for a writer)
+      throw InputError(idx_ + ": is " + non_regular_kind(idx_) + "; a Megatron index is read from a regular file");
+    const int fd = ::open(idx_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ::fstat(fd, &info) != 0) {
+      if (fd >= 0) ::close(fd);
+      throw InputError(idx_ + ": cannot be read (" + std::strerror(errno) + ")");
+    }
+    size_ = static_cast<size_t>(info.st_size);
+    if (size_ > 0) {
+      void* map = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      ::close(fd);
+      if (map == MAP_FAILED) throw InputError(idx_ + ": cannot map it (" + std::strerror(errno) + ")");
+      map_ = static_cast<const char*>(map);
+    } else {
+      ::close(fd);
+    }
+    constexpr char kMagic[] = "MMIDIDX\0\0";
+    constexpr size_t kHead = 9 + 8 + 1 + 8 + 8;
+    if (size_ < kHead || std::memcmp(map_, kMagic, 9) != 0)
+      throw InputError(idx_ + ": not a Megatron index (" + (size_ < 9 ? "shorter than its header" : "no MMIDIDX header") +
+                       "); named .idx, an --ids input is read as one");
+    if (const uint64_t version = u64(9); version != 1)
+      throw InputError(idx_ + ": Megatron index version " + std::to_string(version) + " (this build reads 1)");
+    static const char* const kCodes[] = {nullptr, "uint8", "int8", "int16", "int32", "int64", "float64", "float32", "uint16"};
+    const int code = static_cast<unsigned char>(map_[17]);
+    if (code < 1 || code > 8) throw InputError(idx_ + ": unknown dtype code " + std::to_string(code) + " in its header");
+    type_ = find_id_type(kCodes[code]);
+    if (!type_) throw InputError(idx_ + ": dtype " + kCodes[code] + ": token ids must be integers");
+    sequences_ = u64(18);
+    documents_ = u64(26);
+    if (sequences_ > (uint64_t{1} << 40) || documents_ > (uint64_t{1} << 40) || documents_ < 1)
+      throw InputError(idx_ + ": damaged header (" + std::to_string(sequences_) + " sequences, " + std::to_string(documents_) +
+                       " document indices)");
+    lengths_at_ = kHead;
+    offsets_at_ = lengths_at_ + 4 * sequences_;
+    documents_at_ = offsets_at_ + 8 * sequences_;
+    const uint64_t need = documents_at_ + 8 * documents_;
+    if (size_ != need && size_ != need + sequences_)  // + the modes of a multimodal dataset
+      throw InputError(idx_ + ": holds " + std::to_string(size_) + " bytes, but its header's " + std::to_string(sequences_) +
+                       " sequences and " + std::to_string(documents_) + " document indices need " + std::to_string(need) +
+                       " (cut short, or damaged)");
+    check_readable(bin_);
+    struct stat bin {};
+    if (::stat(bin_.c_str(), &bin) != 0) throw InputError(bin_ + ": no such file (the data of " + idx_ + ")");
+    if (!S_ISREG(bin.st_mode)) throw InputError(bin_ + ": is " + non_regular_kind(bin_) + ", not the data file of " + idx_);
+    bin_bytes_ = static_cast<int64_t>(bin.st_size);
+  }
+  ~MegatronInput() override {
+    if (map_) ::munmap(const_cast<char*>(map_), size_);
+  }
+  MegatronInput(const MegatronInput&) = delete;
+  MegatronInput& operator=(const MegatronInput&) = delete;
+
+  const IdType& type() const override { return *type_; }
+
+  int64_t check_size() override {
+    for (uint64_t d = 0; d < documents_; ++d) {
+      const int64_t at = document(d), previous = d == 0 ? 0 : document(d - 1);
+      if ((d == 0 && at != 0) || at < previous || at > static_cast<int64_t>(sequences_) ||
+          (d + 1 == documents_ && at != static_cast<int64_t>(sequences_)))
+        throw InputError(idx_ + ": document index " + std::to_string(d) + " = " + std::to_string(at) +
+                         ": they must rise from 0 to the sequence count " + std::to_string(sequences_));
+    }
+    int64_t ids = 0;
+    for (uint64_t i = 0; i < sequences_; ++i) {
+      const int64_t length = this->length(i), offset = this->offset(i);
+      if (length < 0 || offset < 0 || offset > bin_bytes_ || length > (bin_bytes_ - offset) / type_->bytes)
+        throw InputError(idx_ + ": sequence " + std::to_string(i) + " (" + std::to_string(length) + " ids at byte " +
+                         std::to_string(offset) + ") lies outside " + bin_ + " (" + std::to_string(bin_bytes_) + " bytes)");
+      ids += length;
+    }
+    return ids;
+  }
+
+  void read_all(const IdVisit& visit, const ByteCount& progress, const std::function<void()>& document_end) override {
+    check_size();  // (streams aside, check_size ran already; it is cheap next to the reads)
+    std::ifstream in = open_input(bin_);
+    std::vector<char> buffer(static_cast<size_t>(kReadBytes));
+    std::vector<int64_t> ids(static_cast<size_t>(kReadBytes / type_->bytes));
+    int64_t position = 0, index = 0;
+    const int64_t per_read = kReadBytes / type_->bytes;
+    for (uint64_t d = 0; d + 1 < documents_; ++d) {
+      if (d > 0) document_end();
+      for (int64_t s = document(d); s < document(d + 1); ++s) {
+        const int64_t offset = this->offset(static_cast<uint64_t>(s));
+        if (offset != position) {  // sequences are usually back to back: a seek only where they are not
+          in.clear();
+          in.seekg(offset);
+          position = offset;
+        }
+        for (int64_t left = length(static_cast<uint64_t>(s)); left > 0;) {
+          const int64_t count = std::min(left, per_read), bytes = count * type_->bytes;
+          if (read_some(in, buffer.data(), bytes, bin_) != bytes)
+            throw InputError(bin_ + ": ends before sequence " + std::to_string(s) + " of " + idx_ + " does (it changed?)");
+          decode_ids(*type_, buffer.data(), count, ids.data(), index, bin_);
+          visit(ids.data(), count, index);
+          index += count;
+          left -= count;
+          position += bytes;
+          progress(static_cast<uint64_t>(bytes));
+        }
+      }
+    }
+  }
+
+ private:
+  template <class T>
+  T at(uint64_t byte) const {
+    T value;
+    std::memcpy(&value, map_ + byte, sizeof(T));
+    return value;
+  }
+  uint64_t u64(uint64_t byte) const { return at<uint64_t>(byte); }
+  int64_t length(uint64_t i) const { return at<int32_t>(lengths_at_ + 4 * i); }
+  int64_t offset(uint64_t i) const { return at<int64_t>(offsets_at_ + 8 * i); }
+  int64_t document(uint64_t i) const { return at<int64_t>(documents_at_ + 8 * i); }
+
+  std::string idx_, bin_;
+  const char* map_ = nullptr;
+  size_t size_ = 0;
+  const IdType* type_ = nullptr;
+  uint64_t sequences_ = 0, documents_ = 0;
+  uint64_t lengths_at_ = 0, offsets_at_ = 0, documents_at_ = 0;
+  int64_t bin_bytes_ = 0;
+};
+
+// The input `file` is: a Megatron index by its name (.idx), else a .npy file or raw ids by its first bytes.
+std::unique_ptr<IdSource> open_ids(const std::string& file, const IdType* raw_type) {
+  if (ends_with(file, ".idx")) return std::make_unique<MegatronInput>(file);
+  return std::make_unique<IdInput>(file, raw_type);
+}
 
 // Each id in [0, limit), or an InputError naming the file, the id and its index; `reason` says why the
 // limit is what it is.
@@ -470,16 +645,16 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
       type_bound = std::max(type_bound, raw_type ? type_limit(*raw_type) : kMaxVocab);
       continue;
     }
-    IdInput input(file, raw_type);
-    known_ids += input.check_size();
-    type_bound = std::max(type_bound, type_limit(input.type()));
+    const std::unique_ptr<IdSource> input = open_ids(file, raw_type);
+    known_ids += input->check_size();
+    type_bound = std::max(type_bound, type_limit(input->type()));
     if (scan)
-      input.read_all(
+      input->read_all(
           [&](const int64_t* ids, int64_t count, int64_t first) {
             check_ids(ids, count, first, kMaxVocab, file, "ids are read as int32");
             largest = std::max(largest, *std::max_element(ids, ids + count));
           },
-          [&](uint64_t bytes) { scanning.update(scanned += bytes); });
+          [&](uint64_t bytes) { scanning.update(scanned += bytes); }, [] {});
   }
   if (!plan.streams && known_ids == 0) throw InputError("data import: the --ids files hold no ids: nothing to train on");
   const int64_t limit = options.vocab > 0 ? options.vocab : scan ? largest + 1 : type_bound;
@@ -497,19 +672,24 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
   uint64_t bytes_read = 0;
   largest = -1;
   for (const std::string& file : files) {
-    IdInput input(file, raw_type);
-    if (input.npy() && raw_type && raw_type != &input.type())
-      log::warn(name_of(file) + ": its .npy header says " + input.type().name + "; --ids-dtype " + raw_type->name +
-                " is for raw files (.npy files are read as their header says)");
+    const std::unique_ptr<IdSource> input = open_ids(file, raw_type);
+    struct stat info {};
+    if (ends_with(file, ".bin") && ::stat((file.substr(0, file.size() - 4) + ".idx").c_str(), &info) == 0)
+      log::warn(file + ": " + file.substr(0, file.size() - 4) + ".idx is beside it; give that (--ids PREFIX.idx) to keep "
+                "Megatron's documents and dtype: as raw ids this file is one document");
+    const auto* npy = dynamic_cast<const IdInput*>(input.get());
+    if (raw_type && raw_type != &input->type() && (!npy || npy->npy()))
+      log::warn(name_of(file) + ": its " + (npy ? ".npy header" : "Megatron index") + " says " + input->type().name +
+                "; --ids-dtype " + raw_type->name + " is for raw files (the others are read as they say)");
     const int64_t before = writer.written();
-    input.read_all(
+    input->read_all(
         [&](const int64_t* ids, int64_t count, int64_t first) {
           check_ids(ids, count, first, limit, file, reason);
           largest = std::max(largest, *std::max_element(ids, ids + count));
           narrow(ids, count, storage, narrowed);
           writer.append(narrowed.data(), count);
         },
-        [&](uint64_t bytes) { progress.update(bytes_read += bytes); });
+        [&](uint64_t bytes) { progress.update(bytes_read += bytes); }, [&] { writer.end_document(); });
     if (writer.written() == before && files.size() > 1) warn_empty_document(file, "ids");
     writer.end_document();
   }

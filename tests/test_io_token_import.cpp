@@ -43,6 +43,35 @@ void write_raw(const std::string& path, const std::vector<T>& values) {
       .write(reinterpret_cast<const char*>(values.data()), static_cast<std::streamsize>(values.size() * sizeof(T)));
 }
 
+// A Megatron-LM indexed dataset, laid out as Megatron's _IndexWriter writes it: PREFIX.bin holds the
+// sequences back to back; PREFIX.idx the header, int32 lengths, int64 byte offsets, int64 document indices.
+void write_megatron(const std::string& prefix, const std::vector<std::vector<std::vector<uint16_t>>>& documents) {
+  std::vector<int32_t> lengths;
+  std::vector<int64_t> offsets, document_indices = {0};
+  std::ofstream bin(prefix + ".bin", std::ios::binary);
+  int64_t at = 0;
+  for (const auto& document : documents) {
+    for (const auto& sequence : document) {
+      bin.write(reinterpret_cast<const char*>(sequence.data()), static_cast<std::streamsize>(sequence.size() * 2));
+      lengths.push_back(static_cast<int32_t>(sequence.size()));
+      offsets.push_back(at);
+      at += static_cast<int64_t>(sequence.size() * 2);
+    }
+    document_indices.push_back(static_cast<int64_t>(lengths.size()));
+  }
+  std::ofstream idx(prefix + ".idx", std::ios::binary);
+  const uint64_t version = 1, sequences = lengths.size(), indices = document_indices.size();
+  const uint8_t uint16_code = 8;
+  idx.write("MMIDIDX\0\0", 9);
+  idx.write(reinterpret_cast<const char*>(&version), 8);
+  idx.write(reinterpret_cast<const char*>(&uint16_code), 1);
+  idx.write(reinterpret_cast<const char*>(&sequences), 8);
+  idx.write(reinterpret_cast<const char*>(&indices), 8);
+  idx.write(reinterpret_cast<const char*>(lengths.data()), static_cast<std::streamsize>(lengths.size() * 4));
+  idx.write(reinterpret_cast<const char*>(offsets.data()), static_cast<std::streamsize>(offsets.size() * 8));
+  idx.write(reinterpret_cast<const char*>(document_indices.data()), static_cast<std::streamsize>(document_indices.size() * 8));
+}
+
 std::vector<int32_t> all_tokens(const std::string& path) {
   const TokenReader reader(path);
   return reader.read(0, reader.token_count());
@@ -173,6 +202,31 @@ TEST(TokenIds, BadInputsAreRefusedNamingFileAndIndex) {
   import_token_ids({dir.file("ok16.bin")}, options, dir.file("ok16.h5"));
   EXPECT_EQ(all_tokens(dir.file("ok16.h5")), (std::vector<int32_t>{65535}));
   EXPECT_EQ(dtype_of(dir.file("ok16.h5")), "uint16");
+}
+
+TEST(TokenIds, MegatronIndexedDatasetsKeepTheirDocuments) {
+  SharedTempDir dir;
+  // Document 0 is two sequences (sentences), document 1 is empty, document 2 one sequence.
+  write_megatron(dir.file("corpus_text_document"), {{{5, 6, 7}, {8}}, {}, {{50256, 9}}});
+  IdImportOptions options;
+  options.vocab = 50304;
+  const TokenImportStats stats = import_token_ids({dir.file("corpus_text_document.idx"), dir.file("corpus_text_document.idx")},
+                                                  options, dir.file("m.h5"));
+  EXPECT_EQ(stats.documents, 6);
+  EXPECT_EQ(all_tokens(dir.file("m.h5")), (std::vector<int32_t>{5, 6, 7, 8, 50256, 9, 5, 6, 7, 8, 50256, 9}));
+  EXPECT_EQ(TokenReader(dir.file("m.h5")).document_offsets(), (std::vector<int64_t>{0, 4, 4, 6, 10, 10, 12}));
+  EXPECT_EQ(dtype_of(dir.file("m.h5")), "uint16");
+
+  // An index whose sequences lie past its .bin (the .bin cut short) is refused before anything is written.
+  fs::resize_file(dir.file("corpus_text_document.bin"), 6);
+  EXPECT_NE(refusal<InputError>({dir.file("corpus_text_document.idx")}, options, dir.file("cut.h5"))
+                .find("corpus_text_document.idx: sequence 1 (1 ids at byte 6) lies outside"),
+            std::string::npos);
+  // ... and so is one cut short itself.
+  write_megatron(dir.file("short"), {{{1, 2}}});
+  fs::resize_file(dir.file("short.idx"), fs::file_size(dir.file("short.idx")) - 8);
+  EXPECT_NE(refusal<InputError>({dir.file("short.idx")}, options, dir.file("short.h5")).find("cut short, or damaged"),
+            std::string::npos);
 }
 
 TEST(TokenIds, VerifyFindsIdsOutsideTheVocabulary) {

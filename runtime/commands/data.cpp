@@ -21,8 +21,8 @@ std::string json_bool(bool value) { return value ? "true" : "false"; }
 void declare_import(po::options_description& desc, po::positional_options_description&) {
   desc.add_options()
       ("text", po::value<std::vector<std::string>>()->multitoken(), "text files (this or --ids), one document each, as byte tokens (vocab 256): regular files, pipes (a FIFO, <(zcat a.gz)) or - (standard input)")
-      ("ids", po::value<std::vector<std::string>>()->multitoken(), "token ids a tokenizer wrote (this or --text), one document per file (files, pipes or -): NumPy .npy files (dtype from their header; any shape, in C order) or raw little-endian integers of --ids-dtype (nanoGPT's train.bin; Megatron's .bin, whose .idx document boundaries are not read: one document)")
-      ("ids-dtype", po::value<std::string>()->default_value(""), "dtype of raw --ids files: uint8|int8|uint16|int16|uint32|int32|uint64|int64 (.npy files say their own)")
+      ("ids", po::value<std::vector<std::string>>()->multitoken(), "token ids a tokenizer wrote (this or --text), one document per file (files, pipes or -): NumPy .npy files (dtype from their header; any shape, in C order), Megatron-LM indexed datasets given by their PREFIX.idx (its documents and dtype kept; the ids read from PREFIX.bin), or raw little-endian integers of --ids-dtype (nanoGPT's train.bin)")
+      ("ids-dtype", po::value<std::string>()->default_value(""), "dtype of raw --ids files: uint8|int8|uint16|int16|uint32|int32|uint64|int64 (.npy files and Megatron indexes say their own)")
       ("vocab", po::value<int64_t>()->default_value(0), "with --ids: the tokenizer's vocabulary size; every id must be below it, and /tokens is stored as the smallest of uint8, uint16, int32 that holds it (0: the largest id + 1, stored by the inputs' dtypes). train's model.vocab must be at least this")
       ("out", po::value<std::string>()->required(), "token file to write (HDF5)");
 }
@@ -191,7 +191,7 @@ int run_verify(Invocation& invocation) {
 }  // namespace
 
 Command data_import_command() {
-  return {"data import", "turn text files (byte tokens) or a tokenizer's ids (.npy or raw) into a token dataset for `train` (data.task=file)",
+  return {"data import", "turn text files (byte tokens) or a tokenizer's ids (.npy, Megatron .idx/.bin, raw) into a token dataset for `train` (data.task=file)",
           "", declare_import, run_import, check_import};
 }
 

@@ -40,6 +40,34 @@ raw = np.fromfile('raw.bin', dtype='<u2')
 with h5py.File('stdin.h5') as s, h5py.File('fifo.h5') as f:
     sys.exit(0 if np.array_equal(s['tokens'][...], raw) and np.array_equal(f['tokens'][...], np.concatenate([raw, raw])) else 1)
 " && pass "... and stored exactly" || fail "raw ids stored otherwise"
+# A Megatron-LM indexed dataset as Megatron's _IndexWriter lays it out (header, int32 lengths, int64 byte
+# offsets, int64 document indices; PREFIX.bin the ids): its documents are kept.
+/usr/bin/python3 - <<'PY' || fail "could not write a Megatron dataset"
+import struct, numpy as np
+docs = [[[11, 12, 13], [14]], [[50256, 15]]]
+seqs = [np.array(s, dtype=np.uint16) for d in docs for s in d]
+open("mg_text_document.bin", "wb").write(b"".join(s.tobytes() for s in seqs))
+lengths = np.array([len(s) for s in seqs], np.int32)
+offsets = np.concatenate([[0], np.cumsum(lengths[:-1] * 2)]).astype(np.int64)
+doc_idx = np.array([0, 2, 3], np.int64)
+with open("mg_text_document.idx", "wb") as f:
+    f.write(b"MMIDIDX\x00\x00" + struct.pack("<QBQQ", 1, 8, len(seqs), len(doc_idx)))
+    f.write(lengths.tobytes() + offsets.tobytes() + doc_idx.tobytes())
+PY
+expect_exit 0 "a Megatron .idx/.bin" -- "$LONGCTX" data import --ids mg_text_document.idx --vocab 50304 --out mg.h5 --quiet
+expect_in "$OUT/stdout" "2 document\(s\), 6 tokens -> mg.h5" "keeps its documents"
+/usr/bin/python3 -c "
+import h5py, sys
+with h5py.File('mg.h5') as f:
+    sys.exit(0 if list(f['tokens'][...]) == [11, 12, 13, 14, 50256, 15] and list(f['doc_offsets'][...]) == [0, 4, 6] else 1)
+" && pass "... and its ids, in order" || fail "Megatron ids or documents differ"
+expect_exit 0 "its .bin as raw ids" -- "$LONGCTX" data import --ids mg_text_document.bin --ids-dtype uint16 --out mgraw.h5 --quiet
+expect_in "$OUT/stderr" "mg_text_document.idx is beside it; give that" "points to the .idx"
+head -c 8 mg_text_document.bin >cut_text_document.bin
+cp mg_text_document.idx cut_text_document.idx
+expect_exit 3 "a Megatron index whose .bin is cut short" -- "$LONGCTX" data import --ids cut_text_document.idx --out x.h5 --quiet
+expect_in "$OUT/stderr" "cut_text_document.idx: sequence 2 \(2 ids at byte 8\) lies outside cut_text_document.bin \(8 bytes\)" \
+  "names the sequence and the file"
 expect_exit 0 "without --vocab" -- "$LONGCTX" data import --ids b.npy --out b.h5 --quiet
 expect_in "$OUT/stdout" "ids up to 11; vocab 12 \(the largest id \+ 1" "the vocabulary is the largest id + 1, and said so"
 
