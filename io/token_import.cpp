@@ -146,7 +146,10 @@ class TokenWriter {
   void end_document() { offsets_.push_back(written_); }
   int64_t written() const { return written_; }
   int64_t documents() const { return static_cast<int64_t>(offsets_.size()) - 1; }
-  void finish(int64_t vocab) {
+  // Refuses an import that wrote no token (`nothing` says what the inputs held); else adds /doc_offsets
+  // and the attributes, renames the temporary into place and returns the counts.
+  TokenImportStats finish(int64_t vocab, const std::string& nothing) {
+    if (written_ == 0) throw InputError("data import: the " + nothing + ": nothing to train on");
     h5::File& out = output_.file();
     const int64_t count = static_cast<int64_t>(offsets_.size());
     h5::DatasetOptions options;  // a flipped offset would move document boundaries unseen
@@ -161,6 +164,12 @@ class TokenWriter {
     out.write_attribute("token_count", written_);
     out.write_attribute("document_count", documents());
     output_.commit();
+    TokenImportStats stats;
+    stats.documents = documents();
+    stats.tokens = written_;
+    stats.vocab = vocab;
+    stats.storage = h5::to_string(type_);
+    return stats;
   }
 
  private:
@@ -612,14 +621,7 @@ TokenImportStats import_text_files(const std::vector<std::string>& files, const 
     if (writer.written() == before && files.size() > 1) warn_empty_document(file, "bytes");
     writer.end_document();
   }
-  if (writer.written() == 0) throw InputError("data import: the --text inputs held no bytes: nothing to train on");
-  TokenImportStats stats;
-  stats.documents = writer.documents();
-  stats.tokens = writer.written();
-  stats.vocab = 256;
-  stats.storage = "uint8";
-  writer.finish(stats.vocab);
-  return stats;
+  return writer.finish(256, "--text inputs held no bytes");
 }
 
 TokenImportStats import_token_ids(const std::vector<std::string>& files, const IdImportOptions& options,
@@ -693,14 +695,8 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
     if (writer.written() == before && files.size() > 1) warn_empty_document(file, "ids");
     writer.end_document();
   }
-  if (writer.written() == 0) throw InputError("data import: the --ids inputs held no ids: nothing to train on");
-  TokenImportStats stats;
-  stats.documents = writer.documents();
-  stats.tokens = writer.written();
+  TokenImportStats stats = writer.finish(options.vocab > 0 ? options.vocab : largest + 1, "--ids inputs held no ids");
   stats.largest_id = largest;
-  stats.vocab = options.vocab > 0 ? options.vocab : largest + 1;
-  stats.storage = h5::to_string(storage);
-  writer.finish(stats.vocab);
   return stats;
 }
 
