@@ -194,7 +194,8 @@ std::string TokenVerifyReport::summary() const {
   if (!opened) return problems.empty() ? path + ": not opened" : problems[0];  // said as it is, not "DAMAGED"
   if (!ok) {
     std::string text = path + ": DAMAGED:";
-    for (const std::string& problem : problems) text += " " + problem + ";";
+    for (const std::string& problem : problems)  // each names the file; said once
+      text += " " + (problem.rfind(path + ": ", 0) == 0 ? problem.substr(path.size() + 2) : problem) + ";";
     text.pop_back();
     return text;
   }

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -43,8 +44,12 @@ std::string binary_kind(const std::string& head) {
   return "";
 }
 
+// Whether `text` ends in `end` (lower case), in any case: B.IDX is an index too.
 bool ends_with(const std::string& text, const std::string& end) {
-  return text.size() > end.size() && text.compare(text.size() - end.size(), end.size(), end) == 0;
+  if (text.size() <= end.size()) return false;
+  for (size_t i = 0; i < end.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(text[text.size() - end.size() + i])) != end[i]) return false;
+  return true;
 }
 
 // What plan_inputs found.
@@ -72,7 +77,12 @@ InputPlan plan_inputs(const std::vector<std::string>& files, const std::string& 
     }
     check_readable(file);
     struct stat info {};
-    if (::stat(file.c_str(), &info) != 0) throw InputError(file + ": no such file");
+    if (::stat(file.c_str(), &info) != 0) {
+      if (option == "ids" && ::stat((file + ".idx").c_str(), &info) == 0)
+        throw InputError(file + ": no such file; " + file + ".idx is there: a Megatron dataset is given by its index (--ids " +
+                         file + ".idx)");
+      throw InputError(file + ": no such file");
+    }
     if (has_stdin && info.st_dev == stdin_info.st_dev && info.st_ino == stdin_info.st_ino)
       throw UsageError("--" + option + " " + file + " is standard input, which '-' reads already");
     if (S_ISDIR(info.st_mode))
@@ -253,8 +263,8 @@ class IdSource {
   // Of a regular file, before any id is read: its size (and index) checked; returns how many ids it holds.
   virtual int64_t check_size() = 0;
   // Calls visit for consecutive runs of the ids (index = the first's, counted through the input), to its
-  // end, progress(bytes) as bytes are read, and document_end() between the documents it holds (a .npy or
-  // raw file is one; a Megatron index lists them).
+  // end, progress(bytes) as bytes are read, and document_end() at the end of each document it holds (a
+  // .npy or raw file is one; a Megatron index lists them, maybe none).
   virtual void read_all(const IdVisit& visit, const ByteCount& progress, const std::function<void()>& document_end) = 0;
 };
 
@@ -278,6 +288,9 @@ class IdInput : public IdSource {
       throw InputError(name_ + (got == 0 ? ": empty; a .npy file holds at least its header"
                                          : ": named .npy but does not start as a NumPy .npy file does (\\x93NUMPY): damaged, "
                                            "or raw ids under another name"));
+    if (got == static_cast<int64_t>(kNpyMagicBytes) && std::memcmp(magic, "MMIDIDX", kNpyMagicBytes) == 0)
+      throw InputError(name_ + ": a Megatron index (MMIDIDX), not ids: give it as PREFIX.idx, a regular file with its "
+                       "PREFIX.bin beside it");
     head_.assign(magic, static_cast<size_t>(got));
     if (got == 0) {  // empty: no ids, whatever their type
       type_ = raw_type ? raw_type : &kIdTypes[0];
@@ -303,7 +316,7 @@ class IdInput : public IdSource {
     return data_bytes / type_->bytes;
   }
 
-  void read_all(const IdVisit& visit, const ByteCount& progress, const std::function<void()>&) override {
+  void read_all(const IdVisit& visit, const ByteCount& progress, const std::function<void()>& document_end) override {
     constexpr int64_t kBufferBytes = kReadBytes;
     std::vector<char> buffer(static_cast<size_t>(kBufferBytes));
     std::vector<int64_t> ids(static_cast<size_t>(kBufferBytes / type_->bytes));
@@ -322,6 +335,7 @@ class IdInput : public IdSource {
       if (got == 0) break;
     }
     check_length(index * type_->bytes + pending);
+    document_end();
   }
 
  private:
@@ -467,34 +481,32 @@ class MegatronInput : public IdSource {
 
   const IdType& type() const override { return *type_; }
 
+  // (Warns once about sequences that are not back to back, and .bin bytes no sequence covers: Megatron's
+  // writer makes neither.)
   int64_t check_size() override {
-    for (uint64_t d = 0; d < documents_; ++d) {
-      const int64_t at = document(d), previous = d == 0 ? 0 : document(d - 1);
-      if ((d == 0 && at != 0) || at < previous || at > static_cast<int64_t>(sequences_) ||
-          (d + 1 == documents_ && at != static_cast<int64_t>(sequences_)))
-        throw InputError(idx_ + ": document index " + std::to_string(d) + " = " + std::to_string(at) +
-                         ": they must rise from 0 to the sequence count " + std::to_string(sequences_));
-    }
-    int64_t ids = 0;
+    const int64_t ids = validate();
+    int64_t breaks = 0, end = 0;
     for (uint64_t i = 0; i < sequences_; ++i) {
-      const int64_t length = this->length(i), offset = this->offset(i);
-      if (length < 0 || offset < 0 || offset > bin_bytes_ || length > (bin_bytes_ - offset) / type_->bytes)
-        throw InputError(idx_ + ": sequence " + std::to_string(i) + " (" + std::to_string(length) + " ids at byte " +
-                         std::to_string(offset) + ") lies outside " + bin_ + " (" + std::to_string(bin_bytes_) + " bytes)");
-      ids += length;
+      breaks += offset(i) != end;
+      end = offset(i) + length(i) * type_->bytes;
     }
+    if (breaks > 0)
+      log::warn(idx_ + ": " + std::to_string(breaks) + " of its " + std::to_string(sequences_) +
+                " sequences do not start where the one before ends (gaps or overlaps in " + bin_ + "; its writer makes "
+                "none): read as the index says");
+    if (end < bin_bytes_ && breaks == 0)
+      log::warn(bin_ + ": " + std::to_string(bin_bytes_ - end) + " byte(s) past its index's last sequence are not read");
     return ids;
   }
 
   void read_all(const IdVisit& visit, const ByteCount& progress, const std::function<void()>& document_end) override {
-    check_size();  // (streams aside, check_size ran already; it is cheap next to the reads)
+    validate();  // (check_size ran already on this file; cheap next to the reads)
     std::ifstream in = open_input(bin_);
     std::vector<char> buffer(static_cast<size_t>(kReadBytes));
     std::vector<int64_t> ids(static_cast<size_t>(kReadBytes / type_->bytes));
     int64_t position = 0, index = 0;
     const int64_t per_read = kReadBytes / type_->bytes;
     for (uint64_t d = 0; d + 1 < documents_; ++d) {
-      if (d > 0) document_end();
       for (int64_t s = document(d); s < document(d + 1); ++s) {
         const int64_t offset = this->offset(static_cast<uint64_t>(s));
         if (offset != position) {  // sequences are usually back to back: a seek only where they are not
@@ -514,10 +526,34 @@ class MegatronInput : public IdSource {
           progress(static_cast<uint64_t>(bytes));
         }
       }
+      document_end();
     }
   }
 
  private:
+  // The document indices and each sequence against the .bin; returns how many ids the sequences hold.
+  int64_t validate() const {
+    for (uint64_t d = 0; d < documents_; ++d) {
+      const int64_t at = document(d), previous = d == 0 ? 0 : document(d - 1);
+      if ((d == 0 && at != 0) || at < previous || at > static_cast<int64_t>(sequences_) ||
+          (d + 1 == documents_ && at != static_cast<int64_t>(sequences_)))
+        throw InputError(idx_ + ": document index " + std::to_string(d) + " = " + std::to_string(at) +
+                         ": they must rise from 0 to the sequence count " + std::to_string(sequences_));
+    }
+    int64_t ids = 0;
+    for (uint64_t i = 0; i < sequences_; ++i) {
+      const int64_t length = this->length(i), offset = this->offset(i);
+      if (length < 0 || offset < 0 || offset > bin_bytes_ || length > (bin_bytes_ - offset) / type_->bytes)
+        throw InputError(idx_ + ": sequence " + std::to_string(i) + " (" + std::to_string(length) + " ids at byte " +
+                         std::to_string(offset) + ") lies outside " + bin_ + " (" + std::to_string(bin_bytes_) + " bytes)");
+      if (offset % type_->bytes != 0)
+        throw InputError(idx_ + ": sequence " + std::to_string(i) + " starts at byte " + std::to_string(offset) +
+                         ", not at a whole " + type_->name + " id: a damaged index");
+      ids += length;
+    }
+    return ids;
+  }
+
   template <class T>
   T at(uint64_t byte) const {
     T value;
@@ -538,9 +574,25 @@ class MegatronInput : public IdSource {
   int64_t bin_bytes_ = 0;
 };
 
+// The dtype the Megatron index beside PREFIX.bin says (nullptr: none there, or not one).
+const IdType* megatron_dtype_beside(const std::string& bin) {
+  if (!ends_with(bin, ".bin")) return nullptr;
+  std::ifstream idx(bin.substr(0, bin.size() - 4) + (bin.back() == 'N' ? ".IDX" : ".idx"), std::ios::binary);
+  char head[18];
+  if (!idx.read(head, sizeof head) || std::memcmp(head, "MMIDIDX\0\0", 9) != 0) return nullptr;
+  static const char* const kCodes[] = {nullptr, "uint8", "int8", "int16", "int32", "int64", nullptr, nullptr, "uint16"};
+  const int code = static_cast<unsigned char>(head[17]);
+  return code >= 1 && code <= 8 && kCodes[code] ? find_id_type(kCodes[code]) : nullptr;
+}
+
 // The input `file` is: a Megatron index by its name (.idx), else a .npy file or raw ids by its first bytes.
+// A PREFIX.bin read as raw ids with another dtype than its index beside it says is refused (its ids would
+// be read wrong: two uint16 ids as one int32).
 std::unique_ptr<IdSource> open_ids(const std::string& file, const IdType* raw_type) {
   if (ends_with(file, ".idx")) return std::make_unique<MegatronInput>(file);
+  if (const IdType* indexed = megatron_dtype_beside(file); indexed && raw_type && indexed != raw_type)
+    throw UsageError(file + ": the Megatron index beside it says its ids are " + indexed->name + ", not --ids-dtype " +
+                     raw_type->name + ": give the index (--ids " + file.substr(0, file.size() - 4) + ".idx, documents kept)");
   return std::make_unique<IdInput>(file, raw_type);
 }
 
@@ -640,15 +692,17 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
   // With a stream and no --vocab the storage holds what the inputs' dtypes do.
   const bool scan = options.vocab == 0 && !plan.streams;
   int64_t type_bound = 0, known_ids = 0, largest = -1;
+  std::vector<int64_t> counts(files.size(), -1);  // ids of each regular file, as first looked at
   log::ByteProgress scanning("data import: the largest id", scan ? static_cast<uint64_t>(plan.bytes) : 0);
   uint64_t scanned = 0;
-  for (const std::string& file : files) {
+  for (size_t f = 0; f < files.size(); ++f) {
+    const std::string& file = files[f];
     if (is_stream(file)) {  // its type is known when it is read: --ids-dtype's, else the widest
       type_bound = std::max(type_bound, raw_type ? type_limit(*raw_type) : kMaxVocab);
       continue;
     }
     const std::unique_ptr<IdSource> input = open_ids(file, raw_type);
-    known_ids += input->check_size();
+    known_ids += counts[f] = input->check_size();
     type_bound = std::max(type_bound, type_limit(input->type()));
     if (scan)
       input->read_all(
@@ -673,12 +727,12 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
   log::ByteProgress progress("data import", plan.streams ? log::ByteProgress::kUnknownTotal : static_cast<uint64_t>(plan.bytes));
   uint64_t bytes_read = 0;
   largest = -1;
-  for (const std::string& file : files) {
+  for (size_t f = 0; f < files.size(); ++f) {
+    const std::string& file = files[f];
     const std::unique_ptr<IdSource> input = open_ids(file, raw_type);
-    struct stat info {};
-    if (ends_with(file, ".bin") && ::stat((file.substr(0, file.size() - 4) + ".idx").c_str(), &info) == 0)
-      log::warn(file + ": " + file.substr(0, file.size() - 4) + ".idx is beside it; give that (--ids PREFIX.idx) to keep "
-                "Megatron's documents and dtype: as raw ids this file is one document");
+    if (megatron_dtype_beside(file))
+      log::warn(file + ": a Megatron index is beside it; give that (--ids PREFIX.idx) to keep its documents: as raw "
+                "ids this file is one document");
     const auto* npy = dynamic_cast<const IdInput*>(input.get());
     if (raw_type && raw_type != &input->type() && (!npy || npy->npy()))
       log::warn(name_of(file) + ": its " + (npy ? ".npy header" : "Megatron index") + " says " + input->type().name +
@@ -692,8 +746,10 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
           writer.append(narrowed.data(), count);
         },
         [&](uint64_t bytes) { progress.update(bytes_read += bytes); }, [&] { writer.end_document(); });
-    if (writer.written() == before && files.size() > 1) warn_empty_document(file, "ids");
-    writer.end_document();
+    if (counts[f] >= 0 && writer.written() - before != counts[f])
+      throw InputError(name_of(file) + ": changed while it was imported (" + std::to_string(counts[f]) +
+                       " ids when first looked at, " + std::to_string(writer.written() - before) + " now)");
+    if (writer.written() == before && npy && files.size() > 1) warn_empty_document(file, "ids");
   }
   TokenImportStats stats = writer.finish(options.vocab > 0 ? options.vocab : largest + 1, "--ids inputs held no ids");
   stats.largest_id = largest;

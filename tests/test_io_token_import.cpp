@@ -217,6 +217,16 @@ TEST(TokenIds, MegatronIndexedDatasetsKeepTheirDocuments) {
   EXPECT_EQ(TokenReader(dir.file("m.h5")).document_offsets(), (std::vector<int64_t>{0, 4, 4, 6, 10, 10, 12}));
   EXPECT_EQ(dtype_of(dir.file("m.h5")), "uint16");
 
+  // An index of no documents adds none; its .bin read as raw ids with another dtype than it says is refused.
+  write_megatron(dir.file("none"), {});
+  write_npy(dir.file("one.npy"), "<u2", std::vector<uint16_t>{3});
+  EXPECT_EQ(import_token_ids({dir.file("none.idx"), dir.file("one.npy")}, options, dir.file("none.h5")).documents, 1);
+  IdImportOptions as_bytes = options;
+  as_bytes.dtype = "uint8";
+  EXPECT_NE(refusal<UsageError>({dir.file("corpus_text_document.bin")}, as_bytes, dir.file("bytes.h5"))
+                .find("the Megatron index beside it says its ids are uint16, not --ids-dtype uint8"),
+            std::string::npos);
+
   // An index whose sequences lie past its .bin (the .bin cut short) is refused before anything is written.
   fs::resize_file(dir.file("corpus_text_document.bin"), 6);
   EXPECT_NE(refusal<InputError>({dir.file("corpus_text_document.idx")}, options, dir.file("cut.h5"))
@@ -247,7 +257,7 @@ TEST(TokenIds, VerifyFindsIdsOutsideTheVocabulary) {
   report = verify_tokens(dir.file("a.h5"));
   EXPECT_FALSE(report.ok);
   EXPECT_EQ(report.outside, 2);
-  EXPECT_NE(report.summary().find("DAMAGED: " + dir.file("a.h5") + ": /tokens[2] = 3 is outside [0, vocab=3) (and 1 more"),
+  EXPECT_NE(report.summary().find(dir.file("a.h5") + ": DAMAGED: /tokens[2] = 3 is outside [0, vocab=3) (and 1 more"),
             std::string::npos)
       << report.summary();
   // Negative ids in an int32 file written by hand: the smallest is said as it is.

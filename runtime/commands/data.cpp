@@ -21,9 +21,9 @@ std::string json_bool(bool value) { return value ? "true" : "false"; }
 void declare_import(po::options_description& desc, po::positional_options_description&) {
   desc.add_options()
       ("text", po::value<std::vector<std::string>>()->multitoken(), "text files (this or --ids), one document each, as byte tokens (vocab 256): regular files, pipes (a FIFO, <(zcat a.gz)) or - (standard input)")
-      ("ids", po::value<std::vector<std::string>>()->multitoken(), "token ids a tokenizer wrote (this or --text), one document per file (files, pipes or -): NumPy .npy files (dtype from their header; any shape, in C order), Megatron-LM indexed datasets given by their PREFIX.idx (its documents and dtype kept; the ids read from PREFIX.bin), or raw little-endian integers of --ids-dtype (nanoGPT's train.bin)")
+      ("ids", po::value<std::vector<std::string>>()->multitoken(), "token ids a tokenizer wrote (this or --text), one document per file (files, pipes or -): NumPy .npy files (dtype from their header; any shape, in C order), Megatron-LM indexed datasets given by their PREFIX.idx (a regular file; its documents kept, its ids read from PREFIX.bin as its dtype says), or raw little-endian integers of --ids-dtype (nanoGPT's train.bin)")
       ("ids-dtype", po::value<std::string>()->default_value(""), "dtype of raw --ids files: uint8|int8|uint16|int16|uint32|int32|uint64|int64 (.npy files and Megatron indexes say their own)")
-      ("vocab", po::value<int64_t>()->default_value(0), "with --ids: the tokenizer's vocabulary size; every id must be below it, and /tokens is stored as the smallest of uint8, uint16, int32 that holds it (0: the largest id + 1, stored by the inputs' dtypes). train's model.vocab must be at least this")
+      ("vocab", po::value<int64_t>()->default_value(0), "with --ids: the tokenizer's vocabulary size; every id must be below it, and /tokens is stored as the smallest of uint8, uint16, int32 that holds it (0: the largest id + 1; with a pipe among the inputs, the storage is what the inputs' dtypes need). train's model.vocab must be at least this")
       ("out", po::value<std::string>()->required(), "token file to write (HDF5)");
 }
 
@@ -99,7 +99,9 @@ void require_dataset_path(const Invocation& invocation) {
   if (missing)
     throw UsageError("longctx " + invocation.command.name + " needs a token dataset: longctx " + invocation.command.name +
                      " " + invocation.command.positional);
-  if (given.count("seq-len") && given["seq-len"].as<std::string>() != "0") parse_size("seq-len", given["seq-len"].as<std::string>());
+  if (given.count("seq-len") && given["seq-len"].as<std::string>() != "0" &&
+      parse_size("seq-len", given["seq-len"].as<std::string>()) < 1)
+    throw UsageError("--seq-len " + given["seq-len"].as<std::string>() + ": it must be positive (0: not asked)", "seq-len");
 }
 
 int run_inspect(Invocation& invocation) {

@@ -62,7 +62,11 @@ with h5py.File('mg.h5') as f:
     sys.exit(0 if list(f['tokens'][...]) == [11, 12, 13, 14, 50256, 15] and list(f['doc_offsets'][...]) == [0, 4, 6] else 1)
 " && pass "... and its ids, in order" || fail "Megatron ids or documents differ"
 expect_exit 0 "its .bin as raw ids" -- "$LONGCTX" data import --ids mg_text_document.bin --ids-dtype uint16 --out mgraw.h5 --quiet
-expect_in "$OUT/stderr" "mg_text_document.idx is beside it; give that" "points to the .idx"
+expect_in "$OUT/stderr" "mg_text_document.bin: a Megatron index is beside it; give that" "points to the .idx"
+expect_exit 2 "its .bin with another dtype than its index says" -- "$LONGCTX" data import --ids mg_text_document.bin --ids-dtype int32 --out x.h5 --quiet
+expect_in "$OUT/stderr" "the Megatron index beside it says its ids are uint16, not --ids-dtype int32" "is refused, naming both"
+expect_exit 3 "a Megatron index on standard input" -- sh -c "\"$LONGCTX\" data import --ids - --ids-dtype uint16 --out x.h5 --quiet <mg_text_document.idx"
+expect_in "$OUT/stderr" "standard input: a Megatron index \(MMIDIDX\), not ids" "is not read as raw ids"
 head -c 8 mg_text_document.bin >cut_text_document.bin
 cp mg_text_document.idx cut_text_document.idx
 expect_exit 3 "a Megatron index whose .bin is cut short" -- "$LONGCTX" data import --ids cut_text_document.idx --out x.h5 --quiet
@@ -105,6 +109,7 @@ expect_in "$OUT/stdout" "vocab 1000  tokens 3012 \(uint16" "shows vocabulary, to
 expect_in "$OUT/stdout" "documents 2  tokens per document: min 12, median 1506, max 3000" "shows the documents"
 # (3012 - 1) / 128 = 23 sequences; the last 1/20 (at least one) held out.
 expect_in "$OUT/stdout" "at seq_len 128: 23 sequence\(s\), 22 to train on, 1 held out" "counts the sequences train uses"
+expect_exit 2 "inspect --seq-len -5" -- "$LONGCTX" data inspect ab.h5 --seq-len -5 --quiet
 expect_exit 0 "inspect --json" -- "$LONGCTX" data inspect ab.h5 --seq-len 128 --json --quiet
 /usr/bin/python3 -c "
 import json, sys
@@ -134,7 +139,7 @@ with open("flipped.h5", "r+b") as f:
     f.seek(offset + 100); b = f.read(1); f.seek(offset + 100); f.write(bytes([b[0] ^ 0x01]))
 PY
 expect_exit 3 "verify a flipped byte" -- "$LONGCTX" data verify ab.h5 flipped.h5 --quiet
-expect_in "$OUT/stdout" "flipped.h5: DAMAGED: flipped.h5: /tokens \[0, 3012\) cannot be read \(.*Fletcher32" "names the damaged tokens and the checksum"
+expect_in "$OUT/stdout" "flipped.h5: DAMAGED: /tokens \[0, 3012\) cannot be read \(.*Fletcher32" "names the damaged tokens and the checksum"
 expect_in "$OUT/stdout" "ab.h5: ok" "... and still checks the others"
 cp ab.h5 lowered.h5
 /usr/bin/python3 -c "
