@@ -44,6 +44,14 @@ std::string binary_kind(const std::string& head) {
   return "";
 }
 
+// PREFIX + `extension` (lower case) for PREFIX.xxx, in the case of the name given (B.IDX -> B.BIN).
+std::string beside(const std::string& path, const std::string& extension) {
+  std::string out = path.substr(0, path.size() - extension.size());
+  const bool upper = std::isupper(static_cast<unsigned char>(path.back()));
+  for (const char c : extension) out += upper ? static_cast<char>(std::toupper(static_cast<unsigned char>(c))) : c;
+  return out;
+}
+
 // Whether `text` ends in `end` (lower case), in any case: B.IDX is an index too.
 bool ends_with(const std::string& text, const std::string& end) {
   if (text.size() <= end.size()) return false;
@@ -100,7 +108,7 @@ InputPlan plan_inputs(const std::vector<std::string>& files, const std::string& 
     if (same_file(file, out_path) || same_file(file, out_path + ".tmp"))
       throw UsageError("--" + option + " " + file + " is --out " + out_path + " (or its .tmp); write the dataset elsewhere");
     // A Megatron index's ids are in its .bin (read when it is opened).
-    const std::string data = option == "ids" && ends_with(file, ".idx") ? file.substr(0, file.size() - 4) + ".bin" : file;
+    const std::string data = option == "ids" && ends_with(file, ".idx") ? beside(file, ".bin") : file;
     if (data != file) {
       if (same_file(data, out_path) || same_file(data, out_path + ".tmp"))
         throw UsageError("--" + option + " " + file + ": its " + data + " is --out " + out_path + "; write the dataset elsewhere");
@@ -422,7 +430,7 @@ class IdInput : public IdSource {
 // for a multimodal dataset int8 modes[S]. All little endian. Each of its documents is one of ours.
 class MegatronInput : public IdSource {
  public:
-  explicit MegatronInput(const std::string& idx) : idx_(idx), bin_(idx.substr(0, idx.size() - 4) + ".bin") {
+  explicit MegatronInput(const std::string& idx) : idx_(idx), bin_(beside(idx, ".bin")) {
     check_readable(idx_);
     struct stat info {};
     if (::stat(idx_.c_str(), &info) != 0) throw InputError(idx_ + ": no such file");
@@ -438,6 +446,8 @@ class MegatronInput : public IdSource {
       void* map = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
       ::close(fd);
       if (map == MAP_FAILED) throw InputError(idx_ + ": cannot map it (" + std::strerror(errno) + ")");
+      mapping_.data = map;
+      mapping_.size = size_;
       map_ = static_cast<const char*>(map);
     } else {
       ::close(fd);
@@ -449,11 +459,12 @@ class MegatronInput : public IdSource {
                        "); named .idx, an --ids input is read as one");
     if (const uint64_t version = u64(9); version != 1)
       throw InputError(idx_ + ": Megatron index version " + std::to_string(version) + " (this build reads 1)");
-    static const char* const kCodes[] = {nullptr, "uint8", "int8", "int16", "int32", "int64", "float64", "float32", "uint16"};
+    static const char* const kCodes[] = {nullptr, "uint8", "int8", "int16", "int32", "int64", nullptr, nullptr, "uint16"};
     const int code = static_cast<unsigned char>(map_[17]);
+    if (code == 6 || code == 7)  // float64 / float32 (their order differs between Megatron versions)
+      throw InputError(idx_ + ": dtype code " + std::to_string(code) + ", a float type: token ids must be integers");
     if (code < 1 || code > 8) throw InputError(idx_ + ": unknown dtype code " + std::to_string(code) + " in its header");
     type_ = find_id_type(kCodes[code]);
-    if (!type_) throw InputError(idx_ + ": dtype " + kCodes[code] + ": token ids must be integers");
     sequences_ = u64(18);
     documents_ = u64(26);
     if (sequences_ > (uint64_t{1} << 40) || documents_ > (uint64_t{1} << 40) || documents_ < 1)
@@ -473,11 +484,6 @@ class MegatronInput : public IdSource {
     if (!S_ISREG(bin.st_mode)) throw InputError(bin_ + ": is " + non_regular_kind(bin_) + ", not the data file of " + idx_);
     bin_bytes_ = static_cast<int64_t>(bin.st_size);
   }
-  ~MegatronInput() override {
-    if (map_) ::munmap(const_cast<char*>(map_), size_);
-  }
-  MegatronInput(const MegatronInput&) = delete;
-  MegatronInput& operator=(const MegatronInput&) = delete;
 
   const IdType& type() const override { return *type_; }
 
@@ -565,7 +571,20 @@ class MegatronInput : public IdSource {
   int64_t offset(uint64_t i) const { return at<int64_t>(offsets_at_ + 8 * i); }
   int64_t document(uint64_t i) const { return at<int64_t>(documents_at_ + 8 * i); }
 
+  // The index mapped; unmapped also when the constructor refuses the file.
+  struct Mapping {
+    void* data = nullptr;
+    size_t size = 0;
+    Mapping() = default;
+    Mapping(const Mapping&) = delete;
+    Mapping& operator=(const Mapping&) = delete;
+    ~Mapping() {
+      if (data) ::munmap(data, size);
+    }
+  };
+
   std::string idx_, bin_;
+  Mapping mapping_;
   const char* map_ = nullptr;
   size_t size_ = 0;
   const IdType* type_ = nullptr;
@@ -577,7 +596,7 @@ class MegatronInput : public IdSource {
 // The dtype the Megatron index beside PREFIX.bin says (nullptr: none there, or not one).
 const IdType* megatron_dtype_beside(const std::string& bin) {
   if (!ends_with(bin, ".bin")) return nullptr;
-  std::ifstream idx(bin.substr(0, bin.size() - 4) + (bin.back() == 'N' ? ".IDX" : ".idx"), std::ios::binary);
+  std::ifstream idx(beside(bin, ".idx"), std::ios::binary);
   char head[18];
   if (!idx.read(head, sizeof head) || std::memcmp(head, "MMIDIDX\0\0", 9) != 0) return nullptr;
   static const char* const kCodes[] = {nullptr, "uint8", "int8", "int16", "int32", "int64", nullptr, nullptr, "uint16"};
@@ -592,7 +611,7 @@ std::unique_ptr<IdSource> open_ids(const std::string& file, const IdType* raw_ty
   if (ends_with(file, ".idx")) return std::make_unique<MegatronInput>(file);
   if (const IdType* indexed = megatron_dtype_beside(file); indexed && raw_type && indexed != raw_type)
     throw UsageError(file + ": the Megatron index beside it says its ids are " + indexed->name + ", not --ids-dtype " +
-                     raw_type->name + ": give the index (--ids " + file.substr(0, file.size() - 4) + ".idx, documents kept)");
+                     raw_type->name + ": give the index (--ids " + beside(file, ".idx") + ", documents kept)");
   return std::make_unique<IdInput>(file, raw_type);
 }
 
