@@ -40,14 +40,12 @@ struct TokenImportStats {
 // `<(zcat a.gz)`) or "-", standard input. A missing or unreadable input -> InputError naming it.
 TokenImportStats import_text_files(const std::vector<std::string>& files, const std::string& out_path);
 
-// The dtypes IdImportOptions::dtype may name, "uint8|int8|...", and whether `name` is one.
-std::string id_dtype_names();
-bool is_id_dtype(const std::string& name);
-
 struct IdImportOptions {
   std::string dtype;  // of raw files: uint8|int8|uint16|int16|uint32|int32|uint64|int64; "": .npy files only
   int64_t vocab = 0;  // 0: the largest id + 1
 };
+// UsageError naming --ids-dtype or --vocab unless `options` are valid (import_token_ids checks them too).
+void check_id_options(const IdImportOptions& options);
 
 // Token ids a tokenizer wrote, one document per input: raw little-endian integers of options.dtype, or
 // NumPy .npy files (their header gives the dtype; any shape in C order, read as its elements in order).

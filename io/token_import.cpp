@@ -63,7 +63,8 @@ bool ends_with(const std::string& text, const std::string& end) {
 // What plan_inputs found.
 struct InputPlan {
   int64_t bytes = 0;
-  bool streams = false;
+  bool streams = false;      // any input a stream
+  std::vector<bool> stream;  // which, by input
 };
 
 // The inputs, looked at before anything is written: bytes of the regular files (for progress and the
@@ -73,14 +74,16 @@ struct InputPlan {
 InputPlan plan_inputs(const std::vector<std::string>& files, const std::string& option, const std::string& out_path) {
   if (files.empty()) throw UsageError("data import: no input files");
   InputPlan plan;
+  plan.stream.assign(files.size(), false);
   int standard_input = 0;
   struct stat stdin_info {};
   const bool has_stdin = std::find(files.begin(), files.end(), "-") != files.end() && ::fstat(0, &stdin_info) == 0;
   std::vector<std::pair<std::string, struct stat>> streams;
-  for (const std::string& file : files) {
+  for (size_t f = 0; f < files.size(); ++f) {
+    const std::string& file = files[f];
     if (file == "-") {
       if (++standard_input > 1) throw UsageError("--" + option + ": '-' (standard input) is given more than once");
-      plan.streams = true;
+      plan.streams = plan.stream[f] = true;
       continue;
     }
     check_readable(file);
@@ -100,7 +103,7 @@ InputPlan plan_inputs(const std::vector<std::string>& files, const std::string& 
         if (seen.st_dev == info.st_dev && seen.st_ino == info.st_ino)
           throw UsageError("--" + option + " " + other + " and " + file + " are the same pipe, which can be read once");
       streams.emplace_back(file, info);
-      plan.streams = true;
+      plan.streams = plan.stream[f] = true;
       continue;
     }
     if (!S_ISREG(info.st_mode))
@@ -117,11 +120,6 @@ InputPlan plan_inputs(const std::vector<std::string>& files, const std::string& 
     plan.bytes += static_cast<int64_t>(info.st_size);
   }
   return plan;
-}
-
-bool is_stream(const std::string& file) {
-  struct stat info {};
-  return file == "-" || (::stat(file.c_str(), &info) == 0 && S_ISFIFO(info.st_mode));
 }
 
 std::ifstream open_input(const std::string& file) {
@@ -214,6 +212,12 @@ const IdType* find_id_type(const std::string& name) {
   for (const IdType& type : kIdTypes)
     if (name == type.name) return &type;
   return nullptr;
+}
+
+std::string id_dtype_names() {  // "uint8|int8|..."
+  std::string names;
+  for (const IdType& type : kIdTypes) names += (names.empty() ? "" : "|") + std::string(type.name);
+  return names;
 }
 
 
@@ -654,13 +658,13 @@ void narrow(const int64_t* ids, int64_t count, h5::ElementType storage, std::vec
 
 }  // namespace
 
-std::string id_dtype_names() {
-  std::string names;
-  for (const IdType& type : kIdTypes) names += (names.empty() ? "" : "|") + std::string(type.name);
-  return names;
+void check_id_options(const IdImportOptions& options) {
+  if (!options.dtype.empty() && !find_id_type(options.dtype))
+    throw UsageError("--ids-dtype " + options.dtype + ": one of " + id_dtype_names(), "ids-dtype");
+  if (options.vocab < 0 || options.vocab > kMaxVocab)
+    throw UsageError("--vocab " + std::to_string(options.vocab) + ": it must be in [1, 2^31] (ids are read as int32), or 0",
+                     "vocab");
 }
-
-bool is_id_dtype(const std::string& name) { return find_id_type(name) != nullptr; }
 
 TokenImportStats import_text_files(const std::vector<std::string>& files, const std::string& out_path) {
   check_hdf5_output_path("out", out_path, kTokenFormat);
@@ -697,11 +701,8 @@ TokenImportStats import_text_files(const std::vector<std::string>& files, const 
 
 TokenImportStats import_token_ids(const std::vector<std::string>& files, const IdImportOptions& options,
                                   const std::string& out_path) {
-  const IdType* raw_type = nullptr;
-  if (!options.dtype.empty() && !(raw_type = find_id_type(options.dtype)))
-    throw UsageError("--ids-dtype " + options.dtype + ": one of " + id_dtype_names(), "ids-dtype");
-  if (options.vocab < 0 || options.vocab > kMaxVocab)
-    throw UsageError("--vocab " + std::to_string(options.vocab) + ": it must be in [1, 2^31] (ids are read as int32)", "vocab");
+  check_id_options(options);
+  const IdType* const raw_type = options.dtype.empty() ? nullptr : find_id_type(options.dtype);
   check_hdf5_output_path("out", out_path, kTokenFormat);
   const InputPlan plan = plan_inputs(files, "ids", out_path);
 
@@ -716,7 +717,7 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
   uint64_t scanned = 0;
   for (size_t f = 0; f < files.size(); ++f) {
     const std::string& file = files[f];
-    if (is_stream(file)) {  // its type is known when it is read: --ids-dtype's, else the widest
+    if (plan.stream[f]) {  // its type is known when it is read: --ids-dtype's, else the widest
       type_bound = std::max(type_bound, raw_type ? type_limit(*raw_type) : kMaxVocab);
       continue;
     }

@@ -58,6 +58,8 @@ std::string fixed(double value, int digits);
 // One JSON string literal: `text`'s UTF-8 as it is, control characters and bytes that are no UTF-8 (a
 // path's Latin-1 name) as \u00XX, so the JSON is valid whatever the bytes.
 std::string json_string(const std::string& text);
+// true / false.
+inline std::string json_bool(bool value) { return value ? "true" : "false"; }
 // A count held in a double (pairs, FLOPs) as a JSON integer: every digit, no exponent ("%.0f").
 std::string json_count(double count);
 std::string json_schedule(const Schedule& schedule);

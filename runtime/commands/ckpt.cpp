@@ -44,7 +44,6 @@ void declare_files(po::options_description& desc, po::positional_options_descrip
   positional.add("path", -1);
 }
 
-std::string json_bool(bool value) { return value ? "true" : "false"; }
 
 std::string inspect_json(const io::CheckpointSummary& s, const std::string& state) {
   std::ostringstream out;
@@ -219,9 +218,11 @@ int run_verify(Invocation& invocation) {
 
 }  // namespace
 
-// The positional FILE|DIR is required, and not empty ('path =' in a config file, or ""); said as the usage
-// line says it (Boost would name "--path").
-void require_path(const Invocation& invocation) {
+void require_path(const Invocation& invocation) { require_positional_path(invocation, "a checkpoint FILE or DIR"); }
+
+int run_on_rank0(Invocation& invocation, const std::function<int()>& work) { return on_rank0(invocation, work); }
+
+void require_positional_path(const Invocation& invocation, const std::string& what) {
   const auto& given = invocation.options;
   const bool missing = !given.count("path") ||
                        (given["path"].value().type() == typeid(std::string)
@@ -230,8 +231,8 @@ void require_path(const Invocation& invocation) {
                                           given["path"].as<std::vector<std::string>>().end(),
                                           [](const std::string& path) { return path.empty(); }));
   if (missing)
-    throw UsageError("longctx " + invocation.command.name + " needs a checkpoint FILE or DIR: longctx " +
-                     invocation.command.name + " " + invocation.command.positional);
+    throw UsageError("longctx " + invocation.command.name + " needs " + what + ": longctx " + invocation.command.name +
+                     " " + invocation.command.positional);
 }
 
 Command ckpt_inspect_command() {
@@ -243,8 +244,6 @@ Command ckpt_verify_command() {
   return {"ckpt verify", "read every dataset of checkpoints (files, or all in a directory): checksums, digests, finiteness, and that a checkpoint of `longctx train` holds every tensor of its /config's model; exit 3 on damage",
           "FILE|DIR...", declare_files, run_verify, require_path};
 }
-
-int run_on_rank0(Invocation& invocation, const std::function<int()>& work) { return on_rank0(invocation, work); }
 
 std::string human_bytes(int64_t bytes) {
   std::ostringstream out;

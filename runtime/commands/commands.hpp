@@ -24,6 +24,11 @@ void catch_train_stop_signals();
 // Runs `work` on rank 0 only (errors printed there) and returns its exit code on every rank.
 int run_on_rank0(Invocation& invocation, const std::function<int()>& work);
 
+// The positional argument "path" (one, or a list) is required and not empty ('path =' in a config file, or
+// ""): a UsageError said as the usage line says it, "longctx ckpt verify needs WHAT: longctx ckpt verify
+// FILE|DIR..." (Boost would name "--path"). A Command::check of ckpt's and data's commands.
+void require_positional_path(const Invocation& invocation, const std::string& what);
+
 // A size as a person reads it: "3 B", "12.5 KiB", "64.0 MiB", "2.0 GiB" (ckpt inspect, bench comm).
 std::string human_bytes(int64_t bytes);
 

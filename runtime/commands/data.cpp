@@ -16,7 +16,6 @@ namespace longctx::cli {
 namespace {
 
 std::string shown(const std::string& text) { return log::printable(text, ""); }
-std::string json_bool(bool value) { return value ? "true" : "false"; }
 
 void declare_import(po::options_description& desc, po::positional_options_description&) {
   desc.add_options()
@@ -29,6 +28,13 @@ void declare_import(po::options_description& desc, po::positional_options_descri
 
 // In the config phase, where every rank agrees: "longctx: error: ..." as for the other options' errors (before:
 // in the run, "[longctx error r0] --text: empty path").
+io::IdImportOptions id_options(const Invocation& invocation) {
+  io::IdImportOptions options;
+  options.dtype = invocation.options["ids-dtype"].as<std::string>();
+  options.vocab = invocation.options["vocab"].as<int64_t>();
+  return options;
+}
+
 void check_import(const Invocation& invocation) {
   const auto& options = invocation.options;
   const bool text = options.count("text") > 0, ids = options.count("ids") > 0;
@@ -42,11 +48,7 @@ void check_import(const Invocation& invocation) {
   if (text && !options["vocab"].defaulted()) throw UsageError("--vocab goes with --ids; text is byte tokens, vocab 256", "vocab");
   if (options["out"].as<std::string>() == "-")
     throw UsageError("--out -: a token dataset is an HDF5 file, which standard output cannot hold; name a file", "out");
-  const int64_t vocab = options["vocab"].as<int64_t>();
-  if (vocab < 0 || vocab > (int64_t{1} << 31))
-    throw UsageError("--vocab " + std::to_string(vocab) + ": it must be in [1, 2^31] (ids are read as int32), or 0", "vocab");
-  const std::string dtype = options["ids-dtype"].as<std::string>();
-  if (!dtype.empty() && !io::is_id_dtype(dtype)) throw UsageError("--ids-dtype " + dtype + ": one of " + io::id_dtype_names(), "ids-dtype");
+  io::check_id_options(id_options(invocation));
 }
 
 int run_import(Invocation& invocation) {
@@ -66,14 +68,12 @@ int run_import(Invocation& invocation) {
       std::cout << "imported " << stats.documents << " document(s), " << stats.tokens << " byte tokens -> " << out << "\n";
       return 0;
     }
-    io::IdImportOptions id_options;
-    id_options.dtype = options["ids-dtype"].as<std::string>();
-    id_options.vocab = options["vocab"].as<int64_t>();
-    const io::TokenImportStats stats = io::import_token_ids(files, id_options, out);
+    const io::IdImportOptions ids = id_options(invocation);
+    const io::TokenImportStats stats = io::import_token_ids(files, ids, out);
     said();
     std::cout << "imported " << stats.documents << " document(s), " << stats.tokens << " tokens -> " << out << "\n  ids up to "
               << stats.largest_id << "; vocab " << stats.vocab
-              << (id_options.vocab > 0 ? "" : " (the largest id + 1; --vocab sets the tokenizer's)") << "; stored as "
+              << (ids.vocab > 0 ? "" : " (the largest id + 1; --vocab sets the tokenizer's)") << "; stored as "
               << stats.storage << "\n";
     return 0;
   });
@@ -89,25 +89,23 @@ void declare_inspect(po::options_description& desc, po::positional_options_descr
   positional.add("path", 1);
 }
 
+// inspect's --seq-len: 0 when not asked, else positive.
+int64_t inspect_seq_len(const Invocation& invocation) {
+  const std::string text = invocation.options["seq-len"].as<std::string>();
+  if (text == "0") return 0;
+  const int64_t seq_len = parse_size("seq-len", text);
+  if (seq_len < 1) throw UsageError("--seq-len " + text + ": it must be positive (0: not asked)", "seq-len");
+  return seq_len;
+}
+
 void require_dataset_path(const Invocation& invocation) {
-  const auto& given = invocation.options;
-  bool missing = !given.count("path");
-  if (!missing && given["path"].value().type() == typeid(std::string))
-    missing = given["path"].as<std::string>().empty();
-  else if (!missing)
-    for (const std::string& path : given["path"].as<std::vector<std::string>>()) missing = missing || path.empty();
-  if (missing)
-    throw UsageError("longctx " + invocation.command.name + " needs a token dataset: longctx " + invocation.command.name +
-                     " " + invocation.command.positional);
-  if (given.count("seq-len") && given["seq-len"].as<std::string>() != "0" &&
-      parse_size("seq-len", given["seq-len"].as<std::string>()) < 1)
-    throw UsageError("--seq-len " + given["seq-len"].as<std::string>() + ": it must be positive (0: not asked)", "seq-len");
+  require_positional_path(invocation, "a token dataset");
+  if (invocation.options.count("seq-len")) inspect_seq_len(invocation);
 }
 
 int run_inspect(Invocation& invocation) {
   const std::string path = invocation.options["path"].as<std::string>();
-  const std::string seq_len_text = invocation.options["seq-len"].as<std::string>();
-  const int64_t seq_len = seq_len_text == "0" ? 0 : parse_size("seq-len", seq_len_text);
+  const int64_t seq_len = inspect_seq_len(invocation);
   const bool json = invocation.options["json"].as<bool>();
   return run_on_rank0(invocation, [&] {
     const io::TokenReader reader(path);
