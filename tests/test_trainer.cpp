@@ -360,6 +360,50 @@ TEST(Data, CurriculumBoundsThePasskeyDepth) {
   EXPECT_GT(deepest(true, 0), 450) << "evaluation";
 }
 
+// `longctx eval --depths`: an evaluation sequence with eval_depth d puts the passkey record at 1 + d (last - 1),
+// last being the latest start that leaves it before the question (0: right after BOS, 1: right before the
+// question); the rest of the sequence (filler, digits) is the one the random depth has. Training ignores it.
+TEST(Data, EvalDepthPlacesThePasskeyRecord) {
+  DataConfig d = small_data();
+  d.seq_len = 512;
+  d.key_repeats = 2;
+  constexpr int32_t kKey = 11, kSep = 13;
+  const int64_t record = (d.key_digits + 2) * d.key_repeats, last = d.seq_len - d.key_digits - record;
+  const auto record_at = [&](const SequenceRows& rows) {
+    return std::find(rows.tokens.begin(), rows.tokens.end(), kKey) - rows.tokens.begin();
+  };
+  const SequenceRows random_depth = make_dataset(d)->rows(true, 3, {0, d.seq_len});
+  const int64_t drawn = record_at(random_depth);
+  for (const double depth : {0.0, 0.25, 0.5, 1.0}) {
+    SCOPED_TRACE("depth " + std::to_string(depth));
+    d.eval_depth = depth;
+    const auto data = make_dataset(d);
+    const SequenceRows rows = data->rows(true, 3, {0, d.seq_len});
+    const int64_t at = record_at(rows);
+    EXPECT_EQ(at, 1 + std::llround(depth * double(last - 1)));
+    // Both copies of the record, then the question's KEY and digits: the same digits as at the random depth.
+    for (int64_t copy = 0; copy < d.key_repeats; ++copy) {
+      EXPECT_EQ(rows.tokens[size_t(at + copy * (d.key_digits + 2))], kKey);
+      EXPECT_EQ(rows.tokens[size_t(at + copy * (d.key_digits + 2) + d.key_digits + 1)], kSep);
+      for (int64_t j = 0; j < d.key_digits; ++j)
+        EXPECT_EQ(rows.tokens[size_t(at + copy * (d.key_digits + 2) + 1 + j)], random_depth.tokens[size_t(drawn + 1 + j)]);
+    }
+    EXPECT_EQ(rows.tokens[size_t(d.seq_len - d.key_digits)], kKey) << "the question";
+    EXPECT_EQ(rows.answer_id, random_depth.answer_id) << "the same answer is scored";
+    for (size_t i = 0; i < rows.targets.size(); ++i)
+      if (rows.answer_id[i] >= 0) EXPECT_EQ(rows.targets[i], random_depth.targets[i]) << "answer target " << i;
+    // Outside both records the stream is the same filler.
+    for (int64_t i = 1; i < d.seq_len - d.key_digits; ++i)
+      if ((i < at || i >= at + record) && (i < drawn || i >= drawn + record))
+        EXPECT_EQ(rows.tokens[size_t(i)], random_depth.tokens[size_t(i)]) << "position " << i;
+    // A training sequence does not follow it.
+    d.eval_depth = -1;
+    const SequenceRows trained_random = make_dataset(d)->rows(false, 3, {0, d.seq_len});
+    d.eval_depth = depth;
+    EXPECT_EQ(make_dataset(d)->rows(false, 3, {0, d.seq_len}).tokens, trained_random.tokens);
+  }
+}
+
 // The file task's data position: at one length the windows are those of rows(false, i) (token i * N,
 // starting over before the held-out tail), and after a change of length the next window starts at the
 // next token, not at window i of the new length (which skipped the tokens between).

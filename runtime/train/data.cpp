@@ -1,6 +1,7 @@
 #include "runtime/train/data.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <unordered_map>
 
 #include "io/token_dataset.hpp"
@@ -100,7 +101,7 @@ class SyntheticDataset : public Dataset {
     int64_t span = n;
     if (!eval && c_.curriculum_steps > 0 && index < c_.curriculum_steps)
       span = c_.curriculum_min_span + (n - c_.curriculum_min_span) * index / c_.curriculum_steps;
-    const int64_t answers = c_.task == "passkey" ? build_passkey(rng, span, part) : build_associative(rng, span, part);
+    const int64_t answers = c_.task == "passkey" ? build_passkey(rng, span, part, eval) : build_associative(rng, span, part);
     return part.take(answers);
   }
 
@@ -122,14 +123,16 @@ class SyntheticDataset : public Dataset {
 
   // The record [KEY d1..dK SEP] (key_repeats times in a row) at a random depth; the sequence ends with
   // [KEY d1..dK]: like the classic prompt, the question restates the record's prefix.
-  int64_t build_passkey(Rng& rng, int64_t span, Part& part) const {
+  int64_t build_passkey(Rng& rng, int64_t span, Part& part, bool eval) const {
     const int64_t n = c_.seq_len, k = c_.key_digits, record = (k + 2) * c_.key_repeats;
     std::vector<int32_t> digits;
     write_digits(rng, digits);
     const int64_t query = n - k;  // stream[query] = KEY, digits at query + 1 .. n
     const int64_t last = query - record;
     const int64_t first = std::max<int64_t>(1, std::min(last, query - span));
-    const int64_t at = first + rng.below(last - first + 1);
+    int64_t at = first + rng.below(last - first + 1);  // drawn also at a set depth: the stream stays the same
+    if (eval && c_.eval_depth >= 0)
+      at = first + std::llround(std::min(1.0, c_.eval_depth) * static_cast<double>(last - first));
     for (int64_t copy = 0; copy < c_.key_repeats; ++copy) {
       const int64_t base = at + copy * (k + 2);
       part.set(base, kKey);

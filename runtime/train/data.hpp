@@ -51,6 +51,10 @@ struct DataConfig {
   // file task: the length whose held-out tail evaluation scores (0: seq_len). A curriculum stage's
   // shorter sequences train only on the tokens before that tail.
   int64_t split_seq_len = 0;
+  // passkey, evaluation: where the record lies, as a fraction of the sequence (0: right after BOS, the
+  // farthest from the question; 1: right before the question); < 0: a random depth, as training draws it.
+  // `longctx eval --depths` (accuracy by depth, a needle-in-a-haystack table).
+  double eval_depth = -1;
 };
 
 // This rank's rows of one sequence.
