@@ -24,6 +24,7 @@ set_tests_properties(cli_ckpt_and_data PROPERTIES TIMEOUT 600 PROCESSORS 2
   ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMP_NUM_THREADS=1")
 longctx_mpi_test(test_trainer SOURCES test_trainer.cpp DEPS longctx_runtime RANKS 1 2 4)
 longctx_cli_test(cli_train train.sh)
+longctx_cli_test(cli_eval eval.sh)
 # The pack that carries longctx's run-time libraries and Open MPI to a GPU machine without them.
 longctx_cli_test(cli_device_pack device_pack.sh)
 set_tests_properties(cli_device_pack PROPERTIES SKIP_RETURN_CODE 77)

@@ -108,14 +108,7 @@ int on_rank0(Invocation& invocation, const std::function<int()>& work) {
 int run_inspect(Invocation& invocation) {
   const std::string given = invocation.options["path"].as<std::string>();
   return on_rank0(invocation, [&] {
-    std::string path = given;  // a checkpoint directory: the checkpoint a resume would load
-    // (Opening says why a path cannot be read; a directory is read as find_latest_checkpoint needs.)
-    std::error_code error;
-    if (std::filesystem::is_directory(given, error)) {
-      const std::optional<std::string> latest = io::find_latest_checkpoint(given);
-      if (!latest) throw InputError(given + ": a directory with no committed checkpoint");
-      path = *latest;
-    }
+    const std::string path = checkpoint_in(given);
     const io::CheckpointSummary s = io::inspect_checkpoint(path);
     const std::string state = train::state_summary(io::CheckpointReader(path));
     if (invocation.options["json"].as<bool>()) {
@@ -233,6 +226,15 @@ void require_positional_path(const Invocation& invocation, const std::string& wh
   if (missing)
     throw UsageError("longctx " + invocation.command.name + " needs " + what + ": longctx " + invocation.command.name +
                      " " + invocation.command.positional);
+}
+
+std::string checkpoint_in(const std::string& given) {
+  // (Opening says why a path cannot be read; a directory is read as find_latest_checkpoint needs.)
+  std::error_code error;
+  if (!std::filesystem::is_directory(given, error)) return given;
+  const std::optional<std::string> latest = io::find_latest_checkpoint(given);
+  if (!latest) throw InputError(given + ": a directory with no committed checkpoint");
+  return *latest;
 }
 
 Command ckpt_inspect_command() {

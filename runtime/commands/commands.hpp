@@ -14,6 +14,7 @@ Command ckpt_verify_command();
 Command data_import_command();
 Command data_inspect_command();
 Command data_verify_command();
+Command eval_command();
 Command train_command();
 
 // `train`'s SIGUSR1 / SIGTERM handlers (finish the step, checkpoint, exit 75). main() installs them before
@@ -28,6 +29,10 @@ int run_on_rank0(Invocation& invocation, const std::function<int()>& work);
 // ""): a UsageError said as the usage line says it, "longctx ckpt verify needs WHAT: longctx ckpt verify
 // FILE|DIR..." (Boost would name "--path"). A Command::check of ckpt's and data's commands.
 void require_positional_path(const Invocation& invocation, const std::string& what);
+
+// The checkpoint a FILE|DIR argument names: a file as it is, a checkpoint.dir's the one its `latest` names
+// (the one a resume loads; InputError when it has none). `ckpt inspect`'s and `eval`'s.
+std::string checkpoint_in(const std::string& given);
 
 // A size as a person reads it: "3 B", "12.5 KiB", "64.0 MiB", "2.0 GiB" (ckpt inspect, bench comm).
 std::string human_bytes(int64_t bytes);

@@ -13,6 +13,7 @@ const std::vector<Command>& all_commands() {
       data_import_command(),
       data_inspect_command(),
       data_verify_command(),
+      eval_command(),
       train_command(),
   };
   return commands;

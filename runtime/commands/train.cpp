@@ -103,54 +103,11 @@ int64_t sequences_to_evaluate(const TrainOptions& r, const train::Dataset& data)
   return eval_sequences;
 }
 
-// Attention on the CPU ranks, on this rank's GPU, or on one GPU per rank (with the communicator that
-// moves device buffers between them).
-struct TrainAttention {
-  std::unique_ptr<comm::Communicator> device_comm;  // one GPU per rank only
-  std::unique_ptr<model::SequenceAttention> impl;
-};
-
-TrainAttention make_train_attention(Invocation& inv, const TrainOptions& r, const DeviceChoice& device) {
-  comm::Communicator& world = inv.process.world();
-  TrainAttention made;
-  if (device.device == "cpu") {
-    auto sharded = std::make_unique<model::ShardedAttention>(world);
-    if (r.regather_kv) sharded->never_keep();
-    made.impl = std::move(sharded);
-    if (const std::string crowded = oversubscription_warning(inv.process); !crowded.empty())
-      log::warn(crowded);  // tokens_per_s and mfu are timings
-  } else if (world.size() == 1) {
-    made.impl = std::make_unique<model::LocalAttention>(make_attention_backend("cuda", device.dtype));
-  } else {
-    made.device_comm = make_device_comm(inv.process, device.comm);
-    made.impl = std::make_unique<model::GpuShardedAttention>(*made.device_comm, device.dtype);
-  }
-  if (device.device == "cuda")
-    log::info("attention on " + cuda_description() + " (" + to_string(device.dtype) + ")" +
-              (made.device_comm ? ", device communicator " + made.device_comm->backend() : std::string()));
-  return made;
-}
-
-// A token file split at another data.seq_len: the checkpoint's run trained on tokens up to its own
-// held-out tail, which at this length may start later than the tail evaluated now (a longer length
-// holds out whole sequences of it, from an earlier token; a shorter one holds out a file the longer
-// length trained on whole). Its evaluation would score tokens the model was trained on: said.
+// A token file split at another data.seq_len, whose held-out tail holds tokens the checkpoint's run trained
+// on (trained_token_in_held_out): said.
 void warn_if_evaluating_trained_tokens(const TrainOptions& r, const train::Resumed& stored, const train::Dataset& data) {
-  if (stored.data_seq_len <= 0 || stored.data_seq_len == r.trainer.seq_len || data.held_out_begin() < 0) return;
-  train::DataConfig then = r.data;
-  then.seq_len = stored.data_seq_len;
-  then.split_seq_len = 0;
-  int64_t trained_end = -1;
-  try {
-    trained_end = train::make_dataset(then)->training_end();
-  } catch (const Error&) {  // the file holds no sequence of that length now: another file
-  }
-  // The last token it trained on: before its first pass over the file ends (its windows follow each other
-  // from token 0, so the position is its token count), the position's; after, its tail's (before: the
-  // tail's always, which named tokens a short run never reached, and warned where nothing overlapped).
-  int64_t reached = trained_end - 1;
-  if (stored.position && stored.position->token == stored.tokens_seen) reached = std::min(reached, stored.position->token);
-  if (reached > data.held_out_begin())
+  const int64_t reached = trained_token_in_held_out(r.data, stored, data);
+  if (reached >= 0)
     log::warn_once("data.seq_len=" + std::to_string(r.trainer.seq_len) + " after a checkpoint trained at data.seq_len=" +
                    std::to_string(stored.data_seq_len) + ": evaluation scores the tokens of data.path=" + r.data.path +
                    " from " + std::to_string(data.held_out_begin() + 1) + " on, but the checkpoint's run trained on "

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <limits>
 
+#include "attention/cuda/cuda_attention.hpp"
 #include "io/activation_dump.hpp"
 #include "io/atomic_output.hpp"
 #include "io/checkpoint.hpp"
@@ -24,6 +25,7 @@
 #include "runtime/train/checkpoint_dir_lock.hpp"
 #include "runtime/train/fault_injection.hpp"
 #include "runtime/train/json_log.hpp"
+#include "runtime/train/train_state_io.hpp"
 
 namespace longctx::cli {
 
@@ -406,14 +408,54 @@ std::vector<std::unique_ptr<train::Dataset>> curriculum_datasets(const TrainOpti
   return stages;
 }
 
-void check_train_fits_in_memory(const Invocation& inv, const TrainOptions& r, const DeviceChoice& device) {
+TrainAttention make_train_attention(Invocation& inv, const TrainOptions& r, const DeviceChoice& device) {
+  comm::Communicator& world = inv.process.world();
+  TrainAttention made;
+  if (device.device == "cpu") {
+    auto sharded = std::make_unique<model::ShardedAttention>(world);
+    if (r.regather_kv) sharded->never_keep();
+    made.impl = std::move(sharded);
+    if (const std::string crowded = oversubscription_warning(inv.process); !crowded.empty())
+      log::warn(crowded);  // tokens_per_s and mfu are timings
+  } else if (world.size() == 1) {
+    made.impl = std::make_unique<model::LocalAttention>(make_attention_backend("cuda", device.dtype));
+  } else {
+    made.device_comm = make_device_comm(inv.process, device.comm);
+    made.impl = std::make_unique<model::GpuShardedAttention>(*made.device_comm, device.dtype);
+  }
+  if (device.device == "cuda")
+    log::info("attention on " + cuda_description() + " (" + to_string(device.dtype) + ")" +
+              (made.device_comm ? ", device communicator " + made.device_comm->backend() : std::string()));
+  return made;
+}
+
+int64_t trained_token_in_held_out(const train::DataConfig& config, const train::Resumed& stored,
+                                  const train::Dataset& data) {
+  if (stored.data_seq_len <= 0 || stored.data_seq_len == config.seq_len || data.held_out_begin() < 0) return -1;
+  train::DataConfig then = config;
+  then.seq_len = stored.data_seq_len;
+  then.split_seq_len = 0;
+  int64_t trained_end = -1;
+  try {
+    trained_end = train::make_dataset(then)->training_end();
+  } catch (const Error&) {  // the file holds no sequence of that length now: another file
+  }
+  // The last token it trained on: before its first pass over the file ends (its windows follow each other
+  // from token 0, so the position is its token count), the position's; after, its tail's (before: the
+  // tail's always, which named tokens a short run never reached, and warned where nothing overlapped).
+  int64_t reached = trained_end - 1;
+  if (stored.position && stored.position->token == stored.tokens_seen) reached = std::min(reached, stored.position->token);
+  return reached > data.held_out_begin() ? reached : -1;
+}
+
+void check_train_fits_in_memory(const Invocation& inv, const TrainOptions& r, const DeviceChoice& device, bool eval) {
   // Parameters, gradients and the AdamW moments (replicated), and per layer the activations the
   // backward keeps for this rank's rows, plus the logits and their gradient: float32, a lower bound.
   const int P = inv.process.world().size();
   const model::ModelConfig& m = r.trainer.model;
   const double rows = static_cast<double>(r.trainer.seq_len / P);
   double kept = 0;  // per layer: the spanning branches' gathered K / V rows, kept for the backward
-  if (P > 1 && !r.regather_kv && device.device == "cpu")
+  if (P > 1 && !r.regather_kv && device.device == "cpu" && !eval)
     for (const Branch& b : m.schedule.branches)
       if (!branch_is_local(b, r.trainer.seq_len, r.trainer.seq_len / P))
         kept += 2.0 * static_cast<double>(effective_segment_length(b, r.trainer.seq_len) / b.dilation * m.dim);
@@ -432,15 +474,19 @@ void check_train_fits_in_memory(const Invocation& inv, const TrainOptions& r, co
                                                     inv.process.world().rank(), P, true, false, omp_get_max_threads()) /
                                   4.0 - kept)
           : 0.0;
+  // eval: no backward (the logits alone, the final norm's input and output), nothing kept for it; the
+  // trainer still holds gradients and moments (a checkpoint loads them).
+  const double once = eval ? f(m.vocab) + 2.0 * f(m.dim) : 2.0 * f(m.vocab) + 9.0 * f(m.dim) + 2.0 * f(m.mlp_hidden);
   const double floats = 4.0 * f(model::make_layout(m).total()) +
-                        rows * (f(m.layers) * (8.0 * f(m.dim) + 2.0 * f(m.mlp_hidden) + 4.0 + f(m.heads)) +
-                                2.0 * f(m.vocab) + 9.0 * f(m.dim) + 2.0 * f(m.mlp_hidden)) +
+                        rows * (f(m.layers) * (8.0 * f(m.dim) + 2.0 * f(m.mlp_hidden) + 4.0 + f(m.heads)) + once) +
                         f(m.layers) * kept + workspace;
-  check_fits_in_memory("train (model.layers=" + std::to_string(m.layers) + ", model.dim=" + std::to_string(m.dim) +
-                           ", data.seq_len=" + std::to_string(r.trainer.seq_len) + " over " + count_of(P, "rank") +
-                           ")",
-                       "parameters, gradients, AdamW moments, each layer's activations of its rows and the K / V "
-                       "rows it gathered, the backward's working rows and the attention's own buffers, in float32",
+  check_fits_in_memory(std::string(eval ? "eval" : "train") + " (model.layers=" + std::to_string(m.layers) +
+                           ", model.dim=" + std::to_string(m.dim) + ", " + (eval ? "--seq-len=" : "data.seq_len=") +
+                           std::to_string(r.trainer.seq_len) + " over " + count_of(P, "rank") + ")",
+                       eval ? "parameters, gradients and AdamW moments (a checkpoint holds them all), each layer's "
+                              "activations of its rows, the logits and the attention's own buffers, in float32"
+                            : "parameters, gradients, AdamW moments, each layer's activations of its rows and the K / V "
+                              "rows it gathered, the backward's working rows and the attention's own buffers, in float32",
                        floats * 4, inv.process.local_size(), omp_get_max_threads());
 }
 

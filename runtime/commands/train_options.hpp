@@ -16,6 +16,10 @@
 #include "runtime/train/data.hpp"
 #include "runtime/train/trainer.hpp"
 
+namespace longctx::train {
+struct Resumed;
+}
+
 namespace longctx::cli {
 
 struct TrainOptions {
@@ -68,9 +72,26 @@ bool in_checkpoint_dir_to_make(const TrainOptions& r, const std::string& path);
 // The data of each shorter stage of the length curriculum (data.seq_len's is train::make_dataset(r.data)).
 std::vector<std::unique_ptr<train::Dataset>> curriculum_datasets(const TrainOptions& r);
 
+// A token file's held-out tail at `config`'s length (data.seq_len, or eval's --seq-len), where it holds
+// tokens the run of the checkpoint `stored` trained on: it was split at another length (a longer one holds
+// out whole sequences of it, from an earlier token; a shorter one holds out a file the longer length trained
+// on whole). The last token that run trained on, when it lies past the tail's start; -1 when none does
+// (the same length, synthetic data, a file too short to hold one out).
+int64_t trained_token_in_held_out(const train::DataConfig& config, const train::Resumed& stored,
+                                  const train::Dataset& data);
+
+// Attention on the CPU ranks, on this rank's GPU, or on one GPU per rank (with the communicator that
+// moves device buffers between them): train's and eval's.
+struct TrainAttention {
+  std::unique_ptr<comm::Communicator> device_comm;  // one GPU per rank only
+  std::unique_ptr<model::SequenceAttention> impl;
+};
+TrainAttention make_train_attention(Invocation& inv, const TrainOptions& r, const DeviceChoice& device);
+
 // check_fits_in_memory for a run of `r` on this rank (exit 2 naming the options when the ranks on this
-// node would not fit): a lower bound of what training holds in float32.
-void check_train_fits_in_memory(const Invocation& inv, const TrainOptions& r, const DeviceChoice& device);
+// node would not fit): a lower bound of what training holds in float32. `eval`: of `longctx eval`'s forward
+// passes at r.trainer.seq_len (its --seq-len) instead.
+void check_train_fits_in_memory(const Invocation& inv, const TrainOptions& r, const DeviceChoice& device, bool eval = false);
 
 // train's config phase (Command::check), where the ranks agree (one message, no MPI_Abort): the options,
 // the checkpoint config, the stages at the resumed step, the fault variables, memory, the data; last, rank 0

@@ -82,18 +82,6 @@ std::string general(double value) {
   return text;
 }
 
-// "section.key" -> value of INI text (cli::to_ini's, as /config holds it), read by the reader that reads
-// --config files.
-std::map<std::string, std::string> ini_values(const std::string& text, const std::string& where) {
-  std::map<std::string, std::string> values;
-  try {
-    for (const auto& entry : cli::parse_ini(text, where)) values[entry.key] = entry.value;
-  } catch (const UsageError& e) {
-    throw InputError(e.what());
-  }
-  return values;
-}
-
 // A value as it is meant, not as it was written: "64, 128" and "1K" are the sizes 64,128 and 1024, "1e4"
 // is 10000, "on" is true; anything else is itself. (The INI reader has trimmed it.)
 std::string canonical(const std::string& text) {
@@ -187,6 +175,18 @@ void check_same_model(const io::CheckpointReader& reader, const std::map<std::st
 }
 
 }  // namespace
+
+// "section.key" -> value of INI text (cli::to_ini's, as /config holds it), read by the reader that reads
+// --config files.
+std::map<std::string, std::string> ini_values(const std::string& text, const std::string& where) {
+  std::map<std::string, std::string> values;
+  try {
+    for (const auto& entry : cli::parse_ini(text, where)) values[entry.key] = entry.value;
+  } catch (const UsageError& e) {
+    throw InputError(e.what());
+  }
+  return values;
+}
 
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
                             int64_t tokens_seen, int64_t seq_len, DataPosition data_position, const std::string& run_id,

@@ -14,6 +14,7 @@
 
 #include <mpi.h>
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -58,6 +59,10 @@ struct Resumed {
   std::optional<PendingEval> pending_eval;  // its step's evaluation, which a stop interrupted
 };
 Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm);
+
+// "section.key" -> value of INI text (a checkpoint's /config), read as --config files are; InputError
+// naming `where` when it is no INI.
+std::map<std::string, std::string> ini_values(const std::string& text, const std::string& where);
 
 // What load_checkpoint throws for a checkpoint of another model (its /config's model options differ): an
 // older checkpoint in the same directory would not do either, unlike for a damaged file.

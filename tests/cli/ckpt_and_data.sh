@@ -73,7 +73,7 @@ expect_in "$OUT/stderr" "needs a checkpoint FILE or DIR: longctx ckpt inspect FI
 # FILE|DIR is not read from the environment: LONGCTX_PATH, set for something else, made verify check it.
 expect_exit 2 "verify with LONGCTX_PATH set and no FILE" -- env LONGCTX_PATH="$CK" "$LONGCTX" ckpt verify --quiet
 expect_in "$OUT/stderr" "needs a checkpoint FILE or DIR" "LONGCTX_PATH is not its FILE"
-expect_in "$OUT/stderr" "environment variable LONGCTX_PATH is ignored: a positional argument \(that of ckpt inspect, ckpt verify, data inspect, data verify\)" \
+expect_in "$OUT/stderr" "environment variable LONGCTX_PATH is ignored: a positional argument \(that of ckpt inspect, ckpt verify, data inspect, data verify, eval\)" \
   "and says it is ignored"
 expect_exit 0 "the file on the command line still works" -- env LONGCTX_PATH=/nowhere "$LONGCTX" ckpt verify "$CK" --quiet
 

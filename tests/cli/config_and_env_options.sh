@@ -85,13 +85,13 @@ expect_exit 2 "a train config with a top-level seed (train.steps 0 stops it)" --
   "$LONGCTX" train --config "$OUT/train.ini" --train.steps 0
 expect_in "$OUT/stderr" "train.ini line 1: 'seed' ignored: an option of bench attention, not of 'longctx train'; did you mean \[train\] seed\?" \
   "a top-level seed in a train config: did you mean [train] seed?"
-expect_in "$OUT/stderr" "train.ini line 2: 'threads' ignored: an option of attend, bench attention, not of 'longctx train'; did you mean \[train\] threads\?" \
+expect_in "$OUT/stderr" "train.ini line 2: 'threads' ignored: an option of attend, bench attention, eval, not of 'longctx train'; did you mean \[train\] threads\?" \
   "and threads: [train] threads"
 printf 'seed = 42\nthreads = 1\nhead-dim = 32\ncomm-timeout = 38\n' >"$OUT/bench.ini"
 expect_exit 0 "a bench attention config for info" -- "$LONGCTX" info --config "$OUT/bench.ini"
 expect_in "$OUT/stderr" "bench.ini: keys ignored by 'longctx info' \(options of bench attention only\): seed, head-dim$" \
   "names the keys and their command"
-expect_in "$OUT/stderr" "bench.ini: keys ignored by 'longctx info' \(options of attend, bench attention only\): threads$" \
+expect_in "$OUT/stderr" "bench.ini: keys ignored by 'longctx info' \(options of attend, bench attention, eval only\): threads$" \
   "one line per set of commands"
 expect_in "$OUT/stderr" "comm-timeout = 38  \[config" "the file's own keys apply"
 expect_exit 0 "on 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" info --config "$OUT/bench.ini" --quiet

@@ -1,0 +1,385 @@
+// `longctx eval CHECKPOINT.h5|DIR`: scores a checkpoint of `longctx train` on held-out sequences of its task
+// at the lengths given (--seq-len: the one it trained at, and longer ones: extrapolation), the passkey task
+// by the depth of its record too (--depths: a needle-in-a-haystack table). Read-only: nothing is written,
+// checkpoint.dir is not locked (a run may go on training there). Sharded over the ranks as `train` is, so
+// a length one rank cannot hold runs on several; the figures are the same at any P up to rounding.
+//
+// The model and the task are the checkpoint's /config (train's options, parsed by train's own parser and
+// checks); eval overrides only the length, the data file (--data-path) and where attention runs. The
+// sequences are the ones `train`'s evaluation scores: held-out sequence i of (train.seed, length) for the
+// synthetic tasks, the token file's held-out tail at each length for `file`.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+
+#include "io/checkpoint.hpp"
+#include "runtime/commands/commands.hpp"
+#include "runtime/commands/train_options.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/core/log.hpp"
+#include "runtime/train/json_log.hpp"
+#include "runtime/train/train_state_io.hpp"
+
+namespace longctx::cli {
+namespace {
+
+constexpr const char* kDefaultDepths = "0,25,50,75,100";
+
+void declare_eval(po::options_description& d, po::positional_options_description& positional) {
+  d.add_options()
+      ("path", po::value<std::string>(), "a checkpoint of `longctx train`, or its checkpoint.dir (the one `latest` names)")
+      ("seq-len", po::value<std::string>()->default_value(""),
+       "GLOBAL lengths to evaluate at, comma-separated, K/M/G suffixes (default: the checkpoint's data.seq_len); "
+       "each must shard at the world size as data.seq_len must in train")
+      ("sequences", po::value<int64_t>()->default_value(8),
+       "held-out sequences per length (and per depth); a token file may hold out fewer")
+      ("depths", po::value<std::string>()->default_value(kDefaultDepths),
+       "passkey: where the record lies, in percent of the sequence (0: right after its start, the farthest from "
+       "the question; 100: right before it), comma-separated; `random`: drawn as train's evaluation draws it")
+      ("segment-lengths", po::value<std::string>()->default_value(""),
+       "the attention's segment lengths w to evaluate with (default: the checkpoint's model.segment_lengths; no "
+       "parameter depends on them): a branch as long as the sequence lets a query reach every key")
+      ("dilation-rates", po::value<std::string>()->default_value(""),
+       "the attention's dilation rates r to evaluate with (default: the checkpoint's model.dilation_rates)")
+      ("data-path", po::value<std::string>()->default_value(""),
+       "data.task=file: the token dataset to read (default: the checkpoint's data.path)")
+      ("device", po::value<std::string>()->default_value("cpu"), "where attention runs: cpu, or cuda (one GPU per rank)")
+      ("dtype", po::value<std::string>()->default_value("fp32"), "the type the attention kernels read q, k, v in: fp32, "
+       "bf16, fp16 (bf16 / fp16 need --device cuda; under mpirun cuda takes bf16 / fp16)")
+      ("comm", po::value<std::string>()->default_value("auto"), "device communicator with --device cuda under mpirun: "
+       "auto, nccl, staged or mpi")
+      ("threads", po::value<int>()->default_value(0), "OpenMP threads per rank (0: as train.threads=0)")
+      ("json", po::bool_switch(), "print one JSON object per line, one per length (and depth): checkpoint, step, "
+       "task, seq_len, trained_seq_len, depth (percent, or null), sequences, loss, accuracy, scored, seconds, world_size, "
+       "schedule ([[w, r], ...])");
+  positional.add("path", 1);
+}
+
+template <class T> T opt(const Invocation& inv, const char* name) { return inv.options[name].as<T>(); }
+
+// What eval runs: the checkpoint, train's options as its /config has them (with eval's overrides), and the
+// cells to score.
+struct EvalPlan {
+  std::string checkpoint;         // the file read
+  std::string config_text;        // its /config
+  int64_t step = 0;
+  int64_t trained_seq_len = 0;    // its data.seq_len
+  std::unique_ptr<Invocation> train;  // train's invocation made of /config
+  TrainOptions options;           // validated; data.seq_len is the longest length evaluated
+  DeviceChoice device;
+  std::vector<int64_t> lengths;
+  std::vector<double> depths;     // fractions of the sequence; {-1}: a random depth
+  int64_t sequences = 0;
+  bool json = false;
+  ScheduleOptionNames names;      // of the schedule's options, for messages: train's, or eval's where given
+};
+
+const Command& train_command_of(const std::vector<Command>& commands) {
+  for (const Command& c : commands)
+    if (c.name == "train") return c;
+  throw InternalError("no train command");
+}
+
+// --depths: percents in [0, 100], or `random`.
+std::vector<double> parse_depths(const Invocation& inv, const std::string& task) {
+  const std::string text = opt<std::string>(inv, "depths");
+  if (task != "passkey") {
+    if (inv.sources.at("depths") != "default")
+      throw UsageError("--depths=" + text + ": only the passkey task has one record to place (the checkpoint's data.task is " +
+                           task + ")" + value_source(inv, "depths"),
+                       "depths");
+    return {-1};
+  }
+  if (text == "random") return {-1};
+  std::vector<double> depths;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    const size_t b = item.find_first_not_of(' '), e = item.find_last_not_of(' ');
+    item = b == std::string::npos ? "" : item.substr(b, e - b + 1);
+    char* end = nullptr;
+    const double percent = std::strtod(item.c_str(), &end);
+    if (item.empty() || end != item.c_str() + item.size() || !(percent >= 0 && percent <= 100))
+      throw UsageError("--depths=" + text + ": '" + item + "' is not a percent in [0, 100] (or give `random`)" +
+                           value_source(inv, "depths"),
+                       "depths");
+    depths.push_back(percent / 100);
+  }
+  if (depths.empty()) throw UsageError("--depths is empty: give percents such as " + std::string(kDefaultDepths) + ", or random", "depths");
+  return depths;
+}
+
+// The data of one cell: the checkpoint's task at `length` (its record at `depth`, passkey).
+train::DataConfig cell_data(const EvalPlan& plan, int64_t length, double depth) {
+  train::DataConfig d = plan.options.data;
+  d.seq_len = length;
+  d.seq_len_option = "--seq-len";
+  d.split_seq_len = 0;
+  d.eval_depth = depth;
+  return d;
+}
+
+EvalPlan plan_eval(const Invocation& inv) {
+  EvalPlan plan;
+  const std::string given = opt<std::string>(inv, "path");
+  plan.checkpoint = checkpoint_in(given);
+  {
+    const io::CheckpointReader reader(plan.checkpoint);
+    if (!reader.file().has_attribute("model_layers"))
+      throw InputError(plan.checkpoint + ": not a checkpoint of `longctx train` (it has no model_layers attribute): "
+                       "no model to evaluate");
+    plan.config_text = reader.config();
+    plan.step = reader.step();
+  }
+  const std::map<std::string, std::string> saved = train::ini_values(plan.config_text, plan.checkpoint + ": /config");
+  const auto setting = [&saved](const std::string& key) {
+    const auto it = saved.find(key);
+    return it == saved.end() ? std::string() : it->second;
+  };
+  plan.trained_seq_len = parse_size("data.seq_len", setting("data.seq_len").empty() ? "8192" : setting("data.seq_len"));
+
+  const std::string seq_len = opt<std::string>(inv, "seq-len");
+  plan.lengths = seq_len.empty() ? std::vector<int64_t>{plan.trained_seq_len} : parse_size_list("seq-len", seq_len);
+  for (int64_t n : plan.lengths)
+    if (n < 2) throw UsageError("--seq-len=" + seq_len + ": each length must be >= 2" + value_source(inv, "seq-len"), "seq-len");
+  plan.sequences = opt<int64_t>(inv, "sequences");
+  if (plan.sequences < 1 || plan.sequences > 1000000)
+    throw UsageError("--sequences=" + std::to_string(plan.sequences) + ": must be in [1, 1000000]" +
+                         value_source(inv, "sequences"),
+                     "sequences");
+  const std::string task = setting("data.task").empty() ? "passkey" : setting("data.task");
+  plan.depths = parse_depths(inv, task);
+  const std::string data_path = opt<std::string>(inv, "data-path");
+  if (!data_path.empty() && task != "file")
+    throw UsageError("--data-path=" + data_path + ": the checkpoint's data.task is " + task +
+                         ", which makes its own sequences (only data.task=file reads a file)",
+                     "data-path");
+  plan.json = opt<bool>(inv, "json");
+
+  // train's options as /config has them: its keys as train's command line, through train's parser and
+  // checks, with eval's overrides. Not the environment's LONGCTX_* (those are eval's).
+  po::options_description declared;
+  po::positional_options_description unused;
+  declare_train_options(declared, unused);
+  std::map<std::string, std::string> values;
+  for (const auto& [key, value] : saved) {
+    if (declared.find_nothrow(key, false)) {
+      values[key] = value;
+    } else if (key.rfind("model.", 0) == 0) {  // the model would not be the checkpoint's
+      throw InputError(plan.checkpoint + ": /config: " + key + " = " + value +
+                       " is no option of this longctx's train (a checkpoint of a newer version?): cannot build its model");
+    }
+  }
+  const int64_t longest = *std::max_element(plan.lengths.begin(), plan.lengths.end());
+  values["data.seq_len"] = std::to_string(longest);
+  values["data.short_seq_len"] = "0";
+  values["data.short_steps"] = "0";
+  for (const char* output : {"checkpoint.dir", "log.jsonl", "log.summary", "dump.activations"}) values[output] = "";
+  values["train.threads"] = std::to_string(opt<int>(inv, "threads"));
+  for (const char* choice : {"device", "dtype", "comm"}) values[choice] = opt<std::string>(inv, choice);
+  if (!data_path.empty()) values["data.path"] = data_path;
+  // Another schedule: checked here, naming eval's options (the model's parameters do not depend on it).
+  plan.names = kTrainScheduleNames;
+  const std::string segments = opt<std::string>(inv, "segment-lengths"), dilations = opt<std::string>(inv, "dilation-rates");
+  if (!segments.empty() || !dilations.empty()) {
+    if (!segments.empty()) values["model.segment_lengths"] = segments;
+    if (!dilations.empty()) values["model.dilation_rates"] = dilations;
+    plan.names = ScheduleOptionNames{segments.empty() ? "model.segment_lengths (the checkpoint's)" : "--segment-lengths",
+                                     dilations.empty() ? "model.dilation_rates (the checkpoint's)" : "--dilation-rates", "",
+                                     ""};
+    make_schedule(parse_size_list(plan.names.segment_lengths, values["model.segment_lengths"]),
+                  parse_size_list(plan.names.dilation_rates, values["model.dilation_rates"]), false, plan.names);
+  }
+  plan.names.seq_len = "--seq-len=";
+  std::vector<std::string> args;
+  for (const auto& [key, value] : values) args.push_back("--" + key + "=" + value);
+  const GetEnv none = [](const std::string&) { return std::optional<std::string>(); };
+  po::options_description parsed;
+  try {
+    plan.train = std::make_unique<Invocation>(
+        parse_invocation(inv.process, train_command_of(all_commands()), args, none, {}, parsed));
+  } catch (const UsageError& e) {
+    throw InputError(plan.checkpoint + ": /config: " + e.what());
+  }
+  plan.device = attention_device(*plan.train);
+  try {
+    // At one rank: whether each length shards at P is check_cells', which names --seq-len.
+    plan.options = validate_train_options(*plan.train, 1, false);
+  } catch (const UsageError& e) {
+    throw InputError(plan.checkpoint + ": /config: " + e.what());
+  }
+  return plan;
+}
+
+// The checks of every cell, before any work (the config phase): each length shards at the world size
+// (whole spanning segments on GPUs), the task fits it, the token file is there; the longest fits in memory.
+void check_cells(const Invocation& inv, const EvalPlan& plan) {
+  const int P = inv.process.world().size();
+  const ScheduleOptionNames& names = plan.names;
+  const std::string& file = plan.options.data.path;
+  std::error_code error;
+  if (plan.options.data.task == "file" && opt<std::string>(inv, "data-path").empty() && !std::filesystem::exists(file, error))
+    throw InputError("the checkpoint's data.path=" + file + " is not there" +
+                     (std::filesystem::path(file).is_relative() ? " (from this working directory)" : std::string()) +
+                     ": --data-path reads the token dataset where it is now");
+  for (int64_t n : plan.lengths) {
+    check_shardable(plan.options.trainer.model.schedule, n, P, SpanningSegments::may_end_short, names);
+    if (plan.device.device == "cuda") check_shardable(plan.options.trainer.model.schedule, n, P, SpanningSegments::whole, names);
+    train::make_dataset(cell_data(plan, n, plan.depths.front()));
+  }
+  check_train_fits_in_memory(*plan.train, plan.options, plan.device, true);
+}
+
+void check_eval(const Invocation& inv) {
+  require_positional_path(inv, "a checkpoint");
+  check_cells(inv, plan_eval(inv));
+}
+
+// What every rank must see alike: the checkpoint it reads (its step and /config) and, for a token file, its
+// length and sampled contents (train's check).
+std::vector<std::pair<std::string, std::string>> eval_shared_inputs(const Invocation& inv) {
+  const EvalPlan plan = plan_eval(inv);
+  std::vector<std::pair<std::string, std::string>> seen = train_shared_inputs(*plan.train);
+  seen.emplace_back("the checkpoint read", plan.checkpoint + ", step " + std::to_string(plan.step) + ", /config hash " +
+                                               std::to_string(io::config_hash(plan.config_text)));
+  return seen;
+}
+
+std::string percent(double fraction) {
+  std::ostringstream out;
+  out << fraction * 100 << "%";
+  return out.str();
+}
+
+int run_eval(Invocation& inv) {
+  EvalPlan plan = plan_eval(inv);
+  comm::Communicator& world = inv.process.world();
+  const int P = world.size();
+  const bool rank0 = world.rank() == 0;
+  const MPI_Comm mpi = P > 1 ? mpi_handle(world) : MPI_COMM_NULL;
+  const TrainAttention attention = make_train_attention(*plan.train, plan.options, plan.device);
+  train::Trainer trainer(plan.options.trainer, world, *attention.impl);
+  // Its own /config: the same model, and no warning about train or data settings that differ.
+  const train::Resumed stored = train::load_checkpoint(trainer, plan.checkpoint, plan.config_text, mpi);
+  const model::ModelConfig& m = plan.options.trainer.model;
+  const std::string& task = plan.options.data.task;
+  const bool by_depth = plan.depths.front() >= 0;
+  if (rank0)
+    log::info("eval: " + plan.checkpoint + ", step " + std::to_string(plan.step) + " (trained at N = " +
+              std::to_string(stored.seq_len > 0 ? stored.seq_len : plan.trained_seq_len) + "), " +
+              count_of(m.layers, "layer") + ", dim " + std::to_string(m.dim) + ", " + count_of(m.heads, "head") +
+              ", schedule " + to_string(m.schedule) + "; task " + task +
+              (task == "file" ? " (" + plan.options.data.path + ")" : "") + ", up to " +
+              count_of(plan.sequences, "sequence") + " per " + (by_depth ? "length and depth" : "length") + ", over " +
+              count_of(P, "rank"));
+
+  std::vector<std::vector<double>> accuracy(plan.lengths.size());  // [length][depth], for the table
+  for (size_t li = 0; li < plan.lengths.size(); ++li) {
+    const int64_t n = plan.lengths[li];
+    trainer.set_seq_len(n);
+    for (double depth : plan.depths) {
+      const auto data = train::make_dataset(cell_data(plan, n, depth));
+      int64_t sequences = plan.sequences;
+      if (const int64_t distinct = data->eval_sequence_count(); distinct > 0 && distinct < sequences) {
+        if (rank0)
+          log::warn("N = " + std::to_string(n) + ": " +
+                    (data->evaluates_on_training_data()
+                         ? plan.options.data.path + " holds a single sequence of this length + 1 tokens, none held "
+                           "out: it is scored on the training sequence"
+                         : plan.options.data.path + " holds out " + count_of(distinct, "sequence") + " of this length: " +
+                           (distinct == 1 ? "it is" : "those are") + " scored"));
+        sequences = distinct;
+      }
+      if (const int64_t reached = trained_token_in_held_out(cell_data(plan, n, depth), stored, *data); reached >= 0 && rank0)
+        log::warn("N = " + std::to_string(n) + ": the held-out tail of " + plan.options.data.path + " starts at token " +
+                  std::to_string(data->held_out_begin() + 1) + ", but the checkpoint's run (data.seq_len=" +
+                  std::to_string(stored.data_seq_len) + ") trained on tokens up to " + std::to_string(reached) +
+                  ": this length is scored partly on training data");
+      const auto t0 = std::chrono::steady_clock::now();
+      const auto since = [&t0] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+      // Progress of a long cell (a length near the memory's limit takes minutes per sequence): a line
+      // every 30 s or more, after a sequence. evaluate() asks its stop callback after each one.
+      int64_t done = 0;
+      double said = 0;
+      const auto progress = [&]() -> int {
+        ++done;
+        if (rank0 && done < sequences && since() - said >= 30) {
+          said = since();
+          log::info("N = " + std::to_string(n) + (depth >= 0 ? ", depth " + percent(depth) : std::string()) + ": " +
+                    std::to_string(done) + " of " + count_of(sequences, "sequence") + " scored, " + fixed(said, 0) + " s");
+        }
+        return 0;
+      };
+      const train::EvalStats e = trainer.evaluate(*data, sequences, progress);
+      const double seconds = since();
+      accuracy[li].push_back(e.accuracy);
+      if (!rank0) continue;
+      if (plan.json) {
+        std::printf("{\"checkpoint\": %s, \"step\": %lld, \"task\": %s, \"seq_len\": %lld, \"trained_seq_len\": %lld, "
+                    "\"depth\": %s, \"sequences\": %lld, \"loss\": %s, \"accuracy\": %s, \"scored\": %lld, "
+                    "\"seconds\": %s, \"world_size\": %d, \"schedule\": %s}\n",
+                    json_string(plan.checkpoint).c_str(), (long long)plan.step, json_string(task).c_str(), (long long)n,
+                    (long long)plan.trained_seq_len, depth >= 0 ? train::json_number(depth * 100).c_str() : "null",
+                    (long long)sequences, train::json_number(e.loss).c_str(), train::json_number(e.accuracy).c_str(),
+                    (long long)e.scored, train::json_number(seconds).c_str(), P, json_schedule(m.schedule).c_str());
+      } else {
+        std::ostringstream line;
+        line << "N " << n;
+        if (depth >= 0) line << "  depth " << percent(depth);
+        if (task == "file")
+          line << "  loss " << fixed(e.loss, 4) << "  perplexity " << fixed(std::exp(e.loss), 2) << "  next-token accuracy "
+               << fixed(e.accuracy, 4);
+        else
+          line << "  accuracy " << fixed(e.accuracy, 3) << "  loss " << fixed(e.loss, 4);
+        line << "  (" << count_of(sequences, "sequence") << ", " << e.scored << " scored targets, " << fixed(seconds, 1)
+             << " s)";
+        std::printf("%s\n", line.str().c_str());
+      }
+      std::fflush(stdout);
+    }
+  }
+  // The needle-in-a-haystack table: exact-match accuracy by length (rows) and depth (columns).
+  if (rank0 && !plan.json && by_depth && (plan.depths.size() > 1 || plan.lengths.size() > 1)) {
+    std::ostringstream table;
+    table << "\npasskey accuracy (all " << plan.options.data.key_digits
+          << " digits right) by length and depth of the record:\n" << std::right;
+    table.width(10);
+    table << "N";
+    for (double depth : plan.depths) {
+      table.width(8);
+      table << percent(depth);
+    }
+    table << "    mean\n";
+    for (size_t li = 0; li < plan.lengths.size(); ++li) {
+      table.width(10);
+      table << plan.lengths[li];
+      double sum = 0;
+      for (double a : accuracy[li]) {
+        table.width(8);
+        table << fixed(a, 3);
+        sum += a;
+      }
+      table.width(8);
+      table << fixed(sum / double(accuracy[li].size()), 3) << "\n";
+    }
+    std::printf("%s", table.str().c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command eval_command() {
+  return {"eval",
+          "score a train checkpoint on held-out sequences of its task at the lengths given (and beyond its training "
+          "length); passkey: by depth of the record",
+          "CHECKPOINT|DIR", declare_eval, run_eval, check_eval, eval_shared_inputs};
+}
+
+}  // namespace longctx::cli

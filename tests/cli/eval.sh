@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# longctx eval: a train checkpoint scored at its length and longer ones, by passkey depth; the same figures
+# as train's own evaluation and at any world size; read-only; its refusals.
+LONGCTX=$1
+source "$(dirname "$0")/lib.sh"
+cd "$OUT"
+
+json_field() {  # json_field FILE LINE FIELD: a field of line LINE (from 1) of a JSON-lines file
+  /usr/bin/python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[int(sys.argv[2]) - 1])[sys.argv[3]])" "$@"
+}
+close() {  # close A B TOL: |A - B| <= TOL * max(1, |A|)
+  /usr/bin/python3 -c "import sys; a, b, t = map(float, sys.argv[1:]); sys.exit(0 if abs(a - b) <= t * max(1, abs(a)) else 1)" "$@"
+}
+
+SMALL=(--quiet --model.layers 2 --model.dim 32 --model.heads 4 --model.segment_lengths 64,128
+       --model.dilation_rates 1,2 --data.seq_len 256 --train.steps 12 --eval.sequences 3)
+expect_exit 0 "train a small passkey model" -- "$LONGCTX" train "${SMALL[@]}" --checkpoint.dir ck --log.jsonl ck.jsonl
+train_loss=$(json_field ck.jsonl 12 eval_loss)
+
+# ---- the same sequences and figures as train's evaluation, at any world size ----
+expect_exit 0 "eval at the trained length, random depths (train's evaluation)" -- \
+  "$LONGCTX" eval ck --quiet --depths random --sequences 3 --json
+cp "$OUT/stdout" random.jsonl
+[ "$(wc -l <random.jsonl)" -eq 1 ] && pass "one JSON line" || fail "JSON lines: $(cat random.jsonl)"
+close "$(json_field random.jsonl 1 loss)" "$train_loss" 1e-6 && pass "loss = train's eval_loss at step 12 ($train_loss)" ||
+  fail "eval loss $(json_field random.jsonl 1 loss), train's eval_loss $train_loss"
+[ "$(json_field random.jsonl 1 seq_len)/$(json_field random.jsonl 1 step)/$(json_field random.jsonl 1 depth)/$(json_field random.jsonl 1 scored)" = "256/12/None/15" ] &&
+  pass "seq_len, step, depth null, 3 x 5 scored digits" || fail "fields: $(cat random.jsonl)"
+expect_exit 0 "eval on 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" eval ck --quiet --depths random --sequences 3 --json
+close "$(json_field "$OUT/stdout" 1 loss)" "$train_loss" 1e-5 && pass "... the same loss" || fail "2 ranks: $(cat "$OUT/stdout")"
+
+# ---- lengths x depths ----
+expect_exit 0 "eval at 256 and 1K by depth" -- "$LONGCTX" eval ck/step_00000012.h5 --quiet --seq-len 256,1K \
+  --depths 0,50,100 --sequences 2 --json
+cp "$OUT/stdout" grid.jsonl
+/usr/bin/python3 - <<'PY' && pass "6 cells: each length at each depth, finite losses" || fail "cells: $(cat grid.jsonl)"
+import json, math, sys
+cells = [json.loads(l) for l in open("grid.jsonl")]
+want = [(n, d) for n in (256, 1024) for d in (0, 50, 100)]
+ok = [(c["seq_len"], c["depth"]) for c in cells] == want and all(
+    math.isfinite(c["loss"]) and c["sequences"] == 2 and c["trained_seq_len"] == 256 and c["world_size"] == 1 for c in cells)
+sys.exit(0 if ok else 1)
+PY
+/usr/bin/python3 -c "
+import json, sys
+c = [json.loads(l) for l in open('grid.jsonl')]
+sys.exit(0 if c[0]['loss'] != c[2]['loss'] else 1)" && pass "the record's depth changes the loss" || fail "depth 0 and 100 score alike"
+expect_exit 0 "the same on 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" eval ck --quiet --seq-len 256,1K \
+  --depths 0,50,100 --sequences 2 --json
+paste -d' ' grid.jsonl "$OUT/stdout" | /usr/bin/python3 -c "
+import json, sys
+for line in sys.stdin:
+    half = len(line) // 2
+    a, b = line.split('} {')
+    a, b = json.loads(a + '}'), json.loads('{' + b)
+    if abs(a['loss'] - b['loss']) > 1e-5 * max(1, abs(a['loss'])) or a['accuracy'] != b['accuracy']: sys.exit(1)
+" && pass "... every cell's loss and accuracy" || fail "2 ranks differ: $(cat "$OUT/stdout")"
+expect_exit 0 "the text table" -- "$LONGCTX" eval ck --quiet --seq-len 256,1K --depths 0,50,100 --sequences 2
+expect_in "$OUT/stdout" "^N 1024  depth 50%  accuracy [0-9.]+  loss [0-9.]+  \(2 sequences, 10 scored targets" "a line per cell"
+expect_in "$OUT/stdout" "^ +N +0% +50% +100% +mean$" "the table's head: depths"
+expect_in "$OUT/stdout" "^ +1024( +[0-9]\.[0-9]{3}){4}$" "a row per length"
+expect_in "$OUT/stderr" "eval: ck/step_00000012.h5, step 12 \(trained at N = 256\)" "says what it evaluates"
+
+# ---- another schedule (no parameter depends on it) ----
+expect_exit 0 "eval at 1K with a branch as long as the sequence" -- "$LONGCTX" eval ck --quiet --seq-len 1K \
+  --segment-lengths 64,1K --depths 0 --sequences 2 --json
+[ "$(json_field "$OUT/stdout" 1 schedule)" = "[[64, 1], [1024, 2]]" ] && pass "... runs that schedule" ||
+  fail "schedule: $(cat "$OUT/stdout")"
+/usr/bin/python3 -c "
+import json, sys
+a = json.loads(open('grid.jsonl').read().splitlines()[3]); b = json.loads(sys.argv[1])
+sys.exit(0 if (a['seq_len'], a['depth']) == (1024, 0) and a['loss'] != b['loss'] else 1)" "$(cat "$OUT/stdout")" &&
+  pass "... which scores otherwise than the checkpoint's" || fail "the same loss as the checkpoint's schedule"
+expect_exit 2 "a schedule of 3 segment lengths and the checkpoint's 2 rates" -- "$LONGCTX" eval ck --quiet --segment-lengths 64,128,256
+expect_in "$OUT/stderr" "--segment-lengths \(64,128,256\) and model.dilation_rates \(the checkpoint's\) \(1,2\) have different lengths" \
+  "... names both"
+
+# ---- read-only: nothing in checkpoint.dir changes, and it is not locked ----
+find ck -printf '%p %s %T@\n' | sort >before.txt
+md5sum ck/* >>before.txt 2>/dev/null
+expect_exit 0 "eval again" -- "$LONGCTX" eval ck --quiet --sequences 1
+find ck -printf '%p %s %T@\n' | sort >after.txt
+md5sum ck/* >>after.txt 2>/dev/null
+cmp -s before.txt after.txt && pass "checkpoint.dir unchanged" || fail "eval changed checkpoint.dir: $(diff before.txt after.txt)"
+exec 9>ck/.longctx.lock && flock -n 9 && pass "eval holds no lock after it" || fail "lock held"
+exec 9>&-
+
+# ---- a token file ----
+head -c 40000 /dev/urandom | base64 >corpus.txt
+expect_exit 0 "import a text corpus" -- "$LONGCTX" data import --text corpus.txt --out corpus.h5 --quiet
+FILE=(--quiet --model.layers 1 --model.dim 32 --model.heads 4 --model.segment_lengths 64,128 --model.dilation_rates 1,2
+      --model.vocab 256 --data.task file --data.path corpus.h5 --data.seq_len 128 --eval.sequences 2)
+expect_exit 0 "train on it" -- "$LONGCTX" train "${FILE[@]}" --train.steps 4 --checkpoint.dir ckf --log.jsonl ckf.jsonl
+expect_exit 0 "eval the file task" -- "$LONGCTX" eval ckf --quiet --sequences 2 --json
+close "$(json_field "$OUT/stdout" 1 loss)" "$(json_field ckf.jsonl 4 eval_loss)" 1e-6 &&
+  pass "loss = train's eval_loss on the held-out tail" || fail "eval $(cat "$OUT/stdout"), train $(tail -1 ckf.jsonl)"
+expect_exit 0 "the file task at 4x its length" -- "$LONGCTX" eval ckf --quiet --seq-len 512 --sequences 2
+expect_in "$OUT/stdout" "^N 512  loss [0-9.]+  perplexity [0-9.]+  next-token accuracy" "loss, perplexity, accuracy"
+head -c 1000 corpus.txt >small.txt
+expect_exit 0 "import a corpus of 7 sequences of 128" -- "$LONGCTX" data import --text small.txt --out small.h5 --quiet
+expect_exit 0 "train on its 6 training windows" -- "$LONGCTX" train "${FILE[@]/corpus.h5/small.h5}" --train.steps 6 --checkpoint.dir cks
+expect_exit 0 "eval it at 256" -- "$LONGCTX" eval cks --quiet --seq-len 128,256
+expect_in "$OUT/stderr" "N = 256: the held-out tail of small.h5 starts at token 513, but the checkpoint's run \(data.seq_len=128\) trained on tokens up to 768" \
+  "says that 256's held-out tail holds tokens the run trained on"
+grep -q "N = 128: the held-out" "$OUT/stderr" && fail "warned at the trained length" || pass "... not at 128, its own length"
+mkdir moved && mv corpus.h5 moved/
+expect_exit 3 "the checkpoint's data.path is gone" -- "$LONGCTX" eval ckf --quiet
+expect_in "$OUT/stderr" "the checkpoint's data.path=corpus.h5 is not there \(from this working directory\): --data-path reads" "... points to --data-path"
+expect_exit 0 "--data-path" -- "$LONGCTX" eval ckf --quiet --data-path moved/corpus.h5 --sequences 2 --json
+close "$(json_field "$OUT/stdout" 1 loss)" "$(json_field ckf.jsonl 4 eval_loss)" 1e-6 && pass "... the same loss" ||
+  fail "moved: $(cat "$OUT/stdout")"
+
+# ---- refusals ----
+expect_exit 2 "no checkpoint given" -- "$LONGCTX" eval --quiet
+expect_in "$OUT/stderr" "needs a checkpoint" "... says what it needs"
+mkdir empty
+expect_exit 3 "a directory without checkpoints" -- "$LONGCTX" eval empty --quiet
+expect_exit 3 "a token file given as the checkpoint" -- "$LONGCTX" eval moved/corpus.h5 --quiet
+expect_exit 2 "--depths with the file task" -- "$LONGCTX" eval ckf --quiet --data-path moved/corpus.h5 --depths 50
+expect_in "$OUT/stderr" "only the passkey task" "... says why"
+expect_exit 2 "--data-path with the passkey task" -- "$LONGCTX" eval ck --quiet --data-path moved/corpus.h5
+expect_exit 2 "a depth past 100%" -- "$LONGCTX" eval ck --quiet --depths 50,120
+expect_in "$OUT/stderr" "'120' is not a percent in \[0, 100\]" "... names it"
+expect_exit 2 "--sequences 0" -- "$LONGCTX" eval ck --quiet --sequences 0
+expect_exit 2 "a length too short for the passkey" -- "$LONGCTX" eval ck --quiet --seq-len 8
+expect_in "$OUT/stderr" "--seq-len=8 is too short for passkey" "... names --seq-len"
+expect_exit 2 "a length that does not shard at 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" eval ck --quiet --seq-len 256,255
+expect_in "$OUT/stderr" "--seq-len=255" "... names the length"
+expect_exit 2 "... also alone" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" eval ck --quiet --seq-len 255
+expect_in "$OUT/stderr" "--seq-len=255" "... names it"
+expect_exit 2 "a length past the memory" -- "$LONGCTX" eval ck --quiet --seq-len 64G
+expect_in "$OUT/stderr" "eval \(model.layers=2, model.dim=32, --seq-len=68719476736 over 1 rank\)" "... names the length"
+
+finish
