@@ -17,7 +17,7 @@ LONGCTX_BUILD="${LONGCTX_BUILD:-$LONGCTX_ROOT/build}"
 LONGCTX_BUILD_PACKAGES=(build-essential cmake git openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
                         libboost-program-options-dev libgtest-dev)
 LONGCTX_DEMO_PACKAGES=(python3-numpy python3-h5py)
-LONGCTX_TEST_PACKAGES=("${LONGCTX_DEMO_PACKAGES[@]}" slurm-wlm munge gdb)  # gdb: cli_untimed_calls
+LONGCTX_TEST_PACKAGES=("${LONGCTX_DEMO_PACKAGES[@]}" slurm-wlm munge gdb strace)  # gdb: cli_untimed_calls; strace: cli_eval
 
 longctx_script_args() {
   local script=$1 mode=$2

@@ -232,7 +232,9 @@ std::string checkpoint_in(const std::string& given) {
   // (Opening says why a path cannot be read; a directory is read as find_latest_checkpoint needs.)
   std::error_code error;
   if (!std::filesystem::is_directory(given, error)) return given;
-  const std::optional<std::string> latest = io::find_latest_checkpoint(given);
+  std::string dir = given;  // "ck/" names ck/step_N.h5, not ck//step_N.h5
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  const std::optional<std::string> latest = io::find_latest_checkpoint(dir);
   if (!latest) throw InputError(given + ": a directory with no committed checkpoint");
   return *latest;
 }

@@ -34,13 +34,14 @@ void declare_eval(po::options_description& d, po::positional_options_description
   d.add_options()
       ("path", po::value<std::string>(), "a checkpoint of `longctx train`, or its checkpoint.dir (the one `latest` names)")
       ("seq-len", po::value<std::string>()->default_value(""),
-       "GLOBAL lengths to evaluate at, comma-separated, K/M/G suffixes (default: the checkpoint's data.seq_len); "
+       "GLOBAL lengths to evaluate at, comma-separated, K/M/G suffixes (default: the length the checkpoint's last "
+       "step trained at: its data.seq_len, or a curriculum stage's); "
        "each must shard at the world size as data.seq_len must in train")
       ("sequences", po::value<int64_t>()->default_value(8),
        "held-out sequences per length (and per depth); a token file may hold out fewer")
       ("depths", po::value<std::string>()->default_value(kDefaultDepths),
        "passkey: where the record lies, in percent of the sequence (0: right after its start, the farthest from "
-       "the question; 100: right before it), comma-separated; `random`: drawn as train's evaluation draws it")
+       "the question; 100: right before it), comma-separated; `random` (any task): drawn as train's evaluation draws it")
       ("segment-lengths", po::value<std::string>()->default_value(""),
        "the attention's segment lengths w to evaluate with (default: the checkpoint's model.segment_lengths; no "
        "parameter depends on them): a branch as long as the sequence lets a query reach every key")
@@ -68,12 +69,12 @@ struct EvalPlan {
   std::string checkpoint;         // the file read
   std::string config_text;        // its /config
   int64_t step = 0;
-  int64_t trained_seq_len = 0;    // its data.seq_len
+  int64_t trained_seq_len = 0;    // the length its last step trained at (data.seq_len, or a curriculum stage's)
   std::unique_ptr<Invocation> train;  // train's invocation made of /config
   TrainOptions options;           // validated; data.seq_len is the longest length evaluated
   DeviceChoice device;
   std::vector<int64_t> lengths;
-  std::vector<double> depths;     // fractions of the sequence; {-1}: a random depth
+  std::vector<double> depths;     // percents of the sequence; {-1}: a random depth
   int64_t sequences = 0;
   bool json = false;
   ScheduleOptionNames names;      // of the schedule's options, for messages: train's, or eval's where given
@@ -85,49 +86,63 @@ const Command& train_command_of(const std::vector<Command>& commands) {
   throw InternalError("no train command");
 }
 
-// --depths: percents in [0, 100], or `random`.
+// The items of a comma-separated list as written, blanks around them trimmed ("50,,60" has an empty one).
+std::vector<std::string> list_items(const std::string& text) {
+  std::vector<std::string> items;
+  size_t from = 0;
+  while (true) {
+    const size_t comma = std::min(text.find(',', from), text.size());
+    std::string item = text.substr(from, comma - from);
+    const size_t b = item.find_first_not_of(' '), e = item.find_last_not_of(' ');
+    items.push_back(b == std::string::npos ? "" : item.substr(b, e - b + 1));
+    if (comma == text.size()) return items;
+    from = comma + 1;
+  }
+}
+
+// --depths: percents in [0, 100], written as decimal numbers, or `random` (the draw of train's evaluation;
+// what the other tasks do anyway). {-1}: random.
 std::vector<double> parse_depths(const Invocation& inv, const std::string& task) {
   const std::string text = opt<std::string>(inv, "depths");
+  if (text == "random") return {-1};
   if (task != "passkey") {
     if (inv.sources.at("depths") != "default")
       throw UsageError("--depths=" + text + ": only the passkey task has one record to place (the checkpoint's data.task is " +
-                           task + ")" + value_source(inv, "depths"),
+                           task + "): leave --depths out" + value_source(inv, "depths"),
                        "depths");
     return {-1};
   }
-  if (text == "random") return {-1};
   std::vector<double> depths;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    const size_t b = item.find_first_not_of(' '), e = item.find_last_not_of(' ');
-    item = b == std::string::npos ? "" : item.substr(b, e - b + 1);
+  for (const std::string& item : list_items(text)) {
     char* end = nullptr;
     const double percent = std::strtod(item.c_str(), &end);
-    if (item.empty() || end != item.c_str() + item.size() || !(percent >= 0 && percent <= 100))
+    const bool decimal = !item.empty() && item.find_first_not_of("0123456789.") == std::string::npos;
+    if (!decimal || end != item.c_str() + item.size() || percent > 100)
       throw UsageError("--depths=" + text + ": '" + item + "' is not a percent in [0, 100] (or give `random`)" +
                            value_source(inv, "depths"),
                        "depths");
-    depths.push_back(percent / 100);
+    if (std::find(depths.begin(), depths.end(), percent) != depths.end())
+      throw UsageError("--depths=" + text + ": " + item + " is given twice" + value_source(inv, "depths"), "depths");
+    depths.push_back(percent);
   }
-  if (depths.empty()) throw UsageError("--depths is empty: give percents such as " + std::string(kDefaultDepths) + ", or random", "depths");
   return depths;
 }
 
-// The data of one cell: the checkpoint's task at `length` (its record at `depth`, passkey).
+// The data of one cell: the checkpoint's task at `length` (passkey: its record at `depth` percent).
 train::DataConfig cell_data(const EvalPlan& plan, int64_t length, double depth) {
   train::DataConfig d = plan.options.data;
   d.seq_len = length;
   d.seq_len_option = "--seq-len";
   d.split_seq_len = 0;
-  d.eval_depth = depth;
+  d.eval_depth = depth < 0 ? -1 : depth / 100;
   return d;
 }
 
 EvalPlan plan_eval(const Invocation& inv) {
   EvalPlan plan;
-  const std::string given = opt<std::string>(inv, "path");
-  plan.checkpoint = checkpoint_in(given);
+  plan.checkpoint = checkpoint_in(opt<std::string>(inv, "path"));
+  const std::string in_config = plan.checkpoint + ": /config: ";
+  int64_t last_len = 0;  // the length its last step trained at (root attribute seq_len; a curriculum stage's)
   {
     const io::CheckpointReader reader(plan.checkpoint);
     if (!reader.file().has_attribute("model_layers"))
@@ -135,24 +150,41 @@ EvalPlan plan_eval(const Invocation& inv) {
                        "no model to evaluate");
     plan.config_text = reader.config();
     plan.step = reader.step();
+    last_len = reader.seq_len();
   }
   const std::map<std::string, std::string> saved = train::ini_values(plan.config_text, plan.checkpoint + ": /config");
-  const auto setting = [&saved](const std::string& key) {
+  const auto setting = [&saved](const std::string& key, const std::string& otherwise) {
     const auto it = saved.find(key);
-    return it == saved.end() ? std::string() : it->second;
+    return it == saved.end() ? otherwise : it->second;
   };
-  plan.trained_seq_len = parse_size("data.seq_len", setting("data.seq_len").empty() ? "8192" : setting("data.seq_len"));
+  try {
+    plan.trained_seq_len = last_len >= 2 ? last_len : parse_size("data.seq_len", setting("data.seq_len", "8192"));
+  } catch (const UsageError& e) {
+    throw InputError(in_config + e.what());
+  }
+  const std::string task = setting("data.task", "passkey");
+  if (task != "passkey" && task != "associative" && task != "file")
+    throw InputError(in_config + "data.task = " + task + " is no task of this longctx's train");
 
+  const int threads = opt<int>(inv, "threads");
+  if (threads < 0 || threads > kMaxThreads)
+    throw UsageError("--threads=" + std::to_string(threads) + ": must be in [0, " + std::to_string(kMaxThreads) + "]" +
+                         value_source(inv, "threads"),
+                     "threads");
   const std::string seq_len = opt<std::string>(inv, "seq-len");
   plan.lengths = seq_len.empty() ? std::vector<int64_t>{plan.trained_seq_len} : parse_size_list("seq-len", seq_len);
-  for (int64_t n : plan.lengths)
+  for (size_t i = 0; i < plan.lengths.size(); ++i) {
+    const int64_t n = plan.lengths[i];
     if (n < 2) throw UsageError("--seq-len=" + seq_len + ": each length must be >= 2" + value_source(inv, "seq-len"), "seq-len");
+    if (std::find(plan.lengths.begin(), plan.lengths.begin() + static_cast<std::ptrdiff_t>(i), n) != plan.lengths.begin() + static_cast<std::ptrdiff_t>(i))
+      throw UsageError("--seq-len=" + seq_len + ": " + std::to_string(n) + " is given twice" + value_source(inv, "seq-len"),
+                       "seq-len");
+  }
   plan.sequences = opt<int64_t>(inv, "sequences");
   if (plan.sequences < 1 || plan.sequences > 1000000)
     throw UsageError("--sequences=" + std::to_string(plan.sequences) + ": must be in [1, 1000000]" +
                          value_source(inv, "sequences"),
                      "sequences");
-  const std::string task = setting("data.task").empty() ? "passkey" : setting("data.task");
   plan.depths = parse_depths(inv, task);
   const std::string data_path = opt<std::string>(inv, "data-path");
   if (!data_path.empty() && task != "file")
@@ -161,41 +193,45 @@ EvalPlan plan_eval(const Invocation& inv) {
                      "data-path");
   plan.json = opt<bool>(inv, "json");
 
-  // train's options as /config has them: its keys as train's command line, through train's parser and
-  // checks, with eval's overrides. Not the environment's LONGCTX_* (those are eval's).
+  // train's options: the checkpoint's model, data and seed (every held-out sequence is drawn from it) as
+  // train's command line, through train's parser and checks, with eval's overrides; the rest (steps,
+  // checkpoints, logs) as train's defaults, which eval does not use. Not the environment's LONGCTX_*
+  // (those are eval's).
   po::options_description declared;
   po::positional_options_description unused;
   declare_train_options(declared, unused);
   std::map<std::string, std::string> values;
   for (const auto& [key, value] : saved) {
-    if (declared.find_nothrow(key, false)) {
-      values[key] = value;
-    } else if (key.rfind("model.", 0) == 0) {  // the model would not be the checkpoint's
-      throw InputError(plan.checkpoint + ": /config: " + key + " = " + value +
-                       " is no option of this longctx's train (a checkpoint of a newer version?): cannot build its model");
-    }
+    const bool needed = key.rfind("model.", 0) == 0 || key.rfind("data.", 0) == 0 || key == "train.seed";
+    if (needed && !declared.find_nothrow(key, false))  // the model or the data would not be the checkpoint's
+      throw InputError(in_config + key + " = " + value +
+                       " is no option of this longctx's train (a checkpoint of a newer version?): cannot rebuild its "
+                       "model and data");
+    if (needed) values[key] = value;
   }
-  const int64_t longest = *std::max_element(plan.lengths.begin(), plan.lengths.end());
-  values["data.seq_len"] = std::to_string(longest);
+  values["data.seq_len"] = std::to_string(*std::max_element(plan.lengths.begin(), plan.lengths.end()));
   values["data.short_seq_len"] = "0";
   values["data.short_steps"] = "0";
-  for (const char* output : {"checkpoint.dir", "log.jsonl", "log.summary", "dump.activations"}) values[output] = "";
-  values["train.threads"] = std::to_string(opt<int>(inv, "threads"));
+  values["train.threads"] = std::to_string(threads);
   for (const char* choice : {"device", "dtype", "comm"}) values[choice] = opt<std::string>(inv, choice);
   if (!data_path.empty()) values["data.path"] = data_path;
   // Another schedule: checked here, naming eval's options (the model's parameters do not depend on it).
-  plan.names = kTrainScheduleNames;
+  plan.names = ScheduleOptionNames{"the checkpoint's model.segment_lengths", "the checkpoint's model.dilation_rates", "",
+                                   "--seq-len="};
   const std::string segments = opt<std::string>(inv, "segment-lengths"), dilations = opt<std::string>(inv, "dilation-rates");
   if (!segments.empty() || !dilations.empty()) {
-    if (!segments.empty()) values["model.segment_lengths"] = segments;
-    if (!dilations.empty()) values["model.dilation_rates"] = dilations;
-    plan.names = ScheduleOptionNames{segments.empty() ? "model.segment_lengths (the checkpoint's)" : "--segment-lengths",
-                                     dilations.empty() ? "model.dilation_rates (the checkpoint's)" : "--dilation-rates", "",
-                                     ""};
-    make_schedule(parse_size_list(plan.names.segment_lengths, values["model.segment_lengths"]),
-                  parse_size_list(plan.names.dilation_rates, values["model.dilation_rates"]), false, plan.names);
+    if (!segments.empty()) {
+      values["model.segment_lengths"] = segments;
+      plan.names.segment_lengths = "--segment-lengths";
+    }
+    if (!dilations.empty()) {
+      values["model.dilation_rates"] = dilations;
+      plan.names.dilation_rates = "--dilation-rates";
+    }
+    make_schedule(parse_size_list(segments.empty() ? "model.segment_lengths" : "segment-lengths", values["model.segment_lengths"]),
+                  parse_size_list(dilations.empty() ? "model.dilation_rates" : "dilation-rates", values["model.dilation_rates"]),
+                  false, plan.names);
   }
-  plan.names.seq_len = "--seq-len=";
   std::vector<std::string> args;
   for (const auto& [key, value] : values) args.push_back("--" + key + "=" + value);
   const GetEnv none = [](const std::string&) { return std::optional<std::string>(); };
@@ -204,14 +240,17 @@ EvalPlan plan_eval(const Invocation& inv) {
     plan.train = std::make_unique<Invocation>(
         parse_invocation(inv.process, train_command_of(all_commands()), args, none, {}, parsed));
   } catch (const UsageError& e) {
-    throw InputError(plan.checkpoint + ": /config: " + e.what());
+    throw InputError(in_config + e.what());
   }
   plan.device = attention_device(*plan.train);
   try {
     // At one rank: whether each length shards at P is check_cells', which names --seq-len.
     plan.options = validate_train_options(*plan.train, 1, false);
+    // The task's own settings (model.vocab for the synthetic tasks, key_digits, records) at the length the
+    // checkpoint trained at: what fails here is the checkpoint's. (A token file is read in check_cells.)
+    if (task != "file") train::make_dataset(cell_data(plan, plan.trained_seq_len, -1));
   } catch (const UsageError& e) {
-    throw InputError(plan.checkpoint + ": /config: " + e.what());
+    throw InputError(in_config + e.what());
   }
   return plan;
 }
@@ -228,8 +267,14 @@ void check_cells(const Invocation& inv, const EvalPlan& plan) {
                      (std::filesystem::path(file).is_relative() ? " (from this working directory)" : std::string()) +
                      ": --data-path reads the token dataset where it is now");
   for (int64_t n : plan.lengths) {
-    check_shardable(plan.options.trainer.model.schedule, n, P, SpanningSegments::may_end_short, names);
-    if (plan.device.device == "cuda") check_shardable(plan.options.trainer.model.schedule, n, P, SpanningSegments::whole, names);
+    try {
+      check_shardable(plan.options.trainer.model.schedule, n, P, SpanningSegments::may_end_short, names);
+      if (plan.device.device == "cuda") check_shardable(plan.options.trainer.model.schedule, n, P, SpanningSegments::whole, names);
+    } catch (const UsageError& e) {
+      throw UsageError(std::string(e.what()) + " (eval: another --seq-len or world size" +
+                       (opt<std::string>(inv, "seq-len").empty() ? ", where the default is the checkpoint's length " + std::to_string(n) : std::string()) +
+                       ", or another schedule: --segment-lengths, --dilation-rates)");
+    }
     train::make_dataset(cell_data(plan, n, plan.depths.front()));
   }
   check_train_fits_in_memory(*plan.train, plan.options, plan.device, true);
@@ -250,9 +295,9 @@ std::vector<std::pair<std::string, std::string>> eval_shared_inputs(const Invoca
   return seen;
 }
 
-std::string percent(double fraction) {
+std::string percent(double depth) {
   std::ostringstream out;
-  out << fraction * 100 << "%";
+  out << depth << "%";
   return out.str();
 }
 
@@ -261,17 +306,18 @@ int run_eval(Invocation& inv) {
   comm::Communicator& world = inv.process.world();
   const int P = world.size();
   const bool rank0 = world.rank() == 0;
-  const MPI_Comm mpi = P > 1 ? mpi_handle(world) : MPI_COMM_NULL;
   const TrainAttention attention = make_train_attention(*plan.train, plan.options, plan.device);
   train::Trainer trainer(plan.options.trainer, world, *attention.impl);
   // Its own /config: the same model, and no warning about train or data settings that differ.
-  const train::Resumed stored = train::load_checkpoint(trainer, plan.checkpoint, plan.config_text, mpi);
+  // Each rank reads the whole (replicated) checkpoint itself: serial HDF5, no MPI-IO, which may make and remove a
+  // lock-test file beside the checkpoint (eval writes nothing).
+  const train::Resumed stored = train::load_checkpoint(trainer, plan.checkpoint, plan.config_text, MPI_COMM_NULL);
   const model::ModelConfig& m = plan.options.trainer.model;
   const std::string& task = plan.options.data.task;
   const bool by_depth = plan.depths.front() >= 0;
   if (rank0)
     log::info("eval: " + plan.checkpoint + ", step " + std::to_string(plan.step) + " (trained at N = " +
-              std::to_string(stored.seq_len > 0 ? stored.seq_len : plan.trained_seq_len) + "), " +
+              std::to_string(plan.trained_seq_len) + "), " +
               count_of(m.layers, "layer") + ", dim " + std::to_string(m.dim) + ", " + count_of(m.heads, "head") +
               ", schedule " + to_string(m.schedule) + "; task " + task +
               (task == "file" ? " (" + plan.options.data.path + ")" : "") + ", up to " +
@@ -324,7 +370,7 @@ int run_eval(Invocation& inv) {
                     "\"depth\": %s, \"sequences\": %lld, \"loss\": %s, \"accuracy\": %s, \"scored\": %lld, "
                     "\"seconds\": %s, \"world_size\": %d, \"schedule\": %s}\n",
                     json_string(plan.checkpoint).c_str(), (long long)plan.step, json_string(task).c_str(), (long long)n,
-                    (long long)plan.trained_seq_len, depth >= 0 ? train::json_number(depth * 100).c_str() : "null",
+                    (long long)plan.trained_seq_len, depth >= 0 ? train::json_number(depth).c_str() : "null",
                     (long long)sequences, train::json_number(e.loss).c_str(), train::json_number(e.accuracy).c_str(),
                     (long long)e.scored, train::json_number(seconds).c_str(), P, json_schedule(m.schedule).c_str());
       } else {

@@ -12,8 +12,8 @@ close() {  # close A B TOL: |A - B| <= TOL * max(1, |A|)
   /usr/bin/python3 -c "import sys; a, b, t = map(float, sys.argv[1:]); sys.exit(0 if abs(a - b) <= t * max(1, abs(a)) else 1)" "$@"
 }
 
-SMALL=(--quiet --model.layers 2 --model.dim 32 --model.heads 4 --model.segment_lengths 64,128
-       --model.dilation_rates 1,2 --data.seq_len 256 --train.steps 12 --eval.sequences 3)
+MODEL=(--quiet --model.layers 2 --model.dim 32 --model.heads 4 --model.segment_lengths 64,128 --model.dilation_rates 1,2)
+SMALL=("${MODEL[@]}" --data.seq_len 256 --train.steps 12 --eval.sequences 3)
 expect_exit 0 "train a small passkey model" -- "$LONGCTX" train "${SMALL[@]}" --checkpoint.dir ck --log.jsonl ck.jsonl
 train_loss=$(json_field ck.jsonl 12 eval_loss)
 
@@ -72,7 +72,7 @@ a = json.loads(open('grid.jsonl').read().splitlines()[3]); b = json.loads(sys.ar
 sys.exit(0 if (a['seq_len'], a['depth']) == (1024, 0) and a['loss'] != b['loss'] else 1)" "$(cat "$OUT/stdout")" &&
   pass "... which scores otherwise than the checkpoint's" || fail "the same loss as the checkpoint's schedule"
 expect_exit 2 "a schedule of 3 segment lengths and the checkpoint's 2 rates" -- "$LONGCTX" eval ck --quiet --segment-lengths 64,128,256
-expect_in "$OUT/stderr" "--segment-lengths \(64,128,256\) and model.dilation_rates \(the checkpoint's\) \(1,2\) have different lengths" \
+expect_in "$OUT/stderr" "--segment-lengths \(64,128,256\) and the checkpoint's model.dilation_rates \(1,2\) have different lengths" \
   "... names both"
 
 # ---- read-only: nothing in checkpoint.dir changes, and it is not locked ----
@@ -110,7 +110,55 @@ expect_exit 0 "--data-path" -- "$LONGCTX" eval ckf --quiet --data-path moved/cor
 close "$(json_field "$OUT/stdout" 1 loss)" "$(json_field ckf.jsonl 4 eval_loss)" 1e-6 && pass "... the same loss" ||
   fail "moved: $(cat "$OUT/stdout")"
 
+expect_exit 0 "--depths random with the file task" -- "$LONGCTX" eval ckf --quiet --data-path moved/corpus.h5 --depths random --sequences 2 --json
+close "$(json_field "$OUT/stdout" 1 loss)" "$(json_field ckf.jsonl 4 eval_loss)" 1e-6 && pass "... as without it" ||
+  fail "random: $(cat "$OUT/stdout")"
+
+# ---- checkpoints of runs with periodic checkpoints, a curriculum ----
+expect_exit 0 "train a curriculum 128 -> 512, a checkpoint every 5 steps" -- "$LONGCTX" train "${MODEL[@]}" \
+  --data.seq_len 512 --data.short_seq_len 128 --data.short_steps 10 --train.steps 15 --checkpoint.every 5 --checkpoint.dir ckc
+expect_exit 0 "eval the checkpoint of step 10, in the 128 stage" -- "$LONGCTX" eval ckc/step_00000010.h5 --quiet --depths 50 \
+  --sequences 1 --json
+[ "$(json_field "$OUT/stdout" 1 seq_len)/$(json_field "$OUT/stdout" 1 trained_seq_len)" = "128/128" ] &&
+  pass "... at 128, the length it trained at" || fail "curriculum: $(cat "$OUT/stdout")"
+expect_in "$OUT/stderr" "step 10 \(trained at N = 128\)" "... and says so"
+expect_exit 0 "eval ckc/ (its latest, step 15)" -- "$LONGCTX" eval ckc/ --quiet --depths 50 --sequences 1 --json
+[ "$(json_field "$OUT/stdout" 1 checkpoint)/$(json_field "$OUT/stdout" 1 seq_len)" = "ckc/step_00000015.h5/512" ] &&
+  pass "... named without a double slash, at 512" || fail "latest: $(cat "$OUT/stdout")"
+if command -v strace >/dev/null; then  # (jobs/test.sh installs it; by hand, a machine may lack it)
+  expect_exit 0 "eval at 2 ranks, under strace" -- "${MPIRUN[@]}" -np 2 strace -f -qq -ff -e trace=openat,unlink \
+    -o "$OUT/trace" "$LONGCTX" eval ckc/ --quiet --depths 50 --sequences 1
+  cat "$OUT"/trace.* >trace.txt
+  grep -qF '"ckc/step_00000015.h5", O_RDONLY' trace.txt && pass "... each rank reads the checkpoint" || fail "no read traced"
+  grep -E "ckc/[^\"]*\", O_[A-Z_|]*(O_WRONLY|O_RDWR|O_CREAT)|unlink\(\"ckc" trace.txt >writes.txt
+  [ ! -s writes.txt ] && pass "... and opens nothing in checkpoint.dir for writing (no MPI-IO lock test)" ||
+    fail "writes: $(head -3 writes.txt)"
+fi
+
+# ---- a checkpoint's /config that train's checks refuse: the checkpoint's fault (exit 3), named as such ----
+/usr/bin/python3 - <<'PY' || fail "h5py could not edit the checkpoints"
+import h5py, numpy as np, shutil
+for name, old, new in [("bogus.h5", "task = passkey", "task = bogus"), ("vocab16.h5", "vocab = 32", "vocab = 16"),
+                       ("seq12.h5", "seq_len = 256", "seq_len = abc")]:
+    shutil.copy("ck/step_00000012.h5", name)
+    with h5py.File(name, "r+") as f:
+        config = f["config"][()].decode()
+        assert old in config, old
+        del f["config"]; f["config"] = np.bytes_(config.replace(old, new, 1).encode()); del f.attrs["config_fnv1a64"]
+PY
+expect_exit 3 "/config: data.task = bogus" -- "$LONGCTX" eval bogus.h5 --quiet --depths 50
+expect_in "$OUT/stderr" "bogus.h5: /config: data.task = bogus is no task" "... names the file and the key"
+expect_exit 3 "/config: model.vocab = 16 (passkey needs 32)" -- "$LONGCTX" eval vocab16.h5 --quiet
+expect_in "$OUT/stderr" "vocab16.h5: /config: model.vocab=16" "... names the file and the key"
+
 # ---- refusals ----
+expect_exit 2 "--threads -1" -- "$LONGCTX" eval ck --quiet --threads -1
+expect_in "$OUT/stderr" "--threads=-1: must be in \[0, 1024\]" "... names --threads"
+expect_exit 2 "--depths 50, (an empty item)" -- "$LONGCTX" eval ck --quiet --depths 50,
+expect_exit 2 "--depths 0x10" -- "$LONGCTX" eval ck --quiet --depths 0x10
+expect_exit 2 "--depths 5,5" -- "$LONGCTX" eval ck --quiet --depths 5,5
+expect_exit 2 "--seq-len 256,1K,256" -- "$LONGCTX" eval ck --quiet --seq-len 256,1K,256
+expect_in "$OUT/stderr" "256 is given twice" "... names it"
 expect_exit 2 "no checkpoint given" -- "$LONGCTX" eval --quiet
 expect_in "$OUT/stderr" "needs a checkpoint" "... says what it needs"
 mkdir empty
@@ -127,7 +175,7 @@ expect_in "$OUT/stderr" "--seq-len=8 is too short for passkey" "... names --seq-
 expect_exit 2 "a length that does not shard at 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" eval ck --quiet --seq-len 256,255
 expect_in "$OUT/stderr" "--seq-len=255" "... names the length"
 expect_exit 2 "... also alone" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" eval ck --quiet --seq-len 255
-expect_in "$OUT/stderr" "--seq-len=255" "... names it"
+expect_in "$OUT/stderr" "--seq-len=255.*\(eval: another --seq-len or world size, or another schedule" "... names it, and what to change"
 expect_exit 2 "a length past the memory" -- "$LONGCTX" eval ck --quiet --seq-len 64G
 expect_in "$OUT/stderr" "eval \(model.layers=2, model.dim=32, --seq-len=68719476736 over 1 rank\)" "... names the length"
 
