@@ -88,6 +88,12 @@ if want 3; then
       --dtype bf16 --comm staged --train.steps 30 --eval.every 0 --log.every 10 --log.jsonl "$out/train_np$np.jsonl" \
       --checkpoint.dir /tmp/gpu_check_ckpt_np$np --checkpoint.every 1000 --quiet || status=1
   done
+  # eval of that checkpoint with attention on the GPU (bf16) and on the CPU (fp32): losses agree to bf16's
+  # rounding, accuracies alike.
+  for device in "cpu --dtype fp32" "cuda --dtype bf16"; do
+    timeout 120 "$longctx" eval /tmp/gpu_check_ckpt_np1 --device $device --seq-len 8K,16K --depths 0,100 --sequences 4 \
+      --json --quiet | tee -a "$out/eval.jsonl" || status=1
+  done
 fi
 
 if want 4; then
