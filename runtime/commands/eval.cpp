@@ -9,18 +9,24 @@
 // sequences are the ones `train`'s evaluation scores: held-out sequence i of (train.seed, length) for the
 // synthetic tasks, the token file's held-out tail at each length for `file`.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "io/checkpoint.hpp"
+#include "io/token_dataset.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/commands/train_options.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/core/fingerprint.hpp"
 #include "runtime/core/log.hpp"
 #include "runtime/train/json_log.hpp"
 #include "runtime/train/train_state_io.hpp"
@@ -138,20 +144,50 @@ train::DataConfig cell_data(const EvalPlan& plan, int64_t length, double depth) 
   return d;
 }
 
+// Whether the checkpoint `path` that the directory `given` named is gone and `latest` names another now: a
+// running train committed a newer one and removed it (checkpoint.keep).
+bool rotated_away(const std::string& given, const std::string& path) {
+  std::error_code error;
+  if (!std::filesystem::is_directory(given, error) || std::filesystem::exists(path, error)) return false;
+  try {
+    return checkpoint_in(given) != path;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+// The checkpoint `given` names (a directory: the one its `latest` names) and what eval reads of it first:
+// /config, step, and the length its last step trained at (root attribute seq_len; a curriculum stage's).
+// One that a running train removed between the reading of `latest` and the opening is followed to the one
+// `latest` names now (up to 5 times).
+struct CheckpointHead {
+  std::string path, config;
+  int64_t step = 0, seq_len = 0;
+};
+CheckpointHead read_head(const std::string& given) {
+  for (int attempt = 1;; ++attempt) {
+    const std::string path = checkpoint_in(given);
+    try {
+      const io::CheckpointReader reader(path);
+      if (!reader.file().has_attribute("model_layers"))
+        throw InputError(path + ": not a checkpoint of `longctx train` (it has no model_layers attribute): no model to "
+                         "evaluate");
+      return {path, reader.config(), reader.step(), reader.seq_len()};
+    } catch (const InputError&) {
+      if (attempt < 5 && rotated_away(given, path)) continue;
+      throw;
+    }
+  }
+}
+
 EvalPlan plan_eval(const Invocation& inv) {
   EvalPlan plan;
-  plan.checkpoint = checkpoint_in(opt<std::string>(inv, "path"));
+  const CheckpointHead head = read_head(opt<std::string>(inv, "path"));
+  plan.checkpoint = head.path;
+  plan.config_text = head.config;
+  plan.step = head.step;
+  const int64_t last_len = head.seq_len;
   const std::string in_config = plan.checkpoint + ": /config: ";
-  int64_t last_len = 0;  // the length its last step trained at (root attribute seq_len; a curriculum stage's)
-  {
-    const io::CheckpointReader reader(plan.checkpoint);
-    if (!reader.file().has_attribute("model_layers"))
-      throw InputError(plan.checkpoint + ": not a checkpoint of `longctx train` (it has no model_layers attribute): "
-                       "no model to evaluate");
-    plan.config_text = reader.config();
-    plan.step = reader.step();
-    last_len = reader.seq_len();
-  }
   const std::map<std::string, std::string> saved = train::ini_values(plan.config_text, plan.checkpoint + ": /config");
   const auto setting = [&saved](const std::string& key, const std::string& otherwise) {
     const auto it = saved.find(key);
@@ -275,6 +311,14 @@ void check_cells(const Invocation& inv, const EvalPlan& plan) {
                        (opt<std::string>(inv, "seq-len").empty() ? ", where the default is the checkpoint's length " + std::to_string(n) : std::string()) +
                        ", or another schedule: --segment-lengths, --dilation-rates)");
     }
+    if (plan.options.data.task == "file") {
+      const int64_t tokens = io::TokenReader(plan.options.data.path).token_count();
+      if (tokens < n + 1)
+        throw UsageError("--seq-len: " + std::to_string(n) + " is longer than data.path=" + plan.options.data.path +
+                             " can score: it holds " + std::to_string(tokens) + " tokens, a sequence needs N + 1 (at most " +
+                             std::to_string(tokens - 1) + ")",
+                         "seq-len");
+    }
     train::make_dataset(cell_data(plan, n, plan.depths.front()));
   }
   check_train_fits_in_memory(*plan.train, plan.options, plan.device, true);
@@ -285,21 +329,96 @@ void check_eval(const Invocation& inv) {
   check_cells(inv, plan_eval(inv));
 }
 
-// What every rank must see alike: the checkpoint it reads (its step and /config) and, for a token file, its
-// length and sampled contents (train's check).
+// What every rank must see alike: a token file's length and sampled contents (train's check). The
+// checkpoint is compared in the run (load_on_every_rank): a directory's `latest` may move on meanwhile.
 std::vector<std::pair<std::string, std::string>> eval_shared_inputs(const Invocation& inv) {
-  const EvalPlan plan = plan_eval(inv);
-  std::vector<std::pair<std::string, std::string>> seen = train_shared_inputs(*plan.train);
-  seen.emplace_back("the checkpoint read", plan.checkpoint + ", step " + std::to_string(plan.step) + ", /config hash " +
-                                               std::to_string(io::config_hash(plan.config_text)));
-  return seen;
+  return train_shared_inputs(*plan_eval(inv).train);
 }
 
-std::string percent(double depth) {
-  std::ostringstream out;
-  out << depth << "%";
-  return out.str();
+// Loads into `trainer` the checkpoint rank 0 finds (a directory's `latest` may move on while the ranks look:
+// before, each rank read its own and figures mixed two steps), each rank reading that file with serial HDF5,
+// and checks that every rank holds rank 0's parameters (another file under the same name on another node, or
+// from another working directory, is refused). A checkpoint a running train removed before every rank read it
+// is followed to the one `latest` names now. `plan`'s checkpoint, step and /config become that file's.
+train::Resumed load_on_every_rank(comm::Communicator& world, train::Trainer& trainer, const std::string& given,
+                                  EvalPlan& plan) {
+  const bool rank0 = world.rank() == 0;
+  for (int attempt = 1;; ++attempt) {
+    std::string problem;  // this rank's
+    train::Resumed stored;
+    const std::string path = comm::broadcast_text(world, rank0 ? checkpoint_in(given) : std::string(), 0);
+    try {
+      const CheckpointHead head = read_head(path);
+      // Its own /config: the same model, and no warning about train or data settings that differ.
+      stored = train::load_checkpoint(trainer, path, head.config, MPI_COMM_NULL);
+      plan.checkpoint = path;
+      plan.step = head.step;
+      plan.config_text = head.config;
+    } catch (const InputError& e) {
+      problem = e.what();
+    }
+    int32_t failed = problem.empty() ? 0 : 1;
+    world.all_reduce(Span<int32_t>(&failed, 1), comm::ReduceOp::max);
+    if (failed) {
+      int32_t again = rank0 && attempt < 5 && rotated_away(given, path) ? 1 : 0;
+      world.broadcast(Span<int32_t>(&again, 1), 0);
+      if (again) continue;
+      throw InputError(problem.empty() ? path + ": another rank could not read it (its error is above)" : problem);
+    }
+    Fingerprint fingerprint;
+    fingerprint.add(trainer.params().data(), trainer.params().size() * sizeof(float));
+    const std::string mine = fingerprint.hex() + "@" + std::to_string(trainer.step());
+    int32_t differs = comm::broadcast_text(world, mine, 0) != mine ? 1 : 0;
+    world.all_reduce(Span<int32_t>(&differs, 1), comm::ReduceOp::max);
+    if (differs)
+      throw InputError(path + ": some ranks read other parameters there than rank 0 (a node-local copy, or a relative "
+                       "path from another working directory?): every rank must read the same checkpoint");
+    return stored;
+  }
 }
+
+// A depth as given, to 12 digits ("33.333333%", "99.99999999%"; before, 6 digits made 100% of both).
+std::string percent(double depth) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.12g%%", depth);
+  return text;
+}
+
+// Rank 0's progress line while a cell runs long: every 30 s, from a thread of its own, so also while one
+// sequence's forward pass takes minutes (a length near the memory's limit). Nothing on other ranks.
+class Progress {
+ public:
+  Progress(bool on, std::string what, int64_t sequences) : what_(std::move(what)), sequences_(sequences) {
+    if (on) thread_ = std::thread([this] { run(); });
+  }
+  ~Progress() {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+  void scored_one() { done_.fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  void run() {
+    const auto start = std::chrono::steady_clock::now();
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!wake_.wait_for(lock, std::chrono::seconds(30), [this] { return stop_; })) {
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      log::info(what_ + ": " + std::to_string(done_.load(std::memory_order_relaxed)) + " of " +
+                count_of(sequences_, "sequence") + " scored, " + fixed(seconds, 0) + " s");
+    }
+  }
+  std::string what_;
+  int64_t sequences_;
+  std::atomic<int64_t> done_{0};
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stop_ = false;
+  std::thread thread_;
+};
 
 int run_eval(Invocation& inv) {
   EvalPlan plan = plan_eval(inv);
@@ -311,7 +430,7 @@ int run_eval(Invocation& inv) {
   // Its own /config: the same model, and no warning about train or data settings that differ.
   // Each rank reads the whole (replicated) checkpoint itself: serial HDF5, no MPI-IO, which may make and remove a
   // lock-test file beside the checkpoint (eval writes nothing).
-  const train::Resumed stored = train::load_checkpoint(trainer, plan.checkpoint, plan.config_text, MPI_COMM_NULL);
+  const train::Resumed stored = load_on_every_rank(world, trainer, opt<std::string>(inv, "path"), plan);
   const model::ModelConfig& m = plan.options.trainer.model;
   const std::string& task = plan.options.data.task;
   const bool by_depth = plan.depths.front() >= 0;
@@ -335,8 +454,9 @@ int run_eval(Invocation& inv) {
         if (rank0)
           log::warn("N = " + std::to_string(n) + ": " +
                     (data->evaluates_on_training_data()
-                         ? plan.options.data.path + " holds a single sequence of this length + 1 tokens, none held "
-                           "out: it is scored on the training sequence"
+                         ? plan.options.data.path + " holds a single sequence of this length (" + std::to_string(n) +
+                               " + 1 tokens), so none is held out at it: the one scored holds tokens a run at this "
+                               "length would train on"
                          : plan.options.data.path + " holds out " + count_of(distinct, "sequence") + " of this length: " +
                            (distinct == 1 ? "it is" : "those are") + " scored"));
         sequences = distinct;
@@ -347,22 +467,17 @@ int run_eval(Invocation& inv) {
                   std::to_string(stored.data_seq_len) + ") trained on tokens up to " + std::to_string(reached) +
                   ": this length is scored partly on training data");
       const auto t0 = std::chrono::steady_clock::now();
-      const auto since = [&t0] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
-      // Progress of a long cell (a length near the memory's limit takes minutes per sequence): a line
-      // every 30 s or more, after a sequence. evaluate() asks its stop callback after each one.
-      int64_t done = 0;
-      double said = 0;
-      const auto progress = [&]() -> int {
-        ++done;
-        if (rank0 && done < sequences && since() - said >= 30) {
-          said = since();
-          log::info("N = " + std::to_string(n) + (depth >= 0 ? ", depth " + percent(depth) : std::string()) + ": " +
-                    std::to_string(done) + " of " + count_of(sequences, "sequence") + " scored, " + fixed(said, 0) + " s");
-        }
-        return 0;
-      };
-      const train::EvalStats e = trainer.evaluate(*data, sequences, progress);
-      const double seconds = since();
+      train::EvalStats e;
+      {
+        Progress progress(rank0, "N = " + std::to_string(n) + (depth >= 0 ? ", depth " + percent(depth) : std::string()),
+                          sequences);
+        // evaluate() asks its stop callback after each sequence: counted there.
+        e = trainer.evaluate(*data, sequences, [&progress] {
+          progress.scored_one();
+          return 0;
+        });
+      }
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       accuracy[li].push_back(e.accuracy);
       if (!rank0) continue;
       if (plan.json) {
@@ -394,21 +509,24 @@ int run_eval(Invocation& inv) {
     std::ostringstream table;
     table << "\npasskey accuracy (all " << plan.options.data.key_digits
           << " digits right) by length and depth of the record:\n" << std::right;
+    // Each column 2 wider than its label, at least 8 (blanks between labels however long).
+    std::vector<int> widths;
+    for (double depth : plan.depths) widths.push_back(std::max<int>(8, static_cast<int>(percent(depth).size()) + 2));
     table.width(10);
     table << "N";
-    for (double depth : plan.depths) {
-      table.width(8);
-      table << percent(depth);
+    for (size_t d = 0; d < plan.depths.size(); ++d) {
+      table.width(widths[d]);
+      table << percent(plan.depths[d]);
     }
     table << "    mean\n";
     for (size_t li = 0; li < plan.lengths.size(); ++li) {
       table.width(10);
       table << plan.lengths[li];
       double sum = 0;
-      for (double a : accuracy[li]) {
-        table.width(8);
-        table << fixed(a, 3);
-        sum += a;
+      for (size_t d = 0; d < accuracy[li].size(); ++d) {
+        table.width(widths[d]);
+        table << fixed(accuracy[li][d], 3);
+        sum += accuracy[li][d];
       }
       table.width(8);
       table << fixed(sum / double(accuracy[li].size()), 3) << "\n";

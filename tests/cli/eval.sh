@@ -76,6 +76,18 @@ expect_exit 2 "a schedule of 3 segment lengths and the checkpoint's 2 rates" -- 
 expect_in "$OUT/stderr" "--segment-lengths \(64,128,256\) and the checkpoint's model.dilation_rates \(1,2\) have different lengths" \
   "... names both"
 
+# ---- ranks that see other files under the checkpoint's name ----
+mkdir -p other && (cd other && "$LONGCTX" train "${MODEL[@]}" --data.seq_len 256 --train.seed 8 --train.steps 12 --checkpoint.dir ck >/dev/null 2>&1) ||
+  fail "train in other/"
+expect_exit 3 "rank 1 runs in another working directory, whose ck holds another run" -- "${MPIRUN[@]}" -np 1 --wdir "$OUT" \
+  "$LONGCTX" eval ck --quiet --depths 50 --sequences 1 : -np 1 --wdir "$OUT/other" "$LONGCTX" eval ck --quiet --depths 50 --sequences 1
+expect_in "$OUT/stderr" "some ranks read other parameters there than rank 0" "... refused before any scoring"
+grep -q "^N " "$OUT/stdout" && fail "it scored" || pass "... nothing scored"
+
+# ---- the table's labels ----
+expect_exit 0 "depths with many digits" -- "$LONGCTX" eval ck --quiet --depths 33.333333,99.99999999,100 --sequences 1
+expect_in "$OUT/stdout" "^ +N +33.333333% +99.99999999% +100% +mean$" "labels as given, apart"
+
 # ---- read-only: nothing in checkpoint.dir changes, and it is not locked ----
 find ck -printf '%p %s %T@\n' | sort >before.txt
 md5sum ck/* >>before.txt 2>/dev/null
@@ -95,6 +107,8 @@ expect_exit 0 "train on it" -- "$LONGCTX" train "${FILE[@]}" --train.steps 4 --c
 expect_exit 0 "eval the file task" -- "$LONGCTX" eval ckf --quiet --sequences 2 --json
 close "$(json_field "$OUT/stdout" 1 loss)" "$(json_field ckf.jsonl 4 eval_loss)" 1e-6 &&
   pass "loss = train's eval_loss on the held-out tail" || fail "eval $(cat "$OUT/stdout"), train $(tail -1 ckf.jsonl)"
+expect_exit 2 "a length longer than the token file" -- "$LONGCTX" eval ckf --quiet --seq-len 512,64K
+expect_in "$OUT/stderr" "--seq-len: 65536 is longer than data.path=corpus.h5 can score: it holds [0-9]+ tokens" "... says so"
 expect_exit 0 "the file task at 4x its length" -- "$LONGCTX" eval ckf --quiet --seq-len 512 --sequences 2
 expect_in "$OUT/stdout" "^N 512  loss [0-9.]+  perplexity [0-9.]+  next-token accuracy" "loss, perplexity, accuracy"
 head -c 1000 corpus.txt >small.txt
