@@ -354,6 +354,7 @@ train::Resumed load_on_every_rank(comm::Communicator& world, train::Trainer& tra
       plan.checkpoint = path;
       plan.step = head.step;
       plan.config_text = head.config;
+      if (head.seq_len >= 2) plan.trained_seq_len = head.seq_len;
     } catch (const InputError& e) {
       problem = e.what();
     }
@@ -427,7 +428,6 @@ int run_eval(Invocation& inv) {
   const bool rank0 = world.rank() == 0;
   const TrainAttention attention = make_train_attention(*plan.train, plan.options, plan.device);
   train::Trainer trainer(plan.options.trainer, world, *attention.impl);
-  // Its own /config: the same model, and no warning about train or data settings that differ.
   // Each rank reads the whole (replicated) checkpoint itself: serial HDF5, no MPI-IO, which may make and remove a
   // lock-test file beside the checkpoint (eval writes nothing).
   const train::Resumed stored = load_on_every_rank(world, trainer, opt<std::string>(inv, "path"), plan);
