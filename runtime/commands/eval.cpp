@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -73,7 +74,6 @@ template <class T> T opt(const Invocation& inv, const char* name) { return inv.o
 // cells to score.
 struct EvalPlan {
   std::string checkpoint;         // the file read
-  std::string config_text;        // its /config
   int64_t step = 0;
   int64_t trained_seq_len = 0;    // the length its last step trained at (data.seq_len, or a curriculum stage's)
   std::unique_ptr<Invocation> train;  // train's invocation made of /config
@@ -184,11 +184,10 @@ EvalPlan plan_eval(const Invocation& inv) {
   EvalPlan plan;
   const CheckpointHead head = read_head(opt<std::string>(inv, "path"));
   plan.checkpoint = head.path;
-  plan.config_text = head.config;
   plan.step = head.step;
   const int64_t last_len = head.seq_len;
   const std::string in_config = plan.checkpoint + ": /config: ";
-  const std::map<std::string, std::string> saved = train::ini_values(plan.config_text, plan.checkpoint + ": /config");
+  const std::map<std::string, std::string> saved = train::ini_values(head.config, plan.checkpoint + ": /config");
   const auto setting = [&saved](const std::string& key, const std::string& otherwise) {
     const auto it = saved.find(key);
     return it == saved.end() ? otherwise : it->second;
@@ -302,6 +301,7 @@ void check_cells(const Invocation& inv, const EvalPlan& plan) {
     throw InputError("the checkpoint's data.path=" + file + " is not there" +
                      (std::filesystem::path(file).is_relative() ? " (from this working directory)" : std::string()) +
                      ": --data-path reads the token dataset where it is now");
+  std::optional<int64_t> tokens;  // the token file's length, read once (at the first length, as before)
   for (int64_t n : plan.lengths) {
     try {
       check_shardable(plan.options.trainer.model.schedule, n, P, SpanningSegments::may_end_short, names);
@@ -312,11 +312,11 @@ void check_cells(const Invocation& inv, const EvalPlan& plan) {
                        ", or another schedule: --segment-lengths, --dilation-rates)");
     }
     if (plan.options.data.task == "file") {
-      const int64_t tokens = io::TokenReader(plan.options.data.path).token_count();
-      if (tokens < n + 1)
-        throw UsageError("--seq-len: " + std::to_string(n) + " is longer than data.path=" + plan.options.data.path +
-                             " can score: it holds " + std::to_string(tokens) + " tokens, a sequence needs N + 1 (at most " +
-                             std::to_string(tokens - 1) + ")",
+      if (!tokens) tokens = io::TokenReader(file).token_count();
+      if (*tokens < n + 1)
+        throw UsageError("--seq-len: " + std::to_string(n) + " is longer than data.path=" + file + " can score: it holds " +
+                             std::to_string(*tokens) + " tokens, a sequence needs N + 1 (at most " +
+                             std::to_string(*tokens - 1) + ")",
                          "seq-len");
     }
     train::make_dataset(cell_data(plan, n, plan.depths.front()));
@@ -339,7 +339,7 @@ std::vector<std::pair<std::string, std::string>> eval_shared_inputs(const Invoca
 // before, each rank read its own and figures mixed two steps), each rank reading that file with serial HDF5,
 // and checks that every rank holds rank 0's parameters (another file under the same name on another node, or
 // from another working directory, is refused). A checkpoint a running train removed before every rank read it
-// is followed to the one `latest` names now. `plan`'s checkpoint, step and /config become that file's.
+// is followed to the one `latest` names now. `plan`'s checkpoint, step and trained length become that file's.
 train::Resumed load_on_every_rank(comm::Communicator& world, train::Trainer& trainer, const std::string& given,
                                   EvalPlan& plan) {
   const bool rank0 = world.rank() == 0;
@@ -353,7 +353,6 @@ train::Resumed load_on_every_rank(comm::Communicator& world, train::Trainer& tra
       stored = train::load_checkpoint(trainer, path, head.config, MPI_COMM_NULL);
       plan.checkpoint = path;
       plan.step = head.step;
-      plan.config_text = head.config;
       if (head.seq_len >= 2) plan.trained_seq_len = head.seq_len;
     } catch (const InputError& e) {
       problem = e.what();
@@ -448,7 +447,8 @@ int run_eval(Invocation& inv) {
     const int64_t n = plan.lengths[li];
     trainer.set_seq_len(n);
     for (double depth : plan.depths) {
-      const auto data = train::make_dataset(cell_data(plan, n, depth));
+      const train::DataConfig cell = cell_data(plan, n, depth);
+      const auto data = train::make_dataset(cell);
       int64_t sequences = plan.sequences;
       if (const int64_t distinct = data->eval_sequence_count(); distinct > 0 && distinct < sequences) {
         if (rank0)
@@ -461,7 +461,7 @@ int run_eval(Invocation& inv) {
                            (distinct == 1 ? "it is" : "those are") + " scored"));
         sequences = distinct;
       }
-      if (const int64_t reached = trained_token_in_held_out(cell_data(plan, n, depth), stored, *data); reached >= 0 && rank0)
+      if (const int64_t reached = trained_token_in_held_out(cell, stored, *data); reached >= 0 && rank0)
         log::warn("N = " + std::to_string(n) + ": the held-out tail of " + plan.options.data.path + " starts at token " +
                   std::to_string(data->held_out_begin() + 1) + ", but the checkpoint's run (data.seq_len=" +
                   std::to_string(stored.data_seq_len) + ") trained on tokens up to " + std::to_string(reached) +
