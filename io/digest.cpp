@@ -1,6 +1,7 @@
 // Content digests: see digest.hpp.
 #include "io/digest.hpp"
 
+#include <cstdio>
 #include <cstring>
 
 namespace longctx::io {
@@ -37,6 +38,22 @@ uint64_t float_digest(const float* values, int64_t count, int64_t first) {
 
 uint64_t byte_digest(const uint8_t* values, int64_t count, int64_t first) {
   return sum_digests(count, first, [values](int64_t i) { return static_cast<uint32_t>(values[i]); });
+}
+
+uint64_t id_digest(const uint8_t* ids, int64_t count, int64_t first) { return byte_digest(ids, count, first); }
+
+uint64_t id_digest(const uint16_t* ids, int64_t count, int64_t first) {
+  return sum_digests(count, first, [ids](int64_t i) { return static_cast<uint32_t>(ids[i]); });
+}
+
+uint64_t id_digest(const int32_t* ids, int64_t count, int64_t first) {
+  return sum_digests(count, first, [ids](int64_t i) { return static_cast<uint32_t>(ids[i]); });
+}
+
+std::string digest_text(uint64_t digest) {
+  char text[24];
+  std::snprintf(text, sizeof text, "0x%016llx", static_cast<unsigned long long>(digest));
+  return text;
 }
 
 int64_t digest_attribute_value(uint64_t digest) {

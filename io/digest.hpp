@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace longctx::io {
 
@@ -22,6 +23,16 @@ uint64_t element_digest(uint64_t flat_index, uint32_t bits);
 // bytes by their value. (A digest is defined for float32 and uint8 datasets only, what checkpoints hold.)
 uint64_t float_digest(const float* values, int64_t count, int64_t first);
 uint64_t byte_digest(const uint8_t* values, int64_t count, int64_t first);
+
+// A token dataset's /tokens (token_dataset.hpp) carries the same attribute: the sum over its tokens of
+// element_digest(flat index, the id), whatever width it is stored in (an id stored as uint8 or uint16 has
+// the same term), so it names the token stream a run trained on. These are its parts.
+uint64_t id_digest(const uint8_t* ids, int64_t count, int64_t first);
+uint64_t id_digest(const uint16_t* ids, int64_t count, int64_t first);
+uint64_t id_digest(const int32_t* ids, int64_t count, int64_t first);
+
+// "0x0123456789abcdef", as messages and `data inspect` show a digest.
+std::string digest_text(uint64_t digest);
 
 // The attribute's value (the uint64's bits), and back.
 int64_t digest_attribute_value(uint64_t digest);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <optional>
 
+#include "io/digest.hpp"
 #include "io/durable.hpp"
 #include "runtime/core/log.hpp"
 
@@ -105,6 +106,23 @@ SequenceRows TokenReader::read_window_rows(int64_t first, int64_t seq_len, RowRa
   return out;
 }
 
+TokenIdentity TokenReader::identity() const {
+  TokenIdentity identity;
+  identity.tokens = token_count_;
+  if (tokens_.has_attribute(kDigestAttribute))
+    identity.digest = digest_of_attribute(tokens_.read_int64_attribute(kDigestAttribute));
+  return identity;
+}
+
+std::string TokenIdentity::describe() const {
+  return std::to_string(tokens) + " tokens, " + (digest ? "digest " + digest_text(*digest) : std::string("no digest"));
+}
+
+std::string token_identity_difference(const TokenIdentity& trained, const TokenIdentity& file) {
+  const bool differs = trained.tokens != file.tokens || (trained.digest && file.digest && *trained.digest != *file.digest);
+  return differs ? "it holds " + file.describe() + "; the checkpoint's run read " + trained.describe() : "";
+}
+
 bool TokenReader::offsets_checksummed() const { return file_.open_dataset("doc_offsets").checksummed(); }
 
 std::vector<int64_t> TokenReader::document_offsets() const {
@@ -130,8 +148,12 @@ TokenVerifyReport verify_tokens(const std::string& path) {
   report.tokens = reader.token_count();
   report.documents = reader.document_count();
   report.vocab = reader.vocab();
+  const std::optional<uint64_t> stored_digest = reader.identity().digest;
+  report.digested = stored_digest.has_value();
+  uint64_t digest = 0;  // of the tokens read
   std::optional<size_t> outside_problem;  // the problem that names the first id outside the vocabulary
   const auto scan = [&](int64_t begin, const std::vector<int32_t>& ids) {
+    digest += id_digest(ids.data(), static_cast<int64_t>(ids.size()), begin);
     for (size_t i = 0; i < ids.size(); ++i) {
       const int64_t id = ids[i];
       if ((id < 0 || id >= report.vocab) && report.outside++ == 0) {
@@ -183,7 +205,13 @@ TokenVerifyReport verify_tokens(const std::string& path) {
                                         : first_damage.rfind(path, 0) == 0 ? first_damage.substr(path.size() + 2) : first_damage) +
                               ")");
   }
-  // What no checksum covers is said (a file made by hand, or by an older import: /doc_offsets).
+  // The digest, where every token was read: a token a tool changed (rewriting its chunk's checksum too) or
+  // a chunk zeroed with its checksum reads without an error.
+  if (stored_digest && damaged.empty() && digest != *stored_digest)
+    report.problems.push_back(path + ": /tokens' digest is " + digest_text(digest) + ", its digest attribute says " +
+                              digest_text(*stored_digest) + ": tokens changed since the import (checksums rewritten, or a "
+                              "chunk zeroed with its checksum)");
+  // What no checksum covers is said (a file made by hand, or by an older import: /doc_offsets, the digest).
   if (!reader.checksummed()) report.unchecked.push_back("/tokens");
   if (!reader.offsets_checksummed()) report.unchecked.push_back("/doc_offsets");
   report.ok = report.problems.empty();
@@ -204,6 +232,7 @@ std::string TokenVerifyReport::summary() const {
                      (ids_read > 0 ? std::to_string(smallest_id) + ".." + std::to_string(largest_id) : std::string("none")) +
                      " of vocab " + std::to_string(vocab);
   for (size_t i = 0; i < unchecked.size(); ++i) text += (i ? ", " : "; no checksum on ") + unchecked[i];
+  if (!digested) text += "; no digest on /tokens (imported by an older longctx, or made otherwise)";
   return text + ")";
 }
 

@@ -3,7 +3,9 @@
 // Layout (format "longctx-tokens", format_version 1):
 //   /tokens       [T] every document's tokens, concatenated: uint8 (bytes of text), or for ids a tokenizer
 //                 wrote the smallest of uint8, uint16 and int32 that holds the vocabulary; chunked (up
-//                 to 1 MiB) with Fletcher32
+//                 to 1 MiB) with Fletcher32; attribute `digest` (int64 bits of a uint64, io/digest.hpp: the
+//                 sum of element_digest(index, id) over the tokens), which `data verify` checks and a
+//                 train checkpoint records to tell the file it trained on (none in files imported before)
 //   /doc_offsets  int64 [D+1]: document d is tokens[doc_offsets[d], doc_offsets[d+1])
 //   root attributes: format, format_version, vocab (256 for text), token_count, document_count
 //
@@ -16,6 +18,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,7 +36,24 @@ struct TokenImportStats {
   int64_t vocab = 256;
   int64_t largest_id = -1;  // of import_token_ids
   std::string storage;      // /tokens' dtype
+  uint64_t digest = 0;      // /tokens' digest attribute
 };
+
+// What tells one token dataset from another without reading it: its token count and /tokens' digest
+// attribute (none in a file imported by a longctx before 2026-12, or made by hand). A train checkpoint
+// records it (root attributes data_tokens, data_digest) so that a resume or an eval can say whether
+// data.path is the file the run trained on.
+struct TokenIdentity {
+  int64_t tokens = 0;
+  std::optional<uint64_t> digest;
+  // "12345 tokens, digest 0x0123456789abcdef" (or "..., no digest").
+  std::string describe() const;
+};
+
+// Where `file` is known to differ from `trained` (another token count, or both digests and they differ):
+// what differs, for a message ("it holds ...; the checkpoint's run read ..."). "" when they agree or
+// cannot be told apart (a digest missing on either side and the same count).
+std::string token_identity_difference(const TokenIdentity& trained, const TokenIdentity& file);
 
 // Reads each file as bytes (one document per file) into `out_path`, streaming (bounded memory), through
 // a temporary that is renamed on success. One process (serial). A file is a regular file, a pipe (a FIFO,
@@ -85,6 +105,9 @@ class TokenReader {
   bool checksummed() const { return tokens_.checksummed(); }
   bool offsets_checksummed() const;
   int64_t format_version() const { return kTokenFormatVersion; }
+  // The token count and /tokens' digest attribute (nullopt where it has none; one that is not an int64
+  // -> InputError).
+  TokenIdentity identity() const;
 
  private:
   void check_metadata() const;
@@ -96,7 +119,9 @@ class TokenReader {
   int64_t vocab_ = 256;
 };
 
-// `data verify`: every token read (Fletcher32 checked) and each id checked against [0, vocab).
+// `data verify`: every token read (Fletcher32 checked), each id checked against [0, vocab), and the tokens'
+// digest against /tokens' digest attribute (which catches a token changed by a tool that rewrote its chunk
+// with a valid checksum, and a chunk zeroed with its checksum).
 struct TokenVerifyReport {
   std::string path;
   bool ok = false;
@@ -105,6 +130,7 @@ struct TokenVerifyReport {
   int64_t ids_read = 0;                     // of the tokens (a damaged chunk's are not)
   int64_t smallest_id = 0, largest_id = 0;  // of those read (0 when none)
   int64_t outside = 0;                      // ids outside [0, vocab)
+  bool digested = false;                    // /tokens has a digest attribute (checked when every token read)
   std::vector<std::string> problems;
   std::vector<std::string> unchecked;  // datasets without a checksum ("/doc_offsets" of an older import)
   std::string summary() const;  // "PATH: ok (...)" or "PATH: DAMAGED: problem; ..."

@@ -17,6 +17,7 @@
 #include <type_traits>
 
 #include "io/atomic_output.hpp"
+#include "io/digest.hpp"
 #include "io/durable.hpp"
 #include "io/token_dataset.hpp"
 #include "runtime/core/log.hpp"
@@ -140,7 +141,8 @@ void warn_empty_document(const std::string& file, const std::string& what) {
 }
 
 // The dataset being written: /tokens grows as inputs are read; finish() adds /doc_offsets and the
-// attributes and renames the temporary into place. Both datasets carry Fletcher32 checksums.
+// attributes (/tokens' digest among them, summed as the tokens are appended) and renames the temporary
+// into place. Both datasets carry Fletcher32 checksums.
 class TokenWriter {
  public:
   TokenWriter(const std::string& out_path, h5::ElementType type, int64_t chunk)
@@ -157,6 +159,12 @@ class TokenWriter {
     h5::Dataspace space = tokens_.file_space();
     space.select_box({written_}, {count});
     tokens_.write(h5::native_type(type_), h5::Dataspace::simple({count}), space, values);
+    if (type_ == h5::ElementType::u8)
+      digest_ += id_digest(static_cast<const uint8_t*>(values), count, written_);
+    else if (type_ == h5::ElementType::u16)
+      digest_ += id_digest(static_cast<const uint16_t*>(values), count, written_);
+    else
+      digest_ += id_digest(static_cast<const int32_t*>(values), count, written_);
     written_ += count;
   }
   void end_document() { offsets_.push_back(written_); }
@@ -179,12 +187,14 @@ class TokenWriter {
     out.write_attribute("vocab", vocab);
     out.write_attribute("token_count", written_);
     out.write_attribute("document_count", documents());
+    tokens_.write_attribute(kDigestAttribute, digest_attribute_value(digest_));
     output_.commit();
     TokenImportStats stats;
     stats.documents = documents();
     stats.tokens = written_;
     stats.vocab = vocab;
     stats.storage = h5::to_string(type_);
+    stats.digest = digest_;
     return stats;
   }
 
@@ -193,6 +203,7 @@ class TokenWriter {
   h5::ElementType type_;
   h5::Dataset tokens_;
   int64_t written_ = 0;
+  uint64_t digest_ = 0;
   std::vector<int64_t> offsets_ = {0};
 };
 

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "io/digest.hpp"
 #include "io/h5.hpp"
 #include "io/token_dataset.hpp"
 #include "io_test_util.hpp"
@@ -280,6 +281,75 @@ TEST(TokenIds, VerifyFindsIdsOutsideTheVocabulary) {
   EXPECT_FALSE(report.ok);
   EXPECT_FALSE(report.opened);
   EXPECT_EQ(report.summary().find("DAMAGED"), std::string::npos) << report.summary();
+}
+
+// /tokens' digest is the ids' (the sum of element_digest(index, id)), at any storage width and from text as
+// from ids; data verify checks it, and token_identity_difference tells two files apart by it.
+TEST(TokenIds, DigestNamesTheIdsWhateverTheirWidth) {
+  SharedTempDir dir;
+  const std::vector<int32_t> ids = {0, 7, 255, 1, 42, 42};
+  uint64_t expected = 0;
+  for (size_t i = 0; i < ids.size(); ++i) expected += element_digest(i, static_cast<uint32_t>(ids[i]));
+  write_npy(dir.file("ids.npy"), "<i4", ids);
+  std::vector<std::string> widths;
+  for (const int64_t vocab : {256, 1000, 100000}) {
+    IdImportOptions options;
+    options.vocab = vocab;
+    const std::string out = dir.file("ids" + std::to_string(vocab) + ".h5");
+    EXPECT_EQ(import_token_ids({dir.file("ids.npy")}, options, out).digest, expected) << vocab;
+    const TokenIdentity identity = TokenReader(out).identity();
+    EXPECT_EQ(identity.tokens, 6);
+    ASSERT_TRUE(identity.digest.has_value());
+    EXPECT_EQ(*identity.digest, expected) << vocab;
+    widths.push_back(dtype_of(out));
+  }
+  EXPECT_EQ(widths, (std::vector<std::string>{"uint8", "uint16", "int32"}));
+  std::ofstream(dir.file("bytes.txt"), std::ios::binary).write("\x00\x07\xff\x01**", 6);
+  EXPECT_EQ(import_text_files({dir.file("bytes.txt")}, dir.file("text.h5")).digest, expected);
+  EXPECT_EQ(TokenReader(dir.file("text.h5")).identity().digest, expected);
+  // The same ids in another order are another stream.
+  write_npy(dir.file("swapped.npy"), "<i4", std::vector<int32_t>{0, 7, 255, 42, 1, 42});
+  const TokenImportStats swapped = import_token_ids({dir.file("swapped.npy")}, IdImportOptions{}, dir.file("swapped.h5"));
+  EXPECT_NE(swapped.digest, expected);
+
+  const TokenIdentity a = TokenReader(dir.file("ids256.h5")).identity(), b = TokenReader(dir.file("swapped.h5")).identity();
+  EXPECT_EQ(token_identity_difference(a, a), "");
+  EXPECT_EQ(token_identity_difference(a, b), "it holds " + b.describe() + "; the checkpoint's run read " + a.describe());
+  EXPECT_EQ(a.describe(), "6 tokens, digest " + digest_text(expected));
+  TokenIdentity undigested = b;
+  undigested.digest.reset();
+  EXPECT_EQ(token_identity_difference(a, undigested), "") << "the same count, one digest unknown: cannot be told";
+  EXPECT_EQ(undigested.describe(), "6 tokens, no digest");
+  undigested.tokens = 7;
+  EXPECT_NE(token_identity_difference(undigested, a), "") << "another count is another file";
+
+  // A token changed by a writer that rewrites the chunk's checksum: only the digest finds it.
+  EXPECT_TRUE(verify_tokens(dir.file("ids1000.h5")).ok);
+  {
+    h5::File file = h5::File::open(dir.file("ids1000.h5"), h5::Mode::read_write);
+    h5::Dataset tokens = file.open_dataset("tokens");
+    h5::Dataspace space = tokens.file_space();
+    space.select_box({4}, {1});
+    const uint16_t changed = 43;
+    tokens.write(H5T_NATIVE_UINT16, h5::Dataspace::simple({1}), space, &changed);
+  }
+  TokenVerifyReport report = verify_tokens(dir.file("ids1000.h5"));
+  EXPECT_FALSE(report.ok);
+  EXPECT_TRUE(report.digested);
+  ASSERT_EQ(report.problems.size(), 1u);
+  EXPECT_NE(report.problems[0].find("/tokens' digest is 0x"), std::string::npos) << report.problems[0];
+  EXPECT_NE(report.problems[0].find("its digest attribute says " + digest_text(expected)), std::string::npos)
+      << report.problems[0];
+  // A file without the attribute (imported before digests) verifies by its checksums, and says so.
+  {
+    h5::File file = h5::File::open(dir.file("ids256.h5"), h5::Mode::read_write);
+    ASSERT_GE(H5Adelete(file.open_dataset("tokens").id(), kDigestAttribute), 0);
+  }
+  report = verify_tokens(dir.file("ids256.h5"));
+  EXPECT_TRUE(report.ok) << report.summary();
+  EXPECT_FALSE(report.digested);
+  EXPECT_FALSE(TokenReader(dir.file("ids256.h5")).identity().digest.has_value());
+  EXPECT_NE(report.summary().find("; no digest on /tokens"), std::string::npos) << report.summary();
 }
 
 }  // namespace

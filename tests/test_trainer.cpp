@@ -390,12 +390,17 @@ TEST(Data, EvalDepthPlacesThePasskeyRecord) {
     }
     EXPECT_EQ(rows.tokens[size_t(d.seq_len - d.key_digits)], kKey) << "the question";
     EXPECT_EQ(rows.answer_id, random_depth.answer_id) << "the same answer is scored";
-    for (size_t i = 0; i < rows.targets.size(); ++i)
-      if (rows.answer_id[i] >= 0) EXPECT_EQ(rows.targets[i], random_depth.targets[i]) << "answer target " << i;
+    for (size_t i = 0; i < rows.targets.size(); ++i) {
+      if (rows.answer_id[i] >= 0) {
+        EXPECT_EQ(rows.targets[i], random_depth.targets[i]) << "answer target " << i;
+      }
+    }
     // Outside both records the stream is the same filler.
-    for (int64_t i = 1; i < d.seq_len - d.key_digits; ++i)
-      if ((i < at || i >= at + record) && (i < drawn || i >= drawn + record))
+    for (int64_t i = 1; i < d.seq_len - d.key_digits; ++i) {
+      if ((i < at || i >= at + record) && (i < drawn || i >= drawn + record)) {
         EXPECT_EQ(rows.tokens[size_t(i)], random_depth.tokens[size_t(i)]) << "position " << i;
+      }
+    }
     // A training sequence does not follow it.
     d.eval_depth = -1;
     const SequenceRows trained_random = make_dataset(d)->rows(false, 3, {0, d.seq_len});

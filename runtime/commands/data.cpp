@@ -6,6 +6,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "io/digest.hpp"
 #include "io/durable.hpp"
 #include "io/token_dataset.hpp"
 #include "runtime/commands/attention_options.hpp"
@@ -84,7 +85,8 @@ void declare_inspect(po::options_description& desc, po::positional_options_descr
   desc.add_options()("path", po::value<std::string>(), "token dataset (from `longctx data import`)")
       ("seq-len", po::value<std::string>()->default_value("0"), "also say how many training and held-out sequences of this length (data.seq_len; K/M/G suffixes) it holds")
       ("json", po::bool_switch(), "print one JSON object: path, format_version, vocab, tokens, documents, dtype, "
-       "storage_bytes, fletcher32, document_tokens ({min, median, max}), and with --seq-len sequences "
+       "storage_bytes, fletcher32, digest (/tokens' digest attribute, \"0x...\"; null in a file imported before "
+       "digests), document_tokens ({min, median, max}), and with --seq-len sequences "
        "({seq_len, total, train, held_out})");
   positional.add("path", 1);
 }
@@ -122,11 +124,13 @@ int run_inspect(Invocation& invocation) {
     // for evaluation, at least one when there are two.
     const int64_t total = seq_len > 0 ? reader.sequence_count(seq_len) : 0;
     const int64_t held_out = total >= 2 ? std::max<int64_t>(1, total / 20) : 0;
+    const std::optional<uint64_t> digest = reader.identity().digest;
     if (json) {
       std::cout << "{\"path\": " << json_string(path) << ", \"format_version\": " << reader.format_version()
                 << ", \"vocab\": " << reader.vocab() << ", \"tokens\": " << reader.token_count()
                 << ", \"documents\": " << reader.document_count() << ", \"dtype\": " << json_string(reader.token_dtype())
                 << ", \"storage_bytes\": " << reader.storage_bytes() << ", \"fletcher32\": " << json_bool(reader.checksummed())
+                << ", \"digest\": " << (digest ? json_string(io::digest_text(*digest)) : std::string("null"))
                 << ", \"document_tokens\": {\"min\": " << shortest << ", \"median\": " << median << ", \"max\": " << longest << "}";
       if (seq_len > 0)
         std::cout << ", \"sequences\": {\"seq_len\": " << seq_len << ", \"total\": " << total << ", \"train\": "
@@ -139,7 +143,9 @@ int run_inspect(Invocation& invocation) {
               << reader.token_count() << " (" << reader.token_dtype() << ", " << human_bytes(reader.storage_bytes())
               << " stored" << (reader.checksummed() ? ", fletcher32" : "") << ")\n"
               << "  documents " << reader.document_count() << "  tokens per document: min " << shortest << ", median "
-              << median << ", max " << longest << "\n";
+              << median << ", max " << longest << "\n"
+              << "  digest " << (digest ? io::digest_text(*digest) : "none (imported by an older longctx; `data import` again adds one)")
+              << "\n";
     if (seq_len > 0) {
       std::cout << "  at seq_len " << seq_len << ": " << total << " sequence(s), " << total - held_out << " to train on, "
                 << held_out << " held out for evaluation" << (held_out > 0 ? " (the last 1/20, at least one)" : "") << "\n";
@@ -157,7 +163,8 @@ void declare_verify(po::options_description& desc, po::positional_options_descri
   desc.add_options()("path", po::value<std::vector<std::string>>()->multitoken(), "token datasets")
       ("json", po::bool_switch(), "print one JSON object per dataset: path, ok, tokens, documents, vocab, ids_read, "
        "smallest_id, largest_id (of the ids read; 0 when none), outside (ids outside [0, vocab)), problems ([text]), "
-       "unchecked ([datasets without a checksum]); the exit code as without it");
+       "unchecked ([datasets without a checksum]), digest (whether /tokens has a digest attribute, which is then "
+       "checked); the exit code as without it");
   positional.add("path", -1);
 }
 
@@ -182,7 +189,8 @@ int run_verify(Invocation& invocation) {
                 << ", \"documents\": " << report.documents << ", \"vocab\": " << report.vocab << ", \"ids_read\": "
                 << report.ids_read << ", \"smallest_id\": " << report.smallest_id << ", \"largest_id\": " << report.largest_id
                 << ", \"outside\": " << report.outside << ", \"problems\": " << list(report.problems)
-                << ", \"unchecked\": " << list(report.unchecked) << "}\n";
+                << ", \"unchecked\": " << list(report.unchecked) << ", \"digest\": " << json_bool(report.digested)
+                << "}\n";
     }
     return ok ? 0 : static_cast<int>(ExitCode::bad_input);
   });

@@ -64,7 +64,8 @@ void declare_eval(po::options_description& d, po::positional_options_description
       ("threads", po::value<int>()->default_value(0), "OpenMP threads per rank (0: as train.threads=0)")
       ("json", po::bool_switch(), "print one JSON object per line, one per length (and depth): checkpoint, step, "
        "task, seq_len, trained_seq_len, depth (percent, or null), sequences, loss, accuracy, scored, seconds, world_size, "
-       "schedule ([[w, r], ...])");
+       "schedule ([[w, r], ...]), same_data (whether the token file is the one the checkpoint's run trained on, by its "
+       "token count and digest; null: a synthetic task, or a file or checkpoint that predates digests)");
   positional.add("path", 1);
 }
 
@@ -441,6 +442,21 @@ int run_eval(Invocation& inv) {
               (task == "file" ? " (" + plan.options.data.path + ")" : "") + ", up to " +
               count_of(plan.sequences, "sequence") + " per " + (by_depth ? "length and depth" : "length") + ", over " +
               count_of(P, "rank"));
+  // The token file against the one the checkpoint's run trained on (its count and digest, where the
+  // checkpoint recorded them): another (a validation corpus) is scored as asked, with no check of its
+  // held-out tail against the tokens that run trained on. JSON's same_data: true, false, or null (unknown).
+  bool other_file = false;
+  const char* same_data = "null";
+  if (task == "file" && stored.data_file) {
+    const io::TokenIdentity file = io::TokenReader(plan.options.data.path).identity();
+    const std::string difference = io::token_identity_difference(*stored.data_file, file);
+    other_file = !difference.empty();
+    same_data = other_file ? "false" : stored.data_file->digest && file.digest ? "true" : "null";
+    if (other_file && rank0)
+      log::warn(plan.options.data.path + " is not the token file the checkpoint's run trained on" +
+                (stored.data_path.empty() ? "" : " (" + stored.data_path + ")") + ": " + difference +
+                ". Its held-out tail is scored, with no check against the tokens that run trained on");
+  }
 
   std::vector<std::vector<double>> accuracy(plan.lengths.size());  // [length][depth], for the table
   for (size_t li = 0; li < plan.lengths.size(); ++li) {
@@ -461,7 +477,7 @@ int run_eval(Invocation& inv) {
                            (distinct == 1 ? "it is" : "those are") + " scored"));
         sequences = distinct;
       }
-      if (const int64_t reached = trained_token_in_held_out(cell, stored, *data); reached >= 0 && rank0)
+      if (const int64_t reached = other_file ? -1 : trained_token_in_held_out(cell, stored, *data); reached >= 0 && rank0)
         log::warn("N = " + std::to_string(n) + ": the held-out tail of " + plan.options.data.path + " starts at token " +
                   std::to_string(data->held_out_begin() + 1) + ", but the checkpoint's run (data.seq_len=" +
                   std::to_string(stored.data_seq_len) + ") trained on tokens up to " + std::to_string(reached) +
@@ -483,11 +499,12 @@ int run_eval(Invocation& inv) {
       if (plan.json) {
         std::printf("{\"checkpoint\": %s, \"step\": %lld, \"task\": %s, \"seq_len\": %lld, \"trained_seq_len\": %lld, "
                     "\"depth\": %s, \"sequences\": %lld, \"loss\": %s, \"accuracy\": %s, \"scored\": %lld, "
-                    "\"seconds\": %s, \"world_size\": %d, \"schedule\": %s}\n",
+                    "\"seconds\": %s, \"world_size\": %d, \"schedule\": %s, \"same_data\": %s}\n",
                     json_string(plan.checkpoint).c_str(), (long long)plan.step, json_string(task).c_str(), (long long)n,
                     (long long)plan.trained_seq_len, depth >= 0 ? train::json_number(depth).c_str() : "null",
                     (long long)sequences, train::json_number(e.loss).c_str(), train::json_number(e.accuracy).c_str(),
-                    (long long)e.scored, train::json_number(seconds).c_str(), P, json_schedule(m.schedule).c_str());
+                    (long long)e.scored, train::json_number(seconds).c_str(), P, json_schedule(m.schedule).c_str(),
+                    same_data);
       } else {
         std::ostringstream line;
         line << "N " << n;

@@ -230,6 +230,8 @@ int train_run(Invocation& inv, RunRecord& record) {
     trainer.set_local_gradient_hook(poison);
   }
   bool resumed = false;
+  bool new_data_file = false;  // data.allow_new_file let a resume go on with another token file
+  const std::optional<io::TokenIdentity> data_file = data->file_identity();
   train::Resumed stored;  // the checkpoint's data position and tokens_seen (its steps at the lengths they had)
   try {  // a resume refused here (exit 2 / 3) removes the lock file this run made, as the config phase's refusals
     std::optional<std::string> latest;
@@ -257,6 +259,20 @@ int train_run(Invocation& inv, RunRecord& record) {
                              std::to_string(trainer.step()) +
                              " (equal evaluates it and exits), or use another checkpoint.dir",
                          "train.steps");
+      // Another token file than the run's (another count or digest) would be read from the checkpoint's
+      // position in it, an offset into another corpus, and its held-out tail may hold what the run trained on.
+      if (const std::string difference = stored.data_file && data_file
+                                             ? io::token_identity_difference(*stored.data_file, *data_file)
+                                             : "";
+          !difference.empty()) {
+        const std::string what = "data.path=" + r.data.path + " is not the token file the checkpoint's run trained on" +
+                                 (stored.data_path.empty() ? "" : " (" + stored.data_path + ")") + ": " + difference;
+        if (!r.allow_new_data_file)
+          throw InputError(what + ". Give that file, or set data.allow_new_file=true to train on this one from its "
+                           "first token");
+        log::warn_once(what + "; data.allow_new_file=true: training goes on from its first token");
+        new_data_file = true;
+      }
       log::info("resumed from " + *latest + " at step " + std::to_string(trainer.step()));
       resumed = true;
       record.found_step = record.committed = trainer.step();
@@ -294,13 +310,15 @@ int train_run(Invocation& inv, RunRecord& record) {
   train::DataPosition position = source().position_of_step(trainer.step());
   if (stored.position) {
     position = *stored.position;
-    if (const std::string problem = source().position_problem(position); !problem.empty()) {
+    if (new_data_file) {
+      position.token = 0;  // (said at the resume)
+    } else if (const std::string problem = source().position_problem(position); !problem.empty()) {
       log::warn_once(problem);  // every rank finds it alike
       position.token = 0;
     }
   }
 
-  if (resumed) warn_if_evaluating_trained_tokens(r, stored, *data);
+  if (resumed && !new_data_file) warn_if_evaluating_trained_tokens(r, stored, *data);
   // A resume from a checkpoint whose evaluation is pending writes that step's line again (an earlier resume
   // that wrote it may have stopped before its next checkpoint).
   const int64_t kept_through = !resumed ? -1 : stored.pending_eval ? trainer.step() - 1 : trainer.step();
@@ -385,8 +403,8 @@ int train_run(Invocation& inv, RunRecord& record) {
     }
     io::publish_on_rank0(mpi, "checking checkpoint.dir", [&] { train::require_checkpoint_dir_lock(r.checkpoint_dir); });
     const std::string path = train::save_checkpoint(trainer, r.checkpoint_dir, r.checkpoint_keep, config_text,
-                                                    tokens_seen(trainer.step()), trained_len, position, run_id, mpi,
-                                                    pending_eval);
+                                                    tokens_seen(trainer.step()), trained_len, position, run_id,
+                                                    data_file, mpi, pending_eval);
     record.committed = trainer.step();
     record.committed_path = path;
     record.committed_pending = pending_eval.has_value();

@@ -100,6 +100,9 @@ void declare_train_options(po::options_description& d, po::positional_options_de
       ("model.rope_base", po::value<double>()->default_value(10000.0), "rotary base")
       ("data.task", po::value<std::string>()->default_value("passkey"), "passkey | associative | file")
       ("data.path", po::value<std::string>()->default_value(""), "token dataset (data.task=file)")
+      ("data.allow_new_file", po::bool_switch(),
+       "data.task=file: resume on a token file other than the one the checkpoint's run trained on (another token "
+       "count or digest), training from its first token; without it such a resume is refused (exit 3)")
       ("data.seq_len", po::value<std::string>()->default_value("8192"), "GLOBAL tokens per sequence (K/M/G suffixes)")
       ("data.supervision", po::value<std::string>()->default_value("all"), "all (LM loss on every token) | answer (passkey/associative: on the answer digits only)")
       ("data.key_digits", po::value<int64_t>()->default_value(5), "digits per key/value")
@@ -260,6 +263,9 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   require(d.path.empty() || (d.task != "passkey" && d.task != "associative"),
           "data.path=" + d.path + " is read only with data.task=file (data.task=" + d.task +
               " makes its own sequences): give data.task=file to train on it, or leave data.path out");
+  r.allow_new_data_file = opt<bool>(inv, "data.allow_new_file");
+  require(!r.allow_new_data_file || d.task == "file",
+          "data.allow_new_file is about a token file (data.task=file); data.task=" + d.task + " reads none");
   d.seq_len = n;
   d.seed = r.trainer.seed;
   d.supervision = opt<std::string>(inv, "data.supervision");

@@ -33,6 +33,7 @@ struct TrainOptions {
   std::vector<int64_t> stage_len, stage_end;
   double peak_gflops = 0;
   bool regather_kv = false;
+  bool allow_new_data_file = false;  // data.allow_new_file
 
   // The stage that trains step `step` (0-based); stage_len.size(): past the curriculum, at data.seq_len.
   size_t stage_of(int64_t step) const;

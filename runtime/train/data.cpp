@@ -230,6 +230,7 @@ class FileDataset : public Dataset {
   int64_t eval_sequence_count() const override { return held_out_ > 0 ? held_out_ : train_count_; }
   int64_t training_end() const override { return train_end_; }
   int64_t held_out_begin() const override { return held_out_ > 0 ? train_count_ * c_.seq_len : -1; }
+  std::optional<io::TokenIdentity> file_identity() const override { return reader_.identity(); }
   SequenceRows rows(bool eval, int64_t index, io::RowRange range) const override {
     if (eval && c_.split_seq_len > 0 && c_.split_seq_len != c_.seq_len)
       throw InternalError("evaluation reads the data.seq_len dataset, not a curriculum stage's");

@@ -26,10 +26,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "io/row_io.hpp"
+#include "io/token_dataset.hpp"
 
 namespace longctx::train {
 
@@ -98,6 +100,9 @@ class Dataset {
   // targets from held_out_begin() + 1 on. -1 for the synthetic tasks and a file too short to hold one back.
   virtual int64_t training_end() const { return -1; }
   virtual int64_t held_out_begin() const { return -1; }
+  // The token file's count and digest (a checkpoint records them: which file the run trained on); nullopt
+  // for the synthetic tasks.
+  virtual std::optional<io::TokenIdentity> file_identity() const { return std::nullopt; }
 };
 
 // Validates the options (UsageError naming the option / InputError naming the file) and builds the task.

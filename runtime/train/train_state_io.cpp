@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "io/checkpoint.hpp"
+#include "io/digest.hpp"
 #include "io/durable.hpp"
 #include "runtime/cli/command.hpp"
 #include "runtime/cli/ini.hpp"
@@ -190,7 +191,8 @@ std::map<std::string, std::string> ini_values(const std::string& text, const std
 
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
                             int64_t tokens_seen, int64_t seq_len, DataPosition data_position, const std::string& run_id,
-                            MPI_Comm comm, const std::optional<PendingEval>& pending_eval) {
+                            const std::optional<io::TokenIdentity>& data_file, MPI_Comm comm,
+                            const std::optional<PendingEval>& pending_eval) {
   io::CheckpointMeta meta;
   meta.step = trainer.step();
   meta.seq_len = seq_len;
@@ -233,6 +235,10 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
     writer.write_attribute("model_dim", trainer.config().model.dim);
     writer.write_attribute("model_heads", trainer.config().model.heads);
     if (!run_id.empty()) writer.write_attribute("run_id", run_id);
+    if (data_file) {
+      writer.write_attribute("data_tokens", data_file->tokens);
+      if (data_file->digest) writer.write_attribute("data_digest", io::digest_attribute_value(*data_file->digest));
+    }
     if (pending_eval) {
       writer.write_attribute("eval_pending", int64_t{1});
       if (!pending_eval->log_fields.empty()) writer.write_attribute("eval_pending_log", pending_eval->log_fields);
@@ -271,6 +277,19 @@ std::string state_summary(const io::CheckpointReader& reader) {
     }
     if (!pending.empty()) text += (text.empty() ? "" : ", ") + pending;
   }
+  if (reader.file().has_attribute("data_tokens")) {  // which token file the run trained on
+    std::string file;
+    try {
+      io::TokenIdentity identity;
+      identity.tokens = reader.file().read_int64_attribute("data_tokens");
+      if (reader.file().has_attribute("data_digest"))
+        identity.digest = io::digest_of_attribute(reader.file().read_int64_attribute("data_digest"));
+      file = "token file " + identity.describe();
+    } catch (const Error&) {
+      file = "token file (unreadable)";
+    }
+    text += (text.empty() ? "" : ", ") + file;
+  }
   return text;
 }
 
@@ -289,6 +308,9 @@ std::vector<std::string> attribute_problems(const io::CheckpointReader& reader) 
   out_of_range("tokens_seen", reader.tokens_seen(), 0);
   // A checkpoint of io's format that `train` did not write (no model_layers attribute) has no seq_len of its own.
   if (reader.file().has_attribute("model_layers")) out_of_range("seq_len", reader.seq_len(), 2);
+  // A token file a run trained on holds a sequence and its last target at least.
+  if (reader.file().has_attribute("data_tokens"))
+    out_of_range("data_tokens", reader.file().read_int64_attribute("data_tokens"), 3);
   return problems;
 }
 
@@ -433,7 +455,16 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
     }
   }
   const std::string run_id = reader.file().has_attribute("run_id") ? reader.file().read_string_attribute("run_id") : "";
-  return {state.position, reader.tokens_seen(), data_seq_len, run_id, reader.seq_len(), pending_eval};
+  std::optional<io::TokenIdentity> data_file;
+  if (reader.file().has_attribute("data_tokens")) {
+    data_file.emplace();
+    data_file->tokens = reader.file().read_int64_attribute("data_tokens");
+    if (reader.file().has_attribute("data_digest"))
+      data_file->digest = io::digest_of_attribute(reader.file().read_int64_attribute("data_digest"));
+  }
+  const auto saved_path = saved.find("data.path");
+  return {state.position, reader.tokens_seen(), data_seq_len, run_id, reader.seq_len(), pending_eval, data_file,
+          saved_path != saved.end() ? saved_path->second : ""};
 }
 
 }  // namespace longctx::train

@@ -8,7 +8,10 @@
 //                               counter-based generators (each sequence is drawn from (seed, split, index))
 //   root attributes model_layers, model_dim, model_heads, and run_id (the run's id: hex digits, which its
 //                               log.jsonl lines and activation dump carry too); eval_pending (int64 1) and
-//                               eval_pending_log (string) when a stop interrupted the step's evaluation
+//                               eval_pending_log (string) when a stop interrupted the step's evaluation;
+//                               data_tokens and data_digest (the bits of a uint64) for data.task=file: the
+//                               token count and /tokens' digest of data.path (io::TokenIdentity; no
+//                               data_digest when the file has none), which a resume and `eval` compare
 // Everything is replicated, so a checkpoint of any P resumes at any P. Collective over `comm`.
 #pragma once
 
@@ -33,6 +36,7 @@ namespace longctx::train {
 // `seq_len`: the length its last step trained at (root attribute seq_len, as that step's log.jsonl line).
 // `data_position`: where the next step's data starts.
 // `run_id`: which run it is (root attribute `run_id`; its log.jsonl lines and activation dump carry it too).
+// `data_file`: data.path's identity (data.task=file), nullopt for the synthetic tasks.
 // `pending_eval`: a stop interrupted the evaluation of this step; the resumed run evaluates it first.
 struct PendingEval {
   // The step's log.jsonl line before the evaluation's fields, which the resumed run completes and writes
@@ -41,7 +45,8 @@ struct PendingEval {
 };
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
                             int64_t tokens_seen, int64_t seq_len, DataPosition data_position, const std::string& run_id,
-                            MPI_Comm comm, const std::optional<PendingEval>& pending_eval = std::nullopt);
+                            const std::optional<io::TokenIdentity>& data_file, MPI_Comm comm,
+                            const std::optional<PendingEval>& pending_eval = std::nullopt);
 
 // Loads `path` into `trainer`, whose run has the resolved config `config_text` (INI). A checkpoint of
 // another model -> InputError naming the file and what differs, before anything is changed: any
@@ -57,6 +62,10 @@ struct Resumed {
   std::string run_id;        // its run's id ("": written before checkpoints held one)
   int64_t seq_len = 0;       // the length its last step trained at (root attribute seq_len)
   std::optional<PendingEval> pending_eval;  // its step's evaluation, which a stop interrupted
+  // The token file its run trained on (root attributes data_tokens, data_digest); nullopt for a synthetic
+  // task and a checkpoint written before checkpoints recorded it.
+  std::optional<io::TokenIdentity> data_file;
+  std::string data_path;  // its /config's data.path ("": none there)
 };
 Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm);
 
@@ -72,7 +81,8 @@ class CheckpointOfAnotherModel : public InputError {
 };
 
 // /state/global as text for `ckpt inspect` ("step 2, data position: sequence 2 at token 64, rng seed 1";
-// what the file holds of it), "" when it holds none or `train` did not write it.
+// what the file holds of it, and the token file the run trained on where it records one: "token file 1277
+// tokens, digest 0x..."), "" when it holds none or `train` did not write it.
 std::string state_summary(const io::CheckpointReader& reader);
 
 // What `ckpt verify` adds to the file checks: does the checkpoint hold what load_checkpoint will need for

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The `digest` of a checkpoint dataset (io/digest.hpp), written again in numpy as an outside check of the
+"""The `digest` of a checkpoint dataset or of a token dataset's /tokens (io/digest.hpp), written again in numpy as an outside check of the
 C++ one, and for tests that change a checkpoint's values on purpose and must keep its digests right (a
 value a resume must refuse for what it is, not as damage).
 
@@ -22,12 +22,14 @@ def _splitmix64(z):
 
 def digest(values):
     """The sum mod 2^64 over the elements of splitmix64(splitmix64(flat index) ^ bits): float32 by their bits,
-    uint8 by their value."""
+    uint8 and uint16 by their value, int32 (token ids) by their bits as uint32."""
     flat = np.ascontiguousarray(values).reshape(-1)
     if flat.dtype == np.float32:
         bits = flat.view(np.uint32).astype(np.uint64)
-    elif flat.dtype == np.uint8:
+    elif flat.dtype in (np.uint8, np.uint16):
         bits = flat.astype(np.uint64)
+    elif flat.dtype == np.int32:
+        bits = flat.view(np.uint32).astype(np.uint64)
     else:
         raise ValueError(f"no digest for {flat.dtype}")
     with np.errstate(over="ignore"):
@@ -49,8 +51,9 @@ def check(path):
     with h5py.File(path, "r") as f:
         def visit(name, obj):
             nonlocal count
-            # Defined for float32 and uint8 only (what checkpoints hold); elsewhere not checked, as in C++.
-            if isinstance(obj, h5py.Dataset) and "digest" in obj.attrs and obj.dtype in (np.float32, np.uint8):
+            # Defined for float32 and uint8 (what checkpoints hold) and a token file's uint16 / int32 ids.
+            if isinstance(obj, h5py.Dataset) and "digest" in obj.attrs and obj.dtype in (np.float32, np.uint8,
+                                                                                         np.uint16, np.int32):
                 count += 1
                 if attribute_value(digest(obj[...])) != obj.attrs["digest"]:
                     bad.append(name)

@@ -155,7 +155,8 @@ expect_exit 0 "file task, a curriculum, a checkpoint each step" -- "$LONGCTX" tr
 [ "$(positions pos)" = "1:16 2:32 3:48 4:80 5:112 6:144 " ] && pass "the long steps start at token 48, the data's next" ||
   fail "data positions: $(positions pos)"
 expect_exit 0 "inspect it" -- "$LONGCTX" ckpt inspect pos --quiet
-expect_in "$OUT/stdout" "^  state: step 6, data position: sequence 6 at token 144, rng seed 1$" "inspect shows the state"
+expect_in "$OUT/stdout" "^  state: step 6, data position: sequence 6 at token 144, rng seed 1, token file 1092 tokens, digest 0x[0-9a-f]{16}$" \
+  "inspect shows the state and the token file"
 mkdir -p pos_resumed && cp pos/step_00000003.h5 pos_resumed/ && echo step_00000003.h5 >pos_resumed/latest
 expect_exit 0 "resume it at step 3" -- "$LONGCTX" train "${FT[@]}" --train.steps 6 --data.short_seq_len 16 \
   --data.short_steps 3 --checkpoint.dir pos_resumed --log.jsonl pos_resumed.jsonl
@@ -175,6 +176,45 @@ for c in "stored:2:32 3:64" "legacy:- 3:96"; do
   [ "$(positions "pos_${c%%:*}")" = "${c#*:} " ] && pass "${c%%:*}: step 3 read from token $(( ${c##*:} - 32 ))" ||
     fail "${c%%:*}: data positions $(positions "pos_${c%%:*}")"
 done
+# The token file a run trained on: its checkpoints record its token count and digest (data_tokens,
+# data_digest). A resume on another file is refused, exit 3 and nothing written: it would read that corpus
+# from the checkpoint's offset. data.allow_new_file=true trains on it from its first token. A copy of the
+# file under another name is the same file.
+same_digest() {  # same_digest CHECKPOINT TOKENFILE
+  /usr/bin/python3 -c '
+import h5py, sys
+with h5py.File(sys.argv[1], "r") as c, h5py.File(sys.argv[2], "r") as t:
+    sys.exit(0 if c.attrs["data_tokens"] == t.attrs["token_count"] and c.attrs["data_digest"] == t["tokens"].attrs["digest"] else 1)' "$@"
+}
+same_digest pos/step_00000006.h5 digits.h5 && pass "a checkpoint records its token file's count and digest" ||
+  fail "data_tokens / data_digest of pos/step_00000006.h5"
+seq 301 600 >other.txt
+expect_exit 0 "import another corpus" -- "$LONGCTX" data import --text other.txt --out other.h5 --quiet
+mkdir -p other_ck && cp pos/step_00000002.h5 other_ck/ && echo step_00000002.h5 >other_ck/latest
+expect_exit 3 "resume on another token file" -- "$LONGCTX" train "${FT[@]/digits.h5/other.h5}" --train.steps 3 --checkpoint.dir other_ck
+expect_in "$OUT/stderr" "data.path=other.h5 is not the token file the checkpoint's run trained on \(digits.h5\): it holds 1200 tokens, digest 0x[0-9a-f]{16}; the checkpoint's run read 1092 tokens, digest 0x[0-9a-f]{16}\. Give that file, or set data.allow_new_file=true to train on this one from its first token" \
+  "is refused, naming both files' counts and digests"
+[ "$(ls other_ck | tr '\n' ' ')" = "latest step_00000002.h5 " ] && pass "... nothing written" || fail "other_ck: $(ls other_ck)"
+expect_exit 0 "... with data.allow_new_file=true" -- "$LONGCTX" train "${FT[@]/digits.h5/other.h5}" --train.steps 3 \
+  --checkpoint.dir other_ck --data.allow_new_file
+expect_in "$OUT/stderr" "data.allow_new_file=true: training goes on from its first token" "says so"
+[ "$(positions other_ck)" = "2:32 3:32 " ] && pass "step 3 read other.h5 from token 0" || fail "data positions: $(positions other_ck)"
+same_digest other_ck/step_00000003.h5 other.h5 && pass "... and its checkpoint records other.h5" || fail "other_ck's data_digest"
+expect_exit 0 "that run resumes on other.h5 without the option" -- "$LONGCTX" train "${FT[@]/digits.h5/other.h5}" \
+  --train.steps 4 --checkpoint.dir other_ck
+cp digits.h5 digits_copy.h5
+mkdir -p copy_ck && cp pos/step_00000002.h5 copy_ck/ && echo step_00000002.h5 >copy_ck/latest
+expect_exit 0 "resume on a copy of the token file, under another name" -- "$LONGCTX" train "${FT[@]/digits.h5/digits_copy.h5}" \
+  --train.steps 3 --checkpoint.dir copy_ck
+grep -q "is not the token file" "$OUT/stderr" && fail "the copy was taken for another file" || pass "... is the same file"
+[ "$(positions copy_ck)" = "2:32 3:64 " ] && pass "... read from the checkpoint's token 32" || fail "data positions: $(positions copy_ck)"
+expect_exit 2 "data.allow_new_file with a synthetic task" -- "$LONGCTX" train --quiet --model.layers 1 --model.dim 16 \
+  --model.heads 2 --model.segment_lengths 16 --model.dilation_rates 1 --data.seq_len 16 --train.steps 1 --data.allow_new_file
+expect_in "$OUT/stderr" "data.allow_new_file is about a token file \(data.task=file\); data.task=passkey reads none" "is refused"
+cp other_ck/step_00000003.h5 few_tokens.h5
+/usr/bin/python3 -c 'import h5py; h5py.File("few_tokens.h5", "r+").attrs["data_tokens"] = 2'
+expect_exit 3 "verify a checkpoint whose data_tokens no run writes" -- "$LONGCTX" ckpt verify few_tokens.h5 --quiet
+expect_in "$OUT/stdout" "attribute data_tokens = 2: must be >= 3" "names it"
 # A resume at a longer data.seq_len holds out a tail that starts earlier than the one of the checkpoint's
 # run, which trained on those tokens: said, once (before, eval_loss silently scored training data). A
 # shorter one holds out a later tail: nothing to say.

@@ -2,6 +2,7 @@
 # longctx data import --ids (a tokenizer's ids: .npy or raw little-endian), data inspect and data verify,
 # checked with numpy / h5py, and train reading the ids.
 LONGCTX=$1
+DIGEST="$(cd "$(dirname "$0")" && pwd)/checkpoint_digest.py"
 source "$(dirname "$0")/lib.sh"
 cd "$OUT"
 
@@ -109,6 +110,7 @@ expect_in "$OUT/stdout" "vocab 1000  tokens 3012 \(uint16" "shows vocabulary, to
 expect_in "$OUT/stdout" "documents 2  tokens per document: min 12, median 1506, max 3000" "shows the documents"
 # (3012 - 1) / 128 = 23 sequences; the last 1/20 (at least one) held out.
 expect_in "$OUT/stdout" "at seq_len 128: 23 sequence\(s\), 22 to train on, 1 held out" "counts the sequences train uses"
+expect_in "$OUT/stdout" "^  digest 0x[0-9a-f]{16}$" "shows /tokens' digest"
 expect_exit 2 "inspect --seq-len -5" -- "$LONGCTX" data inspect ab.h5 --seq-len -5 --quiet
 expect_exit 0 "inspect --json" -- "$LONGCTX" data inspect ab.h5 --seq-len 128 --json --quiet
 /usr/bin/python3 -c "
@@ -116,6 +118,18 @@ import json, sys
 d = json.loads(open('$OUT/stdout').read())
 sys.exit(0 if (d['vocab'], d['tokens'], d['documents'], d['dtype'], d['sequences']['train'], d['document_tokens']['max']) == (1000, 3012, 2, 'uint16', 22, 3000) else 1)
 " && pass "... one JSON object with the same figures" || fail "inspect --json: $(cat "$OUT/stdout")"
+# /tokens' digest (io/digest.hpp) computed again in numpy, for each storage width: it is the ids', not the
+# bytes' (the same ids stored as uint16 or int32 have the same digest).
+expect_exit 0 "import the same ids as int32 (--vocab 70000)" -- "$LONGCTX" data import --ids a.npy b.npy --vocab 70000 --out ab32.h5 --quiet
+expect_exit 0 "import bytes as text (uint8)" -- "$LONGCTX" data import --text raw.bin --out bytes.h5 --quiet
+for file in ab.h5 ab32.h5 bytes.h5; do
+  expect_exit 0 "numpy's digest of $file's /tokens matches its attribute" -- /usr/bin/python3 "$DIGEST" check $file
+done
+expect_exit 0 "inspect the int32 copy" -- "$LONGCTX" data inspect ab32.h5 --json --quiet
+wide=$(/usr/bin/python3 -c "import json; d = json.load(open('$OUT/stdout')); print(d['dtype'], d['digest'])")
+expect_exit 0 "inspect the uint16 one" -- "$LONGCTX" data inspect ab.h5 --json --quiet
+[ "$wide" = "int32 $(/usr/bin/python3 -c "import json; print(json.load(open('$OUT/stdout'))['digest'])")" ] &&
+  pass "... the same digest at both widths" || fail "digests: $wide / $(cat "$OUT/stdout")"
 expect_exit 0 "inspect under mpirun prints once" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" data inspect ab.h5 --quiet
 [ "$(grep -c '^token dataset' "$OUT/stdout")" -eq 1 ] && pass "... one report" || fail "inspect -np 2: $(cat "$OUT/stdout")"
 expect_exit 3 "inspect a missing file" -- "$LONGCTX" data inspect nope.h5 --quiet
@@ -159,8 +173,22 @@ with h5py.File('byhand.h5', 'w') as f:
     f.attrs.update({'format': 'longctx-tokens', 'format_version': 1, 'vocab': 10})
 "
 expect_exit 0 "verify a token file made by hand" -- "$LONGCTX" data verify byhand.h5 --quiet
-expect_in "$OUT/stdout" "byhand.h5: ok \(10 tokens in 1 document\(s\), ids 0\.\.9 of vocab 10; no checksum on /tokens, /doc_offsets\)" \
+expect_in "$OUT/stdout" "byhand.h5: ok \(10 tokens in 1 document\(s\), ids 0\.\.9 of vocab 10; no checksum on /tokens, /doc_offsets;" \
   "says what no checksum covers"
+expect_in "$OUT/stdout" "no digest on /tokens \(imported by an older longctx, or made otherwise\)" "... and that it has no digest"
+# A token a tool changed, its chunk's checksum rewritten with it: Fletcher32 passes, the digest does not.
+cp ab.h5 edited.h5
+/usr/bin/python3 -c "
+import h5py
+with h5py.File('edited.h5', 'r+') as f: f['tokens'][1000] = (int(f['tokens'][1000]) + 1) % 1000
+"
+expect_exit 3 "verify a token changed with its checksum" -- "$LONGCTX" data verify edited.h5 --json --quiet
+/usr/bin/python3 -c "
+import json, sys
+d = json.loads(open('$OUT/stdout').read())
+sys.exit(0 if not d['ok'] and d['digest'] and d['outside'] == 0 and len(d['problems']) == 1 and
+         \"/tokens' digest is 0x\" in d['problems'][0] and 'tokens changed since the import' in d['problems'][0] else 1)
+" && pass "... the digest finds it" || fail "verify edited: $(cat "$OUT/stdout")"
 expect_exit 3 "verify a missing file" -- "$LONGCTX" data verify nope.h5 --quiet
 expect_in "$OUT/stdout" "^nope.h5: no such file" "says so, not 'damaged'"
 

@@ -124,6 +124,19 @@ expect_in "$OUT/stderr" "the checkpoint's data.path=corpus.h5 is not there \(fro
 expect_exit 0 "--data-path" -- "$LONGCTX" eval ckf --quiet --data-path moved/corpus.h5 --sequences 2 --json
 close "$(json_field "$OUT/stdout" 1 loss)" "$(json_field ckf.jsonl 4 eval_loss)" 1e-6 && pass "... the same loss" ||
   fail "moved: $(cat "$OUT/stdout")"
+[ "$(json_field "$OUT/stdout" 1 same_data)" = True ] && pass "... same_data: the file the run trained on (its digest)" ||
+  fail "same_data: $(cat "$OUT/stdout")"
+# Another token file (a validation corpus) is scored, and said; its held-out tail is not checked against the
+# tokens the checkpoint's run trained on (which are another file's).
+expect_exit 0 "eval on another token file" -- "$LONGCTX" eval ckf --quiet --data-path small.h5 --json
+[ "$(json_field "$OUT/stdout" 1 same_data)" = False ] && pass "... same_data false" || fail "same_data: $(cat "$OUT/stdout")"
+expect_in "$OUT/stderr" "small.h5 is not the token file the checkpoint's run trained on \(corpus.h5\): it holds 1000 tokens, digest 0x[0-9a-f]{16}; the checkpoint's run read [0-9]+ tokens, digest 0x[0-9a-f]{16}\. Its held-out tail is scored, with no check" \
+  "... says so"
+expect_exit 0 "eval small.h5's run at 256 on the other file" -- "$LONGCTX" eval cks --quiet --seq-len 256 --data-path moved/corpus.h5
+grep -q "the held-out tail of" "$OUT/stderr" && fail "the other file's tail was checked against small.h5's run" ||
+  pass "... no overlap warning: the run trained on another file"
+expect_exit 0 "a passkey checkpoint" -- "$LONGCTX" eval ck --quiet --sequences 1 --json
+[ "$(json_field "$OUT/stdout" 1 same_data)" = None ] && pass "... same_data null" || fail "same_data: $(cat "$OUT/stdout")"
 
 expect_exit 0 "--depths random with the file task" -- "$LONGCTX" eval ckf --quiet --data-path moved/corpus.h5 --depths random --sequences 2 --json
 close "$(json_field "$OUT/stdout" 1 loss)" "$(json_field ckf.jsonl 4 eval_loss)" 1e-6 && pass "... as without it" ||
