@@ -16,6 +16,7 @@
 #include "io/activation_dump.hpp"
 #include "io/atomic_output.hpp"
 #include "io/checkpoint.hpp"
+#include "io/digest.hpp"
 #include "io/durable.hpp"
 #include "io/token_dataset.hpp"
 #include "runtime/commands/commands.hpp"
@@ -560,6 +561,9 @@ std::vector<std::pair<std::string, std::string>> train_shared_inputs(const Invoc
       fingerprint.add(some.data(), some.size() * sizeof(int32_t));
     }
     seen.emplace_back("the first and last 4096 tokens of data.path", "fingerprint " + fingerprint.hex());
+    // All of them, as the import summed them (a copy that differs in the middle only).
+    const std::optional<uint64_t> digest = tokens.identity().digest;
+    seen.emplace_back("the digest of data.path's tokens", digest ? io::digest_text(*digest) : "(none: imported before digests)");
   }
   return seen;
 }

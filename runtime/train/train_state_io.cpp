@@ -248,6 +248,21 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
   return committed;
 }
 
+namespace {
+
+// The token file the checkpoint's run trained on (root attributes data_tokens, data_digest); nullopt where
+// it records none. An attribute of another type -> InputError naming it.
+std::optional<io::TokenIdentity> recorded_data_file(const io::CheckpointReader& reader) {
+  if (!reader.file().has_attribute("data_tokens")) return std::nullopt;
+  io::TokenIdentity identity;
+  identity.tokens = reader.file().read_int64_attribute("data_tokens");
+  if (reader.file().has_attribute("data_digest"))
+    identity.digest = io::digest_of_attribute(reader.file().read_int64_attribute("data_digest"));
+  return identity;
+}
+
+}  // namespace
+
 std::string state_summary(const io::CheckpointReader& reader) {
   std::string text;
   if (!reader.file().has_attribute("model_layers")) return text;  // not train's: its /state is someone else's
@@ -280,11 +295,7 @@ std::string state_summary(const io::CheckpointReader& reader) {
   if (reader.file().has_attribute("data_tokens")) {  // which token file the run trained on
     std::string file;
     try {
-      io::TokenIdentity identity;
-      identity.tokens = reader.file().read_int64_attribute("data_tokens");
-      if (reader.file().has_attribute("data_digest"))
-        identity.digest = io::digest_of_attribute(reader.file().read_int64_attribute("data_digest"));
-      file = "token file " + identity.describe();
+      file = "token file " + recorded_data_file(reader)->describe();
     } catch (const Error&) {
       file = "token file (unreadable)";
     }
@@ -455,16 +466,9 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
     }
   }
   const std::string run_id = reader.file().has_attribute("run_id") ? reader.file().read_string_attribute("run_id") : "";
-  std::optional<io::TokenIdentity> data_file;
-  if (reader.file().has_attribute("data_tokens")) {
-    data_file.emplace();
-    data_file->tokens = reader.file().read_int64_attribute("data_tokens");
-    if (reader.file().has_attribute("data_digest"))
-      data_file->digest = io::digest_of_attribute(reader.file().read_int64_attribute("data_digest"));
-  }
   const auto saved_path = saved.find("data.path");
-  return {state.position, reader.tokens_seen(), data_seq_len, run_id, reader.seq_len(), pending_eval, data_file,
-          saved_path != saved.end() ? saved_path->second : ""};
+  return {state.position, reader.tokens_seen(), data_seq_len, run_id, reader.seq_len(), pending_eval,
+          recorded_data_file(reader), saved_path != saved.end() ? saved_path->second : ""};
 }
 
 }  // namespace longctx::train
