@@ -148,8 +148,14 @@ TokenVerifyReport verify_tokens(const std::string& path) {
   report.tokens = reader.token_count();
   report.documents = reader.document_count();
   report.vocab = reader.vocab();
-  const std::optional<uint64_t> stored_digest = reader.identity().digest;
-  report.digested = stored_digest.has_value();
+  std::optional<uint64_t> stored_digest;
+  try {
+    stored_digest = reader.identity().digest;
+    report.digested = stored_digest.has_value();
+  } catch (const InputError& e) {  // not one integer: a problem of this file, and the next is checked
+    report.digested = true;
+    report.problems.push_back(e.what());
+  }
   uint64_t digest = 0;  // of the tokens read
   std::optional<size_t> outside_problem;  // the problem that names the first id outside the vocabulary
   const auto scan = [&](int64_t begin, const std::vector<int32_t>& ids) {
@@ -232,7 +238,7 @@ std::string TokenVerifyReport::summary() const {
                      (ids_read > 0 ? std::to_string(smallest_id) + ".." + std::to_string(largest_id) : std::string("none")) +
                      " of vocab " + std::to_string(vocab);
   for (size_t i = 0; i < unchecked.size(); ++i) text += (i ? ", " : "; no checksum on ") + unchecked[i];
-  if (!digested) text += "; no digest on /tokens (imported by an older longctx, or made otherwise)";
+  if (!digested) text += "; no digest on /tokens (imported by an older longctx, or made otherwise: `data import` again adds one)";
   return text + ")";
 }
 

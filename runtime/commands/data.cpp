@@ -144,7 +144,7 @@ int run_inspect(Invocation& invocation) {
               << " stored" << (reader.checksummed() ? ", fletcher32" : "") << ")\n"
               << "  documents " << reader.document_count() << "  tokens per document: min " << shortest << ", median "
               << median << ", max " << longest << "\n"
-              << "  digest " << (digest ? io::digest_text(*digest) : "none (imported by an older longctx; `data import` again adds one)")
+              << "  digest " << (digest ? io::digest_text(*digest) : "none (imported by an older longctx, or made otherwise; `data import` again adds one)")
               << "\n";
     if (seq_len > 0) {
       std::cout << "  at seq_len " << seq_len << ": " << total << " sequence(s), " << total - held_out << " to train on, "
@@ -209,7 +209,7 @@ Command data_inspect_command() {
 }
 
 Command data_verify_command() {
-  return {"data verify", "read every token of token datasets: checksums, and every id below the vocabulary; exit 3 on damage",
+  return {"data verify", "read every token of token datasets: checksums, every id below the vocabulary, and the tokens' digest; exit 3 on damage",
           "FILE...", declare_verify, run_verify, require_dataset_path};
 }
 

@@ -231,9 +231,10 @@ int train_run(Invocation& inv, RunRecord& record) {
   }
   bool resumed = false;
   bool new_data_file = false;  // data.allow_new_file let a resume go on with another token file
-  const std::optional<io::TokenIdentity> data_file = data->file_identity();
+  std::optional<io::TokenIdentity> data_file;
   train::Resumed stored;  // the checkpoint's data position and tokens_seen (its steps at the lengths they had)
   try {  // a resume refused here (exit 2 / 3) removes the lock file this run made, as the config phase's refusals
+    data_file = data->file_identity();
     std::optional<std::string> latest;
     try {
       if (!r.checkpoint_dir.empty()) latest = io::find_latest_checkpoint(r.checkpoint_dir);
@@ -319,6 +320,9 @@ int train_run(Invocation& inv, RunRecord& record) {
   }
 
   if (resumed && !new_data_file) warn_if_evaluating_trained_tokens(r, stored, *data);
+  // What its checkpoints record of the token file: which it is, and since when (in tokens_seen) it is trained on.
+  std::optional<train::DataFileRecord> data_record;
+  if (data_file) data_record = train::DataFileRecord{*data_file, new_data_file ? stored.tokens_seen : stored.data_tokens_before};
   // A resume from a checkpoint whose evaluation is pending writes that step's line again (an earlier resume
   // that wrote it may have stopped before its next checkpoint).
   const int64_t kept_through = !resumed ? -1 : stored.pending_eval ? trainer.step() - 1 : trainer.step();
@@ -404,7 +408,7 @@ int train_run(Invocation& inv, RunRecord& record) {
     io::publish_on_rank0(mpi, "checking checkpoint.dir", [&] { train::require_checkpoint_dir_lock(r.checkpoint_dir); });
     const std::string path = train::save_checkpoint(trainer, r.checkpoint_dir, r.checkpoint_keep, config_text,
                                                     tokens_seen(trainer.step()), trained_len, position, run_id,
-                                                    data_file, mpi, pending_eval);
+                                                    data_record, mpi, pending_eval);
     record.committed = trainer.step();
     record.committed_path = path;
     record.committed_pending = pending_eval.has_value();

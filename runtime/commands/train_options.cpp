@@ -451,7 +451,9 @@ int64_t trained_token_in_held_out(const train::DataConfig& config, const train::
   // from token 0, so the position is its token count), the position's; after, its tail's (before: the
   // tail's always, which named tokens a short run never reached, and warned where nothing overlapped).
   int64_t reached = trained_end - 1;
-  if (stored.position && stored.position->token == stored.tokens_seen) reached = std::min(reached, stored.position->token);
+  // (Tokens trained on an earlier file, before a resume with data.allow_new_file, are not this file's.)
+  if (stored.position && stored.position->token == stored.tokens_seen - stored.data_tokens_before)
+    reached = std::min(reached, stored.position->token);
   return reached > data.held_out_begin() ? reached : -1;
 }
 

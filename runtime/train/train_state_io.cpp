@@ -119,6 +119,31 @@ std::map<std::string, std::string> model_options(const std::map<std::string, std
   return model;
 }
 
+// The token file the checkpoint's run trained on (root attributes data_tokens, data_digest); nullopt where
+// it records none. An attribute of another type -> InputError naming it.
+std::optional<io::TokenIdentity> recorded_data_file(const io::CheckpointReader& reader) {
+  if (!reader.file().has_attribute("data_tokens")) return std::nullopt;
+  io::TokenIdentity identity;
+  identity.tokens = reader.file().read_int64_attribute("data_tokens");
+  if (reader.file().has_attribute("data_digest"))
+    identity.digest = io::digest_of_attribute(reader.file().read_int64_attribute("data_digest"));
+  return identity;
+}
+
+// Whether train tells the checkpoint's token file and `path` apart by their tokens itself (they differ, or
+// both have digests: the same tokens under another name are then the same file), so that a data.path of
+// another name needs no word here. A file that does not open here is train's to refuse.
+bool data_file_compared_by_train(const io::CheckpointReader& reader, const std::string& path) {
+  const std::optional<io::TokenIdentity> recorded = recorded_data_file(reader);
+  if (!recorded) return false;
+  try {
+    const io::TokenIdentity now = io::TokenReader(path).identity();
+    return (recorded->digest && now.digest) || !io::token_identity_difference(*recorded, now).empty();
+  } catch (const Error&) {
+    return false;
+  }
+}
+
 // The model a checkpoint holds must be the model this run builds: the same [model] options (tensor shapes
 // alone miss heads, the schedule, rotary settings), compared by meaning, and the same tensors, no more
 // and no fewer.
@@ -154,14 +179,17 @@ void check_same_model(const io::CheckpointReader& reader, const std::map<std::st
   // then not the one the checkpoint's would have gone on to be (the learning-rate schedule, the data): said,
   // all in one line (before: data.task and train.seed alone; train.lr, train.steps, betas went unsaid).
   // Not said: what does not change the numbers, and data.seq_len, whose change has its own words.
+  // data.allow_new_file only lets a resume go on; data.path, where the checkpoint records its token file,
+  // is compared by its tokens (data_file_compared_by_train).
   static const std::set<std::string> kSameNumbers = {"train.threads", "train.regather_kv", "train.peak_gflops",
-                                                     "data.seq_len"};
+                                                     "data.seq_len", "data.allow_new_file"};
   std::string changed;
   for (const auto& [key, was] : saved_text) {
     if ((key.rfind("train.", 0) != 0 && key.rfind("data.", 0) != 0) || kSameNumbers.count(key)) continue;
     const auto given = now_text.find(key);
     if (given == now_text.end() || canonical(was) == canonical(given->second)) continue;
-    if (key == "data.path" && io::same_file(was, given->second)) continue;  // the same file, spelled otherwise
+    if (key == "data.path" && (io::same_file(was, given->second) || data_file_compared_by_train(reader, given->second)))
+      continue;  // the same file spelled otherwise, or train compares their tokens
     changed += (changed.empty() ? "" : "; ") + key + " was " + was + ", continuing with " + given->second;
   }
   if (!changed.empty())  // (every rank finds the same: rank 0 says it)
@@ -191,7 +219,7 @@ std::map<std::string, std::string> ini_values(const std::string& text, const std
 
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
                             int64_t tokens_seen, int64_t seq_len, DataPosition data_position, const std::string& run_id,
-                            const std::optional<io::TokenIdentity>& data_file, MPI_Comm comm,
+                            const std::optional<DataFileRecord>& data_file, MPI_Comm comm,
                             const std::optional<PendingEval>& pending_eval) {
   io::CheckpointMeta meta;
   meta.step = trainer.step();
@@ -236,8 +264,10 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
     writer.write_attribute("model_heads", trainer.config().model.heads);
     if (!run_id.empty()) writer.write_attribute("run_id", run_id);
     if (data_file) {
-      writer.write_attribute("data_tokens", data_file->tokens);
-      if (data_file->digest) writer.write_attribute("data_digest", io::digest_attribute_value(*data_file->digest));
+      writer.write_attribute("data_tokens", data_file->identity.tokens);
+      if (data_file->identity.digest)
+        writer.write_attribute("data_digest", io::digest_attribute_value(*data_file->identity.digest));
+      if (data_file->tokens_before != 0) writer.write_attribute("data_tokens_before", data_file->tokens_before);
     }
     if (pending_eval) {
       writer.write_attribute("eval_pending", int64_t{1});
@@ -247,21 +277,6 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
   });
   return committed;
 }
-
-namespace {
-
-// The token file the checkpoint's run trained on (root attributes data_tokens, data_digest); nullopt where
-// it records none. An attribute of another type -> InputError naming it.
-std::optional<io::TokenIdentity> recorded_data_file(const io::CheckpointReader& reader) {
-  if (!reader.file().has_attribute("data_tokens")) return std::nullopt;
-  io::TokenIdentity identity;
-  identity.tokens = reader.file().read_int64_attribute("data_tokens");
-  if (reader.file().has_attribute("data_digest"))
-    identity.digest = io::digest_of_attribute(reader.file().read_int64_attribute("data_digest"));
-  return identity;
-}
-
-}  // namespace
 
 std::string state_summary(const io::CheckpointReader& reader) {
   std::string text;
@@ -322,6 +337,14 @@ std::vector<std::string> attribute_problems(const io::CheckpointReader& reader) 
   // A token file a run trained on holds a sequence and its last target at least.
   if (reader.file().has_attribute("data_tokens"))
     out_of_range("data_tokens", reader.file().read_int64_attribute("data_tokens"), 3);
+  if (reader.file().has_attribute("data_digest")) reader.file().read_int64_attribute("data_digest");  // one integer
+  if (reader.file().has_attribute("data_tokens_before")) {
+    const int64_t before = reader.file().read_int64_attribute("data_tokens_before");
+    out_of_range("data_tokens_before", before, 0);
+    if (before > reader.tokens_seen())
+      problems.push_back("attribute data_tokens_before = " + std::to_string(before) + ": more than tokens_seen = " +
+                         std::to_string(reader.tokens_seen()));
+  }
   return problems;
 }
 
@@ -467,8 +490,10 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
   }
   const std::string run_id = reader.file().has_attribute("run_id") ? reader.file().read_string_attribute("run_id") : "";
   const auto saved_path = saved.find("data.path");
+  const int64_t tokens_before =
+      reader.file().has_attribute("data_tokens_before") ? reader.file().read_int64_attribute("data_tokens_before") : 0;
   return {state.position, reader.tokens_seen(), data_seq_len, run_id, reader.seq_len(), pending_eval,
-          recorded_data_file(reader), saved_path != saved.end() ? saved_path->second : ""};
+          recorded_data_file(reader), tokens_before, saved_path != saved.end() ? saved_path->second : ""};
 }
 
 }  // namespace longctx::train

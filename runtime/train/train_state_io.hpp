@@ -11,7 +11,8 @@
 //                               eval_pending_log (string) when a stop interrupted the step's evaluation;
 //                               data_tokens and data_digest (the bits of a uint64) for data.task=file: the
 //                               token count and /tokens' digest of data.path (io::TokenIdentity; no
-//                               data_digest when the file has none), which a resume and `eval` compare
+//                               data_digest when the file has none), which a resume and `eval` compare;
+//                               data_tokens_before where a resume with data.allow_new_file changed the file
 // Everything is replicated, so a checkpoint of any P resumes at any P. Collective over `comm`.
 #pragma once
 
@@ -38,6 +39,12 @@ namespace longctx::train {
 // `run_id`: which run it is (root attribute `run_id`; its log.jsonl lines and activation dump carry it too).
 // `data_file`: data.path's identity (data.task=file), nullopt for the synthetic tasks.
 // `pending_eval`: a stop interrupted the evaluation of this step; the resumed run evaluates it first.
+struct DataFileRecord {
+  io::TokenIdentity identity;
+  // tokens_seen when the run began training on this file (a resume with data.allow_new_file; root attribute
+  // data_tokens_before, written when not 0): its tokens trained on this file are tokens_seen minus this.
+  int64_t tokens_before = 0;
+};
 struct PendingEval {
   // The step's log.jsonl line before the evaluation's fields, which the resumed run completes and writes
   // ("": the run wrote no log.jsonl).
@@ -45,7 +52,7 @@ struct PendingEval {
 };
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
                             int64_t tokens_seen, int64_t seq_len, DataPosition data_position, const std::string& run_id,
-                            const std::optional<io::TokenIdentity>& data_file, MPI_Comm comm,
+                            const std::optional<DataFileRecord>& data_file, MPI_Comm comm,
                             const std::optional<PendingEval>& pending_eval = std::nullopt);
 
 // Loads `path` into `trainer`, whose run has the resolved config `config_text` (INI). A checkpoint of
@@ -65,7 +72,8 @@ struct Resumed {
   // The token file its run trained on (root attributes data_tokens, data_digest); nullopt for a synthetic
   // task and a checkpoint written before checkpoints recorded it.
   std::optional<io::TokenIdentity> data_file;
-  std::string data_path;  // its /config's data.path ("": none there)
+  int64_t data_tokens_before = 0;  // of its tokens_seen, those trained on an earlier file (DataFileRecord)
+  std::string data_path;           // its /config's data.path ("": none there)
 };
 Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm);
 

@@ -195,18 +195,31 @@ expect_exit 3 "resume on another token file" -- "$LONGCTX" train "${FT[@]/digits
 expect_in "$OUT/stderr" "data.path=other.h5 is not the token file the checkpoint's run trained on \(digits.h5\): it holds 1200 tokens, digest 0x[0-9a-f]{16}; the checkpoint's run read 1092 tokens, digest 0x[0-9a-f]{16}\. Give that file, or set data.allow_new_file=true to train on this one from its first token" \
   "is refused, naming both files' counts and digests"
 [ "$(ls other_ck | tr '\n' ' ')" = "latest step_00000002.h5 " ] && pass "... nothing written" || fail "other_ck: $(ls other_ck)"
+grep -q "continuing with other.h5" "$OUT/stderr" && fail "said it continues with other.h5, then refused" ||
+  pass "... and no word of continuing with it"
 expect_exit 0 "... with data.allow_new_file=true" -- "$LONGCTX" train "${FT[@]/digits.h5/other.h5}" --train.steps 3 \
   --checkpoint.dir other_ck --data.allow_new_file
 expect_in "$OUT/stderr" "data.allow_new_file=true: training goes on from its first token" "says so"
+grep -q "data.allow_new_file was" "$OUT/stderr" && fail "data.allow_new_file taken for a setting that changes the run" ||
+  pass "... and does not call the option a change of the run's settings"
 [ "$(positions other_ck)" = "2:32 3:32 " ] && pass "step 3 read other.h5 from token 0" || fail "data positions: $(positions other_ck)"
 same_digest other_ck/step_00000003.h5 other.h5 && pass "... and its checkpoint records other.h5" || fail "other_ck's data_digest"
 expect_exit 0 "that run resumes on other.h5 without the option" -- "$LONGCTX" train "${FT[@]/digits.h5/other.h5}" \
   --train.steps 4 --checkpoint.dir other_ck
+/usr/bin/python3 -c 'import h5py, sys; sys.exit(0 if h5py.File(sys.argv[1], "r").attrs["data_tokens_before"] == 32 else 1)' \
+  other_ck/step_00000004.h5 && pass "its checkpoints say the 32 tokens before step 3 were another file's" ||
+  fail "data_tokens_before of other_ck/step_00000004.h5"
+# Its 64 tokens of other.h5 lie before the held-out tail at 64 (token 1088 on): nothing to warn of. Before,
+# the 32 tokens of digits.h5 in tokens_seen made it look past its first pass, as if it had read all of other.h5.
+expect_exit 0 "eval it at 64" -- "$LONGCTX" eval other_ck --quiet --seq-len 64 --sequences 1
+grep -q "the held-out tail of" "$OUT/stderr" && fail "warned of training tokens in the tail: $(cat "$OUT/stderr")" ||
+  pass "... no overlap warning: it read other.h5's first 64 tokens only"
 cp digits.h5 digits_copy.h5
 mkdir -p copy_ck && cp pos/step_00000002.h5 copy_ck/ && echo step_00000002.h5 >copy_ck/latest
 expect_exit 0 "resume on a copy of the token file, under another name" -- "$LONGCTX" train "${FT[@]/digits.h5/digits_copy.h5}" \
   --train.steps 3 --checkpoint.dir copy_ck
-grep -q "is not the token file" "$OUT/stderr" && fail "the copy was taken for another file" || pass "... is the same file"
+grep -q "is not the token file\|continuing with digits_copy.h5" "$OUT/stderr" && fail "the copy was taken for another file" ||
+  pass "... is the same file, said to be no other"
 [ "$(positions copy_ck)" = "2:32 3:64 " ] && pass "... read from the checkpoint's token 32" || fail "data positions: $(positions copy_ck)"
 expect_exit 2 "data.allow_new_file with a synthetic task" -- "$LONGCTX" train --quiet --model.layers 1 --model.dim 16 \
   --model.heads 2 --model.segment_lengths 16 --model.dilation_rates 1 --data.seq_len 16 --train.steps 1 --data.allow_new_file
@@ -215,6 +228,10 @@ cp other_ck/step_00000003.h5 few_tokens.h5
 /usr/bin/python3 -c 'import h5py; h5py.File("few_tokens.h5", "r+").attrs["data_tokens"] = 2'
 expect_exit 3 "verify a checkpoint whose data_tokens no run writes" -- "$LONGCTX" ckpt verify few_tokens.h5 --quiet
 expect_in "$OUT/stdout" "attribute data_tokens = 2: must be >= 3" "names it"
+cp other_ck/step_00000003.h5 text_digest.h5
+/usr/bin/python3 -c 'import h5py; h5py.File("text_digest.h5", "r+").attrs["data_digest"] = "abc"'
+expect_exit 3 "verify a checkpoint whose data_digest is no integer" -- "$LONGCTX" ckpt verify text_digest.h5 --quiet
+expect_in "$OUT/stdout" "data_digest" "names it"
 # A resume at a longer data.seq_len holds out a tail that starts earlier than the one of the checkpoint's
 # run, which trained on those tokens: said, once (before, eval_loss silently scored training data). A
 # shorter one holds out a later tail: nothing to say.

@@ -175,7 +175,8 @@ with h5py.File('byhand.h5', 'w') as f:
 expect_exit 0 "verify a token file made by hand" -- "$LONGCTX" data verify byhand.h5 --quiet
 expect_in "$OUT/stdout" "byhand.h5: ok \(10 tokens in 1 document\(s\), ids 0\.\.9 of vocab 10; no checksum on /tokens, /doc_offsets;" \
   "says what no checksum covers"
-expect_in "$OUT/stdout" "no digest on /tokens \(imported by an older longctx, or made otherwise\)" "... and that it has no digest"
+expect_in "$OUT/stdout" "no digest on /tokens \(imported by an older longctx, or made otherwise: \`data import\` again adds one\)" \
+  "... and that it has no digest"
 # A token a tool changed, its chunk's checksum rewritten with it: Fletcher32 passes, the digest does not.
 cp ab.h5 edited.h5
 /usr/bin/python3 -c "
@@ -189,6 +190,14 @@ d = json.loads(open('$OUT/stdout').read())
 sys.exit(0 if not d['ok'] and d['digest'] and d['outside'] == 0 and len(d['problems']) == 1 and
          \"/tokens' digest is 0x\" in d['problems'][0] and 'tokens changed since the import' in d['problems'][0] else 1)
 " && pass "... the digest finds it" || fail "verify edited: $(cat "$OUT/stdout")"
+cp ab.h5 text_digest.h5
+/usr/bin/python3 -c "
+import h5py
+with h5py.File('text_digest.h5', 'r+') as f: f['tokens'].attrs['digest'] = 'abc'
+"
+expect_exit 3 "verify a file whose digest is no integer, then another" -- "$LONGCTX" data verify text_digest.h5 ab.h5 --quiet
+expect_in "$OUT/stdout" "^text_digest.h5: DAMAGED: .*digest" "names the attribute"
+expect_in "$OUT/stdout" "^ab.h5: ok" "... and goes on to the next file"
 expect_exit 3 "verify a missing file" -- "$LONGCTX" data verify nope.h5 --quiet
 expect_in "$OUT/stdout" "^nope.h5: no such file" "says so, not 'damaged'"
 
