@@ -449,9 +449,9 @@ int run_eval(Invocation& inv) {
   const char* same_data = "null";
   if (task == "file" && stored.data_file) {
     const io::TokenIdentity file = io::TokenReader(plan.options.data.path).identity();
-    const std::string difference = io::token_identity_difference(*stored.data_file, file);
+    const std::string difference = io::token_identity_difference(stored.data_file->identity, file);
     other_file = !difference.empty();
-    same_data = other_file ? "false" : stored.data_file->digest && file.digest ? "true" : "null";
+    same_data = other_file ? "false" : stored.data_file->identity.digest && file.digest ? "true" : "null";
     if (other_file && rank0)
       log::warn(plan.options.data.path + " is not the token file the checkpoint's run trained on" +
                 (stored.data_path.empty() ? "" : " (" + stored.data_path + ")") + ": " + difference +

@@ -244,7 +244,7 @@ int train_run(Invocation& inv, RunRecord& record) {
     if (latest) {
       try {
         const activity::Scope doing("resuming from " + *latest);
-        stored = train::load_checkpoint(trainer, *latest, config_text, mpi);
+        stored = train::load_checkpoint(trainer, *latest, config_text, mpi, data_file);
       } catch (const train::CheckpointOfAnotherModel&) {
         throw;  // its own message says what to do; an older checkpoint holds that model too
       } catch (const InputError& e) {
@@ -263,7 +263,7 @@ int train_run(Invocation& inv, RunRecord& record) {
       // Another token file than the run's (another count or digest) would be read from the checkpoint's
       // position in it, an offset into another corpus, and its held-out tail may hold what the run trained on.
       if (const std::string difference = stored.data_file && data_file
-                                             ? io::token_identity_difference(*stored.data_file, *data_file)
+                                             ? io::token_identity_difference(stored.data_file->identity, *data_file)
                                              : "";
           !difference.empty()) {
         const std::string what = "data.path=" + r.data.path + " is not the token file the checkpoint's run trained on" +
@@ -322,7 +322,10 @@ int train_run(Invocation& inv, RunRecord& record) {
   if (resumed && !new_data_file) warn_if_evaluating_trained_tokens(r, stored, *data);
   // What its checkpoints record of the token file: which it is, and since when (in tokens_seen) it is trained on.
   std::optional<train::DataFileRecord> data_record;
-  if (data_file) data_record = train::DataFileRecord{*data_file, new_data_file ? stored.tokens_seen : stored.data_tokens_before};
+  if (data_file)
+    data_record = train::DataFileRecord{*data_file, new_data_file       ? stored.tokens_seen
+                                                    : stored.data_file ? stored.data_file->tokens_before
+                                                                       : 0};
   // A resume from a checkpoint whose evaluation is pending writes that step's line again (an earlier resume
   // that wrote it may have stopped before its next checkpoint).
   const int64_t kept_through = !resumed ? -1 : stored.pending_eval ? trainer.step() - 1 : trainer.step();

@@ -452,7 +452,8 @@ int64_t trained_token_in_held_out(const train::DataConfig& config, const train::
   // tail's always, which named tokens a short run never reached, and warned where nothing overlapped).
   int64_t reached = trained_end - 1;
   // (Tokens trained on an earlier file, before a resume with data.allow_new_file, are not this file's.)
-  if (stored.position && stored.position->token == stored.tokens_seen - stored.data_tokens_before)
+  const int64_t earlier_files = stored.data_file ? stored.data_file->tokens_before : 0;
+  if (stored.position && stored.position->token == stored.tokens_seen - earlier_files)
     reached = std::min(reached, stored.position->token);
   return reached > data.held_out_begin() ? reached : -1;
 }

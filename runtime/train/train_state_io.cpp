@@ -119,29 +119,24 @@ std::map<std::string, std::string> model_options(const std::map<std::string, std
   return model;
 }
 
-// The token file the checkpoint's run trained on (root attributes data_tokens, data_digest); nullopt where
-// it records none. An attribute of another type -> InputError naming it.
-std::optional<io::TokenIdentity> recorded_data_file(const io::CheckpointReader& reader) {
-  if (!reader.file().has_attribute("data_tokens")) return std::nullopt;
-  io::TokenIdentity identity;
-  identity.tokens = reader.file().read_int64_attribute("data_tokens");
-  if (reader.file().has_attribute("data_digest"))
-    identity.digest = io::digest_of_attribute(reader.file().read_int64_attribute("data_digest"));
-  return identity;
+// The token file the checkpoint's run trained on (root attributes data_tokens, data_digest,
+// data_tokens_before); nullopt where it records none. An attribute of another type -> InputError naming it.
+std::optional<DataFileRecord> recorded_data_file(const io::CheckpointReader& reader) {
+  const io::h5::File& file = reader.file();
+  if (!file.has_attribute("data_tokens")) return std::nullopt;
+  DataFileRecord record;
+  record.identity.tokens = file.read_int64_attribute("data_tokens");
+  if (file.has_attribute("data_digest")) record.identity.digest = io::digest_of_attribute(file.read_int64_attribute("data_digest"));
+  if (file.has_attribute("data_tokens_before")) record.tokens_before = file.read_int64_attribute("data_tokens_before");
+  return record;
 }
 
-// Whether train tells the checkpoint's token file and `path` apart by their tokens itself (they differ, or
-// both have digests: the same tokens under another name are then the same file), so that a data.path of
-// another name needs no word here. A file that does not open here is train's to refuse.
-bool data_file_compared_by_train(const io::CheckpointReader& reader, const std::string& path) {
-  const std::optional<io::TokenIdentity> recorded = recorded_data_file(reader);
-  if (!recorded) return false;
-  try {
-    const io::TokenIdentity now = io::TokenReader(path).identity();
-    return (recorded->digest && now.digest) || !io::token_identity_difference(*recorded, now).empty();
-  } catch (const Error&) {
-    return false;
-  }
+// Whether train tells the checkpoint's token file and this run's apart by their tokens itself (they differ,
+// or both have digests: the same tokens under another name are then the same file), so that a data.path of
+// another name needs no word here.
+bool data_file_compared_by_train(const std::optional<DataFileRecord>& recorded, const std::optional<io::TokenIdentity>& now) {
+  if (!recorded || !now) return false;
+  return (recorded->identity.digest && now->digest) || !io::token_identity_difference(recorded->identity, *now).empty();
 }
 
 // The model a checkpoint holds must be the model this run builds: the same [model] options (tensor shapes
@@ -149,7 +144,7 @@ bool data_file_compared_by_train(const io::CheckpointReader& reader, const std::
 // and no fewer.
 // `saved_text`: the checkpoint's /config (ini_values).
 void check_same_model(const io::CheckpointReader& reader, const std::map<std::string, std::string>& saved_text,
-                      Trainer& trainer, const std::string& config_text) {
+                      Trainer& trainer, const std::string& config_text, const std::optional<io::TokenIdentity>& data_file) {
   const auto now_text = ini_values(config_text, "config");
   const auto saved = model_options(saved_text), now = model_options(now_text);
   std::string differences;
@@ -188,7 +183,8 @@ void check_same_model(const io::CheckpointReader& reader, const std::map<std::st
     if ((key.rfind("train.", 0) != 0 && key.rfind("data.", 0) != 0) || kSameNumbers.count(key)) continue;
     const auto given = now_text.find(key);
     if (given == now_text.end() || canonical(was) == canonical(given->second)) continue;
-    if (key == "data.path" && (io::same_file(was, given->second) || data_file_compared_by_train(reader, given->second)))
+    if (key == "data.path" &&
+        (io::same_file(was, given->second) || data_file_compared_by_train(recorded_data_file(reader), data_file)))
       continue;  // the same file spelled otherwise, or train compares their tokens
     changed += (changed.empty() ? "" : "; ") + key + " was " + was + ", continuing with " + given->second;
   }
@@ -310,7 +306,7 @@ std::string state_summary(const io::CheckpointReader& reader) {
   if (reader.file().has_attribute("data_tokens")) {  // which token file the run trained on
     std::string file;
     try {
-      file = "token file " + recorded_data_file(reader)->describe();
+      file = "token file " + recorded_data_file(reader)->identity.describe();
     } catch (const Error&) {
       file = "token file (unreadable)";
     }
@@ -337,13 +333,11 @@ std::vector<std::string> attribute_problems(const io::CheckpointReader& reader) 
   // A token file a run trained on holds a sequence and its last target at least.
   if (reader.file().has_attribute("data_tokens"))
     out_of_range("data_tokens", reader.file().read_int64_attribute("data_tokens"), 3);
-  if (reader.file().has_attribute("data_digest")) reader.file().read_int64_attribute("data_digest");  // one integer
-  if (reader.file().has_attribute("data_tokens_before")) {
-    const int64_t before = reader.file().read_int64_attribute("data_tokens_before");
-    out_of_range("data_tokens_before", before, 0);
-    if (before > reader.tokens_seen())
-      problems.push_back("attribute data_tokens_before = " + std::to_string(before) + ": more than tokens_seen = " +
-                         std::to_string(reader.tokens_seen()));
+  if (const std::optional<DataFileRecord> record = recorded_data_file(reader)) {  // (each attribute one integer)
+    out_of_range("data_tokens_before", record->tokens_before, 0);
+    if (record->tokens_before > reader.tokens_seen())
+      problems.push_back("attribute data_tokens_before = " + std::to_string(record->tokens_before) +
+                         ": more than tokens_seen = " + std::to_string(reader.tokens_seen()));
   }
   return problems;
 }
@@ -426,12 +420,13 @@ std::vector<std::string> checkpoint_model_problems(const io::CheckpointReader& r
   return problems;
 }
 
-Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm) {
+Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm,
+                        const std::optional<io::TokenIdentity>& data_file) {
   watchdog::Guard guard("reading the checkpoint " + path);
   io::CheckpointReader reader(path, comm);
   io::check_step_matches_file_name(reader);
   const auto saved = ini_values(reader.config(), path + ": /config");
-  check_same_model(reader, saved, trainer, config_text);
+  check_same_model(reader, saved, trainer, config_text, data_file);
   const auto& layout = trainer.model().layout();
   // What `ckpt verify` checks of the file is what a resume refuses: a tensor in another type (HDF5 would
   // convert it) or /state/global/step at odds with the step attribute was resumed from before.
@@ -490,10 +485,8 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
   }
   const std::string run_id = reader.file().has_attribute("run_id") ? reader.file().read_string_attribute("run_id") : "";
   const auto saved_path = saved.find("data.path");
-  const int64_t tokens_before =
-      reader.file().has_attribute("data_tokens_before") ? reader.file().read_int64_attribute("data_tokens_before") : 0;
   return {state.position, reader.tokens_seen(), data_seq_len, run_id, reader.seq_len(), pending_eval,
-          recorded_data_file(reader), tokens_before, saved_path != saved.end() ? saved_path->second : ""};
+          recorded_data_file(reader), saved_path != saved.end() ? saved_path->second : ""};
 }
 
 }  // namespace longctx::train

@@ -69,13 +69,16 @@ struct Resumed {
   std::string run_id;        // its run's id ("": written before checkpoints held one)
   int64_t seq_len = 0;       // the length its last step trained at (root attribute seq_len)
   std::optional<PendingEval> pending_eval;  // its step's evaluation, which a stop interrupted
-  // The token file its run trained on (root attributes data_tokens, data_digest); nullopt for a synthetic
-  // task and a checkpoint written before checkpoints recorded it.
-  std::optional<io::TokenIdentity> data_file;
-  int64_t data_tokens_before = 0;  // of its tokens_seen, those trained on an earlier file (DataFileRecord)
-  std::string data_path;           // its /config's data.path ("": none there)
+  // The token file its run trained on (root attributes data_tokens, data_digest, data_tokens_before); nullopt
+  // for a synthetic task and a checkpoint written before checkpoints recorded it.
+  std::optional<DataFileRecord> data_file;
+  std::string data_path;  // its /config's data.path ("": none there)
 };
-Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm);
+// `data_file`: the identity of this run's data.path (train's; nullopt for eval, whose config is the
+// checkpoint's own): a data.path of another name is not reported as a changed setting where the two are
+// told apart by their tokens (train says what differs, and nothing for a copy).
+Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::string& config_text, MPI_Comm comm,
+                        const std::optional<io::TokenIdentity>& data_file = std::nullopt);
 
 // "section.key" -> value of INI text (a checkpoint's /config), read as --config files are; InputError
 // naming `where` when it is no INI.
