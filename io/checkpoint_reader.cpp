@@ -87,7 +87,7 @@ std::optional<uint64_t> stored_digest(const h5::Dataset& dataset, h5::ElementTyp
   if (type != read_as || (type != h5::ElementType::f32 && type != h5::ElementType::u8) ||
       !dataset.has_attribute(kDigestAttribute))
     return std::nullopt;
-  return digest_of_attribute(dataset.read_int64_attribute(kDigestAttribute));
+  return dataset.read_bits64_attribute(kDigestAttribute);
 }
 
 CheckpointReader::CheckpointReader(std::string path, MPI_Comm comm)

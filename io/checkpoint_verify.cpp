@@ -28,7 +28,14 @@ DatasetInfo describe(const h5::Dataset& dataset) {
   return info;
 }
 
+// An attribute as `ckpt inspect` shows it; a digest or hash in hex, as messages show a digest (digest_text).
 std::string attribute_text(const h5::Object& object, const std::string& name) {
+  if (name == kDigestAttribute || name == "data_digest" || name == "config_fnv1a64") {
+    try {
+      return digest_text(object.read_bits64_attribute(name));
+    } catch (const InputError&) {
+    }
+  }
   try {
     return std::to_string(object.read_int64_attribute(name));
   } catch (const InputError&) {

@@ -62,10 +62,4 @@ int64_t digest_attribute_value(uint64_t digest) {
   return value;
 }
 
-uint64_t digest_of_attribute(int64_t value) {
-  uint64_t digest = 0;
-  std::memcpy(&digest, &value, sizeof digest);
-  return digest;
-}
-
 }  // namespace longctx::io

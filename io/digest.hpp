@@ -34,8 +34,8 @@ uint64_t id_digest(const int32_t* ids, int64_t count, int64_t first);
 // "0x0123456789abcdef", as messages and `data inspect` show a digest.
 std::string digest_text(uint64_t digest);
 
-// The attribute's value (the uint64's bits), and back.
+// The attribute's value (the uint64's bits); h5::Object::read_bits64_attribute reads it back, and a
+// digest another tool stored as uint64 too.
 int64_t digest_attribute_value(uint64_t digest);
-uint64_t digest_of_attribute(int64_t value);
 
 }  // namespace longctx::io

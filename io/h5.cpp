@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <map>
@@ -452,6 +453,23 @@ int64_t Object::read_int64_attribute(const std::string& name) const {
   return value;
 }
 
+uint64_t Object::read_bits64_attribute(const std::string& name) const {
+  Handle attribute = open_attribute(id(), where_, name);
+  Handle type(H5Aget_type(attribute.id()), H5Tclose);
+  if (H5Tget_class(type.id()) != H5T_INTEGER || attribute_points(attribute.id()) != 1)
+    throw InputError(where_.describe() + ": attribute '" + name + "' is not one integer");
+  if (H5Tget_sign(type.id()) == H5T_SGN_NONE) {
+    uint64_t value = 0;
+    if (H5Aread(attribute.id(), H5T_NATIVE_UINT64, &value) < 0) throw_input(where_.describe() + ": attribute " + name);
+    return value;
+  }
+  int64_t value = 0;
+  if (H5Aread(attribute.id(), H5T_NATIVE_INT64, &value) < 0) throw_input(where_.describe() + ": attribute " + name);
+  uint64_t bits = 0;
+  std::memcpy(&bits, &value, sizeof bits);
+  return bits;
+}
+
 double Object::read_double_attribute(const std::string& name) const {
   Handle attribute = open_attribute(id(), where_, name);
   Handle type(H5Aget_type(attribute.id()), H5Tclose);
@@ -578,8 +596,27 @@ void Dataset::read(hid_t memory_type, const Dataspace& memory, const Dataspace& 
   }
   const PropertyList transfer = PropertyList::transfer(mode, parallel());
   float dummy = 0;  // HDF5 rejects a null buffer even for an empty selection on some paths
-  if (H5Dread(id(), memory_type, memory.id(), file.id(), transfer.id(), buffer ? buffer : &dummy) < 0)
-    throw_input(where_.describe() + ": read failed");
+  if (H5Dread(id(), memory_type, memory.id(), file.id(), transfer.id(), buffer ? buffer : &dummy) >= 0) return;
+  // In words, where HDF5's stack does not say it plainly: a filter this HDF5 lacks (h5py's lzf, say:
+  // HDF5 tells of the plugin directory it searched), and a checksum that does not match.
+  const std::string detail = take_error_text();
+  Handle plist(H5Dget_create_plist(id()), H5Pclose);
+  const int filters = plist.valid() ? H5Pget_nfilters(plist.id()) : 0;
+  for (int i = 0; i < filters; ++i) {
+    unsigned flags = 0, config = 0;
+    size_t values = 0;
+    char name[64] = {};
+    const H5Z_filter_t filter = H5Pget_filter2(plist.id(), static_cast<unsigned>(i), &flags, &values, nullptr,
+                                               sizeof name, name, &config);
+    if (filter >= 0 && H5Zfilter_avail(filter) <= 0)
+      throw InputError(where_.describe() + ": stored with HDF5 filter " + std::to_string(filter) +
+                       (name[0] ? " (" + std::string(name) + ")" : "") +
+                       ", which this HDF5 cannot decode: rewrite it without that filter (h5repack -f NONE), or "
+                       "with gzip, which every HDF5 reads");
+  }
+  if (detail.find("Fletcher32") != std::string::npos)
+    throw InputError(where_.describe() + ": read failed: Fletcher32 checksum mismatch (damaged on disk)");
+  throw InputError(detail.empty() ? where_.describe() + ": read failed" : where_.describe() + ": read failed: " + detail);
 }
 
 void Dataset::write(hid_t memory_type, const Dataspace& memory, const Dataspace& file, const void* buffer,

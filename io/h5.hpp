@@ -147,6 +147,9 @@ class Object {
   void write_attribute(const std::string& name, const std::vector<int64_t>& values);
   // Missing attribute or the wrong kind -> InputError naming the object and the attribute.
   int64_t read_int64_attribute(const std::string& name) const;
+  // One integer's 64 bits: an unsigned attribute's value, a signed one's two's complement (a digest,
+  // which longctx stores as int64 and another tool may store as uint64).
+  uint64_t read_bits64_attribute(const std::string& name) const;
   double read_double_attribute(const std::string& name) const;
   std::string read_string_attribute(const std::string& name) const;
   std::vector<int64_t> read_int64s_attribute(const std::string& name) const;

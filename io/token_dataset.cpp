@@ -110,7 +110,7 @@ TokenIdentity TokenReader::identity() const {
   TokenIdentity identity;
   identity.tokens = token_count_;
   if (tokens_.has_attribute(kDigestAttribute))
-    identity.digest = digest_of_attribute(tokens_.read_int64_attribute(kDigestAttribute));
+    identity.digest = tokens_.read_bits64_attribute(kDigestAttribute);
   return identity;
 }
 

@@ -352,5 +352,44 @@ TEST(TokenIds, DigestNamesTheIdsWhateverTheirWidth) {
   EXPECT_NE(report.summary().find("; no digest on /tokens"), std::string::npos) << report.summary();
 }
 
+// Writes attribute `name` of `object` as one value of HDF5 type `type` (what another tool may write).
+void write_raw_attribute(const h5::Object& object, const char* name, hid_t type, const void* value) {
+  if (H5Aexists(object.id(), name) > 0) {
+    ASSERT_GE(H5Adelete(object.id(), name), 0);
+  }
+  const hid_t space = H5Screate(H5S_SCALAR);
+  const hid_t attribute = H5Acreate2(object.id(), name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+  ASSERT_GE(attribute, 0);
+  EXPECT_GE(H5Awrite(attribute, type, value), 0);
+  H5Aclose(attribute);
+  H5Sclose(space);
+}
+
+// A digest is 64 bits: longctx stores them as int64, h5py users may store them as uint64; either reads back
+// as the same bits (HDF5's own conversion of a uint64 >= 2^63 to int64 would clamp it).
+TEST(TokenIds, DigestAttributeReadsAsItsBitsSignedOrUnsigned) {
+  SharedTempDir dir;
+  std::ofstream(dir.file("bytes.txt"), std::ios::binary).write("digest me", 9);
+  const uint64_t expected = import_text_files({dir.file("bytes.txt")}, dir.file("text.h5")).digest;
+  {
+    h5::File file = h5::File::open(dir.file("text.h5"), h5::Mode::read_write);
+    write_raw_attribute(file.open_dataset("tokens"), kDigestAttribute, H5T_NATIVE_UINT64, &expected);
+    const uint64_t high = 0x8000000000000001ull;
+    const int64_t minus_two = -2;
+    const uint32_t narrow = 7;
+    write_raw_attribute(file, "high", H5T_NATIVE_UINT64, &high);
+    write_raw_attribute(file, "minus_two", H5T_NATIVE_INT64, &minus_two);
+    write_raw_attribute(file, "narrow", H5T_NATIVE_UINT32, &narrow);
+    EXPECT_EQ(file.read_bits64_attribute("high"), high);
+    EXPECT_EQ(file.read_bits64_attribute("minus_two"), 0xfffffffffffffffeull);
+    EXPECT_EQ(file.read_bits64_attribute("narrow"), 7u);
+    EXPECT_THROW(file.read_bits64_attribute("format"), InputError);  // a string
+  }
+  EXPECT_EQ(TokenReader(dir.file("text.h5")).identity().digest, expected);
+  const TokenVerifyReport report = verify_tokens(dir.file("text.h5"));
+  EXPECT_TRUE(report.ok) << report.summary();
+  EXPECT_TRUE(report.digested);
+}
+
 }  // namespace
 }  // namespace longctx::io

@@ -535,7 +535,7 @@ void check_train_invocation(const Invocation& inv) {
   }
 }
 
-std::vector<std::pair<std::string, std::string>> train_shared_inputs(const Invocation& inv) {
+std::vector<std::pair<std::string, std::string>> train_shared_inputs(const Invocation& inv, const std::string& path_option) {
   std::vector<std::pair<std::string, std::string>> seen;
   // The probe first: it is collective, and the reads below may throw on one rank only (which then goes
   // on to main.cpp's agreement while the others would wait in the probe).
@@ -556,17 +556,17 @@ std::vector<std::pair<std::string, std::string>> train_shared_inputs(const Invoc
     const std::string path = inv.options["data.path"].as<std::string>();
     const io::TokenReader tokens(path);
     const int64_t count = tokens.token_count(), sample = std::min<int64_t>(count, 4096);
-    seen.emplace_back("the token count of data.path", std::to_string(count));
+    seen.emplace_back("the token count of " + path_option, std::to_string(count));
     // Sampled contents: a stale copy of the same length trained on other tokens with no error.
     Fingerprint fingerprint;
     for (const int64_t begin : {int64_t{0}, count - sample}) {
       const std::vector<int32_t> some = tokens.read(begin, begin + sample);
       fingerprint.add(some.data(), some.size() * sizeof(int32_t));
     }
-    seen.emplace_back("the first and last 4096 tokens of data.path", "fingerprint " + fingerprint.hex());
+    seen.emplace_back("the first and last 4096 tokens of " + path_option, "fingerprint " + fingerprint.hex());
     // All of them, as the import summed them (a copy that differs in the middle only).
     const std::optional<uint64_t> digest = tokens.identity().digest;
-    seen.emplace_back("the digest of data.path's tokens", digest ? io::digest_text(*digest) : "(none: imported before digests)");
+    seen.emplace_back("the digest of " + path_option + "'s tokens", digest ? io::digest_text(*digest) : "(none: imported before digests)");
   }
   return seen;
 }

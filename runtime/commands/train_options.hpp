@@ -104,6 +104,8 @@ void check_train_invocation(const Invocation& inv);
 // checkpoint into nothing after all the steps, or resumed from another step of a stale copy), the token
 // file's length and sampled contents, and dump.activations' directory (its collective writes to two
 // files hung).
-std::vector<std::pair<std::string, std::string>> train_shared_inputs(const Invocation& inv);
+// `path_option` is how the token file's option is named to the user (eval: --data-path where given).
+std::vector<std::pair<std::string, std::string>> train_shared_inputs(const Invocation& inv,
+                                                                     const std::string& path_option = "data.path");
 
 }  // namespace longctx::cli

@@ -126,7 +126,7 @@ std::optional<DataFileRecord> recorded_data_file(const io::CheckpointReader& rea
   if (!file.has_attribute("data_tokens")) return std::nullopt;
   DataFileRecord record;
   record.identity.tokens = file.read_int64_attribute("data_tokens");
-  if (file.has_attribute("data_digest")) record.identity.digest = io::digest_of_attribute(file.read_int64_attribute("data_digest"));
+  if (file.has_attribute("data_digest")) record.identity.digest = file.read_bits64_attribute("data_digest");
   if (file.has_attribute("data_tokens_before")) record.tokens_before = file.read_int64_attribute("data_tokens_before");
   return record;
 }

@@ -691,4 +691,16 @@ for s in (0, 4):
 worst = max(abs(h5py.File(f, "r")["o"][...] - one).max() for f in ("masked_2.h5", "masked_4.h5"))
 sys.exit(0 if abs(one - want).max() < 1e-5 and worst == 0 else 1)' &&
   pass "o is the reference's, the same at 1, 2 and 4 ranks" || fail "o differs between rank counts or from the reference"
+# A filter this HDF5 has no plugin for (h5py's lzf) is named, with what to do; before, HDF5's "can't open
+# directory ... plugins" stack.
+/usr/bin/python3 -c '
+import h5py, numpy as np
+with h5py.File("lzf.h5", "w") as f:
+    for n in "qkv": f.create_dataset(n, data=np.zeros((8, 2, 4), "f4"), chunks=(4, 2, 4), compression="lzf")' ||
+  fail "could not write lzf.h5"
+expect_exit 3 "an input compressed with lzf" -- "$LONGCTX" attend --input lzf.h5 --output lzf_o.h5 --segment-lengths 4 \
+  --dilation-rates 1 --quiet
+expect_in "$OUT/stderr" "lzf.h5: /q: stored with HDF5 filter 32000 \(lzf\), which this HDF5 cannot decode: rewrite it without that filter \(h5repack -f NONE\)" \
+  "names the filter and the way out"
+[ ! -e lzf_o.h5 ] && pass "... nothing written" || fail "lzf_o.h5 written"
 finish

@@ -157,6 +157,9 @@ expect_exit 0 "file task, a curriculum, a checkpoint each step" -- "$LONGCTX" tr
 expect_exit 0 "inspect it" -- "$LONGCTX" ckpt inspect pos --quiet
 expect_in "$OUT/stdout" "^  state: step 6, data position: sequence 6 at token 144, rng seed 1, token file 1092 tokens, digest 0x[0-9a-f]{16}$" \
   "inspect shows the state and the token file"
+digest=$(sed -n 's/^  state: .*, digest \(0x[0-9a-f]*\)$/\1/p' "$OUT/stdout")
+expect_in "$OUT/stdout" "^  attributes: config_fnv1a64=0x[0-9a-f]{16} .*data_digest=$digest " \
+  "... and among the attributes the digest and the config hash in hex, as the state line shows it"
 mkdir -p pos_resumed && cp pos/step_00000003.h5 pos_resumed/ && echo step_00000003.h5 >pos_resumed/latest
 expect_exit 0 "resume it at step 3" -- "$LONGCTX" train "${FT[@]}" --train.steps 6 --data.short_seq_len 16 \
   --data.short_steps 3 --checkpoint.dir pos_resumed --log.jsonl pos_resumed.jsonl
