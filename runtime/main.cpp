@@ -102,6 +102,7 @@ void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed
     return;
   }
   if (args[0] == "--version") {
+    if (args.size() > 1) throw UsageError("--version takes nothing after it (got '" + args[1] + "'; see `longctx --help`)");
     parsed.version = true;
     return;
   }

@@ -18,6 +18,7 @@
 #include "comm/mpi_communicator.hpp"
 #include "io/atomic_output.hpp"
 #include "runtime/core/check.hpp"
+#include "runtime/core/log.hpp"
 #include "runtime/core/watchdog.hpp"
 
 namespace longctx {
@@ -42,6 +43,23 @@ int bits_of(const uint64_t* words) {
   return count;
 }
 
+// Whether OpenMP takes OMP_NUM_THREADS: positive whole numbers, comma-separated (one per nesting level),
+// blanks around them. Anything else it ignores (libgomp prints "Invalid value" and runs a thread per CPU).
+bool openmp_takes_threads(const std::string& text) {
+  std::istringstream items(text);
+  std::string item;
+  int count = 0;
+  while (std::getline(items, item, ',')) {
+    const size_t first = item.find_first_not_of(" \t"), last = item.find_last_not_of(" \t");
+    if (first == std::string::npos) return false;
+    const std::string digits = item.substr(first, last - first + 1);
+    if (digits.find_first_not_of("0123456789") != std::string::npos || digits.find_first_not_of('0') == std::string::npos)
+      return false;
+    ++count;
+  }
+  return count > 0 && text.back() != ',';
+}
+
 // Without OMP_NUM_THREADS, OpenMP gives each rank a thread per CPU it may run on, and ranks allowed on
 // the same CPUs (mpirun --bind-to none, srun without binding) then ran k times as many threads as there
 // were CPUs, taking turns on them (2 ranks on 2 cores: 4 threads, each step slower than with 2). Each
@@ -55,6 +73,11 @@ void share_cpus(MPI_Comm node) {
   LONGCTX_CHECK_MPI(MPI_Allgather(mine.data(), static_cast<int>(kMaskWords), MPI_UINT64_T, all.data(),
                                   static_cast<int>(kMaskWords), MPI_UINT64_T, node));
   const char* given = std::getenv("OMP_NUM_THREADS");
+  if (given && *given && !openmp_takes_threads(given)) {
+    log::warn("OMP_NUM_THREADS='" + std::string(given) + "' is no positive whole number, which OpenMP ignores: " +
+              "this rank takes its share of the CPUs, as without it");
+    given = nullptr;
+  }
   const int cpus = bits_of(mine.data());
   if ((given && *given) || cpus == 0) return;
   int sharing = 0;

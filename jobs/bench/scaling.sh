@@ -11,7 +11,7 @@
 #                          runs three jobs: 1 rank, 2 ranks, and 2 ranks each doing the 1-rank job with no
 #                          communication (what the machine alone adds). Time per rank should not grow by more
 #                          than 15%. REPEATS (default 5) interleaved rounds, medians; one line per round
-#                          on stderr as it ends.
+#                          on stderr as it ends (and one per job of the first part).
 # On a 2-core machine the 4-rank runs are oversubscribed: use their bytes, not their seconds. The defaults
 # take about 10 s per round there, plus 30 s for the first part.
 # The runs' options are the script's alone: LONGCTX_* option variables (LONGCTX_THREADS, LONGCTX_BATCH,
@@ -106,9 +106,11 @@ run() {
 }
 
 echo "## constant communication (P = 4, H = $H, D = $D, w/r = 4096, forward, not causal)"
+job=0
 for N in 16384 65536 262144; do
   run "4-rank job at N = $N" "$tmp/comm.jsonl" -np 4 "$LONGCTX" bench attention --seq-len $N --heads $H \
     --head-dim $D --iters 1 --warmup 0 --segment-lengths 1024,$N --dilation-rates 1,$((N / 4096))
+  echo "scaling.sh: constant communication: job $((job += 1)) of 3 (N = $N) done" >&2
 done
 doing="the tables"
 /usr/bin/python3 - "$tmp/comm.jsonl" <<'PY'

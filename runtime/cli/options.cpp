@@ -362,6 +362,8 @@ const std::set<std::string>& environment_settings() {
   static const std::set<std::string> names{
       // read by longctx: the CUDA kernels' choices (attention/cuda/flash_kernels.cu)
       "LONGCTX_FLASH_FORWARD", "LONGCTX_FLASH_BACKWARD", "LONGCTX_FLASH_FUSE",
+      // read by longctx: how often long work says it is alive (runtime/core/heartbeat.hpp)
+      "LONGCTX_PROGRESS_SECONDS",
       // fault injection for the tests (runtime/commands/attend.cpp, runtime/train/fault_injection.cpp,
       // io/atomic_output.cpp)
       "LONGCTX_FAULT_INJECT_RANK", "LONGCTX_FAULT_STALL_RANK", "LONGCTX_FAULT_STALL_ATTENTION_RANK", "LONGCTX_FAULT_STALL_END_RANK",
@@ -625,6 +627,19 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     const po::option_description* option = declared.find_nothrow(name, false);
     const std::string kind = option ? value_kind(*option) : "";
     throw UsageError(std::string(e.what()) + (kind.empty() ? "" : ": it takes " + kind) + context());
+  } catch (const po::too_many_positional_options_error&) {
+    // Boost names no word; the words past the command's own are the ones to name.
+    const po::parsed_options loose =
+        po::command_line_parser(args).options(declared).style(style).allow_unregistered().run();
+    const std::vector<std::string> words = po::collect_unrecognized(loose.options, po::include_positional);
+    std::string extra;
+    for (size_t i = positional.max_total_count(); i < words.size(); ++i)
+      extra += (extra.empty() ? "'" : ", '") + words[i] + "'";
+    throw UsageError("unexpected argument" + std::string(words.size() - positional.max_total_count() > 1 ? "s " : " ") +
+                     extra + " (" +
+                     (command.positional.empty() ? "it takes options only, each starting with --"
+                                                 : "it takes one " + command.positional + " besides its options") +
+                     ")" + context());
   } catch (const po::error& e) {
     throw UsageError(e.what() + context());
   }

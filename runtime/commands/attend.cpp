@@ -24,6 +24,7 @@
 #include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/core/fingerprint.hpp"
+#include "runtime/core/heartbeat.hpp"
 #include "runtime/core/log.hpp"
 #include "runtime/core/watchdog.hpp"
 
@@ -251,6 +252,9 @@ int run(Invocation& invocation) {
   attention.keep_gathered_for_backward(backward);  // the backward reuses the forward's gathered K / V
   Tensor o, lse, dq, dk, dv;
   SequenceParallelStats f, b;  // the GPU path fills only seconds: one rank exchanges nothing
+  std::optional<Heartbeat> alive(std::in_place, rank == 0, [](double seconds) {
+    return "forward: running, " + fixed(seconds, 0) + " s";
+  });
   if (gpu) {
     const auto t_fwd = Clock::now();
     gpu->forward(params, q, k, v, o, lse);
@@ -262,6 +266,7 @@ int run(Invocation& invocation) {
     attention.forward(params, q, k, v, o, lse);
     f = attention.last_forward();
   }
+  alive.reset();
   const double pairs = count_pairs(params.schedule, input.seq_len, input.heads, params.causal, params.offsets) *
                        static_cast<double>(input.batch);
   const double flops_fwd = flops_forward(pairs, input.head_dim);
@@ -288,6 +293,7 @@ int run(Invocation& invocation) {
   };
   if (overflowed({{"o", &o}, {"lse", &lse}})) return static_cast<int>(ExitCode::bad_input);
   if (backward) {
+    alive.emplace(rank == 0, [](double seconds) { return "backward: running, " + fixed(seconds, 0) + " s"; });
     if (gpu) {
       const auto t_bwd = Clock::now();
       gpu->backward(params, q, k, v, o, lse, dout, dq, dk, dv);
@@ -299,6 +305,7 @@ int run(Invocation& invocation) {
       attention.backward(params, q, k, v, o, lse, dout, dq, dk, dv);
       b = attention.last_backward();
     }
+    alive.reset();
     log::info("backward: " + fixed(b.seconds, 3) + " s" + where +
               gflops(flops_backward(my_pairs, input.head_dim), b.seconds) + " GFLOP/s");
     if (overflowed({{"dq", &dq}, {"dk", &dk}, {"dv", &dv}})) return static_cast<int>(ExitCode::bad_input);

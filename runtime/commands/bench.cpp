@@ -16,6 +16,7 @@
 #include "attention/sequence_parallel.hpp"
 #include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
+#include "runtime/core/heartbeat.hpp"
 #include "runtime/core/log.hpp"
 #include "runtime/core/stats.hpp"
 
@@ -219,18 +220,25 @@ int run(Invocation& invocation) {
   std::vector<double> fwd, bwd;
   SequenceParallelStats fwd_stats, bwd_stats;
   for (int it = 0; it < warmup + iters; ++it) {
-    world.barrier();
-    attention.forward(params, q, k, v, o, lse);
-    if (it >= warmup) {
-      fwd.push_back(attention.last_forward().seconds);
-      fwd_stats = attention.last_forward();
-    }
-    if (backward) {
+    {
+      // A pass of minutes (a long N on the CPU) says it is alive between the iterations' lines.
+      const Heartbeat alive(world.rank() == 0, [&](double seconds) {
+        return "bench attention: iteration " + std::to_string(it + 1) + "/" + std::to_string(warmup + iters) +
+               ": running, " + fixed(seconds, 0) + " s";
+      });
       world.barrier();
-      attention.backward(params, q, k, v, o, lse, dout, dq, dk, dv);
+      attention.forward(params, q, k, v, o, lse);
       if (it >= warmup) {
-        bwd.push_back(attention.last_backward().seconds);
-        bwd_stats = attention.last_backward();
+        fwd.push_back(attention.last_forward().seconds);
+        fwd_stats = attention.last_forward();
+      }
+      if (backward) {
+        world.barrier();
+        attention.backward(params, q, k, v, o, lse, dout, dq, dk, dv);
+        if (it >= warmup) {
+          bwd.push_back(attention.last_backward().seconds);
+          bwd_stats = attention.last_backward();
+        }
       }
     }
     // Progress on stderr, also with --json (before: none then; stdout holds only the JSON either way).
@@ -252,7 +260,8 @@ int run(Invocation& invocation) {
   const std::vector<double> mine{median(fwd), backward ? median(bwd) : 0.0, static_cast<double>(fwd_stats.bytes_sent),
                                  static_cast<double>(fwd_stats.bytes_received), fwd_stats.hidden_fraction(),
                                  static_cast<double>(bwd_stats.bytes_received), bwd_stats.hidden_fraction(),
-                                 static_cast<double>(peak_rss_bytes()), static_cast<double>(omp_get_max_threads())};
+                                 static_cast<double>(peak_rss_bytes()), static_cast<double>(omp_get_max_threads()),
+                                 static_cast<double>(bwd_stats.bytes_sent)};
   const size_t F = mine.size();
   std::vector<double> all(F * static_cast<size_t>(P));
   world.all_gather(Span<const double>(mine), Span<double>(all));
@@ -298,7 +307,8 @@ int run(Invocation& invocation) {
       out << ", \"bytes_sent_fwd\": " << static_cast<uint64_t>(field(r, 2))
           << ", \"bytes_received_fwd\": " << static_cast<uint64_t>(field(r, 3)) << ", \"comm_hidden_fwd\": " << hidden(3, 4);
       if (backward)
-        out << ", \"bytes_received_bwd\": " << static_cast<uint64_t>(field(r, 5))
+        out << ", \"bytes_sent_bwd\": " << static_cast<uint64_t>(field(r, 9))
+            << ", \"bytes_received_bwd\": " << static_cast<uint64_t>(field(r, 5))
             << ", \"comm_hidden_bwd\": " << hidden(5, 6);
       out << ", \"peak_rss_bytes\": " << static_cast<uint64_t>(field(r, 7))
           << ", \"threads\": " << static_cast<int>(field(r, 8)) << "}";
@@ -311,7 +321,7 @@ int run(Invocation& invocation) {
               << threads_text << " thread(s)\n";
     std::cout << "  pairs " << json_count(pairs) << "; median of " << iters << " after " << warmup << " warm-up\n";
     std::cout << "  rank   fwd s    fwd GFLOP/s" << (backward ? "   bwd s    bwd GFLOP/s" : "")
-              << "   recv bytes (fwd)  comm hidden   peak RSS MiB\n";
+              << "   recv bytes (fwd)  comm hidden" << (backward ? "   recv bytes (bwd)" : "") << "   peak RSS MiB\n";
     for (int r = 0; r < P; ++r) {
       std::cout << "  " << std::setw(4) << r << std::setw(8) << fixed(field(r, 0), 4) << std::setw(15)
                 << fixed(rank_gflops(r, false, field(r, 0)), 1);
@@ -320,8 +330,9 @@ int run(Invocation& invocation) {
                   << fixed(rank_gflops(r, true, field(r, 1)), 1);
       // A rank that received nothing had nothing to hide: "-", not "100%".
       const std::string hidden = field(r, 3) > 0 ? fixed(100 * field(r, 4), 0) + "%" : "-";
-      std::cout << std::setw(19) << static_cast<uint64_t>(field(r, 3)) << std::setw(13) << hidden << std::setw(15)
-                << fixed(field(r, 7) / (1 << 20), 0) << "\n";
+      std::cout << std::setw(19) << static_cast<uint64_t>(field(r, 3)) << std::setw(13) << hidden;
+      if (backward) std::cout << std::setw(19) << static_cast<uint64_t>(field(r, 5));
+      std::cout << std::setw(15) << fixed(field(r, 7) / (1 << 20), 0) << "\n";
     }
     std::cout << "  total  " << fixed(slowest_fwd, 4) << " s  " << fixed(flops_fwd / slowest_fwd / 1e9, 1) << " GFLOP/s forward";
     if (backward) std::cout << ";  " << fixed(slowest_bwd, 4) << " s  " << fixed(flops_bwd / slowest_bwd / 1e9, 1) << " GFLOP/s backward";

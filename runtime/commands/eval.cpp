@@ -12,15 +12,12 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
-#include <mutex>
 #include <optional>
 #include <sstream>
-#include <thread>
 
 #include "io/checkpoint.hpp"
 #include "io/token_dataset.hpp"
@@ -28,6 +25,7 @@
 #include "runtime/commands/train_options.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/fingerprint.hpp"
+#include "runtime/core/heartbeat.hpp"
 #include "runtime/core/log.hpp"
 #include "runtime/train/json_log.hpp"
 #include "runtime/train/train_state_io.hpp"
@@ -333,7 +331,8 @@ void check_eval(const Invocation& inv) {
 // What every rank must see alike: a token file's length and sampled contents (train's check). The
 // checkpoint is compared in the run (load_on_every_rank): a directory's `latest` may move on meanwhile.
 std::vector<std::pair<std::string, std::string>> eval_shared_inputs(const Invocation& inv) {
-  return train_shared_inputs(*plan_eval(inv).train);
+  return train_shared_inputs(*plan_eval(inv).train,
+                             opt<std::string>(inv, "data-path").empty() ? "the checkpoint's data.path" : "--data-path");
 }
 
 // Loads into `trainer` the checkpoint rank 0 finds (a directory's `latest` may move on while the ranks look:
@@ -384,42 +383,6 @@ std::string percent(double depth) {
   std::snprintf(text, sizeof text, "%.12g%%", depth);
   return text;
 }
-
-// Rank 0's progress line while a cell runs long: every 30 s, from a thread of its own, so also while one
-// sequence's forward pass takes minutes (a length near the memory's limit). Nothing on other ranks.
-class Progress {
- public:
-  Progress(bool on, std::string what, int64_t sequences) : what_(std::move(what)), sequences_(sequences) {
-    if (on) thread_ = std::thread([this] { run(); });
-  }
-  ~Progress() {
-    {
-      const std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-    }
-    wake_.notify_all();
-    if (thread_.joinable()) thread_.join();
-  }
-  void scored_one() { done_.fetch_add(1, std::memory_order_relaxed); }
-
- private:
-  void run() {
-    const auto start = std::chrono::steady_clock::now();
-    std::unique_lock<std::mutex> lock(mutex_);
-    while (!wake_.wait_for(lock, std::chrono::seconds(30), [this] { return stop_; })) {
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      log::info(what_ + ": " + std::to_string(done_.load(std::memory_order_relaxed)) + " of " +
-                count_of(sequences_, "sequence") + " scored, " + fixed(seconds, 0) + " s");
-    }
-  }
-  std::string what_;
-  int64_t sequences_;
-  std::atomic<int64_t> done_{0};
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  bool stop_ = false;
-  std::thread thread_;
-};
 
 int run_eval(Invocation& inv) {
   EvalPlan plan = plan_eval(inv);
@@ -485,11 +448,16 @@ int run_eval(Invocation& inv) {
       const auto t0 = std::chrono::steady_clock::now();
       train::EvalStats e;
       {
-        Progress progress(rank0, "N = " + std::to_string(n) + (depth >= 0 ? ", depth " + percent(depth) : std::string()),
-                          sequences);
-        // evaluate() asks its stop callback after each sequence: counted there.
-        e = trainer.evaluate(*data, sequences, [&progress] {
-          progress.scored_one();
+        // Rank 0's line while a cell runs long, also while one sequence's forward pass takes minutes (a length
+        // near the memory's limit). evaluate() asks its stop callback after each sequence: counted there.
+        std::atomic<int64_t> scored{0};
+        const std::string what = "N = " + std::to_string(n) + (depth >= 0 ? ", depth " + percent(depth) : std::string());
+        const Heartbeat progress(rank0, [&](double seconds) {
+          return what + ": " + std::to_string(scored.load(std::memory_order_relaxed)) + " of " +
+                 count_of(sequences, "sequence") + " scored, " + fixed(seconds, 0) + " s";
+        });
+        e = trainer.evaluate(*data, sequences, [&scored] {
+          scored.fetch_add(1, std::memory_order_relaxed);
           return 0;
         });
       }

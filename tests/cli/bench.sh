@@ -21,12 +21,24 @@ expect_exit 0 "bench attention on 2 ranks (json)" -- "${MPIRUN[@]}" -np 2 "$LONG
 import json, sys
 d = json.load(sys.stdin)
 want = {'rank', 'seconds_fwd', 'gflops_fwd', 'seconds_bwd', 'gflops_bwd', 'bytes_sent_fwd', 'bytes_received_fwd',
-        'comm_hidden_fwd', 'bytes_received_bwd', 'comm_hidden_bwd', 'peak_rss_bytes', 'threads'}
+        'comm_hidden_fwd', 'bytes_sent_bwd', 'bytes_received_bwd', 'comm_hidden_bwd', 'peak_rss_bytes', 'threads'}
 assert d['world_size'] == 2 and len(d['per_rank']) == 2
 for r in d['per_rank']:
     assert want <= set(r), want - set(r)
     assert r['bytes_received_fwd'] > 0 and r['gflops_bwd'] > 0
+for way in ('fwd', 'bwd'):  # what one rank sent, the other received
+    assert sum(r['bytes_sent_' + way] for r in d['per_rank']) == sum(r['bytes_received_' + way] for r in d['per_rank']) > 0, way
 " <"$OUT/stdout" && pass "per-rank JSON has the forward and backward fields" || fail "per-rank JSON fields"
+# A long pass says it is alive (every 30 s; here every 0.02 s), on rank 0 only; a bad period is warned about.
+expect_exit 0 "bench attention with LONGCTX_PROGRESS_SECONDS=0.02" -- env LONGCTX_PROGRESS_SECONDS=0.02 "${MPIRUN[@]}" -np 2 \
+  "$LONGCTX" bench attention --seq-len 8K --heads 2 --head-dim 32 --segment-lengths 8192 --dilation-rates 1 --iters 1 \
+  --warmup 0 --backward --quiet
+expect_in "$OUT/stderr" "^\[longctx info r0\] bench attention: iteration 1/1: running, [0-9]+ s$" "says it is running"
+grep "running, " "$OUT/stderr" | grep -qv "info r0" && fail "a rank other than 0 said it" || pass "... from rank 0 only"
+expect_exit 0 "LONGCTX_PROGRESS_SECONDS=soon" -- env LONGCTX_PROGRESS_SECONDS=soon "$LONGCTX" bench attention --seq-len 1K \
+  --heads 1 --head-dim 8 --segment-lengths 1024 --dilation-rates 1 --iters 1 --warmup 0 --quiet
+expect_in "$OUT/stderr" "LONGCTX_PROGRESS_SECONDS='soon' is no positive number of seconds: progress lines come every 30 s" \
+  "a bad period is warned about"
 # Ranks allowed on the same CPUs (--bind-to none) share them: without OMP_NUM_THREADS each takes its part
 # (before: each took them all, 2 ranks on 2 cores ran 4 threads). More threads than CPUs are warned about.
 cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # (nproc counts OMP_NUM_THREADS, which ctest sets)
@@ -158,6 +170,7 @@ expect_in "$OUT/stderr" "not passed to the runs \(their options are the script's
   "$OUT"/res/*.jsonl && pass "every run had 1 thread and batch 1" || fail "a run took LONGCTX_THREADS or LONGCTX_BATCH"
 expect_in "$OUT/stderr" "^scaling.sh: round 1 of 1: 1 rank [0-9.]+ s, 2 ranks [0-9.]+ s, 2 ranks without communication [0-9.]+ s" \
   "reports each round as it ends"
+expect_in "$OUT/stderr" "^scaling.sh: constant communication: job 3 of 3 \(N = 262144\) done" "... and each job of the first part"
 expect_in "$OUT/stdout" "^weak scaling: (within|OVER) the target" "judges the target"
 expect_in "$OUT/stdout" "branch 4 \(w=32768, r=8\) reaches only 1 of its 8 row residues" "passes on longctx's warnings"
 expect_in "$OUT/res/run.txt" "^longctx: longctx [0-9]" "RESULTS says which binary ran"

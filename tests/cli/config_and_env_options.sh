@@ -297,6 +297,11 @@ expect_exit 2 "train: data.path of the same length, other tokens, on rank 1" -- 
 expect_in "$OUT/stderr" "on rank 1 of 2 .*[:;] the first and last 4096 tokens of data.path = fingerprint [0-9a-f]{16} here" \
   "names the token file's contents"
 expect_in "$OUT/stderr" "on rank 1 of 2 .*[:;] the digest of data.path's tokens = 0x[0-9a-f]{16} here" "... and its digest"
+# eval's the same check, naming the option the user gave.
+expect_exit 0 "train on tok.h5 at one rank" -- "${FILE_TRAIN[@]}" --checkpoint.dir "$PWD/fck"
+expect_exit 2 "eval --data-path of other tokens on rank 1" -- "${TWO[@]}" ../r1 -- "$LONGCTX" eval "$PWD/fck" \
+  --data-path tok.h5 --sequences 1 --quiet
+expect_in "$OUT/stderr" "on rank 1 of 2 .*[:;] the digest of --data-path's tokens = 0x[0-9a-f]{16} here" "names --data-path, as given"
 expect_exit 2 "a bad value on rank 1 only" -- "${TWO[@]}" . LONGCTX_TRAIN_CLIP=abc -- "${TRAIN[@]}"
 expect_in "$OUT/stderr" "longctx: error on rank 1 of 2 \(host [^)]+\): the argument \('abc'\) for option '--train.clip' is invalid" \
   "the config-phase error names the rank"

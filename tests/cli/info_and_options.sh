@@ -15,6 +15,15 @@ expect_in "$OUT/stdout" "^rank 0/1 .*launcher none" "single process says launche
 # are CPUs are warned about (before: neither).
 cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
 expect_in "$OUT/stdout" "^rank 0/1 .*  threads $cpus on $cpus CPU\(s\)$" "... and its threads: all $cpus CPU(s), alone"
+# An OMP_NUM_THREADS OpenMP ignores is said, and each rank takes its share as without it (before: silence
+# from longctx, and libgomp's thread per CPU on every rank).
+expect_exit 0 "info, 2 ranks with OMP_NUM_THREADS=abc" -- "${MPIRUN[@]}" -x OMP_NUM_THREADS=abc -np 2 "$LONGCTX" info --quiet
+expect_in "$OUT/stderr" "^\[longctx warn r1\] OMP_NUM_THREADS='abc' is no positive whole number, which OpenMP ignores: this rank takes its share of the CPUs" \
+  "... is warned about"
+[ "$(grep -c "  threads $(( cpus / 2 > 1 ? cpus / 2 : 1 )) on $cpus CPU(s)$" "$OUT/stdout")" -eq 2 ] &&
+  pass "... each takes its share of the CPUs" || fail "lines: $(cat "$OUT/stdout")"
+expect_exit 0 "OMP_NUM_THREADS=2,1 (a level each) is taken" -- env OMP_NUM_THREADS=2,1 "$LONGCTX" info --quiet
+grep -q "OMP_NUM_THREADS" "$OUT/stderr" && fail "warned about OMP_NUM_THREADS=2,1" || pass "... without a word"
 expect_exit 0 "info, 2 ranks with OMP_NUM_THREADS=$cpus each" -- "${MPIRUN[@]}" -x OMP_NUM_THREADS=$cpus -np 2 "$LONGCTX" info --quiet
 [ "$(grep -c "  threads $cpus on $cpus CPU(s)$" "$OUT/stdout")" -eq 2 ] && pass "... each says $cpus thread(s)" || fail "lines: $(cat "$OUT/stdout")"
 expect_in "$OUT/stderr" "^\[longctx warn r0\] 2 rank\(s\) on .* run $((2 * cpus)) OpenMP threads on $cpus CPU\(s\): they take turns" \
@@ -41,6 +50,12 @@ expect_exit 2 "an option's prefix is not the option" -- "$LONGCTX" info --comm 5
 expect_exit 2 "--comm-timeout 0" -- "$LONGCTX" info --comm-timeout 0
 expect_in "$OUT/stderr" "comm-timeout: must be a positive" "a timeout of 0 is refused"
 expect_exit 2 "--comm-timeout nan (would never time out)" -- "$LONGCTX" info --comm-timeout nan
+expect_exit 2 "a word after a command that takes none" -- "$LONGCTX" info extra
+expect_in "$OUT/stderr" "unexpected argument 'extra' \(it takes options only, each starting with --\)" "names the word"
+expect_exit 2 "words past a command's one path" -- "$LONGCTX" ckpt inspect a b c
+expect_in "$OUT/stderr" "unexpected arguments 'b', 'c' \(it takes one FILE\|DIR besides its options\)" "names them"
+expect_exit 2 "--version with a word after it" -- "$LONGCTX" --version extra
+expect_in "$OUT/stderr" "--version takes nothing after it \(got 'extra'" "says so"
 expect_exit 2 "unknown command" -- "$LONGCTX" frobnicate
 expect_exit 2 "no command" -- "$LONGCTX"
 expect_exit 2 "a command group without its subcommand" -- "$LONGCTX" bench

@@ -1,0 +1,47 @@
+#include "runtime/core/heartbeat.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+
+#include "runtime/core/log.hpp"
+
+namespace longctx {
+
+Heartbeat::Heartbeat(bool on, std::function<std::string(double seconds)> line) : line_(std::move(line)) {
+  if (on) thread_ = std::thread([this, period = period_seconds()] { run(period); });
+}
+
+Heartbeat::~Heartbeat() {
+  {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+double Heartbeat::period_seconds() {
+  const char* text = std::getenv("LONGCTX_PROGRESS_SECONDS");
+  if (!text || !*text) return 30;
+  char* end = nullptr;
+  const double seconds = std::strtod(text, &end);
+  if (*end != '\0' || !(seconds > 0) || !std::isfinite(seconds)) {
+    log::warn_once(std::string("LONGCTX_PROGRESS_SECONDS='") + text +
+                   "' is no positive number of seconds: progress lines come every 30 s");
+    return 30;
+  }
+  return seconds;
+}
+
+void Heartbeat::run(double period_seconds) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto period = std::chrono::duration<double>(period_seconds);
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (!wake_.wait_for(lock, period, [this] { return stop_; })) {
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    log::info(line_(seconds));
+  }
+}
+
+}  // namespace longctx
