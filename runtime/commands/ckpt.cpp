@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "io/checkpoint.hpp"
+#include "io/digest.hpp"
 #include "io/durable.hpp"
 #include "runtime/commands/attention_options.hpp"
 #include "runtime/commands/commands.hpp"
@@ -29,7 +30,10 @@ std::string shown(const std::string& text) { return log::printable(text, ""); }
 void declare_file(po::options_description& desc, po::positional_options_description& positional) {
   desc.add_options()("path", po::value<std::string>(), "checkpoint file, or a checkpoint directory (its latest)")
       ("json", po::bool_switch(), "print one JSON object: path, format_version, step, world_size, seq_len, tokens_seen, "
-       "attributes (name: value as text), state (text, or null), datasets ([{path, shape, dtype, storage_bytes, "
+       "attributes (name: value as text), state (text, or null), train_state (null for a checkpoint `train` did not "
+       "write, else {step, data_position: {sequence, token}, rng_seed, eval_pending, data_file: {tokens, digest "
+       "(\"0x...\" or null), tokens_before}}, each null where the file lacks it or it is damaged), datasets ([{path, "
+       "shape, dtype, storage_bytes, "
        "fletcher32, digest}]), storage_bytes, config (text)");
   positional.add("path", 1);
 }
@@ -45,14 +49,38 @@ void declare_files(po::options_description& desc, po::positional_options_descrip
 }
 
 
-std::string inspect_json(const io::CheckpointSummary& s, const std::string& state) {
+// A checkpoint's /state/global as values: null where missing or damaged.
+std::string train_state_json(const train::StateSummary& state) {
+  if (!state.of_train) return "null";
+  const auto number = [](const auto& value) { return value ? std::to_string(*value) : std::string("null"); };
+  std::ostringstream out;
+  out << "{\"step\": " << number(state.step) << ", \"data_position\": ";
+  if (state.data_position)
+    out << "{\"sequence\": " << state.data_position->first << ", \"token\": " << state.data_position->second << "}";
+  else
+    out << "null";
+  out << ", \"rng_seed\": " << number(state.rng_seed) << ", \"eval_pending\": "
+      << (state.eval_pending ? json_bool(*state.eval_pending) : std::string("null")) << ", \"data_file\": ";
+  if (const auto& file = state.data_file)
+    out << "{\"tokens\": " << file->identity.tokens << ", \"digest\": "
+        << (file->identity.digest ? json_string(io::digest_text(*file->identity.digest)) : std::string("null"))
+        << ", \"tokens_before\": " << file->tokens_before << "}";
+  else
+    out << "null";
+  out << "}";
+  return out.str();
+}
+
+std::string inspect_json(const io::CheckpointSummary& s, const train::StateSummary& state_summary) {
+  const std::string& state = state_summary.text;
   std::ostringstream out;
   out << "{\"path\": " << json_string(s.path) << ", \"format_version\": " << s.format_version << ", \"step\": " << s.step
       << ", \"world_size\": " << s.world_size << ", \"seq_len\": " << s.seq_len << ", \"tokens_seen\": " << s.tokens_seen
       << ", \"attributes\": {";
   for (size_t i = 0; i < s.attributes.size(); ++i)
     out << (i ? ", " : "") << json_string(s.attributes[i].first) << ": " << json_string(s.attributes[i].second);
-  out << "}, \"state\": " << (state.empty() ? std::string("null") : json_string(state)) << ", \"datasets\": [";
+  out << "}, \"state\": " << (state.empty() ? std::string("null") : json_string(state))
+      << ", \"train_state\": " << train_state_json(state_summary) << ", \"datasets\": [";
   int64_t total = 0;
   for (size_t i = 0; i < s.datasets.size(); ++i) {
     const io::DatasetInfo& d = s.datasets[i];
@@ -110,9 +138,10 @@ int run_inspect(Invocation& invocation) {
   return on_rank0(invocation, [&] {
     const std::string path = checkpoint_in(given);
     const io::CheckpointSummary s = io::inspect_checkpoint(path);
-    const std::string state = train::state_summary(io::CheckpointReader(path));
+    const train::StateSummary summary = train::state_summary(io::CheckpointReader(path));
+    const std::string& state = summary.text;
     if (invocation.options["json"].as<bool>()) {
-      std::cout << inspect_json(s, state) << "\n";
+      std::cout << inspect_json(s, summary) << "\n";
       return 0;
     }
     std::cout << "checkpoint " << shown(s.path) << "\n"

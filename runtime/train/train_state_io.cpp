@@ -274,31 +274,44 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
   return committed;
 }
 
-std::string state_summary(const io::CheckpointReader& reader) {
-  std::string text;
-  if (!reader.file().has_attribute("model_layers")) return text;  // not train's: its /state is someone else's
+StateSummary state_summary(const io::CheckpointReader& reader) {
+  StateSummary summary;
+  std::string& text = summary.text;
+  if (!reader.file().has_attribute("model_layers")) return summary;  // not train's: its /state is someone else's
+  summary.of_train = true;
+  // The values of /state/global/NAME, or none (said in the text) where it is missing or damaged.
   const auto add = [&](const std::string& name, size_t count, const std::string& label,
                        const std::function<std::string(const std::vector<int64_t>&)>& show) {
-    if (!reader.file().has("state/global/" + name)) return;  // the link: a damaged header is "(unreadable)"
+    std::vector<int64_t> values;
+    if (!reader.file().has("state/global/" + name)) return values;  // the link: a damaged header is "(unreadable)"
     std::string value;
     try {
       const StoredInt64s stored = read_int64s(reader, name, count);
+      values = stored.values;
       value = stored.values.empty() ? "(" + std::to_string(stored.bytes) + " bytes: damaged)" : show(stored.values);
     } catch (const Error&) {
       value = "(unreadable)";
     }
     text += (text.empty() ? "" : ", ") + label + " " + value;
+    return values;
   };
-  add("step", 1, "step", [](const auto& v) { return std::to_string(v[0]); });
-  add("data_position", 2, "data position: sequence",
-      [](const auto& v) { return std::to_string(v[0]) + " at token " + std::to_string(v[1]); });
-  add("rng_seed", 1, "rng seed", [](const auto& v) { return std::to_string(static_cast<uint64_t>(v[0])); });
+  if (const auto v = add("step", 1, "step", [](const auto& x) { return std::to_string(x[0]); }); !v.empty())
+    summary.step = v[0];
+  if (const auto v = add("data_position", 2, "data position: sequence",
+                         [](const auto& x) { return std::to_string(x[0]) + " at token " + std::to_string(x[1]); });
+      !v.empty())
+    summary.data_position = std::make_pair(v[0], v[1]);
+  if (const auto v = add("rng_seed", 1, "rng seed", [](const auto& x) { return std::to_string(static_cast<uint64_t>(x[0])); });
+      !v.empty())
+    summary.rng_seed = static_cast<uint64_t>(v[0]);
+  summary.eval_pending = false;
   if (reader.file().has_attribute("eval_pending")) {
     std::string pending;
     try {
-      if (reader.file().read_int64_attribute("eval_pending") != 0)
-        pending = "its evaluation pending (a stop interrupted it; train evaluates it first)";
+      summary.eval_pending = reader.file().read_int64_attribute("eval_pending") != 0;
+      if (*summary.eval_pending) pending = "its evaluation pending (a stop interrupted it; train evaluates it first)";
     } catch (const Error&) {
+      summary.eval_pending.reset();
       pending = "eval_pending (unreadable)";
     }
     if (!pending.empty()) text += (text.empty() ? "" : ", ") + pending;
@@ -306,13 +319,15 @@ std::string state_summary(const io::CheckpointReader& reader) {
   if (reader.file().has_attribute("data_tokens")) {  // which token file the run trained on
     std::string file;
     try {
-      file = "token file " + recorded_data_file(reader)->identity.describe();
+      summary.data_file = recorded_data_file(reader);
+      file = "token file " + summary.data_file->identity.describe();
     } catch (const Error&) {
+      summary.data_file.reset();
       file = "token file (unreadable)";
     }
     text += (text.empty() ? "" : ", ") + file;
   }
-  return text;
+  return summary;
 }
 
 namespace {

@@ -20,6 +20,7 @@
 
 #include <map>
 #include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -91,10 +92,20 @@ class CheckpointOfAnotherModel : public InputError {
   using InputError::InputError;
 };
 
-// /state/global as text for `ckpt inspect` ("step 2, data position: sequence 2 at token 64, rng seed 1";
+// /state/global for `ckpt inspect`: `text` ("step 2, data position: sequence 2 at token 64, rng seed 1";
 // what the file holds of it, and the token file the run trained on where it records one: "token file 1277
-// tokens, digest 0x..."), "" when it holds none or `train` did not write it.
-std::string state_summary(const io::CheckpointReader& reader);
+// tokens, digest 0x..."), "" when it holds none or `train` did not write it; and the same values one by
+// one (for --json), each empty where the file lacks it or it is damaged.
+struct StateSummary {
+  std::string text;
+  bool of_train = false;  // written by `train` (else the rest is empty)
+  std::optional<int64_t> step;
+  std::optional<std::pair<int64_t, int64_t>> data_position;  // sequence, token
+  std::optional<uint64_t> rng_seed;
+  std::optional<bool> eval_pending;  // empty: unreadable (no attribute: false)
+  std::optional<DataFileRecord> data_file;
+};
+StateSummary state_summary(const io::CheckpointReader& reader);
 
 // What `ckpt verify` adds to the file checks: does the checkpoint hold what load_checkpoint will need for
 // the model its own /config describes? Each /model, /optimizer/m and /optimizer/v tensor of that model, in

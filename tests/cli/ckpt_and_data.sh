@@ -49,6 +49,7 @@ w = [x for x in d['datasets'] if x['path'] == '/model/w'][0]
 assert w['shape'] == [7, 6] and w['dtype'] == 'float32' and w['fletcher32'] is True, w
 assert d['storage_bytes'] == sum(x['storage_bytes'] for x in d['datasets']) > 0
 assert 'layers=1' in d['config'] and d['attributes']['format'] == 'longctx-checkpoint'
+assert d['train_state'] is None, d['train_state']  # not written by train
 " <"$OUT/stdout" && pass "... step, world size, datasets, config" || fail "inspect --json: $(head -c 400 "$OUT/stdout")"
 expect_exit 3 "verify --json: a good file, a truncated one and a missing one" -- "$LONGCTX" ckpt verify "$CK" truncated.h5 \
   nope.h5 --json --quiet
@@ -160,6 +161,15 @@ expect_in "$OUT/stdout" "^  state: step 6, data position: sequence 6 at token 14
 digest=$(sed -n 's/^  state: .*, digest \(0x[0-9a-f]*\)$/\1/p' "$OUT/stdout")
 expect_in "$OUT/stdout" "^  attributes: config_fnv1a64=0x[0-9a-f]{16} .*data_digest=$digest " \
   "... and among the attributes the digest and the config hash in hex, as the state line shows it"
+# --json gives the state as values too (before: only the sentence).
+expect_exit 0 "inspect it --json" -- "$LONGCTX" ckpt inspect pos --json --quiet
+/usr/bin/python3 -c '
+import json, sys
+d = json.load(sys.stdin)["train_state"]
+want = {"step": 6, "data_position": {"sequence": 6, "token": 144}, "rng_seed": 1, "eval_pending": False,
+        "data_file": {"tokens": 1092, "digest": sys.argv[1], "tokens_before": 0}}
+sys.exit(0 if d == want else "train_state: %s" % d)' "$digest" <"$OUT/stdout" &&
+  pass "... train_state: step, data position, rng seed, eval pending, token file" || fail "train_state of pos"
 mkdir -p pos_resumed && cp pos/step_00000003.h5 pos_resumed/ && echo step_00000003.h5 >pos_resumed/latest
 expect_exit 0 "resume it at step 3" -- "$LONGCTX" train "${FT[@]}" --train.steps 6 --data.short_seq_len 16 \
   --data.short_steps 3 --checkpoint.dir pos_resumed --log.jsonl pos_resumed.jsonl

@@ -1027,6 +1027,9 @@ sys.exit(0 if int(a['eval_pending']) == 1 and line.startswith('{\"step\": 2, \"l
 expect_exit 0 "ckpt verify accepts a checkpoint with a pending evaluation" -- "$LONGCTX" ckpt verify "$OUT/ev/step_00000002.h5"
 expect_exit 0 "ckpt inspect of it" -- "$LONGCTX" ckpt inspect "$OUT/ev/step_00000002.h5"
 expect_in "$OUT/stdout" "state: step 2, .*, its evaluation pending \(a stop interrupted it; train evaluates it first\)" "inspect says the evaluation is pending"
+expect_exit 0 "ckpt inspect --json of it" -- "$LONGCTX" ckpt inspect "$OUT/ev/step_00000002.h5" --json --quiet
+/usr/bin/python3 -c 'import json, sys; s = json.load(sys.stdin)["train_state"]; sys.exit(0 if s["eval_pending"] is True and s["step"] == 2 else 1)' \
+  <"$OUT/stdout" && pass "... and its train_state says so" || fail "train_state: $(head -c 600 "$OUT/stdout")"
 cp -r "$OUT/ev" "$OUT/ev-stopped"
 # A signal during that evaluation, now the resumed run's first work: exit 75 again, the checkpoint unchanged.
 expect_exit 75 "a signal during the pending evaluation" -- env LONGCTX_FAULT_SIGNAL_AT=eval:2 \
