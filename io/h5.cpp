@@ -421,6 +421,17 @@ herr_t collect_attribute_name(hid_t, const char* name, const H5A_info_t*, void* 
   static_cast<std::vector<std::string>*>(client)->push_back(name);
   return 0;
 }
+
+// Attribute `name`, which must be one integer (else InputError); whether it is unsigned goes to `unsigned_type`.
+Handle open_one_integer(hid_t object, const Where& where, const std::string& name, bool& unsigned_type) {
+  Handle attribute = open_attribute(object, where, name);
+  Handle type(H5Aget_type(attribute.id()), H5Tclose);
+  if (H5Tget_class(type.id()) != H5T_INTEGER || attribute_points(attribute.id()) != 1)
+    throw InputError(where.describe() + ": attribute '" + name + "' is not one integer");
+  unsigned_type = H5Tget_sign(type.id()) == H5T_SGN_NONE;
+  return attribute;
+}
+
 }  // namespace
 
 void Object::write_attribute(const std::string& name, int64_t value) {
@@ -444,28 +455,25 @@ void Object::write_attribute(const std::string& name, const std::vector<int64_t>
 }
 
 int64_t Object::read_int64_attribute(const std::string& name) const {
-  Handle attribute = open_attribute(id(), where_, name);
-  Handle type(H5Aget_type(attribute.id()), H5Tclose);
-  if (H5Tget_class(type.id()) != H5T_INTEGER || attribute_points(attribute.id()) != 1)
-    throw InputError(where_.describe() + ": attribute '" + name + "' is not one integer");
+  bool unsigned_type = false;
+  const Handle attribute = open_one_integer(id(), where_, name, unsigned_type);
   int64_t value = 0;
   if (H5Aread(attribute.id(), H5T_NATIVE_INT64, &value) < 0) throw_input(where_.describe() + ": attribute " + name);
   return value;
 }
 
 uint64_t Object::read_bits64_attribute(const std::string& name) const {
-  Handle attribute = open_attribute(id(), where_, name);
-  Handle type(H5Aget_type(attribute.id()), H5Tclose);
-  if (H5Tget_class(type.id()) != H5T_INTEGER || attribute_points(attribute.id()) != 1)
-    throw InputError(where_.describe() + ": attribute '" + name + "' is not one integer");
-  if (H5Tget_sign(type.id()) == H5T_SGN_NONE) {
-    uint64_t value = 0;
-    if (H5Aread(attribute.id(), H5T_NATIVE_UINT64, &value) < 0) throw_input(where_.describe() + ": attribute " + name);
-    return value;
+  bool unsigned_type = false;
+  const Handle attribute = open_one_integer(id(), where_, name, unsigned_type);
+  // Read as what it is: HDF5's conversion of a uint64 >= 2^63 to int64 (or of a negative int64 to uint64)
+  // clamps it.
+  uint64_t bits = 0;
+  if (unsigned_type) {
+    if (H5Aread(attribute.id(), H5T_NATIVE_UINT64, &bits) < 0) throw_input(where_.describe() + ": attribute " + name);
+    return bits;
   }
   int64_t value = 0;
   if (H5Aread(attribute.id(), H5T_NATIVE_INT64, &value) < 0) throw_input(where_.describe() + ": attribute " + name);
-  uint64_t bits = 0;
   std::memcpy(&bits, &value, sizeof bits);
   return bits;
 }
