@@ -168,7 +168,41 @@ const char* const kSrunWithoutPmi =
     "Launch with `srun --mpi=pmix ...` (see `srun --mpi=list`), or run `mpirun` inside the allocation.";
 }  // namespace
 
-void check_launcher_before_mpi(const LauncherInfo& launcher, const GetEnv& getenv) {
+std::optional<bool> open_mpi_speaks_pmi() {
+#if defined(OPEN_MPI) && OMPI_MAJOR_VERSION >= 5
+  return false;
+#elif defined(OPEN_MPI)
+  // Open MPI's tool interface, which may start before MPI_Init, lists every component's variables: those
+  // of its PMI framework's components are named pmix_<component>_... (ext3x: PMIx).
+  int provided = 0, count = 0;
+  if (MPI_T_init_thread(MPI_THREAD_SINGLE, &provided) != MPI_SUCCESS) return std::nullopt;
+  bool components = false, pmi = false;
+  if (MPI_T_cvar_get_num(&count) == MPI_SUCCESS) {
+    for (int i = 0; i < count; ++i) {
+      char name[256] = {}, description[8] = {};
+      int name_length = sizeof name, description_length = sizeof description, verbosity = 0, bind = 0, scope = 0;
+      MPI_Datatype type = MPI_DATATYPE_NULL;
+      MPI_T_enum enumtype = MPI_T_ENUM_NULL;
+      if (MPI_T_cvar_get_info(i, name, &name_length, &verbosity, &type, &enumtype, description, &description_length,
+                              &bind, &scope) != MPI_SUCCESS)
+        continue;
+      const std::string variable = name;
+      if (variable.rfind("pmix_", 0) != 0) continue;
+      components = components || variable.rfind("pmix_ext", 0) == 0 || variable.rfind("pmix_pmix", 0) == 0;
+      pmi = pmi || variable.rfind("pmix_s1_", 0) == 0 || variable.rfind("pmix_s2_", 0) == 0;
+    }
+  }
+  MPI_T_finalize();
+  if (pmi) return true;
+  if (components) return false;
+  return std::nullopt;
+#else
+  return std::nullopt;
+#endif
+}
+
+std::vector<std::string> check_launcher_before_mpi(const LauncherInfo& launcher, const GetEnv& getenv,
+                                                   const std::function<std::optional<bool>()>& mpi_speaks_pmi) {
 #ifdef OPEN_MPI
   if (launcher.kind == LauncherKind::pmi && launcher.tasks > 1) {
     // Open MPI does not speak Hydra's PMI: each task would be a world of one computing the whole problem.
@@ -178,12 +212,42 @@ void check_launcher_before_mpi(const LauncherInfo& launcher, const GetEnv& geten
     throw UsageError(message.str());
   }
 #endif
-  if (launcher.kind != LauncherKind::slurm || launcher.tasks <= 1) return;  // one task needs no PMI
-  for (const char* variable : {"PMIX_RANK", "PMIX_NAMESPACE", "PMI_RANK", "PMI_FD", "PMI_SIZE"})
-    if (getenv(variable)) return;
+  if (launcher.kind != LauncherKind::slurm || launcher.tasks < 1) return {};  // not srun (the batch script)
+  const auto any_set = [&](std::initializer_list<const char*> variables) {
+    for (const char* variable : variables)
+      if (getenv(variable)) return true;
+    return false;
+  };
+  if (any_set({"PMIX_RANK", "PMIX_NAMESPACE"})) return {};
+  // srun --mpi=pmi2: PMI-2, which Open MPI 4 reads only when built --with-pmi (its s1 / s2 components;
+  // Debian's has none) and Open MPI 5 never. Unknown (components built in): let MPI_Init try.
+  const bool pmi = any_set({"PMI_RANK", "PMI_FD", "PMI_SIZE"});
+#ifdef OPEN_MPI
+  const bool usable_pmi = pmi && mpi_speaks_pmi().value_or(true);
+#else
+  const bool usable_pmi = pmi;
+  (void)mpi_speaks_pmi;
+#endif
+  if (usable_pmi) return {};
+  if (launcher.tasks == 1) {
+    // One task needs no PMI, as in the batch script. But Open MPI 4.1 takes a Slurm step (SLURM_STEP_ID
+    // beside SLURM_NODELIST) that gave it no PMIx for a broken build and refuses to start ("OMPI was not
+    // built with SLURM's PMI support"; srun -n 1 under MpiDefault=none): hidden from it, it starts as a
+    // world of one. The launcher was read before.
+#ifdef OPEN_MPI
+    return {"SLURM_STEP_ID"};
+#else
+    return {};
+#endif
+  }
   std::ostringstream message;
-  message << "Slurm started " << launcher.tasks << " task(s) (this is task " << launcher.rank
-          << ") without PMI or PMIx in the environment. " << kSrunWithoutPmi;
+  message << "Slurm started " << launcher.tasks << " task(s) (this is task " << launcher.rank << ") ";
+  if (pmi)
+    message << "with PMI-2 (srun --mpi=pmi2), which this Open MPI cannot use: it speaks PMIx only (it has no "
+               "PMI-1/2 component, mca_pmix_s1 / s2), and MPI_Init would fail. Launch with `srun --mpi=pmix "
+               "...` (see `srun --mpi=list`), or run `mpirun` inside the allocation.";
+  else
+    message << "without PMI or PMIx in the environment. " << kSrunWithoutPmi;
   throw UsageError(message.str());
 }
 
@@ -210,7 +274,7 @@ void check_launcher(const LauncherInfo& launcher, int mpi_rank, int mpi_world_si
 
 ProcessContext::ProcessContext(int* argc, char*** argv) {
   launcher_ = detect_launcher(process_getenv);
-  check_launcher_before_mpi(launcher_, process_getenv);
+  for (const std::string& variable : check_launcher_before_mpi(launcher_, process_getenv)) unsetenv(variable.c_str());
   int provided = 0;
   LONGCTX_CHECK_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
   LONGCTX_CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));

@@ -42,9 +42,18 @@ void stall_if_named(const char* variable, int rank);
 // The names of every variable in this process's environment.
 std::vector<std::string> process_environment_names();
 
-// Before MPI_Init: srun started tasks but gave them no PMI / PMIx (Open MPI would refuse to start with a
-// page of build advice). Throws UsageError with the fix.
-void check_launcher_before_mpi(const LauncherInfo& launcher, const GetEnv& getenv);
+// Whether the Open MPI this process runs on can start tasks by PMI-1/2 (srun --mpi=pmi2): Open MPI 5 never,
+// Open MPI 4 with its s1 / s2 components (their variables, by MPI_T, before MPI_Init); nullopt when unknown
+// (not Open MPI, or no PMI component seen).
+std::optional<bool> open_mpi_speaks_pmi();
+
+// Before MPI_Init: srun started tasks but gave them no PMI / PMIx, or only a PMI-2 this Open MPI cannot use
+// (Open MPI would refuse to start with a page of build advice): throws UsageError with the fix. Returns the
+// variables to unset before MPI_Init: for one task without PMIx, Open MPI's sign of an srun step (it starts
+// as a world of one then, as in the batch script; before, `srun -n 1` without --mpi failed).
+std::vector<std::string> check_launcher_before_mpi(
+    const LauncherInfo& launcher, const GetEnv& getenv,
+    const std::function<std::optional<bool>()>& mpi_speaks_pmi = open_mpi_speaks_pmi);
 
 // Throws UsageError when the launcher and MPI disagree on world size or rank.
 void check_launcher(const LauncherInfo& launcher, int mpi_rank, int mpi_world_size);

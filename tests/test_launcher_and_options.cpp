@@ -85,6 +85,40 @@ TEST(Launcher, SrunWithoutPmiIsCaughtBeforeMpiInit) {
   EXPECT_NO_THROW(check_launcher_before_mpi(detect_launcher(fake_env({})), fake_env({})));
 }
 
+// srun --mpi=pmi2 hands the tasks PMI_FD / PMI_RANK / PMI_SIZE. Whether MPI_Init can use them is the MPI's:
+// where it cannot (Open MPI without s1 / s2), two tasks are refused before MPI_Init; one task starts alone.
+TEST(Launcher, SrunWithPmi2IsRefusedWhereOpenMpiCannotReadIt) {
+  const auto vars = std::map<std::string, std::string>{{"SLURM_PROCID", "1"}, {"SLURM_STEP_ID", "0"},
+                                                       {"SLURM_STEP_NUM_TASKS", "2"}, {"PMI_FD", "11"},
+                                                       {"PMI_RANK", "1"}, {"PMI_SIZE", "2"}};
+  const LauncherInfo info = detect_launcher(fake_env(vars));
+  const auto cannot = [] { return std::optional<bool>(false); };
+  const auto can = [] { return std::optional<bool>(true); };
+  const auto unknown = [] { return std::optional<bool>(); };
+  EXPECT_TRUE(check_launcher_before_mpi(info, fake_env(vars), can).empty());
+  EXPECT_TRUE(check_launcher_before_mpi(info, fake_env(vars), unknown).empty());
+#ifdef OPEN_MPI
+  try {
+    check_launcher_before_mpi(info, fake_env(vars), cannot);
+    FAIL() << "expected UsageError";
+  } catch (const UsageError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("with PMI-2 (srun --mpi=pmi2), which this Open MPI cannot use"), std::string::npos) << message;
+    EXPECT_NE(message.find("srun --mpi=pmix"), std::string::npos) << message;
+  }
+  auto one = vars;
+  one["SLURM_STEP_NUM_TASKS"] = "1";
+  one["SLURM_PROCID"] = "0";
+  EXPECT_EQ(check_launcher_before_mpi(detect_launcher(fake_env(one)), fake_env(one), cannot),
+            std::vector<std::string>{"SLURM_STEP_ID"});
+  EXPECT_TRUE(check_launcher_before_mpi(detect_launcher(fake_env(one)), fake_env(one), can).empty());
+  // This machine's Open MPI shows its PMI components to MPI_T before MPI_Init (Debian's: PMIx only).
+  EXPECT_TRUE(open_mpi_speaks_pmi().has_value());
+#else
+  EXPECT_TRUE(check_launcher_before_mpi(info, fake_env(vars), cannot).empty());
+#endif
+}
+
 // MPICH's or Intel MPI's mpiexec (Hydra) hands each task PMI_SIZE / PMI_RANK. An Open MPI build would run
 // each as a world of one, so it refuses before MPI_Init; a mismatch after it is a usage error too.
 TEST(Launcher, HydraMpiexecIsDetected) {
@@ -114,14 +148,23 @@ TEST(Launcher, BatchScriptAndOneTaskStepAreFine) {
       {"SLURM_JOB_ID", "7"}, {"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "4"}, {"SLURM_LOCALID", "0"}};
   const LauncherInfo in_batch = detect_launcher(fake_env(batch));
   EXPECT_EQ(in_batch.kind, LauncherKind::slurm);
-  EXPECT_NO_THROW(check_launcher_before_mpi(in_batch, fake_env(batch)));
+  EXPECT_TRUE(check_launcher_before_mpi(in_batch, fake_env(batch)).empty());
   EXPECT_NO_THROW(check_launcher(in_batch, 0, 1));
 
   const auto one_task = std::map<std::string, std::string>{
       {"SLURM_JOB_ID", "7"}, {"SLURM_PROCID", "0"}, {"SLURM_STEP_ID", "0"}, {"SLURM_STEP_NUM_TASKS", "1"}};
   const LauncherInfo step = detect_launcher(fake_env(one_task));
   EXPECT_EQ(step.tasks, 1);
-  EXPECT_NO_THROW(check_launcher_before_mpi(step, fake_env(one_task)));
+#ifdef OPEN_MPI
+  // Open MPI 4.1 takes such a step for a broken build and refuses to start ("not built with SLURM's PMI
+  // support"): the variable it goes by is unset before MPI_Init (tests/cli/slurm_launch.sh runs it).
+  EXPECT_EQ(check_launcher_before_mpi(step, fake_env(one_task)), std::vector<std::string>{"SLURM_STEP_ID"});
+#else
+  EXPECT_TRUE(check_launcher_before_mpi(step, fake_env(one_task)).empty());
+#endif
+  auto pmix = one_task;
+  pmix["PMIX_RANK"] = "0";
+  EXPECT_TRUE(check_launcher_before_mpi(step, fake_env(pmix)).empty());
   EXPECT_NO_THROW(check_launcher(step, 0, 1));
 }
 

@@ -170,6 +170,14 @@ std::string signal_name(int signal) {
   return std::to_string(signal);
 }
 
+// The last line of a run that a signal stopped after its checkpoint was committed (exit 75). The run cannot
+// tell a scheduler's requeue or time limit from a cancel, so it says what any next run does (before:
+// "requeue me", also on a scancel that ends the job).
+std::string stopped_line(int signal, const std::string& when) {
+  return "stopped on " + signal_name(signal) + " " + when +
+         " (exit 75: a requeued job, or any later run with this checkpoint.dir, resumes from it)";
+}
+
 // log.summary's text: one JSON object (the README's train section lists its fields). `started`: when the
 // run began, UTC.
 std::string summary_json(const RunRecord& record, int code, const std::string& error, const std::string& started,
@@ -448,8 +456,8 @@ int train_run(Invocation& inv, RunRecord& record) {
     log::info("evaluating step " + std::to_string(step) + " first: a stop interrupted its evaluation");
     const Evaluation evaluation = evaluate(step);
     if (!evaluation.complete) {
-      log::info("stopped on a signal during the pending evaluation of step " + std::to_string(step) +
-                ", which the checkpoint still holds; requeue me");
+      log::info(stopped_line(evaluation.stop_signal, "during the pending evaluation of step " + std::to_string(step) +
+                                                         ", which the checkpoint still holds"));
       record.signal = evaluation.stop_signal;
       return static_cast<int>(ExitCode::requeue);
     }
@@ -463,7 +471,7 @@ int train_run(Invocation& inv, RunRecord& record) {
     // need not evaluate it again), and the run stops there; at train.steps the run is done.
     if (evaluation.stop_signal != 0 && step < r.steps) {
       checkpoint();
-      log::info("stopped on a signal after the pending evaluation of step " + std::to_string(step) + "; requeue me");
+      log::info(stopped_line(evaluation.stop_signal, "after the pending evaluation of step " + std::to_string(step)));
       record.signal = evaluation.stop_signal;
       return static_cast<int>(ExitCode::requeue);
     }
@@ -598,19 +606,19 @@ int train_run(Invocation& inv, RunRecord& record) {
     if (r.checkpoint_dir.empty()) {
       // 75 promises a committed checkpoint to resume from; without one a requeue would start over, so
       // exit as the signal would have (128 + its number).
-      log::info("stopped on a signal at step " + std::to_string(trainer.step()) +
+      log::info("stopped on " + signal_name(stop_signal) + " at step " + std::to_string(trainer.step()) +
                 ": no checkpoint.dir, nothing saved (exit " + std::to_string(128 + stop_signal) + ", not 75)");
       return 128 + stop_signal;
     }
     if (committed != trainer.step()) checkpoint();
-    log::info("stopped on a signal at step " + std::to_string(trainer.step()) + "; requeue me");
+    log::info(stopped_line(stop_signal, "at step " + std::to_string(trainer.step())));
     return static_cast<int>(ExitCode::requeue);
   }
   if (last_eval != trainer.step()) {  // resumed at the end: printed, no log.jsonl line (that step has one)
     const Evaluation evaluation = evaluate(trainer.step());
     if (!evaluation.complete) {  // nothing trained: the checkpoint resumed from is the run's
-      log::info("stopped on a signal during the evaluation of step " + std::to_string(trainer.step()) +
-                " (the checkpoint resumed from); requeue me");
+      log::info(stopped_line(evaluation.stop_signal, "during the evaluation of step " + std::to_string(trainer.step()) +
+                                                         ", the checkpoint resumed from"));
       record.signal = evaluation.stop_signal;
       return static_cast<int>(ExitCode::requeue);
     }

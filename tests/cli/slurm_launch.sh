@@ -70,6 +70,15 @@ expect_in "$OUT/job.out" "^rank 0/1 .*launcher Slurm" "the batch script itself r
 expect_exit 2 "srun without PMI" -- timeout 120 srun --mpi=none -n 2 "$LONGCTX" info
 expect_in "$OUT/stderr" "srun without PMI" "explains the missing PMI"
 expect_in "$OUT/stderr" "--mpi=pmix" "says how to fix it"
+# One task needs no PMI, as in the batch script (before: Open MPI took the srun step without PMIx for a
+# broken build, exit 1 with its page of build advice); also under PMI-2, which this Open MPI cannot use.
+expect_exit 0 "srun -n 1 without PMI (slurm.conf: MpiDefault=none)" -- timeout 120 srun --mpi=none -n 1 "$LONGCTX" info --quiet
+expect_in "$OUT/stdout" "^rank 0/1 .*launcher Slurm" "... one rank, launcher Slurm"
+expect_exit 0 "srun -n 1 --mpi=pmi2" -- timeout 120 srun --mpi=pmi2 -n 1 "$LONGCTX" info --quiet
+# Two tasks with PMI-2: every MPI_Init would fail (this Open MPI speaks PMIx only): refused before it.
+expect_exit 2 "srun --mpi=pmi2 -n 2" -- timeout 120 srun --mpi=pmi2 -n 2 "$LONGCTX" info --quiet
+expect_in "$OUT/stderr" "with PMI-2 \\(srun --mpi=pmi2\\), which this Open MPI cannot use" "... says why"
+expect_in "$OUT/stderr" "Launch with \`srun --mpi=pmix" "... and how to launch"
 
 # ---- train.sbatch: the signal Slurm sends before the time limit -> checkpoint, exit 75, requeue, resume --
 TRAIN=(--model.layers 1 --model.dim 32 --model.heads 4 --model.vocab 32 --model.segment_lengths 32,128,1024
@@ -164,7 +173,9 @@ if wait_for_step "$OUT/cancel.jsonl" 5; then
   scancel "$jid"
   expect_ended "$jid" CANCELLED 0 any "scancel: CANCELLED, not requeued"
   for _ in $(seq 50); do grep -q "not requeued" "$OUT/cancel.out" && break; sleep 0.2; done
-  expect_in "$OUT/cancel.out" "SIGTERM \(scancel; .*\): not requeued by this script" "train.sbatch says it does not requeue"
+  expect_in "$OUT/cancel.out" "SIGTERM \(scancel; .*\): not requeued by this script; the checkpoint the ranks committed is kept" \
+    "train.sbatch says it does not requeue, and what is kept"
+  expect_in "$OUT/cancel.out" "stopped on SIGTERM at step [0-9]+ \(exit 75: " "the ranks name the signal"
   [ -s "$OUT/ck2/latest" ] && "$LONGCTX" ckpt verify "$OUT/ck2" >/dev/null 2>&1 &&
     pass "scancel: the ranks committed a checkpoint ($(cat "$OUT/ck2/latest"))" || fail "no valid checkpoint after scancel"
 else

@@ -1038,7 +1038,7 @@ expect_in "$OUT/ev.summary.json" '"outcome": "stopped", "exit": 75, .*"first_ste
   "log.summary: this run got checkpoint.dir no further (replaced, one object)"
 [ "$(grep -c . "$OUT/ev.summary.json")" -eq 1 ] && pass "log.summary holds one line" || fail "log.summary: $(cat "$OUT/ev.summary.json")"
 [ "$(ls "$OUT/ev" | grep -c '^step_')" -eq 1 ] && cmp -s "$OUT/ev/step_00000002.h5" "$OUT/ev-stopped/step_00000002.h5" &&
-  grep -q "stopped on a signal during the pending evaluation of step 2, which the checkpoint still holds; requeue me" "$OUT/stderr" &&
+  grep -q "stopped on SIGUSR1 during the pending evaluation of step 2, which the checkpoint still holds (exit 75: a requeued job, or any later run with this checkpoint.dir, resumes from it)" "$OUT/stderr" &&
   pass "... leaves the checkpoint as it was" || { fail "a signal during the pending evaluation"; ls "$OUT/ev"; tail -3 "$OUT/stderr"; }
 expect_exit 0 "resume: step 2 evaluated first, then steps 3-4" -- "$LONGCTX" train "${EV20[@]}" --checkpoint.dir "$OUT/ev" \
   --log.jsonl "$OUT/ev.jsonl" --log.summary "$OUT/ev.summary.json"
@@ -1094,7 +1094,7 @@ expect_exit 75 "its pending evaluation with 1 sequence, a signal after it" -- en
   "$LONGCTX" train "${EV1[@]}" --checkpoint.dir "$OUT/ew2" --log.jsonl "$OUT/ew2.jsonl" --log.summary "$OUT/ew2.summary.json"
 expect_in "$OUT/ew2.summary.json" '"steps_trained": 0, .*"checkpoint_step": 2, "checkpoint_eval_pending": false, "checkpoint_advanced": true' \
   "log.summary: no step trained, but the pending evaluation done counts as getting further"
-grep -q "stopped on a signal after the pending evaluation of step 2; requeue me" "$OUT/stderr" &&
+grep -q "stopped on SIGUSR1 after the pending evaluation of step 2 (exit 75: " "$OUT/stderr" &&
   /usr/bin/python3 -c "import h5py, sys; sys.exit('eval_pending' in h5py.File(sys.argv[1], 'r').attrs)" "$OUT/ew2/step_00000002.h5" &&
   grep -q '"step": 2,.*"eval_loss"' "$OUT/ew2.jsonl" && pass "... logs step 2, saves the checkpoint again without it" ||
   { fail "a stop after a pending evaluation's last sequence"; tail -3 "$OUT/stderr"; cat "$OUT/ew2.jsonl"; }
@@ -1113,7 +1113,7 @@ LONGCTX_FAULT_SIGNAL_AT=checkpoint:2 "$LONGCTX" train "${WRITE[@]}" --checkpoint
   --log.jsonl "$OUT/wc.jsonl" >"$OUT/wc.out" 2>"$OUT/wc.err"
 code=$?
 [ "$code" -eq 75 ] && [ "$(cat "$OUT/wc/latest" 2>/dev/null)" = step_00000002.h5 ] && [ "$(ls "$OUT/wc" | grep -c '^step_')" -eq 1 ] &&
-  grep -q "stopped on a signal at step 2; requeue me" "$OUT/wc.err" &&
+  grep -q "stopped on SIGUSR1 at step 2 (exit 75: " "$OUT/wc.err" &&
   pass "a signal during step 2's checkpoint -> exit 75 at step 2, no second checkpoint" ||
   { fail "a signal during a checkpoint gave exit $code"; ls "$OUT/wc"; tail -3 "$OUT/wc.err"; }
 expect_exit 0 "resume it" -- "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "$OUT/wc" --checkpoint.every 2 --log.jsonl "$OUT/wc.jsonl"
@@ -1190,7 +1190,7 @@ if [ "${#ranks[@]}" -eq 2 ]; then
   kill -TERM "${ranks[1]}"
   wait $pid; code=$?
   [ "$code" -eq 75 ] && pass "SIGTERM to one rank -> mpirun exit 75" || { fail "SIGTERM to one rank gave exit $code"; tail -5 "$OUT/sig2.err"; }
-  stopped_at=$(sed -n 's/.*stopped on a signal at step \([0-9]*\).*/\1/p' "$OUT/sig2.err" | head -1)
+  stopped_at=$(sed -n 's/.*stopped on SIGTERM at step \([0-9]*\) (exit 75.*/\1/p' "$OUT/sig2.err" | head -1)
   [ -n "$stopped_at" ] && [ "$(cat "$OUT/sig2/latest")" = "$(printf 'step_%08d.h5' "$stopped_at")" ] &&
     pass "both ranks checkpointed step $stopped_at together" || fail "no agreed checkpoint after SIGTERM"
 else
