@@ -161,8 +161,8 @@ int run_inspect(Invocation& invocation) {
 // ---- verify -------------------------------------------------------------------------------------------
 void declare_verify(po::options_description& desc, po::positional_options_description& positional) {
   desc.add_options()("path", po::value<std::vector<std::string>>()->multitoken(), "token datasets")
-      ("json", po::bool_switch(), "print one JSON object per dataset: path, ok, tokens, documents, vocab, ids_read, "
-       "smallest_id, largest_id (of the ids read; 0 when none), outside (ids outside [0, vocab)), problems ([text]), "
+      ("json", po::bool_switch(), "print one JSON object per dataset: path, ok, tokens, documents, vocab (null for a file that did not "
+       "open as a token dataset), ids_read, smallest_id, largest_id (of the ids read; null when none), outside (ids outside [0, vocab)), problems ([text]), "
        "unchecked ([datasets without a checksum]), digest (whether /tokens has a digest attribute, which is then "
        "checked); the exit code as without it");
   positional.add("path", -1);
@@ -185,9 +185,16 @@ int run_verify(Invocation& invocation) {
         for (const std::string& item : items) text += (text.empty() ? "" : ", ") + json_string(item);
         return "[" + text + "]";
       };
-      std::cout << "{\"path\": " << json_string(path) << ", \"ok\": " << json_bool(report.ok) << ", \"tokens\": " << report.tokens
-                << ", \"documents\": " << report.documents << ", \"vocab\": " << report.vocab << ", \"ids_read\": "
-                << report.ids_read << ", \"smallest_id\": " << report.smallest_id << ", \"largest_id\": " << report.largest_id
+      // Figures the file never gave are null, not 0 (before: a file that did not open read as "tokens": 0,
+      // "vocab": 0, and one with no id read as ids 0..0).
+      const auto known = [](bool given, int64_t value) { return given ? std::to_string(value) : std::string("null"); };
+      const bool ids = report.ids_read > 0;
+      std::cout << "{\"path\": " << json_string(path) << ", \"ok\": " << json_bool(report.ok)
+                << ", \"tokens\": " << known(report.opened, report.tokens)
+                << ", \"documents\": " << known(report.opened, report.documents)
+                << ", \"vocab\": " << known(report.opened, report.vocab) << ", \"ids_read\": " << report.ids_read
+                << ", \"smallest_id\": " << known(ids, report.smallest_id)
+                << ", \"largest_id\": " << known(ids, report.largest_id)
                 << ", \"outside\": " << report.outside << ", \"problems\": " << list(report.problems)
                 << ", \"unchecked\": " << list(report.unchecked) << ", \"digest\": " << json_bool(report.digested)
                 << "}\n";

@@ -177,6 +177,17 @@ expect_in "$OUT/stdout" "byhand.h5: ok \(10 tokens in 1 document\(s\), ids 0\.\.
   "says what no checksum covers"
 expect_in "$OUT/stdout" "no digest on /tokens \(imported by an older longctx, or made otherwise: \`data import\` again adds one\)" \
   "... and that it has no digest"
+# A file that is no token dataset: its figures are unknown, null in --json (before: "tokens": 0, "vocab": 0).
+printf 'not hdf5' >nothdf5.h5
+expect_exit 3 "verify --json a file that is not HDF5, then a good one" -- "$LONGCTX" data verify nothdf5.h5 byhand.h5 --json --quiet
+/usr/bin/python3 -c "
+import json, sys
+bad, good = [json.loads(line) for line in open('$OUT/stdout')]
+sys.exit(0 if [bad[k] for k in ('ok', 'tokens', 'documents', 'vocab', 'ids_read', 'smallest_id', 'largest_id')] ==
+         [False, None, None, None, 0, None, None] and 'cannot open as an HDF5 file' in bad['problems'][0] and
+         [good[k] for k in ('ok', 'tokens', 'documents', 'vocab', 'smallest_id', 'largest_id')] == [True, 10, 1, 10, 0, 9]
+         else 1)
+" && pass "... null where the file gave nothing, the figures of the next" || fail "verify --json: $(cat "$OUT/stdout")"
 # A token a tool changed, its chunk's checksum rewritten with it: Fletcher32 passes, the digest does not.
 cp ab.h5 edited.h5
 /usr/bin/python3 -c "
