@@ -109,7 +109,8 @@ std::vector<std::string> list_items(const std::string& text) {
 // what the other tasks do anyway). {-1}: random.
 std::vector<double> parse_depths(const Invocation& inv, const std::string& task) {
   const std::string text = opt<std::string>(inv, "depths");
-  if (text == "random") return {-1};
+  const std::vector<std::string> items = list_items(text);  // blanks around each item dropped, as for numbers
+  if (items.size() == 1 && items.front() == "random") return {-1};
   if (task != "passkey") {
     if (inv.sources.at("depths") != "default")
       throw UsageError("--depths=" + text + ": only the passkey task has one record to place (the checkpoint's data.task is " +
@@ -118,7 +119,7 @@ std::vector<double> parse_depths(const Invocation& inv, const std::string& task)
     return {-1};
   }
   std::vector<double> depths;
-  for (const std::string& item : list_items(text)) {
+  for (const std::string& item : items) {
     char* end = nullptr;
     const double percent = std::strtod(item.c_str(), &end);
     const bool decimal = !item.empty() && item.find_first_not_of("0123456789.") == std::string::npos;
@@ -300,7 +301,19 @@ void check_cells(const Invocation& inv, const EvalPlan& plan) {
     throw InputError("the checkpoint's data.path=" + file + " is not there" +
                      (std::filesystem::path(file).is_relative() ? " (from this working directory)" : std::string()) +
                      ": --data-path reads the token dataset where it is now");
-  std::optional<int64_t> tokens;  // the token file's length, read once (at the first length, as before)
+  const std::string file_name =
+      (opt<std::string>(inv, "data-path").empty() ? "the checkpoint's data.path=" : "--data-path=") + file;
+  std::optional<int64_t> tokens;  // the token file's length
+  if (plan.options.data.task == "file") {
+    const io::TokenReader reader(file);
+    tokens = reader.token_count();
+    // The model cannot change here: a file with larger ids is the wrong input (exit 3; before, train's
+    // check said "model.vocab is smaller", exit 2).
+    const int64_t model_vocab = plan.options.trainer.model.vocab;
+    if (reader.vocab() > model_vocab)
+      throw InputError(file_name + " has a vocabulary of " + std::to_string(reader.vocab()) + " ids, more than the checkpoint's model (model.vocab=" +
+                       std::to_string(model_vocab) + ") reads: give a token dataset imported for this model's vocabulary");
+  }
   for (int64_t n : plan.lengths) {
     try {
       check_shardable(plan.options.trainer.model.schedule, n, P, SpanningSegments::may_end_short, names);
@@ -311,9 +324,8 @@ void check_cells(const Invocation& inv, const EvalPlan& plan) {
                        ", or another schedule: --segment-lengths, --dilation-rates)");
     }
     if (plan.options.data.task == "file") {
-      if (!tokens) tokens = io::TokenReader(file).token_count();
       if (*tokens < n + 1)
-        throw UsageError("--seq-len: " + std::to_string(n) + " is longer than data.path=" + file + " can score: it holds " +
+        throw UsageError("--seq-len: " + std::to_string(n) + " is longer than " + file_name + " can score: it holds " +
                              std::to_string(*tokens) + " tokens, a sequence needs N + 1 (at most " +
                              std::to_string(*tokens - 1) + ")",
                          "seq-len");
@@ -384,6 +396,11 @@ std::string percent(double depth) {
   return text;
 }
 
+// A cell as messages name it: "N = 4096" or "N = 4096, depth 50%".
+std::string what_cell(int64_t n, double depth) {
+  return "N = " + std::to_string(n) + (depth >= 0 ? ", depth " + percent(depth) : std::string());
+}
+
 int run_eval(Invocation& inv) {
   EvalPlan plan = plan_eval(inv);
   comm::Communicator& world = inv.process.world();
@@ -451,7 +468,7 @@ int run_eval(Invocation& inv) {
         // Rank 0's line while a cell runs long, also while one sequence's forward pass takes minutes (a length
         // near the memory's limit). evaluate() asks its stop callback after each sequence: counted there.
         std::atomic<int64_t> scored{0};
-        const std::string what = "N = " + std::to_string(n) + (depth >= 0 ? ", depth " + percent(depth) : std::string());
+        const std::string what = what_cell(n, depth);
         const Heartbeat progress(rank0, [&](double seconds) {
           return what + ": " + std::to_string(scored.load(std::memory_order_relaxed)) + " of " +
                  count_of(sequences, "sequence") + " scored, " + fixed(seconds, 0) + " s";
@@ -462,6 +479,13 @@ int run_eval(Invocation& inv) {
         });
       }
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      // Every rank has the same (all-reduced) loss, so every rank ends here alike. Before, the cell was
+      // printed with loss nan (JSON null) and accuracy 0, and eval exited 0, as train does not.
+      if (!std::isfinite(e.loss))
+        throw InternalError("the loss at " + what_cell(n, depth) + " is " +
+                            (std::isnan(e.loss) ? std::string("nan") : std::to_string(e.loss)) +
+                            ", not finite: the checkpoint's parameters overflow the forward pass at this length (the "
+                            "cells before it, if any, are printed above)");
       accuracy[li].push_back(e.accuracy);
       if (!rank0) continue;
       if (plan.json) {

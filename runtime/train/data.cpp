@@ -283,32 +283,36 @@ std::unique_ptr<Dataset> make_dataset(const DataConfig& c) {
   if (c.task != "passkey" && c.task != "associative")
     throw UsageError("data.task=" + c.task + ": allowed values are passkey, associative, file");
   if (c.vocab < 32) throw UsageError("model.vocab=" + std::to_string(c.vocab) + ": data.task=" + c.task + " needs >= 32");
-  // Each count is at least 1 and at most data.seq_len (no record fits otherwise), so the products below
-  // stay far from int64's limit (2^63 > seq_len^2 for any seq_len that fits in memory).
   for (const auto& [name, value] : {std::pair<const char*, int64_t>{"data.key_digits", c.key_digits},
                                     {"data.key_repeats", c.key_repeats}})
-    if (value < 1 || value > c.seq_len)
-      throw UsageError(std::string(name) + "=" + std::to_string(value) + ": must be in [1, " + c.seq_len_option + "=" +
-                       std::to_string(c.seq_len) + "]");
+    if (value < 1) throw UsageError(std::string(name) + "=" + std::to_string(value) + ": must be >= 1");
   constexpr int64_t kMaxFiller = int64_t{1} << 24;  // the filler sentence is held whole
   if (c.filler_period < 1 || c.filler_period > kMaxFiller)
     throw UsageError("data.filler_period=" + std::to_string(c.filler_period) + ": must be in [1, " +
                      std::to_string(kMaxFiller) + "]");
-  int64_t needed = (c.key_digits + 2) * (c.key_repeats + 1) + 2;
   if (c.task == "associative") {
     if (c.records < 1 || c.queries < 1) throw UsageError("data.records and data.queries must be >= 1");
-    if (c.records > c.seq_len || c.queries > c.seq_len)
-      throw UsageError("data.records=" + std::to_string(c.records) + ", data.queries=" + std::to_string(c.queries) +
-                       ": each must be <= " + c.seq_len_option + "=" + std::to_string(c.seq_len));
     const int64_t symbols = (c.vocab - kFirstFree) / 2;
-    if (c.records > symbols * symbols)
+    if (static_cast<long double>(c.records) > static_cast<long double>(symbols) * symbols)  // no overflow at any vocab
       throw UsageError("data.records=" + std::to_string(c.records) + ": at most " + std::to_string(symbols * symbols) +
                        " distinct keys with model.vocab=" + std::to_string(c.vocab));
-    needed = c.queries * (c.key_digits + 3) + c.records * (c.key_digits + 4) + 2;
   }
-  if (c.seq_len < needed)
-    throw UsageError(c.seq_len_option + "=" + std::to_string(c.seq_len) + " is too short for " + c.task +
-                     ": need at least " + std::to_string(needed));
+  // The tokens one sequence's records and questions take, in long double: the counts are unbounded here
+  // (before, each was first held to <= the length, and a too-short length was blamed on data.key_digits,
+  // which eval's user cannot change). Compared with the length, then exact, as every count is <= it.
+  const long double digits = c.key_digits, repeats = c.key_repeats, records = c.records, queries = c.queries;
+  const long double wanted = c.task == "associative" ? queries * (digits + 3) + records * (digits + 4) + 2
+                                                     : (digits + 2) * (repeats + 1) + 2;
+  const std::string counts = c.task == "associative"
+                                 ? "data.records=" + std::to_string(c.records) + ", data.queries=" + std::to_string(c.queries) +
+                                       ", data.key_digits=" + std::to_string(c.key_digits)
+                                 : "data.key_digits=" + std::to_string(c.key_digits) +
+                                       ", data.key_repeats=" + std::to_string(c.key_repeats);
+  if (wanted > static_cast<long double>(c.seq_len))
+    throw UsageError(c.seq_len_option + "=" + std::to_string(c.seq_len) + " is too short for " + c.task + ": need at least " +
+                     (wanted < 9e18L ? std::to_string(static_cast<int64_t>(wanted)) : std::string("more than 2^63")) +
+                     " (" + counts + ")");
+  const int64_t needed = static_cast<int64_t>(wanted);
   if (c.curriculum_steps > 0 && c.curriculum_min_span < needed - 1)
     throw UsageError("data.curriculum_min_span=" + std::to_string(c.curriculum_min_span) + " is too short for " +
                      c.task + ": need at least " + std::to_string(needed - 1));

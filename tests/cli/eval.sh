@@ -108,7 +108,7 @@ expect_exit 0 "eval the file task" -- "$LONGCTX" eval ckf --quiet --sequences 2 
 close "$(json_field "$OUT/stdout" 1 loss)" "$(json_field ckf.jsonl 4 eval_loss)" 1e-6 &&
   pass "loss = train's eval_loss on the held-out tail" || fail "eval $(cat "$OUT/stdout"), train $(tail -1 ckf.jsonl)"
 expect_exit 2 "a length longer than the token file" -- "$LONGCTX" eval ckf --quiet --seq-len 512,64K
-expect_in "$OUT/stderr" "--seq-len: 65536 is longer than data.path=corpus.h5 can score: it holds [0-9]+ tokens" "... says so"
+expect_in "$OUT/stderr" "--seq-len: 65536 is longer than the checkpoint's data.path=corpus.h5 can score: it holds [0-9]+ tokens" "... says so"
 expect_exit 0 "the file task at 4x its length" -- "$LONGCTX" eval ckf --quiet --seq-len 512 --sequences 2
 expect_in "$OUT/stdout" "^N 512  loss [0-9.]+  perplexity [0-9.]+  next-token accuracy" "loss, perplexity, accuracy"
 head -c 1000 corpus.txt >small.txt
@@ -132,6 +132,12 @@ expect_exit 0 "eval on another token file" -- "$LONGCTX" eval ckf --quiet --data
 [ "$(json_field "$OUT/stdout" 1 same_data)" = False ] && pass "... same_data false" || fail "same_data: $(cat "$OUT/stdout")"
 expect_in "$OUT/stderr" "small.h5 is not the token file the checkpoint's run trained on \(corpus.h5\): it holds 1000 tokens, digest 0x[0-9a-f]{16}; the checkpoint's run read [0-9]+ tokens, digest 0x[0-9a-f]{16}\. Its held-out tail is scored, with no check" \
   "... says so"
+# A file whose vocabulary the checkpoint's model cannot read: the wrong input, exit 3 (before: 2, naming
+# train's model.vocab and data.path).
+cp small.h5 wide.h5
+/usr/bin/python3 -c "import h5py; f = h5py.File('wide.h5', 'r+'); f.attrs['vocab'] = 1000; f.close()"
+expect_exit 3 "--data-path with a vocabulary larger than the model's" -- "$LONGCTX" eval ckf --quiet --data-path wide.h5
+expect_in "$OUT/stderr" "--data-path=wide.h5 has a vocabulary of 1000 ids, more than the checkpoint's model \(model.vocab=256\) reads" "... says so"
 expect_exit 0 "eval small.h5's run at 256 on the other file" -- "$LONGCTX" eval cks --quiet --seq-len 256 --data-path moved/corpus.h5
 grep -q "the held-out tail of" "$OUT/stderr" && fail "the other file's tail was checked against small.h5's run" ||
   pass "... no overlap warning: the run trained on another file"
@@ -197,9 +203,27 @@ expect_in "$OUT/stderr" "only the passkey task" "... says why"
 expect_exit 2 "--data-path with the passkey task" -- "$LONGCTX" eval ck --quiet --data-path moved/corpus.h5
 expect_exit 2 "a depth past 100%" -- "$LONGCTX" eval ck --quiet --depths 50,120
 expect_in "$OUT/stderr" "'120' is not a percent in \[0, 100\]" "... names it"
+# Parameters that overflow the forward pass (finite, their digests removed so that they load): a loss that
+# is not finite ends eval with exit 1, as it ends train (before: "loss -nan", accuracy 0, exit 0).
+cp ck/step_00000012.h5 huge.h5
+/usr/bin/python3 -c "
+import h5py
+with h5py.File('huge.h5', 'r+') as f:
+    for name in ('model/layer0/wq', 'model/layer0/wk'):
+        f[name][...] = 3e37
+        del f[name].attrs['digest']
+"
+expect_exit 1 "a checkpoint whose forward pass overflows" -- "$LONGCTX" eval huge.h5 --quiet --depths 0,100 --sequences 1 --json
+expect_in "$OUT/stderr" "the loss at N = 256, depth 0% is (nan|-?inf), not finite: the checkpoint's parameters overflow" "... says where"
+[ ! -s "$OUT/stdout" ] && pass "... and prints no score for it" || fail "printed: $(cat "$OUT/stdout")"
+expect_exit 0 "--depths ' random' (blanks dropped, as around numbers)" -- "$LONGCTX" eval ck --quiet --depths " random" --sequences 1
 expect_exit 2 "--sequences 0" -- "$LONGCTX" eval ck --quiet --sequences 0
 expect_exit 2 "a length too short for the passkey" -- "$LONGCTX" eval ck --quiet --seq-len 8
-expect_in "$OUT/stderr" "--seq-len=8 is too short for passkey" "... names --seq-len"
+expect_in "$OUT/stderr" "--seq-len=8 is too short for passkey: need at least [0-9]+ \(data.key_digits=" "... names --seq-len"
+# Shorter than one record: the same words (before: 'data.key_digits=5: must be in [1, --seq-len=2]', a
+# setting eval cannot change).
+expect_exit 2 "a length shorter than the key" -- "$LONGCTX" eval ck --quiet --seq-len 2
+expect_in "$OUT/stderr" "--seq-len=2 is too short for passkey: need at least" "... says the length is too short"
 expect_exit 2 "a length that does not shard at 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" eval ck --quiet --seq-len 256,255
 expect_in "$OUT/stderr" "--seq-len=255" "... names the length"
 expect_exit 2 "... also alone" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" eval ck --quiet --seq-len 255
