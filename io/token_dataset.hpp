@@ -128,7 +128,7 @@ struct TokenVerifyReport {
   bool opened = false;  // as a token dataset (not: missing, unreadable, another kind of file)
   int64_t tokens = 0, documents = 0, vocab = 0;
   int64_t ids_read = 0;                     // of the tokens (a damaged chunk's are not)
-  int64_t smallest_id = 0, largest_id = 0;  // of those read (0 when none)
+  int64_t smallest_id = 0, largest_id = 0;  // of those read (0 when none; data verify --json: null)
   int64_t outside = 0;                      // ids outside [0, vocab)
   bool digested = false;                    // /tokens has a digest attribute (checked when every token read)
   std::vector<std::string> problems;

@@ -101,6 +101,15 @@ int env_int(const GetEnv& getenv, const std::string& name) {
   }
 }
 
+// An MPICH / Intel MPI mpiexec (Hydra) run inside an srun step (`srun --pty bash`, then `mpiexec -n 4`):
+// its PMI_SIZE / PMI_RANK disagree with the step's task count / SLURM_PROCID, where srun --mpi=pmi2's agree.
+// Hydra is the launcher then (before, each of its tasks passed for the step's one task).
+bool hydra_inside_step(const GetEnv& getenv) {
+  if (!getenv("PMI_SIZE") || !getenv("PMI_RANK")) return false;
+  const int tasks = env_int(getenv, getenv("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS");
+  return env_int(getenv, "PMI_SIZE") != tasks || env_int(getenv, "PMI_RANK") != env_int(getenv, "SLURM_PROCID");
+}
+
 }  // namespace
 
 std::string to_string(LauncherKind kind) {
@@ -142,7 +151,7 @@ LauncherInfo detect_launcher(const GetEnv& getenv) {
     info.rank = env_int(getenv, "OMPI_COMM_WORLD_RANK");
     info.local_rank = env_int(getenv, "OMPI_COMM_WORLD_LOCAL_RANK");
   } else if (getenv("SLURM_PROCID") && (getenv("SLURM_STEP_ID") || getenv("SLURM_STEPID")) &&
-             (getenv("SLURM_STEP_NUM_TASKS") || getenv("SLURM_NTASKS"))) {
+             (getenv("SLURM_STEP_NUM_TASKS") || getenv("SLURM_NTASKS")) && !hydra_inside_step(getenv)) {
     // A task of an srun job step.
     info.kind = LauncherKind::slurm;
     info.tasks = env_int(getenv, getenv("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS");
@@ -192,7 +201,9 @@ std::optional<bool> open_mpi_speaks_pmi() {
       pmi = pmi || variable.rfind("pmix_s1_", 0) == 0 || variable.rfind("pmix_s2_", 0) == 0;
     }
   }
-  MPI_T_finalize();
+  // No MPI_T_finalize: MPI_Init follows, and Open MPI 4.1 before 4.1.4 could crash in MPI_Init after
+  // MPI_T_init_thread + MPI_T_finalize where it has UCX (open-mpi/ompi#10409). The tool interface stays
+  // open for the process's life, which MPI allows.
   if (pmi) return true;
   if (components) return false;
   return std::nullopt;

@@ -109,6 +109,8 @@ TEST(Launcher, SrunWithPmi2IsRefusedWhereOpenMpiCannotReadIt) {
   auto one = vars;
   one["SLURM_STEP_NUM_TASKS"] = "1";
   one["SLURM_PROCID"] = "0";
+  one["PMI_SIZE"] = "1";
+  one["PMI_RANK"] = "0";
   EXPECT_EQ(check_launcher_before_mpi(detect_launcher(fake_env(one)), fake_env(one), cannot),
             std::vector<std::string>{"SLURM_STEP_ID"});
   EXPECT_TRUE(check_launcher_before_mpi(detect_launcher(fake_env(one)), fake_env(one), can).empty());
@@ -135,10 +137,19 @@ TEST(Launcher, HydraMpiexecIsDetected) {
 #endif
   const auto one = std::map<std::string, std::string>{{"PMI_SIZE", "1"}, {"PMI_RANK", "0"}};
   EXPECT_NO_THROW(check_launcher_before_mpi(detect_launcher(fake_env(one)), fake_env(one)));
-  // srun --mpi=pmi2 also sets PMI_*; that is Slurm.
+  // srun --mpi=pmi2 also sets PMI_*, which agree with the step: that is Slurm.
   const LauncherInfo srun = detect_launcher(fake_env({{"PMI_SIZE", "2"}, {"PMI_RANK", "1"}, {"SLURM_PROCID", "1"},
                                                        {"SLURM_STEP_ID", "0"}, {"SLURM_STEP_NUM_TASKS", "2"}}));
   EXPECT_EQ(srun.kind, LauncherKind::slurm);
+  // Hydra inside a one-task step (srun --pty bash, then mpiexec -n 4): PMI_* disagree with the step.
+  const LauncherInfo inside = detect_launcher(fake_env({{"PMI_SIZE", "4"}, {"PMI_RANK", "1"}, {"SLURM_PROCID", "0"},
+                                                        {"SLURM_STEP_ID", "0"}, {"SLURM_STEP_NUM_TASKS", "1"}}));
+  EXPECT_EQ(inside.kind, LauncherKind::pmi);
+  EXPECT_EQ(inside.tasks, 4);
+  EXPECT_EQ(inside.rank, 1);
+#ifdef OPEN_MPI
+  EXPECT_THROW(check_launcher_before_mpi(inside, fake_env({{"PMI_SIZE", "4"}, {"PMI_RANK", "1"}})), UsageError);
+#endif
 }
 
 // What sbatch's batch script and `srun -n 1` hand a process (seen on this machine's Slurm 22.05): neither

@@ -161,10 +161,10 @@ int run_inspect(Invocation& invocation) {
 // ---- verify -------------------------------------------------------------------------------------------
 void declare_verify(po::options_description& desc, po::positional_options_description& positional) {
   desc.add_options()("path", po::value<std::vector<std::string>>()->multitoken(), "token datasets")
-      ("json", po::bool_switch(), "print one JSON object per dataset: path, ok, tokens, documents, vocab (null for a file that did not "
-       "open as a token dataset), ids_read, smallest_id, largest_id (of the ids read; null when none), outside (ids outside [0, vocab)), problems ([text]), "
+      ("json", po::bool_switch(), "print one JSON object per dataset: path, ok, tokens, documents, vocab (these three null for a file that "
+       "did not open as a token dataset), ids_read, smallest_id, largest_id (of the ids read; null when none), outside (ids outside [0, vocab)), problems ([text]), "
        "unchecked ([datasets without a checksum]), digest (whether /tokens has a digest attribute, which is then "
-       "checked); the exit code as without it");
+       "checked; null for a file that did not open); the exit code as without it");
   positional.add("path", -1);
 }
 
@@ -196,7 +196,8 @@ int run_verify(Invocation& invocation) {
                 << ", \"smallest_id\": " << known(ids, report.smallest_id)
                 << ", \"largest_id\": " << known(ids, report.largest_id)
                 << ", \"outside\": " << report.outside << ", \"problems\": " << list(report.problems)
-                << ", \"unchecked\": " << list(report.unchecked) << ", \"digest\": " << json_bool(report.digested)
+                << ", \"unchecked\": " << list(report.unchecked)
+                << ", \"digest\": " << (report.opened ? json_bool(report.digested) : std::string("null"))
                 << "}\n";
     }
     return ok ? 0 : static_cast<int>(ExitCode::bad_input);

@@ -118,6 +118,10 @@ std::vector<double> parse_depths(const Invocation& inv, const std::string& task)
                        "depths");
     return {-1};
   }
+  if (items.size() > 1 && std::find(items.begin(), items.end(), "random") != items.end())
+    throw UsageError("--depths=" + text + ": `random` stands alone (each sequence's depth drawn as train draws it), "
+                         "not in a list of percents" + value_source(inv, "depths"),
+                     "depths");
   std::vector<double> depths;
   for (const std::string& item : items) {
     char* end = nullptr;

@@ -309,8 +309,8 @@ std::unique_ptr<Dataset> make_dataset(const DataConfig& c) {
                                  : "data.key_digits=" + std::to_string(c.key_digits) +
                                        ", data.key_repeats=" + std::to_string(c.key_repeats);
   if (wanted > static_cast<long double>(c.seq_len))
-    throw UsageError(c.seq_len_option + "=" + std::to_string(c.seq_len) + " is too short for " + c.task + ": need at least " +
-                     (wanted < 9e18L ? std::to_string(static_cast<int64_t>(wanted)) : std::string("more than 2^63")) +
+    throw UsageError(c.seq_len_option + "=" + std::to_string(c.seq_len) + " is too short for " + c.task + ": need " +
+                     (wanted < 0x1p63L ? "at least " + std::to_string(static_cast<int64_t>(wanted)) : std::string("more than 2^63")) +
                      " (" + counts + ")");
   const int64_t needed = static_cast<int64_t>(wanted);
   if (c.curriculum_steps > 0 && c.curriculum_min_span < needed - 1)

@@ -183,8 +183,8 @@ expect_exit 3 "verify --json a file that is not HDF5, then a good one" -- "$LONG
 /usr/bin/python3 -c "
 import json, sys
 bad, good = [json.loads(line) for line in open('$OUT/stdout')]
-sys.exit(0 if [bad[k] for k in ('ok', 'tokens', 'documents', 'vocab', 'ids_read', 'smallest_id', 'largest_id')] ==
-         [False, None, None, None, 0, None, None] and 'cannot open as an HDF5 file' in bad['problems'][0] and
+sys.exit(0 if [bad[k] for k in ('ok', 'tokens', 'documents', 'vocab', 'ids_read', 'smallest_id', 'largest_id', 'digest')] ==
+         [False, None, None, None, 0, None, None, None] and 'cannot open as an HDF5 file' in bad['problems'][0] and
          [good[k] for k in ('ok', 'tokens', 'documents', 'vocab', 'smallest_id', 'largest_id')] == [True, 10, 1, 10, 0, 9]
          else 1)
 " && pass "... null where the file gave nothing, the figures of the next" || fail "verify --json: $(cat "$OUT/stdout")"

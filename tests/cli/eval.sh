@@ -216,7 +216,11 @@ with h5py.File('huge.h5', 'r+') as f:
 expect_exit 1 "a checkpoint whose forward pass overflows" -- "$LONGCTX" eval huge.h5 --quiet --depths 0,100 --sequences 1 --json
 expect_in "$OUT/stderr" "the loss at N = 256, depth 0% is (nan|-?inf), not finite: the checkpoint's parameters overflow" "... says where"
 [ ! -s "$OUT/stdout" ] && pass "... and prints no score for it" || fail "printed: $(cat "$OUT/stdout")"
-expect_exit 0 "--depths ' random' (blanks dropped, as around numbers)" -- "$LONGCTX" eval ck --quiet --depths " random" --sequences 1
+expect_exit 0 "--depths ' random' (blanks dropped, as around numbers)" -- "$LONGCTX" eval ck --quiet --depths " random" --sequences 1 --json
+[ "$(grep -c . "$OUT/stdout")" -eq 1 ] && [ "$(json_field "$OUT/stdout" 1 depth)" = None ] && pass "... one cell, depth null (random)" ||
+  fail "--depths ' random': $(cat "$OUT/stdout")"
+expect_exit 2 "--depths random,50" -- "$LONGCTX" eval ck --quiet --depths random,50
+expect_in "$OUT/stderr" "\`random\` stands alone" "... says random is not a percent of a list"
 expect_exit 2 "--sequences 0" -- "$LONGCTX" eval ck --quiet --sequences 0
 expect_exit 2 "a length too short for the passkey" -- "$LONGCTX" eval ck --quiet --seq-len 8
 expect_in "$OUT/stderr" "--seq-len=8 is too short for passkey: need at least [0-9]+ \(data.key_digits=" "... names --seq-len"

@@ -38,6 +38,16 @@ expect_in "$OUT/stderr" "srun without PMI" "the error explains srun without PMI"
 expect_exit 0 "longctx in the batch script of a 4-task job" -- env SLURM_JOB_ID=1 SLURM_PROCID=0 SLURM_NTASKS=4 "$LONGCTX" info --quiet
 expect_in "$OUT/stdout" "^rank 0/1 .*launcher Slurm" "batch script: one rank under Slurm"
 expect_exit 0 "srun -n 1 without PMI" -- env SLURM_JOB_ID=1 SLURM_STEP_ID=0 SLURM_PROCID=0 SLURM_STEP_NUM_TASKS=1 "$LONGCTX" info --quiet
+# ... with what Open MPI 4.1 takes for an srun step that gave it no PMIx (SLURM_JOBID, SLURM_NODELIST and
+# SLURM_STEP_ID; before, it refused to start, exit 1); also under srun --mpi=pmi2, which it cannot read.
+STEP=(SLURM_JOB_ID=1 SLURM_JOBID=1 SLURM_NODELIST=localhost SLURM_STEP_ID=0 SLURM_STEPID=0 SLURM_PROCID=0 SLURM_STEP_NUM_TASKS=1)
+expect_exit 0 "srun -n 1 without PMI, Open MPI's view of a step" -- env "${STEP[@]}" "$LONGCTX" info --quiet
+expect_in "$OUT/stdout" "^rank 0/1 .*launcher Slurm" "... one rank under Slurm"
+expect_exit 0 "srun -n 1 --mpi=pmi2" -- env "${STEP[@]}" PMI_FD=99 PMI_RANK=0 PMI_SIZE=1 "$LONGCTX" info --quiet
+# MPICH's mpiexec inside that step (srun --pty bash, then mpiexec -n 4): its PMI_SIZE is not the step's, so
+# Hydra is the launcher, refused before MPI_Init (before: each of its tasks ran alone, exit 0).
+expect_exit 2 "Hydra's mpiexec inside a one-task srun step" -- env "${STEP[@]}" PMI_RANK=1 PMI_SIZE=4 "$LONGCTX" info --quiet
+expect_in "$OUT/stderr" "an MPICH-style mpiexec \(PMI_SIZE=4\) started this task" "... says so"
 
 expect_exit 2 "unknown option" -- "$LONGCTX" info --no-such-option
 expect_in "$OUT/stderr" "no-such-option" "unknown option is named"
