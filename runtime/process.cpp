@@ -201,8 +201,8 @@ std::optional<bool> open_mpi_speaks_pmi() {
       pmi = pmi || variable.rfind("pmix_s1_", 0) == 0 || variable.rfind("pmix_s2_", 0) == 0;
     }
   }
-  // No MPI_T_finalize: MPI_Init follows, and Open MPI 4.1 before 4.1.4 could crash in MPI_Init after
-  // MPI_T_init_thread + MPI_T_finalize where it has UCX (open-mpi/ompi#10409). The tool interface stays
+  // No MPI_T_finalize: MPI_Init follows, and Open MPI 4.1 releases without open-mpi/ompi#10409 crash in
+  // MPI_Init after MPI_T_init_thread + MPI_T_finalize where they have UCX. The tool interface stays
   // open for the process's life, which MPI allows.
   if (pmi) return true;
   if (components) return false;
