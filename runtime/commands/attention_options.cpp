@@ -97,6 +97,11 @@ DeviceChoice attention_device(const Invocation& invocation) {
     if (choice.dtype != Dtype::fp32)
       throw UsageError("--dtype " + to_string(choice.dtype) + ": the cpu backend computes in fp32 only (bf16, fp16 "
                        "need --device cuda)", "dtype");
+    // Warned, not refused: one LONGCTX_COMM may serve a site's cuda runs and its cpu runs alike (before:
+    // silently ignored, as if it had been used).
+    if (choice.comm != "auto")
+      log::warn_once("--comm " + vm["comm"].as<std::string>() + value_source(invocation, "comm") +
+                     ": not used with --device cpu, whose ranks exchange keys and values through MPI");
   } else if (choice.device == "cuda") {
     if (!cuda_compiled_in())
       throw UsageError("--device cuda: this build has no CUDA backend (longctx --version lists the backends)",

@@ -84,6 +84,11 @@ if ! grep -qE "CUDA: .* [1-9][0-9]* device" <<<"$("$LONGCTX" --version)"; then  
 fi
 bad 2 "dtype fp32.*bf16 or fp16|no CUDA backend" "--device cuda --dtype fp32 on several ranks" -- "${MPIRUN[@]}" -np 2 "${A[@]}" --segment-lengths 4 --dilation-rates 1 --device cuda --dtype fp32
 bad 2 "comm.*gloo.*auto, nccl, staged" "unknown --comm" -- "${A[@]}" --segment-lengths 4 --dilation-rates 1 --device cuda --comm gloo
+# A device communicator on the cpu backend is not used: warned about once (before: silently ignored).
+expect_exit 0 "--comm nccl with --device cpu" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" attend --input in.h5 --output comm.h5 --quiet \
+  --segment-lengths 4 --dilation-rates 1 --comm nccl
+[ "$(grep -c -- "--comm nccl: not used with --device cpu" "$OUT/stderr")" -eq 1 ] && pass "... is warned about, once" ||
+  fail "--comm nccl on the cpu: $(cat "$OUT/stderr")"
 bad 2 "dtype bf16.*--device cuda" "--dtype bf16 on the cpu" -- "${A[@]}" --segment-lengths 4 --dilation-rates 1 --dtype bf16
 bad 2 "dtype.*fp8.*fp32, bf16, fp16" "unknown --dtype" -- "${A[@]}" --segment-lengths 4 --dilation-rates 1 --dtype fp8
 bad 3 "nope.h5" "missing input file" -- "$LONGCTX" attend --input nope.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
