@@ -101,13 +101,18 @@ int env_int(const GetEnv& getenv, const std::string& name) {
   }
 }
 
+// The tasks of this srun step (-1 when unknown).
+int step_tasks(const GetEnv& getenv) {
+  return env_int(getenv, getenv("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS");
+}
+
 // An MPICH / Intel MPI mpiexec (Hydra) run inside an srun step (`srun --pty bash`, then `mpiexec -n 4`):
 // its PMI_SIZE / PMI_RANK disagree with the step's task count / SLURM_PROCID, where srun --mpi=pmi2's agree.
 // Hydra is the launcher then (before, each of its tasks passed for the step's one task).
 bool hydra_inside_step(const GetEnv& getenv) {
   if (!getenv("PMI_SIZE") || !getenv("PMI_RANK")) return false;
-  const int tasks = env_int(getenv, getenv("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS");
-  return env_int(getenv, "PMI_SIZE") != tasks || env_int(getenv, "PMI_RANK") != env_int(getenv, "SLURM_PROCID");
+  return env_int(getenv, "PMI_SIZE") != step_tasks(getenv) ||
+         env_int(getenv, "PMI_RANK") != env_int(getenv, "SLURM_PROCID");
 }
 
 }  // namespace
@@ -154,7 +159,7 @@ LauncherInfo detect_launcher(const GetEnv& getenv) {
              (getenv("SLURM_STEP_NUM_TASKS") || getenv("SLURM_NTASKS")) && !hydra_inside_step(getenv)) {
     // A task of an srun job step.
     info.kind = LauncherKind::slurm;
-    info.tasks = env_int(getenv, getenv("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS");
+    info.tasks = step_tasks(getenv);
     info.rank = env_int(getenv, "SLURM_PROCID");
     info.local_rank = env_int(getenv, "SLURM_LOCALID");
   } else if (getenv("PMI_SIZE") && getenv("PMI_RANK")) {

@@ -294,6 +294,11 @@ EvalPlan plan_eval(const Invocation& inv) {
   return plan;
 }
 
+// The token file as messages name it: --data-path where given, else the checkpoint's data.path.
+std::string data_path_name(const Invocation& inv) {
+  return opt<std::string>(inv, "data-path").empty() ? "the checkpoint's data.path" : "--data-path";
+}
+
 // The checks of every cell, before any work (the config phase): each length shards at the world size
 // (whole spanning segments on GPUs), the task fits it, the token file is there; the longest fits in memory.
 void check_cells(const Invocation& inv, const EvalPlan& plan) {
@@ -305,8 +310,7 @@ void check_cells(const Invocation& inv, const EvalPlan& plan) {
     throw InputError("the checkpoint's data.path=" + file + " is not there" +
                      (std::filesystem::path(file).is_relative() ? " (from this working directory)" : std::string()) +
                      ": --data-path reads the token dataset where it is now");
-  const std::string file_name =
-      (opt<std::string>(inv, "data-path").empty() ? "the checkpoint's data.path=" : "--data-path=") + file;
+  const std::string file_name = data_path_name(inv) + "=" + file;
   std::optional<int64_t> tokens;  // the token file's length
   if (plan.options.data.task == "file") {
     const io::TokenReader reader(file);
@@ -347,8 +351,7 @@ void check_eval(const Invocation& inv) {
 // What every rank must see alike: a token file's length and sampled contents (train's check). The
 // checkpoint is compared in the run (load_on_every_rank): a directory's `latest` may move on meanwhile.
 std::vector<std::pair<std::string, std::string>> eval_shared_inputs(const Invocation& inv) {
-  return train_shared_inputs(*plan_eval(inv).train,
-                             opt<std::string>(inv, "data-path").empty() ? "the checkpoint's data.path" : "--data-path");
+  return train_shared_inputs(*plan_eval(inv).train, data_path_name(inv));
 }
 
 // Loads into `trainer` the checkpoint rank 0 finds (a directory's `latest` may move on while the ranks look:

@@ -303,15 +303,16 @@ std::unique_ptr<Dataset> make_dataset(const DataConfig& c) {
   const long double digits = c.key_digits, repeats = c.key_repeats, records = c.records, queries = c.queries;
   const long double wanted = c.task == "associative" ? queries * (digits + 3) + records * (digits + 4) + 2
                                                      : (digits + 2) * (repeats + 1) + 2;
-  const std::string counts = c.task == "associative"
-                                 ? "data.records=" + std::to_string(c.records) + ", data.queries=" + std::to_string(c.queries) +
-                                       ", data.key_digits=" + std::to_string(c.key_digits)
-                                 : "data.key_digits=" + std::to_string(c.key_digits) +
-                                       ", data.key_repeats=" + std::to_string(c.key_repeats);
-  if (wanted > static_cast<long double>(c.seq_len))
+  if (wanted > static_cast<long double>(c.seq_len)) {
+    const std::string counts = c.task == "associative"
+                                   ? "data.records=" + std::to_string(c.records) + ", data.queries=" +
+                                         std::to_string(c.queries) + ", data.key_digits=" + std::to_string(c.key_digits)
+                                   : "data.key_digits=" + std::to_string(c.key_digits) +
+                                         ", data.key_repeats=" + std::to_string(c.key_repeats);
     throw UsageError(c.seq_len_option + "=" + std::to_string(c.seq_len) + " is too short for " + c.task + ": need " +
                      (wanted < 0x1p63L ? "at least " + std::to_string(static_cast<int64_t>(wanted)) : std::string("more than 2^63")) +
                      " (" + counts + ")");
+  }
   const int64_t needed = static_cast<int64_t>(wanted);
   if (c.curriculum_steps > 0 && c.curriculum_min_span < needed - 1)
     throw UsageError("data.curriculum_min_span=" + std::to_string(c.curriculum_min_span) + " is too short for " +
