@@ -267,12 +267,39 @@ TEST(ModelForward, ShardWithLocalBranchesMatchesWholeSequence) {
   const int64_t rows = 64;
   std::vector<int32_t> tokens(static_cast<size_t>(rows)), targets(static_cast<size_t>(rows));
   for (int64_t t = 0; t < rows; ++t) tokens[size_t(t)] = targets[size_t(t)] = int32_t((t * 3) % config.vocab);
-  whole.forward(params.data(), tokens.data(), targets.data(), rows, 0, false, 1.0f);
-  shard.forward(params.data(), tokens.data() + 32, targets.data() + 32, 32, 32, false, 1.0f);
+  // (for_backward: a forward pass without one keeps no layer's tensors to look at.)
+  whole.forward(params.data(), tokens.data(), targets.data(), rows, 0, true, 1.0f);
+  shard.forward(params.data(), tokens.data() + 32, targets.data() + 32, 32, 32, true, 1.0f);
   const Tensor& o_whole = whole.layer_tensor(1, "o");
   const Tensor& o_shard = shard.layer_tensor(1, "o");
   const int64_t row = config.dim;
   EXPECT_TRUE(all_close(o_shard.data(), o_whole.data() + 32 * row, 32 * row, 1e-5, 1e-4));
+}
+
+// Without a backward to come, the forward works in one layer's buffers: the same loss and predictions as
+// the training forward, to the bit; layer_tensor and backward, which need every layer's, refuse.
+TEST(ModelForward, WithoutBackwardComputesWhatTheTrainingForwardDoes) {
+  ModelConfig config = tiny_config();
+  config.layers = 3;
+  LocalAttention attention(make_attention_backend("cpu"));
+  Model model(config, attention);
+  std::vector<float> params(static_cast<size_t>(model.layout().total()));
+  init_parameters(config, model.layout(), 4, params.data());
+  const int64_t rows = 64;
+  std::vector<int32_t> tokens(static_cast<size_t>(rows)), targets(static_cast<size_t>(rows));
+  for (int64_t t = 0; t < rows; ++t) {
+    tokens[size_t(t)] = int32_t((t * 5 + 1) % config.vocab);
+    targets[size_t(t)] = int32_t((t * 7 + 2) % config.vocab);
+  }
+  const auto kept = model.forward(params.data(), tokens.data(), targets.data(), rows, 0, true, 1.0f);
+  const std::vector<int32_t> kept_predictions = model.predictions();
+  const auto lean = model.forward(params.data(), tokens.data(), targets.data(), rows, 0, false, 1.0f);
+  EXPECT_EQ(lean.loss_sum, kept.loss_sum);
+  EXPECT_EQ(lean.count, kept.count);
+  EXPECT_EQ(model.predictions(), kept_predictions);
+  EXPECT_THROW(model.layer_tensor(0, "o"), InternalError);
+  std::vector<float> grads(params.size(), 0.0f);
+  EXPECT_THROW(model.backward(params.data(), grads.data()), InternalError);
 }
 
 // torch.optim.AdamW's update, in double: p -= lr wd p (decayed tensors only); m, v moving averages;

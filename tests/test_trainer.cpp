@@ -491,5 +491,59 @@ TEST(Data, BadOptionsAreUsageErrors) {
   EXPECT_THROW(make_dataset(d), UsageError);
 }
 
+// Bytes malloc holds now, in its arenas and in mmapped blocks (tensors are aligned_alloc'd, which
+// operator new above does not see).
+int64_t malloc_held() {
+  const struct mallinfo2 info = mallinfo2();
+  return static_cast<int64_t>(info.uordblks + info.hblkhd);
+}
+
+// `longctx eval`'s trainer (Purpose::evaluate) holds no gradient or AdamW moments, refuses to train, and
+// scores exactly what a training trainer's evaluation scores.
+TEST(Trainer, AnEvaluationOnlyTrainerScoresAsTrainsEvaluationDoes) {
+  auto comm = world();
+  const auto data = make_dataset(small_data());
+  model::ShardedAttention sharded(*comm);
+  Trainer training(small_config(), *comm, sharded);
+  Trainer evaluating(small_config(), *comm, sharded, Trainer::Purpose::evaluate);
+  EXPECT_TRUE(training.trains());
+  EXPECT_FALSE(evaluating.trains());
+  EXPECT_TRUE(evaluating.grads().empty());
+  EXPECT_THROW(evaluating.optimizer(), InternalError);
+  EXPECT_THROW(evaluating.compute_gradients(data->rows(false, 0, evaluating.local_rows()), 0), InternalError);
+  ASSERT_EQ(evaluating.params(), training.params());
+  // A step of training first: its forward keeps every layer, the evaluation's reuses the first layer's.
+  training.train_step(data->rows(false, 0, training.local_rows()), 0);
+  evaluating.params() = training.params();
+  const EvalStats a = training.evaluate(*data, 3), b = evaluating.evaluate(*data, 3);
+  EXPECT_EQ(a.loss, b.loss);
+  EXPECT_EQ(a.accuracy, b.accuracy);
+  EXPECT_EQ(a.scored, b.scored);
+  EXPECT_GT(a.scored, 0);
+}
+
+// A forward pass without a backward holds one layer's activations, whatever model.layers is (before: every
+// layer's, as training does: eval's memory grew with the depth).
+TEST(Trainer, AnEvaluationHoldsOneLayersActivations) {
+  auto comm = world();
+  DataConfig d = small_data();
+  d.seq_len = 2048;
+  const auto data = make_dataset(d);
+  model::ShardedAttention sharded(*comm);
+  const auto held_by_evaluation = [&](int64_t layers) {
+    TrainerConfig c = small_config();
+    c.model.layers = layers;
+    c.model.mlp_hidden = 256;  // activations, not the attention's buffers, decide the figure
+    c.seq_len = d.seq_len;
+    Trainer trainer(c, *comm, sharded, Trainer::Purpose::evaluate);
+    const int64_t before = malloc_held();
+    trainer.evaluate(*data, 1);
+    return malloc_held() - before;
+  };
+  const int64_t one = held_by_evaluation(1), four = held_by_evaluation(4);
+  EXPECT_GT(one, 0);
+  EXPECT_LT(four, one + one / 4) << "bytes held after an evaluation: 1 layer " << one << ", 4 layers " << four;
+}
+
 }  // namespace
 }  // namespace longctx::train

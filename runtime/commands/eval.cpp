@@ -414,7 +414,7 @@ int run_eval(Invocation& inv) {
   const int P = world.size();
   const bool rank0 = world.rank() == 0;
   const TrainAttention attention = make_train_attention(*plan.train, plan.options, plan.device);
-  train::Trainer trainer(plan.options.trainer, world, *attention.impl);
+  train::Trainer trainer(plan.options.trainer, world, *attention.impl, train::Trainer::Purpose::evaluate);
   // Each rank reads the whole (replicated) checkpoint itself: serial HDF5, no MPI-IO, which may make and remove a
   // lock-test file beside the checkpoint (eval writes nothing).
   const train::Resumed stored = load_on_every_rank(world, trainer, opt<std::string>(inv, "path"), plan);

@@ -484,17 +484,18 @@ void check_train_fits_in_memory(const Invocation& inv, const TrainOptions& r, co
                                                     inv.process.world().rank(), P, true, false, omp_get_max_threads()) /
                                   4.0 - kept)
           : 0.0;
-  // eval: no backward (the logits alone, the final norm's input and output), nothing kept for it; the
-  // trainer still holds gradients and moments (a checkpoint loads them).
+  // eval: no backward (the logits alone, the final norm's input and output), nothing kept for it, one
+  // layer's activations at a time (the forward reuses them), and the parameters without gradients or moments.
   const double once = eval ? f(m.vocab) + 2.0 * f(m.dim) : 2.0 * f(m.vocab) + 9.0 * f(m.dim) + 2.0 * f(m.mlp_hidden);
-  const double floats = 4.0 * f(model::make_layout(m).total()) +
-                        rows * (f(m.layers) * (8.0 * f(m.dim) + 2.0 * f(m.mlp_hidden) + 4.0 + f(m.heads)) + once) +
+  const double layers_held = eval ? 1.0 : f(m.layers);
+  const double floats = (eval ? 1.0 : 4.0) * f(model::make_layout(m).total()) +
+                        rows * (layers_held * (8.0 * f(m.dim) + 2.0 * f(m.mlp_hidden) + 4.0 + f(m.heads)) + once) +
                         f(m.layers) * kept + workspace;
   check_fits_in_memory(std::string(eval ? "eval" : "train") + " (model.layers=" + std::to_string(m.layers) +
                            ", model.dim=" + std::to_string(m.dim) + ", " + (eval ? "--seq-len=" : "data.seq_len=") +
                            std::to_string(r.trainer.seq_len) + " over " + count_of(P, "rank") + ")",
-                       eval ? "parameters, gradients and AdamW moments (a checkpoint holds them all), each layer's "
-                              "activations of its rows, the logits and the attention's own buffers, in float32"
+                       eval ? "parameters, one layer's activations of its rows at a time, the logits and the "
+                              "attention's own buffers, in float32"
                             : "parameters, gradients, AdamW moments, each layer's activations of its rows and the K / V "
                               "rows it gathered, the backward's working rows and the attention's own buffers, in float32",
                        floats * 4, inv.process.local_size(), omp_get_max_threads());

@@ -97,6 +97,8 @@ const float* Model::p(const float* flat, const std::string& name) const { return
 float* Model::p(float* flat, const std::string& name) const { return flat + layout_.find(name).offset; }
 
 const Tensor& Model::layer_tensor(int64_t layer, const std::string& name) const {
+  if (!kept_for_backward_)
+    throw InternalError("Model::layer_tensor after a forward pass that kept no layer's activations");
   const LayerCache& c = cache_.at(static_cast<size_t>(layer));
   if (name == "q") return c.q;
   if (name == "k") return c.k;
@@ -114,6 +116,7 @@ CrossEntropyStats Model::forward(const float* params, const int32_t* tokens, con
   first_position_ = first_position;
   tokens_.assign(tokens, tokens + rows);
   previous_token_ = previous_token;
+  kept_for_backward_ = for_backward;
   const float* embedding = p(params, "embedding");
   attention_.keep_for_backward(for_backward);
 
@@ -133,8 +136,10 @@ CrossEntropyStats Model::forward(const float* params, const int32_t* tokens, con
     }
   }
   for (int64_t l = 0; l < config_.layers; ++l) {
-    LayerCache& c = cache_[size_t(l)];
-    c.x_in = x;
+    // Without a backward to come, every layer works in the first one's buffers: the memory of a forward
+    // pass (eval at long lengths) is one layer's, whatever model.layers is.
+    LayerCache& c = cache_[for_backward ? size_t(l) : 0];
+    if (for_backward) c.x_in = x;
     ensure(c.h1, {rows, dim});
     ensure(c.mean1, {rows});
     ensure(c.rstd1, {rows});
@@ -151,7 +156,7 @@ CrossEntropyStats Model::forward(const float* params, const int32_t* tokens, con
     rotary_apply(c.k.data(), rows, heads, hd, first_position, config_.rope_base, false, rope_dims());
     attention_.forward(attention_params_, c.q, c.k, c.v, c.o, c.lse);
     linear(c.o.data(), p(params, layer_name(l, "wo")), rows, dim, dim, x.data(), true);
-    c.x_mid = x;
+    if (for_backward) c.x_mid = x;
     ensure(c.h2, {rows, dim});
     ensure(c.mean2, {rows});
     ensure(c.rstd2, {rows});
@@ -182,7 +187,8 @@ CrossEntropyStats Model::forward(const float* params, const int32_t* tokens, con
 void Model::backward(const float* params, float* grads) {
   const int64_t rows = rows_, dim = config_.dim, heads = config_.heads, hd = config_.head_dim();
   const int64_t hidden = config_.mlp_hidden, vocab = config_.vocab;
-  if (dlogits_.size() != rows * vocab) throw InternalError("Model::backward without forward(for_backward)");
+  if (!kept_for_backward_ || dlogits_.size() != rows * vocab)
+    throw InternalError("Model::backward without forward(for_backward)");
   const float* embedding = p(params, "embedding");
   float* d_embedding = p(grads, "embedding");
 

@@ -28,8 +28,8 @@ struct ModelConfig {
   Schedule schedule;
   bool causal = true;
   double rope_base = 10000;
-  double init_std = 0.02;
-  int64_t rope_dims = 0;  // dims of each head that rotate (even); 0 means all  // normal std of weight matrices and embeddings
+  double init_std = 0.02;  // normal std of weight matrices and embeddings
+  int64_t rope_dims = 0;  // dims of each head that rotate (even); 0 means all
   // Adds a second embedding of each row's PREVIOUS token to its input ("token shift" / smeared keys, as in
   // RWKV and Olsson et al.'s induction-head study): content-based copying ("what followed X before?")
   // then needs one attention layer instead of two. Off by default.
@@ -53,8 +53,8 @@ class Model {
   const ModelConfig& config() const { return config_; }
   const ParameterLayout& layout() const { return layout_; }
 
-  // Runs the forward pass and the loss. With `for_backward`, keeps activations and writes
-  // dlogits = loss_scale * dLoss_sum/dlogits for backward().
+  // Runs the forward pass and the loss. With `for_backward`, keeps every layer's activations and writes
+  // dlogits = loss_scale * dLoss_sum/dlogits for backward(); without, it holds one layer's at a time.
   // `previous_token`: the token before row 0 (on the previous rank), -1 at the start of the sequence.
   CrossEntropyStats forward(const float* params, const int32_t* tokens, const int32_t* targets, int64_t rows,
                             int64_t first_position, bool for_backward, float loss_scale, int32_t previous_token = -1,
@@ -64,7 +64,8 @@ class Model {
 
   // Argmax prediction per row of the last forward.
   const std::vector<int32_t>& predictions() const { return predictions_; }
-  // The last forward's attention inputs and output of `layer`: [1, L, H, D] (q, k after rotary).
+  // The last forward's attention inputs and output of `layer`: [1, L, H, D] (q, k after rotary); the
+  // forward must have kept them (for_backward).
   const Tensor& layer_tensor(int64_t layer, const std::string& name) const;
 
  private:
@@ -90,6 +91,7 @@ class Model {
   std::vector<int32_t> predictions_;
   int64_t rows_ = 0;
   int64_t first_position_ = 0;
+  bool kept_for_backward_ = false;  // the last forward kept every layer's activations
 };
 
 }  // namespace longctx::model

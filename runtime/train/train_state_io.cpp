@@ -485,8 +485,10 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
                          ": damaged; `longctx ckpt verify` checks the whole file, or resume from an older checkpoint");
     return tensor;
   };
+  // (An evaluation-only trainer reads the parameters alone; the moments' shapes and types are checked above.)
   for (const auto& view : layout.views()) {
     model::tensor_to_view(view, read("model/" + view.name, false), trainer.params().data());
+    if (!trainer.trains()) continue;
     model::tensor_to_view(view, read("optimizer/m/" + view.name, false), trainer.optimizer().first_moment().data());
     model::tensor_to_view(view, read("optimizer/v/" + view.name, true), trainer.optimizer().second_moment().data());
   }

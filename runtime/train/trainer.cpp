@@ -6,15 +6,22 @@
 
 namespace longctx::train {
 
-Trainer::Trainer(TrainerConfig config, comm::Communicator& comm, model::SequenceAttention& attention)
+Trainer::Trainer(TrainerConfig config, comm::Communicator& comm, model::SequenceAttention& attention, Purpose purpose)
     : config_(std::move(config)),
       comm_(comm),
       model_(config_.model, attention),
       rows_(io::even_rows(config_.seq_len, comm.rank(), comm.size())),
-      params_(static_cast<size_t>(model_.layout().total())),
-      grads_(params_.size(), 0.0f),
-      optimizer_(model_.layout(), config_.adamw) {
+      params_(static_cast<size_t>(model_.layout().total())) {
+  if (purpose == Purpose::train) {
+    grads_.assign(params_.size(), 0.0f);
+    optimizer_.emplace(model_.layout(), config_.adamw);
+  }
   model::init_parameters(config_.model, model_.layout(), config_.seed, params_.data());
+}
+
+model::AdamW& Trainer::optimizer() {
+  if (!optimizer_) throw InternalError("an evaluation-only Trainer has no optimizer");
+  return *optimizer_;
 }
 
 void Trainer::set_seq_len(int64_t seq_len) {
@@ -23,6 +30,7 @@ void Trainer::set_seq_len(int64_t seq_len) {
 }
 
 StepStats Trainer::compute_gradients(const SequenceRows& rows, const std::function<int()>& stop_signal) {
+  if (!trains()) throw InternalError("Trainer::compute_gradients on an evaluation-only Trainer");
   std::fill(grads_.begin(), grads_.end(), 0.0f);
   std::vector<float> weights;
   if (config_.answer_weight != 1.0) {
@@ -61,7 +69,7 @@ int Trainer::agree_on_signal(int signal_here) {
 void Trainer::apply_update(StepStats& stats) {
   model::clip_gradients(grads_.data(), int64_t(grads_.size()), stats.grad_norm, config_.clip_norm);
   stats.lr = config_.lr.at(step_);
-  stats.update_finite = optimizer_.update(params_.data(), grads_.data(), stats.lr, step_);
+  stats.update_finite = optimizer().update(params_.data(), grads_.data(), stats.lr, step_);
   ++step_;
 }
 

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "comm/communicator.hpp"
@@ -55,7 +56,11 @@ struct EvalStats {
 
 class Trainer {
  public:
-  Trainer(TrainerConfig config, comm::Communicator& comm, model::SequenceAttention& attention);
+  // `evaluate`: forward passes only (longctx eval). No gradient or AdamW moments are held, and a checkpoint
+  // loads its parameters alone: a quarter of train's memory for the parameters.
+  enum class Purpose { train, evaluate };
+  Trainer(TrainerConfig config, comm::Communicator& comm, model::SequenceAttention& attention,
+          Purpose purpose = Purpose::train);
 
   io::RowRange local_rows() const { return rows_; }
   // Steps 1-2 of the protocol; leaves the mean-loss gradient in grads() and its norm in grad_norm.
@@ -79,8 +84,9 @@ class Trainer {
 
   model::Model& model() { return model_; }
   std::vector<float>& params() { return params_; }
-  std::vector<float>& grads() { return grads_; }
-  model::AdamW& optimizer() { return optimizer_; }
+  std::vector<float>& grads() { return grads_; }  // empty unless trains()
+  model::AdamW& optimizer();                       // InternalError unless trains()
+  bool trains() const { return optimizer_.has_value(); }
   int64_t step() const { return step_; }
   void set_step(int64_t step) { step_ = step; }
   // The sequence length it trains and evaluates at from now on (the stages of a length curriculum): this
@@ -98,7 +104,7 @@ class Trainer {
   model::Model model_;
   io::RowRange rows_;
   std::vector<float> params_, grads_;
-  model::AdamW optimizer_;
+  std::optional<model::AdamW> optimizer_;  // none for Purpose::evaluate
   int64_t step_ = 0;
   LocalGradientHook local_gradient_hook_;
 };
