@@ -6,7 +6,9 @@
 // point-to-point operations and abandons collectives, which MPI cannot cancel). A Request that is
 // destroyed or assigned over while pending is waited for; a failure there cannot be thrown out of a
 // destructor or a noexcept move, so it is logged on this rank (log::error) and the operation is
-// abandoned as above. The job does not hang and does not std::terminate: the failure that caused it
+// abandoned as above. Once a wait of its communicator's family has timed out, it is abandoned without
+// waiting (worth_waiting_for): the job is ending, and the rank that timed out must end it within its
+// timeout, not after one more for each operation in flight. The job does not hang and does not std::terminate: the failure that caused it
 // (a peer gone or diverged) surfaces loudly at that rank's next communicator call.
 #include "comm/communicator.hpp"
 
@@ -22,6 +24,7 @@ size_t size_of(DataType type) {
     case DataType::f64: return 8;
     case DataType::i32: return 4;
     case DataType::i64: return 8;
+    case DataType::u64: return 8;
     case DataType::u8: return 1;
   }
   throw InternalError("comm: unknown DataType " + std::to_string(static_cast<int>(type)));
@@ -54,30 +57,31 @@ Volume broadcast_volume(size_t count, int g, int me, int root, size_t s) {
 Volume send_volume(size_t count, int me, int dest, size_t s) { return {dest == me ? 0 : count * s, 0}; }
 Volume recv_volume(size_t count, int me, int source, size_t s) { return {0, source == me ? 0 : count * s}; }
 
-namespace {
-void finish_quietly(std::unique_ptr<Request::Impl>& impl) noexcept {
-  if (!impl) return;
-  std::unique_ptr<Request::Impl> pending = std::move(impl);
+bool Request::finish_or_abandon() noexcept {
+  if (!impl_) return true;
+  std::unique_ptr<Impl> pending = std::move(impl_);
+  if (!pending->worth_waiting_for()) return false;  // ~Impl abandons it
   try {
     pending->wait();
+    return true;
   } catch (const std::exception& e) {
     log::error(std::string("comm: a pending request was destroyed and could not complete; abandoned: ") +
                e.what());
   } catch (...) {
     log::error("comm: a pending request was destroyed and could not complete (unknown error); abandoned");
   }
+  return false;
 }
-}  // namespace
 
 Request& Request::operator=(Request&& other) noexcept {
   if (this != &other) {
-    finish_quietly(impl_);
+    finish_or_abandon();
     impl_ = std::move(other.impl_);
   }
   return *this;
 }
 
-Request::~Request() { finish_quietly(impl_); }
+Request::~Request() { finish_or_abandon(); }
 
 std::string broadcast_text(Communicator& comm, const std::string& text, int root) {
   std::vector<int64_t> length{static_cast<int64_t>(text.size())};

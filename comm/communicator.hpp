@@ -32,7 +32,7 @@
 
 namespace longctx::comm {
 
-enum class DataType { f32, f64, i32, i64, u8 };
+enum class DataType { f32, f64, i32, i64, u64, u8 };
 enum class ReduceOp { sum, max, min };
 
 template <class T>
@@ -41,7 +41,8 @@ template <> struct DataTypeOf<float> { static constexpr DataType value = DataTyp
 template <> struct DataTypeOf<double> { static constexpr DataType value = DataType::f64; };
 template <> struct DataTypeOf<int32_t> { static constexpr DataType value = DataType::i32; };
 template <> struct DataTypeOf<int64_t> { static constexpr DataType value = DataType::i64; };
-template <> struct DataTypeOf<uint64_t> { static constexpr DataType value = DataType::i64; };
+// (Its own type, not i64: max / min of values of 2^63 and more compared them as negative.)
+template <> struct DataTypeOf<uint64_t> { static constexpr DataType value = DataType::u64; };
 template <> struct DataTypeOf<uint8_t> { static constexpr DataType value = DataType::u8; };
 template <> struct DataTypeOf<char> { static constexpr DataType value = DataType::u8; };
 
@@ -73,13 +74,18 @@ class CommTimeout : public InternalError {
 };
 
 // A pending non-blocking operation. wait() completes it (throws CommTimeout past the timeout);
-// destroying a Request that was never waited for waits for it.
+// destroying a Request that was never waited for waits for it, unless a wait on its communicator (or
+// one of its family: parent, subs) has already timed out: the job is ending then, and each such wait could
+// take another whole timeout before the rank gets to end it (a branch's gather in flight, the backward's
+// reduce-scatters), so it is abandoned at once.
 class Request {
  public:
   struct Impl {
     virtual ~Impl() = default;
     virtual void wait() = 0;
     virtual bool test() = 0;  // true once complete
+    // Whether a Request destroyed while pending waits for it (above); false: its destructor abandons it.
+    virtual bool worth_waiting_for() const { return true; }
   };
   Request() = default;
   explicit Request(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -90,6 +96,11 @@ class Request {
   void wait();
   bool test();
   bool pending() const { return impl_ != nullptr; }
+  bool worth_waiting_for() const { return impl_ && impl_->worth_waiting_for(); }
+  // What the destructor does: waits for a pending operation (when worth_waiting_for()), logging a failure
+  // instead of throwing it. True when nothing is left in flight: it completed, or none was pending; false
+  // when it was abandoned, and whatever buffers it uses may still be written.
+  bool finish_or_abandon() noexcept;
 
  private:
   std::unique_ptr<Impl> impl_;

@@ -115,6 +115,7 @@ ncclDataType_t nccl_type(DataType type) {
     case DataType::f64: return ncclFloat64;
     case DataType::i32: return ncclInt32;
     case DataType::i64: return ncclInt64;
+    case DataType::u64: return ncclUint64;
     case DataType::u8: return ncclUint8;
   }
   throw InternalError("comm: unknown DataType");

@@ -84,6 +84,7 @@ MPI_Datatype mpi_type(DataType type) {
     case DataType::f64: return MPI_DOUBLE;
     case DataType::i32: return MPI_INT32_T;
     case DataType::i64: return MPI_INT64_T;
+    case DataType::u64: return MPI_UINT64_T;
     case DataType::u8: return MPI_UINT8_T;
   }
   throw InternalError("comm: unknown DataType " + std::to_string(static_cast<int>(type)));
@@ -221,8 +222,10 @@ class MpiCommunicator::Pending final : public Request::Impl {
     if (!completed) {
       const std::string roll = roll_call::ask(what_, seconds_since(start), roll_call::window(timeout_seconds_),
                                               world_ranks ? *world_ranks : std::vector<int>{});
-      if (!test_all(requests_, statuses_))  // it may have completed meanwhile: then it did not time out
+      if (!test_all(requests_, statuses_)) {  // it may have completed meanwhile: then it did not time out
+        if (family_timed_out) *family_timed_out = true;
         throw CommTimeout(timeout_message(operation_, rank_, size_, timeout_seconds_, roll));
+      }
     }
     complete();
   }
@@ -236,7 +239,10 @@ class MpiCommunicator::Pending final : public Request::Impl {
     return done_;
   }
 
+  bool worth_waiting_for() const override { return !(family_timed_out && *family_timed_out); }
+
   bool point_to_point = false;
+  std::shared_ptr<std::atomic<bool>> family_timed_out;  // its communicator's (MpiCommunicator::family_timed_out_)
   std::shared_ptr<const std::vector<int>> world_ranks;  // of its communicator's ranks: the roll call's "members"
   std::shared_ptr<bool> collective_abandoned;  // its communicator's: set when a collective is left in flight
   std::vector<int> counts;  // argument arrays of v-collectives: MPI reads them until completion
@@ -388,6 +394,7 @@ std::unique_ptr<Communicator> MpiCommunicator::sub(int first, int count) {
   LONGCTX_CHECK_MPI(rc);
   auto result = std::make_unique<MpiCommunicator>(created, counters_, timeout_seconds_);
   result->max_count_override_ = max_count_override_;
+  result->family_timed_out_ = family_timed_out_;
   result->name("sub-communicator #" + std::to_string(number) + " of " + name_);
   return result;
 }
@@ -447,6 +454,7 @@ std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start(const char* ope
                                         : std::string(operation) + " " + peer + " on " + described_;
   auto pending = std::make_unique<Pending>(operation, what, counters_, timeout_seconds_, rank_, size_);
   pending->collective_abandoned = collective_abandoned_;
+  pending->family_timed_out = family_timed_out_;
   pending->world_ranks = world_ranks_;
   return pending;
 }

@@ -5,6 +5,7 @@
 
 #include <mpi.h>
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -91,6 +92,8 @@ class MpiCommunicator : public Communicator {
   long subs_made_ = 0;
   // A collective left in flight (timed out) keeps using comm_: then the destructor does not free it.
   std::shared_ptr<bool> collective_abandoned_ = std::make_shared<bool>(false);
+  // Shared with its parent and its subs: a wait on one of them timed out (Request::worth_waiting_for).
+  std::shared_ptr<std::atomic<bool>> family_timed_out_ = std::make_shared<std::atomic<bool>>(false);
 };
 
 // A communicator over a duplicate of MPI_COMM_WORLD. MPI must already be initialised by the caller.

@@ -106,6 +106,13 @@ class StagedRequest : public Request::Impl {
  public:
   StagedRequest(Request inner, std::unique_ptr<Staging> staging)
       : inner_(std::move(inner)), staging_(std::move(staging)) {}
+  // Destroyed while pending: the host operation ends first (waited for, or abandoned), and an abandoned
+  // one's buffers stay out of the pool (before: the members' order gave them back first, while the host
+  // library could still write them).
+  ~StagedRequest() override {
+    if (!inner_.finish_or_abandon()) staging_->abandon();
+  }
+  bool worth_waiting_for() const override { return inner_.worth_waiting_for(); }
   void wait() override {
     try {
       inner_.wait();

@@ -324,7 +324,19 @@ TEST_F(CommTest, IdentityMatchesWorld) {
   EXPECT_EQ(size_of(DataType::f64), 8u);
   EXPECT_EQ(size_of(DataType::i32), 4u);
   EXPECT_EQ(size_of(DataType::i64), 8u);
+  EXPECT_EQ(size_of(DataType::u64), 8u);
   EXPECT_EQ(size_of(DataType::u8), 1u);
+}
+
+// uint64_t reduces as unsigned: 2^63 and more are the largest values, not negative ones.
+TEST_F(CommTest, Uint64ReducesAsUnsigned) {
+  const uint64_t top = uint64_t{1} << 63;
+  const uint64_t me = static_cast<uint64_t>(world->rank()), last = static_cast<uint64_t>(world->size() - 1);
+  std::vector<uint64_t> largest{top + me, 1}, smallest{top + me, top};
+  world->all_reduce(Span<uint64_t>(largest), ReduceOp::max);
+  world->all_reduce(Span<uint64_t>(smallest), ReduceOp::min);
+  EXPECT_EQ(largest, (std::vector<uint64_t>{top + last, 1}));
+  EXPECT_EQ(smallest, (std::vector<uint64_t>{top, top}));
 }
 
 TEST_F(CommTest, RejectsBadTimeout) {
@@ -575,6 +587,41 @@ TEST_F(CommTest, WaitTimesOutInsteadOfHanging) {
   EXPECT_TRUE(same(recv, send));
 }
 
+
+// Once a wait has timed out, a pending request of its communicator, or of a sub of it, is abandoned when it
+// is destroyed instead of waited for: each such wait took another whole timeout before the rank could end
+// the job (a spanning branch's gather in flight, the backward's reduce-scatters). Before any timeout, a
+// destroyed request is still waited for.
+TEST_F(CommTest, AfterATimeoutPendingRequestsAreAbandonedAtOnce) {
+  const int me = world->rank();
+  std::unique_ptr<Communicator> all = world->sub(0, world->size());
+  const double timeout = 1.0;
+  world->set_timeout_seconds(timeout);
+  all->set_timeout_seconds(timeout);
+  std::vector<float> never(4, 0.0f), later(4, 0.0f), on_sub(4, 0.0f);
+  const auto seconds_since = [](std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  auto start = std::chrono::steady_clock::now();
+  {
+    Request before_any_timeout = all->irecv<float>(on_sub, me, 4259);  // no matching send, ever
+  }
+  EXPECT_GE(seconds_since(start), timeout) << "destroyed before any timeout: waited for";
+  world->set_timeout_seconds(kTestTimeoutSeconds);  // a fresh family: its own flag
+  std::unique_ptr<Communicator> fresh = world->sub(0, world->size());
+  fresh->set_timeout_seconds(timeout);
+  std::unique_ptr<Communicator> fresh_sub = fresh->sub(0, world->size());
+  Request first = fresh->irecv<float>(never, me, 4260);
+  Request second = fresh->irecv<float>(later, me, 4261);
+  Request third = fresh_sub->irecv<float>(on_sub, me, 4262);
+  EXPECT_THROW(first.wait(), CommTimeout);
+  start = std::chrono::steady_clock::now();
+  second = Request();
+  third = Request();
+  EXPECT_LT(seconds_since(start), timeout / 2) << "two pending requests after a timeout: abandoned at once";
+  EXPECT_FALSE(second.pending());
+  EXPECT_FALSE(third.pending());
+}
 
 // "rank 3" / "ranks 0-2": how the roll call lists ranks (written out here, not taken from it).
 std::string ranks_below(int count) {
