@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <iomanip>
@@ -37,10 +38,13 @@ void declare(po::options_description& desc, po::positional_options_description&)
       ("backward", po::bool_switch(), "also time the backward")
       ("json", po::bool_switch(),
        "print one JSON object instead of a table. Fields: world_size, threads (rank 0's; per_rank has each rank's), seq_len, batch, heads, "
-       "head_dim, schedule, causal, pairs, flops_fwd, seconds_fwd (the slowest rank's median), gflops_fwd (the "
+       "head_dim, schedule, causal, head_offsets, softmax_scale (0: 1/sqrt(head dim)), seed, iters, warmup, "
+       "pairs, flops_fwd, seconds_fwd (the slowest rank's median), gflops_fwd (the "
        "job's FLOPs over that), with --backward flops_bwd, seconds_bwd, gflops_bwd; peak_rss_bytes, "
-       "tensor_bytes_per_rank and per_rank (each rank's pairs, seconds, GFLOP/s, bytes sent and received, "
-       "communication hidden, threads). --device cuda: one GPU's figures and its kernels");
+       "tensor_bytes_per_rank and per_rank (each rank's pairs, seconds, GFLOP/s, bytes sent and received in "
+       "one pass (the backward's with its 24-byte all-reduce of whether K / V changed), the fraction of its "
+       "receive time hidden behind compute in the last timed iteration, threads). --device cuda: one GPU's "
+       "figures and its kernels");
   declare_attention_options(desc, "2048,4096,8192", "1,2,4", AttentionCommand::bench);
 }
 
@@ -56,9 +60,11 @@ float seeded_value(uint64_t seed, uint64_t which, uint64_t index) {
 // This rank's rows [first, first + L) of a global [B, N, H, D] tensor.
 Tensor seeded_rows(uint64_t seed, uint64_t which, int64_t B, int64_t N, int64_t first, int64_t L, int64_t row_floats) {
   Tensor t({B, L, row_floats});
-#pragma omp parallel for schedule(static)
+  const int64_t per_batch = L * row_floats;
+  // Both loops: over the batch alone, --batch 1 (the default) filled every tensor on one thread.
+#pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b)
-    for (int64_t i = 0; i < L * row_floats; ++i)
+    for (int64_t i = 0; i < per_batch; ++i)
       t[b * L * row_floats + i] = seeded_value(seed, which, static_cast<uint64_t>((b * N + first) * row_floats + i));
   return t;
 }
@@ -221,10 +227,13 @@ int run(Invocation& invocation) {
   SequenceParallelStats fwd_stats, bwd_stats;
   for (int it = 0; it < warmup + iters; ++it) {
     {
-      // A pass of minutes (a long N on the CPU) says it is alive between the iterations' lines.
+      // A pass of minutes (a long N on the CPU) says it is alive between the iterations' lines, and which
+      // pass runs: "iteration 1/6 (warm-up): backward running, 60 s".
+      std::atomic<bool> in_backward{false};
       const Heartbeat alive(world.rank() == 0, [&](double seconds) {
         return "bench attention: iteration " + std::to_string(it + 1) + "/" + std::to_string(warmup + iters) +
-               ": running, " + fixed(seconds, 0) + " s";
+               (it < warmup ? " (warm-up)" : "") + ": " + (in_backward ? "backward" : "forward") + " running, " +
+               fixed(seconds, 0) + " s";
       });
       world.barrier();
       attention.forward(params, q, k, v, o, lse);
@@ -233,6 +242,7 @@ int run(Invocation& invocation) {
         fwd_stats = attention.last_forward();
       }
       if (backward) {
+        in_backward = true;
         world.barrier();
         attention.backward(params, q, k, v, o, lse, dout, dq, dk, dv);
         if (it >= warmup) {
@@ -281,10 +291,13 @@ int run(Invocation& invocation) {
                                        : std::to_string(fewest_threads) + "-" + std::to_string(most_threads);
   const double io_bytes = static_cast<double>((4 + (backward ? 4 : 0)) * B * N * H * D + B * N * H) * 4.0 / P;
   if (json) {
-    std::ostringstream out;
+    std::ostringstream out, scale_text;
+    scale_text << std::setprecision(9) << params.softmax_scale;  // the kernels' float32, to the last bit
     out << "{\"world_size\": " << P << ", \"threads\": " << omp_get_max_threads() << ", \"seq_len\": " << N
         << ", \"batch\": " << B << ", \"heads\": " << H << ", \"head_dim\": " << D
         << ", \"schedule\": " << json_schedule(params.schedule) << ", \"causal\": " << (params.causal ? "true" : "false")
+        << ", \"head_offsets\": " << json_string(to_string(params.offsets)) << ", \"softmax_scale\": " << scale_text.str()
+        << ", \"seed\": " << seed << ", \"iters\": " << iters << ", \"warmup\": " << warmup
         << ", \"pairs\": " << json_count(pairs) << ", \"flops_fwd\": " << json_count(flops_fwd)
         << ", \"seconds_fwd\": " << slowest_fwd << ", \"gflops_fwd\": " << flops_fwd / slowest_fwd / 1e9;
     if (backward)

@@ -22,6 +22,8 @@ import json, sys
 d = json.load(sys.stdin)
 want = {'rank', 'seconds_fwd', 'gflops_fwd', 'seconds_bwd', 'gflops_bwd', 'bytes_sent_fwd', 'bytes_received_fwd',
         'comm_hidden_fwd', 'bytes_sent_bwd', 'bytes_received_bwd', 'comm_hidden_bwd', 'peak_rss_bytes', 'threads'}
+# The run's settings, so that records of paper and grouped offsets (other pairs where H < r) tell apart.
+assert (d['head_offsets'], d['softmax_scale'], d['seed'], d['iters'], d['warmup']) == ('paper', 0, 1, 1, 0), d
 assert d['world_size'] == 2 and len(d['per_rank']) == 2
 for r in d['per_rank']:
     assert want <= set(r), want - set(r)
@@ -29,11 +31,19 @@ for r in d['per_rank']:
 for way in ('fwd', 'bwd'):  # what one rank sent, the other received
     assert sum(r['bytes_sent_' + way] for r in d['per_rank']) == sum(r['bytes_received_' + way] for r in d['per_rank']) > 0, way
 " <"$OUT/stdout" && pass "per-rank JSON has the forward and backward fields" || fail "per-rank JSON fields"
+expect_exit 0 "bench attention --json with grouped offsets, a scale and a seed" -- "$LONGCTX" bench attention --seq-len 2K \
+  --heads 2 --head-dim 8 --segment-lengths 256,2048 --dilation-rates 1,4 --head-offsets grouped --softmax-scale 0.125 \
+  --seed 3 --iters 2 --warmup 1 --json --quiet
+/usr/bin/python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+assert (d['head_offsets'], d['softmax_scale'], d['seed'], d['iters'], d['warmup']) == ('grouped', 0.125, 3, 2, 1), d
+" <"$OUT/stdout" && pass "... its settings in the JSON" || fail "JSON settings: $(cat "$OUT/stdout")"
 # A long pass says it is alive (every 30 s; here every 0.02 s), on rank 0 only; a bad period is warned about.
 expect_exit 0 "bench attention with LONGCTX_PROGRESS_SECONDS=0.02" -- env LONGCTX_PROGRESS_SECONDS=0.02 "${MPIRUN[@]}" -np 2 \
   "$LONGCTX" bench attention --seq-len 8K --heads 2 --head-dim 32 --segment-lengths 8192 --dilation-rates 1 --iters 1 \
   --warmup 0 --backward --quiet
-expect_in "$OUT/stderr" "^\[longctx info r0\] bench attention: iteration 1/1: running, [0-9]+ s$" "says it is running"
+expect_in "$OUT/stderr" "^\[longctx info r0\] bench attention: iteration 1/1: (forward|backward) running, [0-9]+ s$" "says it is running, and which pass"
 grep "running, " "$OUT/stderr" | grep -qv "info r0" && fail "a rank other than 0 said it" || pass "... from rank 0 only"
 expect_exit 0 "LONGCTX_PROGRESS_SECONDS=soon" -- env LONGCTX_PROGRESS_SECONDS=soon "$LONGCTX" bench attention --seq-len 1K \
   --heads 1 --head-dim 8 --segment-lengths 1024 --dilation-rates 1 --iters 1 --warmup 0 --quiet
