@@ -47,9 +47,16 @@ longctx_install() {
   longctx_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
-longctx_mpirun() {
+# The options mpirun needs here, one line: more ranks than cores, no binding, root allowed.
+longctx_mpirun_options() {
   local extra=(--oversubscribe --bind-to none)
   [ "$(id -u)" -eq 0 ] && extra+=(--allow-run-as-root)
+  echo "${extra[*]}"
+}
+
+longctx_mpirun() {
+  local extra
+  read -ra extra <<<"$(longctx_mpirun_options)"
   mpirun "${extra[@]}" "$@"
 }
 

@@ -28,7 +28,8 @@
 #                 earlier run is refused: name a new one.
 #   LONGCTX_BUILD build directory whose bin/longctx runs (default build)
 # Exit 0 when every job ran, 1 when one failed (or its JSON could not be kept in RESULTS), 2 for a bad
-# setting, 130 / 143 when stopped by SIGINT / SIGTERM.
+# setting, 130 / 143 when stopped by SIGINT / SIGTERM: to the script alone as well (kill PID, timeout), which
+# ends the running job at once, not at its end. What longctx warned about is printed in every case.
 [ -n "${BASH_VERSION:-}" ] || { echo "scaling.sh: run it with bash (jobs/bench/scaling.sh, or bash scaling.sh)" >&2; exit 2; }
 if [ $# -gt 0 ]; then
   case "$1" in
@@ -67,6 +68,12 @@ tmp=$(mktemp -d)
 exec 3>&2
 finish_results() {
   local status=$?
+  # (Here, not at the end: a job that failed, or a stop, kept what the jobs before it said.)
+  if [ -s "$tmp/said" ]; then
+    echo
+    echo "longctx said (once each, over all jobs):"
+    sort -u "$tmp/said" | sed 's/^/  /'
+  fi
   if [ -n "${RESULTS:-}" ]; then
     local f kept=1
     for f in "$tmp"/*.jsonl "$tmp/run.txt"; do [ ! -s "$f" ] || cp -- "$f" "$RESULTS/" || kept=0; done
@@ -81,10 +88,22 @@ finish_results() {
   exit "$status"
 }
 trap finish_results EXIT
-# What was running when a signal came: the EXIT trap keeps what finished.
+# What was running when a signal came: the EXIT trap keeps what finished. The job runs in the background
+# and is waited for, so that a signal to the script alone is handled at once (bash runs no trap while a
+# foreground child runs: the whole job ran to its end first, and was then said to be stopped); mpirun is
+# given SIGTERM, which ends its ranks.
 doing="starting"
-trap 'echo "scaling.sh: stopped by SIGINT during $doing" >&3; exit 130' INT
-trap 'echo "scaling.sh: stopped by SIGTERM during $doing" >&3; exit 143' TERM
+job_pid=
+stop() {
+  if [ -n "$job_pid" ]; then
+    kill -TERM "$job_pid" 2>/dev/null || true
+    wait "$job_pid" 2>/dev/null || true
+  fi
+  echo "scaling.sh: stopped by SIG$1 during $doing" >&3
+  exit "$2"
+}
+trap 'stop INT 130' INT
+trap 'stop TERM 143' TERM
 export OMP_NUM_THREADS=1
 {
   echo "date: $(date -u '+%Y-%m-%dT%H:%M:%SZ')"
@@ -98,7 +117,14 @@ run() {
   local label=$1 out=$2
   shift 2
   doing="the $label"
-  longctx_mpirun "$@" --threads 1 --batch 1 --json --quiet 2>"$tmp/err" >>"$out" || {
+  local status=0 mpirun_options
+  read -ra mpirun_options <<<"$(longctx_mpirun_options)"
+  # mpirun itself, not a shell around it (a function would run in a subshell): $! is what stop() signals.
+  mpirun "${mpirun_options[@]}" "$@" --threads 1 --batch 1 --json --quiet 2>"$tmp/err" >>"$out" &
+  job_pid=$!
+  wait "$job_pid" || status=$?
+  job_pid=
+  [ "$status" -eq 0 ] || {
     echo "scaling.sh: the $label failed:" >&2; cat "$tmp/err" >&2
     [ -n "${RESULTS:-}" ] || [ ! -s "$out" ] || { echo "what finished before it (JSON):" >&2; cat "$out" >&2; }
     exit 1; }
@@ -175,8 +201,3 @@ print(f"time per rank 1 -> 2 ranks: {pct(m2, m1):+.1f}% (target <= +15%; machine
 print("weak scaling: " + ("within the target" if pct(m2, m1) <= 15 else
       "OVER the target" + (" (beyond what the machine alone adds: within it)" if pct(m2, mc) <= 15 else "")))
 PY
-if [ -s "$tmp/said" ]; then
-  echo
-  echo "longctx said (once each, over all jobs):"
-  sort -u "$tmp/said" | sed 's/^/  /'
-fi

@@ -215,4 +215,31 @@ status=$?
 expect_in "$OUT/stderr" "^scaling.sh: stopped by SIGTERM during the 4-rank job at N = 16384$" "names what it stopped"
 [ -s "$OUT/res_term/run.txt" ] && [ ! -e "$OUT/res_term/comm.jsonl" ] && pass "RESULTS keeps run.txt, no empty JSON" ||
   fail "RESULTS after SIGTERM: $(ls "$OUT/res_term" 2>&1 | tr '\n' ' ')"
+# SIGTERM to the script alone (kill PID, timeout(1)): the running job ends at once (before: bash held the
+# trap until the job's end, 30 s here, then said it had stopped it).
+setsid env LONGCTX_BUILD="$OUT/fake" bash "$SCALING" >"$OUT/stdout" 2>"$OUT/stderr" &
+scaling=$!
+for _ in $(seq 100); do pgrep -f "$OUT/fake/bin/longctx" >/dev/null && break; sleep 0.1; done
+start=$SECONDS
+kill -TERM "$scaling"
+wait "$scaling"
+status=$?
+[ "$status" = 143 ] && [ $((SECONDS - start)) -lt 15 ] && pass "SIGTERM to the script alone: exit 143 in $((SECONDS - start)) s" ||
+  fail "SIGTERM to the script alone: exit $status after $((SECONDS - start)) s"
+expect_in "$OUT/stderr" "^scaling.sh: stopped by SIGTERM during the 4-rank job at N = 16384$" "names what it stopped"
+for _ in $(seq 50); do pgrep -f "$OUT/fake/bin/longctx" >/dev/null || break; sleep 0.1; done
+pgrep -f "$OUT/fake/bin/longctx" >/dev/null && fail "the job's ranks outlived the script" || pass "... and the job's ranks ended"
+pkill -KILL -f "$OUT/fake/bin/longctx" 2>/dev/null || true
+# A job that fails after others warned: what they said is still printed (before: only at the end of a
+# run that finished).
+cat >"$OUT/fake/bin/longctx" <<'FAKE'
+#!/bin/sh
+[ "$1" = --version ] && { echo "fake 0"; exit 0; }
+case " $* " in *" --seq-len 16384 "*) ;; *) echo "fake longctx: refused" >&2; exit 3 ;; esac
+echo "[longctx warn r0] fake warning of the first job" >&2
+echo '{"world_size": 4, "threads": 1, "batch": 1, "seq_len": 16384, "heads": 1, "head_dim": 8, "schedule": [[1024, 1], [16384, 4]], "pairs": 100, "seconds_fwd": 0.1, "per_rank": [{"rank": 0, "seconds_fwd": 0.1, "pairs": 100, "bytes_received_fwd": 0, "comm_hidden_fwd": null}]}'
+FAKE
+expect_exit 1 "scaling.sh whose second job fails" -- env LONGCTX_BUILD="$OUT/fake" bash "$SCALING"
+expect_in "$OUT/stderr" "the 4-rank job at N = 65536 failed:" "says which job failed"
+expect_in "$OUT/stdout" "^  \[longctx warn r0\] fake warning of the first job$" "... and what the jobs before it said"
 finish
