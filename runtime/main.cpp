@@ -4,6 +4,8 @@
 // then all ranks agree on the worst exit code (one all-reduce), so a usage error ends every rank cleanly
 // with exit 2 and nothing written. After that, a rank that throws aborts the whole job (MPI_Abort with
 // the error's exit code): the others may be inside a collective and would otherwise wait forever.
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -14,9 +16,11 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "comm/communicator.hpp"
+#include "io/atomic_output.hpp"
 #include "io/h5.hpp"
 #include "runtime/cli/command.hpp"
 #include "runtime/commands/commands.hpp"
@@ -290,6 +294,37 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
 }  // namespace
 }  // namespace longctx
 
+namespace longctx {
+namespace {
+
+ProcessContext* g_process = nullptr;  // for the terminate handler
+
+// std::terminate: an exception that C++ cannot unwind (out of an OpenMP region, a noexcept function or a
+// thread) is said as main() says a thrown one, the job's claimed temporary files are removed, and the job
+// ends with exit 1 as for any internal failure, every rank with it (before: libstdc++'s "terminate called
+// after throwing ..." and SIGABRT, which left a .tmp behind and mpirun's core-dump page).
+[[noreturn]] void end_on_terminate() noexcept {
+  static std::atomic<bool> entered{false};
+  if (entered.exchange(true))  // another thread ends the process meanwhile
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+  std::string message = "std::terminate without an exception in flight";
+  if (const std::exception_ptr failure = std::current_exception()) {
+    try {
+      message = exit_of(failure).second;
+    } catch (...) {
+      message = "an exception that is no std::exception";
+    }
+  }
+  log::error(message + " (it could not be unwound: std::terminate; the job ends)");
+  std::fflush(nullptr);
+  if (g_process && g_process->world_size() > 1) g_process->abort(static_cast<int>(ExitCode::internal));
+  io::remove_claims_before_abort();
+  std::_Exit(static_cast<int>(ExitCode::internal));
+}
+
+}  // namespace
+}  // namespace longctx
+
 int main(int argc, char** argv) {
   using namespace longctx;
   std::optional<ProcessContext> process;
@@ -303,6 +338,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "longctx: error: cannot start: %s\n", e.what());
     return static_cast<int>(ExitCode::internal);
   }
+  g_process = &*process;
+  std::set_terminate(end_on_terminate);
   const std::vector<std::string> args(argv + 1, argv + argc);
   int code = 0;
   bool failed = true;  // a rank that throws ends every rank (the others may wait in a collective)

@@ -9,6 +9,7 @@
 #include <bitset>
 #include <chrono>
 #include <cstdlib>
+#include <stdexcept>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -137,6 +138,15 @@ void stall_if_named(const char* variable, int rank) {
   const auto named = process_getenv(variable);
   if (named && *named == std::to_string(rank))
     for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+}
+
+void terminate_in_parallel_if_named(const char* variable, int rank) {
+  const auto named = process_getenv(variable);
+  if (!named || *named != std::to_string(rank)) return;
+#pragma omp parallel num_threads(1)
+  {
+    throw std::runtime_error("injected exception in an OpenMP region on rank " + *named + " (" + variable + ")");
+  }
 }
 
 std::vector<std::string> process_environment_names() {

@@ -39,6 +39,9 @@ std::optional<std::string> process_getenv(const std::string& name);
 // Fault injection for the no-hang tests: when the environment variable `variable` holds this rank's
 // number, the rank stops here for good, outside MPI (as a SIGSTOP or a hung file system would).
 void stall_if_named(const char* variable, int rank);
+// Fault injection for the tests: where `variable` names `rank`, an exception leaves an OpenMP parallel
+// region, which C++ cannot unwind: std::terminate (main's handler ends the job).
+void terminate_in_parallel_if_named(const char* variable, int rank);
 // The names of every variable in this process's environment.
 std::vector<std::string> process_environment_names();
 

@@ -247,6 +247,8 @@ int run(Invocation& invocation) {
     throw InternalError("injected failure on rank " + *fail_rank + " (LONGCTX_FAULT_INJECT_RANK)");
   // ... this rank stops (in no MPI call) while the others wait in the all-gathers: the roll-call test.
   stall_if_named("LONGCTX_FAULT_STALL_ATTENTION_RANK", rank);
+  // ... an exception leaves an OpenMP region (std::terminate): main's terminate handler ends the job.
+  terminate_in_parallel_if_named("LONGCTX_FAULT_TERMINATE_RANK", rank);
 
   SequenceParallelAttention attention(world);
   attention.keep_gathered_for_backward(backward);  // the backward reuses the forward's gathered K / V
