@@ -8,8 +8,9 @@
 // destructor or a noexcept move, so it is logged on this rank (log::error) and the operation is
 // abandoned as above. Once a wait of its communicator's family has timed out, it is abandoned without
 // waiting (worth_waiting_for): the job is ending, and the rank that timed out must end it within its
-// timeout, not after one more for each operation in flight. The job does not hang and does not std::terminate: the failure that caused it
-// (a peer gone or diverged) surfaces loudly at that rank's next communicator call.
+// timeout, not after one more for each operation in flight. The job does not hang and does not
+// std::terminate: the failure that caused it (a peer gone or diverged) surfaces loudly at that rank's next
+// communicator call.
 #include "comm/communicator.hpp"
 
 #include <exception>

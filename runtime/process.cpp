@@ -9,9 +9,9 @@
 #include <bitset>
 #include <chrono>
 #include <cstdlib>
-#include <stdexcept>
 #include <map>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
