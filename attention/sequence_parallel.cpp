@@ -7,6 +7,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <new>
 #include <sstream>
 #include <vector>
 
@@ -196,6 +197,19 @@ struct Exchange {
   std::vector<float> send, gathered, mine;
   Timed gather, reduce;
   bool kept = false;  // `gathered` holds the forward's rows: no all-gather
+
+  Exchange() = default;
+  Exchange(const Exchange&) = delete;
+  Exchange& operator=(const Exchange&) = delete;
+  // Destroyed with a collective in flight (a failure unwinding): it is waited for, or abandoned once its
+  // communicator's family timed out. MPI cannot cancel an abandoned collective and may still write its
+  // buffers: they are leaked on purpose, not freed (the job is ending).
+  ~Exchange() {
+    const bool gather_done = gather.request.finish_or_abandon();
+    const bool reduce_done = reduce.request.finish_or_abandon();
+    if (gather_done && reduce_done) return;
+    for (std::vector<float>* buffer : {&send, &gathered, &mine}) new (std::nothrow) std::vector<float>(std::move(*buffer));
+  }
 };
 
 // The spanning branches' all-gathers of one forward or backward call, in branch order. begin(i) packs

@@ -1,6 +1,7 @@
 # Shared by the jobs/ scripts: sourced, not run.
 #   longctx_install PKG...   apt-get install of the packages not installed yet (nothing when all are)
 #   longctx_mpirun ARGS...   mpirun with the flags this machine needs (root, more ranks than cores)
+#   longctx_mpirun_options   those flags, on one line (for a script that runs mpirun itself, in the background)
 #   longctx_slurm_state           the local cluster's state directory (LONGCTX_SLURM_STATE, default
 #                                 /tmp/longctx-slurm), absolute and clean: start-local.sh and stop-local.sh
 #                                 must name it alike (a trailing '/' or a relative path made stop-local.sh

@@ -303,19 +303,31 @@ ProcessContext* g_process = nullptr;  // for the terminate handler
 // thread) is said as main() says a thrown one, the job's claimed temporary files are removed, and the job
 // ends with exit 1 as for any internal failure, every rank with it (before: libstdc++'s "terminate called
 // after throwing ..." and SIGABRT, which left a .tmp behind and mpirun's core-dump page).
+// g_process is null before MPI is up and from the end of main() on (MPI finalized): then this process
+// ends alone.
 [[noreturn]] void end_on_terminate() noexcept {
   static std::atomic<bool> entered{false};
+  thread_local bool entered_here = false;
+  if (entered_here) {  // the handler itself failed (out of memory building its message): end plainly
+    io::remove_claims_before_abort();
+    std::_Exit(static_cast<int>(ExitCode::internal));
+  }
+  entered_here = true;
   if (entered.exchange(true))  // another thread ends the process meanwhile
     for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
-  std::string message = "std::terminate without an exception in flight";
-  if (const std::exception_ptr failure = std::current_exception()) {
-    try {
-      message = exit_of(failure).second;
-    } catch (...) {
-      message = "an exception that is no std::exception";
+  try {
+    std::string message = "std::terminate without an exception in flight";
+    if (const std::exception_ptr failure = std::current_exception()) {
+      try {
+        message = exit_of(failure).second;
+      } catch (...) {
+        message = "an exception that is no std::exception";
+      }
     }
+    log::error(message + " (it could not be unwound: std::terminate; the job ends)");
+  } catch (...) {
+    std::fputs("longctx: error: std::terminate (its message could not be made); the job ends\n", stderr);
   }
-  log::error(message + " (it could not be unwound: std::terminate; the job ends)");
   std::fflush(nullptr);
   if (g_process && g_process->world_size() > 1) g_process->abort(static_cast<int>(ExitCode::internal));
   io::remove_claims_before_abort();
@@ -376,5 +388,6 @@ int main(int argc, char** argv) {
     if (process->world_size() > 1) process->abort(code ? code : static_cast<int>(ExitCode::internal));
     std::_Exit(code ? code : static_cast<int>(ExitCode::internal));
   }
+  g_process = nullptr;  // MPI_Finalize comes next, in ~ProcessContext: a std::terminate from here on ends this process alone
   return code;
 }

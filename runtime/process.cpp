@@ -143,9 +143,11 @@ void stall_if_named(const char* variable, int rank) {
 void terminate_in_parallel_if_named(const char* variable, int rank) {
   const auto named = process_getenv(variable);
   if (!named || *named != std::to_string(rank)) return;
-#pragma omp parallel num_threads(1)
+  // From the region's last thread: a worker where OpenMP gives it two, as where a kernel's allocation fails.
+#pragma omp parallel num_threads(2)
   {
-    throw std::runtime_error("injected exception in an OpenMP region on rank " + *named + " (" + variable + ")");
+    if (omp_get_thread_num() == omp_get_num_threads() - 1)
+      throw std::runtime_error("injected exception in an OpenMP region on rank " + *named + " (" + variable + ")");
   }
 }
 

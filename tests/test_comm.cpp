@@ -610,14 +610,23 @@ TEST_F(CommTest, AfterATimeoutPendingRequestsAreAbandonedAtOnce) {
     Request before_any_timeout = all->irecv<float>(on_sub, me, 4259);  // no matching send, ever
   }
   EXPECT_GE(seconds_since(start), timeout) << "destroyed before any timeout: waited for";
-  world->set_timeout_seconds(kTestTimeoutSeconds);  // a fresh family: its own flag
-  std::unique_ptr<Communicator> fresh = world->sub(0, world->size());
+  // (That wait timed out too: world's family abandons from now on.) A new world is a family of its own,
+  // and so is a second one, which the first's timeout leaves alone.
+  std::unique_ptr<Communicator> fresh = make_test_world(), other = make_test_world();
   fresh->set_timeout_seconds(timeout);
   std::unique_ptr<Communicator> fresh_sub = fresh->sub(0, world->size());
   Request first = fresh->irecv<float>(never, me, 4260);
   Request second = fresh->irecv<float>(later, me, 4261);
   Request third = fresh_sub->irecv<float>(on_sub, me, 4262);
+  std::vector<float> sent{1, 2, 3, 4}, received(4, 0.0f);
+  Request elsewhere = other->irecv<float>(received, me, 4263);
+  EXPECT_TRUE(second.worth_waiting_for() && third.worth_waiting_for()) << "before any timeout in their family";
   EXPECT_THROW(first.wait(), CommTimeout);
+  EXPECT_FALSE(second.worth_waiting_for() || third.worth_waiting_for()) << "after first's timeout";
+  EXPECT_TRUE(elsewhere.worth_waiting_for()) << "another family";
+  other->send<float>(sent, me, 4263);
+  elsewhere.wait();
+  EXPECT_EQ(received, sent);
   start = std::chrono::steady_clock::now();
   second = Request();
   third = Request();

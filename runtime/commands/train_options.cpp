@@ -459,8 +459,9 @@ int64_t trained_token_in_held_out(const train::DataConfig& config, const train::
 }
 
 void check_train_fits_in_memory(const Invocation& inv, const TrainOptions& r, const DeviceChoice& device, bool eval) {
-  // Parameters, gradients and the AdamW moments (replicated), and per layer the activations the
-  // backward keeps for this rank's rows, plus the logits and their gradient: float32, a lower bound.
+  // train: parameters, gradients and the AdamW moments (replicated), and per layer the activations the
+  // backward keeps for this rank's rows, plus the logits and their gradient; eval: the parameters, one
+  // layer's activations and the logits. Float32, a lower bound.
   const int P = inv.process.world().size();
   const model::ModelConfig& m = r.trainer.model;
   const double rows = static_cast<double>(r.trainer.seq_len / P);
