@@ -216,10 +216,12 @@ expect_in "$OUT/stderr" "^scaling.sh: stopped by SIGTERM during the 4-rank job a
 [ -s "$OUT/res_term/run.txt" ] && [ ! -e "$OUT/res_term/comm.jsonl" ] && pass "RESULTS keeps run.txt, no empty JSON" ||
   fail "RESULTS after SIGTERM: $(ls "$OUT/res_term" 2>&1 | tr '\n' ' ')"
 # SIGTERM to the script alone (kill PID, timeout(1)): the running job ends at once (before: bash held the
-# trap until the job's end, 30 s here, then said it had stopped it).
-setsid env LONGCTX_BUILD="$OUT/fake" bash "$SCALING" >"$OUT/stdout" 2>"$OUT/stderr" &
+# trap until the job's end, 30 s here, then said it had stopped it). A fake of its own, so that no rank left
+# of the job above is taken for this one's (CI: the signal then came before the script had its traps).
+mkdir -p "$OUT/fake_alone/bin" && cp "$OUT/fake/bin/longctx" "$OUT/fake_alone/bin/longctx"
+setsid env LONGCTX_BUILD="$OUT/fake_alone" bash "$SCALING" >"$OUT/stdout" 2>"$OUT/stderr" &
 scaling=$!
-for _ in $(seq 100); do pgrep -f "$OUT/fake/bin/longctx" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do pgrep -f "$OUT/fake_alone/bin/longctx" >/dev/null && break; sleep 0.1; done
 start=$SECONDS
 kill -TERM "$scaling"
 wait "$scaling"
@@ -227,9 +229,10 @@ status=$?
 [ "$status" = 143 ] && [ $((SECONDS - start)) -lt 15 ] && pass "SIGTERM to the script alone: exit 143 in $((SECONDS - start)) s" ||
   fail "SIGTERM to the script alone: exit $status after $((SECONDS - start)) s"
 expect_in "$OUT/stderr" "^scaling.sh: stopped by SIGTERM during the 4-rank job at N = 16384$" "names what it stopped"
-for _ in $(seq 50); do pgrep -f "$OUT/fake/bin/longctx" >/dev/null || break; sleep 0.1; done
-pgrep -f "$OUT/fake/bin/longctx" >/dev/null && fail "the job's ranks outlived the script" || pass "... and the job's ranks ended"
+for _ in $(seq 50); do pgrep -f "$OUT/fake_alone/bin/longctx" >/dev/null || break; sleep 0.1; done
+pgrep -f "$OUT/fake_alone/bin/longctx" >/dev/null && fail "the job's ranks outlived the script" || pass "... and the job's ranks ended"
 pkill -KILL -f "$OUT/fake/bin/longctx" 2>/dev/null || true
+pkill -KILL -f "$OUT/fake_alone/bin/longctx" 2>/dev/null || true
 # A job that fails after others warned: what they said is still printed (before: only at the end of a
 # run that finished).
 cat >"$OUT/fake/bin/longctx" <<'FAKE'
