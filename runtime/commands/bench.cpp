@@ -65,7 +65,7 @@ Tensor seeded_rows(uint64_t seed, uint64_t which, int64_t B, int64_t N, int64_t 
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = 0; i < per_batch; ++i)
-      t[b * L * row_floats + i] = seeded_value(seed, which, static_cast<uint64_t>((b * N + first) * row_floats + i));
+      t[b * per_batch + i] = seeded_value(seed, which, static_cast<uint64_t>((b * N + first) * row_floats + i));
   return t;
 }
 
