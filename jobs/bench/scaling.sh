@@ -91,7 +91,10 @@ trap finish_results EXIT
 # What was running when a signal came: the EXIT trap keeps what finished. The job runs in the background
 # and is waited for, so that a signal to the script alone is handled at once (bash runs no trap while a
 # foreground child runs: the whole job ran to its end first, and was then said to be stopped); mpirun is
-# given SIGTERM, which ends its ranks.
+# given SIGTERM, which ends its ranks. mpirun runs in a session of its own, so that this SIGTERM is the
+# only signal it gets when the script's process group is signalled (Ctrl-C, kill -- -PGID): Open MPI's
+# mpirun takes a second signal within 5 s for "stuck" and exits at once, leaving its ranks running, and
+# writes "Abort is in progress..." to its stdout, the job's JSON, on one after that.
 doing="starting"
 job_pid=
 stop() {
@@ -120,7 +123,10 @@ run() {
   local status=0 mpirun_options
   read -ra mpirun_options <<<"$(longctx_mpirun_options)"
   # mpirun itself, not a shell around it (a function would run in a subshell): $! is what stop() signals.
-  mpirun "${mpirun_options[@]}" "$@" --threads 1 --batch 1 --json --quiet 2>"$tmp/err" >>"$out" &
+  # (setsid does not fork here: a job of a shell without job control leads no process group.) Its JSON
+  # joins OUT once it has ended well: a job stopped or failed leaves nothing there.
+  setsid mpirun "${mpirun_options[@]}" "$@" --threads 1 --batch 1 --json --quiet </dev/null 2>"$tmp/err" \
+    >"$tmp/job.json" &
   job_pid=$!
   wait "$job_pid" || status=$?
   job_pid=
@@ -128,6 +134,7 @@ run() {
     echo "scaling.sh: the $label failed:" >&2; cat "$tmp/err" >&2
     [ -n "${RESULTS:-}" ] || [ ! -s "$out" ] || { echo "what finished before it (JSON):" >&2; cat "$out" >&2; }
     exit 1; }
+  cat "$tmp/job.json" >>"$out"
   grep -v "^\[longctx info " "$tmp/err" >>"$tmp/said" || true  # (none: grep's exit 1, under set -e)
 }
 

@@ -203,18 +203,30 @@ expect_in "$OUT/stdout" "^weak scaling: " "reaches its summary"
 expect_exit 2 "scaling.sh into the RESULTS of an earlier run" -- env RESULTS="$OUT/res" bash "$SCALING"
 expect_in "$OUT/stderr" "RESULTS=.*/res holds run.txt of an earlier run: name a new directory" "refuses it"
 # SIGTERM (what Slurm sends) during a job: exit 143, naming the job, and RESULTS keeps what finished
-# (before: exit 143 without a word; SIGINT was reported as a failed job, exit 1).
-printf '#!/bin/sh\n[ "$1" = --version ] && { echo "fake 0"; exit 0; }\nsleep 30\n' >"$OUT/fake/bin/longctx"
+# (before: exit 143 without a word; SIGINT was reported as a failed job, exit 1). Sent to the script's
+# process group, mpirun among it: the ranks end with it (before: the script's SIGTERM was mpirun's second
+# within 5 s, and mpirun left its ranks running) and what the stopped job printed is not kept as its JSON
+# (before: it was, and mpirun's "Abort is in progress" with it where the signals came 5 s apart: CI).
+cat >"$OUT/fake/bin/longctx" <<'FAKE'
+#!/bin/sh
+[ "$1" = --version ] && { echo "fake 0"; exit 0; }
+echo '{"a job that did not end": true}'
+touch "$0.printed"
+sleep 30
+FAKE
 setsid env LONGCTX_BUILD="$OUT/fake" RESULTS="$OUT/res_term" bash "$SCALING" >"$OUT/stdout" 2>"$OUT/stderr" &
 scaling=$!
-for _ in $(seq 100); do pgrep -f "$OUT/fake/bin/longctx" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do [ -e "$OUT/fake/bin/longctx.printed" ] && break; sleep 0.1; done
+sleep 0.5  # (mpirun passes the line on)
 kill -TERM -- -"$scaling"
 wait "$scaling"
 status=$?
 [ "$status" = 143 ] && pass "SIGTERM: exit 143" || fail "SIGTERM: exit $status"
 expect_in "$OUT/stderr" "^scaling.sh: stopped by SIGTERM during the 4-rank job at N = 16384$" "names what it stopped"
-[ -s "$OUT/res_term/run.txt" ] && [ ! -e "$OUT/res_term/comm.jsonl" ] && pass "RESULTS keeps run.txt, no empty JSON" ||
-  fail "RESULTS after SIGTERM: $(ls "$OUT/res_term" 2>&1 | tr '\n' ' ')"
+[ -s "$OUT/res_term/run.txt" ] && [ ! -e "$OUT/res_term/comm.jsonl" ] && pass "RESULTS keeps run.txt, not the stopped job's output" ||
+  fail "RESULTS after SIGTERM: $(ls "$OUT/res_term" 2>&1 | tr '\n' ' ')$(cat "$OUT/res_term/comm.jsonl" 2>/dev/null)"
+for _ in $(seq 50); do pgrep -f "$OUT/fake/bin/longctx" >/dev/null || break; sleep 0.1; done
+pgrep -f "$OUT/fake/bin/longctx" >/dev/null && fail "the job's ranks outlived the script" || pass "... and the job's ranks ended"
 # SIGTERM to the script alone (kill PID, timeout(1)): the running job ends at once (before: bash held the
 # trap until the job's end, 30 s here, then said it had stopped it). A fake of its own, so that no rank left
 # of the job above is taken for this one's (CI: the signal then came before the script had its traps).
