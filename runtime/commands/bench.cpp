@@ -334,7 +334,8 @@ int run(Invocation& invocation) {
               << threads_text << " thread(s)\n";
     std::cout << "  pairs " << json_count(pairs) << "; median of " << iters << " after " << warmup << " warm-up\n";
     std::cout << "  rank   fwd s    fwd GFLOP/s" << (backward ? "   bwd s    bwd GFLOP/s" : "")
-              << "   recv bytes (fwd)  comm hidden" << (backward ? "   recv bytes (bwd)" : "") << "   peak RSS MiB\n";
+              << "   recv bytes (fwd)  comm hidden" << (backward ? "   recv bytes (bwd)  comm hidden" : "")
+              << "   peak RSS MiB\n";
     for (int r = 0; r < P; ++r) {
       std::cout << "  " << std::setw(4) << r << std::setw(8) << fixed(field(r, 0), 4) << std::setw(15)
                 << fixed(rank_gflops(r, false, field(r, 0)), 1);
@@ -342,9 +343,11 @@ int run(Invocation& invocation) {
         std::cout << std::setw(8) << fixed(field(r, 1), 4) << std::setw(15)
                   << fixed(rank_gflops(r, true, field(r, 1)), 1);
       // A rank that received nothing had nothing to hide: "-", not "100%".
-      const std::string hidden = field(r, 3) > 0 ? fixed(100 * field(r, 4), 0) + "%" : "-";
-      std::cout << std::setw(19) << static_cast<uint64_t>(field(r, 3)) << std::setw(13) << hidden;
-      if (backward) std::cout << std::setw(19) << static_cast<uint64_t>(field(r, 5));
+      const auto hidden = [&](size_t received, size_t fraction) {
+        return field(r, received) > 0 ? fixed(100 * field(r, fraction), 0) + "%" : std::string("-");
+      };
+      std::cout << std::setw(19) << static_cast<uint64_t>(field(r, 3)) << std::setw(13) << hidden(3, 4);
+      if (backward) std::cout << std::setw(19) << static_cast<uint64_t>(field(r, 5)) << std::setw(13) << hidden(5, 6);
       std::cout << std::setw(15) << fixed(field(r, 7) / (1 << 20), 0) << "\n";
     }
     std::cout << "  total  " << fixed(slowest_fwd, 4) << " s  " << fixed(flops_fwd / slowest_fwd / 1e9, 1) << " GFLOP/s forward";

@@ -70,6 +70,13 @@ fi
 expect_exit 0 "bench attention table at 1 rank" -- "$LONGCTX" bench attention --seq-len 1K --heads 1 --head-dim 8 \
   --segment-lengths 256,1024 --dilation-rates 1,2 --iters 1 --warmup 0 --quiet
 expect_in "$OUT/stdout" "^ *0 .* 0 +- +[0-9]+$" "no communication: comm hidden is '-'"
+# --backward: the backward's comm hidden has a column of its own (before: --json only).
+expect_exit 0 "bench attention --backward table at 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" bench attention \
+  --seq-len 2K --heads 2 --head-dim 8 --segment-lengths 256,2048 --dilation-rates 1,2 --iters 1 --warmup 0 --backward --quiet
+expect_in "$OUT/stdout" "recv bytes \(fwd\)  comm hidden   recv bytes \(bwd\)  comm hidden   peak RSS MiB$" \
+  "names the backward's comm hidden"
+[ "$(grep -cE '^ +[01] .* [1-9][0-9]* +[0-9]+% +[1-9][0-9]* +[0-9]+% +[0-9]+$' "$OUT/stdout")" = 2 ] &&
+  pass "... and gives it per rank" || fail "table: $(cat "$OUT/stdout")"
 # Causal: rank 1's queries see more keys than rank 0's; each rank's GFLOP/s uses its own pairs (they add
 # up to the job's), not pairs / P.
 expect_exit 0 "causal bench attention on 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" bench attention --seq-len 2K \
