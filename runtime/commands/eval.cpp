@@ -421,14 +421,18 @@ int run_eval(Invocation& inv) {
   const model::ModelConfig& m = plan.options.trainer.model;
   const std::string& task = plan.options.data.task;
   const bool by_depth = plan.depths.front() >= 0;
-  if (rank0)
+  if (rank0) {
+    // The lengths resolved: the config printed shows --seq-len's default as "" (the trained length).
+    std::string lengths;
+    for (const int64_t n : plan.lengths) lengths += (lengths.empty() ? "" : ", ") + std::to_string(n);
     log::info("eval: " + plan.checkpoint + ", step " + std::to_string(plan.step) + " (trained at N = " +
-              std::to_string(plan.trained_seq_len) + "), " +
+              std::to_string(plan.trained_seq_len) + "), scoring N = " + lengths + "; " +
               count_of(m.layers, "layer") + ", dim " + std::to_string(m.dim) + ", " + count_of(m.heads, "head") +
               ", schedule " + to_string(m.schedule) + "; task " + task +
               (task == "file" ? " (" + plan.options.data.path + ")" : "") + ", up to " +
               count_of(plan.sequences, "sequence") + " per " + (by_depth ? "length and depth" : "length") + ", over " +
               count_of(P, "rank"));
+  }
   // The token file against the one the checkpoint's run trained on (its count and digest, where the
   // checkpoint recorded them): another (a validation corpus) is scored as asked, with no check of its
   // held-out tail against the tokens that run trained on. JSON's same_data: true, false, or null (unknown).

@@ -60,7 +60,7 @@ expect_exit 0 "the text table" -- "$LONGCTX" eval ck --quiet --seq-len 256,1K --
 expect_in "$OUT/stdout" "^N 1024  depth 50%  accuracy [0-9.]+  loss [0-9.]+  \(2 sequences, 10 scored targets" "a line per cell"
 expect_in "$OUT/stdout" "^ +N +0% +50% +100% +mean$" "the table's head: depths"
 expect_in "$OUT/stdout" "^ +1024( +[0-9]\.[0-9]{3}){4}$" "a row per length"
-expect_in "$OUT/stderr" "eval: ck/step_00000012.h5, step 12 \(trained at N = 256\)" "says what it evaluates"
+expect_in "$OUT/stderr" "eval: ck/step_00000012.h5, step 12 \(trained at N = 256\), scoring N = 256, 1024; " "says what it evaluates"
 
 # ---- another schedule (no parameter depends on it) ----
 expect_exit 0 "eval at 1K with a branch as long as the sequence" -- "$LONGCTX" eval ck --quiet --seq-len 1K \
@@ -155,7 +155,7 @@ expect_exit 0 "eval the checkpoint of step 10, in the 128 stage" -- "$LONGCTX" e
   --sequences 1 --json
 [ "$(json_field "$OUT/stdout" 1 seq_len)/$(json_field "$OUT/stdout" 1 trained_seq_len)" = "128/128" ] &&
   pass "... at 128, the length it trained at" || fail "curriculum: $(cat "$OUT/stdout")"
-expect_in "$OUT/stderr" "step 10 \(trained at N = 128\)" "... and says so"
+expect_in "$OUT/stderr" "step 10 \(trained at N = 128\), scoring N = 128; " "... and says so (the config shows seq-len = \"\")"
 expect_exit 0 "eval ckc/ (its latest, step 15)" -- "$LONGCTX" eval ckc/ --quiet --depths 50 --sequences 1 --json
 [ "$(json_field "$OUT/stdout" 1 checkpoint)/$(json_field "$OUT/stdout" 1 seq_len)" = "ckc/step_00000015.h5/512" ] &&
   pass "... named without a double slash, at 512" || fail "latest: $(cat "$OUT/stdout")"
