@@ -123,9 +123,10 @@ run() {
   local status=0 mpirun_options
   read -ra mpirun_options <<<"$(longctx_mpirun_options)"
   # mpirun itself, not a shell around it (a function would run in a subshell): $! is what stop() signals.
-  # (setsid does not fork here: a job of a shell without job control leads no process group.) Its JSON
-  # joins OUT once it has ended well: a job stopped or failed leaves nothing there.
-  setsid mpirun "${mpirun_options[@]}" "$@" --threads 1 --batch 1 --json --quiet </dev/null 2>"$tmp/err" \
+  # (setsid does not fork here: a job of a shell without job control leads no process group; --wait where
+  # it would, so that $! ends with mpirun.) Its JSON joins OUT once it has ended well: a job stopped or
+  # failed leaves nothing there.
+  setsid --wait mpirun "${mpirun_options[@]}" "$@" --threads 1 --batch 1 --json --quiet </dev/null 2>"$tmp/err" \
     >"$tmp/job.json" &
   job_pid=$!
   wait "$job_pid" || status=$?
