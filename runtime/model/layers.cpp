@@ -161,14 +161,17 @@ CrossEntropyStats cross_entropy(const float* logits, const int32_t* targets, int
       if (dz) std::fill(dz, dz + vocab, 0.0f);
       continue;
     }
+    // In differences from the largest logit only: log Z = z_best + log(sum) would lose log(sum) beside a
+    // logit of 1e30 (a row of equal ones scored 0 with gradient 1 - onehot).
     double sum = 0;
     for (int64_t j = 0; j < vocab; ++j) sum += std::exp(double(z[j]) - double(z[best]));
-    const double log_z = double(z[best]) + std::log(sum);
-    losses[size_t(r)] = log_z - double(z[target]);
+    const double log_sum = std::log(sum);
+    losses[size_t(r)] = (double(z[best]) - double(z[target])) + log_sum;
     const float row_scale = weights ? scale * weights[r] : scale;
     if (dz)
       for (int64_t j = 0; j < vocab; ++j)
-        dz[j] = row_scale * (static_cast<float>(std::exp(double(z[j]) - log_z)) - (j == target ? 1.0f : 0.0f));
+        dz[j] = row_scale * (static_cast<float>(std::exp((double(z[j]) - double(z[best])) - log_sum)) -
+                             (j == target ? 1.0f : 0.0f));
   }
   for (int64_t r = 0; r < rows; ++r) {
     if (targets[r] < 0) continue;
