@@ -323,6 +323,9 @@ class IdInput : public IdSource {
       throw UsageError(name_ + ": not a .npy file; raw token ids need --ids-dtype (" + id_dtype_names() +
                        ", little endian) to be read");
     type_ = raw_type;
+    // Two bytes more to tell what it is: HDF5's signature is 8 bytes long (a token dataset given as ids).
+    char more[2];
+    head_.append(more, static_cast<size_t>(read_some(in_, more, sizeof more, file)));
     const std::string kind = binary_kind(head_);
     if (!kind.empty()) log::warn(name_ + " looks like " + kind + ": its bytes are read as " + type_->name + " ids as they are");
   }

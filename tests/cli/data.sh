@@ -94,6 +94,9 @@ expect_exit 2 "an unknown --ids-dtype" -- "$LONGCTX" data import --ids raw.bin -
 expect_in "$OUT/stderr" "--ids-dtype uint12: one of uint8\|int8\|uint16" "lists the dtypes"
 expect_exit 0 "a .npy given to --text" -- "$LONGCTX" data import --text a.npy --out npytext.h5 --quiet
 expect_in "$OUT/stderr" "looks like a NumPy .npy file: .*go in with --ids instead" "points to --ids"
+# A token dataset given as raw ids: HDF5's signature is 8 bytes (before: only 6 were looked at, no warning).
+expect_exit 0 "a token dataset given to --ids" -- "$LONGCTX" data import --ids npytext.h5 --ids-dtype uint8 --out h5ids.h5 --quiet
+expect_in "$OUT/stderr" "npytext.h5 looks like an HDF5 file: its bytes are read as uint8 ids as they are" "warns that it is HDF5"
 expect_exit 2 "--out - (standard output)" -- "$LONGCTX" data import --ids a.npy --out - --quiet
 expect_in "$OUT/stderr" "--out -: a token dataset is an HDF5 file" "says why"
 mkfifo twice.fifo
