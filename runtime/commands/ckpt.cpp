@@ -44,7 +44,8 @@ void declare_files(po::options_description& desc, po::positional_options_descrip
                      "checkpoint files, or checkpoint directories (all of their checkpoints)")
       ("json", po::bool_switch(), "print one JSON object per checkpoint (and per path that is none): path, ok, "
        "datasets (how many), problems ([text]), unchecked ([tensors without a checksum]), undigested (how many "
-       "checked by their checksums alone); the exit code as without it");
+       "checked by their checksums alone; both of the datasets that read well, also in a damaged checkpoint); the exit "
+       "code as without it");
   positional.add("path", -1);
 }
 
@@ -223,8 +224,7 @@ int run_verify(Invocation& invocation) {
         ok = ok && report.ok;
         if (json) {
           std::cout << verify_json(report.path, report.ok, report.datasets.size(), report.problems,
-                                   report.ok ? report.unchecked_tensors() : std::vector<std::string>{},
-                                   report.ok ? report.undigested() : 0)
+                                   report.unchecked_tensors(), report.undigested())
                     << "\n";
           continue;
         }

@@ -317,6 +317,23 @@ with h5py.File(sys.argv[1], "r+") as f:
 PY
 expect_exit 0 "verify a checkpoint without digests" -- "$LONGCTX" ckpt verify --quiet dg/step_00000001.h5
 expect_in "$OUT/stdout" "ok \([0-9]+ datasets; [0-9]+ without a digest \(written before digests, or rewritten since\)" "says it has none"
+# Damaged as well: --json still says how many were checked by their checksums alone (before: 0, [] once a
+# problem was found).
+mkdir -p dgd && cp dg/step_00000001.h5 dgd/
+/usr/bin/python3 - dgd/step_00000001.h5 <<'PY' || fail "could not damage the copy"
+import h5py, sys
+with h5py.File(sys.argv[1], "r") as f:
+    chunk = f["model/layer0/wq"].id.get_chunk_info(0)
+with open(sys.argv[1], "r+b") as f:
+    f.seek(chunk.byte_offset + 3); b = f.read(1); f.seek(chunk.byte_offset + 3); f.write(bytes([b[0] ^ 0x10]))
+PY
+expect_exit 3 "verify --json a damaged checkpoint without digests" -- "$LONGCTX" ckpt verify --quiet --json dgd/step_00000001.h5
+/usr/bin/python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+assert not d['ok'] and any('/model/layer0/wq' in p for p in d['problems']), d
+assert d['undigested'] > 0 and d['unchecked'] == [], d
+" <"$OUT/stdout" && pass "... names the damage and how many had no digest" || fail "verify --json: $(cat "$OUT/stdout")"
 echo step_00000001.h5 >dg/latest
 expect_exit 0 "resume from it" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${FT[@]}" --train.steps 2 --checkpoint.dir dg
 # A damaged object header of data_position or rng_seed (one bit): before, the resume took the file for one
