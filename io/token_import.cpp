@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -727,6 +729,12 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
   const bool scan = options.vocab == 0 && !plan.streams;
   int64_t type_bound = 0, known_ids = 0, largest = -1;
   std::vector<int64_t> counts(files.size(), -1);  // ids of each regular file, as first looked at
+  std::vector<uint64_t> digests(files.size(), 0);  // and, where they were read (scan), their digest
+  const auto digest_of = [](const int64_t* ids, int64_t count, int64_t first) {
+    uint64_t sum = 0;
+    for (int64_t i = 0; i < count; ++i) sum += element_digest(static_cast<uint64_t>(first + i), static_cast<uint32_t>(ids[i]));
+    return sum;
+  };
   log::ByteProgress scanning("data import: the largest id", scan ? static_cast<uint64_t>(plan.bytes) : 0);
   uint64_t scanned = 0;
   for (size_t f = 0; f < files.size(); ++f) {
@@ -743,10 +751,15 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
           [&](const int64_t* ids, int64_t count, int64_t first) {
             check_ids(ids, count, first, kMaxVocab, file, "ids are read as int32");
             largest = std::max(largest, *std::max_element(ids, ids + count));
+            digests[f] += digest_of(ids, count, first);
           },
           [&](uint64_t bytes) { scanning.update(scanned += bytes); }, [] {});
   }
   if (!plan.streams && known_ids == 0) throw InputError("data import: the --ids files hold no ids: nothing to train on");
+  // LONGCTX_FAULT_STOP_BETWEEN_READS=1: the process stops itself (SIGSTOP) after the first reading, so that a
+  // test can change a file before the second (a change lands there only by timing otherwise).
+  if (const char* stop = std::getenv("LONGCTX_FAULT_STOP_BETWEEN_READS"); scan && stop && std::string(stop) == "1")
+    ::raise(SIGSTOP);
   const int64_t limit = options.vocab > 0 ? options.vocab : scan ? largest + 1 : type_bound;
   const h5::ElementType storage = storage_for(limit);
   // Why ids must lie below `limit`, for the message that refuses one.
@@ -772,10 +785,12 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
       log::warn(name_of(file) + ": its " + (npy ? ".npy header" : "Megatron index") + " says " + input->type().name +
                 "; --ids-dtype " + raw_type->name + " is for raw files (the others are read as they say)");
     const int64_t before = writer.written();
+    uint64_t digest = 0;
     input->read_all(
         [&](const int64_t* ids, int64_t count, int64_t first) {
           check_ids(ids, count, first, limit, file, reason);
           largest = std::max(largest, *std::max_element(ids, ids + count));
+          if (scan) digest += digest_of(ids, count, first);
           narrow(ids, count, storage, narrowed);
           writer.append(narrowed.data(), count);
         },
@@ -783,6 +798,9 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
     if (counts[f] >= 0 && writer.written() - before != counts[f])
       throw InputError(name_of(file) + ": changed while it was imported (" + std::to_string(counts[f]) +
                        " ids when first looked at, " + std::to_string(writer.written() - before) + " now)");
+    // As many ids, others among them (an id past the largest first read is refused above, as it is read).
+    if (scan && digest != digests[f])
+      throw InputError(name_of(file) + ": changed while it was imported (its ids are not those first read)");
     if (writer.written() == before && npy && files.size() > 1) warn_empty_document(file, "ids");
   }
   TokenImportStats stats = writer.finish(options.vocab > 0 ? options.vocab : largest + 1, "--ids inputs held no ids");

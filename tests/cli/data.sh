@@ -97,6 +97,21 @@ expect_in "$OUT/stderr" "looks like a NumPy .npy file: .*go in with --ids instea
 # A token dataset given as raw ids: HDF5's signature is 8 bytes (before: only 6 were looked at, no warning).
 expect_exit 0 "a token dataset given to --ids" -- "$LONGCTX" data import --ids npytext.h5 --ids-dtype uint8 --out h5ids.h5 --quiet
 expect_in "$OUT/stderr" "npytext.h5 looks like an HDF5 file: its bytes are read as uint8 ids as they are" "warns that it is HDF5"
+# A file whose ids change between the two readings (no --vocab), as many as before and none past the largest:
+# refused (before: only a changed count or a larger id was noticed, and these were imported as read the
+# second time). The import stops itself between them (LONGCTX_FAULT_STOP_BETWEEN_READS) while the file changes.
+cp raw.bin changing.bin
+LONGCTX_FAULT_STOP_BETWEEN_READS=1 "$LONGCTX" data import --ids changing.bin --ids-dtype uint16 --out changing.h5 --quiet \
+  >"$OUT/stdout" 2>"$OUT/stderr" &
+import=$!
+for _ in $(seq 300); do [ "$(ps -o stat= -p "$import" | cut -c1)" = T ] && break; sleep 0.1; done
+/usr/bin/python3 -c "import numpy as np; np.fromfile('changing.bin', dtype='<u2')[::-1].tofile('changing.bin')"
+kill -CONT "$import"
+wait "$import"
+status=$?
+[ "$status" = 3 ] && pass "a file whose ids changed between the two readings: exit 3" || fail "a file that changed: exit $status"
+expect_in "$OUT/stderr" "changing.bin: changed while it was imported \(its ids are not those first read\)" "... says so"
+[ -z "$(ls changing.h5* 2>/dev/null)" ] && pass "... and writes nothing" || fail "left $(ls changing.h5*)"
 expect_exit 2 "--out - (standard output)" -- "$LONGCTX" data import --ids a.npy --out - --quiet
 expect_in "$OUT/stderr" "--out -: a token dataset is an HDF5 file" "says why"
 mkfifo twice.fifo
