@@ -215,7 +215,7 @@ class FileDataset : public Dataset {
     return at.token >= 0 && at.token <= train_end_ - 1 - c_.seq_len ? at.token : 0;
   }
   SequenceRows train_rows(DataPosition at, io::RowRange range) const override {
-    return window(window_start(at), range);
+    return window(window_start(at), range, false);
   }
   DataPosition after(DataPosition at) const override { return {at.sequence + 1, window_start(at) + c_.seq_len}; }
   DataPosition position_of_step(int64_t step) const override { return {step, step % train_count_ * c_.seq_len}; }
@@ -235,13 +235,25 @@ class FileDataset : public Dataset {
     if (eval && c_.split_seq_len > 0 && c_.split_seq_len != c_.seq_len)
       throw InternalError("evaluation reads the data.seq_len dataset, not a curriculum stage's");
     const int64_t sequence = eval && held_out_ > 0 ? train_count_ + index % held_out_ : index % train_count_;
-    return window(sequence * c_.seq_len, range);
+    return window(sequence * c_.seq_len, range, eval);
   }
 
  private:
   // Rows `range` of the window of seq_len inputs from token `start`.
-  SequenceRows window(int64_t start, io::RowRange range) const {
-    const io::SequenceRows r = reader_.read_window_rows(start, c_.seq_len, range);
+  SequenceRows window(int64_t start, io::RowRange range, bool eval) const {
+    // A read that fails (a damaged chunk) names the tokens it read and what for, and the command that finds
+    // every damaged range.
+    const auto reading = [&](int64_t begin, int64_t end, const auto& read) {
+      try {
+        return read();
+      } catch (const InputError& e) {
+        throw InputError(std::string(e.what()) + " (reading tokens [" + std::to_string(begin) + ", " +
+                         std::to_string(end) + ") for " + (eval ? "an evaluation" : "training") + "; `longctx data verify " +
+                         c_.path + "` names every damaged range)");
+      }
+    };
+    const io::SequenceRows r = reading(start + range.begin, start + range.end + 1,
+                                       [&] { return reader_.read_window_rows(start, c_.seq_len, range); });
     // A file made otherwise than by `data import` may hold tokens past its vocab attribute (which is at
     // most model.vocab): name the file and the position. The window is the inputs and then the last
     // target (targets are the inputs shifted by one).
@@ -258,7 +270,7 @@ class FileDataset : public Dataset {
     out.tokens = r.inputs;
     out.targets = r.targets;
     out.answer_id.assign(out.tokens.size(), -1);
-    if (range.begin > 0) out.previous = reader_.read(first - 1, first)[0];
+    if (range.begin > 0) out.previous = reading(first - 1, first, [&] { return reader_.read(first - 1, first); })[0];
     return out;
   }
 

@@ -245,4 +245,9 @@ with h5py.File('bad_id.h5', 'r+') as f: f['tokens'][5] = 5000
 expect_exit 3 "train on a file with an id past its vocab" -- "$LONGCTX" "${TRAIN[@]/ab.h5/bad_id.h5}" --model.vocab 8000
 expect_in "$OUT/stderr" "data.path=bad_id.h5: token 5000 at position 5 is outside \[0, 1000\), the file's vocab \(\`longctx data verify bad_id.h5\` checks" \
   "is refused against the file's vocab, pointing to data verify"
+# A damaged chunk: the error says which tokens it read, for what, and points to data verify (before: the
+# checksum's message alone).
+expect_exit 3 "train on a file with a damaged chunk" -- "$LONGCTX" "${TRAIN[@]/ab.h5/flipped.h5}" --model.vocab 1000
+expect_in "$OUT/stderr" "Fletcher32.* \(reading tokens \[[0-9]+, [0-9]+\) for training; \`longctx data verify flipped.h5\` names every damaged range\)" \
+  "names the tokens it read and points to data verify"
 finish
