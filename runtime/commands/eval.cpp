@@ -37,7 +37,8 @@ constexpr const char* kDefaultDepths = "0,25,50,75,100";
 
 void declare_eval(po::options_description& d, po::positional_options_description& positional) {
   d.add_options()
-      ("path", po::value<std::string>(), "a checkpoint of `longctx train`, or its checkpoint.dir (the one `latest` names)")
+      ("path", po::value<std::string>(), "a checkpoint of `longctx train`, or its checkpoint.dir (the one `latest` names; without `latest`, its newest "
+       "step_*.h5, as a resume takes)")
       ("seq-len", po::value<std::string>()->default_value(""),
        "GLOBAL lengths to evaluate at, comma-separated, K/M/G suffixes (default: the length the checkpoint's last "
        "step trained at: its data.seq_len, or a curriculum stage's); "
