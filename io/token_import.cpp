@@ -329,7 +329,7 @@ class IdInput : public IdSource {
     char more[2];
     head_.append(more, static_cast<size_t>(read_some(in_, more, sizeof more, file)));
     const std::string kind = binary_kind(head_);
-    if (!kind.empty()) log::warn(name_ + " looks like " + kind + ": its bytes are read as " + type_->name + " ids as they are");
+    if (!kind.empty()) log::warn_once(name_ + " looks like " + kind + ": its bytes are read as " + type_->name + " ids as they are");
   }
 
   const IdType& type() const override { return *type_; }

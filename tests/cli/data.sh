@@ -97,6 +97,7 @@ expect_in "$OUT/stderr" "looks like a NumPy .npy file: .*go in with --ids instea
 # A token dataset given as raw ids: HDF5's signature is 8 bytes (before: only 6 were looked at, no warning).
 expect_exit 0 "a token dataset given to --ids" -- "$LONGCTX" data import --ids npytext.h5 --ids-dtype uint8 --out h5ids.h5 --quiet
 expect_in "$OUT/stderr" "npytext.h5 looks like an HDF5 file: its bytes are read as uint8 ids as they are" "warns that it is HDF5"
+[ "$(grep -c "looks like" "$OUT/stderr")" = 1 ] && pass "... once (the file is read twice)" || fail "warned $(grep -c "looks like" "$OUT/stderr") times"
 # A file whose ids change between the two readings (no --vocab), as many as before and none past the largest:
 # refused (before: only a changed count or a larger id was noticed, and these were imported as read the
 # second time). The import stops itself between them (LONGCTX_FAULT_STOP_BETWEEN_READS) while the file changes.
