@@ -474,9 +474,12 @@ class MegatronInput : public IdSource {
     }
     constexpr char kMagic[] = "MMIDIDX\0\0";
     constexpr size_t kHead = 9 + 8 + 1 + 8 + 8;
-    if (size_ < kHead || std::memcmp(map_, kMagic, 9) != 0)
+    if (size_ < 9 || std::memcmp(map_, kMagic, 9) != 0)
       throw InputError(idx_ + ": not a Megatron index (" + (size_ < 9 ? "shorter than its header" : "no MMIDIDX header") +
                        "); named .idx, an --ids input is read as one");
+    if (size_ < kHead)
+      throw InputError(idx_ + ": a Megatron index cut short: " + std::to_string(size_) + " bytes, and its header alone takes " +
+                       std::to_string(kHead));
     if (const uint64_t version = u64(9); version != 1)
       throw InputError(idx_ + ": Megatron index version " + std::to_string(version) + " (this build reads 1)");
     static const char* const kCodes[] = {nullptr, "uint8", "int8", "int16", "int32", "int64", nullptr, nullptr, "uint16"};

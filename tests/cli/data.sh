@@ -73,6 +73,10 @@ cp mg_text_document.idx cut_text_document.idx
 expect_exit 3 "a Megatron index whose .bin is cut short" -- "$LONGCTX" data import --ids cut_text_document.idx --out x.h5 --quiet
 expect_in "$OUT/stderr" "cut_text_document.idx: sequence 2 \(2 ids at byte 8\) lies outside cut_text_document.bin \(8 bytes\)" \
   "names the sequence and the file"
+head -c 20 mg_text_document.idx >short_text_document.idx && cp mg_text_document.bin short_text_document.bin
+expect_exit 3 "a Megatron index cut short in its header" -- "$LONGCTX" data import --ids short_text_document.idx --out x.h5 --quiet
+expect_in "$OUT/stderr" "short_text_document.idx: a Megatron index cut short: 20 bytes, and its header alone takes 34" \
+  "says so (before: 'no MMIDIDX header')"
 expect_exit 0 "without --vocab" -- "$LONGCTX" data import --ids b.npy --out b.h5 --quiet
 expect_in "$OUT/stdout" "ids up to 11; vocab 12 \(the largest id \+ 1" "the vocabulary is the largest id + 1, and said so"
 
