@@ -194,7 +194,9 @@ class FileDataset : public Dataset {
   FileDataset(const DataConfig& config) : c_(config), reader_(config.path, MPI_COMM_NULL) {
     if (reader_.vocab() > c_.vocab)
       throw UsageError("model.vocab=" + std::to_string(c_.vocab) + " is smaller than the vocabulary (" +
-                       std::to_string(reader_.vocab()) + ") of data.path=" + c_.path);
+                       std::to_string(reader_.vocab()) + ") of data.path=" + c_.path + ": a new run needs model.vocab >= " +
+                       std::to_string(reader_.vocab()) + "; a checkpoint's model keeps its vocabulary, so a resume or "
+                       "eval needs a file of ids below it");
     sequences_ = reader_.sequence_count(c_.seq_len);
     if (sequences_ < 1)
       throw InputError("data.path=" + c_.path + " holds " + std::to_string(reader_.token_count()) + " tokens, fewer than " +

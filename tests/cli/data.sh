@@ -241,7 +241,7 @@ TRAIN=(train --quiet --model.layers 1 --model.dim 16 --model.heads 2 --model.mlp
 expect_exit 0 "train on uint16 ids at 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" "${TRAIN[@]}" --model.vocab 1000
 expect_in "$OUT/stdout" "step +2  loss [67]\." "loss near ln(1000)"
 expect_exit 2 "train with model.vocab below the file's" -- "$LONGCTX" "${TRAIN[@]}" --model.vocab 999
-expect_in "$OUT/stderr" "model.vocab=999 is smaller than the vocabulary \(1000\) of data.path=ab.h5" "says why"
+expect_in "$OUT/stderr" "model.vocab=999 is smaller than the vocabulary \(1000\) of data.path=ab.h5: a new run needs model.vocab >= 1000" "says why and what to give"
 cp ab.h5 bad_id.h5
 /usr/bin/python3 -c "
 import h5py
