@@ -91,6 +91,8 @@ head -c 999 raw.bin >odd.bin
 expect_exit 3 "a raw file of half an id" -- "$LONGCTX" data import --ids odd.bin --ids-dtype uint16 --out x.h5 --quiet
 expect_in "$OUT/stderr" "odd.bin: holds 999 bytes, not a whole number of uint16 ids" "says the file is not whole ids"
 expect_exit 2 "--text and --ids together" -- "$LONGCTX" data import --ids a.npy --text raw.bin --out x.h5 --quiet
+expect_exit 2 "--text with LONGCTX_IDS set" -- env LONGCTX_IDS=a.npy "$LONGCTX" data import --text raw.bin --out x.h5 --quiet
+expect_in "$OUT/stderr" "not both \(a dataset holds one kind of token\) \(from environment variable LONGCTX_IDS\)" "names where --ids came from"
 expect_exit 2 "neither --text nor --ids" -- "$LONGCTX" data import --out x.h5 --quiet
 expect_in "$OUT/stderr" "needs --text FILES \(byte tokens\) or --ids FILES" "says what it needs"
 expect_exit 2 "--vocab with --text" -- "$LONGCTX" data import --text raw.bin --vocab 100 --out x.h5 --quiet
