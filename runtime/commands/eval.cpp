@@ -470,10 +470,12 @@ int run_eval(Invocation& inv) {
         sequences = distinct;
       }
       if (const int64_t reached = other_file ? -1 : trained_token_in_held_out(cell, stored, *data); reached >= 0 && rank0)
-        log::warn("N = " + std::to_string(n) + ": the held-out tail of " + plan.options.data.path + " starts at token " +
-                  std::to_string(data->held_out_begin() + 1) + ", but the checkpoint's run (data.seq_len=" +
-                  std::to_string(stored.data_seq_len) + ") trained on tokens up to " + std::to_string(reached) +
-                  ": this length is scored partly on training data");
+        log::warn("N = " + std::to_string(n) + ": " +
+                  (data->held_out_begin() < 0 ? "nothing of " + plan.options.data.path + " is held out at this length"
+                                              : "the held-out tail of " + plan.options.data.path + " starts at token " +
+                                                    std::to_string(data->held_out_begin() + 1)) +
+                  ", but the checkpoint's run (data.seq_len=" + std::to_string(stored.data_seq_len) +
+                  ") trained on tokens up to " + std::to_string(reached) + ": this length is scored partly on training data");
       const auto t0 = std::chrono::steady_clock::now();
       train::EvalStats e;
       {

@@ -438,7 +438,7 @@ TrainAttention make_train_attention(Invocation& inv, const TrainOptions& r, cons
 
 int64_t trained_token_in_held_out(const train::DataConfig& config, const train::Resumed& stored,
                                   const train::Dataset& data) {
-  if (stored.data_seq_len <= 0 || stored.data_seq_len == config.seq_len || data.held_out_begin() < 0) return -1;
+  if (stored.data_seq_len <= 0 || stored.data_seq_len == config.seq_len) return -1;
   train::DataConfig then = config;
   then.seq_len = stored.data_seq_len;
   then.split_seq_len = 0;
@@ -455,6 +455,7 @@ int64_t trained_token_in_held_out(const train::DataConfig& config, const train::
   const int64_t earlier_files = stored.data_file ? stored.data_file->tokens_before : 0;
   if (stored.position && stored.position->token == stored.tokens_seen - earlier_files)
     reached = std::min(reached, stored.position->token);
+  // (Nothing held out: held_out_begin() is -1, and every token the run reached is scored.)
   return reached > data.held_out_begin() ? reached : -1;
 }
 

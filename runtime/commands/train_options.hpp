@@ -76,8 +76,9 @@ std::vector<std::unique_ptr<train::Dataset>> curriculum_datasets(const TrainOpti
 // A token file's held-out tail at `config`'s length (data.seq_len, or eval's --seq-len), where it holds
 // tokens the run of the checkpoint `stored` trained on: it was split at another length (a longer one holds
 // out whole sequences of it, from an earlier token; a shorter one holds out a file the longer length trained
-// on whole). The last token that run trained on, when it lies past the tail's start; -1 when none does
-// (the same length, synthetic data, a file too short to hold one out).
+// on whole). A file that holds out nothing at this length is scored from token 0 (its one sequence). The
+// last token that run trained on, when it lies past the scored tokens' start; -1 when none does (the same
+// length, synthetic data).
 int64_t trained_token_in_held_out(const train::DataConfig& config, const train::Resumed& stored,
                                   const train::Dataset& data);
 
