@@ -28,8 +28,9 @@
 #                 earlier run is refused: name a new one.
 #   LONGCTX_BUILD build directory whose bin/longctx runs (default build)
 # Exit 0 when every job ran, 1 when one failed (or its JSON could not be kept in RESULTS), 2 for a bad
-# setting, 130 / 143 when stopped by SIGINT / SIGTERM: to the script alone as well (kill PID, timeout), which
-# ends the running job at once, not at its end. What longctx warned about is printed in every case.
+# setting, 129 / 130 / 143 when stopped by SIGHUP / SIGINT / SIGTERM, to its process group (Ctrl-C, Slurm)
+# or to the script alone (kill PID, timeout): the running job ends within a few seconds, not at its end (to
+# the script alone, 6 s after the signal). What longctx warned about is printed in every case.
 [ -n "${BASH_VERSION:-}" ] || { echo "scaling.sh: run it with bash (jobs/bench/scaling.sh, or bash scaling.sh)" >&2; exit 2; }
 if [ $# -gt 0 ]; then
   case "$1" in
@@ -66,8 +67,10 @@ tmp=$(mktemp -d)
 # The traps write to fd 3, the script's stderr: a trap that runs as a job ends still has that job's
 # redirections in effect (its stderr is $tmp/err, removed below).
 exec 3>&2
+job_pid=
 finish_results() {
   local status=$?
+  end_job  # one still running (an exit on an error, a signal not trapped)
   # (Here, not at the end: a job that failed, or a stop, kept what the jobs before it said.)
   if [ -s "$tmp/said" ]; then
     echo
@@ -90,21 +93,27 @@ finish_results() {
 trap finish_results EXIT
 # What was running when a signal came: the EXIT trap keeps what finished. The job runs in the background
 # and is waited for, so that a signal to the script alone is handled at once (bash runs no trap while a
-# foreground child runs: the whole job ran to its end first, and was then said to be stopped); mpirun is
-# given SIGTERM, which ends its ranks. mpirun runs in a session of its own, so that this SIGTERM is the
-# only signal it gets when the script's process group is signalled (Ctrl-C, kill -- -PGID): Open MPI's
-# mpirun takes a second signal within 5 s for "stuck" and exits at once, leaving its ranks running, and
-# writes "Abort is in progress..." to its stdout, the job's JSON, on one after that.
+# foreground child runs: the whole job ran to its end first, and was then said to be stopped).
+# end_job: mpirun ends its ranks on SIGTERM. A signal to the script's process group (Ctrl-C, kill -- -PGID;
+# Slurm signals every process of the step) reached mpirun as well, and it is ending the job already: it is
+# given 6 s to do so before it is sent SIGTERM, since Open MPI's mpirun takes a second signal within 5 s for
+# "stuck" and exits at once, leaving its ranks running (one after that only writes "Abort is in
+# progress..." to its stdout: the job's JSON, not kept). A signal to the script alone ends the job then.
 doing="starting"
-job_pid=
+end_job() {
+  [ -n "$job_pid" ] || return 0
+  local tenths
+  for ((tenths = 0; tenths < 60; tenths++)); do kill -0 "$job_pid" 2>/dev/null || break; sleep 0.1; done
+  kill -TERM "$job_pid" 2>/dev/null || true
+  wait "$job_pid" 2>/dev/null || true
+  job_pid=
+}
 stop() {
-  if [ -n "$job_pid" ]; then
-    kill -TERM "$job_pid" 2>/dev/null || true
-    wait "$job_pid" 2>/dev/null || true
-  fi
+  end_job
   echo "scaling.sh: stopped by SIG$1 during $doing" >&3
   exit "$2"
 }
+trap 'stop HUP 129' HUP
 trap 'stop INT 130' INT
 trap 'stop TERM 143' TERM
 export OMP_NUM_THREADS=1
@@ -122,17 +131,15 @@ run() {
   doing="the $label"
   local status=0 mpirun_options
   read -ra mpirun_options <<<"$(longctx_mpirun_options)"
-  # mpirun itself, not a shell around it (a function would run in a subshell): $! is what stop() signals.
-  # (setsid does not fork here: a job of a shell without job control leads no process group; --wait where
-  # it would, so that $! ends with mpirun.) Its JSON joins OUT once it has ended well: a job stopped or
-  # failed leaves nothing there.
-  setsid --wait mpirun "${mpirun_options[@]}" "$@" --threads 1 --batch 1 --json --quiet </dev/null 2>"$tmp/err" \
-    >"$tmp/job.json" &
+  # mpirun itself, not a shell around it (a function would run in a subshell): $! is what end_job() signals.
+  # Its JSON joins OUT once it has ended well: a job stopped or failed leaves nothing there.
+  mpirun "${mpirun_options[@]}" "$@" --threads 1 --batch 1 --json --quiet </dev/null 2>"$tmp/err" >"$tmp/job.json" &
   job_pid=$!
   wait "$job_pid" || status=$?
   job_pid=
   [ "$status" -eq 0 ] || {
     echo "scaling.sh: the $label failed:" >&2; cat "$tmp/err" >&2
+    [ ! -s "$tmp/job.json" ] || { echo "it printed:" >&2; cat "$tmp/job.json" >&2; }
     [ -n "${RESULTS:-}" ] || [ ! -s "$out" ] || { echo "what finished before it (JSON):" >&2; cat "$out" >&2; }
     exit 1; }
   cat "$tmp/job.json" >>"$out"

@@ -209,11 +209,12 @@ expect_in "$OUT/stdout" "^weak scaling: " "reaches its summary"
 # A second run into the same RESULTS would mix two runs' files (before: it did, and said "every job").
 expect_exit 2 "scaling.sh into the RESULTS of an earlier run" -- env RESULTS="$OUT/res" bash "$SCALING"
 expect_in "$OUT/stderr" "RESULTS=.*/res holds run.txt of an earlier run: name a new directory" "refuses it"
-# SIGTERM (what Slurm sends) during a job: exit 143, naming the job, and RESULTS keeps what finished
-# (before: exit 143 without a word; SIGINT was reported as a failed job, exit 1). Sent to the script's
-# process group, mpirun among it: the ranks end with it (before: the script's SIGTERM was mpirun's second
-# within 5 s, and mpirun left its ranks running) and what the stopped job printed is not kept as its JSON
-# (before: it was, and mpirun's "Abort is in progress" with it where the signals came 5 s apart: CI).
+# SIGTERM during a job: exit 143, naming the job, and RESULTS keeps what finished (before: exit 143 without a
+# word; SIGINT was reported as a failed job, exit 1). Sent to the script's process group, mpirun among it
+# (Ctrl-C; Slurm signals every process of the step): the ranks end with it (before: the script's SIGTERM
+# was mpirun's second within 5 s, and mpirun left its ranks running) and what the stopped job printed is
+# not kept as its JSON (before: it was, and mpirun's "Abort is in progress" with it where the signals came
+# 5 s apart: CI).
 cat >"$OUT/fake/bin/longctx" <<'FAKE'
 #!/bin/sh
 [ "$1" = --version ] && { echo "fake 0"; exit 0; }
@@ -234,9 +235,23 @@ expect_in "$OUT/stderr" "^scaling.sh: stopped by SIGTERM during the 4-rank job a
   fail "RESULTS after SIGTERM: $(ls "$OUT/res_term" 2>&1 | tr '\n' ' ')$(cat "$OUT/res_term/comm.jsonl" 2>/dev/null)"
 for _ in $(seq 50); do pgrep -f "$OUT/fake/bin/longctx" >/dev/null || break; sleep 0.1; done
 pgrep -f "$OUT/fake/bin/longctx" >/dev/null && fail "the job's ranks outlived the script" || pass "... and the job's ranks ended"
-# SIGTERM to the script alone (kill PID, timeout(1)): the running job ends at once (before: bash held the
-# trap until the job's end, 30 s here, then said it had stopped it). A fake of its own, so that no rank left
-# of the job above is taken for this one's (CI: the signal then came before the script had its traps).
+# SIGHUP to the process group (a terminal closed, ssh dropped): the same, exit 129. Each case below has a
+# fake of its own, so that no rank left of a job above is taken for its own (CI: the signal then came before
+# the script had its traps).
+mkdir -p "$OUT/fake_hup/bin" && cp "$OUT/fake/bin/longctx" "$OUT/fake_hup/bin/longctx"
+setsid env LONGCTX_BUILD="$OUT/fake_hup" bash "$SCALING" >"$OUT/stdout" 2>"$OUT/stderr" &
+scaling=$!
+for _ in $(seq 100); do [ -e "$OUT/fake_hup/bin/longctx.printed" ] && break; sleep 0.1; done
+kill -HUP -- -"$scaling"
+wait "$scaling"
+status=$?
+[ "$status" = 129 ] && pass "SIGHUP: exit 129" || fail "SIGHUP: exit $status"
+expect_in "$OUT/stderr" "^scaling.sh: stopped by SIGHUP during the 4-rank job at N = 16384$" "names what it stopped"
+for _ in $(seq 50); do pgrep -f "$OUT/fake_hup/bin/longctx" >/dev/null || break; sleep 0.1; done
+pgrep -f "$OUT/fake_hup/bin/longctx" >/dev/null && fail "the job's ranks outlived the script" || pass "... and the job's ranks ended"
+# SIGTERM to the script alone (kill PID, timeout(1)): the running job ends 6 s later, the time mpirun is
+# given to end by itself in case it was signalled too (before: bash held the trap until the job's end, 30 s
+# here, then said it had stopped it).
 mkdir -p "$OUT/fake_alone/bin" && cp "$OUT/fake/bin/longctx" "$OUT/fake_alone/bin/longctx"
 setsid env LONGCTX_BUILD="$OUT/fake_alone" bash "$SCALING" >"$OUT/stdout" 2>"$OUT/stderr" &
 scaling=$!
@@ -252,6 +267,7 @@ for _ in $(seq 50); do pgrep -f "$OUT/fake_alone/bin/longctx" >/dev/null || brea
 pgrep -f "$OUT/fake_alone/bin/longctx" >/dev/null && fail "the job's ranks outlived the script" || pass "... and the job's ranks ended"
 pkill -KILL -f "$OUT/fake/bin/longctx" 2>/dev/null || true
 pkill -KILL -f "$OUT/fake_alone/bin/longctx" 2>/dev/null || true
+pkill -KILL -f "$OUT/fake_hup/bin/longctx" 2>/dev/null || true
 # A job that fails after others warned: what they said is still printed (before: only at the end of a
 # run that finished).
 cat >"$OUT/fake/bin/longctx" <<'FAKE'
