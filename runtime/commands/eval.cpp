@@ -37,8 +37,9 @@ constexpr const char* kDefaultDepths = "0,25,50,75,100";
 
 void declare_eval(po::options_description& d, po::positional_options_description& positional) {
   d.add_options()
-      ("path", po::value<std::string>(), "a checkpoint of `longctx train`, or its checkpoint.dir (the one `latest` names; without `latest`, its newest "
-       "step_*.h5, as a resume takes)")
+      ("path", po::value<std::string>(),
+       "a checkpoint of `longctx train`, or its checkpoint.dir (the one `latest` names; without `latest`, its "
+       "newest step_*.h5, as a resume takes)")
       ("seq-len", po::value<std::string>()->default_value(""),
        "GLOBAL lengths to evaluate at, comma-separated, K/M/G suffixes (default: the length the checkpoint's last "
        "step trained at: its data.seq_len, or a curriculum stage's); "
@@ -458,24 +459,33 @@ int run_eval(Invocation& inv) {
       const train::DataConfig cell = cell_data(plan, n, depth);
       const auto data = train::make_dataset(cell);
       int64_t sequences = plan.sequences;
-      if (const int64_t distinct = data->eval_sequence_count(); distinct > 0 && distinct < sequences) {
+      const int64_t distinct = data->eval_sequence_count();
+      if (data->evaluates_on_training_data()) {  // said also where one sequence is asked for
+        if (rank0) {
+          // Its tokens [0, n]: which of them the checkpoint's run trained on (before: only that a run at this
+          // length would, where that run, at another length, had).
+          const int64_t reached = other_file ? -1 : last_trained_token(cell, stored);
+          const std::string run = "the checkpoint's run (data.seq_len=" + std::to_string(stored.data_seq_len) + ")";
+          log::warn("N = " + std::to_string(n) + ": " + plan.options.data.path +
+                    " holds a single sequence of this length (" + std::to_string(n) +
+                    " + 1 tokens), so none is held out at it: " +
+                    (reached >= n   ? "it is scored, and " + run + " trained on all of it"
+                     : reached >= 0 ? "it is scored, and " + run + " trained on it up to token " + std::to_string(reached)
+                                    : "the one scored holds tokens a run at this length would train on"));
+        }
+        sequences = std::min(sequences, distinct);
+      } else if (distinct > 0 && distinct < sequences) {
         if (rank0)
-          log::warn("N = " + std::to_string(n) + ": " +
-                    (data->evaluates_on_training_data()
-                         ? plan.options.data.path + " holds a single sequence of this length (" + std::to_string(n) +
-                               " + 1 tokens), so none is held out at it: the one scored holds tokens a run at this "
-                               "length would train on"
-                         : plan.options.data.path + " holds out " + count_of(distinct, "sequence") + " of this length: " +
-                           (distinct == 1 ? "it is" : "those are") + " scored"));
+          log::warn("N = " + std::to_string(n) + ": " + plan.options.data.path + " holds out " +
+                    count_of(distinct, "sequence") + " of this length: " + (distinct == 1 ? "it is" : "those are") +
+                    " scored");
         sequences = distinct;
       }
       if (const int64_t reached = other_file ? -1 : trained_token_in_held_out(cell, stored, *data); reached >= 0 && rank0)
-        log::warn("N = " + std::to_string(n) + ": " +
-                  (data->held_out_begin() < 0 ? "nothing of " + plan.options.data.path + " is held out at this length"
-                                              : "the held-out tail of " + plan.options.data.path + " starts at token " +
-                                                    std::to_string(data->held_out_begin() + 1)) +
-                  ", but the checkpoint's run (data.seq_len=" + std::to_string(stored.data_seq_len) +
-                  ") trained on tokens up to " + std::to_string(reached) + ": this length is scored partly on training data");
+        log::warn("N = " + std::to_string(n) + ": the held-out tail of " + plan.options.data.path + " starts at token " +
+                  std::to_string(data->held_out_begin() + 1) + ", but the checkpoint's run (data.seq_len=" +
+                  std::to_string(stored.data_seq_len) + ") trained on tokens up to " + std::to_string(reached) +
+                  ": this length is scored partly on training data");
       const auto t0 = std::chrono::steady_clock::now();
       train::EvalStats e;
       {

@@ -436,9 +436,8 @@ TrainAttention make_train_attention(Invocation& inv, const TrainOptions& r, cons
   return made;
 }
 
-int64_t trained_token_in_held_out(const train::DataConfig& config, const train::Resumed& stored,
-                                  const train::Dataset& data) {
-  if (stored.data_seq_len <= 0 || stored.data_seq_len == config.seq_len) return -1;
+int64_t last_trained_token(const train::DataConfig& config, const train::Resumed& stored) {
+  if (stored.data_seq_len <= 0) return -1;
   train::DataConfig then = config;
   then.seq_len = stored.data_seq_len;
   then.split_seq_len = 0;
@@ -446,6 +445,7 @@ int64_t trained_token_in_held_out(const train::DataConfig& config, const train::
   try {
     trained_end = train::make_dataset(then)->training_end();
   } catch (const Error&) {  // the file holds no sequence of that length now: another file
+    return -1;
   }
   // The last token it trained on: before its first pass over the file ends (its windows follow each other
   // from token 0, so the position is its token count), the position's; after, its tail's (before: the
@@ -455,7 +455,13 @@ int64_t trained_token_in_held_out(const train::DataConfig& config, const train::
   const int64_t earlier_files = stored.data_file ? stored.data_file->tokens_before : 0;
   if (stored.position && stored.position->token == stored.tokens_seen - earlier_files)
     reached = std::min(reached, stored.position->token);
-  // (Nothing held out: held_out_begin() is -1, and every token the run reached is scored.)
+  return std::max<int64_t>(reached, -1);
+}
+
+int64_t trained_token_in_held_out(const train::DataConfig& config, const train::Resumed& stored,
+                                  const train::Dataset& data) {
+  if (stored.data_seq_len == config.seq_len || data.held_out_begin() < 0) return -1;
+  const int64_t reached = last_trained_token(config, stored);
   return reached > data.held_out_begin() ? reached : -1;
 }
 

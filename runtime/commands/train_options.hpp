@@ -73,12 +73,15 @@ bool in_checkpoint_dir_to_make(const TrainOptions& r, const std::string& path);
 // The data of each shorter stage of the length curriculum (data.seq_len's is train::make_dataset(r.data)).
 std::vector<std::unique_ptr<train::Dataset>> curriculum_datasets(const TrainOptions& r);
 
+// The last token of `config`'s file (data.path) that the run of the checkpoint `stored` trained on; -1 when
+// it trained on none (synthetic data, or a file that holds no sequence of its length).
+int64_t last_trained_token(const train::DataConfig& config, const train::Resumed& stored);
+
 // A token file's held-out tail at `config`'s length (data.seq_len, or eval's --seq-len), where it holds
 // tokens the run of the checkpoint `stored` trained on: it was split at another length (a longer one holds
 // out whole sequences of it, from an earlier token; a shorter one holds out a file the longer length trained
-// on whole). A file that holds out nothing at this length is scored from token 0 (its one sequence). The
-// last token that run trained on, when it lies past the scored tokens' start; -1 when none does (the same
-// length, synthetic data).
+// on whole). The last token that run trained on, when it lies past the tail's start; -1 when none does
+// (the same length, synthetic data, a file too short to hold one out).
 int64_t trained_token_in_held_out(const train::DataConfig& config, const train::Resumed& stored,
                                   const train::Dataset& data);
 

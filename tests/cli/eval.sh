@@ -118,11 +118,12 @@ expect_exit 0 "eval it at 256" -- "$LONGCTX" eval cks --quiet --seq-len 128,256
 expect_in "$OUT/stderr" "N = 256: the held-out tail of small.h5 starts at token 513, but the checkpoint's run \(data.seq_len=128\) trained on tokens up to 768" \
   "says that 256's held-out tail holds tokens the run trained on"
 grep -q "N = 128: the held-out" "$OUT/stderr" && fail "warned at the trained length" || pass "... not at 128, its own length"
-# At 512 the file holds one sequence, nothing held out: it is tokens the run trained on (before: only "a run at
-# this length would train on" them was said).
+# At 512 the file holds one sequence, nothing held out: the run trained on all of it, at 128 (before: only that
+# a run at this length would train on it was said).
 expect_exit 0 "eval it at 512 (one sequence)" -- "$LONGCTX" eval cks --quiet --seq-len 512 --sequences 1
-expect_in "$OUT/stderr" "N = 512: nothing of small.h5 is held out at this length, but the checkpoint's run \(data.seq_len=128\) trained on tokens up to 768: this length is scored partly on training data" \
-  "says the sequence scored holds tokens the run trained on"
+expect_in "$OUT/stderr" "N = 512: small.h5 holds a single sequence of this length \(512 \+ 1 tokens\), so none is held out at it: it is scored, and the checkpoint's run \(data.seq_len=128\) trained on all of it$" \
+  "says the sequence scored is one the run trained on"
+[ "$(grep -c "warn.*N = 512:" "$OUT/stderr")" = 1 ] && pass "... in one warning" || fail "$(grep "N = 512:" "$OUT/stderr")"
 mkdir moved && mv corpus.h5 moved/
 expect_exit 3 "the checkpoint's data.path is gone" -- "$LONGCTX" eval ckf --quiet
 expect_in "$OUT/stderr" "the checkpoint's data.path=corpus.h5 is not there \(from this working directory\): --data-path reads" "... points to --data-path"
