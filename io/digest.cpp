@@ -50,6 +50,10 @@ uint64_t id_digest(const int32_t* ids, int64_t count, int64_t first) {
   return sum_digests(count, first, [ids](int64_t i) { return static_cast<uint32_t>(ids[i]); });
 }
 
+uint64_t id_digest(const int64_t* ids, int64_t count, int64_t first) {
+  return sum_digests(count, first, [ids](int64_t i) { return static_cast<uint32_t>(ids[i]); });
+}
+
 std::string digest_text(uint64_t digest) {
   char text[24];
   std::snprintf(text, sizeof text, "0x%016llx", static_cast<unsigned long long>(digest));

@@ -30,6 +30,8 @@ uint64_t byte_digest(const uint8_t* values, int64_t count, int64_t first);
 uint64_t id_digest(const uint8_t* ids, int64_t count, int64_t first);
 uint64_t id_digest(const uint16_t* ids, int64_t count, int64_t first);
 uint64_t id_digest(const int32_t* ids, int64_t count, int64_t first);
+// Ids as an import reads them (int64, each already checked to lie in [0, 2^31)).
+uint64_t id_digest(const int64_t* ids, int64_t count, int64_t first);
 
 // "0x0123456789abcdef", as messages and `data inspect` show a digest.
 std::string digest_text(uint64_t digest);

@@ -171,6 +171,7 @@ class TokenWriter {
   }
   void end_document() { offsets_.push_back(written_); }
   int64_t written() const { return written_; }
+  uint64_t digest() const { return digest_; }  // of the tokens appended so far
   int64_t documents() const { return static_cast<int64_t>(offsets_.size()) - 1; }
   // Refuses an import that wrote no token (`nothing` says what the inputs held); else adds /doc_offsets
   // and the attributes, renames the temporary into place and returns the counts.
@@ -329,7 +330,8 @@ class IdInput : public IdSource {
     char more[2];
     head_.append(more, static_cast<size_t>(read_some(in_, more, sizeof more, file)));
     const std::string kind = binary_kind(head_);
-    if (!kind.empty()) log::warn_once(name_ + " looks like " + kind + ": its bytes are read as " + type_->name + " ids as they are");
+    if (!kind.empty())  // once: the file is read twice without --vocab
+      log::warn_once(name_ + " looks like " + kind + ": its bytes are read as " + type_->name + " ids as they are");
   }
 
   const IdType& type() const override { return *type_; }
@@ -474,7 +476,8 @@ class MegatronInput : public IdSource {
     }
     constexpr char kMagic[] = "MMIDIDX\0\0";
     constexpr size_t kHead = 9 + 8 + 1 + 8 + 8;
-    if (size_ < 9 || std::memcmp(map_, kMagic, 9) != 0)
+    const bool magic = size_ >= 9 ? std::memcmp(map_, kMagic, 9) == 0 : size_ > 0 && std::memcmp(map_, kMagic, size_) == 0;
+    if (!magic)
       throw InputError(idx_ + ": not a Megatron index (" + (size_ < 9 ? "shorter than its header" : "no MMIDIDX header") +
                        "); named .idx, an --ids input is read as one");
     if (size_ < kHead)
@@ -732,12 +735,9 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
   const bool scan = options.vocab == 0 && !plan.streams;
   int64_t type_bound = 0, known_ids = 0, largest = -1;
   std::vector<int64_t> counts(files.size(), -1);  // ids of each regular file, as first looked at
-  std::vector<uint64_t> digests(files.size(), 0);  // and, where they were read (scan), their digest
-  const auto digest_of = [](const int64_t* ids, int64_t count, int64_t first) {
-    uint64_t sum = 0;
-    for (int64_t i = 0; i < count; ++i) sum += element_digest(static_cast<uint64_t>(first + i), static_cast<uint32_t>(ids[i]));
-    return sum;
-  };
+  // and, where they were read (scan), their part of /tokens' digest: the writer's, over the second reading,
+  // must be the same (no stream among the inputs: each file's tokens start where the ones before end).
+  std::vector<uint64_t> digests(files.size(), 0);
   log::ByteProgress scanning("data import: the largest id", scan ? static_cast<uint64_t>(plan.bytes) : 0);
   uint64_t scanned = 0;
   for (size_t f = 0; f < files.size(); ++f) {
@@ -754,7 +754,7 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
           [&](const int64_t* ids, int64_t count, int64_t first) {
             check_ids(ids, count, first, kMaxVocab, file, "ids are read as int32");
             largest = std::max(largest, *std::max_element(ids, ids + count));
-            digests[f] += digest_of(ids, count, first);
+            digests[f] += id_digest(ids, count, known_ids - counts[f] + first);
           },
           [&](uint64_t bytes) { scanning.update(scanned += bytes); }, [] {});
   }
@@ -788,12 +788,11 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
       log::warn(name_of(file) + ": its " + (npy ? ".npy header" : "Megatron index") + " says " + input->type().name +
                 "; --ids-dtype " + raw_type->name + " is for raw files (the others are read as they say)");
     const int64_t before = writer.written();
-    uint64_t digest = 0;
+    const uint64_t digest_before = writer.digest();
     input->read_all(
         [&](const int64_t* ids, int64_t count, int64_t first) {
           check_ids(ids, count, first, limit, file, reason);
           largest = std::max(largest, *std::max_element(ids, ids + count));
-          if (scan) digest += digest_of(ids, count, first);
           narrow(ids, count, storage, narrowed);
           writer.append(narrowed.data(), count);
         },
@@ -802,7 +801,7 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
       throw InputError(name_of(file) + ": changed while it was imported (" + std::to_string(counts[f]) +
                        " ids when first looked at, " + std::to_string(writer.written() - before) + " now)");
     // As many ids, others among them (an id past the largest first read is refused above, as it is read).
-    if (scan && digest != digests[f])
+    if (scan && writer.digest() - digest_before != digests[f])
       throw InputError(name_of(file) + ": changed while it was imported (its ids are not those first read)");
     if (writer.written() == before && npy && files.size() > 1) warn_empty_document(file, "ids");
   }
