@@ -40,8 +40,8 @@ void check_import(const Invocation& invocation) {
   const auto& options = invocation.options;
   const bool text = options.count("text") > 0, ids = options.count("ids") > 0;
   if (text == ids)
-    throw UsageError(text ? "give --text or --ids, not both (a dataset holds one kind of token)" +
-                                value_source(invocation, "text") + value_source(invocation, "ids")
+    throw UsageError(text ? "give --text" + value_source(invocation, "text") + " or --ids" + value_source(invocation, "ids") +
+                                ", not both (a dataset holds one kind of token)"
                           : "data import needs --text FILES (byte tokens) or --ids FILES (token ids a tokenizer wrote)");
   const std::string option = text ? "text" : "ids";
   for (const std::string& file : options[option].as<std::vector<std::string>>())

@@ -243,15 +243,17 @@ class FileDataset : public Dataset {
  private:
   // Rows `range` of the window of seq_len inputs from token `start`.
   SequenceRows window(int64_t start, io::RowRange range, bool eval) const {
-    // A read that fails (a damaged chunk) names the tokens it read and what for, and the command that finds
-    // every damaged range.
+    // A read that fails (a damaged chunk: HDF5's "read failed") names the tokens it read and what for, and
+    // the command that finds every damaged range.
     const auto reading = [&](int64_t begin, int64_t end, const auto& read) {
       try {
         return read();
       } catch (const InputError& e) {
-        throw InputError(std::string(e.what()) + " (reading tokens [" + std::to_string(begin) + ", " +
-                         std::to_string(end) + ") for " + (eval ? "an evaluation" : "training") + "; `longctx data verify " +
-                         c_.path + "` names every damaged range)");
+        const std::string what = e.what();
+        if (what.find(": read failed") == std::string::npos) throw;
+        throw InputError(what + " (reading tokens [" + std::to_string(begin) + ", " + std::to_string(end) + ") for " +
+                         (eval ? "an evaluation" : "training") + "; `longctx data verify " + c_.path +
+                         "` names every damaged range)");
       }
     };
     const io::SequenceRows r = reading(start + range.begin, start + range.end + 1,

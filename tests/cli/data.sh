@@ -77,6 +77,9 @@ head -c 20 mg_text_document.idx >short_text_document.idx && cp mg_text_document.
 expect_exit 3 "a Megatron index cut short in its header" -- "$LONGCTX" data import --ids short_text_document.idx --out x.h5 --quiet
 expect_in "$OUT/stderr" "short_text_document.idx: a Megatron index cut short: 20 bytes, and its header alone takes 34" \
   "says so (before: 'no MMIDIDX header')"
+head -c 5 mg_text_document.idx >short_text_document.idx
+expect_exit 3 "... and within its MMIDIDX" -- "$LONGCTX" data import --ids short_text_document.idx --out x.h5 --quiet
+expect_in "$OUT/stderr" "short_text_document.idx: a Megatron index cut short: 5 bytes" "says so (before: 'not a Megatron index')"
 expect_exit 0 "without --vocab" -- "$LONGCTX" data import --ids b.npy --out b.h5 --quiet
 expect_in "$OUT/stdout" "ids up to 11; vocab 12 \(the largest id \+ 1" "the vocabulary is the largest id + 1, and said so"
 
@@ -92,7 +95,7 @@ expect_exit 3 "a raw file of half an id" -- "$LONGCTX" data import --ids odd.bin
 expect_in "$OUT/stderr" "odd.bin: holds 999 bytes, not a whole number of uint16 ids" "says the file is not whole ids"
 expect_exit 2 "--text and --ids together" -- "$LONGCTX" data import --ids a.npy --text raw.bin --out x.h5 --quiet
 expect_exit 2 "--text with LONGCTX_IDS set" -- env LONGCTX_IDS=a.npy "$LONGCTX" data import --text raw.bin --out x.h5 --quiet
-expect_in "$OUT/stderr" "not both \(a dataset holds one kind of token\) \(from environment variable LONGCTX_IDS\)" "names where --ids came from"
+expect_in "$OUT/stderr" "give --text or --ids \(from environment variable LONGCTX_IDS\), not both" "names where --ids came from"
 expect_exit 2 "neither --text nor --ids" -- "$LONGCTX" data import --out x.h5 --quiet
 expect_in "$OUT/stderr" "needs --text FILES \(byte tokens\) or --ids FILES" "says what it needs"
 expect_exit 2 "--vocab with --text" -- "$LONGCTX" data import --text raw.bin --vocab 100 --out x.h5 --quiet
