@@ -11,6 +11,7 @@
 #include <iomanip>
 #include <iostream>
 #include <limits>
+#include <optional>
 #include <sstream>
 
 #include "attention/cuda/cuda_attention.hpp"
@@ -290,6 +291,12 @@ int run(Invocation& invocation) {
                                        ? std::to_string(most_threads)
                                        : std::to_string(fewest_threads) + "-" + std::to_string(most_threads);
   const double io_bytes = static_cast<double>((4 + (backward ? 4 : 0)) * B * N * H * D + B * N * H) * 4.0 / P;
+  // The fraction of rank r's receive time hidden behind compute. One that received nothing had nothing to
+  // hide: none (JSON's null, the table's '-'; it said 1, 100%).
+  const auto hidden = [&](int r, size_t received, size_t fraction) -> std::optional<double> {
+    if (field(r, received) > 0) return field(r, fraction);
+    return std::nullopt;
+  };
   if (json) {
     std::ostringstream out, scale_text;
     scale_text << std::setprecision(9) << params.softmax_scale;  // the kernels' float32, to the last bit
@@ -306,10 +313,9 @@ int run(Invocation& invocation) {
     out << ", \"peak_rss_bytes\": " << static_cast<uint64_t>(peak_rss)
         << ", \"tensor_bytes_per_rank\": " << static_cast<uint64_t>(io_bytes) << ", \"per_rank\": [";
     for (int r = 0; r < P; ++r) {
-      // A rank that received nothing had nothing to hide: null, as the table's '-' (it said 1, 100%).
-      const auto hidden = [&](int received, int fraction) {
+      const auto hidden_json = [&](size_t received, size_t fraction) {
         std::ostringstream text;
-        if (field(r, received) > 0) text << field(r, fraction);
+        if (const auto value = hidden(r, received, fraction)) text << *value;
         else text << "null";
         return text.str();
       };
@@ -318,11 +324,11 @@ int run(Invocation& invocation) {
       if (backward)
         out << ", \"seconds_bwd\": " << field(r, 1) << ", \"gflops_bwd\": " << rank_gflops(r, true, field(r, 1));
       out << ", \"bytes_sent_fwd\": " << static_cast<uint64_t>(field(r, 2))
-          << ", \"bytes_received_fwd\": " << static_cast<uint64_t>(field(r, 3)) << ", \"comm_hidden_fwd\": " << hidden(3, 4);
+          << ", \"bytes_received_fwd\": " << static_cast<uint64_t>(field(r, 3)) << ", \"comm_hidden_fwd\": " << hidden_json(3, 4);
       if (backward)
         out << ", \"bytes_sent_bwd\": " << static_cast<uint64_t>(field(r, 9))
             << ", \"bytes_received_bwd\": " << static_cast<uint64_t>(field(r, 5))
-            << ", \"comm_hidden_bwd\": " << hidden(5, 6);
+            << ", \"comm_hidden_bwd\": " << hidden_json(5, 6);
       out << ", \"peak_rss_bytes\": " << static_cast<uint64_t>(field(r, 7))
           << ", \"threads\": " << static_cast<int>(field(r, 8)) << "}";
     }
@@ -342,12 +348,13 @@ int run(Invocation& invocation) {
       if (backward)
         std::cout << std::setw(8) << fixed(field(r, 1), 4) << std::setw(15)
                   << fixed(rank_gflops(r, true, field(r, 1)), 1);
-      // A rank that received nothing had nothing to hide: "-", not "100%".
-      const auto hidden = [&](size_t received, size_t fraction) {
-        return field(r, received) > 0 ? fixed(100 * field(r, fraction), 0) + "%" : std::string("-");
+      const auto hidden_text = [&](size_t received, size_t fraction) {
+        const auto value = hidden(r, received, fraction);
+        return value ? fixed(100 * *value, 0) + "%" : std::string("-");
       };
-      std::cout << std::setw(19) << static_cast<uint64_t>(field(r, 3)) << std::setw(13) << hidden(3, 4);
-      if (backward) std::cout << std::setw(19) << static_cast<uint64_t>(field(r, 5)) << std::setw(13) << hidden(5, 6);
+      std::cout << std::setw(19) << static_cast<uint64_t>(field(r, 3)) << std::setw(13) << hidden_text(3, 4);
+      if (backward)
+        std::cout << std::setw(19) << static_cast<uint64_t>(field(r, 5)) << std::setw(13) << hidden_text(5, 6);
       std::cout << std::setw(15) << fixed(field(r, 7) / (1 << 20), 0) << "\n";
     }
     std::cout << "  total  " << fixed(slowest_fwd, 4) << " s  " << fixed(flops_fwd / slowest_fwd / 1e9, 1) << " GFLOP/s forward";

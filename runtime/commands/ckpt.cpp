@@ -269,8 +269,9 @@ std::string checkpoint_in(const std::string& given) {
 }
 
 Command ckpt_inspect_command() {
-  return {"ckpt inspect", "print a checkpoint's step, config, datasets and sizes (of a directory: the one `latest` names, else its newest "
-          "step_*.h5, as a resume takes)",
+  return {"ckpt inspect",
+          "print a checkpoint's step, config, datasets and sizes (of a directory: the one `latest` names, else its "
+          "newest step_*.h5, as a resume takes)",
           "FILE|DIR", declare_file, run_inspect, require_path};
 }
 
