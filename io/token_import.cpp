@@ -638,6 +638,9 @@ std::unique_ptr<IdSource> open_ids(const std::string& file, const IdType* raw_ty
   if (const IdType* indexed = megatron_dtype_beside(file); indexed && raw_type && indexed != raw_type)
     throw UsageError(file + ": the Megatron index beside it says its ids are " + indexed->name + ", not --ids-dtype " +
                      raw_type->name + ": give the index (--ids " + beside(file, ".idx") + ", documents kept)");
+  if (const IdType* indexed = megatron_dtype_beside(file); indexed && !raw_type)
+    throw UsageError(file + ": raw token ids need --ids-dtype; the Megatron index beside it says " + indexed->name +
+                     ": give the index (--ids " + beside(file, ".idx") + ", documents kept), or --ids-dtype " + indexed->name);
   return std::make_unique<IdInput>(file, raw_type);
 }
 

@@ -66,6 +66,9 @@ expect_exit 0 "its .bin as raw ids" -- "$LONGCTX" data import --ids mg_text_docu
 expect_in "$OUT/stderr" "mg_text_document.bin: a Megatron index is beside it; give that" "points to the .idx"
 expect_exit 2 "its .bin with another dtype than its index says" -- "$LONGCTX" data import --ids mg_text_document.bin --ids-dtype int32 --out x.h5 --quiet
 expect_in "$OUT/stderr" "the Megatron index beside it says its ids are uint16, not --ids-dtype int32" "is refused, naming both"
+expect_exit 2 "its .bin without --ids-dtype" -- "$LONGCTX" data import --ids mg_text_document.bin --out x.h5 --quiet
+expect_in "$OUT/stderr" "mg_text_document.bin: raw token ids need --ids-dtype; the Megatron index beside it says uint16: give the index \(--ids mg_text_document.idx" \
+  "points to the index (before: --ids-dtype alone)"
 expect_exit 3 "a Megatron index on standard input" -- sh -c "\"$LONGCTX\" data import --ids - --ids-dtype uint16 --out x.h5 --quiet <mg_text_document.idx"
 expect_in "$OUT/stderr" "standard input: a Megatron index \(MMIDIDX\), not ids" "is not read as raw ids"
 head -c 8 mg_text_document.bin >cut_text_document.bin
