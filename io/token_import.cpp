@@ -632,15 +632,18 @@ const IdType* megatron_dtype_beside(const std::string& bin) {
 
 // The input `file` is: a Megatron index by its name (.idx), else a .npy file or raw ids by its first bytes.
 // A PREFIX.bin read as raw ids with another dtype than its index beside it says is refused (its ids would
-// be read wrong: two uint16 ids as one int32).
+// be read wrong: two uint16 ids as one int32), and one without --ids-dtype is pointed to that index.
 std::unique_ptr<IdSource> open_ids(const std::string& file, const IdType* raw_type) {
   if (ends_with(file, ".idx")) return std::make_unique<MegatronInput>(file);
-  if (const IdType* indexed = megatron_dtype_beside(file); indexed && raw_type && indexed != raw_type)
-    throw UsageError(file + ": the Megatron index beside it says its ids are " + indexed->name + ", not --ids-dtype " +
-                     raw_type->name + ": give the index (--ids " + beside(file, ".idx") + ", documents kept)");
-  if (const IdType* indexed = megatron_dtype_beside(file); indexed && !raw_type)
-    throw UsageError(file + ": raw token ids need --ids-dtype; the Megatron index beside it says " + indexed->name +
-                     ": give the index (--ids " + beside(file, ".idx") + ", documents kept), or --ids-dtype " + indexed->name);
+  if (const IdType* indexed = megatron_dtype_beside(file)) {
+    const std::string index = "give the index (--ids " + beside(file, ".idx") + ", documents kept)";
+    if (!raw_type)
+      throw UsageError(file + ": raw token ids need --ids-dtype; the Megatron index beside it says " + indexed->name +
+                       ": " + index + ", or --ids-dtype " + indexed->name);
+    if (indexed != raw_type)
+      throw UsageError(file + ": the Megatron index beside it says its ids are " + indexed->name + ", not --ids-dtype " +
+                       raw_type->name + ": " + index);
+  }
   return std::make_unique<IdInput>(file, raw_type);
 }
 
