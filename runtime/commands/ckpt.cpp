@@ -191,7 +191,9 @@ std::vector<io::VerifyReport> verify_path(const std::string& path) {
     }
     for (const std::string& problem : problems) {
       report.ok = false;
-      report.problems.push_back(problem);
+      // (A damaged state blob fails its read here as it did in the datasets' check: said once.)
+      if (std::find(report.problems.begin(), report.problems.end(), problem) == report.problems.end())
+        report.problems.push_back(problem);
     }
   }
   return reports;

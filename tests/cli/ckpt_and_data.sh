@@ -353,6 +353,17 @@ PY
   expect_in "$OUT/stderr" "/state/global/$name.*(damaged|checksum)" "names the damaged $name"
   [ ! -e "pos_bad_$name/step_00000003.h5" ] && pass "no step trained from it" || fail "a step was trained from it"
 done
+# data_position rewritten by a tool (its checksum too): its digest names it, once (before: twice, the
+# datasets' check and the state's read each said it).
+mkdir -p pos_rewritten && cp pos/step_00000002.h5 pos_rewritten/
+/usr/bin/python3 -c "
+import h5py
+with h5py.File('pos_rewritten/step_00000002.h5', 'r+') as f:
+    d = f['state/global/data_position']; v = d[...]; v.flat[0] ^= 1; d[...] = v
+" || fail "could not rewrite data_position"
+expect_exit 3 "ckpt verify: data_position rewritten" -- "$LONGCTX" ckpt verify --quiet pos_rewritten/step_00000002.h5
+[ "$(grep -c "/state/global/data_position: its contents do not match the digest" "$OUT/stdout")" = 1 ] &&
+  pass "... names it once" || fail "verify said: $(cat "$OUT/stdout")"
 # Memory bounded by what the file claims: ckpt verify reads a [1, 2^27] float dataset in 16 MiB blocks
 # (before: rows of dimension 0 only, one 1 GiB buffer: under a 800 MB limit exit 1, "out of memory"), and a
 # resume refuses a state blob whose shape claims 512 MiB, exit 3 naming it (before: allocated first, under a
