@@ -267,6 +267,9 @@ struct VerifyReport {
   bool ok = true;
   std::vector<DatasetInfo> datasets;
   std::vector<std::string> problems;  // each names the file and the damaged dataset (or the file)
+  // Not ok, with `problem` among the problems once: a damaged state blob fails the datasets' check and
+  // the state's read alike.
+  void add_problem(const std::string& problem);
   std::string summary() const;        // one line per problem, or "<path>: ok (n datasets)"
   // Tensors (/model, /optimizer) without a checksum: written by another tool or an old version, their
   // bytes could not be checked, which "ok" alone would hide.

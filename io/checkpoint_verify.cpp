@@ -171,6 +171,11 @@ namespace {
 bool is_tensor(const DatasetInfo& d) { return d.path.rfind("/model/", 0) == 0 || d.path.rfind("/optimizer/", 0) == 0; }
 }  // namespace
 
+void VerifyReport::add_problem(const std::string& problem) {
+  ok = false;
+  if (std::find(problems.begin(), problems.end(), problem) == problems.end()) problems.push_back(problem);
+}
+
 std::vector<std::string> VerifyReport::unchecked_tensors() const {
   // The writer checksums every tensor (Fletcher32). A dataset with a problem is among the problems: one
   // that did not open says nothing of its filters.
@@ -212,12 +217,6 @@ std::string VerifyReport::summary() const {
 VerifyReport verify_checkpoint(const std::string& path) {
   VerifyReport report;
   report.path = path;
-  // Once each: the model check reads the state blobs again, and a damaged one fails there the same way.
-  const auto fail = [&](const std::string& problem) {
-    report.ok = false;
-    if (std::find(report.problems.begin(), report.problems.end(), problem) == report.problems.end())
-      report.problems.push_back(problem);
-  };
   // Progress on a long verify (a 40 GB checkpoint reads for minutes), by dataset.
   std::error_code size_error;
   const uintmax_t file_bytes = std::filesystem::file_size(path, size_error);
@@ -228,7 +227,7 @@ VerifyReport verify_checkpoint(const std::string& path) {
     try {
       check_step_matches_file_name(reader);
     } catch (const Error& e) {
-      fail(e.what());
+      report.add_problem(e.what());
     }
     for (const std::string& name : reader.file().dataset_paths()) {
       h5::Dataset dataset;
@@ -243,7 +242,7 @@ VerifyReport verify_checkpoint(const std::string& path) {
           dataset.require_allocated();  // missing chunks would read as fill values, not fail
           info.problem = check_dataset(dataset, info.min_value);
         }
-        if (!info.problem.empty()) fail(path + ": /" + name + ": " + info.problem);
+        if (!info.problem.empty()) report.add_problem(path + ": /" + name + ": " + info.problem);
         report.datasets.push_back(std::move(info));
       } catch (const Error& e) {
         DatasetInfo info;
@@ -252,11 +251,12 @@ VerifyReport verify_checkpoint(const std::string& path) {
         report.datasets.push_back(info);
         const std::string message = e.what();
         // A read error already names file and dataset; make sure the dataset is named either way.
-        fail(message.find("/" + name) == std::string::npos ? path + ": /" + name + ": " + message : message);
+        report.add_problem(message.find("/" + name) == std::string::npos ? path + ": /" + name + ": " + message
+                                                                          : message);
       }
     }
   } catch (const Error& e) {
-    fail(e.what());
+    report.add_problem(e.what());
   }
   return report;
 }

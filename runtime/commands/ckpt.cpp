@@ -189,12 +189,7 @@ std::vector<io::VerifyReport> verify_path(const std::string& path) {
       const std::string what = e.what();
       problems.push_back(what.rfind(report.path, 0) == 0 ? what : report.path + ": " + what);
     }
-    for (const std::string& problem : problems) {
-      report.ok = false;
-      // (A damaged state blob fails its read here as it did in the datasets' check: said once.)
-      if (std::find(report.problems.begin(), report.problems.end(), problem) == report.problems.end())
-        report.problems.push_back(problem);
-    }
+    for (const std::string& problem : problems) report.add_problem(problem);
   }
   return reports;
 }

@@ -215,6 +215,11 @@ expect_in "$OUT/stderr" "RESULTS=.*/res holds run.txt of an earlier run: name a 
 # was mpirun's second within 5 s, and mpirun left its ranks running) and what the stopped job printed is
 # not kept as its JSON (before: it was, and mpirun's "Abort is in progress" with it where the signals came
 # 5 s apart: CI).
+# expect_ranks_ended FAKE: no process of the fake FAKE/bin/longctx is left, 5 s after the script ended.
+expect_ranks_ended() {
+  for _ in $(seq 50); do pgrep -f "$1/bin/longctx" >/dev/null || break; sleep 0.1; done
+  pgrep -f "$1/bin/longctx" >/dev/null && fail "the job's ranks outlived the script" || pass "... and the job's ranks ended"
+}
 cat >"$OUT/fake/bin/longctx" <<'FAKE'
 #!/bin/sh
 [ "$1" = --version ] && { echo "fake 0"; exit 0; }
@@ -233,8 +238,7 @@ status=$?
 expect_in "$OUT/stderr" "^scaling.sh: stopped by SIGTERM during the 4-rank job at N = 16384$" "names what it stopped"
 [ -s "$OUT/res_term/run.txt" ] && [ ! -e "$OUT/res_term/comm.jsonl" ] && pass "RESULTS keeps run.txt, not the stopped job's output" ||
   fail "RESULTS after SIGTERM: $(ls "$OUT/res_term" 2>&1 | tr '\n' ' ')$(cat "$OUT/res_term/comm.jsonl" 2>/dev/null)"
-for _ in $(seq 50); do pgrep -f "$OUT/fake/bin/longctx" >/dev/null || break; sleep 0.1; done
-pgrep -f "$OUT/fake/bin/longctx" >/dev/null && fail "the job's ranks outlived the script" || pass "... and the job's ranks ended"
+expect_ranks_ended "$OUT/fake"
 # SIGHUP to the process group (a terminal closed, ssh dropped): the same, exit 129. Each case below has a
 # fake of its own, so that no rank left of a job above is taken for its own (CI: the signal then came before
 # the script had its traps).
@@ -247,8 +251,7 @@ wait "$scaling"
 status=$?
 [ "$status" = 129 ] && pass "SIGHUP: exit 129" || fail "SIGHUP: exit $status"
 expect_in "$OUT/stderr" "^scaling.sh: stopped by SIGHUP during the 4-rank job at N = 16384$" "names what it stopped"
-for _ in $(seq 50); do pgrep -f "$OUT/fake_hup/bin/longctx" >/dev/null || break; sleep 0.1; done
-pgrep -f "$OUT/fake_hup/bin/longctx" >/dev/null && fail "the job's ranks outlived the script" || pass "... and the job's ranks ended"
+expect_ranks_ended "$OUT/fake_hup"
 # SIGTERM to the script alone (kill PID, timeout(1)): the running job ends 6 s later, the time mpirun is
 # given to end by itself in case it was signalled too (before: bash held the trap until the job's end, 30 s
 # here, then said it had stopped it).
@@ -263,11 +266,8 @@ status=$?
 [ "$status" = 143 ] && [ $((SECONDS - start)) -lt 15 ] && pass "SIGTERM to the script alone: exit 143 in $((SECONDS - start)) s" ||
   fail "SIGTERM to the script alone: exit $status after $((SECONDS - start)) s"
 expect_in "$OUT/stderr" "^scaling.sh: stopped by SIGTERM during the 4-rank job at N = 16384$" "names what it stopped"
-for _ in $(seq 50); do pgrep -f "$OUT/fake_alone/bin/longctx" >/dev/null || break; sleep 0.1; done
-pgrep -f "$OUT/fake_alone/bin/longctx" >/dev/null && fail "the job's ranks outlived the script" || pass "... and the job's ranks ended"
-pkill -KILL -f "$OUT/fake/bin/longctx" 2>/dev/null || true
-pkill -KILL -f "$OUT/fake_alone/bin/longctx" 2>/dev/null || true
-pkill -KILL -f "$OUT/fake_hup/bin/longctx" 2>/dev/null || true
+expect_ranks_ended "$OUT/fake_alone"
+for fake in fake fake_hup fake_alone; do pkill -KILL -f "$OUT/$fake/bin/longctx" 2>/dev/null || true; done
 # A job that fails after others warned: what they said is still printed (before: only at the end of a
 # run that finished).
 cat >"$OUT/fake/bin/longctx" <<'FAKE'
