@@ -623,8 +623,8 @@ void Dataset::read(hid_t memory_type, const Dataspace& memory, const Dataspace& 
                        "with gzip, which every HDF5 reads");
   }
   if (detail.find("Fletcher32") != std::string::npos)
-    throw InputError(where_.describe() + ": read failed: Fletcher32 checksum mismatch (damaged on disk)");
-  throw InputError(detail.empty() ? where_.describe() + ": read failed" : where_.describe() + ": read failed: " + detail);
+    throw ReadFailure(where_.describe() + ": read failed: Fletcher32 checksum mismatch (damaged on disk)");
+  throw ReadFailure(detail.empty() ? where_.describe() + ": read failed" : where_.describe() + ": read failed: " + detail);
 }
 
 void Dataset::write(hid_t memory_type, const Dataspace& memory, const Dataspace& file, const void* buffer,

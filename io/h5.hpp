@@ -44,6 +44,13 @@ std::string take_error_text();
 [[noreturn]] void throw_input(const std::string& context);
 [[noreturn]] void throw_internal(const std::string& context);
 
+// A dataset whose elements HDF5 could not read (a damaged chunk, a checksum that does not match): an
+// InputError that a caller knowing what the elements were (tokens, a tensor) can name further.
+class ReadFailure : public InputError {
+ public:
+  using InputError::InputError;
+};
+
 // ---- identifiers --------------------------------------------------------------------------------------
 // Owns one hid_t and closes it with the close function of its kind. Move-only.
 class Handle {
@@ -199,7 +206,8 @@ class Dataset : public Object {
   };
   void require_allocated(const RowBlock& only) const;
 
-  // Raw transfers with HDF5 type conversion from/to `memory_type`. Read failures -> InputError;
+  // Raw transfers with HDF5 type conversion from/to `memory_type`. Read failures -> ReadFailure (a filter
+  // this HDF5 lacks -> InputError);
   // write failures -> InternalError. Collective on parallel files unless Transfer::independent.
   void read(hid_t memory_type, const Dataspace& memory, const Dataspace& file, void* buffer,
             Transfer mode = Transfer::collective) const;

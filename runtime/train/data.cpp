@@ -4,6 +4,7 @@
 #include <cmath>
 #include <unordered_map>
 
+#include "io/h5.hpp"
 #include "io/token_dataset.hpp"
 #include "runtime/core/error.hpp"
 
@@ -248,10 +249,8 @@ class FileDataset : public Dataset {
     const auto reading = [&](int64_t begin, int64_t end, const auto& read) {
       try {
         return read();
-      } catch (const InputError& e) {
-        const std::string what = e.what();
-        if (what.find(": read failed") == std::string::npos) throw;
-        throw InputError(what + " (reading tokens [" + std::to_string(begin) + ", " + std::to_string(end) + ") for " +
+      } catch (const io::h5::ReadFailure& e) {
+        throw InputError(std::string(e.what()) + " (reading tokens [" + std::to_string(begin) + ", " + std::to_string(end) + ") for " +
                          (eval ? "an evaluation" : "training") + "; `longctx data verify " + c_.path +
                          "` names every damaged range)");
       }
