@@ -128,15 +128,24 @@ void CpuAttention::backward(const AttentionParams& params, const Tensor& q, cons
   check_shape("o", o, q.shape());
   check_shape("lse", lse, lse_shape(q.shape()));
   check_shape("dout", dout, q.shape());
+  Tensor delta(lse.shape());  // D_p = <dout_p, o_p>, [B,N,H]
+  row_dots(dout.data(), o.data(), delta.size(), dims.head_dim, delta.data());
+  backward_given_delta(params, q, k, v, lse, delta, dq, dk, dv, dout);
+}
+
+void CpuAttention::backward_given_delta(const AttentionParams& params, const Tensor& q, const Tensor& k,
+                                        const Tensor& v, const Tensor& lse, const Tensor& delta, Tensor& dq,
+                                        Tensor& dk, Tensor& dv, const Tensor& dout) {
+  const AttentionDims dims = check_qkv(q, k, v);
+  check_shape("lse", lse, lse_shape(q.shape()));
+  check_shape("delta", delta, lse_shape(q.shape()));
+  check_shape("dout", dout, q.shape());
   for (Tensor* t : {&dq, &dk, &dv}) {
     ensure_shape(*t, q.shape());
     parallel_fill(*t, 0.0f);
   }
   const int64_t D = dims.head_dim;
   const float scale = static_cast<float>(resolved_scale(params, D));
-
-  Tensor delta(lse.shape());  // D_p = <dout_p, o_p>, [B,N,H]
-  row_dots(dout.data(), o.data(), delta.size(), D, delta.data());
 
   for (const Branch& branch : params.schedule.branches) {
     const int64_t segments = segment_count(branch, dims.seq_len);

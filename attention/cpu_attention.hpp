@@ -16,6 +16,11 @@ class CpuAttention : public AttentionBackend {
                Tensor& lse) override;
   void backward(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
                 const Tensor& lse, const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) override;
+  // backward() with delta = rowsum(dout * o) ([B,N,H], lse's shape) already computed: the sequence-parallel
+  // path computes it once for its local and its spanning branches.
+  void backward_given_delta(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v,
+                            const Tensor& lse, const Tensor& delta, Tensor& dq, Tensor& dk, Tensor& dv,
+                            const Tensor& dout);
 
  private:
   bool warn_coverage_;

@@ -572,10 +572,14 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
       for (size_t i = 0; i < exchanges.size(); ++i) exchanges.adopt(i, std::move(kept->gathered[i]));
   }
   exchanges.begin(0, k, v);
+  const int64_t D = dims.head_dim;
+  const float scale = static_cast<float>(resolved_scale(params, D));
+  Tensor delta(lse.shape());  // D_p = <dout_p, o_p>, [B,L,H], for the local and the spanning branches
+  row_dots(dout.data(), o.data(), delta.size(), D, delta.data());
   if (!split.local.branches.empty()) {
     AttentionParams local = params;
     local.schedule = split.local;
-    CpuAttention(false).backward(local, q, k, v, o, lse, dout, dq, dk, dv);
+    CpuAttention(false).backward_given_delta(local, q, k, v, lse, delta, dq, dk, dv, dout);
   } else {
     for (Tensor* t : {&dq, &dk, &dv}) {
       ensure_shape(*t, q.shape());
@@ -583,14 +587,6 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
     }
   }
   exchanges.progress(0);
-
-  const int64_t D = dims.head_dim;
-  const float scale = static_cast<float>(resolved_scale(params, D));
-  Tensor delta;
-  if (exchanges.size() > 0) {
-    delta = Tensor(lse.shape());  // D_p = <dout_p, o_p>, [B,L,H]
-    row_dots(dout.data(), o.data(), delta.size(), D, delta.data());
-  }
 
   for (size_t i = 0; i < exchanges.size(); ++i) {
     exchanges.begin(i + 1, k, v);
