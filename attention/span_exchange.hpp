@@ -1,0 +1,198 @@
+// The spanning branches' exchanges of the sequence-parallel CPU path (attention-internal): SpanPlan, the
+// layout of one branch's packed and gathered rows on this rank, and ExchangePipeline, which starts, lets
+// progress and finishes their non-blocking all-gathers and reduce-scatters. The protocol they follow is
+// written at the top of sequence_parallel.hpp.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <new>
+#include <vector>
+
+#include "attention/attention.hpp"
+#include "attention/sequence_parallel.hpp"
+#include "comm/communicator.hpp"
+
+namespace longctx::spanning {
+
+using Clock = std::chrono::steady_clock;
+inline double since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// One spanning branch as seen from this rank: its group of ranks and, per group member and head, how
+// many rows that member selects (rows are a function of L, r and the head offset: nobody needs to ask).
+struct SpanPlan {
+  Branch branch;
+  int group_first = 0;  // first rank of the group sharing this rank's segment
+  int group_size = 0;
+  int me = 0;           // this rank's index in the group
+  int64_t batch = 0, local_rows = 0, heads = 0, head_dim = 0;
+  std::vector<int64_t> rows;        // [member][head]: selected rows of that member for that head
+  std::vector<int64_t> first_row;   // [head]: this rank's first selected local row for that head
+  std::vector<size_t> counts;       // [member]: floats that member contributes (K and V, all b, h)
+  std::vector<int64_t> keys;        // [head]: selected rows of the whole segment (m_k)
+  std::vector<int64_t> keys_before;  // [head]: selected rows of members before me (causal prefix)
+
+  int64_t rows_of(int member, int64_t h) const { return rows[static_cast<size_t>(member * heads + h)]; }
+  int64_t member_rows(int member) const {  // sum over heads
+    int64_t total = 0;
+    for (int64_t h = 0; h < heads; ++h) total += rows_of(member, h);
+    return total;
+  }
+};
+
+// This rank's plan (rank `rank` of `world`) for a spanning branch.
+SpanPlan plan_span(const Branch& branch, const AttentionDims& local, int64_t global_len, int rank, int world,
+                   HeadOffsets offsets);
+
+// Float offset of member m's block (K then V, each [B][H][rows][D]) in the gathered buffer, and of
+// (b, h) inside one half of that block.
+size_t member_offset(const SpanPlan& plan, int member);
+int64_t head_offset_in_block(const SpanPlan& plan, int member, int64_t b, int64_t h);
+
+// Local row index -> float offset in a [B, L, H, D] tensor.
+int64_t row_index(const SpanPlan& plan, int64_t b, int64_t local_row, int64_t h);
+
+// This rank's selected K and V rows, [B][H][rows][D] for K then for V.
+void pack_own(const SpanPlan& plan, const Tensor& k, const Tensor& v, std::vector<float>& out);
+// Adds this rank's share of the reduce-scattered dK and dV (pack_own's layout) into its rows of dk and dv.
+void add_own(const SpanPlan& plan, const std::vector<float>& mine, Tensor& dk, Tensor& dv);
+
+// Gathered (member-major) <-> per-(b, h) contiguous [B][H][m_k][D] for K and for V.
+// to_tiles = true copies gathered -> tiles; false adds tiles -> gathered layout (for the reduce-scatter).
+void reorder(const SpanPlan& plan, std::vector<float>& gathered, std::vector<float>& k_tiles,
+             std::vector<float>& v_tiles, bool to_tiles);
+
+// Floats of the tiled K (or V) of every (b, h), [B][H][m_k][D], and the offset of (b, h) in them.
+int64_t tiles_size(const SpanPlan& plan);
+int64_t tile_offset(const SpanPlan& plan, int64_t b, int64_t h);
+
+// A non-blocking collective and its timing: started -> seen complete (by test() or wait()).
+struct Timed {
+  comm::Request request;
+  Clock::time_point started;
+  bool done = false;
+  double seconds = 0;
+
+  void start(comm::Request r) {
+    request = std::move(r);
+    started = Clock::now();
+    done = false;
+  }
+  void progress() {
+    if (!done && request.pending() && request.test()) complete();
+  }
+  // Waits if needed; adds to the stats (all of the wait is exposed time).
+  void finish(SequenceParallelStats& stats) {
+    if (!done) {
+      const auto wait_start = Clock::now();
+      request.wait();
+      stats.comm_wait_seconds += since(wait_start);
+      complete();
+    }
+    stats.comm_seconds += seconds;
+  }
+
+ private:
+  void complete() {
+    done = true;
+    seconds = since(started);
+  }
+};
+
+// One spanning branch's exchanges: the packed send rows, where the group's rows land, and (backward)
+// this rank's share of the reduce-scattered dK / dV.
+struct Exchange {
+  SpanPlan plan;
+  std::vector<float> send, gathered, mine;
+  Timed gather, reduce;
+  bool kept = false;  // `gathered` holds the forward's rows: no all-gather
+
+  Exchange() = default;
+  Exchange(const Exchange&) = delete;
+  Exchange& operator=(const Exchange&) = delete;
+  // Destroyed with a collective in flight (a failure unwinding): it is waited for, or abandoned once its
+  // communicator's family timed out. MPI cannot cancel an abandoned collective and may still write its
+  // buffers: they are leaked on purpose, not freed (the job is ending).
+  ~Exchange() {
+    const bool gather_done = gather.request.finish_or_abandon();
+    const bool reduce_done = reduce.request.finish_or_abandon();
+    if (gather_done && reduce_done) return;
+    for (std::vector<float>* buffer : {&send, &gathered, &mine}) new (std::nothrow) std::vector<float>(std::move(*buffer));
+  }
+};
+
+// The spanning branches' all-gathers of one forward or backward call, in branch order. begin(i) packs
+// this rank's rows and starts exchange i; progress(i) lets MPI move it along (Open MPI has no progress
+// thread); finish(i) waits for it. Times go into `stats`: comm_seconds from start to seen complete,
+// comm_wait_seconds for the part spent blocked in finish().
+class ExchangePipeline {
+ public:
+  ExchangePipeline(const Schedule& spanning, const AttentionDims& dims, int64_t global_len, comm::Communicator& comm,
+                   HeadOffsets offsets, std::function<comm::Communicator&(int)> group_for, SequenceParallelStats& stats)
+      : group_for_(std::move(group_for)), stats_(stats), rows_per_rank_(dims.seq_len), global_len_(global_len) {
+    for (const Branch& branch : spanning.branches) {
+      auto exchange = std::make_unique<Exchange>();
+      exchange->plan = plan_span(branch, dims, global_len, comm.rank(), comm.size(), offsets);
+      exchanges_.push_back(std::move(exchange));
+    }
+  }
+
+  size_t size() const { return exchanges_.size(); }
+  Exchange& operator[](size_t i) { return *exchanges_[i]; }
+  comm::Communicator& group(const SpanPlan& plan) {
+    return group_for_(static_cast<int>(effective_segment_length(plan.branch, global_len_) / rows_per_rank_));
+  }
+
+  // Exchange i uses `gathered` (the forward's rows) instead of an all-gather.
+  void adopt(size_t i, std::vector<float> gathered) {
+    exchanges_[i]->gathered = std::move(gathered);
+    exchanges_[i]->kept = true;
+  }
+
+  void begin(size_t i, const Tensor& k, const Tensor& v) {
+    if (i >= exchanges_.size() || exchanges_[i]->kept) return;
+    Exchange& ex = *exchanges_[i];
+    pack_own(ex.plan, k, v, ex.send);
+    size_t total = 0;
+    for (size_t c : ex.plan.counts) total += c;
+    ex.gathered.resize(total);
+    ex.gather.start(group(ex.plan).iall_gatherv(Span<const float>(ex.send), Span<float>(ex.gathered), ex.plan.counts));
+  }
+
+  // Lets MPI move exchange i's gather, and every reduce-scatter started so far, along.
+  void progress(size_t i) {
+    if (i < exchanges_.size() && !exchanges_[i]->kept) exchanges_[i]->gather.progress();
+    for (auto& ex : exchanges_) ex->reduce.progress();
+  }
+
+  // Frees the packed rows once the gather is done (before: held to the end of the call, every branch's).
+  Exchange& finish(size_t i) {
+    if (!exchanges_[i]->kept) {
+      exchanges_[i]->gather.finish(stats_);
+      std::vector<float>().swap(exchanges_[i]->send);
+    }
+    return *exchanges_[i];
+  }
+
+  // Backward: sends exchange i's dK / dV (in ex.gathered's layout) back to their owners, summed.
+  void begin_reduce(size_t i) {
+    Exchange& ex = *exchanges_[i];
+    ex.mine.resize(ex.plan.counts[static_cast<size_t>(ex.plan.me)]);
+    ex.reduce.start(group(ex.plan).ireduce_scatter(Span<const float>(ex.gathered), Span<float>(ex.mine), ex.plan.counts));
+  }
+  Exchange& finish_reduce(size_t i) {
+    exchanges_[i]->reduce.finish(stats_);
+    return *exchanges_[i];
+  }
+
+ private:
+  std::vector<std::unique_ptr<Exchange>> exchanges_;
+  std::function<comm::Communicator&(int)> group_for_;
+  SequenceParallelStats& stats_;
+  int64_t rows_per_rank_, global_len_;
+};
+
+}  // namespace longctx::spanning
