@@ -274,9 +274,18 @@ void require_writable_directory(const std::string& named, const std::string& dir
 
 }  // namespace
 
+void refuse_standard_output(const std::string& named, const std::string& option, const std::string& path,
+                            const char* kind) {
+  if (path == "-")
+    throw UsageError(named + ": longctx writes this to a " + kind + ", not to standard output; name one (./- for a " +
+                         kind + " called '-')",
+                     option);
+}
+
 void check_output_path(const std::string& option, const std::string& path) {
   const std::string named = "--" + option + " '" + path + "'";
   if (path.empty()) throw UsageError("--" + option + ": empty path");
+  refuse_standard_output("--" + option + " -", option, path);
   if (path.back() == '/') throw UsageError(named + ": names a directory; give a file name");
   std::error_code error;
   if (std::filesystem::is_directory(path, error)) throw UsageError(named + " is a directory; give a file name");

@@ -146,7 +146,12 @@ void guarded_write(const std::string& what, const std::string& directory, Write&
 // output does: --output, --report, --out, dump.activations, log.jsonl, log.summary (before: the first four
 // replaced the link by a file).
 std::string output_target(const std::string& path);
-// Checks, before any work, that `path` (given by `--option`) can become a file: not empty, not a
+// An output `path` of "-" (`named`: how the option and value read in the message): refused, UsageError for
+// `option`. It would be a file or directory called "-" (`--report -` made one, exit 0, for a user who
+// wanted the JSON on standard output).
+void refuse_standard_output(const std::string& named, const std::string& option, const std::string& path,
+                            const char* kind = "file");
+// Checks, before any work, that `path` (given by `--option`) can become a file: not "-", not empty, not a
 // directory, in a directory that exists and that this process may write (the temporary file and the
 // rename both happen there), and that `<path>.tmp` can be claimed (check_temporary_path). Throws
 // UsageError naming the option.

@@ -326,6 +326,11 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   r.dump_path = io::output_target(opt<std::string>(inv, "dump.activations"));
   r.summary_path = opt<std::string>(inv, "log.summary");
   // Where files go, before any step: a bad path would otherwise surface only at the first write.
+  io::refuse_standard_output("checkpoint.dir=-", "checkpoint.dir", r.checkpoint_dir, "directory");
+  for (const auto& [option, path] : {std::pair<std::string, const std::string&>{"log.jsonl", r.log_jsonl},
+                                     {"dump.activations", r.dump_path},
+                                     {"log.summary", r.summary_path}})
+    io::refuse_standard_output(option + "=-", option, path);
   if (!r.checkpoint_dir.empty()) io::check_output_directory("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);
   // The files the run writes (each through `<path>.tmp`).
   const std::vector<std::pair<const char*, const std::string&>> outputs{

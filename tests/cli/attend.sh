@@ -345,6 +345,16 @@ bad 2 "is a directory" "--output is a directory" -- "${A[@]/bad.h5/adir}" "${S[@
 bad 2 "names a directory" "--output ends in /" -- "${A[@]/bad.h5/adir/}" "${S[@]:0:4}"
 bad 2 "empty path" "--output ''" -- "${A[@]/bad.h5/}" "${S[@]:0:4}"
 bad 2 "--output: empty path" "--output=" -- "$LONGCTX" attend --input in.h5 --output= "${S[@]}"
+# "-" is no standard output for an output (before: a file called "-", exit 0).
+for outputs in "--output -" "--output dash.h5 --report -"; do
+  option=${outputs##* --}; option=${option#--}; option=${option% -}
+  rm -f ./-
+  # shellcheck disable=SC2086  # the words of $outputs
+  expect_exit 2 "--$option -" -- "$LONGCTX" attend --input in.h5 $outputs "${S[@]}"
+  expect_in "$OUT/stderr" "--$option -: longctx writes this to a file, not to standard output; name one \\(\\./- for" \
+    "--$option -: says why"
+  [ ! -e ./- ] && [ ! -e dash.h5 ] && pass "--$option -: nothing written" || fail "--$option -: wrote ./- or dash.h5"
+done
 # An empty --input is a usage error that names the option (before: exit 3, "error: : no such file").
 bad 2 "--input: empty path" "--input ''" -- "${A[@]/in.h5/}" "${S[@]:0:4}"
 bad 2 "--input: empty path" "--input=" -- "$LONGCTX" attend --input= --output bad.h5 "${S[@]}"

@@ -375,6 +375,15 @@ expect_in "$OUT/nang.summary.json" '"outcome": "failed", "exit": 1, "signal": nu
 [ "$(ls "$OUT/nang" | grep '^step_' | tr '\n' ' ')" = "step_00000001.h5 " ] \
   && "$LONGCTX" ckpt verify "$OUT/nang" --quiet >/dev/null 2>&1 && pass "step 1's checkpoint kept, and it verifies" \
   || fail "checkpoints: $(ls "$OUT/nang")"
+# "-" is no standard output for a file or checkpoint.dir (before: a file or directory called "-", exit 0).
+pushd "$OUT" >/dev/null || exit 1
+for option in log.summary log.jsonl dump.activations checkpoint.dir; do
+  rm -rf ./-
+  expect_exit 2 "$option=-" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 "--$option" -
+  expect_in "$OUT/stderr" "$option=-: longctx writes this to a (file|directory), not to standard output" "$option=-: says why"
+  [ ! -e ./- ] && pass "$option=-: nothing called '-'" || fail "$option=-: made ./-"
+done
+popd >/dev/null || exit 1
 # log.summary is refused where it would land on another output, or replace a file that is no JSON.
 expect_exit 2 "log.summary is log.jsonl" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 --log.jsonl "$OUT/same.json" \
   --log.summary "$OUT/same.json"
