@@ -289,6 +289,10 @@ int train_run(Invocation& inv, RunRecord& record) {
       record.found_pending = record.committed_pending = stored.pending_eval.has_value();
     }
     check_stages_shardable(r, trainer.step(), P, SpanningSegments::may_end_short);
+    // After every refusal of the resume (before: said first, then train.steps refused): rank 0 says it.
+    if (resumed && !stored.changed_settings.empty())
+      log::warn_once(record.committed_path + ": " + stored.changed_settings +
+                     " (the run goes on with these settings, not as it would have gone on uninterrupted)");
   } catch (const Error& e) {
     if (e.code() == ExitCode::usage || e.code() == ExitCode::bad_input) train::unlock_checkpoint_dir();
     throw;

@@ -142,8 +142,9 @@ bool data_file_compared_by_train(const std::optional<DataFileRecord>& recorded, 
 // The model a checkpoint holds must be the model this run builds: the same [model] options (tensor shapes
 // alone miss heads, the schedule, rotary settings), compared by meaning, and the same tensors, no more
 // and no fewer.
-// `saved_text`: the checkpoint's /config (ini_values).
-void check_same_model(const io::CheckpointReader& reader, const std::map<std::string, std::string>& saved_text,
+// `saved_text`: the checkpoint's /config (ini_values). Returns the training and data settings this run
+// changes, in one line ("" for none), which the caller says once its own refusals are past.
+std::string check_same_model(const io::CheckpointReader& reader, const std::map<std::string, std::string>& saved_text,
                       Trainer& trainer, const std::string& config_text, const std::optional<io::TokenIdentity>& data_file) {
   const auto now_text = ini_values(config_text, "config");
   const auto saved = model_options(saved_text), now = model_options(now_text);
@@ -188,15 +189,13 @@ void check_same_model(const io::CheckpointReader& reader, const std::map<std::st
       continue;  // the same file spelled otherwise, or train compares their tokens
     changed += (changed.empty() ? "" : "; ") + key + " was " + was + ", continuing with " + given->second;
   }
-  if (!changed.empty())  // (every rank finds the same: rank 0 says it)
-    log::warn_once(reader.path() + ": " + changed + " (the run goes on with these settings, not as it would have "
-              "gone on uninterrupted)");
   std::set<std::string> expected;
   for (const auto& view : trainer.model().layout().views())
     for (const char* group : {"model/", "optimizer/m/", "optimizer/v/"}) expected.insert(group + view.name);
   for (const auto& name : reader.tensor_names())
     if (!expected.count(name))
       throw CheckpointOfAnotherModel(reader.path() + ": " + name + ": not a tensor of this model (a different model?)");
+  return changed;
 }
 
 }  // namespace
@@ -441,7 +440,7 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
   io::CheckpointReader reader(path, comm);
   io::check_step_matches_file_name(reader);
   const auto saved = ini_values(reader.config(), path + ": /config");
-  check_same_model(reader, saved, trainer, config_text, data_file);
+  const std::string changed_settings = check_same_model(reader, saved, trainer, config_text, data_file);
   const auto& layout = trainer.model().layout();
   // What `ckpt verify` checks of the file is what a resume refuses: a tensor in another type (HDF5 would
   // convert it) or /state/global/step at odds with the step attribute was resumed from before.
@@ -503,7 +502,7 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
   const std::string run_id = reader.file().has_attribute("run_id") ? reader.file().read_string_attribute("run_id") : "";
   const auto saved_path = saved.find("data.path");
   return {state.position, reader.tokens_seen(), data_seq_len, run_id, reader.seq_len(), pending_eval,
-          recorded_data_file(reader), saved_path != saved.end() ? saved_path->second : ""};
+          recorded_data_file(reader), saved_path != saved.end() ? saved_path->second : "", changed_settings};
 }
 
 }  // namespace longctx::train

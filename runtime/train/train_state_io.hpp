@@ -74,6 +74,9 @@ struct Resumed {
   // for a synthetic task and a checkpoint written before checkpoints recorded it.
   std::optional<DataFileRecord> data_file;
   std::string data_path;  // its /config's data.path ("": none there)
+  // The training and data settings this run changes from its /config ("train.lr was 0.001, continuing with
+  // 0.002; ..."; "": none), for the caller to say once it has not refused the resume for another reason.
+  std::string changed_settings;
 };
 // `data_file`: the identity of this run's data.path (train's; nullopt for eval, whose config is the
 // checkpoint's own): a data.path of another name is not reported as a changed setting where the two are

@@ -149,6 +149,8 @@ ls -A "$OUT/ck" >"$OUT/ck.before"
 expect_exit 2 "resume past train.steps" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 4 --checkpoint.dir "$OUT/ck" \
   --log.jsonl "$OUT/past.jsonl"
 expect_in "$OUT/stderr" "train.steps=4: .*step_00000006.h5, is at step 6 already" "names train.steps and the checkpoint"
+grep -q "continuing with" "$OUT/stderr" && fail "said it continues with train.steps=4, then refused it" ||
+  pass "no word of continuing with the settings it refused"
 [ ! -e "$OUT/past.jsonl" ] && diff <(ls -A "$OUT/ck") "$OUT/ck.before" >/dev/null && pass "nothing written" \
   || fail "wrote something: $(ls -A "$OUT/ck")"
 expect_exit 0 "resume at train.steps = the checkpoint's step (evaluates it)" -- "$LONGCTX" train "${SMALL[@]}" \
