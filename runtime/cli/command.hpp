@@ -63,6 +63,12 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
 // environment variable LONGCTX_SEQ_LEN)", or "" (the command line, or the default).
 std::string value_source(const Invocation& invocation, const std::string& option);
 
+// Whether `option` holds its declared default, given or not (a config made from a checkpoint's /config
+// gives every option), compared as the resolved config prints values.
+bool holds_default(const Invocation& invocation, const std::string& option);
+// `option`'s value as the resolved config prints it.
+std::string value_text(const Invocation& invocation, const std::string& option);
+
 // An on/off option's value word, in any case: 1 / true / yes / on, 0 / false / no / off; nullopt for others.
 std::optional<bool> switch_word(const std::string& word);
 

@@ -27,12 +27,16 @@ void declare_common(po::options_description& desc) {
       ("quiet", po::bool_switch(), "do not print the resolved config");
 }
 
+std::string joined(const std::vector<std::string>& items, const std::string& separator) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : separator) + item;
+  return out;
+}
+
 // The option of `desc` an unknown one most likely meant: the one option it begins to the end of a word
 // ("seq" -> "seq-len", "data.seq" -> "data.seq_len"; before: "seq" -> "seed", two edits away), else the one
 // within two edits ("model.layer" -> "model.layers"); "" for none.
-std::string nearest_option(const std::string& unknown, const po::options_description& desc, bool in_file) {
-  std::string name = unknown.substr(0, unknown.find('='));  // Boost names `--causl=1` so
-  name.erase(0, name.find_first_not_of('-'));
+std::string nearest_option(const std::string& name, const po::options_description& desc, bool in_file) {
   std::string best, begun;
   size_t best_distance = 3, begins = 0;
   for (const auto& option : desc.options()) {
@@ -115,6 +119,22 @@ std::string value_source(const Invocation& invocation, const std::string& option
                                   {"env ", "environment variable "}})
     if (source->second.rfind(tag, 0) == 0) return " (from " + said + source->second.substr(tag.size()) + ")";
   return "";
+}
+
+std::string value_text(const Invocation& invocation, const std::string& option) {
+  return format_value(invocation.options[option]);
+}
+
+bool holds_default(const Invocation& invocation, const std::string& option) {
+  const po::variable_value& value = invocation.options[option];
+  if (value.empty() || value.defaulted()) return true;
+  po::options_description declared;
+  po::positional_options_description positional;
+  invocation.command.declare(declared, positional);
+  const po::option_description* description = declared.find_nothrow(option, false);
+  boost::any default_value;
+  if (!description || !description->semantic()->apply_default(default_value)) return false;
+  return format_value(po::variable_value(default_value, true)) == format_value(value);
 }
 
 std::string env_name(const std::string& option) {
@@ -343,11 +363,6 @@ class ForeignKeys {
   }
 
  private:
-  static std::string joined(const std::vector<std::string>& items, const std::string& separator) {
-    std::string out;
-    for (const auto& item : items) out += (out.empty() ? "" : separator) + item;
-    return out;
-  }
 
   const Command& command_;
   const po::options_description& declared_;
@@ -617,11 +632,17 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
   } catch (const po::unknown_option& e) {
     // Spelled as the source spells options: --model.layers, or [model] layers in a config file.
     const bool in_file = source.rfind("config file", 0) == 0;
-    const std::string nearest = nearest_option(e.get_option_name(), declared, in_file);
-    const std::string spelled = in_file ? file_spelling(nearest) : "--" + nearest;
+    // Else the options of that last name part (`--seed` -> --train.seed; before, on the command line: the
+    // list of every option, where a config file's top-level `seed` and LONGCTX_SEED were pointed to it).
+    std::string unknown = e.get_option_name().substr(0, e.get_option_name().find('='));  // Boost names `--causl=1` so
+    unknown.erase(0, unknown.find_first_not_of('-'));
+    const std::string nearest = nearest_option(unknown, declared, in_file);
+    std::vector<std::string> guesses;
+    for (const std::string& name : nearest.empty() ? same_leaf_options(declared, unknown) : std::vector<std::string>{nearest})
+      guesses.push_back(in_file ? file_spelling(name) : "--" + name);
     throw UsageError("unknown option '" + e.get_option_name() + "' for " + where +
                      (source.empty() ? "" : " (from " + source + ")") +
-                     (nearest.empty() ? "; allowed: " + allowed_options(declared) : "; did you mean " + spelled + "?"));
+                     (guesses.empty() ? "; allowed: " + allowed_options(declared) : "; did you mean " + joined(guesses, " or ") + "?"));
   } catch (const po::invalid_option_value& e) {
     std::string name = e.get_option_name();
     name.erase(0, name.find_first_not_of('-'));

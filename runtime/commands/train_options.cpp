@@ -193,6 +193,32 @@ int64_t TrainOptions::tokens_through(int64_t step) const {
   return tokens + (step - done) * trainer.seq_len;
 }
 
+// Options that act only with another setting, set (to other than their default) without it: said, by name
+// and where the value came from (before: nothing happened, without a word: dump.steps without
+// dump.activations dumped nothing).
+void warn_inert_options(const Invocation& inv, const TrainOptions& r) {
+  const std::string& task = r.data.task;
+  const bool synthetic = task != "file";
+  const std::string synthetic_only = "data.task=" + task + " reads no synthetic-task options";
+  const std::pair<std::string, std::string> inert[] = {
+      {"dump.layers", r.dump_path.empty() ? "dump.activations is not set: nothing is dumped" : ""},
+      {"dump.steps", r.dump_path.empty() ? "dump.activations is not set: nothing is dumped" : ""},
+      {"checkpoint.keep", r.checkpoint_dir.empty() ? "checkpoint.dir is not set: no checkpoints are written" : ""},
+      {"data.key_digits", synthetic ? "" : synthetic_only},
+      {"data.filler_period", synthetic ? "" : synthetic_only},
+      {"data.curriculum_steps", synthetic ? "" : synthetic_only},
+      {"data.curriculum_min_span",
+       !synthetic ? synthetic_only : r.data.curriculum_steps == 0 ? "data.curriculum_steps=0: no depth curriculum" : ""},
+      {"train.answer_weight", synthetic ? "" : "data.task=file has no answers"},
+      {"data.key_repeats", task == "passkey" || !synthetic ? "" : "data.task=passkey alone reads it"},
+      {"data.records", task == "associative" || !synthetic ? "" : "data.task=associative alone reads it"},
+      {"data.queries", task == "associative" || !synthetic ? "" : "data.task=associative alone reads it"},
+  };
+  for (const auto& [option, why] : inert)
+    if (!why.empty() && !holds_default(inv, option))
+      log::warn(option + "=" + value_text(inv, option) + value_source(inv, option) + " has no effect: " + why);
+}
+
 TrainOptions validate_train_options(const Invocation& inv, int world_size, bool warn) {
   TrainOptions r;
   model::ModelConfig& m = r.trainer.model;
@@ -405,6 +431,7 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
         break;
       }
   }
+  if (warn) warn_inert_options(inv, r);
   return r;
 }
 

@@ -174,6 +174,30 @@ expect_exit 2 "--seq 2048" -- "$LONGCTX" bench attention --seq 2048 --quiet
 expect_in "$OUT/stderr" "did you mean --seq-len\?$" "--seq-len, not --seed"
 expect_exit 2 "--data.seq 2048" -- "$LONGCTX" train --data.seq 2048 --quiet
 expect_in "$OUT/stderr" "did you mean --data.seq_len\?$" "--data.seq_len"
+# Else the options of that last name part, as a config file's top-level key is answered (before: the list).
+expect_exit 2 "--seed 3 to train" -- "$LONGCTX" train --seed 3 --quiet
+expect_in "$OUT/stderr" "unknown option '--seed' for 'longctx train' \(from the command line\); did you mean --train.seed\?$" \
+  "--train.seed"
+expect_exit 2 "--steps 5 to train" -- "$LONGCTX" train --steps=5 --quiet
+expect_in "$OUT/stderr" "did you mean --train.steps or --dump.steps\?$" "--train.steps or --dump.steps"
+printf '[train]\nlayers = 2\n' >"$OUT/layers.ini"
+expect_exit 2 "[train] layers in a file" -- "$LONGCTX" train --config "$OUT/layers.ini" --quiet
+expect_in "$OUT/stderr" "did you mean \[model\] layers or \[dump\] layers\?$" "[model] layers or [dump] layers"
+# An option that acts only with another setting, set without it, is said (before: nothing, without a word);
+# one at its default is not (a config made from a checkpoint's /config gives every option).
+TINY=(--quiet --model.mlp_hidden 64 --model.heads 4 --model.dim 32 --model.segment_lengths 32,128,256
+      --model.dilation_rates 1,2,4 --data.seq_len 256 --train.steps 1)
+expect_exit 0 "options without the setting they act with" -- env LONGCTX_DUMP_LAYERS=1 "$LONGCTX" train "${TINY[@]}" \
+  --dump.steps 5 --checkpoint.keep 2 --data.task associative --data.key_repeats 2 --data.records 4
+expect_in "$OUT/stderr" "dump.steps=5 has no effect: dump.activations is not set: nothing is dumped" "dump.steps"
+expect_in "$OUT/stderr" "dump.layers=1 \(from environment variable LONGCTX_DUMP_LAYERS\) has no effect: dump.activations" \
+  "dump.layers, and where it came from"
+expect_in "$OUT/stderr" "checkpoint.keep=2 has no effect: checkpoint.dir is not set" "checkpoint.keep"
+expect_in "$OUT/stderr" "data.key_repeats=2 has no effect: data.task=passkey alone reads it" "data.key_repeats"
+grep -q "data.records" "$OUT/stderr" && fail "warned about data.records, which associative reads" || pass "data.records acts"
+expect_exit 0 "the same options at their defaults" -- "$LONGCTX" train "${TINY[@]}" --dump.steps 1 --dump.layers 0 \
+  --checkpoint.keep 3 --data.key_repeats 1
+grep -q "no effect" "$OUT/stderr" && fail "warned about options at their defaults" || pass "defaults given: no word"
 printf 'hepl = 1\n' >"$OUT/hepl.ini"
 expect_exit 2 "hepl = 1 in a file" -- "$LONGCTX" info --config "$OUT/hepl.ini"
 grep -q "did you mean" "$OUT/stderr" && fail "suggested a key files refuse" || pass "help is no suggestion in a file"
