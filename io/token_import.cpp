@@ -178,7 +178,7 @@ void check_ids(const int64_t* ids, int64_t count, int64_t first_index, int64_t l
                const std::string& reason) {
   for (int64_t i = 0; i < count; ++i) {
     if (ids[i] >= 0 && ids[i] < limit) continue;
-    const std::string where = std::to_string(ids[i]) + " at index " + std::to_string(first_index + i) + " (from 0)";
+    const std::string where = std::to_string(ids[i]) + " at index " + std::to_string(first_index + i) + " (counting from 0)";
     if (ids[i] < 0) throw InputError(name_of(file) + ": negative id " + where + "; token ids are 0 or more");
     throw InputError(name_of(file) + ": id " + where + " is outside [0, " + std::to_string(limit) + "): " + reason);
   }

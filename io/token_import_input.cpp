@@ -58,7 +58,7 @@ void decode_ids(const IdType& type, const char* bytes, int64_t count, int64_t* o
       std::memcpy(&value, bytes + i * static_cast<int64_t>(sizeof(T)), sizeof(T));
       if (!std::is_signed<T>::value && static_cast<uint64_t>(value) > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
         throw InputError(name + ": id " + std::to_string(static_cast<uint64_t>(value)) + " at index " +
-                         std::to_string(first_index + i) + " (from 0) is past any vocabulary (ids are read as int32)");
+                         std::to_string(first_index + i) + " (counting from 0) is past any vocabulary (ids are read as int32)");
       out[i] = static_cast<int64_t>(value);
     }
   };

@@ -161,7 +161,7 @@ TEST(TokenIds, BadInputsAreRefusedNamingFileAndIndex) {
   IdImportOptions options;
   options.vocab = 100;
   write_npy(dir.file("far.npy"), "<i4", std::vector<int32_t>{5, 99, 100, 3});
-  EXPECT_NE(refusal<InputError>({dir.file("far.npy")}, options, dir.file("o1.h5")).find("far.npy: id 100 at index 2 (from 0) is outside [0, 100): --vocab is 100"),
+  EXPECT_NE(refusal<InputError>({dir.file("far.npy")}, options, dir.file("o1.h5")).find("far.npy: id 100 at index 2 (counting from 0) is outside [0, 100): --vocab is 100"),
             std::string::npos);
   write_npy(dir.file("negative.npy"), "<i2", std::vector<int16_t>{5, -1});
   EXPECT_NE(refusal<InputError>({dir.file("negative.npy")}, options, dir.file("o2.h5")).find("id -1 at index 1"), std::string::npos);

@@ -43,7 +43,7 @@ void declare(po::options_description& desc, po::positional_options_description&)
        "pairs, flops_fwd, seconds_fwd (the slowest rank's median), gflops_fwd (the "
        "job's FLOPs over that), with --backward flops_bwd, seconds_bwd, gflops_bwd; peak_rss_bytes, "
        "tensor_bytes_per_rank and per_rank (each rank's pairs, seconds, GFLOP/s, bytes sent and received in "
-       "one pass (the backward's with its 24-byte all-reduce of whether K / V changed), the fraction of its "
+       "one pass (the backward's with the all-reduce of 3 int64 that decides whether K / V changed: 24 bytes a rank at P = 2, 32 at P = 3), the fraction of its "
        "receive time hidden behind compute in the last timed iteration, threads). --device cuda: one GPU's "
        "figures and its kernels");
   declare_attention_options(desc, "2048,4096,8192", "1,2,4", AttentionCommand::bench);

@@ -89,7 +89,7 @@ expect_in "$OUT/stdout" "ids up to 11; vocab 12 \(the largest id \+ 1" "the voca
 expect_exit 2 "raw ids without --ids-dtype" -- "$LONGCTX" data import --ids raw.bin --out x.h5 --quiet
 expect_in "$OUT/stderr" "raw.bin: not a .npy file; raw token ids need --ids-dtype" "says what is missing"
 expect_exit 3 "an id past --vocab" -- "$LONGCTX" data import --ids a.npy far.npy --vocab 1000 --out x.h5 --quiet
-expect_in "$OUT/stderr" "far.npy: id 1000 at index 2 \(from 0\) is outside \[0, 1000\): --vocab is 1000" "names the file, the id and its index"
+expect_in "$OUT/stderr" "far.npy: id 1000 at index 2 \(counting from 0\) is outside \[0, 1000\): --vocab is 1000" "names the file, the id and its index"
 [ ! -e x.h5 ] && [ ! -e x.h5.tmp ] && pass "... and writes nothing" || fail "a refused import left x.h5 or x.h5.tmp"
 expect_exit 3 "float ids" -- "$LONGCTX" data import --ids float.npy --out x.h5 --quiet
 expect_in "$OUT/stderr" "float.npy: dtype '<f8' in its .npy header: token ids must be integers" "says ids must be integers"
