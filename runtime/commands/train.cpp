@@ -205,6 +205,77 @@ std::string summary_json(const RunRecord& record, int code, const std::string& e
          ", \"run_id\": " + string_or_null(record.run_id) + "}\n";
 }
 
+// Where a run starts: checkpoint.dir's latest, checked against this run (its model, train.steps, its token
+// file, the curriculum's shards at the world size), with the run's record filled in, or step 0.
+struct StartingPoint {
+  bool resumed = false;
+  bool new_data_file = false;  // data.allow_new_file let a resume go on with another token file
+  std::optional<io::TokenIdentity> data_file;  // this run's token file (nullopt: a synthetic task)
+  train::Resumed stored;  // the checkpoint's data position and tokens_seen (its steps at the lengths they had)
+};
+StartingPoint start_from_checkpoint_dir(const TrainOptions& r, train::Trainer& trainer, const train::Dataset& data,
+                                        const std::string& config_text, MPI_Comm mpi, int P, RunRecord& record) {
+  StartingPoint start;
+  try {  // a resume refused here (exit 2 / 3) removes the lock file this run made, as the config phase's refusals
+    start.data_file = data.file_identity();
+    std::optional<std::string> latest;
+    try {
+      if (!r.checkpoint_dir.empty()) latest = io::find_latest_checkpoint(r.checkpoint_dir);
+    } catch (const InputError& e) {  // `latest` names a file that is gone, or holds no name: which are there
+      throw InputError(e.what() + older_checkpoints_hint(r.checkpoint_dir, ""));
+    }
+    if (latest) {
+      try {
+        const activity::Scope doing("resuming from " + *latest);
+        start.stored = train::load_checkpoint(trainer, *latest, config_text, mpi, start.data_file);
+      } catch (const train::CheckpointOfAnotherModel&) {
+        throw;  // its own message says what to do; an older checkpoint holds that model too
+      } catch (const InputError& e) {
+        // A damaged latest is refused (resuming elsewhere silently would train steps again): the message
+        // says which older checkpoints there are and how to resume from one.
+        throw InputError(e.what() + older_checkpoints_hint(r.checkpoint_dir, *latest));
+      }
+      // A run cannot go back: a latest past train.steps means the options name another run (or a typo).
+      // Before this it printed "done" and exited 0 having trained nothing, which a script took for success.
+      if (trainer.step() > r.steps)
+        throw UsageError("train.steps=" + std::to_string(r.steps) + ": checkpoint.dir's latest, " + *latest +
+                             ", is at step " + std::to_string(trainer.step()) + " already; give train.steps >= " +
+                             std::to_string(trainer.step()) +
+                             " (equal evaluates it and exits), or use another checkpoint.dir",
+                         "train.steps");
+      // Another token file than the run's (another count or digest) would be read from the checkpoint's
+      // position in it, an offset into another corpus, and its held-out tail may hold what the run trained on.
+      const train::Resumed& stored = start.stored;
+      if (const std::string difference = stored.data_file && start.data_file
+                                             ? io::token_identity_difference(stored.data_file->identity, *start.data_file)
+                                             : "";
+          !difference.empty()) {
+        const std::string what = "data.path=" + r.data.path + " is not the token file the checkpoint's run trained on" +
+                                 (stored.data_path.empty() ? "" : " (" + stored.data_path + ")") + ": " + difference;
+        if (!r.allow_new_data_file)
+          throw InputError(what + ". Give that file, or set data.allow_new_file=true to train on this one from its "
+                           "first token");
+        log::warn_once(what + "; data.allow_new_file=true: training goes on from its first token");
+        start.new_data_file = true;
+      }
+      log::info("resumed from " + *latest + " at step " + std::to_string(trainer.step()));
+      start.resumed = true;
+      record.found_step = record.committed = trainer.step();
+      record.committed_path = *latest;
+      record.found_pending = record.committed_pending = start.stored.pending_eval.has_value();
+    }
+    check_stages_shardable(r, trainer.step(), P, SpanningSegments::may_end_short);
+    // After every refusal of the resume (before: said first, then train.steps refused): rank 0 says it.
+    if (start.resumed && !start.stored.changed_settings.empty())
+      log::warn_once(record.committed_path + ": " + start.stored.changed_settings +
+                     " (the run goes on with these settings, not as it would have gone on uninterrupted)");
+  } catch (const Error& e) {
+    if (e.code() == ExitCode::usage || e.code() == ExitCode::bad_input) train::unlock_checkpoint_dir();
+    throw;
+  }
+  return start;
+}
+
 int train_run(Invocation& inv, RunRecord& record) {
   comm::Communicator& world = inv.process.world();
   const int P = world.size(), rank = world.rank();
@@ -237,66 +308,10 @@ int train_run(Invocation& inv, RunRecord& record) {
     };
     trainer.set_local_gradient_hook(poison);
   }
-  bool resumed = false;
-  bool new_data_file = false;  // data.allow_new_file let a resume go on with another token file
-  std::optional<io::TokenIdentity> data_file;
-  train::Resumed stored;  // the checkpoint's data position and tokens_seen (its steps at the lengths they had)
-  try {  // a resume refused here (exit 2 / 3) removes the lock file this run made, as the config phase's refusals
-    data_file = data->file_identity();
-    std::optional<std::string> latest;
-    try {
-      if (!r.checkpoint_dir.empty()) latest = io::find_latest_checkpoint(r.checkpoint_dir);
-    } catch (const InputError& e) {  // `latest` names a file that is gone, or holds no name: which are there
-      throw InputError(e.what() + older_checkpoints_hint(r.checkpoint_dir, ""));
-    }
-    if (latest) {
-      try {
-        const activity::Scope doing("resuming from " + *latest);
-        stored = train::load_checkpoint(trainer, *latest, config_text, mpi, data_file);
-      } catch (const train::CheckpointOfAnotherModel&) {
-        throw;  // its own message says what to do; an older checkpoint holds that model too
-      } catch (const InputError& e) {
-        // A damaged latest is refused (resuming elsewhere silently would train steps again): the message
-        // says which older checkpoints there are and how to resume from one.
-        throw InputError(e.what() + older_checkpoints_hint(r.checkpoint_dir, *latest));
-      }
-      // A run cannot go back: a latest past train.steps means the options name another run (or a typo).
-      // Before this it printed "done" and exited 0 having trained nothing, which a script took for success.
-      if (trainer.step() > r.steps)
-        throw UsageError("train.steps=" + std::to_string(r.steps) + ": checkpoint.dir's latest, " + *latest +
-                             ", is at step " + std::to_string(trainer.step()) + " already; give train.steps >= " +
-                             std::to_string(trainer.step()) +
-                             " (equal evaluates it and exits), or use another checkpoint.dir",
-                         "train.steps");
-      // Another token file than the run's (another count or digest) would be read from the checkpoint's
-      // position in it, an offset into another corpus, and its held-out tail may hold what the run trained on.
-      if (const std::string difference = stored.data_file && data_file
-                                             ? io::token_identity_difference(stored.data_file->identity, *data_file)
-                                             : "";
-          !difference.empty()) {
-        const std::string what = "data.path=" + r.data.path + " is not the token file the checkpoint's run trained on" +
-                                 (stored.data_path.empty() ? "" : " (" + stored.data_path + ")") + ": " + difference;
-        if (!r.allow_new_data_file)
-          throw InputError(what + ". Give that file, or set data.allow_new_file=true to train on this one from its "
-                           "first token");
-        log::warn_once(what + "; data.allow_new_file=true: training goes on from its first token");
-        new_data_file = true;
-      }
-      log::info("resumed from " + *latest + " at step " + std::to_string(trainer.step()));
-      resumed = true;
-      record.found_step = record.committed = trainer.step();
-      record.committed_path = *latest;
-      record.found_pending = record.committed_pending = stored.pending_eval.has_value();
-    }
-    check_stages_shardable(r, trainer.step(), P, SpanningSegments::may_end_short);
-    // After every refusal of the resume (before: said first, then train.steps refused): rank 0 says it.
-    if (resumed && !stored.changed_settings.empty())
-      log::warn_once(record.committed_path + ": " + stored.changed_settings +
-                     " (the run goes on with these settings, not as it would have gone on uninterrupted)");
-  } catch (const Error& e) {
-    if (e.code() == ExitCode::usage || e.code() == ExitCode::bad_input) train::unlock_checkpoint_dir();
-    throw;
-  }
+  const StartingPoint start = start_from_checkpoint_dir(r, trainer, *data, config_text, mpi, P, record);
+  const bool resumed = start.resumed, new_data_file = start.new_data_file;
+  const std::optional<io::TokenIdentity>& data_file = start.data_file;
+  const train::Resumed& stored = start.stored;
   // Which run this is (its log.jsonl lines and activation dump say so): a new one, or the checkpoint's. One
   // resumed from a checkpoint written before runs had ids stays a run without one ("", also in the
   // checkpoints it writes), whose lines a resume finds as before: a new id at each resume would make
