@@ -10,6 +10,8 @@ terminal) leaves it there, and the next run puts it back before anything else. M
 longer occurs exactly once are reported STALE and skipped.
 
 usage: jobs/dev/mutate.py [--build DIR] [MUTANTS.json] [ID ...]
+       jobs/dev/mutate.py --check-current [MUTANTS.json]   (no build: is each `old` text there, once? ctest's
+                                                           mutants_current)
   MUTANTS.json  list of {id, file, old, new, what, targets, tests[, equivalent]} (default:
                 jobs/dev/mutants.json next to this script); `equivalent` marks a change that cannot alter
                 behaviour (or only speed), whose survival is expected
@@ -53,6 +55,23 @@ def restore_left_backups(mutants):
             print(f'restored {os.path.relpath(source, ROOT)} from the backup a killed run left', flush=True)
 
 
+def check_current(mutants):
+    """Exit status 0 when every mutant's `old` text occurs exactly once in its file (nothing is changed)."""
+    stale = []
+    for m in mutants:
+        try:
+            count = open(os.path.join(ROOT, m['file'])).read().count(m['old'])
+        except OSError as e:
+            count, m = 0, dict(m, file=f"{m['file']} ({e.strerror})")
+        if count != 1:
+            stale.append(f"[{m['id']}] its text occurs {count} times in {m['file']}")
+    for line in stale:
+        print(line)
+    print(f'{len(mutants) - len(stale)} of {len(mutants)} mutants name code that is there' +
+          ('' if not stale else ': move or rewrite the others with the code they mutate'))
+    return 1 if stale else 0
+
+
 def main(argv):
     build = 'build'
     if '--build' in argv:
@@ -62,9 +81,13 @@ def main(argv):
     if argv and argv[0] in ('-h', '--help'):
         print(__doc__)
         return 0
+    check_only = '--check-current' in argv
+    argv = [a for a in argv if a != '--check-current']
     path = argv[0] if argv and argv[0].endswith('.json') else os.path.join(os.path.dirname(__file__), 'mutants.json')
     only = set(a for a in argv if not a.endswith('.json'))
     mutants = json.load(open(path))
+    if check_only:
+        return check_current(mutants)
     unknown = only - {m['id'] for m in mutants}
     if unknown:
         print(f'unknown mutant ids: {" ".join(sorted(unknown))}', file=sys.stderr)
