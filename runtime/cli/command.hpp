@@ -64,7 +64,8 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
 std::string value_source(const Invocation& invocation, const std::string& option);
 
 // Whether `option` holds its declared default, given or not (a config made from a checkpoint's /config
-// gives every option), compared as the resolved config prints values.
+// gives every option), compared as the resolved config prints values: numbers by value (1e-3 is 0.001),
+// text as it is (a list option's "0,0" is not "0").
 bool holds_default(const Invocation& invocation, const std::string& option);
 // `option`'s value as the resolved config prints it.
 std::string value_text(const Invocation& invocation, const std::string& option);

@@ -33,10 +33,24 @@ std::string joined(const std::vector<std::string>& items, const std::string& sep
   return out;
 }
 
-// The option of `desc` an unknown one most likely meant: the one option it begins to the end of a word
-// ("seq" -> "seq-len", "data.seq" -> "data.seq_len"; before: "seq" -> "seed", two edits away), else the one
-// within two edits ("model.layer" -> "model.layers"); "" for none.
-std::string nearest_option(const std::string& name, const po::options_description& desc, bool in_file) {
+// This command's options under a section whose last name part is `key`'s, other than `key` itself: where
+// another command's key (a top-level `seed`, LONGCTX_SEED) was most likely meant to go (`train.seed`).
+std::vector<std::string> same_leaf_options(const po::options_description& declared, const std::string& key) {
+  const std::string leaf = key.substr(key.rfind('.') + 1);
+  std::vector<std::string> names;
+  for (const auto& option : declared.options()) {
+    const std::string& name = option->long_name();
+    const size_t dot = name.rfind('.');
+    if (dot != std::string::npos && name != key && name.substr(dot + 1) == leaf) names.push_back(name);
+  }
+  return names;
+}
+
+// The options of `desc` an unknown one most likely meant: the one option it begins to the end of a word
+// ("seq" -> "seq-len", "data.seq" -> "data.seq_len"; before: "seq" -> "seed", two edits away), else those of
+// its last name part ("seed" -> "train.seed"; "keep" -> "checkpoint.keep", not "help", two edits away),
+// else the one within two edits ("model.layer" -> "model.layers"); none for none.
+std::vector<std::string> likely_options(const std::string& name, const po::options_description& desc, bool in_file) {
   std::string best, begun;
   size_t best_distance = 3, begins = 0;
   for (const auto& option : desc.options()) {
@@ -48,7 +62,10 @@ std::string nearest_option(const std::string& name, const po::options_descriptio
     const size_t d = edit_distance(name, long_name);
     if (d < best_distance) best = long_name, best_distance = d;
   }
-  return begins == 1 ? begun : best;
+  if (begins == 1) return {begun};
+  if (std::vector<std::string> same_leaf = same_leaf_options(desc, name); !same_leaf.empty()) return same_leaf;
+  if (!best.empty()) return {best};
+  return {};
 }
 
 std::string allowed_options(const po::options_description& desc) {
@@ -60,30 +77,6 @@ std::string allowed_options(const po::options_description& desc) {
   return out;
 }
 
-std::string format_value(const po::variable_value& value) {
-  const boost::any& any = value.value();
-  if (const auto* s = boost::any_cast<std::string>(&any)) return *s;
-  if (const auto* i = boost::any_cast<int64_t>(&any)) return std::to_string(*i);
-  if (const auto* i = boost::any_cast<int>(&any)) return std::to_string(*i);
-  if (const auto* u = boost::any_cast<uint64_t>(&any)) return std::to_string(*u);
-  if (const auto* b = boost::any_cast<bool>(&any)) return *b ? "true" : "false";
-  if (const auto* d = boost::any_cast<double>(&any)) {  // the shortest text that reads back as the same double
-    std::string text;
-    for (int digits = 6; digits <= 17; ++digits) {
-      std::ostringstream out;
-      out << std::setprecision(digits) << *d;
-      text = out.str();
-      if (std::strtod(text.c_str(), nullptr) == *d) break;
-    }
-    return text;
-  }
-  if (const auto* v = boost::any_cast<std::vector<std::string>>(&any)) {
-    std::string out;
-    for (const auto& item : *v) out += (out.empty() ? "" : " ") + item;
-    return out;
-  }
-  return "?";
-}
 
 }  // namespace
 
@@ -119,22 +112,6 @@ std::string value_source(const Invocation& invocation, const std::string& option
                                   {"env ", "environment variable "}})
     if (source->second.rfind(tag, 0) == 0) return " (from " + said + source->second.substr(tag.size()) + ")";
   return "";
-}
-
-std::string value_text(const Invocation& invocation, const std::string& option) {
-  return format_value(invocation.options[option]);
-}
-
-bool holds_default(const Invocation& invocation, const std::string& option) {
-  const po::variable_value& value = invocation.options[option];
-  if (value.empty() || value.defaulted()) return true;
-  po::options_description declared;
-  po::positional_options_description positional;
-  invocation.command.declare(declared, positional);
-  const po::option_description* description = declared.find_nothrow(option, false);
-  boost::any default_value;
-  if (!description || !description->semantic()->apply_default(default_value)) return false;
-  return format_value(po::variable_value(default_value, true)) == format_value(value);
 }
 
 std::string env_name(const std::string& option) {
@@ -318,18 +295,6 @@ std::string file_spelling(const std::string& name) {
   return dot == std::string::npos ? name : "[" + name.substr(0, dot) + "] " + name.substr(dot + 1);
 }
 
-// This command's options under a section whose last name part is `key`'s, other than `key` itself: where
-// another command's key (a top-level `seed`, LONGCTX_SEED) was most likely meant to go (`train.seed`).
-std::vector<std::string> same_leaf_options(const po::options_description& declared, const std::string& key) {
-  const std::string leaf = key.substr(key.rfind('.') + 1);
-  std::vector<std::string> names;
-  for (const auto& option : declared.options()) {
-    const std::string& name = option->long_name();
-    const size_t dot = name.rfind('.');
-    if (dot != std::string::npos && name != key && name.substr(dot + 1) == leaf) names.push_back(name);
-  }
-  return names;
-}
 
 // Config keys that only other commands have are skipped (one file may serve several commands), but said:
 // a key that looks meant for this command (a top-level `seed` in a train config, which has `[train] seed`)
@@ -632,13 +597,12 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
   } catch (const po::unknown_option& e) {
     // Spelled as the source spells options: --model.layers, or [model] layers in a config file.
     const bool in_file = source.rfind("config file", 0) == 0;
-    // Else the options of that last name part (`--seed` -> --train.seed; before, on the command line: the
-    // list of every option, where a config file's top-level `seed` and LONGCTX_SEED were pointed to it).
+    // (Before, `--seed` on the command line got the list of every option, where a config file's top-level
+    // `seed` and LONGCTX_SEED were pointed to train.seed.)
     std::string unknown = e.get_option_name().substr(0, e.get_option_name().find('='));  // Boost names `--causl=1` so
     unknown.erase(0, unknown.find_first_not_of('-'));
-    const std::string nearest = nearest_option(unknown, declared, in_file);
     std::vector<std::string> guesses;
-    for (const std::string& name : nearest.empty() ? same_leaf_options(declared, unknown) : std::vector<std::string>{nearest})
+    for (const std::string& name : likely_options(unknown, declared, in_file))
       guesses.push_back(in_file ? file_spelling(name) : "--" + name);
     throw UsageError("unknown option '" + e.get_option_name() + "' for " + where +
                      (source.empty() ? "" : " (from " + source + ")") +
@@ -675,89 +639,6 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
   for (const auto& option : declared.options())
     invocation.sources.emplace(option->long_name(), "default");
   return invocation;
-}
-
-namespace {
-
-// A text value as the resolved config shows it: as it is, or in double quotes where that would hide
-// something (empty, blanks at its ends, blanks inside a list item, a leading quote, control characters,
-// shown escaped).
-std::string shown(const std::string& value, bool list_item) {
-  bool plain = !value.empty() && value.front() != ' ' && value.back() != ' ' && value.front() != '"';
-  for (char c : value) plain = plain && static_cast<unsigned char>(c) >= 0x20 && c != 0x7f && !(list_item && c == ' ');
-  if (plain) return value;
-  std::ostringstream out;
-  out << '"';
-  for (char c : value) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') out << '\\' << c;
-    else if (c == '\n') out << "\\n";
-    else if (c == '\r') out << "\\r";
-    else if (c == '\t') out << "\\t";
-    else if (byte < 0x20 || byte == 0x7f) out << "\\x" << std::hex << std::setw(2) << std::setfill('0') << int{byte} << std::dec;
-    else out << c;
-  }
-  out << '"';
-  return out.str();
-}
-
-}  // namespace
-
-std::string describe(const Invocation& invocation, const po::options_description& declared) {
-  std::ostringstream out;
-  out << "resolved config for 'longctx " << invocation.command.name << "':\n";
-  for (const auto& option : declared.options()) {
-    const std::string& name = option->long_name();
-    if (name == "help" || name == "config" || !invocation.options.count(name)) continue;
-    const boost::any& value = invocation.options[name].value();
-    std::string text;
-    if (const auto* s = boost::any_cast<std::string>(&value)) {
-      text = shown(*s, false);
-    } else if (const auto* items = boost::any_cast<std::vector<std::string>>(&value)) {
-      for (const auto& item : *items) text += (text.empty() ? "" : " ") + shown(item, true);
-    } else {
-      text = format_value(invocation.options[name]);
-    }
-    out << "  " << name << " = " << text << "  [" << invocation.sources.at(name) << "]\n";
-  }
-  return out.str();
-}
-
-std::vector<std::pair<std::string, std::string>> shared_values(const Invocation& invocation,
-                                                               const po::options_description& declared) {
-  std::vector<std::pair<std::string, std::string>> values;
-  for (const auto& option : declared.options()) {
-    const std::string& name = option->long_name();
-    if (name == "help" || name == "config" || name == "quiet" || name == "threads" || name == "train.threads" ||
-        !invocation.options.count(name))
-      continue;
-    values.emplace_back(name, format_value(invocation.options[name]));
-  }
-  return values;
-}
-
-std::string to_ini(const Invocation& invocation, const po::options_description& declared) {
-  std::map<std::string, std::vector<std::string>> sections;
-  for (const auto& option : declared.options()) {
-    const std::string& name = option->long_name();
-    if (name == "help" || name == "config" || !invocation.options.count(name)) continue;
-    const size_t dot = name.find('.');
-    const std::string section = dot == std::string::npos ? "" : name.substr(0, dot);
-    const std::string key = dot == std::string::npos ? name : name.substr(dot + 1);
-    std::string value;
-    try {
-      value = ini_value(format_value(invocation.options[name]));
-    } catch (const UsageError& e) {
-      throw UsageError("--" + name + ": " + e.what());
-    }
-    sections[section].push_back(key + (value.empty() ? " =" : " = " + value));
-  }
-  std::ostringstream out;
-  for (const auto& [section, lines] : sections) {
-    if (!section.empty()) out << "[" << section << "]\n";
-    for (const auto& line : lines) out << line << "\n";
-  }
-  return out.str();
 }
 
 std::string common_options_text() {

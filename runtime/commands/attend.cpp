@@ -76,6 +76,9 @@ void check_options(const Invocation& invocation) {
   const AttentionParams params = attention_params(invocation);
   const DeviceChoice device = attention_device(invocation);
   const std::string input_path = vm["input"].as<std::string>();
+  // As given: a link called "-" would lead elsewhere.
+  io::refuse_standard_output("--output -", "output", vm["output"].as<std::string>());
+  if (vm.count("report")) io::refuse_standard_output("--report -", "report", vm["report"].as<std::string>());
   check_file_options(input_path, io::output_target(vm["output"].as<std::string>()),
                      vm.count("report") ? io::output_target(vm["report"].as<std::string>()) : "");
   const io::h5::File file = io::h5::File::open(input_path, io::h5::Mode::read, MPI_COMM_NULL);

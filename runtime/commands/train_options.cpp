@@ -196,7 +196,7 @@ int64_t TrainOptions::tokens_through(int64_t step) const {
 // Options that act only with another setting, set (to other than their default) without it: said, by name
 // and where the value came from (before: nothing happened, without a word: dump.steps without
 // dump.activations dumped nothing).
-void warn_inert_options(const Invocation& inv, const TrainOptions& r) {
+static void warn_inert_options(const Invocation& inv, const TrainOptions& r) {
   const std::string& task = r.data.task;
   const bool synthetic = task != "file";
   const std::string synthetic_only = "data.task=" + task + " reads no synthetic-task options";
@@ -216,7 +216,7 @@ void warn_inert_options(const Invocation& inv, const TrainOptions& r) {
   };
   for (const auto& [option, why] : inert)
     if (!why.empty() && !holds_default(inv, option))
-      log::warn(option + "=" + value_text(inv, option) + value_source(inv, option) + " has no effect: " + why);
+      log::warn_once(option + "=" + value_text(inv, option) + value_source(inv, option) + " has no effect: " + why);
 }
 
 TrainOptions validate_train_options(const Invocation& inv, int world_size, bool warn) {
@@ -308,7 +308,7 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   d.filler_period = opt<int64_t>(inv, "data.filler_period");
   d.vocab = m.vocab;
   if (warn && d.task == "file" && d.supervision == "answer")
-    log::warn("data.supervision=answer: data.task=file has no answers; the loss covers every token, as with all");
+    log::warn_once("data.supervision=answer: data.task=file has no answers; the loss covers every token, as with all");
 
   r.trainer.answer_weight = opt<double>(inv, "train.answer_weight");
   require(r.trainer.answer_weight > 0 && std::isfinite(r.trainer.answer_weight),
@@ -349,12 +349,13 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   r.eval_sequences = opt<int64_t>(inv, "eval.sequences");
   require(r.eval_every >= 0, "eval.every must be >= 0");
   require(r.eval_sequences >= 1, "eval.sequences must be >= 1");
-  r.dump_path = io::output_target(opt<std::string>(inv, "dump.activations"));
+  const std::string dump_given = opt<std::string>(inv, "dump.activations");  // as given: "-" is refused below
+  r.dump_path = io::output_target(dump_given);
   r.summary_path = opt<std::string>(inv, "log.summary");
   // Where files go, before any step: a bad path would otherwise surface only at the first write.
   io::refuse_standard_output("checkpoint.dir=-", "checkpoint.dir", r.checkpoint_dir, "directory");
   for (const auto& [option, path] : {std::pair<std::string, const std::string&>{"log.jsonl", r.log_jsonl},
-                                     {"dump.activations", r.dump_path},
+                                     {"dump.activations", dump_given},
                                      {"log.summary", r.summary_path}})
     io::refuse_standard_output(option + "=-", option, path);
   if (!r.checkpoint_dir.empty()) io::check_output_directory("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);
@@ -422,11 +423,11 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
     require(s >= 1, "dump.steps: step " + std::to_string(s) + " must be >= 1");
     r.dump_steps.insert(s);
     if (warn && !r.dump_path.empty() && s > r.steps)
-      log::warn("dump.steps: step " + std::to_string(s) + " comes after train.steps=" + std::to_string(r.steps) +
+      log::warn_once("dump.steps: step " + std::to_string(s) + " comes after train.steps=" + std::to_string(r.steps) +
                 ": it is never dumped");
     for (size_t i = 0; warn && i < r.stage_end.size() && !r.dump_path.empty(); ++i)
       if (s <= r.stage_end[i] && (i == 0 || s > r.stage_end[i - 1])) {
-        log::warn("dump.steps: step " + std::to_string(s) + " trains at N = " + std::to_string(r.stage_len[i]) +
+        log::warn_once("dump.steps: step " + std::to_string(s) + " trains at N = " + std::to_string(r.stage_len[i]) +
                   " (data.short_seq_len); dumps hold data.seq_len rows only, so it is not dumped");
         break;
       }

@@ -354,6 +354,12 @@ for outputs in "--output -" "--output dash.h5 --report -"; do
   expect_in "$OUT/stderr" "--$option -: longctx writes this to a file, not to standard output; name one \\(\\./- for" \
     "--$option -: says why"
   [ ! -e ./- ] && [ ! -e dash.h5 ] && pass "--$option -: nothing written" || fail "--$option -: wrote ./- or dash.h5"
+  # Also where a link called "-" is there: the name as given is refused (before: written through the link).
+  ln -s dash_target ./-
+  expect_exit 2 "--$option - with a link called '-'" -- "$LONGCTX" attend --input in.h5 $outputs "${S[@]}"
+  [ ! -e dash_target ] && [ ! -e dash.h5 ] && pass "--$option -: nothing written through the link" ||
+    fail "--$option -: wrote through the link called '-'"
+  rm -f ./- dash_target
 done
 # An empty --input is a usage error that names the option (before: exit 3, "error: : no such file").
 bad 2 "--input: empty path" "--input ''" -- "${A[@]/in.h5/}" "${S[@]:0:4}"

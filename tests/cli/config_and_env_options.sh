@@ -187,8 +187,11 @@ expect_in "$OUT/stderr" "did you mean \[model\] layers or \[dump\] layers\?$" "[
 # one at its default is not (a config made from a checkpoint's /config gives every option).
 TINY=(--quiet --model.mlp_hidden 64 --model.heads 4 --model.dim 32 --model.segment_lengths 32,128,256
       --model.dilation_rates 1,2,4 --data.seq_len 256 --train.steps 1)
-expect_exit 0 "options without the setting they act with" -- env LONGCTX_DUMP_LAYERS=1 "$LONGCTX" train "${TINY[@]}" \
-  --dump.steps 5 --checkpoint.keep 2 --data.task associative --data.key_repeats 2 --data.records 4
+expect_exit 0 "options without the setting they act with, 2 ranks" -- "${MPIRUN[@]}" -np 2 -x LONGCTX_DUMP_LAYERS=1 \
+  "$LONGCTX" train "${TINY[@]}" --dump.steps 5 --checkpoint.keep 2 --data.task associative --data.key_repeats 2 \
+  --data.records 4
+[ "$(grep -c "has no effect" "$OUT/stderr")" = 4 ] && pass "each said once, by rank 0" ||
+  fail "said $(grep -c "has no effect" "$OUT/stderr") times, not 4: $(grep "has no effect" "$OUT/stderr")"
 expect_in "$OUT/stderr" "dump.steps=5 has no effect: dump.activations is not set: nothing is dumped" "dump.steps"
 expect_in "$OUT/stderr" "dump.layers=1 \(from environment variable LONGCTX_DUMP_LAYERS\) has no effect: dump.activations" \
   "dump.layers, and where it came from"
@@ -196,8 +199,22 @@ expect_in "$OUT/stderr" "checkpoint.keep=2 has no effect: checkpoint.dir is not 
 expect_in "$OUT/stderr" "data.key_repeats=2 has no effect: data.task=passkey alone reads it" "data.key_repeats"
 grep -q "data.records" "$OUT/stderr" && fail "warned about data.records, which associative reads" || pass "data.records acts"
 expect_exit 0 "the same options at their defaults" -- "$LONGCTX" train "${TINY[@]}" --dump.steps 1 --dump.layers 0 \
-  --checkpoint.keep 3 --data.key_repeats 1
+  --checkpoint.keep 3 --data.task associative --data.records 4 --data.key_repeats 1 --train.answer_weight 1e0
 grep -q "no effect" "$OUT/stderr" && fail "warned about options at their defaults" || pass "defaults given: no word"
+# A config written from a checkpoint's /config (every option, at its value) without checkpoint.dir: no word.
+expect_exit 0 "a run that checkpoints" -- "$LONGCTX" train "${TINY[@]}" --checkpoint.dir "$OUT/inert_ck"
+/usr/bin/python3 -c "
+import h5py, sys
+text = h5py.File(sys.argv[1], 'r')['config'][()].decode()
+open(sys.argv[2], 'w').write(''.join(l + '\n' for l in text.splitlines() if not l.startswith('dir ')))
+" "$OUT/inert_ck/step_00000001.h5" "$OUT/from_checkpoint.ini" || fail "could not write the checkpoint's /config out"
+grep -q '^keep = 3' "$OUT/from_checkpoint.ini" && pass "the written config gives checkpoint.keep" ||
+  fail "no 'keep = 3' in $(cat "$OUT/from_checkpoint.ini")"
+expect_exit 0 "a run from the checkpoint's /config" -- "$LONGCTX" train --config "$OUT/from_checkpoint.ini" --quiet
+grep -q "no effect" "$OUT/stderr" && fail "warned about a config made from a checkpoint" || pass "its config: no word"
+# The options of an unknown one's last name part come before one two edits away (--keep was --help).
+expect_exit 2 "--keep 2 to train" -- "$LONGCTX" train --keep 2 --quiet
+expect_in "$OUT/stderr" "did you mean --checkpoint.keep\?$" "--checkpoint.keep"
 printf 'hepl = 1\n' >"$OUT/hepl.ini"
 expect_exit 2 "hepl = 1 in a file" -- "$LONGCTX" info --config "$OUT/hepl.ini"
 grep -q "did you mean" "$OUT/stderr" && fail "suggested a key files refuse" || pass "help is no suggestion in a file"

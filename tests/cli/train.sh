@@ -384,6 +384,10 @@ for option in log.summary log.jsonl dump.activations checkpoint.dir; do
   expect_exit 2 "$option=-" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 "--$option" -
   expect_in "$OUT/stderr" "$option=-: longctx writes this to a (file|directory), not to standard output" "$option=-: says why"
   [ ! -e ./- ] && pass "$option=-: nothing called '-'" || fail "$option=-: made ./-"
+  ln -s dash_target ./-  # refused by the name as given, not written through a link of that name
+  expect_exit 2 "$option=- with a link called '-'" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 "--$option" -
+  [ ! -e dash_target ] && pass "$option=-: nothing written through the link" || fail "$option=-: wrote dash_target"
+  rm -rf ./- dash_target
 done
 popd >/dev/null || exit 1
 # log.summary is refused where it would land on another output, or replace a file that is no JSON.
