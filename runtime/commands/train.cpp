@@ -262,7 +262,7 @@ StartingPoint start_from_checkpoint_dir(const TrainOptions& r, train::Trainer& t
       start.resumed = true;
       record.found_step = record.committed = trainer.step();
       record.committed_path = *latest;
-      record.found_pending = record.committed_pending = start.stored.pending_eval.has_value();
+      record.found_pending = record.committed_pending = stored.pending_eval.has_value();
     }
     check_stages_shardable(r, trainer.step(), P, SpanningSegments::may_end_short);
     // After every refusal of the resume (before: said first, then train.steps refused): rank 0 says it.

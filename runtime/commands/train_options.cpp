@@ -424,11 +424,11 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
     r.dump_steps.insert(s);
     if (warn && !r.dump_path.empty() && s > r.steps)
       log::warn_once("dump.steps: step " + std::to_string(s) + " comes after train.steps=" + std::to_string(r.steps) +
-                ": it is never dumped");
+                     ": it is never dumped");
     for (size_t i = 0; warn && i < r.stage_end.size() && !r.dump_path.empty(); ++i)
       if (s <= r.stage_end[i] && (i == 0 || s > r.stage_end[i - 1])) {
         log::warn_once("dump.steps: step " + std::to_string(s) + " trains at N = " + std::to_string(r.stage_len[i]) +
-                  " (data.short_seq_len); dumps hold data.seq_len rows only, so it is not dumped");
+                       " (data.short_seq_len); dumps hold data.seq_len rows only, so it is not dumped");
         break;
       }
   }
