@@ -9,8 +9,8 @@
 
 namespace longctx::io {
 
-TokenReader::TokenReader(const std::string& path, MPI_Comm comm)
-    : path_(path), file_(h5::File::open(path, h5::Mode::read, comm)) {
+TokenReader::TokenReader(const std::string& path, MPI_Comm comm, Offsets offsets_wanted)
+    : path_(path), file_(h5::File::open(path, h5::Mode::read, comm)), offsets_read_(offsets_wanted == Offsets::checked) {
   if (!file_.has_attribute("format"))
     throw InputError(path_ + ": not a longctx token dataset (no format attribute; `longctx data import` makes one)");
   if (const std::string format = file_.read_string_attribute("format"); format != kTokenFormat)
@@ -30,22 +30,27 @@ TokenReader::TokenReader(const std::string& path, MPI_Comm comm)
   // fill values without an error: training and evaluation would run on zeros.
   tokens_.require_allocated();
   vocab_ = file_.read_int64_attribute("vocab");
-  const h5::Dataset offsets = file_.open_dataset("doc_offsets");
-  offsets.require_rank(1, 1);
-  offsets.require_allocated();
-  document_count_ = offsets.shape()[0] - 1;
+  document_count_ = -1;
+  if (offsets_read_) {
+    const h5::Dataset offsets = file_.open_dataset("doc_offsets");
+    offsets.require_rank(1, 1);
+    offsets.require_allocated();
+    document_count_ = offsets.shape()[0] - 1;
+  }
   check_metadata();
 }
 
 // The attributes and doc_offsets must describe the tokens dataset: a file assembled by hand (or cut
-// short) that disagrees is refused here, not at some later sequence.
+// short) that disagrees is refused here, not at some later sequence. (/doc_offsets' part only where it
+// was read.)
 void TokenReader::check_metadata() const {
   const auto refuse = [&](const std::string& what) { throw InputError(path_ + ": " + what); };
   if (file_.has_attribute("token_count") && file_.read_int64_attribute("token_count") != token_count_)
     refuse("token_count attribute is " + std::to_string(file_.read_int64_attribute("token_count")) +
            " but /tokens holds " + std::to_string(token_count_) + " tokens");
-  if (document_count_ < 0) refuse("/doc_offsets is empty; it needs at least [0, token count]");
-  if (file_.has_attribute("document_count") && file_.read_int64_attribute("document_count") != document_count_)
+  if (offsets_read_ && document_count_ < 0) refuse("/doc_offsets is empty; it needs at least [0, token count]");
+  if (offsets_read_ && file_.has_attribute("document_count") &&
+      file_.read_int64_attribute("document_count") != document_count_)
     refuse("document_count attribute is " + std::to_string(file_.read_int64_attribute("document_count")) +
            " but /doc_offsets holds " + std::to_string(document_count_) + " documents");
   // Token ids are int32 at most: a larger vocabulary is a damaged attribute (compared with model.vocab
@@ -54,7 +59,7 @@ void TokenReader::check_metadata() const {
   if (vocab_ <= 0 || vocab_ > kMaxVocab)
     refuse("vocab attribute is " + std::to_string(vocab_) + "; it must be in [1, " + std::to_string(kMaxVocab) +
            "] (token ids are int32)");
-  const std::vector<int64_t> offsets = document_offsets();
+  const std::vector<int64_t> offsets = offsets_read_ ? document_offsets() : std::vector<int64_t>{};
   for (size_t i = 0; i < offsets.size(); ++i) {
     const int64_t previous = i == 0 ? 0 : offsets[i - 1];
     const bool last = i + 1 == offsets.size();
@@ -139,6 +144,16 @@ TokenVerifyReport verify_tokens(const std::string& path) {
   std::optional<TokenReader> opened;
   try {
     opened.emplace(path);
+  } catch (const h5::ReadFailure& e) {
+    // /doc_offsets, the one dataset opening reads, cannot be read (a damaged chunk): said, and the tokens
+    // checked still (before: "not opened", nothing checked).
+    report.problems.push_back(e.what() + std::string(": the documents are not known"));
+    try {
+      opened.emplace(path, MPI_COMM_NULL, TokenReader::Offsets::unread);
+    } catch (const Error& again) {
+      report.problems.push_back(again.what());
+      return report;
+    }
   } catch (const Error& e) {  // not there, not readable, not a token dataset: said as it is
     report.problems.push_back(e.what());
     return report;

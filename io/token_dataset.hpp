@@ -81,8 +81,11 @@ struct SequenceRows {
 
 class TokenReader {
  public:
+  // Offsets::unread: /doc_offsets is neither read nor checked, and document_count() is -1 (data verify of a
+  // file whose /doc_offsets cannot be read still checks its tokens).
+  enum class Offsets { checked, unread };
   // Validates format, version, dtype and rank (-> InputError naming file and dataset).
-  explicit TokenReader(const std::string& path, MPI_Comm comm = MPI_COMM_NULL);
+  explicit TokenReader(const std::string& path, MPI_Comm comm = MPI_COMM_NULL, Offsets offsets = Offsets::checked);
 
   int64_t token_count() const { return token_count_; }
   int64_t document_count() const { return document_count_; }
@@ -116,6 +119,7 @@ class TokenReader {
   h5::Dataset tokens_;
   int64_t token_count_ = 0;
   int64_t document_count_ = 0;
+  bool offsets_read_ = true;  // Offsets::checked
   int64_t vocab_ = 256;
 };
 
@@ -126,7 +130,7 @@ struct TokenVerifyReport {
   std::string path;
   bool ok = false;
   bool opened = false;  // as a token dataset (not: missing, unreadable, another kind of file)
-  int64_t tokens = 0, documents = 0, vocab = 0;
+  int64_t tokens = 0, documents = 0, vocab = 0;  // documents -1: /doc_offsets could not be read
   int64_t ids_read = 0;                     // of the tokens (a damaged chunk's are not)
   int64_t smallest_id = 0, largest_id = 0;  // of those read (0 when none; data verify --json: null)
   int64_t outside = 0;                      // ids outside [0, vocab)

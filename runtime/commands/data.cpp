@@ -163,7 +163,7 @@ int run_inspect(Invocation& invocation) {
 void declare_verify(po::options_description& desc, po::positional_options_description& positional) {
   desc.add_options()("path", po::value<std::vector<std::string>>()->multitoken(), "token datasets")
       ("json", po::bool_switch(), "print one JSON object per dataset: path, ok, tokens, documents, vocab (these three null for a file that "
-       "did not open as a token dataset), ids_read, smallest_id, largest_id (of the ids read; null when none), outside (ids outside [0, vocab)), problems ([text]), "
+       "did not open as a token dataset; documents also where /doc_offsets cannot be read), ids_read, smallest_id, largest_id (of the ids read; null when none), outside (ids outside [0, vocab)), problems ([text]), "
        "unchecked ([datasets without a checksum]), digest (whether /tokens has a digest attribute, which is then "
        "checked; null for a file that did not open); the exit code as without it");
   positional.add("path", -1);
@@ -192,7 +192,7 @@ int run_verify(Invocation& invocation) {
       const bool ids = report.ids_read > 0;
       std::cout << "{\"path\": " << json_string(path) << ", \"ok\": " << json_bool(report.ok)
                 << ", \"tokens\": " << known(report.opened, report.tokens)
-                << ", \"documents\": " << known(report.opened, report.documents)
+                << ", \"documents\": " << known(report.opened && report.documents >= 0, report.documents)
                 << ", \"vocab\": " << known(report.opened, report.vocab) << ", \"ids_read\": " << report.ids_read
                 << ", \"smallest_id\": " << known(ids, report.smallest_id)
                 << ", \"largest_id\": " << known(ids, report.largest_id)

@@ -186,6 +186,21 @@ PY
 expect_exit 3 "verify a flipped byte" -- "$LONGCTX" data verify ab.h5 flipped.h5 --quiet
 expect_in "$OUT/stdout" "flipped.h5: DAMAGED: /tokens \[0, 3012\) cannot be read \(.*Fletcher32" "names the damaged tokens and the checksum"
 expect_in "$OUT/stdout" "ab.h5: ok" "... and still checks the others"
+# A /doc_offsets that cannot be read is named, and the tokens are checked still (before: "not opened", the
+# figures null and no token read).
+cp ab.h5 offsets_flipped.h5
+/usr/bin/python3 - <<'PY' || fail "could not flip a byte of /doc_offsets"
+import h5py
+with h5py.File("offsets_flipped.h5", "r") as f:
+    offset = f["doc_offsets"].id.get_chunk_info(0).byte_offset
+with open("offsets_flipped.h5", "r+b") as f:
+    f.seek(offset + 9); b = f.read(1); f.seek(offset + 9); f.write(bytes([b[0] ^ 0x01]))
+PY
+expect_exit 3 "verify a flipped byte of /doc_offsets" -- "$LONGCTX" data verify offsets_flipped.h5 --json --quiet
+expect_in "$OUT/stdout" '"ok": false, "tokens": 3012, "documents": null, "vocab": 1000, "ids_read": 3012,' \
+  "every token read, the documents unknown"
+expect_in "$OUT/stdout" '/doc_offsets: read failed: Fletcher32 checksum mismatch \(damaged on disk\): the documents are not known' \
+  "names /doc_offsets"
 cp ab.h5 lowered.h5
 /usr/bin/python3 -c "
 import h5py
