@@ -175,27 +175,26 @@ expect_in "$OUT/stderr" "other.h5: not a longctx token dataset \(its format is '
 # ---- verify ----
 expect_exit 0 "verify" -- "$LONGCTX" data verify ab.h5 stdin.h5 --quiet
 expect_in "$OUT/stdout" "ab.h5: ok \(3012 tokens in 2 document\(s\), ids 0\.\.999 of vocab 1000\)" "reports each file"
-cp ab.h5 flipped.h5
-/usr/bin/python3 - <<'PY' || fail "could not flip a byte"
-import h5py
-with h5py.File("flipped.h5", "r") as f:
-    offset = f["tokens"].id.get_chunk_info(0).byte_offset
-with open("flipped.h5", "r+b") as f:
-    f.seek(offset + 100); b = f.read(1); f.seek(offset + 100); f.write(bytes([b[0] ^ 0x01]))
+# flip_byte FILE DATASET AT: flips the lowest bit of byte AT of DATASET's first chunk in FILE.
+flip_byte() {
+  /usr/bin/python3 - "$@" <<'PY' || fail "could not flip byte $3 of $1's /$2"
+import h5py, sys
+path, dataset, at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with h5py.File(path, "r") as f:
+    offset = f[dataset].id.get_chunk_info(0).byte_offset + at
+with open(path, "r+b") as f:
+    f.seek(offset); b = f.read(1); f.seek(offset); f.write(bytes([b[0] ^ 0x01]))
 PY
+}
+cp ab.h5 flipped.h5
+flip_byte flipped.h5 tokens 100
 expect_exit 3 "verify a flipped byte" -- "$LONGCTX" data verify ab.h5 flipped.h5 --quiet
 expect_in "$OUT/stdout" "flipped.h5: DAMAGED: /tokens \[0, 3012\) cannot be read \(.*Fletcher32" "names the damaged tokens and the checksum"
 expect_in "$OUT/stdout" "ab.h5: ok" "... and still checks the others"
 # A /doc_offsets that cannot be read is named, and the tokens are checked still (before: "not opened", the
 # figures null and no token read).
 cp ab.h5 offsets_flipped.h5
-/usr/bin/python3 - <<'PY' || fail "could not flip a byte of /doc_offsets"
-import h5py
-with h5py.File("offsets_flipped.h5", "r") as f:
-    offset = f["doc_offsets"].id.get_chunk_info(0).byte_offset
-with open("offsets_flipped.h5", "r+b") as f:
-    f.seek(offset + 9); b = f.read(1); f.seek(offset + 9); f.write(bytes([b[0] ^ 0x01]))
-PY
+flip_byte offsets_flipped.h5 doc_offsets 9  # 3000, the second offset, becomes another number
 expect_exit 3 "verify a flipped byte of /doc_offsets" -- "$LONGCTX" data verify offsets_flipped.h5 --json --quiet
 expect_in "$OUT/stdout" '"ok": false, "tokens": 3012, "documents": null, "vocab": 1000, "ids_read": 3012,' \
   "every token read, the documents unknown"
