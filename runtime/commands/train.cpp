@@ -29,6 +29,7 @@
 #include "runtime/commands/commands.hpp"
 #include "runtime/commands/train_options.hpp"
 #include "runtime/core/activity.hpp"
+#include "runtime/core/heartbeat.hpp"
 #include "runtime/core/log.hpp"
 #include "runtime/train/checkpoint_dir_lock.hpp"
 #include "runtime/train/fault_injection.hpp"
@@ -308,6 +309,9 @@ int train_run(Invocation& inv, RunRecord& record) {
     };
     trainer.set_local_gradient_hook(poison);
   }
+  // Rank 0's line while one piece of work (a training step, an evaluation, a checkpoint, a resume) runs
+  // a period or longer: a step at a length of millions of tokens takes minutes, log.every steps more.
+  const Heartbeat alive = activity_heartbeat(rank == 0);
   const StartingPoint start = start_from_checkpoint_dir(r, trainer, *data, config_text, mpi, P, record);
   const bool resumed = start.resumed, new_data_file = start.new_data_file;
   const std::optional<io::TokenIdentity>& data_file = start.data_file;

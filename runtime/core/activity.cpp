@@ -1,7 +1,9 @@
 #include "runtime/core/activity.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 namespace longctx::activity {
@@ -12,8 +14,10 @@ std::mutex& lock() {
   return m;
 }
 
-std::vector<std::string>& scopes() {
-  static std::vector<std::string> s;
+using Clock = std::chrono::steady_clock;
+
+std::vector<std::pair<std::string, Clock::time_point>>& scopes() {
+  static std::vector<std::pair<std::string, Clock::time_point>> s;
   return s;
 }
 
@@ -22,7 +26,7 @@ std::vector<std::string>& scopes() {
 Scope::Scope(std::string what) {
   std::replace(what.begin(), what.end(), '\n', ' ');
   const std::lock_guard<std::mutex> guard(lock());
-  scopes().push_back(std::move(what));
+  scopes().emplace_back(std::move(what), Clock::now());
 }
 
 Scope::~Scope() {
@@ -32,7 +36,14 @@ Scope::~Scope() {
 
 std::string current() {
   const std::lock_guard<std::mutex> guard(lock());
-  return scopes().empty() ? std::string() : scopes().back();
+  return scopes().empty() ? std::string() : scopes().back().first;
+}
+
+Now now() {
+  const std::lock_guard<std::mutex> guard(lock());
+  if (scopes().empty()) return {};
+  const auto& [what, since] = scopes().back();
+  return {what, std::chrono::duration<double>(Clock::now() - since).count()};
 }
 
 }  // namespace longctx::activity

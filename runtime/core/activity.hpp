@@ -19,4 +19,11 @@ class Scope {
 // The innermost scope's text; "" outside any.
 std::string current();
 
+// The innermost scope's text and how long it has lasted; {"", 0} outside any.
+struct Now {
+  std::string what;
+  double seconds = 0;
+};
+Now now();
+
 }  // namespace longctx::activity

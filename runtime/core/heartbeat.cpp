@@ -2,14 +2,17 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 
+#include "runtime/core/activity.hpp"
 #include "runtime/core/log.hpp"
 
 namespace longctx {
 
-Heartbeat::Heartbeat(bool on, std::function<std::string(double seconds)> line) : line_(std::move(line)) {
-  if (on) thread_ = std::thread([this, period = period_seconds()] { run(period); });
+Heartbeat::Heartbeat(bool on, std::function<std::string(double seconds)> line, double period)
+    : line_(std::move(line)) {
+  if (on) thread_ = std::thread([this, period] { run(period); });
 }
 
 Heartbeat::~Heartbeat() {
@@ -40,8 +43,23 @@ void Heartbeat::run(double period_seconds) {
   std::unique_lock<std::mutex> lock(mutex_);
   while (!wake_.wait_for(lock, period, [this] { return stop_; })) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    log::info(line_(seconds));
+    const std::string line = line_(seconds);
+    if (!line.empty()) log::info(line);
   }
+}
+
+Heartbeat activity_heartbeat(bool on) {
+  const double period = Heartbeat::period_seconds();
+  return Heartbeat(
+      on,
+      [period](double) {
+        const activity::Now now = activity::now();
+        if (now.what.empty() || now.seconds < period) return std::string();
+        char seconds[32];  // tenths below 10 s (a period of LONGCTX_PROGRESS_SECONDS=0.1)
+        std::snprintf(seconds, sizeof seconds, "%.*f", now.seconds < 10 ? 1 : 0, now.seconds);
+        return now.what + ": running, " + seconds + " s";
+      },
+      period);
 }
 
 }  // namespace longctx

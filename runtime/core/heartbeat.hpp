@@ -1,6 +1,7 @@
 // A line every so often while one long piece of work runs (a forward pass of minutes, an eval cell), from a
 // thread of its own, so that a job's log says it is alive between the lines its steps print. The period is
 // 30 s, or LONGCTX_PROGRESS_SECONDS (a positive number of seconds).
+// activity_heartbeat: a line for whatever activity::Scope has lasted a period.
 #pragma once
 
 #include <condition_variable>
@@ -13,9 +14,10 @@ namespace longctx {
 
 class Heartbeat {
  public:
-  // Off: nothing (ranks other than 0). On: log::info(line(seconds since the start)) each period, `line`
-  // called on the heartbeat's thread, until the Heartbeat ends.
-  Heartbeat(bool on, std::function<std::string(double seconds)> line);
+  // Off: nothing (ranks other than 0). On: log::info(line(seconds since the start)) each `period` seconds,
+  // `line` called on the heartbeat's thread, until the Heartbeat ends; an empty line is not printed (a
+  // period with nothing to say).
+  Heartbeat(bool on, std::function<std::string(double seconds)> line, double period = period_seconds());
   ~Heartbeat();
   Heartbeat(const Heartbeat&) = delete;
   Heartbeat& operator=(const Heartbeat&) = delete;
@@ -31,5 +33,10 @@ class Heartbeat {
   bool stop_ = false;
   std::thread thread_;
 };
+
+// A Heartbeat for a run of many pieces of work, each an activity::Scope (a training step, an evaluation, a
+// checkpoint): each period, where the innermost scope has lasted a period or longer, "<what>: running, N s"
+// (N: the seconds since the scope began). Quick pieces print nothing: the run's own lines say it is alive.
+Heartbeat activity_heartbeat(bool on);
 
 }  // namespace longctx

@@ -19,6 +19,21 @@ for config in "$(dirname "$0")"/../../jobs/configs/*.ini; do
   rm -rf "$OUT/shipped" "$OUT/shipped.jsonl"
 done
 
+# ---- a training step, evaluation or checkpoint that lasts a period (30 s; here 0.02 s) or longer is said,
+# on rank 0 only; quick ones are not (before: train said nothing between its step lines, however long) ----
+expect_exit 0 "steps of ~0.1 s with LONGCTX_PROGRESS_SECONDS=0.02" -- env LONGCTX_PROGRESS_SECONDS=0.02 \
+  "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${BASE[@]}" --model.heads 4 --model.dim 32 --model.segment_lengths 256,1024,8192 \
+  --data.seq_len 8192 --train.steps 2 --checkpoint.dir "$OUT/alive"
+expect_in "$OUT/stderr" "^\[longctx info r0\] training step 1: running, [0-9]+\.[0-9] s$" "a long training step is said"
+expect_in "$OUT/stderr" "^\[longctx info r0\] evaluating step 2: running, [0-9]+\.[0-9] s$" "... and a long evaluation"
+grep "running, " "$OUT/stderr" | grep -qv "info r0" && fail "a rank other than 0 said it" || pass "... from rank 0 only"
+grep -qE "^\[longctx info r[0-9]+\] *$" "$OUT/stderr" && fail "an empty line" || pass "... and no empty line"
+# Steps of ~5 ms for ~1.5 s: the heartbeat ticks, and finds nothing that lasted its 0.3 s.
+expect_exit 0 "300 quick steps with LONGCTX_PROGRESS_SECONDS=0.3" -- env LONGCTX_PROGRESS_SECONDS=0.3 "$LONGCTX" train \
+  "${SMALL[@]}" --train.steps 300 --log.every 100
+grep -q "running, " "$OUT/stderr" && fail "a quick step was said: $(grep "running, " "$OUT/stderr")" || pass "... quick steps are not said"
+rm -rf "$OUT/alive"
+
 # ---- validation: exit 2 naming the value, nothing run -----------------------------------------------
 expect_exit 2 "a model larger than the node" -- "$LONGCTX" train "${BASE[@]}" --model.heads 4 --model.dim 32 \
   --model.segment_lengths 32,128,256 --data.seq_len 64M
