@@ -158,6 +158,17 @@ std::string link_target(hid_t location, const std::string& name) {
   throw InputError(where.describe() + ": cannot open the object (damaged metadata?)" +
                    (error.empty() ? "" : ": " + error));
 }
+
+// What open_dataset and open_group check before they open `name` (`present`: whether the link is there):
+// it is there, can be opened, and is an object of `kind` (`noun`: "dataset", "group").
+void require_child(hid_t location, const std::string& name, bool present, const Where& where, H5I_type_t kind,
+                   const char* noun) {
+  if (!present) throw InputError(where.file + ": no " + noun + " '" + where.path + "'");
+  std::string error;
+  const H5I_type_t found = object_kind(location, name, &error);
+  if (found == H5I_BADID) throw_unopenable(location, name, where, error);
+  if (found != kind) throw InputError(where.describe() + " is not a " + noun);
+}
 }  // namespace
 
 bool Group::has_dataset(const std::string& name) const {
@@ -168,11 +179,7 @@ bool Group::has_group(const std::string& name) const { return has(name) && objec
 
 Dataset Group::open_dataset(const std::string& name) const {
   const Where where{where_.file, child_path(name)};
-  if (!has(name)) throw InputError(where_.file + ": no dataset '" + where.path + "'");
-  std::string error;
-  const H5I_type_t kind = object_kind(id(), name, &error);
-  if (kind == H5I_BADID) throw_unopenable(id(), name, where, error);
-  if (kind != H5I_DATASET) throw InputError(where.describe() + " is not a dataset");
+  require_child(id(), name, has(name), where, H5I_DATASET, "dataset");
   Handle dataset(H5Dopen2(id(), name.c_str(), H5P_DEFAULT), close_dataset_noting_failure);  // written too, in r+ files
   if (!dataset.valid()) throw_input(where.describe() + ": cannot open dataset");
   return Dataset(std::move(dataset), where, comm_);
@@ -180,11 +187,7 @@ Dataset Group::open_dataset(const std::string& name) const {
 
 Group Group::open_group(const std::string& name) const {
   const Where where{where_.file, child_path(name)};
-  if (!has(name)) throw InputError(where_.file + ": no group '" + where.path + "'");
-  std::string error;
-  const H5I_type_t kind = object_kind(id(), name, &error);
-  if (kind == H5I_BADID) throw_unopenable(id(), name, where, error);
-  if (kind != H5I_GROUP) throw InputError(where.describe() + " is not a group");
+  require_child(id(), name, has(name), where, H5I_GROUP, "group");
   Handle group(H5Gopen2(id(), name.c_str(), H5P_DEFAULT), H5Gclose);
   if (!group.valid()) throw_input(where.describe() + ": cannot open group");
   return Group(std::move(group), where, comm_);
