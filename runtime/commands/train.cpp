@@ -28,6 +28,8 @@
 #include "io/durable.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/commands/train_options.hpp"
+#include "runtime/commands/train_record.hpp"
+#include "runtime/commands/train_resume.hpp"
 #include "runtime/core/activity.hpp"
 #include "runtime/core/heartbeat.hpp"
 #include "runtime/core/log.hpp"
@@ -45,28 +47,6 @@ std::atomic<int> g_stop_requested{0};
 static_assert(std::atomic<int>::is_always_lock_free, "the signal handler needs a lock-free flag");
 extern "C" void request_stop(int signal) { g_stop_requested.store(signal, std::memory_order_relaxed); }
 
-// What a refused resume from `latest` adds to its message: the older checkpoints in `dir`, newest first, and
-// how to resume from one; "" when there is none. By name only (no file is opened: every rank says it).
-// `latest`: the checkpoint `latest` names, which is damaged; "" when `latest` itself is unusable (names a
-// file that is not there, holds no name): then every checkpoint in `dir` is listed.
-std::string older_checkpoints_hint(const std::string& dir, const std::string& latest) {
-  std::vector<std::string> older;
-  const std::optional<int64_t> latest_step = io::step_in_file_name(latest);
-  for (const std::string& path : io::list_checkpoints(dir)) {
-    const std::optional<int64_t> step = io::step_in_file_name(path);
-    if (step && (latest.empty() || (latest_step && *step < *latest_step)))
-      older.insert(older.begin(), std::filesystem::path(path).filename().string());
-  }
-  if (older.empty()) return "";
-  std::string names;
-  for (size_t i = 0; i < older.size() && i < 3; ++i) names += (i ? ", " : "") + older[i];
-  if (older.size() > 3) names += " and " + std::to_string(older.size() - 3) + " more";
-  return ". Nothing was changed. " + std::string(latest.empty() ? "Checkpoints" : "Older checkpoints") + " in " +
-         dir + ", newest first: " + names + ". " +
-         (latest.empty() ? "" : "If " + std::filesystem::path(latest).filename().string() + " is damaged, ") +
-         "`longctx ckpt verify " + dir + "` says which are whole; to resume from one, write its name into " + dir +
-         "/latest" + " (the steps after it are trained again)";
-}
 
 // FLOPs of one training step (forward + backward) of the whole job: dense matmuls plus attention pairs.
 double step_flops(const model::ModelConfig& m, int64_t n) {
@@ -143,138 +123,12 @@ std::string step_log_fields(int64_t step, const train::StepStats& stats, double 
          ", \"world_size\": " + std::to_string(world_size);
 }
 
-// What log.summary says of a run, filled in as it goes; rank 0 writes it when the run ends (summary_json).
-struct RunRecord {
-  std::string path;             // log.summary ("": none)
-  int64_t train_steps = -1;
-  int64_t first_step = -1;      // the step the run started from (0: a new run); -1 until known
-  int64_t step = -1;            // the step the run is at (the last one trained)
-  int64_t found_step = -1;      // the checkpoint it resumed from (-1: none)
-  bool found_pending = false;   // ... held an evaluation pending
-  int64_t committed = -1;       // the last checkpoint committed in checkpoint.dir, resumed from or saved (-1: none)
-  std::string committed_path;
-  bool committed_pending = false;
-  int signal = 0;               // the signal that stopped the run (agreed by the ranks); 0: none
-  std::string run_id;
-  // Whether the run left checkpoint.dir further on than it found it: a later step, or the evaluation its
-  // checkpoint held pending done. A run that did not is what a requeue loop looks like (each run stops
-  // before it gets anywhere): train.sbatch requeues only one that did.
-  bool advanced() const {
-    return committed > found_step || (committed == found_step && found_pending && !committed_pending);
-  }
-};
-
-// A signal's name for the summary ("SIGUSR1"); its number for one without a name here.
-std::string signal_name(int signal) {
-  if (signal == SIGUSR1) return "SIGUSR1";
-  if (signal == SIGTERM) return "SIGTERM";
-  return std::to_string(signal);
-}
-
 // The last line of a run that a signal stopped after its checkpoint was committed (exit 75). The run cannot
 // tell a scheduler's requeue or time limit from a cancel, so it says what any next run does (before:
 // "requeue me", also on a scancel that ends the job).
 std::string stopped_line(int signal, const std::string& when) {
   return "stopped on " + signal_name(signal) + " " + when +
          " (exit 75: a requeued job, or any later run with this checkpoint.dir, resumes from it)";
-}
-
-// log.summary's text: one JSON object (the README's train section lists its fields). `started`: when the
-// run began, UTC.
-std::string summary_json(const RunRecord& record, int code, const std::string& error, const std::string& started,
-                         double seconds, int world_size) {
-  const auto number_or_null = [](int64_t value) { return value < 0 ? std::string("null") : std::to_string(value); };
-  const auto string_or_null = [](const std::string& text) { return text.empty() ? std::string("null") : json_string(text); };
-  const char* outcome = code == 0                                       ? "done"
-                        : code == static_cast<int>(ExitCode::requeue) ? "stopped"
-                        : record.signal != 0 && code == 128 + record.signal ? "stopped_unsaved"
-                                                                              : "failed";
-  const bool known = record.first_step >= 0;
-  return std::string("{\"format\": \"longctx-train-summary\", \"format_version\": 1, \"started\": ") + json_string(started) +
-         ", \"outcome\": \"" + outcome +
-         "\", \"exit\": " + std::to_string(code) +
-         ", \"signal\": " + (record.signal ? json_string(signal_name(record.signal)) : std::string("null")) +
-         ", \"error\": " + string_or_null(error) + ", \"first_step\": " + number_or_null(record.first_step) +
-         ", \"step\": " + number_or_null(record.step) +
-         ", \"steps_trained\": " + (known ? std::to_string(record.step - record.first_step) : std::string("null")) +
-         ", \"train_steps\": " + number_or_null(record.train_steps) +
-         ", \"checkpoint\": " + string_or_null(record.committed_path) +
-         ", \"checkpoint_step\": " + number_or_null(record.committed) +
-         ", \"checkpoint_eval_pending\": " + (record.committed_pending ? "true" : "false") +
-         ", \"checkpoint_advanced\": " + (record.advanced() ? "true" : "false") +
-         ", \"seconds\": " + fixed(seconds, 3) + ", \"world_size\": " + std::to_string(world_size) +
-         ", \"run_id\": " + string_or_null(record.run_id) + "}\n";
-}
-
-// Where a run starts: checkpoint.dir's latest, checked against this run (its model, train.steps, its token
-// file, the curriculum's shards at the world size), with the run's record filled in, or step 0.
-struct StartingPoint {
-  bool resumed = false;
-  bool new_data_file = false;  // data.allow_new_file let a resume go on with another token file
-  std::optional<io::TokenIdentity> data_file;  // this run's token file (nullopt: a synthetic task)
-  train::Resumed stored;  // the checkpoint's data position and tokens_seen (its steps at the lengths they had)
-};
-StartingPoint start_from_checkpoint_dir(const TrainOptions& r, train::Trainer& trainer, const train::Dataset& data,
-                                        const std::string& config_text, MPI_Comm mpi, int P, RunRecord& record) {
-  StartingPoint start;
-  try {  // a resume refused here (exit 2 / 3) removes the lock file this run made, as the config phase's refusals
-    start.data_file = data.file_identity();
-    std::optional<std::string> latest;
-    try {
-      if (!r.checkpoint_dir.empty()) latest = io::find_latest_checkpoint(r.checkpoint_dir);
-    } catch (const InputError& e) {  // `latest` names a file that is gone, or holds no name: which are there
-      throw InputError(e.what() + older_checkpoints_hint(r.checkpoint_dir, ""));
-    }
-    if (latest) {
-      try {
-        const activity::Scope doing("resuming from " + *latest);
-        start.stored = train::load_checkpoint(trainer, *latest, config_text, mpi, start.data_file);
-      } catch (const train::CheckpointOfAnotherModel&) {
-        throw;  // its own message says what to do; an older checkpoint holds that model too
-      } catch (const InputError& e) {
-        // A damaged latest is refused (resuming elsewhere silently would train steps again): the message
-        // says which older checkpoints there are and how to resume from one.
-        throw InputError(e.what() + older_checkpoints_hint(r.checkpoint_dir, *latest));
-      }
-      // A run cannot go back: a latest past train.steps means the options name another run (or a typo).
-      // Before this it printed "done" and exited 0 having trained nothing, which a script took for success.
-      if (trainer.step() > r.steps)
-        throw UsageError("train.steps=" + std::to_string(r.steps) + ": checkpoint.dir's latest, " + *latest +
-                             ", is at step " + std::to_string(trainer.step()) + " already; give train.steps >= " +
-                             std::to_string(trainer.step()) +
-                             " (equal evaluates it and exits), or use another checkpoint.dir",
-                         "train.steps");
-      // Another token file than the run's (another count or digest) would be read from the checkpoint's
-      // position in it, an offset into another corpus, and its held-out tail may hold what the run trained on.
-      const train::Resumed& stored = start.stored;
-      if (const std::string difference = stored.data_file && start.data_file
-                                             ? io::token_identity_difference(stored.data_file->identity, *start.data_file)
-                                             : "";
-          !difference.empty()) {
-        const std::string what = "data.path=" + r.data.path + " is not the token file the checkpoint's run trained on" +
-                                 (stored.data_path.empty() ? "" : " (" + stored.data_path + ")") + ": " + difference;
-        if (!r.allow_new_data_file)
-          throw InputError(what + ". Give that file, or set data.allow_new_file=true to train on this one from its "
-                           "first token");
-        log::warn_once(what + "; data.allow_new_file=true: training goes on from its first token");
-        start.new_data_file = true;
-      }
-      log::info("resumed from " + *latest + " at step " + std::to_string(trainer.step()));
-      start.resumed = true;
-      record.found_step = record.committed = trainer.step();
-      record.committed_path = *latest;
-      record.found_pending = record.committed_pending = stored.pending_eval.has_value();
-    }
-    check_stages_shardable(r, trainer.step(), P, SpanningSegments::may_end_short);
-    // After every refusal of the resume (before: said first, then train.steps refused): rank 0 says it.
-    if (start.resumed && !start.stored.changed_settings.empty())
-      log::warn_once(record.committed_path + ": " + start.stored.changed_settings +
-                     " (the run goes on with these settings, not as it would have gone on uninterrupted)");
-  } catch (const Error& e) {
-    if (e.code() == ExitCode::usage || e.code() == ExitCode::bad_input) train::unlock_checkpoint_dir();
-    throw;
-  }
-  return start;
 }
 
 int train_run(Invocation& inv, RunRecord& record) {
