@@ -57,7 +57,7 @@ TEST(FlashLayout, LocalProblemsAreTheSelectedRows) {
     }
 }
 
-// The fused launches' counts (flash_kernels.cuh, BranchOrder): the rows a branch selects in a range of
+// The fused launches' counts (flash_device.cuh, BranchOrder): the rows a branch selects in a range of
 // positions, against the segments' enumeration; and the rows of an arithmetic run that fall in a range.
 TEST(FlashLayout, SelectedBetweenCountsTheSegmentsSelection) {
   for (auto [N, w, r] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{

@@ -69,7 +69,7 @@ LONGCTX_HOST_DEVICE inline bool local_problem(int64_t b, int64_t s, int h, int64
 }
 
 // Fused launches (all of a schedule's local branches in one launch) order their writes per chunk of
-// kOrderChunk positions (flash_kernels.cuh, BranchOrder): how many rows a branch selects in a chunk and
+// kOrderChunk positions (flash_device.cuh, BranchOrder): how many rows a branch selects in a chunk and
 // how many of a block's rows fall in one.
 constexpr int64_t kOrderChunk = 256;
 

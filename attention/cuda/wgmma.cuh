@@ -1,10 +1,11 @@
-// Warpgroup MMA (wgmma, sm_90a) for the Hopper kernels (flash_kernels.cuh): D (+)= A B with A, 64 x 16,
+// Warpgroup MMA (wgmma, sm_90a) for the Hopper kernels (flash_blocks_wgmma.cuh): D (+)= A B with A, 64 x 16,
 // from registers (per warp of the warpgroup exactly mma.m16n8k16's A fragment of its 16 rows) or from
 // shared memory, and B, 16 x N, from shared memory, through matrix descriptors; D's registers per warp
 // are mma's C tiles, N / 8 of them.
 // Issued by all 128 threads of a warpgroup; asynchronous: wgmma_fence before a batch (after the registers
 // it reads were written), commit, then wait before the accumulators are read or B's memory is rewritten.
-// Included by flash_kernels.cuh only (after it defines LONGCTX_KERNELS; emulated with LONGCTX_GPU_EMULATION).
+// Included by flash_blocks_wgmma.cuh only (after flash_device.cuh defines LONGCTX_KERNELS; emulated with
+// LONGCTX_GPU_EMULATION).
 #pragma once
 
 // Whether this compilation pass has the wgmma code: the sm_90a device pass and the CPU emulation. The
