@@ -16,7 +16,8 @@ ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t k
   output_->file().write_attribute("format", std::string(kActivationFormat));
   output_->file().write_attribute("format_version", int64_t{1});
   if (!run_id.empty()) output_->file().write_attribute("run_id", run_id);
-  if (keep_steps_through <= 0 || !std::filesystem::exists(path)) return;
+  std::error_code looked;
+  if (keep_steps_through <= 0 || !std::filesystem::exists(path, looked)) return;
   // Each rank copies its own rows of every kept tensor, as write() would have written them.
   const h5::File old = h5::File::open(path, h5::Mode::read, comm);
   if (!old.has_attribute("format") || old.read_string_attribute("format") != kActivationFormat)

@@ -261,6 +261,8 @@ struct CheckpointSummary {
 
 // Step, config, attributes, datasets and sizes. Not a checkpoint / unreadable -> InputError.
 CheckpointSummary inspect_checkpoint(const std::string& path);
+// The same of a checkpoint already open (which stays readable while open, also once removed).
+CheckpointSummary inspect_checkpoint(const CheckpointReader& reader);
 
 struct VerifyReport {
   std::string path;

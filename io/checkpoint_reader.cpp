@@ -228,12 +228,15 @@ RankBlob CheckpointReader::read_rank_blob(const std::string& name, int rank, int
 // ---- the directory ------------------------------------------------------------------------------------
 std::vector<std::string> list_checkpoints(const std::string& dir) {
   std::vector<std::pair<int64_t, std::string>> found;
+  // The error_code forms throughout: a name that is a link loop (ELOOP) is no checkpoint, not an internal
+  // failure (before: std::filesystem_error, exit 1).
   std::error_code error;
-  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
-    const std::string name = entry.path().filename().string();
+  for (std::filesystem::directory_iterator entry(dir, error), end; !error && entry != end; entry.increment(error)) {
+    const std::string name = entry->path().filename().string();
     std::smatch match;
-    if (entry.is_regular_file() && std::regex_match(name, match, committed_name()))
-      found.emplace_back(std::stoll(match[1].str()), entry.path().string());
+    std::error_code kind;
+    if (std::regex_match(name, match, committed_name()) && entry->is_regular_file(kind))
+      found.emplace_back(std::stoll(match[1].str()), entry->path().string());
   }
   std::sort(found.begin(), found.end());
   std::vector<std::string> paths;
@@ -329,21 +332,22 @@ bool is_checkpoint_file_name(const std::string& name) {
 
 void check_checkpoint_temporaries(const std::string& named, const std::string& dir) {
   std::error_code error;
-  for (const auto& entry : std::filesystem::directory_iterator(dir, error))
-    if (std::regex_match(entry.path().filename().string(), temporary_name()))
-      check_temporary_path(named, entry.path().string());
+  for (std::filesystem::directory_iterator entry(dir, error), end; !error && entry != end; entry.increment(error))
+    if (std::regex_match(entry->path().filename().string(), temporary_name()))
+      check_temporary_path(named, entry->path().string());
 }
 
 int remove_stray_temporaries(const std::string& dir) {
   const std::regex& stray = temporary_name();
   int removed = 0;
   std::error_code error;
-  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
+  for (std::filesystem::directory_iterator entry(dir, error), end; !error && entry != end; entry.increment(error)) {
     // One a running writer holds (another job on the same directory) is not stray.
-    if (entry.is_regular_file() && std::regex_match(entry.path().filename().string(), stray) &&
-        !temporary_in_use(entry.path().string())) {
+    std::error_code kind;
+    if (std::regex_match(entry->path().filename().string(), stray) && entry->is_regular_file(kind) &&
+        !temporary_in_use(entry->path().string())) {
       std::error_code ignored;
-      if (std::filesystem::remove(entry.path(), ignored)) ++removed;
+      if (std::filesystem::remove(entry->path(), ignored)) ++removed;
     }
   }
   return removed;

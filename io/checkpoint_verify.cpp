@@ -150,10 +150,11 @@ std::string check_dataset(const h5::Dataset& dataset, double& min_value) {
 
 }  // namespace
 
-CheckpointSummary inspect_checkpoint(const std::string& path) {
-  const CheckpointReader reader(path);
+CheckpointSummary inspect_checkpoint(const std::string& path) { return inspect_checkpoint(CheckpointReader(path)); }
+
+CheckpointSummary inspect_checkpoint(const CheckpointReader& reader) {
   CheckpointSummary summary;
-  summary.path = path;
+  summary.path = reader.path();
   summary.format_version = reader.format_version();
   summary.step = reader.step();
   summary.world_size = reader.world_size();
@@ -264,24 +265,63 @@ VerifyReport verify_checkpoint(const std::string& path) {
 std::vector<VerifyReport> verify_checkpoint_dir(const std::string& dir) {
   std::vector<VerifyReport> reports;
   check_readable(dir);
-  if (!std::filesystem::is_directory(dir)) {
+  std::error_code error;
+  if (!std::filesystem::is_directory(dir, error)) {
     VerifyReport report;
     report.path = dir;
     report.ok = false;
     report.problems.push_back(dir + ": no such directory");
     return {report};
   }
-  for (const std::string& file : list_checkpoints(dir)) reports.push_back(verify_checkpoint(file));
+  // A running train's checkpoint.keep may remove a listed checkpoint before it is opened: not damage, said
+  // (before: "no such file", exit 3, for a healthy directory).
+  std::vector<std::string> removed;
+  // When every listed one was removed so, or the listing missed them all (readdir need not return a name
+  // renamed meanwhile) while `latest` names one, the directory is listed again, up to 5 times.
+  for (int attempt = 1; attempt <= 5 && reports.empty(); ++attempt) {
+    const std::vector<std::string> files = list_checkpoints(dir);
+    if (files.empty()) {
+      bool named = false;
+      try {
+        named = find_latest_checkpoint(dir).has_value();
+      } catch (const Error&) {
+      }
+      if (named) continue;
+      break;
+    }
+    for (const std::string& file : files) {
+      VerifyReport report = verify_checkpoint(file);
+      std::error_code looked;
+      if (!report.ok && !std::filesystem::exists(file, looked) && !looked) {
+        removed.push_back(std::filesystem::path(file).filename().string());
+        continue;
+      }
+      reports.push_back(std::move(report));
+    }
+    if (removed.empty()) break;
+  }
+  if (!removed.empty()) {
+    std::string names;
+    for (const std::string& name : removed) names += (names.empty() ? "" : ", ") + name;
+    log::info(dir + ": " + names + (removed.size() == 1 ? " was" : " were") +
+              " removed while this ran (a running train's checkpoint.keep?): not checked");
+  }
   VerifyReport latest;
   latest.path = dir + "/latest";
-  try {
-    if (!find_latest_checkpoint(dir)) {
+  // `latest` read just before a train moved it on, naming a checkpoint removed since: read again.
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    latest.ok = true;
+    latest.problems.clear();
+    try {
+      if (!find_latest_checkpoint(dir)) {
+        latest.ok = false;
+        latest.problems.push_back(dir + ": no committed checkpoint");
+      }
+    } catch (const Error& e) {
       latest.ok = false;
-      latest.problems.push_back(dir + ": no committed checkpoint");
+      latest.problems.push_back(e.what());
     }
-  } catch (const Error& e) {
-    latest.ok = false;
-    latest.problems.push_back(e.what());
+    if (latest.ok) break;
   }
   if (!latest.ok) reports.push_back(latest);
   return reports;

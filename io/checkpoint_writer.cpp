@@ -138,7 +138,8 @@ std::vector<std::string> make_room_for_checkpoint(const std::string& dir, int64_
   std::vector<std::string> removed;
   if (keep < 2) return removed;  // keep = 1 would leave no checkpoint at all while the new one is written
   publish_on_rank0(comm, "making room for a checkpoint in " + dir, [&] {
-    if (!std::filesystem::is_directory(dir)) return;
+    std::error_code looked;
+    if (!std::filesystem::is_directory(dir, looked)) return;
     // Sized by the newest file by name: the files are opened (list_own_checkpoints) only when short of room.
     const std::vector<std::string> named = list_checkpoints(dir);
     if (named.empty()) return;  // nothing to size the next one by
@@ -189,12 +190,13 @@ CheckpointWriter::CheckpointWriter(std::string dir, const CheckpointMeta& meta, 
   final_ = dir_ + "/" + checkpoint_file_name(step);
   temporary_ = final_ + ".tmp";
   publish_on_rank0(comm_, "creating checkpoint directory " + dir_, [&] {
-    if (!create_dir && !std::filesystem::is_directory(dir_))
+    std::error_code looked;
+    if (!create_dir && !std::filesystem::is_directory(dir_, looked))
       throw InternalError("checkpoint directory " + dir_ + " is gone (removed or moved away while this run held "
                           "it): not made again; nothing of step " + std::to_string(step) + " was saved");
     std::error_code error;
     std::filesystem::create_directories(dir_, error);
-    if (!std::filesystem::is_directory(dir_))
+    if (!std::filesystem::is_directory(dir_, looked))
       throw UsageError("cannot create checkpoint directory " + dir_ + ": " + error.message());
   });
   claim_ = claim_on_rank0(temporary_, comm_);

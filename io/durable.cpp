@@ -204,7 +204,8 @@ std::string output_target(const std::string& path) {
   }
   // Not there yet: written there where its directory is (the link then leads to it), else the link is replaced.
   const std::filesystem::path parent = at.parent_path().empty() ? "." : at.parent_path();
-  return std::filesystem::is_directory(parent) ? at.string() : path;
+  std::error_code error;
+  return std::filesystem::is_directory(parent, error) ? at.string() : path;
 }
 
 void check_readable(const std::string& path) {

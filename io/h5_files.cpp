@@ -341,7 +341,8 @@ File::File(Handle handle, const std::string& path, MPI_Comm comm)
 File File::create(const std::string& path, MPI_Comm comm) {
   quiet_errors();
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  if (!parent.empty() && !std::filesystem::is_directory(parent))
+  std::error_code error;
+  if (!parent.empty() && !std::filesystem::is_directory(parent, error))
     throw UsageError("cannot create " + path + ": directory " + parent.string() + " does not exist");
   const PropertyList access = PropertyList::file_access(comm);
   // The 1.10 format checksums its metadata (superblock, object headers, fixed-array chunk indexes), so

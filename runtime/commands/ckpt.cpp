@@ -137,9 +137,29 @@ int on_rank0(Invocation& invocation, const std::function<int()>& work) {
 int run_inspect(Invocation& invocation) {
   const std::string given = invocation.options["path"].as<std::string>();
   return on_rank0(invocation, [&] {
-    const std::string path = checkpoint_in(given);
-    const io::CheckpointSummary s = io::inspect_checkpoint(path);
-    const train::StateSummary summary = train::state_summary(io::CheckpointReader(path));
+    // Of a directory that a running train prunes (checkpoint.keep), the checkpoint `latest` named may be gone
+    // by the time it is opened: `latest` is followed again, up to 10 times (before: exit 3, "no such file",
+    // for a healthy directory). Once open, it is read whole through that one opening, removed or not.
+    std::string path;
+    std::optional<io::CheckpointSummary> read;
+    std::optional<train::StateSummary> read_state;
+    for (int attempt = 1; !read; ++attempt) {
+      path.clear();
+      try {
+        path = checkpoint_in(given);
+        const io::CheckpointReader reader(path);
+        read.emplace(io::inspect_checkpoint(reader));
+        read_state.emplace(train::state_summary(reader));
+      } catch (const InputError&) {
+        if (attempt < 10 && rotated_away(given, path)) {
+          read.reset();
+          continue;
+        }
+        throw;
+      }
+    }
+    const io::CheckpointSummary& s = *read;
+    const train::StateSummary& summary = *read_state;
     const std::string& state = summary.text;
     if (invocation.options["json"].as<bool>()) {
       std::cout << inspect_json(s, summary) << "\n";
@@ -263,6 +283,11 @@ std::string checkpoint_in(const std::string& given) {
   const std::optional<std::string> latest = io::find_latest_checkpoint(dir);
   if (!latest) throw InputError(given + ": a directory with no committed checkpoint");
   return *latest;
+}
+
+bool rotated_away(const std::string& given, const std::string& path) {
+  std::error_code error;
+  return std::filesystem::is_directory(given, error) && (path.empty() || !std::filesystem::exists(path, error));
 }
 
 Command ckpt_inspect_command() {

@@ -33,6 +33,10 @@ void require_positional_path(const Invocation& invocation, const std::string& wh
 // The checkpoint a FILE|DIR argument names: a file as it is, a checkpoint.dir's the one its `latest` names
 // (the one a resume loads; InputError when it has none). `ckpt inspect`'s and `eval`'s.
 std::string checkpoint_in(const std::string& given);
+// Whether the checkpoint `path` that the directory `given` named (""; checkpoint_in failed) is gone: a running
+// train committed a newer one and removed it (checkpoint.keep), maybe as `latest` was read. Then a reader
+// follows `latest` again.
+bool rotated_away(const std::string& given, const std::string& path);
 
 // A size as a person reads it: "3 B", "12.5 KiB", "64.0 MiB", "2.0 GiB" (ckpt inspect, bench comm).
 std::string human_bytes(int64_t bytes);

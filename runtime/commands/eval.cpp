@@ -150,18 +150,6 @@ train::DataConfig cell_data(const EvalPlan& plan, int64_t length, double depth) 
   return d;
 }
 
-// Whether the checkpoint `path` that the directory `given` named is gone and `latest` names another now: a
-// running train committed a newer one and removed it (checkpoint.keep).
-bool rotated_away(const std::string& given, const std::string& path) {
-  std::error_code error;
-  if (!std::filesystem::is_directory(given, error) || std::filesystem::exists(path, error)) return false;
-  try {
-    return checkpoint_in(given) != path;
-  } catch (const Error&) {
-    return false;
-  }
-}
-
 // The checkpoint `given` names (a directory: the one its `latest` names) and what eval reads of it first:
 // /config, step, and the length its last step trained at (root attribute seq_len; a curriculum stage's).
 // One that a running train removed between the reading of `latest` and the opening is followed to the one
@@ -172,8 +160,9 @@ struct CheckpointHead {
 };
 CheckpointHead read_head(const std::string& given) {
   for (int attempt = 1;; ++attempt) {
-    const std::string path = checkpoint_in(given);
+    std::string path;  // "": `latest` named a checkpoint removed as it was read
     try {
+      path = checkpoint_in(given);
       const io::CheckpointReader reader(path);
       if (!reader.file().has_attribute("model_layers"))
         throw InputError(path + ": not a checkpoint of `longctx train` (it has no model_layers attribute): no model to "
@@ -367,16 +356,28 @@ train::Resumed load_on_every_rank(comm::Communicator& world, train::Trainer& tra
   for (int attempt = 1;; ++attempt) {
     std::string problem;  // this rank's
     train::Resumed stored;
-    const std::string path = comm::broadcast_text(world, rank0 ? checkpoint_in(given) : std::string(), 0);
-    try {
-      const CheckpointHead head = read_head(path);
-      // Its own /config: the same model, and no warning about train or data settings that differ.
-      stored = train::load_checkpoint(trainer, path, head.config, MPI_COMM_NULL);
-      plan.checkpoint = path;
-      plan.step = head.step;
-      if (head.seq_len >= 2) plan.trained_seq_len = head.seq_len;
-    } catch (const InputError& e) {
-      problem = e.what();
+    std::string named;  // rank 0's reading of `latest` ("": it failed, `problem` says why)
+    if (rank0) {
+      try {
+        named = checkpoint_in(given);
+      } catch (const InputError& e) {
+        problem = e.what();
+      }
+    }
+    const std::string path = comm::broadcast_text(world, named, 0);
+    if (path.empty()) {
+      if (problem.empty()) problem = given + ": rank 0 could not read which checkpoint it names (its error is above)";
+    } else {
+      try {
+        const CheckpointHead head = read_head(path);
+        // Its own /config: the same model, and no warning about train or data settings that differ.
+        stored = train::load_checkpoint(trainer, path, head.config, MPI_COMM_NULL);
+        plan.checkpoint = path;
+        plan.step = head.step;
+        if (head.seq_len >= 2) plan.trained_seq_len = head.seq_len;
+      } catch (const InputError& e) {
+        problem = e.what();
+      }
     }
     int32_t failed = problem.empty() ? 0 : 1;
     world.all_reduce(Span<int32_t>(&failed, 1), comm::ReduceOp::max);

@@ -665,4 +665,32 @@ if [ "$(id -u)" -eq 0 ] && chmod 711 "$OUT" && runuser -u nobody -- "$LONGCTX" -
 else
   echo "skipped: the permission checks (they need root and a binary the user nobody can run)"
 fi
+
+# ---- names in a checkpoint directory that lead nowhere: a link loop among them is no checkpoint, as a
+# dangling link is not (before: "internal failure: filesystem error: ... Too many levels of symbolic links",
+# exit 1, from verify, and from inspect of a directory without `latest`) ------------------------------------
+mkdir loops && cp "$CK" loops/ && basename "$CK" >loops/latest
+ln -s loop loops/loop && ln -s step_00000099.h5 loops/step_00000099.h5
+expect_exit 0 "verify a directory with link loops among its names" -- "$LONGCTX" ckpt verify loops --quiet
+expect_in "$OUT/stdout" "loops/$(basename "$CK"): ok" "... its checkpoint is verified"
+rm loops/latest
+expect_exit 0 "inspect it without latest (its newest checkpoint by name)" -- "$LONGCTX" ckpt inspect loops --quiet
+expect_in "$OUT/stdout" "^checkpoint loops/$(basename "$CK")" "... the one there is, not the loop"
+
+# ---- a directory that a running train prunes (checkpoint.every 1, checkpoint.keep 1): a checkpoint removed
+# between the listing (or `latest`) and the reading is not damage (before: exit 3, "no such file" or "no
+# checkpoints", in a few runs of a hundred; a race, so a regression shows in some runs of this test, not all)
+"$LONGCTX" train --quiet --model.layers 1 --model.dim 16 --model.heads 2 --model.mlp_hidden 16 \
+  --model.segment_lengths 32,64 --model.dilation_rates 1,2 --data.seq_len 64 --train.steps 1000000 --eval.every 0 \
+  --log.every 1000000 --checkpoint.dir pruned --checkpoint.every 1 --checkpoint.keep 1 >pruned.out 2>&1 &
+pruning=$!
+for _ in $(seq 100); do [ -e pruned/latest ] && break; sleep 0.1; done
+refused=0
+for _ in $(seq 30); do
+  "$LONGCTX" ckpt verify pruned --quiet --json >>pruned.verify 2>>pruned.err || refused=$((refused + 1))
+  "$LONGCTX" ckpt inspect pruned --quiet >/dev/null 2>>pruned.err || refused=$((refused + 1))
+done
+kill -TERM "$pruning" 2>/dev/null; wait "$pruning"
+[ -e pruned/latest ] && [ "$refused" -eq 0 ] && pass "verify and inspect of a directory being pruned: never refused (60 runs)" ||
+  fail "$refused of 60 refused: $(grep -v 'removed while this ran' pruned.err | head -3) $(grep '"ok": false' pruned.verify | head -2)"
 finish
