@@ -293,6 +293,9 @@ void check_output_path(const std::string& option, const std::string& path) {
   // Outputs are written to <path>.tmp and renamed over <path>: that would replace a device or a pipe
   // (/dev/null as root) with a plain file.
   const std::filesystem::file_status status = std::filesystem::status(path, error);
+  // (Before: the rename replaced a link that loops, which output_target leaves as given for this refusal.)
+  if (error == std::errc::too_many_symbolic_link_levels)
+    throw UsageError(named + " is a symbolic link that loops; remove it or give another name");
   if (std::filesystem::exists(status) && !std::filesystem::is_regular_file(status))
     throw UsageError(named + " exists and is not a regular file (a device or a pipe); outputs are written to a "
                      "temporary file and renamed over it: give a file name");
@@ -345,7 +348,11 @@ void check_hdf5_output_path(const std::string& option, const std::string& path, 
                           return std::find(formatless_ok.begin(), formatless_ok.end(), name) != formatless_ok.end() &&
                                  existing.has_dataset(name);
                         });
-  } catch (const std::exception&) {  // damaged, or held by a writer
+  } catch (const h5::FileLocked&) {  // (before: "an HDF5 file that is not ... (it cannot be read: damaged?)")
+    throw UsageError("--" + option + " '" + path + "' exists and another process has it open for writing (HDF5 "
+                     "file locking); writing would replace it under that process: wait for it to close the file, or "
+                     "give another name");
+  } catch (const std::exception&) {  // damaged
     readable = false;
   }
   if (formatless_output) return;

@@ -51,6 +51,12 @@ class ReadFailure : public InputError {
   using InputError::InputError;
 };
 
+// A file that HDF5's file lock says another process has open for writing (File::open): not damage.
+class FileLocked : public InputError {
+ public:
+  using InputError::InputError;
+};
+
 // ---- identifiers --------------------------------------------------------------------------------------
 // Owns one hid_t and closes it with the close function of its kind. Move-only.
 class Handle {

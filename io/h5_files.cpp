@@ -380,7 +380,7 @@ File File::open(const std::string& path, Mode mode, MPI_Comm comm) {
     // HDF5's own lock, held (errno 11, EAGAIN): a writer (h5py, another tool) has the file open. Not
     // damage: say so. Another lock failure (ENOLCK on a network file system) keeps HDF5's words.
     if (detail.find("unable to lock file, errno = 11") != std::string::npos)
-      throw InputError(path + ": locked by a process that has it open for writing (HDF5 file locking); wait for "
+      throw FileLocked(path + ": locked by a process that has it open for writing (HDF5 file locking); wait for "
                        "it to close the file. With no such process running (a stale lock on a "
                        "network file system), HDF5_USE_FILE_LOCKING=FALSE skips the lock");
     if (detail.find("unable to lock file") != std::string::npos)

@@ -32,7 +32,8 @@ void declare_file(po::options_description& desc, po::positional_options_descript
       ("json", po::bool_switch(), "print one JSON object: path, format_version, step, world_size, seq_len, tokens_seen, "
        "attributes (name: value as text), state (text, or null), train_state (null for a checkpoint `train` did not "
        "write, else {step, data_position: {sequence, token}, rng_seed, eval_pending, data_file: {tokens, digest "
-       "(\"0x...\" or null), tokens_before}}, each null where the file lacks it or it is damaged), datasets ([{path, "
+       "(\"0x...\" or null), tokens_before (0 where the file has no data_tokens_before: it is written only when not "
+       "0)}}, each null where the file lacks it or it is damaged), datasets ([{path, "
        "shape, dtype, storage_bytes, "
        "fletcher32, digest}]), storage_bytes, config (text)");
   positional.add("path", 1);

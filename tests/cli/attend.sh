@@ -580,6 +580,11 @@ for _ in $(seq 100); do [ -e held.ready ] && break; sleep 0.1; done
 bad 3 "held.h5: locked by a process that has it open for writing" "an input held open for writing" -- \
   "$LONGCTX" attend --input held.h5 "${U[@]}"
 grep -q "damaged" "$OUT/stderr" && fail "calls the held file damaged" || pass "does not call it damaged"
+# ... and as an output (before: "an HDF5 file that is not a longctx attend output (it cannot be read: damaged?)").
+expect_exit 2 "an output held open for writing" -- "$LONGCTX" attend --input in.h5 --output held.h5 --segment-lengths 4 \
+  --dilation-rates 1
+expect_in "$OUT/stderr" "--output 'held.h5' exists and another process has it open for writing" "... said so"
+grep -q "damaged" "$OUT/stderr" && fail "calls the held output damaged" || pass "does not call it damaged"
 kill $holder; wait $holder 2>/dev/null
 
 # External storage (raw data in other files): a file shorter than its part read as zeros (exit 0), a missing

@@ -637,6 +637,11 @@ expect_exit 2 "import with a symbolic link at the temporary file" -- "$LONGCTX" 
 expect_in "$OUT/stderr" "its temporary file 'linked.h5.tmp' is a symbolic link \(to 'precious.txt'\).*remove 'linked.h5.tmp'" \
   "names the link and says to remove it"
 [ "$(cat precious.txt)" = precious ] && [ ! -e linked.h5 ] && pass "the link's target is untouched" || fail "precious.txt was overwritten"
+# An output name that is a link looping to itself is refused by that name (before: replaced by a file, exit 0).
+ln -s loop.h5 loop.h5
+expect_exit 2 "import onto a link that loops" -- "$LONGCTX" data import --text a.txt --out loop.h5 --quiet
+expect_in "$OUT/stderr" "--out 'loop.h5' is a symbolic link that loops" "... said so"
+[ -L loop.h5 ] && pass "... the link stays" || fail "loop.h5 was replaced"
 # Files and directories this user may not read (before: "cannot open as an HDF5 file (truncated, damaged
 # or not HDF5)" for a file, and for a closed directory "internal failure: filesystem error", exit 1). Root
 # reads everything, so these run as nobody, where the test runs as root and nobody can run the binary.
