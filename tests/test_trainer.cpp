@@ -302,6 +302,37 @@ TEST(Data, EveryPartOfAnySplitIsTheWholeSequences) {
     }
 }
 
+// The associative task's records lie in the last `span` tokens before the queries, and over all of them:
+// span = N without a curriculum (the records reach back to the sequence's start), curriculum_min_span at
+// the curriculum's first step (before, nothing failed when they kept to the span's nearer half).
+TEST(Data, AssociativeRecordsSpreadOverTheirSpan) {
+  DataConfig d = small_data();
+  d.task = "associative";
+  d.seq_len = 512;
+  d.records = 4;
+  d.queries = 2;
+  d.curriculum_min_span = 200;
+  const int64_t query_start = d.seq_len + 1 - d.queries * (d.key_digits + 3);
+  for (const int64_t curriculum_steps : {int64_t{0}, int64_t{1000}}) {
+    d.curriculum_steps = curriculum_steps;
+    const auto data = make_dataset(d);
+    double nearest_start = 1;  // of the region, the least fraction a record starts into it
+    for (int64_t index = 0; index < 40; ++index) {  // training sequences 0-39: the curriculum's first steps
+      const int64_t span = curriculum_steps == 0 ? d.seq_len
+                                                 : d.curriculum_min_span +
+                                                       (d.seq_len - d.curriculum_min_span) * index / curriculum_steps;
+      const int64_t region_begin = std::max<int64_t>(1, query_start - span);
+      const SequenceRows s = data->rows(false, index, {0, d.seq_len});
+      for (int64_t i = 0; i < query_start; ++i)
+        if (s.tokens[size_t(i)] == 11) {  // KEY: a record's first token
+          EXPECT_GE(i, region_begin) << "curriculum_steps " << curriculum_steps << ", sequence " << index;
+          nearest_start = std::min(nearest_start, double(i - region_begin) / double(query_start - region_begin));
+        }
+    }
+    EXPECT_LT(nearest_start, 0.1) << "curriculum_steps " << curriculum_steps;
+  }
+}
+
 // The associative task's records have distinct keys, also where the key table is large: it is never built
 // (before: symbols^2 int64 per sequence, 8.6 GB at model.vocab 65536, on every rank and every step).
 TEST(Data, AssociativeKeysAreDistinctWithoutAKeyTable) {
