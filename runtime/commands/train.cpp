@@ -278,6 +278,10 @@ int train_run(Invocation& inv, RunRecord& record) {
   int64_t trained_len = resumed && stored.seq_len > 0 ? stored.seq_len : trainer.config().seq_len;
   // The step's evaluation that a stop interrupted, which the stop's checkpoint keeps for the resumed run.
   std::optional<train::PendingEval> pending_eval;
+  // The last step's log.jsonl fields, which its checkpoint keeps (step_log) for a run resumed at train.steps
+  // = that step, which writes its line where this run wrote none (off the log.every grid). Resumed: the
+  // checkpoint's, which one saved again at its step keeps.
+  std::string step_log = resumed ? stored.step_log : std::string();
   // The last checkpoint committed holds an evaluation pending (the one resumed from, until one is saved).
   const bool& committed_pending = record.committed_pending;
   const auto checkpoint = [&] {
@@ -296,7 +300,7 @@ int train_run(Invocation& inv, RunRecord& record) {
     io::publish_on_rank0(mpi, "checking checkpoint.dir", [&] { train::require_checkpoint_dir_lock(r.checkpoint_dir); });
     const std::string path = train::save_checkpoint(trainer, r.checkpoint_dir, r.checkpoint_keep, config_text,
                                                     tokens_seen(trainer.step()), trained_len, position, run_id,
-                                                    data_record, mpi, pending_eval);
+                                                    data_record, mpi, pending_eval, step_log);
     record.committed = trainer.step();
     record.committed_path = path;
     record.committed_pending = pending_eval.has_value();
@@ -435,6 +439,7 @@ int train_run(Invocation& inv, RunRecord& record) {
     const std::string log_fields = step_log_fields(step, stats, tokens_per_s, seconds, mfu, seq_len, P);
     const bool keeps_pending = eval_interrupted && !r.checkpoint_dir.empty();
     if (keeps_pending) pending_eval = train::PendingEval{r.log_jsonl.empty() ? std::string() : log_fields};
+    step_log = r.log_jsonl.empty() ? std::string() : log_fields;
     if (rank == 0 && (logged || stats.stop_signal != 0)) {
       std::printf("step %6lld  loss %.4f  tokens/s %.0f  s/step %.3f  lr %.3e  grad_norm %.3f  MFU %.1f%%  N %lld\n",
                   (long long)step, stats.loss, tokens_per_s, seconds, stats.lr, stats.grad_norm, 100 * mfu,
@@ -491,7 +496,10 @@ int train_run(Invocation& inv, RunRecord& record) {
     log::info(stopped_line(stop_signal, "at step " + std::to_string(trainer.step())));
     return static_cast<int>(ExitCode::requeue);
   }
-  if (last_eval != trainer.step()) {  // resumed at the end: printed, no log.jsonl line (that step has one)
+  // Resumed at the end: printed, and written to log.jsonl with the step's fields where that step has no line
+  // there (it was off the log.every grid of the run that trained it, whose checkpoint kept its fields;
+  // before: never logged, where the uninterrupted run's last line holds it).
+  if (last_eval != trainer.step()) {
     const Evaluation evaluation = evaluate(trainer.step());
     if (!evaluation.complete) {  // nothing trained: the checkpoint resumed from is the run's
       log::info(stopped_line(evaluation.stop_signal, "during the evaluation of step " + std::to_string(trainer.step()) +
@@ -500,7 +508,10 @@ int train_run(Invocation& inv, RunRecord& record) {
       return static_cast<int>(ExitCode::requeue);
     }
     refuse_resumed(evaluation.loss);
-    if (rank == 0) evaluation.print();
+    if (rank == 0) {
+      const std::string eval_fields = evaluation.print();
+      if (!stored.step_log.empty() && !jsonl.holds_kept_step()) jsonl.write(log_line(stored.step_log, eval_fields));
+    }
   }
   // Also when the checkpoint resumed from held the evaluation done now: it is saved again without it (else
   // each later run of this command would evaluate it again, and trim its line from log.jsonl first).

@@ -225,6 +225,7 @@ void JsonLog::trim_after(const Contents& file, int64_t step, const std::string& 
       ++dropped;
       continue;
     }
+    if (ours(i) && lines[i].step == step) holds_kept_step_ = true;
     kept.append(file.text, lines[i].begin, lines[i].end - lines[i].begin);
   }
   if (dropped == 0) return;

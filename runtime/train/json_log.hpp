@@ -51,6 +51,9 @@ class JsonLog {
   void forget_start();
   // Whether `step` is logged off the log.every grid: step 1 of a fresh run appending to earlier lines.
   bool must_log(int64_t step) const { return log_step_one_ && step == 1; }
+  // A resumed run: whether the file holds this run's line of the step it keeps through (the checkpoint's;
+  // none when that step was off the log.every grid of the run that trained it).
+  bool holds_kept_step() const { return holds_kept_step_; }
   // Appends `line` (one JSON object, no newline); InternalError when the write fails.
   void write(const std::string& line);
 
@@ -74,11 +77,12 @@ class JsonLog {
   void start_note(const std::string& text);
   void write_note();
   void drop_earlier_start(Contents& file) const;
-  void trim_after(const Contents& file, int64_t step, const std::string& run_id);
+  void trim_after(const Contents& file, int64_t step, const std::string& run_id);  // sets holds_kept_step_
 
   std::string path_;
   std::ofstream out_;
   bool log_step_one_ = false;
+  bool holds_kept_step_ = false;
   bool note_failed_ = false;  // write_note warned
   dev_t open_device_ = 0;     // the file out_ writes to (its inode also goes into the note)
   ino_t open_inode_ = 0;

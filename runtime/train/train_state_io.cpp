@@ -215,7 +215,7 @@ std::map<std::string, std::string> ini_values(const std::string& text, const std
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
                             int64_t tokens_seen, int64_t seq_len, DataPosition data_position, const std::string& run_id,
                             const std::optional<DataFileRecord>& data_file, MPI_Comm comm,
-                            const std::optional<PendingEval>& pending_eval) {
+                            const std::optional<PendingEval>& pending_eval, const std::string& step_log) {
   io::CheckpointMeta meta;
   meta.step = trainer.step();
   meta.seq_len = seq_len;
@@ -268,6 +268,7 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
       writer.write_attribute("eval_pending", int64_t{1});
       if (!pending_eval->log_fields.empty()) writer.write_attribute("eval_pending_log", pending_eval->log_fields);
     }
+    if (!step_log.empty()) writer.write_attribute("step_log", step_log);
     committed = writer.commit(keep);
   });
   return committed;
@@ -458,19 +459,21 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
   const StoredState state = read_state(reader);
   if (!state.problems.empty())
     throw InputError(path + ": " + joined(state.problems) + ": damaged; `longctx ckpt verify` checks the whole file");
+  // A step's log.jsonl fields, written back to log.jsonl as that step's line: one line, of this step.
+  const auto step_line = [&](const char* attribute) {
+    const std::string fields = reader.file().read_string_attribute(attribute);
+    const std::string head = "{\"step\": " + std::to_string(reader.step()) + ",";
+    if (fields.compare(0, head.size(), head) != 0 || fields.find('\n') != std::string::npos)
+      throw InputError(path + ": attribute " + attribute + " is not the log.jsonl line of step " +
+                       std::to_string(reader.step()) + ": damaged");
+    return fields;
+  };
   std::optional<PendingEval> pending_eval;
   if (reader.file().has_attribute("eval_pending") && reader.file().read_int64_attribute("eval_pending") != 0) {
     pending_eval.emplace();
-    if (reader.file().has_attribute("eval_pending_log")) {
-      pending_eval->log_fields = reader.file().read_string_attribute("eval_pending_log");
-      // Written back to log.jsonl as that step's line: one line, of this step.
-      const std::string head = "{\"step\": " + std::to_string(reader.step()) + ",";
-      if (pending_eval->log_fields.compare(0, head.size(), head) != 0 ||
-          pending_eval->log_fields.find('\n') != std::string::npos)
-        throw InputError(path + ": attribute eval_pending_log is not the log.jsonl line of step " +
-                         std::to_string(reader.step()) + ": damaged");
-    }
+    if (reader.file().has_attribute("eval_pending_log")) pending_eval->log_fields = step_line("eval_pending_log");
   }
+  const std::string step_log = reader.file().has_attribute("step_log") ? step_line("step_log") : "";
   // Shapes agree: only now is the trainer changed. A value no training writes (not finite; a negative
   // Adam second moment, whose square root is nan) ends the run here, naming it: before, the run went on
   // and stopped at its first step as "training diverged".
@@ -501,7 +504,7 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
   }
   const std::string run_id = reader.file().has_attribute("run_id") ? reader.file().read_string_attribute("run_id") : "";
   const auto saved_path = saved.find("data.path");
-  return {state.position, reader.tokens_seen(), data_seq_len, run_id, reader.seq_len(), pending_eval,
+  return {state.position, reader.tokens_seen(), data_seq_len, run_id, reader.seq_len(), pending_eval, step_log,
           recorded_data_file(reader), saved_path != saved.end() ? saved_path->second : "", changed_settings};
 }
 

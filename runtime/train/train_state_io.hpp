@@ -40,6 +40,9 @@ namespace longctx::train {
 // `run_id`: which run it is (root attribute `run_id`; its log.jsonl lines and activation dump carry it too).
 // `data_file`: data.path's identity (data.task=file), nullopt for the synthetic tasks.
 // `pending_eval`: a stop interrupted the evaluation of this step; the resumed run evaluates it first.
+// `step_log`: this step's log.jsonl fields (the line before its evaluation's fields and run id; "": the run
+// writes no log.jsonl), root attribute step_log: a run resumed at train.steps = this step writes that step's
+// line with its evaluation where the run that trained it wrote none (the step was off its log.every grid).
 struct DataFileRecord {
   io::TokenIdentity identity;
   // tokens_seen when the run began training on this file (a resume with data.allow_new_file; root attribute
@@ -54,7 +57,8 @@ struct PendingEval {
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
                             int64_t tokens_seen, int64_t seq_len, DataPosition data_position, const std::string& run_id,
                             const std::optional<DataFileRecord>& data_file, MPI_Comm comm,
-                            const std::optional<PendingEval>& pending_eval = std::nullopt);
+                            const std::optional<PendingEval>& pending_eval = std::nullopt,
+                            const std::string& step_log = "");
 
 // Loads `path` into `trainer`, whose run has the resolved config `config_text` (INI). A checkpoint of
 // another model -> InputError naming the file and what differs, before anything is changed: any
@@ -70,6 +74,7 @@ struct Resumed {
   std::string run_id;        // its run's id ("": written before checkpoints held one)
   int64_t seq_len = 0;       // the length its last step trained at (root attribute seq_len)
   std::optional<PendingEval> pending_eval;  // its step's evaluation, which a stop interrupted
+  std::string step_log;  // its step's log.jsonl fields (root attribute step_log; "": none there)
   // The token file its run trained on (root attributes data_tokens, data_digest, data_tokens_before); nullopt
   // for a synthetic task and a checkpoint written before checkpoints recorded it.
   std::optional<DataFileRecord> data_file;

@@ -1149,6 +1149,30 @@ code=$?
 expect_exit 0 "resume it" -- "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "$OUT/wc" --checkpoint.every 2 --log.jsonl "$OUT/wc.jsonl"
 diff <(losses "$OUT/w0.jsonl") <(losses "$OUT/wc.jsonl") >/dev/null && [ "$(losses "$OUT/wc.jsonl" | wc -l)" -eq 6 ] &&
   pass "stopped in a checkpoint + resumed = uninterrupted" || { fail "losses differ"; diff <(losses "$OUT/w0.jsonl") <(losses "$OUT/wc.jsonl") | head; }
+# A run resumed at train.steps = its checkpoint's step, which was off the log.every grid of the run that
+# trained it: that step's line, with its evaluation, is written from the fields the checkpoint kept
+# (step_log), once (before: the evaluation was printed, and log.jsonl ended at step 4).
+GRID_RUN=(--quiet --model.mlp_hidden 64 --model.dilation_rates 1,2,4 --data.key_digits 3 --train.warmup 2 --train.lr 3e-3
+          --model.heads 4 --model.dim 32 --data.seq_len 256 --model.segment_lengths 32,128,256 --eval.sequences 2)
+GRID=("${GRID_RUN[@]}" --log.every 4 --eval.every 4 --checkpoint.dir "$OUT/wg" --log.jsonl "$OUT/wg.jsonl")
+LONGCTX_FAULT_SIGNAL_AT=checkpoint:6 "$LONGCTX" train "${GRID[@]}" --train.steps 12 --checkpoint.every 6 >"$OUT/wg.out" 2>"$OUT/wg.err"
+code=$?
+[ "$code" -eq 75 ] && ! grep -q '"step": 6,' "$OUT/wg.jsonl" &&
+  pass "stopped at step 6, off the log.every grid: no line yet" || { fail "the stop at step 6 gave exit $code"; cat "$OUT/wg.jsonl"; }
+# Step 6's loss, as the same 12-step run logs it on a grid of 1.
+"$LONGCTX" train "${GRID_RUN[@]}" --eval.every 4 --train.steps 12 --log.jsonl "$OUT/wg_every.jsonl" >/dev/null 2>&1 ||
+  fail "the 12-step run logging every step"
+for run in "resumed with train.steps 6" "a later run of it"; do
+  expect_exit 0 "$run" -- "$LONGCTX" train "${GRID[@]}" --train.steps 6
+  /usr/bin/python3 - "$OUT/wg.jsonl" "$OUT/wg_every.jsonl" <<'PY' && pass "... log.jsonl: steps 4 and 6, 6 with its evaluation and the loss it trained to" ||
+import json, sys
+lines = [json.loads(line) for line in open(sys.argv[1])]
+every = {l["step"]: l for l in map(json.loads, open(sys.argv[2]))}
+assert [l["step"] for l in lines] == [4, 6], lines
+assert "eval_loss" in lines[1] and lines[1]["loss"] == every[6]["loss"], (lines[1], every[6])
+PY
+    { fail "$run: log.jsonl"; cat "$OUT/wg.jsonl"; }
+done
 # At the last step's checkpoint the run is done: exit 0.
 LONGCTX_FAULT_SIGNAL_AT=checkpoint:6 "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "$OUT/wl" --checkpoint.every 2 \
   >"$OUT/wl.out" 2>"$OUT/wl.err"
