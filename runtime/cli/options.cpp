@@ -358,7 +358,7 @@ const std::set<std::string>& environment_settings() {
 
 // A warning for each set LONGCTX_* variable that is neither an option's (of any command) nor a setting,
 // with the option's variable it may have meant: LONGCTX_MODEL.LAYERS -> LONGCTX_MODEL_LAYERS (dots and
-// dashes become _), LONGCTX_SEQLEN -> LONGCTX_SEQ_LEN (the same but for _).
+// dashes become _), LONGCTX_SEQLEN -> LONGCTX_SEQ_LEN (the same but for _), else any within two edits.
 void warn_unknown_variables(const std::vector<std::string>& environment_names, const GetEnv& getenv,
                             const po::options_description& declared, const Command& command) {
   std::set<std::string> known = environment_settings();
@@ -407,6 +407,19 @@ void warn_unknown_variables(const std::vector<std::string>& environment_names, c
     std::string guess;
     for (const auto& name : known)
       if (squeezed(name) == squeezed(variable)) guess = name;
+    // Else those within two edits, as the command line's hints (LONGCTX_SEGMENT_LENGTH -> ..._LENGTHS,
+    // LONGCTX_CASUAL -> LONGCTX_CAUSAL; before: no hint for them), and a third of the name at most (no
+    // LONGCTX_OUT for LONGCTX_NOPE).
+    if (guess.empty()) {
+      size_t nearest = std::min<size_t>(2, (squeezed(variable).size() - squeezed(prefix).size()) / 3) + 1;
+      std::vector<std::string> near;
+      for (const auto& name : known) {
+        const size_t d = edit_distance(squeezed(variable), squeezed(name));
+        if (d < nearest) nearest = d, near.clear();
+        if (d == nearest) near.push_back(name);
+      }
+      for (size_t i = 0; i < near.size() && i < 3; ++i) guess += (i ? " or " : "") + near[i];
+    }
     log::warn_once("environment variable " + variable +
                    " is neither an option of a longctx command nor a setting it knows: ignored" +
                    (guess.empty() ? "" : "; did you mean " + guess + "?") +

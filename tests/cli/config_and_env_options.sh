@@ -233,13 +233,18 @@ expect_in "$OUT/stderr" "LONGCTX_SEED sets 'seed', an option of other commands, 
   "LONGCTX_SEED: did you mean LONGCTX_TRAIN_SEED?"
 expect_exit 0 "LONGCTX_SEED for info, which has no seed" -- env LONGCTX_SEED=42 "$LONGCTX" info --quiet
 grep -q "LONGCTX_SEED" "$OUT/stderr" && fail "info warned about LONGCTX_SEED" || pass "no word: a shared environment"
-expect_exit 0 "misspelt variables" -- env LONGCTX_SEQLEN=8 LONGCTX_MODEL.LAYERS=4 LONGCTX_NOPE=1 "$LONGCTX" info --quiet
+expect_exit 0 "misspelt variables" -- env LONGCTX_SEQLEN=8 LONGCTX_MODEL.LAYERS=4 LONGCTX_NOPE=1 LONGCTX_SEGMENT_LENGTH=5 \
+  LONGCTX_CASUAL=1 "$LONGCTX" info --quiet
 expect_in "$OUT/stderr" "environment variable LONGCTX_SEQLEN is neither an option of a longctx command nor a setting it knows: ignored; did you mean LONGCTX_SEQ_LEN\?" \
   "LONGCTX_SEQLEN: did you mean LONGCTX_SEQ_LEN?"
 expect_in "$OUT/stderr" "environment variable LONGCTX_MODEL.LAYERS .*did you mean LONGCTX_MODEL_LAYERS\?" \
   "LONGCTX_MODEL.LAYERS: did you mean LONGCTX_MODEL_LAYERS?"
 expect_in "$OUT/stderr" "environment variable LONGCTX_NOPE .*: ignored \(an option's variable is LONGCTX_ and its name in capitals" \
   "LONGCTX_NOPE is named, with the rule"
+# Within two edits, as the command line's hints (before: none for these).
+expect_in "$OUT/stderr" "environment variable LONGCTX_SEGMENT_LENGTH .*did you mean LONGCTX_SEGMENT_LENGTHS\?" \
+  "LONGCTX_SEGMENT_LENGTH: did you mean LONGCTX_SEGMENT_LENGTHS?"
+expect_in "$OUT/stderr" "environment variable LONGCTX_CASUAL .*did you mean LONGCTX_CAUSAL\?" "LONGCTX_CASUAL: did you mean LONGCTX_CAUSAL?"
 expect_exit 0 "known variables" -- env LONGCTX_FLASH_FUSE=auto LONGCTX_FAULT_STALL_RANK=9 LONGCTX_BUILD=build \
   LONGCTX_SEED=3 LONGCTX_MODEL_LAYERS=2 LONGCTX_NOPE= "$LONGCTX" info --quiet
 grep -q "environment variable" "$OUT/stderr" && fail "warned about a known or empty variable" ||
