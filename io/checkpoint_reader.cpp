@@ -238,6 +238,11 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
     if (std::regex_match(name, match, committed_name()) && entry->is_regular_file(kind))
       found.emplace_back(std::stoll(match[1].str()), entry->path().string());
   }
+  // A listing cut short by a read error (not a missing or unreadable directory, which check_readable and the
+  // callers say) would hide checkpoints: said (before: std::filesystem_error, exit 1).
+  if (error && error != std::errc::no_such_file_or_directory && error != std::errc::not_a_directory &&
+      error != std::errc::permission_denied)
+    throw InputError(dir + ": cannot list it (" + error.message() + ")");
   std::sort(found.begin(), found.end());
   std::vector<std::string> paths;
   for (auto& item : found) paths.push_back(std::move(item.second));
@@ -310,6 +315,8 @@ std::optional<std::string> find_latest_checkpoint(const std::string& dir) {
   const std::string path = dir + "/" + name;
   std::error_code error;
   const auto status = std::filesystem::status(path, error);
+  if (error == std::errc::too_many_symbolic_link_levels)  // (before: "does not exist")
+    throw InputError(latest + ": names " + name + ", which in " + dir + " cannot be followed (" + error.message() + ")");
   if (!std::filesystem::exists(status))
     throw InputError(latest + ": names " + name + ", which does not exist in " + dir);
   if (!std::filesystem::is_regular_file(status))

@@ -17,7 +17,7 @@ namespace longctx::cuda {
 // Rows t in [0, n) of a segment with t mod r == o.
 LONGCTX_HOST_DEVICE inline int64_t selected(int64_t n, int64_t r, int64_t o) { return n > o ? (n - o + r - 1) / r : 0; }
 
-// The kernels' tiles (flash_kernels.cuh), here so that the host emulation in the tests walks the same ones.
+// The kernels' tiles (flash_device.cuh and the block bodies), here so that the host emulation in the tests walks the same ones.
 // Forward: a block of 4 warps takes 128 query rows (32 per warp, two m16 tiles, so each K / V fragment read
 // from shared memory feeds two products) and steps over the keys 32 at a time (64 spills registers at
 // D = 128: 128 accumulators + 64 scores per thread). Backward: a block of 8 warps

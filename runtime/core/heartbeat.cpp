@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 
@@ -50,16 +51,23 @@ void Heartbeat::run(double period_seconds) {
 
 Heartbeat activity_heartbeat(bool on) {
   const double period = Heartbeat::period_seconds();
+  // Ticks four times a period: a piece of work is said once it has lasted a period (within a quarter of
+  // one), then once each period more (before: ticks a period apart from the run's start, so one that
+  // lasted less than two periods could go unsaid).
   return Heartbeat(
       on,
-      [period](double) {
+      [period, said = std::string(), periods = int64_t{0}](double) mutable {
         const activity::Now now = activity::now();
         if (now.what.empty() || now.seconds < period) return std::string();
+        const auto reached = static_cast<int64_t>(now.seconds / period);
+        if (now.what == said && reached <= periods) return std::string();
+        said = now.what;
+        periods = reached;
         char seconds[32];  // tenths below 10 s (a period of LONGCTX_PROGRESS_SECONDS=0.1)
         std::snprintf(seconds, sizeof seconds, "%.*f", now.seconds < 10 ? 1 : 0, now.seconds);
         return now.what + ": running, " + seconds + " s";
       },
-      period);
+      period / 4);
 }
 
 }  // namespace longctx

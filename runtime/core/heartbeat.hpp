@@ -35,8 +35,9 @@ class Heartbeat {
 };
 
 // A Heartbeat for a run of many pieces of work, each an activity::Scope (a training step, an evaluation, a
-// checkpoint): each period, where the innermost scope has lasted a period or longer, "<what>: running, N s"
-// (N: the seconds since the scope began). Quick pieces print nothing: the run's own lines say it is alive.
+// checkpoint): once the innermost scope has lasted a period (said within a quarter period of it), and once
+// each period more, "<what>: running, N s" (N: the seconds since the scope began). Quick pieces print
+// nothing: the run's own lines say it is alive.
 Heartbeat activity_heartbeat(bool on);
 
 }  // namespace longctx

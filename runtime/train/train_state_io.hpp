@@ -12,7 +12,8 @@
 //                               data_tokens and data_digest (the bits of a uint64) for data.task=file: the
 //                               token count and /tokens' digest of data.path (io::TokenIdentity; no
 //                               data_digest when the file has none), which a resume and `eval` compare;
-//                               data_tokens_before where a resume with data.allow_new_file changed the file
+//                               data_tokens_before where a resume with data.allow_new_file changed the file;
+//                               step_log (string): the step's log.jsonl fields, of a run that writes log.jsonl
 // Everything is replicated, so a checkpoint of any P resumes at any P. Collective over `comm`.
 #pragma once
 
