@@ -138,27 +138,15 @@ int on_rank0(Invocation& invocation, const std::function<int()>& work) {
 int run_inspect(Invocation& invocation) {
   const std::string given = invocation.options["path"].as<std::string>();
   return on_rank0(invocation, [&] {
-    // Of a directory that a running train prunes (checkpoint.keep), the checkpoint `latest` named may be gone
-    // by the time it is opened: `latest` is followed again, up to 10 times (before: exit 3, "no such file",
-    // for a healthy directory). Once open, it is read whole through that one opening, removed or not.
-    std::string path;
+    // `latest` is followed again where a running train pruned the checkpoint it named (before: exit 3, "no such
+    // file", for a healthy directory). Once open, the checkpoint is read whole through that one opening.
     std::optional<io::CheckpointSummary> read;
     std::optional<train::StateSummary> read_state;
-    for (int attempt = 1; !read; ++attempt) {
-      path.clear();
-      try {
-        path = checkpoint_in(given);
-        const io::CheckpointReader reader(path);
-        read.emplace(io::inspect_checkpoint(reader));
-        read_state.emplace(train::state_summary(reader));
-      } catch (const InputError&) {
-        if (attempt < 10 && rotated_away(given, path)) {
-          read.reset();
-          continue;
-        }
-        throw;
-      }
-    }
+    read_checkpoint_in(given, 10, [&](const std::string& path) {
+      const io::CheckpointReader reader(path);
+      read.emplace(io::inspect_checkpoint(reader));
+      read_state.emplace(train::state_summary(reader));
+    });
     const io::CheckpointSummary& s = *read;
     const train::StateSummary& summary = *read_state;
     const std::string& state = summary.text;
@@ -289,6 +277,21 @@ std::string checkpoint_in(const std::string& given) {
 bool rotated_away(const std::string& given, const std::string& path) {
   std::error_code error;
   return std::filesystem::is_directory(given, error) && (path.empty() || !std::filesystem::exists(path, error));
+}
+
+std::string read_checkpoint_in(const std::string& given, int attempts,
+                               const std::function<void(const std::string& path)>& read) {
+  for (int attempt = 1;; ++attempt) {
+    std::string path;  // "": `latest` named a checkpoint removed as it was read
+    try {
+      path = checkpoint_in(given);
+      read(path);
+      return path;
+    } catch (const InputError&) {
+      if (attempt < attempts && rotated_away(given, path)) continue;
+      throw;
+    }
+  }
 }
 
 Command ckpt_inspect_command() {

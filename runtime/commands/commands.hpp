@@ -1,6 +1,9 @@
 // The subcommands, one file each; registry.cpp lists them.
 #pragma once
 
+#include <functional>
+#include <string>
+
 #include "runtime/cli/command.hpp"
 
 namespace longctx::cli {
@@ -37,6 +40,10 @@ std::string checkpoint_in(const std::string& given);
 // train committed a newer one and removed it (checkpoint.keep), maybe as `latest` was read. Then a reader
 // follows `latest` again.
 bool rotated_away(const std::string& given, const std::string& path);
+// read(checkpoint_in(given)), where an InputError that rotated_away explains follows `latest` again (up to
+// `attempts` readings in all; else it is thrown); the path read. ckpt inspect's and eval's.
+std::string read_checkpoint_in(const std::string& given, int attempts,
+                               const std::function<void(const std::string& path)>& read);
 
 // A size as a person reads it: "3 B", "12.5 KiB", "64.0 MiB", "2.0 GiB" (ckpt inspect, bench comm).
 std::string human_bytes(int64_t bytes);

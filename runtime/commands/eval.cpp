@@ -159,20 +159,15 @@ struct CheckpointHead {
   int64_t step = 0, seq_len = 0;
 };
 CheckpointHead read_head(const std::string& given) {
-  for (int attempt = 1;; ++attempt) {
-    std::string path;  // "": `latest` named a checkpoint removed as it was read
-    try {
-      path = checkpoint_in(given);
-      const io::CheckpointReader reader(path);
-      if (!reader.file().has_attribute("model_layers"))
-        throw InputError(path + ": not a checkpoint of `longctx train` (it has no model_layers attribute): no model to "
-                         "evaluate");
-      return {path, reader.config(), reader.step(), reader.seq_len()};
-    } catch (const InputError&) {
-      if (attempt < 5 && rotated_away(given, path)) continue;
-      throw;
-    }
-  }
+  CheckpointHead head;
+  read_checkpoint_in(given, 5, [&head](const std::string& path) {
+    const io::CheckpointReader reader(path);
+    if (!reader.file().has_attribute("model_layers"))
+      throw InputError(path + ": not a checkpoint of `longctx train` (it has no model_layers attribute): no model to "
+                       "evaluate");
+    head = {path, reader.config(), reader.step(), reader.seq_len()};
+  });
+  return head;
 }
 
 EvalPlan plan_eval(const Invocation& inv) {
