@@ -269,6 +269,9 @@ struct VerifyReport {
   bool ok = true;
   std::vector<DatasetInfo> datasets;
   std::vector<std::string> problems;  // each names the file and the damaged dataset (or the file)
+  // Listed in a directory and removed before it could be opened (a running train's checkpoint.keep): not
+  // checked, and not damage (ok stays true).
+  bool removed = false;
   // Not ok, with `problem` among the problems once: a damaged state blob fails the datasets' check and
   // the state's read alike.
   void add_problem(const std::string& problem);
@@ -285,7 +288,8 @@ struct VerifyReport {
 // every Fletcher32 checksum is checked, and checks that float data is finite; also the root attributes.
 // Damage is reported, not thrown.
 VerifyReport verify_checkpoint(const std::string& path);
-// Every committed checkpoint in `dir`, oldest first, plus a check that `latest` names one of them.
+// Every committed checkpoint in `dir`, oldest first (also those removed while it ran, as `removed`), plus a
+// check that `latest` names one of them.
 std::vector<VerifyReport> verify_checkpoint_dir(const std::string& dir);
 
 }  // namespace longctx::io

@@ -196,6 +196,7 @@ size_t VerifyReport::undigested() const {
 }
 
 std::string VerifyReport::summary() const {
+  if (removed) return path + ": removed while this ran (a running train's checkpoint.keep?): not checked";
   if (ok) {
     const std::vector<std::string> listed = unchecked_tensors();
     const size_t count = listed.size(), undigested = this->undigested();
@@ -274,8 +275,9 @@ std::vector<VerifyReport> verify_checkpoint_dir(const std::string& dir) {
     return {report};
   }
   // A running train's checkpoint.keep may remove a listed checkpoint before it is opened: not damage, said
-  // (before: "no such file", exit 3, for a healthy directory).
-  std::vector<std::string> removed;
+  // in a report of its own (before: "no such file", exit 3, for a healthy directory; then an info line on
+  // stderr alone, which --json's readers did not see).
+  std::vector<VerifyReport> removed;
   // When every listed one was removed so, or the listing missed them all (readdir need not return a name
   // renamed meanwhile) while `latest` names one, the directory is listed again, up to 5 times.
   for (int attempt = 1; attempt <= 5 && reports.empty(); ++attempt) {
@@ -293,19 +295,23 @@ std::vector<VerifyReport> verify_checkpoint_dir(const std::string& dir) {
       VerifyReport report = verify_checkpoint(file);
       std::error_code looked;
       if (!report.ok && !std::filesystem::exists(file, looked) && !looked) {
-        removed.push_back(std::filesystem::path(file).filename().string());
+        VerifyReport gone;
+        gone.path = file;
+        gone.removed = true;
+        removed.push_back(std::move(gone));
         continue;
       }
       reports.push_back(std::move(report));
     }
     if (removed.empty()) break;
   }
-  if (!removed.empty()) {
-    std::string names;
-    for (const std::string& name : removed) names += (names.empty() ? "" : ", ") + name;
-    log::info(dir + ": " + names + (removed.size() == 1 ? " was" : " were") +
-              " removed while this ran (a running train's checkpoint.keep?): not checked");
-  }
+  // In the listing's order, oldest step first.
+  const auto step_of = [](const VerifyReport& report) { return step_in_file_name(report.path).value_or(-1); };
+  std::vector<VerifyReport> all;
+  std::merge(std::make_move_iterator(removed.begin()), std::make_move_iterator(removed.end()),
+             std::make_move_iterator(reports.begin()), std::make_move_iterator(reports.end()), std::back_inserter(all),
+             [&](const VerifyReport& a, const VerifyReport& b) { return step_of(a) < step_of(b); });
+  reports = std::move(all);
   VerifyReport latest;
   latest.path = dir + "/latest";
   // `latest` read just before a train moved it on, naming a checkpoint removed since: read again.
