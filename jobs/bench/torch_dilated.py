@@ -17,7 +17,11 @@ import os
 import time
 
 import openblas_coretype  # noqa: F401  (sets OPENBLAS_CORETYPE; must come first)
-import torch  # noqa: E402
+try:
+    import torch  # noqa: E402
+except ImportError as e:  # a bare traceback otherwise
+    raise SystemExit(f"torch_dilated: cannot import torch ({e}); on Debian: apt-get install python3-torch, and run it "
+                     "with /usr/bin/python3")
 
 
 def branch_attention(q, k, v, w, r, scale, chunk):
@@ -76,6 +80,8 @@ def main():
     torch.set_num_threads(args.threads)
     ws = [int(x) for x in args.segment_lengths.split(",")]
     rs = [int(x) for x in args.dilation_rates.split(",")]
+    if len(ws) != len(rs):  # zip would drop the unmatched branches without a word
+        raise SystemExit(f"torch_dilated: {len(ws)} segment lengths but {len(rs)} dilation rates; give one rate per length")
     B, N, H, D = args.batch, args.seq_len, args.heads, args.head_dim
     pairs = 0
     for w, r in zip(ws, rs):

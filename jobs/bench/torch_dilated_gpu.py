@@ -22,7 +22,11 @@ import json
 import math
 import statistics
 
-import torch
+try:
+    import torch
+except ImportError as e:  # a bare traceback otherwise
+    raise SystemExit(f"torch_dilated_gpu: cannot import torch ({e}); on Debian: apt-get install python3-torch, and run it "
+                     "with /usr/bin/python3")
 
 
 def timed(fn, iters, warmup=1):
@@ -115,6 +119,8 @@ def main():
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
     ws = [int(x) for x in args.segment_lengths.split(",")]
     rs = [int(x) for x in args.dilation_rates.split(",")]
+    if len(ws) != len(rs):  # zip would drop the unmatched branches without a word
+        raise SystemExit(f"torch_dilated_gpu: {len(ws)} segment lengths but {len(rs)} dilation rates; give one rate per length")
     B, N, H, D = args.batch, args.seq_len, args.heads, args.head_dim
     gpu = torch.cuda.get_device_name()
 

@@ -74,15 +74,22 @@ def check_current(mutants):
 
 def main(argv):
     build = 'build'
-    if '--build' in argv:
-        i = argv.index('--build')
-        build = argv[i + 1]
-        del argv[i:i + 2]
-    if argv and argv[0] in ('-h', '--help'):
+    if '-h' in argv or '--help' in argv:
         print(__doc__)
         return 0
+    if '--build' in argv:
+        i = argv.index('--build')
+        if i + 1 >= len(argv) or argv[i + 1].startswith('-'):
+            print('mutate.py: --build takes a directory (--build DIR; --help)', file=sys.stderr)
+            return 2
+        build = argv[i + 1]
+        del argv[i:i + 2]
     check_only = '--check-current' in argv
     argv = [a for a in argv if a != '--check-current']
+    options = [a for a in argv if a.startswith('-')]
+    if options:  # not read as mutant ids
+        print(f'mutate.py: unknown option {options[0]} (options: --build DIR, --check-current, --help)', file=sys.stderr)
+        return 2
     path = argv[0] if argv and argv[0].endswith('.json') else os.path.join(os.path.dirname(__file__), 'mutants.json')
     only = set(a for a in argv if not a.endswith('.json'))
     mutants = json.load(open(path))

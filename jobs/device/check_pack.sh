@@ -3,7 +3,7 @@
 # namespace every system file the pack carries is covered by an empty one (so a library, plugin or help
 # file still taken from the system fails loudly), then the packed runtime runs `longctx --version`,
 # `mpirun -np 2 longctx info` and a 2-rank `longctx attend` (HDF5 read and write).
-#   jobs/device/check_pack.sh [BUILD (build-cuda)] [DIR (.devrt)]
+#   jobs/device/check_pack.sh [BUILD (build-cuda)] [DIR (.device/runtime)]
 # Needs root and unshare(1); exits 77 (skipped) where a mount namespace cannot be made.
 set -euo pipefail
 case "${1:-}" in  # --help: the header above; an option is refused before anything runs (exit 2)
@@ -12,7 +12,7 @@ case "${1:-}" in  # --help: the header above; an option is refused before anythi
 esac
 [ $# -le 2 ] || { echo "check_pack.sh: takes at most two arguments, BUILD and DIR (got: $*; --help)" >&2; exit 2; }
 build=$(cd "${1:-build-cuda}" && pwd)
-pack=$(cd "${2:-.devrt}" && pwd)
+pack=$(cd "${2:-.device/runtime}" && pwd)
 unshare -m true 2>/dev/null || { echo "check_pack: no mount namespace here (needs root); skipped"; exit 77; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -6,7 +6,7 @@
 # machine, and DIR/env.sh, which points the loader and Open MPI / PMIx there (OPAL_PREFIX,
 # PMIX_PREFIX).
 #
-#   jobs/device/pack_runtime.sh [BUILD (build-cuda)] [DIR (.devrt)]
+#   jobs/device/pack_runtime.sh [BUILD (build-cuda)] [DIR (.device/runtime)]
 #   there:  source DIR/env.sh && BUILD/bin/longctx --version && mpirun -np 2 BUILD/bin/longctx info
 #
 # jobs/device/check_pack.sh checks a pack here with the system's MPI, HDF5 and Boost hidden.
@@ -17,7 +17,7 @@ case "${1:-}" in  # --help: the header above; an option is refused before anythi
 esac
 [ $# -le 2 ] || { echo "pack_runtime.sh: takes at most two arguments, BUILD and DIR (got: $*; --help)" >&2; exit 2; }
 build=${1:-build-cuda}
-out=${2:-.devrt}
+out=${2:-.device/runtime}
 binary="$build/bin/longctx"
 [ -x "$binary" ] || { echo "pack_runtime: $binary not found; build it first (LONGCTX_BUILD=$build ./jobs/build.sh)" >&2; exit 2; }
 packages=(libopenmpi3 openmpi-bin openmpi-common libpmix2)
@@ -34,7 +34,7 @@ dpkg -L "${packages[@]}" | while read -r f; do [ -f "$f" ] && echo "$f"; done | 
 echo "$binary" >>"$list"
 # The shared libraries of every ELF file in the list, minus glibc (the target's own must be used).
 glibc='/(libc|libm|libpthread|libdl|librt|libresolv|libutil|ld-linux-x86-64)\.so'
-grep -v "^$binary\$" "$list" | while read -r f; do [ "$(head -c 4 "$f" | tail -c 3)" = ELF ] && echo "$f"; done >"$list.elf" || true
+grep -v "^$binary\$" "$list" | while read -r f; do [ "$(head -c 4 "$f" | tail -c 3 | tr -d '\0')" = ELF ] && echo "$f"; done >"$list.elf" || true
 # Each by its soname, in its real folder (/lib is /usr/lib here), stored as a file (cp -L).
 { cat "$list.elf"; echo "$binary"; } | xargs -r ldd 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3}' |
   grep -Ev "$glibc" | while read -r f; do echo "$(readlink -f "$(dirname "$f")")/$(basename "$f")"; done |
