@@ -47,7 +47,10 @@ std::string top_help(const std::string& group = "") {
     name.resize(std::max<size_t>(name.size(), 18), ' ');
     out += "  " + name + " " + command.summary + "\n";
   }
-  // interfaces.md: `longctx --help` lists every option with its default; the commands' own are in theirs.
+  // interfaces.md: `longctx --help` lists every option with its default; the commands' own are in theirs,
+  // and `longctx bench --help` lists those of its commands (before: only the options every command takes).
+  for (const auto& command : cli::all_commands())
+    if (!group.empty() && command.name.rfind(group + " ", 0) == 0) out += "\n" + cli::command_options_text(command);
   out += "\n" + cli::common_options_text() +
          "\nOptions come from the command line, then a config file (--config FILE.ini, or LONGCTX_CONFIG; [section]\n"
          "key=value is --section.key), then LONGCTX_* environment variables (--model.layers <- LONGCTX_MODEL_LAYERS),\n"
@@ -83,7 +86,7 @@ const cli::Command* find_command(const std::vector<std::string>& args, size_t* w
 
 struct Parsed {
   std::optional<cli::Invocation> invocation;
-  cli::po::options_description declared{"options", 100, 50};
+  cli::po::options_description declared{"options", cli::kHelpLineLength, cli::kHelpDescriptionLength};
   bool help = false;
   bool version = false;
   std::string group;  // `longctx bench --help`: help on the commands of that group
@@ -137,7 +140,15 @@ void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed
     if (!group.empty())  // `ckpt runs/ck`: a missing subcommand
       throw UsageError("'" + args[0] + "' needs a subcommand: " + group +
                        (word_follows ? " ('" + args[1] + "' is none of them)" : std::string()));
-    throw UsageError("unknown command '" + args[0] + "'; commands: " + names);
+    // `atend`: the command (or group: `ckp`) within two edits, as options get (before: the list alone).
+    std::string near;
+    size_t nearest = 3;
+    for (const auto& c : cli::all_commands()) {
+      const std::string first = c.name.substr(0, c.name.find(' '));
+      if (const size_t d = cli::edit_distance(args[0], first); d < nearest && 2 * d <= first.size()) near = first, nearest = d;
+    }
+    throw UsageError("unknown command '" + args[0] + "'; " + (near.empty() ? "" : "did you mean '" + near + "'? ") +
+                     "commands: " + names);
   }
   const std::vector<std::string> rest(args.begin() + static_cast<std::ptrdiff_t>(words), args.end());
   parsed.invocation.emplace(cli::parse_invocation(process, *command, rest, process_getenv,

@@ -91,8 +91,12 @@ std::vector<std::pair<std::string, std::string>> shared_values(const Invocation&
 // The resolved configuration as INI text (what a checkpoint's /config records).
 std::string to_ini(const Invocation& invocation, const po::options_description& declared);
 
+// --help's table: lines of kHelpLineLength characters, a description column of at least kHelpDescriptionLength.
+constexpr unsigned kHelpLineLength = 100, kHelpDescriptionLength = 50;
 std::string help_text(const Command& command, const po::options_description& declared);
 // The options every command takes, with their defaults, as `COMMAND --help` prints them (for `longctx --help`).
 std::string common_options_text();
+// `command`'s own options, with their defaults, as its --help prints them (for `longctx bench --help`).
+std::string command_options_text(const Command& command);
 
 }  // namespace longctx::cli

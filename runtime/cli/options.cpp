@@ -49,21 +49,27 @@ std::vector<std::string> same_leaf_options(const po::options_description& declar
 // The options of `desc` an unknown one most likely meant: the one option it begins to the end of a word
 // ("seq" -> "seq-len", "data.seq" -> "data.seq_len"; before: "seq" -> "seed", two edits away), else those of
 // its last name part ("seed" -> "train.seed"; "keep" -> "checkpoint.keep", not "help", two edits away),
+// else those it is the start of, up to three ("back" -> "backward", "train.se" -> "train.seed", "train.steps"),
 // else the one within two edits ("model.layer" -> "model.layers"); none for none.
 std::vector<std::string> likely_options(const std::string& name, const po::options_description& desc, bool in_file) {
   std::string best, begun;
+  std::vector<std::string> cut_short;  // options `name` is the start of, mid-word ("back" -> "backward")
   size_t best_distance = 3, begins = 0;
   for (const auto& option : desc.options()) {
     const std::string& long_name = option->long_name();
     if (in_file && (long_name == "help" || long_name == "config")) continue;  // refused there
-    if (!name.empty() && long_name.size() > name.size() && long_name.compare(0, name.size(), name) == 0 &&
-        std::string("-._").find(long_name[name.size()]) != std::string::npos)
-      begun = long_name, ++begins;
+    if (!name.empty() && long_name.size() > name.size() && long_name.compare(0, name.size(), name) == 0) {
+      cut_short.push_back(long_name);
+      if (std::string("-._").find(long_name[name.size()]) != std::string::npos) begun = long_name, ++begins;
+    }
     const size_t d = edit_distance(name, long_name);
     if (d < best_distance) best = long_name, best_distance = d;
   }
   if (begins == 1) return {begun};
   if (std::vector<std::string> same_leaf = same_leaf_options(desc, name); !same_leaf.empty()) return same_leaf;
+  // Before: only whole words ("--back", "--model.lay" got no hint; "--train.se" got "--train.lr"). A few at
+  // most: "--s" begins too many to be a hint.
+  if (!cut_short.empty() && cut_short.size() <= 3) return cut_short;
   if (!best.empty()) return {best};
   return {};
 }
@@ -654,11 +660,55 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
   return invocation;
 }
 
+// The options as --help lists them: each with its default (interfaces.md). Boost prints "(=X)" only for an
+// option declared with a default shown as text; here an on/off option shows "(=off)", one that must be given
+// "(required)" and one with no default (or an empty one) "(unset)" (before: nothing, so a reader of --help
+// could not tell these from each other). --help itself is shown as declared.
+po::options_description shown_in_help(const po::options_description& declared, const std::set<std::string>& positional,
+                                      const std::string& caption) {
+  po::options_description shown(caption, kHelpLineLength, kHelpDescriptionLength);
+  for (const auto& option : declared.options()) {
+    const std::string& name = option->long_name();
+    const po::value_semantic& semantic = *option->semantic();
+    boost::any default_value;
+    std::string text;
+    if (name == "help")
+      text = "";
+    else if (positional.count(name))  // every command with one refuses to run without it (require_path)
+      text = "arg (required)";
+    else if (is_switch(*option))
+      text = "(=off)";
+    else if (semantic.is_required())
+      text = "arg (required)";
+    else if (!semantic.apply_default(default_value) || semantic.name().find("(=") == std::string::npos)
+      text = "arg (unset)";  // no default, or one declared without text: "" (data.path, checkpoint.dir)
+    if (text.empty()) {
+      shown.add(option);
+      continue;
+    }
+    // Shown only: a value of this name is never parsed (value_name is what Boost prints as the parameter).
+    po::value_semantic* const parameter = po::value<std::string>()->value_name(text);
+    shown.add(boost::shared_ptr<po::option_description>(
+        new po::option_description(name.c_str(), parameter, option->description().c_str())));
+  }
+  return shown;
+}
+
 std::string common_options_text() {
-  po::options_description common("options every command takes");
+  po::options_description common;
   declare_common(common);
   std::ostringstream out;
-  out << common;
+  out << shown_in_help(common, {}, "options every command takes");
+  return out.str();
+}
+
+std::string command_options_text(const Command& command) {
+  po::options_description declared;
+  po::positional_options_description positional;
+  if (command.declare) command.declare(declared, positional);
+  std::ostringstream out;
+  out << shown_in_help(declared, positional_names(command), "options of longctx " + command.name +
+                                                                 (command.positional.empty() ? "" : " (and " + command.positional + ")"));
   return out.str();
 }
 
@@ -677,9 +727,9 @@ std::string help_text(const Command& command, const po::options_description& dec
   out << "usage: longctx " << command.name << " [options]" << (command.positional.empty() ? "" : " ")
       << command.positional << "\n\n"
       << command.summary << "\n\n"
-      << declared << "\n";
+      << shown_in_help(declared, positional, "options") << "\n";
   if (!required.empty()) out << "Required: " << required << ".\n";
-  out << "On/off options are off unless given; --X=false turns off one that a config file or the\n"
+  out << "On/off options (=off) are off unless given; --X=false turns off one that a config file or the\n"
       << "environment turned on. Every option can also come from --config FILE.ini ([section] key=value)\n"
       << "or the environment (--" << example << " <- " << env_name(example) << "; on/off options take 1/0, true/false, yes/no or on/off);\n"
       << "the command line wins over the file, the file over the environment. An option's variable is\n"

@@ -174,6 +174,16 @@ expect_exit 2 "--seq 2048" -- "$LONGCTX" bench attention --seq 2048 --quiet
 expect_in "$OUT/stderr" "did you mean --seq-len\?$" "--seq-len, not --seed"
 expect_exit 2 "--data.seq 2048" -- "$LONGCTX" train --data.seq 2048 --quiet
 expect_in "$OUT/stderr" "did you mean --data.seq_len\?$" "--data.seq_len"
+# An option's start cut mid-word is answered with the options it begins, up to three (before: the list, or an
+# option two edits away: --train.se got --train.lr).
+expect_exit 2 "--back" -- "$LONGCTX" bench attention --back --quiet
+expect_in "$OUT/stderr" "did you mean --backward\?$" "--backward"
+expect_exit 2 "--model.lay 2" -- "$LONGCTX" train --model.lay 2 --quiet
+expect_in "$OUT/stderr" "did you mean --model.layers\?$" "--model.layers"
+expect_exit 2 "--train.se 2" -- "$LONGCTX" train --train.se 2 --quiet
+expect_in "$OUT/stderr" "did you mean --train.seed\?$" "--train.seed, not --train.lr"
+expect_exit 2 "--s 2" -- "$LONGCTX" train --s 2 --quiet
+expect_in "$OUT/stderr" "unknown option '--s' .*; allowed: --device" "--s begins too many: the list"
 # Else the options of that last name part, as a config file's top-level key is answered (before: the list).
 expect_exit 2 "--seed 3 to train" -- "$LONGCTX" train --seed 3 --quiet
 expect_in "$OUT/stderr" "unknown option '--seed' for 'longctx train' \(from the command line\); did you mean --train.seed\?$" \

@@ -74,6 +74,13 @@ expect_in "$OUT/stderr" "needs a subcommand: bench attention, bench comm" "names
 expect_exit 2 "a mistyped subcommand" -- "$LONGCTX" ckpt verfy somewhere
 expect_in "$OUT/stderr" "unknown command 'ckpt verfy'; did you mean 'ckpt verify'\? \('ckpt' has: ckpt inspect, ckpt verify\)" \
   "says so, with the nearest"
+# A mistyped command gets the nearest too (before: the list alone).
+expect_exit 2 "a mistyped command" -- "$LONGCTX" atend --input x.h5
+expect_in "$OUT/stderr" "unknown command 'atend'; did you mean 'attend'\? commands: info, attend," "says so, with the nearest"
+expect_exit 2 "a mistyped command group" -- "$LONGCTX" ckp inspect x
+expect_in "$OUT/stderr" "unknown command 'ckp'; did you mean 'ckpt'\?" "... and of a group"
+expect_exit 2 "a word like no command" -- "$LONGCTX" xyz
+expect_in "$OUT/stderr" "unknown command 'xyz'; commands: info," "... none where none is near"
 # Integers are plain digits: Boost took '+3' (parse_size, for K/M/G options, did not).
 expect_exit 2 "--iters +3" -- "$LONGCTX" bench comm --iters +3 --bytes 1K --quiet
 expect_in "$OUT/stderr" "--iters: '\+3' is not an integer in plain digits" "refuses the '+'"
@@ -109,6 +116,27 @@ expect_in "$OUT/stdout" "ckpt verify" "a command group's help lists its subcomma
 grep -q "train " "$OUT/stdout" && fail "ckpt --help lists other commands" || pass "and only those"
 expect_exit 0 "help bench" -- "$LONGCTX" help bench
 expect_in "$OUT/stdout" "bench comm" "help bench lists bench comm"
+# A group's help lists its commands' options too (before: only those every command takes).
+expect_in "$OUT/stdout" "^options of longctx bench attention:" "... and the options of bench attention"
+expect_in "$OUT/stdout" "^  --seq-len arg \(=" "... with their defaults"
+expect_in "$OUT/stdout" "^options of longctx bench comm:" "... and of bench comm"
+# interfaces.md: `longctx SUB --help` lists every option with its default. Boost shows none for on/off
+# options and options without one (before: `--causal`, `--report arg` bare): (=off), (unset), (required).
+for command in info attend "bench attention" "bench comm" train eval "ckpt inspect" "ckpt verify" "data import" \
+  "data inspect" "data verify"; do
+  # shellcheck disable=SC2086  # the command's words
+  "$LONGCTX" $command --help >"$OUT/help" 2>&1
+  bare=$(awk '/^options/ {listed = 1; next} /^$/ {listed = 0} listed && /^  -/' "$OUT/help" |
+    grep -vE '^  (--[a-z0-9_.-]+ (arg )?\((=[^)]*|unset|required)\)|-h \[ --help \])' | head -3)
+  [ -z "$bare" ] && pass "$command --help: every option shows its default, (unset) or (required)" ||
+    fail "$command --help: options without a default shown: $bare"
+done
+expect_exit 0 "attend --help" -- "$LONGCTX" attend --help
+expect_in "$OUT/stdout" "^  --causal \(=off\) " "... an on/off option: (=off)"
+expect_in "$OUT/stdout" "^  --report arg \(unset\) " "... one without a default: (unset)"
+expect_in "$OUT/stdout" "^  --input arg \(required\) " "... one that must be given: (required)"
+expect_exit 0 "ckpt verify --help" -- "$LONGCTX" ckpt verify --help
+expect_in "$OUT/stdout" "^  --path arg \(required\) " "... the positional FILE|DIR: (required)"
 expect_exit 0 "info --help" -- "$LONGCTX" info --help
 expect_in "$OUT/stdout" "comm-timeout.*600" "sub help shows defaults"
 expect_exit 0 "attend --help without its required options" -- "$LONGCTX" attend --help
