@@ -168,7 +168,8 @@ std::unique_ptr<Communicator> MpiCommunicator::sub(int first, int count) {
   MPI_Comm created = MPI_COMM_NULL;
   int rc = MPI_SUCCESS;
   {  // every member met, but one may still stop before this call: the watchdog ends the job then
-    watchdog::Guard guard("sub #" + std::to_string(number) + ": MPI_Comm_create_group on " + described_);
+    watchdog::Guard guard("the set-up of sub-communicator #" + std::to_string(number) + " (ranks " + std::to_string(first) +
+                          "-" + std::to_string(first + count - 1) + "): MPI_Comm_create_group on " + described_);
     rc = MPI_Comm_create_group(comm_, members, kSubCommTag, &created);
   }
   MPI_Group_free(&members);
@@ -183,12 +184,13 @@ std::unique_ptr<Communicator> MpiCommunicator::sub(int first, int count) {
 
 void MpiCommunicator::meet(int first, int count, long number) const {
   const int last = first + count - 1;
-  const std::string what = "sub #" + std::to_string(number) + " (first=" + std::to_string(first) +
-                           ", count=" + std::to_string(count) + ") of " + described_;
+  // Said as a user can read it (before: "sub #1 (first=0, count=2)", the call's own words).
+  const std::string what = "the set-up of sub-communicator #" + std::to_string(number) + " (ranks " +
+                           std::to_string(first) + "-" + std::to_string(last) + " of " + described_ + ")";
   const auto members = std::make_shared<const std::vector<int>>(world_ranks_->begin() + first,
                                                                  world_ranks_->begin() + last + 1);
   const auto start_meeting = [&](const std::string& step) {
-    auto meeting = std::make_unique<Pending>("sub", what + step, std::make_shared<Counters>(), timeout_seconds_,
+    auto meeting = std::make_unique<Pending>("sub-communicator set-up", what + step, std::make_shared<Counters>(), timeout_seconds_,
                                              rank_, size_);  // counted nowhere, like sub() itself
     meeting->point_to_point = true;  // cancelled, not leaked, if it times out
     meeting->type = MPI_BYTE;

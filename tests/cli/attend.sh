@@ -290,7 +290,7 @@ stalled_job STALL_RANK "in file I/O, every rank ignoring SIGTERM," bad.h5 "ignor
 # --comm-timeout, and the roll call names the rank that is missing and where the others wait.
 stalled_job STALL_ATTENTION_RANK "before the collectives" bad.h5
 expect_in "$OUT/stderr" "timed out after 3 s" "says what timed out"
-expect_in "$OUT/stderr" "ranks 0, 2 wait in sub #1 \\(first=0, count=3\\) of the world communicator" "the roll call says where the others wait"
+expect_in "$OUT/stderr" "ranks 0, 2 wait in the set-up of sub-communicator #1 \\(ranks 0-2 of the world communicator\\)" "the roll call says where the others wait"
 expect_in "$OUT/stderr" "rank 1 \\(host $(hostname), pid " "... names the missing rank and its host"
 expect_in "$OUT/stderr" "did not answer: it is in no communicator call" "... and that it is in no communicator call"
 [ ! -e bad.h5 ] && [ ! -e bad.h5.tmp ] && pass "no output (nor .tmp) after a rank stalled before the collectives" \

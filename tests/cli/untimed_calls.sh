@@ -63,7 +63,7 @@ stopped() {
 
 stopped "rank 1 stopped in MPI_Finalize" 1 MPI_Finalize 1 "MPI_Finalize at the end of the job" -- --output f.h5
 stopped "rank 1 stopped entering MPI_Comm_create_group" 1 MPI_Comm_create_group 1 \
-  "sub #1: MPI_Comm_create_group on the world communicator" -- --output g.h5
+  "the set-up of sub-communicator #1 \\(ranks 0-[0-9]\\): MPI_Comm_create_group on the world communicator" -- --output g.h5
 # rank 0's renames: the output (1), then the report (2), while rank 1 waits for its outcome.
 stopped "rank 0 stopped publishing the report" 0 rename 2 "waiting for rank 0 \(publishing r.json\)" -- \
   --output r.h5 --report r.json
