@@ -217,8 +217,14 @@ int train_run(Invocation& inv, RunRecord& record) {
   train::JsonLog jsonl(r.log_jsonl, rank == 0, kept_through, r.checkpoint_dir, run_id);
   // Of an earlier dump of this run, the steps and layers this run dumps (dump.steps, dump.layers).
   const auto dumped = [&r](int64_t step, int64_t layer) { return r.dump_steps.count(step) && r.dump_layers.count(layer); };
+  // A dump step after `step` that this run trains (before: any later step, so a run whose dump.steps all come
+  // after train.steps, which it warns "never dumped", still wrote a dump file holding nothing).
+  const auto dumps_after = [&r](int64_t step) {
+    const auto next = r.dump_steps.upper_bound(step);
+    return next != r.dump_steps.end() && *next <= r.steps;
+  };
   std::unique_ptr<io::ActivationDump> dump;
-  if (!r.dump_path.empty() && !r.dump_steps.empty() && *r.dump_steps.rbegin() > trainer.step())
+  if (!r.dump_path.empty() && dumps_after(trainer.step()))
     dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step(), run_id, dumped);
 
 
@@ -307,7 +313,7 @@ int train_run(Invocation& inv, RunRecord& record) {
     jsonl.forget_start();
     log::info("checkpoint " + path);
     signal_if_faulted("checkpoint", trainer.step());
-    if (republish && *r.dump_steps.rbegin() > trainer.step())
+    if (republish && dumps_after(trainer.step()))
       dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step(), run_id, dumped);
   };
 

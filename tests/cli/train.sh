@@ -356,6 +356,7 @@ expect_in "$OUT/stderr" "log.jsonl '.*run.ini' exists and is not a JSON file; ap
 expect_exit 0 "dump.steps after train.steps" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 \
   --dump.activations "$OUT/late.h5" --dump.steps 9
 expect_in "$OUT/stderr" "dump.steps: step 9 comes after train.steps=1: it is never dumped" "warns the step is never dumped"
+[ ! -e "$OUT/late.h5" ] && pass "... and writes no dump file (before: one holding nothing)" || fail "a dump file with no step was written"
 expect_exit 2 "an infinite learning rate" -- "$LONGCTX" train "${SMALL[@]}" --train.lr inf
 expect_exit 2 "a negative clip" -- "$LONGCTX" train "${SMALL[@]}" --train.clip -1
 
