@@ -115,7 +115,8 @@ void declare_train_options(po::options_description& d, po::positional_options_de
       ("data.short_steps", po::value<std::string>()->default_value("0"),
        "steps of each data.short_seq_len stage, comma-separated (same count)")
       ("data.curriculum_steps", po::value<int64_t>()->default_value(0), "steps over which the key depth grows to the whole sequence")
-      ("data.curriculum_min_span", po::value<int64_t>()->default_value(256), "key depth window at step 0")
+      ("data.curriculum_min_span", po::value<std::string>()->default_value("256"),
+       "key depth window at step 0, in tokens (K/M/G suffixes, as the lengths take)")
       ("data.filler_period", po::value<int64_t>()->default_value(23), "length of the repeated filler sentence")
       ("train.steps", po::value<int64_t>()->default_value(100), "total optimizer steps")
       ("train.lr", po::value<double>()->default_value(1e-3), "peak learning rate")
@@ -301,7 +302,7 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   d.records = opt<int64_t>(inv, "data.records");
   d.queries = opt<int64_t>(inv, "data.queries");
   d.curriculum_steps = opt<int64_t>(inv, "data.curriculum_steps");
-  d.curriculum_min_span = opt<int64_t>(inv, "data.curriculum_min_span");
+  d.curriculum_min_span = parse_size("data.curriculum_min_span", opt<std::string>(inv, "data.curriculum_min_span"));
   require(d.curriculum_steps >= 0, "data.curriculum_steps=" + std::to_string(d.curriculum_steps) + ": must be >= 0");
   require(d.curriculum_min_span >= 0,
           "data.curriculum_min_span=" + std::to_string(d.curriculum_min_span) + ": must be >= 0");

@@ -116,6 +116,14 @@ expect_in "$OUT/stderr" "'-1' is not a non-negative integer \(from config file .
 expect_exit 2 "--train.steps 10K" -- "$LONGCTX" train --train.steps 10K --quiet
 expect_in "$OUT/stderr" "'--train.steps' is invalid: it takes an integer from -9223372036854775808 to 9223372036854775807, in digits only; K, M, G suffixes are for the options whose --help says so \(from the command line" \
   "an integer, no suffix"
+# A length in tokens takes them as the lengths do (before: data.curriculum_min_span refused 1K).
+expect_exit 2 "--data.curriculum_min_span 1.5K" -- "$LONGCTX" train --data.curriculum_min_span 1.5K --quiet
+expect_in "$OUT/stderr" "--data.curriculum_min_span: '1.5K' is not an integer \(optionally with a K, M or G suffix\)" \
+  "data.curriculum_min_span is a size: K/M/G"
+expect_exit 0 "--data.curriculum_min_span 1K" -- "$LONGCTX" train --data.curriculum_min_span 1K --data.curriculum_steps 10 \
+  --data.seq_len 2K --model.layers 1 --model.dim 16 --model.heads 2 --model.mlp_hidden 16 --model.segment_lengths 64,2K \
+  --model.dilation_rates 1,32 --train.steps 1 --eval.every 0
+expect_in "$OUT/stderr" "data.curriculum_min_span = 1K  \[command line\]" "... 1K is taken"
 # `--X=` gives X an empty value, as `--X ''` does (before: Boost's "the argument should follow immediately
 # after the equal sign", also for a text option where an empty value means "none").
 expect_exit 2 "--train.steps=" -- "$LONGCTX" train --train.steps= --quiet
