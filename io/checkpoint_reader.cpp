@@ -10,9 +10,11 @@
 #include <utility>
 #include <vector>
 
+#include "io/activation_dump.hpp"
 #include "io/checkpoint.hpp"
 #include "io/digest.hpp"
 #include "io/durable.hpp"
+#include "io/token_dataset.hpp"
 #include "runtime/core/check.hpp"
 #include "runtime/core/log.hpp"
 
@@ -96,7 +98,10 @@ CheckpointReader::CheckpointReader(std::string path, MPI_Comm comm)
     throw InputError(path_ + ": not a longctx checkpoint (no 'format' attribute)");
   const std::string format = file_.read_string_attribute("format");
   if (format != kCheckpointFormat)
-    throw InputError(path_ + ": format is '" + format + "', expected '" + kCheckpointFormat + "'");
+    throw InputError(path_ + ": format is '" + log::printable(format, "") + "', expected '" + kCheckpointFormat + "'" +
+                     (format == kTokenFormat        ? ": a token dataset (`longctx data inspect` reads it)"
+                      : format == kActivationFormat ? ": an activation dump of `longctx train` (h5py or h5dump read it)"
+                                                    : ""));
   format_version_ = file_.read_int64_attribute("format_version");
   if (format_version_ != kCheckpointFormatVersion)
     throw InputError(path_ + ": format_version is " + std::to_string(format_version_) +

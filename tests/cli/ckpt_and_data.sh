@@ -89,6 +89,14 @@ with h5py.File('corpus.h5', 'r') as f:
     toks = [f[n] for n in names if isinstance(f[n], h5py.Dataset) and f[n].size == 34]
     sys.exit(0 if toks and bytes(toks[0][...].astype('uint8')[:5]) == b'hello' else 1)
 " && pass "h5py reads the imported bytes" || fail "h5py does not find the tokens"
+# A token file given to ckpt, or a checkpoint to data, is refused with the command that reads it (before:
+# the formats alone).
+expect_exit 3 "ckpt inspect a token dataset" -- "$LONGCTX" ckpt inspect corpus.h5 --quiet
+expect_in "$OUT/stderr" "corpus.h5: format is 'longctx-tokens', expected 'longctx-checkpoint': a token dataset \(\`longctx data inspect\` reads it\)$" \
+  "... says data inspect reads it"
+expect_exit 3 "data inspect a checkpoint" -- "$LONGCTX" data inspect "$CK" --quiet
+expect_in "$OUT/stderr" "not a longctx token dataset \(its format is 'longctx-checkpoint', not 'longctx-tokens'\): a checkpoint \(\`longctx ckpt inspect\` reads it\)$" \
+  "... and ckpt inspect a checkpoint"
 # 34 tokens hold one sequence of 32 (+1): nothing is held out, and train says its eval is on training data.
 expect_exit 0 "train on a one-sequence token file" -- "$LONGCTX" train --quiet --model.layers 1 --model.dim 16 \
   --model.heads 2 --model.mlp_hidden 16 --model.vocab 256 --model.segment_lengths 8,32 --model.dilation_rates 1,2 \
