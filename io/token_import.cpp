@@ -40,6 +40,8 @@ constexpr int64_t kMaxVocab = int64_t{1} << 31;  // ids are int32 when read
 struct InputPlan {
   int64_t bytes = 0;
   bool streams = false;      // any input a stream
+  // Any a regular file of size 0: empty, or one of /proc or /sys, whose bytes exist only as it is read.
+  bool unsized = false;
   std::vector<bool> stream;  // which, by input
 };
 
@@ -94,6 +96,7 @@ InputPlan plan_inputs(const std::vector<std::string>& files, const std::string& 
       if (::stat(data.c_str(), &info) != 0) info.st_size = 0;
     }
     plan.bytes += static_cast<int64_t>(info.st_size);
+    if (info.st_size == 0) plan.unsized = true;
   }
   return plan;
 }
@@ -224,12 +227,14 @@ TokenImportStats import_text_files(const std::vector<std::string>& files, const 
   // Regular files, and streams: a pipe (`--text <(zcat a.gz)`, a FIFO) or `-`, standard input (before:
   // refused as "not a regular file", so a compressed corpus had to be unpacked to disk first).
   const InputPlan plan = plan_inputs(files, "text", out_path);
-  if (plan.bytes == 0 && !plan.streams) throw InputError("data import: the --text files hold no bytes: nothing to train on");
+  // A file of size 0 is read all the same (before: /proc/cpuinfo was refused as "no bytes"); the import
+  // refuses one that holds none when it ends, having written nothing.
+  const bool sized = !plan.streams && !plan.unsized;
   // The chunk need not exceed the corpus (a 12-byte corpus made a 1 MiB file).
-  TokenWriter writer(out_path, h5::ElementType::u8, plan.streams ? int64_t{1} << 20 : std::min(plan.bytes, int64_t{1} << 20));
+  TokenWriter writer(out_path, h5::ElementType::u8, sized ? std::min(plan.bytes, int64_t{1} << 20) : int64_t{1} << 20);
   std::vector<char> buffer(size_t{16} << 20);
   // On long imports; a stream's size is known only at its end.
-  log::ByteProgress progress("data import", plan.streams ? log::ByteProgress::kUnknownTotal : static_cast<uint64_t>(plan.bytes));
+  log::ByteProgress progress("data import", sized ? static_cast<uint64_t>(plan.bytes) : log::ByteProgress::kUnknownTotal);
   for (const std::string& file : files) {
     std::ifstream in = open_input(file);
     const int64_t before = writer.written();

@@ -579,8 +579,11 @@ expect_exit 2 "import a.txt ''" -- "$LONGCTX" data import --text a.txt '' --out 
 # file (before: a 12-byte corpus took 1 MiB, one whole chunk).
 : >empty.txt
 expect_exit 3 "import an empty file" -- "$LONGCTX" data import --text empty.txt --out empty.h5 --quiet
-expect_in "$OUT/stderr" "hold no bytes" "says the corpus is empty"
+expect_in "$OUT/stderr" "the --text inputs held no bytes" "says the corpus is empty"
 [ ! -e empty.h5 ] && pass "nothing written" || fail "empty.h5 written"
+# A file whose size says 0 but that holds bytes (/proc, /sys) is read as it is (before: refused, "no bytes").
+expect_exit 0 "import /proc/self/status" -- "$LONGCTX" data import --text /proc/self/status --out proc.h5 --quiet
+expect_in "$OUT/stdout" "1 document\(s\), [1-9][0-9]* byte tokens" "... its bytes are imported"
 [ "$(stat -c %s corpus.h5)" -lt 20000 ] && pass "a 34-byte corpus makes a small file" || fail "corpus.h5 is $(stat -c %s corpus.h5) bytes"
 # Metadata that disagrees with the data is refused when the file is opened, naming the field.
 for case in "token_count=150" "document_count=3" "doc_offsets=0,250" "doc_offsets=0,120,100,200" \
