@@ -67,8 +67,9 @@ class MpiCommunicator : public Communicator {
                                                 DataType type, ReduceOp op);
   std::unique_ptr<Pending> start_all_reduce(void* data, size_t count, DataType type, ReduceOp op);
   std::unique_ptr<Pending> start_broadcast(void* data, size_t count, DataType type, int root);
-  std::unique_ptr<Pending> start_send(const void* data, size_t count, DataType type, int dest, int tag);
-  std::unique_ptr<Pending> start_recv(void* data, size_t count, DataType type, int source, int tag);
+  enum class Direction { send, recv };
+  std::unique_ptr<Pending> start_point_to_point(Direction direction, void* data, size_t count, DataType type, int peer,
+                                                int tag);
   static Request to_request(std::unique_ptr<Pending> pending);
   static void finish(std::unique_ptr<Pending> pending);
   void count_call(Volume volume) const;

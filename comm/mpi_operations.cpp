@@ -250,60 +250,45 @@ void MpiCommunicator::barrier() {
 
 // ---- point to point ----------------------------------------------------------------------------------
 
-std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start_send(const void* data, size_t count,
-                                                                      DataType type, int dest, int tag) {
-  check_rank(dest, "destination", "send");
-  check_tag(tag, "send");
+// An MPI_Isend of `data` to `peer`, or an MPI_Irecv into it from `peer`, in chunks of at most max_count
+// elements. A zero-length message still posts one request: the other side's must be matched.
+std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start_point_to_point(Direction direction, void* data,
+                                                                                size_t count, DataType type, int peer,
+                                                                                int tag) {
+  const bool send = direction == Direction::send;
+  const char* const operation = send ? "send" : "recv";
+  check_rank(peer, send ? "destination" : "source", operation);
+  check_tag(tag, operation);
   const size_t s = size_of(type);
   const MPI_Datatype t = mpi_type(type);
-  count_call(send_volume(count, rank_, dest, s));
+  count_call(send ? send_volume(count, rank_, peer, s) : recv_volume(count, rank_, peer, s));
 
-  auto pending = start("send", "to rank " + std::to_string(dest) + " (tag " + std::to_string(tag) + ")");
+  auto pending = start(operation, (send ? "to rank " : "from rank ") + std::to_string(peer) + " (tag " +
+                                      std::to_string(tag) + ")");
   pending->type = t;
   pending->point_to_point = true;
-  for_chunks(count, max_count(type), [&](size_t offset, int chunk) {
+  const auto post = [&](void* buffer, int chunk) {
     MPI_Request request = MPI_REQUEST_NULL;
-    LONGCTX_CHECK_MPI(MPI_Isend(at(data, offset, s), chunk, t, dest, tag, comm_, &request));
-    pending->add(request);
-  });
-  if (count == 0) {  // a zero-length message still has to be matched by the receiver's
-    MPI_Request request = MPI_REQUEST_NULL;
-    LONGCTX_CHECK_MPI(MPI_Isend(data, 0, t, dest, tag, comm_, &request));
-    pending->add(request);
-  }
-  return pending;
-}
-
-std::unique_ptr<MpiCommunicator::Pending> MpiCommunicator::start_recv(void* data, size_t count,
-                                                                      DataType type, int source, int tag) {
-  check_rank(source, "source", "recv");
-  check_tag(tag, "recv");
-  const size_t s = size_of(type);
-  const MPI_Datatype t = mpi_type(type);
-  count_call(recv_volume(count, rank_, source, s));
-
-  auto pending = start("recv", "from rank " + std::to_string(source) + " (tag " + std::to_string(tag) + ")");
-  pending->type = t;
-  pending->point_to_point = true;
-  for_chunks(count, max_count(type), [&](size_t offset, int chunk) {
-    MPI_Request request = MPI_REQUEST_NULL;
-    LONGCTX_CHECK_MPI(MPI_Irecv(at(data, offset, s), chunk, t, source, tag, comm_, &request));
-    pending->add(request, chunk);
-  });
-  if (count == 0) {
-    MPI_Request request = MPI_REQUEST_NULL;
-    LONGCTX_CHECK_MPI(MPI_Irecv(data, 0, t, source, tag, comm_, &request));
-    pending->add(request, 0);
-  }
+    if (send) {
+      LONGCTX_CHECK_MPI(MPI_Isend(buffer, chunk, t, peer, tag, comm_, &request));
+      pending->add(request);
+    } else {
+      LONGCTX_CHECK_MPI(MPI_Irecv(buffer, chunk, t, peer, tag, comm_, &request));
+      pending->add(request, chunk);
+    }
+  };
+  for_chunks(count, max_count(type), [&](size_t offset, int chunk) { post(at(data, offset, s), chunk); });
+  if (count == 0) post(data, 0);
   return pending;
 }
 
 Request MpiCommunicator::isend_raw(const void* data, size_t count, DataType type, int dest, int tag) {
-  return to_request(start_send(data, count, type, dest, tag));
+  // MPI_Isend only reads the buffer.
+  return to_request(start_point_to_point(Direction::send, const_cast<void*>(data), count, type, dest, tag));
 }
 
 Request MpiCommunicator::irecv_raw(void* data, size_t count, DataType type, int source, int tag) {
-  return to_request(start_recv(data, count, type, source, tag));
+  return to_request(start_point_to_point(Direction::recv, data, count, type, source, tag));
 }
 
 }  // namespace longctx::comm
