@@ -524,6 +524,18 @@ TEST_F(CommTest, TestPollsUntilComplete) {
   EXPECT_TRUE(Request().test());
 }
 
+// A zero-length message is a message: its receive completes only once it is sent (a signal between ranks).
+TEST_F(CommTest, ZeroLengthMessageIsMatched) {
+  const int me = world->rank();
+  std::vector<float> none;
+  Request rx = world->irecv<float>(none, me, 41);
+  for (int i = 0; i < 50; ++i) ASSERT_FALSE(rx.test()) << "a zero-length receive completed with nothing sent";
+  Request tx = world->isend<float>(none, me, 41);
+  rx.wait();
+  tx.wait();
+  EXPECT_FALSE(rx.pending());
+}
+
 TEST_F(CommTest, RequestMoveAndDestructionWait) {
   const int me = world->rank();
   std::vector<double> send{1.5, -2.5}, recv(2, 0.0), recv2(2, 0.0);
