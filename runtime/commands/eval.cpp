@@ -165,6 +165,13 @@ CheckpointHead read_head(const std::string& given) {
     if (!reader.file().has_attribute("model_layers"))
       throw InputError(path + ": not a checkpoint of `longctx train` (it has no model_layers attribute): no model to "
                        "evaluate");
+    // Values no training writes are damage, before anything is sized by them (a seq_len of 1e12 was refused
+    // for its memory, exit 2).
+    if (const std::vector<std::string> problems = train::attribute_problems(reader); !problems.empty()) {
+      std::string text;
+      for (const std::string& problem : problems) text += (text.empty() ? "" : "; ") + problem;
+      throw InputError(path + ": " + text + ": damaged; `longctx ckpt verify` checks the whole file");
+    }
     head = {path, reader.config(), reader.step(), reader.seq_len()};
   });
   return head;

@@ -330,9 +330,6 @@ StateSummary state_summary(const io::CheckpointReader& reader) {
   return summary;
 }
 
-namespace {
-
-// The root attributes' values no training writes: "attribute tokens_seen = -5: must be >= 0".
 std::vector<std::string> attribute_problems(const io::CheckpointReader& reader) {
   std::vector<std::string> problems;
   const auto out_of_range = [&](const char* name, int64_t value, int64_t least) {
@@ -344,7 +341,15 @@ std::vector<std::string> attribute_problems(const io::CheckpointReader& reader) 
   out_of_range("world_size", reader.world_size(), 1);
   out_of_range("tokens_seen", reader.tokens_seen(), 0);
   // A checkpoint of io's format that `train` did not write (no model_layers attribute) has no seq_len of its own.
-  if (reader.file().has_attribute("model_layers")) out_of_range("seq_len", reader.seq_len(), 2);
+  if (reader.file().has_attribute("model_layers")) {
+    out_of_range("seq_len", reader.seq_len(), 2);
+    // Its step trained one sequence of seq_len tokens, which tokens_seen counts (before: seq_len = 1e12 passed
+    // verify, and eval refused it as too big for memory, exit 2, not as damage).
+    if (reader.step() >= 1 && reader.tokens_seen() >= 0 && reader.seq_len() > reader.tokens_seen())
+      problems.push_back("attribute seq_len = " + std::to_string(reader.seq_len()) + ": more than tokens_seen = " +
+                         std::to_string(reader.tokens_seen()) + ", which counts step " + std::to_string(reader.step()) +
+                         "'s sequence of that length");
+  }
   // A token file a run trained on holds a sequence and its last target at least.
   if (reader.file().has_attribute("data_tokens"))
     out_of_range("data_tokens", reader.file().read_int64_attribute("data_tokens"), 3);
@@ -356,8 +361,6 @@ std::vector<std::string> attribute_problems(const io::CheckpointReader& reader) 
   }
   return problems;
 }
-
-}  // namespace
 
 std::vector<std::string> checkpoint_model_problems(const io::CheckpointReader& reader,
                                                    const std::vector<io::DatasetInfo>& datasets) {

@@ -582,6 +582,15 @@ expect_exit 0 "a checkpoint at step 2" -- "$LONGCTX" train "${SMALL[@]}" --train
 expect_exit 3 "resume from a checkpoint whose tokens_seen is -5" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 --checkpoint.dir "$OUT/negt"
 expect_in "$OUT/stderr" "step_00000002.h5: attribute tokens_seen = -5: must be >= 0: damaged" "names the attribute, as verify does"
 [ ! -e "$OUT/negt/step_00000003.h5" ] && pass "... and trains nothing" || fail "step 3 was written"
+# A seq_len no run wrote (more than tokens_seen, which counts the step's sequence) is damage too (before: it
+# passed verify, and eval refused it for its memory, exit 2).
+/usr/bin/python3 -c "import h5py, sys; f = h5py.File(sys.argv[1], 'r+'); f.attrs['tokens_seen'] = 128; f.attrs['seq_len'] = 10**12" \
+  "$OUT/negt/step_00000002.h5" || fail "could not set seq_len"
+expect_exit 3 "verify a checkpoint whose seq_len is 1e12" -- "$LONGCTX" ckpt verify "$OUT/negt" --quiet
+expect_in "$OUT/stdout" "step_00000002.h5: attribute seq_len = 1000000000000: more than tokens_seen = 128, which counts step 2's sequence of that length" \
+  "names the attribute"
+expect_exit 3 "eval it" -- "$LONGCTX" eval "$OUT/negt" --quiet
+expect_in "$OUT/stderr" "attribute seq_len = 1000000000000: more than tokens_seen" "... and eval refuses it as damage"
 # Training settings changed on a resume are said, in one line (before: data.task and train.seed alone; a new
 # train.clip or beta2 went unsaid); settings that leave the numbers alone are not.
 expect_exit 0 "a checkpoint at step 1" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 --checkpoint.dir "$OUT/changed"
