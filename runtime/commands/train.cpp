@@ -217,14 +217,19 @@ int train_run(Invocation& inv, RunRecord& record) {
   train::JsonLog jsonl(r.log_jsonl, rank == 0, kept_through, r.checkpoint_dir, run_id);
   // Of an earlier dump of this run, the steps and layers this run dumps (dump.steps, dump.layers).
   const auto dumped = [&r](int64_t step, int64_t layer) { return r.dump_steps.count(step) && r.dump_layers.count(layer); };
-  // A dump step after `step` that this run trains (before: any later step, so a run whose dump.steps all come
-  // after train.steps, which it warns "never dumped", still wrote a dump file holding nothing).
+  // A dump step after `step` that this run dumps: past the curriculum's short stages (their rows are not
+  // data.seq_len's) and within train.steps. Before: any later step, so a run whose dump.steps all came after
+  // train.steps, or in a short stage, which it warns are never dumped, still wrote a dump file holding nothing.
   const auto dumps_after = [&r](int64_t step) {
-    const auto next = r.dump_steps.upper_bound(step);
+    const int64_t short_stages_end = r.stage_end.empty() ? 0 : r.stage_end.back();
+    const auto next = r.dump_steps.upper_bound(std::max(step, short_stages_end));
     return next != r.dump_steps.end() && *next <= r.steps;
   };
+  // A resumed run also rewrites a dump that may hold steps past its checkpoint (of a run rolled back by hand,
+  // or stopped between its dump and its checkpoint), which drops them, whether or not it dumps more itself.
+  const bool stale_dump = resumed && !r.dump_steps.empty() && *r.dump_steps.rbegin() > trainer.step();
   std::unique_ptr<io::ActivationDump> dump;
-  if (!r.dump_path.empty() && dumps_after(trainer.step()))
+  if (!r.dump_path.empty() && (dumps_after(trainer.step()) || stale_dump))
     dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step(), run_id, dumped);
 
 

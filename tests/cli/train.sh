@@ -357,6 +357,20 @@ expect_exit 0 "dump.steps after train.steps" -- "$LONGCTX" train "${SMALL[@]}" -
   --dump.activations "$OUT/late.h5" --dump.steps 9
 expect_in "$OUT/stderr" "dump.steps: step 9 comes after train.steps=1: it is never dumped" "warns the step is never dumped"
 [ ! -e "$OUT/late.h5" ] && pass "... and writes no dump file (before: one holding nothing)" || fail "a dump file with no step was written"
+expect_exit 0 "dump.steps in a curriculum's short stage" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 \
+  --data.short_seq_len 128 --data.short_steps 2 --dump.activations "$OUT/short.h5" --dump.steps 1
+expect_in "$OUT/stderr" "dump.steps: step 1 trains at N = 128 .*so it is not dumped" "warns the step is not dumped"
+[ ! -e "$OUT/short.h5" ] && pass "... and writes no dump file" || fail "a dump file with no step was written"
+# A run resumed from a checkpoint rolled back by hand drops the dumped steps past it, also when it dumps none
+# itself (train.steps lowered).
+expect_exit 0 "dumps at steps 2 and 4" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 4 --checkpoint.every 2 \
+  --checkpoint.dir "$OUT/rolled" --dump.activations "$OUT/rolled.h5" --dump.steps 2,4
+echo step_00000002.h5 >"$OUT/rolled/latest"
+expect_exit 0 "resume at step 2 with train.steps 3" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 --checkpoint.every 2 \
+  --checkpoint.dir "$OUT/rolled" --dump.activations "$OUT/rolled.h5" --dump.steps 2,4
+/usr/bin/python3 -c "import h5py, sys; sys.exit(0 if sorted(h5py.File(sys.argv[1], 'r')) == ['step_2'] else 1)" "$OUT/rolled.h5" &&
+  pass "... the dump keeps step 2, not the rolled-back step 4" ||
+  fail "the dump holds $(/usr/bin/python3 -c "import h5py, sys; print(sorted(h5py.File(sys.argv[1], 'r')))" "$OUT/rolled.h5")"
 expect_exit 2 "an infinite learning rate" -- "$LONGCTX" train "${SMALL[@]}" --train.lr inf
 expect_exit 2 "a negative clip" -- "$LONGCTX" train "${SMALL[@]}" --train.clip -1
 
