@@ -4,6 +4,8 @@
 // Damage is collected into the report, naming the dataset.
 #include <algorithm>
 #include <cmath>
+#include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 
@@ -282,6 +284,10 @@ std::vector<VerifyReport> verify_checkpoint_dir(const std::string& dir) {
   // renamed meanwhile) while `latest` names one, the directory is listed again, up to 5 times.
   for (int attempt = 1; attempt <= 5 && reports.empty(); ++attempt) {
     const std::vector<std::string> files = list_checkpoints(dir);
+    // LONGCTX_FAULT_STOP_AFTER_LISTING=1: the process stops itself (SIGSTOP) after its first listing, so that
+    // a test can remove a listed checkpoint before it is read (that lands there only by timing otherwise).
+    if (const char* stop = std::getenv("LONGCTX_FAULT_STOP_AFTER_LISTING"); attempt == 1 && stop && std::string(stop) == "1")
+      ::raise(SIGSTOP);
     if (files.empty()) {
       bool named = false;
       try {
@@ -305,13 +311,11 @@ std::vector<VerifyReport> verify_checkpoint_dir(const std::string& dir) {
     }
     if (removed.empty()) break;
   }
-  // In the listing's order, oldest step first.
-  const auto step_of = [](const VerifyReport& report) { return step_in_file_name(report.path).value_or(-1); };
-  std::vector<VerifyReport> all;
-  std::merge(std::make_move_iterator(removed.begin()), std::make_move_iterator(removed.end()),
-             std::make_move_iterator(reports.begin()), std::make_move_iterator(reports.end()), std::back_inserter(all),
-             [&](const VerifyReport& a, const VerifyReport& b) { return step_of(a) < step_of(b); });
-  reports = std::move(all);
+  // In the listing's order, oldest step first (the removed ones may come from several listings).
+  reports.insert(reports.end(), std::make_move_iterator(removed.begin()), std::make_move_iterator(removed.end()));
+  std::stable_sort(reports.begin(), reports.end(), [](const VerifyReport& a, const VerifyReport& b) {
+    return step_in_file_name(a.path).value_or(-1) < step_in_file_name(b.path).value_or(-1);
+  });
   VerifyReport latest;
   latest.path = dir + "/latest";
   // `latest` read just before a train moved it on, naming a checkpoint removed since: read again.

@@ -223,10 +223,12 @@ int run_verify(Invocation& invocation) {
         ok = false;
         continue;
       }
-      if (reports.empty())
+      // Every one listed removed before it could be read, and none found since: nothing was checked.
+      const bool checked = std::any_of(reports.begin(), reports.end(), [](const io::VerifyReport& r) { return !r.removed; });
+      if (!checked)
         std::cout << (json ? verify_json(path, false, 0, {path + ": no checkpoints"}, {}, 0) : shown(path) + ": no checkpoints")
                   << "\n";
-      ok = ok && !reports.empty();
+      ok = ok && checked;
       for (auto& report : reports) {
         ok = ok && report.ok;
         if (json) {
