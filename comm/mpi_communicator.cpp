@@ -86,6 +86,12 @@ std::vector<int> world_ranks_of(MPI_Comm comm) {
   return world_ranks;
 }
 
+// "ranks 0-2", "rank 3".
+std::string ranks_span(int first, int count) {
+  return count == 1 ? "rank " + std::to_string(first)
+                    : "ranks " + std::to_string(first) + "-" + std::to_string(first + count - 1);
+}
+
 }  // namespace
 
 // ---- construction ------------------------------------------------------------------------------------
@@ -168,8 +174,8 @@ std::unique_ptr<Communicator> MpiCommunicator::sub(int first, int count) {
   MPI_Comm created = MPI_COMM_NULL;
   int rc = MPI_SUCCESS;
   {  // every member met, but one may still stop before this call: the watchdog ends the job then
-    watchdog::Guard guard("the set-up of sub-communicator #" + std::to_string(number) + " (ranks " + std::to_string(first) +
-                          "-" + std::to_string(first + count - 1) + "): MPI_Comm_create_group on " + described_);
+    watchdog::Guard guard("the set-up of sub-communicator #" + std::to_string(number) + " (" +
+                          ranks_span(first, count) + "): MPI_Comm_create_group on " + described_);
     rc = MPI_Comm_create_group(comm_, members, kSubCommTag, &created);
   }
   MPI_Group_free(&members);
@@ -185,8 +191,8 @@ std::unique_ptr<Communicator> MpiCommunicator::sub(int first, int count) {
 void MpiCommunicator::meet(int first, int count, long number) const {
   const int last = first + count - 1;
   // Said as a user can read it (before: "sub #1 (first=0, count=2)", the call's own words).
-  const std::string what = "the set-up of sub-communicator #" + std::to_string(number) + " (ranks " +
-                           std::to_string(first) + "-" + std::to_string(last) + " of " + described_ + ")";
+  const std::string what = "the set-up of sub-communicator #" + std::to_string(number) + " (" +
+                           ranks_span(first, count) + " of " + described_ + ")";
   const auto members = std::make_shared<const std::vector<int>>(world_ranks_->begin() + first,
                                                                  world_ranks_->begin() + last + 1);
   const auto start_meeting = [&](const std::string& step) {

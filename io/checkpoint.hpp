@@ -65,6 +65,10 @@ namespace longctx::io {
 inline constexpr const char* kCheckpointFormat = "longctx-checkpoint";
 inline constexpr int64_t kCheckpointFormatVersion = 1;
 
+// What reads a file of longctx's `format` attribute, for a refusal of it in the wrong place: ": a token
+// dataset (`longctx data inspect` reads it)"; "" for a format of no longctx file.
+std::string format_reader_hint(const std::string& format);
+
 struct CheckpointMeta {
   int64_t step = 0;
   int64_t seq_len = 0;      // the length its last step trained at (a curriculum's stage, or data.seq_len)

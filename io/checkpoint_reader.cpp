@@ -92,6 +92,13 @@ std::optional<uint64_t> stored_digest(const h5::Dataset& dataset, h5::ElementTyp
   return dataset.read_bits64_attribute(kDigestAttribute);
 }
 
+std::string format_reader_hint(const std::string& format) {
+  return format == kCheckpointFormat   ? ": a checkpoint (`longctx ckpt inspect` reads it)"
+         : format == kTokenFormat      ? ": a token dataset (`longctx data inspect` reads it)"
+         : format == kActivationFormat ? ": an activation dump of `longctx train` (h5py or h5dump read it)"
+                                       : "";
+}
+
 CheckpointReader::CheckpointReader(std::string path, MPI_Comm comm)
     : path_(std::move(path)), file_(h5::File::open(path_, h5::Mode::read, comm)) {
   if (!file_.has_attribute("format"))
@@ -99,9 +106,7 @@ CheckpointReader::CheckpointReader(std::string path, MPI_Comm comm)
   const std::string format = file_.read_string_attribute("format");
   if (format != kCheckpointFormat)
     throw InputError(path_ + ": format is '" + log::printable(format, "") + "', expected '" + kCheckpointFormat + "'" +
-                     (format == kTokenFormat        ? ": a token dataset (`longctx data inspect` reads it)"
-                      : format == kActivationFormat ? ": an activation dump of `longctx train` (h5py or h5dump read it)"
-                                                    : ""));
+                     format_reader_hint(format));
   format_version_ = file_.read_int64_attribute("format_version");
   if (format_version_ != kCheckpointFormatVersion)
     throw InputError(path_ + ": format_version is " + std::to_string(format_version_) +

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <optional>
 
-#include "io/activation_dump.hpp"
 #include "io/checkpoint.hpp"
 #include "io/digest.hpp"
 #include "io/durable.hpp"
@@ -17,10 +16,7 @@ TokenReader::TokenReader(const std::string& path, MPI_Comm comm, Offsets offsets
     throw InputError(path_ + ": not a longctx token dataset (no format attribute; `longctx data import` makes one)");
   if (const std::string format = file_.read_string_attribute("format"); format != kTokenFormat)
     throw InputError(path_ + ": not a longctx token dataset (its format is '" + log::printable(format, "") + "', not '" +
-                     kTokenFormat + "')" +
-                     (format == kCheckpointFormat   ? ": a checkpoint (`longctx ckpt inspect` reads it)"
-                      : format == kActivationFormat ? ": an activation dump of `longctx train` (h5py or h5dump read it)"
-                                                    : ""));
+                     kTokenFormat + "')" + format_reader_hint(format));
   const int64_t version = file_.read_int64_attribute("format_version");
   if (version != kTokenFormatVersion)
     throw InputError(path_ + ": format_version is " + std::to_string(version) + ", this build reads " +

@@ -40,7 +40,7 @@ constexpr int64_t kMaxVocab = int64_t{1} << 31;  // ids are int32 when read
 struct InputPlan {
   int64_t bytes = 0;
   bool streams = false;      // any input a stream
-  // Any a regular file of size 0: empty, or one of /proc or /sys, whose bytes exist only as it is read.
+  // Any a regular file whose size says 0 but that holds bytes (/proc, /sys: they exist only as it is read).
   bool unsized = false;
   std::vector<bool> stream;  // which, by input
 };
@@ -96,7 +96,11 @@ InputPlan plan_inputs(const std::vector<std::string>& files, const std::string& 
       if (::stat(data.c_str(), &info) != 0) info.st_size = 0;
     }
     plan.bytes += static_cast<int64_t>(info.st_size);
-    if (info.st_size == 0) plan.unsized = true;
+    if (info.st_size == 0 && data == file) {  // an empty file, or one whose bytes are made as it is read
+      char first = 0;
+      std::ifstream probe(file, std::ios::binary);
+      if (probe.read(&first, 1).gcount() == 1) plan.unsized = true;
+    }
   }
   return plan;
 }

@@ -117,17 +117,20 @@ void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed
   const cli::Command* command = find_command(args, &words);
   if (!command) {
     std::string names, group;  // group: the commands that start with args[0] ("bench" -> bench attention, ...)
-    // `ckpt verfy`: the group's command within two edits of "args[0] args[1]", a mistyped subcommand.
+    // `ckpt verfy`, `ckp inspect`: the two-word command within two edits of "args[0] args[1]"; else (`atend`,
+    // `ckp`) the command or group within two edits of args[0], at most half of its letters (before: the list).
     const bool word_follows = args.size() > 1 && !args[1].empty() && args[1][0] != '-';
     const std::string given = word_follows ? args[0] + " " + args[1] : "";
-    std::string guess;
-    size_t best = 3;
+    std::string guess, near;
+    size_t best = 3, nearest = 3;
     for (const auto& c : cli::all_commands()) {
       names += (names.empty() ? "" : ", ") + c.name;
-      if (c.name.rfind(args[0] + " ", 0) != 0) continue;
-      group += (group.empty() ? "" : ", ") + c.name;
-      if (word_follows)
+      const size_t blank = c.name.find(' ');
+      if (c.name.rfind(args[0] + " ", 0) == 0) group += (group.empty() ? "" : ", ") + c.name;
+      if (word_follows && blank != std::string::npos)
         if (const size_t d = cli::edit_distance(given, c.name); d < best) guess = c.name, best = d;
+      const std::string first = c.name.substr(0, blank);
+      if (const size_t d = cli::edit_distance(args[0], first); d < nearest && 2 * d <= first.size()) near = first, nearest = d;
     }
     if (!group.empty() && args.size() > 1 && (args[1] == "--help" || args[1] == "-h")) {
       parsed.help = true;
@@ -135,18 +138,11 @@ void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed
       return;
     }
     if (!guess.empty())
-      throw UsageError("unknown command '" + given + "'; did you mean '" + guess + "'? ('" + args[0] + "' has: " +
-                       group + ")");
+      throw UsageError("unknown command '" + given + "'; did you mean '" + guess + "'?" +
+                       (group.empty() ? "" : " ('" + args[0] + "' has: " + group + ")"));
     if (!group.empty())  // `ckpt runs/ck`: a missing subcommand
       throw UsageError("'" + args[0] + "' needs a subcommand: " + group +
                        (word_follows ? " ('" + args[1] + "' is none of them)" : std::string()));
-    // `atend`: the command (or group: `ckp`) within two edits, as options get (before: the list alone).
-    std::string near;
-    size_t nearest = 3;
-    for (const auto& c : cli::all_commands()) {
-      const std::string first = c.name.substr(0, c.name.find(' '));
-      if (const size_t d = cli::edit_distance(args[0], first); d < nearest && 2 * d <= first.size()) near = first, nearest = d;
-    }
     throw UsageError("unknown command '" + args[0] + "'; " + (near.empty() ? "" : "did you mean '" + near + "'? ") +
                      "commands: " + names);
   }

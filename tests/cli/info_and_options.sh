@@ -78,7 +78,9 @@ expect_in "$OUT/stderr" "unknown command 'ckpt verfy'; did you mean 'ckpt verify
 expect_exit 2 "a mistyped command" -- "$LONGCTX" atend --input x.h5
 expect_in "$OUT/stderr" "unknown command 'atend'; did you mean 'attend'\? commands: info, attend," "says so, with the nearest"
 expect_exit 2 "a mistyped command group" -- "$LONGCTX" ckp inspect x
-expect_in "$OUT/stderr" "unknown command 'ckp'; did you mean 'ckpt'\?" "... and of a group"
+expect_in "$OUT/stderr" "unknown command 'ckp inspect'; did you mean 'ckpt inspect'\?$" "... and of a group and its command"
+expect_exit 2 "a mistyped command group alone" -- "$LONGCTX" ckp
+expect_in "$OUT/stderr" "unknown command 'ckp'; did you mean 'ckpt'\?" "... and of a group alone"
 expect_exit 2 "a word like no command" -- "$LONGCTX" xyz
 expect_in "$OUT/stderr" "unknown command 'xyz'; commands: info," "... none where none is near"
 # Integers are plain digits: Boost took '+3' (parse_size, for K/M/G options, did not).
