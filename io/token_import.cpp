@@ -40,8 +40,6 @@ constexpr int64_t kMaxVocab = int64_t{1} << 31;  // ids are int32 when read
 struct InputPlan {
   int64_t bytes = 0;
   bool streams = false;      // any input a stream
-  // Any a regular file whose size says 0 but that holds bytes (/proc, /sys: they exist only as it is read).
-  bool unsized = false;
   std::vector<bool> stream;  // which, by input
 };
 
@@ -88,6 +86,16 @@ InputPlan plan_inputs(const std::vector<std::string>& files, const std::string& 
       throw InputError(file + ": is " + non_regular_kind(file) + "; give a regular file, a pipe or - (standard input)");
     if (same_file(file, out_path) || same_file(file, out_path + ".tmp"))
       throw UsageError("--" + option + " " + file + " is --out " + out_path + " (or its .tmp); write the dataset elsewhere");
+    // A file whose size says 0 but that holds bytes (/proc, /sys: they are made as it is read) is read once, as
+    // a stream is, to its end (before: "the files hold no bytes", or for --ids "changed while it was imported").
+    if (info.st_size == 0) {
+      char first = 0;
+      std::ifstream probe(file, std::ios::binary);
+      if (probe.read(&first, 1).gcount() == 1) {
+        plan.streams = plan.stream[f] = true;
+        continue;
+      }
+    }
     // A Megatron index's ids are in its .bin (read when it is opened).
     const std::string data = option == "ids" && ends_with(file, ".idx") ? beside(file, ".bin") : file;
     if (data != file) {
@@ -96,11 +104,6 @@ InputPlan plan_inputs(const std::vector<std::string>& files, const std::string& 
       if (::stat(data.c_str(), &info) != 0) info.st_size = 0;
     }
     plan.bytes += static_cast<int64_t>(info.st_size);
-    if (info.st_size == 0 && data == file) {  // an empty file, or one whose bytes are made as it is read
-      char first = 0;
-      std::ifstream probe(file, std::ios::binary);
-      if (probe.read(&first, 1).gcount() == 1) plan.unsized = true;
-    }
   }
   return plan;
 }
@@ -231,14 +234,12 @@ TokenImportStats import_text_files(const std::vector<std::string>& files, const 
   // Regular files, and streams: a pipe (`--text <(zcat a.gz)`, a FIFO) or `-`, standard input (before:
   // refused as "not a regular file", so a compressed corpus had to be unpacked to disk first).
   const InputPlan plan = plan_inputs(files, "text", out_path);
-  // A file of size 0 is read all the same (before: /proc/cpuinfo was refused as "no bytes"); the import
-  // refuses one that holds none when it ends, having written nothing.
-  const bool sized = !plan.streams && !plan.unsized;
+  if (plan.bytes == 0 && !plan.streams) throw InputError("data import: the --text inputs held no bytes: nothing to train on");
   // The chunk need not exceed the corpus (a 12-byte corpus made a 1 MiB file).
-  TokenWriter writer(out_path, h5::ElementType::u8, sized ? std::min(plan.bytes, int64_t{1} << 20) : int64_t{1} << 20);
+  TokenWriter writer(out_path, h5::ElementType::u8, plan.streams ? int64_t{1} << 20 : std::min(plan.bytes, int64_t{1} << 20));
   std::vector<char> buffer(size_t{16} << 20);
   // On long imports; a stream's size is known only at its end.
-  log::ByteProgress progress("data import", sized ? static_cast<uint64_t>(plan.bytes) : log::ByteProgress::kUnknownTotal);
+  log::ByteProgress progress("data import", plan.streams ? log::ByteProgress::kUnknownTotal : static_cast<uint64_t>(plan.bytes));
   for (const std::string& file : files) {
     std::ifstream in = open_input(file);
     const int64_t before = writer.written();
@@ -309,7 +310,11 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
   const std::string reason = options.vocab > 0              ? "--vocab is " + std::to_string(options.vocab)
                              : scan                         ? "past the largest id the first reading found (did the file change?)"
                              : storage == h5::ElementType::i32 ? "ids are read as int32"
-                                                            : "what the inputs' dtypes hold (give --vocab)";
+                             : plan.streams && raw_type
+                                 ? std::string("what the storage holds, sized before the streams were read, by --ids-dtype ") +
+                                       raw_type->name + " for theirs (a .npy stream's own dtype is known only as it is "
+                                       "read): give --vocab"
+                                 : "what the inputs' dtypes hold (give --vocab)";
   const int64_t chunk_ids = (int64_t{1} << 20) / storage_bytes(storage);
   TokenWriter writer(out_path, storage, plan.streams ? chunk_ids : std::min(known_ids, chunk_ids));
 

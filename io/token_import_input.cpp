@@ -12,6 +12,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <type_traits>
 
@@ -33,19 +34,78 @@ constexpr IdType kIdTypes[] = {{"uint8", 'u', 1, false},  {"int8", 'i', 1, true}
                                {"int16", 'i', 2, true},   {"uint32", 'u', 4, false}, {"int32", 'i', 4, true},
                                {"uint64", 'u', 8, false}, {"int64", 'i', 8, true}};
 
-// A value of the header's Python dict literal, e.g. 'descr': '<u2', 'fortran_order': False, 'shape': (10,).
-std::string npy_field(const std::string& header, const std::string& key, const std::string& file) {
-  size_t at = header.find("'" + key + "'");
-  if (at == std::string::npos) at = header.find("\"" + key + "\"");
-  if (at == std::string::npos) throw InputError(file + ": its .npy header has no '" + key + "': " + header);
-  size_t begin = header.find(':', at);
-  if (begin != std::string::npos) begin = header.find_first_not_of(' ', begin + 1);
-  if (begin == std::string::npos) throw InputError(file + ": damaged .npy header: " + header);
-  const char open = header[begin];
-  const char close = open == '(' ? ')' : open == '[' ? ']' : open == '\'' || open == '"' ? open : ',';
-  const size_t end = header.find(close, begin + 1);
-  if (end == std::string::npos) throw InputError(file + ": damaged .npy header: " + header);
-  return close == ',' ? header.substr(begin, end - begin) : header.substr(begin, end - begin + 1);
+// The header's Python dict literal, e.g. {'descr': '<u2', 'fortran_order': False, 'shape': (10,), }, as
+// key -> value text: a quoted string with its quotes, a tuple or list with its brackets, or a bare word (False).
+// Any key order and spacing Python takes, keys in either quotes; a key given twice keeps its last value, as
+// Python's dict does (before: numpy's own order and spacing alone; `'fortran_order' : False ,` read as not
+// False, so a C-order array was refused as Fortran order).
+std::map<std::string, std::string> npy_header_fields(const std::string& header, const std::string& file) {
+  const auto damaged = [&] { return InputError(file + ": damaged .npy header: " + header); };
+  std::map<std::string, std::string> fields;
+  const size_t size = header.size();
+  size_t i = 0;
+  const auto skip_blanks = [&] {
+    while (i < size && std::isspace(static_cast<unsigned char>(header[i]))) ++i;
+  };
+  const auto past_quoted = [&](size_t at) {  // the index after the string literal that starts at `at`
+    const size_t end = header.find(header[at], at + 1);
+    if (end == std::string::npos) throw damaged();
+    return end + 1;
+  };
+  skip_blanks();
+  if (i >= size || header[i] != '{') throw damaged();
+  ++i;
+  for (;;) {
+    skip_blanks();
+    if (i < size && header[i] == '}') break;
+    if (i >= size || (header[i] != '\'' && header[i] != '"')) throw damaged();
+    const size_t key_end = past_quoted(i);
+    const std::string key = header.substr(i + 1, key_end - i - 2);
+    i = key_end;
+    skip_blanks();
+    if (i >= size || header[i] != ':') throw damaged();
+    ++i;
+    skip_blanks();
+    if (i >= size) throw damaged();
+    const size_t begin = i;
+    if (header[i] == '\'' || header[i] == '"') {
+      i = past_quoted(i);
+    } else if (header[i] == '(' || header[i] == '[') {  // nested: a structured dtype's descr is a list of tuples
+      int depth = 0;
+      do {
+        const char c = header[i];
+        if (c == '\'' || c == '"') {
+          i = past_quoted(i);
+          continue;
+        }
+        depth += c == '(' || c == '[' ? 1 : c == ')' || c == ']' ? -1 : 0;
+        ++i;
+      } while (depth > 0 && i < size);
+      if (depth != 0) throw damaged();
+    } else {
+      while (i < size && header[i] != ',' && header[i] != '}' && !std::isspace(static_cast<unsigned char>(header[i]))) ++i;
+      if (i == begin) throw damaged();  // no value
+    }
+    fields[key] = header.substr(begin, i - begin);
+    skip_blanks();
+    if (i < size && header[i] == ',') {
+      ++i;
+      continue;
+    }
+    if (i < size && header[i] == '}') break;
+    throw damaged();
+  }
+  ++i;  // past '}'
+  skip_blanks();
+  if (i != size) throw damaged();
+  return fields;
+}
+
+const std::string& npy_field(const std::map<std::string, std::string>& fields, const std::string& key,
+                             const std::string& header, const std::string& file) {
+  const auto found = fields.find(key);
+  if (found == fields.end()) throw InputError(file + ": its .npy header has no '" + key + "': " + header);
+  return found->second;
 }
 
 // Little-endian ids of `type` -> int64 (a uint64 past int64's range is refused here, by its value).
@@ -90,7 +150,10 @@ class IdInput : public IdSource {
       read_header();
       return;
     }
-    if (got > 0 && std::memcmp(magic, kNpyMagic, static_cast<size_t>(got)) == 0 && got < static_cast<int64_t>(kNpyMagicBytes))
+    // Shorter than the magic: with --ids-dtype, raw ids that begin as it does (a uint16 id 20115 is \x93N; before:
+    // refused as a .npy cut short); without, no raw ids are possible.
+    if (got > 0 && std::memcmp(magic, kNpyMagic, static_cast<size_t>(got)) == 0 &&
+        got < static_cast<int64_t>(kNpyMagicBytes) && (!raw_type || named_npy))
       throw InputError(name_ + ": a .npy file cut short in its magic (" + std::to_string(got) + " bytes)");
     if (got == static_cast<int64_t>(kNpyMagicBytes) && std::memcmp(magic + 1, kNpyMagic + 1, kNpyMagicBytes - 1) == 0)
       throw InputError(name_ + ": starts as a .npy file (NUMPY) but its first byte is not NumPy's \\x93: damaged");
@@ -172,7 +235,8 @@ class IdInput : public IdSource {
     while (!header.empty() && (header.back() == '\n' || header.back() == ' ')) header.pop_back();
     header_bytes_ = static_cast<int64_t>(kNpyMagicBytes) + 2 + length_bytes + header_bytes;
 
-    const std::string descr = npy_field(header, "descr", name_);
+    const std::map<std::string, std::string> fields = npy_header_fields(header, name_);
+    const std::string& descr = npy_field(fields, "descr", header, name_);
     if (descr.front() == '[') throw InputError(name_ + ": a .npy file of records (structured dtype " + descr + "); save the id column alone");
     const std::string code = descr.substr(1, descr.size() - 2);  // '<u2': byte order, kind, bytes
     for (const IdType& type : kIdTypes)
@@ -184,7 +248,8 @@ class IdInput : public IdSource {
                        (code.size() == 3 && code[0] == '>' && (code[1] == 'i' || code[1] == 'u')
                             ? "big-endian ids; save them little-endian (array.astype(array.dtype.newbyteorder('<')))"
                             : "token ids must be integers (" + id_dtype_names() + ")"));
-    const std::string shape = npy_field(header, "shape", name_);
+    const std::string& shape = npy_field(fields, "shape", header, name_);
+    if (shape.front() != '(' && shape.front() != '[') throw InputError(name_ + ": damaged .npy shape " + shape);
     int dims = 0;
     expected_ = 1;
     for (size_t i = 1; i + 1 < shape.size();) {
@@ -206,7 +271,7 @@ class IdInput : public IdSource {
       ++dims;
     }
     // Of several axes, C order is the rows one after another (packed sequences, say); Fortran order is not.
-    if (dims > 1 && npy_field(header, "fortran_order", name_) != "False")
+    if (dims > 1 && npy_field(fields, "fortran_order", header, name_) != "False")
       throw InputError(name_ + ": a .npy array of shape " + shape + " in Fortran order; save it in C order (numpy.ascontiguousarray)");
   }
 

@@ -257,6 +257,35 @@ expect_in "$OUT/stdout" "^ab.h5: ok" "... and goes on to the next file"
 expect_exit 3 "verify a missing file" -- "$LONGCTX" data verify nope.h5 --quiet
 expect_in "$OUT/stdout" "^nope.h5: no such file" "says so, not 'damaged'"
 
+# ---- inputs an outside review found refused wrongly (before: each refused) ----
+/usr/bin/python3 - <<'PY' || fail "numpy could not write the review's inputs"
+import numpy as np, struct
+np.array([20115], '<u2').tofile('npyish.bin')          # its bytes begin as .npy's magic does: \x93N
+np.save('wide.npy', np.array([5, 70000], '<i4'))
+def npy(name, header, array):
+    h = header.encode(); h += b' ' * ((64 - (10 + len(h) + 1) % 64) % 64) + b'\n'
+    open(name, 'wb').write(b'\x93NUMPY\x01\x00' + struct.pack('<H', len(h)) + h + array.tobytes())
+ids = np.arange(6, dtype='<u2').reshape(2, 3)
+npy('order.npy', "{'shape': (2, 3), 'descr': '<u2', 'fortran_order': False}", ids)
+npy('spaced.npy', "{'descr' :  '<u2' , 'fortran_order' : False , 'shape' : ( 2 , 3 ) , }", ids)
+npy('bare_shape.npy', "{'descr': '<u2', 'fortran_order': False, 'shape': 6, }", ids)
+PY
+expect_exit 0 "raw uint16 ids that begin as .npy's magic does" -- "$LONGCTX" data import --ids npyish.bin --ids-dtype uint16 --out npyish.h5 --quiet
+/usr/bin/python3 -c "import h5py, sys; sys.exit(0 if list(h5py.File('npyish.h5', 'r')['tokens'][:]) == [20115] else 1)" &&
+  pass "... holds the id 20115" || fail "npyish.h5 does not hold [20115]"
+for name in order spaced; do
+  expect_exit 0 "a .npy header in another key order or spacing ($name)" -- "$LONGCTX" data import --ids $name.npy --out $name.h5 --quiet
+  /usr/bin/python3 -c "import h5py, sys; sys.exit(0 if list(h5py.File('$name.h5', 'r')['tokens'][:]) == list(range(6)) else 1)" &&
+    pass "... holds its 6 ids in C order" || fail "$name.h5 does not hold 0..5"
+done
+expect_exit 3 "a .npy shape that is no tuple" -- "$LONGCTX" data import --ids bare_shape.npy --out bare.h5 --quiet
+expect_in "$OUT/stderr" "bare_shape.npy: damaged .npy shape 6" "... is damage"
+expect_exit 0 "raw ids in a file whose size says 0 (/proc)" -- "$LONGCTX" data import --ids /proc/self/status --ids-dtype uint8 --out proc.h5 --quiet
+expect_in "$OUT/stdout" "imported 1 document\(s\), [1-9][0-9]* tokens" "... are imported"
+expect_exit 3 "a piped .npy wider than --ids-dtype, no --vocab" -- bash -c "'$LONGCTX' data import --ids <(cat wide.npy) --ids-dtype uint16 --out wide.h5 --quiet"
+expect_in "$OUT/stderr" "id 70000 .* is outside \[0, 65536\): what the storage holds, sized before the streams were read, by --ids-dtype uint16 .*: give --vocab" \
+  "... says the storage was sized by --ids-dtype (before: 'what the inputs' dtypes hold')"
+
 # ---- train on ids ----
 TRAIN=(train --quiet --model.layers 1 --model.dim 16 --model.heads 2 --model.mlp_hidden 16 --model.segment_lengths 32,128
        --model.dilation_rates 1,2 --data.task file --data.path ab.h5 --data.seq_len 128 --train.steps 2)
