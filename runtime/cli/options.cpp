@@ -707,8 +707,8 @@ std::string command_options_text(const Command& command) {
   po::positional_options_description positional;
   if (command.declare) command.declare(declared, positional);
   std::ostringstream out;
-  out << shown_in_help(declared, positional_names(command), "options of longctx " + command.name +
-                                                                 (command.positional.empty() ? "" : " (and " + command.positional + ")"));
+  out << shown_in_help(declared, positional_names(command),
+                       "options of longctx " + command.name + (command.positional.empty() ? "" : " " + command.positional));
   return out.str();
 }
 
