@@ -167,11 +167,7 @@ CheckpointHead read_head(const std::string& given) {
                        "evaluate");
     // Values no training writes are damage, before anything is sized by them (a seq_len of 1e12 was refused
     // for its memory, exit 2).
-    if (const std::vector<std::string> problems = train::attribute_problems(reader); !problems.empty()) {
-      std::string text;
-      for (const std::string& problem : problems) text += (text.empty() ? "" : "; ") + problem;
-      throw InputError(path + ": " + text + ": damaged; `longctx ckpt verify` checks the whole file");
-    }
+    train::require_sound_attributes(reader, "`longctx ckpt verify` checks the whole file");
     head = {path, reader.config(), reader.step(), reader.seq_len()};
   });
   return head;

@@ -330,6 +330,9 @@ StateSummary state_summary(const io::CheckpointReader& reader) {
   return summary;
 }
 
+namespace {
+
+// The root attributes' values no training writes: "attribute tokens_seen = -5: must be >= 0".
 std::vector<std::string> attribute_problems(const io::CheckpointReader& reader) {
   std::vector<std::string> problems;
   const auto out_of_range = [&](const char* name, int64_t value, int64_t least) {
@@ -360,6 +363,13 @@ std::vector<std::string> attribute_problems(const io::CheckpointReader& reader) 
                          ": more than tokens_seen = " + std::to_string(reader.tokens_seen()));
   }
   return problems;
+}
+
+}  // namespace
+
+void require_sound_attributes(const io::CheckpointReader& reader, const std::string& advice) {
+  if (const std::vector<std::string> problems = attribute_problems(reader); !problems.empty())
+    throw InputError(reader.path() + ": " + joined(problems) + ": damaged; " + advice);
 }
 
 std::vector<std::string> checkpoint_model_problems(const io::CheckpointReader& reader,
@@ -457,8 +467,7 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
                          ", the model needs float32 (train writes float32)");
     }
   // (Before: a negative tokens_seen, which verify refuses, was resumed and carried on as a count.)
-  if (const std::vector<std::string> problems = attribute_problems(reader); !problems.empty())
-    throw InputError(path + ": " + joined(problems) + ": damaged; resume from an older checkpoint");
+  require_sound_attributes(reader, "resume from an older checkpoint");
   const StoredState state = read_state(reader);
   if (!state.problems.empty())
     throw InputError(path + ": " + joined(state.problems) + ": damaged; `longctx ckpt verify` checks the whole file");

@@ -119,14 +119,16 @@ StateSummary state_summary(const io::CheckpointReader& reader);
 // What `ckpt verify` adds to the file checks: does the checkpoint hold what load_checkpoint will need for
 // the model its own /config describes? Each /model, /optimizer/m and /optimizer/v tensor of that model, in
 // float32 and that shape, no more and no fewer (other datasets under /state are allowed); /state/global/step
-// (and data_position's sequence, where the file has one) equal to the step attribute; root attributes in range (attribute_problems). The model part only for a checkpoint `train` wrote (it has the model_layers
-// attribute). One line per problem
+// (and data_position's sequence, where the file has one) equal to the step attribute; root attributes in
+// range (as require_sound_attributes). The model part only for a checkpoint `train` wrote (it has the
+// model_layers attribute). One line per problem
 // (naming the file and dataset, at most 10 and a count); none when it holds them. `datasets` are the
 // file's, as verify_checkpoint listed them.
 std::vector<std::string> checkpoint_model_problems(const io::CheckpointReader& reader,
                                                    const std::vector<io::DatasetInfo>& datasets);
-// The root attributes' values no training writes: "attribute tokens_seen = -5: must be >= 0", a seq_len more
-// than tokens_seen. What a resume and eval refuse, and verify reports (in checkpoint_model_problems).
-std::vector<std::string> attribute_problems(const io::CheckpointReader& reader);
+// Throws InputError "PATH: attribute tokens_seen = -5: must be >= 0: damaged; ADVICE" for root attribute values
+// no training writes (negative counts, a seq_len more than tokens_seen). What a resume and eval refuse, and
+// verify reports (checkpoint_model_problems).
+void require_sound_attributes(const io::CheckpointReader& reader, const std::string& advice);
 
 }  // namespace longctx::train
