@@ -113,6 +113,50 @@ TEST(LayerGradients, Gelu) {
   EXPECT_TRUE(close_scalar(dot(du, d), directional_fd(objective, u, d, kEps), kAtol, kRtol));
 }
 
+// GELU against its formula in double, over [-12, 12] (past the saturation at |x| = 10) and a count of
+// values that leaves a partial vector: relative to the value, not to 1, so the negative tail (GELU ~1e-9
+// at x = -8) must be right too (1.0f + tanhf(z) made it 0 from x ~ -7.5 on). The float z = c (x + a x^3)
+// carries a relative error ~1e-7, which exp(-2|z|) multiplies by 2|z|: hence the |z| in the tolerance.
+// Each value is also computed alone (in a partial vector) and must match the batch's bit for bit.
+TEST(LayerGradients, GeluMatchesItsFormulaInDouble) {
+  const int64_t n = 24007;
+  std::vector<float> u(static_cast<size_t>(n)), dg(static_cast<size_t>(n), 1.0f);
+  for (int64_t i = 0; i < n; ++i) u[size_t(i)] = -12.0f + 24.0f * float(i) / float(n - 1);
+  std::vector<float> g(u.size()), du(u.size());
+  gelu_forward(u.data(), n, g.data());
+  gelu_backward(u.data(), dg.data(), n, du.data());
+  constexpr double c = 0.7978845608028654, a = 0.044715;
+  double worst_g = 0, worst_du = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double x = u[size_t(i)], z = c * (x + a * x * x * x), e = std::exp(-2.0 * std::fabs(z));
+    const double half_one_plus_t = z >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+    const double one_minus_t2 = 4.0 * e / ((1.0 + e) * (1.0 + e));
+    double g_ref = x * half_one_plus_t;
+    const double slope_term = 0.5 * x * one_minus_t2 * c * (1.0 + 3.0 * a * x * x);
+    double du_ref = half_one_plus_t + slope_term;
+    // (gelu' is a sum of terms of opposite signs for x < 0, 0 near x = -0.75: its error is relative to
+    // the terms' size)
+    double du_scale = half_one_plus_t + std::fabs(slope_term);
+    if (std::fabs(x) >= 10) g_ref = x > 0 ? x : 0.0, du_ref = du_scale = x > 0 ? 1.0 : 0.0;
+    const double tolerance = 1e-6 + 4e-7 * std::fabs(z);
+    const double err_g = std::fabs(g[size_t(i)] - g_ref) / std::max(std::fabs(g_ref), 1e-37);
+    const double err_du = std::fabs(du[size_t(i)] - du_ref) / std::max(du_scale, 1e-37);
+    worst_g = std::max(worst_g, err_g / tolerance);
+    worst_du = std::max(worst_du, err_du / tolerance);
+    EXPECT_LE(err_g, tolerance) << "gelu(" << x << ") = " << g[size_t(i)] << ", in double " << g_ref;
+    EXPECT_LE(err_du, tolerance) << "gelu'(" << x << ") = " << du[size_t(i)] << ", in double " << du_ref;
+    if (HasFailure()) break;
+  }
+  std::printf("worst error / tolerance: gelu %.3f, gelu' %.3f\n", worst_g, worst_du);
+  for (const int64_t i : {int64_t{0}, int64_t{5}, n / 2 + 3, n - 2, n - 1}) {
+    float alone = 0, d_alone = 0;
+    gelu_forward(&u[size_t(i)], 1, &alone);
+    gelu_backward(&u[size_t(i)], &dg[size_t(i)], 1, &d_alone);
+    EXPECT_EQ(alone, g[size_t(i)]) << "gelu(" << u[size_t(i)] << ") alone";
+    EXPECT_EQ(d_alone, du[size_t(i)]) << "gelu'(" << u[size_t(i)] << ") alone";
+  }
+}
+
 // Far out GELU is x (or 0) and its derivative 1 (or 0). The tanh formula's x^3 and x^2 overflow there:
 // the derivative came out nan from |x| ~ 5e19 (0 * inf), which a diverging run's backward turned into a
 // nan gradient in some builds and not others.

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <vector>
 
+#include "runtime/core/simd.hpp"
+
 namespace longctx::model {
 
 void layer_norm_forward(const float* x, const float* gamma, const float* beta, int64_t rows, int64_t dim, float* y,
@@ -70,38 +72,73 @@ void layer_norm_backward_accumulate(const float* x, const float* gamma, const fl
 namespace {
 constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluA = 0.044715f;
-// From |x| = 10 on, the tanh is exactly +-1 in float, so GELU is x (or -0) and its derivative 1 (or 0).
-// Taken directly there: the formula's x^3 overflows from |x| ~ 7e12 (harmless: tanh(+-inf) is +-1), but
-// 1 - t^2 (0) times 3a x^2 (inf from |x| ~ 5e19) made the derivative nan where it is 1 or 0, and
-// GELU(-inf) was nan. Everywhere else the result is the formula's, bit for bit.
+// From |x| = 10 on, GELU is x (or -0) and its derivative 1 (or 0) in float. Taken directly there: the
+// formula's x^3 overflows from |x| ~ 7e12, and 1 - t^2 (0) times 3a x^2 (inf from |x| ~ 5e19) made the
+// derivative nan where it is 1 or 0, and GELU(-inf) was nan.
 constexpr float kGeluSaturated = 10.0f;
+
+// GELU(x) = 0.5 x (1 + tanh z), z = c (x + a x^3), through e = exp(-2|z|), without tanh itself:
+//   1 + tanh z = 2 / (1 + e) for z >= 0, 2 e / (1 + e) for z < 0;  1 - tanh^2 z = 4 e / (1 + e)^2.
+// Both are sums of positive terms, so they keep their relative accuracy (~3e-7) where tanh z is near -1
+// (x below about -3), which 1.0f + std::tanh(z) lost (it was 0 from x ~ -7.5 on). A step's GELUs took a
+// quarter of a small model's step through glibc's scalar tanhf; these run a vector at a time.
+struct GeluTerms {
+  simd::vfloat half_one_plus_t;  // (1 + tanh z) / 2
+  simd::vfloat one_minus_t2;     // 1 - tanh^2 z
+};
+inline GeluTerms gelu_terms(simd::vfloat x) {
+  constexpr float kTwoLog2e = 2.8853900817779268f;  // 2 / ln 2
+  const simd::vfloat z = kGeluC * (x + kGeluA * x * x * x);
+  const simd::vfloat abs_z = z < 0.0f ? -z : z;
+  const simd::vfloat e = simd::exp2(abs_z * -kTwoLog2e);  // |z| < 44 below saturation: a normal float
+  const simd::vfloat d = 1.0f / (1.0f + e);
+  return {z >= 0.0f ? d : e * d, 4.0f * e * d * d};
+}
+
+// f(x, i) for every vector of `n` values; the last, partial one through a padded copy, so each value is
+// computed the same way wherever it lies. OpenMP splits the vectors.
+template <typename F>
+void for_each_vector(int64_t n, const F& f) {
+  constexpr int64_t kLanes = simd::kLanes;
+  const int64_t vectors = (n + kLanes - 1) / kLanes;
+#pragma omp parallel for schedule(static)
+  for (int64_t v = 0; v < vectors; ++v) f(v * kLanes, std::min(kLanes, n - v * kLanes));
+}
+
+inline simd::vfloat load_part(const float* p, int64_t count) {
+  if (count == simd::kLanes) return simd::load(p);
+  float lanes[simd::kLanes] = {};
+  std::memcpy(lanes, p, static_cast<size_t>(count) * sizeof(float));
+  return simd::load(lanes);
+}
+inline void store_part(float* p, simd::vfloat v, int64_t count) {
+  if (count == simd::kLanes) return simd::store(p, v);
+  float lanes[simd::kLanes];
+  simd::store(lanes, v);
+  std::memcpy(p, lanes, static_cast<size_t>(count) * sizeof(float));
+}
 }  // namespace
 
 void gelu_forward(const float* u, int64_t n, float* g) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = u[i];
-    if (x >= kGeluSaturated)
-      g[i] = x;
-    else if (x <= -kGeluSaturated)
-      g[i] = -0.0f;
-    else
-      g[i] = 0.5f * x * (1.0f + std::tanh(kGeluC * (x + kGeluA * x * x * x)));
-  }
+  for_each_vector(n, [&](int64_t i, int64_t count) {
+    const simd::vfloat x = load_part(u + i, count);
+    const simd::vfloat formula = x * gelu_terms(x).half_one_plus_t;
+    const simd::vfloat saturated = x > 0.0f ? x : simd::splat(-0.0f);
+    const simd::vfloat abs_x = x < 0.0f ? -x : x;
+    store_part(g + i, abs_x >= kGeluSaturated ? saturated : formula, count);
+  });
 }
 
 void gelu_backward(const float* u, const float* dg, int64_t n, float* du) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = u[i];
-    if (x >= kGeluSaturated || x <= -kGeluSaturated) {
-      du[i] = x > 0 ? dg[i] : 0.0f * dg[i];
-      continue;
-    }
-    const float t = std::tanh(kGeluC * (x + kGeluA * x * x * x));
-    const float dt = (1.0f - t * t) * kGeluC * (1.0f + 3.0f * kGeluA * x * x);
-    du[i] = dg[i] * (0.5f * (1.0f + t) + 0.5f * x * dt);
-  }
+  for_each_vector(n, [&](int64_t i, int64_t count) {
+    const simd::vfloat x = load_part(u + i, count), dy = load_part(dg + i, count);
+    const GeluTerms terms = gelu_terms(x);
+    const simd::vfloat dt = terms.one_minus_t2 * kGeluC * (1.0f + 3.0f * kGeluA * x * x);
+    const simd::vfloat formula = dy * (terms.half_one_plus_t + 0.5f * x * dt);
+    const simd::vfloat saturated = x > 0.0f ? dy : 0.0f * dy;
+    const simd::vfloat abs_x = x < 0.0f ? -x : x;
+    store_part(du + i, abs_x >= kGeluSaturated ? saturated : formula, count);
+  });
 }
 
 void rotary_apply(float* x, int64_t rows, int64_t heads, int64_t head_dim, int64_t first_position, double base,
