@@ -34,6 +34,17 @@ void pack_a(const float* a, int64_t lda, Trans ta, int64_t i0, int64_t rows, int
   for (int64_t strip = 0; strip < rows; strip += kMR) {
     float* dst = out + (strip / kMR) * kc * kMR;
     const int64_t live = std::min(kMR, rows - strip);
+    if (live == kMR && ta == Trans::yes) {  // op(A)'s column p is a row of A: MR floats in a row
+      for (int64_t p = 0; p < kc; ++p) std::memcpy(dst + p * kMR, a + (k0 + p) * lda + i0 + strip, sizeof(float) * kMR);
+      continue;
+    }
+    if (live == kMR && ta == Trans::no) {  // op(A)'s row i is a row of A: read in order, MR rows interleaved
+      for (int64_t i = 0; i < kMR; ++i) {
+        const float* src = a + (i0 + strip + i) * lda + k0;
+        for (int64_t p = 0; p < kc; ++p) dst[p * kMR + i] = src[p];
+      }
+      continue;
+    }
     for (int64_t p = 0; p < kc; ++p)
       for (int64_t i = 0; i < kMR; ++i)
         dst[p * kMR + i] = i < live ? element(a, lda, ta, i0 + strip + i, k0 + p) : 0.0f;
@@ -47,6 +58,13 @@ void pack_b(const float* b, int64_t ldb, Trans tb, int64_t k0, int64_t kc, int64
     const int64_t live = std::min(kNR, cols - strip);
     if (tb == Trans::no && live == kNR) {
       for (int64_t p = 0; p < kc; ++p) std::memcpy(dst + p * kNR, b + (k0 + p) * ldb + j0 + strip, sizeof(float) * kNR);
+      continue;
+    }
+    if (live == kNR && tb == Trans::yes) {  // op(B)'s column j is a row of B: read in order, NR rows interleaved
+      for (int64_t j = 0; j < kNR; ++j) {
+        const float* src = b + (j0 + strip + j) * ldb + k0;
+        for (int64_t p = 0; p < kc; ++p) dst[p * kNR + j] = src[p];
+      }
       continue;
     }
     for (int64_t p = 0; p < kc; ++p)
@@ -66,6 +84,14 @@ void micro_kernel(int64_t kc, const float* a, const float* b, float alpha, float
       acc[i][0] += ai * b0;
       acc[i][1] += ai * b1;
     }
+  }
+  if (rows == kMR && cols == kNR) {  // a whole tile: added from the registers, a vector at a time
+    for (int64_t i = 0; i < kMR; ++i) {
+      float* row = c + i * ldc;
+      simd::store(row, simd::load(row) + alpha * acc[i][0]);
+      simd::store(row + kLanes, simd::load(row + kLanes) + alpha * acc[i][1]);
+    }
+    return;
   }
   for (int64_t i = 0; i < rows; ++i) {
     float* row = c + i * ldc;
