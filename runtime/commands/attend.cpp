@@ -290,11 +290,17 @@ int run(Invocation& invocation) {
   // 65504): said, not written.
   const std::string arithmetic =
       device.device == "cuda" && device.dtype != Dtype::fp32 ? to_string(device.dtype) + " (--dtype) or float32" : "float32";
+  // (A --softmax-scale of the user's is named as the first thing to lower.)
+  char scale_given[32] = "";
+  if (params.softmax_scale != 0) std::snprintf(scale_given, sizeof scale_given, "%g", params.softmax_scale);
+  const std::string remedy = params.softmax_scale != 0
+                                 ? "lower --softmax-scale (" + std::string(scale_given) + ") or scale the inputs down"
+                                 : "scale the inputs down";
   const auto overflowed = [&](const NamedTensors& results) {
     const std::string bad = first_non_finite_of(results, input.seq_axis, rows);
     return refused_by_any_rank(world, bad.empty() ? "" : "the result " + bad + " from a finite " + input_path + ": " +
-                                          arithmetic + " overflowed (scores |q.k| * softmax scale, or values, too large); "
-                                          "scale the inputs down (nothing was written)");
+                                          arithmetic + " overflowed (scores |q.k| * softmax scale, or values, too large); " +
+                                          remedy + " (nothing was written)");
   };
   if (overflowed({{"o", &o}, {"lse", &lse}})) return static_cast<int>(ExitCode::bad_input);
   if (backward) {

@@ -134,8 +134,11 @@ bad 3 "r1\] nan_q.h5: q\[13,1,2\] = nan" "NaN in q on rank 1's rows, 2 ranks" --
 bad 3 "inf_do.h5: do\[3,0,1\] = -inf" "-Inf in do with --backward" -- "$LONGCTX" attend --input inf_do.h5 "${NF[@]}" --backward
 expect_exit 0 "-Inf in do without --backward (do is not read)" -- "$LONGCTX" attend --input inf_do.h5 "${NF[@]}"
 rm -f bad.h5
-bad 3 "the result o\[[0-9,]+\] = nan from a finite huge_scores.h5: float32 overflowed" "scores past float32" -- \
-  "$LONGCTX" attend --input huge_scores.h5 "${NF[@]}"
+bad 3 "the result o\[[0-9,]+\] = nan from a finite huge_scores.h5: float32 overflowed.*too large\); scale the inputs down \(nothing" \
+  "scores past float32" -- "$LONGCTX" attend --input huge_scores.h5 "${NF[@]}"
+# A scale of the user's that overflows ordinary inputs is named first (before: "scale the inputs down" alone).
+bad 3 "the result o\[[0-9,]+\] = nan from a finite in.h5: float32 overflowed.*lower --softmax-scale \(3e\+38\) or scale the inputs down" \
+  "scores past float32 by --softmax-scale" -- "$LONGCTX" attend --input in.h5 "${NF[@]}" --softmax-scale 3e38
 bad 3 "the result d[qkv]\[[0-9,]+\] = (nan|-?inf) from a finite huge_grads.h5: float32 overflowed" "gradients past float32" -- \
   "$LONGCTX" attend --input huge_grads.h5 "${NF[@]}" --backward
 bad 3 "mismatch.h5.*k" "D mismatch between q and k" -- "$LONGCTX" attend --input mismatch.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
