@@ -6,6 +6,7 @@
 // (numbered from 1): activation dump, eval, log line + log.jsonl (rank 0), checkpoint. SIGUSR1/SIGTERM set a
 // flag; ranks agree on it inside the step's stats all-reduce (also after a dump's or a checkpoint's write, and
 // after each evaluation sequence), finish the step, checkpoint (an interrupted evaluation pending) and exit 75.
+#include <omp.h>
 #include <pthread.h>
 
 #include <algorithm>
@@ -98,14 +99,15 @@ void warn_if_evaluating_trained_tokens(const TrainOptions& r, const train::Resum
 }
 
 // The run's first line (rank 0): model, schedule, N over the ranks, FLOPs per step, the run id, the curriculum.
-void print_run_header(const TrainOptions& r, int64_t parameters, int P, const std::string& run_id) {
+void print_run_header(const TrainOptions& r, int64_t parameters, int P, const std::string& run_id,
+                      const std::string& peak) {
   const size_t stages = r.stage_len.size();
   std::ostringstream head;
   head << "train: " << count_of(r.trainer.model.layers, "layer") << ", dim " << r.trainer.model.dim << ", "
        << count_of(r.trainer.model.heads, "head") << ", " << parameters << " parameters, schedule "
        << to_string(r.trainer.model.schedule) << ", N = " << r.trainer.seq_len << " over " << count_of(P, "rank") << " ("
        << r.trainer.seq_len / P << " rows each), " << step_flops(r.trainer.model, r.trainer.seq_len) / 1e9
-       << " GFLOP/step, MFU peak " << r.peak_gflops << " GFLOP/s per rank; run "
+       << " GFLOP/step, MFU peak " << peak << "; run "
        << (run_id.empty() ? "without an id (its checkpoint predates them)" : run_id);
   for (size_t i = 0; i < stages; ++i)
     head << (i == 0 ? "; curriculum: N = " : ", N = ") << r.stage_len[i] << " until step " << r.stage_end[i];
@@ -233,8 +235,21 @@ int train_run(Invocation& inv, RunRecord& record) {
     dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step(), run_id, dumped);
 
 
-  const double peak = r.peak_gflops * 1e9 * P;
-  if (rank == 0) print_run_header(r, trainer.model().layout().total(), P, run_id);
+  // MFU's peak: train.peak_gflops for each rank, or kPeakGflopsPerThread for each thread of each rank.
+  int64_t threads = omp_get_max_threads();
+  if (r.peak_gflops == 0 && P > 1) world.all_reduce(Span<int64_t>(&threads, 1));
+  const double peak_gflops = r.peak_gflops > 0 ? r.peak_gflops * P : kPeakGflopsPerThread * static_cast<double>(threads);
+  const double peak = peak_gflops * 1e9;
+  if (rank == 0) {
+    std::ostringstream said;
+    said << peak_gflops << " GFLOP/s";
+    if (r.peak_gflops > 0)
+      said << " (" << r.peak_gflops << " per rank, train.peak_gflops)";
+    else
+      said << " (" << kPeakGflopsPerThread << " a thread, " << count_of(threads, "thread")
+           << (P > 1 ? " over " + count_of(P, "rank") : std::string()) << ")";
+    print_run_header(r, trainer.model().layout().total(), P, run_id, said.str());
+  }
 
   // Evaluation at data.seq_len (whatever length the current stage trains at), printed by rank 0; its fields
   // also join that step's log.jsonl line.

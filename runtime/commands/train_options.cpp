@@ -133,8 +133,9 @@ void declare_train_options(po::options_description& d, po::positional_options_de
       ("train.regather_kv", po::bool_switch(),
        "the backward gathers each layer's spanning K / V rows again instead of keeping the forward's (cpu: saves "
        "sum over spanning branches of (w'/r) B H D 8 bytes per layer, costs as much traffic)")
-      ("train.peak_gflops", po::value<double>()->default_value(128.0),
-       "peak fp32 GFLOP/s of ONE rank for MFU (default: one AVX-512 core, 2 FMA x 16 lanes x 2 GHz)")
+      ("train.peak_gflops", po::value<double>()->default_value(0.0),
+       "peak fp32 GFLOP/s of ONE rank for MFU; 0: 128 for each thread of each rank (one AVX-512 core, 2 FMA x 16 "
+       "lanes x 2 GHz)")
       ("checkpoint.dir", po::value<std::string>()->default_value(""), "checkpoint directory (resumes from its latest)")
       ("checkpoint.every", po::value<int64_t>()->default_value(0), "checkpoint every N steps (0: only at the end / on a signal)")
       ("checkpoint.keep", po::value<int64_t>()->default_value(3), "committed checkpoints to keep (0 keeps all)")
@@ -282,7 +283,8 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   require(threads >= 0 && threads <= kMaxThreads, "train.threads must be in [0, " + std::to_string(kMaxThreads) + "]");
   if (threads > 0) omp_set_num_threads(threads);
   r.peak_gflops = opt<double>(inv, "train.peak_gflops");
-  require(r.peak_gflops > 0 && std::isfinite(r.peak_gflops), "train.peak_gflops must be a finite number > 0");
+  require(r.peak_gflops >= 0 && std::isfinite(r.peak_gflops),
+          "train.peak_gflops must be a finite number > 0, or 0 (128 a thread)");
 
   train::DataConfig& d = r.data;
   d.task = opt<std::string>(inv, "data.task");

@@ -22,6 +22,10 @@ struct Resumed;
 
 namespace longctx::cli {
 
+// MFU's peak for each thread of a rank when train.peak_gflops is 0: one AVX-512 core (2 FMA x 16 lanes x
+// 2 GHz). (A peak per rank counted a rank of 2 threads as one core: MFU 109%.)
+constexpr double kPeakGflopsPerThread = 128.0;
+
 struct TrainOptions {
   train::TrainerConfig trainer;
   train::DataConfig data;
@@ -31,7 +35,7 @@ struct TrainOptions {
   std::set<int64_t> dump_layers, dump_steps;
   // Length curriculum: stage i trains at stage_len[i] until step stage_end[i] (cumulative), then data.seq_len.
   std::vector<int64_t> stage_len, stage_end;
-  double peak_gflops = 0;
+  double peak_gflops = 0;  // of one rank, for MFU; 0: kPeakGflopsPerThread for each thread of each rank
   bool regather_kv = false;
   bool allow_new_data_file = false;  // data.allow_new_file
 

@@ -34,6 +34,18 @@ expect_exit 0 "300 quick steps with LONGCTX_PROGRESS_SECONDS=0.3" -- env LONGCTX
 grep -q "running, " "$OUT/stderr" && fail "a quick step was said: $(grep "running, " "$OUT/stderr")" || pass "... quick steps are not said"
 rm -rf "$OUT/alive"
 
+# ---- MFU's peak counts each thread of each rank (before: 128 GFLOP/s a rank, so a rank of 2 threads read
+# MFU 109%); train.peak_gflops, when given, is one rank's ---------------------------------------------
+QUIET_LESS=(); for arg in "${SMALL[@]}"; do [ "$arg" = --quiet ] || QUIET_LESS+=("$arg"); done
+expect_exit 0 "1 rank of 2 threads" -- "$LONGCTX" train "${QUIET_LESS[@]}" --train.steps 2 --train.threads 2
+expect_in "$OUT/stderr" "MFU peak 256 GFLOP/s \(128 a thread, 2 threads\); run" "peak: 128 a thread, 2 threads"
+expect_exit 0 "2 ranks of 1 thread" -- env OMP_NUM_THREADS=1 "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${QUIET_LESS[@]}" \
+  --train.steps 2
+expect_in "$OUT/stderr" "MFU peak 256 GFLOP/s \(128 a thread, 2 threads over 2 ranks\); run" "peak: 2 threads over 2 ranks"
+expect_exit 0 "2 ranks, train.peak_gflops 100" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${QUIET_LESS[@]}" --train.steps 2 \
+  --train.peak_gflops 100
+expect_in "$OUT/stderr" "MFU peak 200 GFLOP/s \(100 per rank, train.peak_gflops\); run" "peak: train.peak_gflops a rank"
+
 # ---- validation: exit 2 naming the value, nothing run -----------------------------------------------
 expect_exit 2 "a model larger than the node" -- "$LONGCTX" train "${BASE[@]}" --model.heads 4 --model.dim 32 \
   --model.segment_lengths 32,128,256 --data.seq_len 64M
