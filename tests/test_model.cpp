@@ -50,6 +50,37 @@ TEST(Gemm, BlockedMatchesNaiveOnAwkwardSizes) {
         }
 }
 
+// The tiles shrink when C has fewer than there are threads (down to 32 x 64): the values must not change,
+// to the bit (train.threads is a setting that does not change the numbers). 129 x 257 and 300 x 17 have
+// part tiles at every size; 96 x 2048 has 8 tiles of 128 x 256, and 64 of 64 x 64 at 64 threads.
+TEST(Gemm, SameBitsAtEveryThreadCount) {
+  struct Case { int64_t m, n, k; };
+  const int saved = omp_get_max_threads();
+  for (const Case c : {Case{129, 257, 300}, Case{300, 17, 513}, Case{96, 2048, 260}})
+    for (Trans ta : {Trans::no, Trans::yes})
+      for (Trans tb : {Trans::no, Trans::yes}) {
+        const int64_t lda = ta == Trans::no ? c.k : c.m, ldb = tb == Trans::no ? c.n : c.k;
+        const auto a = random_vector((ta == Trans::no ? c.m : c.k) * lda, 4);
+        const auto b = random_vector((tb == Trans::no ? c.k : c.n) * ldb, 5);
+        const auto c0 = random_vector(c.m * c.n, 6);
+        std::vector<float> one;
+        for (int threads : {1, 3, 7, 64}) {
+          omp_set_num_threads(threads);
+          auto out = c0;
+          sgemm(ta, tb, c.m, c.n, c.k, 0.75f, a.data(), lda, b.data(), ldb, 0.5f, out.data(), c.n);
+          if (threads == 1) {
+            one = out;
+            continue;
+          }
+          size_t differ = 0;
+          for (size_t i = 0; i < out.size(); ++i) differ += out[i] != one[i];
+          EXPECT_EQ(differ, 0u) << c.m << "x" << c.n << "x" << c.k << " ta " << int(ta) << " tb " << int(tb) << ": "
+                                << threads << " threads against 1";
+        }
+      }
+  omp_set_num_threads(saved);
+}
+
 // Central difference of f along direction d, in double around float parameters.
 double directional_fd(const std::function<double()>& f, std::vector<float>& x, const std::vector<float>& d, float eps) {
   const auto saved = x;

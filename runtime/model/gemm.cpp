@@ -109,17 +109,28 @@ void micro_kernel(int64_t kc, const float* a, const float* b, float alpha, float
 void sgemm(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
            const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (m <= 0 || n <= 0) return;
-  const int64_t tiles_m = (m + kMC - 1) / kMC;
-  const int64_t tiles_n = (n + kNC - 1) / kNC;
-  const int64_t tiles = tiles_m * tiles_n;
+  // A tile for every thread where C has too few of kMC x kNC (a weight gradient, [dim, dim], has 1 or 2):
+  // halved, down to 4 x 2 register tiles. Tiles start on register tiles' edges, so each element of C is
+  // computed as before, by the same instructions: the results do not depend on the thread count.
+  int64_t mc = kMC, nc = kNC;
+  const auto count_tiles = [&] { return ((m + mc - 1) / mc) * ((n + nc - 1) / nc); };
+  const int64_t threads = omp_get_max_threads();
+  while (count_tiles() < threads && (mc > 4 * kMR || nc > 2 * kNR)) {
+    if (mc > 4 * kMR && (mc >= nc || nc <= 2 * kNR))
+      mc /= 2;
+    else
+      nc /= 2;
+  }
+  const int64_t tiles_n = (n + nc - 1) / nc;
+  const int64_t tiles = count_tiles();
 #pragma omp parallel if (tiles > 1 && m * n * k > (int64_t{1} << 18))
   {
     std::vector<float> packed_a(static_cast<size_t>(kMC * kKC));
     std::vector<float> packed_b(static_cast<size_t>(kKC * ((kNC + kNR - 1) / kNR) * kNR));
 #pragma omp for schedule(static)
     for (int64_t tile = 0; tile < tiles; ++tile) {
-      const int64_t i0 = (tile / tiles_n) * kMC, j0 = (tile % tiles_n) * kNC;
-      const int64_t rows = std::min(kMC, m - i0), cols = std::min(kNC, n - j0);
+      const int64_t i0 = (tile / tiles_n) * mc, j0 = (tile % tiles_n) * nc;
+      const int64_t rows = std::min(mc, m - i0), cols = std::min(nc, n - j0);
       for (int64_t i = 0; i < rows; ++i) {
         float* row = c + (i0 + i) * ldc + j0;
         if (beta == 0.0f)
