@@ -120,6 +120,13 @@ TEST(LayerGradients, LayerNorm) {
     return dot(y, w);
   };
   objective();
+  for (int64_t r = 0; r < rows; ++r) {  // the statistics themselves, in double (19 = 2 x 8 + 3 past the lanes)
+    double sum = 0, sq = 0;
+    for (int64_t j = 0; j < dim; ++j) sum += x[size_t(r * dim + j)];
+    for (int64_t j = 0; j < dim; ++j) sq += std::pow(x[size_t(r * dim + j)] - sum / double(dim), 2);
+    EXPECT_NEAR(mean[size_t(r)], sum / double(dim), 1e-6) << "row " << r;
+    EXPECT_NEAR(rstd[size_t(r)], 1.0 / std::sqrt(sq / double(dim) + 1e-5), 1e-6 * rstd[size_t(r)]) << "row " << r;
+  }
   std::vector<float> dx(x.size(), 0.0f), dgamma(static_cast<size_t>(dim), 0.0f), dbeta(static_cast<size_t>(dim), 0.0f);
   layer_norm_backward_accumulate(x.data(), gamma.data(), mean.data(), rstd.data(), w.data(), rows, dim, dx.data(),
                                  dgamma.data(), dbeta.data());
