@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "attention/cpu_tile.hpp"
+#include "runtime/core/simd.hpp"
 
 namespace longctx {
 namespace {
@@ -45,8 +46,16 @@ Selection select(const Branch& branch, const AttentionDims& dims, HeadOffsets of
   return sel;
 }
 
+// (A row of a vector's multiple is copied a vector at a time: std::copy called memmove for each row, 64 bytes
+// at D = 16, which took 4% of a small model's training step.)
 void gather(const float* tensor, const Selection& sel, int64_t t0, int64_t count, int64_t head_dim, float* out) {
   const float* in = tensor + sel.base + t0 * sel.stride;
+  if (head_dim % simd::kLanes == 0) {
+    for (int64_t t = 0; t < count; ++t)
+      for (int64_t d = 0; d < head_dim; d += simd::kLanes)
+        simd::store(out + t * head_dim + d, simd::load(in + t * sel.stride + d));
+    return;
+  }
   for (int64_t t = 0; t < count; ++t) std::copy(in + t * sel.stride, in + t * sel.stride + head_dim, out + t * head_dim);
 }
 
@@ -167,8 +176,9 @@ void CpuAttention::backward_given_delta(const AttentionParams& params, const Ten
           const int64_t m_k = std::min(kChunkRows, sel.rows - k0);
           gather(k.data(), sel, k0, m_k, D, kt.data());
           gather(v.data(), sel, k0, m_k, D, vt.data());
-          std::fill(dkt.begin(), dkt.end(), 0.0f);
-          std::fill(dvt.begin(), dvt.end(), 0.0f);
+          // (Only the rows in use: the whole tiles, kChunkRows rows, were most of the work of a short segment.)
+          std::fill_n(dkt.begin(), m_k * D, 0.0f);
+          std::fill_n(dvt.begin(), m_k * D, 0.0f);
           // Causal: query chunks that end before k0 see none of these keys.
           for (int64_t q0 = params.causal ? k0 / kChunkRows * kChunkRows : 0; q0 < sel.rows; q0 += kChunkRows) {
             const int64_t m_q = std::min(kChunkRows, sel.rows - q0);
@@ -178,7 +188,7 @@ void CpuAttention::backward_given_delta(const AttentionParams& params, const Ten
               lt[static_cast<size_t>(i)] = lse[sel.lse_base + (q0 + i) * sel.lse_stride];
               delt[static_cast<size_t>(i)] = delta[sel.lse_base + (q0 + i) * sel.lse_stride];
             }
-            std::fill(dqt.begin(), dqt.end(), 0.0f);
+            std::fill_n(dqt.begin(), m_q * D, 0.0f);
             if (params.causal) causal_limits(q0, m_q, k0, m_k, limit.data());
             flash_backward_tile(qt.data(), kt.data(), vt.data(), dot.data(), lt.data(), delt.data(), m_q, m_k, D,
                                 params.causal ? limit.data() : nullptr, scale, dqt.data(), dkt.data(), dvt.data(), ws);
