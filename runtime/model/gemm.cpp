@@ -24,6 +24,10 @@ constexpr int64_t kNR = 2 * kLanes;
 constexpr int64_t kMC = 128;
 constexpr int64_t kNC = 256;
 constexpr int64_t kKC = 256;
+// sgemm halves the tiles for more threads, down to 4 x 2 register tiles: halving must keep them multiples.
+constexpr bool power_of_two(int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
+static_assert(kMC % (4 * kMR) == 0 && power_of_two(kMC / (4 * kMR)), "kMC: 4 kMR times a power of two");
+static_assert(kNC % (2 * kNR) == 0 && power_of_two(kNC / (2 * kNR)), "kNC: 2 kNR times a power of two");
 
 inline float element(const float* p, int64_t ld, Trans trans, int64_t row, int64_t col) {
   return trans == Trans::no ? p[row * ld + col] : p[col * ld + row];

@@ -46,6 +46,16 @@ expect_exit 0 "2 ranks, train.peak_gflops 100" -- "${MPIRUN[@]}" -np 2 "$LONGCTX
   --train.peak_gflops 100
 expect_in "$OUT/stderr" "MFU peak 200 GFLOP/s \(100 per rank, train.peak_gflops\); run" "peak: train.peak_gflops a rank"
 
+# ---- train.threads changes no number (a resume may change it; sgemm's tiles shrink to give 5 threads
+# work): the same losses and gradient norms to the last digit at 1 and 5 threads ---------------------
+for threads in 1 5; do
+  expect_exit 0 "6 steps at train.threads $threads" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 6 --train.threads "$threads" \
+    --log.jsonl "$OUT/threads_$threads.jsonl"
+done
+numbers() { sed -E 's/.*("loss": [^,]+),.*("grad_norm": [^,]+),.*/\1 \2/' "$1"; }
+[ "$(numbers "$OUT/threads_1.jsonl" | wc -l)" -eq 6 ] && [ "$(numbers "$OUT/threads_1.jsonl")" = "$(numbers "$OUT/threads_5.jsonl")" ] &&
+  pass "... the same losses and gradient norms" || fail "train.threads changed the numbers: $(paste "$OUT/threads_1.jsonl" "$OUT/threads_5.jsonl" | head -3)"
+
 # ---- validation: exit 2 naming the value, nothing run -----------------------------------------------
 expect_exit 2 "a model larger than the node" -- "$LONGCTX" train "${BASE[@]}" --model.heads 4 --model.dim 32 \
   --model.segment_lengths 32,128,256 --data.seq_len 64M
