@@ -105,7 +105,7 @@ inline GeluTerms gelu_terms(simd::vfloat x) {
   return {z >= 0.0f ? d : e * d, 4.0f * e * d * d};
 }
 
-// f(x, i) for every vector of `n` values; the last, partial one through a padded copy, so each value is
+// f(first, count) for every vector of `n` values; the last, partial one through a padded copy, so each value is
 // computed the same way wherever it lies. OpenMP splits the vectors.
 template <typename F>
 void for_each_vector(int64_t n, const F& f) {
