@@ -320,7 +320,7 @@ void CheckpointWriter::write_rank_blob(const std::string& name, Span<const uint8
   std::copy(bytes.begin(), bytes.end(), row.begin());
   h5::Dataspace file = dataset.file_space();
   file.select_box({h5::comm_rank(comm_), 0}, {1, width});
-  h5::Dataspace memory = h5::Dataspace::simple({width});
+  h5::Dataspace memory = h5::Dataspace::simple({1, width});  // the selection's shape (see row_io.cpp)
   if (row.empty()) memory.select_none();
   dataset.write(H5T_NATIVE_UINT8, memory, file, row.data());
   const uint64_t part = byte_digest(row.data(), width, h5::comm_rank(comm_) * width);

@@ -53,7 +53,9 @@ Tensor read_rows(const h5::Dataset& dataset, size_t seq_axis, RowRange rows) {
   Tensor block(block_shape(global, seq_axis, rows));
   h5::Dataspace file = dataset.file_space();
   select_rows(file, global, seq_axis, rows);
-  h5::Dataspace memory = h5::Dataspace::simple({block.size()});
+  // The memory space has the block's own shape: against a flat one HDF5 maps every element of a chunked
+  // dataset to its chunk one at a time (a 608 MB checkpoint wrote at 86 MB/s, and read 10x slower).
+  h5::Dataspace memory = h5::Dataspace::simple(block.shape());
   if (block.size() == 0) memory.select_none();
   dataset.read(H5T_NATIVE_FLOAT, memory, file, block.data());
   watchdog::progress();  // each tensor read or written restarts a guarded region's deadline
@@ -81,7 +83,7 @@ void write_rows(h5::Dataset& dataset, size_t seq_axis, RowRange rows, Span<const
                         " elements, expected " + std::to_string(expected));
   h5::Dataspace file = dataset.file_space();
   select_rows(file, global, seq_axis, rows);
-  h5::Dataspace memory = h5::Dataspace::simple({expected});
+  h5::Dataspace memory = h5::Dataspace::simple(block_shape(global, seq_axis, rows));  // (as read_rows says)
   if (expected == 0) memory.select_none();
   dataset.write(H5T_NATIVE_FLOAT, memory, file, local.data());
   watchdog::progress();
