@@ -33,20 +33,29 @@ std::string to_string(const Shape& shape) {
 
 void Tensor::Free::operator()(float* p) const { std::free(p); }
 
-Tensor::Tensor(Shape shape, float fill_value) : shape_(std::move(shape)), count_(element_count(shape_)) {
+Tensor::Tensor(Shape shape, Unfilled) : shape_(std::move(shape)), count_(element_count(shape_)) {
   constexpr size_t alignment = 64;
   const size_t bytes = std::max<size_t>(alignment, (size_bytes() + alignment - 1) / alignment * alignment);
   data_.reset(static_cast<float*>(std::aligned_alloc(alignment, bytes)));
   if (!data_) throw std::bad_alloc();
-  fill(fill_value);
 }
 
-Tensor::Tensor(const Tensor& other) : Tensor(other.shape_) {
+Tensor::Tensor(Shape shape, float fill_value) : Tensor(std::move(shape), Unfilled{}) { fill(fill_value); }
+
+// A copy writes every element once (before: zeroed first); one of the same shape keeps its storage (before:
+// a new allocation, filled, copied into, and the old one freed: the model copies its layers' inputs each step).
+Tensor::Tensor(const Tensor& other) : Tensor(other.shape_, Unfilled{}) {
   if (count_) std::memcpy(data(), other.data(), size_bytes());
 }
 
 Tensor& Tensor::operator=(const Tensor& other) {
-  if (this != &other) *this = Tensor(other);
+  if (this == &other) return *this;
+  if (data_ && count_ == other.count_) {
+    shape_ = other.shape_;
+    if (count_) std::memcpy(data(), other.data(), size_bytes());
+    return *this;
+  }
+  *this = Tensor(other);
   return *this;
 }
 

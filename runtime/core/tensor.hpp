@@ -49,6 +49,8 @@ class Tensor {
   struct Free {
     void operator()(float* p) const;
   };
+  struct Unfilled {};
+  Tensor(Shape shape, Unfilled);  // storage only: for a copy, which writes every element
   Shape shape_;
   int64_t count_ = 0;
   std::unique_ptr<float[], Free> data_;
