@@ -170,6 +170,32 @@ TEST(Tensor, ShapesBeyondAnyMemoryAreRefused) {
   EXPECT_EQ(element_count({0, int64_t{1} << 62}), 0);
 }
 
+// Copies: of the values and the shape; an assignment of the same size keeps its storage (and takes the
+// shape), one of another size gets its own; a moved-from tensor can be assigned to.
+TEST(Tensor, CopiesHoldTheValuesAndShape) {
+  const Tensor a = random_tensor({5, 3, 2}, 7);
+  Tensor b(a);
+  EXPECT_EQ(b.shape(), a.shape());
+  EXPECT_EQ(std::vector<float>(b.data(), b.data() + b.size()), std::vector<float>(a.data(), a.data() + a.size()));
+  EXPECT_NE(b.data(), a.data());
+  Tensor same({30}, 4.0f);
+  const float* storage = same.data();
+  same = a;
+  EXPECT_EQ(same.data(), storage);
+  EXPECT_EQ(same.shape(), a.shape());
+  EXPECT_EQ(same[29], a[29]);
+  Tensor other({7}, 4.0f);
+  other = a;
+  EXPECT_EQ(other.shape(), a.shape());
+  EXPECT_EQ(other[0], a[0]);
+  EXPECT_EQ(other[29], a[29]);
+  Tensor moved = std::move(b);
+  b = a;  // (b holds no storage now, whatever its count says)
+  EXPECT_EQ(b.shape(), a.shape());
+  EXPECT_EQ(b[17], a[17]);
+  EXPECT_EQ(moved[17], a[17]);
+}
+
 TEST(CpuAttention, ReusesAndReallocatesOutputs) {
   AttentionParams p;
   p.schedule = make_schedule({16}, {1}, false);
