@@ -119,9 +119,14 @@ void pack_transposed(const float* k, int64_t m_k, int64_t head_dim, float* kT) {
 // columns.
 void pack_rows(const float* in, int64_t m, int64_t head_dim, int64_t padded_rows, int64_t padded_dim, float* out,
                float factor = 1.0f) {
+  if (factor == 1.0f && padded_dim == head_dim) {  // one block, copied whole
+    simd::copy_row(in, m * head_dim, out);
+    std::fill(out + m * padded_dim, out + padded_rows * padded_dim, 0.0f);
+    return;
+  }
   for (int64_t j = 0; j < m; ++j) {
     if (factor == 1.0f) {
-      std::copy(in + j * head_dim, in + (j + 1) * head_dim, out + j * padded_dim);
+      simd::copy_row(in + j * head_dim, head_dim, out + j * padded_dim);
     } else {
       for (int64_t d = 0; d < head_dim; ++d) out[j * padded_dim + d] = factor * in[j * head_dim + d];
     }
@@ -342,7 +347,7 @@ void merge_into(float* o_acc, float* lse_acc, const float* o_part, const float* 
     const float* in = o_part + i * head_dim;
     float& running = lse_acc[i * lse_acc_stride];
     if (running == kNegInf) {
-      std::copy(in, in + head_dim, out);
+      simd::copy_row(in, head_dim, out);
       running = part;
       continue;
     }
