@@ -33,48 +33,37 @@ inline float element(const float* p, int64_t ld, Trans trans, int64_t row, int64
   return trans == Trans::no ? p[row * ld + col] : p[col * ld + row];
 }
 
-// op(A)[i0 + i, k0 + p] -> out[(i / MR) * kc * MR + p * MR + i % MR], zero beyond m.
-void pack_a(const float* a, int64_t lda, Trans ta, int64_t i0, int64_t rows, int64_t k0, int64_t kc, float* out) {
-  for (int64_t strip = 0; strip < rows; strip += kMR) {
-    float* dst = out + (strip / kMR) * kc * kMR;
-    const int64_t live = std::min(kMR, rows - strip);
-    if (live == kMR && ta == Trans::yes) {  // op(A)'s column p is a row of A: MR floats in a row
-      for (int64_t p = 0; p < kc; ++p) std::memcpy(dst + p * kMR, a + (k0 + p) * lda + i0 + strip, sizeof(float) * kMR);
+// op(M)[i0 + i, k0 + p] -> out[(i / W) * kc * W + p * W + i % W], zero beyond `rows`: strips of W rows of
+// op(M), each stored column by column. op(A)'s rows are packed with W = MR; op(B)'s columns with W = NR, as
+// the rows of op(B)^T (pack_b).
+template <int64_t W>
+void pack_strips(const float* m, int64_t ld, Trans t, int64_t i0, int64_t rows, int64_t k0, int64_t kc, float* out) {
+  for (int64_t strip = 0; strip < rows; strip += W) {
+    float* dst = out + (strip / W) * kc * W;
+    const int64_t live = std::min(W, rows - strip);
+    if (live == W && t == Trans::yes) {  // op(M)'s column p is a row of M: W floats in a row
+      for (int64_t p = 0; p < kc; ++p) std::memcpy(dst + p * W, m + (k0 + p) * ld + i0 + strip, sizeof(float) * W);
       continue;
     }
-    if (live == kMR && ta == Trans::no) {  // op(A)'s row i is a row of A: read in order, MR rows interleaved
-      for (int64_t i = 0; i < kMR; ++i) {
-        const float* src = a + (i0 + strip + i) * lda + k0;
-        for (int64_t p = 0; p < kc; ++p) dst[p * kMR + i] = src[p];
+    if (live == W && t == Trans::no) {  // op(M)'s row i is a row of M: read in order, W rows interleaved
+      for (int64_t i = 0; i < W; ++i) {
+        const float* src = m + (i0 + strip + i) * ld + k0;
+        for (int64_t p = 0; p < kc; ++p) dst[p * W + i] = src[p];
       }
       continue;
     }
     for (int64_t p = 0; p < kc; ++p)
-      for (int64_t i = 0; i < kMR; ++i)
-        dst[p * kMR + i] = i < live ? element(a, lda, ta, i0 + strip + i, k0 + p) : 0.0f;
+      for (int64_t i = 0; i < W; ++i) dst[p * W + i] = i < live ? element(m, ld, t, i0 + strip + i, k0 + p) : 0.0f;
   }
+}
+
+void pack_a(const float* a, int64_t lda, Trans ta, int64_t i0, int64_t rows, int64_t k0, int64_t kc, float* out) {
+  pack_strips<kMR>(a, lda, ta, i0, rows, k0, kc, out);
 }
 
 // op(B)[k0 + p, j0 + j] -> out[(j / NR) * kc * NR + p * NR + j % NR], zero beyond n.
 void pack_b(const float* b, int64_t ldb, Trans tb, int64_t k0, int64_t kc, int64_t j0, int64_t cols, float* out) {
-  for (int64_t strip = 0; strip < cols; strip += kNR) {
-    float* dst = out + (strip / kNR) * kc * kNR;
-    const int64_t live = std::min(kNR, cols - strip);
-    if (tb == Trans::no && live == kNR) {
-      for (int64_t p = 0; p < kc; ++p) std::memcpy(dst + p * kNR, b + (k0 + p) * ldb + j0 + strip, sizeof(float) * kNR);
-      continue;
-    }
-    if (live == kNR && tb == Trans::yes) {  // op(B)'s column j is a row of B: read in order, NR rows interleaved
-      for (int64_t j = 0; j < kNR; ++j) {
-        const float* src = b + (j0 + strip + j) * ldb + k0;
-        for (int64_t p = 0; p < kc; ++p) dst[p * kNR + j] = src[p];
-      }
-      continue;
-    }
-    for (int64_t p = 0; p < kc; ++p)
-      for (int64_t j = 0; j < kNR; ++j)
-        dst[p * kNR + j] = j < live ? element(b, ldb, tb, k0 + p, j0 + strip + j) : 0.0f;
-  }
+  pack_strips<kNR>(b, ldb, tb == Trans::no ? Trans::yes : Trans::no, j0, cols, k0, kc, out);
 }
 
 // c[0:rows, 0:cols] += alpha * (packed A strip) x (packed B strip).
