@@ -138,6 +138,26 @@ TEST(LayerGradients, LayerNorm) {
   }
 }
 
+// A bias gradient: column sums added to b, over a row count that 16 chunks do not divide, against double,
+// and the same bits at 1 and 3 threads.
+TEST(Layers, ColumnSumAccumulate) {
+  const int64_t rows = 1001, cols = 37;
+  const auto dy = random_vector(rows * cols, 15);
+  std::vector<float> b(static_cast<size_t>(cols), 0.25f), b3 = b;
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  column_sum_accumulate(dy.data(), rows, cols, b.data());
+  omp_set_num_threads(3);
+  column_sum_accumulate(dy.data(), rows, cols, b3.data());
+  omp_set_num_threads(saved);
+  EXPECT_EQ(b, b3);
+  for (int64_t j = 0; j < cols; ++j) {
+    double want = 0.25;
+    for (int64_t r = 0; r < rows; ++r) want += dy[size_t(r * cols + j)];
+    EXPECT_NEAR(b[size_t(j)], want, 1e-5 * std::max(1.0, std::fabs(want))) << "column " << j;
+  }
+}
+
 TEST(LayerGradients, Gelu) {
   const int64_t n = 101;
   auto u = random_vector(n, 20, 2.0f);

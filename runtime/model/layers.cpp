@@ -179,10 +179,21 @@ void rotary_apply(float* x, int64_t rows, int64_t heads, int64_t head_dim, int64
 }
 
 void column_sum_accumulate(const float* dy, int64_t rows, int64_t cols, float* b) {
-  std::vector<double> sum(static_cast<size_t>(cols), 0.0);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < cols; ++j) sum[size_t(j)] += dy[r * cols + j];
-  for (int64_t j = 0; j < cols; ++j) b[j] += static_cast<float>(sum[size_t(j)]);
+  // Threaded as layer norm's parameter gradients are: a fixed split of the rows, summed in its order, so the
+  // result does not depend on the thread count (before: one thread summed every row).
+  const int64_t chunks = 16;
+  std::vector<double> partial(static_cast<size_t>(chunks * cols), 0.0);
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < chunks; ++c) {
+    double* sum = partial.data() + c * cols;
+    for (int64_t r = rows * c / chunks; r < rows * (c + 1) / chunks; ++r)
+      for (int64_t j = 0; j < cols; ++j) sum[j] += dy[r * cols + j];
+  }
+  for (int64_t j = 0; j < cols; ++j) {
+    double sum = 0;
+    for (int64_t c = 0; c < chunks; ++c) sum += partial[static_cast<size_t>(c * cols + j)];
+    b[j] += static_cast<float>(sum);
+  }
 }
 
 void add_bias(float* y, int64_t rows, int64_t cols, const float* b) {
