@@ -120,7 +120,8 @@ CrossEntropyStats Model::forward(const float* params, const int32_t* tokens, con
   const float* embedding = p(params, "embedding");
   attention_.keep_for_backward(for_backward);
 
-  Tensor x({rows, dim});
+  ensure(x_final_, {rows, dim});  // the residual stream, written whole by the embedding
+  Tensor& x = x_final_;
   for (int64_t t = 0; t < rows; ++t) {
     const int32_t tok = tokens[t];
     if (tok < 0 || tok >= vocab) throw InputError("token " + std::to_string(tok) + " outside model.vocab");
@@ -170,17 +171,16 @@ CrossEntropyStats Model::forward(const float* params, const int32_t* tokens, con
     linear(c.g.data(), p(params, layer_name(l, "w2")), rows, hidden, dim, x.data(), true);
     add_bias(x.data(), rows, dim, p(params, layer_name(l, "b2")));
   }
-  x_final_ = std::move(x);
   ensure(hf_, {rows, dim});
   ensure(meanf_, {rows});
   ensure(rstdf_, {rows});
   layer_norm_forward(x_final_.data(), p(params, "final_ln_gain"), p(params, "final_ln_bias"), rows, dim, hf_.data(),
                      meanf_.data(), rstdf_.data());
-  Tensor logits({rows, vocab});
-  sgemm(Trans::no, Trans::yes, rows, vocab, dim, 1.0f, hf_.data(), dim, embedding, dim, 0.0f, logits.data(), vocab);
+  ensure(logits_, {rows, vocab});
+  sgemm(Trans::no, Trans::yes, rows, vocab, dim, 1.0f, hf_.data(), dim, embedding, dim, 0.0f, logits_.data(), vocab);
   predictions_.assign(static_cast<size_t>(rows), 0);
   if (for_backward) ensure(dlogits_, {rows, vocab});
-  return cross_entropy(logits.data(), targets, rows, vocab, loss_scale, for_backward ? dlogits_.data() : nullptr,
+  return cross_entropy(logits_.data(), targets, rows, vocab, loss_scale, for_backward ? dlogits_.data() : nullptr,
                        predictions_.data(), weights);
 }
 
@@ -192,18 +192,22 @@ void Model::backward(const float* params, float* grads) {
   const float* embedding = p(params, "embedding");
   float* d_embedding = p(grads, "embedding");
 
-  // LM head (tied): logits = hf E^T.
-  Tensor dh({rows, dim});
+  // LM head (tied): logits = hf E^T. (Scratch written whole before it is read, but dx, which the layer
+  // norms' backward adds into.)
+  ensure(dh_, {rows, dim});
+  ensure(dx_, {rows, dim});
+  dx_.fill(0.0f);
+  ensure(dg_, {rows, hidden});
+  ensure(du_, {rows, hidden});
+  ensure(dh2_, {rows, dim});
+  ensure(dout_, {1, rows, heads, hd});
+  Tensor &dh = dh_, &dx = dx_, &dg = dg_, &du = du_, &dh2 = dh2_, &dout = dout_, &dq = dq_, &dk = dk_, &dv = dv_;
   sgemm(Trans::no, Trans::no, rows, dim, vocab, 1.0f, dlogits_.data(), vocab, embedding, dim, 0.0f, dh.data(), dim);
   sgemm(Trans::yes, Trans::no, vocab, dim, rows, 1.0f, dlogits_.data(), vocab, hf_.data(), dim, 1.0f, d_embedding,
         dim);
-  Tensor dx({rows, dim});
   layer_norm_backward_accumulate(x_final_.data(), p(params, "final_ln_gain"), meanf_.data(), rstdf_.data(), dh.data(),
                                  rows, dim, dx.data(), p(grads, "final_ln_gain"), p(grads, "final_ln_bias"));
 
-  Tensor dg({rows, hidden}), du({rows, hidden}), dh2({rows, dim});
-  const Shape qkv_shape{1, rows, heads, hd};
-  Tensor dout(qkv_shape), dq, dk, dv;
   for (int64_t l = config_.layers - 1; l >= 0; --l) {
     LayerCache& c = cache_[size_t(l)];
     // MLP: x_out = x_mid + GELU(h2 W1 + b1) W2 + b2

@@ -86,6 +86,9 @@ class Model {
   ParameterLayout layout_;
   std::vector<LayerCache> cache_;
   Tensor x_final_, hf_, meanf_, rstdf_, dlogits_;  // [L, dim], [L, vocab]
+  // Scratch of forward (logits) and backward, kept from step to step (before: allocated, zero-filled by one
+  // thread and page-faulted again each step).
+  Tensor logits_, dh_, dx_, dg_, du_, dh2_, dout_, dq_, dk_, dv_;
   std::vector<int32_t> tokens_;
   int32_t previous_token_ = -1;
   std::vector<int32_t> predictions_;
