@@ -42,7 +42,7 @@ Tensor::Tensor(Shape shape, Unfilled) : shape_(std::move(shape)), count_(element
 
 Tensor::Tensor(Shape shape, float fill_value) : Tensor(std::move(shape), Unfilled{}) { fill(fill_value); }
 
-// A copy writes every element once (before: zeroed first); one of the same shape keeps its storage (before:
+// A copy writes every element once (before: zeroed first); one of the same size keeps its storage (before:
 // a new allocation, filled, copied into, and the old one freed: the model copies its layers' inputs each step).
 Tensor::Tensor(const Tensor& other) : Tensor(other.shape_, Unfilled{}) {
   if (count_) std::memcpy(data(), other.data(), size_bytes());
