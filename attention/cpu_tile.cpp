@@ -42,7 +42,7 @@ constexpr int kVecsNR = 4;
 constexpr int kRowsMR = 4;  // 4 x 2 + 2 + 1 = 11 of 16 registers
 constexpr int kVecsNR = 2;
 #endif
-constexpr float kLog2e = 1.4426950408889634f;
+using simd::kLog2e;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 

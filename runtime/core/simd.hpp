@@ -116,4 +116,8 @@ inline vfloat exp2(vfloat x) {
   return p * (vfloat)e;
 }
 
+constexpr float kLog2e = 1.4426950408889634f;  // 1 / ln 2
+// e^x, through exp2 (its error and its 0 below x ~ -87.7).
+inline vfloat exp(vfloat x) { return exp2(x * kLog2e); }
+
 }  // namespace longctx::simd

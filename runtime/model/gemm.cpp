@@ -86,15 +86,8 @@ void micro_kernel(int64_t kc, const float* a, const float* b, float alpha, float
     }
     return;
   }
-  for (int64_t i = 0; i < rows; ++i) {
-    float* row = c + i * ldc;
-    if (cols == kNR) {
-      for (int64_t j = 0; j < kLanes; ++j) row[j] += alpha * acc[i][0][j];
-      for (int64_t j = 0; j < kLanes; ++j) row[kLanes + j] += alpha * acc[i][1][j];
-    } else {
-      for (int64_t j = 0; j < cols; ++j) row[j] += alpha * (j < kLanes ? acc[i][0][j] : acc[i][1][j - kLanes]);
-    }
-  }
+  for (int64_t i = 0; i < rows; ++i)  // a part tile
+    for (int64_t j = 0; j < cols; ++j) c[i * ldc + j] += alpha * acc[i][j / kLanes][j % kLanes];
 }
 
 }  // namespace

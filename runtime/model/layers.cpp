@@ -97,10 +97,9 @@ struct GeluTerms {
   simd::vfloat one_minus_t2;     // 1 - tanh^2 z
 };
 inline GeluTerms gelu_terms(simd::vfloat x) {
-  constexpr float kTwoLog2e = 2.8853900817779268f;  // 2 / ln 2
   const simd::vfloat z = kGeluC * (x + kGeluA * x * x * x);
   const simd::vfloat abs_z = z < 0.0f ? -z : z;
-  const simd::vfloat e = simd::exp2(abs_z * -kTwoLog2e);  // |z| < 44 below saturation: a normal float
+  const simd::vfloat e = simd::exp(-2.0f * abs_z);  // |z| < 44 below saturation: a normal float
   const simd::vfloat d = 1.0f / (1.0f + e);
   return {z >= 0.0f ? d : e * d, 4.0f * e * d * d};
 }
@@ -231,11 +230,10 @@ CrossEntropyStats cross_entropy(const float* logits, const int32_t* targets, int
         own.resize(static_cast<size_t>(vocab));
         e = own.data();
       }
-      constexpr float kLog2e = 1.4426950408889634f;
       const float top = z[best];
       for (int64_t j = 0; j < vocab; j += simd::kLanes) {
         const int64_t count = std::min<int64_t>(simd::kLanes, vocab - j);
-        store_part(e + j, simd::exp2((load_part(z + j, count) - top) * kLog2e), count);
+        store_part(e + j, simd::exp(load_part(z + j, count) - top), count);
       }
       const double sum = lane_sum(vocab, [&](int64_t j) { return double(e[j]); });
       const double log_sum = std::log(sum);
