@@ -199,9 +199,15 @@ class FileDataset : public Dataset {
                        std::to_string(reader_.vocab()) + "; a checkpoint's model keeps its vocabulary, so a resume or "
                        "eval needs a file of ids below it");
     sequences_ = reader_.sequence_count(c_.seq_len);
+    // The file is whole; the length asked of it is what to change (exit 2, as eval's --seq-len past a file).
     if (sequences_ < 1)
-      throw InputError("data.path=" + c_.path + " holds " + std::to_string(reader_.token_count()) + " tokens, fewer than " +
-                       c_.seq_len_option + "+1=" + std::to_string(c_.seq_len + 1));
+      throw UsageError("data.path=" + c_.path + " holds " + std::to_string(reader_.token_count()) + " tokens, fewer than " +
+                           c_.seq_len_option + "+1=" + std::to_string(c_.seq_len + 1) + ": give " +
+                           (reader_.token_count() >= 2
+                                ? c_.seq_len_option + " <= " + std::to_string(reader_.token_count() - 1) + ", or "
+                                : std::string()) +
+                           "a longer token file",
+                       c_.seq_len_option);
     // The held-out tail: the last 1/20 of the sequences of the split length (data.seq_len), at least one
     // when there are two. Training sequences of any length end before it (their last target is its first
     // token), so a curriculum's shorter stage never trains on what evaluation scores.

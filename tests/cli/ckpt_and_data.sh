@@ -103,10 +103,12 @@ expect_exit 0 "train on a one-sequence token file" -- "$LONGCTX" train --quiet -
   --data.task file --data.path corpus.h5 --data.seq_len 32 --train.steps 2 --data.supervision answer
 expect_in "$OUT/stderr" "none is held out" "warns that eval uses the training sequence"
 expect_in "$OUT/stderr" "data.supervision=answer: data.task=file has no answers" "warns that supervision=answer does nothing"
-expect_exit 3 "train on a token file shorter than one sequence" -- "$LONGCTX" train --quiet --model.layers 1 --model.dim 16 \
+# The file is whole and the length is the option's: exit 2, as eval's --seq-len past a file (before: 3).
+expect_exit 2 "train on a token file shorter than one sequence" -- "$LONGCTX" train --quiet --model.layers 1 --model.dim 16 \
   --model.heads 2 --model.mlp_hidden 16 --model.vocab 256 --model.segment_lengths 8,32 --model.dilation_rates 1,2 \
   --data.task file --data.path corpus.h5 --data.seq_len 64 --train.steps 1
-expect_in "$OUT/stderr" "data.path=corpus.h5 holds 34 tokens, fewer than data.seq_len\+1=65" "says how many it holds"
+expect_in "$OUT/stderr" "data.path=corpus.h5 holds 34 tokens, fewer than data.seq_len\+1=65: give data.seq_len <= 33, or a longer token file" \
+  "says how many it holds, and what to give"
 # An output onto the training data is refused before anything is written (before: the dump replaced it).
 sum_before=$(md5sum <corpus.h5)
 for out in "--dump.activations ./corpus.h5 --dump.steps 1" "--log.jsonl corpus.h5"; do
