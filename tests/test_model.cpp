@@ -265,6 +265,30 @@ TEST(LayerGradients, RotaryUsesGlobalPositions) {
   EXPECT_TRUE(all_close(shard.data(), whole.data() + 3 * heads * hd, 3 * heads * hd, 0, 0));
 }
 
+// A model's table is prepared once per forward and reused by its q, k, dq and dk: one prepared again for
+// other positions, another base or another rotated width rotates as a fresh call does.
+TEST(LayerGradients, RotaryTableFollowsItsPositions) {
+  const int64_t rows = 5, heads = 2, hd = 8;
+  const auto x = random_vector(rows * heads * hd, 34);
+  RotaryTable table;
+  struct Case {
+    int64_t rows, first;
+    double base;
+    int64_t rotated;
+  };
+  for (const Case& c : {Case{rows, 0, 10000.0, 8}, Case{rows, 3, 10000.0, 8}, Case{rows - 1, 3, 10000.0, 8},
+                        Case{rows - 1, 3, 500.0, 8}, Case{rows - 1, 3, 500.0, 4}}) {
+    for (const bool inverse : {false, true}) {
+      std::vector<float> fresh = x, prepared = x;
+      rotary_apply(fresh.data(), c.rows, heads, hd, c.first, c.base, inverse, c.rotated);
+      rotary_prepare(table, c.rows, c.first, c.base, c.rotated);
+      rotary_apply(prepared.data(), heads, hd, table, inverse);
+      EXPECT_EQ(prepared, fresh) << "rows " << c.rows << ", first " << c.first << ", base " << c.base << ", rotated "
+                                 << c.rotated << (inverse ? ", inverse" : "");
+    }
+  }
+}
+
 TEST(LayerGradients, CrossEntropy) {
   const int64_t rows = 7, vocab = 13;
   auto logits = random_vector(rows * vocab, 40, 3.0f);

@@ -530,7 +530,9 @@ void check_train_fits_in_memory(const Invocation& inv, const TrainOptions& r, co
           : 0.0;
   // eval: no backward (the logits alone, the final norm's input and output), nothing kept for it, one
   // layer's activations at a time (the forward reuses them), and the parameters without gradients or moments.
-  const double once = eval ? f(m.vocab) + 2.0 * f(m.dim) : 2.0 * f(m.vocab) + 9.0 * f(m.dim) + 2.0 * f(m.mlp_hidden);
+  // Both: the rotary table's cos and sin (rope dims per row).
+  const double rotary = f(m.rope_dims > 0 ? m.rope_dims : m.head_dim());
+  const double once = rotary + (eval ? f(m.vocab) + 2.0 * f(m.dim) : 2.0 * f(m.vocab) + 9.0 * f(m.dim) + 2.0 * f(m.mlp_hidden));
   const double layers_held = eval ? 1.0 : f(m.layers);
   const double floats = (eval ? 1.0 : 4.0) * f(model::make_layout(m).total()) +
                         rows * (layers_held * (8.0 * f(m.dim) + 2.0 * f(m.mlp_hidden) + 4.0 + f(m.heads)) + once) +

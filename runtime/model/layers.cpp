@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "runtime/core/error.hpp"
 #include "runtime/core/simd.hpp"
 
 namespace longctx::model {
@@ -150,31 +151,53 @@ void gelu_backward(const float* u, const float* dg, int64_t n, float* du) {
   });
 }
 
-void rotary_apply(float* x, int64_t rows, int64_t heads, int64_t head_dim, int64_t first_position, double base,
-                  bool inverse, int64_t rotary_dims) {
-  const int64_t rotated = rotary_dims < 0 ? head_dim : rotary_dims;
+void rotary_prepare(RotaryTable& table, int64_t rows, int64_t first_position, double base, int64_t rotated) {
+  if (table.rows == rows && table.first_position == first_position && table.base == base && table.rotated == rotated)
+    return;
   const int64_t pairs = rotated / 2;
   std::vector<double> inv_freq(static_cast<size_t>(pairs));
   for (int64_t i = 0; i < pairs; ++i) inv_freq[size_t(i)] = std::pow(base, -2.0 * double(i) / double(rotated));
-  const double sign = inverse ? -1.0 : 1.0;
+  table.cos.resize(static_cast<size_t>(rows * pairs));
+  table.sin.resize(static_cast<size_t>(rows * pairs));
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < rows; ++t) {
     const double pos = double(first_position + t);
-    std::vector<float> c(static_cast<size_t>(pairs)), s(static_cast<size_t>(pairs));
     for (int64_t i = 0; i < pairs; ++i) {
       const double angle = pos * inv_freq[size_t(i)];
-      c[size_t(i)] = static_cast<float>(std::cos(angle));
-      s[size_t(i)] = static_cast<float>(sign * std::sin(angle));
+      table.cos[size_t(t * pairs + i)] = static_cast<float>(std::cos(angle));
+      table.sin[size_t(t * pairs + i)] = static_cast<float>(std::sin(angle));
     }
+  }
+  table.rows = rows;
+  table.first_position = first_position;
+  table.base = base;
+  table.rotated = rotated;
+}
+
+void rotary_apply(float* x, int64_t heads, int64_t head_dim, const RotaryTable& table, bool inverse) {
+  const int64_t pairs = table.rotated / 2;
+  if (table.rotated > head_dim) throw InternalError("rotary_apply: a table of more rotated dims than a head has");
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < table.rows; ++t) {
+    const float* c = table.cos.data() + t * pairs;
+    const float* sine = table.sin.data() + t * pairs;
     for (int64_t h = 0; h < heads; ++h) {
       float* v = x + (t * heads + h) * head_dim;
       for (int64_t i = 0; i < pairs; ++i) {
         const float a = v[2 * i], b = v[2 * i + 1];
-        v[2 * i] = a * c[size_t(i)] - b * s[size_t(i)];
-        v[2 * i + 1] = a * s[size_t(i)] + b * c[size_t(i)];
+        const float s = inverse ? -sine[i] : sine[i];
+        v[2 * i] = a * c[i] - b * s;
+        v[2 * i + 1] = a * s + b * c[i];
       }
     }
   }
+}
+
+void rotary_apply(float* x, int64_t rows, int64_t heads, int64_t head_dim, int64_t first_position, double base,
+                  bool inverse, int64_t rotary_dims) {
+  RotaryTable table;
+  rotary_prepare(table, rows, first_position, base, rotary_dims < 0 ? head_dim : rotary_dims);
+  rotary_apply(x, heads, head_dim, table, inverse);
 }
 
 void column_sum_accumulate(const float* dy, int64_t rows, int64_t cols, float* b) {

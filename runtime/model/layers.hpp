@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace longctx::model {
 
@@ -25,6 +26,19 @@ void gelu_backward(const float* u, const float* dg, int64_t n, float* du);
 // carry content only, so they can match tokens at any distance.
 void rotary_apply(float* x, int64_t rows, int64_t heads, int64_t head_dim, int64_t first_position, double base,
                   bool inverse, int64_t rotary_dims = -1);
+
+// The cos and sin of rotary's angles for `rows` positions from first_position, [rows, rotated / 2] each
+// (computed in double, rounded to float): a model's q, k, dq and dk of every layer share one (before: each
+// of those calls computed them anew, in double, per row).
+struct RotaryTable {
+  int64_t first_position = 0, rows = -1, rotated = 0;
+  double base = 0;
+  std::vector<float> cos, sin;
+};
+// Fills `table` for these positions and frequencies unless it holds them already.
+void rotary_prepare(RotaryTable& table, int64_t rows, int64_t first_position, double base, int64_t rotated);
+// rotary_apply with a prepared table: the same values to the bit.
+void rotary_apply(float* x, int64_t heads, int64_t head_dim, const RotaryTable& table, bool inverse);
 
 // b[j] += sum_rows dy[row, j]
 void column_sum_accumulate(const float* dy, int64_t rows, int64_t cols, float* b);

@@ -136,6 +136,7 @@ CrossEntropyStats Model::forward(const float* params, const int32_t* tokens, con
       for (int64_t j = 0; j < dim; ++j) x[t * dim + j] += prev[int64_t(before) * dim + j];
     }
   }
+  rotary_prepare(rotary_, rows, first_position, config_.rope_base, rope_dims());  // for the backward too
   for (int64_t l = 0; l < config_.layers; ++l) {
     // Without a backward to come, every layer works in the first one's buffers: the memory of a forward
     // pass (eval at long lengths) is one layer's, whatever model.layers is.
@@ -153,8 +154,8 @@ CrossEntropyStats Model::forward(const float* params, const int32_t* tokens, con
     linear(c.h1.data(), p(params, layer_name(l, "wq")), rows, dim, dim, c.q.data(), false);
     linear(c.h1.data(), p(params, layer_name(l, "wk")), rows, dim, dim, c.k.data(), false);
     linear(c.h1.data(), p(params, layer_name(l, "wv")), rows, dim, dim, c.v.data(), false);
-    rotary_apply(c.q.data(), rows, heads, hd, first_position, config_.rope_base, false, rope_dims());
-    rotary_apply(c.k.data(), rows, heads, hd, first_position, config_.rope_base, false, rope_dims());
+    rotary_apply(c.q.data(), heads, hd, rotary_, false);
+    rotary_apply(c.k.data(), heads, hd, rotary_, false);
     attention_.forward(attention_params_, c.q, c.k, c.v, c.o, c.lse);
     linear(c.o.data(), p(params, layer_name(l, "wo")), rows, dim, dim, x.data(), true);
     if (for_backward) c.x_mid = x;
@@ -225,8 +226,8 @@ void Model::backward(const float* params, float* grads) {
     linear_backward(c.o.data(), p(params, layer_name(l, "wo")), dx.data(), rows, dim, dim, dout.data(), false,
                     p(grads, layer_name(l, "wo")));
     attention_.backward(attention_params_, c.q, c.k, c.v, c.o, c.lse, dout, dq, dk, dv);
-    rotary_apply(dq.data(), rows, heads, hd, first_position_, config_.rope_base, true, rope_dims());
-    rotary_apply(dk.data(), rows, heads, hd, first_position_, config_.rope_base, true, rope_dims());
+    rotary_apply(dq.data(), heads, hd, rotary_, true);
+    rotary_apply(dk.data(), heads, hd, rotary_, true);
     linear_backward(c.h1.data(), p(params, layer_name(l, "wq")), dq.data(), rows, dim, dim, dh.data(), false,
                     p(grads, layer_name(l, "wq")));
     linear_backward(c.h1.data(), p(params, layer_name(l, "wk")), dk.data(), rows, dim, dim, dh.data(), true,

@@ -89,6 +89,7 @@ class Model {
   // Scratch of forward (logits) and backward, kept from step to step (before: allocated, zero-filled by one
   // thread and page-faulted again each step).
   Tensor logits_, dh_, dx_, dg_, du_, dh2_, dout_, dq_, dk_, dv_;
+  RotaryTable rotary_;  // the last forward's positions (its backward's too)
   std::vector<int32_t> tokens_;
   int32_t previous_token_ = -1;
   std::vector<int32_t> predictions_;
