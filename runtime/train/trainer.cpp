@@ -12,11 +12,13 @@ Trainer::Trainer(TrainerConfig config, comm::Communicator& comm, model::Sequence
       model_(config_.model, attention),
       rows_(io::even_rows(config_.seq_len, comm.rank(), comm.size())),
       params_(static_cast<size_t>(model_.layout().total())) {
+  // An evaluation's parameters all come from a checkpoint (zeros until then): it does not draw the
+  // initialisation the checkpoint replaces (0.6 s per 50M parameters).
   if (purpose == Purpose::train) {
     grads_.assign(params_.size(), 0.0f);
     optimizer_.emplace(model_.layout(), config_.adamw);
+    model::init_parameters(config_.model, model_.layout(), config_.seed, params_.data());
   }
-  model::init_parameters(config_.model, model_.layout(), config_.seed, params_.data());
 }
 
 model::AdamW& Trainer::optimizer() {

@@ -57,7 +57,8 @@ struct EvalStats {
 class Trainer {
  public:
   // `evaluate`: forward passes only (longctx eval). No gradient or AdamW moments are held, and a checkpoint
-  // loads its parameters alone: a quarter of train's memory for the parameters.
+  // loads its parameters alone: a quarter of train's memory for the parameters. Its parameters start as
+  // zeros, not initialised: a checkpoint gives every one.
   enum class Purpose { train, evaluate };
   Trainer(TrainerConfig config, comm::Communicator& comm, model::SequenceAttention& attention,
           Purpose purpose = Purpose::train);
