@@ -82,6 +82,7 @@ bool same_path(const std::string& a, const std::string& b) {
 }  // namespace
 
 void declare_train_options(po::options_description& d, po::positional_options_description&) {
+  const std::string peak_per_thread = std::to_string(static_cast<int>(kPeakGflopsPerThread));
   d.add_options()
       ("device", po::value<std::string>()->default_value("cpu"), "where attention runs: cpu, or cuda (one GPU per rank; the rest of the model stays on the CPU)")
       ("dtype", po::value<std::string>()->default_value("fp32"), "the type the attention kernels read q, k, v in: fp32, bf16, fp16 (bf16 / fp16 need --device cuda; under mpirun cuda takes bf16 / fp16; fp32 accumulation)")
@@ -134,8 +135,9 @@ void declare_train_options(po::options_description& d, po::positional_options_de
        "the backward gathers each layer's spanning K / V rows again instead of keeping the forward's (cpu: saves "
        "sum over spanning branches of (w'/r) B H D 8 bytes per layer, costs as much traffic)")
       ("train.peak_gflops", po::value<double>()->default_value(0.0),
-       "peak fp32 GFLOP/s of ONE rank for MFU; 0: 128 for each thread of each rank (one AVX-512 core, 2 FMA x 16 "
-       "lanes x 2 GHz)")
+       ("peak fp32 GFLOP/s of ONE rank for MFU; 0: " + peak_per_thread +
+        " for each thread of each rank (one AVX-512 core, 2 FMA x 16 lanes x 2 GHz)")
+           .c_str())
       ("checkpoint.dir", po::value<std::string>()->default_value(""), "checkpoint directory (resumes from its latest)")
       ("checkpoint.every", po::value<int64_t>()->default_value(0), "checkpoint every N steps (0: only at the end / on a signal)")
       ("checkpoint.keep", po::value<int64_t>()->default_value(3), "committed checkpoints to keep (0 keeps all)")
@@ -284,7 +286,8 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   if (threads > 0) omp_set_num_threads(threads);
   r.peak_gflops = opt<double>(inv, "train.peak_gflops");
   require(r.peak_gflops >= 0 && std::isfinite(r.peak_gflops),
-          "train.peak_gflops must be a finite number > 0, or 0 (128 a thread)");
+          "train.peak_gflops must be a finite number > 0, or 0 (" + std::to_string(static_cast<int>(kPeakGflopsPerThread)) +
+              " a thread)");
 
   train::DataConfig& d = r.data;
   d.task = opt<std::string>(inv, "data.task");
