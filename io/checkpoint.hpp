@@ -5,7 +5,8 @@
 //
 // File layout (format "longctx-checkpoint", format_version 1):
 //   /                     attributes format, format_version, step, world_size, seq_len, tokens_seen,
-//                         config_fnv1a64 (int64, format a string) + any extra attributes the writer adds
+//                         config_fnv1a64, previous_step (int64, format a string) + any extra attributes
+//                         the writer adds
 //   /config               scalar fixed-length string: the resolved config as text (its FNV-1a hash is
 //                         the root attribute config_fnv1a64, in the checksummed object header)
 //   /model/...            float32, GLOBAL shape, chunked along axis 0 with Fletcher32 checksums, and
@@ -74,6 +75,10 @@ struct CheckpointMeta {
   int64_t seq_len = 0;      // the length its last step trained at (a curriculum's stage, or data.seq_len)
   int64_t tokens_seen = 0;  // tokens trained on through its step, at whatever lengths
   std::string config;  // the resolved config as text
+  // The checkpoint before it in its run's history: the one the run resumed from, or the run's save before
+  // this one (-1: none). Retention follows these links from `latest` to tell the run's own checkpoints from
+  // those of a run that went further before `latest` was rolled back by hand (deletion_order).
+  int64_t previous_step = -1;
 };
 
 // "step_00000042.h5"
@@ -173,6 +178,8 @@ class CheckpointReader {
   int64_t world_size() const { return world_size_; }
   int64_t seq_len() const { return seq_len_; }
   int64_t tokens_seen() const { return tokens_seen_; }
+  // CheckpointMeta::previous_step; nullopt in a checkpoint written before it was recorded.
+  std::optional<int64_t> previous_step() const { return previous_step_; }
   const std::string& config() const { return config_; }
   const h5::File& file() const { return file_; }
 
@@ -205,6 +212,7 @@ class CheckpointReader {
   int64_t world_size_ = 0;
   int64_t seq_len_ = 0;
   int64_t tokens_seen_ = 0;
+  std::optional<int64_t> previous_step_;
   std::string config_;
 };
 
@@ -215,6 +223,13 @@ std::vector<std::string> list_checkpoints(const std::string& dir);
 // these count toward, and are deleted by, `checkpoint.keep`: a step_*.h5 that is no checkpoint, is
 // damaged, or is a renamed copy is left alone (a checkpoint copied in under its own name counts).
 std::vector<std::string> list_own_checkpoints(const std::string& dir);
+// The same files with their steps and previous_step links (nullopt: none recorded), oldest step first.
+struct OwnCheckpoint {
+  std::string path;
+  int64_t step = 0;
+  std::optional<int64_t> previous_step;
+};
+std::vector<OwnCheckpoint> own_checkpoints(const std::string& dir);
 // The step a checkpoint file name states ("step_00000042.h5" -> 42); nullopt for any other name.
 std::optional<int64_t> step_in_file_name(const std::string& path);
 // Whether `name` (a file name, no directory) is one a checkpoint directory's commits use: step_<8 digits>.h5,

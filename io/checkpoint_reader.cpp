@@ -115,6 +115,7 @@ CheckpointReader::CheckpointReader(std::string path, MPI_Comm comm)
   world_size_ = file_.read_int64_attribute("world_size");
   seq_len_ = file_.read_int64_attribute("seq_len");
   tokens_seen_ = file_.read_int64_attribute("tokens_seen");
+  if (file_.has_attribute("previous_step")) previous_step_ = file_.read_int64_attribute("previous_step");
   const h5::Dataset config = file_.open_dataset("config");
   config.require_allocated();
   config_ = config.read_string();
@@ -274,18 +275,24 @@ void check_step_matches_file_name(const CheckpointReader& reader) {
                      " (renamed, or copied from another run?)");
 }
 
-std::vector<std::string> list_own_checkpoints(const std::string& dir) {
-  std::vector<std::string> own;
+std::vector<OwnCheckpoint> own_checkpoints(const std::string& dir) {
+  std::vector<OwnCheckpoint> own;
   for (std::string& path : list_checkpoints(dir)) {
     try {
       const CheckpointReader reader(path);
       check_step_matches_file_name(reader);
+      own.push_back({std::move(path), reader.step(), reader.previous_step()});
     } catch (const Error&) {
       continue;  // not ours, or not readable: never counted, never deleted
     }
-    own.push_back(std::move(path));
   }
   return own;
+}
+
+std::vector<std::string> list_own_checkpoints(const std::string& dir) {
+  std::vector<std::string> paths;
+  for (OwnCheckpoint& file : own_checkpoints(dir)) paths.push_back(std::move(file.path));
+  return paths;
 }
 
 std::optional<std::string> find_latest_checkpoint(const std::string& dir) {

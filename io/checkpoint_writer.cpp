@@ -99,26 +99,43 @@ h5::DatasetOptions checksummed_chunks(const Shape& global, size_t element_bytes)
   return options;
 }
 
-// The order in which retention deletes `own` (list_own_checkpoints), without `protect` (the file name
-// `latest` names): first the files past its step, left by a run that went further before `latest` was
-// rolled back (they are no part of this run's history, and a directory without `latest` would resume from
-// the newest), the farthest first; then the oldest. Before, the rollback point went before them.
-std::vector<std::string> deletion_order(const std::vector<std::string>& own, const std::string& protect) {
-  const std::optional<int64_t> current = step_in_file_name(protect);
-  std::vector<std::string> past, older;
-  for (const std::string& file : own) {
-    if (std::filesystem::path(file).filename() == protect) continue;
-    (current && step_in_file_name(file).value_or(0) > *current ? past : older).push_back(file);
+// The order in which retention deletes `own` (own_checkpoints), without `protect` (the file name `latest`
+// names). The run's history is `protect` and the checkpoints its previous_step links reach, down to the
+// first link that is not there (deleted, or a checkpoint written before the links: the one it names is
+// the lowest of the history, and every file below it counts as history too). First go the files above
+// that lowest step that are no part of the history: left by a run that went further before `latest` was
+// rolled back by hand, they would otherwise be kept as the run's own (and a directory without `latest`
+// would resume from the newest), the farthest first; then the oldest. Before, "abandoned" meant past the
+// step just committed: after a rollback from 50 to 40 and a save at 45, the abandoned 42 was kept and the
+// rollback point 40 deleted.
+std::vector<std::string> deletion_order(const std::vector<OwnCheckpoint>& own, const std::string& protect) {
+  std::optional<int64_t> lowest = step_in_file_name(protect);
+  std::vector<int64_t> history;
+  for (std::optional<int64_t> step = lowest; step;) {
+    history.push_back(*step);
+    lowest = step;
+    const auto file = std::find_if(own.begin(), own.end(), [&](const OwnCheckpoint& c) { return c.step == *step; });
+    const std::optional<int64_t> previous = file == own.end() ? std::nullopt : file->previous_step;
+    if (!previous || *previous < 0 || *previous >= *step) break;  // (the links go down: no loop)
+    lowest = previous;
+    if (std::none_of(own.begin(), own.end(), [&](const OwnCheckpoint& c) { return c.step == *previous; })) break;
+    step = previous;
   }
-  std::reverse(past.begin(), past.end());  // the farthest first
-  past.insert(past.end(), older.begin(), older.end());
-  return past;
+  std::vector<std::string> abandoned, older;
+  for (const OwnCheckpoint& file : own) {
+    if (std::filesystem::path(file.path).filename() == protect) continue;
+    const bool in_history = std::find(history.begin(), history.end(), file.step) != history.end();
+    (lowest && file.step > *lowest && !in_history ? abandoned : older).push_back(file.path);
+  }
+  std::reverse(abandoned.begin(), abandoned.end());  // the farthest first
+  abandoned.insert(abandoned.end(), older.begin(), older.end());
+  return abandoned;
 }
 
 // Deletes committed files beyond `keep` (deletion_order), never `protect` (the one `latest` names).
 void apply_retention(const std::string& dir, int64_t keep, const std::string& protect) {
   if (keep <= 0) return;
-  const std::vector<std::string> files = list_own_checkpoints(dir);
+  const std::vector<OwnCheckpoint> files = own_checkpoints(dir);
   int64_t excess = static_cast<int64_t>(files.size()) - keep;
   bool removed = false;
   for (const std::string& file : deletion_order(files, protect)) {
@@ -155,7 +172,7 @@ std::vector<std::string> make_room_for_checkpoint(const std::string& dir, int64_
     if (room() >= newest + newest / 16) return;
     // A killed save's .tmp is what fills a disk first (no writer is active on `dir` now).
     if (remove_stray_temporaries(dir) > 0 && room() >= newest + newest / 16) return;
-    const std::vector<std::string> own = list_own_checkpoints(dir);
+    const std::vector<OwnCheckpoint> own = own_checkpoints(dir);
     if (static_cast<int64_t>(own.size()) < keep) return;  // the commit would delete none of them
     std::string protect;
     try {
@@ -213,6 +230,7 @@ CheckpointWriter::CheckpointWriter(std::string dir, const CheckpointMeta& meta, 
   file_.write_attribute("world_size", static_cast<int64_t>(h5::comm_size(comm_)));
   file_.write_attribute("seq_len", broadcast_int64(comm_, meta.seq_len));
   file_.write_attribute("tokens_seen", broadcast_int64(comm_, meta.tokens_seen));
+  file_.write_attribute("previous_step", broadcast_int64(comm_, meta.previous_step));
   const std::string config = broadcast_string(comm_, meta.config);
   file_.create_string_dataset("config", config);
   // /config is plain data (no Fletcher32): its hash lives in the checksummed root object header.

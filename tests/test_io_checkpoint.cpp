@@ -51,11 +51,13 @@ CheckpointMeta meta_for(int64_t step) {
 
 // Writes the test content at `step` on `comm` (every rank of it calls this).
 std::string write_content(const std::string& dir, int64_t step, MPI_Comm comm, int64_t keep = 0,
-                          CrashPoint crash = CrashPoint::none) {
+                          CrashPoint crash = CrashPoint::none, int64_t previous_step = -1) {
   const int rank = h5::comm_rank(comm);
   const int size = h5::comm_size(comm);
   const Content content;
-  CheckpointWriter writer(dir, meta_for(step), comm);
+  CheckpointMeta meta = meta_for(step);
+  meta.previous_step = previous_step;
+  CheckpointWriter writer(dir, meta, comm);
   for (size_t i = 0; i < content.sharded.size(); ++i) {
     const auto& [name, shape] = content.sharded[i];
     const RowRange rows = even_rows(shape[0], rank, size);
@@ -207,6 +209,42 @@ TEST(Checkpoint, RetentionAfterARollbackDeletesTheAbandonedStepsFirst) {
   EXPECT_EQ(list_checkpoints(dir.path()),
             (std::vector<std::string>{dir.file("step_00000002.h5"), dir.file("step_00000003.h5")}));
   EXPECT_EQ(find_latest_checkpoint(dir.path()), dir.file("step_00000003.h5"));
+}
+
+// Retention follows the previous_step links from `latest`. A run went from 40 to 50 (saving 42, 49, 50) and
+// `latest` was rolled back by hand to 40: the save at 45 (linked to 40) deletes that run's files first, also
+// 42, below its own step, then the oldest of its history. Before, "abandoned" meant past the step just
+// saved: 42 was kept, and the rollback point 40 was deleted at the next save.
+TEST(Checkpoint, RetentionFollowsTheRunsHistoryAfterARollback) {
+  SharedTempDir dir;
+  const std::vector<std::pair<int64_t, int64_t>> saved = {{28, 21}, {35, 28}, {40, 35}, {42, 40}, {49, 42}, {50, 49}};
+  for (const auto& [step, previous] : saved) write_content(dir.path(), step, MPI_COMM_WORLD, 0, CrashPoint::none, previous);
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_EQ(CheckpointReader(dir.file("step_00000042.h5")).previous_step(), 40);
+  if (world_rank() == 0) std::ofstream(dir.file("latest")) << "step_00000040.h5\n";
+  MPI_Barrier(MPI_COMM_WORLD);
+  // Short of room before the save (keep 4: down to 3 files): the abandoned files go, the farthest first.
+  const std::vector<std::string> removed = make_room_for_checkpoint(dir.path(), 4, MPI_COMM_WORLD, 0);
+  on_rank0([&] {
+    EXPECT_EQ(removed, (std::vector<std::string>{dir.file("step_00000050.h5"), dir.file("step_00000049.h5"),
+                                                 dir.file("step_00000042.h5")}));
+  });
+  MPI_Barrier(MPI_COMM_WORLD);
+  // The same directory again, with room: the save's own retention does it.
+  for (const auto& [step, previous] : saved)
+    if (step > 40) write_content(dir.path(), step, MPI_COMM_WORLD, 0, CrashPoint::none, previous);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) std::ofstream(dir.file("latest")) << "step_00000040.h5\n";
+  MPI_Barrier(MPI_COMM_WORLD);
+  write_content(dir.path(), 45, MPI_COMM_WORLD, 3, CrashPoint::none, 40);
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_EQ(list_checkpoints(dir.path()), (std::vector<std::string>{dir.file("step_00000035.h5"), dir.file("step_00000040.h5"),
+                                                                   dir.file("step_00000045.h5")}));
+  write_content(dir.path(), 50, MPI_COMM_WORLD, 3, CrashPoint::none, 45);
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_EQ(list_checkpoints(dir.path()), (std::vector<std::string>{dir.file("step_00000040.h5"), dir.file("step_00000045.h5"),
+                                                                   dir.file("step_00000050.h5")}));
+  EXPECT_EQ(CheckpointReader(dir.file("step_00000050.h5")).previous_step(), 45);
 }
 
 // checkpoint.keep counts and deletes only the run's own files: a step_*.h5 that is not a checkpoint, or
@@ -645,8 +683,9 @@ TEST(Checkpoint, LinksAndAttributesStayInObjectHeaders) {
     EXPECT_EQ(links.storage_type, H5G_STORAGE_TYPE_COMPACT);
     H5O_info_t root;
     ASSERT_GE(H5Oget_info2(file.id(), &root, H5O_INFO_NUM_ATTRS | H5O_INFO_META_SIZE), 0);
-    // format, format_version, step, world_size, seq_len, tokens_seen, config_fnv1a64, then the extras
-    EXPECT_EQ(root.num_attrs, 7 + 12);
+    // format, format_version, step, world_size, seq_len, tokens_seen, previous_step, config_fnv1a64, then
+    // the extras
+    EXPECT_EQ(root.num_attrs, 8 + 12);
     EXPECT_EQ(root.meta_size.attr.heap_size, 0u);
     EXPECT_TRUE(verify_checkpoint(path).ok);
   });

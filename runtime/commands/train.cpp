@@ -310,6 +310,9 @@ int train_run(Invocation& inv, RunRecord& record) {
   std::string step_log = resumed ? stored.step_log : std::string();
   // The last checkpoint committed holds an evaluation pending (the one resumed from, until one is saved).
   const bool& committed_pending = record.committed_pending;
+  // The link each save records to the checkpoint before it in this run's history (retention follows them
+  // from `latest`): the last committed, or, saved again at its step, that one's own link.
+  int64_t committed_previous = resumed ? stored.previous_step : -1;  // record.committed's link
   const auto checkpoint = [&] {
     const activity::Scope doing("checkpointing step " + std::to_string(trainer.step()));
     // The dump is published with each checkpoint that follows a dumped step, so a run killed later (no
@@ -324,9 +327,11 @@ int train_run(Invocation& inv, RunRecord& record) {
       log::info("activation dump " + r.dump_path + " published through step " + std::to_string(trainer.step()));
     }
     io::publish_on_rank0(mpi, "checking checkpoint.dir", [&] { train::require_checkpoint_dir_lock(r.checkpoint_dir); });
+    const int64_t previous = record.committed == trainer.step() ? committed_previous : record.committed;
     const std::string path = train::save_checkpoint(trainer, r.checkpoint_dir, r.checkpoint_keep, config_text,
                                                     tokens_seen(trainer.step()), trained_len, position, run_id,
-                                                    data_record, mpi, pending_eval, step_log);
+                                                    data_record, mpi, pending_eval, step_log, previous);
+    committed_previous = previous;
     record.committed = trainer.step();
     record.committed_path = path;
     record.committed_pending = pending_eval.has_value();

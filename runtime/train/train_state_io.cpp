@@ -215,9 +215,11 @@ std::map<std::string, std::string> ini_values(const std::string& text, const std
 std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t keep, const std::string& config_text,
                             int64_t tokens_seen, int64_t seq_len, DataPosition data_position, const std::string& run_id,
                             const std::optional<DataFileRecord>& data_file, MPI_Comm comm,
-                            const std::optional<PendingEval>& pending_eval, const std::string& step_log) {
+                            const std::optional<PendingEval>& pending_eval, const std::string& step_log,
+                            int64_t previous_step) {
   io::CheckpointMeta meta;
   meta.step = trainer.step();
+  meta.previous_step = previous_step;
   meta.seq_len = seq_len;
   meta.tokens_seen = tokens_seen;
   meta.config = config_text;
@@ -353,6 +355,11 @@ std::vector<std::string> attribute_problems(const io::CheckpointReader& reader) 
                          std::to_string(reader.tokens_seen()) + ", which counts step " + std::to_string(reader.step()) +
                          "'s sequence of that length");
   }
+  // Retention's link to the checkpoint before it in its run's history: an earlier step, or -1 (none).
+  if (const std::optional<int64_t> previous = reader.previous_step();
+      previous && (*previous < -1 || (*previous >= reader.step() && reader.step() >= 0)))
+    problems.push_back("attribute previous_step = " + std::to_string(*previous) + ": must be -1 or an earlier step than " +
+                       std::to_string(reader.step()));
   // A token file a run trained on holds a sequence and its last target at least.
   if (reader.file().has_attribute("data_tokens"))
     out_of_range("data_tokens", reader.file().read_int64_attribute("data_tokens"), 3);
@@ -517,7 +524,8 @@ Resumed load_checkpoint(Trainer& trainer, const std::string& path, const std::st
   const std::string run_id = reader.file().has_attribute("run_id") ? reader.file().read_string_attribute("run_id") : "";
   const auto saved_path = saved.find("data.path");
   return {state.position, reader.tokens_seen(), data_seq_len, run_id, reader.seq_len(), pending_eval, step_log,
-          recorded_data_file(reader), saved_path != saved.end() ? saved_path->second : "", changed_settings};
+          recorded_data_file(reader), saved_path != saved.end() ? saved_path->second : "", changed_settings,
+          reader.previous_step().value_or(-1)};
 }
 
 }  // namespace longctx::train

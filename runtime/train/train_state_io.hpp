@@ -44,6 +44,7 @@ namespace longctx::train {
 // `step_log`: this step's log.jsonl fields (the line before its evaluation's fields and run id; "": the run
 // writes no log.jsonl), root attribute step_log: a run resumed at train.steps = this step writes that step's
 // line with its evaluation where the run that trained it wrote none (the step was off its log.every grid).
+// `previous_step`: the checkpoint before this one in the run's history (io::CheckpointMeta::previous_step).
 struct DataFileRecord {
   io::TokenIdentity identity;
   // tokens_seen when the run began training on this file (a resume with data.allow_new_file; root attribute
@@ -59,7 +60,7 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
                             int64_t tokens_seen, int64_t seq_len, DataPosition data_position, const std::string& run_id,
                             const std::optional<DataFileRecord>& data_file, MPI_Comm comm,
                             const std::optional<PendingEval>& pending_eval = std::nullopt,
-                            const std::string& step_log = "");
+                            const std::string& step_log = "", int64_t previous_step = -1);
 
 // Loads `path` into `trainer`, whose run has the resolved config `config_text` (INI). A checkpoint of
 // another model -> InputError naming the file and what differs, before anything is changed: any
@@ -83,6 +84,7 @@ struct Resumed {
   // The training and data settings this run changes from its /config ("train.lr was 0.001, continuing with
   // 0.002; ..."; "": none), for the caller to say once it has not refused the resume for another reason.
   std::string changed_settings;
+  int64_t previous_step = -1;  // the checkpoint before it in its run's history (-1: none, or not recorded)
 };
 // `data_file`: the identity of this run's data.path (train's; nullopt for eval, whose config is the
 // checkpoint's own): a data.path of another name is not reported as a changed setting where the two are

@@ -880,6 +880,24 @@ got = [(l['step'], l.get('run', '-') != '-') for l in map(json.loads, open(sys.a
 want = [(1, False), (2, False), (1, True), (2, True), (3, False), (4, False)]
 sys.exit(0 if got == want else print(got) or 1)" "$OUT/legacy.jsonl" &&
   pass "its steps once each, the other job's lines kept" || fail "legacy log.jsonl: $(cat "$OUT/legacy.jsonl")"
+# checkpoint.keep after a hand rollback keeps the run's own history, by the previous_step links of its
+# checkpoints (review: a run that went on from 4 to 8 left 5-8; rolled back to 4 and saving at 6, the
+# next run kept the abandoned 5 and deleted its own 2, then its rollback point 4).
+expect_exit 0 "a run of 4 steps" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 4 --checkpoint.every 2 --checkpoint.dir "$OUT/rb"
+expect_exit 0 "a run that goes on to 8" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 8 --checkpoint.every 1 \
+  --checkpoint.keep 0 --checkpoint.dir "$OUT/rb"
+echo step_00000004.h5 >"$OUT/rb/latest"
+expect_exit 0 "rolled back to 4, saving at 6 and 8, keeping 3" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 8 \
+  --checkpoint.every 3 --checkpoint.keep 3 --checkpoint.dir "$OUT/rb"
+[ "$(cd "$OUT/rb" && echo step_*.h5)" = "step_00000004.h5 step_00000006.h5 step_00000008.h5" ] &&
+  pass "keeps 4, 6 and 8: the abandoned 5-8 went first" || fail "kept: $(ls "$OUT/rb")"
+[ "$(/usr/bin/python3 -c "import h5py, sys; print(*[h5py.File(sys.argv[1] + '/step_%08d.h5' % s, 'r').attrs['previous_step'] for s in (4, 6, 8)])" "$OUT/rb")" = "2 4 6" ] &&
+  pass "each links to the one before it in its history" || fail "previous_step links"
+# A link no run writes (not an earlier step) is damage, as verify and a resume say.
+/usr/bin/python3 -c "import h5py, sys; h5py.File(sys.argv[1], 'r+').attrs['previous_step'] = 8" "$OUT/rb/step_00000008.h5" ||
+  fail "could not set previous_step"
+expect_exit 3 "verify a checkpoint linked to its own step" -- "$LONGCTX" ckpt verify "$OUT/rb/step_00000008.h5" --quiet
+expect_in "$OUT/stdout" "attribute previous_step = 8: must be -1 or an earlier step than 8" "names the attribute"
 # A log.jsonl of NUL bytes (what a power loss can leave) is not refused as not JSON: the resume drops it.
 head -c 600 /dev/zero >"$OUT/legacy.jsonl"
 expect_exit 0 "resumed with a log.jsonl of NUL bytes" -- "$LONGCTX" train "${SMALL[@]}" "${LEGACY[@]}" --train.steps 6
