@@ -3,11 +3,13 @@
 //
 // Order of a run: validate every option (exit 2 naming the value) and the data (exit 2/3) -> resume from
 // <checkpoint.dir>/latest if there is one (exit 3 on a mismatching checkpoint) -> steps. After each step
-// (numbered from 1): activation dump, eval, log line + log.jsonl (rank 0), checkpoint. SIGUSR1/SIGTERM set a
-// flag; ranks agree on it inside the step's stats all-reduce (also after a dump's or a checkpoint's write, and
-// after each evaluation sequence), finish the step, checkpoint (an interrupted evaluation pending) and exit 75.
+// (numbered from 1): activation dump, eval, log line + log.jsonl (rank 0), checkpoint. SIGUSR1/SIGTERM (and
+// SIGINT/SIGHUP, where not ignored) set a flag; ranks agree on it inside the step's stats all-reduce (also
+// after a dump's or a checkpoint's write, and after each evaluation sequence), finish the step, checkpoint
+// (an interrupted evaluation pending) and exit 75.
 #include <omp.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -46,7 +48,32 @@ namespace {
 // PMIx's threads inherit the unblocked mask), while the step loop reads it.
 std::atomic<int> g_stop_requested{0};
 static_assert(std::atomic<int>::is_always_lock_free, "the signal handler needs a lock-free flag");
-extern "C" void request_stop(int signal) { g_stop_requested.store(signal, std::memory_order_relaxed); }
+// Rank 0 says at once that a SIGINT or SIGHUP is taken (Ctrl-C at a terminal: the step may take minutes).
+std::atomic<bool> g_says_interrupts{false};
+
+// SIGINT (Ctrl-C; srun passes it on to the tasks) and SIGHUP (a terminal closed) stop the run as SIGTERM
+// does (before: they ended it at once, the steps since the last checkpoint and the log.summary lost). The
+// same one again ends the process as it would have without the handler: its claimed .tmp files removed,
+// then the signal's default. Async-signal-safe: an atomic, write(2), sigaction, raise.
+extern "C" void request_stop(int signal) {
+  const int before = g_stop_requested.exchange(signal, std::memory_order_relaxed);
+  const bool interrupt = signal == SIGINT || signal == SIGHUP;
+  if (interrupt && before == signal) {
+    io::remove_claims_before_abort();
+    struct sigaction by_default {};
+    by_default.sa_handler = SIG_DFL;
+    sigemptyset(&by_default.sa_mask);
+    ::sigaction(signal, &by_default, nullptr);
+    ::raise(signal);  // pending until the handler returns (blocked in it), then ends the process
+    return;
+  }
+  if (interrupt && before == 0 && g_says_interrupts.load(std::memory_order_relaxed)) {
+    static const char kSaid[] =
+        "longctx: stopping after this step, with a checkpoint where checkpoint.dir is set (the signal again "
+        "stops now, losing the steps since the last checkpoint)\n";
+    [[maybe_unused]] const ssize_t written = ::write(STDERR_FILENO, kSaid, sizeof kSaid - 1);
+  }
+}
 
 
 // FLOPs of one training step (forward + backward) of the whole job: dense matmuls plus attention pairs.
@@ -136,6 +163,7 @@ std::string stopped_line(int signal, const std::string& when) {
 int train_run(Invocation& inv, RunRecord& record) {
   comm::Communicator& world = inv.process.world();
   const int P = world.size(), rank = world.rank();
+  g_says_interrupts.store(rank == 0, std::memory_order_relaxed);
   const DeviceChoice device = attention_device(inv);  // --device / --dtype / --comm, before anything else
   const TrainOptions r = validate_train_options(inv, P);
   record.path = r.summary_path;
@@ -554,7 +582,7 @@ int train_run(Invocation& inv, RunRecord& record) {
 }
 
 // train_run, then log.summary (rank 0), whatever the end: done, stopped, or failed on rank 0 (a failure on
-// another rank alone ends the job without one). A summary that cannot be written fails a run that was done
+// another rank alone ends the job without one), but a usage or config error (exit 2). A summary that cannot be written fails a run that was done
 // (what it ran for is not all there), and is said but leaves a stop's 75 (the requeue) or a failure's code.
 int run_train(Invocation& inv) {
   catch_train_stop_signals();  // again: MPI_Init or a launcher may have blocked them since main()
@@ -583,7 +611,9 @@ int run_train(Invocation& inv) {
     code = train_run(inv, record);
   } catch (const std::exception&) {  // with the code and message main() ends the run with
     const auto [exit_code, message] = exit_of(std::current_exception());
-    write_summary(exit_code, message);
+    // A usage or config error writes nothing (interfaces.md's exit 2), a summary neither (before: one said
+    // "failed", exit 2, where the refusal came after the start, as a train.steps below latest's step).
+    if (exit_code != static_cast<int>(ExitCode::usage)) write_summary(exit_code, message);
     throw;
   }
   write_summary(code, "");
@@ -594,6 +624,7 @@ int run_train(Invocation& inv) {
 
 // A notice that arrives before the first step is acted on there (finish it, checkpoint, 75). Unblocked
 // too: a launcher that blocked them would hide the notice, and one already pending is delivered here.
+// SIGINT and SIGHUP only where they are not ignored (nohup, a script's background job): left so.
 void catch_train_stop_signals() {
   std::signal(SIGUSR1, request_stop);
   std::signal(SIGTERM, request_stop);
@@ -601,6 +632,12 @@ void catch_train_stop_signals() {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGUSR1);
   sigaddset(&stop_signals, SIGTERM);
+  for (const int interrupt : {SIGINT, SIGHUP}) {
+    struct sigaction current {};
+    if (::sigaction(interrupt, nullptr, &current) != 0 || current.sa_handler == SIG_IGN) continue;
+    std::signal(interrupt, request_stop);
+    sigaddset(&stop_signals, interrupt);
+  }
   pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
 }
 

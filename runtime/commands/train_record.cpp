@@ -10,6 +10,8 @@ namespace longctx::cli {
 std::string signal_name(int signal) {
   if (signal == SIGUSR1) return "SIGUSR1";
   if (signal == SIGTERM) return "SIGTERM";
+  if (signal == SIGINT) return "SIGINT";
+  if (signal == SIGHUP) return "SIGHUP";
   return std::to_string(signal);
 }
 

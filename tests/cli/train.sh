@@ -720,6 +720,43 @@ kill -USR1 $pid
 wait $pid; code=$?
 [ "$code" -eq $((128 + $(kill -l USR1))) ] && pass "SIGUSR1 without checkpoint.dir -> exit $code" || { fail "gave exit $code"; tail -3 "$OUT/sig3.err"; }
 
+# ---- SIGINT (Ctrl-C; srun passes it on) and SIGHUP stop the run as SIGTERM does: finish the step,
+# checkpoint, exit 75 (before: the process ended at once, losing the steps since the last checkpoint, and
+# wrote no log.summary). Started with SIGINT at its default: a script's background job ignores it.
+env --default-signal=INT "$LONGCTX" train "${LONG[@]}" --checkpoint.dir "$OUT/int" --log.jsonl "$OUT/i.jsonl" \
+  --log.summary "$OUT/int.summary.json" >"$OUT/int.out" 2>"$OUT/int.err" &
+pid=$!
+for _ in $(seq 200); do grep -q '"step": 3,' "$OUT/i.jsonl" 2>/dev/null && break; sleep 0.05; done
+kill -INT $pid
+wait $pid; code=$?
+[ "$code" -eq 75 ] && pass "SIGINT -> exit 75" || { fail "SIGINT gave exit $code"; tail -3 "$OUT/int.err"; }
+expect_in "$OUT/int.err" "^longctx: stopping after this step, with a checkpoint where checkpoint.dir is set \(the signal again stops now" \
+  "says at once that it stops after the step"
+expect_in "$OUT/int.summary.json" '"outcome": "stopped", "exit": 75, "signal": "SIGINT"' "log.summary: stopped on SIGINT"
+expect_exit 0 "resume after SIGINT" -- "$LONGCTX" train "${LONG[@]}" --checkpoint.dir "$OUT/int" --log.jsonl "$OUT/i.jsonl"
+diff <(losses "$OUT/e.jsonl") <(losses "$OUT/i.jsonl") >/dev/null && pass "interrupted by SIGINT + resumed = uninterrupted" ||
+  fail "losses differ after SIGINT + resume"
+# The same signal again (Ctrl-C twice) ends the process at once, as without the handler: 128 + SIGHUP,
+# its checkpoint's .tmp (if it was saving one) removed.
+env --default-signal=HUP "$LONGCTX" train "${LONG[@]}" --checkpoint.dir "$OUT/hup" --checkpoint.every 1 \
+  --log.jsonl "$OUT/hup.jsonl" >"$OUT/hup.out" 2>"$OUT/hup.err" &
+pid=$!
+for _ in $(seq 200); do grep -q '"step": 3,' "$OUT/hup.jsonl" 2>/dev/null && break; sleep 0.05; done
+kill -HUP $pid  # the second once the first is taken (two at once are delivered as one)
+for _ in $(seq 200); do grep -q "stopping after this step" "$OUT/hup.err" && break; sleep 0.05; done
+kill -HUP $pid
+wait $pid 2>/dev/null; code=$?  # (bash says "Hangup" otherwise)
+[ "$code" -eq $((128 + $(kill -l HUP))) ] && pass "SIGHUP twice -> exit $code at once" || { fail "gave exit $code"; tail -3 "$OUT/hup.err"; }
+[ -z "$(find "$OUT/hup" -name '*.tmp')" ] && pass "... no .tmp left" || fail ".tmp left: $(ls "$OUT/hup")"
+# Ignored where it starts (nohup; a script's background job, SIGINT): the run goes on to its end.
+env --ignore-signal=HUP "$LONGCTX" train "${LONG[@]/#40/12}" --log.jsonl "$OUT/nohup.jsonl" >"$OUT/nohup.out" 2>&1 &
+pid=$!
+for _ in $(seq 200); do grep -q '"step": 3,' "$OUT/nohup.jsonl" 2>/dev/null && break; sleep 0.05; done
+kill -HUP $pid
+wait $pid; code=$?
+[ "$code" -eq 0 ] && [ "$(losses "$OUT/nohup.jsonl" | wc -l)" -eq 12 ] && pass "an ignored SIGHUP: the run goes on, exit 0" ||
+  { fail "an ignored SIGHUP: exit $code"; tail -3 "$OUT/nohup.out"; }
+
 # The signal reaching one rank only (rank 1): every rank exits with 128 + that signal. Before, the ranks it
 # missed said SIGTERM (143) and the job's code depended on which rank exited first.
 "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${LONG[@]}" --log.jsonl "$OUT/one.jsonl" \
@@ -1139,6 +1176,15 @@ expect_exit 0 "resume: step 2 evaluated first, then steps 3-4" -- "$LONGCTX" tra
 expect_in "$OUT/ev.summary.json" '"outcome": "done", "exit": 0, "signal": null, "error": null, "first_step": 2, "step": 4, "steps_trained": 2, .*"checkpoint_step": 4, "checkpoint_eval_pending": false, "checkpoint_advanced": true' \
   "log.summary of the resumed run that finished"
 expect_in "$OUT/stdout" "^eval step 2  eval_loss" "the pending evaluation is printed"
+# A refusal after the start (train.steps below latest's step 4) writes no log.summary: exit 2 writes
+# nothing (before: one said "failed", exit 2, replacing the finished run's).
+cp "$OUT/ev.summary.json" "$OUT/ev.summary.done"
+EV3=("${EV20[@]}")
+for i in "${!EV3[@]}"; do [ "${EV3[$i]}" = --train.steps ] && EV3[i + 1]=3; done
+expect_exit 2 "train.steps 3 below latest's step 4" -- "$LONGCTX" train "${EV3[@]}" --checkpoint.dir "$OUT/ev" \
+  --log.summary "$OUT/ev.summary.json"
+cmp -s "$OUT/ev.summary.json" "$OUT/ev.summary.done" && pass "... log.summary left as it was" ||
+  fail "log.summary: $(cat "$OUT/ev.summary.json")"
 if [ "$(grep -c '"eval_loss"' "$OUT/ev0.jsonl")" -eq 2 ] && diff <(untimed "$OUT/ev0.jsonl") <(untimed "$OUT/ev.jsonl") >/dev/null; then
   pass "interrupted in an evaluation + resumed: log.jsonl = the uninterrupted run's (losses and evaluations)"
 else fail "log.jsonl differs after a stop in an evaluation"; diff <(untimed "$OUT/ev0.jsonl") <(untimed "$OUT/ev.jsonl") | head; fi
