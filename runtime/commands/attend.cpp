@@ -350,8 +350,13 @@ int run(Invocation& invocation) {
              << ", \"bytes_received\": " << static_cast<uint64_t>(x->bytes_received)
              << ", \"collectives\": " << static_cast<uint64_t>(x->collectives)
              << ", \"comm_seconds\": " << x->comm_seconds << ", \"comm_wait_seconds\": " << x->comm_wait_seconds
-             << ", \"comm_hidden_fraction\": "
-             << (x->comm_seconds > 0 ? 1.0 - x->comm_wait_seconds / x->comm_seconds : 1.0) << "}";
+             << ", \"comm_hidden_fraction\": ";
+        // null where the rank received nothing, as bench's comm_hidden (before: 1, "all hidden", at P = 1)
+        if (x->bytes_received > 0 && x->comm_seconds > 0)
+          json << 1.0 - x->comm_wait_seconds / x->comm_seconds;
+        else
+          json << "null";
+        json << "}";
       }
       json << "]}\n";
       report_text = json.str();

@@ -30,6 +30,9 @@ expect_exit 0 "per-rank bytes = 2 x (P-1)/P (w/r) H D 2 4 + the check" -- $CHECK
 expect_exit 0 "attend P=2 forward-only report" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" attend --input in.h5 --output r.h5 \
   --segment-lengths 4,48 --dilation-rates 1,3 --report r2f.json --quiet
 expect_exit 0 "forward only: 1/2 x 16 x 5 x 8 x 2 x 4 bytes, no backward FLOPs" -- $CHECK report r2f.json 2 2560
+expect_exit 0 "attend P=1 report" -- "$LONGCTX" attend --input in.h5 --output r.h5 --backward --segment-lengths 4,48 \
+  --dilation-rates 1,3 --report r1.json --quiet
+expect_exit 0 "P=1: nothing received, comm_hidden_fraction null (it was 1)" -- $CHECK report r1.json 1 0
 
 # A shorter last segment: w = 18 over N = 24 is [0,18) + [18,24). P = 4 (L = 6, 18 = 3L) spans shards; P = 1
 # (no shards, refused before) is its single-process reference.

@@ -105,6 +105,10 @@ def main():
             for key in ("rank", "seconds_fwd", "seconds_bwd", "bytes_sent", "bytes_received", "collectives"):
                 assert key in x, key
             assert x["rank"] == r
+            # The share of communication that computation hid: null where the rank received nothing.
+            hidden = x["comm_hidden_fraction"]
+            assert (hidden is None) == (x["bytes_received"] == 0), (r, hidden, x["bytes_received"])
+            assert hidden is None or 0 <= hidden <= 1, (r, hidden)
             assert (x["seconds_bwd"] > 0) == rep["backward"], (r, x["seconds_bwd"])
             if want != "any":  # one figure for every rank, or one per rank (comma-separated)
                 wants = [int(w) for w in want.split(",")]
