@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iomanip>
 #include <iostream>
@@ -44,8 +45,9 @@ void declare(po::options_description& desc, po::positional_options_description&)
        "job's FLOPs over that), with --backward flops_bwd, seconds_bwd, gflops_bwd; peak_rss_bytes, "
        "tensor_bytes_per_rank and per_rank (each rank's pairs, seconds, GFLOP/s, bytes sent and received in "
        "one pass (the backward's with the all-reduce of 3 int64 that decides whether K / V changed: 24 bytes a rank at P = 2, 32 at P = 3), the fraction of its "
-       "receive time hidden behind compute in the last timed iteration, threads). --device cuda: one GPU's "
-       "figures and its kernels");
+       "receive time hidden behind compute in the last timed iteration, threads); non_finite: values of o "
+       "(and dq, dk, dv) that are not finite, over the ranks (0 unless float32 overflowed: a warning says so). "
+       "--device cuda: one GPU's figures and its kernels");
   declare_attention_options(desc, "2048,4096,8192", "1,2,4", AttentionCommand::bench);
 }
 
@@ -259,6 +261,11 @@ int run(Invocation& invocation) {
   }
   const double flops_fwd = flops_forward(pairs, D);
   const double flops_bwd = flops_backward(pairs, D);
+  // Results that are not finite (a --softmax-scale that overflows float32's scores) time NaN arithmetic,
+  // which attend refuses: said (before: timed and printed as any other run).
+  double non_finite = 0;
+  for (const Tensor* t : {&o, &dq, &dk, &dv})
+    for (int64_t i = 0; i < t->size(); ++i) non_finite += std::isfinite((*t)[i]) ? 0.0 : 1.0;
   // A rank's own pairs (its queries' keys: with causal masking later ranks have more), per batch element.
   const auto rank_pairs = [&](int r) {
     return static_cast<double>(B) * count_pairs_in_rows(params.schedule, N, H, params.causal, params.offsets, L * r, L * (r + 1));
@@ -272,7 +279,7 @@ int run(Invocation& invocation) {
                                  static_cast<double>(fwd_stats.bytes_received), fwd_stats.hidden_fraction(),
                                  static_cast<double>(bwd_stats.bytes_received), bwd_stats.hidden_fraction(),
                                  static_cast<double>(peak_rss_bytes()), static_cast<double>(omp_get_max_threads()),
-                                 static_cast<double>(bwd_stats.bytes_sent)};
+                                 static_cast<double>(bwd_stats.bytes_sent), non_finite};
   const size_t F = mine.size();
   std::vector<double> all(F * static_cast<size_t>(P));
   world.all_gather(Span<const double>(mine), Span<double>(all));
@@ -286,6 +293,16 @@ int run(Invocation& invocation) {
     peak_rss = std::max(peak_rss, field(r, 7));
     fewest_threads = std::min(fewest_threads, static_cast<int>(field(r, 8)));
     most_threads = std::max(most_threads, static_cast<int>(field(r, 8)));
+  }
+  double non_finite_total = 0;
+  for (int r = 0; r < P; ++r) non_finite_total += field(r, 10);
+  if (non_finite_total > 0) {
+    char scale[32] = "";
+    std::snprintf(scale, sizeof scale, "%g", params.softmax_scale);
+    log::warn("bench attention: " + json_count(non_finite_total) + " values of o" + (backward ? ", dq, dk, dv" : "") +
+              " are not finite: float32 overflowed (scores |q.k| * softmax scale" +
+              (params.softmax_scale != 0 ? ", --softmax-scale " + std::string(scale) : std::string()) +
+              "); these timings are of NaN arithmetic (attend refuses such a run)");
   }
   const std::string threads_text = fewest_threads == most_threads
                                        ? std::to_string(most_threads)
@@ -311,7 +328,8 @@ int run(Invocation& invocation) {
       out << ", \"flops_bwd\": " << json_count(flops_bwd) << ", \"seconds_bwd\": " << slowest_bwd
           << ", \"gflops_bwd\": " << flops_bwd / slowest_bwd / 1e9;
     out << ", \"peak_rss_bytes\": " << static_cast<uint64_t>(peak_rss)
-        << ", \"tensor_bytes_per_rank\": " << static_cast<uint64_t>(io_bytes) << ", \"per_rank\": [";
+        << ", \"tensor_bytes_per_rank\": " << static_cast<uint64_t>(io_bytes)
+        << ", \"non_finite\": " << json_count(non_finite_total) << ", \"per_rank\": [";
     for (int r = 0; r < P; ++r) {
       const auto hidden_json = [&](size_t received, size_t fraction) {
         std::ostringstream text;

@@ -24,13 +24,21 @@ want = {'rank', 'seconds_fwd', 'gflops_fwd', 'seconds_bwd', 'gflops_bwd', 'bytes
         'comm_hidden_fwd', 'bytes_sent_bwd', 'bytes_received_bwd', 'comm_hidden_bwd', 'peak_rss_bytes', 'threads'}
 # The run's settings, so that records of paper and grouped offsets (other pairs where H < r) tell apart.
 assert (d['head_offsets'], d['softmax_scale'], d['seed'], d['iters'], d['warmup']) == ('paper', 0, 1, 1, 0), d
-assert d['world_size'] == 2 and len(d['per_rank']) == 2
+assert d['world_size'] == 2 and len(d['per_rank']) == 2 and d['non_finite'] == 0
 for r in d['per_rank']:
     assert want <= set(r), want - set(r)
     assert r['bytes_received_fwd'] > 0 and r['gflops_bwd'] > 0
 for way in ('fwd', 'bwd'):  # what one rank sent, the other received
     assert sum(r['bytes_sent_' + way] for r in d['per_rank']) == sum(r['bytes_received_' + way] for r in d['per_rank']) > 0, way
 " <"$OUT/stdout" && pass "per-rank JSON has the forward and backward fields" || fail "per-rank JSON fields"
+# A scale that overflows float32's scores: timed, but said, and counted in the JSON (before: printed as any run).
+expect_exit 0 "bench attention --softmax-scale 3e38" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" bench attention --seq-len 2K \
+  --heads 2 --head-dim 8 --segment-lengths 256,2048 --dilation-rates 1,2 --softmax-scale 3e38 --iters 1 --warmup 0 \
+  --backward --json --quiet
+expect_in "$OUT/stderr" "values of o, dq, dk, dv are not finite: float32 overflowed \(scores \|q.k\| \* softmax scale, --softmax-scale 3e\+38\); these timings are of NaN arithmetic" \
+  "warns that the results are not finite"
+/usr/bin/python3 -c "import json, sys; sys.exit(0 if json.load(sys.stdin)['non_finite'] > 0 else 1)" <"$OUT/stdout" &&
+  pass "... and the JSON counts them" || fail "non_finite: $(cat "$OUT/stdout")"
 expect_exit 0 "bench attention --json with grouped offsets, a scale and a seed" -- "$LONGCTX" bench attention --seq-len 2K \
   --heads 2 --head-dim 8 --segment-lengths 256,2048 --dilation-rates 1,4 --head-offsets grouped --softmax-scale 0.125 \
   --seed 3 --iters 2 --warmup 1 --json --quiet
