@@ -428,7 +428,11 @@ class MegatronInput : public IdSource {
     int64_t ids = 0;
     for (uint64_t i = 0; i < sequences_; ++i) {
       const int64_t length = this->length(i), offset = this->offset(i);
-      if (length < 0 || offset < 0 || offset > bin_bytes_ || length > (bin_bytes_ - offset) / type_->bytes)
+      if (length < 0 || offset < 0)  // (before: "-5 ids at byte 0 lies outside", as if the .bin were short)
+        throw InputError(idx_ + ": sequence " + std::to_string(i) + " has a negative " +
+                         (length < 0 ? "length (" + std::to_string(length) + " ids)" : "byte offset (" + std::to_string(offset) + ")") +
+                         ": a damaged index");
+      if (offset > bin_bytes_ || length > (bin_bytes_ - offset) / type_->bytes)
         throw InputError(idx_ + ": sequence " + std::to_string(i) + " (" + std::to_string(length) + " ids at byte " +
                          std::to_string(offset) + ") lies outside " + bin_ + " (" + std::to_string(bin_bytes_) + " bytes)");
       if (offset % type_->bytes != 0)

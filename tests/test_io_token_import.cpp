@@ -238,6 +238,17 @@ TEST(TokenIds, MegatronIndexedDatasetsKeepTheirDocuments) {
   fs::resize_file(dir.file("short.idx"), fs::file_size(dir.file("short.idx")) - 8);
   EXPECT_NE(refusal<InputError>({dir.file("short.idx")}, options, dir.file("short.h5")).find("cut short, or damaged"),
             std::string::npos);
+  // A negative length is named as such (before: "(-5 ids at byte 0) lies outside neg.bin", as if it were short).
+  write_megatron(dir.file("neg"), {{{1, 2}}});
+  {
+    std::fstream idx(dir.file("neg.idx"), std::ios::binary | std::ios::in | std::ios::out);
+    const int32_t negative = -5;
+    idx.seekp(34);  // past the magic (9), version (8), dtype (1) and the two counts (16): the first length
+    idx.write(reinterpret_cast<const char*>(&negative), 4);
+  }
+  EXPECT_NE(refusal<InputError>({dir.file("neg.idx")}, options, dir.file("neg.h5"))
+                .find("neg.idx: sequence 0 has a negative length (-5 ids): a damaged index"),
+            std::string::npos);
 }
 
 TEST(TokenIds, VerifyFindsIdsOutsideTheVocabulary) {
