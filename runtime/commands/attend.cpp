@@ -44,21 +44,33 @@ void declare(po::options_description& desc, po::positional_options_description&)
 }
 
 // Where the results go, checked before any work: each can be written, and none of them (or the
-// temporary files they are written through) is the input or another of them, however spelled.
-void check_file_options(const std::string& input, const std::string& output, const std::string& report) {
+// temporary files they are written through) is the input or another of them, however spelled. The outputs
+// as given; what is written is the file a link among them leads to (io::output_target), which a message
+// names beside the given name (before: in its place, a name the user never typed).
+void check_file_options(const std::string& input, const std::string& output_given, const std::string& report_given) {
   if (input.empty()) throw UsageError("--input: empty path");
+  const std::string output = io::output_target(output_given);
+  const std::string report = report_given.empty() ? "" : io::output_target(report_given);
   io::check_output_path("output", output);
-  std::vector<std::pair<std::string, std::string>> files{{"--input", input}, {"--output", output},
-                                                         {"--output's temporary file", output + ".tmp"}};
+  struct Named {
+    std::string option, shown, path;  // shown: as the message quotes it
+  };
+  const auto shown = [](const std::string& given, const std::string& target) {
+    return "'" + given + "'" + (target != given ? " (a link to '" + target + "')" : "");
+  };
+  std::vector<Named> files{{"--input", shown(input, input), input},
+                           {"--output", shown(output_given, output), output},
+                           {"--output's temporary file", shown(output + ".tmp", output + ".tmp"), output + ".tmp"}};
   if (!report.empty()) {
     io::check_json_output_path("report", report, "writing would replace it");
-    files.insert(files.end(), {{"--report", report}, {"--report's temporary file", report + ".tmp"}});
+    files.push_back({"--report", shown(report_given, report), report});
+    files.push_back({"--report's temporary file", shown(report + ".tmp", report + ".tmp"), report + ".tmp"});
   }
   for (size_t i = 0; i < files.size(); ++i)
     for (size_t j = i + 1; j < files.size(); ++j)
-      if (io::same_file(files[i].second, files[j].second))
-        throw UsageError(files[i].first + " '" + files[i].second + "' and " + files[j].first + " '" +
-                         files[j].second + "' are the same file; write the results elsewhere");
+      if (io::same_file(files[i].path, files[j].path))
+        throw UsageError(files[i].option + " " + files[i].shown + " and " + files[j].option + " " + files[j].shown +
+                         " are the same file; write the results elsewhere");
   // After that: the input is "the same file", not "an HDF5 file that is not an attend output".
   io::check_hdf5_output_path("output", output, io::kAttendOutputFormat, {"o", "lse", "dq", "dk", "dv"});
 }
@@ -79,8 +91,7 @@ void check_options(const Invocation& invocation) {
   // As given: a link called "-" would lead elsewhere.
   io::refuse_standard_output("--output -", "output", vm["output"].as<std::string>());
   if (vm.count("report")) io::refuse_standard_output("--report -", "report", vm["report"].as<std::string>());
-  check_file_options(input_path, io::output_target(vm["output"].as<std::string>()),
-                     vm.count("report") ? io::output_target(vm["report"].as<std::string>()) : "");
+  check_file_options(input_path, vm["output"].as<std::string>(), vm.count("report") ? vm["report"].as<std::string>() : "");
   const io::h5::File file = io::h5::File::open(input_path, io::h5::Mode::read, MPI_COMM_NULL);
   const io::AttendInput input = io::check_attend_input(file, vm["backward"].as<bool>());
   const int P = invocation.process.world().size();

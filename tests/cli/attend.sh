@@ -338,6 +338,11 @@ for spelling in ./same.h5 "$OUT/same.h5" "sub/../same.h5"; do
 done
 ln -f same.h5 hardlink.h5
 expect_exit 2 "--output a hard link to the input" -- "$LONGCTX" attend --input same.h5 --output hardlink.h5 "${S[@]}"
+# A symbolic link is named as given, with where it leads (before: by its target alone, a name never typed).
+ln -sf same.h5 symlink.h5
+expect_exit 2 "--output a symbolic link to the input" -- "$LONGCTX" attend --input same.h5 --output symlink.h5 "${S[@]}"
+expect_in "$OUT/stderr" "--input 'same.h5' and --output 'symlink.h5' \(a link to '.*same.h5'\) are the same file" \
+  "names the link as given, and its target"
 cp in.h5 y.h5.tmp
 expect_exit 2 "--input is the output's temporary file" -- "$LONGCTX" attend --input y.h5.tmp --output y.h5 "${S[@]}"
 [ -e y.h5.tmp ] && [ ! -e y.h5 ] && pass "the input is still there" || fail "the input y.h5.tmp was moved or removed"
