@@ -102,8 +102,9 @@ int64_t sequences_to_evaluate(const TrainOptions& r, const train::Dataset& data)
   if (const int64_t distinct = data.eval_sequence_count(); distinct > 0 && distinct < eval_sequences) {
     if (!data.evaluates_on_training_data())  // else the warning below says it
       log::warn_once("eval.sequences=" + std::to_string(eval_sequences) + ", but data.path=" + r.data.path +
-                     " holds out " + std::to_string(distinct) + ": each evaluation scores those " +
-                     std::to_string(distinct));
+                     " holds out " + (distinct == 1 ? "only 1 sequence: each evaluation scores it"
+                                                    : count_of(distinct, "sequence") + ": each evaluation scores those " +
+                                                          std::to_string(distinct)));
     eval_sequences = distinct;
   }
   if (data.evaluates_on_training_data())
@@ -456,9 +457,11 @@ int train_run(Invocation& inv, RunRecord& record) {
     }
     if (stage < stages && r.stage_of(step) != stage) {
       stage = r.stage_of(step);
+      const int64_t before = trainer.config().seq_len;
       trainer.set_seq_len(r.length_of(stage));
-      log::info("step " + std::to_string(step) + " done: steps from " + std::to_string(step + 1) + " train at N = " +
-                std::to_string(trainer.config().seq_len));
+      if (trainer.config().seq_len != before)  // (two stages of one length: no change to say)
+        log::info("step " + std::to_string(step) + " done: steps from " + std::to_string(step + 1) + " train at N = " +
+                  std::to_string(trainer.config().seq_len));
     }
     // Every eval.every steps and after the last. A stop agreed in this step, or during its evaluation
     // (before its last sequence), leaves the evaluation pending: the stop's checkpoint holds the step's

@@ -321,8 +321,9 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
           "train.answer_weight must be a finite number > 0");
   const auto lens = parse_size_list("data.short_seq_len", opt<std::string>(inv, "data.short_seq_len"));
   const auto counts = parse_size_list("data.short_steps", opt<std::string>(inv, "data.short_steps"));
-  require(lens.size() == counts.size(), "data.short_seq_len has " + std::to_string(lens.size()) +
-                                            " stages but data.short_steps has " + std::to_string(counts.size()));
+  require(lens.size() == counts.size(), "data.short_seq_len gives " + count_of(static_cast<int64_t>(lens.size()), "stage length") +
+                                            " but data.short_steps " + count_of(static_cast<int64_t>(counts.size()), "step count") +
+                                            ": one of each per stage");
   int64_t end = 0;
   for (size_t i = 0; i < lens.size(); ++i) {
     const std::string stage = "data.short_seq_len=" + std::to_string(lens[i]) + " with data.short_steps=" +
@@ -334,6 +335,10 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
     require(lens[i] < n, stage + ": the length must be below data.seq_len=" + std::to_string(n));
     require(counts[i] <= std::numeric_limits<int64_t>::max() - end, "data.short_steps add up past 2^63 - 1");
     end += counts[i];
+    // A length curriculum trains short sequences first: one that does not grow is said (it runs as given).
+    if (warn && !r.stage_len.empty() && lens[i] < r.stage_len.back())
+      log::warn_once(stage + ": shorter than the stage before it (" + std::to_string(r.stage_len.back()) +
+                     "); a length curriculum usually grows toward data.seq_len (this one runs as given)");
     r.stage_len.push_back(lens[i]);
     r.stage_end.push_back(end);
   }

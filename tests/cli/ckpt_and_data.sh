@@ -142,7 +142,7 @@ expect_exit 0 "curriculum on a token file" -- "$LONGCTX" train --quiet --model.l
   --data.short_steps 78 --log.every 1000
 expect_in "$OUT/stdout" "eval step 80 .*eval_accuracy 0.0000" "the short stage did not train on the held-out 'y'"
 expect_in "$OUT/stdout" "\(32 scored targets" "the one held-out sequence is scored once, not eval.sequences = 4 times"
-expect_in "$OUT/stderr" "holds out 1: each evaluation scores those 1" "says eval.sequences was cut to what is held out"
+expect_in "$OUT/stderr" "holds out only 1 sequence: each evaluation scores it" "says eval.sequences was cut to what is held out"
 # The file task's data position (/state/global/data_position: next sequence, its first token). The long
 # steps after a curriculum's short ones go on from the next token; before, step i read window i at the new
 # length and skipped the tokens between (here 48 to 96). A resume goes on from the checkpoint's token, also

@@ -210,9 +210,17 @@ expect_exit 0 "two-stage curriculum" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "$
 expect_in "$OUT/stdout" "^step +2 .*N 64" "stage 1 at N = 64"
 expect_in "$OUT/stdout" "^step +4 .*N 128" "stage 2 at N = 128"
 expect_in "$OUT/stdout" "^step +5 .*N 256" "then data.seq_len"
+# Stages that do not grow are said, and run as given; two of one length say no switch between them.
+expect_exit 0 "stages of 128, 64, 64" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 4 --data.short_seq_len 128,64,64 \
+  --data.short_steps 1,1,1
+expect_in "$OUT/stderr" "data.short_seq_len=64 with data.short_steps=1 \(stage 2\): shorter than the stage before it \(128\)" \
+  "warns that the curriculum does not grow"
+expect_in "$OUT/stdout" "^step +3 .*N 64" "... and runs it as given"
+grep -q "step 2 done" "$OUT/stderr" && fail "a switch said between two stages of 64" || pass "no switch said between two stages of 64"
 expect_exit 2 "stage lists of different lengths" -- "$LONGCTX" train "${SMALL[@]}" \
   --data.short_seq_len 64,128 --data.short_steps 2
-expect_in "$OUT/stderr" "data.short_seq_len has 2 stages but data.short_steps has 1" "stage count mismatch named"
+expect_in "$OUT/stderr" "data.short_seq_len gives 2 stage lengths but data.short_steps 1 step count: one of each per stage" \
+  "stage count mismatch named"
 # A stage is a length below data.seq_len and a step count; half a stage, or a "short" one as long, was
 # dropped or run without a word. Stages that use up train.steps are warned about.
 expect_exit 2 "a stage longer than data.seq_len" -- "$LONGCTX" train "${SMALL[@]}" --data.short_seq_len 512 --data.short_steps 2
