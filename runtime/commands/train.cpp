@@ -51,10 +51,10 @@ static_assert(std::atomic<int>::is_always_lock_free, "the signal handler needs a
 // Rank 0 says at once that a SIGINT or SIGHUP is taken (Ctrl-C at a terminal: the step may take minutes).
 std::atomic<bool> g_says_interrupts{false};
 
-// SIGINT (Ctrl-C; srun passes it on to the tasks) and SIGHUP (a terminal closed) stop the run as SIGTERM
-// does (before: they ended it at once, the steps since the last checkpoint and the log.summary lost). The
-// same one again ends the process as it would have without the handler: its claimed .tmp files removed,
-// then the signal's default. Async-signal-safe: an atomic, write(2), sigaction, raise.
+// SIGINT (Ctrl-C; srun passes it on at a second one, then SIGTERM) and SIGHUP (a terminal closed) stop the
+// run as SIGTERM does (before: they ended it at once, the steps since the last checkpoint and the
+// log.summary lost). The same one again ends the process as it would have without the handler: its claimed
+// .tmp files removed, then the signal's default. Async-signal-safe: an atomic, write(2), sigaction, raise.
 extern "C" void request_stop(int signal) {
   const int before = g_stop_requested.exchange(signal, std::memory_order_relaxed);
   const bool interrupt = signal == SIGINT || signal == SIGHUP;
