@@ -626,6 +626,9 @@ expect_exit 0 "a checkpoint at step 2" -- "$LONGCTX" train "${SMALL[@]}" --train
 expect_exit 3 "resume from a checkpoint whose tokens_seen is -5" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 --checkpoint.dir "$OUT/negt"
 expect_in "$OUT/stderr" "step_00000002.h5: attribute tokens_seen = -5: must be >= 0: damaged" "names the attribute, as verify does"
 [ ! -e "$OUT/negt/step_00000003.h5" ] && pass "... and trains nothing" || fail "step 3 was written"
+expect_exit 0 "inspect it" -- "$LONGCTX" ckpt inspect "$OUT/negt" --quiet
+expect_in "$OUT/stderr" "step_00000002.h5: attribute tokens_seen = -5: must be >= 0: damaged; \`longctx ckpt verify\` checks the whole file" \
+  "inspect prints it, and says it is damage (before: no word)"
 # A seq_len no run wrote (more than tokens_seen, which counts the step's sequence) is damage too (before: it
 # passed verify, and eval refused it for its memory, exit 2).
 /usr/bin/python3 -c "import h5py, sys; f = h5py.File(sys.argv[1], 'r+'); f.attrs['tokens_seen'] = 128; f.attrs['seq_len'] = 10**12" \
@@ -1209,6 +1212,9 @@ rm -rf "$OUT/ev" && cp -r "$OUT/ev-stopped" "$OUT/ev"
   "$OUT/ev/step_00000002.h5"
 expect_exit 3 "a checkpoint whose pending log line is of another step" -- "$LONGCTX" train "${EV20[@]}" --checkpoint.dir "$OUT/ev"
 expect_in "$OUT/stderr" "attribute eval_pending_log is not the log.jsonl line of step 2: damaged" "names the attribute"
+# ... and so does verify, which a refused resume points to (before: "ok").
+expect_exit 3 "verify it" -- "$LONGCTX" ckpt verify "$OUT/ev" --quiet
+expect_in "$OUT/stdout" "step_00000002.h5: attribute eval_pending_log is not the log.jsonl line of step 2" "verify names it"
 # Without checkpoint.dir nothing is pending: 128 + the signal, and step 2's line without an evaluation.
 expect_exit $((128 + $(kill -l USR1))) "without checkpoint.dir: a signal in step 2's evaluation" -- env LONGCTX_FAULT_SIGNAL_AT=eval:2 \
   "$LONGCTX" train "${EV20[@]}" --log.jsonl "$OUT/ev3.jsonl" --log.summary "$OUT/ev3.summary.json"
