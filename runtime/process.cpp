@@ -344,7 +344,7 @@ void ProcessContext::abort(int code) {
 
 int allowed_cpus() { return bits_of(affinity_words().data()); }
 
-std::string oversubscription_warning(ProcessContext& process) {
+std::string oversubscription_warning(ProcessContext& process, const std::string& threads_option) {
   comm::Communicator& world = process.world();
   // Per rank: its node (its leader's world rank: host names may repeat, in containers), its threads, and
   // the CPUs it may run on, as mask words.
@@ -386,7 +386,8 @@ std::string oversubscription_warning(ProcessContext& process) {
              " OpenMP threads on " + std::to_string(cpus) + " CPU(s)";
       fix = ranks > cpus ? "run at most " + std::to_string(cpus) + " rank(s) there"
                          : "give each rank at most " + std::to_string(cpus / ranks) +
-                               " thread(s) (--threads, OMP_NUM_THREADS)";
+                               " thread(s) (" + (threads_option.empty() ? "" : threads_option + ", ") +
+                               "OMP_NUM_THREADS)";
     } else if (node.crowded_rank >= 0) {  // the node has room, but not where the rank may run
       what = "rank " + std::to_string(node.crowded_rank) + " on " + where + " runs more OpenMP threads than the " +
              "CPUs it is bound to";

@@ -101,7 +101,8 @@ int allowed_cpus();
 // Rank 0's warning ("" for none, and on the other ranks) when the ranks of some node run more OpenMP
 // threads than the CPUs they may run on (the node's ranks together more than the union of their masks, or
 // one rank more than its own mask holds): they then take turns on the cores, and a timing measures that.
-// Collective over the process's world.
-std::string oversubscription_warning(ProcessContext& process);
+// Collective over the process's world. `threads_option`: the command's option that sets the threads
+// ("--threads", "train.threads"; "" for none: OMP_NUM_THREADS alone), which the advice names.
+std::string oversubscription_warning(ProcessContext& process, const std::string& threads_option);
 
 }  // namespace longctx

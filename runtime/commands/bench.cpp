@@ -220,7 +220,7 @@ int run(Invocation& invocation) {
             std::to_string(omp_get_max_threads()) + " thread(s); schedule " + to_string(params.schedule) +
             (params.causal ? ", causal" : "") + "; " + std::to_string(warmup) + " warm-up + " +
             std::to_string(iters) + " timed iterations");
-  if (const std::string crowded = oversubscription_warning(invocation.process); !crowded.empty())
+  if (const std::string crowded = oversubscription_warning(invocation.process, "--threads"); !crowded.empty())
     log::warn(crowded);
 
   SequenceParallelAttention attention(world);

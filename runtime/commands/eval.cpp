@@ -414,7 +414,7 @@ int run_eval(Invocation& inv) {
   comm::Communicator& world = inv.process.world();
   const int P = world.size();
   const bool rank0 = world.rank() == 0;
-  const TrainAttention attention = make_train_attention(*plan.train, plan.options, plan.device);
+  const TrainAttention attention = make_train_attention(*plan.train, plan.options, plan.device, "--threads");
   train::Trainer trainer(plan.options.trainer, world, *attention.impl, train::Trainer::Purpose::evaluate);
   // Each rank reads the whole (replicated) checkpoint itself: serial HDF5, no MPI-IO, which may make and remove a
   // lock-test file beside the checkpoint (eval writes nothing).

@@ -62,7 +62,7 @@ int run_info(Invocation& invocation) {
   if (process.rank() == 0)
     for (const auto& l : lines) std::cout << l << "\n";
   std::cout.flush();
-  if (const std::string crowded = oversubscription_warning(process); !crowded.empty())
+  if (const std::string crowded = oversubscription_warning(process, ""); !crowded.empty())
     log::warn(crowded);
   return 0;
 }

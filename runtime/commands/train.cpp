@@ -181,7 +181,7 @@ int train_run(Invocation& inv, RunRecord& record) {
   const std::string config_text = train_config_text(inv);
 
   // Made before any file is touched.
-  const TrainAttention attention = make_train_attention(inv, r, device);
+  const TrainAttention attention = make_train_attention(inv, r, device, "train.threads");
   train::Trainer trainer(r.trainer, world, *attention.impl);
   // Length curriculum: the trainer runs each shorter stage's steps at that stage's length (set_seq_len) and
   // evaluates at data.seq_len. (One trainer per stage held a copy of the parameters, gradients and AdamW

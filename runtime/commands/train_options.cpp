@@ -459,14 +459,15 @@ std::vector<std::unique_ptr<train::Dataset>> curriculum_datasets(const TrainOpti
   return stages;
 }
 
-TrainAttention make_train_attention(Invocation& inv, const TrainOptions& r, const DeviceChoice& device) {
+TrainAttention make_train_attention(Invocation& inv, const TrainOptions& r, const DeviceChoice& device,
+                                    const std::string& threads_option) {
   comm::Communicator& world = inv.process.world();
   TrainAttention made;
   if (device.device == "cpu") {
     auto sharded = std::make_unique<model::ShardedAttention>(world);
     if (r.regather_kv) sharded->never_keep();
     made.impl = std::move(sharded);
-    if (const std::string crowded = oversubscription_warning(inv.process); !crowded.empty())
+    if (const std::string crowded = oversubscription_warning(inv.process, threads_option); !crowded.empty())
       log::warn(crowded);  // tokens_per_s and mfu are timings
   } else if (world.size() == 1) {
     made.impl = std::make_unique<model::LocalAttention>(make_attention_backend("cuda", device.dtype));

@@ -95,7 +95,9 @@ struct TrainAttention {
   std::unique_ptr<comm::Communicator> device_comm;  // one GPU per rank only
   std::unique_ptr<model::SequenceAttention> impl;
 };
-TrainAttention make_train_attention(Invocation& inv, const TrainOptions& r, const DeviceChoice& device);
+// `threads_option`: the command's option for the rank's threads, which an oversubscription warning names.
+TrainAttention make_train_attention(Invocation& inv, const TrainOptions& r, const DeviceChoice& device,
+                                    const std::string& threads_option);
 
 // check_fits_in_memory for a run of `r` on this rank (exit 2 naming the options when the ranks on this
 // node would not fit): a lower bound of what training holds in float32. `eval`: of `longctx eval`'s forward

@@ -70,8 +70,8 @@ if [ "$cpus" -lt 2 ]; then
 else
   grep -q "OpenMP threads on" "$OUT/stderr" && fail "warned of oversubscription" || pass "... and are not warned about"
   expect_exit 0 "2 ranks with OMP_NUM_THREADS=$cpus each" -- "${MPIRUN[@]}" -x OMP_NUM_THREADS=$cpus -np 2 "$LONGCTX" "${SMALL[@]}"
-  expect_in "$OUT/stderr" "^\[longctx warn r0\] 2 rank\(s\) on .* run $((2 * cpus)) OpenMP threads on $cpus CPU\(s\): they take turns on the cores.*give each rank at most $((cpus / 2 > 0 ? cpus / 2 : 1)) thread" \
-    "... are warned about"
+  expect_in "$OUT/stderr" "^\[longctx warn r0\] 2 rank\(s\) on .* run $((2 * cpus)) OpenMP threads on $cpus CPU\(s\): they take turns on the cores.*give each rank at most $((cpus / 2 > 0 ? cpus / 2 : 1)) thread\(s\) \(--threads, OMP_NUM_THREADS\)" \
+    "... are warned about, naming bench's option"
   [ "$(grep -c "OpenMP threads on" "$OUT/stderr")" -eq 1 ] && pass "... once, by rank 0" || fail "warned $(grep -c "OpenMP threads on" "$OUT/stderr") times"
 fi
 # The table: one rank receives nothing, so its "comm hidden" is "-" (it said 100%).

@@ -26,8 +26,8 @@ expect_exit 0 "OMP_NUM_THREADS=2,1 (a level each) is taken" -- env OMP_NUM_THREA
 grep -q "OMP_NUM_THREADS" "$OUT/stderr" && fail "warned about OMP_NUM_THREADS=2,1" || pass "... without a word"
 expect_exit 0 "info, 2 ranks with OMP_NUM_THREADS=$cpus each" -- "${MPIRUN[@]}" -x OMP_NUM_THREADS=$cpus -np 2 "$LONGCTX" info --quiet
 [ "$(grep -c "  threads $cpus on $cpus CPU(s)$" "$OUT/stdout")" -eq 2 ] && pass "... each says $cpus thread(s)" || fail "lines: $(cat "$OUT/stdout")"
-expect_in "$OUT/stderr" "^\[longctx warn r0\] 2 rank\(s\) on .* run $((2 * cpus)) OpenMP threads on $cpus CPU\(s\): they take turns" \
-  "... and are warned about"
+expect_in "$OUT/stderr" "^\[longctx warn r0\] 2 rank\(s\) on .* run $((2 * cpus)) OpenMP threads on $cpus CPU\(s\): they take turns.* thread\(s\) \(OMP_NUM_THREADS\)$" \
+  "... and are warned about, with no option info does not have (it said --threads)"
 
 # srun started 2 tasks but each one is alone in MPI: the classic missing-PMI mistake.
 expect_exit 2 "srun without PMI" -- env SLURM_JOB_ID=1 SLURM_STEP_ID=0 SLURM_PROCID=0 SLURM_STEP_NUM_TASKS=2 SLURM_NTASKS=2 "$LONGCTX" info
