@@ -242,20 +242,23 @@ TokenVerifyReport verify_tokens(const std::string& path) {
 
 std::string TokenVerifyReport::summary() const {
   if (!opened) return problems.empty() ? path + ": not opened" : problems[0];  // said as it is, not "DAMAGED"
+  // What no checksum or digest covers, said of a damaged file too (before: of a whole one only, though the
+  // JSON had it for both).
+  std::string uncovered;
+  for (size_t i = 0; i < unchecked.size(); ++i) uncovered += (i ? ", " : "; no checksum on ") + unchecked[i];
+  if (!digested) uncovered += "; no digest on /tokens (imported by an older longctx, or made otherwise: `data import` again adds one)";
   if (!ok) {
     std::string text = path + ": DAMAGED:";
     for (const std::string& problem : problems)  // each names the file; said once
       text += " " + (problem.rfind(path + ": ", 0) == 0 ? problem.substr(path.size() + 2) : problem) + ";";
     text.pop_back();
-    return text;
+    return uncovered.empty() ? text : text + " (" + uncovered.substr(2) + ")";
   }
   std::string text = path + ": ok (" + std::to_string(tokens) + " tokens in " + std::to_string(documents) +
                      " document(s), ids " +
                      (ids_read > 0 ? std::to_string(smallest_id) + ".." + std::to_string(largest_id) : std::string("none")) +
                      " of vocab " + std::to_string(vocab);
-  for (size_t i = 0; i < unchecked.size(); ++i) text += (i ? ", " : "; no checksum on ") + unchecked[i];
-  if (!digested) text += "; no digest on /tokens (imported by an older longctx, or made otherwise: `data import` again adds one)";
-  return text + ")";
+  return text + uncovered + ")";
 }
 
 }  // namespace longctx::io

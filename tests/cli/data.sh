@@ -227,6 +227,12 @@ expect_in "$OUT/stdout" "byhand.h5: ok \(10 tokens in 1 document\(s\), ids 0\.\.
   "says what no checksum covers"
 expect_in "$OUT/stdout" "no digest on /tokens \(imported by an older longctx, or made otherwise: \`data import\` again adds one\)" \
   "... and that it has no digest"
+# ... said of a damaged one too (before: of a whole one only; --json had it for both).
+/usr/bin/python3 -c "import h5py; h5py.File('byhand.h5', 'r+').attrs['vocab'] = 5"
+expect_exit 3 "verify it with vocab 5" -- "$LONGCTX" data verify byhand.h5 --quiet
+expect_in "$OUT/stdout" "byhand.h5: DAMAGED: /tokens\[5\] = 5 is outside \[0, vocab=5\) .* \(no checksum on /tokens, /doc_offsets; no digest on /tokens" \
+  "names the damage, and what no checksum covers"
+/usr/bin/python3 -c "import h5py; h5py.File('byhand.h5', 'r+').attrs['vocab'] = 10"
 # A file that is no token dataset: its figures are unknown, null in --json (before: "tokens": 0, "vocab": 0).
 printf 'not hdf5' >nothdf5.h5
 expect_exit 3 "verify --json a file that is not HDF5, then a good one" -- "$LONGCTX" data verify nothdf5.h5 byhand.h5 --json --quiet
