@@ -51,7 +51,6 @@ void check_file_options(const std::string& input, const std::string& output_give
   if (input.empty()) throw UsageError("--input: empty path");
   const std::string output = io::output_target(output_given);
   const std::string report = report_given.empty() ? "" : io::output_target(report_given);
-  io::check_output_path("output", output);
   struct Named {
     std::string option, shown, path;  // shown: as the message quotes it
   };
@@ -62,7 +61,6 @@ void check_file_options(const std::string& input, const std::string& output_give
                            {"--output", shown(output_given, output), output},
                            {"--output's temporary file", shown(output + ".tmp", output + ".tmp"), output + ".tmp"}};
   if (!report.empty()) {
-    io::check_json_output_path("report", report, "writing would replace it");
     files.push_back({"--report", shown(report_given, report), report});
     files.push_back({"--report's temporary file", shown(report + ".tmp", report + ".tmp"), report + ".tmp"});
   }
@@ -71,7 +69,10 @@ void check_file_options(const std::string& input, const std::string& output_give
       if (io::same_file(files[i].path, files[j].path))
         throw UsageError(files[i].option + " " + files[i].shown + " and " + files[j].option + " " + files[j].shown +
                          " are the same file; write the results elsewhere");
-  // After that: the input is "the same file", not "an HDF5 file that is not an attend output".
+  // After that: the input is "the same file", not "an HDF5 file that is not an attend output" (nor, for
+  // --report, "an HDF5 file": before, a report naming the input was refused for that).
+  io::check_output_path("output", output);
+  if (!report.empty()) io::check_json_output_path("report", report, "writing would replace it");
   io::check_hdf5_output_path("output", output, io::kAttendOutputFormat, {"o", "lse", "dq", "dk", "dv"});
 }
 

@@ -347,6 +347,8 @@ cp in.h5 y.h5.tmp
 expect_exit 2 "--input is the output's temporary file" -- "$LONGCTX" attend --input y.h5.tmp --output y.h5 "${S[@]}"
 [ -e y.h5.tmp ] && [ ! -e y.h5 ] && pass "the input is still there" || fail "the input y.h5.tmp was moved or removed"
 expect_exit 2 "--report is the input" -- "$LONGCTX" attend --input same.h5 --output o.h5 --report ./same.h5 "${S[@]}"
+expect_in "$OUT/stderr" "--input 'same.h5' and --report './same.h5' are the same file" \
+  "... says so (before: that it exists and is an HDF5 file)"
 expect_exit 2 "--report is the output" -- "$LONGCTX" attend --input in.h5 --output o.h5 --report o.h5 "${S[@]}"
 [ "$(md5sum <same.h5)" = "$sum_before" ] && pass "the input is unchanged after all that" || fail "the input was changed"
 [ ! -e o.h5 ] && pass "no output written by the refused runs" || fail "o.h5 written by a refused run"
