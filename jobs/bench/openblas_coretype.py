@@ -18,6 +18,15 @@ def cpu_flags():
     return set()
 
 
+if __name__ == "__main__":  # a module the bench scripts import, not a command: its docstring says what it does
+    import sys
+    if sys.argv[1:] not in ([], ["--help"], ["-h"]):
+        print(f"openblas_coretype.py: takes no arguments (got: {' '.join(sys.argv[1:])}); bench scripts import it",
+              file=sys.stderr)
+        sys.exit(2)
+    print(__doc__.strip())
+    sys.exit(0)
+
 if "OPENBLAS_CORETYPE" not in os.environ:
     flags = cpu_flags()
     if "avx512f" in flags:

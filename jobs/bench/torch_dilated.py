@@ -17,11 +17,17 @@ import os
 import time
 
 import openblas_coretype  # noqa: F401  (sets OPENBLAS_CORETYPE; must come first)
-try:
-    import torch  # noqa: E402
-except ImportError as e:  # a bare traceback otherwise
-    raise SystemExit(f"torch_dilated: cannot import torch ({e}); on Debian: apt-get install python3-torch, and run it "
-                     "with /usr/bin/python3")
+torch = None  # imported by main() once the arguments are read: --help and a bad argument need no torch
+
+
+def import_torch():
+    global torch
+    try:
+        import torch as imported
+    except ImportError as e:  # a bare traceback otherwise
+        raise SystemExit(f"torch_dilated: cannot import torch ({e}); on Debian: apt-get install python3-torch, and run it "
+                         "with /usr/bin/python3")
+    torch = imported
 
 
 def branch_attention(q, k, v, w, r, scale, chunk):
@@ -77,6 +83,7 @@ def main():
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    import_torch()
     torch.set_num_threads(args.threads)
     ws = [int(x) for x in args.segment_lengths.split(",")]
     rs = [int(x) for x in args.dilation_rates.split(",")]

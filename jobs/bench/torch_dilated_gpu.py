@@ -22,11 +22,17 @@ import json
 import math
 import statistics
 
-try:
-    import torch
-except ImportError as e:  # a bare traceback otherwise
-    raise SystemExit(f"torch_dilated_gpu: cannot import torch ({e}); on Debian: apt-get install python3-torch, and run it "
-                     "with /usr/bin/python3")
+torch = None  # imported by main() once the arguments are read: --help and a bad argument need no torch
+
+
+def import_torch():
+    global torch
+    try:
+        import torch as imported
+    except ImportError as e:  # a bare traceback otherwise
+        raise SystemExit(f"torch_dilated_gpu: cannot import torch ({e}); on Debian: apt-get install python3-torch, and run it "
+                         "with /usr/bin/python3")
+    torch = imported
 
 
 def timed(fn, iters, warmup=1):
@@ -116,6 +122,7 @@ def main():
     parser.add_argument("--gemm", type=int, default=8192, help="GEMM size M = N = K (0 skips it)")
     parser.add_argument("--no-backward", action="store_true")
     args = parser.parse_args()
+    import_torch()
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
     ws = [int(x) for x in args.segment_lengths.split(",")]
     rs = [int(x) for x in args.dilation_rates.split(",")]

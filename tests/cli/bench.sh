@@ -175,6 +175,13 @@ expect_exit 0 "scaling.sh --help" -- bash "$SCALING" --help
 expect_in "$OUT/stdout" "^usage: jobs/bench/scaling.sh" "prints its usage"
 expect_exit 2 "scaling.sh with an argument" -- bash "$SCALING" 16384
 expect_in "$OUT/stderr" "takes no arguments \('16384'\)" "says it takes none"
+# The Python helpers beside it too, without torch (before: the torch baselines said "cannot import torch",
+# exit 1, to --help; openblas_coretype.py printed nothing and took any argument).
+for script in sgemm_rate.py torch_dilated.py torch_dilated_gpu.py openblas_coretype.py; do
+  expect_exit 0 "$script --help" -- /usr/bin/python3 "$(dirname "$SCALING")/$script" --help
+  [ -s "$OUT/stdout" ] && pass "... prints its usage" || fail "$script --help printed nothing"
+  expect_exit 2 "$script --bogus" -- /usr/bin/python3 "$(dirname "$SCALING")/$script" --bogus
+done
 expect_exit 2 "REPEATS=0" -- env REPEATS=0 bash "$SCALING"
 expect_in "$OUT/stderr" "REPEATS=0: must be a whole number from 1 to 999999" "names the setting"
 mkdir -p "$OUT/fake/bin" && printf '#!/bin/sh\necho "fake longctx: refused" >&2\nexit 3\n' >"$OUT/fake/bin/longctx" &&
