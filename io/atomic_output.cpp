@@ -59,6 +59,8 @@ long g_cleanup_delay_ms = 0;
 // Removes the slot's file if its path still names it. Async-signal-safe.
 void remove_if_same(const ClaimSlot& slot) noexcept { unlink_if_same_file(slot.path, slot.device, slot.inode); }
 
+}  // namespace
+
 // Stays installed while it runs: a second signal that reaches another thread meanwhile (Open MPI ends a
 // rank with SIGTERM to its process group, and `timeout` or a wrapper forwards it again) runs it as well.
 // Reset on entry (SA_RESETHAND), the second signal ended the process by default before the unlink.
@@ -75,6 +77,8 @@ extern "C" void remove_claims_and_reraise(int signal) {
   // Pending until the handler returns (blocked in it), then ends the process as it would have without it.
   ::raise(signal);
 }
+
+namespace {
 
 // Installs the handler for the signals that end a process by default, where nothing else handles them
 // (train catches SIGTERM to checkpoint; a launcher may ignore SIGHUP).

@@ -56,6 +56,11 @@ class RegisteredClaim {
 // Removes the registered claims that are still the files registered (see RegisteredClaim). For the path
 // that ends the job with MPI_Abort: no destructor runs on any rank after it.
 void remove_claims_before_abort() noexcept;
+// A signal handler's end: removes those claims, then ends the process as `signal` would have without a
+// handler (its default action, raised again). What SIGINT, SIGTERM and SIGHUP do where nothing else
+// handles them (installed by the first claim), and train's handler for a second SIGINT / SIGHUP.
+// Async-signal-safe.
+extern "C" void remove_claims_and_reraise(int signal);
 
 // An output's temporary file claimed before the work that ends in its write: attend claims OUT.tmp
 // before it reads its inputs, so a second run on the same output is refused at once (exit 2), not after

@@ -13,9 +13,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdint>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <functional>
@@ -44,35 +47,45 @@
 namespace longctx::cli {
 namespace {
 
-// The signal's number once one arrived. Lock-free atomic: the handler may run on any thread (MPI's and
-// PMIx's threads inherit the unblocked mask), while the step loop reads it.
+// The first stop signal's number once one arrived (the one the run stops on and its summary names). Lock-free
+// atomics: the handler may run on any thread (MPI's and PMIx's threads inherit the unblocked mask), while
+// the step loop reads it.
 std::atomic<int> g_stop_requested{0};
 static_assert(std::atomic<int>::is_always_lock_free, "the signal handler needs a lock-free flag");
+// Every signal the handler has seen, a bit each: a SIGINT or SIGHUP seen before, whatever came between
+// (Ctrl-C, Slurm's SIGTERM, Ctrl-C), ends the process at once.
+std::atomic<uint32_t> g_signals_seen{0};
+static_assert(std::atomic<uint32_t>::is_always_lock_free, "the signal handler needs a lock-free mask");
+// Set once the run's work begins (the pending evaluation or the first step): before, a SIGINT or SIGHUP
+// ends the process at once (nothing of this run to save; a step and a checkpoint would only delay it).
+std::atomic<bool> g_working{false};
 // Rank 0 says at once that a SIGINT or SIGHUP is taken (Ctrl-C at a terminal: the step may take minutes).
 std::atomic<bool> g_says_interrupts{false};
 
 // SIGINT (Ctrl-C; srun passes it on at a second one, then SIGTERM) and SIGHUP (a terminal closed) stop the
 // run as SIGTERM does (before: they ended it at once, the steps since the last checkpoint and the
-// log.summary lost). The same one again ends the process as it would have without the handler: its claimed
-// .tmp files removed, then the signal's default. Async-signal-safe: an atomic, write(2), sigaction, raise.
+// log.summary lost). The same one again (whatever came between), or one before the run began its work, ends
+// the process as it would have without the handler: its claimed .tmp files removed, then the signal's
+// default. Async-signal-safe: atomics, write(2) (errno kept), sigaction, raise.
 extern "C" void request_stop(int signal) {
-  const int before = g_stop_requested.exchange(signal, std::memory_order_relaxed);
+  const int saved_errno = errno;
+  const uint32_t bit = signal > 0 && signal < 32 ? uint32_t{1} << signal : 0;
+  const uint32_t seen = g_signals_seen.fetch_or(bit, std::memory_order_relaxed);
   const bool interrupt = signal == SIGINT || signal == SIGHUP;
-  if (interrupt && before == signal) {
-    io::remove_claims_before_abort();
-    struct sigaction by_default {};
-    by_default.sa_handler = SIG_DFL;
-    sigemptyset(&by_default.sa_mask);
-    ::sigaction(signal, &by_default, nullptr);
-    ::raise(signal);  // pending until the handler returns (blocked in it), then ends the process
+  if (interrupt && ((seen & bit) != 0 || !g_working.load(std::memory_order_relaxed))) {
+    io::remove_claims_and_reraise(signal);
+    errno = saved_errno;
     return;
   }
-  if (interrupt && before == 0 && g_says_interrupts.load(std::memory_order_relaxed)) {
+  int none = 0;
+  const bool first = g_stop_requested.compare_exchange_strong(none, signal, std::memory_order_relaxed);
+  if (interrupt && first && g_says_interrupts.load(std::memory_order_relaxed)) {
     static const char kSaid[] =
         "longctx: stopping after this step, with a checkpoint where checkpoint.dir is set (the signal again "
         "stops now, losing the steps since the last checkpoint)\n";
     [[maybe_unused]] const ssize_t written = ::write(STDERR_FILENO, kSaid, sizeof kSaid - 1);
   }
+  errno = saved_errno;
 }
 
 
@@ -215,6 +228,11 @@ int train_run(Invocation& inv, RunRecord& record) {
   const int64_t first_step = trainer.step();  // 0, or the checkpoint's
   record.first_step = record.step = first_step;
   record.run_id = run_id;
+  // LONGCTX_FAULT_STOP_BEFORE_WORK=1: the process stops itself (SIGSTOP) here, so that a test can signal it
+  // before its work begins (a matter of timing otherwise).
+  if (const char* stop = std::getenv("LONGCTX_FAULT_STOP_BEFORE_WORK"); stop && std::string(stop) == "1")
+    std::raise(SIGSTOP);
+  g_working.store(true, std::memory_order_relaxed);  // from here a SIGINT / SIGHUP stops after the step
   // Tokens trained on through `step`: the checkpoint's count, then this run's lengths. (Counting every step
   // at this run's lengths was wrong after a resume at another data.seq_len.)
   const auto tokens_seen = [&](int64_t step) { return stored.tokens_seen + r.tokens_through(step) - r.tokens_through(first_step); };
@@ -614,9 +632,10 @@ int run_train(Invocation& inv) {
     code = train_run(inv, record);
   } catch (const std::exception&) {  // with the code and message main() ends the run with
     const auto [exit_code, message] = exit_of(std::current_exception());
-    // A usage or config error writes nothing (interfaces.md's exit 2), a summary neither (before: one said
-    // "failed", exit 2, where the refusal came after the start, as a train.steps below latest's step).
-    if (exit_code != static_cast<int>(ExitCode::usage)) write_summary(exit_code, message);
+    // A usage or config error before the run's work writes nothing (interfaces.md's exit 2), a summary
+    // neither (before: one said "failed", exit 2, for a refusal after the start, as a train.steps below
+    // latest's step). One later (a checkpoint's .tmp another process holds) ends a run that trained: said.
+    if (exit_code != static_cast<int>(ExitCode::usage) || record.first_step >= 0) write_summary(exit_code, message);
     throw;
   }
   write_summary(code, "");
@@ -627,8 +646,12 @@ int run_train(Invocation& inv) {
 
 // A notice that arrives before the first step is acted on there (finish it, checkpoint, 75). Unblocked
 // too: a launcher that blocked them would hide the notice, and one already pending is delivered here.
-// SIGINT and SIGHUP only where they are not ignored (nohup, a script's background job): left so.
+// SIGINT and SIGHUP only where they are not ignored (nohup, a script's background job): left so. SIGPIPE is
+// ignored where it is not handled: a closed pipe on stdout / stderr (a `| tee` that the same Ctrl-C ended)
+// makes the run's writes fail instead of ending it by default, mid-step or in the handler's own write.
 void catch_train_stop_signals() {
+  if (struct sigaction pipe {}; ::sigaction(SIGPIPE, nullptr, &pipe) == 0 && pipe.sa_handler == SIG_DFL)
+    std::signal(SIGPIPE, SIG_IGN);
   std::signal(SIGUSR1, request_stop);
   std::signal(SIGTERM, request_stop);
   sigset_t stop_signals;
