@@ -37,6 +37,10 @@ struct TokenImportStats {
   int64_t largest_id = -1;  // of import_token_ids
   std::string storage;      // /tokens' dtype
   uint64_t digest = 0;      // /tokens' digest attribute
+  // Of import_token_ids: the smallest dtype that holds `vocab`, and its bytes (storage is wider where a pipe
+  // among the inputs sized it before its ids were read).
+  std::string narrowest_storage;
+  int64_t narrowest_bytes = 0;
 };
 
 // What tells one token dataset from another without reading it: its token count and /tokens' digest

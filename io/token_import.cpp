@@ -364,6 +364,8 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
   }
   TokenImportStats stats = writer.finish(options.vocab > 0 ? options.vocab : largest + 1, "--ids inputs held no ids");
   stats.largest_id = largest;
+  stats.narrowest_storage = h5::to_string(storage_for(stats.vocab));
+  stats.narrowest_bytes = storage_bytes(storage_for(stats.vocab));
   return stats;
 }
 

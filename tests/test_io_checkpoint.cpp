@@ -212,34 +212,32 @@ TEST(Checkpoint, RetentionAfterARollbackDeletesTheAbandonedStepsFirst) {
 }
 
 // Retention follows the previous_step links from `latest`. A run went from 40 to 50 (saving 42, 49, 50) and
-// `latest` was rolled back by hand to 40: the save at 45 (linked to 40) deletes that run's files first, also
-// 42, below its own step, then the oldest of its history. Before, "abandoned" meant past the step just
-// saved: 42 was kept, and the rollback point 40 was deleted at the next save.
+// `latest` was rolled back by hand to 40; the rerun saves at 45 (linked to 40). Its files past the links go
+// first, also 42, below its step, then the oldest of its history. Before, "abandoned" meant past the step
+// of `latest`: 42 was kept, and the rollback point 40 deleted. Both halves fail on that rule.
 TEST(Checkpoint, RetentionFollowsTheRunsHistoryAfterARollback) {
   SharedTempDir dir;
   const std::vector<std::pair<int64_t, int64_t>> saved = {{28, 21}, {35, 28}, {40, 35}, {42, 40}, {49, 42}, {50, 49}};
   for (const auto& [step, previous] : saved) write_content(dir.path(), step, MPI_COMM_WORLD, 0, CrashPoint::none, previous);
   MPI_Barrier(MPI_COMM_WORLD);
   EXPECT_EQ(CheckpointReader(dir.file("step_00000042.h5")).previous_step(), 40);
-  if (world_rank() == 0) std::ofstream(dir.file("latest")) << "step_00000040.h5\n";
+  write_content(dir.path(), 45, MPI_COMM_WORLD, 0, CrashPoint::none, 40);  // latest: 45
   MPI_Barrier(MPI_COMM_WORLD);
-  // Short of room before the save (keep 4: down to 3 files): the abandoned files go, the farthest first.
+  // Short of room before the next save (keep 4: down to 3 files): 50, 49 and 42 (the abandoned files, the
+  // farthest first), then 28, the oldest of the history. (By step alone: 50, 49, 28, 35.)
   const std::vector<std::string> removed = make_room_for_checkpoint(dir.path(), 4, MPI_COMM_WORLD, 0);
   on_rank0([&] {
     EXPECT_EQ(removed, (std::vector<std::string>{dir.file("step_00000050.h5"), dir.file("step_00000049.h5"),
-                                                 dir.file("step_00000042.h5")}));
+                                                 dir.file("step_00000042.h5"), dir.file("step_00000028.h5")}));
   });
   MPI_Barrier(MPI_COMM_WORLD);
-  // The same directory again, with room: the save's own retention does it.
+  // The abandoned files again, `latest` at 45, and the save of 50 (linked to 45) with keep 3: 49 and 42 go,
+  // then 35. (By step alone: 35, 40, 42, leaving the abandoned 49.)
   for (const auto& [step, previous] : saved)
     if (step > 40) write_content(dir.path(), step, MPI_COMM_WORLD, 0, CrashPoint::none, previous);
   MPI_Barrier(MPI_COMM_WORLD);
-  if (world_rank() == 0) std::ofstream(dir.file("latest")) << "step_00000040.h5\n";
+  if (world_rank() == 0) std::ofstream(dir.file("latest")) << "step_00000045.h5\n";
   MPI_Barrier(MPI_COMM_WORLD);
-  write_content(dir.path(), 45, MPI_COMM_WORLD, 3, CrashPoint::none, 40);
-  MPI_Barrier(MPI_COMM_WORLD);
-  EXPECT_EQ(list_checkpoints(dir.path()), (std::vector<std::string>{dir.file("step_00000035.h5"), dir.file("step_00000040.h5"),
-                                                                   dir.file("step_00000045.h5")}));
   write_content(dir.path(), 50, MPI_COMM_WORLD, 3, CrashPoint::none, 45);
   MPI_Barrier(MPI_COMM_WORLD);
   EXPECT_EQ(list_checkpoints(dir.path()), (std::vector<std::string>{dir.file("step_00000040.h5"), dir.file("step_00000045.h5"),

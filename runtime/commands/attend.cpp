@@ -364,8 +364,8 @@ int run(Invocation& invocation) {
              << ", \"comm_seconds\": " << x->comm_seconds << ", \"comm_wait_seconds\": " << x->comm_wait_seconds
              << ", \"comm_hidden_fraction\": ";
         // null where the rank received nothing, as bench's comm_hidden (before: 1, "all hidden", at P = 1)
-        if (x->bytes_received > 0 && x->comm_seconds > 0)
-          json << 1.0 - x->comm_wait_seconds / x->comm_seconds;
+        if (x->bytes_received > 0)
+          json << (x->comm_seconds > 0 ? 1.0 - x->comm_wait_seconds / x->comm_seconds : 1.0);
         else
           json << "null";
         json << "}";

@@ -45,7 +45,7 @@ void declare(po::options_description& desc, po::positional_options_description&)
        "job's FLOPs over that), with --backward flops_bwd, seconds_bwd, gflops_bwd; peak_rss_bytes, "
        "tensor_bytes_per_rank and per_rank (each rank's pairs, seconds, GFLOP/s, bytes sent and received in "
        "one pass (the backward's with the all-reduce of 3 int64 that decides whether K / V changed: 24 bytes a rank at P = 2, 32 at P = 3), the fraction of its "
-       "receive time hidden behind compute in the last timed iteration, threads); non_finite: values of o "
+       "receive time hidden behind compute in the last timed iteration, threads); non_finite (cpu): values of o "
        "(and dq, dk, dv) that are not finite, over the ranks (0 unless float32 overflowed: a warning says so). "
        "--device cuda: one GPU's figures and its kernels");
   declare_attention_options(desc, "2048,4096,8192", "1,2,4", AttentionCommand::bench);

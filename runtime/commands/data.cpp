@@ -77,12 +77,11 @@ int run_import(Invocation& invocation) {
               << stats.largest_id << "; vocab " << stats.vocab
               << (ids.vocab > 0 ? "" : " (the largest id + 1; --vocab sets the tokenizer's)") << "; stored as "
               << stats.storage;
-    // Where a pipe set the storage by the inputs' dtypes, one narrower holds the vocabulary: said, with how.
-    const std::string holds = stats.vocab <= 256 ? "uint8" : stats.vocab <= 65536 ? "uint16" : "int32";
-    if (holds != stats.storage)
-      std::cout << " (sized before the pipe was read, by the inputs' dtypes; " << holds << " holds vocab "
-                << stats.vocab << ": --vocab " << stats.vocab << " stores it so, " << stats.tokens << " x "
-                << (holds == "uint8" ? 1 : 2) << " bytes)";
+    // Where a pipe sized the storage before its ids were read, one narrower holds the vocabulary: said, with how.
+    if (stats.narrowest_storage != stats.storage)
+      std::cout << " (sized before the pipe was read; " << stats.narrowest_storage << " holds vocab " << stats.vocab
+                << ": --vocab " << stats.vocab << " stores it so, " << stats.tokens << " x " << stats.narrowest_bytes
+                << " bytes)";
     std::cout << "\n";
     return 0;
   });

@@ -82,7 +82,7 @@ bool same_path(const std::string& a, const std::string& b) {
 }  // namespace
 
 void declare_train_options(po::options_description& d, po::positional_options_description&) {
-  const std::string peak_per_thread = std::to_string(static_cast<int>(kPeakGflopsPerThread));
+  const std::string peak_per_thread = std::to_string(kPeakGflopsPerThread);
   d.add_options()
       ("device", po::value<std::string>()->default_value("cpu"), "where attention runs: cpu, or cuda (one GPU per rank; the rest of the model stays on the CPU)")
       ("dtype", po::value<std::string>()->default_value("fp32"), "the type the attention kernels read q, k, v in: fp32, bf16, fp16 (bf16 / fp16 need --device cuda; under mpirun cuda takes bf16 / fp16; fp32 accumulation)")
@@ -286,7 +286,7 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   if (threads > 0) omp_set_num_threads(threads);
   r.peak_gflops = opt<double>(inv, "train.peak_gflops");
   require(r.peak_gflops >= 0 && std::isfinite(r.peak_gflops),
-          "train.peak_gflops must be a finite number > 0, or 0 (" + std::to_string(static_cast<int>(kPeakGflopsPerThread)) +
+          "train.peak_gflops must be a finite number > 0, or 0 (" + std::to_string(kPeakGflopsPerThread) +
               " a thread)");
 
   train::DataConfig& d = r.data;

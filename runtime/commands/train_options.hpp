@@ -24,7 +24,7 @@ namespace longctx::cli {
 
 // MFU's peak for each thread of a rank when train.peak_gflops is 0: one AVX-512 core (2 FMA x 16 lanes x
 // 2 GHz). (A peak per rank counted a rank of 2 threads as one core: MFU 109%.)
-constexpr double kPeakGflopsPerThread = 128.0;
+constexpr int kPeakGflopsPerThread = 128;
 
 struct TrainOptions {
   train::TrainerConfig trainer;

@@ -34,7 +34,7 @@ expect_exit 0 "raw ids from standard input" -- sh -c "\"$LONGCTX\" data import -
 # Without --vocab a pipe's storage is what its dtype needs (int32 for uint32): said where a narrower one holds
 # the vocabulary, with how to store it so.
 expect_exit 0 "raw uint32 ids from standard input, no --vocab" -- sh -c "/usr/bin/python3 -c \"import numpy, sys; sys.stdout.buffer.write(numpy.arange(5, dtype='<u4').tobytes())\" | \"$LONGCTX\" data import --ids - --ids-dtype uint32 --out wide32.h5 --quiet"
-expect_in "$OUT/stdout" "stored as int32 \(sized before the pipe was read, by the inputs' dtypes; uint8 holds vocab 5: --vocab 5 stores it so, 5 x 1 bytes\)" \
+expect_in "$OUT/stdout" "stored as int32 \(sized before the pipe was read; uint8 holds vocab 5: --vocab 5 stores it so, 5 x 1 bytes\)" \
   "says a narrower storage holds it, and how"
 mkfifo ids.fifo
 timeout 60 sh -c 'cat raw.bin >ids.fifo' </dev/null >/dev/null 2>&1 &
