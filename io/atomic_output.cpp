@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +16,7 @@
 #include <filesystem>
 #include <iterator>
 #include <mutex>
+#include <thread>
 #include <utility>
 
 #include "io/durable.hpp"
@@ -33,12 +35,6 @@ void close_and_sync(h5::File& file, MPI_Comm comm) {
   h5::comm_barrier(comm);
 }
 
-TemporaryFile claim_on_rank0(const std::string& temporary, MPI_Comm comm) {
-  TemporaryFile claimed;
-  run_on_rank0(comm, "claiming " + temporary, [&] { claimed = TemporaryFile::claim(temporary); });
-  return claimed;
-}
-
 namespace {
 
 // The claimed temporary files this process knows of, for the signal handler and the abort path (which
@@ -55,6 +51,12 @@ ClaimSlot g_claim_slots[8];
 // LONGCTX_FAULT_SLOW_SIGNAL_CLEANUP_MS: the handler waits this long before removing the claims, so that
 // a test can send a second signal while the first one is handled (read when the handler is installed).
 long g_cleanup_delay_ms = 0;
+// Claims being made in this process (ClaimingWindow): claimed, or about to be, and not yet registered.
+std::atomic<int> g_claims_in_flight{0};
+// How long a signal handled on another thread meanwhile waits for their registration (see
+// remove_claims_before_abort): an open() and an fstat() take far less, unless the file system hangs.
+constexpr long kClaimWaitMs = 3000;
+constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP};
 
 // Removes the slot's file if its path still names it. Async-signal-safe.
 void remove_if_same(const ClaimSlot& slot) noexcept { unlink_if_same_file(slot.path, slot.device, slot.inode); }
@@ -86,8 +88,7 @@ void remove_claims_on_signals() {
   static std::once_flag once;
   std::call_once(once, [] {
     if (const char* delay = std::getenv("LONGCTX_FAULT_SLOW_SIGNAL_CLEANUP_MS")) g_cleanup_delay_ms = std::atol(delay);
-    constexpr int kSignals[] = {SIGINT, SIGTERM, SIGHUP};
-    for (const int signal : kSignals) {
+    for (const int signal : kStopSignals) {
       struct sigaction current {};
       if (::sigaction(signal, nullptr, &current) != 0 || current.sa_handler != SIG_DFL ||
           (current.sa_flags & SA_SIGINFO) != 0)
@@ -95,35 +96,91 @@ void remove_claims_on_signals() {
       struct sigaction removing {};
       removing.sa_handler = remove_claims_and_reraise;
       sigemptyset(&removing.sa_mask);
-      for (const int other : kSignals) sigaddset(&removing.sa_mask, other);  // one at a time in a thread
+      for (const int other : kStopSignals) sigaddset(&removing.sa_mask, other);  // one at a time in a thread
       ::sigaction(signal, &removing, nullptr);
     }
   });
 }
 
+// From before rank 0 claims a temporary file until it has registered it: this thread holds back SIGINT,
+// SIGTERM and SIGHUP, which it then takes with the file registered (so they remove it), and the claim
+// counts as in flight, for which a handler on another thread waits. Before, a signal handled meanwhile
+// (the second Ctrl-C, while train's main thread claimed its next checkpoint) ended the process with the
+// file left behind. The handler is installed first: one that ends the process by default, on any
+// thread, would leave it too.
+class ClaimingWindow {
+ public:
+  ClaimingWindow() {
+    remove_claims_on_signals();
+    sigset_t stop;
+    sigemptyset(&stop);
+    for (const int signal : kStopSignals) sigaddset(&stop, signal);
+    ::pthread_sigmask(SIG_BLOCK, &stop, &previous_);
+    g_claims_in_flight.fetch_add(1, std::memory_order_acq_rel);
+  }
+  ~ClaimingWindow() {
+    g_claims_in_flight.fetch_sub(1, std::memory_order_acq_rel);
+    ::pthread_sigmask(SIG_SETMASK, &previous_, nullptr);  // a signal held back is taken here
+  }
+  ClaimingWindow(const ClaimingWindow&) = delete;
+  ClaimingWindow& operator=(const ClaimingWindow&) = delete;
+
+ private:
+  sigset_t previous_;
+};
+
+// LONGCTX_FAULT_SLOW_CLAIM_MS: rank 0 waits this long between claiming a file and registering it, so that
+// a test can signal the process then.
+void slow_claim_for_tests() {
+  static const long delay_ms = [] {
+    const char* delay = std::getenv("LONGCTX_FAULT_SLOW_CLAIM_MS");
+    return delay ? std::atol(delay) : 0L;
+  }();
+  if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+}
+
+void identity_of(const TemporaryFile& claim, uint64_t identity[2]) {
+  struct stat held {};
+  if (claim.fd() >= 0 && ::fstat(claim.fd(), &held) == 0)
+    identity[0] = static_cast<uint64_t>(held.st_dev), identity[1] = static_cast<uint64_t>(held.st_ino);
+}
+
 }  // namespace
 
-// Async-signal-safe: the signal handler calls it too.
+// Async-signal-safe: the signal handler calls it too. It waits for the claims in flight (up to
+// kClaimWaitMs), which only another thread makes: the one claiming holds the signals back, and aborts
+// from none of the few calls it makes meanwhile.
 void remove_claims_before_abort() noexcept {
+  const timespec tick{0, 1000000};
+  for (long waited = 0; g_claims_in_flight.load(std::memory_order_acquire) > 0 && waited < kClaimWaitMs; ++waited)
+    ::nanosleep(&tick, nullptr);
   for (ClaimSlot& slot : g_claim_slots)
     if (slot.used.load(std::memory_order_acquire)) remove_if_same(slot);
 }
 
-RegisteredClaim::RegisteredClaim(const TemporaryFile& claim, const std::string& path, MPI_Comm comm)
-    : exceptions_(std::uncaught_exceptions()) {
-  // Rank 0 holds the file and registers it at once (a signal during the broadcast still removes it);
-  // every other rank learns which file it is.
+Claim claim_registered(const std::string& temporary, MPI_Comm comm) {
+  Claim claim;
   uint64_t identity[2] = {0, 0};
-  struct stat held {};
-  if (claim.fd() >= 0 && ::fstat(claim.fd(), &held) == 0) {
-    identity[0] = static_cast<uint64_t>(held.st_dev), identity[1] = static_cast<uint64_t>(held.st_ino);
-    take_slot(path, identity);
-  }
+  // Rank 0 claims the file and registers it in one step (a signal during the broadcast still removes it);
+  // every other rank learns which file it is.
+  run_on_rank0(comm, "claiming " + temporary, [&] {
+    const ClaimingWindow window;
+    claim.file = TemporaryFile::claim(temporary);
+    slow_claim_for_tests();
+    identity_of(claim.file, identity);
+    claim.registered = RegisteredClaim(temporary, identity);
+  });
   if (comm != MPI_COMM_NULL) {
-    watchdog::Guard guard("waiting for rank 0 (claiming " + path + ")");
+    watchdog::Guard guard("waiting for rank 0 (claiming " + temporary + ")");
     LONGCTX_CHECK_MPI(MPI_Bcast(identity, 2, MPI_UINT64_T, 0, comm));
-    if (claim.fd() < 0) take_slot(path, identity);
+    if (claim.file.fd() < 0) claim.registered = RegisteredClaim(temporary, identity);
   }
+  return claim;
+}
+
+RegisteredClaim::RegisteredClaim(const std::string& path, const uint64_t identity[2])
+    : exceptions_(std::uncaught_exceptions()) {
+  take_slot(path, identity);
 }
 
 void RegisteredClaim::take_slot(const std::string& path, const uint64_t identity[2]) {
@@ -137,7 +194,6 @@ void RegisteredClaim::take_slot(const std::string& path, const uint64_t identity
     std::memcpy(slot.path, path.c_str(), path.size() + 1);
     slot.used.store(true, std::memory_order_release);
     slot_ = i;
-    remove_claims_on_signals();
     return;
   }
 }
@@ -169,8 +225,11 @@ void RegisteredClaim::release() noexcept {
   slot_ = -1;
 }
 
-ClaimedEarly::ClaimedEarly(const std::string& temporary, MPI_Comm comm)
-    : claim_(claim_on_rank0(temporary, comm)), registered_(claim_, temporary, comm) {}
+ClaimedEarly::ClaimedEarly(const std::string& temporary, MPI_Comm comm) {
+  Claim claim = claim_registered(temporary, comm);
+  claim_ = std::move(claim.file);
+  registered_ = std::move(claim.registered);
+}
 
 TemporaryFile ClaimedEarly::take() { return std::move(claim_); }
 

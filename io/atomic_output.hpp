@@ -30,12 +30,12 @@ namespace longctx::io {
 // removes it even though rank 0 holds it (Open MPI may SIGKILL rank 0 before it handles its SIGTERM), and
 // only that file, never one another run created at that name since (a run that takes over the file
 // after this job's rank 0 died creates a new one: durable.hpp). (A limit: a rank on another node sees
-// another device number for a network file system and removes nothing.) Collective. At most 8 at a time
-// per process (more go unregistered).
+// another device number for a network file system and removes nothing.) Made by claim_registered. At
+// most 8 at a time per process (more go unregistered).
+struct Claim;
 class RegisteredClaim {
  public:
   RegisteredClaim() = default;
-  RegisteredClaim(const TemporaryFile& claim, const std::string& path, MPI_Comm comm);
   RegisteredClaim(RegisteredClaim&& other) noexcept;
   RegisteredClaim& operator=(RegisteredClaim&& other) noexcept;
   RegisteredClaim(const RegisteredClaim&) = delete;
@@ -47,11 +47,24 @@ class RegisteredClaim {
   void release() noexcept;
 
  private:
+  friend Claim claim_registered(const std::string& temporary, MPI_Comm comm);
+  // Registers the file of that identity (device, inode) at `path`.
+  RegisteredClaim(const std::string& path, const uint64_t identity[2]);
   void take_slot(const std::string& path, const uint64_t identity[2]);
 
   int slot_ = -1;
   int exceptions_ = 0;  // std::uncaught_exceptions() when registered
 };
+
+struct Claim {
+  TemporaryFile file;  // rank 0's (empty on the others)
+  RegisteredClaim registered;
+};
+// TemporaryFile::claim on rank 0, registered on every rank of `comm` (every rank throws rank 0's error, of
+// its kind: UsageError for an unusable or busy temporary file). Collective. Rank 0 claims and registers
+// it with SIGINT, SIGTERM and SIGHUP held back in its thread, and the signal handler on another thread
+// waits for it: a signal never finds the file claimed and not registered, which it would leave behind.
+Claim claim_registered(const std::string& temporary, MPI_Comm comm);
 
 // Removes the registered claims that are still the files registered (see RegisteredClaim). For the path
 // that ends the job with MPI_Abort: no destructor runs on any rank after it.
@@ -64,7 +77,7 @@ extern "C" void remove_claims_and_reraise(int signal);
 
 // An output's temporary file claimed before the work that ends in its write: attend claims OUT.tmp
 // before it reads its inputs, so a second run on the same output is refused at once (exit 2), not after
-// its compute, and no run computes for an output another one is writing. Collective (claim_on_rank0).
+// its compute, and no run computes for an output another one is writing. Collective (claim_registered).
 // Until take() or an AtomicOutput takes the claim, destroying it removes the temporary file again on
 // rank 0: a run that fails or is refused before its write leaves nothing. It is a RegisteredClaim: a job
 // ended by a signal or an abort leaves nothing either.
@@ -129,9 +142,6 @@ void publish_on_rank0(MPI_Comm comm, const std::string& what, Publish&& publish)
 // or busy temporary file, as TemporaryFile::claim throws it).
 template <class Work>
 void run_on_rank0(MPI_Comm comm, const std::string& what, Work&& work);
-// TemporaryFile::claim on rank 0 (other ranks get an empty one); every rank throws rank 0's error, of its
-// kind (UsageError for an unusable or busy temporary file).
-TemporaryFile claim_on_rank0(const std::string& temporary, MPI_Comm comm);
 
 }  // namespace longctx::io
 

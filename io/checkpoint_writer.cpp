@@ -216,8 +216,9 @@ CheckpointWriter::CheckpointWriter(std::string dir, const CheckpointMeta& meta, 
     if (!std::filesystem::is_directory(dir_, looked))
       throw UsageError("cannot create checkpoint directory " + dir_ + ": " + error.message());
   });
-  claim_ = claim_on_rank0(temporary_, comm_);
-  registered_ = RegisteredClaim(claim_, temporary_, comm_);
+  Claim claim = claim_registered(temporary_, comm_);
+  claim_ = std::move(claim.file);
+  registered_ = std::move(claim.registered);
   try {
     file_ = h5::File::create(temporary_, comm_);
   } catch (...) {

@@ -266,6 +266,19 @@ code=$?
 [ "$code" -eq 143 ] && [ "$(cat bad.h5.tmp 2>/dev/null)" = another ] && pass "the handler leaves a file that replaced its claim" \
   || fail "a file that replaced the claim: exit $code, bad.h5.tmp holds '$(cat bad.h5.tmp 2>/dev/null)'"
 rm -f bad.h5.tmp
+# A signal that comes while rank 0 claims the file (claimed, not yet registered for removal: held there for
+# 1 s) waits for the registration and removes it. Before, the process ended with the .tmp left (seen with
+# train's second Ctrl-C, handled on another thread while the main thread claimed its next checkpoint).
+env --default-signal=INT LONGCTX_FAULT_SLOW_CLAIM_MS=1000 "$LONGCTX" attend --input in.h5 --output bad.h5 \
+  --segment-lengths 4,48 --dilation-rates 1,2 --quiet >"$OUT/stdout" 2>"$OUT/stderr" &
+stopped=$!
+for _ in $(seq 1000); do [ -e bad.h5.tmp ] && break; sleep 0.01; done
+kill -INT "$stopped"
+wait "$stopped"
+code=$?
+[ "$code" -eq 130 ] && [ ! -e bad.h5.tmp ] && [ ! -e bad.h5 ] && pass "SIGINT while the output's .tmp is claimed: exit 130, no .tmp left" \
+  || fail "SIGINT while the output's .tmp is claimed: exit $code, $(ls bad.h5.tmp bad.h5 2>/dev/null | tr '\n' ' ')left"
+rm -f bad.h5 bad.h5.tmp
 # stalled_job VARIABLE WHAT OUTPUT: rank 1 of 3 stops where LONGCTX_FAULT_<VARIABLE>=1 says, attend writing
 # OUTPUT at --comm-timeout 3; the job must end fast, not with the outer timeout (124). Output in $OUT.
 # With a 4th argument "ignoring signals", every rank ignores SIGINT, SIGTERM and SIGHUP (no handler runs).
