@@ -1,5 +1,6 @@
 #include "runtime/core/heartbeat.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -35,7 +36,9 @@ double Heartbeat::period_seconds() {
                    "' is no positive number of seconds: progress lines come every 30 s");
     return 30;
   }
-  return seconds;
+  // The clock counts nanoseconds in int64 (292 years): a longer wait (1e10 s, given to silence the lines)
+  // overflowed into the past and said the work millions of times a second. 1e9 s is never in practice.
+  return std::min(seconds, 1e9);
 }
 
 void Heartbeat::run(double period_seconds) {

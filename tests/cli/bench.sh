@@ -57,6 +57,12 @@ expect_exit 0 "LONGCTX_PROGRESS_SECONDS=soon" -- env LONGCTX_PROGRESS_SECONDS=so
   --heads 1 --head-dim 8 --segment-lengths 1024 --dilation-rates 1 --iters 1 --warmup 0 --quiet
 expect_in "$OUT/stderr" "LONGCTX_PROGRESS_SECONDS='soon' is no positive number of seconds: progress lines come every 30 s" \
   "a bad period is warned about"
+# A period longer than the run says nothing (before: from about 9.2e9 s on, the wait overflowed the clock and
+# the line came millions of times a second, and the pass hardly went on).
+expect_exit 0 "LONGCTX_PROGRESS_SECONDS=1e10" -- timeout 120 env LONGCTX_PROGRESS_SECONDS=1e10 "$LONGCTX" bench attention --seq-len 8K \
+  --heads 2 --head-dim 32 --segment-lengths 8192 --dilation-rates 1 --iters 1 --warmup 0 --quiet
+grep -q "running, " "$OUT/stderr" && fail "LONGCTX_PROGRESS_SECONDS=1e10 said progress $(grep -c "running, " "$OUT/stderr") times" ||
+  pass "... says no progress"
 # Ranks allowed on the same CPUs (--bind-to none) share them: without OMP_NUM_THREADS each takes its part
 # (before: each took them all, 2 ranks on 2 cores ran 4 threads). More threads than CPUs are warned about.
 cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # (nproc counts OMP_NUM_THREADS, which ctest sets)
