@@ -295,7 +295,14 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
   cli::Invocation& invocation = *parsed.invocation;
   if (process.rank() == 0 && !invocation.options["quiet"].as<bool>())
     std::fprintf(stderr, "%s", log::printable(cli::describe(invocation, parsed.declared), "\t\n").c_str());
-  return invocation.command.run(invocation);
+  try {
+    return invocation.command.run(invocation);
+  } catch (const UsageError& e) {
+    // One about an option's value found by the run (a train.steps below latest's step) says where the
+    // value came from too, as one from the config phase does.
+    if (e.option().empty()) throw;
+    throw UsageError(e.what() + cli::value_source(invocation, e.option()));
+  }
 }
 
 }  // namespace

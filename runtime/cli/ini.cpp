@@ -65,6 +65,9 @@ std::vector<IniEntry> parse_ini(const std::string& text, const std::string& wher
     std::string raw = text.substr(start, end - start);
     start = end + 1;
     if (!raw.empty() && raw.back() == '\r') raw.pop_back();
+    // A value cut at it would name another file than the one shown (log.jsonl = a<NUL>b wrote `a`).
+    if (raw.find('\0') != std::string::npos)
+      throw UsageError(where + " line " + std::to_string(number) + ": holds a NUL byte (is it a text file?)");
     const std::string line = trim(strip_comment(raw));
     if (line.empty()) continue;
     const std::string at = where + " line " + std::to_string(number);

@@ -21,7 +21,7 @@ namespace {
 void declare_common(po::options_description& desc) {
   desc.add_options()
       ("help,h", "show this help and exit")
-      ("config", po::value<std::string>(), "INI file with options ([section] key=value -> --section.key)")
+      ("config", po::value<std::string>(), "INI file with options ([section] key=value -> --section.key); --config= reads none (not LONGCTX_CONFIG)")
       ("comm-timeout", po::value<double>()->default_value(600.0),
        "seconds any rank waits on a peer before the whole job is aborted (no hangs)")
       ("quiet", po::bool_switch(), "do not print the resolved config");
@@ -73,16 +73,6 @@ std::vector<std::string> likely_options(const std::string& name, const po::optio
   if (!best.empty()) return {best};
   return {};
 }
-
-std::string allowed_options(const po::options_description& desc) {
-  std::string out;
-  for (const auto& option : desc.options()) {
-    if (!out.empty()) out += ", ";
-    out += "--" + option->long_name();
-  }
-  return out;
-}
-
 
 }  // namespace
 
@@ -301,6 +291,18 @@ std::string file_spelling(const std::string& name) {
   return dot == std::string::npos ? name : "[" + name.substr(0, dot) + "] " + name.substr(dot + 1);
 }
 
+// Spelled as the source spells them; a config file's list leaves out what files refuse (help, config).
+std::string allowed_options(const po::options_description& desc, bool in_file) {
+  std::string out;
+  for (const auto& option : desc.options()) {
+    const std::string& name = option->long_name();
+    if (in_file && (name == "help" || name == "config")) continue;
+    if (!out.empty()) out += ", ";
+    out += in_file ? file_spelling(name) : "--" + name;
+  }
+  return out;
+}
+
 
 // Config keys that only other commands have are skipped (one file may serve several commands), but said:
 // a key that looks meant for this command (a top-level `seed` in a train config, which has `[train] seed`)
@@ -416,17 +418,28 @@ void warn_unknown_variables(const std::vector<std::string>& environment_names, c
       if (squeezed(name) == squeezed(variable)) guess = name;
     // Else those within two edits, as the command line's hints (LONGCTX_SEGMENT_LENGTH -> ..._LENGTHS,
     // LONGCTX_CASUAL -> LONGCTX_CAUSAL; before: no hint for them), and a third of the name at most (no
-    // LONGCTX_OUT for LONGCTX_NOPE).
+    // LONGCTX_OUT for LONGCTX_NOPE; before: one edit more where none was nearer, LONGCTX_ITERS for
+    // LONGCTX_STEPS); else those it is with the section left out (LONGCTX_STEPS -> LONGCTX_TRAIN_STEPS).
+    std::vector<std::string> near;
     if (guess.empty()) {
-      size_t nearest = std::min<size_t>(2, (squeezed(variable).size() - squeezed(prefix).size()) / 3) + 1;
-      std::vector<std::string> near;
+      const size_t limit = std::min<size_t>(2, (squeezed(variable).size() - squeezed(prefix).size()) / 3);
+      size_t nearest = limit + 1;
       for (const auto& name : known) {
         const size_t d = edit_distance(squeezed(variable), squeezed(name));
+        if (d > limit) continue;
         if (d < nearest) nearest = d, near.clear();
         if (d == nearest) near.push_back(name);
       }
-      for (size_t i = 0; i < near.size() && i < 3; ++i) guess += (i ? " or " : "") + near[i];
     }
+    if (guess.empty() && near.empty()) {
+      const std::string name_part = "_" + variable.substr(prefix.size());  // after a section: _STEPS
+      for (const auto& name : known) {
+        const size_t section_end = name.find('_', prefix.size());  // sections hold no _
+        if (section_end != std::string::npos && name.compare(section_end, std::string::npos, name_part) == 0)
+          near.push_back(name);
+      }
+    }
+    for (size_t i = 0; i < near.size() && i < 3; ++i) guess += (i ? " or " : "") + near[i];
     log::warn_once("environment variable " + variable +
                    " is neither an option of a longctx command nor a setting it knows: ignored" +
                    (guess.empty() ? "" : "; did you mean " + guess + "?") +
@@ -524,7 +537,9 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     std::optional<std::string> config_path;
     std::string config_given_by;
     if (invocation.options.count("config")) {
-      config_path = invocation.options["config"].as<std::string>();
+      // `--config=` (or '') reads none, as for other file options: the way to leave LONGCTX_CONFIG out.
+      const std::string given = invocation.options["config"].as<std::string>();
+      if (!given.empty()) config_path = given;
       config_given_by = "--config";
     } else if (auto from_env = getenv(env_name("config")); from_env && !from_env->empty()) {
       config_path = *from_env;
@@ -626,7 +641,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
       guesses.push_back(in_file ? file_spelling(name) : "--" + name);
     throw UsageError("unknown option '" + e.get_option_name() + "' for " + where +
                      (source.empty() ? "" : " (from " + source + ")") +
-                     (guesses.empty() ? "; allowed: " + allowed_options(declared) : "; did you mean " + joined(guesses, " or ") + "?"));
+                     (guesses.empty() ? "; allowed: " + allowed_options(declared, in_file) : "; did you mean " + joined(guesses, " or ") + "?"));
   } catch (const po::invalid_option_value& e) {
     std::string name = e.get_option_name();
     name.erase(0, name.find_first_not_of('-'));

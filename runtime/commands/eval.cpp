@@ -116,13 +116,13 @@ std::vector<double> parse_depths(const Invocation& inv, const std::string& task)
   if (task != "passkey") {
     if (inv.sources.at("depths") != "default")
       throw UsageError("--depths=" + text + ": only the passkey task has one record to place (the checkpoint's data.task is " +
-                           task + "): leave --depths out" + value_source(inv, "depths"),
+                           task + "): leave --depths out",
                        "depths");
     return {-1};
   }
   if (items.size() > 1 && std::find(items.begin(), items.end(), "random") != items.end())
     throw UsageError("--depths=" + text + ": `random` stands alone (each sequence's depth drawn as train draws it), "
-                         "not in a list of percents" + value_source(inv, "depths"),
+                         "not in a list of percents",
                      "depths");
   std::vector<double> depths;
   for (const std::string& item : items) {
@@ -130,11 +130,10 @@ std::vector<double> parse_depths(const Invocation& inv, const std::string& task)
     const double percent = std::strtod(item.c_str(), &end);
     const bool decimal = !item.empty() && item.find_first_not_of("0123456789.") == std::string::npos;
     if (!decimal || end != item.c_str() + item.size() || percent > 100)
-      throw UsageError("--depths=" + text + ": '" + item + "' is not a percent in [0, 100] (or give `random`)" +
-                           value_source(inv, "depths"),
+      throw UsageError("--depths=" + text + ": '" + item + "' is not a percent in [0, 100] (or give `random`)",
                        "depths");
     if (std::find(depths.begin(), depths.end(), percent) != depths.end())
-      throw UsageError("--depths=" + text + ": " + item + " is given twice" + value_source(inv, "depths"), "depths");
+      throw UsageError("--depths=" + text + ": " + item + " is given twice", "depths");
     depths.push_back(percent);
   }
   return depths;
@@ -196,22 +195,20 @@ EvalPlan plan_eval(const Invocation& inv) {
 
   const int threads = opt<int>(inv, "threads");
   if (threads < 0 || threads > kMaxThreads)
-    throw UsageError("--threads=" + std::to_string(threads) + ": must be in [0, " + std::to_string(kMaxThreads) + "]" +
-                         value_source(inv, "threads"),
+    throw UsageError("--threads=" + std::to_string(threads) + ": must be in [0, " + std::to_string(kMaxThreads) + "]",
                      "threads");
   const std::string seq_len = opt<std::string>(inv, "seq-len");
   plan.lengths = seq_len.empty() ? std::vector<int64_t>{plan.trained_seq_len} : parse_size_list("seq-len", seq_len);
   for (size_t i = 0; i < plan.lengths.size(); ++i) {
     const int64_t n = plan.lengths[i];
-    if (n < 2) throw UsageError("--seq-len=" + seq_len + ": each length must be >= 2" + value_source(inv, "seq-len"), "seq-len");
+    if (n < 2) throw UsageError("--seq-len=" + seq_len + ": each length must be >= 2", "seq-len");
     if (std::find(plan.lengths.begin(), plan.lengths.begin() + static_cast<std::ptrdiff_t>(i), n) != plan.lengths.begin() + static_cast<std::ptrdiff_t>(i))
-      throw UsageError("--seq-len=" + seq_len + ": " + std::to_string(n) + " is given twice" + value_source(inv, "seq-len"),
+      throw UsageError("--seq-len=" + seq_len + ": " + std::to_string(n) + " is given twice",
                        "seq-len");
   }
   plan.sequences = opt<int64_t>(inv, "sequences");
   if (plan.sequences < 1 || plan.sequences > 1000000)
-    throw UsageError("--sequences=" + std::to_string(plan.sequences) + ": must be in [1, 1000000]" +
-                         value_source(inv, "sequences"),
+    throw UsageError("--sequences=" + std::to_string(plan.sequences) + ": must be in [1, 1000000]",
                      "sequences");
   plan.depths = parse_depths(inv, task);
   const std::string data_path = opt<std::string>(inv, "data-path");

@@ -603,8 +603,9 @@ int train_run(Invocation& inv, RunRecord& record) {
 }
 
 // train_run, then log.summary (rank 0), whatever the end: done, stopped, or failed on rank 0 (a failure on
-// another rank alone ends the job without one), but a usage or config error (exit 2). A summary that cannot be written fails a run that was done
-// (what it ran for is not all there), and is said but leaves a stop's 75 (the requeue) or a failure's code.
+// another rank alone ends the job without one), but a usage or config error (exit 2) before the run's
+// work. A summary that cannot be written fails a run that was done (what it ran for is not all there), and
+// is said but leaves a stop's 75 (the requeue) or a failure's code.
 int run_train(Invocation& inv) {
   catch_train_stop_signals();  // again: MPI_Init or a launcher may have blocked them since main()
   const auto start = std::chrono::steady_clock::now();

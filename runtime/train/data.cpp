@@ -197,7 +197,8 @@ class FileDataset : public Dataset {
       throw UsageError("model.vocab=" + std::to_string(c_.vocab) + " is smaller than the vocabulary (" +
                        std::to_string(reader_.vocab()) + ") of data.path=" + c_.path + ": a new run needs model.vocab >= " +
                        std::to_string(reader_.vocab()) + "; a checkpoint's model keeps its vocabulary, so a resume or "
-                       "eval needs a file of ids below it");
+                       "eval needs a file of ids below it",
+                       "model.vocab");
     sequences_ = reader_.sequence_count(c_.seq_len);
     // The file is whole; the length asked of it is what to change (exit 2, as eval's --seq-len past a file).
     if (sequences_ < 1)

@@ -1,5 +1,6 @@
 #include "runtime/train/train_state_io.hpp"
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -8,7 +9,6 @@
 #include <map>
 #include <optional>
 #include <set>
-#include <sstream>
 
 #include "io/checkpoint.hpp"
 #include "io/digest.hpp"
@@ -92,13 +92,22 @@ std::string canonical(const std::string& text) {
     return joined;
   } catch (const Error&) {
   }
+  // An integer past int64 (a train.seed up to 2^64-1) as itself: as a double, neighbours compared equal.
+  if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos) {
+    errno = 0;
+    const unsigned long long integer = std::strtoull(text.c_str(), nullptr, 10);
+    if (errno == 0) return std::to_string(integer);
+  }
   char* end = nullptr;
   const double number = std::strtod(text.c_str(), &end);
   if (!text.empty() && end == text.c_str() + text.size()) {
-    std::ostringstream out;
-    out.precision(17);
-    out << number;
-    return out.str();
+    // The fewest digits that read back as the same double: 0.05, not 0.050000000000000003.
+    char shortest[32];
+    for (int digits = 1; digits <= 17; ++digits) {
+      std::snprintf(shortest, sizeof shortest, "%.*g", digits, number);
+      if (std::strtod(shortest, nullptr) == number) break;
+    }
+    return shortest;
   }
   if (const auto on = cli::switch_word(text)) return *on ? "1" : "0";
   return text;

@@ -40,6 +40,8 @@ config_case 2 "a # right after a number" 'comm-timeout = 30#x\n' "'30#x'.*comm-t
 # A UTF-8 byte order mark (Windows editors) and \r\n line ends are read as any other file.
 config_case 0 "a byte order mark and CRLF line ends" '\xEF\xBB\xBFcomm-timeout = 33\r\n[model]\r\nlayers = 2\r\n' \
   "comm-timeout = 33  \[config"
+# A NUL byte is refused, naming the line (before: the value was cut there, and a file name ended at it).
+config_case 2 "a NUL byte in a value" 'comm-timeout = 33\n[log]\njsonl = a\0b.jsonl\n' "case.ini line 3: holds a NUL byte"
 
 # An empty value is an error for number and on/off options (Boost read 'quiet =' as on), naming the file
 # and line; for a text option it is '' (train's data.path / log.jsonl / ..., as a checkpoint's /config has them).
@@ -77,6 +79,10 @@ expect_exit 2 "LONGCTX_CONFIG naming no file" -- env LONGCTX_CONFIG="$OUT/nope.i
 expect_in "$OUT/stderr" "environment variable LONGCTX_CONFIG: '$OUT/nope.ini' does not exist" "says it came from the environment"
 expect_exit 2 "--config naming no file" -- "$LONGCTX" info --config "$OUT/nope.ini"
 expect_in "$OUT/stderr" "error: --config: '$OUT/nope.ini' does not exist" "says it came from --config"
+# --config= reads no file, as other file options get none: LONGCTX_CONFIG left out without unsetting it
+# (before: "--config: '' does not exist", exit 2).
+expect_exit 0 "--config= with LONGCTX_CONFIG set" -- env LONGCTX_CONFIG="$OUT/other.ini" "$LONGCTX" info --config=
+expect_in "$OUT/stderr" "comm-timeout = 600  \[default\]" "... reads none"
 
 # One file may serve several commands: keys only other commands have are skipped, but said, once, naming
 # them and their commands; a top-level key that this command has under a section gets a guess.
@@ -236,6 +242,9 @@ expect_in "$OUT/stderr" "did you mean --checkpoint.keep\?$" "--checkpoint.keep"
 printf 'hepl = 1\n' >"$OUT/hepl.ini"
 expect_exit 2 "hepl = 1 in a file" -- "$LONGCTX" info --config "$OUT/hepl.ini"
 grep -q "did you mean" "$OUT/stderr" && fail "suggested a key files refuse" || pass "help is no suggestion in a file"
+# ... nor in the list of the keys a file may hold, which it spells as a file does (before: "--help, --config,
+# --comm-timeout, --quiet").
+expect_in "$OUT/stderr" "unknown option 'hepl' .*; allowed: comm-timeout, quiet$" "the list: the file's keys, as a file spells them"
 expect_exit 2 "--xyz" -- "$LONGCTX" train --xyz --quiet
 expect_in "$OUT/stderr" "unknown option '--xyz'.*; allowed: --device, " "far from all: the list"
 # The resolved config quotes a text value where it would hide something: a blank in a list item, blanks at
@@ -252,7 +261,7 @@ expect_in "$OUT/stderr" "LONGCTX_SEED sets 'seed', an option of other commands, 
 expect_exit 0 "LONGCTX_SEED for info, which has no seed" -- env LONGCTX_SEED=42 "$LONGCTX" info --quiet
 grep -q "LONGCTX_SEED" "$OUT/stderr" && fail "info warned about LONGCTX_SEED" || pass "no word: a shared environment"
 expect_exit 0 "misspelt variables" -- env LONGCTX_SEQLEN=8 LONGCTX_MODEL.LAYERS=4 LONGCTX_NOPE=1 LONGCTX_SEGMENT_LENGTH=5 \
-  LONGCTX_CASUAL=1 "$LONGCTX" info --quiet
+  LONGCTX_CASUAL=1 LONGCTX_STEPS=4 "$LONGCTX" info --quiet
 expect_in "$OUT/stderr" "environment variable LONGCTX_SEQLEN is neither an option of a longctx command nor a setting it knows: ignored; did you mean LONGCTX_SEQ_LEN\?" \
   "LONGCTX_SEQLEN: did you mean LONGCTX_SEQ_LEN?"
 expect_in "$OUT/stderr" "environment variable LONGCTX_MODEL.LAYERS .*did you mean LONGCTX_MODEL_LAYERS\?" \
@@ -263,6 +272,10 @@ expect_in "$OUT/stderr" "environment variable LONGCTX_NOPE .*: ignored \(an opti
 expect_in "$OUT/stderr" "environment variable LONGCTX_SEGMENT_LENGTH .*did you mean LONGCTX_SEGMENT_LENGTHS\?" \
   "LONGCTX_SEGMENT_LENGTH: did you mean LONGCTX_SEGMENT_LENGTHS?"
 expect_in "$OUT/stderr" "environment variable LONGCTX_CASUAL .*did you mean LONGCTX_CAUSAL\?" "LONGCTX_CASUAL: did you mean LONGCTX_CAUSAL?"
+# Not two edits in a name of five letters (before: LONGCTX_ITERS, bench's), but the options it names with
+# their section left out.
+expect_in "$OUT/stderr" "environment variable LONGCTX_STEPS .*did you mean LONGCTX_DUMP_STEPS or LONGCTX_TRAIN_STEPS\?" \
+  "LONGCTX_STEPS: did you mean LONGCTX_DUMP_STEPS or LONGCTX_TRAIN_STEPS?"
 expect_exit 0 "known variables" -- env LONGCTX_FLASH_FUSE=auto LONGCTX_FAULT_STALL_RANK=9 LONGCTX_BUILD=build \
   LONGCTX_SEED=3 LONGCTX_MODEL_LAYERS=2 LONGCTX_NOPE= "$LONGCTX" info --quiet
 grep -q "environment variable" "$OUT/stderr" && fail "warned about a known or empty variable" ||

@@ -148,6 +148,9 @@ expect_in "$OUT/stdout" "documents 2  tokens per document: min 12, median 1506, 
 expect_in "$OUT/stdout" "at seq_len 128: 23 sequence\(s\), 22 to train on, 1 held out" "counts the sequences train uses"
 expect_in "$OUT/stdout" "^  digest 0x[0-9a-f]{16}$" "shows /tokens' digest"
 expect_exit 2 "inspect --seq-len -5" -- "$LONGCTX" data inspect ab.h5 --seq-len -5 --quiet
+# 1 is no length train takes (before: "N to train on" for it).
+expect_exit 2 "inspect --seq-len 1" -- "$LONGCTX" data inspect ab.h5 --seq-len 1 --quiet
+expect_in "$OUT/stderr" "--seq-len 1: it must be >= 2, as data.seq_len" "... says why"
 expect_exit 0 "inspect --json" -- "$LONGCTX" data inspect ab.h5 --seq-len 128 --json --quiet
 /usr/bin/python3 -c "
 import json, sys

@@ -199,6 +199,10 @@ expect_exit 2 "--depths 0x10" -- "$LONGCTX" eval ck --quiet --depths 0x10
 expect_exit 2 "--depths 5,5" -- "$LONGCTX" eval ck --quiet --depths 5,5
 expect_exit 2 "--seq-len 256,1K,256" -- "$LONGCTX" eval ck --quiet --seq-len 256,1K,256
 expect_in "$OUT/stderr" "256 is given twice" "... names it"
+# Where a value came from is said once (before: twice, each check adding it as the config phase does).
+expect_exit 2 "LONGCTX_DEPTHS=101" -- env LONGCTX_DEPTHS=101 "$LONGCTX" eval ck --quiet
+[ "$(grep -o "(from environment variable LONGCTX_DEPTHS)" "$OUT/stderr" | wc -l)" -eq 1 ] &&
+  pass "... says once that it came from LONGCTX_DEPTHS" || fail "source said not once: $(cat "$OUT/stderr")"
 expect_exit 2 "no checkpoint given" -- "$LONGCTX" eval --quiet
 expect_in "$OUT/stderr" "needs a checkpoint" "... says what it needs"
 mkdir empty

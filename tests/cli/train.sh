@@ -255,6 +255,10 @@ ls "$OUT/ck" >"$OUT/ck.before"
 expect_exit 3 "checkpoint of another head count" -- "$LONGCTX" train "${BASE[@]}" --model.heads 8 --model.dim 32 \
   --model.segment_lengths 32,128,256 --data.seq_len 256 --train.steps 9 --checkpoint.dir "$OUT/ck" --checkpoint.keep 1
 expect_in "$OUT/stderr" "a different model: model.heads = 4 there, 8 here" "names the option that differs"
+# A number is said in the fewest digits that are it (before: 0.050000000000000003 (given as 0.05)).
+expect_exit 3 "checkpoint of another model.init_std" -- "$LONGCTX" train "${SMALL[@]}" --model.init_std 0.05 \
+  --train.steps 9 --checkpoint.dir "$OUT/ck"
+expect_in "$OUT/stderr" "a different model: model.init_std = 0.02 there, 0.05 here; " "... as written"
 ! grep -q "Older checkpoints" "$OUT/stderr" && pass "no hint to resume from an older checkpoint (of the same model)" \
   || fail "hinted at older checkpoints for a model mismatch"
 expect_exit 3 "checkpoint of another schedule" -- "$LONGCTX" train "${BASE[@]}" --model.heads 4 --model.dim 32 \
@@ -646,6 +650,13 @@ expect_exit 0 "resume with other train.clip, train.beta2, train.steps and train.
 expect_in "$OUT/stderr" "step_00000001.h5: train.beta2 was 0.95, continuing with 0.5; train.clip was [0-9.e-]+, continuing with 0.25; train.steps was 1, continuing with 2 \(the run goes on with these settings" \
   "says what changed"
 grep -q "train.threads was" "$OUT/stderr" && fail "warned about train.threads" || pass "... and not train.threads"
+# A train.seed past int64 is compared as itself (before: as a double, 2^64-1 and 2^64-2 were the same seed,
+# and the change, which alters the data, went unsaid).
+expect_exit 0 "a checkpoint with train.seed 2^64-1" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 \
+  --train.seed 18446744073709551615 --checkpoint.dir "$OUT/seed"
+expect_exit 0 "resume with train.seed 2^64-2" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 \
+  --train.seed 18446744073709551614 --checkpoint.dir "$OUT/seed"
+expect_in "$OUT/stderr" "train.seed was 18446744073709551615, continuing with 18446744073709551614;" "says the seed changed"
 # A damaged latest is refused (exit 3, nothing changed); the message lists the older checkpoints, newest
 # first, and how to resume from one (before: the checksum error alone). Following it resumes and trains
 # the steps after it again.
@@ -1209,6 +1220,30 @@ expect_exit 2 "train.steps 3 below latest's step 4" -- "$LONGCTX" train "${EV3[@
   --log.summary "$OUT/ev.summary.json"
 cmp -s "$OUT/ev.summary.json" "$OUT/ev.summary.done" && pass "... log.summary left as it was" ||
   fail "log.summary: $(cat "$OUT/ev.summary.json")"
+# ... given by the environment, the error says so, as the config phase's do (before: not, found by the run).
+EV_NO_STEPS=("${EV20[@]}")
+for i in "${!EV_NO_STEPS[@]}"; do [ "${EV_NO_STEPS[$i]:-}" = --train.steps ] && unset 'EV_NO_STEPS[i]' 'EV_NO_STEPS[i + 1]'; done
+expect_exit 2 "LONGCTX_TRAIN_STEPS=3 below latest's step 4" -- env LONGCTX_TRAIN_STEPS=3 "$LONGCTX" train \
+  "${EV_NO_STEPS[@]}" --checkpoint.dir "$OUT/ev" --log.summary "$OUT/ev.summary.json"
+expect_in "$OUT/stderr" "train.steps=3: checkpoint.dir's latest.*\(from environment variable LONGCTX_TRAIN_STEPS\)$" "... says it came from LONGCTX_TRAIN_STEPS"
+# One after the work began ends a run that trained, and its log.summary says so: here step 4's checkpoint
+# .tmp, which another process made and holds once the run had started (stopped before its work).
+LONGCTX_FAULT_STOP_BEFORE_WORK=1 "$LONGCTX" train "${SMALL[@]}" --train.steps 4 --checkpoint.dir "$OUT/heldck" \
+  --checkpoint.every 2 --log.summary "$OUT/heldck.summary.json" >"$OUT/heldck.out" 2>"$OUT/heldck.err" &
+pid=$!
+for _ in $(seq 400); do [ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" = T ] && break; sleep 0.05; done
+mkdir -p "$OUT/heldck"
+/usr/bin/python3 -c "import fcntl, sys, time; f = open(sys.argv[1] + '/step_00000004.h5.tmp', 'w')
+fcntl.lockf(f, fcntl.LOCK_EX); open(sys.argv[1] + '.ready', 'w').close(); time.sleep(60)" "$OUT/heldck" &
+holder=$!
+for _ in $(seq 100); do [ -e "$OUT/heldck.ready" ] && break; sleep 0.1; done
+kill -CONT $pid
+wait $pid; code=$?
+kill $holder
+[ "$code" -eq 2 ] && pass "a checkpoint's .tmp held by another process after the start: exit 2" ||
+  { fail "a held checkpoint .tmp after the start: exit $code"; tail -3 "$OUT/heldck.err"; }
+expect_in "$OUT/heldck.summary.json" '"outcome": "failed", "exit": 2, "signal": null, "error": "temporary file .*step_00000004.h5.tmp. is being written by another running process.*", "first_step": 0, "step": 4, "steps_trained": 4, .*"checkpoint_step": 2,' \
+  "... log.summary: failed, exit 2, 4 steps trained, the checkpoint at 2"
 if [ "$(grep -c '"eval_loss"' "$OUT/ev0.jsonl")" -eq 2 ] && diff <(untimed "$OUT/ev0.jsonl") <(untimed "$OUT/ev.jsonl") >/dev/null; then
   pass "interrupted in an evaluation + resumed: log.jsonl = the uninterrupted run's (losses and evaluations)"
 else fail "log.jsonl differs after a stop in an evaluation"; diff <(untimed "$OUT/ev0.jsonl") <(untimed "$OUT/ev.jsonl") | head; fi
