@@ -8,6 +8,10 @@
 #                                 miss the cluster's jobs and leave their ranks running without a controller)
 #   longctx_slurm_answers STATE   the slurmctld answering through STATE/slurm.conf is the one that keeps
 #                                 its state in STATE (jobs/slurm/start-local.sh), not another cluster's
+#   longctx_slurm_daemon_pid STATE DAEMON   the pid in STATE/DAEMON.pid (slurmctld, slurmd) when that process
+#                                 runs and is DAEMON: a pid file outlives a daemon killed with -9 (or by the
+#                                 OOM killer), and its number may be another process's by now
+#   longctx_slurm_steps STATE     pids of the slurmstepd processes (running jobs) of the cluster of STATE
 #   longctx_script_args SCRIPT MODE ARGS...   -h / --help: SCRIPT's header comment, exit 0; MODE no_args
 #                                 refuses any other argument (exit 2), before the script does anything
 set -euo pipefail
@@ -65,6 +69,21 @@ longctx_slurm_state() { realpath -m -- "${LONGCTX_SLURM_STATE:-/tmp/longctx-slur
 
 longctx_slurm_answers() {
   [ "$(SLURM_CONF="$1/slurm.conf" scontrol show config 2>/dev/null | sed -n 's/^StateSaveLocation *= *//p')" = "$1/ctld" ]
+}
+
+longctx_slurm_daemon_pid() {
+  local pid
+  pid="$(cat "$1/$2.pid" 2>/dev/null)" || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ] && echo "$pid"
+}
+
+# By the SLURM_CONF they inherit from the slurmd started for STATE (start-local.sh).
+longctx_slurm_steps() {
+  local pid
+  for pid in $(pgrep -x slurmstepd || true); do
+    longctx_sudo cat "/proc/$pid/environ" 2>/dev/null | tr '\0' '\n' | grep -qxF "SLURM_CONF=$1/slurm.conf" && echo "$pid"
+  done
+  return 0
 }
 
 # Starts munged (Slurm's authentication) unless it runs, with a key made on first use.

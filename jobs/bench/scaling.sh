@@ -30,7 +30,10 @@
 # Exit 0 when every job ran, 1 when one failed (or its JSON could not be kept in RESULTS), 2 for a bad
 # setting, 129 / 130 / 143 when stopped by SIGHUP / SIGINT / SIGTERM, to its process group (Ctrl-C, Slurm)
 # or to the script alone (kill PID, timeout): the running job ends within a few seconds, not at its end (to
-# the script alone, 6 s after the signal). What longctx warned about is printed in every case.
+# the script alone, 6 s after the signal). What longctx warned about is printed in every case. Started
+# with SIGINT ignored (`cmd &` in a script: bash ignores it for background jobs), it cannot take SIGINT:
+# alone it is ignored, and to the group it ends the running job, a failure (exit 1); start it with
+# `env --default-signal=INT` (coreutils 8.31 on) there.
 [ -n "${BASH_VERSION:-}" ] || { echo "scaling.sh: run it with bash (jobs/bench/scaling.sh, or bash scaling.sh)" >&2; exit 2; }
 if [ $# -gt 0 ]; then
   case "$1" in

@@ -35,13 +35,15 @@ for setting in "LONGCTX_SLURM_CPUS=${LONGCTX_SLURM_CPUS:-4}" "LONGCTX_SLURM_CTLD
 done
 mkdir -p "$state/ctld" "$state/d"
 host="$(hostname -s)"
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# DAEMON of this state directory runs (its pid file names a live DAEMON: before, any live process, so a
+# stale file whose number was reused kept the daemon from starting, and the wait below went on ~11 min).
+pid_alive() { [ -n "$(longctx_slurm_daemon_pid "$state" "$1")" ]; }
 sed -e "s|@HOST@|$host|g" -e "s|@USER@|$(id -un)|g" -e "s|@STATE@|$state|g" \
     -e "s|@CPUS@|${LONGCTX_SLURM_CPUS:-4}|g" -e "s|@CTLD_PORT@|${LONGCTX_SLURM_CTLD_PORT:-16817}|g" \
     -e "s|@D_PORT@|${LONGCTX_SLURM_D_PORT:-16818}|g" "$here/slurm.conf.in" >"$state/slurm.conf.new"
 # Daemons running on this directory keep the settings they started with: a slurm.conf rewritten under them
 # (before: always) cut them off from every client, stop-local.sh included, and the wait below went on ~10 min.
-if { pid_alive "$state/slurmctld.pid" || pid_alive "$state/slurmd.pid"; } &&
+if { pid_alive slurmctld || pid_alive slurmd; } &&
    ! cmp -s "$state/slurm.conf" "$state/slurm.conf.new"; then
   rm -f "$state/slurm.conf.new"
   if [ -s "$state/slurm.conf" ]; then
@@ -61,7 +63,7 @@ longctx_start_munge
 started=()  # the daemons this run started: stopped again if it fails
 # -c (a clean start) only where nothing was saved: a controller restarted on its own state recovers the
 # queue (before: -c always, which silently dropped pending and requeued jobs).
-if ! pid_alive "$state/slurmctld.pid"; then
+if ! pid_alive slurmctld; then
   started+=(slurmctld)
   if [ -n "$(ls -A "$state/ctld")" ]; then
     echo "[slurm] slurmctld recovers the jobs saved in $state/ctld" >&2
@@ -70,29 +72,29 @@ if ! pid_alive "$state/slurmctld.pid"; then
     longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmctld -c -f "$SLURM_CONF"
   fi
 fi
-pid_alive "$state/slurmd.pid" || { started+=(slurmd); longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmd -f "$SLURM_CONF"; }
+pid_alive slurmd || { started+=(slurmd); longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmd -f "$SLURM_CONF"; }
 
 # Ours: both daemons of this state directory alive, and the controller that answers keeps its state here.
-ours() { pid_alive "$state/slurmctld.pid" && pid_alive "$state/slurmd.pid" && longctx_slurm_answers "$state"; }
+ours() { pid_alive slurmctld && pid_alive slurmd && longctx_slurm_answers "$state"; }
 # A daemon that exits (a bad port, a config it cannot read) ends the wait: before, it went on for its 60
 # rounds, each `sinfo` waiting ~10 s for a controller that was gone.
 for i in $(seq 1 60); do
   node_state="$(timeout 10 sinfo -h -N -o %t 2>/dev/null | head -1 || true)"
   case "$node_state" in idle|mix|alloc) ours && { echo "export SLURM_CONF='$SLURM_CONF'"; exit 0; } ;; esac
-  [ "$i" -ge 3 ] && ! { pid_alive "$state/slurmctld.pid" && pid_alive "$state/slurmd.pid"; } && break
+  [ "$i" -ge 3 ] && ! { pid_alive slurmctld && pid_alive slurmd; } && break
   sleep 1
 done
 if ! ours; then
   echo "[slurm] the daemons started for $state are not running or not the ones answering on ports" \
        "${LONGCTX_SLURM_CTLD_PORT:-16817}/${LONGCTX_SLURM_D_PORT:-16818} (another cluster on them? set" \
        "LONGCTX_SLURM_CTLD_PORT / LONGCTX_SLURM_D_PORT); logs in $state" >&2
-  for daemon in slurmctld slurmd; do pid_alive "$state/$daemon.pid" || rm -f "$state/$daemon.pid"; done
+  for daemon in slurmctld slurmd; do pid_alive $daemon || rm -f "$state/$daemon.pid"; done
 else
   echo "[slurm] node did not become idle (state '${node_state:-?}'); logs in $state" >&2
 fi
 tail -n 5 "$state/slurmctld.log" "$state/slurmd.log" >&2 || true
 for daemon in "${started[@]}"; do
-  if pid_alive "$state/$daemon.pid"; then
+  if pid_alive $daemon; then
     pid=$(cat "$state/$daemon.pid")
     longctx_sudo kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done

@@ -31,6 +31,10 @@ for script in device/gpu_check.sh device/pack_runtime.sh device/check_pack.sh sl
   expect_exit 2 "$script --bogus" -- env OUT="$OUT/gc" bash "$ROOT/jobs/$script" --bogus
   expect_in "$OUT/stderr" "unknown option '--bogus'" "$script names the option"
 done
+# A script that starts with #! runs as its usage shows (jobs/slurm/info.sbatch --help; before: "Permission
+# denied", exit 126, for it and two jobs/bench helpers).
+not_executable=$(find "$ROOT/jobs" -type f ! -perm -u+x -exec sh -c 'head -c 2 "$1" | grep -q "^#!"' _ {} \; -print)
+[ -z "$not_executable" ] && pass "every jobs/ script with a #! line is executable" || fail "not executable: $not_executable"
 # train.sbatch passes its arguments to longctx train, but a first --help is its own (before: srun, then
 # longctx train's help; without a cluster, srun's "fatal" and exit 1).
 expect_exit 0 "train.sbatch --help" -- env -u SLURM_CONF bash "$ROOT/jobs/slurm/train.sbatch" --help
@@ -229,8 +233,15 @@ mv "$OUT/slurm.conf.aside" "$OUT/slurm/slurm.conf"
 pending=$(sbatch --parsable --begin=now+3600 --output=/dev/null --wrap 'true')
 ctld_pid=$(cat "$OUT/slurm/slurmctld.pid")
 kill "$ctld_pid"; for _ in $(seq 50); do kill -0 "$ctld_pid" 2>/dev/null || break; sleep 0.2; done
-expect_exit 0 "start-local.sh after the controller stopped" -- bash "$ROOT/jobs/slurm/start-local.sh"
+# Its pid file naming another process by now (a controller killed with -9 leaves it; numbers are reused):
+# started all the same (before: taken for the running controller, and start-local.sh waited ~11 minutes).
+sleep 900 &
+other=$!
+echo "$other" >"$OUT/slurm/slurmctld.pid"
+expect_exit 0 "start-local.sh after the controller stopped, its pid file naming another process" -- \
+  timeout 120 bash "$ROOT/jobs/slurm/start-local.sh"
 expect_in "$OUT/stderr" "slurmctld recovers the jobs saved in $OUT/slurm/ctld" "says it recovers the saved jobs"
+kill -0 "$other" 2>/dev/null && pass "... the other process left alone" || fail "the process the stale pid file named is gone"
 grep -qx "$pending" <<<"$(squeue -h -o %i)" && pass "the pending job $pending is still queued" ||
   fail "queue after the restart: $(squeue -h -o '%i %T' | xargs)"
 scancel "$pending" 2>/dev/null
@@ -268,4 +279,23 @@ if wait_for_step "$OUT/stop.jsonl" 5; then
 else
   fail "train.sbatch (stop) did not reach step 5"; tail -5 "$OUT/stop.out"; scancel "$jid"
 fi
+# The controller gone (killed, crashed) while a job runs, and its pid file naming another process by now:
+# stop-local.sh ends the job's processes as scancel would (before: it said nothing, and they ran on with
+# no controller), and leaves that process alone (before: SIGTERM, then SIGKILL, whatever it was).
+eval "$(bash "$ROOT/jobs/slurm/start-local.sh")" || fail "could not start Slurm again"
+jid=$(sbatch --parsable --output=/dev/null --wrap "srun sleep 301")
+for _ in $(seq 60); do pgrep -xf "sleep 301" >/dev/null && break; sleep 0.5; done
+ctld_pid=$(cat "$OUT/slurm/slurmctld.pid")
+kill -9 "$ctld_pid"; for _ in $(seq 50); do kill -0 "$ctld_pid" 2>/dev/null || break; sleep 0.2; done
+echo "$other" >"$OUT/slurm/slurmctld.pid"
+steps_of() { bash -c 'source "$1/jobs/lib.sh"; longctx_slurm_steps "$2"' _ "$ROOT" "$OUT/slurm"; }
+[ -n "$(steps_of)" ] && pass "the job's steps are found by their SLURM_CONF" || fail "no job step found: $(pgrep -a slurmstepd)"
+expect_exit 0 "stop-local.sh with a job running and its controller gone" -- timeout 180 bash "$ROOT/jobs/slurm/stop-local.sh"
+expect_in "$OUT/stderr" "the controller of $OUT/slurm is not running, and job steps of it are \([0-9]+ slurmstepd.*\): ending their processes as scancel would \(SIGTERM" \
+  "says it ends the job's processes"
+expect_in "$OUT/stderr" "slurmctld.pid names no running slurmctld .*: removed" "says the pid file was stale"
+kill -0 "$other" 2>/dev/null && pass "... and leaves the process it named alone" || fail "killed the process a stale pid file named"
+! pgrep -xf "sleep 301" >/dev/null && [ -z "$(steps_of)" ] && pass "no process of the job is left" ||
+  { fail "left: $(pgrep -af "sleep 301") steps $(steps_of | xargs)"; pkill -xf "sleep 301"; kill -9 $(steps_of); }
+kill "$other" 2>/dev/null
 finish
