@@ -122,7 +122,7 @@ void declare_train_options(po::options_description& d, po::positional_options_de
       ("train.steps", po::value<int64_t>()->default_value(100), "total optimizer steps")
       ("train.lr", po::value<double>()->default_value(1e-3), "peak learning rate")
       ("train.warmup", po::value<int64_t>()->default_value(20), "linear warm-up steps")
-      ("train.min_lr_ratio", po::value<double>()->default_value(0.1, "0.1"), "cosine floor as a fraction of train.lr")
+      ("train.min_lr_ratio", po::value<double>()->default_value(0.1, "0.1"), "cosine floor as a fraction of train.lr (reached at step train.steps + 1: the last step's lr is just above it)")
       ("train.weight_decay", po::value<double>()->default_value(0.1, "0.1"), "AdamW decoupled weight decay (matrices only)")
       ("train.beta1", po::value<double>()->default_value(0.9, "0.9"), "AdamW beta1")
       ("train.beta2", po::value<double>()->default_value(0.95, "0.95"), "AdamW beta2")
@@ -213,10 +213,14 @@ static void warn_inert_options(const Invocation& inv, const TrainOptions& r) {
       {"data.curriculum_steps", synthetic ? "" : synthetic_only},
       {"data.curriculum_min_span",
        !synthetic ? synthetic_only : r.data.curriculum_steps == 0 ? "data.curriculum_steps=0: no depth curriculum" : ""},
-      {"train.answer_weight", synthetic ? "" : "data.task=file has no answers"},
-      {"data.key_repeats", task == "passkey" || !synthetic ? "" : "data.task=passkey alone reads it"},
-      {"data.records", task == "associative" || !synthetic ? "" : "data.task=associative alone reads it"},
-      {"data.queries", task == "associative" || !synthetic ? "" : "data.task=associative alone reads it"},
+      {"train.answer_weight", !synthetic ? "data.task=file has no answers"
+                              : r.data.supervision == "answer"
+                                  ? "data.supervision=answer scores the answers alone (their weight cancels)"
+                                  : ""},
+      // (Before, these went unsaid with the file task.)
+      {"data.key_repeats", !synthetic ? synthetic_only : task == "passkey" ? "" : "data.task=passkey alone reads it"},
+      {"data.records", !synthetic ? synthetic_only : task == "associative" ? "" : "data.task=associative alone reads it"},
+      {"data.queries", !synthetic ? synthetic_only : task == "associative" ? "" : "data.task=associative alone reads it"},
   };
   for (const auto& [option, why] : inert)
     if (!why.empty() && !holds_default(inv, option))

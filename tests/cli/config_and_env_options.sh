@@ -222,6 +222,17 @@ expect_in "$OUT/stderr" "dump.layers=1 \(from environment variable LONGCTX_DUMP_
 expect_in "$OUT/stderr" "checkpoint.keep=2 has no effect: checkpoint.dir is not set" "checkpoint.keep"
 expect_in "$OUT/stderr" "data.key_repeats=2 has no effect: data.task=passkey alone reads it" "data.key_repeats"
 grep -q "data.records" "$OUT/stderr" && fail "warned about data.records, which associative reads" || pass "data.records acts"
+# With the file task, the associative and passkey tasks' own options are said as the others are (before: not);
+# train.answer_weight with data.supervision=answer too (the answers alone are scored: their weight cancels).
+head -c 3000 "$LONGCTX" | tr -c 'a-z' 'a' >"$OUT/inert.txt"
+expect_exit 0 "a token file" -- "$LONGCTX" data import --text "$OUT/inert.txt" --out "$OUT/inert.h5" --quiet
+expect_exit 0 "the file task with data.records, data.queries, data.key_repeats" -- "$LONGCTX" train "${TINY[@]}" \
+  --model.vocab 256 --data.task file --data.path "$OUT/inert.h5" --data.records 7 --data.queries 9 --data.key_repeats 4
+[ "$(grep -c "has no effect: data.task=file reads no synthetic-task options" "$OUT/stderr")" = 3 ] &&
+  pass "... each said" || fail "said: $(grep "no effect" "$OUT/stderr")"
+expect_exit 0 "train.answer_weight with data.supervision=answer" -- "$LONGCTX" train "${TINY[@]}" \
+  --data.supervision answer --train.answer_weight 7
+expect_in "$OUT/stderr" "train.answer_weight=7 has no effect: data.supervision=answer scores the answers alone" "... said"
 expect_exit 0 "the same options at their defaults" -- "$LONGCTX" train "${TINY[@]}" --dump.steps 1 --dump.layers 0 \
   --checkpoint.keep 3 --data.task associative --data.records 4 --data.key_repeats 1 --train.answer_weight 1e0
 grep -q "no effect" "$OUT/stderr" && fail "warned about options at their defaults" || pass "defaults given: no word"
