@@ -473,14 +473,6 @@ int train_run(Invocation& inv, RunRecord& record) {
       // A stop during the dump's writes (they can take long) stops the run at this step, not the next.
       if (stats.stop_signal == 0) stats.stop_signal = trainer.agree_on_signal(g_stop_requested.load());
     }
-    if (stage < stages && r.stage_of(step) != stage) {
-      stage = r.stage_of(step);
-      const int64_t before = trainer.config().seq_len;
-      trainer.set_seq_len(r.length_of(stage));
-      if (trainer.config().seq_len != before)  // (two stages of one length: no change to say)
-        log::info("step " + std::to_string(step) + " done: steps from " + std::to_string(step + 1) + " train at N = " +
-                  std::to_string(trainer.config().seq_len));
-    }
     // Every eval.every steps and after the last. A stop agreed in this step, or during its evaluation
     // (before its last sequence), leaves the evaluation pending: the stop's checkpoint holds the step's
     // log.jsonl fields, and the resumed run evaluates this step before it trains on and writes the line
@@ -521,12 +513,24 @@ int train_run(Invocation& inv, RunRecord& record) {
     if (keeps_pending) pending_eval = train::PendingEval{r.log_jsonl.empty() ? std::string() : log_fields};
     step_log = r.log_jsonl.empty() ? std::string() : log_fields;
     if (rank == 0 && (logged || stats.stop_signal != 0)) {
-      std::printf("step %6lld  loss %.4f  tokens/s %.0f  s/step %.3f  lr %.3e  grad_norm %.3f  MFU %.1f%%  N %lld\n",
-                  (long long)step, stats.loss, tokens_per_s, seconds, stats.lr, stats.grad_norm, 100 * mfu,
+      // A step under 0.1 s in two significant digits (before: "s/step 0.000" beside "tokens/s 96110").
+      char per_step[32];
+      std::snprintf(per_step, sizeof per_step, seconds < 0.1 ? "%.2g" : "%.3f", seconds);
+      std::printf("step %6lld  loss %.4f  tokens/s %.0f  s/step %s  lr %.3e  grad_norm %.3f  MFU %.1f%%  N %lld\n",
+                  (long long)step, stats.loss, tokens_per_s, per_step, stats.lr, stats.grad_norm, 100 * mfu,
                   (long long)seq_len);
       std::fflush(stdout);
       const std::string eval_fields = print_eval ? print_eval() : std::string();
       if (logged && !keeps_pending) jsonl.write(log_line(log_fields, eval_fields));
+    }
+    // The next stage of a length curriculum, said after this step's line (before: ahead of it).
+    if (stage < stages && r.stage_of(step) != stage) {
+      stage = r.stage_of(step);
+      const int64_t before = trainer.config().seq_len;
+      trainer.set_seq_len(r.length_of(stage));
+      if (trainer.config().seq_len != before)  // (two stages of one length: no change to say)
+        log::info("step " + std::to_string(step) + " done: steps from " + std::to_string(step + 1) + " train at N = " +
+                  std::to_string(trainer.config().seq_len));
     }
     if (eval_interrupted)
       log::info("the evaluation of step " + std::to_string(step) + " is left undone by the stop (" +
