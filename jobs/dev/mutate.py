@@ -65,6 +65,11 @@ def check_current(mutants):
             count, m = 0, dict(m, file=f"{m['file']} ({e.strerror})")
         if count != 1:
             stale.append(f"[{m['id']}] its text occurs {count} times in {m['file']}")
+    seen = set()
+    for m in mutants:  # an id names one mutant (before: two x2 and two hb1, of which a run took the first)
+        if m['id'] in seen:
+            stale.append(f"[{m['id']}] is the id of another mutant too: give it its own")
+        seen.add(m['id'])
     for line in stale:
         print(line)
     print(f'{len(mutants) - len(stale)} of {len(mutants)} mutants name code that is there' +
