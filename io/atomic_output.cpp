@@ -51,10 +51,14 @@ ClaimSlot g_claim_slots[8];
 // LONGCTX_FAULT_SLOW_SIGNAL_CLEANUP_MS: the handler waits this long before removing the claims, so that
 // a test can send a second signal while the first one is handled (read when the handler is installed).
 long g_cleanup_delay_ms = 0;
-// Claims being made in this process (ClaimingWindow): claimed, or about to be, and not yet registered.
+// Claimed files being made in this process (ClaimingWindow): claimed, or about to be, and not yet
+// registered; or being created by path (HDF5's create of the claimed name).
 std::atomic<int> g_claims_in_flight{0};
-// How long a signal handled on another thread meanwhile waits for their registration (see
-// remove_claims_before_abort): an open() and an fstat() take far less, unless the file system hangs.
+// Set by the signal handler that removes the claims and ends the process: a thread that would begin a
+// claim or a create from then on waits for that end instead (it would make a file the handler has passed).
+std::atomic<bool> g_ending{false};
+// How long a signal handled on another thread meanwhile waits for them (see remove_claims_before_abort):
+// an open() and an fstat(), or a file's creation, take far less, unless the file system hangs.
 constexpr long kClaimWaitMs = 3000;
 constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP};
 
@@ -67,6 +71,7 @@ void remove_if_same(const ClaimSlot& slot) noexcept { unlink_if_same_file(slot.p
 // rank with SIGTERM to its process group, and `timeout` or a wrapper forwards it again) runs it as well.
 // Reset on entry (SA_RESETHAND), the second signal ended the process by default before the unlink.
 extern "C" void remove_claims_and_reraise(int signal) {
+  g_ending.store(true);  // before the wait: no claim or create begins after it (ClaimingWindow)
   if (g_cleanup_delay_ms > 0) {
     const timespec delay{g_cleanup_delay_ms / 1000, (g_cleanup_delay_ms % 1000) * 1000000};
     ::nanosleep(&delay, nullptr);
@@ -102,12 +107,14 @@ void remove_claims_on_signals() {
   });
 }
 
-// From before rank 0 claims a temporary file until it has registered it: this thread holds back SIGINT,
-// SIGTERM and SIGHUP, which it then takes with the file registered (so they remove it), and the claim
-// counts as in flight, for which a handler on another thread waits. Before, a signal handled meanwhile
-// (the second Ctrl-C, while train's main thread claimed its next checkpoint) ended the process with the
-// file left behind. The handler is installed first: one that ends the process by default, on any
-// thread, would leave it too.
+// From before rank 0 claims a temporary file until it has registered it, and while a claimed name is
+// created by path (HDF5's create, which makes a new file where the handler removed the claimed one): this
+// thread holds back SIGINT, SIGTERM and SIGHUP, which it then takes with the file registered (so they
+// remove it), and the work counts as in flight, for which a handler on another thread waits. One that
+// began before (g_ending) is waited for here: this thread stops until the process ends. Before, a signal
+// handled meanwhile (the second Ctrl-C, while train's main thread claimed its next checkpoint) ended the
+// process with the file left behind. The handler is installed first: one that ends the process by
+// default, on any thread, would leave it too.
 class ClaimingWindow {
  public:
   ClaimingWindow() {
@@ -116,10 +123,12 @@ class ClaimingWindow {
     sigemptyset(&stop);
     for (const int signal : kStopSignals) sigaddset(&stop, signal);
     ::pthread_sigmask(SIG_BLOCK, &stop, &previous_);
-    g_claims_in_flight.fetch_add(1, std::memory_order_acq_rel);
+    g_claims_in_flight.fetch_add(1);  // sequentially consistent with g_ending: one of them sees the other
+    if (g_ending.load())
+      for (;;) ::pause();  // the handler ends the process (another thread: these signals are held here)
   }
   ~ClaimingWindow() {
-    g_claims_in_flight.fetch_sub(1, std::memory_order_acq_rel);
+    g_claims_in_flight.fetch_sub(1);
     ::pthread_sigmask(SIG_SETMASK, &previous_, nullptr);  // a signal held back is taken here
   }
   ClaimingWindow(const ClaimingWindow&) = delete;
@@ -148,17 +157,26 @@ void identity_of(const TemporaryFile& claim, uint64_t identity[2]) {
 }  // namespace
 
 // Async-signal-safe: the signal handler calls it too. It waits for the claims in flight (up to
-// kClaimWaitMs), which only another thread makes: the one claiming holds the signals back, and aborts
-// from none of the few calls it makes meanwhile.
+// kClaimWaitMs, by the monotonic clock), which only another thread makes: the one claiming holds the
+// signals back, and aborts from none of the few calls it makes meanwhile.
 void remove_claims_before_abort() noexcept {
+  timespec start{}, now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &start);
   const timespec tick{0, 1000000};
-  for (long waited = 0; g_claims_in_flight.load(std::memory_order_acquire) > 0 && waited < kClaimWaitMs; ++waited)
+  while (g_claims_in_flight.load() > 0 && ::clock_gettime(CLOCK_MONOTONIC, &now) == 0 &&
+         (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 < kClaimWaitMs)
     ::nanosleep(&tick, nullptr);
   for (ClaimSlot& slot : g_claim_slots)
     if (slot.used.load(std::memory_order_acquire)) remove_if_same(slot);
 }
 
+h5::File create_claimed(const std::string& temporary, MPI_Comm comm) {
+  const ClaimingWindow window;
+  return h5::File::create(temporary, comm);
+}
+
 Claim claim_registered(const std::string& temporary, MPI_Comm comm) {
+  remove_claims_on_signals();  // on every rank, which all register the file (rank 0 in its ClaimingWindow too)
   Claim claim;
   uint64_t identity[2] = {0, 0};
   // Rank 0 claims the file and registers it in one step (a signal during the broadcast still removes it);
@@ -248,7 +266,7 @@ AtomicOutput::AtomicOutput(std::string path, ClaimedEarly&& claimed, MPI_Comm co
   if (h5::comm_rank(comm_) == 0 && temporary_.path() != temporary_path())
     throw InternalError("AtomicOutput " + path_ + ": not given the claim of " + temporary_path());
   try {
-    file_ = h5::File::create(temporary_path(), comm);
+    file_ = create_claimed(temporary_path(), comm);
   } catch (...) {
     abort();
     throw;

@@ -63,8 +63,12 @@ struct Claim {
 // TemporaryFile::claim on rank 0, registered on every rank of `comm` (every rank throws rank 0's error, of
 // its kind: UsageError for an unusable or busy temporary file). Collective. Rank 0 claims and registers
 // it with SIGINT, SIGTERM and SIGHUP held back in its thread, and the signal handler on another thread
-// waits for it: a signal never finds the file claimed and not registered, which it would leave behind.
+// waits for it, and a claim or a create that would begin once that handler has begun waits for the end of
+// the process instead: a signal never finds the file claimed and not registered, which it would leave.
 Claim claim_registered(const std::string& temporary, MPI_Comm comm);
+// h5::File::create of a claimed temporary file (by its path), guarded as the claim is: a signal handled on
+// another thread meanwhile removes the file this makes, which may be a new one where the claimed one was.
+h5::File create_claimed(const std::string& temporary, MPI_Comm comm);
 
 // Removes the registered claims that are still the files registered (see RegisteredClaim). For the path
 // that ends the job with MPI_Abort: no destructor runs on any rank after it.

@@ -220,7 +220,7 @@ CheckpointWriter::CheckpointWriter(std::string dir, const CheckpointMeta& meta, 
   claim_ = std::move(claim.file);
   registered_ = std::move(claim.registered);
   try {
-    file_ = h5::File::create(temporary_, comm_);
+    file_ = create_claimed(temporary_, comm_);
   } catch (...) {
     claim_.remove_if_held();
     throw;

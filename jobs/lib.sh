@@ -11,7 +11,10 @@
 #   longctx_slurm_daemon_pid STATE DAEMON   the pid in STATE/DAEMON.pid (slurmctld, slurmd) when that process
 #                                 runs and is DAEMON: a pid file outlives a daemon killed with -9 (or by the
 #                                 OOM killer), and its number may be another process's by now
-#   longctx_slurm_steps STATE     pids of the slurmstepd processes (running jobs) of the cluster of STATE
+#   longctx_slurm_pid_is PID DAEMON   PID runs and is DAEMON (by /proc/PID/comm, which any user may read)
+#   longctx_slurm_steps STATE     pids of the slurmstepd processes (running jobs) of the cluster of STATE,
+#                                 by the SLURM_CONF they inherit from its slurmd (their /proc/PID/environ:
+#                                 Slurm 22.05's setproctitle leaves it readable; cli_slurm_launch checks)
 #   longctx_script_args SCRIPT MODE ARGS...   -h / --help: SCRIPT's header comment, exit 0; MODE no_args
 #                                 refuses any other argument (exit 2), before the script does anything
 set -euo pipefail
@@ -71,17 +74,21 @@ longctx_slurm_answers() {
   [ "$(SLURM_CONF="$1/slurm.conf" scontrol show config 2>/dev/null | sed -n 's/^StateSaveLocation *= *//p')" = "$1/ctld" ]
 }
 
+longctx_slurm_pid_is() { [[ "$1" =~ ^[0-9]+$ ]] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ]; }
+
 longctx_slurm_daemon_pid() {
   local pid
   pid="$(cat "$1/$2.pid" 2>/dev/null)" || return 1
-  [[ "$pid" =~ ^[0-9]+$ ]] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ] && echo "$pid"
+  longctx_slurm_pid_is "$pid" "$2" && echo "$pid"
 }
 
 # By the SLURM_CONF they inherit from the slurmd started for STATE (start-local.sh).
 longctx_slurm_steps() {
   local pid
   for pid in $(pgrep -x slurmstepd || true); do
-    longctx_sudo cat "/proc/$pid/environ" 2>/dev/null | tr '\0' '\n' | grep -qxF "SLURM_CONF=$1/slurm.conf" && echo "$pid"
+    # (grep reads all of it: -q would end the pipe early, which pipefail took for no match)
+    longctx_sudo cat "/proc/$pid/environ" 2>/dev/null | tr '\0' '\n' | grep -xF "SLURM_CONF=$1/slurm.conf" >/dev/null &&
+      echo "$pid"
   done
   return 0
 }

@@ -97,8 +97,9 @@ for daemon in "${started[@]}"; do
   if pid_alive $daemon; then
     pid=$(cat "$state/$daemon.pid")
     longctx_sudo kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && { longctx_sudo kill -9 "$pid" 2>/dev/null || true; }
+    # By /proc (before: kill -0, which a user other than the daemons' gets EPERM from: taken for gone)
+    for _ in $(seq 1 50); do longctx_slurm_pid_is "$pid" "$daemon" || break; sleep 0.1; done
+    longctx_slurm_pid_is "$pid" "$daemon" && { longctx_sudo kill -9 "$pid" 2>/dev/null || true; }
     echo "[slurm] stopped the $daemon it started (pid $pid)" >&2
   fi
   rm -f "$state/$daemon.pid"

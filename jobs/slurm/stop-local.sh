@@ -11,13 +11,16 @@ source "$(cd "$(dirname "$0")" && pwd)/../lib.sh"  # longctx_sudo: start-local.s
 longctx_script_args "$0" no_args "$@"
 set +e                                               # stop what can be stopped, whatever fails
 state="$(longctx_slurm_state)"
-if [ ! -s "$state/slurmctld.pid" ] && [ ! -s "$state/slurmd.pid" ]; then
+steps=$(longctx_slurm_steps "$state")
+# (Jobs may run on after their daemons: a controller and slurmd that exited removed their pid files.)
+if [ ! -s "$state/slurmctld.pid" ] && [ ! -s "$state/slurmd.pid" ] && [ -z "$steps" ]; then
   echo "stop-local.sh: no daemons of $state to stop (is LONGCTX_SLURM_STATE the one start-local.sh used?)" >&2
   exit 0
 fi
 # Only this cluster's jobs: its controller alive and the one answering (not another cluster on its ports).
 answers=0
 descendants() { local child; for child in $(pgrep -P "$1"); do echo "$child"; descendants "$child"; done; }
+alive_of() { local pid; for pid in "$@"; do longctx_sudo kill -0 "$pid" 2>/dev/null && echo "$pid"; done; }
 if [ -n "$(longctx_slurm_daemon_pid "$state" slurmctld)" ]; then
   if longctx_slurm_answers "$state"; then
     answers=1
@@ -25,7 +28,7 @@ if [ -n "$(longctx_slurm_daemon_pid "$state" slurmctld)" ]; then
     echo "stop-local.sh: the controller of $state does not answer through $state/slurm.conf (another" \
          "cluster on its port?): its jobs, if any, are not cancelled and may keep running" >&2
   fi
-elif steps=$(longctx_slurm_steps "$state") && [ -n "$steps" ]; then
+elif [ -n "$steps" ]; then
   # Its jobs cannot be cancelled (a controller started again recovers only the state it saved last, where
   # a job that had just started may be pending): their steps' processes get the SIGTERM scancel would give
   # them (a train run checkpoints and exits 75), and SIGKILL after 60 s.
@@ -35,13 +38,14 @@ elif steps=$(longctx_slurm_steps "$state") && [ -n "$steps" ]; then
   tasks=$(for pid in $steps; do descendants "$pid"; done)
   [ -n "$tasks" ] && longctx_sudo kill -TERM $tasks 2>/dev/null
   for _ in $(seq 1 120); do
-    alive=$(for pid in $tasks; do longctx_sudo kill -0 "$pid" 2>/dev/null && echo "$pid"; done)
-    [ -z "$alive" ] && break
+    [ -z "$(alive_of $tasks)" ] && break
     sleep 0.5
   done
-  [ -n "$alive" ] && { echo "stop-local.sh: processes $(echo $alive) still running after 60 s: SIGKILL" >&2
-                       longctx_sudo kill -KILL $alive 2>/dev/null; }
-  # Their slurmstepd processes wait for the controller to hear of the end: they go too.
+  # What is left, also what was started since (a trap's child): SIGKILL, before their slurmstepd, which
+  # waits for the controller to hear of the end, goes too (its children would outlive it).
+  left=$(for pid in $(longctx_slurm_steps "$state"); do descendants "$pid"; done)
+  [ -n "$left" ] && { echo "stop-local.sh: processes $(echo $left) still running after 60 s: SIGKILL" >&2
+                      longctx_sudo kill -KILL $left 2>/dev/null; }
   sleep 1
   left=$(longctx_slurm_steps "$state")
   [ -n "$left" ] && longctx_sudo kill -KILL $left 2>/dev/null
@@ -58,8 +62,8 @@ if [ "$answers" -eq 1 ]; then
       sleep 0.5
     done
     [ -n "$(squeue -h -o %i 2>/dev/null)$(longctx_slurm_steps "$state")" ] && echo "stop-local.sh: job(s)" \
-      "$(squeue -h -o %i | xargs) still ending after 60 s (steps $(longctx_slurm_steps "$state" | xargs));" \
-      "stopping the daemons anyway" >&2
+      "$(echo $jobs) still ending after 60 s (in the queue: $(squeue -h -o %i | xargs); slurmstepd" \
+      "processes: $(longctx_slurm_steps "$state" | xargs)); stopping the daemons anyway" >&2
   fi
 fi
 for daemon in slurmd slurmctld; do
@@ -67,8 +71,9 @@ for daemon in slurmd slurmctld; do
   pid="$(longctx_slurm_daemon_pid "$state" "$daemon")"
   if [ -n "$pid" ]; then
     longctx_sudo kill "$pid" 2>/dev/null
-    for _ in $(seq 1 50); do [ -n "$(longctx_slurm_daemon_pid "$state" "$daemon")" ] || break; sleep 0.1; done
-    [ -n "$(longctx_slurm_daemon_pid "$state" "$daemon")" ] && longctx_sudo kill -9 "$pid" 2>/dev/null
+    # By the process, not its pid file (which it removes before it has ended)
+    for _ in $(seq 1 50); do longctx_slurm_pid_is "$pid" "$daemon" || break; sleep 0.1; done
+    longctx_slurm_pid_is "$pid" "$daemon" && longctx_sudo kill -9 "$pid" 2>/dev/null
   else
     echo "stop-local.sh: $state/$daemon.pid names no running $daemon (it ended without removing it): removed" >&2
   fi

@@ -283,8 +283,8 @@ fi
 # stop-local.sh ends the job's processes as scancel would (before: it said nothing, and they ran on with
 # no controller), and leaves that process alone (before: SIGTERM, then SIGKILL, whatever it was).
 eval "$(bash "$ROOT/jobs/slurm/start-local.sh")" || fail "could not start Slurm again"
-jid=$(sbatch --parsable --output=/dev/null --wrap "srun sleep 301")
-for _ in $(seq 60); do pgrep -xf "sleep 301" >/dev/null && break; sleep 0.5; done
+jid=$(sbatch --parsable --output=/dev/null --wrap "srun sleep 3017")
+for _ in $(seq 60); do pgrep -xf "sleep 3017" >/dev/null && break; sleep 0.5; done
 ctld_pid=$(cat "$OUT/slurm/slurmctld.pid")
 kill -9 "$ctld_pid"; for _ in $(seq 50); do kill -0 "$ctld_pid" 2>/dev/null || break; sleep 0.2; done
 echo "$other" >"$OUT/slurm/slurmctld.pid"
@@ -295,7 +295,16 @@ expect_in "$OUT/stderr" "the controller of $OUT/slurm is not running, and job st
   "says it ends the job's processes"
 expect_in "$OUT/stderr" "slurmctld.pid names no running slurmctld .*: removed" "says the pid file was stale"
 kill -0 "$other" 2>/dev/null && pass "... and leaves the process it named alone" || fail "killed the process a stale pid file named"
-! pgrep -xf "sleep 301" >/dev/null && [ -z "$(steps_of)" ] && pass "no process of the job is left" ||
-  { fail "left: $(pgrep -af "sleep 301") steps $(steps_of | xargs)"; pkill -xf "sleep 301"; kill -9 $(steps_of); }
+! pgrep -xf "sleep 3017" >/dev/null && [ -z "$(steps_of)" ] && pass "no process of the job is left" ||
+  { fail "left: $(pgrep -af "sleep 3017") steps $(steps_of | xargs)"; pkill -xf "sleep 3017"; kill -9 $(steps_of) 2>/dev/null; }
+# ... also with both daemons gone and their pid files with them (before this check: "no daemons to stop").
+eval "$(bash "$ROOT/jobs/slurm/start-local.sh")" || fail "could not start Slurm again"
+jid=$(sbatch --parsable --output=/dev/null --wrap "srun sleep 3018")
+for _ in $(seq 60); do pgrep -xf "sleep 3018" >/dev/null && break; sleep 0.5; done
+for daemon in slurmctld slurmd; do kill -9 "$(cat "$OUT/slurm/$daemon.pid")"; rm -f "$OUT/slurm/$daemon.pid"; done
+expect_exit 0 "stop-local.sh with a job running and no daemon" -- timeout 180 bash "$ROOT/jobs/slurm/stop-local.sh"
+expect_in "$OUT/stderr" "ending their processes as scancel would" "says it ends the job's processes"
+! pgrep -xf "sleep 3018" >/dev/null && [ -z "$(steps_of)" ] && pass "no process of the job is left" ||
+  { fail "left: $(pgrep -af "sleep 3018") steps $(steps_of | xargs)"; pkill -xf "sleep 3018"; kill -9 $(steps_of) 2>/dev/null; }
 kill "$other" 2>/dev/null
 finish
