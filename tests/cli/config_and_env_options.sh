@@ -222,6 +222,12 @@ expect_in "$OUT/stderr" "dump.layers=1 \(from environment variable LONGCTX_DUMP_
 expect_in "$OUT/stderr" "checkpoint.keep=2 has no effect: checkpoint.dir is not set" "checkpoint.keep"
 expect_in "$OUT/stderr" "data.key_repeats=2 has no effect: data.task=passkey alone reads it" "data.key_repeats"
 grep -q "data.records" "$OUT/stderr" && fail "warned about data.records, which associative reads" || pass "data.records acts"
+# checkpoint.every without checkpoint.dir is said as checkpoint.keep is (before: an error, exit 2, that named
+# neither where the value came from nor how to run passkey.ini, which sets it, without checkpoints).
+expect_exit 0 "passkey.ini with --checkpoint.dir=" -- "$LONGCTX" train --config "$(dirname "$0")/../../jobs/configs/passkey.ini" \
+  --quiet --checkpoint.dir= --log.jsonl= --train.steps 1 --eval.sequences 1
+expect_in "$OUT/stderr" "checkpoint.every=1000 \(from config file .*passkey.ini\) has no effect: checkpoint.dir is not set" \
+  "checkpoint.every: said, with where it came from"
 # With the file task, the associative and passkey tasks' own options are said as the others are (before: not);
 # train.answer_weight with data.supervision=answer too (the answers alone are scored: their weight cancels).
 head -c 3000 "$LONGCTX" | tr -c 'a-z' 'a' >"$OUT/inert.txt"
