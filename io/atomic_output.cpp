@@ -124,8 +124,10 @@ class ClaimingWindow {
     for (const int signal : kStopSignals) sigaddset(&stop, signal);
     ::pthread_sigmask(SIG_BLOCK, &stop, &previous_);
     g_claims_in_flight.fetch_add(1);  // sequentially consistent with g_ending: one of them sees the other
-    if (g_ending.load())
-      for (;;) ::pause();  // the handler ends the process (another thread: these signals are held here)
+    if (g_ending.load()) {
+      g_claims_in_flight.fetch_sub(1);  // nothing made: the handler need not wait for this thread
+      for (;;) ::pause();               // it ends the process (on another thread: these signals are held here)
+    }
   }
   ~ClaimingWindow() {
     g_claims_in_flight.fetch_sub(1);
