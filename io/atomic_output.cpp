@@ -113,12 +113,10 @@ void remove_claims_on_signals() {
 // remove it), and the work counts as in flight, for which a handler on another thread waits. One that
 // began before (g_ending) is waited for here: this thread stops until the process ends. Before, a signal
 // handled meanwhile (the second Ctrl-C, while train's main thread claimed its next checkpoint) ended the
-// process with the file left behind. The handler is installed first: one that ends the process by
-// default, on any thread, would leave it too.
+// process with the file left behind. (claim_registered installs the handler before any of this.)
 class ClaimingWindow {
  public:
   ClaimingWindow() {
-    remove_claims_on_signals();
     sigset_t stop;
     sigemptyset(&stop);
     for (const int signal : kStopSignals) sigaddset(&stop, signal);
@@ -178,7 +176,9 @@ h5::File create_claimed(const std::string& temporary, MPI_Comm comm) {
 }
 
 Claim claim_registered(const std::string& temporary, MPI_Comm comm) {
-  remove_claims_on_signals();  // on every rank, which all register the file (rank 0 in its ClaimingWindow too)
+  // First, on every rank (which all register the file): a signal that ends the process by default, on any
+  // thread, would leave the file (before: installed after rank 0's first claim, on its registration).
+  remove_claims_on_signals();
   Claim claim;
   uint64_t identity[2] = {0, 0};
   // Rank 0 claims the file and registers it in one step (a signal during the broadcast still removes it);
