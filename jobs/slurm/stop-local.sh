@@ -4,9 +4,9 @@
 # running: other users may share it). Stopping the daemons alone left running jobs behind, with no
 # controller. LONGCTX_SLURM_STATE: the state directory given to start-local.sh (default /tmp/longctx-slurm).
 # A controller that is gone (killed, crashed) while jobs of it run cannot cancel them: their processes get
-# the SIGTERM scancel gives (before: they kept running, and it said nothing). A daemon is stopped only when its pid file names that daemon: a
-# stale file (the daemon killed with -9) is removed, and the process of that number left alone (before: it
-# got SIGTERM, then SIGKILL, whatever it was).
+# the SIGTERM scancel gives, and SIGKILL after 60 s (before: they kept running, and it said nothing). A
+# daemon is stopped only when its pid file names that daemon: a stale file (the daemon killed with -9) is
+# removed, and the process of that number left alone (before: it got SIGTERM, then SIGKILL, whatever it was).
 source "$(cd "$(dirname "$0")" && pwd)/../lib.sh"  # longctx_sudo: start-local.sh started them with it
 longctx_script_args "$0" no_args "$@"
 set +e                                               # stop what can be stopped, whatever fails
@@ -44,7 +44,7 @@ elif [ -n "$steps" ]; then
   # What is left, also what was started since (a trap's child): SIGKILL, before their slurmstepd, which
   # waits for the controller to hear of the end, goes too (its children would outlive it).
   left=$(for pid in $(longctx_slurm_steps "$state"); do descendants "$pid"; done)
-  [ -n "$left" ] && { echo "stop-local.sh: processes $(echo $left) still running after 60 s: SIGKILL" >&2
+  [ -n "$left" ] && { echo "stop-local.sh: processes $(echo $left) of those steps still running: SIGKILL" >&2
                       longctx_sudo kill -KILL $left 2>/dev/null; }
   sleep 1
   left=$(longctx_slurm_steps "$state")
