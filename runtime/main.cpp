@@ -223,6 +223,12 @@ std::string differences_from_rank0(comm::Communicator& world, const std::vector<
   return differs;
 }
 
+// A usage error's message, with where its option's value came from when that was not the command line
+// (a config file, an environment variable): found in the config phase or by the run.
+std::string usage_message(const UsageError& e, const cli::Invocation* invocation) {
+  return e.what() + (e.option().empty() || !invocation ? std::string() : cli::value_source(*invocation, e.option()));
+}
+
 int run(ProcessContext& process, const std::vector<std::string>& args) {
   Parsed parsed;
   // The config phase ends with every rank agreeing on the outcome: each rank's exit code and message
@@ -243,9 +249,7 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
     try {
       phase();
     } catch (const UsageError& e) {
-      std::string message = e.what();
-      if (!e.option().empty() && parsed.invocation) message += cli::value_source(*parsed.invocation, e.option());
-      return std::pair<int, std::string>(static_cast<int>(e.code()), message);
+      return std::pair<int, std::string>(static_cast<int>(e.code()), usage_message(e, parsed.invocation ? &*parsed.invocation : nullptr));
     } catch (const Error& e) {
       return std::pair<int, std::string>(static_cast<int>(e.code()), e.what());
     }
@@ -301,7 +305,7 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
     // One about an option's value found by the run (a train.steps below latest's step) says where the
     // value came from too, as one from the config phase does.
     if (e.option().empty()) throw;
-    throw UsageError(e.what() + cli::value_source(invocation, e.option()));
+    throw UsageError(usage_message(e, &invocation));
   }
 }
 

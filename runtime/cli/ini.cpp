@@ -1,5 +1,8 @@
 #include "runtime/cli/ini.hpp"
 
+#include <cstdlib>
+#include <iomanip>
+#include <sstream>
 #include <tuple>
 #include <utility>
 
@@ -52,6 +55,17 @@ std::string ini_value(const std::string& value) {
     quoted += c;
   }
   return quoted + "\"";
+}
+
+std::string double_text(double value) {
+  std::string text;
+  for (int digits = 6; digits <= 17; ++digits) {
+    std::ostringstream out;
+    out << std::setprecision(digits) << value;
+    text = out.str();
+    if (std::strtod(text.c_str(), nullptr) == value) break;
+  }
+  return text;
 }
 
 std::vector<IniEntry> parse_ini(const std::string& text, const std::string& where) {

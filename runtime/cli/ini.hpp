@@ -32,4 +32,8 @@ std::vector<IniEntry> parse_ini(const std::string& text, const std::string& wher
 // Throws UsageError for a line break, which no INI line holds.
 std::string ini_value(const std::string& value);
 
+// A double as the resolved config (and so a checkpoint's /config) writes it: the shortest text, from 6
+// significant digits on, that reads back as the same double (0.05, not 0.050000000000000003).
+std::string double_text(double value);
+
 }  // namespace longctx::cli

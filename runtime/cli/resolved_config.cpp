@@ -1,7 +1,6 @@
 // What a command prints and saves of its options once they are resolved: the resolved config (describe),
 // the values every rank must hold alike (shared_values), a checkpoint's /config text (to_ini), and one
 // value as those show it (value_text, holds_default).
-#include <cstdlib>
 #include <iomanip>
 #include <map>
 #include <sstream>
@@ -22,16 +21,7 @@ std::string format_value(const po::variable_value& value) {
   if (const auto* i = boost::any_cast<int>(&any)) return std::to_string(*i);
   if (const auto* u = boost::any_cast<uint64_t>(&any)) return std::to_string(*u);
   if (const auto* b = boost::any_cast<bool>(&any)) return *b ? "true" : "false";
-  if (const auto* d = boost::any_cast<double>(&any)) {  // the shortest text that reads back as the same double
-    std::string text;
-    for (int digits = 6; digits <= 17; ++digits) {
-      std::ostringstream out;
-      out << std::setprecision(digits) << *d;
-      text = out.str();
-      if (std::strtod(text.c_str(), nullptr) == *d) break;
-    }
-    return text;
-  }
+  if (const auto* d = boost::any_cast<double>(&any)) return double_text(*d);
   if (const auto* v = boost::any_cast<std::vector<std::string>>(&any)) {
     std::string out;
     for (const auto& item : *v) out += (out.empty() ? "" : " ") + item;

@@ -101,13 +101,7 @@ std::string canonical(const std::string& text) {
   char* end = nullptr;
   const double number = std::strtod(text.c_str(), &end);
   if (!text.empty() && end == text.c_str() + text.size()) {
-    // The fewest digits that read back as the same double: 0.05, not 0.050000000000000003.
-    char shortest[32];
-    for (int digits = 1; digits <= 17; ++digits) {
-      std::snprintf(shortest, sizeof shortest, "%.*g", digits, number);
-      if (std::strtod(shortest, nullptr) == number) break;
-    }
-    return shortest;
+    return cli::double_text(number);  // as the config wrote it: 0.05, not 0.050000000000000003
   }
   if (const auto on = cli::switch_word(text)) return *on ? "1" : "0";
   return text;
