@@ -93,6 +93,36 @@ TEST(FlashLayout, RowsBetweenCountsARun) {
 // One segment of g L rows shared by g ranks: member m's queries are its own selected rows (local row
 // indexes), their sparse indexes q_base + t match the segment's enumeration, and the keys are the
 // segment's selected rows in position order at the tiles offset the driver writes them to.
+// At the most rows per head the kernels accept (kMaxSelectedRows, local and spanning), their int loop bounds
+// stay in range: the last query tile's key end is the key count (at 2^31 - 1 it wrapped negative), and a
+// bound rounded up to whole tiles, as the kernels round it in int, still fits.
+TEST(FlashLayout, LoopBoundsFitAtTheRowLimit) {
+  const auto check = [](const FlashProblem& p) {
+    for (int tile : {kFwdBlockQ, kBwdBlockQ, kMaxTileRows})
+      for (bool causal : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << "n_q=" << p.n_q << " n_k=" << p.n_k << " q_base=" << p.q_base
+                                          << " tile=" << tile << " causal=" << causal);
+        const int t0 = (p.n_q - 1) / tile * tile;  // the last query tile
+        const int key_end = forward_key_end(p, t0, tile, causal);
+        EXPECT_EQ(key_end, p.n_k);
+        EXPECT_LE(static_cast<int64_t>(key_end) + kMaxTileRows - 1, INT32_MAX);
+        EXPECT_LE(static_cast<int64_t>(p.n_q) + kMaxTileRows - 1, INT32_MAX);
+      }
+  };
+  FlashProblem local;
+  ASSERT_TRUE(local_problem(0, 0, 0, kMaxSelectedRows, kMaxSelectedRows, 1, 1, HeadOffsets::paper, local));
+  ASSERT_EQ(local.n_q, kMaxSelectedRows);
+  check(local);
+  // Two ranks share a segment of 2 L rows (r = 2 selects one row in two, up to the limit); the second
+  // rank's queries start at key L.
+  const int64_t L = kMaxSelectedRows;
+  FlashProblem spanning;
+  ASSERT_TRUE(spanning_problem(0, 0, L, 1, 2, 2, 1, HeadOffsets::paper, spanning));
+  ASSERT_EQ(spanning.n_k, kMaxSelectedRows);
+  ASSERT_GT(spanning.q_base, 0);
+  check(spanning);
+}
+
 TEST(FlashLayout, SpanningProblemsMatchTheSegmentsSelection) {
   for (HeadOffsets offsets : {HeadOffsets::paper, HeadOffsets::grouped})
     for (auto [L, r, g, H, B] : std::vector<std::tuple<int64_t, int64_t, int, int, int64_t>>{

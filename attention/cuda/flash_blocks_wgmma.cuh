@@ -198,6 +198,8 @@ __device__ __forceinline__ void forward_wgmma_block(const FlashArgs& a, const Pr
 constexpr int kWgBwdThreads = 256;
 constexpr int kWgBwdBlockK = 128;
 constexpr int kWgBwdBlockQ = 64;
+static_assert(kWgBlockQ <= kMaxTileRows && kWgBlockK <= kMaxTileRows && kWgBwdBlockK <= kMaxTileRows &&
+              kWgBwdBlockQ <= kMaxTileRows);  // kMaxSelectedRows's headroom
 // Floats per staged dQ row: a warpgroup's D / 2 columns plus 8, so that a half-warp's float2 stores (4
 // rows x 4 column pairs) hit 16 different bank pairs; rows stay 16-byte aligned for the bulk copy.
 template <int D> constexpr int kWgDqStride = D / 2 + 8;

@@ -171,15 +171,15 @@ KernelConfig kernel_config(Kernel which, int64_t head_dim) {
 }
 
 // The kernels count a segment's selected rows per head in int (FlashProblem): a branch selecting more
-// (ceil(rows / r) of `rows` positions) is refused (before: the count wrapped, every block was skipped, and o
-// and lse came back unwritten with exit 0; from a review, at w / r >= 2^31).
+// (ceil(rows / r) of `rows` positions) than kMaxSelectedRows is refused (before: the count or a loop bound
+// wrapped, blocks were skipped, and o and lse came back unwritten with exit 0; from two reviews).
 inline void check_selected_rows(const Branch& branch, long long rows) {
   const long long selected_max = (rows + branch.dilation - 1) / branch.dilation;
-  if (selected_max > std::numeric_limits<int>::max())
+  if (selected_max > kMaxSelectedRows)
     throw UsageError("--device cuda: branch w=" + std::to_string(branch.segment_length) + ", r=" +
                      std::to_string(branch.dilation) + " selects " + std::to_string(selected_max) +
-                     " rows of one segment per head, above the CUDA kernels' 2^31 - 1 (a shorter segment length or "
-                     "a larger dilation; the CPU backend has no such limit)");
+                     " rows of one segment per head, above the CUDA kernels' " + std::to_string(kMaxSelectedRows) +
+                     " (2^31 - 257; a shorter segment length or a larger dilation; the CPU backend has no such limit)");
 }
 
 // Arguments for branch `branch` over `dims` (local mode), and its grid size in blocks of

@@ -26,6 +26,15 @@ LONGCTX_HOST_DEVICE inline int64_t selected(int64_t n, int64_t r, int64_t o) { r
 constexpr int kFwdThreads = 128, kFwdBlockQ = 128, kFwdBlockK = 32;
 constexpr int kBwdThreads = 256, kBwdBlockK = 128, kBwdBlockQ = 64;
 
+// The most rows of one segment a branch may select per head (n_q, n_k are int). The kernels' loop bounds add
+// up to one tile of rows (at most kMaxTileRows, here and in flash_blocks_wgmma.cuh) to such a count, and
+// round the sum up to whole tiles, so the limit stays 2 * kMaxTileRows below 2^31 (from a review: it was
+// 2^31 - 1, where a causal tile's last visible key wrapped negative and its queries saw no key, exit 0).
+constexpr int kMaxTileRows = 128;
+constexpr int64_t kMaxSelectedRows = INT32_MAX - 2 * kMaxTileRows;
+static_assert(kFwdBlockQ <= kMaxTileRows && kFwdBlockK <= kMaxTileRows && kBwdBlockK <= kMaxTileRows &&
+              kBwdBlockQ <= kMaxTileRows);
+
 struct FlashProblem {
   int64_t q_first = 0, q_stride = 0, k_first = 0, k_stride = 0;
   int n_q = 0, n_k = 0, q_base = 0;
