@@ -181,7 +181,12 @@ BenchOptions bench_options(const Invocation& invocation) {
     if (value < 1) throw UsageError(std::string("--") + name + ": must be >= 1, got " + std::to_string(value), name);
   check_iterations(o.iters, o.warmup);
   o.device = attention_device(invocation);
-  if (o.device.device == "cuda") return o;
+  if (o.device.device == "cuda") {
+    // A shape whose byte counts would wrap is refused (from a review: cuda's buffers came out 0 bytes long for
+    // N H D = 2^62, and its first kernel wrote past them). The CPU path's memory check below names the sizes.
+    element_count({o.B, o.N, o.H, o.D});
+    return o;
+  }
   ScheduleOptionNames names;
   names.seq_len = "--seq-len=";  // "--seq-len=4097 is not divisible by the 2 ranks" (before: "sequence length 4097")
   check_shardable(o.params.schedule, o.N, P, SpanningSegments::may_end_short, names);
