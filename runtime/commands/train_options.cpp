@@ -270,6 +270,11 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   r.trainer.seed = opt<uint64_t>(inv, "train.seed");
   r.steps = opt<int64_t>(inv, "train.steps");
   require(r.steps >= 1, "train.steps=" + std::to_string(r.steps) + ": must be >= 1");
+  // The token counters (tokens_seen, the data position, the curriculum's spans) are int64 (from a review: at
+  // 1e10 steps of 1e9 tokens they wrapped).
+  require(r.steps <= std::numeric_limits<int64_t>::max() / n,
+          "train.steps=" + std::to_string(r.steps) + ": at data.seq_len=" + std::to_string(n) + " that is past 2^63 - 1 tokens; at most " +
+              std::to_string(std::numeric_limits<int64_t>::max() / n) + " steps");
   r.trainer.lr.peak = opt<double>(inv, "train.lr");
   require(r.trainer.lr.peak > 0 && std::isfinite(r.trainer.lr.peak), "train.lr must be a finite number > 0");
   r.trainer.lr.warmup_steps = opt<int64_t>(inv, "train.warmup");

@@ -93,6 +93,9 @@ expect_exit 2 "an associative task longer than its stage" -- "$LONGCTX" train --
 expect_in "$OUT/stderr" "error: data.short_seq_len=256 is too short for associative: need at least" "names data.short_seq_len"
 expect_exit 2 "zero layers" -- "$LONGCTX" train "${SMALL[@]}" --model.layers 0
 expect_in "$OUT/stderr" "model.layers=0" "zero layers named"
+# More steps than the int64 token counters hold at this length (before: accepted, and the counts would wrap).
+expect_exit 2 "steps x seq_len past 2^63" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 4611686018427387904
+expect_in "$OUT/stderr" "past 2\^63 - 1 tokens; at most [0-9]+ steps" "names the most steps"
 expect_exit 2 "heads not dividing dim" -- "$LONGCTX" train "${BASE[@]}" --model.dim 32 --model.segment_lengths 32,128,256 --data.seq_len 256 --model.heads 5
 expect_in "$OUT/stderr" "model.heads=5" "heads named"
 expect_exit 2 "unshardable schedule at P=3" -- "${MPIRUN[@]}" -np 3 "$LONGCTX" train "${BASE[@]}" --model.dim 32 --model.heads 4 \
