@@ -523,6 +523,20 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     return " (" + (source.empty() ? "" : "from " + source + ", ") + "in " + where + "; see `longctx " + command.name +
            " --help`)";
   };
+  const auto unknown_option = [&](const std::string& given) {
+    // Spelled as the source spells options: --model.layers, or [model] layers in a config file.
+    const bool in_file = source.rfind("config file", 0) == 0;
+    // (Before, `--seed` on the command line got the list of every option, where a config file's top-level
+    // `seed` and LONGCTX_SEED were pointed to train.seed.)
+    std::string unknown = given.substr(0, given.find('='));  // Boost names `--causl=1` so
+    unknown.erase(0, unknown.find_first_not_of('-'));
+    std::vector<std::string> guesses;
+    for (const std::string& name : likely_options(unknown, declared, in_file))
+      guesses.push_back(in_file ? file_spelling(name) : "--" + name);
+    return UsageError("unknown option '" + given + "' for " + where + (source.empty() ? "" : " (from " + source + ")") +
+                      (guesses.empty() ? "; allowed: " + allowed_options(declared, in_file)
+                                       : "; did you mean " + joined(guesses, " or ") + "?"));
+  };
   try {
     std::set<std::string> turned_off;  // on/off options given as --X=false
     const po::parsed_options from_cli = po::command_line_parser(rewrite_switches(args, declared, turned_off))
@@ -630,18 +644,14 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     source.clear();
     po::notify(invocation.options);
   } catch (const po::unknown_option& e) {
-    // Spelled as the source spells options: --model.layers, or [model] layers in a config file.
-    const bool in_file = source.rfind("config file", 0) == 0;
-    // (Before, `--seed` on the command line got the list of every option, where a config file's top-level
-    // `seed` and LONGCTX_SEED were pointed to train.seed.)
-    std::string unknown = e.get_option_name().substr(0, e.get_option_name().find('='));  // Boost names `--causl=1` so
-    unknown.erase(0, unknown.find_first_not_of('-'));
-    std::vector<std::string> guesses;
-    for (const std::string& name : likely_options(unknown, declared, in_file))
-      guesses.push_back(in_file ? file_spelling(name) : "--" + name);
-    throw UsageError("unknown option '" + e.get_option_name() + "' for " + where +
-                     (source.empty() ? "" : " (from " + source + ")") +
-                     (guesses.empty() ? "; allowed: " + allowed_options(declared, in_file) : "; did you mean " + joined(guesses, " or ") + "?"));
+    throw unknown_option(e.get_option_name());
+  } catch (const po::invalid_command_line_syntax& e) {
+    // `--causl=` (an empty value): Boost objects to the empty value before it looks the name up (before: an
+    // unknown option got "the argument for option '--causl' should follow immediately after the equal sign").
+    std::string name = e.get_option_name();
+    name.erase(0, name.find_first_not_of('-'));
+    if (!name.empty() && !declared.find_nothrow(name, false)) throw unknown_option(e.get_option_name());
+    throw UsageError(e.what() + context());
   } catch (const po::invalid_option_value& e) {
     std::string name = e.get_option_name();
     name.erase(0, name.find_first_not_of('-'));

@@ -183,6 +183,9 @@ expect_exit 2 "[model] layer in a file" -- "$LONGCTX" train --config "$OUT/layer
 expect_in "$OUT/stderr" "did you mean \[model\] layers\?$" "[model] layers"
 expect_exit 2 "--causl=1" -- "$LONGCTX" bench attention --causl=1 --quiet
 expect_in "$OUT/stderr" "did you mean --causal\?$" "a value after = does not hide the name"
+# Nor an empty one (before: "the argument for option '--causl' should follow immediately after the equal sign").
+expect_exit 2 "--causl=" -- "$LONGCTX" bench attention --causl= --quiet
+expect_in "$OUT/stderr" "unknown option '--causl' .*did you mean --causal\?$" "an empty value after = does not hide the name"
 # The first word of an option is answered with it (before: --seq was taken for --seed, two edits away).
 expect_exit 2 "--seq 2048" -- "$LONGCTX" bench attention --seq 2048 --quiet
 expect_in "$OUT/stderr" "did you mean --seq-len\?$" "--seq-len, not --seed"
