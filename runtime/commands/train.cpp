@@ -18,6 +18,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
@@ -264,6 +265,10 @@ int train_run(Invocation& inv, RunRecord& record) {
   // that wrote it may have stopped before its next checkpoint).
   const int64_t kept_through = !resumed ? -1 : stored.pending_eval ? trainer.step() - 1 : trainer.step();
   train::JsonLog jsonl(r.log_jsonl, rank == 0, kept_through, r.checkpoint_dir, run_id);
+  // A fresh run's note of where its log lines start is for a restart before its first checkpoint; a resume
+  // trims by step. One left by a run whose first checkpoint was committed but not named in `latest` (a full
+  // disk) goes now (before: it stayed in checkpoint.dir for good; from an audit).
+  if (resumed && rank == 0) std::remove((r.checkpoint_dir + "/" + train::kLogStart).c_str());
   // Of an earlier dump of this run, the steps and layers this run dumps (dump.steps, dump.layers).
   const auto dumped = [&r](int64_t step, int64_t layer) { return r.dump_steps.count(step) && r.dump_layers.count(layer); };
   // A dump step after `step` that this run dumps: past the curriculum's short stages (their rows are not
@@ -637,6 +642,12 @@ int run_train(Invocation& inv) {
     code = train_run(inv, record);
   } catch (const std::exception&) {  // with the code and message main() ends the run with
     const auto [exit_code, message] = exit_of(std::current_exception());
+    // An input refused before this run trained a step (a token file damaged where step 1 reads it) ends it as
+    // a refusal before its start does: the lock file and the directories this run made go (before: both
+    // stayed; from an audit). Rank 0's (unlock_checkpoint_dir does nothing on the others).
+    if ((exit_code == static_cast<int>(ExitCode::usage) || exit_code == static_cast<int>(ExitCode::bad_input)) &&
+        record.step == record.first_step && record.committed == record.found_step)
+      train::unlock_checkpoint_dir();
     // A usage or config error before the run's work writes nothing (interfaces.md's exit 2), a summary
     // neither (before: one said "failed", exit 2, for a refusal after the start, as a train.steps below
     // latest's step). One later (a checkpoint's .tmp another process holds) ends a run that trained: said.

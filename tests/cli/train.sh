@@ -119,6 +119,22 @@ expect_exit 3 "data.path not a token file, 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LO
   --data.path "$OUT/text.h5" --model.vocab 256
 [ "$(grep -c 'error' "$OUT/stderr")" -eq 1 ] && ! grep -q MPI_ABORT "$OUT/stderr" && pass "one message from 2 ranks, no MPI_Abort" \
   || { fail "a bad data file under mpirun: $(grep -c error "$OUT/stderr") error lines"; head -5 "$OUT/stderr"; }
+# A token file damaged where step 1 reads it: refused (exit 3) before a step is trained, so the lock file
+# and the checkpoint.dir the run made go, as for a refusal before the start (before: both stayed).
+head -c 20000 "$(dirname "$0")/../../README.md" >"$OUT/corpus.txt"
+"$LONGCTX" data import --quiet --text "$OUT/corpus.txt" --out "$OUT/corpus.h5" >/dev/null 2>&1 || fail "could not import the corpus"
+/usr/bin/python3 - "$OUT/corpus.h5" "$OUT/corpus_damaged.h5" <<'PY' || fail "could not damage the corpus"
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    offset = f["tokens"].id.get_chunk_info(0).byte_offset
+data = bytearray(open(sys.argv[1], "rb").read())
+data[offset + 100] ^= 0xFF  # in the first window (tokens [0, 257))
+open(sys.argv[2], "wb").write(data)
+PY
+expect_exit 3 "a token file damaged in step 1's window" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" --data.task file \
+  --data.path "$OUT/corpus_damaged.h5" --model.vocab 256 --checkpoint.dir "$OUT/damaged_run/ck"
+expect_in "$OUT/stderr" "corpus_damaged.h5: /tokens: read failed: Fletcher32 checksum mismatch" "names the file and the damage"
+[ ! -e "$OUT/damaged_run" ] && pass "... and leaves no checkpoint.dir or lock file" || fail "left: $(find "$OUT/damaged_run")"
 
 # ---- uninterrupted reference: 6 steps at P=2 ---------------------------------------------------------
 expect_exit 0 "uninterrupted run" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" --train.steps 6 \
@@ -1100,6 +1116,18 @@ if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=1m tmpfs "$OUT/full" 2>/dev/nu
     --checkpoint.keep 0 --checkpoint.dir "$OUT/full/c"
   expect_in "$OUT/stderr" "cannot (create|write) .*full/c/latest.tmp: No space left on device; .*full/c/step_00000002.h5 is written and complete, and a restart resumes from .*full/c/step_00000001.h5 \(to resume from step_00000002.h5: echo step_00000002.h5 > '.*full/c/latest'\)" \
     "says step 2 is complete and a restart resumes from step 1"
+  # Inodes for the first checkpoint, not for its `latest.tmp`: the note of where this start's log lines begin
+  # (.longctx-log-start) outlives the run, and the resume that follows removes it (before: it stayed for good).
+  umount "$OUT/full" && mount -t tmpfs -o size=2m,nr_inodes=5 tmpfs "$OUT/full"
+  expect_exit 1 "no inode for the first latest" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 --checkpoint.every 1 \
+    --checkpoint.dir "$OUT/full/c" --log.jsonl "$OUT/note5.jsonl"
+  [ -e "$OUT/full/c/.longctx-log-start" ] && [ -e "$OUT/full/c/step_00000001.h5" ] && [ ! -e "$OUT/full/c/latest" ] &&
+    pass "... step 1 written, no latest, the note left" || fail "left: $(ls -A "$OUT/full/c" | tr '\n' ' ')"
+  mount -o remount,nr_inodes=100 "$OUT/full"
+  expect_exit 0 "resumed from step 1" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 --checkpoint.every 1 \
+    --checkpoint.dir "$OUT/full/c" --log.jsonl "$OUT/note5.jsonl"
+  [ ! -e "$OUT/full/c/.longctx-log-start" ] && [ "$(grep -c '"step"' "$OUT/note5.jsonl")" = 2 ] &&
+    pass "... the note is gone, the log has steps 1 and 2" || fail "left: $(ls -A "$OUT/full/c" | tr '\n' ' '); $(cat "$OUT/note5.jsonl")"
   umount "$OUT/full"
 else
   echo "SKIP full-disk checks (need root and tmpfs)"
