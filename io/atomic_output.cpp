@@ -279,16 +279,19 @@ AtomicOutput::~AtomicOutput() {
   if (!done_) abort();
 }
 
-void AtomicOutput::require_room(uint64_t bytes, const std::string& what) {
-  run_on_rank0(comm_, "looking for room for " + what + " in " + temporary_path(), [&] {
+void require_room(MPI_Comm comm, const std::string& path, uint64_t bytes, const std::string& what) {
+  const std::string temporary = path + ".tmp";
+  run_on_rank0(comm, "looking for room for " + what + " in " + temporary, [&] {
     std::error_code error;
-    const std::filesystem::space_info space = std::filesystem::space(directory_of(path_), error);
+    const std::filesystem::space_info space = std::filesystem::space(directory_of(path), error);
     if (error || space.available >= bytes) return;  // a file system that cannot say: written as before
-    throw InternalError("no room for " + what + " in " + temporary_path() + ": it takes " + std::to_string(bytes) +
-                        " bytes, and the file system of " + directory_of(path_) + " has " +
+    throw InternalError("no room for " + what + " in " + temporary + ": it takes " + std::to_string(bytes) +
+                        " bytes, and the file system of " + directory_of(path) + " has " +
                         std::to_string(space.available) + " free; none of it was written");
   });
 }
+
+void AtomicOutput::require_room(uint64_t bytes, const std::string& what) { io::require_room(comm_, path_, bytes, what); }
 
 void AtomicOutput::commit() {
   if (done_) throw InternalError("AtomicOutput " + path_ + ": commit after commit or abort");

@@ -102,6 +102,11 @@ class ClaimedEarly {
   RegisteredClaim registered_;
 };
 
+// Whether the file system of `path` has `bytes` free for it (at `path`.tmp): every rank of `comm` throws
+// InternalError naming `what` and both figures where rank 0 finds fewer (statvfs). Collective. A look, not a
+// reservation (AtomicOutput::require_room says why).
+void require_room(MPI_Comm comm, const std::string& path, uint64_t bytes, const std::string& what);
+
 class AtomicOutput {
  public:
   AtomicOutput(std::string path, MPI_Comm comm = MPI_COMM_NULL);

@@ -267,7 +267,12 @@ void require_writable_directory(const std::string& named, const std::string& dir
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
   if (fd < 0) {
     if (errno == EEXIST) return;  // a leftover of a killed run: the directory takes files
-    throw UsageError(named + ": cannot create files in directory '" + directory + "' (" + std::strerror(errno) + ")");
+    const std::string message =
+        named + ": cannot create files in directory '" + directory + "' (" + std::strerror(errno) + ")";
+    // A full file system (blocks or inodes) or a quota is no fault of the options: exit 1, as a checkpoint
+    // that finds the disk full (before: exit 2, which a script reads as "fix the command"; from an audit).
+    if (errno == ENOSPC || errno == EDQUOT) throw InternalError(message + "; free some space there and run again");
+    throw UsageError(message);
   }
   ::close(fd);
   ::unlink(probe.c_str());

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -256,6 +258,20 @@ int run(Invocation& invocation) {
     if (refused_by_any_rank(world, bad.empty() ? "" : input_path + ": " + bad + ": the input must be finite (nothing was computed or written)"))
       return static_cast<int>(ExitCode::bad_input);
   }
+
+  // Room for the output, looked for before the compute, not found missing when writing after it (from an
+  // audit: the compute was lost). A look, as for activation dumps: HDF5's headers take under 4 KiB a dataset.
+  {
+    const int datasets = backward ? 5 : 2;
+    const uint64_t values = static_cast<uint64_t>(element_count(input.shape)) * (datasets - 1) +
+                            static_cast<uint64_t>(element_count(input.lse_shape()));
+    io::require_room(comm, output_path, values * sizeof(float) + datasets * 4096,
+                     std::string(backward ? "o, lse, dq, dk and dv" : "o and lse") + " (looked for before computing them)");
+  }
+  // LONGCTX_FAULT_STOP_BEFORE_WORK=1: the process stops itself (SIGSTOP) after that look, so that a test can
+  // fill the disk before the output is written.
+  if (const char* stop = std::getenv("LONGCTX_FAULT_STOP_BEFORE_WORK"); stop && std::string(stop) == "1")
+    std::raise(SIGSTOP);
 
   // Fault injection for the no-hang test: this rank fails while the others enter the all-gathers.
   if (const auto fail_rank = process_getenv("LONGCTX_FAULT_INJECT_RANK"); fail_rank && *fail_rank == std::to_string(rank))

@@ -702,15 +702,38 @@ if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=64k tmpfs full 2>/dev/null; th
   cmp -s kept_before.h5 kept.h5 && [ ! -e full/r.json ] && [ ! -e full/r.json.tmp ] && [ ! -e kept.h5.tmp ] \
     && pass "the output is unchanged, nothing left behind" || fail "after the failed report: $(ls full; ls kept.h5*)"
   umount full
-  # An output that does not fit (268 KiB on a 256 KiB tmpfs): exit 1 naming the reason, nothing left. Its
-  # datasets are small enough for HDF5 to buffer their last bytes until they are closed, where a failure
-  # was dropped: before, exit 0 with zeros in lse, dq, dk and dv (from a review).
+  # An output that does not fit (268 KiB on a 256 KiB tmpfs): refused before the compute, exit 1 naming both
+  # sizes, nothing left (before: found when writing, after the compute; from an audit).
   $CHECK make in256.h5 256 4 16 || fail "could not make in256.h5"
   mount -t tmpfs -o size=256k tmpfs full
   expect_exit 1 "an output larger than the disk's free space" -- "$LONGCTX" attend --input in256.h5 --output full/o.h5 \
-    --segment-lengths 32,64 --dilation-rates 1,2 --backward --quiet
-  expect_in "$OUT/stderr" "full/o.h5.tmp: writing a dataset's buffered bytes failed: file write failed: No space left on device" "names the reason"
+    --segment-lengths 32,64 --dilation-rates 1,2 --backward
+  expect_in "$OUT/stderr" "no room for o, lse, dq, dk and dv \(looked for before computing them\) in full/o.h5.tmp: it takes [0-9]+ bytes, and the file system of full has [0-9]+ free" \
+    "names what does not fit and both sizes"
+  grep -q "forward: " "$OUT/stderr" && fail "... only after the compute" || pass "... before the compute"
   [ -z "$(ls -A full)" ] && pass "nothing left on the disk" || fail "left: $(ls -A full)"
+  # The same output on a disk that has room when the run looks and fills before it writes (the run stops
+  # itself after its look): exit 1 naming the reason, nothing left. Its datasets are small enough for HDF5
+  # to buffer their last bytes until they are closed, where a failure was dropped: before, exit 0 with zeros
+  # in lse, dq, dk and dv (from a review).
+  umount full && mount -t tmpfs -o size=512k tmpfs full
+  LONGCTX_FAULT_STOP_BEFORE_WORK=1 "$LONGCTX" attend --input in256.h5 --output full/o.h5 --segment-lengths 32,64 \
+    --dilation-rates 1,2 --backward --quiet >"$OUT/stdout" 2>"$OUT/stderr" &
+  pid=$!
+  for _ in $(seq 400); do [ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" = T ] && break; sleep 0.05; done
+  dd if=/dev/zero of=full/filler bs=4096 count=80 status=none 2>/dev/null
+  kill -CONT $pid
+  wait $pid; code=$?
+  [ "$code" -eq 1 ] && pass "a disk filled during the compute (exit 1)" || fail "a disk filled during the compute: exit $code"
+  expect_in "$OUT/stderr" "full/o.h5.tmp: writing a dataset's buffered bytes failed: file write failed: No space left on device" "names the reason"
+  rm -f full/filler
+  [ -z "$(ls -A full)" ] && pass "nothing left on the disk" || fail "left: $(ls -A full)"
+  # A file system with no inode left: exit 1 (a full disk), not 2, which says "fix the command" (from an audit).
+  umount full && mount -t tmpfs -o size=512k,nr_inodes=1 tmpfs full
+  expect_exit 1 "--output where no file can be made (no inode left)" -- "$LONGCTX" attend --input in.h5 --output full/o.h5 \
+    --segment-lengths 4 --dilation-rates 1 --quiet
+  expect_in "$OUT/stderr" "cannot create files in directory 'full' \(No space left on device\); free some space there" "says the disk is full"
+  umount full && mount -t tmpfs -o size=512k tmpfs full
   # A rank stalled while the others write to a nearly full disk (what one rank's failed write can do inside
   # HDF5's collectives): the watchdog's message names the disk's free space.
   stalled_job STALL_RANK "in file I/O on a nearly full disk" full/stalled.h5
