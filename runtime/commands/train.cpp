@@ -642,16 +642,17 @@ int run_train(Invocation& inv) {
     code = train_run(inv, record);
   } catch (const std::exception&) {  // with the code and message main() ends the run with
     const auto [exit_code, message] = exit_of(std::current_exception());
-    // An input refused before this run trained a step (a token file damaged where step 1 reads it) ends it as
-    // a refusal before its start does: the lock file and the directories this run made go (before: both
-    // stayed; from an audit). Rank 0's (unlock_checkpoint_dir does nothing on the others).
-    if ((exit_code == static_cast<int>(ExitCode::usage) || exit_code == static_cast<int>(ExitCode::bad_input)) &&
-        record.step == record.first_step && record.committed == record.found_step)
-      train::unlock_checkpoint_dir();
     // A usage or config error before the run's work writes nothing (interfaces.md's exit 2), a summary
     // neither (before: one said "failed", exit 2, for a refusal after the start, as a train.steps below
     // latest's step). One later (a checkpoint's .tmp another process holds) ends a run that trained: said.
     if (exit_code != static_cast<int>(ExitCode::usage) || record.first_step >= 0) write_summary(exit_code, message);
+    // An input refused before this run trained a step (a token file damaged where step 1 reads it) ends it as
+    // a refusal before its start does: the lock file and the directories this run made go (before: both
+    // stayed; from an audit). Rank 0's (unlock_checkpoint_dir does nothing on the others); after the summary,
+    // whose directory stays where it holds it.
+    if ((exit_code == static_cast<int>(ExitCode::usage) || exit_code == static_cast<int>(ExitCode::bad_input)) &&
+        record.step == record.first_step && record.committed == record.found_step)
+      train::unlock_checkpoint_dir();
     throw;
   }
   write_summary(code, "");

@@ -135,6 +135,12 @@ expect_exit 3 "a token file damaged in step 1's window" -- "${MPIRUN[@]}" -np 2 
   --data.path "$OUT/corpus_damaged.h5" --model.vocab 256 --checkpoint.dir "$OUT/damaged_run/ck"
 expect_in "$OUT/stderr" "corpus_damaged.h5: /tokens: read failed: Fletcher32 checksum mismatch" "names the file and the damage"
 [ ! -e "$OUT/damaged_run" ] && pass "... and leaves no checkpoint.dir or lock file" || fail "left: $(find "$OUT/damaged_run")"
+# ... with log.summary in that checkpoint.dir: the summary says so and keeps its directory, the lock file goes.
+expect_exit 3 "the same with log.summary in checkpoint.dir" -- "$LONGCTX" train "${SMALL[@]}" --data.task file \
+  --data.path "$OUT/corpus_damaged.h5" --model.vocab 256 --checkpoint.dir "$OUT/damaged_run/ck" \
+  --log.summary "$OUT/damaged_run/ck/summary.json"
+[ "$(ls -A "$OUT/damaged_run/ck")" = summary.json ] && grep -q '"exit": 3' "$OUT/damaged_run/ck/summary.json" &&
+  pass "... the summary (exit 3) is written, the lock file is gone" || fail "left: $(ls -A "$OUT/damaged_run/ck")"
 
 # ---- uninterrupted reference: 6 steps at P=2 ---------------------------------------------------------
 expect_exit 0 "uninterrupted run" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" --train.steps 6 \
