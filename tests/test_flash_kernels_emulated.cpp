@@ -552,8 +552,10 @@ TEST(FlashKernelsEmulated, BackwardStaysBoundedAtHugeScores) {
 // The kernels count one segment's selected rows per head in int: a branch selecting 2^31 or more is a
 // UsageError naming it (before: the count wrapped to INT_MIN, no block ran, and o / lse were left unwritten
 // with exit 0), locally and for a spanning branch's gathered keys; 2^31 - 1 and fewer are accepted.
-TEST(FlashKernelsEmulated, SegmentsSelectingPast2To31RowsAreRefused) {
-  const int64_t big = int64_t{1} << 31;
+// At most kMaxSelectedRows (2^31 - 257) rows of one segment per head: 2^31 - 1, accepted before, wrapped the
+// kernels' loop bounds (test_flash_layout's LoopBoundsFitAtTheRowLimit).
+TEST(FlashKernelsEmulated, SegmentsSelectingPastTheRowLimitAreRefused) {
+  const int64_t big = int64_t{1} << 31, limit = kMaxSelectedRows;
   auto local = [](int64_t seq_len, int64_t w, int64_t r) {
     AttentionParams params;
     params.schedule.branches = {{w, r}};
@@ -562,9 +564,10 @@ TEST(FlashKernelsEmulated, SegmentsSelectingPast2To31RowsAreRefused) {
                    blocks);
     return blocks;
   };
-  EXPECT_GT(local(big - 1, big - 1, 1), 0);              // 2^31 - 1 rows
-  EXPECT_GT(local(2 * big - 2, 2 * big - 2, 2), 0);      // 2^31 - 1 rows
-  for (auto [n, r] : {std::pair{big, int64_t{1}}, std::pair{2 * big, int64_t{1}}, std::pair{4 * big, int64_t{2}}}) {
+  EXPECT_GT(local(limit, limit, 1), 0);
+  EXPECT_GT(local(2 * limit, 2 * limit, 2), 0);
+  for (auto [n, r] : {std::pair{limit + 1, int64_t{1}}, std::pair{2 * limit + 1, int64_t{2}}, std::pair{big - 1, int64_t{1}},
+                      std::pair{big, int64_t{1}}, std::pair{2 * big, int64_t{1}}, std::pair{4 * big, int64_t{2}}}) {
     try {
       local(n, n, r);
       ADD_FAILURE() << "N = w = " << n << ", r = " << r << ": accepted";
