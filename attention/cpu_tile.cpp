@@ -1,6 +1,7 @@
 // Tile kernels (see cpu_tile.hpp). Layout of the packed operands, D' = D rounded up to the SIMD width:
-//   kT, vT: [m_k / kBlockK][D][kBlockK]  key-block-major transposes, keys contiguous (zero padded)
-//   kp, vp: [m_k rounded up to kBlockK][D']  rows padded with zeros
+//   kT, vT: [m_k / kBlockK][D][kBlockK]  key-block-major transposes, keys contiguous (zero padded to whole
+//           vectors; the products read a block's columns only so far)
+//   kp, vp: [m_k][D']  rows padded with zeros (the products read m_k rows of them, no more)
 // Every product is one register-blocked kernel, C[M, cols] (+)= A(M x inner) B[inner, cols]: C holds
 // kRowsMR x kVecsNR vectors in registers, A is read by broadcast through (row, inner) strides (so P^T and
 // dS^T need no transpose), B is read as contiguous vectors. Forward, per block of kBlockQ queries:
@@ -101,7 +102,8 @@ void gemm(int64_t rows, int64_t cols, int64_t inner, const float* a, int64_t a_r
   }
 }
 
-// kT[kb][d][jj] = k[kb * kBlockK + jj][d], zero beyond m_k.
+// kT[kb][d][jj] = k[kb * kBlockK + jj][d], zero beyond m_k up to a whole vector (the score products read
+// round_up(nk, kLanes) columns of a block: zeroing the block's 128 was most of a short tile's packing).
 void pack_transposed(const float* k, int64_t m_k, int64_t head_dim, float* kT) {
   const int64_t blocks = (m_k + kBlockK - 1) / kBlockK;
   for (int64_t kb = 0; kb < blocks; ++kb) {
@@ -110,7 +112,7 @@ void pack_transposed(const float* k, int64_t m_k, int64_t head_dim, float* kT) {
     for (int64_t d = 0; d < head_dim; ++d) {
       float* out = block + d * kBlockK;
       for (int64_t jj = 0; jj < nk; ++jj) out[jj] = k[(kb * kBlockK + jj) * head_dim + d];
-      std::fill(out + nk, out + kBlockK, 0.0f);
+      std::fill(out + nk, out + round_up(nk, kLanes), 0.0f);
     }
   }
 }
@@ -174,7 +176,7 @@ void flash_forward_tile(const float* q, const float* k, const float* v, int64_t 
   float* qs = ws.floats(6, std::max<int64_t>(m_q, 1) * D);
   int64_t* limit = ws.indices(0, kBlockQ);
   pack_transposed(k, m_k, D, kT);
-  pack_rows(v, m_k, D, padded_keys, Dp, vp);
+  pack_rows(v, m_k, D, m_k, Dp, vp);  // P vp reads nk rows of a block
   pack_rows(q, m_q, D, m_q, D, qs, scale);
   const vint lanes = simd::lane_index();
 
@@ -270,7 +272,7 @@ void flash_backward_tile(const float* q, const float* k, const float* v, const f
   int64_t* block_max_limit = ws.indices(1, query_blocks);
   pack_transposed(k, m_k, D, kT);
   pack_transposed(v, m_k, D, vT);
-  pack_rows(k, m_k, D, padded_keys, Dp, kp);
+  pack_rows(k, m_k, D, m_k, Dp, kp);  // dS kp reads nk rows of a block
   pack_rows(q, m_q, D, m_q, Dp, qp);
   pack_rows(q, m_q, D, m_q, Dp, qs, scale);
   pack_rows(dout, m_q, D, m_q, Dp, dop);
