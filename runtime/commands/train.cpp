@@ -648,11 +648,15 @@ int run_train(Invocation& inv) {
     if (exit_code != static_cast<int>(ExitCode::usage) || record.first_step >= 0) write_summary(exit_code, message);
     // An input refused before this run trained a step (a token file damaged where step 1 reads it) ends it as
     // a refusal before its start does: the lock file and the directories this run made go (before: both
-    // stayed; from an audit). Rank 0's (unlock_checkpoint_dir does nothing on the others); after the summary,
-    // whose directory stays where it holds it.
+    // stayed; from an audit), with a fresh run's note of where its log lines start (it logged none). Rank 0's
+    // (unlock_checkpoint_dir does nothing on the others; under mpirun a failure on another rank alone ends
+    // the job by MPI_Abort first); after the summary, whose directory stays where it holds it.
     if ((exit_code == static_cast<int>(ExitCode::usage) || exit_code == static_cast<int>(ExitCode::bad_input)) &&
-        record.step == record.first_step && record.committed == record.found_step)
+        record.step == record.first_step && record.committed == record.found_step) {
+      const std::string dir = inv.options["checkpoint.dir"].as<std::string>();
+      if (writes && !dir.empty() && record.found_step < 0) std::remove((dir + "/" + train::kLogStart).c_str());
       train::unlock_checkpoint_dir();
+    }
     throw;
   }
   write_summary(code, "");

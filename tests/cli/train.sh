@@ -94,7 +94,7 @@ expect_in "$OUT/stderr" "error: data.short_seq_len=256 is too short for associat
 expect_exit 2 "zero layers" -- "$LONGCTX" train "${SMALL[@]}" --model.layers 0
 expect_in "$OUT/stderr" "model.layers=0" "zero layers named"
 # More steps than the int64 token counters hold at this length (before: accepted, and the counts would wrap).
-expect_exit 2 "steps x seq_len past 2^63" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 4611686018427387904
+expect_exit 2 "steps x seq_len past 2^63" -- timeout 60 "$LONGCTX" train "${SMALL[@]}" --train.steps 4611686018427387904
 expect_in "$OUT/stderr" "past 2\^63 - 1 tokens; at most [0-9]+ steps" "names the most steps"
 expect_exit 2 "heads not dividing dim" -- "$LONGCTX" train "${BASE[@]}" --model.dim 32 --model.segment_lengths 32,128,256 --data.seq_len 256 --model.heads 5
 expect_in "$OUT/stderr" "model.heads=5" "heads named"
@@ -119,8 +119,9 @@ expect_exit 3 "data.path not a token file, 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LO
   --data.path "$OUT/text.h5" --model.vocab 256
 [ "$(grep -c 'error' "$OUT/stderr")" -eq 1 ] && ! grep -q MPI_ABORT "$OUT/stderr" && pass "one message from 2 ranks, no MPI_Abort" \
   || { fail "a bad data file under mpirun: $(grep -c error "$OUT/stderr") error lines"; head -5 "$OUT/stderr"; }
-# A token file damaged where step 1 reads it: refused (exit 3) before a step is trained, so the lock file
-# and the checkpoint.dir the run made go, as for a refusal before the start (before: both stayed).
+# A token file damaged where step 1 reads it: refused (exit 3) before a step is trained, so the lock file,
+# the note of where log.jsonl's lines start and the checkpoint.dir the run made go, as for a refusal before
+# the start (before: all stayed). One rank: under mpirun the first window is read, and refused, at the start.
 head -c 20000 "$(dirname "$0")/../../README.md" >"$OUT/corpus.txt"
 "$LONGCTX" data import --quiet --text "$OUT/corpus.txt" --out "$OUT/corpus.h5" >/dev/null 2>&1 || fail "could not import the corpus"
 /usr/bin/python3 - "$OUT/corpus.h5" "$OUT/corpus_damaged.h5" <<'PY' || fail "could not damage the corpus"
@@ -131,16 +132,17 @@ data = bytearray(open(sys.argv[1], "rb").read())
 data[offset + 100] ^= 0xFF  # in the first window (tokens [0, 257))
 open(sys.argv[2], "wb").write(data)
 PY
-expect_exit 3 "a token file damaged in step 1's window" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" --data.task file \
-  --data.path "$OUT/corpus_damaged.h5" --model.vocab 256 --checkpoint.dir "$OUT/damaged_run/ck"
-expect_in "$OUT/stderr" "corpus_damaged.h5: /tokens: read failed: Fletcher32 checksum mismatch" "names the file and the damage"
-[ ! -e "$OUT/damaged_run" ] && pass "... and leaves no checkpoint.dir or lock file" || fail "left: $(find "$OUT/damaged_run")"
+expect_exit 3 "a token file damaged in step 1's window" -- "$LONGCTX" train "${SMALL[@]}" --data.task file \
+  --data.path "$OUT/corpus_damaged.h5" --model.vocab 256 --checkpoint.dir "$OUT/damaged_run/ck" --log.jsonl "$OUT/damaged.jsonl"
+expect_in "$OUT/stderr" "corpus_damaged.h5: /tokens: read failed: Fletcher32 checksum mismatch .*reading tokens \[0, 257\) for training" \
+  "names the file, the damage and step 1's read"
+[ ! -e "$OUT/damaged_run" ] && pass "... and leaves no checkpoint.dir, lock file or log note" || fail "left: $(find "$OUT/damaged_run")"
 # ... with log.summary in that checkpoint.dir: the summary says so and keeps its directory, the lock file goes.
 expect_exit 3 "the same with log.summary in checkpoint.dir" -- "$LONGCTX" train "${SMALL[@]}" --data.task file \
   --data.path "$OUT/corpus_damaged.h5" --model.vocab 256 --checkpoint.dir "$OUT/damaged_run/ck" \
-  --log.summary "$OUT/damaged_run/ck/summary.json"
+  --log.summary "$OUT/damaged_run/ck/summary.json" --log.jsonl "$OUT/damaged.jsonl"
 [ "$(ls -A "$OUT/damaged_run/ck")" = summary.json ] && grep -q '"exit": 3' "$OUT/damaged_run/ck/summary.json" &&
-  pass "... the summary (exit 3) is written, the lock file is gone" || fail "left: $(ls -A "$OUT/damaged_run/ck")"
+  pass "... the summary (exit 3) is written, the lock file and the log note are gone" || fail "left: $(ls -A "$OUT/damaged_run/ck")"
 
 # ---- uninterrupted reference: 6 steps at P=2 ---------------------------------------------------------
 expect_exit 0 "uninterrupted run" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" --train.steps 6 \
