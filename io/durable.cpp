@@ -266,12 +266,13 @@ void require_writable_directory(const std::string& named, const std::string& dir
   const std::string probe = directory + "/.longctx-write-test." + std::to_string(::getpid());
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
   if (fd < 0) {
-    if (errno == EEXIST) return;  // a leftover of a killed run: the directory takes files
+    const int why = errno;
+    if (why == EEXIST) return;  // a leftover of a killed run: the directory takes files
     const std::string message =
-        named + ": cannot create files in directory '" + directory + "' (" + std::strerror(errno) + ")";
+        named + ": cannot create files in directory '" + directory + "' (" + std::strerror(why) + ")";
     // A full file system (blocks or inodes) or a quota is no fault of the options: exit 1, as a checkpoint
     // that finds the disk full (before: exit 2, which a script reads as "fix the command"; from an audit).
-    if (errno == ENOSPC || errno == EDQUOT) throw InternalError(message + "; free some space there and run again");
+    if (why == ENOSPC || why == EDQUOT) throw InternalError(message + "; free some space there and run again");
     throw UsageError(message);
   }
   ::close(fd);

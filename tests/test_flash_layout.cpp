@@ -90,9 +90,6 @@ TEST(FlashLayout, RowsBetweenCountsARun) {
           }
 }
 
-// One segment of g L rows shared by g ranks: member m's queries are its own selected rows (local row
-// indexes), their sparse indexes q_base + t match the segment's enumeration, and the keys are the
-// segment's selected rows in position order at the tiles offset the driver writes them to.
 // At the most rows per head the kernels accept (kMaxSelectedRows, local and spanning), their int loop bounds
 // stay in range: the last query tile's key end is the key count (at 2^31 - 1 it wrapped negative), and a
 // bound rounded up to whole tiles, as the kernels round it in int, still fits.
@@ -123,6 +120,9 @@ TEST(FlashLayout, LoopBoundsFitAtTheRowLimit) {
   check(spanning);
 }
 
+// One segment of g L rows shared by g ranks: member m's queries are its own selected rows (local row
+// indexes), their sparse indexes q_base + t match the segment's enumeration, and the keys are the
+// segment's selected rows in position order at the tiles offset the driver writes them to.
 TEST(FlashLayout, SpanningProblemsMatchTheSegmentsSelection) {
   for (HeadOffsets offsets : {HeadOffsets::paper, HeadOffsets::grouped})
     for (auto [L, r, g, H, B] : std::vector<std::tuple<int64_t, int64_t, int, int, int64_t>>{

@@ -50,7 +50,11 @@ void lock_checkpoint_dir(const std::string& dir) {
     if (std::filesystem::symlink_status(up, error).type() != std::filesystem::file_type::not_found) break;
     missing.insert(missing.begin(), up.string());
   }
+  // A full file system or a quota is exit 1, as at the output-directory probe (which only root's runs make).
+  const auto full = [](int why) { return why == ENOSPC || why == EDQUOT; };
   std::filesystem::create_directories(dir, error);
+  if (error && full(error.value()))
+    throw InternalError("checkpoint.dir=" + dir + ": cannot create it: " + error.message() + "; free some space there and run again");
   if (error) throw UsageError("checkpoint.dir=" + dir + ": cannot create it: " + error.message(), "checkpoint.dir");
   const std::string path = dir + "/" + kLockFile;
   for (;;) {
@@ -60,8 +64,12 @@ void lock_checkpoint_dir(const std::string& dir) {
       created = false;
       fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
     }
-    if (fd < 0)
-      throw UsageError("checkpoint.dir=" + dir + ": cannot open " + path + ": " + std::strerror(errno), "checkpoint.dir");
+    if (fd < 0) {
+      const int why = errno;
+      const std::string message = "checkpoint.dir=" + dir + ": cannot open " + path + ": " + std::strerror(why);
+      if (full(why)) throw InternalError(message + "; free some space there and run again");
+      throw UsageError(message, "checkpoint.dir");
+    }
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
       const int why = errno;
       if (why != EWOULDBLOCK) {
