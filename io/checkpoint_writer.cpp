@@ -251,7 +251,7 @@ void CheckpointWriter::reserve(uint64_t estimate) {
     if (bytes == 0) return;
     const int reason = reserve_space(claim_.fd(), 0, bytes);
     if (reason == 0) reserved_ = bytes;
-    if (reason != ENOSPC && reason != EDQUOT) return;  // reserved, or a file system that cannot reserve
+    if (!out_of_space(reason)) return;  // reserved, or a file system that cannot reserve
     throw InternalError("cannot reserve " + std::to_string(bytes) + " bytes for the checkpoint " + temporary_ + " (" +
                         (measured ? "the size of " + sized_by + " and 1/16 more"
                                   : "an estimate of its tensors and HDF5's own bytes") +

@@ -268,12 +268,10 @@ void require_writable_directory(const std::string& named, const std::string& dir
   if (fd < 0) {
     const int why = errno;
     if (why == EEXIST) return;  // a leftover of a killed run: the directory takes files
-    const std::string message =
-        named + ": cannot create files in directory '" + directory + "' (" + std::strerror(why) + ")";
-    // A full file system (blocks or inodes) or a quota is no fault of the options: exit 1, as a checkpoint
-    // that finds the disk full (before: exit 2, which a script reads as "fix the command"; from an audit).
-    if (why == ENOSPC || why == EDQUOT) throw InternalError(message + "; free some space there and run again");
-    throw UsageError(message);
+    // A full file system is exit 1, as a checkpoint that finds the disk full (before: exit 2, which a
+    // script reads as "fix the command"; from an audit).
+    throw_cannot_make_file(named + ": cannot create files in directory '" + directory + "' (" + std::strerror(why) + ")",
+                           why);
   }
   ::close(fd);
   ::unlink(probe.c_str());
@@ -419,6 +417,13 @@ void sync_file(const std::string& path) { sync_path(path, O_RDONLY); }
 
 void sync_directory(const std::string& directory) { sync_path(directory, O_RDONLY | O_DIRECTORY); }
 
+bool out_of_space(int error) { return error == ENOSPC || error == EDQUOT; }
+
+void throw_cannot_make_file(const std::string& message, int error, const std::string& option) {
+  if (out_of_space(error)) throw InternalError(message + "; free some space there and run again");
+  throw UsageError(message, option);
+}
+
 int reserve_space(int fd, uint64_t offset, uint64_t bytes) {
   if (bytes == 0) return 0;
   if (fd < 0) return EOPNOTSUPP;
@@ -426,7 +431,7 @@ int reserve_space(int fd, uint64_t offset, uint64_t bytes) {
     if (::fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset), static_cast<off_t>(bytes)) == 0) return 0;
     // A large fallocate on tmpfs gives up on a pending signal (train's stop): again, as it did not reserve.
     if (errno == EINTR) continue;
-    return errno == ENOSPC || errno == EDQUOT ? errno : EOPNOTSUPP;
+    return out_of_space(errno) ? errno : EOPNOTSUPP;
   }
 }
 

@@ -84,6 +84,12 @@ void sync_file(const std::string& path);
 void sync_directory(const std::string& directory);
 // rename(2) then fsync of the target's directory.
 void rename_durably(const std::string& from, const std::string& to);
+// Whether `error` (an errno) says the file system has no room: no block or inode left, or a quota.
+bool out_of_space(int error);
+// Throws `message`, about a file that cannot be made for `error`: InternalError (exit 1, saying to free
+// space) where the file system is full, which is no fault of the options; else UsageError (exit 2), about
+// `option` when one is named.
+[[noreturn]] void throw_cannot_make_file(const std::string& message, int error, const std::string& option = "");
 // Room for `bytes` of the file open as `fd` from `offset` on, allocated ahead of its writes (fallocate(2),
 // the file's size unchanged; retried when a signal interrupts it): 0 when reserved, ENOSPC or EDQUOT when
 // the file system has no such room, EOPNOTSUPP when it cannot reserve at all (and the like: the file is

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "io/durable.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/log.hpp"
 
@@ -51,11 +52,10 @@ void lock_checkpoint_dir(const std::string& dir) {
     missing.insert(missing.begin(), up.string());
   }
   // A full file system or a quota is exit 1, as at the output-directory probe (which only root's runs make).
-  const auto full = [](int why) { return why == ENOSPC || why == EDQUOT; };
   std::filesystem::create_directories(dir, error);
-  if (error && full(error.value()))
-    throw InternalError("checkpoint.dir=" + dir + ": cannot create it: " + error.message() + "; free some space there and run again");
-  if (error) throw UsageError("checkpoint.dir=" + dir + ": cannot create it: " + error.message(), "checkpoint.dir");
+  if (error)
+    io::throw_cannot_make_file("checkpoint.dir=" + dir + ": cannot create it: " + error.message(), error.value(),
+                               "checkpoint.dir");
   const std::string path = dir + "/" + kLockFile;
   for (;;) {
     bool created = true;
@@ -66,9 +66,8 @@ void lock_checkpoint_dir(const std::string& dir) {
     }
     if (fd < 0) {
       const int why = errno;
-      const std::string message = "checkpoint.dir=" + dir + ": cannot open " + path + ": " + std::strerror(why);
-      if (full(why)) throw InternalError(message + "; free some space there and run again");
-      throw UsageError(message, "checkpoint.dir");
+      io::throw_cannot_make_file("checkpoint.dir=" + dir + ": cannot open " + path + ": " + std::strerror(why), why,
+                                 "checkpoint.dir");
     }
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
       const int why = errno;
