@@ -4,7 +4,6 @@
 // Damage is collected into the report, naming the dataset.
 #include <algorithm>
 #include <cmath>
-#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
@@ -13,6 +12,7 @@
 #include "io/digest.hpp"
 #include "io/durable.hpp"
 #include "runtime/core/log.hpp"
+#include "runtime/core/stop_point.hpp"
 
 namespace longctx::io {
 namespace {
@@ -296,10 +296,8 @@ std::vector<VerifyReport> verify_checkpoint_dir(const std::string& dir) {
   // renamed meanwhile) while `latest` names one, the directory is listed again, up to 5 times.
   for (int attempt = 1; attempt <= 5 && reports.empty(); ++attempt) {
     const std::vector<std::string> files = list_checkpoints(dir);
-    // LONGCTX_FAULT_STOP_AFTER_LISTING=1: the process stops itself (SIGSTOP) after its first listing, so that
-    // a test can remove a listed checkpoint before it is read (that lands there only by timing otherwise).
-    if (const char* stop = std::getenv("LONGCTX_FAULT_STOP_AFTER_LISTING"); attempt == 1 && stop && std::string(stop) == "1")
-      ::raise(SIGSTOP);
+    // A test removes a listed checkpoint before it is read.
+    if (attempt == 1) stop_here_if_set("LONGCTX_FAULT_STOP_AFTER_LISTING");
     if (files.empty()) {
       bool named = false;
       try {

@@ -4,7 +4,6 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
@@ -17,6 +16,7 @@
 #include "io/token_dataset.hpp"
 #include "io/token_import_input.hpp"
 #include "runtime/core/log.hpp"
+#include "runtime/core/stop_point.hpp"
 
 namespace longctx::io {
 namespace {
@@ -314,10 +314,7 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
           [&](uint64_t bytes) { scanning.update(scanned += bytes); }, [] {});
   }
   if (!plan.streams && known_ids == 0) throw InputError("data import: the --ids files hold no ids: nothing to train on");
-  // LONGCTX_FAULT_STOP_BETWEEN_READS=1: the process stops itself (SIGSTOP) after the first reading, so that a
-  // test can change a file before the second (a change lands there only by timing otherwise).
-  if (const char* stop = std::getenv("LONGCTX_FAULT_STOP_BETWEEN_READS"); scan && stop && std::string(stop) == "1")
-    ::raise(SIGSTOP);
+  if (scan) stop_here_if_set("LONGCTX_FAULT_STOP_BETWEEN_READS");  // a test changes a file before the second reading
   const int64_t limit = options.vocab > 0 ? options.vocab : scan ? largest + 1 : type_bound;
   const h5::ElementType storage = storage_for(limit);
   // Why ids must lie below `limit`, for the message that refuses one.

@@ -7,8 +7,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <csignal>
-#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -28,6 +26,7 @@
 #include "runtime/core/fingerprint.hpp"
 #include "runtime/core/heartbeat.hpp"
 #include "runtime/core/log.hpp"
+#include "runtime/core/stop_point.hpp"
 #include "runtime/core/watchdog.hpp"
 
 namespace longctx::cli {
@@ -268,10 +267,7 @@ int run(Invocation& invocation) {
     io::require_room(comm, output_path, values * sizeof(float) + datasets * 4096,
                      std::string(backward ? "o, lse, dq, dk and dv" : "o and lse") + " (looked for before computing them)");
   }
-  // LONGCTX_FAULT_STOP_BEFORE_WORK=1: the process stops itself (SIGSTOP) after that look, so that a test can
-  // fill the disk before the output is written.
-  if (const char* stop = std::getenv("LONGCTX_FAULT_STOP_BEFORE_WORK"); stop && std::string(stop) == "1")
-    std::raise(SIGSTOP);
+  stop_here_if_set("LONGCTX_FAULT_STOP_BEFORE_WORK");  // a test fills the disk after that look
 
   // Fault injection for the no-hang test: this rank fails while the others enter the all-gathers.
   if (const auto fail_rank = process_getenv("LONGCTX_FAULT_INJECT_RANK"); fail_rank && *fail_rank == std::to_string(rank))

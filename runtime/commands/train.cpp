@@ -40,6 +40,7 @@
 #include "runtime/core/activity.hpp"
 #include "runtime/core/heartbeat.hpp"
 #include "runtime/core/log.hpp"
+#include "runtime/core/stop_point.hpp"
 #include "runtime/train/checkpoint_dir_lock.hpp"
 #include "runtime/train/fault_injection.hpp"
 #include "runtime/train/json_log.hpp"
@@ -229,10 +230,7 @@ int train_run(Invocation& inv, RunRecord& record) {
   const int64_t first_step = trainer.step();  // 0, or the checkpoint's
   record.first_step = record.step = first_step;
   record.run_id = run_id;
-  // LONGCTX_FAULT_STOP_BEFORE_WORK=1: the process stops itself (SIGSTOP) here, so that a test can signal it
-  // before its work begins (a matter of timing otherwise).
-  if (const char* stop = std::getenv("LONGCTX_FAULT_STOP_BEFORE_WORK"); stop && std::string(stop) == "1")
-    std::raise(SIGSTOP);
+  stop_here_if_set("LONGCTX_FAULT_STOP_BEFORE_WORK");  // a test signals it before its work begins
   g_working.store(true, std::memory_order_relaxed);  // from here a SIGINT / SIGHUP stops after the step
   // Tokens trained on through `step`: the checkpoint's count, then this run's lengths. (Counting every step
   // at this run's lengths was wrong after a resume at another data.seq_len.)
