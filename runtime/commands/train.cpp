@@ -266,7 +266,7 @@ int train_run(Invocation& inv, RunRecord& record) {
   // A fresh run's note of where its log lines start is for a restart before its first checkpoint; a resume
   // trims by step. One left by a run whose first checkpoint was committed but not named in `latest` (a full
   // disk) goes now (before: it stayed in checkpoint.dir for good; from an audit).
-  if (resumed && rank == 0) std::remove((r.checkpoint_dir + "/" + train::kLogStart).c_str());
+  if (resumed && rank == 0) std::remove(train::log_start_path(r.checkpoint_dir).c_str());
   // Of an earlier dump of this run, the steps and layers this run dumps (dump.steps, dump.layers).
   const auto dumped = [&r](int64_t step, int64_t layer) { return r.dump_steps.count(step) && r.dump_layers.count(layer); };
   // A dump step after `step` that this run dumps: past the curriculum's short stages (their rows are not
@@ -652,7 +652,7 @@ int run_train(Invocation& inv) {
     if ((exit_code == static_cast<int>(ExitCode::usage) || exit_code == static_cast<int>(ExitCode::bad_input)) &&
         record.step == record.first_step && record.committed == record.found_step) {
       const std::string dir = inv.options["checkpoint.dir"].as<std::string>();
-      if (writes && !dir.empty() && record.found_step < 0) std::remove((dir + "/" + train::kLogStart).c_str());
+      if (writes && !dir.empty() && record.found_step < 0) std::remove(train::log_start_path(dir).c_str());
       train::unlock_checkpoint_dir();
     }
     throw;

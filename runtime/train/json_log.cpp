@@ -56,7 +56,7 @@ JsonLog::JsonLog(const std::string& path, bool active, int64_t kept_through, con
     trim_after(file, kept_through, run_id);
   } else {  // a fresh run appends, as it always has
     if (!checkpoint_dir.empty()) {
-      note_ = checkpoint_dir + "/" + kLogStart;
+      note_ = log_start_path(checkpoint_dir);
       drop_earlier_start(file);
     }
     // A last line without its '\n' (a run killed mid-write) would have this run's first line glued to it.

@@ -28,6 +28,7 @@ namespace longctx::train {
 
 // The note in checkpoint.dir of where a fresh run's log.jsonl lines start (JsonLog).
 inline constexpr const char* kLogStart = ".longctx-log-start";
+inline std::string log_start_path(const std::string& checkpoint_dir) { return checkpoint_dir + "/" + kLogStart; }
 // How a line names the run that wrote it: `"run": "<id>"`.
 inline constexpr const char* kRunKey = "\"run\": \"";
 
