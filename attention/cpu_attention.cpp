@@ -1,11 +1,15 @@
 // CPU backend. Branches run one after another; inside a branch, OpenMP threads take work items
-// (batch, segment, head[, query chunk]) dynamically. For one branch and head the selected rows of
-// different segments are disjoint, so each item merges its rows into o / lse (forward) or scatter-adds
+// dynamically: a (batch, segment, head) group, or a chunk of one. For one branch and head the selected rows
+// of different segments are disjoint, so each item merges its rows into o / lse (forward) or scatter-adds
 // into dq / dk / dv (backward) without locks. Per item, the selected rows (stride r * H * D in the
 // [B,N,H,D] tensors) are gathered into per-thread packed tiles of at most kChunkRows rows; a segment
-// with more selected rows is cut into query chunks x key chunks whose partial results are merged by
+// with more selected rows is cut into query tiles x key tiles whose partial results are merged by
 // log-sum-exp (forward) or accumulated (backward), so no temporary grows with N: per thread only
 // O(kChunkRows * D) tiles, besides o, lse and (backward) delta = rowsum(dout * o), [B,N,H].
+// Where a branch has too few groups for the threads (the w = N branch of a few heads: one group per head),
+// its items are cut finer (rows_per_query_item, plan_backward). The key tiles stay kChunkRows from each
+// segment's first row whatever the cut, so every output element adds the same terms in the same order:
+// the thread count, which decides the cut, changes no bit of o, lse, dq, dk or dv (for finite inputs).
 #include "attention/cpu_attention.hpp"
 
 #include <omp.h>
@@ -21,6 +25,10 @@ namespace longctx {
 namespace {
 
 constexpr int64_t kChunkRows = 2048;  // selected rows per tile (queries and keys)
+constexpr int64_t kItemsPerThread = 4;  // a finer cut's aim: causal items differ in cost
+constexpr int64_t kMinCutRows = 2 * kTileBlockQ;  // the finest query cut (its K / V packing is per item)
+// A split backward group's work over a fused one's: 7 block products (S and dP twice, dV, dK, dQ) of 5.
+constexpr double kSplitCost = 1.4;
 
 // The selected rows of one (batch, segment, head) for one branch: row t is p = first + t * r.
 struct Selection {
@@ -64,6 +72,47 @@ void causal_limits(int64_t q0, int64_t count, int64_t k0, int64_t keys, int64_t*
 
 std::vector<float> buffer(int64_t count) { return std::vector<float>(static_cast<size_t>(count)); }
 
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Query rows per forward item: kChunkRows, or fewer (a multiple of the kernels' query block) where `groups`
+// groups of kChunkRows-row items would give the threads fewer than kItemsPerThread items each. A query row's
+// result depends on its own keys only, which are cut into the same key tiles either way.
+int64_t rows_per_query_item(int64_t groups, int64_t max_selected, int threads) {
+  const int64_t wanted = kItemsPerThread * threads;
+  if (threads == 1 || groups * ceil_div(max_selected, kChunkRows) >= wanted) return kChunkRows;
+  const int64_t rows = ceil_div(ceil_div(max_selected, ceil_div(wanted, groups)), kTileBlockQ) * kTileBlockQ;
+  return std::clamp(rows, kMinCutRows, kChunkRows);
+}
+
+// The backward's items of one branch. A group is one fused item: its dq, dk and dv together, key tile by
+// key tile. Groups that would leave threads idle in the last round (groups mod threads of them, fewer than
+// threads / kSplitCost) are split instead: their dk and dv by key chunks (each against every query tile)
+// and their dq by query chunks (each against every key tile), which computes the scores and dP twice,
+// kSplitCost times the work, spread over every thread. Key chunks are whole key blocks of a power of two
+// rows (inside one key tile); the query pass keeps the key tiles: each element adds the same terms in the
+// same order as when fused.
+struct BackwardPlan {
+  int64_t fused = 0;  // groups [0, fused) are fused items
+  int64_t split = 0;  // groups [fused, fused + split) are split
+  int64_t key_rows = kChunkRows, key_chunks = 0;      // a split group's key chunks (dk, dv)
+  int64_t query_rows = kChunkRows, query_chunks = 0;  // and query chunks (dq)
+  int64_t items() const { return fused + split * (key_chunks + query_chunks); }
+};
+
+BackwardPlan plan_backward(int64_t groups, int64_t max_selected, int threads) {
+  BackwardPlan plan;
+  const int64_t rest = groups % threads;
+  plan.split = threads > 1 && kSplitCost * static_cast<double>(rest) < threads ? rest : 0;
+  plan.fused = groups - plan.split;
+  if (plan.split == 0) return plan;
+  const int64_t rows = ceil_div(max_selected, ceil_div(kItemsPerThread * threads, 2 * plan.split));
+  while (plan.key_rows / 2 >= std::max(rows, kTileBlockK)) plan.key_rows /= 2;
+  plan.query_rows = std::clamp(ceil_div(rows, kTileBlockQ) * kTileBlockQ, kMinCutRows, kChunkRows);
+  plan.key_chunks = ceil_div(max_selected, plan.key_rows);
+  plan.query_chunks = ceil_div(max_selected, plan.query_rows);
+  return plan;
+}
+
 void parallel_fill(Tensor& tensor, float value) {
   float* data = tensor.data();
   const int64_t count = tensor.size();
@@ -83,12 +132,15 @@ void CpuAttention::forward(const AttentionParams& params, const Tensor& q, const
   if (warn_coverage_) warn_coverage(params.schedule, dims.heads, params.offsets, dims.seq_len);
   const int64_t D = dims.head_dim;
   const float scale = static_cast<float>(resolved_scale(params, D));
+  const int threads = omp_get_max_threads();
 
   for (const Branch& branch : params.schedule.branches) {
     const int64_t segments = segment_count(branch, dims.seq_len);
     const int64_t max_selected = (effective_segment_length(branch, dims.seq_len) + branch.dilation - 1) / branch.dilation;
-    const int64_t chunks = (max_selected + kChunkRows - 1) / kChunkRows;
-    const int64_t items = dims.batch * segments * dims.heads * chunks;
+    const int64_t groups = dims.batch * segments * dims.heads;
+    const int64_t rows = rows_per_query_item(groups, max_selected, threads);
+    const int64_t chunks = ceil_div(max_selected, rows);
+    const int64_t items = groups * chunks;
 #pragma omp parallel
     {
       TileWorkspace ws;
@@ -97,14 +149,16 @@ void CpuAttention::forward(const AttentionParams& params, const Tensor& q, const
       std::vector<int64_t> limit(static_cast<size_t>(kChunkRows));
 #pragma omp for schedule(dynamic)
       for (int64_t item = 0; item < items; ++item) {
-        const int64_t chunk = item % chunks;
-        const int64_t h = item / chunks % dims.heads;
-        const int64_t segment = item / (chunks * dims.heads) % segments;
-        const int64_t b = item / (chunks * dims.heads * segments);
+        const int64_t group = item % groups;
+        // Causal: a later chunk sees more keys; the costliest go first.
+        const int64_t chunk = params.causal ? chunks - 1 - item / groups : item / groups;
+        const int64_t h = group % dims.heads;
+        const int64_t segment = group / dims.heads % segments;
+        const int64_t b = group / (dims.heads * segments);
         const Selection sel = select(branch, dims, params.offsets, b, segment, h);
-        const int64_t q0 = chunk * kChunkRows;
+        const int64_t q0 = chunk * rows;
         if (q0 >= sel.rows) continue;
-        const int64_t m_q = std::min(kChunkRows, sel.rows - q0);
+        const int64_t m_q = std::min(rows, sel.rows - q0);
         gather(q.data(), sel, q0, m_q, D, qt.data());
         const int64_t key_end = params.causal ? q0 + m_q : sel.rows;
         for (int64_t k0 = 0; k0 < key_end; k0 += kChunkRows) {
@@ -134,6 +188,82 @@ void CpuAttention::backward(const AttentionParams& params, const Tensor& q, cons
   backward_given_delta(params, q, k, v, lse, delta, dq, dk, dv, dout);
 }
 
+namespace {
+
+// One backward's inputs and outputs, and a thread's tiles.
+struct BackwardData {
+  const AttentionParams& params;
+  const Tensor &q, &k, &v, &lse, &delta, &dout;
+  Tensor &dq, &dk, &dv;
+  int64_t D;
+  float scale;
+};
+
+struct BackwardTiles {
+  explicit BackwardTiles(int64_t D)
+      : qt(buffer(kChunkRows * D)), kt(buffer(kChunkRows * D)), vt(buffer(kChunkRows * D)),
+        dot(buffer(kChunkRows * D)), lt(buffer(kChunkRows)), delt(buffer(kChunkRows)), dqt(buffer(kChunkRows * D)),
+        dkt(buffer(kChunkRows * D)), dvt(buffer(kChunkRows * D)), limit(static_cast<size_t>(kChunkRows)) {}
+  TileWorkspace ws;
+  std::vector<float> qt, kt, vt, dot, lt, delt, dqt, dkt, dvt;
+  std::vector<int64_t> limit;
+};
+
+void gather_queries(const BackwardData& x, const Selection& sel, int64_t q0, int64_t m_q, BackwardTiles& t) {
+  gather(x.q.data(), sel, q0, m_q, x.D, t.qt.data());
+  gather(x.dout.data(), sel, q0, m_q, x.D, t.dot.data());
+  for (int64_t i = 0; i < m_q; ++i) {
+    t.lt[static_cast<size_t>(i)] = x.lse[sel.lse_base + (q0 + i) * sel.lse_stride];
+    t.delt[static_cast<size_t>(i)] = x.delta[sel.lse_base + (q0 + i) * sel.lse_stride];
+  }
+}
+
+void gather_keys(const BackwardData& x, const Selection& sel, int64_t k0, int64_t m_k, BackwardTiles& t) {
+  gather(x.k.data(), sel, k0, m_k, x.D, t.kt.data());
+  gather(x.v.data(), sel, k0, m_k, x.D, t.vt.data());
+}
+
+// Keys [k0, k0 + m_k) (inside one key tile) against every query tile that sees them: their dk and dv, and
+// with `with_dq` the query tiles' dq (a fused group, key tile by key tile).
+void keys_against_queries(const BackwardData& x, const Selection& sel, int64_t k0, int64_t m_k, bool with_dq,
+                          BackwardTiles& t) {
+  gather_keys(x, sel, k0, m_k, t);
+  // (Only the rows in use: the whole tiles, kChunkRows rows, were most of the work of a short segment.)
+  std::fill_n(t.dkt.begin(), m_k * x.D, 0.0f);
+  std::fill_n(t.dvt.begin(), m_k * x.D, 0.0f);
+  // Causal: query tiles that end before k0's tile see none of these keys.
+  for (int64_t q0 = x.params.causal ? k0 / kChunkRows * kChunkRows : 0; q0 < sel.rows; q0 += kChunkRows) {
+    const int64_t m_q = std::min(kChunkRows, sel.rows - q0);
+    gather_queries(x, sel, q0, m_q, t);
+    if (with_dq) std::fill_n(t.dqt.begin(), m_q * x.D, 0.0f);
+    if (x.params.causal) causal_limits(q0, m_q, k0, m_k, t.limit.data());
+    flash_backward_tile(t.qt.data(), t.kt.data(), t.vt.data(), t.dot.data(), t.lt.data(), t.delt.data(), m_q, m_k,
+                        x.D, x.params.causal ? t.limit.data() : nullptr, x.scale, with_dq ? t.dqt.data() : nullptr,
+                        t.dkt.data(), t.dvt.data(), t.ws);
+    if (with_dq) scatter_add(t.dqt.data(), sel, q0, m_q, x.D, x.dq.data());
+  }
+  scatter_add(t.dkt.data(), sel, k0, m_k, x.D, x.dk.data());
+  scatter_add(t.dvt.data(), sel, k0, m_k, x.D, x.dv.data());
+}
+
+// Queries [q0, q0 + m_q) against every key tile they see: their dq (a split group's query pass).
+void queries_against_keys(const BackwardData& x, const Selection& sel, int64_t q0, int64_t m_q, BackwardTiles& t) {
+  gather_queries(x, sel, q0, m_q, t);
+  const int64_t key_end = x.params.causal ? q0 + m_q : sel.rows;
+  for (int64_t k0 = 0; k0 < key_end; k0 += kChunkRows) {
+    const int64_t m_k = std::min(kChunkRows, key_end - k0);
+    gather_keys(x, sel, k0, m_k, t);
+    std::fill_n(t.dqt.begin(), m_q * x.D, 0.0f);
+    if (x.params.causal) causal_limits(q0, m_q, k0, m_k, t.limit.data());
+    flash_backward_tile(t.qt.data(), t.kt.data(), t.vt.data(), t.dot.data(), t.lt.data(), t.delt.data(), m_q, m_k,
+                        x.D, x.params.causal ? t.limit.data() : nullptr, x.scale, t.dqt.data(), nullptr, nullptr,
+                        t.ws);
+    scatter_add(t.dqt.data(), sel, q0, m_q, x.D, x.dq.data());
+  }
+}
+
+}  // namespace
+
 void CpuAttention::backward_given_delta(const AttentionParams& params, const Tensor& q, const Tensor& k,
                                         const Tensor& v, const Tensor& lse, const Tensor& delta, Tensor& dq,
                                         Tensor& dk, Tensor& dv, const Tensor& dout) {
@@ -145,50 +275,44 @@ void CpuAttention::backward_given_delta(const AttentionParams& params, const Ten
     ensure_shape(*t, q.shape());
     parallel_fill(*t, 0.0f);
   }
-  const int64_t D = dims.head_dim;
-  const float scale = static_cast<float>(resolved_scale(params, D));
+  const BackwardData x{params, q, k, v, lse, delta, dout, dq, dk, dv, dims.head_dim,
+                       static_cast<float>(resolved_scale(params, dims.head_dim))};
+  const int threads = omp_get_max_threads();
 
   for (const Branch& branch : params.schedule.branches) {
     const int64_t segments = segment_count(branch, dims.seq_len);
-    const int64_t items = dims.batch * segments * dims.heads;
+    const int64_t max_selected = (effective_segment_length(branch, dims.seq_len) + branch.dilation - 1) / branch.dilation;
+    const BackwardPlan plan = plan_backward(dims.batch * segments * dims.heads, max_selected, threads);
+    const int64_t items = plan.items();
+    const auto selection = [&](int64_t group) {
+      const int64_t h = group % dims.heads;
+      const int64_t segment = group / dims.heads % segments;
+      return select(branch, dims, params.offsets, group / (dims.heads * segments), segment, h);
+    };
 #pragma omp parallel
     {
-      TileWorkspace ws;
-      std::vector<float> qt = buffer(kChunkRows * D), kt = buffer(kChunkRows * D), vt = buffer(kChunkRows * D),
-                         dot = buffer(kChunkRows * D), lt = buffer(kChunkRows), delt = buffer(kChunkRows),
-                         dqt = buffer(kChunkRows * D), dkt = buffer(kChunkRows * D), dvt = buffer(kChunkRows * D);
-      std::vector<int64_t> limit(static_cast<size_t>(kChunkRows));
+      BackwardTiles tiles(dims.head_dim);
 #pragma omp for schedule(dynamic)
       for (int64_t item = 0; item < items; ++item) {
-        const int64_t h = item % dims.heads;
-        const int64_t segment = item / dims.heads % segments;
-        const int64_t b = item / (dims.heads * segments);
-        const Selection sel = select(branch, dims, params.offsets, b, segment, h);
-        for (int64_t k0 = 0; k0 < sel.rows; k0 += kChunkRows) {
-          const int64_t m_k = std::min(kChunkRows, sel.rows - k0);
-          gather(k.data(), sel, k0, m_k, D, kt.data());
-          gather(v.data(), sel, k0, m_k, D, vt.data());
-          // (Only the rows in use: the whole tiles, kChunkRows rows, were most of the work of a short segment.)
-          std::fill_n(dkt.begin(), m_k * D, 0.0f);
-          std::fill_n(dvt.begin(), m_k * D, 0.0f);
-          // Causal: query chunks that end before k0 see none of these keys.
-          for (int64_t q0 = params.causal ? k0 / kChunkRows * kChunkRows : 0; q0 < sel.rows; q0 += kChunkRows) {
-            const int64_t m_q = std::min(kChunkRows, sel.rows - q0);
-            gather(q.data(), sel, q0, m_q, D, qt.data());
-            gather(dout.data(), sel, q0, m_q, D, dot.data());
-            for (int64_t i = 0; i < m_q; ++i) {
-              lt[static_cast<size_t>(i)] = lse[sel.lse_base + (q0 + i) * sel.lse_stride];
-              delt[static_cast<size_t>(i)] = delta[sel.lse_base + (q0 + i) * sel.lse_stride];
-            }
-            std::fill_n(dqt.begin(), m_q * D, 0.0f);
-            if (params.causal) causal_limits(q0, m_q, k0, m_k, limit.data());
-            flash_backward_tile(qt.data(), kt.data(), vt.data(), dot.data(), lt.data(), delt.data(), m_q, m_k, D,
-                                params.causal ? limit.data() : nullptr, scale, dqt.data(), dkt.data(), dvt.data(), ws);
-            scatter_add(dqt.data(), sel, q0, m_q, D, dq.data());
-          }
-          scatter_add(dkt.data(), sel, k0, m_k, D, dk.data());
-          scatter_add(dvt.data(), sel, k0, m_k, D, dv.data());
+        if (item < plan.fused) {
+          const Selection sel = selection(item);
+          for (int64_t k0 = 0; k0 < sel.rows; k0 += kChunkRows)
+            keys_against_queries(x, sel, k0, std::min(kChunkRows, sel.rows - k0), true, tiles);
+          continue;
         }
+        // A split group's chunks, chunk-major: causal, an early key chunk and a late query chunk see the
+        // most, and go first.
+        int64_t part = item - plan.fused;
+        const Selection sel = selection(plan.fused + part % plan.split);
+        if (part < plan.split * plan.key_chunks) {
+          const int64_t k0 = part / plan.split * plan.key_rows;
+          if (k0 < sel.rows) keys_against_queries(x, sel, k0, std::min(plan.key_rows, sel.rows - k0), false, tiles);
+          continue;
+        }
+        part -= plan.split * plan.key_chunks;
+        const int64_t rank = part / plan.split;
+        const int64_t q0 = (params.causal ? plan.query_chunks - 1 - rank : rank) * plan.query_rows;
+        if (q0 < sel.rows) queries_against_keys(x, sel, q0, std::min(plan.query_rows, sel.rows - q0), tiles);
       }
     }
   }

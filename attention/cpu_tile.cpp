@@ -34,8 +34,8 @@ namespace {
 
 // Blocks: 48 x 128 scores (24 KiB) stay in L1 between the score product, the softmax and P V.
 // Measured on the 2-core AVX-512 machine: 48-120 x 128-256 are within noise of each other.
-constexpr int64_t kBlockQ = 48;   // query rows per block (a multiple of kRowsMR keeps the kernels full)
-constexpr int64_t kBlockK = 128;  // keys per block (a multiple of kLanes)
+constexpr int64_t kBlockQ = kTileBlockQ;  // query rows per block (a multiple of kRowsMR keeps the kernels full)
+constexpr int64_t kBlockK = kTileBlockK;  // keys per block (a multiple of kLanes)
 #if defined(__AVX512F__)
 constexpr int kRowsMR = 6;  // 6 x 4 accumulators + 4 B vectors + 1 broadcast = 29 of 32 registers
 constexpr int kVecsNR = 4;
@@ -256,6 +256,7 @@ void flash_backward_tile(const float* q, const float* k, const float* v, const f
   const int64_t Dp = round_up(D, kLanes);
   const int64_t padded_keys = round_up(std::max<int64_t>(m_k, 1), kBlockK);
   const int64_t padded_queries = round_up(std::max<int64_t>(m_q, 1), kBlockQ);
+  const bool want_dq = dq != nullptr, want_dkv = dk != nullptr;  // (cpu_tile.hpp: dk and dv both or neither)
   float* kT = ws.floats(0, padded_keys * D);
   float* vT = ws.floats(1, padded_keys * D);
   float* kp = ws.floats(2, padded_keys * Dp);
@@ -272,11 +273,11 @@ void flash_backward_tile(const float* q, const float* k, const float* v, const f
   int64_t* block_max_limit = ws.indices(1, query_blocks);
   pack_transposed(k, m_k, D, kT);
   pack_transposed(v, m_k, D, vT);
-  pack_rows(k, m_k, D, m_k, Dp, kp);  // dS kp reads nk rows of a block
-  pack_rows(q, m_q, D, m_q, Dp, qp);
+  if (want_dq) pack_rows(k, m_k, D, m_k, Dp, kp);  // dS kp reads nk rows of a block
+  if (want_dkv) pack_rows(q, m_q, D, m_q, Dp, qp);
   pack_rows(q, m_q, D, m_q, Dp, qs, scale);
   pack_rows(dout, m_q, D, m_q, Dp, dop);
-  std::fill(dqp, dqp + m_q * Dp, 0.0f);
+  if (want_dq) std::fill(dqp, dqp + m_q * Dp, 0.0f);
   for (int64_t i = 0; i < m_q; ++i) {
     // A row that saw no key at all (lse = -inf) has P = 0 everywhere.
     limit[i] = std::isinf(lse[i]) && lse[i] < 0 ? 0 : visible_keys(key_limit, i, m_k);
@@ -294,11 +295,11 @@ void flash_backward_tile(const float* q, const float* k, const float* v, const f
     bool touched = false;
     for (int64_t qb = 0; qb < query_blocks; ++qb) {
       if (block_max_limit[qb] <= k0) continue;
-      if (!touched) {
+      if (!touched && want_dkv) {
         std::fill(dk_block, dk_block + nk * Dp, 0.0f);
         std::fill(dv_block, dv_block + nk * Dp, 0.0f);
-        touched = true;
       }
+      touched = true;
       const int64_t q0 = qb * kBlockQ;
       const int64_t rows = std::min(kBlockQ, m_q - q0);
       gemm(rows, cols, D, qs + q0 * Dp, Dp, 1, kT + k0 * D, kBlockK, S, kBlockK, false);
@@ -325,19 +326,20 @@ void flash_backward_tile(const float* q, const float* k, const float* v, const f
           simd::store(ds + j, pv * (simd::load(ds + j) - delta_v) * scale);
         }
       }
-      gemm(nk, Dp, rows, S, 1, kBlockK, dop + q0 * Dp, Dp, dv_block, Dp, true);
-      gemm(rows, Dp, nk, dP, kBlockK, 1, kp + k0 * Dp, Dp, dqp + q0 * Dp, Dp, true);
-      gemm(nk, Dp, rows, dP, 1, kBlockK, qp + q0 * Dp, Dp, dk_block, Dp, true);
+      if (want_dkv) gemm(nk, Dp, rows, S, 1, kBlockK, dop + q0 * Dp, Dp, dv_block, Dp, true);
+      if (want_dq) gemm(rows, Dp, nk, dP, kBlockK, 1, kp + k0 * Dp, Dp, dqp + q0 * Dp, Dp, true);
+      if (want_dkv) gemm(nk, Dp, rows, dP, 1, kBlockK, qp + q0 * Dp, Dp, dk_block, Dp, true);
     }
-    if (!touched) continue;
+    if (!touched || !want_dkv) continue;
     for (int64_t j = 0; j < nk; ++j)
       for (int64_t d = 0; d < D; ++d) {
         dk[(k0 + j) * D + d] += dk_block[j * Dp + d];
         dv[(k0 + j) * D + d] += dv_block[j * Dp + d];
       }
   }
-  for (int64_t i = 0; i < m_q; ++i)
-    for (int64_t d = 0; d < D; ++d) dq[i * D + d] += dqp[i * Dp + d];
+  if (want_dq)
+    for (int64_t i = 0; i < m_q; ++i)
+      for (int64_t d = 0; d < D; ++d) dq[i * D + d] += dqp[i * Dp + d];
 }
 
 void merge_into(float* o_acc, float* lse_acc, const float* o_part, const float* lse_part, int64_t rows,

@@ -15,6 +15,11 @@
 
 namespace longctx {
 
+// The kernels' blocks: query rows and keys (cpu_tile.cpp says why these sizes). Keys cut into tiles at
+// multiples of kTileBlockK form the same key blocks as one larger tile.
+inline constexpr int64_t kTileBlockQ = 48;
+inline constexpr int64_t kTileBlockK = 128;
+
 // Grow-only, 64-byte aligned scratch, one per thread. Contents are unspecified between calls.
 class TileWorkspace {
  public:
@@ -42,6 +47,8 @@ void flash_forward_tile(const float* q, const float* k, const float* v, int64_t 
 // Adds this tile's share of the exact gradients (spec "Backward"), given the FINAL lse of each query row
 // (over every branch and every key tile it sees) and delta = <dout, o_final> per row:
 //   P = exp(scale q k^T - lse); dv += P^T dout; dS = P (dout v^T - delta); dq += scale dS k; dk += scale dS^T q
+// dq may be nullptr (a split backward's key pass), or dk and dv both (its query pass): their products are
+// skipped, and the outputs asked for get the same values, bit for bit, as when all three are.
 void flash_backward_tile(const float* q, const float* k, const float* v, const float* dout, const float* lse,
                          const float* delta, int64_t m_q, int64_t m_k, int64_t head_dim, const int64_t* key_limit,
                          float scale, float* dq, float* dk, float* dv, TileWorkspace& ws);

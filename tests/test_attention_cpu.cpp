@@ -2,6 +2,7 @@
 // segments, w > N, H not a multiple of r, H < r, B > 1, D not a multiple of the SIMD width, causal and
 // not, both head-offset modes, segments longer than one tile chunk (2048 selected rows).
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstdint>
@@ -160,6 +161,44 @@ TEST(CpuAttention, BackwardStaysBoundedAtHugeScores) {
       EXPECT_TRUE(testing::rows_all_nan(dv, 0, 64)) << "the NaN's segment";
     }
   }
+}
+
+// The thread count decides how a branch's work is cut (finer where it has fewer (batch, segment, head)
+// groups than the threads; the backward then splits a group's dk and dv from its dq, each pass on its own
+// chunks), never a bit of the result: o, lse, dq, dk and dv at 1 thread and at 7 are the same. The two
+// cases added here cut segments of more than one key tile; the first matches the reference at 7 threads.
+TEST(CpuAttention, ResultsDoNotDependOnTheThreadCount) {
+  auto backend = make_attention_backend("cpu");
+  std::vector<AttentionCase> cases = testing::awkward_attention_cases();
+  cases.push_back({"one_head_three_tiles", 1, 4200, 1, 16, {4200}, {1}});
+  cases.push_back({"three_heads_two_tiles_dilated", 1, 4100, 3, 8, {4100, 1024}, {2, 1}});
+  const auto same_bits = [](const Tensor& a, const Tensor& b) {
+    return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), sizeof(float) * a.size()) == 0;
+  };
+  const int threads_before = omp_get_max_threads();
+  uint64_t seed = 500;
+  for (const AttentionCase& c : cases)
+    for (bool causal : {false, true}) {
+      SCOPED_TRACE(c.name + (causal ? " causal" : " full"));
+      const AttentionParams p = c.params(causal, HeadOffsets::paper);
+      const Tensor q = random_tensor(c.shape(), ++seed, 1.5f), k = random_tensor(c.shape(), ++seed, 1.5f),
+                   v = random_tensor(c.shape(), ++seed), dout = random_tensor(c.shape(), ++seed);
+      Tensor o[2], lse[2], dq[2], dk[2], dv[2];
+      for (int run = 0; run < 2; ++run) {
+        omp_set_num_threads(run == 0 ? 1 : 7);
+        backend->forward(p, q, k, v, o[run], lse[run]);
+        backend->backward(p, q, k, v, o[run], lse[run], dout, dq[run], dk[run], dv[run]);
+      }
+      omp_set_num_threads(threads_before);
+      EXPECT_TRUE(same_bits(o[0], o[1])) << "o";
+      EXPECT_TRUE(same_bits(lse[0], lse[1])) << "lse";
+      EXPECT_TRUE(same_bits(dq[0], dq[1])) << "dq";
+      EXPECT_TRUE(same_bits(dk[0], dk[1])) << "dk";
+      EXPECT_TRUE(same_bits(dv[0], dv[1])) << "dv";
+    }
+  omp_set_num_threads(7);
+  testing::expect_fp32_matches_reference(*backend, cases[cases.size() - 2], seed);
+  omp_set_num_threads(threads_before);
 }
 
 // A shape whose byte count wraps int64 was a tiny buffer for a huge tensor (then writes past it).
