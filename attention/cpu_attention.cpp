@@ -6,10 +6,8 @@
 // with more selected rows is cut into query tiles x key tiles whose partial results are merged by
 // log-sum-exp (forward) or accumulated (backward), so no temporary grows with N: per thread only
 // O(kChunkRows * D) tiles, besides o, lse and (backward) delta = rowsum(dout * o), [B,N,H].
-// Where a branch has too few groups for the threads (the w = N branch of a few heads: one group per head),
-// its items are cut finer (rows_per_query_item, plan_backward). The key tiles stay kChunkRows from each
-// segment's first row whatever the cut, so every output element adds the same terms in the same order:
-// the thread count, which decides the cut, changes no bit of o, lse, dq, dk or dv (for finite inputs).
+// Where a branch has too few groups for the threads, its items are cut finer, which changes no bit of the
+// result (cpu_work.hpp).
 #include "attention/cpu_attention.hpp"
 
 #include <omp.h>
@@ -19,16 +17,15 @@
 #include <vector>
 
 #include "attention/cpu_tile.hpp"
+#include "attention/cpu_work.hpp"
 #include "runtime/core/simd.hpp"
 
 namespace longctx {
 namespace {
 
-constexpr int64_t kChunkRows = 2048;  // selected rows per tile (queries and keys)
-constexpr int64_t kItemsPerThread = 4;  // a finer cut's aim: causal items differ in cost
-constexpr int64_t kMinCutRows = 2 * kTileBlockQ;  // the finest query cut (its K / V packing is per item)
-// A split backward group's work over a fused one's: 7 block products (S and dP twice, dV, dK, dQ) of 5.
-constexpr double kSplitCost = 1.4;
+using cpu_work::BackwardPlan;
+using cpu_work::ceil_div;
+using cpu_work::kChunkRows;
 
 // The selected rows of one (batch, segment, head) for one branch: row t is p = first + t * r.
 struct Selection {
@@ -72,47 +69,6 @@ void causal_limits(int64_t q0, int64_t count, int64_t k0, int64_t keys, int64_t*
 
 std::vector<float> buffer(int64_t count) { return std::vector<float>(static_cast<size_t>(count)); }
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Query rows per forward item: kChunkRows, or fewer (a multiple of the kernels' query block) where `groups`
-// groups of kChunkRows-row items would give the threads fewer than kItemsPerThread items each. A query row's
-// result depends on its own keys only, which are cut into the same key tiles either way.
-int64_t rows_per_query_item(int64_t groups, int64_t max_selected, int threads) {
-  const int64_t wanted = kItemsPerThread * threads;
-  if (threads == 1 || groups * ceil_div(max_selected, kChunkRows) >= wanted) return kChunkRows;
-  const int64_t rows = ceil_div(ceil_div(max_selected, ceil_div(wanted, groups)), kTileBlockQ) * kTileBlockQ;
-  return std::clamp(rows, kMinCutRows, kChunkRows);
-}
-
-// The backward's items of one branch. A group is one fused item: its dq, dk and dv together, key tile by
-// key tile. Groups that would leave threads idle in the last round (groups mod threads of them, fewer than
-// threads / kSplitCost) are split instead: their dk and dv by key chunks (each against every query tile)
-// and their dq by query chunks (each against every key tile), which computes the scores and dP twice,
-// kSplitCost times the work, spread over every thread. Key chunks are whole key blocks of a power of two
-// rows (inside one key tile); the query pass keeps the key tiles: each element adds the same terms in the
-// same order as when fused.
-struct BackwardPlan {
-  int64_t fused = 0;  // groups [0, fused) are fused items
-  int64_t split = 0;  // groups [fused, fused + split) are split
-  int64_t key_rows = kChunkRows, key_chunks = 0;      // a split group's key chunks (dk, dv)
-  int64_t query_rows = kChunkRows, query_chunks = 0;  // and query chunks (dq)
-  int64_t items() const { return fused + split * (key_chunks + query_chunks); }
-};
-
-BackwardPlan plan_backward(int64_t groups, int64_t max_selected, int threads) {
-  BackwardPlan plan;
-  const int64_t rest = groups % threads;
-  plan.split = threads > 1 && kSplitCost * static_cast<double>(rest) < threads ? rest : 0;
-  plan.fused = groups - plan.split;
-  if (plan.split == 0) return plan;
-  const int64_t rows = ceil_div(max_selected, ceil_div(kItemsPerThread * threads, 2 * plan.split));
-  while (plan.key_rows / 2 >= std::max(rows, kTileBlockK)) plan.key_rows /= 2;
-  plan.query_rows = std::clamp(ceil_div(rows, kTileBlockQ) * kTileBlockQ, kMinCutRows, kChunkRows);
-  plan.key_chunks = ceil_div(max_selected, plan.key_rows);
-  plan.query_chunks = ceil_div(max_selected, plan.query_rows);
-  return plan;
-}
-
 void parallel_fill(Tensor& tensor, float value) {
   float* data = tensor.data();
   const int64_t count = tensor.size();
@@ -138,7 +94,7 @@ void CpuAttention::forward(const AttentionParams& params, const Tensor& q, const
     const int64_t segments = segment_count(branch, dims.seq_len);
     const int64_t max_selected = (effective_segment_length(branch, dims.seq_len) + branch.dilation - 1) / branch.dilation;
     const int64_t groups = dims.batch * segments * dims.heads;
-    const int64_t rows = rows_per_query_item(groups, max_selected, threads);
+    const int64_t rows = cpu_work::rows_per_query_item(groups, max_selected, threads);
     const int64_t chunks = ceil_div(max_selected, rows);
     const int64_t items = groups * chunks;
 #pragma omp parallel
@@ -282,7 +238,7 @@ void CpuAttention::backward_given_delta(const AttentionParams& params, const Ten
   for (const Branch& branch : params.schedule.branches) {
     const int64_t segments = segment_count(branch, dims.seq_len);
     const int64_t max_selected = (effective_segment_length(branch, dims.seq_len) + branch.dilation - 1) / branch.dilation;
-    const BackwardPlan plan = plan_backward(dims.batch * segments * dims.heads, max_selected, threads);
+    const BackwardPlan plan = cpu_work::plan_backward(dims.batch * segments * dims.heads, max_selected, max_selected, threads);
     const int64_t items = plan.items();
     const auto selection = [&](int64_t group) {
       const int64_t h = group % dims.heads;

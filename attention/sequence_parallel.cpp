@@ -10,6 +10,7 @@
 
 #include "attention/cpu_attention.hpp"
 #include "attention/cpu_tile.hpp"
+#include "attention/cpu_work.hpp"
 #include "attention/span_exchange.hpp"
 
 namespace longctx {
@@ -29,7 +30,7 @@ using spanning::SpanPlan;
 using spanning::tile_offset;
 using spanning::tiles_size;
 
-constexpr int64_t kChunkRows = 2048;  // query / key rows per tile, as in the single-process backend
+using cpu_work::kChunkRows;  // query / key rows per tile, as in the single-process backend
 
 bool same_branches(const Schedule& a, const Schedule& b) {
   return std::equal(a.branches.begin(), a.branches.end(), b.branches.begin(), b.branches.end(),
@@ -218,10 +219,13 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
     const int64_t r = plan.branch.dilation;
     int64_t max_queries = 0;
     for (int64_t h = 0; h < plan.heads; ++h) max_queries = std::max(max_queries, plan.rows_of(plan.me, h));
-    const int64_t q_chunks = (max_queries + kChunkRows - 1) / kChunkRows;
-    const int64_t items = plan.batch * plan.heads * q_chunks;
-    // Work in slices so the main thread can progress the next exchange between them.
-    const int64_t slice = std::max<int64_t>(1, items / 8);
+    const int64_t groups = plan.batch * plan.heads;
+    const int64_t rows = cpu_work::rows_per_query_item(groups, max_queries, omp_get_max_threads());
+    const int64_t q_chunks = cpu_work::ceil_div(max_queries, rows);
+    const int64_t items = groups * q_chunks;
+    // Work in slices so the main thread can progress the next exchange between them; each of two items a
+    // thread at least (before: items / 8, one item a slice where a branch had 8 to 15 of them).
+    const int64_t slice = std::max<int64_t>(cpu_work::ceil_div(items, 8), 2 * int64_t{omp_get_max_threads()});
     for (int64_t first_item = 0; first_item < items; first_item += slice) {
       const int64_t last_item = std::min(items, first_item + slice);
 #pragma omp parallel
@@ -231,13 +235,14 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
         std::vector<int64_t> limit(static_cast<size_t>(kChunkRows));
 #pragma omp for schedule(dynamic)
         for (int64_t item = first_item; item < last_item; ++item) {
-          const int64_t chunk = item % q_chunks;
-          const int64_t h = item / q_chunks % plan.heads;
-          const int64_t b = item / (q_chunks * plan.heads);
+          // Causal: a later chunk sees more keys; the costliest go first.
+          const int64_t chunk = params.causal ? q_chunks - 1 - item / groups : item / groups;
+          const int64_t h = item % groups % plan.heads;
+          const int64_t b = item % groups / plan.heads;
           const int64_t m = plan.rows_of(plan.me, h);
-          const int64_t q0 = chunk * kChunkRows;
+          const int64_t q0 = chunk * rows;
           if (q0 >= m) continue;
-          const int64_t m_q = std::min(kChunkRows, m - q0);
+          const int64_t m_q = std::min(rows, m - q0);
           const int64_t row0 = plan.first_row[static_cast<size_t>(h)] + q0 * r;
           const int64_t stride = r * plan.heads * D;
           stride_gather(q.data(), row_index(plan, b, row0, h), stride, m_q, D, qt.data());
@@ -345,50 +350,92 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
     reorder(plan, ex.gathered, k_tiles, v_tiles, true);
 
     const int64_t r = plan.branch.dilation;
-    const int64_t items = plan.batch * plan.heads;  // dK / dV of one (b, h) are written by one thread
+    int64_t max_queries = 0, max_keys = 0;
+    for (int64_t h = 0; h < plan.heads; ++h) {
+      max_queries = std::max(max_queries, plan.rows_of(plan.me, h));
+      max_keys = std::max(max_keys, plan.keys[static_cast<size_t>(h)]);
+    }
+    // A (b, h) group's dK / dV are written by one item, or by its key chunks (cpu_work.hpp).
+    const cpu_work::BackwardPlan cut =
+        cpu_work::plan_backward(plan.batch * plan.heads, max_queries, max_keys, omp_get_max_threads());
+    const int64_t items = cut.items();
 #pragma omp parallel
     {
       TileWorkspace ws;
       std::vector<float> qt(static_cast<size_t>(kChunkRows * D)), dot(qt.size()), dqt(qt.size()), lt(kChunkRows),
           delt(kChunkRows);
       std::vector<int64_t> limit(static_cast<size_t>(kChunkRows));
+      // Group (b, h): its queries [q0, q0 + m_q) of this rank into qt, dot, lt and delt; returns the index of
+      // the first one in q.
+      const auto gather_queries = [&](int64_t b, int64_t h, int64_t q0, int64_t m_q) {
+        const int64_t row0 = plan.first_row[static_cast<size_t>(h)] + q0 * r;
+        const int64_t first = row_index(plan, b, row0, h);
+        stride_gather(q.data(), first, r * plan.heads * D, m_q, D, qt.data());
+        stride_gather(dout.data(), first, r * plan.heads * D, m_q, D, dot.data());
+        const int64_t lse0 = (b * plan.local_rows + row0) * plan.heads + h;
+        for (int64_t t = 0; t < m_q; ++t) {
+          lt[static_cast<size_t>(t)] = lse[lse0 + t * r * plan.heads];
+          delt[static_cast<size_t>(t)] = delta[lse0 + t * r * plan.heads];
+        }
+        return first;
+      };
+      // Its queries [q0, q0 + m_q) against the gathered keys [k0, k0 + m_k): adds to dqt (when asked) and
+      // to the group's dK / dV tiles (when asked).
+      const auto tile = [&](int64_t b, int64_t h, int64_t q0, int64_t m_q, int64_t k0, int64_t m_k, bool with_dq,
+                            bool with_dkv) {
+        const int64_t before_me = plan.keys_before[static_cast<size_t>(h)];
+        if (params.causal)
+          for (int64_t t = 0; t < m_q; ++t)
+            limit[static_cast<size_t>(t)] = std::clamp<int64_t>(before_me + q0 + t + 1 - k0, 0, m_k);
+        const int64_t at = tile_offset(plan, b, h) + k0 * D;
+        flash_backward_tile(qt.data(), k_tiles.data() + at, v_tiles.data() + at, dot.data(), lt.data(), delt.data(),
+                            m_q, m_k, D, params.causal ? limit.data() : nullptr, scale,
+                            with_dq ? dqt.data() : nullptr, with_dkv ? dk_tiles.data() + at : nullptr,
+                            with_dkv ? dv_tiles.data() + at : nullptr, ws);
+      };
+      const auto key_end = [&](int64_t h, int64_t q0, int64_t m_q) {
+        return params.causal ? plan.keys_before[static_cast<size_t>(h)] + q0 + m_q : plan.keys[static_cast<size_t>(h)];
+      };
+      // Queries [q0, q0 + m_q) against every key tile they see; with_dkv: the fused item's dK / dV too.
+      const auto queries_against_keys = [&](int64_t b, int64_t h, int64_t q0, int64_t m_q, bool with_dkv) {
+        const int64_t first = gather_queries(b, h, q0, m_q);
+        std::fill_n(dqt.begin(), m_q * D, 0.0f);
+        const int64_t end = key_end(h, q0, m_q);
+        for (int64_t k0 = 0; k0 < end; k0 += kChunkRows) tile(b, h, q0, m_q, k0, std::min(kChunkRows, end - k0), true, with_dkv);
+        const int64_t stride = r * plan.heads * D;
+        for (int64_t t = 0; t < m_q; ++t)
+          for (int64_t d = 0; d < D; ++d) dq[first + t * stride + d] += dqt[static_cast<size_t>(t * D + d)];
+      };
 #pragma omp for schedule(dynamic)
       for (int64_t item = 0; item < items; ++item) {
-        const int64_t h = item % plan.heads;
-        const int64_t b = item / plan.heads;
-        const int64_t m = plan.rows_of(plan.me, h);
-        const int64_t stride = r * plan.heads * D;
-        const int64_t m_k_total = plan.keys[static_cast<size_t>(h)];
-        const int64_t before_me = plan.keys_before[static_cast<size_t>(h)];
-        const float* kh = k_tiles.data() + tile_offset(plan, b, h);
-        const float* vh = v_tiles.data() + tile_offset(plan, b, h);
-        float* dkh = dk_tiles.data() + tile_offset(plan, b, h);
-        float* dvh = dv_tiles.data() + tile_offset(plan, b, h);
-        for (int64_t q0 = 0; q0 < m; q0 += kChunkRows) {
-          const int64_t m_q = std::min(kChunkRows, m - q0);
-          const int64_t row0 = plan.first_row[static_cast<size_t>(h)] + q0 * r;
-          const int64_t first = row_index(plan, b, row0, h);
-          stride_gather(q.data(), first, stride, m_q, D, qt.data());
-          stride_gather(dout.data(), first, stride, m_q, D, dot.data());
-          const int64_t lse0 = (b * plan.local_rows + row0) * plan.heads + h;
-          for (int64_t t = 0; t < m_q; ++t) {
-            lt[static_cast<size_t>(t)] = lse[lse0 + t * r * plan.heads];
-            delt[static_cast<size_t>(t)] = delta[lse0 + t * r * plan.heads];
-          }
-          std::fill(dqt.begin(), dqt.end(), 0.0f);
-          const int64_t key_end = params.causal ? before_me + q0 + m_q : m_k_total;
-          for (int64_t k0 = 0; k0 < key_end; k0 += kChunkRows) {
-            const int64_t m_k = std::min(kChunkRows, key_end - k0);
-            if (params.causal)
-              for (int64_t t = 0; t < m_q; ++t)
-                limit[static_cast<size_t>(t)] = std::clamp<int64_t>(before_me + q0 + t + 1 - k0, 0, m_k);
-            flash_backward_tile(qt.data(), kh + k0 * D, vh + k0 * D, dot.data(), lt.data(), delt.data(), m_q, m_k, D,
-                                params.causal ? limit.data() : nullptr, scale, dqt.data(), dkh + k0 * D,
-                                dvh + k0 * D, ws);
-          }
-          for (int64_t t = 0; t < m_q; ++t)
-            for (int64_t d = 0; d < D; ++d) dq[first + t * stride + d] += dqt[static_cast<size_t>(t * D + d)];
+        if (item < cut.fused) {
+          const int64_t h = item % plan.heads, b = item / plan.heads;
+          const int64_t m = plan.rows_of(plan.me, h);
+          for (int64_t q0 = 0; q0 < m; q0 += kChunkRows) queries_against_keys(b, h, q0, std::min(kChunkRows, m - q0), true);
+          continue;
         }
+        // A split group's chunks, chunk-major: causal, an early key chunk and a late query chunk see the
+        // most, and go first.
+        int64_t part = item - cut.fused;
+        const int64_t group = cut.fused + part % cut.split;
+        const int64_t h = group % plan.heads, b = group / plan.heads;
+        const int64_t m = plan.rows_of(plan.me, h);
+        if (part < cut.split * cut.key_chunks) {
+          // Keys [k0, k0 + key_rows) against every query tile of this rank that sees them: their dK / dV.
+          const int64_t k0 = part / cut.split * cut.key_rows;
+          for (int64_t q0 = 0; q0 < m; q0 += kChunkRows) {
+            const int64_t m_q = std::min(kChunkRows, m - q0);
+            const int64_t end = std::min(key_end(h, q0, m_q), k0 + cut.key_rows);
+            if (end <= k0) continue;
+            gather_queries(b, h, q0, m_q);
+            tile(b, h, q0, m_q, k0, end - k0, false, true);
+          }
+          continue;
+        }
+        part -= cut.split * cut.key_chunks;
+        const int64_t rank = part / cut.split;
+        const int64_t q0 = (params.causal ? cut.query_chunks - 1 - rank : rank) * cut.query_rows;
+        if (q0 < m) queries_against_keys(b, h, q0, std::min(cut.query_rows, m - q0), false);
       }
     }
     exchanges.progress(i + 1);

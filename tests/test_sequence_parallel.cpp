@@ -3,6 +3,7 @@
 // own rows, and compares its rows. Byte counters are checked against the volume the algorithm needs,
 // computed here from the spec's formula, not from the implementation.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <memory>
@@ -119,6 +120,51 @@ TEST(SequenceParallel, BackwardOnKeptRowsEqualsSingleProcess) {
   for (const Case& c : cases()) run_case(c, true, true);
 }
 
+
+// The thread count decides how a spanning branch's work is cut (cpu_work.hpp: one head is one group,
+// which 7 threads cut into query chunks forward and split into key and query passes backward, against
+// three 2048-row key tiles at 4 ranks), never a bit of this rank's o, lse, dq, dk or dv; at 7 threads
+// they also match the single process. 1100 rows a rank: several chunks of each kind.
+TEST(SequenceParallel, ResultsDoNotDependOnTheThreadCount) {
+  auto comm = world();
+  const int P = comm->size();
+  const int64_t L = 1100, N = L * P, first = L * comm->rank();
+  const Shape shape{1, N, 1, 8};
+  const Tensor q = random_tensor(shape, 31), k = random_tensor(shape, 32), v = random_tensor(shape, 33),
+               dout = random_tensor(shape, 34);
+  const Tensor q_mine = rows_of(q, first, L), k_mine = rows_of(k, first, L), v_mine = rows_of(v, first, L),
+               dout_mine = rows_of(dout, first, L);
+  const auto same_bits = [](const Tensor& a, const Tensor& b) { return all_close(a, b, 0, 0); };
+  const int threads_before = omp_get_max_threads();
+  for (bool causal : {false, true}) {
+    SCOPED_TRACE(causal ? "causal" : "full");
+    AttentionParams params;
+    params.schedule = make_schedule({100, N, N}, {1, 1, 2}, false);
+    params.causal = causal;
+    Tensor o[2], lse[2], dq[2], dk[2], dv[2];
+    for (int run = 0; run < 2; ++run) {
+      omp_set_num_threads(run == 0 ? 1 : 7);
+      SequenceParallelAttention sharded(*comm);
+      sharded.forward(params, q_mine, k_mine, v_mine, o[run], lse[run]);
+      sharded.backward(params, q_mine, k_mine, v_mine, o[run], lse[run], dout_mine, dq[run], dk[run], dv[run]);
+    }
+    EXPECT_TRUE(same_bits(o[0], o[1])) << "o";
+    EXPECT_TRUE(same_bits(lse[0], lse[1])) << "lse";
+    EXPECT_TRUE(same_bits(dq[0], dq[1])) << "dq";
+    EXPECT_TRUE(same_bits(dk[0], dk[1])) << "dk";
+    EXPECT_TRUE(same_bits(dv[0], dv[1])) << "dv";
+    CpuAttention single;
+    Tensor o1, lse1, dq1, dk1, dv1;
+    single.forward(params, q, k, v, o1, lse1);
+    single.backward(params, q, k, v, o1, lse1, dout, dq1, dk1, dv1);
+    omp_set_num_threads(threads_before);
+    EXPECT_TRUE(all_close(o[1], rows_of(o1, first, L), 2e-5, 2e-5)) << "o";
+    EXPECT_TRUE(all_close(lse[1], rows_of(lse1, first, L), 2e-5, 2e-5)) << "lse";
+    EXPECT_TRUE(all_close(dq[1], rows_of(dq1, first, L), 1e-4, 1e-4)) << "dq";
+    EXPECT_TRUE(all_close(dk[1], rows_of(dk1, first, L), 1e-4, 1e-4)) << "dk";
+    EXPECT_TRUE(all_close(dv[1], rows_of(dv1, first, L), 1e-4, 1e-4)) << "dv";
+  }
+}
 
 // The backward on kept rows gives what a backward that gathers again gives, bit for bit, and only while
 // the rows are unchanged: k changed in place on ONE rank after the forward makes every rank gather again

@@ -1,0 +1,64 @@
+// How the CPU paths cut one branch's work into OpenMP items: cpu_attention.cpp for a rank's own segments,
+// sequence_parallel.cpp for the spanning ones (a (batch, head) group each, against the gathered keys).
+// A group's rows are cut into tiles of kChunkRows rows. Where a branch has too few groups for the threads
+// (the w = N branch of a few heads: one group per head) its items are cut finer. The key tiles stay
+// kChunkRows rows from the group's first key row whatever the cut, and key chunks are whole key blocks
+// inside one tile, so every output element adds the same terms in the same order: the thread count, which
+// decides the cut, changes no bit of o, lse, dq, dk or dv (for finite inputs).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "attention/cpu_tile.hpp"
+
+namespace longctx::cpu_work {
+
+inline constexpr int64_t kChunkRows = 2048;          // selected rows per tile (queries and keys)
+inline constexpr int64_t kItemsPerThread = 4;        // a finer cut's aim: causal items differ in cost
+inline constexpr int64_t kMinCutRows = 2 * kTileBlockQ;  // the finest query cut (its K / V packing is per item)
+// A split backward group's work over a fused one's: 7 block products (S and dP twice, dV, dK, dQ) of 5.
+inline constexpr double kSplitCost = 1.4;
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Query rows per forward item: kChunkRows, or fewer (a multiple of the kernels' query block) where `groups`
+// groups of kChunkRows-row items would give the threads fewer than kItemsPerThread items each. A query row's
+// result depends on its own keys only, which are cut into the same key tiles either way.
+inline int64_t rows_per_query_item(int64_t groups, int64_t max_queries, int threads) {
+  const int64_t wanted = kItemsPerThread * threads;
+  if (threads <= 1 || groups * ceil_div(max_queries, kChunkRows) >= wanted) return kChunkRows;
+  const int64_t rows = ceil_div(ceil_div(max_queries, ceil_div(wanted, groups)), kTileBlockQ) * kTileBlockQ;
+  return std::clamp(rows, kMinCutRows, kChunkRows);
+}
+
+// The backward's items of one branch. A group is one fused item: its dq, dk and dv together. Groups that
+// would leave threads idle in the last round (groups mod threads of them, fewer than threads / kSplitCost)
+// are split instead: their dk and dv by key chunks (each against every query tile) and their dq by query
+// chunks (each against every key tile), which computes the scores and dP twice, kSplitCost times the
+// work, spread over every thread. Key chunks are a power of two rows, whole key blocks inside one key tile.
+struct BackwardPlan {
+  int64_t fused = 0;  // groups [0, fused) are fused items
+  int64_t split = 0;  // groups [fused, fused + split) are split
+  int64_t key_rows = kChunkRows, key_chunks = 0;      // a split group's key chunks (dk, dv)
+  int64_t query_rows = kChunkRows, query_chunks = 0;  // and query chunks (dq)
+  int64_t items() const { return fused + split * (key_chunks + query_chunks); }
+};
+
+inline BackwardPlan plan_backward(int64_t groups, int64_t max_queries, int64_t max_keys, int threads) {
+  BackwardPlan plan;
+  const int64_t rest = threads > 1 ? groups % threads : 0;
+  plan.split = kSplitCost * static_cast<double>(rest) < threads ? rest : 0;
+  plan.fused = groups - plan.split;
+  if (plan.split == 0) return plan;
+  const int64_t pieces = ceil_div(kItemsPerThread * threads, 2 * plan.split);  // per split group and pass
+  const int64_t key_rows = ceil_div(max_keys, pieces);
+  while (plan.key_rows / 2 >= std::max(key_rows, kTileBlockK)) plan.key_rows /= 2;
+  plan.query_rows = std::clamp(ceil_div(ceil_div(max_queries, pieces), kTileBlockQ) * kTileBlockQ, kMinCutRows,
+                               kChunkRows);
+  plan.key_chunks = ceil_div(max_keys, plan.key_rows);
+  plan.query_chunks = ceil_div(max_queries, plan.query_rows);
+  return plan;
+}
+
+}  // namespace longctx::cpu_work
