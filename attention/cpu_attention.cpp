@@ -94,8 +94,8 @@ void CpuAttention::forward(const AttentionParams& params, const Tensor& q, const
     const int64_t segments = segment_count(branch, dims.seq_len);
     const int64_t max_selected = (effective_segment_length(branch, dims.seq_len) + branch.dilation - 1) / branch.dilation;
     const int64_t groups = dims.batch * segments * dims.heads;
-    const int64_t rows = cpu_work::rows_per_query_item(groups, max_selected, threads);
-    const int64_t chunks = ceil_div(max_selected, rows);
+    const cpu_work::QueryCut cut = cpu_work::forward_cut(groups, max_selected, threads);
+    const int64_t chunks = cut.chunks;
     const int64_t items = groups * chunks;
 #pragma omp parallel
     {
@@ -112,9 +112,8 @@ void CpuAttention::forward(const AttentionParams& params, const Tensor& q, const
         const int64_t segment = group / dims.heads % segments;
         const int64_t b = group / (dims.heads * segments);
         const Selection sel = select(branch, dims, params.offsets, b, segment, h);
-        const int64_t q0 = chunk * rows;
-        if (q0 >= sel.rows) continue;
-        const int64_t m_q = std::min(rows, sel.rows - q0);
+        const int64_t q0 = cut.first(chunk), m_q = cut.count(chunk, sel.rows);
+        if (m_q == 0) continue;
         gather(q.data(), sel, q0, m_q, D, qt.data());
         const int64_t key_end = params.causal ? q0 + m_q : sel.rows;
         for (int64_t k0 = 0; k0 < key_end; k0 += kChunkRows) {
@@ -267,8 +266,9 @@ void CpuAttention::backward_given_delta(const AttentionParams& params, const Ten
         }
         part -= plan.split * plan.key_chunks;
         const int64_t rank = part / plan.split;
-        const int64_t q0 = (params.causal ? plan.query_chunks - 1 - rank : rank) * plan.query_rows;
-        if (q0 < sel.rows) queries_against_keys(x, sel, q0, std::min(plan.query_rows, sel.rows - q0), tiles);
+        const int64_t chunk = params.causal ? plan.queries.chunks - 1 - rank : rank;
+        const int64_t m_q = plan.queries.count(chunk, sel.rows);
+        if (m_q > 0) queries_against_keys(x, sel, plan.queries.first(chunk), m_q, tiles);
       }
     }
   }

@@ -2,9 +2,11 @@
 // sequence_parallel.cpp for the spanning ones (a (batch, head) group each, against the gathered keys).
 // A group's rows are cut into tiles of kChunkRows rows. Where a branch has too few groups for the threads
 // (the w = N branch of a few heads: one group per head) its items are cut finer. The key tiles stay
-// kChunkRows rows from the group's first key row whatever the cut, and key chunks are whole key blocks
-// inside one tile, so every output element adds the same terms in the same order: the thread count, which
-// decides the cut, changes no bit of o, lse, dq, dk or dv (for finite inputs).
+// kChunkRows rows from the group's first key row whatever the cut; key chunks are whole key blocks and
+// query chunks whole query blocks of the kernels (cpu_tile.hpp), inside one tile, so a row meets the same
+// blocks, with the same block-mates, as uncut, and every output element adds the same terms in the same
+// order: the thread count, which decides the cut, changes no bit of o, lse, dq, dk or dv (for finite
+// inputs; a chunk that started elsewhere made a -0 of o a +0, where its block took more masked keys).
 #pragma once
 
 #include <algorithm>
@@ -22,14 +24,35 @@ inline constexpr double kSplitCost = 1.4;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Query rows per forward item: kChunkRows, or fewer (a multiple of the kernels' query block) where `groups`
-// groups of kChunkRows-row items would give the threads fewer than kItemsPerThread items each. A query row's
-// result depends on its own keys only, which are cut into the same key tiles either way.
-inline int64_t rows_per_query_item(int64_t groups, int64_t max_queries, int threads) {
+// A group's query rows cut into chunks of `rows` rows (a multiple of the kernels' query block, at most
+// kChunkRows) inside each kChunkRows-row tile; a tile's last chunk ends with the tile.
+struct QueryCut {
+  int64_t rows = kChunkRows;
+  int64_t per_tile = 1;  // chunks in a tile
+  int64_t chunks = 0;    // in a group of the most rows
+  // Chunk c of a group of `total` rows: its first row, and its row count (0: past the group's end).
+  int64_t first(int64_t c) const { return c / per_tile * kChunkRows + c % per_tile * rows; }
+  int64_t count(int64_t c, int64_t total) const {
+    const int64_t begin = first(c);
+    return std::max<int64_t>(0, std::min({begin + rows, (c / per_tile + 1) * kChunkRows, total}) - begin);
+  }
+};
+
+inline QueryCut cut_queries(int64_t rows, int64_t max_queries) {
+  QueryCut cut;
+  cut.rows = rows;
+  cut.per_tile = ceil_div(kChunkRows, rows);
+  cut.chunks = ceil_div(max_queries, kChunkRows) * cut.per_tile;
+  return cut;
+}
+
+// The forward's query chunks: kChunkRows rows, or fewer where `groups` groups of kChunkRows-row items
+// would give the threads fewer than kItemsPerThread items each.
+inline QueryCut forward_cut(int64_t groups, int64_t max_queries, int threads) {
   const int64_t wanted = kItemsPerThread * threads;
-  if (threads <= 1 || groups * ceil_div(max_queries, kChunkRows) >= wanted) return kChunkRows;
+  if (threads <= 1 || groups * ceil_div(max_queries, kChunkRows) >= wanted) return cut_queries(kChunkRows, max_queries);
   const int64_t rows = ceil_div(ceil_div(max_queries, ceil_div(wanted, groups)), kTileBlockQ) * kTileBlockQ;
-  return std::clamp(rows, kMinCutRows, kChunkRows);
+  return cut_queries(std::clamp(rows, kMinCutRows, kChunkRows), max_queries);
 }
 
 // The backward's items of one branch. A group is one fused item: its dq, dk and dv together. Groups that
@@ -40,9 +63,9 @@ inline int64_t rows_per_query_item(int64_t groups, int64_t max_queries, int thre
 struct BackwardPlan {
   int64_t fused = 0;  // groups [0, fused) are fused items
   int64_t split = 0;  // groups [fused, fused + split) are split
-  int64_t key_rows = kChunkRows, key_chunks = 0;      // a split group's key chunks (dk, dv)
-  int64_t query_rows = kChunkRows, query_chunks = 0;  // and query chunks (dq)
-  int64_t items() const { return fused + split * (key_chunks + query_chunks); }
+  int64_t key_rows = kChunkRows, key_chunks = 0;  // a split group's key chunks (dk, dv)
+  QueryCut queries;                               // and query chunks (dq)
+  int64_t items() const { return fused + split * (key_chunks + queries.chunks); }
 };
 
 inline BackwardPlan plan_backward(int64_t groups, int64_t max_queries, int64_t max_keys, int threads) {
@@ -54,10 +77,10 @@ inline BackwardPlan plan_backward(int64_t groups, int64_t max_queries, int64_t m
   const int64_t pieces = ceil_div(kItemsPerThread * threads, 2 * plan.split);  // per split group and pass
   const int64_t key_rows = ceil_div(max_keys, pieces);
   while (plan.key_rows / 2 >= std::max(key_rows, kTileBlockK)) plan.key_rows /= 2;
-  plan.query_rows = std::clamp(ceil_div(ceil_div(max_queries, pieces), kTileBlockQ) * kTileBlockQ, kMinCutRows,
-                               kChunkRows);
+  plan.queries = cut_queries(
+      std::clamp(ceil_div(ceil_div(max_queries, pieces), kTileBlockQ) * kTileBlockQ, kMinCutRows, kChunkRows),
+      max_queries);
   plan.key_chunks = ceil_div(max_keys, plan.key_rows);
-  plan.query_chunks = ceil_div(max_queries, plan.query_rows);
   return plan;
 }
 

@@ -220,8 +220,8 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
     int64_t max_queries = 0;
     for (int64_t h = 0; h < plan.heads; ++h) max_queries = std::max(max_queries, plan.rows_of(plan.me, h));
     const int64_t groups = plan.batch * plan.heads;
-    const int64_t rows = cpu_work::rows_per_query_item(groups, max_queries, omp_get_max_threads());
-    const int64_t q_chunks = cpu_work::ceil_div(max_queries, rows);
+    const cpu_work::QueryCut cut = cpu_work::forward_cut(groups, max_queries, omp_get_max_threads());
+    const int64_t q_chunks = cut.chunks;
     const int64_t items = groups * q_chunks;
     // Work in slices so the main thread can progress the next exchange between them; each of two items a
     // thread at least (before: items / 8, one item a slice where a branch had 8 to 15 of them).
@@ -240,9 +240,8 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
           const int64_t h = item % groups % plan.heads;
           const int64_t b = item % groups / plan.heads;
           const int64_t m = plan.rows_of(plan.me, h);
-          const int64_t q0 = chunk * rows;
-          if (q0 >= m) continue;
-          const int64_t m_q = std::min(rows, m - q0);
+          const int64_t q0 = cut.first(chunk), m_q = cut.count(chunk, m);
+          if (m_q == 0) continue;
           const int64_t row0 = plan.first_row[static_cast<size_t>(h)] + q0 * r;
           const int64_t stride = r * plan.heads * D;
           stride_gather(q.data(), row_index(plan, b, row0, h), stride, m_q, D, qt.data());
@@ -434,8 +433,9 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
         }
         part -= cut.split * cut.key_chunks;
         const int64_t rank = part / cut.split;
-        const int64_t q0 = (params.causal ? cut.query_chunks - 1 - rank : rank) * cut.query_rows;
-        if (q0 < m) queries_against_keys(b, h, q0, std::min(cut.query_rows, m - q0), false);
+        const int64_t chunk = params.causal ? cut.queries.chunks - 1 - rank : rank;
+        const int64_t m_q = cut.queries.count(chunk, m);
+        if (m_q > 0) queries_against_keys(b, h, cut.queries.first(chunk), m_q, false);
       }
     }
     exchanges.progress(i + 1);

@@ -201,6 +201,39 @@ TEST(CpuAttention, ResultsDoNotDependOnTheThreadCount) {
   omp_set_num_threads(threads_before);
 }
 
+// The same to the sign of a zero: a row's o that ends at -0 (its dominant key's v is -0 and the rest of the
+// sum underflowed away, alpha = 0 times negative v) stays -0 at 7 threads, where the forward cuts its query
+// chunks. Before its chunks started where the kernel's query blocks did, a row after the first 2048 shared
+// its block with other rows than uncut, took more masked keys (P = +0) into P V, and came out +0 (a review
+// of the change found 512 such elements here).
+TEST(CpuAttention, ASignedZeroDoesNotDependOnTheThreadCount) {
+  auto backend = make_attention_backend("cpu");
+  const int64_t N = 4200, D = 16, star = 2200, last_negative = 2239;
+  const Shape shape{1, N, 1, D};
+  Tensor q(shape, 0.0f), k(shape, 0.0f), v(shape, 0.0f);
+  for (int64_t t = 0; t < N; ++t) {
+    q.data()[t * D] = 4.0f;
+    for (int64_t d = 0; d < D; ++d) v.data()[t * D + d] = t <= last_negative ? -1.0f : 1.0f;
+  }
+  k.data()[star * D] = 1000.0f;
+  for (int64_t d = 0; d < D; ++d) v.data()[star * D + d] = -0.0f;
+  AttentionParams p;
+  p.schedule = make_schedule({N}, {1}, false);
+  p.causal = true;
+  Tensor o[2], lse[2];
+  const int threads_before = omp_get_max_threads();
+  for (int run = 0; run < 2; ++run) {
+    omp_set_num_threads(run == 0 ? 1 : 7);
+    backend->forward(p, q, k, v, o[run], lse[run]);
+  }
+  omp_set_num_threads(threads_before);
+  EXPECT_TRUE(std::signbit(o[0][(star + 8) * D])) << "the case no longer makes a -0";
+  int64_t differ = 0;
+  for (int64_t i = 0; i < o[0].size(); ++i) differ += std::memcmp(&o[0][i], &o[1][i], sizeof(float)) != 0;
+  EXPECT_EQ(differ, 0) << "elements of o differ in their bits";
+  EXPECT_EQ(std::memcmp(lse[0].data(), lse[1].data(), sizeof(float) * lse[0].size()), 0);
+}
+
 // A shape whose byte count wraps int64 was a tiny buffer for a huge tensor (then writes past it).
 TEST(Tensor, ShapesBeyondAnyMemoryAreRefused) {
   EXPECT_THROW(element_count({int64_t{1} << 31, int64_t{1} << 31}), UsageError);  // 2^62 floats: 2^64 bytes
