@@ -97,6 +97,7 @@ void CpuAttention::forward(const AttentionParams& params, const Tensor& q, const
     const cpu_work::QueryCut cut = cpu_work::forward_cut(groups, max_selected, threads);
     const int64_t chunks = cut.chunks;
     const int64_t items = groups * chunks;
+    cpu_work::MainThreadProgress progress(progress_);
 #pragma omp parallel
     {
       TileWorkspace ws;
@@ -105,6 +106,7 @@ void CpuAttention::forward(const AttentionParams& params, const Tensor& q, const
       std::vector<int64_t> limit(static_cast<size_t>(kChunkRows));
 #pragma omp for schedule(dynamic)
       for (int64_t item = 0; item < items; ++item) {
+        progress.before_item();
         const int64_t group = item % groups;
         // Causal: a later chunk sees more keys; the costliest go first.
         const int64_t chunk = params.causal ? chunks - 1 - item / groups : item / groups;
@@ -128,6 +130,7 @@ void CpuAttention::forward(const AttentionParams& params, const Tensor& q, const
         }
       }
     }
+    progress.rethrow();
   }
 }
 
@@ -239,6 +242,7 @@ void CpuAttention::backward_given_delta(const AttentionParams& params, const Ten
     const int64_t max_selected = (effective_segment_length(branch, dims.seq_len) + branch.dilation - 1) / branch.dilation;
     const BackwardPlan plan = cpu_work::plan_backward(dims.batch * segments * dims.heads, max_selected, max_selected, threads);
     const int64_t items = plan.items();
+    cpu_work::MainThreadProgress progress(progress_);
     const auto selection = [&](int64_t group) {
       const int64_t h = group % dims.heads;
       const int64_t segment = group / dims.heads % segments;
@@ -249,28 +253,30 @@ void CpuAttention::backward_given_delta(const AttentionParams& params, const Ten
       BackwardTiles tiles(dims.head_dim);
 #pragma omp for schedule(dynamic)
       for (int64_t item = 0; item < items; ++item) {
+        progress.before_item();
         if (item < plan.fused) {
           const Selection sel = selection(item);
           for (int64_t k0 = 0; k0 < sel.rows; k0 += kChunkRows)
             keys_against_queries(x, sel, k0, std::min(kChunkRows, sel.rows - k0), true, tiles);
-          continue;
+        } else {
+          // A split group's chunks, chunk-major: causal, an early key chunk and a late query chunk see the
+          // most, and go first.
+          int64_t part = item - plan.fused;
+          const Selection sel = selection(plan.fused + part % plan.split);
+          if (part < plan.split * plan.key_chunks) {
+            const int64_t k0 = part / plan.split * plan.key_rows;
+            if (k0 < sel.rows) keys_against_queries(x, sel, k0, std::min(plan.key_rows, sel.rows - k0), false, tiles);
+          } else {
+            part -= plan.split * plan.key_chunks;
+            const int64_t rank = part / plan.split;
+            const int64_t chunk = params.causal ? plan.queries.chunks - 1 - rank : rank;
+            const int64_t m_q = plan.queries.count(chunk, sel.rows);
+            if (m_q > 0) queries_against_keys(x, sel, plan.queries.first(chunk), m_q, tiles);
+          }
         }
-        // A split group's chunks, chunk-major: causal, an early key chunk and a late query chunk see the
-        // most, and go first.
-        int64_t part = item - plan.fused;
-        const Selection sel = selection(plan.fused + part % plan.split);
-        if (part < plan.split * plan.key_chunks) {
-          const int64_t k0 = part / plan.split * plan.key_rows;
-          if (k0 < sel.rows) keys_against_queries(x, sel, k0, std::min(plan.key_rows, sel.rows - k0), false, tiles);
-          continue;
-        }
-        part -= plan.split * plan.key_chunks;
-        const int64_t rank = part / plan.split;
-        const int64_t chunk = params.causal ? plan.queries.chunks - 1 - rank : rank;
-        const int64_t m_q = plan.queries.count(chunk, sel.rows);
-        if (m_q > 0) queries_against_keys(x, sel, plan.queries.first(chunk), m_q, tiles);
       }
     }
+    progress.rethrow();
   }
 }
 

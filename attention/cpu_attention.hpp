@@ -4,6 +4,9 @@
 // warns for the whole schedule itself and turns this off.
 #pragma once
 
+#include <functional>
+#include <utility>
+
 #include "attention/attention.hpp"
 
 namespace longctx {
@@ -21,9 +24,13 @@ class CpuAttention : public AttentionBackend {
   void backward_given_delta(const AttentionParams& params, const Tensor& q, const Tensor& k, const Tensor& v,
                             const Tensor& lse, const Tensor& delta, Tensor& dq, Tensor& dk, Tensor& dv,
                             const Tensor& dout);
+  // Called on the main thread between work items of forward() and backward() (the sequence-parallel path
+  // moves its next all-gather along); what it throws ends the call, after the items in flight.
+  void set_progress(std::function<void()> call) { progress_ = std::move(call); }
 
  private:
   bool warn_coverage_;
+  std::function<void()> progress_;
 };
 
 }  // namespace longctx

@@ -9,8 +9,13 @@
 // inputs; a chunk that started elsewhere made a -0 of o a +0, where its block took more masked keys).
 #pragma once
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cstdint>
+#include <exception>
+#include <functional>
+#include <utility>
 
 #include "attention/cpu_tile.hpp"
 
@@ -83,5 +88,29 @@ inline BackwardPlan plan_backward(int64_t groups, int64_t max_queries, int64_t m
   plan.key_chunks = ceil_div(max_keys, plan.key_rows);
   return plan;
 }
+
+// Lets a caller's communication move along while a branch computes (Open MPI progresses a non-blocking
+// collective only inside MPI calls): `call` runs on the OpenMP team's thread 0, the main thread, where
+// MPI_THREAD_FUNNELED allows MPI, before each item it takes (so after the one before). Its first exception
+// is kept (none may leave a parallel region) and rethrown by rethrow() after the region; no call follows.
+class MainThreadProgress {
+ public:
+  explicit MainThreadProgress(std::function<void()> call) : call_(std::move(call)) {}
+  void before_item() {
+    if (!call_ || error_ || omp_get_thread_num() != 0) return;
+    try {
+      call_();
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+  }
+  void rethrow() const {
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  std::function<void()> call_;
+  std::exception_ptr error_;
+};
 
 }  // namespace longctx::cpu_work

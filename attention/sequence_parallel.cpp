@@ -164,8 +164,9 @@ double attention_workspace_bytes(const AttentionParams& params, const AttentionD
   return floats * sizeof(float);
 }
 
-// Forward. Order: start the first spanning exchange, compute local branches, then for each spanning
-// branch start the next exchange, wait for this one, attend (progressing the next one between chunks).
+// Forward. Order: start the first spanning exchange, compute local branches (progressing it between their
+// items), then for each spanning branch start the next exchange, wait for this one, attend (progressing the
+// next one between items).
 void SequenceParallelAttention::forward(const AttentionParams& params, const Tensor& q, const Tensor& k,
                                         const Tensor& v, Tensor& o, Tensor& lse) {
   const auto start = Clock::now();
@@ -196,7 +197,9 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
   if (!split.local.branches.empty()) {
     AttentionParams local = params;
     local.schedule = split.local;
-    CpuAttention(false).forward(local, q, k, v, o, lse);
+    CpuAttention cpu(false);
+    cpu.set_progress([&exchanges] { exchanges.progress(0); });  // the first all-gather, while they compute
+    cpu.forward(local, q, k, v, o, lse);
   } else {
     ensure_shape(o, q.shape());
     ensure_shape(lse, lse_shape(q.shape()));
@@ -223,46 +226,45 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
     const cpu_work::QueryCut cut = cpu_work::forward_cut(groups, max_queries, omp_get_max_threads());
     const int64_t q_chunks = cut.chunks;
     const int64_t items = groups * q_chunks;
-    // Work in slices so the main thread can progress the next exchange between them; each of two items a
-    // thread at least (before: items / 8, one item a slice where a branch had 8 to 15 of them).
-    const int64_t slice = std::max<int64_t>(cpu_work::ceil_div(items, 8), 2 * int64_t{omp_get_max_threads()});
-    for (int64_t first_item = 0; first_item < items; first_item += slice) {
-      const int64_t last_item = std::min(items, first_item + slice);
+    // The main thread moves the next exchange along between the items it computes (before: between eighths
+    // of the items, each its own parallel region, which left threads idle where a branch had few items).
+    cpu_work::MainThreadProgress progress([&exchanges, i] { exchanges.progress(i + 1); });
 #pragma omp parallel
-      {
-        TileWorkspace ws;
-        std::vector<float> qt(static_cast<size_t>(kChunkRows * D)), ot(qt.size()), lt(kChunkRows);
-        std::vector<int64_t> limit(static_cast<size_t>(kChunkRows));
+    {
+      TileWorkspace ws;
+      std::vector<float> qt(static_cast<size_t>(kChunkRows * D)), ot(qt.size()), lt(kChunkRows);
+      std::vector<int64_t> limit(static_cast<size_t>(kChunkRows));
 #pragma omp for schedule(dynamic)
-        for (int64_t item = first_item; item < last_item; ++item) {
-          // Causal: a later chunk sees more keys; the costliest go first.
-          const int64_t chunk = params.causal ? q_chunks - 1 - item / groups : item / groups;
-          const int64_t h = item % groups % plan.heads;
-          const int64_t b = item % groups / plan.heads;
-          const int64_t m = plan.rows_of(plan.me, h);
-          const int64_t q0 = cut.first(chunk), m_q = cut.count(chunk, m);
-          if (m_q == 0) continue;
-          const int64_t row0 = plan.first_row[static_cast<size_t>(h)] + q0 * r;
-          const int64_t stride = r * plan.heads * D;
-          stride_gather(q.data(), row_index(plan, b, row0, h), stride, m_q, D, qt.data());
-          const int64_t m_k_total = plan.keys[static_cast<size_t>(h)];
-          const int64_t keys_before = plan.keys_before[static_cast<size_t>(h)];
-          const int64_t key_end = params.causal ? keys_before + q0 + m_q : m_k_total;
-          const float* kh = k_tiles.data() + tile_offset(plan, b, h);
-          const float* vh = v_tiles.data() + tile_offset(plan, b, h);
-          for (int64_t k0 = 0; k0 < key_end; k0 += kChunkRows) {
-            const int64_t m_k = std::min(kChunkRows, key_end - k0);
-            if (params.causal)
-              for (int64_t t = 0; t < m_q; ++t) limit[static_cast<size_t>(t)] = std::clamp<int64_t>(keys_before + q0 + t + 1 - k0, 0, m_k);
-            flash_forward_tile(qt.data(), kh + k0 * D, vh + k0 * D, m_q, m_k, D,
-                               params.causal ? limit.data() : nullptr, scale, ot.data(), lt.data(), ws);
-            const int64_t lse0 = (b * plan.local_rows + row0) * plan.heads + h;
-            merge_into(o.data() + lse0 * D, lse.data() + lse0, ot.data(), lt.data(), m_q, D, stride, r * plan.heads);
-          }
+      for (int64_t item = 0; item < items; ++item) {
+        progress.before_item();
+        // Causal: a later chunk sees more keys; the costliest go first.
+        const int64_t chunk = params.causal ? q_chunks - 1 - item / groups : item / groups;
+        const int64_t h = item % groups % plan.heads;
+        const int64_t b = item % groups / plan.heads;
+        const int64_t m = plan.rows_of(plan.me, h);
+        const int64_t q0 = cut.first(chunk), m_q = cut.count(chunk, m);
+        if (m_q == 0) continue;
+        const int64_t row0 = plan.first_row[static_cast<size_t>(h)] + q0 * r;
+        const int64_t stride = r * plan.heads * D;
+        stride_gather(q.data(), row_index(plan, b, row0, h), stride, m_q, D, qt.data());
+        const int64_t m_k_total = plan.keys[static_cast<size_t>(h)];
+        const int64_t keys_before = plan.keys_before[static_cast<size_t>(h)];
+        const int64_t key_end = params.causal ? keys_before + q0 + m_q : m_k_total;
+        const float* kh = k_tiles.data() + tile_offset(plan, b, h);
+        const float* vh = v_tiles.data() + tile_offset(plan, b, h);
+        for (int64_t k0 = 0; k0 < key_end; k0 += kChunkRows) {
+          const int64_t m_k = std::min(kChunkRows, key_end - k0);
+          if (params.causal)
+            for (int64_t t = 0; t < m_q; ++t) limit[static_cast<size_t>(t)] = std::clamp<int64_t>(keys_before + q0 + t + 1 - k0, 0, m_k);
+          flash_forward_tile(qt.data(), kh + k0 * D, vh + k0 * D, m_q, m_k, D,
+                             params.causal ? limit.data() : nullptr, scale, ot.data(), lt.data(), ws);
+          const int64_t lse0 = (b * plan.local_rows + row0) * plan.heads + h;
+          merge_into(o.data() + lse0 * D, lse.data() + lse0, ot.data(), lt.data(), m_q, D, stride, r * plan.heads);
         }
       }
-      exchanges.progress(i + 1);
     }
+    progress.rethrow();
+    exchanges.progress(i + 1);
   }
   const comm::Counters& after = comm_.counters();
   forward_stats_.bytes_sent = after.bytes_sent - before.bytes_sent;
@@ -273,7 +275,8 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
 
 // Backward: local branches through the CPU backend (exact, with the final o and lse), then each
 // spanning branch: gather K and V again, accumulate dq locally and dK / dV for every gathered row, and
-// reduce-scatter dK / dV back to their owners. The next branch's gather overlaps this branch's compute.
+// reduce-scatter dK / dV back to their owners. The next branch's gather overlaps this branch's compute, and
+// the main thread moves it (and the reduce-scatters so far) along between its items.
 void SequenceParallelAttention::backward(const AttentionParams& params, const Tensor& q, const Tensor& k,
                                          const Tensor& v, const Tensor& o, const Tensor& lse, const Tensor& dout,
                                          Tensor& dq, Tensor& dk, Tensor& dv) {
@@ -331,7 +334,9 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
   if (!split.local.branches.empty()) {
     AttentionParams local = params;
     local.schedule = split.local;
-    CpuAttention(false).backward_given_delta(local, q, k, v, lse, delta, dq, dk, dv, dout);
+    CpuAttention cpu(false);
+    cpu.set_progress([&exchanges] { exchanges.progress(0); });  // the first all-gather, while they compute
+    cpu.backward_given_delta(local, q, k, v, lse, delta, dq, dk, dv, dout);
   } else {
     for (Tensor* t : {&dq, &dk, &dv}) {
       ensure_shape(*t, q.shape());
@@ -358,6 +363,8 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
     const cpu_work::BackwardPlan cut =
         cpu_work::plan_backward(plan.batch * plan.heads, max_queries, max_keys, omp_get_max_threads());
     const int64_t items = cut.items();
+    // The main thread moves the next all-gather and the reduce-scatters so far along between its items.
+    cpu_work::MainThreadProgress progress([&exchanges, i] { exchanges.progress(i + 1); });
 #pragma omp parallel
     {
       TileWorkspace ws;
@@ -407,6 +414,7 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
       };
 #pragma omp for schedule(dynamic)
       for (int64_t item = 0; item < items; ++item) {
+        progress.before_item();
         if (item < cut.fused) {
           const int64_t h = item % plan.heads, b = item / plan.heads;
           const int64_t m = plan.rows_of(plan.me, h);
@@ -438,6 +446,7 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
         if (m_q > 0) queries_against_keys(b, h, cut.queries.first(chunk), m_q, false);
       }
     }
+    progress.rethrow();
     exchanges.progress(i + 1);
 
     // dK / dV of every gathered row back to its owner, summed over the group's queries; the

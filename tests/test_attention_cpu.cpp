@@ -8,10 +8,13 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <tuple>
 
 #include "attention/attention.hpp"
+#include "attention/cpu_attention.hpp"
 #include "attention/reference.hpp"
 #include "runtime/core/error.hpp"
 #include "attention_cases.hpp"
@@ -232,6 +235,50 @@ TEST(CpuAttention, ASignedZeroDoesNotDependOnTheThreadCount) {
   for (int64_t i = 0; i < o[0].size(); ++i) differ += std::memcmp(&o[0][i], &o[1][i], sizeof(float)) != 0;
   EXPECT_EQ(differ, 0) << "elements of o differ in their bits";
   EXPECT_EQ(std::memcmp(lse[0].data(), lse[1].data(), sizeof(float) * lse[0].size()), 0);
+}
+
+// The progress hook (the sequence-parallel path's all-gathers move along through it) runs between work
+// items, on the main thread only (MPI_THREAD_FUNNELED), forward and backward; what it throws ends the call
+// with that error, never std::terminate from inside the parallel region. (At 3 threads the main thread
+// may take none of a branch's short items: there only "nowhere else" is certain.)
+TEST(CpuAttention, ProgressRunsOnTheMainThreadAndItsErrorEndsTheCall) {
+  AttentionParams p;
+  p.schedule = make_schedule({32, 256}, {1, 2}, false);
+  const Shape shape{1, 512, 4, 16};
+  const Tensor q = random_tensor(shape, 71), k = random_tensor(shape, 72), v = random_tensor(shape, 73),
+               dout = random_tensor(shape, 74);
+  const int threads_before = omp_get_max_threads();
+  CpuAttention cpu;
+  const std::thread::id main_thread = std::this_thread::get_id();
+  Tensor o, lse, dq, dk, dv;
+  for (int threads : {1, 3}) {
+    SCOPED_TRACE(std::to_string(threads) + " threads");
+    omp_set_num_threads(threads);
+    int calls = 0, elsewhere = 0;
+    cpu.set_progress([&] { ++(std::this_thread::get_id() == main_thread ? calls : elsewhere); });
+    cpu.forward(p, q, k, v, o, lse);
+    const int forward_calls = calls;
+    cpu.backward(p, q, k, v, o, lse, dout, dq, dk, dv);
+    if (threads == 1) {
+      EXPECT_GT(forward_calls, 0);
+      EXPECT_GT(calls, forward_calls) << "the backward's items";
+    }
+    EXPECT_EQ(elsewhere, 0);
+  }
+  omp_set_num_threads(1);
+  cpu.set_progress([] { throw std::runtime_error("the all-gather failed"); });
+  for (bool backward : {false, true}) {
+    try {
+      if (backward)
+        cpu.backward(p, q, k, v, o, lse, dout, dq, dk, dv);
+      else
+        cpu.forward(p, q, k, v, o, lse);
+      ADD_FAILURE() << "no error";
+    } catch (const std::runtime_error& e) {
+      EXPECT_STREQ(e.what(), "the all-gather failed");
+    }
+  }
+  omp_set_num_threads(threads_before);
 }
 
 // A shape whose byte count wraps int64 was a tiny buffer for a huge tensor (then writes past it).
