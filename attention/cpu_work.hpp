@@ -97,7 +97,7 @@ class MainThreadProgress {
  public:
   explicit MainThreadProgress(std::function<void()> call) : call_(std::move(call)) {}
   void before_item() {
-    if (!call_ || error_ || omp_get_thread_num() != 0) return;
+    if (omp_get_thread_num() != 0 || !call_ || error_) return;  // (error_ is thread 0's alone)
     try {
       call_();
     } catch (...) {

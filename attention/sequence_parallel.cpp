@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <sstream>
 #include <vector>
@@ -37,6 +38,13 @@ bool same_branches(const Schedule& a, const Schedule& b) {
                     [](const Branch& x, const Branch& y) {
                       return x.segment_length == y.segment_length && x.dilation == y.dilation;
                     });
+}
+
+// What moves exchange `next` (and the reduce-scatters so far) along between a parallel region's items, where
+// the communicator allows the main thread to test it while others compute; else nothing (between regions).
+std::function<void()> progress_call(const comm::Communicator& comm, ExchangePipeline& exchanges, size_t next) {
+  if (!comm.testable_while_threads_compute()) return {};
+  return [&exchanges, next] { exchanges.progress(next); };
 }
 
 void stride_gather(const float* tensor, int64_t first_index, int64_t stride, int64_t count, int64_t D, float* out) {
@@ -198,7 +206,7 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
     AttentionParams local = params;
     local.schedule = split.local;
     CpuAttention cpu(false);
-    cpu.set_progress([&exchanges] { exchanges.progress(0); });  // the first all-gather, while they compute
+    cpu.set_progress(progress_call(comm_, exchanges, 0));  // the first all-gather, while they compute
     cpu.forward(local, q, k, v, o, lse);
   } else {
     ensure_shape(o, q.shape());
@@ -228,7 +236,7 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
     const int64_t items = groups * q_chunks;
     // The main thread moves the next exchange along between the items it computes (before: between eighths
     // of the items, each its own parallel region, which left threads idle where a branch had few items).
-    cpu_work::MainThreadProgress progress([&exchanges, i] { exchanges.progress(i + 1); });
+    cpu_work::MainThreadProgress progress(progress_call(comm_, exchanges, i + 1));
 #pragma omp parallel
     {
       TileWorkspace ws;
@@ -335,7 +343,7 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
     AttentionParams local = params;
     local.schedule = split.local;
     CpuAttention cpu(false);
-    cpu.set_progress([&exchanges] { exchanges.progress(0); });  // the first all-gather, while they compute
+    cpu.set_progress(progress_call(comm_, exchanges, 0));  // the first all-gather, while they compute
     cpu.backward_given_delta(local, q, k, v, lse, delta, dq, dk, dv, dout);
   } else {
     for (Tensor* t : {&dq, &dk, &dv}) {
@@ -364,7 +372,7 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
         cpu_work::plan_backward(plan.batch * plan.heads, max_queries, max_keys, omp_get_max_threads());
     const int64_t items = cut.items();
     // The main thread moves the next all-gather and the reduce-scatters so far along between its items.
-    cpu_work::MainThreadProgress progress([&exchanges, i] { exchanges.progress(i + 1); });
+    cpu_work::MainThreadProgress progress(progress_call(comm_, exchanges, i + 1));
 #pragma omp parallel
     {
       TileWorkspace ws;

@@ -113,6 +113,10 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual std::string backend() const = 0;
+  // Whether the main thread may test this communicator's requests while other threads of the process
+  // compute (MPI: the library gave MPI_THREAD_FUNNELED or more). Without it, a caller tests them only
+  // between its parallel regions.
+  virtual bool testable_while_threads_compute() const { return false; }
 
   // ---- typed interface ---------------------------------------------------------------------------
   // Each blocking call is its non-blocking twin below, waited for: a backend implements only those.

@@ -123,6 +123,11 @@ MpiCommunicator::~MpiCommunicator() {
   if (!finalized && comm_ != MPI_COMM_NULL && !*collective_abandoned_) MPI_Comm_free(&comm_);
 }
 
+bool MpiCommunicator::testable_while_threads_compute() const {
+  int provided = MPI_THREAD_SINGLE;
+  return MPI_Query_thread(&provided) == MPI_SUCCESS && provided >= MPI_THREAD_FUNNELED;
+}
+
 std::unique_ptr<Communicator> make_mpi_world(double timeout_seconds) {
   if (!(timeout_seconds > 0) || !std::isfinite(timeout_seconds))
     throw UsageError("comm timeout must be a positive number of seconds, got " +

@@ -26,6 +26,7 @@ class MpiCommunicator : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string backend() const override { return "mpi"; }
+  bool testable_while_threads_compute() const override;
   MPI_Comm handle() const { return comm_; }
 
   void barrier() override;

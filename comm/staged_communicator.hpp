@@ -73,6 +73,7 @@ class StagedCommunicator : public Communicator {
   int rank() const override { return host_.rank(); }
   int size() const override { return host_.size(); }
   std::string backend() const override { return host_.backend() + "+staged(" + pool_->copier().name() + ")"; }
+  bool testable_while_threads_compute() const override { return host_.testable_while_threads_compute(); }
   void barrier() override { host_.barrier(); }
   std::unique_ptr<Communicator> sub(int first, int count) override;
   [[noreturn]] void abort(int exit_code) override;

@@ -326,6 +326,12 @@ TEST_F(CommTest, IdentityMatchesWorld) {
   EXPECT_EQ(size_of(DataType::i64), 8u);
   EXPECT_EQ(size_of(DataType::u64), 8u);
   EXPECT_EQ(size_of(DataType::u8), 1u);
+  // Testable from the main thread while others compute exactly when MPI gave MPI_THREAD_FUNNELED or more
+  // (the test main asks for it, as the binary does).
+  int provided = MPI_THREAD_SINGLE;
+  MPI_Query_thread(&provided);
+  EXPECT_EQ(world->testable_while_threads_compute(), provided >= MPI_THREAD_FUNNELED);
+  EXPECT_GE(provided, MPI_THREAD_FUNNELED) << "this MPI gives less than the binary asks for";
 }
 
 // uint64_t reduces as unsigned: 2^63 and more are the largest values, not negative ones.
