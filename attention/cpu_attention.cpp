@@ -95,8 +95,7 @@ void CpuAttention::forward(const AttentionParams& params, const Tensor& q, const
     const int64_t max_selected = (effective_segment_length(branch, dims.seq_len) + branch.dilation - 1) / branch.dilation;
     const int64_t groups = dims.batch * segments * dims.heads;
     const cpu_work::QueryCut cut = cpu_work::forward_cut(groups, max_selected, threads);
-    const int64_t chunks = cut.chunks;
-    const int64_t items = groups * chunks;
+    const int64_t items = groups * cut.chunks;
     cpu_work::MainThreadProgress progress(progress_);
 #pragma omp parallel
     {
@@ -107,9 +106,7 @@ void CpuAttention::forward(const AttentionParams& params, const Tensor& q, const
 #pragma omp for schedule(dynamic)
       for (int64_t item = 0; item < items; ++item) {
         progress.before_item();
-        const int64_t group = item % groups;
-        // Causal: a later chunk sees more keys; the costliest go first.
-        const int64_t chunk = params.causal ? chunks - 1 - item / groups : item / groups;
+        const int64_t group = item % groups, chunk = cut.chunk_of_round(item / groups, params.causal);
         const int64_t h = group % dims.heads;
         const int64_t segment = group / dims.heads % segments;
         const int64_t b = group / (dims.heads * segments);
@@ -254,25 +251,16 @@ void CpuAttention::backward_given_delta(const AttentionParams& params, const Ten
 #pragma omp for schedule(dynamic)
       for (int64_t item = 0; item < items; ++item) {
         progress.before_item();
-        if (item < plan.fused) {
-          const Selection sel = selection(item);
+        const BackwardPlan::Item it = plan.item(item, params.causal);
+        const Selection sel = selection(it.group);
+        if (it.kind == BackwardPlan::Item::fused_group) {
           for (int64_t k0 = 0; k0 < sel.rows; k0 += kChunkRows)
             keys_against_queries(x, sel, k0, std::min(kChunkRows, sel.rows - k0), true, tiles);
-        } else {
-          // A split group's chunks, chunk-major: causal, an early key chunk and a late query chunk see the
-          // most, and go first.
-          int64_t part = item - plan.fused;
-          const Selection sel = selection(plan.fused + part % plan.split);
-          if (part < plan.split * plan.key_chunks) {
-            const int64_t k0 = part / plan.split * plan.key_rows;
-            if (k0 < sel.rows) keys_against_queries(x, sel, k0, std::min(plan.key_rows, sel.rows - k0), false, tiles);
-          } else {
-            part -= plan.split * plan.key_chunks;
-            const int64_t rank = part / plan.split;
-            const int64_t chunk = params.causal ? plan.queries.chunks - 1 - rank : rank;
-            const int64_t m_q = plan.queries.count(chunk, sel.rows);
-            if (m_q > 0) queries_against_keys(x, sel, plan.queries.first(chunk), m_q, tiles);
-          }
+        } else if (it.kind == BackwardPlan::Item::key_chunk) {
+          if (it.first_key < sel.rows)
+            keys_against_queries(x, sel, it.first_key, std::min(plan.key_rows, sel.rows - it.first_key), false, tiles);
+        } else if (const int64_t m_q = plan.queries.count(it.chunk, sel.rows); m_q > 0) {
+          queries_against_keys(x, sel, plan.queries.first(it.chunk), m_q, tiles);
         }
       }
     }

@@ -41,6 +41,9 @@ struct QueryCut {
     const int64_t begin = first(c);
     return std::max<int64_t>(0, std::min({begin + rows, (c / per_tile + 1) * kChunkRows, total}) - begin);
   }
+  // The chunk of the `rank`-th round of chunks (chunk-major items): causal, the last first, as a later
+  // chunk sees more keys.
+  int64_t chunk_of_round(int64_t rank, bool causal) const { return causal ? chunks - 1 - rank : rank; }
 };
 
 inline QueryCut cut_queries(int64_t rows, int64_t max_queries) {
@@ -71,6 +74,22 @@ struct BackwardPlan {
   int64_t key_rows = kChunkRows, key_chunks = 0;  // a split group's key chunks (dk, dv)
   QueryCut queries;                               // and query chunks (dq)
   int64_t items() const { return fused + split * (key_chunks + queries.chunks); }
+
+  // Item `item`: a fused group; or a split group's key chunk (its first key row, key_rows rows) or query
+  // chunk (of `queries`). The split items go chunk-major: causal, an early key chunk and a late query chunk
+  // see the most, and go first.
+  struct Item {
+    enum Kind { fused_group, key_chunk, query_chunk } kind;
+    int64_t group;
+    int64_t first_key = 0;  // key_chunk
+    int64_t chunk = 0;      // query_chunk
+  };
+  Item item(int64_t index, bool causal) const {
+    if (index < fused) return {Item::fused_group, index};
+    const int64_t part = index - fused, group = fused + part % split;
+    if (part < split * key_chunks) return {Item::key_chunk, group, part / split * key_rows};
+    return {Item::query_chunk, group, 0, queries.chunk_of_round((part - split * key_chunks) / split, causal)};
+  }
 };
 
 inline BackwardPlan plan_backward(int64_t groups, int64_t max_queries, int64_t max_keys, int threads) {

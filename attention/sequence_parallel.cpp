@@ -232,8 +232,7 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
     for (int64_t h = 0; h < plan.heads; ++h) max_queries = std::max(max_queries, plan.rows_of(plan.me, h));
     const int64_t groups = plan.batch * plan.heads;
     const cpu_work::QueryCut cut = cpu_work::forward_cut(groups, max_queries, omp_get_max_threads());
-    const int64_t q_chunks = cut.chunks;
-    const int64_t items = groups * q_chunks;
+    const int64_t items = groups * cut.chunks;
     // The main thread moves the next exchange along between the items it computes (before: between eighths
     // of the items, each its own parallel region, which left threads idle where a branch had few items).
     cpu_work::MainThreadProgress progress(progress_call(comm_, exchanges, i + 1));
@@ -245,8 +244,7 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
 #pragma omp for schedule(dynamic)
       for (int64_t item = 0; item < items; ++item) {
         progress.before_item();
-        // Causal: a later chunk sees more keys; the costliest go first.
-        const int64_t chunk = params.causal ? q_chunks - 1 - item / groups : item / groups;
+        const int64_t chunk = cut.chunk_of_round(item / groups, params.causal);
         const int64_t h = item % groups % plan.heads;
         const int64_t b = item % groups / plan.heads;
         const int64_t m = plan.rows_of(plan.me, h);
@@ -423,21 +421,14 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
 #pragma omp for schedule(dynamic)
       for (int64_t item = 0; item < items; ++item) {
         progress.before_item();
-        if (item < cut.fused) {
-          const int64_t h = item % plan.heads, b = item / plan.heads;
-          const int64_t m = plan.rows_of(plan.me, h);
-          for (int64_t q0 = 0; q0 < m; q0 += kChunkRows) queries_against_keys(b, h, q0, std::min(kChunkRows, m - q0), true);
-          continue;
-        }
-        // A split group's chunks, chunk-major: causal, an early key chunk and a late query chunk see the
-        // most, and go first.
-        int64_t part = item - cut.fused;
-        const int64_t group = cut.fused + part % cut.split;
-        const int64_t h = group % plan.heads, b = group / plan.heads;
+        const cpu_work::BackwardPlan::Item it = cut.item(item, params.causal);
+        const int64_t h = it.group % plan.heads, b = it.group / plan.heads;
         const int64_t m = plan.rows_of(plan.me, h);
-        if (part < cut.split * cut.key_chunks) {
+        if (it.kind == cpu_work::BackwardPlan::Item::fused_group) {
+          for (int64_t q0 = 0; q0 < m; q0 += kChunkRows) queries_against_keys(b, h, q0, std::min(kChunkRows, m - q0), true);
+        } else if (it.kind == cpu_work::BackwardPlan::Item::key_chunk) {
           // Keys [k0, k0 + key_rows) against every query tile of this rank that sees them: their dK / dV.
-          const int64_t k0 = part / cut.split * cut.key_rows;
+          const int64_t k0 = it.first_key;
           for (int64_t q0 = 0; q0 < m; q0 += kChunkRows) {
             const int64_t m_q = std::min(kChunkRows, m - q0);
             const int64_t end = std::min(key_end(h, q0, m_q), k0 + cut.key_rows);
@@ -445,13 +436,9 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
             gather_queries(b, h, q0, m_q);
             tile(b, h, q0, m_q, k0, end - k0, false, true);
           }
-          continue;
+        } else if (const int64_t m_q = cut.queries.count(it.chunk, m); m_q > 0) {
+          queries_against_keys(b, h, cut.queries.first(it.chunk), m_q, false);
         }
-        part -= cut.split * cut.key_chunks;
-        const int64_t rank = part / cut.split;
-        const int64_t chunk = params.causal ? cut.queries.chunks - 1 - rank : rank;
-        const int64_t m_q = cut.queries.count(chunk, m);
-        if (m_q > 0) queries_against_keys(b, h, cut.queries.first(chunk), m_q, false);
       }
     }
     progress.rethrow();
