@@ -19,10 +19,14 @@ namespace {
 
 using spanning::add_own;
 using spanning::Clock;
+using spanning::causal_pairs;
 using spanning::Exchange;
 using spanning::ExchangePipeline;
+using spanning::for_moved_rows;
+using spanning::Handoff;
 using spanning::member_offset;
 using spanning::pack_own;
+using spanning::plan_handoff;
 using spanning::plan_span;
 using spanning::reorder;
 using spanning::row_index;
@@ -50,6 +54,57 @@ std::function<void()> progress_call(const comm::Communicator& comm, ExchangePipe
 void stride_gather(const float* tensor, int64_t first_index, int64_t stride, int64_t count, int64_t D, float* out) {
   for (int64_t t = 0; t < count; ++t)
     std::copy(tensor + first_index + t * stride, tensor + first_index + t * stride + D, out + t * D);
+}
+
+// The query rows this rank computes in a spanning branch, per head, as one range of indices: its own
+// selected rows [0, own) and, where it takes a partner's rows (Handoff), those from guest_at(h), its own
+// count rounded up to whole kChunkRows tiles. So every query tile, and every chunk of one (cpu_work.hpp),
+// lies in one of the two and meets the same kernel blocks as wherever else it is computed.
+struct QueryRows {
+  const Handoff& handoff;
+
+  int64_t own(int64_t h) const { return handoff.own[static_cast<size_t>(h)]; }
+  int64_t guest_at(int64_t h) const { return cpu_work::ceil_div(own(h), kChunkRows) * kChunkRows; }
+  int64_t end(int64_t h) const { return handoff.guests(h) > 0 ? guest_at(h) + handoff.guests(h) : own(h); }
+  int64_t most() const {
+    int64_t most = 0;
+    for (size_t h = 0; h < handoff.own.size(); ++h) most = std::max(most, end(static_cast<int64_t>(h)));
+    return most;
+  }
+  // The rows of [q0, q0 + count), inside one tile: own rows or moved ones (guest) from `first`, or none.
+  struct Part {
+    bool guest = false;
+    int64_t first = 0, count = 0;
+  };
+  Part part(int64_t h, int64_t q0, int64_t count) const {
+    if (q0 < own(h)) return {false, q0, std::min(count, own(h) - q0)};
+    if (handoff.guests(h) > 0 && q0 >= guest_at(h)) return {true, q0 - guest_at(h), std::min(count, end(h) - q0)};
+    return {};
+  }
+};
+
+// The backward's moved inputs of `rows` rows: q and dout (D floats a row), then lse and delta (one each).
+constexpr int64_t moved_backward_width(int64_t D) { return 2 * D + 2; }
+template <class F>
+struct MovedBackward {
+  F *q, *dout, *lse, *delta;
+  MovedBackward(F* base, int64_t rows, int64_t D)
+      : q(base), dout(base + rows * D), lse(base + 2 * rows * D), delta(base + 2 * rows * D + rows) {}
+};
+
+// (query, key) pairs this rank computes in a spanning branch: its own rows' and those it takes.
+double spanning_pairs(const SpanPlan& plan, const Handoff& handoff, bool causal) {
+  long double pairs = 0;
+  for (int64_t h = 0; h < plan.heads; ++h) {
+    const size_t i = static_cast<size_t>(h);
+    if (!causal) {
+      pairs += static_cast<long double>(handoff.own[i]) * static_cast<long double>(plan.keys[i]);
+      continue;
+    }
+    pairs += causal_pairs(plan.keys_before[i], 0, handoff.own[i]);
+    if (handoff.guests(h) > 0) pairs += causal_pairs(handoff.keys_before[i], 0, handoff.guests(h));
+  }
+  return static_cast<double>(pairs * static_cast<long double>(plan.batch));
 }
 
 }  // namespace
@@ -150,6 +205,9 @@ double attention_workspace_bytes(const AttentionParams& params, const AttentionD
       gathered.push_back(all);
       send.push_back(static_cast<double>(plan.counts[static_cast<size_t>(plan.me)]));
       tiles.push_back(2.0 * f(tiles_size(plan)));  // K and V (backward: dK and dV too)
+      // Causal balance: the moved rows' inputs and results, for the whole call (either role).
+      const Handoff handoff = plan_handoff(plan, params.causal);
+      floats += f(plan.batch) * f(handoff.total) * (backward ? f(moved_backward_width(D) + D) : f(2 * D + 1));
     }
     const size_t n = gathered.size();
     double all_gathered = 0, all_send = 0, peak = 0;
@@ -185,7 +243,7 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
   const Split split = split_schedule(params.schedule, global_len, dims.seq_len);
   forward_stats_ = {};
 
-  ExchangePipeline exchanges(split.spanning, dims, global_len, comm_, params.offsets,
+  ExchangePipeline exchanges(split.spanning, dims, global_len, comm_, params.offsets, params.causal,
                              [this](int group_size) -> comm::Communicator& { return group_for(group_size); },
                              forward_stats_);
   kept_.erase(k.data());
@@ -201,7 +259,16 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
     keep = (kept_[k.data()] = std::move(entry)).get();
   }
   warn_coverage(params.schedule, dims.heads, params.offsets, global_len);  // numbered as the user's schedule
+  const int64_t D = dims.head_dim;
   exchanges.begin(0, k, v);
+  // Causal balance: the moved rows' queries go to their takers now; o and lse come back (D + 1 a row).
+  exchanges.begin_handoffs(static_cast<size_t>(D), static_cast<size_t>(D + 1), [&](size_t i, std::vector<float>& out) {
+    for_moved_rows(exchanges[i].plan, exchanges[i].handoff,
+                   [&](int64_t packed, int64_t row) { std::copy_n(q.data() + row * D, D, out.data() + packed * D); });
+  });
+  forward_stats_.pairs = static_cast<double>(dims.batch) *
+                         count_pairs_in_rows(split.local, global_len, dims.heads, params.causal, params.offsets,
+                                             comm_.rank() * dims.seq_len, (comm_.rank() + 1) * dims.seq_len);
   if (!split.local.branches.empty()) {
     AttentionParams local = params;
     local.schedule = split.local;
@@ -216,7 +283,6 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
   }
   exchanges.progress(0);
 
-  const int64_t D = dims.head_dim;
   const float scale = static_cast<float>(resolved_scale(params, D));
   for (size_t i = 0; i < exchanges.size(); ++i) {
     exchanges.begin(i + 1, k, v);
@@ -227,11 +293,22 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
     if (keep) keep->gathered.push_back(std::move(ex.gathered));
     std::vector<float>().swap(ex.gathered);  // in the tiles now (before: held to the end of the call)
 
+    // The rows this rank computes: its own (a giver's without its moved tail) and those it takes, whose o
+    // and lse it builds from zero and -inf in moved_results ([rows][D], then [rows]) and returns.
+    const Handoff& handoff = ex.handoff;
+    const QueryRows rows{handoff};
+    const bool taking = handoff.moves() && !handoff.giver;
+    const int64_t moved = plan.batch * handoff.total;
+    const float* guest_q = taking ? exchanges.guest_inputs(i).data() : nullptr;
+    if (taking) {
+      std::fill_n(ex.moved_results.begin(), moved * D, 0.0f);
+      std::fill(ex.moved_results.begin() + moved * D, ex.moved_results.end(), -std::numeric_limits<float>::infinity());
+    }
+    forward_stats_.pairs += spanning_pairs(plan, handoff, params.causal);
+
     const int64_t r = plan.branch.dilation;
-    int64_t max_queries = 0;
-    for (int64_t h = 0; h < plan.heads; ++h) max_queries = std::max(max_queries, plan.rows_of(plan.me, h));
     const int64_t groups = plan.batch * plan.heads;
-    const cpu_work::QueryCut cut = cpu_work::forward_cut(groups, max_queries, omp_get_max_threads());
+    const cpu_work::QueryCut cut = cpu_work::forward_cut(groups, rows.most(), omp_get_max_threads());
     const int64_t items = groups * cut.chunks;
     // The main thread moves the next exchange along between the items it computes (before: between eighths
     // of the items, each its own parallel region, which left threads idle where a branch had few items).
@@ -247,30 +324,54 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
         const int64_t chunk = cut.chunk_of_round(item / groups, params.causal);
         const int64_t h = item % groups % plan.heads;
         const int64_t b = item % groups / plan.heads;
-        const int64_t m = plan.rows_of(plan.me, h);
-        const int64_t q0 = cut.first(chunk), m_q = cut.count(chunk, m);
+        const QueryRows::Part part = rows.part(h, cut.first(chunk), cut.count(chunk, rows.end(h)));
+        const int64_t m_q = part.count;
         if (m_q == 0) continue;
-        const int64_t row0 = plan.first_row[static_cast<size_t>(h)] + q0 * r;
-        const int64_t stride = r * plan.heads * D;
-        stride_gather(q.data(), row_index(plan, b, row0, h), stride, m_q, D, qt.data());
-        const int64_t m_k_total = plan.keys[static_cast<size_t>(h)];
-        const int64_t keys_before = plan.keys_before[static_cast<size_t>(h)];
-        const int64_t key_end = params.causal ? keys_before + q0 + m_q : m_k_total;
+        // Where its queries come from and its o and lse go, and the keys before its first row.
+        int64_t keys_before = 0, o_stride = D, lse_stride = 1;
+        float *o_rows = nullptr, *lse_rows = nullptr;
+        if (!part.guest) {
+          const int64_t row0 = plan.first_row[static_cast<size_t>(h)] + part.first * r;
+          stride_gather(q.data(), row_index(plan, b, row0, h), r * plan.heads * D, m_q, D, qt.data());
+          keys_before = plan.keys_before[static_cast<size_t>(h)] + part.first;
+          const int64_t lse0 = (b * plan.local_rows + row0) * plan.heads + h;
+          o_rows = o.data() + lse0 * D;
+          lse_rows = lse.data() + lse0;
+          o_stride = r * plan.heads * D;
+          lse_stride = r * plan.heads;
+        } else {
+          const int64_t p0 = handoff.packed_row(b, h, part.first);
+          std::copy_n(guest_q + p0 * D, m_q * D, qt.data());
+          keys_before = handoff.keys_before[static_cast<size_t>(h)] + part.first;
+          o_rows = ex.moved_results.data() + p0 * D;
+          lse_rows = ex.moved_results.data() + moved * D + p0;
+        }
+        const int64_t key_end = params.causal ? keys_before + m_q : plan.keys[static_cast<size_t>(h)];
         const float* kh = k_tiles.data() + tile_offset(plan, b, h);
         const float* vh = v_tiles.data() + tile_offset(plan, b, h);
         for (int64_t k0 = 0; k0 < key_end; k0 += kChunkRows) {
           const int64_t m_k = std::min(kChunkRows, key_end - k0);
           if (params.causal)
-            for (int64_t t = 0; t < m_q; ++t) limit[static_cast<size_t>(t)] = std::clamp<int64_t>(keys_before + q0 + t + 1 - k0, 0, m_k);
+            for (int64_t t = 0; t < m_q; ++t) limit[static_cast<size_t>(t)] = std::clamp<int64_t>(keys_before + t + 1 - k0, 0, m_k);
           flash_forward_tile(qt.data(), kh + k0 * D, vh + k0 * D, m_q, m_k, D,
                              params.causal ? limit.data() : nullptr, scale, ot.data(), lt.data(), ws);
-          const int64_t lse0 = (b * plan.local_rows + row0) * plan.heads + h;
-          merge_into(o.data() + lse0 * D, lse.data() + lse0, ot.data(), lt.data(), m_q, D, stride, r * plan.heads);
+          merge_into(o_rows, lse_rows, ot.data(), lt.data(), m_q, D, o_stride, lse_stride);
         }
       }
     }
     progress.rethrow();
+    if (taking) exchanges.return_results(i);
     exchanges.progress(i + 1);
+  }
+  // The moved rows' o and lse, back from their takers, join this rank's (as one more partial result each).
+  for (size_t i = 0; i < exchanges.size(); ++i) {
+    const Exchange& ex = exchanges.finish_handoff(i);
+    if (!ex.handoff.moves() || !ex.handoff.giver) continue;
+    const float* o_moved = ex.moved_results.data();
+    const float* lse_moved = o_moved + ex.plan.batch * ex.handoff.total * D;
+    for_moved_rows(ex.plan, ex.handoff, [&](int64_t packed, int64_t row) {
+      merge_into(o.data() + row * D, lse.data() + row, o_moved + packed * D, lse_moved + packed, 1, D, D, 1);
+    });
   }
   const comm::Counters& after = comm_.counters();
   forward_stats_.bytes_sent = after.bytes_sent - before.bytes_sent;
@@ -297,7 +398,7 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
   const Split split = split_schedule(params.schedule, global_len, dims.seq_len);
   backward_stats_ = {};
 
-  ExchangePipeline exchanges(split.spanning, dims, global_len, comm_, params.offsets,
+  ExchangePipeline exchanges(split.spanning, dims, global_len, comm_, params.offsets, params.causal,
                              [this](int group_size) -> comm::Communicator& { return group_for(group_size); },
                              backward_stats_);
   if (keep_gathered_ && exchanges.size() > 0) {
@@ -337,6 +438,21 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
   const float scale = static_cast<float>(resolved_scale(params, D));
   Tensor delta(lse.shape());  // D_p = <dout_p, o_p>, [B,L,H], for the local and the spanning branches
   row_dots(dout.data(), o.data(), delta.size(), D, delta.data());
+  // Causal balance: the moved rows' q, dout, lse and delta go to their takers now; dq comes back.
+  exchanges.begin_handoffs(static_cast<size_t>(moved_backward_width(D)), static_cast<size_t>(D),
+                           [&](size_t i, std::vector<float>& out) {
+                             const Exchange& ex = exchanges[i];
+                             const MovedBackward<float> to(out.data(), ex.plan.batch * ex.handoff.total, D);
+                             for_moved_rows(ex.plan, ex.handoff, [&](int64_t packed, int64_t row) {
+                               std::copy_n(q.data() + row * D, D, to.q + packed * D);
+                               std::copy_n(dout.data() + row * D, D, to.dout + packed * D);
+                               to.lse[packed] = lse[row];
+                               to.delta[packed] = delta[row];
+                             });
+                           });
+  backward_stats_.pairs = static_cast<double>(dims.batch) *
+                          count_pairs_in_rows(split.local, global_len, dims.heads, params.causal, params.offsets,
+                                              comm_.rank() * dims.seq_len, (comm_.rank() + 1) * dims.seq_len);
   if (!split.local.branches.empty()) {
     AttentionParams local = params;
     local.schedule = split.local;
@@ -359,15 +475,22 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
     std::vector<float> dk_tiles(k_tiles.size(), 0.0f), dv_tiles(k_tiles.size(), 0.0f);
     reorder(plan, ex.gathered, k_tiles, v_tiles, true);
 
+    // The rows this rank computes (QueryRows): a taker's moved rows come with their inputs, and their dq
+    // goes back in moved_results.
+    const Handoff& handoff = ex.handoff;
+    const QueryRows rows{handoff};
+    const bool taking = handoff.moves() && !handoff.giver;
+    const int64_t moved = plan.batch * handoff.total;
+    const MovedBackward<const float> guest(taking ? exchanges.guest_inputs(i).data() : nullptr, moved, D);
+    if (taking) std::fill(ex.moved_results.begin(), ex.moved_results.end(), 0.0f);
+    backward_stats_.pairs += spanning_pairs(plan, handoff, params.causal);
+
     const int64_t r = plan.branch.dilation;
-    int64_t max_queries = 0, max_keys = 0;
-    for (int64_t h = 0; h < plan.heads; ++h) {
-      max_queries = std::max(max_queries, plan.rows_of(plan.me, h));
-      max_keys = std::max(max_keys, plan.keys[static_cast<size_t>(h)]);
-    }
+    int64_t max_keys = 0;
+    for (int64_t h = 0; h < plan.heads; ++h) max_keys = std::max(max_keys, plan.keys[static_cast<size_t>(h)]);
     // A (b, h) group's dK / dV are written by one item, or by its key chunks (cpu_work.hpp).
     const cpu_work::BackwardPlan cut =
-        cpu_work::plan_backward(plan.batch * plan.heads, max_queries, max_keys, omp_get_max_threads());
+        cpu_work::plan_backward(plan.batch * plan.heads, rows.most(), max_keys, omp_get_max_threads());
     const int64_t items = cut.items();
     // The main thread moves the next all-gather and the reduce-scatters so far along between its items.
     cpu_work::MainThreadProgress progress(progress_call(comm_, exchanges, i + 1));
@@ -377,10 +500,20 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
       std::vector<float> qt(static_cast<size_t>(kChunkRows * D)), dot(qt.size()), dqt(qt.size()), lt(kChunkRows),
           delt(kChunkRows);
       std::vector<int64_t> limit(static_cast<size_t>(kChunkRows));
-      // Group (b, h): its queries [q0, q0 + m_q) of this rank into qt, dot, lt and delt; returns the index of
-      // the first one in q.
-      const auto gather_queries = [&](int64_t b, int64_t h, int64_t q0, int64_t m_q) {
-        const int64_t row0 = plan.first_row[static_cast<size_t>(h)] + q0 * r;
+      using Part = QueryRows::Part;
+      // Group (b, h): the queries of `part` into qt, dot, lt and delt; returns where their dq goes: its first
+      // float and the stride between rows.
+      const auto gather_queries = [&](int64_t b, int64_t h, const Part& part) -> std::pair<float*, int64_t> {
+        const int64_t m_q = part.count;
+        if (part.guest) {
+          const int64_t p0 = handoff.packed_row(b, h, part.first);
+          std::copy_n(guest.q + p0 * D, m_q * D, qt.data());
+          std::copy_n(guest.dout + p0 * D, m_q * D, dot.data());
+          std::copy_n(guest.lse + p0, m_q, lt.data());
+          std::copy_n(guest.delta + p0, m_q, delt.data());
+          return {ex.moved_results.data() + p0 * D, D};
+        }
+        const int64_t row0 = plan.first_row[static_cast<size_t>(h)] + part.first * r;
         const int64_t first = row_index(plan, b, row0, h);
         stride_gather(q.data(), first, r * plan.heads * D, m_q, D, qt.data());
         stride_gather(dout.data(), first, r * plan.heads * D, m_q, D, dot.data());
@@ -389,59 +522,65 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
           lt[static_cast<size_t>(t)] = lse[lse0 + t * r * plan.heads];
           delt[static_cast<size_t>(t)] = delta[lse0 + t * r * plan.heads];
         }
-        return first;
+        return {dq.data() + first, r * plan.heads * D};
       };
-      // Its queries [q0, q0 + m_q) against the gathered keys [k0, k0 + m_k): adds to dqt (when asked) and
-      // to the group's dK / dV tiles (when asked).
-      const auto tile = [&](int64_t b, int64_t h, int64_t q0, int64_t m_q, int64_t k0, int64_t m_k, bool with_dq,
-                            bool with_dkv) {
-        const int64_t before_me = plan.keys_before[static_cast<size_t>(h)];
+      // The gathered keys before the first row of `part` (causal prefix).
+      const auto keys_before = [&](int64_t h, const Part& part) {
+        return (part.guest ? handoff.keys_before : plan.keys_before)[static_cast<size_t>(h)] + part.first;
+      };
+      const auto key_end = [&](int64_t h, const Part& part) {
+        return params.causal ? keys_before(h, part) + part.count : plan.keys[static_cast<size_t>(h)];
+      };
+      // The queries of `part` against the gathered keys [k0, k0 + m_k): adds to dqt (when asked) and to the
+      // group's dK / dV tiles (when asked).
+      const auto tile = [&](int64_t b, int64_t h, const Part& part, int64_t k0, int64_t m_k, bool with_dq, bool with_dkv) {
+        const int64_t prefix = keys_before(h, part);
         if (params.causal)
-          for (int64_t t = 0; t < m_q; ++t)
-            limit[static_cast<size_t>(t)] = std::clamp<int64_t>(before_me + q0 + t + 1 - k0, 0, m_k);
+          for (int64_t t = 0; t < part.count; ++t)
+            limit[static_cast<size_t>(t)] = std::clamp<int64_t>(prefix + t + 1 - k0, 0, m_k);
         const int64_t at = tile_offset(plan, b, h) + k0 * D;
         flash_backward_tile(qt.data(), k_tiles.data() + at, v_tiles.data() + at, dot.data(), lt.data(), delt.data(),
-                            m_q, m_k, D, params.causal ? limit.data() : nullptr, scale,
+                            part.count, m_k, D, params.causal ? limit.data() : nullptr, scale,
                             with_dq ? dqt.data() : nullptr, with_dkv ? dk_tiles.data() + at : nullptr,
                             with_dkv ? dv_tiles.data() + at : nullptr, ws);
       };
-      const auto key_end = [&](int64_t h, int64_t q0, int64_t m_q) {
-        return params.causal ? plan.keys_before[static_cast<size_t>(h)] + q0 + m_q : plan.keys[static_cast<size_t>(h)];
+      // The queries of `part` against every key tile they see; with_dkv: the fused item's dK / dV too.
+      const auto queries_against_keys = [&](int64_t b, int64_t h, const Part& part, bool with_dkv) {
+        const auto [to, stride] = gather_queries(b, h, part);
+        std::fill_n(dqt.begin(), part.count * D, 0.0f);
+        const int64_t end = key_end(h, part);
+        for (int64_t k0 = 0; k0 < end; k0 += kChunkRows) tile(b, h, part, k0, std::min(kChunkRows, end - k0), true, with_dkv);
+        for (int64_t t = 0; t < part.count; ++t)
+          for (int64_t d = 0; d < D; ++d) to[t * stride + d] += dqt[static_cast<size_t>(t * D + d)];
       };
-      // Queries [q0, q0 + m_q) against every key tile they see; with_dkv: the fused item's dK / dV too.
-      const auto queries_against_keys = [&](int64_t b, int64_t h, int64_t q0, int64_t m_q, bool with_dkv) {
-        const int64_t first = gather_queries(b, h, q0, m_q);
-        std::fill_n(dqt.begin(), m_q * D, 0.0f);
-        const int64_t end = key_end(h, q0, m_q);
-        for (int64_t k0 = 0; k0 < end; k0 += kChunkRows) tile(b, h, q0, m_q, k0, std::min(kChunkRows, end - k0), true, with_dkv);
-        const int64_t stride = r * plan.heads * D;
-        for (int64_t t = 0; t < m_q; ++t)
-          for (int64_t d = 0; d < D; ++d) dq[first + t * stride + d] += dqt[static_cast<size_t>(t * D + d)];
-      };
+      // The query tiles of group (b, h)'s rows, in order.
+      const auto query_tile = [&](int64_t h, int64_t q0) { return rows.part(h, q0, std::min(kChunkRows, rows.end(h) - q0)); };
 #pragma omp for schedule(dynamic)
       for (int64_t item = 0; item < items; ++item) {
         progress.before_item();
         const cpu_work::BackwardPlan::Item it = cut.item(item, params.causal);
         const int64_t h = it.group % plan.heads, b = it.group / plan.heads;
-        const int64_t m = plan.rows_of(plan.me, h);
         if (it.kind == cpu_work::BackwardPlan::Item::fused_group) {
-          for (int64_t q0 = 0; q0 < m; q0 += kChunkRows) queries_against_keys(b, h, q0, std::min(kChunkRows, m - q0), true);
+          for (int64_t q0 = 0; q0 < rows.end(h); q0 += kChunkRows)
+            if (const Part part = query_tile(h, q0); part.count > 0) queries_against_keys(b, h, part, true);
         } else if (it.kind == cpu_work::BackwardPlan::Item::key_chunk) {
           // Keys [k0, k0 + key_rows) against every query tile of this rank that sees them: their dK / dV.
           const int64_t k0 = it.first_key;
-          for (int64_t q0 = 0; q0 < m; q0 += kChunkRows) {
-            const int64_t m_q = std::min(kChunkRows, m - q0);
-            const int64_t end = std::min(key_end(h, q0, m_q), k0 + cut.key_rows);
-            if (end <= k0) continue;
-            gather_queries(b, h, q0, m_q);
-            tile(b, h, q0, m_q, k0, end - k0, false, true);
+          for (int64_t q0 = 0; q0 < rows.end(h); q0 += kChunkRows) {
+            const Part part = query_tile(h, q0);
+            const int64_t end = std::min(key_end(h, part), k0 + cut.key_rows);
+            if (part.count == 0 || end <= k0) continue;
+            gather_queries(b, h, part);
+            tile(b, h, part, k0, end - k0, false, true);
           }
-        } else if (const int64_t m_q = cut.queries.count(it.chunk, m); m_q > 0) {
-          queries_against_keys(b, h, cut.queries.first(it.chunk), m_q, false);
+        } else if (const Part part = rows.part(h, cut.queries.first(it.chunk), cut.queries.count(it.chunk, rows.end(h)));
+                   part.count > 0) {
+          queries_against_keys(b, h, part, false);
         }
       }
     }
     progress.rethrow();
+    if (taking) exchanges.return_results(i);
     exchanges.progress(i + 1);
 
     // dK / dV of every gathered row back to its owner, summed over the group's queries; the
@@ -452,6 +591,14 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
   for (size_t i = 0; i < exchanges.size(); ++i) {
     const Exchange& ex = exchanges.finish_reduce(i);
     add_own(ex.plan, ex.mine, dk, dv);
+  }
+  // The moved rows' dq, back from their takers.
+  for (size_t i = 0; i < exchanges.size(); ++i) {
+    const Exchange& ex = exchanges.finish_handoff(i);
+    if (!ex.handoff.moves() || !ex.handoff.giver) continue;
+    for_moved_rows(ex.plan, ex.handoff, [&](int64_t packed, int64_t row) {
+      for (int64_t d = 0; d < D; ++d) dq[row * D + d] += ex.moved_results[static_cast<size_t>(packed * D + d)];
+    });
   }
   const comm::Counters& after = comm_.counters();
   backward_stats_.bytes_sent = after.bytes_sent - before.bytes_sent;

@@ -12,6 +12,10 @@
 //   3. each rank attends its own selected queries to the gathered rows. Gathered rows are in position
 //      order (rank-major), so a causal query's visible keys are a prefix: those of earlier ranks,
 //      then its own up to its position; a later rank's keys are never visible.
+//   4. causal: members pair up (m with g - 1 - m) and the later one hands the tail of its selected queries
+//      to the earlier one (span_exchange.hpp Handoff), so that each computes about 1 / g of the branch;
+//      point-to-point on the group's communicator, the inputs at the call's start, the results back after
+//      the taker's branch (forward: o and lse, merged by the giver at the end; backward: dq).
 //   Backward accumulates dK and dV for every gathered row from this rank's queries, and reduce-scatters
 //   them (same layout, same counts) back to the owners of those rows. Its K / V rows are the forward's,
 //   kept (keep_gathered_for_backward), or gathered again: one all-reduce of 3 int64 decides, on all
@@ -21,7 +25,9 @@
 // behind compute; in the backward each branch's reduce-scatter is non-blocking too and completes while
 // the following branches compute. No deadlock: every rank of a group issues the same collectives on the
 // same communicator in the same order (gather i+1 before reduce-scatter i), and non-blocking
-// collectives on different communicators progress independently.
+// collectives on different communicators progress independently. The moved rows' transfers are
+// non-blocking too, posted before any wait that could need them (the inputs at the call's start, each
+// branch's results right after it), and waited for at the call's end.
 #pragma once
 
 #include <map>
@@ -40,6 +46,7 @@ struct SequenceParallelStats {
   uint64_t bytes_sent = 0;         // payload to other ranks (communicator counters)
   uint64_t bytes_received = 0;     // payload from other ranks
   uint64_t collectives = 0;        // communicator calls
+  double pairs = 0;                // (query, key) pairs this rank computed (causal: balanced, Handoff)
   double hidden_fraction() const { return comm_seconds > 0 ? 1.0 - comm_wait_seconds / comm_seconds : 1.0; }
 };
 
@@ -62,7 +69,8 @@ bool branch_is_local(const Branch& branch, int64_t global_len, int64_t local_len
 // q, k, v, o (and do, dq, dk, dv): lse (and the backward's delta), the spanning branches' buffers (this
 // rank's packed rows, the gathered K / V of its segment and their tiles, the next branch's gather in
 // flight; the backward keeps every branch's gathered rows for its reduce-scatters, and `keep_gathered`
-// keeps the forward's), and each thread's tiles. An upper bound, for the memory check before any work
+// keeps the forward's; with causal masking the rows moved by the balance, their inputs and results),
+// and each thread's tiles. An upper bound, for the memory check before any work
 // (before it counted only the rows: a spanning segment's peak was 3-6x that).
 double attention_workspace_bytes(const AttentionParams& params, const AttentionDims& local, int rank, int world,
                                  bool backward, bool keep_gathered, int threads);

@@ -39,6 +39,52 @@ SpanPlan plan_span(const Branch& branch, const AttentionDims& local, int64_t glo
   return plan;
 }
 
+long double causal_pairs(int64_t keys_before, int64_t t0, int64_t t1) {
+  const long double a = static_cast<long double>(t0), b = static_cast<long double>(t1);
+  return (b - a) * (static_cast<long double>(keys_before) + 1) + (b * (b - 1) - a * (a - 1)) / 2;
+}
+
+Handoff plan_handoff(const SpanPlan& plan, bool causal) {
+  Handoff handoff;
+  const size_t H = static_cast<size_t>(plan.heads);
+  handoff.rows.assign(H, 0);
+  handoff.keys_before.assign(H, 0);
+  handoff.packed_before.assign(H, 0);
+  handoff.own.resize(H);
+  for (int64_t h = 0; h < plan.heads; ++h) handoff.own[static_cast<size_t>(h)] = plan.rows_of(plan.me, h);
+  const int partner = plan.group_size - 1 - plan.me;
+  if (!causal || partner == plan.me) return handoff;
+  handoff.partner = partner;
+  handoff.giver = plan.me > partner;
+  const int lo = std::min(plan.me, partner), hi = std::max(plan.me, partner);
+  for (int64_t h = 0; h < plan.heads; ++h) {
+    int64_t before_lo = 0, before_hi = 0;
+    for (int m = 0; m < hi; ++m) (m < lo ? before_lo : before_hi) += plan.rows_of(m, h);
+    before_hi += before_lo;
+    const int64_t n_lo = plan.rows_of(lo, h), n_hi = plan.rows_of(hi, h);
+    // The fewest tail rows x of hi after which hi's pairs no longer exceed lo's, or one fewer if closer:
+    // excess(x) = pairs(hi) - pairs(lo) - 2 tail(x) falls as x grows.
+    const long double gap = causal_pairs(before_hi, 0, n_hi) - causal_pairs(before_lo, 0, n_lo);
+    const auto excess = [&](int64_t x) { return gap - 2 * causal_pairs(before_hi, n_hi - x, n_hi); };
+    int64_t low = 0, high = n_hi;  // excess(high) <= 0 unless gap > 2 pairs(hi), impossible: pairs(lo) >= 0
+    if (excess(0) <= 0) high = 0;
+    while (low < high) {
+      const int64_t mid = low + (high - low) / 2;
+      if (excess(mid) <= 0) high = mid; else low = mid + 1;
+    }
+    int64_t x = high;
+    if (x > 0 && -excess(x) > excess(x - 1)) --x;
+    handoff.rows[static_cast<size_t>(h)] = x;
+    handoff.keys_before[static_cast<size_t>(h)] = before_hi + n_hi - x;
+    if (handoff.giver) handoff.own[static_cast<size_t>(h)] = n_hi - x;
+  }
+  for (int64_t h = 0; h < plan.heads; ++h) {
+    handoff.packed_before[static_cast<size_t>(h)] = handoff.total;
+    handoff.total += handoff.rows[static_cast<size_t>(h)];
+  }
+  return handoff;
+}
+
 size_t member_offset(const SpanPlan& plan, int member) {
   size_t offset = 0;
   for (int m = 0; m < member; ++m) offset += plan.counts[static_cast<size_t>(m)];

@@ -47,6 +47,48 @@ struct SpanPlan {
 SpanPlan plan_span(const Branch& branch, const AttentionDims& local, int64_t global_len, int rank, int world,
                    HeadOffsets offsets);
 
+// Causal balance: which rank computes which of a spanning branch's query rows (not what they compute).
+// With causal masking member m of a group of g computes about (2m + 1) / g^2 of the branch, as its queries
+// see the keys of members 0..m: the last member 2g - 1 times the first's share. Members pair up, m with
+// g - 1 - m, and the later one hands the tail of its selected query rows (its costliest) to the earlier one,
+// which holds every key of the segment after the all-gather, so that the two compute about the same number
+// of (query, key) pairs. Every pair's total is about the same (g n^2 for n rows per member), so each member
+// computes about 1 / g of the branch. The moved rows' inputs go to the taker and their results come back
+// (forward: o and lse; backward: dq; their dK / dV join the taker's, which the reduce-scatter sums anyway).
+// Nothing moves without causal masking, in a group of one, or for the middle member of an odd group.
+struct Handoff {
+  int partner = -1;                    // group member paired with this rank; -1: nothing moves
+  bool giver = false;                  // this rank hands rows over (the later member); else it takes them
+  std::vector<int64_t> own;            // [head]: this rank's own selected rows that it computes, [0, own)
+  std::vector<int64_t> rows;           // [head]: rows moved (the giver's tail after its `own`)
+  std::vector<int64_t> keys_before;    // [head]: gathered keys before the first moved row (causal prefix)
+  std::vector<int64_t> packed_before;  // [head]: moved rows of the heads before (per batch element)
+  int64_t total = 0;                   // moved rows of all heads, per batch element
+
+  bool moves() const { return total > 0; }
+  int64_t guests(int64_t h) const { return giver ? 0 : rows[static_cast<size_t>(h)]; }
+  // Row t of head h of batch element b in the packed moved rows ([B][H][rows][...]).
+  int64_t packed_row(int64_t b, int64_t h, int64_t t) const { return b * total + packed_before[static_cast<size_t>(h)] + t; }
+};
+
+// (query, key) pairs of causal rows [t0, t1) of a member whose row t sees keys_before + t + 1 keys.
+long double causal_pairs(int64_t keys_before, int64_t t0, int64_t t1);
+
+// This rank's part of the balance of `plan`'s branch (both members of a pair compute the same rows).
+Handoff plan_handoff(const SpanPlan& plan, bool causal);
+
+// The giver's moved rows: at(packed row, index of the row in a [B, L, H] tensor; times D in [B, L, H, D]).
+template <class At>
+void for_moved_rows(const SpanPlan& plan, const Handoff& handoff, At&& at) {
+  const int64_t r = plan.branch.dilation;
+  for (int64_t b = 0; b < plan.batch; ++b)
+    for (int64_t h = 0; h < plan.heads; ++h) {
+      const int64_t first = plan.first_row[static_cast<size_t>(h)] + handoff.own[static_cast<size_t>(h)] * r;
+      for (int64_t t = 0; t < handoff.rows[static_cast<size_t>(h)]; ++t)
+        at(handoff.packed_row(b, h, t), (b * plan.local_rows + first + t * r) * plan.heads + h);
+    }
+}
+
 // Float offset of member m's block (K then V, each [B][H][rows][D]) in the gathered buffer, and of
 // (b, h) inside one half of that block.
 size_t member_offset(const SpanPlan& plan, int member);
@@ -74,17 +116,18 @@ struct Timed {
   comm::Request request;
   Clock::time_point started;
   bool done = false;
+  bool counted = false;  // seconds are in the stats
   double seconds = 0;
 
   void start(comm::Request r) {
     request = std::move(r);
     started = Clock::now();
-    done = false;
+    done = counted = false;
   }
   void progress() {
     if (!done && request.pending() && request.test()) complete();
   }
-  // Waits if needed; adds to the stats (all of the wait is exposed time).
+  // Waits if needed; adds to the stats once (all of the wait is exposed time).
   void finish(SequenceParallelStats& stats) {
     if (!done) {
       const auto wait_start = Clock::now();
@@ -92,7 +135,8 @@ struct Timed {
       stats.comm_wait_seconds += since(wait_start);
       complete();
     }
-    stats.comm_seconds += seconds;
+    if (!counted) stats.comm_seconds += seconds;
+    counted = true;
   }
 
  private:
@@ -109,6 +153,11 @@ struct Exchange {
   std::vector<float> send, gathered, mine;
   Timed gather, reduce;
   bool kept = false;  // `gathered` holds the forward's rows: no all-gather
+  // Causal balance: the moved rows' inputs (giver -> taker) and results (taker -> giver), packed by
+  // Handoff::packed_row, and their transfers.
+  Handoff handoff;
+  std::vector<float> moved_inputs, moved_results;
+  Timed inputs, results;
 
   Exchange() = default;
   Exchange(const Exchange&) = delete;
@@ -119,8 +168,11 @@ struct Exchange {
   ~Exchange() {
     const bool gather_done = gather.request.finish_or_abandon();
     const bool reduce_done = reduce.request.finish_or_abandon();
-    if (gather_done && reduce_done) return;
-    for (std::vector<float>* buffer : {&send, &gathered, &mine}) new (std::nothrow) std::vector<float>(std::move(*buffer));
+    const bool inputs_done = inputs.request.finish_or_abandon();
+    const bool results_done = results.request.finish_or_abandon();
+    if (gather_done && reduce_done && inputs_done && results_done) return;
+    for (std::vector<float>* buffer : {&send, &gathered, &mine, &moved_inputs, &moved_results})
+      new (std::nothrow) std::vector<float>(std::move(*buffer));
   }
 };
 
@@ -131,11 +183,13 @@ struct Exchange {
 class ExchangePipeline {
  public:
   ExchangePipeline(const Schedule& spanning, const AttentionDims& dims, int64_t global_len, comm::Communicator& comm,
-                   HeadOffsets offsets, std::function<comm::Communicator&(int)> group_for, SequenceParallelStats& stats)
+                   HeadOffsets offsets, bool causal, std::function<comm::Communicator&(int)> group_for,
+                   SequenceParallelStats& stats)
       : group_for_(std::move(group_for)), stats_(stats), rows_per_rank_(dims.seq_len), global_len_(global_len) {
     for (const Branch& branch : spanning.branches) {
       auto exchange = std::make_unique<Exchange>();
       exchange->plan = plan_span(branch, dims, global_len, comm.rank(), comm.size(), offsets);
+      exchange->handoff = plan_handoff(exchange->plan, causal);
       exchanges_.push_back(std::move(exchange));
     }
   }
@@ -162,10 +216,58 @@ class ExchangePipeline {
     ex.gather.start(group(ex.plan).iall_gatherv(Span<const float>(ex.send), Span<float>(ex.gathered), ex.plan.counts));
   }
 
-  // Lets MPI move exchange i's gather, and every reduce-scatter started so far, along.
+  // Lets MPI move exchange i's gather, and every reduce-scatter and moved-row transfer started so far, along.
   void progress(size_t i) {
     if (i < exchanges_.size() && !exchanges_[i]->kept) exchanges_[i]->gather.progress();
-    for (auto& ex : exchanges_) ex->reduce.progress();
+    for (auto& ex : exchanges_) {
+      ex->reduce.progress();
+      ex->inputs.progress();
+      ex->results.progress();
+    }
+  }
+
+  // Causal balance (Handoff), for every exchange at once: the giver packs its moved rows' inputs
+  // (pack(i, buffer), input_width floats a row) and sends them, and posts the receive of their results
+  // (result_width floats a row); the taker posts the receive of the inputs. Tags 2i and 2i + 1 on the
+  // group's communicator.
+  void begin_handoffs(size_t input_width, size_t result_width,
+                      const std::function<void(size_t, std::vector<float>&)>& pack) {
+    for (size_t i = 0; i < exchanges_.size(); ++i) {
+      Exchange& ex = *exchanges_[i];
+      if (!ex.handoff.moves()) continue;
+      const size_t rows = static_cast<size_t>(ex.plan.batch * ex.handoff.total);
+      ex.moved_inputs.resize(rows * input_width);
+      ex.moved_results.resize(rows * result_width);
+      comm::Communicator& peers = group(ex.plan);
+      const int tag = static_cast<int>(2 * i);
+      if (ex.handoff.giver) {
+        pack(i, ex.moved_inputs);
+        ex.inputs.start(peers.isend(Span<const float>(ex.moved_inputs), ex.handoff.partner, tag));
+        ex.results.start(peers.irecv(Span<float>(ex.moved_results), ex.handoff.partner, tag + 1));
+      } else {
+        ex.inputs.start(peers.irecv(Span<float>(ex.moved_inputs), ex.handoff.partner, tag));
+      }
+    }
+  }
+  // Taker: waits for exchange i's moved inputs.
+  const std::vector<float>& guest_inputs(size_t i) {
+    exchanges_[i]->inputs.finish(stats_);
+    return exchanges_[i]->moved_inputs;
+  }
+  // Taker: sends exchange i's moved_results (filled) back to the giver.
+  void return_results(size_t i) {
+    Exchange& ex = *exchanges_[i];
+    ex.results.start(group(ex.plan).isend(Span<const float>(ex.moved_results), ex.handoff.partner,
+                                          static_cast<int>(2 * i + 1)));
+  }
+  // Waits for exchange i's moved rows: the giver's sent inputs and received results, the taker's sent results.
+  Exchange& finish_handoff(size_t i) {
+    Exchange& ex = *exchanges_[i];
+    if (ex.handoff.moves()) {
+      ex.inputs.finish(stats_);
+      ex.results.finish(stats_);
+    }
+    return ex;
   }
 
   // Frees the packed rows once the gather is done (before: held to the end of the call, every branch's).

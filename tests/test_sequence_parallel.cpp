@@ -5,13 +5,17 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <vector>
 
 #include "attention/cpu_attention.hpp"
+#include "attention/schedule.hpp"
 #include "attention/sequence_parallel.hpp"
+#include "attention/span_exchange.hpp"
 #include "comm/mpi_communicator.hpp"
 #include "test_util.hpp"
 
@@ -53,6 +57,29 @@ uint64_t keep_check_bytes(int rank, int P) {
   return (3 - block) * 8 + (P - 1) * block * 8;
 }
 
+// Bytes the causal balance moves on this rank (span_exchange.hpp Handoff), over its spanning branches:
+// a giver sends its moved rows' q and receives o and lse (forward), sends q, dout, lse and delta and
+// receives dq (backward); a taker the other way round.
+struct MovedBytes {
+  uint64_t forward_sent = 0, forward_received = 0, backward_sent = 0, backward_received = 0;
+};
+MovedBytes moved_bytes(const AttentionParams& params, const AttentionDims& local, int rank, int P) {
+  MovedBytes bytes;
+  const int64_t N = local.seq_len * P, D = local.head_dim;
+  for (const Branch& branch : params.schedule.branches) {
+    if (branch_is_local(branch, N, local.seq_len)) continue;
+    const spanning::SpanPlan plan = spanning::plan_span(branch, local, N, rank, P, params.offsets);
+    const spanning::Handoff handoff = spanning::plan_handoff(plan, params.causal);
+    const uint64_t rows = static_cast<uint64_t>(local.batch * handoff.total) * 4;
+    const uint64_t out_fwd = rows * D, back_fwd = rows * (D + 1), out_bwd = rows * (2 * D + 2), back_bwd = rows * D;
+    bytes.forward_sent += handoff.giver ? out_fwd : back_fwd;
+    bytes.forward_received += handoff.giver ? back_fwd : out_fwd;
+    bytes.backward_sent += handoff.giver ? out_bwd : back_bwd;
+    bytes.backward_received += handoff.giver ? back_bwd : out_bwd;
+  }
+  return bytes;
+}
+
 void run_case(const Case& c, bool backward, bool keep = false) {
   SCOPED_TRACE(std::string(c.name) + (keep ? ", backward on the forward's kept K / V" : ""));
   auto comm = world();
@@ -84,12 +111,14 @@ void run_case(const Case& c, bool backward, bool keep = false) {
   sharded.backward(params, q_mine, k_mine, v_mine, o_mine, lse_mine, rows_of(dout, first, kRowsPerRank), dq_mine,
                    dk_mine, dv_mine);
   // Kept rows used: the backward only reduce-scatters, the forward's all-gather in reverse (what this rank
-  // sent there it receives back summed, and the other way round), plus the deciding all-reduce.
+  // sent there it receives back summed, and the other way round), plus the deciding all-reduce, and the
+  // causal balance's moved rows.
   if (keep && P > 1 && sharded.last_forward().bytes_received > 0) {
-    EXPECT_EQ(sharded.last_backward().bytes_received,
-              sharded.last_forward().bytes_sent + keep_check_bytes(comm->rank(), P));
-    EXPECT_EQ(sharded.last_backward().bytes_sent,
-              sharded.last_forward().bytes_received + keep_check_bytes(comm->rank(), P));
+    const MovedBytes moved = moved_bytes(params, {c.batch, kRowsPerRank, c.heads, c.head_dim}, comm->rank(), P);
+    EXPECT_EQ(sharded.last_backward().bytes_received - moved.backward_received,
+              sharded.last_forward().bytes_sent - moved.forward_sent + keep_check_bytes(comm->rank(), P));
+    EXPECT_EQ(sharded.last_backward().bytes_sent - moved.backward_sent,
+              sharded.last_forward().bytes_received - moved.forward_received + keep_check_bytes(comm->rank(), P));
   }
   // dK / dV sum contributions from several ranks in another order: 1e-4.
   EXPECT_TRUE(all_close(dq_mine, rows_of(dq, first, kRowsPerRank), 1e-4, 1e-4));
@@ -290,6 +319,38 @@ TEST(SequenceParallel, BytesAreExactlyWhatTheAlgorithmNeeds) {
     sharded.backward(params, q, k, v, o, lse, q, dq, dk, dv);
     EXPECT_EQ(sharded.last_backward().bytes_received, expected + check) << "g = " << g;
     EXPECT_EQ(sharded.last_backward().bytes_sent, expected + check) << "g = " << g;
+
+    // Causal: members m and g - 1 - m pair up, and the later one hands the x last of its n = L / r rows per
+    // head to the earlier one, the x that leaves their pairs closest (ties: the larger). Member m's row t
+    // sees n m + t + 1 keys. Found here by trying every x.
+    params.causal = true;
+    sharded.keep_gathered_for_backward(false);
+    const int64_t n = L / r;
+    const int me = comm->rank() % g, partner = g - 1 - me;
+    const auto pairs = [&](int member, int64_t t0, int64_t t1) {
+      int64_t sum = 0;
+      for (int64_t t = t0; t < t1; ++t) sum += n * member + t + 1;
+      return sum;
+    };
+    int64_t x = 0, closest = -1;
+    const int lo = std::min(me, partner), hi = std::max(me, partner);
+    for (int64_t y = 0; y <= n && me != partner; ++y) {
+      const int64_t apart = std::llabs(pairs(hi, 0, n - y) - (pairs(lo, 0, n) + pairs(hi, n - y, n)));
+      if (closest < 0 || apart <= closest) {
+        x = y;
+        closest = apart;
+      }
+    }
+    if (g == 2) {
+      EXPECT_GT(x, 0) << "the later rank of a pair hands rows over";
+    }
+    const uint64_t rows = static_cast<uint64_t>(x * H) * 4, giver = me > partner;
+    sharded.forward(params, q, k, v, o, lse);
+    EXPECT_EQ(sharded.last_forward().bytes_sent, expected + rows * (giver ? D : D + 1)) << "g = " << g;
+    EXPECT_EQ(sharded.last_forward().bytes_received, expected + rows * (giver ? D + 1 : D)) << "g = " << g;
+    sharded.backward(params, q, k, v, o, lse, q, dq, dk, dv);
+    EXPECT_EQ(sharded.last_backward().bytes_sent, 2 * expected + rows * (giver ? 2 * D + 2 : D)) << "g = " << g;
+    EXPECT_EQ(sharded.last_backward().bytes_received, 2 * expected + rows * (giver ? D : 2 * D + 2)) << "g = " << g;
   }
   // A schedule whose branches all fit in a shard exchanges nothing.
   AttentionParams local;
@@ -300,6 +361,38 @@ TEST(SequenceParallel, BytesAreExactlyWhatTheAlgorithmNeeds) {
   sharded.forward(local, x, x, x, o, lse);
   EXPECT_EQ(sharded.last_forward().bytes_received, 0u);
   EXPECT_EQ(sharded.last_forward().collectives, 0u);
+}
+
+// With causal masking a spanning segment's later ranks' queries see more keys (rank k of g about 2k + 1
+// times rank 0's pairs); the balance moves query rows so that each rank computes about 1 / g of them. The
+// ranks' pairs add up to the job's; the results stay one process's (run_case's causal cases, and above).
+TEST(SequenceParallel, CausalWorkIsBalancedAcrossRanks) {
+  auto comm = world();
+  const int P = comm->size();
+  const int64_t L = 600, H = 2, D = 8, N = L * P;
+  AttentionParams params;
+  params.schedule = make_schedule({100, N, N}, {1, 1, 3}, false);
+  params.causal = true;
+  const Shape shape{1, L, H, D};
+  const Tensor q = random_tensor(shape, 41 + static_cast<uint64_t>(comm->rank())), k = random_tensor(shape, 42),
+               v = random_tensor(shape, 43);
+  SequenceParallelAttention sharded(*comm);
+  Tensor o, lse, dq, dk, dv;
+  sharded.forward(params, q, k, v, o, lse);
+  sharded.backward(params, q, k, v, o, lse, q, dq, dk, dv);
+  const double mine = sharded.last_forward().pairs;
+  EXPECT_EQ(sharded.last_backward().pairs, mine);
+  std::vector<double> all(static_cast<size_t>(P));
+  comm->all_gather(Span<const double>(&mine, 1), Span<double>(all));
+  double sum = 0;
+  for (double x : all) sum += x;
+  EXPECT_DOUBLE_EQ(sum, count_pairs(params.schedule, N, H, true, HeadOffsets::paper));
+  const double most = *std::max_element(all.begin(), all.end()), fewest = *std::min_element(all.begin(), all.end());
+  EXPECT_LT(most / fewest, 1.01) << "rank 0: " << all.front() << " pairs, rank " << P - 1 << ": " << all.back();
+  if (P > 1) {  // the rows' owners alone: the last rank several times the first
+    EXPECT_GT(count_pairs_in_rows(params.schedule, N, H, true, HeadOffsets::paper, N - L, N),
+              2 * count_pairs_in_rows(params.schedule, N, H, true, HeadOffsets::paper, 0, L));
+  }
 }
 
 TEST(SequenceParallel, UnshardableInputIsRefusedNamingTheSegment) {

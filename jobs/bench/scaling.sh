@@ -177,8 +177,8 @@ echo "## weak scaling (32768 tokens per rank, 1 thread per rank, H = $H, D = $D,
 # work with NO communication (the last branch is w = 32768, r = 8 again, which fits in a shard). On a
 # small VM two busy cores run slower than one (shared caches, memory, clocks, neighbours), and that noise
 # swings single runs by +-20%, so the rounds are interleaved and the medians are reported.
-# The 2 ranks do not do exactly the 1-rank work each: causal masking splits the spanning branch's rows
-# unevenly (the slowest rank has a few % fewer pairs than 1 rank). "per pair" columns divide that out.
+# The 2 ranks do not do exactly the 1-rank work each: the spanning branch's causal pairs, balanced between
+# them (sequence_parallel.hpp), come to a few % off the 1-rank job's. "per pair" columns divide that out.
 # weak_run LABEL P LAST_W LAST_R OUT: one causal forward job on P ranks, N = 32768 P, schedule
 # 2048,4096,8192 / 1,2,4 plus the branch (LAST_W, LAST_R); appends its JSON to OUT.
 weak_run() {
@@ -215,7 +215,7 @@ m1, m2, mc = (statistics.median(r["seconds_fwd"] for r in rows) for rows in (one
 print(f"\nmedians: 1 rank {m1:.3f} s, 2 ranks {m2:.3f} s, 2 ranks without communication {mc:.3f} s")
 print(f"time per rank 1 -> 2 ranks: {pct(m2, m1):+.1f}% (target <= +15%; machine contention alone: "
       f"{pct(mc, m1):+.1f}%; distributed overhead beyond it: {pct(m2, mc):+.1f}%, "
-      f"{statistics.median(per_pair):+.1f}% per pair: the slowest rank has fewer pairs than 1 rank)")
+      f"{statistics.median(per_pair):+.1f}% per pair: the slowest rank's pairs over 1 rank's)")
 print("weak scaling: " + ("within the target" if pct(m2, m1) <= 15 else
       "OVER the target" + (" (beyond what the machine alone adds: within it)" if pct(m2, mc) <= 15 else "")))
 PY

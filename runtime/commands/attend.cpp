@@ -300,9 +300,12 @@ int run(Invocation& invocation) {
                        static_cast<double>(input.batch);
   const double flops_fwd = flops_forward(pairs, input.head_dim);
   const double flops_bwd = backward ? flops_backward(pairs, input.head_dim) : 0.0;
-  // This rank's own share of the pairs for its log line (with causal masking, later ranks have more).
-  const double my_pairs = count_pairs_in_rows(params.schedule, input.seq_len, input.heads, params.causal,
-                                               params.offsets, rows.begin, rows.end) * static_cast<double>(input.batch);
+  // The pairs this rank computed, for its log line: on the CPU, its rows' with causal masking balanced
+  // across the ranks (sequence_parallel.hpp); one GPU computes its own rows'.
+  const double my_pairs = gpu || gpus ? count_pairs_in_rows(params.schedule, input.seq_len, input.heads, params.causal,
+                                                            params.offsets, rows.begin, rows.end) *
+                                            static_cast<double>(input.batch)
+                                      : f.pairs;
   const std::string where = device.device == "cuda"
                                 ? " on the GPU (" + to_string(device.dtype) + ", host copies included), "
                                 : " on rank 0, ";

@@ -271,25 +271,23 @@ int run(Invocation& invocation) {
   double non_finite = 0;
   for (const Tensor* t : {&o, &dq, &dk, &dv})
     for (int64_t i = 0; i < t->size(); ++i) non_finite += std::isfinite((*t)[i]) ? 0.0 : 1.0;
-  // A rank's own pairs (its queries' keys: with causal masking later ranks have more), per batch element.
-  const auto rank_pairs = [&](int r) {
-    return static_cast<double>(B) * count_pairs_in_rows(params.schedule, N, H, params.causal, params.offsets, L * r, L * (r + 1));
-  };
-  const auto rank_gflops = [&](int r, bool backward_pass, double seconds) {
-    const double mine = rank_pairs(r);
-    return (backward_pass ? flops_backward(mine, D) : flops_forward(mine, D)) / seconds / 1e9;
-  };
   // Per rank: median seconds, bytes, comm hidden; the job: total FLOPs over the slowest rank's median.
   const std::vector<double> mine{median(fwd), backward ? median(bwd) : 0.0, static_cast<double>(fwd_stats.bytes_sent),
                                  static_cast<double>(fwd_stats.bytes_received), fwd_stats.hidden_fraction(),
                                  static_cast<double>(bwd_stats.bytes_received), bwd_stats.hidden_fraction(),
                                  static_cast<double>(peak_rss_bytes()), static_cast<double>(omp_get_max_threads()),
-                                 static_cast<double>(bwd_stats.bytes_sent), non_finite};
+                                 static_cast<double>(bwd_stats.bytes_sent), non_finite, fwd_stats.pairs};
   const size_t F = mine.size();
   std::vector<double> all(F * static_cast<size_t>(P));
   world.all_gather(Span<const double>(mine), Span<double>(all));
   if (rank != 0) return 0;
   auto field = [&](int r, size_t f) { return all[static_cast<size_t>(r) * F + f]; };
+  // The pairs a rank computed (with causal masking balanced across the ranks: sequence_parallel.hpp).
+  const auto rank_pairs = [&](int r) { return field(r, 11); };
+  const auto rank_gflops = [&](int r, bool backward_pass, double seconds) {
+    const double computed = rank_pairs(r);
+    return (backward_pass ? flops_backward(computed, D) : flops_forward(computed, D)) / seconds / 1e9;
+  };
   double slowest_fwd = 0, slowest_bwd = 0, peak_rss = 0;
   int fewest_threads = std::numeric_limits<int>::max(), most_threads = 0;  // ranks may differ (LONGCTX_THREADS per rank)
   for (int r = 0; r < P; ++r) {

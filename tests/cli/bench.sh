@@ -91,8 +91,9 @@ expect_in "$OUT/stdout" "recv bytes \(fwd\)  comm hidden   recv bytes \(bwd\)  c
   "names the backward's comm hidden"
 [ "$(grep -cE '^ +[01] .* [1-9][0-9]* +[0-9]+% +[1-9][0-9]* +[0-9]+% +[0-9]+$' "$OUT/stdout")" = 2 ] &&
   pass "... and gives it per rank" || fail "table: $(cat "$OUT/stdout")"
-# Causal: rank 1's queries see more keys than rank 0's; each rank's GFLOP/s uses its own pairs (they add
-# up to the job's), not pairs / P.
+# Causal: rank 1's queries see more keys than rank 0's, and rank 1 hands some of its rows to rank 0 (the
+# causal balance): each rank's GFLOP/s uses the pairs it computed (they add up to the job's, about half
+# each), not those of its own rows.
 expect_exit 0 "causal bench attention on 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" bench attention --seq-len 2K \
   --heads 2 --head-dim 8 --segment-lengths 256,2048 --dilation-rates 1,2 --causal --iters 1 --warmup 0 --backward --json --quiet
 /usr/bin/python3 -c "
@@ -100,7 +101,8 @@ import json, sys
 d = json.load(sys.stdin)
 ranks = d['per_rank']
 assert sum(r['pairs'] for r in ranks) == d['pairs'], (d['pairs'], [r['pairs'] for r in ranks])
-assert ranks[0]['pairs'] < ranks[1]['pairs'], [r['pairs'] for r in ranks]
+mine = [r['pairs'] for r in ranks]
+assert max(mine) < 1.02 * min(mine), mine  # its own rows: 1 to 2
 for r in ranks:
     for what, per_pair in (('fwd', 4), ('bwd', 10)):
         want = per_pair * d['head_dim'] * r['pairs'] / r['seconds_' + what] / 1e9
