@@ -78,8 +78,8 @@ struct QueryRows {
   };
   Part part(int64_t h, int64_t q0, int64_t count) const {
     if (q0 < own(h)) return {false, q0, std::min(count, own(h) - q0)};
-    if (handoff.guests(h) > 0 && q0 >= guest_at(h)) return {true, q0 - guest_at(h), std::min(count, end(h) - q0)};
-    return {};
+    if (handoff.guests(h) > 0 && q0 >= guest_at(h) && q0 < end(h)) return {true, q0 - guest_at(h), std::min(count, end(h) - q0)};
+    return {};  // between the two, or past the end (a chunk of a head with fewer rows than the most)
   }
 };
 
@@ -481,8 +481,11 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
     const QueryRows rows{handoff};
     const bool taking = handoff.moves() && !handoff.giver;
     const int64_t moved = plan.batch * handoff.total;
-    const MovedBackward<const float> guest(taking ? exchanges.guest_inputs(i).data() : nullptr, moved, D);
-    if (taking) std::fill(ex.moved_results.begin(), ex.moved_results.end(), 0.0f);
+    if (taking) {
+      exchanges.guest_inputs(i);
+      std::fill(ex.moved_results.begin(), ex.moved_results.end(), 0.0f);
+    }
+    const MovedBackward<const float> guest(ex.moved_inputs.data(), moved, D);  // read where taking
     backward_stats_.pairs += spanning_pairs(plan, handoff, params.causal);
 
     const int64_t r = plan.branch.dilation;

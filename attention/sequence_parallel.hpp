@@ -27,7 +27,8 @@
 // same communicator in the same order (gather i+1 before reduce-scatter i), and non-blocking
 // collectives on different communicators progress independently. The moved rows' transfers are
 // non-blocking too, posted before any wait that could need them (the inputs at the call's start, each
-// branch's results right after it), and waited for at the call's end.
+// branch's results right after it); a taker waits for a branch's inputs before computing it, and the
+// results (and the sends) are waited for at the call's end. In the stats they count only their waits.
 #pragma once
 
 #include <map>
@@ -41,7 +42,7 @@ namespace longctx {
 // What one forward or backward call did on this rank.
 struct SequenceParallelStats {
   double seconds = 0;              // wall time of the call
-  double comm_seconds = 0;         // from starting each exchange to seeing it complete
+  double comm_seconds = 0;         // from starting each exchange to seeing it complete (moved rows: waits)
   double comm_wait_seconds = 0;    // of which this rank sat waiting (exposed, not hidden by compute)
   uint64_t bytes_sent = 0;         // payload to other ranks (communicator counters)
   uint64_t bytes_received = 0;     // payload from other ranks

@@ -1,7 +1,8 @@
 // The spanning branches' exchanges of the sequence-parallel CPU path (attention-internal): SpanPlan, the
-// layout of one branch's packed and gathered rows on this rank, and ExchangePipeline, which starts, lets
-// progress and finishes their non-blocking all-gathers and reduce-scatters. The protocol they follow is
-// written at the top of sequence_parallel.hpp.
+// layout of one branch's packed and gathered rows on this rank; Handoff, the causal balance's moved rows;
+// and ExchangePipeline, which starts, lets progress and finishes their non-blocking all-gathers,
+// reduce-scatters and the moved rows' sends and receives. The protocol they follow is written at the top
+// of sequence_parallel.hpp.
 #pragma once
 
 #include <chrono>
@@ -111,7 +112,8 @@ void reorder(const SpanPlan& plan, std::vector<float>& gathered, std::vector<flo
 int64_t tiles_size(const SpanPlan& plan);
 int64_t tile_offset(const SpanPlan& plan, int64_t b, int64_t h);
 
-// A non-blocking collective and its timing: started -> seen complete (by test() or wait()).
+// A non-blocking collective (or send, or receive) and its timing: started -> seen complete (by test() or
+// wait()).
 struct Timed {
   comm::Request request;
   Clock::time_point started;
@@ -127,15 +129,19 @@ struct Timed {
   void progress() {
     if (!done && request.pending() && request.test()) complete();
   }
-  // Waits if needed; adds to the stats once (all of the wait is exposed time).
-  void finish(SequenceParallelStats& stats) {
+  // Waits if needed; adds to the stats once (all of the wait is exposed time). `only_wait`: only the wait
+  // counts, to both figures (the moved rows' transfers: their start-to-complete spans the partner's compute
+  // of the branch, which is not communication time).
+  void finish(SequenceParallelStats& stats, bool only_wait = false) {
+    double waited = 0;
     if (!done) {
       const auto wait_start = Clock::now();
       request.wait();
-      stats.comm_wait_seconds += since(wait_start);
+      waited = since(wait_start);
+      stats.comm_wait_seconds += waited;
       complete();
     }
-    if (!counted) stats.comm_seconds += seconds;
+    if (!counted) stats.comm_seconds += only_wait ? waited : seconds;
     counted = true;
   }
 
@@ -251,7 +257,7 @@ class ExchangePipeline {
   }
   // Taker: waits for exchange i's moved inputs.
   const std::vector<float>& guest_inputs(size_t i) {
-    exchanges_[i]->inputs.finish(stats_);
+    exchanges_[i]->inputs.finish(stats_, true);
     return exchanges_[i]->moved_inputs;
   }
   // Taker: sends exchange i's moved_results (filled) back to the giver.
@@ -264,8 +270,8 @@ class ExchangePipeline {
   Exchange& finish_handoff(size_t i) {
     Exchange& ex = *exchanges_[i];
     if (ex.handoff.moves()) {
-      ex.inputs.finish(stats_);
-      ex.results.finish(stats_);
+      ex.inputs.finish(stats_, true);
+      ex.results.finish(stats_, true);
     }
     return ex;
   }

@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "attention/cpu_attention.hpp"
@@ -132,6 +134,7 @@ const std::vector<Case>& cases() {
       {"local+2ranks+all, causal", {6, -2, -4}, {1, 2, 4}, 1, 4, 16, true, HeadOffsets::paper},
       {"uneven phases r=5, H=5, grouped, causal", {12, 24, -4}, {1, 5, 3}, 1, 5, 8, true, HeadOffsets::grouped},
       {"uneven phases r=5, B=2, not causal", {8, -2}, {1, 5}, 2, 3, 12, false, HeadOffsets::paper},
+      {"B=2, causal (moved rows of two batch elements)", {6, -2, -4}, {1, 2, 3}, 2, 3, 8, true, HeadOffsets::paper},
       {"dense, clipped to N", {1 << 20}, {1}, 1, 2, 16, true, HeadOffsets::paper},
       {"only spanning branches", {-2, -4}, {1, 3}, 1, 3, 16, false, HeadOffsets::grouped},
   };
@@ -159,20 +162,23 @@ TEST(SequenceParallel, ResultsDoNotDependOnTheThreadCount) {
   auto comm = world();
   const int P = comm->size();
   const int64_t L = 1100, N = L * P, first = L * comm->rank();
-  const Shape shape{1, N, 1, 8};
-  const Tensor q = random_tensor(shape, 31), k = random_tensor(shape, 32), v = random_tensor(shape, 33),
-               dout = random_tensor(shape, 34);
-  const Tensor q_mine = rows_of(q, first, L), k_mine = rows_of(k, first, L), v_mine = rows_of(v, first, L),
-               dout_mine = rows_of(dout, first, L);
   const auto same_bits = [](const Tensor& a, const Tensor& b) {  // (all_close takes -0 for +0)
     return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), sizeof(float) * a.size()) == 0;
   };
   const int threads_before = omp_get_max_threads();
-  for (bool causal : {false, true}) {
-    SCOPED_TRACE(causal ? "causal" : "full");
+  // D = 4 with scale 1: the kernels copy q rows unscaled, where a chunk past a taker's moved rows once
+  // came with a negative row count (as many rows of garbage to copy).
+  for (const auto& [causal, D, scale] : {std::tuple{false, 8, 0.0}, std::tuple{true, 8, 0.0}, std::tuple{true, 4, 1.0}}) {
+    SCOPED_TRACE(std::string(causal ? "causal" : "full") + ", D = " + std::to_string(D));
+    const Shape shape{1, N, 1, D};
+    const Tensor q = random_tensor(shape, 31), k = random_tensor(shape, 32), v = random_tensor(shape, 33),
+                 dout = random_tensor(shape, 34);
+    const Tensor q_mine = rows_of(q, first, L), k_mine = rows_of(k, first, L), v_mine = rows_of(v, first, L),
+                 dout_mine = rows_of(dout, first, L);
     AttentionParams params;
     params.schedule = make_schedule({100, N, N}, {1, 1, 2}, false);
     params.causal = causal;
+    params.softmax_scale = scale;
     Tensor o[2], lse[2], dq[2], dk[2], dv[2];
     for (int run = 0; run < 2; ++run) {
       omp_set_num_threads(run == 0 ? 1 : 7);
