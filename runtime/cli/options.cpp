@@ -465,9 +465,13 @@ void check_values_are_not_options(const po::parsed_options& parsed, const po::op
 }
 
 // Boost reads "-1" as 2^64 - 1 for an unsigned option; refuse a sign there instead. It also takes "+3"
-// for any integer, where integers are plain digits (as parse_size has them).
+// for any integer, where integers are plain digits (as parse_size has them). Anything else that is not
+// digits is refused here too, saying so: Boost's own error named the type's whole range (--train.steps=0x10:
+// "an integer from -9223372036854775808 to ..."), which is not the option's; it is left the values out of
+// the type's range.
+// `context`: where the value came from and where to look, as Boost's errors end.
 void check_integer_tokens(const po::parsed_options& parsed, const po::options_description& declared,
-                    const std::string& source = "") {
+                          const std::string& context) {
   for (const auto& o : parsed.options) {
     const po::option_description* option = declared.find_nothrow(o.string_key, false);
     if (!option) continue;
@@ -477,22 +481,26 @@ void check_integer_tokens(const po::parsed_options& parsed, const po::options_de
                             dynamic_cast<const po::typed_value<int>*>(semantic);
     if (!is_integer) continue;
     for (const auto& token : o.value) {
-      const std::string from = source.empty() ? "" : " (from " + source + ")";
+      const std::string& from = context;
       if (is_unsigned && token.find('-') != std::string::npos)
         throw UsageError("--" + o.string_key + ": '" + token + "' is not a non-negative integer" + from);
       if (token.find('+') != std::string::npos)
         throw UsageError("--" + o.string_key + ": '" + token + "' is not an integer in plain digits (no '+')" + from);
+      const size_t first_digit = !token.empty() && token[0] == '-' ? 1 : 0;
+      if (token.size() == first_digit || token.find_first_not_of("0123456789", first_digit) != std::string::npos)
+        throw UsageError("--" + o.string_key + ": '" + token +
+                         "' is not an integer: digits only; K, M, G suffixes are for the options whose --help says so" +
+                         from);
     }
   }
 }
 
-// What an option of this type takes, for an invalid-value error (a malformed or an out-of-range value);
-// empty for text and on/off options.
+// What an option of this type takes, for an invalid-value error (an integer out of the type's range, as
+// check_integer_tokens refused the rest; a malformed number); empty for text and on/off options.
 std::string value_kind(const po::option_description& option) {
   const po::value_semantic* semantic = option.semantic().get();
   const auto integers = [](auto low, auto high) {
-    return "an integer from " + std::to_string(low) + " to " + std::to_string(high) +
-           ", in digits only; K, M, G suffixes are for the options whose --help says so";
+    return "an integer from " + std::to_string(low) + " to " + std::to_string(high);
   };
   if (dynamic_cast<const po::typed_value<uint64_t>*>(semantic))
     return integers(0, std::numeric_limits<uint64_t>::max());
@@ -541,7 +549,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     std::set<std::string> turned_off;  // on/off options given as --X=false
     const po::parsed_options from_cli = po::command_line_parser(rewrite_switches(args, declared, turned_off))
                                             .options(declared).positional(positional).style(style).run();
-    check_integer_tokens(from_cli, declared);
+    check_integer_tokens(from_cli, declared, context());
     check_values_are_not_options(from_cli, declared);
     po::store(from_cli, invocation.options);
     for (const auto& o : from_cli.options) invocation.sources[o.string_key] = "command line";
@@ -610,7 +618,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
         source = file + " line " + std::to_string(line);
         po::parsed_options one(&declared);
         one.options.push_back(option);
-        check_integer_tokens(one, declared, source);
+        check_integer_tokens(one, declared, context());
         po::store(one, invocation.options);
         invocation.sources.emplace(option.string_key, "config " + *config_path);
       }
@@ -636,7 +644,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
         words.back() += "=" + *value;
       }
       const po::parsed_options from_env = po::command_line_parser(words).options(declared).style(style).run();
-      check_integer_tokens(from_env, declared, source);
+      check_integer_tokens(from_env, declared, context());
       po::store(from_env, invocation.options);
       invocation.sources.emplace(name, "env " + variable);
     }

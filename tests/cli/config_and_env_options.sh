@@ -114,14 +114,22 @@ expect_in "$OUT/stderr" "comm-timeout = 38  \[config" "the file's own keys apply
 # options are not.
 # A sign on an unsigned option names where it came from.
 expect_exit 2 "LONGCTX_SEED=-1" -- env LONGCTX_SEED=-1 "$LONGCTX" bench attention --quiet
-expect_in "$OUT/stderr" "'-1' is not a non-negative integer \(from environment variable LONGCTX_SEED='-1'\)" "names the variable"
+expect_in "$OUT/stderr" "'-1' is not a non-negative integer \(from environment variable LONGCTX_SEED='-1', in 'longctx bench attention'" "names the variable"
 printf 'seed = -1\n' >"$OUT/neg.ini"
 expect_exit 2 "seed = -1 in a file" -- "$LONGCTX" bench attention --config "$OUT/neg.ini" --quiet
-expect_in "$OUT/stderr" "'-1' is not a non-negative integer \(from config file .*neg.ini line 1\)" "names the file and line"
+expect_in "$OUT/stderr" "'-1' is not a non-negative integer \(from config file .*neg.ini line 1, in" "names the file and line"
 # A bad value says what the option takes: counts take digits only (K/M/G are for sizes), numbers a number.
 expect_exit 2 "--train.steps 10K" -- "$LONGCTX" train --train.steps 10K --quiet
-expect_in "$OUT/stderr" "'--train.steps' is invalid: it takes an integer from -9223372036854775808 to 9223372036854775807, in digits only; K, M, G suffixes are for the options whose --help says so \(from the command line" \
+expect_in "$OUT/stderr" "^longctx: error: --train.steps: '10K' is not an integer: digits only; K, M, G suffixes are for the options whose --help says so \(from the command line, in 'longctx train'; see \`longctx train --help\`\)$" \
   "an integer, no suffix"
+# ... without naming int64's range, which is not the option's (before: "from -9223372036854775808 to ...").
+expect_exit 2 "--train.steps=0x10" -- "$LONGCTX" train --train.steps=0x10 --quiet
+expect_in "$OUT/stderr" "--train.steps: '0x10' is not an integer: digits only" "0x10: not an integer"
+grep -q "9223372036854775807" "$OUT/stderr" && fail "0x10: named int64's range" || pass "... and no type range"
+printf '[train]\nsteps = 1e3\n' >"$OUT/steps.ini"
+expect_exit 2 "steps = 1e3 in a file" -- "$LONGCTX" train --config "$OUT/steps.ini" --quiet
+expect_in "$OUT/stderr" "--train.steps: '1e3' is not an integer: digits only; .* \(from config file .*steps.ini line 2, in" \
+  "names the file and line"
 # A length in tokens takes them as the lengths do (before: data.curriculum_min_span refused 1K).
 expect_exit 2 "--data.curriculum_min_span 1.5K" -- "$LONGCTX" train --data.curriculum_min_span 1.5K --quiet
 expect_in "$OUT/stderr" "--data.curriculum_min_span: '1.5K' is not an integer \(optionally with a K, M or G suffix\)" \
@@ -133,13 +141,14 @@ expect_in "$OUT/stderr" "data.curriculum_min_span = 1K  \[command line\]" "... 1
 # `--X=` gives X an empty value, as `--X ''` does (before: Boost's "the argument should follow immediately
 # after the equal sign", also for a text option where an empty value means "none").
 expect_exit 2 "--train.steps=" -- "$LONGCTX" train --train.steps= --quiet
-expect_in "$OUT/stderr" "'--train.steps' is invalid: it takes an integer" "an empty value is not an integer"
+expect_in "$OUT/stderr" "--train.steps: '' is not an integer" "an empty value is not an integer"
 expect_exit 0 "--log.jsonl= (none)" -- "$LONGCTX" train --log.jsonl= --train.steps 1 --data.seq_len 256 \
   --model.segment_lengths 64,256 --model.dilation_rates 1,2 --eval.sequences 1 --quiet
 expect_exit 2 "--quiet= (an on/off option)" -- "$LONGCTX" info --quiet=
 expect_in "$OUT/stderr" "an on/off option takes 1, true" "says what it takes"
 expect_exit 2 "--train.threads 3000000000" -- "$LONGCTX" train --train.threads 3000000000 --quiet
-expect_in "$OUT/stderr" "'--train.threads' is invalid: it takes an integer from -2147483648 to 2147483647," "out of range: says the range"
+expect_in "$OUT/stderr" "'--train.threads' is invalid: it takes an integer from -2147483648 to 2147483647 \(from the command line" \
+  "out of range: says the range"
 printf '[train]\nlr = 1e-3x\n' >"$OUT/lr.ini"
 expect_exit 2 "lr = 1e-3x in a file" -- "$LONGCTX" train --config "$OUT/lr.ini" --quiet
 expect_in "$OUT/stderr" "'(--)?train.lr' is invalid: it takes a number \(from config file .*lr.ini line 2," "a number, and where"
