@@ -43,8 +43,8 @@ void declare(po::options_description& desc, po::positional_options_description&)
        "head_dim, schedule, causal, head_offsets, softmax_scale (0: 1/sqrt(head dim)), seed, iters, warmup, "
        "pairs, flops_fwd, seconds_fwd (the slowest rank's median), gflops_fwd (the "
        "job's FLOPs over that), with --backward flops_bwd, seconds_bwd, gflops_bwd; peak_rss_bytes, "
-       "tensor_bytes_per_rank and per_rank (each rank's pairs, seconds, GFLOP/s, bytes sent and received in "
-       "one pass (the backward's with the all-reduce of 3 int64 that decides whether K / V changed: 24 bytes a rank at P = 2, 32 at P = 3), the fraction of its "
+       "tensor_bytes_per_rank and per_rank (each rank's pairs (those it computed: causal ones are balanced "
+       "between the ranks), seconds, GFLOP/s, bytes sent and received in one pass (the backward's with the all-reduce of 3 int64 that decides whether K / V changed: 24 bytes a rank at P = 2, 32 at P = 3), the fraction of its "
        "receive time hidden behind compute in the last timed iteration, threads); non_finite (cpu): values of o "
        "(and dq, dk, dv) that are not finite, over the ranks (0 unless float32 overflowed: a warning says so). "
        "--device cuda: one GPU's figures and its kernels");
