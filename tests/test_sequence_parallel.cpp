@@ -1,7 +1,9 @@
 // Sharded equals unsharded: every rank builds the GLOBAL inputs from (seed, global index), runs the
 // single-process CPU backend on them for the expected values, runs the sequence-parallel path on its
 // own rows, and compares its rows. Byte counters are checked against the volume the algorithm needs,
-// computed here from the spec's formula, not from the implementation.
+// computed here from the spec's formula, not from the implementation; the causal balance's moved rows from
+// a brute-force balance here (BytesAreExactlyWhatTheAlgorithmNeeds), and in run_case's relation between
+// forward and backward from the implementation's plan (plan_handoff), which that test checks.
 #include <gtest/gtest.h>
 #include <omp.h>
 
