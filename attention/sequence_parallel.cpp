@@ -107,6 +107,17 @@ double spanning_pairs(const SpanPlan& plan, const Handoff& handoff, bool causal)
   return static_cast<double>(pairs * static_cast<long double>(plan.batch));
 }
 
+// (query, key) pairs this rank computes in one call: its rows' of the local branches, and what
+// spanning_pairs gives for each spanning branch.
+double computed_pairs(const AttentionParams& params, const Schedule& local, const AttentionDims& dims, int rank,
+                      int64_t global_len, ExchangePipeline& exchanges) {
+  double pairs = static_cast<double>(dims.batch) * count_pairs_in_rows(local, global_len, dims.heads, params.causal,
+                                                                       params.offsets, rank * dims.seq_len,
+                                                                       (rank + 1) * dims.seq_len);
+  for (size_t i = 0; i < exchanges.size(); ++i) pairs += spanning_pairs(exchanges[i].plan, exchanges[i].handoff, params.causal);
+  return pairs;
+}
+
 }  // namespace
 
 bool branch_is_local(const Branch& branch, int64_t global_len, int64_t local_len) {
@@ -266,9 +277,7 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
     for_moved_rows(exchanges[i].plan, exchanges[i].handoff,
                    [&](int64_t packed, int64_t row) { std::copy_n(q.data() + row * D, D, out.data() + packed * D); });
   });
-  forward_stats_.pairs = static_cast<double>(dims.batch) *
-                         count_pairs_in_rows(split.local, global_len, dims.heads, params.causal, params.offsets,
-                                             comm_.rank() * dims.seq_len, (comm_.rank() + 1) * dims.seq_len);
+  forward_stats_.pairs = computed_pairs(params, split.local, dims, comm_.rank(), global_len, exchanges);
   if (!split.local.branches.empty()) {
     AttentionParams local = params;
     local.schedule = split.local;
@@ -297,14 +306,13 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
     // and lse it builds from zero and -inf in moved_results ([rows][D], then [rows]) and returns.
     const Handoff& handoff = ex.handoff;
     const QueryRows rows{handoff};
-    const bool taking = handoff.moves() && !handoff.giver;
-    const int64_t moved = plan.batch * handoff.total;
+    const bool taking = handoff.takes();
+    const int64_t moved = ex.moved_rows();
     const float* guest_q = taking ? exchanges.guest_inputs(i).data() : nullptr;
     if (taking) {
       std::fill_n(ex.moved_results.begin(), moved * D, 0.0f);
       std::fill(ex.moved_results.begin() + moved * D, ex.moved_results.end(), -std::numeric_limits<float>::infinity());
     }
-    forward_stats_.pairs += spanning_pairs(plan, handoff, params.causal);
 
     const int64_t r = plan.branch.dilation;
     const int64_t groups = plan.batch * plan.heads;
@@ -366,9 +374,9 @@ void SequenceParallelAttention::forward(const AttentionParams& params, const Ten
   // The moved rows' o and lse, back from their takers, join this rank's (as one more partial result each).
   for (size_t i = 0; i < exchanges.size(); ++i) {
     const Exchange& ex = exchanges.finish_handoff(i);
-    if (!ex.handoff.moves() || !ex.handoff.giver) continue;
+    if (!ex.handoff.gives()) continue;
     const float* o_moved = ex.moved_results.data();
-    const float* lse_moved = o_moved + ex.plan.batch * ex.handoff.total * D;
+    const float* lse_moved = o_moved + ex.moved_rows() * D;
     for_moved_rows(ex.plan, ex.handoff, [&](int64_t packed, int64_t row) {
       merge_into(o.data() + row * D, lse.data() + row, o_moved + packed * D, lse_moved + packed, 1, D, D, 1);
     });
@@ -442,7 +450,7 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
   exchanges.begin_handoffs(static_cast<size_t>(moved_backward_width(D)), static_cast<size_t>(D),
                            [&](size_t i, std::vector<float>& out) {
                              const Exchange& ex = exchanges[i];
-                             const MovedBackward<float> to(out.data(), ex.plan.batch * ex.handoff.total, D);
+                             const MovedBackward<float> to(out.data(), ex.moved_rows(), D);
                              for_moved_rows(ex.plan, ex.handoff, [&](int64_t packed, int64_t row) {
                                std::copy_n(q.data() + row * D, D, to.q + packed * D);
                                std::copy_n(dout.data() + row * D, D, to.dout + packed * D);
@@ -450,9 +458,7 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
                                to.delta[packed] = delta[row];
                              });
                            });
-  backward_stats_.pairs = static_cast<double>(dims.batch) *
-                          count_pairs_in_rows(split.local, global_len, dims.heads, params.causal, params.offsets,
-                                              comm_.rank() * dims.seq_len, (comm_.rank() + 1) * dims.seq_len);
+  backward_stats_.pairs = computed_pairs(params, split.local, dims, comm_.rank(), global_len, exchanges);
   if (!split.local.branches.empty()) {
     AttentionParams local = params;
     local.schedule = split.local;
@@ -479,14 +485,13 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
     // goes back in moved_results.
     const Handoff& handoff = ex.handoff;
     const QueryRows rows{handoff};
-    const bool taking = handoff.moves() && !handoff.giver;
-    const int64_t moved = plan.batch * handoff.total;
+    const bool taking = handoff.takes();
+    const int64_t moved = ex.moved_rows();
     if (taking) {
       exchanges.guest_inputs(i);
       std::fill(ex.moved_results.begin(), ex.moved_results.end(), 0.0f);
     }
     const MovedBackward<const float> guest(ex.moved_inputs.data(), moved, D);  // read where taking
-    backward_stats_.pairs += spanning_pairs(plan, handoff, params.causal);
 
     const int64_t r = plan.branch.dilation;
     int64_t max_keys = 0;
@@ -598,7 +603,7 @@ void SequenceParallelAttention::backward(const AttentionParams& params, const Te
   // The moved rows' dq, back from their takers.
   for (size_t i = 0; i < exchanges.size(); ++i) {
     const Exchange& ex = exchanges.finish_handoff(i);
-    if (!ex.handoff.moves() || !ex.handoff.giver) continue;
+    if (!ex.handoff.gives()) continue;
     for_moved_rows(ex.plan, ex.handoff, [&](int64_t packed, int64_t row) {
       for (int64_t d = 0; d < D; ++d) dq[row * D + d] += ex.moved_results[static_cast<size_t>(packed * D + d)];
     });

@@ -67,6 +67,8 @@ struct Handoff {
   int64_t total = 0;                   // moved rows of all heads, per batch element
 
   bool moves() const { return total > 0; }
+  bool gives() const { return moves() && giver; }
+  bool takes() const { return moves() && !giver; }
   int64_t guests(int64_t h) const { return giver ? 0 : rows[static_cast<size_t>(h)]; }
   // Row t of head h of batch element b in the packed moved rows ([B][H][rows][...]).
   int64_t packed_row(int64_t b, int64_t h, int64_t t) const { return b * total + packed_before[static_cast<size_t>(h)] + t; }
@@ -164,6 +166,7 @@ struct Exchange {
   Handoff handoff;
   std::vector<float> moved_inputs, moved_results;
   Timed inputs, results;
+  int64_t moved_rows() const { return plan.batch * handoff.total; }  // over the batch
 
   Exchange() = default;
   Exchange(const Exchange&) = delete;
@@ -241,7 +244,7 @@ class ExchangePipeline {
     for (size_t i = 0; i < exchanges_.size(); ++i) {
       Exchange& ex = *exchanges_[i];
       if (!ex.handoff.moves()) continue;
-      const size_t rows = static_cast<size_t>(ex.plan.batch * ex.handoff.total);
+      const size_t rows = static_cast<size_t>(ex.moved_rows());
       ex.moved_inputs.resize(rows * input_width);
       ex.moved_results.resize(rows * result_width);
       comm::Communicator& peers = group(ex.plan);
