@@ -6,7 +6,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -313,6 +315,38 @@ TEST(Tensor, CopiesHoldTheValuesAndShape) {
   EXPECT_EQ(b.shape(), a.shape());
   EXPECT_EQ(b[17], a[17]);
   EXPECT_EQ(moved[17], a[17]);
+}
+
+// The VmFlags of the mapping of /proc/self/smaps that holds `address` ("" if none does).
+std::string mapping_flags(const void* address) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto at = reinterpret_cast<uintptr_t>(address);
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    unsigned long long begin = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%llx-%llx ", &begin, &end) == 2 && line.find(' ') > line.find('-')) {
+      inside = begin <= at && at < end;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line;
+    }
+  }
+  return "";
+}
+
+// A tensor of 2 MiB or more starts on a 2 MiB boundary and asks for transparent huge pages (VmFlags "hg":
+// madvise(MADV_HUGEPAGE)): faults per 2 MiB on first touch, not per 4 KiB; a smaller one is 64-byte
+// aligned and asks for nothing.
+TEST(Tensor, LargeTensorsAskForHugePages) {
+  const Tensor large({3, int64_t{1} << 18}, 1.5f);  // 3 MiB
+  const Tensor small({1000}, 2.0f);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(large.data()) % (uintptr_t{2} << 20), 0u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(small.data()) % 64, 0u);
+  EXPECT_EQ(large[3 * (int64_t{1} << 18) - 1], 1.5f);
+  if (!std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled"))
+    GTEST_SKIP() << "this kernel has no transparent huge pages";
+  const std::string flags = mapping_flags(large.data());
+  ASSERT_FALSE(flags.empty()) << "no mapping in /proc/self/smaps holds the tensor";
+  EXPECT_NE((flags + " ").find(" hg "), std::string::npos) << flags;
 }
 
 TEST(CpuAttention, ReusesAndReallocatesOutputs) {

@@ -7,6 +7,8 @@
 #include <new>
 #include <sstream>
 
+#include <sys/mman.h>
+
 #include "runtime/core/error.hpp"
 
 namespace longctx {
@@ -33,11 +35,21 @@ std::string to_string(const Shape& shape) {
 
 void Tensor::Free::operator()(float* p) const { std::free(p); }
 
+// A tensor of 2 MiB or more starts on a 2 MiB boundary and asks for transparent huge pages: where THP is
+// "madvise" (Debian's default, and many clusters'), the kernel backs only regions that ask with them. A
+// first touch then faults once per 2 MiB instead of once per 4 KiB: bench attention's set-up of 2 GB of
+// tensors ran 2-2.5x faster on the 2-core VM (its kernels' times did not change beyond noise). Where THP
+// is "never", or the call fails, the tensor is the same, on 4 KiB pages.
 Tensor::Tensor(Shape shape, Unfilled) : shape_(std::move(shape)), count_(element_count(shape_)) {
-  constexpr size_t alignment = 64;
+  constexpr size_t kLine = 64, kHugePage = size_t{2} << 20;
+  const bool huge = size_bytes() >= kHugePage;
+  const size_t alignment = huge ? kHugePage : kLine;
   const size_t bytes = std::max<size_t>(alignment, (size_bytes() + alignment - 1) / alignment * alignment);
   data_.reset(static_cast<float*>(std::aligned_alloc(alignment, bytes)));
   if (!data_) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+  if (huge) ::madvise(data_.get(), bytes, MADV_HUGEPAGE);
+#endif
 }
 
 Tensor::Tensor(Shape shape, float fill_value) : Tensor(std::move(shape), Unfilled{}) { fill(fill_value); }
