@@ -13,6 +13,7 @@
 #include "runtime/cli/command.hpp"
 #include "runtime/cli/ini.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/core/heartbeat.hpp"
 #include "runtime/core/log.hpp"
 
 namespace longctx::cli {
@@ -649,6 +650,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
       invocation.sources.emplace(name, "env " + variable);
     }
     warn_unknown_variables(environment_names, getenv, declared, command);
+    if (const auto period = getenv("LONGCTX_PROGRESS_SECONDS")) Heartbeat::period_from(period->c_str());
     source.clear();
     po::notify(invocation.options);
   } catch (const po::unknown_option& e) {

@@ -26,14 +26,15 @@ Heartbeat::~Heartbeat() {
   if (thread_.joinable()) thread_.join();
 }
 
-double Heartbeat::period_seconds() {
-  const char* text = std::getenv("LONGCTX_PROGRESS_SECONDS");
+double Heartbeat::period_seconds() { return period_from(std::getenv("LONGCTX_PROGRESS_SECONDS")); }
+
+double Heartbeat::period_from(const char* text) {
   if (!text || !*text) return 30;
   char* end = nullptr;
   const double seconds = std::strtod(text, &end);
   if (*end != '\0' || !(seconds > 0) || !std::isfinite(seconds)) {
     log::warn_once(std::string("LONGCTX_PROGRESS_SECONDS='") + text +
-                   "' is no positive number of seconds: progress lines come every 30 s");
+                   "' is not a positive number of seconds: progress lines come every 30 s");
     return 30;
   }
   // The clock counts nanoseconds in int64 (292 years): a longer wait (1e10 s, given to silence the lines)

@@ -55,8 +55,14 @@ expect_in "$OUT/stderr" "^\[longctx info r0\] bench attention: iteration 1/1: (f
 grep "running, " "$OUT/stderr" | grep -qv "info r0" && fail "a rank other than 0 said it" || pass "... from rank 0 only"
 expect_exit 0 "LONGCTX_PROGRESS_SECONDS=soon" -- env LONGCTX_PROGRESS_SECONDS=soon "$LONGCTX" bench attention --seq-len 1K \
   --heads 1 --head-dim 8 --segment-lengths 1024 --dilation-rates 1 --iters 1 --warmup 0 --quiet
-expect_in "$OUT/stderr" "LONGCTX_PROGRESS_SECONDS='soon' is no positive number of seconds: progress lines come every 30 s" \
+expect_in "$OUT/stderr" "LONGCTX_PROGRESS_SECONDS='soon' is not a positive number of seconds: progress lines come every 30 s" \
   "a bad period is warned about"
+[ "$(grep -c "LONGCTX_PROGRESS_SECONDS='soon'" "$OUT/stderr")" -eq 1 ] && pass "... once" ||
+  fail "the bad period was warned about $(grep -c "LONGCTX_PROGRESS_SECONDS='soon'" "$OUT/stderr") times"
+# ... also by a command that does no long work (before: only once one began, minutes in for train).
+expect_exit 3 "LONGCTX_PROGRESS_SECONDS=soon, data inspect of a missing file" -- env LONGCTX_PROGRESS_SECONDS=soon \
+  "$LONGCTX" data inspect "$OUT/missing.h5" --quiet
+expect_in "$OUT/stderr" "LONGCTX_PROGRESS_SECONDS='soon' is not a positive number of seconds" "... is warned about at the start"
 # A period longer than the run says nothing (before: from about 9.2e9 s on, the wait overflowed the clock and
 # the line came millions of times a second, and the pass hardly went on).
 expect_exit 0 "LONGCTX_PROGRESS_SECONDS=1e10" -- timeout 120 env LONGCTX_PROGRESS_SECONDS=1e10 "$LONGCTX" bench attention --seq-len 8K \
