@@ -201,6 +201,13 @@ class ExchangePipeline {
       exchange->handoff = plan_handoff(exchange->plan, causal);
       exchanges_.push_back(std::move(exchange));
     }
+    // Every rank makes its groups' communicators here, in branch order: each one's creation is collective
+    // over its members, and ranks that share two groups must create them in the same order. Made on first
+    // use, they were not: the causal balance's transfers use the groups before their gathers do, and a rank
+    // that moves no rows in a branch (the middle one of an odd group, or one alone in a short last segment)
+    // made a later branch's group first, and waited in its creation for ranks waiting in the earlier one's
+    // (P = 4 with --causal --segment-lengths 48,72,96 on N = 96: a hang to the comm timeout).
+    for (const auto& exchange : exchanges_) group(exchange->plan);
   }
 
   size_t size() const { return exchanges_.size(); }

@@ -139,6 +139,10 @@ const std::vector<Case>& cases() {
       {"B=2, causal (moved rows of two batch elements)", {6, -2, -4}, {1, 2, 3}, 2, 3, 8, true, HeadOffsets::paper},
       {"dense, clipped to N", {1 << 20}, {1}, 1, 2, 16, true, HeadOffsets::paper},
       {"only spanning branches", {-2, -4}, {1, 3}, 1, 3, 16, false, HeadOffsets::grouped},
+      // At P = 4: groups of 2, then 3 (and rank 3 alone in the short last segment), then 4 ranks. Rank 1 (the
+      // middle of the 3) and rank 3 move no rows in the second branch; the groups' communicators were made
+      // on first use, in another order on those ranks, and the job hung in their creation.
+      {"groups of 2, 3 and 4 ranks, causal", {-2, -3, -4}, {1, 1, 1}, 1, 2, 8, true, HeadOffsets::paper},
   };
   return all;
 }
