@@ -1,5 +1,7 @@
 #include "io/attend_file.hpp"
 
+#include <algorithm>
+#include <string>
 #include <vector>
 
 namespace longctx::io {
@@ -14,6 +16,18 @@ std::vector<std::string> input_names(bool backward) {
   if (backward) names.push_back("do");
   return names;
 }
+
+// What the file's top level holds, for a missing dataset's message (datasets under /data, or named Q, K, V).
+std::string top_level(const h5::File& file) {
+  const std::vector<std::string> names = file.children();
+  if (names.empty()) return "the file's top level is empty";
+  constexpr size_t kShown = 8;
+  std::string listed;
+  for (size_t i = 0; i < std::min(names.size(), kShown); ++i) listed += (i ? ", " : "") + names[i];
+  if (names.size() > kShown) listed += " and " + std::to_string(names.size() - kShown) + " more";
+  return "its top level holds " + listed;
+}
+
 }  // namespace
 
 AttendInput check_attend_input(const h5::File& file, bool backward) {
@@ -21,7 +35,8 @@ AttendInput check_attend_input(const h5::File& file, bool backward) {
   for (const std::string& name : input_names(backward)) {
     if (!file.has(name))  // a link that is there but leads nowhere is said by open_dataset
       throw InputError(file.path() + ": no dataset '" + name + "' (needs q, k, v" +
-                       (backward ? std::string(" and do for --backward") : std::string()) + ")");
+                       (backward ? std::string(" and do for --backward") : std::string()) + " at the top level); " +
+                       top_level(file));
     const h5::Dataset dataset = file.open_dataset(name);
     const h5::ElementType type = dataset.element_type();
     if (type != h5::ElementType::f32 && type != h5::ElementType::f16)

@@ -183,8 +183,12 @@ TEST(RowIo, BadInputsAreInputErrorsNamingFileAndDataset) {
   EXPECT_NE(message.find("/v: shape [4,2,5] differs from q's [4,2,3]"), std::string::npos) << message;
   message = check(missing, false);
   EXPECT_NE(message.find("missing_v.h5: no dataset 'v'"), std::string::npos) << message;
+  EXPECT_NE(message.find("; its top level holds k, q"), std::string::npos) << message;  // what is there instead
   message = check(good, true);
-  EXPECT_NE(message.find("no dataset 'do'"), std::string::npos) << message;
+  EXPECT_NE(message.find("no dataset 'do' (needs q, k, v and do for --backward at the top level); its top level holds "
+                         "k, q, v"),
+            std::string::npos)
+      << message;
   message = check(dir.file("nothing.h5"), false);
   EXPECT_NE(message.find("nothing.h5: no such file"), std::string::npos) << message;
   message = check(dir.file("text.h5"), false);

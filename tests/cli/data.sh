@@ -236,6 +236,15 @@ expect_exit 3 "verify it with vocab 5" -- "$LONGCTX" data verify byhand.h5 --qui
 expect_in "$OUT/stdout" "byhand.h5: DAMAGED: /tokens\[5\] = 5 is outside \[0, vocab=5\) .* \(no checksum on /tokens, /doc_offsets; no digest on /tokens" \
   "names the damage, and what no checksum covers"
 /usr/bin/python3 -c "import h5py; h5py.File('byhand.h5', 'r+').attrs['vocab'] = 10"
+# Float /doc_offsets (a fraction read as int64 went unseen: 33.7 was 33, and verify said ok) are refused.
+/usr/bin/python3 -c "
+import h5py, numpy as np
+with h5py.File('byhand.h5', 'r') as f, h5py.File('float_offsets.h5', 'w') as g:
+    g['tokens'] = f['tokens'][...]; g['doc_offsets'] = np.array([0, 3.7, 10.0])
+    g.attrs.update(dict(f.attrs))
+"
+expect_exit 3 "verify a token file with float /doc_offsets" -- "$LONGCTX" data verify float_offsets.h5 --quiet
+expect_in "$OUT/stdout" "float_offsets.h5.*/doc_offsets.*dtype float64, expected an integer type \(token positions\)" "... names the dtype"
 # A file that is no token dataset: its figures are unknown, null in --json (before: "tokens": 0, "vocab": 0).
 printf 'not hdf5' >nothdf5.h5
 expect_exit 3 "verify --json a file that is not HDF5, then a good one" -- "$LONGCTX" data verify nothdf5.h5 byhand.h5 --json --quiet
