@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <sstream>
 #include <vector>
 
@@ -392,6 +393,14 @@ void Object::write_attribute(const std::string& name, const std::vector<int64_t>
 int64_t Object::read_int64_attribute(const std::string& name) const {
   bool unsigned_type = false;
   const Handle attribute = open_one_integer(id(), where_, name, unsigned_type);
+  if (unsigned_type) {  // HDF5's conversion clamps a uint64 >= 2^63 to int64's largest: said as it is stored
+    uint64_t bits = 0;
+    if (H5Aread(attribute.id(), H5T_NATIVE_UINT64, &bits) < 0) throw_input(where_.describe() + ": attribute " + name);
+    if (bits > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+      throw InputError(where_.describe() + ": attribute " + name + " is " + std::to_string(bits) +
+                       ", more than int64 holds");
+    return static_cast<int64_t>(bits);
+  }
   int64_t value = 0;
   if (H5Aread(attribute.id(), H5T_NATIVE_INT64, &value) < 0) throw_input(where_.describe() + ": attribute " + name);
   return value;

@@ -395,6 +395,21 @@ TEST(TokenIds, DigestAttributeReadsAsItsBitsSignedOrUnsigned) {
     EXPECT_EQ(file.read_bits64_attribute("minus_two"), 0xfffffffffffffffeull);
     EXPECT_EQ(file.read_bits64_attribute("narrow"), 7u);
     EXPECT_THROW(file.read_bits64_attribute("format"), InputError);  // a string
+    // As an int64, a uint64 that fits reads as itself, a larger one is refused as stored (HDF5 would say
+    // 9223372036854775807 for it).
+    const uint64_t fits = 12345;
+    write_raw_attribute(file, "fits", H5T_NATIVE_UINT64, &fits);
+    EXPECT_EQ(file.read_int64_attribute("fits"), 12345);
+    EXPECT_EQ(file.read_int64_attribute("narrow"), 7);
+    EXPECT_EQ(file.read_int64_attribute("minus_two"), -2);
+    try {
+      file.read_int64_attribute("high");
+      ADD_FAILURE() << "a uint64 of 2^63 + 1 read as an int64";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("attribute high is 9223372036854775809, more than int64 holds"),
+                std::string::npos)
+          << e.what();
+    }
   }
   EXPECT_EQ(TokenReader(dir.file("text.h5")).identity().digest, expected);
   const TokenVerifyReport report = verify_tokens(dir.file("text.h5"));
