@@ -283,7 +283,7 @@ expect_in "$OUT/stderr" "^scaling.sh: stopped by SIGHUP during the 4-rank job at
 expect_ranks_ended "$OUT/fake_hup"
 # SIGTERM to the script alone (kill PID, timeout(1)): the running job ends 6 s later, the time mpirun is
 # given to end by itself in case it was signalled too (before: bash held the trap until the job's end, 30 s
-# here, then said it had stopped it).
+# here, then said it had stopped it). Under 25 s: 15 failed once with other jobs loading the 2 cores (17 s).
 mkdir -p "$OUT/fake_alone/bin" && cp "$OUT/fake/bin/longctx" "$OUT/fake_alone/bin/longctx"
 setsid env LONGCTX_BUILD="$OUT/fake_alone" bash "$SCALING" >"$OUT/stdout" 2>"$OUT/stderr" &
 scaling=$!
@@ -292,7 +292,7 @@ start=$SECONDS
 kill -TERM "$scaling"
 wait "$scaling"
 status=$?
-[ "$status" = 143 ] && [ $((SECONDS - start)) -lt 15 ] && pass "SIGTERM to the script alone: exit 143 in $((SECONDS - start)) s" ||
+[ "$status" = 143 ] && [ $((SECONDS - start)) -lt 25 ] && pass "SIGTERM to the script alone: exit 143 in $((SECONDS - start)) s" ||
   fail "SIGTERM to the script alone: exit $status after $((SECONDS - start)) s"
 expect_in "$OUT/stderr" "^scaling.sh: stopped by SIGTERM during the 4-rank job at N = 16384$" "names what it stopped"
 expect_ranks_ended "$OUT/fake_alone"
