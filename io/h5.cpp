@@ -568,6 +568,11 @@ void Dataset::read(hid_t memory_type, const Dataspace& memory, const Dataspace& 
   }
   if (detail.find("Fletcher32") != std::string::npos)
     throw ReadFailure(where_.describe() + ": read failed: Fletcher32 checksum mismatch (damaged on disk)");
+  // A filter (gzip, szip, ...) that cannot decode a stored chunk, its filter being there: the chunk's bytes
+  // are not what it wrote (before: HDF5's words alone, "inflate() failed (Unable to initialize object)").
+  if (detail.find("filter returned failure during read") != std::string::npos)
+    throw ReadFailure(where_.describe() + ": read failed: a compressed chunk does not decode (damaged on disk): " +
+                      detail);
   throw ReadFailure(detail.empty() ? where_.describe() + ": read failed" : where_.describe() + ": read failed: " + detail);
 }
 

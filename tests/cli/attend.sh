@@ -629,6 +629,21 @@ grep -q "damaged" "$OUT/stderr" && fail "calls the marked file damaged" || pass 
 h5clear -s marked.h5 && expect_exit 0 "... read once h5clear -s cleared the mark" -- "$LONGCTX" attend --input marked.h5 \
   --output marked.out.h5 --segment-lengths 4 --dilation-rates 1 --quiet
 
+# A gzip chunk damaged on disk (no Fletcher32 checksum): said so (before: HDF5's words alone, "inflate()
+# failed (Unable to initialize object)").
+/usr/bin/python3 -c "
+import h5py, numpy as np
+x = np.random.default_rng(3).standard_normal((48, 2, 8)).astype('f4')
+with h5py.File('gz.h5', 'w') as f:
+    for n in ('q', 'k', 'v'): f.create_dataset(n, data=x, chunks=(16, 2, 8), compression='gzip')
+with h5py.File('gz.h5', 'r') as f:
+    offset = f['q'].id.get_chunk_info(1).byte_offset + 40
+with open('gz.h5', 'r+b') as f:
+    f.seek(offset); b = f.read(1); f.seek(offset); f.write(bytes([b[0] ^ 0x01]))
+" || fail "could not damage gz.h5"
+bad 3 "gz.h5: /q: read failed: a compressed chunk does not decode \(damaged on disk\): inflate\(\) failed" \
+  "a damaged gzip chunk" -- "$LONGCTX" attend --input gz.h5 "${U[@]}"
+
 # External storage (raw data in other files): a file shorter than its part read as zeros (exit 0), a missing
 # one failed only at the read. Both are refused before any work, naming the file; a complete one reads.
 mkdir -p ext
