@@ -1,7 +1,11 @@
 #include "io/token_dataset.hpp"
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "io/checkpoint.hpp"
 #include "io/digest.hpp"
@@ -141,6 +145,18 @@ std::vector<int64_t> TokenReader::document_offsets() const {
   const h5::Dataset offsets = file_.open_dataset("doc_offsets");
   std::vector<int64_t> out(static_cast<size_t>(offsets.shape()[0]));
   h5::Dataspace all = offsets.file_space();
+  if (offsets.element_type() == h5::ElementType::u64) {
+    // HDF5's conversion to int64 clamps a uint64 >= 2^63: such an offset is refused as stored.
+    std::vector<uint64_t> stored(out.size());
+    offsets.read(H5T_NATIVE_UINT64, all, all, stored.data(), h5::Transfer::independent);
+    for (size_t i = 0; i < stored.size(); ++i) {
+      if (stored[i] > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+        throw InputError(path_ + ": /doc_offsets[" + std::to_string(i) + "] = " + std::to_string(stored[i]) +
+                         ": offsets must rise from 0 to the token count " + std::to_string(token_count_));
+      out[i] = static_cast<int64_t>(stored[i]);
+    }
+    return out;
+  }
   offsets.read(H5T_NATIVE_INT64, all, all, out.data(), h5::Transfer::independent);
   return out;
 }

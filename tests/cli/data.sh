@@ -245,6 +245,20 @@ with h5py.File('byhand.h5', 'r') as f, h5py.File('float_offsets.h5', 'w') as g:
 "
 expect_exit 3 "verify a token file with float /doc_offsets" -- "$LONGCTX" data verify float_offsets.h5 --quiet
 expect_in "$OUT/stdout" "float_offsets.h5.*/doc_offsets.*dtype float64, expected an integer type \(token positions\)" "... names the dtype"
+# uint64 /doc_offsets read as themselves; one above int64's range is quoted as stored (before: HDF5's
+# conversion clamped it to 9223372036854775807).
+/usr/bin/python3 -c "
+import h5py, numpy as np
+for name, offsets in (('u64_offsets.h5', [0, 4, 10]), ('u64_huge_offset.h5', [0, 2**63 + 5, 10])):
+    with h5py.File('byhand.h5', 'r') as f, h5py.File(name, 'w') as g:
+        g['tokens'] = f['tokens'][...]; g['doc_offsets'] = np.array(offsets, dtype=np.uint64)
+        g.attrs.update(dict(f.attrs))
+"
+expect_exit 0 "verify a token file with uint64 /doc_offsets" -- "$LONGCTX" data verify u64_offsets.h5 --quiet
+expect_in "$OUT/stdout" "u64_offsets.h5: ok \(10 tokens in 2 document\(s\)" "... reads them"
+expect_exit 3 "verify a uint64 /doc_offsets above int64's range" -- "$LONGCTX" data verify u64_huge_offset.h5 --quiet
+expect_in "$OUT/stdout" "/doc_offsets\[1\] = 9223372036854775813: offsets must rise from 0 to the token count 10" \
+  "... quotes it as stored"
 # A file that is no token dataset: its figures are unknown, null in --json (before: "tokens": 0, "vocab": 0).
 printf 'not hdf5' >nothdf5.h5
 expect_exit 3 "verify --json a file that is not HDF5, then a good one" -- "$LONGCTX" data verify nothdf5.h5 byhand.h5 --json --quiet
