@@ -7,8 +7,10 @@
 // Protocol for a spanning branch (per batch element, per head h with offset o = o(h, r)):
 //   1. each rank packs only ITS selected K and V rows (global position p with (p - s) mod r == o,
 //      s = segment start) into a contiguous buffer laid out [B][H][rows][D] for K, then the same for V;
-//   2. one all-gatherv among exactly the g ranks of the segment (a sub-communicator made once per
-//      group size and cached), counts known to every rank without asking (they follow from L, r, o);
+//   2. one all-gatherv among exactly the g ranks of the segment (a sub-communicator per group size,
+//      cached; every rank makes those of a call's spanning branches when it plans their exchanges, in
+//      branch order, so that ranks sharing two groups create them in one order), counts known to every
+//      rank without asking (they follow from L, r, o);
 //   3. each rank attends its own selected queries to the gathered rows. Gathered rows are in position
 //      order (rank-major), so a causal query's visible keys are a prefix: those of earlier ranks,
 //      then its own up to its position; a later rank's keys are never visible.

@@ -356,6 +356,10 @@ void check_hdf5_output_path(const std::string& option, const std::string& path, 
     throw UsageError("--" + option + " '" + path + "' exists and another process has it open for writing (HDF5 "
                      "file locking); writing would replace it under that process: wait for it to close the file, or "
                      "give another name");
+  } catch (const h5::FileMarkedOpen&) {  // (a FileLocked's "another process has it open" may be untrue here)
+    throw UsageError("--" + option + " '" + path + "' exists and is marked as open for writing by an HDF5 "
+                     "writer (one that has it open, or that ended without closing it); writing would replace it: "
+                     "move it away or give another name");
   } catch (const std::exception&) {  // damaged
     readable = false;
   }

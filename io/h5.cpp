@@ -488,6 +488,7 @@ Handle Dataset::datatype() const {
 }
 
 ElementType Dataset::element_type() const { return classify(datatype().id()); }
+bool Dataset::holds_integers() const { return H5Tget_class(datatype().id()) == H5T_INTEGER; }
 
 std::string Dataset::dtype_name() const {
   const Handle type = datatype();
@@ -571,7 +572,7 @@ void Dataset::read(hid_t memory_type, const Dataspace& memory, const Dataspace& 
   // A filter (gzip, szip, ...) that cannot decode a stored chunk, its filter being there: the chunk's bytes
   // are not what it wrote (before: HDF5's words alone, "inflate() failed (Unable to initialize object)").
   if (detail.find("filter returned failure during read") != std::string::npos)
-    throw ReadFailure(where_.describe() + ": read failed: a compressed chunk does not decode (damaged on disk): " +
+    throw ReadFailure(where_.describe() + ": read failed: a compressed chunk does not decode (damaged on disk?): " +
                       detail);
   throw ReadFailure(detail.empty() ? where_.describe() + ": read failed" : where_.describe() + ": read failed: " + detail);
 }

@@ -56,6 +56,12 @@ class FileLocked : public InputError {
  public:
   using InputError::InputError;
 };
+// The superblock's "open for write" mark (1.10 format and later): a writer has the file open, or one ended
+// without closing it. No lock is involved, and no process need be there.
+class FileMarkedOpen : public InputError {
+ public:
+  using InputError::InputError;
+};
 
 // ---- identifiers --------------------------------------------------------------------------------------
 // Owns one hid_t and closes it with the close function of its kind. Move-only.
@@ -192,6 +198,7 @@ class Dataset : public Object {
   Shape shape() const;
   size_t rank() const { return shape().size(); }
   ElementType element_type() const;
+  bool holds_integers() const;  // an integer type of any width and sign (H5T_INTEGER)
   std::string dtype_name() const;  // for messages: to_string(element_type()), or what an `other` is ("uint16")
   size_t element_bytes() const;  // size of one element in the file
   Dataspace file_space() const;

@@ -25,7 +25,7 @@ class Heartbeat {
   // The period: LONGCTX_PROGRESS_SECONDS where it is a positive, finite number, else 30.
   static double period_seconds();
   // The period `text` (LONGCTX_PROGRESS_SECONDS's value; nullptr or "": unset) gives, with a warning (once)
-  // where it is no positive number. The options' parse calls it at every command's start, so a bad value is
+  // where it is not a positive number. The options' parse calls it at every command's start, so a bad value is
   // said before any work (before: only by the first long piece of work, minutes in, or never).
   static double period_from(const char* text);
 

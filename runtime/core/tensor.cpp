@@ -36,22 +36,26 @@ std::string to_string(const Shape& shape) {
 
 void Tensor::Free::operator()(float* p) const { std::free(p); }
 
-// The whole 2 MiB pages inside a tensor ask for transparent huge pages: where THP is "madvise" (Debian's
-// default, and many clusters'), the kernel backs only regions that ask with them. A first touch then faults
-// once per 2 MiB instead of once per 4 KiB: bench attention's set-up of 2 GB of tensors ran 2-2.5x faster
-// on the 2-core VM (its kernels' times did not change beyond noise). The storage itself is not aligned to
-// 2 MiB: that would add up to 2 MiB of address space to each tensor, which `ulimit -v` counts (and the
-// memory check's estimate does not). Where THP is "never", or the call fails, the pages are 4 KiB ones.
+// A tensor of 32 MiB or more asks for transparent huge pages over the whole 2 MiB pages inside it: where THP
+// is "madvise" (as on our VM), the kernel backs only regions that ask with them. A first touch then faults
+// once per 2 MiB instead of once per 4 KiB (bench attention's set-up of 2 GB of tensors: 1.7-2.5x faster
+// on the 2-core VM; the kernels' times did not change beyond noise). From 32 MiB (glibc's largest mmap
+// threshold) malloc always maps a block of its own and unmaps it on free, so the advice ends with the
+// tensor; a smaller block may come from the heap, which malloc reuses for other allocations, and would keep
+// it. The storage is not aligned to 2 MiB: that would add up to 2 MiB of address space to each tensor,
+// which `ulimit -v` counts (and the memory check's estimate does not). Where THP is "never", or the call
+// fails, the pages are 4 KiB ones.
 Tensor::Tensor(Shape shape, Unfilled) : shape_(std::move(shape)), count_(element_count(shape_)) {
   constexpr size_t alignment = 64;
   const size_t bytes = std::max<size_t>(alignment, (size_bytes() + alignment - 1) / alignment * alignment);
   data_.reset(static_cast<float*>(std::aligned_alloc(alignment, bytes)));
   if (!data_) throw std::bad_alloc();
 #ifdef MADV_HUGEPAGE
+  constexpr size_t kOwnMapping = size_t{32} << 20;
   constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
   const uintptr_t begin = reinterpret_cast<uintptr_t>(data_.get()), end = begin + bytes;
   const uintptr_t first = (begin + kHugePage - 1) / kHugePage * kHugePage, last = end / kHugePage * kHugePage;
-  if (first < last) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+  if (bytes >= kOwnMapping && first < last) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
 #endif
 }
 
