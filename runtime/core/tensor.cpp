@@ -38,7 +38,7 @@ void Tensor::Free::operator()(float* p) const { std::free(p); }
 
 // A tensor of 32 MiB or more asks for transparent huge pages over the whole 2 MiB pages inside it: where THP
 // is "madvise" (as on our VM), the kernel backs only regions that ask with them. A first touch then faults
-// once per 2 MiB instead of once per 4 KiB (bench attention's set-up of 2 GB of tensors: 1.7-2.5x faster
+// once per 2 MiB instead of once per 4 KiB (bench attention's set-up of 2 GB of tensors: 1.5-2x faster
 // on the 2-core VM; the kernels' times did not change beyond noise). From 32 MiB (glibc's largest mmap
 // threshold) malloc always maps a block of its own and unmaps it on free, so the advice ends with the
 // tensor; a smaller block may come from the heap, which malloc reuses for other allocations, and would keep
