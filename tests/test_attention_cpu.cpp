@@ -338,27 +338,39 @@ std::optional<std::string> mapping_flags(const void* address) {
   return found;
 }
 
-// The whole 2 MiB pages inside a tensor of 32 MiB or more ask for transparent huge pages (VmFlags "hg":
-// madvise(MADV_HUGEPAGE)): faults per 2 MiB on first touch, not per 4 KiB. A smaller tensor asks for nothing
-// (its block may come from the heap, which malloc reuses). The storage stays 64-byte aligned (2 MiB
-// alignment would cost each tensor up to 2 MiB of address space).
+// A tensor of 32 MiB or more is a mapping of its own that asks for transparent huge pages (VmFlags "hg":
+// madvise(MADV_HUGEPAGE)): faults per 2 MiB on first touch, not per 4 KiB. A smaller tensor stays with
+// malloc and asks for nothing (its block may come from the heap, which malloc reuses). Copies, moves and
+// assignments of a mapped tensor keep its values and give the mapping back (munmap, not free).
 TEST(Tensor, LargeTensorsAskForHugePages) {
   constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
-  const auto whole_page_inside = [&](const Tensor& t) {
-    return reinterpret_cast<const float*>((reinterpret_cast<uintptr_t>(t.data()) + kHugePage - 1) / kHugePage * kHugePage);
-  };
-  const Tensor large({10, int64_t{1} << 20}, 1.5f);  // 40 MiB
-  const Tensor small({5, int64_t{1} << 18}, 2.5f);   // 5 MiB: whole 2 MiB pages inside too
+  const int64_t large_count = 10 * (int64_t{1} << 20), small_count = 5 * (int64_t{1} << 18);  // 40 and 5 MiB
+  const Tensor large({10, int64_t{1} << 20}, 1.5f);
+  const Tensor small({5, int64_t{1} << 18}, 2.5f);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(large.data()) % 64, 0u);
-  EXPECT_EQ(large[10 * (int64_t{1} << 20) - 1], 1.5f);
-  EXPECT_EQ(small[5 * (int64_t{1} << 18) - 1], 2.5f);
+  EXPECT_EQ(large[large_count - 1], 1.5f);
+  EXPECT_EQ(small[small_count - 1], 2.5f);
+  {
+    Tensor copy(large);
+    copy[7] = 3.0f;
+    Tensor moved = std::move(copy);
+    EXPECT_EQ(moved[7], 3.0f);
+    EXPECT_EQ(moved[large_count - 1], 1.5f);
+    Tensor assigned({3}, 0.0f);
+    assigned = moved;  // another size: storage of its own (a mapping), the small one freed
+    EXPECT_EQ(assigned[7], 3.0f);
+    moved = small;  // the mapping given back, malloc's storage taken
+    EXPECT_EQ(moved[small_count - 1], 2.5f);
+  }
   if (!std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled"))
     GTEST_SKIP() << "this kernel has no transparent huge pages";
-  const std::optional<std::string> flags = mapping_flags(whole_page_inside(large));
+  const std::optional<std::string> flags = mapping_flags(large.data());
   if (!flags) GTEST_SKIP() << "/proc/self/smaps has no VmFlags lines";
   ASSERT_FALSE(flags->empty()) << "no mapping in /proc/self/smaps holds the tensor";
   EXPECT_NE((*flags + " ").find(" hg "), std::string::npos) << *flags;
-  const std::string small_flags = mapping_flags(whole_page_inside(small)).value_or("");
+  const auto page_inside_small =
+      reinterpret_cast<const float*>((reinterpret_cast<uintptr_t>(small.data()) + kHugePage - 1) / kHugePage * kHugePage);
+  const std::string small_flags = mapping_flags(page_inside_small).value_or("");
   ASSERT_FALSE(small_flags.empty()) << "no mapping in /proc/self/smaps holds the small tensor";
   EXPECT_EQ((small_flags + " ").find(" hg "), std::string::npos) << small_flags;
 }

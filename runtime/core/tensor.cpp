@@ -1,7 +1,6 @@
 #include "runtime/core/tensor.hpp"
 
 #include <algorithm>
-#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -34,29 +33,37 @@ std::string to_string(const Shape& shape) {
   return out.str();
 }
 
-void Tensor::Free::operator()(float* p) const { std::free(p); }
+void Tensor::Free::operator()(float* p) const {
+  if (mapped > 0) {
+    ::munmap(p, mapped);
+  } else {
+    std::free(p);
+  }
+}
 
-// A tensor of 32 MiB or more asks for transparent huge pages over the whole 2 MiB pages inside it: where THP
-// is "madvise" (as on our VM), the kernel backs only regions that ask with them. A first touch then faults
-// once per 2 MiB instead of once per 4 KiB (bench attention's set-up of 2 GB of tensors: 1.5-2x faster
-// on the 2-core VM; the kernels' times did not change beyond noise). From 32 MiB (glibc's largest mmap
-// threshold) malloc always maps a block of its own and unmaps it on free, so the advice ends with the
-// tensor; a smaller block may come from the heap, which malloc reuses for other allocations, and would keep
-// it. The storage is not aligned to 2 MiB: that would add up to 2 MiB of address space to each tensor,
-// which `ulimit -v` counts (and the memory check's estimate does not). Where THP is "never", or the call
-// fails, the pages are 4 KiB ones.
+// A tensor of 32 MiB or more is a mapping of its own that asks for transparent huge pages: where THP is
+// "madvise" (as on our VM), the kernel backs only regions that ask with them. A first touch then faults once
+// per 2 MiB instead of once per 4 KiB (bench attention's set-up of 2 GB of tensors: 1.5-2x faster on the
+// 2-core VM; the kernels' times did not change beyond noise). Malloc maps blocks this large on their own too
+// (32 MiB is glibc's largest mmap threshold), but may also carve one from its heap, which it reuses for
+// other allocations: the advice would stay there. Smaller tensors stay with malloc and ask for nothing. No
+// 2 MiB alignment: it would add up to 2 MiB of address space to each tensor, which `ulimit -v` counts (and
+// the memory check's estimate does not). Where THP is "never", or the advice fails, the pages are 4 KiB ones.
 Tensor::Tensor(Shape shape, Unfilled) : shape_(std::move(shape)), count_(element_count(shape_)) {
   constexpr size_t alignment = 64;
+  constexpr size_t kOwnMapping = size_t{32} << 20;
   const size_t bytes = std::max<size_t>(alignment, (size_bytes() + alignment - 1) / alignment * alignment);
+  if (bytes >= kOwnMapping) {
+    void* mapping = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mapping == MAP_FAILED) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+    ::madvise(mapping, bytes, MADV_HUGEPAGE);
+#endif
+    data_ = std::unique_ptr<float[], Free>(static_cast<float*>(mapping), Free{bytes});
+    return;
+  }
   data_.reset(static_cast<float*>(std::aligned_alloc(alignment, bytes)));
   if (!data_) throw std::bad_alloc();
-#ifdef MADV_HUGEPAGE
-  constexpr size_t kOwnMapping = size_t{32} << 20;
-  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(data_.get()), end = begin + bytes;
-  const uintptr_t first = (begin + kHugePage - 1) / kHugePage * kHugePage, last = end / kHugePage * kHugePage;
-  if (bytes >= kOwnMapping && first < last) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-#endif
 }
 
 Tensor::Tensor(Shape shape, float fill_value) : Tensor(std::move(shape), Unfilled{}) { fill(fill_value); }

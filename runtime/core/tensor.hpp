@@ -47,6 +47,11 @@ class Tensor {
 
  private:
   struct Free {
+    // (Constructors, not a member initializer: a nested class's counts as default-constructible only once
+    // Tensor is complete, too late for unique_ptr's check.)
+    Free() noexcept : mapped(0) {}
+    explicit Free(size_t bytes) noexcept : mapped(bytes) {}
+    size_t mapped;  // bytes of a mapping of its own (a tensor of 32 MiB or more), else 0: malloc's
     void operator()(float* p) const;
   };
   struct Unfilled {};
