@@ -387,10 +387,10 @@ File File::open(const std::string& path, Mode mode, MPI_Comm comm) {
     // SWMR): a writer has the file open, or one ended without closing it. HDF5's words call for h5clear,
     // which under a live writer damages the file; before, this read as "truncated, damaged or not HDF5".
     if (detail.find("file is already open for write") != std::string::npos)
-      throw FileMarkedOpen(path + ": marked as open for writing by an HDF5 writer (an SWMR writer, or a writer of the "
-                       "newer file format): the writer has it open, or ended without closing it. Wait for a running writer "
-                       "to close the file; only if none is running, `h5clear -s " + path + "` clears the mark (the "
-                       "file then holds what that writer had flushed)");
+      throw FileMarkedOpen(path + ": marked as open for writing by an HDF5 writer (an SWMR writer, or a writer of "
+                           "the newer file format): the writer has it open, or ended without closing it. Wait for a "
+                           "running writer to close the file; only if none is running, `h5clear -s " + path +
+                           "` clears the mark (the file then holds what that writer had flushed)");
     if (detail.find("unable to lock file") != std::string::npos)
       throw InputError(path + ": HDF5 could not lock it (" + detail + "); where the file system has no locks, "
                        "HDF5_USE_FILE_LOCKING=FALSE skips them");
