@@ -240,10 +240,6 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   m.rope_base = opt<double>(inv, "model.rope_base");
   require(m.rope_base > 1 && std::isfinite(m.rope_base), "model.rope_base must be a finite number > 1");
   m.init_std = opt<double>(inv, "model.init_std");
-  m.rope_dims = opt<int64_t>(inv, "model.rope_dims");
-  require(m.rope_dims >= 0 && m.rope_dims % 2 == 0 && m.rope_dims <= m.head_dim(),
-          "model.rope_dims=" + std::to_string(m.rope_dims) + ": must be even and <= the head dim " +
-              std::to_string(m.head_dim()));
   require(m.init_std > 0 && std::isfinite(m.init_std), "model.init_std must be a finite number > 0");
   m.prev_token_embedding = opt<bool>(inv, "model.prev_token_embedding");
   require(m.layers >= 1 && m.layers <= kMaxLayers, "model.layers=" + std::to_string(m.layers) + ": must be in [1, " +
@@ -254,6 +250,11 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
                                     std::to_string(m.dim));
   require(m.head_dim() % 2 == 0, "model.dim / model.heads = " + std::to_string(m.head_dim()) +
                                      ": rotary positions need an even head dimension");
+  // After the checks of heads and dim, as head_dim() divides by heads (model.heads=0 was a SIGFPE here).
+  m.rope_dims = opt<int64_t>(inv, "model.rope_dims");
+  require(m.rope_dims >= 0 && m.rope_dims % 2 == 0 && m.rope_dims <= m.head_dim(),
+          "model.rope_dims=" + std::to_string(m.rope_dims) + ": must be even and <= the head dim " +
+              std::to_string(m.head_dim()));
   require(m.vocab >= 2, "model.vocab=" + std::to_string(m.vocab) + ": must be >= 2");
   m.mlp_hidden = opt<int64_t>(inv, "model.mlp_hidden");
   require(m.mlp_hidden >= 0, "model.mlp_hidden must be >= 0");

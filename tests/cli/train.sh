@@ -98,6 +98,13 @@ expect_exit 2 "steps x seq_len past 2^63" -- timeout 60 "$LONGCTX" train "${SMAL
 expect_in "$OUT/stderr" "past 2\^63 - 1 tokens; at most [0-9]+ steps" "names the most steps"
 expect_exit 2 "heads not dividing dim" -- "$LONGCTX" train "${BASE[@]}" --model.dim 32 --model.segment_lengths 32,128,256 --data.seq_len 256 --model.heads 5
 expect_in "$OUT/stderr" "model.heads=5" "heads named"
+# Zero or negative heads: a usage error, not a SIGFPE (the rope_dims check divided model.dim by them first).
+expect_exit 2 "zero heads" -- "$LONGCTX" train "${BASE[@]}" --model.dim 32 --model.segment_lengths 32,128,256 --data.seq_len 256 \
+  --model.heads 0
+expect_in "$OUT/stderr" "model.heads=0: must be >= 1" "zero heads named"
+expect_exit 2 "negative heads" -- "$LONGCTX" train "${BASE[@]}" --model.segment_lengths 32,128,256 --data.seq_len 256 \
+  --model.heads=-1 --model.dim=-9223372036854775808
+expect_in "$OUT/stderr" "model.dim=-9223372036854775808: must be >= 2" "the dim named first"
 expect_exit 2 "unshardable schedule at P=3" -- "${MPIRUN[@]}" -np 3 "$LONGCTX" train "${BASE[@]}" --model.dim 32 --model.heads 4 \
   --model.segment_lengths 32,128,256 --data.seq_len 255
 expect_in "$OUT/stderr" "segment" "schedule error names the segment length"
