@@ -36,13 +36,18 @@ std::string joined(const std::vector<std::string>& items, const std::string& sep
 
 // This command's options under a section whose last name part is `key`'s, other than `key` itself: where
 // another command's key (a top-level `seed`, LONGCTX_SEED) was most likely meant to go (`train.seed`).
+// The parts compare with - and _ alike: bench's `seq-len` is train's `data.seq_len` (before: no hint, and
+// LONGCTX_SEQ_LEN was ignored by train without a word).
 std::vector<std::string> same_leaf_options(const po::options_description& declared, const std::string& key) {
-  const std::string leaf = key.substr(key.rfind('.') + 1);
+  const auto leaf_of = [](const std::string& name) {
+    std::string leaf = name.substr(name.rfind('.') + 1);
+    std::replace(leaf.begin(), leaf.end(), '-', '_');
+    return leaf;
+  };
   std::vector<std::string> names;
   for (const auto& option : declared.options()) {
     const std::string& name = option->long_name();
-    const size_t dot = name.rfind('.');
-    if (dot != std::string::npos && name != key && name.substr(dot + 1) == leaf) names.push_back(name);
+    if (name.find('.') != std::string::npos && name != key && leaf_of(name) == leaf_of(key)) names.push_back(name);
   }
   return names;
 }
@@ -187,17 +192,27 @@ bool switch_value(const std::string& where, const std::string& value) {
 // switches take no value; one that took an optional value would swallow the next word, `--quiet FILE`).
 // The options turned off this way go to `turned_off`: they are off whatever a config file or the
 // environment says. An on/off option given twice, in any spelling (`--X --X`, `--X=1 --X=0`), is refused
-// as every other option given twice is: the last one does not silently win.
+// as every other option given twice is: the last one does not silently win. Help is not on/off: `-h` and
+// `--help` may repeat (they ask for the same thing), and `--help=VALUE` is refused (before, --help=0 ran
+// the command: `train --help=0` would have trained).
 std::vector<std::string> rewrite_switches(const std::vector<std::string>& args, const po::options_description& declared,
                                           std::set<std::string>& turned_off) {
   std::vector<std::string> words;
   std::map<std::string, std::string> given;  // on/off option -> the word that gave it
+  bool help = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
     if (arg == "--") {  // what follows is positional
       words.insert(words.end(), args.begin() + static_cast<std::ptrdiff_t>(i), args.end());
       break;
     }
+    if (arg == "-h" || arg == "--help") {
+      if (!help) words.push_back("--help");
+      help = true;
+      continue;
+    }
+    if (arg.rfind("--help=", 0) == 0)
+      throw UsageError(arg + ": --help takes no value (it shows the options and runs nothing)");
     const size_t equals = arg.find('=');
     const po::option_description* option =
         arg.rfind("--", 0) == 0 ? declared.find_nothrow(arg.substr(2, equals == std::string::npos ? std::string::npos
@@ -528,6 +543,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
   // a later option can make ambiguous and so break a script that worked.
   const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
   std::string source = "the command line";  // named in errors
+  std::vector<std::string> rewritten;        // the command line as rewrite_switches gives it to Boost
   const auto context = [&] {
     return " (" + (source.empty() ? "" : "from " + source + ", ") + "in " + where + "; see `longctx " + command.name +
            " --help`)";
@@ -548,14 +564,21 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
   };
   try {
     std::set<std::string> turned_off;  // on/off options given as --X=false
-    const po::parsed_options from_cli = po::command_line_parser(rewrite_switches(args, declared, turned_off))
-                                            .options(declared).positional(positional).style(style).run();
+    rewritten = rewrite_switches(args, declared, turned_off);
+    const po::parsed_options from_cli =
+        po::command_line_parser(rewritten).options(declared).positional(positional).style(style).run();
+    check_values_are_not_options(from_cli, declared);  // first: `--seed --batch` is a missing value, not a bad one
     check_integer_tokens(from_cli, declared, context());
-    check_values_are_not_options(from_cli, declared);
     po::store(from_cli, invocation.options);
     for (const auto& o : from_cli.options) invocation.sources[o.string_key] = "command line";
     for (const auto& name : turned_off) invocation.sources[name] = "command line";
     if (invocation.options.count("help")) return invocation;  // --help works without the required options
+    // A value the command line overrides is not used, so it is not checked either, whatever its type (before:
+    // a bad integer or on/off value in a config file or LONGCTX_* stopped a run that gave the option, while a
+    // bad number or text did not, as Boost never reads a value it does not store).
+    const auto given_on_command_line = [&](const std::string& name) {
+      return turned_off.count(name) || (invocation.options.count(name) && !invocation.options[name].defaulted());
+    };
 
     std::optional<std::string> config_path;
     std::string config_given_by;
@@ -600,7 +623,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
         const bool text = dynamic_cast<const po::typed_value<std::string>*>(option->semantic().get()) != nullptr;
         if (entry.value.empty() && !text)
           throw UsageError(source + ": '" + entry.key + "' has no value (to keep the default, leave the line out)");
-        const std::string value = !is_switch(*option)                              ? entry.value
+        const std::string value = !is_switch(*option) || given_on_command_line(name)       ? entry.value
                                   : switch_value(source + ": " + name, entry.value) ? "true"
                                                                                     : "false";
         const auto [at, first] = index.emplace(name, found.size());
@@ -615,7 +638,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
       }
       foreign.warn(file, config_given_by != "--config");
       for (const auto& [option, line] : found) {
-        if (turned_off.count(option.string_key)) continue;
+        if (given_on_command_line(option.string_key)) continue;
         source = file + " line " + std::to_string(line);
         po::parsed_options one(&declared);
         one.options.push_back(option);
@@ -632,8 +655,9 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
       const std::string& name = option->long_name();
       const std::string variable = env_name(name);
       const auto value = getenv(variable);
-      if (name == "config" || !value || value->empty() || turned_off.count(name) || positional_options.count(name))
-        continue;
+      if (name == "config" || !value || value->empty() || positional_options.count(name)) continue;
+      if (invocation.options.count(name) && !invocation.options[name].defaulted()) continue;  // given above
+      if (turned_off.count(name)) continue;
       if (name == "help")
         throw UsageError("environment variable " + variable + "='" + *value + "': help belongs on the command line " +
                          "only (longctx " + command.name + " --help); unset " + variable);
@@ -669,9 +693,13 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     const std::string kind = option ? value_kind(*option) : "";
     throw UsageError(std::string(e.what()) + (kind.empty() ? "" : ": it takes " + kind) + context());
   } catch (const po::too_many_positional_options_error&) {
-    // Boost names no word; the words past the command's own are the ones to name.
+    // Boost names no word; the words past the command's own are the ones to name. Of the words as
+    // rewrite_switches left them (Boost refuses a value of an on/off option: `--causal=false extra` was an
+    // internal failure, exit 1). A stray word is often the value of an option whose own value is missing
+    // (`--seed --batch 1`): that is said first.
     const po::parsed_options loose =
-        po::command_line_parser(args).options(declared).style(style).allow_unregistered().run();
+        po::command_line_parser(rewritten).options(declared).style(style).allow_unregistered().run();
+    check_values_are_not_options(loose, declared);
     const std::vector<std::string> words = po::collect_unrecognized(loose.options, po::include_positional);
     std::string extra;
     for (size_t i = positional.max_total_count(); i < words.size(); ++i)

@@ -413,4 +413,42 @@ expect_in "$OUT/stderr" "longctx: error on rank 1 of 2 \(host [^)]+\): the argum
   "the config-phase error names the rank"
 cd "$OUT" || exit 1
 
+# A value the command line overrides is neither used nor checked, whatever its type (before: a bad integer
+# or on/off value in LONGCTX_* or a config file stopped the run, a bad number did not).
+BENCH=("$LONGCTX" bench attention --quiet --seq-len 256 --segment-lengths 64 --dilation-rates 1 --iters 1 --warmup 0)
+expect_exit 0 "LONGCTX_BATCH=abc under --batch 1" -- env LONGCTX_BATCH=abc "${BENCH[@]}" --batch 1
+expect_exit 0 "LONGCTX_CAUSAL=maybe under --causal" -- env LONGCTX_CAUSAL=maybe "${BENCH[@]}" --causal
+printf 'batch = abc\ncausal = maybe\n' >"$OUT/overridden.ini"
+expect_exit 0 "a config's bad batch and causal under --batch 1 --causal=0" -- \
+  "${BENCH[@]}" --config "$OUT/overridden.ini" --batch 1 --causal=0
+expect_exit 2 "... and the same file without them" -- "${BENCH[@]}" --config "$OUT/overridden.ini" --batch 1
+expect_in "$OUT/stderr" "overridden.ini line 2: causal='maybe'" "... names the value that is used"
+expect_exit 2 "LONGCTX_BATCH=abc under a config's batch" -- env LONGCTX_BATCH=abc LONGCTX_CONFIG="$OUT/overridden.ini" \
+  "${BENCH[@]}" --causal
+expect_in "$OUT/stderr" "--batch: 'abc' is not an integer.*from config file $OUT/overridden.ini line 1" "the config's value is the one used"
+
+# A value missing before another option is said as such, before the word left over (before: "unexpected
+# argument '1'" for --seed --batch 1, and "'--batch' is not a non-negative integer" for --seed --batch).
+expect_exit 2 "--seed --batch 1" -- "${BENCH[@]}" --seed --batch 1
+expect_in "$OUT/stderr" "--seed has no value: the next word, '--batch', is an option" "names the option without a value"
+expect_exit 2 "--seed --batch" -- "${BENCH[@]}" --seed --batch
+expect_in "$OUT/stderr" "--seed has no value: the next word, '--batch', is an option" "... also at the end"
+# An on/off option's value and a stray word (before: an internal failure, exit 1).
+expect_exit 2 "--causal=false extra" -- "${BENCH[@]}" --causal=false extra
+expect_in "$OUT/stderr" "unexpected argument 'extra'" "names the stray word"
+
+# Help is not an on/off option: --help=0 ran the command; -h -h was 'given more than once'.
+expect_exit 2 "info --help=0" -- "$LONGCTX" info --help=0
+expect_in "$OUT/stderr" "--help=0: --help takes no value" "says so"
+[ ! -s "$OUT/stdout" ] && pass "and ran nothing" || fail "info ran with --help=0"
+expect_exit 0 "info -h --help" -- "$LONGCTX" info -h --help
+expect_in "$OUT/stdout" "usage: longctx info" "prints the help once asked twice"
+
+# A variable that differs from this command's option in - and _ (bench's seq-len, train's data.seq_len)
+# gets the hint as a top-level seed does (before: ignored by train without a word).
+expect_exit 2 "LONGCTX_SEQ_LEN for train" -- env LONGCTX_SEQ_LEN=128 "$LONGCTX" train --train.steps 0 --quiet
+expect_in "$OUT/stderr" "LONGCTX_SEQ_LEN sets 'seq-len', .*did you mean LONGCTX_DATA_SEQ_LEN\?" "points to LONGCTX_DATA_SEQ_LEN"
+expect_exit 2 "train --seq-len" -- "$LONGCTX" train --seq-len 128 --quiet
+expect_in "$OUT/stderr" "unknown option '--seq-len' .*did you mean --data.seq_len\?" "points to --data.seq_len"
+
 finish
