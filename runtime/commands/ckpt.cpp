@@ -274,6 +274,8 @@ void require_positional_path(const Invocation& invocation, const std::string& wh
                             : std::any_of(given["path"].as<std::vector<std::string>>().begin(),
                                           given["path"].as<std::vector<std::string>>().end(),
                                           [](const std::string& path) { return path.empty(); }));
+  if (missing && given.count("path"))  // `data verify tok.h5 ""`: a file was given, and an empty name
+    throw UsageError("longctx " + invocation.command.name + ": an empty path among its arguments; it needs " + what);
   if (missing)
     throw UsageError("longctx " + invocation.command.name + " needs " + what + ": longctx " + invocation.command.name +
                      " " + invocation.command.positional);

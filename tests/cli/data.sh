@@ -107,6 +107,11 @@ expect_in "$OUT/stderr" "give --text or --ids \(from environment variable LONGCT
 expect_exit 2 "neither --text nor --ids" -- "$LONGCTX" data import --out x.h5 --quiet
 expect_in "$OUT/stderr" "needs --text FILES \(byte tokens\) or --ids FILES" "says what it needs"
 expect_exit 2 "--vocab with --text" -- "$LONGCTX" data import --text raw.bin --vocab 100 --out x.h5 --quiet
+expect_in "$OUT/stderr" "error: --vocab goes with --ids" "names --vocab"
+expect_exit 2 "LONGCTX_VOCAB with --text" -- env LONGCTX_VOCAB=100 "$LONGCTX" data import --text raw.bin --out x.h5 --quiet
+expect_in "$OUT/stderr" "--vocab \(from environment variable LONGCTX_VOCAB\) goes with --ids" "says where --vocab came from"
+# The default given explicitly is what --text means (before: refused as given).
+expect_exit 0 "--text with --vocab 0" -- "$LONGCTX" data import --text raw.bin --vocab 0 --out text_defaults.h5 --quiet
 expect_exit 2 "an unknown --ids-dtype" -- "$LONGCTX" data import --ids raw.bin --ids-dtype uint12 --out x.h5 --quiet
 expect_in "$OUT/stderr" "--ids-dtype uint12: one of uint8\|int8\|uint16" "lists the dtypes"
 expect_exit 0 "a .npy given to --text" -- "$LONGCTX" data import --text a.npy --out npytext.h5 --quiet
@@ -181,6 +186,8 @@ expect_exit 3 "inspect another kind of file" -- "$LONGCTX" data inspect other.h5
 expect_in "$OUT/stderr" "other.h5: not a longctx token dataset \(its format is 'longctx-checkpoint'" "says what it is"
 
 # ---- verify ----
+expect_exit 2 "verify a file and ''" -- "$LONGCTX" data verify ab.h5 "" --quiet
+expect_in "$OUT/stderr" "data verify: an empty path among its arguments" "says a path is empty (not that none was given)"
 expect_exit 0 "verify" -- "$LONGCTX" data verify ab.h5 stdin.h5 --quiet
 expect_in "$OUT/stdout" "ab.h5: ok \(3012 tokens in 2 document\(s\), ids 0\.\.999 of vocab 1000\)" "reports each file"
 # flip_byte FILE DATASET AT: flips the lowest bit of byte AT of DATASET's first chunk in FILE.
