@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -484,9 +485,9 @@ void check_values_are_not_options(const po::parsed_options& parsed, const po::op
 // for any integer, where integers are plain digits (as parse_size has them). Anything else that is not
 // digits is refused here too, saying so: Boost's own error named the type's whole range (--train.steps=0x10:
 // "an integer from -9223372036854775808 to ..."), which is not the option's; it is left the values out of
-// the type's range.
+// the type's range. Numbers (double) past a double's range are refused here too.
 // `context`: where the value came from and where to look, as Boost's errors end.
-void check_integer_tokens(const po::parsed_options& parsed, const po::options_description& declared,
+void check_number_tokens(const po::parsed_options& parsed, const po::options_description& declared,
                           const std::string& context) {
   for (const auto& o : parsed.options) {
     const po::option_description* option = declared.find_nothrow(o.string_key, false);
@@ -495,6 +496,18 @@ void check_integer_tokens(const po::parsed_options& parsed, const po::options_de
     const bool is_unsigned = dynamic_cast<const po::typed_value<uint64_t>*>(semantic) != nullptr;
     const bool is_integer = is_unsigned || dynamic_cast<const po::typed_value<int64_t>*>(semantic) ||
                             dynamic_cast<const po::typed_value<int>*>(semantic);
+    if (dynamic_cast<const po::typed_value<double>*>(semantic)) {
+      // A number past a double's range: Boost read 1e-400 as 0, which --softmax-scale takes for "the
+      // default", and 1e-320 as a denormal. (Malformed numbers are Boost's to refuse.)
+      for (const auto& token : o.value) {
+        char* end = nullptr;
+        errno = 0;
+        const double value = std::strtod(token.c_str(), &end);
+        if (errno == ERANGE && end != token.c_str())
+          throw UsageError("--" + o.string_key + ": '" + token + "' is beyond a double's range (it would be read as " +
+                           (std::fabs(value) < 1 ? "0 or a denormal" : "infinite") + ")" + context);
+      }
+    }
     if (!is_integer) continue;
     for (const auto& token : o.value) {
       const std::string& from = context;
@@ -512,7 +525,7 @@ void check_integer_tokens(const po::parsed_options& parsed, const po::options_de
 }
 
 // What an option of this type takes, for an invalid-value error (an integer out of the type's range, as
-// check_integer_tokens refused the rest; a malformed number); empty for text and on/off options.
+// check_number_tokens refused the rest; a malformed number); empty for text and on/off options.
 std::string value_kind(const po::option_description& option) {
   const po::value_semantic* semantic = option.semantic().get();
   const auto integers = [](auto low, auto high) {
@@ -568,7 +581,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     const po::parsed_options from_cli =
         po::command_line_parser(rewritten).options(declared).positional(positional).style(style).run();
     check_values_are_not_options(from_cli, declared);  // first: `--seed --batch` is a missing value, not a bad one
-    check_integer_tokens(from_cli, declared, context());
+    check_number_tokens(from_cli, declared, context());
     po::store(from_cli, invocation.options);
     for (const auto& o : from_cli.options) invocation.sources[o.string_key] = "command line";
     for (const auto& name : turned_off) invocation.sources[name] = "command line";
@@ -642,7 +655,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
         source = file + " line " + std::to_string(line);
         po::parsed_options one(&declared);
         one.options.push_back(option);
-        check_integer_tokens(one, declared, context());
+        check_number_tokens(one, declared, context());
         po::store(one, invocation.options);
         invocation.sources.emplace(option.string_key, "config " + *config_path);
       }
@@ -669,7 +682,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
         words.back() += "=" + *value;
       }
       const po::parsed_options from_env = po::command_line_parser(words).options(declared).style(style).run();
-      check_integer_tokens(from_env, declared, context());
+      check_number_tokens(from_env, declared, context());
       po::store(from_env, invocation.options);
       invocation.sources.emplace(name, "env " + variable);
     }

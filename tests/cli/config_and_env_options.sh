@@ -427,6 +427,13 @@ expect_exit 2 "LONGCTX_BATCH=abc under a config's batch" -- env LONGCTX_BATCH=ab
   "${BENCH[@]}" --causal
 expect_in "$OUT/stderr" "--batch: 'abc' is not an integer.*from config file $OUT/overridden.ini line 1" "the config's value is the one used"
 
+# A number beyond a double's range is refused: 1e-400 was read as 0, which --softmax-scale takes for 1/sqrt(D).
+expect_exit 2 "--softmax-scale 1e-400" -- "${BENCH[@]}" --softmax-scale 1e-400
+expect_in "$OUT/stderr" "--softmax-scale: '1e-400' is beyond a double's range \(it would be read as 0 or a denormal\)" "says why"
+expect_exit 2 "LONGCTX_TRAIN_LR=1e999" -- env LONGCTX_TRAIN_LR=1e999 "$LONGCTX" train --quiet
+expect_in "$OUT/stderr" "'1e999' is beyond a double's range \(it would be read as infinite\) \(from environment variable LONGCTX_TRAIN_LR" \
+  "names the variable"
+
 # A value missing before another option is said as such, before the word left over (before: "unexpected
 # argument '1'" for --seed --batch 1, and "'--batch' is not a non-negative integer" for --seed --batch).
 expect_exit 2 "--seed --batch 1" -- "${BENCH[@]}" --seed --batch 1
