@@ -7,7 +7,15 @@
 #   4. the trainer: a short run of jobs/configs/passkey.ini on 2 ranks (passkey retrieval at 2048 tokens,
 #      a few minutes), printing the held-out accuracy it reached
 # Files go to ${LONGCTX_QUICKSTART_DIR:-build/quickstart}.
-source "$(dirname "$0")/lib.sh"
+for lib in "$(dirname "$0")/lib.sh" "${LONGCTX_ROOT:-/-}/jobs/lib.sh" "${SLURM_SUBMIT_DIR:-/-}/jobs/lib.sh" ""; do
+  # sbatch runs a copy of the script from Slurm's spool, where no lib.sh is beside it: then that of
+  # $LONGCTX_ROOT, else of the submit directory. Found nowhere, the script stops (before, it went on
+  # without lib.sh's settings and error checks, and ended with exit 0 having done nothing).
+  [ ! -f "$lib" ] || break
+done
+[ -n "$lib" ] || { echo "quickstart.sh: jobs/lib.sh is neither beside it nor in \$LONGCTX_ROOT or the submit directory" \
+                      "(sbatch runs a copy): submit from the checkout, or set LONGCTX_ROOT to it" >&2; exit 2; }
+source "$lib"
 longctx_script_args "$0" no_args "$@"
 "$LONGCTX_ROOT/jobs/build.sh"
 longctx_install "${LONGCTX_DEMO_PACKAGES[@]}"

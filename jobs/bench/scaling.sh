@@ -23,9 +23,11 @@
 #   REPEATS=5     weak-scaling rounds
 #   RESULTS=dir   also keep every job's JSON there (bench attention --json, one object per line):
 #                 comm.jsonl, weak1.jsonl (1 rank), weak2.jsonl (2 ranks), pair.jsonl (2 ranks, no comm),
-#                 and run.txt (date, host, longctx --version, settings); kept also when a job fails or the
-#                 script is stopped (what finished before). A directory that holds these files from an
-#                 earlier run is refused: name a new one.
+#                 and run.txt (date, host, longctx --version, settings). Each job's JSON is added as the
+#                 job ends, so what finished stays there however the script ends (a failed job, a signal,
+#                 SIGKILL). The run claims the directory by creating run.txt (no two runs write one
+#                 directory): one that holds any of these files, from an earlier or a running study, is
+#                 refused: name a new one.
 #   LONGCTX_BUILD build directory whose bin/longctx runs (default build)
 # Exit 0 when every job ran, 1 when one failed (or its JSON could not be kept in RESULTS), 2 for a bad
 # setting, 129 / 130 / 143 when stopped by SIGHUP / SIGINT / SIGTERM, to its process group (Ctrl-C, Slurm)
@@ -42,7 +44,15 @@ if [ $# -gt 0 ]; then
             "environment (--help)" >&2; exit 2 ;;
   esac
 fi
-source "$(dirname "$0")/../lib.sh"
+for lib in "$(dirname "$0")/../lib.sh" "${LONGCTX_ROOT:-/-}/jobs/lib.sh" "${SLURM_SUBMIT_DIR:-/-}/jobs/lib.sh" ""; do
+  # sbatch runs a copy of the script from Slurm's spool, where no lib.sh is beside it: then that of
+  # $LONGCTX_ROOT, else of the submit directory. Found nowhere, the script stops (before, it went on
+  # without lib.sh's settings and error checks, and ended with exit 0 having done nothing).
+  [ ! -f "$lib" ] || break
+done
+[ -n "$lib" ] || { echo "scaling.sh: jobs/lib.sh is neither beside it nor in \$LONGCTX_ROOT or the submit directory" \
+                      "(sbatch runs a copy): submit from the checkout, or set LONGCTX_ROOT to it" >&2; exit 2; }
+source "$lib"
 LONGCTX=$LONGCTX_BUILD/bin/longctx
 H=${H:-4}; D=${D:-64}; REPEATS=${REPEATS:-5}
 for setting in "H=$H" "D=$D" "REPEATS=$REPEATS"; do
@@ -50,12 +60,14 @@ for setting in "H=$H" "D=$D" "REPEATS=$REPEATS"; do
     { echo "scaling.sh: $setting: must be a whole number from 1 to 999999, in plain digits" >&2; exit 2; }
 done
 [ -x "$LONGCTX" ] || { echo "scaling.sh: $LONGCTX: no such program (build first: ./jobs/build.sh)" >&2; exit 2; }
-outputs=(run.txt comm.jsonl weak1.jsonl weak2.jsonl pair.jsonl)
+outputs=(comm.jsonl weak1.jsonl weak2.jsonl pair.jsonl run.txt)  # run.txt, the claim, last
 if [ -n "${RESULTS:-}" ]; then
   mkdir -p -- "$RESULTS" && [ -w "$RESULTS" ] || { echo "scaling.sh: RESULTS=$RESULTS: cannot write there" >&2; exit 2; }
   for f in "${outputs[@]}"; do
-    [ ! -e "$RESULTS/$f" ] || { echo "scaling.sh: RESULTS=$RESULTS holds $f of an earlier run: name a new directory" \
-                                     "(or remove ${outputs[*]})" >&2; exit 2; }
+    # run.txt is created with noclobber (O_EXCL) below: of two studies given one RESULTS at once, one gets it.
+    { [ ! -e "$RESULTS/$f" ] && { [ "$f" != run.txt ] || (set -C; : >"$RESULTS/run.txt") 2>/dev/null; }; } ||
+      { echo "scaling.sh: RESULTS=$RESULTS holds $f of an earlier (or a running) study: name a new directory" \
+             "(or remove ${outputs[*]})" >&2; exit 2; }
   done
 fi
 # The script's own settings stay; every other LONGCTX_* variable is an option longctx would read.
@@ -67,6 +79,8 @@ for name in $(compgen -e | grep '^LONGCTX_'); do
 done
 [ ${#left_out[@]} -eq 0 ] || echo "scaling.sh: not passed to the runs (their options are the script's): ${left_out[*]}" >&2
 tmp=$(mktemp -d)
+out_dir=${RESULTS:-$tmp}  # where each job's JSON is added as it ends (before: RESULTS got a copy at the end,
+                          # and a SIGKILL, as Slurm sends after KillWait, left it empty)
 # The traps write to fd 3, the script's stderr: a trap that runs as a job ends still has that job's
 # redirections in effect (its stderr is $tmp/err, removed below).
 exec 3>&2
@@ -80,16 +94,7 @@ finish_results() {
     echo "longctx said (once each, over all jobs):"
     sort -u "$tmp/said" | sed 's/^/  /'
   fi
-  if [ -n "${RESULTS:-}" ]; then
-    local f kept=1
-    for f in "$tmp"/*.jsonl "$tmp/run.txt"; do [ ! -s "$f" ] || cp -- "$f" "$RESULTS/" || kept=0; done
-    if [ "$kept" = 1 ]; then
-      echo "scaling.sh: the JSON of every job that finished is in $RESULTS" >&3
-    else
-      echo "scaling.sh: could not copy every job's JSON to $RESULTS" >&3
-      [ "$status" -ne 0 ] || status=1
-    fi
-  fi
+  [ -z "${RESULTS:-}" ] || echo "scaling.sh: the JSON of every job that finished is in $RESULTS" >&3
   rm -rf "$tmp"
   exit "$status"
 }
@@ -125,7 +130,7 @@ export OMP_NUM_THREADS=1
   echo "host: $(hostname)"
   echo "longctx: $("$LONGCTX" --version 2>&1 | head -1)"
   echo "settings: H=$H D=$D REPEATS=$REPEATS"
-} >"$tmp/run.txt"
+} >"$out_dir/run.txt"
 # run LABEL OUT LONGCTX_ARGS...: one bench attention job under mpirun, its JSON appended to OUT; its
 # warnings kept for the end. A failed job stops the script, naming it, with its messages.
 run() {
@@ -145,19 +150,19 @@ run() {
     [ ! -s "$tmp/job.json" ] || { echo "it printed:" >&2; cat "$tmp/job.json" >&2; }
     [ -n "${RESULTS:-}" ] || [ ! -s "$out" ] || { echo "what finished before it (JSON):" >&2; cat "$out" >&2; }
     exit 1; }
-  cat "$tmp/job.json" >>"$out"
+  cat "$tmp/job.json" >>"$out" || { echo "scaling.sh: could not add the $label's JSON to $out" >&2; exit 1; }
   grep -v "^\[longctx info " "$tmp/err" >>"$tmp/said" || true  # (none: grep's exit 1, under set -e)
 }
 
 echo "## constant communication (P = 4, H = $H, D = $D, w/r = 4096, forward, not causal)"
 job=0
 for N in 16384 65536 262144; do
-  run "4-rank job at N = $N" "$tmp/comm.jsonl" -np 4 "$LONGCTX" bench attention --seq-len $N --heads $H \
+  run "4-rank job at N = $N" "$out_dir/comm.jsonl" -np 4 "$LONGCTX" bench attention --seq-len $N --heads $H \
     --head-dim $D --iters 1 --warmup 0 --segment-lengths 1024,$N --dilation-rates 1,$((N / 4096))
   echo "scaling.sh: constant communication: job $((job += 1)) of 3 (N = $N) done" >&2
 done
 doing="the tables"
-/usr/bin/python3 - "$tmp/comm.jsonl" <<'PY'
+/usr/bin/python3 - "$out_dir/comm.jsonl" <<'PY'
 import json, sys
 print("| N | schedule | bytes received per rank (measured, fwd) | expected (g-1)/g (w/r) H D 2 4, g = P |")
 print("|---|---|---|---|")
@@ -187,14 +192,14 @@ weak_run() {
 }
 last_seconds() { /usr/bin/python3 -c 'import json, sys; print("%.3f" % json.loads(open(sys.argv[1]).readlines()[-1])["seconds_fwd"])' "$1"; }
 for ((round = 0; round < REPEATS; round++)); do
-  weak_run "1-rank weak-scaling job" 1 32768 8 "$tmp/weak1.jsonl"
-  weak_run "2-rank weak-scaling job" 2 65536 16 "$tmp/weak2.jsonl"
-  weak_run "2-rank job without communication" 2 32768 8 "$tmp/pair.jsonl"
-  echo "scaling.sh: round $((round + 1)) of $REPEATS: 1 rank $(last_seconds "$tmp/weak1.jsonl") s, 2 ranks" \
-    "$(last_seconds "$tmp/weak2.jsonl") s, 2 ranks without communication $(last_seconds "$tmp/pair.jsonl") s" >&2
+  weak_run "1-rank weak-scaling job" 1 32768 8 "$out_dir/weak1.jsonl"
+  weak_run "2-rank weak-scaling job" 2 65536 16 "$out_dir/weak2.jsonl"
+  weak_run "2-rank job without communication" 2 32768 8 "$out_dir/pair.jsonl"
+  echo "scaling.sh: round $((round + 1)) of $REPEATS: 1 rank $(last_seconds "$out_dir/weak1.jsonl") s, 2 ranks" \
+    "$(last_seconds "$out_dir/weak2.jsonl") s, 2 ranks without communication $(last_seconds "$out_dir/pair.jsonl") s" >&2
 done
 doing="the tables"
-/usr/bin/python3 - "$tmp/weak1.jsonl" "$tmp/weak2.jsonl" "$tmp/pair.jsonl" <<'PY'
+/usr/bin/python3 - "$out_dir/weak1.jsonl" "$out_dir/weak2.jsonl" "$out_dir/pair.jsonl" <<'PY'
 import json, statistics, sys
 one, two, pair = ([json.loads(l) for l in open(f)] for f in sys.argv[1:4])
 pct = lambda a, b: 100 * (a / b - 1)

@@ -237,7 +237,18 @@ expect_exit 0 "scaling.sh whose jobs warn about nothing" -- env LONGCTX_BUILD="$
 expect_in "$OUT/stdout" "^weak scaling: " "reaches its summary"
 # A second run into the same RESULTS would mix two runs' files (before: it did, and said "every job").
 expect_exit 2 "scaling.sh into the RESULTS of an earlier run" -- env RESULTS="$OUT/res" bash "$SCALING"
-expect_in "$OUT/stderr" "RESULTS=.*/res holds run.txt of an earlier run: name a new directory" "refuses it"
+expect_in "$OUT/stderr" "RESULTS=.*/res holds comm.jsonl of an earlier \(or a running\) study: name a new directory" "refuses it"
+mkdir -p "$OUT/res_claimed" && : >"$OUT/res_claimed/run.txt"
+expect_exit 2 "scaling.sh into a RESULTS another study has claimed" -- env RESULTS="$OUT/res_claimed" bash "$SCALING"
+expect_in "$OUT/stderr" "holds run.txt of an earlier \(or a running\) study" "refuses it too"
+# As sbatch runs it: a copy with no lib.sh beside it (before: it went on without lib.sh, and a quickstart
+# so run ended with exit 0 having done nothing). It stops, or finds lib.sh in the submit directory.
+cp "$SCALING" "$OUT/slurm_script"
+expect_exit 2 "a copy of scaling.sh, no lib.sh beside it" -- env -u LONGCTX_ROOT -u SLURM_SUBMIT_DIR bash "$OUT/slurm_script"
+expect_in "$OUT/stderr" "^scaling.sh: jobs/lib.sh is neither beside it nor in \\\$LONGCTX_ROOT or the submit directory" "says so"
+expect_exit 2 "... run from the submit directory" -- env REPEATS=0 SLURM_SUBMIT_DIR="$(dirname "$(dirname "$(dirname "$SCALING")")")" \
+  bash "$OUT/slurm_script"
+expect_in "$OUT/stderr" "REPEATS=0: must be a whole number" "finds lib.sh there and checks its settings"
 # SIGTERM during a job: exit 143, naming the job, and RESULTS keeps what finished (before: exit 143 without a
 # word; SIGINT was reported as a failed job, exit 1). Sent to the script's process group, mpirun among it
 # (Ctrl-C; Slurm signals every process of the step): the ranks end with it (before: the script's SIGTERM
@@ -296,7 +307,24 @@ status=$?
   fail "SIGTERM to the script alone: exit $status after $((SECONDS - start)) s"
 expect_in "$OUT/stderr" "^scaling.sh: stopped by SIGTERM during the 4-rank job at N = 16384$" "names what it stopped"
 expect_ranks_ended "$OUT/fake_alone"
-for fake in fake fake_hup fake_alone; do pkill -KILL -f "$OUT/$fake/bin/longctx" 2>/dev/null || true; done
+# SIGKILL (Slurm's after KillWait, the OOM killer): RESULTS keeps the jobs that finished, as each job's JSON
+# goes there as it ends (before: copied from a temporary directory at the exit, which SIGKILL skips).
+mkdir -p "$OUT/fake_kill/bin" && cat >"$OUT/fake_kill/bin/longctx" <<'FAKE'
+#!/bin/sh
+[ "$1" = --version ] && { echo "fake 0"; exit 0; }
+case " $* " in *" 16384 "*) echo '{"job": "N = 16384"}'; exit 0 ;; esac
+touch "$0.printed"
+sleep 30
+FAKE
+chmod +x "$OUT/fake_kill/bin/longctx"
+setsid env LONGCTX_BUILD="$OUT/fake_kill" RESULTS="$OUT/res_kill" bash "$SCALING" >"$OUT/stdout" 2>"$OUT/stderr" &
+scaling=$!
+for _ in $(seq 100); do [ -e "$OUT/fake_kill/bin/longctx.printed" ] && break; sleep 0.1; done
+kill -KILL -- -"$scaling"
+wait "$scaling"
+[ "$(sort -u "$OUT/res_kill/comm.jsonl" 2>/dev/null)" = '{"job": "N = 16384"}' ] && [ -s "$OUT/res_kill/run.txt" ] &&
+  pass "SIGKILL: RESULTS keeps the job that finished" || fail "RESULTS after SIGKILL: $(ls "$OUT/res_kill" 2>&1 | tr '\n' ' ')"
+for fake in fake fake_hup fake_alone fake_kill; do pkill -KILL -f "$OUT/$fake/bin/longctx" 2>/dev/null || true; done
 # A job that fails after others warned: what they said is still printed (before: only at the end of a
 # run that finished).
 cat >"$OUT/fake/bin/longctx" <<'FAKE'
