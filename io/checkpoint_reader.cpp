@@ -298,6 +298,14 @@ std::vector<std::string> list_own_checkpoints(const std::string& dir) {
 std::optional<std::string> find_latest_checkpoint(const std::string& dir) {
   const std::string latest = dir + "/latest";
   check_readable(latest);  // (a directory one may enter but not list, mode 711, still has a latest to read)
+  std::error_code link_error;
+  if (std::filesystem::is_symlink(std::filesystem::symlink_status(latest, link_error)) &&
+      !std::filesystem::exists(latest, link_error)) {
+    // (Before: taken for "no latest", and the newest file by name was resumed without a word.)
+    const std::filesystem::path target = std::filesystem::read_symlink(latest, link_error);
+    throw InputError(latest + ": is a symbolic link to '" + log::printable(target.string(), "", 200, true) +
+                     "', which is not there");
+  }
   if (!std::filesystem::exists(latest)) {
     check_readable(dir);  // listed
     // By name, as every rank sees the same names (opening the files could fail on one rank and not

@@ -392,6 +392,19 @@ TEST(Checkpoint, AnyRankRemovesTheTemporaryFileOfASaveCutShort) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+template <class F>
+std::string input_error_of(F&& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.code(), ExitCode::bad_input);
+    return e.what();
+  } catch (const std::exception& e) {
+    return std::string("WRONG EXCEPTION TYPE: ") + e.what();
+  }
+  return "NO EXCEPTION";
+}
+
 TEST(Checkpoint, StrayTemporaryIsNeverLatestAndIsCleanedSafely) {
   SharedTempDir dir;
   const std::string good = write_content(dir.path(), 3, MPI_COMM_WORLD);
@@ -419,21 +432,19 @@ TEST(Checkpoint, StrayTemporaryIsNeverLatestAndIsCleanedSafely) {
     } catch (const InputError& e) {
       EXPECT_NE(std::string(e.what()).find("names step_00000042.h5, which does not exist"), std::string::npos) << e.what();
     }
+    // A dangling symbolic link is refused as well, not taken for "no latest" (the newest file by name).
+    fs::remove(dir.file("latest"));
+    fs::create_symlink("nowhere", dir.file("latest"));
+    EXPECT_NE(input_error_of([&] { find_latest_checkpoint(dir.path()); })
+                  .find("latest: is a symbolic link to 'nowhere', which is not there"),
+              std::string::npos);
+    // One to a text file naming the checkpoint is followed.
+    std::ofstream(dir.file("named")) << fs::path(good).filename().string() << "\n";
+    fs::remove(dir.file("latest"));
+    fs::create_symlink("named", dir.file("latest"));
+    EXPECT_EQ(find_latest_checkpoint(dir.path()), good);
   });
   MPI_Barrier(MPI_COMM_WORLD);
-}
-
-template <class F>
-std::string input_error_of(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    EXPECT_EQ(e.code(), ExitCode::bad_input);
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("WRONG EXCEPTION TYPE: ") + e.what();
-  }
-  return "NO EXCEPTION";
 }
 
 // File offset of the first chunk of `dataset` in `path`.

@@ -82,6 +82,16 @@ StartingPoint start_from_checkpoint_dir(const TrainOptions& r, train::Trainer& t
         start.new_data_file = true;
       }
       log::info("resumed from " + *latest + " at step " + std::to_string(trainer.step()));
+      // Without `latest` the newest file by name is taken: a run killed before its first `latest`, or a
+      // directory someone edited (a checkpoint of another run copied in is resumed, and its history decides
+      // which of this one's files retention removes). Said, with the run it came from.
+      std::error_code error;
+      if (!std::filesystem::exists(std::filesystem::symlink_status(r.checkpoint_dir + "/latest", error)))
+        log::warn_once("checkpoint.dir=" + r.checkpoint_dir + " has no `latest`: resumed from its newest checkpoint by "
+                       "name, " + std::filesystem::path(*latest).filename().string() + " (run " +
+                       (stored.run_id.empty() ? "without an id" : stored.run_id) +
+                       "); if that is not this run's, stop it and write the name of the one to resume into " +
+                       r.checkpoint_dir + "/latest");
       start.resumed = true;
       record.found_step = record.committed = trainer.step();
       record.committed_path = *latest;

@@ -712,6 +712,16 @@ expect_exit 0 "resume as the message says" -- "$LONGCTX" train "${SMALL[@]}" --t
   --checkpoint.dir "$OUT/older"
 [ "$(cat "$OUT/older/latest")" = step_00000006.h5 ] && pass "... on to step 6" || fail "latest: $(cat "$OUT/older/latest")"
 expect_exit 0 "step 4 written again, whole" -- "$LONGCTX" ckpt verify "$OUT/older" --quiet
+# Without `latest` the newest file by name is resumed, with a warning naming it and its run (before: no word,
+# also where it was another run's copy); a dangling link `latest` is refused, not taken for none.
+rm "$OUT/older/latest"
+expect_exit 0 "resume without latest" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 7 --checkpoint.dir "$OUT/older"
+expect_in "$OUT/stderr" "checkpoint.dir=.*/older has no .latest.: resumed from its newest checkpoint by name, step_00000006.h5 \(run [0-9a-f]+\); if that is not this run's" \
+  "says it took the newest file by name, and its run"
+ln -sf nowhere "$OUT/older/latest"
+expect_exit 3 "a dangling link latest" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 8 --checkpoint.dir "$OUT/older"
+expect_in "$OUT/stderr" "older/latest: is a symbolic link to .nowhere., which is not there. Nothing was changed. Checkpoints in .*/older, newest first: step_00000007.h5" \
+  "refused, listing the checkpoints there"
 for c in "no_wq:/model/layer0/wq: missing" "no_optimizer:/optimizer/m/embedding: missing" \
          "shape:/model/layer0/wq: shape \[16,32\], the model needs \[32,32\]" \
          "world0:attribute world_size = 0: must be >= 1"; do
