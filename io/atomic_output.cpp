@@ -60,7 +60,10 @@ std::atomic<bool> g_ending{false};
 // How long a signal handled on another thread meanwhile waits for them (see remove_claims_before_abort):
 // an open() and an fstat(), or a file's creation, take far less, unless the file system hangs.
 constexpr long kClaimWaitMs = 3000;
-constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP};
+// Those whose default action ends the process (and that something outside may send): Slurm's --signal
+// sends SIGUSR1, `ulimit -f` gives SIGXFSZ, a closed pipe SIGPIPE (before: only the first three, and the
+// others left OUT.tmp behind).
+constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT, SIGALRM, SIGXFSZ, SIGPIPE};
 
 // Removes the slot's file if its path still names it. Async-signal-safe.
 void remove_if_same(const ClaimSlot& slot) noexcept { unlink_if_same_file(slot.path, slot.device, slot.inode); }
@@ -109,7 +112,7 @@ void remove_claims_on_signals() {
 
 // From before rank 0 claims a temporary file until it has registered it, and while a claimed name is
 // created by path (HDF5's create, which makes a new file where the handler removed the claimed one): this
-// thread holds back SIGINT, SIGTERM and SIGHUP, which it then takes with the file registered (so they
+// thread holds back kStopSignals, which it then takes with the file registered (so they
 // remove it), and the work counts as in flight, for which a handler on another thread waits. One that
 // began before (g_ending) is waited for here: this thread stops until the process ends. Before, a signal
 // handled meanwhile (the second Ctrl-C, while train's main thread claimed its next checkpoint) ended the

@@ -22,9 +22,9 @@
 
 namespace longctx::io {
 
-// A claimed temporary file that this process removes if the job ends abnormally: on SIGINT, SIGTERM or
-// SIGHUP (Ctrl-C, scancel, the SIGTERM with which Open MPI ends the other ranks when one aborts), where
-// such a signal would end the process anyway (it is then raised again), and in
+// A claimed temporary file that this process removes if the job ends abnormally: on SIGINT, SIGTERM,
+// SIGHUP (Ctrl-C, scancel, the SIGTERM with which Open MPI ends the other ranks when one aborts), SIGUSR1,
+// SIGUSR2, SIGQUIT, SIGALRM, SIGXFSZ or SIGPIPE, where such a signal would end the process anyway (it is then raised again), and in
 // remove_claims_before_abort(), which the rank that aborts the job calls. Every rank of `comm` registers
 // it, by the identity (device, inode) that rank 0, which holds it, broadcasts: so the aborting rank
 // removes it even though rank 0 holds it (Open MPI may SIGKILL rank 0 before it handles its SIGTERM), and
@@ -62,7 +62,7 @@ struct Claim {
 };
 // TemporaryFile::claim on rank 0, registered on every rank of `comm` (every rank throws rank 0's error, of
 // its kind: UsageError for an unusable or busy temporary file). Collective. Rank 0 claims and registers
-// it with SIGINT, SIGTERM and SIGHUP held back in its thread, and the signal handler on another thread
+// it with those signals held back in its thread, and the signal handler on another thread
 // waits for it, and a claim or a create that would begin once that handler has begun waits for the end of
 // the process instead: a signal never finds the file claimed and not registered, which it would leave.
 Claim claim_registered(const std::string& temporary, MPI_Comm comm);
@@ -74,7 +74,7 @@ h5::File create_claimed(const std::string& temporary, MPI_Comm comm);
 // that ends the job with MPI_Abort: no destructor runs on any rank after it.
 void remove_claims_before_abort() noexcept;
 // A signal handler's end: removes those claims, then ends the process as `signal` would have without a
-// handler (its default action, raised again). What SIGINT, SIGTERM and SIGHUP do where nothing else
+// handler (its default action, raised again). What those signals do where nothing else
 // handles them (installed by the first claim), and train's handler for a second SIGINT / SIGHUP.
 // Async-signal-safe.
 extern "C" void remove_claims_and_reraise(int signal);

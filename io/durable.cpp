@@ -177,6 +177,24 @@ TemporaryFile TemporaryFile::claim(const std::string& path) {
   throw InternalError("cannot claim temporary file " + path + ": it kept being replaced by another process");
 }
 
+namespace {
+bool g_stdin_closed = false;
+}  // namespace
+
+void occupy_closed_standard_streams() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    const int opened = ::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);  // the lowest free number: fd
+    if (opened != fd && opened >= 0) {
+      ::dup2(opened, fd);
+      ::close(opened);
+    }
+    if (fd == 0) g_stdin_closed = true;
+  }
+}
+
+bool standard_input_was_closed() { return g_stdin_closed; }
+
 std::string non_regular_kind(const std::string& path) {
   struct stat info {};
   if (::stat(path.c_str(), &info) != 0 || S_ISREG(info.st_mode)) return "";

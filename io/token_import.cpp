@@ -59,6 +59,9 @@ InputPlan plan_inputs(const std::vector<std::string>& files, const std::string& 
     const std::string& file = files[f];
     if (file == "-") {
       if (++standard_input > 1) throw UsageError("--" + option + ": '-' (standard input) is given more than once");
+      if (standard_input_was_closed())
+        throw UsageError("--" + option + " -: standard input is closed (the command was started with it closed, "
+                         "as `<&-`, a daemon or cron do): give a file, or a pipe into it");
       plan.streams = plan.stream[f] = true;
       continue;
     }

@@ -137,6 +137,18 @@ void decode_ids(const IdType& type, const char* bytes, int64_t count, int64_t* o
 
 constexpr int64_t kReadBytes = int64_t{4} << 20;  // one read of ids
 
+// The buffers of those reads, one pair for the process (inputs are read one at a time, on one thread), left
+// uninitialised: a pair per input, zero-filled, cost 0.1 s per file of uint8 ids (32 MiB of int64 mapped,
+// zeroed and unmapped each time), 25 s for 100 files of 5 bytes. Pages are touched only as ids fill them.
+struct ReadBuffers {
+  std::unique_ptr<char[]> bytes{new char[static_cast<size_t>(kReadBytes)]};
+  std::unique_ptr<int64_t[]> ids{new int64_t[static_cast<size_t>(kReadBytes)]};  // kReadBytes of uint8
+};
+ReadBuffers& read_buffers() {
+  static ReadBuffers buffers;
+  return buffers;
+}
+
 
 // An input of ids as it is read: a .npy file (magic and header read on opening) or raw ids of
 // --ids-dtype (the first bytes, read to tell the two apart, kept as ids: a pipe cannot seek back).
@@ -197,19 +209,19 @@ class IdInput : public IdSource {
 
   void read_all(const IdVisit& visit, const ByteCount& progress, const std::function<void()>& document_end) override {
     constexpr int64_t kBufferBytes = kReadBytes;
-    std::vector<char> buffer(static_cast<size_t>(kBufferBytes));
-    std::vector<int64_t> ids(static_cast<size_t>(kBufferBytes / type_->bytes));
+    char* const buffer = read_buffers().bytes.get();
+    int64_t* const ids = read_buffers().ids.get();
     int64_t pending = static_cast<int64_t>(head_.size()), index = 0;
-    std::memcpy(buffer.data(), head_.data(), head_.size());
+    std::memcpy(buffer, head_.data(), head_.size());
     progress(static_cast<uint64_t>(header_bytes_ + pending));
     for (;;) {
-      const int64_t got = read_some(in_, buffer.data() + pending, kBufferBytes - pending, file_);
+      const int64_t got = read_some(in_, buffer + pending, kBufferBytes - pending, file_);
       const int64_t have = pending + got, whole = have / type_->bytes;
-      decode_ids(*type_, buffer.data(), whole, ids.data(), index, name_);
-      if (whole > 0) visit(ids.data(), whole, index);
+      decode_ids(*type_, buffer, whole, ids, index, name_);
+      if (whole > 0) visit(ids, whole, index);
       index += whole;
       pending = have - whole * type_->bytes;
-      std::memmove(buffer.data(), buffer.data() + whole * type_->bytes, static_cast<size_t>(pending));
+      std::memmove(buffer, buffer + whole * type_->bytes, static_cast<size_t>(pending));
       progress(static_cast<uint64_t>(got));
       if (got == 0) break;
     }
@@ -387,8 +399,8 @@ class MegatronInput : public IdSource {
   void read_all(const IdVisit& visit, const ByteCount& progress, const std::function<void()>& document_end) override {
     validate();  // (check_size ran already on this file; cheap next to the reads)
     std::ifstream in = open_input(bin_);
-    std::vector<char> buffer(static_cast<size_t>(kReadBytes));
-    std::vector<int64_t> ids(static_cast<size_t>(kReadBytes / type_->bytes));
+    char* const buffer = read_buffers().bytes.get();
+    int64_t* const ids = read_buffers().ids.get();
     int64_t position = 0, index = 0;
     const int64_t per_read = kReadBytes / type_->bytes;
     for (uint64_t d = 0; d + 1 < documents_; ++d) {
@@ -401,10 +413,10 @@ class MegatronInput : public IdSource {
         }
         for (int64_t left = length(static_cast<uint64_t>(s)); left > 0;) {
           const int64_t count = std::min(left, per_read), bytes = count * type_->bytes;
-          if (read_some(in, buffer.data(), bytes, bin_) != bytes)
+          if (read_some(in, buffer, bytes, bin_) != bytes)
             throw InputError(bin_ + ": ends before sequence " + std::to_string(s) + " of " + idx_ + " does (it changed?)");
-          decode_ids(*type_, buffer.data(), count, ids.data(), index, bin_);
-          visit(ids.data(), count, index);
+          decode_ids(*type_, buffer, count, ids, index, bin_);
+          visit(ids, count, index);
           index += count;
           left -= count;
           position += bytes;

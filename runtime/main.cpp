@@ -21,6 +21,7 @@
 
 #include "comm/communicator.hpp"
 #include "io/atomic_output.hpp"
+#include "io/durable.hpp"
 #include "io/h5.hpp"
 #include "runtime/cli/command.hpp"
 #include "runtime/commands/commands.hpp"
@@ -357,6 +358,7 @@ ProcessContext* g_process = nullptr;  // for the terminate handler
 
 int main(int argc, char** argv) {
   using namespace longctx;
+  io::occupy_closed_standard_streams();  // before MPI_Init, whose pipes would take their numbers
   std::optional<ProcessContext> process;
   if (argc > 1 && std::string(argv[1]) == "train") cli::catch_train_stop_signals();  // before MPI_Init's seconds
   try {

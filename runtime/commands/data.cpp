@@ -162,7 +162,9 @@ int run_inspect(Invocation& invocation) {
       std::cout << "  at seq_len " << seq_len << ": " << total << " sequence(s), " << total - held_out << " to train on, "
                 << held_out << " held out for evaluation" << (held_out > 0 ? " (the last 1/20, at least one)" : "") << "\n";
       if (total < 1)
-        std::cout << "  (train needs at least seq_len + 1 = " << seq_len + 1 << " tokens: this dataset is too short for it)\n";
+        std::cout << "  (train needs at least seq_len + 1 = "
+                  << static_cast<uint64_t>(seq_len) + 1  // (int64's + 1 wrapped negative at 2^63 - 1)
+                  << " tokens: this dataset is too short for it)\n";
       else if (held_out == 0)
         std::cout << "  (with one sequence none is held out: evaluation would score the training sequence)\n";
     }

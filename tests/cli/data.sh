@@ -106,6 +106,10 @@ expect_exit 2 "--text with LONGCTX_IDS set" -- env LONGCTX_IDS=a.npy "$LONGCTX" 
 expect_in "$OUT/stderr" "give --text or --ids \(from environment variable LONGCTX_IDS\), not both" "names where --ids came from"
 expect_exit 2 "neither --text nor --ids" -- "$LONGCTX" data import --out x.h5 --quiet
 expect_in "$OUT/stderr" "needs --text FILES \(byte tokens\) or --ids FILES" "says what it needs"
+# Started with standard input closed (<&-, cron, a daemon): '-' is refused (before: it read a pipe of Open
+# MPI's that had taken the number, and waited forever).
+expect_exit 2 "--text - with standard input closed" -- timeout 60 sh -c "\"$LONGCTX\" data import --text - --out closed.h5 --quiet <&-"
+expect_in "$OUT/stderr" "--text -: standard input is closed" "says so"
 expect_exit 2 "--vocab with --text" -- "$LONGCTX" data import --text raw.bin --vocab 100 --out x.h5 --quiet
 expect_in "$OUT/stderr" "error: --vocab goes with --ids" "names --vocab"
 expect_exit 2 "LONGCTX_VOCAB with --text" -- env LONGCTX_VOCAB=100 "$LONGCTX" data import --text raw.bin --out x.h5 --quiet
@@ -135,6 +139,22 @@ status=$?
 [ "$status" = 3 ] && pass "a file whose ids changed between the two readings: exit 3" || fail "a file that changed: exit $status"
 expect_in "$OUT/stderr" "changing.bin: changed while it was imported \(its ids are not those first read\)" "... says so"
 [ -z "$(ls changing.h5* 2>/dev/null)" ] && pass "... and writes nothing" || fail "left $(ls changing.h5*)"
+# Ended by SIGUSR1 (Slurm's --signal) or SIGXFSZ (ulimit -f) while it waits on a pipe: no sig.h5.tmp left
+# (before: only SIGINT, SIGTERM and SIGHUP removed it).
+for sig in USR1 XFSZ; do
+  rm -f sig.fifo && mkfifo sig.fifo
+  "$LONGCTX" data import --ids sig.fifo --ids-dtype uint16 --vocab 1000 --out sig.h5 --quiet >"$OUT/stdout" 2>"$OUT/stderr" &
+  import=$!
+  exec 7>sig.fifo  # a writer that sends nothing yet: the import waits in its read
+  for _ in $(seq 300); do [ -e sig.h5.tmp ] && break; sleep 0.1; done
+  [ -e sig.h5.tmp ] && pass "SIG$sig: sig.h5.tmp claimed before the signal" || fail "SIG$sig: no sig.h5.tmp to remove"
+  kill -"$sig" "$import"
+  wait "$import"
+  status=$?
+  exec 7>&-
+  [ "$status" = $((128 + $(kill -l "$sig"))) ] && [ -z "$(ls sig.h5* 2>/dev/null)" ] &&
+    pass "SIG$sig: ends as by default, nothing left" || fail "SIG$sig: exit $status, left $(ls sig.h5* 2>/dev/null)"
+done
 expect_exit 2 "--out - (standard output)" -- "$LONGCTX" data import --ids a.npy --out - --quiet
 expect_in "$OUT/stderr" "--out -: a token dataset is an HDF5 file" "says why"
 mkfifo twice.fifo
@@ -156,6 +176,8 @@ expect_exit 2 "inspect --seq-len -5" -- "$LONGCTX" data inspect ab.h5 --seq-len 
 # 1 is no length train takes (before: "N to train on" for it).
 expect_exit 2 "inspect --seq-len 1" -- "$LONGCTX" data inspect ab.h5 --seq-len 1 --quiet
 expect_in "$OUT/stderr" "--seq-len 1: it must be >= 2, as data.seq_len" "... says why"
+expect_exit 0 "inspect --seq-len 2^63 - 1" -- "$LONGCTX" data inspect ab.h5 --seq-len 9223372036854775807 --quiet
+expect_in "$OUT/stdout" "train needs at least seq_len \+ 1 = 9223372036854775808 tokens" "... the count without a wrap"
 expect_exit 0 "inspect --json" -- "$LONGCTX" data inspect ab.h5 --seq-len 128 --json --quiet
 /usr/bin/python3 -c "
 import json, sys
