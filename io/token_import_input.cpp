@@ -261,14 +261,25 @@ class IdInput : public IdSource {
                             ? "big-endian ids; save them little-endian (array.astype(array.dtype.newbyteorder('<')))"
                             : "token ids must be integers (" + id_dtype_names() + ")"));
     const std::string& shape = npy_field(fields, "shape", header, name_);
-    if (shape.front() != '(' && shape.front() != '[') throw InputError(name_ + ": damaged .npy shape " + shape);
+    // A tuple, as NumPy writes and reads it: (), (10,), (2, 3), one trailing comma at most (before: (10,,),
+    // (,10), (10], (10) and [10] were read too, which NumPy refuses).
+    if (shape.size() < 2 || shape.front() != '(' || shape.back() != ')')
+      throw InputError(name_ + ": damaged .npy shape " + shape + " (not a tuple)");
+    std::vector<std::string> parts;
+    for (size_t i = 1; i < shape.size();) {
+      const size_t end = std::min(shape.find(',', i), shape.size() - 1);
+      parts.push_back(shape.substr(i, end - i));
+      i = end + 1;
+    }
+    const auto blank = [](const std::string& part) { return part.find_first_not_of(' ') == std::string::npos; };
+    if (parts.size() > 1 && blank(parts.back())) parts.pop_back();  // (10,) and (2, 3,)
+    else if (parts.size() == 1 && !blank(parts[0]))                 // (10): an integer in parentheses
+      throw InputError(name_ + ": damaged .npy shape " + shape + " (not a tuple: one axis is written (n,))");
+    if (parts.size() == 1 && blank(parts[0])) parts.clear();  // (): one id
     int dims = 0;
     expected_ = 1;
-    for (size_t i = 1; i + 1 < shape.size();) {
-      const size_t comma = shape.find(',', i);
-      const std::string part = shape.substr(i, (comma == std::string::npos ? shape.size() - 1 : comma) - i);
-      i = comma == std::string::npos ? shape.size() : comma + 1;
-      if (part.find_first_not_of(' ') == std::string::npos) continue;
+    for (const std::string& part : parts) {
+      if (blank(part)) throw InputError(name_ + ": damaged .npy shape " + shape + " (an empty axis)");
       size_t used = 0;
       int64_t extent = -1;
       try {

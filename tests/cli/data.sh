@@ -335,6 +335,9 @@ ids = np.arange(6, dtype='<u2').reshape(2, 3)
 npy('order.npy', "{'shape': (2, 3), 'descr': '<u2', 'fortran_order': False}", ids)
 npy('spaced.npy', "{'descr' :  '<u2' , 'fortran_order' : False , 'shape' : ( 2 , 3 ) , }", ids)
 npy('bare_shape.npy', "{'descr': '<u2', 'fortran_order': False, 'shape': 6, }", ids)
+for i, shape in enumerate(["(6,,)", "(,6)", "(6]", "(6)", "[6]"]):  # NumPy refuses each (before: read)
+    npy('bad_shape%d.npy' % i, "{'descr': '<u2', 'fortran_order': False, 'shape': %s, }" % shape, ids)
+npy('trailing.npy', "{'descr': '<u2', 'fortran_order': False, 'shape': (2, 3,), }", ids)
 PY
 expect_exit 0 "raw uint16 ids that begin as .npy's magic does" -- "$LONGCTX" data import --ids npyish.bin --ids-dtype uint16 --out npyish.h5 --quiet
 /usr/bin/python3 -c "import h5py, sys; sys.exit(0 if list(h5py.File('npyish.h5', 'r')['tokens'][:]) == [20115] else 1)" &&
@@ -346,6 +349,12 @@ for name in order spaced; do
 done
 expect_exit 3 "a .npy shape that is no tuple" -- "$LONGCTX" data import --ids bare_shape.npy --out bare.h5 --quiet
 expect_in "$OUT/stderr" "bare_shape.npy: damaged .npy shape 6" "... is damage"
+for i in 0 1 2 3 4; do
+  expect_exit 3 "a .npy shape NumPy refuses (bad_shape$i.npy)" -- "$LONGCTX" data import --ids bad_shape$i.npy --out bad.h5 --quiet
+  expect_in "$OUT/stderr" "bad_shape$i.npy: damaged .npy shape" "... is damage"
+done
+expect_exit 0 "a .npy shape with a trailing comma, (2, 3,)" -- "$LONGCTX" data import --ids trailing.npy --out trailing.h5 --quiet
+expect_in "$OUT/stdout" "imported 1 document\(s\), 6 tokens" "... 6 ids"
 expect_exit 0 "raw ids in a file whose size says 0 (/proc)" -- "$LONGCTX" data import --ids /proc/self/status --ids-dtype uint8 --out proc.h5 --quiet
 expect_in "$OUT/stdout" "imported 1 document\(s\), [1-9][0-9]* tokens" "... are imported"
 expect_exit 3 "a piped .npy wider than --ids-dtype, no --vocab" -- bash -c "'$LONGCTX' data import --ids <(cat wide.npy) --ids-dtype uint16 --out wide.h5 --quiet"
