@@ -116,6 +116,15 @@ void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed
   }
   size_t words = 0;
   const cli::Command* command = find_command(args, &words);
+  if (!command && args[0].size() > 1 && args[0][0] == '-') {
+    // `longctx --quiet info`: options go after the command (before: "unknown command '--quiet'").
+    std::string named;  // the command further on, if any (`--quiet bench attention`)
+    for (size_t i = 1; i < args.size() && named.empty(); ++i)
+      if (const cli::Command* later = find_command({args.begin() + static_cast<std::ptrdiff_t>(i), args.end()}, &words))
+        named = later->name;
+    throw UsageError("'" + args[0] + "' before the command: options go after it (longctx " +
+                     (named.empty() ? std::string("COMMAND") : named) + " " + args[0] + " ...; see `longctx --help`)");
+  }
   if (!command) {
     std::string names, group;  // group: the commands that start with args[0] ("bench" -> bench attention, ...)
     // `ckpt verfy`, `ckp inspect`: the two-word command within two edits of "args[0] args[1]"; else (`atend`,

@@ -81,6 +81,9 @@ expect_exit 2 "a mistyped command group" -- "$LONGCTX" ckp inspect x
 expect_in "$OUT/stderr" "unknown command 'ckp inspect'; did you mean 'ckpt inspect'\?$" "... and of a group and its command"
 expect_exit 2 "a mistyped command group alone" -- "$LONGCTX" ckp
 expect_in "$OUT/stderr" "unknown command 'ckp'; did you mean 'ckpt'\?" "... and of a group alone"
+# An option before the command (before: "unknown command '--quiet'").
+expect_exit 2 "--quiet before the command" -- "$LONGCTX" --quiet bench attention
+expect_in "$OUT/stderr" "'--quiet' before the command: options go after it \(longctx bench attention --quiet \.\.\." "says where it goes"
 expect_exit 2 "a word like no command" -- "$LONGCTX" xyz
 expect_in "$OUT/stderr" "unknown command 'xyz'; commands: info," "... none where none is near"
 # Integers are plain digits: Boost took '+3' (parse_size, for K/M/G options, did not).
