@@ -75,7 +75,11 @@ std::string describe(const Invocation& invocation, const po::options_description
   out << "resolved config for 'longctx " << invocation.command.name << "':\n";
   for (const auto& option : declared.options()) {
     const std::string& name = option->long_name();
-    if (name == "help" || name == "config" || !invocation.options.count(name)) continue;
+    if (name == "help" || name == "config") continue;
+    if (!invocation.options.count(name)) {  // no default, not given: listed too, as --help lists it
+      out << "  " << name << " = (unset)\n";
+      continue;
+    }
     const boost::any& value = invocation.options[name].value();
     std::string text;
     if (const auto* s = boost::any_cast<std::string>(&value)) {
