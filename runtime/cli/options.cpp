@@ -208,7 +208,7 @@ std::vector<std::string> rewrite_switches(const std::vector<std::string>& args, 
       break;
     }
     if (arg == "-h" || arg == "--help") {
-      if (!help) words.push_back("--help");
+      if (!help) words.push_back(arg);  // as written: `--out -h` names '-h' as the word taken for a value
       help = true;
       continue;
     }
