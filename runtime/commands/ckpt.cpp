@@ -189,7 +189,7 @@ int run_inspect(Invocation& invocation) {
 }
 
 // The reports of one FILE|DIR given to verify.
-std::vector<io::VerifyReport> verify_path(const std::string& path) {
+std::vector<io::VerifyReport> verify_path(ProcessContext& process, const std::string& path) {
   io::check_readable(path);
   struct stat info {};
   if (stat(path.c_str(), &info) != 0) throw InputError(path + ": no such file or directory");
@@ -212,6 +212,12 @@ std::vector<io::VerifyReport> verify_path(const std::string& path) {
       const std::string what = e.what();
       problems.push_back(what.rfind(report.path, 0) == 0 ? what : report.path + ": " + what);
     }
+    // And what train's checks of the /config refuse, which a resume and eval refuse (model.heads=0 or not
+    // dividing model.dim, an unknown task or key, model.dim=0x20: before, "ok", and the advice of a refused
+    // resume, `ckpt verify DIR`, pointed to a checkpoint that could not be loaded either).
+    if (problems.empty() && reader->file().has_attribute("model_layers"))
+      if (std::string problem = train_config_problem(process, report.path, reader->config()); !problem.empty())
+        problems.push_back(problem);
     for (const std::string& problem : problems) report.add_problem(problem);
   }
   return reports;
@@ -225,7 +231,7 @@ int run_verify(Invocation& invocation) {
     for (const std::string& path : paths) {
       std::vector<io::VerifyReport> reports;
       try {
-        reports = verify_path(path);
+        reports = verify_path(invocation.process, path);
       } catch (const InputError& e) {  // one that is not there: said, and the others still checked
         if (json) {
           std::cout << verify_json(path, false, 0, {e.what()}, {}, 0) << "\n";

@@ -25,6 +25,11 @@ Command train_command();
 // job's pre-time-limit signal, a preemption) is acted on at the first step instead of killing the rank.
 void catch_train_stop_signals();
 
+// Why train could not take the checkpoint `path`'s /config (`config`) for its model and data: its model.*,
+// data.* and train.seed as train's command line, through train's parser and checks, as eval rebuilds them;
+// "" where they pass. `ckpt verify`'s check that a resume and eval can load what it calls whole.
+std::string train_config_problem(ProcessContext& process, const std::string& path, const std::string& config);
+
 // Runs `work` on rank 0 only (errors printed there) and returns its exit code on every rank.
 int run_on_rank0(Invocation& invocation, const std::function<int()>& work);
 

@@ -172,6 +172,25 @@ CheckpointHead read_head(const std::string& given) {
   return head;
 }
 
+// The checkpoint's model.*, data.* and train.seed (every held-out sequence is drawn from it), for train's
+// parser; a key train does not know is an InputError (`in_config` names the file's /config).
+std::map<std::string, std::string> train_values_of(const std::map<std::string, std::string>& saved,
+                                                   const std::string& in_config) {
+  po::options_description declared;
+  po::positional_options_description unused;
+  declare_train_options(declared, unused);
+  std::map<std::string, std::string> values;
+  for (const auto& [key, value] : saved) {
+    const bool needed = key.rfind("model.", 0) == 0 || key.rfind("data.", 0) == 0 || key == "train.seed";
+    if (needed && !declared.find_nothrow(key, false))  // the model or the data would not be the checkpoint's
+      throw InputError(in_config + key + " = " + value +
+                       " is no option of this longctx's train (a checkpoint of a newer version?): cannot rebuild its "
+                       "model and data");
+    if (needed) values[key] = value;
+  }
+  return values;
+}
+
 EvalPlan plan_eval(const Invocation& inv) {
   EvalPlan plan;
   const CheckpointHead head = read_head(opt<std::string>(inv, "path"));
@@ -222,19 +241,11 @@ EvalPlan plan_eval(const Invocation& inv) {
   // train's command line, through train's parser and checks, with eval's overrides; the rest (steps,
   // checkpoints, logs) as train's defaults, which eval does not use. Not the environment's LONGCTX_*
   // (those are eval's).
-  po::options_description declared;
-  po::positional_options_description unused;
-  declare_train_options(declared, unused);
-  std::map<std::string, std::string> values;
-  for (const auto& [key, value] : saved) {
-    const bool needed = key.rfind("model.", 0) == 0 || key.rfind("data.", 0) == 0 || key == "train.seed";
-    if (needed && !declared.find_nothrow(key, false))  // the model or the data would not be the checkpoint's
-      throw InputError(in_config + key + " = " + value +
-                       " is no option of this longctx's train (a checkpoint of a newer version?): cannot rebuild its "
-                       "model and data");
-    if (needed) values[key] = value;
-  }
+  std::map<std::string, std::string> values = train_values_of(saved, in_config);
   values["data.seq_len"] = std::to_string(*std::max_element(plan.lengths.begin(), plan.lengths.end()));
+  // Eval trains nothing: train's bound on steps x seq_len (2^63 tokens) is not its to meet at the default
+  // 100 steps (before: --seq-len 1e17 was refused as the checkpoint's /config, exit 3).
+  values["train.steps"] = "1";
   values["data.short_seq_len"] = "0";
   values["data.short_steps"] = "0";
   values["train.threads"] = std::to_string(threads);
@@ -567,6 +578,28 @@ int run_eval(Invocation& inv) {
 }
 
 }  // namespace
+
+std::string train_config_problem(ProcessContext& process, const std::string& path, const std::string& config) {
+  const std::string in_config = path + ": /config: ";
+  try {
+    std::map<std::string, std::string> values = train_values_of(train::ini_values(config, path + ": /config"), in_config);
+    const auto task = values.find("data.task");  // (train's check of it is the dataset's, not validate's)
+    if (task != values.end() && task->second != "passkey" && task->second != "associative" && task->second != "file")
+      return in_config + "data.task = " + task->second + " is no task of this longctx's train";
+    values["train.steps"] = "1";  // (not the checkpoint's model or data; a long data.seq_len must not exceed it)
+    std::vector<std::string> args;
+    for (const auto& [key, value] : values) args.push_back("--" + key + "=" + value);
+    const GetEnv none = [](const std::string&) { return std::optional<std::string>(); };
+    po::options_description parsed;
+    const Invocation train = parse_invocation(process, train_command_of(all_commands()), args, none, {}, parsed);
+    validate_train_options(train, 1, false);
+  } catch (const UsageError& e) {
+    return in_config + e.what();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
 
 Command eval_command() {
   return {"eval",

@@ -179,7 +179,8 @@ fi
 /usr/bin/python3 - <<'PY' || fail "h5py could not edit the checkpoints"
 import h5py, numpy as np, shutil
 for name, old, new in [("bogus.h5", "task = passkey", "task = bogus"), ("vocab16.h5", "vocab = 32", "vocab = 16"),
-                       ("seq12.h5", "seq_len = 256", "seq_len = abc")]:
+                       ("seq12.h5", "seq_len = 256", "seq_len = abc"), ("heads0.h5", "heads = 4", "heads = 0"),
+                       ("heads3.h5", "heads = 4", "heads = 3")]:
     shutil.copy("ck/step_00000012.h5", name)
     with h5py.File(name, "r+") as f:
         config = f["config"][()].decode()
@@ -190,6 +191,18 @@ expect_exit 3 "/config: data.task = bogus" -- "$LONGCTX" eval bogus.h5 --quiet -
 expect_in "$OUT/stderr" "bogus.h5: /config: data.task = bogus is no task" "... names the file and the key"
 expect_exit 3 "/config: model.vocab = 16 (passkey needs 32)" -- "$LONGCTX" eval vocab16.h5 --quiet
 expect_in "$OUT/stderr" "vocab16.h5: /config: model.vocab=16" "... names the file and the key"
+# ckpt verify refuses what train's checks refuse in /config, as eval and a resume do (before: "ok" for all of
+# these, and a refused resume's advice, `ckpt verify DIR`, pointed to them as whole).
+for c in "bogus:data.task = bogus is no task" "heads0:model.heads=0: must be >= 1" \
+         "heads3:model.heads=3 does not divide model.dim=32"; do
+  expect_exit 3 "verify: /config with ${c#*:}" -- "$LONGCTX" ckpt verify "${c%%:*}.h5" --quiet
+  expect_in "$OUT/stdout" "${c%%:*}.h5: /config: ${c#*:}" "... names the file and the key"
+done
+expect_exit 0 "verify: the checkpoint they were made from" -- "$LONGCTX" ckpt verify ck/step_00000012.h5 --quiet
+# A long --seq-len is eval's own mistake, not the checkpoint's (before: exit 3, "/config: train.steps=100: at
+# data.seq_len=100000000000000000 that is past 2^63 - 1 tokens").
+expect_exit 2 "--seq-len 1e17 tokens" -- "$LONGCTX" eval ck --quiet --seq-len 100000000000000000
+grep -q "/config" "$OUT/stderr" && fail "blamed /config: $(cat "$OUT/stderr")" || pass "... not blamed on /config"
 
 # ---- refusals ----
 expect_exit 2 "--threads -1" -- "$LONGCTX" eval ck --quiet --threads -1
