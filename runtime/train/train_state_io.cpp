@@ -358,6 +358,25 @@ std::vector<std::string> attribute_problems(const io::CheckpointReader& reader) 
                          std::to_string(reader.tokens_seen()) + ", which counts step " + std::to_string(reader.step()) +
                          "'s sequence of that length");
   }
+  // The model the run trained, as root attributes, is the one /config describes: model.heads changes no
+  // tensor's shape, so nothing else would see a /config edited to other heads (before: eval scored the
+  // weights with another head split, and verify said "ok"). Where /config cannot be read, its own check says so.
+  if (reader.file().has_attribute("model_layers")) {
+    std::map<std::string, std::string> model;
+    try {
+      model = model_options(ini_values(reader.config(), reader.path() + ": /config"));
+    } catch (const Error&) {
+    }
+    for (const char* name : {"layers", "dim", "heads"}) {
+      const std::string attribute = std::string("model_") + name, key = std::string("model.") + name;
+      const auto said = model.find(key);
+      if (said == model.end() || !reader.file().has_attribute(attribute)) continue;
+      const int64_t trained = reader.file().read_int64_attribute(attribute);
+      if (said->second != std::to_string(trained))
+        problems.push_back("attribute " + attribute + " = " + std::to_string(trained) + ": the model trained, but /config says " +
+                           key + " = " + said->second);
+    }
+  }
   // Retention's link to the checkpoint before it in its run's history: an earlier step, or -1 (none).
   if (const std::optional<int64_t> previous = reader.previous_step();
       previous && (*previous < -1 || (*previous >= reader.step() && reader.step() >= 0)))

@@ -179,8 +179,8 @@ fi
 /usr/bin/python3 - <<'PY' || fail "h5py could not edit the checkpoints"
 import h5py, numpy as np, shutil
 for name, old, new in [("bogus.h5", "task = passkey", "task = bogus"), ("vocab16.h5", "vocab = 32", "vocab = 16"),
-                       ("seq12.h5", "seq_len = 256", "seq_len = abc"), ("heads0.h5", "heads = 4", "heads = 0"),
-                       ("heads3.h5", "heads = 4", "heads = 3")]:
+                       ("seq12.h5", "seq_len = 256", "seq_len = abc"), ("rope0.h5", "rope_base = 10000", "rope_base = 0"),
+                       ("dimhex.h5", "\ndim = 32", "\ndim = 0x20"), ("heads2.h5", "heads = 4", "heads = 2")]:
     shutil.copy("ck/step_00000012.h5", name)
     with h5py.File(name, "r+") as f:
         config = f["config"][()].decode()
@@ -193,11 +193,17 @@ expect_exit 3 "/config: model.vocab = 16 (passkey needs 32)" -- "$LONGCTX" eval 
 expect_in "$OUT/stderr" "vocab16.h5: /config: model.vocab=16" "... names the file and the key"
 # ckpt verify refuses what train's checks refuse in /config, as eval and a resume do (before: "ok" for all of
 # these, and a refused resume's advice, `ckpt verify DIR`, pointed to them as whole).
-for c in "bogus:data.task = bogus is no task" "heads0:model.heads=0: must be >= 1" \
-         "heads3:model.heads=3 does not divide model.dim=32"; do
+for c in "bogus:data.task = bogus is no task" "rope0:model.rope_base must be a finite number > 1" \
+         "dimhex:--model.dim: '0x20' is not an integer"; do
   expect_exit 3 "verify: /config with ${c#*:}" -- "$LONGCTX" ckpt verify "${c%%:*}.h5" --quiet
   expect_in "$OUT/stdout" "${c%%:*}.h5: /config: ${c#*:}" "... names the file and the key"
 done
+# Another head count changes no tensor's shape: the root attribute model_heads (what the run trained) is
+# compared with /config (before: eval scored the weights with 2 heads, and verify said "ok").
+expect_exit 3 "eval: /config with model.heads = 2 on weights trained with 4" -- "$LONGCTX" eval heads2.h5 --quiet
+expect_in "$OUT/stderr" "heads2.h5: attribute model_heads = 4: the model trained, but /config says model.heads = 2" "... says which"
+expect_exit 3 "verify: the same" -- "$LONGCTX" ckpt verify heads2.h5 --quiet
+expect_in "$OUT/stdout" "heads2.h5: attribute model_heads = 4: the model trained, but /config says model.heads = 2" "... says so too"
 expect_exit 0 "verify: the checkpoint they were made from" -- "$LONGCTX" ckpt verify ck/step_00000012.h5 --quiet
 # A long --seq-len is eval's own mistake, not the checkpoint's (before: exit 3, "/config: train.steps=100: at
 # data.seq_len=100000000000000000 that is past 2^63 - 1 tokens").
