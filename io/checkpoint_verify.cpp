@@ -321,6 +321,20 @@ std::vector<VerifyReport> verify_checkpoint_dir(const std::string& dir) {
     }
     if (removed.empty()) break;
   }
+  // A checkpoint's name on what is no regular file (a dangling link, a FIFO): the listing skips it, so a
+  // resume and eval take an older checkpoint; said (before: verify reported only the others, exit 0).
+  std::error_code listed;
+  for (std::filesystem::directory_iterator entry(dir, listed), end; !listed && entry != end; entry.increment(listed)) {
+    std::error_code kind;
+    if (!step_in_file_name(entry->path().string()) || entry->is_regular_file(kind)) continue;
+    VerifyReport odd;
+    odd.path = entry->path().string();
+    odd.ok = false;
+    const std::string what = non_regular_kind(odd.path);  // "" where the link leads nowhere
+    odd.problems.push_back(odd.path + ": is " + (what.empty() ? std::string("a symbolic link that leads to no file") : what) +
+                           ", not a checkpoint file: a resume and eval pass over it");
+    reports.push_back(std::move(odd));
+  }
   // In the listing's order, oldest step first (the removed ones may come from several listings).
   reports.insert(reports.end(), std::make_move_iterator(removed.begin()), std::make_move_iterator(removed.end()));
   std::stable_sort(reports.begin(), reports.end(), [](const VerifyReport& a, const VerifyReport& b) {

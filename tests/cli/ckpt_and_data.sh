@@ -689,8 +689,14 @@ fi
 # exit 1, from verify, and from inspect of a directory without `latest`) ------------------------------------
 mkdir loops && cp "$CK" loops/ && basename "$CK" >loops/latest
 ln -s loop loops/loop && ln -s step_00000099.h5 loops/step_00000099.h5
-expect_exit 0 "verify a directory with link loops among its names" -- "$LONGCTX" ckpt verify loops --quiet
+# verify says a checkpoint's name that is no file (before: exit 0, passed over, as a resume does), exit 3.
+expect_exit 3 "verify a directory with link loops among its names" -- "$LONGCTX" ckpt verify loops --quiet
 expect_in "$OUT/stdout" "loops/$(basename "$CK"): ok" "... its checkpoint is verified"
+expect_in "$OUT/stdout" "loops/step_00000099.h5: is a symbolic link that leads to no file, not a checkpoint file" "... and the loop named"
+mkfifo loops/step_00000098.h5
+expect_exit 3 "... and a FIFO of a checkpoint's name" -- timeout 60 "$LONGCTX" ckpt verify loops --quiet
+expect_in "$OUT/stdout" "loops/step_00000098.h5: is a FIFO" "... named as such"
+rm loops/step_00000098.h5
 rm loops/latest
 expect_exit 0 "inspect it without latest (its newest checkpoint by name)" -- "$LONGCTX" ckpt inspect loops --quiet
 expect_in "$OUT/stdout" "^checkpoint loops/$(basename "$CK")" "... the one there is, not the loop"
