@@ -303,6 +303,9 @@ void check_cells(const Invocation& inv, const EvalPlan& plan) {
   const ScheduleOptionNames& names = plan.names;
   const std::string& file = plan.options.data.path;
   std::error_code error;
+  if (plan.options.data.task == "file" && opt<std::string>(inv, "data-path").empty() && file.empty())
+    throw InputError("the checkpoint's data.path is empty (data.task=file with no token file named): --data-path "
+                     "names the token dataset it trained on");
   if (plan.options.data.task == "file" && opt<std::string>(inv, "data-path").empty() && !std::filesystem::exists(file, error))
     throw InputError("the checkpoint's data.path=" + file + " is not there" +
                      (std::filesystem::path(file).is_relative() ? " (from this working directory)" : std::string()) +

@@ -107,6 +107,18 @@ expect_exit 0 "train on it" -- "$LONGCTX" train "${FILE[@]}" --train.steps 4 --c
 expect_exit 0 "eval the file task" -- "$LONGCTX" eval ckf --quiet --sequences 2 --json
 close "$(json_field "$OUT/stdout" 1 loss)" "$(json_field ckf.jsonl 4 eval_loss)" 1e-6 &&
   pass "loss = train's eval_loss on the held-out tail" || fail "eval $(cat "$OUT/stdout"), train $(tail -1 ckf.jsonl)"
+# A checkpoint's empty data.path is said as such (before: "data.path= is not there").
+/usr/bin/python3 - <<'PY' || fail "h5py could not edit the checkpoint"
+import h5py, numpy as np, shutil
+shutil.copy("ckf/step_00000004.h5", "nopath.h5")
+with h5py.File("nopath.h5", "r+") as f:
+    config = f["config"][()].decode()
+    assert "path = corpus.h5" in config
+    del f["config"]; f["config"] = np.bytes_(config.replace("path = corpus.h5", "path =", 1).encode()); del f.attrs["config_fnv1a64"]
+PY
+expect_exit 3 "eval: a file task's checkpoint with an empty data.path" -- "$LONGCTX" eval nopath.h5 --quiet --sequences 2
+expect_in "$OUT/stderr" "the checkpoint's data.path is empty" "... says so"
+expect_exit 0 "... with --data-path" -- "$LONGCTX" eval nopath.h5 --quiet --sequences 2 --data-path corpus.h5
 expect_exit 2 "a length longer than the token file" -- "$LONGCTX" eval ckf --quiet --seq-len 512,64K
 expect_in "$OUT/stderr" "--seq-len: 65536 is longer than the checkpoint's data.path=corpus.h5 can score: it holds [0-9]+ tokens" "... says so"
 expect_exit 0 "the file task at 4x its length" -- "$LONGCTX" eval ckf --quiet --seq-len 512 --sequences 2
