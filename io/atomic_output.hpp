@@ -24,14 +24,14 @@ namespace longctx::io {
 
 // A claimed temporary file that this process removes if the job ends abnormally: on SIGINT, SIGTERM,
 // SIGHUP (Ctrl-C, scancel, the SIGTERM with which Open MPI ends the other ranks when one aborts), SIGUSR1,
-// SIGUSR2, SIGQUIT, SIGALRM, SIGXFSZ or SIGPIPE, where such a signal would end the process anyway (it is then raised again), and in
-// remove_claims_before_abort(), which the rank that aborts the job calls. Every rank of `comm` registers
-// it, by the identity (device, inode) that rank 0, which holds it, broadcasts: so the aborting rank
-// removes it even though rank 0 holds it (Open MPI may SIGKILL rank 0 before it handles its SIGTERM), and
-// only that file, never one another run created at that name since (a run that takes over the file
-// after this job's rank 0 died creates a new one: durable.hpp). (A limit: a rank on another node sees
-// another device number for a network file system and removes nothing.) Made by claim_registered. At
-// most 8 at a time per process (more go unregistered).
+// SIGUSR2, SIGQUIT, SIGALRM, SIGXFSZ or SIGPIPE, where such a signal would end the process anyway (it is
+// then raised again), and in remove_claims_before_abort(), which the rank that aborts the job calls.
+// Every rank of `comm` registers it, by the identity (device, inode) that rank 0, which holds it,
+// broadcasts: so the aborting rank removes it even though rank 0 holds it (Open MPI may SIGKILL rank 0
+// before it handles its SIGTERM), and only that file, never one another run created at that name since (a
+// run that takes over the file after this job's rank 0 died creates a new one: durable.hpp). (A limit: a
+// rank on another node sees another device number for a network file system and removes nothing.) Made by
+// claim_registered. At most 8 at a time per process (more go unregistered).
 struct Claim;
 class RegisteredClaim {
  public:

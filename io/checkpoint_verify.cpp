@@ -331,7 +331,8 @@ std::vector<VerifyReport> verify_checkpoint_dir(const std::string& dir) {
     odd.path = entry->path().string();
     odd.ok = false;
     const std::string what = non_regular_kind(odd.path);  // "" where the link leads nowhere
-    odd.problems.push_back(odd.path + ": is " + (what.empty() ? std::string("a symbolic link that leads to no file") : what) +
+    odd.problems.push_back(odd.path + ": is " +
+                           (what.empty() ? std::string("a symbolic link that leads to no file") : what) +
                            ", not a checkpoint file: a resume and eval pass over it");
     reports.push_back(std::move(odd));
   }

@@ -149,7 +149,6 @@ ReadBuffers& read_buffers() {
   return buffers;
 }
 
-
 // An input of ids as it is read: a .npy file (magic and header read on opening) or raw ids of
 // --ids-dtype (the first bytes, read to tell the two apart, kept as ids: a pipe cannot seek back).
 class IdInput : public IdSource {

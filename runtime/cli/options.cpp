@@ -636,9 +636,10 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
         const bool text = dynamic_cast<const po::typed_value<std::string>*>(option->semantic().get()) != nullptr;
         if (entry.value.empty() && !text)
           throw UsageError(source + ": '" + entry.key + "' has no value (to keep the default, leave the line out)");
-        const std::string value = !is_switch(*option) || given_on_command_line(name)       ? entry.value
-                                  : switch_value(source + ": " + name, entry.value) ? "true"
-                                                                                    : "false";
+        // (An on/off value the command line overrides is kept as written: not read, so not refused.)
+        const std::string value = !is_switch(*option) || given_on_command_line(name) ? entry.value
+                                  : switch_value(source + ": " + name, entry.value)   ? "true"
+                                                                                      : "false";
         const auto [at, first] = index.emplace(name, found.size());
         if (first) {
           found.emplace_back(po::option(name, {value}), entry.line);

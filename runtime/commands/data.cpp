@@ -48,7 +48,8 @@ void check_import(const Invocation& invocation) {
     if (file.empty()) throw UsageError("--" + option + ": empty path", option);
   // (A value equal to the default is what --text means: before, --vocab 0 given was refused.)
   if (text && !holds_default(invocation, "ids-dtype"))
-    throw UsageError("--ids-dtype" + value_source(invocation, "ids-dtype") + " goes with --ids, not --text", "ids-dtype");
+    throw UsageError("--ids-dtype" + value_source(invocation, "ids-dtype") + " goes with --ids, not --text",
+                     "ids-dtype");
   if (text && !holds_default(invocation, "vocab"))
     throw UsageError("--vocab" + value_source(invocation, "vocab") + " goes with --ids; text is byte tokens, vocab 256",
                      "vocab");

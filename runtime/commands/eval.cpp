@@ -238,8 +238,8 @@ EvalPlan plan_eval(const Invocation& inv) {
   plan.json = opt<bool>(inv, "json");
 
   // train's options: the checkpoint's model, data and seed (every held-out sequence is drawn from it) as
-  // train's command line, through train's parser and checks, with eval's overrides; the rest (steps,
-  // checkpoints, logs) as train's defaults, which eval does not use. Not the environment's LONGCTX_*
+  // train's command line, through train's parser and checks, with eval's overrides; train.steps 1; the
+  // rest (checkpoints, logs) as train's defaults, which eval does not use. Not the environment's LONGCTX_*
   // (those are eval's).
   std::map<std::string, std::string> values = train_values_of(saved, in_config);
   values["data.seq_len"] = std::to_string(*std::max_element(plan.lengths.begin(), plan.lengths.end()));
@@ -585,11 +585,12 @@ int run_eval(Invocation& inv) {
 std::string train_config_problem(ProcessContext& process, const std::string& path, const std::string& config) {
   const std::string in_config = path + ": /config: ";
   try {
-    std::map<std::string, std::string> values = train_values_of(train::ini_values(config, path + ": /config"), in_config);
+    std::map<std::string, std::string> values =
+        train_values_of(train::ini_values(config, path + ": /config"), in_config);
     const auto task = values.find("data.task");  // (train's check of it is the dataset's, not validate's)
     if (task != values.end() && task->second != "passkey" && task->second != "associative" && task->second != "file")
       return in_config + "data.task = " + task->second + " is no task of this longctx's train";
-    values["train.steps"] = "1";  // (not the checkpoint's model or data; a long data.seq_len must not exceed it)
+    values["train.steps"] = "1";  // (steps are no part of the model or data: train's bound on steps x seq_len is not its)
     std::vector<std::string> args;
     for (const auto& [key, value] : values) args.push_back("--" + key + "=" + value);
     const GetEnv none = [](const std::string&) { return std::optional<std::string>(); };
