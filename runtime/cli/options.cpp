@@ -586,10 +586,11 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     for (const auto& o : from_cli.options) invocation.sources[o.string_key] = "command line";
     for (const auto& name : turned_off) invocation.sources[name] = "command line";
     if (invocation.options.count("help")) return invocation;  // --help works without the required options
-    // A value the command line overrides is not used, so it is not checked either, whatever its type (before:
-    // a bad integer or on/off value in a config file or LONGCTX_* stopped a run that gave the option, while a
-    // bad number or text did not, as Boost never reads a value it does not store).
-    const auto given_on_command_line = [&](const std::string& name) {
+    // A value a source of higher precedence overrides (the command line for a config file; either for the
+    // environment) is not used, so it is not checked either, whatever its type (before: a bad integer or
+    // on/off value in a config file or LONGCTX_* stopped a run that gave the option, while a bad number or
+    // text did not, as Boost never reads a value it does not store).
+    const auto set_above = [&](const std::string& name) {
       return turned_off.count(name) || (invocation.options.count(name) && !invocation.options[name].defaulted());
     };
 
@@ -637,9 +638,9 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
         if (entry.value.empty() && !text)
           throw UsageError(source + ": '" + entry.key + "' has no value (to keep the default, leave the line out)");
         // (An on/off value the command line overrides is kept as written: not read, so not refused.)
-        const std::string value = !is_switch(*option) || given_on_command_line(name) ? entry.value
-                                  : switch_value(source + ": " + name, entry.value)   ? "true"
-                                                                                      : "false";
+        const std::string value = !is_switch(*option) || set_above(name)             ? entry.value
+                                  : switch_value(source + ": " + name, entry.value) ? "true"
+                                                                                    : "false";
         const auto [at, first] = index.emplace(name, found.size());
         if (first) {
           found.emplace_back(po::option(name, {value}), entry.line);
@@ -652,7 +653,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
       }
       foreign.warn(file, config_given_by != "--config");
       for (const auto& [option, line] : found) {
-        if (given_on_command_line(option.string_key)) continue;
+        if (set_above(option.string_key)) continue;
         source = file + " line " + std::to_string(line);
         po::parsed_options one(&declared);
         one.options.push_back(option);
@@ -669,9 +670,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
       const std::string& name = option->long_name();
       const std::string variable = env_name(name);
       const auto value = getenv(variable);
-      if (name == "config" || !value || value->empty() || positional_options.count(name)) continue;
-      if (invocation.options.count(name) && !invocation.options[name].defaulted()) continue;  // given above
-      if (turned_off.count(name)) continue;
+      if (name == "config" || !value || value->empty() || positional_options.count(name) || set_above(name)) continue;
       if (name == "help")
         throw UsageError("environment variable " + variable + "='" + *value + "': help belongs on the command line " +
                          "only (longctx " + command.name + " --help); unset " + variable);

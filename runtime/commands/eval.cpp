@@ -191,6 +191,23 @@ std::map<std::string, std::string> train_values_of(const std::map<std::string, s
   return values;
 }
 
+// `task` (a /config's data.task) as a problem: "" for a task of this train, else why not. (train refuses an
+// unknown task where it makes the dataset, which eval and verify do not reach first.)
+std::string task_problem(const std::string& in_config, const std::string& task) {
+  if (task == "passkey" || task == "associative" || task == "file") return "";
+  return in_config + "data.task = " + task + " is no task of this longctx's train";
+}
+
+// `values` (option -> value) as train's command line, through train's parser alone (no environment, no
+// config file): what eval and verify rebuild of a checkpoint's /config.
+Invocation parse_as_train(ProcessContext& process, const std::map<std::string, std::string>& values) {
+  std::vector<std::string> args;
+  for (const auto& [key, value] : values) args.push_back("--" + key + "=" + value);
+  const GetEnv none = [](const std::string&) { return std::optional<std::string>(); };
+  po::options_description parsed;
+  return parse_invocation(process, train_command_of(all_commands()), args, none, {}, parsed);
+}
+
 EvalPlan plan_eval(const Invocation& inv) {
   EvalPlan plan;
   const CheckpointHead head = read_head(opt<std::string>(inv, "path"));
@@ -209,8 +226,7 @@ EvalPlan plan_eval(const Invocation& inv) {
     throw InputError(in_config + e.what());
   }
   const std::string task = setting("data.task", "passkey");
-  if (task != "passkey" && task != "associative" && task != "file")
-    throw InputError(in_config + "data.task = " + task + " is no task of this longctx's train");
+  if (const std::string problem = task_problem(in_config, task); !problem.empty()) throw InputError(problem);
 
   const int threads = opt<int>(inv, "threads");
   if (threads < 0 || threads > kMaxThreads)
@@ -268,13 +284,8 @@ EvalPlan plan_eval(const Invocation& inv) {
                   parse_size_list(dilations.empty() ? "model.dilation_rates" : "dilation-rates", values["model.dilation_rates"]),
                   false, plan.names);
   }
-  std::vector<std::string> args;
-  for (const auto& [key, value] : values) args.push_back("--" + key + "=" + value);
-  const GetEnv none = [](const std::string&) { return std::optional<std::string>(); };
-  po::options_description parsed;
   try {
-    plan.train = std::make_unique<Invocation>(
-        parse_invocation(inv.process, train_command_of(all_commands()), args, none, {}, parsed));
+    plan.train = std::make_unique<Invocation>(parse_as_train(inv.process, values));
   } catch (const UsageError& e) {
     throw InputError(in_config + e.what());
   }
@@ -587,16 +598,10 @@ std::string train_config_problem(ProcessContext& process, const std::string& pat
   try {
     std::map<std::string, std::string> values =
         train_values_of(train::ini_values(config, path + ": /config"), in_config);
-    const auto task = values.find("data.task");  // (train's check of it is the dataset's, not validate's)
-    if (task != values.end() && task->second != "passkey" && task->second != "associative" && task->second != "file")
-      return in_config + "data.task = " + task->second + " is no task of this longctx's train";
+    if (const auto task = values.find("data.task"); task != values.end())
+      if (std::string problem = task_problem(in_config, task->second); !problem.empty()) return problem;
     values["train.steps"] = "1";  // (steps are no part of the model or data: train's bound on steps x seq_len is not its)
-    std::vector<std::string> args;
-    for (const auto& [key, value] : values) args.push_back("--" + key + "=" + value);
-    const GetEnv none = [](const std::string&) { return std::optional<std::string>(); };
-    po::options_description parsed;
-    const Invocation train = parse_invocation(process, train_command_of(all_commands()), args, none, {}, parsed);
-    validate_train_options(train, 1, false);
+    validate_train_options(parse_as_train(process, values), 1, false);
   } catch (const UsageError& e) {
     return in_config + e.what();
   } catch (const InputError& e) {
