@@ -5,17 +5,23 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <new>
+#include <random>
 #include <set>
+#include <string>
 
 #include <gtest/gtest.h>
 
 #include "comm/mpi_communicator.hpp"
 #include "io/token_dataset.hpp"
 #include "io_test_util.hpp"
+#include "runtime/train/json_log.hpp"
 #include "runtime/train/trainer.hpp"
 #include "test_util.hpp"
 
@@ -575,6 +581,39 @@ TEST(Trainer, AnEvaluationHoldsOneLayersActivations) {
   const int64_t one = held_by_evaluation(1), four = held_by_evaluation(4);
   EXPECT_GT(one, 0);
   EXPECT_LT(four, one + one / 4) << "bytes held after an evaluation: 1 layer " << one << ", 4 layers " << four;
+}
+
+// log.jsonl's and eval's numbers: each the shortest text that reads back as the same double (before: 17
+// digits always, so eval's depth 33.3 was written 33.299999999999997).
+TEST(JsonNumber, FewestDigitsThatReadBackTheSameDouble) {
+  EXPECT_EQ(json_number(33.3), "33.3");
+  EXPECT_EQ(json_number(0.1 + 0.2), "0.30000000000000004");
+  EXPECT_EQ(json_number(100.0), "100");
+  EXPECT_EQ(json_number(-2.5e-300), "-2.5e-300");
+  EXPECT_EQ(json_number(std::nan("")), "null");
+  EXPECT_EQ(json_number(-INFINITY), "null");
+  std::mt19937_64 random(7);
+  for (int i = 0; i < 10000; ++i) {
+    uint64_t bits = random();
+    double x;
+    std::memcpy(&x, &bits, sizeof x);
+    if (!std::isfinite(x)) continue;
+    const std::string text = json_number(x);
+    EXPECT_EQ(std::strtod(text.c_str(), nullptr), x) << text;
+    // Its significant digits (of a fraction or an exponent form; an integer shows them all): one fewer reads
+    // back another double.
+    if (text.find_first_of(".e") == std::string::npos) continue;
+    std::string digits = text.substr(0, text.find('e'));
+    digits.erase(std::remove_if(digits.begin(), digits.end(), [](char c) { return !std::isdigit(static_cast<unsigned char>(c)); }),
+                 digits.end());
+    digits.erase(0, digits.find_first_not_of('0'));
+    digits.erase(digits.find_last_not_of('0') + 1);
+    if (digits.size() > 1) {
+      char shorter[400];
+      std::snprintf(shorter, sizeof shorter, "%.*e", static_cast<int>(digits.size()) - 2, x);
+      EXPECT_NE(std::strtod(shorter, nullptr), x) << text << " vs " << shorter;
+    }
+  }
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <string_view>
 
 #include "io/durable.hpp"
+#include "runtime/cli/ini.hpp"
 #include "runtime/core/check.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/fingerprint.hpp"
@@ -25,9 +26,7 @@ namespace longctx::train {
 
 std::string json_number(double x) {
   if (!std::isfinite(x)) return "null";  // JSON has no nan / inf
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.17g", x);
-  return buf;
+  return cli::double_text(x);  // the fewest digits that read back x
 }
 
 bool valid_run_id(const std::string& id) {
