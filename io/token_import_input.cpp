@@ -249,7 +249,8 @@ class IdInput : public IdSource {
     const std::map<std::string, std::string> fields = npy_header_fields(header, name_);
     const std::string& descr = npy_field(fields, "descr", header, name_);
     if (descr.front() == '[') throw InputError(name_ + ": a .npy file of records (structured dtype " + descr + "); save the id column alone");
-    const std::string code = descr.substr(1, descr.size() - 2);  // '<u2': byte order, kind, bytes
+    std::string code = descr.substr(1, descr.size() - 2);  // '<u2': byte order, kind, bytes
+    if (code.size() == 2) code = "=" + code;  // 'u2', which NumPy reads as the machine's order, as '=u2'
     for (const IdType& type : kIdTypes)
       if (code.size() == 3 && code[1] == type.kind && code[2] == char('0' + type.bytes) &&
           (code[0] == '<' || code[0] == '=' || code[0] == '|' || (type.bytes == 1 && code[0] == '>')))
@@ -275,7 +276,7 @@ class IdInput : public IdSource {
     else if (parts.size() == 1 && !blank(parts[0]))                 // (10): an integer in parentheses
       throw InputError(name_ + ": damaged .npy shape " + shape + " (not a tuple: one axis is written (n,))");
     if (parts.size() == 1 && blank(parts[0])) parts.clear();  // (): one id
-    int dims = 0;
+    int long_axes = 0;  // of more than one id
     expected_ = 1;
     for (const std::string& part : parts) {
       if (blank(part)) throw InputError(name_ + ": damaged .npy shape " + shape + " (an empty axis)");
@@ -285,15 +286,17 @@ class IdInput : public IdSource {
         extent = std::stoll(part, &used);
       } catch (const std::exception&) {
       }
+      if (extent >= 0 && used < part.size() && part[used] == 'L') ++used;  // Python 2's long: (10L,), as NumPy reads it
       if (extent < 0 || part.find_first_not_of(' ', used) != std::string::npos)
         throw InputError(name_ + ": damaged .npy shape " + shape);
       if (extent > 0 && expected_ > std::numeric_limits<int64_t>::max() / 8 / extent)
         throw InputError(name_ + ": .npy shape " + shape + " is larger than any file");
       expected_ *= extent;
-      ++dims;
+      long_axes += extent > 1;
     }
-    // Of several axes, C order is the rows one after another (packed sequences, say); Fortran order is not.
-    if (dims > 1 && npy_field(fields, "fortran_order", header, name_) != "False")
+    // Of several axes, C order is the rows one after another (packed sequences, say); Fortran order is not,
+    // unless at most one axis is longer than 1: (10, 1) is the same ids in the same order either way.
+    if (long_axes > 1 && npy_field(fields, "fortran_order", header, name_) != "False")
       throw InputError(name_ + ": a .npy array of shape " + shape + " in Fortran order; save it in C order (numpy.ascontiguousarray)");
   }
 

@@ -338,12 +338,15 @@ npy('bare_shape.npy', "{'descr': '<u2', 'fortran_order': False, 'shape': 6, }", 
 for i, shape in enumerate(["(6,,)", "(,6)", "(6]", "(6)", "[6]"]):  # NumPy refuses each (before: read)
     npy('bad_shape%d.npy' % i, "{'descr': '<u2', 'fortran_order': False, 'shape': %s, }" % shape, ids)
 npy('trailing.npy', "{'descr': '<u2', 'fortran_order': False, 'shape': (2, 3,), }", ids)
+npy('python2.npy', "{'descr': '<u2', 'fortran_order': False, 'shape': (2L, 3L), }", ids)  # NumPy under Python 2
+npy('no_order.npy', "{'descr': 'u2', 'fortran_order': False, 'shape': (2, 3), }", ids)    # no byte order: the machine's
+npy('column.npy', "{'descr': '<u2', 'fortran_order': True, 'shape': (6, 1), }", ids)      # one long axis: either order
 PY
 expect_exit 0 "raw uint16 ids that begin as .npy's magic does" -- "$LONGCTX" data import --ids npyish.bin --ids-dtype uint16 --out npyish.h5 --quiet
 /usr/bin/python3 -c "import h5py, sys; sys.exit(0 if list(h5py.File('npyish.h5', 'r')['tokens'][:]) == [20115] else 1)" &&
   pass "... holds the id 20115" || fail "npyish.h5 does not hold [20115]"
-for name in order spaced; do
-  expect_exit 0 "a .npy header in another key order or spacing ($name)" -- "$LONGCTX" data import --ids $name.npy --out $name.h5 --quiet
+for name in order spaced python2 no_order column; do
+  expect_exit 0 "a .npy header NumPy reads: another key order or spacing, (2L, 3L), 'u2', (6, 1) Fortran ($name)" -- "$LONGCTX" data import --ids $name.npy --out $name.h5 --quiet
   /usr/bin/python3 -c "import h5py, sys; sys.exit(0 if list(h5py.File('$name.h5', 'r')['tokens'][:]) == list(range(6)) else 1)" &&
     pass "... holds its 6 ids in C order" || fail "$name.h5 does not hold 0..5"
 done
