@@ -272,6 +272,28 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
   };
   const auto [code, message] = attempt([&] { parse(process, args, parsed); });
   if (const int agreed = agree(code, message); agreed != 0) return refused(agreed);
+  // Every rank must be asked the same kind of thing: help or the version on some ranks and a command on the
+  // others took them into different collectives (before: MPI_ERR_TRUNCATE at 2 ranks, a hang at 3).
+  if (process.world_size() > 1) {
+    const int mine = parsed.version ? 2 : parsed.help ? 1 : 0;
+    std::vector<int> modes(static_cast<size_t>(process.world_size()), 0);
+    process.world().all_gather(Span<const int>(&mine, 1), Span<int>(modes));
+    std::string ranks;
+    for (size_t r = 1; r < modes.size(); ++r)
+      if (modes[r] != modes[0]) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+    if (!ranks.empty()) {
+      static const char* const kAsked[] = {"a command", "--help", "--version"};
+      if (process.rank() == 0)
+        std::fprintf(stderr,
+                     "longctx: error: rank(s) %s were not asked for what rank 0 was (%s): every rank must get the same "
+                     "command line\n",
+                     ranks.c_str(), kAsked[mine]);
+      else if (modes[static_cast<size_t>(process.rank())] != modes[0])
+        std::fprintf(stderr, "longctx: error on %s: asked for %s, rank 0 for %s\n", where.c_str(), kAsked[mine],
+                     kAsked[modes[0]]);
+      return refused(static_cast<int>(ExitCode::usage));
+    }
+  }
   // Then every rank must have what rank 0 has (one broadcast), once every rank passed: the inputs' side
   // may read what rank 0 wrote in its checks (checkpoint.dir's lock file).
   if (parsed.invocation && !parsed.help && process.world_size() > 1) {

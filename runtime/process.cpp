@@ -162,25 +162,32 @@ std::vector<std::string> process_environment_names() {
 
 LauncherInfo detect_launcher(const GetEnv& getenv) {
   LauncherInfo info;
+  // The value of `name`, at least `least`; one that is set but is not is recorded as invalid.
+  const auto read = [&](const std::string& name, int least) {
+    const int value = env_int(getenv, name);
+    const auto text = getenv(name);
+    if (text && value < least && info.invalid.empty()) info.invalid = name + "='" + *text + "'";
+    return value;
+  };
   if (getenv("OMPI_COMM_WORLD_SIZE")) {
     info.kind = LauncherKind::open_mpi;
-    info.tasks = env_int(getenv, "OMPI_COMM_WORLD_SIZE");
-    info.rank = env_int(getenv, "OMPI_COMM_WORLD_RANK");
-    info.local_rank = env_int(getenv, "OMPI_COMM_WORLD_LOCAL_RANK");
+    info.tasks = read("OMPI_COMM_WORLD_SIZE", 1);
+    info.rank = read("OMPI_COMM_WORLD_RANK", 0);
+    info.local_rank = read("OMPI_COMM_WORLD_LOCAL_RANK", 0);
   } else if (getenv("SLURM_PROCID") && (getenv("SLURM_STEP_ID") || getenv("SLURM_STEPID")) &&
              (getenv("SLURM_STEP_NUM_TASKS") || getenv("SLURM_NTASKS")) && !hydra_inside_step(getenv)) {
     // A task of an srun job step.
     info.kind = LauncherKind::slurm;
-    info.tasks = step_tasks(getenv);
-    info.rank = env_int(getenv, "SLURM_PROCID");
-    info.local_rank = env_int(getenv, "SLURM_LOCALID");
+    info.tasks = read(getenv("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS", 1);
+    info.rank = read("SLURM_PROCID", 0);
+    info.local_rank = read("SLURM_LOCALID", 0);
   } else if (getenv("PMI_SIZE") && getenv("PMI_RANK")) {
     // MPICH's or Intel MPI's mpiexec (Hydra). An Open MPI build started by it runs each task as a world of
     // one, which check_launcher reports.
     info.kind = LauncherKind::pmi;
-    info.tasks = env_int(getenv, "PMI_SIZE");
-    info.rank = env_int(getenv, "PMI_RANK");
-    info.local_rank = env_int(getenv, "MPI_LOCALRANKID");
+    info.tasks = read("PMI_SIZE", 1);
+    info.rank = read("PMI_RANK", 0);
+    info.local_rank = read("MPI_LOCALRANKID", 0);
   } else if (getenv("SLURM_JOB_ID")) {
     // The batch script (or an salloc shell) itself: one process, whatever SLURM_NTASKS says the job has.
     info.kind = LauncherKind::slurm;
@@ -231,6 +238,10 @@ std::optional<bool> open_mpi_speaks_pmi() {
 
 std::vector<std::string> check_launcher_before_mpi(const LauncherInfo& launcher, const GetEnv& getenv,
                                                    const std::function<std::optional<bool>()>& mpi_speaks_pmi) {
+  if (!launcher.invalid.empty())
+    throw UsageError(to_string(launcher.kind) + "'s " + launcher.invalid +
+                     " is no whole number of tasks or rank (tasks >= 1, ranks >= 0); the launcher sets it: one set by "
+                     "hand, or left over from another job?");
 #ifdef OPEN_MPI
   if (launcher.kind == LauncherKind::pmi && launcher.tasks > 1) {
     // Open MPI does not speak Hydra's PMI: each task would be a world of one computing the whole problem.

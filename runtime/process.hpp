@@ -30,6 +30,9 @@ struct LauncherInfo {
   int tasks = -1;       // what the launcher says the world size is; -1 when unknown
   int rank = -1;        // what the launcher says this process's rank is; -1 when unknown
   int local_rank = -1;  // the launcher's local rank, -1 when unknown
+  // NAME='value' of the first of those variables that is set but no whole number (a rank below 0, tasks
+  // below 1): check_launcher_before_mpi refuses it (before: read as unknown, so the checks were skipped).
+  std::string invalid;
 };
 
 // `getenv` is injectable so tests can pose as any launcher.

@@ -85,6 +85,37 @@ TEST(Launcher, SrunWithoutPmiIsCaughtBeforeMpiInit) {
   EXPECT_NO_THROW(check_launcher_before_mpi(detect_launcher(fake_env({})), fake_env({})));
 }
 
+// A launcher's count or rank that is no whole number (or tasks below 1, a rank below 0) is refused, naming it
+// (before: read as unknown, so `SLURM_NTASKS=-4`, `4abc` passed the srun-without-PMI check, exit 0).
+TEST(Launcher, AnInvalidTaskCountOrRankIsRefusedNamingIt) {
+  const std::vector<std::map<std::string, std::string>> cases = {
+      {{"SLURM_PROCID", "0"}, {"SLURM_STEP_ID", "0"}, {"SLURM_NTASKS", "-4"}},
+      {{"SLURM_PROCID", "0"}, {"SLURM_STEP_ID", "0"}, {"SLURM_NTASKS", "4abc"}},
+      {{"SLURM_PROCID", "0"}, {"SLURM_STEP_ID", "0"}, {"SLURM_NTASKS", "0"}},
+      {{"SLURM_PROCID", "x"}, {"SLURM_STEP_ID", "0"}, {"SLURM_NTASKS", "1"}},
+      {{"OMPI_COMM_WORLD_SIZE", "abc"}, {"OMPI_COMM_WORLD_RANK", "0"}},
+      {{"OMPI_COMM_WORLD_SIZE", "2"}, {"OMPI_COMM_WORLD_RANK", "-1"}},
+      {{"PMI_SIZE", "abc"}, {"PMI_RANK", "0"}},
+  };
+  for (const auto& vars : cases) {
+    const LauncherInfo info = detect_launcher(fake_env(vars));
+    try {
+      check_launcher_before_mpi(info, fake_env(vars));
+      ADD_FAILURE() << "accepted: " << ::testing::PrintToString(vars);
+    } catch (const UsageError& e) {
+      const std::string message = e.what();
+      bool named = false;
+      for (const auto& [name, value] : vars)
+        named = named || message.find(name + "='" + value + "' is no whole number") != std::string::npos;
+      EXPECT_TRUE(named) << message;
+    }
+  }
+  // Valid ones pass; an unset local rank is unknown, not invalid.
+  const auto valid = std::map<std::string, std::string>{{"OMPI_COMM_WORLD_SIZE", "2"}, {"OMPI_COMM_WORLD_RANK", "1"}};
+  EXPECT_EQ(detect_launcher(fake_env(valid)).invalid, "");
+  EXPECT_NO_THROW(check_launcher_before_mpi(detect_launcher(fake_env(valid)), fake_env(valid)));
+}
+
 // srun --mpi=pmi2 hands the tasks PMI_FD / PMI_RANK / PMI_SIZE. Whether MPI_Init can use them is the MPI's:
 // where it cannot (Open MPI without s1 / s2), two tasks are refused before MPI_Init; one task starts alone.
 TEST(Launcher, SrunWithPmi2IsRefusedWhereOpenMpiCannotReadIt) {

@@ -34,6 +34,18 @@ expect_exit 2 "srun without PMI" -- env SLURM_JOB_ID=1 SLURM_STEP_ID=0 SLURM_PRO
 expect_in "$OUT/stderr" "srun without PMI" "the error explains srun without PMI"
 [ ! -s "$OUT/stdout" ] && pass "nothing printed to stdout" || fail "stdout not empty on usage error"
 
+# A launcher's task count that is no whole number is refused, naming it (before: taken as unknown, exit 0).
+expect_exit 2 "srun's SLURM_NTASKS=4abc" -- env SLURM_JOB_ID=1 SLURM_STEP_ID=0 SLURM_PROCID=0 SLURM_NTASKS=4abc "$LONGCTX" info
+expect_in "$OUT/stderr" "Slurm's SLURM_NTASKS='4abc' is no whole number of tasks or rank" "... names the variable and its value"
+
+# --help or --version on some ranks only, a command on the others: exit 2 naming them (before: MPI_ERR_TRUNCATE
+# at 2 ranks, a hang at 3).
+expect_exit 2 "--help on rank 1 only" -- timeout 120 "${MPIRUN[@]}" -np 1 "$LONGCTX" info --quiet : -np 1 "$LONGCTX" info --quiet --help
+expect_in "$OUT/stderr" "rank\(s\) 1 were not asked for what rank 0 was \(a command\)" "... rank 0 names rank 1"
+expect_in "$OUT/stderr" "error on rank 1 of 2 \(host [^)]*\): asked for --help, rank 0 for a command" "... rank 1 says what it was asked"
+expect_exit 2 "--version on rank 0, a command on ranks 1, 2" -- timeout 120 "${MPIRUN[@]}" -np 1 "$LONGCTX" --version : -np 2 "$LONGCTX" info --quiet
+expect_in "$OUT/stderr" "rank\(s\) 1, 2 were not asked for what rank 0 was \(--version\)" "... rank 0 names ranks 1 and 2"
+
 # One process is fine under Slurm: the batch script itself (SLURM_NTASKS is the job's, no step) and srun -n 1.
 expect_exit 0 "longctx in the batch script of a 4-task job" -- env SLURM_JOB_ID=1 SLURM_PROCID=0 SLURM_NTASKS=4 "$LONGCTX" info --quiet
 expect_in "$OUT/stdout" "^rank 0/1 .*launcher Slurm" "batch script: one rank under Slurm"
