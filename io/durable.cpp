@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <iostream>
 #include <utility>
 
 #include "io/activation_dump.hpp"
@@ -179,21 +180,34 @@ TemporaryFile TemporaryFile::claim(const std::string& path) {
 
 namespace {
 bool g_stdin_closed = false;
+bool g_stdout_closed = false;
 }  // namespace
 
 void occupy_closed_standard_streams() {
   for (int fd = 0; fd <= 2; ++fd) {
     if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
-    const int opened = ::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);  // the lowest free number: fd
+    int opened = fd == 1 ? ::open("/dev/full", O_WRONLY) : -1;  // the lowest free number: fd
+    if (opened < 0) opened = ::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
     if (opened != fd && opened >= 0) {
       ::dup2(opened, fd);
       ::close(opened);
     }
     if (fd == 0) g_stdin_closed = true;
+    if (fd == 1) g_stdout_closed = true;
   }
 }
 
 bool standard_input_was_closed() { return g_stdin_closed; }
+
+std::string check_standard_output() {
+  errno = 0;
+  std::cout.flush();  // (through stdio's buffer: its failure is the errno of stdio's write)
+  int error = errno;
+  if (std::fflush(stdout) != 0 && error == 0) error = errno;
+  if (!std::ferror(stdout) && std::cout.good()) return "";
+  if (g_stdout_closed) return "standard output was closed when longctx started";
+  return error != 0 ? std::strerror(error) : "a write to it failed";  // (its errno is gone: an earlier flush)
+}
 
 std::string non_regular_kind(const std::string& path) {
   struct stat info {};

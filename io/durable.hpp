@@ -71,12 +71,17 @@ void check_temporary_path(const std::string& named, const std::string& temporary
 // directory", "a FIFO (named pipe)", "a socket", "a character device", ...
 std::string non_regular_kind(const std::string& path);
 
-// Standard input, output and error closed at the start (`cmd <&-`, a daemon, cron) are opened on /dev/null,
-// before MPI_Init: Open MPI's own pipes took the free numbers, so `data import --text -` read its pipe
-// and waited forever, and what longctx printed would have gone into them. Called first thing in main().
+// Standard input, output and error closed at the start (`cmd <&-`, a daemon, cron) are opened on /dev/null
+// (standard output on /dev/full, where writes fail: what a command prints there is its result, which
+// check_standard_output reports lost), before MPI_Init: Open MPI's own pipes took the free numbers, so
+// `data import --text -` read its pipe and waited forever, and what longctx printed would have gone into
+// them. Called first thing in main().
 void occupy_closed_standard_streams();
 // Whether standard input was closed at the start (occupy_closed_standard_streams): `-` is then refused.
 bool standard_input_was_closed();
+// "" when everything printed to standard output was written (flushed now); else why not ("standard output
+// was closed when longctx started", or the error of the write: No space left on device).
+std::string check_standard_output();
 // Throws InputError "PATH: cannot read it (Permission denied)" where this process may not read `path`
 // (for a directory: list and enter it), or "cannot look it up" where a directory on the way is closed to
 // it. A missing path passes: callers say "no such file" in their own words. Without it, a file a user

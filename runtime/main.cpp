@@ -319,20 +319,30 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
       return refused(static_cast<int>(ExitCode::usage));
     }
   }
+  // What a command prints to standard output is its result (info's lines, bench's JSON, ckpt inspect, the
+  // help): a write that failed there (a full disk, stdout closed) fails it (before: exit 0, the result lost
+  // without a word).
+  const auto written = [](int exit_code) {
+    const std::string lost = io::check_standard_output();
+    if (exit_code != 0 || lost.empty()) return exit_code;
+    std::fprintf(stderr, "longctx: error: what this rank printed to standard output is lost: %s\n", lost.c_str());
+    return static_cast<int>(ExitCode::internal);
+  };
   if (process.rank() != 0 && (parsed.help || parsed.version)) return 0;
   if (parsed.version) {
     std::cout << version_text();
-    return 0;
+    return written(0);
   }
   if (parsed.help) {
     std::cout << (parsed.invocation ? cli::help_text(parsed.invocation->command, parsed.declared) : top_help(parsed.group));
-    return 0;
+    return written(0);
   }
   cli::Invocation& invocation = *parsed.invocation;
   if (process.rank() == 0 && !invocation.options["quiet"].as<bool>())
     std::fprintf(stderr, "%s", log::printable(cli::describe(invocation, parsed.declared), "\t\n").c_str());
   try {
-    return invocation.command.run(invocation);
+    const int exit_code = invocation.command.run(invocation);
+    return invocation.command.results_in_files ? exit_code : written(exit_code);
   } catch (const UsageError& e) {
     // One about an option's value found by the run (a train.steps below latest's step) says where the
     // value came from too, as one from the config phase does.

@@ -223,7 +223,7 @@ int run_verify(Invocation& invocation) {
 
 Command data_import_command() {
   return {"data import", "turn text files (byte tokens) or a tokenizer's ids (.npy, Megatron .idx/.bin, raw) into a token dataset for `train` (data.task=file)",
-          "", declare_import, run_import, check_import};
+          "", declare_import, run_import, check_import, nullptr, nullptr, /*results_in_files=*/true};
 }
 
 Command data_inspect_command() {

@@ -689,7 +689,7 @@ void catch_train_stop_signals() {
 Command train_command() {
   return {"train", "train the sequence-parallel LongNet LM (passkey, associative, token file)", "", declare_train_options,
           run_train, check_train_invocation, [](const Invocation& inv) { return train_shared_inputs(inv); },
-          train::unlock_checkpoint_dir};
+          train::unlock_checkpoint_dir, /*results_in_files=*/true};
 }
 
 }  // namespace longctx::cli

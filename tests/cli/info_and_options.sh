@@ -240,4 +240,20 @@ expect_exit 0 "train logging to an ESC's name, which holds a line" -- "$LONGCTX"
 expect_in "$OUT/stderr" 'warn r0\] log.jsonl=.*log\\x1b\[2J\.jsonl already holds 1 line' "a warning escapes it"
 grep -q $'[\x1b\r]' "$OUT/stderr" && fail "train: a raw ESC or CR reached stderr" || pass "train: escaped"
 
+# A command's result that could not be written to standard output fails it, saying so (before: exit 0, the
+# result lost without a word): a full disk (/dev/full), and standard output closed at the start.
+expect_exit 1 "info > /dev/full" -- bash -c "'$LONGCTX' info --quiet > /dev/full"
+expect_in "$OUT/stderr" "^longctx: error: what this rank printed to standard output is lost: (No space left on device|a write to it failed)$" "... says why"
+expect_exit 1 "bench attention --json with standard output closed" -- bash -c "'$LONGCTX' bench attention --quiet \
+  --seq-len 256 --heads 1 --head-dim 8 --segment-lengths 128 --dilation-rates 1 --iters 1 --warmup 0 --json >&-"
+expect_in "$OUT/stderr" "lost: standard output was closed when longctx started$" "... says it was closed"
+# train's and data import's results are their files: their progress lines lost there change nothing (a
+# train stopped on a signal still exits 75).
+printf 'some text\n' >"$OUT/some.txt"
+expect_exit 0 "data import with standard output closed" -- bash -c "'$LONGCTX' data import --quiet --text '$OUT/some.txt' \
+  --out '$OUT/some.h5' >&-"
+expect_exit 0 "train with standard output closed" -- bash -c "'$LONGCTX' train --quiet --model.layers 1 --model.dim 16 \
+  --model.heads 2 --model.mlp_hidden 16 --model.segment_lengths 16,32 --model.dilation_rates 1,2 --data.seq_len 32 \
+  --train.steps 1 >&-"
+
 finish
