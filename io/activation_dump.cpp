@@ -1,5 +1,6 @@
 #include "io/activation_dump.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <regex>
 
@@ -53,6 +54,25 @@ ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t k
     const RowRange rows = even_rows(k.global[0], rank, size);
     write(k.step, k.layer, k.name, k.global, rows, read_rows(old, k.dataset, 0, rows));
   }
+}
+
+int64_t ActivationDump::last_step(const std::string& path, const std::string& run_id) {
+  std::error_code looked;
+  if (!std::filesystem::is_regular_file(path, looked)) return 0;
+  int64_t last = 0;
+  try {
+    const h5::File old = h5::File::open(path, h5::Mode::read);
+    if (!old.has_attribute("format") || old.read_string_attribute("format") != kActivationFormat) return 0;
+    if (old.has_attribute("run_id") && old.read_string_attribute("run_id") != run_id) return 0;
+    const std::regex name(R"(step_(\d+)/layer_\d+/[^/]+)");
+    for (const std::string& dataset : old.dataset_paths()) {
+      std::smatch match;
+      if (std::regex_match(dataset, match, name)) last = std::max<int64_t>(last, std::stoll(match[1]));
+    }
+  } catch (const std::exception&) {
+    return 0;  // not readable as a dump: the constructor says so where it opens it
+  }
+  return last;
 }
 
 std::string ActivationDump::dataset_path(int64_t step, int64_t layer, const std::string& name) {

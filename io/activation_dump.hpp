@@ -31,6 +31,9 @@ class ActivationDump {
 
   // "/step_<step>/layer_<layer>/<name>"
   static std::string dataset_path(int64_t step, int64_t layer, const std::string& name);
+  // The last step a dump at `path` of run `run_id` (or of no id) holds; 0 where there is none, or no such
+  // dump there. Read by this process alone.
+  static int64_t last_step(const std::string& path, const std::string& run_id);
 
   // Collective: this rank's rows `rows` (along seq_axis, 0 for [N,H,D]) of a global tensor.
   void write(int64_t step, int64_t layer, const std::string& name, const Shape& global_shape, RowRange rows,

@@ -278,8 +278,14 @@ int train_run(Invocation& inv, RunRecord& record) {
     return next != r.dump_steps.end() && *next <= r.steps;
   };
   // A resumed run also rewrites a dump that may hold steps past its checkpoint (of a run rolled back by hand,
-  // or stopped between its dump and its checkpoint), which drops them, whether or not it dumps more itself.
-  const bool stale_dump = resumed && !r.dump_steps.empty() && *r.dump_steps.rbegin() > trainer.step();
+  // or stopped between its dump and its checkpoint), which drops them, whether or not it dumps more itself:
+  // those its dump.steps name, and those the file holds (rank 0 looks), which a rolled-back run's dump.steps
+  // may not (before: with dump.steps 3 after a run that dumped 3 and 8, step 8 of the abandoned run stayed).
+  int64_t stale_dump = resumed && !r.dump_steps.empty() && *r.dump_steps.rbegin() > trainer.step();
+  if (resumed && !r.dump_path.empty()) {
+    if (rank == 0) stale_dump = stale_dump || io::ActivationDump::last_step(r.dump_path, run_id) > trainer.step();
+    if (P > 1) world.broadcast(Span<int64_t>(&stale_dump, 1), 0);
+  }
   std::unique_ptr<io::ActivationDump> dump;
   if (!r.dump_path.empty() && (dumps_after(trainer.step()) || stale_dump))
     dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step(), run_id, dumped);

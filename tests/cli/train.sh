@@ -439,6 +439,17 @@ expect_exit 0 "resume at step 2 with train.steps 3" -- "$LONGCTX" train "${SMALL
 /usr/bin/python3 -c "import h5py, sys; sys.exit(0 if sorted(h5py.File(sys.argv[1], 'r')) == ['step_2'] else 1)" "$OUT/rolled.h5" &&
   pass "... the dump keeps step 2, not the rolled-back step 4" ||
   fail "the dump holds $(/usr/bin/python3 -c "import h5py, sys; print(sorted(h5py.File(sys.argv[1], 'r')))" "$OUT/rolled.h5")"
+# ... also where the resumed run's dump.steps no longer name the abandoned step (by what the file holds;
+# before: step 4 of the abandoned run stayed).
+rm -rf "$OUT/rolled" "$OUT/rolled.h5"
+expect_exit 0 "dumps at steps 2 and 4, again" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 4 --checkpoint.every 2 \
+  --checkpoint.dir "$OUT/rolled" --dump.activations "$OUT/rolled.h5" --dump.steps 2,4
+echo step_00000002.h5 >"$OUT/rolled/latest"
+expect_exit 0 "resume at step 2 with dump.steps 2" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 4 --checkpoint.every 2 \
+  --checkpoint.dir "$OUT/rolled" --dump.activations "$OUT/rolled.h5" --dump.steps 2
+/usr/bin/python3 -c "import h5py, sys; sys.exit(0 if sorted(h5py.File(sys.argv[1], 'r')) == ['step_2'] else 1)" "$OUT/rolled.h5" &&
+  pass "... the dump keeps step 2, not the abandoned step 4" ||
+  fail "the dump holds $(/usr/bin/python3 -c "import h5py, sys; print(sorted(h5py.File(sys.argv[1], 'r')))" "$OUT/rolled.h5")"
 expect_exit 2 "an infinite learning rate" -- "$LONGCTX" train "${SMALL[@]}" --train.lr inf
 expect_exit 2 "a negative clip" -- "$LONGCTX" train "${SMALL[@]}" --train.clip -1
 
