@@ -14,6 +14,7 @@
 #include <iterator>
 #include <random>
 #include <string_view>
+#include <vector>
 
 #include "io/durable.hpp"
 #include "runtime/cli/ini.hpp"
@@ -46,11 +47,50 @@ std::string new_run_id(MPI_Comm comm, int rank) {
   return text;
 }
 
+namespace {
+
+// Whether `text` is one JSON object, by its shape: '{' first and '}' last (blanks aside), braces and brackets
+// balanced outside strings, and every string closed. What a write cut short leaves is not (a cut within the
+// object loses its closing brace).
+bool whole_json_object(std::string_view text) {
+  const size_t first = text.find_first_not_of(" \t\r"), last = text.find_last_not_of(" \t\r");
+  if (first == text.npos || text[first] != '{' || text[last] != '}') return false;
+  std::vector<char> open;
+  bool in_string = false;
+  for (size_t i = first; i <= last; ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '{' || c == '[') open.push_back(c);
+    else if (c == '}' || c == ']') {
+      if (open.empty() || open.back() != (c == '}' ? '{' : '[')) return false;
+      open.pop_back();
+      if (open.empty() && i != last) return false;  // one object, nothing after it
+    } else if (c == '\0') {
+      return false;  // what a power loss leaves
+    }
+  }
+  return !in_string && open.empty();
+}
+
+}  // namespace
+
 JsonLog::JsonLog(const std::string& path, bool active, int64_t kept_through, const std::string& checkpoint_dir,
                  const std::string& run_id)
     : path_(path) {
   if (!active || path.empty()) return;
   Contents file = read();
+  // A last line that is a whole JSON object but has no '\n' (another tool's `echo -n`, json.dump) is kept:
+  // given its line break (before: dropped as torn, though no run of ours wrote it).
+  if (file.torn && whole_json_object(std::string_view(file.text).substr(file.lines.empty() ? 0 : file.lines.back().end))) {
+    file = parse(file.text + "\n");
+    io::write_text_durably(file_path(), file.text);
+    log::info("log.jsonl: its last line had no line break; added");
+  }
   if (kept_through >= 0) {
     trim_after(file, kept_through, run_id);
   } else {  // a fresh run appends, as it always has

@@ -938,6 +938,15 @@ expect_exit 0 "a fresh run on a log.jsonl with a torn last line" -- "$LONGCTX" t
 [ "$(losses "$OUT/torn.jsonl" | cut -d' ' -f1 | tr '\n' ' ')" = "10 20 1 2 " ] &&
   /usr/bin/python3 -c "import json, sys; [json.loads(l) for l in open(sys.argv[1])]" "$OUT/torn.jsonl" &&
   pass "the torn line is gone, every line is JSON" || { fail "torn log.jsonl"; cat "$OUT/torn.jsonl"; }
+# ... but a whole JSON object with no line break after it (another tool's `echo -n`) is kept, given one
+# (before: dropped as torn).
+printf '{"step": 10, "loss": 1.0, "lr": 0}\n{"note": "a {brace} in \\"text\\"", "step": 20, "loss": 0.9, "lr": 0}' >"$OUT/nonl.jsonl"
+expect_exit 0 "a fresh run on a log.jsonl whose whole last line has no line break" -- "$LONGCTX" train "${SMALL[@]}" \
+  --train.steps 2 --log.every 4 --log.jsonl "$OUT/nonl.jsonl"
+[ "$(losses "$OUT/nonl.jsonl" | cut -d' ' -f1 | tr '\n' ' ')" = "10 20 1 2 " ] &&
+  /usr/bin/python3 -c "import json, sys; [json.loads(l) for l in open(sys.argv[1])]" "$OUT/nonl.jsonl" &&
+  pass "... it is kept, every line is JSON" || { fail "log.jsonl with no last line break"; cat "$OUT/nonl.jsonl"; }
+expect_in "$OUT/stderr" "log.jsonl: its last line had no line break; added" "... and says so"
 
 # A start that stopped before its first checkpoint (a preemption; here a nan gradient at step 4), then the
 # same run again in the same checkpoint.dir: before, log.jsonl held steps 1-3, then 1-6, as two runs.
