@@ -102,11 +102,28 @@ void check_fits_in_memory(const std::string& what, const std::string& parts, dou
   const double process = static_cast<double>(process_memory_limit_bytes());
   std::ostringstream message;
   message << what << " needs at least " << gibibytes(bytes_per_rank) << " per rank (" << parts << ")";
-  const double address_space = bytes_per_rank + double(uint64_t{256} << 20) + double(std::max(threads, 1)) * double(uint64_t{8} << 20);
-  if (address_space > process) {
-    message << " and " << gibibytes(address_space) << " of address space with the libraries and "
-            << std::max(threads, 1) << (threads > 1 ? " threads" : " thread") << ", but ulimit -v allows each process "
-            << gibibytes(process) << ": raise it, or use more ranks";
+  // The libraries (256 MiB), each thread's stack (8 MiB) and, past the first thread, the malloc arena glibc
+  // reserves for it (64 MiB of address space; before: not counted, so with 2 threads a run that passed
+  // this check could run out of address space by 34 MiB).
+  const int all_threads = std::max(threads, 1);
+  const double address_space = bytes_per_rank + double(uint64_t{256} << 20) + all_threads * double(uint64_t{8} << 20) +
+                               (all_threads - 1) * double(uint64_t{64} << 20);
+  // Without ulimit -v, what x86-64 and AArch64 give a process: 128 TiB (before: said as ulimit -v's 2^64 bytes,
+  // "raise it").
+  const bool unlimited = process >= double(std::numeric_limits<uint64_t>::max());
+  const double addressable = unlimited ? double(uint64_t{1} << 47) : process;
+  if (address_space > addressable) {
+    // Figures that round alike are given in MiB (before: "needs 1.5 GiB ... but ulimit -v allows 1.5 GiB").
+    const bool alike = gibibytes(address_space) == gibibytes(addressable);
+    const auto shown = [alike](double bytes) {
+      return alike ? std::to_string(static_cast<uint64_t>(std::ceil(bytes / double(uint64_t{1} << 20)))) + " MiB" : gibibytes(bytes);
+    };
+    message << " and " << shown(address_space) << " of address space with the libraries and " << all_threads
+            << (all_threads > 1 ? " threads" : " thread");
+    if (unlimited)
+      message << ", more than a process can address (" << gibibytes(addressable) << "): use more ranks or a smaller problem";
+    else
+      message << ", but ulimit -v allows each process " << shown(addressable) << ": raise it, or use more ranks";
     throw UsageError(message.str());
   }
   if (bytes_per_rank * ranks <= node) {

@@ -164,6 +164,16 @@ expect_exit 2 "bench attention of 2^57 tokens" -- "$LONGCTX" bench attention --s
   --head-dim 16 --segment-lengths 512,1024 --dilation-rates 1,2 --quiet
 expect_exit 2 "bench attention under ulimit -v" -- bash -c "ulimit -v 2000000; \"\$0\" bench attention --seq-len 4M --heads 4 --head-dim 64 --threads 1 --quiet" "$LONGCTX"
 expect_in "$OUT/stderr" "needs at least 16.1 GiB per rank .* and 16.[0-9] GiB of address space with the libraries and 1 thread, but ulimit -v allows each process 1.9 GiB" "counts ulimit -v, per process"
+# Each thread past the first reserves a 64 MiB malloc arena: with 2 threads a run the check let start under
+# this limit ran out of address space (exit 1); the figures that round alike in GiB are given in MiB.
+expect_exit 2 "2 threads under ulimit -v, 34 MiB short of what they reserve" -- bash -c "ulimit -v 1570000; \"\$0\" bench attention \
+  --seq-len 152K --heads 4 --head-dim 64 --segment-lengths 64,128 --dilation-rates 1,2 --threads 2 --iters 1 --warmup 0 \
+  --backward --quiet" "$LONGCTX"
+expect_in "$OUT/stderr" "and 15[0-9][0-9] MiB of address space with the libraries and 2 threads, but ulimit -v allows each process 1534 MiB" \
+  "... counts their arenas, in MiB"
+# Without ulimit -v: the address space a process has (before: "ulimit -v allows 17179869184.0 GiB: raise it").
+expect_exit 2 "bench comm of 2^63 bytes" -- bash -c "ulimit -v unlimited; \"\$0\" bench comm --bytes 9223372036854775807 --quiet" "$LONGCTX"
+expect_in "$OUT/stderr" "more than a process can address \(131072.0 GiB\)" "... names what a process can address"
 # A segment spanning the 2 ranks gathers its K / V rows (here 2x this rank's K and V), copies them into
 # tiles: 770 MiB per rank at its peak (and about 1 GiB of address space), where the check counted 256 MiB
 # (q, k, v, o): under a 976 MiB ulimit -v it let the run start, which then failed ("out of memory", exit 1).
