@@ -319,7 +319,8 @@ int run(Invocation& invocation) {
   };
   if (json) {
     std::ostringstream out, scale_text;
-    scale_text << std::setprecision(9) << params.softmax_scale;  // the kernels' float32, to the last bit
+    // The kernels' float32, to the last bit (before: the double given, 1e-45 for float32's 1.40129846e-45).
+    scale_text << std::setprecision(9) << static_cast<float>(params.softmax_scale);
     out << "{\"world_size\": " << P << ", \"threads\": " << omp_get_max_threads() << ", \"seq_len\": " << N
         << ", \"batch\": " << B << ", \"heads\": " << H << ", \"head_dim\": " << D
         << ", \"schedule\": " << json_schedule(params.schedule) << ", \"causal\": " << (params.causal ? "true" : "false")

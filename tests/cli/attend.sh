@@ -70,6 +70,8 @@ bad 2 "segment-lengths" "non-positive w" -- "${A[@]}" --segment-lengths 0,48 --d
 # A scale past float32's range was inf in the kernels, and the run blamed the input (exit 3, "scale the inputs down").
 bad 2 "softmax-scale: must be >= 0 and at most float32's largest value, 3.4e38 .*got 1e\\+300" "a softmax scale past float32" -- \
   "${A[@]}" --segment-lengths 4,48 --dilation-rates 1,2 --softmax-scale 1e300
+bad 2 "softmax-scale: 1e-46 is 0 in float32, the kernels' scale" "a softmax scale float32 rounds to 0" -- \
+  "${A[@]}" --segment-lengths 4,48 --dilation-rates 1,2 --softmax-scale 1e-46
 # Near 2^63 the row arithmetic wrapped: the branch selected no rows, exit 0 with wrong o and lse.
 bad 2 "segment-lengths: value 9223372036854775807 .*2\^62" "w = r = 2^63 - 1" -- "${A[@]}" --segment-lengths 4,9223372036854775807 \
   --dilation-rates 1,9223372036854775807
