@@ -180,7 +180,8 @@ std::string summary(const std::map<int, Answer>& answers, double elapsed, const 
   }
   if (!silent.empty())
     out << "; " << where_text(silent) << " did not answer: " << (silent.size() == 1 ? "it is" : "they are")
-        << " in no communicator call (computing, reading or writing a file, stopped, or gone)";
+        << " in no communicator call (computing, reading or writing a file, stopped, or gone), or held inside MPI by "
+           "one long transfer";
   if (!silent_outside.empty())
     out << "; " << ranks_text(silent_outside) << ", outside the communicator that timed out, did not answer either";
   return out.str();

@@ -4,7 +4,8 @@
 //   comm all_gather timed out after 600 s on rank 0 of a 4-rank MPI communicator (process rank 0 on
 //   node16). Roll call (2 of 3 other ranks answered within 5.0 s): ranks 0, 2-3 wait in all_gather #7
 //   on the world communicator (for 600.0-600.4 s); rank 1 (host node17, pid 4242) did not answer: it is
-//   in no communicator call (computing, reading or writing a file, stopped, or gone)
+//   in no communicator call (computing, reading or writing a file, stopped, or gone), or held inside MPI by
+//   one long transfer
 //
 // A rank answers while it waits in a communicator call (MpiCommunicator's timed waits poll for asks once
 // they stop spinning, NCCL's once they start napping), so a rank that waits in ANOTHER call is named
