@@ -34,7 +34,8 @@ elif [ -n "$steps" ]; then
   # them (a train run checkpoints and exits 75), and SIGKILL after 60 s.
   echo "stop-local.sh: the controller of $state is not running, and job steps of it are ($(for pid in $steps; do
     ps -o pid=,args= -p "$pid"; done | xargs)): ending their processes as scancel would (SIGTERM; the" \
-    "controller's saved state may still hold their jobs, which a later start-local.sh then runs again)" >&2
+    "controller's saved state may still hold their jobs: a later start-local.sh shows them RUNNING with nothing" \
+    "behind them; scontrol requeue JOB runs one again, from its checkpoint, and scancel JOB ends it)" >&2
   tasks=$(for pid in $steps; do descendants "$pid"; done)
   [ -n "$tasks" ] && longctx_sudo kill -TERM $tasks 2>/dev/null
   for _ in $(seq 1 120); do
