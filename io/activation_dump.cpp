@@ -18,7 +18,11 @@ ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t k
   output_->file().write_attribute("format_version", int64_t{1});
   if (!run_id.empty()) output_->file().write_attribute("run_id", run_id);
   std::error_code looked;
-  if (keep_steps_through <= 0 || !std::filesystem::exists(path, looked)) return;
+  if (!std::filesystem::exists(path, looked)) return;
+  if (keep_steps_through <= 0) {  // a fresh run's (before: without a word, where data import says so)
+    log::info(path + ": the activation dump there (an earlier run's) is replaced by this run's");
+    return;
+  }
   // Each rank copies its own rows of every kept tensor, as write() would have written them.
   const h5::File old = h5::File::open(path, h5::Mode::read, comm);
   if (!old.has_attribute("format") || old.read_string_attribute("format") != kActivationFormat)

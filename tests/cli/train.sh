@@ -429,6 +429,10 @@ expect_exit 0 "dump.steps in a curriculum's short stage" -- "$LONGCTX" train "${
   --data.short_seq_len 128 --data.short_steps 2 --dump.activations "$OUT/short.h5" --dump.steps 1
 expect_in "$OUT/stderr" "dump.steps: step 1 trains at N = 128 .*so it is not dumped" "warns the step is not dumped"
 [ ! -e "$OUT/short.h5" ] && pass "... and writes no dump file" || fail "a dump file with no step was written"
+# A fresh run replacing an earlier run's dump says so, as data import does (before: without a word).
+expect_exit 0 "a fresh run where an earlier run's dump is" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 \
+  --dump.activations "$OUT/cknew/acts.h5" --dump.steps 1
+expect_in "$OUT/stderr" "acts.h5: the activation dump there \(an earlier run's\) is replaced by this run's" "... says it replaces it"
 # A run resumed from a checkpoint rolled back by hand drops the dumped steps past it, also when it dumps none
 # itself (train.steps lowered).
 expect_exit 0 "dumps at steps 2 and 4" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 4 --checkpoint.every 2 \
