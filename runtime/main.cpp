@@ -3,7 +3,12 @@
 // Failure protocol. Parsing options and checking the launcher is the config phase: every rank does it,
 // then all ranks agree on the worst exit code (one all-reduce), so a usage error ends every rank cleanly
 // with exit 2 and nothing written. After that, a rank that throws aborts the whole job (MPI_Abort with
-// the error's exit code): the others may be inside a collective and would otherwise wait forever.
+// the error's exit code): the others may be inside a collective and would otherwise wait forever; unless
+// every rank throws a refusal (exit 2 or 3) within 2 s of the first, when they end together, said once
+// (refused_on_every_rank).
+#include <mpi.h>
+
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -358,6 +363,63 @@ namespace longctx {
 namespace {
 
 ProcessContext* g_process = nullptr;  // for the terminate handler
+MPI_Comm g_refusals = MPI_COMM_NULL;  // the world's duplicate for refused_on_every_rank alone
+
+// Whether `request` completes before `deadline` (polled: MPI gives these no timeout).
+bool completes_by(MPI_Request& request, std::chrono::steady_clock::time_point deadline) {
+  for (;;) {
+    int done = 0;
+    if (MPI_Test(&request, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return false;
+    if (done) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+// A refusal (exit 2 or 3) found in the run by every rank alike (a resume's train.steps below latest's step,
+// an input file every rank reads): where every rank meets one within kRefusalSeconds of the first, they agree
+// on it over their own communicator, rank 0 says it once (and each rank whose message differs, its own),
+// and the job ends with the highest code, without MPI_Abort (before: every rank's message, then Open MPI's
+// MPI_ABORT banner). False where a rank did not (it fails otherwise, or not at all): the caller aborts the
+// job, as before, kRefusalSeconds later.
+constexpr double kRefusalSeconds = 2;
+bool refused_on_every_rank(int& code, const std::string& message, int rank, int size) {
+  if (g_refusals == MPI_COMM_NULL) return false;
+  const auto deadline = [] {
+    return std::chrono::steady_clock::now() +
+           std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(kRefusalSeconds));
+  };
+  MPI_Request request = MPI_REQUEST_NULL;
+  if (MPI_Ibarrier(g_refusals, &request) != MPI_SUCCESS || !completes_by(request, deadline())) return false;
+  const std::string said = message.substr(0, 4096);
+  const int mine[2] = {code, static_cast<int>(said.size())};
+  std::vector<int> all(2 * static_cast<size_t>(size));
+  if (MPI_Iallgather(mine, 2, MPI_INT, all.data(), 2, MPI_INT, g_refusals, &request) != MPI_SUCCESS ||
+      !completes_by(request, deadline()))
+    return false;
+  std::vector<int> lengths(static_cast<size_t>(size)), offsets(static_cast<size_t>(size));
+  int total = 0;
+  for (int r = 0; r < size; ++r) {
+    code = std::max(code, all[2 * static_cast<size_t>(r)]);
+    lengths[static_cast<size_t>(r)] = all[2 * static_cast<size_t>(r) + 1];
+    offsets[static_cast<size_t>(r)] = total;
+    total += lengths[static_cast<size_t>(r)];
+  }
+  std::string messages(static_cast<size_t>(total), '\0');
+  if (MPI_Igatherv(said.data(), static_cast<int>(said.size()), MPI_CHAR, messages.data(), lengths.data(), offsets.data(),
+                   MPI_CHAR, 0, g_refusals, &request) != MPI_SUCCESS ||
+      !completes_by(request, deadline()))
+    return false;
+  if (rank == 0) {
+    std::fprintf(stderr, "longctx: error: %s\n", log::printable(said).c_str());
+    for (int r = 1; r < size; ++r) {
+      const std::string theirs = messages.substr(static_cast<size_t>(offsets[static_cast<size_t>(r)]),
+                                                 static_cast<size_t>(lengths[static_cast<size_t>(r)]));
+      if (theirs != said) std::fprintf(stderr, "longctx: error on rank %d: %s\n", r, log::printable(theirs).c_str());
+    }
+  }
+  return true;
+}
 
 // std::terminate: an exception that C++ cannot unwind (out of an OpenMP region, a noexcept function or a
 // thread) is said as main() says a thrown one, the job's claimed temporary files are removed, and the job
@@ -413,6 +475,7 @@ int main(int argc, char** argv) {
   }
   g_process = &*process;
   std::set_terminate(end_on_terminate);
+  if (process->world_size() > 1) MPI_Comm_dup(MPI_COMM_WORLD, &g_refusals);
   const std::vector<std::string> args(argv + 1, argv + argc);
   int code = 0;
   bool failed = true;  // a rank that throws ends every rank (the others may wait in a collective)
@@ -438,8 +501,12 @@ int main(int argc, char** argv) {
     failed = false;
   } catch (const std::exception&) {
     const auto [exit_code, message] = exit_of(std::current_exception());
-    log::error(message);
     code = exit_code;
+    if ((code == static_cast<int>(ExitCode::usage) || code == static_cast<int>(ExitCode::bad_input)) &&
+        process->world_size() > 1 && refused_on_every_rank(code, message, process->rank(), process->world_size()))
+      failed = false;
+    else
+      log::error(message);
   }
   if (failed && process->world_size() > 1) process->abort(code);
   if (io::h5::file_close_failed()) {

@@ -224,6 +224,15 @@ grep -q "continuing with" "$OUT/stderr" && fail "said it continues with train.st
   pass "no word of continuing with the settings it refused"
 [ ! -e "$OUT/past.jsonl" ] && diff <(ls -A "$OUT/ck") "$OUT/ck.before" >/dev/null && pass "nothing written" \
   || fail "wrote something: $(ls -A "$OUT/ck")"
+# Found by every rank alike in the run: said once, and the job ends without MPI_Abort (before: each rank's
+# message, then Open MPI's MPI_ABORT banner).
+expect_exit 2 "resume past train.steps, 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" --train.steps 4 \
+  --checkpoint.dir "$OUT/ck" --log.jsonl "$OUT/past.jsonl"
+[ "$(grep -c 'is at step 6 already' "$OUT/stderr")" -eq 1 ] && ! grep -q MPI_ABORT "$OUT/stderr" &&
+  pass "... said once, no MPI_Abort" || fail "$(grep -c 'is at step 6 already' "$OUT/stderr") message(s): $(cat "$OUT/stderr")"
+expect_in "$OUT/stderr" "^longctx: error: train.steps=4: " "... as a refusal of the config phase is"
+[ ! -e "$OUT/past.jsonl" ] && diff <(ls -A "$OUT/ck") "$OUT/ck.before" >/dev/null && pass "... nothing written" \
+  || fail "wrote something: $(ls -A "$OUT/ck")"
 expect_exit 0 "resume at train.steps = the checkpoint's step (evaluates it)" -- "$LONGCTX" train "${SMALL[@]}" \
   --train.steps 6 --checkpoint.dir "$OUT/ck"
 expect_in "$OUT/stdout" "eval step 6 " "evaluates the checkpoint"
