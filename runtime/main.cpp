@@ -4,8 +4,8 @@
 // then all ranks agree on the worst exit code (one all-reduce), so a usage error ends every rank cleanly
 // with exit 2 and nothing written. After that, a rank that throws aborts the whole job (MPI_Abort with
 // the error's exit code): the others may be inside a collective and would otherwise wait forever; unless
-// every rank throws a refusal (exit 2 or 3) within 2 s of the first, when they end together, said once
-// (refused_on_every_rank).
+// every rank throws a refusal (exit 2 or 3) within 2 s of the first (a quarter of --comm-timeout, if
+// less), when they end together, said once (refused_on_every_rank).
 #include <mpi.h>
 
 #include <algorithm>
@@ -61,8 +61,8 @@ std::string top_help(const std::string& group = "") {
          "\nOptions come from the command line, then a config file (--config FILE.ini, or LONGCTX_CONFIG; [section]\n"
          "key=value is --section.key), then LONGCTX_* environment variables (--model.layers <- LONGCTX_MODEL_LAYERS),\n"
          "in that order of precedence; COMMAND --help says more.\n";
-  out += "\nexit codes: 0 ok, 1 internal failure, 2 usage/config error, 3 bad input file, 75 stopped on a "
-         "signal after a checkpoint (requeue)\n";
+  out += "\nexit codes: 0 ok, 1 internal failure, 2 usage/config error, 3 bad input file or checkpoint, 75 stopped "
+         "on a signal after a checkpoint (requeue), 128 + the signal where no checkpoint.dir was given to save one\n";
   return out;
 }
 
@@ -381,13 +381,15 @@ bool completes_by(MPI_Request& request, std::chrono::steady_clock::time_point de
 // on it over their own communicator, rank 0 says it once (and each rank whose message differs, its own),
 // and the job ends with the highest code, without MPI_Abort (before: every rank's message, then Open MPI's
 // MPI_ABORT banner). False where a rank did not (it fails otherwise, or not at all): the caller aborts the
-// job, as before, kRefusalSeconds later.
+// job, as before, that much later. (At most a quarter of --comm-timeout: a rank waiting on this one in a
+// collective would time out first and end the job with exit 1.)
 constexpr double kRefusalSeconds = 2;
-bool refused_on_every_rank(int& code, const std::string& message, int rank, int size) {
+bool refused_on_every_rank(int& code, const std::string& message, int rank, int size, double comm_timeout) {
   if (g_refusals == MPI_COMM_NULL) return false;
-  const auto deadline = [] {
+  const double seconds = std::min(kRefusalSeconds, comm_timeout / 4);
+  const auto deadline = [seconds] {
     return std::chrono::steady_clock::now() +
-           std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(kRefusalSeconds));
+           std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(seconds));
   };
   MPI_Request request = MPI_REQUEST_NULL;
   if (MPI_Ibarrier(g_refusals, &request) != MPI_SUCCESS || !completes_by(request, deadline())) return false;
@@ -503,7 +505,8 @@ int main(int argc, char** argv) {
     const auto [exit_code, message] = exit_of(std::current_exception());
     code = exit_code;
     if ((code == static_cast<int>(ExitCode::usage) || code == static_cast<int>(ExitCode::bad_input)) &&
-        process->world_size() > 1 && refused_on_every_rank(code, message, process->rank(), process->world_size()))
+        process->world_size() > 1 && refused_on_every_rank(code, message, process->rank(), process->world_size(),
+                                                         process->world().timeout_seconds()))
       failed = false;
     else
       log::error(message);
