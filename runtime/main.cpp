@@ -408,8 +408,8 @@ bool refused_on_every_rank(int& code, const std::string& message, int rank, int 
     total += lengths[static_cast<size_t>(r)];
   }
   std::string messages(static_cast<size_t>(total), '\0');
-  if (MPI_Igatherv(said.data(), static_cast<int>(said.size()), MPI_CHAR, messages.data(), lengths.data(), offsets.data(),
-                   MPI_CHAR, 0, g_refusals, &request) != MPI_SUCCESS ||
+  if (MPI_Igatherv(said.data(), static_cast<int>(said.size()), MPI_CHAR, messages.data(), lengths.data(),
+                   offsets.data(), MPI_CHAR, 0, g_refusals, &request) != MPI_SUCCESS ||
       !completes_by(request, deadline()))
     return false;
   if (rank == 0) {

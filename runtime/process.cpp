@@ -162,11 +162,11 @@ std::vector<std::string> process_environment_names() {
 
 LauncherInfo detect_launcher(const GetEnv& getenv) {
   LauncherInfo info;
-  // The value of `name`, at least `least`; one that is set but is not is recorded as invalid.
+  // The value of `name`, at least `least`; one that is set (not empty) but is not is recorded as invalid.
   const auto read = [&](const std::string& name, int least) {
     const int value = env_int(getenv, name);
     const auto text = getenv(name);
-    if (text && value < least && info.invalid.empty()) info.invalid = name + "='" + *text + "'";
+    if (text && !text->empty() && value < least && info.invalid.empty()) info.invalid = name + "='" + *text + "'";
     return value;
   };
   if (getenv("OMPI_COMM_WORLD_SIZE")) {

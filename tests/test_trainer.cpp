@@ -604,8 +604,8 @@ TEST(JsonNumber, FewestDigitsThatReadBackTheSameDouble) {
     // back another double.
     if (text.find_first_of(".e") == std::string::npos) continue;
     std::string digits = text.substr(0, text.find('e'));
-    digits.erase(std::remove_if(digits.begin(), digits.end(), [](char c) { return !std::isdigit(static_cast<unsigned char>(c)); }),
-                 digits.end());
+    const auto not_digit = [](char c) { return !std::isdigit(static_cast<unsigned char>(c)); };
+    digits.erase(std::remove_if(digits.begin(), digits.end(), not_digit), digits.end());
     digits.erase(0, digits.find_first_not_of('0'));
     digits.erase(digits.find_last_not_of('0') + 1);
     if (digits.size() > 1) {

@@ -77,8 +77,9 @@ AttentionParams attention_params(const Invocation& invocation) {
   if (params.softmax_scale > 0 && static_cast<float>(params.softmax_scale) == 0.0f) {
     char given[32];
     std::snprintf(given, sizeof given, "%g", params.softmax_scale);
-    throw UsageError(std::string("--softmax-scale: ") + given + " is 0 in float32, the kernels' scale (0 means 1/sqrt(head "
-                     "dim)); give at least 1.4e-45", "softmax-scale");
+    throw UsageError(std::string("--softmax-scale: ") + given +
+                         " is 0 in float32, the kernels' scale (0 means 1/sqrt(head dim)); give at least 1.4e-45",
+                     "softmax-scale");
   }
   attention_device(invocation);  // validates --device and --dtype
   const int threads = vm["threads"].as<int>();

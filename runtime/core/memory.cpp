@@ -108,20 +108,22 @@ void check_fits_in_memory(const std::string& what, const std::string& parts, dou
   const int all_threads = std::max(threads, 1);
   const double address_space = bytes_per_rank + double(uint64_t{256} << 20) + all_threads * double(uint64_t{8} << 20) +
                                (all_threads - 1) * double(uint64_t{64} << 20);
-  // Without ulimit -v, what x86-64 and AArch64 give a process: 128 TiB (before: said as ulimit -v's 2^64 bytes,
-  // "raise it").
+  // Without ulimit -v, what x86-64 gives a process: 128 TiB (before: said as ulimit -v's 2^64 bytes, "raise
+  // it").
   const bool unlimited = process >= double(std::numeric_limits<uint64_t>::max());
   const double addressable = unlimited ? double(uint64_t{1} << 47) : process;
   if (address_space > addressable) {
     // Figures that round alike are given in MiB (before: "needs 1.5 GiB ... but ulimit -v allows 1.5 GiB").
     const bool alike = gibibytes(address_space) == gibibytes(addressable);
     const auto shown = [alike](double bytes) {
-      return alike ? std::to_string(static_cast<uint64_t>(std::ceil(bytes / double(uint64_t{1} << 20)))) + " MiB" : gibibytes(bytes);
+      if (!alike) return gibibytes(bytes);
+      return std::to_string(static_cast<uint64_t>(std::ceil(bytes / double(uint64_t{1} << 20)))) + " MiB";
     };
     message << " and " << shown(address_space) << " of address space with the libraries and " << all_threads
             << (all_threads > 1 ? " threads" : " thread");
     if (unlimited)
-      message << ", more than a process can address (" << gibibytes(addressable) << "): use more ranks or a smaller problem";
+      message << ", more than a process can address (" << gibibytes(addressable)
+              << "): use more ranks or a smaller problem";
     else
       message << ", but ulimit -v allows each process " << shown(addressable) << ": raise it, or use more ranks";
     throw UsageError(message.str());

@@ -86,18 +86,22 @@ JsonLog::JsonLog(const std::string& path, bool active, int64_t kept_through, con
   Contents file = read();
   // A last line that is a whole JSON object but has no '\n' (another tool's `echo -n`, json.dump) is kept:
   // given its line break (before: dropped as torn, though no run of ours wrote it).
-  if (file.torn && whole_json_object(std::string_view(file.text).substr(file.lines.empty() ? 0 : file.lines.back().end))) {
+  const auto end_whole_last_line = [&] {
+    const size_t last_line = file.lines.empty() ? 0 : file.lines.back().end;
+    if (!file.torn || !whole_json_object(std::string_view(file.text).substr(last_line))) return;
     file = parse(file.text + "\n");
     io::write_text_durably(file_path(), file.text);
     log::info("log.jsonl: its last line had no line break; added");
-  }
+  };
   if (kept_through >= 0) {
+    end_whole_last_line();
     trim_after(file, kept_through, run_id);
   } else {  // a fresh run appends, as it always has
-    if (!checkpoint_dir.empty()) {
+    if (!checkpoint_dir.empty()) {  // (first: it knows the file by its inode, which a rewrite changes)
       note_ = log_start_path(checkpoint_dir);
       drop_earlier_start(file);
     }
+    end_whole_last_line();
     // A last line without its '\n' (a run killed mid-write) would have this run's first line glued to it.
     if (file.torn) {
       file = parse(file.text.substr(0, file.lines.empty() ? 0 : file.lines.back().end));

@@ -32,7 +32,8 @@ inline std::string log_start_path(const std::string& checkpoint_dir) { return ch
 // How a line names the run that wrote it: `"run": "<id>"`.
 inline constexpr const char* kRunKey = "\"run\": \"";
 
-// `x` as a JSON number, as cli::double_text writes it (33.3, not 33.299999999999997); "null" for nan and inf, which JSON lacks.
+// `x` as a JSON number, as cli::double_text writes it (33.3, not 33.299999999999997); "null" for nan and
+// inf, which JSON lacks.
 std::string json_number(double x);
 
 // Whether `id` can be a run id (what new_run_id makes, or a hand-edited checkpoint's): it goes into JSON.
