@@ -11,15 +11,31 @@
 
 namespace longctx::cli {
 
+namespace {
+
+// A GPU as "host|GPU-uuid" where its label has the uuid ("cuda:0 NVIDIA_H100 GPU-1a2b3c4d"), else the
+// placement as it is: two ranks whose CUDA_VISIBLE_DEVICES list the GPUs in other orders see one GPU
+// under two indices (before: compared by index, so they were not found).
+std::string gpu_identity(const std::string& placement) {
+  const size_t bar = placement.rfind('|');
+  const size_t uuid = placement.find(" GPU-", bar);
+  if (bar == std::string::npos || uuid == std::string::npos) return placement;
+  return placement.substr(0, bar + 1) + placement.substr(uuid + 1, placement.find(' ', uuid + 1) - uuid - 1);
+}
+
+}  // namespace
+
 std::vector<std::string> find_shared_devices(const std::vector<std::string>& host_device_per_rank) {
   std::vector<std::string> problems;
   for (size_t a = 0; a < host_device_per_rank.size(); ++a) {
     const std::string& placement = host_device_per_rank[a];
     if (placement.substr(placement.rfind('|') + 1) == "cpu") continue;  // CPU ranks share cores freely
-    for (size_t b = a + 1; b < host_device_per_rank.size(); ++b)
-      if (host_device_per_rank[a] == host_device_per_rank[b])
-        problems.push_back("ranks " + std::to_string(a) + " and " + std::to_string(b) + " share " +
-                           host_device_per_rank[a]);
+    for (size_t b = a + 1; b < host_device_per_rank.size(); ++b) {
+      const std::string& other = host_device_per_rank[b];
+      if (gpu_identity(placement) != gpu_identity(other)) continue;
+      problems.push_back("ranks " + std::to_string(a) + " and " + std::to_string(b) + " share " + placement +
+                         (other == placement ? std::string() : " (rank " + std::to_string(b) + ": " + other + ")"));
+    }
   }
   return problems;
 }
