@@ -332,10 +332,10 @@ TEST(Info, SharedGpuIsFoundCpuIsNot) {
   ASSERT_EQ(problems.size(), 1u);
   EXPECT_NE(problems[0].find("ranks 0 and 2"), std::string::npos) << problems[0];
   // One GPU under two indices (CUDA_VISIBLE_DEVICES in another order on each rank): found by its uuid.
-  const auto permuted = cli::find_shared_devices({"a|cuda:0 NVIDIA_H100 GPU-1a2b3c4d", "a|cuda:1 NVIDIA_H100 GPU-1a2b3c4d",
-                                                  "a|cuda:1 NVIDIA_H100 GPU-99887766", "b|cuda:0 NVIDIA_H100 GPU-1a2b3c4d"});
+  const auto permuted = cli::find_shared_devices({"a|cuda:0 H100 GPU-1a2b3c4d", "a|cuda:1 H100 GPU-1a2b3c4d",
+                                                  "a|cuda:1 H100 GPU-99887766", "b|cuda:0 H100 GPU-1a2b3c4d"});
   ASSERT_EQ(permuted.size(), 1u);
-  EXPECT_NE(permuted[0].find("ranks 0 and 1 share a|cuda:0 NVIDIA_H100 GPU-1a2b3c4d (rank 1: a|cuda:1"), std::string::npos)
+  EXPECT_NE(permuted[0].find("ranks 0 and 1 share a|cuda:0 H100 GPU-1a2b3c4d (rank 1: a|cuda:1"), std::string::npos)
       << permuted[0];
 }
 
