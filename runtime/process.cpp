@@ -66,6 +66,7 @@ bool openmp_takes_threads(const std::string& text) {
 // were CPUs, taking turns on them (2 ranks on 2 cores: 4 threads, each step slower than with 2). Each
 // rank takes its share instead: its CPUs over the ranks of its node allowed on any of them, at least 1.
 // Collective over `node`; --threads / train.threads and OMP_NUM_THREADS still decide when given.
+constexpr int kMostThreads = 1024;  // --threads' limit (kMaxThreads, attention_options.hpp)
 void share_cpus(MPI_Comm node) {
   const std::vector<uint64_t> mine = affinity_words();
   int ranks = 1;
@@ -78,6 +79,12 @@ void share_cpus(MPI_Comm node) {
     log::warn("OMP_NUM_THREADS='" + std::string(given) + "' is no positive whole number, which OpenMP ignores: " +
               "this rank takes its share of the CPUs, as without it");
     given = nullptr;
+  } else if (given && *given && omp_get_max_threads() > kMostThreads) {
+    // As --threads allows (before: libgomp's 99999999999999 cut to int, 276447231 threads a rank, taken).
+    log::warn("OMP_NUM_THREADS='" + std::string(given) + "' asks " + std::to_string(omp_get_max_threads()) +
+              " threads of each rank, more than the " + std::to_string(kMostThreads) +
+              " --threads allows: this rank runs " + std::to_string(kMostThreads));
+    omp_set_num_threads(kMostThreads);
   }
   const int cpus = bits_of(mine.data());
   if ((given && *given) || cpus == 0) return;

@@ -22,6 +22,11 @@ expect_in "$OUT/stderr" "^\[longctx warn r1\] OMP_NUM_THREADS='abc' is no positi
   "... is warned about"
 [ "$(grep -c "  threads $(( cpus / 2 > 1 ? cpus / 2 : 1 )) on $cpus CPU(s)$" "$OUT/stdout")" -eq 2 ] &&
   pass "... each takes its share of the CPUs" || fail "lines: $(cat "$OUT/stdout")"
+# One past --threads' limit is cut to it, saying so (before: libgomp's 276447231 threads a rank, taken).
+expect_exit 0 "OMP_NUM_THREADS=99999999999999" -- env OMP_NUM_THREADS=99999999999999 "$LONGCTX" info --quiet
+expect_in "$OUT/stdout" "  threads 1024 on " "... runs 1024 threads"
+expect_in "$OUT/stderr" "OMP_NUM_THREADS='99999999999999' asks [0-9]+ threads of each rank, more than the 1024 --threads allows" \
+  "... and says why"
 expect_exit 0 "OMP_NUM_THREADS=2,1 (a level each) is taken" -- env OMP_NUM_THREADS=2,1 "$LONGCTX" info --quiet
 grep -q "OMP_NUM_THREADS" "$OUT/stderr" && fail "warned about OMP_NUM_THREADS=2,1" || pass "... without a word"
 expect_exit 0 "info, 2 ranks with OMP_NUM_THREADS=$cpus each" -- "${MPIRUN[@]}" -x OMP_NUM_THREADS=$cpus -np 2 "$LONGCTX" info --quiet
