@@ -347,6 +347,20 @@ int run(Invocation& invocation) {
     log::info("backward: " + fixed(b.seconds, 3) + " s" + where +
               gflops(flops_backward(my_pairs, input.head_dim), b.seconds) + " GFLOP/s");
     if (overflowed({{"dq", &dq}, {"dk", &dk}, {"dv", &dv}})) return static_cast<int>(ExitCode::bad_input);
+    // The backward's P = exp(score - lse), lse in float32 as the spec has it: relative errors of about
+    // 6e-8 x |lse|, the scores' magnitude. Said where that passes 1e-3 (scores past about 1.7e4): the
+    // gradients are finite and that far off (before: without a word; from the attend audit).
+    double largest = 0;
+    const float* lse_values = lse.data();
+    const int64_t lse_count = lse.size();
+#pragma omp parallel for reduction(max : largest) schedule(static)
+    for (int64_t i = 0; i < lse_count; ++i)
+      if (std::isfinite(lse_values[i])) largest = std::max(largest, std::fabs(static_cast<double>(lse_values[i])));
+    if (P > 1) world.all_reduce(Span<double>(&largest, 1), comm::ReduceOp::max);
+    if (constexpr double kLseRounding = 6e-8; kLseRounding * largest > 1e-3)
+      log::warn("the scores reach about " + fixed(largest, 0) + " (the largest |lse|): dq, dk and dv carry relative "
+                "errors up to about " + fixed(100 * kLseRounding * largest, 1) + "% (P = exp(score - lse) with lse in "
+                "float32, as the spec has it); lower --softmax-scale or scale q and k down for exact gradients");
   }
 
   // The report is written and fsynced before the output and renamed after it: a report that cannot be
