@@ -606,8 +606,11 @@ void Dataset::require_rank(size_t min_rank, size_t max_rank) const {
   const Shape dims = shape();
   if (dims.size() < min_rank || dims.size() > max_rank) {
     std::ostringstream message;
-    message << where_.describe() << ": has rank " << dims.size() << " (shape " << to_string(dims)
-            << "), expected ";
+    // A null dataspace (h5py.Empty) holds no value at all: not a scalar (before: "has rank 0 (shape [])").
+    if (H5Sget_simple_extent_type(file_space().id()) == H5S_NULL)
+      message << where_.describe() << ": is empty (a null dataspace: no values, not even one), expected ";
+    else
+      message << where_.describe() << ": has rank " << dims.size() << " (shape " << to_string(dims) << "), expected ";
     if (min_rank == max_rank)
       message << "rank " << min_rank;
     else

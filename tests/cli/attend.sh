@@ -165,6 +165,13 @@ expect_exit 0 "backward with ordinary scores" -- "$LONGCTX" attend --input in.h5
   --dilation-rates 1,2 --backward
 grep -q "the scores reach" "$OUT/stderr" && fail "warned of rounding on ordinary scores" || pass "... no such warning"
 rm -f big.h5
+# A q with a null dataspace (h5py.Empty) is said to be empty (before: "has rank 0 (shape [])").
+/usr/bin/python3 -c "
+import h5py, numpy as np
+with h5py.File('null_q.h5', 'w') as f: f['q'], f['k'], f['v'] = h5py.Empty('f4'), np.zeros((4, 1, 2), 'f4'), np.zeros((4, 1, 2), 'f4')
+" || fail "could not write null_q.h5"
+bad 3 "null_q.h5: /q: is empty \(a null dataspace: no values, not even one\), expected rank 3 to 4" "q with a null dataspace" -- \
+  "$LONGCTX" attend --input null_q.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 3 "mismatch.h5.*k" "D mismatch between q and k" -- "$LONGCTX" attend --input mismatch.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 3 "do" "--backward without do" -- "$LONGCTX" attend --input noq.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1 --backward
 # A damaged layout: q's chunk shape (16,2,8) with one bit flipped (in an object header that has no checksum;
