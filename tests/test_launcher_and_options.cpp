@@ -9,6 +9,7 @@
 #include "runtime/cli/command.hpp"
 #include "runtime/cli/ini.hpp"
 #include "runtime/commands/commands.hpp"
+#include "runtime/core/log.hpp"
 #include "runtime/core/memory.hpp"
 #include "runtime/process.hpp"
 
@@ -323,6 +324,17 @@ TEST(Memory, PressureIsSaidWhereTheNeedPassesMemAvailable) {
   EXPECT_NE(note.find("3.0 GiB on this node, which fits its 4.0 GiB, but 2.0 GiB are available now (MemAvailable"),
             std::string::npos)
       << note;
+}
+
+// Text from files and users for the terminal: whole UTF-8 characters stay, binary bytes and C1 controls
+// (U+009B is CSI) are escaped (before: every byte past ASCII went out as it was).
+TEST(Log, PrintableKeepsUtf8AndEscapesBinary) {
+  EXPECT_EQ(log::printable("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"), "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+  EXPECT_EQ(log::printable("a\xff\xfe b"), "a\\xff\\xfe b");
+  EXPECT_EQ(log::printable("\xc2\x9b" "2J"), "\\xc2\\x9b2J");
+  EXPECT_EQ(log::printable("\xe2\x82"), "\\xe2\\x82");  // cut short
+  EXPECT_EQ(log::printable("\x1b[2J\tx"), "\\x1b[2J\tx");
+  EXPECT_EQ(log::printable("caf\xc3\xa9\\", "", std::string::npos, true), "caf\\xc3\\xa9\\x5c");
 }
 
 TEST(Info, SharedGpuIsFoundCpuIsNot) {

@@ -27,19 +27,46 @@ void write(const char* level, const std::string& message) {
 
 // Messages name files and values from the user's input, and an ESC, CR or LF in a file name must not reach
 // the terminal raw (clear it, fake a line); a NUL no longer cuts the message.
+namespace {
+
+// The length of the UTF-8 character at `at` (2 to 4 bytes) where one starts there, is whole and is no C1
+// control (U+0080..U+009F, which terminals may take as ESC: U+009B is CSI); else 0.
+size_t utf8_character(const std::string& text, size_t at) {
+  const auto byte = [&](size_t i) { return static_cast<unsigned char>(text[i]); };
+  const unsigned char lead = byte(at);
+  const size_t length = lead >= 0xc2 && lead <= 0xdf   ? 2
+                        : lead >= 0xe0 && lead <= 0xef ? 3
+                        : lead >= 0xf0 && lead <= 0xf4 ? 4
+                                                       : 0;
+  if (length == 0 || at + length > text.size()) return 0;
+  for (size_t i = 1; i < length; ++i)
+    if ((byte(at + i) & 0xc0) != 0x80) return 0;
+  if (lead == 0xc2 && byte(at + 1) < 0xa0) return 0;  // C1 controls
+  return length;
+}
+
+}  // namespace
+
 std::string printable(const std::string& text, const char* keep, size_t limit, bool ascii_only) {
   std::string out;
   out.reserve(std::min(text.size(), limit));
-  for (const char ch : text) {
+  for (size_t i = 0; i < text.size(); ++i) {
     if (out.size() >= limit) return out + "...";
+    const char ch = text[i];
     const auto c = static_cast<unsigned char>(ch);
-    if ((c >= 0x20 && c != 0x7f && (!ascii_only || (c < 0x7f && c != '\\'))) || (c != 0 && std::strchr(keep, c))) {
+    if (c >= 0x80 && !ascii_only) {  // whole UTF-8 characters as they are; other bytes (binary) escaped
+      if (const size_t length = utf8_character(text, i); length > 0) {
+        out.append(text, i, length);
+        i += length - 1;
+        continue;
+      }
+    } else if ((c >= 0x20 && c < 0x7f && (!ascii_only || c != '\\')) || (c != 0 && std::strchr(keep, c))) {
       out += ch;
-    } else {
-      char escaped[8];
-      std::snprintf(escaped, sizeof(escaped), "\\x%02x", c);
-      out += escaped;
+      continue;
     }
+    char escaped[8];
+    std::snprintf(escaped, sizeof(escaped), "\\x%02x", c);
+    out += escaped;
   }
   return out;
 }

@@ -15,7 +15,8 @@ void warn(const std::string& message);         // every rank that calls it
 void warn_once(const std::string& message);
 void error(const std::string& message);
 // `text` for the terminal: control characters other than those in `keep` as \xNN (so text from a file or the
-// user cannot move the cursor, clear the screen or fake a line), at most `limit` characters (then "..."),
+// user cannot move the cursor, clear the screen or fake a line), bytes past ASCII that are no whole UTF-8
+// character (binary) or a C1 control too, at most `limit` characters (then "..."),
 // and with `ascii_only` also every byte past ASCII and the backslash (bytes that may be binary). What every
 // function above prints (keep "\t"), for the few messages printed without them; "\t\n" for text of ours
 // alone (the resolved config), "" for names from a file (ckpt's listings).
