@@ -61,12 +61,13 @@ bool openmp_takes_threads(const std::string& text) {
   return count > 0 && text.back() != ',';
 }
 
+constexpr int kMostThreads = 1024;  // --threads' limit (kMaxThreads, attention_options.hpp)
+
 // Without OMP_NUM_THREADS, OpenMP gives each rank a thread per CPU it may run on, and ranks allowed on
 // the same CPUs (mpirun --bind-to none, srun without binding) then ran k times as many threads as there
 // were CPUs, taking turns on them (2 ranks on 2 cores: 4 threads, each step slower than with 2). Each
 // rank takes its share instead: its CPUs over the ranks of its node allowed on any of them, at least 1.
 // Collective over `node`; --threads / train.threads and OMP_NUM_THREADS still decide when given.
-constexpr int kMostThreads = 1024;  // --threads' limit (kMaxThreads, attention_options.hpp)
 void share_cpus(MPI_Comm node) {
   const std::vector<uint64_t> mine = affinity_words();
   int ranks = 1;

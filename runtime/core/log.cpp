@@ -25,8 +25,6 @@ void write(const char* level, const std::string& message) {
 }
 }  // namespace
 
-// Messages name files and values from the user's input, and an ESC, CR or LF in a file name must not reach
-// the terminal raw (clear it, fake a line); a NUL no longer cuts the message.
 namespace {
 
 // The length of the UTF-8 character at `at` (2 to 4 bytes) where one starts there, is whole and is no C1
@@ -47,6 +45,8 @@ size_t utf8_character(const std::string& text, size_t at) {
 
 }  // namespace
 
+// Messages name files and values from the user's input, and an ESC, CR or LF in a file name must not reach
+// the terminal raw (clear it, fake a line); a NUL no longer cuts the message.
 std::string printable(const std::string& text, const char* keep, size_t limit, bool ascii_only) {
   std::string out;
   out.reserve(std::min(text.size(), limit));
