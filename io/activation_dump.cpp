@@ -9,6 +9,15 @@
 #include "runtime/core/watchdog.hpp"
 
 namespace longctx::io {
+namespace {
+
+// A dump's dataset name: step_<n>/layer_<l>/<name>, as (n, l, name).
+const std::regex& dataset_name() {
+  static const std::regex name(R"(step_(\d+)/layer_(\d+)/([^/]+))");
+  return name;
+}
+
+}  // namespace
 
 ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t keep_steps_through,
                                const std::string& run_id, const std::function<bool(int64_t, int64_t)>& wanted) {
@@ -37,7 +46,6 @@ ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t k
     return;
   }
   const int rank = h5::comm_rank(comm), size = h5::comm_size(comm);
-  const std::regex name(R"(step_(\d+)/layer_(\d+)/([^/]+))");
   struct Kept {
     std::string dataset, name;
     int64_t step, layer;
@@ -47,7 +55,7 @@ ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t k
   uint64_t kept_bytes = 0;
   for (const std::string& dataset : old.dataset_paths()) {
     std::smatch match;
-    if (!std::regex_match(dataset, match, name)) continue;
+    if (!std::regex_match(dataset, match, dataset_name())) continue;
     const int64_t step = std::stoll(match[1]), layer = std::stoll(match[2]);
     if (step > keep_steps_through || (wanted && !wanted(step, layer))) continue;
     kept.push_back({dataset, match[3], step, layer, old.open_dataset(dataset).shape()});
@@ -68,10 +76,9 @@ int64_t ActivationDump::last_step(const std::string& path, const std::string& ru
     const h5::File old = h5::File::open(path, h5::Mode::read);
     if (!old.has_attribute("format") || old.read_string_attribute("format") != kActivationFormat) return 0;
     if (old.has_attribute("run_id") && old.read_string_attribute("run_id") != run_id) return 0;
-    const std::regex name(R"(step_(\d+)/layer_\d+/[^/]+)");
     for (const std::string& dataset : old.dataset_paths()) {
       std::smatch match;
-      if (std::regex_match(dataset, match, name)) last = std::max<int64_t>(last, std::stoll(match[1]));
+      if (std::regex_match(dataset, match, dataset_name())) last = std::max<int64_t>(last, std::stoll(match[1]));
     }
   } catch (const std::exception&) {
     return 0;  // not readable as a dump: the constructor says so where it opens it

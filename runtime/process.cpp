@@ -61,8 +61,6 @@ bool openmp_takes_threads(const std::string& text) {
   return count > 0 && text.back() != ',';
 }
 
-constexpr int kMostThreads = 1024;  // --threads' limit (kMaxThreads, attention_options.hpp)
-
 // Without OMP_NUM_THREADS, OpenMP gives each rank a thread per CPU it may run on, and ranks allowed on
 // the same CPUs (mpirun --bind-to none, srun without binding) then ran k times as many threads as there
 // were CPUs, taking turns on them (2 ranks on 2 cores: 4 threads, each step slower than with 2). Each
@@ -80,12 +78,12 @@ void share_cpus(MPI_Comm node) {
     log::warn("OMP_NUM_THREADS='" + std::string(given) + "' is no positive whole number, which OpenMP ignores: " +
               "this rank takes its share of the CPUs, as without it");
     given = nullptr;
-  } else if (given && *given && omp_get_max_threads() > kMostThreads) {
+  } else if (given && *given && omp_get_max_threads() > kMaxThreads) {
     // As --threads allows (before: libgomp's 99999999999999 cut to int, 276447231 threads a rank, taken).
     log::warn("OMP_NUM_THREADS='" + std::string(given) + "' asks " + std::to_string(omp_get_max_threads()) +
-              " threads of each rank, more than the " + std::to_string(kMostThreads) +
-              " --threads allows: this rank runs " + std::to_string(kMostThreads));
-    omp_set_num_threads(kMostThreads);
+              " threads of each rank, more than the " + std::to_string(kMaxThreads) +
+              " --threads allows: this rank runs " + std::to_string(kMaxThreads));
+    omp_set_num_threads(kMaxThreads);
   }
   const int cpus = bits_of(mine.data());
   if ((given && *given) || cpus == 0) return;
@@ -110,10 +108,13 @@ int env_int(const GetEnv& getenv, const std::string& name) {
   }
 }
 
-// The tasks of this srun step (-1 when unknown).
-int step_tasks(const GetEnv& getenv) {
-  return env_int(getenv, getenv("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS");
+// The variable that says the tasks of this srun step: the step's count where srun set it, else the job's.
+const char* step_tasks_variable(const GetEnv& getenv) {
+  return getenv("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS";
 }
+
+// The tasks of this srun step (-1 when unknown).
+int step_tasks(const GetEnv& getenv) { return env_int(getenv, step_tasks_variable(getenv)); }
 
 // An MPICH / Intel MPI mpiexec (Hydra) run inside an srun step (`srun --pty bash`, then `mpiexec -n 4`):
 // its PMI_SIZE / PMI_RANK disagree with the step's task count / SLURM_PROCID, where srun --mpi=pmi2's agree.
@@ -186,7 +187,7 @@ LauncherInfo detect_launcher(const GetEnv& getenv) {
              (getenv("SLURM_STEP_NUM_TASKS") || getenv("SLURM_NTASKS")) && !hydra_inside_step(getenv)) {
     // A task of an srun job step.
     info.kind = LauncherKind::slurm;
-    info.tasks = read(getenv("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS", 1);
+    info.tasks = read(step_tasks_variable(getenv), 1);
     info.rank = read("SLURM_PROCID", 0);
     info.local_rank = read("SLURM_LOCALID", 0);
   } else if (getenv("PMI_SIZE") && getenv("PMI_RANK")) {

@@ -22,6 +22,10 @@
 
 namespace longctx {
 
+// The most OpenMP threads per rank --threads / train.threads take, and OMP_NUM_THREADS is cut to (more is
+// a typo, not a machine).
+constexpr int kMaxThreads = 1024;
+
 enum class LauncherKind { none, open_mpi, slurm, pmi };  // pmi: a PMI-1/2 launcher (MPICH or Intel MPI Hydra)
 std::string to_string(LauncherKind kind);
 

@@ -16,9 +16,6 @@ enum class AttentionCommand { attend, bench };
 void declare_attention_options(po::options_description& desc, const std::string& default_segments,
                                const std::string& default_dilations, AttentionCommand command);
 
-// The most OpenMP threads per rank --threads / train.threads take (more is a typo, not a machine).
-constexpr int kMaxThreads = 1024;
-
 // Validated parameters (UsageError naming the option otherwise). Also applies --threads.
 AttentionParams attention_params(const Invocation& invocation);
 
