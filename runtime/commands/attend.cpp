@@ -349,7 +349,8 @@ int run(Invocation& invocation) {
     if (overflowed({{"dq", &dq}, {"dk", &dk}, {"dv", &dv}})) return static_cast<int>(ExitCode::bad_input);
     // The backward's P = exp(score - lse), lse in float32 as the spec has it: relative errors of about
     // 6e-8 x |lse|, the scores' magnitude. Said where that passes 1e-3 (scores past about 1.7e4): the
-    // gradients are finite and that far off (before: without a word; from the attend audit).
+    // gradients are finite and that far off (before: without a word; from the attend audit). Rank 0 says
+    // it, once: every rank knows the same largest |lse| (before: each rank, alike).
     double largest = 0;
     const float* lse_values = lse.data();
     const int64_t lse_count = lse.size();
@@ -358,7 +359,7 @@ int run(Invocation& invocation) {
       if (std::isfinite(lse_values[i])) largest = std::max(largest, std::fabs(static_cast<double>(lse_values[i])));
     if (P > 1) world.all_reduce(Span<double>(&largest, 1), comm::ReduceOp::max);
     if (constexpr double kLseRounding = 6e-8; kLseRounding * largest > 1e-3)
-      log::warn("the scores reach about " + fixed(largest, 0) + " (the largest |lse|): dq, dk and dv carry relative "
+      log::warn_once("the scores reach about " + fixed(largest, 0) + " (the largest |lse|): dq, dk and dv carry relative "
                 "errors up to about " + fixed(100 * kLseRounding * largest, 1) + "% (P = exp(score - lse) with lse in "
                 "float32, as the spec has it); lower --softmax-scale or scale q and k down for exact gradients");
   }

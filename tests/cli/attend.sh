@@ -159,6 +159,8 @@ for np in 1 2; do
     --output big.h5 --quiet --segment-lengths 8,32 --dilation-rates 1,2 --backward
   expect_in "$OUT/stderr" "warn r0\] the scores reach about 3[0-9]{4} \(the largest \|lse\|\): dq, dk and dv carry relative errors up to about 0\.[0-9]%" \
     "... warns that the gradients are rounding-limited"
+  [ "$(grep -c 'the scores reach about' "$OUT/stderr")" = 1 ] && pass "... once, not once a rank" ||
+    fail "the rounding warning came $(grep -c 'the scores reach about' "$OUT/stderr") times at $np rank(s)"
 done
 rm -f big.h5
 expect_exit 0 "backward with ordinary scores" -- "$LONGCTX" attend --input in.h5 --output big.h5 --quiet --segment-lengths 4,8 \
