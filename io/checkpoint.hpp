@@ -81,6 +81,8 @@ struct CheckpointMeta {
   int64_t previous_step = -1;
 };
 
+// The largest step a checkpoint's name holds (step_%08d.h5: eight digits, as readers' patterns take them).
+constexpr int64_t kMaxCheckpointStep = 99999999;
 // "step_00000042.h5"
 std::string checkpoint_file_name(int64_t step);
 // FNV-1a (64 bit) of the /config text, as the root attribute `config_fnv1a64` records it (the bits as

@@ -195,7 +195,8 @@ std::vector<std::string> make_room_for_checkpoint(const std::string& dir, int64_
 }
 
 std::string checkpoint_file_name(int64_t step) {
-  if (step < 0 || step > 99999999) throw UsageError("checkpoint step " + std::to_string(step) + " outside 0..99999999");
+  if (step < 0 || step > kMaxCheckpointStep)
+    throw UsageError("checkpoint step " + std::to_string(step) + " outside 0.." + std::to_string(kMaxCheckpointStep));
   char name[32];
   std::snprintf(name, sizeof(name), "step_%08lld.h5", static_cast<long long>(step));
   return name;

@@ -87,6 +87,10 @@ std::string check_standard_output();
 // it. A missing path passes: callers say "no such file" in their own words. Without it, a file a user
 // may not read was "truncated, damaged or not HDF5", and a closed directory "no such file" or exit 1.
 void check_readable(const std::string& path);
+// Why `path`, which stat(2) does not find, is not there, for "PATH: <this>": "no such WHAT", or where a
+// part of it is a file, "no such file: DIR is a file, not a directory" ("x.h5/": a trailing / asks for a
+// directory; before, the file x.h5 was said not to be there).
+std::string missing_file_text(const std::string& path, const std::string& what = "file");
 // Whether a running process holds `temporary` (its lock); false for a missing file or one without locks.
 bool temporary_in_use(const std::string& temporary);
 

@@ -367,7 +367,7 @@ File File::open(const std::string& path, Mode mode, MPI_Comm comm) {
   quiet_errors();
   check_readable(path);
   std::error_code error;
-  if (!std::filesystem::exists(path, error)) throw InputError(path + ": no such file");
+  if (!std::filesystem::exists(path, error)) throw InputError(path + ": " + missing_file_text(path));
   if (std::filesystem::is_directory(path, error)) throw InputError(path + ": is a directory, not an HDF5 file");
   // HDF5 would wait forever on a FIFO (and read a device as long as it answers): only plain files.
   if (const std::string kind = non_regular_kind(path); !kind.empty())

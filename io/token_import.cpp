@@ -71,7 +71,7 @@ InputPlan plan_inputs(const std::vector<std::string>& files, const std::string& 
       if (option == "ids" && ::stat((file + ".idx").c_str(), &info) == 0)
         throw InputError(file + ": no such file; " + file + ".idx is there: a Megatron dataset is given by its index (--ids " +
                          file + ".idx)");
-      throw InputError(file + ": no such file");
+      throw InputError(file + ": " + missing_file_text(file));
     }
     if (has_stdin && info.st_dev == stdin_info.st_dev && info.st_ino == stdin_info.st_ino)
       throw UsageError("--" + option + " " + file + " is standard input, which '-' reads already");

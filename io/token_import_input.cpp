@@ -200,7 +200,7 @@ class IdInput : public IdSource {
   // Returns how many ids it holds.
   int64_t check_size() override {
     struct stat info {};
-    if (::stat(file_.c_str(), &info) != 0) throw InputError(name_ + ": no such file");
+    if (::stat(file_.c_str(), &info) != 0) throw InputError(name_ + ": " + missing_file_text(file_));
     const int64_t data_bytes = static_cast<int64_t>(info.st_size) - header_bytes_;
     check_length(data_bytes);
     return data_bytes / type_->bytes;
@@ -331,7 +331,7 @@ class MegatronInput : public IdSource {
   explicit MegatronInput(const std::string& idx) : idx_(idx), bin_(beside(idx, ".bin")) {
     check_readable(idx_);
     struct stat info {};
-    if (::stat(idx_.c_str(), &info) != 0) throw InputError(idx_ + ": no such file");
+    if (::stat(idx_.c_str(), &info) != 0) throw InputError(idx_ + ": " + missing_file_text(idx_));
     if (!S_ISREG(info.st_mode))  // (opening a FIFO would wait for a writer)
       throw InputError(idx_ + ": is " + non_regular_kind(idx_) + "; a Megatron index is read from a regular file");
     const int fd = ::open(idx_.c_str(), O_RDONLY | O_CLOEXEC);

@@ -192,7 +192,7 @@ int run_inspect(Invocation& invocation) {
 std::vector<io::VerifyReport> verify_path(ProcessContext& process, const std::string& path) {
   io::check_readable(path);
   struct stat info {};
-  if (stat(path.c_str(), &info) != 0) throw InputError(path + ": no such file or directory");
+  if (stat(path.c_str(), &info) != 0) throw InputError(path + ": " + io::missing_file_text(path, "file or directory"));
   std::vector<io::VerifyReport> reports =
       S_ISDIR(info.st_mode) ? io::verify_checkpoint_dir(path) : std::vector<io::VerifyReport>{io::verify_checkpoint(path)};
   // Sound files may still not be what `train` can resume: check each against its /config's model.

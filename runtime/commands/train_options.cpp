@@ -361,6 +361,11 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   r.checkpoint_dir = opt<std::string>(inv, "checkpoint.dir");
   // "ck/" as "ck": the paths made from it (checkpoints, log.summary's) read "ck/step_...", not "ck//step_...".
   while (r.checkpoint_dir.size() > 1 && r.checkpoint_dir.back() == '/') r.checkpoint_dir.pop_back();
+  // Checkpoint names hold eight digits of step: past them a run trained its step, then failed to save it
+  // (before; from the eval audit).
+  require(r.checkpoint_dir.empty() || r.steps <= io::kMaxCheckpointStep,
+          "train.steps=" + std::to_string(r.steps) + ": checkpoints are named step_%08d.h5, so with checkpoint.dir at most " +
+              std::to_string(io::kMaxCheckpointStep) + " steps");
   r.checkpoint_every = opt<int64_t>(inv, "checkpoint.every");
   r.checkpoint_keep = opt<int64_t>(inv, "checkpoint.keep");
   require(r.checkpoint_every >= 0, "checkpoint.every must be >= 0");

@@ -96,6 +96,12 @@ expect_in "$OUT/stderr" "model.layers=0" "zero layers named"
 # More steps than the int64 token counters hold at this length (before: accepted, and the counts would wrap).
 expect_exit 2 "steps x seq_len past 2^63" -- timeout 60 "$LONGCTX" train "${SMALL[@]}" --train.steps 4611686018427387904
 expect_in "$OUT/stderr" "past 2\^63 - 1 tokens; at most [0-9]+ steps" "names the most steps"
+# More steps than checkpoint names hold, with checkpoint.dir (before: step 100000000 trained, then not saved).
+expect_exit 2 "steps past 8-digit checkpoint names" -- timeout 60 "$LONGCTX" train "${SMALL[@]}" --train.steps 100000000 \
+  --checkpoint.dir "$OUT/eight_digits"
+expect_in "$OUT/stderr" "train.steps=100000000: checkpoints are named step_%08d.h5, so with checkpoint.dir at most 99999999 steps" \
+  "... names the most steps"
+[ -e "$OUT/eight_digits" ] && fail "made checkpoint.dir although it refused" || pass "... made no checkpoint.dir"
 expect_exit 2 "heads not dividing dim" -- "$LONGCTX" train "${BASE[@]}" --model.dim 32 --model.segment_lengths 32,128,256 --data.seq_len 256 --model.heads 5
 expect_in "$OUT/stderr" "model.heads=5" "heads named"
 # Zero or negative heads: a usage error, not a SIGFPE (the rope_dims check divided model.dim by them first).
