@@ -179,17 +179,24 @@ void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed
   if (command->check) command->check(*parsed.invocation);
 }
 
-// What every rank must have alike, as (what, value) pairs: the command, each option but the per-rank
-// ones (cli::shared_values) and what the command says of its inputs (Command::shared_inputs). An option
-// that differs (an environment variable or a config file that differs between nodes) gave a silently
-// mixed result (causal rows on one rank only), a crash inside MPI or a hang; so did an input that differs
-// (a relative path from another working directory, a node-local copy).
+// What every rank must have alike, as (what, value) pairs, in two stages: first the command and each
+// option but the per-rank ones (cli::shared_values); once those agree, what the command says of its inputs
+// (Command::shared_inputs), whose collectives (a directory probe) depend on the command and its options.
+// An option that differs (an environment variable or a config file that differs between nodes) gave a
+// silently mixed result (causal rows on one rank only), a crash inside MPI or a hang; so did an input that
+// differs (a relative path from another working directory, a node-local copy). (Before, both in one stage:
+// dump.activations on some ranks only, or attend on one rank and another command on the others, took the
+// ranks into different collectives before the comparison: MPI_ERR_TRUNCATE, or a hang.)
 std::vector<std::pair<std::string, std::string>> shared_state(const cli::Invocation& invocation,
-                                                              const cli::po::options_description& declared) {
-  std::vector<std::pair<std::string, std::string>> state{{"the command", "longctx " + invocation.command.name}};
-  for (auto& [name, value] : cli::shared_values(invocation, declared)) state.emplace_back(name, value);
-  if (invocation.command.shared_inputs)
+                                                              const cli::po::options_description& declared,
+                                                              int stage) {
+  std::vector<std::pair<std::string, std::string>> state;
+  if (stage == 0) {
+    state.emplace_back("the command", "longctx " + invocation.command.name);
+    for (auto& [name, value] : cli::shared_values(invocation, declared)) state.emplace_back(name, value);
+  } else if (invocation.command.shared_inputs) {
     for (auto& [what, value] : invocation.command.shared_inputs(invocation)) state.emplace_back(what, value);
+  }
   return state;
 }
 
@@ -221,6 +228,11 @@ std::string differences_from_rank0(comm::Communicator& world, const std::vector<
   const auto add = [&](const std::string& text) {
     if (++listed <= 4) differs += (differs.empty() ? "" : "; ") + text;
   };
+  // Another command: its options are of course others (before: listed too, "input = qkv.h5 here, not set
+  // on rank 0; ...").
+  if (const auto command = rank0.find("the command");
+      !state.empty() && state[0].first == "the command" && command != rank0.end() && command->second != state[0].second)
+    return "the command = " + state[0].second + " here, " + command->second + " on rank 0";
   std::set<std::string> here;
   for (const auto& [what, value] : state) {
     here.insert(what);
@@ -299,12 +311,12 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
       return refused(static_cast<int>(ExitCode::usage));
     }
   }
-  // Then every rank must have what rank 0 has (one broadcast), once every rank passed: the inputs' side
+  // Then every rank must have what rank 0 has (a broadcast a stage), once every rank passed: the inputs' side
   // may read what rank 0 wrote in its checks (checkpoint.dir's lock file).
-  if (parsed.invocation && !parsed.help && process.world_size() > 1) {
+  for (int stage = 0; stage < 2 && parsed.invocation && !parsed.help && process.world_size() > 1; ++stage) {
     std::vector<std::pair<std::string, std::string>> state;
     const auto [state_code, state_message] =
-        attempt([&] { state = shared_state(*parsed.invocation, parsed.declared); });
+        attempt([&] { state = shared_state(*parsed.invocation, parsed.declared, stage); });
     if (const int agreed = agree(state_code, state_message); agreed != 0) return refused(agreed);
     const std::string differs = differences_from_rank0(process.world(), state, *parsed.invocation);
     std::vector<int> flags(static_cast<size_t>(process.world_size()), 0), mine{differs.empty() ? 0 : 1};

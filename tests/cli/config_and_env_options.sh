@@ -349,6 +349,13 @@ expect_in "$OUT/stderr" "rank\(s\) 1 differ from rank 0 in their options or inpu
 # Both ways: an option without a default set on rank 0 only (it hung in the report's all-gather).
 expect_exit 2 "--report on rank 0 only" -- env LONGCTX_REPORT=rep.json "${TWO[@]}" . -LONGCTX_REPORT -- "${ATTEND[@]}"
 expect_in "$OUT/stderr" "on rank 1 of 2 .*: report not set here, rep.json on rank 0" "rank 1 says it lacks it"
+# Another command on rank 1, one whose inputs' check is collective (attend's output directory probe):
+# before, the ranks met in different collectives first (MPI_ERR_TRUNCATE, or a hang until --comm-timeout).
+expect_exit 2 "attend on rank 1, info on rank 0" -- timeout 120 "${MPIRUN[@]}" -np 1 "$LONGCTX" info --quiet : \
+  -np 1 "${ATTEND[@]}"
+expect_in "$OUT/stderr" "on rank 1 of 2 .*: not as on rank 0: the command = longctx attend here, longctx info on rank 0\$" \
+  "rank 1 names the commands, and only them"
+grep -q longctx-probe <<<"$(ls -A .)" && fail "a probe file was left behind" || pass "... no probe file left"
 expect_exit 0 "threads on rank 1 only (a setting of each rank)" -- "${TWO[@]}" . LONGCTX_THREADS=1 -- "${ATTEND[@]}"
 rm -f o.h5
 expect_exit 2 "rank 1 reads another qkv.h5 (another working directory)" -- "${TWO[@]}" ../r1 -- "${ATTEND[@]}"
@@ -409,6 +416,17 @@ expect_exit 0 "train on tok.h5 at one rank" -- "${FILE_TRAIN[@]}" --checkpoint.d
 expect_exit 2 "eval --data-path of other tokens on rank 1" -- "${TWO[@]}" ../r1 -- "$LONGCTX" eval "$PWD/fck" \
   --data-path tok.h5 --sequences 1 --quiet
 expect_in "$OUT/stderr" "on rank 1 of 2 .*[:;] the digest of --data-path's tokens = 0x[0-9a-f]{16} here" "names --data-path, as given"
+# dump.activations on one rank only, either way (its directory probe is collective): before, exit 15 with
+# MPI_ERR_TRUNCATE and a lock file left behind, or a hang until --comm-timeout.
+expect_exit 2 "train: dump.activations on rank 1 only" -- "${TWO[@]}" . LONGCTX_DUMP_ACTIVATIONS=d.h5 -- "${TRAIN[@]}" \
+  --checkpoint.dir dck
+expect_in "$OUT/stderr" "on rank 1 of 2 .*: dump.activations = d.h5 here \(from environment variable LONGCTX_DUMP_ACTIVATIONS\), \(empty\) on rank 0" \
+  "... rank 1 says what differs"
+expect_exit 2 "train: dump.activations on rank 0 only" -- env LONGCTX_DUMP_ACTIVATIONS=d.h5 "${TWO[@]}" . \
+  -LONGCTX_DUMP_ACTIVATIONS -- "${TRAIN[@]}" --checkpoint.dir dck
+expect_in "$OUT/stderr" "on rank 1 of 2 .*: dump.activations = \(empty\) here, d.h5 on rank 0" "... rank 1 says what differs"
+[ ! -e dck ] && [ ! -e d.h5 ] && ! grep -q longctx-probe <<<"$(ls -A .)" && pass "... nothing left behind" ||
+  fail "checkpoint.dir, the dump or a probe file left behind"
 expect_exit 2 "a bad value on rank 1 only" -- "${TWO[@]}" . LONGCTX_TRAIN_CLIP=abc -- "${TRAIN[@]}"
 expect_in "$OUT/stderr" "longctx: error on rank 1 of 2 \(host [^)]+\): the argument \('abc'\) for option '--train.clip' is invalid" \
   "the config-phase error names the rank"
