@@ -6,7 +6,9 @@
 #   3. the same input on 1 rank, and a check that both output files agree (sharded equals unsharded)
 #   4. the trainer: a short run of jobs/configs/passkey.ini on 2 ranks (passkey retrieval at 2048 tokens,
 #      a few minutes), printing the held-out accuracy it reached
-# Files go to ${LONGCTX_QUICKSTART_DIR:-build/quickstart}.
+# Files go to ${LONGCTX_QUICKSTART_DIR:-build/quickstart}, each named quickstart_*; a run replaces those of
+# the last one, and no other file there.
+# Settings (environment): LONGCTX_QUICKSTART_DIR, and LONGCTX_BUILD / LONGCTX_NATIVE as jobs/build.sh takes them.
 for lib in "$(dirname "$0")/lib.sh" "${LONGCTX_ROOT:-/-}/jobs/lib.sh" "${SLURM_SUBMIT_DIR:-/-}/jobs/lib.sh" ""; do
   # sbatch runs a copy of the script from Slurm's spool, where no lib.sh is beside it: then that of
   # $LONGCTX_ROOT, else of the submit directory. Found nowhere, the script stops (before, it went on
@@ -29,11 +31,11 @@ echo "[quickstart] 1/4 mpirun -np 2 longctx info"
 longctx_mpirun -np 2 "$LONGCTX" info --quiet
 
 echo "[quickstart] 2/4 mpirun -np 2 longctx attend (N=32768, H=8, D=64, w=2048,8192,32768 r=1,2,8, causal)"
-/usr/bin/python3 "$LONGCTX_ROOT/jobs/demo/make_qkv.py" "$work/qkv.h5" --seq-len 32768 --heads 8
+/usr/bin/python3 "$LONGCTX_ROOT/jobs/demo/make_qkv.py" "$work/quickstart_qkv.h5" --seq-len 32768 --heads 8
 schedule=(--segment-lengths 2048,8192,32768 --dilation-rates 1,2,8 --causal --backward)
-longctx_mpirun -np 2 "$LONGCTX" attend --input "$work/qkv.h5" --output "$work/out_p2.h5" "${schedule[@]}" \
-  --report "$work/report_p2.json" --quiet
-/usr/bin/python3 - "$work/report_p2.json" <<'PY'
+longctx_mpirun -np 2 "$LONGCTX" attend --input "$work/quickstart_qkv.h5" --output "$work/quickstart_out_p2.h5" \
+  "${schedule[@]}" --report "$work/quickstart_report_p2.json" --quiet
+/usr/bin/python3 - "$work/quickstart_report_p2.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 for x in r["per_rank"]:
@@ -43,8 +45,8 @@ for x in r["per_rank"]:
 PY
 
 echo "[quickstart] 3/4 the same on 1 rank, then compare the two files"
-"$LONGCTX" attend --input "$work/qkv.h5" --output "$work/out_p1.h5" "${schedule[@]}" --quiet
-/usr/bin/python3 - "$work/out_p1.h5" "$work/out_p2.h5" <<'PY'
+"$LONGCTX" attend --input "$work/quickstart_qkv.h5" --output "$work/quickstart_out_p1.h5" "${schedule[@]}" --quiet
+/usr/bin/python3 - "$work/quickstart_out_p1.h5" "$work/quickstart_out_p2.h5" <<'PY'
 import sys, h5py, numpy as np
 with h5py.File(sys.argv[1]) as a, h5py.File(sys.argv[2]) as b:
     worst = max(float(np.max(np.abs(a[n][...] - b[n][...]))) for n in a)
@@ -52,11 +54,13 @@ print(f"  max |P=2 - P=1| over o, lse, dq, dk, dv: {worst:.2e}")
 sys.exit(0 if worst < 1e-3 else 1)
 PY
 echo "[quickstart] 4/4 mpirun -np 2 longctx train --config jobs/configs/passkey.ini, shortened to N=2048"
-rm -rf "$work/passkey_ckpt" "$work/passkey.jsonl"
+# Its own names (before: passkey_ckpt and passkey.jsonl, those of a user's own `train --config
+# jobs/configs/passkey.ini` in that directory, were deleted here, and a qkv.h5 replaced).
+rm -rf "$work/quickstart_ckpt" "$work/quickstart.jsonl"
 longctx_mpirun -np 2 "$LONGCTX" train --config "$LONGCTX_ROOT/jobs/configs/passkey.ini" --quiet \
   --data.seq_len 2048 --data.short_seq_len 256,1024 --data.short_steps 3000,2000 --train.steps 6000 \
-  --eval.every 1000 --log.every 500 --checkpoint.dir "$work/passkey_ckpt" --log.jsonl "$work/passkey.jsonl"
-/usr/bin/python3 - "$work/passkey.jsonl" <<'PY'
+  --eval.every 1000 --log.every 500 --checkpoint.dir "$work/quickstart_ckpt" --log.jsonl "$work/quickstart.jsonl"
+/usr/bin/python3 - "$work/quickstart.jsonl" <<'PY'
 import json, sys
 evals = [r for r in map(json.loads, open(sys.argv[1])) if "eval_accuracy" in r]
 last = evals[-1]

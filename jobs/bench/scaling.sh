@@ -27,7 +27,7 @@
 #                 job ends, so what finished stays there however the script ends (a failed job, a signal,
 #                 SIGKILL). The run claims the directory by creating run.txt (no two runs write one
 #                 directory): one that holds any of these files, from an earlier or a running study, is
-#                 refused: name a new one.
+#                 refused: name a new one. A run where no job finished removes its run.txt again.
 #   LONGCTX_BUILD build directory whose bin/longctx runs (default build)
 # Exit 0 when every job ran, 1 when one failed (or its JSON could not be kept in RESULTS), 2 for a bad
 # setting, 129 / 130 / 143 when stopped by SIGHUP / SIGINT / SIGTERM, to its process group (Ctrl-C, Slurm)
@@ -94,7 +94,14 @@ finish_results() {
     echo "longctx said (once each, over all jobs):"
     sort -u "$tmp/said" | sed 's/^/  /'
   fi
-  [ -z "${RESULTS:-}" ] || echo "scaling.sh: the JSON of every job that finished is in $RESULTS" >&3
+  if [ -n "${RESULTS:-}" ] && ! compgen -G "$RESULTS/*.jsonl" >/dev/null; then
+    # No job finished: the claim goes, so that the same RESULTS takes the next try (before: it kept run.txt
+    # alone, refused thereafter, and was said to hold the JSON of every finished job).
+    rm -f -- "$RESULTS/run.txt"
+    echo "scaling.sh: no job finished; RESULTS=$RESULTS holds nothing of this run" >&3
+  elif [ -n "${RESULTS:-}" ]; then
+    echo "scaling.sh: the JSON of every job that finished is in $RESULTS" >&3
+  fi
   rm -rf "$tmp"
   exit "$status"
 }
@@ -149,6 +156,10 @@ run() {
     echo "scaling.sh: the $label failed:" >&2; cat "$tmp/err" >&2
     [ ! -s "$tmp/job.json" ] || { echo "it printed:" >&2; cat "$tmp/job.json" >&2; }
     [ -n "${RESULTS:-}" ] || [ ! -s "$out" ] || { echo "what finished before it (JSON):" >&2; cat "$out" >&2; }
+    # longctx's exit 2 (every rank's, so mpirun's): it refused a setting of the script's (H or D too large
+    # for this machine's memory): a bad setting, as exit 2 says (before: 1, as for a failure).
+    [ "$status" -ne 2 ] || { echo "scaling.sh: longctx refused the $label's settings (H=$H D=$D): a bad setting" >&2
+                             exit 2; }
     exit 1; }
   cat "$tmp/job.json" >>"$out" || { echo "scaling.sh: could not add the $label's JSON to $out" >&2; exit 1; }
   grep -v "^\[longctx info " "$tmp/err" >>"$tmp/said" || true  # (none: grep's exit 1, under set -e)

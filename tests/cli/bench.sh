@@ -213,6 +213,18 @@ mkdir -p "$OUT/fake/bin" && printf '#!/bin/sh\necho "fake longctx: refused" >&2\
 expect_exit 1 "scaling.sh whose first job fails" -- env LONGCTX_BUILD="$OUT/fake" bash "$SCALING"
 expect_in "$OUT/stderr" "the 4-rank job at N = 16384 failed:" "says which job failed"
 expect_in "$OUT/stderr" "fake longctx: refused" "with its message"
+# A job that longctx refuses (exit 2: H or D past this machine's memory) is a bad setting, and RESULTS,
+# where no job finished, is left free (before: exit 1, and RESULTS kept run.txt alone and refused the next try).
+mkdir -p "$OUT/fake2/bin" && printf '#!/bin/sh
+echo "fake longctx: too large" >&2
+exit 2
+' >"$OUT/fake2/bin/longctx" &&
+  chmod +x "$OUT/fake2/bin/longctx"
+expect_exit 2 "scaling.sh whose first job longctx refuses" -- env LONGCTX_BUILD="$OUT/fake2" RESULTS="$OUT/res_refused" \
+  bash "$SCALING"
+expect_in "$OUT/stderr" "longctx refused the 4-rank job at N = 16384's settings \(H=4 D=64\): a bad setting" "says so"
+expect_in "$OUT/stderr" "no job finished; RESULTS=.*/res_refused holds nothing of this run" "... and that RESULTS holds nothing"
+[ -z "$(ls -A "$OUT/res_refused")" ] && pass "... RESULTS left empty" || fail "RESULTS keeps $(ls -A "$OUT/res_refused")"
 # The whole harness, small (H = 1, D = 8, one round: seconds): the bytes each rank receives stay the
 # expected constant as N grows 16x, and RESULTS keeps every job's JSON (before: tables only, and CI never
 # ran the harness itself).
@@ -286,7 +298,8 @@ wait "$scaling"
 status=$?
 [ "$status" = 143 ] && pass "SIGTERM: exit 143" || fail "SIGTERM: exit $status"
 expect_in "$OUT/stderr" "^scaling.sh: stopped by SIGTERM during the 4-rank job at N = 16384$" "names what it stopped"
-[ -s "$OUT/res_term/run.txt" ] && [ ! -e "$OUT/res_term/comm.jsonl" ] && pass "RESULTS keeps run.txt, not the stopped job's output" ||
+# No job finished: RESULTS is left as it was, free for the next try (not the stopped job's output, nor run.txt).
+[ -d "$OUT/res_term" ] && [ -z "$(ls -A "$OUT/res_term")" ] && pass "RESULTS holds nothing: not the stopped job's output" ||
   fail "RESULTS after SIGTERM: $(ls "$OUT/res_term" 2>&1 | tr '\n' ' ')$(cat "$OUT/res_term/comm.jsonl" 2>/dev/null)"
 expect_ranks_ended "$OUT/fake"
 # SIGHUP to the process group (a terminal closed, ssh dropped): the same, exit 129. Each case below has a
