@@ -67,6 +67,14 @@ StoredState read_state(const io::CheckpointReader& reader) {
   if (reader.file().has("state/global/rng_seed"))
     if (const StoredInt64s seed = read_int64s(reader, "rng_seed", 1); seed.values.empty())
       state.problems.push_back("/state/global/rng_seed holds " + std::to_string(seed.bytes) + " bytes, not 8");
+  // Every checkpoint with a run id (those since 2026-12-02) holds both: one without them is damaged, not old
+  // (before: verify said "ok", and a resume of the file task started from the step's window at the new length,
+  // skipping tokens without a word; from the ckpt audit).
+  if (reader.file().has_attribute("run_id"))
+    for (const char* name : {"data_position", "rng_seed"})
+      if (!reader.file().has(std::string("state/global/") + name))
+        state.problems.push_back(std::string("/state/global/") + name + " is missing (every checkpoint with a run_id "
+                                 "attribute holds it)");
   return state;
 }
 
@@ -375,6 +383,22 @@ std::vector<std::string> attribute_problems(const io::CheckpointReader& reader) 
       if (said->second != std::to_string(trained))
         problems.push_back("attribute " + attribute + " = " + std::to_string(trained) + ": the model trained, but /config says " +
                            key + " = " + said->second);
+    }
+  }
+  // Read by a resume and eval as they are: a run_id that is no string, an eval_pending that is no integer
+  // were refused there (before: verify said "ok"; from the ckpt audit).
+  if (reader.file().has_attribute("run_id")) {
+    try {
+      reader.file().read_string_attribute("run_id");
+    } catch (const Error&) {
+      problems.push_back("attribute run_id is not a string");
+    }
+  }
+  if (reader.file().has_attribute("eval_pending")) {
+    try {
+      reader.file().read_int64_attribute("eval_pending");
+    } catch (const Error&) {
+      problems.push_back("attribute eval_pending is not one integer");
     }
   }
   // Retention's link to the checkpoint before it in its run's history: an earlier step, or -1 (none).

@@ -192,7 +192,27 @@ else fail "resumed losses differ: $(losses pos.jsonl | tr '\n' ' ') / $(losses p
 for c in "stored:3:64" "legacy:3:96"; do
   mkdir -p "pos_${c%%:*}" && cp pos/step_00000002.h5 "pos_${c%%:*}/" && echo step_00000002.h5 >"pos_${c%%:*}/latest"
 done
-/usr/bin/python3 -c 'import h5py; del h5py.File("pos_legacy/step_00000002.h5", "r+")["state/global/data_position"]'
+# (Such a file has no run_id either: run ids came after data positions.)
+/usr/bin/python3 -c 'import h5py; f = h5py.File("pos_legacy/step_00000002.h5", "r+"); del f["state/global/data_position"]
+del f.attrs["run_id"]' || fail "could not make the legacy checkpoint"
+# Without its data position or rng seed, a checkpoint with a run id is damaged, not old (before: verify said
+# "ok", and a resume skipped tokens without a word).
+for name in data_position rng_seed; do
+  cp pos/step_00000002.h5 "no_$name.h5"
+  /usr/bin/python3 -c "import h5py; del h5py.File('no_$name.h5', 'r+')['state/global/$name']" || fail "could not edit"
+  expect_exit 3 "verify a checkpoint with a run_id and no $name" -- "$LONGCTX" ckpt verify --quiet "no_$name.h5"
+  expect_in "$OUT/stdout" "no_$name.h5: /state/global/$name is missing \(every checkpoint with a run_id attribute holds it\)" \
+    "... names it"
+  rm -f "no_$name.h5"
+done
+# A run_id that is no string, an eval_pending that is no integer: refused by a resume, so by verify too.
+cp pos/step_00000002.h5 bad_attrs.h5
+/usr/bin/python3 -c "import h5py, numpy as np; f = h5py.File('bad_attrs.h5', 'r+'); del f.attrs['run_id']
+f.attrs['run_id'] = np.int64(5); f.attrs['eval_pending'] = np.float64(1)" || fail "could not edit"
+expect_exit 3 "verify: run_id and eval_pending of other types" -- "$LONGCTX" ckpt verify --quiet bad_attrs.h5
+expect_in "$OUT/stdout" "bad_attrs.h5: attribute run_id is not a string" "... names run_id"
+expect_in "$OUT/stdout" "bad_attrs.h5: attribute eval_pending is not one integer" "... and eval_pending"
+rm -f bad_attrs.h5
 for c in "stored:2:32 3:64" "legacy:- 3:96"; do
   expect_exit 0 "resume at data.seq_len 32 (${c%%:*})" -- "$LONGCTX" train "${FT[@]}" --train.steps 3 --checkpoint.dir "pos_${c%%:*}"
   expect_in "$OUT/stderr" "resumed from pos_${c%%:*}/step_00000002.h5 at step 2" "it resumed (${c%%:*})"
