@@ -198,6 +198,7 @@ void occupy_closed_standard_streams() {
 }
 
 bool standard_input_was_closed() { return g_stdin_closed; }
+bool standard_output_was_closed() { return g_stdout_closed; }
 
 std::string check_standard_output() {
   errno = 0;

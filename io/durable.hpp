@@ -79,6 +79,8 @@ std::string non_regular_kind(const std::string& path);
 void occupy_closed_standard_streams();
 // Whether standard input was closed at the start (occupy_closed_standard_streams): `-` is then refused.
 bool standard_input_was_closed();
+// Whether standard output was closed at the start: a command whose result goes there is refused.
+bool standard_output_was_closed();
 // "" when everything printed to standard output was written (flushed now); else why not ("standard output
 // was closed when longctx started", or the error of the write: No space left on device).
 std::string check_standard_output();

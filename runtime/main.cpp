@@ -169,6 +169,11 @@ void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed
     return;
   }
   check_launcher(process.launcher(), process.rank(), process.world_size());
+  // Rank 0 prints the result: with nowhere to print it, the work would be lost (before: found at the end,
+  // after an eval of hours; from the eval audit).
+  if (process.rank() == 0 && !command->results_in_files && io::standard_output_was_closed())
+    throw UsageError("standard output is closed (`>&-`): longctx " + command->name + " prints its result there; "
+                     "send it to a file or a pipe");
   const double timeout = parsed.invocation->options["comm-timeout"].as<double>();
   process.world().set_timeout_seconds(timeout);
   if (process.world_size() > 1)  // collective file I/O has no timeout of its own: ends the job just the same
@@ -341,9 +346,11 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
   // without a word).
   const auto written = [](int exit_code) {
     const std::string lost = io::check_standard_output();
-    if (exit_code != 0 || lost.empty()) return exit_code;
+    if (lost.empty()) return exit_code;
+    // Also where the command failed: its report of what failed (verify's damaged dataset) was printed there
+    // (before: exit 3 without a word).
     std::fprintf(stderr, "longctx: error: what this rank printed to standard output is lost: %s\n", lost.c_str());
-    return static_cast<int>(ExitCode::internal);
+    return exit_code != 0 ? exit_code : static_cast<int>(ExitCode::internal);
   };
   if (process.rank() != 0 && (parsed.help || parsed.version)) return 0;
   if (parsed.version) {

@@ -39,9 +39,10 @@ struct Command {
   // after it ran: this or another rank's check failed, or the ranks' comparison did. Called on every rank,
   // it removes only what this rank made: exit 2 and 3 promise that nothing was written.
   std::function<void()> undo_check = nullptr;
-  // Its results are the files it writes (train, data import): what it prints to standard output is
+  // Its results are the files it writes (train, data import, attend): what it prints to standard output is
   // progress, whose loss (a full disk, a closed pipe) changes nothing. Otherwise what it prints there is its
-  // result, and a write that failed fails it (exit 1).
+  // result: a write that failed fails it (exit 1), and standard output closed at the start is refused
+  // before any work (exit 2).
   bool results_in_files = false;
 };
 

@@ -440,7 +440,7 @@ int run(Invocation& invocation) {
 
 Command attend_command() {
   return {"attend", "dilated attention on q, k, v from HDF5 (forward, --backward), sharded over the ranks", "",
-          declare, run, check_options, shared_inputs};
+          declare, run, check_options, shared_inputs, nullptr, /*results_in_files=*/true};
 }
 
 }  // namespace longctx::cli

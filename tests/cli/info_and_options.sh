@@ -249,9 +249,20 @@ grep -q $'[\x1b\r]' "$OUT/stderr" && fail "train: a raw ESC or CR reached stderr
 # result lost without a word): a full disk (/dev/full), and standard output closed at the start.
 expect_exit 1 "info > /dev/full" -- bash -c "'$LONGCTX' info --quiet > /dev/full"
 expect_in "$OUT/stderr" "^longctx: error: what this rank printed to standard output is lost: (No space left on device|a write to it failed)$" "... says why"
-expect_exit 1 "bench attention --json with standard output closed" -- bash -c "'$LONGCTX' bench attention --quiet \
+# Closed at the start, it is refused before any work (before: found at the end, after the whole run).
+expect_exit 2 "bench attention --json with standard output closed" -- bash -c "'$LONGCTX' bench attention --quiet \
   --seq-len 256 --heads 1 --head-dim 8 --segment-lengths 128 --dilation-rates 1 --iters 1 --warmup 0 --json >&-"
+expect_in "$OUT/stderr" "^longctx: error: standard output is closed \(\`>&-\`\): longctx bench attention prints its result there" \
+  "... says it is closed"
+grep -q "iteration" "$OUT/stderr" && fail "... but ran first" || pass "... before any work"
+expect_exit 1 "--version with standard output closed" -- bash -c "'$LONGCTX' --version >&-"
 expect_in "$OUT/stderr" "lost: standard output was closed when longctx started$" "... says it was closed"
+# A failure's report on standard output that is lost is said too (before: verify's exit 3 without a word).
+printf 'not hdf5\n' >"$OUT/not_a_checkpoint.h5"
+expect_exit 3 "ckpt verify of a damaged file > /dev/full" -- bash -c "'$LONGCTX' ckpt verify --quiet '$OUT/not_a_checkpoint.h5' \
+  > /dev/full"
+expect_in "$OUT/stderr" "^longctx: error: what this rank printed to standard output is lost: (No space left on device|a write to it failed)$" \
+  "... says its report is lost"
 # train's and data import's results are their files: their progress lines lost there change nothing (a
 # train stopped on a signal still exits 75).
 printf 'some text\n' >"$OUT/some.txt"
@@ -260,5 +271,10 @@ expect_exit 0 "data import with standard output closed" -- bash -c "'$LONGCTX' d
 expect_exit 0 "train with standard output closed" -- bash -c "'$LONGCTX' train --quiet --model.layers 1 --model.dim 16 \
   --model.heads 2 --model.mlp_hidden 16 --model.segment_lengths 16,32 --model.dilation_rates 1,2 --data.seq_len 32 \
   --train.steps 1 >&-"
+/usr/bin/python3 -c "
+import h5py, numpy as np
+with h5py.File('$OUT/small_qkv.h5', 'w') as f: f['q'] = f['k'] = f['v'] = np.ones((8, 1, 4), 'f4')" || fail "no small_qkv.h5"
+expect_exit 0 "attend with standard output closed" -- bash -c "'$LONGCTX' attend --quiet --input '$OUT/small_qkv.h5' \
+  --output '$OUT/small_o.h5' --segment-lengths 8 --dilation-rates 1 >&-"
 
 finish
