@@ -677,7 +677,10 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
       source = "environment variable " + variable + "='" + *value + "'";
       std::vector<std::string> words{"--" + name};
       if (is_switch(*option)) {
-        if (!switch_value(variable, *value)) continue;
+        if (!switch_value(variable, *value)) {  // off, as the default: but from here (before: "[default]")
+          invocation.sources.emplace(name, "env " + variable);
+          continue;
+        }
       } else {
         words.back() += "=" + *value;
       }

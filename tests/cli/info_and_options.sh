@@ -173,6 +173,9 @@ expect_exit 0 "train --help" -- "$LONGCTX" train --help
 printf 'comm-timeout = 30\n' >"$OUT/c.ini"
 expect_exit 0 "env only" -- env LONGCTX_COMM_TIMEOUT=20 "$LONGCTX" info
 expect_in "$OUT/stderr" "comm-timeout = 20  \[env LONGCTX_COMM_TIMEOUT\]" "environment applies"
+# An on/off option turned off there says so too (before: "[default]").
+expect_exit 0 "LONGCTX_QUIET=0" -- env LONGCTX_QUIET=0 "$LONGCTX" info
+expect_in "$OUT/stderr" "quiet = false  \[env LONGCTX_QUIET\]" "... an off from the environment is said to come from there"
 expect_exit 0 "config beats env" -- env LONGCTX_COMM_TIMEOUT=20 "$LONGCTX" info --config "$OUT/c.ini"
 expect_in "$OUT/stderr" "comm-timeout = 30  \[config" "config file beats environment"
 expect_exit 0 "cli beats config" -- env LONGCTX_COMM_TIMEOUT=20 "$LONGCTX" info --config "$OUT/c.ini" --comm-timeout 40
