@@ -237,6 +237,23 @@ RankBlob CheckpointReader::read_rank_blob(const std::string& name, int rank, int
 }
 
 // ---- the directory ------------------------------------------------------------------------------------
+std::string misnamed_checkpoints_note(const std::string& dir) {
+  static const std::regex near(R"(step_?\d+\.h5)");
+  std::vector<std::string> names;
+  std::error_code error;
+  for (std::filesystem::directory_iterator entry(dir, error), end; !error && entry != end; entry.increment(error)) {
+    const std::string name = entry->path().filename().string();
+    if (std::regex_match(name, near) && !std::regex_match(name, committed_name())) names.push_back(name);
+  }
+  if (names.empty()) return "";
+  std::sort(names.begin(), names.end());
+  return " (" + log::printable(names[0], "", 100) +
+         (names.size() > 1 ? " and " + std::to_string(names.size() - 1) + " more" : std::string()) +
+         (names.size() > 1 ? " are" : " is") +
+         " not named step_NNNNNNNN.h5, eight digits, as train names checkpoints: a resume, eval and verify pass "
+         "over such names)";
+}
+
 std::vector<std::string> list_checkpoints(const std::string& dir) {
   std::vector<std::pair<int64_t, std::string>> found;
   // The error_code forms throughout: a name that is a link loop (ELOOP) is no checkpoint, not an internal

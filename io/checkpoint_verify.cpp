@@ -350,7 +350,8 @@ std::vector<VerifyReport> verify_checkpoint_dir(const std::string& dir) {
     try {
       if (!find_latest_checkpoint(dir)) {
         latest.ok = false;
-        latest.problems.push_back(dir + ": no committed checkpoint");
+        latest.path = dir;  // (before: DIR/latest, a path not given and not there, in --json)
+        latest.problems.push_back(dir + ": no committed checkpoint" + misnamed_checkpoints_note(dir));
       }
     } catch (const Error& e) {
       latest.ok = false;

@@ -294,7 +294,8 @@ std::string checkpoint_in(const std::string& given) {
   std::string dir = given;  // "ck/" names ck/step_N.h5, not ck//step_N.h5
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   const std::optional<std::string> latest = io::find_latest_checkpoint(dir);
-  if (!latest) throw InputError(given + ": a directory with no committed checkpoint");
+  if (!latest)
+    throw InputError(given + ": a directory with no committed checkpoint" + io::misnamed_checkpoints_note(given));
   return *latest;
 }
 

@@ -213,6 +213,19 @@ expect_exit 3 "verify: run_id and eval_pending of other types" -- "$LONGCTX" ckp
 expect_in "$OUT/stdout" "bad_attrs.h5: attribute run_id is not a string" "... names run_id"
 expect_in "$OUT/stdout" "bad_attrs.h5: attribute eval_pending is not one integer" "... and eval_pending"
 rm -f bad_attrs.h5
+# Files named like checkpoints, not as train names them (step_9.h5): said where a directory has no committed
+# checkpoint (before: "no committed checkpoint" alone, a fresh start without a word), and --json names the
+# directory given (before: DIR/latest, which is not there).
+mkdir -p misnamed && cp pos/step_00000002.h5 misnamed/step_2.h5
+expect_exit 3 "verify a directory of step_2.h5 only" -- "$LONGCTX" ckpt verify --quiet --json misnamed
+expect_in "$OUT/stdout" '"path": "misnamed", "ok": false.*misnamed: no committed checkpoint \(step_2.h5 is not named step_NNNNNNNN.h5, eight digits' \
+  "... names the file"
+expect_exit 3 "inspect it" -- "$LONGCTX" ckpt inspect --quiet misnamed
+expect_in "$OUT/stderr" "misnamed: a directory with no committed checkpoint \(step_2.h5 is not named step_NNNNNNNN.h5" "... names it too"
+expect_exit 0 "train into it" -- "$LONGCTX" train "${FT[@]}" --train.steps 1 --checkpoint.dir misnamed
+expect_in "$OUT/stderr" "warn r0\] checkpoint.dir=misnamed holds no committed checkpoint \(step_2.h5 is not named .*: this run starts at step 0" \
+  "... warns that it starts at step 0"
+rm -rf misnamed
 for c in "stored:2:32 3:64" "legacy:- 3:96"; do
   expect_exit 0 "resume at data.seq_len 32 (${c%%:*})" -- "$LONGCTX" train "${FT[@]}" --train.steps 3 --checkpoint.dir "pos_${c%%:*}"
   expect_in "$OUT/stderr" "resumed from pos_${c%%:*}/step_00000002.h5 at step 2" "it resumed (${c%%:*})"
