@@ -151,6 +151,8 @@ int run_inspect(Invocation& invocation) {
       damage.clear();
       try {
         train::require_sound_attributes(reader, "`longctx ckpt verify` checks the whole file");
+        // A step_N.h5 of another step, which verify, a resume and eval refuse (before: shown without a word).
+        io::check_step_matches_file_name(reader);
       } catch (const InputError& e) {
         damage = e.what();
       }

@@ -226,6 +226,11 @@ expect_exit 0 "train into it" -- "$LONGCTX" train "${FT[@]}" --train.steps 1 --c
 expect_in "$OUT/stderr" "warn r0\] checkpoint.dir=misnamed holds no committed checkpoint \(step_2.h5 is not named .*: this run starts at step 0" \
   "... warns that it starts at step 0"
 rm -rf misnamed
+# A checkpoint renamed to another step: inspect says so, as verify and a resume refuse it (before: no word).
+mkdir -p renamed && cp pos/step_00000002.h5 renamed/step_00000010.h5
+expect_exit 0 "inspect a step_00000010.h5 of step 2" -- "$LONGCTX" ckpt inspect --quiet renamed
+expect_in "$OUT/stderr" "warn r0\] renamed/step_00000010.h5: the file name says step 10 but its step attribute is 2" "... warns"
+rm -rf renamed
 for c in "stored:2:32 3:64" "legacy:- 3:96"; do
   expect_exit 0 "resume at data.seq_len 32 (${c%%:*})" -- "$LONGCTX" train "${FT[@]}" --train.steps 3 --checkpoint.dir "pos_${c%%:*}"
   expect_in "$OUT/stderr" "resumed from pos_${c%%:*}/step_00000002.h5 at step 2" "it resumed (${c%%:*})"
