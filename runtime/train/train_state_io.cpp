@@ -203,9 +203,11 @@ std::string check_same_model(const io::CheckpointReader& reader, const std::map<
   std::set<std::string> expected;
   for (const auto& view : trainer.model().layout().views())
     for (const char* group : {"model/", "optimizer/m/", "optimizer/v/"}) expected.insert(group + view.name);
+  // The model options of /config matched above: a tensor besides this model's is damage (before: "a different
+  // model?", without the older checkpoints a resume may take instead; from the ckpt audit).
   for (const auto& name : reader.tensor_names())
     if (!expected.count(name))
-      throw CheckpointOfAnotherModel(reader.path() + ": " + name + ": not a tensor of this model (a different model?)");
+      throw InputError(reader.path() + ": " + name + ": not a tensor of the model its /config describes: damaged");
   return changed;
 }
 
@@ -482,7 +484,10 @@ std::vector<std::string> checkpoint_model_problems(const io::CheckpointReader& r
       expected.insert(name);
       const auto found = present.find(name);
       if (found == present.end()) {
-        problems.push_back(path + ": " + name + ": missing (its /config's model has it; a resume would stop, exit 3)");
+        // (A group or a link there: before, said to be missing.)
+        const bool other_object = reader.file().has(name.substr(1));
+        problems.push_back(path + ": " + name + (other_object ? ": is not a dataset" : ": missing") +
+                           " (its /config's model has it; a resume would stop, exit 3)");
         continue;
       }
       if (found->second->dtype.empty()) continue;  // it could not be read: its own problem is reported

@@ -231,6 +231,33 @@ mkdir -p renamed && cp pos/step_00000002.h5 renamed/step_00000010.h5
 expect_exit 0 "inspect a step_00000010.h5 of step 2" -- "$LONGCTX" ckpt inspect --quiet renamed
 expect_in "$OUT/stderr" "warn r0\] renamed/step_00000010.h5: the file name says step 10 but its step attribute is 2" "... warns"
 rm -rf renamed
+# Hand edits that verify took for whole, or named wrongly (before: "ok" for a soft link, which resumed with wk as
+# wq; "missing" for a group in a dataset's place; "holds 1 bytes" for an int64 step): each its own words.
+cp pos/step_00000002.h5 edited_link.h5 && cp pos/step_00000002.h5 edited_group.h5 && cp pos/step_00000002.h5 edited_step.h5
+/usr/bin/python3 - <<'PY' || fail "could not edit"
+import h5py, numpy as np
+with h5py.File("edited_link.h5", "r+") as f:
+    del f["model/layer0/wq"]; f["model/layer0/wq"] = h5py.SoftLink("/model/layer0/wk")
+with h5py.File("edited_group.h5", "r+") as f:
+    del f["model/layer0/wq"]; f.create_group("model/layer0/wq")
+with h5py.File("edited_step.h5", "r+") as f:
+    del f["state/global/step"]; f["state/global/step"] = np.int64(2)
+PY
+expect_exit 3 "verify: hand-edited files" -- "$LONGCTX" ckpt verify --quiet edited_link.h5 edited_group.h5 edited_step.h5
+expect_in "$OUT/stdout" "edited_link.h5: /model/layer0/wq is a soft or external link, which no checkpoint holds" "... the link"
+expect_in "$OUT/stdout" "edited_group.h5: /model/layer0/wq: is not a dataset" "... the group"
+expect_in "$OUT/stdout" "edited_step.h5: /state/global/step: int64 values, not the uint8 bytes a checkpoint stores state in" \
+  "... the int64 step"
+rm -f edited_link.h5 edited_group.h5 edited_step.h5
+# A tensor besides those of the model /config describes is damage: a resume says which older checkpoints
+# there are (before: "a different model?" alone).
+mkdir -p extra && cp pos/step_00000001.h5 pos/step_00000002.h5 extra/ && echo step_00000002.h5 >extra/latest
+/usr/bin/python3 -c "import h5py, numpy as np
+h5py.File('extra/step_00000002.h5', 'r+').create_dataset('model/layer9/wq', data=np.zeros((4, 4), 'f4'))" || fail "could not edit"
+expect_exit 3 "resume from a checkpoint with an extra tensor" -- "$LONGCTX" train "${FT[@]}" --train.steps 3 --checkpoint.dir extra
+expect_in "$OUT/stderr" "model/layer9/wq: not a tensor of the model its /config describes: damaged. Nothing was changed. Older checkpoints in extra, newest first: step_00000001.h5" \
+  "... damaged, with the older checkpoints"
+rm -rf extra
 for c in "stored:2:32 3:64" "legacy:- 3:96"; do
   expect_exit 0 "resume at data.seq_len 32 (${c%%:*})" -- "$LONGCTX" train "${FT[@]}" --train.steps 3 --checkpoint.dir "pos_${c%%:*}"
   expect_in "$OUT/stderr" "resumed from pos_${c%%:*}/step_00000002.h5 at step 2" "it resumed (${c%%:*})"
@@ -452,8 +479,11 @@ expect_exit 3 "verify a flipped byte in a 20 MiB element" -- "$LONGCTX" ckpt ver
 expect_in "$OUT/stdout" "/extra/arr" "names the dataset"
 rm -f wide_element.h5
 # A checkpoint whose groups loop (a hard, soft or external link back to an enclosing group): exit 3 naming
-# the link, from verify, inspect and a resume (before: listed forever, a stack overflow, exit 139).
+# the link, from verify, inspect and a resume (before: listed forever, a stack overflow, exit 139). A soft or
+# external link is refused as one, whatever it leads to.
 for link in hard soft external; do
+  said="a link back to a group that encloses it"
+  [ $link = hard ] || said="is a soft or external link, which no checkpoint holds"
   mkdir -p "pos_loop_$link" && cp pos/step_00000002.h5 "pos_loop_$link/" && echo step_00000002.h5 >"pos_loop_$link/latest"
   /usr/bin/python3 - "pos_loop_$link/step_00000002.h5" "$link" <<'PY' || fail "could not add a $link link loop"
 import sys, h5py
@@ -465,10 +495,10 @@ PY
   for command in "ckpt verify" "ckpt inspect"; do
     expect_exit 3 "$command: a $link link loop" -- timeout 120 "$LONGCTX" $command --quiet "pos_loop_$link/step_00000002.h5"
     cat "$OUT/stdout" "$OUT/stderr" >"$OUT/said"  # verify reports on stdout, inspect fails on stderr
-    expect_in "$OUT/said" "/model/loop.*: a link back to a group that encloses it" "$command names the $link link"
+    expect_in "$OUT/said" "/model/loop.*$said" "$command names the $link link"
   done
   expect_exit 3 "resume: a $link link loop" -- timeout 120 "$LONGCTX" train "${FT[@]}" --train.steps 3 --checkpoint.dir "pos_loop_$link"
-  expect_in "$OUT/stderr" "/model/loop.*a link back to a group that encloses it" "resume names the $link link"
+  expect_in "$OUT/stderr" "/model/loop.*$said" "resume names the $link link"
 done
 # verify checks what it could not check too: a /config its model check cannot read (before: "ok", exit 0,
 # though a resume refuses it), a scalar that is not finite (before: only arrays were checked); an empty
