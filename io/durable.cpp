@@ -333,7 +333,7 @@ void refuse_standard_output(const std::string& named, const std::string& option,
 
 void check_output_path(const std::string& option, const std::string& path) {
   const std::string named = "--" + option + " '" + path + "'";
-  if (path.empty()) throw UsageError("--" + option + ": empty path");
+  if (path.empty()) throw UsageError("--" + option + ": empty path: give a file name", option);
   refuse_standard_output("--" + option + " -", option, path);
   if (path.back() == '/') throw UsageError(named + ": names a directory; give a file name");
   std::error_code error;

@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -257,9 +258,15 @@ std::string read_config(const std::string& path, const std::string& given_by) {
   std::error_code error;
   if (!std::filesystem::is_regular_file(path, error))
     throw UsageError(given_by + ": '" + path + "' " +
-                     (std::filesystem::exists(path, error) ? "is not a regular file" : "does not exist"));
+                     (std::filesystem::exists(path, error)
+                          ? "is not a regular file (a config is read from a file: a pipe or <(...) is read once, "
+                            "and every rank reads it)"
+                          : "does not exist"));
+  errno = 0;
   std::ifstream file(path, std::ios::binary);
-  if (!file) throw UsageError(given_by + ": cannot open '" + path + "'");
+  if (!file)  // why (before: "cannot open" alone)
+    throw UsageError(given_by + ": cannot open '" + path + "'" +
+                     (errno != 0 ? " (" + std::string(std::strerror(errno)) + ")" : std::string()));
   std::ostringstream text;
   text << file.rdbuf();
   if (file.bad()) throw UsageError(given_by + ": cannot read '" + path + "'");

@@ -49,7 +49,7 @@ void declare(po::options_description& desc, po::positional_options_description&)
 // as given; what is written is the file a link among them leads to (io::output_target), which a message
 // names beside the given name (before: in its place, a name the user never typed).
 void check_file_options(const std::string& input, const std::string& output_given, const std::string& report_given) {
-  if (input.empty()) throw UsageError("--input: empty path");
+  if (input.empty()) throw UsageError("--input: empty path: give the HDF5 file of q, k, v", "input");
   const std::string output = io::output_target(output_given);
   const std::string report = report_given.empty() ? "" : io::output_target(report_given);
   struct Named {

@@ -297,17 +297,18 @@ class FileDataset : public Dataset {
 
 std::unique_ptr<Dataset> make_dataset(const DataConfig& c) {
   if (c.supervision != "all" && c.supervision != "answer")
-    throw UsageError("data.supervision=" + c.supervision + ": allowed values are all, answer");
+    throw UsageError("data.supervision=" + c.supervision + ": allowed values are all, answer", "data.supervision");
   if (c.task == "file") {
-    if (c.path.empty()) throw UsageError("data.task=file needs data.path (a token dataset from `longctx data import`)");
+    if (c.path.empty())
+      throw UsageError("data.task=file needs data.path (a token dataset from `longctx data import`)", "data.task");
     return std::make_unique<FileDataset>(c);
   }
   if (c.task != "passkey" && c.task != "associative")
-    throw UsageError("data.task=" + c.task + ": allowed values are passkey, associative, file");
+    throw UsageError("data.task=" + c.task + ": allowed values are passkey, associative, file", "data.task");
   if (c.vocab < 32) throw UsageError("model.vocab=" + std::to_string(c.vocab) + ": data.task=" + c.task + " needs >= 32");
   for (const auto& [name, value] : {std::pair<const char*, int64_t>{"data.key_digits", c.key_digits},
                                     {"data.key_repeats", c.key_repeats}})
-    if (value < 1) throw UsageError(std::string(name) + "=" + std::to_string(value) + ": must be >= 1");
+    if (value < 1) throw UsageError(std::string(name) + "=" + std::to_string(value) + ": must be >= 1", name);
   constexpr int64_t kMaxFiller = int64_t{1} << 24;  // the filler sentence is held whole
   if (c.filler_period < 1 || c.filler_period > kMaxFiller)
     throw UsageError("data.filler_period=" + std::to_string(c.filler_period) + ": must be in [1, " +

@@ -183,6 +183,14 @@ expect_in "$OUT/stderr" "train.beta1 / train.beta2 must be in \[0, 1\)$" "no sou
 printf '[train]\nlr = inf\n' >"$OUT/inf.ini"
 expect_exit 2 "lr = inf in a file" -- "$LONGCTX" train --config "$OUT/inf.ini" --quiet
 expect_in "$OUT/stderr" "train.lr must be a finite number > 0 \(from config file .*inf.ini\)$" "names the file"
+# Values the run's parts check, not the options' table, name their source too (before: no word of it).
+printf '[data]\ntask = foo\n' >"$OUT/task.ini"
+expect_exit 2 "data.task = foo in a file" -- "$LONGCTX" train --config "$OUT/task.ini" --quiet
+expect_in "$OUT/stderr" "data.task=foo: allowed values are passkey, associative, file \(from config file .*task.ini\)$" "names the file"
+printf 'output =\n' >"$OUT/empty_output.ini"
+expect_exit 2 "attend: output = (empty) in a file" -- "$LONGCTX" attend --config "$OUT/empty_output.ini" --input x.h5 \
+  --segment-lengths 8 --dilation-rates 1 --quiet
+expect_in "$OUT/stderr" "--output: empty path: give a file name \(from config file .*empty_output.ini\)$" "names the file"
 # An unknown option within two edits of one of the command's is answered with it (the whole list otherwise),
 # spelled as its source spells options.
 expect_exit 2 "--model.layer" -- "$LONGCTX" train --model.layer 3 --quiet
