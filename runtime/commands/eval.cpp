@@ -55,7 +55,8 @@ void declare_eval(po::options_description& d, po::positional_options_description
       ("dilation-rates", po::value<std::string>()->default_value(""),
        "the attention's dilation rates r to evaluate with (default: the checkpoint's model.dilation_rates)")
       ("data-path", po::value<std::string>()->default_value(""),
-       "data.task=file: the token dataset to read (default: the checkpoint's data.path)")
+       "data.task=file: the token dataset to read (default: the checkpoint's data.path; LONGCTX_DATA_PATH, "
+       "train's data.path too, is not used for a checkpoint of another task)")
       ("device", po::value<std::string>()->default_value("cpu"), "where attention runs: cpu, or cuda (one GPU per rank)")
       ("dtype", po::value<std::string>()->default_value("fp32"), "the type the attention kernels read q, k, v in: fp32, "
        "bf16, fp16 (bf16 / fp16 need --device cuda; under mpirun cuda takes bf16 / fp16)")
@@ -246,7 +247,15 @@ EvalPlan plan_eval(const Invocation& inv) {
     throw UsageError("--sequences=" + std::to_string(plan.sequences) + ": must be in [1, 1000000]",
                      "sequences");
   plan.depths = parse_depths(inv, task);
-  const std::string data_path = opt<std::string>(inv, "data-path");
+  std::string data_path = opt<std::string>(inv, "data-path");
+  // LONGCTX_DATA_PATH is also train's data.path: exported for a job's train runs, it is no request of eval's
+  // for a checkpoint that reads no file (before: refused, exit 2; from the eval and config audits).
+  if (const auto source = inv.sources.find("data-path");
+      !data_path.empty() && task != "file" && source != inv.sources.end() && source->second.rfind("env ", 0) == 0) {
+    log::warn_once(env_name("data-path") + "=" + data_path + " is not used: the checkpoint's data.task is " + task +
+                   ", which makes its own sequences");
+    data_path.clear();
+  }
   if (!data_path.empty() && task != "file")
     throw UsageError("--data-path=" + data_path + ": the checkpoint's data.task is " + task +
                          ", which makes its own sequences (only data.task=file reads a file)",

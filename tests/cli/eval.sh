@@ -161,6 +161,13 @@ grep -q "the held-out tail of" "$OUT/stderr" && fail "the other file's tail was 
   pass "... no overlap warning: the run trained on another file"
 expect_exit 0 "a passkey checkpoint" -- "$LONGCTX" eval ck --quiet --sequences 1 --json
 [ "$(json_field "$OUT/stdout" 1 same_data)" = None ] && pass "... same_data null" || fail "same_data: $(cat "$OUT/stdout")"
+# LONGCTX_DATA_PATH is train's data.path too: exported for a job's train runs, it is not used for a checkpoint
+# that reads no file, with a warning (before: refused, exit 2); --data-path given so is refused.
+expect_exit 0 "a passkey checkpoint under LONGCTX_DATA_PATH" -- env LONGCTX_DATA_PATH=nothere.h5 "$LONGCTX" eval ck --quiet \
+  --sequences 1
+expect_in "$OUT/stderr" "warn r0\] LONGCTX_DATA_PATH=nothere.h5 is not used: the checkpoint's data.task is passkey" "... warns"
+expect_exit 2 "a passkey checkpoint with --data-path" -- "$LONGCTX" eval ck --quiet --sequences 1 --data-path corpus.h5
+expect_in "$OUT/stderr" "--data-path=corpus.h5: the checkpoint's data.task is passkey, which makes its own sequences" "... refused"
 
 expect_exit 0 "--depths random with the file task" -- "$LONGCTX" eval ckf --quiet --data-path moved/corpus.h5 --depths random --sequences 2 --json
 close "$(json_field "$OUT/stdout" 1 loss)" "$(json_field ckf.jsonl 4 eval_loss)" 1e-6 && pass "... as without it" ||
