@@ -17,6 +17,7 @@ import os
 import time
 
 import openblas_coretype  # noqa: F401  (sets OPENBLAS_CORETYPE; must come first)
+from bench_args import positive  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -32,8 +33,8 @@ def loaded_blas():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=4096)
-    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--size", type=positive, default=4096)
+    parser.add_argument("--iters", type=positive, default=10)
     args = parser.parse_args()
     n = args.size
     rng = np.random.default_rng(0)

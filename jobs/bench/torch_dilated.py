@@ -17,6 +17,7 @@ import os
 import time
 
 import openblas_coretype  # noqa: F401  (sets OPENBLAS_CORETYPE; must come first)
+from bench_args import positive, positive_list  # noqa: E402
 torch = None  # imported by main() once the arguments are read: --help and a bad argument need no torch
 
 
@@ -74,28 +75,27 @@ def dilated_attention(q, k, v, segment_lengths, dilation_rates, chunk=8):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seq-len", type=int, default=65536)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--head-dim", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--segment-lengths", default="2048,4096,8192")
-    parser.add_argument("--dilation-rates", default="1,2,4")
-    parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seq-len", type=positive, default=65536)
+    parser.add_argument("--heads", type=positive, default=4)
+    parser.add_argument("--head-dim", type=positive, default=64)
+    parser.add_argument("--batch", type=positive, default=1)
+    parser.add_argument("--segment-lengths", type=positive_list, default="2048,4096,8192")
+    parser.add_argument("--dilation-rates", type=positive_list, default="1,2,4")
+    parser.add_argument("--iters", type=positive, default=3)
+    parser.add_argument("--threads", type=positive, default=2)
     args = parser.parse_args()
-    import_torch()
-    torch.set_num_threads(args.threads)
-    ws = [int(x) for x in args.segment_lengths.split(",")]
-    rs = [int(x) for x in args.dilation_rates.split(",")]
+    ws, rs = args.segment_lengths, args.dilation_rates
     if len(ws) != len(rs):  # zip would drop the unmatched branches without a word
-        raise SystemExit(f"torch_dilated: {len(ws)} segment lengths but {len(rs)} dilation rates; give one rate per length")
+        parser.error(f"{len(ws)} segment lengths but {len(rs)} dilation rates; give one rate per length")
     B, N, H, D = args.batch, args.seq_len, args.heads, args.head_dim
     pairs = 0
     for w, r in zip(ws, rs):
         w = min(w, N)
         if N % w or w % r:
-            raise SystemExit(f"segment length {w} must divide N={N} and be a multiple of its rate {r}")
+            parser.error(f"segment length {w} must divide N={N} and be a multiple of its rate {r}")
         pairs += B * H * (N // w) * (w // r) ** 2
+    import_torch()  # (after the arguments: a bad one is said as such, also without torch)
+    torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(B, N, H, D, generator=gen) for _ in range(3))
     with torch.no_grad():

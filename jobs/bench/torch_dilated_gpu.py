@@ -22,6 +22,8 @@ import json
 import math
 import statistics
 
+from bench_args import non_negative, positive, positive_list
+
 torch = None  # imported by main() once the arguments are read: --help and a bad argument need no torch
 
 
@@ -110,24 +112,23 @@ def pairs_of(B, N, H, ws, rs, causal):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seq-len", type=int, default=1 << 20)
-    parser.add_argument("--heads", type=int, default=16)
-    parser.add_argument("--head-dim", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--segment-lengths", default="2048,4096,8192,16384")
-    parser.add_argument("--dilation-rates", default="1,2,4,8")
+    parser.add_argument("--seq-len", type=positive, default=1 << 20)
+    parser.add_argument("--heads", type=positive, default=16)
+    parser.add_argument("--head-dim", type=positive, default=128)
+    parser.add_argument("--batch", type=positive, default=1)
+    parser.add_argument("--segment-lengths", type=positive_list, default="2048,4096,8192,16384")
+    parser.add_argument("--dilation-rates", type=positive_list, default="1,2,4,8")
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16"])
     parser.add_argument("--causal", action="store_true")
-    parser.add_argument("--iters", type=int, default=5)
-    parser.add_argument("--gemm", type=int, default=8192, help="GEMM size M = N = K (0 skips it)")
+    parser.add_argument("--iters", type=positive, default=5)
+    parser.add_argument("--gemm", type=non_negative, default=8192, help="GEMM size M = N = K (0 skips it)")
     parser.add_argument("--no-backward", action="store_true")
     args = parser.parse_args()
-    import_torch()
-    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
-    ws = [int(x) for x in args.segment_lengths.split(",")]
-    rs = [int(x) for x in args.dilation_rates.split(",")]
+    ws, rs = args.segment_lengths, args.dilation_rates
     if len(ws) != len(rs):  # zip would drop the unmatched branches without a word
-        raise SystemExit(f"torch_dilated_gpu: {len(ws)} segment lengths but {len(rs)} dilation rates; give one rate per length")
+        parser.error(f"{len(ws)} segment lengths but {len(rs)} dilation rates; give one rate per length")
+    import_torch()  # (after the arguments: a bad one is said as such, also without torch)
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
     B, N, H, D = args.batch, args.seq_len, args.heads, args.head_dim
     gpu = torch.cuda.get_device_name()
 

@@ -8,11 +8,23 @@ import argparse
 import h5py
 import numpy as np
 
+
+
+def positive(text):  # a bad size is a usage error naming it (before: a traceback, or an empty [0, H, D] file)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be >= 1")
+    return value
+
+
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("out")
-parser.add_argument("--seq-len", type=int, default=32768)
-parser.add_argument("--heads", type=int, default=4)
-parser.add_argument("--head-dim", type=int, default=64)
+parser.add_argument("--seq-len", type=positive, default=32768)
+parser.add_argument("--heads", type=positive, default=4)
+parser.add_argument("--head-dim", type=positive, default=64)
 parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()
 rng = np.random.default_rng(args.seed)

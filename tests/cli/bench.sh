@@ -206,6 +206,19 @@ for script in sgemm_rate.py torch_dilated.py torch_dilated_gpu.py openblas_coret
   [ -s "$OUT/stdout" ] && pass "... prints its usage" || fail "$script --help printed nothing"
   expect_exit 2 "$script --bogus" -- /usr/bin/python3 "$(dirname "$SCALING")/$script" --bogus
 done
+# Bad values are usage errors naming the argument, before torch is imported (before: tracebacks, a
+# ZeroDivisionError, "cannot import torch" for --seq-len 0, and make_qkv.py wrote an empty [0, H, D] file).
+for call in "sgemm_rate.py --size -5:--size: -5: must be >= 1" "sgemm_rate.py --iters 0:--iters: 0: must be >= 1" \
+            "torch_dilated.py --seq-len 0:--seq-len: 0: must be >= 1" \
+            "torch_dilated.py --dilation-rates 0,2,4:--dilation-rates: 0: must be >= 1" \
+            "torch_dilated.py --segment-lengths 2048,x:--segment-lengths: 'x' is not a whole number" \
+            "torch_dilated_gpu.py --segment-lengths 2048:1 segment lengths but 4 dilation rates" \
+            "../demo/make_qkv.py x.h5 --seq-len 0:--seq-len: 0: must be >= 1"; do
+  read -ra words <<<"${call%%:*}"
+  expect_exit 2 "${call%%:*}" -- /usr/bin/python3 "$(dirname "$SCALING")/${words[0]}" "${words[@]:1}"
+  expect_in "$OUT/stderr" "${call#*:}" "... names it"
+done
+[ ! -e x.h5 ] && pass "make_qkv.py wrote nothing" || fail "make_qkv.py wrote x.h5"
 expect_exit 2 "REPEATS=0" -- env REPEATS=0 bash "$SCALING"
 expect_in "$OUT/stderr" "REPEATS=0: must be a whole number from 1 to 999999" "names the setting"
 mkdir -p "$OUT/fake/bin" && printf '#!/bin/sh\necho "fake longctx: refused" >&2\nexit 3\n' >"$OUT/fake/bin/longctx" &&
