@@ -2,6 +2,8 @@
 # Configure + Release build (idempotent). The CLI lands at build/bin/longctx.
 #   LONGCTX_BUILD=dir    build directory (default: build/)
 #   LONGCTX_NATIVE=OFF   portable x86-64 code instead of -march=native
+[ -n "${BASH_VERSION:-}" ] ||  # (under sh: "source: not found", "Bad substitution")
+  { echo "build.sh: run it with bash (./jobs/build.sh, or bash jobs/build.sh)" >&2; exit 2; }
 for lib in "$(dirname "$0")/lib.sh" "${LONGCTX_ROOT:-/-}/jobs/lib.sh" "${SLURM_SUBMIT_DIR:-/-}/jobs/lib.sh" ""; do
   # sbatch runs a copy of the script from Slurm's spool, where no lib.sh is beside it: then that of
   # $LONGCTX_ROOT, else of the submit directory. Found nowhere, the script stops (before, it went on

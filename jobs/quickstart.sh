@@ -9,6 +9,8 @@
 # Files go to ${LONGCTX_QUICKSTART_DIR:-build/quickstart}, each named quickstart_*; a run replaces those of
 # the last one, and no other file there.
 # Settings (environment): LONGCTX_QUICKSTART_DIR, and LONGCTX_BUILD / LONGCTX_NATIVE as jobs/build.sh takes them.
+[ -n "${BASH_VERSION:-}" ] ||  # (under sh: "source: not found", "Bad substitution")
+  { echo "quickstart.sh: run it with bash (./jobs/quickstart.sh, or bash jobs/quickstart.sh)" >&2; exit 2; }
 for lib in "$(dirname "$0")/lib.sh" "${LONGCTX_ROOT:-/-}/jobs/lib.sh" "${SLURM_SUBMIT_DIR:-/-}/jobs/lib.sh" ""; do
   # sbatch runs a copy of the script from Slurm's spool, where no lib.sh is beside it: then that of
   # $LONGCTX_ROOT, else of the submit directory. Found nowhere, the script stops (before, it went on

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Dependencies, build, then the whole test suite (ctest: unit tests, MPI tests at 1-4 ranks, CLI tests).
 #   extra arguments go to ctest, e.g. ./jobs/test.sh -R attention
+[ -n "${BASH_VERSION:-}" ] ||  # (under sh: "source: not found", "Bad substitution")
+  { echo "test.sh: run it with bash (./jobs/test.sh, or bash jobs/test.sh)" >&2; exit 2; }
 for lib in "$(dirname "$0")/lib.sh" "${LONGCTX_ROOT:-/-}/jobs/lib.sh" "${SLURM_SUBMIT_DIR:-/-}/jobs/lib.sh" ""; do
   # sbatch runs a copy of the script from Slurm's spool, where no lib.sh is beside it: then that of
   # $LONGCTX_ROOT, else of the submit directory. Found nowhere, the script stops (before, it went on

@@ -12,6 +12,8 @@
 # port held by another cluster made them exit at once while `sinfo` got its answer from that cluster. Then
 # it stops the daemons it started itself (before: one whose port was free kept running). munged, which it
 # starts when none runs, is left running (stop-local.sh leaves it too: other programs may use it).
+[ -n "${BASH_VERSION:-}" ] ||  # (under sh: "source: not found", "Bad substitution")
+  { echo "start-local.sh: run it with bash (jobs/slurm/start-local.sh)" >&2; exit 2; }
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/../lib.sh"

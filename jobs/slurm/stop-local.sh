@@ -7,6 +7,8 @@
 # the SIGTERM scancel gives, and SIGKILL after 60 s (before: they kept running, and it said nothing). A
 # daemon is stopped only when its pid file names that daemon: a stale file (the daemon killed with -9) is
 # removed, and the process of that number left alone (before: it got SIGTERM, then SIGKILL, whatever it was).
+[ -n "${BASH_VERSION:-}" ] ||  # (under sh: "source: not found", "Bad substitution")
+  { echo "stop-local.sh: run it with bash (jobs/slurm/stop-local.sh)" >&2; exit 2; }
 source "$(cd "$(dirname "$0")" && pwd)/../lib.sh"  # longctx_sudo: start-local.sh started them with it
 longctx_script_args "$0" no_args "$@"
 set +e                                               # stop what can be stopped, whatever fails

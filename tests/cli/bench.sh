@@ -219,6 +219,11 @@ for call in "sgemm_rate.py --size -5:--size: -5: must be >= 1" "sgemm_rate.py --
   expect_in "$OUT/stderr" "${call#*:}" "... names it"
 done
 [ ! -e x.h5 ] && pass "make_qkv.py wrote nothing" || fail "make_qkv.py wrote x.h5"
+# The bash scripts run with sh say so, and do nothing (before: "source: not found", "Bad substitution").
+for script in build.sh test.sh quickstart.sh slurm/start-local.sh slurm/stop-local.sh bench/scaling.sh; do
+  expect_exit 2 "sh $script" -- sh "$(dirname "$(dirname "$SCALING")")/$script"
+  expect_in "$OUT/stderr" "^${script#*/}: run it with bash" "... says to run it with bash"
+done
 expect_exit 2 "REPEATS=0" -- env REPEATS=0 bash "$SCALING"
 expect_in "$OUT/stderr" "REPEATS=0: must be a whole number from 1 to 999999" "names the setting"
 mkdir -p "$OUT/fake/bin" && printf '#!/bin/sh\necho "fake longctx: refused" >&2\nexit 3\n' >"$OUT/fake/bin/longctx" &&
