@@ -70,10 +70,14 @@ if [ -n "${RESULTS:-}" ]; then
              "(or remove ${outputs[*]})" >&2; exit 2; }
   done
 fi
-# The script's own settings stay; every other LONGCTX_* variable is an option longctx would read.
+# The script's own settings stay, and those of the other scripts, which change nothing measured (before: named
+# as left out); every other LONGCTX_* variable is an option longctx would read, or a kernel choice.
 left_out=()
 for name in $(compgen -e | grep '^LONGCTX_'); do
-  case $name in LONGCTX_BUILD|LONGCTX_ROOT|LONGCTX_*_PACKAGES|LONGCTX_SLURM_*) continue ;; esac
+  case $name in
+    LONGCTX_BUILD|LONGCTX_ROOT|LONGCTX_*_PACKAGES|LONGCTX_SLURM_*|LONGCTX_NATIVE|LONGCTX_BIN) continue ;;
+    LONGCTX_QUICKSTART_DIR|LONGCTX_MIN_RUN_SECONDS|LONGCTX_PROGRESS_SECONDS) continue ;;
+  esac
   left_out+=("$name=${!name}")
   unset "$name"
 done
