@@ -295,7 +295,19 @@ std::string checkpoint_in(const std::string& given) {
   if (!std::filesystem::is_directory(given, error)) return given;
   std::string dir = given;  // "ck/" names ck/step_N.h5, not ck//step_N.h5
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-  const std::optional<std::string> latest = io::find_latest_checkpoint(dir);
+  std::optional<std::string> latest;
+  try {
+    latest = io::find_latest_checkpoint(dir);
+  } catch (const InputError& e) {  // `latest` names a file that is gone, or holds no name: which are there
+    const std::vector<std::string> there = io::list_checkpoints(dir);
+    if (there.empty()) throw;
+    std::string names;
+    for (size_t i = there.size(); i-- > 0 && there.size() - i <= 3;)
+      names += (names.empty() ? "" : ", ") + std::filesystem::path(there[i]).filename().string();
+    if (there.size() > 3) names += " and " + std::to_string(there.size() - 3) + " more";
+    throw InputError(e.what() + std::string(". Checkpoints there, newest first: ") + names + " (give one's path, " +
+                     there.back() + ", to read it)");
+  }
   if (!latest)
     throw InputError(given + ": a directory with no committed checkpoint" + io::misnamed_checkpoints_note(given));
   return *latest;

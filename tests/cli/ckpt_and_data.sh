@@ -231,6 +231,13 @@ mkdir -p renamed && cp pos/step_00000002.h5 renamed/step_00000010.h5
 expect_exit 0 "inspect a step_00000010.h5 of step 2" -- "$LONGCTX" ckpt inspect --quiet renamed
 expect_in "$OUT/stderr" "warn r0\] renamed/step_00000010.h5: the file name says step 10 but its step attribute is 2" "... warns"
 rm -rf renamed
+# A latest naming a file that is gone: inspect (and eval) list the checkpoints there, as a resume does
+# (before: the error alone).
+mkdir -p gone && cp pos/step_00000001.h5 pos/step_00000002.h5 gone/ && echo step_00000009.h5 >gone/latest
+expect_exit 3 "inspect a directory whose latest names a missing file" -- "$LONGCTX" ckpt inspect --quiet gone
+expect_in "$OUT/stderr" "gone/latest: names step_00000009.h5, which does not exist in gone. Checkpoints there, newest first: step_00000002.h5, step_00000001.h5 \(give one's path, gone/step_00000002.h5, to read it\)" \
+  "... lists those there"
+rm -rf gone
 # Hand edits that verify took for whole, or named wrongly (before: "ok" for a soft link, which resumed with wk as
 # wq; "missing" for a group in a dataset's place; "holds 1 bytes" for an int64 step): each its own words.
 cp pos/step_00000002.h5 edited_link.h5 && cp pos/step_00000002.h5 edited_group.h5 && cp pos/step_00000002.h5 edited_step.h5
