@@ -168,6 +168,10 @@ expect_exit 0 "a passkey checkpoint under LONGCTX_DATA_PATH" -- env LONGCTX_DATA
 expect_in "$OUT/stderr" "warn r0\] LONGCTX_DATA_PATH=nothere.h5 is not used: the checkpoint's data.task is passkey" "... warns"
 expect_exit 2 "a passkey checkpoint with --data-path" -- "$LONGCTX" eval ck --quiet --sequences 1 --data-path corpus.h5
 expect_in "$OUT/stderr" "--data-path=corpus.h5: the checkpoint's data.task is passkey, which makes its own sequences" "... refused"
+# A path through a file says so (before: "no such file" of the file that is there).
+expect_exit 3 "eval ck/step_00000012.h5/ (a trailing /)" -- "$LONGCTX" eval ck/step_00000012.h5/ --quiet --sequences 1
+expect_in "$OUT/stderr" "ck/step_00000012.h5/: no such file: ck/step_00000012.h5 is a file, not a directory \(drop the trailing /\)" \
+  "... says the file is no directory"
 
 expect_exit 0 "--depths random with the file task" -- "$LONGCTX" eval ckf --quiet --data-path moved/corpus.h5 --depths random --sequences 2 --json
 close "$(json_field "$OUT/stdout" 1 loss)" "$(json_field ckf.jsonl 4 eval_loss)" 1e-6 && pass "... as without it" ||
