@@ -259,8 +259,9 @@ std::string missing_file_text(const std::string& path, const std::string& what) 
   // The first part of the path that is there and no directory (a trailing / makes the whole path one).
   for (size_t end = path.find('/', 1); end != std::string::npos; end = path.find('/', end + 1))
     if (const std::string part = path.substr(0, end); ::stat(part.c_str(), &info) == 0 && !S_ISDIR(info.st_mode))
-      return "no such " + what + ": " + log::printable(part) + " is " + (S_ISREG(info.st_mode) ? "a file" : "no directory") +
-             ", not a directory" + (end + 1 == path.size() ? " (drop the trailing /)" : "");
+      return "no such " + what + ": " + log::printable(part) + " is " +
+             (S_ISREG(info.st_mode) ? "a file" : "no directory") + ", not a directory" +
+             (end + 1 == path.size() ? " (drop the trailing /)" : "");
   return "no such " + what + " (a part of the path is no directory)";
 }
 

@@ -359,9 +359,10 @@ int run(Invocation& invocation) {
       if (std::isfinite(lse_values[i])) largest = std::max(largest, std::fabs(static_cast<double>(lse_values[i])));
     if (P > 1) world.all_reduce(Span<double>(&largest, 1), comm::ReduceOp::max);
     if (constexpr double kLseRounding = 6e-8; kLseRounding * largest > 1e-3)
-      log::warn_once("the scores reach about " + fixed(largest, 0) + " (the largest |lse|): dq, dk and dv carry relative "
-                "errors up to about " + fixed(100 * kLseRounding * largest, 1) + "% (P = exp(score - lse) with lse in "
-                "float32, as the spec has it); lower --softmax-scale or scale q and k down for exact gradients");
+      log::warn_once("the scores reach about " + fixed(largest, 0) + " (the largest |lse|): dq, dk and dv carry "
+                     "relative errors up to about " + fixed(100 * kLseRounding * largest, 1) +
+                     "% (P = exp(score - lse) with lse in float32, as the spec has it); lower --softmax-scale or scale "
+                     "q and k down for exact gradients");
   }
 
   // The report is written and fsynced before the output and renamed after it: a report that cannot be

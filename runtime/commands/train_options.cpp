@@ -364,7 +364,8 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   // Checkpoint names hold eight digits of step: past them a run trained its step, then failed to save it
   // (before; from the eval audit).
   require(r.checkpoint_dir.empty() || r.steps <= io::kMaxCheckpointStep,
-          "train.steps=" + std::to_string(r.steps) + ": checkpoints are named step_%08d.h5, so with checkpoint.dir at most " +
+          "train.steps=" + std::to_string(r.steps) +
+              ": checkpoints are named step_%08d.h5, so with checkpoint.dir at most " +
               std::to_string(io::kMaxCheckpointStep) + " steps");
   r.checkpoint_every = opt<int64_t>(inv, "checkpoint.every");
   r.checkpoint_keep = opt<int64_t>(inv, "checkpoint.keep");
