@@ -224,6 +224,9 @@ std::vector<std::string> list_checkpoints(const std::string& dir);
 // For "DIR: no committed checkpoint": "" or, where DIR holds files named like checkpoints that are not
 // (step_9.h5, step_10.h5: not eight digits), " (step_9.h5 and 1 more are not named step_NNNNNNNN.h5 ...)".
 std::string misnamed_checkpoints_note(const std::string& dir);
+// "step_00000003.h5, step_00000002.h5, step_00000001.h5 and 4 more": the file names of `paths` (oldest
+// first, as list_checkpoints gives them), newest first, three at the most.
+std::string newest_first_names(const std::vector<std::string>& paths);
 // The subset that opens as a checkpoint whose step attribute matches its name (serial reads). Only
 // these count toward, and are deleted by, `checkpoint.keep`: a step_*.h5 that is no checkpoint, is
 // damaged, or is a renamed copy is left alone (a checkpoint copied in under its own name counts).

@@ -273,6 +273,14 @@ std::string misnamed_checkpoints_note(const std::string& dir) {
          "over such names)";
 }
 
+std::string newest_first_names(const std::vector<std::string>& paths) {
+  std::string names;
+  for (size_t i = paths.size(); i-- > 0 && paths.size() - i <= 3;)
+    names += (names.empty() ? "" : ", ") + std::filesystem::path(paths[i]).filename().string();
+  if (paths.size() > 3) names += " and " + std::to_string(paths.size() - 3) + " more";
+  return names;
+}
+
 std::vector<std::string> list_checkpoints(const std::string& dir) {
   std::vector<std::pair<int64_t, std::string>> found;
   // The error_code forms throughout: a name that is a link loop (ELOOP) is no checkpoint, not an internal

@@ -4,21 +4,15 @@
     /usr/bin/python3 jobs/demo/make_qkv.py OUT.h5 [--seq-len 32768] [--heads 4] [--head-dim 64] [--seed 0]
 """
 import argparse
+import os
+import sys
 
 import h5py
 import numpy as np
 
-
-
-def positive(text):  # a bad size is a usage error naming it (before: a traceback, or an empty [0, H, D] file)
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: must be >= 1")
-    return value
-
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+# A bad size is a usage error naming it (before: a traceback, or an empty [0, H, D] file).
+from bench_args import positive  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("out")

@@ -301,12 +301,8 @@ std::string checkpoint_in(const std::string& given) {
   } catch (const InputError& e) {  // `latest` names a file that is gone, or holds no name: which are there
     const std::vector<std::string> there = io::list_checkpoints(dir);
     if (there.empty()) throw;
-    std::string names;
-    for (size_t i = there.size(); i-- > 0 && there.size() - i <= 3;)
-      names += (names.empty() ? "" : ", ") + std::filesystem::path(there[i]).filename().string();
-    if (there.size() > 3) names += " and " + std::to_string(there.size() - 3) + " more";
-    throw InputError(e.what() + std::string(". Checkpoints there, newest first: ") + names + " (give one's path, " +
-                     there.back() + ", to read it)");
+    throw InputError(e.what() + std::string(". Checkpoints there, newest first: ") + io::newest_first_names(there) +
+                     " (give one's path, " + there.back() + ", to read it)");
   }
   if (!latest)
     throw InputError(given + ": a directory with no committed checkpoint" + io::misnamed_checkpoints_note(given));

@@ -16,19 +16,15 @@ namespace {
 // `latest`: the checkpoint `latest` names, which is damaged; "" when `latest` itself is unusable (names a
 // file that is not there, holds no name): then every checkpoint in `dir` is listed.
 std::string older_checkpoints_hint(const std::string& dir, const std::string& latest) {
-  std::vector<std::string> older;
+  std::vector<std::string> older;  // oldest first
   const std::optional<int64_t> latest_step = io::step_in_file_name(latest);
   for (const std::string& path : io::list_checkpoints(dir)) {
     const std::optional<int64_t> step = io::step_in_file_name(path);
-    if (step && (latest.empty() || (latest_step && *step < *latest_step)))
-      older.insert(older.begin(), std::filesystem::path(path).filename().string());
+    if (step && (latest.empty() || (latest_step && *step < *latest_step))) older.push_back(path);
   }
   if (older.empty()) return "";
-  std::string names;
-  for (size_t i = 0; i < older.size() && i < 3; ++i) names += (i ? ", " : "") + older[i];
-  if (older.size() > 3) names += " and " + std::to_string(older.size() - 3) + " more";
   return ". Nothing was changed. " + std::string(latest.empty() ? "Checkpoints" : "Older checkpoints") + " in " +
-         dir + ", newest first: " + names + ". " +
+         dir + ", newest first: " + io::newest_first_names(older) + ". " +
          (latest.empty() ? "" : "If " + std::filesystem::path(latest).filename().string() + " is damaged, ") +
          "`longctx ckpt verify " + dir + "` says which are whole; to resume from one, write its name into " + dir +
          "/latest" + " (the steps after it are trained again)";
