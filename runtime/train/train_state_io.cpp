@@ -484,7 +484,7 @@ std::vector<std::string> checkpoint_model_problems(const io::CheckpointReader& r
       expected.insert(name);
       const auto found = present.find(name);
       if (found == present.end()) {
-        // (A group or a link there: before, said to be missing.)
+        // (A group there: before, said to be missing.)
         const bool other_object = reader.file().has(name.substr(1));
         problems.push_back(path + ": " + name + (other_object ? ": is not a dataset" : ": missing") +
                            " (its /config's model has it; a resume would stop, exit 3)");
