@@ -279,6 +279,20 @@ TEST(Options, IniCommentsStartAtALineOrAfterABlank) {
   }
 }
 
+// A lone \r (an old Mac editor's line end) ends a line as \n and \r\n do: read as one line, a first-line
+// comment hid every option after it.
+TEST(Options, IniLoneCarriageReturnEndsALine) {
+  const auto entries = cli::parse_ini("# a note\r[train]\rsteps = 3\r\r\nseed=4\r\nlr = 1e-3\n\rx = y\r", "mac.ini");
+  const std::vector<std::tuple<std::string, std::string, int>> want{
+      {"train.steps", "3", 3}, {"train.seed", "4", 5}, {"train.lr", "1e-3", 6}, {"train.x", "y", 8}};
+  ASSERT_EQ(entries.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(entries[i].key, std::get<0>(want[i]));
+    EXPECT_EQ(entries[i].value, std::get<1>(want[i]));
+    EXPECT_EQ(entries[i].line, std::get<2>(want[i]));
+  }
+}
+
 // A quoted value holds what a plain one cannot (a blank before # or ;, blanks at its ends); ini_value()
 // writes any value so that it reads back the same.
 TEST(Options, IniQuotedValuesRoundTrip) {

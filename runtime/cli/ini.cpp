@@ -74,11 +74,12 @@ std::vector<IniEntry> parse_ini(const std::string& text, const std::string& wher
   std::string section;
   size_t start = text.compare(0, bom.size(), bom) == 0 ? bom.size() : 0;
   for (int number = 1; start < text.size(); ++number) {
-    size_t end = text.find('\n', start);
+    // A line ends at \n, \r\n or a lone \r (an old Mac editor's: read as one line, a first-line comment hid
+    // the whole file, and its options were silently not applied).
+    size_t end = text.find_first_of("\r\n", start);
     if (end == std::string::npos) end = text.size();
-    std::string raw = text.substr(start, end - start);
-    start = end + 1;
-    if (!raw.empty() && raw.back() == '\r') raw.pop_back();
+    const std::string raw = text.substr(start, end - start);
+    start = end + (text.compare(end, 2, "\r\n") == 0 ? 2 : 1);
     // A value cut at it would name another file than the one shown (log.jsonl = a<NUL>b wrote `a`).
     if (raw.find('\0') != std::string::npos)
       throw UsageError(where + " line " + std::to_string(number) + ": holds a NUL byte (is it a text file?)");
