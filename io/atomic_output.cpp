@@ -194,7 +194,8 @@ Claim claim_registered(const std::string& temporary, MPI_Comm comm) {
     claim.registered = RegisteredClaim(temporary, identity);
   });
   if (comm != MPI_COMM_NULL) {
-    watchdog::Guard guard("waiting for rank 0 (claiming " + temporary + ")");
+    watchdog::Guard guard(h5::comm_rank(comm) == 0 ? "telling the other ranks which file " + temporary + " is"
+                                                   : "waiting for rank 0 (claiming " + temporary + ")");
     LONGCTX_CHECK_MPI(MPI_Bcast(identity, 2, MPI_UINT64_T, 0, comm));
     if (claim.file.fd() < 0) claim.registered = RegisteredClaim(temporary, identity);
   }

@@ -31,7 +31,9 @@ void on_rank0(MPI_Comm comm, const std::string& what, Work&& work, bool keep_kin
   if (comm != MPI_COMM_NULL) {  // every rank learns the outcome, and on failure rank 0's reason
     // MPI_Bcast has no timeout: a rank 0 stopped in `work` (a hung file system) left the others here
     // forever; the watchdog ends the job after --comm-timeout instead.
-    watchdog::Guard guard("waiting for rank 0 (" + what + ")");
+    // (On rank 0 itself the label named "waiting for rank 0".)
+    watchdog::Guard guard(h5::comm_rank(comm) == 0 ? "telling the other ranks how " + what + " went"
+                                                   : "waiting for rank 0 (" + what + ")");
     LONGCTX_CHECK_MPI(MPI_Bcast(&code, 1, MPI_INT, 0, comm));
     if (code != 0) {
       int length = static_cast<int>(error.size());
