@@ -351,6 +351,18 @@ TEST(Log, PrintableKeepsUtf8AndEscapesBinary) {
   EXPECT_EQ(log::printable("caf\xc3\xa9\\", "", std::string::npos, true), "caf\\xc3\\xa9\\x5c");
 }
 
+// Sizes in the unit that reads best, up to EiB (a wrapped device byte count printed "17179869184.0 GiB").
+TEST(Log, HumanBytesPicksTheUnit) {
+  EXPECT_EQ(cli::human_bytes(0), "0 B");
+  EXPECT_EQ(cli::human_bytes(1023), "1023 B");
+  EXPECT_EQ(cli::human_bytes(1024), "1.0 KiB");
+  EXPECT_EQ(cli::human_bytes(3 << 19), "1.5 MiB");
+  EXPECT_EQ(cli::human_bytes((int64_t{1} << 40) - 1), "1024.0 GiB");
+  EXPECT_EQ(cli::human_bytes(int64_t{3} << 39), "1.5 TiB");
+  EXPECT_EQ(cli::human_bytes(int64_t{1} << 54), "16.0 PiB");
+  EXPECT_EQ(cli::human_bytes(std::numeric_limits<int64_t>::max()), "8.0 EiB");
+}
+
 TEST(Info, SharedGpuIsFoundCpuIsNot) {
   EXPECT_TRUE(cli::find_shared_devices({"a|cpu", "a|cpu", "b|cpu"}).empty());
   EXPECT_TRUE(cli::find_shared_devices({"a|cuda:0", "a|cuda:1", "b|cuda:0"}).empty());

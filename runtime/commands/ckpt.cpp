@@ -342,12 +342,13 @@ Command ckpt_verify_command() {
 }
 
 std::string human_bytes(int64_t bytes) {
+  static const char* const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  if (bytes < 1024) return std::to_string(bytes) + " B";
+  int unit = 0;
+  while (unit < 5 && bytes >= (int64_t{1} << (10 * (unit + 2)))) ++unit;
+  const double scale = static_cast<double>(int64_t{1} << (10 * (unit + 1)));
   std::ostringstream out;
-  out << std::fixed << std::setprecision(1);
-  if (bytes >= (int64_t{1} << 30)) out << static_cast<double>(bytes) / (1 << 30) << " GiB";
-  else if (bytes >= (1 << 20)) out << static_cast<double>(bytes) / (1 << 20) << " MiB";
-  else if (bytes >= (1 << 10)) out << static_cast<double>(bytes) / (1 << 10) << " KiB";
-  else out << bytes << " B";
+  out << std::fixed << std::setprecision(1) << static_cast<double>(bytes) / scale << " " << units[unit];
   return out.str();
 }
 

@@ -50,7 +50,8 @@ bool rotated_away(const std::string& given, const std::string& path);
 std::string read_checkpoint_in(const std::string& given, int attempts,
                                const std::function<void(const std::string& path)>& read);
 
-// A size as a person reads it: "3 B", "12.5 KiB", "64.0 MiB", "2.0 GiB" (ckpt inspect, bench comm).
+// A size as a person reads it: "3 B", "12.5 KiB", "64.0 MiB", "2.0 GiB", "1.5 TiB", "16.0 PiB" (ckpt inspect,
+// data inspect, bench comm; before: "17179869184.0 GiB").
 std::string human_bytes(int64_t bytes);
 
 // open(path, O_RDONLY | O_CLOEXEC) of a file that rank 0 has just made, maybe on another node: on ENOENT
