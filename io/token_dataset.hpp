@@ -111,6 +111,7 @@ class TokenReader {
   int64_t storage_bytes() const { return tokens_.storage_bytes(); }
   bool checksummed() const { return tokens_.checksummed(); }
   bool offsets_checksummed() const;
+  bool offsets_present() const;  // a /doc_offsets dataset exists (data verify of a file without one)
   int64_t format_version() const { return kTokenFormatVersion; }
   // The token count and /tokens' digest attribute (nullopt where it has none; one that is not an int64
   // -> InputError).

@@ -237,6 +237,17 @@ expect_in "$OUT/stdout" '"ok": false, "tokens": 3012, "documents": null, "vocab"
   "every token read, the documents unknown"
 expect_in "$OUT/stdout" '/doc_offsets: read failed: Fletcher32 checksum mismatch \(damaged on disk\): the documents are not known' \
   "names /doc_offsets"
+# So is a /doc_offsets that is missing or not integers (before: missing, it was "not opened", without DAMAGED).
+cp ab.h5 offsets_gone.h5
+/usr/bin/python3 -c "
+import h5py
+with h5py.File('offsets_gone.h5', 'r+') as f: del f['doc_offsets']
+"
+expect_exit 3 "verify with /doc_offsets missing" -- "$LONGCTX" data verify offsets_gone.h5 --json --quiet
+expect_in "$OUT/stdout" '"ok": false, "tokens": 3012, "documents": null, "vocab": 1000, "ids_read": 3012,.*no dataset .?/doc_offsets.?: the documents are not known' \
+  "every token read, the missing /doc_offsets named"
+expect_exit 3 "... and in words" -- "$LONGCTX" data verify offsets_gone.h5 --quiet
+expect_in "$OUT/stdout" "^offsets_gone.h5: DAMAGED: no dataset '/doc_offsets': the documents are not known$" "says DAMAGED"
 cp ab.h5 lowered.h5
 /usr/bin/python3 -c "
 import h5py
