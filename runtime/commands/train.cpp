@@ -560,7 +560,9 @@ int train_run(Invocation& inv, RunRecord& record) {
       stop_signal = stats.stop_signal;
       break;
     }
-    if (r.checkpoint_every > 0 && step % r.checkpoint_every == 0) {
+    // (Without checkpoint.dir, checkpoint.every is warned about as doing nothing; before, the run then failed
+    // at its first step on that grid, "checkpoint directory  is gone", exit 1: from the train audit.)
+    if (!r.checkpoint_dir.empty() && r.checkpoint_every > 0 && step % r.checkpoint_every == 0) {
       checkpoint();
       // A stop during the checkpoint's write (it can take long) stops the run here: this step is
       // committed. Before, it trained one more step and checkpointed again.

@@ -248,6 +248,12 @@ expect_exit 0 "passkey.ini with --checkpoint.dir=" -- "$LONGCTX" train --config 
   --quiet --checkpoint.dir= --log.jsonl= --train.steps 1 --eval.sequences 1
 expect_in "$OUT/stderr" "checkpoint.every=1000 \(from config file .*passkey.ini\) has no effect: checkpoint.dir is not set" \
   "checkpoint.every: said, with where it came from"
+# ... and it does nothing: the run goes past a step on its grid (before: exit 1 there, "checkpoint directory
+# is gone").
+expect_exit 0 "checkpoint.every=2 without checkpoint.dir, 3 steps" -- "$LONGCTX" train "${TINY[@]:0:13}" --train.steps 3 \
+  --checkpoint.every 2 --log.jsonl "$OUT/every_no_dir.jsonl"
+[ "$(grep -c '"step"' "$OUT/every_no_dir.jsonl")" = 3 ] && ! grep -q "is gone" "$OUT/stderr" && pass "... trains all 3 steps" ||
+  fail "checkpoint.every without a dir: $(tail -2 "$OUT/stderr")"
 # With the file task, the associative and passkey tasks' own options are said as the others are (before: not);
 # train.answer_weight with data.supervision=answer too (the answers alone are scored: their weight cancels).
 head -c 3000 "$LONGCTX" | tr -c 'a-z' 'a' >"$OUT/inert.txt"
