@@ -591,9 +591,9 @@ int train_run(Invocation& inv, RunRecord& record) {
     log::info(stopped_line(stop_signal, "at step " + std::to_string(trainer.step())));
     return static_cast<int>(ExitCode::requeue);
   }
-  // Resumed at the end: printed, and written to log.jsonl with the step's fields where that step has no line
-  // there (it was off the log.every grid of the run that trained it, whose checkpoint kept its fields;
-  // before: never logged, where the uninterrupted run's last line holds it).
+  // Resumed at the end: printed, and written to log.jsonl as the step's line from the fields its checkpoint
+  // kept, as the uninterrupted run's last line holds it: in place of the step's line without the evaluation,
+  // or added where the step was off the log.every grid of the run that trained it (before: never logged).
   if (last_eval != trainer.step()) {
     const Evaluation evaluation = evaluate(trainer.step());
     if (!evaluation.complete) {  // nothing trained: the checkpoint resumed from is the run's
@@ -605,7 +605,7 @@ int train_run(Invocation& inv, RunRecord& record) {
     refuse_resumed(evaluation.loss);
     if (rank == 0) {
       const std::string eval_fields = evaluation.print();
-      if (!stored.step_log.empty() && !jsonl.holds_kept_step()) jsonl.write(log_line(stored.step_log, eval_fields));
+      if (!stored.step_log.empty()) jsonl.complete_kept_step(log_line(stored.step_log, eval_fields));
     }
   }
   // Also when the checkpoint resumed from held the evaluation done now: it is saved again without it (else

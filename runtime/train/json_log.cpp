@@ -139,6 +139,26 @@ void JsonLog::write(const std::string& line) {
   if (!note_.empty()) write_note();
 }
 
+void JsonLog::complete_kept_step(const std::string& line) {
+  if (!out_.is_open()) return;
+  if (!holds_kept_step_) return write(line);
+  reopen_if_moved();
+  const Contents file = read();
+  // The last line with its text (the file may have got other runs' lines after it since).
+  const Line* kept = nullptr;
+  for (const Line& l : file.lines) {
+    const bool same = l.end - l.begin == kept_line_.size() + 1 &&
+                      file.text.compare(l.begin, kept_line_.size(), kept_line_) == 0;
+    if (same) kept = &l;
+  }
+  if (!kept) return write(line);  // gone (the file was replaced): the line is not lost
+  out_.close();
+  io::write_text_durably(file_path(), file.text.substr(0, kept->begin) + line + "\n" + file.text.substr(kept->end));
+  out_.open(path_, std::ios::app);
+  if (!out_) throw InternalError("log.jsonl=" + path_ + ": cannot open for appending after rewriting it");
+  remember_open_file();
+}
+
 // Where a rewrite goes: the file the name leads to, so that a link named log.jsonl stays a link to it
 // (before: the link was replaced by a file, and its target kept the dropped lines and got no more).
 std::string JsonLog::file_path() const { return io::output_target(path_); }
@@ -268,7 +288,10 @@ void JsonLog::trim_after(const Contents& file, int64_t step, const std::string& 
       ++dropped;
       continue;
     }
-    if (ours(i) && lines[i].step == step) holds_kept_step_ = true;
+    if (ours(i) && lines[i].step == step) {
+      holds_kept_step_ = true;
+      kept_line_ = file.text.substr(lines[i].begin, lines[i].end - lines[i].begin - 1);
+    }
     kept.append(file.text, lines[i].begin, lines[i].end - lines[i].begin);
   }
   if (dropped == 0) return;

@@ -53,9 +53,10 @@ class JsonLog {
   void forget_start();
   // Whether `step` is logged off the log.every grid: step 1 of a fresh run appending to earlier lines.
   bool must_log(int64_t step) const { return log_step_one_ && step == 1; }
-  // A resumed run: whether the file holds this run's line of the step it keeps through (the checkpoint's;
-  // none when that step was off the log.every grid of the run that trained it).
-  bool holds_kept_step() const { return holds_kept_step_; }
+  // A resumed run's line of the step it keeps through (the checkpoint's), with the evaluation done now: in
+  // place of that step's line without it, where the file holds one; else (that step was off the log.every
+  // grid of the run that trained it) appended. Before: with a line there, the evaluation was not logged.
+  void complete_kept_step(const std::string& line);
   // Appends `line` (one JSON object, no newline); InternalError when the write fails.
   void write(const std::string& line);
 
@@ -85,6 +86,7 @@ class JsonLog {
   std::ofstream out_;
   bool log_step_one_ = false;
   bool holds_kept_step_ = false;
+  std::string kept_line_;  // its text, without the '\n', where holds_kept_step_
   bool note_failed_ = false;  // write_note warned
   dev_t open_device_ = 0;     // the file out_ writes to (its inode also goes into the note)
   ino_t open_inode_ = 0;

@@ -1445,6 +1445,27 @@ assert "eval_loss" in lines[1] and lines[1]["loss"] == every[6]["loss"], (lines[
 PY
     { fail "$run: log.jsonl"; cat "$OUT/wg.jsonl"; }
 done
+# The same where that step is on the grid, its line written without an evaluation: the line gets one, in its
+# place (before: the evaluation was printed only, and log.jsonl's last line lacked it).
+ONGRID=("${GRID_RUN[@]}" --log.every 2 --eval.every 12 --checkpoint.dir "$OUT/wn" --log.jsonl "$OUT/wn.jsonl")
+LONGCTX_FAULT_SIGNAL_AT=checkpoint:6 "$LONGCTX" train "${ONGRID[@]}" --train.steps 12 --checkpoint.every 6 \
+  >"$OUT/wn.out" 2>"$OUT/wn.err"
+code=$?
+[ "$code" -eq 75 ] && cp "$OUT/wn.jsonl" "$OUT/wn_stopped.jsonl" && grep -q '"step": 6,' "$OUT/wn.jsonl" &&
+  ! grep -q eval_loss "$OUT/wn.jsonl" && pass "stopped at step 6, on the log.every grid: its line, no evaluation" ||
+  { fail "the stop at step 6 gave exit $code"; cat "$OUT/wn.jsonl"; }
+for run in "resumed with train.steps 6" "a later run of it"; do
+  expect_exit 0 "$run (on the grid)" -- "$LONGCTX" train "${ONGRID[@]}" --train.steps 6
+  /usr/bin/python3 - "$OUT/wn.jsonl" "$OUT/wn_stopped.jsonl" <<'PY' && pass "... log.jsonl: 6 has its evaluation, in place" ||
+import json, sys
+lines = [json.loads(line) for line in open(sys.argv[1])]
+stopped = [json.loads(line) for line in open(sys.argv[2])]
+assert [l["step"] for l in lines] == [2, 4, 6], lines
+assert lines[:2] == stopped[:2] and "eval_loss" in lines[2] and "eval_loss" not in stopped[2], (lines, stopped)
+assert {k: v for k, v in lines[2].items() if not k.startswith("eval_")} == stopped[2], (lines[2], stopped[2])
+PY
+    { fail "$run: log.jsonl"; cat "$OUT/wn.jsonl"; }
+done
 # At the last step's checkpoint the run is done: exit 0.
 LONGCTX_FAULT_SIGNAL_AT=checkpoint:6 "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "$OUT/wl" --checkpoint.every 2 \
   >"$OUT/wl.out" 2>"$OUT/wl.err"
