@@ -228,6 +228,26 @@ static void warn_inert_options(const Invocation& inv, const TrainOptions& r) {
   for (const auto& [option, why] : inert)
     if (!why.empty() && !holds_default(inv, option))
       log::warn_once(option + "=" + value_text(inv, option) + value_source(inv, option) + " has no effect: " + why);
+  // A depth curriculum that cannot do what --help says (before: run without a word; from the train audit).
+  const train::DataConfig& d = r.data;
+  if (!synthetic || d.curriculum_steps == 0) return;
+  const std::string min_span = "data.curriculum_min_span=" + value_text(inv, "data.curriculum_min_span") +
+                               value_source(inv, "data.curriculum_min_span");
+  if (d.curriculum_min_span >= d.seq_len) {
+    log::warn_once(min_span + " is not below data.seq_len=" + std::to_string(d.seq_len) + ": the keys lie anywhere " +
+                   "in the sequence from step 1 (no depth curriculum)");
+    return;
+  }
+  for (size_t i = 0; i < r.stage_len.size(); ++i)
+    if (d.curriculum_min_span >= r.stage_len[i] && (i == 0 ? 0 : r.stage_end[i - 1]) < d.curriculum_steps) {
+      log::warn_once(min_span + " is not below the length curriculum's stage " + std::to_string(i + 1) + " (" +
+                     std::to_string(r.stage_len[i]) + " tokens): there the keys lie anywhere in the sequence");
+      break;
+    }
+  if (d.curriculum_steps > r.steps)
+    log::warn_once("data.curriculum_steps=" + value_text(inv, "data.curriculum_steps") +
+                   value_source(inv, "data.curriculum_steps") + " is more than train.steps=" + std::to_string(r.steps) +
+                   ": the key depth does not reach the whole sequence in this run");
 }
 
 TrainOptions validate_train_options(const Invocation& inv, int world_size, bool warn) {

@@ -265,6 +265,21 @@ expect_exit 0 "the file task with data.records, data.queries, data.key_repeats" 
 expect_exit 0 "train.answer_weight with data.supervision=answer" -- "$LONGCTX" train "${TINY[@]}" \
   --data.supervision answer --train.answer_weight 7
 expect_in "$OUT/stderr" "train.answer_weight=7 has no effect: data.supervision=answer scores the answers alone" "... said"
+# A depth curriculum that cannot do what --help says is said too (before: no word; from the train audit).
+DEPTH=("${TINY[@]:0:13}" --data.curriculum_steps 2)  # (TINY without its train.steps)
+expect_exit 0 "data.curriculum_min_span not below data.seq_len" -- "$LONGCTX" train "${DEPTH[@]}" --train.steps 2 \
+  --data.curriculum_min_span 1K
+expect_in "$OUT/stderr" "data.curriculum_min_span=1K is not below data.seq_len=256: the keys lie anywhere in the sequence from step 1" \
+  "... min_span >= seq_len"
+expect_exit 0 "data.curriculum_steps past train.steps, a stage within min_span" -- env LONGCTX_DATA_CURRICULUM_MIN_SPAN=64 \
+  "$LONGCTX" train "${DEPTH[@]}" --train.steps 1 --data.short_seq_len 64 --data.short_steps 1
+expect_in "$OUT/stderr" "data.curriculum_steps=2 is more than train.steps=1: the key depth does not reach the whole sequence" \
+  "... curriculum_steps > train.steps"
+expect_in "$OUT/stderr" "data.curriculum_min_span=64 \(from environment variable LONGCTX_DATA_CURRICULUM_MIN_SPAN\) is not below the length curriculum's stage 1 \(64 tokens\)" \
+  "... a stage no longer than min_span"
+expect_exit 0 "a depth curriculum that acts" -- "$LONGCTX" train "${DEPTH[@]}" --train.steps 3 --data.curriculum_min_span 64 \
+  --data.short_seq_len 128 --data.short_steps 1
+grep -q "warn.*curriculum" "$OUT/stderr" && fail "warned: $(grep curriculum "$OUT/stderr")" || pass "... no word where it acts"
 expect_exit 0 "the same options at their defaults" -- "$LONGCTX" train "${TINY[@]}" --dump.steps 1 --dump.layers 0 \
   --checkpoint.keep 3 --data.task associative --data.records 4 --data.key_repeats 1 --train.answer_weight 1e0
 grep -q "no effect" "$OUT/stderr" && fail "warned about options at their defaults" || pass "defaults given: no word"
