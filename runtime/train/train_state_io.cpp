@@ -190,9 +190,20 @@ std::string check_same_model(const io::CheckpointReader& reader, const std::map<
   // is compared by its tokens (data_file_compared_by_train).
   static const std::set<std::string> kSameNumbers = {"train.threads", "train.regather_kv", "train.peak_gflops",
                                                      "data.seq_len", "data.allow_new_file"};
+  // Nor, where the run reads a token file before and after, the synthetic tasks' options, which it does not
+  // read (before: said as changing the run, beside the warning that they have no effect).
+  static const std::set<std::string> kSyntheticOnly = {
+      "data.key_digits", "data.key_repeats", "data.records",      "data.queries",      "data.filler_period",
+      "data.supervision", "train.answer_weight", "data.curriculum_steps", "data.curriculum_min_span"};
+  const auto task_of = [](const std::map<std::string, std::string>& text) {
+    const auto task = text.find("data.task");
+    return task == text.end() ? std::string() : canonical(task->second);
+  };
+  const bool file_task = task_of(saved_text) == "file" && task_of(now_text) == "file";
   std::string changed;
   for (const auto& [key, was] : saved_text) {
     if ((key.rfind("train.", 0) != 0 && key.rfind("data.", 0) != 0) || kSameNumbers.count(key)) continue;
+    if (file_task && kSyntheticOnly.count(key)) continue;
     const auto given = now_text.find(key);
     if (given == now_text.end() || canonical(was) == canonical(given->second)) continue;
     if (key == "data.path" &&

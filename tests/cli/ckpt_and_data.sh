@@ -316,6 +316,15 @@ expect_exit 0 "resume on a copy of the token file, under another name" -- "$LONG
 grep -q "is not the token file\|continuing with digits_copy.h5" "$OUT/stderr" && fail "the copy was taken for another file" ||
   pass "... is the same file, said to be no other"
 [ "$(positions copy_ck)" = "2:32 3:64 " ] && pass "... read from the checkpoint's token 32" || fail "data positions: $(positions copy_ck)"
+# A synthetic task's option changed on a resume of the file task: said to have no effect, and not as a change
+# of the run (before: both, "the run goes on with these settings, not as it would have gone on").
+mkdir -p inert_ck && cp pos/step_00000002.h5 inert_ck/ && echo step_00000002.h5 >inert_ck/latest
+expect_exit 0 "resume the file task with data.curriculum_steps and data.key_digits" -- "$LONGCTX" train "${FT[@]}" \
+  --train.steps 6 --data.short_seq_len 16 --data.short_steps 3 --checkpoint.dir inert_ck --data.curriculum_steps 4 \
+  --data.key_digits 7
+expect_in "$OUT/stderr" "data.curriculum_steps=4 has no effect: data.task=file reads no synthetic-task options" "... said inert"
+grep -q "data.curriculum_steps was\|data.key_digits was\|not as it would have gone on" "$OUT/stderr" &&
+  fail "said as a change of the run: $(grep "was" "$OUT/stderr")" || pass "... not as a change of the run"
 expect_exit 2 "data.allow_new_file with a synthetic task" -- "$LONGCTX" train --quiet --model.layers 1 --model.dim 16 \
   --model.heads 2 --model.segment_lengths 16 --model.dilation_rates 1 --data.seq_len 16 --train.steps 1 --data.allow_new_file
 expect_in "$OUT/stderr" "data.allow_new_file is about a token file \(data.task=file\); data.task=passkey reads none" "is refused"
