@@ -357,7 +357,9 @@ TEST(Log, HumanBytesPicksTheUnit) {
   EXPECT_EQ(cli::human_bytes(1023), "1023 B");
   EXPECT_EQ(cli::human_bytes(1024), "1.0 KiB");
   EXPECT_EQ(cli::human_bytes(3 << 19), "1.5 MiB");
-  EXPECT_EQ(cli::human_bytes((int64_t{1} << 40) - 1), "1024.0 GiB");
+  EXPECT_EQ(cli::human_bytes((1 << 20) - 1), "1.0 MiB");  // not "1024.0 KiB"
+  EXPECT_EQ(cli::human_bytes((1 << 20) - 60), "1023.9 KiB");
+  EXPECT_EQ(cli::human_bytes((int64_t{1} << 40) - 1), "1.0 TiB");
   EXPECT_EQ(cli::human_bytes(int64_t{3} << 39), "1.5 TiB");
   EXPECT_EQ(cli::human_bytes(int64_t{1} << 54), "16.0 PiB");
   EXPECT_EQ(cli::human_bytes(std::numeric_limits<int64_t>::max()), "8.0 EiB");

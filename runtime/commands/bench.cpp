@@ -74,6 +74,14 @@ Tensor seeded_rows(uint64_t seed, uint64_t which, int64_t B, int64_t N, int64_t 
 
 std::string launches(int n) { return std::to_string(n) + (n == 1 ? " launch" : " launches"); }
 
+// A rate in the table: one decimal, or two significant digits below 1 (a tiny run's 0.026 read "0.0").
+std::string gflops_text(double gflops) {
+  if (!(gflops < 1) || gflops <= 0) return fixed(gflops, 1);
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2g", gflops);
+  return text;
+}
+
 // --device cuda: the kernels alone on device-resident inputs (CUDA events), one rank.
 int run_cuda(const AttentionParams& params, Dtype dtype, int64_t B, int64_t N, int64_t H, int64_t D, int warmup,
              int iters, bool backward, bool json, uint64_t seed) {
@@ -366,10 +374,10 @@ int run(Invocation& invocation) {
               << "   peak RSS MiB\n";
     for (int r = 0; r < P; ++r) {
       std::cout << "  " << std::setw(4) << r << std::setw(8) << fixed(field(r, 0), 4) << std::setw(15)
-                << fixed(rank_gflops(r, false, field(r, 0)), 1);
+                << gflops_text(rank_gflops(r, false, field(r, 0)));
       if (backward)
         std::cout << std::setw(8) << fixed(field(r, 1), 4) << std::setw(15)
-                  << fixed(rank_gflops(r, true, field(r, 1)), 1);
+                  << gflops_text(rank_gflops(r, true, field(r, 1)));
       const auto hidden_text = [&](size_t received, size_t fraction) {
         const auto value = hidden(r, received, fraction);
         return value ? fixed(100 * *value, 0) + "%" : std::string("-");
@@ -379,8 +387,11 @@ int run(Invocation& invocation) {
         std::cout << std::setw(19) << static_cast<uint64_t>(field(r, 5)) << std::setw(13) << hidden_text(5, 6);
       std::cout << std::setw(15) << fixed(field(r, 7) / (1 << 20), 0) << "\n";
     }
-    std::cout << "  total  " << fixed(slowest_fwd, 4) << " s  " << fixed(flops_fwd / slowest_fwd / 1e9, 1) << " GFLOP/s forward";
-    if (backward) std::cout << ";  " << fixed(slowest_bwd, 4) << " s  " << fixed(flops_bwd / slowest_bwd / 1e9, 1) << " GFLOP/s backward";
+    std::cout << "  total  " << fixed(slowest_fwd, 4) << " s  " << gflops_text(flops_fwd / slowest_fwd / 1e9)
+              << " GFLOP/s forward";
+    if (backward)
+      std::cout << ";  " << fixed(slowest_bwd, 4) << " s  " << gflops_text(flops_bwd / slowest_bwd / 1e9)
+                << " GFLOP/s backward";
     std::cout << "\n";
   }
   return 0;

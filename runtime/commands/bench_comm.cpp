@@ -80,7 +80,7 @@ void check_options(const Invocation& invocation) {
   if (backend == "mpi" || backend == "staged" || (backend == "auto" && !gpu))
     check_fits_in_memory("bench comm --bytes " + std::to_string(bytes) + " over " + count_of(P, "rank"),
                          "its send buffer and the gathered P x bytes", static_cast<double>(bytes) * (P + 1),
-                         invocation.process.local_size());
+                         invocation.process.local_size(), 1, "use a smaller --bytes (more ranks need more)");
 }
 
 int run(Invocation& invocation) {

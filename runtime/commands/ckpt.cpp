@@ -344,11 +344,12 @@ Command ckpt_verify_command() {
 std::string human_bytes(int64_t bytes) {
   static const char* const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   if (bytes < 1024) return std::to_string(bytes) + " B";
+  // The unit in which the figure, to one decimal, is below 1024 (1048575 bytes is "1.0 MiB", not "1024.0 KiB").
   int unit = 0;
-  while (unit < 5 && bytes >= (int64_t{1} << (10 * (unit + 2)))) ++unit;
-  const double scale = static_cast<double>(int64_t{1} << (10 * (unit + 1)));
+  double figure = static_cast<double>(bytes) / 1024;
+  for (; unit < 5 && figure >= 1023.95; ++unit) figure /= 1024;
   std::ostringstream out;
-  out << std::fixed << std::setprecision(1) << static_cast<double>(bytes) / scale << " " << units[unit];
+  out << std::fixed << std::setprecision(1) << figure << " " << units[unit];
   return out.str();
 }
 

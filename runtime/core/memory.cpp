@@ -83,8 +83,12 @@ std::string gibibytes(double bytes) {
   char text[48];
   if (bytes < double(uint64_t{1} << 30))
     std::snprintf(text, sizeof text, "%.0f MiB", std::ceil(bytes / double(uint64_t{1} << 20)));
-  else
+  else if (bytes < double(uint64_t{1} << 40))
     std::snprintf(text, sizeof text, "%.1f GiB", bytes / double(uint64_t{1} << 30));
+  else if (bytes < double(uint64_t{1} << 50))
+    std::snprintf(text, sizeof text, "%.1f TiB", bytes / double(uint64_t{1} << 40));
+  else
+    std::snprintf(text, sizeof text, "%.1f PiB", bytes / double(uint64_t{1} << 50));
   return text;
 }
 
@@ -96,7 +100,7 @@ std::string memory_pressure_note(double node_need, double node_limit, double ava
 }
 
 void check_fits_in_memory(const std::string& what, const std::string& parts, double bytes_per_rank, int ranks_on_node,
-                          int threads) {
+                          int threads, const std::string& remedy) {
   const int ranks = std::max(ranks_on_node, 1);
   const double node = static_cast<double>(node_memory_limit_bytes());
   const double process = static_cast<double>(process_memory_limit_bytes());
@@ -123,9 +127,10 @@ void check_fits_in_memory(const std::string& what, const std::string& parts, dou
             << (all_threads > 1 ? " threads" : " thread");
     if (unlimited)
       message << ", more than a process can address (" << gibibytes(addressable)
-              << "): use more ranks or a smaller problem";
+              << "): " << (remedy.empty() ? "use more ranks or a smaller problem" : remedy);
     else
-      message << ", but ulimit -v allows each process " << shown(addressable) << ": raise it, or use more ranks";
+      message << ", but ulimit -v allows each process " << shown(addressable) << ": raise it, or "
+              << (remedy.empty() ? "use more ranks" : remedy);
     throw UsageError(message.str());
   }
   if (bytes_per_rank * ranks <= node) {
@@ -135,7 +140,8 @@ void check_fits_in_memory(const std::string& what, const std::string& parts, dou
   }
   if (ranks > 1) message << ", " << gibibytes(bytes_per_rank * ranks) << " for the " << ranks << " ranks on this node";
   message << ", but this node allows " << gibibytes(node)
-          << " (the lesser of MemTotal and this cgroup's memory limit): use more nodes or a smaller problem";
+          << " (the lesser of MemTotal and this cgroup's memory limit): "
+          << (remedy.empty() ? "use more nodes or a smaller problem" : remedy);
   throw UsageError(message.str());
 }
 

@@ -21,9 +21,11 @@ uint64_t process_memory_limit_bytes();
 // as this job's alone). Against ulimit -v, which limits address space, not memory, the process's own is
 // added: 256 MiB (libraries, MPI's mappings) and 8 MiB per thread of `threads` (its stack; glibc's malloc arenas are
 // not counted: under a limit without room for them it makes none). Before: none, and a run the check let
-// through failed at once, some in libgomp's thread creation.
+// through failed at once, some in libgomp's thread creation. The refusal's advice is more ranks or nodes, or
+// a smaller problem; `remedy`, where given, in their place, for a job whose need per rank more ranks do not
+// lower (bench comm: "use a smaller --bytes").
 void check_fits_in_memory(const std::string& what, const std::string& parts, double bytes_per_rank, int ranks_on_node,
-                          int threads = 1);
+                          int threads = 1, const std::string& remedy = "");
 
 // The end of check_fits_in_memory's warning for a job whose ranks on a node need `node_need` bytes, which
 // fits `node_limit` but not what /proc/meminfo says is `available` now (other processes hold the rest):
@@ -31,7 +33,8 @@ void check_fits_in_memory(const std::string& what, const std::string& parts, dou
 // it fits `available` (before: MemTotal alone was looked at).
 std::string memory_pressure_note(double node_need, double node_limit, double available);
 
-// "1.5 GiB"; below 1 GiB "340 MiB" (before: "0.1 GiB ... allows 0.1 GiB" for a refusal of small sizes)
+// "1.5 GiB"; below 1 GiB "340 MiB" (before: "0.1 GiB ... allows 0.1 GiB" for a refusal of small sizes); from
+// 1 TiB "128.0 TiB", from 1 PiB "2.0 PiB" (before: "262144.0 GiB")
 std::string gibibytes(double bytes);
 
 }  // namespace longctx

@@ -489,7 +489,7 @@ import h5py
 with h5py.File('huge.h5', 'w') as f:
     for name in 'qkv': f.create_dataset(name, shape=(1 << 30, 16, 128), dtype='f4', chunks=(1024, 16, 128))
 " || exit 1
-bad 2 "needs at least [0-9.]+ GiB per rank \\(q, k, v, o of its rows in float32, 32768.0 GiB" "an input larger than the node" -- "${A[@]/in.h5/huge.h5}" --segment-lengths 1024 --dilation-rates 1
+bad 2 "needs at least [0-9.]+ TiB per rank \\(q, k, v, o of its rows in float32, 32.0 TiB" "an input larger than the node" -- "${A[@]/in.h5/huge.h5}" --segment-lengths 1024 --dilation-rates 1
 # On/off options from the environment, as from the command line.
 expect_exit 0 "--causal" -- "$LONGCTX" attend --input in.h5 --output cl.h5 --segment-lengths 4,48 --dilation-rates 1,3 --causal --quiet
 expect_exit 0 "LONGCTX_CAUSAL=1" -- env LONGCTX_CAUSAL=1 "$LONGCTX" attend --input in.h5 --output ce.h5 --segment-lengths 4,48 --dilation-rates 1,3 --quiet

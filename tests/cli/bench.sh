@@ -159,7 +159,7 @@ expect_exit 2 "bench comm: zero bytes" -- "$LONGCTX" bench comm --bytes 0 --quie
 # word, or a size whose byte count wrapped to a tiny buffer: a segfault); iteration counts that overflow
 # int are refused (before: 0 iterations, "gflops_fwd": inf, exit 0).
 expect_exit 2 "bench attention larger than the node" -- "$LONGCTX" bench attention --seq-len 1G --heads 64 --head-dim 256 --quiet
-expect_in "$OUT/stderr" "needs at least [0-9.]+ GiB per rank \(q, k, v, o of its rows in float32, 262144.0 GiB, and the attention's own buffers, 256.0 GiB: lse" "names what it needs"
+expect_in "$OUT/stderr" "needs at least [0-9.]+ TiB per rank \(q, k, v, o of its rows in float32, 256.0 TiB, and the attention's own buffers, 256.0 GiB: lse" "names what it needs"
 expect_exit 2 "bench attention of 2^57 tokens" -- "$LONGCTX" bench attention --seq-len=134217728G --heads 2 \
   --head-dim 16 --segment-lengths 512,1024 --dilation-rates 1,2 --quiet
 expect_exit 2 "bench attention under ulimit -v" -- bash -c "ulimit -v 2000000; \"\$0\" bench attention --seq-len 4M --heads 4 --head-dim 64 --threads 1 --quiet" "$LONGCTX"
@@ -173,7 +173,11 @@ expect_in "$OUT/stderr" "and 15[0-9][0-9] MiB of address space with the librarie
   "... counts their arenas, in MiB"
 # Without ulimit -v: the address space a process has (before: "ulimit -v allows 17179869184.0 GiB: raise it").
 expect_exit 2 "bench comm of 2^63 bytes" -- bash -c "ulimit -v unlimited; \"\$0\" bench comm --bytes 9223372036854775807 --quiet" "$LONGCTX"
-expect_in "$OUT/stderr" "more than a process can address \(131072.0 GiB\)" "... names what a process can address"
+expect_in "$OUT/stderr" "more than a process can address \(128.0 TiB\): use a smaller --bytes \(more ranks need more\)$" \
+  "... names what a process can address, and a smaller --bytes (more ranks hold more: before, 'use more ranks')"
+expect_exit 2 "bench comm under ulimit -v" -- bash -c "ulimit -v 1500000; \"\$0\" bench comm --bytes 700M --quiet" "$LONGCTX"
+expect_in "$OUT/stderr" "ulimit -v allows each process 1.4 GiB: raise it, or use a smaller --bytes \(more ranks need more\)$" \
+  "... raise it or a smaller --bytes"
 # A segment spanning the 2 ranks gathers its K / V rows (here 2x this rank's K and V), copies them into
 # tiles: 770 MiB per rank at its peak (and about 1 GiB of address space), where the check counted 256 MiB
 # (q, k, v, o): under a 976 MiB ulimit -v it let the run start, which then failed ("out of memory", exit 1).
