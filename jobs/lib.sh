@@ -11,7 +11,8 @@
 #   longctx_slurm_daemon_pid STATE DAEMON   the pid in STATE/DAEMON.pid (slurmctld, slurmd) when that process
 #                                 runs and is DAEMON: a pid file outlives a daemon killed with -9 (or by the
 #                                 OOM killer), and its number may be another process's by now
-#   longctx_slurm_pid_is PID DAEMON   PID runs and is DAEMON (by /proc/PID/comm, which any user may read)
+#   longctx_slurm_pid_is PID DAEMON   PID runs (not a zombie) and is DAEMON (by /proc/PID/comm and /proc/PID/stat,
+#                                 which any user may read)
 #   longctx_slurm_steps STATE     pids of the slurmstepd processes (running jobs) of the cluster of STATE,
 #                                 by the SLURM_CONF they inherit from its slurmd (their /proc/PID/environ:
 #                                 Slurm 22.05's setproctitle leaves it readable; cli_slurm_launch checks)
@@ -74,7 +75,13 @@ longctx_slurm_answers() {
   [ "$(SLURM_CONF="$1/slurm.conf" scontrol show config 2>/dev/null | sed -n 's/^StateSaveLocation *= *//p')" = "$1/ctld" ]
 }
 
-longctx_slurm_pid_is() { [[ "$1" =~ ^[0-9]+$ ]] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ]; }
+# A zombie is not running: a daemon just killed keeps its comm until it is reaped (which PID 1 of a container
+# may do seconds later), and start-local.sh took it for a live one (before) and started none.
+longctx_slurm_pid_is() {
+  local stat
+  [[ "$1" =~ ^[0-9]+$ ]] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ] &&
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) && [[ "${stat##*) }" != [ZX]* ]]
+}
 
 longctx_slurm_daemon_pid() {
   local pid

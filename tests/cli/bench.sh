@@ -223,8 +223,20 @@ for call in "sgemm_rate.py --size -5:--size: -5: must be >= 1" "sgemm_rate.py --
   expect_in "$OUT/stderr" "${call#*:}" "... names it"
 done
 [ ! -e x.h5 ] && pass "make_qkv.py wrote nothing" || fail "make_qkv.py wrote x.h5"
+# A daemon killed a moment ago is a zombie until it is reaped: jobs/lib.sh does not take it for a running one
+# (before: start-local.sh then started no slurmd, and said it had).
+bash -c 'sleep 0.1 & echo $! >"$1"; exec sleep 4' _ "$OUT/zombie" >/dev/null 2>&1 &
+sleep 5 >/dev/null 2>&1 &
+live=$!
+sleep 1
+zombie=$(cat "$OUT/zombie")
+pid_is() { bash -c 'source "$1/lib.sh"; longctx_slurm_pid_is "$2" sleep' _ "$(dirname "$(dirname "$SCALING")")" "$1"; }
+[ "$(cut -d' ' -f3 "/proc/$zombie/stat" 2>/dev/null)" = Z ] && ! pid_is "$zombie" && pid_is "$live" &&
+  pass "longctx_slurm_pid_is: a zombie is not running, a live process is" || fail "longctx_slurm_pid_is and zombie $zombie"
+kill "$live" 2>/dev/null
 # The bash scripts run with sh say so, and do nothing (before: "source: not found", "Bad substitution").
-for script in build.sh test.sh quickstart.sh slurm/start-local.sh slurm/stop-local.sh bench/scaling.sh; do
+for script in build.sh test.sh quickstart.sh slurm/start-local.sh slurm/stop-local.sh bench/scaling.sh slurm/train.sbatch \
+              slurm/info.sbatch; do
   expect_exit 2 "sh $script" -- sh "$(dirname "$(dirname "$SCALING")")/$script"
   expect_in "$OUT/stderr" "^${script#*/}: run it with bash" "... says to run it with bash"
 done

@@ -168,6 +168,16 @@ else
   fail "train.sbatch (no summary found) did not reach step 5"; tail -5 "$OUT/bytime.out"; scancel "$jid"
 fi
 
+# A --time within the script's --signal=USR1@300 lead (and Slurm's 60 s): warned about, and the run, signalled
+# as it starts, is not requeued (before: requeued again and again, a step or so a run).
+jid=$(env LONGCTX="$LONGCTX" sbatch --parsable --time=3 --output="$OUT/short.out" "$ROOT/jobs/slurm/train.sbatch" \
+      "${TRAIN[@]}" --train.steps 10000000 --checkpoint.dir "$OUT/ck6")
+expect_ended "$jid" FAILED 0 75:0 "--time=3 under the 300 s lead: exit 75, not requeued"
+expect_in "$OUT/short.out" "--time is 180 s, not more than the 300 s lead of this script's --signal=USR1@300" "warned as it starts"
+expect_in "$OUT/short.out" "under a --time of 180 s that leaves no room over the 300 s lead .*not requeued, as every run would stop" \
+  "... and says why it does not requeue"
+[ -s "$OUT/ck6/latest" ] && pass "... its checkpoint kept" || fail "no checkpoint in $OUT/ck6"
+
 # ---- train.sbatch: scancel -> the ranks checkpoint, the job is NOT requeued --------------------------
 # In the job's last minute (--time=1; --signal=URG@1 keeps the script's USR1@300 from stopping it first):
 # before, the script took any SIGTERM then for the time limit and requeued the cancelled job.
