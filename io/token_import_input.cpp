@@ -282,10 +282,15 @@ class IdInput : public IdSource {
       if (blank(part)) throw InputError(name_ + ": damaged .npy shape " + shape + " (an empty axis)");
       size_t used = 0;
       int64_t extent = -1;
+      bool too_large = false;  // digits past int64: no file holds that many (before: "damaged")
       try {
         extent = std::stoll(part, &used);
+      } catch (const std::out_of_range&) {  // a run of digits alone (a trailing L aside), not "-9...9" or "9...9x"
+        const size_t first = part.find_first_not_of(' '), last = part.find_last_not_of(" L");
+        too_large = part[first] != '-' && part.find_first_not_of("0123456789", first + (part[first] == '+')) > last;
       } catch (const std::exception&) {
       }
+      if (too_large) throw InputError(name_ + ": .npy shape " + shape + " is larger than any file");
       if (extent >= 0 && used < part.size() && part[used] == 'L') ++used;  // Python 2's long: (10L,), as NumPy reads it
       if (extent < 0 || part.find_first_not_of(' ', used) != std::string::npos)
         throw InputError(name_ + ": damaged .npy shape " + shape);

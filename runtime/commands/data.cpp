@@ -106,8 +106,8 @@ void declare_inspect(po::options_description& desc, po::positional_options_descr
 // inspect's --seq-len: 0 when not asked, else >= 2.
 int64_t inspect_seq_len(const Invocation& invocation) {
   const std::string text = invocation.options["seq-len"].as<std::string>();
-  if (text == "0") return 0;
   const int64_t seq_len = parse_size("seq-len", text);
+  if (seq_len == 0) return 0;  // (also 0K or 00: before, "0" alone)
   // As train's data.seq_len and eval's --seq-len: a sequence of 1 has no pair of tokens to predict from.
   if (seq_len < 2) throw UsageError("--seq-len " + text + ": it must be >= 2, as data.seq_len (0: not asked)", "seq-len");
   return seq_len;

@@ -176,6 +176,9 @@ expect_exit 2 "inspect --seq-len -5" -- "$LONGCTX" data inspect ab.h5 --seq-len 
 # 1 is no length train takes (before: "N to train on" for it).
 expect_exit 2 "inspect --seq-len 1" -- "$LONGCTX" data inspect ab.h5 --seq-len 1 --quiet
 expect_in "$OUT/stderr" "--seq-len 1: it must be >= 2, as data.seq_len" "... says why"
+# 0 in any spelling is "not asked", as the message says (before: 0K or 00 was refused).
+expect_exit 0 "inspect --seq-len 0K" -- "$LONGCTX" data inspect ab.h5 --seq-len 0K --quiet
+grep -q "at seq_len" "$OUT/stdout" && fail "counted sequences at 0K: $(cat "$OUT/stdout")" || pass "... no sequences counted"
 expect_exit 0 "inspect --seq-len 2^63 - 1" -- "$LONGCTX" data inspect ab.h5 --seq-len 9223372036854775807 --quiet
 expect_in "$OUT/stdout" "train needs at least seq_len \+ 1 = 9223372036854775808 tokens" "... the count without a wrap"
 expect_exit 0 "inspect --json" -- "$LONGCTX" data inspect ab.h5 --seq-len 128 --json --quiet
@@ -349,6 +352,8 @@ npy('bare_shape.npy', "{'descr': '<u2', 'fortran_order': False, 'shape': 6, }", 
 for i, shape in enumerate(["(6,,)", "(,6)", "(6]", "(6)", "[6]"]):  # NumPy refuses each (before: read)
     npy('bad_shape%d.npy' % i, "{'descr': '<u2', 'fortran_order': False, 'shape': %s, }" % shape, ids)
 npy('trailing.npy', "{'descr': '<u2', 'fortran_order': False, 'shape': (2, 3,), }", ids)
+npy('huge_shape.npy', "{'descr': '<u2', 'fortran_order': False, 'shape': (99999999999999999999,), }", ids)
+npy('huge_bad.npy', "{'descr': '<u2', 'fortran_order': False, 'shape': (99999999999999999999x,), }", ids)
 npy('python2.npy', "{'descr': '<u2', 'fortran_order': False, 'shape': (2L, 3L), }", ids)  # NumPy under Python 2
 npy('no_order.npy', "{'descr': 'u2', 'fortran_order': False, 'shape': (2, 3), }", ids)    # no byte order: the machine's
 npy('column.npy', "{'descr': '<u2', 'fortran_order': True, 'shape': (6, 1), }", ids)      # one long axis: either order
@@ -367,6 +372,11 @@ for i in 0 1 2 3 4; do
   expect_exit 3 "a .npy shape NumPy refuses (bad_shape$i.npy)" -- "$LONGCTX" data import --ids bad_shape$i.npy --out bad.h5 --quiet
   expect_in "$OUT/stderr" "bad_shape$i.npy: damaged .npy shape" "... is damage"
 done
+# A valid shape past int64 is too large, not damaged (before: "damaged"); digits with junk are damage.
+expect_exit 3 "a .npy shape of 10^20" -- "$LONGCTX" data import --ids huge_shape.npy --out huge.h5 --quiet
+expect_in "$OUT/stderr" "huge_shape.npy: .npy shape \(99999999999999999999,\) is larger than any file" "... is too large"
+expect_exit 3 "a .npy shape of 10^20 and a letter" -- "$LONGCTX" data import --ids huge_bad.npy --out huge.h5 --quiet
+expect_in "$OUT/stderr" "huge_bad.npy: damaged .npy shape" "... is damage"
 expect_exit 0 "a .npy shape with a trailing comma, (2, 3,)" -- "$LONGCTX" data import --ids trailing.npy --out trailing.h5 --quiet
 expect_in "$OUT/stdout" "imported 1 document\(s\), 6 tokens" "... 6 ids"
 expect_exit 0 "raw ids in a file whose size says 0 (/proc)" -- "$LONGCTX" data import --ids /proc/self/status --ids-dtype uint8 --out proc.h5 --quiet
