@@ -343,8 +343,12 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
       log::warn(file + ": a Megatron index is beside it; give that (--ids PREFIX.idx) to keep its documents: as raw "
                 "ids this file is one document");
     if (const char* said_by = input->type_said_by(); raw_type && said_by && raw_type != &input->type())
-      log::warn(name_of(file) + ": its " + said_by + " says " + input->type().name +
-                "; --ids-dtype " + raw_type->name + " is for raw files (the others are read as they say)");
+      log::warn(name_of(file) + ": its " + said_by + " says " + input->type().name + "; --ids-dtype " + raw_type->name +
+                " is for raw files (the others are read as they say)" +
+                // (Before, the storage it sized went unsaid: the warning read as if it were ignored.)
+                (plan.stream[f] ? std::string("; it sized /tokens' storage all the same, chosen before this pipe was "
+                                              "read (--vocab sets it)")
+                                : std::string()));
     const int64_t before = writer.written();
     const uint64_t digest_before = writer.digest();
     input->read_all(

@@ -22,8 +22,8 @@ void declare_import(po::options_description& desc, po::positional_options_descri
   desc.add_options()
       ("text", po::value<std::vector<std::string>>()->multitoken(), "text files (this or --ids), one document each, as byte tokens (vocab 256): regular files, pipes (a FIFO, <(zcat a.gz)) or - (standard input)")
       ("ids", po::value<std::vector<std::string>>()->multitoken(), "token ids a tokenizer wrote (this or --text), one document per file (files, pipes or -): NumPy .npy files (dtype from their header; any shape, in C order), Megatron-LM indexed datasets given by their PREFIX.idx (a regular file; its documents kept, its ids read from PREFIX.bin as its dtype says), or raw little-endian integers of --ids-dtype (nanoGPT's train.bin)")
-      ("ids-dtype", po::value<std::string>()->default_value(""), "dtype of raw --ids files: uint8|int8|uint16|int16|uint32|int32|uint64|int64 (.npy files and Megatron indexes say their own)")
-      ("vocab", po::value<int64_t>()->default_value(0), "with --ids: the tokenizer's vocabulary size; every id must be below it, and /tokens is stored as the smallest of uint8, uint16, int32 that holds it (0: the largest id + 1; with a pipe among the inputs, the storage is what the inputs' dtypes need). train's model.vocab must be at least this")
+      ("ids-dtype", po::value<std::string>()->default_value(""), "dtype of raw --ids files: uint8|int8|uint16|int16|uint32|int32|uint64|int64 (.npy files and Megatron indexes say their own; with a pipe among the inputs it also sizes /tokens' storage, chosen before the pipe is read, a .npy pipe's too: int32 when unset)")
+      ("vocab", po::value<int64_t>()->default_value(0), "with --ids: the tokenizer's vocabulary size; every id must be below it, and /tokens is stored as the smallest of uint8, uint16, int32 that holds it (0: the largest id + 1; with a pipe among the inputs, what --ids-dtype, int32 when unset, and the files' dtypes hold). train's model.vocab must be at least this")
       ("out", po::value<std::string>()->required(), "token file to write (HDF5)");
 }
 

@@ -384,6 +384,8 @@ expect_in "$OUT/stdout" "imported 1 document\(s\), [1-9][0-9]* tokens" "... are 
 expect_exit 3 "a piped .npy wider than --ids-dtype, no --vocab" -- bash -c "'$LONGCTX' data import --ids <(cat wide.npy) --ids-dtype uint16 --out wide.h5 --quiet"
 expect_in "$OUT/stderr" "id 70000 .* is outside \[0, 65536\): what the storage holds, sized before the streams were read, by --ids-dtype uint16 .*: give --vocab" \
   "... says the storage was sized by --ids-dtype (before: 'what the inputs' dtypes hold')"
+expect_in "$OUT/stderr" "its .npy header says int32; --ids-dtype uint16 is for raw files .*; it sized /tokens' storage all the same, chosen before this pipe was read" \
+  "... and the warning about --ids-dtype says so too (before: as if it were ignored)"
 
 # ---- train on ids ----
 TRAIN=(train --quiet --model.layers 1 --model.dim 16 --model.heads 2 --model.mlp_hidden 16 --model.segment_lengths 32,128
