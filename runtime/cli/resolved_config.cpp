@@ -81,6 +81,11 @@ std::string describe(const Invocation& invocation, const po::options_description
       continue;
     }
     const boost::any& value = invocation.options[name].value();
+    // An empty default is what --help calls "(unset)" (before: `""  [default]` here).
+    if (const auto* s = boost::any_cast<std::string>(&value); s && s->empty() && invocation.options[name].defaulted()) {
+      out << "  " << name << " = (unset)\n";
+      continue;
+    }
     std::string text;
     if (const auto* s = boost::any_cast<std::string>(&value)) {
       text = shown(*s, false);

@@ -312,6 +312,9 @@ cp "$OUT/a b.txt" "$OUT/c.txt"
 expect_exit 0 "data import of 'a b.txt' and c.txt" -- "$LONGCTX" data import --text "$OUT/a b.txt" "$OUT/c.txt" --out "$OUT/ab.h5"
 expect_in "$OUT/stderr" "^  text = \"$OUT/a b.txt\" $OUT/c.txt  \[command line\]$" "two items, the one with a blank quoted"
 expect_in "$OUT/stderr" "^  ids = \(unset\)$" "an option with no default, not given, is listed as unset (before: left out)"
+expect_in "$OUT/stderr" "^  ids-dtype = \(unset\)$" "... and one whose default is empty, as --help says (before: \"\"  [default])"
+expect_exit 0 "... given empty" -- "$LONGCTX" data import --text "$OUT/c.txt" --out "$OUT/ab.h5" --ids-dtype=
+expect_in "$OUT/stderr" '^  ids-dtype = ""  \[command line\]$' "... quoted, with its source"
 # Another command's variable whose last name part this command has under a section: LONGCTX_SEED for train
 # (bench attention's seed; train's is LONGCTX_TRAIN_SEED) was ignored without a word.
 expect_exit 2 "LONGCTX_SEED for train" -- env LONGCTX_SEED=42 "$LONGCTX" train --train.steps 0 --quiet
