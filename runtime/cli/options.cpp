@@ -800,11 +800,12 @@ std::string command_options_text(const Command& command) {
 }
 
 std::string help_text(const Command& command, const po::options_description& declared) {
-  std::string required, example;
+  std::string required, example, lists;
   const std::set<std::string>& positional = positional_names(command);
   for (const auto& option : declared.options()) {
     const std::string& name = option->long_name();
     if (option->semantic()->is_required()) required += (required.empty() ? "--" : ", --") + name;
+    if (option->semantic()->max_tokens() > 1) lists += (lists.empty() ? "" : " and ") + name;  // (two at most)
     // Not a list option (data import's --text): a variable gives one value, not a list.
     if (example.empty() && !is_switch(*option) && name != "config" && name != "help" && !positional.count(name) &&
         option->semantic()->max_tokens() <= 1)
@@ -825,7 +826,9 @@ std::string help_text(const Command& command, const po::options_description& dec
       << "In the file a line that starts with # or ; is a comment, and so is the rest of a line from a\n"
       << "# or ; after a blank (seed = 4  # note); one right after other text is part of the value\n"
       << "(jsonl = run#1.jsonl); a value in double quotes may hold blanks, # and ; (dir = \"ck #2\"; \\\" and\n"
-      << "\\\\ inside are \" and \\). A key given twice is an error (a list's lines add up), and so is an empty\n"
+      // The lists named (before: "a list's lines add up" also in train's help, whose options are none).
+      << "\\\\ inside are \" and \\). A key given twice is an error"
+      << (lists.empty() ? "" : " (but for " + lists + ", whose lines add up)") << ", and so is an empty\n"
       << "number or on/off value.\n"
       << (command.positional.empty() ? ""
                                      : command.positional + " comes from the command line or the file, not the environment.\n")

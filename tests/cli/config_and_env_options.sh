@@ -52,6 +52,12 @@ config_case 2 "an on/off option with a bad value" 'quiet = maybe\n' "case.ini li
 config_case 2 "a key given twice" 'comm-timeout = 35\ncomm-timeout = 36\n' \
   "case.ini line 2: 'comm-timeout' given twice \(first on line 1\)"
 config_case 2 "a line without =" 'comm-timeout\n' "case.ini line 1: 'comm-timeout' is not 'key = value'"
+# --help names the options whose lines add up, where the command has any (before: "a list's lines add up" in
+# every command's help, train's too, which has none).
+expect_exit 0 "data import --help" -- "$LONGCTX" data import --help
+expect_in "$OUT/stdout" "A key given twice is an error \(but for text and ids, whose lines add up\)" "... names text and ids"
+expect_exit 0 "train --help" -- "$LONGCTX" train --help
+expect_in "$OUT/stdout" "A key given twice is an error, and so is an empty" "... train: none"
 
 # --help belongs on the command line: a help key in a file or LONGCTX_HELP (any value) made every run print
 # help and exit 0, doing nothing.
