@@ -96,7 +96,7 @@ void declare_train_options(po::options_description& d, po::positional_options_de
       ("model.vocab", po::value<int64_t>()->default_value(32), "vocabulary size (>= 32 for passkey/associative; for data.task=file at least the token file's vocab: 256 for a `data import --text` corpus, --vocab for one of --ids)")
       ("model.prev_token_embedding", po::bool_switch(),
        "add an embedding of each row's previous token (token shift; helps content-based copying)")
-      ("model.init_std", po::value<double>()->default_value(0.02), "normal std of initial weights")
+      ("model.init_std", po::value<double>()->default_value(0.02), "normal std of initial weights (of the output projections wo and w2: init_std / sqrt(2 model.layers))")
       ("model.rope_dims", po::value<int64_t>()->default_value(0),
        "dims of each head that rotate (even); the rest match content at any distance; 0 = all")
       ("model.rope_base", po::value<double>()->default_value(10000.0), "rotary base")
@@ -122,7 +122,7 @@ void declare_train_options(po::options_description& d, po::positional_options_de
       ("train.steps", po::value<int64_t>()->default_value(100), "total optimizer steps")
       ("train.lr", po::value<double>()->default_value(1e-3), "peak learning rate")
       ("train.warmup", po::value<int64_t>()->default_value(20), "linear warm-up steps")
-      ("train.min_lr_ratio", po::value<double>()->default_value(0.1, "0.1"), "cosine floor as a fraction of train.lr (reached at step train.steps + 1: the last step's lr is just above it)")
+      ("train.min_lr_ratio", po::value<double>()->default_value(0.1, "0.1"), "cosine floor as a fraction of train.lr (reached at step train.steps + 1: the last step's lr is just above it; with train.warmup >= train.steps - 1 there is no decay)")
       ("train.weight_decay", po::value<double>()->default_value(0.1, "0.1"), "AdamW decoupled weight decay (matrices only)")
       ("train.beta1", po::value<double>()->default_value(0.9, "0.9"), "AdamW beta1")
       ("train.beta2", po::value<double>()->default_value(0.95, "0.95"), "AdamW beta2")
