@@ -245,9 +245,20 @@ int run(Invocation& invocation) {
     v = io::read_rows(file, "v", input.seq_axis, rows);
     if (backward) dout = io::read_rows(file, "do", input.seq_axis, rows);
   }
-  log::info("read " + to_string(input.shape) + " from " + input_path + " (" + std::to_string(rows.rows()) +
-            " rows per rank, " + fixed(since(t_read), 2) + " s); schedule " + to_string(params.schedule) +
-            (params.causal ? ", causal" : ""));
+  // The axes named (before: the shape alone, so a [B,H,N,D] file read as [B,N,H,D] went unseen).
+  const std::string axes = (input.batched ? "B=" + std::to_string(input.batch) + " " : std::string()) + "N=" +
+                           std::to_string(input.seq_len) + " H=" + std::to_string(input.heads) + " D=" +
+                           std::to_string(input.head_dim);
+  log::info("read " + to_string(input.shape) + " as " + axes + " from " + input_path + " (" +
+            std::to_string(rows.rows()) + " rows per rank, " + fixed(since(t_read), 2) + " s); schedule " +
+            to_string(params.schedule) + (params.causal ? ", causal" : ""));
+  // Fewer tokens than heads is what PyTorch's [B,H,N,D] (or [H,N,D]) looks like read as ours (from the user
+  // audit: it ran without a word, attention over the heads).
+  if (input.seq_len < input.heads)
+    log::warn_once(input_path + ": q is read as " + axes + ", fewer tokens than heads: is it laid out " +
+                   (input.batched ? "[B,H,N,D]" : "[H,N,D]") + ", as PyTorch's attention takes it? longctx reads " +
+                   (input.batched ? "[B,N,H,D]" : "[N,H,D]") + ": swap those axes (q.transpose(" +
+                   (input.batched ? "1, 2" : "0, 1") + ")) before writing the file");
 
   // NaN or Inf in the input would come out as NaN in o (and the gradients) with exit 0: refused.
   {

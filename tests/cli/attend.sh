@@ -815,6 +815,20 @@ cp busy.h5 bad.h5
 expect_exit 3 "failed run keeps an existing output" -- "$LONGCTX" attend --input noq.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 cmp -s busy.h5 bad.h5 && pass "existing output untouched" || fail "existing output was overwritten"
 
+# A [B,H,N,D] file (PyTorch's layout) read as [B,N,H,D] has fewer tokens than heads: warned, with the axes named
+# (before: attention over the heads, exit 0 without a word).
+/usr/bin/python3 -c '
+import h5py, numpy as np
+with h5py.File("bhnd.h5", "w") as f:
+    for n in "qkv": f[n] = np.random.default_rng(1).random((2, 4, 32, 8), "f4")' || fail "could not write bhnd.h5"
+expect_exit 0 "a [B,H,N,D] input" -- "$LONGCTX" attend --input bhnd.h5 --output bhnd_o.h5 --segment-lengths 4 --dilation-rates 1 --quiet
+expect_in "$OUT/stderr" "read \[2,4,32,8\] as B=2 N=4 H=32 D=8 from bhnd.h5" "... the read line names the axes"
+expect_in "$OUT/stderr" "fewer tokens than heads: is it laid out \[B,H,N,D\], .*swap those axes \(q.transpose\(1, 2\)\)" \
+  "... and asks whether it is [B,H,N,D]"
+expect_exit 0 "an input with N >= H" -- "$LONGCTX" attend --input in.h5 --output bhnd_o.h5 --segment-lengths 4,48 \
+  --dilation-rates 1,3 --quiet
+grep -q "fewer tokens than heads" "$OUT/stderr" && fail "warned about [N,H,D] with N >= H" || pass "... not where N >= H"
+
 # ---- chunks stored with their filter skipped (a filter mask: h5py stores lzf / szip chunks that do not
 # shrink so) read alike at every rank count. Before: on 2+ ranks HDF5's collective read ignored the mask
 # and "decompressed" them: o off by up to 2.6 with exit 0 (shuffle), or a missing-plugin error (lzf) ------
