@@ -258,6 +258,10 @@ std::vector<std::string> make_room_for_checkpoint(const std::string& dir, int64_
 // very first rename), the newest committed file by name; nullopt when there is none. `latest` naming a missing
 // file, or a malformed `latest` -> InputError. Temporaries are never returned.
 std::optional<std::string> find_latest_checkpoint(const std::string& dir);
+// A checkpoint directory's `latest` given as a path itself (`ckpt verify ck/*`, `eval ck/latest`): the
+// checkpoint it names (find_latest_checkpoint's InputError where it names none there); nullopt for any other
+// path, a checkpoint file named `latest` included. Before, such a path read as a damaged HDF5 file.
+std::optional<std::string> latest_file_target(const std::string& path);
 // Removes step_*.h5.tmp and latest.tmp left by crashed commits; returns how many. Call it only when no
 // writer is active on `dir` (commit does it itself, on rank 0, after publishing).
 int remove_stray_temporaries(const std::string& dir);
@@ -299,6 +303,8 @@ struct VerifyReport {
   // Listed in a directory and removed before it could be opened (a running train's checkpoint.keep): not
   // checked, and not damage (ok stays true).
   bool removed = false;
+  // A directory's `latest` given as a path: the checkpoint file it names, which is there ("" otherwise).
+  std::string names;
   // Not ok, with `problem` among the problems once: a damaged state blob fails the datasets' check and
   // the state's read alike.
   void add_problem(const std::string& problem);

@@ -339,6 +339,18 @@ std::vector<std::string> list_own_checkpoints(const std::string& dir) {
   return paths;
 }
 
+std::optional<std::string> latest_file_target(const std::string& path) {
+  const std::filesystem::path given(path);
+  std::error_code error;
+  if (given.filename() != "latest" || !std::filesystem::is_regular_file(given, error)) return std::nullopt;
+  char head[8] = {};
+  std::ifstream in(path, std::ios::binary);
+  in.read(head, sizeof head);
+  if (std::string(head, static_cast<size_t>(in.gcount())) == "\x89HDF\r\n\x1a\n") return std::nullopt;
+  const std::string dir = given.has_parent_path() ? given.parent_path().string() : ".";
+  return find_latest_checkpoint(dir);
+}
+
 std::optional<std::string> find_latest_checkpoint(const std::string& dir) {
   const std::string latest = dir + "/latest";
   check_readable(latest);  // (a directory one may enter but not list, mode 711, still has a latest to read)

@@ -211,6 +211,9 @@ size_t VerifyReport::undigested() const {
 
 std::string VerifyReport::summary() const {
   if (removed) return path + ": removed while this ran (a running train's checkpoint.keep?): not checked";
+  if (ok && !names.empty())
+    return path + ": ok (the directory's pointer to " + names + ", which is there; that file is checked where it is "
+                  "given, or its directory)";
   if (ok) {
     const std::vector<std::string> listed = unchecked_tensors();
     const size_t count = listed.size(), undigested = this->undigested();

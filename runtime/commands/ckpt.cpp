@@ -195,6 +195,19 @@ std::vector<io::VerifyReport> verify_path(ProcessContext& process, const std::st
   io::check_readable(path);
   struct stat info {};
   if (stat(path.c_str(), &info) != 0) throw InputError(path + ": " + io::missing_file_text(path, "file or directory"));
+  // A directory's `latest` given itself (`ckpt verify ck/*`): checked as the pointer it is, that it names a
+  // checkpoint there (before: reported as a damaged HDF5 file, exit 3, beside the sound checkpoints).
+  if (!S_ISDIR(info.st_mode)) {
+    io::VerifyReport pointer;
+    pointer.path = path;
+    try {
+      const std::optional<std::string> named = io::latest_file_target(path);
+      if (named) pointer.names = std::filesystem::path(*named).filename().string();
+    } catch (const InputError& e) {
+      pointer.add_problem(e.what());
+    }
+    if (!pointer.names.empty() || !pointer.ok) return {pointer};
+  }
   std::vector<io::VerifyReport> reports =
       S_ISDIR(info.st_mode) ? io::verify_checkpoint_dir(path) : std::vector<io::VerifyReport>{io::verify_checkpoint(path)};
   // Sound files may still not be what `train` can resume: check each against its /config's model.
@@ -292,6 +305,9 @@ void require_positional_path(const Invocation& invocation, const std::string& wh
 std::string checkpoint_in(const std::string& given) {
   // (Opening says why a path cannot be read; a directory is read as find_latest_checkpoint needs.)
   std::error_code error;
+  // A directory's `latest` given itself: the checkpoint it names, as the directory gives it (before: "cannot
+  // open as an HDF5 file (truncated, damaged or not HDF5)", exit 3; from the user-mistakes audit).
+  if (const std::optional<std::string> named = io::latest_file_target(given)) return *named;
   if (!std::filesystem::is_directory(given, error)) return given;
   std::string dir = given;  // "ck/" names ck/step_N.h5, not ck//step_N.h5
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();

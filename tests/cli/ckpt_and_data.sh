@@ -36,6 +36,15 @@ expect_exit 0 "verify two files" -- "$LONGCTX" ckpt verify "$CK" "$OUT/w/ckpt" -
 expect_exit 3 "verify a good file, a flipped one and a missing one" -- "$LONGCTX" ckpt verify "$CK" flipped.h5 nope.h5 --quiet
 grep -q ': ok (' "$OUT/stdout" && grep -q 'flipped.h5: .*/model/w' "$OUT/stdout" && grep -q 'nope.h5: no such file or directory' "$OUT/stdout" &&
   pass "... each reported" || fail "verify three: $(cat "$OUT/stdout")"
+# A directory's `latest` given as a path (ckpt verify DIR/*): the pointer it is, not a damaged HDF5 file (before:
+# exit 3 for a sound directory); inspect reads the checkpoint it names; one naming a missing file is damage.
+expect_exit 0 "verify DIR/*" -- bash -c '"$0" ckpt verify "$1"/* --quiet' "$LONGCTX" "$OUT/w/ckpt"
+expect_in "$OUT/stdout" "ckpt/latest: ok \(the directory's pointer to $(cat "$OUT/w/ckpt/latest"), which is there" "... latest is the pointer"
+expect_exit 0 "inspect DIR/latest" -- "$LONGCTX" ckpt inspect "$OUT/w/ckpt/latest" --quiet
+expect_in "$OUT/stdout" "^checkpoint .*/$(cat "$OUT/w/ckpt/latest")$" "... shows the checkpoint it names"
+mkdir -p pointer && cp "$CK" pointer/ && echo step_00000099.h5 >pointer/latest
+expect_exit 3 "verify a latest naming a missing file" -- "$LONGCTX" ckpt verify pointer/latest --quiet
+expect_in "$OUT/stdout" "pointer/latest: names step_00000099.h5, which does not exist in pointer" "... says so"
 expect_exit 0 "inspect a checkpoint directory" -- "$LONGCTX" ckpt inspect "$OUT/w/ckpt" --quiet
 expect_in "$OUT/stdout" "checkpoint .*/$(cat "$OUT/w/ckpt/latest")" "inspect DIR shows the checkpoint latest names"
 # --json for scripts (before: text alone): inspect one object, verify one per checkpoint or path, exit codes
