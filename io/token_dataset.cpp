@@ -14,8 +14,23 @@
 
 namespace longctx::io {
 
+namespace {
+// A file that is no HDF5 at all (a text corpus given as data.path): said with how to make a token dataset of
+// it (before: "cannot open as an HDF5 file (truncated, damaged or not HDF5)" alone; from the user audit).
+h5::File open_token_file(const std::string& path, MPI_Comm comm) {
+  try {
+    return h5::File::open(path, h5::Mode::read, comm);
+  } catch (const InputError& e) {
+    const std::string what = e.what();
+    if (what.find("file signature not found") == std::string::npos) throw;
+    throw InputError(what + ". A token dataset is made by `longctx data import`: --text " + path +
+                     " for byte tokens, --ids for a tokenizer's ids");
+  }
+}
+}  // namespace
+
 TokenReader::TokenReader(const std::string& path, MPI_Comm comm, Offsets offsets_wanted)
-    : path_(path), file_(h5::File::open(path, h5::Mode::read, comm)), offsets_read_(offsets_wanted == Offsets::checked) {
+    : path_(path), file_(open_token_file(path, comm)), offsets_read_(offsets_wanted == Offsets::checked) {
   if (!file_.has_attribute("format"))
     throw InputError(path_ + ": not a longctx token dataset (no format attribute; `longctx data import` makes one)");
   if (const std::string format = file_.read_string_attribute("format"); format != kTokenFormat)

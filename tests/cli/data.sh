@@ -313,6 +313,11 @@ sys.exit(0 if [bad[k] for k in ('ok', 'tokens', 'documents', 'vocab', 'ids_read'
          [good[k] for k in ('ok', 'tokens', 'documents', 'vocab', 'smallest_id', 'largest_id')] == [True, 10, 1, 10, 0, 9]
          else 1)
 " && pass "... null where the file gave nothing, the figures of the next" || fail "verify --json: $(cat "$OUT/stdout")"
+# ... and a text file given where a token dataset goes says how to make one (before: "not HDF5" alone).
+expect_exit 3 "train on a text file as data.path" -- "$LONGCTX" train --quiet --data.task file --data.path nothdf5.h5 \
+  --model.vocab 256 --data.seq_len 256 --train.steps 1
+expect_in "$OUT/stderr" "nothdf5.h5: cannot open as an HDF5 file .*A token dataset is made by \`longctx data import\`: --text nothdf5.h5 for byte tokens" \
+  "... names data import"
 # A token a tool changed, its chunk's checksum rewritten with it: Fletcher32 passes, the digest does not.
 cp ab.h5 edited.h5
 /usr/bin/python3 -c "
