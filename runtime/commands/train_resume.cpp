@@ -43,10 +43,19 @@ StartingPoint start_from_checkpoint_dir(const TrainOptions& r, train::Trainer& t
     } catch (const InputError& e) {  // `latest` names a file that is gone, or holds no name: which are there
       throw InputError(e.what() + older_checkpoints_hint(r.checkpoint_dir, ""));
     }
-    if (!latest && !r.checkpoint_dir.empty())  // (before: a fresh start beside step_9.h5, without a word)
+    if (!latest && !r.checkpoint_dir.empty()) {  // (before: a fresh start beside step_9.h5, without a word)
       if (const std::string note = io::misnamed_checkpoints_note(r.checkpoint_dir); !note.empty())
         log::warn_once("checkpoint.dir=" + r.checkpoint_dir + " holds no committed checkpoint" + note +
                        ": this run starts at step 0");
+      // Said also where nothing is amiss: a relative checkpoint.dir from another working directory was a
+      // fresh start that looked like a resume (from the user-mistakes audit).
+      std::error_code error;
+      const std::filesystem::path dir(r.checkpoint_dir);
+      log::info("checkpoint.dir=" + r.checkpoint_dir +
+                (dir.is_relative() ? " (" + std::filesystem::absolute(dir, error).lexically_normal().string() + ")"
+                                   : std::string()) +
+                " holds no checkpoint: a fresh run, from step 1");
+    }
     if (latest) {
       try {
         const activity::Scope doing("resuming from " + *latest);

@@ -77,6 +77,14 @@ expect_in "$OUT/stderr" "data.short_seq_len=96: model.segment_lengths: segment l
 # A stage already trained does not have to shard at the world size of a resume (before: refused the same way).
 expect_exit 0 "a curriculum run on one rank, past its stage" -- "$LONGCTX" train "${SMALL[@]}" --data.short_seq_len 96 \
   --data.short_steps 2 --train.steps 3 --checkpoint.dir "$OUT/stage_done"
+# A fresh run in checkpoint.dir says so, with the directory's absolute path (before: no word, so a relative
+# checkpoint.dir from another working directory looked like a resume).
+expect_in "$OUT/stderr" "checkpoint.dir=$OUT/stage_done holds no checkpoint: a fresh run, from step 1" "a fresh run is said"
+expect_exit 0 "the same, relative, from another directory" -- bash -c 'mkdir -p "$1/elsewhere" && cd "$1/elsewhere" &&
+  "$0" train "${@:2}" --data.short_seq_len 96 --data.short_steps 2 --train.steps 1 --checkpoint.dir stage_done' \
+  "$LONGCTX" "$OUT" "${SMALL[@]}"
+expect_in "$OUT/stderr" "checkpoint.dir=stage_done \($OUT/elsewhere/stage_done\) holds no checkpoint: a fresh run" \
+  "... a relative one with the directory it is in"
 expect_exit 0 "resumed on 2 ranks after the stage" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" \
   --data.short_seq_len 96 --data.short_steps 2 --train.steps 4 --checkpoint.dir "$OUT/stage_done"
 [ "$(cat "$OUT/stage_done/latest")" = step_00000004.h5 ] && pass "trained on to step 4" || fail "latest: $(cat "$OUT/stage_done/latest")"
