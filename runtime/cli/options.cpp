@@ -198,7 +198,7 @@ bool switch_value(const std::string& where, const std::string& value) {
 // `--help` may repeat (they ask for the same thing), and `--help=VALUE` is refused (before, --help=0 ran
 // the command: `train --help=0` would have trained).
 std::vector<std::string> rewrite_switches(const std::vector<std::string>& args, const po::options_description& declared,
-                                          std::set<std::string>& turned_off) {
+                                          bool takes_positional, std::set<std::string>& turned_off) {
   std::vector<std::string> words;
   std::map<std::string, std::string> given;  // on/off option -> the word that gave it
   bool help = false;
@@ -239,9 +239,11 @@ std::vector<std::string> rewrite_switches(const std::vector<std::string>& args, 
     if (equals == std::string::npos) {
       // `--causal true` (as other tools spell it): the word would be taken for a positional argument.
       if (i + 1 < args.size() && switch_word(args[i + 1]))
+        // (The -- note only where the command takes a positional argument: attend's said it too.)
         throw UsageError(arg + " " + args[i + 1] + ": an on/off option takes a value only after '=' (" + arg + "=" +
-                         args[i + 1] + "), or none (" + arg + " alone is on; a positional argument spelled '" +
-                         args[i + 1] + "' goes after --)");
+                         args[i + 1] + "), or none (" + arg + " alone is on" +
+                         (takes_positional ? "; a positional argument spelled '" + args[i + 1] + "' goes after --"
+                                           : std::string()) + ")");
       words.push_back(arg);
     } else if (switch_value("--" + name, arg.substr(equals + 1))) {
       words.push_back("--" + name);
@@ -584,7 +586,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
   };
   try {
     std::set<std::string> turned_off;  // on/off options given as --X=false
-    rewritten = rewrite_switches(args, declared, turned_off);
+    rewritten = rewrite_switches(args, declared, positional.max_total_count() > 0, turned_off);
     const po::parsed_options from_cli =
         po::command_line_parser(rewritten).options(declared).positional(positional).style(style).run();
     check_values_are_not_options(from_cli, declared);  // first: `--seed --batch` is a missing value, not a bad one

@@ -15,7 +15,9 @@ expect_in "$OUT/stderr" "given twice" "--quiet=0 --quiet is refused too"
 expect_exit 2 "--quiet true" -- "$LONGCTX" info --quiet true
 expect_in "$OUT/stderr" "--quiet true: an on/off option takes a value only after '=' \(--quiet=true\)" "says how to write it"
 expect_exit 2 "ckpt verify --quiet TRUE" -- "$LONGCTX" ckpt verify --quiet TRUE
-expect_in "$OUT/stderr" "--quiet TRUE: an on/off option" "not taken for FILE"
+expect_in "$OUT/stderr" "--quiet TRUE: an on/off option.*a positional argument spelled 'TRUE' goes after --" "not taken for FILE"
+"$LONGCTX" info --quiet true 2>&1 | grep -q "positional argument" && fail "info, which takes none, spoke of a positional argument" ||
+  pass "... and info, which takes no positional argument, does not speak of one"
 expect_exit 0 "--quiet=0 alone" -- "$LONGCTX" info --quiet=0
 expect_in "$OUT/stderr" "quiet = false  \[command line\]" "one --quiet=0 still works"
 
