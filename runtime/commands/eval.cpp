@@ -347,9 +347,10 @@ void check_cells(const Invocation& inv, const EvalPlan& plan) {
       check_shardable(plan.options.trainer.model.schedule, n, P, SpanningSegments::may_end_short, names);
       if (plan.device.device == "cuda") check_shardable(plan.options.trainer.model.schedule, n, P, SpanningSegments::whole, names);
     } catch (const UsageError& e) {
+      // Another schedule only where the segments were the problem (before: also for N not divisible by P).
       throw UsageError(std::string(e.what()) + " (eval: another --seq-len or world size" +
                        (opt<std::string>(inv, "seq-len").empty() ? ", where the default is the checkpoint's length " + std::to_string(n) : std::string()) +
-                       ", or another schedule: --segment-lengths, --dilation-rates)");
+                       (n % P != 0 ? ")" : ", or another schedule: --segment-lengths, --dilation-rates)"));
     }
     if (plan.options.data.task == "file") {
       if (*tokens < n + 1)

@@ -283,7 +283,12 @@ expect_in "$OUT/stderr" "--seq-len=2 is too short for passkey: need at least" ".
 expect_exit 2 "a length that does not shard at 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" eval ck --quiet --seq-len 256,255
 expect_in "$OUT/stderr" "--seq-len=255" "... names the length"
 expect_exit 2 "... also alone" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" eval ck --quiet --seq-len 255
-expect_in "$OUT/stderr" "--seq-len=255.*\(eval: another --seq-len or world size, or another schedule" "... names it, and what to change"
+expect_in "$OUT/stderr" "--seq-len=255.*\(eval: another --seq-len or world size\)$" "... names it, and what to change"
+# Another schedule is named where the segments do not line up with the shards (before: also for N % P).
+expect_exit 2 "a length whose shards the segments do not fit, 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" eval ck --quiet \
+  --seq-len 200
+expect_in "$OUT/stderr" "segment length 64 neither divides nor .*\(eval: another --seq-len or world size, or another schedule" \
+  "... names the schedule there"
 expect_exit 2 "a length past the memory" -- "$LONGCTX" eval ck --quiet --seq-len 64G
 expect_in "$OUT/stderr" "eval \(model.layers=2, model.dim=32, --seq-len=68719476736 over 1 rank\)" "... names the length"
 
