@@ -70,7 +70,7 @@ std::string unusable_because(const std::string& temporary, const struct stat& in
 }
 
 [[noreturn]] void refuse_in_use(const std::string& named, const std::string& temporary) {
-  throw UsageError(named + "'" + temporary + "' is being written by another running process (it holds the file's "
+  throw TemporaryInUse(named + "'" + temporary + "' is being written by another running process (it holds the file's "
                    "lock): wait for it to finish, or choose another output");
 }
 

@@ -29,6 +29,13 @@ namespace longctx::io {
 
 inline constexpr off_t kTemporaryLockByte = off_t{1} << 62;
 
+// A temporary file another running process holds the lock of (it is writing that output now): a usage
+// error, typed so that a writer of a small file may wait for the other to finish (train's log.summary).
+class TemporaryInUse : public UsageError {
+ public:
+  using UsageError::UsageError;
+};
+
 // Unlinks `path` (itself: a link is not followed) only while it names the file of device `device` and
 // inode `inode`, not one put at that name since. Async-signal-safe (lstat, unlink).
 void unlink_if_same_file(const char* path, dev_t device, ino_t inode) noexcept;

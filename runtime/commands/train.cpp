@@ -26,6 +26,7 @@
 #include <limits>
 #include <optional>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "attention/cuda/cuda_attention.hpp"
@@ -634,9 +635,19 @@ int run_train(Invocation& inv) {
     if (!writes || record.path.empty()) return;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     try {
-      // Through a symbolic link, as log.jsonl: the file it leads to is replaced, the link stays.
-      io::write_text_durably(io::output_target(record.path),
-                             summary_json(record, code, error, started, seconds, inv.process.world().size()));
+      // Through a symbolic link, as log.jsonl: the file it leads to is replaced, the link stays. Another run
+      // writing the same summary now is waited for, up to 10 s (before: a done run exited 1 when two runs
+      // wrote one log.summary at once; from the race audit): the last to finish has the file.
+      const std::string text = summary_json(record, code, error, started, seconds, inv.process.world().size());
+      for (int attempt = 1;; ++attempt) {
+        try {
+          io::write_text_durably(io::output_target(record.path), text);
+          break;
+        } catch (const io::TemporaryInUse&) {
+          if (attempt == 200) throw;
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+      }
     } catch (const std::exception& e) {
       const std::string what = "log.summary=" + record.path + " could not be written: " + e.what();
       if (code == 0) throw InternalError("the run is done, but " + what);
