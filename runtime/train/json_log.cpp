@@ -1,9 +1,13 @@
 // log.jsonl's lines across restarts and resumes: see json_log.hpp for the protocol.
 #include "runtime/train/json_log.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
@@ -14,6 +18,7 @@
 #include <iterator>
 #include <random>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "io/durable.hpp"
@@ -79,10 +84,54 @@ bool whole_json_object(std::string_view text) {
 
 }  // namespace
 
+// An exclusive flock on the directory that holds the log file, for as long as it lives. Every run's appends
+// and rewrites of a log.jsonl take it: a rewrite (read, write a new file, rename it over) would otherwise
+// drop the lines another run appends between its read and its rename (from the race audit: a resume lost up
+// to 10 of another job's lines). The directory, as its inode stays while the file's is renamed over. Never
+// a hang: a holder that does not let go in 30 s (a stopped process) is written past, said once; a file
+// system without flock goes unlocked.
+// LONGCTX_FAULT_SLOW_LOG_REWRITE_MS: a resume waits this long between reading log.jsonl and renaming its
+// rewrite over it, so that a test can append another run's lines meanwhile.
+void slow_rewrite_for_tests() {
+  static const long delay_ms = [] {
+    const char* delay = std::getenv("LONGCTX_FAULT_SLOW_LOG_REWRITE_MS");
+    return delay ? std::atol(delay) : 0L;
+  }();
+  if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+}
+
+class LogLock {
+ public:
+  explicit LogLock(const std::string& file) {
+    const std::filesystem::path dir = std::filesystem::path(file).parent_path();
+    fd_ = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd_ < 0) return;
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK && errno != EINTR) break;  // (ENOLCK, EINVAL: no locks here)
+      if (std::chrono::steady_clock::now() > give_up) {
+        log::warn_once("log.jsonl=" + file + ": another process has held its directory's lock for 30 s; writing " +
+                       "without it (a run that resumes with the same log.jsonl meanwhile may drop a line of this one)");
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  ~LogLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  LogLock(const LogLock&) = delete;
+  LogLock& operator=(const LogLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 JsonLog::JsonLog(const std::string& path, bool active, int64_t kept_through, const std::string& checkpoint_dir,
                  const std::string& run_id)
     : path_(path) {
   if (!active || path.empty()) return;
+  const LogLock lock(file_path());  // until this run appends: its rewrites keep what others append meanwhile
   Contents file = read();
   // A last line that is a whole JSON object but has no '\n' (another tool's `echo -n`, json.dump) is kept:
   // given its line break (before: dropped as torn, though no run of ours wrote it).
@@ -132,6 +181,12 @@ void JsonLog::forget_start() {
 
 void JsonLog::write(const std::string& line) {
   if (!out_.is_open()) return;
+  const LogLock lock(file_path());
+  append(line);
+}
+
+// Under the LogLock.
+void JsonLog::append(const std::string& line) {
   reopen_if_moved();
   out_ << line << "\n" << std::flush;
   if (!out_) throw InternalError("log.jsonl=" + path_ + ": write failed (disk full?); the checkpoints are unaffected");
@@ -142,6 +197,7 @@ void JsonLog::write(const std::string& line) {
 void JsonLog::complete_kept_step(const std::string& line) {
   if (!out_.is_open()) return;
   if (!holds_kept_step_) return write(line);
+  const LogLock lock(file_path());
   reopen_if_moved();
   const Contents file = read();
   // The last line with its text (the file may have got other runs' lines after it since).
@@ -151,7 +207,7 @@ void JsonLog::complete_kept_step(const std::string& line) {
                       file.text.compare(l.begin, kept_line_.size(), kept_line_) == 0;
     if (same) kept = &l;
   }
-  if (!kept) return write(line);  // gone (the file was replaced): the line is not lost
+  if (!kept) return append(line);  // gone (the file was replaced): the line is not lost
   out_.close();
   io::write_text_durably(file_path(), file.text.substr(0, kept->begin) + line + "\n" + file.text.substr(kept->end));
   out_.open(path_, std::ios::app);
@@ -220,8 +276,11 @@ void JsonLog::reopen_if_moved() {
   if (!out_)
     throw InternalError("log.jsonl=" + path_ + ": removed or replaced while the run wrote to it, and cannot be opened "
                         "again; the checkpoints are unaffected");
+  // (Before: "the earlier ones went with the old", where a resume of another run had kept them in the new.)
   log::warn("log.jsonl=" + path_ + ": removed or replaced while the run wrote to it; its next lines go to the file " +
-            "now at that name (" + (file.text.empty() ? "a new one" : "appended") + "), the earlier ones went with the old");
+            "now at that name (" + (file.text.empty() ? "a new one" : "appended") + "), the earlier ones are " +
+            "where that left them (a log rotation: in the old file; another run resumed with this log.jsonl: " +
+            "kept in the new one)");
   remember_open_file();
   start_note(file.text);  // this start's lines begin here now
 }
@@ -295,6 +354,7 @@ void JsonLog::trim_after(const Contents& file, int64_t step, const std::string& 
     kept.append(file.text, lines[i].begin, lines[i].end - lines[i].begin);
   }
   if (dropped == 0) return;
+  slow_rewrite_for_tests();
   io::write_text_durably(file_path(), kept);
   log::info("log.jsonl: dropped " + std::to_string(dropped) + " line(s) after step " + std::to_string(step) +
             " (or torn), which this run logs again from its checkpoint");

@@ -71,6 +71,7 @@ class JsonLog {
     std::vector<Line> lines;  // the complete ones
     bool torn = false;        // a last line without its '\n' (a crash mid-write)
   };
+  void append(const std::string& line);  // write()'s, under its lock
   std::string file_path() const;
   Contents read() const;
   static Contents parse(std::string text_of_file);

@@ -1474,6 +1474,49 @@ assert {k: v for k, v in lines[2].items() if not k.startswith("eval_")} == stopp
 PY
     { fail "$run: log.jsonl"; cat "$OUT/wn.jsonl"; }
 done
+# ---- two runs share a log.jsonl: a resume's rewrite keeps the lines the other appends meanwhile (before: those
+# appended between its read and its rename were lost; from the race audit). The resume waits 1.5 s between its
+# read and its rename (LONGCTX_FAULT_SLOW_LOG_REWRITE_MS) while run B logs every step.
+SHARE=("${SMALL[@]}" --log.jsonl "$OUT/shared_race.jsonl")
+expect_exit 0 "run A, 4 steps, on a shared log.jsonl" -- "$LONGCTX" train "${SHARE[@]}" --train.steps 4 \
+  --checkpoint.dir "$OUT/sa" --checkpoint.every 2
+echo step_00000002.h5 >"$OUT/sa/latest"  # rolled back by hand: A's resume drops its lines of steps 3 and 4
+"$LONGCTX" train "${SHARE[@]}" --train.seed 9 --train.steps 100000000 >"$OUT/sb.out" 2>&1 &
+b=$!
+for _ in $(seq 600); do [ "$(grep -c '"step"' "$OUT/shared_race.jsonl")" -ge 10 ] && break; sleep 0.1; done
+expect_exit 0 "A resumed while B appends" -- env LONGCTX_FAULT_SLOW_LOG_REWRITE_MS=1500 "$LONGCTX" train "${SHARE[@]}" \
+  --train.steps 4 --checkpoint.dir "$OUT/sa"
+sleep 0.5
+kill "$b"; wait "$b" 2>/dev/null
+/usr/bin/python3 - "$OUT/shared_race.jsonl" <<'PY' && pass "... every line of both runs is there, once" ||
+import json, sys
+lines = [json.loads(line) for line in open(sys.argv[1])]
+runs = {}
+for l in lines: runs.setdefault(l["run"], []).append(l["step"])
+a = lines[0]["run"]
+b = [r for r in runs if r != a]
+assert sorted(runs[a]) == [1, 2, 3, 4], runs[a]
+assert len(b) == 1 and runs[b[0]] == list(range(1, len(runs[b[0]]) + 1)) and len(runs[b[0]]) > 30, runs.get(b[0] if b else a)
+PY
+  { fail "shared log.jsonl: steps lost"; tail -3 "$OUT/sb.out"; }
+# A done run whose log.summary another process is writing at that moment waits for it (up to 10 s), then
+# writes its own (before: exit 1, "could not be written ... being written by another running process"). The
+# other takes the .tmp once the run has started (stopped before its work), and holds it for 3 s.
+LONGCTX_FAULT_STOP_BEFORE_WORK=1 "$LONGCTX" train "${SMALL[@]}" --train.steps 1 --log.summary "$OUT/held_summary.json" \
+  >"$OUT/held_summary.out" 2>&1 &
+pid=$!
+for _ in $(seq 400); do [ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" = T ] && break; sleep 0.05; done
+/usr/bin/python3 -c "import fcntl, sys, time; f = open(sys.argv[1] + '.tmp', 'w')
+fcntl.lockf(f, fcntl.LOCK_EX, 1, 1 << 62); open(sys.argv[1] + '.ready', 'w').close(); time.sleep(3)" \
+  "$OUT/held_summary.json" &
+holder=$!
+for _ in $(seq 100); do [ -e "$OUT/held_summary.json.ready" ] && break; sleep 0.1; done
+kill -CONT $pid
+wait $pid; code=$?
+wait $holder
+[ "$code" -eq 0 ] && grep -q '"outcome": "done", "exit": 0' "$OUT/held_summary.json" &&
+  pass "a done run whose log.summary another process was writing waits, then writes it" ||
+  { fail "held log.summary: exit $code"; tail -2 "$OUT/held_summary.out"; }
 # At the last step's checkpoint the run is done: exit 0.
 LONGCTX_FAULT_SIGNAL_AT=checkpoint:6 "$LONGCTX" train "${WRITE[@]}" --checkpoint.dir "$OUT/wl" --checkpoint.every 2 \
   >"$OUT/wl.out" 2>"$OUT/wl.err"
