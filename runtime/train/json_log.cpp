@@ -82,14 +82,6 @@ bool whole_json_object(std::string_view text) {
   return !in_string && open.empty();
 }
 
-}  // namespace
-
-// An exclusive flock on the directory that holds the log file, for as long as it lives. Every run's appends
-// and rewrites of a log.jsonl take it: a rewrite (read, write a new file, rename it over) would otherwise
-// drop the lines another run appends between its read and its rename (from the race audit: a resume lost up
-// to 10 of another job's lines). The directory, as its inode stays while the file's is renamed over. Never
-// a hang: a holder that does not let go in 30 s (a stopped process) is written past, said once; a file
-// system without flock goes unlocked.
 // LONGCTX_FAULT_SLOW_LOG_REWRITE_MS: a resume waits this long between reading log.jsonl and renaming its
 // rewrite over it, so that a test can append another run's lines meanwhile.
 void slow_rewrite_for_tests() {
@@ -100,16 +92,25 @@ void slow_rewrite_for_tests() {
   if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
 }
 
+// An exclusive flock on the directory that holds the log file, for as long as it lives. Every run's appends
+// and rewrites of a log.jsonl take it: a rewrite (read, write a new file, rename it over) would otherwise
+// drop the lines another run appends between its read and its rename (from the race audit: a resume lost up
+// to 10 of another job's lines). The directory, as its inode stays while the file's is renamed over. Never
+// a hang: a holder that does not let go in 30 s (a stopped process) is written past, said once; a file
+// system without flock goes unlocked.
 class LogLock {
  public:
   explicit LogLock(const std::string& file) {
     const std::filesystem::path dir = std::filesystem::path(file).parent_path();
     fd_ = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd_ < 0) return;
-    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    // Once given up on, not waited for again (each line would wait its 30 s).
+    static bool gave_up = false;
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(gave_up ? 0 : 30);
     while (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
       if (errno != EWOULDBLOCK && errno != EINTR) break;  // (ENOLCK, EINVAL: no locks here)
       if (std::chrono::steady_clock::now() > give_up) {
+        gave_up = true;
         log::warn_once("log.jsonl=" + file + ": another process has held its directory's lock for 30 s; writing " +
                        "without it (a run that resumes with the same log.jsonl meanwhile may drop a line of this one)");
         break;
@@ -126,6 +127,8 @@ class LogLock {
  private:
   int fd_ = -1;
 };
+
+}  // namespace
 
 JsonLog::JsonLog(const std::string& path, bool active, int64_t kept_through, const std::string& checkpoint_dir,
                  const std::string& run_id)
