@@ -250,6 +250,17 @@ TEST(Options, EnvironmentNames) {
   EXPECT_EQ(cli::env_name("model.segment_lengths"), "LONGCTX_MODEL_SEGMENT_LENGTHS");
 }
 
+// Each entry's key, value and line, in order.
+void expect_entries(const std::vector<cli::IniEntry>& entries,
+                    const std::vector<std::tuple<std::string, std::string, int>>& want) {
+  ASSERT_EQ(entries.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(entries[i].key, std::get<0>(want[i]));
+    EXPECT_EQ(entries[i].value, std::get<1>(want[i]));
+    EXPECT_EQ(entries[i].line, std::get<2>(want[i]));
+  }
+}
+
 // ini.hpp's rule: a comment is a line that starts with # or ;, or the rest of a line from a # or ; after a
 // blank; one right after other text is part of the value. Boost's own reader cut values at any # and kept
 // `; note` in them.
@@ -267,30 +278,16 @@ TEST(Options, IniCommentsStartAtALineOrAfterABlank) {
       "rope = # only a comment\n"
       "[data.]\n"  // Boost read [data.] as [data]
       "path = x.h5\n";
-  const auto entries = cli::parse_ini(text, "x.ini");
-  const std::vector<std::tuple<std::string, std::string, int>> want{
-      {"seq-len", "4K", 3}, {"jsonl", "/tmp/run#1.jsonl", 4}, {"output", "a;b.h5", 5},
-      {"model.layers", "2", 8}, {"model.causal", "", 9}, {"model.rope", "", 10}, {"data.path", "x.h5", 12}};
-  ASSERT_EQ(entries.size(), want.size());
-  for (size_t i = 0; i < want.size(); ++i) {
-    EXPECT_EQ(entries[i].key, std::get<0>(want[i]));
-    EXPECT_EQ(entries[i].value, std::get<1>(want[i]));
-    EXPECT_EQ(entries[i].line, std::get<2>(want[i]));
-  }
+  expect_entries(cli::parse_ini(text, "x.ini"),
+                 {{"seq-len", "4K", 3}, {"jsonl", "/tmp/run#1.jsonl", 4}, {"output", "a;b.h5", 5}, {"model.layers", "2", 8},
+                  {"model.causal", "", 9}, {"model.rope", "", 10}, {"data.path", "x.h5", 12}});
 }
 
 // A lone \r (an old Mac editor's line end) ends a line as \n and \r\n do: read as one line, a first-line
 // comment hid every option after it.
 TEST(Options, IniLoneCarriageReturnEndsALine) {
-  const auto entries = cli::parse_ini("# a note\r[train]\rsteps = 3\r\r\nseed=4\r\nlr = 1e-3\n\rx = y\r", "mac.ini");
-  const std::vector<std::tuple<std::string, std::string, int>> want{
-      {"train.steps", "3", 3}, {"train.seed", "4", 5}, {"train.lr", "1e-3", 6}, {"train.x", "y", 8}};
-  ASSERT_EQ(entries.size(), want.size());
-  for (size_t i = 0; i < want.size(); ++i) {
-    EXPECT_EQ(entries[i].key, std::get<0>(want[i]));
-    EXPECT_EQ(entries[i].value, std::get<1>(want[i]));
-    EXPECT_EQ(entries[i].line, std::get<2>(want[i]));
-  }
+  expect_entries(cli::parse_ini("# a note\r[train]\rsteps = 3\r\r\nseed=4\r\nlr = 1e-3\n\rx = y\r", "mac.ini"),
+                 {{"train.steps", "3", 3}, {"train.seed", "4", 5}, {"train.lr", "1e-3", 6}, {"train.x", "y", 8}});
 }
 
 // A quoted value holds what a plain one cannot (a blank before # or ;, blanks at its ends); ini_value()
