@@ -279,8 +279,13 @@ TEST(Options, IniCommentsStartAtALineOrAfterABlank) {
       "[data.]\n"  // Boost read [data.] as [data]
       "path = x.h5\n";
   expect_entries(cli::parse_ini(text, "x.ini"),
-                 {{"seq-len", "4K", 3}, {"jsonl", "/tmp/run#1.jsonl", 4}, {"output", "a;b.h5", 5}, {"model.layers", "2", 8},
-                  {"model.causal", "", 9}, {"model.rope", "", 10}, {"data.path", "x.h5", 12}});
+                 {{"seq-len", "4K", 3},
+                  {"jsonl", "/tmp/run#1.jsonl", 4},
+                  {"output", "a;b.h5", 5},
+                  {"model.layers", "2", 8},
+                  {"model.causal", "", 9},
+                  {"model.rope", "", 10},
+                  {"data.path", "x.h5", 12}});
 }
 
 // A lone \r (an old Mac editor's line end) ends a line as \n and \r\n do: read as one line, a first-line
