@@ -107,6 +107,8 @@ with h5py.File('ints.h5','w') as f:
     for n in 'qkv': f[n] = np.zeros((8,2,4), np.int32)
 with h5py.File('u16.h5','w') as f:
     for n in 'qkv': f[n] = np.zeros((8,2,4), np.uint16)
+with h5py.File('f64.h5','w') as f:
+    for n in 'qkv': f[n] = np.zeros((8,2,4), np.float64)
 with h5py.File('compound.h5','w') as f:
     for n in 'qkv': f[n] = np.zeros((8,2,4), [('re', 'f4'), ('im', 'f4')])
 with h5py.File('mismatch.h5','w') as f:
@@ -116,6 +118,8 @@ bad 3 "noq.h5.*q" "missing dataset q" -- "$LONGCTX" attend --input noq.h5 --outp
 bad 3 "rank2.h5" "rank-2 tensors" -- "$LONGCTX" attend --input rank2.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 3 "ints.h5" "int32 dtype" -- "$LONGCTX" attend --input ints.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 3 "u16.h5.*/q: dtype uint16, expected float32 or float16" "uint16 dtype (named, not 'other')" -- "$LONGCTX" attend --input u16.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
+bad 3 "f64.h5.*/q: dtype float64, expected float32 or float16 \(write it as one: h5py's f\[name\] = x.astype\('float32'\)\)" \
+  "float64: how to write it" -- "$LONGCTX" attend --input f64.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 3 "/q: dtype compound \(64 bits\), expected" "compound dtype" -- "$LONGCTX" attend --input compound.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 # Non-finite inputs and float32 overflow: before, NaN came out in o (and the gradients) with exit 0.
 /usr/bin/python3 -c "
