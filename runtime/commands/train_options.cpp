@@ -407,6 +407,14 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
                                      {"dump.activations", dump_given},
                                      {"log.summary", r.summary_path}})
     io::refuse_standard_output(option + "=-", option, path);
+  // A checkpoint file given as the directory (to resume from it): said how (before: "is not a directory" alone;
+  // from the user-mistakes audit).
+  if (std::error_code error; !r.checkpoint_dir.empty() && std::filesystem::is_regular_file(r.checkpoint_dir, error) &&
+                             io::step_in_file_name(r.checkpoint_dir))
+    throw UsageError("checkpoint.dir=" + r.checkpoint_dir + " is a checkpoint file, not a directory: give its " +
+                         "directory (" + io::directory_of(r.checkpoint_dir) + "), which resumes from the checkpoint " +
+                         "its `latest` names (to resume from this one, write its name there)",
+                     "checkpoint.dir");
   if (!r.checkpoint_dir.empty()) io::check_output_directory("checkpoint.dir=" + r.checkpoint_dir, r.checkpoint_dir);
   // The files the run writes (each through `<path>.tmp`).
   const std::vector<std::pair<const char*, const std::string&>> outputs{

@@ -88,6 +88,12 @@ expect_in "$OUT/stderr" "checkpoint.dir=stage_done \($OUT/elsewhere/stage_done\)
 expect_exit 0 "resumed on 2 ranks after the stage" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" \
   --data.short_seq_len 96 --data.short_steps 2 --train.steps 4 --checkpoint.dir "$OUT/stage_done"
 [ "$(cat "$OUT/stage_done/latest")" = step_00000004.h5 ] && pass "trained on to step 4" || fail "latest: $(cat "$OUT/stage_done/latest")"
+# A checkpoint file given as checkpoint.dir: its directory is named, and how to resume from that file (before:
+# "is not a directory" alone).
+expect_exit 2 "checkpoint.dir naming a checkpoint file" -- "$LONGCTX" train "${SMALL[@]}" --data.short_seq_len 96 \
+  --data.short_steps 2 --train.steps 4 --checkpoint.dir "$OUT/stage_done/step_00000004.h5"
+expect_in "$OUT/stderr" "is a checkpoint file, not a directory: give its directory \($OUT/stage_done\), .*write its name there" \
+  "... names its directory and latest"
 expect_exit 0 "a curriculum run on one rank, inside its stage" -- "$LONGCTX" train "${SMALL[@]}" --data.short_seq_len 96 \
   --data.short_steps 2 --train.steps 1 --checkpoint.dir "$OUT/stage_open"
 expect_exit 2 "resumed on 2 ranks inside the stage" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" \
