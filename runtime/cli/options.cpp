@@ -75,6 +75,10 @@ std::vector<std::string> likely_options(const std::string& name, const po::optio
   }
   if (begins == 1) return {begun};
   if (std::vector<std::string> same_leaf = same_leaf_options(desc, name); !same_leaf.empty()) return same_leaf;
+  // A top-level option given under a section (attend's `input` under [attend]; before, the list of every
+  // option, the key among them).
+  if (const size_t dot = name.rfind('.'); dot != std::string::npos)
+    if (const po::option_description* top = desc.find_nothrow(name.substr(dot + 1), false)) return {top->long_name()};
   // Before: only whole words ("--back", "--model.lay" got no hint; "--train.se" got "--train.lr"). A few at
   // most: "--s" begins too many to be a hint.
   if (!cut_short.empty() && cut_short.size() <= 3) return cut_short;
@@ -580,7 +584,10 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     unknown.erase(0, unknown.find_first_not_of('-'));
     std::vector<std::string> guesses;
     for (const std::string& name : likely_options(unknown, declared, in_file))
-      guesses.push_back(in_file ? file_spelling(name) : "--" + name);
+      guesses.push_back(!in_file ? "--" + name
+                        : name.find('.') == std::string::npos && unknown.find('.') != std::string::npos
+                            ? name + " above any [section] line"
+                            : file_spelling(name));
     return UsageError("unknown option '" + given + "' for " + where + (source.empty() ? "" : " (from " + source + ")") +
                       (guesses.empty() ? "; allowed: " + allowed_options(declared, in_file)
                                        : "; did you mean " + joined(guesses, " or ") + "?"));

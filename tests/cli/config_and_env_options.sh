@@ -235,6 +235,11 @@ expect_in "$OUT/stderr" "did you mean --train.steps or --dump.steps\?$" "--train
 printf '[train]\nlayers = 2\n' >"$OUT/layers.ini"
 expect_exit 2 "[train] layers in a file" -- "$LONGCTX" train --config "$OUT/layers.ini" --quiet
 expect_in "$OUT/stderr" "did you mean \[model\] layers or \[dump\] layers\?$" "[model] layers or [dump] layers"
+# A top-level option under a section (attend's under [attend]) is pointed above the section lines (before: the
+# list of every option, the key among them).
+printf '[attend]\ninput = in.h5\n' >"$OUT/attend_section.ini"
+expect_exit 2 "[attend] input in a file" -- "$LONGCTX" attend --config "$OUT/attend_section.ini" --quiet
+expect_in "$OUT/stderr" "unknown option 'attend.input' .*; did you mean input above any \[section\] line\?$" "... input, at the top"
 # An option that acts only with another setting, set without it, is said (before: nothing, without a word);
 # one at its default is not (a config made from a checkpoint's /config gives every option).
 TINY=(--quiet --model.mlp_hidden 64 --model.heads 4 --model.dim 32 --model.segment_lengths 32,128,256
