@@ -332,6 +332,20 @@ TEST(Options, IniSyntaxErrorsNameTheFileAndLine) {
   }
 }
 
+// A YAML or JSON file given as --config is said to be one (before: its first line was quoted alone); a line
+// that is neither says nothing of them.
+TEST(Options, IniSaysWhenTheFileIsYamlOrJson) {
+  for (const char* text : {"model:\n  layers: 2\n", "{\"model\": {\"layers\": 2}}\n", "- a\n", "justaword\n"}) {
+    try {
+      cli::parse_ini(text, "c.ini");
+      ADD_FAILURE() << "accepted '" << text << "'";
+    } catch (const UsageError& e) {
+      const bool said = std::string(e.what()).find("a config file is INI") != std::string::npos;
+      EXPECT_EQ(said, std::string(text) != "justaword\n") << e.what();
+    }
+  }
+}
+
 TEST(Memory, PressureIsSaidWhereTheNeedPassesMemAvailable) {
   const double gib = double(uint64_t{1} << 30);
   EXPECT_EQ(memory_pressure_note(1 * gib, 4 * gib, 2 * gib), "");

@@ -95,7 +95,12 @@ std::vector<IniEntry> parse_ini(const std::string& text, const std::string& wher
     }
     const size_t equals = line.find('=');
     if (equals == std::string::npos || trim(line.substr(0, equals)).empty())
-      throw UsageError(at + ": '" + raw + "' is not 'key = value', '[section]' or a comment (# or ;)");
+      // A YAML or JSON file given as a config says so (before: the line alone; from the user-mistakes audit).
+      throw UsageError(at + ": '" + raw + "' is not 'key = value', '[section]' or a comment (# or ;)" +
+                       (line.find(':') != std::string::npos || line.front() == '{' || line.front() == '-'
+                            ? std::string(": a config file is INI ([section] lines, then key = value), not YAML "
+                                          "or JSON")
+                            : std::string()));
     const std::string key = trim(line.substr(0, equals));
     // `line` is `raw` trimmed and cut at its comment, so `raw` has this '=' at first_text + equals.
     const size_t first_text = raw.find_first_not_of(" \t");
