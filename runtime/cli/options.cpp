@@ -709,6 +709,17 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     warn_unknown_variables(environment_names, getenv, declared, command);
     if (const auto period = getenv("LONGCTX_PROGRESS_SECONDS")) Heartbeat::period_from(period->c_str());
     source.clear();
+    // Every missing one at once (before: Boost names the first, so a new user met them one run at a time).
+    std::vector<std::string> missing;
+    for (const auto& option : declared.options())
+      if (option->semantic()->is_required() && !invocation.options.count(option->long_name()))
+        missing.push_back("'--" + option->long_name() + "'");
+    if (missing.size() > 1) {
+      std::string names;
+      for (size_t i = 0; i < missing.size(); ++i)
+        names += (i == 0 ? "" : i + 1 == missing.size() ? " and " : ", ") + missing[i];
+      throw UsageError("the options " + names + " are required but missing" + context());
+    }
     po::notify(invocation.options);
   } catch (const po::unknown_option& e) {
     throw unknown_option(e.get_option_name());

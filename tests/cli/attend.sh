@@ -81,6 +81,9 @@ bad 2 "not divisible" "N not divisible by P" -- "${MPIRUN[@]}" -np 5 "${A[@]}" -
 [ "$(grep -c 'error' "$OUT/stderr")" -eq 1 ] && ! grep -q MPI_ABORT "$OUT/stderr" && pass "one message from 5 ranks, no MPI_Abort" \
   || { fail "the ranks did not agree on the error"; head -5 "$OUT/stderr"; }
 bad 2 "required" "missing --input" -- "$LONGCTX" attend --output bad.h5 --segment-lengths 4 --dilation-rates 1
+# All at once (before: one per run, the first Boost met).
+bad 2 "the options '--input', '--segment-lengths' and '--dilation-rates' are required but missing" \
+  "three required options missing" -- "$LONGCTX" attend --output bad.h5
 bad 2 "cuda" "--device cuda without a GPU (or without CUDA)" -- "${A[@]}" --segment-lengths 4 --dilation-rates 1 --device cuda
 bad 2 "cuda" "--device cuda under mpirun without a GPU" -- "${MPIRUN[@]}" -np 2 "${A[@]}" --segment-lengths 4 --dilation-rates 1 --device cuda --dtype bf16
 if ! grep -qE "CUDA: .* [1-9][0-9]* device" <<<"$("$LONGCTX" --version)"; then  # one message from the config phase
