@@ -47,7 +47,8 @@ void declare_files(po::options_description& desc, po::positional_options_descrip
        "datasets (how many), problems ([text]), unchecked ([tensors without a checksum]), undigested (how many "
        "checked by their checksums alone; both of the datasets that read well, also in a damaged checkpoint), removed "
        "(true: listed in a DIR, then removed before it could be read, by a running train's checkpoint.keep; not "
-       "checked, and ok); the exit code as without it");
+       "checked, and ok), pointer_to (of a directory's `latest` given as a path: the checkpoint file it names, checked "
+       "where that file or its directory is given; else null); the exit code as without it");
   positional.add("path", -1);
 }
 
@@ -99,7 +100,8 @@ std::string inspect_json(const io::CheckpointSummary& s, const train::StateSumma
 
 // One verify line of --json: a checkpoint's report, or a path that gave none (`problem`).
 std::string verify_json(const std::string& path, bool ok, size_t datasets, const std::vector<std::string>& problems,
-                        const std::vector<std::string>& unchecked, size_t undigested, bool removed = false) {
+                        const std::vector<std::string>& unchecked, size_t undigested, bool removed = false,
+                        const std::string& pointer_to = "") {
   const auto list = [](const std::vector<std::string>& items) {
     std::string text = "[";
     for (size_t i = 0; i < items.size(); ++i) text += (i ? ", " : "") + json_string(items[i]);
@@ -107,7 +109,8 @@ std::string verify_json(const std::string& path, bool ok, size_t datasets, const
   };
   return "{\"path\": " + json_string(path) + ", \"ok\": " + json_bool(ok) + ", \"datasets\": " +
          std::to_string(datasets) + ", \"problems\": " + list(problems) + ", \"unchecked\": " + list(unchecked) +
-         ", \"undigested\": " + std::to_string(undigested) + ", \"removed\": " + json_bool(removed) + "}";
+         ", \"undigested\": " + std::to_string(undigested) + ", \"removed\": " + json_bool(removed) +
+         ", \"pointer_to\": " + (pointer_to.empty() ? "null" : json_string(pointer_to)) + "}";
 }
 
 // Runs `work` on rank 0 and gives every rank its exit code. The other ranks have no part in the work, which
@@ -267,7 +270,7 @@ int run_verify(Invocation& invocation) {
         ok = ok && report.ok;
         if (json) {
           std::cout << verify_json(report.path, report.ok, report.datasets.size(), report.problems,
-                                   report.unchecked_tensors(), report.undigested(), report.removed)
+                                   report.unchecked_tensors(), report.undigested(), report.removed, report.names)
                     << "\n";
           continue;
         }

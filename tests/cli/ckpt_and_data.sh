@@ -40,6 +40,9 @@ grep -q ': ok (' "$OUT/stdout" && grep -q 'flipped.h5: .*/model/w' "$OUT/stdout"
 # exit 3 for a sound directory); inspect reads the checkpoint it names; one naming a missing file is damage.
 expect_exit 0 "verify DIR/*" -- bash -c '"$0" ckpt verify "$1"/* --quiet' "$LONGCTX" "$OUT/w/ckpt"
 expect_in "$OUT/stdout" "ckpt/latest: ok \(the directory's pointer to $(cat "$OUT/w/ckpt/latest"), which is there" "... latest is the pointer"
+# In --json too (before: "datasets": 0 and nothing to tell it from a checkpoint that holds none).
+expect_exit 0 "verify --json DIR/latest" -- "$LONGCTX" ckpt verify "$OUT/w/ckpt/latest" --json --quiet
+expect_in "$OUT/stdout" "\"ok\": true, .*\"pointer_to\": \"$(cat "$OUT/w/ckpt/latest")\"\}$" "... names the file it points to"
 expect_exit 0 "inspect DIR/latest" -- "$LONGCTX" ckpt inspect "$OUT/w/ckpt/latest" --quiet
 expect_in "$OUT/stdout" "^checkpoint .*/$(cat "$OUT/w/ckpt/latest")$" "... shows the checkpoint it names"
 mkdir -p pointer && cp "$CK" pointer/ && echo step_00000099.h5 >pointer/latest
@@ -831,9 +834,9 @@ for form in json text; do
   status=$?
   [ "$status" = 0 ] && pass "verify ($form) with a listed checkpoint removed: exit 0" || fail "verify ($form): exit $status"
   if [ "$form" = json ]; then
-    expect_in "$OUT/stdout" '^\{"path": "listed_json/step_00000001\.h5", "ok": true, "datasets": 0, "problems": \[\], "unchecked": \[\], "undigested": 0, "removed": true\}$' \
+    expect_in "$OUT/stdout" '^\{"path": "listed_json/step_00000001\.h5", "ok": true, "datasets": 0, "problems": \[\], "unchecked": \[\], "undigested": 0, "removed": true, "pointer_to": null\}$' \
       "... its --json line: ok, not checked, removed"
-    expect_in "$OUT/stdout" '^\{"path": "listed_json/step_00000002\.h5", "ok": true, "datasets": [1-9][0-9]*, .*"removed": false\}$' \
+    expect_in "$OUT/stdout" '^\{"path": "listed_json/step_00000002\.h5", "ok": true, "datasets": [1-9][0-9]*, .*"removed": false, "pointer_to": null\}$' \
       "... the others checked"
   else
     expect_in "$OUT/stdout" "^listed_text/step_00000001\.h5: removed while this ran \(a running train's checkpoint.keep\?\): not checked$" \
