@@ -383,8 +383,13 @@ std::optional<std::string> find_latest_checkpoint(const std::string& dir) {
   const auto first = std::find_if_not(head.begin(), head.end(), space);
   const auto last = std::find_if(first, head.end(), space);
   const std::string name(first, last);
-  if (!std::regex_match(name, committed_name()))
-    throw InputError(latest + ": holds '" + log::printable(name, "", 64, /*ascii_only=*/true) + "', not a checkpoint file name like step_00000001.h5");
+  if (!std::regex_match(name, committed_name())) {
+    // What it holds, blanks inside included (before: its first word alone, 'hello' of "hello world").
+    const auto end = std::find_if_not(head.rbegin(), head.rend(), space).base();
+    const std::string held(first, std::max(end, last));
+    throw InputError(latest + ": holds '" + log::printable(held, "", 64, /*ascii_only=*/true) +
+                     "', not a checkpoint file name like step_00000001.h5");
+  }
   // One name: a second line (a hand edit, two writers) was read as its first name alone.
   const auto more = std::find_if_not(last, head.end(), space);
   if (more != head.end() || longer)

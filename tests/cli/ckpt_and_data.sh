@@ -734,6 +734,10 @@ expect_in "$OUT/stderr" "dirlatest/latest: names step_00000031.h5, which in dirl
 mkdir -p twolatest && cp "$CK" twolatest/step_00000012.h5 && printf 'step_00000012.h5\nstep_00000013.h5\n' >twolatest/latest
 expect_exit 3 "inspect a directory whose latest holds two names" -- "$LONGCTX" ckpt inspect twolatest --quiet
 expect_in "$OUT/stderr" "twolatest/latest: holds more than one name \('step_00000012.h5', then 'step_00000013.h5'\)" "names both"
+# Text that is no name is quoted whole (before: its first word, 'hello').
+mkdir -p wordlatest && echo '  hello world  ' >wordlatest/latest
+expect_exit 3 "inspect a directory whose latest holds two words" -- "$LONGCTX" ckpt inspect wordlatest --quiet
+expect_in "$OUT/stderr" "wordlatest/latest: holds 'hello world', not a checkpoint file name" "quotes them both"
 printf '  step_00000012.h5 \n\n' >twolatest/latest
 expect_exit 0 "... and one name amid white space" -- "$LONGCTX" ckpt inspect twolatest --quiet
 { echo step_00000012.h5; printf '%300s\n' ''; } >twolatest/latest
