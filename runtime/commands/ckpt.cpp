@@ -341,9 +341,21 @@ std::string read_checkpoint_in(const std::string& given, int attempts,
       path = checkpoint_in(given);
       read(path);
       return path;
-    } catch (const InputError&) {
+    } catch (const InputError& e) {
       if (attempt < attempts && rotated_away(given, path)) continue;
-      throw;
+      // The checkpoint a directory gave is damaged: the others there, to give one (before: the damage alone, so
+      // a truncated newest file of a directory without `latest` left no way on; from the eval audit).
+      std::error_code error;
+      if (path.empty() || !std::filesystem::is_directory(given, error)) throw;
+      std::vector<std::string> others = io::list_checkpoints(std::filesystem::path(path).parent_path().string());
+      const std::filesystem::path read_name = std::filesystem::path(path).filename();
+      others.erase(std::remove_if(others.begin(), others.end(),
+                                  [&](const std::string& other) { return std::filesystem::path(other).filename() == read_name; }),
+                   others.end());
+      if (others.empty()) throw;
+      throw InputError(e.what() + std::string(". Other checkpoints there, newest first: ") +
+                       io::newest_first_names(others) + " (give one's path, " + others.back() +
+                       ", to read it; `longctx ckpt verify " + given + "` checks them all)");
     }
   }
 }

@@ -82,6 +82,8 @@ struct EvalPlan {
   TrainOptions options;           // validated; data.seq_len is the longest length evaluated
   DeviceChoice device;
   std::vector<int64_t> lengths;
+  bool default_length = false;    // lengths is the checkpoint's (no --seq-len given)
+  std::optional<int64_t> trained_file_tokens;  // the token count of the file its run trained on, where recorded
   std::vector<double> depths;     // percents of the sequence; {-1}: a random depth
   int64_t sequences = 0;
   bool json = false;
@@ -157,6 +159,7 @@ train::DataConfig cell_data(const EvalPlan& plan, int64_t length, double depth) 
 struct CheckpointHead {
   std::string path, config;
   int64_t step = 0, seq_len = 0;
+  std::optional<int64_t> data_tokens;  // root attribute data_tokens (a file task's token file), where there
 };
 CheckpointHead read_head(const std::string& given) {
   CheckpointHead head;
@@ -168,7 +171,8 @@ CheckpointHead read_head(const std::string& given) {
     // Values no training writes are damage, before anything is sized by them (a seq_len of 1e12 was refused
     // for its memory, exit 2).
     train::require_sound_attributes(reader, "`longctx ckpt verify` checks the whole file");
-    head = {path, reader.config(), reader.step(), reader.seq_len()};
+    head = {path, reader.config(), reader.step(), reader.seq_len(), std::nullopt};
+    if (reader.file().has_attribute("data_tokens")) head.data_tokens = reader.file().read_int64_attribute("data_tokens");
   });
   return head;
 }
@@ -214,6 +218,7 @@ EvalPlan plan_eval(const Invocation& inv) {
   const CheckpointHead head = read_head(opt<std::string>(inv, "path"));
   plan.checkpoint = head.path;
   plan.step = head.step;
+  plan.trained_file_tokens = head.data_tokens;
   const int64_t last_len = head.seq_len;
   const std::string in_config = plan.checkpoint + ": /config: ";
   const std::map<std::string, std::string> saved = train::ini_values(head.config, plan.checkpoint + ": /config");
@@ -235,6 +240,7 @@ EvalPlan plan_eval(const Invocation& inv) {
                      "threads");
   const std::string seq_len = opt<std::string>(inv, "seq-len");
   plan.lengths = seq_len.empty() ? std::vector<int64_t>{plan.trained_seq_len} : parse_size_list("seq-len", seq_len);
+  plan.default_length = seq_len.empty();
   for (size_t i = 0; i < plan.lengths.size(); ++i) {
     const int64_t n = plan.lengths[i];
     if (n < 2) throw UsageError("--seq-len=" + seq_len + ": each length must be >= 2", "seq-len");
@@ -352,12 +358,20 @@ void check_cells(const Invocation& inv, const EvalPlan& plan) {
                        (opt<std::string>(inv, "seq-len").empty() ? ", where the default is the checkpoint's length " + std::to_string(n) : std::string()) +
                        (n % P != 0 ? ")" : ", or another schedule: --segment-lengths, --dilation-rates)"));
     }
-    if (plan.options.data.task == "file") {
-      if (*tokens < n + 1)
-        throw UsageError("--seq-len: " + std::to_string(n) + " is longer than " + file_name + " can score: it holds " +
-                             std::to_string(*tokens) + " tokens, a sequence needs N + 1 (at most " +
-                             std::to_string(*tokens - 1) + ")",
-                         "seq-len");
+    if (plan.options.data.task == "file" && *tokens < n + 1) {
+      // The checkpoint's own data.path, shorter than when its run trained on it: replaced since, which is
+      // what to say (before: a --seq-len mistake, exit 2, where no --seq-len was given; from the eval audit).
+      const std::optional<int64_t>& then = plan.trained_file_tokens;
+      if (opt<std::string>(inv, "data-path").empty() && then && *then != *tokens)
+        throw InputError(file_name + " holds " + std::to_string(*tokens) + " tokens, but the file the checkpoint's "
+                         "run trained on under that name held " + std::to_string(*then) + ": it was replaced since, "
+                         "and holds no sequence of " + std::to_string(n) + " + 1 tokens; --data-path reads the token "
+                         "dataset the run trained on where it is now (or another to score)");
+      throw UsageError((plan.default_length ? "the checkpoint's length " + std::to_string(n) + " (--seq-len's default)"
+                                            : "--seq-len: " + std::to_string(n)) +
+                           " is longer than " + file_name + " can score: it holds " + std::to_string(*tokens) +
+                           " tokens, a sequence needs N + 1 (--seq-len at most " + std::to_string(*tokens - 1) + ")",
+                       "seq-len");
     }
     train::make_dataset(cell_data(plan, n, plan.depths.front()));
   }
@@ -483,6 +497,7 @@ int run_eval(Invocation& inv) {
   }
 
   std::vector<std::vector<double>> accuracy(plan.lengths.size());  // [length][depth], for the table
+  const bool one_length = plan.options.stage_len.empty();  // the checkpoint's /config: no length curriculum
   for (size_t li = 0; li < plan.lengths.size(); ++li) {
     const int64_t n = plan.lengths[li];
     trainer.set_seq_len(n);
@@ -495,7 +510,7 @@ int run_eval(Invocation& inv) {
         if (rank0) {
           // Its tokens [0, n]: which of them the checkpoint's run trained on (before: only that a run at this
           // length would, where that run, at another length, had).
-          const int64_t reached = other_file ? -1 : last_trained_token(cell, stored);
+          const int64_t reached = other_file ? -1 : last_trained_token(cell, stored, one_length);
           const std::string run = "the checkpoint's run (data.seq_len=" + std::to_string(stored.data_seq_len) + ")";
           log::warn("N = " + std::to_string(n) + ": " + plan.options.data.path +
                     " holds a single sequence of this length (" + std::to_string(n) +
@@ -512,7 +527,8 @@ int run_eval(Invocation& inv) {
                     " scored");
         sequences = distinct;
       }
-      if (const int64_t reached = other_file ? -1 : trained_token_in_held_out(cell, stored, *data); reached >= 0 && rank0)
+      if (const int64_t reached = other_file ? -1 : trained_token_in_held_out(cell, stored, *data, one_length);
+          reached >= 0 && rank0)
         log::warn("N = " + std::to_string(n) + ": the held-out tail of " + plan.options.data.path + " starts at token " +
                   std::to_string(data->held_out_begin() + 1) + ", but the checkpoint's run (data.seq_len=" +
                   std::to_string(stored.data_seq_len) + ") trained on tokens up to " + std::to_string(reached) +

@@ -527,7 +527,7 @@ TrainAttention make_train_attention(Invocation& inv, const TrainOptions& r, cons
   return made;
 }
 
-int64_t last_trained_token(const train::DataConfig& config, const train::Resumed& stored) {
+int64_t last_trained_token(const train::DataConfig& config, const train::Resumed& stored, bool one_length) {
   if (stored.data_seq_len <= 0) return -1;
   train::DataConfig then = config;
   then.seq_len = stored.data_seq_len;
@@ -542,6 +542,11 @@ int64_t last_trained_token(const train::DataConfig& config, const train::Resumed
   // from token 0, so the position is its token count), the position's; after, its tail's (before: the
   // tail's always, which named tokens a short run never reached, and warned where nothing overlapped).
   int64_t reached = trained_end - 1;
+  // After it, at one length from token 0: its last whole window's last target (before: the training end's
+  // token, past the windows of a file that holds one sequence and a part; from the eval audit). At several
+  // lengths a window may start anywhere a stage left the position, so any token could be a target.
+  if (one_length && stored.seq_len == stored.data_seq_len)
+    reached = (trained_end - 1) / stored.data_seq_len * stored.data_seq_len;
   // (Tokens trained on an earlier file, before a resume with data.allow_new_file, are not this file's.)
   const int64_t earlier_files = stored.data_file ? stored.data_file->tokens_before : 0;
   if (stored.position && stored.position->token == stored.tokens_seen - earlier_files)
@@ -550,9 +555,9 @@ int64_t last_trained_token(const train::DataConfig& config, const train::Resumed
 }
 
 int64_t trained_token_in_held_out(const train::DataConfig& config, const train::Resumed& stored,
-                                  const train::Dataset& data) {
+                                  const train::Dataset& data, bool one_length) {
   if (stored.data_seq_len == config.seq_len || data.held_out_begin() < 0) return -1;
-  const int64_t reached = last_trained_token(config, stored);
+  const int64_t reached = last_trained_token(config, stored, one_length);
   return reached > data.held_out_begin() ? reached : -1;
 }
 

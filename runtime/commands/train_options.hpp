@@ -78,8 +78,10 @@ bool in_checkpoint_dir_to_make(const TrainOptions& r, const std::string& path);
 std::vector<std::unique_ptr<train::Dataset>> curriculum_datasets(const TrainOptions& r);
 
 // The last token of `config`'s file (data.path) that the run of the checkpoint `stored` trained on; -1 when
-// it trained on none (synthetic data, or a file that holds no sequence of its length).
-int64_t last_trained_token(const train::DataConfig& config, const train::Resumed& stored);
+// it trained on none (synthetic data, or a file that holds no sequence of its length). `one_length`: the
+// caller knows the run trained at data.seq_len alone (its /config has no length curriculum), so its windows
+// lie at multiples of it; else one may have ended at any token before the training end.
+int64_t last_trained_token(const train::DataConfig& config, const train::Resumed& stored, bool one_length = false);
 
 // A token file's held-out tail at `config`'s length (data.seq_len, or eval's --seq-len), where it holds
 // tokens the run of the checkpoint `stored` trained on: it was split at another length (a longer one holds
@@ -87,7 +89,7 @@ int64_t last_trained_token(const train::DataConfig& config, const train::Resumed
 // on whole). The last token that run trained on, when it lies past the tail's start; -1 when none does
 // (the same length, synthetic data, a file too short to hold one out).
 int64_t trained_token_in_held_out(const train::DataConfig& config, const train::Resumed& stored,
-                                  const train::Dataset& data);
+                                  const train::Dataset& data, bool one_length = false);
 
 // Attention on the CPU ranks, on this rank's GPU, or on one GPU per rank (with the communicator that
 // moves device buffers between them): train's and eval's.

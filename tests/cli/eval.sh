@@ -130,6 +130,31 @@ expect_exit 0 "eval it at 256" -- "$LONGCTX" eval cks --quiet --seq-len 128,256
 expect_in "$OUT/stderr" "N = 256: the held-out tail of small.h5 starts at token 513, but the checkpoint's run \(data.seq_len=128\) trained on tokens up to 768" \
   "says that 256's held-out tail holds tokens the run trained on"
 grep -q "N = 128: the held-out" "$OUT/stderr" && fail "warned at the trained length" || pass "... not at 128, its own length"
+# A file of one window and a part (248 tokens at 128): 4 steps train on tokens 0..128 over and over, so
+# 64's tail (from 129) holds none of them and 100's (from 101) does, up to 128 (before: "up to 247", the
+# file's end, and 64 warned too).
+head -c 248 corpus.txt >one.txt
+expect_exit 0 "import 248 tokens" -- "$LONGCTX" data import --text one.txt --out one.h5 --quiet
+expect_exit 0 "train 4 steps on its one window" -- "$LONGCTX" train "${FILE[@]/corpus.h5/one.h5}" --train.steps 4 --checkpoint.dir ck1
+expect_exit 0 "eval it at 64 and 100" -- "$LONGCTX" eval ck1 --quiet --seq-len 64,100
+expect_in "$OUT/stderr" "N = 100: the held-out tail of one.h5 starts at token 101, but the checkpoint's run \(data.seq_len=128\) trained on tokens up to 128:" \
+  "100's tail holds tokens up to 128, the last window's end"
+grep -q "N = 64: the held-out" "$OUT/stderr" && fail "warned at 64: $(grep "N = 64" "$OUT/stderr")" || pass "... 64's holds none"
+# A directory without `latest` whose newest file is truncated: the others are named (before: the damage alone).
+mkdir -p nolatest && cp cks/step_*.h5 nolatest/ && head -c 5000 "$(ls cks/step_*.h5 | tail -1)" >nolatest/step_00000099.h5
+expect_exit 3 "eval a directory whose newest file (no latest) is truncated" -- "$LONGCTX" eval nolatest --quiet
+expect_in "$OUT/stderr" "nolatest/step_00000099.h5: .*\. Other checkpoints there, newest first: step_00000006.h5 \(give one's path, nolatest/step_00000006.h5, to read it; \`longctx ckpt verify nolatest\` checks them all\)" \
+  "... names the others"
+# The checkpoint's token file replaced by a shorter one: said, exit 3 (before: "--seq-len: 128 is longer", exit 2,
+# where no --seq-len was given).
+cp one.h5 one_saved.h5 && printf 'hi there' >hi.txt
+expect_exit 0 "replace one.h5 by 8 tokens" -- "$LONGCTX" data import --text hi.txt --out one.h5 --quiet
+expect_exit 3 "eval a checkpoint whose token file was replaced by a shorter one" -- "$LONGCTX" eval ck1 --quiet
+expect_in "$OUT/stderr" "data.path=one.h5 holds 8 tokens, but the file the checkpoint's run trained on under that name held 248: it was replaced since" \
+  "... says so"
+expect_exit 2 "... with --data-path naming it" -- "$LONGCTX" eval ck1 --quiet --data-path one.h5
+expect_in "$OUT/stderr" "the checkpoint's length 128 \(--seq-len's default\) is longer than --data-path=one.h5 can score: it holds 8 tokens" \
+  "... the length named as the default"
 # At 512 the file holds one sequence, nothing held out: the run trained on all of it, at 128 (before: only that
 # a run at this length would train on it was said).
 expect_exit 0 "eval it at 512 (one sequence)" -- "$LONGCTX" eval cks --quiet --seq-len 512 --sequences 1
