@@ -175,12 +175,14 @@ std::string first_non_finite(const Tensor& t, size_t seq_axis, io::RowRange rows
   return text + "] = " + (std::isnan(value) ? "nan" : value > 0 ? "inf" : "-inf");
 }
 
-// The first NaN or Inf of `tensors` (name, this rank's block), as "q[13,1,2] = nan" (lse's -inf allowed);
-// "" when none.
+// The first NaN or Inf of `tensors` (name, this rank's block), as "q[13,1,2] = nan" (lse's -inf allowed
+// where `uncovered_rows`: a row no branch selects has it); "" when none.
 using NamedTensors = std::vector<std::pair<std::string, const Tensor*>>;
-std::string first_non_finite_of(const NamedTensors& tensors, size_t seq_axis, io::RowRange rows) {
+std::string first_non_finite_of(const NamedTensors& tensors, size_t seq_axis, io::RowRange rows,
+                                bool uncovered_rows = false) {
   for (const auto& [name, tensor] : tensors)
-    if (const std::string at = first_non_finite(*tensor, seq_axis, rows, name == "lse"); !at.empty()) return name + at;
+    if (const std::string at = first_non_finite(*tensor, seq_axis, rows, uncovered_rows && name == "lse"); !at.empty())
+      return name + at;
   return "";
 }
 
@@ -334,8 +336,12 @@ int run(Invocation& invocation) {
   const std::string remedy = params.softmax_scale != 0
                                  ? "lower --softmax-scale (" + std::string(scale_given) + ") or scale the inputs down"
                                  : "scale the inputs down";
+  // An r = 1 branch selects every row, so an lse of -inf is then scores that overflowed to -inf (q.k * scale
+  // below -3.4e38), not a row no branch selects (before: written, exit 0, as o = 0; from the attend audit).
+  const bool uncovered_rows = std::none_of(params.schedule.branches.begin(), params.schedule.branches.end(),
+                                           [](const Branch& branch) { return branch.dilation == 1; });
   const auto overflowed = [&](const NamedTensors& results) {
-    const std::string bad = first_non_finite_of(results, input.seq_axis, rows);
+    const std::string bad = first_non_finite_of(results, input.seq_axis, rows, uncovered_rows);
     return refused_by_any_rank(world, bad.empty() ? "" : "the result " + bad + " from a finite " + input_path + ": " +
                                           arithmetic + " overflowed (scores |q.k| * softmax scale, or values, too large); " +
                                           remedy + " (nothing was written)");

@@ -139,6 +139,8 @@ def huge_scores(d): d['q'][:] *= 1e20; d['k'][:] *= 1e20
 make('huge_scores.h5', huge_scores)
 def huge_grads(d): d['do'][:] *= 3e37; d['v'][:] *= 100
 make('huge_grads.h5', huge_grads)
+def minus_scores(d): d['q'][:] = 1; d['k'][:] = -1
+make('minus_scores.h5', minus_scores)
 " || fail "could not make the non-finite inputs"
 NF=(--output bad.h5 --quiet --segment-lengths 4,8 --dilation-rates 1,2)
 bad 3 "nan_q.h5: q\[13,1,2\] = nan: the input must be finite" "NaN in q" -- "$LONGCTX" attend --input nan_q.h5 "${NF[@]}"
@@ -153,6 +155,13 @@ bad 3 "the result o\[[0-9,]+\] = nan from a finite in.h5: float32 overflowed.*lo
   "scores past float32 by --softmax-scale" -- "$LONGCTX" attend --input in.h5 "${NF[@]}" --softmax-scale 3e38
 bad 3 "the result d[qkv]\[[0-9,]+\] = (nan|-?inf) from a finite huge_grads.h5: float32 overflowed" "gradients past float32" -- \
   "$LONGCTX" attend --input huge_grads.h5 "${NF[@]}" --backward
+# Scores that overflow to -inf: every row is selected (r = 1), so its lse of -inf is the overflow (before: written
+# as rows no branch selects, o = 0, exit 0); with --allow-uncovered and no r = 1 branch -inf is a row's due.
+bad 3 "the result lse\[[0-9,]+\] = -inf from a finite minus_scores.h5: float32 overflowed.*lower --softmax-scale \(3e\+38\)" \
+  "scores past -float32 by --softmax-scale" -- "$LONGCTX" attend --input minus_scores.h5 "${NF[@]}" --softmax-scale 3e38
+expect_exit 0 "... an uncovered row's -inf, no r = 1 branch" -- "$LONGCTX" attend --input minus_scores.h5 --output bad.h5 --quiet \
+  --segment-lengths 8 --dilation-rates 2 --allow-uncovered
+rm -f bad.h5
 # Scores of about 3.5e4 leave the gradients finite and about 0.2% off (lse in float32, the spec's): warned
 # about, at 1 and 2 ranks alike (before: without a word); ordinary scores are not.
 /usr/bin/python3 -c "
