@@ -6,8 +6,8 @@
 #   3. the same input on 1 rank, and a check that both output files agree (sharded equals unsharded)
 #   4. the trainer: a short run of jobs/configs/passkey.ini on 2 ranks (passkey retrieval at 2048 tokens,
 #      a few minutes), printing the held-out accuracy it reached
-# Files go to ${LONGCTX_QUICKSTART_DIR:-build/quickstart}, each named quickstart_*; a run replaces those of
-# the last one, and no other file there.
+# Files go to ${LONGCTX_QUICKSTART_DIR:-build/quickstart}: quickstart_* (input, outputs, report, checkpoints)
+# and the training log quickstart.jsonl; a run replaces those of the last one, and no other file there.
 # Settings (environment): LONGCTX_QUICKSTART_DIR, and LONGCTX_BUILD / LONGCTX_NATIVE as jobs/build.sh takes them.
 [ -n "${BASH_VERSION:-}" ] ||  # (under sh: "source: not found", "Bad substitution")
   { echo "quickstart.sh: run it with bash (./jobs/quickstart.sh, or bash jobs/quickstart.sh)" >&2; exit 2; }

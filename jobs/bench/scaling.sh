@@ -25,7 +25,10 @@
 #                 comm.jsonl, weak1.jsonl (1 rank), weak2.jsonl (2 ranks), pair.jsonl (2 ranks, no comm),
 #                 and run.txt (date, host, longctx --version, settings). Each job's JSON is added as the
 #                 job ends, so what finished stays there however the script ends (a failed job, a signal,
-#                 SIGKILL). The run claims the directory by creating run.txt (no two runs write one
+#                 SIGKILL). run.txt's last line, added as the script ends, says how: "status: complete
+#                 (exit 0)", "status: stopped by SIGINT during the ... (exit 130)", "status: failed: ...
+#                 (exit 1)"; a run.txt without one is of a study still running or killed (SIGKILL, a
+#                 crash). The run claims the directory by creating run.txt (no two runs write one
 #                 directory): one that holds any of these files, from an earlier or a running study, is
 #                 refused: name a new one. A run where no job finished removes its run.txt again.
 #   LONGCTX_BUILD build directory whose bin/longctx runs (default build)
@@ -89,6 +92,7 @@ out_dir=${RESULTS:-$tmp}  # where each job's JSON is added as it ends (before: R
 # redirections in effect (its stderr is $tmp/err, removed below).
 exec 3>&2
 job_pid=
+ended=  # how the script stopped itself (a signal, a failed job), for run.txt's status line
 finish_results() {
   local status=$?
   end_job  # one still running (an exit on an error, a signal not trapped)
@@ -98,12 +102,22 @@ finish_results() {
     echo "longctx said (once each, over all jobs):"
     sort -u "$tmp/said" | sed 's/^/  /'
   fi
-  if [ -n "${RESULTS:-}" ] && ! compgen -G "$RESULTS/*.jsonl" >/dev/null; then
+  # Any job's JSON there, looked for by name (before: compgen -G "$RESULTS/*.jsonl", which took a RESULTS with
+  # glob characters, res[x], for a pattern: a complete study said that no job had finished, and lost run.txt).
+  local f finished=0
+  for f in "${outputs[@]}"; do [ "$f" = run.txt ] || [ ! -e "${RESULTS:-/-}/$f" ] || finished=1; done
+  if [ "$status" -eq 0 ]; then ended="complete"
+  elif [ -z "$ended" ]; then ended="failed: an error during ${doing:-starting}"; fi
+  if [ -n "${RESULTS:-}" ] && [ "$finished" -eq 0 ]; then
     # No job finished: the claim goes, so that the same RESULTS takes the next try (before: it kept run.txt
     # alone, refused thereafter, and was said to hold the JSON of every finished job).
     rm -f -- "$RESULTS/run.txt"
     echo "scaling.sh: no job finished; RESULTS=$RESULTS holds nothing of this run" >&3
   elif [ -n "${RESULTS:-}" ]; then
+    # How the study ended, so that a partial one is not taken for a full one (before: run.txt, written at the
+    # start, read the same after a stop or a failure as after a complete study).
+    echo "status: $ended (exit $status)" >>"$RESULTS/run.txt" ||
+      echo "scaling.sh: could not add the status line to $RESULTS/run.txt" >&3
     echo "scaling.sh: the JSON of every job that finished is in $RESULTS" >&3
   fi
   rm -rf "$tmp"
@@ -129,7 +143,8 @@ end_job() {
 }
 stop() {
   end_job
-  echo "scaling.sh: stopped by SIG$1 during $doing" >&3
+  ended="stopped by SIG$1 during $doing"
+  echo "scaling.sh: $ended" >&3
   exit "$2"
 }
 trap 'stop HUP 129' HUP
@@ -160,12 +175,14 @@ run() {
     echo "scaling.sh: the $label failed:" >&2; cat "$tmp/err" >&2
     [ ! -s "$tmp/job.json" ] || { echo "it printed:" >&2; cat "$tmp/job.json" >&2; }
     [ -n "${RESULTS:-}" ] || [ ! -s "$out" ] || { echo "what finished before it (JSON):" >&2; cat "$out" >&2; }
+    ended="failed: the $label failed"
     # longctx's exit 2 (every rank's, so mpirun's): it refused a setting of the script's (H or D too large
     # for this machine's memory): a bad setting, as exit 2 says (before: 1, as for a failure).
     [ "$status" -ne 2 ] || { echo "scaling.sh: longctx refused the $label's settings (H=$H D=$D): a bad setting" >&2
-                             exit 2; }
+                             ended="failed: longctx refused the $label's settings (H=$H D=$D)"; exit 2; }
     exit 1; }
-  cat "$tmp/job.json" >>"$out" || { echo "scaling.sh: could not add the $label's JSON to $out" >&2; exit 1; }
+  cat "$tmp/job.json" >>"$out" || { echo "scaling.sh: could not add the $label's JSON to $out" >&2
+                                    ended="failed: could not add the $label's JSON to $out"; exit 1; }
   grep -v "^\[longctx info " "$tmp/err" >>"$tmp/said" || true  # (none: grep's exit 1, under set -e)
 }
 

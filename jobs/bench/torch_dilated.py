@@ -3,21 +3,22 @@
 per branch, gather each head's selected rows, dense attention per segment (bmm, logsumexp, softmax, bmm),
 scatter back, then mix the branches by their lse. Forward only, float32, no grad.
 
-    /usr/bin/python3 jobs/bench/torch_dilated.py [--seq-len 65536 --heads 4 --head-dim 64
+    /usr/bin/python3 jobs/bench/torch_dilated.py [--seq-len 65536 --heads 4 --head-dim 64 --batch 1
         --segment-lengths 2048,4096,8192 --dilation-rates 1,2,4 --iters 3 --threads 2]
 
 Prints seconds (best, median) and GFLOP/s = 4 D pairs / seconds (../../../shared/spec/dilated-attention.md,
 "Counting work"). Needs python3-torch (Debian's) and, for its matmuls, an optimised BLAS: on Debian,
 libopenblas0-pthread. As in sgemm_rate.py, OPENBLAS_CORETYPE is set from the CPU's flags unless given,
 because OpenBLAS 0.3.21 misdetects this hypervisor's CPU as Prescott (SSE3).
-Paper head offsets (o = h mod r); w' = min(w, N) must divide N and r must divide w' (the bench's shapes).
+Paper head offsets (o = h mod r); w' = min(w, N) must divide N and r must divide w' (the bench's shapes);
+as longctx, one branch must have r = 1 (so that every row attends to something).
 """
 import argparse
 import os
 import time
 
 import openblas_coretype  # noqa: F401  (sets OPENBLAS_CORETYPE; must come first)
-from bench_args import positive, positive_list  # noqa: E402
+from bench_args import check_schedule, positive, positive_list  # noqa: E402
 torch = None  # imported by main() once the arguments are read: --help and a bad argument need no torch
 
 
@@ -85,15 +86,9 @@ def main():
     parser.add_argument("--threads", type=positive, default=2)
     args = parser.parse_args()
     ws, rs = args.segment_lengths, args.dilation_rates
-    if len(ws) != len(rs):  # zip would drop the unmatched branches without a word
-        parser.error(f"{len(ws)} segment lengths but {len(rs)} dilation rates; give one rate per length")
     B, N, H, D = args.batch, args.seq_len, args.heads, args.head_dim
-    pairs = 0
-    for w, r in zip(ws, rs):
-        w = min(w, N)
-        if N % w or w % r:
-            parser.error(f"segment length {w} must divide N={N} and be a multiple of its rate {r}")
-        pairs += B * H * (N // w) * (w // r) ** 2
+    check_schedule(parser, ws, rs, N)
+    pairs = sum(B * H * (N // min(w, N)) * (min(w, N) // r) ** 2 for w, r in zip(ws, rs))
     import_torch()  # (after the arguments: a bad one is said as such, also without torch)
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)

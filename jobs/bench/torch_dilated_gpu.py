@@ -8,21 +8,23 @@
    lse output of the flash kernel carries no gradient, so the mixing weights are treated as constants in
    the backward: its FLOPs are those of the exact backward, its gradient is not. Timing only).
 
-    python3 jobs/bench/torch_dilated_gpu.py [--seq-len 1048576 --heads 16 --head-dim 128
-        --segment-lengths 2048,4096,8192,16384 --dilation-rates 1,2,4,8 --dtype bf16 --iters 5]
+    python3 jobs/bench/torch_dilated_gpu.py [--seq-len 1048576 --heads 16 --head-dim 128 --batch 1
+        --segment-lengths 2048,4096,8192,16384 --dilation-rates 1,2,4,8 --dtype bf16 --causal --iters 5
+        --gemm 8192 --no-backward]
 
 Prints one JSON object per figure (GEMM, forward, backward) with seconds (median of --iters after a
 warm-up, CUDA events) and TFLOP/s by the spec's counts (4 D pairs forward, 10 D pairs backward). Before
 timing, it checks the dilated forward against a plain softmax implementation of the same schedule on a
 small problem, so the baseline is the right computation. Paper head offsets (o = h mod r); w' = min(w, N)
-must divide N and r must divide w'.
+must divide N and r must divide w'; as longctx, one branch must have r = 1 (so that every row attends to
+something).
 """
 import argparse
 import json
 import math
 import statistics
 
-from bench_args import non_negative, positive, positive_list
+from bench_args import check_schedule, non_negative, positive, positive_list
 
 torch = None  # imported by main() once the arguments are read: --help and a bad argument need no torch
 
@@ -125,8 +127,7 @@ def main():
     parser.add_argument("--no-backward", action="store_true")
     args = parser.parse_args()
     ws, rs = args.segment_lengths, args.dilation_rates
-    if len(ws) != len(rs):  # zip would drop the unmatched branches without a word
-        parser.error(f"{len(ws)} segment lengths but {len(rs)} dilation rates; give one rate per length")
+    check_schedule(parser, ws, rs, args.seq_len)  # (before: the shapes were checked after the GEMM, as exit 1)
     import_torch()  # (after the arguments: a bad one is said as such, also without torch)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
     B, N, H, D = args.batch, args.seq_len, args.heads, args.head_dim

@@ -217,12 +217,57 @@ for call in "sgemm_rate.py --size -5:--size: -5: must be >= 1" "sgemm_rate.py --
             "torch_dilated.py --dilation-rates 0,2,4:--dilation-rates: 0: must be >= 1" \
             "torch_dilated.py --segment-lengths 2048,x:--segment-lengths: 'x' is not a whole number" \
             "torch_dilated_gpu.py --segment-lengths 2048:1 segment lengths but 4 dilation rates" \
-            "../demo/make_qkv.py x.h5 --seq-len 0:--seq-len: 0: must be >= 1"; do
+            "../demo/make_qkv.py x.h5 --seq-len 0:--seq-len: 0: must be >= 1" \
+            "../demo/make_qkv.py x.h5 --seed -1:--seed: -1: must be >= 0" \
+            "../demo/make_qkv.py $OUT/missing/x.h5:argument out: .*/missing/x.h5: no such directory" \
+            "torch_dilated.py --seq-len 1024 --segment-lengths 512 --dilation-rates 2:--dilation-rates \(2\): no branch has rate 1" \
+            "torch_dilated_gpu.py --seq-len 1024 --segment-lengths 512 --dilation-rates 2:--dilation-rates \(2\): no branch has rate 1" \
+            "torch_dilated.py --seq-len 1024 --segment-lengths 1024,512 --dilation-rates 1,1024:value 1024 exceeds its segment length 512" \
+            "torch_dilated_gpu.py --seq-len 1000 --segment-lengths 512 --dilation-rates 1:segment length 512 must divide N=1000"; do
   read -ra words <<<"${call%%:*}"
   expect_exit 2 "${call%%:*}" -- /usr/bin/python3 "$(dirname "$SCALING")/${words[0]}" "${words[@]:1}"
   expect_in "$OUT/stderr" "${call#*:}" "... names it"
 done
 [ ! -e x.h5 ] && pass "make_qkv.py wrote nothing" || fail "make_qkv.py wrote x.h5"
+# (The torch baselines above: a schedule without an r = 1 branch, which longctx refuses, was taken, and the
+# rows no branch selects came out NaN; torch_dilated_gpu.py checked N against the lengths only after its GEMM.)
+expect_exit 0 "torch_dilated.py --help" -- /usr/bin/python3 "$(dirname "$SCALING")/torch_dilated.py" --help
+expect_in "$OUT/stdout" "jobs/bench/torch_dilated.py \[--seq-len 65536 .* --batch 1$" "... its usage names --batch (before: left out)"
+# make_qkv.py replaces OUT only once the new file is whole (before: it truncated OUT first, and a failure, as
+# a MemoryError, left it empty): a size past the available memory is refused up front, and one that fails
+# anyway (ulimit -v) leaves OUT as it was, with no temporary file beside it.
+MAKE_QKV="$(dirname "$(dirname "$SCALING")")/demo/make_qkv.py"
+mkdir -p "$OUT/qkv" && /usr/bin/python3 "$MAKE_QKV" "$OUT/qkv/keep.h5" --seq-len 16 --heads 1 --head-dim 8 >/dev/null ||
+  fail "make_qkv.py could not make a small file"
+kept=$(md5sum <"$OUT/qkv/keep.h5")
+expect_exit 2 "make_qkv.py of 931 TiB per array" -- /usr/bin/python3 "$MAKE_QKV" "$OUT/qkv/keep.h5" --seq-len 1000000000000
+expect_in "$OUT/stderr" "each of q, k, v, do is 931.3 TiB of float32, .* available \(MemAvailable\): use a smaller --seq-len" \
+  "... names the size and the memory available"
+bash -c 'ulimit -v 2000000; exec /usr/bin/python3 "$@"' _ "$MAKE_QKV" "$OUT/qkv/keep.h5" --seq-len 2097152 --heads 4 --head-dim 64 \
+  >"$OUT/stdout" 2>"$OUT/stderr"
+status=$?
+[ "$status" -ne 0 ] && [ "$(md5sum <"$OUT/qkv/keep.h5")" = "$kept" ] && [ "$(ls -A "$OUT/qkv")" = keep.h5 ] &&
+  pass "make_qkv.py that fails (exit $status, 2 GiB under ulimit -v 1.9 GiB) leaves OUT as it was, and no temporary file" ||
+  fail "make_qkv.py under ulimit -v: exit $status, $OUT/qkv holds $(ls -A "$OUT/qkv" | tr '\n' ' ')"
+# sgemm_rate.py refuses the reference BLAS before any matmul (before: after the 4096^3 warm-up, ~65 s).
+start=$SECONDS
+timeout 120 /usr/bin/python3 "$(dirname "$SCALING")/sgemm_rate.py" --iters 1 >"$OUT/stdout" 2>"$OUT/stderr"
+status=$?
+if [ "$status" -eq 1 ] && grep -q "reference BLAS" "$OUT/stderr"; then
+  [ $((SECONDS - start)) -lt 10 ] && pass "sgemm_rate.py refuses the reference BLAS in $((SECONDS - start)) s" ||
+    fail "sgemm_rate.py took $((SECONDS - start)) s to refuse the reference BLAS"
+else
+  [ "$status" -eq 0 ] && pass "sgemm_rate.py: an optimised BLAS here ($(cat "$OUT/stdout"))" || fail "sgemm_rate.py: exit $status"
+fi
+# The quickstart's header names every file it writes to its directory (before: "each named quickstart_*", but
+# the log is quickstart.jsonl).
+QUICKSTART="$(dirname "$(dirname "$SCALING")")/quickstart.sh"
+unnamed=
+for f in $(grep -o '\$work/[A-Za-z0-9_.]*' "$QUICKSTART" | sort -u); do
+  f=${f#\$work/}
+  case $f in quickstart_*) ;; *) sed -n '2,/^[^#]/p' "$QUICKSTART" | grep -qF "$f" || unnamed+=" $f" ;; esac
+done
+[ -z "$unnamed" ] && pass "quickstart.sh's header names the files it writes" || fail "quickstart.sh's header leaves out:$unnamed"
 # A daemon killed a moment ago is a zombie until it is reaped: jobs/lib.sh does not take it for a running one
 # (before: start-local.sh then started no slurmd, and said it had).
 bash -c 'sleep 0.1 & echo $! >"$1"; exec sleep 4' _ "$OUT/zombie" >/dev/null 2>&1 &
@@ -277,6 +322,9 @@ expect_in "$OUT/stderr" "^scaling.sh: constant communication: job 3 of 3 \(N = 2
 expect_in "$OUT/stdout" "^weak scaling: (within|OVER) the target" "judges the target"
 expect_in "$OUT/stdout" "branch 4 \(w=32768, r=8\) reaches only 1 of its 8 row residues" "passes on longctx's warnings"
 expect_in "$OUT/res/run.txt" "^longctx: longctx [0-9]" "RESULTS says which binary ran"
+# ... and, last, how the study ended (before: run.txt, written at the start, read the same after a stop).
+[ "$(tail -1 "$OUT/res/run.txt")" = "status: complete (exit 0)" ] && pass "... and that the study is complete" ||
+  fail "run.txt ends: $(tail -1 "$OUT/res/run.txt")"
 [ "$(grep -cE '^\| (16384|65536|262144) \| .* \| 196608 \| 196608 \|$' "$OUT/stdout")" = 3 ] &&
   pass "bytes received per rank: 196608 = expected at N = 16K, 64K, 256K" || fail "table: $(grep -E '^\| [0-9]' "$OUT/stdout" | head -3)"
 expect_in "$OUT/stdout" "^time per rank 1 -> 2 ranks: [-+][0-9.]+% \(target <= \+15%" "prints the weak-scaling summary"
@@ -290,8 +338,14 @@ cat >"$OUT/fake/bin/longctx" <<'FAKE'
 [ "$1" = --version ] && { echo "fake 0"; exit 0; }
 echo '{"world_size": 4, "threads": 1, "batch": 1, "seq_len": 16384, "heads": 1, "head_dim": 8, "schedule": [[1024, 1], [16384, 4]], "pairs": 100, "seconds_fwd": 0.1, "per_rank": [{"rank": 0, "seconds_fwd": 0.1, "pairs": 100, "bytes_received_fwd": 0, "comm_hidden_fwd": null}]}'
 FAKE
-expect_exit 0 "scaling.sh whose jobs warn about nothing" -- env LONGCTX_BUILD="$OUT/fake" REPEATS=1 bash "$SCALING"
+# RESULTS with glob characters is a path, not a pattern (before: compgen -G took res[x] for one, matched
+# nothing, and a complete study said "no job finished" and removed run.txt).
+expect_exit 0 "scaling.sh whose jobs warn about nothing, RESULTS=res[x]" -- env LONGCTX_BUILD="$OUT/fake" REPEATS=1 \
+  RESULTS="$OUT/res[x]" bash "$SCALING"
 expect_in "$OUT/stdout" "^weak scaling: " "reaches its summary"
+expect_in "$OUT/stderr" "^scaling.sh: the JSON of every job that finished is in .*/res\[x\]$" "... says RESULTS holds the JSON"
+[ "$(tail -1 "$OUT/res[x]/run.txt" 2>&1)" = "status: complete (exit 0)" ] && [ -s "$OUT/res[x]/pair.jsonl" ] &&
+  pass "... and keeps it, run.txt saying the study is complete" || fail "RESULTS=res[x]: $(ls -A "$OUT/res[x]" 2>&1 | tr '\n' ' ')"
 # A second run into the same RESULTS would mix two runs' files (before: it did, and said "every job").
 expect_exit 2 "scaling.sh into the RESULTS of an earlier run" -- env RESULTS="$OUT/res" bash "$SCALING"
 expect_in "$OUT/stderr" "RESULTS=.*/res holds comm.jsonl of an earlier \(or a running\) study: name a new directory" "refuses it"
@@ -382,7 +436,22 @@ kill -KILL -- -"$scaling"
 wait "$scaling"
 [ "$(sort -u "$OUT/res_kill/comm.jsonl" 2>/dev/null)" = '{"job": "N = 16384"}' ] && [ -s "$OUT/res_kill/run.txt" ] &&
   pass "SIGKILL: RESULTS keeps the job that finished" || fail "RESULTS after SIGKILL: $(ls "$OUT/res_kill" 2>&1 | tr '\n' ' ')"
-for fake in fake fake_hup fake_alone fake_kill; do pkill -KILL -f "$OUT/$fake/bin/longctx" 2>/dev/null || true; done
+grep -q "^status: " "$OUT/res_kill/run.txt" && fail "run.txt has a status after SIGKILL" ||
+  pass "... and run.txt has no status line: not a finished study"
+# SIGTERM after a job finished: run.txt says the study was stopped, and during what (before: nothing told it
+# from a complete one).
+mkdir -p "$OUT/fake_stop/bin" && cp "$OUT/fake_kill/bin/longctx" "$OUT/fake_stop/bin/longctx"
+setsid env LONGCTX_BUILD="$OUT/fake_stop" RESULTS="$OUT/res_stop" bash "$SCALING" >"$OUT/stdout" 2>"$OUT/stderr" &
+scaling=$!
+for _ in $(seq 100); do [ -e "$OUT/fake_stop/bin/longctx.printed" ] && break; sleep 0.1; done
+kill -TERM -- -"$scaling"
+wait "$scaling"
+status=$?
+[ "$status" = 143 ] && [ "$(tail -1 "$OUT/res_stop/run.txt" 2>&1)" = "status: stopped by SIGTERM during the 4-rank job at N = 65536 (exit 143)" ] &&
+  pass "SIGTERM after a finished job: run.txt says what stopped it" ||
+  fail "SIGTERM after a finished job: exit $status, run.txt ends: $(tail -1 "$OUT/res_stop/run.txt" 2>&1)"
+expect_ranks_ended "$OUT/fake_stop"
+for fake in fake fake_hup fake_alone fake_kill fake_stop; do pkill -KILL -f "$OUT/$fake/bin/longctx" 2>/dev/null || true; done
 # A job that fails after others warned: what they said is still printed (before: only at the end of a
 # run that finished).
 cat >"$OUT/fake/bin/longctx" <<'FAKE'
@@ -392,7 +461,9 @@ case " $* " in *" --seq-len 16384 "*) ;; *) echo "fake longctx: refused" >&2; ex
 echo "[longctx warn r0] fake warning of the first job" >&2
 echo '{"world_size": 4, "threads": 1, "batch": 1, "seq_len": 16384, "heads": 1, "head_dim": 8, "schedule": [[1024, 1], [16384, 4]], "pairs": 100, "seconds_fwd": 0.1, "per_rank": [{"rank": 0, "seconds_fwd": 0.1, "pairs": 100, "bytes_received_fwd": 0, "comm_hidden_fwd": null}]}'
 FAKE
-expect_exit 1 "scaling.sh whose second job fails" -- env LONGCTX_BUILD="$OUT/fake" bash "$SCALING"
+expect_exit 1 "scaling.sh whose second job fails" -- env LONGCTX_BUILD="$OUT/fake" RESULTS="$OUT/res_fail" bash "$SCALING"
 expect_in "$OUT/stderr" "the 4-rank job at N = 65536 failed:" "says which job failed"
 expect_in "$OUT/stdout" "^  \[longctx warn r0\] fake warning of the first job$" "... and what the jobs before it said"
+[ "$(tail -1 "$OUT/res_fail/run.txt" 2>&1)" = "status: failed: the 4-rank job at N = 65536 failed (exit 1)" ] &&
+  pass "... and run.txt says the study failed, and where" || fail "run.txt ends: $(tail -1 "$OUT/res_fail/run.txt" 2>&1)"
 finish
