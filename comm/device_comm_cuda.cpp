@@ -4,6 +4,7 @@
 #include <nccl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -32,9 +33,19 @@ class CudaCopier : public MemoryCopier {
     if (bytes) LONGCTX_CHECK_CUDA(cudaMemcpy(device, host, bytes, cudaMemcpyHostToDevice));
     bytes_to_device += bytes;
   }
+  // Pinned memory can run out well before the host's (a locked-memory limit, a container's): a usage error
+  // that names the size, as a device allocation's is (before: an internal failure, exit 1; from a review).
   void* allocate_host(size_t bytes) override {
     void* host = nullptr;
-    LONGCTX_CHECK_CUDA(cudaMallocHost(&host, bytes));
+    const cudaError_t rc = cudaMallocHost(&host, bytes);
+    if (rc == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      throw UsageError("the staged communicator (--comm staged, or auto's choice): cannot pin " +
+                       std::to_string(bytes >> 20) + " MiB of host memory to stage device buffers through (the " +
+                       "locked-memory limit, `ulimit -l`, or the node's memory); a smaller problem per rank, or " +
+                       "--comm nccl with one GPU per rank, needs less");
+    }
+    LONGCTX_CHECK_CUDA(rc);
     return host;
   }
   void free_host(void* host) override { cudaFreeHost(host); }
@@ -130,6 +141,17 @@ ncclRedOp_t nccl_op(ReduceOp op) {
   throw InternalError("comm: unknown ReduceOp");
 }
 
+struct NcclState;
+// Every NCCL communicator of the process, for abort_now (the states register themselves).
+std::mutex& live_states_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+std::vector<NcclState*>& live_states() {
+  static std::vector<NcclState*> states;
+  return states;
+}
+
 // One NCCL communicator and its stream, shared by the communicator and its pending requests.
 struct NcclState {
   ncclComm_t comm = nullptr;
@@ -139,7 +161,18 @@ struct NcclState {
   int device = 0;
   bool aborted = false;
 
+  NcclState() {
+    std::lock_guard<std::mutex> lock(live_states_mutex());
+    live_states().push_back(this);
+  }
+  NcclState(const NcclState&) = delete;
+  NcclState& operator=(const NcclState&) = delete;
   ~NcclState() {
+    {
+      std::lock_guard<std::mutex> lock(live_states_mutex());
+      std::vector<NcclState*>& states = live_states();
+      states.erase(std::remove(states.begin(), states.end(), this), states.end());
+    }
     if (comm) {
       if (aborted) nccl().CommAbort(comm);
       else nccl().CommDestroy(comm);
@@ -152,10 +185,15 @@ struct NcclState {
   // Aborts the communicator now, before the throw that follows: its kernel still spinning on the GPU
   // would otherwise make the unwinding's first cudaFree (which synchronizes the device) wait forever, and
   // the rank would never reach the process abort that ends the job (from a review; not seen on a GPU).
+  // Every other communicator of the process too: the next branch's all-gather may be in flight on another
+  // group's communicator, its kernel as stuck when the peer died (before: this one alone; from a review).
   void abort_now() {
-    aborted = true;
-    if (comm) nccl().CommAbort(comm);
-    comm = nullptr;
+    std::lock_guard<std::mutex> lock(live_states_mutex());
+    for (NcclState* state : live_states()) {
+      state->aborted = true;
+      if (state->comm) nccl().CommAbort(state->comm);
+      state->comm = nullptr;
+    }
   }
 
   // Waits for `done`; aborts the communicator and throws past `timeout` seconds or on an NCCL error.
@@ -166,6 +204,8 @@ struct NcclState {
       const cudaError_t q = cudaEventQuery(done);
       if (q == cudaSuccess) return;
       if (q != cudaErrorNotReady) LONGCTX_CHECK_CUDA(q);
+      if (!comm)
+        throw CommTimeout(std::string("NCCL: ") + what + ": its communicator was aborted after another one failed");
       ncclResult_t async = ncclSuccess;
       check_nccl(nccl().CommGetAsyncError(comm, &async), "ncclCommGetAsyncError");
       if (async != ncclSuccess && async != ncclInProgress) {
@@ -196,6 +236,8 @@ class NcclRequest : public Request::Impl {
     LONGCTX_CHECK_CUDA(cudaEventRecord(done_, state_->stream));
   }
   ~NcclRequest() override { cudaEventDestroy(done_); }
+  // Abandoned, not waited for, once aborted (the first failure is the one to report).
+  bool worth_waiting_for() const override { return state_->comm != nullptr; }
   void wait() override {
     state_->wait(done_, timeout_, what_);
     counters_->seconds += since(start_);

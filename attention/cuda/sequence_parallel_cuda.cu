@@ -172,7 +172,7 @@ size_t CudaSequenceParallel::start_next_gather(const AttentionParams& params, co
 void CudaSequenceParallel::run_branches(
     const AttentionParams& params, const AttentionDims& local, const void* k, const void* v,
     const std::function<void(const Branch&)>& on_local,
-    const std::function<void(const Branch&, std::unique_ptr<Gathered>&)>& on_spanning) {
+    const std::function<void(const Branch&, std::unique_ptr<Gathered>&, const std::function<void()>&)>& on_spanning) {
   // Spanning branches' exchanges run one ahead: the next one starts before this one's kernels (and the
   // first before the local branches), so it moves while the GPU computes.
   const std::vector<Branch>& branches = params.schedule.branches;
@@ -184,8 +184,13 @@ void CudaSequenceParallel::run_branches(
       continue;
     }
     finish_gather(*gathered[i]);
+    const size_t started = next;
     next = start_next_gather(params, local, k, v, gathered, next);
-    on_spanning(branches[i], gathered[i]);
+    Gathered* in_flight = next != started ? gathered[next - 1].get() : nullptr;
+    on_spanning(branches[i], gathered[i], [&] {
+      if (in_flight) in_flight->exchange.wait();  // finish_gather's wait then returns at once
+      LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());
+    });
   }
   LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());  // before the gathered buffers are freed
 }
@@ -211,10 +216,15 @@ void CudaSequenceParallel::forward(const AttentionParams& params, const Attentio
         cuda::flash_forward_branch(params, local, branch, dtype_, q, k, v, o, lse, overwrite, nullptr);
         overwrite = false;
       },
-      [&](const Branch& branch, std::unique_ptr<Gathered>& x) {
+      [&](const Branch& branch, std::unique_ptr<Gathered>& x, const std::function<void()>& settle) {
         cuda::flash_forward_spanning(params, local, branch, x->layout.member, x->layout.group, dtype_, q,
                                      x->k_tiles.get(), x->v_tiles.get(), o, lse, overwrite, nullptr);
         overwrite = false;
+        // Its gathered rows go once its kernels are done, as the backward's do (before: every spanning
+        // branch's were held to the end of the pass, so the peak grew with their number; from a review).
+        // The next exchange, started before these kernels, moved while they ran.
+        settle();
+        x.reset();
       });
   forward_stats_ = stats_since(start);
 }
@@ -235,7 +245,8 @@ void CudaSequenceParallel::backward(const AttentionParams& params, const Attenti
                                 overwrite, nullptr);
     overwrite = false;
   };
-  auto on_spanning = [&](const Branch& branch, std::unique_ptr<Gathered>& gathered) {
+  auto on_spanning = [&](const Branch& branch, std::unique_ptr<Gathered>& gathered,
+                         const std::function<void()>& settle) {
     const cuda::SpanLayout& lay = gathered->layout;
     const int g = lay.group, me = lay.member;
     const int64_t tile_floats = B * lay.keys_all() * D;
@@ -265,8 +276,8 @@ void CudaSequenceParallel::backward(const AttentionParams& params, const Attenti
         add_rows(dk, src, first, stride, n, D);
         add_rows(dv, src + half, first, stride, n, D);
       }
-    LONGCTX_CHECK_CUDA(cudaDeviceSynchronize());  // grads and mine are freed on return
-    gathered.reset();                              // the gathered rows too, rather than at the end
+    settle();          // grads and mine are freed on return (before: a cudaDeviceSynchronize with no timeout)
+    gathered.reset();  // the gathered rows too, rather than at the end
   };
   run_branches(params, local, k, v, on_local, on_spanning);
   backward_stats_ = stats_since(start);

@@ -65,11 +65,15 @@ class CudaSequenceParallel {
   size_t start_next_gather(const AttentionParams& params, const AttentionDims& local, const void* k, const void* v,
                            std::vector<std::unique_ptr<Gathered>>& gathered, size_t next);
   // The schedule's branches in order: on_local(branch) for the local ones; for a spanning one, its gather
-  // finished (each starts one spanning branch ahead) and the next started, on_spanning(branch, gathered),
-  // which may free it once its kernels are done. Waits for the device before the gathered buffers go.
-  void run_branches(const AttentionParams& params, const AttentionDims& local, const void* k, const void* v,
-                    const std::function<void(const Branch&)>& on_local,
-                    const std::function<void(const Branch&, std::unique_ptr<Gathered>&)>& on_spanning);
+  // finished (each starts one spanning branch ahead) and the next started, on_spanning(branch, gathered,
+  // settle). settle() waits for the next branch's exchange (with the communicator's timeout) and then for
+  // the device, so that on_spanning may free device memory after it: a cudaFree waits for every stream,
+  // the one of an exchange a dead peer never completes among them, with no timeout. Waits for the device
+  // before the gathered buffers go.
+  void run_branches(
+      const AttentionParams& params, const AttentionDims& local, const void* k, const void* v,
+      const std::function<void(const Branch&)>& on_local,
+      const std::function<void(const Branch&, std::unique_ptr<Gathered>&, const std::function<void()>&)>& on_spanning);
 
   comm::Communicator& comm_;
   Dtype dtype_;
