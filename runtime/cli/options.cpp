@@ -763,6 +763,17 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
             << value_source(invocation, "comm-timeout");
     throw UsageError(message.str());
   }
+  // Below a second an ordinary wait of a sound job (MPI_Finalize at the end, a collective while a rank
+  // reads) may pass it, and the job ends as if a rank were stuck: said where it is given (before: no word, and
+  // "a rank is stuck or gone" after the work; from the hang audit).
+  if (timeout < 1) {
+    std::ostringstream message;
+    message << "--comm-timeout " << timeout << value_source(invocation, "comm-timeout")
+            << ": under a second, an ordinary wait of a sound job (a collective while another rank reads or "
+               "writes, MPI_Finalize at the end) may pass it and end the job as if a rank were stuck; 10 or more "
+               "is safe";
+    log::warn_once(message.str());
+  }
   for (const auto& option : declared.options())
     invocation.sources.emplace(option->long_name(), "default");
   return invocation;

@@ -180,6 +180,11 @@ expect_in "$OUT/stderr" "--text has no value: the next word, '--out', is an opti
 expect_exit 2 "LONGCTX_COMM_TIMEOUT=0" -- env LONGCTX_COMM_TIMEOUT=0 "$LONGCTX" bench attention --quiet
 expect_in "$OUT/stderr" "--comm-timeout: must be a positive, finite number of seconds, got 0 \(from environment variable LONGCTX_COMM_TIMEOUT\)$" \
   "comm-timeout names the variable"
+# Under a second: warned, where a sound job may end as stuck (before: no word, then "a rank is stuck or gone").
+expect_exit 0 "--comm-timeout 0.25" -- "$LONGCTX" info --comm-timeout 0.25 --quiet
+expect_in "$OUT/stderr" "--comm-timeout 0.25: under a second, an ordinary wait of a sound job" "warned"
+expect_exit 0 "--comm-timeout 1" -- "$LONGCTX" info --comm-timeout 1 --quiet
+! grep -q "under a second" "$OUT/stderr" && pass "... not at 1" || fail "warned at 1: $(cat "$OUT/stderr")"
 expect_exit 2 "LONGCTX_DTYPE=fp8" -- env LONGCTX_DTYPE=fp8 "$LONGCTX" bench attention --quiet
 expect_in "$OUT/stderr" "--dtype: 'fp8' is not a dtype; allowed: fp32, bf16, fp16 \(from environment variable LONGCTX_DTYPE\)$" \
   "dtype names the variable"
