@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <bitset>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <stdexcept>
@@ -23,6 +25,18 @@
 #include "runtime/core/watchdog.hpp"
 
 namespace longctx {
+
+void set_threads(int threads, const std::string& given) {
+  const int limit = omp_get_thread_limit();
+  if (threads > limit) {
+    log::warn(given + " asks " + std::to_string(threads) + " threads of each rank, but OMP_THREAD_LIMIT=" +
+              std::to_string(limit) + " caps OpenMP at " + std::to_string(limit) + ": this rank runs " +
+              std::to_string(limit));
+    threads = limit;
+  }
+  omp_set_num_threads(threads);
+}
+
 namespace {
 
 constexpr size_t kMaskWords = CPU_SETSIZE / 64;
@@ -61,6 +75,15 @@ bool openmp_takes_threads(const std::string& text) {
   return count > 0 && text.back() != ',';
 }
 
+// The first count of OMP_NUM_THREADS ("8" of "8,4") as written, past int as it may be (libgomp reads it as
+// an unsigned long and keeps its low int: 4294967297 ran 1 thread); 0 where it is past unsigned long, which
+// libgomp refuses.
+unsigned long long first_thread_count(const std::string& text) {
+  errno = 0;
+  const unsigned long long count = std::strtoull(text.c_str(), nullptr, 10);
+  return errno == ERANGE || count > std::numeric_limits<unsigned long>::max() ? 0 : count;
+}
+
 // Without OMP_NUM_THREADS, OpenMP gives each rank a thread per CPU it may run on, and ranks allowed on
 // the same CPUs (mpirun --bind-to none, srun without binding) then ran k times as many threads as there
 // were CPUs, taking turns on them (2 ranks on 2 cores: 4 threads, each step slower than with 2). Each
@@ -74,17 +97,25 @@ void share_cpus(MPI_Comm node) {
   LONGCTX_CHECK_MPI(MPI_Allgather(mine.data(), static_cast<int>(kMaskWords), MPI_UINT64_T, all.data(),
                                   static_cast<int>(kMaskWords), MPI_UINT64_T, node));
   const char* given = std::getenv("OMP_NUM_THREADS");
-  if (given && *given && !openmp_takes_threads(given)) {
+  // (Past unsigned long libgomp says "Invalid value" and ignores it: before, taken as given here, and the
+  // rank ran a thread per CPU, not its share.)
+  if (given && *given && (!openmp_takes_threads(given) || first_thread_count(given) == 0)) {
     log::warn("OMP_NUM_THREADS='" + std::string(given) + "' is no positive whole number, which OpenMP ignores: " +
               "this rank takes its share of the CPUs, as without it");
     given = nullptr;
-  } else if (given && *given && omp_get_max_threads() > kMaxThreads) {
-    // As --threads allows (before: libgomp's 99999999999999 cut to int, 276447231 threads a rank, taken).
-    log::warn("OMP_NUM_THREADS='" + std::string(given) + "' asks " + std::to_string(omp_get_max_threads()) +
+  } else if (given && *given && first_thread_count(given) > static_cast<unsigned long long>(kMaxThreads)) {
+    // As --threads allows (before: libgomp's 99999999999999 cut to int, 276447231 threads a rank, taken; and
+    // 4294967297, whose int is 1, ran one thread without a word). Its count as written, not libgomp's int.
+    log::warn("OMP_NUM_THREADS='" + std::string(given) + "' asks " + std::to_string(first_thread_count(given)) +
               " threads of each rank, more than the " + std::to_string(kMaxThreads) +
               " --threads allows: this rank runs " + std::to_string(kMaxThreads));
     omp_set_num_threads(kMaxThreads);
   }
+  // OMP_THREAD_LIMIT: what OpenMP runs at most, and so what the counts say (before: threads 2 printed and
+  // planned for, 1 run).
+  if (omp_get_max_threads() > omp_get_thread_limit())
+    set_threads(omp_get_max_threads(),
+                given && *given ? "OMP_NUM_THREADS='" + std::string(given) + "'" : "a thread per CPU it may run on");
   const int cpus = bits_of(mine.data());
   if ((given && *given) || cpus == 0) return;
   int sharing = 0;
@@ -93,7 +124,8 @@ void share_cpus(MPI_Comm node) {
     for (size_t w = 0; w < kMaskWords; ++w) overlaps = overlaps || (all[r * kMaskWords + w] & mine[w]) != 0;
     sharing += overlaps ? 1 : 0;
   }
-  omp_set_num_threads(std::max(1, cpus / std::max(1, sharing)));
+  const int share = std::max(1, cpus / std::max(1, sharing));
+  omp_set_num_threads(std::min(share, omp_get_thread_limit()));  // (the limit said above, where it cut)
 }
 
 int env_int(const GetEnv& getenv, const std::string& name) {

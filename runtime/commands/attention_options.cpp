@@ -86,7 +86,7 @@ AttentionParams attention_params(const Invocation& invocation) {
   if (threads < 0 || threads > kMaxThreads)
     throw UsageError("--threads: must be in [0, " + std::to_string(kMaxThreads) + "], got " + std::to_string(threads),
                      "threads");
-  if (threads > 0) omp_set_num_threads(threads);
+  if (threads > 0) set_threads(threads, "--threads " + std::to_string(threads));
   return params;
 }
 

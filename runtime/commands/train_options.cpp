@@ -316,7 +316,7 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   r.regather_kv = opt<bool>(inv, "train.regather_kv");
   const int threads = opt<int>(inv, "train.threads");
   require(threads >= 0 && threads <= kMaxThreads, "train.threads must be in [0, " + std::to_string(kMaxThreads) + "]");
-  if (threads > 0) omp_set_num_threads(threads);
+  if (threads > 0) set_threads(threads, "train.threads=" + std::to_string(threads));
   r.peak_gflops = opt<double>(inv, "train.peak_gflops");
   require(r.peak_gflops >= 0 && std::isfinite(r.peak_gflops),
           "train.peak_gflops must be a finite number > 0, or 0 (" + std::to_string(kPeakGflopsPerThread) +
