@@ -736,6 +736,16 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     const po::option_description* option = declared.find_nothrow(name, false);
     const std::string kind = option ? value_kind(*option) : "";
     throw UsageError(std::string(e.what()) + (kind.empty() ? "" : ": it takes " + kind) + context());
+  } catch (const po::multiple_occurrences& e) {
+    // The positional argument is that option (`eval ck --path ck2`): said (before: "option '--path' cannot be
+    // specified more than once", where it was given once; from the eval audit).
+    std::string name = e.get_option_name();
+    name.erase(0, name.find_first_not_of('-'));
+    if (positional_names(command).count(name))
+      throw UsageError("--" + name + " and the positional " + command.positional + " are one argument: give it once (" +
+                       "longctx " + command.name + " " + command.positional + ", or --" + name + " " +
+                       command.positional + ")" + context());
+    throw UsageError(e.what() + context());
   } catch (const po::too_many_positional_options_error&) {
     // Boost names no word; the words past the command's own are the ones to name. Of the words as
     // rewrite_switches left them (Boost refuses a value of an on/off option: `--causal=false extra` was an

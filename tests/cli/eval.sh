@@ -140,6 +140,10 @@ expect_exit 0 "eval it at 64 and 100" -- "$LONGCTX" eval ck1 --quiet --seq-len 6
 expect_in "$OUT/stderr" "N = 100: the held-out tail of one.h5 starts at token 101, but the checkpoint's run \(data.seq_len=128\) trained on tokens up to 128:" \
   "100's tail holds tokens up to 128, the last window's end"
 grep -q "N = 64: the held-out" "$OUT/stderr" && fail "warned at 64: $(grep "N = 64" "$OUT/stderr")" || pass "... 64's holds none"
+# The checkpoint given twice, as the positional argument and as --path (before: "'--path' cannot be specified
+# more than once", where it was given once).
+expect_exit 2 "eval CHECKPOINT --path OTHER" -- "$LONGCTX" eval ck1 --path cks --quiet
+expect_in "$OUT/stderr" "--path and the positional CHECKPOINT\|DIR are one argument: give it once" "... says they are one"
 # A directory without `latest` whose newest file is truncated: the others are named (before: the damage alone).
 mkdir -p nolatest && cp cks/step_*.h5 nolatest/ && head -c 5000 "$(ls cks/step_*.h5 | tail -1)" >nolatest/step_00000099.h5
 expect_exit 3 "eval a directory whose newest file (no latest) is truncated" -- "$LONGCTX" eval nolatest --quiet
