@@ -132,7 +132,7 @@ class LogLock {
 
 JsonLog::JsonLog(const std::string& path, bool active, int64_t kept_through, const std::string& checkpoint_dir,
                  const std::string& run_id)
-    : path_(path) {
+    : path_(path), run_id_(run_id) {
   if (!active || path.empty()) return;
   const LogLock lock(file_path());  // until this run appends: its rewrites keep what others append meanwhile
   Contents file = read();
@@ -179,6 +179,7 @@ JsonLog::JsonLog(const std::string& path, bool active, int64_t kept_through, con
 void JsonLog::forget_start() {
   if (note_.empty()) return;
   std::remove(note_.c_str());
+  std::remove((note_ + ".tmp").c_str());  // (a kill between its write and rename leaves it)
   note_.clear();
 }
 
@@ -297,13 +298,21 @@ void JsonLog::start_note(const std::string& text) {
 }
 
 // Said once when it fails (a full disk): a restart then keeps this start's lines, as without a note.
+// Written beside and renamed over, so that a kill leaves the last note whole (before: truncated, then
+// written; a SIGKILL between the two left it empty, and the restart kept this start's lines, which it then
+// logged again; from the crash audit). Its run id ("-": none) tells this start's lines past its end.
 void JsonLog::write_note() {
-  std::ofstream note(note_, std::ios::trunc);
-  note << static_cast<uint64_t>(open_inode_) << " " << begin_ << " " << end_ << " " << before_ << "\n";
+  const std::string next = note_ + ".tmp";
+  std::ofstream note(next, std::ios::trunc);
+  note << static_cast<uint64_t>(open_inode_) << " " << begin_ << " " << end_ << " " << before_ << " "
+       << (run_id_.empty() ? "-" : run_id_) << "\n";
   note.close();
-  if (note || note_failed_) return;
+  if (note && std::rename(next.c_str(), note_.c_str()) == 0) return;
+  const int error = errno;
+  std::remove(next.c_str());
+  if (note_failed_) return;
   note_failed_ = true;
-  log::warn("log.jsonl: cannot write " + note_ + " (" + std::strerror(errno) + "): if this run stops before its " +
+  log::warn("log.jsonl: cannot write " + note_ + " (" + std::strerror(error) + "): if this run stops before its " +
             "first checkpoint, a restart in the same checkpoint.dir keeps the lines it wrote and appends after them");
 }
 
@@ -313,12 +322,17 @@ void JsonLog::drop_earlier_start(Contents& file) const {
   std::ifstream in(note_);
   uint64_t inode = 0;
   size_t begin = 0, end = 0;
-  std::string before;
+  std::string before, run = "-";
   struct stat info {};
   if (!(in >> inode >> begin >> end >> before) || ::stat(path_.c_str(), &info) != 0 ||
       static_cast<uint64_t>(info.st_ino) != inode || begin > end || end > file.text.size() || begin == file.text.size() ||
-      file.text.find('\n', end) != std::string::npos || prefix_fingerprint(file.text, begin) != before)
+      prefix_fingerprint(file.text, begin) != before)
     return;
+  in >> run;  // (none in a note of an earlier version)
+  // Whole lines past the note's end: that start's where each carries its run id (a kill between a line and
+  // its note; before: all kept, then logged again), else another writer's, and the file is kept.
+  for (const Line& line : file.lines)
+    if (line.end > end && (run == "-" || line.run != run)) return;
   int64_t dropped = 0;
   for (const Line& line : file.lines) dropped += line.begin >= begin;
   file = parse(file.text.substr(0, begin));

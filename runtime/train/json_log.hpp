@@ -94,6 +94,7 @@ class JsonLog {
   std::string note_;  // checkpoint.dir's kLogStart until the first checkpoint; "" when none
   size_t begin_ = 0, end_ = 0;  // this run's lines in the file
   std::string before_;          // fingerprint of the text before them
+  std::string run_id_;          // this run's, in the note: its lines past the note's end are still its own
 };
 
 }  // namespace longctx::train

@@ -996,6 +996,22 @@ cmp -s <(head -6 "$OUT/early.jsonl") "$OUT/whole.jsonl" && diff <(losses "$OUT/w
   >/dev/null && [ "$(wc -l <"$OUT/early.jsonl")" -eq 12 ] && pass "the earlier run's lines, then this run's once" ||
   { fail "log.jsonl after a restart before the first checkpoint"; cat "$OUT/early.jsonl"; }
 [ ! -e "$OUT/early/.longctx-log-start" ] && pass "the note goes with the first checkpoint" || fail "the note is still there"
+# A kill between a line and its note leaves the note a line behind; that line carries the start's run id, which
+# the note holds, so it goes with the others (before: all kept, and logged again; from the crash audit, where a
+# SIGKILL also left the note empty, now written beside and renamed over).
+EARLY3=(--train.steps 6 --checkpoint.every 100 --checkpoint.dir "$OUT/early3" --log.jsonl "$OUT/early3.jsonl")
+expect_exit 1 "a start that stops at step 4" -- env LONGCTX_FAULT_NAN_GRADIENT=4 "$LONGCTX" train "${SMALL[@]}" "${EARLY3[@]}"
+/usr/bin/python3 - "$OUT/early3/.longctx-log-start" "$OUT/early3.jsonl" <<'PY' || fail "could not set the note a line back"
+import json, sys
+note, log = sys.argv[1], sys.argv[2]
+inode, begin, end, before, run = open(note).read().split()
+lines = open(log, 'rb').read().splitlines(keepends=True)
+assert int(end) == sum(map(len, lines)) and run == json.loads(lines[-1])['run'], (end, run)
+open(note, 'w').write(f"{inode} {begin} {int(end) - len(lines[-1])} {before} {run}\n")
+PY
+expect_exit 0 "the same run again" -- "$LONGCTX" train "${SMALL[@]}" "${EARLY3[@]}"
+expect_in "$OUT/stderr" "log.jsonl: dropped 3 line\(s\) of an earlier start of this run" "... drops the line past the note too"
+[ "$(grep -c '"step"' "$OUT/early3.jsonl")" -eq 6 ] && pass "... steps 1-6 once" || { fail "early3"; cat "$OUT/early3.jsonl"; }
 # But never another run's lines: here one appended to the file after that start stopped (review: a note of
 # only a length and a fingerprint dropped them).
 EARLY2=(--train.steps 6 --checkpoint.every 100 --checkpoint.dir "$OUT/early2" --log.jsonl "$OUT/early2.jsonl")
@@ -1004,6 +1020,18 @@ expect_exit 0 "another run appends to its log.jsonl" -- "$LONGCTX" train "${SMAL
 expect_exit 0 "the first run again" -- "$LONGCTX" train "${SMALL[@]}" "${EARLY2[@]}"
 ! grep -q "dropped" "$OUT/stderr" && [ "$(wc -l <"$OUT/early2.jsonl")" -eq 13 ] && pass "every line stays (1 + 6 + 6)" ||
   { fail "lines were dropped"; cat "$OUT/early2.jsonl"; }
+
+# A checkpoint past the file-size limit (a job's `ulimit -f`, SIGXFSZ ignored) under mpirun, where MPI-IO says
+# only "file write failed": the limit is named (before: no reason; from the crash audit). Nothing committed.
+# (A checkpoint of 19 MB past 12 MB: mpirun's own shared-memory files need some MB, and hung under 40 KB.)
+( ulimit -f 12000; trap '' XFSZ; exec timeout 120 "${MPIRUN[@]}" -np 2 "$LONGCTX" train --quiet --model.heads 4 \
+  --model.dim 256 --model.mlp_hidden 1024 --model.segment_lengths 32,128,256 --model.dilation_rates 1,2,4 --data.seq_len 256 \
+  --data.key_digits 3 --train.steps 1 --checkpoint.every 1 --checkpoint.dir "$OUT/fsize" ) >"$OUT/stdout" 2>"$OUT/stderr"
+code=$?
+[ "$code" -eq 1 ] && pass "a checkpoint past ulimit -f: exit 1" || fail "a checkpoint past ulimit -f: exit $code"
+expect_in "$OUT/stderr" "this process's file-size limit, \`ulimit -f\`, is 12288000 bytes" "... names the limit"
+[ ! -e "$OUT/fsize/latest" ] && ! ls "$OUT/fsize"/*.tmp >/dev/null 2>&1 && pass "... nothing committed, no .tmp" ||
+  fail "fsize: $(ls -A "$OUT/fsize")"
 
 # Two jobs logging to one file (requeued jobs given one name): a resume drops only its own lines, by the run
 # id each line carries, which a resume keeps from its checkpoint. Before: it took the last run of rising
