@@ -1,6 +1,7 @@
 #include "io/durable.hpp"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -284,10 +285,17 @@ void check_temporary_path(const std::string& named, const std::string& temporary
 }
 
 std::string full_disk_note(const std::string& directory) {
+  std::string note;
   std::error_code error;
   const std::filesystem::space_info space = std::filesystem::space(directory, error);
-  if (error || space.available >= (uint64_t{4} << 20)) return "";
-  return " (the file system of " + directory + " has " + std::to_string(space.available) + " bytes free: full?)";
+  if (!error && space.available < (uint64_t{4} << 20))
+    note = " (the file system of " + directory + " has " + std::to_string(space.available) + " bytes free: full?)";
+  // A file-size limit (a job's `ulimit -f`) fails a write as a full disk does, with SIGXFSZ ignored: named
+  // too (before: under mpirun, "file write failed (Write failed)" alone; from the crash audit).
+  struct rlimit limit {};
+  if (::getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY)
+    note += " (this process's file-size limit, `ulimit -f`, is " + std::to_string(limit.rlim_cur) + " bytes)";
+  return note;
 }
 
 std::string directory_of(const std::string& path) {

@@ -147,7 +147,8 @@ class PreparedText {
 // The directory part of `path` ("." when it has none).
 std::string directory_of(const std::string& path);
 // For the message of a failed write: " (the file system of <directory> has N bytes free: full?)" when it
-// has less than 4 MiB free, else "". MPI-IO does not say why a write failed ("file write failed").
+// has less than 4 MiB free, and the process's file-size limit where it has one; else "". MPI-IO does not
+// say why a write failed ("file write failed").
 std::string full_disk_note(const std::string& directory);
 // Runs `write`; an InternalError it throws gets full_disk_note(directory) added, unless it says so already.
 template <class Write>
@@ -156,7 +157,7 @@ void noting_a_full_disk(const std::string& directory, Write&& write) {
     write();
   } catch (const InternalError& e) {
     const std::string what = e.what();
-    if (what.find("No space left") != std::string::npos) throw;
+    if (what.find("No space left") != std::string::npos || what.find("File too large") != std::string::npos) throw;
     const std::string note = full_disk_note(directory);
     if (note.empty()) throw;
     throw InternalError(what + note);
