@@ -349,9 +349,8 @@ std::string read_checkpoint_in(const std::string& given, int attempts,
       if (path.empty() || !std::filesystem::is_directory(given, error)) throw;
       std::vector<std::string> others = io::list_checkpoints(std::filesystem::path(path).parent_path().string());
       const std::filesystem::path read_name = std::filesystem::path(path).filename();
-      others.erase(std::remove_if(others.begin(), others.end(),
-                                  [&](const std::string& other) { return std::filesystem::path(other).filename() == read_name; }),
-                   others.end());
+      const auto is_read = [&](const std::string& other) { return std::filesystem::path(other).filename() == read_name; };
+      others.erase(std::remove_if(others.begin(), others.end(), is_read), others.end());
       if (others.empty()) throw;
       throw InputError(e.what() + std::string(". Other checkpoints there, newest first: ") +
                        io::newest_first_names(others) + " (give one's path, " + others.back() +
