@@ -382,6 +382,9 @@ const std::set<std::string>& environment_settings() {
       "LONGCTX_FLASH_FORWARD", "LONGCTX_FLASH_BACKWARD", "LONGCTX_FLASH_FUSE",
       // read by longctx: how often long work says it is alive (runtime/core/heartbeat.hpp)
       "LONGCTX_PROGRESS_SECONDS",
+      // read by longctx: the largest token file train and eval check against its digest before a run
+      // (runtime/commands/train_options.cpp)
+      "LONGCTX_TOKEN_CHECK_BYTES",
       // fault injection for the tests (runtime/commands/attend.cpp, runtime/train/fault_injection.cpp,
       // io/atomic_output.cpp, io/token_import.cpp, io/checkpoint_verify.cpp, runtime/commands/train.cpp,
       // runtime/train/json_log.cpp)

@@ -172,7 +172,8 @@ CheckpointHead read_head(const std::string& given) {
     // for its memory, exit 2).
     train::require_sound_attributes(reader, "`longctx ckpt verify` checks the whole file");
     head = {path, reader.config(), reader.step(), reader.seq_len(), std::nullopt};
-    if (reader.file().has_attribute("data_tokens")) head.data_tokens = reader.file().read_int64_attribute("data_tokens");
+    if (reader.file().has_attribute("data_tokens"))
+      head.data_tokens = reader.file().read_int64_attribute("data_tokens");
   });
   return head;
 }
@@ -347,6 +348,7 @@ void check_cells(const Invocation& inv, const EvalPlan& plan) {
     if (reader.vocab() > model_vocab)
       throw InputError(file_name + " has a vocabulary of " + std::to_string(reader.vocab()) + " ids, more than the checkpoint's model (model.vocab=" +
                        std::to_string(model_vocab) + ") reads: give a token dataset imported for this model's vocabulary");
+    if (inv.process.world().rank() == 0) check_token_digest(file, file_name);
   }
   for (int64_t n : plan.lengths) {
     try {

@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -527,6 +528,32 @@ TrainAttention make_train_attention(Invocation& inv, const TrainOptions& r, cons
   return made;
 }
 
+void check_token_digest(const std::string& path, const std::string& named) {
+  // (Before: train and eval read such a file as it was, and eval's same_data said true; from the fuzz audit.)
+  uint64_t most = kTokenCheckBytes;
+  if (const char* given = std::getenv("LONGCTX_TOKEN_CHECK_BYTES"); given && *given) {
+    try {
+      most = static_cast<uint64_t>(parse_size("LONGCTX_TOKEN_CHECK_BYTES", given));
+    } catch (const UsageError&) {
+      throw UsageError(std::string("environment variable LONGCTX_TOKEN_CHECK_BYTES='") + given +
+                       "': give a byte count (K, M or G suffix; 0: no check)");
+    }
+  }
+  std::error_code error;
+  const uintmax_t bytes = std::filesystem::file_size(path, error);
+  if (error || most == 0) return;  // (the reader says why it cannot be read)
+  if (bytes > most) {
+    log::info(named + ": " + human_bytes(static_cast<int64_t>(bytes)) + ", more than LONGCTX_TOKEN_CHECK_BYTES (" +
+              human_bytes(static_cast<int64_t>(most)) + ") has a run read first; `longctx data verify " + path +
+              "` checks every token against the file's digest");
+    return;
+  }
+  const io::TokenVerifyReport report = io::verify_tokens(path);
+  if (!report.opened || report.ok) return;
+  throw InputError(named + " is damaged: " + report.summary() + " (checked before the run, as `longctx data verify " +
+                   path + "` does; import it again)");
+}
+
 int64_t last_trained_token(const train::DataConfig& config, const train::Resumed& stored, bool one_length) {
   if (stored.data_seq_len <= 0) return -1;
   train::DataConfig then = config;
@@ -625,6 +652,8 @@ void check_train_invocation(const Invocation& inv) {
   }
   train::make_dataset(r.data);  // the token file's metadata too (exit 3 when it is no token file)
   curriculum_datasets(r);
+  if (r.data.task == "file" && inv.process.world().rank() == 0)
+    check_token_digest(r.data.path, "data.path=" + r.data.path);
   // Last: a run refused above creates nothing. (A refusal after this, of another rank's check or of the
   // ranks' comparison, removes what it made: undo_check.)
   if (!r.checkpoint_dir.empty() && inv.process.world().rank() == 0) {

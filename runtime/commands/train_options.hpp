@@ -77,6 +77,14 @@ bool in_checkpoint_dir_to_make(const TrainOptions& r, const std::string& path);
 // The data of each shorter stage of the length curriculum (data.seq_len's is train::make_dataset(r.data)).
 std::vector<std::unique_ptr<train::Dataset>> curriculum_datasets(const TrainOptions& r);
 
+// A token file's tokens against their digest, as `data verify` checks them (a chunk rewritten with a valid
+// checksum, or zeroed with its checksum, reads without an error): InputError naming the damage, where the
+// file is at most LONGCTX_TOKEN_CHECK_BYTES (default kTokenCheckBytes, a few seconds to read; 0: none); a
+// larger one's check is left to `data verify`, which is said. `named`: how messages name it
+// ("data.path=tok.h5"). For one rank to call.
+constexpr uint64_t kTokenCheckBytes = uint64_t{4} << 30;
+void check_token_digest(const std::string& path, const std::string& named);
+
 // The last token of `config`'s file (data.path) that the run of the checkpoint `stored` trained on; -1 when
 // it trained on none (synthetic data, or a file that holds no sequence of its length). `one_length`: the
 // caller knows the run trained at data.seq_len alone (its /config has no length curriculum), so its windows

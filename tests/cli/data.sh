@@ -404,12 +404,26 @@ cp ab.h5 bad_id.h5
 import h5py
 with h5py.File('bad_id.h5', 'r+') as f: f['tokens'][5] = 5000
 "
-expect_exit 3 "train on a file with an id past its vocab" -- "$LONGCTX" "${TRAIN[@]/ab.h5/bad_id.h5}" --model.vocab 8000
+# Before the run, its tokens are checked against the file's digest, as data verify does (here: one changed with
+# its chunk's checksum, which reads without an error; before: trained on). LONGCTX_TOKEN_CHECK_BYTES=0 skips it,
+# and the reads below find what they read.
+expect_exit 3 "train on a file with a token changed with its checksum" -- "$LONGCTX" "${TRAIN[@]/ab.h5/edited.h5}" --model.vocab 1000
+expect_in "$OUT/stderr" "data.path=edited.h5 is damaged: edited.h5: DAMAGED: /tokens' digest is 0x[0-9a-f]+, its digest attribute says" \
+  "... refused before the run, naming the digest"
+expect_exit 0 "... trained with LONGCTX_TOKEN_CHECK_BYTES=0" -- env LONGCTX_TOKEN_CHECK_BYTES=0 "$LONGCTX" "${TRAIN[@]/ab.h5/edited.h5}" \
+  --model.vocab 1000
+expect_exit 0 "... and where it is past LONGCTX_TOKEN_CHECK_BYTES=1K, said" -- env LONGCTX_TOKEN_CHECK_BYTES=1K "$LONGCTX" \
+  "${TRAIN[@]/ab.h5/edited.h5}" --model.vocab 1000
+expect_in "$OUT/stderr" "data.path=edited.h5: .* more than LONGCTX_TOKEN_CHECK_BYTES \(1.0 KiB\) has a run read first; \`longctx data verify edited.h5\`" \
+  "... pointing to data verify"
+expect_exit 3 "train on a file with an id past its vocab" -- env LONGCTX_TOKEN_CHECK_BYTES=0 "$LONGCTX" "${TRAIN[@]/ab.h5/bad_id.h5}" \
+  --model.vocab 8000
 expect_in "$OUT/stderr" "data.path=bad_id.h5: token 5000 at position 5 is outside \[0, 1000\), the file's vocab \(\`longctx data verify bad_id.h5\` checks" \
   "is refused against the file's vocab, pointing to data verify"
 # A damaged chunk: the error says which tokens it read, for what, and points to data verify (before: the
 # checksum's message alone).
-expect_exit 3 "train on a file with a damaged chunk" -- "$LONGCTX" "${TRAIN[@]/ab.h5/flipped.h5}" --model.vocab 1000
+expect_exit 3 "train on a file with a damaged chunk" -- env LONGCTX_TOKEN_CHECK_BYTES=0 "$LONGCTX" "${TRAIN[@]/ab.h5/flipped.h5}" \
+  --model.vocab 1000
 expect_in "$OUT/stderr" "Fletcher32.* \(reading tokens \[[0-9]+, [0-9]+\) for training; \`longctx data verify flipped.h5\` names every damaged range\)" \
   "names the tokens it read and points to data verify"
 finish

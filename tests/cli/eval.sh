@@ -173,6 +173,15 @@ close "$(json_field "$OUT/stdout" 1 loss)" "$(json_field ckf.jsonl 4 eval_loss)"
   fail "moved: $(cat "$OUT/stdout")"
 [ "$(json_field "$OUT/stdout" 1 same_data)" = True ] && pass "... same_data: the file the run trained on (its digest)" ||
   fail "same_data: $(cat "$OUT/stdout")"
+# A token file whose tokens changed with their checksums (read without an error): refused by its digest
+# before the run, as data verify does (before: scored, same_data true for the checkpoint's own).
+cp moved/corpus.h5 edited.h5
+/usr/bin/python3 -c "
+import h5py
+with h5py.File('edited.h5', 'r+') as f: f['tokens'][-50] = (int(f['tokens'][-50]) + 1) % 256
+" || fail "could not edit a token"
+expect_exit 3 "eval with a --data-path whose tokens changed" -- "$LONGCTX" eval ckf --quiet --data-path edited.h5
+expect_in "$OUT/stderr" "--data-path=edited.h5 is damaged: edited.h5: DAMAGED: /tokens' digest is" "... names the digest"
 # Another token file (a validation corpus) is scored, and said; its held-out tail is not checked against the
 # tokens the checkpoint's run trained on (which are another file's).
 expect_exit 0 "eval on another token file" -- "$LONGCTX" eval ckf --quiet --data-path small.h5 --json
