@@ -119,6 +119,10 @@ void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed
     parsed.version = true;
     return;
   }
+  // What other tools take for their version (mpirun -V, nvcc --version, python -V): pointed to ours (before:
+  // "'-V' before the command: options go after it").
+  if (args[0] == "-V" || args[0] == "-v" || args[0] == "-version" || args[0] == "version")
+    throw UsageError("'" + args[0] + "' is no option or command of longctx; its version: longctx --version");
   size_t words = 0;
   const cli::Command* command = find_command(args, &words);
   if (!command && args[0].size() > 1 && args[0][0] == '-') {

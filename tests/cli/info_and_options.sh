@@ -115,6 +115,11 @@ expect_in "$OUT/stderr" "unknown command 'ckp'; did you mean 'ckpt'\?" "... and 
 # An option before the command (before: "unknown command '--quiet'").
 expect_exit 2 "--quiet before the command" -- "$LONGCTX" --quiet bench attention
 expect_in "$OUT/stderr" "'--quiet' before the command: options go after it \(longctx bench attention --quiet \.\.\." "says where it goes"
+# Other tools' version flags point to ours (before: "'-V' before the command: options go after it").
+for flag in -V -v version; do
+  expect_exit 2 "longctx $flag" -- "$LONGCTX" $flag
+  expect_in "$OUT/stderr" "'$flag' is no option or command of longctx; its version: longctx --version" "... points to --version"
+done
 expect_exit 2 "a word like no command" -- "$LONGCTX" xyz
 expect_in "$OUT/stderr" "unknown command 'xyz'; commands: info," "... none where none is near"
 # Integers are plain digits: Boost took '+3' (parse_size, for K/M/G options, did not).
