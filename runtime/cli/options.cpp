@@ -761,11 +761,27 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     std::string extra;
     for (size_t i = positional.max_total_count(); i < words.size(); ++i)
       extra += (extra.empty() ? "'" : ", '") + words[i] + "'";
+    // What they may have been meant as (before: only that it takes options): a .ini file, --config; else the
+    // required options not given, in order (`attend in.h5 out.h5 ...`: --input in.h5 --output out.h5).
+    std::set<std::string> given;
+    for (const po::option& option : loose.options)
+      if (!option.unregistered && !option.string_key.empty()) given.insert(option.string_key);
+    const std::vector<std::string> stray(words.begin() + static_cast<std::ptrdiff_t>(positional.max_total_count()),
+                                         words.end());
+    std::vector<std::string> missing;
+    for (const auto& option : declared.options())
+      if (option->semantic()->is_required() && !given.count(option->long_name())) missing.push_back(option->long_name());
+    std::string meant;
+    const auto ini = [](const std::string& word) { return word.size() > 4 && word.substr(word.size() - 4) == ".ini"; };
+    if (stray.size() == 1 && ini(stray[0]) && !given.count("config"))
+      meant = "--config " + stray[0];
+    else if (!missing.empty() && stray.size() <= missing.size() && std::none_of(stray.begin(), stray.end(), ini))
+      for (size_t i = 0; i < stray.size(); ++i) meant += (i ? " --" : "--") + missing[i] + " " + stray[i];
     throw UsageError("unexpected argument" + std::string(words.size() - positional.max_total_count() > 1 ? "s " : " ") +
                      extra + " (" +
                      (command.positional.empty() ? "it takes options only, each starting with --"
                                                  : "it takes one " + command.positional + " besides its options") +
-                     ")" + context());
+                     (meant.empty() ? "" : "; did you mean " + meant + "?") + ")" + context());
   } catch (const po::error& e) {
     throw UsageError(e.what() + context());
   }

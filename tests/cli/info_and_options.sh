@@ -115,6 +115,12 @@ expect_in "$OUT/stderr" "unknown command 'ckp'; did you mean 'ckpt'\?" "... and 
 # An option before the command (before: "unknown command '--quiet'").
 expect_exit 2 "--quiet before the command" -- "$LONGCTX" --quiet bench attention
 expect_in "$OUT/stderr" "'--quiet' before the command: options go after it \(longctx bench attention --quiet \.\.\." "says where it goes"
+# Words where options go: what they may have been meant as (before: that it takes options only).
+expect_exit 2 "attend with its files as words" -- "$LONGCTX" attend in.h5 out.h5 --segment-lengths 8 --dilation-rates 1
+expect_in "$OUT/stderr" "unexpected arguments 'in.h5', 'out.h5' \(it takes options only, each starting with --; did you mean --input in.h5 --output out.h5\?\)" \
+  "... the required options, in order"
+expect_exit 2 "train passkey.ini" -- "$LONGCTX" train passkey.ini
+expect_in "$OUT/stderr" "did you mean --config passkey.ini\?" "... a .ini file: --config"
 # Other tools' version flags point to ours (before: "'-V' before the command: options go after it").
 for flag in -V -v version; do
   expect_exit 2 "longctx $flag" -- "$LONGCTX" $flag
