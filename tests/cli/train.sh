@@ -159,6 +159,12 @@ data = bytearray(open(sys.argv[1], "rb").read())
 data[offset + 100] ^= 0xFF  # in the first window (tokens [0, 257))
 open(sys.argv[2], "wb").write(data)
 PY
+# (The check of the whole file before the run finds it first: LONGCTX_TOKEN_CHECK_BYTES=0 turns that off here.)
+expect_exit 3 "a token file damaged, checked before the run" -- "$LONGCTX" train "${SMALL[@]}" --data.task file \
+  --data.path "$OUT/corpus_damaged.h5" --model.vocab 256 --checkpoint.dir "$OUT/damaged_run/ck" --log.jsonl "$OUT/damaged.jsonl"
+expect_in "$OUT/stderr" "corpus_damaged.h5 is damaged: .*/tokens \[0, 20000\) cannot be read \(Fletcher32 checksum mismatch" "... names it"
+[ ! -e "$OUT/damaged_run" ] && [ ! -e "$OUT/damaged.jsonl" ] && pass "... and makes nothing" || fail "made: $(find "$OUT/damaged_run")"
+export LONGCTX_TOKEN_CHECK_BYTES=0
 expect_exit 3 "a token file damaged in step 1's window" -- "$LONGCTX" train "${SMALL[@]}" --data.task file \
   --data.path "$OUT/corpus_damaged.h5" --model.vocab 256 --checkpoint.dir "$OUT/damaged_run/ck" --log.jsonl "$OUT/damaged.jsonl"
 expect_in "$OUT/stderr" "corpus_damaged.h5: /tokens: read failed: Fletcher32 checksum mismatch .*reading tokens \[0, 257\) for training" \
@@ -170,6 +176,7 @@ expect_exit 3 "the same with log.summary in checkpoint.dir" -- "$LONGCTX" train 
   --log.summary "$OUT/damaged_run/ck/summary.json" --log.jsonl "$OUT/damaged.jsonl"
 [ "$(ls -A "$OUT/damaged_run/ck")" = summary.json ] && grep -q '"exit": 3' "$OUT/damaged_run/ck/summary.json" &&
   pass "... the summary (exit 3) is written, the lock file and the log note are gone" || fail "left: $(ls -A "$OUT/damaged_run/ck")"
+unset LONGCTX_TOKEN_CHECK_BYTES
 
 # ---- uninterrupted reference: 6 steps at P=2 ---------------------------------------------------------
 expect_exit 0 "uninterrupted run" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" --train.steps 6 \
