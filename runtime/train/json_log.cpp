@@ -329,10 +329,14 @@ void JsonLog::drop_earlier_start(Contents& file) const {
       prefix_fingerprint(file.text, begin) != before)
     return;
   in >> run;  // (none in a note of an earlier version)
-  // Whole lines past the note's end: that start's where each carries its run id (a kill between a line and
-  // its note; before: all kept, then logged again), else another writer's, and the file is kept.
-  for (const Line& line : file.lines)
-    if (line.end > end && (run == "-" || line.run != run)) return;
+  // Whole lines past the note's end: that start's where every line from its begin on carries its run id (a
+  // kill between a line and its note; before: all kept, then logged again); else another writer appended
+  // (also between that start's lines, which its end, a count of that start's bytes, does not show: from the
+  // regression audit), and the file is kept.
+  const bool past_end = std::any_of(file.lines.begin(), file.lines.end(), [&](const Line& l) { return l.end > end; });
+  if (past_end)
+    for (const Line& line : file.lines)
+      if (line.begin >= begin && (run == "-" || line.run != run)) return;
   int64_t dropped = 0;
   for (const Line& line : file.lines) dropped += line.begin >= begin;
   file = parse(file.text.substr(0, begin));

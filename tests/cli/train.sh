@@ -1019,6 +1019,20 @@ PY
 expect_exit 0 "the same run again" -- "$LONGCTX" train "${SMALL[@]}" "${EARLY3[@]}"
 expect_in "$OUT/stderr" "log.jsonl: dropped 3 line\(s\) of an earlier start of this run" "... drops the line past the note too"
 [ "$(grep -c '"step"' "$OUT/early3.jsonl")" -eq 6 ] && pass "... steps 1-6 once" || { fail "early3"; cat "$OUT/early3.jsonl"; }
+# But another job's line among that start's (two jobs on one log.jsonl): every line stays, though only that
+# start's lie past the note's end (regression audit: all were dropped, the other job's too).
+EARLY4=(--train.steps 6 --checkpoint.every 100 --checkpoint.dir "$OUT/early4" --log.jsonl "$OUT/early4.jsonl")
+expect_exit 1 "a start that stops at step 4" -- env LONGCTX_FAULT_NAN_GRADIENT=4 "$LONGCTX" train "${SMALL[@]}" "${EARLY4[@]}"
+/usr/bin/python3 - "$OUT/early4.jsonl" <<'PY' || fail "could not put another job's line among the start's"
+import sys
+lines = open(sys.argv[1]).read().splitlines(keepends=True)
+assert len(lines) == 3, lines
+lines.insert(1, '{"step": 1, "loss": 1.0, "run": "b0b0b0b0b0b0b0b0"}\n')
+open(sys.argv[1], 'w').write(''.join(lines))
+PY
+expect_exit 0 "the same run again" -- "$LONGCTX" train "${SMALL[@]}" "${EARLY4[@]}"
+! grep -q "dropped" "$OUT/stderr" && [ "$(wc -l <"$OUT/early4.jsonl")" -eq 10 ] && grep -q b0b0b0b0b0b0b0b0 "$OUT/early4.jsonl" &&
+  pass "... every line stays, the other job's too (3 + 1 + 6)" || { fail "early4"; cat "$OUT/early4.jsonl"; }
 # But never another run's lines: here one appended to the file after that start stopped (review: a note of
 # only a length and a fingerprint dropped them).
 EARLY2=(--train.steps 6 --checkpoint.every 100 --checkpoint.dir "$OUT/early2" --log.jsonl "$OUT/early2.jsonl")
