@@ -66,8 +66,15 @@ void lock_checkpoint_dir(const std::string& dir) {
     }
     if (fd < 0) {
       const int why = errno;
-      io::throw_cannot_make_file("checkpoint.dir=" + dir + ": cannot open " + path + ": " + std::strerror(why), why,
-                                 "checkpoint.dir");
+      // A symbolic link there (O_NOFOLLOW: ELOOP) is no lock file of ours: said, with the fix (before: "Too many
+      // levels of symbolic links" alone).
+      std::error_code link_error;
+      const bool link = why == ELOOP && std::filesystem::is_symlink(std::filesystem::symlink_status(path, link_error));
+      io::throw_cannot_make_file("checkpoint.dir=" + dir + ": cannot open " + path + ": " +
+                                     (link ? std::string("it is a symbolic link, which the lock file never is; remove "
+                                                         "it (no run holds a lock through it)")
+                                           : std::string(std::strerror(why))),
+                                 why, "checkpoint.dir");
     }
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
       const int why = errno;

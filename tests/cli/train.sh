@@ -1042,6 +1042,12 @@ expect_exit 0 "the first run again" -- "$LONGCTX" train "${SMALL[@]}" "${EARLY2[
 ! grep -q "dropped" "$OUT/stderr" && [ "$(wc -l <"$OUT/early2.jsonl")" -eq 13 ] && pass "every line stays (1 + 6 + 6)" ||
   { fail "lines were dropped"; cat "$OUT/early2.jsonl"; }
 
+# A .longctx.lock that is a symbolic link (a dangling one here): said, with the fix (before: "Too many levels of
+# symbolic links" alone).
+mkdir -p "$OUT/dl" && ln -s /nonexistent/lock "$OUT/dl/.longctx.lock"
+expect_exit 2 "a .longctx.lock that is a symbolic link" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 --checkpoint.dir "$OUT/dl"
+expect_in "$OUT/stderr" "dl/.longctx.lock: it is a symbolic link, which the lock file never is; remove it" "... says so, and the fix"
+
 # A checkpoint past the file-size limit (a job's `ulimit -f`, SIGXFSZ ignored) under mpirun, where MPI-IO says
 # only "file write failed": the limit is named (before: no reason; from the crash audit). Nothing committed.
 # (A checkpoint of 19 MB past 12 MB: mpirun's own shared-memory files need some MB, and hung under 40 KB.)
