@@ -151,6 +151,17 @@ std::vector<std::pair<std::string, std::string>> shared_inputs(const Invocation&
 // +-Inf (or, with allow_minus_inf, NaN or +Inf: lse's uncovered rows are -inf), as its index in the whole
 // tensor and value ("[5,1,2] = nan"); "" when there is none. One vectorised pass over the bits, then a search only when
 // one was found.
+// The index in the whole tensor of element `i` of this rank's block `t` (rows `rows` of its `seq_axis`).
+std::vector<int64_t> whole_index(const Tensor& t, int64_t i, size_t seq_axis, io::RowRange rows) {
+  std::vector<int64_t> index(t.rank());
+  for (size_t axis = t.rank(); axis-- > 0;) {
+    index[axis] = i % t.shape()[axis];
+    i /= t.shape()[axis];
+  }
+  index[seq_axis] += rows.begin;
+  return index;
+}
+
 std::string first_non_finite(const Tensor& t, size_t seq_axis, io::RowRange rows, bool allow_minus_inf = false) {
   const auto* bits = reinterpret_cast<const uint32_t*>(t.data());
   const int64_t n = t.size();
@@ -164,15 +175,30 @@ std::string first_non_finite(const Tensor& t, size_t seq_axis, io::RowRange rows
   int64_t i = 0;
   while (!bad(bits[i])) ++i;
   const float value = t.data()[i];
-  std::vector<int64_t> index(t.rank());
-  for (size_t axis = t.rank(); axis-- > 0;) {
-    index[axis] = i % t.shape()[axis];
-    i /= t.shape()[axis];
-  }
-  index[seq_axis] += rows.begin;
   std::string text = "[";
-  for (size_t axis = 0; axis < index.size(); ++axis) text += (axis ? "," : "") + std::to_string(index[axis]);
+  for (const int64_t at : whole_index(t, i, seq_axis, rows)) text += (text.size() > 1 ? "," : "") + std::to_string(at);
   return text + "] = " + (std::isnan(value) ? "nan" : value > 0 ? "inf" : "-inf");
+}
+
+// With no r = 1 branch (--allow-uncovered): the first lse of -inf at a (p, h) that a branch selects, which is
+// scores that overflowed to -inf, as "[5,1] = -inf"; "" when none. Only a (p, h) no branch selects has
+// -inf by the spec (before: every -inf was taken for one; from the regression audit).
+std::string first_selected_minus_inf(const Tensor& lse, size_t seq_axis, io::RowRange rows, const AttentionParams& params,
+                                     int64_t seq_len, int64_t heads) {
+  for (int64_t i = 0; i < lse.size(); ++i) {
+    const float value = lse.data()[i];
+    if (!(std::isinf(value) && value < 0)) continue;
+    const std::vector<int64_t> index = whole_index(lse, i, seq_axis, rows);
+    const int64_t p = index[seq_axis], h = index.back();
+    for (const Branch& branch : params.schedule.branches) {
+      const int64_t w = effective_segment_length(branch, seq_len), r = branch.dilation;
+      if (p % w % r != head_offset(h, r, heads, params.offsets)) continue;
+      std::string text = "[";
+      for (const int64_t at : index) text += (text.size() > 1 ? "," : "") + std::to_string(at);
+      return text + "] = -inf";
+    }
+  }
+  return "";
 }
 
 // The first NaN or Inf of `tensors` (name, this rank's block), as "q[13,1,2] = nan" (lse's -inf allowed
@@ -341,7 +367,13 @@ int run(Invocation& invocation) {
   const bool uncovered_rows = std::none_of(params.schedule.branches.begin(), params.schedule.branches.end(),
                                            [](const Branch& branch) { return branch.dilation == 1; });
   const auto overflowed = [&](const NamedTensors& results) {
-    const std::string bad = first_non_finite_of(results, input.seq_axis, rows, uncovered_rows);
+    std::string bad = first_non_finite_of(results, input.seq_axis, rows, uncovered_rows);
+    for (const auto& [name, tensor] : results)
+      if (bad.empty() && uncovered_rows && name == "lse")
+        if (const std::string at = first_selected_minus_inf(*tensor, input.seq_axis, rows, params, input.seq_len,
+                                                            input.heads);
+            !at.empty())
+          bad = name + at;
     return refused_by_any_rank(world, bad.empty() ? "" : "the result " + bad + " from a finite " + input_path + ": " +
                                           arithmetic + " overflowed (scores |q.k| * softmax scale, or values, too large); " +
                                           remedy + " (nothing was written)");

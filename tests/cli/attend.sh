@@ -162,6 +162,9 @@ bad 3 "the result lse\[[0-9,]+\] = -inf from a finite minus_scores.h5: float32 o
 expect_exit 0 "... an uncovered row's -inf, no r = 1 branch" -- "$LONGCTX" attend --input minus_scores.h5 --output bad.h5 --quiet \
   --segment-lengths 8 --dilation-rates 2 --allow-uncovered
 rm -f bad.h5
+# ... but a selected row's there is the overflow (regression audit: written as o = 0, exit 0).
+bad 3 "the result lse\[[0-9,]+\] = -inf from a finite minus_scores.h5: float32 overflowed" "... a selected row's -inf, no r = 1 branch" \
+  -- "$LONGCTX" attend --input minus_scores.h5 "${NF[@]/1,2/2,4}" --allow-uncovered --softmax-scale 3e38
 # Scores of about 3.5e4 leave the gradients finite and about 0.2% off (lse in float32, the spec's): warned
 # about, at 1 and 2 ranks alike (before: without a word); ordinary scores are not.
 /usr/bin/python3 -c "
