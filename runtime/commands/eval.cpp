@@ -364,7 +364,8 @@ void check_cells(const Invocation& inv, const EvalPlan& plan) {
       // The checkpoint's own data.path, shorter than when its run trained on it: replaced since, which is
       // what to say (before: a --seq-len mistake, exit 2, where no --seq-len was given; from the eval audit).
       const std::optional<int64_t>& then = plan.trained_file_tokens;
-      if (opt<std::string>(inv, "data-path").empty() && then && *then != *tokens)
+      // (Only where the file then could score this length: else the length is the mistake, as it was then.)
+      if (opt<std::string>(inv, "data-path").empty() && then && *then != *tokens && *then >= n + 1)
         throw InputError(file_name + " holds " + std::to_string(*tokens) + " tokens, but the file the checkpoint's "
                          "run trained on under that name held " + std::to_string(*then) + ": it was replaced since, "
                          "and holds no sequence of " + std::to_string(n) + " + 1 tokens; --data-path reads the token "

@@ -569,15 +569,18 @@ int64_t last_trained_token(const train::DataConfig& config, const train::Resumed
   // from token 0, so the position is its token count), the position's; after, its tail's (before: the
   // tail's always, which named tokens a short run never reached, and warned where nothing overlapped).
   int64_t reached = trained_end - 1;
-  // After it, at one length from token 0: its last whole window's last target (before: the training end's
-  // token, past the windows of a file that holds one sequence and a part; from the eval audit). At several
-  // lengths a window may start anywhere a stage left the position, so any token could be a target.
-  if (one_length && stored.seq_len == stored.data_seq_len)
-    reached = (trained_end - 1) / stored.data_seq_len * stored.data_seq_len;
   // (Tokens trained on an earlier file, before a resume with data.allow_new_file, are not this file's.)
   const int64_t earlier_files = stored.data_file ? stored.data_file->tokens_before : 0;
-  if (stored.position && stored.position->token == stored.tokens_seen - earlier_files)
+  const int64_t seen = stored.tokens_seen - earlier_files, n = stored.data_seq_len;
+  if (stored.position && stored.position->token == seen) {
     reached = std::min(reached, stored.position->token);
+  } else if (one_length && stored.seq_len == n && seen % n == 0) {
+    // After it, at one length from token 0 (no curriculum, and a token count of whole windows of it, which a
+    // resume at another length rarely leaves): its last whole window's last target (before: the training
+    // end's token, past the windows of a file that holds one sequence and a part; from the eval audit). At
+    // several lengths a window may start anywhere a stage left the position, so any token could be one.
+    reached = (trained_end - 1) / n * n;
+  }
   return std::max<int64_t>(reached, -1);
 }
 

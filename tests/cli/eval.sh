@@ -140,6 +140,15 @@ expect_exit 0 "eval it at 64 and 100" -- "$LONGCTX" eval ck1 --quiet --seq-len 6
 expect_in "$OUT/stderr" "N = 100: the held-out tail of one.h5 starts at token 101, but the checkpoint's run \(data.seq_len=128\) trained on tokens up to 128:" \
   "100's tail holds tokens up to 128, the last window's end"
 grep -q "N = 64: the held-out" "$OUT/stderr" && fail "warned at 64: $(grep "N = 64" "$OUT/stderr")" || pass "... 64's holds none"
+# A resume at another length leaves windows off its grid: 64 (tokens 0..64), then 128 from 64 (..192): both
+# tails hold trained tokens, up to 192 (regression audit: 64's was not warned, 100's said "up to 128").
+F2=(--quiet --model.layers 1 --model.dim 32 --model.heads 4 --model.segment_lengths 32,64 --model.dilation_rates 1,2
+    --model.vocab 256 --data.task file --data.path one.h5 --eval.sequences 1 --checkpoint.dir ck2)
+expect_exit 0 "train a step at 64" -- "$LONGCTX" train "${F2[@]}" --data.seq_len 64 --train.steps 1
+expect_exit 0 "... and one at 128" -- "$LONGCTX" train "${F2[@]}" --data.seq_len 128 --train.steps 2
+expect_exit 0 "eval it at 64 and 100" -- "$LONGCTX" eval ck2 --quiet --seq-len 64,100 --sequences 1
+expect_in "$OUT/stderr" "N = 64: the held-out tail of one.h5 starts at token 129, but .* trained on tokens up to 192:" "... 64's tail: up to 192"
+expect_in "$OUT/stderr" "N = 100: the held-out tail of one.h5 starts at token 101, but .* trained on tokens up to 192:" "... 100's too"
 # The checkpoint given twice, as the positional argument and as --path (before: "'--path' cannot be specified
 # more than once", where it was given once).
 expect_exit 2 "eval CHECKPOINT --path OTHER" -- "$LONGCTX" eval ck1 --path cks --quiet
