@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <limits>
 #include <map>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -28,13 +29,13 @@ namespace longctx {
 
 void set_threads(int threads, const std::string& given) {
   const int limit = omp_get_thread_limit();
-  if (threads > limit) {
+  static std::set<std::string> said;  // (the options are read twice, in the config phase and the run)
+  if (threads > limit && said.insert(given).second) {
     log::warn(given + " asks " + std::to_string(threads) + " threads of each rank, but OMP_THREAD_LIMIT=" +
               std::to_string(limit) + " caps OpenMP at " + std::to_string(limit) + ": this rank runs " +
               std::to_string(limit));
-    threads = limit;
   }
-  omp_set_num_threads(threads);
+  omp_set_num_threads(std::min(threads, limit));
 }
 
 namespace {
@@ -76,12 +77,12 @@ bool openmp_takes_threads(const std::string& text) {
 }
 
 // The first count of OMP_NUM_THREADS ("8" of "8,4") as written, past int as it may be (libgomp reads it as
-// an unsigned long and keeps its low int: 4294967297 ran 1 thread); 0 where it is past unsigned long, which
-// libgomp refuses.
+// an unsigned long and keeps its low int: 4294967297 ran 1 thread); 0 where it is unsigned long's largest or
+// past it, which libgomp refuses.
 unsigned long long first_thread_count(const std::string& text) {
   errno = 0;
   const unsigned long long count = std::strtoull(text.c_str(), nullptr, 10);
-  return errno == ERANGE || count > std::numeric_limits<unsigned long>::max() ? 0 : count;
+  return errno == ERANGE || count >= std::numeric_limits<unsigned long>::max() ? 0 : count;  // (libgomp: ULONG_MAX too)
 }
 
 // Without OMP_NUM_THREADS, OpenMP gives each rank a thread per CPU it may run on, and ranks allowed on
@@ -112,10 +113,9 @@ void share_cpus(MPI_Comm node) {
     omp_set_num_threads(kMaxThreads);
   }
   // OMP_THREAD_LIMIT: what OpenMP runs at most, and so what the counts say (before: threads 2 printed and
-  // planned for, 1 run).
-  if (omp_get_max_threads() > omp_get_thread_limit())
-    set_threads(omp_get_max_threads(),
-                given && *given ? "OMP_NUM_THREADS='" + std::string(given) + "'" : "a thread per CPU it may run on");
+  // planned for, 1 run). Said where OMP_NUM_THREADS asks more; the share below is cut to it without a word.
+  if (given && *given && omp_get_max_threads() > omp_get_thread_limit())
+    set_threads(omp_get_max_threads(), "OMP_NUM_THREADS='" + std::string(given) + "'");
   const int cpus = bits_of(mine.data());
   if ((given && *given) || cpus == 0) return;
   int sharing = 0;
@@ -125,7 +125,7 @@ void share_cpus(MPI_Comm node) {
     sharing += overlaps ? 1 : 0;
   }
   const int share = std::max(1, cpus / std::max(1, sharing));
-  omp_set_num_threads(std::min(share, omp_get_thread_limit()));  // (the limit said above, where it cut)
+  omp_set_num_threads(std::min(share, omp_get_thread_limit()));
 }
 
 int env_int(const GetEnv& getenv, const std::string& name) {

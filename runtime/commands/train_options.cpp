@@ -533,7 +533,9 @@ void check_token_digest(const std::string& path, const std::string& named) {
   uint64_t most = kTokenCheckBytes;
   if (const char* given = std::getenv("LONGCTX_TOKEN_CHECK_BYTES"); given && *given) {
     try {
-      most = static_cast<uint64_t>(parse_size("LONGCTX_TOKEN_CHECK_BYTES", given));
+      const int64_t parsed = parse_size("LONGCTX_TOKEN_CHECK_BYTES", given);
+      if (parsed < 0) throw UsageError("negative");
+      most = static_cast<uint64_t>(parsed);
     } catch (const UsageError&) {
       throw UsageError(std::string("environment variable LONGCTX_TOKEN_CHECK_BYTES='") + given +
                        "': give a byte count (K, M or G suffix; 0: no check)");

@@ -31,8 +31,10 @@ expect_in "$OUT/stderr" "OMP_NUM_THREADS='99999999999999' asks [0-9]+ threads of
 # one libgomp ignores, as 'abc' (before: taken, and each rank ran a thread per CPU).
 expect_exit 0 "OMP_NUM_THREADS=4294967297" -- env OMP_NUM_THREADS=4294967297 "$LONGCTX" info --quiet
 expect_in "$OUT/stderr" "OMP_NUM_THREADS='4294967297' asks 4294967297 threads of each rank, more than the 1024" "... is cut to 1024, said"
-expect_exit 0 "OMP_NUM_THREADS=99999999999999999999" -- env OMP_NUM_THREADS=99999999999999999999 "$LONGCTX" info --quiet
-expect_in "$OUT/stderr" "OMP_NUM_THREADS='99999999999999999999' is no positive whole number, which OpenMP ignores" "... is ignored, said"
+for many in 99999999999999999999 18446744073709551615; do
+  expect_exit 0 "OMP_NUM_THREADS=$many" -- env OMP_NUM_THREADS=$many "$LONGCTX" info --quiet
+  expect_in "$OUT/stderr" "OMP_NUM_THREADS='$many' is no positive whole number, which OpenMP ignores" "... is ignored, said"
+done
 expect_in "$OUT/stdout" "  threads $cpus on $cpus CPU\(s\)$" "... and the rank takes its share"
 # OMP_THREAD_LIMIT caps what runs, so the count says it (before: threads $cpus printed, and planned for).
 expect_exit 0 "OMP_THREAD_LIMIT=1" -- env OMP_THREAD_LIMIT=1 "$LONGCTX" info --quiet
@@ -40,6 +42,7 @@ expect_in "$OUT/stdout" "  threads 1 on $cpus CPU\(s\)$" "... info says 1 thread
 expect_exit 0 "OMP_THREAD_LIMIT=1 --threads 2 (bench attention)" -- env OMP_THREAD_LIMIT=1 "$LONGCTX" bench attention --quiet \
   --seq-len 256 --heads 1 --head-dim 8 --segment-lengths 64 --dilation-rates 1 --iters 1 --warmup 0 --threads 2 --json
 expect_in "$OUT/stderr" "--threads 2 asks 2 threads of each rank, but OMP_THREAD_LIMIT=1 caps OpenMP at 1" "... --threads past it is said"
+[ "$(grep -c "threads of each rank" "$OUT/stderr")" = 1 ] && pass "... once" || fail "said: $(grep "threads of each" "$OUT/stderr")"
 expect_in "$OUT/stdout" "\"threads\": 1," "... and bench counts 1"
 expect_exit 0 "OMP_NUM_THREADS=2,1 (a level each) is taken" -- env OMP_NUM_THREADS=2,1 "$LONGCTX" info --quiet
 grep -q "OMP_NUM_THREADS" "$OUT/stderr" && fail "warned about OMP_NUM_THREADS=2,1" || pass "... without a word"
