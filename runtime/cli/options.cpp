@@ -744,7 +744,11 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     // specified more than once", where it was given once; from the eval audit).
     std::string name = e.get_option_name();
     name.erase(0, name.find_first_not_of('-'));
-    if (positional_names(command).count(name))
+    // (Given twice by name, `--path a --path b`, Boost's words are right.)
+    const auto by_name = std::count_if(rewritten.begin(), rewritten.end(), [&](const std::string& word) {
+      return word == "--" + name || word.rfind("--" + name + "=", 0) == 0;
+    });
+    if (positional_names(command).count(name) && by_name < 2)
       throw UsageError("--" + name + " and the positional " + command.positional + " are one argument: give it once (" +
                        "longctx " + command.name + " " + command.positional + ", or --" + name + " " +
                        command.positional + ")" + context());

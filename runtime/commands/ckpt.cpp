@@ -48,7 +48,7 @@ void declare_files(po::options_description& desc, po::positional_options_descrip
        "checked by their checksums alone; both of the datasets that read well, also in a damaged checkpoint), removed "
        "(true: listed in a DIR, then removed before it could be read, by a running train's checkpoint.keep; not "
        "checked, and ok), pointer_to (of a directory's `latest` given as a path: the checkpoint file it names, checked "
-       "where that file or its directory is given; else null); the exit code as without it");
+       "where that file or its directory is given; else, and where the file it names is not there, null); the exit code as without it");
   positional.add("path", -1);
 }
 
