@@ -59,7 +59,10 @@ if have_bytes is not None and memory_bytes > have_bytes:
     parser.error(f"{sizes}: each of q, k, v, do is {readable(array_bytes)} of float32, made one at a time: "
                  f"{readable(memory_bytes)} with the program, but this machine has {readable(have_bytes)} available "
                  "(MemAvailable): use a smaller --seq-len")
-folder, base = os.path.split(os.path.abspath(args.out))
+# A symbolic link stays one: the file it leads to is replaced (as longctx's outputs do; before: the link
+# became a file, and its target kept the old data).
+target = os.path.realpath(args.out)
+folder, base = os.path.split(target)
 disk = os.statvfs(folder)
 if 4 * array_bytes > disk.f_bavail * disk.f_frsize:
     parser.error(f"{sizes}: q, k, v, do are {readable(4 * array_bytes)} of float32, but {folder} has "
@@ -72,12 +75,13 @@ os.close(fd)
 try:
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # the mode a new OUT had (mkstemp's is 0600)
+    # An existing OUT's mode, else the one a new file gets (mkstemp's is 0600).
+    os.chmod(tmp, os.stat(target).st_mode & 0o7777 if os.path.exists(target) else 0o666 & ~umask)
     rng = np.random.default_rng(args.seed)
     with h5py.File(tmp, "w") as f:
         for name in ("q", "k", "v", "do"):
             f[name] = rng.standard_normal(shape, dtype=np.float32)
-    os.replace(tmp, args.out)
+    os.replace(tmp, target)
 except BaseException:
     if os.path.exists(tmp):
         os.unlink(tmp)

@@ -249,6 +249,13 @@ status=$?
 [ "$status" -ne 0 ] && [ "$(md5sum <"$OUT/qkv/keep.h5")" = "$kept" ] && [ "$(ls -A "$OUT/qkv")" = keep.h5 ] &&
   pass "make_qkv.py that fails (exit $status, 2 GiB under ulimit -v 1.9 GiB) leaves OUT as it was, and no temporary file" ||
   fail "make_qkv.py under ulimit -v: exit $status, $OUT/qkv holds $(ls -A "$OUT/qkv" | tr '\n' ' ')"
+# OUT a symbolic link: it stays one, the file it leads to gets the new arrays, with its mode (regression
+# audit: the link became a file, the target kept the old data, and a mode of 0640 came back 0644).
+chmod 640 "$OUT/qkv/keep.h5" && ln -s keep.h5 "$OUT/qkv/link.h5"
+expect_exit 0 "make_qkv.py through a symbolic link" -- /usr/bin/python3 "$MAKE_QKV" "$OUT/qkv/link.h5" --seq-len 32 --heads 1 --head-dim 8
+[ -L "$OUT/qkv/link.h5" ] && [ "$(stat -c %a "$OUT/qkv/keep.h5")" = 640 ] &&
+  /usr/bin/python3 -c "import h5py, sys; sys.exit(0 if h5py.File(sys.argv[1], 'r')['q'].shape == (32, 1, 8) else 1)" "$OUT/qkv/keep.h5" &&
+  pass "... the link stays, its file has the new arrays and its mode" || fail "through a link: $(ls -l "$OUT/qkv")"
 # sgemm_rate.py refuses the reference BLAS before any matmul (before: after the 4096^3 warm-up, ~65 s).
 start=$SECONDS
 timeout 120 /usr/bin/python3 "$(dirname "$SCALING")/sgemm_rate.py" --iters 1 >"$OUT/stdout" 2>"$OUT/stderr"
