@@ -33,7 +33,7 @@ class CudaCopier : public MemoryCopier {
     if (bytes) LONGCTX_CHECK_CUDA(cudaMemcpy(device, host, bytes, cudaMemcpyHostToDevice));
     bytes_to_device += bytes;
   }
-  // Pinned memory can run out well before the host's (a locked-memory limit, a container's): a usage error
+  // Pinned memory can run out well before the host's (a container's limit): a usage error
   // that names the size, as a device allocation's is (before: an internal failure, exit 1; from a review).
   void* allocate_host(size_t bytes) override {
     void* host = nullptr;
@@ -41,9 +41,9 @@ class CudaCopier : public MemoryCopier {
     if (rc == cudaErrorMemoryAllocation) {
       cudaGetLastError();
       throw UsageError("the staged communicator (--comm staged, or auto's choice): cannot pin " +
-                       std::to_string(bytes >> 20) + " MiB of host memory to stage device buffers through (the " +
-                       "locked-memory limit, `ulimit -l`, or the node's memory); a smaller problem per rank, or " +
-                       "--comm nccl with one GPU per rank, needs less");
+                       std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB more of host memory to stage device " +
+                       "buffers through (the node's memory, or a container's limit); a smaller problem per rank, " +
+                       "or --comm nccl with one GPU per rank, needs less");
     }
     LONGCTX_CHECK_CUDA(rc);
     return host;

@@ -266,6 +266,10 @@ void convert_from_f32(Dtype dtype, const float* src, void* dst, size_t count, cu
 
 bool flash_forward_begin(const AttentionDims& dims, const Schedule& schedule, float* o, float* lse,
                          cudaStream_t stream) {
+  // The kernel probe (a cudaFree, which waits for the whole device) here, before the sequence-parallel pass
+  // starts an exchange, not at the first branch's launch with one in flight (from a review: a dead peer's
+  // exchange left it waiting forever).
+  wgmma_compiled_here();
   if (first_launch_overwrites(schedule)) return true;
   const size_t rows = static_cast<size_t>(dims.batch * dims.seq_len * dims.heads);
   LONGCTX_CHECK_CUDA(cudaMemsetAsync(o, 0, rows * dims.head_dim * sizeof(float), stream));
@@ -312,6 +316,7 @@ bool flash_backward_begin(const AttentionDims& dims, const Schedule& schedule, b
                           const void* dout, const float* o, float* delta, float* dq, float* dk, float* dv,
                           cudaStream_t stream) {
   check_dtype(dtype);
+  wgmma_compiled_here();  // (as flash_forward_begin)
   const size_t rows = static_cast<size_t>(dims.batch * dims.seq_len * dims.heads);
   const size_t bytes = rows * dims.head_dim * sizeof(float);
   const bool overwrite = branch0_local && first_launch_overwrites(schedule);
