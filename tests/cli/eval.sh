@@ -153,6 +153,8 @@ expect_in "$OUT/stderr" "N = 100: the held-out tail of one.h5 starts at token 10
 # more than once", where it was given once).
 expect_exit 2 "eval CHECKPOINT --path OTHER" -- "$LONGCTX" eval ck1 --path cks --quiet
 expect_in "$OUT/stderr" "--path and the positional CHECKPOINT\|DIR are one argument: give it once" "... says they are one"
+expect_exit 2 "eval --path A --path B" -- "$LONGCTX" eval --path ck1 --path cks --quiet
+expect_in "$OUT/stderr" "option '--path' cannot be specified more than once" "... given twice by name: said so"
 # A directory without `latest` whose newest file is truncated: the others are named (before: the damage alone).
 mkdir -p nolatest && cp cks/step_*.h5 nolatest/ && head -c 5000 "$(ls cks/step_*.h5 | tail -1)" >nolatest/step_00000099.h5
 expect_exit 3 "eval a directory whose newest file (no latest) is truncated" -- "$LONGCTX" eval nolatest --quiet
