@@ -571,10 +571,14 @@ with h5py.File('bad_token.h5', 'w') as f:
     f.attrs['format'] = 'longctx-tokens'; f.attrs['format_version'] = 1; f.attrs['token_count'] = 200
     f.attrs['document_count'] = 1; f.attrs['vocab'] = 256
 " || exit 1
-expect_exit 3 "a token past model.vocab" -- "$LONGCTX" train --quiet --model.layers 1 --model.dim 16 --model.heads 2 \
-  --model.mlp_hidden 16 --model.vocab 256 --model.segment_lengths 8,32 --model.dilation_rates 1,2 --data.task file \
-  --data.path bad_token.h5 --data.seq_len 32 --train.steps 3
-expect_in "$OUT/stderr" "bad_token.h5: token 300 at position 50" "names the file and the position"
+BAD_TOKEN=(train --quiet --model.layers 1 --model.dim 16 --model.heads 2 --model.mlp_hidden 16 --model.vocab 256
+           --model.segment_lengths 8,32 --model.dilation_rates 1,2 --data.task file --data.path bad_token.h5 --data.seq_len 32
+           --train.steps 3)
+expect_exit 3 "a token past model.vocab, checked before the run" -- "$LONGCTX" "${BAD_TOKEN[@]}"
+expect_in "$OUT/stderr" "data.path=bad_token.h5 is damaged: bad_token.h5: DAMAGED: /tokens\[50\] = 300 is outside \[0, vocab=256\)" \
+  "names the file and the position"
+expect_exit 3 "... and where it is read (LONGCTX_TOKEN_CHECK_BYTES=0)" -- env LONGCTX_TOKEN_CHECK_BYTES=0 "$LONGCTX" "${BAD_TOKEN[@]}"
+expect_in "$OUT/stderr" "bad_token.h5: token 300 at position 50" "... names the file and the position"
 # A token file whose chunks were never all written: the missing ones read as zeros. Before, train ran on
 # them (the held-out tail was all zeros: eval_accuracy 1.0000, exit 0).
 /usr/bin/python3 -c "
