@@ -774,7 +774,8 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
                                          words.end());
     std::vector<std::string> missing;
     for (const auto& option : declared.options())
-      if (option->semantic()->is_required() && !given.count(option->long_name())) missing.push_back(option->long_name());
+      if (option->semantic()->is_required() && !given.count(option->long_name()))
+        missing.push_back(option->long_name());
     std::string meant;
     const auto ini = [](const std::string& word) { return word.size() > 4 && word.substr(word.size() - 4) == ".ini"; };
     if (stray.size() == 1 && ini(stray[0]) && !given.count("config"))

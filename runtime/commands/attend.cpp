@@ -183,8 +183,8 @@ std::string first_non_finite(const Tensor& t, size_t seq_axis, io::RowRange rows
 // With no r = 1 branch (--allow-uncovered): the first lse of -inf at a (p, h) that a branch selects, which is
 // scores that overflowed to -inf, as "[5,1] = -inf"; "" when none. Only a (p, h) no branch selects has
 // -inf by the spec (before: every -inf was taken for one; from the regression audit).
-std::string first_selected_minus_inf(const Tensor& lse, size_t seq_axis, io::RowRange rows, const AttentionParams& params,
-                                     int64_t seq_len, int64_t heads) {
+std::string first_selected_minus_inf(const Tensor& lse, size_t seq_axis, io::RowRange rows,
+                                     const AttentionParams& params, int64_t seq_len, int64_t heads) {
   for (int64_t i = 0; i < lse.size(); ++i) {
     const float value = lse.data()[i];
     if (!(std::isinf(value) && value < 0)) continue;

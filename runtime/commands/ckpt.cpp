@@ -48,7 +48,8 @@ void declare_files(po::options_description& desc, po::positional_options_descrip
        "checked by their checksums alone; both of the datasets that read well, also in a damaged checkpoint), removed "
        "(true: listed in a DIR, then removed before it could be read, by a running train's checkpoint.keep; not "
        "checked, and ok), pointer_to (of a directory's `latest` given as a path: the checkpoint file it names, checked "
-       "where that file or its directory is given; else, and where the file it names is not there, null); the exit code as without it");
+       "where that file or its directory is given; else, and where the file it names is not there, null); the exit "
+       "code as without it");
   positional.add("path", -1);
 }
 
@@ -349,7 +350,9 @@ std::string read_checkpoint_in(const std::string& given, int attempts,
       if (path.empty() || !std::filesystem::is_directory(given, error)) throw;
       std::vector<std::string> others = io::list_checkpoints(std::filesystem::path(path).parent_path().string());
       const std::filesystem::path read_name = std::filesystem::path(path).filename();
-      const auto is_read = [&](const std::string& other) { return std::filesystem::path(other).filename() == read_name; };
+      const auto is_read = [&](const std::string& other) {
+        return std::filesystem::path(other).filename() == read_name;
+      };
       others.erase(std::remove_if(others.begin(), others.end(), is_read), others.end());
       if (others.empty()) throw;
       throw InputError(e.what() + std::string(". Other checkpoints there, newest first: ") +
