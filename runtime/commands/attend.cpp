@@ -147,10 +147,6 @@ std::vector<std::pair<std::string, std::string>> shared_inputs(const Invocation&
   return seen;
 }
 
-// The first element of this rank's block `t` (rows `rows` of a tensor with `seq_axis`) that is NaN or
-// +-Inf (or, with allow_minus_inf, NaN or +Inf: lse's uncovered rows are -inf), as its index in the whole
-// tensor and value ("[5,1,2] = nan"); "" when there is none. One vectorised pass over the bits, then a search only when
-// one was found.
 // The index in the whole tensor of element `i` of this rank's block `t` (rows `rows` of its `seq_axis`).
 std::vector<int64_t> whole_index(const Tensor& t, int64_t i, size_t seq_axis, io::RowRange rows) {
   std::vector<int64_t> index(t.rank());
@@ -162,6 +158,17 @@ std::vector<int64_t> whole_index(const Tensor& t, int64_t i, size_t seq_axis, io
   return index;
 }
 
+// "[5,1,2]".
+std::string index_text(const std::vector<int64_t>& index) {
+  std::string text = "[";
+  for (size_t axis = 0; axis < index.size(); ++axis) text += (axis ? "," : "") + std::to_string(index[axis]);
+  return text + "]";
+}
+
+// The first element of this rank's block `t` (rows `rows` of a tensor with `seq_axis`) that is NaN or
+// +-Inf (or, with allow_minus_inf, NaN or +Inf: lse's uncovered rows are -inf), as its index in the whole
+// tensor and value ("[5,1,2] = nan"); "" when there is none. One vectorised pass over the bits, then a search only when
+// one was found.
 std::string first_non_finite(const Tensor& t, size_t seq_axis, io::RowRange rows, bool allow_minus_inf = false) {
   const auto* bits = reinterpret_cast<const uint32_t*>(t.data());
   const int64_t n = t.size();
@@ -175,9 +182,7 @@ std::string first_non_finite(const Tensor& t, size_t seq_axis, io::RowRange rows
   int64_t i = 0;
   while (!bad(bits[i])) ++i;
   const float value = t.data()[i];
-  std::string text = "[";
-  for (const int64_t at : whole_index(t, i, seq_axis, rows)) text += (text.size() > 1 ? "," : "") + std::to_string(at);
-  return text + "] = " + (std::isnan(value) ? "nan" : value > 0 ? "inf" : "-inf");
+  return index_text(whole_index(t, i, seq_axis, rows)) + " = " + (std::isnan(value) ? "nan" : value > 0 ? "inf" : "-inf");
 }
 
 // With no r = 1 branch (--allow-uncovered): the first lse of -inf at a (p, h) that a branch selects, which is
@@ -193,9 +198,7 @@ std::string first_selected_minus_inf(const Tensor& lse, size_t seq_axis, io::Row
     for (const Branch& branch : params.schedule.branches) {
       const int64_t w = effective_segment_length(branch, seq_len), r = branch.dilation;
       if (p % w % r != head_offset(h, r, heads, params.offsets)) continue;
-      std::string text = "[";
-      for (const int64_t at : index) text += (text.size() > 1 ? "," : "") + std::to_string(at);
-      return text + "] = -inf";
+      return index_text(index) + " = -inf";
     }
   }
   return "";
