@@ -306,6 +306,15 @@ void require_positional_path(const Invocation& invocation, const std::string& wh
                      " " + invocation.command.positional);
 }
 
+// What a refusal of a directory's checkpoint adds: `which` checkpoints there (`there`, oldest first, none
+// empty), newest first, and how to read one, then `more` (". Checkpoints there, newest first: ... (give
+// one's path, ck/step_00000004.h5, to read it)").
+std::string checkpoints_there(const std::string& which, const std::vector<std::string>& there,
+                              const std::string& more = "") {
+  return ". " + which + " there, newest first: " + io::newest_first_names(there) + " (give one's path, " +
+         there.back() + ", to read it" + more + ")";
+}
+
 std::string checkpoint_in(const std::string& given) {
   // (Opening says why a path cannot be read; a directory is read as find_latest_checkpoint needs.)
   std::error_code error;
@@ -321,8 +330,7 @@ std::string checkpoint_in(const std::string& given) {
   } catch (const InputError& e) {  // `latest` names a file that is gone, or holds no name: which are there
     const std::vector<std::string> there = io::list_checkpoints(dir);
     if (there.empty()) throw;
-    throw InputError(e.what() + std::string(". Checkpoints there, newest first: ") + io::newest_first_names(there) +
-                     " (give one's path, " + there.back() + ", to read it)");
+    throw InputError(e.what() + checkpoints_there("Checkpoints", there));
   }
   if (!latest)
     throw InputError(given + ": a directory with no committed checkpoint" + io::misnamed_checkpoints_note(given));
@@ -355,9 +363,8 @@ std::string read_checkpoint_in(const std::string& given, int attempts,
       };
       others.erase(std::remove_if(others.begin(), others.end(), is_read), others.end());
       if (others.empty()) throw;
-      throw InputError(e.what() + std::string(". Other checkpoints there, newest first: ") +
-                       io::newest_first_names(others) + " (give one's path, " + others.back() +
-                       ", to read it; `longctx ckpt verify " + given + "` checks them all)");
+      throw InputError(e.what() + checkpoints_there("Other checkpoints", others,
+                                                    "; `longctx ckpt verify " + given + "` checks them all"));
     }
   }
 }
