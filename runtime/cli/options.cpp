@@ -560,6 +560,17 @@ std::string value_kind(const po::option_description& option) {
 
 }  // namespace
 
+namespace {
+// The names of `declared`'s required options that `given` says were not given, in declared order.
+std::vector<std::string> required_not_given(const po::options_description& declared,
+                                            const std::function<bool(const std::string&)>& given) {
+  std::vector<std::string> missing;
+  for (const auto& option : declared.options())
+    if (option->semantic()->is_required() && !given(option->long_name())) missing.push_back(option->long_name());
+  return missing;
+}
+}  // namespace
+
 Invocation parse_invocation(ProcessContext& process, const Command& command, const std::vector<std::string>& args,
                             const GetEnv& getenv, const std::vector<std::string>& environment_names,
                             po::options_description& declared) {
@@ -713,14 +724,12 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
     if (const auto period = getenv("LONGCTX_PROGRESS_SECONDS")) Heartbeat::period_from(period->c_str());
     source.clear();
     // Every missing one at once (before: Boost names the first, so a new user met them one run at a time).
-    std::vector<std::string> missing;
-    for (const auto& option : declared.options())
-      if (option->semantic()->is_required() && !invocation.options.count(option->long_name()))
-        missing.push_back("'--" + option->long_name() + "'");
+    const std::vector<std::string> missing =
+        required_not_given(declared, [&](const std::string& name) { return invocation.options.count(name) > 0; });
     if (missing.size() > 1) {
       std::string names;
       for (size_t i = 0; i < missing.size(); ++i)
-        names += (i == 0 ? "" : i + 1 == missing.size() ? " and " : ", ") + missing[i];
+        names += (i == 0 ? "'--" : i + 1 == missing.size() ? " and '--" : ", '--") + missing[i] + "'";
       throw UsageError("the options " + names + " are required but missing" + context());
     }
     po::notify(invocation.options);
@@ -772,10 +781,8 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
       if (!option.unregistered && !option.string_key.empty()) given.insert(option.string_key);
     const std::vector<std::string> stray(words.begin() + static_cast<std::ptrdiff_t>(positional.max_total_count()),
                                          words.end());
-    std::vector<std::string> missing;
-    for (const auto& option : declared.options())
-      if (option->semantic()->is_required() && !given.count(option->long_name()))
-        missing.push_back(option->long_name());
+    const std::vector<std::string> missing =
+        required_not_given(declared, [&](const std::string& name) { return given.count(name) > 0; });
     std::string meant;
     const auto ini = [](const std::string& word) { return word.size() > 4 && word.substr(word.size() - 4) == ".ini"; };
     if (stray.size() == 1 && ini(stray[0]) && !given.count("config"))
