@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <cstdio>
 #include <limits>
 #include <map>
 #include <tuple>
@@ -365,6 +366,23 @@ TEST(Log, PrintableKeepsUtf8AndEscapesBinary) {
   EXPECT_EQ(log::printable("\xe2\x82"), "\\xe2\\x82");  // cut short
   EXPECT_EQ(log::printable("\x1b[2J\tx"), "\\x1b[2J\tx");
   EXPECT_EQ(log::printable("caf\xc3\xa9\\", "", std::string::npos, true), "caf\\xc3\\xa9\\x5c");
+}
+
+// A path in a command a message suggests pastes back as that path: sh reads each word as the word itself
+// (before: `longctx data verify my data.h5` verified 'my' and 'data.h5').
+TEST(Log, ShellWordReadsBackAsTheWord) {
+  EXPECT_EQ(log::shell_word("runs/step_00000001.h5"), "runs/step_00000001.h5");
+  EXPECT_EQ(log::shell_word("my data.h5"), "'my data.h5'");
+  EXPECT_EQ(log::shell_word(""), "''");
+  for (const std::string word :
+       {"my data.h5", "it's.h5", "$HOME/*.h5", "a\\b\"c`d`;e|f&g", "''", "-x y", "caf\xc3\xa9 1"}) {
+    FILE* sh = ::popen(("printf %s " + log::shell_word(word)).c_str(), "r");
+    ASSERT_NE(sh, nullptr);
+    std::string read;
+    for (int c; (c = std::fgetc(sh)) != EOF;) read += static_cast<char>(c);
+    EXPECT_EQ(::pclose(sh), 0) << word;
+    EXPECT_EQ(read, word);
+  }
 }
 
 // Sizes in the unit that reads best, up to EiB (a wrapped device byte count printed "17179869184.0 GiB").

@@ -546,14 +546,14 @@ void check_token_digest(const std::string& path, const std::string& named) {
   if (error || most == 0) return;  // (the reader says why it cannot be read)
   if (bytes > most) {
     log::info(named + ": " + human_bytes(static_cast<int64_t>(bytes)) + ", more than LONGCTX_TOKEN_CHECK_BYTES (" +
-              human_bytes(static_cast<int64_t>(most)) + ") has a run read first; `longctx data verify " + path +
-              "` checks every token against the file's digest");
+              human_bytes(static_cast<int64_t>(most)) + ") has a run read first; `longctx data verify " +
+              log::shell_word(path) + "` checks every token against the file's digest");
     return;
   }
   const io::TokenVerifyReport report = io::verify_tokens(path);
   if (!report.opened || report.ok) return;
   throw InputError(named + " is damaged: " + report.summary() + " (checked before the run, as `longctx data verify " +
-                   path + "` does; import it again)");
+                   log::shell_word(path) + "` does; import it again)");
 }
 
 int64_t last_trained_token(const train::DataConfig& config, const train::Resumed& stored, bool one_length) {

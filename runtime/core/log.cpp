@@ -1,6 +1,7 @@
 #include "runtime/core/log.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
@@ -69,6 +70,14 @@ std::string printable(const std::string& text, const char* keep, size_t limit, b
     out += escaped;
   }
   return out;
+}
+
+std::string shell_word(const std::string& word) {
+  const auto plain = [](unsigned char c) { return std::isalnum(c) || (c != 0 && std::strchr("_./:@%+=,-", c)); };
+  if (!word.empty() && std::all_of(word.begin(), word.end(), plain)) return word;
+  std::string quoted = "'";
+  for (const char ch : word) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return quoted + "'";
 }
 
 void info(const std::string& message) {

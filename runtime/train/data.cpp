@@ -7,6 +7,7 @@
 #include "io/h5.hpp"
 #include "io/token_dataset.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/core/log.hpp"
 
 namespace longctx::train {
 namespace {
@@ -258,8 +259,8 @@ class FileDataset : public Dataset {
         return read();
       } catch (const io::h5::ReadFailure& e) {
         throw InputError(std::string(e.what()) + " (reading tokens [" + std::to_string(begin) + ", " + std::to_string(end) + ") for " +
-                         (eval ? "an evaluation" : "training") + "; `longctx data verify " + c_.path +
-                         "` names every damaged range)");
+                         (eval ? "an evaluation" : "training") + "; `longctx data verify " +
+                         log::shell_word(c_.path) + "` names every damaged range)");
       }
     };
     const io::SequenceRows r = reading(start + range.begin, start + range.end + 1,
@@ -273,8 +274,8 @@ class FileDataset : public Dataset {
       if (token < 0 || token >= reader_.vocab())
         throw InputError("data.path=" + c_.path + ": token " + std::to_string(token) + " at position " +
                          std::to_string(first + static_cast<int64_t>(i)) + " is outside [0, " +
-                         std::to_string(reader_.vocab()) + "), the file's vocab (`longctx data verify " + c_.path +
-                         "` checks every token)");
+                         std::to_string(reader_.vocab()) + "), the file's vocab (`longctx data verify " +
+                         log::shell_word(c_.path) + "` checks every token)");
     }
     SequenceRows out;
     out.tokens = r.inputs;

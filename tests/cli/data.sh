@@ -420,6 +420,12 @@ expect_exit 3 "train on a file with an id past its vocab" -- env LONGCTX_TOKEN_C
   --model.vocab 8000
 expect_in "$OUT/stderr" "data.path=bad_id.h5: token 5000 at position 5 is outside \[0, 1000\), the file's vocab \(\`longctx data verify bad_id.h5\` checks" \
   "is refused against the file's vocab, pointing to data verify"
+# ... with a path that pastes back whole (before: `longctx data verify bad id's.h5`, three words to a shell).
+spaced="bad id's.h5"
+cp bad_id.h5 "$spaced"
+expect_exit 3 "... and named with a blank and a quote" -- env LONGCTX_TOKEN_CHECK_BYTES=0 "$LONGCTX" "${TRAIN[@]/ab.h5/$spaced}" \
+  --model.vocab 8000
+expect_in "$OUT/stderr" "\(\`longctx data verify 'bad id'\\\\''s.h5'\` checks" "... quoted for the shell"
 # A damaged chunk: the error says which tokens it read, for what, and points to data verify (before: the
 # checksum's message alone).
 expect_exit 3 "train on a file with a damaged chunk" -- env LONGCTX_TOKEN_CHECK_BYTES=0 "$LONGCTX" "${TRAIN[@]/ab.h5/flipped.h5}" \
