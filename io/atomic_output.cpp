@@ -30,6 +30,14 @@ void close_and_sync(h5::File& file, MPI_Comm comm) {
   const std::string failure = h5::take_write_failure(path);
   if (!failure.empty()) throw InternalError(path + ": writing a dataset's buffered bytes failed: " + failure);
   file.flush();
+  // HDF5 closes a file only when its last object closes: one left open would have the file renamed into
+  // place still marked as being written, and the mark cleared after the rename, unsynced (a crash then
+  // left a file every reader refused; from the data import audit, whose /tokens was open).
+  const ssize_t open_objects = H5Fget_obj_count(file.id(), H5F_OBJ_DATASET | H5F_OBJ_GROUP | H5F_OBJ_DATATYPE |
+                                                               H5F_OBJ_ATTR | H5F_OBJ_LOCAL);
+  if (open_objects != 0)
+    throw InternalError(path + ": committed with " + std::to_string(open_objects) + " of its objects open " +
+                        "(or their count unknown): HDF5 would close it after its rename");
   file.close();
   sync_file(path);
   h5::comm_barrier(comm);

@@ -173,6 +173,8 @@ class Object {
   std::string read_string_attribute(const std::string& name) const;
   std::vector<int64_t> read_int64s_attribute(const std::string& name) const;
   std::vector<std::string> attribute_names() const;
+  // Closes it now (a file being committed must have none of its objects open); errors -> InternalError.
+  void close_object() { handle_.close(where_.describe()); }
 
  protected:
   Object() = default;

@@ -159,12 +159,14 @@ class TokenWriter {
     h5::Dataset offsets = out.create_dataset("doc_offsets", h5::ElementType::i64, {count}, options);
     h5::Dataspace all = offsets.file_space();
     offsets.write(H5T_NATIVE_INT64, all, all, offsets_.data());
+    offsets.close_object();
     out.write_attribute("format", std::string(kTokenFormat));
     out.write_attribute("format_version", kTokenFormatVersion);
     out.write_attribute("vocab", vocab);
     out.write_attribute("token_count", written_);
     out.write_attribute("document_count", documents());
     tokens_.write_attribute(kDigestAttribute, digest_attribute_value(digest_));
+    tokens_.close_object();  // (the commit refuses a file with objects open)
     output_.commit();
     TokenImportStats stats;
     stats.documents = documents();

@@ -261,6 +261,35 @@ TEST(AtomicOutput, FailedRenameLeavesNoTemporaryFile) {
   EXPECT_TRUE(std::filesystem::is_directory(path));
 }
 
+// A commit with a dataset of the file still open is refused: HDF5 would close the file (clearing its
+// "being written" mark) only after the rename (before: data import's /tokens was open at its commit).
+TEST(AtomicOutput, CommitWithAnObjectOpenIsRefused) {
+  SharedTempDir dir;
+  const std::string path = dir.file("out.h5");
+  std::string refused;
+  try {  // (the output is destroyed as the failure unwinds, as where a command fails)
+    AtomicOutput output(path, MPI_COMM_WORLD);
+    h5::Dataset open = output.file().create_dataset("x", h5::ElementType::i64, {4});
+    output.commit();
+  } catch (const InternalError& e) {
+    refused = e.what();
+  }
+  EXPECT_NE(refused.find("committed with 1 of its objects open"), std::string::npos) << refused;
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_FALSE(std::filesystem::exists(path));
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  MPI_Barrier(MPI_COMM_WORLD);  // (every rank has looked before the next output claims the name)
+  // Closed first, it commits.
+  {
+    AtomicOutput output(path, MPI_COMM_WORLD);
+    h5::Dataset closed = output.file().create_dataset("x", h5::ElementType::i64, {4});
+    closed.close_object();
+    output.commit();
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_TRUE(std::filesystem::exists(path));
+}
+
 TEST(Durable, FailedTextWriteLeavesNoTemporaryFile) {
   if (world_rank() != 0) return;
   SharedTempDir dir(MPI_COMM_SELF);
