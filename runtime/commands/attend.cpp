@@ -324,7 +324,7 @@ int run(Invocation& invocation) {
   Tensor o, lse, dq, dk, dv;
   SequenceParallelStats f, b;  // the GPU path fills only seconds: one rank exchanges nothing
   std::optional<Heartbeat> alive(std::in_place, rank == 0, [](double seconds) {
-    return "forward: running, " + fixed(seconds, 0) + " s";
+    return "forward: running, " + Heartbeat::elapsed_text(seconds) + " s";
   });
   if (gpu) {
     const auto t_fwd = Clock::now();
@@ -383,7 +383,7 @@ int run(Invocation& invocation) {
   };
   if (overflowed({{"o", &o}, {"lse", &lse}})) return static_cast<int>(ExitCode::bad_input);
   if (backward) {
-    alive.emplace(rank == 0, [](double seconds) { return "backward: running, " + fixed(seconds, 0) + " s"; });
+    alive.emplace(rank == 0, [](double seconds) { return "backward: running, " + Heartbeat::elapsed_text(seconds) + " s"; });
     if (gpu) {
       const auto t_bwd = Clock::now();
       gpu->backward(params, q, k, v, o, lse, dout, dq, dk, dv);

@@ -249,7 +249,7 @@ int run(Invocation& invocation) {
       const Heartbeat alive(world.rank() == 0, [&](double seconds) {
         return "bench attention: iteration " + std::to_string(it + 1) + "/" + std::to_string(warmup + iters) +
                (it < warmup ? " (warm-up)" : "") + ": " + (in_backward ? "backward" : "forward") + " running, " +
-               fixed(seconds, 0) + " s";
+               Heartbeat::elapsed_text(seconds) + " s";
       });
       world.barrier();
       attention.forward(params, q, k, v, o, lse);

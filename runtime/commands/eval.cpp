@@ -545,7 +545,7 @@ int run_eval(Invocation& inv) {
         const std::string what = what_cell(n, depth);
         const Heartbeat progress(rank0, [&](double seconds) {
           return what + ": " + std::to_string(scored.load(std::memory_order_relaxed)) + " of " +
-                 count_of(sequences, "sequence") + " scored, " + fixed(seconds, 0) + " s";
+                 count_of(sequences, "sequence") + " scored, " + Heartbeat::elapsed_text(seconds) + " s";
         });
         e = trainer.evaluate(*data, sequences, [&scored] {
           scored.fetch_add(1, std::memory_order_relaxed);

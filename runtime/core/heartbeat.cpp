@@ -26,6 +26,12 @@ Heartbeat::~Heartbeat() {
   if (thread_.joinable()) thread_.join();
 }
 
+std::string Heartbeat::elapsed_text(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.*f", seconds < 9.95 ? 1 : 0, seconds);
+  return text;
+}
+
 double Heartbeat::period_seconds() { return period_from(std::getenv("LONGCTX_PROGRESS_SECONDS")); }
 
 double Heartbeat::period_from(const char* text) {
@@ -67,9 +73,7 @@ Heartbeat activity_heartbeat(bool on) {
         if (now.what == said && reached <= periods) return std::string();
         said = now.what;
         periods = reached;
-        char seconds[32];  // tenths below 10 s (a period of LONGCTX_PROGRESS_SECONDS=0.1)
-        std::snprintf(seconds, sizeof seconds, "%.*f", now.seconds < 10 ? 1 : 0, now.seconds);
-        return now.what + ": running, " + seconds + " s";
+        return now.what + ": running, " + Heartbeat::elapsed_text(now.seconds) + " s";
       },
       period / 4);
 }

@@ -28,6 +28,9 @@ class Heartbeat {
   // where it is not a positive number. The options' parse calls it at every command's start, so a bad value is
   // said before any work (before: only by the first long piece of work, minutes in, or never).
   static double period_from(const char* text);
+  // `seconds` for a progress line: tenths below 10 s ("0.4", "12"), so a short period (LONGCTX_PROGRESS_SECONDS
+  // =0.1) reads as it goes (before: "running, 0 s" twice).
+  static std::string elapsed_text(double seconds);
 
  private:
   void run(double period_seconds);

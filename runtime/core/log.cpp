@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "runtime/core/check.hpp"
+#include "runtime/core/heartbeat.hpp"
 
 namespace longctx::log {
 namespace {
@@ -101,7 +102,9 @@ ByteProgress::ByteProgress(std::string what, uint64_t total)
 
 void ByteProgress::update(uint64_t done) {
   const auto now = std::chrono::steady_clock::now();
-  if (total_ == 0 || now - reported_ < std::chrono::seconds(10)) return;
+  // The period of every progress line (LONGCTX_PROGRESS_SECONDS; before: 10 s whatever it said).
+  static const double period = Heartbeat::period_seconds();
+  if (total_ == 0 || std::chrono::duration<double>(now - reported_).count() < period) return;
   reported_ = now;
   const double seconds = std::chrono::duration<double>(now - started_).count();
   const std::string rate = std::to_string(static_cast<int64_t>(double(done) / seconds / 1e6)) + " MB/s";

@@ -51,7 +51,7 @@ assert (d['head_offsets'], d['softmax_scale'], d['seed'], d['iters'], d['warmup'
 expect_exit 0 "bench attention with LONGCTX_PROGRESS_SECONDS=0.02" -- env LONGCTX_PROGRESS_SECONDS=0.02 "${MPIRUN[@]}" -np 2 \
   "$LONGCTX" bench attention --seq-len 8K --heads 2 --head-dim 32 --segment-lengths 8192 --dilation-rates 1 --iters 1 \
   --warmup 0 --backward --quiet
-expect_in "$OUT/stderr" "^\[longctx info r0\] bench attention: iteration 1/1: (forward|backward) running, [0-9]+ s$" "says it is running, and which pass"
+expect_in "$OUT/stderr" "^\[longctx info r0\] bench attention: iteration 1/1: (forward|backward) running, [0-9]+\.[0-9] s$" "says it is running, and which pass (tenths below 10 s)"
 grep "running, " "$OUT/stderr" | grep -qv "info r0" && fail "a rank other than 0 said it" || pass "... from rank 0 only"
 expect_exit 0 "LONGCTX_PROGRESS_SECONDS=soon" -- env LONGCTX_PROGRESS_SECONDS=soon "$LONGCTX" bench attention --seq-len 1K \
   --heads 1 --head-dim 8 --segment-lengths 1024 --dilation-rates 1 --iters 1 --warmup 0 --quiet

@@ -108,6 +108,10 @@ expect_exit 2 "neither --text nor --ids" -- "$LONGCTX" data import --out x.h5 --
 expect_in "$OUT/stderr" "needs --text FILES \(byte tokens\) or --ids FILES" "says what it needs"
 # Started with standard input closed (<&-, cron, a daemon): '-' is refused (before: it read a pipe of Open
 # MPI's that had taken the number, and waited forever).
+# A long import says how far it got, every LONGCTX_PROGRESS_SECONDS (before: every 10 s whatever it said).
+expect_exit 0 "import a slow pipe with LONGCTX_PROGRESS_SECONDS=0.3" -- sh -c \
+  "{ printf abc; sleep 1.2; printf def; } | LONGCTX_PROGRESS_SECONDS=0.3 \"$LONGCTX\" data import --text - --out slow.h5"
+expect_in "$OUT/stderr" "^\[longctx info r0\] data import: 0 MiB so far, 0 MB/s$" "... says how far it got"
 expect_exit 2 "--text - with standard input closed" -- timeout 60 sh -c "\"$LONGCTX\" data import --text - --out closed.h5 --quiet <&-"
 expect_in "$OUT/stderr" "--text -: standard input is closed" "says so"
 expect_exit 2 "--vocab with --text" -- "$LONGCTX" data import --text raw.bin --vocab 100 --out x.h5 --quiet
