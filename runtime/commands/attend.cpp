@@ -383,7 +383,8 @@ int run(Invocation& invocation) {
   };
   if (overflowed({{"o", &o}, {"lse", &lse}})) return static_cast<int>(ExitCode::bad_input);
   if (backward) {
-    alive.emplace(rank == 0, [](double seconds) { return "backward: running, " + Heartbeat::elapsed_text(seconds) + " s"; });
+    alive.emplace(rank == 0,
+                  [](double seconds) { return "backward: running, " + Heartbeat::elapsed_text(seconds) + " s"; });
     if (gpu) {
       const auto t_bwd = Clock::now();
       gpu->backward(params, q, k, v, o, lse, dout, dq, dk, dv);

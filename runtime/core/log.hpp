@@ -28,7 +28,8 @@ std::string printable(const std::string& text, const char* keep = "\t", size_t l
 std::string shell_word(const std::string& word);
 
 // Progress of long work through `total` bytes (data import, ckpt verify): an info() line at most every
-// LONGCTX_PROGRESS_SECONDS (30 s), "WHAT: 512 of 2048 MiB (25%), 150 MB/s". Nothing for work that ends sooner, or a total of 0.
+// LONGCTX_PROGRESS_SECONDS (30 s), "WHAT: 512 of 2048 MiB (25%), 150 MB/s". Nothing for work that ends sooner,
+// or a total of 0.
 class ByteProgress {
  public:
   static constexpr uint64_t kUnknownTotal = UINT64_MAX;  // a stream: "WHAT: 512 MiB so far, 150 MB/s"
