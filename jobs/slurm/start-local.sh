@@ -74,7 +74,8 @@ if ! pid_alive slurmctld; then
     longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmctld -c -f "$SLURM_CONF"
   fi
 fi
-pid_alive slurmd || { started+=(slurmd); longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmd -f "$SLURM_CONF"; }
+pid_alive slurmd || { started+=(slurmd); longctx_slurm_clear_step_sockets "$state"
+                      longctx_sudo env SLURM_CONF="$SLURM_CONF" /usr/sbin/slurmd -f "$SLURM_CONF"; }
 
 # Ours: both daemons of this state directory alive, and the controller that answers keeps its state here.
 ours() { pid_alive slurmctld && pid_alive slurmd && longctx_slurm_answers "$state"; }

@@ -51,7 +51,8 @@ elif [ -n "$steps" ]; then
                       longctx_sudo kill -KILL $left 2>/dev/null; }
   sleep 1
   left=$(longctx_slurm_steps "$state")
-  [ -n "$left" ] && longctx_sudo kill -KILL $left 2>/dev/null
+  [ -n "$left" ] && longctx_sudo kill -KILL $left 2>/dev/null && sleep 0.5
+  longctx_slurm_clear_step_sockets "$state"  # (a killed step leaves its PMIx socket: a requeue could not start)
 fi
 if [ "$answers" -eq 1 ]; then
   export SLURM_CONF="$state/slurm.conf"

@@ -215,6 +215,15 @@ fi
 expect_exit 2 "sbatch with LONGCTX naming no program" -- env LONGCTX="$OUT/nowhere/longctx" timeout 120 \
   sbatch --wait --output="$OUT/nobin.out" "$ROOT/jobs/slurm/train.sbatch" "${TRAIN[@]}"
 expect_in "$OUT/nobin.out" "LONGCTX=$OUT/nowhere/longctx: no such program" "says the binary is missing"
+# ... and srun's exit 0 from tasks that never ran longctx (srun exits 0 where it could not launch them): the run
+# wrote no summary, so the job fails (before: COMPLETED, exit 0, nothing trained; from the Slurm audit).
+# LONGCTX=true stands for the tasks that did not start. A config file's log.summary leaves it unknowable.
+expect_exit 1 "train.sbatch whose tasks did not run longctx" -- env LONGCTX=true timeout 120 \
+  sbatch --wait --output="$OUT/norun.out" "$ROOT/jobs/slurm/train.sbatch" "${TRAIN[@]}"
+expect_in "$OUT/norun.out" "srun exited 0, but the run wrote no summary to .*: longctx train did not run" "says nothing ran"
+printf '[log]\nsummary = %s\n' "$OUT/norun.summary.json" >"$OUT/norun.ini"
+expect_exit 0 "... with log.summary in a config file" -- env LONGCTX=true timeout 120 \
+  sbatch --wait --output="$OUT/norun2.out" "$ROOT/jobs/slurm/train.sbatch" --config "$OUT/norun.ini" "${TRAIN[@]}"
 
 # ---- start-local.sh refuses when another cluster holds its ports (before: "started", with sinfo answered
 # by the other cluster); stop-local.sh cancels running jobs before stopping the daemons (before: their ranks
@@ -293,7 +302,7 @@ fi
 # stop-local.sh ends the job's processes as scancel would (before: it said nothing, and they ran on with
 # no controller), and leaves that process alone (before: SIGTERM, then SIGKILL, whatever it was).
 eval "$(bash "$ROOT/jobs/slurm/start-local.sh")" || fail "could not start Slurm again"
-jid=$(sbatch --parsable --output=/dev/null --wrap "srun sleep 3017")
+jid=$(sbatch --parsable --output=/dev/null --wrap "srun --mpi=pmix sleep 3017")
 for _ in $(seq 60); do pgrep -xf "sleep 3017" >/dev/null && break; sleep 0.5; done
 ctld_pid=$(cat "$OUT/slurm/slurmctld.pid")
 kill -9 "$ctld_pid"; for _ in $(seq 50); do kill -0 "$ctld_pid" 2>/dev/null || break; sleep 0.2; done
@@ -307,6 +316,10 @@ expect_in "$OUT/stderr" "slurmctld.pid names no running slurmctld .*: removed" "
 kill -0 "$other" 2>/dev/null && pass "... and leaves the process it named alone" || fail "killed the process a stale pid file named"
 ! pgrep -xf "sleep 3017" >/dev/null && [ -z "$(steps_of)" ] && pass "no process of the job is left" ||
   { fail "left: $(pgrep -af "sleep 3017") steps $(steps_of | xargs)"; pkill -xf "sleep 3017"; kill -9 $(steps_of) 2>/dev/null; }
+# ... nor the PMIx socket of the killed step, which a step of that job requeued could not bind (before: srun
+# said "task 0 launch failed" and exited 0, the job COMPLETED without a step; from the Slurm audit).
+left_sockets=$(ls -d "$OUT/slurm/d/"*pmix* 2>/dev/null | xargs)
+[ -z "$left_sockets" ] && pass "... nor its PMIx socket" || fail "PMIx leftovers of the killed step: $left_sockets"
 # ... also with both daemons gone and their pid files with them (before this check: "no daemons to stop").
 eval "$(bash "$ROOT/jobs/slurm/start-local.sh")" || fail "could not start Slurm again"
 jid=$(sbatch --parsable --output=/dev/null --wrap "srun sleep 3018")
