@@ -17,11 +17,13 @@ HeadOffsets parse_head_offsets(const std::string& text) {
 
 std::string to_string(HeadOffsets offsets) { return offsets == HeadOffsets::paper ? "paper" : "grouped"; }
 
-namespace {
-// The option's key as the config phase knows it ("--segment-lengths" -> "segment-lengths"), so that an error
-// about its value says where the value came from (a config file, an environment variable).
-std::string key(const std::string& name) { return name.rfind("--", 0) == 0 ? name.substr(2) : name; }
+std::string option_key(const std::string& name) {
+  std::string key = name.rfind("--", 0) == 0 ? name.substr(2) : name;
+  if (!key.empty() && key.back() == '=') key.pop_back();
+  return key;
+}
 
+namespace {
 std::string join(const std::vector<int64_t>& values) {
   std::ostringstream out;
   for (size_t i = 0; i < values.size(); ++i) out << (i ? "," : "") << values[i];
@@ -33,9 +35,10 @@ Schedule make_schedule(const std::vector<int64_t>& segment_lengths, const std::v
                        bool allow_uncovered, const ScheduleOptionNames& names) {
   const std::string& w_name = names.segment_lengths;
   const std::string& r_name = names.dilation_rates;
-  if (segment_lengths.empty()) throw UsageError(w_name + ": the list is empty (give at least one length)", key(w_name));
+  if (segment_lengths.empty())
+    throw UsageError(w_name + ": the list is empty (give at least one length)", option_key(w_name));
   if (dilation_rates.empty())
-    throw UsageError(r_name + ": the list is empty (give one rate per segment length)", key(r_name));
+    throw UsageError(r_name + ": the list is empty (give one rate per segment length)", option_key(r_name));
   if (segment_lengths.size() != dilation_rates.size())
     throw UsageError(w_name + " (" + join(segment_lengths) + ") and " + r_name + " (" + join(dilation_rates) +
                      ") have different lengths (" + std::to_string(segment_lengths.size()) + " vs " +
@@ -47,19 +50,19 @@ Schedule make_schedule(const std::vector<int64_t>& segment_lengths, const std::v
     const int64_t r = dilation_rates[i];
     if (w <= 0)
       throw UsageError(w_name + ": value " + std::to_string(w) + " (entry " + std::to_string(i + 1) +
-                       ") must be a positive integer", key(w_name));
+                       ") must be a positive integer", option_key(w_name));
     if (r <= 0)
       throw UsageError(r_name + ": value " + std::to_string(r) + " (entry " + std::to_string(i + 1) +
-                       ") must be a positive integer", key(r_name));
+                       ") must be a positive integer", option_key(r_name));
     // Beyond any sequence (N < 2^62 rows), and it keeps the row arithmetic (rows + r - 1, of both
     // backends) within int64: near 2^63 it wrapped, and a branch selected no rows, silently.
     if (w > kMaxSegmentLength)
       throw UsageError(w_name + ": value " + std::to_string(w) + " (entry " + std::to_string(i + 1) +
                        ") exceeds 2^62 = " + std::to_string(kMaxSegmentLength) +
-                       ", longer than any sequence: give at most the sequence length", key(w_name));
+                       ", longer than any sequence: give at most the sequence length", option_key(w_name));
     if (r > w)
       throw UsageError(r_name + ": value " + std::to_string(r) + " exceeds its segment length " + std::to_string(w) +
-                       " (entry " + std::to_string(i + 1) + " of " + w_name + ")", key(r_name));
+                       " (entry " + std::to_string(i + 1) + " of " + w_name + ")", option_key(r_name));
     covered = covered || r == 1;
     schedule.branches.push_back({w, r});
   }
@@ -67,7 +70,7 @@ Schedule make_schedule(const std::vector<int64_t>& segment_lengths, const std::v
     throw UsageError(r_name + " (" + join(dilation_rates) +
                      "): no branch has rate 1, so some (row, head) pairs would attend to nothing; add a branch with "
                      "rate 1" +
-                     (names.allow_uncovered.empty() ? "" : " or pass " + names.allow_uncovered), key(r_name));
+                     (names.allow_uncovered.empty() ? "" : " or pass " + names.allow_uncovered), option_key(r_name));
   return schedule;
 }
 

@@ -44,6 +44,11 @@ struct ScheduleOptionNames {
   std::string seq_len = "sequence length ";             // before N in check_shardable's messages
 };
 
+// The option's key as the config phase knows it, from its name in messages ("--segment-lengths" ->
+// "segment-lengths", "--seq-len=" -> "seq-len"), so that an error about its value says where the value came
+// from (a config file, an environment variable). A name that is no option ("its length ") finds no source.
+std::string option_key(const std::string& name);
+
 inline constexpr int64_t kMaxSegmentLength = int64_t{1} << 62;
 
 // Validates the two option lists: same non-zero length, 0 < w <= 2^62, 0 < r <= w, and some branch with

@@ -130,7 +130,7 @@ void check_shardable(const Schedule& schedule, int64_t seq_len, int world_size, 
     std::ostringstream message;
     message << names.seq_len << seq_len << " is not divisible by the " << world_size
             << " ranks: every rank must hold N / P rows";
-    throw UsageError(message.str());
+    throw UsageError(message.str(), option_key(names.seq_len));
   }
   if (world_size == 1) return;  // no shard edges: a shorter last segment is the spec's forward rule
   const int64_t L = seq_len / world_size;
@@ -142,14 +142,14 @@ void check_shardable(const Schedule& schedule, int64_t seq_len, int world_size, 
       if (w != branch.segment_length) message << " (" << w << " after clipping to N)";
       message << " neither divides nor is a multiple of N / P = " << seq_len << " / " << world_size << " = " << L
               << " rows per rank; segments must line up with the shards";
-      throw UsageError(message.str());
+      throw UsageError(message.str(), option_key(names.segment_lengths));
     }
     if (spanning == SpanningSegments::whole && !branch_is_local(branch, seq_len, L) && seq_len % w != 0) {
       std::ostringstream message;
       message << names.segment_lengths << ": segment length " << w << " spans ranks and does not divide N = "
               << seq_len << ": its last segment would be shorter, which --device cuda on several ranks does not run "
                  "(the cpu backend does)";
-      throw UsageError(message.str());
+      throw UsageError(message.str(), option_key(names.segment_lengths));
     }
   }
 }

@@ -15,6 +15,15 @@ expect_in "$OUT/stderr" "^\[longctx info r0\] bench attention: iteration 2/2: fo
 # N not divisible by the ranks names the option (before: "sequence length 4097 ...").
 expect_exit 2 "bench attention --seq-len 4097 on 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" bench attention --seq-len 4097 --quiet
 expect_in "$OUT/stderr" "^longctx: error: --seq-len=4097 is not divisible by the 2 ranks" "names --seq-len"
+# ... and where the value came from, when that was not the command line (before: nothing; from the bench audit).
+expect_exit 2 "bench attention, LONGCTX_SEQ_LEN=4097 on 2 ranks" -- env LONGCTX_SEQ_LEN=4097 "${MPIRUN[@]}" -np 2 "$LONGCTX" \
+  bench attention --quiet
+expect_in "$OUT/stderr" "^longctx: error: --seq-len=4097 is not divisible by the 2 ranks: .* \(from environment variable LONGCTX_SEQ_LEN\)" \
+  "... says the environment gave it"
+expect_exit 2 "bench attention, LONGCTX_SEGMENT_LENGTHS=512,3072 on 2 ranks" -- env LONGCTX_SEGMENT_LENGTHS=512,3072 \
+  "${MPIRUN[@]}" -np 2 "$LONGCTX" bench attention --seq-len 4096 --dilation-rates 1,2 --quiet
+expect_in "$OUT/stderr" "segment length 3072 neither divides .* \(from environment variable LONGCTX_SEGMENT_LENGTHS\)" \
+  "... a segment length too"
 expect_exit 0 "bench attention on 2 ranks (json)" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" bench attention --seq-len 2K \
   --heads 2 --head-dim 8 --segment-lengths 256,2048 --dilation-rates 1,2 --iters 1 --warmup 0 --backward --json --quiet
 /usr/bin/python3 -c "
