@@ -62,7 +62,11 @@ std::string token_identity_difference(const TokenIdentity& trained, const TokenI
 // Reads each file as bytes (one document per file) into `out_path`, streaming (bounded memory), through
 // a temporary that is renamed on success. One process (serial). A file is a regular file, a pipe (a FIFO,
 // `<(zcat a.gz)`) or "-", standard input. A missing or unreadable input -> InputError naming it.
-TokenImportStats import_text_files(const std::vector<std::string>& files, const std::string& out_path);
+// `stdin_settle_seconds`: where "-" is among the files, how long to wait after standard input ended before
+// the output is committed, for a signal that may follow: a launcher forwards standard input, and mpirun
+// interrupted closes it first (its SIGTERM came 1 s later with Open MPI 4.1), which reads as its end.
+TokenImportStats import_text_files(const std::vector<std::string>& files, const std::string& out_path,
+                                   double stdin_settle_seconds = 0);
 
 struct IdImportOptions {
   std::string dtype;  // of raw files: uint8|int8|uint16|int16|uint32|int32|uint64|int64; "": .npy files only
@@ -76,7 +80,7 @@ void check_id_options(const IdImportOptions& options);
 // Each id is checked against [0, vocab) (refused with its file and index: InputError); stored as the
 // smallest of uint8, uint16 and int32 that holds the vocabulary. Streams and the temporary as above.
 TokenImportStats import_token_ids(const std::vector<std::string>& files, const IdImportOptions& options,
-                                  const std::string& out_path);
+                                  const std::string& out_path, double stdin_settle_seconds = 0);
 
 struct SequenceRows {
   std::vector<int32_t> inputs;   // tokens[i*L + a, i*L + b)

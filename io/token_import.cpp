@@ -4,10 +4,12 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <thread>
 #include <type_traits>
 
 #include "io/atomic_output.hpp"
@@ -15,6 +17,7 @@
 #include "io/durable.hpp"
 #include "io/token_dataset.hpp"
 #include "io/token_import_input.hpp"
+#include "runtime/core/heartbeat.hpp"
 #include "runtime/core/log.hpp"
 #include "runtime/core/stop_point.hpp"
 
@@ -249,7 +252,20 @@ void check_id_options(const IdImportOptions& options) {
                      "vocab");
 }
 
-TokenImportStats import_text_files(const std::vector<std::string>& files, const std::string& out_path) {
+// Before the commit of an import that read standard input: `seconds` for a signal that may follow its end
+// (import_text_files), said. A signal then ends the process, the temporary removed (before: an mpirun
+// interrupted mid-import left the stream's first part as the whole dataset; from the data import audit).
+namespace {
+void settle_after_stdin(const std::vector<std::string>& files, double seconds) {
+  if (seconds <= 0 || std::find(files.begin(), files.end(), "-") == files.end()) return;
+  log::info("data import: standard input ended; the launcher also ends it when interrupted, so waiting " +
+            Heartbeat::elapsed_text(seconds) + " s for a stop signal before writing the dataset");
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+}
+}  // namespace
+
+TokenImportStats import_text_files(const std::vector<std::string>& files, const std::string& out_path,
+                                   double stdin_settle_seconds) {
   check_hdf5_output_path("out", out_path, kTokenFormat);
   // Regular files, and streams: a pipe (`--text <(zcat a.gz)`, a FIFO) or `-`, standard input (before:
   // refused as "not a regular file", so a compressed corpus had to be unpacked to disk first).
@@ -279,11 +295,12 @@ TokenImportStats import_text_files(const std::vector<std::string>& files, const 
     if (writer.written() == before && files.size() > 1) warn_empty_document(file, "bytes");
     writer.end_document();
   }
+  settle_after_stdin(files, stdin_settle_seconds);
   return writer.finish(256, "--text inputs held no bytes");
 }
 
 TokenImportStats import_token_ids(const std::vector<std::string>& files, const IdImportOptions& options,
-                                  const std::string& out_path) {
+                                  const std::string& out_path, double stdin_settle_seconds) {
   check_id_options(options);
   const IdType* const raw_type = options.dtype.empty() ? nullptr : find_id_type(options.dtype);
   check_hdf5_output_path("out", out_path, kTokenFormat);
@@ -368,6 +385,7 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
       throw InputError(name_of(file) + ": changed while it was imported (its ids are not those first read)");
     if (writer.written() == before && input->one_document() && files.size() > 1) warn_empty_document(file, "ids");
   }
+  settle_after_stdin(files, stdin_settle_seconds);
   TokenImportStats stats = writer.finish(options.vocab > 0 ? options.vocab : largest + 1, "--ids inputs held no ids");
   stats.largest_id = largest;
   stats.narrowest_storage = h5::to_string(storage_for(stats.vocab));

@@ -23,7 +23,7 @@ void declare_import(po::options_description& desc, po::positional_options_descri
       ("text", po::value<std::vector<std::string>>()->multitoken(), "text files (this or --ids), one document each, as byte tokens (vocab 256): regular files, pipes (a FIFO, <(zcat a.gz)) or - (standard input)")
       ("ids", po::value<std::vector<std::string>>()->multitoken(), "token ids a tokenizer wrote (this or --text), one document per file (files, pipes or -): NumPy .npy files (dtype from their header; any shape, in C order), Megatron-LM indexed datasets given by their PREFIX.idx (a regular file; its documents kept, its ids read from PREFIX.bin as its dtype says), or raw little-endian integers of --ids-dtype (nanoGPT's train.bin)")
       ("ids-dtype", po::value<std::string>()->default_value(""), "dtype of raw --ids files: uint8|int8|uint16|int16|uint32|int32|uint64|int64 (.npy files and Megatron indexes say their own; with a pipe among the inputs it also sizes /tokens' storage, chosen before the pipe is read, a .npy pipe's too: int32 when unset)")
-      ("vocab", po::value<int64_t>()->default_value(0), "with --ids: the tokenizer's vocabulary size; every id must be below it, and /tokens is stored as the smallest of uint8, uint16, int32 that holds it (0: the largest id + 1; with a pipe among the inputs, what --ids-dtype, int32 when unset, and the files' dtypes hold). train's model.vocab must be at least this")
+      ("vocab", po::value<int64_t>()->default_value(0), "with --ids: the tokenizer's vocabulary size; every id must be below it, and /tokens is stored as the smallest of uint8, uint16, int32 that holds it (0: the largest id + 1; with a pipe among the inputs and 0, /tokens is stored as what --ids-dtype, int32 when unset, and the files' dtypes hold, chosen before the pipe is read). train's model.vocab must be at least this")
       ("out", po::value<std::string>()->required(), "token file to write (HDF5)");
 }
 
@@ -63,20 +63,24 @@ int run_import(Invocation& invocation) {
   const bool text = options.count("text") > 0;
   const auto files = options[text ? "text" : "ids"].as<std::vector<std::string>>();
   const std::string out = io::output_target(options["out"].as<std::string>());
+  // Standard input under a launcher comes through it, which closes it when it is interrupted: the import
+  // waits a little after its end for the signal that follows (import_text_files).
+  const double settle = invocation.process.launcher().kind == LauncherKind::none ? 0 : 3;
   return run_on_rank0(invocation, [&] {
     struct stat info {};
     const bool replaces = ::stat(out.c_str(), &info) == 0 && S_ISREG(info.st_mode);  // (one of another kind is refused)
-    const auto said = [&] {
-      if (replaces) log::info(out + ": the token dataset that was there is replaced");
+    const auto said = [&] {  // (an empty file may be replaced too: from the data import audit)
+      if (replaces)
+        log::info(out + ": the " + (info.st_size == 0 ? "empty file" : "token dataset") + " that was there is replaced");
     };
     if (text) {
-      const io::TokenImportStats stats = io::import_text_files(files, out);
+      const io::TokenImportStats stats = io::import_text_files(files, out, settle);
       said();
       std::cout << "imported " << stats.documents << " document(s), " << stats.tokens << " byte tokens -> " << out << "\n";
       return 0;
     }
     const io::IdImportOptions ids = id_options(invocation);
-    const io::TokenImportStats stats = io::import_token_ids(files, ids, out);
+    const io::TokenImportStats stats = io::import_token_ids(files, ids, out, settle);
     said();
     std::cout << "imported " << stats.documents << " document(s), " << stats.tokens << " tokens -> " << out << "\n  ids up to "
               << stats.largest_id << "; vocab " << stats.vocab

@@ -112,6 +112,26 @@ expect_in "$OUT/stderr" "needs --text FILES \(byte tokens\) or --ids FILES" "say
 expect_exit 0 "import a slow pipe with LONGCTX_PROGRESS_SECONDS=0.3" -- sh -c \
   "{ printf abc; sleep 1.2; printf def; } | LONGCTX_PROGRESS_SECONDS=0.3 \"$LONGCTX\" data import --text - --out slow.h5"
 expect_in "$OUT/stderr" "^\[longctx info r0\] data import: 0 MiB so far, 0 MB/s$" "... says how far it got"
+# What an import replaces is said as what it was: an empty file (which may go) or a token dataset.
+printf 'hello' >hello.txt && : >was_empty.h5
+expect_exit 0 "import over an empty file" -- "$LONGCTX" data import --text hello.txt --out was_empty.h5
+expect_in "$OUT/stderr" "was_empty.h5: the empty file that was there is replaced" "... says it replaced an empty file"
+expect_exit 0 "import over that token dataset" -- "$LONGCTX" data import --text hello.txt --out was_empty.h5
+expect_in "$OUT/stderr" "was_empty.h5: the token dataset that was there is replaced" "... then a token dataset"
+# Under mpirun, standard input comes through it, and an interrupted mpirun closes it before its SIGTERM reaches
+# the ranks (1 s later here): the import waits after the end for that signal (before: it wrote the stream's
+# first part as the whole dataset, exit 0 on rank 0; from the data import audit). Uninterrupted, it is written.
+expect_exit 0 "import standard input under mpirun" -- sh -c "printf abc | ${MPIRUN[*]} -np 2 \"$LONGCTX\" data import --text - --out mpi_stdin.h5"
+expect_in "$OUT/stderr" "data import: standard input ended; .* waiting 3.0 s for a stop signal" "... says it waits for a stop"
+expect_in "$OUT/stdout" "imported 1 document\(s\), 3 byte tokens -> mpi_stdin.h5" "... and imports it"
+(printf abc; sleep 20.25) | "${MPIRUN[@]}" -np 2 "$LONGCTX" data import --text - --out mpi_int.h5 --quiet >"$OUT/stdout" 2>"$OUT/stderr" &
+mpirun_pid=$!
+for _ in $(seq 300); do [ -e mpi_int.h5.tmp ] && break; sleep 0.1; done
+sleep 1
+kill -INT "$mpirun_pid"; wait "$mpirun_pid"
+pkill -xf "sleep 20.25"
+[ ! -e mpi_int.h5 ] && [ ! -e mpi_int.h5.tmp ] && pass "mpirun interrupted while standard input is read: nothing written" ||
+  fail "an interrupted import left $(ls mpi_int.h5* 2>&1): $(cat "$OUT/stdout" "$OUT/stderr" | head -5)"
 expect_exit 2 "--text - with standard input closed" -- timeout 60 sh -c "\"$LONGCTX\" data import --text - --out closed.h5 --quiet <&-"
 expect_in "$OUT/stderr" "--text -: standard input is closed" "says so"
 expect_exit 2 "--vocab with --text" -- "$LONGCTX" data import --text raw.bin --vocab 100 --out x.h5 --quiet
