@@ -112,6 +112,21 @@ expect_in "$OUT/stderr" "needs --text FILES \(byte tokens\) or --ids FILES" "say
 expect_exit 0 "import a slow pipe with LONGCTX_PROGRESS_SECONDS=0.3" -- sh -c \
   "{ printf abc; sleep 1.2; printf def; } | LONGCTX_PROGRESS_SECONDS=0.3 \"$LONGCTX\" data import --text - --out slow.h5"
 expect_in "$OUT/stderr" "^\[longctx info r0\] data import: 0 MiB so far, 0 MB/s$" "... says how far it got"
+# A short stream makes a file of its size: /tokens' chunk is no longer than the ids (before: 1 MiB for any
+# stream); a long one is chunked at 1 MiB, its bytes as they came.
+expect_exit 0 "import 12 bytes from a pipe" -- sh -c "printf 'hello world\n' | \"$LONGCTX\" data import --text - --out short_stream.h5 --quiet"
+head -c 2500000 /dev/urandom >long_stream.bin
+expect_exit 0 "import 2.5 MB from a pipe" -- sh -c "cat long_stream.bin | \"$LONGCTX\" data import --text - --out long_stream.h5 --quiet"
+/usr/bin/python3 -c "
+import os, h5py, numpy as np
+with h5py.File('short_stream.h5') as f:
+    assert f['tokens'].chunks == (12,) and bytes(f['tokens'][:]) == b'hello world\n', (f['tokens'].chunks, f['tokens'][:])
+assert os.path.getsize('short_stream.h5') < 16384, os.path.getsize('short_stream.h5')
+with h5py.File('long_stream.h5') as f:
+    assert f['tokens'].chunks == (1 << 20,), f['tokens'].chunks
+    assert (f['tokens'][:] == np.fromfile('long_stream.bin', np.uint8)).all()
+" && pass "... a file of its size, chunked no longer than its ids; a long stream in 1 MiB chunks, as it came" ||
+  fail "stream chunks: $(ls -l short_stream.h5 long_stream.h5)"
 # What an import replaces is said as what it was: an empty file (which may go) or a token dataset.
 printf 'hello' >hello.txt && : >was_empty.h5
 expect_exit 0 "import over an empty file" -- "$LONGCTX" data import --text hello.txt --out was_empty.h5
