@@ -31,10 +31,13 @@ esac
 for setting in "LONGCTX_SLURM_CPUS=${LONGCTX_SLURM_CPUS:-4}" "LONGCTX_SLURM_CTLD_PORT=${LONGCTX_SLURM_CTLD_PORT:-16817}" \
                "LONGCTX_SLURM_D_PORT=${LONGCTX_SLURM_D_PORT:-16818}"; do
   value=${setting#*=}
-  [[ "$value" =~ ^[1-9][0-9]{0,4}$ ]] && { [[ "$setting" == LONGCTX_SLURM_CPUS=* ]] || [ "$value" -le 65535 ]; } || {
-    echo "start-local.sh: $setting: must be a whole number$([[ "$setting" == *PORT=* ]] && echo " from 1 to 65535" ||
-         echo " >= 1")" >&2; exit 2; }
+  # (Slurm takes at most 65535 CPUs a node too: before, 70000 passed here and slurmctld failed on it.)
+  [[ "$value" =~ ^[1-9][0-9]{0,4}$ ]] && [ "$value" -le 65535 ] ||
+    { echo "start-local.sh: $setting: must be a whole number from 1 to 65535" >&2; exit 2; }
 done
+[ "${LONGCTX_SLURM_CTLD_PORT:-16817}" != "${LONGCTX_SLURM_D_PORT:-16818}" ] ||
+  { echo "start-local.sh: LONGCTX_SLURM_CTLD_PORT and LONGCTX_SLURM_D_PORT are both ${LONGCTX_SLURM_D_PORT:-16818}:" \
+         "slurmctld and slurmd each need a port of their own" >&2; exit 2; }
 mkdir -p "$state/ctld" "$state/d"
 host="$(hostname -s)"
 # DAEMON of this state directory runs (its pid file names a live DAEMON: before, any live process, so a

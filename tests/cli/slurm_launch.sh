@@ -52,7 +52,14 @@ expect_exit 2 "train.sbatch with LONGCTX_MIN_RUN_SECONDS=abc" -- env -u SLURM_CO
 expect_in "$OUT/stderr" "LONGCTX_MIN_RUN_SECONDS=abc: must be a whole number of seconds" "refused before srun"
 expect_exit 2 "start-local.sh with LONGCTX_SLURM_CPUS=abc" -- env LONGCTX_SLURM_STATE="$OUT/cpus" LONGCTX_SLURM_CPUS=abc \
   bash "$ROOT/jobs/slurm/start-local.sh"
-expect_in "$OUT/stderr" "LONGCTX_SLURM_CPUS=abc: must be a whole number >= 1" "names the setting (before: slurmctld's parse error, exit 1)"
+expect_in "$OUT/stderr" "LONGCTX_SLURM_CPUS=abc: must be a whole number from 1 to 65535" "names the setting (before: slurmctld's parse error, exit 1)"
+# Slurm's limit is this one's (before: 70000 passed, and slurmctld failed on it: exit 1 without a word).
+expect_exit 2 "start-local.sh with LONGCTX_SLURM_CPUS=70000" -- env LONGCTX_SLURM_STATE="$OUT/cpus" LONGCTX_SLURM_CPUS=70000 \
+  bash "$ROOT/jobs/slurm/start-local.sh"
+expect_in "$OUT/stderr" "LONGCTX_SLURM_CPUS=70000: must be a whole number from 1 to 65535" "... refused before slurmctld"
+expect_exit 2 "start-local.sh with one port for both daemons" -- env LONGCTX_SLURM_STATE="$OUT/cpus" \
+  LONGCTX_SLURM_CTLD_PORT=26999 LONGCTX_SLURM_D_PORT=26999 bash "$ROOT/jobs/slurm/start-local.sh"
+expect_in "$OUT/stderr" "are both 26999: slurmctld and slurmd each need a port of their own" "... says why"
 expect_exit 2 "a state directory with a blank (slurm.conf cannot hold it)" -- env LONGCTX_SLURM_STATE="$OUT/st ate" \
   bash "$ROOT/jobs/slurm/start-local.sh"
 expect_in "$OUT/stderr" "holds a blank, '#', '&', '\|' or" "start-local.sh says why"
