@@ -100,13 +100,14 @@ longctx_slurm_steps() {
   return 0
 }
 
-# Removes what the PMIx plugin of killed job steps left in the spool directory of the cluster of state
-# directory $1 (its socket stepd.slurm.pmix.JOB.STEP and directory pmix.JOB.STEP), where no step of that
-# cluster runs: a step of the same job again (the job requeued) could not bind the socket, and srun said
-# "task 0 launch failed" and exited 0 (from the Slurm audit: after stop-local.sh had killed a step).
+# Removes what the PMIx plugin of killed job steps left in the cluster of state directory $1 (in its spool
+# directory, the socket stepd.slurm.pmix.JOB.STEP and directory pmix.JOB.STEP; in its tmp, spmix_appdir_*),
+# where no step of that cluster runs: a step of the same job again (the job requeued) could not bind the
+# socket, and srun said "task 0 launch failed" and exited 0 (from the Slurm audit: after stop-local.sh had
+# killed a step).
 longctx_slurm_clear_step_sockets() {
   [ -z "$(longctx_slurm_steps "$1")" ] || return 0
-  longctx_sudo rm -rf "$1"/d/stepd.slurm.pmix.* "$1"/d/pmix.* 2>/dev/null || true
+  longctx_sudo rm -rf "$1"/d/stepd.slurm.pmix.* "$1"/d/pmix.* "$1"/tmp/spmix_appdir_* 2>/dev/null || true
 }
 
 # Starts munged (Slurm's authentication) unless it runs, with a key made on first use.

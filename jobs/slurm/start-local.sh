@@ -63,6 +63,11 @@ if { pid_alive slurmctld || pid_alive slurmd; } &&
 fi
 mv -f "$state/slurm.conf.new" "$state/slurm.conf"
 export SLURM_CONF="$state/slurm.conf"
+# The PMIx plugin's directory of each step (spmix_appdir_UID_JOB.STEP) goes into the state directory (mpi.conf,
+# read beside slurm.conf): in /tmp, where it was, one a killed step left made the job of that number in a later
+# cluster fail to launch ("task 0 launch failed"), job numbers starting at 1 in each new state directory.
+mkdir -p "$state/tmp"
+echo "PMIxCliTmpDirBase=$state/tmp" >"$state/mpi.conf"
 
 longctx_start_munge
 started=()  # the daemons this run started: stopped again if it fails

@@ -77,6 +77,11 @@ expect_in "$OUT/job.out" "^rank 0/2 .*launcher Slurm" "srun --mpi=pmix rank 0 se
 expect_in "$OUT/job.out" "^rank 1/2 .*launcher Slurm" "srun --mpi=pmix rank 1 sees Slurm and 2 ranks"
 expect_in "$OUT/job.out" "^rank 1/2 .*launcher Open MPI" "mpirun inside the job gives 2 ranks"
 expect_in "$OUT/job.out" "^rank 0/1 .*launcher Slurm" "the batch script itself runs one process under Slurm"
+# srun's exit 0 from tasks that did not run longctx info (LONGCTX=true stands for tasks srun could not launch,
+# where it exits 0 too): the job fails (before: COMPLETED).
+expect_exit 1 "sbatch info.sbatch whose tasks say nothing" -- env LONGCTX=true timeout 300 sbatch --wait \
+  --output="$OUT/job_none.out" "$ROOT/jobs/slurm/info.sbatch"
+expect_in "$OUT/job_none.out" "srun exited 0, but 0 of the job's 2 tasks said their line" "... says so"
 
 expect_exit 2 "srun without PMI" -- timeout 120 srun --mpi=none -n 2 "$LONGCTX" info
 expect_in "$OUT/stderr" "srun without PMI" "explains the missing PMI"
@@ -323,10 +328,14 @@ expect_in "$OUT/stderr" "slurmctld.pid names no running slurmctld .*: removed" "
 kill -0 "$other" 2>/dev/null && pass "... and leaves the process it named alone" || fail "killed the process a stale pid file named"
 ! pgrep -xf "sleep 3017" >/dev/null && [ -z "$(steps_of)" ] && pass "no process of the job is left" ||
   { fail "left: $(pgrep -af "sleep 3017") steps $(steps_of | xargs)"; pkill -xf "sleep 3017"; kill -9 $(steps_of) 2>/dev/null; }
-# ... nor the PMIx socket of the killed step, which a step of that job requeued could not bind (before: srun
-# said "task 0 launch failed" and exited 0, the job COMPLETED without a step; from the Slurm audit).
-left_sockets=$(ls -d "$OUT/slurm/d/"*pmix* 2>/dev/null | xargs)
-[ -z "$left_sockets" ] && pass "... nor its PMIx socket" || fail "PMIx leftovers of the killed step: $left_sockets"
+# ... nor the PMIx socket and directories of the killed step, which a step of that job requeued could not bind
+# (before: srun said "task 0 launch failed" and exited 0, the job COMPLETED without a step; from the Slurm
+# audit). Its spmix_appdir is in the state directory (mpi.conf): in /tmp it failed the job of its number in
+# the next cluster.
+grep -qx "PMIxCliTmpDirBase=$OUT/slurm/tmp" "$OUT/slurm/mpi.conf" && [ -d "$OUT/slurm/tmp" ] &&
+  pass "the PMIx plugin's step directories are in the state directory" || fail "mpi.conf: $(cat "$OUT/slurm/mpi.conf" 2>&1)"
+left_sockets=$(ls -d "$OUT/slurm/d/"*pmix* "$OUT/slurm/tmp/"spmix* 2>/dev/null | xargs)
+[ -z "$left_sockets" ] && pass "... nor its PMIx socket and directories" || fail "PMIx leftovers of the killed step: $left_sockets"
 # ... also with both daemons gone and their pid files with them (before this check: "no daemons to stop").
 eval "$(bash "$ROOT/jobs/slurm/start-local.sh")" || fail "could not start Slurm again"
 jid=$(sbatch --parsable --output=/dev/null --wrap "srun sleep 3018")
