@@ -86,6 +86,18 @@ int64_t ActivationDump::last_step(const std::string& path, const std::string& ru
   return last;
 }
 
+std::string ActivationDump::run_of(const std::string& path) {
+  std::error_code looked;
+  if (!std::filesystem::is_regular_file(path, looked)) return "";
+  try {
+    const h5::File old = h5::File::open(path, h5::Mode::read);
+    if (!old.has_attribute("format") || old.read_string_attribute("format") != kActivationFormat) return "";
+    return old.has_attribute("run_id") ? old.read_string_attribute("run_id") : "";
+  } catch (const std::exception&) {
+    return "";
+  }
+}
+
 std::string ActivationDump::dataset_path(int64_t step, int64_t layer, const std::string& name) {
   return "/step_" + std::to_string(step) + "/layer_" + std::to_string(layer) + "/" + name;
 }

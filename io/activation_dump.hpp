@@ -34,6 +34,8 @@ class ActivationDump {
   // The last step a dump at `path` of run `run_id` (or of no id) holds; 0 where there is none, or no such
   // dump there. Read by this process alone.
   static int64_t last_step(const std::string& path, const std::string& run_id);
+  // The run_id of the dump at `path`; "" where it has none, or there is no dump there. Read by this process alone.
+  static std::string run_of(const std::string& path);
 
   // Collective: this rank's rows `rows` (along seq_axis, 0 for [N,H,D]) of a global tensor.
   void write(int64_t step, int64_t layer, const std::string& name, const Shape& global_shape, RowRange rows,

@@ -290,6 +290,13 @@ int train_run(Invocation& inv, RunRecord& record) {
   std::unique_ptr<io::ActivationDump> dump;
   if (!r.dump_path.empty() && (dumps_after(trainer.step()) || stale_dump))
     dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step(), run_id, dumped);
+  // One that dumps nothing more leaves another run's dump at that name as it was: said (before: silently,
+  // where a run that dumps replaces it with a warning; from the outputs audit).
+  if (!dump && resumed && !r.dump_path.empty() && rank == 0)
+    if (const std::string other = io::ActivationDump::run_of(r.dump_path); !other.empty() && other != run_id)
+      log::warn("dump.activations=" + r.dump_path + " holds the activations of another run (run " + other +
+                "): this run dumps no step after its checkpoint's step " + std::to_string(trainer.step()) +
+                ", so that file is left as it is");
 
 
   // MFU's peak: train.peak_gflops for each rank, or kPeakGflopsPerThread for each thread of each rank.

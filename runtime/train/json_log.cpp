@@ -170,10 +170,26 @@ JsonLog::JsonLog(const std::string& path, bool active, int64_t kept_through, con
       log_step_one_ = true;
     }
   }
+  struct stat before {};
+  created_ = ::stat(path.c_str(), &before) != 0;
+  errno = 0;
   out_.open(path, std::ios::app);
-  if (!out_) throw UsageError("log.jsonl=" + path + ": cannot open for appending");
+  if (!out_)  // (why: before, a read-only file's refusal said none)
+    throw UsageError("log.jsonl=" + path + ": cannot open for appending" +
+                     (errno != 0 ? std::string(" (") + std::strerror(errno) + ")" : std::string()));
   remember_open_file();
   start_note(file.text);  // `file` is the file as this run starts appending to it
+}
+
+// A run that stopped before its first line (refused as its work began: a token past the file's vocab) leaves
+// no empty log.jsonl it made, as nothing else of it is left (before: an empty file; from an audit).
+JsonLog::~JsonLog() {
+  if (!created_ || !out_.is_open()) return;
+  out_.close();
+  struct stat info {};
+  if (::stat(path_.c_str(), &info) == 0 && info.st_dev == open_device_ && info.st_ino == open_inode_ &&
+      info.st_size == 0)
+    std::remove(file_path().c_str());
 }
 
 void JsonLog::forget_start() {

@@ -49,6 +49,10 @@ class JsonLog {
   // `checkpoint_dir` ("": none). `run_id`: this run's ("" for a run resumed from a checkpoint without one).
   JsonLog(const std::string& path, bool active, int64_t kept_through, const std::string& checkpoint_dir,
           const std::string& run_id);
+  // A file this run made and left empty is removed.
+  ~JsonLog();
+  JsonLog(const JsonLog&) = delete;
+  JsonLog& operator=(const JsonLog&) = delete;
   // The first checkpoint is committed: a restart resumes from it (and trims by step); no note any more.
   void forget_start();
   // Whether `step` is logged off the log.every grid: step 1 of a fresh run appending to earlier lines.
@@ -89,6 +93,7 @@ class JsonLog {
   bool holds_kept_step_ = false;
   std::string kept_line_;  // its text, without the '\n', where holds_kept_step_
   bool note_failed_ = false;  // write_note warned
+  bool created_ = false;      // the file was not there before this run
   dev_t open_device_ = 0;     // the file out_ writes to (its inode also goes into the note)
   ino_t open_inode_ = 0;
   std::string note_;  // checkpoint.dir's kLogStart until the first checkpoint; "" when none

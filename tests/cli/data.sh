@@ -459,6 +459,15 @@ expect_exit 3 "train on a file with an id past its vocab" -- env LONGCTX_TOKEN_C
   --model.vocab 8000
 expect_in "$OUT/stderr" "data.path=bad_id.h5: token 5000 at position 5 is outside \[0, 1000\), the file's vocab \(\`longctx data verify bad_id.h5\` checks" \
   "is refused against the file's vocab, pointing to data verify"
+# Refused as its work began, the run leaves no log.jsonl it made (before: an empty one); one that was there
+# stays.
+: >was_there.jsonl
+expect_exit 3 "... with log.jsonl given" -- env LONGCTX_TOKEN_CHECK_BYTES=0 "$LONGCTX" "${TRAIN[@]/ab.h5/bad_id.h5}" \
+  --model.vocab 8000 --log.jsonl refused.jsonl
+[ ! -e refused.jsonl ] && pass "... leaves no empty log.jsonl" || fail "left refused.jsonl ($(wc -c <refused.jsonl) bytes)"
+expect_exit 3 "... with a log.jsonl that was there" -- env LONGCTX_TOKEN_CHECK_BYTES=0 "$LONGCTX" "${TRAIN[@]/ab.h5/bad_id.h5}" \
+  --model.vocab 8000 --log.jsonl was_there.jsonl
+[ -e was_there.jsonl ] && pass "... keeps one that was there" || fail "removed was_there.jsonl"
 # ... with a path that pastes back whole (before: `longctx data verify bad id's.h5`, three words to a shell).
 spaced="bad id's.h5"
 cp bad_id.h5 "$spaced"

@@ -549,6 +549,20 @@ expect_in "$OUT/stderr" "log.summary=.*zz.h5.tmp is dump.activations' temporary 
 expect_exit 2 "log.summary onto checkpoint.dir" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 --checkpoint.dir "$OUT/cksum" \
   --log.summary "$OUT/cksum"
 [ ! -e "$OUT/cksum" ] && pass "... nothing made" || fail "made $OUT/cksum"
+# ... also through a link to a file not there yet, as to one that is (before: compared by the link's own name,
+# so the summary replaced the log, ck/latest, or took the log's place as a .tmp; from the outputs audit).
+ln -s lsame.jsonl "$OUT/lsame_link.json" && ln -s cklink/latest "$OUT/latest_link.json" && ln -s lsum.json.tmp "$OUT/tmp_link.jsonl"
+expect_exit 2 "log.summary, a link to log.jsonl not there yet" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 \
+  --log.jsonl "$OUT/lsame.jsonl" --log.summary "$OUT/lsame_link.json"
+expect_in "$OUT/stderr" "log.jsonl and log.summary name the same file" "... names the collision"
+expect_exit 2 "log.summary, a link to checkpoint.dir's latest" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 \
+  --checkpoint.dir "$OUT/cklink" --log.summary "$OUT/latest_link.json"
+expect_in "$OUT/stderr" "log.summary=.*cklink/latest is a name that checkpoint.dir=.*cklink uses for its checkpoints" "... names that"
+expect_exit 2 "log.jsonl, a link to log.summary's temporary file" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 \
+  --log.jsonl "$OUT/tmp_link.jsonl" --log.summary "$OUT/lsum.json"
+expect_in "$OUT/stderr" "log.jsonl=.*lsum.json.tmp is log.summary's temporary file" "... names that"
+[ ! -e "$OUT/lsame.jsonl" ] && [ ! -e "$OUT/cklink" ] && [ ! -e "$OUT/lsum.json.tmp" ] && pass "... nothing written" ||
+  fail "written: $(ls -d "$OUT"/lsame.jsonl "$OUT"/cklink "$OUT"/lsum.json.tmp 2>&1)"
 printf 'notes\n' >"$OUT/notes.txt"
 expect_exit 2 "log.summary onto a file that is no JSON" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 --log.summary "$OUT/notes.txt"
 expect_in "$OUT/stderr" "--log.summary '.*notes.txt' exists and is not a JSON file; writing would replace it" "says so"
@@ -1152,6 +1166,15 @@ expect_in "$OUT/stderr" "dx.h5 holds the activations of another run \(run [0-9a-
   "says it replaces them"
 dump_keys() { /usr/bin/python3 -c "import h5py, sys; f = h5py.File(sys.argv[1], 'r'); print(*sorted(f.keys()), *sorted(f[sorted(f.keys())[0]].keys()))" "$1"; }
 [ "$(dump_keys "$OUT/dx.h5")" = "step_5 layer_0" ] && pass "only this run's step 5" || fail "dump holds: $(dump_keys "$OUT/dx.h5")"
+# A resumed run that dumps no step after its checkpoint leaves another run's dump as it is, and says so (before:
+# silently; from the outputs audit).
+expect_exit 0 "a run dumps its step 1" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 --train.seed 7 \
+  --dump.activations "$OUT/dw.h5" --dump.steps 1
+expect_exit 0 "resumed, dumping nothing more, onto that run's dump" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 6 \
+  --checkpoint.dir "$OUT/dy" --dump.activations "$OUT/dw.h5" --dump.steps 1
+expect_in "$OUT/stderr" "dump.activations=.*dw.h5 holds the activations of another run \(run [0-9a-f]{16}\): this run dumps no step after" \
+  "... says it leaves it"
+[ "$(dump_keys "$OUT/dw.h5")" = "step_1 layer_0" ] && pass "... as it was" || fail "dump holds: $(dump_keys "$OUT/dw.h5")"
 expect_exit 0 "a run dumps steps 1 and 2 of layers 0 and 1, checkpoint at 3" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 3 \
   --checkpoint.every 3 --checkpoint.dir "$OUT/dz" --dump.activations "$OUT/dz.h5" --dump.steps 1,2 --dump.layers 0,1
 expect_exit 0 "resumed with dump.steps 2,5 and dump.layers 1" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 5 \
