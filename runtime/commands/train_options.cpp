@@ -422,7 +422,7 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   // checkpoint.dir's latest or to another's .tmp passed, and the run wrote over it; from the outputs audit).
   const std::string log_target = io::output_target(r.log_jsonl), summary_target = io::output_target(r.summary_path);
   const std::vector<std::pair<const char*, const std::string&>> outputs{
-      {"log.jsonl", r.log_jsonl}, {"dump.activations", r.dump_path}, {"log.summary", summary_target}};
+      {"log.jsonl", log_target}, {"dump.activations", r.dump_path}, {"log.summary", summary_target}};
   // No two of them the same file, nor one the temporary file another is written through (before: the dump
   // took a log.jsonl there for a crashed run's file, and the log was lost).
   for (size_t i = 0; i < outputs.size(); ++i)
