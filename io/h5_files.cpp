@@ -13,6 +13,7 @@
 #include "io/h5.hpp"
 #include "io/h5_internal.hpp"
 #include "runtime/core/check.hpp"
+#include "runtime/core/log.hpp"
 
 namespace longctx::io::h5 {
 namespace {
@@ -389,7 +390,8 @@ File File::open(const std::string& path, Mode mode, MPI_Comm comm) {
     if (detail.find("file is already open for write") != std::string::npos)
       throw FileMarkedOpen(path + ": marked as open for writing by an HDF5 writer (an SWMR writer, or a writer of "
                            "the newer file format): the writer has it open, or ended without closing it. Wait for a "
-                           "running writer to close the file; only if none is running, `h5clear -s " + path +
+                           "running writer to close the file; only if none is running, `h5clear -s " +
+                           log::shell_path(path) +
                            "` clears the mark (the file then holds what that writer had flushed)");
     if (detail.find("unable to lock file") != std::string::npos)
       throw InputError(path + ": HDF5 could not lock it (" + detail + "); where the file system has no locks, "

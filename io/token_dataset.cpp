@@ -23,7 +23,7 @@ h5::File open_token_file(const std::string& path, MPI_Comm comm) {
   } catch (const InputError& e) {
     const std::string what = e.what();
     if (what.find("file signature not found") == std::string::npos) throw;
-    throw InputError(what + ". A token dataset is made by `longctx data import`: --text " + log::shell_word(path) +
+    throw InputError(what + ". A token dataset is made by `longctx data import`: --text " + log::shell_path(path) +
                      " for byte tokens, --ids for a tokenizer's ids");
   }
 }

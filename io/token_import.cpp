@@ -281,7 +281,15 @@ void check_id_options(const IdImportOptions& options) {
 // interrupted mid-import left the stream's first part as the whole dataset; from the data import audit).
 namespace {
 void settle_after_stdin(const std::vector<std::string>& files, double seconds) {
-  if (seconds <= 0 || std::find(files.begin(), files.end(), "-") == files.end()) return;
+  // "-", or standard input by another name (/dev/stdin, /dev/fd/0: the same file; before, only "-" waited)
+  struct stat stdin_info {};
+  const bool has_stdin = ::fstat(0, &stdin_info) == 0;
+  const auto is_stdin = [&](const std::string& file) {
+    struct stat info {};
+    return file == "-" || (has_stdin && ::stat(file.c_str(), &info) == 0 && info.st_dev == stdin_info.st_dev &&
+                           info.st_ino == stdin_info.st_ino);
+  };
+  if (seconds <= 0 || std::none_of(files.begin(), files.end(), is_stdin)) return;
   log::info("data import: standard input ended; the launcher also ends it when interrupted, so waiting " +
             Heartbeat::elapsed_text(seconds) + " s for a stop signal before writing the dataset");
   std::this_thread::sleep_for(std::chrono::duration<double>(seconds));

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <limits>
 #include <map>
@@ -368,21 +370,32 @@ TEST(Log, PrintableKeepsUtf8AndEscapesBinary) {
   EXPECT_EQ(log::printable("caf\xc3\xa9\\", "", std::string::npos, true), "caf\\xc3\\xa9\\x5c");
 }
 
-// A path in a command a message suggests pastes back as that path: sh reads each word as the word itself
-// (before: `longctx data verify my data.h5` verified 'my' and 'data.h5').
-TEST(Log, ShellWordReadsBackAsTheWord) {
-  EXPECT_EQ(log::shell_word("runs/step_00000001.h5"), "runs/step_00000001.h5");
-  EXPECT_EQ(log::shell_word("my data.h5"), "'my data.h5'");
-  EXPECT_EQ(log::shell_word(""), "''");
-  for (const std::string word :
-       {"my data.h5", "it's.h5", "$HOME/*.h5", "a\\b\"c`d`;e|f&g", "''", "-x y", "caf\xc3\xa9 1"}) {
-    FILE* sh = ::popen(("printf %s " + log::shell_word(word)).c_str(), "r");
-    ASSERT_NE(sh, nullptr);
+// A path in a command a message suggests pastes back as that path: bash reads it as one argument naming that
+// file (before: `longctx data verify my data.h5` verified 'my' and 'data.h5'; from the regression audit: a
+// leading '-' read as an option, a newline shown as \x0a inside quotes named another file).
+TEST(Log, ShellPathReadsBackAsThePath) {
+  EXPECT_EQ(log::shell_path("runs/step_00000001.h5"), "runs/step_00000001.h5");
+  EXPECT_EQ(log::shell_path("my data.h5"), "'my data.h5'");
+  EXPECT_EQ(log::shell_path("-dash"), "./-dash");
+  EXPECT_EQ(log::shell_path("nl\nx"), "$'nl\\x0ax'");
+  EXPECT_EQ(log::shell_path(""), "''");
+  const std::string script = testing::TempDir() + "shell_path_" + std::to_string(::getpid()) + ".sh";
+  for (const std::string path : {"my data.h5", "it's.h5", "$HOME/*.h5", "a\\b\"c`d`;e|f&g", "''", "-x y",
+                                 "caf\xc3\xa9 1", "nl\nx'\\.h5", "tab\t\x1b[2J\x7f.h5"}) {
+    const std::string word = log::shell_path(path);
+    EXPECT_EQ(log::printable(word), word) << "printed as it is: " << path;
+    std::FILE* out = std::fopen(script.c_str(), "w");
+    ASSERT_NE(out, nullptr);
+    std::fprintf(out, "printf %%s %s", word.c_str());
+    std::fclose(out);
+    FILE* bash = ::popen(("bash " + script).c_str(), "r");
+    ASSERT_NE(bash, nullptr);
     std::string read;
-    for (int c; (c = std::fgetc(sh)) != EOF;) read += static_cast<char>(c);
-    EXPECT_EQ(::pclose(sh), 0) << word;
-    EXPECT_EQ(read, word);
+    for (int c; (c = std::fgetc(bash)) != EOF;) read += static_cast<char>(c);
+    EXPECT_EQ(::pclose(bash), 0) << path;
+    EXPECT_EQ(read, path[0] == '-' ? "./" + path : path);
   }
+  std::remove(script.c_str());
 }
 
 // Sizes in the unit that reads best, up to EiB (a wrapped device byte count printed "17179869184.0 GiB").

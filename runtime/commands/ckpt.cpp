@@ -363,7 +363,7 @@ std::string read_checkpoint_in(const std::string& given, int attempts,
       };
       others.erase(std::remove_if(others.begin(), others.end(), is_read), others.end());
       if (others.empty()) throw;
-      const std::string verify = "; `longctx ckpt verify " + log::shell_word(given) + "` checks them all";
+      const std::string verify = "; `longctx ckpt verify " + log::shell_path(given) + "` checks them all";
       throw InputError(e.what() + checkpoints_there("Other checkpoints", others, verify));
     }
   }

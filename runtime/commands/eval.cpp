@@ -358,7 +358,8 @@ void check_cells(const Invocation& inv, const EvalPlan& plan) {
       // Another schedule only where the segments were the problem (before: also for N not divisible by P).
       throw UsageError(std::string(e.what()) + " (eval: another --seq-len or world size" +
                        (opt<std::string>(inv, "seq-len").empty() ? ", where the default is the checkpoint's length " + std::to_string(n) : std::string()) +
-                       (n % P != 0 ? ")" : ", or another schedule: --segment-lengths, --dilation-rates)"));
+                       (n % P != 0 ? ")" : ", or another schedule: --segment-lengths, --dilation-rates)"),
+                       e.option());
     }
     if (plan.options.data.task == "file" && *tokens < n + 1) {
       // The checkpoint's own data.path, shorter than when its run trained on it: replaced since, which is

@@ -64,8 +64,9 @@ void check_stage_shardable(const Schedule& schedule, int64_t stage_len, int worl
   names.seq_len = "its length ";
   try {
     check_shardable(schedule, stage_len, world_size, spanning, names);
-  } catch (const UsageError& e) {
-    throw UsageError("data.short_seq_len=" + std::to_string(stage_len) + ": " + e.what());
+  } catch (const UsageError& e) {  // (the option the value came from: the stage's length, or the schedule's)
+    throw UsageError("data.short_seq_len=" + std::to_string(stage_len) + ": " + e.what(),
+                     e.option() == option_key(names.seq_len) ? "data.short_seq_len" : e.option());
   }
 }
 
@@ -462,6 +463,17 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   // once the run has made it (train_command's check).
   if (!warn && !r.log_jsonl.empty() && !in_checkpoint_dir_to_make(r, r.log_jsonl))
     io::check_json_output_path("log.jsonl", r.log_jsonl, "appending would damage it");
+  // A link to where no file can be made (a directory that does not exist, other than the checkpoint.dir the
+  // run makes; a loop): log.jsonl is appended to through the link (before: refused only once the run had
+  // started, exit 2 with a "failed" log.summary).
+  if (std::error_code error; !r.log_jsonl.empty() && std::filesystem::is_symlink(r.log_jsonl, error) &&
+                             !std::filesystem::exists(r.log_jsonl, error) && log_target == r.log_jsonl) {
+    const std::filesystem::path to = std::filesystem::read_symlink(r.log_jsonl, error);
+    const std::filesystem::path target = to.is_absolute() ? to : std::filesystem::path(r.log_jsonl).parent_path() / to;
+    require(in_checkpoint_dir_to_make(r, target.string()),
+            "log.jsonl=" + r.log_jsonl + " is a symbolic link to " + to.string() +
+                ", where no file can be made (its directory does not exist, or the links loop)");
+  }
   if (!warn && !r.dump_path.empty() && !in_checkpoint_dir_to_make(r, r.dump_path))
     io::check_hdf5_output_path("dump.activations", r.dump_path, io::kActivationFormat);
   if (!warn && !r.summary_path.empty() && !in_checkpoint_dir_to_make(r, r.summary_path))
@@ -550,13 +562,13 @@ void check_token_digest(const std::string& path, const std::string& named) {
   if (bytes > most) {
     log::info(named + ": " + human_bytes(static_cast<int64_t>(bytes)) + ", more than LONGCTX_TOKEN_CHECK_BYTES (" +
               human_bytes(static_cast<int64_t>(most)) + ") has a run read first; `longctx data verify " +
-              log::shell_word(path) + "` checks every token against the file's digest");
+              log::shell_path(path) + "` checks every token against the file's digest");
     return;
   }
   const io::TokenVerifyReport report = io::verify_tokens(path);
   if (!report.opened || report.ok) return;
   throw InputError(named + " is damaged: " + report.summary() + " (checked before the run, as `longctx data verify " +
-                   log::shell_word(path) + "` does; import it again)");
+                   log::shell_path(path) + "` does; import it again)");
 }
 
 int64_t last_trained_token(const train::DataConfig& config, const train::Resumed& stored, bool one_length) {

@@ -26,7 +26,7 @@ std::string older_checkpoints_hint(const std::string& dir, const std::string& la
   return ". Nothing was changed. " + std::string(latest.empty() ? "Checkpoints" : "Older checkpoints") + " in " +
          dir + ", newest first: " + io::newest_first_names(older) + ". " +
          (latest.empty() ? "" : "If " + std::filesystem::path(latest).filename().string() + " is damaged, ") +
-         "`longctx ckpt verify " + log::shell_word(dir) + "` says which are whole; to resume from one, write its " +
+         "`longctx ckpt verify " + log::shell_path(dir) + "` says which are whole; to resume from one, write its " +
          "name into " + dir + "/latest" + " (the steps after it are trained again)";
 }
 

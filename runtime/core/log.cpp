@@ -73,11 +73,27 @@ std::string printable(const std::string& text, const char* keep, size_t limit, b
   return out;
 }
 
-std::string shell_word(const std::string& word) {
+std::string shell_path(const std::string& path) {
+  const std::string word = !path.empty() && path[0] == '-' ? "./" + path : path;
   const auto plain = [](unsigned char c) { return std::isalnum(c) || (c != 0 && std::strchr("_./:@%+=,-", c)); };
   if (!word.empty() && std::all_of(word.begin(), word.end(), plain)) return word;
-  std::string quoted = "'";
-  for (const char ch : word) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  const auto control = [](unsigned char c) { return c < 0x20 || c == 0x7f; };
+  if (std::none_of(word.begin(), word.end(), control)) {
+    std::string quoted = "'";
+    for (const char ch : word) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+    return quoted + "'";
+  }
+  std::string quoted = "$'";
+  for (const char ch : word) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (control(c)) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\x%02x", c);
+      quoted += escaped;
+    } else {
+      quoted += c == '\'' || c == '\\' ? "\\" + std::string(1, ch) : std::string(1, ch);
+    }
+  }
   return quoted + "'";
 }
 

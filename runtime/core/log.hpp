@@ -22,10 +22,12 @@ void error(const std::string& message);
 // alone (the resolved config), "" for names from a file (ckpt's listings).
 std::string printable(const std::string& text, const char* keep = "\t", size_t limit = std::string::npos,
                       bool ascii_only = false);
-// `word` as a shell reads it back as one word, for a command a message suggests (`longctx data verify
-// PATH`): as it is when it holds only letters, digits and _ . / : @ % + = , -; else in single quotes
-// (a ' inside as '\''), so that a path with a blank, '$' or '*' pastes as that path.
-std::string shell_word(const std::string& word);
+// `path` as a shell reads it back as one argument naming that file, for a command a message suggests
+// (`longctx data verify PATH`): after ./ where it starts with '-' (else read as an option); as it is when it
+// holds only letters, digits and _ . / : @ % + = , -; else in single quotes (a ' inside as '\''), so that a
+// path with a blank, '$' or '*' pastes as that path; with a control character, in $'...' with \xNN (bash,
+// zsh, ksh), as the line that prints it escapes control characters.
+std::string shell_path(const std::string& path);
 
 // Progress of long work through `total` bytes (data import, ckpt verify): an info() line at most every
 // LONGCTX_PROGRESS_SECONDS (30 s), "WHAT: 512 of 2048 MiB (25%), 150 MB/s". Nothing for work that ends sooner,

@@ -260,7 +260,7 @@ class FileDataset : public Dataset {
       } catch (const io::h5::ReadFailure& e) {
         throw InputError(std::string(e.what()) + " (reading tokens [" + std::to_string(begin) + ", " + std::to_string(end) + ") for " +
                          (eval ? "an evaluation" : "training") + "; `longctx data verify " +
-                         log::shell_word(c_.path) + "` names every damaged range)");
+                         log::shell_path(c_.path) + "` names every damaged range)");
       }
     };
     const io::SequenceRows r = reading(start + range.begin, start + range.end + 1,
@@ -275,7 +275,7 @@ class FileDataset : public Dataset {
         throw InputError("data.path=" + c_.path + ": token " + std::to_string(token) + " at position " +
                          std::to_string(first + static_cast<int64_t>(i)) + " is outside [0, " +
                          std::to_string(reader_.vocab()) + "), the file's vocab (`longctx data verify " +
-                         log::shell_word(c_.path) + "` checks every token)");
+                         log::shell_path(c_.path) + "` checks every token)");
     }
     SequenceRows out;
     out.tokens = r.inputs;

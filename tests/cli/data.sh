@@ -139,6 +139,9 @@ expect_in "$OUT/stderr" "was_empty.h5: the token dataset that was there is repla
 expect_exit 0 "import standard input under mpirun" -- sh -c "printf abc | ${MPIRUN[*]} -np 2 \"$LONGCTX\" data import --text - --out mpi_stdin.h5"
 expect_in "$OUT/stderr" "data import: standard input ended; .* waiting 3.0 s for a stop signal" "... says it waits for a stop"
 expect_in "$OUT/stdout" "imported 1 document\(s\), 3 byte tokens -> mpi_stdin.h5" "... and imports it"
+# ... also by another name (before: /dev/stdin did not wait; from the regression audit).
+expect_exit 0 "import /dev/stdin under mpirun" -- sh -c "printf abc | ${MPIRUN[*]} -np 1 \"$LONGCTX\" data import --text /dev/stdin --out mpi_devstdin.h5"
+expect_in "$OUT/stderr" "data import: standard input ended; .* waiting 3.0 s for a stop signal" "... waits too"
 (printf abc; sleep 20.25) | "${MPIRUN[@]}" -np 2 "$LONGCTX" data import --text - --out mpi_int.h5 --quiet >"$OUT/stdout" 2>"$OUT/stderr" &
 mpirun_pid=$!
 for _ in $(seq 300); do [ -e mpi_int.h5.tmp ] && break; sleep 0.1; done

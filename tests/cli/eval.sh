@@ -333,6 +333,9 @@ expect_exit 2 "a length that does not shard at 2 ranks" -- "${MPIRUN[@]}" -np 2 
 expect_in "$OUT/stderr" "--seq-len=255" "... names the length"
 expect_exit 2 "... also alone" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" eval ck --quiet --seq-len 255
 expect_in "$OUT/stderr" "--seq-len=255.*\(eval: another --seq-len or world size\)$" "... names it, and what to change"
+expect_exit 2 "... given by LONGCTX_SEQ_LEN" -- env LONGCTX_SEQ_LEN=255 "${MPIRUN[@]}" -np 2 "$LONGCTX" eval ck --quiet
+expect_in "$OUT/stderr" "--seq-len=255.*\(eval: another --seq-len or world size\) \(from environment variable LONGCTX_SEQ_LEN\)$" \
+  "... and where it came from (before: not)"
 # Another schedule is named where the segments do not line up with the shards (before: also for N % P).
 expect_exit 2 "a length whose shards the segments do not fit, 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" eval ck --quiet \
   --seq-len 200

@@ -307,6 +307,11 @@ expect_exit 2 "model.layers 2^32 + 1" -- timeout 60 "$LONGCTX" train "${SMALL[@]
 expect_in "$OUT/stderr" "model.layers=4294967297: must be in \[1, 65536\]" "refused at once (it grew to GBs building the layout)"
 expect_exit 2 "data.seq_len not divisible by 3 ranks" -- "${MPIRUN[@]}" -np 3 "$LONGCTX" train "${SMALL[@]}"
 expect_in "$OUT/stderr" "data.seq_len=256 is not divisible by the 3 ranks" "names data.seq_len"
+# A curriculum stage's length, and the segments at it, say where their values came from (before: not).
+expect_exit 2 "a stage length not divisible by 2 ranks, from the environment" -- env LONGCTX_DATA_SHORT_SEQ_LEN=65 \
+  LONGCTX_DATA_SHORT_STEPS=1 "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}"
+expect_in "$OUT/stderr" "data.short_seq_len=65: its length 65 is not divisible by the 2 ranks.* \(from environment variable LONGCTX_DATA_SHORT_SEQ_LEN\)" \
+  "... names the variable"
 # heads < max dilation: one warning, the attention backend's, naming the branch (train added its own).
 expect_exit 0 "heads below a dilation rate" -- "$LONGCTX" train --quiet --model.heads 4 --model.dim 32 --model.mlp_hidden 64 \
   --model.segment_lengths 32,128,256 --model.dilation_rates 1,2,8 --data.seq_len 256 --data.key_digits 3 --train.steps 1
@@ -561,6 +566,16 @@ expect_in "$OUT/stderr" "log.summary=.*cklink/latest is a name that checkpoint.d
 expect_exit 2 "log.jsonl, a link to log.summary's temporary file" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 \
   --log.jsonl "$OUT/tmp_link.jsonl" --log.summary "$OUT/lsum.json"
 expect_in "$OUT/stderr" "log.jsonl=.*lsum.json.tmp is log.summary's temporary file" "... names that"
+# A log.jsonl link to where no file can be made is refused before the run (before: after it started, exit 2
+# with a "failed" log.summary; from the regression audit); one into the checkpoint.dir the run makes is taken.
+ln -s nodir/run.jsonl "$OUT/nowhere_link.jsonl" && ln -s ck_loglink/run.jsonl "$OUT/ckll_link.jsonl"
+expect_exit 2 "log.jsonl, a link into a directory that does not exist" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 \
+  --log.jsonl "$OUT/nowhere_link.jsonl" --log.summary "$OUT/nowhere.json"
+expect_in "$OUT/stderr" "log.jsonl=.*nowhere_link.jsonl is a symbolic link to nodir/run.jsonl, where no file can be made" "... says why"
+[ ! -e "$OUT/nowhere.json" ] && pass "... before the run: no log.summary" || fail "wrote $(cat "$OUT/nowhere.json")"
+expect_exit 0 "log.jsonl, a link into the checkpoint.dir the run makes" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 1 \
+  --log.jsonl "$OUT/ckll_link.jsonl" --checkpoint.dir "$OUT/ck_loglink"
+[ -s "$OUT/ck_loglink/run.jsonl" ] && pass "... its lines there" || fail "no $OUT/ck_loglink/run.jsonl"
 [ ! -e "$OUT/lsame.jsonl" ] && [ ! -e "$OUT/cklink" ] && [ ! -e "$OUT/lsum.json.tmp" ] && pass "... nothing written" ||
   fail "written: $(ls -d "$OUT"/lsame.jsonl "$OUT"/cklink "$OUT"/lsum.json.tmp 2>&1)"
 printf 'notes\n' >"$OUT/notes.txt"
