@@ -233,6 +233,8 @@ expect_in "$OUT/nobin.out" "LONGCTX=$OUT/nowhere/longctx: no such program" "says
 expect_exit 1 "train.sbatch whose tasks did not run longctx" -- env LONGCTX=true timeout 120 \
   sbatch --wait --output="$OUT/norun.out" "$ROOT/jobs/slurm/train.sbatch" "${TRAIN[@]}"
 expect_in "$OUT/norun.out" "srun exited 0, but the run wrote no summary to .*: longctx train did not run" "says nothing ran"
+expect_exit 0 "... with --log.summary= (none)" -- env LONGCTX=true timeout 120 \
+  sbatch --wait --output="$OUT/norun3.out" "$ROOT/jobs/slurm/train.sbatch" "${TRAIN[@]}" --log.summary=
 printf '[log]\nsummary = %s\n' "$OUT/norun.summary.json" >"$OUT/norun.ini"
 expect_exit 0 "... with log.summary in a config file" -- env LONGCTX=true timeout 120 \
   sbatch --wait --output="$OUT/norun2.out" "$ROOT/jobs/slurm/train.sbatch" --config "$OUT/norun.ini" "${TRAIN[@]}"
