@@ -62,9 +62,9 @@ std::string token_identity_difference(const TokenIdentity& trained, const TokenI
 // Reads each file as bytes (one document per file) into `out_path`, streaming (bounded memory), through
 // a temporary that is renamed on success. One process (serial). A file is a regular file, a pipe (a FIFO,
 // `<(zcat a.gz)`) or "-", standard input. A missing or unreadable input -> InputError naming it.
-// `stdin_settle_seconds`: where "-" is among the files, how long to wait after standard input ended before
-// the output is committed, for a signal that may follow: a launcher forwards standard input, and mpirun
-// interrupted closes it first (its SIGTERM came 1 s later with Open MPI 4.1), which reads as its end.
+// `stdin_settle_seconds`: where standard input is among the files ("-", /dev/stdin), how long to wait after
+// it ended before the output is committed, for a signal that may follow: a launcher forwards standard input,
+// and mpirun interrupted closes it first (its SIGTERM came 1 s later with Open MPI 4.1), which reads as its end.
 TokenImportStats import_text_files(const std::vector<std::string>& files, const std::string& out_path,
                                    double stdin_settle_seconds = 0);
 

@@ -276,10 +276,10 @@ void check_id_options(const IdImportOptions& options) {
                      "vocab");
 }
 
+namespace {
 // Before the commit of an import that read standard input: `seconds` for a signal that may follow its end
 // (import_text_files), said. A signal then ends the process, the temporary removed (before: an mpirun
 // interrupted mid-import left the stream's first part as the whole dataset; from the data import audit).
-namespace {
 void settle_after_stdin(const std::vector<std::string>& files, double seconds) {
   // "-", or standard input by another name (/dev/stdin, /dev/fd/0: the same file; before, only "-" waited)
   struct stat stdin_info {};
