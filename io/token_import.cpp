@@ -44,6 +44,7 @@ struct InputPlan {
   int64_t bytes = 0;
   bool streams = false;      // any input a stream
   std::vector<bool> stream;  // which, by input
+  bool reads_stdin = false;  // an input is standard input: "-", or by another name (/dev/stdin, /dev/fd/0)
 };
 
 // The inputs, looked at before anything is written: bytes of the regular files (for progress and the
@@ -56,7 +57,8 @@ InputPlan plan_inputs(const std::vector<std::string>& files, const std::string& 
   plan.stream.assign(files.size(), false);
   int standard_input = 0;
   struct stat stdin_info {};
-  const bool has_stdin = std::find(files.begin(), files.end(), "-") != files.end() && ::fstat(0, &stdin_info) == 0;
+  const bool stdin_known = ::fstat(0, &stdin_info) == 0;
+  const bool has_dash = std::find(files.begin(), files.end(), "-") != files.end();
   std::vector<std::pair<std::string, struct stat>> streams;
   for (size_t f = 0; f < files.size(); ++f) {
     const std::string& file = files[f];
@@ -65,7 +67,7 @@ InputPlan plan_inputs(const std::vector<std::string>& files, const std::string& 
       if (standard_input_was_closed())
         throw UsageError("--" + option + " -: standard input is closed (the command was started with it closed, "
                          "as `<&-`, a daemon or cron do): give a file, or a pipe into it");
-      plan.streams = plan.stream[f] = true;
+      plan.streams = plan.stream[f] = plan.reads_stdin = true;
       continue;
     }
     check_readable(file);
@@ -76,8 +78,10 @@ InputPlan plan_inputs(const std::vector<std::string>& files, const std::string& 
                          file + ".idx)");
       throw InputError(file + ": " + missing_file_text(file));
     }
-    if (has_stdin && info.st_dev == stdin_info.st_dev && info.st_ino == stdin_info.st_ino)
-      throw UsageError("--" + option + " " + file + " is standard input, which '-' reads already");
+    if (stdin_known && info.st_dev == stdin_info.st_dev && info.st_ino == stdin_info.st_ino) {
+      if (has_dash) throw UsageError("--" + option + " " + file + " is standard input, which '-' reads already");
+      plan.reads_stdin = true;
+    }
     if (S_ISDIR(info.st_mode))
       throw InputError(file + ": is a directory; give the files in it (--" + option + " " + file + "/*, for one)");
     if (S_ISFIFO(info.st_mode)) {
@@ -280,16 +284,9 @@ namespace {
 // Before the commit of an import that read standard input: `seconds` for a signal that may follow its end
 // (import_text_files), said. A signal then ends the process, the temporary removed (before: an mpirun
 // interrupted mid-import left the stream's first part as the whole dataset; from the data import audit).
-void settle_after_stdin(const std::vector<std::string>& files, double seconds) {
-  // "-", or standard input by another name (/dev/stdin, /dev/fd/0: the same file; before, only "-" waited)
-  struct stat stdin_info {};
-  const bool has_stdin = ::fstat(0, &stdin_info) == 0;
-  const auto is_stdin = [&](const std::string& file) {
-    struct stat info {};
-    return file == "-" || (has_stdin && ::stat(file.c_str(), &info) == 0 && info.st_dev == stdin_info.st_dev &&
-                           info.st_ino == stdin_info.st_ino);
-  };
-  if (seconds <= 0 || std::none_of(files.begin(), files.end(), is_stdin)) return;
+// `plan.reads_stdin`: "-", or standard input by another name (before, only "-" waited).
+void settle_after_stdin(const InputPlan& plan, double seconds) {
+  if (seconds <= 0 || !plan.reads_stdin) return;
   log::info("data import: standard input ended; the launcher also ends it when interrupted, so waiting " +
             Heartbeat::elapsed_text(seconds) + " s for a stop signal before writing the dataset");
   std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
@@ -327,7 +324,7 @@ TokenImportStats import_text_files(const std::vector<std::string>& files, const 
     if (writer.written() == before && files.size() > 1) warn_empty_document(file, "bytes");
     writer.end_document();
   }
-  settle_after_stdin(files, stdin_settle_seconds);
+  settle_after_stdin(plan, stdin_settle_seconds);
   return writer.finish(256, "--text inputs held no bytes");
 }
 
@@ -417,7 +414,7 @@ TokenImportStats import_token_ids(const std::vector<std::string>& files, const I
       throw InputError(name_of(file) + ": changed while it was imported (its ids are not those first read)");
     if (writer.written() == before && input->one_document() && files.size() > 1) warn_empty_document(file, "ids");
   }
-  settle_after_stdin(files, stdin_settle_seconds);
+  settle_after_stdin(plan, stdin_settle_seconds);
   TokenImportStats stats = writer.finish(options.vocab > 0 ? options.vocab : largest + 1, "--ids inputs held no ids");
   stats.largest_id = largest;
   stats.narrowest_storage = h5::to_string(storage_for(stats.vocab));
