@@ -43,15 +43,24 @@ void StagingPool::release(void* buffer) {
   free_.emplace(sizes_.at(buffer), buffer);
 }
 
+void StagingPool::forget(void* buffer) {
+  if (!buffer) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  sizes_.erase(buffer);
+}
+
 // The host buffers of one call: inputs copied in when staged, outputs copied back by finish(), all
 // returned to the pool at the end (kept out of it if the call failed: the host library may still
-// write them).
+// write them; and never freed, also not with the pool, which the unwinding after a timeout destroys
+// before the job's abort: before, pinned memory was unmapped under an abandoned collective; from a review).
 class StagedCommunicator::Staging {
  public:
   explicit Staging(StagingPool& pool) : pool_(pool) {}
   ~Staging() {
-    if (!abandoned_)
-      for (void* buffer : buffers_) pool_.release(buffer);
+    for (void* buffer : buffers_) {
+      if (abandoned_) pool_.forget(buffer);
+      else pool_.release(buffer);
+    }
   }
   Staging(const Staging&) = delete;
   Staging& operator=(const Staging&) = delete;

@@ -46,7 +46,7 @@ class HostCopier : public MemoryCopier {
 };
 
 // Reusable host staging buffers: acquire() hands out a free buffer of at least `bytes` (or allocates
-// one), release() puts it back. Freed with the pool.
+// one), release() puts it back. Freed with the pool, except those given up by forget().
 class StagingPool {
  public:
   explicit StagingPool(std::shared_ptr<MemoryCopier> copier) : copier_(std::move(copier)) {}
@@ -56,13 +56,15 @@ class StagingPool {
 
   void* acquire(size_t bytes);
   void release(void* buffer);
+  // `buffer` (of acquire) is neither reused nor freed, ever: a call that failed may still write it.
+  void forget(void* buffer);
   MemoryCopier& copier() { return *copier_; }
 
  private:
   std::shared_ptr<MemoryCopier> copier_;
   std::mutex mutex_;
   std::multimap<size_t, void*> free_;  // size -> buffer
-  std::map<void*, size_t> sizes_;      // every buffer this pool allocated
+  std::map<void*, size_t> sizes_;      // every buffer this pool allocated and frees
 };
 
 class StagedCommunicator : public Communicator {

@@ -407,6 +407,42 @@ TEST_F(CommTest, StagingPoolReusesBuffers) {
   world->barrier();
 }
 
+// A staged call that failed (timed out) leaves its host buffers to the host library, which may still write
+// them: never reused, and not freed with the pool either (before: the pool freed them when it was destroyed,
+// in the unwinding before the job's abort: pinned memory unmapped under an MPI call still pending).
+TEST_F(CommTest, StagedBuffersOfAFailedCallAreNeverFreed) {
+  struct CountingCopier : HostCopier {
+    std::vector<void*> allocated, freed;
+    void* allocate_host(size_t bytes) override {
+      allocated.push_back(HostCopier::allocate_host(bytes));
+      return allocated.back();
+    }
+    void free_host(void* host) override {
+      freed.push_back(host);
+      HostCopier::free_host(host);
+    }
+  };
+  auto copier = std::make_shared<CountingCopier>();
+  std::unique_ptr<Communicator> host = make_test_world();  // a family of its own: its timeout stays here
+  host->set_timeout_seconds(0.5);
+  const int me = host->rank();
+  std::vector<float> sent{1, 2, 3, 4}, received(4, 0.0f), never(4, 0.0f);
+  {
+    StagedCommunicator staged(*host, copier);
+    Request ok = staged.irecv<float>(received, me, 4270);
+    staged.send<float>(sent, me, 4270);
+    ok.wait();
+    EXPECT_EQ(received, sent);
+    Request lost = staged.irecv<float>(never, me, 4271);  // nobody sends it
+    EXPECT_THROW(lost.wait(), CommTimeout);
+  }
+  EXPECT_EQ(copier->allocated.size(), 2u) << "the second receive reuses a buffer of the first call";
+  ASSERT_EQ(copier->freed.size() + 1, copier->allocated.size()) << "every buffer but the failed receive's";
+  for (void* freed : copier->freed)
+    EXPECT_NE(std::find(copier->allocated.begin(), copier->allocated.end(), freed), copier->allocated.end());
+  world->barrier();
+}
+
 TEST_P(SplitTest, SubOfRankOneToThree) {
   const int g = world->size(), me = world->rank();
   if (g < 3 || me < 1 || me >= 3) return;  // collective over ranks 1 and 2 only
