@@ -15,6 +15,7 @@
 #include "comm/device_comm.hpp"
 #include "comm/mpi_roll_call.hpp"
 #include "runtime/core/check.hpp"
+#include "runtime/core/watchdog.hpp"
 
 namespace longctx::comm {
 namespace {
@@ -174,8 +175,12 @@ struct NcclState {
       states.erase(std::remove(states.begin(), states.end(), this), states.end());
     }
     if (comm) {
-      if (aborted) nccl().CommAbort(comm);
-      else nccl().CommDestroy(comm);
+      if (aborted) {
+        nccl().CommAbort(comm);
+      } else {  // may wait for the peers (NCCL's finalize), which have no timeout of their own
+        const watchdog::Guard guard("NCCL: the release of a communicator (ncclCommDestroy)");
+        nccl().CommDestroy(comm);
+      }
     }
     if (ready) cudaEventDestroy(ready);
     if (flag) cudaFree(flag);
@@ -201,11 +206,14 @@ struct NcclState {
     const auto start = Clock::now();
     std::string call;  // "NCCL all_gather": what the roll call (mpi_roll_call.hpp) hears this rank waits in
     for (int spin = 0;; ++spin) {
+      // Asked first: an abort ends the communicator's kernels too, so its event completes with the data
+      // partial (before: the event was asked first, and a wait after an abort returned success; from a
+      // review, not reachable as the callers stand: they ask worth_waiting_for first).
+      if (!comm)
+        throw CommTimeout(std::string("NCCL: ") + what + ": its communicator was aborted after another one failed");
       const cudaError_t q = cudaEventQuery(done);
       if (q == cudaSuccess) return;
       if (q != cudaErrorNotReady) LONGCTX_CHECK_CUDA(q);
-      if (!comm)
-        throw CommTimeout(std::string("NCCL: ") + what + ": its communicator was aborted after another one failed");
       ncclResult_t async = ncclSuccess;
       check_nccl(nccl().CommGetAsyncError(comm, &async), "ncclCommGetAsyncError");
       if (async != ncclSuccess && async != ncclInProgress) {
@@ -274,7 +282,12 @@ class NcclCommunicator : public Communicator {
     ncclUniqueId id{};
     if (host_.rank() == 0) check_nccl(api.GetUniqueId(&id), "ncclGetUniqueId");
     host_.broadcast(Span<char>(id.internal, sizeof id.internal), 0);
-    check_nccl(api.CommInitRank(&state_->comm, host_.size(), id, host_.rank()), "ncclCommInitRank");
+    {  // blocking, without a timeout of its own: a peer stopped after the broadcast held every rank here
+       // for good (before; from a review, not seen on a GPU); the watchdog ends the job instead
+      const watchdog::Guard guard("NCCL: the set-up of a communicator of " + std::to_string(host_.size()) +
+                                  " ranks (ncclCommInitRank)");
+      check_nccl(api.CommInitRank(&state_->comm, host_.size(), id, host_.rank()), "ncclCommInitRank");
+    }
     LONGCTX_CHECK_CUDA(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
     LONGCTX_CHECK_CUDA(cudaEventCreateWithFlags(&state_->ready, cudaEventDisableTiming));
     LONGCTX_CHECK_CUDA(cudaMalloc(&state_->flag, sizeof(int)));
