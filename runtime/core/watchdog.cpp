@@ -74,7 +74,8 @@ class Watchdog {
       message << what_ << ": no progress for "
               << std::chrono::duration<double>(timeout_).count()
               << " s; a rank (this one or another) is stuck or gone (MPI-IO, MPI_Bcast, MPI_Comm_create_group, "
-                 "MPI_Finalize and NCCL's set-up and release have no timeout of their own; --comm-timeout sets this one)";
+                 "MPI_Finalize and NCCL's set-up and release have no timeout of their own; --comm-timeout sets "
+                 "this one)";
       auto expire = expire_;
       auto note = note_;
       lock.unlock();
