@@ -63,10 +63,12 @@ InputPlan plan_inputs(const std::vector<std::string>& files, const std::string& 
   for (size_t f = 0; f < files.size(); ++f) {
     const std::string& file = files[f];
     if (file == "-") {
-      if (++standard_input > 1) throw UsageError("--" + option + ": '-' (standard input) is given more than once");
+      if (++standard_input > 1)
+        throw UsageError("--" + option + ": '-' (standard input) is given more than once", option);
       if (standard_input_was_closed())
         throw UsageError("--" + option + " -: standard input is closed (the command was started with it closed, "
-                         "as `<&-`, a daemon or cron do): give a file, or a pipe into it");
+                         "as `<&-`, a daemon or cron do): give a file, or a pipe into it",
+                         option);
       plan.streams = plan.stream[f] = plan.reads_stdin = true;
       continue;
     }

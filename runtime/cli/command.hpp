@@ -51,6 +51,7 @@ struct Invocation {
   const Command& command;
   po::variables_map options;
   std::map<std::string, std::string> sources;  // option -> "command line" | "config FILE" | "env VAR" | "default"
+  std::map<std::string, std::vector<int>> config_lines;  // option -> the config file's lines that gave it
 };
 
 // Every command, in the order `longctx --help` lists them.
@@ -64,8 +65,8 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
                             const GetEnv& getenv, const std::vector<std::string>& environment_names,
                             po::options_description& declared);
 
-// Where `option`'s value came from, for an error about it: " (from config file run.ini)", " (from
-// environment variable LONGCTX_SEQ_LEN)", or "" (the command line, or the default).
+// Where `option`'s value came from, for an error about it: " (from config file run.ini line 4)", " (from
+// environment variable LONGCTX_SEQ_LEN)", or "" (the command line, the default, or no option: "").
 std::string value_source(const Invocation& invocation, const std::string& option);
 
 // Whether `option` holds its declared default, given or not (a config made from a checkpoint's /config

@@ -116,10 +116,15 @@ std::optional<bool> switch_word(const std::string& word) {
 std::string value_source(const Invocation& invocation, const std::string& option) {
   const auto source = invocation.sources.find(option);
   if (source == invocation.sources.end()) return "";
-  for (const auto& [tag, said] : {std::pair<std::string, std::string>{"config ", "config file "},
-                                  {"env ", "environment variable "}})
-    if (source->second.rfind(tag, 0) == 0) return " (from " + said + source->second.substr(tag.size()) + ")";
-  return "";
+  if (source->second.rfind("env ", 0) == 0) return " (from environment variable " + source->second.substr(4) + ")";
+  if (source->second.rfind("config ", 0) != 0) return "";
+  // With the line (lines: a list's) that gave it, as the file's own errors say (before: the file alone, so
+  // a value refused after parsing, out of range or not for this task, had to be looked for in a long file).
+  std::string where = " (from config file " + source->second.substr(7);
+  if (const auto lines = invocation.config_lines.find(option); lines != invocation.config_lines.end())
+    for (size_t i = 0; i < lines->second.size(); ++i)
+      where += (i == 0 ? (lines->second.size() == 1 ? " line " : " lines ") : ", ") + std::to_string(lines->second[i]);
+  return where + ")";
 }
 
 std::string env_name(const std::string& option) {
@@ -578,7 +583,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
   if (command.declare) command.declare(declared, positional);
   declare_common(declared);
 
-  Invocation invocation{process, command, {}, {}};
+  Invocation invocation{process, command, {}, {}, {}};
   const std::string where = "'longctx " + command.name + "'";
   // Long options only as spelled: Boost's default also takes unique prefixes (--seq for --seq-len), which
   // a later option can make ambiguous and so break a script that worked.
@@ -641,7 +646,7 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
       source = file;
       // The file is read here, not by Boost: its rule for comments (# anywhere, ; nowhere) is not ours
       // (ini.hpp), and a message can name the line. One po::option per key, stored one at a time.
-      std::vector<std::pair<po::option, int>> found;  // with the line that gave it
+      std::vector<std::pair<po::option, std::vector<int>>> found;  // with the lines that gave it
       std::map<std::string, size_t> index;            // option -> its place in `found`
       ForeignKeys foreign(command, declared);
       for (const IniEntry& entry : parse_ini(read_config(*config_path, config_given_by), file)) {
@@ -674,23 +679,25 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
                                                                                     : "false";
         const auto [at, first] = index.emplace(name, found.size());
         if (first) {
-          found.emplace_back(po::option(name, {value}), entry.line);
+          found.emplace_back(po::option(name, {value}), std::vector<int>{entry.line});
         } else if (option->semantic()->max_tokens() > 1) {  // a list: each line adds to it
           found[at->second].first.value.push_back(value);
+          found[at->second].second.push_back(entry.line);
         } else {
           throw UsageError(source + ": '" + entry.key + "' given twice (first on line " +
-                           std::to_string(found[at->second].second) + ")");
+                           std::to_string(found[at->second].second.front()) + ")");
         }
       }
       foreign.warn(file, config_given_by != "--config");
-      for (const auto& [option, line] : found) {
+      for (const auto& [option, lines] : found) {
         if (set_above(option.string_key)) continue;
-        source = file + " line " + std::to_string(line);
+        source = file + " line " + std::to_string(lines.front());
         po::parsed_options one(&declared);
         one.options.push_back(option);
         check_number_tokens(one, declared, context());
         po::store(one, invocation.options);
         invocation.sources.emplace(option.string_key, "config " + *config_path);
+        invocation.config_lines.emplace(option.string_key, lines);
       }
     }
 

@@ -124,6 +124,9 @@ int on_rank0(Invocation& invocation, const std::function<int()>& work) {
   if (world.rank() == 0) {
     try {
       code = work();
+    } catch (const UsageError& e) {  // about an option's value: with where it came from, as main says it
+      std::cerr << "longctx: error: " << log::printable(e.what() + value_source(invocation, e.option())) << "\n";
+      code = static_cast<int>(e.code());
     } catch (const Error& e) {
       std::cerr << "longctx: error: " << log::printable(e.what()) << "\n";
       code = static_cast<int>(e.code());

@@ -46,13 +46,12 @@ void check_import(const Invocation& invocation) {
   const std::string option = text ? "text" : "ids";
   for (const std::string& file : options[option].as<std::vector<std::string>>())
     if (file.empty()) throw UsageError("--" + option + ": empty path", option);
-  // (A value equal to the default is what --text means: before, --vocab 0 given was refused.)
+  // (A value equal to the default is what --text means: before, --vocab 0 given was refused.) The option's
+  // source is added at the end, as for any error about one option (before: also here, said twice).
   if (text && !holds_default(invocation, "ids-dtype"))
-    throw UsageError("--ids-dtype" + value_source(invocation, "ids-dtype") + " goes with --ids, not --text",
-                     "ids-dtype");
+    throw UsageError("--ids-dtype goes with --ids, not --text", "ids-dtype");
   if (text && !holds_default(invocation, "vocab"))
-    throw UsageError("--vocab" + value_source(invocation, "vocab") + " goes with --ids; text is byte tokens, vocab 256",
-                     "vocab");
+    throw UsageError("--vocab goes with --ids; text is byte tokens, vocab 256", "vocab");
   if (options["out"].as<std::string>() == "-")
     throw UsageError("--out -: a token dataset is an HDF5 file, which standard output cannot hold; name a file", "out");
   io::check_id_options(id_options(invocation));

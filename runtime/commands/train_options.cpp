@@ -489,7 +489,10 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
                   ", which the summary would replace: give it a file of its own");
   }
   for (int64_t l : parse_size_list("dump.layers", opt<std::string>(inv, "dump.layers"))) {
-    require(l >= 0 && l < m.layers, "dump.layers: layer " + std::to_string(l) + " outside [0, model.layers)");
+    if (l < 0 || l >= m.layers)  // about dump.layers's value (require names no source where a message names two)
+      throw UsageError("dump.layers: layer " + std::to_string(l) + " outside [0, model.layers=" +
+                           std::to_string(m.layers) + ")",
+                       "dump.layers");
     r.dump_layers.insert(l);
   }
   for (int64_t s : parse_size_list("dump.steps", opt<std::string>(inv, "dump.steps"))) {

@@ -306,20 +306,25 @@ std::unique_ptr<Dataset> make_dataset(const DataConfig& c) {
   }
   if (c.task != "passkey" && c.task != "associative")
     throw UsageError("data.task=" + c.task + ": allowed values are passkey, associative, file", "data.task");
-  if (c.vocab < 32) throw UsageError("model.vocab=" + std::to_string(c.vocab) + ": data.task=" + c.task + " needs >= 32");
+  // Each names the option it is about, for the config phase to say where its value came from.
+  if (c.vocab < 32)
+    throw UsageError("model.vocab=" + std::to_string(c.vocab) + ": data.task=" + c.task + " needs >= 32",
+                     "model.vocab");
   for (const auto& [name, value] : {std::pair<const char*, int64_t>{"data.key_digits", c.key_digits},
                                     {"data.key_repeats", c.key_repeats}})
     if (value < 1) throw UsageError(std::string(name) + "=" + std::to_string(value) + ": must be >= 1", name);
   constexpr int64_t kMaxFiller = int64_t{1} << 24;  // the filler sentence is held whole
   if (c.filler_period < 1 || c.filler_period > kMaxFiller)
     throw UsageError("data.filler_period=" + std::to_string(c.filler_period) + ": must be in [1, " +
-                     std::to_string(kMaxFiller) + "]");
+                         std::to_string(kMaxFiller) + "]",
+                     "data.filler_period");
   if (c.task == "associative") {
     if (c.records < 1 || c.queries < 1) throw UsageError("data.records and data.queries must be >= 1");
     const int64_t symbols = (c.vocab - kFirstFree) / 2;
     if (static_cast<long double>(c.records) > static_cast<long double>(symbols) * symbols)  // no overflow at any vocab
       throw UsageError("data.records=" + std::to_string(c.records) + ": at most " + std::to_string(symbols * symbols) +
-                       " distinct keys with model.vocab=" + std::to_string(c.vocab));
+                           " distinct keys with model.vocab=" + std::to_string(c.vocab),
+                       "data.records");
   }
   // The tokens one sequence's records and questions take, in long double: the counts are unbounded here
   // (before, each was first held to <= the length, and a too-short length was blamed on data.key_digits,
@@ -335,12 +340,14 @@ std::unique_ptr<Dataset> make_dataset(const DataConfig& c) {
                                          ", data.key_repeats=" + std::to_string(c.key_repeats);
     throw UsageError(c.seq_len_option + "=" + std::to_string(c.seq_len) + " is too short for " + c.task + ": need " +
                      (wanted < 0x1p63L ? "at least " + std::to_string(static_cast<int64_t>(wanted)) : std::string("more than 2^63")) +
-                     " (" + counts + ")");
+                         " (" + counts + ")",
+                     c.seq_len_option);
   }
   const int64_t needed = static_cast<int64_t>(wanted);
   if (c.curriculum_steps > 0 && c.curriculum_min_span < needed - 1)
     throw UsageError("data.curriculum_min_span=" + std::to_string(c.curriculum_min_span) + " is too short for " +
-                     c.task + ": need at least " + std::to_string(needed - 1));
+                         c.task + ": need at least " + std::to_string(needed - 1),
+                     "data.curriculum_min_span");
   return std::make_unique<SyntheticDataset>(c);
 }
 

@@ -163,7 +163,7 @@ expect_in "$OUT/stderr" "'(--)?train.lr' is invalid: it takes a number \(from co
 # A size or list error says where the value came from, as Boost's parse errors do.
 printf 'seq-len = 1.5K\n' >"$OUT/size.ini"
 expect_exit 2 "seq-len = 1.5K in a file" -- "$LONGCTX" bench attention --config "$OUT/size.ini" --quiet
-expect_in "$OUT/stderr" "--seq-len: '1.5K' is not an integer.*\(from config file .*size.ini\)$" "names the file"
+expect_in "$OUT/stderr" "--seq-len: '1.5K' is not an integer.*\(from config file .*size.ini line 1\)$" "names the file and line"
 expect_exit 2 "LONGCTX_MODEL_DILATION_RATES=1,x" -- env LONGCTX_MODEL_DILATION_RATES=1,x "$LONGCTX" train --quiet
 expect_in "$OUT/stderr" "'x' is not an integer.*\(from environment variable LONGCTX_MODEL_DILATION_RATES\)$" "names the variable"
 # A forgotten value: Boost took the next word, an option, as the value (a token file named --quiet, exit 0).
@@ -195,15 +195,37 @@ expect_exit 2 "beta2 = 1 on the command line, beta1 in a file" -- "$LONGCTX" tra
 expect_in "$OUT/stderr" "train.beta1 / train.beta2 must be in \[0, 1\)$" "no source named"
 printf '[train]\nlr = inf\n' >"$OUT/inf.ini"
 expect_exit 2 "lr = inf in a file" -- "$LONGCTX" train --config "$OUT/inf.ini" --quiet
-expect_in "$OUT/stderr" "train.lr must be a finite number > 0 \(from config file .*inf.ini\)$" "names the file"
+expect_in "$OUT/stderr" "train.lr must be a finite number > 0 \(from config file .*inf.ini line 2\)$" "names the file and line"
 # Values the run's parts check, not the options' table, name their source too (before: no word of it).
 printf '[data]\ntask = foo\n' >"$OUT/task.ini"
 expect_exit 2 "data.task = foo in a file" -- "$LONGCTX" train --config "$OUT/task.ini" --quiet
-expect_in "$OUT/stderr" "data.task=foo: allowed values are passkey, associative, file \(from config file .*task.ini\)$" "names the file"
+expect_in "$OUT/stderr" "data.task=foo: allowed values are passkey, associative, file \(from config file .*task.ini line 2\)$" \
+  "names the file and line"
 printf 'output =\n' >"$OUT/empty_output.ini"
 expect_exit 2 "attend: output = (empty) in a file" -- "$LONGCTX" attend --config "$OUT/empty_output.ini" --input x.h5 \
   --segment-lengths 8 --dilation-rates 1 --quiet
-expect_in "$OUT/stderr" "--output: empty path: give a file name \(from config file .*empty_output.ini\)$" "names the file"
+expect_in "$OUT/stderr" "--output: empty path: give a file name \(from config file .*empty_output.ini line 1\)$" \
+  "names the file and line"
+# With the line (a list's lines) also where the value is refused after parsing, and from the run's parts: the
+# task's vocabulary, a layer to dump, data import's inputs (before: the file alone, or no source at all).
+printf 'seq-len = 1024\nsegment-lengths = 256,512;x\n' >"$OUT/list_item.ini"
+expect_exit 2 "segment-lengths = 256,512;x in a file" -- "$LONGCTX" bench attention --config "$OUT/list_item.ini" \
+  --dilation-rates 1,2 --quiet
+expect_in "$OUT/stderr" "--segment-lengths: '512;x' is not an integer.* \(from config file .*list_item.ini line 2\)$" \
+  "names the file and line"
+expect_exit 2 "LONGCTX_MODEL_VOCAB=10" -- env LONGCTX_MODEL_VOCAB=10 "$LONGCTX" train --quiet
+expect_in "$OUT/stderr" "model.vocab=10: data.task=passkey needs >= 32 \(from environment variable LONGCTX_MODEL_VOCAB\)$" \
+  "names the variable"
+printf '[dump]\nlayers = 5\n' >"$OUT/dump_layers.ini"
+expect_exit 2 "[dump] layers = 5 in a file" -- "$LONGCTX" train --config "$OUT/dump_layers.ini" \
+  --dump.activations "$OUT/never_dumped.h5" --quiet
+expect_in "$OUT/stderr" "dump.layers: layer 5 outside \[0, model.layers=2\) \(from config file .*dump_layers.ini line 2\)$" \
+  "names the file and line"
+printf 'text = -\n# standard input twice\ntext = -\n' >"$OUT/two_stdin.ini"
+expect_exit 2 "text = - on two lines" -- "$LONGCTX" data import --config "$OUT/two_stdin.ini" --out "$OUT/never.h5" --quiet \
+  </dev/null
+expect_in "$OUT/stderr" "--text: '-' \(standard input\) is given more than once \(from config file .*two_stdin.ini lines 1, 3\)$" \
+  "names the file and the list's lines"
 # An unknown option within two edits of one of the command's is answered with it (the whole list otherwise),
 # spelled as its source spells options.
 expect_exit 2 "--model.layer" -- "$LONGCTX" train --model.layer 3 --quiet
@@ -264,7 +286,7 @@ grep -q "data.records" "$OUT/stderr" && fail "warned about data.records, which a
 # neither where the value came from nor how to run passkey.ini, which sets it, without checkpoints).
 expect_exit 0 "passkey.ini with --checkpoint.dir=" -- "$LONGCTX" train --config "$(dirname "$0")/../../jobs/configs/passkey.ini" \
   --quiet --checkpoint.dir= --log.jsonl= --train.steps 1 --eval.sequences 1
-expect_in "$OUT/stderr" "checkpoint.every=1000 \(from config file .*passkey.ini\) has no effect: checkpoint.dir is not set" \
+expect_in "$OUT/stderr" "checkpoint.every=1000 \(from config file .*passkey.ini line 75\) has no effect: checkpoint.dir is not set" \
   "checkpoint.every: said, with where it came from"
 # ... and it does nothing: the run goes past a step on its grid (before: exit 1 there, "checkpoint directory
 # is gone").

@@ -155,7 +155,8 @@ expect_in "$OUT/stderr" "--text -: standard input is closed" "says so"
 expect_exit 2 "--vocab with --text" -- "$LONGCTX" data import --text raw.bin --vocab 100 --out x.h5 --quiet
 expect_in "$OUT/stderr" "error: --vocab goes with --ids" "names --vocab"
 expect_exit 2 "LONGCTX_VOCAB with --text" -- env LONGCTX_VOCAB=100 "$LONGCTX" data import --text raw.bin --out x.h5 --quiet
-expect_in "$OUT/stderr" "--vocab \(from environment variable LONGCTX_VOCAB\) goes with --ids" "says where --vocab came from"
+expect_in "$OUT/stderr" "error: --vocab goes with --ids; text is byte tokens, vocab 256 \(from environment variable LONGCTX_VOCAB\)$" \
+  "says where --vocab came from, once"
 # The default given explicitly is what --text means (before: refused as given).
 expect_exit 0 "--text with --vocab 0" -- "$LONGCTX" data import --text raw.bin --vocab 0 --out text_defaults.h5 --quiet
 expect_exit 2 "an unknown --ids-dtype" -- "$LONGCTX" data import --ids raw.bin --ids-dtype uint12 --out x.h5 --quiet
