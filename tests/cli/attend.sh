@@ -19,6 +19,46 @@ for variant in "4,48 1,3 0 paper" "4,48 1,5 1 grouped"; do
     expect_exit 0 "P=$np file equals P=1 [$variant]" -- $CHECK same p$np.h5 p1.h5 1e-4
   done
 done
+# The quickstart's comparison (jobs/demo/compare_outputs.py) passes these and fails on a NaN in any dataset
+# (before: max() over the datasets skipped a NaN that was not the first), one left out, or one beyond the
+# tolerance; -inf at the same places agrees. Exit 2 for a file that is not HDF5.
+COMPARE="/usr/bin/python3 $(cd "$(dirname "$0")/../../jobs/demo" && pwd)/compare_outputs.py"
+expect_exit 0 "compare_outputs.py: P=4 equals P=1" -- $COMPARE p1.h5 p4.h5 --tolerance 1e-4
+expect_in "$OUT/stdout" "max \|p4.h5 - p1.h5\|: dk [0-9.e+-]+, dq [0-9.e+-]+, dv [0-9.e+-]+, lse [0-9.e+-]+, o " "prints each figure"
+/usr/bin/python3 -c "
+import h5py, numpy as np, shutil, sys
+for name in ('o', 'dv'):
+    shutil.copy('p4.h5', 'nan_%s.h5' % name)
+    with h5py.File('nan_%s.h5' % name, 'r+') as f:
+        f[name][3, 1, 2] = np.nan
+for name, value in (('inf_a.h5', -np.inf), ('inf_b.h5', -np.inf), ('inf_c.h5', 0.5)):
+    shutil.copy('p4.h5', name)
+    with h5py.File(name, 'r+') as f:
+        f['lse'][5, 0] = value
+shutil.copy('p4.h5', 'far.h5')
+with h5py.File('far.h5', 'r+') as f:
+    f['dq'][0, 0, 0] += 1e-3
+with h5py.File('p4.h5') as f, h5py.File('no_dk.h5', 'w') as g:
+    for name in f:
+        if name != 'dk':
+            f.copy(name, g)
+" || fail "could not make the damaged copies"
+for name in o dv; do
+  expect_exit 1 "compare_outputs.py: a NaN in $name" -- $COMPARE p1.h5 nan_$name.h5
+  expect_in "$OUT/stderr" "'$name' holds NaN in nan_$name.h5" "says where"
+done
+expect_exit 1 "compare_outputs.py: dk left out" -- $COMPARE p1.h5 no_dk.h5
+expect_in "$OUT/stderr" "'dk' is in p1.h5 only" "says which"
+expect_exit 1 "compare_outputs.py: dq off by 1e-3" -- $COMPARE p4.h5 far.h5 --tolerance 1e-4
+expect_in "$OUT/stderr" "'dq' differs by up to [0-9.]+e-0[34], more than --tolerance 0.0001" "says by how much"
+expect_exit 0 "compare_outputs.py: -inf at the same place" -- $COMPARE inf_a.h5 inf_b.h5 --tolerance 0
+expect_exit 1 "compare_outputs.py: -inf against a number" -- $COMPARE inf_a.h5 inf_c.h5
+expect_in "$OUT/stderr" "'lse': the files hold infinite values at different places" "says so"
+expect_exit 1 "compare_outputs.py: attend's input, not its output" -- $COMPARE p1.h5 in.h5
+expect_in "$OUT/stderr" "'q' is in in.h5 only" "says which"
+echo "not HDF5" >not_h5.txt
+expect_exit 2 "compare_outputs.py: not HDF5" -- $COMPARE p1.h5 not_h5.txt
+expect_in "$OUT/stderr" "not_h5.txt: cannot be read as an HDF5 file" "names the file"
 # Bytes: the 48-row branch spans all P ranks; each rank receives (P-1)/P * (48/r) rows * H * D * 2 * 4 bytes
 # forward, and the same again in backward (its reduce-scatter; it reuses the forward's K / V rows, after
 # an all-reduce of 3 int64: ranks 0-2 hold one of them and receive 2 * 8 + 3 * 8 bytes, rank 3 none and
