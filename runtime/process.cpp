@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <bitset>
 #include <cerrno>
+#include <climits>
+#include <cmath>
 #include <chrono>
 #include <cstdlib>
 #include <limits>
@@ -60,7 +62,9 @@ int bits_of(const uint64_t* words) {
 }
 
 // Whether OpenMP takes OMP_NUM_THREADS: positive whole numbers, comma-separated (one per nesting level),
-// blanks around them. Anything else it ignores (libgomp prints "Invalid value" and runs a thread per CPU).
+// blanks around them, each with an optional '+' (libgomp reads them with strtoul; before, '+4' was called
+// invalid here and the rank ran its share of the CPUs, not 4). Anything else it ignores (libgomp prints
+// "Invalid value" and runs a thread per CPU).
 bool openmp_takes_threads(const std::string& text) {
   std::istringstream items(text);
   std::string item;
@@ -68,8 +72,10 @@ bool openmp_takes_threads(const std::string& text) {
   while (std::getline(items, item, ',')) {
     const size_t first = item.find_first_not_of(" \t"), last = item.find_last_not_of(" \t");
     if (first == std::string::npos) return false;
-    const std::string digits = item.substr(first, last - first + 1);
-    if (digits.find_first_not_of("0123456789") != std::string::npos || digits.find_first_not_of('0') == std::string::npos)
+    std::string digits = item.substr(first, last - first + 1);
+    if (digits[0] == '+') digits.erase(0, 1);
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos ||
+        digits.find_first_not_of('0') == std::string::npos)
       return false;
     ++count;
   }
@@ -107,15 +113,20 @@ void share_cpus(MPI_Comm node) {
   } else if (given && *given && first_thread_count(given) > static_cast<unsigned long long>(kMaxThreads)) {
     // As --threads allows (before: libgomp's 99999999999999 cut to int, 276447231 threads a rank, taken; and
     // 4294967297, whose int is 1, ran one thread without a word). Its count as written, not libgomp's int.
-    log::warn("OMP_NUM_THREADS='" + std::string(given) + "' asks " + std::to_string(first_thread_count(given)) +
-              " threads of each rank, more than the " + std::to_string(kMaxThreads) +
-              " --threads allows: this rank runs " + std::to_string(kMaxThreads));
+    // (Said by the OMP_THREAD_LIMIT warning below where that caps it lower.)
+    if (omp_get_thread_limit() >= kMaxThreads)
+      log::warn("OMP_NUM_THREADS='" + std::string(given) + "' asks " + std::to_string(first_thread_count(given)) +
+                " threads of each rank, more than the " + std::to_string(kMaxThreads) +
+                " --threads allows: this rank runs " + std::to_string(kMaxThreads));
     omp_set_num_threads(kMaxThreads);
   }
   // OMP_THREAD_LIMIT: what OpenMP runs at most, and so what the counts say (before: threads 2 printed and
-  // planned for, 1 run). Said where OMP_NUM_THREADS asks more; the share below is cut to it without a word.
-  if (given && *given && omp_get_max_threads() > omp_get_thread_limit())
-    set_threads(omp_get_max_threads(), "OMP_NUM_THREADS='" + std::string(given) + "'");
+  // planned for, 1 run). Said where OMP_NUM_THREADS asks more, with its count as written (before: 1024 for
+  // 2000, once cut to --threads's most); the share below is cut to it without a word.
+  if (given && *given && omp_get_max_threads() > omp_get_thread_limit()) {
+    const unsigned long long asked = std::min<unsigned long long>(first_thread_count(given), INT_MAX);
+    set_threads(static_cast<int>(asked), "OMP_NUM_THREADS='" + std::string(given) + "'");
+  }
   const int cpus = bits_of(mine.data());
   if ((given && *given) || cpus == 0) return;
   int sharing = 0;
@@ -126,6 +137,18 @@ void share_cpus(MPI_Comm node) {
   }
   const int share = std::max(1, cpus / std::max(1, sharing));
   omp_set_num_threads(std::min(share, omp_get_thread_limit()));
+}
+
+// The timeout of the start-up's collectives, before the options are read: LONGCTX_COMM_TIMEOUT where it is a
+// positive, finite number of seconds (--comm-timeout as the environment gives it, known this early), else
+// 600 s; the config phase refuses a bad value afterwards.
+double startup_timeout() {
+  const char* text = std::getenv("LONGCTX_COMM_TIMEOUT");
+  if (!text || !*text) return 600.0;
+  char* end = nullptr;
+  errno = 0;
+  const double seconds = std::strtod(text, &end);
+  return errno == 0 && end != text && *end == '\0' && std::isfinite(seconds) && seconds > 0 ? seconds : 600.0;
 }
 
 int env_int(const GetEnv& getenv, const std::string& name) {
@@ -210,26 +233,32 @@ LauncherInfo detect_launcher(const GetEnv& getenv) {
     if (text && !text->empty() && value < least && info.invalid.empty()) info.invalid = name + "='" + *text + "'";
     return value;
   };
-  if (getenv("OMPI_COMM_WORLD_SIZE")) {
+  // Set and not empty: an empty variable counts as unset, as everywhere (before: OMPI_COMM_WORLD_SIZE= made a
+  // plain run "launcher Open MPI"; from the launch audit).
+  const auto set = [&](const char* name) {
+    const auto value = getenv(name);
+    return value && !value->empty();
+  };
+  if (set("OMPI_COMM_WORLD_SIZE")) {
     info.kind = LauncherKind::open_mpi;
     info.tasks = read("OMPI_COMM_WORLD_SIZE", 1);
     info.rank = read("OMPI_COMM_WORLD_RANK", 0);
     info.local_rank = read("OMPI_COMM_WORLD_LOCAL_RANK", 0);
-  } else if (getenv("SLURM_PROCID") && (getenv("SLURM_STEP_ID") || getenv("SLURM_STEPID")) &&
-             (getenv("SLURM_STEP_NUM_TASKS") || getenv("SLURM_NTASKS")) && !hydra_inside_step(getenv)) {
+  } else if (set("SLURM_PROCID") && (set("SLURM_STEP_ID") || set("SLURM_STEPID")) &&
+             (set("SLURM_STEP_NUM_TASKS") || set("SLURM_NTASKS")) && !hydra_inside_step(getenv)) {
     // A task of an srun job step.
     info.kind = LauncherKind::slurm;
     info.tasks = read(step_tasks_variable(getenv), 1);
     info.rank = read("SLURM_PROCID", 0);
     info.local_rank = read("SLURM_LOCALID", 0);
-  } else if (getenv("PMI_SIZE") && getenv("PMI_RANK")) {
+  } else if (set("PMI_SIZE") && set("PMI_RANK")) {
     // MPICH's or Intel MPI's mpiexec (Hydra). An Open MPI build started by it runs each task as a world of
     // one, which check_launcher reports.
     info.kind = LauncherKind::pmi;
     info.tasks = read("PMI_SIZE", 1);
     info.rank = read("PMI_RANK", 0);
     info.local_rank = read("MPI_LOCALRANKID", 0);
-  } else if (getenv("SLURM_JOB_ID")) {
+  } else if (set("SLURM_JOB_ID")) {
     // The batch script (or an salloc shell) itself: one process, whatever SLURM_NTASKS says the job has.
     info.kind = LauncherKind::slurm;
   }
@@ -337,11 +366,19 @@ void check_launcher(const LauncherInfo& launcher, int mpi_rank, int mpi_world_si
     std::ostringstream message;
     message << to_string(launcher.kind) << " started " << launcher.tasks << " tasks, but MPI sees a world of "
             << mpi_world_size << " in this one (rank " << mpi_rank << "). ";
-    if (launcher.kind == LauncherKind::slurm)
+    if (launcher.kind == LauncherKind::slurm) {
       message << kSrunWithoutPmi;
-    else
-      message << "The binary is linked against a different MPI than the mpirun that started it; rebuild "
-                 "with jobs/build.sh or use the matching mpirun.";
+    } else {
+      message << "The binary is linked against a different MPI than the mpirun that started it (rebuild with "
+                 "jobs/build.sh, or use the matching mpirun)";
+      // A world of one: also no launcher at all, its variables inherited (before: the rebuild alone was
+      // suggested for a stale OMPI_COMM_WORLD_SIZE; from the launch audit).
+      if (mpi_world_size == 1)
+        message << ", or no launcher started it and "
+                << (launcher.kind == LauncherKind::open_mpi ? "OMPI_COMM_WORLD_SIZE" : "PMI_SIZE")
+                << " is left over from another job or set by hand (unset it)";
+      message << ".";
+    }
     throw UsageError(message.str());
   }
   if (launcher.rank >= 0 && launcher.rank != mpi_rank) {
@@ -365,15 +402,29 @@ ProcessContext::ProcessContext(int* argc, char*** argv) {
   host_.assign(name, static_cast<size_t>(length));
   set_process_identity(rank_, host_);
 
+  // The node's ranks and their CPUs: collectives with no timeout of their own, under the watchdog, which
+  // main arms again with --comm-timeout once the options are read (before: a rank stopped here held the
+  // others for good; from the launch audit).
+  const double startup = startup_timeout();
+  if (world_size_ > 1)
+    watchdog::arm(startup, [this](const std::string& message) {
+      log::error(message);
+      abort(static_cast<int>(ExitCode::internal));
+    });
   MPI_Comm node = MPI_COMM_NULL;
-  LONGCTX_CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
-  LONGCTX_CHECK_MPI(MPI_Comm_rank(node, &local_rank_));
-  LONGCTX_CHECK_MPI(MPI_Comm_size(node, &local_size_));
-  share_cpus(node);
-  LONGCTX_CHECK_MPI(MPI_Allreduce(&rank_, &node_leader_, 1, MPI_INT, MPI_MIN, node));
+  {
+    const watchdog::Guard guard("the start-up (the ranks of each node and their CPUs: MPI_Comm_split_type, "
+                                "MPI_Allgather, MPI_Allreduce; before the options are read, LONGCTX_COMM_TIMEOUT "
+                                "or 600 s)");
+    LONGCTX_CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
+    LONGCTX_CHECK_MPI(MPI_Comm_rank(node, &local_rank_));
+    LONGCTX_CHECK_MPI(MPI_Comm_size(node, &local_size_));
+    share_cpus(node);
+    LONGCTX_CHECK_MPI(MPI_Allreduce(&rank_, &node_leader_, 1, MPI_INT, MPI_MIN, node));
+  }
   LONGCTX_CHECK_MPI(MPI_Comm_free(&node));
 
-  world_ = comm::make_mpi_world(600.0);
+  world_ = comm::make_mpi_world(startup);
 }
 
 ProcessContext::~ProcessContext() {

@@ -44,6 +44,38 @@ TEST(Launcher, OpenMpi) {
   EXPECT_THROW(check_launcher(info, 1, 4), UsageError);
 }
 
+// An empty variable counts as unset (before: OMPI_COMM_WORLD_SIZE= made a plain run Open MPI's).
+TEST(Launcher, AnEmptyVariableIsUnset) {
+  EXPECT_EQ(detect_launcher(fake_env({{"OMPI_COMM_WORLD_SIZE", ""}, {"OMPI_COMM_WORLD_RANK", ""}})).kind,
+            LauncherKind::none);
+  EXPECT_EQ(detect_launcher(fake_env({{"PMI_SIZE", ""}, {"PMI_RANK", "0"}})).kind, LauncherKind::none);
+  EXPECT_EQ(detect_launcher(fake_env({{"SLURM_JOB_ID", ""}})).kind, LauncherKind::none);
+  EXPECT_EQ(detect_launcher(fake_env({{"SLURM_PROCID", "0"}, {"SLURM_STEP_ID", ""}, {"SLURM_NTASKS", "2"},
+                                      {"SLURM_JOB_ID", "7"}}))
+                .tasks,
+            -1)
+      << "the batch script, not a task of a step";
+}
+
+// A world of one where Open MPI's variables say more: also a process no launcher started, with the variables
+// inherited (before: only "rebuild" was suggested).
+TEST(Launcher, AWorldOfOneNamesLeftOverVariables) {
+  const LauncherInfo info = detect_launcher(fake_env({{"OMPI_COMM_WORLD_SIZE", "4"}, {"OMPI_COMM_WORLD_RANK", "2"}}));
+  for (const int world : {1, 2}) {
+    try {
+      check_launcher(info, 0, world);
+      ADD_FAILURE() << "accepted at world " << world;
+    } catch (const UsageError& e) {
+      const std::string message = e.what();
+      EXPECT_NE(message.find("linked against a different MPI"), std::string::npos) << message;
+      EXPECT_EQ(message.find("OMPI_COMM_WORLD_SIZE is left over from another job or set by hand (unset it)") !=
+                    std::string::npos,
+                world == 1)
+          << message;
+    }
+  }
+}
+
 TEST(Launcher, MpirunInsideSbatchIsOpenMpi) {
   const LauncherInfo info = detect_launcher(fake_env({{"OMPI_COMM_WORLD_SIZE", "2"},
                                                       {"OMPI_COMM_WORLD_RANK", "1"},

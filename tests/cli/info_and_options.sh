@@ -44,6 +44,19 @@ expect_exit 0 "OMP_THREAD_LIMIT=1 --threads 2 (bench attention)" -- env OMP_THRE
 expect_in "$OUT/stderr" "--threads 2 asks 2 threads of each rank, but OMP_THREAD_LIMIT=1 caps OpenMP at 1" "... --threads past it is said"
 [ "$(grep -c "threads of each rank" "$OUT/stderr")" = 1 ] && pass "... once" || fail "said: $(grep "threads of each" "$OUT/stderr")"
 expect_in "$OUT/stdout" "\"threads\": 1," "... and bench counts 1"
+# Past --threads' limit and OMP_THREAD_LIMIT: said once, with the count as written (before: "asks 1024").
+expect_exit 0 "OMP_THREAD_LIMIT=3 OMP_NUM_THREADS=2000" -- env OMP_THREAD_LIMIT=3 OMP_NUM_THREADS=2000 "$LONGCTX" info --quiet
+expect_in "$OUT/stderr" "OMP_NUM_THREADS='2000' asks 2000 threads of each rank, but OMP_THREAD_LIMIT=3 caps OpenMP at 3: this rank runs 3$" \
+  "... says 2000 and what runs"
+[ "$(grep -c "threads of each rank" "$OUT/stderr")" = 1 ] && pass "... once" || fail "said: $(grep "threads of each" "$OUT/stderr")"
+expect_in "$OUT/stdout" "  threads 3 on $cpus CPU\(s\)$" "... and info says 3"
+# A '+' before a count is what libgomp's strtoul reads, so OpenMP takes it (before: called invalid, and the
+# rank ran its share, not 4); '+' alone it ignores.
+expect_exit 0 "OMP_NUM_THREADS=' +4, +1'" -- env "OMP_NUM_THREADS= +4, +1" "$LONGCTX" info --quiet
+grep -q "OMP_NUM_THREADS=' +4, +1'" "$OUT/stderr" && fail "warned about OMP_NUM_THREADS=' +4, +1'" || pass "... taken as it is"
+expect_in "$OUT/stdout" "  threads 4 on $cpus CPU\(s\)$" "... and runs 4"
+expect_exit 0 "OMP_NUM_THREADS=+" -- env OMP_NUM_THREADS=+ "$LONGCTX" info --quiet
+expect_in "$OUT/stderr" "OMP_NUM_THREADS='\+' is no positive whole number, which OpenMP ignores" "... is ignored, said"
 expect_exit 0 "OMP_NUM_THREADS=2,1 (a level each) is taken" -- env OMP_NUM_THREADS=2,1 "$LONGCTX" info --quiet
 grep -q "OMP_NUM_THREADS" "$OUT/stderr" && fail "warned about OMP_NUM_THREADS=2,1" || pass "... without a word"
 expect_exit 0 "info, 2 ranks with OMP_NUM_THREADS=$cpus each" -- "${MPIRUN[@]}" -x OMP_NUM_THREADS=$cpus -np 2 "$LONGCTX" info --quiet
