@@ -245,6 +245,40 @@ std::vector<io::VerifyReport> verify_path(ProcessContext& process, const std::st
   return reports;
 }
 
+// After a directory's reports with damage among them: what a resume there takes, and where that is a
+// damaged file or `latest` names none, the newest whole checkpoint (below the step of the one `latest`
+// names) and how to resume from it, as a refused resume says (before: the damage alone; from the ckpt audit).
+std::string what_resumes(std::string dir, const std::vector<io::VerifyReport>& reports) {
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();  // (reports name ck/step_N.h5, not ck//)
+  std::optional<std::string> latest;
+  try {
+    latest = io::find_latest_checkpoint(dir);
+  } catch (const Error&) {  // among the reports
+  }
+  const auto whole = [&](const std::string& path) {
+    return std::any_of(reports.begin(), reports.end(), [&](const io::VerifyReport& r) {
+      return !r.removed && r.ok && std::filesystem::path(r.path).filename() == std::filesystem::path(path).filename();
+    });
+  };
+  if (latest && whole(*latest))
+    return shown(dir) + ": a resume there takes " + shown(std::filesystem::path(*latest).filename().string()) +
+           ", which `latest` names, and it is whole; the damaged files are not read by it";
+  const std::optional<int64_t> below = latest ? io::step_in_file_name(*latest) : std::nullopt;
+  std::string newest;  // reports are in step order, oldest first
+  for (const io::VerifyReport& r : reports) {
+    const std::optional<int64_t> step = io::step_in_file_name(r.path);
+    if (step && (!below || *step < *below) && whole(r.path)) newest = r.path;
+  }
+  const std::string name = std::filesystem::path(newest).filename().string();
+  const std::string below_latest = below ? " below " + std::filesystem::path(*latest).filename().string() : "";
+  return newest.empty()
+             ? shown(dir) + ": no whole checkpoint to resume from" + below_latest +
+                   ": a resume there cannot go on; a fresh run needs another checkpoint.dir (or this one emptied)"
+             : shown(dir) + ": the newest whole checkpoint" + below_latest + " is " + name +
+                   ": to resume from it, write its name into " + shown(dir) + "/latest (echo " + name + " > " +
+                   log::shell_path(dir + "/latest") + "; the steps after it are trained again)";
+}
+
 int run_verify(Invocation& invocation) {
   const auto paths = invocation.options["path"].as<std::vector<std::string>>();
   const bool json = invocation.options["json"].as<bool>();
@@ -264,6 +298,12 @@ int run_verify(Invocation& invocation) {
         ok = false;
         continue;
       }
+      std::error_code error;  // (before the paths below are made printable)
+      const std::string resumes =
+          std::filesystem::is_directory(path, error) &&
+                  std::any_of(reports.begin(), reports.end(), [](const io::VerifyReport& r) { return !r.ok; })
+              ? what_resumes(path, reports)
+              : "";
       // Every one listed removed before it could be read, and none found since: nothing was checked.
       const bool checked = std::any_of(reports.begin(), reports.end(), [](const io::VerifyReport& r) { return !r.removed; });
       if (!checked)
@@ -283,6 +323,7 @@ int run_verify(Invocation& invocation) {
         for (io::DatasetInfo& dataset : report.datasets) dataset.path = shown(dataset.path);
         std::cout << report.summary() << "\n";
       }
+      if (checked && !resumes.empty()) log::info(resumes);
     }
     return ok ? 0 : static_cast<int>(ExitCode::bad_input);
   });
@@ -380,7 +421,7 @@ Command ckpt_inspect_command() {
 }
 
 Command ckpt_verify_command() {
-  return {"ckpt verify", "read every dataset of checkpoints (files, or all in a directory): checksums, digests, finiteness, and that a checkpoint of `longctx train` holds every tensor of its /config's model; exit 3 on damage",
+  return {"ckpt verify", "read every dataset of checkpoints (files, or all in a directory): checksums, digests, finiteness, and that a checkpoint of `longctx train` holds every tensor of its /config's model; exit 3 on damage (in a directory, also saying what a resume there takes)",
           "FILE|DIR...", declare_files, run_verify, require_path};
 }
 

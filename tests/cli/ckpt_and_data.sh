@@ -852,4 +852,43 @@ for form in json text; do
     expect_in "$OUT/stdout" "^listed_text/step_00000003\.h5: ok " "... the others checked"
   fi
 done
+# verify DIR with damage says what a resume there takes: latest's checkpoint where that is whole, else the newest
+# whole one below it and how to resume from it, else that none is (before: the damage alone).
+expect_exit 0 "train 3 checkpoints" -- "$LONGCTX" train --quiet --model.layers 1 --model.dim 16 --model.heads 2 \
+  --model.mlp_hidden 16 --data.seq_len 64 --model.segment_lengths 32,64 --model.dilation_rates 1,2 --train.steps 3 \
+  --checkpoint.dir resumes --checkpoint.every 1 --checkpoint.keep 0 --eval.every 0 --log.jsonl=
+flip_model_byte() {
+  /usr/bin/python3 - "$1" <<'PY' || fail "could not flip a byte of $1"
+import h5py, sys
+with h5py.File(sys.argv[1], "r") as f:
+    offset = f["/model/embedding"].id.get_chunk_info(0).byte_offset
+with open(sys.argv[1], "r+b") as f:
+    f.seek(offset + 5); b = f.read(1); f.seek(offset + 5); f.write(bytes([b[0] ^ 0x40]))
+PY
+}
+for case in latest_damaged oldest_damaged pointer_damaged all_damaged rolled_back; do cp -a resumes "$case"; done
+flip_model_byte latest_damaged/step_00000003.h5
+expect_exit 3 "verify DIR: the checkpoint latest names damaged" -- "$LONGCTX" ckpt verify latest_damaged/ --quiet
+expect_in "$OUT/stderr" "latest_damaged: the newest whole checkpoint below step_00000003.h5 is step_00000002.h5: to resume from it, write its name into latest_damaged/latest \(echo step_00000002.h5 > latest_damaged/latest; the steps after it are trained again\)$" \
+  "... names the newest whole one below it, and how"
+flip_model_byte oldest_damaged/step_00000001.h5
+expect_exit 3 "verify DIR: an older checkpoint damaged" -- "$LONGCTX" ckpt verify oldest_damaged --quiet --json
+expect_in "$OUT/stderr" "oldest_damaged: a resume there takes step_00000003.h5, which .latest. names, and it is whole" \
+  "... says the resume takes latest's, whole"
+echo garbage >pointer_damaged/latest
+flip_model_byte pointer_damaged/step_00000003.h5
+expect_exit 3 "verify DIR: latest holds garbage, the newest damaged" -- "$LONGCTX" ckpt verify pointer_damaged --quiet
+expect_in "$OUT/stderr" "pointer_damaged: the newest whole checkpoint is step_00000002.h5: to resume" "... names the newest whole one"
+for step in 1 2 3; do flip_model_byte all_damaged/step_0000000$step.h5; done
+expect_exit 3 "verify DIR: every checkpoint damaged" -- "$LONGCTX" ckpt verify all_damaged --quiet
+expect_in "$OUT/stderr" "all_damaged: no whole checkpoint to resume from below step_00000003.h5: a resume there cannot go on" \
+  "... says none is"
+# latest rolled back to step 2 (a resume of step 2 pending), which is damaged: step 1 is what follows it, not 3.
+echo step_00000002.h5 >rolled_back/latest
+flip_model_byte rolled_back/step_00000002.h5
+expect_exit 3 "verify DIR: latest names step 2 of 3, damaged" -- "$LONGCTX" ckpt verify rolled_back --quiet
+expect_in "$OUT/stderr" "rolled_back: the newest whole checkpoint below step_00000002.h5 is step_00000001.h5" \
+  "... names the one below it, not a later one"
+expect_exit 0 "verify DIR: all whole" -- "$LONGCTX" ckpt verify resumes --quiet
+grep -q "resume" "$OUT/stderr" && fail "said something of resuming where nothing is damaged" || pass "... says nothing of resuming"
 finish
