@@ -151,17 +151,26 @@ int run_inspect(Invocation& invocation) {
     std::optional<io::CheckpointSummary> read;
     std::optional<train::StateSummary> read_state;
     std::string damage;  // values no training writes, which verify, a resume and eval refuse
+    std::vector<std::string> model_problems;  // tensors of its /config's model missing, of another shape or type
     read_checkpoint_in(given, 10, [&](const std::string& path) {
       const io::CheckpointReader reader(path);
       read.emplace(io::inspect_checkpoint(reader));
       read_state.emplace(train::state_summary(reader));
       damage.clear();
+      model_problems.clear();
       try {
         train::require_sound_attributes(reader, "`longctx ckpt verify` checks the whole file");
         // A step_N.h5 of another step, which verify, a resume and eval refuse (before: shown without a word).
         io::check_step_matches_file_name(reader);
       } catch (const InputError& e) {
         damage = e.what();
+      }
+      // What verify says of the datasets' list alone (no data read): a resume refuses them (before: shown,
+      // exit 0, without a word; from the ckpt audit).
+      try {
+        if (damage.empty()) model_problems = train::checkpoint_model_problems(reader, read->datasets);
+      } catch (const Error& e) {
+        model_problems = {e.what()};
       }
     });
     const io::CheckpointSummary& s = *read;
@@ -170,6 +179,8 @@ int run_inspect(Invocation& invocation) {
     // Damage that verify, a resume and eval refuse is said on stderr (before: the values were printed as they
     // are, exit 0, with no word); stdout's text and JSON stay as they were.
     if (!damage.empty()) log::warn(damage);
+    for (const std::string& problem : model_problems)
+      log::warn(problem + (problem == model_problems.back() ? "; `longctx ckpt verify` checks the whole file" : ""));
     if (summary.step && *summary.step != s.step)
       log::warn(s.path + ": /state/global/step is " + std::to_string(*summary.step) + ", the step attribute " +
                 std::to_string(s.step) + ": damaged; `longctx ckpt verify` checks the whole file");

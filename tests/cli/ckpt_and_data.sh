@@ -891,4 +891,22 @@ expect_in "$OUT/stderr" "rolled_back: the newest whole checkpoint below step_000
   "... names the one below it, not a later one"
 expect_exit 0 "verify DIR: all whole" -- "$LONGCTX" ckpt verify resumes --quiet
 grep -q "resume" "$OUT/stderr" && fail "said something of resuming where nothing is damaged" || pass "... says nothing of resuming"
+# inspect warns of what verify says of the datasets' list (no data read): a tensor missing, or of another type.
+cp -a resumes inspect_model
+/usr/bin/python3 -c "
+import h5py, numpy as np
+with h5py.File('inspect_model/step_00000003.h5', 'r+') as f:
+    del f['/model/embedding']
+with h5py.File('inspect_model/step_00000002.h5', 'r+') as f:
+    x = f['/optimizer/m/embedding'][...]
+    del f['/optimizer/m/embedding']
+    f['/optimizer/m/embedding'] = x.astype(np.float64)
+" || fail "could not edit the checkpoints"
+expect_exit 0 "inspect DIR: latest's checkpoint lacks a tensor" -- "$LONGCTX" ckpt inspect inspect_model --quiet
+expect_in "$OUT/stderr" "warn r0\] inspect_model/step_00000003.h5: /model/embedding: missing \(its /config's model has it; a resume would stop, exit 3\); .longctx ckpt verify. checks the whole file$" \
+  "... warns of it"
+expect_exit 0 "inspect a checkpoint with a float64 tensor" -- "$LONGCTX" ckpt inspect inspect_model/step_00000002.h5 --quiet
+expect_in "$OUT/stderr" "step_00000002.h5: /optimizer/m/embedding: float64, the model needs float32" "... warns of it"
+expect_exit 0 "inspect a whole checkpoint" -- "$LONGCTX" ckpt inspect resumes --quiet
+grep -q "warn" "$OUT/stderr" && fail "inspect warned of a whole checkpoint: $(cat "$OUT/stderr")" || pass "... without a warning"
 finish
