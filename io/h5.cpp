@@ -152,6 +152,12 @@ std::string take_error_text() {
 
 void throw_input(const std::string& context) {
   const std::string detail = take_error_text();
+  // The header that holds what was read (a group's attributes and links) is damaged, not that item alone
+  // (before: "attribute format: incorrect metadata checksum ...", as if that attribute were at fault; from
+  // the ckpt audit).
+  if (detail.find("metadata checksum") != std::string::npos)
+    throw InputError(context + ": damaged on disk: the HDF5 metadata that holds it fails its checksum (" + detail +
+                     ")");
   throw InputError(detail.empty() ? context : context + ": " + detail);
 }
 

@@ -909,4 +909,17 @@ expect_exit 0 "inspect a checkpoint with a float64 tensor" -- "$LONGCTX" ckpt in
 expect_in "$OUT/stderr" "step_00000002.h5: /optimizer/m/embedding: float64, the model needs float32" "... warns of it"
 expect_exit 0 "inspect a whole checkpoint" -- "$LONGCTX" ckpt inspect resumes --quiet
 grep -q "warn" "$OUT/stderr" && fail "inspect warned of a whole checkpoint: $(cat "$OUT/stderr")" || pass "... without a warning"
+# A byte of the root group's header (where its attributes are) flipped: said as the header's damage, not as that
+# of the attribute read first (before: "attribute format: incorrect metadata checksum ...").
+cp -a resumes root_header
+/usr/bin/python3 -c "
+p = 'root_header/step_00000003.h5'
+d = bytearray(open(p, 'rb').read())
+i = d.find(b'tokens_seen')
+d[i + 3] ^= 1
+open(p, 'wb').write(d)
+" || fail "could not flip a byte"
+expect_exit 3 "verify: the root group's header damaged" -- "$LONGCTX" ckpt verify root_header/step_00000003.h5 --quiet
+expect_in "$OUT/stdout" "step_00000003.h5: attribute [a-z_]+: damaged on disk: the HDF5 metadata that holds it fails its checksum \(" \
+  "... says the header is damaged"
 finish
