@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "io/checkpoint.hpp"
+#include "io/durable.hpp"
 #include "io/token_dataset.hpp"
 #include "runtime/commands/commands.hpp"
 #include "runtime/commands/train_options.hpp"
@@ -585,7 +586,11 @@ int run_eval(Invocation& inv) {
              << " s)";
         std::printf("%s\n", line.str().c_str());
       }
-      std::fflush(stdout);
+      // A cell's line that could not be written ends the run there: the cells after it would be lost too
+      // (before: every cell was scored first, minutes each at long lengths; from the config audit).
+      if (const std::string lost = io::check_standard_output(); !lost.empty())
+        throw InternalError("standard output: " + lost + ": the result of " + what_cell(n, depth) +
+                            " is lost; the cells after it are not scored");
     }
   }
   // The needle-in-a-haystack table: exact-match accuracy by length (rows) and depth (columns).

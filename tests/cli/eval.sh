@@ -344,4 +344,10 @@ expect_in "$OUT/stderr" "segment length 64 neither divides nor .*\(eval: another
 expect_exit 2 "a length past the memory" -- "$LONGCTX" eval ck --quiet --seq-len 64G
 expect_in "$OUT/stderr" "eval \(model.layers=2, model.dim=32, --seq-len=68719476736 over 1 rank\)" "... names the length"
 
+# A cell's line that cannot be written ends the run there (before: every cell was scored first, then exit 1).
+expect_exit 1 "eval with standard output on a full disk" -- bash -c "'$LONGCTX' eval ck --quiet --seq-len 256,1K \
+  --depths 0,100 --sequences 1 > /dev/full"
+expect_in "$OUT/stderr" "standard output: No space left on device: the result of N = 256, depth 0% is lost; the cells after it are not scored$" \
+  "... after the first cell, saying so"
+
 finish
