@@ -439,7 +439,9 @@ class NcclCommunicator : public Communicator {
     if (tag != 0) throw UsageError("NCCL send / recv take tag 0 only (NCCL matches them by order), got " + std::to_string(tag));
   }
 
-  // Every rank's (host, GPU uuid); two equal ones mean two ranks on one GPU, which NCCL cannot do.
+  // Every rank's (host, GPU uuid); two equal uuids mean two ranks on one GPU, which NCCL cannot do, also
+  // where the host names differ (containers sharing a GPU; before: passed, and NCCL's own refusal was exit 1;
+  // from a review). The host names decide only where a uuid is unknown (all zero).
   void check_one_gpu_per_rank(int device) {
     constexpr size_t kHost = 64, kRecord = kHost + 16;
     std::vector<char> mine(kRecord, 0), all(kRecord * static_cast<size_t>(host_.size()));
@@ -448,12 +450,17 @@ class NcclCommunicator : public Communicator {
     LONGCTX_CHECK_CUDA(cudaGetDeviceProperties(&prop, device));
     std::memcpy(mine.data() + kHost, prop.uuid.bytes, 16);
     host_.all_gather(Span<const char>(mine), Span<char>(all));
+    const auto record = [&](int r) { return all.data() + kRecord * static_cast<size_t>(r); };
+    const auto uuid_known = [&](int r) {
+      return std::any_of(record(r) + kHost, record(r) + kRecord, [](char byte) { return byte != 0; });
+    };
     for (int a = 0; a < host_.size(); ++a)
       for (int b = a + 1; b < host_.size(); ++b)
-        if (std::memcmp(all.data() + kRecord * static_cast<size_t>(a), all.data() + kRecord * static_cast<size_t>(b),
-                        kRecord) == 0)
+        if (uuid_known(a) && uuid_known(b) ? std::memcmp(record(a) + kHost, record(b) + kHost, kRecord - kHost) == 0
+                                           : std::memcmp(record(a), record(b), kRecord) == 0)
           throw UsageError("--comm nccl: ranks " + std::to_string(a) + " and " + std::to_string(b) + " share one GPU on " +
-                           std::string(all.data() + kRecord * static_cast<size_t>(a)) +
+                           std::string(record(a)) +
+                           (std::strcmp(record(a), record(b)) != 0 ? " (as " + std::string(record(b)) + ")" : "") +
                            "; NCCL needs one GPU per rank (run one rank per GPU, or use --comm staged)");
   }
 
