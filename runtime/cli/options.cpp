@@ -74,11 +74,22 @@ std::vector<std::string> likely_options(const std::string& name, const po::optio
     if (d < best_distance) best = long_name, best_distance = d;
   }
   if (begins == 1) return {begun};
+  // Train's spelling of an option another command spells with dashes: eval's --data.path is --data-path,
+  // --model.segment_lengths is --segment-lengths (before: --path, the checkpoint, and the whole list).
+  const auto dashed = [&](std::string text) {
+    std::replace(text.begin(), text.end(), '.', '-');
+    std::replace(text.begin(), text.end(), '_', '-');
+    return desc.find_nothrow(text, false);
+  };
+  if (const po::option_description* option = dashed(name); option && name.find_first_of("._") != std::string::npos)
+    return {option->long_name()};
   if (std::vector<std::string> same_leaf = same_leaf_options(desc, name); !same_leaf.empty()) return same_leaf;
   // A top-level option given under a section (attend's `input` under [attend]; before, the list of every
-  // option, the key among them).
-  if (const size_t dot = name.rfind('.'); dot != std::string::npos)
+  // option, the key among them), also spelled with underscores.
+  if (const size_t dot = name.rfind('.'); dot != std::string::npos) {
     if (const po::option_description* top = desc.find_nothrow(name.substr(dot + 1), false)) return {top->long_name()};
+    if (const po::option_description* top = dashed(name.substr(dot + 1))) return {top->long_name()};
+  }
   // Before: only whole words ("--back", "--model.lay" got no hint; "--train.se" got "--train.lr"). A few at
   // most: "--s" begins too many to be a hint.
   if (!cut_short.empty() && cut_short.size() <= 3) return cut_short;
@@ -607,7 +618,9 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
                         : name.find('.') == std::string::npos && unknown.find('.') != std::string::npos
                             ? name + " above any [section] line"
                             : file_spelling(name));
-    return UsageError("unknown option '" + given + "' for " + where + (source.empty() ? "" : " (from " + source + ")") +
+    // (Named without a value given after '=': before, "unknown option '--data.path=corpus.h5'".)
+    return UsageError("unknown option '" + given.substr(0, given.find('=')) + "' for " + where +
+                      (source.empty() ? "" : " (from " + source + ")") +
                       (guesses.empty() ? "; allowed: " + allowed_options(declared, in_file)
                                        : "; did you mean " + joined(guesses, " or ") + "?"));
   };

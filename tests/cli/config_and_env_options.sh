@@ -233,6 +233,13 @@ expect_in "$OUT/stderr" "unknown option '--model.layer' for 'longctx train' \(fr
 printf '[model]\nlayer = 3\n' >"$OUT/layer.ini"
 expect_exit 2 "[model] layer in a file" -- "$LONGCTX" train --config "$OUT/layer.ini" --quiet
 expect_in "$OUT/stderr" "did you mean \[model\] layers\?$" "[model] layers"
+# Train's spelling of another command's option is answered with that command's (before: eval's --data.path got
+# --path, the checkpoint; --model.segment_lengths the whole list), named without the value given after '='.
+expect_exit 2 "eval --data.path=x.h5" -- "$LONGCTX" eval ck --data.path=x.h5 --quiet
+expect_in "$OUT/stderr" "unknown option '--data.path' for 'longctx eval' \(from the command line\); did you mean --data-path\?$" \
+  "--data-path, and no value in the name"
+expect_exit 2 "eval --model.segment_lengths" -- "$LONGCTX" eval ck --model.segment_lengths 4 --quiet
+expect_in "$OUT/stderr" "did you mean --segment-lengths\?$" "--segment-lengths"
 expect_exit 2 "--causl=1" -- "$LONGCTX" bench attention --causl=1 --quiet
 expect_in "$OUT/stderr" "did you mean --causal\?$" "a value after = does not hide the name"
 # Nor an empty one (before: "the argument for option '--causl' should follow immediately after the equal sign").
