@@ -33,7 +33,8 @@ void declare_file(po::options_description& desc, po::positional_options_descript
        "attributes (name: value as text), state (text, or null), train_state (null for a checkpoint `train` did not "
        "write, else {step, data_position: {sequence, token}, rng_seed, eval_pending, data_file: {tokens, digest "
        "(\"0x...\" or null), tokens_before (0 where the file has no data_tokens_before: it is written only when not "
-       "0)}}, each null where the file lacks it or it is damaged), datasets ([{path, "
+       "0), reached_before (data_reached_before: the last token trained on before the run's resume, or null)}}, "
+       "each null where the file lacks it or it is damaged), datasets ([{path, "
        "shape, dtype, storage_bytes, "
        "fletcher32, digest}]), storage_bytes, config (text)");
   positional.add("path", 1);
@@ -69,7 +70,8 @@ std::string train_state_json(const train::StateSummary& state) {
   if (const auto& file = state.data_file)
     out << "{\"tokens\": " << file->identity.tokens << ", \"digest\": "
         << (file->identity.digest ? json_string(io::digest_text(*file->identity.digest)) : std::string("null"))
-        << ", \"tokens_before\": " << file->tokens_before << "}";
+        << ", \"tokens_before\": " << file->tokens_before << ", \"reached_before\": "
+        << (file->reached_before >= 0 ? std::to_string(file->reached_before) : std::string("null")) << "}";
   else
     out << "null";
   out << "}";

@@ -515,8 +515,8 @@ int run_eval(Invocation& inv) {
         if (rank0) {
           // Its tokens [0, n]: which of them the checkpoint's run trained on (before: only that a run at this
           // length would, where that run, at another length, had).
-          const int64_t reached = other_file ? -1 : last_trained_token(cell, stored, one_length);
-          const std::string run = "the checkpoint's run (data.seq_len=" + std::to_string(stored.data_seq_len) + ")";
+          const int64_t reached = other_file ? -1 : trained_token_in_history(cell, stored, one_length);
+          const std::string run = trained_by(stored, reached);
           log::warn("N = " + std::to_string(n) + ": " + plan.options.data.path +
                     " holds a single sequence of this length (" + std::to_string(n) +
                     " + 1 tokens), so none is held out at it: " +
@@ -535,8 +535,8 @@ int run_eval(Invocation& inv) {
       if (const int64_t reached = other_file ? -1 : trained_token_in_held_out(cell, stored, *data, one_length);
           reached >= 0 && rank0)
         log::warn("N = " + std::to_string(n) + ": the held-out tail of " + plan.options.data.path + " starts at token " +
-                  std::to_string(data->held_out_begin() + 1) + ", but the checkpoint's run (data.seq_len=" +
-                  std::to_string(stored.data_seq_len) + ") trained on tokens up to " + std::to_string(reached) +
+                  std::to_string(data->held_out_begin() + 1) + ", but " + trained_by(stored, reached) +
+                  " trained on tokens up to " + std::to_string(reached) +
                   ": this length is scored partly on training data");
       const auto t0 = std::chrono::steady_clock::now();
       train::EvalStats e;

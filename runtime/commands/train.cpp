@@ -134,10 +134,14 @@ int64_t sequences_to_evaluate(const TrainOptions& r, const train::Dataset& data)
 void warn_if_evaluating_trained_tokens(const TrainOptions& r, const train::Resumed& stored, const train::Dataset& data) {
   const int64_t reached = trained_token_in_held_out(r.data, stored, data);
   if (reached >= 0)
-    log::warn_once("data.seq_len=" + std::to_string(r.trainer.seq_len) + " after a checkpoint trained at data.seq_len=" +
-                   std::to_string(stored.data_seq_len) + ": evaluation scores the tokens of data.path=" + r.data.path +
-                   " from " + std::to_string(data.held_out_begin() + 1) + " on, but the checkpoint's run trained on "
-                   "tokens up to " + std::to_string(reached) + ", so eval_loss / eval_accuracy are measured "
+    log::warn_once("data.seq_len=" + std::to_string(r.trainer.seq_len) +
+                   (stored.data_seq_len == r.trainer.seq_len
+                        ? std::string()
+                        : " after a checkpoint trained at data.seq_len=" + std::to_string(stored.data_seq_len)) +
+                   ": evaluation scores the tokens of data.path=" + r.data.path +
+                   " from " + std::to_string(data.held_out_begin() + 1) + " on, but " + trained_by(stored, reached) +
+                   " trained on tokens up to " + std::to_string(reached) +
+                   ", so eval_loss / eval_accuracy are measured "
                    "partly on training data. A length curriculum in one run (data.short_seq_len, data.short_steps) "
                    "trains its shorter stages only before data.seq_len's held-out tail");
 }
@@ -256,10 +260,15 @@ int train_run(Invocation& inv, RunRecord& record) {
   if (resumed && !new_data_file) warn_if_evaluating_trained_tokens(r, stored, *data);
   // What its checkpoints record of the token file: which it is, and since when (in tokens_seen) it is trained on.
   std::optional<train::DataFileRecord> data_record;
-  if (data_file)
+  if (data_file) {
     data_record = train::DataFileRecord{*data_file, new_data_file       ? stored.tokens_seen
                                                     : stored.data_file ? stored.data_file->tokens_before
                                                                        : 0};
+    // And the last token of it trained on before this run, at every length (before: the checkpoint recorded
+    // only its own run's length, so after a resume at a longer one, eval and later resumes no longer said
+    // that the longer length's held-out tail held tokens trained on; from the own-data journey audit).
+    if (resumed && !new_data_file) data_record->reached_before = trained_token_in_history(r.data, stored);
+  }
   // A resume from a checkpoint whose evaluation is pending writes that step's line again (an earlier resume
   // that wrote it may have stopped before its next checkpoint).
   const int64_t kept_through = !resumed ? -1 : stored.pending_eval ? trainer.step() - 1 : trainer.step();

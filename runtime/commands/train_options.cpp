@@ -604,10 +604,25 @@ int64_t last_trained_token(const train::DataConfig& config, const train::Resumed
   return std::max<int64_t>(reached, -1);
 }
 
+int64_t trained_token_in_history(const train::DataConfig& config, const train::Resumed& stored, bool one_length) {
+  const int64_t before = stored.data_file ? stored.data_file->reached_before : -1;
+  return std::max(before, last_trained_token(config, stored, one_length));
+}
+
+std::string trained_by(const train::Resumed& stored, int64_t reached) {
+  if (stored.data_file && stored.data_file->reached_before >= 0 && stored.data_file->reached_before == reached)
+    return "the runs before the checkpoint's last resume (data.seq_len=" + std::to_string(stored.data_seq_len) +
+           " since)";
+  return "the checkpoint's run (data.seq_len=" + std::to_string(stored.data_seq_len) + ")";
+}
+
 int64_t trained_token_in_held_out(const train::DataConfig& config, const train::Resumed& stored,
                                   const train::Dataset& data, bool one_length) {
-  if (stored.data_seq_len == config.seq_len || data.held_out_begin() < 0) return -1;
-  const int64_t reached = last_trained_token(config, stored, one_length);
+  if (data.held_out_begin() < 0) return -1;
+  // At the checkpoint's own length its run trained only before the tail; the runs it resumed, at any.
+  int64_t reached = stored.data_file ? stored.data_file->reached_before : -1;
+  if (stored.data_seq_len != config.seq_len)
+    reached = std::max(reached, last_trained_token(config, stored, one_length));
   return reached > data.held_out_begin() ? reached : -1;
 }
 

@@ -91,11 +91,19 @@ void check_token_digest(const std::string& path, const std::string& named);
 // lie at multiples of it; else one may have ended at any token before the training end.
 int64_t last_trained_token(const train::DataConfig& config, const train::Resumed& stored, bool one_length = false);
 
+// The last token of the checkpoint's file that its run or the runs it resumed trained on: last_trained_token,
+// or the checkpoint's data_reached_before (train::DataFileRecord::reached_before) where that is later.
+int64_t trained_token_in_history(const train::DataConfig& config, const train::Resumed& stored,
+                                 bool one_length = false);
+// Who trained on token `reached` (of trained_token_in_history): "the checkpoint's run (data.seq_len=N)", or
+// the runs before its last resume where the checkpoint's data_reached_before says so.
+std::string trained_by(const train::Resumed& stored, int64_t reached);
+
 // A token file's held-out tail at `config`'s length (data.seq_len, or eval's --seq-len), where it holds
-// tokens the run of the checkpoint `stored` trained on: it was split at another length (a longer one holds
-// out whole sequences of it, from an earlier token; a shorter one holds out a file the longer length trained
-// on whole). The last token that run trained on, when it lies past the tail's start; -1 when none does
-// (the same length, synthetic data, a file too short to hold one out).
+// tokens the run of the checkpoint `stored`, or a run it resumed, trained on: it was split at another length
+// (a longer one holds out whole sequences of it, from an earlier token; a shorter one holds out a file the
+// longer length trained on whole). The last token those runs trained on, when it lies past the tail's start;
+// -1 when none does (the same length all along, synthetic data, a file too short to hold one out).
 int64_t trained_token_in_held_out(const train::DataConfig& config, const train::Resumed& stored,
                                   const train::Dataset& data, bool one_length = false);
 

@@ -139,6 +139,8 @@ std::optional<DataFileRecord> recorded_data_file(const io::CheckpointReader& rea
   record.identity.tokens = file.read_int64_attribute("data_tokens");
   if (file.has_attribute("data_digest")) record.identity.digest = file.read_bits64_attribute("data_digest");
   if (file.has_attribute("data_tokens_before")) record.tokens_before = file.read_int64_attribute("data_tokens_before");
+  if (file.has_attribute("data_reached_before"))
+    record.reached_before = file.read_int64_attribute("data_reached_before");
   return record;
 }
 
@@ -289,6 +291,7 @@ std::string save_checkpoint(Trainer& trainer, const std::string& dir, int64_t ke
       if (data_file->identity.digest)
         writer.write_attribute("data_digest", io::digest_attribute_value(*data_file->identity.digest));
       if (data_file->tokens_before != 0) writer.write_attribute("data_tokens_before", data_file->tokens_before);
+      if (data_file->reached_before >= 0) writer.write_attribute("data_reached_before", data_file->reached_before);
     }
     if (pending_eval) {
       writer.write_attribute("eval_pending", int64_t{1});
@@ -443,6 +446,11 @@ std::vector<std::string> attribute_problems(const io::CheckpointReader& reader) 
     if (record->tokens_before > reader.tokens_seen())
       problems.push_back("attribute data_tokens_before = " + std::to_string(record->tokens_before) +
                          ": more than tokens_seen = " + std::to_string(reader.tokens_seen()));
+    if (reader.file().has_attribute("data_reached_before") &&
+        (record->reached_before < 0 || record->reached_before >= record->identity.tokens))
+      problems.push_back("attribute data_reached_before = " + std::to_string(record->reached_before) +
+                         ": not a token of the file (0 to data_tokens - 1 = " +
+                         std::to_string(record->identity.tokens - 1) + ")");
   }
   return problems;
 }

@@ -13,6 +13,9 @@
 //                               token count and /tokens' digest of data.path (io::TokenIdentity; no
 //                               data_digest when the file has none), which a resume and `eval` compare;
 //                               data_tokens_before where a resume with data.allow_new_file changed the file;
+//                               data_reached_before: the last token of that file the runs before the last
+//                               resume trained on, where known (an eval at a length whose held-out tail
+//                               starts before it scores training tokens);
 //                               step_log (string): the step's log.jsonl fields, of a run that writes log.jsonl
 // Everything is replicated, so a checkpoint of any P resumes at any P. Collective over `comm`.
 #pragma once
@@ -50,6 +53,11 @@ struct DataFileRecord {
   // tokens_seen when the run began training on this file (a resume with data.allow_new_file; root attribute
   // data_tokens_before, written when not 0): its tokens trained on this file are tokens_seen minus this.
   int64_t tokens_before = 0;
+  // The last token of this file trained on before the run that wrote the checkpoint resumed: the most over
+  // its history, at every length it trained at (root attribute data_reached_before, written when >= 0; -1:
+  // none, a fresh run on this file). A length whose held-out tail starts before it is evaluated partly on
+  // training data, also after later resumes at that length, which alone would not tell.
+  int64_t reached_before = -1;
 };
 struct PendingEval {
   // The step's log.jsonl line before the evaluation's fields, which the resumed run completes and writes

@@ -189,7 +189,7 @@ expect_exit 0 "inspect it --json" -- "$LONGCTX" ckpt inspect pos --json --quiet
 import json, sys
 d = json.load(sys.stdin)["train_state"]
 want = {"step": 6, "data_position": {"sequence": 6, "token": 144}, "rng_seed": 1, "eval_pending": False,
-        "data_file": {"tokens": 1092, "digest": sys.argv[1], "tokens_before": 0}}
+        "data_file": {"tokens": 1092, "digest": sys.argv[1], "tokens_before": 0, "reached_before": None}}
 sys.exit(0 if d == want else "train_state: %s" % d)' "$digest" <"$OUT/stdout" &&
   pass "... train_state: step, data position, rng seed, eval pending, token file" || fail "train_state of pos"
 mkdir -p pos_resumed && cp pos/step_00000003.h5 pos_resumed/ && echo step_00000003.h5 >pos_resumed/latest
@@ -366,12 +366,33 @@ for steps in 64 65 70; do
     grep -q "evaluation scores the tokens" "$OUT/stderr" && fail "warned after 64 steps (tokens up to 1024 only)" ||
       pass "64 steps (up to token 1024): nothing to say"
   else
-    expect_in "$OUT/stderr" "data.seq_len=64 after a checkpoint trained at data.seq_len=16: evaluation scores the tokens of data.path=digits.h5 from 1025 on, but the checkpoint's run trained on tokens up to 1040" \
+    expect_in "$OUT/stderr" "data.seq_len=64 after a checkpoint trained at data.seq_len=16: evaluation scores the tokens of data.path=digits.h5 from 1025 on, but the checkpoint's run \(data.seq_len=16\) trained on tokens up to 1040" \
       "$steps steps: says evaluation scores tokens the checkpoint's run trained on"
     [ "$(grep -c "evaluation scores the tokens" "$OUT/stderr")" = 1 ] && pass "... once (rank 0)" ||
       fail "said $(grep -c "evaluation scores the tokens" "$OUT/stderr") times"
+    # The checkpoint at 64 keeps that history: a later resume at 64, and eval, say it again (before: its
+    # checkpoint recorded data.seq_len=64 alone, and neither said a word).
+    expect_exit 0 "... resumed at data.seq_len 64 once more" -- "$LONGCTX" train "${FS[@]}" --data.seq_len 64 \
+      --train.steps $((steps + 2)) --checkpoint.dir split16_$steps
+    expect_in "$OUT/stderr" "data.seq_len=64: evaluation scores the tokens of data.path=digits.h5 from 1025 on, but the runs before the checkpoint's last resume \(data.seq_len=64 since\) trained on tokens up to 1040" \
+      "... says it again"
+    expect_exit 0 "... and eval at 64" -- "$LONGCTX" eval split16_$steps --quiet --sequences 1
+    expect_in "$OUT/stderr" "N = 64: the held-out tail of digits.h5 starts at token 1025, but the runs before the checkpoint's last resume \(data.seq_len=64 since\) trained on tokens up to 1040" \
+      "... and so does eval"
   fi
 done
+expect_exit 0 "ckpt verify of checkpoints that record it" -- "$LONGCTX" ckpt verify split16_65 --quiet
+expect_in "$OUT/stdout" "split16_65/step_00000067.h5: ok" "... whole"
+expect_exit 0 "ckpt inspect --json of one" -- "$LONGCTX" ckpt inspect split16_65 --quiet --json
+/usr/bin/python3 -c 'import json, sys; sys.exit(json.load(sys.stdin)["train_state"]["data_file"]["reached_before"] != 1040)' \
+  <"$OUT/stdout" && pass "... train_state's data_file says reached_before 1040" || fail "inspect --json: $(cat "$OUT/stdout")"
+/usr/bin/python3 -c '
+import h5py
+with h5py.File("split16_65/step_00000067.h5", "r+") as f:
+    assert f.attrs["data_reached_before"] == 1040, f.attrs["data_reached_before"]
+    f.attrs["data_reached_before"] = f.attrs["data_tokens"]' || fail "data_reached_before is not 1040"
+expect_exit 3 "ckpt verify: data_reached_before past the file" -- "$LONGCTX" ckpt verify split16_65/step_00000067.h5 --quiet
+expect_in "$OUT/stdout" "attribute data_reached_before = [0-9]+: not a token of the file" "... names it"
 expect_exit 0 "file task at data.seq_len 64, a checkpoint" -- "$LONGCTX" train "${FS[@]}" --data.seq_len 64 \
   --train.steps 1 --checkpoint.dir split64
 expect_exit 0 "... resumed at data.seq_len 16" -- "$LONGCTX" train "${FS[@]}" --data.seq_len 16 --train.steps 2 \
