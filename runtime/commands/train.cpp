@@ -64,17 +64,26 @@ static_assert(std::atomic<uint32_t>::is_always_lock_free, "the signal handler ne
 std::atomic<bool> g_working{false};
 // Rank 0 says at once that a SIGINT or SIGHUP is taken (Ctrl-C at a terminal: the step may take minutes).
 std::atomic<bool> g_says_interrupts{false};
+// Set once the run's outcome is settled (its work returned or failed: the checkpoint committed, the code
+// known, the summary next): a SIGINT or SIGHUP after it, the same again included, is ignored, as the process
+// is ending with that code (before: a second one then ended it by the signal, 130 where log.summary said 75,
+// and a requeue wrapper took the job for cancelled; from the signals audit).
+std::atomic<bool> g_settled{false};
 
 // SIGINT (Ctrl-C; srun passes it on at a second one, then SIGTERM) and SIGHUP (a terminal closed) stop the
 // run as SIGTERM does (before: they ended it at once, the steps since the last checkpoint and the
 // log.summary lost). The same one again (whatever came between), or one before the run began its work, ends
 // the process as it would have without the handler: its claimed .tmp files removed, then the signal's
-// default. Async-signal-safe: atomics, write(2) (errno kept), sigaction, raise.
+// default; one once the run's outcome is settled (g_settled) is ignored. Async-signal-safe: atomics, write(2) (errno kept), sigaction, raise.
 extern "C" void request_stop(int signal) {
   const int saved_errno = errno;
   const uint32_t bit = signal > 0 && signal < 32 ? uint32_t{1} << signal : 0;
   const uint32_t seen = g_signals_seen.fetch_or(bit, std::memory_order_relaxed);
   const bool interrupt = signal == SIGINT || signal == SIGHUP;
+  if (interrupt && g_settled.load(std::memory_order_relaxed)) {
+    errno = saved_errno;
+    return;
+  }
   if (interrupt && ((seen & bit) != 0 || !g_working.load(std::memory_order_relaxed))) {
     io::remove_claims_and_reraise(signal);
     errno = saved_errno;
@@ -674,6 +683,7 @@ int run_train(Invocation& inv) {
   try {
     code = train_run(inv, record);
   } catch (const std::exception&) {  // with the code and message main() ends the run with
+    g_settled.store(true, std::memory_order_relaxed);
     const auto [exit_code, message] = exit_of(std::current_exception());
     // A usage or config error before the run's work writes nothing (interfaces.md's exit 2), a summary
     // neither (before: one said "failed", exit 2, for a refusal after the start, as a train.steps below
@@ -692,7 +702,9 @@ int run_train(Invocation& inv) {
     }
     throw;
   }
+  g_settled.store(true, std::memory_order_relaxed);
   write_summary(code, "");
+  stop_here_if_set("LONGCTX_FAULT_STOP_AFTER_SUMMARY");  // a test signals it once its outcome is settled
   return code;
 }
 

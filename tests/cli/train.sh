@@ -896,6 +896,21 @@ wait $pid 2>/dev/null; code=$?  # (bash says "Hangup" otherwise)
 [ "$code" -eq $((128 + $(kill -l HUP))) ] && pass "SIGHUP twice -> exit $code at once" || { fail "gave exit $code"; tail -3 "$OUT/hup.err"; }
 [ -z "$(find "$OUT/hup" -name '*.tmp')" ] && pass "... no .tmp left" || fail ".tmp left: $(ls "$OUT/hup")"
 expect_exit 0 "resume after SIGHUP twice" -- "$LONGCTX" train "${LONG[@]}" --checkpoint.dir "$OUT/hup" --checkpoint.every 1
+# Once the stop is settled (checkpoint committed, log.summary written) a SIGINT again is ignored: the process
+# ends with the run's 75, as its summary says (before: 130). It is stopped after its summary, the SIGINT sent,
+# then continued.
+env --default-signal=INT LONGCTX_FAULT_STOP_AFTER_SUMMARY=1 "$LONGCTX" train "${LONG[@]}" --checkpoint.dir "$OUT/settled" \
+  --log.jsonl "$OUT/settled.jsonl" --log.summary "$OUT/settled.summary.json" >"$OUT/settled.out" 2>"$OUT/settled.err" &
+pid=$!
+for _ in $(seq 200); do grep -q '"step": 3,' "$OUT/settled.jsonl" 2>/dev/null && break; sleep 0.05; done
+kill -INT $pid
+for _ in $(seq 400); do [ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" = T ] && break; sleep 0.05; done
+kill -INT $pid
+kill -CONT $pid
+wait $pid 2>/dev/null; code=$?
+[ "$code" -eq 75 ] && pass "SIGINT again once the stop is settled: ignored, exit 75" ||
+  { fail "SIGINT again after the summary: exit $code"; tail -3 "$OUT/settled.err"; }
+expect_in "$OUT/settled.summary.json" '"outcome": "stopped", "exit": 75, "signal": "SIGINT"' "... as log.summary says"
 # Before the run's work begins there is nothing of it to save: a SIGINT ends it at once (128 + SIGINT), with
 # no step trained and no checkpoint (before: a whole step and a checkpoint first).
 env --default-signal=INT LONGCTX_FAULT_STOP_BEFORE_WORK=1 "$LONGCTX" train "${LONG[@]}" --checkpoint.dir "$OUT/early" \
