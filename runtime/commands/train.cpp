@@ -74,7 +74,8 @@ std::atomic<bool> g_settled{false};
 // run as SIGTERM does (before: they ended it at once, the steps since the last checkpoint and the
 // log.summary lost). The same one again (whatever came between), or one before the run began its work, ends
 // the process as it would have without the handler: its claimed .tmp files removed, then the signal's
-// default; one once the run's outcome is settled (g_settled) is ignored. Async-signal-safe: atomics, write(2) (errno kept), sigaction, raise.
+// default; one once the run's outcome is settled (g_settled) is ignored. Async-signal-safe: atomics, write(2)
+// (errno kept), sigaction, raise.
 extern "C" void request_stop(int signal) {
   const int saved_errno = errno;
   const uint32_t bit = signal > 0 && signal < 32 ? uint32_t{1} << signal : 0;
