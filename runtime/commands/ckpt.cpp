@@ -181,8 +181,9 @@ int run_inspect(Invocation& invocation) {
     // Damage that verify, a resume and eval refuse is said on stderr (before: the values were printed as they
     // are, exit 0, with no word); stdout's text and JSON stay as they were.
     if (!damage.empty()) log::warn(damage);
-    for (const std::string& problem : model_problems)
-      log::warn(problem + (problem == model_problems.back() ? "; `longctx ckpt verify` checks the whole file" : ""));
+    for (size_t i = 0; i < model_problems.size(); ++i)
+      log::warn(model_problems[i] +
+                (i + 1 == model_problems.size() ? "; `longctx ckpt verify` checks the whole file" : ""));
     if (summary.step && *summary.step != s.step)
       log::warn(s.path + ": /state/global/step is " + std::to_string(*summary.step) + ", the step attribute " +
                 std::to_string(s.step) + ": damaged; `longctx ckpt verify` checks the whole file");
@@ -273,9 +274,11 @@ std::string what_resumes(std::string dir, const std::vector<io::VerifyReport>& r
       return !r.removed && r.ok && std::filesystem::path(r.path).filename() == std::filesystem::path(path).filename();
     });
   };
+  std::error_code error;
   if (latest && whole(*latest))
     return shown(dir) + ": a resume there takes " + shown(std::filesystem::path(*latest).filename().string()) +
-           ", which `latest` names, and it is whole; the damaged files are not read by it";
+           (std::filesystem::exists(dir + "/latest", error) ? ", which `latest` names" : ", the newest (no `latest`)") +
+           ", and it is whole; the damaged files are not read by it";
   const std::optional<int64_t> below = latest ? io::step_in_file_name(*latest) : std::nullopt;
   std::string newest;  // reports are in step order, oldest first
   for (const io::VerifyReport& r : reports) {

@@ -896,6 +896,10 @@ flip_model_byte oldest_damaged/step_00000001.h5
 expect_exit 3 "verify DIR: an older checkpoint damaged" -- "$LONGCTX" ckpt verify oldest_damaged --quiet --json
 expect_in "$OUT/stderr" "oldest_damaged: a resume there takes step_00000003.h5, which .latest. names, and it is whole" \
   "... says the resume takes latest's, whole"
+cp -a oldest_damaged no_latest && rm no_latest/latest
+expect_exit 3 "verify DIR without latest: an older checkpoint damaged" -- "$LONGCTX" ckpt verify no_latest --quiet
+expect_in "$OUT/stderr" "no_latest: a resume there takes step_00000003.h5, the newest \(no .latest.\), and it is whole" \
+  "... says the resume takes the newest, whole"
 echo garbage >pointer_damaged/latest
 flip_model_byte pointer_damaged/step_00000003.h5
 expect_exit 3 "verify DIR: latest holds garbage, the newest damaged" -- "$LONGCTX" ckpt verify pointer_damaged --quiet
