@@ -357,6 +357,12 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
     return exit_code != 0 ? exit_code : static_cast<int>(ExitCode::internal);
   };
   if (process.rank() != 0 && (parsed.help || parsed.version)) return 0;
+  // As a command's result: nowhere to print it is a usage error (before: exit 1, "lost", for these alone).
+  if ((parsed.help || parsed.version) && io::standard_output_was_closed()) {
+    std::fprintf(stderr, "longctx: error: standard output is closed (`>&-`): %s prints there; send it to a file or a "
+                 "pipe\n", parsed.version ? "--version" : "--help");
+    return static_cast<int>(ExitCode::usage);
+  }
   if (parsed.version) {
     std::cout << version_text();
     return written(0);

@@ -299,8 +299,11 @@ expect_exit 2 "bench attention --json with standard output closed" -- bash -c "'
 expect_in "$OUT/stderr" "^longctx: error: standard output is closed \(\`>&-\`\): longctx bench attention prints its result there" \
   "... says it is closed"
 grep -q "iteration" "$OUT/stderr" && fail "... but ran first" || pass "... before any work"
-expect_exit 1 "--version with standard output closed" -- bash -c "'$LONGCTX' --version >&-"
-expect_in "$OUT/stderr" "lost: standard output was closed when longctx started$" "... says it was closed"
+# --version and --help likewise (before: exit 1, "lost").
+expect_exit 2 "--version with standard output closed" -- bash -c "'$LONGCTX' --version >&-"
+expect_in "$OUT/stderr" "^longctx: error: standard output is closed \(\`>&-\`\): --version prints there" "... says it is closed"
+expect_exit 2 "info --help with standard output closed" -- bash -c "'$LONGCTX' info --help >&-"
+expect_in "$OUT/stderr" "^longctx: error: standard output is closed \(\`>&-\`\): --help prints there" "... says it is closed"
 # A failure's report on standard output that is lost is said too (before: verify's exit 3 without a word).
 printf 'not hdf5\n' >"$OUT/not_a_checkpoint.h5"
 expect_exit 3 "ckpt verify of a damaged file > /dev/full" -- bash -c "'$LONGCTX' ckpt verify --quiet '$OUT/not_a_checkpoint.h5' \
