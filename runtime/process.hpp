@@ -25,10 +25,11 @@ namespace longctx {
 // The most OpenMP threads per rank --threads / train.threads take, and OMP_NUM_THREADS is cut to (more is
 // a typo, not a machine).
 constexpr int kMaxThreads = 1024;
-// Sets this rank's OpenMP threads to `threads` (`given`: how the option reads, for the warning), cut to
+// Sets this rank's OpenMP threads to `threads` (as asked, past int too; `given`: how the option reads, for the
+// warning), cut to
 // OMP_THREAD_LIMIT where that is lower, with a warning: OpenMP never runs more, and the counts every
 // command prints and plans its work by (omp_get_max_threads) would otherwise say more than run.
-void set_threads(int threads, const std::string& given);
+void set_threads(unsigned long long threads, const std::string& given);
 
 enum class LauncherKind { none, open_mpi, slurm, pmi };  // pmi: a PMI-1/2 launcher (MPICH or Intel MPI Hydra)
 std::string to_string(LauncherKind kind);

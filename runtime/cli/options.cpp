@@ -403,12 +403,12 @@ const std::set<std::string>& environment_settings() {
       "LONGCTX_TOKEN_CHECK_BYTES",
       // fault injection for the tests (runtime/commands/attend.cpp, runtime/train/fault_injection.cpp,
       // io/atomic_output.cpp, io/token_import.cpp, io/checkpoint_verify.cpp, runtime/commands/train.cpp,
-      // runtime/train/json_log.cpp)
+      // runtime/train/json_log.cpp, runtime/process.cpp)
       "LONGCTX_FAULT_INJECT_RANK", "LONGCTX_FAULT_STALL_RANK", "LONGCTX_FAULT_STALL_ATTENTION_RANK", "LONGCTX_FAULT_STALL_END_RANK",
       "LONGCTX_FAULT_TERMINATE_RANK", "LONGCTX_FAULT_NAN_GRADIENT", "LONGCTX_FAULT_SLOW_SIGNAL_CLEANUP_MS",
       "LONGCTX_FAULT_SLOW_CLAIM_MS", "LONGCTX_FAULT_SLOW_LOG_REWRITE_MS", "LONGCTX_FAULT_SIGNAL_AT",
       "LONGCTX_FAULT_STOP_BETWEEN_READS", "LONGCTX_FAULT_STOP_AFTER_LISTING", "LONGCTX_FAULT_STOP_BEFORE_WORK",
-      "LONGCTX_FAULT_STOP_AFTER_SUMMARY",
+      "LONGCTX_FAULT_STOP_AFTER_SUMMARY", "LONGCTX_FAULT_STARTUP_TIMEOUT",
       // read by the jobs/ scripts, so often set where longctx runs
       "LONGCTX_BUILD", "LONGCTX_NATIVE", "LONGCTX_ROOT", "LONGCTX_QUICKSTART_DIR", "LONGCTX_BIN",
       "LONGCTX_SLURM_STATE", "LONGCTX_SLURM_CPUS", "LONGCTX_SLURM_CTLD_PORT", "LONGCTX_SLURM_D_PORT",

@@ -25,8 +25,9 @@ class Watchdog {
     if (thread_.joinable()) thread_.join();
   }
 
-  void arm(double seconds, std::function<void(const std::string&)> expire) {
+  void arm(double seconds, std::function<void(const std::string&)> expire, const std::string& set_by) {
     std::lock_guard<std::mutex> lock(mutex_);
+    set_by_ = set_by;
     // Clock::duration counts nanoseconds in int64 (292 years): a larger --comm-timeout ("never", 1e10)
     // would overflow into the past and end every job at once. 1e9 s is never in practice.
     timeout_ = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(std::min(seconds, 1e9)));
@@ -74,8 +75,9 @@ class Watchdog {
       message << what_ << ": no progress for "
               << std::chrono::duration<double>(timeout_).count()
               << " s; a rank (this one or another) is stuck or gone (MPI-IO, MPI_Bcast, MPI_Comm_create_group, "
-                 "MPI_Finalize and NCCL's set-up and release have no timeout of their own; --comm-timeout sets "
-                 "this one)";
+                 "MPI_Finalize, NCCL's set-up and release and the start-up's collectives have no timeout of their "
+                 "own; "
+              << set_by_ << ")";
       auto expire = expire_;
       auto note = note_;
       lock.unlock();
@@ -107,6 +109,7 @@ class Watchdog {
   bool stop_ = false, armed_ = false;
   Clock::duration timeout_{};
   std::function<void(const std::string&)> expire_;
+  std::string set_by_;
   int depth_ = 0;
   std::string what_;
   std::function<std::string()> note_;
@@ -120,8 +123,8 @@ Watchdog& instance() {
 
 }  // namespace
 
-void arm(double timeout_seconds, std::function<void(const std::string& message)> expire) {
-  instance().arm(timeout_seconds, std::move(expire));
+void arm(double timeout_seconds, std::function<void(const std::string& message)> expire, const std::string& set_by) {
+  instance().arm(timeout_seconds, std::move(expire), set_by);
 }
 
 Guard::Guard(const std::string& what, std::function<std::string()> note) { instance().enter(what, std::move(note)); }

@@ -44,6 +44,10 @@ expect_exit 0 "OMP_THREAD_LIMIT=1 --threads 2 (bench attention)" -- env OMP_THRE
 expect_in "$OUT/stderr" "--threads 2 asks 2 threads of each rank, but OMP_THREAD_LIMIT=1 caps OpenMP at 1" "... --threads past it is said"
 [ "$(grep -c "threads of each rank" "$OUT/stderr")" = 1 ] && pass "... once" || fail "said: $(grep "threads of each" "$OUT/stderr")"
 expect_in "$OUT/stdout" "\"threads\": 1," "... and bench counts 1"
+# The start-up's timeout is not LONGCTX_COMM_TIMEOUT, which --comm-timeout overrides (before: a tiny one in
+# the environment ended the job at start-up, whatever the command line said).
+expect_exit 0 "LONGCTX_COMM_TIMEOUT=0.000001 under --comm-timeout 600, 2 ranks" -- env LONGCTX_COMM_TIMEOUT=0.000001 \
+  "${MPIRUN[@]}" -x LONGCTX_COMM_TIMEOUT -np 2 "$LONGCTX" info --quiet --comm-timeout 600
 # Past --threads' limit and OMP_THREAD_LIMIT: said once, with the count as written (before: "asks 1024").
 expect_exit 0 "OMP_THREAD_LIMIT=3 OMP_NUM_THREADS=2000" -- env OMP_THREAD_LIMIT=3 OMP_NUM_THREADS=2000 "$LONGCTX" info --quiet
 expect_in "$OUT/stderr" "OMP_NUM_THREADS='2000' asks 2000 threads of each rank, but OMP_THREAD_LIMIT=3 caps OpenMP at 3: this rank runs 3$" \
