@@ -4,6 +4,7 @@
 #include <cmath>
 #include <unordered_map>
 
+#include "attention/schedule.hpp"
 #include "io/h5.hpp"
 #include "io/token_dataset.hpp"
 #include "runtime/core/error.hpp"
@@ -209,7 +210,7 @@ class FileDataset : public Dataset {
                                 ? c_.seq_len_option + " <= " + std::to_string(reader_.token_count() - 1) + ", or "
                                 : std::string()) +
                            "a longer token file",
-                       c_.seq_len_option);
+                       option_key(c_.seq_len_option));
     // The held-out tail: the last 1/20 of the sequences of the split length (data.seq_len), at least one
     // when there are two. Training sequences of any length end before it (their last target is its first
     // token), so a curriculum's shorter stage never trains on what evaluation scores.
@@ -319,7 +320,9 @@ std::unique_ptr<Dataset> make_dataset(const DataConfig& c) {
                          std::to_string(kMaxFiller) + "]",
                      "data.filler_period");
   if (c.task == "associative") {
-    if (c.records < 1 || c.queries < 1) throw UsageError("data.records and data.queries must be >= 1");
+    for (const auto& [name, value] :
+         {std::pair<const char*, int64_t>{"data.records", c.records}, {"data.queries", c.queries}})
+      if (value < 1) throw UsageError(std::string(name) + "=" + std::to_string(value) + ": must be >= 1", name);
     const int64_t symbols = (c.vocab - kFirstFree) / 2;
     if (static_cast<long double>(c.records) > static_cast<long double>(symbols) * symbols)  // no overflow at any vocab
       throw UsageError("data.records=" + std::to_string(c.records) + ": at most " + std::to_string(symbols * symbols) +
@@ -341,7 +344,7 @@ std::unique_ptr<Dataset> make_dataset(const DataConfig& c) {
     throw UsageError(c.seq_len_option + "=" + std::to_string(c.seq_len) + " is too short for " + c.task + ": need " +
                      (wanted < 0x1p63L ? "at least " + std::to_string(static_cast<int64_t>(wanted)) : std::string("more than 2^63")) +
                          " (" + counts + ")",
-                     c.seq_len_option);
+                     option_key(c.seq_len_option));
   }
   const int64_t needed = static_cast<int64_t>(wanted);
   if (c.curriculum_steps > 0 && c.curriculum_min_span < needed - 1)
