@@ -216,6 +216,10 @@ expect_in "$OUT/stderr" "--segment-lengths: '512;x' is not an integer.* \(from c
 expect_exit 2 "LONGCTX_MODEL_VOCAB=10" -- env LONGCTX_MODEL_VOCAB=10 "$LONGCTX" train --quiet
 expect_in "$OUT/stderr" "model.vocab=10: data.task=passkey needs >= 32 \(from environment variable LONGCTX_MODEL_VOCAB\)$" \
   "names the variable"
+printf '[data]\nrecords = 0\n' >"$OUT/records.ini"
+expect_exit 2 "[data] records = 0 in a file" -- "$LONGCTX" train --config "$OUT/records.ini" --data.task associative \
+  --model.vocab 64 --quiet
+expect_in "$OUT/stderr" "data.records=0: must be >= 1 \(from config file .*records.ini line 2\)$" "names the file and line"
 printf '[dump]\nlayers = 5\n' >"$OUT/dump_layers.ini"
 expect_exit 2 "[dump] layers = 5 in a file" -- "$LONGCTX" train --config "$OUT/dump_layers.ini" \
   --dump.activations "$OUT/never_dumped.h5" --quiet
