@@ -264,6 +264,14 @@ std::vector<io::VerifyReport> verify_path(ProcessContext& process, const std::st
 // names) and how to resume from it, as a refused resume says (before: the damage alone; from the ckpt audit).
 std::string what_resumes(std::string dir, const std::vector<io::VerifyReport>& reports) {
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();  // (reports name ck/step_N.h5, not ck//)
+  // No checkpoint and no `latest`: a run there starts afresh, nothing to say (before: "no whole checkpoint
+  // ... this one emptied", for a directory of other files; from the regression audit).
+  std::error_code exists_error;
+  if (!std::filesystem::exists(dir + "/latest", exists_error) &&
+      std::none_of(reports.begin(), reports.end(), [](const io::VerifyReport& r) {
+        return io::step_in_file_name(r.path).has_value();
+      }))
+    return "";
   std::optional<std::string> latest;
   try {
     latest = io::find_latest_checkpoint(dir);
@@ -289,7 +297,8 @@ std::string what_resumes(std::string dir, const std::vector<io::VerifyReport>& r
   const std::string below_latest = below ? " below " + std::filesystem::path(*latest).filename().string() : "";
   return newest.empty()
              ? shown(dir) + ": no whole checkpoint to resume from" + below_latest +
-                   ": a resume there cannot go on; a fresh run needs another checkpoint.dir (or this one emptied)"
+                   ": a resume there cannot go on; a fresh run needs another checkpoint.dir, or this one without its "
+                   "checkpoints and `latest`"
              : shown(dir) + ": the newest whole checkpoint" + below_latest + " is " + name +
                    ": to resume from it, write its name into " + shown(dir) + "/latest (echo " + name + " > " +
                    log::shell_path(dir + "/latest") + "; the steps after it are trained again)";

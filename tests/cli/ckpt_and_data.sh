@@ -914,6 +914,10 @@ flip_model_byte rolled_back/step_00000002.h5
 expect_exit 3 "verify DIR: latest names step 2 of 3, damaged" -- "$LONGCTX" ckpt verify rolled_back --quiet
 expect_in "$OUT/stderr" "rolled_back: the newest whole checkpoint below step_00000002.h5 is step_00000001.h5" \
   "... names the one below it, not a later one"
+mkdir -p no_checkpoints && echo notes >no_checkpoints/notes.txt
+expect_exit 3 "verify a DIR of other files" -- "$LONGCTX" ckpt verify no_checkpoints --quiet
+grep -q "resume" "$OUT/stderr" && fail "said something of resuming where a run starts afresh: $(cat "$OUT/stderr")" ||
+  pass "... says nothing of resuming (a run there starts afresh)"
 expect_exit 0 "verify DIR: all whole" -- "$LONGCTX" ckpt verify resumes --quiet
 grep -q "resume" "$OUT/stderr" && fail "said something of resuming where nothing is damaged" || pass "... says nothing of resuming"
 # inspect warns of what verify says of the datasets' list (no data read): a tensor missing, or of another type.
