@@ -29,11 +29,16 @@ def open_output(path):
 
 
 def datasets(path, f):
-    """name -> dataset of the file's top level; a group there is not what attend writes."""
+    """name -> dataset of the file's top level; attend writes real numbers there, nothing else."""
     found = {}
-    for name, item in f.items():
+    for name in f:
+        item = f.get(name)  # None for a link that leads nowhere
         if not isinstance(item, h5py.Dataset):
-            raise NotAnOutput(f"{path}: '{name}' is a group, not a dataset: not an output of longctx attend")
+            what = "a group" if isinstance(item, h5py.Group) else "a link to nothing"
+            raise NotAnOutput(f"{path}: '{name}' is {what}, not a dataset: not an output of longctx attend")
+        if item.shape is None or item.dtype.kind not in "fiub":
+            raise NotAnOutput(f"{path}: '{name}' holds {'no dataspace' if item.shape is None else item.dtype}, "
+                              "not real numbers: not an output of longctx attend")
         found[name] = item
     if not found:
         raise NotAnOutput(f"{path} holds no datasets: not an output of longctx attend")
@@ -48,7 +53,7 @@ def main():
     parser.add_argument("--tolerance", type=float, default=1e-3,
                         help="the largest |ACTUAL - EXPECTED| allowed (default 1e-3)")
     args = parser.parse_args()
-    if not np.isfinite(args.tolerance) or args.tolerance < 0:
+    if not np.isfinite(args.tolerance) or np.signbit(args.tolerance):
         parser.error(f"--tolerance {args.tolerance}: must be a finite number >= 0")
     failures, figures = [], []
     try:

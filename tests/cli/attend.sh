@@ -56,6 +56,13 @@ expect_exit 1 "compare_outputs.py: -inf against a number" -- $COMPARE inf_a.h5 i
 expect_in "$OUT/stderr" "'lse': the files hold infinite values at different places" "says so"
 expect_exit 1 "compare_outputs.py: attend's input, not its output" -- $COMPARE p1.h5 in.h5
 expect_in "$OUT/stderr" "'q' is in in.h5 only" "says which"
+/usr/bin/python3 -c "
+import h5py, numpy as np
+with h5py.File('text_o.h5', 'w') as f:
+    f['o'] = np.array([b'abc'])
+" || fail "could not make text_o.h5"
+expect_exit 2 "compare_outputs.py: a dataset of text" -- $COMPARE text_o.h5 text_o.h5
+expect_in "$OUT/stderr" "text_o.h5: 'o' holds .*, not real numbers: not an output of longctx attend" "says so (before: a traceback)"
 echo "not HDF5" >not_h5.txt
 expect_exit 2 "compare_outputs.py: not HDF5" -- $COMPARE p1.h5 not_h5.txt
 expect_in "$OUT/stderr" "not_h5.txt: cannot be read as an HDF5 file" "names the file"
