@@ -262,7 +262,7 @@ std::string differences_from_rank0(comm::Communicator& world, const std::vector<
 // A usage error's message, with where its option's value came from when that was not the command line
 // (a config file, an environment variable): found in the config phase or by the run.
 std::string usage_message(const UsageError& e, const cli::Invocation* invocation) {
-  return e.what() + (e.option().empty() || !invocation ? std::string() : cli::value_source(*invocation, e.option()));
+  return invocation ? cli::usage_message(e, *invocation) : std::string(e.what());
 }
 
 int run(ProcessContext& process, const std::vector<std::string>& args) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/core/error.hpp"
 #include "runtime/process.hpp"
 
 namespace longctx::cli {
@@ -68,6 +69,8 @@ Invocation parse_invocation(ProcessContext& process, const Command& command, con
 // Where `option`'s value came from, for an error about it: " (from config file run.ini line 4)", " (from
 // environment variable LONGCTX_SEQ_LEN)", or "" (the command line, the default, or no option: "").
 std::string value_source(const Invocation& invocation, const std::string& option);
+// A usage error's message, with where its option's value came from (value_source of e.option()).
+std::string usage_message(const UsageError& e, const Invocation& invocation);
 
 // Whether `option` holds its declared default, given or not (a config made from a checkpoint's /config
 // gives every option), compared as the resolved config prints values: numbers by value (1e-3 is 0.001),

@@ -138,6 +138,10 @@ std::string value_source(const Invocation& invocation, const std::string& option
   return where + ")";
 }
 
+std::string usage_message(const UsageError& e, const Invocation& invocation) {
+  return e.what() + (e.option().empty() ? std::string() : value_source(invocation, e.option()));
+}
+
 std::string env_name(const std::string& option) {
   std::string name = "LONGCTX_";
   for (char c : option) name += (c == '.' || c == '-') ? '_' : static_cast<char>(std::toupper(c));

@@ -127,7 +127,7 @@ int on_rank0(Invocation& invocation, const std::function<int()>& work) {
     try {
       code = work();
     } catch (const UsageError& e) {  // about an option's value: with where it came from, as main says it
-      std::cerr << "longctx: error: " << log::printable(e.what() + value_source(invocation, e.option())) << "\n";
+      std::cerr << "longctx: error: " << log::printable(usage_message(e, invocation)) << "\n";
       code = static_cast<int>(e.code());
     } catch (const Error& e) {
       std::cerr << "longctx: error: " << log::printable(e.what()) << "\n";

@@ -620,9 +620,9 @@ int64_t trained_token_in_held_out(const train::DataConfig& config, const train::
                                   const train::Dataset& data, bool one_length) {
   if (data.held_out_begin() < 0) return -1;
   // At the checkpoint's own length its run trained only before the tail; the runs it resumed, at any.
-  int64_t reached = stored.data_file ? stored.data_file->reached_before : -1;
-  if (stored.data_seq_len != config.seq_len)
-    reached = std::max(reached, last_trained_token(config, stored, one_length));
+  const int64_t reached = stored.data_seq_len != config.seq_len ? trained_token_in_history(config, stored, one_length)
+                          : stored.data_file                     ? stored.data_file->reached_before
+                                                                 : -1;
   return reached > data.held_out_begin() ? reached : -1;
 }
 

@@ -311,18 +311,19 @@ std::unique_ptr<Dataset> make_dataset(const DataConfig& c) {
   if (c.vocab < 32)
     throw UsageError("model.vocab=" + std::to_string(c.vocab) + ": data.task=" + c.task + " needs >= 32",
                      "model.vocab");
-  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"data.key_digits", c.key_digits},
-                                    {"data.key_repeats", c.key_repeats}})
+  const auto at_least_one = [](const char* name, int64_t value) {
     if (value < 1) throw UsageError(std::string(name) + "=" + std::to_string(value) + ": must be >= 1", name);
+  };
+  at_least_one("data.key_digits", c.key_digits);
+  at_least_one("data.key_repeats", c.key_repeats);
   constexpr int64_t kMaxFiller = int64_t{1} << 24;  // the filler sentence is held whole
   if (c.filler_period < 1 || c.filler_period > kMaxFiller)
     throw UsageError("data.filler_period=" + std::to_string(c.filler_period) + ": must be in [1, " +
                          std::to_string(kMaxFiller) + "]",
                      "data.filler_period");
   if (c.task == "associative") {
-    for (const auto& [name, value] :
-         {std::pair<const char*, int64_t>{"data.records", c.records}, {"data.queries", c.queries}})
-      if (value < 1) throw UsageError(std::string(name) + "=" + std::to_string(value) + ": must be >= 1", name);
+    at_least_one("data.records", c.records);
+    at_least_one("data.queries", c.queries);
     const int64_t symbols = (c.vocab - kFirstFree) / 2;
     if (static_cast<long double>(c.records) > static_cast<long double>(symbols) * symbols)  // no overflow at any vocab
       throw UsageError("data.records=" + std::to_string(c.records) + ": at most " + std::to_string(symbols * symbols) +
