@@ -452,6 +452,16 @@ bool refused_on_every_rank(int& code, const std::string& message, int rank, int 
   return true;
 }
 
+// The error that ends the job, on standard error: under mpirun a rank's own failure names its rank
+// ([longctx error r1] ...); in a job of one process it reads as the config phase's errors do (before:
+// "[longctx error r0]" for an error of the run, "longctx: error:" for one of its options).
+void say_ending_error(const std::string& message) {
+  if (g_process && g_process->world_size() > 1)
+    log::error(message);
+  else
+    std::fprintf(stderr, "longctx: error: %s\n", log::printable(message).c_str());
+}
+
 // std::terminate: an exception that C++ cannot unwind (out of an OpenMP region, a noexcept function or a
 // thread) is said as main() says a thrown one, the job's claimed temporary files are removed, and the job
 // ends with exit 1 as for any internal failure, every rank with it (before: libstdc++'s "terminate called
@@ -477,7 +487,7 @@ bool refused_on_every_rank(int& code, const std::string& message, int rank, int 
         message = "an exception that is no std::exception";
       }
     }
-    log::error(message + " (it could not be unwound: std::terminate; the job ends)");
+    say_ending_error(message + " (it could not be unwound: std::terminate; the job ends)");
   } catch (...) {
     std::fputs("longctx: error: std::terminate (its message could not be made); the job ends\n", stderr);
   }
@@ -538,7 +548,7 @@ int main(int argc, char** argv) {
                                                          process->world().timeout_seconds()))
       failed = false;
     else
-      log::error(message);
+      say_ending_error(message);
   }
   if (failed && process->world_size() > 1) process->abort(code);
   if (io::h5::file_close_failed()) {
