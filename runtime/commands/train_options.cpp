@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -123,7 +124,7 @@ void declare_train_options(po::options_description& d, po::positional_options_de
       ("data.filler_period", po::value<int64_t>()->default_value(23), "length of the repeated filler sentence")
       ("train.steps", po::value<int64_t>()->default_value(100), "total optimizer steps")
       ("train.lr", po::value<double>()->default_value(1e-3), "peak learning rate")
-      ("train.warmup", po::value<int64_t>()->default_value(20), "linear warm-up steps")
+      ("train.warmup", po::value<int64_t>()->default_value(20), "linear warm-up steps (more than train.steps: train.lr is never reached, and a warning says so)")
       ("train.min_lr_ratio", po::value<double>()->default_value(0.1, "0.1"), "cosine floor as a fraction of train.lr (reached at step train.steps + 1: the last step's lr is just above it; with train.warmup >= train.steps - 1 there is no decay)")
       ("train.weight_decay", po::value<double>()->default_value(0.1, "0.1"), "AdamW decoupled weight decay (matrices only)")
       ("train.beta1", po::value<double>()->default_value(0.9, "0.9"), "AdamW beta1")
@@ -305,6 +306,17 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   r.trainer.lr.total_steps = r.steps;
   r.trainer.lr.min_lr_ratio = opt<double>(inv, "train.min_lr_ratio");
   require(r.trainer.lr.min_lr_ratio >= 0 && r.trainer.lr.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]");
+  // A short run with the default warm-up (20 steps) never reached train.lr, without a word (a try-out of
+  // 5 steps trained at a quarter of it at most).
+  if (r.trainer.lr.warmup_steps > r.steps) {
+    const double reached = 100.0 * double(r.steps) / double(r.trainer.lr.warmup_steps);
+    char percent[32];
+    std::snprintf(percent, sizeof percent, "%.3g%%", reached);
+    log::warn_once("train.warmup=" + value_text(inv, "train.warmup") +
+                   (holds_default(inv, "train.warmup") ? " (its default)" : value_source(inv, "train.warmup")) +
+                   " is more than train.steps=" + std::to_string(r.steps) + ": the learning rate climbs to " + percent +
+                   " of train.lr by the last step and never reaches it; give train.warmup at most train.steps");
+  }
   r.trainer.adamw.weight_decay = opt<double>(inv, "train.weight_decay");
   r.trainer.adamw.beta1 = opt<double>(inv, "train.beta1");
   r.trainer.adamw.beta2 = opt<double>(inv, "train.beta2");

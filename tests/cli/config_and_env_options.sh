@@ -293,6 +293,16 @@ expect_in "$OUT/stderr" "dump.layers=1 \(from environment variable LONGCTX_DUMP_
 expect_in "$OUT/stderr" "checkpoint.keep=2 has no effect: checkpoint.dir is not set" "checkpoint.keep"
 expect_in "$OUT/stderr" "data.key_repeats=2 has no effect: data.task=passkey alone reads it" "data.key_repeats"
 grep -q "data.records" "$OUT/stderr" && fail "warned about data.records, which associative reads" || pass "data.records acts"
+# A warm-up longer than the run never reaches train.lr: said once, with the 1-step run's share of it and where
+# train.warmup came from; a warm-up that ends on the last step is not said.
+expect_in "$OUT/stderr" "^\[longctx warn r0\] train.warmup=20 \(its default\) is more than train.steps=1: the learning rate climbs to 5% of train.lr by the last step" \
+  "a warm-up longer than the run"
+[ "$(grep -c "train.warmup" "$OUT/stderr")" = 1 ] && pass "... said once" || fail "train.warmup said $(grep -c train.warmup "$OUT/stderr") times"
+expect_exit 0 "a warm-up from the environment" -- env LONGCTX_TRAIN_WARMUP=3 "$LONGCTX" train "${TINY[@]}"
+expect_in "$OUT/stderr" "train.warmup=3 \(from environment variable LONGCTX_TRAIN_WARMUP\) is more than train.steps=1: .* climbs to 33.3% of" \
+  "... where it came from"
+expect_exit 0 "a warm-up as long as the run" -- "$LONGCTX" train "${TINY[@]}" --train.warmup 1
+grep -q "train.warmup" "$OUT/stderr" && fail "warned of a warm-up that reaches train.lr" || pass "... not said where it reaches train.lr"
 # checkpoint.every without checkpoint.dir is said as checkpoint.keep is (before: an error, exit 2, that named
 # neither where the value came from nor how to run passkey.ini, which sets it, without checkpoints).
 expect_exit 0 "passkey.ini with --checkpoint.dir=" -- "$LONGCTX" train --config "$(dirname "$0")/../../jobs/configs/passkey.ini" \
