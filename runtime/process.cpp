@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cmath>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <map>
@@ -136,9 +137,11 @@ void share_cpus(MPI_Comm node) {
   omp_set_num_threads(std::min(share, omp_get_thread_limit()));
 }
 
-// The timeout of the start-up's collectives, before the options are read (so --comm-timeout, which may come
-// from a config file, is not known yet): 600 s; LONGCTX_FAULT_STARTUP_TIMEOUT, a positive number of seconds,
-// for the test of a rank stopped there (before: LONGCTX_COMM_TIMEOUT, which a --comm-timeout of higher
+const char* const kStartupTimeoutSetBy = "at start-up, before the options are read, 600 s, whatever --comm-timeout says";
+
+// The timeout of MPI_Init and the start-up's collectives, before the options are read (so --comm-timeout,
+// which may come from a config file, is not known yet): 600 s; LONGCTX_FAULT_STARTUP_TIMEOUT, a positive
+// number of seconds, for the test of a rank stopped there (before: LONGCTX_COMM_TIMEOUT, which a --comm-timeout of higher
 // precedence could not override; from the regression audit).
 double startup_timeout() {
   const char* text = std::getenv("LONGCTX_FAULT_STARTUP_TIMEOUT");
@@ -390,8 +393,27 @@ void check_launcher(const LauncherInfo& launcher, int mpi_rank, int mpi_world_si
 ProcessContext::ProcessContext(int* argc, char*** argv) {
   launcher_ = detect_launcher(process_getenv);
   for (const std::string& variable : check_launcher_before_mpi(launcher_, process_getenv)) unsetenv(variable.c_str());
+  // MPI_Init meets the job's tasks (PMIx's fence): one that exited before it or is stopped held the others
+  // there for good (before: documented as a window). Under the watchdog, for the start-up's timeout: each
+  // waiting task says so and exits 1 (MPI_Abort needs MPI), and the launcher ends the job.
+  const double startup = startup_timeout();
+  if (launcher_.tasks > 1)
+    watchdog::arm(
+        startup,
+        [](const std::string& message) {
+          log::error(message);
+          std::fflush(nullptr);
+          std::_Exit(static_cast<int>(ExitCode::internal));
+        },
+        kStartupTimeoutSetBy);
   int provided = 0;
-  LONGCTX_CHECK_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+  {
+    const watchdog::Guard guard("MPI_Init on " + to_string(launcher_.kind) + "'s task " +
+                                (launcher_.rank >= 0 ? std::to_string(launcher_.rank) + " " : std::string()) + "of " +
+                                std::to_string(launcher_.tasks) +
+                                " (a task of the job that exited before MPI_Init or is stopped keeps the others there)");
+    LONGCTX_CHECK_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+  }
   LONGCTX_CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
   LONGCTX_CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &world_size_));
   char name[MPI_MAX_PROCESSOR_NAME];
@@ -403,7 +425,6 @@ ProcessContext::ProcessContext(int* argc, char*** argv) {
   // The node's ranks and their CPUs: collectives with no timeout of their own, under the watchdog, which
   // main arms again with --comm-timeout once the options are read (before: a rank stopped here held the
   // others for good; from the launch audit).
-  const double startup = startup_timeout();
   if (world_size_ > 1)
     watchdog::arm(
         startup,
@@ -411,7 +432,9 @@ ProcessContext::ProcessContext(int* argc, char*** argv) {
           log::error(message);
           abort(static_cast<int>(ExitCode::internal));
         },
-        "at start-up, before the options are read, 600 s, whatever --comm-timeout says");
+        kStartupTimeoutSetBy);
+  else
+    watchdog::disarm();  // a launcher's task count that MPI does not see: check_launcher says so
   MPI_Comm node = MPI_COMM_NULL;
   {
     const watchdog::Guard guard("the start-up (the ranks of each node and their CPUs: MPI_Comm_split_type, "

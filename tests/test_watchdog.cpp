@@ -1,17 +1,32 @@
 // The watchdog (runtime/core/watchdog.hpp) ends a stalled region after its timeout with a message naming
 // it, and a Guard's note, which may itself block on the stalled file system (statvfs on an NFS server that
 // stopped answering), cannot keep the job from ending. One expiry per process: the watchdog stops watching
-// once its action returns, so this file holds one test.
+// once its action returns, so this file holds one test that expires.
 #include "runtime/core/watchdog.hpp"
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <string>
+#include <thread>
 
 namespace longctx {
 namespace {
+
+// A world of one after all (a launcher's task count that MPI does not see): Guards never end it (runs
+// first: an expiry here would also stop the watchdog for the test below).
+TEST(Watchdog, DisarmedGuardsDoNotEndTheJob) {
+  std::atomic<bool> expired{false};
+  watchdog::arm(0.05, [&expired](const std::string&) { expired = true; });
+  watchdog::disarm();
+  {
+    watchdog::Guard guard("MPI_Init on a world of one");
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  }
+  EXPECT_FALSE(expired) << "a disarmed watchdog ended the job";
+}
 
 TEST(Watchdog, ABlockingNoteDoesNotKeepTheJobFromEnding) {
   std::promise<std::string> expired;

@@ -37,6 +37,12 @@ class Watchdog {
     wake_.notify_all();
   }
 
+  void disarm() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    armed_ = false;
+    wake_.notify_all();
+  }
+
   void enter(const std::string& what, std::function<std::string()> note) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (depth_++ == 0) {  // the outermost region names the wait
@@ -72,11 +78,10 @@ class Watchdog {
         continue;  // re-read: progress may have moved the deadline, or the region ended
       }
       std::ostringstream message;
-      message << what_ << ": no progress for "
-              << std::chrono::duration<double>(timeout_).count()
-              << " s; a rank (this one or another) is stuck or gone (MPI-IO, MPI_Bcast, MPI_Comm_create_group, "
-                 "MPI_Finalize, NCCL's set-up and release and the start-up's collectives have no timeout of their "
-                 "own; "
+      message << what_ << ": no progress for " << std::chrono::duration<double>(timeout_).count()
+              << " s; a rank (this one or another) is stuck or gone (MPI_Init, MPI-IO, MPI_Bcast, "
+                 "MPI_Comm_create_group, MPI_Finalize, NCCL's set-up and release and the start-up's collectives "
+                 "have no timeout of their own; "
               << set_by_ << ")";
       auto expire = expire_;
       auto note = note_;
@@ -126,6 +131,8 @@ Watchdog& instance() {
 void arm(double timeout_seconds, std::function<void(const std::string& message)> expire, const std::string& set_by) {
   instance().arm(timeout_seconds, std::move(expire), set_by);
 }
+
+void disarm() { instance().disarm(); }
 
 Guard::Guard(const std::string& what, std::function<std::string()> note) { instance().enter(what, std::move(note)); }
 Guard::~Guard() { instance().leave(); }

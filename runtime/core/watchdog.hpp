@@ -1,7 +1,7 @@
 // A deadline for work that waits on other ranks without a timeout of its own: the collective MPI-IO
 // inside HDF5 (checkpoints, activation dumps, attend's files) and the MPI calls around it, the broadcast
 // after rank-0-only steps (io::run_on_rank0), MPI_Comm_create_group, MPI_Finalize, NCCL's set-up and
-// release, and the start-up's collectives. The
+// release, and the start-up's collectives and MPI_Init (there, the task exits: no MPI to abort with). The
 // communicator's calls time out by themselves; these cannot, so a rank stopped or lost mid-write would
 // hang the others forever.
 //
@@ -19,6 +19,9 @@ namespace longctx::watchdog {
 // `set_by`: what sets the timeout, for the message ("--comm-timeout sets this one").
 void arm(double timeout_seconds, std::function<void(const std::string& message)> expire,
          const std::string& set_by = "--comm-timeout sets this one");
+
+// Guards cost a lock and nothing else again (a world of one after all: no peer to wait for).
+void disarm();
 
 class Guard {
  public:

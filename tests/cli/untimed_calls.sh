@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The MPI calls with no timeout of their own, each with one rank stopped inside it (under gdb, as a
 # SIGSTOP or a hung file system would): MPI_Finalize, the broadcast after a rank-0-only step,
-# MPI_Comm_create_group and the start-up's collectives. The watchdog must end the job after --comm-timeout
+# MPI_Comm_create_group and the start-up's collectives; and MPI_Init, with a rank that never reached it. The watchdog must end the job after --comm-timeout
 # (600 s at start-up), saying what made no progress; before, each of these hung until the outer
 # timeout. Skipped (77) where gdb cannot run a
 # program (not installed, or ptrace not allowed).
@@ -73,6 +73,19 @@ stopped "rank 1 stopped in the start-up's MPI_Allgather" 1 PMPI_Allgather 1 \
   -- --output s.h5
 expect_in "$OUT/stderr" "have no timeout of their own; at start-up, before the options are read, 600 s, whatever --comm-timeout says\\)" \
   "... and what sets its timeout"
+# MPI_Init, which meets the job's tasks: one that exited before it, or stopped, held the others there for good
+# (before: documented as a window). Each waiting task says so and exits 1 after the start-up's timeout; mpirun
+# ends the job.
+for how in "exit 0" "kill -STOP \$\$"; do
+  start=$(date +%s)
+  "${MPIRUN[@]}" -np 2 -x LONGCTX_FAULT_STARTUP_TIMEOUT timeout 120 sh -c \
+    '[ "$OMPI_COMM_WORLD_RANK" = 1 ] && '"$how"'; exec "$0" "$@"' "$LONGCTX" info --quiet >"$OUT/stdout" 2>"$OUT/stderr"
+  code=$? elapsed=$(( $(date +%s) - start ))
+  [ "$code" -ne 0 ] && [ "$code" -ne 124 ] && [ "$elapsed" -lt 60 ] &&
+    pass "rank 1 before MPI_Init ($how): the job ends in ${elapsed}s (exit $code)" || fail "rank 1 before MPI_Init ($how): exit $code after ${elapsed}s"
+  expect_in "$OUT/stderr" "^\[longctx error\] MPI_Init on Open MPI's task 0 of 2 \(a task of the job that exited before MPI_Init or is stopped keeps the others there\): no progress for 4 s" \
+    "... rank 0 says where it waited"
+done
 unset LONGCTX_FAULT_STARTUP_TIMEOUT
 # rank 0's renames: the output (1), then the report (2), while rank 1 waits for its outcome.
 stopped "rank 0 stopped publishing the report" 0 rename 2 "waiting for rank 0 \(publishing r.json\)" -- \
