@@ -230,10 +230,21 @@ std::string check_same_model(const io::CheckpointReader& reader, const std::map<
 // --config files.
 std::map<std::string, std::string> ini_values(const std::string& text, const std::string& where) {
   std::map<std::string, std::string> values;
+  std::map<std::string, int> lines;
+  std::vector<cli::IniEntry> entries;
   try {
-    for (const auto& entry : cli::parse_ini(text, where)) values[entry.key] = entry.value;
+    entries = cli::parse_ini(text, where);
   } catch (const UsageError& e) {
     throw InputError(e.what());
+  }
+  // A key given twice is refused, as in a config file (before: the last one won without a word, so an edited
+  // /config that verify passed could change the task eval scored; from the eval audit).
+  for (const auto& entry : entries) {
+    const auto [at, first] = lines.emplace(entry.key, entry.line);
+    if (!first)
+      throw InputError(where + ": line " + std::to_string(entry.line) + ": '" + entry.key + "' given twice (first on line " +
+                       std::to_string(at->second) + ")");
+    values[entry.key] = entry.value;
   }
   return values;
 }

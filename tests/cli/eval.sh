@@ -252,7 +252,8 @@ fi
 import h5py, numpy as np, shutil
 for name, old, new in [("bogus.h5", "task = passkey", "task = bogus"), ("vocab16.h5", "vocab = 32", "vocab = 16"),
                        ("seq12.h5", "seq_len = 256", "seq_len = abc"), ("rope0.h5", "rope_base = 10000", "rope_base = 0"),
-                       ("dimhex.h5", "\ndim = 32", "\ndim = 0x20"), ("heads2.h5", "heads = 4", "heads = 2")]:
+                       ("dimhex.h5", "\ndim = 32", "\ndim = 0x20"), ("heads2.h5", "heads = 4", "heads = 2"),
+                       ("dupdigits.h5", "[model]", "[data]\nkey_digits = 3\n[model]")]:
     shutil.copy("ck/step_00000012.h5", name)
     with h5py.File(name, "r+") as f:
         config = f["config"][()].decode()
@@ -261,12 +262,17 @@ for name, old, new in [("bogus.h5", "task = passkey", "task = bogus"), ("vocab16
 PY
 expect_exit 3 "/config: data.task = bogus" -- "$LONGCTX" eval bogus.h5 --quiet --depths 50
 expect_in "$OUT/stderr" "bogus.h5: /config: data.task = bogus is no task" "... names the file and the key"
+# A key given twice, as in a config file (before: the last one won, so eval scored 3-digit keys of a model
+# trained on 5, and verify said ok).
+expect_exit 3 "/config: data.key_digits twice" -- "$LONGCTX" eval dupdigits.h5 --quiet --depths 50
+expect_in "$OUT/stderr" "dupdigits.h5: /config: line [0-9]+: 'data.key_digits' given twice \(first on line [0-9]+\)$" \
+  "... names the file, the key and its lines"
 expect_exit 3 "/config: model.vocab = 16 (passkey needs 32)" -- "$LONGCTX" eval vocab16.h5 --quiet
 expect_in "$OUT/stderr" "vocab16.h5: /config: model.vocab=16" "... names the file and the key"
 # ckpt verify refuses what train's checks refuse in /config, as eval and a resume do (before: "ok" for all of
 # these, and a refused resume's advice, `ckpt verify DIR`, pointed to them as whole).
 for c in "bogus:data.task = bogus is no task" "rope0:model.rope_base must be a finite number > 1" \
-         "dimhex:--model.dim: '0x20' is not an integer"; do
+         "dimhex:--model.dim: '0x20' is not an integer" "dupdigits:line [0-9]+: 'data.key_digits' given twice"; do
   expect_exit 3 "verify: /config with ${c#*:}" -- "$LONGCTX" ckpt verify "${c%%:*}.h5" --quiet
   expect_in "$OUT/stdout" "${c%%:*}.h5: /config: ${c#*:}" "... names the file and the key"
 done
