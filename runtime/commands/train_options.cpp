@@ -308,7 +308,7 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   require(r.trainer.lr.min_lr_ratio >= 0 && r.trainer.lr.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]");
   // A short run with the default warm-up (20 steps) never reached train.lr, without a word (a try-out of
   // 5 steps trained at a quarter of it at most).
-  if (r.trainer.lr.warmup_steps > r.steps) {
+  if (warn && r.trainer.lr.warmup_steps > r.steps) {
     const double reached = 100.0 * double(r.steps) / double(r.trainer.lr.warmup_steps);
     char percent[32];
     std::snprintf(percent, sizeof percent, "%.3g%%", reached);

@@ -242,8 +242,8 @@ std::map<std::string, std::string> ini_values(const std::string& text, const std
   for (const auto& entry : entries) {
     const auto [at, first] = lines.emplace(entry.key, entry.line);
     if (!first)
-      throw InputError(where + ": line " + std::to_string(entry.line) + ": '" + entry.key + "' given twice (first on line " +
-                       std::to_string(at->second) + ")");
+      throw InputError(where + ": line " + std::to_string(entry.line) + ": '" + entry.key +
+                       "' given twice (first on line " + std::to_string(at->second) + ")");
     values[entry.key] = entry.value;
   }
   return values;
@@ -445,9 +445,21 @@ std::vector<std::string> attribute_problems(const io::CheckpointReader& reader) 
       fields.clear();  // not a string: said below
     }
     const std::string head = "{\"step\": " + std::to_string(reader.step()) + ",";
-    if (fields.compare(0, head.size(), head) != 0 || fields.find('\n') != std::string::npos)
+    if (fields.compare(0, head.size(), head) != 0 || fields.find('\n') != std::string::npos) {
       problems.push_back("attribute " + std::string(attribute) + " is not the log.jsonl line of step " +
                          std::to_string(reader.step()));
+      continue;
+    }
+    // The step's length, as its line says (before: an edited seq_len was taken by eval as the trained length,
+    // or refused as /config's --seq-len, and verify said ok; from the eval audit). Not /config's data.seq_len:
+    // a resume at another length that saves its checkpoint again keeps the step's.
+    const std::string key = "\"seq_len\": ";
+    const size_t at = fields.find(key);
+    if (std::string(attribute) == "step_log" && at != std::string::npos && reader.file().has_attribute("model_layers") &&
+        std::strtoll(fields.c_str() + at + key.size(), nullptr, 10) != reader.seq_len())
+      problems.push_back("attribute seq_len = " + std::to_string(reader.seq_len()) + ": not the length step " +
+                         std::to_string(reader.step()) + " trained at, as its attribute step_log says (" +
+                         fields.substr(at, fields.find_first_of(",}", at) - at) + ")");
   }
   // A token file a run trained on holds a sequence and its last target at least.
   if (reader.file().has_attribute("data_tokens"))

@@ -269,6 +269,14 @@ expect_in "$OUT/stderr" "dupdigits.h5: /config: line [0-9]+: 'data.key_digits' g
   "... names the file, the key and its lines"
 expect_exit 3 "/config: model.vocab = 16 (passkey needs 32)" -- "$LONGCTX" eval vocab16.h5 --quiet
 expect_in "$OUT/stderr" "vocab16.h5: /config: model.vocab=16" "... names the file and the key"
+# A root attribute seq_len that is not the length its step trained at (its log line's): damage, named so
+# (before: eval took it for the trained length, or blamed /config's --seq-len for it, and verify said ok).
+/usr/bin/python3 -c "import h5py, numpy as np, shutil; shutil.copy('ck/step_00000012.h5', 'len100.h5'); \
+h5py.File('len100.h5', 'r+').attrs['seq_len'] = np.int64(100)" || fail "h5py could not edit seq_len"
+expect_exit 3 "attribute seq_len not the step's" -- "$LONGCTX" eval len100.h5 --quiet --depths 50 --seq-len 256
+expect_in "$OUT/stderr" "len100.h5: attribute seq_len = 100: not the length step 12 trained at, as its attribute step_log says \(\"seq_len\": 256\): damaged" \
+  "... names the attribute, not --seq-len"
+expect_exit 3 "... verify" -- "$LONGCTX" ckpt verify len100.h5 --quiet
 # ckpt verify refuses what train's checks refuse in /config, as eval and a resume do (before: "ok" for all of
 # these, and a refused resume's advice, `ckpt verify DIR`, pointed to them as whole).
 for c in "bogus:data.task = bogus is no task" "rope0:model.rope_base must be a finite number > 1" \
