@@ -64,8 +64,17 @@ ElementType classify(hid_t type) {
   const H5T_class_t type_class = H5Tget_class(type);
   const size_t bytes = H5Tget_size(type);
   if (type_class == H5T_FLOAT) {
-    if (bytes == 2) return ElementType::f16;
-    if (bytes == 4) return ElementType::f32;
+    // The layouts float32 holds every value of: IEEE half and bfloat16 (2 bytes), IEEE single (4 bytes), with
+    // an exponent bias that keeps their largest below float32's (before: any 2-byte float was float16, and
+    // one of 9 exponent bits overflowed to inf in the conversion, said as the file's value; from the attend
+    // audit). Another layout is `other`: its readers refuse it, naming it (dtype_name).
+    size_t sign = 0, exponent_at = 0, exponent_bits = 0, mantissa_at = 0, mantissa_bits = 0;
+    H5Tget_fields(type, &sign, &exponent_at, &exponent_bits, &mantissa_at, &mantissa_bits);
+    const size_t bias = H5Tget_ebias(type);
+    const bool half = exponent_bits == 5 && mantissa_bits == 10, brain = exponent_bits == 8 && mantissa_bits == 7;
+    const bool single = exponent_bits == 8 && mantissa_bits == 23;
+    if (bytes == 2 && (half || (brain && bias >= 127))) return ElementType::f16;
+    if (bytes == 4 && single && bias >= 127) return ElementType::f32;
     if (bytes == 8) return ElementType::f64;
   } else if (type_class == H5T_INTEGER) {
     const bool is_signed = H5Tget_sign(type) == H5T_SGN_2;
@@ -503,7 +512,12 @@ std::string Dataset::dtype_name() const {
   const std::string bits = std::to_string(8 * H5Tget_size(type.id()));
   switch (H5Tget_class(type.id())) {
     case H5T_INTEGER: return (H5Tget_sign(type.id()) == H5T_SGN_2 ? "int" : "uint") + bits;
-    case H5T_FLOAT: return "float" + bits;
+    case H5T_FLOAT: {
+      size_t sign = 0, exponent_at = 0, exponent_bits = 0, mantissa_at = 0, mantissa_bits = 0;
+      H5Tget_fields(type.id(), &sign, &exponent_at, &exponent_bits, &mantissa_at, &mantissa_bits);
+      return "float" + bits + " of " + std::to_string(exponent_bits) + " exponent bits (bias " +
+             std::to_string(H5Tget_ebias(type.id())) + ") and " + std::to_string(mantissa_bits) + " mantissa bits";
+    }
     case H5T_COMPOUND: return "compound (" + bits + " bits)";
     case H5T_ENUM: return "enum";
     case H5T_ARRAY: return "array";
