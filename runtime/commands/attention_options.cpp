@@ -3,6 +3,7 @@
 #include <omp.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -66,13 +67,17 @@ AttentionParams attention_params(const Invocation& invocation) {
   params.softmax_scale = vm["softmax-scale"].as<double>();
   // The kernels scale in float32: a scale past its largest value was inf there, and the run then blamed
   // the input file for overflowing (exit 3).
-  if (!(params.softmax_scale >= 0) || !(params.softmax_scale <= std::numeric_limits<float>::max())) {
+  // A value float32 rounds to its largest (3.4028235e38, as numpy prints it) is that value (before: refused,
+  // and said as "3.40282e+38", which was accepted; from the attend audit).
+  const double largest = std::numeric_limits<float>::max(), rounds_down = largest + std::ldexp(1.0, 103);  // + ulp/2
+  if (!(params.softmax_scale >= 0) || !(params.softmax_scale < rounds_down)) {
     char given[32];
-    std::snprintf(given, sizeof given, "%g", params.softmax_scale);
+    std::snprintf(given, sizeof given, "%.9g", params.softmax_scale);
     throw UsageError(std::string("--softmax-scale: must be >= 0 and at most float32's largest value, 3.4e38 (0 means "
                                  "1/sqrt(head dim)), got ") + given,
                      "softmax-scale");
   }
+  params.softmax_scale = std::min(params.softmax_scale, largest);
   // One that float32 rounds to 0 scored every key alike, where the JSON said the scale given (1e-46).
   if (params.softmax_scale > 0 && static_cast<float>(params.softmax_scale) == 0.0f) {
     char given[32];
