@@ -168,6 +168,19 @@ bad 3 "noq.h5.*q" "missing dataset q" -- "$LONGCTX" attend --input noq.h5 --outp
 bad 3 "rank2.h5" "rank-2 tensors" -- "$LONGCTX" attend --input rank2.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 3 "ints.h5" "int32 dtype" -- "$LONGCTX" attend --input ints.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 3 "u16.h5.*/q: dtype uint16, expected float32 or float16" "uint16 dtype (named, not 'other')" -- "$LONGCTX" attend --input u16.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
+# A 2-byte float of another layout (9 exponent bits) is refused by its layout (before: read as float16, and a
+# value past float32's range said as "= inf" in the file).
+/usr/bin/python3 - <<'PY' || fail "h5py could not write f16e9.h5"
+import h5py, numpy as np
+from h5py import h5t, h5s, h5d
+t = h5t.IEEE_F32LE.copy(); t.set_fields(15, 6, 9, 0, 6); t.set_offset(0); t.set_precision(16); t.set_size(2); t.set_ebias(255)
+q = np.ones((8, 2, 4)); q[2, 0, 1] = 1e50
+with h5py.File('f16e9.h5', 'w') as f:
+    h5d.create(f.id, b'q', t, h5s.create_simple(q.shape)).write(h5s.ALL, h5s.ALL, q)
+    for n in 'kv': f[n] = np.zeros((8, 2, 4), np.float32)
+PY
+bad 3 "f16e9.h5.*/q: dtype float16 of 9 exponent bits \(bias 255\) and 6 mantissa bits, expected float32 or float16" \
+  "a 2-byte float of 9 exponent bits" -- "$LONGCTX" attend --input f16e9.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 3 "f64.h5.*/q: dtype float64, expected float32 or float16 \(write it as one: h5py's f\[name\] = x.astype\('float32'\)\)" \
   "float64: how to write it" -- "$LONGCTX" attend --input f64.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 3 "/q: dtype compound \(64 bits\), expected" "compound dtype" -- "$LONGCTX" attend --input compound.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
@@ -200,6 +213,12 @@ bad 3 "the result o\[[0-9,]+\] = nan from a finite huge_scores.h5: float32 overf
 # A scale of the user's that overflows ordinary inputs is named first (before: "scale the inputs down" alone).
 bad 3 "the result o\[[0-9,]+\] = nan from a finite in.h5: float32 overflowed.*lower --softmax-scale \(3e\+38\) or scale the inputs down" \
   "scores past float32 by --softmax-scale" -- "$LONGCTX" attend --input in.h5 "${NF[@]}" --softmax-scale 3e38
+# float32's largest value as numpy prints it (3.4028235e+38, a hair above it as a double) is that value, as
+# the run's message says; the next float32 up is refused (before: both refused, as "3.40282e+38").
+bad 3 "float32 overflowed.*lower --softmax-scale \(3.40282e\+38\)" "float32's largest value as a scale" -- \
+  "$LONGCTX" attend --input in.h5 "${NF[@]}" --softmax-scale 3.4028235e+38
+bad 2 "softmax-scale: must be >= 0 and at most float32's largest value, 3.4e38 .*got 3.4028236e\+38" \
+  "just past float32's largest value" -- "$LONGCTX" attend --input in.h5 "${NF[@]}" --softmax-scale 3.4028236e38
 bad 3 "the result d[qkv]\[[0-9,]+\] = (nan|-?inf) from a finite huge_grads.h5: float32 overflowed" "gradients past float32" -- \
   "$LONGCTX" attend --input huge_grads.h5 "${NF[@]}" --backward
 # Scores that overflow to -inf: every row is selected (r = 1), so its lse of -inf is the overflow (before: written
