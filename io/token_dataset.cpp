@@ -69,7 +69,7 @@ TokenReader::TokenReader(const std::string& path, MPI_Comm comm, Offsets offsets
 // short) that disagrees is refused here, not at some later sequence. (/doc_offsets' part only where it
 // was read.)
 void TokenReader::check_metadata() const {
-  const auto refuse = [&](const std::string& what) { throw InputError(path_ + ": " + what); };
+  const auto refuse = [&](const std::string& what) { throw TokenMetadataError(path_ + ": " + what); };
   if (file_.has_attribute("token_count") && file_.read_int64_attribute("token_count") != token_count_)
     refuse("token_count attribute is " + std::to_string(file_.read_int64_attribute("token_count")) +
            " but /tokens holds " + std::to_string(token_count_) + " tokens");
@@ -189,6 +189,10 @@ TokenVerifyReport verify_tokens(const std::string& path) {
     report.problems.push_back(e.what());
     try {
       opened.emplace(path, MPI_COMM_NULL, TokenReader::Offsets::unread);
+    } catch (const TokenMetadataError& contradiction) {  // said as damage, as others are (before: no DAMAGED)
+      report.contradicts = true;
+      if (contradiction.what() != report.problems.front()) report.problems.push_back(contradiction.what());
+      return report;
     } catch (const Error&) {
       return report;
     }
@@ -276,12 +280,14 @@ TokenVerifyReport verify_tokens(const std::string& path) {
 }
 
 std::string TokenVerifyReport::summary() const {
-  if (!opened) return problems.empty() ? path + ": not opened" : problems[0];  // said as it is, not "DAMAGED"
+  // A file that did not open as a token dataset is said as it is, not "DAMAGED"; one whose attributes
+  // contradict its datasets is damage.
+  if (!opened && !contradicts) return problems.empty() ? path + ": not opened" : problems[0];
   // What no checksum or digest covers, said of a damaged file too (before: of a whole one only, though the
   // JSON had it for both).
   std::string uncovered;
   for (size_t i = 0; i < unchecked.size(); ++i) uncovered += (i ? ", " : "; no checksum on ") + unchecked[i];
-  if (!digested) uncovered += "; no digest on /tokens (imported by an older longctx, or made otherwise: `data import` again adds one)";
+  if (!digested && opened) uncovered += "; no digest on /tokens (imported by an older longctx, or made otherwise: `data import` again adds one)";
   if (!ok) {
     std::string text = path + ": DAMAGED:";
     for (const std::string& problem : problems)  // each names the file; said once

@@ -135,10 +135,18 @@ class TokenReader {
 // `data verify`: every token read (Fletcher32 checked), each id checked against [0, vocab), and the tokens'
 // digest against /tokens' digest attribute (which catches a token changed by a tool that rewrote its chunk
 // with a valid checksum, and a chunk zeroed with its checksum).
+// A token dataset whose attributes contradict its datasets (token_count, document_count, vocab,
+// /doc_offsets): damage, which `data verify` says as such.
+class TokenMetadataError : public InputError {
+ public:
+  using InputError::InputError;
+};
+
 struct TokenVerifyReport {
   std::string path;
   bool ok = false;
   bool opened = false;  // as a token dataset (not: missing, unreadable, another kind of file)
+  bool contradicts = false;  // not opened: a token dataset whose attributes contradict it (TokenMetadataError)
   int64_t tokens = 0, documents = 0, vocab = 0;  // documents -1: /doc_offsets could not be read
   int64_t ids_read = 0;                     // of the tokens (a damaged chunk's are not)
   int64_t smallest_id = 0, largest_id = 0;  // of those read (0 when none; data verify --json: null)

@@ -301,7 +301,11 @@ class IdInput : public IdSource {
     }
     // Of several axes, C order is the rows one after another (packed sequences, say); Fortran order is not,
     // unless at most one axis is longer than 1: (10, 1) is the same ids in the same order either way.
-    if (long_axes > 1 && npy_field(fields, "fortran_order", header, name_) != "False")
+    // True or False, as numpy.load requires (before: of one long axis, not read: 'False', a string, passed).
+    const std::string& order = npy_field(fields, "fortran_order", header, name_);
+    if (order != "True" && order != "False")
+      throw InputError(name_ + ": damaged .npy header: fortran_order is " + order + ", not True or False: " + header);
+    if (long_axes > 1 && order != "False")
       throw InputError(name_ + ": a .npy array of shape " + shape + " in Fortran order; save it in C order (numpy.ascontiguousarray)");
   }
 

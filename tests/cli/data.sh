@@ -294,6 +294,14 @@ expect_in "$OUT/stdout" '"ok": false, "tokens": 3012, "documents": null, "vocab"
   "every token read, the missing /doc_offsets named"
 expect_exit 3 "... and in words" -- "$LONGCTX" data verify offsets_gone.h5 --quiet
 expect_in "$OUT/stdout" "^offsets_gone.h5: DAMAGED: no dataset '/doc_offsets': the documents are not known$" "says DAMAGED"
+# An attribute that contradicts its dataset is damage too (before: token_count's was said without DAMAGED).
+cp ab.h5 counted.h5
+/usr/bin/python3 -c "
+import h5py, numpy as np
+with h5py.File('counted.h5', 'r+') as f: f.attrs['token_count'] = np.int64(3011)
+"
+expect_exit 3 "verify with a token_count that is not /tokens'" -- "$LONGCTX" data verify counted.h5 --quiet
+expect_in "$OUT/stdout" "^counted.h5: DAMAGED: token_count attribute is 3011 but /tokens holds 3012 tokens$" "says DAMAGED"
 cp ab.h5 lowered.h5
 /usr/bin/python3 -c "
 import h5py
@@ -405,6 +413,7 @@ npy('huge_bad.npy', "{'descr': '<u2', 'fortran_order': False, 'shape': (99999999
 npy('python2.npy', "{'descr': '<u2', 'fortran_order': False, 'shape': (2L, 3L), }", ids)  # NumPy under Python 2
 npy('no_order.npy', "{'descr': 'u2', 'fortran_order': False, 'shape': (2, 3), }", ids)    # no byte order: the machine's
 npy('column.npy', "{'descr': '<u2', 'fortran_order': True, 'shape': (6, 1), }", ids)      # one long axis: either order
+npy('order_text.npy', "{'descr': '<u2', 'fortran_order': 'False', 'shape': (6,), }", ids)  # NumPy refuses a string
 PY
 expect_exit 0 "raw uint16 ids that begin as .npy's magic does" -- "$LONGCTX" data import --ids npyish.bin --ids-dtype uint16 --out npyish.h5 --quiet
 /usr/bin/python3 -c "import h5py, sys; sys.exit(0 if list(h5py.File('npyish.h5', 'r')['tokens'][:]) == [20115] else 1)" &&
@@ -414,6 +423,8 @@ for name in order spaced python2 no_order column; do
   /usr/bin/python3 -c "import h5py, sys; sys.exit(0 if list(h5py.File('$name.h5', 'r')['tokens'][:]) == list(range(6)) else 1)" &&
     pass "... holds its 6 ids in C order" || fail "$name.h5 does not hold 0..5"
 done
+expect_exit 3 "a .npy fortran_order that is no True or False" -- "$LONGCTX" data import --ids order_text.npy --out ot.h5 --quiet
+expect_in "$OUT/stderr" "order_text.npy: damaged .npy header: fortran_order is 'False', not True or False" "... is damage"
 expect_exit 3 "a .npy shape that is no tuple" -- "$LONGCTX" data import --ids bare_shape.npy --out bare.h5 --quiet
 expect_in "$OUT/stderr" "bare_shape.npy: damaged .npy shape 6" "... is damage"
 for i in 0 1 2 3 4; do
