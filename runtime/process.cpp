@@ -451,11 +451,20 @@ ProcessContext::ProcessContext(int* argc, char*** argv) {
 }
 
 ProcessContext::~ProcessContext() {
+  const double timeout = world_ ? world_->timeout_seconds() : 0;
   world_.reset();
   int finalized = 0;
   MPI_Finalized(&finalized);
   // main() met every rank just before (a timed barrier); one that stops right after it would still hold
-  // the others in MPI_Finalize: the watchdog (armed for --comm-timeout) ends the job then.
+  // the others in MPI_Finalize: the watchdog ends the job then, after --comm-timeout. Not with MPI_Abort,
+  // which MPI_Finalize under way on this rank's own thread could crash (a segfault in 1 of 4 runs of the hang
+  // audit): this rank says so and exits 1, and the launcher ends the job.
+  if (world_size_ > 1 && timeout > 0)
+    watchdog::arm(timeout, [](const std::string& message) {
+      log::error(message + " (this rank's outputs are written)");
+      std::fflush(nullptr);
+      std::_Exit(static_cast<int>(ExitCode::internal));
+    });
   watchdog::Guard guard("MPI_Finalize at the end of the job");
   if (!finalized) MPI_Finalize();
 }
