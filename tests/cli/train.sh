@@ -314,7 +314,8 @@ expect_in "$OUT/stderr" "data.short_seq_len=65: its length 65 is not divisible b
   "... names the variable"
 # heads < max dilation: one warning, the attention backend's, naming the branch (train added its own).
 expect_exit 0 "heads below a dilation rate" -- "$LONGCTX" train --quiet --model.heads 4 --model.dim 32 --model.mlp_hidden 64 \
-  --model.segment_lengths 32,128,256 --model.dilation_rates 1,2,8 --data.seq_len 256 --data.key_digits 3 --train.steps 1
+  --model.segment_lengths 32,128,256 --model.dilation_rates 1,2,8 --data.seq_len 256 --data.key_digits 3 --train.steps 1 \
+  --train.warmup 1
 [ "$(grep -c "warn" "$OUT/stderr")" = 1 ] && pass "one warning" || fail "warnings: $(grep warn "$OUT/stderr")"
 expect_in "$OUT/stderr" "branch 3 \(w=256, r=8\) reaches only 4 of its 8 row residues" "naming the branch"
 expect_exit 2 "non-positive answer weight" -- "$LONGCTX" train "${SMALL[@]}" --train.answer_weight 0
