@@ -137,12 +137,13 @@ void share_cpus(MPI_Comm node) {
   omp_set_num_threads(std::min(share, omp_get_thread_limit()));
 }
 
-const char* const kStartupTimeoutSetBy = "at start-up, before the options are read, 600 s, whatever --comm-timeout says";
+const char* const kStartupTimeoutSetBy =
+    "at start-up, before the options are read, 600 s, whatever --comm-timeout says";
 
 // The timeout of MPI_Init and the start-up's collectives, before the options are read (so --comm-timeout,
 // which may come from a config file, is not known yet): 600 s; LONGCTX_FAULT_STARTUP_TIMEOUT, a positive
-// number of seconds, for the test of a rank stopped there (before: LONGCTX_COMM_TIMEOUT, which a --comm-timeout of higher
-// precedence could not override; from the regression audit).
+// number of seconds, for the test of a rank stopped there (before: LONGCTX_COMM_TIMEOUT, which a
+// --comm-timeout of higher precedence could not override; from the regression audit).
 double startup_timeout() {
   const char* text = std::getenv("LONGCTX_FAULT_STARTUP_TIMEOUT");
   if (!text || !*text) return 600.0;
@@ -408,10 +409,11 @@ ProcessContext::ProcessContext(int* argc, char*** argv) {
         kStartupTimeoutSetBy);
   int provided = 0;
   {
-    const watchdog::Guard guard("MPI_Init on " + to_string(launcher_.kind) + "'s task " +
-                                (launcher_.rank >= 0 ? std::to_string(launcher_.rank) + " " : std::string()) + "of " +
+    const std::string task = launcher_.rank >= 0 ? std::to_string(launcher_.rank) + " " : std::string();
+    const watchdog::Guard guard("MPI_Init on " + to_string(launcher_.kind) + "'s task " + task + "of " +
                                 std::to_string(launcher_.tasks) +
-                                " (a task of the job that exited before MPI_Init or is stopped keeps the others there)");
+                                " (a task of the job that exited before MPI_Init or is stopped keeps the others "
+                                "there)");
     LONGCTX_CHECK_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
   }
   LONGCTX_CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
@@ -457,11 +459,11 @@ ProcessContext::~ProcessContext() {
   MPI_Finalized(&finalized);
   // main() met every rank just before (a timed barrier); one that stops right after it would still hold
   // the others in MPI_Finalize: the watchdog ends the job then, after --comm-timeout. Not with MPI_Abort,
-  // which MPI_Finalize under way on this rank's own thread could crash (a segfault in 1 of 4 runs of the hang
-  // audit): this rank says so and exits 1, and the launcher ends the job.
+  // which MPI_Finalize under way on this rank's own thread could crash (a segfault in 1 of 4 runs of the
+  // hang audit): this rank says so and exits 1, and the launcher ends the job.
   if (world_size_ > 1 && timeout > 0)
     watchdog::arm(timeout, [](const std::string& message) {
-      log::error(message + " (this rank's outputs are written)");
+      log::error(message + " (this rank's work is done)");
       std::fflush(nullptr);
       std::_Exit(static_cast<int>(ExitCode::internal));
     });
