@@ -133,13 +133,18 @@ trap finish_results EXIT
 # "stuck" and exits at once, leaving its ranks running (one after that only writes "Abort is in
 # progress..." to its stdout: the job's JSON, not kept). A signal to the script alone ends the job then.
 doing="starting"
+# A job that ended well meanwhile (it was finishing when the signal came) keeps its JSON, as run() keeps
+# it (before: dropped, and "no job finished" said of a study whose only job had).
 end_job() {
   [ -n "$job_pid" ] || return 0
-  local tenths
+  local tenths status=0
   for ((tenths = 0; tenths < 60; tenths++)); do kill -0 "$job_pid" 2>/dev/null || break; sleep 0.1; done
   kill -TERM "$job_pid" 2>/dev/null || true
-  wait "$job_pid" 2>/dev/null || true
+  wait "$job_pid" 2>/dev/null || status=$?
   job_pid=
+  if [ "$status" -eq 0 ] && [ -s "$tmp/job.json" ] && cat "$tmp/job.json" >>"$job_out"; then
+    echo "scaling.sh: the $job_label had finished; its JSON is kept in $job_out" >&3
+  fi
 }
 stop() {
   end_job
@@ -167,6 +172,7 @@ run() {
   read -ra mpirun_options <<<"$(longctx_mpirun_options)"
   # mpirun itself, not a shell around it (a function would run in a subshell): $! is what end_job() signals.
   # Its JSON joins OUT once it has ended well: a job stopped or failed leaves nothing there.
+  job_out=$out job_label=$label
   mpirun "${mpirun_options[@]}" "$@" --threads 1 --batch 1 --json --quiet </dev/null 2>"$tmp/err" >"$tmp/job.json" &
   job_pid=$!
   wait "$job_pid" || status=$?

@@ -435,6 +435,27 @@ status=$?
   fail "SIGTERM to the script alone: exit $status after $((SECONDS - start)) s"
 expect_in "$OUT/stderr" "^scaling.sh: stopped by SIGTERM during the 4-rank job at N = 16384$" "names what it stopped"
 expect_ranks_ended "$OUT/fake_alone"
+# A job that ends well within the 6 s given to it after the script's SIGTERM keeps its JSON (before: dropped,
+# and "no job finished" said; from the bench audit).
+mkdir -p "$OUT/fake_done/bin" && cat >"$OUT/fake_done/bin/longctx" <<'FAKE'
+#!/bin/sh
+[ "$1" = --version ] && { echo "fake 0"; exit 0; }
+touch "$0.started"
+sleep 2
+echo '{"job": "finished after the stop"}'
+FAKE
+chmod +x "$OUT/fake_done/bin/longctx"
+setsid env LONGCTX_BUILD="$OUT/fake_done" RESULTS="$OUT/res_done" bash "$SCALING" >"$OUT/stdout" 2>"$OUT/stderr" &
+scaling=$!
+for _ in $(seq 100); do [ -e "$OUT/fake_done/bin/longctx.started" ] && break; sleep 0.1; done
+kill -TERM "$scaling"
+wait "$scaling"
+status=$?
+[ "$status" = 143 ] && pass "SIGTERM to the script alone as its job ends: exit 143" || fail "as its job ends: exit $status"
+expect_in "$OUT/stderr" "^scaling.sh: the 4-rank job at N = 16384 had finished; its JSON is kept in .*/res_done/comm.jsonl$" \
+  "... says the job's JSON is kept"
+grep -q "finished after the stop" "$OUT/res_done/comm.jsonl" 2>/dev/null && pass "... and RESULTS holds it" ||
+  fail "RESULTS after a job that ended well: $(ls "$OUT/res_done" 2>&1 | tr '\n' ' ')"
 # SIGKILL (Slurm's after KillWait, the OOM killer): RESULTS keeps the jobs that finished, as each job's JSON
 # goes there as it ends (before: copied from a temporary directory at the exit, which SIGKILL skips).
 mkdir -p "$OUT/fake_kill/bin" && cat >"$OUT/fake_kill/bin/longctx" <<'FAKE'
