@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <map>
 #include <regex>
+#include <set>
 
 #include "io/durable.hpp"
 #include "runtime/core/log.hpp"
@@ -53,13 +55,29 @@ ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t k
   };
   std::vector<Kept> kept;  // every rank alike: the old file's datasets, read collectively
   uint64_t kept_bytes = 0;
+  std::map<int64_t, std::set<int64_t>> dropped;  // the steps before, and their layers, this run's options leave out
   for (const std::string& dataset : old.dataset_paths()) {
     std::smatch match;
     if (!std::regex_match(dataset, match, dataset_name())) continue;
     const int64_t step = std::stoll(match[1]), layer = std::stoll(match[2]);
-    if (step > keep_steps_through || (wanted && !wanted(step, layer))) continue;
+    if (step > keep_steps_through) continue;
+    if (wanted && !wanted(step, layer)) {
+      dropped[step].insert(layer);
+      continue;
+    }
     kept.push_back({dataset, match[3], step, layer, old.open_dataset(dataset).shape()});
     kept_bytes += stored_bytes(kept.back().global);
+  }
+  // Said (before: dropped without a word; from the dumps audit).
+  if (!dropped.empty()) {
+    std::string said;
+    for (const auto& [step, layers] : dropped) {
+      std::string listed;
+      for (const int64_t layer : layers) listed += (listed.empty() ? "" : ",") + std::to_string(layer);
+      said += (said.empty() ? "step " : ", step ") + std::to_string(step) + " (layer " + listed + ")";
+    }
+    log::info(path + ": " + said + ", dumped before step " + std::to_string(keep_steps_through + 1) +
+              ", not kept: not of this run's dump.steps and dump.layers");
   }
   output_->require_room(kept_bytes, "the steps kept from " + path);
   for (const Kept& k : kept) {

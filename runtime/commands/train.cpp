@@ -309,6 +309,17 @@ int train_run(Invocation& inv, RunRecord& record) {
   std::unique_ptr<io::ActivationDump> dump;
   if (!r.dump_path.empty() && (dumps_after(trainer.step()) || stale_dump))
     dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step(), run_id, dumped);
+  // dump.steps the checkpoint's step has passed are not trained again: said, as those past train.steps are
+  // (before: skipped without a word; from the dumps audit).
+  if (resumed && !r.dump_path.empty()) {
+    std::string passed;
+    for (const int64_t s : r.dump_steps)
+      if (s <= trainer.step()) passed += (passed.empty() ? "" : ",") + std::to_string(s);
+    if (!passed.empty())
+      log::warn_once("dump.steps: step(s) " + passed + " come at or before step " + std::to_string(trainer.step()) +
+                     ", the checkpoint's this run resumes from: this run does not dump them (its dump keeps those the "
+                     "runs before dumped, of dump.layers)");
+  }
   // One that dumps nothing more leaves another run's dump at that name as it was: said (before: silently,
   // where a run that dumps replaces it with a warning; from the outputs audit).
   if (!dump && resumed && !r.dump_path.empty() && rank == 0)
@@ -600,6 +611,7 @@ int train_run(Invocation& inv, RunRecord& record) {
       }
     }
   }
+  const bool dump_published = dump != nullptr;
   if (dump) {
     dump->close();
     dump.reset();
@@ -609,9 +621,12 @@ int train_run(Invocation& inv, RunRecord& record) {
     record.signal = stop_signal;
     if (r.checkpoint_dir.empty()) {
       // 75 promises a committed checkpoint to resume from; without one a requeue would start over, so
-      // exit as the signal would have (128 + its number).
+      // exit as the signal would have (128 + its number). The activation dump is published all the same
+      // (before: "nothing saved" was said of it too; from the dumps audit).
       log::info("stopped on " + signal_name(stop_signal) + " at step " + std::to_string(trainer.step()) +
-                ": no checkpoint.dir, nothing saved (exit " + std::to_string(128 + stop_signal) + ", not 75)");
+                ": no checkpoint.dir, no checkpoint saved" +
+                (dump_published ? " (the activation dump " + r.dump_path + " is, through this step)" : "") +
+                " (exit " + std::to_string(128 + stop_signal) + ", not 75)");
       return 128 + stop_signal;
     }
     if (committed != trainer.step()) checkpoint();

@@ -947,8 +947,15 @@ for child in $(pgrep -P $launcher); do
   grep -qx OMPI_COMM_WORLD_RANK=1 <<<"$(tr '\0' '\n' <"/proc/$child/environ" 2>/dev/null)" && kill -USR1 "$child"
 done
 wait $launcher; code=$?
-[ "$code" -eq $((128 + $(kill -l USR1))) ] && grep -q "nothing saved (exit $code, not 75)" "$OUT/one.err" &&
+[ "$code" -eq $((128 + $(kill -l USR1))) ] && grep -q "no checkpoint.dir, no checkpoint saved (exit $code, not 75)" "$OUT/one.err" &&
   pass "SIGUSR1 to rank 1 only -> every rank exits $code" || { fail "gave exit $code"; tail -3 "$OUT/one.err"; }
+# Without checkpoint.dir, a stop still publishes the activation dump, and says so (before: "nothing saved").
+expect_exit $((128 + $(kill -l USR1))) "a stop in a dumped step, no checkpoint.dir" -- env LONGCTX_FAULT_SIGNAL_AT=dump:2 \
+  "$LONGCTX" train "${SMALL[@]}" --train.steps 4 --dump.activations "$OUT/stopdump.h5" --dump.steps 2,3
+expect_in "$OUT/stderr" "no checkpoint.dir, no checkpoint saved \(the activation dump .*stopdump.h5 is, through this step\)" \
+  "... says the dump is saved"
+/usr/bin/python3 -c "import h5py, sys; sys.exit(0 if list(h5py.File(sys.argv[1], 'r').keys()) == ['step_2'] else 1)" \
+  "$OUT/stopdump.h5" && pass "... and it holds step 2" || fail "no dump of step 2 alone after the stop"
 
 # checkpoint.dir removed or moved while the run holds it: the next checkpoint stops the run (exit 1) instead of making
 # the directory again without the lock (a second run was let in, and both wrote there).
@@ -1212,6 +1219,11 @@ expect_exit 0 "resumed with dump.steps 2,5 and dump.layers 1" -- "$LONGCTX" trai
   --checkpoint.dir "$OUT/dz" --dump.activations "$OUT/dz.h5" --dump.steps 2,5 --dump.layers 1
 [ "$(dump_keys "$OUT/dz.h5")" = "step_2 step_5 layer_1" ] && pass "its own step 2 of layer 1 kept, step 1 and layer 0 not" ||
   fail "dump holds: $(dump_keys "$OUT/dz.h5")"
+# ... and says what it drops, and that step 2 is not dumped again (before: neither said; from the dumps audit).
+expect_in "$OUT/stderr" "dz.h5: step 1 \(layer 0,1\), step 2 \(layer 0\), dumped before step 4, not kept: not of this run's dump.steps and dump.layers" \
+  "... says what it drops"
+expect_in "$OUT/stderr" "dump.steps: step\(s\) 2 come at or before step 3, the checkpoint's this run resumes from: this run does not dump them" \
+  "... and that step 2 is not dumped again"
 # A `latest` naming a file that is gone says which checkpoints there are (as for a damaged one).
 rm "$OUT/dz/step_00000005.h5"
 expect_exit 3 "latest names a deleted checkpoint" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 6 --checkpoint.dir "$OUT/dz"
