@@ -501,7 +501,9 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
                   ", which the summary would replace: give it a file of its own");
   }
   for (int64_t l : parse_size_list("dump.layers", opt<std::string>(inv, "dump.layers"))) {
-    if (l < 0 || l >= m.layers)  // about dump.layers's value (require names no source where a message names two)
+    // (About dump.layers's value: require names no source where a message names two.) Past the model's layers
+    // without dump.activations, it is said to have no effect, as dump.steps past train.steps is (before: exit 2).
+    if (l < 0 || (l >= m.layers && !r.dump_path.empty()))
       throw UsageError("dump.layers: layer " + std::to_string(l) + " outside [0, model.layers=" +
                            std::to_string(m.layers) + ")",
                        "dump.layers");

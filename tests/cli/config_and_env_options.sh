@@ -225,6 +225,13 @@ expect_exit 2 "[dump] layers = 5 in a file" -- "$LONGCTX" train --config "$OUT/d
   --dump.activations "$OUT/never_dumped.h5" --quiet
 expect_in "$OUT/stderr" "dump.layers: layer 5 outside \[0, model.layers=2\) \(from config file .*dump_layers.ini line 2\)$" \
   "names the file and line"
+# Without dump.activations, a layer past the model's is said to have no effect, as a step past train.steps is
+# (before: exit 2 for the layer alone; from the README audit).
+expect_exit 0 "[dump] layers = 5 without dump.activations" -- "$LONGCTX" train --config "$OUT/dump_layers.ini" --quiet \
+  --train.steps 1 --model.layers 1 --model.dim 16 --model.heads 2 --model.mlp_hidden 16 --data.seq_len 256 \
+  --model.segment_lengths 64,256 --model.dilation_rates 1,2 --train.warmup 1
+expect_in "$OUT/stderr" "dump.layers=5 \(from config file .*dump_layers.ini line 2\) has no effect: dump.activations is not set" \
+  "... is said to have no effect"
 printf 'text = -\n# standard input twice\ntext = -\n' >"$OUT/two_stdin.ini"
 expect_exit 2 "text = - on two lines" -- "$LONGCTX" data import --config "$OUT/two_stdin.ini" --out "$OUT/never.h5" --quiet \
   </dev/null
