@@ -47,6 +47,8 @@ def datasets(path, f):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="exit 0: they agree; 1: they do not (saying how); 2: a file cannot be "
+                                            "read as an output of attend",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("expected", help="the reference output (the one rank's)")
     parser.add_argument("actual", help="the output to check (the sharded one)")

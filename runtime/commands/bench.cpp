@@ -34,8 +34,8 @@ void declare(po::options_description& desc, po::positional_options_description&)
       ("heads", po::value<int64_t>()->default_value(4), "heads H")
       ("head-dim", po::value<int64_t>()->default_value(64), "head dimension D")
       ("batch", po::value<int64_t>()->default_value(1), "batch B")
-      ("iters", po::value<int>()->default_value(5), "timed iterations (the median is reported)")
-      ("warmup", po::value<int>()->default_value(1), "untimed iterations first")
+      ("iters", po::value<int>()->default_value(5), "timed iterations (the median is reported; at most 1000000)")
+      ("warmup", po::value<int>()->default_value(1), "untimed iterations first (at most 1000000)")
       ("seed", po::value<uint64_t>()->default_value(1), "input seed")
       ("backward", po::bool_switch(), "also time the backward")
       ("json", po::bool_switch(),
@@ -43,7 +43,7 @@ void declare(po::options_description& desc, po::positional_options_description&)
        "head_dim, schedule, causal, head_offsets, softmax_scale (0: 1/sqrt(head dim)), seed, iters, warmup, "
        "pairs, flops_fwd, seconds_fwd (the slowest rank's median), gflops_fwd (the "
        "job's FLOPs over that), with --backward flops_bwd, seconds_bwd, gflops_bwd; peak_rss_bytes, "
-       "tensor_bytes_per_rank and per_rank (each rank's pairs (those it computed: causal ones are balanced "
+       "tensor_bytes_per_rank and per_rank (each rank's rank, peak_rss_bytes, pairs (those it computed: causal ones are balanced "
        "between the ranks), seconds, GFLOP/s, bytes sent and received in one pass (the backward's with the all-reduce of 3 int64 that decides whether K / V changed: 24 bytes a rank at P = 2, 32 at P = 3), the fraction of its "
        "receive time hidden behind compute in the last timed iteration, threads); non_finite (cpu): values of o "
        "(and dq, dk, dv) that are not finite, over the ranks (0 unless float32 overflowed: a warning says so). "

@@ -30,8 +30,8 @@ void declare(po::options_description& desc, po::positional_options_description&)
       ("comm", po::value<std::string>()->default_value("mpi"), "backend: mpi (host buffers), staged (device buffers through MPI), nccl (device buffers), or auto "
        "(what attention's --comm auto picks when every rank sees a GPU, else mpi)")
       ("bytes", po::value<std::string>()->default_value("64M"), "bytes each rank contributes per all-gather (K/M/G suffixes)")
-      ("iters", po::value<int>()->default_value(10), "timed calls (the median is reported)")
-      ("warmup", po::value<int>()->default_value(2), "untimed calls first")
+      ("iters", po::value<int>()->default_value(10), "timed calls (the median is reported; at most 1000000)")
+      ("warmup", po::value<int>()->default_value(2), "untimed calls first (at most 1000000)")
       ("json", po::bool_switch(), "print one JSON object instead of a table: comm, world_size, bytes_per_rank, iters, "
        "warmup, seconds (the slowest rank's median), received_bytes_per_s (what one rank receives from the others, "
        "per second), staged_copy_bytes_per_s (--comm staged: host <-> device copies per second; else null)");
