@@ -22,9 +22,14 @@ const std::regex& dataset_name() {
 }  // namespace
 
 ActivationDump::ActivationDump(const std::string& path, MPI_Comm comm, int64_t keep_steps_through,
-                               const std::string& run_id, const std::function<bool(int64_t, int64_t)>& wanted) {
+                               const std::string& run_id, const std::function<bool(int64_t, int64_t)>& wanted)
+    : ActivationDump(path, ClaimedEarly(path + ".tmp", comm), comm, keep_steps_through, run_id, wanted) {}
+
+ActivationDump::ActivationDump(const std::string& path, ClaimedEarly&& claimed, MPI_Comm comm,
+                               int64_t keep_steps_through, const std::string& run_id,
+                               const std::function<bool(int64_t, int64_t)>& wanted) {
   watchdog::Guard guard("creating the activation dump " + path);
-  output_ = std::make_unique<AtomicOutput>(path, comm);
+  output_ = std::make_unique<AtomicOutput>(path, std::move(claimed), comm);
   output_->file().write_attribute("format", std::string(kActivationFormat));
   output_->file().write_attribute("format_version", int64_t{1});
   if (!run_id.empty()) output_->file().write_attribute("run_id", run_id);

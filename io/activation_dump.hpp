@@ -28,6 +28,10 @@ class ActivationDump {
  public:
   ActivationDump(const std::string& path, MPI_Comm comm = MPI_COMM_NULL, int64_t keep_steps_through = 0,
                  const std::string& run_id = "", const std::function<bool(int64_t step, int64_t layer)>& wanted = {});
+  // The same with `<path>.tmp` claimed already (ClaimedEarly): a run that publishes its dump at a
+  // checkpoint claims its next one at once, so that no other run takes the name while it checkpoints.
+  ActivationDump(const std::string& path, ClaimedEarly&& claimed, MPI_Comm comm, int64_t keep_steps_through,
+                 const std::string& run_id, const std::function<bool(int64_t step, int64_t layer)>& wanted);
 
   // "/step_<step>/layer_<layer>/<name>"
   static std::string dataset_path(int64_t step, int64_t layer, const std::string& name);

@@ -414,11 +414,16 @@ int train_run(Invocation& inv, RunRecord& record) {
     // Published BEFORE the checkpoint commits: a kill between the two then resumes from the checkpoint
     // before, which dumps those steps again, where the other order lost them for good.
     const bool republish = dump && dump_unpublished;
+    std::optional<io::ClaimedEarly> next_dump;
     if (republish) {
       dump->close();
       dump.reset();
       dump_unpublished = false;
       log::info("activation dump " + r.dump_path + " published through step " + std::to_string(trainer.step()));
+      // Its next file claimed at once (before: after the checkpoint, and a second run on the same
+      // dump.activations could claim it meanwhile, replace this run's dump, and end this run, exit 2; from
+      // the dumps audit).
+      if (dumps_after(trainer.step())) next_dump.emplace(r.dump_path + ".tmp", mpi);
     }
     io::publish_on_rank0(mpi, "checking checkpoint.dir", [&] { train::require_checkpoint_dir_lock(r.checkpoint_dir); });
     const int64_t previous = record.committed == trainer.step() ? committed_previous : record.committed;
@@ -432,8 +437,9 @@ int train_run(Invocation& inv, RunRecord& record) {
     jsonl.forget_start();
     log::info("checkpoint " + path);
     signal_if_faulted("checkpoint", trainer.step());
-    if (republish && dumps_after(trainer.step()))
-      dump = std::make_unique<io::ActivationDump>(r.dump_path, mpi, trainer.step(), run_id, dumped);
+    if (next_dump)
+      dump = std::make_unique<io::ActivationDump>(r.dump_path, std::move(*next_dump), mpi, trainer.step(), run_id,
+                                                  dumped);
   };
 
   // A log.jsonl line: the step's fields, its evaluation's (if any), the run's id.

@@ -87,6 +87,40 @@ for how in "exit 0" "kill -STOP \$\$"; do
     "... rank 0 says where it waited"
 done
 unset LONGCTX_FAULT_STARTUP_TIMEOUT
+# A run that publishes its activation dump at a checkpoint holds the dump's next .tmp while it checkpoints:
+# a second run on the same dump.activations is refused then (before: it took the name, replaced the first
+# run's dump, and the first run ended with exit 2 at its next claim; from the dumps audit). The first run is
+# held under gdb in its first save_checkpoint, after the dump of step 1 is published.
+cat >hold.cmd <<'EOG'
+set pagination off
+set breakpoint pending on
+set startup-with-shell off
+handle SIGUSR1 SIGUSR2 SIGPIPE SIGTERM nostop noprint pass
+break longctx::train::save_checkpoint
+run
+if $_isvoid($_exitcode)
+  shell echo HELD >>hold.log
+  shell sleep 100
+end
+EOG
+TRAIN=(train --quiet --model.mlp_hidden 32 --model.heads 2 --model.dim 16 --model.segment_lengths 64,256
+       --model.dilation_rates 1,2 --data.seq_len 256 --train.warmup 1 --dump.activations "$OUT/held.h5")
+rm -f hold.log
+gdb -q -batch -x hold.cmd --args "$LONGCTX" "${TRAIN[@]}" --train.steps 4 --checkpoint.every 2 \
+  --checkpoint.dir "$OUT/held_ck" --dump.steps 1,3 >"$OUT/held.out" 2>&1 &
+held=$!
+for _ in $(seq 600); do grep -q HELD hold.log 2>/dev/null && break; sleep 0.1; done
+if grep -q HELD hold.log 2>/dev/null; then
+  expect_exit 2 "a second run on a dump whose run is checkpointing" -- "$LONGCTX" "${TRAIN[@]}" --train.steps 1 --dump.steps 1
+  expect_in "$OUT/stderr" "held.h5.tmp' is being written by another running process" "... says the name is in use"
+  /usr/bin/python3 -c "import h5py, sys; sys.exit(0 if list(h5py.File(sys.argv[1], 'r').keys()) == ['step_1'] else 1)" \
+    "$OUT/held.h5" && pass "... and the first run's published dump is as it was" || fail "held.h5 changed"
+else
+  fail "the first run never reached save_checkpoint: $(tail -5 "$OUT/held.out")"
+fi
+pkill -9 -P "$held" 2>/dev/null
+kill -9 "$held" 2>/dev/null
+wait "$held" 2>/dev/null
 # rank 0's renames: the output (1), then the report (2), while rank 1 waits for its outcome.
 stopped "rank 0 stopped publishing the report" 0 rename 2 "waiting for rank 0 \(publishing r.json\)" -- \
   --output r.h5 --report r.json
