@@ -456,10 +456,7 @@ bool refused_on_every_rank(int& code, const std::string& message, int rank, int 
 // ([longctx error r1] ...); in a job of one process it reads as the config phase's errors do (before:
 // "[longctx error r0]" for an error of the run, "longctx: error:" for one of its options).
 void say_ending_error(const std::string& message) {
-  if (g_process && g_process->world_size() > 1)
-    log::error(message);
-  else
-    std::fprintf(stderr, "longctx: error: %s\n", log::printable(message).c_str());
+  log::ending_error(message, g_process ? g_process->world_size() : 1);
 }
 
 // std::terminate: an exception that C++ cannot unwind (out of an OpenMP region, a noexcept function or a

@@ -223,7 +223,7 @@ bool refused_by_any_rank(comm::Communicator& world, const std::string& problem) 
   world.all_gather(Span<const int>(mine), Span<int>(flags));
   const auto first = std::find(flags.begin(), flags.end(), 1);
   if (first == flags.end()) return false;
-  if (first - flags.begin() == world.rank()) log::error(problem);
+  if (first - flags.begin() == world.rank()) log::ending_error(problem, world.size());
   return true;
 }
 
@@ -361,7 +361,7 @@ int run(Invocation& invocation) {
       device.device == "cuda" && device.dtype != Dtype::fp32 ? to_string(device.dtype) + " (--dtype) or float32" : "float32";
   // (A --softmax-scale of the user's is named as the first thing to lower.)
   char scale_given[32] = "";
-  if (params.softmax_scale != 0) std::snprintf(scale_given, sizeof scale_given, "%g", params.softmax_scale);
+  if (params.softmax_scale != 0) std::snprintf(scale_given, sizeof scale_given, "%.9g", params.softmax_scale);
   const std::string remedy = params.softmax_scale != 0
                                  ? "lower --softmax-scale (" + std::string(scale_given) + ") or scale the inputs down"
                                  : "scale the inputs down";

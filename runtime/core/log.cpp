@@ -112,6 +112,15 @@ void warn_once(const std::string& message) {
   write("warn", message);
 }
 void error(const std::string& message) { write("error", message); }
+void ending_error(const std::string& message, int world_size) {
+  if (world_size > 1) {
+    error(message);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(g_mutex);
+  std::fprintf(stderr, "longctx: error: %s\n", printable(message).c_str());
+  std::fflush(stderr);
+}
 
 ByteProgress::ByteProgress(std::string what, uint64_t total)
     : what_(std::move(what)), total_(total), started_(std::chrono::steady_clock::now()), reported_(started_) {}

@@ -14,6 +14,9 @@ void warn(const std::string& message);         // every rank that calls it
 // A warning every rank would print alike (about the configuration): rank 0 prints it, once per process.
 void warn_once(const std::string& message);
 void error(const std::string& message);
+// The error that ends a job: under mpirun (world_size > 1) as error() says it, naming the rank ([longctx
+// error r1] ...); in a job of one process as the config phase's errors read ("longctx: error: ...").
+void ending_error(const std::string& message, int world_size);
 // `text` for the terminal: control characters other than those in `keep` as \xNN (so text from a file or the
 // user cannot move the cursor, clear the screen or fake a line), bytes past ASCII that are no whole UTF-8
 // character (binary) or a C1 control too, at most `limit` characters (then "..."),

@@ -203,7 +203,8 @@ def minus_scores(d): d['q'][:] = 1; d['k'][:] = -1
 make('minus_scores.h5', minus_scores)
 " || fail "could not make the non-finite inputs"
 NF=(--output bad.h5 --quiet --segment-lengths 4,8 --dilation-rates 1,2)
-bad 3 "nan_q.h5: q\[13,1,2\] = nan: the input must be finite" "NaN in q" -- "$LONGCTX" attend --input nan_q.h5 "${NF[@]}"
+bad 3 "^longctx: error: nan_q.h5: q\[13,1,2\] = nan: the input must be finite" "NaN in q (said as a job of one process's errors are)" -- \
+  "$LONGCTX" attend --input nan_q.h5 "${NF[@]}"
 bad 3 "r1\] nan_q.h5: q\[13,1,2\] = nan" "NaN in q on rank 1's rows, 2 ranks" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" attend --input nan_q.h5 "${NF[@]}"
 bad 3 "inf_do.h5: do\[3,0,1\] = -inf" "-Inf in do with --backward" -- "$LONGCTX" attend --input inf_do.h5 "${NF[@]}" --backward
 expect_exit 0 "-Inf in do without --backward (do is not read)" -- "$LONGCTX" attend --input inf_do.h5 "${NF[@]}"
@@ -215,7 +216,7 @@ bad 3 "the result o\[[0-9,]+\] = nan from a finite in.h5: float32 overflowed.*lo
   "scores past float32 by --softmax-scale" -- "$LONGCTX" attend --input in.h5 "${NF[@]}" --softmax-scale 3e38
 # float32's largest value as numpy prints it (3.4028235e+38, a hair above it as a double) is that value, as
 # the run's message says; the next float32 up is refused (before: both refused, as "3.40282e+38").
-bad 3 "float32 overflowed.*lower --softmax-scale \(3.40282e\+38\)" "float32's largest value as a scale" -- \
+bad 3 "float32 overflowed.*lower --softmax-scale \(3.40282347e\+38\)" "float32's largest value as a scale" -- \
   "$LONGCTX" attend --input in.h5 "${NF[@]}" --softmax-scale 3.4028235e+38
 bad 2 "softmax-scale: must be >= 0 and at most float32's largest value, 3.4e38 .*got 3.4028236e\+38" \
   "just past float32's largest value" -- "$LONGCTX" attend --input in.h5 "${NF[@]}" --softmax-scale 3.4028236e38
