@@ -287,6 +287,7 @@ int train_run(Invocation& inv, RunRecord& record) {
   // trims by step. One left by a run whose first checkpoint was committed but not named in `latest` (a full
   // disk) goes now (before: it stayed in checkpoint.dir for good; from an audit).
   if (resumed && rank == 0) std::remove(train::log_start_path(r.checkpoint_dir).c_str());
+  warn_if_warmup_outlasts(inv, r, trainer.step());
   // Of an earlier dump of this run, the steps and layers this run dumps (dump.steps, dump.layers).
   const auto dumped = [&r](int64_t step, int64_t layer) { return r.dump_steps.count(step) && r.dump_layers.count(layer); };
   // A dump step after `step` that this run dumps: past the curriculum's short stages (their rows are not
@@ -581,7 +582,9 @@ int train_run(Invocation& inv, RunRecord& record) {
       stage = r.stage_of(step);
       const int64_t before = trainer.config().seq_len;
       trainer.set_seq_len(r.length_of(stage));
-      if (trainer.config().seq_len != before)  // (two stages of one length: no change to say)
+      // (Two stages of one length: no change to say; nor after the last step, with no step to come: from the
+      // dumps audit.)
+      if (trainer.config().seq_len != before && step < r.steps)
         log::info("step " + std::to_string(step) + " done: steps from " + std::to_string(step + 1) + " train at N = " +
                   std::to_string(trainer.config().seq_len));
     }
@@ -617,7 +620,7 @@ int train_run(Invocation& inv, RunRecord& record) {
       }
     }
   }
-  const bool dump_published = dump != nullptr;
+  const bool dump_published = dump && dump_unpublished;  // steps dumped since the last publish (from a review)
   if (dump) {
     dump->close();
     dump.reset();

@@ -253,6 +253,19 @@ static void warn_inert_options(const Invocation& inv, const TrainOptions& r) {
                    ": the key depth does not reach the whole sequence in this run");
 }
 
+void warn_if_warmup_outlasts(const Invocation& inv, const TrainOptions& r, int64_t from_step) {
+  // A short run with the default warm-up (20 steps) never reached train.lr, without a word (a try-out of
+  // 5 steps trained at a quarter of it at most). Not said by a resume that trains nothing more.
+  if (r.trainer.lr.warmup_steps <= r.steps || from_step >= r.steps) return;
+  const double reached = 100.0 * double(r.steps) / double(r.trainer.lr.warmup_steps);
+  char percent[32];
+  std::snprintf(percent, sizeof percent, "%.3g%%", reached);
+  log::warn_once("train.warmup=" + value_text(inv, "train.warmup") +
+                 (holds_default(inv, "train.warmup") ? " (its default)" : value_source(inv, "train.warmup")) +
+                 " is more than train.steps=" + std::to_string(r.steps) + ": the learning rate climbs to " + percent +
+                 " of train.lr by the last step and never reaches it; give train.warmup at most train.steps");
+}
+
 TrainOptions validate_train_options(const Invocation& inv, int world_size, bool warn) {
   TrainOptions r;
   model::ModelConfig& m = r.trainer.model;
@@ -306,17 +319,6 @@ TrainOptions validate_train_options(const Invocation& inv, int world_size, bool 
   r.trainer.lr.total_steps = r.steps;
   r.trainer.lr.min_lr_ratio = opt<double>(inv, "train.min_lr_ratio");
   require(r.trainer.lr.min_lr_ratio >= 0 && r.trainer.lr.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]");
-  // A short run with the default warm-up (20 steps) never reached train.lr, without a word (a try-out of
-  // 5 steps trained at a quarter of it at most).
-  if (warn && r.trainer.lr.warmup_steps > r.steps) {
-    const double reached = 100.0 * double(r.steps) / double(r.trainer.lr.warmup_steps);
-    char percent[32];
-    std::snprintf(percent, sizeof percent, "%.3g%%", reached);
-    log::warn_once("train.warmup=" + value_text(inv, "train.warmup") +
-                   (holds_default(inv, "train.warmup") ? " (its default)" : value_source(inv, "train.warmup")) +
-                   " is more than train.steps=" + std::to_string(r.steps) + ": the learning rate climbs to " + percent +
-                   " of train.lr by the last step and never reaches it; give train.warmup at most train.steps");
-  }
   r.trainer.adamw.weight_decay = opt<double>(inv, "train.weight_decay");
   r.trainer.adamw.beta1 = opt<double>(inv, "train.beta1");
   r.trainer.adamw.beta2 = opt<double>(inv, "train.beta2");

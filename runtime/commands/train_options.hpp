@@ -55,6 +55,9 @@ void declare_train_options(po::options_description& desc, po::positional_options
 // Every option, validated (UsageError naming it). Also applies train.threads. `warn`: say what is legal but
 // likely a mistake (the run phase; the config phase passes false and also checks the output paths).
 TrainOptions validate_train_options(const Invocation& inv, int world_size, bool warn = true);
+// Warns (rank 0) where train.warmup outlasts train.steps, so that train.lr is never reached, unless the run,
+// resumed at `from_step`, trains nothing more.
+void warn_if_warmup_outlasts(const Invocation& inv, const TrainOptions& r, int64_t from_step);
 
 // The resolved config as a checkpoint's /config stores it (INI). A value INI cannot hold (a line break) ->
 // UsageError naming the option.

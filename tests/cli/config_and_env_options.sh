@@ -310,6 +310,11 @@ expect_in "$OUT/stderr" "train.warmup=3 \(from environment variable LONGCTX_TRAI
   "... where it came from"
 expect_exit 0 "a warm-up as long as the run" -- "$LONGCTX" train "${TINY[@]}" --train.warmup 1
 grep -q "train.warmup" "$OUT/stderr" && fail "warned of a warm-up that reaches train.lr" || pass "... not said where it reaches train.lr"
+expect_exit 0 "a 1-step run with a checkpoint" -- "$LONGCTX" train "${TINY[@]}" --checkpoint.dir "$OUT/warm_ck"
+expect_in "$OUT/stderr" "train.warmup=20 \(its default\) is more than train.steps=1" "... warned"
+expect_exit 0 "its resume, which trains nothing more" -- "$LONGCTX" train "${TINY[@]}" --checkpoint.dir "$OUT/warm_ck"
+grep -q "train.warmup" "$OUT/stderr" && fail "warned of the warm-up of a resume that trains nothing" ||
+  pass "... not said by a resume that trains nothing (from the regression audit)"
 # checkpoint.every without checkpoint.dir is said as checkpoint.keep is (before: an error, exit 2, that named
 # neither where the value came from nor how to run passkey.ini, which sets it, without checkpoints).
 expect_exit 0 "passkey.ini with --checkpoint.dir=" -- "$LONGCTX" train --config "$(dirname "$0")/../../jobs/configs/passkey.ini" \

@@ -271,6 +271,11 @@ expect_exit 0 "length curriculum" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SM
 expect_in "$OUT/stderr" "step 2 done: steps from 3 train at N = 256" "switches to the full length after step 2"
 expect_in "$OUT/stdout" "^step +2 .*N 64" "first steps at the short length"
 expect_in "$OUT/stdout" "eval step 1 .*N = 256" "eval at the full length"
+# A curriculum whose short stage lasts the whole run says no change of length after its last step (before:
+# "step 2 done: steps from 3 train at N = 256", of a step that never comes; from the dumps audit).
+expect_exit 0 "a short stage as long as the run" -- "$LONGCTX" train "${SMALL[@]}" --train.steps 2 \
+  --data.short_seq_len 64 --data.short_steps 2
+grep -q "steps from 3" "$OUT/stderr" && fail "said a length for step 3 of 2" || pass "... says nothing of a step 3"
 expect_exit 2 "unshardable short length" -- "${MPIRUN[@]}" -np 2 "$LONGCTX" train "${SMALL[@]}" \
   --data.short_seq_len 50 --data.short_steps 2
 expect_in "$OUT/stderr" "data.short_seq_len=50" "short length named"
@@ -886,7 +891,10 @@ diff <(losses "$OUT/e.jsonl") <(losses "$OUT/i.jsonl") >/dev/null && pass "inter
 # The same signal again (Ctrl-C twice) ends the process at once, as without the handler: 128 + SIGHUP. Its
 # checkpoint's .tmp, if it was saving one, is removed (also one the main thread was claiming as the signal
 # was handled on another thread, which CI once saw left behind: cli_attend's LONGCTX_FAULT_SLOW_CLAIM_MS).
-env --default-signal=HUP "$LONGCTX" train "${LONG[@]}" --checkpoint.dir "$OUT/hup" --checkpoint.every 1 \
+# Each checkpoint's claim takes 1.5 s here, so that the second signal comes before the stop is settled (a
+# signal after it is ignored: the run's 75 stands); before, a loaded machine could finish the step and its
+# checkpoint within the test's polling, and the run then exited 75.
+env --default-signal=HUP LONGCTX_FAULT_SLOW_CLAIM_MS=1500 "$LONGCTX" train "${LONG[@]}" --checkpoint.dir "$OUT/hup" --checkpoint.every 1 \
   --log.jsonl "$OUT/hup.jsonl" >"$OUT/hup.out" 2>"$OUT/hup.err" &
 pid=$!
 for _ in $(seq 200); do grep -q '"step": 3,' "$OUT/hup.jsonl" 2>/dev/null && break; sleep 0.05; done
@@ -956,6 +964,10 @@ expect_in "$OUT/stderr" "no checkpoint.dir, no checkpoint saved \(the activation
   "... says the dump is saved"
 /usr/bin/python3 -c "import h5py, sys; sys.exit(0 if list(h5py.File(sys.argv[1], 'r').keys()) == ['step_2'] else 1)" \
   "$OUT/stopdump.h5" && pass "... and it holds step 2" || fail "no dump of step 2 alone after the stop"
+expect_exit $((128 + $(kill -l USR1))) "a stop before any dumped step, no checkpoint.dir" -- env LONGCTX_FAULT_SIGNAL_AT=eval:2 \
+  "$LONGCTX" train "${SMALL[@]}" --train.steps 4 --eval.every 2 --dump.activations "$OUT/stopdump2.h5" --dump.steps 4
+grep -q "activation dump" "$OUT/stderr" && fail "said a dump of no step: $(grep 'activation dump' "$OUT/stderr")" ||
+  pass "... says nothing of a dump that holds no step (from the regression audit)"
 
 # checkpoint.dir removed or moved while the run holds it: the next checkpoint stops the run (exit 1) instead of making
 # the directory again without the lock (a second run was let in, and both wrote there).
