@@ -137,8 +137,13 @@ void share_cpus(MPI_Comm node) {
   omp_set_num_threads(std::min(share, omp_get_thread_limit()));
 }
 
-const char* const kStartupTimeoutSetBy =
-    "at start-up, before the options are read, 600 s, whatever --comm-timeout says";
+// What sets the start-up's timeout, for the watchdog's message: its value as set (before: "600 s" where
+// LONGCTX_FAULT_STARTUP_TIMEOUT had set another; from the regression audit).
+std::string startup_set_by(double seconds) {
+  std::ostringstream text;
+  text << "at start-up, before the options are read, " << seconds << " s, whatever --comm-timeout says";
+  return text.str();
+}
 
 // The timeout of MPI_Init and the start-up's collectives, before the options are read (so --comm-timeout,
 // which may come from a config file, is not known yet): 600 s; LONGCTX_FAULT_STARTUP_TIMEOUT, a positive
@@ -406,7 +411,7 @@ ProcessContext::ProcessContext(int* argc, char*** argv) {
           std::fflush(nullptr);
           std::_Exit(static_cast<int>(ExitCode::internal));
         },
-        kStartupTimeoutSetBy);
+        startup_set_by(startup));
   int provided = 0;
   {
     const std::string task = launcher_.rank >= 0 ? std::to_string(launcher_.rank) + " " : std::string();
@@ -434,7 +439,7 @@ ProcessContext::ProcessContext(int* argc, char*** argv) {
           log::error(message);
           abort(static_cast<int>(ExitCode::internal));
         },
-        kStartupTimeoutSetBy);
+        startup_set_by(startup));
   else
     watchdog::disarm();  // a launcher's task count that MPI does not see: check_launcher says so
   MPI_Comm node = MPI_COMM_NULL;

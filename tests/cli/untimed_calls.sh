@@ -71,7 +71,7 @@ export LONGCTX_FAULT_STARTUP_TIMEOUT=4
 stopped "rank 1 stopped in the start-up's MPI_Allgather" 1 PMPI_Allgather 1 \
   "the start-up \\(the ranks of each node and their CPUs: MPI_Comm_split_type, MPI_Allgather, MPI_Allreduce\\)" \
   -- --output s.h5
-expect_in "$OUT/stderr" "have no timeout of their own; at start-up, before the options are read, 600 s, whatever --comm-timeout says\\)" \
+expect_in "$OUT/stderr" "have no timeout of their own; at start-up, before the options are read, 4 s, whatever --comm-timeout says\\)" \
   "... and what sets its timeout"
 # MPI_Init, which meets the job's tasks: one that exited before it, or stopped, held the others there for good
 # (before: documented as a window). Each waiting task says so and exits 1 after the start-up's timeout; mpirun
