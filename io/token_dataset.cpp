@@ -287,7 +287,8 @@ std::string TokenVerifyReport::summary() const {
   // JSON had it for both).
   std::string uncovered;
   for (size_t i = 0; i < unchecked.size(); ++i) uncovered += (i ? ", " : "; no checksum on ") + unchecked[i];
-  if (!digested && opened) uncovered += "; no digest on /tokens (imported by an older longctx, or made otherwise: `data import` again adds one)";
+  if (!digested && opened)
+    uncovered += "; no digest on /tokens (imported by an older longctx, or made otherwise: `data import` again adds one)";
   if (!ok) {
     std::string text = path + ": DAMAGED:";
     for (const std::string& problem : problems)  // each names the file; said once

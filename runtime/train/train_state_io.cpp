@@ -455,7 +455,8 @@ std::vector<std::string> attribute_problems(const io::CheckpointReader& reader) 
     // a resume at another length that saves its checkpoint again keeps the step's.
     const std::string key = "\"seq_len\": ";
     const size_t at = fields.find(key);
-    if (std::string(attribute) == "step_log" && at != std::string::npos && reader.file().has_attribute("model_layers") &&
+    const bool of_train = reader.file().has_attribute("model_layers");
+    if (std::string(attribute) == "step_log" && at != std::string::npos && of_train &&
         std::strtoll(fields.c_str() + at + key.size(), nullptr, 10) != reader.seq_len())
       problems.push_back("attribute seq_len = " + std::to_string(reader.seq_len()) + ": not the length step " +
                          std::to_string(reader.step()) + " trained at, as its attribute step_log says (" +
