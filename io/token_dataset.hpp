@@ -132,9 +132,6 @@ class TokenReader {
   int64_t vocab_ = 256;
 };
 
-// `data verify`: every token read (Fletcher32 checked), each id checked against [0, vocab), and the tokens'
-// digest against /tokens' digest attribute (which catches a token changed by a tool that rewrote its chunk
-// with a valid checksum, and a chunk zeroed with its checksum).
 // A token dataset whose attributes contradict its datasets (token_count, document_count, vocab,
 // /doc_offsets): damage, which `data verify` says as such.
 class TokenMetadataError : public InputError {
@@ -142,6 +139,9 @@ class TokenMetadataError : public InputError {
   using InputError::InputError;
 };
 
+// `data verify`: every token read (Fletcher32 checked), each id checked against [0, vocab), and the tokens'
+// digest against /tokens' digest attribute (which catches a token changed by a tool that rewrote its chunk
+// with a valid checksum, and a chunk zeroed with its checksum).
 struct TokenVerifyReport {
   std::string path;
   bool ok = false;

@@ -318,8 +318,8 @@ int train_run(Invocation& inv, RunRecord& record) {
       if (s <= trainer.step()) passed += (passed.empty() ? "" : ",") + std::to_string(s);
     if (!passed.empty())
       log::warn_once("dump.steps: step(s) " + passed + " come at or before step " + std::to_string(trainer.step()) +
-                     ", the checkpoint's this run resumes from: this run does not dump them (its dump keeps those the "
-                     "runs before dumped, of dump.layers)");
+                     ", where this run resumes from its checkpoint: this run does not dump them (its dump keeps "
+                     "those the runs before dumped, of dump.layers)");
   }
   // One that dumps nothing more leaves another run's dump at that name as it was: said (before: silently,
   // where a run that dumps replaces it with a warning; from the outputs audit).
@@ -634,7 +634,7 @@ int train_run(Invocation& inv, RunRecord& record) {
       // (before: "nothing saved" was said of it too; from the dumps audit).
       log::info("stopped on " + signal_name(stop_signal) + " at step " + std::to_string(trainer.step()) +
                 ": no checkpoint.dir, no checkpoint saved" +
-                (dump_published ? " (the activation dump " + r.dump_path + " is, through this step)" : "") +
+                (dump_published ? " (the activation dump " + r.dump_path + " is published through this step)" : "") +
                 " (exit " + std::to_string(128 + stop_signal) + ", not 75)");
       return 128 + stop_signal;
     }

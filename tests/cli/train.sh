@@ -960,7 +960,7 @@ wait $launcher; code=$?
 # Without checkpoint.dir, a stop still publishes the activation dump, and says so (before: "nothing saved").
 expect_exit $((128 + $(kill -l USR1))) "a stop in a dumped step, no checkpoint.dir" -- env LONGCTX_FAULT_SIGNAL_AT=dump:2 \
   "$LONGCTX" train "${SMALL[@]}" --train.steps 4 --dump.activations "$OUT/stopdump.h5" --dump.steps 2,3
-expect_in "$OUT/stderr" "no checkpoint.dir, no checkpoint saved \(the activation dump .*stopdump.h5 is, through this step\)" \
+expect_in "$OUT/stderr" "no checkpoint.dir, no checkpoint saved \(the activation dump .*stopdump.h5 is published through this step\)" \
   "... says the dump is saved"
 /usr/bin/python3 -c "import h5py, sys; sys.exit(0 if list(h5py.File(sys.argv[1], 'r').keys()) == ['step_2'] else 1)" \
   "$OUT/stopdump.h5" && pass "... and it holds step 2" || fail "no dump of step 2 alone after the stop"
@@ -1234,7 +1234,7 @@ expect_exit 0 "resumed with dump.steps 2,5 and dump.layers 1" -- "$LONGCTX" trai
 # ... and says what it drops, and that step 2 is not dumped again (before: neither said; from the dumps audit).
 expect_in "$OUT/stderr" "dz.h5: step 1 \(layer 0,1\), step 2 \(layer 0\), dumped before step 4, not kept: not of this run's dump.steps and dump.layers" \
   "... says what it drops"
-expect_in "$OUT/stderr" "dump.steps: step\(s\) 2 come at or before step 3, the checkpoint's this run resumes from: this run does not dump them" \
+expect_in "$OUT/stderr" "dump.steps: step\(s\) 2 come at or before step 3, where this run resumes from its checkpoint: this run does not dump them" \
   "... and that step 2 is not dumped again"
 # A `latest` naming a file that is gone says which checkpoints there are (as for a damaged one).
 rm "$OUT/dz/step_00000005.h5"
