@@ -41,7 +41,8 @@ AttendInput check_attend_input(const h5::File& file, bool backward) {
     const h5::ElementType type = dataset.element_type();
     if (type != h5::ElementType::f32 && type != h5::ElementType::f16)
       // A float64 file (NumPy's default) says how to write it (before: the dtypes alone; from the user audit).
-      throw InputError(dataset.where().describe() + ": dtype " + dataset.dtype_name() + ", expected float32 or float16" +
+      throw InputError(dataset.where().describe() + ": dtype " + dataset.dtype_name() +
+                       ", expected float32, float16 or bfloat16" +
                        (dataset.dtype_name() == "float64"
                             ? std::string(" (write it as one: h5py's f[name] = x.astype('float32'))")
                             : std::string()));

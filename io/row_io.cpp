@@ -47,7 +47,7 @@ Tensor read_rows(const h5::Dataset& dataset, size_t seq_axis, RowRange rows) {
   const h5::ElementType type = dataset.element_type();
   if (type != h5::ElementType::f32 && type != h5::ElementType::f16)
     throw InputError(dataset.where().describe() + ": dtype " + dataset.dtype_name() +
-                     ", expected float32 or float16");
+                     ", expected float32, float16 or bfloat16");
   const Shape global = dataset.shape();
   check_rows(dataset, global, seq_axis, rows);
   Tensor block(block_shape(global, seq_axis, rows));

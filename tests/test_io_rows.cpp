@@ -196,7 +196,7 @@ TEST(RowIo, BadInputsAreInputErrorsNamingFileAndDataset) {
   message = input_error_of([&] {
     read_rows(h5::File::open(ints, h5::Mode::read, MPI_COMM_WORLD), "k", 0, {0, 1});
   });
-  EXPECT_NE(message.find("ints.h5: /k: dtype int32, expected float32 or float16"), std::string::npos) << message;
+  EXPECT_NE(message.find("ints.h5: /k: dtype int32, expected float32, float16 or bfloat16"), std::string::npos) << message;
   message = input_error_of([&] {
     read_rows(h5::File::open(good, h5::Mode::read, MPI_COMM_WORLD), "q", 0, {2, 5});
   });

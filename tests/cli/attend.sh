@@ -167,7 +167,7 @@ with h5py.File('mismatch.h5','w') as f:
 bad 3 "noq.h5.*q" "missing dataset q" -- "$LONGCTX" attend --input noq.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 3 "rank2.h5" "rank-2 tensors" -- "$LONGCTX" attend --input rank2.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 3 "ints.h5" "int32 dtype" -- "$LONGCTX" attend --input ints.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
-bad 3 "u16.h5.*/q: dtype uint16, expected float32 or float16" "uint16 dtype (named, not 'other')" -- "$LONGCTX" attend --input u16.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
+bad 3 "u16.h5.*/q: dtype uint16, expected float32, float16 or bfloat16" "uint16 dtype (named, not 'other')" -- "$LONGCTX" attend --input u16.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 # A 2-byte float of another layout (9 exponent bits) is refused by its layout (before: read as float16, and a
 # value past float32's range said as "= inf" in the file).
 /usr/bin/python3 - <<'PY' || fail "h5py could not write f16e9.h5"
@@ -179,9 +179,9 @@ with h5py.File('f16e9.h5', 'w') as f:
     h5d.create(f.id, b'q', t, h5s.create_simple(q.shape)).write(h5s.ALL, h5s.ALL, q)
     for n in 'kv': f[n] = np.zeros((8, 2, 4), np.float32)
 PY
-bad 3 "f16e9.h5.*/q: dtype float16 of 9 exponent bits \(bias 255\) and 6 mantissa bits, expected float32 or float16" \
+bad 3 "f16e9.h5.*/q: dtype float16 of 9 exponent bits \(bias 255\) and 6 mantissa bits, expected float32, float16 or bfloat16" \
   "a 2-byte float of 9 exponent bits" -- "$LONGCTX" attend --input f16e9.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
-bad 3 "f64.h5.*/q: dtype float64, expected float32 or float16 \(write it as one: h5py's f\[name\] = x.astype\('float32'\)\)" \
+bad 3 "f64.h5.*/q: dtype float64, expected float32, float16 or bfloat16 \(write it as one: h5py's f\[name\] = x.astype\('float32'\)\)" \
   "float64: how to write it" -- "$LONGCTX" attend --input f64.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 bad 3 "/q: dtype compound \(64 bits\), expected" "compound dtype" -- "$LONGCTX" attend --input compound.h5 --output bad.h5 --segment-lengths 4 --dilation-rates 1
 # Non-finite inputs and float32 overflow: before, NaN came out in o (and the gradients) with exit 0.
