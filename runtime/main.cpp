@@ -90,6 +90,12 @@ const cli::Command* find_command(const std::vector<std::string>& args, size_t* w
   return best;
 }
 
+// Where a result would go nowhere (`>&-`): `what` prints there ("longctx eval prints its result", "--help
+// prints"). A usage error: the command does nothing.
+std::string closed_output_message(const std::string& what) {
+  return "standard output is closed (`>&-`): " + what + " there; send it to a file or a pipe";
+}
+
 struct Parsed {
   std::optional<cli::Invocation> invocation;
   cli::po::options_description declared{"options", cli::kHelpLineLength, cli::kHelpDescriptionLength};
@@ -176,8 +182,7 @@ void parse(ProcessContext& process, const std::vector<std::string>& args, Parsed
   // Rank 0 prints the result: with nowhere to print it, the work would be lost (before: found at the end,
   // after an eval of hours; from the eval audit).
   if (process.rank() == 0 && !command->results_in_files && io::standard_output_was_closed())
-    throw UsageError("standard output is closed (`>&-`): longctx " + command->name + " prints its result there; "
-                     "send it to a file or a pipe");
+    throw UsageError(closed_output_message("longctx " + command->name + " prints its result"));
   const double timeout = parsed.invocation->options["comm-timeout"].as<double>();
   process.world().set_timeout_seconds(timeout);
   if (process.world_size() > 1)  // collective file I/O has no timeout of its own: ends the job just the same
@@ -359,8 +364,8 @@ int run(ProcessContext& process, const std::vector<std::string>& args) {
   if (process.rank() != 0 && (parsed.help || parsed.version)) return 0;
   // As a command's result: nowhere to print it is a usage error (before: exit 1, "lost", for these alone).
   if ((parsed.help || parsed.version) && io::standard_output_was_closed()) {
-    std::fprintf(stderr, "longctx: error: standard output is closed (`>&-`): %s prints there; send it to a file or a "
-                 "pipe\n", parsed.version ? "--version" : "--help");
+    std::fprintf(stderr, "longctx: error: %s\n",
+                 closed_output_message(parsed.version ? "--version prints" : "--help prints").c_str());
     return static_cast<int>(ExitCode::usage);
   }
   if (parsed.version) {

@@ -137,6 +137,16 @@ void share_cpus(MPI_Comm node) {
   omp_set_num_threads(std::min(share, omp_get_thread_limit()));
 }
 
+// A watchdog's end where MPI_Abort cannot serve (before MPI_Init; inside MPI_Finalize, which it could crash):
+// this process says so, `note` after the message, and exits 1; the launcher ends the job.
+std::function<void(const std::string&)> say_and_exit(const std::string& note) {
+  return [note](const std::string& message) {
+    log::error(message + note);
+    std::fflush(nullptr);
+    std::_Exit(static_cast<int>(ExitCode::internal));
+  };
+}
+
 // What sets the start-up's timeout, for the watchdog's message: its value as set (before: "600 s" where
 // LONGCTX_FAULT_STARTUP_TIMEOUT had set another; from the regression audit).
 std::string startup_set_by(double seconds) {
@@ -403,15 +413,7 @@ ProcessContext::ProcessContext(int* argc, char*** argv) {
   // there for good (before: documented as a window). Under the watchdog, for the start-up's timeout: each
   // waiting task says so and exits 1 (MPI_Abort needs MPI), and the launcher ends the job.
   const double startup = startup_timeout();
-  if (launcher_.tasks > 1)
-    watchdog::arm(
-        startup,
-        [](const std::string& message) {
-          log::error(message);
-          std::fflush(nullptr);
-          std::_Exit(static_cast<int>(ExitCode::internal));
-        },
-        startup_set_by(startup));
+  if (launcher_.tasks > 1) watchdog::arm(startup, say_and_exit(""), startup_set_by(startup));
   int provided = 0;
   {
     const std::string task = launcher_.rank >= 0 ? std::to_string(launcher_.rank) + " " : std::string();
@@ -466,12 +468,7 @@ ProcessContext::~ProcessContext() {
   // the others in MPI_Finalize: the watchdog ends the job then, after --comm-timeout. Not with MPI_Abort,
   // which MPI_Finalize under way on this rank's own thread could crash (a segfault in 1 of 4 runs of the
   // hang audit): this rank says so and exits 1, and the launcher ends the job.
-  if (world_size_ > 1 && timeout > 0)
-    watchdog::arm(timeout, [](const std::string& message) {
-      log::error(message + " (this rank's work is done)");
-      std::fflush(nullptr);
-      std::_Exit(static_cast<int>(ExitCode::internal));
-    });
+  if (world_size_ > 1 && timeout > 0) watchdog::arm(timeout, say_and_exit(" (this rank's work is done)"));
   watchdog::Guard guard("MPI_Finalize at the end of the job");
   if (!finalized) MPI_Finalize();
 }

@@ -267,7 +267,8 @@ std::string what_resumes(std::string dir, const std::vector<io::VerifyReport>& r
   // No checkpoint and no `latest`: a run there starts afresh, nothing to say (before: "no whole checkpoint
   // ... this one emptied", for a directory of other files; from the regression audit).
   std::error_code exists_error;
-  if (!std::filesystem::exists(dir + "/latest", exists_error) &&
+  const bool has_latest = std::filesystem::exists(dir + "/latest", exists_error);
+  if (!has_latest &&
       std::none_of(reports.begin(), reports.end(), [](const io::VerifyReport& r) {
         return io::step_in_file_name(r.path).has_value();
       }))
@@ -282,10 +283,9 @@ std::string what_resumes(std::string dir, const std::vector<io::VerifyReport>& r
       return !r.removed && r.ok && std::filesystem::path(r.path).filename() == std::filesystem::path(path).filename();
     });
   };
-  std::error_code error;
   if (latest && whole(*latest))
     return shown(dir) + ": a resume there takes " + shown(std::filesystem::path(*latest).filename().string()) +
-           (std::filesystem::exists(dir + "/latest", error) ? ", which `latest` names" : ", the newest (no `latest`)") +
+           (has_latest ? ", which `latest` names" : ", the newest (no `latest`)") +
            ", and it is whole; the damaged files are not read by it";
   const std::optional<int64_t> below = latest ? io::step_in_file_name(*latest) : std::nullopt;
   std::string newest;  // reports are in step order, oldest first
